@@ -1,0 +1,354 @@
+/*
+ * thingsync — the node: one controller of the site, speaking the mesh protocol.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef THINGSYNC_NODE_H
+#define THINGSYNC_NODE_H
+
+#include <thingsync/common.h>
+#include <thingsync/site.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * A node is one controller of a site: it owns some things, holds copies of
+ * the things it uses, and exchanges datagrams with the other controllers.
+ * A node is not thread-safe; call it from the thread that runs its loop.
+ * Many nodes may live in one process.
+ */
+typedef struct tsync_node tsync_node;
+
+/** Options for tsync_node_new(). Initialise with tsync_node_options_init(). */
+typedef struct tsync_node_options {
+	/** The site, borrowed: it must outlive the node. If NULL, `site_path` is loaded. */
+	const tsync_site *site;
+	/** Path of site.conf, used when `site` is NULL. */
+	const char *site_path;
+	/** This controller's name in site.conf (required). */
+	const char *controller;
+	/**
+	 * Directory for the LMDB state (boot counter, owned values). NULL keeps
+	 * everything in memory: the node then forgets its values when freed.
+	 */
+	const char *state_dir;
+	/**
+	 * A libevent `struct event_base *`, borrowed, to run inside the caller's
+	 * loop. NULL: the node makes its own, run with tsync_node_run().
+	 */
+	void *event_base;
+	/** UDP address to bind instead of the controller's `host` (e.g. "0.0.0.0"). */
+	const char *bind_host;
+	/** Log callback; NULL logs nothing. */
+	tsync_log_fn log;
+	void *log_userdata;
+	/** Most verbose level passed to `log` (default TSYNC_LOG_INFO). */
+	tsync_log_level log_level;
+} tsync_node_options;
+
+/** Fills `opts` with defaults (all NULL, log level info). */
+TSYNC_API void tsync_node_options_init(tsync_node_options *opts);
+
+/**
+ * Creates a node, binds its UDP socket and starts the start-up re-sync (it asks
+ * the owners of everything it uses, and sends its own values to their users).
+ *
+ * @param opts  options, borrowed for the call (strings are copied).
+ * @param ret   receives the node (owned, free with tsync_node_free()); written
+ *              only on success.
+ * @return 0; -EINVAL (missing controller); TSYNC_EUNKNOWN_CTRL; TSYNC_ESITE or
+ *         TSYNC_EKEY (site_path invalid); -EADDRINUSE or another negative errno
+ *         from the socket; TSYNC_ESTORE; -ENOMEM.
+ */
+TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret);
+
+/**
+ * Frees a node: closes its socket, commits its state, and completes every
+ * outstanding pulse or command callback with TSYNC_ECANCELED. Accepts NULL.
+ */
+TSYNC_API void tsync_node_free(tsync_node *node);
+
+/** The node's controller name; borrowed, valid until tsync_node_free(). */
+TSYNC_API const char *tsync_node_name(const tsync_node *node);
+
+/** The node's site; borrowed, valid until tsync_node_free(). */
+TSYNC_API const tsync_site *tsync_node_site(const tsync_node *node);
+
+/** The node's boot counter (increases at every start; never repeats). */
+TSYNC_API uint64_t tsync_node_boot(const tsync_node *node);
+
+/** The UDP port the node is bound to. */
+TSYNC_API uint16_t tsync_node_port(const tsync_node *node);
+
+/**
+ * Runs the node's own event loop until tsync_node_stop() is called.
+ * Not for nodes created with `event_base`.
+ * @return 0, or -EINVAL.
+ */
+TSYNC_API int tsync_node_run(tsync_node *node);
+
+/**
+ * Runs the node's own event loop for at most `timeout_ms`, or until nothing is
+ * pending (timeout_ms < 0 waits for one event). For tests and tools.
+ * @return 0, or -EINVAL.
+ */
+TSYNC_API int tsync_node_run_for(tsync_node *node, int timeout_ms);
+
+/** Makes tsync_node_run() return. Safe to call from any callback. */
+TSYNC_API void tsync_node_stop(tsync_node *node);
+
+/**
+ * Sets a thing.
+ *
+ * On the owner, this is the new value: it is stored and sent to every user,
+ * repeated until each acknowledges. Elsewhere, it is a request to the owner
+ * (to_be); the copy changes when the owner reports the resulting value.
+ *
+ * @param thing  name, borrowed.
+ * @param v      value, borrowed (strings are copied).
+ * @return 0; TSYNC_EUNKNOWN_THING; TSYNC_ENOT_USED; TSYNC_EVALUE;
+ *         TSYNC_EREFUSED (a user setting a thing that is not settable); -ENOMEM.
+ */
+TSYNC_API int tsync_node_set(tsync_node *node, const char *thing, const tsync_value *v);
+
+/** What a node knows of one thing. */
+typedef struct tsync_thing_state {
+	tsync_value value; /**< TSYNC_TYPE_NONE if no value yet; a string is borrowed
+	                        until the thing changes or the node is freed */
+	bool owned;        /**< this node is the owner */
+	uint64_t version;  /**< the owner's version of the value (0: none yet) */
+	uint64_t owner_boot;
+	size_t users_pending; /**< owner only: users that have not acknowledged it yet */
+} tsync_thing_state;
+
+/**
+ * Reads the value a node holds for a thing (its own, or its copy).
+ * @return 0; TSYNC_EUNKNOWN_THING; TSYNC_ENOT_USED.
+ */
+TSYNC_API int tsync_node_get(tsync_node *node, const char *thing, tsync_thing_state *out);
+
+/**
+ * Asks the owner again for a thing's value (done for every used thing at
+ * start-up; useful after the application suspects a stale copy).
+ * @return 0; TSYNC_EUNKNOWN_THING; TSYNC_ENOT_USED; -EINVAL on the owner itself.
+ */
+TSYNC_API int tsync_node_ask(tsync_node *node, const char *thing);
+
+/**
+ * Completion of a pulse, command or request.
+ *
+ * @param status  0 when the peer acknowledged (or answered); TSYNC_ECMD,
+ *                TSYNC_ECMD_ARGS, TSYNC_EREFUSED if it refused;
+ *                TSYNC_EPEER_RESTARTED if it restarted before answering;
+ *                TSYNC_ECANCELED if the node is being freed.
+ * @param result  the answer as JSON text (commands and requests; NULL for
+ *                pulses or on error), borrowed for the call.
+ */
+typedef void (*tsync_done_fn)(void *userdata, tsync_node *node, int status, const char *result);
+
+/**
+ * Pulses a thing: its value is `v` for `ms` milliseconds, then returns to
+ * normal. Acted on exactly once by the owner and each user, however often the
+ * datagram is lost or duplicated. On the owner this acts locally and tells the
+ * users; elsewhere it asks the owner to pulse.
+ *
+ * @param v    the pulse value (NULL: true / 1), borrowed.
+ * @param ms   duration (0: the thing's `pulse_ms`).
+ * @param done called once when the owner acknowledged (may be NULL).
+ * @return 0; TSYNC_EUNKNOWN_THING; TSYNC_ENOT_USED; TSYNC_ENO_PULSE;
+ *         TSYNC_EVALUE; -ENOBUFS if too many are outstanding; -ENOMEM.
+ */
+TSYNC_API int tsync_node_pulse(tsync_node *node, const char *thing, const tsync_value *v, uint32_t ms,
+                               tsync_done_fn done, void *userdata);
+
+/** Kinds of events delivered to a tsync_event_fn. */
+typedef enum tsync_event_kind {
+	TSYNC_EVENT_CHANGED = 1, /**< a thing's value changed (own or copy) */
+	TSYNC_EVENT_PULSE = 2,   /**< a thing was pulsed (acted on once) */
+	TSYNC_EVENT_PEER_UP = 3, /**< a controller answered after silence or restart */
+	TSYNC_EVENT_PEER_DOWN = 4, /**< a controller stopped answering */
+} tsync_event_kind;
+
+/** An event. Every pointer is borrowed for the duration of the callback. */
+typedef struct tsync_event {
+	tsync_event_kind kind;
+	const char *thing;      /**< CHANGED, PULSE */
+	tsync_value value;      /**< CHANGED: the new value; PULSE: the pulse value */
+	uint32_t pulse_ms;      /**< PULSE */
+	const char *controller; /**< who caused it (the sender, or this node) */
+} tsync_event;
+
+/** Event callback. It may call any node function, including tsync_node_set(). */
+typedef void (*tsync_event_fn)(void *userdata, tsync_node *node, const tsync_event *ev);
+
+/**
+ * Adds an event listener. Listeners are called in the order they were added.
+ * @return 0, or -ENOMEM.
+ */
+TSYNC_API int tsync_node_on_event(tsync_node *node, tsync_event_fn fn, void *userdata);
+
+/**
+ * Owner-side write hook: called when a user asks to set one of this node's
+ * things (or the application calls tsync_node_set() on it), before the value
+ * is taken. It decides the resulting state (as_is), e.g. after driving an
+ * output. The default takes `to_be` as it is.
+ *
+ * @param to_be  the requested value, borrowed.
+ * @param as_is  receives the resulting value; a string must stay valid until
+ *               the hook is called again or the node is freed.
+ * @return 0 to take `as_is`; a negative code to refuse (reported to the
+ *         requester as err_ip_in_refused; the value is unchanged).
+ */
+typedef int (*tsync_write_fn)(void *userdata, tsync_node *node, const char *thing,
+                              const tsync_value *to_be, tsync_value *as_is);
+
+/** Sets the write hook (one per node; NULL restores the default). */
+TSYNC_API void tsync_node_set_write_hook(tsync_node *node, tsync_write_fn fn, void *userdata);
+
+/**
+ * A command or request as received. Pointers are borrowed for the call.
+ */
+typedef struct tsync_request {
+	const char *from;   /**< sending controller */
+	const char *type;   /**< "cmd", "cum", "clim", "connection_status", ... */
+	const char *role;   /**< cmd: the role */
+	const char *cmd;    /**< cmd: the command */
+	const char *json;   /**< the whole message object as JSON text */
+} tsync_request;
+
+/**
+ * Handler for a command or request. Called exactly once per request, however
+ * often the request datagram arrives.
+ *
+ * @param result  may receive an answer as JSON text, malloc()ed; ownership
+ *                passes to the library. Leave NULL for no answer (`null`).
+ * @return 0; TSYNC_ECMD_ARGS for bad arguments; another negative code for
+ *         failure (answered as an error).
+ */
+typedef int (*tsync_request_fn)(void *userdata, tsync_node *node, const tsync_request *req, char **result);
+
+/**
+ * Registers a handler for `{"type":"cmd","role":ROLE,"cmd":CMD}`. The node
+ * accepts a command only if site.conf gives it ROLE; any other answers
+ * err_ip_in_cmd. Registering the same role and command again replaces it.
+ *
+ * @return 0, -EINVAL, -ENOMEM.
+ */
+TSYNC_API int tsync_node_on_cmd(tsync_node *node, const char *role, const char *cmd, tsync_request_fn fn,
+                                void *userdata);
+
+/**
+ * Registers a handler for every message of a type other than "io" and "cmd":
+ * "cum", "clim", "connection_status", "recovery_data_request",
+ * "recovery_data", or an application's own.
+ *
+ * @return 0, -EINVAL, -ENOMEM.
+ */
+TSYNC_API int tsync_node_on_request(tsync_node *node, const char *type, tsync_request_fn fn, void *userdata);
+
+/**
+ * Sends a command to a controller, exactly once.
+ *
+ * @param controller  the target; NULL sends it to the first controller of the
+ *                    site that has `role`.
+ * @param args_json   NULL, or a JSON object whose members are added to the
+ *                    message (e.g. `{"kwargs":{"reason":"x"}}`), borrowed.
+ * @param done        called once with the answer.
+ * @return 0; TSYNC_EUNKNOWN_CTRL; -EINVAL (bad JSON, or the target is this
+ *         node); -ENOBUFS if too many are outstanding; -ENOMEM.
+ */
+TSYNC_API int tsync_node_cmd(tsync_node *node, const char *controller, const char *role, const char *cmd,
+                             const char *args_json, tsync_done_fn done, void *userdata);
+
+/**
+ * Sends a message of any other type (cum, clim, connection_status, ...),
+ * exactly once.
+ *
+ * @param body_json  a JSON object, borrowed; its "type" member is set to `type`.
+ * @return as tsync_node_cmd().
+ */
+TSYNC_API int tsync_node_request(tsync_node *node, const char *controller, const char *type,
+                                 const char *body_json, tsync_done_fn done, void *userdata);
+
+/** Why a datagram or message was refused. Names are the seed's where it has one. */
+typedef enum tsync_reject {
+	TSYNC_REJ_JSON = 0,       /**< err_ip_in_json_req: not JSON, or bad envelope */
+	TSYNC_REJ_REQ,            /**< err_ip_in_req: unknown message type or cmd */
+	TSYNC_REJ_IO,             /**< err_ip_in_io: no such thing */
+	TSYNC_REJ_THS_I_USE,      /**< err_ip_in_ths_i_use: not a thing I own or use, or not from its owner */
+	TSYNC_REJ_VAL,            /**< err_ip_in_val: wrong type or out of limits */
+	TSYNC_REJ_REFUSED,        /**< err_ip_in_refused: sender not allowed */
+	TSYNC_REJ_CMD,            /**< err_ip_in_cmd: unknown role or command */
+	TSYNC_REJ_AUTH,           /**< err_ip_in_auth: missing, forged or altered tag */
+	TSYNC_REJ_REPLAY,         /**< err_ip_in_replay: seen before, or from an older boot */
+	TSYNC_REJ_STALE_BOOT,     /**< err_ip_in_stale_boot: addressed to a previous boot of mine */
+	TSYNC_REJ_OVERSIZE,       /**< err_ip_in_size: datagram or field over its limit */
+	TSYNC_REJ_UNKNOWN_SENDER, /**< err_ip_in_sender: not a controller in site.conf */
+	TSYNC_REJ_COUNT
+} tsync_reject;
+
+/** The log name of a rejection reason, e.g. "err_ip_in_val". */
+TSYNC_API const char *tsync_reject_name(tsync_reject reason);
+
+/** Counters for one peer controller, as seen by this node. */
+typedef struct tsync_peer_stats {
+	const char *name; /**< borrowed, valid until tsync_node_free() */
+	bool up;          /**< answered recently and nothing is overdue */
+	uint64_t boot;    /**< the peer's boot counter as last seen (0: never) */
+	uint64_t datagrams_sent;
+	uint64_t datagrams_received;
+	uint64_t bytes_sent;
+	uint64_t bytes_received;
+	uint64_t msgs_sent;       /**< messages, including retransmissions */
+	uint64_t retransmits;     /**< datagrams sent by the retry timer */
+	uint64_t acked;           /**< messages acknowledged by the peer */
+	uint64_t pending;         /**< messages waiting for the peer's answer now */
+	uint32_t srtt_us;         /**< smoothed round trip (0: no sample yet) */
+	uint32_t rttvar_us;
+	uint32_t rto_ms;          /**< current retransmission timeout, with backoff */
+	uint64_t rejected[TSYNC_REJ_COUNT];
+	int64_t last_heard_ms;    /**< ms since the last valid datagram (-1: never) */
+} tsync_peer_stats;
+
+/** Number of peers (every other controller of the site). */
+TSYNC_API size_t tsync_node_peer_count(const tsync_node *node);
+
+/**
+ * Counters of peer number `idx`.
+ * @return 0, or -ERANGE.
+ */
+TSYNC_API int tsync_node_peer_stats(const tsync_node *node, size_t idx, tsync_peer_stats *out);
+
+/**
+ * Datagrams rejected before a sender could be named (forged tags, unknown
+ * addresses, broken envelopes), by reason.
+ */
+TSYNC_API uint64_t tsync_node_rejected_unknown(const tsync_node *node, tsync_reject reason);
+
+/** Fault injection on the node's outgoing datagrams, for tests and the simulator. */
+typedef struct tsync_faults {
+	double loss;      /**< probability a datagram is dropped (0..1) */
+	double duplicate; /**< probability it is sent twice */
+	double reorder;   /**< probability it is held back and sent later */
+	uint32_t delay_ms; /**< how long a reordered datagram is held (default 5) */
+	uint32_t seed;    /**< PRNG seed (0: from the clock) */
+} tsync_faults;
+
+/**
+ * Sets (or with NULL, clears) fault injection on outgoing datagrams.
+ * @return 0, or -EINVAL.
+ */
+TSYNC_API int tsync_node_set_faults(tsync_node *node, const tsync_faults *faults);
+
+/**
+ * Number of things this node owns whose users have not all acknowledged the
+ * current value, plus asks and requests still unanswered. 0 means settled.
+ */
+TSYNC_API size_t tsync_node_unsettled(const tsync_node *node);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* THINGSYNC_NODE_H */

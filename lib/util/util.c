@@ -1,0 +1,230 @@
+/*
+ * lib/util: clocks, logger, buffer, name index, PRNG.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "util/util.h"
+
+uint64_t util__now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t util__realtime_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+void log__printf(const struct logger *log, tsync_log_level level, const char *fmt, ...)
+{
+	char line[1024];
+	int n = 0;
+	va_list ap;
+
+	if (!log__enabled(log, level))
+		return;
+	if (log->prefix)
+		n = snprintf(line, sizeof(line), "%s: ", log->prefix);
+	va_start(ap, fmt);
+	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	va_end(ap);
+	log->fn(log->userdata, level, line);
+}
+
+int buf__reserve(struct buf *b, size_t extra)
+{
+	size_t need = b->len + extra + 1;
+	size_t cap;
+	char *p;
+
+	if (need <= b->cap)
+		return 0;
+	cap = b->cap ? b->cap : 256;
+	while (cap < need)
+		cap *= 2;
+	p = realloc(b->data, cap);
+	if (!p)
+		return -ENOMEM;
+	b->data = p;
+	b->cap = cap;
+	return 0;
+}
+
+int buf__append(struct buf *b, const void *data, size_t len)
+{
+	if (buf__reserve(b, len) < 0)
+		return -ENOMEM;
+	memcpy(b->data + b->len, data, len);
+	b->len += len;
+	b->data[b->len] = '\0';
+	return 0;
+}
+
+int buf__appendf(struct buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return -EINVAL;
+	if (buf__reserve(b, (size_t)n) < 0)
+		return -ENOMEM;
+	va_start(ap, fmt);
+	vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+	return 0;
+}
+
+void buf__reset(struct buf *b)
+{
+	b->len = 0;
+	if (b->data)
+		b->data[0] = '\0';
+}
+
+void buf__free(struct buf *b)
+{
+	free(b->data);
+	b->data = NULL;
+	b->len = b->cap = 0;
+}
+
+/* FNV-1a: names are short and few; this is plenty. */
+static uint64_t hash_name(const char *s)
+{
+	uint64_t h = 1469598103934665603ull;
+	while (*s) {
+		h ^= (unsigned char)*s++;
+		h *= 1099511628211ull;
+	}
+	return h;
+}
+
+int name_index__init(struct name_index *ix, size_t expected)
+{
+	size_t cap = 16;
+	while (cap < expected * 2)
+		cap *= 2;
+	ix->keys = calloc(cap, sizeof(*ix->keys));
+	ix->vals = calloc(cap, sizeof(*ix->vals));
+	if (!ix->keys || !ix->vals) {
+		free(ix->keys);
+		free(ix->vals);
+		ix->keys = NULL;
+		ix->vals = NULL;
+		return -ENOMEM;
+	}
+	ix->cap = cap;
+	ix->count = 0;
+	return 0;
+}
+
+static int name_index_grow(struct name_index *ix)
+{
+	struct name_index bigger;
+	int r = name_index__init(&bigger, ix->cap);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < ix->cap; i++)
+		if (ix->keys[i])
+			name_index__put(&bigger, ix->keys[i], ix->vals[i]);
+	name_index__free(ix);
+	*ix = bigger;
+	return 0;
+}
+
+int name_index__put(struct name_index *ix, const char *key, uint32_t val)
+{
+	size_t i;
+
+	if (!ix->keys) {
+		int r = name_index__init(ix, 8);
+		if (r < 0)
+			return r;
+	}
+	if ((ix->count + 1) * 2 > ix->cap) {
+		int r = name_index_grow(ix);
+		if (r < 0)
+			return r;
+	}
+	for (i = hash_name(key) & (ix->cap - 1);; i = (i + 1) & (ix->cap - 1)) {
+		if (!ix->keys[i])
+			break;
+		if (strcmp(ix->keys[i], key) == 0)
+			return -EEXIST;
+	}
+	ix->keys[i] = key;
+	ix->vals[i] = val;
+	ix->count++;
+	return 0;
+}
+
+int name_index__get(const struct name_index *ix, const char *key, uint32_t *val)
+{
+	if (!ix->keys || !key)
+		return -ENOENT;
+	for (size_t i = hash_name(key) & (ix->cap - 1);; i = (i + 1) & (ix->cap - 1)) {
+		if (!ix->keys[i])
+			return -ENOENT;
+		if (strcmp(ix->keys[i], key) == 0) {
+			*val = ix->vals[i];
+			return 0;
+		}
+	}
+}
+
+void name_index__free(struct name_index *ix)
+{
+	free(ix->keys);
+	free(ix->vals);
+	ix->keys = NULL;
+	ix->vals = NULL;
+	ix->cap = ix->count = 0;
+}
+
+char *util__strdup(const char *s)
+{
+	size_t n;
+	char *d;
+
+	if (!s)
+		return NULL;
+	n = strlen(s) + 1;
+	d = malloc(n);
+	if (d)
+		memcpy(d, s, n);
+	return d;
+}
+
+void prng__seed(struct prng *p, uint64_t seed)
+{
+	p->s = seed ? seed : 0x9e3779b97f4a7c15ull;
+}
+
+uint64_t prng__next(struct prng *p)
+{
+	uint64_t x = p->s;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	p->s = x;
+	return x * 0x2545f4914f6cdd1dull;
+}
+
+double prng__unit(struct prng *p)
+{
+	return (double)(prng__next(p) >> 11) * (1.0 / 9007199254740992.0);
+}

@@ -1,0 +1,180 @@
+/*
+ * lib/wire: the datagram format. Encoding (a size-aware JSON writer),
+ * decoding (jansson), authentication (libsodium crypto_auth) and the replay
+ * window. It knows the shape of messages, not what they mean: lib/sync does.
+ *
+ * A datagram is either
+ *   - an envelope: {"v":1,"from":NAME,"boot":B,"seq":S,"to_boot":T,"re":R,
+ *                   "msgs":[MSG,...]}   followed, with a site key, by the
+ *     32-byte crypto_auth tag of everything before it; or
+ *   - legacy (the seed's format, only without a site key): [MSG,...]
+ * and a message is one of the seed's objects, e.g.
+ *   {"type":"io","cmd":"set","io":"is_armed","val":1,"ver":12}
+ *   {"type":"io","cmd":"reply","io":"is_armed","val":1,"ver":12}
+ *   {"type":"io","cmd":"ask","io":"is_armed"}
+ *   {"type":"io","cmd":"pulse","io":"door","val":1,"ms":500,"id":7}
+ *   {"type":"io","cmd":"reply_pulse","io":"door","re":7}
+ *   {"type":"cmd","role":"cmd_do","cmd":"version","kwargs":{},"id":8}
+ *   {"type":"cmd","role":"cmd_do","cmd":"version","re":8,"res":"0.1.0"}
+ *   {"type":"cum","fld":"is_alarm","id":9}   {"type":"cum","re":9,"res":{...}}
+ * "id" numbers a request the sender repeats until answered; "re" names the
+ * request an answer is for; "ver" is the owner's version of a value; "err"
+ * carries a seed error name in an answer that refuses.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef TSYNC_WIRE_H
+#define TSYNC_WIRE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <thingsync/node.h>
+
+#include "util/util.h"
+
+#define WIRE_TAG_BYTES 32 /* crypto_auth_BYTES */
+#define WIRE_KEY_BYTES 32 /* crypto_auth_KEYBYTES */
+#define WIRE_VERSION 1
+
+enum wire_type {
+	WIRE_T_IO = 0,
+	WIRE_T_CMD,
+	WIRE_T_CUM,
+	WIRE_T_CLIM,
+	WIRE_T_OTHER, /* any other "type" string: connection_status, recovery_*, ... */
+};
+
+enum wire_op { /* the "cmd" of an io message */
+	WIRE_OP_NONE = 0,
+	WIRE_OP_SET,
+	WIRE_OP_REPLY,
+	WIRE_OP_ASK,
+	WIRE_OP_PULSE,
+	WIRE_OP_REPLY_PULSE,
+};
+
+/*
+ * One message. Decoding fills it with pointers borrowed from the datagram
+ * (valid until wire__datagram_release()); encoding reads it.
+ */
+struct wire_msg {
+	enum wire_type type;
+	const char *type_name; /* the "type" string (decoded; for WIRE_T_OTHER when encoding) */
+	enum wire_op op;       /* io only */
+	const char *io;        /* io: "io", the thing name */
+
+	bool has_val;
+	tsync_value val; /* as found in JSON: bool, int, float or string; no coercion */
+
+	bool has_ver;
+	uint64_t ver;
+	bool has_id;
+	uint64_t id;
+	bool has_re;
+	uint64_t re;
+	uint32_t ms; /* pulse duration, 0 if absent */
+
+	const char *err;  /* seed error name in a refusing answer, or NULL */
+	const char *role; /* cmd */
+	const char *cmd;  /* cmd: the command name */
+
+	/* Encoding only: extra members as a compact JSON object text ("{...}")
+	 * merged into the message, and an answer ("res") as any JSON text. */
+	const char *body;
+	const char *res;
+
+	/* Decoding only: the whole message object (json_t *, borrowed) for
+	 * handlers that want all of it, and why it is malformed, if it is. */
+	void *obj;
+	bool bad;
+	tsync_reject reject;
+};
+
+struct wire_env {
+	bool legacy; /* a plain seed list: no envelope, no tag */
+	const char *from;
+	uint64_t boot;    /* sender's boot counter */
+	uint64_t seq;     /* sender's datagram number within that boot (from 1) */
+	uint64_t to_boot; /* receiver's boot as the sender knows it (0: unknown) */
+	uint64_t re;      /* seq of the datagram this one answers (0: none), for RTT */
+};
+
+/* What the codec needs to know; borrowed by it. */
+struct wire_codec {
+	const uint8_t *key;    /* WIRE_KEY_BYTES, or NULL for no authentication */
+	uint32_t max_datagram; /* bytes, tag included */
+	uint32_t max_msgs;     /* messages per datagram */
+	uint32_t max_string;   /* bytes of any string field */
+};
+
+struct wire_datagram {
+	struct wire_env env;
+	struct wire_msg *msgs;
+	size_t n_msgs;
+	void *root; /* json_t *, owned */
+};
+
+/*
+ * Decodes and authenticates one datagram.
+ *
+ * With a key, the datagram must be an envelope with a valid tag; without, an
+ * envelope or a legacy list. A message that is malformed does not fail the
+ * datagram: it is kept with bad = true and its reason, so its neighbours are
+ * still acted on.
+ *
+ * Returns 0, or a negative value with *reject set: TSYNC_REJ_OVERSIZE (over
+ * max_datagram or max_msgs), TSYNC_REJ_AUTH (tag missing or wrong; legacy
+ * list with a key), TSYNC_REJ_JSON (not JSON, or a bad envelope). The
+ * datagram needs wire__datagram_release() either way.
+ */
+int wire__decode(const struct wire_codec *c, const void *buf, size_t len, struct wire_datagram *dg,
+                 tsync_reject *reject);
+void wire__datagram_release(struct wire_datagram *dg);
+
+/* Builds one datagram, message by message, never over max_datagram. */
+struct wire_writer {
+	const struct wire_codec *codec;
+	struct buf b;
+	bool legacy;
+	size_t n_msgs;
+	size_t limit; /* max bytes of JSON, before the tag */
+};
+
+void wire__writer_init(struct wire_writer *w, const struct wire_codec *c);
+void wire__writer_free(struct wire_writer *w);
+
+/* Starts a datagram (resets the writer). 0 or -ENOMEM. */
+int wire__begin(struct wire_writer *w, const struct wire_env *env);
+
+/* Appends a message. 0; -EMSGSIZE if it does not fit (the writer is
+ * unchanged; a lone message too large for an empty datagram also gives
+ * -EMSGSIZE, so callers check n_msgs); -ENOMEM. */
+int wire__add(struct wire_writer *w, const struct wire_msg *m);
+
+/* Closes the datagram and appends the tag. *out stays valid until the next
+ * wire__begin() or wire__writer_free(). 0 or -ENOMEM. */
+int wire__finish(struct wire_writer *w, const void **out, size_t *len);
+
+/*
+ * The replay window of one sender: the newest boot seen, and within it the
+ * newest seq and a bitmap of the 64 before it (as IPsec's).
+ */
+struct wire_replay {
+	uint64_t boot;
+	uint64_t top;
+	uint64_t bits;
+};
+
+/* 0 if (boot, seq) is new; TSYNC_REJ_REPLAY-style negative -1 if seen or too
+ * old, or from an older boot. Does not record it. */
+int wire__replay_check(const struct wire_replay *r, uint64_t boot, uint64_t seq);
+/* Records (boot, seq) as seen; call after the datagram authenticated. */
+void wire__replay_update(struct wire_replay *r, uint64_t boot, uint64_t seq);
+
+/* Names used on the wire. */
+const char *wire__op_name(enum wire_op op);
+/* The seed error name for a rejection (same as tsync_reject_name()). */
+const char *wire__reject_name(tsync_reject r);
+
+#endif /* TSYNC_WIRE_H */
