@@ -1,0 +1,500 @@
+/*
+ * Unit tests for lib/util: buffer, name index, PRNG, values, error and
+ * rejection names.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <thingsync/node.h>
+
+#include "util/util.h"
+
+static void test_buf_append_grows(void **state)
+{
+	struct buf b = {0};
+	char chunk[100];
+
+	/* An empty buffer owns nothing yet. */
+	assert_null(b.data);
+	memset(chunk, 'a', sizeof(chunk));
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(buf__append(&b, chunk, sizeof(chunk)), 0);
+	assert_int_equal(b.len, 5000);
+	assert_true(b.cap > b.len);
+	assert_int_equal(b.data[b.len], '\0');
+	assert_int_equal(strlen(b.data), 5000);
+	for (size_t i = 0; i < b.len; i++)
+		assert_int_equal(b.data[i], 'a');
+
+	/* Reset keeps the memory and empties the string. */
+	{
+		size_t cap = b.cap;
+		buf__reset(&b);
+		assert_int_equal(b.len, 0);
+		assert_int_equal(b.cap, cap);
+		assert_string_equal(b.data, "");
+	}
+	assert_int_equal(buf__append(&b, "xy", 2), 0);
+	assert_string_equal(b.data, "xy");
+	/* Appending nothing is fine and keeps the terminator. */
+	assert_int_equal(buf__append(&b, "", 0), 0);
+	assert_string_equal(b.data, "xy");
+	buf__free(&b);
+	assert_null(b.data);
+	assert_int_equal(b.len, 0);
+	assert_int_equal(b.cap, 0);
+	/* Free twice is harmless. */
+	buf__free(&b);
+}
+
+static void test_buf_appendf(void **state)
+{
+	struct buf b = {0};
+	char expect[64];
+
+	assert_int_equal(buf__appendf(&b, "%s=%d", "x", 42), 0);
+	assert_string_equal(b.data, "x=42");
+	assert_int_equal(b.len, 4);
+	/* Many formatted appends cross several growth steps and keep every byte. */
+	for (int i = 0; i < 1000; i++)
+		assert_int_equal(buf__appendf(&b, ",%04d", i), 0);
+	assert_int_equal(b.len, 4 + 1000 * 5);
+	assert_int_equal(strlen(b.data), b.len);
+	assert_memory_equal(b.data + 4, ",0000,0001", 10);
+	snprintf(expect, sizeof(expect), ",%04d", 999);
+	assert_string_equal(b.data + b.len - 5, expect);
+
+	/* One append far larger than the first allocation. */
+	buf__reset(&b);
+	assert_int_equal(buf__appendf(&b, "%*s|", 3000, "end"), 0);
+	assert_int_equal(b.len, 3001);
+	assert_string_equal(b.data + 2997, "end|");
+	/* An empty format appends nothing. */
+	assert_int_equal(buf__appendf(&b, "%s", ""), 0);
+	assert_int_equal(b.len, 3001);
+	buf__free(&b);
+}
+
+static void test_buf_reserve(void **state)
+{
+	struct buf b = {0};
+
+	assert_int_equal(buf__reserve(&b, 10), 0);
+	assert_true(b.cap >= 11);
+	assert_int_equal(b.len, 0);
+	assert_int_equal(buf__reserve(&b, 100000), 0);
+	assert_true(b.cap >= 100001);
+	/* Capacity grows in powers of two from 256. */
+	assert_int_equal(b.cap & (b.cap - 1), 0);
+	buf__free(&b);
+}
+
+static void test_name_index_basic(void **state)
+{
+	struct name_index ix = {0};
+	uint32_t v = 0;
+	char other[] = "is_armed"; /* same text, other storage: lookup is by content */
+
+	/* An index that was never initialised finds nothing. */
+	assert_int_equal(name_index__get(&ix, "x", &v), -ENOENT);
+	assert_int_equal(name_index__put(&ix, "is_armed", 1), 0);
+	assert_int_equal(name_index__put(&ix, "light_hall", 2), 0);
+	assert_int_equal(name_index__get(&ix, other, &v), 0);
+	assert_int_equal(v, 1);
+	assert_int_equal(name_index__get(&ix, "light_hall", &v), 0);
+	assert_int_equal(v, 2);
+	assert_int_equal(name_index__get(&ix, "light_hal", &v), -ENOENT);
+	assert_int_equal(name_index__get(&ix, "", &v), -ENOENT);
+	assert_int_equal(name_index__get(&ix, NULL, &v), -ENOENT);
+	/* A duplicate is refused and does not change the stored value. */
+	assert_int_equal(name_index__put(&ix, other, 9), -EEXIST);
+	assert_int_equal(name_index__get(&ix, "is_armed", &v), 0);
+	assert_int_equal(v, 1);
+	assert_int_equal(ix.count, 2);
+	name_index__free(&ix);
+	assert_null(ix.keys);
+	assert_int_equal(name_index__get(&ix, "is_armed", &v), -ENOENT);
+}
+
+static void test_name_index_grows(void **state)
+{
+	enum { N = 3000 };
+	static char names[N][16];
+	struct name_index ix;
+	uint32_t v;
+
+	/* Start small on purpose so the index grows many times. */
+	assert_int_equal(name_index__init(&ix, 4), 0);
+	for (uint32_t i = 0; i < N; i++) {
+		snprintf(names[i], sizeof(names[i]), "thing_%u", i);
+		assert_int_equal(name_index__put(&ix, names[i], i * 7), 0);
+	}
+	assert_int_equal(ix.count, N);
+	assert_true(ix.cap >= 2 * N);
+	assert_int_equal(ix.cap & (ix.cap - 1), 0);
+	for (uint32_t i = 0; i < N; i++) {
+		assert_int_equal(name_index__get(&ix, names[i], &v), 0);
+		assert_int_equal(v, i * 7);
+	}
+	/* Every name is still a duplicate after growth. */
+	for (uint32_t i = 0; i < N; i += 97)
+		assert_int_equal(name_index__put(&ix, names[i], 0), -EEXIST);
+	assert_int_equal(name_index__get(&ix, "thing_3000", &v), -ENOENT);
+	name_index__free(&ix);
+}
+
+static void test_prng_deterministic(void **state)
+{
+	struct prng a;
+	struct prng b;
+	struct prng c;
+	struct prng z;
+	int differ = 0;
+
+	prng__seed(&a, 12345);
+	prng__seed(&b, 12345);
+	prng__seed(&c, 54321);
+	for (int i = 0; i < 1000; i++) {
+		uint64_t x = prng__next(&a);
+		assert_true(x == prng__next(&b));
+		if (x != prng__next(&c))
+			differ++;
+	}
+	assert_true(differ > 990);
+
+	/* A zero seed must not lock xorshift at zero. */
+	prng__seed(&z, 0);
+	assert_true(prng__next(&z) != 0);
+	assert_true(prng__next(&z) != prng__next(&z));
+
+	/* prng__unit stays in [0, 1) and is spread over it. */
+	{
+		double lo = 1.0, hi = 0.0, sum = 0.0;
+		prng__seed(&a, 7);
+		for (int i = 0; i < 10000; i++) {
+			double u = prng__unit(&a);
+			assert_true(u >= 0.0 && u < 1.0);
+			lo = u < lo ? u : lo;
+			hi = u > hi ? u : hi;
+			sum += u;
+		}
+		assert_true(lo < 0.01);
+		assert_true(hi > 0.99);
+		assert_true(fabs(sum / 10000 - 0.5) < 0.02);
+	}
+}
+
+static void test_strdup(void **state)
+{
+	const char *src = "hello";
+	char *d = util__strdup(src);
+
+	assert_non_null(d);
+	assert_true(d != src);
+	assert_string_equal(d, "hello");
+	free(d);
+	assert_null(util__strdup(NULL));
+}
+
+static void test_value_copy_equal_clear_strings(void **state)
+{
+	char text[16] = "on";
+	tsync_value src = tsync_string(text);
+	tsync_value dst;
+	tsync_value other = tsync_string("off");
+	tsync_value null_str = tsync_string(NULL);
+
+	assert_int_equal(value__copy(&dst, &src), 0);
+	assert_int_equal(dst.type, TSYNC_TYPE_STRING);
+	/* A deep copy: its own storage, the same text. */
+	assert_true(dst.u.s != src.u.s);
+	assert_true(value__equal(&dst, &src));
+	assert_false(value__equal(&dst, &other));
+	/* Changing the source afterwards does not change the copy. */
+	text[0] = 'O';
+	assert_string_equal(dst.u.s, "on");
+	assert_false(value__equal(&dst, &src));
+	value__clear(&dst);
+	assert_int_equal(dst.type, TSYNC_TYPE_NONE);
+
+	/* A NULL string copies as the empty string. */
+	assert_int_equal(value__copy(&dst, &null_str), 0);
+	assert_string_equal(dst.u.s, "");
+	value__clear(&dst);
+}
+
+static void test_value_copy_equal_scalars(void **state)
+{
+	tsync_value a = tsync_int(5);
+	tsync_value b = tsync_float(5.0);
+	tsync_value c = tsync_bool(true);
+	tsync_value n1 = tsync_float(NAN);
+	tsync_value n2 = tsync_float(NAN);
+	tsync_value none1 = {TSYNC_TYPE_NONE, {0}};
+	tsync_value none2 = {TSYNC_TYPE_NONE, {0}};
+	tsync_value d;
+
+	assert_int_equal(value__copy(&d, &a), 0);
+	assert_true(value__equal(&d, &a));
+	/* Types differ: never equal, even with the same number. */
+	assert_false(value__equal(&a, &b));
+	assert_false(value__equal(&c, &a));
+	/* NaN equals NaN here, so a NaN reading does not look like a change forever. */
+	assert_true(value__equal(&n1, &n2));
+	assert_true(value__equal(&none1, &none2));
+	value__clear(&d); /* clearing a scalar is harmless */
+	assert_int_equal(d.type, TSYNC_TYPE_NONE);
+}
+
+static void test_value_parse(void **state)
+{
+	static const char *const trues[] = {"1", "true", "TRUE", "on", "On", "yes"};
+	static const char *const falses[] = {"0", "false", "off", "OFF", "no"};
+	tsync_value v;
+	const char *text = "any text";
+
+	for (size_t i = 0; i < ARRAY_SIZE(trues); i++) {
+		assert_int_equal(tsync_value_parse(TSYNC_TYPE_BOOL, trues[i], &v), 0);
+		assert_int_equal(v.type, TSYNC_TYPE_BOOL);
+		assert_true(v.u.b);
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(falses); i++) {
+		assert_int_equal(tsync_value_parse(TSYNC_TYPE_BOOL, falses[i], &v), 0);
+		assert_false(v.u.b);
+	}
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_BOOL, "2", &v), TSYNC_EVALUE);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_BOOL, "", &v), TSYNC_EVALUE);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_BOOL, "onn", &v), TSYNC_EVALUE);
+
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_INT, "-42", &v), 0);
+	assert_int_equal(v.type, TSYNC_TYPE_INT);
+	assert_int_equal(v.u.i, -42);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_INT, "9223372036854775807", &v), 0);
+	assert_true(v.u.i == INT64_MAX);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_INT, "9223372036854775808", &v), TSYNC_EVALUE);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_INT, "12abc", &v), TSYNC_EVALUE);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_INT, "1.5", &v), TSYNC_EVALUE);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_INT, "", &v), TSYNC_EVALUE);
+
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_FLOAT, "21.5", &v), 0);
+	assert_int_equal(v.type, TSYNC_TYPE_FLOAT);
+	assert_true(v.u.f == 21.5);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_FLOAT, "-3e2", &v), 0);
+	assert_true(v.u.f == -300.0);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_FLOAT, "nan", &v), TSYNC_EVALUE);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_FLOAT, "inf", &v), TSYNC_EVALUE);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_FLOAT, "1e999", &v), TSYNC_EVALUE);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_FLOAT, "21.5C", &v), TSYNC_EVALUE);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_FLOAT, "", &v), TSYNC_EVALUE);
+
+	/* Strings borrow the text. */
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_STRING, text, &v), 0);
+	assert_int_equal(v.type, TSYNC_TYPE_STRING);
+	assert_ptr_equal(v.u.s, text);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_STRING, "", &v), 0);
+
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_NONE, "1", &v), TSYNC_EVALUE);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_INT, NULL, &v), TSYNC_EVALUE);
+	assert_int_equal(tsync_value_parse(TSYNC_TYPE_INT, "1", NULL), TSYNC_EVALUE);
+}
+
+static void test_value_format(void **state)
+{
+	char buf[64];
+	char tiny[4];
+	tsync_value v;
+	tsync_value none = {TSYNC_TYPE_NONE, {0}};
+
+	v = tsync_bool(true);
+	assert_int_equal(tsync_value_format(&v, buf, sizeof(buf)), 1);
+	assert_string_equal(buf, "1");
+	v = tsync_bool(false);
+	tsync_value_format(&v, buf, sizeof(buf));
+	assert_string_equal(buf, "0");
+	v = tsync_int(-1234567890123LL);
+	tsync_value_format(&v, buf, sizeof(buf));
+	assert_string_equal(buf, "-1234567890123");
+	v = tsync_float(21.5);
+	tsync_value_format(&v, buf, sizeof(buf));
+	assert_string_equal(buf, "21.5");
+	v = tsync_float(0.1);
+	tsync_value_format(&v, buf, sizeof(buf));
+	assert_string_equal(buf, "0.1");
+	v = tsync_string("on");
+	tsync_value_format(&v, buf, sizeof(buf));
+	assert_string_equal(buf, "on");
+	assert_int_equal(tsync_value_format(&none, buf, sizeof(buf)), 1);
+	assert_string_equal(buf, "-");
+
+	/* Like snprintf: truncated and terminated, returning the full length. */
+	v = tsync_string("a longer string");
+	assert_int_equal(tsync_value_format(&v, tiny, sizeof(tiny)), 15);
+	assert_string_equal(tiny, "a l");
+	assert_int_equal(tsync_value_format(&v, NULL, 0), 15);
+
+	assert_int_equal(tsync_value_format(NULL, buf, sizeof(buf)), -EINVAL);
+	assert_int_equal(tsync_value_format(&v, NULL, 10), -EINVAL);
+	v.type = (tsync_type)77;
+	assert_int_equal(tsync_value_format(&v, buf, sizeof(buf)), -EINVAL);
+}
+
+static void test_value_roundtrip(void **state)
+{
+	static const tsync_type types[] = {TSYNC_TYPE_BOOL, TSYNC_TYPE_INT, TSYNC_TYPE_FLOAT,
+	                                   TSYNC_TYPE_STRING};
+	static const char *const texts[] = {"1", "-17", "-0.000123", "hello world"};
+	char buf[64];
+
+	for (size_t i = 0; i < ARRAY_SIZE(types); i++) {
+		tsync_value v;
+		tsync_value back;
+		assert_int_equal(tsync_value_parse(types[i], texts[i], &v), 0);
+		assert_true(tsync_value_format(&v, buf, sizeof(buf)) > 0);
+		assert_int_equal(tsync_value_parse(types[i], buf, &back), 0);
+		assert_true(value__equal(&v, &back));
+	}
+}
+
+static void test_type_and_level_names(void **state)
+{
+	assert_string_equal(tsync_type_name(TSYNC_TYPE_BOOL), "bool");
+	assert_string_equal(tsync_type_name(TSYNC_TYPE_INT), "int");
+	assert_string_equal(tsync_type_name(TSYNC_TYPE_FLOAT), "float");
+	assert_string_equal(tsync_type_name(TSYNC_TYPE_STRING), "string");
+	assert_string_equal(tsync_type_name(TSYNC_TYPE_NONE), "none");
+	assert_string_equal(tsync_log_level_name(TSYNC_LOG_ERROR), "error");
+	assert_string_equal(tsync_log_level_name(TSYNC_LOG_DEBUG), "debug");
+	assert_string_equal(tsync_log_level_name((tsync_log_level)99), "?");
+}
+
+static void test_strerror(void **state)
+{
+	/* Every library code has its own text, distinct from the others and from "unknown". */
+	const char *seen[TSYNC_ERR_LAST - TSYNC_ERR_FIRST + 1];
+
+	for (int e = TSYNC_ERR_FIRST; e <= TSYNC_ERR_LAST; e++) {
+		const char *s = tsync_strerror(e);
+		assert_non_null(s);
+		assert_true(strlen(s) > 0);
+		assert_string_not_equal(s, "unknown error");
+		for (int k = TSYNC_ERR_FIRST; k < e; k++)
+			assert_string_not_equal(s, seen[k - TSYNC_ERR_FIRST]);
+		seen[e - TSYNC_ERR_FIRST] = s;
+	}
+	assert_non_null(strstr(tsync_strerror(TSYNC_ESTORE), "LMDB"));
+	assert_non_null(strstr(tsync_strerror(TSYNC_EREFUSED), "err_ip_in_refused"));
+	assert_string_equal(tsync_strerror(0), "success");
+	/* Negative errno values read as strerror() does. */
+	assert_string_equal(tsync_strerror(-ENOMEM), strerror(ENOMEM));
+	assert_string_equal(tsync_strerror(-ENOENT), strerror(ENOENT));
+	assert_string_equal(tsync_strerror(TSYNC_ERR_FIRST - 1), "unknown error");
+	assert_string_equal(tsync_strerror(1), "unknown error");
+}
+
+static void test_reject_names(void **state)
+{
+	assert_string_equal(tsync_reject_name(TSYNC_REJ_VAL), "err_ip_in_val");
+	assert_string_equal(tsync_reject_name(TSYNC_REJ_JSON), "err_ip_in_json_req");
+	assert_string_equal(tsync_reject_name(TSYNC_REJ_IO), "err_ip_in_io");
+	assert_string_equal(tsync_reject_name(TSYNC_REJ_THS_I_USE), "err_ip_in_ths_i_use");
+	assert_string_equal(tsync_reject_name(TSYNC_REJ_REFUSED), "err_ip_in_refused");
+	assert_string_equal(tsync_reject_name(TSYNC_REJ_CMD), "err_ip_in_cmd");
+	/* Every reason has a seed-style name; out of range is named too. */
+	for (int r = 0; r < TSYNC_REJ_COUNT; r++) {
+		const char *n = tsync_reject_name((tsync_reject)r);
+		assert_non_null(n);
+		assert_int_equal(strncmp(n, "err_ip_in_", 10), 0);
+	}
+	assert_string_equal(tsync_reject_name(TSYNC_REJ_COUNT), "err_unknown");
+	assert_string_equal(tsync_reject_name((tsync_reject)-1), "err_unknown");
+}
+
+/* The logger: level filter, prefix, NULL-safety. */
+struct log_capture {
+	int calls;
+	tsync_log_level level;
+	char line[1100];
+};
+
+static void capture(void *ud, tsync_log_level level, const char *line)
+{
+	struct log_capture *c = ud;
+	c->calls++;
+	c->level = level;
+	snprintf(c->line, sizeof(c->line), "%s", line);
+}
+
+static void test_logger(void **state)
+{
+	struct log_capture c = {0};
+	struct logger log = {capture, &c, TSYNC_LOG_INFO, "PI-Light"};
+	char big[2000];
+
+	log_error(&log, "boot %d", 3);
+	assert_int_equal(c.calls, 1);
+	assert_int_equal(c.level, TSYNC_LOG_ERROR);
+	assert_string_equal(c.line, "PI-Light: boot 3");
+	log_debug(&log, "hidden %d", 1); /* above the level: dropped */
+	assert_int_equal(c.calls, 1);
+	log.prefix = NULL;
+	log_info(&log, "plain");
+	assert_string_equal(c.line, "plain");
+	/* A long line is cut, not overflowed. */
+	memset(big, 'z', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	log_warn(&log, "%s", big);
+	assert_int_equal(c.calls, 3);
+	assert_true(strlen(c.line) < 1024);
+	/* A NULL logger or callback logs nothing and does not crash. */
+	log_error((const struct logger *)NULL, "nothing");
+	log.fn = NULL;
+	log_error(&log, "nothing");
+	assert_int_equal(c.calls, 3);
+}
+
+static void test_clocks(void **state)
+{
+	uint64_t a = util__now_us();
+	uint64_t b = util__now_us();
+	uint64_t rt = util__realtime_us();
+
+	assert_true(b >= a);
+	/* After 2020-01-01 and before 2200. */
+	assert_true(rt > 1577836800ull * 1000000u);
+	assert_true(rt < 7258118400ull * 1000000u);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_buf_append_grows),
+	    cmocka_unit_test(test_buf_appendf),
+	    cmocka_unit_test(test_buf_reserve),
+	    cmocka_unit_test(test_name_index_basic),
+	    cmocka_unit_test(test_name_index_grows),
+	    cmocka_unit_test(test_prng_deterministic),
+	    cmocka_unit_test(test_strdup),
+	    cmocka_unit_test(test_value_copy_equal_clear_strings),
+	    cmocka_unit_test(test_value_copy_equal_scalars),
+	    cmocka_unit_test(test_value_parse),
+	    cmocka_unit_test(test_value_format),
+	    cmocka_unit_test(test_value_roundtrip),
+	    cmocka_unit_test(test_type_and_level_names),
+	    cmocka_unit_test(test_strerror),
+	    cmocka_unit_test(test_reject_names),
+	    cmocka_unit_test(test_logger),
+	    cmocka_unit_test(test_clocks),
+	};
+
+	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
+}
