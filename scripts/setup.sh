@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# scripts/setup.sh [--test]: installs the Debian packages thingsync needs to
+# build and, with --test, to run its whole test suite (clang for the fuzzers
+# and valgrind). Only what is missing is installed; when everything is there
+# it does nothing and takes well under a second.
+#
+# Works as root (no sudo needed) or as a user with sudo. Debian 12 and
+# derivatives; on a system without dpkg it only says so.
+set -euo pipefail
+
+BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libevent-dev libjansson-dev liblmdb-dev
+	libsodium-dev libinih-dev libcmocka-dev scdoc libcurl4-openssl-dev)
+# clang 14 is Debian 12's clang; libFuzzer and the sanitizer runtimes for it
+# live in libclang-rt-14-dev.
+TEST_PKGS=(clang libclang-rt-14-dev valgrind)
+# apt's package lists younger than this are trusted without apt-get update.
+LISTS_MAX_AGE_MIN=60
+
+say() { printf 'setup: %s\n' "$*"; }
+
+want_test=0
+for arg in "$@"; do
+	case "$arg" in
+	--test) want_test=1 ;;
+	-h | --help)
+		echo "usage: $0 [--test]   install what is missing to build (and test) thingsync"
+		exit 0
+		;;
+	*)
+		echo "setup: unknown argument: $arg" >&2
+		exit 2
+		;;
+	esac
+done
+
+pkgs=("${BUILD_PKGS[@]}")
+if [ "$want_test" = 1 ]; then
+	pkgs+=("${TEST_PKGS[@]}")
+fi
+
+if ! command -v dpkg-query >/dev/null 2>&1; then
+	say "no dpkg-query: not a Debian system; install by hand: ${pkgs[*]}"
+	exit 0
+fi
+
+missing=()
+for p in "${pkgs[@]}"; do
+	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	if [ "$status" != "install ok installed" ]; then
+		missing+=("$p")
+	fi
+done
+if [ "${#missing[@]}" = 0 ]; then
+	say "all ${#pkgs[@]} packages present"
+	exit 0
+fi
+say "missing: ${missing[*]}"
+
+SUDO=()
+if [ "$(id -u)" != 0 ]; then
+	if command -v sudo >/dev/null 2>&1; then
+		SUDO=(sudo)
+	else
+		say "not root and no sudo: cannot install ${missing[*]}" >&2
+		exit 1
+	fi
+fi
+
+log=$(mktemp /tmp/thingsync-setup.XXXXXX)
+trap 'rm -f "$log"' EXIT
+
+apt_update() {
+	say "apt-get update"
+	if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q </dev/null >"$log" 2>&1; then
+		cat "$log" >&2
+		say "apt-get update failed" >&2
+		return 1
+	fi
+}
+
+apt_install() {
+	"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		-o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+		"${missing[@]}" </dev/null >"$log" 2>&1
+}
+
+updated=0
+# Fresh lists: some *Release file was fetched within the last hour.
+if [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Release' -mmin -"$LISTS_MAX_AGE_MIN" 2>/dev/null | head -n1)" ]; then
+	say "package lists are fresh, skipping apt-get update"
+else
+	apt_update
+	updated=1
+fi
+
+say "installing ${#missing[@]} package(s)"
+if ! apt_install; then
+	if [ "$updated" = 0 ]; then
+		# The lists may be fresh but not complete (a new source): update once and retry.
+		say "install failed with the current lists, retrying after an update"
+		apt_update
+		if ! apt_install; then
+			cat "$log" >&2
+			say "apt-get install failed" >&2
+			exit 1
+		fi
+	else
+		cat "$log" >&2
+		say "apt-get install failed" >&2
+		exit 1
+	fi
+fi
+say "installed: ${missing[*]}"
