@@ -1,0 +1,645 @@
+/*
+ * lib/node: the public node API and its event-loop glue. It owns the UDP
+ * socket, the timers and the state store, and feeds the engine (lib/sync)
+ * with datagrams and the time. libevent stays in this file.
+ * SPDX-License-Identifier: MIT
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <sodium.h>
+
+#include "site/site.h"
+#include "store/store.h"
+#include "sync/sync.h"
+#include "util/util.h"
+
+#define RECV_BATCH 64 /* datagrams read per wake-up before others get a turn */
+#define RESOLVE_RETRY_US (10u * 1000000u)
+
+struct peer_addr {
+	struct tsync_node *node; /* for the timer callback */
+	uint32_t peer;
+	struct sockaddr_storage ss;
+	socklen_t len; /* 0: not resolved */
+	uint64_t last_try_us;
+	struct event *timer;
+};
+
+/* A datagram held back by fault injection, sent later (reordering). */
+struct delayed {
+	struct delayed *next;
+	struct tsync_node *node;
+	struct event *ev;
+	uint32_t peer;
+	size_t len;
+	unsigned char data[];
+};
+
+struct tsync_node {
+	tsync_site *own_site; /* loaded by us from site_path, or NULL */
+	const tsync_site *site;
+	uint32_t me;
+	uint64_t boot;
+	uint16_t port;
+	int fd;
+	int family;
+
+	struct event_base *base;
+	bool own_base;
+	struct event *rx_ev;
+	struct event *flush_ev;
+
+	struct peer_addr *addrs; /* one per engine peer */
+	size_t n_addrs;
+
+	struct store *store;
+	struct sync_engine *eng;
+	struct logger log;
+	char *name;
+
+	bool faults_on;
+	tsync_faults faults;
+	struct prng prng;
+	struct delayed *delayed;
+
+	unsigned char rxbuf[65536];
+};
+
+TSYNC_API void tsync_node_options_init(tsync_node_options *opts)
+{
+	if (!opts)
+		return;
+	memset(opts, 0, sizeof(*opts));
+	opts->log_level = TSYNC_LOG_INFO;
+}
+
+/* --- addresses --------------------------------------------------------------- */
+
+static int resolve(const char *host, uint16_t port, int family, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct addrinfo hints, *res = NULL;
+	char portstr[8];
+	int r;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = family;
+	hints.ai_socktype = SOCK_DGRAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	snprintf(portstr, sizeof(portstr), "%u", port);
+	r = getaddrinfo(host, portstr, &hints, &res);
+	if (r != 0 || !res)
+		return -EHOSTUNREACH;
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*len = (socklen_t)res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr));
+	}
+	return false;
+}
+
+/* Which peer's configured address a datagram came from, or -1. Sites are
+ * tens of controllers; the simulator's hundreds still scan in microseconds,
+ * and the last match is tried first since datagrams come in runs. */
+static int peer_by_addr(struct tsync_node *n, const struct sockaddr_storage *from, size_t *hint)
+{
+	if (*hint < n->n_addrs && n->addrs[*hint].len && same_addr(&n->addrs[*hint].ss, from))
+		return (int)*hint;
+	for (size_t i = 0; i < n->n_addrs; i++)
+		if (n->addrs[i].len && same_addr(&n->addrs[i].ss, from)) {
+			*hint = i;
+			return (int)i;
+		}
+	return -1;
+}
+
+static void resolve_peer(struct tsync_node *n, uint32_t peer, uint64_t now)
+{
+	struct peer_addr *a = &n->addrs[peer];
+	const struct site_controller *c = &n->site->controllers[n->eng->peers[peer].ctrl];
+
+	a->last_try_us = now;
+	if (resolve(c->host, c->udp_port, n->family, &a->ss, &a->len) < 0) {
+		a->len = 0;
+		log_warn(&n->log, "cannot resolve %s (%s:%u); will retry", c->name, c->host, c->udp_port);
+	}
+}
+
+/* --- the engine's environment -------------------------------------------------- */
+
+static void raw_send(struct tsync_node *n, uint32_t peer, const void *buf, size_t len)
+{
+	struct peer_addr *a = &n->addrs[peer];
+
+	if (!a->len) {
+		uint64_t now = util__now_us();
+		if (now - a->last_try_us < RESOLVE_RETRY_US)
+			return;
+		resolve_peer(n, peer, now);
+		if (!a->len)
+			return;
+	}
+	/* A full socket buffer or an unreachable peer loses this datagram; the
+	 * retransmission timer is what makes delivery reliable, not this call. */
+	(void)sendto(n->fd, buf, len, MSG_DONTWAIT, (const struct sockaddr *)&a->ss, a->len);
+}
+
+static void delayed_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct delayed *d = arg, **pp;
+	struct tsync_node *n = d->node;
+
+	raw_send(n, d->peer, d->data, d->len);
+	for (pp = &n->delayed; *pp && *pp != d; pp = &(*pp)->next)
+		;
+	if (*pp)
+		*pp = d->next;
+	event_free(d->ev);
+	free(d);
+}
+
+static void op_send(void *ctx, uint32_t peer, const void *buf, size_t len)
+{
+	struct tsync_node *n = ctx;
+	double x;
+
+	if (!n->faults_on) {
+		raw_send(n, peer, buf, len);
+		return;
+	}
+	x = prng__unit(&n->prng);
+	if (x < n->faults.loss)
+		return;
+	if (prng__unit(&n->prng) < n->faults.reorder) {
+		struct delayed *d = malloc(sizeof(*d) + len);
+		struct timeval tv;
+		uint32_t ms = n->faults.delay_ms ? n->faults.delay_ms : 5;
+		if (!d)
+			return;
+		d->node = n;
+		d->peer = peer;
+		d->len = len;
+		memcpy(d->data, buf, len);
+		d->ev = evtimer_new(n->base, delayed_cb, d);
+		if (!d->ev) {
+			free(d);
+			return;
+		}
+		/* Anywhere from none to the full delay, so datagrams overtake each other. */
+		ms = (uint32_t)(prng__next(&n->prng) % (ms + 1u));
+		tv.tv_sec = ms / 1000;
+		tv.tv_usec = (ms % 1000) * 1000;
+		d->next = n->delayed;
+		n->delayed = d;
+		evtimer_add(d->ev, &tv);
+	} else {
+		raw_send(n, peer, buf, len);
+	}
+	if (prng__unit(&n->prng) < n->faults.duplicate)
+		raw_send(n, peer, buf, len);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg);
+
+static void op_arm(void *ctx, uint32_t peer, uint64_t delay_us)
+{
+	struct tsync_node *n = ctx;
+	struct peer_addr *a = &n->addrs[peer];
+	struct timeval tv;
+
+	if (delay_us == UINT64_MAX) {
+		if (a->timer)
+			evtimer_del(a->timer);
+		return;
+	}
+	if (!a->timer) {
+		a->timer = evtimer_new(n->base, timer_cb, a);
+		if (!a->timer) {
+			log_error(&n->log, "out of memory arming a timer for %s", n->eng->peers[peer].name);
+			return;
+		}
+	}
+	tv.tv_sec = (time_t)(delay_us / 1000000u);
+	tv.tv_usec = (suseconds_t)(delay_us % 1000000u);
+	evtimer_add(a->timer, &tv);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct peer_addr *a = arg;
+	sync__timer(a->node->eng, a->peer, util__now_us());
+}
+
+static void op_want_flush(void *ctx)
+{
+	struct tsync_node *n = ctx;
+	event_active(n->flush_ev, EV_TIMEOUT, 0);
+}
+
+static void op_persist(void *ctx, const char *thing, const tsync_value *v, uint64_t ver, uint64_t boot)
+{
+	struct tsync_node *n = ctx;
+	int r;
+
+	if (!n->store)
+		return;
+	r = store__stage_value(n->store, thing, ver, boot, v);
+	if (r < 0)
+		log_error(&n->log, "cannot stage %s for the store: %s", thing, tsync_strerror(r));
+}
+
+static int op_commit(void *ctx)
+{
+	struct tsync_node *n = ctx;
+	return n->store ? store__commit(n->store) : 0;
+}
+
+static void flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tsync_node *n = arg;
+	sync__flush(n->eng, util__now_us());
+}
+
+static void rx_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tsync_node *n = arg;
+	size_t hint = 0;
+
+	for (int i = 0; i < RECV_BATCH; i++) {
+		struct sockaddr_storage from;
+		socklen_t fromlen = sizeof(from);
+		ssize_t len = recvfrom(n->fd, n->rxbuf, sizeof(n->rxbuf), MSG_DONTWAIT, (struct sockaddr *)&from,
+		                       &fromlen);
+		if (len < 0)
+			break;
+		sync__input(n->eng, peer_by_addr(n, &from, &hint), n->rxbuf, (size_t)len, util__now_us());
+	}
+}
+
+/* --- life cycle ------------------------------------------------------------------ */
+
+static void restore_cb(void *ud, const char *thing, uint64_t version, uint64_t boot, const tsync_value *v)
+{
+	struct tsync_node *n = ud;
+	int r = sync__restore(n->eng, thing, v);
+
+	if (r == 0)
+		log_debug(&n->log, "restored %s from the store", thing);
+	else
+		log_warn(&n->log, "stored value of %s ignored: %s", thing, tsync_strerror(r));
+}
+
+static int open_socket(struct tsync_node *n, const char *host, uint16_t port)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	int fd, r, one = 1, rcvbuf = 1 << 20;
+
+	r = resolve(host, port, AF_UNSPEC, &ss, &len);
+	if (r < 0) {
+		log_error(&n->log, "cannot resolve my own address %s", host);
+		return r;
+	}
+	fd = socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	if (ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	/* Bursts at start-up (every thing to every user at once) want room. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+	if (bind(fd, (struct sockaddr *)&ss, len) < 0) {
+		r = -errno;
+		log_error(&n->log, "cannot bind UDP %s:%u: %s", host, port, strerror(-r));
+		close(fd);
+		return r;
+	}
+	len = sizeof(ss);
+	if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+		n->port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+		                                        : ((struct sockaddr_in6 *)&ss)->sin6_port);
+	n->fd = fd;
+	n->family = ss.ss_family;
+	return 0;
+}
+
+TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
+{
+	static const struct sync_ops ops_template = {
+		.send = op_send,
+		.arm = op_arm,
+		.want_flush = op_want_flush,
+		.persist = op_persist,
+		.commit = op_commit,
+	};
+	struct sync_ops ops = ops_template;
+	struct tsync_node *n;
+	const struct site_controller *c;
+	uint32_t me;
+	int r;
+
+	if (!opts || !opts->controller || !ret || (!opts->site && !opts->site_path))
+		return -EINVAL;
+	if (sodium_init() < 0)
+		return -EIO;
+	n = calloc(1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	n->fd = -1;
+	n->name = util__strdup(opts->controller);
+	if (!n->name) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	n->log.fn = opts->log;
+	n->log.userdata = opts->log_userdata;
+	n->log.level = opts->log_level;
+	n->log.prefix = n->name;
+
+	if (opts->site) {
+		n->site = opts->site;
+	} else {
+		char *errors = NULL;
+		r = tsync_site_load(opts->site_path, &n->own_site, &errors);
+		if (r < 0) {
+			/* Every line of the report, so the log names every mistake. */
+			for (char *line = errors ? strtok(errors, "\n") : NULL; line; line = strtok(NULL, "\n"))
+				log_error(&n->log, "%s", line);
+			free(errors);
+			goto fail;
+		}
+		n->site = n->own_site;
+	}
+	if (name_index__get(&n->site->controller_ix, opts->controller, &me) < 0) {
+		log_error(&n->log, "%s is not a controller of site %s", opts->controller, n->site->name);
+		r = TSYNC_EUNKNOWN_CTRL;
+		goto fail;
+	}
+	n->me = me;
+	c = &n->site->controllers[me];
+	if (!n->site->has_key)
+		log_warn(&n->log, "no site key: legacy mode, datagrams are NOT authenticated (insecure); "
+		                  "set key_file in [site]");
+
+	if (opts->state_dir) {
+		r = store__open(opts->state_dir, 0, &n->log, &n->store);
+		if (r < 0)
+			goto fail;
+		r = store__next_boot(n->store, util__realtime_us(), &n->boot);
+		if (r < 0)
+			goto fail;
+	} else {
+		/* Without a store the clock orders boots: it must not step back
+		 * across a restart (use a state directory where it might). */
+		n->boot = util__realtime_us();
+	}
+	prng__seed(&n->prng, n->boot ^ me);
+
+	r = open_socket(n, opts->bind_host ? opts->bind_host : c->host, c->udp_port);
+	if (r < 0)
+		goto fail;
+
+	if (opts->event_base) {
+		n->base = opts->event_base;
+	} else {
+		n->base = event_base_new();
+		n->own_base = true;
+		if (!n->base) {
+			r = -ENOMEM;
+			goto fail;
+		}
+	}
+	n->rx_ev = event_new(n->base, n->fd, EV_READ | EV_PERSIST, rx_cb, n);
+	n->flush_ev = event_new(n->base, -1, 0, flush_cb, n);
+	if (!n->rx_ev || !n->flush_ev || event_add(n->rx_ev, NULL) < 0) {
+		r = -ENOMEM;
+		goto fail;
+	}
+
+	ops.ctx = n;
+	r = sync__new(n->site, me, n->boot, &ops, &n->log, n, &n->eng);
+	if (r < 0)
+		goto fail;
+	n->n_addrs = n->eng->n_peers;
+	n->addrs = calloc(n->n_addrs ? n->n_addrs : 1, sizeof(*n->addrs));
+	if (!n->addrs) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	for (uint32_t i = 0; i < n->n_addrs; i++) {
+		n->addrs[i].node = n;
+		n->addrs[i].peer = i;
+		resolve_peer(n, i, util__now_us());
+	}
+	if (n->store) {
+		r = store__load_values(n->store, restore_cb, n);
+		if (r < 0)
+			goto fail;
+	}
+	sync__start(n->eng, util__now_us());
+	log_info(&n->log, "started: site %s, boot %llu, udp %s:%u, %zu owned, %zu used, %zu peers%s", n->site->name,
+	         (unsigned long long)n->boot, opts->bind_host ? opts->bind_host : c->host, n->port,
+	         n->eng->plan->n_owned, n->eng->plan->n_used, n->eng->n_peers,
+	         n->site->has_key ? ", authenticated" : "");
+	*ret = n;
+	return 0;
+fail:
+	tsync_node_free(n);
+	return r;
+}
+
+TSYNC_API void tsync_node_free(tsync_node *n)
+{
+	if (!n)
+		return;
+	/* Callbacks of outstanding requests run now, while the node is whole. */
+	sync__free(n->eng);
+	n->eng = NULL;
+	while (n->delayed) {
+		struct delayed *d = n->delayed;
+		n->delayed = d->next;
+		event_free(d->ev);
+		free(d);
+	}
+	for (size_t i = 0; i < n->n_addrs; i++)
+		if (n->addrs[i].timer)
+			event_free(n->addrs[i].timer);
+	free(n->addrs);
+	if (n->rx_ev)
+		event_free(n->rx_ev);
+	if (n->flush_ev)
+		event_free(n->flush_ev);
+	if (n->own_base && n->base)
+		event_base_free(n->base);
+	if (n->fd >= 0)
+		close(n->fd);
+	store__close(n->store);
+	tsync_site_free(n->own_site);
+	free(n->name);
+	free(n);
+}
+
+TSYNC_API const char *tsync_node_name(const tsync_node *n)
+{
+	return n->site->controllers[n->me].name;
+}
+
+TSYNC_API const tsync_site *tsync_node_site(const tsync_node *n)
+{
+	return n->site;
+}
+
+TSYNC_API uint64_t tsync_node_boot(const tsync_node *n)
+{
+	return n->boot;
+}
+
+TSYNC_API uint16_t tsync_node_port(const tsync_node *n)
+{
+	return n->port;
+}
+
+TSYNC_API int tsync_node_run(tsync_node *n)
+{
+	if (!n || !n->own_base)
+		return -EINVAL;
+	return event_base_loop(n->base, 0) < 0 ? -EIO : 0;
+}
+
+TSYNC_API int tsync_node_run_for(tsync_node *n, int timeout_ms)
+{
+	struct timeval tv;
+
+	if (!n || !n->own_base)
+		return -EINVAL;
+	if (timeout_ms < 0)
+		return event_base_loop(n->base, EVLOOP_ONCE) < 0 ? -EIO : 0;
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	event_base_loopexit(n->base, &tv);
+	return event_base_loop(n->base, 0) < 0 ? -EIO : 0;
+}
+
+TSYNC_API void tsync_node_stop(tsync_node *n)
+{
+	if (n && n->base)
+		event_base_loopbreak(n->base);
+}
+
+TSYNC_API int tsync_node_set(tsync_node *n, const char *thing, const tsync_value *v)
+{
+	return sync__set(n->eng, thing, v, util__now_us());
+}
+
+TSYNC_API int tsync_node_get(tsync_node *n, const char *thing, tsync_thing_state *out)
+{
+	if (!out)
+		return -EINVAL;
+	return sync__get(n->eng, thing, out);
+}
+
+TSYNC_API int tsync_node_ask(tsync_node *n, const char *thing)
+{
+	return sync__ask(n->eng, thing, util__now_us());
+}
+
+TSYNC_API int tsync_node_pulse(tsync_node *n, const char *thing, const tsync_value *v, uint32_t ms,
+                               tsync_done_fn done, void *userdata)
+{
+	return sync__pulse(n->eng, thing, v, ms, done, userdata, util__now_us());
+}
+
+TSYNC_API int tsync_node_on_event(tsync_node *n, tsync_event_fn fn, void *userdata)
+{
+	return sync__on_event(n->eng, fn, userdata);
+}
+
+TSYNC_API void tsync_node_set_write_hook(tsync_node *n, tsync_write_fn fn, void *userdata)
+{
+	sync__set_write_hook(n->eng, fn, userdata);
+}
+
+TSYNC_API int tsync_node_on_cmd(tsync_node *n, const char *role, const char *cmd, tsync_request_fn fn,
+                                void *userdata)
+{
+	return sync__on_request(n->eng, "cmd", role, cmd, fn, userdata);
+}
+
+TSYNC_API int tsync_node_on_request(tsync_node *n, const char *type, tsync_request_fn fn, void *userdata)
+{
+	if (!type || !strcmp(type, "cmd"))
+		return -EINVAL;
+	return sync__on_request(n->eng, type, NULL, NULL, fn, userdata);
+}
+
+TSYNC_API int tsync_node_cmd(tsync_node *n, const char *controller, const char *role, const char *cmd,
+                             const char *args_json, tsync_done_fn done, void *userdata)
+{
+	return sync__send_request(n->eng, controller, "cmd", role, cmd, args_json, done, userdata, util__now_us());
+}
+
+TSYNC_API int tsync_node_request(tsync_node *n, const char *controller, const char *type, const char *body_json,
+                                 tsync_done_fn done, void *userdata)
+{
+	if (!type || !strcmp(type, "cmd"))
+		return -EINVAL;
+	return sync__send_request(n->eng, controller, type, NULL, NULL, body_json, done, userdata, util__now_us());
+}
+
+TSYNC_API size_t tsync_node_peer_count(const tsync_node *n)
+{
+	return n->eng->n_peers;
+}
+
+TSYNC_API int tsync_node_peer_stats(const tsync_node *n, size_t idx, tsync_peer_stats *out)
+{
+	if (!out)
+		return -EINVAL;
+	return sync__peer_stats(n->eng, idx, util__now_us(), out);
+}
+
+TSYNC_API uint64_t tsync_node_rejected_unknown(const tsync_node *n, tsync_reject reason)
+{
+	if ((unsigned)reason >= TSYNC_REJ_COUNT)
+		return 0;
+	return n->eng->rejected_unknown[reason];
+}
+
+TSYNC_API int tsync_node_set_faults(tsync_node *n, const tsync_faults *f)
+{
+	if (!f) {
+		n->faults_on = false;
+		return 0;
+	}
+	if (f->loss < 0 || f->loss > 1 || f->duplicate < 0 || f->duplicate > 1 || f->reorder < 0 || f->reorder > 1)
+		return -EINVAL;
+	n->faults = *f;
+	n->faults_on = f->loss > 0 || f->duplicate > 0 || f->reorder > 0;
+	prng__seed(&n->prng, f->seed ? f->seed : util__now_us());
+	return 0;
+}
+
+TSYNC_API size_t tsync_node_unsettled(const tsync_node *n)
+{
+	return sync__unsettled(n->eng);
+}

@@ -1,0 +1,1183 @@
+/*
+ * lib/sync: the engine's state, its API, and what it sends (flush, timers).
+ * What it does with what it receives is in input.c.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "sync/sync.h"
+
+static struct sync_peer *peer_of_ctrl(struct sync_engine *e, uint32_t ctrl)
+{
+	int32_t i = e->plan->peer_of_ctrl[ctrl];
+	return i < 0 ? NULL : &e->peers[i];
+}
+
+static uint32_t peer_index(const struct sync_engine *e, const struct sync_peer *p)
+{
+	return (uint32_t)(p - e->peers);
+}
+
+/* --- construction ---------------------------------------------------------- */
+
+static int peer_init(struct sync_engine *e, struct sync_peer *p, const struct plan_peer *pp)
+{
+	const struct tsync_site *site = e->site;
+
+	p->ctrl = pp->ctrl;
+	p->name = site->controllers[pp->ctrl].name;
+	p->seed = site->controllers[pp->ctrl].seed_protocol;
+	p->st.name = p->name;
+	p->next_id = 1;
+	p->next_setreq_id = 1;
+	p->reqs_tail = &p->reqs;
+	rtt__init(&p->rtt, site->retry_initial_ms, site->retry_min_ms, site->retry_max_ms);
+	if (pp->n_out) {
+		p->out = calloc(pp->n_out, sizeof(*p->out));
+		p->dirty = calloc(pp->n_out, sizeof(*p->dirty));
+		if (!p->out || !p->dirty)
+			return -ENOMEM;
+		for (size_t k = 0; k < pp->n_out; k++)
+			p->out[k].thing = pp->out[k];
+		p->n_out = pp->n_out;
+	}
+	if (pp->n_in) {
+		p->inq = calloc(pp->n_in, sizeof(*p->inq));
+		if (!p->inq)
+			return -ENOMEM;
+		p->cap_inq = pp->n_in;
+	}
+	return 0;
+}
+
+int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const struct sync_ops *ops,
+              const struct logger *log, struct tsync_node *node, struct sync_engine **ret)
+{
+	struct sync_engine *e;
+	int r;
+
+	if (!site || me >= site->n_controllers || !ops || !ops->send || !ops->arm || !ops->want_flush || !boot)
+		return -EINVAL;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->site = site;
+	e->me = me;
+	e->boot = boot;
+	e->ops = *ops;
+	e->log = log;
+	e->node = node;
+	e->codec.key = site->has_key ? site->key : NULL;
+	e->codec.max_datagram = site->max_datagram;
+	e->codec.max_msgs = site->max_msgs;
+	e->codec.max_string = site->max_string;
+	wire__writer_init(&e->writer, &e->codec);
+	prng__seed(&e->prng, boot ^ ((uint64_t)me << 32) ^ 0x5bd1e995u);
+
+	r = site__plan_new(site, me, &e->plan);
+	if (r < 0)
+		goto fail;
+	r = -ENOMEM;
+	e->things = calloc(site->n_things ? site->n_things : 1, sizeof(*e->things));
+	e->peers = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->peers));
+	e->flushq = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->flushq));
+	if (!e->things || !e->peers || !e->flushq)
+		goto fail;
+	e->n_peers = e->plan->n_peers;
+	for (size_t i = 0; i < e->n_peers; i++) {
+		r = peer_init(e, &e->peers[i], &e->plan->peers[i]);
+		if (r < 0)
+			goto fail;
+	}
+	for (size_t i = 0; i < e->plan->n_owned; i++) {
+		uint32_t t = e->plan->owned[i];
+		e->things[t].role = THING_OWNED;
+		e->things[t].users = calloc(site->things[t].n_users + 1, sizeof(struct user_ref));
+		if (!e->things[t].users)
+			goto fail;
+	}
+	for (size_t i = 0; i < e->plan->n_used; i++) {
+		uint32_t t = e->plan->used[i];
+		e->things[t].role = THING_USED;
+		e->things[t].peer = (uint32_t)e->plan->peer_of_ctrl[site->things[t].owner];
+	}
+	/* Index, for each owned thing, where each user's acknowledgement lives. */
+	for (size_t i = 0; i < e->n_peers; i++) {
+		struct sync_peer *p = &e->peers[i];
+		for (size_t k = 0; k < p->n_out; k++) {
+			struct thing_rt *rt = &e->things[p->out[k].thing];
+			rt->users[rt->n_users].peer = (uint32_t)i;
+			rt->users[rt->n_users].slot = (uint32_t)k;
+			rt->n_users++;
+		}
+	}
+	*ret = e;
+	return 0;
+fail:
+	sync__free(e);
+	return r;
+}
+
+static void outreq_free(struct outreq *r)
+{
+	value__clear(&r->val);
+	free(r->type_name);
+	free(r->role);
+	free(r->cmd);
+	free(r->body);
+	free(r);
+}
+
+void sync__free(struct sync_engine *e)
+{
+	if (!e)
+		return;
+	for (size_t i = 0; i < e->n_peers; i++) {
+		struct sync_peer *p = &e->peers[i];
+		while (p->reqs) {
+			struct outreq *r = p->reqs;
+			p->reqs = r->next;
+			if (r->done)
+				r->done(r->userdata, e->node, TSYNC_ECANCELED, NULL);
+			outreq_free(r);
+		}
+		free(p->out);
+		free(p->dirty);
+		free(p->inq);
+		free(p->answers);
+		dedup__free(&p->dedup);
+	}
+	if (e->things && e->site) {
+		for (size_t t = 0; t < e->site->n_things; t++) {
+			value__clear(&e->things[t].val);
+			value__clear(&e->things[t].req_val);
+			free(e->things[t].users);
+		}
+	}
+	for (size_t i = 0; i < e->n_handlers; i++) {
+		free(e->handlers[i].type);
+		free(e->handlers[i].role);
+		free(e->handlers[i].cmd);
+	}
+	free(e->handlers);
+	free(e->listeners);
+	free(e->things);
+	free(e->peers);
+	free(e->flushq);
+	wire__writer_free(&e->writer);
+	site__plan_free(e->plan);
+	free(e);
+}
+
+/* --- values ----------------------------------------------------------------- */
+
+int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out)
+{
+	const struct site_thing *th = &site->things[t];
+
+	*out = *in;
+	switch (th->type) {
+	case TSYNC_TYPE_BOOL:
+		/* The seed sends bools as 1 and 0. */
+		if (in->type == TSYNC_TYPE_INT && (in->u.i == 0 || in->u.i == 1))
+			*out = tsync_bool(in->u.i == 1);
+		break;
+	case TSYNC_TYPE_FLOAT:
+		if (in->type == TSYNC_TYPE_INT)
+			*out = tsync_float((double)in->u.i);
+		break;
+	default:
+		break;
+	}
+	if (out->type != th->type)
+		return TSYNC_EVALUE;
+	return tsync_site_check_value(site, th->name, out) < 0 ? TSYNC_EVALUE : 0;
+}
+
+void engine__emit(struct sync_engine *e, const tsync_event *ev)
+{
+	/* By index: a listener may add listeners. */
+	for (size_t i = 0; i < e->n_listeners; i++)
+		e->listeners[i].fn(e->listeners[i].userdata, e->node, ev);
+}
+
+static void slot_dirty(struct sync_engine *e, struct sync_peer *p, uint32_t k)
+{
+	if (!p->out[k].listed) {
+		p->out[k].listed = true;
+		p->dirty[p->n_dirty++] = k;
+	}
+	engine__want(e, p, FLUSH_NEW);
+}
+
+/* Takes a new value of an owned thing and tells every user. */
+void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by)
+{
+	struct thing_rt *rt = &e->things[t];
+	tsync_value copy;
+	tsync_event ev;
+
+	if (rt->ver && value__equal(&rt->val, v))
+		return;
+	if (value__copy(&copy, v) < 0) {
+		log_error(e->log, "out of memory setting %s", e->site->things[t].name);
+		return;
+	}
+	value__clear(&rt->val);
+	rt->val = copy;
+	rt->ver = ++e->ver_counter;
+	rt->boot = e->boot;
+	if (e->ops.persist) {
+		e->ops.persist(e->ops.ctx, e->site->things[t].name, &rt->val, rt->ver, rt->boot);
+		e->persist_dirty = true;
+	}
+	for (uint32_t u = 0; u < rt->n_users; u++)
+		slot_dirty(e, &e->peers[rt->users[u].peer], rt->users[u].slot);
+
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = TSYNC_EVENT_CHANGED;
+	ev.thing = e->site->things[t].name;
+	ev.value = rt->val;
+	ev.controller = by;
+	engine__emit(e, &ev);
+}
+
+int sync__restore(struct sync_engine *e, const char *thing, const tsync_value *v)
+{
+	uint32_t t;
+	tsync_value c;
+
+	if (name_index__get(&e->site->thing_ix, thing, &t) < 0 || e->things[t].role != THING_OWNED)
+		return TSYNC_EUNKNOWN_THING;
+	/* A stored value from an older site.conf may no longer fit; drop it. */
+	if (engine__coerce(e->site, t, v, &c) < 0)
+		return TSYNC_EVALUE;
+	value__clear(&e->things[t].val);
+	if (value__copy(&e->things[t].val, &c) < 0)
+		return -ENOMEM;
+	/* A value of an earlier boot gets a version of this boot, so that users
+	 * holding it from before order it after anything they have. */
+	e->things[t].ver = ++e->ver_counter;
+	e->things[t].boot = e->boot;
+	return 0;
+}
+
+void sync__start(struct sync_engine *e, uint64_t now)
+{
+	e->now = now;
+	for (size_t i = 0; i < e->plan->n_owned; i++) {
+		uint32_t t = e->plan->owned[i];
+		struct thing_rt *rt = &e->things[t];
+		if (!rt->ver && e->site->things[t].initial.type != TSYNC_TYPE_NONE) {
+			if (value__copy(&rt->val, &e->site->things[t].initial) == 0) {
+				rt->ver = ++e->ver_counter;
+				rt->boot = e->boot;
+			}
+		}
+		if (rt->ver)
+			for (uint32_t u = 0; u < rt->n_users; u++)
+				slot_dirty(e, &e->peers[rt->users[u].peer], rt->users[u].slot);
+	}
+	for (size_t i = 0; i < e->plan->n_used; i++) {
+		uint32_t t = e->plan->used[i];
+		e->things[t].ask_pending = true;
+		e->things[t].ask_sent_us = 0;
+		engine__inq_add(e, &e->peers[e->things[t].peer], t);
+	}
+}
+
+/* --- the node API, engine side ---------------------------------------------- */
+
+static int find_thing(struct sync_engine *e, const char *name, uint32_t *t)
+{
+	if (!name || name_index__get(&e->site->thing_ix, name, t) < 0)
+		return TSYNC_EUNKNOWN_THING;
+	if (e->things[*t].role == THING_NONE)
+		return TSYNC_ENOT_USED;
+	return 0;
+}
+
+void engine__inq_add(struct sync_engine *e, struct sync_peer *p, uint32_t t)
+{
+	if (!e->things[t].in_listed) {
+		e->things[t].in_listed = true;
+		p->inq[p->n_inq++] = t;
+	}
+	engine__want(e, p, FLUSH_NEW);
+}
+
+int sync__set(struct sync_engine *e, const char *thing, const tsync_value *v, uint64_t now)
+{
+	struct thing_rt *rt;
+	tsync_value c, as_is;
+	uint32_t t;
+	int r;
+
+	e->now = now;
+	r = find_thing(e, thing, &t);
+	if (r < 0)
+		return r;
+	if (!v)
+		return -EINVAL;
+	rt = &e->things[t];
+	r = engine__coerce(e->site, t, v, &c);
+	if (r < 0)
+		return r;
+	if (rt->role == THING_OWNED) {
+		as_is = c;
+		if (e->write_hook) {
+			r = e->write_hook(e->write_userdata, e->node, thing, &c, &as_is);
+			if (r < 0)
+				return r;
+			if (engine__coerce(e->site, t, &as_is, &as_is) < 0)
+				return TSYNC_EVALUE;
+		}
+		engine__apply_owned(e, t, &as_is, e->site->controllers[e->me].name);
+		return 0;
+	}
+	if (!e->site->things[t].settable)
+		return TSYNC_EREFUSED;
+	value__clear(&rt->req_val);
+	r = value__copy(&rt->req_val, &c);
+	if (r < 0)
+		return r;
+	rt->req_pending = true;
+	rt->req_id = e->peers[rt->peer].next_setreq_id++;
+	rt->req_sent_us = 0;
+	engine__inq_add(e, &e->peers[rt->peer], t);
+	return 0;
+}
+
+int sync__get(struct sync_engine *e, const char *thing, tsync_thing_state *out)
+{
+	struct thing_rt *rt;
+	uint32_t t;
+	int r = find_thing(e, thing, &t);
+
+	if (r < 0)
+		return r;
+	rt = &e->things[t];
+	memset(out, 0, sizeof(*out));
+	out->value = rt->val;
+	out->owned = rt->role == THING_OWNED;
+	out->version = rt->ver;
+	out->owner_boot = rt->boot;
+	if (out->owned)
+		for (uint32_t u = 0; u < rt->n_users; u++) {
+			const struct sync_peer *p = &e->peers[rt->users[u].peer];
+			if (p->out[rt->users[u].slot].acked_ver < rt->ver)
+				out->users_pending++;
+		}
+	return 0;
+}
+
+int sync__ask(struct sync_engine *e, const char *thing, uint64_t now)
+{
+	uint32_t t;
+	int r = find_thing(e, thing, &t);
+
+	e->now = now;
+	if (r < 0)
+		return r;
+	if (e->things[t].role != THING_USED)
+		return -EINVAL;
+	e->things[t].ask_pending = true;
+	e->things[t].ask_sent_us = 0;
+	engine__inq_add(e, &e->peers[e->things[t].peer], t);
+	return 0;
+}
+
+int engine__queue_req(struct sync_engine *e, struct sync_peer *p, struct outreq *r)
+{
+	if (p->n_reqs >= e->site->max_queued) {
+		outreq_free(r);
+		return -ENOBUFS;
+	}
+	r->id = p->next_id++;
+	r->next = NULL;
+	*p->reqs_tail = r;
+	p->reqs_tail = &r->next;
+	p->n_reqs++;
+	engine__want(e, p, FLUSH_NEW);
+	return 0;
+}
+
+static int queue_pulse(struct sync_engine *e, struct sync_peer *p, uint32_t t, const tsync_value *v, uint32_t ms,
+                       tsync_done_fn done, void *ud)
+{
+	struct outreq *r = calloc(1, sizeof(*r));
+
+	if (!r || value__copy(&r->val, v) < 0) {
+		free(r);
+		return -ENOMEM;
+	}
+	r->type = WIRE_T_IO;
+	r->is_pulse = true;
+	r->thing = t;
+	r->ms = ms;
+	r->done = done;
+	r->userdata = ud;
+	return engine__queue_req(e, p, r);
+}
+
+/* The owner acts on a pulse once and passes it on to every user. */
+static void pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by)
+{
+	struct thing_rt *rt = &e->things[t];
+	tsync_event ev;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = TSYNC_EVENT_PULSE;
+	ev.thing = e->site->things[t].name;
+	ev.value = *v;
+	ev.pulse_ms = ms;
+	ev.controller = by;
+	engine__emit(e, &ev);
+	for (uint32_t u = 0; u < rt->n_users; u++) {
+		int r = queue_pulse(e, &e->peers[rt->users[u].peer], t, v, ms, NULL, NULL);
+		if (r < 0)
+			log_warn(e->log, "warn_retry pulse of %s to %s not queued: %s", ev.thing,
+			         e->peers[rt->users[u].peer].name, tsync_strerror(r));
+	}
+}
+
+/* For input.c: an owner receiving a pulse request. */
+void engine__pulse_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by);
+void engine__pulse_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by)
+{
+	pulse_act(e, t, v, ms, by);
+}
+
+static tsync_value default_pulse_value(tsync_type type)
+{
+	switch (type) {
+	case TSYNC_TYPE_INT:
+		return tsync_int(1);
+	case TSYNC_TYPE_FLOAT:
+		return tsync_float(1.0);
+	default:
+		return tsync_bool(true);
+	}
+}
+
+int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, uint32_t ms, tsync_done_fn done,
+                void *ud, uint64_t now)
+{
+	const struct site_thing *th;
+	tsync_value pv, c;
+	uint32_t t;
+	int r;
+
+	e->now = now;
+	r = find_thing(e, thing, &t);
+	if (r < 0)
+		return r;
+	th = &e->site->things[t];
+	if (!th->pulse)
+		return TSYNC_ENO_PULSE;
+	if (v) {
+		pv = *v;
+	} else {
+		if (th->type == TSYNC_TYPE_STRING)
+			return TSYNC_EVALUE;
+		pv = default_pulse_value(th->type);
+	}
+	r = engine__coerce(e->site, t, &pv, &c);
+	if (r < 0)
+		return r;
+	if (!ms)
+		ms = th->pulse_ms;
+	if (e->things[t].role == THING_OWNED) {
+		pulse_act(e, t, &c, ms, e->site->controllers[e->me].name);
+		if (done)
+			done(ud, e->node, 0, NULL);
+		return 0;
+	}
+	return queue_pulse(e, &e->peers[e->things[t].peer], t, &c, ms, done, ud);
+}
+
+/* Turns the caller's JSON object into the members to merge into a message. */
+static int body_from_json(const char *json, char **body)
+{
+	static const char *const reserved[] = {"type", "id", "re", "role", "cmd", "res", "err"};
+	json_error_t jerr;
+	json_t *o;
+
+	*body = NULL;
+	if (!json || !*json)
+		return 0;
+	o = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
+	if (!o)
+		return -EINVAL;
+	if (!json_is_object(o)) {
+		json_decref(o);
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < ARRAY_SIZE(reserved); i++)
+		json_object_del(o, reserved[i]);
+	if (json_object_size(o))
+		*body = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return 0;
+}
+
+int sync__send_request(struct sync_engine *e, const char *controller, const char *type, const char *role,
+                       const char *cmd, const char *body_json, tsync_done_fn done, void *ud, uint64_t now)
+{
+	struct sync_peer *p = NULL;
+	struct outreq *r;
+	uint32_t c;
+	int err;
+
+	e->now = now;
+	if (!type || !*type || !strcmp(type, "io"))
+		return -EINVAL;
+	if (!strcmp(type, "cmd") && (!role || !*role || !cmd || !*cmd))
+		return -EINVAL;
+	if (controller) {
+		if (name_index__get(&e->site->controller_ix, controller, &c) < 0)
+			return TSYNC_EUNKNOWN_CTRL;
+		p = peer_of_ctrl(e, c);
+		if (!p)
+			return -EINVAL;
+	} else {
+		for (c = 0; c < e->site->n_controllers && !p; c++)
+			if (c != e->me && role && site__has_role(e->site, c, role))
+				p = peer_of_ctrl(e, c);
+		if (!p)
+			return TSYNC_EUNKNOWN_CTRL;
+	}
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	err = body_from_json(body_json, &r->body);
+	if (err < 0) {
+		free(r);
+		return err;
+	}
+	if (!strcmp(type, "cmd")) {
+		r->type = WIRE_T_CMD;
+		r->role = util__strdup(role);
+		r->cmd = util__strdup(cmd);
+		if (!r->role || !r->cmd)
+			goto nomem;
+	} else {
+		r->type = !strcmp(type, "cum") ? WIRE_T_CUM : !strcmp(type, "clim") ? WIRE_T_CLIM : WIRE_T_OTHER;
+		r->type_name = util__strdup(type);
+		if (!r->type_name)
+			goto nomem;
+	}
+	r->done = done;
+	r->userdata = ud;
+	return engine__queue_req(e, p, r);
+nomem:
+	outreq_free(r);
+	return -ENOMEM;
+}
+
+void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t id, int status, const char *res)
+{
+	struct outreq **pp = &p->reqs, *r;
+
+	while ((r = *pp) && r->id != id)
+		pp = &r->next;
+	/* Not found: a duplicate answer to a request already completed. */
+	if (!r || !r->sent_boot)
+		return;
+	*pp = r->next;
+	if (p->reqs_tail == &r->next)
+		p->reqs_tail = pp;
+	p->n_reqs--;
+	p->st.acked++;
+	if (r->done)
+		r->done(r->userdata, e->node, status, res);
+	outreq_free(r);
+	/* Completing the oldest may let queued requests into the window. */
+	engine__want(e, p, FLUSH_NEW);
+}
+
+int sync__on_event(struct sync_engine *e, tsync_event_fn fn, void *ud)
+{
+	struct listener *l;
+
+	if (!fn)
+		return -EINVAL;
+	l = realloc(e->listeners, (e->n_listeners + 1) * sizeof(*l));
+	if (!l)
+		return -ENOMEM;
+	e->listeners = l;
+	l[e->n_listeners].fn = fn;
+	l[e->n_listeners].userdata = ud;
+	e->n_listeners++;
+	return 0;
+}
+
+static bool str_eq(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+int sync__on_request(struct sync_engine *e, const char *type, const char *role, const char *cmd,
+                     tsync_request_fn fn, void *ud)
+{
+	struct handler *h;
+
+	if (!type || !*type || !fn || !strcmp(type, "io"))
+		return -EINVAL;
+	if (!strcmp(type, "cmd") && (!role || !cmd))
+		return -EINVAL;
+	for (size_t i = 0; i < e->n_handlers; i++) {
+		h = &e->handlers[i];
+		if (!strcmp(h->type, type) && str_eq(h->role, role) && str_eq(h->cmd, cmd)) {
+			h->fn = fn;
+			h->userdata = ud;
+			return 0;
+		}
+	}
+	h = realloc(e->handlers, (e->n_handlers + 1) * sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	e->handlers = h;
+	h = &h[e->n_handlers];
+	memset(h, 0, sizeof(*h));
+	h->type = util__strdup(type);
+	h->role = role ? util__strdup(role) : NULL;
+	h->cmd = cmd ? util__strdup(cmd) : NULL;
+	if (!h->type || (role && !h->role) || (cmd && !h->cmd)) {
+		free(h->type);
+		free(h->role);
+		free(h->cmd);
+		return -ENOMEM;
+	}
+	h->fn = fn;
+	h->userdata = ud;
+	e->n_handlers++;
+	return 0;
+}
+
+void sync__set_write_hook(struct sync_engine *e, tsync_write_fn fn, void *ud)
+{
+	e->write_hook = fn;
+	e->write_userdata = ud;
+}
+
+size_t sync__unsettled(const struct sync_engine *e)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < e->plan->n_owned; i++) {
+		const struct thing_rt *rt = &e->things[e->plan->owned[i]];
+		for (uint32_t u = 0; u < rt->n_users; u++)
+			if (e->peers[rt->users[u].peer].out[rt->users[u].slot].acked_ver < rt->ver) {
+				n++;
+				break;
+			}
+	}
+	for (size_t i = 0; i < e->plan->n_used; i++) {
+		const struct thing_rt *rt = &e->things[e->plan->used[i]];
+		n += rt->ask_pending + rt->req_pending;
+	}
+	for (size_t i = 0; i < e->n_peers; i++)
+		n += e->peers[i].n_reqs;
+	return n;
+}
+
+int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsync_peer_stats *out)
+{
+	const struct sync_peer *p;
+	size_t pending = 0;
+
+	if (idx >= e->n_peers)
+		return -ERANGE;
+	p = &e->peers[idx];
+	*out = p->st;
+	out->up = p->up;
+	out->boot = p->boot;
+	out->srtt_us = p->rtt.srtt_us;
+	out->rttvar_us = p->rtt.rttvar_us;
+	out->rto_ms = rtt__timeout(&p->rtt, p->backoff) / 1000u;
+	out->last_heard_ms = p->ever_heard ? (int64_t)((now - p->last_heard_us) / 1000u) : -1;
+	for (size_t k = 0; k < p->n_dirty; k++) {
+		const struct out_slot *s = &p->out[p->dirty[k]];
+		pending += s->acked_ver < e->things[s->thing].ver;
+	}
+	for (size_t k = 0; k < p->n_inq; k++)
+		pending += e->things[p->inq[k]].ask_pending + e->things[p->inq[k]].req_pending;
+	out->pending = pending + p->n_reqs;
+	return 0;
+}
+
+/* --- sending ------------------------------------------------------------------ */
+
+void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level level)
+{
+	if (!p->queued) {
+		p->queued = true;
+		e->flushq[e->n_flushq++] = peer_index(e, p);
+		e->ops.want_flush(e->ops.ctx);
+	}
+	if (level > p->flush)
+		p->flush = (uint8_t)level;
+}
+
+bool engine__pending(struct sync_engine *e, struct sync_peer *p)
+{
+	for (size_t k = 0; k < p->n_dirty; k++) {
+		const struct out_slot *s = &p->out[p->dirty[k]];
+		if (s->acked_ver < e->things[s->thing].ver)
+			return true;
+	}
+	for (size_t k = 0; k < p->n_inq; k++)
+		if (e->things[p->inq[k]].ask_pending || e->things[p->inq[k]].req_pending)
+			return true;
+	return p->n_reqs > 0;
+}
+
+/* One flush of one peer: the datagrams being built and the budget left. */
+struct flush {
+	struct sync_engine *e;
+	struct sync_peer *p;
+	size_t left;      /* datagrams that may still be sent */
+	bool open;        /* a datagram is begun */
+	bool full;        /* the budget is spent: stop adding */
+	uint64_t due_before; /* retransmit what was sent at or before this time */
+	enum flush_level level;
+};
+
+static void fl_begin(struct flush *f)
+{
+	struct sync_engine *e = f->e;
+	struct sync_peer *p = f->p;
+	struct wire_env env;
+
+	memset(&env, 0, sizeof(env));
+	env.legacy = p->seed;
+	env.from = e->site->controllers[e->me].name;
+	env.boot = e->boot;
+	env.seq = ++p->tx_seq;
+	env.to_boot = p->boot;
+	env.re = p->rx_seq_to_echo;
+	if (wire__begin(&e->writer, &env) < 0)
+		f->full = true;
+	f->open = !f->full;
+}
+
+static void fl_send(struct flush *f)
+{
+	struct sync_engine *e = f->e;
+	struct sync_peer *p = f->p;
+	const void *out;
+	size_t len;
+
+	if (!f->open)
+		return;
+	f->open = false;
+	if (wire__finish(&e->writer, &out, &len) < 0)
+		return;
+	/* The first datagram answers the one that made us send; the echo is for
+	 * the peer's round-trip sample and must not be repeated later. */
+	p->rx_seq_to_echo = 0;
+	p->sent_ring[p->tx_seq % SYNC_SENT_RING].seq = p->tx_seq;
+	p->sent_ring[p->tx_seq % SYNC_SENT_RING].us = e->now;
+	p->st.datagrams_sent++;
+	p->st.bytes_sent += len;
+	p->st.msgs_sent += e->writer.n_msgs;
+	if (log__enabled(e->log, TSYNC_LOG_DEBUG)) {
+		size_t jl = len - (e->codec.key ? WIRE_TAG_BYTES : 0);
+		log_debug(e->log, "tx %s seq %llu: %.*s", p->name, (unsigned long long)p->tx_seq, (int)jl,
+		          (const char *)out);
+	}
+	e->ops.send(e->ops.ctx, peer_index(e, p), out, len);
+	if (f->left)
+		f->left--;
+	if (!f->left)
+		f->full = true;
+}
+
+/* Adds a message, starting a new datagram when the current one is full.
+ * Returns false when the budget is spent and the message was not added. */
+static bool fl_add(struct flush *f, const struct wire_msg *m)
+{
+	int r;
+
+	if (f->full)
+		return false;
+	if (!f->open)
+		fl_begin(f);
+	if (f->full)
+		return false;
+	r = wire__add(&f->e->writer, m);
+	if (r == -EMSGSIZE && f->e->writer.n_msgs > 0) {
+		fl_send(f);
+		if (f->full)
+			return false;
+		fl_begin(f);
+		if (f->full)
+			return false;
+		r = wire__add(&f->e->writer, m);
+	}
+	if (r < 0) {
+		/* A message too large for an empty datagram can never be sent;
+		 * dropping it is logged rather than retried forever. */
+		log_error(f->e->log, "err_ip_out_size: a message to %s does not fit in max_datagram; dropped",
+		          f->p->name);
+		return true;
+	}
+	return true;
+}
+
+static bool due(const struct flush *f, uint64_t sent_us)
+{
+	if (sent_us == 0)
+		return true;
+	if (f->level == FLUSH_ALL)
+		return true;
+	return f->level == FLUSH_OVERDUE && sent_us <= f->due_before;
+}
+
+static void flush_answers(struct flush *f)
+{
+	struct sync_peer *p = f->p;
+
+	for (size_t i = 0; i < p->n_answers; i++) {
+		struct answer *a = &p->answers[i];
+		/* Answers are never dropped for the budget: they answer a datagram
+		 * that just arrived, so the peer is alive. */
+		if (f->full) {
+			f->full = false;
+			f->left = 1;
+		}
+		fl_add(f, &a->m);
+		free(a->owned_res);
+		free(a->owned_err);
+		value__clear(&a->owned_val);
+	}
+	p->n_answers = 0;
+}
+
+static void flush_sets(struct flush *f)
+{
+	struct sync_engine *e = f->e;
+	struct sync_peer *p = f->p;
+	size_t keep = 0, k;
+
+	for (k = 0; k < p->n_dirty; k++) {
+		uint32_t si = p->dirty[k];
+		struct out_slot *s = &p->out[si];
+		struct thing_rt *rt = &e->things[s->thing];
+		struct wire_msg m;
+
+		if (s->acked_ver >= rt->ver) {
+			s->listed = false; /* acknowledged: off the list */
+			continue;
+		}
+		p->dirty[keep++] = si;
+		if (!(s->sent_ver < rt->ver || due(f, s->sent_us)) || f->full)
+			continue;
+		memset(&m, 0, sizeof(m));
+		m.type = WIRE_T_IO;
+		m.op = WIRE_OP_SET;
+		m.io = e->site->things[s->thing].name;
+		m.has_val = true;
+		m.val = rt->val;
+		m.has_ver = !p->seed;
+		m.ver = rt->ver;
+		if (!fl_add(f, &m))
+			continue;
+		s->sent_ver = rt->ver;
+		s->sent_us = e->now;
+	}
+	p->n_dirty = keep;
+}
+
+static void flush_inq(struct flush *f)
+{
+	struct sync_engine *e = f->e;
+	struct sync_peer *p = f->p;
+	size_t keep = 0;
+
+	for (size_t k = 0; k < p->n_inq; k++) {
+		uint32_t t = p->inq[k];
+		struct thing_rt *rt = &e->things[t];
+		struct wire_msg m;
+
+		if (!rt->ask_pending && !rt->req_pending) {
+			rt->in_listed = false;
+			continue;
+		}
+		p->inq[keep++] = t;
+		memset(&m, 0, sizeof(m));
+		m.type = WIRE_T_IO;
+		m.io = e->site->things[t].name;
+		if (rt->req_pending && due(f, rt->req_sent_us)) {
+			m.op = WIRE_OP_SET;
+			m.has_val = true;
+			m.val = rt->req_val;
+			m.has_id = !p->seed;
+			m.id = rt->req_id;
+			if (fl_add(f, &m))
+				rt->req_sent_us = e->now;
+		} else if (rt->ask_pending && !rt->req_pending && due(f, rt->ask_sent_us)) {
+			/* A pending request's answer carries the value too. */
+			m.op = WIRE_OP_ASK;
+			if (fl_add(f, &m))
+				rt->ask_sent_us = e->now;
+		}
+	}
+	p->n_inq = keep;
+}
+
+static void flush_reqs(struct flush *f)
+{
+	struct sync_engine *e = f->e;
+	struct sync_peer *p = f->p;
+	uint64_t window_end;
+
+	if (!p->reqs)
+		return;
+	/* Never more than max_outstanding ids in flight: the receiver's
+	 * duplicate window depends on it. */
+	window_end = p->reqs->id + e->site->max_outstanding;
+	for (struct outreq *r = p->reqs; r && r->id < window_end && !f->full; r = r->next) {
+		struct wire_msg m;
+
+		if (!due(f, r->sent_us))
+			continue;
+		/* Sent to an earlier boot of the peer and unanswered: the
+		 * outcome is unknown, so it must not be sent again (at most
+		 * once across restarts). engine__peer_boot() completes these. */
+		memset(&m, 0, sizeof(m));
+		m.type = r->type;
+		m.has_id = !p->seed;
+		m.id = r->id;
+		if (r->is_pulse) {
+			m.op = WIRE_OP_PULSE;
+			m.io = e->site->things[r->thing].name;
+			m.has_val = true;
+			m.val = r->val;
+			m.ms = r->ms;
+		} else {
+			m.type_name = r->type_name;
+			m.role = r->role;
+			m.cmd = r->cmd;
+			m.body = r->body;
+		}
+		if (!fl_add(f, &m))
+			break;
+		if (!r->sent_boot)
+			r->sent_boot = p->boot ? p->boot : UINT64_MAX;
+		r->sent_us = e->now;
+	}
+}
+
+void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_level level, size_t max_datagrams)
+{
+	struct flush f;
+	bool was_pending;
+
+	memset(&f, 0, sizeof(f));
+	f.e = e;
+	f.p = p;
+	f.left = max_datagrams ? max_datagrams : 1;
+	f.level = level;
+	f.due_before = e->now - (rtt__timeout(&p->rtt, p->backoff) * 3u / 4u);
+	if (f.due_before > e->now)
+		f.due_before = 0;
+
+	flush_answers(&f);
+	/* While a peer does not answer, new messages wait for the timer's
+	 * probe: a peer that is down costs one datagram per backoff period. */
+	if (p->backoff > 0 && level == FLUSH_NEW) {
+		fl_send(&f);
+		return;
+	}
+	flush_sets(&f);
+	flush_inq(&f);
+	flush_reqs(&f);
+	fl_send(&f);
+
+	was_pending = p->oldest_pending_us != 0;
+	if (engine__pending(e, p)) {
+		if (!was_pending)
+			p->oldest_pending_us = e->now;
+		if (!p->timer_at) {
+			uint64_t d = rtt__timeout(&p->rtt, p->backoff);
+			p->timer_at = e->now + d;
+			e->ops.arm(e->ops.ctx, peer_index(e, p), d);
+		}
+	} else {
+		p->oldest_pending_us = 0;
+		p->backoff = 0;
+		if (p->timer_at) {
+			p->timer_at = 0;
+			e->ops.arm(e->ops.ctx, peer_index(e, p), UINT64_MAX);
+		}
+	}
+}
+
+void engine__send_hello(struct sync_engine *e, struct sync_peer *p, uint64_t to_boot, uint64_t re)
+{
+	struct wire_env env;
+	const void *out;
+	size_t len;
+
+	memset(&env, 0, sizeof(env));
+	env.from = e->site->controllers[e->me].name;
+	env.boot = e->boot;
+	env.seq = ++p->tx_seq;
+	env.to_boot = to_boot;
+	env.re = re;
+	if (wire__begin(&e->writer, &env) < 0 || wire__finish(&e->writer, &out, &len) < 0)
+		return;
+	p->last_hello_us = e->now;
+	p->st.datagrams_sent++;
+	p->st.bytes_sent += len;
+	log_debug(e->log, "tx %s hello (boot %llu for its boot %llu)", p->name, (unsigned long long)e->boot,
+	          (unsigned long long)to_boot);
+	e->ops.send(e->ops.ctx, peer_index(e, p), out, len);
+}
+
+void sync__flush(struct sync_engine *e, uint64_t now)
+{
+	e->now = now;
+	if (e->persist_dirty && e->ops.commit) {
+		/* The durability rule: what we are about to acknowledge or
+		 * announce is on disk first. */
+		int r = e->ops.commit(e->ops.ctx);
+		if (r < 0)
+			log_error(e->log, "state commit failed: %s", tsync_strerror(r));
+		e->persist_dirty = false;
+	}
+	/* A stack: a peer is on it at most once, and may be pushed again by a
+	 * callback while we send. */
+	while (e->n_flushq > 0) {
+		struct sync_peer *p = &e->peers[e->flushq[--e->n_flushq]];
+		enum flush_level level = (enum flush_level)p->flush;
+		p->queued = false;
+		p->flush = FLUSH_NONE;
+		if (level != FLUSH_NONE)
+			engine__flush_peer(e, p, level, SYNC_BURST_MAX);
+	}
+}
+
+void engine__progress(struct sync_engine *e, struct sync_peer *p)
+{
+	/* The peer answered: whatever waited for the backoff goes now. */
+	if (p->backoff > 0) {
+		p->backoff = 0;
+		engine__want(e, p, FLUSH_OVERDUE);
+	}
+	if (!p->up) {
+		tsync_event ev;
+		p->up = true;
+		memset(&ev, 0, sizeof(ev));
+		ev.kind = TSYNC_EVENT_PEER_UP;
+		ev.controller = p->name;
+		log_info(e->log, "peer %s up (boot %llu)", p->name, (unsigned long long)p->boot);
+		engine__emit(e, &ev);
+	}
+}
+
+void sync__timer(struct sync_engine *e, uint32_t peer, uint64_t now)
+{
+	struct sync_peer *p;
+	uint64_t d;
+
+	if (peer >= e->n_peers)
+		return;
+	p = &e->peers[peer];
+	e->now = now;
+	p->timer_at = 0;
+	if (!engine__pending(e, p)) {
+		p->backoff = 0;
+		p->oldest_pending_us = 0;
+		return;
+	}
+	p->st.retransmits++;
+	if (p->backoff == 0 || p->st.retransmits % 16 == 1)
+		log_debug(e->log, "warn_retry %s: retransmit, backoff %u, rto %u ms", p->name, p->backoff,
+		          rtt__timeout(&p->rtt, p->backoff) / 1000u);
+	/* The first expiry resends everything overdue; after that, the peer
+	 * is silent and gets one datagram per period until it answers. */
+	engine__flush_peer(e, p, FLUSH_OVERDUE, p->backoff == 0 ? SYNC_BURST_MAX : 1);
+	if (rtt__timeout(&p->rtt, p->backoff) < p->rtt.max_us)
+		p->backoff++;
+
+	if (p->up && p->oldest_pending_us && now - p->oldest_pending_us >= e->site->down_after_ms * 1000ull &&
+	    now - p->last_heard_us >= e->site->down_after_ms * 1000ull) {
+		tsync_event ev;
+		p->up = false;
+		memset(&ev, 0, sizeof(ev));
+		ev.kind = TSYNC_EVENT_PEER_DOWN;
+		ev.controller = p->name;
+		log_warn(e->log, "warn_notify_expired peer %s down: no answer for %llu ms", p->name,
+		         (unsigned long long)((now - p->oldest_pending_us) / 1000u));
+		engine__emit(e, &ev);
+	}
+	if (engine__pending(e, p)) {
+		/* Jitter keeps controllers that lost the same peer from probing
+		 * in lockstep. */
+		d = rtt__timeout(&p->rtt, p->backoff);
+		d += prng__next(&e->prng) % (d / 8 + 1);
+		p->timer_at = now + d;
+		e->ops.arm(e->ops.ctx, peer, d);
+	} else if (p->timer_at) {
+		p->timer_at = 0;
+		e->ops.arm(e->ops.ctx, peer, UINT64_MAX);
+	}
+}
+
+void sync__input(struct sync_engine *e, int addr_peer, const void *buf, size_t len, uint64_t now)
+{
+	e->now = now;
+	input__datagram(e, addr_peer, buf, len);
+}
+
+/* Called by input.c when a peer shows a boot we had not seen. */
+void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot)
+{
+	struct outreq **pp = &p->reqs, *r;
+	bool restarted = p->boot != 0;
+
+	p->boot = boot;
+	p->replay.boot = 0; /* the window restarts with the new boot */
+	dedup__reset(&p->dedup);
+	/* Its copies are gone: nothing it acknowledged before counts. */
+	for (size_t k = 0; k < p->n_out; k++) {
+		p->out[k].acked_ver = 0;
+		p->out[k].sent_us = 0;
+		if (e->things[p->out[k].thing].ver)
+			slot_dirty(e, p, (uint32_t)k);
+	}
+	/* Requests it may or may not have acted on before it restarted are
+	 * completed as such: at most once across restarts, never twice. */
+	while ((r = *pp)) {
+		if (r->sent_boot && r->sent_boot != UINT64_MAX && r->sent_boot != boot) {
+			*pp = r->next;
+			if (p->reqs_tail == &r->next)
+				p->reqs_tail = pp;
+			p->n_reqs--;
+			if (r->done)
+				r->done(r->userdata, e->node, TSYNC_EPEER_RESTARTED, NULL);
+			outreq_free(r);
+			continue;
+		}
+		/* Sent before we knew its boot: it refused them (wrong to_boot). */
+		if (r->sent_boot == UINT64_MAX)
+			r->sent_boot = 0;
+		r->sent_us = 0;
+		pp = &r->next;
+	}
+	for (size_t k = 0; k < p->n_inq; k++) {
+		e->things[p->inq[k]].ask_sent_us = 0;
+		e->things[p->inq[k]].req_sent_us = 0;
+	}
+	p->backoff = 0;
+	if (restarted)
+		log_info(e->log, "peer %s restarted (boot %llu)", p->name, (unsigned long long)boot);
+	engine__want(e, p, FLUSH_ALL);
+}

@@ -1,0 +1,513 @@
+/*
+ * lib/sync: what the engine does with a datagram it receives.
+ *
+ * Order of checks, cheapest and least trusting first: size and tag (wire),
+ * sender, replay window, to_boot; only then are messages acted on, each on
+ * its own, so one bad message never costs its neighbours.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "sync/sync.h"
+
+void engine__pulse_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by);
+
+static void reject(struct sync_engine *e, struct sync_peer *p, tsync_reject why, const char *what,
+                   const char *detail)
+{
+	if (p)
+		p->st.rejected[why]++;
+	else
+		e->rejected_unknown[why]++;
+	log_warn(e->log, "%s from %s%s%s%s", tsync_reject_name(why), p ? p->name : "an unknown sender",
+	         what ? ": " : "", what ? what : "", detail ? detail : "");
+}
+
+struct answer *engine__answer(struct sync_engine *e, struct sync_peer *p)
+{
+	struct answer *a;
+
+	if (p->n_answers == p->cap_answers) {
+		size_t cap = p->cap_answers ? p->cap_answers * 2 : 8;
+		a = realloc(p->answers, cap * sizeof(*a));
+		if (!a)
+			return NULL;
+		p->answers = a;
+		p->cap_answers = cap;
+	}
+	a = &p->answers[p->n_answers++];
+	memset(a, 0, sizeof(*a));
+	return a;
+}
+
+/* An answer about a thing; `io` is borrowed from the site. */
+static struct answer *answer_io(struct sync_engine *e, struct sync_peer *p, enum wire_op op, uint32_t t)
+{
+	struct answer *a = engine__answer(e, p);
+
+	if (!a)
+		return NULL;
+	a->m.type = WIRE_T_IO;
+	a->m.op = op;
+	a->m.io = e->site->things[t].name;
+	return a;
+}
+
+/* Fills an answer with a thing's value, as the value it holds now. */
+static void answer_value(struct sync_engine *e, struct sync_peer *p, struct answer *a, uint32_t t)
+{
+	const struct thing_rt *rt = &e->things[t];
+
+	if (rt->ver) {
+		a->m.has_val = true;
+		a->m.val = rt->val;
+		a->m.has_ver = !p->seed;
+		a->m.ver = rt->ver;
+	}
+}
+
+/* Applies a value sent by a thing's owner, if it is newer than what I hold. */
+static void apply_copy(struct sync_engine *e, struct sync_peer *p, uint32_t t, const struct wire_msg *m,
+                       uint64_t boot)
+{
+	struct thing_rt *rt = &e->things[t];
+	bool changed;
+	tsync_value c, copy;
+	tsync_event ev;
+
+	if (!m->has_val)
+		return;
+	if (engine__coerce(e->site, t, &m->val, &c) < 0) {
+		reject(e, p, TSYNC_REJ_VAL, e->site->things[t].name, NULL);
+		return;
+	}
+	/* Legacy messages have no version: the newest arrival wins, and the
+	 * owner's retries repair what reordering breaks. */
+	if (m->has_ver && rt->ver && (boot < rt->boot || (boot == rt->boot && m->ver <= rt->ver)))
+		return;
+	changed = !rt->ver || !value__equal(&rt->val, &c);
+	if (changed) {
+		if (value__copy(&copy, &c) < 0)
+			return;
+		value__clear(&rt->val);
+		rt->val = copy;
+	}
+	rt->ver = m->has_ver ? m->ver : rt->ver + 1;
+	rt->boot = boot;
+	rt->ask_pending = false;
+	if (!changed)
+		return;
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = TSYNC_EVENT_CHANGED;
+	ev.thing = e->site->things[t].name;
+	ev.value = rt->val;
+	ev.controller = p->name;
+	engine__emit(e, &ev);
+}
+
+/* A user asks the owner (me) to set a thing: to_be in, as_is out. */
+static void on_set_request(struct sync_engine *e, struct sync_peer *p, uint32_t t, const struct wire_msg *m,
+                           uint64_t boot)
+{
+	struct thing_rt *rt = &e->things[t];
+	const struct site_thing *th = &e->site->things[t];
+	struct answer *a = answer_io(e, p, WIRE_OP_REPLY, t);
+	tsync_value c, as_is;
+
+	if (!a)
+		return;
+	a->m.has_re = m->has_id;
+	a->m.re = m->id;
+	if (!th->settable) {
+		reject(e, p, TSYNC_REJ_REFUSED, th->name, " is not settable");
+		a->m.err = tsync_reject_name(TSYNC_REJ_REFUSED);
+		goto answer;
+	}
+	if (!m->has_val || engine__coerce(e->site, t, &m->val, &c) < 0) {
+		reject(e, p, TSYNC_REJ_VAL, th->name, NULL);
+		a->m.err = tsync_reject_name(TSYNC_REJ_VAL);
+		goto answer;
+	}
+	/* An older request from the same sender that arrives after a newer
+	 * one (reordering, or a duplicate) must not undo it. */
+	if (m->has_id && rt->req_from == p->ctrl && rt->req_from_boot == boot && m->id <= rt->req_from_id)
+		goto answer;
+	if (m->has_id) {
+		rt->req_from = p->ctrl;
+		rt->req_from_boot = boot;
+		rt->req_from_id = m->id;
+	}
+	as_is = c;
+	if (e->write_hook) {
+		int r = e->write_hook(e->write_userdata, e->node, th->name, &c, &as_is);
+		if (r < 0 || engine__coerce(e->site, t, &as_is, &as_is) < 0) {
+			log_warn(e->log, "err_ip_in_refused set of %s by %s refused by the write hook: %s", th->name,
+			         p->name, tsync_strerror(r));
+			a->m.err = tsync_reject_name(TSYNC_REJ_REFUSED);
+			goto answer;
+		}
+	}
+	engine__apply_owned(e, t, &as_is, p->name);
+answer:
+	answer_value(e, p, a, t);
+}
+
+static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_msg *m, uint64_t boot)
+{
+	const struct site_thing *th;
+	struct thing_rt *rt;
+	struct answer *a;
+	bool i_own, from_owner, from_user = false;
+	uint32_t t;
+
+	if (name_index__get(&e->site->thing_ix, m->io, &t) < 0) {
+		reject(e, p, TSYNC_REJ_IO, m->io, NULL);
+		return;
+	}
+	th = &e->site->things[t];
+	rt = &e->things[t];
+	i_own = rt->role == THING_OWNED;
+	from_owner = rt->role == THING_USED && th->owner == p->ctrl;
+	for (size_t u = 0; i_own && u < th->n_users; u++)
+		from_user |= th->users[u] == p->ctrl;
+	if (!from_owner && !from_user) {
+		reject(e, p, TSYNC_REJ_THS_I_USE, m->io, NULL);
+		return;
+	}
+
+	switch (m->op) {
+	case WIRE_OP_SET:
+		if (from_owner) {
+			apply_copy(e, p, t, m, boot);
+			a = answer_io(e, p, WIRE_OP_REPLY, t);
+			if (a)
+				answer_value(e, p, a, t);
+		} else {
+			on_set_request(e, p, t, m, boot);
+		}
+		break;
+	case WIRE_OP_REPLY:
+		if (from_owner) {
+			/* The owner's answer to my ask or to my request. */
+			if (m->err && m->has_re && rt->req_pending && m->re >= rt->req_id)
+				log_warn(e->log, "%s: set of %s refused by %s", m->err, m->io, p->name);
+			if (rt->req_pending && (!m->has_re ? !m->has_ver : m->re >= rt->req_id))
+				rt->req_pending = false;
+			apply_copy(e, p, t, m, boot);
+			if (!m->has_val)
+				rt->ask_pending = false; /* the owner has no value yet */
+		} else {
+			/* A user acknowledges my set. */
+			struct out_slot *s = NULL;
+			for (size_t k = 0; k < p->n_out; k++)
+				if (p->out[k].thing == t)
+					s = &p->out[k];
+			if (!s)
+				break;
+			if (m->err)
+				log_warn(e->log, "%s: %s refused value of %s", m->err, p->name, m->io);
+			if (m->has_ver) {
+				if (m->ver > s->acked_ver && m->ver <= rt->ver) {
+					p->st.acked++;
+					s->acked_ver = m->ver;
+				}
+			} else if (m->has_val) {
+				tsync_value c;
+				/* Legacy: the reply echoes the value it took. */
+				if (engine__coerce(e->site, t, &m->val, &c) == 0 && value__equal(&c, &rt->val) &&
+				    s->acked_ver < rt->ver) {
+					p->st.acked++;
+					s->acked_ver = rt->ver;
+				}
+			}
+		}
+		break;
+	case WIRE_OP_ASK:
+		if (!i_own) {
+			reject(e, p, TSYNC_REJ_THS_I_USE, m->io, " (ask to a non-owner)");
+			break;
+		}
+		a = answer_io(e, p, WIRE_OP_REPLY, t);
+		if (a)
+			answer_value(e, p, a, t);
+		break;
+	case WIRE_OP_PULSE: {
+		tsync_value c, pv;
+		bool fresh = true;
+
+		a = answer_io(e, p, WIRE_OP_REPLY_PULSE, t);
+		if (!a)
+			break;
+		a->m.has_re = m->has_id;
+		a->m.re = m->id;
+		if (!th->pulse) {
+			reject(e, p, TSYNC_REJ_REFUSED, m->io, " may not be pulsed");
+			a->m.err = tsync_reject_name(TSYNC_REJ_REFUSED);
+			break;
+		}
+		pv = m->has_val ? m->val : tsync_bool(true);
+		if (engine__coerce(e->site, t, &pv, &c) < 0) {
+			reject(e, p, TSYNC_REJ_VAL, m->io, NULL);
+			a->m.err = tsync_reject_name(TSYNC_REJ_VAL);
+			break;
+		}
+		if (m->has_id) {
+			fresh = dedup__check(&p->dedup, m->id) == DEDUP_NEW;
+			dedup__mark(&p->dedup, m->id);
+		}
+		if (!fresh)
+			break; /* acted on already: answer again, act never twice */
+		if (i_own) {
+			engine__pulse_owned(e, t, &c, m->ms ? m->ms : th->pulse_ms, p->name);
+		} else {
+			tsync_event ev;
+			memset(&ev, 0, sizeof(ev));
+			ev.kind = TSYNC_EVENT_PULSE;
+			ev.thing = th->name;
+			ev.value = c;
+			ev.pulse_ms = m->ms ? m->ms : th->pulse_ms;
+			ev.controller = p->name;
+			engine__emit(e, &ev);
+		}
+		break;
+	}
+	case WIRE_OP_REPLY_PULSE:
+		if (m->has_re) {
+			engine__complete_req(e, p, m->re, m->err ? TSYNC_EREFUSED : 0, NULL);
+		} else {
+			/* Legacy: complete the oldest pulse of that thing. */
+			for (struct outreq *r = p->reqs; r; r = r->next)
+				if (r->is_pulse && r->thing == t && r->sent_boot) {
+					engine__complete_req(e, p, r->id, 0, NULL);
+					break;
+				}
+		}
+		break;
+	case WIRE_OP_NONE:
+		reject(e, p, TSYNC_REJ_REQ, m->io, NULL);
+		break;
+	}
+}
+
+static int status_of_err(const char *err)
+{
+	if (!err)
+		return 0;
+	if (!strcmp(err, "err_ip_in_cmd") || !strcmp(err, "err_ip_in_req"))
+		return TSYNC_ECMD;
+	if (!strcmp(err, "err_cmd_args"))
+		return TSYNC_ECMD_ARGS;
+	return TSYNC_EREFUSED;
+}
+
+static const struct handler *find_handler(struct sync_engine *e, const struct wire_msg *m)
+{
+	const char *type = m->type == WIRE_T_CMD ? "cmd" : m->type_name;
+
+	for (size_t i = 0; i < e->n_handlers; i++) {
+		const struct handler *h = &e->handlers[i];
+		if (strcmp(h->type, type))
+			continue;
+		if (m->type == WIRE_T_CMD && (strcmp(h->role, m->role) || strcmp(h->cmd, m->cmd)))
+			continue;
+		return h;
+	}
+	return NULL;
+}
+
+/* cmd, cum, clim and every other type: a request to run a handler, or the
+ * answer to one of mine. */
+static void on_request(struct sync_engine *e, struct sync_peer *p, const struct wire_msg *m)
+{
+	const struct handler *h;
+	struct answer *a;
+	char *res = NULL, *json = NULL;
+	const char *err = NULL;
+	tsync_request req;
+	int r;
+
+	if (m->has_re) {
+		json_t *jres = json_object_get((json_t *)m->obj, "res");
+		char *text = jres ? json_dumps(jres, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+		engine__complete_req(e, p, m->re, status_of_err(m->err), text);
+		free(text);
+		return;
+	}
+	a = engine__answer(e, p);
+	if (!a)
+		return;
+	a->m.type = m->type;
+	a->m.type_name = m->type_name;
+	a->m.role = m->role;
+	a->m.cmd = m->cmd;
+	a->m.has_re = m->has_id;
+	a->m.re = m->id;
+	if (m->has_id && dedup__check(&p->dedup, m->id) == DEDUP_DONE) {
+		/* Acted on already: the same answer again, not a second act. */
+		const struct dedup_answer *old = dedup__answer(&p->dedup, m->id);
+		if (old) {
+			a->m.err = a->owned_err = old->err ? util__strdup(old->err) : NULL;
+			a->m.res = a->owned_res = old->res ? util__strdup(old->res) : NULL;
+		}
+		return;
+	}
+	if (m->type == WIRE_T_CMD && !site__has_role(e->site, e->me, m->role)) {
+		reject(e, p, TSYNC_REJ_CMD, m->role, " is not a role of mine");
+		err = "err_ip_in_cmd";
+		goto done;
+	}
+	h = find_handler(e, m);
+	if (!h) {
+		tsync_reject why = m->type == WIRE_T_CMD ? TSYNC_REJ_CMD : TSYNC_REJ_REQ;
+		reject(e, p, why, m->type == WIRE_T_CMD ? m->cmd : m->type_name, " has no handler");
+		err = tsync_reject_name(why);
+		goto done;
+	}
+	json = json_dumps((json_t *)m->obj, JSON_COMPACT);
+	memset(&req, 0, sizeof(req));
+	req.from = p->name;
+	req.type = m->type == WIRE_T_CMD ? "cmd" : m->type_name;
+	req.role = m->role;
+	req.cmd = m->cmd;
+	req.json = json ? json : "{}";
+	r = h->fn(h->userdata, e->node, &req, &res);
+	free(json);
+	if (res) {
+		/* The answer must be JSON: the peer parses it. */
+		json_error_t jerr;
+		json_t *check = json_loads(res, JSON_DECODE_ANY, &jerr);
+		if (!check) {
+			log_error(e->log, "handler for %s answered invalid JSON; sent as null", req.type);
+			free(res);
+			res = NULL;
+		}
+		json_decref(check);
+	}
+	if (r == TSYNC_ECMD_ARGS)
+		err = "err_cmd_args";
+	else if (r < 0)
+		err = "err_cmd_failed";
+done:
+	if (m->has_id) {
+		dedup__mark(&p->dedup, m->id);
+		dedup__remember(&p->dedup, m->id, err, res);
+	}
+	a->m.err = err;
+	a->m.res = a->owned_res = res;
+}
+
+static struct sync_peer *sender(struct sync_engine *e, int addr_peer, const struct wire_env *env)
+{
+	uint32_t c;
+	int32_t pi;
+
+	if (env->legacy)
+		return addr_peer >= 0 ? &e->peers[addr_peer] : NULL;
+	if (name_index__get(&e->site->controller_ix, env->from, &c) < 0)
+		return NULL;
+	pi = e->plan->peer_of_ctrl[c];
+	if (pi < 0)
+		return NULL;
+	/* Without a key a name proves nothing: it must come from its address. */
+	if (!e->codec.key && addr_peer != pi)
+		return NULL;
+	return &e->peers[pi];
+}
+
+void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size_t len)
+{
+	struct wire_datagram dg;
+	struct sync_peer *p;
+	tsync_reject why;
+	uint64_t boot;
+
+	if (wire__decode(&e->codec, buf, len, &dg, &why) < 0) {
+		p = addr_peer >= 0 ? &e->peers[addr_peer] : NULL;
+		/* A forged tag does not prove who sent it: count it as unknown. */
+		reject(e, why == TSYNC_REJ_AUTH ? NULL : p, why, NULL, NULL);
+		goto leave;
+	}
+	p = sender(e, addr_peer, &dg.env);
+	if (!p) {
+		reject(e, NULL, dg.env.legacy || !e->codec.key ? TSYNC_REJ_REFUSED : TSYNC_REJ_UNKNOWN_SENDER,
+		       dg.env.from, NULL);
+		goto leave;
+	}
+	p->st.datagrams_received++;
+	p->st.bytes_received += len;
+	if (log__enabled(e->log, TSYNC_LOG_DEBUG)) {
+		size_t jl = len - (e->codec.key ? WIRE_TAG_BYTES : 0);
+		log_debug(e->log, "rx %s seq %llu: %.*s", p->name, (unsigned long long)dg.env.seq, (int)jl,
+		          (const char *)buf);
+	}
+
+	if (dg.env.legacy) {
+		/* The seed's plain lists: no boots, no replay protection. */
+		boot = p->boot;
+	} else {
+		if (wire__replay_check(&p->replay, dg.env.boot, dg.env.seq) < 0 ||
+		    (p->boot && dg.env.boot < p->boot)) {
+			reject(e, p, TSYNC_REJ_REPLAY, NULL, NULL);
+			goto leave;
+		}
+		if (dg.env.to_boot != e->boot) {
+			/* Addressed to an earlier boot of mine, or the sender does
+			 * not know mine yet: never act on it; teach it my boot. The
+			 * answer echoes the sender's boot so it cannot be replayed
+			 * to a later boot of the sender. */
+			if (dg.env.to_boot != 0)
+				reject(e, p, TSYNC_REJ_STALE_BOOT, NULL, NULL);
+			if (!p->last_hello_us || e->now - p->last_hello_us >= p->rtt.min_us / 2)
+				engine__send_hello(e, p, dg.env.boot, dg.env.seq);
+			goto leave;
+		}
+		wire__replay_update(&p->replay, dg.env.boot, dg.env.seq);
+		if (dg.env.boot != p->boot)
+			engine__peer_boot(e, p, dg.env.boot);
+		boot = dg.env.boot;
+		if (dg.env.re) {
+			uint32_t i = dg.env.re % SYNC_SENT_RING;
+			if (p->sent_ring[i].seq == dg.env.re && p->sent_ring[i].us) {
+				rtt__sample(&p->rtt, (uint32_t)(e->now - p->sent_ring[i].us));
+				p->sent_ring[i].us = 0; /* one sample per datagram */
+			}
+		}
+		p->rx_seq_to_echo = dg.env.seq;
+	}
+	p->ever_heard = true;
+	p->last_heard_us = e->now;
+	engine__progress(e, p);
+
+	for (size_t i = 0; i < dg.n_msgs; i++) {
+		const struct wire_msg *m = &dg.msgs[i];
+		if (m->bad) {
+			reject(e, p, m->reject, m->io ? m->io : m->type_name, NULL);
+			continue;
+		}
+		if (m->type == WIRE_T_IO)
+			on_io(e, p, m, boot);
+		else
+			on_request(e, p, m);
+	}
+	/* Answer now, in one datagram with whatever else is due for this peer,
+	 * while the answers' borrowed strings are still alive. */
+	if (p->n_answers || dg.n_msgs)
+		engine__want(e, p, FLUSH_NEW);
+	if (p->n_answers) {
+		enum flush_level level = (enum flush_level)p->flush;
+		if (e->persist_dirty && e->ops.commit) {
+			int r = e->ops.commit(e->ops.ctx);
+			if (r < 0)
+				log_error(e->log, "state commit failed: %s", tsync_strerror(r));
+			e->persist_dirty = false;
+		}
+		p->flush = FLUSH_NONE; /* stays on the list; sync__flush skips it */
+		engine__flush_peer(e, p, level, SYNC_BURST_MAX);
+	}
+leave:
+	wire__datagram_release(&dg);
+}

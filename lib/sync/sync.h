@@ -1,0 +1,309 @@
+/*
+ * lib/sync: the protocol engine. It knows no sockets, no event loop and no
+ * clock: lib/node feeds it datagrams, timer expiries and the time, and it
+ * answers through struct sync_ops. That keeps it deterministic, so the unit
+ * tests drive it over a simulated network with a simulated clock.
+ *
+ * State of the art it follows:
+ *  - An owner keeps, per user, the version that user acknowledged; a thing
+ *    is pending for a user while acked < current. A retransmission always
+ *    encodes the current value, so a retry never carries a stale one.
+ *  - Receivers order values by (owner boot, version) and never go back.
+ *  - Requests that must act once (pulses, cmds, set requests) carry an id;
+ *    the receiver keeps a window of the ids it executed (struct dedup) and
+ *    answers a duplicate again without acting. A sender has at most
+ *    max_outstanding ids in flight, so the window is exact.
+ *  - Every datagram names the receiver's boot (to_boot); a node acts only on
+ *    datagrams addressed to its current boot and answers the others with an
+ *    empty datagram that teaches it. Nothing captured before a restart can
+ *    act after it, without keeping replay windows on disk.
+ *  - One retransmission timer per peer, RFC 6298 estimator, exponential
+ *    backoff capped at retry_max_ms; a peer that does not answer gets one
+ *    datagram per backoff period.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef TSYNC_SYNC_H
+#define TSYNC_SYNC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <thingsync/node.h>
+
+#include "site/site.h"
+#include "util/util.h"
+#include "wire/wire.h"
+
+#define SYNC_DEDUP_BITS 1024 /* >= max_outstanding (site.conf caps it at 1024) */
+#define SYNC_SENT_RING 32    /* datagrams remembered for round-trip samples */
+#define SYNC_BURST_MAX 256   /* datagrams one flush may send to a live peer */
+
+/* --- rtt.c: RFC 6298 retransmission timeout ------------------------------- */
+struct rtt {
+	uint32_t srtt_us; /* 0: no sample yet */
+	uint32_t rttvar_us;
+	uint32_t rto_us;
+	uint32_t min_us, max_us;
+};
+
+void rtt__init(struct rtt *r, uint32_t initial_ms, uint32_t min_ms, uint32_t max_ms);
+void rtt__sample(struct rtt *r, uint32_t sample_us);
+/* The timeout after `backoff` unanswered retransmissions, capped at max. */
+uint32_t rtt__timeout(const struct rtt *r, unsigned backoff);
+
+/* --- dedup.c: the ids a peer's requests used, and their answers ------------ */
+struct dedup_answer {
+	uint64_t id;
+	char *err; /* seed error name, owned, or NULL */
+	char *res; /* JSON text, owned, or NULL */
+};
+
+struct dedup {
+	uint64_t top; /* highest id seen (0: none) */
+	uint64_t bits[SYNC_DEDUP_BITS / 64];
+	struct dedup_answer *answers; /* ring of SYNC_DEDUP_BITS, allocated on first use */
+};
+
+enum dedup_state { DEDUP_NEW, DEDUP_DONE };
+enum dedup_state dedup__check(const struct dedup *d, uint64_t id);
+void dedup__mark(struct dedup *d, uint64_t id);
+/* Remembers the answer of id (strings copied); NULLs are fine. 0 or -ENOMEM. */
+int dedup__remember(struct dedup *d, uint64_t id, const char *err, const char *res);
+/* The remembered answer of id, or NULL if it has been forgotten. */
+const struct dedup_answer *dedup__answer(const struct dedup *d, uint64_t id);
+void dedup__reset(struct dedup *d);
+void dedup__free(struct dedup *d);
+
+/* --- the engine ----------------------------------------------------------- */
+
+struct sync_ops {
+	void *ctx;
+	/* Sends a datagram to a peer. */
+	void (*send)(void *ctx, uint32_t peer, const void *buf, size_t len);
+	/* Arms (replacing) or, with delay_us == UINT64_MAX, disarms the peer's timer;
+	 * on expiry the environment calls sync__timer(). */
+	void (*arm)(void *ctx, uint32_t peer, uint64_t delay_us);
+	/* Asks for sync__flush() soon: after the current callback returns. */
+	void (*want_flush)(void *ctx);
+	/* Stages an owned thing's value for durable storage (may be NULL). */
+	void (*persist)(void *ctx, const char *thing, const tsync_value *v, uint64_t ver, uint64_t boot);
+	/* Makes staged values durable; called before anything that depends on
+	 * them is sent (the durability rule). 0 or a negative code. May be NULL. */
+	int (*commit)(void *ctx);
+};
+
+enum thing_role { THING_NONE = 0, THING_OWNED, THING_USED };
+
+struct thing_rt {
+	uint8_t role;
+	uint32_t peer; /* used: the owner's peer index */
+	tsync_value val; /* owned string */
+	uint64_t ver;    /* owned: my version; used: the owner's */
+	uint64_t boot;   /* the owner's boot that gave `ver` */
+
+	/* used: my request to the owner (to_be), newest wins */
+	bool req_pending;
+	tsync_value req_val;
+	uint64_t req_id;
+	uint64_t req_sent_us; /* 0: not sent yet */
+	/* used: I asked the owner for the value */
+	bool ask_pending;
+	uint64_t ask_sent_us;
+	bool in_listed; /* on the owner peer's `inq` */
+
+	/* owned: the last set request applied, to ignore an older one that
+	 * arrives late from the same peer */
+	uint32_t req_from;
+	uint64_t req_from_boot, req_from_id;
+
+	/* owned: where each user's acknowledgement is kept */
+	struct user_ref {
+		uint32_t peer, slot;
+	} *users;
+	uint32_t n_users;
+};
+
+struct out_slot {
+	uint32_t thing;
+	uint64_t acked_ver; /* the version this user acknowledged (this boot of mine) */
+	uint64_t sent_ver;
+	uint64_t sent_us;
+	bool listed; /* on the peer's dirty list */
+};
+
+/* A pulse, cmd or other request I send to a peer, repeated until answered. */
+struct outreq {
+	struct outreq *next;
+	uint64_t id;
+	enum wire_type type;
+	bool is_pulse;
+	uint32_t thing;
+	tsync_value val; /* pulse value, owned */
+	uint32_t ms;
+	char *type_name;
+	char *role;
+	char *cmd;
+	char *body; /* compact JSON object text */
+	tsync_done_fn done;
+	void *userdata;
+	uint64_t sent_boot; /* the peer's boot when first sent (0: never sent) */
+	uint64_t sent_us;
+};
+
+/* An answer queued for the peer whose datagram is being processed. */
+struct answer {
+	struct wire_msg m;
+	char *owned_res;
+	char *owned_err;
+	tsync_value owned_val;
+};
+
+/* What a flush of a peer sends, in increasing order of eagerness. */
+enum flush_level {
+	FLUSH_NONE = 0,
+	FLUSH_NEW,     /* what was never sent (or changed since) */
+	FLUSH_OVERDUE, /* and what waited longer than the timeout */
+	FLUSH_ALL,     /* everything pending: the peer just (re)appeared */
+};
+
+struct sync_peer {
+	uint32_t ctrl;
+	const char *name;
+	bool seed; /* speaks the seed's plain lists */
+
+	uint64_t boot; /* the peer's boot (0: not heard yet this boot of mine) */
+	struct wire_replay replay;
+	uint64_t tx_seq;
+	uint64_t rx_seq_to_echo; /* its seq to echo in "re" in my immediate answer */
+	struct {
+		uint64_t seq, us;
+	} sent_ring[SYNC_SENT_RING];
+
+	struct out_slot *out; /* things I own that it uses */
+	size_t n_out;
+	uint32_t *dirty; /* indexes into out[] that may be pending */
+	size_t n_dirty;
+	uint32_t *inq; /* things it owns with an ask or request pending */
+	size_t n_inq;
+	size_t cap_inq;
+
+	struct outreq *reqs; /* FIFO, oldest first */
+	struct outreq **reqs_tail;
+	size_t n_reqs;
+	uint64_t next_id;
+
+	struct dedup dedup;
+	struct answer *answers;
+	size_t n_answers, cap_answers;
+
+	struct rtt rtt;
+	unsigned backoff;
+	uint64_t timer_at; /* 0: disarmed */
+	uint8_t flush;     /* FLUSH_*: what the next sync__flush() sends */
+	bool queued;       /* on the engine's flush list */
+	uint64_t next_setreq_id;
+	bool up;
+	bool ever_heard;
+	uint64_t last_heard_us;
+	uint64_t oldest_pending_us; /* when the oldest unanswered message was first sent */
+	uint64_t last_hello_us;
+
+	tsync_peer_stats st;
+};
+
+struct listener {
+	tsync_event_fn fn;
+	void *userdata;
+};
+
+struct handler {
+	char *type; /* "cmd" or a request type */
+	char *role; /* cmd only */
+	char *cmd;  /* cmd only */
+	tsync_request_fn fn;
+	void *userdata;
+};
+
+struct sync_engine {
+	const struct tsync_site *site;
+	struct site_plan *plan;
+	uint32_t me;
+	uint64_t boot;
+	uint64_t ver_counter;
+	struct sync_ops ops;
+	const struct logger *log;
+	struct tsync_node *node; /* passed to callbacks; may be NULL in tests */
+	struct wire_codec codec;
+	struct wire_writer writer;
+	struct prng prng;
+
+	struct thing_rt *things; /* one per site thing */
+	struct sync_peer *peers;
+	size_t n_peers;
+	uint32_t *flushq; /* peers with new things to send */
+	size_t n_flushq;
+
+	struct listener *listeners;
+	size_t n_listeners;
+	struct handler *handlers;
+	size_t n_handlers;
+	tsync_write_fn write_hook;
+	void *write_userdata;
+
+	uint64_t rejected_unknown[TSYNC_REJ_COUNT];
+	bool persist_dirty;
+	unsigned in_callback; /* depth, to defer frees while user code runs */
+	uint64_t now;         /* the time of the call being processed */
+};
+
+int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const struct sync_ops *ops,
+              const struct logger *log, struct tsync_node *node, struct sync_engine **ret);
+/* Completes outstanding requests with TSYNC_ECANCELED and frees. NULL ok. */
+void sync__free(struct sync_engine *e);
+
+/* Before sync__start: a value of an owned thing found in the store. */
+int sync__restore(struct sync_engine *e, const char *thing, const tsync_value *v);
+/* Start-up: ask the owners of everything I use, offer my values to users. */
+void sync__start(struct sync_engine *e, uint64_t now);
+
+/* A datagram arrived. `addr_peer` is the peer whose configured address it
+ * came from, or -1. */
+void sync__input(struct sync_engine *e, int addr_peer, const void *buf, size_t len, uint64_t now);
+/* The peer's timer expired. */
+void sync__timer(struct sync_engine *e, uint32_t peer, uint64_t now);
+/* Sends what became pending since the last flush. */
+void sync__flush(struct sync_engine *e, uint64_t now);
+
+/* The node API, engine side (see include/thingsync/node.h for semantics). */
+int sync__set(struct sync_engine *e, const char *thing, const tsync_value *v, uint64_t now);
+int sync__get(struct sync_engine *e, const char *thing, tsync_thing_state *out);
+int sync__ask(struct sync_engine *e, const char *thing, uint64_t now);
+int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, uint32_t ms, tsync_done_fn done,
+                void *ud, uint64_t now);
+int sync__send_request(struct sync_engine *e, const char *controller, const char *type, const char *role,
+                       const char *cmd, const char *body_json, tsync_done_fn done, void *ud, uint64_t now);
+int sync__on_event(struct sync_engine *e, tsync_event_fn fn, void *ud);
+int sync__on_request(struct sync_engine *e, const char *type, const char *role, const char *cmd,
+                     tsync_request_fn fn, void *ud);
+void sync__set_write_hook(struct sync_engine *e, tsync_write_fn fn, void *ud);
+size_t sync__unsettled(const struct sync_engine *e);
+int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsync_peer_stats *out);
+
+/* Internal to lib/sync (engine.c <-> input.c). */
+void engine__emit(struct sync_engine *e, const tsync_event *ev);
+void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by);
+void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level level);
+void engine__inq_add(struct sync_engine *e, struct sync_peer *p, uint32_t t);
+void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot);
+void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_level level, size_t max_datagrams);
+void engine__send_hello(struct sync_engine *e, struct sync_peer *p, uint64_t to_boot, uint64_t re);
+bool engine__pending(struct sync_engine *e, struct sync_peer *p);
+void engine__progress(struct sync_engine *e, struct sync_peer *p);
+int engine__queue_req(struct sync_engine *e, struct sync_peer *p, struct outreq *r);
+void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t id, int status, const char *res);
+struct answer *engine__answer(struct sync_engine *e, struct sync_peer *p);
+int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out);
+void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size_t len);
+
+#endif /* TSYNC_SYNC_H */

@@ -1,0 +1,770 @@
+/*
+ * Unit tests of lib/sync: several engines over a simulated network with a
+ * simulated clock, so loss, duplication, reordering, dead peers and restarts
+ * are exact and repeatable, and hours of retrying take milliseconds.
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "sync/sync.h"
+
+#define MAXN 8
+#define LATENCY_US 200
+
+struct packet {
+	struct packet *next;
+	uint64_t at;
+	uint32_t from, to; /* controller indexes */
+	size_t len;
+	unsigned char data[];
+};
+
+struct sim;
+
+struct simnode {
+	struct sim *sim;
+	uint32_t ctrl;
+	struct sync_engine *e;
+	bool alive;
+	bool want_flush;
+	uint64_t timer_at[MAXN];
+	uint64_t datagrams_out;
+	/* observations */
+	int changed;
+	int pulses[64]; /* per thing index */
+	int cmds;
+	uint64_t last_ver[64];
+	uint64_t last_boot[64];
+	bool ver_went_back;
+};
+
+struct sim {
+	tsync_site *site;
+	uint64_t now;
+	struct simnode n[MAXN];
+	size_t count;
+	struct packet *q; /* sorted by time */
+	struct prng prng;
+	double loss, dup, reorder;
+	bool capture;
+	struct packet *captured; /* copies of datagrams sent, newest first */
+	uint64_t boots;
+};
+
+static char tmpdir[256];
+
+static char *write_site(const char *body, bool with_key)
+{
+	static char path[512];
+	char keypath[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/site-%d.conf", tmpdir, rand());
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "[site]\nname = test\nretry_min_ms = 20\nretry_initial_ms = 100\nretry_max_ms = 2000\n");
+	if (with_key) {
+		snprintf(keypath, sizeof(keypath), "%s/key-%d", tmpdir, rand());
+		assert_int_equal(tsync_key_generate(keypath), 0);
+		fprintf(f, "key_file = %s\n", keypath);
+	}
+	fputs(body, f);
+	fclose(f);
+	return path;
+}
+
+static const char *SITE3 = "[controller A]\nhost = 127.0.0.1\nudp_port = 6001\nroles = cmd_do\n"
+                           "[controller B]\nhost = 127.0.0.1\nudp_port = 6002\n"
+                           "[controller C]\nhost = 127.0.0.1\nudp_port = 6003\n"
+                           "[thing light]\nowner = A\ntype = bool\nusers = B, C\n"
+                           "[thing temp]\nowner = A\ntype = float\nusers = B, C\nmin = -50\nmax = 150\n"
+                           "[thing mode]\nowner = A\ntype = string\nusers = B\nallowed = off, eco, comfort\n"
+                           "[thing door]\nowner = A\ntype = bool\nusers = B, C\npulse = yes\npulse_ms = 300\n"
+                           "[thing count]\nowner = B\ntype = int\nusers = A, C\n"
+                           "[thing siren]\nowner = C\ntype = bool\nusers = A\nsettable = no\n";
+
+/* --- the simulated environment ---------------------------------------------- */
+
+static void net_push(struct sim *s, uint64_t at, uint32_t from, uint32_t to, const void *buf, size_t len)
+{
+	struct packet *p = malloc(sizeof(*p) + len), **pp;
+
+	assert_non_null(p);
+	p->at = at;
+	p->from = from;
+	p->to = to;
+	p->len = len;
+	memcpy(p->data, buf, len);
+	for (pp = &s->q; *pp && (*pp)->at <= at; pp = &(*pp)->next)
+		;
+	p->next = *pp;
+	*pp = p;
+}
+
+static void op_send(void *ctx, uint32_t peer, const void *buf, size_t len)
+{
+	struct simnode *sn = ctx;
+	struct sim *s = sn->sim;
+	uint32_t to = sn->e->peers[peer].ctrl;
+	uint64_t at = s->now + LATENCY_US;
+
+	sn->datagrams_out++;
+	if (s->capture) {
+		struct packet *c = malloc(sizeof(*c) + len);
+		assert_non_null(c);
+		c->from = sn->ctrl;
+		c->to = to;
+		c->len = len;
+		memcpy(c->data, buf, len);
+		c->next = s->captured;
+		s->captured = c;
+	}
+	if (prng__unit(&s->prng) < s->loss)
+		return;
+	if (prng__unit(&s->prng) < s->reorder)
+		at += prng__next(&s->prng) % 3000;
+	net_push(s, at, sn->ctrl, to, buf, len);
+	if (prng__unit(&s->prng) < s->dup)
+		net_push(s, at + prng__next(&s->prng) % 2000, sn->ctrl, to, buf, len);
+}
+
+static void op_arm(void *ctx, uint32_t peer, uint64_t delay_us)
+{
+	struct simnode *sn = ctx;
+	sn->timer_at[peer] = delay_us == UINT64_MAX ? 0 : sn->sim->now + delay_us;
+}
+
+static void op_want_flush(void *ctx)
+{
+	struct simnode *sn = ctx;
+	sn->want_flush = true;
+}
+
+static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
+{
+	struct simnode *sn = ud;
+	uint32_t t;
+
+	if (ev->kind == TSYNC_EVENT_CHANGED) {
+		tsync_thing_state st;
+		sn->changed++;
+		assert_int_equal(name_index__get(&sn->sim->site->thing_ix, ev->thing, &t), 0);
+		assert_int_equal(sync__get(sn->e, ev->thing, &st), 0);
+		/* A receiver never goes back to an older (boot, version). */
+		if (!st.owned && (st.owner_boot < sn->last_boot[t] ||
+		                  (st.owner_boot == sn->last_boot[t] && st.version <= sn->last_ver[t])))
+			sn->ver_went_back = true;
+		sn->last_ver[t] = st.version;
+		sn->last_boot[t] = st.owner_boot;
+	} else if (ev->kind == TSYNC_EVENT_PULSE) {
+		assert_int_equal(name_index__get(&sn->sim->site->thing_ix, ev->thing, &t), 0);
+		sn->pulses[t]++;
+	}
+}
+
+static int on_version(void *ud, tsync_node *node, const tsync_request *req, char **result)
+{
+	struct simnode *sn = ud;
+	sn->cmds++;
+	assert_non_null(strstr(req->json, "\"cmd\":\"version\""));
+	*result = strdup("\"0.1.0\"");
+	return 0;
+}
+
+static int on_bad_args(void *ud, tsync_node *node, const tsync_request *req, char **result)
+{
+	return TSYNC_ECMD_ARGS;
+}
+
+static void node_start(struct sim *s, uint32_t ctrl)
+{
+	struct sync_ops ops = {
+		.ctx = &s->n[ctrl],
+		.send = op_send,
+		.arm = op_arm,
+		.want_flush = op_want_flush,
+	};
+	struct simnode *sn = &s->n[ctrl];
+
+	sn->sim = s;
+	sn->ctrl = ctrl;
+	memset(sn->timer_at, 0, sizeof(sn->timer_at));
+	assert_int_equal(sync__new(s->site, ctrl, ++s->boots, &ops, NULL, NULL, &sn->e), 0);
+	assert_int_equal(sync__on_event(sn->e, on_event, sn), 0);
+	if (site__has_role(s->site, ctrl, "cmd_do")) {
+		assert_int_equal(sync__on_request(sn->e, "cmd", "cmd_do", "version", on_version, sn), 0);
+		assert_int_equal(sync__on_request(sn->e, "cmd", "cmd_do", "reboot", on_bad_args, sn), 0);
+	}
+	sn->alive = true;
+	sync__start(sn->e, s->now);
+}
+
+static void node_stop(struct sim *s, uint32_t ctrl)
+{
+	sync__free(s->n[ctrl].e);
+	s->n[ctrl].e = NULL;
+	s->n[ctrl].alive = false;
+	s->n[ctrl].want_flush = false;
+}
+
+static struct sim *sim_new(const char *body, bool key, uint64_t seed)
+{
+	struct sim *s = calloc(1, sizeof(*s));
+	char *errors = NULL;
+	int r;
+
+	assert_non_null(s);
+	r = tsync_site_load(write_site(body, key), &s->site, &errors);
+	if (r < 0)
+		fail_msg("site: %s", errors ? errors : "?");
+	s->count = s->site->n_controllers;
+	assert_true(s->count <= MAXN);
+	prng__seed(&s->prng, seed);
+	s->boots = 1000;
+	for (uint32_t i = 0; i < s->count; i++)
+		node_start(s, i);
+	return s;
+}
+
+static void sim_free(struct sim *s)
+{
+	for (uint32_t i = 0; i < s->count; i++)
+		if (s->n[i].e)
+			node_stop(s, i);
+	while (s->q) {
+		struct packet *p = s->q;
+		s->q = p->next;
+		free(p);
+	}
+	while (s->captured) {
+		struct packet *p = s->captured;
+		s->captured = p->next;
+		free(p);
+	}
+	tsync_site_free(s->site);
+	free(s);
+}
+
+/* Runs the simulation until `until` (absolute, us). */
+static void sim_run(struct sim *s, uint64_t until)
+{
+	for (;;) {
+		uint64_t next = UINT64_MAX;
+		int kind = 0;
+		uint32_t who = 0, peer = 0;
+
+		for (uint32_t i = 0; i < s->count; i++)
+			if (s->n[i].alive && s->n[i].want_flush) {
+				s->n[i].want_flush = false;
+				sync__flush(s->n[i].e, s->now);
+			}
+		if (s->q && s->q->at < next) {
+			next = s->q->at;
+			kind = 1;
+		}
+		for (uint32_t i = 0; i < s->count; i++)
+			for (uint32_t k = 0; s->n[i].alive && k < s->n[i].e->n_peers; k++)
+				if (s->n[i].timer_at[k] && s->n[i].timer_at[k] < next) {
+					next = s->n[i].timer_at[k];
+					kind = 2;
+					who = i;
+					peer = k;
+				}
+		if (next > until) {
+			s->now = until;
+			return;
+		}
+		s->now = next;
+		if (kind == 1) {
+			struct packet *p = s->q;
+			s->q = p->next;
+			if (s->n[p->to].alive) {
+				struct sync_engine *e = s->n[p->to].e;
+				sync__input(e, e->plan->peer_of_ctrl[p->from], p->data, p->len, s->now);
+			}
+			free(p);
+		} else {
+			s->n[who].timer_at[peer] = 0;
+			sync__timer(s->n[who].e, peer, s->now);
+		}
+	}
+}
+
+static bool sim_settled(struct sim *s)
+{
+	for (uint32_t i = 0; i < s->count; i++)
+		if (s->n[i].alive && sync__unsettled(s->n[i].e))
+			return false;
+	return true;
+}
+
+/* Runs until every live node is settled, at most `limit_us` more. */
+static bool sim_settle(struct sim *s, uint64_t limit_us)
+{
+	uint64_t end = s->now + limit_us;
+	while (s->now < end) {
+		sim_run(s, s->now + 1000);
+		if (sim_settled(s) && !s->q)
+			return true;
+	}
+	return false;
+}
+
+static tsync_value get(struct sim *s, uint32_t ctrl, const char *thing)
+{
+	tsync_thing_state st;
+	assert_int_equal(sync__get(s->n[ctrl].e, thing, &st), 0);
+	return st.value;
+}
+
+/* --- tests ------------------------------------------------------------------- */
+
+static void test_start_and_converge(void **state)
+{
+	struct sim *s = sim_new(SITE3, false, 1);
+	tsync_value v;
+
+	assert_true(sim_settle(s, 5000000));
+	v = tsync_bool(true);
+	assert_int_equal(sync__set(s->n[0].e, "light", &v, s->now), 0);
+	v = tsync_float(21.5);
+	assert_int_equal(sync__set(s->n[0].e, "temp", &v, s->now), 0);
+	v = tsync_int(7);
+	assert_int_equal(sync__set(s->n[1].e, "count", &v, s->now), 0);
+	assert_true(sim_settle(s, 5000000));
+
+	for (uint32_t c = 1; c <= 2; c++) {
+		assert_int_equal(get(s, c, "light").type, TSYNC_TYPE_BOOL);
+		assert_true(get(s, c, "light").u.b);
+		assert_true(get(s, c, "temp").u.f == 21.5);
+	}
+	assert_int_equal(get(s, 0, "count").u.i, 7);
+	assert_int_equal(get(s, 2, "count").u.i, 7);
+	/* One change to two users is about one datagram each way per user. */
+	assert_true(s->n[0].e->peers[0].st.acked >= 2);
+	sim_free(s);
+}
+
+static void test_values_checked(void **state)
+{
+	struct sim *s = sim_new(SITE3, false, 2);
+	tsync_value v;
+
+	v = tsync_float(500.0); /* over max */
+	assert_int_equal(sync__set(s->n[0].e, "temp", &v, s->now), TSYNC_EVALUE);
+	v = tsync_string("turbo"); /* not allowed */
+	assert_int_equal(sync__set(s->n[0].e, "mode", &v, s->now), TSYNC_EVALUE);
+	v = tsync_string("eco");
+	assert_int_equal(sync__set(s->n[0].e, "mode", &v, s->now), 0);
+	v = tsync_int(3);
+	assert_int_equal(sync__set(s->n[0].e, "light", &v, s->now), TSYNC_EVALUE);
+	assert_int_equal(sync__set(s->n[0].e, "nope", &v, s->now), TSYNC_EUNKNOWN_THING);
+	/* C does not use "mode". */
+	assert_int_equal(sync__set(s->n[2].e, "mode", &v, s->now), TSYNC_ENOT_USED);
+	/* A is a user of siren, which is not settable by users. */
+	v = tsync_bool(true);
+	assert_int_equal(sync__set(s->n[0].e, "siren", &v, s->now), TSYNC_EREFUSED);
+	assert_int_equal(sync__pulse(s->n[0].e, "light", NULL, 0, NULL, NULL, s->now), TSYNC_ENO_PULSE);
+	sim_free(s);
+}
+
+/* Satisfies the "30% loss both ways", plus duplication and reordering. */
+static void test_converges_under_loss(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 3);
+	tsync_value v;
+
+	s->loss = 0.3;
+	s->dup = 0.2;
+	s->reorder = 0.3;
+	for (int i = 0; i < 300; i++) {
+		v = tsync_float((double)(i % 150));
+		assert_int_equal(sync__set(s->n[0].e, "temp", &v, s->now), 0);
+		v = tsync_int(i);
+		assert_int_equal(sync__set(s->n[1].e, "count", &v, s->now), 0);
+		if (i % 7 == 0) {
+			v = tsync_bool(i % 2);
+			assert_int_equal(sync__set(s->n[0].e, "light", &v, s->now), 0);
+		}
+		sim_run(s, s->now + (prng__next(&s->prng) % 3000));
+	}
+	assert_true(sim_settle(s, 120000000));
+	for (uint32_t c = 1; c <= 2; c++) {
+		assert_true(get(s, c, "temp").u.f == (double)(299 % 150));
+		assert_int_equal(get(s, c, "light").u.b, get(s, 0, "light").u.b);
+		assert_false(s->n[c].ver_went_back);
+	}
+	assert_int_equal(get(s, 0, "count").u.i, 299);
+	assert_int_equal(get(s, 2, "count").u.i, 299);
+	assert_true(s->n[0].e->peers[0].st.retransmits > 0);
+	sim_free(s);
+}
+
+static void test_user_requests_set(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 4);
+	tsync_value v = tsync_string("comfort");
+
+	s->loss = 0.3;
+	s->dup = 0.3;
+	s->reorder = 0.3;
+	/* B asks the owner A to set "mode"; several requests, the last wins. */
+	v = tsync_string("eco");
+	assert_int_equal(sync__set(s->n[1].e, "mode", &v, s->now), 0);
+	sim_run(s, s->now + 500);
+	v = tsync_string("comfort");
+	assert_int_equal(sync__set(s->n[1].e, "mode", &v, s->now), 0);
+	assert_true(sim_settle(s, 60000000));
+	assert_string_equal(get(s, 0, "mode").u.s, "comfort");
+	assert_string_equal(get(s, 1, "mode").u.s, "comfort");
+	sim_free(s);
+}
+
+static void test_pulses_exactly_once(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 5);
+	uint32_t door;
+	int done_count = 0;
+
+	assert_int_equal(name_index__get(&s->site->thing_ix, "door", &door), 0);
+	s->loss = 0.3;
+	s->dup = 0.5;
+	s->reorder = 0.3;
+	for (int i = 0; i < 40; i++) {
+		/* From a user (B), so the owner acts and passes it on. */
+		assert_int_equal(sync__pulse(s->n[1].e, "door", NULL, 0, NULL, NULL, s->now), 0);
+		sim_run(s, s->now + 300);
+	}
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(sync__pulse(s->n[0].e, "door", NULL, 0, NULL, NULL, s->now), 0);
+	assert_true(sim_settle(s, 120000000));
+	(void)done_count;
+	assert_int_equal(s->n[0].pulses[door], 50);
+	assert_int_equal(s->n[1].pulses[door], 50);
+	assert_int_equal(s->n[2].pulses[door], 50);
+	sim_free(s);
+}
+
+struct done_rec {
+	int calls;
+	int status;
+	char res[64];
+};
+
+static void on_done(void *ud, tsync_node *node, int status, const char *result)
+{
+	struct done_rec *d = ud;
+	d->calls++;
+	d->status = status;
+	snprintf(d->res, sizeof(d->res), "%s", result ? result : "");
+}
+
+static void test_commands_exactly_once(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 6);
+	struct done_rec d[30], bad, norole, args;
+
+	memset(d, 0, sizeof(d));
+	memset(&bad, 0, sizeof(bad));
+	memset(&norole, 0, sizeof(norole));
+	memset(&args, 0, sizeof(args));
+	s->loss = 0.3;
+	s->dup = 0.5;
+	s->reorder = 0.2;
+	for (int i = 0; i < 30; i++)
+		assert_int_equal(sync__send_request(s->n[2].e, NULL, "cmd", "cmd_do", "version",
+		                                    "{\"kwargs\":{\"with_email\":true}}", on_done, &d[i], s->now),
+		                 0);
+	assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "nope", NULL, on_done, &bad, s->now), 0);
+	assert_int_equal(sync__send_request(s->n[2].e, "B", "cmd", "security", "report", NULL, on_done, &norole,
+	                                    s->now),
+	                 0);
+	assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "reboot", NULL, on_done, &args, s->now),
+	                 0);
+	assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "x", "[1]", on_done, &args, s->now),
+	                 -EINVAL);
+	assert_true(sim_settle(s, 120000000));
+	assert_int_equal(s->n[0].cmds, 30);
+	for (int i = 0; i < 30; i++) {
+		assert_int_equal(d[i].calls, 1);
+		assert_int_equal(d[i].status, 0);
+		assert_string_equal(d[i].res, "\"0.1.0\"");
+	}
+	assert_int_equal(bad.calls, 1);
+	assert_int_equal(bad.status, TSYNC_ECMD);
+	assert_int_equal(norole.status, TSYNC_ECMD);
+	assert_int_equal(args.status, TSYNC_ECMD_ARGS);
+	sim_free(s);
+}
+
+static void test_dead_peer_backoff_and_coalescing(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 7);
+	struct sync_peer *toB;
+	uint64_t before;
+	tsync_value v;
+
+	assert_true(sim_settle(s, 5000000));
+	node_stop(s, 1); /* B loses power */
+	toB = &s->n[0].e->peers[s->n[0].e->plan->peer_of_ctrl[1]];
+	before = toB->st.datagrams_sent;
+	/* Many changes for B while it is down. */
+	for (int i = 0; i < 50; i++) {
+		v = tsync_float(i);
+		sync__set(s->n[0].e, "temp", &v, s->now);
+		v = tsync_bool(i % 2);
+		sync__set(s->n[0].e, "light", &v, s->now);
+		v = tsync_string(i % 2 ? "eco" : "off");
+		sync__set(s->n[0].e, "mode", &v, s->now);
+		sim_run(s, s->now + 10000);
+	}
+	sim_run(s, s->now + 60000000); /* a minute */
+	/* Backoff 100ms doubling to the 2 s ceiling: about 30 probes in a
+	 * minute, not one per change or per thing. */
+	assert_true(toB->st.datagrams_sent - before < 45);
+	assert_true(toB->st.datagrams_sent - before > 20);
+	assert_int_equal(rtt__timeout(&toB->rtt, toB->backoff), 2000000);
+	assert_false(toB->up);
+
+	/* B comes back: asks, and A's pending values reach it at once, the
+	 * newest only: one change per thing, never an intermediate value. */
+	s->n[1].changed = 0;
+	node_start(s, 1);
+	assert_true(sim_settle(s, 1000000));
+	assert_int_equal(s->n[1].changed, 3); /* light, temp, mode */
+	assert_true(get(s, 1, "temp").u.f == 49.0);
+	assert_string_equal(get(s, 1, "mode").u.s, "eco");
+	assert_true(toB->up);
+	sim_free(s);
+}
+
+static void test_restart_resync(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 8);
+	tsync_value v = tsync_int(41);
+	int before;
+
+	assert_int_equal(sync__set(s->n[1].e, "count", &v, s->now), 0);
+	assert_true(sim_settle(s, 5000000));
+	/* The owner restarts without a store: its value is gone, users keep
+	 * theirs until it sets a new one, which they take despite the lower
+	 * version, since it is of a newer boot. */
+	node_stop(s, 1);
+	sim_run(s, s->now + 100000);
+	node_start(s, 1);
+	assert_true(sim_settle(s, 5000000));
+	assert_int_equal(get(s, 0, "count").u.i, 41);
+	v = tsync_int(1);
+	assert_int_equal(sync__set(s->n[1].e, "count", &v, s->now), 0);
+	assert_true(sim_settle(s, 5000000));
+	assert_int_equal(get(s, 0, "count").u.i, 1);
+	assert_int_equal(get(s, 2, "count").u.i, 1);
+
+	/* A user restarts and gets everything back by asking. */
+	node_stop(s, 2);
+	node_start(s, 2);
+	before = s->n[2].changed;
+	assert_true(sim_settle(s, 5000000));
+	assert_int_equal(get(s, 2, "count").u.i, 1);
+	assert_true(s->n[2].changed > before);
+	sim_free(s);
+}
+
+static void test_replay_and_forgery(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 9);
+	struct packet *p;
+	struct sync_engine *b;
+	struct sync_peer *fromA;
+	tsync_value v = tsync_bool(true);
+	uint32_t door;
+
+	assert_int_equal(name_index__get(&s->site->thing_ix, "door", &door), 0);
+	assert_true(sim_settle(s, 5000000));
+	s->capture = true;
+	assert_int_equal(sync__pulse(s->n[0].e, "door", NULL, 0, NULL, NULL, s->now), 0);
+	assert_true(sim_settle(s, 5000000));
+	s->capture = false;
+	assert_int_equal(s->n[1].pulses[door], 1);
+
+	b = s->n[1].e;
+	fromA = &b->peers[b->plan->peer_of_ctrl[0]];
+	/* Replaying every captured datagram from A to B: refused, no act. */
+	for (p = s->captured; p; p = p->next)
+		if (p->from == 0 && p->to == 1)
+			sync__input(b, b->plan->peer_of_ctrl[0], p->data, p->len, s->now);
+	assert_int_equal(s->n[1].pulses[door], 1);
+	assert_true(fromA->st.rejected[TSYNC_REJ_REPLAY] > 0);
+
+	/* Altered: one byte flipped. */
+	for (p = s->captured; p; p = p->next)
+		if (p->from == 0 && p->to == 1) {
+			p->data[p->len / 2] ^= 0x20;
+			sync__input(b, b->plan->peer_of_ctrl[0], p->data, p->len, s->now);
+			p->data[p->len / 2] ^= 0x20;
+			break;
+		}
+	assert_int_equal(b->rejected_unknown[TSYNC_REJ_AUTH], 1);
+
+	/* After B restarts, the same datagrams are addressed to its old boot. */
+	node_stop(s, 1);
+	node_start(s, 1);
+	b = s->n[1].e;
+	for (p = s->captured; p; p = p->next)
+		if (p->from == 0 && p->to == 1)
+			sync__input(b, b->plan->peer_of_ctrl[0], p->data, p->len, s->now);
+	assert_int_equal(s->n[1].pulses[door], 1); /* still the one from before */
+	assert_true(b->peers[b->plan->peer_of_ctrl[0]].st.rejected[TSYNC_REJ_STALE_BOOT] > 0);
+
+	/* Unknown sender: a datagram whose "from" is not in site.conf. */
+	{
+		struct wire_writer w;
+		struct wire_env env = {.from = "MALLORY", .boot = 5, .seq = 1, .to_boot = b->boot};
+		const void *out;
+		size_t len;
+		wire__writer_init(&w, &b->codec);
+		assert_int_equal(wire__begin(&w, &env), 0);
+		assert_int_equal(wire__finish(&w, &out, &len), 0);
+		sync__input(b, -1, out, len, s->now);
+		wire__writer_free(&w);
+		assert_int_equal(b->rejected_unknown[TSYNC_REJ_UNKNOWN_SENDER], 1);
+	}
+	(void)v;
+	sim_free(s);
+}
+
+static void test_rtt_learned(void **state)
+{
+	struct sim *s = sim_new(SITE3, false, 10);
+	tsync_value v;
+
+	for (int i = 0; i < 20; i++) {
+		v = tsync_int(i);
+		sync__set(s->n[1].e, "count", &v, s->now);
+		assert_true(sim_settle(s, 1000000));
+	}
+	{
+		struct sync_peer *p = &s->n[1].e->peers[s->n[1].e->plan->peer_of_ctrl[0]];
+		/* Two simulated hops of 200 us. */
+		assert_true(p->rtt.srtt_us >= 2 * LATENCY_US - 10);
+		assert_true(p->rtt.srtt_us <= 2 * LATENCY_US + 100);
+		assert_int_equal(p->rtt.rto_us, 20000); /* clamped at retry_min_ms */
+	}
+	sim_free(s);
+}
+
+/* Sends B -> A a set of "count" with the given version, as a fresh datagram
+ * (new seq, right boots), so only the version can stop it. */
+static void send_count_version(struct sim *s, int64_t val, uint64_t ver)
+{
+	struct sync_engine *a = s->n[0].e, *b = s->n[1].e;
+	struct sync_peer *bToA = &b->peers[b->plan->peer_of_ctrl[0]];
+	struct wire_writer w;
+	struct wire_env env = {.from = "B", .boot = b->boot, .seq = ++bToA->tx_seq, .to_boot = a->boot};
+	struct wire_msg m;
+	const void *out;
+	size_t len;
+
+	memset(&m, 0, sizeof(m));
+	m.type = WIRE_T_IO;
+	m.op = WIRE_OP_SET;
+	m.io = "count";
+	m.has_val = true;
+	m.val = tsync_int(val);
+	m.has_ver = true;
+	m.ver = ver;
+	wire__writer_init(&w, &b->codec);
+	assert_int_equal(wire__begin(&w, &env), 0);
+	assert_int_equal(wire__add(&w, &m), 0);
+	assert_int_equal(wire__finish(&w, &out, &len), 0);
+	sync__input(a, a->plan->peer_of_ctrl[1], out, len, s->now);
+	wire__writer_free(&w);
+}
+
+static void test_version_ordering(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 11);
+	tsync_thing_state st;
+	uint64_t v1;
+	tsync_value v;
+
+	assert_true(sim_settle(s, 5000000));
+	v = tsync_int(1);
+	sync__set(s->n[1].e, "count", &v, s->now);
+	assert_true(sim_settle(s, 5000000));
+	assert_int_equal(sync__get(s->n[0].e, "count", &st), 0);
+	v1 = st.version;
+	v = tsync_int(2);
+	sync__set(s->n[1].e, "count", &v, s->now);
+	assert_true(sim_settle(s, 5000000));
+	assert_int_equal(get(s, 0, "count").u.i, 2);
+	/* The older version arrives late: ignored. */
+	send_count_version(s, 1, v1);
+	assert_int_equal(get(s, 0, "count").u.i, 2);
+	/* A newer one is taken. */
+	send_count_version(s, 3, v1 + 100);
+	assert_int_equal(get(s, 0, "count").u.i, 3);
+	sim_free(s);
+}
+
+static void test_legacy_seed_list(void **state)
+{
+	struct sim *s = sim_new(SITE3, false, 12);
+	struct sync_engine *b = s->n[1].e;
+	const char *msg = "[{\"type\":\"io\",\"io\":\"light\",\"cmd\":\"set\",\"val\":1},"
+	                  "{\"type\":\"io\",\"io\":\"nothing\",\"cmd\":\"set\",\"val\":1},"
+	                  "{\"type\":\"io\",\"io\":\"count\",\"cmd\":\"set\",\"val\":\"x\"}]";
+
+	assert_true(sim_settle(s, 5000000));
+	/* The seed's plain list, from A's address: accepted without a key. */
+	sync__input(b, b->plan->peer_of_ctrl[0], msg, strlen(msg), s->now);
+	assert_true(get(s, 1, "light").u.b);
+	assert_int_equal(b->peers[b->plan->peer_of_ctrl[0]].st.rejected[TSYNC_REJ_IO], 1);
+	/* count is B's own; A setting it with a string: refused as a value. */
+	assert_int_equal(b->peers[b->plan->peer_of_ctrl[0]].st.rejected[TSYNC_REJ_VAL], 1);
+	/* From an address that is no controller: refused. */
+	sync__input(b, -1, msg, strlen(msg), s->now);
+	assert_int_equal(b->rejected_unknown[TSYNC_REJ_REFUSED], 1);
+	sim_free(s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_start_and_converge),
+		cmocka_unit_test(test_values_checked),
+		cmocka_unit_test(test_converges_under_loss),
+		cmocka_unit_test(test_user_requests_set),
+		cmocka_unit_test(test_pulses_exactly_once),
+		cmocka_unit_test(test_commands_exactly_once),
+		cmocka_unit_test(test_dead_peer_backoff_and_coalescing),
+		cmocka_unit_test(test_restart_resync),
+		cmocka_unit_test(test_replay_and_forgery),
+		cmocka_unit_test(test_rtt_learned),
+		cmocka_unit_test(test_version_ordering),
+		cmocka_unit_test(test_legacy_seed_list),
+	};
+	int r;
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/tsync-engine-XXXXXX");
+	if (!mkdtemp(tmpdir))
+		return 1;
+	r = cmocka_run_group_tests(tests, NULL, NULL);
+	{
+		char cmd[300];
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", tmpdir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", tmpdir);
+	}
+	return r;
+}
