@@ -57,6 +57,7 @@ struct store {
 	dev_t dev;
 	ino_t ino;
 	bool registered;
+	struct store *next_open; /* in open_stores while registered */
 	/*
 	 * While store__load_values() holds a read transaction, the map must
 	 * not be resized (LMDB forbids it with any transaction active).
@@ -71,34 +72,30 @@ struct store {
 
 /*
  * LMDB must not be opened twice on the same directory by one process: the
- * second close() would drop the first one's fcntl locks. The open directories
- * are remembered here, by device and inode, so a second open fails with
- * -EBUSY instead of silently corrupting the lock state.
+ * second close() would drop the first one's fcntl locks. The open stores are
+ * listed here, by device and inode of their directory, so a second open fails
+ * with -EBUSY instead of silently breaking the locks. A list, not an array:
+ * thingsync-sim runs hundreds of controllers, each with its own store.
  */
-static pthread_mutex_t open_dirs_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct store *open_dirs[64];
+static pthread_mutex_t open_stores_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct store *open_stores;
 
 static int register_dir(struct store *s)
 {
-	int r = -EMFILE;
+	int r = 0;
 
-	pthread_mutex_lock(&open_dirs_lock);
-	for (size_t i = 0; i < ARRAY_SIZE(open_dirs); i++) {
-		if (open_dirs[i] && open_dirs[i]->dev == s->dev && open_dirs[i]->ino == s->ino) {
+	pthread_mutex_lock(&open_stores_lock);
+	for (struct store *o = open_stores; o; o = o->next_open) {
+		if (o->dev == s->dev && o->ino == s->ino) {
 			r = -EBUSY;
 			goto leave;
 		}
 	}
-	for (size_t i = 0; i < ARRAY_SIZE(open_dirs); i++) {
-		if (!open_dirs[i]) {
-			open_dirs[i] = s;
-			s->registered = true;
-			r = 0;
-			goto leave;
-		}
-	}
+	s->next_open = open_stores;
+	open_stores = s;
+	s->registered = true;
 leave:
-	pthread_mutex_unlock(&open_dirs_lock);
+	pthread_mutex_unlock(&open_stores_lock);
 	return r;
 }
 
@@ -106,11 +103,14 @@ static void unregister_dir(struct store *s)
 {
 	if (!s->registered)
 		return;
-	pthread_mutex_lock(&open_dirs_lock);
-	for (size_t i = 0; i < ARRAY_SIZE(open_dirs); i++)
-		if (open_dirs[i] == s)
-			open_dirs[i] = NULL;
-	pthread_mutex_unlock(&open_dirs_lock);
+	pthread_mutex_lock(&open_stores_lock);
+	for (struct store **pp = &open_stores; *pp; pp = &(*pp)->next_open) {
+		if (*pp == s) {
+			*pp = s->next_open;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&open_stores_lock);
 	s->registered = false;
 }
 
@@ -339,8 +339,7 @@ int store__open(const char *dir, size_t map_size, const struct logger *log, stru
 	s->ino = st.st_ino;
 	r = register_dir(s);
 	if (r < 0) {
-		log_error(log, "store: %s: %s", dir,
-		          r == -EBUSY ? "already open in this process" : "too many stores open");
+		log_error(log, "store: %s: already open in this process", dir);
 		goto leave;
 	}
 

@@ -457,6 +457,36 @@ static void test_open_twice_in_process_fails(void **state)
 	store__close(s);
 }
 
+static void test_many_stores_open(void **state)
+{
+	enum { N = 100 };
+	struct fixture *f = *state;
+	struct store *s[N] = {0};
+	struct store *again = NULL;
+	char dir[N][160];
+	uint64_t boot;
+
+	/* Many controllers in one process (thingsync-sim): no fixed limit on open stores. */
+	for (int i = 0; i < N; i++) {
+		snprintf(dir[i], sizeof(dir[i]), "%s/ctrl%d", f->tmp, i);
+		assert_int_equal(store__open(dir[i], 1 << 20, &f->log, &s[i]), 0);
+		assert_int_equal(store__next_boot(s[i], (uint64_t)i, &boot), 0);
+	}
+	for (int i = 1; i < N; i += 2) {
+		store__close(s[i]);
+		s[i] = NULL;
+	}
+	/* Closed ones open again; open ones are still refused. */
+	assert_int_equal(store__open(dir[N - 1], 1 << 20, &f->log, &s[N - 1]), 0);
+	assert_int_equal(store__open(dir[0], 1 << 20, &f->log, &again), -EBUSY);
+	assert_int_equal(store__open(dir[N / 2], 1 << 20, &f->log, &again), -EBUSY);
+	assert_null(again);
+	assert_int_equal(store__next_boot(s[N - 1], 0, &boot), 0);
+	assert_int_equal(boot, N);
+	for (int i = 0; i < N; i++)
+		store__close(s[i]);
+}
+
 static void test_stage_rejects_bad_input(void **state)
 {
 	struct fixture *f = *state;
@@ -602,6 +632,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_open_regular_file_fails, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_missing_parent_fails, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_open_twice_in_process_fails, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_many_stores_open, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stage_rejects_bad_input, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_map_grows_when_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_malformed_records_are_skipped, setup, teardown),
