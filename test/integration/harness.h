@@ -1,0 +1,35 @@
+/*
+ * Integration-test harness: real nodes on loopback sockets in one libevent
+ * loop, ports from the kernel, state in temporary directories, and waiting
+ * on conditions (never on fixed sleeps).
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef TSYNC_TEST_HARNESS_H
+#define TSYNC_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <thingsync/thingsync.h>
+
+struct event_base;
+
+/* A directory under /tmp, removed by harness_rmdir(). */
+char *harness_tmpdir(const char *tag);
+void harness_rmdir(const char *dir);
+
+/* n free UDP ports on 127.0.0.1 (the kernel picks them). */
+void harness_ports(uint16_t *ports, int n);
+
+/* Writes text to dir/name, returns the path (malloc'ed). */
+char *harness_write(const char *dir, const char *name, const char *text);
+
+/* Runs the loop until pred(ud) is true or timeout_ms passes; returns pred's
+ * last answer. The loop wakes at least every 5 ms to ask. */
+typedef bool (*harness_pred)(void *ud);
+bool harness_run_until(struct event_base *base, harness_pred pred, void *ud, int timeout_ms);
+
+/* A log callback that prints to stderr when THINGSYNC_TEST_LOG is set. */
+void harness_log(void *ud, tsync_log_level level, const char *line);
+
+#endif

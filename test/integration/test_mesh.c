@@ -1,0 +1,437 @@
+/*
+ * Integration tests: real nodes with real UDP sockets on loopback, through
+ * the public API only, with fault injection (loss, duplication, reordering),
+ * restarts with state on disk, and the example controller run as a process.
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <thingsync/thingsync.h>
+
+#include "harness.h"
+
+#define N 3
+
+struct node_obs {
+	int pulses_door;
+	int changes;
+	int cmds;
+};
+
+struct fixture {
+	char *dir;
+	char *site_path;
+	uint16_t ports[N];
+	tsync_site *site;
+	struct event_base *base;
+	tsync_node *node[N];
+	struct node_obs obs[N];
+};
+
+static const char *NAMES[N] = {"PI-Security", "PI-Light", "PI-Climate"};
+
+static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
+{
+	struct node_obs *o = ud;
+	if (ev->kind == TSYNC_EVENT_PULSE && !strcmp(ev->thing, "door"))
+		o->pulses_door++;
+	if (ev->kind == TSYNC_EVENT_CHANGED)
+		o->changes++;
+}
+
+static int on_version(void *ud, tsync_node *node, const tsync_request *req, char **result)
+{
+	struct node_obs *o = ud;
+	o->cmds++;
+	*result = strdup("{\"version\":\"" TSYNC_VERSION_STRING "\"}");
+	return 0;
+}
+
+static void start_node(struct fixture *f, int i, const char *state_dir)
+{
+	tsync_node_options o;
+
+	tsync_node_options_init(&o);
+	o.site = f->site;
+	o.controller = NAMES[i];
+	o.event_base = f->base;
+	o.state_dir = state_dir;
+	o.log = harness_log;
+	o.log_level = getenv("THINGSYNC_TEST_LOG") ? TSYNC_LOG_DEBUG : TSYNC_LOG_WARN;
+	assert_int_equal(tsync_node_new(&o, &f->node[i]), 0);
+	assert_int_equal(tsync_node_on_event(f->node[i], on_event, &f->obs[i]), 0);
+	assert_int_equal(tsync_node_on_cmd(f->node[i], "cmd_do", "version", on_version, &f->obs[i]), 0);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	char conf[4096], keypath[512];
+	char *errors = NULL;
+
+	f->dir = harness_tmpdir("mesh");
+	harness_ports(f->ports, N);
+	snprintf(keypath, sizeof(keypath), "%s/site.key", f->dir);
+	assert_int_equal(tsync_key_generate(keypath), 0);
+	snprintf(conf, sizeof(conf),
+	         "[site]\nname = itest\nkey_file = site.key\nretry_min_ms = 10\nretry_initial_ms = 50\n"
+	         "retry_max_ms = 500\n"
+	         "[controller PI-Security]\nhost = 127.0.0.1\nudp_port = %u\nroles = security, cmd_do\n"
+	         "[controller PI-Light]\nhost = 127.0.0.1\nudp_port = %u\nroles = light, cmd_do\n"
+	         "[controller PI-Climate]\nhost = 127.0.0.1\nudp_port = %u\nroles = climate\n"
+	         "[thing is_armed]\nowner = PI-Security\ntype = bool\nusers = PI-Light, PI-Climate\n"
+	         "[thing door]\nowner = PI-Security\ntype = bool\nusers = PI-Light, PI-Climate\npulse = yes\n"
+	         "pulse_ms = 200\n"
+	         "[thing counter]\nowner = PI-Light\ntype = int\nusers = PI-Security, PI-Climate\n"
+	         "driver = virtual\n"
+	         "[thing temp]\nowner = PI-Climate\ntype = float\nusers = PI-Security, PI-Light\nmin = -40\n"
+	         "max = 120\n"
+	         "[thing mode]\nowner = PI-Climate\ntype = string\nusers = PI-Light\nallowed = off, eco, comfort\n",
+	         f->ports[0], f->ports[1], f->ports[2]);
+	f->site_path = harness_write(f->dir, "site.conf", conf);
+	if (tsync_site_load(f->site_path, &f->site, &errors) < 0)
+		fail_msg("%s", errors);
+	f->base = event_base_new();
+	for (int i = 0; i < N; i++)
+		start_node(f, i, NULL);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	for (int i = 0; i < N; i++)
+		tsync_node_free(f->node[i]);
+	event_base_free(f->base);
+	tsync_site_free(f->site);
+	harness_rmdir(f->dir);
+	free(f->dir);
+	free(f->site_path);
+	free(f);
+	return 0;
+}
+
+static bool all_settled(void *ud)
+{
+	struct fixture *f = ud;
+	for (int i = 0; i < N; i++)
+		if (f->node[i] && tsync_node_unsettled(f->node[i]))
+			return false;
+	return true;
+}
+
+static int64_t get_int(tsync_node *n, const char *thing)
+{
+	tsync_thing_state st;
+	assert_int_equal(tsync_node_get(n, thing, &st), 0);
+	assert_int_equal(st.value.type, TSYNC_TYPE_INT);
+	return st.value.u.i;
+}
+
+static double get_float(tsync_node *n, const char *thing)
+{
+	tsync_thing_state st;
+	assert_int_equal(tsync_node_get(n, thing, &st), 0);
+	assert_int_equal(st.value.type, TSYNC_TYPE_FLOAT);
+	return st.value.u.f;
+}
+
+/* The issue's scenario: 30% loss both ways, plus duplicates and reordering;
+ * every user ends with the owner's last value, every pulse acts once. */
+static void test_converge_under_faults(void **state)
+{
+	struct fixture *f = *state;
+	tsync_faults faults = {.loss = 0.3, .duplicate = 0.2, .reorder = 0.2, .delay_ms = 8};
+	tsync_value v;
+	int pulses_done = 0;
+
+	assert_true(harness_run_until(f->base, all_settled, f, 10000));
+	for (int i = 0; i < N; i++) {
+		faults.seed = 100 + (uint32_t)i;
+		assert_int_equal(tsync_node_set_faults(f->node[i], &faults), 0);
+	}
+	for (int k = 1; k <= 200; k++) {
+		v = tsync_int(k);
+		assert_int_equal(tsync_node_set(f->node[1], "counter", &v), 0);
+		v = tsync_float(20.0 + k * 0.25);
+		assert_int_equal(tsync_node_set(f->node[2], "temp", &v), 0);
+		if (k % 10 == 0) {
+			/* A user asks the owner to pulse: exactly once everywhere. */
+			assert_int_equal(tsync_node_pulse(f->node[1], "door", NULL, 0, NULL, NULL), 0);
+			pulses_done++;
+		}
+		event_base_loop(f->base, EVLOOP_NONBLOCK);
+	}
+	assert_true(harness_run_until(f->base, all_settled, f, 60000));
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(get_int(f->node[i], "counter"), 200);
+		assert_true(get_float(f->node[i], "temp") == 20.0 + 200 * 0.25);
+		assert_int_equal(f->obs[i].pulses_door, pulses_done);
+	}
+	/* The faults were real: something was retransmitted. */
+	{
+		tsync_peer_stats st;
+		uint64_t retx = 0;
+		for (size_t p = 0; p < tsync_node_peer_count(f->node[1]); p++) {
+			assert_int_equal(tsync_node_peer_stats(f->node[1], p, &st), 0);
+			retx += st.retransmits;
+			assert_true(st.up);
+			assert_true(st.srtt_us > 0);
+		}
+		assert_true(retx > 0);
+	}
+}
+
+struct cmd_result {
+	int calls, status;
+	char text[128];
+};
+
+static void cmd_done(void *ud, tsync_node *node, int status, const char *result)
+{
+	struct cmd_result *r = ud;
+	r->calls++;
+	r->status = status;
+	snprintf(r->text, sizeof(r->text), "%s", result ? result : "");
+}
+
+static bool cmd_finished(void *ud)
+{
+	return ((struct cmd_result *)ud)->calls > 0;
+}
+
+static void test_commands(void **state)
+{
+	struct fixture *f = *state;
+	struct cmd_result ok = {0}, bad = {0};
+	tsync_faults faults = {.loss = 0.3, .duplicate = 0.3, .seed = 7};
+
+	tsync_node_set_faults(f->node[2], &faults);
+	tsync_node_set_faults(f->node[1], &faults);
+	assert_int_equal(tsync_node_cmd(f->node[2], "PI-Light", "cmd_do", "version", "{\"kwargs\":{}}", cmd_done, &ok), 0);
+	assert_true(harness_run_until(f->base, cmd_finished, &ok, 20000));
+	assert_int_equal(ok.status, 0);
+	assert_string_equal(ok.text, "{\"version\":\"" TSYNC_VERSION_STRING "\"}");
+	assert_int_equal(f->obs[1].cmds, 1);
+	/* PI-Climate has no cmd_do role: err_ip_in_cmd. */
+	assert_int_equal(tsync_node_cmd(f->node[0], "PI-Climate", "cmd_do", "version", NULL, cmd_done, &bad), 0);
+	assert_true(harness_run_until(f->base, cmd_finished, &bad, 20000));
+	assert_int_equal(bad.status, TSYNC_ECMD);
+	assert_int_equal(tsync_node_cmd(f->node[0], "PI-Nowhere", "cmd_do", "version", NULL, NULL, NULL),
+	                 TSYNC_EUNKNOWN_CTRL);
+	/* Settle so the lossy retries do not outlive the test. */
+	assert_true(harness_run_until(f->base, all_settled, f, 20000));
+	assert_int_equal(f->obs[1].cmds, 1);
+}
+
+static bool counter_is(void *ud)
+{
+	struct fixture *f = ud;
+	return all_settled(f) && f->node[1] && get_int(f->node[0], "counter") == 43 &&
+	       get_int(f->node[2], "counter") == 43 && get_int(f->node[1], "counter") == 43;
+}
+
+/* The owner of a virtual thing with state on disk restarts: it keeps its
+ * value and boot order; a user's request made while it was down is applied
+ * when it returns. */
+static void test_restart_with_state(void **state)
+{
+	struct fixture *f = *state;
+	char *sdir = harness_tmpdir("state");
+	tsync_value v = tsync_int(42);
+	uint64_t boot1;
+
+	tsync_node_free(f->node[1]);
+	start_node(f, 1, sdir);
+	boot1 = tsync_node_boot(f->node[1]);
+	assert_int_equal(tsync_node_set(f->node[1], "counter", &v), 0);
+	assert_true(harness_run_until(f->base, all_settled, f, 10000));
+	assert_int_equal(get_int(f->node[0], "counter"), 42);
+
+	tsync_node_free(f->node[1]);
+	f->node[1] = NULL;
+	v = tsync_int(43);
+	assert_int_equal(tsync_node_set(f->node[0], "counter", &v), 0); /* a request to the absent owner */
+	assert_false(harness_run_until(f->base, all_settled, f, 300));
+	assert_int_equal(get_int(f->node[0], "counter"), 42); /* not until the owner says so */
+
+	start_node(f, 1, sdir);
+	assert_true(tsync_node_boot(f->node[1]) > boot1);
+	assert_true(harness_run_until(f->base, counter_is, f, 10000));
+
+	/* And once more: the value came from disk, not from the users. */
+	tsync_node_free(f->node[1]);
+	start_node(f, 1, sdir);
+	assert_int_equal(get_int(f->node[1], "counter"), 43);
+	harness_rmdir(sdir);
+	free(sdir);
+}
+
+static bool forged_counted(void *ud)
+{
+	struct fixture *f = ud;
+	return tsync_node_rejected_unknown(f->node[0], TSYNC_REJ_AUTH) >= 2;
+}
+
+/* Datagrams from outside: forged tags and the seed's plain lists are
+ * refused in authenticated mode, counted, and never acted on. */
+static void test_forged_datagrams(void **state)
+{
+	struct fixture *f = *state;
+	struct sockaddr_in to;
+	const char *plain = "[{\"type\":\"io\",\"io\":\"is_armed\",\"cmd\":\"set\",\"val\":1}]";
+	char forged[256];
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	tsync_thing_state st;
+	size_t len;
+
+	assert_true(harness_run_until(f->base, all_settled, f, 10000));
+	memset(&to, 0, sizeof(to));
+	to.sin_family = AF_INET;
+	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	to.sin_port = htons(f->ports[0]);
+	len = (size_t)snprintf(forged, sizeof(forged),
+	                       "{\"v\":1,\"from\":\"PI-Light\",\"boot\":9,\"seq\":1,\"msgs\":[]}"
+	                       "0123456789abcdef0123456789abcdef");
+	assert_true(sendto(fd, plain, strlen(plain), 0, (struct sockaddr *)&to, sizeof(to)) > 0);
+	assert_true(sendto(fd, forged, len, 0, (struct sockaddr *)&to, sizeof(to)) > 0);
+	assert_true(harness_run_until(f->base, forged_counted, f, 5000));
+	close(fd);
+	assert_int_equal(tsync_node_get(f->node[0], "is_armed", &st), 0);
+	assert_int_equal(st.value.type, TSYNC_TYPE_NONE);
+}
+
+static void test_api_errors(void **state)
+{
+	struct fixture *f = *state;
+	tsync_node_options o;
+	tsync_node *n = NULL;
+	tsync_value v = tsync_bool(true);
+	tsync_thing_state st;
+
+	tsync_node_options_init(&o);
+	o.site = f->site;
+	o.controller = "PI-Security"; /* its port is taken by f->node[0] */
+	assert_int_equal(tsync_node_new(&o, &n), -EADDRINUSE);
+	assert_null(n);
+	o.controller = "PI-Nobody";
+	assert_int_equal(tsync_node_new(&o, &n), TSYNC_EUNKNOWN_CTRL);
+	o.site = NULL;
+	o.site_path = "/nonexistent/site.conf";
+	o.controller = "PI-Light";
+	assert_int_equal(tsync_node_new(&o, &n), -ENOENT);
+
+	assert_int_equal(tsync_node_set(f->node[0], "nothing", &v), TSYNC_EUNKNOWN_THING);
+	assert_int_equal(tsync_node_get(f->node[2], "is_armed", &st), 0); /* a user */
+	assert_int_equal(tsync_node_get(f->node[1], "nothing", &st), TSYNC_EUNKNOWN_THING);
+	v = tsync_float(500); /* over max */
+	assert_int_equal(tsync_node_set(f->node[2], "temp", &v), TSYNC_EVALUE);
+	assert_int_equal(tsync_node_pulse(f->node[0], "is_armed", NULL, 0, NULL, NULL), TSYNC_ENO_PULSE);
+	assert_int_equal(tsync_node_ask(f->node[0], "is_armed"), -EINVAL); /* owner */
+	assert_true(tsync_node_port(f->node[0]) == f->ports[0]);
+	assert_string_equal(tsync_node_name(f->node[2]), "PI-Climate");
+}
+
+/* --- the example controller, as a separate process -------------------------- */
+
+static bool light_on(void *ud)
+{
+	struct fixture *f = ud;
+	tsync_thing_state st;
+	return tsync_node_get(f->node[0], "hall_light", &st) == 0 && st.value.type == TSYNC_TYPE_BOOL &&
+	       st.value.u.b;
+}
+
+static bool light_off(void *ud)
+{
+	struct fixture *f = ud;
+	tsync_thing_state st;
+	return tsync_node_get(f->node[0], "hall_light", &st) == 0 && st.value.type == TSYNC_TYPE_BOOL &&
+	       !st.value.u.b;
+}
+
+static void test_example_controller(void **state)
+{
+	const char *exe = getenv("MOTION_LIGHT");
+	struct fixture g, *f = &g;
+	char conf[2048], *errors = NULL;
+	tsync_value v;
+	pid_t pid;
+	int status;
+
+	if (!exe)
+		fail_msg("MOTION_LIGHT is not set");
+	memset(&g, 0, sizeof(g));
+	f->dir = harness_tmpdir("example");
+	harness_ports(f->ports, 2);
+	snprintf(conf, sizeof(conf),
+	         "[site]\nname = example\nretry_min_ms = 10\nretry_initial_ms = 50\nretry_max_ms = 300\n"
+	         "[controller PI-Security]\nhost = 127.0.0.1\nudp_port = %u\n"
+	         "[controller PI-Light]\nhost = 127.0.0.1\nudp_port = %u\n"
+	         "[thing hall_motion]\nowner = PI-Security\ntype = bool\nusers = PI-Light\n"
+	         "[thing hall_light]\nowner = PI-Light\ntype = bool\nusers = PI-Security\n",
+	         f->ports[0], f->ports[1]);
+	f->site_path = harness_write(f->dir, "site.conf", conf);
+	if (tsync_site_load(f->site_path, &f->site, &errors) < 0)
+		fail_msg("%s", errors);
+	f->base = event_base_new();
+	start_node(f, 0, NULL);
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_WRONLY);
+		dup2(devnull, 1);
+		execl(exe, exe, "-c", f->site_path, "-n", "PI-Light", "-o", "1", (char *)NULL);
+		_exit(127);
+	}
+	v = tsync_bool(true);
+	assert_int_equal(tsync_node_set(f->node[0], "hall_motion", &v), 0);
+	assert_true(harness_run_until(f->base, light_on, f, 10000));
+	v = tsync_bool(false);
+	assert_int_equal(tsync_node_set(f->node[0], "hall_motion", &v), 0);
+	assert_true(harness_run_until(f->base, light_off, f, 10000));
+
+	kill(pid, SIGTERM);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	tsync_node_free(f->node[0]);
+	event_base_free(f->base);
+	tsync_site_free(f->site);
+	harness_rmdir(f->dir);
+	free(f->dir);
+	free(f->site_path);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_converge_under_faults, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_commands, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restart_with_state, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forged_datagrams, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_api_errors, setup, teardown),
+		cmocka_unit_test(test_example_controller),
+	};
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
