@@ -36,6 +36,8 @@
 #define WIRE_TAG_BYTES 32 /* crypto_auth_BYTES */
 #define WIRE_KEY_BYTES 32 /* crypto_auth_KEYBYTES */
 #define WIRE_VERSION 1
+#define WIRE_NAME_MAX 63      /* bytes of a name: "from", "io", "role", "cmd", "type" */
+#define WIRE_MS_MAX 86400000u /* longest pulse, "ms" */
 
 enum wire_type {
 	WIRE_T_IO = 0,
@@ -127,6 +129,8 @@ struct wire_datagram {
  * max_datagram or max_msgs), TSYNC_REJ_AUTH (tag missing or wrong; legacy
  * list with a key), TSYNC_REJ_JSON (not JSON, or a bad envelope). The
  * datagram needs wire__datagram_release() either way.
+ * (The negative value is -EBADMSG for a rejection, -ENOMEM with *reject =
+ * TSYNC_REJ_OVERSIZE when memory runs out.)
  */
 int wire__decode(const struct wire_codec *c, const void *buf, size_t len, struct wire_datagram *dg,
                  tsync_reject *reject);
@@ -144,16 +148,27 @@ struct wire_writer {
 void wire__writer_init(struct wire_writer *w, const struct wire_codec *c);
 void wire__writer_free(struct wire_writer *w);
 
-/* Starts a datagram (resets the writer). 0 or -ENOMEM. */
+/* Starts a datagram (resets the writer). 0 or -ENOMEM; -EINVAL if env->from
+ * is not a name of 1..63 bytes, boot or seq is 0, or a number is over
+ * INT64_MAX (JSON integers are signed); -EMSGSIZE if max_datagram cannot
+ * hold even the envelope. */
 int wire__begin(struct wire_writer *w, const struct wire_env *env);
 
 /* Appends a message. 0; -EMSGSIZE if it does not fit (the writer is
  * unchanged; a lone message too large for an empty datagram also gives
- * -EMSGSIZE, so callers check n_msgs); -ENOMEM. */
+ * -EMSGSIZE, so callers check n_msgs), or if the datagram already holds
+ * max_msgs; -ENOMEM. -EINVAL (writer unchanged) for a message the decoder
+ * would not accept: a missing or over-long (> 63 bytes) name, an op out of
+ * range, set without val, a string over max_string or not UTF-8, a float
+ * that is not finite, ms over 86400000, a number over INT64_MAX, a body not
+ * "{...}". body's members must not repeat a member the writer emits (the
+ * receiver rejects duplicate keys), and res must be valid JSON: neither is
+ * parsed here. */
 int wire__add(struct wire_writer *w, const struct wire_msg *m);
 
 /* Closes the datagram and appends the tag. *out stays valid until the next
- * wire__begin() or wire__writer_free(). 0 or -ENOMEM. */
+ * wire__begin() or wire__writer_free(). 0 or -ENOMEM; -EIO if libsodium
+ * cannot initialise. Call it once per wire__begin(). */
 int wire__finish(struct wire_writer *w, const void **out, size_t *len);
 
 /*
@@ -171,6 +186,12 @@ struct wire_replay {
 int wire__replay_check(const struct wire_replay *r, uint64_t boot, uint64_t seq);
 /* Records (boot, seq) as seen; call after the datagram authenticated. */
 void wire__replay_update(struct wire_replay *r, uint64_t boot, uint64_t seq);
+
+/* Authentication (auth.c): the crypto_auth tag of data under a
+ * WIRE_KEY_BYTES key. 0, -EBADMSG (verify: wrong tag), -EIO (libsodium
+ * failed to initialise). */
+int wire__auth_tag(const uint8_t *key, const void *data, size_t len, uint8_t tag[WIRE_TAG_BYTES]);
+int wire__auth_verify(const uint8_t *key, const void *data, size_t len, const uint8_t tag[WIRE_TAG_BYTES]);
 
 /* Names used on the wire. */
 const char *wire__op_name(enum wire_op op);

@@ -1,0 +1,497 @@
+/*
+ * lib/wire: the datagram writer. A hand-written JSON writer rather than
+ * jansson because it runs for every datagram sent, and because it has to know
+ * at each message whether the next one still fits under max_datagram.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wire/wire.h"
+
+/* Bytes that close the datagram: "]}" for an envelope, "]" for a list. */
+static size_t close_len(const struct wire_writer *w)
+{
+	return w->legacy ? 1 : 2;
+}
+
+static size_t compute_limit(const struct wire_codec *c)
+{
+	size_t tag = c->key ? WIRE_TAG_BYTES : 0;
+
+	return c->max_datagram > tag ? c->max_datagram - tag : 0;
+}
+
+/*
+ * Every append goes through here: it keeps room for the closing brackets, so
+ * that a message accepted by wire__add() can always be closed.
+ */
+static int put(struct wire_writer *w, const char *s, size_t n)
+{
+	size_t used = w->b.len + close_len(w);
+
+	if (used > w->limit || n > w->limit - used)
+		return -EMSGSIZE;
+	return buf__append(&w->b, s, n);
+}
+
+static int put_str(struct wire_writer *w, const char *s)
+{
+	return put(w, s, strlen(s));
+}
+
+static int put_u64(struct wire_writer *w, uint64_t v)
+{
+	char tmp[24];
+	size_t i = sizeof(tmp);
+
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	return put(w, tmp + i, sizeof(tmp) - i);
+}
+
+static int put_i64(struct wire_writer *w, int64_t v)
+{
+	int r;
+
+	if (v >= 0)
+		return put_u64(w, (uint64_t)v);
+	r = put(w, "-", 1);
+	if (r < 0)
+		return r;
+	/* Negate in unsigned arithmetic: -INT64_MIN overflows int64_t. */
+	return put_u64(w, 0u - (uint64_t)v);
+}
+
+/*
+ * Length of the valid UTF-8 sequence at s, whose first byte is >= 0x80, or 0.
+ * It refuses what jansson refuses (overlong forms, surrogates, code points
+ * over U+10FFFF), since one bad string would make the receiver drop the
+ * whole datagram, neighbours included.
+ */
+static size_t utf8_len(const unsigned char *s)
+{
+	unsigned c = s[0];
+	uint32_t cp;
+	size_t n;
+
+	if (c < 0xc2)
+		return 0;
+	if (c < 0xe0) {
+		n = 2;
+		cp = c & 0x1f;
+	} else if (c < 0xf0) {
+		n = 3;
+		cp = c & 0x0f;
+	} else if (c < 0xf5) {
+		n = 4;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	/* The terminating NUL fails the continuation test, so this never
+	 * reads past the string. */
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if (n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff)))
+		return 0;
+	if (n == 4 && (cp < 0x10000 || cp > 0x10ffff))
+		return 0;
+	return n;
+}
+
+/* A JSON string: '"' and '\' escaped, control characters as \u00XX, bytes
+ * of valid UTF-8 as they are. -EINVAL if s is not UTF-8. */
+static int put_json_string(struct wire_writer *w, const char *s)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *p = (const unsigned char *)s;
+	const unsigned char *run;
+	char esc[6];
+	int r;
+
+	r = put(w, "\"", 1);
+	while (r == 0 && *p) {
+		/* Copy the longest run that needs no escape in one go. */
+		run = p;
+		while (*p >= 0x20 && *p != '"' && *p != '\\') {
+			if (*p >= 0x80) {
+				size_t n = utf8_len(p);
+				if (!n)
+					return -EINVAL;
+				p += n;
+			} else {
+				p++;
+			}
+		}
+		if (p > run) {
+			r = put(w, (const char *)run, (size_t)(p - run));
+			continue;
+		}
+		if (*p == '"' || *p == '\\') {
+			esc[0] = '\\';
+			esc[1] = (char)*p;
+			r = put(w, esc, 2);
+		} else {
+			memcpy(esc, "\\u00", 4);
+			esc[4] = hex[*p >> 4];
+			esc[5] = hex[*p & 0xf];
+			r = put(w, esc, 6);
+		}
+		p++;
+	}
+	if (r < 0)
+		return r;
+	return put(w, "\"", 1);
+}
+
+/* ,"key": */
+static int put_key(struct wire_writer *w, const char *key)
+{
+	int r = put(w, ",\"", 2);
+
+	if (r == 0)
+		r = put_str(w, key);
+	if (r == 0)
+		r = put(w, "\":", 2);
+	return r;
+}
+
+static int put_member_string(struct wire_writer *w, const char *key, const char *s)
+{
+	int r = put_key(w, key);
+
+	return r < 0 ? r : put_json_string(w, s);
+}
+
+static int put_member_u64(struct wire_writer *w, const char *key, uint64_t v)
+{
+	int r = put_key(w, key);
+
+	return r < 0 ? r : put_u64(w, v);
+}
+
+/*
+ * The shortest of %.15g, %.16g and %.17g that reads back as the same double,
+ * so that 0.1 is written "0.1", written so that it still reads as a JSON real
+ * ("1.0", not "1") and with '.' whatever the locale's decimal point is.
+ */
+static int put_double(struct wire_writer *w, double f)
+{
+	char tmp[40], out[48];
+	size_t n = 0;
+	bool real = false;
+
+	for (int prec = 15; prec <= 17; prec++) {
+		snprintf(tmp, sizeof(tmp), "%.*g", prec, f);
+		if (strtod(tmp, NULL) == f)
+			break;
+	}
+	for (const char *p = tmp; *p;) {
+		if ((*p >= '0' && *p <= '9') || *p == '-' || *p == '+') {
+			out[n++] = *p++;
+		} else if (*p == 'e') {
+			real = true;
+			out[n++] = *p++;
+		} else {
+			/* The decimal point, which may be several bytes. */
+			real = true;
+			out[n++] = '.';
+			while (*p && !(*p >= '0' && *p <= '9') && *p != 'e')
+				p++;
+		}
+	}
+	if (!real) {
+		out[n++] = '.';
+		out[n++] = '0';
+	}
+	return put(w, out, n);
+}
+
+static int put_value(struct wire_writer *w, const tsync_value *v)
+{
+	int r = put_key(w, "val");
+
+	if (r < 0)
+		return r;
+	switch (v->type) {
+	case TSYNC_TYPE_BOOL:
+		/* As the seed does; the receiver coerces by the thing's type. */
+		return put(w, v->u.b ? "1" : "0", 1);
+	case TSYNC_TYPE_INT:
+		return put_i64(w, v->u.i);
+	case TSYNC_TYPE_FLOAT:
+		return put_double(w, v->u.f);
+	case TSYNC_TYPE_STRING:
+		return put_json_string(w, v->u.s);
+	case TSYNC_TYPE_NONE:
+		break;
+	}
+	return -EINVAL;
+}
+
+static bool name_ok(const char *s)
+{
+	return s && *s && strnlen(s, WIRE_NAME_MAX + 1) <= WIRE_NAME_MAX;
+}
+
+static bool string_ok(const struct wire_codec *c, const char *s)
+{
+	return s && strlen(s) <= c->max_string;
+}
+
+/* What the decoder would refuse, checked before anything is written. */
+static int check_msg(const struct wire_codec *c, const struct wire_msg *m)
+{
+	switch (m->type) {
+	case WIRE_T_IO:
+		if (m->op < WIRE_OP_SET || m->op > WIRE_OP_REPLY_PULSE || !name_ok(m->io))
+			return -EINVAL;
+		if (m->op == WIRE_OP_SET && !m->has_val)
+			return -EINVAL;
+		break;
+	case WIRE_T_CMD:
+		if (!name_ok(m->role) || !name_ok(m->cmd))
+			return -EINVAL;
+		break;
+	case WIRE_T_CUM:
+		if (m->io && !name_ok(m->io))
+			return -EINVAL;
+		break;
+	case WIRE_T_CLIM:
+		break;
+	case WIRE_T_OTHER:
+		if (!name_ok(m->type_name))
+			return -EINVAL;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (m->has_val) {
+		if (m->val.type == TSYNC_TYPE_FLOAT && !isfinite(m->val.u.f))
+			return -EINVAL;
+		if (m->val.type == TSYNC_TYPE_STRING && !string_ok(c, m->val.u.s))
+			return -EINVAL;
+		if (m->val.type < TSYNC_TYPE_BOOL || m->val.type > TSYNC_TYPE_STRING)
+			return -EINVAL;
+	}
+	if ((m->has_ver && m->ver > INT64_MAX) || (m->has_id && m->id > INT64_MAX) ||
+	    (m->has_re && m->re > INT64_MAX) || m->ms > WIRE_MS_MAX)
+		return -EINVAL;
+	if (m->err && !string_ok(c, m->err))
+		return -EINVAL;
+	if (m->body) {
+		size_t n = strlen(m->body);
+		if (n < 2 || m->body[0] != '{' || m->body[n - 1] != '}')
+			return -EINVAL;
+	}
+	return 0;
+}
+
+/* Appends the members inside body's braces, if there are any. */
+static int put_body(struct wire_writer *w, const char *body)
+{
+	const char *start = body + 1;
+	const char *end = body + strlen(body) - 1;
+	int r;
+
+	while (start < end && (*start == ' ' || *start == '\t' || *start == '\n' || *start == '\r'))
+		start++;
+	if (start == end)
+		return 0;
+	r = put(w, ",", 1);
+	return r < 0 ? r : put(w, start, (size_t)(end - start));
+}
+
+static const char *type_name(const struct wire_msg *m)
+{
+	switch (m->type) {
+	case WIRE_T_IO:
+		return "io";
+	case WIRE_T_CMD:
+		return "cmd";
+	case WIRE_T_CUM:
+		return "cum";
+	case WIRE_T_CLIM:
+		return "clim";
+	case WIRE_T_OTHER:
+		break;
+	}
+	return m->type_name;
+}
+
+static int put_msg(struct wire_writer *w, const struct wire_msg *m)
+{
+	int r;
+
+	r = put(w, "{\"type\":", 8);
+	if (r == 0)
+		r = put_json_string(w, type_name(m));
+	if (r == 0 && m->type == WIRE_T_IO) {
+		r = put_member_string(w, "cmd", wire__op_name(m->op));
+		if (r == 0)
+			r = put_member_string(w, "io", m->io);
+	} else if (r == 0 && m->type == WIRE_T_CMD) {
+		r = put_member_string(w, "role", m->role);
+		if (r == 0)
+			r = put_member_string(w, "cmd", m->cmd);
+	} else if (r == 0 && m->type == WIRE_T_CUM && m->io) {
+		r = put_member_string(w, "fld", m->io);
+	}
+	if (r == 0 && m->has_val)
+		r = put_value(w, &m->val);
+	if (r == 0 && m->has_ver)
+		r = put_member_u64(w, "ver", m->ver);
+	if (r == 0 && m->has_id)
+		r = put_member_u64(w, "id", m->id);
+	if (r == 0 && m->has_re)
+		r = put_member_u64(w, "re", m->re);
+	if (r == 0 && m->ms)
+		r = put_member_u64(w, "ms", m->ms);
+	if (r == 0 && m->err)
+		r = put_member_string(w, "err", m->err);
+	if (r == 0 && m->body)
+		r = put_body(w, m->body);
+	if (r == 0 && m->res) {
+		r = put_key(w, "res");
+		if (r == 0)
+			r = put_str(w, m->res);
+	}
+	if (r == 0)
+		r = put(w, "}", 1);
+	return r;
+}
+
+void wire__writer_init(struct wire_writer *w, const struct wire_codec *c)
+{
+	memset(w, 0, sizeof(*w));
+	w->codec = c;
+	w->limit = compute_limit(c);
+}
+
+void wire__writer_free(struct wire_writer *w)
+{
+	buf__free(&w->b);
+	w->n_msgs = 0;
+}
+
+static void truncate_to(struct wire_writer *w, size_t len)
+{
+	w->b.len = len;
+	if (w->b.data)
+		w->b.data[len] = '\0';
+}
+
+int wire__begin(struct wire_writer *w, const struct wire_env *env)
+{
+	int r;
+
+	buf__reset(&w->b);
+	w->n_msgs = 0;
+	w->legacy = env->legacy;
+	w->limit = compute_limit(w->codec);
+	/* All of the datagram is allocated once here, so that the messages
+	 * that follow never reallocate. */
+	r = buf__reserve(&w->b, w->limit + WIRE_TAG_BYTES);
+	if (r < 0)
+		return r;
+	if (env->legacy)
+		return put(w, "[", 1);
+	if (!name_ok(env->from) || env->boot == 0 || env->seq == 0 || env->boot > INT64_MAX ||
+	    env->seq > INT64_MAX || env->to_boot > INT64_MAX || env->re > INT64_MAX)
+		return -EINVAL;
+	r = put_str(w, "{\"v\":1,\"from\":");
+	if (r == 0)
+		r = put_json_string(w, env->from);
+	if (r == 0)
+		r = put_member_u64(w, "boot", env->boot);
+	if (r == 0)
+		r = put_member_u64(w, "seq", env->seq);
+	if (r == 0 && env->to_boot)
+		r = put_member_u64(w, "to_boot", env->to_boot);
+	if (r == 0 && env->re)
+		r = put_member_u64(w, "re", env->re);
+	if (r == 0)
+		r = put_str(w, ",\"msgs\":[");
+	if (r < 0)
+		truncate_to(w, 0);
+	return r;
+}
+
+int wire__add(struct wire_writer *w, const struct wire_msg *m)
+{
+	size_t mark = w->b.len;
+	int r;
+
+	if (w->n_msgs >= w->codec->max_msgs)
+		return -EMSGSIZE;
+	r = check_msg(w->codec, m);
+	if (r < 0)
+		return r;
+	if (w->n_msgs) {
+		r = put(w, ",", 1);
+		if (r < 0)
+			goto leave;
+	}
+	r = put_msg(w, m);
+	if (r < 0)
+		goto leave;
+	w->n_msgs++;
+	return 0;
+leave:
+	truncate_to(w, mark);
+	return r;
+}
+
+int wire__finish(struct wire_writer *w, const void **out, size_t *len)
+{
+	uint8_t tag[WIRE_TAG_BYTES];
+	int r;
+
+	/* put() always kept room for these, so this cannot fail for size. */
+	r = buf__append(&w->b, w->legacy ? "]" : "]}", close_len(w));
+	if (r < 0)
+		return r;
+	if (w->codec->key) {
+		r = wire__auth_tag(w->codec->key, w->b.data, w->b.len, tag);
+		if (r == 0)
+			r = buf__append(&w->b, tag, sizeof(tag));
+		if (r < 0)
+			return r;
+	}
+	*out = w->b.data;
+	*len = w->b.len;
+	return 0;
+}
+
+const char *wire__op_name(enum wire_op op)
+{
+	switch (op) {
+	case WIRE_OP_SET:
+		return "set";
+	case WIRE_OP_REPLY:
+		return "reply";
+	case WIRE_OP_ASK:
+		return "ask";
+	case WIRE_OP_PULSE:
+		return "pulse";
+	case WIRE_OP_REPLY_PULSE:
+		return "reply_pulse";
+	case WIRE_OP_NONE:
+		break;
+	}
+	return "none";
+}
+
+const char *wire__reject_name(tsync_reject r)
+{
+	return tsync_reject_name(r);
+}

@@ -1,0 +1,1231 @@
+/*
+ * Unit tests for lib/wire: encoding, decoding, authentication, replay window.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "wire/wire.h"
+
+static const uint8_t key_a[WIRE_KEY_BYTES] = "0123456789abcdef0123456789abcde";
+static const uint8_t key_b[WIRE_KEY_BYTES] = "0123456789abcdef0123456789abcdX";
+
+static struct wire_codec plain_codec(void)
+{
+	struct wire_codec c = {.key = NULL, .max_datagram = 1400, .max_msgs = 64, .max_string = 256};
+	return c;
+}
+
+static struct wire_codec keyed_codec(const uint8_t *key)
+{
+	struct wire_codec c = plain_codec();
+	c.key = key;
+	return c;
+}
+
+static struct wire_env env_of(const char *from, uint64_t boot, uint64_t seq)
+{
+	struct wire_env e = {.legacy = false, .from = from, .boot = boot, .seq = seq};
+	return e;
+}
+
+static struct wire_msg io_msg(enum wire_op op, const char *io)
+{
+	struct wire_msg m = {.type = WIRE_T_IO, .op = op, .io = io};
+	return m;
+}
+
+/* Encodes msgs into one datagram; the text stays in w until freed. */
+static void encode(struct wire_writer *w, const struct wire_codec *c, const struct wire_env *env,
+                   const struct wire_msg *msgs, size_t n, const void **out, size_t *len)
+{
+	wire__writer_init(w, c);
+	assert_int_equal(wire__begin(w, env), 0);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(wire__add(w, &msgs[i]), 0);
+	assert_int_equal(w->n_msgs, n);
+	assert_int_equal(wire__finish(w, out, len), 0);
+	assert_true(*len <= c->max_datagram);
+}
+
+/* Decodes a text datagram; returns wire__decode()'s result. */
+static int decode_text(const struct wire_codec *c, const char *text, struct wire_datagram *dg,
+                       tsync_reject *rej)
+{
+	return wire__decode(c, text, strlen(text), dg, rej);
+}
+
+/* Decodes text that must fail with the given reason. */
+static void expect_reject(const struct wire_codec *c, const char *text, tsync_reject want)
+{
+	struct wire_datagram dg;
+	tsync_reject rej = TSYNC_REJ_COUNT;
+	int r = decode_text(c, text, &dg, &rej);
+
+	if (r == 0 || rej != want)
+		fail_msg("%s: got %d/%s, want %s", text, r, tsync_reject_name(rej), tsync_reject_name(want));
+	assert_null(dg.root);
+	assert_null(dg.msgs);
+	wire__datagram_release(&dg);
+}
+
+/* Decodes text that must pass, with one message that must be bad for `want`. */
+static void expect_bad_msg(const char *msg_text, tsync_reject want)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_datagram dg;
+	tsync_reject rej;
+	char text[1024];
+
+	snprintf(text, sizeof(text),
+	         "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+	         "{\"type\":\"io\",\"cmd\":\"ask\",\"io\":\"x\"},%s,"
+	         "{\"type\":\"cmd\",\"role\":\"r\",\"cmd\":\"c\"}]}",
+	         msg_text);
+	if (decode_text(&c, text, &dg, &rej) != 0)
+		fail_msg("%s: datagram rejected (%s)", msg_text, tsync_reject_name(rej));
+	assert_int_equal(dg.n_msgs, 3);
+	assert_false(dg.msgs[0].bad);
+	assert_false(dg.msgs[2].bad);
+	if (!dg.msgs[1].bad || dg.msgs[1].reject != want)
+		fail_msg("%s: bad=%d reject=%s, want %s", msg_text, dg.msgs[1].bad,
+		         tsync_reject_name(dg.msgs[1].reject), tsync_reject_name(want));
+	wire__datagram_release(&dg);
+}
+
+/* ------------------------------------------------------------------ round trips */
+
+static void test_roundtrip_io(void **state)
+{
+	struct wire_codec c = keyed_codec(key_a);
+	struct wire_env env = env_of("PI-Light", 7, 42);
+	struct wire_msg m[6];
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+
+	m[0] = io_msg(WIRE_OP_SET, "is_armed");
+	m[0].has_val = true;
+	m[0].val = tsync_int(1);
+	m[0].has_ver = true;
+	m[0].ver = 12;
+	m[0].has_id = true;
+	m[0].id = 3;
+	m[1] = io_msg(WIRE_OP_REPLY, "mode");
+	m[1].has_val = true;
+	m[1].val = tsync_string("away");
+	m[1].has_ver = true;
+	m[1].ver = 0;
+	m[1].has_re = true;
+	m[1].re = 3;
+	m[1].err = "err_ip_in_val";
+	m[2] = io_msg(WIRE_OP_ASK, "temp");
+	m[2].has_id = true;
+	m[2].id = 8;
+	m[3] = io_msg(WIRE_OP_PULSE, "door");
+	m[3].has_val = true;
+	m[3].val = tsync_bool(true);
+	m[3].ms = 500;
+	m[3].has_id = true;
+	m[3].id = 9;
+	m[4] = io_msg(WIRE_OP_REPLY_PULSE, "door");
+	m[4].has_re = true;
+	m[4].re = 9;
+	m[4].err = "err_ip_in_refused";
+	m[5] = io_msg(WIRE_OP_SET, "setpoint");
+	m[5].has_val = true;
+	m[5].val = tsync_float(21.5);
+
+	env.to_boot = 5;
+	env.re = 41;
+	encode(&w, &c, &env, m, 6, &out, &len);
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_false(dg.env.legacy);
+	assert_string_equal(dg.env.from, "PI-Light");
+	assert_int_equal(dg.env.boot, 7);
+	assert_int_equal(dg.env.seq, 42);
+	assert_int_equal(dg.env.to_boot, 5);
+	assert_int_equal(dg.env.re, 41);
+	assert_int_equal(dg.n_msgs, 6);
+	for (size_t i = 0; i < 6; i++) {
+		assert_false(dg.msgs[i].bad);
+		assert_int_equal(dg.msgs[i].type, WIRE_T_IO);
+		assert_string_equal(dg.msgs[i].type_name, "io");
+		assert_int_equal(dg.msgs[i].op, m[i].op);
+		assert_string_equal(dg.msgs[i].io, m[i].io);
+		assert_int_equal(dg.msgs[i].has_val, m[i].has_val);
+		assert_int_equal(dg.msgs[i].has_ver, m[i].has_ver);
+		assert_int_equal(dg.msgs[i].ver, m[i].ver);
+		assert_int_equal(dg.msgs[i].has_id, m[i].has_id);
+		assert_int_equal(dg.msgs[i].id, m[i].id);
+		assert_int_equal(dg.msgs[i].has_re, m[i].has_re);
+		assert_int_equal(dg.msgs[i].re, m[i].re);
+		assert_int_equal(dg.msgs[i].ms, m[i].ms);
+		if (m[i].err)
+			assert_string_equal(dg.msgs[i].err, m[i].err);
+		else
+			assert_null(dg.msgs[i].err);
+		assert_non_null(dg.msgs[i].obj);
+	}
+	assert_int_equal(dg.msgs[0].val.type, TSYNC_TYPE_INT);
+	assert_int_equal(dg.msgs[0].val.u.i, 1);
+	assert_int_equal(dg.msgs[1].val.type, TSYNC_TYPE_STRING);
+	assert_string_equal(dg.msgs[1].val.u.s, "away");
+	/* A bool travels as 1/0, as in the seed: it comes back as an int. */
+	assert_int_equal(dg.msgs[3].val.type, TSYNC_TYPE_INT);
+	assert_int_equal(dg.msgs[3].val.u.i, 1);
+	assert_int_equal(dg.msgs[5].val.type, TSYNC_TYPE_FLOAT);
+	assert_true(dg.msgs[5].val.u.f == 21.5);
+	wire__datagram_release(&dg);
+	wire__writer_free(&w);
+}
+
+static void test_roundtrip_cmd_cum_other(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_env env = env_of("deployer", 1, 1);
+	struct wire_msg m[6];
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+	json_t *o;
+
+	memset(m, 0, sizeof(m));
+	m[0].type = WIRE_T_CMD;
+	m[0].role = "cmd_do";
+	m[0].cmd = "version";
+	m[0].body = "{\"kwargs\":{\"with_email\":true}}";
+	m[0].has_id = true;
+	m[0].id = 8;
+	m[1].type = WIRE_T_CMD;
+	m[1].role = "cmd_do";
+	m[1].cmd = "version";
+	m[1].has_re = true;
+	m[1].re = 8;
+	m[1].res = "\"0.1.0\"";
+	m[1].body = "{ }";
+	m[2].type = WIRE_T_CUM;
+	m[2].io = "is_alarm";
+	m[2].has_id = true;
+	m[2].id = 9;
+	m[3].type = WIRE_T_CUM;
+	m[3].has_re = true;
+	m[3].re = 9;
+	m[3].res = "{\"on\":3,\"secs\":[1,2.5]}";
+	m[4].type = WIRE_T_CLIM;
+	m[5].type = WIRE_T_OTHER;
+	m[5].type_name = "connection_status";
+	m[5].body = "{\"up\":[\"a\",\"b\"]}";
+	m[5].has_val = true;
+	m[5].val = tsync_string("x");
+
+	encode(&w, &c, &env, m, 6, &out, &len);
+	assert_string_equal(out, "{\"v\":1,\"from\":\"deployer\",\"boot\":1,\"seq\":1,\"msgs\":["
+	                         "{\"type\":\"cmd\",\"role\":\"cmd_do\",\"cmd\":\"version\",\"id\":8,"
+	                         "\"kwargs\":{\"with_email\":true}},"
+	                         "{\"type\":\"cmd\",\"role\":\"cmd_do\",\"cmd\":\"version\",\"re\":8,"
+	                         "\"res\":\"0.1.0\"},"
+	                         "{\"type\":\"cum\",\"fld\":\"is_alarm\",\"id\":9},"
+	                         "{\"type\":\"cum\",\"re\":9,\"res\":{\"on\":3,\"secs\":[1,2.5]}},"
+	                         "{\"type\":\"clim\"},"
+	                         "{\"type\":\"connection_status\",\"val\":\"x\",\"up\":[\"a\",\"b\"]}]}");
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_int_equal(dg.n_msgs, 6);
+	for (size_t i = 0; i < 6; i++)
+		assert_false(dg.msgs[i].bad);
+
+	assert_int_equal(dg.msgs[0].type, WIRE_T_CMD);
+	assert_string_equal(dg.msgs[0].role, "cmd_do");
+	assert_string_equal(dg.msgs[0].cmd, "version");
+	assert_true(dg.msgs[0].has_id);
+	assert_int_equal(dg.msgs[0].id, 8);
+	o = json_object_get(json_object_get(dg.msgs[0].obj, "kwargs"), "with_email");
+	assert_true(json_is_true(o));
+
+	assert_true(dg.msgs[1].has_re);
+	assert_int_equal(dg.msgs[1].re, 8);
+	assert_string_equal(json_string_value(json_object_get(dg.msgs[1].obj, "res")), "0.1.0");
+
+	assert_int_equal(dg.msgs[2].type, WIRE_T_CUM);
+	assert_string_equal(dg.msgs[2].type_name, "cum");
+	assert_string_equal(dg.msgs[2].io, "is_alarm");
+	assert_int_equal(dg.msgs[2].id, 9);
+	assert_null(dg.msgs[3].io);
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(dg.msgs[3].obj, "res"), "on")),
+	                 3);
+
+	assert_int_equal(dg.msgs[4].type, WIRE_T_CLIM);
+	assert_string_equal(dg.msgs[4].type_name, "clim");
+	assert_false(dg.msgs[4].has_id);
+
+	assert_int_equal(dg.msgs[5].type, WIRE_T_OTHER);
+	assert_string_equal(dg.msgs[5].type_name, "connection_status");
+	assert_string_equal(dg.msgs[5].val.u.s, "x");
+	assert_int_equal(json_array_size(json_object_get(dg.msgs[5].obj, "up")), 2);
+	wire__datagram_release(&dg);
+	wire__writer_free(&w);
+}
+
+static void test_envelope_text_and_legacy(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_env env = env_of("a", 3, 4);
+	struct wire_msg m = io_msg(WIRE_OP_SET, "is_armed");
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+
+	m.has_val = true;
+	m.val = tsync_int(1);
+	/* to_boot and re are left out when 0. */
+	encode(&w, &c, &env, &m, 1, &out, &len);
+	assert_string_equal(out, "{\"v\":1,\"from\":\"a\",\"boot\":3,\"seq\":4,\"msgs\":["
+	                         "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"is_armed\",\"val\":1}]}");
+	assert_int_equal(len, strlen(out));
+	wire__writer_free(&w);
+
+	/* A legacy writer produces the seed's plain list. */
+	env.legacy = true;
+	encode(&w, &c, &env, &m, 1, &out, &len);
+	assert_string_equal(out, "[{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"is_armed\",\"val\":1}]");
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_true(dg.env.legacy);
+	assert_null(dg.env.from);
+	assert_int_equal(dg.env.boot, 0);
+	assert_int_equal(dg.env.seq, 0);
+	assert_int_equal(dg.n_msgs, 1);
+	assert_string_equal(dg.msgs[0].io, "is_armed");
+	wire__datagram_release(&dg);
+
+	/* An empty datagram is valid. */
+	assert_int_equal(wire__begin(&w, &env), 0);
+	assert_int_equal(wire__finish(&w, &out, &len), 0);
+	assert_string_equal(out, "[]");
+	env.legacy = false;
+	assert_int_equal(wire__begin(&w, &env), 0);
+	assert_int_equal(wire__finish(&w, &out, &len), 0);
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_int_equal(dg.n_msgs, 0);
+	assert_null(dg.msgs);
+	wire__datagram_release(&dg);
+
+	/* Envelopes the decoder would refuse are not written. */
+	env = env_of("", 1, 1);
+	assert_int_equal(wire__begin(&w, &env), -EINVAL);
+	env = env_of("a", 0, 1);
+	assert_int_equal(wire__begin(&w, &env), -EINVAL);
+	env = env_of("a", 1, 0);
+	assert_int_equal(wire__begin(&w, &env), -EINVAL);
+	env = env_of("a", (uint64_t)INT64_MAX + 1, 1);
+	assert_int_equal(wire__begin(&w, &env), -EINVAL);
+	env = env_of("0123456789012345678901234567890123456789012345678901234567890123", 1, 1);
+	assert_int_equal(wire__begin(&w, &env), -EINVAL);
+	wire__writer_free(&w);
+}
+
+static void test_seed_legacy_list(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_datagram dg;
+	tsync_reject rej;
+
+	assert_int_equal(
+	    decode_text(&c,
+	                "[{\"type\":\"io\",\"io\":\"is_armed\",\"cmd\":\"set\",\"val\":1},"
+	                "{\"type\":\"io\",\"io\":\"is_armed_partial\",\"cmd\":\"set\",\"val\":true}]",
+	                &dg, &rej),
+	    0);
+	assert_true(dg.env.legacy);
+	assert_null(dg.env.from);
+	assert_int_equal(dg.env.boot, 0);
+	assert_int_equal(dg.env.to_boot, 0);
+	assert_int_equal(dg.env.re, 0);
+	assert_int_equal(dg.n_msgs, 2);
+	assert_int_equal(dg.msgs[0].op, WIRE_OP_SET);
+	assert_int_equal(dg.msgs[0].val.type, TSYNC_TYPE_INT);
+	assert_string_equal(dg.msgs[1].io, "is_armed_partial");
+	assert_int_equal(dg.msgs[1].val.type, TSYNC_TYPE_BOOL);
+	assert_true(dg.msgs[1].val.u.b);
+	wire__datagram_release(&dg);
+
+	assert_int_equal(decode_text(&c, " [ ] ", &dg, &rej), 0);
+	assert_true(dg.env.legacy);
+	assert_int_equal(dg.n_msgs, 0);
+	wire__datagram_release(&dg);
+
+	/* Unknown envelope members are ignored, for later versions. */
+	assert_int_equal(
+	    decode_text(&c,
+	                "{\"v\":1,\"from\":\"b\",\"boot\":2,\"seq\":9,\"hint\":[1,{}],"
+	                "\"msgs\":[{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"x\",\"val\":false}]}",
+	                &dg, &rej),
+	    0);
+	assert_false(dg.env.legacy);
+	assert_int_equal(dg.msgs[0].val.type, TSYNC_TYPE_BOOL);
+	assert_false(dg.msgs[0].val.u.b);
+	wire__datagram_release(&dg);
+}
+
+/* ------------------------------------------------------------------ strings and numbers */
+
+static void roundtrip_string(const struct wire_codec *c, const char *s, const char *want_json)
+{
+	struct wire_env env = env_of("a", 1, 1);
+	struct wire_msg m = io_msg(WIRE_OP_REPLY, "s");
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+
+	m.has_val = true;
+	m.val = tsync_string(s);
+	m.err = s;
+	encode(&w, c, &env, &m, 1, &out, &len);
+	if (want_json && !strstr(out, want_json))
+		fail_msg("%s does not contain %s", (const char *)out, want_json);
+	assert_int_equal(wire__decode(c, out, len, &dg, &rej), 0);
+	assert_false(dg.msgs[0].bad);
+	assert_int_equal(dg.msgs[0].val.type, TSYNC_TYPE_STRING);
+	assert_string_equal(dg.msgs[0].val.u.s, s);
+	assert_string_equal(dg.msgs[0].err, s);
+	wire__datagram_release(&dg);
+	wire__writer_free(&w);
+}
+
+static void test_string_escaping(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_codec k = keyed_codec(key_a);
+	char all_ctl[40];
+	struct wire_writer w;
+	struct wire_env env = env_of("a", 1, 1);
+	struct wire_msg m = io_msg(WIRE_OP_REPLY, "s");
+	size_t mark;
+
+	roundtrip_string(&c, "say \"hi\"", "\"val\":\"say \\\"hi\\\"\"");
+	roundtrip_string(&c, "C:\\dir\\", "\"val\":\"C:\\\\dir\\\\\"");
+	roundtrip_string(&c, "a\nb\tc\rd\x01\x1f", "\"val\":\"a\\u000ab\\u0009c\\u000dd\\u0001\\u001f\"");
+	roundtrip_string(&c, "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80",
+	                 "\"val\":\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+	roundtrip_string(&c, "\x7f/<>", "\"val\":\"\x7f/<>\"");
+	roundtrip_string(&c, "", "\"val\":\"\"");
+	roundtrip_string(&k, "\"\\\"\\", NULL);
+	for (int i = 1; i < 32; i++)
+		all_ctl[i - 1] = (char)i;
+	all_ctl[31] = '\0';
+	roundtrip_string(&c, all_ctl, NULL);
+	roundtrip_string(&k, all_ctl, NULL);
+
+	/* Bytes that are not UTF-8 would make the receiver drop the whole
+	 * datagram: the writer refuses them and stays as it was. */
+	wire__writer_init(&w, &c);
+	assert_int_equal(wire__begin(&w, &env), 0);
+	mark = w.b.len;
+	m.has_val = true;
+	m.val = tsync_string("bad \xff");
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.val = tsync_string("overlong \xc0\xaf");
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.val = tsync_string("surrogate \xed\xa0\x80");
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.val = tsync_string("cut \xe2\x82");
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.val = tsync_string("ok");
+	m.io = "bad\xfe";
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	assert_int_equal(w.b.len, mark);
+	assert_int_equal(w.n_msgs, 0);
+	wire__writer_free(&w);
+}
+
+/* Encodes a float value; returns its decoded value and checks the text. */
+static double roundtrip_float(double f, const char *want_json)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_env env = env_of("a", 1, 1);
+	struct wire_msg m = io_msg(WIRE_OP_SET, "f");
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+	double got;
+
+	m.has_val = true;
+	m.val = tsync_float(f);
+	encode(&w, &c, &env, &m, 1, &out, &len);
+	if (want_json && !strstr(out, want_json))
+		fail_msg("%s does not contain %s", (const char *)out, want_json);
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_false(dg.msgs[0].bad);
+	assert_int_equal(dg.msgs[0].val.type, TSYNC_TYPE_FLOAT);
+	got = dg.msgs[0].val.u.f;
+	wire__datagram_release(&dg);
+	wire__writer_free(&w);
+	return got;
+}
+
+static void test_float_format(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_env env = env_of("a", 1, 1);
+	struct wire_msg m = io_msg(WIRE_OP_SET, "f");
+	struct wire_writer w;
+	double vals[] = {0.1, 1.0 / 3, DBL_MAX, DBL_MIN, 5e-324, 123456789.125, -2.5e-7, 1e16, 1e22};
+
+	assert_true(roundtrip_float(1.0, "\"val\":1.0}") == 1.0);
+	assert_true(roundtrip_float(1e300, "\"val\":1e+300}") == 1e300);
+	assert_true(roundtrip_float(-0.5, "\"val\":-0.5}") == -0.5);
+	assert_true(roundtrip_float(0.1, "\"val\":0.1}") == 0.1);
+	assert_true(roundtrip_float(0.0, "\"val\":0.0}") == 0.0);
+	assert_true(signbit(roundtrip_float(-0.0, "\"val\":-0.0}")));
+	assert_true(roundtrip_float(1e16, "\"val\":1e+16}") == 1e16);
+	for (size_t i = 0; i < ARRAY_SIZE(vals); i++)
+		assert_true(roundtrip_float(vals[i], NULL) == vals[i]);
+
+	/* JSON has no NaN or infinity. */
+	wire__writer_init(&w, &c);
+	assert_int_equal(wire__begin(&w, &env), 0);
+	m.has_val = true;
+	m.val = tsync_float(NAN);
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.val = tsync_float(-INFINITY);
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	assert_int_equal(w.n_msgs, 0);
+	wire__writer_free(&w);
+}
+
+static void test_int_limits(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_env env = env_of("a", INT64_MAX, INT64_MAX);
+	struct wire_msg m[2];
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+
+	m[0] = io_msg(WIRE_OP_SET, "i");
+	m[0].has_val = true;
+	m[0].val = tsync_int(INT64_MIN);
+	m[0].has_ver = true;
+	m[0].ver = INT64_MAX;
+	m[0].ms = WIRE_MS_MAX;
+	m[1] = io_msg(WIRE_OP_SET, "j");
+	m[1].has_val = true;
+	m[1].val = tsync_int(INT64_MAX);
+	m[1].has_id = true;
+	m[1].id = 0;
+	env.to_boot = INT64_MAX;
+	env.re = INT64_MAX;
+	encode(&w, &c, &env, m, 2, &out, &len);
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_true(dg.env.boot == INT64_MAX);
+	assert_true(dg.env.to_boot == INT64_MAX);
+	assert_true(dg.msgs[0].val.u.i == INT64_MIN);
+	assert_true(dg.msgs[0].ver == INT64_MAX);
+	assert_int_equal(dg.msgs[0].ms, WIRE_MS_MAX);
+	assert_true(dg.msgs[1].val.u.i == INT64_MAX);
+	assert_true(dg.msgs[1].has_id);
+	assert_int_equal(dg.msgs[1].id, 0);
+	wire__datagram_release(&dg);
+
+	/* Numbers JSON cannot carry as integers are refused. */
+	assert_int_equal(wire__begin(&w, &env), 0);
+	m[0].ver = (uint64_t)INT64_MAX + 1;
+	assert_int_equal(wire__add(&w, &m[0]), -EINVAL);
+	m[0].ver = 1;
+	m[0].ms = WIRE_MS_MAX + 1;
+	assert_int_equal(wire__add(&w, &m[0]), -EINVAL);
+	wire__writer_free(&w);
+}
+
+static void test_encode_refuses_invalid(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_env env = env_of("a", 1, 1);
+	struct wire_writer w;
+	struct wire_msg m;
+	char longstr[300];
+	size_t mark;
+
+	memset(longstr, 'x', sizeof(longstr) - 1);
+	longstr[sizeof(longstr) - 1] = '\0';
+	wire__writer_init(&w, &c);
+	assert_int_equal(wire__begin(&w, &env), 0);
+	mark = w.b.len;
+
+	m = io_msg(WIRE_OP_ASK, NULL);
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m = io_msg(WIRE_OP_ASK, "");
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m = io_msg(WIRE_OP_ASK, "0123456789012345678901234567890123456789012345678901234567890123");
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m = io_msg(WIRE_OP_NONE, "x");
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m = io_msg(WIRE_OP_SET, "x"); /* set without val */
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.has_val = true;
+	m.val.type = TSYNC_TYPE_NONE;
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.val = tsync_string(longstr); /* 299 > max_string */
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.val = tsync_int(1);
+	m.err = longstr;
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.err = NULL;
+	m.body = "[1]";
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.body = "{";
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+
+	memset(&m, 0, sizeof(m));
+	m.type = WIRE_T_CMD;
+	m.role = "r";
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.type = WIRE_T_OTHER;
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.type_name = "";
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+	m.type = WIRE_T_CUM;
+	m.io = "";
+	assert_int_equal(wire__add(&w, &m), -EINVAL);
+
+	assert_int_equal(w.b.len, mark);
+	assert_int_equal(w.n_msgs, 0);
+	m.io = "ok";
+	assert_int_equal(wire__add(&w, &m), 0);
+	assert_int_equal(w.n_msgs, 1);
+	wire__writer_free(&w);
+}
+
+/* ------------------------------------------------------------------ size limits */
+
+static void test_emsgsize_keeps_writer(void **state)
+{
+	struct wire_codec c = keyed_codec(key_a);
+	struct wire_env env = env_of("a", 1, 1);
+	struct wire_msg small = io_msg(WIRE_OP_ASK, "x");
+	struct wire_msg big = io_msg(WIRE_OP_REPLY, "y");
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	char bigstr[201];
+	char *before;
+	size_t before_len, len;
+	const void *out;
+
+	memset(bigstr, 'b', 200);
+	bigstr[200] = '\0';
+	big.has_val = true;
+	big.val = tsync_string(bigstr);
+	c.max_datagram = 200;
+
+	/* A lone message too large for an empty datagram. */
+	wire__writer_init(&w, &c);
+	assert_int_equal(wire__begin(&w, &env), 0);
+	before_len = w.b.len;
+	assert_int_equal(wire__add(&w, &big), -EMSGSIZE);
+	assert_int_equal(w.n_msgs, 0);
+	assert_int_equal(w.b.len, before_len);
+	assert_int_equal(wire__finish(&w, &out, &len), 0);
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_int_equal(dg.n_msgs, 0);
+	wire__datagram_release(&dg);
+
+	/* Fill up with small ones, then one that does not fit. */
+	assert_int_equal(wire__begin(&w, &env), 0);
+	while (wire__add(&w, &small) == 0)
+		;
+	assert_true(w.n_msgs > 1);
+	before_len = w.b.len;
+	before = malloc(before_len + 1);
+	assert_non_null(before);
+	memcpy(before, w.b.data, before_len + 1);
+	assert_int_equal(wire__add(&w, &big), -EMSGSIZE);
+	assert_int_equal(wire__add(&w, &small), -EMSGSIZE);
+	assert_int_equal(w.b.len, before_len);
+	assert_memory_equal(w.b.data, before, before_len + 1);
+	assert_int_equal(wire__finish(&w, &out, &len), 0);
+	assert_true(len <= c.max_datagram);
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_int_equal(dg.n_msgs, w.n_msgs);
+	for (size_t i = 0; i < dg.n_msgs; i++)
+		assert_string_equal(dg.msgs[i].io, "x");
+	wire__datagram_release(&dg);
+	free(before);
+
+	/* The writer is reusable after all that. */
+	assert_int_equal(wire__begin(&w, &env), 0);
+	assert_int_equal(wire__add(&w, &small), 0);
+	assert_int_equal(w.n_msgs, 1);
+	wire__writer_free(&w);
+}
+
+/* Bytes a message adds to a datagram that already holds one. */
+static size_t msg_cost(const struct wire_codec *c, const struct wire_env *env, const struct wire_msg *m)
+{
+	struct wire_codec big = *c;
+	struct wire_writer w;
+	size_t one, two;
+
+	big.max_datagram = 65535;
+	wire__writer_init(&w, &big);
+	assert_int_equal(wire__begin(&w, env), 0);
+	assert_int_equal(wire__add(&w, m), 0);
+	one = w.b.len;
+	assert_int_equal(wire__add(&w, m), 0);
+	two = w.b.len;
+	wire__writer_free(&w);
+	return two - one;
+}
+
+static void test_full_datagram_fits(void **state)
+{
+	struct wire_env env = env_of("controller-7", 12, 345);
+	struct wire_msg m[3];
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len, cost;
+	int r;
+
+	m[0] = io_msg(WIRE_OP_SET, "is_armed");
+	m[0].has_val = true;
+	m[0].val = tsync_int(1);
+	m[0].has_ver = true;
+	m[0].ver = 99;
+	m[1] = io_msg(WIRE_OP_REPLY, "display\ttext");
+	m[1].has_val = true;
+	m[1].val = tsync_string("\"quoted\" \\ and \x01");
+	m[2] = io_msg(WIRE_OP_PULSE, "door");
+	m[2].ms = 250;
+	m[2].has_id = true;
+	m[2].id = 77;
+
+	for (int keyed = 0; keyed < 2; keyed++) {
+		for (uint32_t max = 120; max <= 700; max += 7) {
+			struct wire_codec c = keyed ? keyed_codec(key_a) : plain_codec();
+			size_t i = 0;
+
+			c.max_datagram = max;
+			wire__writer_init(&w, &c);
+			assert_int_equal(wire__begin(&w, &env), 0);
+			while ((r = wire__add(&w, &m[i % 3])) == 0)
+				i++;
+			assert_int_equal(r, -EMSGSIZE);
+			/* The writer stopped only because the next message truly
+			 * did not fit. */
+			cost = msg_cost(&c, &env, &m[i % 3]);
+			if (w.n_msgs == 0)
+				cost -= 1; /* no comma before the first */
+			assert_true(w.b.len + cost + 2 + (keyed ? WIRE_TAG_BYTES : 0) > max);
+			assert_int_equal(wire__finish(&w, &out, &len), 0);
+			assert_true(len <= max);
+			assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+			assert_int_equal(dg.n_msgs, i);
+			wire__datagram_release(&dg);
+			wire__writer_free(&w);
+		}
+	}
+
+	/* A max_datagram too small for the envelope itself. */
+	{
+		struct wire_codec c = keyed_codec(key_a);
+		c.max_datagram = 40;
+		wire__writer_init(&w, &c);
+		assert_int_equal(wire__begin(&w, &env), -EMSGSIZE);
+		wire__writer_free(&w);
+	}
+}
+
+static void test_writer_max_msgs(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_env env = env_of("a", 1, 1);
+	struct wire_msg m = io_msg(WIRE_OP_ASK, "x");
+	struct wire_writer w;
+
+	c.max_msgs = 3;
+	wire__writer_init(&w, &c);
+	assert_int_equal(wire__begin(&w, &env), 0);
+	assert_int_equal(wire__add(&w, &m), 0);
+	assert_int_equal(wire__add(&w, &m), 0);
+	assert_int_equal(wire__add(&w, &m), 0);
+	assert_int_equal(wire__add(&w, &m), -EMSGSIZE);
+	assert_int_equal(w.n_msgs, 3);
+	wire__writer_free(&w);
+}
+
+static void test_oversize_datagram(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_codec k = keyed_codec(key_a);
+	struct wire_datagram dg;
+	tsync_reject rej;
+	char text[2000];
+	const char *head = "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
+	size_t n;
+
+	/* Exactly max_datagram (padded with JSON whitespace) is fine. */
+	n = strlen(head);
+	memcpy(text, head, n);
+	memset(text + n, ' ', c.max_datagram - n);
+	assert_int_equal(wire__decode(&c, text, c.max_datagram, &dg, &rej), 0);
+	wire__datagram_release(&dg);
+	text[c.max_datagram] = ' ';
+	assert_int_equal(wire__decode(&c, text, c.max_datagram + 1, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_OVERSIZE);
+	assert_null(dg.root);
+	/* The size is checked before the tag. */
+	assert_int_equal(wire__decode(&k, text, k.max_datagram + 1, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_OVERSIZE);
+	wire__datagram_release(&dg);
+}
+
+static void test_too_many_msgs(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_datagram dg;
+	tsync_reject rej;
+	char text[400];
+	size_t n;
+
+	c.max_msgs = 4;
+	n = (size_t)snprintf(text, sizeof(text), "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[");
+	for (int i = 0; i < 4; i++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n, "%s{\"type\":\"clim\"}", i ? "," : "");
+	snprintf(text + n, sizeof(text) - n, "]}");
+	assert_int_equal(decode_text(&c, text, &dg, &rej), 0);
+	assert_int_equal(dg.n_msgs, 4);
+	wire__datagram_release(&dg);
+
+	snprintf(text + n, sizeof(text) - n, ",5]}");
+	expect_reject(&c, text, TSYNC_REJ_OVERSIZE);
+	expect_reject(&c, "[1,2,3,4,5]", TSYNC_REJ_OVERSIZE);
+}
+
+/* ------------------------------------------------------------------ malformed input */
+
+static void test_malformed_json(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_datagram dg;
+	tsync_reject rej;
+	char text[200];
+	size_t n;
+
+	expect_reject(&c, "", TSYNC_REJ_JSON);
+	expect_reject(&c, "{", TSYNC_REJ_JSON);
+	expect_reject(&c, "not json", TSYNC_REJ_JSON);
+	expect_reject(&c, "\"a string\"", TSYNC_REJ_JSON);
+	expect_reject(&c, "42", TSYNC_REJ_JSON);
+	expect_reject(&c, "null", TSYNC_REJ_JSON);
+	expect_reject(&c, "[1,]", TSYNC_REJ_JSON);
+	expect_reject(&c, "[] []", TSYNC_REJ_JSON);
+	expect_reject(&c, "[\"\\u0000\"]", TSYNC_REJ_JSON);
+	expect_reject(&c, "[\"\xff\"]", TSYNC_REJ_JSON);
+	expect_reject(&c, "[99999999999999999999]", TSYNC_REJ_JSON);
+
+	/* A NUL inside the datagram is not JSON either. */
+	assert_int_equal(wire__decode(&c, "[]\0", 3, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_JSON);
+
+	/* Without a key, a tagged datagram is just JSON followed by junk. */
+	n = (size_t)snprintf(text, sizeof(text), "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}");
+	memset(text + n, 'T', WIRE_TAG_BYTES);
+	assert_int_equal(wire__decode(&c, text, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_JSON);
+	wire__datagram_release(&dg);
+}
+
+static void test_bad_envelope(void **state)
+{
+	struct wire_codec c = plain_codec();
+	static const char *const bad[] = {
+	    "{}",
+	    "{\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}",
+	    "{\"v\":2,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}",
+	    "{\"v\":\"1\",\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}",
+	    "{\"v\":1.0,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}",
+	    "{\"v\":1,\"boot\":1,\"seq\":1,\"msgs\":[]}",
+	    "{\"v\":1,\"from\":\"\",\"boot\":1,\"seq\":1,\"msgs\":[]}",
+	    "{\"v\":1,\"from\":5,\"boot\":1,\"seq\":1,\"msgs\":[]}",
+	    ("{\"v\":1,\"from\":\"0123456789012345678901234567890123456789012345678901234567890123\","
+	     "\"boot\":1,\"seq\":1,\"msgs\":[]}"),
+	    "{\"v\":1,\"from\":\"a\",\"seq\":1,\"msgs\":[]}",
+	    "{\"v\":1,\"from\":\"a\",\"boot\":0,\"seq\":1,\"msgs\":[]}",
+	    "{\"v\":1,\"from\":\"a\",\"boot\":\"1\",\"seq\":1,\"msgs\":[]}",
+	    "{\"v\":1,\"from\":\"a\",\"boot\":1.5,\"seq\":1,\"msgs\":[]}",
+	    "{\"v\":1,\"from\":\"a\",\"boot\":1,\"msgs\":[]}",
+	    "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":0,\"msgs\":[]}",
+	    "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":-1,\"msgs\":[]}",
+	    "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"to_boot\":-1,\"msgs\":[]}",
+	    "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"to_boot\":null,\"msgs\":[]}",
+	    "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"re\":\"x\",\"msgs\":[]}",
+	    "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1}",
+	    "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":{}}",
+	    "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":null}",
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++)
+		expect_reject(&c, bad[i], TSYNC_REJ_JSON);
+}
+
+static void test_duplicate_keys(void **state)
+{
+	struct wire_codec c = plain_codec();
+
+	expect_reject(&c, "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"seq\":2,\"msgs\":[]}",
+	              TSYNC_REJ_JSON);
+	expect_reject(&c,
+	              "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+	              "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"x\",\"val\":1,\"val\":0}]}",
+	              TSYNC_REJ_JSON);
+	expect_reject(&c, "[{\"type\":\"io\",\"type\":\"cmd\"}]", TSYNC_REJ_JSON);
+}
+
+static void test_bad_message_among_good(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_datagram dg;
+	tsync_reject rej;
+	char longstr[300], longval[400];
+
+	expect_bad_msg("5", TSYNC_REJ_REQ);
+	expect_bad_msg("[]", TSYNC_REJ_REQ);
+	expect_bad_msg("{\"cmd\":\"set\",\"io\":\"x\",\"val\":1}", TSYNC_REJ_REQ);
+	expect_bad_msg("{\"type\":5}", TSYNC_REJ_REQ);
+	expect_bad_msg("{\"type\":\"\"}", TSYNC_REJ_REQ);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"toggle\",\"io\":\"x\"}", TSYNC_REJ_REQ);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":1,\"io\":\"x\"}", TSYNC_REJ_REQ);
+	expect_bad_msg("{\"type\":\"io\",\"io\":\"x\"}", TSYNC_REJ_REQ);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"ask\"}", TSYNC_REJ_IO);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"ask\",\"io\":\"\"}", TSYNC_REJ_IO);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"ask\",\"io\":7}", TSYNC_REJ_IO);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"ask\",\"io\":"
+	               "\"0123456789012345678901234567890123456789012345678901234567890123\"}",
+	               TSYNC_REJ_IO);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"x\"}", TSYNC_REJ_VAL);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"x\",\"val\":null}", TSYNC_REJ_VAL);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"x\",\"val\":[1]}", TSYNC_REJ_VAL);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"reply\",\"io\":\"x\",\"val\":{}}", TSYNC_REJ_VAL);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"x\",\"ms\":86400001}", TSYNC_REJ_VAL);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"x\",\"ms\":-1}", TSYNC_REJ_VAL);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"x\",\"ms\":0.5}", TSYNC_REJ_VAL);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"ask\",\"io\":\"x\",\"ver\":-1}", TSYNC_REJ_REQ);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"ask\",\"io\":\"x\",\"id\":\"7\"}", TSYNC_REJ_REQ);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"ask\",\"io\":\"x\",\"re\":1.0}", TSYNC_REJ_REQ);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"reply\",\"io\":\"x\",\"err\":5}", TSYNC_REJ_REQ);
+	expect_bad_msg("{\"type\":\"cmd\",\"cmd\":\"report\"}", TSYNC_REJ_CMD);
+	expect_bad_msg("{\"type\":\"cmd\",\"role\":\"security\"}", TSYNC_REJ_CMD);
+	expect_bad_msg("{\"type\":\"cmd\",\"role\":\"\",\"cmd\":\"report\"}", TSYNC_REJ_CMD);
+	expect_bad_msg("{\"type\":\"cmd\",\"role\":\"security\",\"cmd\":[]}", TSYNC_REJ_CMD);
+	expect_bad_msg("{\"type\":\"cum\",\"fld\":5}", TSYNC_REJ_IO);
+
+	/* A string of 257 bytes, one over max_string. */
+	memset(longstr, 'v', 257);
+	longstr[257] = '\0';
+	snprintf(longval, sizeof(longval), "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"x\",\"val\":\"%s\"}",
+	         longstr);
+	expect_bad_msg(longval, TSYNC_REJ_OVERSIZE);
+	snprintf(longval, sizeof(longval), "{\"type\":\"io\",\"cmd\":\"reply\",\"io\":\"x\",\"err\":\"%s\"}",
+	         longstr);
+	expect_bad_msg(longval, TSYNC_REJ_OVERSIZE);
+	/* Exactly max_string is fine. */
+	longstr[256] = '\0';
+	snprintf(longval, sizeof(longval), "[{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"x\",\"val\":\"%s\"}]",
+	         longstr);
+	assert_int_equal(decode_text(&c, longval, &dg, &rej), 0);
+	assert_false(dg.msgs[0].bad);
+	assert_int_equal(strlen(dg.msgs[0].val.u.s), 256);
+	wire__datagram_release(&dg);
+}
+
+static void test_bad_message_fields_kept(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_datagram dg;
+	tsync_reject rej;
+
+	/* The first fault is the reason; the id is still there to answer. */
+	assert_int_equal(decode_text(&c,
+	                             "[{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"door\",\"val\":[],"
+	                             "\"ms\":-5,\"id\":11},"
+	                             "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"x\",\"val\":256},"
+	                             "{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"d\"},"
+	                             "{\"type\":\"io\",\"cmd\":\"ask\",\"io\":\"d\",\"val\":\"ok\"},"
+	                             "{\"type\":\"clim\",\"whatever\":[1]}]",
+	                             &dg, &rej),
+	                 0);
+	assert_int_equal(dg.n_msgs, 5);
+	assert_true(dg.msgs[0].bad);
+	assert_int_equal(dg.msgs[0].reject, TSYNC_REJ_VAL);
+	assert_string_equal(dg.msgs[0].io, "door");
+	assert_true(dg.msgs[0].has_id);
+	assert_int_equal(dg.msgs[0].id, 11);
+	assert_false(dg.msgs[0].has_val);
+	assert_false(dg.msgs[1].bad);
+	assert_int_equal(dg.msgs[1].val.u.i, 256);
+	/* A pulse may come without a value. */
+	assert_false(dg.msgs[2].bad);
+	assert_false(dg.msgs[2].has_val);
+	assert_int_equal(dg.msgs[2].ms, 0);
+	assert_false(dg.msgs[3].bad);
+	assert_string_equal(dg.msgs[3].val.u.s, "ok");
+	assert_false(dg.msgs[4].bad);
+	assert_int_equal(dg.msgs[4].type, WIRE_T_CLIM);
+	wire__datagram_release(&dg);
+}
+
+/* ------------------------------------------------------------------ authentication */
+
+static void test_auth(void **state)
+{
+	struct wire_codec c = keyed_codec(key_a);
+	struct wire_codec wrong = keyed_codec(key_b);
+	struct wire_codec plain = plain_codec();
+	struct wire_env env = env_of("a", 1, 2);
+	struct wire_msg m = io_msg(WIRE_OP_SET, "is_armed");
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+	uint8_t copy[1400];
+	const char *list = "[{\"type\":\"io\",\"cmd\":\"ask\",\"io\":\"x\"}]";
+
+	m.has_val = true;
+	m.val = tsync_int(1);
+	encode(&w, &c, &env, &m, 1, &out, &len);
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_int_equal(dg.n_msgs, 1);
+	wire__datagram_release(&dg);
+	memcpy(copy, out, len);
+
+	/* One flipped bit anywhere, JSON or tag. */
+	for (size_t i = 0; i < len; i++) {
+		copy[i] ^= 0x01;
+		assert_int_equal(wire__decode(&c, copy, len, &dg, &rej), -EBADMSG);
+		assert_int_equal(rej, TSYNC_REJ_AUTH);
+		assert_null(dg.root);
+		copy[i] ^= 0x01;
+	}
+	assert_int_equal(wire__decode(&c, copy, len, &dg, &rej), 0);
+	wire__datagram_release(&dg);
+
+	assert_int_equal(wire__decode(&wrong, out, len, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_AUTH);
+	for (size_t cut = 0; cut < len; cut += (cut < 40 ? 1 : 17)) {
+		assert_int_equal(wire__decode(&c, out, cut, &dg, &rej), -EBADMSG);
+		assert_int_equal(rej, TSYNC_REJ_AUTH);
+	}
+	/* The JSON alone, as an untagged peer would send it. */
+	assert_int_equal(wire__decode(&c, out, len - WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_AUTH);
+	wire__writer_free(&w);
+
+	/* A legacy list is refused with a key, even correctly tagged. */
+	memcpy(copy, list, strlen(list));
+	assert_int_equal(wire__auth_tag(key_a, copy, strlen(list), copy + strlen(list)), 0);
+	assert_int_equal(wire__decode(&c, copy, strlen(list) + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_AUTH);
+	memcpy(copy, " ", 1);
+	memcpy(copy + 1, list, strlen(list));
+	assert_int_equal(wire__auth_tag(key_a, copy, strlen(list) + 1, copy + strlen(list) + 1), 0);
+	assert_int_equal(wire__decode(&c, copy, strlen(list) + 1 + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_AUTH);
+	expect_reject(&c, list, TSYNC_REJ_AUTH);
+	/* ...and accepted without one. */
+	assert_int_equal(decode_text(&plain, list, &dg, &rej), 0);
+	assert_true(dg.env.legacy);
+	wire__datagram_release(&dg);
+
+	/* A correctly tagged text that is not JSON is a JSON rejection. */
+	memcpy(copy, "{oops}", 6);
+	assert_int_equal(wire__auth_tag(key_a, copy, 6, copy + 6), 0);
+	assert_int_equal(wire__decode(&c, copy, 6 + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_JSON);
+	assert_int_equal(wire__auth_verify(key_a, copy, 6, copy + 6), 0);
+	assert_int_equal(wire__auth_verify(key_b, copy, 6, copy + 6), -EBADMSG);
+}
+
+/* ------------------------------------------------------------------ replay window */
+
+static void test_replay_in_order_and_duplicates(void **state)
+{
+	struct wire_replay r = {0};
+
+	/* Nothing seen: any boot is new; (0, 0) is the window's own top. */
+	assert_int_equal(wire__replay_check(&r, 1, 1), 0);
+	assert_int_equal(wire__replay_check(&r, 0, 0), -1);
+	assert_int_equal(wire__replay_check(&r, 0, 1), 0);
+	for (uint64_t s = 1; s <= 200; s++) {
+		assert_int_equal(wire__replay_check(&r, 1, s), 0);
+		wire__replay_update(&r, 1, s);
+		assert_int_equal(wire__replay_check(&r, 1, s), -1);
+		assert_int_equal(wire__replay_check(&r, 1, s - 1 ? s - 1 : s), -1);
+	}
+	assert_int_equal(r.top, 200);
+	assert_int_equal(wire__replay_check(&r, 1, 137), -1);
+	assert_int_equal(wire__replay_check(&r, 1, 1), -1);
+	assert_int_equal(wire__replay_check(&r, 1, 201), 0);
+	assert_int_equal(wire__replay_check(&r, 1, 0), -1);
+}
+
+static void test_replay_out_of_order(void **state)
+{
+	struct wire_replay r = {0};
+
+	wire__replay_update(&r, 5, 100);
+	/* Holes within the window stay acceptable, once each. */
+	assert_int_equal(wire__replay_check(&r, 5, 99), 0);
+	assert_int_equal(wire__replay_check(&r, 5, 37), 0);  /* top - 63 */
+	assert_int_equal(wire__replay_check(&r, 5, 36), -1); /* top - 64: too old */
+	assert_int_equal(wire__replay_check(&r, 5, 1), -1);
+	wire__replay_update(&r, 5, 37);
+	wire__replay_update(&r, 5, 80);
+	assert_int_equal(wire__replay_check(&r, 5, 37), -1);
+	assert_int_equal(wire__replay_check(&r, 5, 80), -1);
+	assert_int_equal(wire__replay_check(&r, 5, 81), 0);
+	assert_int_equal(wire__replay_check(&r, 5, 100), -1);
+	/* A newer seq slides the window: 37 and 80 are remembered where they
+	 * still fit. */
+	wire__replay_update(&r, 5, 110);
+	assert_int_equal(r.top, 110);
+	assert_int_equal(wire__replay_check(&r, 5, 100), -1);
+	assert_int_equal(wire__replay_check(&r, 5, 80), -1);
+	assert_int_equal(wire__replay_check(&r, 5, 81), 0);
+	assert_int_equal(wire__replay_check(&r, 5, 47), 0);
+	assert_int_equal(wire__replay_check(&r, 5, 46), -1);
+	assert_int_equal(wire__replay_check(&r, 5, 105), 0);
+	/* An update of something too old changes nothing. */
+	wire__replay_update(&r, 5, 10);
+	assert_int_equal(r.top, 110);
+	assert_int_equal(wire__replay_check(&r, 5, 105), 0);
+}
+
+static void test_replay_boots(void **state)
+{
+	struct wire_replay r = {0};
+
+	wire__replay_update(&r, 3, 500);
+	wire__replay_update(&r, 3, 499);
+	/* A newer boot starts over, whatever its seq. */
+	assert_int_equal(wire__replay_check(&r, 4, 1), 0);
+	wire__replay_update(&r, 4, 1);
+	assert_int_equal(r.boot, 4);
+	assert_int_equal(r.top, 1);
+	assert_int_equal(r.bits, 1);
+	assert_int_equal(wire__replay_check(&r, 4, 1), -1);
+	assert_int_equal(wire__replay_check(&r, 4, 2), 0);
+	/* The old boot is over, even for seqs never seen. */
+	assert_int_equal(wire__replay_check(&r, 3, 501), -1);
+	assert_int_equal(wire__replay_check(&r, 3, 1), -1);
+	wire__replay_update(&r, 3, 501);
+	assert_int_equal(r.boot, 4);
+	assert_int_equal(r.top, 1);
+	assert_int_equal(wire__replay_check(&r, UINT64_MAX, 1), 0);
+}
+
+static void test_replay_big_jumps(void **state)
+{
+	struct wire_replay r = {0};
+
+	wire__replay_update(&r, 1, 10);
+	wire__replay_update(&r, 1, 9);
+	/* A jump of exactly 64 pushes everything out (no shift by 64). */
+	wire__replay_update(&r, 1, 74);
+	assert_int_equal(r.bits, 1);
+	assert_int_equal(wire__replay_check(&r, 1, 10), -1);
+	assert_int_equal(wire__replay_check(&r, 1, 11), 0);
+	/* 63 keeps the old top at the far end of the window. */
+	wire__replay_update(&r, 1, 137);
+	assert_int_equal(r.bits, 1 | (UINT64_C(1) << 63));
+	assert_int_equal(wire__replay_check(&r, 1, 74), -1);
+	assert_int_equal(wire__replay_check(&r, 1, 75), 0);
+	/* Far beyond. */
+	wire__replay_update(&r, 1, 1000000);
+	assert_int_equal(r.bits, 1);
+	assert_int_equal(wire__replay_check(&r, 1, 137), -1);
+	assert_int_equal(wire__replay_check(&r, 1, 999999), 0);
+	wire__replay_update(&r, 1, UINT64_MAX);
+	assert_int_equal(r.bits, 1);
+	assert_int_equal(wire__replay_check(&r, 1, UINT64_MAX), -1);
+	assert_int_equal(wire__replay_check(&r, 1, UINT64_MAX - 1), 0);
+	assert_int_equal(wire__replay_check(&r, 1, UINT64_MAX - 64), -1);
+	assert_int_equal(wire__replay_check(&r, 1, 1000000), -1);
+}
+
+/* ------------------------------------------------------------------ names, release */
+
+static void test_names_and_release(void **state)
+{
+	struct wire_datagram dg;
+
+	assert_string_equal(wire__op_name(WIRE_OP_SET), "set");
+	assert_string_equal(wire__op_name(WIRE_OP_REPLY), "reply");
+	assert_string_equal(wire__op_name(WIRE_OP_ASK), "ask");
+	assert_string_equal(wire__op_name(WIRE_OP_PULSE), "pulse");
+	assert_string_equal(wire__op_name(WIRE_OP_REPLY_PULSE), "reply_pulse");
+	assert_string_equal(wire__reject_name(TSYNC_REJ_JSON), "err_ip_in_json_req");
+	assert_string_equal(wire__reject_name(TSYNC_REJ_VAL), "err_ip_in_val");
+	assert_string_equal(wire__reject_name(TSYNC_REJ_AUTH), tsync_reject_name(TSYNC_REJ_AUTH));
+
+	memset(&dg, 0, sizeof(dg));
+	wire__datagram_release(&dg);
+	wire__datagram_release(&dg);
+	assert_null(dg.root);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_roundtrip_io),
+	    cmocka_unit_test(test_roundtrip_cmd_cum_other),
+	    cmocka_unit_test(test_envelope_text_and_legacy),
+	    cmocka_unit_test(test_seed_legacy_list),
+	    cmocka_unit_test(test_string_escaping),
+	    cmocka_unit_test(test_float_format),
+	    cmocka_unit_test(test_int_limits),
+	    cmocka_unit_test(test_encode_refuses_invalid),
+	    cmocka_unit_test(test_emsgsize_keeps_writer),
+	    cmocka_unit_test(test_full_datagram_fits),
+	    cmocka_unit_test(test_writer_max_msgs),
+	    cmocka_unit_test(test_oversize_datagram),
+	    cmocka_unit_test(test_too_many_msgs),
+	    cmocka_unit_test(test_malformed_json),
+	    cmocka_unit_test(test_bad_envelope),
+	    cmocka_unit_test(test_duplicate_keys),
+	    cmocka_unit_test(test_bad_message_among_good),
+	    cmocka_unit_test(test_bad_message_fields_kept),
+	    cmocka_unit_test(test_auth),
+	    cmocka_unit_test(test_replay_in_order_and_duplicates),
+	    cmocka_unit_test(test_replay_out_of_order),
+	    cmocka_unit_test(test_replay_boots),
+	    cmocka_unit_test(test_replay_big_jumps),
+	    cmocka_unit_test(test_names_and_release),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
