@@ -821,10 +821,12 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 		r = wire__add(&f->e->writer, m);
 	}
 	if (r < 0) {
-		/* A message too large for an empty datagram can never be sent;
+		/* A message the wire refuses (too large for an empty datagram, or
+		 * malformed, e.g. a string that is not UTF-8) can never be sent;
 		 * dropping it is logged rather than retried forever. */
-		log_error(f->e->log, "err_ip_out_size: a message to %s does not fit in max_datagram; dropped",
-		          f->p->name);
+		log_error(f->e->log, "err_ip_out_msg: a message about %s to %s %s; dropped",
+		          m->io ? m->io : m->type_name ? m->type_name : "?", f->p->name,
+		          r == -EMSGSIZE ? "does not fit in max_datagram" : "is malformed");
 		return true;
 	}
 	return true;
@@ -999,6 +1001,9 @@ void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_l
 	flush_inq(&f);
 	flush_reqs(&f);
 	fl_send(&f);
+	/* Only an immediate answer may echo the peer's seq: a later datagram
+	 * would make its round-trip sample include our idle time. */
+	p->rx_seq_to_echo = 0;
 
 	was_pending = p->oldest_pending_us != 0;
 	if (engine__pending(e, p)) {

@@ -497,6 +497,8 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 	 * while the answers' borrowed strings are still alive. */
 	if (p->n_answers || dg.n_msgs)
 		engine__want(e, p, FLUSH_NEW);
+	if (!p->n_answers && !dg.n_msgs)
+		p->rx_seq_to_echo = 0; /* nothing to answer now: no echo later */
 	if (p->n_answers) {
 		enum flush_level level = (enum flush_level)p->flush;
 		if (e->persist_dirty && e->ops.commit) {

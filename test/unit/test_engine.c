@@ -659,6 +659,18 @@ static void test_rtt_learned(void **state)
 		assert_true(p->rtt.srtt_us >= 2 * LATENCY_US - 10);
 		assert_true(p->rtt.srtt_us <= 2 * LATENCY_US + 100);
 		assert_int_equal(p->rtt.rto_us, 20000); /* clamped at retry_min_ms */
+		/* The other way too: A only acknowledges, and its later datagrams
+		 * must not echo B's seq, or B's idle time would count as RTT. */
+		p = &s->n[0].e->peers[s->n[0].e->plan->peer_of_ctrl[1]];
+		assert_true(p->rtt.srtt_us == 0 || p->rtt.srtt_us <= 2 * LATENCY_US + 100);
+		v = tsync_bool(true);
+		sync__set(s->n[0].e, "light", &v, s->now);
+		sim_run(s, s->now + 300000); /* idle */
+		v = tsync_bool(false);
+		sync__set(s->n[0].e, "light", &v, s->now);
+		assert_true(sim_settle(s, 1000000));
+		p = &s->n[1].e->peers[s->n[1].e->plan->peer_of_ctrl[0]];
+		assert_true(p->rtt.srtt_us <= 2 * LATENCY_US + 100);
 	}
 	sim_free(s);
 }
