@@ -12,7 +12,7 @@ BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libevent-dev libjansson-d
 	libsodium-dev libinih-dev libcmocka-dev scdoc libcurl4-openssl-dev)
 # clang 14 is Debian 12's clang; libFuzzer and the sanitizer runtimes for it
 # live in libclang-rt-14-dev.
-TEST_PKGS=(clang libclang-rt-14-dev valgrind)
+TEST_PKGS=(clang libclang-rt-14-dev valgrind g++)
 # apt's package lists younger than this are trusted without apt-get update.
 LISTS_MAX_AGE_MIN=60
 
