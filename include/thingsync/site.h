@@ -119,6 +119,27 @@ TSYNC_API int tsync_site_thing_find(const tsync_site *site, const char *name);
  */
 TSYNC_API int tsync_site_check_value(const tsync_site *site, const char *thing, const tsync_value *v);
 
+/** Bytes of a site-key tag (libsodium crypto_auth, HMAC-SHA-512-256). */
+#define TSYNC_TAG_BYTES 32
+
+/**
+ * Computes the site-key tag of `data`: what controllers use to authenticate
+ * anything they exchange outside the mesh protocol (a deployed site.conf, an
+ * HTTP request between controllers).
+ *
+ * @param data  borrowed; may be NULL when len is 0.
+ * @param tag   receives TSYNC_TAG_BYTES bytes.
+ * @return 0; TSYNC_EKEY if the site has no key; -EINVAL.
+ */
+TSYNC_API int tsync_site_sign(const tsync_site *site, const void *data, size_t len, uint8_t tag[TSYNC_TAG_BYTES]);
+
+/**
+ * Checks a site-key tag in constant time.
+ * @return 0 if it is right; -EBADMSG if not; TSYNC_EKEY if the site has no key; -EINVAL.
+ */
+TSYNC_API int tsync_site_verify(const tsync_site *site, const void *data, size_t len,
+                                const uint8_t tag[TSYNC_TAG_BYTES]);
+
 /**
  * Writes a new random site key (libsodium `crypto_auth` key, hex) to `path`
  * with mode 0600. Fails if the file exists.

@@ -169,3 +169,27 @@ leave:
 	sodium_memzero(hex, sizeof(hex));
 	return r;
 }
+
+TSYNC_API int tsync_site_sign(const tsync_site *site, const void *data, size_t len, uint8_t tag[TSYNC_TAG_BYTES])
+{
+	if (!site || !tag || (!data && len))
+		return -EINVAL;
+	if (!site->has_key)
+		return TSYNC_EKEY;
+	if (sodium_init() < 0)
+		return -EIO;
+	crypto_auth(tag, data ? data : (const void *)"", len, site->key);
+	return 0;
+}
+
+TSYNC_API int tsync_site_verify(const tsync_site *site, const void *data, size_t len,
+                                const uint8_t tag[TSYNC_TAG_BYTES])
+{
+	if (!site || !tag || (!data && len))
+		return -EINVAL;
+	if (!site->has_key)
+		return TSYNC_EKEY;
+	if (sodium_init() < 0)
+		return -EIO;
+	return crypto_auth_verify(tag, data ? data : (const void *)"", len, site->key) == 0 ? 0 : -EBADMSG;
+}

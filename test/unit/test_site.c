@@ -884,6 +884,26 @@ static void test_key_generate(void **state)
 	assert_null(errors);
 	assert_true(tsync_site_has_key(site));
 	assert_memory_equal(site->key, k1, sizeof(k1));
+
+	/* Signing with the site key: verified by the same key, not by another,
+	 * and not after the data changed. */
+	{
+		uint8_t tag[TSYNC_TAG_BYTES];
+		tsync_site *other = NULL, *nokey = NULL;
+		const char data[] = "[site]\nname = deployed\n";
+		assert_int_equal(tsync_site_sign(site, data, sizeof(data), tag), 0);
+		assert_int_equal(tsync_site_verify(site, data, sizeof(data), tag), 0);
+		assert_int_equal(tsync_site_verify(site, data, sizeof(data) - 1, tag), -EBADMSG);
+		snprintf(conf, sizeof(conf), "[site]\nname = g\nkey_file = %s\n" CONTROLLERS, path2);
+		assert_int_equal(load_text(&t, conf, &other, &errors), 0);
+		assert_int_equal(tsync_site_verify(other, data, sizeof(data), tag), -EBADMSG);
+		snprintf(conf, sizeof(conf), "[site]\nname = g\n" CONTROLLERS);
+		assert_int_equal(load_text(&t, conf, &nokey, &errors), 0);
+		assert_int_equal(tsync_site_sign(nokey, data, sizeof(data), tag), TSYNC_EKEY);
+		assert_int_equal(tsync_site_sign(NULL, data, sizeof(data), tag), -EINVAL);
+		tsync_site_free(other);
+		tsync_site_free(nokey);
+	}
 	tsync_site_free(site);
 	tmp_clean(&t);
 }
