@@ -207,6 +207,29 @@ typedef int (*tsync_write_fn)(void *userdata, tsync_node *node, const char *thin
 TSYNC_API void tsync_node_set_write_hook(tsync_node *node, tsync_write_fn fn, void *userdata);
 
 /**
+ * Commit hook: see tsync_node_set_commit_hook().
+ * @return 0 when everything the events since the last call stored is durable;
+ *         a negative code otherwise.
+ */
+typedef int (*tsync_commit_fn)(void *userdata, tsync_node *node);
+
+/**
+ * Sets the commit hook (one per node; NULL removes it): the durability point
+ * of an application that stores what it receives, e.g. a journal.
+ *
+ * Received messages whose events ran since the last call (a copy's
+ * TSYNC_EVENT_CHANGED, a TSYNC_EVENT_PULSE, a request handler) are
+ * acknowledged only after `fn` returned 0, once for a whole batch of
+ * datagrams (group commit). A negative return withholds those
+ * acknowledgements and undoes what the messages did to the node: copies go
+ * back to their previous value and version, pulses and requests count as
+ * never received. The senders retry, and the events come again. This is
+ * backpressure: return e.g. -ENOSPC while a journal is full, and the owners
+ * keep the newest values in their retry queues.
+ */
+TSYNC_API void tsync_node_set_commit_hook(tsync_node *node, tsync_commit_fn fn, void *userdata);
+
+/**
  * A command or request as received. Pointers are borrowed for the call.
  */
 typedef struct tsync_request {

@@ -295,6 +295,8 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 			break;
 		sync__input(n->eng, peer_by_addr(n, &from, &hint), n->rxbuf, (size_t)len, util__now_us());
 	}
+	/* One commit and one answer per peer for the whole batch. */
+	sync__flush(n->eng, util__now_us());
 }
 
 /* --- life cycle ------------------------------------------------------------------ */
@@ -577,6 +579,11 @@ TSYNC_API int tsync_node_on_event(tsync_node *n, tsync_event_fn fn, void *userda
 TSYNC_API void tsync_node_set_write_hook(tsync_node *n, tsync_write_fn fn, void *userdata)
 {
 	sync__set_write_hook(n->eng, fn, userdata);
+}
+
+TSYNC_API void tsync_node_set_commit_hook(tsync_node *n, tsync_commit_fn fn, void *userdata)
+{
+	sync__set_commit_hook(n->eng, fn, userdata);
 }
 
 TSYNC_API int tsync_node_on_cmd(tsync_node *n, const char *role, const char *cmd, tsync_request_fn fn,

@@ -55,6 +55,12 @@ void dedup__mark(struct dedup *d, uint64_t id)
 	bit_set(d, id, true);
 }
 
+void dedup__unmark(struct dedup *d, uint64_t id)
+{
+	if (id <= d->top && d->top - id < SYNC_DEDUP_BITS)
+		bit_set(d, id, false);
+}
+
 static void answer_clear(struct dedup_answer *a)
 {
 	free(a->err);

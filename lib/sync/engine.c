@@ -148,6 +148,8 @@ void sync__free(struct sync_engine *e)
 		free(p->out);
 		free(p->dirty);
 		free(p->inq);
+		for (size_t k = 0; k < p->n_answers; k++)
+			engine__answer_free(&p->answers[k]);
 		free(p->answers);
 		dedup__free(&p->dedup);
 	}
@@ -165,6 +167,9 @@ void sync__free(struct sync_engine *e)
 	}
 	free(e->handlers);
 	free(e->listeners);
+	for (size_t i = 0; i < e->n_undo; i++)
+		value__clear(&e->undo[i].val);
+	free(e->undo);
 	free(e->things);
 	free(e->peers);
 	free(e->flushq);
@@ -665,6 +670,88 @@ void sync__set_write_hook(struct sync_engine *e, tsync_write_fn fn, void *ud)
 	e->write_userdata = ud;
 }
 
+void sync__set_commit_hook(struct sync_engine *e, tsync_commit_fn fn, void *ud)
+{
+	e->commit_hook = fn;
+	e->commit_userdata = ud;
+}
+
+static struct undo *undo_push(struct sync_engine *e)
+{
+	if (e->n_undo == e->cap_undo) {
+		size_t cap = e->cap_undo ? e->cap_undo * 2 : 64;
+		struct undo *u = realloc(e->undo, cap * sizeof(*u));
+		if (!u)
+			return NULL;
+		e->undo = u;
+		e->cap_undo = cap;
+	}
+	memset(&e->undo[e->n_undo], 0, sizeof(e->undo[0]));
+	return &e->undo[e->n_undo++];
+}
+
+void engine__undo_copy(struct sync_engine *e, uint32_t t)
+{
+	struct undo *u;
+
+	if (!e->commit_hook || !(u = undo_push(e)))
+		return;
+	u->thing = t;
+	if (value__copy(&u->val, &e->things[t].val) < 0)
+		u->val.type = TSYNC_TYPE_NONE;
+	u->ver = e->things[t].ver;
+	u->boot = e->things[t].boot;
+	u->ask_pending = e->things[t].ask_pending;
+}
+
+void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t id)
+{
+	struct undo *u;
+
+	if (!e->commit_hook || !(u = undo_push(e)))
+		return;
+	u->thing = UNDO_MARK;
+	u->peer = peer_index(e, p);
+	u->id = id;
+	u->ver = p->boot; /* the window the mark belongs to */
+}
+
+/* The commit failed: what received messages did since the last commit is
+ * undone, newest first, and their answers are not sent. */
+static void rollback(struct sync_engine *e)
+{
+	while (e->n_undo > 0) {
+		struct undo *u = &e->undo[--e->n_undo];
+		if (u->thing == UNDO_MARK) {
+			struct sync_peer *p = &e->peers[u->peer];
+			if (p->boot == u->ver)
+				dedup__unmark(&p->dedup, u->id);
+		} else {
+			struct thing_rt *rt = &e->things[u->thing];
+			value__clear(&rt->val);
+			rt->val = u->val; /* ownership moves back */
+			u->val.type = TSYNC_TYPE_NONE;
+			rt->ver = u->ver;
+			rt->boot = u->boot;
+			rt->ask_pending = u->ask_pending;
+		}
+	}
+	for (size_t i = 0; i < e->n_peers; i++) {
+		struct sync_peer *p = &e->peers[i];
+		for (size_t k = 0; k < p->n_answers; k++)
+			engine__answer_free(&p->answers[k]);
+		p->n_answers = 0;
+		p->rx_seq_to_echo = 0;
+	}
+}
+
+static void forget_undo(struct sync_engine *e)
+{
+	for (size_t i = 0; i < e->n_undo; i++)
+		value__clear(&e->undo[i].val);
+	e->n_undo = 0;
+}
+
 size_t sync__unsettled(const struct sync_engine *e)
 {
 	size_t n = 0;
@@ -854,9 +941,7 @@ static void flush_answers(struct flush *f)
 			f->left = 1;
 		}
 		fl_add(f, &a->m);
-		free(a->owned_res);
-		free(a->owned_err);
-		value__clear(&a->owned_val);
+		engine__answer_free(a);
 	}
 	p->n_answers = 0;
 }
@@ -1049,13 +1134,26 @@ void engine__send_hello(struct sync_engine *e, struct sync_peer *p, uint64_t to_
 void sync__flush(struct sync_engine *e, uint64_t now)
 {
 	e->now = now;
-	if (e->persist_dirty && e->ops.commit) {
+	if (e->persist_dirty || e->acts_pending) {
 		/* The durability rule: what we are about to acknowledge or
-		 * announce is on disk first. */
-		int r = e->ops.commit(e->ops.ctx);
-		if (r < 0)
-			log_error(e->log, "state commit failed: %s", tsync_strerror(r));
+		 * announce is on disk first, ours and the application's. */
+		int r = 0;
+		if (e->persist_dirty && e->ops.commit) {
+			r = e->ops.commit(e->ops.ctx);
+			if (r < 0)
+				log_error(e->log, "state commit failed: %s", tsync_strerror(r));
+		}
+		if (r == 0 && e->acts_pending && e->commit_hook) {
+			r = e->commit_hook(e->commit_userdata, e->node);
+			if (r < 0)
+				log_warn(e->log, "commit hook failed (%s): acknowledgements withheld, senders will retry",
+				         tsync_strerror(r));
+		}
+		if (r < 0 && e->commit_hook)
+			rollback(e);
+		forget_undo(e);
 		e->persist_dirty = false;
+		e->acts_pending = false;
 	}
 	/* A stack: a peer is on it at most once, and may be pushed again by a
 	 * callback while we send. */

@@ -57,14 +57,26 @@ static struct answer *answer_io(struct sync_engine *e, struct sync_peer *p, enum
 	return a;
 }
 
-/* Fills an answer with a thing's value, as the value it holds now. */
+void engine__answer_free(struct answer *a)
+{
+	free(a->owned_res);
+	free(a->owned_err);
+	free(a->owned_type);
+	free(a->owned_role);
+	free(a->owned_cmd);
+	value__clear(&a->owned_val);
+	memset(a, 0, sizeof(*a));
+}
+
+/* Fills an answer with a thing's value, as the value it holds now (copied:
+ * the thing may change again before the answer leaves). */
 static void answer_value(struct sync_engine *e, struct sync_peer *p, struct answer *a, uint32_t t)
 {
 	const struct thing_rt *rt = &e->things[t];
 
-	if (rt->ver) {
+	if (rt->ver && value__copy(&a->owned_val, &rt->val) == 0) {
 		a->m.has_val = true;
-		a->m.val = rt->val;
+		a->m.val = a->owned_val;
 		a->m.has_ver = !p->seed;
 		a->m.ver = rt->ver;
 	}
@@ -90,6 +102,7 @@ static void apply_copy(struct sync_engine *e, struct sync_peer *p, uint32_t t, c
 	if (m->has_ver && rt->ver && (boot < rt->boot || (boot == rt->boot && m->ver <= rt->ver)))
 		return;
 	changed = !rt->ver || !value__equal(&rt->val, &c);
+	engine__undo_copy(e, t);
 	if (changed) {
 		if (value__copy(&copy, &c) < 0)
 			return;
@@ -106,6 +119,7 @@ static void apply_copy(struct sync_engine *e, struct sync_peer *p, uint32_t t, c
 	ev.thing = e->site->things[t].name;
 	ev.value = rt->val;
 	ev.controller = p->name;
+	e->acts_pending = true;
 	engine__emit(e, &ev);
 }
 
@@ -257,10 +271,13 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 		}
 		if (m->has_id) {
 			fresh = dedup__check(&p->dedup, m->id) == DEDUP_NEW;
+			if (fresh)
+				engine__undo_mark(e, p, m->id);
 			dedup__mark(&p->dedup, m->id);
 		}
 		if (!fresh)
 			break; /* acted on already: answer again, act never twice */
+		e->acts_pending = true;
 		if (i_own) {
 			engine__pulse_owned(e, t, &c, m->ms ? m->ms : th->pulse_ms, p->name);
 		} else {
@@ -341,9 +358,9 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 	if (!a)
 		return;
 	a->m.type = m->type;
-	a->m.type_name = m->type_name;
-	a->m.role = m->role;
-	a->m.cmd = m->cmd;
+	a->m.type_name = a->owned_type = m->type_name ? util__strdup(m->type_name) : NULL;
+	a->m.role = a->owned_role = m->role ? util__strdup(m->role) : NULL;
+	a->m.cmd = a->owned_cmd = m->cmd ? util__strdup(m->cmd) : NULL;
 	a->m.has_re = m->has_id;
 	a->m.re = m->id;
 	if (m->has_id && dedup__check(&p->dedup, m->id) == DEDUP_DONE) {
@@ -367,6 +384,9 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 		err = tsync_reject_name(why);
 		goto done;
 	}
+	if (m->has_id)
+		engine__undo_mark(e, p, m->id);
+	e->acts_pending = true;
 	json = json_dumps((json_t *)m->obj, JSON_COMPACT);
 	memset(&req, 0, sizeof(req));
 	req.from = p->name;
@@ -493,23 +513,13 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		else
 			on_request(e, p, m);
 	}
-	/* Answer now, in one datagram with whatever else is due for this peer,
-	 * while the answers' borrowed strings are still alive. */
+	/* Answers leave with the next flush, which the node runs after the
+	 * whole batch it read: one commit for all of them, then one datagram per
+	 * peer with whatever else is due for it. */
 	if (p->n_answers || dg.n_msgs)
 		engine__want(e, p, FLUSH_NEW);
-	if (!p->n_answers && !dg.n_msgs)
-		p->rx_seq_to_echo = 0; /* nothing to answer now: no echo later */
-	if (p->n_answers) {
-		enum flush_level level = (enum flush_level)p->flush;
-		if (e->persist_dirty && e->ops.commit) {
-			int r = e->ops.commit(e->ops.ctx);
-			if (r < 0)
-				log_error(e->log, "state commit failed: %s", tsync_strerror(r));
-			e->persist_dirty = false;
-		}
-		p->flush = FLUSH_NONE; /* stays on the list; sync__flush skips it */
-		engine__flush_peer(e, p, level, SYNC_BURST_MAX);
-	}
+	else
+		p->rx_seq_to_echo = 0; /* nothing to answer: no echo later */
 leave:
 	wire__datagram_release(&dg);
 }

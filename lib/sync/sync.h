@@ -68,6 +68,7 @@ struct dedup {
 enum dedup_state { DEDUP_NEW, DEDUP_DONE };
 enum dedup_state dedup__check(const struct dedup *d, uint64_t id);
 void dedup__mark(struct dedup *d, uint64_t id);
+void dedup__unmark(struct dedup *d, uint64_t id); /* a failed commit: not executed after all */
 /* Remembers the answer of id (strings copied); NULLs are fine. 0 or -ENOMEM. */
 int dedup__remember(struct dedup *d, uint64_t id, const char *err, const char *res);
 /* The remembered answer of id, or NULL if it has been forgotten. */
@@ -151,13 +152,27 @@ struct outreq {
 	uint64_t sent_us;
 };
 
-/* An answer queued for the peer whose datagram is being processed. */
+/* An answer queued for a peer; it owns everything it points to, so answers
+ * to a whole batch of datagrams can wait for one commit. */
 struct answer {
 	struct wire_msg m;
 	char *owned_res;
 	char *owned_err;
+	char *owned_type, *owned_role, *owned_cmd;
 	tsync_value owned_val;
 };
+
+/* What a received message changed, kept until the commit hook says it is
+ * durable, so that a failed commit can undo it (the sender retries). */
+struct undo {
+	uint32_t thing; /* a copy's previous state, or UNDO_MARK */
+	uint32_t peer;
+	uint64_t id;    /* UNDO_MARK: a request id marked as executed */
+	tsync_value val;
+	uint64_t ver, boot;
+	bool ask_pending;
+};
+#define UNDO_MARK UINT32_MAX
 
 /* What a flush of a peer sends, in increasing order of eagerness. */
 enum flush_level {
@@ -250,6 +265,11 @@ struct sync_engine {
 	size_t n_handlers;
 	tsync_write_fn write_hook;
 	void *write_userdata;
+	tsync_commit_fn commit_hook;
+	void *commit_userdata;
+	bool acts_pending; /* events from received messages since the last commit */
+	struct undo *undo;
+	size_t n_undo, cap_undo;
 
 	uint64_t rejected_unknown[TSYNC_REJ_COUNT];
 	bool persist_dirty;
@@ -287,6 +307,7 @@ int sync__on_event(struct sync_engine *e, tsync_event_fn fn, void *ud);
 int sync__on_request(struct sync_engine *e, const char *type, const char *role, const char *cmd,
                      tsync_request_fn fn, void *ud);
 void sync__set_write_hook(struct sync_engine *e, tsync_write_fn fn, void *ud);
+void sync__set_commit_hook(struct sync_engine *e, tsync_commit_fn fn, void *ud);
 size_t sync__unsettled(const struct sync_engine *e);
 int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsync_peer_stats *out);
 
@@ -303,6 +324,10 @@ void engine__progress(struct sync_engine *e, struct sync_peer *p);
 int engine__queue_req(struct sync_engine *e, struct sync_peer *p, struct outreq *r);
 void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t id, int status, const char *res);
 struct answer *engine__answer(struct sync_engine *e, struct sync_peer *p);
+void engine__answer_free(struct answer *a);
+/* Records what a received message is about to change (only with a commit hook). */
+void engine__undo_copy(struct sync_engine *e, uint32_t t);
+void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t id);
 int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out);
 void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size_t len);
 

@@ -750,6 +750,62 @@ static void test_legacy_seed_list(void **state)
 	sim_free(s);
 }
 
+struct journal {
+	bool full;
+	int commits, refused;
+};
+
+static int journal_commit(void *ud, tsync_node *node)
+{
+	struct journal *j = ud;
+	if (j->full) {
+		j->refused++;
+		return -ENOSPC;
+	}
+	j->commits++;
+	return 0;
+}
+
+/* An application that stores what it receives (pushd's journal) acknowledges
+ * only after its commit; while it refuses (full), nothing is acknowledged,
+ * its copies are undone, and the owner keeps retrying the newest value. */
+static void test_commit_hook_backpressure(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 13);
+	struct journal j = {.full = true};
+	tsync_thing_state st;
+	uint32_t door;
+	tsync_value v;
+
+	assert_int_equal(name_index__get(&s->site->thing_ix, "door", &door), 0);
+	assert_true(sim_settle(s, 5000000));
+	sync__set_commit_hook(s->n[2].e, journal_commit, &j); /* C: a user of temp and door */
+	for (int i = 1; i <= 5; i++) {
+		v = tsync_float(i);
+		assert_int_equal(sync__set(s->n[0].e, "temp", &v, s->now), 0);
+		sim_run(s, s->now + 1000);
+	}
+	assert_int_equal(sync__pulse(s->n[0].e, "door", NULL, 0, NULL, NULL, s->now), 0);
+	sim_run(s, s->now + 3000000);
+	/* Refused every time: C's copy is undone, A still waits for C. */
+	assert_true(j.refused >= 3);
+	assert_int_equal(sync__get(s->n[2].e, "temp", &st), 0);
+	assert_int_equal(st.value.type, TSYNC_TYPE_NONE);
+	assert_int_equal(sync__get(s->n[0].e, "temp", &st), 0);
+	assert_int_equal(st.users_pending, 1); /* B acknowledged, C did not */
+	assert_true(s->n[1].pulses[door] == 1);
+	/* The journal has room again: the newest value arrives, once acked. */
+	j.full = false;
+	s->n[2].pulses[door] = 0;
+	assert_true(sim_settle(s, 10000000));
+	assert_true(get(s, 2, "temp").u.f == 5.0);
+	assert_true(j.commits >= 1);
+	assert_int_equal(s->n[2].pulses[door], 1); /* acted once durably after the refusals */
+	assert_int_equal(sync__get(s->n[0].e, "temp", &st), 0);
+	assert_int_equal(st.users_pending, 0);
+	sim_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -765,6 +821,7 @@ int main(void)
 		cmocka_unit_test(test_rtt_learned),
 		cmocka_unit_test(test_version_ordering),
 		cmocka_unit_test(test_legacy_seed_list),
+		cmocka_unit_test(test_commit_hook_backpressure),
 	};
 	int r;
 
