@@ -75,6 +75,14 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	e->codec.max_datagram = site->max_datagram;
 	e->codec.max_msgs = site->max_msgs;
 	e->codec.max_string = site->max_string;
+	if (site->has_key) {
+		r = wire__auth_prepare(site->key, &e->auth);
+		if (r < 0) {
+			free(e);
+			return r;
+		}
+		e->codec.auth = e->auth;
+	}
 	wire__writer_init(&e->writer, &e->codec);
 	prng__seed(&e->prng, boot ^ ((uint64_t)me << 32) ^ 0x5bd1e995u);
 
@@ -174,6 +182,7 @@ void sync__free(struct sync_engine *e)
 	free(e->peers);
 	free(e->flushq);
 	wire__writer_free(&e->writer);
+	wire__auth_free(e->auth);
 	site__plan_free(e->plan);
 	free(e);
 }

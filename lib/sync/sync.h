@@ -250,6 +250,7 @@ struct sync_engine {
 	const struct logger *log;
 	struct tsync_node *node; /* passed to callbacks; may be NULL in tests */
 	struct wire_codec codec;
+	struct wire_auth_key *auth;
 	struct wire_writer writer;
 	struct prng prng;
 

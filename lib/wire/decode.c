@@ -228,7 +228,7 @@ int wire__decode(const struct wire_codec *c, const void *buf, size_t len, struct
 		 * for the HMAC. */
 		if (json[0] == '[')
 			goto leave;
-		if (wire__auth_verify(c->key, json, json_len, (const uint8_t *)json + json_len) < 0)
+		if (wire__codec_verify(c, json, json_len, (const uint8_t *)json + json_len) < 0)
 			goto leave;
 	}
 

@@ -461,7 +461,7 @@ int wire__finish(struct wire_writer *w, const void **out, size_t *len)
 	if (r < 0)
 		return r;
 	if (w->codec->key) {
-		r = wire__auth_tag(w->codec->key, w->b.data, w->b.len, tag);
+		r = wire__codec_tag(w->codec, w->b.data, w->b.len, tag);
 		if (r == 0)
 			r = buf__append(&w->b, tag, sizeof(tag));
 		if (r < 0)

@@ -102,12 +102,17 @@ struct wire_env {
 	uint64_t re;      /* seq of the datagram this one answers (0: none), for RTT */
 };
 
+/* The site key with its HMAC pads already hashed (wire__auth_prepare): the
+ * tag of a small datagram then costs 3 SHA-512 blocks instead of 5. */
+struct wire_auth_key;
+
 /* What the codec needs to know; borrowed by it. */
 struct wire_codec {
 	const uint8_t *key;    /* WIRE_KEY_BYTES, or NULL for no authentication */
 	uint32_t max_datagram; /* bytes, tag included */
 	uint32_t max_msgs;     /* messages per datagram */
 	uint32_t max_string;   /* bytes of any string field */
+	const struct wire_auth_key *auth; /* the same key, prepared; NULL: use `key` as it is */
 };
 
 struct wire_datagram {
@@ -192,6 +197,13 @@ void wire__replay_update(struct wire_replay *r, uint64_t boot, uint64_t seq);
  * failed to initialise). */
 int wire__auth_tag(const uint8_t *key, const void *data, size_t len, uint8_t tag[WIRE_TAG_BYTES]);
 int wire__auth_verify(const uint8_t *key, const void *data, size_t len, const uint8_t tag[WIRE_TAG_BYTES]);
+/* The same with a codec: its prepared key if it has one. */
+int wire__codec_tag(const struct wire_codec *c, const void *data, size_t len, uint8_t tag[WIRE_TAG_BYTES]);
+int wire__codec_verify(const struct wire_codec *c, const void *data, size_t len,
+                       const uint8_t tag[WIRE_TAG_BYTES]);
+/* Prepares a key (0, -ENOMEM, -EIO); free with wire__auth_free (NULL ok). */
+int wire__auth_prepare(const uint8_t key[WIRE_KEY_BYTES], struct wire_auth_key **ret);
+void wire__auth_free(struct wire_auth_key *k);
 
 /* Names used on the wire. */
 const char *wire__op_name(enum wire_op op);
