@@ -89,13 +89,18 @@ TSYNC_API uint16_t tsync_node_port(const tsync_node *node);
 TSYNC_API int tsync_node_run(tsync_node *node);
 
 /**
- * Runs the node's own event loop for at most `timeout_ms`, or until nothing is
- * pending (timeout_ms < 0 waits for one event). For tests and tools.
+ * Runs the node's own event loop for `timeout_ms` (the socket keeps the loop
+ * busy, so it returns early only through tsync_node_stop()); with
+ * timeout_ms < 0 it handles one round of ready events, waiting for the first.
+ * For tests and tools: loop on it until tsync_node_unsettled() is 0.
  * @return 0, or -EINVAL.
  */
 TSYNC_API int tsync_node_run_for(tsync_node *node, int timeout_ms);
 
-/** Makes tsync_node_run() return. Safe to call from any callback. */
+/**
+ * Makes tsync_node_run() return. Safe to call from any callback. On a node
+ * created with `event_base`, it breaks that loop (event_base_loopbreak()).
+ */
 TSYNC_API void tsync_node_stop(tsync_node *node);
 
 /**
@@ -324,7 +329,7 @@ typedef struct tsync_peer_stats {
 	uint64_t bytes_sent;
 	uint64_t bytes_received;
 	uint64_t msgs_sent;       /**< messages, including retransmissions */
-	uint64_t retransmits;     /**< datagrams sent by the retry timer */
+	uint64_t retransmits;     /**< expiries of the retry timer that resent something */
 	uint64_t acked;           /**< messages acknowledged by the peer */
 	uint64_t pending;         /**< messages waiting for the peer's answer now */
 	uint32_t srtt_us;         /**< smoothed round trip (0: no sample yet) */

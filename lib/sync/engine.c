@@ -209,6 +209,10 @@ int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value 
 	}
 	if (out->type != th->type)
 		return TSYNC_EVALUE;
+	/* A string the receivers' JSON parser would refuse could never be
+	 * delivered: refuse it here, where the caller learns why. */
+	if (out->type == TSYNC_TYPE_STRING && (!out->u.s || !wire__utf8_valid(out->u.s)))
+		return TSYNC_EVALUE;
 	return tsync_site_check_value(site, th->name, out) < 0 ? TSYNC_EVALUE : 0;
 }
 
@@ -405,11 +409,20 @@ int sync__ask(struct sync_engine *e, const char *thing, uint64_t now)
 	return 0;
 }
 
+static int outreq_fits(struct sync_engine *e, struct sync_peer *p, const struct outreq *r);
+
 int engine__queue_req(struct sync_engine *e, struct sync_peer *p, struct outreq *r)
 {
+	int err;
+
 	if (p->n_reqs >= e->site->max_queued) {
 		outreq_free(r);
 		return -ENOBUFS;
+	}
+	err = outreq_fits(e, p, r);
+	if (err < 0) {
+		outreq_free(r);
+		return err;
 	}
 	r->id = p->next_id++;
 	r->next = NULL;
@@ -1027,6 +1040,52 @@ static void flush_inq(struct flush *f)
 	p->n_inq = keep;
 }
 
+/* The message of a request, as sent (pointers borrowed from r). */
+static void outreq_msg(struct sync_engine *e, struct sync_peer *p, const struct outreq *r, struct wire_msg *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->type = r->type;
+	m->has_id = !p->seed;
+	m->id = r->id;
+	if (r->is_pulse) {
+		m->op = WIRE_OP_PULSE;
+		m->io = e->site->things[r->thing].name;
+		m->has_val = true;
+		m->val = r->val;
+		m->ms = r->ms;
+	} else {
+		m->type_name = r->type_name;
+		m->role = r->role;
+		m->cmd = r->cmd;
+		m->body = r->body;
+	}
+}
+
+/* Whether a request fits in an otherwise empty datagram, with the largest
+ * envelope: if not, it could never be sent, and the caller must know now. */
+static int outreq_fits(struct sync_engine *e, struct sync_peer *p, const struct outreq *r)
+{
+	struct wire_env env = {.from = e->site->controllers[e->me].name,
+	                       .boot = INT64_MAX,
+	                       .seq = INT64_MAX,
+	                       .to_boot = INT64_MAX,
+	                       .re = INT64_MAX};
+	struct wire_writer w;
+	struct wire_msg m;
+	int err;
+
+	if (p->seed)
+		env.legacy = true;
+	wire__writer_init(&w, &e->codec);
+	outreq_msg(e, p, r, &m);
+	m.id = INT64_MAX;
+	err = wire__begin(&w, &env);
+	if (err == 0)
+		err = wire__add(&w, &m);
+	wire__writer_free(&w);
+	return err;
+}
+
 static void flush_reqs(struct flush *f)
 {
 	struct sync_engine *e = f->e;
@@ -1043,25 +1102,7 @@ static void flush_reqs(struct flush *f)
 
 		if (!due(f, r->sent_us))
 			continue;
-		/* Sent to an earlier boot of the peer and unanswered: the
-		 * outcome is unknown, so it must not be sent again (at most
-		 * once across restarts). engine__peer_boot() completes these. */
-		memset(&m, 0, sizeof(m));
-		m.type = r->type;
-		m.has_id = !p->seed;
-		m.id = r->id;
-		if (r->is_pulse) {
-			m.op = WIRE_OP_PULSE;
-			m.io = e->site->things[r->thing].name;
-			m.has_val = true;
-			m.val = r->val;
-			m.ms = r->ms;
-		} else {
-			m.type_name = r->type_name;
-			m.role = r->role;
-			m.cmd = r->cmd;
-			m.body = r->body;
-		}
+		outreq_msg(e, p, r, &m);
 		if (!fl_add(f, &m))
 			break;
 		if (!r->sent_boot)

@@ -19,12 +19,19 @@ void engine__pulse_owned(struct sync_engine *e, uint32_t t, const tsync_value *v
 static void reject(struct sync_engine *e, struct sync_peer *p, tsync_reject why, const char *what,
                    const char *detail)
 {
+	tsync_log_level level = TSYNC_LOG_WARN;
+
 	if (p)
 		p->st.rejected[why]++;
 	else
 		e->rejected_unknown[why]++;
-	log_warn(e->log, "%s from %s%s%s%s", tsync_reject_name(why), p ? p->name : "an unknown sender",
-	         what ? ": " : "", what ? what : "", detail ? detail : "");
+	/* A network duplicates datagrams and peers restart: those refusals
+	 * are routine, counted, and logged only at debug level. */
+	if (why == TSYNC_REJ_REPLAY || why == TSYNC_REJ_STALE_BOOT)
+		level = TSYNC_LOG_DEBUG;
+	if (log__enabled(e->log, level))
+		log__printf(e->log, level, "%s from %s%s%s%s", tsync_reject_name(why),
+		            p ? p->name : "an unknown sender", what ? ": " : "", what ? what : "", detail ? detail : "");
 }
 
 struct answer *engine__answer(struct sync_engine *e, struct sync_peer *p)

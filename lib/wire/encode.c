@@ -108,6 +108,17 @@ static size_t utf8_len(const unsigned char *s)
 	return n;
 }
 
+bool wire__utf8_valid(const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p;) {
+		size_t n = *p < 0x80 ? 1 : utf8_len(p);
+		if (!n)
+			return false;
+		p += n;
+	}
+	return true;
+}
+
 /* A JSON string: '"' and '\' escaped, control characters as \u00XX, bytes
  * of valid UTF-8 as they are. -EINVAL if s is not UTF-8. */
 static int put_json_string(struct wire_writer *w, const char *s)

@@ -205,6 +205,9 @@ int wire__codec_verify(const struct wire_codec *c, const void *data, size_t len,
 int wire__auth_prepare(const uint8_t key[WIRE_KEY_BYTES], struct wire_auth_key **ret);
 void wire__auth_free(struct wire_auth_key *k);
 
+/* Whether s is UTF-8 that the receiver's JSON parser accepts. */
+bool wire__utf8_valid(const char *s);
+
 /* Names used on the wire. */
 const char *wire__op_name(enum wire_op op);
 /* The seed error name for a rejection (same as tsync_reject_name()). */

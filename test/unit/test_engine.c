@@ -375,6 +375,22 @@ static void test_values_checked(void **state)
 	v = tsync_bool(true);
 	assert_int_equal(sync__set(s->n[0].e, "siren", &v, s->now), TSYNC_EREFUSED);
 	assert_int_equal(sync__pulse(s->n[0].e, "light", NULL, 0, NULL, NULL, s->now), TSYNC_ENO_PULSE);
+	/* Not UTF-8: the receivers' parser would refuse the whole datagram. */
+	v = tsync_string("\xc3\x28");
+	assert_int_equal(sync__set(s->n[0].e, "mode", &v, s->now), TSYNC_EVALUE);
+	/* A command that cannot fit in any datagram is refused when asked,
+	 * instead of being retried forever. */
+	{
+		static char big[4096];
+		static const char head[] = "{\"kwargs\":{\"reason\":\"";
+		memset(big, 'x', sizeof(big));
+		memcpy(big, head, sizeof(head) - 1);
+		memcpy(big + sizeof(big) - 4, "\"}}", 4); /* with the NUL */
+		assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "logging", big, NULL, NULL,
+		                                    s->now),
+		                 -EMSGSIZE);
+		assert_int_equal(s->n[2].e->peers[0].n_reqs, 0);
+	}
 	sim_free(s);
 }
 

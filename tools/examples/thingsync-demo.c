@@ -173,8 +173,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		set(d, 2, "temp_living", tsync_float(19.0 + (double)(rand_r(&d->seed) % 40) / 10.0));
 	if (s == 5) {
 		say(d, NAMES[1], "asks PI-Climate for heating_mode = comfort");
-		tsync_value v = tsync_string("comfort");
-		tsync_node_set(d->node[1], "heating_mode", &v);
+		set(d, 1, "heating_mode", tsync_string("comfort"));
 	}
 	if (s == 7) {
 		say(d, NAMES[1], "pulses door_strike (owned by PI-Security)");
@@ -301,8 +300,9 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: thingsync-demo [--seconds N] [--loss P] [--verbose]\n"
 	           "Runs three thingsync controllers on loopback with P (default 0.2) of all\n"
-	           "datagrams lost, plays a short scenario for N seconds (default 8), prints\n"
-	           "every change where it arrives, and checks that every copy converged.\n");
+	           "datagrams lost (and P/4 duplicated, P/2 reordered by up to 20 ms), plays a\n"
+	           "short scenario for N seconds (default 8), prints every change where it\n"
+	           "arrives, and checks that every copy converged to its owner's value.\n");
 }
 
 int main(int argc, char **argv)
@@ -395,7 +395,7 @@ int main(int argc, char **argv)
 	}
 	printf("\n%s: %d copies differ from their owner. Site files are in %s.\n", bad ? "NOT CONVERGED" : "converged",
 	       bad, d.dir);
-	printf("Next: read %s, then run the tests: sudo bash scripts/test.sh\n", path);
+	printf("Next: read %s (and man thingsync-site.conf).\n", path);
 
 	event_free(d.tick);
 	event_free(sigint);
