@@ -169,9 +169,9 @@ TSYNC_API int tsync_node_pulse(tsync_node *node, const char *thing, const tsync_
 
 /** Kinds of events delivered to a tsync_event_fn. */
 typedef enum tsync_event_kind {
-	TSYNC_EVENT_CHANGED = 1, /**< a thing's value changed (own or copy) */
-	TSYNC_EVENT_PULSE = 2,   /**< a thing was pulsed (acted on once) */
-	TSYNC_EVENT_PEER_UP = 3, /**< a controller answered after silence or restart */
+	TSYNC_EVENT_CHANGED = 1,   /**< a thing's value changed (own or copy) */
+	TSYNC_EVENT_PULSE = 2,     /**< a thing was pulsed (acted on once) */
+	TSYNC_EVENT_PEER_UP = 3,   /**< a controller answered after silence or restart */
 	TSYNC_EVENT_PEER_DOWN = 4, /**< a controller stopped answering */
 } tsync_event_kind;
 
@@ -205,8 +205,8 @@ TSYNC_API int tsync_node_on_event(tsync_node *node, tsync_event_fn fn, void *use
  * @return 0 to take `as_is`; a negative code to refuse (reported to the
  *         requester as err_ip_in_refused; the value is unchanged).
  */
-typedef int (*tsync_write_fn)(void *userdata, tsync_node *node, const char *thing,
-                              const tsync_value *to_be, tsync_value *as_is);
+typedef int (*tsync_write_fn)(void *userdata, tsync_node *node, const char *thing, const tsync_value *to_be,
+                              tsync_value *as_is);
 
 /** Sets the write hook (one per node; NULL restores the default). */
 TSYNC_API void tsync_node_set_write_hook(tsync_node *node, tsync_write_fn fn, void *userdata);
@@ -238,11 +238,11 @@ TSYNC_API void tsync_node_set_commit_hook(tsync_node *node, tsync_commit_fn fn, 
  * A command or request as received. Pointers are borrowed for the call.
  */
 typedef struct tsync_request {
-	const char *from;   /**< sending controller */
-	const char *type;   /**< "cmd", "cum", "clim", "connection_status", ... */
-	const char *role;   /**< cmd: the role */
-	const char *cmd;    /**< cmd: the command */
-	const char *json;   /**< the whole message object as JSON text */
+	const char *from; /**< sending controller */
+	const char *type; /**< "cmd", "cum", "clim", "connection_status", ... */
+	const char *role; /**< cmd: the role */
+	const char *cmd;  /**< cmd: the command */
+	const char *json; /**< the whole message object as JSON text */
 } tsync_request;
 
 /**
@@ -328,15 +328,15 @@ typedef struct tsync_peer_stats {
 	uint64_t datagrams_received;
 	uint64_t bytes_sent;
 	uint64_t bytes_received;
-	uint64_t msgs_sent;       /**< messages, including retransmissions */
-	uint64_t retransmits;     /**< expiries of the retry timer that resent something */
-	uint64_t acked;           /**< messages acknowledged by the peer */
-	uint64_t pending;         /**< messages waiting for the peer's answer now */
-	uint32_t srtt_us;         /**< smoothed round trip (0: no sample yet) */
+	uint64_t msgs_sent;   /**< messages, including retransmissions */
+	uint64_t retransmits; /**< expiries of the retry timer that resent something */
+	uint64_t acked;       /**< messages acknowledged by the peer */
+	uint64_t pending;     /**< messages waiting for the peer's answer now */
+	uint32_t srtt_us;     /**< smoothed round trip (0: no sample yet) */
 	uint32_t rttvar_us;
-	uint32_t rto_ms;          /**< current retransmission timeout, with backoff */
+	uint32_t rto_ms; /**< current retransmission timeout, with backoff */
 	uint64_t rejected[TSYNC_REJ_COUNT];
-	int64_t last_heard_ms;    /**< ms since the last valid datagram (-1: never) */
+	int64_t last_heard_ms; /**< ms since the last valid datagram (-1: never) */
 } tsync_peer_stats;
 
 /** Number of peers (every other controller of the site). */
@@ -356,11 +356,11 @@ TSYNC_API uint64_t tsync_node_rejected_unknown(const tsync_node *node, tsync_rej
 
 /** Fault injection on the node's outgoing datagrams, for tests and the simulator. */
 typedef struct tsync_faults {
-	double loss;      /**< probability a datagram is dropped (0..1) */
-	double duplicate; /**< probability it is sent twice */
-	double reorder;   /**< probability it is held back and sent later */
+	double loss;       /**< probability a datagram is dropped (0..1) */
+	double duplicate;  /**< probability it is sent twice */
+	double reorder;    /**< probability it is held back and sent later */
 	uint32_t delay_ms; /**< how long a reordered datagram is held (default 5) */
-	uint32_t seed;    /**< PRNG seed (0: from the clock) */
+	uint32_t seed;     /**< PRNG seed (0: from the clock) */
 } tsync_faults;
 
 /**

@@ -131,7 +131,8 @@ TSYNC_API int tsync_site_check_value(const tsync_site *site, const char *thing, 
  * @param tag   receives TSYNC_TAG_BYTES bytes.
  * @return 0; TSYNC_EKEY if the site has no key; -EINVAL.
  */
-TSYNC_API int tsync_site_sign(const tsync_site *site, const void *data, size_t len, uint8_t tag[TSYNC_TAG_BYTES]);
+TSYNC_API int tsync_site_sign(const tsync_site *site, const void *data, size_t len,
+                              uint8_t tag[TSYNC_TAG_BYTES]);
 
 /**
  * Checks a site-key tag in constant time.

@@ -22,7 +22,7 @@
 #include "sync/sync.h"
 #include "util/util.h"
 
-#define RECV_BATCH 64 /* datagrams read per wake-up before others get a turn */
+#define RECV_BATCH       64 /* datagrams read per wake-up before others get a turn */
 #define RESOLVE_RETRY_US (10u * 1000000u)
 
 struct peer_addr {
@@ -114,7 +114,8 @@ static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_st
 	}
 	if (a->ss_family == AF_INET6) {
 		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-		return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr));
+		return x->sin6_port == y->sin6_port &&
+		       !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr));
 	}
 	return false;
 }
@@ -289,8 +290,8 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 	for (int i = 0; i < RECV_BATCH; i++) {
 		struct sockaddr_storage from;
 		socklen_t fromlen = sizeof(from);
-		ssize_t len = recvfrom(n->fd, n->rxbuf, sizeof(n->rxbuf), MSG_DONTWAIT, (struct sockaddr *)&from,
-		                       &fromlen);
+		ssize_t len = recvfrom(n->fd, n->rxbuf, sizeof(n->rxbuf), MSG_DONTWAIT,
+		                       (struct sockaddr *)&from, &fromlen);
 		if (len < 0)
 			break;
 		sync__input(n->eng, peer_by_addr(n, &from, &hint), n->rxbuf, (size_t)len, util__now_us());
@@ -348,11 +349,11 @@ static int open_socket(struct tsync_node *n, const char *host, uint16_t port)
 TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 {
 	static const struct sync_ops ops_template = {
-		.send = op_send,
-		.arm = op_arm,
-		.want_flush = op_want_flush,
-		.persist = op_persist,
-		.commit = op_commit,
+	    .send = op_send,
+	    .arm = op_arm,
+	    .want_flush = op_want_flush,
+	    .persist = op_persist,
+	    .commit = op_commit,
 	};
 	struct sync_ops ops = ops_template;
 	struct tsync_node *n;
@@ -385,7 +386,8 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 		r = tsync_site_load(opts->site_path, &n->own_site, &errors);
 		if (r < 0) {
 			/* Every line of the report, so the log names every mistake. */
-			for (char *line = errors ? strtok(errors, "\n") : NULL; line; line = strtok(NULL, "\n"))
+			for (char *line = errors ? strtok(errors, "\n") : NULL; line;
+			     line = strtok(NULL, "\n"))
 				log_error(&n->log, "%s", line);
 			free(errors);
 			goto fail;
@@ -459,9 +461,9 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 			goto fail;
 	}
 	sync__start(n->eng, util__now_us());
-	log_info(&n->log, "started: site %s, boot %llu, udp %s:%u, %zu owned, %zu used, %zu peers%s", n->site->name,
-	         (unsigned long long)n->boot, opts->bind_host ? opts->bind_host : c->host, n->port,
-	         n->eng->plan->n_owned, n->eng->plan->n_used, n->eng->n_peers,
+	log_info(&n->log, "started: site %s, boot %llu, udp %s:%u, %zu owned, %zu used, %zu peers%s",
+	         n->site->name, (unsigned long long)n->boot, opts->bind_host ? opts->bind_host : c->host,
+	         n->port, n->eng->plan->n_owned, n->eng->plan->n_used, n->eng->n_peers,
 	         n->site->has_key ? ", authenticated" : "");
 	*ret = n;
 	return 0;
@@ -602,15 +604,17 @@ TSYNC_API int tsync_node_on_request(tsync_node *n, const char *type, tsync_reque
 TSYNC_API int tsync_node_cmd(tsync_node *n, const char *controller, const char *role, const char *cmd,
                              const char *args_json, tsync_done_fn done, void *userdata)
 {
-	return sync__send_request(n->eng, controller, "cmd", role, cmd, args_json, done, userdata, util__now_us());
+	return sync__send_request(n->eng, controller, "cmd", role, cmd, args_json, done, userdata,
+	                          util__now_us());
 }
 
-TSYNC_API int tsync_node_request(tsync_node *n, const char *controller, const char *type, const char *body_json,
-                                 tsync_done_fn done, void *userdata)
+TSYNC_API int tsync_node_request(tsync_node *n, const char *controller, const char *type,
+                                 const char *body_json, tsync_done_fn done, void *userdata)
 {
 	if (!type || !strcmp(type, "cmd"))
 		return -EINVAL;
-	return sync__send_request(n->eng, controller, type, NULL, NULL, body_json, done, userdata, util__now_us());
+	return sync__send_request(n->eng, controller, type, NULL, NULL, body_json, done, userdata,
+	                          util__now_us());
 }
 
 TSYNC_API size_t tsync_node_peer_count(const tsync_node *n)
@@ -638,7 +642,8 @@ TSYNC_API int tsync_node_set_faults(tsync_node *n, const tsync_faults *f)
 		n->faults_on = false;
 		return 0;
 	}
-	if (f->loss < 0 || f->loss > 1 || f->duplicate < 0 || f->duplicate > 1 || f->reorder < 0 || f->reorder > 1)
+	if (f->loss < 0 || f->loss > 1 || f->duplicate < 0 || f->duplicate > 1 || f->reorder < 0 ||
+	    f->reorder > 1)
 		return -EINVAL;
 	n->faults = *f;
 	n->faults_on = f->loss > 0 || f->duplicate > 0 || f->reorder > 0;

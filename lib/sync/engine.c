@@ -60,7 +60,8 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	struct sync_engine *e;
 	int r;
 
-	if (!site || me >= site->n_controllers || !ops || !ops->send || !ops->arm || !ops->want_flush || !boot)
+	if (!site || me >= site->n_controllers || !ops || !ops->send || !ops->arm || !ops->want_flush ||
+	    !boot)
 		return -EINVAL;
 	e = calloc(1, sizeof(*e));
 	if (!e)
@@ -433,8 +434,8 @@ int engine__queue_req(struct sync_engine *e, struct sync_peer *p, struct outreq 
 	return 0;
 }
 
-static int queue_pulse(struct sync_engine *e, struct sync_peer *p, uint32_t t, const tsync_value *v, uint32_t ms,
-                       tsync_done_fn done, void *ud)
+static int queue_pulse(struct sync_engine *e, struct sync_peer *p, uint32_t t, const tsync_value *v,
+                       uint32_t ms, tsync_done_fn done, void *ud)
 {
 	struct outreq *r = calloc(1, sizeof(*r));
 
@@ -473,7 +474,8 @@ static void pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, u
 }
 
 /* For input.c: an owner receiving a pulse request. */
-void engine__pulse_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by);
+void engine__pulse_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms,
+                         const char *by);
 void engine__pulse_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by)
 {
 	pulse_act(e, t, v, ms, by);
@@ -491,8 +493,8 @@ static tsync_value default_pulse_value(tsync_type type)
 	}
 }
 
-int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, uint32_t ms, tsync_done_fn done,
-                void *ud, uint64_t now)
+int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, uint32_t ms,
+                tsync_done_fn done, void *ud, uint64_t now)
 {
 	const struct site_thing *th;
 	tsync_value pv, c;
@@ -593,7 +595,9 @@ int sync__send_request(struct sync_engine *e, const char *controller, const char
 		if (!r->role || !r->cmd)
 			goto nomem;
 	} else {
-		r->type = !strcmp(type, "cum") ? WIRE_T_CUM : !strcmp(type, "clim") ? WIRE_T_CLIM : WIRE_T_OTHER;
+		r->type = !strcmp(type, "cum")    ? WIRE_T_CUM
+		          : !strcmp(type, "clim") ? WIRE_T_CLIM
+		                                  : WIRE_T_OTHER;
 		r->type_name = util__strdup(type);
 		if (!r->type_name)
 			goto nomem;
@@ -606,7 +610,8 @@ nomem:
 	return -ENOMEM;
 }
 
-void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t id, int status, const char *res)
+void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t id, int status,
+                          const char *res)
 {
 	struct outreq **pp = &p->reqs, *r;
 
@@ -850,9 +855,9 @@ bool engine__pending(struct sync_engine *e, struct sync_peer *p)
 struct flush {
 	struct sync_engine *e;
 	struct sync_peer *p;
-	size_t left;      /* datagrams that may still be sent */
-	bool open;        /* a datagram is begun */
-	bool full;        /* the budget is spent: stop adding */
+	size_t left;         /* datagrams that may still be sent */
+	bool open;           /* a datagram is begun */
+	bool full;           /* the budget is spent: stop adding */
 	uint64_t due_before; /* retransmit what was sent at or before this time */
 	enum flush_level level;
 };
@@ -934,8 +939,10 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 		 * malformed, e.g. a string that is not UTF-8) can never be sent;
 		 * dropping it is logged rather than retried forever. */
 		log_error(f->e->log, "err_ip_out_msg: a message about %s to %s %s; dropped",
-		          m->io ? m->io : m->type_name ? m->type_name : "?", f->p->name,
-		          r == -EMSGSIZE ? "does not fit in max_datagram" : "is malformed");
+		          m->io          ? m->io
+		          : m->type_name ? m->type_name
+		                         : "?",
+		          f->p->name, r == -EMSGSIZE ? "does not fit in max_datagram" : "is malformed");
 		return true;
 	}
 	return true;
@@ -1111,7 +1118,8 @@ static void flush_reqs(struct flush *f)
 	}
 }
 
-void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_level level, size_t max_datagrams)
+void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_level level,
+                        size_t max_datagrams)
 {
 	struct flush f;
 	bool was_pending;
@@ -1196,8 +1204,10 @@ void sync__flush(struct sync_engine *e, uint64_t now)
 		if (r == 0 && e->acts_pending && e->commit_hook) {
 			r = e->commit_hook(e->commit_userdata, e->node);
 			if (r < 0)
-				log_warn(e->log, "commit hook failed (%s): acknowledgements withheld, senders will retry",
-				         tsync_strerror(r));
+				log_warn(
+				    e->log,
+				    "commit hook failed (%s): acknowledgements withheld, senders will retry",
+				    tsync_strerror(r));
 		}
 		if (r < 0 && e->commit_hook)
 			rollback(e);

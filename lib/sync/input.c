@@ -14,7 +14,8 @@
 
 #include "sync/sync.h"
 
-void engine__pulse_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by);
+void engine__pulse_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms,
+                         const char *by);
 
 static void reject(struct sync_engine *e, struct sync_peer *p, tsync_reject why, const char *what,
                    const char *detail)
@@ -31,7 +32,8 @@ static void reject(struct sync_engine *e, struct sync_peer *p, tsync_reject why,
 		level = TSYNC_LOG_DEBUG;
 	if (log__enabled(e->log, level))
 		log__printf(e->log, level, "%s from %s%s%s%s", tsync_reject_name(why),
-		            p ? p->name : "an unknown sender", what ? ": " : "", what ? what : "", detail ? detail : "");
+		            p ? p->name : "an unknown sender", what ? ": " : "", what ? what : "",
+		            detail ? detail : "");
 }
 
 struct answer *engine__answer(struct sync_engine *e, struct sync_peer *p)
@@ -166,8 +168,8 @@ static void on_set_request(struct sync_engine *e, struct sync_peer *p, uint32_t 
 	if (e->write_hook) {
 		int r = e->write_hook(e->write_userdata, e->node, th->name, &c, &as_is);
 		if (r < 0 || engine__coerce(e->site, t, &as_is, &as_is) < 0) {
-			log_warn(e->log, "err_ip_in_refused set of %s by %s refused by the write hook: %s", th->name,
-			         p->name, tsync_strerror(r));
+			log_warn(e->log, "err_ip_in_refused set of %s by %s refused by the write hook: %s",
+			         th->name, p->name, tsync_strerror(r));
 			a->m.err = tsync_reject_name(TSYNC_REJ_REFUSED);
 			goto answer;
 		}
@@ -239,8 +241,8 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 			} else if (m->has_val) {
 				tsync_value c;
 				/* Legacy: the reply echoes the value it took. */
-				if (engine__coerce(e->site, t, &m->val, &c) == 0 && value__equal(&c, &rt->val) &&
-				    s->acked_ver < rt->ver) {
+				if (engine__coerce(e->site, t, &m->val, &c) == 0 &&
+				    value__equal(&c, &rt->val) && s->acked_ver < rt->ver) {
 					p->st.acked++;
 					s->acked_ver = rt->ver;
 				}

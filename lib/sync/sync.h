@@ -36,8 +36,8 @@
 #include "wire/wire.h"
 
 #define SYNC_DEDUP_BITS 1024 /* >= max_outstanding (site.conf caps it at 1024) */
-#define SYNC_SENT_RING 32    /* datagrams remembered for round-trip samples */
-#define SYNC_BURST_MAX 256   /* datagrams one flush may send to a live peer */
+#define SYNC_SENT_RING  32   /* datagrams remembered for round-trip samples */
+#define SYNC_BURST_MAX  256  /* datagrams one flush may send to a live peer */
 
 /* --- rtt.c: RFC 6298 retransmission timeout ------------------------------- */
 struct rtt {
@@ -98,7 +98,7 @@ enum thing_role { THING_NONE = 0, THING_OWNED, THING_USED };
 
 struct thing_rt {
 	uint8_t role;
-	uint32_t peer; /* used: the owner's peer index */
+	uint32_t peer;   /* used: the owner's peer index */
 	tsync_value val; /* owned string */
 	uint64_t ver;    /* owned: my version; used: the owner's */
 	uint64_t boot;   /* the owner's boot that gave `ver` */
@@ -121,7 +121,7 @@ struct thing_rt {
 	/* owned: where each user's acknowledgement is kept */
 	struct user_ref {
 		uint32_t peer, slot;
-	} *users;
+	} * users;
 	uint32_t n_users;
 };
 
@@ -167,7 +167,7 @@ struct answer {
 struct undo {
 	uint32_t thing; /* a copy's previous state, or UNDO_MARK */
 	uint32_t peer;
-	uint64_t id;    /* UNDO_MARK: a request id marked as executed */
+	uint64_t id; /* UNDO_MARK: a request id marked as executed */
 	tsync_value val;
 	uint64_t ver, boot;
 	bool ask_pending;
@@ -300,8 +300,8 @@ void sync__flush(struct sync_engine *e, uint64_t now);
 int sync__set(struct sync_engine *e, const char *thing, const tsync_value *v, uint64_t now);
 int sync__get(struct sync_engine *e, const char *thing, tsync_thing_state *out);
 int sync__ask(struct sync_engine *e, const char *thing, uint64_t now);
-int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, uint32_t ms, tsync_done_fn done,
-                void *ud, uint64_t now);
+int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, uint32_t ms,
+                tsync_done_fn done, void *ud, uint64_t now);
 int sync__send_request(struct sync_engine *e, const char *controller, const char *type, const char *role,
                        const char *cmd, const char *body_json, tsync_done_fn done, void *ud, uint64_t now);
 int sync__on_event(struct sync_engine *e, tsync_event_fn fn, void *ud);
@@ -318,12 +318,14 @@ void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v
 void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level level);
 void engine__inq_add(struct sync_engine *e, struct sync_peer *p, uint32_t t);
 void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot);
-void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_level level, size_t max_datagrams);
+void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_level level,
+                        size_t max_datagrams);
 void engine__send_hello(struct sync_engine *e, struct sync_peer *p, uint64_t to_boot, uint64_t re);
 bool engine__pending(struct sync_engine *e, struct sync_peer *p);
 void engine__progress(struct sync_engine *e, struct sync_peer *p);
 int engine__queue_req(struct sync_engine *e, struct sync_peer *p, struct outreq *r);
-void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t id, int status, const char *res);
+void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t id, int status,
+                          const char *res);
 struct answer *engine__answer(struct sync_engine *e, struct sync_peer *p);
 void engine__answer_free(struct answer *a);
 /* Records what a received message is about to change (only with a commit hook). */

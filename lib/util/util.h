@@ -12,7 +12,7 @@
 
 #include <thingsync/common.h>
 
-#define TSYNC_HIDDEN __attribute__((visibility("hidden")))
+#define TSYNC_HIDDEN       __attribute__((visibility("hidden")))
 #define TSYNC_PRINTF(a, b) __attribute__((format(printf, a, b)))
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -31,13 +31,13 @@ struct logger {
 
 void log__printf(const struct logger *log, tsync_log_level level, const char *fmt, ...) TSYNC_PRINTF(3, 4);
 #define log__enabled(log, lvl) ((log) != NULL && (log)->fn != NULL && (lvl) <= (log)->level)
-#define log_error(log, ...) log__printf((log), TSYNC_LOG_ERROR, __VA_ARGS__)
-#define log_warn(log, ...) log__printf((log), TSYNC_LOG_WARN, __VA_ARGS__)
-#define log_info(log, ...) log__printf((log), TSYNC_LOG_INFO, __VA_ARGS__)
-#define log_debug(log, ...)                                         \
-	do {                                                        \
-		if (log__enabled((log), TSYNC_LOG_DEBUG))           \
-			log__printf((log), TSYNC_LOG_DEBUG, __VA_ARGS__); \
+#define log_error(log, ...)    log__printf((log), TSYNC_LOG_ERROR, __VA_ARGS__)
+#define log_warn(log, ...)     log__printf((log), TSYNC_LOG_WARN, __VA_ARGS__)
+#define log_info(log, ...)     log__printf((log), TSYNC_LOG_INFO, __VA_ARGS__)
+#define log_debug(log, ...)                                                                                  \
+	do {                                                                                                 \
+		if (log__enabled((log), TSYNC_LOG_DEBUG))                                                    \
+			log__printf((log), TSYNC_LOG_DEBUG, __VA_ARGS__);                                    \
 	} while (0)
 
 /* A growable byte buffer, always NUL-terminated when len > 0. */
@@ -65,7 +65,7 @@ struct name_index {
 };
 
 int name_index__init(struct name_index *ix, size_t expected);
-int name_index__put(struct name_index *ix, const char *key, uint32_t val); /* -EEXIST if present */
+int name_index__put(struct name_index *ix, const char *key, uint32_t val);        /* -EEXIST if present */
 int name_index__get(const struct name_index *ix, const char *key, uint32_t *val); /* 0 or -ENOENT */
 void name_index__free(struct name_index *ix);
 

@@ -147,18 +147,12 @@ TSYNC_API const char *tsync_log_level_name(tsync_log_level level)
 TSYNC_API const char *tsync_reject_name(tsync_reject reason)
 {
 	static const char *const names[TSYNC_REJ_COUNT] = {
-		[TSYNC_REJ_JSON] = "err_ip_in_json_req",
-		[TSYNC_REJ_REQ] = "err_ip_in_req",
-		[TSYNC_REJ_IO] = "err_ip_in_io",
-		[TSYNC_REJ_THS_I_USE] = "err_ip_in_ths_i_use",
-		[TSYNC_REJ_VAL] = "err_ip_in_val",
-		[TSYNC_REJ_REFUSED] = "err_ip_in_refused",
-		[TSYNC_REJ_CMD] = "err_ip_in_cmd",
-		[TSYNC_REJ_AUTH] = "err_ip_in_auth",
-		[TSYNC_REJ_REPLAY] = "err_ip_in_replay",
-		[TSYNC_REJ_STALE_BOOT] = "err_ip_in_stale_boot",
-		[TSYNC_REJ_OVERSIZE] = "err_ip_in_size",
-		[TSYNC_REJ_UNKNOWN_SENDER] = "err_ip_in_sender",
+	    [TSYNC_REJ_JSON] = "err_ip_in_json_req", [TSYNC_REJ_REQ] = "err_ip_in_req",
+	    [TSYNC_REJ_IO] = "err_ip_in_io",         [TSYNC_REJ_THS_I_USE] = "err_ip_in_ths_i_use",
+	    [TSYNC_REJ_VAL] = "err_ip_in_val",       [TSYNC_REJ_REFUSED] = "err_ip_in_refused",
+	    [TSYNC_REJ_CMD] = "err_ip_in_cmd",       [TSYNC_REJ_AUTH] = "err_ip_in_auth",
+	    [TSYNC_REJ_REPLAY] = "err_ip_in_replay", [TSYNC_REJ_STALE_BOOT] = "err_ip_in_stale_boot",
+	    [TSYNC_REJ_OVERSIZE] = "err_ip_in_size", [TSYNC_REJ_UNKNOWN_SENDER] = "err_ip_in_sender",
 	};
 	if ((unsigned)reason < TSYNC_REJ_COUNT)
 		return names[reason];

@@ -103,7 +103,8 @@ static int setup(void **state)
 	         "driver = virtual\n"
 	         "[thing temp]\nowner = PI-Climate\ntype = float\nusers = PI-Security, PI-Light\nmin = -40\n"
 	         "max = 120\n"
-	         "[thing mode]\nowner = PI-Climate\ntype = string\nusers = PI-Light\nallowed = off, eco, comfort\n",
+	         "[thing mode]\nowner = PI-Climate\ntype = string\nusers = PI-Light\nallowed = off, eco, "
+	         "comfort\n",
 	         f->ports[0], f->ports[1], f->ports[2]);
 	f->site_path = harness_write(f->dir, "site.conf", conf);
 	if (tsync_site_load(f->site_path, &f->site, &errors) < 0)
@@ -226,13 +227,15 @@ static void test_commands(void **state)
 
 	tsync_node_set_faults(f->node[2], &faults);
 	tsync_node_set_faults(f->node[1], &faults);
-	assert_int_equal(tsync_node_cmd(f->node[2], "PI-Light", "cmd_do", "version", "{\"kwargs\":{}}", cmd_done, &ok), 0);
+	assert_int_equal(
+	    tsync_node_cmd(f->node[2], "PI-Light", "cmd_do", "version", "{\"kwargs\":{}}", cmd_done, &ok), 0);
 	assert_true(harness_run_until(f->base, cmd_finished, &ok, 20000));
 	assert_int_equal(ok.status, 0);
 	assert_string_equal(ok.text, "{\"version\":\"" TSYNC_VERSION_STRING "\"}");
 	assert_int_equal(f->obs[1].cmds, 1);
 	/* PI-Climate has no cmd_do role: err_ip_in_cmd. */
-	assert_int_equal(tsync_node_cmd(f->node[0], "PI-Climate", "cmd_do", "version", NULL, cmd_done, &bad), 0);
+	assert_int_equal(tsync_node_cmd(f->node[0], "PI-Climate", "cmd_do", "version", NULL, cmd_done, &bad),
+	                 0);
 	assert_true(harness_run_until(f->base, cmd_finished, &bad, 20000));
 	assert_int_equal(bad.status, TSYNC_ECMD);
 	assert_int_equal(tsync_node_cmd(f->node[0], "PI-Nowhere", "cmd_do", "version", NULL, NULL, NULL),
@@ -425,12 +428,12 @@ static void test_example_controller(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_converge_under_faults, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_commands, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_restart_with_state, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_forged_datagrams, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_api_errors, setup, teardown),
-		cmocka_unit_test(test_example_controller),
+	    cmocka_unit_test_setup_teardown(test_converge_under_faults, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commands, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_restart_with_state, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_forged_datagrams, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_api_errors, setup, teardown),
+	    cmocka_unit_test(test_example_controller),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);

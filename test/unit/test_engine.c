@@ -18,7 +18,7 @@
 
 #include "sync/sync.h"
 
-#define MAXN 8
+#define MAXN       8
 #define LATENCY_US 200
 
 struct packet {
@@ -189,10 +189,10 @@ static int on_bad_args(void *ud, tsync_node *node, const tsync_request *req, cha
 static void node_start(struct sim *s, uint32_t ctrl)
 {
 	struct sync_ops ops = {
-		.ctx = &s->n[ctrl],
-		.send = op_send,
-		.arm = op_arm,
-		.want_flush = op_want_flush,
+	    .ctx = &s->n[ctrl],
+	    .send = op_send,
+	    .arm = op_arm,
+	    .want_flush = op_want_flush,
 	};
 	struct simnode *sn = &s->n[ctrl];
 
@@ -386,9 +386,9 @@ static void test_values_checked(void **state)
 		memset(big, 'x', sizeof(big));
 		memcpy(big, head, sizeof(head) - 1);
 		memcpy(big + sizeof(big) - 4, "\"}}", 4); /* with the NUL */
-		assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "logging", big, NULL, NULL,
-		                                    s->now),
-		                 -EMSGSIZE);
+		assert_int_equal(
+		    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "logging", big, NULL, NULL, s->now),
+		    -EMSGSIZE);
 		assert_int_equal(s->n[2].e->peers[0].n_reqs, 0);
 	}
 	sim_free(s);
@@ -499,16 +499,18 @@ static void test_commands_exactly_once(void **state)
 	s->reorder = 0.2;
 	for (int i = 0; i < 30; i++)
 		assert_int_equal(sync__send_request(s->n[2].e, NULL, "cmd", "cmd_do", "version",
-		                                    "{\"kwargs\":{\"with_email\":true}}", on_done, &d[i], s->now),
+		                                    "{\"kwargs\":{\"with_email\":true}}", on_done, &d[i],
+		                                    s->now),
 		                 0);
-	assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "nope", NULL, on_done, &bad, s->now), 0);
-	assert_int_equal(sync__send_request(s->n[2].e, "B", "cmd", "security", "report", NULL, on_done, &norole,
-	                                    s->now),
-	                 0);
-	assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "reboot", NULL, on_done, &args, s->now),
-	                 0);
-	assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "x", "[1]", on_done, &args, s->now),
-	                 -EINVAL);
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "nope", NULL, on_done, &bad, s->now), 0);
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "B", "cmd", "security", "report", NULL, on_done, &norole, s->now),
+	    0);
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "reboot", NULL, on_done, &args, s->now), 0);
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "x", "[1]", on_done, &args, s->now), -EINVAL);
 	assert_true(sim_settle(s, 120000000));
 	assert_int_equal(s->n[0].cmds, 30);
 	for (int i = 0; i < 30; i++) {
@@ -825,19 +827,19 @@ static void test_commit_hook_backpressure(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_start_and_converge),
-		cmocka_unit_test(test_values_checked),
-		cmocka_unit_test(test_converges_under_loss),
-		cmocka_unit_test(test_user_requests_set),
-		cmocka_unit_test(test_pulses_exactly_once),
-		cmocka_unit_test(test_commands_exactly_once),
-		cmocka_unit_test(test_dead_peer_backoff_and_coalescing),
-		cmocka_unit_test(test_restart_resync),
-		cmocka_unit_test(test_replay_and_forgery),
-		cmocka_unit_test(test_rtt_learned),
-		cmocka_unit_test(test_version_ordering),
-		cmocka_unit_test(test_legacy_seed_list),
-		cmocka_unit_test(test_commit_hook_backpressure),
+	    cmocka_unit_test(test_start_and_converge),
+	    cmocka_unit_test(test_values_checked),
+	    cmocka_unit_test(test_converges_under_loss),
+	    cmocka_unit_test(test_user_requests_set),
+	    cmocka_unit_test(test_pulses_exactly_once),
+	    cmocka_unit_test(test_commands_exactly_once),
+	    cmocka_unit_test(test_dead_peer_backoff_and_coalescing),
+	    cmocka_unit_test(test_restart_resync),
+	    cmocka_unit_test(test_replay_and_forgery),
+	    cmocka_unit_test(test_rtt_learned),
+	    cmocka_unit_test(test_version_ordering),
+	    cmocka_unit_test(test_legacy_seed_list),
+	    cmocka_unit_test(test_commit_hook_backpressure),
 	};
 	int r;
 

@@ -80,11 +80,15 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"config", required_argument, NULL, 'c'}, {"name", required_argument, NULL, 'n'},
-		{"state", required_argument, NULL, 's'},  {"motion", required_argument, NULL, 'm'},
-		{"light", required_argument, NULL, 'l'},  {"off-after", required_argument, NULL, 'o'},
-		{"verbose", no_argument, NULL, 'v'},      {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"name", required_argument, NULL, 'n'},
+	    {"state", required_argument, NULL, 's'},
+	    {"motion", required_argument, NULL, 'm'},
+	    {"light", required_argument, NULL, 'l'},
+	    {"off-after", required_argument, NULL, 'o'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct app a = {.motion = "hall_motion", .light = "hall_light", .off_after = 5};
 	tsync_node_options o;
@@ -96,15 +100,33 @@ int main(int argc, char **argv)
 	o.log = log_line;
 	while ((c = getopt_long(argc, argv, "c:n:s:m:l:o:vh", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'c': o.site_path = optarg; break;
-		case 'n': o.controller = optarg; break;
-		case 's': o.state_dir = optarg; break;
-		case 'm': a.motion = optarg; break;
-		case 'l': a.light = optarg; break;
-		case 'o': a.off_after = atoi(optarg); break;
-		case 'v': o.log_level = TSYNC_LOG_DEBUG; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'c':
+			o.site_path = optarg;
+			break;
+		case 'n':
+			o.controller = optarg;
+			break;
+		case 's':
+			o.state_dir = optarg;
+			break;
+		case 'm':
+			a.motion = optarg;
+			break;
+		case 'l':
+			a.light = optarg;
+			break;
+		case 'o':
+			a.off_after = atoi(optarg);
+			break;
+		case 'v':
+			o.log_level = TSYNC_LOG_DEBUG;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (!o.site_path || !o.controller) {

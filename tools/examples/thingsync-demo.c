@@ -137,7 +137,8 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 		if (!strcmp(ev->controller, NAMES[i])) {
 			say(d, NAMES[i], "%-14s = %-8s (owner)", ev->thing, text);
 		} else {
-			double delay = idx >= 0 && idx < 64 && d->changed_at[idx] > 0 ? now_s() - d->changed_at[idx] : 0;
+			double delay =
+			    idx >= 0 && idx < 64 && d->changed_at[idx] > 0 ? now_s() - d->changed_at[idx] : 0;
 			say(d, NAMES[i], "%-14s = %-8s from %s, %.2f ms after the change", ev->thing, text,
 			    ev->controller, delay * 1e3);
 		}
@@ -147,7 +148,8 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 		break;
 	case TSYNC_EVENT_PULSE:
 		d->pulses_seen++;
-		say(d, NAMES[i], "%-14s pulsed %s for %u ms (by %s)", ev->thing, text, ev->pulse_ms, ev->controller);
+		say(d, NAMES[i], "%-14s pulsed %s for %u ms (by %s)", ev->thing, text, ev->pulse_ms,
+		    ev->controller);
 		break;
 	case TSYNC_EVENT_PEER_UP:
 		say(d, NAMES[i], "sees %s up", ev->controller);
@@ -308,9 +310,11 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{"seconds", required_argument, NULL, 's'}, {"loss", required_argument, NULL, 'l'},
-		{"verbose", no_argument, NULL, 'v'},       {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"seconds", required_argument, NULL, 's'},
+	    {"loss", required_argument, NULL, 'l'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	struct demo d;
 	char path[128], *errors = NULL;
@@ -323,11 +327,21 @@ int main(int argc, char **argv)
 	d.loss = 0.2;
 	while ((c = getopt_long(argc, argv, "s:l:vh", longopts, NULL)) != -1) {
 		switch (c) {
-		case 's': seconds = atof(optarg); break;
-		case 'l': d.loss = atof(optarg); break;
-		case 'v': d.verbose = 1; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 's':
+			seconds = atof(optarg);
+			break;
+		case 'l':
+			d.loss = atof(optarg);
+			break;
+		case 'v':
+			d.verbose = 1;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
 	if (d.loss < 0 || d.loss > 0.9 || seconds < 1) {
@@ -348,8 +362,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "thingsync-demo: %s", errors ? errors : "cannot load the site\n");
 		return 1;
 	}
-	printf("thingsync %s demo: site %s (%s), %.0f%% of datagrams lost, %.0f s\n", TSYNC_VERSION_STRING, path,
-	       tsync_site_has_key(d.site) ? "authenticated" : "legacy", d.loss * 100, seconds);
+	printf("thingsync %s demo: site %s (%s), %.0f%% of datagrams lost, %.0f s\n", TSYNC_VERSION_STRING,
+	       path, tsync_site_has_key(d.site) ? "authenticated" : "legacy", d.loss * 100, seconds);
 	printf("each line: time, controller, what it learned. Ctrl-C stops.\n\n");
 
 	d.base = event_base_new();
@@ -382,19 +396,20 @@ int main(int argc, char **argv)
 	bad = check(&d);
 
 	printf("\nper-peer counters at PI-Security\n");
-	printf("  %-12s %9s %9s %7s %7s %9s\n", "peer", "datagrams", "retransm", "acked", "rtt us", "rejected");
+	printf("  %-12s %9s %9s %7s %7s %9s\n", "peer", "datagrams", "retransm", "acked", "rtt us",
+	       "rejected");
 	for (size_t p = 0; p < tsync_node_peer_count(d.node[0]); p++) {
 		tsync_peer_stats st;
 		uint64_t rej = 0;
 		tsync_node_peer_stats(d.node[0], p, &st);
 		for (int k = 0; k < TSYNC_REJ_COUNT; k++)
 			rej += st.rejected[k];
-		printf("  %-12s %9llu %9llu %7llu %7u %9llu\n", st.name, (unsigned long long)st.datagrams_sent,
-		       (unsigned long long)st.retransmits, (unsigned long long)st.acked, st.srtt_us,
-		       (unsigned long long)rej);
+		printf("  %-12s %9llu %9llu %7llu %7u %9llu\n", st.name,
+		       (unsigned long long)st.datagrams_sent, (unsigned long long)st.retransmits,
+		       (unsigned long long)st.acked, st.srtt_us, (unsigned long long)rej);
 	}
-	printf("\n%s: %d copies differ from their owner. Site files are in %s.\n", bad ? "NOT CONVERGED" : "converged",
-	       bad, d.dir);
+	printf("\n%s: %d copies differ from their owner. Site files are in %s.\n",
+	       bad ? "NOT CONVERGED" : "converged", bad, d.dir);
 	printf("Next: read %s (and man thingsync-site.conf).\n", path);
 
 	event_free(d.tick);
