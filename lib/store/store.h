@@ -65,4 +65,118 @@ typedef void (*store_value_fn)(void *ud, const char *thing, uint64_t version, ui
                                const tsync_value *v);
 int store__load_values(struct store *s, store_value_fn fn, void *ud);
 
+/*
+ * The journal: the outage buffer of thingsync-pushd, one LMDB environment in
+ * its own directory (never a store's directory: LMDB allows one environment
+ * per directory per process). It holds one stream of measurements of one
+ * source, numbered by a stream sequence that starts at 1, never repeats and
+ * has no gap; a cursor, the highest sequence the collector acknowledged; and
+ * for every thing the owner (boot, version) of the newest value journaled, so
+ * a value the mesh delivers again (after a crash, at start-up re-sync) is
+ * recognised and journaled once. Named databases:
+ *   "jmeta"     "source", "last_seq", "cursor", "bytes"
+ *   "entries"   stream sequence (u64 big-endian, so keys sort by number) ->
+ *               measurement record (little-endian; see journal.c)
+ *   "versions"  thing name -> (owner boot, version), u64 little-endian each
+ * Measurements are staged in memory and written by journal__commit() in one
+ * transaction (group commit). The journal holds the entries after the cursor,
+ * exactly: journal__ack() moves the cursor and deletes what it passed in the
+ * same transaction.
+ */
+struct journal;
+
+/* Size limits; the journal refuses to commit more once one is reached. */
+struct journal_limits {
+	uint64_t max_entries; /* 0: JOURNAL_DEFAULT_MAX_ENTRIES */
+	uint64_t max_bytes;   /* record and key bytes; 0: JOURNAL_DEFAULT_MAX_BYTES */
+};
+#define JOURNAL_DEFAULT_MAX_ENTRIES ((uint64_t)5000000)
+#define JOURNAL_DEFAULT_MAX_BYTES   ((uint64_t)1 << 30)
+/* Longest thing name and string value a measurement may have, in bytes. */
+#define JOURNAL_MAX_THING  255
+#define JOURNAL_MAX_STRING 4096
+
+/* One measurement. Strings are borrowed (see each function). */
+struct journal_entry {
+	uint64_t seq;        /* stream sequence */
+	int64_t time_us;     /* when it was measured, microseconds since the epoch */
+	uint64_t owner_boot; /* the owner's boot and version of a value from the */
+	uint64_t version;    /* mesh; both 0 for other sources (a CSV file) */
+	const char *thing;
+	tsync_value value;
+};
+
+/* Counters; all about committed entries except `staged`. */
+struct journal_stats {
+	uint64_t cursor;   /* highest sequence acknowledged (0: none yet) */
+	uint64_t last_seq; /* highest sequence committed (0: none yet) */
+	uint64_t entries;  /* last_seq - cursor: waiting to be sent */
+	uint64_t bytes;
+	uint64_t max_entries;
+	uint64_t max_bytes;
+	size_t staged;
+	bool full; /* entries or bytes at their limit: journal__commit() says -ENOSPC */
+};
+
+/*
+ * Opens (creating if needed) the journal of `source` in directory `dir`
+ * (created with mode 0700). `lim` may be NULL (defaults); `log` is borrowed
+ * and must outlive the journal. 0, -EINVAL (bad arguments, or the journal
+ * belongs to another source: the stream would be mixed), -ENOTDIR, -EBUSY
+ * (already open in this process), -ENOMEM or TSYNC_ESTORE. `*ret` is written
+ * only on success.
+ */
+int journal__open(const char *dir, const char *source, const struct journal_limits *lim,
+                  const struct logger *log, struct journal **ret);
+
+/* Closes the journal, discarding what is staged (nothing of it was acknowledged). Accepts NULL. */
+void journal__close(struct journal *j);
+
+/*
+ * Stages a measurement (thing and string copied) and gives it the next
+ * stream sequence in `*seq` (may be NULL). Nothing is durable before
+ * journal__commit(). 0, -EINVAL (empty or over-long thing, bad type, string
+ * over JOURNAL_MAX_STRING) or -ENOMEM.
+ */
+int journal__stage(struct journal *j, int64_t time_us, const char *thing, const tsync_value *v,
+                   uint64_t owner_boot, uint64_t version, uint64_t *seq);
+
+/*
+ * Writes everything staged in one transaction, fsync'ed before it returns:
+ * the durability point, acknowledge only after it. 0; -ENOSPC when the
+ * journal is full (at max_entries or max_bytes before this commit; a commit
+ * that starts below the limits may end above them by its own size), nothing
+ * written; -ENOMEM or TSYNC_ESTORE. On failure everything stays staged: call
+ * journal__discard() or try again later.
+ */
+int journal__commit(struct journal *j);
+
+/* Forgets what is staged; the sequences it took are given out again. */
+void journal__discard(struct journal *j);
+
+/*
+ * The owner (boot, version) of the newest value of `thing` journaled, staged
+ * included. 0, or -ENOENT if none; TSYNC_ESTORE.
+ */
+int journal__last_version(struct journal *j, const char *thing, uint64_t *owner_boot, uint64_t *version);
+
+/*
+ * Calls fn for up to `max` committed entries with a sequence above `after`,
+ * in order. The entry and its strings are borrowed for the call; fn returns 0
+ * to go on, anything else to stop (journal__read() then returns 0). fn must not
+ * commit, ack or close. 0, -EINVAL, -ENOMEM or TSYNC_ESTORE.
+ */
+typedef int (*journal_entry_fn)(void *ud, const struct journal_entry *e);
+int journal__read(struct journal *j, uint64_t after, size_t max, journal_entry_fn fn, void *ud);
+
+/*
+ * The collector acknowledged everything up to `seq`: moves the cursor there
+ * and deletes those entries, in one transaction. A `seq` at or below the
+ * cursor does nothing. 0, -ERANGE (seq above the last committed one), -ENOMEM
+ * or TSYNC_ESTORE (then nothing changed).
+ */
+int journal__ack(struct journal *j, uint64_t seq);
+
+void journal__stats(const struct journal *j, struct journal_stats *st);
+
 #endif /* TSYNC_STORE_H */

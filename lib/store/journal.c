@@ -1,0 +1,912 @@
+/*
+ * lib/store: the journal, pushd's outage buffer (see store.h for the layout).
+ *
+ * Record format of the "entries" database. The key is the stream sequence,
+ * 8 bytes big-endian, so that LMDB's byte order is the numeric order and
+ * appends go to the end of the tree (MDB_APPEND). The data is little-endian,
+ * like the state store's records, so a journal can be read on any machine:
+ *
+ *   offset  size  field
+ *   0       1     record format, currently 1
+ *   1       8     time (i64, microseconds since the epoch)
+ *   9       8     owner boot (u64)
+ *   17      8     version (u64)
+ *   25      1     type (tsync_type)
+ *   26      1     length n of the thing name (1..255)
+ *   27      n     the thing name, without a NUL
+ *   27+n    m     payload, as in the state store: BOOL 1 byte, INT and FLOAT
+ *                 8 bytes, STRING its bytes without the NUL, NONE nothing
+ *
+ * "jmeta" holds "last_seq", "cursor" and "bytes" as u64 little-endian and
+ * "source" as text. The entries are exactly those with cursor < seq <=
+ * last_seq: every transaction that changes one of them changes the others.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <lmdb.h>
+
+#include "store/store.h"
+
+#define JOURNAL_MAP_SIZE      ((size_t)64 << 20)
+#define JOURNAL_MAX_DBS       4
+#define JOURNAL_RECORD_FORMAT 1
+#define JOURNAL_RECORD_HEADER 27
+/* How often one write doubles the map and tries again when the map is full. */
+#define JOURNAL_MAX_GROWS 16
+
+/* One staged measurement; `thing` and a string value are owned. */
+struct jstaged {
+	int64_t time_us;
+	uint64_t owner_boot;
+	uint64_t version;
+	char *thing;
+	tsync_value v;
+};
+
+/* The newest staged (boot, version) of one thing. */
+struct jversion {
+	const char *thing; /* borrowed from a staged entry */
+	uint64_t owner_boot;
+	uint64_t version;
+};
+
+struct journal {
+	MDB_env *env;
+	MDB_dbi meta;
+	MDB_dbi entries;
+	MDB_dbi versions;
+	const struct logger *log;
+	char *dir;
+	dev_t dev;
+	ino_t ino;
+	bool registered;
+	struct journal *next_open;
+
+	struct journal_limits lim;
+	uint64_t last_seq;
+	uint64_t cursor;
+	uint64_t bytes;
+
+	struct jstaged *staged;
+	size_t nstaged;
+	size_t staged_cap;
+	struct jversion *vers; /* one per thing staged with a version */
+	size_t nvers;
+	size_t vers_cap;
+	struct name_index vers_ix; /* thing -> index into vers */
+	uint64_t staged_bytes;
+};
+
+/*
+ * Like the state store, a journal directory must not be opened twice by one
+ * process (a second close() would drop the first one's fcntl locks).
+ */
+static pthread_mutex_t open_journals_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct journal *open_journals;
+
+static int register_dir(struct journal *j)
+{
+	int r = 0;
+
+	pthread_mutex_lock(&open_journals_lock);
+	for (struct journal *o = open_journals; o; o = o->next_open) {
+		if (o->dev == j->dev && o->ino == j->ino) {
+			r = -EBUSY;
+			goto leave;
+		}
+	}
+	j->next_open = open_journals;
+	open_journals = j;
+	j->registered = true;
+leave:
+	pthread_mutex_unlock(&open_journals_lock);
+	return r;
+}
+
+static void unregister_dir(struct journal *j)
+{
+	if (!j->registered)
+		return;
+	pthread_mutex_lock(&open_journals_lock);
+	for (struct journal **pp = &open_journals; *pp; pp = &(*pp)->next_open) {
+		if (*pp == j) {
+			*pp = j->next_open;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&open_journals_lock);
+	j->registered = false;
+}
+
+static int map_error(int rc)
+{
+	return rc == ENOMEM ? -ENOMEM : TSYNC_ESTORE;
+}
+
+static int journal_fail(const struct journal *j, const char *what, int rc)
+{
+	log_error(j->log, "journal: %s: %s: %s", j->dir, what, mdb_strerror(rc));
+	return map_error(rc);
+}
+
+static void put_le64(unsigned char *p, uint64_t x)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(x >> (8 * i));
+}
+
+static uint64_t get_le64(const unsigned char *p)
+{
+	uint64_t x = 0;
+	for (int i = 0; i < 8; i++)
+		x |= (uint64_t)p[i] << (8 * i);
+	return x;
+}
+
+static void put_be64(unsigned char *p, uint64_t x)
+{
+	for (int i = 0; i < 8; i++)
+		p[i] = (unsigned char)(x >> (56 - 8 * i));
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+	uint64_t x = 0;
+	for (int i = 0; i < 8; i++)
+		x = (x << 8) | p[i];
+	return x;
+}
+
+static int txn_begin(struct journal *j, unsigned flags, MDB_txn **txn)
+{
+	int rc = mdb_txn_begin(j->env, NULL, flags, txn);
+	if (rc == MDB_MAP_RESIZED) {
+		rc = mdb_env_set_mapsize(j->env, 0);
+		if (rc == 0)
+			rc = mdb_txn_begin(j->env, NULL, flags, txn);
+	}
+	return rc;
+}
+
+/* Doubles the map after MDB_MAP_FULL; no transaction may be active. */
+static int grow_map(struct journal *j)
+{
+	MDB_envinfo info;
+	int rc;
+
+	mdb_env_info(j->env, &info);
+	rc = mdb_env_set_mapsize(j->env, info.me_mapsize * 2);
+	if (rc == 0)
+		log_warn(j->log, "journal: %s: map full, grown to %zu bytes", j->dir, info.me_mapsize * 2);
+	return rc;
+}
+
+static size_t payload_size(const tsync_value *v)
+{
+	switch (v->type) {
+	case TSYNC_TYPE_BOOL:
+		return 1;
+	case TSYNC_TYPE_INT:
+	case TSYNC_TYPE_FLOAT:
+		return 8;
+	case TSYNC_TYPE_STRING:
+		return v->u.s ? strlen(v->u.s) : 0;
+	default:
+		return 0;
+	}
+}
+
+/* Bytes an entry counts against max_bytes: its record and its key. */
+static uint64_t entry_bytes(size_t thing_len, const tsync_value *v)
+{
+	return JOURNAL_RECORD_HEADER + thing_len + payload_size(v) + 8;
+}
+
+static int encode_entry(struct buf *b, const struct jstaged *e)
+{
+	unsigned char head[JOURNAL_RECORD_HEADER];
+	unsigned char payload[8];
+	const void *p = payload;
+	size_t tlen = strlen(e->thing);
+	size_t n = payload_size(&e->v);
+	int r;
+
+	head[0] = JOURNAL_RECORD_FORMAT;
+	put_le64(head + 1, (uint64_t)e->time_us);
+	put_le64(head + 9, e->owner_boot);
+	put_le64(head + 17, e->version);
+	head[25] = (unsigned char)e->v.type;
+	head[26] = (unsigned char)tlen;
+	switch (e->v.type) {
+	case TSYNC_TYPE_BOOL:
+		payload[0] = e->v.u.b ? 1 : 0;
+		break;
+	case TSYNC_TYPE_INT:
+		put_le64(payload, (uint64_t)e->v.u.i);
+		break;
+	case TSYNC_TYPE_FLOAT: {
+		uint64_t bits;
+		memcpy(&bits, &e->v.u.f, sizeof(bits));
+		put_le64(payload, bits);
+		break;
+	}
+	case TSYNC_TYPE_STRING:
+		p = e->v.u.s ? e->v.u.s : "";
+		break;
+	default:
+		break;
+	}
+	buf__reset(b);
+	r = buf__append(b, head, sizeof(head));
+	if (r == 0)
+		r = buf__append(b, e->thing, tlen);
+	if (r == 0 && n > 0)
+		r = buf__append(b, p, n);
+	return r;
+}
+
+/*
+ * Decodes a record into `e`; the thing name and a string value are copied
+ * into `text` (thing first, then the string), NUL-terminated.
+ */
+static int decode_entry(const MDB_val *key, const MDB_val *data, struct buf *text, struct journal_entry *e)
+{
+	const unsigned char *p = data->mv_data;
+	size_t tlen, n;
+	unsigned type;
+	int r;
+
+	if (key->mv_size != 8 || data->mv_size < JOURNAL_RECORD_HEADER || p[0] != JOURNAL_RECORD_FORMAT)
+		return -EBADMSG;
+	type = p[25];
+	tlen = p[26];
+	if (tlen == 0 || data->mv_size < JOURNAL_RECORD_HEADER + tlen)
+		return -EBADMSG;
+	n = data->mv_size - JOURNAL_RECORD_HEADER - tlen;
+	memset(e, 0, sizeof(*e));
+	e->seq = get_be64(key->mv_data);
+	e->time_us = (int64_t)get_le64(p + 1);
+	e->owner_boot = get_le64(p + 9);
+	e->version = get_le64(p + 17);
+	buf__reset(text);
+	r = buf__reserve(text, tlen + n + 2);
+	if (r < 0)
+		return r;
+	memcpy(text->data, p + JOURNAL_RECORD_HEADER, tlen);
+	text->data[tlen] = '\0';
+	if (memchr(text->data, '\0', tlen))
+		return -EBADMSG;
+	p += JOURNAL_RECORD_HEADER + tlen;
+	switch (type) {
+	case TSYNC_TYPE_NONE:
+		if (n != 0)
+			return -EBADMSG;
+		e->value.type = TSYNC_TYPE_NONE;
+		break;
+	case TSYNC_TYPE_BOOL:
+		if (n != 1 || p[0] > 1)
+			return -EBADMSG;
+		e->value = tsync_bool(p[0] != 0);
+		break;
+	case TSYNC_TYPE_INT:
+		if (n != 8)
+			return -EBADMSG;
+		e->value = tsync_int((int64_t)get_le64(p));
+		break;
+	case TSYNC_TYPE_FLOAT: {
+		uint64_t bits;
+		double f;
+		if (n != 8)
+			return -EBADMSG;
+		bits = get_le64(p);
+		memcpy(&f, &bits, sizeof(f));
+		e->value = tsync_float(f);
+		break;
+	}
+	case TSYNC_TYPE_STRING: {
+		char *s = text->data + tlen + 1;
+		if (memchr(p, '\0', n))
+			return -EBADMSG;
+		memcpy(s, p, n);
+		s[n] = '\0';
+		e->value = tsync_string(s);
+		break;
+	}
+	default:
+		return -EBADMSG;
+	}
+	e->thing = text->data;
+	return 0;
+}
+
+static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *out)
+{
+	MDB_val key = {strlen(name), (void *)name};
+	MDB_val data;
+	int rc = mdb_get(txn, dbi, &key, &data);
+
+	if (rc == MDB_NOTFOUND) {
+		*out = 0;
+		return 0;
+	}
+	if (rc != 0)
+		return rc;
+	if (data.mv_size != 8)
+		return MDB_CORRUPTED;
+	*out = get_le64(data.mv_data);
+	return 0;
+}
+
+static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t x)
+{
+	unsigned char bytes[8];
+	MDB_val key = {strlen(name), (void *)name};
+	MDB_val data = {sizeof(bytes), bytes};
+
+	put_le64(bytes, x);
+	return mdb_put(txn, dbi, &key, &data, 0);
+}
+
+/* Opens the databases, checks the source and loads the counters, in one transaction. */
+static int open_dbs(struct journal *j, const char *source)
+{
+	static const char key_source[] = "source";
+	MDB_txn *txn = NULL;
+	MDB_val key = {sizeof(key_source) - 1, (void *)key_source};
+	MDB_val data;
+	const char *what;
+	int rc;
+	int r = 0;
+
+	what = "mdb_txn_begin";
+	rc = txn_begin(j, 0, &txn);
+	if (rc != 0)
+		goto leave;
+	what = "mdb_dbi_open";
+	rc = mdb_dbi_open(txn, "jmeta", MDB_CREATE, &j->meta);
+	if (rc == 0)
+		rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &j->entries);
+	if (rc == 0)
+		rc = mdb_dbi_open(txn, "versions", MDB_CREATE, &j->versions);
+	if (rc != 0)
+		goto leave;
+	what = "mdb_get(source)";
+	rc = mdb_get(txn, j->meta, &key, &data);
+	if (rc == 0) {
+		/* One stream per source: numbering another source's measurements
+		 * on after these would make the collector see a mixed stream. */
+		if (data.mv_size != strlen(source) || memcmp(data.mv_data, source, data.mv_size) != 0) {
+			log_error(j->log, "journal: %s: belongs to source '%.*s', not '%s'", j->dir,
+			          (int)data.mv_size, (const char *)data.mv_data, source);
+			r = -EINVAL;
+			goto leave;
+		}
+	} else if (rc == MDB_NOTFOUND) {
+		data.mv_size = strlen(source);
+		data.mv_data = (void *)source;
+		what = "mdb_put(source)";
+		rc = mdb_put(txn, j->meta, &key, &data, 0);
+		if (rc != 0)
+			goto leave;
+	} else {
+		goto leave;
+	}
+	what = "reading the counters";
+	rc = meta_get_u64(txn, j->meta, "last_seq", &j->last_seq);
+	if (rc == 0)
+		rc = meta_get_u64(txn, j->meta, "cursor", &j->cursor);
+	if (rc == 0)
+		rc = meta_get_u64(txn, j->meta, "bytes", &j->bytes);
+	if (rc != 0)
+		goto leave;
+	if (j->cursor > j->last_seq) {
+		log_error(j->log, "journal: %s: cursor %llu is past the last entry %llu", j->dir,
+		          (unsigned long long)j->cursor, (unsigned long long)j->last_seq);
+		r = TSYNC_ESTORE;
+		goto leave;
+	}
+	what = "mdb_txn_commit";
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+leave:
+	if (txn)
+		mdb_txn_abort(txn);
+	if (rc != 0)
+		r = journal_fail(j, what, rc);
+	return r;
+}
+
+int journal__open(const char *dir, const char *source, const struct journal_limits *lim,
+                  const struct logger *log, struct journal **ret)
+{
+	struct journal *j = NULL;
+	struct stat st;
+	int dead = 0;
+	int rc;
+	int r;
+
+	if (!dir || !*dir || !source || !*source || !ret)
+		return -EINVAL;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	j->log = log;
+	j->lim.max_entries = lim && lim->max_entries ? lim->max_entries : JOURNAL_DEFAULT_MAX_ENTRIES;
+	j->lim.max_bytes = lim && lim->max_bytes ? lim->max_bytes : JOURNAL_DEFAULT_MAX_BYTES;
+	j->dir = util__strdup(dir);
+	if (!j->dir) {
+		r = -ENOMEM;
+		goto leave;
+	}
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		log_error(log, "journal: %s: mkdir: %s", dir, strerror(-r));
+		goto leave;
+	}
+	if (stat(dir, &st) < 0) {
+		r = -errno;
+		log_error(log, "journal: %s: stat: %s", dir, strerror(-r));
+		goto leave;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		r = -ENOTDIR;
+		log_error(log, "journal: %s: not a directory", dir);
+		goto leave;
+	}
+	j->dev = st.st_dev;
+	j->ino = st.st_ino;
+	r = register_dir(j);
+	if (r < 0) {
+		log_error(log, "journal: %s: already open in this process", dir);
+		goto leave;
+	}
+	rc = mdb_env_create(&j->env);
+	if (rc == 0)
+		rc = mdb_env_set_maxdbs(j->env, JOURNAL_MAX_DBS);
+	if (rc == 0)
+		rc = mdb_env_set_mapsize(j->env, JOURNAL_MAP_SIZE);
+	/*
+	 * The default sync mode: a commit returns once it is on disk, which is
+	 * what lets pushd acknowledge to the mesh after journal__commit().
+	 * LMDB opens its files with O_CLOEXEC itself.
+	 */
+	if (rc == 0)
+		rc = mdb_env_open(j->env, dir, MDB_NOTLS, 0600);
+	if (rc != 0) {
+		r = journal_fail(j, "mdb_env_open", rc);
+		goto leave;
+	}
+	rc = mdb_reader_check(j->env, &dead);
+	if (rc == 0 && dead > 0)
+		log_warn(log, "journal: %s: cleared %d stale reader slot(s)", dir, dead);
+	r = open_dbs(j, source);
+	if (r < 0)
+		goto leave;
+	*ret = j;
+	return 0;
+leave:
+	if (j->env)
+		mdb_env_close(j->env);
+	unregister_dir(j);
+	free(j->dir);
+	free(j);
+	return r;
+}
+
+void journal__discard(struct journal *j)
+{
+	if (!j)
+		return;
+	for (size_t i = 0; i < j->nstaged; i++) {
+		free(j->staged[i].thing);
+		value__clear(&j->staged[i].v);
+	}
+	j->nstaged = 0;
+	j->nvers = 0;
+	j->staged_bytes = 0;
+	name_index__free(&j->vers_ix);
+}
+
+void journal__close(struct journal *j)
+{
+	if (!j)
+		return;
+	if (j->nstaged > 0)
+		log_debug(j->log, "journal: %s: %zu staged measurement(s) discarded at close", j->dir,
+		          j->nstaged);
+	journal__discard(j);
+	free(j->staged);
+	free(j->vers);
+	if (j->env)
+		mdb_env_close(j->env);
+	unregister_dir(j);
+	free(j->dir);
+	free(j);
+}
+
+static int stage_version(struct journal *j, const char *thing, uint64_t owner_boot, uint64_t version)
+{
+	uint32_t idx;
+	int r;
+
+	if (name_index__get(&j->vers_ix, thing, &idx) == 0) {
+		j->vers[idx].owner_boot = owner_boot;
+		j->vers[idx].version = version;
+		return 0;
+	}
+	if (j->nvers == j->vers_cap) {
+		size_t cap = j->vers_cap ? j->vers_cap * 2 : 16;
+		struct jversion *p = realloc(j->vers, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		j->vers = p;
+		j->vers_cap = cap;
+	}
+	r = name_index__put(&j->vers_ix, thing, (uint32_t)j->nvers);
+	if (r < 0)
+		return r;
+	j->vers[j->nvers].thing = thing;
+	j->vers[j->nvers].owner_boot = owner_boot;
+	j->vers[j->nvers].version = version;
+	j->nvers++;
+	return 0;
+}
+
+int journal__stage(struct journal *j, int64_t time_us, const char *thing, const tsync_value *v,
+                   uint64_t owner_boot, uint64_t version, uint64_t *seq)
+{
+	struct jstaged *e;
+	size_t tlen;
+	int r;
+
+	if (!j || !thing || !v || (unsigned)v->type > TSYNC_TYPE_STRING)
+		return -EINVAL;
+	tlen = strlen(thing);
+	if (tlen == 0 || tlen > JOURNAL_MAX_THING)
+		return -EINVAL;
+	if (v->type == TSYNC_TYPE_STRING && v->u.s && strlen(v->u.s) > JOURNAL_MAX_STRING)
+		return -EINVAL;
+	if (j->nstaged == j->staged_cap) {
+		size_t cap = j->staged_cap ? j->staged_cap * 2 : 64;
+		struct jstaged *p = realloc(j->staged, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		j->staged = p;
+		j->staged_cap = cap;
+	}
+	e = &j->staged[j->nstaged];
+	memset(e, 0, sizeof(*e));
+	e->thing = util__strdup(thing);
+	if (!e->thing)
+		return -ENOMEM;
+	r = value__copy(&e->v, v);
+	if (r < 0)
+		goto leave;
+	if (owner_boot || version) {
+		r = stage_version(j, e->thing, owner_boot, version);
+		if (r < 0)
+			goto leave;
+	}
+	e->time_us = time_us;
+	e->owner_boot = owner_boot;
+	e->version = version;
+	j->nstaged++;
+	j->staged_bytes += entry_bytes(tlen, v);
+	if (seq)
+		*seq = j->last_seq + j->nstaged;
+	return 0;
+leave:
+	/* stage_version() failed before the index took the name: nothing points at it. */
+	value__clear(&e->v);
+	free(e->thing);
+	return r;
+}
+
+/* Writes the staged entries and counters in one transaction; 0 or an LMDB code. */
+static int commit_once(struct journal *j, struct buf *rec, const char **what)
+{
+	MDB_txn *txn = NULL;
+	MDB_cursor *cur = NULL;
+	uint64_t seq = j->last_seq;
+	int rc;
+
+	*what = "mdb_txn_begin";
+	rc = txn_begin(j, 0, &txn);
+	if (rc != 0)
+		return rc;
+	*what = "mdb_cursor_open";
+	rc = mdb_cursor_open(txn, j->entries, &cur);
+	if (rc != 0)
+		goto leave;
+	*what = "mdb_cursor_put(entries)";
+	for (size_t i = 0; i < j->nstaged; i++) {
+		unsigned char k[8];
+		MDB_val key = {sizeof(k), k};
+		MDB_val data;
+
+		put_be64(k, ++seq);
+		if (encode_entry(rec, &j->staged[i]) < 0) {
+			rc = ENOMEM;
+			goto leave;
+		}
+		data.mv_size = rec->len;
+		data.mv_data = rec->data;
+		/* Sequences only grow: every entry goes at the end of the tree. */
+		rc = mdb_cursor_put(cur, &key, &data, MDB_APPEND);
+		if (rc != 0)
+			goto leave;
+	}
+	*what = "mdb_put(versions)";
+	for (size_t i = 0; i < j->nvers; i++) {
+		unsigned char bytes[16];
+		MDB_val key = {strlen(j->vers[i].thing), (void *)j->vers[i].thing};
+		MDB_val data = {sizeof(bytes), bytes};
+
+		put_le64(bytes, j->vers[i].owner_boot);
+		put_le64(bytes + 8, j->vers[i].version);
+		rc = mdb_put(txn, j->versions, &key, &data, 0);
+		if (rc != 0)
+			goto leave;
+	}
+	*what = "mdb_put(jmeta)";
+	rc = meta_put_u64(txn, j->meta, "last_seq", seq);
+	if (rc == 0)
+		rc = meta_put_u64(txn, j->meta, "bytes", j->bytes + j->staged_bytes);
+	if (rc != 0)
+		goto leave;
+	mdb_cursor_close(cur);
+	cur = NULL;
+	*what = "mdb_txn_commit";
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+leave:
+	if (cur)
+		mdb_cursor_close(cur);
+	if (txn)
+		mdb_txn_abort(txn);
+	return rc;
+}
+
+static bool is_full(const struct journal *j)
+{
+	return j->last_seq - j->cursor >= j->lim.max_entries || j->bytes >= j->lim.max_bytes;
+}
+
+int journal__commit(struct journal *j)
+{
+	struct buf rec = {0};
+	const char *what = "";
+	int grows = 0;
+	int rc;
+
+	if (!j)
+		return -EINVAL;
+	if (j->nstaged == 0)
+		return 0;
+	/*
+	 * Full: refuse the whole batch rather than part of it. The caller
+	 * withholds its acknowledgements, so the senders keep the data (the
+	 * mesh owners their newest values) until the collector drains us.
+	 */
+	if (is_full(j))
+		return -ENOSPC;
+	for (;;) {
+		rc = commit_once(j, &rec, &what);
+		if (rc != MDB_MAP_FULL || grows >= JOURNAL_MAX_GROWS)
+			break;
+		/* The failed transaction was aborted: nothing of it is on disk. */
+		rc = grow_map(j);
+		if (rc != 0) {
+			what = "mdb_env_set_mapsize";
+			break;
+		}
+		grows++;
+	}
+	buf__free(&rec);
+	if (rc != 0)
+		return journal_fail(j, what, rc);
+	j->last_seq += j->nstaged;
+	j->bytes += j->staged_bytes;
+	journal__discard(j);
+	return 0;
+}
+
+int journal__last_version(struct journal *j, const char *thing, uint64_t *owner_boot, uint64_t *version)
+{
+	MDB_txn *txn = NULL;
+	MDB_val key, data;
+	uint32_t idx;
+	int rc;
+	int r = 0;
+
+	if (!j || !thing || !*thing || !owner_boot || !version)
+		return -EINVAL;
+	if (name_index__get(&j->vers_ix, thing, &idx) == 0) {
+		*owner_boot = j->vers[idx].owner_boot;
+		*version = j->vers[idx].version;
+		return 0;
+	}
+	if (strlen(thing) > JOURNAL_MAX_THING)
+		return -ENOENT;
+	rc = txn_begin(j, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return journal_fail(j, "mdb_txn_begin", rc);
+	key.mv_size = strlen(thing);
+	key.mv_data = (void *)thing;
+	rc = mdb_get(txn, j->versions, &key, &data);
+	if (rc == MDB_NOTFOUND) {
+		r = -ENOENT;
+	} else if (rc != 0) {
+		r = journal_fail(j, "mdb_get(versions)", rc);
+	} else if (data.mv_size != 16) {
+		log_warn(j->log, "journal: %s: malformed version of %s ignored", j->dir, thing);
+		r = -ENOENT;
+	} else {
+		*owner_boot = get_le64(data.mv_data);
+		*version = get_le64((const unsigned char *)data.mv_data + 8);
+	}
+	mdb_txn_abort(txn);
+	return r;
+}
+
+int journal__read(struct journal *j, uint64_t after, size_t max, journal_entry_fn fn, void *ud)
+{
+	MDB_txn *txn = NULL;
+	MDB_cursor *cur = NULL;
+	unsigned char k[8];
+	MDB_val key = {sizeof(k), k};
+	MDB_val data;
+	struct buf text = {0};
+	size_t n = 0;
+	int rc;
+	int r = 0;
+
+	if (!j || !fn)
+		return -EINVAL;
+	if (after < j->cursor)
+		after = j->cursor;
+	if (max == 0 || after >= j->last_seq)
+		return 0;
+	rc = txn_begin(j, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return journal_fail(j, "mdb_txn_begin", rc);
+	rc = mdb_cursor_open(txn, j->entries, &cur);
+	if (rc != 0) {
+		r = journal_fail(j, "mdb_cursor_open", rc);
+		goto leave;
+	}
+	put_be64(k, after + 1);
+	for (rc = mdb_cursor_get(cur, &key, &data, MDB_SET_RANGE); rc == 0 && n < max;
+	     rc = mdb_cursor_get(cur, &key, &data, MDB_NEXT), n++) {
+		struct journal_entry e;
+
+		r = decode_entry(&key, &data, &text, &e);
+		if (r == -ENOMEM)
+			goto leave;
+		if (r < 0) {
+			/*
+			 * Skipping it would put a hole in the stream that
+			 * nobody could explain later: stop and say so.
+			 */
+			log_error(j->log, "journal: %s: entry %llu is malformed", j->dir,
+			          (unsigned long long)(key.mv_size == 8 ? get_be64(key.mv_data) : 0));
+			r = TSYNC_ESTORE;
+			goto leave;
+		}
+		if (fn(ud, &e) != 0) {
+			rc = 0;
+			break;
+		}
+	}
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		r = journal_fail(j, "mdb_cursor_get", rc);
+leave:
+	if (cur)
+		mdb_cursor_close(cur);
+	if (txn)
+		mdb_txn_abort(txn);
+	buf__free(&text);
+	return r;
+}
+
+/* Deletes the entries up to `seq` and moves the cursor, in one transaction. */
+static int ack_once(struct journal *j, uint64_t seq, uint64_t *freed, const char **what)
+{
+	MDB_txn *txn = NULL;
+	MDB_cursor *cur = NULL;
+	MDB_val key, data;
+	uint64_t bytes = 0;
+	int rc;
+
+	*what = "mdb_txn_begin";
+	rc = txn_begin(j, 0, &txn);
+	if (rc != 0)
+		return rc;
+	*what = "mdb_cursor_open";
+	rc = mdb_cursor_open(txn, j->entries, &cur);
+	if (rc != 0)
+		goto leave;
+	*what = "mdb_cursor_del";
+	for (rc = mdb_cursor_get(cur, &key, &data, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &key, &data, MDB_FIRST)) {
+		if (key.mv_size != 8 || get_be64(key.mv_data) > seq)
+			break;
+		bytes += data.mv_size + key.mv_size;
+		rc = mdb_cursor_del(cur, 0);
+		if (rc != 0)
+			goto leave;
+	}
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		goto leave;
+	*what = "mdb_put(jmeta)";
+	rc = meta_put_u64(txn, j->meta, "cursor", seq);
+	if (rc == 0)
+		rc = meta_put_u64(txn, j->meta, "bytes", j->bytes > bytes ? j->bytes - bytes : 0);
+	if (rc != 0)
+		goto leave;
+	mdb_cursor_close(cur);
+	cur = NULL;
+	*what = "mdb_txn_commit";
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	*freed = bytes;
+leave:
+	if (cur)
+		mdb_cursor_close(cur);
+	if (txn)
+		mdb_txn_abort(txn);
+	return rc;
+}
+
+int journal__ack(struct journal *j, uint64_t seq)
+{
+	const char *what = "";
+	uint64_t freed = 0;
+	int grows = 0;
+	int rc;
+
+	if (!j)
+		return -EINVAL;
+	if (seq <= j->cursor)
+		return 0;
+	if (seq > j->last_seq)
+		return -ERANGE;
+	for (;;) {
+		rc = ack_once(j, seq, &freed, &what);
+		if (rc != MDB_MAP_FULL || grows >= JOURNAL_MAX_GROWS)
+			break;
+		rc = grow_map(j);
+		if (rc != 0) {
+			what = "mdb_env_set_mapsize";
+			break;
+		}
+		grows++;
+	}
+	if (rc != 0)
+		return journal_fail(j, what, rc);
+	j->cursor = seq;
+	j->bytes = j->bytes > freed ? j->bytes - freed : 0;
+	return 0;
+}
+
+void journal__stats(const struct journal *j, struct journal_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	if (!j)
+		return;
+	st->cursor = j->cursor;
+	st->last_seq = j->last_seq;
+	st->entries = j->last_seq - j->cursor;
+	st->bytes = j->bytes;
+	st->max_entries = j->lim.max_entries;
+	st->max_bytes = j->lim.max_bytes;
+	st->staged = j->nstaged;
+	st->full = is_full(j);
+}

@@ -1,0 +1,625 @@
+/*
+ * Unit tests for the journal in lib/store: stream sequence, group commit,
+ * cursor and trim, size limits, last versions, persistence, and crashes
+ * (a child process killed with SIGKILL before and after its commits).
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "store/store.h"
+
+struct fixture {
+	char tmp[64];
+	char dir[128];
+	struct logger log;
+	int errors;
+};
+
+static void capture_log(void *ud, tsync_log_level level, const char *line)
+{
+	struct fixture *f = ud;
+
+	if (level == TSYNC_LOG_ERROR)
+		f->errors++;
+	if (getenv("THINGSYNC_TEST_LOG"))
+		fprintf(stderr, "[%s] %s\n", tsync_log_level_name(level), line);
+}
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return -1;
+	snprintf(f->tmp, sizeof(f->tmp), "/tmp/test_journal.XXXXXX");
+	if (!mkdtemp(f->tmp)) {
+		free(f);
+		return -1;
+	}
+	snprintf(f->dir, sizeof(f->dir), "%s/journal", f->tmp);
+	f->log.fn = capture_log;
+	f->log.userdata = f;
+	f->log.level = TSYNC_LOG_DEBUG;
+	*state = f;
+	return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	int r = nftw(f->tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+
+	free(f);
+	return r == 0 ? 0 : -1;
+}
+
+static struct journal *open_j(struct fixture *f, uint64_t max_entries, uint64_t max_bytes)
+{
+	struct journal_limits lim = {max_entries, max_bytes};
+	struct journal *j = NULL;
+
+	assert_int_equal(journal__open(f->dir, "PI-Push", &lim, &f->log, &j), 0);
+	assert_non_null(j);
+	return j;
+}
+
+/* Collects what journal__read() hands over, copying the strings. */
+struct collected {
+	size_t n;
+	size_t stop_after; /* 0: never stop */
+	struct journal_entry e[64];
+	char things[64][32];
+	char strings[64][64];
+};
+
+static int collect(void *ud, const struct journal_entry *e)
+{
+	struct collected *c = ud;
+
+	assert_true(c->n < 64);
+	c->e[c->n] = *e;
+	snprintf(c->things[c->n], sizeof(c->things[0]), "%s", e->thing);
+	c->e[c->n].thing = c->things[c->n];
+	if (e->value.type == TSYNC_TYPE_STRING) {
+		snprintf(c->strings[c->n], sizeof(c->strings[0]), "%s", e->value.u.s);
+		c->e[c->n].value.u.s = c->strings[c->n];
+	}
+	c->n++;
+	return c->stop_after && c->n >= c->stop_after;
+}
+
+static void test_append_read_types(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, 0);
+	struct journal_stats st;
+	struct collected c = {0};
+	tsync_value none = {.type = TSYNC_TYPE_NONE};
+	tsync_value vb = tsync_bool(true), vi = tsync_int(-42), vf = tsync_float(21.5),
+	            vs = tsync_string("comfort");
+	uint64_t seq = 0;
+
+	journal__stats(j, &st);
+	assert_int_equal(st.last_seq, 0);
+	assert_int_equal(st.cursor, 0);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.max_entries, JOURNAL_DEFAULT_MAX_ENTRIES);
+
+	assert_int_equal(journal__stage(j, 1000, "door", &vb, 7, 1, &seq), 0);
+	assert_int_equal(seq, 1);
+	assert_int_equal(journal__stage(j, 2000, "power_w", &vi, 7, 2, &seq), 0);
+	assert_int_equal(seq, 2);
+	assert_int_equal(journal__stage(j, -3000, "temp", &vf, 0, 0, &seq), 0);
+	assert_int_equal(journal__stage(j, 4000, "mode", &vs, 9, 5, &seq), 0);
+	assert_int_equal(journal__stage(j, 5000, "empty", &none, 0, 0, &seq), 0);
+	assert_int_equal(seq, 5);
+
+	/* Staged is not committed: nothing to read yet. */
+	assert_int_equal(journal__read(j, 0, 100, collect, &c), 0);
+	assert_int_equal(c.n, 0);
+	journal__stats(j, &st);
+	assert_int_equal(st.staged, 5);
+	assert_int_equal(st.last_seq, 0);
+
+	assert_int_equal(journal__commit(j), 0);
+	journal__stats(j, &st);
+	assert_int_equal(st.staged, 0);
+	assert_int_equal(st.last_seq, 5);
+	assert_int_equal(st.entries, 5);
+	assert_true(st.bytes > 5 * 27);
+
+	assert_int_equal(journal__read(j, 0, 100, collect, &c), 0);
+	assert_int_equal(c.n, 5);
+	for (size_t i = 0; i < 5; i++)
+		assert_int_equal(c.e[i].seq, i + 1);
+	assert_string_equal(c.e[0].thing, "door");
+	assert_int_equal(c.e[0].value.type, TSYNC_TYPE_BOOL);
+	assert_true(c.e[0].value.u.b);
+	assert_int_equal(c.e[0].time_us, 1000);
+	assert_int_equal(c.e[0].owner_boot, 7);
+	assert_int_equal(c.e[0].version, 1);
+	assert_int_equal(c.e[1].value.type, TSYNC_TYPE_INT);
+	assert_int_equal(c.e[1].value.u.i, -42);
+	assert_int_equal(c.e[2].value.type, TSYNC_TYPE_FLOAT);
+	assert_true(c.e[2].value.u.f == 21.5);
+	assert_int_equal(c.e[2].time_us, -3000);
+	assert_int_equal(c.e[2].owner_boot, 0);
+	assert_int_equal(c.e[3].value.type, TSYNC_TYPE_STRING);
+	assert_string_equal(c.e[3].value.u.s, "comfort");
+	assert_int_equal(c.e[4].value.type, TSYNC_TYPE_NONE);
+	assert_string_equal(c.e[4].thing, "empty");
+	journal__close(j);
+	assert_int_equal(f->errors, 0);
+}
+
+static void test_discard_reuses_sequences(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, 0);
+	struct collected c = {0};
+	tsync_value v = tsync_int(1);
+	uint64_t seq = 0, boot, ver;
+
+	assert_int_equal(journal__stage(j, 1, "a", &v, 1, 10, &seq), 0);
+	assert_int_equal(journal__commit(j), 0);
+	assert_int_equal(journal__stage(j, 2, "a", &v, 1, 11, &seq), 0);
+	assert_int_equal(journal__stage(j, 3, "b", &v, 1, 12, &seq), 0);
+	assert_int_equal(seq, 3);
+	assert_int_equal(journal__last_version(j, "a", &boot, &ver), 0);
+	assert_int_equal(ver, 11);
+	/* A refused batch is forgotten: its sequences are given out again, so
+	 * the stream never has a hole. */
+	journal__discard(j);
+	assert_int_equal(journal__last_version(j, "a", &boot, &ver), 0);
+	assert_int_equal(ver, 10);
+	assert_int_equal(journal__last_version(j, "b", &boot, &ver), -ENOENT);
+	assert_int_equal(journal__stage(j, 4, "c", &v, 0, 0, &seq), 0);
+	assert_int_equal(seq, 2);
+	assert_int_equal(journal__commit(j), 0);
+	assert_int_equal(journal__read(j, 0, 100, collect, &c), 0);
+	assert_int_equal(c.n, 2);
+	assert_int_equal(c.e[1].seq, 2);
+	assert_string_equal(c.e[1].thing, "c");
+
+	/* Closing without a commit discards too. */
+	assert_int_equal(journal__stage(j, 5, "d", &v, 0, 0, &seq), 0);
+	journal__close(j);
+	j = open_j(f, 0, 0);
+	c.n = 0;
+	assert_int_equal(journal__read(j, 0, 100, collect, &c), 0);
+	assert_int_equal(c.n, 2);
+	journal__close(j);
+}
+
+static void test_persistence_and_versions(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, 0);
+	struct journal_stats st;
+	struct collected c = {0};
+	tsync_value v = tsync_string("x");
+	uint64_t boot = 0, ver = 0;
+
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(journal__stage(j, i, i % 2 ? "odd" : "even", &v, 3, (uint64_t)i + 1, NULL),
+		                 0);
+	assert_int_equal(journal__commit(j), 0);
+	assert_int_equal(journal__ack(j, 4), 0);
+	journal__close(j);
+
+	j = open_j(f, 0, 0);
+	journal__stats(j, &st);
+	assert_int_equal(st.last_seq, 10);
+	assert_int_equal(st.cursor, 4);
+	assert_int_equal(st.entries, 6);
+	assert_int_equal(journal__last_version(j, "even", &boot, &ver), 0);
+	assert_int_equal(boot, 3);
+	assert_int_equal(ver, 9);
+	assert_int_equal(journal__last_version(j, "odd", &boot, &ver), 0);
+	assert_int_equal(ver, 10);
+	assert_int_equal(journal__last_version(j, "other", &boot, &ver), -ENOENT);
+	assert_int_equal(journal__read(j, 0, 100, collect, &c), 0);
+	assert_int_equal(c.n, 6);
+	assert_int_equal(c.e[0].seq, 5);
+	journal__close(j);
+
+	/* The stream belongs to its source. */
+	assert_int_equal(journal__open(f->dir, "PI-Other", NULL, &f->log, &j), -EINVAL);
+	f->errors = 0;
+}
+
+static void test_cursor_trim_batches(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, 0);
+	struct journal_stats st;
+	struct collected c = {0};
+	tsync_value v = tsync_float(1.25);
+	uint64_t bytes_full;
+
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(journal__stage(j, i, "t", &v, 0, 0, NULL), 0);
+	assert_int_equal(journal__commit(j), 0);
+	journal__stats(j, &st);
+	bytes_full = st.bytes;
+
+	/* Batches of 20 from the cursor. */
+	assert_int_equal(journal__read(j, 0, 20, collect, &c), 0);
+	assert_int_equal(c.n, 20);
+	assert_int_equal(c.e[19].seq, 20);
+	assert_int_equal(journal__ack(j, 20), 0);
+	journal__stats(j, &st);
+	assert_int_equal(st.cursor, 20);
+	assert_int_equal(st.entries, 30);
+	assert_true(st.bytes < bytes_full);
+	assert_true(st.bytes * 5 == bytes_full * 3);
+
+	/* Reading from before the cursor starts after it: trimmed is gone. */
+	c.n = 0;
+	assert_int_equal(journal__read(j, 3, 20, collect, &c), 0);
+	assert_int_equal(c.n, 20);
+	assert_int_equal(c.e[0].seq, 21);
+	/* A reader may stop early. */
+	c.n = 0;
+	c.stop_after = 5;
+	assert_int_equal(journal__read(j, 30, 20, collect, &c), 0);
+	assert_int_equal(c.n, 5);
+	assert_int_equal(c.e[0].seq, 31);
+
+	/* Acks are idempotent and never go past the end. */
+	assert_int_equal(journal__ack(j, 10), 0);
+	assert_int_equal(journal__ack(j, 51), -ERANGE);
+	journal__stats(j, &st);
+	assert_int_equal(st.cursor, 20);
+	assert_int_equal(journal__ack(j, 50), 0);
+	journal__stats(j, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	c.n = 0;
+	c.stop_after = 0;
+	assert_int_equal(journal__read(j, 0, 20, collect, &c), 0);
+	assert_int_equal(c.n, 0);
+
+	/* Sequences go on after a full drain, also across a restart. */
+	journal__close(j);
+	j = open_j(f, 0, 0);
+	uint64_t seq;
+	assert_int_equal(journal__stage(j, 1, "t", &v, 0, 0, &seq), 0);
+	assert_int_equal(seq, 51);
+	assert_int_equal(journal__commit(j), 0);
+	journal__close(j);
+}
+
+static void test_limits(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 10, 0);
+	struct journal_stats st;
+	tsync_value v = tsync_int(5);
+
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(journal__stage(j, i, "t", &v, 0, 0, NULL), 0);
+	assert_int_equal(journal__commit(j), 0);
+	journal__stats(j, &st);
+	assert_false(st.full);
+	/* A commit that starts below the limit may end above it ... */
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(journal__stage(j, i, "t", &v, 0, 0, NULL), 0);
+	assert_int_equal(journal__commit(j), 0);
+	journal__stats(j, &st);
+	assert_int_equal(st.entries, 12);
+	assert_true(st.full);
+	/* ... and then the journal refuses, keeping what is staged. */
+	assert_int_equal(journal__stage(j, 99, "t", &v, 0, 0, NULL), 0);
+	assert_int_equal(journal__commit(j), -ENOSPC);
+	journal__stats(j, &st);
+	assert_int_equal(st.staged, 1);
+	assert_int_equal(st.last_seq, 12);
+	/* Draining makes room again. */
+	assert_int_equal(journal__ack(j, 5), 0);
+	assert_int_equal(journal__commit(j), 0);
+	journal__stats(j, &st);
+	assert_int_equal(st.last_seq, 13);
+	assert_int_equal(st.entries, 8);
+	journal__close(j);
+
+	/* The same with a byte limit. */
+	snprintf(f->dir, sizeof(f->dir), "%s/journal-bytes", f->tmp);
+	j = open_j(f, 0, 400);
+	v = tsync_string("0123456789012345678901234567890123456789");
+	/* 76 bytes each: key 8, header 27, name 1, string 40. */
+	for (int i = 0; i < 6; i++)
+		assert_int_equal(journal__stage(j, i, "t", &v, 0, 0, NULL), 0);
+	assert_int_equal(journal__commit(j), 0);
+	journal__stats(j, &st);
+	assert_true(st.full);
+	assert_int_equal(st.bytes, 6 * 76);
+	assert_int_equal(journal__stage(j, 9, "t", &v, 0, 0, NULL), 0);
+	assert_int_equal(journal__commit(j), -ENOSPC);
+	journal__discard(j);
+	assert_int_equal(journal__ack(j, 2), 0);
+	journal__stats(j, &st);
+	assert_false(st.full);
+	journal__close(j);
+}
+
+static void test_bad_arguments(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, 0), *j2 = NULL;
+	tsync_value v = tsync_int(1);
+	tsync_value bad = {.type = (tsync_type)9};
+	char longname[300];
+	char *longstr;
+
+	memset(longname, 'a', sizeof(longname) - 1);
+	longname[sizeof(longname) - 1] = '\0';
+	assert_int_equal(journal__stage(j, 0, "", &v, 0, 0, NULL), -EINVAL);
+	assert_int_equal(journal__stage(j, 0, longname, &v, 0, 0, NULL), -EINVAL);
+	assert_int_equal(journal__stage(j, 0, "t", &bad, 0, 0, NULL), -EINVAL);
+	longstr = malloc(JOURNAL_MAX_STRING + 2);
+	assert_non_null(longstr);
+	memset(longstr, 'x', JOURNAL_MAX_STRING + 1);
+	longstr[JOURNAL_MAX_STRING + 1] = '\0';
+	v = tsync_string(longstr);
+	assert_int_equal(journal__stage(j, 0, "t", &v, 0, 0, NULL), -EINVAL);
+	longstr[JOURNAL_MAX_STRING] = '\0';
+	assert_int_equal(journal__stage(j, 0, "t", &v, 0, 0, NULL), 0);
+	assert_int_equal(journal__commit(j), 0);
+	free(longstr);
+	assert_int_equal(journal__open(f->dir, "PI-Push", NULL, &f->log, &j2), -EBUSY);
+	assert_null(j2);
+	assert_int_equal(journal__open(f->dir, "", NULL, &f->log, &j2), -EINVAL);
+	assert_int_equal(journal__ack(j, 2), -ERANGE);
+	journal__close(j);
+	journal__close(NULL);
+	f->errors = 0;
+}
+
+/* More than the initial 64 MiB map: the map grows and the commit goes through. */
+static void test_map_grows(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, (uint64_t)1 << 32);
+	struct journal_stats st;
+	char *s = malloc(JOURNAL_MAX_STRING + 1);
+	tsync_value v;
+
+	assert_non_null(s);
+	memset(s, 'm', JOURNAL_MAX_STRING);
+	s[JOURNAL_MAX_STRING] = '\0';
+	v = tsync_string(s);
+	for (int b = 0; b < 20; b++) {
+		for (int i = 0; i < 1000; i++)
+			assert_int_equal(journal__stage(j, i, "blob", &v, 0, 0, NULL), 0);
+		assert_int_equal(journal__commit(j), 0);
+	}
+	journal__stats(j, &st);
+	assert_int_equal(st.last_seq, 20000);
+	assert_true(st.bytes > (uint64_t)64 << 20);
+	assert_int_equal(journal__ack(j, 20000), 0);
+	free(s);
+	journal__close(j);
+}
+
+/* --- crashes ----------------------------------------------------------------------- */
+
+static void write_u64(int fd, uint64_t x)
+{
+	if (write(fd, &x, sizeof(x)) != (ssize_t)sizeof(x))
+		_exit(3);
+}
+
+static bool read_u64(int fd, uint64_t *x)
+{
+	return read(fd, x, sizeof(*x)) == (ssize_t)sizeof(*x);
+}
+
+/*
+ * The child commits `committed` measurements, tells the parent, stages
+ * `staged` more and dies by SIGKILL without committing them.
+ */
+static void crash_child(struct fixture *f, int fd, int committed, int staged)
+{
+	struct journal *j = NULL;
+	tsync_value v;
+
+	if (journal__open(f->dir, "PI-Push", NULL, NULL, &j) < 0)
+		_exit(2);
+	for (int i = 0; i < committed; i++) {
+		v = tsync_int(i + 1);
+		if (journal__stage(j, i, "t", &v, 1, (uint64_t)i + 1, NULL) < 0)
+			_exit(2);
+	}
+	if (journal__commit(j) < 0)
+		_exit(2);
+	write_u64(fd, (uint64_t)committed);
+	for (int i = 0; i < staged; i++) {
+		v = tsync_int(1000 + i);
+		if (journal__stage(j, i, "t", &v, 1, 1000 + (uint64_t)i, NULL) < 0)
+			_exit(2);
+	}
+	raise(SIGKILL);
+	_exit(4);
+}
+
+static void test_crash_before_and_after_commit(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j;
+	struct journal_stats st;
+	struct collected c = {0};
+	uint64_t boot, ver, got;
+	int fds[2], status;
+	pid_t pid;
+
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		crash_child(f, fds[1], 7, 5);
+	}
+	close(fds[1]);
+	assert_true(read_u64(fds[0], &got));
+	assert_int_equal(got, 7);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+	assert_int_equal(WTERMSIG(status), SIGKILL);
+	close(fds[0]);
+
+	/* After the commit: all 7 there. Before the commit: none of the 5. */
+	j = open_j(f, 0, 0);
+	journal__stats(j, &st);
+	assert_int_equal(st.last_seq, 7);
+	assert_int_equal(st.entries, 7);
+	assert_int_equal(journal__read(j, 0, 100, collect, &c), 0);
+	assert_int_equal(c.n, 7);
+	for (size_t i = 0; i < 7; i++) {
+		assert_int_equal(c.e[i].seq, i + 1);
+		assert_int_equal(c.e[i].value.u.i, (int64_t)i + 1);
+	}
+	assert_int_equal(journal__last_version(j, "t", &boot, &ver), 0);
+	assert_int_equal(ver, 7);
+	/* The lost staged sequences are given out again. */
+	uint64_t seq;
+	tsync_value v = tsync_int(8);
+	assert_int_equal(journal__stage(j, 0, "t", &v, 1, 8, &seq), 0);
+	assert_int_equal(seq, 8);
+	journal__close(j);
+}
+
+/*
+ * A child appends, commits and acks in a loop, reporting each commit; the
+ * parent kills it at a random moment, many times. After every kill the
+ * journal must hold exactly the entries between cursor and last sequence,
+ * contiguous, each as written, and at least everything reported committed.
+ */
+struct verify {
+	uint64_t expect;
+	bool ok;
+};
+
+static int verify_entry(void *ud, const struct journal_entry *e)
+{
+	struct verify *v = ud;
+
+	if (e->seq != v->expect || e->value.type != TSYNC_TYPE_INT || e->value.u.i != (int64_t)e->seq ||
+	    e->version != e->seq || strcmp(e->thing, "t") != 0)
+		v->ok = false;
+	v->expect++;
+	return 0;
+}
+
+static void loop_child(struct fixture *f, int fd, unsigned seed)
+{
+	struct journal *j = NULL;
+	struct journal_stats st;
+
+	srand(seed);
+	if (journal__open(f->dir, "PI-Push", NULL, NULL, &j) < 0)
+		_exit(2);
+	for (;;) {
+		int n = 1 + rand() % 50;
+		journal__stats(j, &st);
+		for (int i = 0; i < n; i++) {
+			uint64_t seq = st.last_seq + (uint64_t)i + 1;
+			tsync_value v = tsync_int((int64_t)seq);
+			if (journal__stage(j, 0, "t", &v, 1, seq, NULL) < 0)
+				_exit(2);
+		}
+		if (journal__commit(j) < 0)
+			_exit(2);
+		journal__stats(j, &st);
+		write_u64(fd, st.last_seq);
+		if (rand() % 3 == 0 && st.entries > 0 &&
+		    journal__ack(j, st.cursor + 1 + (uint64_t)rand() % st.entries) < 0)
+			_exit(2);
+	}
+}
+
+static void test_crash_at_random_moments(void **state)
+{
+	struct fixture *f = *state;
+	unsigned seed = (unsigned)time(NULL);
+	uint64_t reported = 0;
+
+	for (int round = 0; round < 12; round++) {
+		struct journal *j;
+		struct journal_stats st;
+		struct verify v;
+		struct timespec ts;
+		uint64_t x;
+		int fds[2], status;
+		pid_t pid;
+
+		assert_int_equal(pipe(fds), 0);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			close(fds[0]);
+			loop_child(f, fds[1], seed + (unsigned)round);
+		}
+		close(fds[1]);
+		/* Wait for at least one commit, then kill at a random moment. */
+		assert_true(read_u64(fds[0], &x));
+		reported = x;
+		ts.tv_sec = 0;
+		ts.tv_nsec = (long)(rand_r(&seed) % 20000) * 1000;
+		nanosleep(&ts, NULL);
+		kill(pid, SIGKILL);
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFSIGNALED(status));
+		while (read_u64(fds[0], &x))
+			reported = x;
+		close(fds[0]);
+
+		j = open_j(f, 0, 0);
+		journal__stats(j, &st);
+		assert_true(st.last_seq >= reported);
+		assert_true(st.cursor <= st.last_seq);
+		v.expect = st.cursor + 1;
+		v.ok = true;
+		assert_int_equal(journal__read(j, 0, SIZE_MAX, verify_entry, &v), 0);
+		assert_true(v.ok);
+		assert_int_equal(v.expect, st.last_seq + 1);
+		journal__close(j);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_append_read_types, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_discard_reuses_sequences, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_persistence_and_versions, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cursor_trim_batches, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_bad_arguments, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_map_grows, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_crash_before_and_after_commit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_crash_at_random_moments, setup, teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
