@@ -1,0 +1,620 @@
+/*
+ * thingsync-pushd: main. A node of the mesh with the push role; every value
+ * it receives for a thing it uses becomes a measurement in its journal.
+ *
+ * Durability chain (DESIGN.md "Durability"): a received value is staged in
+ * the journal by the event callback; the node calls the commit hook once per
+ * receive batch, which commits the journal (one fsync) and only then lets the
+ * node acknowledge. When the journal is at its size limit the hook says
+ * -ENOSPC: the node withholds the acknowledgements and undoes the copies, so
+ * the owners keep their newest values in their retry queues until the
+ * collector has drained us. Nothing is deleted to make room.
+ *
+ * Exactly once per value: the journal remembers, per thing, the owner's
+ * (boot, version) of the newest value journaled. A value the mesh delivers
+ * again - its acknowledgement was lost, we crashed after the commit, or the
+ * start-up re-sync asked for it - is recognised and not journaled twice.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <curl/curl.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "curlev.h"
+#include "pushd.h"
+
+static const char usage_text[] =
+    "usage: thingsync-pushd --site FILE --controller NAME --state-dir DIR [options]\n"
+    "\n"
+    "A thingsync controller with the push role: journals every value it receives\n"
+    "from the mesh (LMDB, acknowledged only once committed) and posts the journal\n"
+    "to thingsync-collectord, retrying forever; never skips, never drops.\n"
+    "\n"
+    "  -s, --site FILE            site.conf (must have a key_file: pushes are signed)\n"
+    "  -c, --controller NAME      this controller's name in site.conf\n"
+    "  -d, --state-dir DIR        state: DIR/node (the node's LMDB), DIR/journal\n"
+    "  -u, --collector URL        where to POST (default: http://HOST:TCP_PORT/v1/push\n"
+    "                             of the first controller with the role collector)\n"
+    "      --csv FILE             also journal the measurements of a CSV file\n"
+    "                             (time,thing,value per line); may be repeated\n"
+    "      --exit-when-drained    exit once the CSV files are imported and sent\n"
+    "      --batch N              measurements per POST (default 1000)\n"
+    "      --journal-max-entries N  journal limit in measurements (default 5000000)\n"
+    "      --journal-max-bytes N  journal limit in bytes (default 1 GiB)\n"
+    "      --retry-min-ms N       first backoff after a failed POST (default 200)\n"
+    "      --retry-max-ms N       backoff ceiling (default 30000)\n"
+    "      --heartbeat-ms N       empty POST when idle this long (default 30000)\n"
+    "      --timeout-ms N         one POST's time limit (default 30000)\n"
+    "      --cacert FILE          CA bundle for an https collector\n"
+    "      --bind HOST            UDP address to bind instead of the controller's host\n"
+    "      --http ADDR:PORT       status endpoint (GET /status, /metrics); default the\n"
+    "                             controller's tcp_port in site.conf, none if unset\n"
+    "  -v, --log-level LEVEL      error, warn, info (default) or debug\n"
+    "  -h, --help                 this text\n";
+
+static void log_stderr(void *ud, tsync_log_level level, const char *line)
+{
+	fprintf(stderr, "%s: %s\n", tsync_log_level_name(level), line);
+}
+
+/* --- the mesh side ----------------------------------------------------------------- */
+
+static bool version_newer(uint64_t boot, uint64_t ver, uint64_t last_boot, uint64_t last_ver)
+{
+	return boot > last_boot || (boot == last_boot && ver > last_ver);
+}
+
+static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
+{
+	struct pushd *pd = ud;
+	tsync_thing_state st;
+	uint64_t last_boot = 0, last_ver = 0;
+	int r;
+
+	if (ev->kind != TSYNC_EVENT_CHANGED || !ev->controller || strcmp(ev->controller, pd->name) == 0)
+		return;
+	if (tsync_node_get(node, ev->thing, &st) < 0 || st.owned)
+		return;
+	r = journal__last_version(pd->journal, ev->thing, &last_boot, &last_ver);
+	if (r == 0 && !version_newer(st.owner_boot, st.version, last_boot, last_ver)) {
+		pd->dedup_skipped++;
+		log_debug(&pd->log, "%s version %" PRIu64 " already journaled", ev->thing, st.version);
+		return;
+	}
+	r = journal__stage(pd->journal, (int64_t)util__realtime_us(), ev->thing, &ev->value, st.owner_boot,
+	                   st.version, NULL);
+	if (r < 0) {
+		/* The commit hook will refuse the batch: the owner retries. */
+		log_error(&pd->log, "journal: cannot stage %s: %s", ev->thing, tsync_strerror(r));
+		pd->stage_failed++;
+		return;
+	}
+	pd->staged_mesh++;
+}
+
+static int commit_hook(void *ud, tsync_node *node)
+{
+	struct pushd *pd = ud;
+	struct journal_stats st;
+	int r;
+
+	journal__stats(pd->journal, &st);
+	if (st.staged == 0 && pd->stage_failed == 0)
+		return 0;
+	r = pd->stage_failed ? -ENOMEM : journal__commit(pd->journal);
+	pd->stage_failed = 0;
+	if (r < 0) {
+		/* The node undoes the copies and withholds the acks; the events come again. */
+		journal__discard(pd->journal);
+		if (r == -ENOSPC && !pd->backpressure)
+			log_warn(&pd->log,
+			         "journal full (%" PRIu64 " measurements, %" PRIu64 " bytes): "
+			         "withholding mesh acknowledgements until the collector drains it",
+			         st.entries, st.bytes);
+		else if (r != -ENOSPC)
+			log_error(&pd->log, "journal commit failed: %s", tsync_strerror(r));
+		pd->backpressure = r == -ENOSPC;
+		return r;
+	}
+	if (pd->backpressure) {
+		log_info(&pd->log, "journal has room again: acknowledging the mesh");
+		pd->backpressure = false;
+	}
+	sender__kick(&pd->sender);
+	return 0;
+}
+
+/* --- status endpoint ----------------------------------------------------------------- */
+
+static void status_cb(struct evhttp_request *req, void *arg)
+{
+	struct pushd *pd = arg;
+	struct journal_stats st;
+	struct evbuffer *out = evbuffer_new();
+	const char *uri = evhttp_request_get_uri(req);
+	const struct sender *s = &pd->sender;
+
+	if (!out) {
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	journal__stats(pd->journal, &st);
+	if (strcmp(uri, "/metrics") == 0) {
+		evbuffer_add_printf(out,
+		                    "# TYPE thingsync_pushd_journal_entries gauge\n"
+		                    "thingsync_pushd_journal_entries %" PRIu64 "\n"
+		                    "# TYPE thingsync_pushd_journal_bytes gauge\n"
+		                    "thingsync_pushd_journal_bytes %" PRIu64 "\n"
+		                    "# TYPE thingsync_pushd_cursor gauge\n"
+		                    "thingsync_pushd_cursor %" PRIu64 "\n"
+		                    "# TYPE thingsync_pushd_last_seq gauge\n"
+		                    "thingsync_pushd_last_seq %" PRIu64 "\n"
+		                    "# TYPE thingsync_pushd_backpressure gauge\n"
+		                    "thingsync_pushd_backpressure %d\n"
+		                    "# TYPE thingsync_pushd_connected gauge\n"
+		                    "thingsync_pushd_connected %d\n"
+		                    "# TYPE thingsync_pushd_posts_total counter\n"
+		                    "thingsync_pushd_posts_total{result=\"ok\"} %" PRIu64 "\n"
+		                    "thingsync_pushd_posts_total{result=\"failed\"} %" PRIu64 "\n"
+		                    "# TYPE thingsync_pushd_measurements_sent_total counter\n"
+		                    "thingsync_pushd_measurements_sent_total %" PRIu64 "\n"
+		                    "# TYPE thingsync_pushd_measurements_refused_total counter\n"
+		                    "thingsync_pushd_measurements_refused_total %" PRIu64 "\n"
+		                    "# TYPE thingsync_pushd_duplicates_skipped_total counter\n"
+		                    "thingsync_pushd_duplicates_skipped_total %" PRIu64 "\n",
+		                    st.entries, st.bytes, st.cursor, st.last_seq, pd->backpressure ? 1 : 0,
+		                    s->disconnected ? 0 : 1, s->posts_ok, s->posts_failed,
+		                    s->measurements_sent, s->measurements_refused, pd->dedup_skipped);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+		                  "text/plain; version=0.0.4");
+	} else if (strcmp(uri, "/status") == 0) {
+		uint64_t csv_imported = 0, csv_refused = 0;
+		bool csv_done = true;
+		for (size_t i = 0; i < pd->n_csv; i++) {
+			csv_imported += pd->csv[i].imported;
+			csv_refused += pd->csv[i].refused;
+			csv_done &= pd->csv[i].done;
+		}
+		evbuffer_add_printf(
+		    out,
+		    "{\"source\":\"%s\",\"journal\":{\"cursor\":%" PRIu64 ",\"last_seq\":%" PRIu64
+		    ",\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"full\":%s},"
+		    "\"sender\":{\"connected\":%s,\"in_flight\":%s,\"posts_ok\":%" PRIu64
+		    ",\"posts_failed\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"refused\":%" PRIu64
+		    ",\"backoff_ms\":%u},\"backpressure\":%s,\"duplicates_skipped\":%" PRIu64
+		    ",\"csv\":{\"imported\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"done\":%s}}\n",
+		    pd->name, st.cursor, st.last_seq, st.entries, st.bytes, st.full ? "true" : "false",
+		    s->disconnected ? "false" : "true", s->in_flight ? "true" : "false", s->posts_ok,
+		    s->posts_failed, s->measurements_sent, s->measurements_refused, s->backoff_ms,
+		    pd->backpressure ? "true" : "false", pd->dedup_skipped, csv_imported, csv_refused,
+		    csv_done ? "true" : "false");
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+	} else {
+		evbuffer_free(out);
+		evhttp_send_error(req, 404, NULL);
+		return;
+	}
+	evhttp_send_reply(req, 200, "OK", out);
+	evbuffer_free(out);
+}
+
+static int split_listen(const char *spec, char *host, size_t hostlen, uint16_t *port)
+{
+	const char *colon = strrchr(spec, ':');
+	char *end;
+	unsigned long p;
+
+	if (!colon || (size_t)(colon - spec) >= hostlen)
+		return -EINVAL;
+	p = strtoul(colon + 1, &end, 10);
+	if (*end || p > 65535)
+		return -EINVAL;
+	memcpy(host, spec, (size_t)(colon - spec));
+	host[colon - spec] = '\0';
+	*port = (uint16_t)p;
+	return 0;
+}
+
+static int start_status(struct pushd *pd)
+{
+	char host[256];
+	uint16_t port;
+	tsync_controller_info ci;
+
+	if (pd->opt.http_listen) {
+		if (split_listen(pd->opt.http_listen, host, sizeof(host), &port) < 0) {
+			log_error(&pd->log, "--http %s: want ADDR:PORT", pd->opt.http_listen);
+			return -EINVAL;
+		}
+	} else {
+		if (tsync_site_controller(pd->site, (size_t)tsync_site_controller_find(pd->site, pd->name),
+		                          &ci) < 0 ||
+		    ci.tcp_port == 0)
+			return 0;
+		snprintf(host, sizeof(host), "%s", pd->opt.bind_host ? pd->opt.bind_host : ci.host);
+		port = ci.tcp_port;
+	}
+	pd->status_http = evhttp_new(pd->base);
+	if (!pd->status_http)
+		return -ENOMEM;
+	/* Nobody needs to send us a body. */
+	evhttp_set_max_body_size(pd->status_http, 1024);
+	evhttp_set_max_headers_size(pd->status_http, 8192);
+	evhttp_set_timeout(pd->status_http, 10);
+	evhttp_set_allowed_methods(pd->status_http, EVHTTP_REQ_GET);
+	evhttp_set_gencb(pd->status_http, status_cb, pd);
+	if (!evhttp_bind_socket_with_handle(pd->status_http, host, port)) {
+		log_error(&pd->log, "cannot listen on %s:%u for the status endpoint", host, port);
+		return -EADDRINUSE;
+	}
+	log_info(&pd->log, "status on http://%s:%u/status", host, port);
+	return 0;
+}
+
+/* --- life cycle ------------------------------------------------------------------------- */
+
+void pushd__check_done(struct pushd *pd)
+{
+	struct journal_stats st;
+
+	if (!pd->opt.exit_when_drained)
+		return;
+	for (size_t i = 0; i < pd->n_csv; i++)
+		if (!pd->csv[i].done)
+			return;
+	journal__stats(pd->journal, &st);
+	if (st.entries == 0 && !pd->sender.in_flight) {
+		log_info(&pd->log, "everything imported and pushed: exiting");
+		event_base_loopexit(pd->base, NULL);
+	}
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct pushd *pd = arg;
+
+	log_info(&pd->log, "signal %d: stopping", (int)sig);
+	event_base_loopexit(pd->base, NULL);
+}
+
+static int default_collector_url(struct pushd *pd, char *url, size_t len)
+{
+	size_t n = tsync_site_controller_count(pd->site);
+
+	for (size_t i = 0; i < n; i++) {
+		tsync_controller_info ci;
+		if (tsync_site_controller(pd->site, i, &ci) < 0)
+			continue;
+		for (size_t k = 0; k < ci.n_roles; k++) {
+			if (strcmp(ci.roles[k], "collector") == 0 && ci.tcp_port) {
+				snprintf(url, len, "http://%s:%u/v1/push", ci.host, ci.tcp_port);
+				return 0;
+			}
+		}
+	}
+	return -ENOENT;
+}
+
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long x;
+
+	errno = 0;
+	x = strtoull(s, &end, 10);
+	if (errno || end == s || *end || *s == '-' || x < min || x > max)
+		return -EINVAL;
+	*out = x;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct pushd_options *o)
+{
+	enum {
+		O_CSV = 256,
+		O_EXIT,
+		O_BATCH,
+		O_MAXE,
+		O_MAXB,
+		O_RMIN,
+		O_RMAX,
+		O_HB,
+		O_TIMEOUT,
+		O_CACERT,
+		O_BIND,
+		O_HTTP,
+	};
+	static const struct option longopts[] = {
+	    {"site", required_argument, NULL, 's'},
+	    {"controller", required_argument, NULL, 'c'},
+	    {"state-dir", required_argument, NULL, 'd'},
+	    {"collector", required_argument, NULL, 'u'},
+	    {"csv", required_argument, NULL, O_CSV},
+	    {"exit-when-drained", no_argument, NULL, O_EXIT},
+	    {"batch", required_argument, NULL, O_BATCH},
+	    {"journal-max-entries", required_argument, NULL, O_MAXE},
+	    {"journal-max-bytes", required_argument, NULL, O_MAXB},
+	    {"retry-min-ms", required_argument, NULL, O_RMIN},
+	    {"retry-max-ms", required_argument, NULL, O_RMAX},
+	    {"heartbeat-ms", required_argument, NULL, O_HB},
+	    {"timeout-ms", required_argument, NULL, O_TIMEOUT},
+	    {"cacert", required_argument, NULL, O_CACERT},
+	    {"bind", required_argument, NULL, O_BIND},
+	    {"http", required_argument, NULL, O_HTTP},
+	    {"log-level", required_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	uint64_t x;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "s:c:d:u:v:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			o->site_path = optarg;
+			break;
+		case 'c':
+			o->controller = optarg;
+			break;
+		case 'd':
+			o->state_dir = optarg;
+			break;
+		case 'u':
+			o->collector_url = optarg;
+			break;
+		case O_CSV: {
+			const char **p = realloc(o->csv, (o->n_csv + 1) * sizeof(*p));
+			if (!p)
+				return -ENOMEM;
+			o->csv = p;
+			o->csv[o->n_csv++] = optarg;
+			break;
+		}
+		case O_EXIT:
+			o->exit_when_drained = true;
+			break;
+		case O_BATCH:
+			if (parse_u64(optarg, 1, 100000, &x) < 0)
+				goto bad;
+			o->batch_max = (size_t)x;
+			break;
+		case O_MAXE:
+			if (parse_u64(optarg, 1, UINT64_MAX, &o->journal_max_entries) < 0)
+				goto bad;
+			break;
+		case O_MAXB:
+			if (parse_u64(optarg, 4096, UINT64_MAX, &o->journal_max_bytes) < 0)
+				goto bad;
+			break;
+		case O_RMIN:
+		case O_RMAX:
+		case O_HB:
+		case O_TIMEOUT:
+			if (parse_u64(optarg, 1, 3600000, &x) < 0)
+				goto bad;
+			if (c == O_RMIN)
+				o->retry_min_ms = (uint32_t)x;
+			else if (c == O_RMAX)
+				o->retry_max_ms = (uint32_t)x;
+			else if (c == O_HB)
+				o->heartbeat_ms = (uint32_t)x;
+			else
+				o->timeout_ms = (uint32_t)x;
+			break;
+		case O_CACERT:
+			o->cacert = optarg;
+			break;
+		case O_BIND:
+			o->bind_host = optarg;
+			break;
+		case O_HTTP:
+			o->http_listen = optarg;
+			break;
+		case 'v':
+			if (!strcmp(optarg, "error"))
+				o->log_level = TSYNC_LOG_ERROR;
+			else if (!strcmp(optarg, "warn"))
+				o->log_level = TSYNC_LOG_WARN;
+			else if (!strcmp(optarg, "info"))
+				o->log_level = TSYNC_LOG_INFO;
+			else if (!strcmp(optarg, "debug"))
+				o->log_level = TSYNC_LOG_DEBUG;
+			else
+				goto bad;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(0);
+		default:
+			fputs(usage_text, stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc || !o->site_path || !o->controller || !o->state_dir) {
+		fprintf(stderr, "thingsync-pushd: --site, --controller and --state-dir are required\n");
+		fputs(usage_text, stderr);
+		return -EINVAL;
+	}
+	if (o->retry_min_ms > o->retry_max_ms) {
+		fprintf(stderr, "thingsync-pushd: --retry-min-ms is above --retry-max-ms\n");
+		return -EINVAL;
+	}
+	return 0;
+bad:
+	fprintf(stderr, "thingsync-pushd: bad option value: %s\n", optarg);
+	return -EINVAL;
+}
+
+static int run(struct pushd *pd)
+{
+	struct pushd_options *o = &pd->opt;
+	tsync_node_options no;
+	struct journal_limits lim = {o->journal_max_entries, o->journal_max_bytes};
+	char *errors = NULL;
+	char path[4096], url[512];
+	int r;
+
+	r = tsync_site_load(o->site_path, &pd->site, &errors);
+	if (r < 0) {
+		if (errors)
+			fputs(errors, stderr);
+		else
+			log_error(&pd->log, "%s: %s", o->site_path, tsync_strerror(r));
+		free(errors);
+		return r;
+	}
+	if (!tsync_site_has_key(pd->site)) {
+		log_error(&pd->log,
+		          "%s has no key_file: the collector authenticates pushes with the site key",
+		          o->site_path);
+		return TSYNC_EKEY;
+	}
+	if (mkdir(o->state_dir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		log_error(&pd->log, "%s: %s", o->state_dir, strerror(-r));
+		return r;
+	}
+	pd->base = event_base_new();
+	if (!pd->base)
+		return -ENOMEM;
+
+	tsync_node_options_init(&no);
+	no.site = pd->site;
+	no.controller = o->controller;
+	snprintf(path, sizeof(path), "%s/node", o->state_dir);
+	no.state_dir = path;
+	no.event_base = pd->base;
+	no.bind_host = o->bind_host;
+	no.log = log_stderr;
+	no.log_level = o->log_level;
+	r = tsync_node_new(&no, &pd->node);
+	if (r < 0) {
+		log_error(&pd->log, "cannot start the node %s: %s", o->controller, tsync_strerror(r));
+		return r;
+	}
+	pd->name = tsync_node_name(pd->node);
+	pd->log.prefix = pd->name;
+
+	snprintf(path, sizeof(path), "%s/journal", o->state_dir);
+	r = journal__open(path, pd->name, &lim, &pd->log, &pd->journal);
+	if (r < 0)
+		return r;
+	if (!o->collector_url) {
+		if (default_collector_url(pd, url, sizeof(url)) < 0) {
+			log_error(&pd->log,
+			          "no --collector and no controller with the role collector and a tcp_port");
+			return -EINVAL;
+		}
+		o->collector_url = url;
+	}
+	r = curlev__new(pd->base, &pd->http);
+	if (r < 0)
+		return r;
+	r = sender__init(&pd->sender, pd, o->collector_url);
+	if (r < 0)
+		return r;
+	r = start_status(pd);
+	if (r < 0)
+		return r;
+	r = tsync_node_on_event(pd->node, on_event, pd);
+	if (r < 0)
+		return r;
+	tsync_node_set_commit_hook(pd->node, commit_hook, pd);
+
+	if (o->n_csv) {
+		pd->csv = calloc(o->n_csv, sizeof(*pd->csv));
+		if (!pd->csv)
+			return -ENOMEM;
+		for (size_t i = 0; i < o->n_csv; i++) {
+			r = csv__start(pd, &pd->csv[i], o->csv[i]);
+			if (r < 0)
+				return r;
+			pd->n_csv++;
+		}
+		event_active(pd->csv[0].ev, EV_TIMEOUT, 0);
+		pd->csv_next = 1;
+	}
+	pd->sig_int = evsignal_new(pd->base, SIGINT, on_signal, pd);
+	pd->sig_term = evsignal_new(pd->base, SIGTERM, on_signal, pd);
+	if (!pd->sig_int || !pd->sig_term || evsignal_add(pd->sig_int, NULL) < 0 ||
+	    evsignal_add(pd->sig_term, NULL) < 0)
+		return -ENOMEM;
+
+	{
+		struct journal_stats st;
+		journal__stats(pd->journal, &st);
+		log_info(&pd->log,
+		         "push role up: boot %" PRIu64 ", udp %u, journal %" PRIu64
+		         " waiting (cursor %" PRIu64 "), collector %s",
+		         tsync_node_boot(pd->node), tsync_node_port(pd->node), st.entries, st.cursor,
+		         o->collector_url);
+	}
+	event_base_dispatch(pd->base);
+	return pd->exit_code;
+}
+
+static void cleanup(struct pushd *pd)
+{
+	/* The node first: freeing it commits its state and may call the hook no more. */
+	tsync_node_free(pd->node);
+	for (size_t i = 0; i < pd->n_csv; i++)
+		csv__free(&pd->csv[i]);
+	free(pd->csv);
+	if (pd->sender.pd)
+		sender__free(&pd->sender);
+	curlev__free(pd->http);
+	if (pd->status_http)
+		evhttp_free(pd->status_http);
+	journal__close(pd->journal);
+	if (pd->sig_int)
+		event_free(pd->sig_int);
+	if (pd->sig_term)
+		event_free(pd->sig_term);
+	if (pd->base)
+		event_base_free(pd->base);
+	tsync_site_free(pd->site);
+	free(pd->opt.csv);
+}
+
+int main(int argc, char **argv)
+{
+	struct pushd pd;
+	int r;
+
+	memset(&pd, 0, sizeof(pd));
+	pd.opt.batch_max = 1000;
+	pd.opt.retry_min_ms = 200;
+	pd.opt.retry_max_ms = 30000;
+	pd.opt.heartbeat_ms = 30000;
+	pd.opt.timeout_ms = 30000;
+	pd.opt.log_level = TSYNC_LOG_INFO;
+	if (parse_args(argc, argv, &pd.opt) < 0) {
+		free(pd.opt.csv);
+		return 2;
+	}
+	pd.log.fn = log_stderr;
+	pd.log.level = pd.opt.log_level;
+	pd.log.prefix = pd.opt.controller;
+	signal(SIGPIPE, SIG_IGN);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "thingsync-pushd: curl_global_init failed\n");
+		return 1;
+	}
+	r = run(&pd);
+	if (r < 0)
+		log_error(&pd.log, "exiting: %s", tsync_strerror(r));
+	cleanup(&pd);
+	curl_global_cleanup();
+	return r < 0 ? 1 : 0;
+}

@@ -1,0 +1,116 @@
+/*
+ * thingsync-pushd: a controller with the push role. Every value the mesh
+ * delivers to it becomes a measurement in an LMDB journal (acknowledged to
+ * the mesh only once committed); a sender posts the journal, from its cursor,
+ * to the collector and trims it only after the collector's committed answer.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef TSYNC_PUSHD_H
+#define TSYNC_PUSHD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <thingsync/thingsync.h>
+
+#include "store/store.h"
+#include "util/util.h"
+
+struct event_base;
+struct event;
+struct evhttp;
+struct curlev;
+
+struct pushd_options {
+	const char *site_path;
+	const char *controller;
+	const char *state_dir;
+	const char *collector_url; /* NULL: the first controller with role "collector" */
+	const char *bind_host;
+	const char *http_listen; /* status endpoint; NULL: the controller's tcp_port, if any */
+	const char *cacert;
+	const char **csv; /* --csv files, in order */
+	size_t n_csv;
+	size_t batch_max;
+	uint64_t journal_max_entries;
+	uint64_t journal_max_bytes;
+	uint32_t retry_min_ms;
+	uint32_t retry_max_ms;
+	uint32_t heartbeat_ms;
+	uint32_t timeout_ms;
+	bool exit_when_drained;
+	tsync_log_level log_level;
+};
+
+/* The sender: one POST in flight at a time, always starting at the cursor. */
+struct sender {
+	struct pushd *pd;
+	char *url;
+	size_t batch; /* current batch size (halved on 413, up to batch_max) */
+	bool in_flight;
+	uint64_t first, last; /* sequences of the batch in flight */
+	size_t count;
+	struct event *retry_ev;     /* backoff before the next try */
+	struct event *heartbeat_ev; /* an empty push while idle: "still here" */
+	struct event *kick_ev;
+	unsigned failures_in_row;
+	uint32_t backoff_ms;
+	/* Reachability of the collector, as connection_status posts it. */
+	bool disconnected;
+	uint64_t disconnected_at_us;
+	uint64_t posts_ok, posts_failed, measurements_sent, measurements_refused;
+	char last_error[256];
+	struct prng prng;
+};
+
+/* One CSV file being imported (the seed's fake push). */
+struct csv_import {
+	struct pushd *pd;
+	FILE *f;
+	const char *path;
+	unsigned long line;
+	struct event *ev;
+	bool blocked; /* the journal was full: resumes after the next ack */
+	bool done;
+	uint64_t imported, refused;
+};
+
+struct pushd {
+	struct pushd_options opt;
+	struct logger log;
+	struct event_base *base;
+	tsync_site *site;
+	tsync_node *node;
+	const char *name;
+	struct journal *journal;
+	struct curlev *http;
+	struct evhttp *status_http;
+	struct sender sender;
+	struct csv_import *csv;
+	size_t n_csv;
+	size_t csv_next;   /* files are imported one after the other */
+	bool backpressure; /* the journal refused a commit: mesh acks withheld */
+	uint64_t staged_mesh, dedup_skipped, stage_failed;
+	struct event *sig_int, *sig_term;
+	int exit_code;
+};
+
+/* sender.c */
+int sender__init(struct sender *s, struct pushd *pd, const char *url);
+void sender__free(struct sender *s);
+void sender__kick(struct sender *s); /* something was committed: send when idle */
+bool sender__idle(const struct sender *s);
+
+/* csv.c */
+int csv__start(struct pushd *pd, struct csv_import *c, const char *path);
+void csv__resume(struct csv_import *c); /* after an ack made room */
+void csv__free(struct csv_import *c);
+/* Parses one CSV line (without its newline) into time, thing and value; the
+ * strings point into `line`, which is modified. 0 or -EINVAL with `*why`. */
+int csv__parse_line(char *line, int64_t *time_us, const char **thing, tsync_value *v, const char **why);
+
+/* pushd.c */
+void pushd__check_done(struct pushd *pd); /* --exit-when-drained */
+
+#endif

@@ -1,0 +1,432 @@
+/*
+ * thingsync-pushd: the sender. It reads a batch from the journal's cursor,
+ * POSTs it as JSON to the collector, signed with the site key, and moves the
+ * cursor (trimming the journal) only when the collector answered that the
+ * whole batch is settled in its database: 200 (stored, duplicates included)
+ * or 422 (the valid ones stored, the invalid ones quarantined there with the
+ * reason and an alarm raised). Anything else - no answer, 5xx, 401, a body
+ * that does not name the batch - is retried, forever, with capped
+ * exponential backoff and jitter; the next try starts again at the cursor,
+ * so nothing is ever skipped or dropped. The collector's insert is
+ * idempotent on (source, seq), so a batch sent twice is stored once.
+ *
+ * Wire format (POST, Content-Type: application/json):
+ *   {"source":"PI-Push","boot":N,"measurements":[
+ *     {"seq":17,"thing":"temp","value":21.5,"time":1717000000123456,
+ *      "owner_boot":N,"version":N}, ...]}
+ * time is in microseconds since the epoch. Headers X-Thingsync-Source (the
+ * source) and X-Thingsync-Tag (hex of tsync_site_sign() of the body).
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "curlev.h"
+#include "pushd.h"
+
+static void send_batch(struct sender *s, bool allow_empty);
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	send_batch(arg, false);
+}
+
+static void kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	send_batch(arg, false);
+}
+
+static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sender *s = arg;
+	/* Only while idle: a batch in flight or a retry pending says enough. */
+	if (sender__idle(s))
+		send_batch(s, true);
+}
+
+bool sender__idle(const struct sender *s)
+{
+	return !s->in_flight && !evtimer_pending(s->retry_ev, NULL);
+}
+
+void sender__kick(struct sender *s)
+{
+	/* From the loop, not from inside the commit hook or a curl callback. */
+	if (sender__idle(s))
+		event_active(s->kick_ev, EV_TIMEOUT, 0);
+}
+
+static void arm_heartbeat(struct sender *s)
+{
+	struct timeval tv = {s->pd->opt.heartbeat_ms / 1000, (s->pd->opt.heartbeat_ms % 1000) * 1000};
+	evtimer_add(s->heartbeat_ev, &tv);
+}
+
+/* --- connection_status (seed 000) ------------------------------------------------ */
+
+static void status_done(void *ud, tsync_node *node, int status, const char *result)
+{
+	struct pushd *pd = ud;
+
+	if (status < 0)
+		log_warn(&pd->log, "connection_status not delivered: %s", tsync_strerror(status));
+}
+
+/*
+ * Tells every controller with the recovery role (if the site has one) that
+ * the collector became unreachable or reachable again, and logs it.
+ */
+static void post_connection_status(struct pushd *pd, const char *what, uint64_t at_us)
+{
+	char body[256];
+	size_t n = tsync_site_controller_count(pd->site);
+	int sent = 0;
+
+	snprintf(body, sizeof(body), "{\"connection_status\":\"%s\",\"time\":%.6f,\"id\":\"%s\"}", what,
+	         (double)at_us / 1e6, pd->name);
+	log_warn(&pd->log, "connection_status %s at %.3f (collector %s)", what, (double)at_us / 1e6,
+	         pd->sender.url);
+	for (size_t i = 0; i < n; i++) {
+		tsync_controller_info ci;
+		bool recovery = false;
+
+		if (tsync_site_controller(pd->site, i, &ci) < 0 || strcmp(ci.name, pd->name) == 0)
+			continue;
+		for (size_t k = 0; k < ci.n_roles; k++)
+			recovery |= strcmp(ci.roles[k], "recovery") == 0;
+		if (!recovery)
+			continue;
+		int r = tsync_node_request(pd->node, ci.name, "connection_status", body, status_done, pd);
+		if (r < 0)
+			log_warn(&pd->log, "connection_status to %s: %s", ci.name, tsync_strerror(r));
+		else
+			sent++;
+	}
+	if (sent == 0)
+		log_debug(&pd->log, "no controller with the recovery role: connection_status only logged");
+}
+
+/* --- the batch ---------------------------------------------------------------------- */
+
+struct build {
+	json_t *arr;
+	size_t bytes;
+	uint64_t first, last;
+	size_t count;
+	int err;
+};
+
+/*
+ * A string JSON cannot carry (not UTF-8) travels as its bytes in hex inside an
+ * object, which the collector refuses (and quarantines) as a bad value: the
+ * batch stays valid JSON and nothing is stuck behind it.
+ */
+static json_t *string_json(const char *str)
+{
+	json_t *j = json_string(str);
+	size_t n = strlen(str);
+	char *hex;
+
+	if (j)
+		return j;
+	hex = malloc(2 * n + 1);
+	if (!hex)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		snprintf(hex + 2 * i, 3, "%02x", (unsigned char)str[i]);
+	j = json_pack("{s:s}", "not_utf8_hex", hex);
+	free(hex);
+	return j;
+}
+
+static json_t *value_json(const tsync_value *v)
+{
+	char text[64];
+
+	switch (v->type) {
+	case TSYNC_TYPE_BOOL:
+		return json_boolean(v->u.b);
+	case TSYNC_TYPE_INT:
+		return json_integer((json_int_t)v->u.i);
+	case TSYNC_TYPE_FLOAT:
+		if (isfinite(v->u.f))
+			return json_real(v->u.f);
+		/* JSON has no NaN: send it as text and let the collector refuse it. */
+		snprintf(text, sizeof(text), "%g", v->u.f);
+		return json_string(text);
+	case TSYNC_TYPE_STRING:
+		return string_json(v->u.s);
+	default:
+		return json_null();
+	}
+}
+
+static int add_entry(void *ud, const struct journal_entry *e)
+{
+	struct build *b = ud;
+	json_t *m = json_object();
+
+	if (!m || json_object_set_new(m, "seq", json_integer((json_int_t)e->seq)) < 0 ||
+	    json_object_set_new(m, "thing", string_json(e->thing)) < 0 ||
+	    json_object_set_new(m, "value", value_json(&e->value)) < 0 ||
+	    json_object_set_new(m, "time", json_integer((json_int_t)e->time_us)) < 0 ||
+	    json_object_set_new(m, "owner_boot", json_integer((json_int_t)e->owner_boot)) < 0 ||
+	    json_object_set_new(m, "version", json_integer((json_int_t)e->version)) < 0 ||
+	    json_array_append_new(b->arr, m) < 0) {
+		json_decref(m);
+		b->err = -ENOMEM;
+		return 1;
+	}
+	if (b->count == 0)
+		b->first = e->seq;
+	b->last = e->seq;
+	b->count++;
+	return 0;
+}
+
+static void schedule_retry(struct sender *s)
+{
+	struct pushd *pd = s->pd;
+	uint64_t d = pd->opt.retry_min_ms;
+	struct timeval tv;
+
+	/* Capped exponential backoff with "equal jitter": half fixed, half random,
+	 * so that many Pis that lost the collector together do not return in step. */
+	for (unsigned i = 1; i < s->failures_in_row && d < pd->opt.retry_max_ms; i++)
+		d *= 2;
+	if (d > pd->opt.retry_max_ms)
+		d = pd->opt.retry_max_ms;
+	d = d / 2 + prng__next(&s->prng) % (d / 2 + 1);
+	s->backoff_ms = (uint32_t)d;
+	tv.tv_sec = (time_t)(d / 1000);
+	tv.tv_usec = (suseconds_t)((d % 1000) * 1000);
+	evtimer_add(s->retry_ev, &tv);
+}
+
+static void failed(struct sender *s, int status, const char *why)
+{
+	struct pushd *pd = s->pd;
+
+	s->posts_failed++;
+	s->failures_in_row++;
+	snprintf(s->last_error, sizeof(s->last_error), "%s", why);
+	if (status == 0 && !s->disconnected) {
+		s->disconnected = true;
+		s->disconnected_at_us = util__realtime_us();
+		post_connection_status(pd, "disconnect", s->disconnected_at_us);
+	}
+	schedule_retry(s);
+	/* The first failure and then every tenth: one line per event, not a flood. */
+	if (s->failures_in_row == 1 || s->failures_in_row % 10 == 0)
+		log_warn(&pd->log,
+		         "push of %zu measurement(s) [%" PRIu64 "..%" PRIu64 "] failed (%u in a row): %s; "
+		         "retry in %u ms",
+		         s->count, s->first, s->last, s->failures_in_row, why, s->backoff_ms);
+}
+
+/* Logs the items the collector refused (they are quarantined there). */
+static void log_refused(struct sender *s, json_t *resp)
+{
+	json_t *rej = json_object_get(resp, "rejected");
+	size_t i;
+	json_t *it;
+
+	json_array_foreach(rej, i, it)
+	{
+		const char *field = json_string_value(json_object_get(it, "field"));
+		const char *error = json_string_value(json_object_get(it, "error"));
+
+		s->measurements_refused++;
+		if (i < 20)
+			log_warn(&s->pd->log, "err_push_refused seq %" JSON_INTEGER_FORMAT " field %s: %s",
+			         json_integer_value(json_object_get(it, "seq")), field ? field : "?",
+			         error ? error : "?");
+	}
+	if (json_array_size(rej) > 20)
+		log_warn(&s->pd->log, "... and %zu more refused", json_array_size(rej) - 20);
+}
+
+static void done_cb(void *ud, int status, const char *error, const char *body, size_t len)
+{
+	struct sender *s = ud;
+	struct pushd *pd = s->pd;
+	json_t *resp = NULL;
+	char why[200];
+	int r;
+
+	s->in_flight = false;
+	if (error) {
+		failed(s, 0, error);
+		return;
+	}
+	/* The collector answered: it is reachable, whatever it said. */
+	if (s->disconnected) {
+		s->disconnected = false;
+		post_connection_status(pd, "reconnect", util__realtime_us());
+	}
+	if (status == 413 && s->batch > 1) {
+		/* Over the collector's limit: smaller batches, at once. */
+		s->batch /= 2;
+		log_warn(&pd->log, "collector says batch too large: batches of %zu now", s->batch);
+		event_active(s->kick_ev, EV_TIMEOUT, 0);
+		return;
+	}
+	if (status != 200 && status != 422) {
+		snprintf(why, sizeof(why), "HTTP %d: %.120s", status, body);
+		failed(s, status, why);
+		return;
+	}
+	/*
+	 * Check that the answer is about this batch and says it is settled
+	 * (committed in the collector's database), so that a proxy or another
+	 * service answering 200 cannot make us trim what was never stored.
+	 */
+	resp = json_loadb(body, len, 0, NULL);
+	if (!resp || !json_is_true(json_object_get(resp, "settled")) ||
+	    (s->count > 0 && (uint64_t)json_integer_value(json_object_get(resp, "through")) != s->last)) {
+		snprintf(why, sizeof(why), "HTTP %d without a settled answer for [..%" PRIu64 "]: %.100s",
+		         status, s->last, body);
+		json_decref(resp);
+		failed(s, status, why);
+		return;
+	}
+	if (status == 422)
+		log_refused(s, resp);
+	json_decref(resp);
+	s->posts_ok++;
+	s->failures_in_row = 0;
+	s->backoff_ms = 0;
+	s->last_error[0] = '\0';
+	if (s->count > 0) {
+		r = journal__ack(pd->journal, s->last);
+		if (r < 0) {
+			/* The cursor stays: the batch goes again and the collector dedups it. */
+			log_error(&pd->log, "journal: cannot move the cursor to %" PRIu64 ": %s", s->last,
+			          tsync_strerror(r));
+		} else {
+			s->measurements_sent += s->count;
+			log_debug(&pd->log, "pushed [%" PRIu64 "..%" PRIu64 "]", s->first, s->last);
+		}
+		if (s->batch < pd->opt.batch_max)
+			s->batch = s->batch * 2 < pd->opt.batch_max ? s->batch * 2 : pd->opt.batch_max;
+		/* Room in the journal: a refused CSV chunk may go on. */
+		for (size_t i = 0; i < pd->n_csv; i++)
+			if (pd->csv[i].blocked)
+				csv__resume(&pd->csv[i]);
+	}
+	arm_heartbeat(s);
+	send_batch(s, false);
+	pushd__check_done(pd);
+}
+
+static void send_batch(struct sender *s, bool allow_empty)
+{
+	struct pushd *pd = s->pd;
+	struct journal_stats st;
+	struct build b = {0};
+	json_t *root = NULL;
+	char *body = NULL;
+	uint8_t tag[TSYNC_TAG_BYTES];
+	char hex[2 * TSYNC_TAG_BYTES + 1];
+	char h_source[128], h_tag[160];
+	const char *headers[4];
+	int r;
+
+	if (!sender__idle(s))
+		return;
+	journal__stats(pd->journal, &st);
+	if (st.entries == 0 && !allow_empty)
+		return;
+	b.arr = json_array();
+	root = json_object();
+	if (!b.arr || !root) {
+		json_decref(b.arr);
+		r = -ENOMEM;
+		goto leave;
+	}
+	r = journal__read(pd->journal, st.cursor, s->batch, add_entry, &b);
+	if (r == 0)
+		r = b.err;
+	if (r < 0) {
+		json_decref(b.arr);
+		goto leave;
+	}
+	if (json_object_set_new(root, "source", json_string(pd->name)) < 0 ||
+	    json_object_set_new(root, "boot", json_integer((json_int_t)tsync_node_boot(pd->node))) < 0 ||
+	    json_object_set_new(root, "measurements", b.arr) < 0) {
+		r = -ENOMEM;
+		goto leave;
+	}
+	body = json_dumps(root, JSON_COMPACT);
+	if (!body) {
+		r = -ENOMEM;
+		goto leave;
+	}
+	r = tsync_site_sign(pd->site, body, strlen(body), tag);
+	if (r < 0)
+		goto leave;
+	for (size_t i = 0; i < TSYNC_TAG_BYTES; i++)
+		snprintf(hex + 2 * i, 3, "%02x", tag[i]);
+	snprintf(h_source, sizeof(h_source), "X-Thingsync-Source: %s", pd->name);
+	snprintf(h_tag, sizeof(h_tag), "X-Thingsync-Tag: %s", hex);
+	headers[0] = "Content-Type: application/json";
+	headers[1] = h_source;
+	headers[2] = h_tag;
+	headers[3] = NULL;
+	r = curlev__post(pd->http, s->url, headers, body, strlen(body), pd->opt.timeout_ms, pd->opt.cacert,
+	                 done_cb, s);
+	if (r < 0)
+		goto leave;
+	s->in_flight = true;
+	s->first = b.first;
+	s->last = b.last;
+	s->count = b.count;
+leave:
+	free(body);
+	json_decref(root);
+	if (r < 0) {
+		/* Memory or the journal: try again later, like any failure. */
+		log_error(&pd->log, "cannot build a batch: %s", tsync_strerror(r));
+		s->failures_in_row++;
+		schedule_retry(s);
+	}
+}
+
+int sender__init(struct sender *s, struct pushd *pd, const char *url)
+{
+	memset(s, 0, sizeof(*s));
+	s->pd = pd;
+	s->batch = pd->opt.batch_max;
+	prng__seed(&s->prng, util__realtime_us() ^ (uint64_t)(uintptr_t)s);
+	s->url = util__strdup(url);
+	s->retry_ev = evtimer_new(pd->base, retry_cb, s);
+	s->heartbeat_ev = evtimer_new(pd->base, heartbeat_cb, s);
+	s->kick_ev = event_new(pd->base, -1, 0, kick_cb, s);
+	if (!s->url || !s->retry_ev || !s->heartbeat_ev || !s->kick_ev) {
+		sender__free(s);
+		return -ENOMEM;
+	}
+	/* The first push goes at once: it tells the collector we are here. */
+	event_active(s->heartbeat_ev, EV_TIMEOUT, 0);
+	return 0;
+}
+
+void sender__free(struct sender *s)
+{
+	if (s->retry_ev)
+		event_free(s->retry_ev);
+	if (s->heartbeat_ev)
+		event_free(s->heartbeat_ev);
+	if (s->kick_ev)
+		event_free(s->kick_ev);
+	free(s->url);
+	memset(s, 0, sizeof(*s));
+}
