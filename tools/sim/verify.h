@@ -1,0 +1,96 @@
+/*
+ * thingsync-sim: the pulse ledger and the checks the simulator ends with.
+ *
+ * Every pulse the simulator asks for gets a number, and the pulse's value is
+ * that number, so each TSYNC_EVENT_PULSE names exactly which pulse acted.
+ * The ledger counts, per pulse, how often it acted at the owner and at each
+ * user, remembers how the requester's done callback ended, and orders the
+ * acts against the (re)starts of every controller. sim_ledger_verify() then
+ * applies the library's promise (README, "at most once across restarts,
+ * exactly once otherwise"):
+ *
+ *  - nothing ever acts twice anywhere, across restarts included;
+ *  - a pulse the owner acknowledged (status 0) acted exactly once at the owner;
+ *  - a pulse completed with TSYNC_EPEER_RESTARTED or TSYNC_ECANCELED acted at
+ *    the owner at most once (outcome unknown);
+ *  - a user acts only on a pulse its owner acted on, and it acts on it
+ *    exactly once unless a restart came between: the user or the owner
+ *    restarted after the owner acted, or the user had restarted before but
+ *    the owner did not know its new boot yet when it acted. The owner's
+ *    relay then goes to a boot of the user that is gone; it is completed as
+ *    "peer restarted" (or cancelled with the owner), and the user acts at
+ *    most once;
+ *  - every pulse got its answer, and no act names a pulse never asked for.
+ *
+ * It knows nothing of nodes or sockets, so the unit tests drive it directly.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef TSYNC_SIM_VERIFY_H
+#define TSYNC_SIM_VERIFY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <thingsync/thingsync.h>
+
+/* Status of a pulse whose done callback has not run yet. */
+#define SIM_PULSE_PENDING 1
+/* Status of a pulse tsync_node_pulse() refused at once (never sent). */
+#define SIM_PULSE_WITHDRAWN 2
+
+struct sim_ledger;
+
+/* What sim_ledger_verify() found. */
+struct sim_ledger_report {
+	uint64_t pulses;          /* pulses asked for and accepted by tsync_node_pulse() */
+	uint64_t acked;           /* done with status 0 */
+	uint64_t unknown;         /* done with TSYNC_EPEER_RESTARTED or TSYNC_ECANCELED */
+	uint64_t unknown_acted;   /* ... of which the owner acted on */
+	uint64_t owner_acts;      /* acts at owners */
+	uint64_t user_acts;       /* acts at users */
+	uint64_t user_expected;   /* user acts owed: users of the pulses owners acted on */
+	uint64_t user_lost;       /* owed, not acted, excused: a restart came between (see above) */
+	uint64_t user_lost_stale; /* ... of which the user had restarted before the owner acted */
+	uint64_t violations;      /* broken promises; each one is printed */
+};
+
+/* A ledger for n_ctrl controllers and n_things things. 0 or -ENOMEM. */
+int sim_ledger_new(uint32_t n_ctrl, uint32_t n_things, struct sim_ledger **ret);
+void sim_ledger_free(struct sim_ledger *l);
+
+/* Declares thing t: its owner and users (controller indexes, copied).
+ * 0, -EINVAL or -ENOMEM. */
+int sim_ledger_thing(struct sim_ledger *l, uint32_t t, uint32_t owner, uint32_t n_users,
+                     const uint32_t *users);
+
+/* Controller ctrl starts (or restarts) now: a new boot. */
+void sim_ledger_start(struct sim_ledger *l, uint32_t ctrl);
+
+/* A pulse of thing t asked by controller `requester`: returns its number
+ * (>= 1, the value to pulse with), or a negative errno. */
+int64_t sim_ledger_pulse(struct sim_ledger *l, uint32_t t, uint32_t requester);
+
+/* The done callback of pulse id ran with `status` (0 or a negative code), or
+ * SIM_PULSE_WITHDRAWN when tsync_node_pulse() refused it. */
+void sim_ledger_done(struct sim_ledger *l, int64_t id, int status);
+
+/* Controller ctrl reported TSYNC_EVENT_PULSE of thing t with value `id`. */
+void sim_ledger_act(struct sim_ledger *l, uint32_t ctrl, uint32_t t, int64_t id);
+
+/* When the owner acted on pulse id, it did not know the current boot of its
+ * user `ctrl` (or that user was down): its relay may be lost to the restart. */
+void sim_ledger_user_stale(struct sim_ledger *l, int64_t id, uint32_t ctrl);
+
+/* Applies every check; prints each violation (at most max_lines of them) to
+ * `out` with `name(idx)` naming controllers and things (may be NULL: numbers).
+ * Returns the number of violations (also in rep->violations). */
+typedef const char *(*sim_name_fn)(void *ud, bool thing, uint32_t idx);
+uint64_t sim_ledger_verify(const struct sim_ledger *l, struct sim_ledger_report *rep, FILE *out,
+                           int max_lines, sim_name_fn name, void *name_ud);
+
+/* Whether two values are the same (type and content; strings by text). */
+bool sim_value_same(const tsync_value *a, const tsync_value *b);
+
+#endif
