@@ -1,0 +1,356 @@
+/*
+ * thingsync-collectord: the read API (JSON), /metrics (Prometheus text
+ * format), /health, and the fault-injection switch (only with
+ * --fault-injection).
+ *
+ *   GET /v1/sources                     every source: last seen, last seq,
+ *                                       stored, refused, missing, gaps
+ *   GET /v1/measurements?source=S&thing=T&from=US&to=US&after_seq=N&limit=N
+ *   GET /v1/rejected?source=S&limit=N   refused measurements with the reason
+ *   GET /v1/alarms[?active=1]           active alarms and recently cleared ones
+ *   GET /metrics, GET /health
+ *   POST /v1/faults?handler=on|off&db=on|off
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "collector.h"
+
+void api__reply_json(struct evhttp_request *req, int status, json_t *j)
+{
+	struct evbuffer *out = evbuffer_new();
+	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	const char *reason;
+
+	json_decref(j);
+	if (!out || !text) {
+		free(text);
+		if (out)
+			evbuffer_free(out);
+		evhttp_send_error(req, 500, "out of memory");
+		return;
+	}
+	switch (status) {
+	case 200:
+		reason = "OK";
+		break;
+	case 400:
+		reason = "Bad Request";
+		break;
+	case 401:
+		reason = "Unauthorized";
+		break;
+	case 404:
+		reason = "Not Found";
+		break;
+	case 405:
+		reason = "Method Not Allowed";
+		break;
+	case 413:
+		reason = "Payload Too Large";
+		break;
+	case 422:
+		reason = "Unprocessable Content";
+		break;
+	case 503:
+		reason = "Service Unavailable";
+		break;
+	default:
+		reason = "Internal Server Error";
+		break;
+	}
+	evbuffer_add(out, text, strlen(text));
+	evbuffer_add(out, "\n", 1);
+	free(text);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+	evhttp_send_reply(req, status, reason, out);
+	evbuffer_free(out);
+}
+
+static void unavailable(struct collector *c, struct evhttp_request *req, int r)
+{
+	if (r == DB_EDOWN) {
+		collector__db_down(c, "the database is unavailable");
+		api__reply_json(req, 503, json_pack("{s:s}", "error", "database unavailable"));
+	} else {
+		api__reply_json(req, 500,
+		                json_pack("{s:s}", "error", r == -ENOMEM ? "out of memory" : "query failed"));
+	}
+}
+
+/* Parses the query string of the request into `q` (free with evhttp_clear_headers). */
+static int parse_query(struct evhttp_request *req, struct evkeyvalq *q)
+{
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *qs = uri ? evhttp_uri_get_query(uri) : NULL;
+
+	TAILQ_INIT(q);
+	if (!qs)
+		return 0;
+	return evhttp_parse_query_str(qs, q) == 0 ? 0 : -EINVAL;
+}
+
+static int q_i64(struct evkeyvalq *q, const char *name, int64_t def, int64_t *out)
+{
+	const char *s = evhttp_find_header(q, name);
+	char *end;
+	long long x;
+
+	if (!s) {
+		*out = def;
+		return 0;
+	}
+	errno = 0;
+	x = strtoll(s, &end, 10);
+	if (errno || end == s || *end)
+		return -EINVAL;
+	*out = x;
+	return 0;
+}
+
+static void bad_param(struct evhttp_request *req, const char *name)
+{
+	char msg[96];
+	snprintf(msg, sizeof(msg), "bad query parameter '%s'", name);
+	api__reply_json(req, 400, json_pack("{s:s,s:s}", "field", name, "error", msg));
+}
+
+void api__sources(struct collector *c, struct evhttp_request *req)
+{
+	json_t *arr = NULL, *out;
+	int64_t now = (int64_t)util__realtime_us();
+	int r = c->db->ops->sources(c->db, COLLECTOR_MAX_GAPS, &arr);
+	size_t i;
+	json_t *o;
+
+	if (r < 0) {
+		unavailable(c, req, r);
+		return;
+	}
+	/* Add what only the collector knows (alive, silent, period), and sources never stored. */
+	for (size_t k = 0; k < c->n_sources; k++) {
+		const struct source *s = &c->sources[k];
+		json_t *found = NULL;
+		json_array_foreach(arr, i, o)
+		{
+			if (strcmp(json_string_value(json_object_get(o, "source")), s->name) == 0)
+				found = o;
+		}
+		if (!found) {
+			found = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:[]}", "source", s->name,
+			                  "last_seen_us", (json_int_t)0, "last_seq", (json_int_t)0, "boot",
+			                  (json_int_t)0, "stored", (json_int_t)0, "rejected", (json_int_t)0,
+			                  "missing", (json_int_t)0, "gaps");
+			if (!found || json_array_append_new(arr, found) < 0)
+				continue;
+		}
+		if (s->last_seen_us > json_integer_value(json_object_get(found, "last_seen_us")))
+			json_object_set_new(found, "last_seen_us", json_integer(s->last_seen_us));
+		json_object_set_new(found, "period_s", json_integer(s->period_s));
+		json_object_set_new(
+		    found, "silent",
+		    json_boolean(alarms__is_active(&c->alarms, ALARM_SOURCE_SILENT, s->name)));
+		json_object_set_new(found, "pushes", json_integer((json_int_t)s->pushes));
+		json_object_set_new(found, "configured", json_true());
+	}
+	out = json_pack("{s:I,s:o}", "now_us", (json_int_t)now, "sources", arr);
+	api__reply_json(req, 200, out);
+}
+
+void api__measurements(struct collector *c, struct evhttp_request *req)
+{
+	struct evkeyvalq q;
+	struct db_query dq;
+	int64_t limit;
+	json_t *arr = NULL;
+	int r;
+
+	if (parse_query(req, &q) < 0) {
+		bad_param(req, "query");
+		return;
+	}
+	memset(&dq, 0, sizeof(dq));
+	dq.source = evhttp_find_header(&q, "source");
+	dq.thing = evhttp_find_header(&q, "thing");
+	if (q_i64(&q, "from", INT64_MIN, &dq.from_us) < 0) {
+		bad_param(req, "from");
+		goto leave;
+	}
+	if (q_i64(&q, "to", INT64_MAX, &dq.to_us) < 0) {
+		bad_param(req, "to");
+		goto leave;
+	}
+	if (q_i64(&q, "after_seq", 0, &dq.after_seq) < 0) {
+		bad_param(req, "after_seq");
+		goto leave;
+	}
+	if (q_i64(&q, "limit", 1000, &limit) < 0 || limit < 1 || limit > COLLECTOR_QUERY_LIMIT) {
+		bad_param(req, "limit");
+		goto leave;
+	}
+	dq.limit = (int)limit;
+	r = c->db->ops->measurements(c->db, &dq, &arr);
+	if (r < 0) {
+		unavailable(c, req, r);
+		goto leave;
+	}
+	api__reply_json(
+	    req, 200, json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), "measurements", arr));
+leave:
+	evhttp_clear_headers(&q);
+}
+
+void api__rejected(struct collector *c, struct evhttp_request *req)
+{
+	struct evkeyvalq q;
+	int64_t limit;
+	json_t *arr = NULL;
+	int r;
+
+	if (parse_query(req, &q) < 0) {
+		bad_param(req, "query");
+		return;
+	}
+	if (q_i64(&q, "limit", 1000, &limit) < 0 || limit < 1 || limit > COLLECTOR_QUERY_LIMIT) {
+		bad_param(req, "limit");
+		goto leave;
+	}
+	r = c->db->ops->rejected(c->db, evhttp_find_header(&q, "source"), (int)limit, &arr);
+	if (r < 0) {
+		unavailable(c, req, r);
+		goto leave;
+	}
+	api__reply_json(req, 200,
+	                json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), "rejected", arr));
+leave:
+	evhttp_clear_headers(&q);
+}
+
+void api__alarms(struct collector *c, struct evhttp_request *req)
+{
+	struct evkeyvalq q;
+	const char *active;
+
+	if (parse_query(req, &q) < 0) {
+		bad_param(req, "query");
+		return;
+	}
+	active = evhttp_find_header(&q, "active");
+	api__reply_json(req, 200, alarms__json(&c->alarms, !(active && strcmp(active, "1") == 0)));
+	evhttp_clear_headers(&q);
+}
+
+void api__metrics(struct collector *c, struct evhttp_request *req)
+{
+	static const char *const results[] = {"ok",          "invalid", "unauthorized",
+	                                      "unavailable", "error",   "too_large"};
+	struct evbuffer *out = evbuffer_new();
+	int64_t now = (int64_t)util__realtime_us();
+
+	if (!out) {
+		evhttp_send_error(req, 500, NULL);
+		return;
+	}
+	evbuffer_add_printf(out, "# HELP thingsync_collector_pushes_total Pushes received, by result.\n"
+	                         "# TYPE thingsync_collector_pushes_total counter\n");
+	for (size_t i = 0; i < 6; i++)
+		evbuffer_add_printf(out, "thingsync_collector_pushes_total{result=\"%s\"} %" PRIu64 "\n",
+		                    results[i], c->pushes[i]);
+	evbuffer_add_printf(out,
+	                    "# TYPE thingsync_collector_measurements_stored_total counter\n"
+	                    "thingsync_collector_measurements_stored_total %" PRIu64 "\n"
+	                    "# TYPE thingsync_collector_measurements_duplicate_total counter\n"
+	                    "thingsync_collector_measurements_duplicate_total %" PRIu64 "\n"
+	                    "# TYPE thingsync_collector_measurements_rejected_total counter\n"
+	                    "thingsync_collector_measurements_rejected_total %" PRIu64 "\n"
+	                    "# TYPE thingsync_collector_database_up gauge\n"
+	                    "thingsync_collector_database_up{backend=\"%s\"} %d\n"
+	                    "# TYPE thingsync_collector_alarms_active gauge\n",
+	                    c->stored_total, c->duplicates_total, c->rejected_total, c->db->ops->name,
+	                    c->db->ops->up(c->db) && !c->faults.db_refuse ? 1 : 0);
+	for (int k = 0; k < ALARM_KINDS; k++)
+		evbuffer_add_printf(out, "thingsync_collector_alarms_active{kind=\"%s\"} %zu\n",
+		                    alarm_kind_name((enum alarm_kind)k),
+		                    alarms__count_active(&c->alarms, (enum alarm_kind)k));
+	evbuffer_add_printf(out, "# TYPE thingsync_collector_alarms_raised_total counter\n");
+	for (int k = 0; k < ALARM_KINDS; k++)
+		evbuffer_add_printf(out, "thingsync_collector_alarms_raised_total{kind=\"%s\"} %" PRIu64 "\n",
+		                    alarm_kind_name((enum alarm_kind)k), c->alarms.raised_total[k]);
+	evbuffer_add_printf(out, "# TYPE thingsync_collector_source_last_seq gauge\n");
+	for (size_t i = 0; i < c->n_sources; i++)
+		evbuffer_add_printf(out, "thingsync_collector_source_last_seq{source=\"%s\"} %" PRId64 "\n",
+		                    c->sources[i].name, c->sources[i].last_seq);
+	evbuffer_add_printf(out, "# TYPE thingsync_collector_source_silence_seconds gauge\n");
+	for (size_t i = 0; i < c->n_sources; i++)
+		evbuffer_add_printf(out, "thingsync_collector_source_silence_seconds{source=\"%s\"} %.3f\n",
+		                    c->sources[i].name, (double)(now - c->sources[i].last_seen_us) / 1e6);
+	evbuffer_add_printf(out, "# TYPE thingsync_collector_source_measurements_total counter\n");
+	for (size_t i = 0; i < c->n_sources; i++)
+		evbuffer_add_printf(
+		    out, "thingsync_collector_source_measurements_total{source=\"%s\"} %" PRIu64 "\n",
+		    c->sources[i].name, c->sources[i].measurements);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	                  "text/plain; version=0.0.4");
+	evhttp_send_reply(req, 200, "OK", out);
+	evbuffer_free(out);
+}
+
+void api__health(struct collector *c, struct evhttp_request *req)
+{
+	bool db_up = c->db->ops->up(c->db) && !(c->opt.fault_injection && c->faults.db_refuse);
+
+	api__reply_json(req, db_up ? 200 : 503,
+	                json_pack("{s:s,s:s,s:s,s:I}", "status", db_up ? "ok" : "degraded", "database",
+	                          db_up ? "up" : "down", "backend", c->db->ops->name, "alarms_active",
+	                          (json_int_t)c->alarms.nactive));
+}
+
+static int on_off(const char *s, bool *out)
+{
+	if (!s)
+		return 0;
+	if (!strcmp(s, "on") || !strcmp(s, "1"))
+		*out = true;
+	else if (!strcmp(s, "off") || !strcmp(s, "0"))
+		*out = false;
+	else
+		return -EINVAL;
+	return 1;
+}
+
+void api__faults(struct collector *c, struct evhttp_request *req)
+{
+	struct evkeyvalq q;
+	bool handler = c->faults.handler, db = c->faults.db_refuse;
+
+	if (!c->opt.fault_injection) {
+		api__reply_json(req, 404, json_pack("{s:s}", "error", "not found"));
+		return;
+	}
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+		api__reply_json(req, 405, json_pack("{s:s}", "error", "POST only"));
+		return;
+	}
+	if (parse_query(req, &q) < 0 || on_off(evhttp_find_header(&q, "handler"), &handler) < 0 ||
+	    on_off(evhttp_find_header(&q, "db"), &db) < 0) {
+		evhttp_clear_headers(&q);
+		bad_param(req, "handler/db");
+		return;
+	}
+	evhttp_clear_headers(&q);
+	if (handler != c->faults.handler || db != c->faults.db_refuse)
+		log_warn(&c->log, "fault injection: handler %s, db %s", handler ? "FAILS" : "ok",
+		         db ? "REFUSES WRITES" : "ok");
+	c->faults.handler = handler;
+	c->faults.db_refuse = db;
+	api__reply_json(req, 200, json_pack("{s:b,s:b}", "handler", handler, "db", db));
+}

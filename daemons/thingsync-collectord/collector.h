@@ -1,0 +1,120 @@
+/*
+ * thingsync-collectord: the server side of the push role. It takes the
+ * batches pushd posts (authenticated with the site key), validates every
+ * field against site.conf, stores them idempotently on (source, seq) and
+ * answers only after the commit; it raises and clears alarms, and serves a
+ * read API. See thingsync-collectord(8).
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef TSYNC_COLLECTOR_H
+#define TSYNC_COLLECTOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <thingsync/thingsync.h>
+
+#include "alarms.h"
+#include "db.h"
+#include "util/util.h"
+
+struct event_base;
+struct event;
+struct evhttp;
+struct evhttp_request;
+struct curlev;
+
+/* Limits on what a source (or any client) can make the collector hold or do. */
+#define COLLECTOR_MAX_BODY    ((size_t)16 << 20)
+#define COLLECTOR_MAX_BATCH   10000
+#define COLLECTOR_MAX_HEADERS 16384
+#define COLLECTOR_QUERY_LIMIT 10000
+#define COLLECTOR_MAX_GAPS    100
+#define COLLECTOR_NAME_MAX    63
+/* Measurements may be at most this far in the future (clock skew between a Pi and us). */
+#define COLLECTOR_FUTURE_US ((int64_t)24 * 3600 * 1000000)
+/* ... and not before 2000-01-01. */
+#define COLLECTOR_EPOCH_MIN_US ((int64_t)946684800 * 1000000)
+
+struct collector_options {
+	const char *site_path;
+	const char *controller; /* whose tcp_port to listen on (default: the first with role collector) */
+	const char *listen;     /* ADDR:PORT, overrides */
+	const char *port_file;
+	const char *db_spec; /* sqlite:PATH or postgres:CONNINFO */
+	const char *webhook;
+	const char *cacert;
+	uint32_t silent_after_s;
+	const char **periods; /* NAME=SECONDS */
+	size_t n_periods;
+	size_t max_body;
+	size_t max_batch;
+	bool fault_injection;
+	tsync_log_level log_level;
+};
+
+/* A source: a controller of the site with the push role. */
+struct source {
+	const char *name; /* borrowed from the site */
+	uint32_t period_s;
+	int64_t last_seen_us; /* realtime of the last authenticated push (heartbeats included) */
+	int64_t last_seq;     /* highest seq stored */
+	uint64_t pushes, measurements, duplicates, rejected;
+};
+
+struct collector {
+	struct collector_options opt;
+	struct logger log;
+	struct event_base *base;
+	struct evhttp *http;
+	tsync_site *site;
+	struct db *db;
+	struct alarms alarms;
+	struct curlev *webhook_http;
+	struct source *sources;
+	size_t n_sources;
+	int64_t started_us;
+	int64_t unknown_refused_us; /* last push refused for an unknown or forged source */
+	struct event *tick;
+	uint64_t ticks;
+	struct event *sig_int, *sig_term;
+	/* Fault injection (only with --fault-injection; for the tests of the seed's failures). */
+	struct {
+		bool handler;   /* the ingest handler fails half-way (before its commit) */
+		bool db_refuse; /* the database refuses writes */
+	} faults;
+	/* Counters for /metrics. */
+	uint64_t pushes[6]; /* by enum push_result */
+	uint64_t stored_total, duplicates_total, rejected_total;
+	uint64_t http_requests;
+};
+
+enum push_result {
+	PUSH_OK = 0,
+	PUSH_INVALID,
+	PUSH_UNAUTHORIZED,
+	PUSH_UNAVAILABLE,
+	PUSH_ERROR,
+	PUSH_TOO_LARGE,
+};
+
+/* ingest.c */
+void ingest__push(struct collector *c, struct evhttp_request *req);
+struct source *collector__source(struct collector *c, const char *name);
+
+/* api.c */
+void api__sources(struct collector *c, struct evhttp_request *req);
+void api__measurements(struct collector *c, struct evhttp_request *req);
+void api__rejected(struct collector *c, struct evhttp_request *req);
+void api__alarms(struct collector *c, struct evhttp_request *req);
+void api__metrics(struct collector *c, struct evhttp_request *req);
+void api__health(struct collector *c, struct evhttp_request *req);
+void api__faults(struct collector *c, struct evhttp_request *req);
+/* Sends `j` (consumed) as JSON with `status`. */
+void api__reply_json(struct evhttp_request *req, int status, json_t *j);
+
+/* collectord.c */
+void collector__db_down(struct collector *c, const char *why);
+void collector__db_ok(struct collector *c);
+
+#endif

@@ -1,0 +1,549 @@
+/*
+ * thingsync-collectord: main. Arguments, the HTTP server, the storage
+ * backend, and a tick that watches what no request reports: sources that went
+ * silent, a database that came back, alarms the database has not seen yet.
+ * SPDX-License-Identifier: MIT
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "../thingsync-pushd/curlev.h"
+#include "collector.h"
+
+#define TICK_MS 250
+
+static const char usage_text[] =
+    "usage: thingsync-collectord --site FILE [options]\n"
+    "\n"
+    "The server side of the push role: stores what thingsync-pushd posts (signed\n"
+    "with the site key), validates every field against site.conf, answers only\n"
+    "after the database commit, raises and clears alarms, serves a read API.\n"
+    "\n"
+    "  -s, --site FILE          site.conf (with key_file); sources are the\n"
+    "                           controllers with the role push\n"
+    "  -c, --controller NAME    listen on this controller's host:tcp_port (default:\n"
+    "                           the first controller with the role collector)\n"
+    "  -l, --listen ADDR:PORT   listen here instead (port 0: any free port)\n"
+    "      --port-file FILE     write the port listened on to FILE\n"
+    "  -D, --db SPEC            sqlite:PATH (default sqlite:/var/lib/thingsync/collector.db)\n"
+    "                           or postgres:CONNINFO (e.g. postgres:host=db dbname=thingsync)\n"
+    "      --silent-after SEC   source_silent alarm after SEC without a push (default 300)\n"
+    "      --source-period NAME=SEC  the same for one source; may be repeated\n"
+    "      --webhook URL        also POST every alarm raised or cleared to URL\n"
+    "      --cacert FILE        CA bundle for an https webhook\n"
+    "      --max-batch N        measurements per push (default 10000)\n"
+    "      --max-body BYTES     bytes per request (default 16 MiB)\n"
+    "      --fault-injection    enable POST /v1/faults (tests only; never in production)\n"
+    "  -v, --log-level LEVEL    error, warn, info (default) or debug\n"
+    "  -h, --help               this text\n";
+
+static void log_stderr(void *ud, tsync_log_level level, const char *line)
+{
+	fprintf(stderr, "%s: %s\n", tsync_log_level_name(level), line);
+}
+
+void collector__db_down(struct collector *c, const char *why)
+{
+	alarms__raise(&c->alarms, ALARM_DB_UNAVAILABLE, "", "%s (%s)", why, c->db->ops->name);
+}
+
+void collector__db_ok(struct collector *c)
+{
+	if (alarms__is_active(&c->alarms, ALARM_DB_UNAVAILABLE, ""))
+		alarms__clear(&c->alarms, ALARM_DB_UNAVAILABLE, "", "the database takes writes again");
+}
+
+static void route(struct evhttp_request *req, void *arg)
+{
+	struct collector *c = arg;
+	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	bool get = evhttp_request_get_command(req) == EVHTTP_REQ_GET;
+
+	c->http_requests++;
+	if (!path) {
+		api__reply_json(req, 400, json_pack("{s:s}", "error", "bad URI"));
+	} else if (!strcmp(path, "/v1/push")) {
+		ingest__push(c, req);
+	} else if (!strcmp(path, "/v1/faults")) {
+		api__faults(c, req);
+	} else if (!get) {
+		api__reply_json(req, 405, json_pack("{s:s}", "error", "GET only"));
+	} else if (!strcmp(path, "/v1/sources")) {
+		api__sources(c, req);
+	} else if (!strcmp(path, "/v1/measurements")) {
+		api__measurements(c, req);
+	} else if (!strcmp(path, "/v1/rejected")) {
+		api__rejected(c, req);
+	} else if (!strcmp(path, "/v1/alarms")) {
+		api__alarms(c, req);
+	} else if (!strcmp(path, "/metrics")) {
+		api__metrics(c, req);
+	} else if (!strcmp(path, "/health")) {
+		api__health(c, req);
+	} else {
+		api__reply_json(req, 404, json_pack("{s:s}", "error", "not found"));
+	}
+}
+
+static void tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct collector *c = arg;
+	int64_t now = (int64_t)util__realtime_us();
+	bool injected = c->opt.fault_injection && c->faults.db_refuse;
+
+	/*
+	 * The database: probed every second even when nobody pushes, so that
+	 * an outage raises its alarm at once; while down, every tick tries to
+	 * reconnect. The alarm stays until a probe (or a push) shows it takes
+	 * writes again.
+	 */
+	c->ticks++;
+	if (!injected && (alarms__is_active(&c->alarms, ALARM_DB_UNAVAILABLE, "") || !c->db->ops->up(c->db) ||
+	                  c->ticks % (1000 / TICK_MS) == 0)) {
+		if (c->db->ops->reconnect(c->db) == 0)
+			collector__db_ok(c);
+		else
+			collector__db_down(c, "the database is unavailable");
+	}
+	if (c->db->ops->up(c->db))
+		alarms__flush(&c->alarms);
+
+	for (size_t i = 0; i < c->n_sources; i++) {
+		struct source *s = &c->sources[i];
+		int64_t last = s->last_seen_us > c->started_us ? s->last_seen_us : c->started_us;
+		int64_t silent = now - last;
+
+		if (silent > (int64_t)s->period_s * 1000000 &&
+		    !alarms__is_active(&c->alarms, ALARM_SOURCE_SILENT, s->name))
+			alarms__raise(&c->alarms, ALARM_SOURCE_SILENT, s->name,
+			              "no push from %s for %.1f s (period %u s)%s", s->name,
+			              (double)silent / 1e6, s->period_s,
+			              s->last_seen_us ? "" : "; never seen since the collector started");
+	}
+	if (alarms__is_active(&c->alarms, ALARM_INVALID_PUSH, "unknown") &&
+	    now - c->unknown_refused_us > (int64_t)c->opt.silent_after_s * 1000000)
+		alarms__clear(&c->alarms, ALARM_INVALID_PUSH, "unknown",
+		              "no unauthenticated push for a period");
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct collector *c = arg;
+
+	log_info(&c->log, "signal %d: stopping", (int)sig);
+	event_base_loopexit(c->base, NULL);
+}
+
+static int split_listen(const char *spec, char *host, size_t hostlen, uint16_t *port)
+{
+	const char *colon = strrchr(spec, ':');
+	char *end;
+	unsigned long p;
+
+	if (!colon || (size_t)(colon - spec) >= hostlen)
+		return -EINVAL;
+	p = strtoul(colon + 1, &end, 10);
+	if (*end || colon[1] == '\0' || p > 65535)
+		return -EINVAL;
+	memcpy(host, spec, (size_t)(colon - spec));
+	host[colon - spec] = '\0';
+	*port = (uint16_t)p;
+	return 0;
+}
+
+static int write_port_file(const char *path, uint16_t port)
+{
+	char tmp[4096];
+	FILE *f;
+	int fd;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	f = fdopen(fd, "w");
+	if (!f) {
+		close(fd);
+		return -ENOMEM;
+	}
+	fprintf(f, "%u\n", port);
+	if (fclose(f) != 0)
+		return -EIO;
+	/* Atomically: a reader sees no file or the whole port. */
+	return rename(tmp, path) == 0 ? 0 : -errno;
+}
+
+static int start_http(struct collector *c)
+{
+	char host[256];
+	uint16_t port = 0;
+	struct evhttp_bound_socket *bs;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+
+	if (c->opt.listen) {
+		if (split_listen(c->opt.listen, host, sizeof(host), &port) < 0) {
+			log_error(&c->log, "--listen %s: want ADDR:PORT", c->opt.listen);
+			return -EINVAL;
+		}
+	} else {
+		size_t n = tsync_site_controller_count(c->site);
+		bool found = false;
+		for (size_t i = 0; i < n && !found; i++) {
+			tsync_controller_info ci;
+			if (tsync_site_controller(c->site, i, &ci) < 0 || !ci.tcp_port)
+				continue;
+			if (c->opt.controller) {
+				found = strcmp(ci.name, c->opt.controller) == 0;
+			} else {
+				for (size_t k = 0; k < ci.n_roles; k++)
+					found |= strcmp(ci.roles[k], "collector") == 0;
+			}
+			if (found) {
+				snprintf(host, sizeof(host), "%s", ci.host);
+				port = ci.tcp_port;
+			}
+		}
+		if (!found) {
+			log_error(&c->log, "no --listen, and no controller %s with a tcp_port in %s",
+			          c->opt.controller ? c->opt.controller : "with the role collector",
+			          c->opt.site_path);
+			return -EINVAL;
+		}
+	}
+	c->http = evhttp_new(c->base);
+	if (!c->http)
+		return -ENOMEM;
+	evhttp_set_max_body_size(c->http, (ev_ssize_t)c->opt.max_body);
+	evhttp_set_max_headers_size(c->http, COLLECTOR_MAX_HEADERS);
+	evhttp_set_timeout(c->http, 30);
+	evhttp_set_allowed_methods(c->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
+	evhttp_set_gencb(c->http, route, c);
+	bs = evhttp_bind_socket_with_handle(c->http, host, port);
+	if (!bs) {
+		log_error(&c->log, "cannot listen on %s:%u", host, port);
+		return -EADDRINUSE;
+	}
+	if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &len) == 0)
+		port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
+		                                     : ((struct sockaddr_in6 *)&ss)->sin6_port);
+	log_info(&c->log, "listening on http://%s:%u (POST /v1/push)", host, port);
+	if (c->opt.port_file) {
+		int r = write_port_file(c->opt.port_file, port);
+		if (r < 0) {
+			log_error(&c->log, "%s: %s", c->opt.port_file, strerror(-r));
+			return r;
+		}
+	}
+	return 0;
+}
+
+static int setup_sources(struct collector *c)
+{
+	size_t n = tsync_site_controller_count(c->site);
+
+	c->sources = calloc(n ? n : 1, sizeof(*c->sources));
+	if (!c->sources)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		tsync_controller_info ci;
+		bool push = false;
+		if (tsync_site_controller(c->site, i, &ci) < 0)
+			continue;
+		for (size_t k = 0; k < ci.n_roles; k++)
+			push |= strcmp(ci.roles[k], "push") == 0;
+		if (!push)
+			continue;
+		c->sources[c->n_sources].name = ci.name;
+		c->sources[c->n_sources].period_s = c->opt.silent_after_s;
+		c->n_sources++;
+	}
+	for (size_t i = 0; i < c->opt.n_periods; i++) {
+		const char *spec = c->opt.periods[i];
+		const char *eq = strchr(spec, '=');
+		char name[64], *end;
+		unsigned long sec;
+		struct source *s;
+
+		if (!eq || (size_t)(eq - spec) >= sizeof(name))
+			goto bad;
+		memcpy(name, spec, (size_t)(eq - spec));
+		name[eq - spec] = '\0';
+		sec = strtoul(eq + 1, &end, 10);
+		if (*end || eq[1] == '\0' || sec < 1 || sec > 86400 * 365)
+			goto bad;
+		s = collector__source(c, name);
+		if (!s) {
+			log_error(&c->log, "--source-period %s: %s is not a controller with the role push",
+			          spec, name);
+			return -EINVAL;
+		}
+		s->period_s = (uint32_t)sec;
+		continue;
+	bad:
+		log_error(&c->log, "--source-period %s: want NAME=SECONDS", spec);
+		return -EINVAL;
+	}
+	if (c->n_sources == 0)
+		log_warn(&c->log, "no controller of %s has the role push: every push will be refused",
+		         c->opt.site_path);
+	return 0;
+}
+
+static int open_db(struct collector *c)
+{
+	const char *spec = c->opt.db_spec;
+	const struct db_ops *ops = &db_sqlite_ops;
+	const char *arg = spec;
+
+	if (!strncmp(spec, "sqlite:", 7)) {
+		arg = spec + 7;
+	} else if (!strncmp(spec, "postgres:", 9) || !strncmp(spec, "postgresql:", 11)) {
+#ifdef HAVE_POSTGRES
+		ops = &db_pg_ops;
+		arg = strchr(spec, ':') + 1;
+#else
+		log_error(&c->log, "--db %s: this collector was built without PostgreSQL (-Dpostgres)", spec);
+		return -ENOTSUP;
+#endif
+	}
+	if (!*arg) {
+		log_error(&c->log, "--db %s: empty", spec);
+		return -EINVAL;
+	}
+	return ops->open(arg, &c->log, &c->db);
+}
+
+static int parse_args(int argc, char **argv, struct collector_options *o)
+{
+	enum { O_PORTFILE = 256, O_SILENT, O_PERIOD, O_WEBHOOK, O_CACERT, O_MAXBATCH, O_MAXBODY, O_FAULTS };
+	static const struct option longopts[] = {
+	    {"site", required_argument, NULL, 's'},
+	    {"controller", required_argument, NULL, 'c'},
+	    {"listen", required_argument, NULL, 'l'},
+	    {"port-file", required_argument, NULL, O_PORTFILE},
+	    {"db", required_argument, NULL, 'D'},
+	    {"silent-after", required_argument, NULL, O_SILENT},
+	    {"source-period", required_argument, NULL, O_PERIOD},
+	    {"webhook", required_argument, NULL, O_WEBHOOK},
+	    {"cacert", required_argument, NULL, O_CACERT},
+	    {"max-batch", required_argument, NULL, O_MAXBATCH},
+	    {"max-body", required_argument, NULL, O_MAXBODY},
+	    {"fault-injection", no_argument, NULL, O_FAULTS},
+	    {"log-level", required_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	unsigned long long x;
+	char *end;
+	int ch;
+
+	while ((ch = getopt_long(argc, argv, "s:c:l:D:v:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 's':
+			o->site_path = optarg;
+			break;
+		case 'c':
+			o->controller = optarg;
+			break;
+		case 'l':
+			o->listen = optarg;
+			break;
+		case O_PORTFILE:
+			o->port_file = optarg;
+			break;
+		case 'D':
+			o->db_spec = optarg;
+			break;
+		case O_SILENT:
+		case O_MAXBATCH:
+		case O_MAXBODY:
+			errno = 0;
+			x = strtoull(optarg, &end, 10);
+			if (errno || *end || end == optarg || *optarg == '-' || x < 1 || x > (1ull << 32)) {
+				fprintf(stderr, "thingsync-collectord: bad number: %s\n", optarg);
+				return -EINVAL;
+			}
+			if (ch == O_SILENT)
+				o->silent_after_s = (uint32_t)x;
+			else if (ch == O_MAXBATCH)
+				o->max_batch = (size_t)x;
+			else
+				o->max_body = (size_t)x;
+			break;
+		case O_PERIOD: {
+			const char **p = realloc(o->periods, (o->n_periods + 1) * sizeof(*p));
+			if (!p)
+				return -ENOMEM;
+			o->periods = p;
+			o->periods[o->n_periods++] = optarg;
+			break;
+		}
+		case O_WEBHOOK:
+			o->webhook = optarg;
+			break;
+		case O_CACERT:
+			o->cacert = optarg;
+			break;
+		case O_FAULTS:
+			o->fault_injection = true;
+			break;
+		case 'v':
+			if (!strcmp(optarg, "error"))
+				o->log_level = TSYNC_LOG_ERROR;
+			else if (!strcmp(optarg, "warn"))
+				o->log_level = TSYNC_LOG_WARN;
+			else if (!strcmp(optarg, "info"))
+				o->log_level = TSYNC_LOG_INFO;
+			else if (!strcmp(optarg, "debug"))
+				o->log_level = TSYNC_LOG_DEBUG;
+			else {
+				fprintf(stderr, "thingsync-collectord: bad log level: %s\n", optarg);
+				return -EINVAL;
+			}
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(0);
+		default:
+			fputs(usage_text, stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc || !o->site_path) {
+		fprintf(stderr, "thingsync-collectord: --site is required\n");
+		fputs(usage_text, stderr);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int run(struct collector *c)
+{
+	char *errors = NULL;
+	struct timeval tv = {0, TICK_MS * 1000};
+	int r;
+
+	r = tsync_site_load(c->opt.site_path, &c->site, &errors);
+	if (r < 0) {
+		if (errors)
+			fputs(errors, stderr);
+		else
+			log_error(&c->log, "%s: %s", c->opt.site_path, tsync_strerror(r));
+		free(errors);
+		return r;
+	}
+	if (!tsync_site_has_key(c->site)) {
+		log_error(&c->log, "%s has no key_file: pushes could not be authenticated", c->opt.site_path);
+		return TSYNC_EKEY;
+	}
+	c->base = event_base_new();
+	if (!c->base)
+		return -ENOMEM;
+	r = setup_sources(c);
+	if (r < 0)
+		return r;
+	r = open_db(c);
+	if (r < 0)
+		return r;
+	alarms__init(&c->alarms, &c->log, c->db);
+	alarms__load(&c->alarms);
+	if (!c->db->ops->up(c->db))
+		collector__db_down(c, "the database is unavailable at start");
+	if (c->opt.webhook) {
+		r = curlev__new(c->base, &c->webhook_http);
+		if (r < 0)
+			return r;
+		c->alarms.http = c->webhook_http;
+		c->alarms.webhook = c->opt.webhook;
+		c->alarms.cacert = c->opt.cacert;
+	}
+	if (c->opt.fault_injection)
+		log_warn(&c->log, "fault injection is enabled (POST /v1/faults): for tests only");
+	c->started_us = (int64_t)util__realtime_us();
+	r = start_http(c);
+	if (r < 0)
+		return r;
+	c->tick = event_new(c->base, -1, EV_PERSIST, tick_cb, c);
+	c->sig_int = evsignal_new(c->base, SIGINT, on_signal, c);
+	c->sig_term = evsignal_new(c->base, SIGTERM, on_signal, c);
+	if (!c->tick || !c->sig_int || !c->sig_term || event_add(c->tick, &tv) < 0 ||
+	    evsignal_add(c->sig_int, NULL) < 0 || evsignal_add(c->sig_term, NULL) < 0)
+		return -ENOMEM;
+	log_info(&c->log, "collector of site %s up: %zu source(s), %s database %s", tsync_site_name(c->site),
+	         c->n_sources, c->db->ops->name, c->db->ops->up(c->db) ? "up" : "DOWN");
+	event_base_dispatch(c->base);
+	return 0;
+}
+
+static void cleanup(struct collector *c)
+{
+	if (c->http)
+		evhttp_free(c->http);
+	curlev__free(c->webhook_http);
+	if (c->db) {
+		if (c->db->ops->up(c->db))
+			alarms__flush(&c->alarms);
+		c->db->ops->close(c->db);
+	}
+	if (c->tick)
+		event_free(c->tick);
+	if (c->sig_int)
+		event_free(c->sig_int);
+	if (c->sig_term)
+		event_free(c->sig_term);
+	if (c->base)
+		event_base_free(c->base);
+	free(c->sources);
+	tsync_site_free(c->site);
+	free(c->opt.periods);
+}
+
+int main(int argc, char **argv)
+{
+	struct collector *c = calloc(1, sizeof(*c));
+	int r;
+
+	if (!c)
+		return 1;
+	c->opt.db_spec = "sqlite:/var/lib/thingsync/collector.db";
+	c->opt.silent_after_s = 300;
+	c->opt.max_batch = COLLECTOR_MAX_BATCH;
+	c->opt.max_body = COLLECTOR_MAX_BODY;
+	c->opt.log_level = TSYNC_LOG_INFO;
+	if (parse_args(argc, argv, &c->opt) < 0) {
+		free(c->opt.periods);
+		free(c);
+		return 2;
+	}
+	c->log.fn = log_stderr;
+	c->log.level = c->opt.log_level;
+	c->log.prefix = "collector";
+	signal(SIGPIPE, SIG_IGN);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		free(c);
+		return 1;
+	}
+	r = run(c);
+	if (r < 0)
+		log_error(&c->log, "exiting: %s", tsync_strerror(r));
+	cleanup(c);
+	free(c);
+	curl_global_cleanup();
+	return r < 0 ? 1 : 0;
+}

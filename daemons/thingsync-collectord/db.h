@@ -1,0 +1,132 @@
+/*
+ * thingsync-collectord: storage, one interface over SQLite (embedded, the
+ * default) and PostgreSQL (libpq, when built with -Dpostgres).
+ *
+ * Tables (the same in both):
+ *   measurements (source, seq) primary key; thing, vtype, value (JSON text),
+ *                time_us, owner_boot, version, received_us
+ *   rejected     (source, seq) primary key; field, error, item (the JSON as
+ *                received), received_us: measurements refused by validation,
+ *                kept (quarantined) so that nothing a source sent is lost
+ *   sources      source primary key; last_seen_us, last_seq, boot
+ *   alarms       id primary key; kind, subject, message, raised_us,
+ *                cleared_us (0 while active), count
+ * Inserts are idempotent on (source, seq): a batch sent twice is stored once.
+ *
+ * Every call is synchronous (the collector is one event loop; a slow database
+ * makes it answer slower, it never answers before the commit). Errors:
+ *   DB_EDOWN   the database is unreachable or refuses to write (connection
+ *              lost, disk full, read-only, ...): answered 503, alarm raised,
+ *              and the collector reconnects by itself
+ *   other      a negative errno (-EINVAL for a bad query, -ENOMEM)
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef TSYNC_COLLECTOR_DB_H
+#define TSYNC_COLLECTOR_DB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "util/util.h"
+
+#define DB_EDOWN (-ENOTCONN)
+
+struct db;
+
+/* A valid measurement, as stored. Strings are borrowed for the call. */
+struct db_measurement {
+	int64_t seq;
+	const char *thing;
+	const char *vtype; /* "bool", "int", "float", "string" */
+	const char *value; /* JSON text of the value */
+	int64_t time_us;
+	int64_t owner_boot;
+	int64_t version;
+};
+
+/* A refused measurement, quarantined with the reason. */
+struct db_rejected {
+	int64_t seq;
+	const char *field;
+	const char *error;
+	const char *item; /* the item's JSON text as received */
+};
+
+/* One batch of one source, written in one transaction. */
+struct db_batch {
+	const char *source;
+	int64_t boot;
+	int64_t received_us;
+	const struct db_measurement *m;
+	size_t n;
+	const struct db_rejected *rej;
+	size_t nrej;
+	int64_t max_seq; /* highest seq of the batch (0: empty) */
+};
+
+struct db_alarm {
+	int64_t id;
+	const char *kind;
+	const char *subject;
+	const char *message;
+	int64_t raised_us;
+	int64_t cleared_us;
+	int64_t count;
+};
+
+struct db_query {
+	const char *source; /* NULL: any */
+	const char *thing;  /* NULL: any */
+	int64_t from_us;    /* time range, INT64_MIN/INT64_MAX for none */
+	int64_t to_us;
+	int64_t after_seq; /* only seq > after_seq (with source: paging) */
+	int limit;
+};
+
+struct db_ops {
+	const char *name;
+	/* Connects; a database that cannot be reached yet is not an error here:
+	 * the handle is made and reports DB_EDOWN until reconnect() works. */
+	int (*open)(const char *conninfo, const struct logger *log, struct db **ret);
+	void (*close)(struct db *db);
+	/* Makes sure the connection is up (reconnecting) and the schema exists. 0 or DB_EDOWN. */
+	int (*reconnect)(struct db *db);
+	bool (*up)(const struct db *db);
+	/*
+	 * Writes a batch in one transaction: inserts the measurements and the
+	 * refused items (ignoring (source, seq) already there) and updates the
+	 * source. `*inserted` receives how many measurements were new. With
+	 * `fail_before_commit` (fault injection) everything is done but the
+	 * commit, which is replaced by a rollback and -EIO: a handler that
+	 * fails half-way.
+	 */
+	int (*store)(struct db *db, const struct db_batch *b, bool fail_before_commit, size_t *inserted);
+	/* Sources: [{"source","last_seen_us","last_seq","boot","count","missing","gaps":[[a,b],...]}] */
+	int (*sources)(struct db *db, size_t max_gaps, json_t **out);
+	/* Measurements matching q, ordered by source and seq, as a JSON array. */
+	int (*measurements)(struct db *db, const struct db_query *q, json_t **out);
+	/* Refused items of a source (or all), newest first, at most `limit`. */
+	int (*rejected)(struct db *db, const char *source, int limit, json_t **out);
+	int (*alarm_put)(struct db *db, const struct db_alarm *a);
+	/* Active alarms (cleared_us = 0), for a restart: fn is called for each. */
+	int (*alarms_active)(struct db *db, void (*fn)(void *ud, const struct db_alarm *a), void *ud);
+};
+
+extern const struct db_ops db_sqlite_ops;
+#ifdef HAVE_POSTGRES
+extern const struct db_ops db_pg_ops;
+#endif
+
+/* The collector's handle: the backend's ops and its own state behind it. */
+struct db {
+	const struct db_ops *ops;
+};
+
+/* Shared SQL text, the same for both backends ($n placeholders are rewritten for SQLite). */
+extern const char *const db_schema_sql[];
+extern const size_t db_schema_count;
+
+#endif

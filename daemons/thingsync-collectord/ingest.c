@@ -1,0 +1,420 @@
+/*
+ * thingsync-collectord: POST /v1/push, the ingest of pushd's batches.
+ *
+ * 1. Authentication. X-Thingsync-Source names a controller of site.conf with
+ *    the push role; X-Thingsync-Tag is the hex site-key tag of the body
+ *    (tsync_site_sign). Else 401, and an invalid_push alarm. A replayed body
+ *    can only store again what is already stored (inserts are idempotent).
+ * 2. The envelope: JSON, "source" equal to the header, "measurements" an
+ *    array of at most --max-batch items, each with an integer "seq" >= 1.
+ *    Else 400 (413 for too many), naming the field, alarm; nothing stored,
+ *    nothing settled: pushd sends it again (a bug there must not lose data).
+ * 3. Every item is checked against site.conf: "thing" a thing of the site,
+ *    "value" of its type and within its limits or allowed values, "time"
+ *    (microseconds since the epoch) after 2000 and at most a day ahead,
+ *    "owner_boot" and "version" non-negative integers if present.
+ *    The batch is SPLIT: valid items are stored, invalid ones are stored
+ *    apart (table rejected, with field and reason), in the same transaction.
+ *    The answer is then 422 naming each refused item's field, or 200 when
+ *    none was refused; both say "settled": every item of the batch is
+ *    durably accounted for, so pushd moves its cursor over the batch. A
+ *    refused item is never silently dropped, and never blocks its valid
+ *    neighbours (nor everything pushd journals after it).
+ * 4. 200/422 are sent only after the COMMIT. A database that is down or
+ *    refuses to write gives 503 and a database_unavailable alarm; a handler
+ *    failure, 500 and an internal_error alarm. Neither stores anything, and
+ *    pushd retries.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "collector.h"
+
+struct source *collector__source(struct collector *c, const char *name)
+{
+	for (size_t i = 0; name && i < c->n_sources; i++)
+		if (strcmp(c->sources[i].name, name) == 0)
+			return &c->sources[i];
+	return NULL;
+}
+
+static bool valid_name(const char *s)
+{
+	size_t n = 0;
+
+	for (; s[n]; n++) {
+		char ch = s[n];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      ch == '_' || ch == '.' || ch == '-'))
+			return false;
+	}
+	return n >= 1 && n <= COLLECTOR_NAME_MAX;
+}
+
+static int unhex(const char *hex, uint8_t *out, size_t n)
+{
+	if (!hex || strlen(hex) != 2 * n)
+		return -EINVAL;
+	for (size_t i = 0; i < n; i++) {
+		unsigned v = 0;
+		for (int k = 0; k < 2; k++) {
+			char ch = hex[2 * i + (size_t)k];
+			v <<= 4;
+			if (ch >= '0' && ch <= '9')
+				v |= (unsigned)(ch - '0');
+			else if (ch >= 'a' && ch <= 'f')
+				v |= (unsigned)(ch - 'a' + 10);
+			else if (ch >= 'A' && ch <= 'F')
+				v |= (unsigned)(ch - 'A' + 10);
+			else
+				return -EINVAL;
+		}
+		out[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+/* Answers a push that settles nothing: error text and the field it is about. */
+static void refuse(struct collector *c, struct evhttp_request *req, int status, enum push_result result,
+                   const char *field, const char *error)
+{
+	c->pushes[result]++;
+	api__reply_json(req, status,
+	                json_pack("{s:b,s:s,s:s}", "settled", 0, "field", field, "error", error));
+}
+
+/* One refused item. */
+struct refusal {
+	int64_t seq;
+	const char *field;
+	char error[160];
+};
+
+/*
+ * Checks one item. On success fills `m` (value text malloc()ed into *value_text).
+ * On refusal fills `r` and returns -EINVAL.
+ */
+static int check_item(struct collector *c, json_t *item, int64_t now_us, struct db_measurement *m,
+                      char **value_text, struct refusal *r)
+{
+	json_t *jthing = json_object_get(item, "thing");
+	json_t *jval = json_object_get(item, "value");
+	json_t *jtime = json_object_get(item, "time");
+	json_t *jboot = json_object_get(item, "owner_boot");
+	json_t *jver = json_object_get(item, "version");
+	const char *thing = json_string_value(jthing);
+	tsync_thing_info ti;
+	tsync_value v;
+	json_t *canon = NULL;
+	int idx;
+
+	memset(m, 0, sizeof(*m));
+	m->seq = r->seq;
+#define REFUSE(f, ...)                                                                                       \
+	do {                                                                                                 \
+		r->field = (f);                                                                              \
+		snprintf(r->error, sizeof(r->error), __VA_ARGS__);                                           \
+		return -EINVAL;                                                                              \
+	} while (0)
+	if (!thing)
+		REFUSE("thing", "missing or not a string");
+	if (!valid_name(thing))
+		REFUSE("thing", "not a thing name (1-63 of A-Z a-z 0-9 _ . -)");
+	idx = tsync_site_thing_find(c->site, thing);
+	if (idx < 0 || tsync_site_thing(c->site, (size_t)idx, &ti) < 0)
+		REFUSE("thing", "'%s' is not a thing of site %s", thing, tsync_site_name(c->site));
+	switch (ti.type) {
+	case TSYNC_TYPE_BOOL:
+		/* The seed's controllers send 1 and 0 for booleans. */
+		if (json_is_boolean(jval))
+			v = tsync_bool(json_is_true(jval));
+		else if (json_is_integer(jval) &&
+		         (json_integer_value(jval) == 0 || json_integer_value(jval) == 1))
+			v = tsync_bool(json_integer_value(jval) == 1);
+		else
+			REFUSE("value", "%s is a bool: true, false, 1 or 0", thing);
+		canon = json_boolean(v.u.b);
+		break;
+	case TSYNC_TYPE_INT:
+		if (!json_is_integer(jval))
+			REFUSE("value", "%s is an int: an integer is expected", thing);
+		v = tsync_int(json_integer_value(jval));
+		canon = json_integer((json_int_t)v.u.i);
+		break;
+	case TSYNC_TYPE_FLOAT:
+		if (!json_is_number(jval))
+			REFUSE("value", "%s is a float: a number is expected", thing);
+		v = tsync_float(json_number_value(jval));
+		canon = json_real(v.u.f);
+		break;
+	case TSYNC_TYPE_STRING:
+		if (!json_is_string(jval))
+			REFUSE("value", "%s is a string: a string is expected", thing);
+		v = tsync_string(json_string_value(jval));
+		canon = json_string(v.u.s);
+		break;
+	default:
+		REFUSE("thing", "%s has no type", thing);
+	}
+	if (!canon)
+		REFUSE("value", "not representable");
+	if (tsync_site_check_value(c->site, thing, &v) < 0) {
+		json_decref(canon);
+		if (ti.type == TSYNC_TYPE_STRING)
+			REFUSE("value", "'%.40s' is too long or not an allowed value of %s", v.u.s, thing);
+		if (ti.has_min || ti.has_max)
+			REFUSE("value", "out of the limits of %s [%g, %g] or not allowed", thing,
+			       ti.has_min ? ti.min : -INFINITY, ti.has_max ? ti.max : INFINITY);
+		REFUSE("value", "not an allowed value of %s", thing);
+	}
+	if (!json_is_integer(jtime)) {
+		json_decref(canon);
+		REFUSE("time", "missing or not an integer (microseconds since the epoch)");
+	}
+	m->time_us = (int64_t)json_integer_value(jtime);
+	if (m->time_us < COLLECTOR_EPOCH_MIN_US || m->time_us > now_us + COLLECTOR_FUTURE_US) {
+		json_decref(canon);
+		REFUSE("time", "%" PRId64 " is before 2000 or more than a day ahead", m->time_us);
+	}
+	if (jboot && (!json_is_integer(jboot) || json_integer_value(jboot) < 0)) {
+		json_decref(canon);
+		REFUSE("owner_boot", "not a non-negative integer");
+	}
+	if (jver && (!json_is_integer(jver) || json_integer_value(jver) < 0)) {
+		json_decref(canon);
+		REFUSE("version", "not a non-negative integer");
+	}
+#undef REFUSE
+	m->owner_boot = jboot ? (int64_t)json_integer_value(jboot) : 0;
+	m->version = jver ? (int64_t)json_integer_value(jver) : 0;
+	m->thing = thing;
+	m->vtype = tsync_type_name(ti.type);
+	*value_text = json_dumps(canon, JSON_COMPACT | JSON_ENCODE_ANY);
+	json_decref(canon);
+	if (!*value_text) {
+		r->field = "value";
+		snprintf(r->error, sizeof(r->error), "out of memory");
+		return -ENOMEM;
+	}
+	m->value = *value_text;
+	return 0;
+}
+
+void ingest__push(struct collector *c, struct evhttp_request *req)
+{
+	struct evkeyvalq *hdr = evhttp_request_get_input_headers(req);
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	const char *src_name = evhttp_find_header(hdr, "X-Thingsync-Source");
+	const char *tag_hex = evhttp_find_header(hdr, "X-Thingsync-Tag");
+	size_t len = evbuffer_get_length(in);
+	const char *body;
+	uint8_t tag[TSYNC_TAG_BYTES];
+	struct source *src;
+	json_t *root = NULL, *items = NULL, *jsrc, *jboot, *resp = NULL, *rej_json = NULL;
+	struct db_measurement *ms = NULL;
+	struct db_rejected *rs = NULL;
+	struct refusal *refusals = NULL;
+	char **texts = NULL;
+	size_t n, nm = 0, nr = 0, inserted = 0;
+	struct db_batch batch;
+	int64_t now = (int64_t)util__realtime_us();
+	int64_t max_seq = 0;
+	json_error_t jerr;
+	char msg[256];
+	int r;
+
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+		api__reply_json(req, 405, json_pack("{s:s}", "error", "POST only"));
+		return;
+	}
+	/* 1. Who is it? */
+	src = collector__source(c, src_name);
+	body = (const char *)evbuffer_pullup(in, -1);
+	if (!src) {
+		c->unknown_refused_us = now;
+		alarms__raise(&c->alarms, ALARM_INVALID_PUSH, "unknown",
+		              "push from '%.64s', which is not a controller with the push role",
+		              src_name ? src_name : "");
+		refuse(c, req, 401, PUSH_UNAUTHORIZED, "X-Thingsync-Source", "not a source of this site");
+		return;
+	}
+	if (unhex(tag_hex, tag, sizeof(tag)) < 0 || !body ||
+	    tsync_site_verify(c->site, body, len, tag) != 0) {
+		c->unknown_refused_us = now;
+		alarms__raise(&c->alarms, ALARM_INVALID_PUSH, "unknown",
+		              "push claiming to be %s with a missing or wrong X-Thingsync-Tag", src->name);
+		refuse(c, req, 401, PUSH_UNAUTHORIZED, "X-Thingsync-Tag", "missing or wrong site-key tag");
+		return;
+	}
+	/* Authenticated: the source is alive, whatever it sent. */
+	src->last_seen_us = now;
+	src->pushes++;
+	alarms__clear(&c->alarms, ALARM_SOURCE_SILENT, src->name, "it pushes again");
+
+	/* 2. The envelope. */
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!json_is_object(root)) {
+		snprintf(msg, sizeof(msg), "not a JSON object: %s (line %d)", jerr.text, jerr.line);
+		alarms__raise(&c->alarms, ALARM_INVALID_PUSH, src->name, "malformed push: %s", msg);
+		refuse(c, req, 400, PUSH_INVALID, "body", msg);
+		goto leave;
+	}
+	jsrc = json_object_get(root, "source");
+	if (!json_is_string(jsrc) || strcmp(json_string_value(jsrc), src->name) != 0) {
+		alarms__raise(&c->alarms, ALARM_INVALID_PUSH, src->name, "push whose source is not %s",
+		              src->name);
+		refuse(c, req, 400, PUSH_INVALID, "source", "missing, or not the X-Thingsync-Source");
+		goto leave;
+	}
+	jboot = json_object_get(root, "boot");
+	if (jboot && (!json_is_integer(jboot) || json_integer_value(jboot) < 0)) {
+		alarms__raise(&c->alarms, ALARM_INVALID_PUSH, src->name, "push with a bad boot");
+		refuse(c, req, 400, PUSH_INVALID, "boot", "not a non-negative integer");
+		goto leave;
+	}
+	items = json_object_get(root, "measurements");
+	if (!json_is_array(items)) {
+		alarms__raise(&c->alarms, ALARM_INVALID_PUSH, src->name, "push without a measurements array");
+		refuse(c, req, 400, PUSH_INVALID, "measurements", "missing or not an array");
+		goto leave;
+	}
+	n = json_array_size(items);
+	if (n > c->opt.max_batch) {
+		snprintf(msg, sizeof(msg), "%zu measurements, more than %zu", n, c->opt.max_batch);
+		refuse(c, req, 413, PUSH_TOO_LARGE, "measurements", msg);
+		goto leave;
+	}
+	for (size_t i = 0; i < n; i++) {
+		json_t *jseq = json_object_get(json_array_get(items, i), "seq");
+		if (!json_is_integer(jseq) || json_integer_value(jseq) < 1) {
+			/* Without its key an item cannot be stored or set apart: refuse the batch. */
+			snprintf(msg, sizeof(msg), "measurements[%zu].seq: missing or not an integer >= 1",
+			         i);
+			alarms__raise(&c->alarms, ALARM_INVALID_PUSH, src->name, "push refused: %s", msg);
+			refuse(c, req, 400, PUSH_INVALID, "seq", msg);
+			goto leave;
+		}
+		if (json_integer_value(jseq) > max_seq)
+			max_seq = json_integer_value(jseq);
+	}
+
+	/* 3. Every item. */
+	ms = calloc(n + 1, sizeof(*ms));
+	rs = calloc(n + 1, sizeof(*rs));
+	refusals = calloc(n + 1, sizeof(*refusals));
+	texts = calloc(n + 1, sizeof(*texts));
+	rej_json = json_array();
+	if (!ms || !rs || !refusals || !texts || !rej_json)
+		goto nomem;
+	for (size_t i = 0; i < n; i++) {
+		json_t *item = json_array_get(items, i);
+		struct refusal *rf = &refusals[nr];
+		char *vt = NULL;
+
+		rf->seq = (int64_t)json_integer_value(json_object_get(item, "seq"));
+		r = check_item(c, item, now, &ms[nm], &vt, rf);
+		if (r == -ENOMEM)
+			goto nomem;
+		if (r == 0) {
+			texts[i] = vt;
+			nm++;
+			continue;
+		}
+		texts[i] = json_dumps(item, JSON_COMPACT);
+		if (!texts[i])
+			goto nomem;
+		rs[nr].seq = rf->seq;
+		rs[nr].field = rf->field;
+		rs[nr].error = rf->error;
+		rs[nr].item = texts[i];
+		json_array_append_new(rej_json, json_pack("{s:I,s:s,s:s}", "seq", (json_int_t)rf->seq,
+		                                          "field", rf->field, "error", rf->error));
+		nr++;
+	}
+
+	/* 4. Store, then answer. */
+	if (c->opt.fault_injection && c->faults.db_refuse) {
+		collector__db_down(c, "the database refuses writes (injected fault)");
+		refuse(c, req, 503, PUSH_UNAVAILABLE, "database", "database unavailable (injected)");
+		goto leave;
+	}
+	memset(&batch, 0, sizeof(batch));
+	batch.source = src->name;
+	batch.boot = jboot ? (int64_t)json_integer_value(jboot) : 0;
+	batch.received_us = now;
+	batch.m = ms;
+	batch.n = nm;
+	batch.rej = rs;
+	batch.nrej = nr;
+	batch.max_seq = max_seq;
+	r = c->db->ops->store(c->db, &batch, c->opt.fault_injection && c->faults.handler, &inserted);
+	if (r == DB_EDOWN) {
+		collector__db_down(c, "the database is unavailable");
+		refuse(c, req, 503, PUSH_UNAVAILABLE, "database", "database unavailable");
+		goto leave;
+	}
+	if (r < 0) {
+		alarms__raise(&c->alarms, ALARM_INTERNAL_ERROR, "",
+		              "push of %zu measurement(s) from %s failed in the handler: %s", n, src->name,
+		              c->faults.handler ? "injected fault" : strerror(-r));
+		refuse(c, req, 500, PUSH_ERROR, "collector", "internal error: nothing stored, send again");
+		goto leave;
+	}
+	collector__db_ok(c);
+	alarms__clear(&c->alarms, ALARM_INTERNAL_ERROR, "", "a push was stored");
+	if (max_seq > src->last_seq)
+		src->last_seq = max_seq;
+	src->measurements += inserted;
+	src->duplicates += nm - inserted;
+	src->rejected += nr;
+	c->stored_total += inserted;
+	c->duplicates_total += nm - inserted;
+	c->rejected_total += nr;
+	if (nr > 0) {
+		alarms__raise(&c->alarms, ALARM_INVALID_PUSH, src->name,
+		              "%zu of %zu measurement(s) refused, e.g. seq %" PRId64 " field %s: %s", nr, n,
+		              refusals[0].seq, refusals[0].field, refusals[0].error);
+		log_warn(&c->log, "push from %s: %zu stored, %zu refused (first: seq %" PRId64 " %s: %s)",
+		         src->name, inserted, nr, refusals[0].seq, refusals[0].field, refusals[0].error);
+	} else if (nm > 0) {
+		alarms__clear(&c->alarms, ALARM_INVALID_PUSH, src->name, "a push was entirely valid");
+	}
+	c->pushes[nr ? PUSH_INVALID : PUSH_OK]++;
+	resp =
+	    json_pack("{s:b,s:I,s:I,s:I,s:O}", "settled", 1, "through", (json_int_t)max_seq, "stored",
+	              (json_int_t)inserted, "duplicates", (json_int_t)(nm - inserted), "rejected", rej_json);
+	if (resp && nr > 0) {
+		snprintf(msg, sizeof(msg),
+		         "%zu invalid measurement(s); first: seq %" PRId64 " field '%s': %s", nr,
+		         refusals[0].seq, refusals[0].field, refusals[0].error);
+		json_object_set_new(resp, "field", json_string(refusals[0].field));
+		json_object_set_new(resp, "error", json_string(msg));
+	}
+	if (!resp)
+		goto nomem;
+	api__reply_json(req, nr ? 422 : 200, resp);
+	goto leave;
+nomem:
+	alarms__raise(&c->alarms, ALARM_INTERNAL_ERROR, "", "out of memory handling a push from %s",
+	              src->name);
+	refuse(c, req, 500, PUSH_ERROR, "collector", "out of memory");
+leave:
+	for (size_t i = 0; texts && i < json_array_size(items); i++)
+		free(texts[i]);
+	free(texts);
+	free(ms);
+	free(rs);
+	free(refusals);
+	json_decref(rej_json);
+	json_decref(root);
+}
