@@ -1,0 +1,124 @@
+/*
+ * thingsd -c SITE.CONF -n CONTROLLER [-s STATE_DIR] [-v]
+ *
+ * The IO controller daemon; see thingsd(8). This file only reads the
+ * command line; daemon.c does the rest.
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "thingsd.h"
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: thingsd -c SITE.CONF -n CONTROLLER [-s STATE_DIR] [-v]\n"
+	           "               [--http-bind ADDRESS|host] [--token-file FILE] [--require-token]\n"
+	           "               [--allow-machine-reboot]\n"
+	           "\n"
+	           "Runs one controller of a thingsync site: owns its things through their\n"
+	           "drivers, keeps the copies it uses, answers commands, serves an HTTP API on\n"
+	           "the controller's tcp_port.\n"
+	           "\n"
+	           "  -c, --config FILE        site.conf (required)\n"
+	           "  -n, --name NAME          this controller's name in site.conf (required)\n"
+	           "  -s, --state DIR          state directory (LMDB): owned values survive restarts\n"
+	           "  -v, --verbose            log every exchange (debug level)\n"
+	           "      --http-bind ADDR     HTTP API address (default 127.0.0.1; `host` is the\n"
+	           "                           controller's host). Off loopback a token is required.\n"
+	           "      --token-file FILE    the HTTP API's bearer token (default: derived from\n"
+	           "                           the site key)\n"
+	           "      --require-token      require the token on loopback too\n"
+	           "      --allow-machine-reboot  let `reboot` with reboot_not_exit reboot the machine\n"
+	           "  -h, --help               this text\n"
+	           "  -V, --version            the version\n"
+	           "\n"
+	           "Signals: SIGHUP reloads site.conf (a bad file is rejected and the running one\n"
+	           "kept), SIGTERM and SIGINT stop cleanly. Exit status: 0 stopped, 1 failed,\n"
+	           "2 usage, 3 site.conf invalid. See thingsd(8).\n");
+}
+
+int main(int argc, char **argv)
+{
+	enum { OPT_BIND = 256, OPT_TOKEN, OPT_REQUIRE, OPT_REBOOT };
+	static const struct option longopts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"name", required_argument, NULL, 'n'},
+	    {"state", required_argument, NULL, 's'},
+	    {"verbose", no_argument, NULL, 'v'},
+	    {"http-bind", required_argument, NULL, OPT_BIND},
+	    {"token-file", required_argument, NULL, OPT_TOKEN},
+	    {"require-token", no_argument, NULL, OPT_REQUIRE},
+	    {"allow-machine-reboot", no_argument, NULL, OPT_REBOOT},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {NULL, 0, NULL, 0},
+	};
+	static struct thingsd td;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "c:n:s:vhV", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			td.opt.conf_path = optarg;
+			break;
+		case 'n':
+			td.opt.controller = optarg;
+			break;
+		case 's':
+			td.opt.state_dir = optarg;
+			break;
+		case 'v':
+			td.opt.verbose = true;
+			break;
+		case OPT_BIND:
+			td.opt.http_bind = optarg;
+			break;
+		case OPT_TOKEN:
+			td.opt.token_file = optarg;
+			break;
+		case OPT_REQUIRE:
+			td.opt.require_token = true;
+			break;
+		case OPT_REBOOT:
+			td.opt.allow_machine_reboot = true;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("thingsd %s (libthingsync %s)\n", THINGSD_VERSION, TSYNC_VERSION_STRING);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc || !td.opt.conf_path || !td.opt.controller) {
+		usage(stderr);
+		return 2;
+	}
+	td.argv = argv;
+	tdlog__init(td.opt.controller, td.opt.verbose ? TSYNC_LOG_DEBUG : TSYNC_LOG_INFO);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0) {
+		td_error("cannot initialise libcurl");
+		return 1;
+	}
+	r = daemon__run(&td);
+	curl_global_cleanup();
+	if (r == 0 && td.reboot) {
+		/* The reboot command: the same program, the same arguments, a new
+		 * boot. Every descriptor is close-on-exec, so nothing leaks into
+		 * the new image. */
+		execv("/proc/self/exe", argv);
+		td_error("cannot restart: %s", strerror(errno));
+		return 1;
+	}
+	return r;
+}
