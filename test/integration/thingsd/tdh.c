@@ -1,0 +1,622 @@
+/*
+ * thingsd integration tests: the harness (see tdh.h).
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <thingsync/thingsync.h>
+
+#include "harness.h"
+#include "tdh.h"
+
+extern char **environ;
+
+static const char *env_or_die(const char *name)
+{
+	const char *v = getenv(name);
+	if (!v)
+		fail_msg("%s is not set (run through meson test)", name);
+	return v;
+}
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void nap(void)
+{
+	struct timespec ts = {0, 20 * 1000 * 1000};
+	nanosleep(&ts, NULL);
+}
+
+bool tdh_wait(tdh_pred pred, void *ud, int timeout_ms)
+{
+	int64_t end = now_ms() + timeout_ms;
+	bool ok;
+
+	while (!(ok = pred(ud)) && now_ms() < end)
+		nap();
+	return ok;
+}
+
+void tdh_write(const char *path, const char *text)
+{
+	char tmp[600];
+	FILE *f;
+
+	/* Whole or not at all: a poller never sees half a file. */
+	snprintf(tmp, sizeof(tmp), "%s.tdh-tmp", path);
+	f = fopen(tmp, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	assert_int_equal(fclose(f), 0);
+	assert_int_equal(rename(tmp, path), 0);
+}
+
+char *tdh_read(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf = NULL;
+	size_t len = 0, cap = 0, n;
+
+	if (!f)
+		return NULL;
+	do {
+		if (len + 4096 + 1 > cap) {
+			cap = cap ? cap * 2 : 8192;
+			buf = realloc(buf, cap);
+			assert_non_null(buf);
+		}
+		n = fread(buf + len, 1, 4096, f);
+		len += n;
+	} while (n > 0);
+	fclose(f);
+	buf[len] = '\0';
+	return buf;
+}
+
+char *tdh_path(struct tdh *t, const char *name)
+{
+	char *p = NULL;
+	assert_true(asprintf(&p, "%s/%s", t->dir, name) > 0);
+	return p;
+}
+
+uint16_t tdh_tcp_port(void)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	uint16_t port;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+pid_t tdh_spawn(const char *const *argv, const char *log)
+{
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+	int r;
+
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+	posix_spawn_file_actions_adddup2(&fa, 1, 2);
+	r = posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	if (r != 0)
+		fail_msg("cannot start %s: %s", argv[0], strerror(r));
+	return pid;
+}
+
+static char *replace_dir(const char *text, const char *dir)
+{
+	size_t n = 0, dl = strlen(dir);
+	const char *p;
+	char *out, *o;
+
+	for (p = text; (p = strstr(p, "@DIR@")); p += 5)
+		n++;
+	out = malloc(strlen(text) + n * dl + 1);
+	assert_non_null(out);
+	for (o = out, p = text;;) {
+		const char *q = strstr(p, "@DIR@");
+		if (!q) {
+			strcpy(o, p);
+			break;
+		}
+		memcpy(o, p, (size_t)(q - p));
+		o += q - p;
+		memcpy(o, dir, dl);
+		o += dl;
+		p = q + 5;
+	}
+	return out;
+}
+
+char *tdh_site_text(struct tdh *t, const char *things)
+{
+	char *text = NULL, *body = replace_dir(things ? things : "", t->dir);
+	size_t cap = 4096 + strlen(body), len;
+
+	text = malloc(cap);
+	assert_non_null(text);
+	len = (size_t)snprintf(text, cap,
+	                       "[site]\nname = tdtest\nkey_file = site.key\nretry_min_ms = 10\n"
+	                       "retry_initial_ms = 50\nretry_max_ms = 400\ndown_after_ms = 1500\n\n");
+	for (int i = 0; i < t->n; i++)
+		len += (size_t)snprintf(
+		    text + len, cap - len,
+		    "[controller %s]\nhost = 127.0.0.1\nudp_port = %u\ntcp_port = %u\nroles = %s\n\n",
+		    t->c[i].name, t->c[i].udp, t->c[i].tcp, t->roles[i] ? t->roles[i] : "cmd_do");
+	snprintf(text + len, cap - len, "%s", body);
+	free(body);
+	return text;
+}
+
+void tdh_write_site(struct tdh *t)
+{
+	char *text = tdh_site_text(t, t->things);
+	tdh_write(t->site, text);
+	for (int i = 0; i < t->n; i++)
+		tdh_write(t->c[i].conf, text);
+	free(text);
+}
+
+void tdh_write_conf(struct tdh *t, int i, const char *text)
+{
+	tdh_write(t->c[i].conf, text);
+}
+
+void tdh_init(struct tdh *t, const char *tag, int n, const char *const *names, const char *const *roles,
+              const char *things)
+{
+	uint16_t udp[TDH_MAX];
+	char *key;
+
+	memset(t, 0, sizeof(*t));
+	assert_true(n <= TDH_MAX);
+	t->dir = harness_tmpdir(tag);
+	t->n = n;
+	t->things = things;
+	harness_ports(udp, n);
+	for (int i = 0; i < n; i++) {
+		t->c[i].name = names[i];
+		t->c[i].udp = udp[i];
+		t->roles[i] = roles ? roles[i] : NULL;
+		/* Distinct from each other: the kernel may hand a closed port out again. */
+		do {
+			t->c[i].tcp = tdh_tcp_port();
+			for (int k = 0; k < i; k++)
+				if (t->c[k].tcp == t->c[i].tcp)
+					t->c[i].tcp = 0;
+		} while (!t->c[i].tcp);
+		assert_true(asprintf(&t->c[i].state, "%s/state-%s", t->dir, names[i]) > 0);
+		assert_true(asprintf(&t->c[i].log, "%s/%s.log", t->dir, names[i]) > 0);
+		assert_true(asprintf(&t->c[i].conf, "%s/%s.conf", t->dir, names[i]) > 0);
+	}
+	key = tdh_path(t, "site.key");
+	assert_int_equal(tsync_key_generate(key), 0);
+	free(key);
+	t->site = tdh_path(t, "site.conf");
+	tdh_write_site(t);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+int tdh_index(struct tdh *t, const char *name)
+{
+	for (int i = 0; i < t->n; i++)
+		if (!strcmp(t->c[i].name, name))
+			return i;
+	fail_msg("no controller %s", name);
+	return -1;
+}
+
+struct up_wait {
+	struct tdh *t;
+	int i;
+	bool exited;
+	int status;
+};
+
+static bool is_up(void *ud)
+{
+	struct up_wait *w = ud;
+	char *body = NULL;
+	long code;
+
+	if (waitpid(w->t->c[w->i].pid, &w->status, WNOHANG) == w->t->c[w->i].pid) {
+		w->exited = true;
+		return true;
+	}
+	code = tdh_http(w->t, w->i, "GET", "/status", NULL, NULL, &body);
+	free(body);
+	return code == 200 || code == 401;
+}
+
+static void dump_log(struct tdh *t, int i)
+{
+	char *log = tdh_read(t->c[i].log);
+	fprintf(stderr, "---- %s log ----\n%s---- end ----\n", t->c[i].name, log ? log : "(none)\n");
+	free(log);
+}
+
+void tdh_start(struct tdh *t, int i)
+{
+	const char *argv[32];
+	struct up_wait w = {t, i, false, 0};
+	int k = 0;
+
+	argv[k++] = env_or_die("THINGSD");
+	argv[k++] = "-c";
+	argv[k++] = t->c[i].conf;
+	argv[k++] = "-n";
+	argv[k++] = t->c[i].name;
+	argv[k++] = "-s";
+	argv[k++] = t->c[i].state;
+	if (getenv("THINGSYNC_TEST_LOG"))
+		argv[k++] = "-v";
+	for (char **e = t->c[i].extra; e && *e && k < 30; e++)
+		argv[k++] = *e;
+	argv[k] = NULL;
+	t->c[i].pid = tdh_spawn(argv, t->c[i].log);
+	if (!tdh_wait(is_up, &w, TDH_WAIT_MS) || w.exited) {
+		dump_log(t, i);
+		t->c[i].pid = 0;
+		fail_msg("%s did not come up (%s)", t->c[i].name, w.exited ? "it exited" : "no answer");
+	}
+}
+
+void tdh_start_all(struct tdh *t)
+{
+	for (int i = 0; i < t->n; i++)
+		tdh_start(t, i);
+}
+
+static bool reaped(struct tdh *t, int i, int *status)
+{
+	int64_t end = now_ms() + TDH_WAIT_MS;
+
+	while (now_ms() < end) {
+		pid_t r = waitpid(t->c[i].pid, status, WNOHANG);
+		if (r == t->c[i].pid)
+			return true;
+		nap();
+	}
+	return false;
+}
+
+void tdh_stop(struct tdh *t, int i)
+{
+	int status = 0;
+
+	if (!t->c[i].pid)
+		return;
+	kill(t->c[i].pid, SIGTERM);
+	if (!reaped(t, i, &status)) {
+		kill(t->c[i].pid, SIGKILL);
+		waitpid(t->c[i].pid, &status, 0);
+		t->c[i].pid = 0;
+		dump_log(t, i);
+		fail_msg("%s did not stop on SIGTERM", t->c[i].name);
+	}
+	t->c[i].pid = 0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		dump_log(t, i);
+		fail_msg("%s stopped with status 0x%x", t->c[i].name, status);
+	}
+}
+
+void tdh_kill9(struct tdh *t, int i)
+{
+	int status;
+
+	kill(t->c[i].pid, SIGKILL);
+	waitpid(t->c[i].pid, &status, 0);
+	t->c[i].pid = 0;
+}
+
+void tdh_fini(struct tdh *t)
+{
+	bool keep = getenv("TDH_KEEP") != NULL;
+
+	for (int i = 0; i < t->n; i++) {
+		if (t->c[i].pid) {
+			int status;
+			kill(t->c[i].pid, SIGTERM);
+			if (!reaped(t, i, &status)) {
+				kill(t->c[i].pid, SIGKILL);
+				waitpid(t->c[i].pid, &status, 0);
+			}
+			t->c[i].pid = 0;
+		}
+		free(t->c[i].state);
+		free(t->c[i].log);
+		free(t->c[i].conf);
+	}
+	if (keep)
+		fprintf(stderr, "kept %s\n", t->dir);
+	else
+		harness_rmdir(t->dir);
+	free(t->dir);
+	free(t->site);
+	curl_global_cleanup();
+}
+
+/* --- HTTP ------------------------------------------------------------------------- */
+
+struct sink {
+	char *data;
+	size_t len;
+};
+
+static size_t sink_cb(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	struct sink *s = ud;
+	size_t n = size * nmemb;
+
+	s->data = realloc(s->data, s->len + n + 1);
+	assert_non_null(s->data);
+	memcpy(s->data + s->len, ptr, n);
+	s->len += n;
+	s->data[s->len] = '\0';
+	return n;
+}
+
+static long http_do(struct tdh *t, int i, const char *method, const char *path, const char *body,
+                    const char *token, const char *const *headers, char **out)
+{
+	CURL *e = curl_easy_init();
+	struct curl_slist *h = NULL;
+	struct sink s = {NULL, 0};
+	char url[512], auth[300];
+	long code = 0;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", t->c[i].tcp, path);
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 60000L);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sink_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &s);
+	if (token) {
+		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
+		h = curl_slist_append(h, auth);
+	}
+	for (; headers && *headers; headers++)
+		h = curl_slist_append(h, *headers);
+	h = curl_slist_append(h, "Expect:");
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+	if (!strcmp(method, "POST")) {
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
+	}
+	if (curl_easy_perform(e) == CURLE_OK)
+		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+	curl_easy_cleanup(e);
+	curl_slist_free_all(h);
+	if (out)
+		*out = s.data;
+	else
+		free(s.data);
+	return code;
+}
+
+long tdh_http(struct tdh *t, int i, const char *method, const char *path, const char *body, const char *token,
+              char **out)
+{
+	return http_do(t, i, method, path, body, token, NULL, out);
+}
+
+long tdh_http_h(struct tdh *t, int i, const char *method, const char *path, const char *body,
+                const char *const *headers, char **out)
+{
+	return http_do(t, i, method, path, body, NULL, headers, out);
+}
+
+static char *format_json(json_t *v)
+{
+	char *s = NULL;
+
+	if (!v || json_is_null(v))
+		s = strdup("-");
+	else if (json_is_boolean(v))
+		s = strdup(json_is_true(v) ? "1" : "0");
+	else if (json_is_integer(v))
+		assert_true(asprintf(&s, "%lld", (long long)json_integer_value(v)) > 0);
+	else if (json_is_real(v))
+		assert_true(asprintf(&s, "%.15g", json_real_value(v)) > 0);
+	else if (json_is_string(v))
+		s = strdup(json_string_value(v));
+	else
+		s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	return s;
+}
+
+char *tdh_json_get(const char *json, const char *dotted)
+{
+	json_error_t jerr;
+	json_t *root = json ? json_loads(json, JSON_DECODE_ANY, &jerr) : NULL, *v = root;
+	char *path = strdup(dotted), *save = NULL, *out;
+
+	for (char *k = strtok_r(path, ".", &save); k && v; k = strtok_r(NULL, ".", &save))
+		v = json_is_array(v) ? json_array_get(v, strtoul(k, NULL, 10)) : json_object_get(v, k);
+	out = v ? format_json(v) : NULL;
+	free(path);
+	json_decref(root);
+	return out;
+}
+
+char *tdh_value(struct tdh *t, int i, const char *thing)
+{
+	char path[128], *body = NULL, *v;
+
+	snprintf(path, sizeof(path), "/things/%s", thing);
+	if (tdh_http(t, i, "GET", path, NULL, NULL, &body) != 200) {
+		free(body);
+		return NULL;
+	}
+	v = tdh_json_get(body, "value");
+	free(body);
+	return v;
+}
+
+struct value_wait {
+	struct tdh *t;
+	int i;
+	const char *thing, *want;
+};
+
+static bool value_is(void *ud)
+{
+	struct value_wait *w = ud;
+	char *v = tdh_value(w->t, w->i, w->thing);
+	bool ok = v && !strcmp(v, w->want);
+
+	free(v);
+	return ok;
+}
+
+bool tdh_wait_value(struct tdh *t, int i, const char *thing, const char *want)
+{
+	struct value_wait w = {t, i, thing, want};
+	bool ok = tdh_wait(value_is, &w, TDH_WAIT_MS);
+
+	if (!ok) {
+		char *v = tdh_value(t, i, thing);
+		fprintf(stderr, "%s: %s is %s, waited for %s\n", t->c[i].name, thing, v ? v : "(none)", want);
+		free(v);
+	}
+	return ok;
+}
+
+bool tdh_log_has(struct tdh *t, int i, const char *needle)
+{
+	char *log = tdh_read(t->c[i].log);
+	bool yes = log && strstr(log, needle);
+
+	free(log);
+	return yes;
+}
+
+struct log_wait {
+	struct tdh *t;
+	int i;
+	const char *needle;
+};
+
+static bool log_pred(void *ud)
+{
+	struct log_wait *w = ud;
+	return tdh_log_has(w->t, w->i, w->needle);
+}
+
+bool tdh_wait_log(struct tdh *t, int i, const char *needle)
+{
+	struct log_wait w = {t, i, needle};
+	bool ok = tdh_wait(log_pred, &w, TDH_WAIT_MS);
+
+	if (!ok) {
+		fprintf(stderr, "%s's log never had '%s'\n", t->c[i].name, needle);
+		dump_log(t, i);
+	}
+	return ok;
+}
+
+int tdh_log_count(struct tdh *t, int i, const char *needle)
+{
+	char *log = tdh_read(t->c[i].log);
+	int n = 0;
+
+	for (char *p = log; p && (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	free(log);
+	return n;
+}
+
+/* --- thingsctl ------------------------------------------------------------------------ */
+
+int tdh_ctlv(struct tdh *t, char **out, char **err, const char *const *args)
+{
+	const char *argv[64];
+	char *outp = tdh_path(t, "ctl.out"), *errp = tdh_path(t, "ctl.err");
+	posix_spawn_file_actions_t fa;
+	int k = 0, status;
+	pid_t pid;
+
+	argv[k++] = env_or_die("THINGSCTL");
+	argv[k++] = "-c";
+	argv[k++] = t->site;
+	for (; *args && k < 62; args++)
+		argv[k++] = *args;
+	argv[k] = NULL;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, outp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	posix_spawn_file_actions_addopen(&fa, 2, errp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	assert_int_equal(posix_spawn(&pid, argv[0], &fa, NULL, (char *const *)argv, environ), 0);
+	posix_spawn_file_actions_destroy(&fa);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (out)
+		*out = tdh_read(outp);
+	if (err)
+		*err = tdh_read(errp);
+	if (getenv("THINGSYNC_TEST_LOG")) {
+		char *o = tdh_read(outp), *e = tdh_read(errp);
+		fprintf(stderr, "thingsctl");
+		for (int j = 3; argv[j]; j++)
+			fprintf(stderr, " %s", argv[j]);
+		fprintf(stderr, " -> %d\n%s%s", WIFEXITED(status) ? WEXITSTATUS(status) : -1, o ? o : "",
+		        e ? e : "");
+		free(o);
+		free(e);
+	}
+	free(outp);
+	free(errp);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int tdh_ctl(struct tdh *t, char **out, char **err, ...)
+{
+	const char *args[60];
+	va_list ap;
+	int k = 0;
+
+	va_start(ap, err);
+	while (k < 59 && (args[k] = va_arg(ap, const char *)))
+		k++;
+	va_end(ap);
+	args[k] = NULL;
+	return tdh_ctlv(t, out, err, args);
+}
