@@ -91,6 +91,11 @@ static int spawn(struct driver *d, const char *op, const char *value, pid_t *pid
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
+	/* Every descriptor of ours is close-on-exec, but not every library's
+	 * (LMDB's data file is not): the program gets 0, 1 and 2 only. */
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+#endif
 	posix_spawnattr_init(&at);
 	/* The daemon ignores SIGPIPE; the program must not inherit that. */
 	sigemptyset(&none);

@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <linux/close_range.h>
+#endif
 
 #include <curl/curl.h>
 
@@ -114,8 +117,12 @@ int main(int argc, char **argv)
 	curl_global_cleanup();
 	if (r == 0 && td.reboot) {
 		/* The reboot command: the same program, the same arguments, a new
-		 * boot. Every descriptor is close-on-exec, so nothing leaks into
-		 * the new image. */
+		 * boot. Nothing but stdin, stdout and stderr may reach the new
+		 * image: ours are close-on-exec already, and this marks any a
+		 * library left without the flag. */
+#if defined(__GLIBC__) && __GLIBC_PREREQ(2, 34)
+		close_range(3, ~0u, CLOSE_RANGE_CLOEXEC);
+#endif
 		execv("/proc/self/exe", argv);
 		td_error("cannot restart: %s", strerror(errno));
 		return 1;
