@@ -1,0 +1,1244 @@
+/*
+ * Integration tests of the push role: the seed's six push failures (seed
+ * 003), and pushd killed at random moments, with the real daemons as
+ * processes on loopback.
+ *
+ * The test process runs two controllers of the site in its own loop: OWNER
+ * owns the things PUSH uses and sets them to ever new values (each value is
+ * unique, so it names the measurement); RECOV has the recovery role and
+ * records the connection_status pushd posts. thingsync-pushd is PUSH;
+ * thingsync-collectord stores into SQLite (or a private PostgreSQL cluster).
+ * A value counts as "acknowledged by the mesh" when OWNER sees that PUSH has
+ * acknowledged that version (users_pending == 0); every such value must be
+ * in the collector's database exactly once, and the stream sequence must
+ * have no gap.
+ *
+ * Usage: test_push [TEST-NAME]   (the name filters, as meson runs them one by one)
+ * Environment: PUSHD, COLLECTORD (the binaries), THINGSYNC_TEST_LOG (daemon
+ * logs to stderr instead of files), PUSH_KILL_ROUNDS (default 10).
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <jansson.h>
+#include <thingsync/thingsync.h>
+
+#include "../harness.h"
+
+#define K_THINGS   10
+#define MAX_VALUES (1 << 22)
+
+struct env {
+	char *dir;
+	char site_path[512];
+	uint16_t udp[4]; /* OWNER, PUSH, RECOV, SRV */
+	uint16_t col_port;
+	uint16_t pushd_http;
+	char col_url[128];
+	char db_spec[512];
+	bool fault_injection;
+	tsync_site *site;
+	struct event_base *base;
+	tsync_node *owner, *recov;
+	pid_t pushd, collector;
+	int pushd_starts, collector_starts;
+	/* the producer */
+	struct event *prod_ev;
+	bool producing;
+	int64_t next_value;
+	uint8_t *acked; /* acked[value]: OWNER saw PUSH acknowledge it */
+	/* connection_status received by RECOV */
+	int disconnects, reconnects;
+	/* alarm webhook posts received */
+	int hook_raised, hook_cleared;
+	/* a private PostgreSQL cluster */
+	char pgdir[256];
+	uint16_t pg_port;
+	bool pg_as_postgres;
+};
+
+static const char *pushd_bin(void)
+{
+	const char *p = getenv("PUSHD");
+	return p ? p : "thingsync-pushd";
+}
+
+static const char *collectord_bin(void)
+{
+	const char *p = getenv("COLLECTORD");
+	return p ? p : "thingsync-collectord";
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static uint16_t tcp_free_port(void)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	uint16_t port;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+	port = ntohs(sa.sin_port);
+	close(fd);
+	return port;
+}
+
+/* --- processes ---------------------------------------------------------------------- */
+
+static pid_t spawn(struct env *e, const char *logname, char *const argv[])
+{
+	char log[600];
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/%s", e->dir, logname);
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		/* Never outlive the test, whatever happens to it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (!getenv("THINGSYNC_TEST_LOG")) {
+			int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+			}
+		}
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+/* Stops a process with `sig` and reaps it; returns its wait status. */
+static int stop_proc(pid_t *pid, int sig)
+{
+	int status = 0;
+
+	if (*pid <= 0)
+		return 0;
+	kill(*pid, sig);
+	assert_int_equal(waitpid(*pid, &status, 0), *pid);
+	*pid = 0;
+	return status;
+}
+
+static void print_log(struct env *e, const char *name)
+{
+	char cmd[700];
+	snprintf(cmd, sizeof(cmd), "echo '--- %s (tail)'; tail -n 40 '%s/%s' 1>&2", name, e->dir, name);
+	if (system(cmd) != 0)
+		fprintf(stderr, "(no %s)\n", name);
+}
+
+/* --- HTTP ------------------------------------------------------------------------------ */
+
+struct resp {
+	char *data;
+	size_t len;
+};
+
+static size_t collect_cb(char *p, size_t size, size_t n, void *ud)
+{
+	struct resp *r = ud;
+	char *d = realloc(r->data, r->len + size * n + 1);
+	if (!d)
+		return 0;
+	memcpy(d + r->len, p, size * n);
+	r->data = d;
+	r->len += size * n;
+	r->data[r->len] = '\0';
+	return size * n;
+}
+
+/* Blocking request; returns the HTTP status (0: no answer) and the body parsed as JSON in *out. */
+static long http(const char *method, const char *url, const char *body, struct curl_slist *headers,
+                 json_t **out)
+{
+	CURL *c = curl_easy_init();
+	struct resp r = {0};
+	long status = 0;
+
+	assert_non_null(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (body)
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+	else if (!strcmp(method, "POST"))
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+	if (headers)
+		curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_cb);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 20000L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	if (out)
+		*out = r.data ? json_loads(r.data, 0, NULL) : NULL;
+	free(r.data);
+	return status;
+}
+
+static json_t *col_get(struct env *e, const char *path)
+{
+	char url[512];
+	json_t *j = NULL;
+
+	snprintf(url, sizeof(url), "%s%s", e->col_url, path);
+	if (http("GET", url, NULL, NULL, &j) != 200) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+static json_t *pushd_status(struct env *e)
+{
+	char url[128];
+	json_t *j = NULL;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/status", e->pushd_http);
+	if (http("GET", url, NULL, NULL, &j) != 200) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+/* The collector's view of source PUSH, or NULL. */
+static json_t *source_push(struct env *e)
+{
+	json_t *j = col_get(e, "/v1/sources"), *s, *found = NULL;
+	size_t i;
+
+	if (!j)
+		return NULL;
+	json_array_foreach(json_object_get(j, "sources"), i, s)
+	{
+		if (!strcmp(json_string_value(json_object_get(s, "source")), "PUSH"))
+			found = json_incref(s);
+	}
+	json_decref(j);
+	return found;
+}
+
+static int64_t jint(json_t *o, const char *path1, const char *path2)
+{
+	json_t *x = json_object_get(o, path1);
+	if (path2)
+		x = json_object_get(x, path2);
+	return json_integer_value(x);
+}
+
+/* Whether an alarm of `kind` for `subject` is active (or, with cleared, in the cleared list). */
+static bool alarm_in(struct env *e, const char *list, const char *kind, const char *subject,
+                     int64_t raised_after)
+{
+	json_t *j = col_get(e, "/v1/alarms"), *a;
+	bool found = false;
+	size_t i;
+
+	if (!j)
+		return false;
+	json_array_foreach(json_object_get(j, list), i, a)
+	{
+		if (!strcmp(json_string_value(json_object_get(a, "kind")), kind) &&
+		    !strcmp(json_string_value(json_object_get(a, "subject")), subject) &&
+		    json_integer_value(json_object_get(a, "raised")) >= raised_after)
+			found = true;
+	}
+	json_decref(j);
+	return found;
+}
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* --- waiting ---------------------------------------------------------------------------- */
+
+typedef bool (*pred_fn)(struct env *e, void *arg);
+
+/* Runs the loop (OWNER, RECOV, the producer) until pred is true or the deadline passes. */
+static bool wait_for(struct env *e, pred_fn pred, void *arg, int timeout_ms)
+{
+	int64_t end = mono_ms() + timeout_ms;
+	struct timeval slice = {0, 20000};
+
+	for (;;) {
+		if (pred(e, arg))
+			return true;
+		if (mono_ms() > end)
+			return false;
+		event_base_loopexit(e->base, &slice);
+		event_base_dispatch(e->base);
+	}
+}
+
+static int exited_status;
+
+static bool pred_proc_exited(struct env *e, void *arg)
+{
+	pid_t *pid = arg;
+	return waitpid(*pid, &exited_status, WNOHANG) == *pid;
+}
+
+static bool pred_collector_up(struct env *e, void *arg)
+{
+	char url[256];
+	snprintf(url, sizeof(url), "%s/health", e->col_url);
+	long s = http("GET", url, NULL, NULL, NULL);
+	return s == 200 || s == 503;
+}
+
+static bool pred_pushd_up(struct env *e, void *arg)
+{
+	json_t *j = pushd_status(e);
+	json_decref(j);
+	return j != NULL;
+}
+
+struct alarm_q {
+	const char *list, *kind, *subject;
+	int64_t after;
+};
+
+static bool pred_alarm(struct env *e, void *arg)
+{
+	struct alarm_q *q = arg;
+	return alarm_in(e, q->list, q->kind, q->subject, q->after);
+}
+
+/* The alarm was raised after `after` and is no longer active. */
+static bool pred_alarm_cleared(struct env *e, void *arg)
+{
+	struct alarm_q *q = arg;
+	return alarm_in(e, "cleared", q->kind, q->subject, q->after) &&
+	       !alarm_in(e, "active", q->kind, q->subject, 0);
+}
+
+static bool pred_stored_at_least(struct env *e, void *arg)
+{
+	json_t *s = source_push(e);
+	bool ok = s && jint(s, "stored", NULL) >= *(int64_t *)arg;
+	json_decref(s);
+	return ok;
+}
+
+static bool pred_pushd_failures(struct env *e, void *arg)
+{
+	json_t *s = pushd_status(e);
+	bool ok = s && jint(s, "sender", "posts_failed") >= *(int64_t *)arg;
+	json_decref(s);
+	return ok;
+}
+
+static bool pred_int(struct env *e, void *arg)
+{
+	return *(int *)arg > 0;
+}
+
+/* --- the site and the controllers in this process -------------------------------- */
+
+static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
+{
+}
+
+static int on_connection_status(void *ud, tsync_node *node, const tsync_request *req, char **result)
+{
+	struct env *e = ud;
+
+	if (strstr(req->json, "\"disconnect\""))
+		e->disconnects++;
+	else if (strstr(req->json, "\"reconnect\""))
+		e->reconnects++;
+	return 0;
+}
+
+/* Marks as acknowledged the current value of every thing PUSH has acknowledged. */
+static void record_acks(struct env *e)
+{
+	for (int k = 0; k < K_THINGS; k++) {
+		char name[16];
+		tsync_thing_state st;
+
+		snprintf(name, sizeof(name), "t%d", k);
+		if (tsync_node_get(e->owner, name, &st) == 0 && st.users_pending == 0 &&
+		    st.value.type == TSYNC_TYPE_INT && st.value.u.i >= 0 && st.value.u.i < MAX_VALUES)
+			e->acked[st.value.u.i] = 1;
+	}
+}
+
+static void produce_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct env *e = arg;
+
+	record_acks(e);
+	if (!e->producing)
+		return;
+	for (int k = 0; k < K_THINGS && e->next_value < MAX_VALUES; k++) {
+		char name[16];
+		tsync_value v = tsync_int(e->next_value++);
+
+		snprintf(name, sizeof(name), "t%d", k);
+		assert_int_equal(tsync_node_set(e->owner, name, &v), 0);
+	}
+}
+
+static void start_node(struct env *e, const char *name, tsync_node **out)
+{
+	tsync_node_options o;
+
+	tsync_node_options_init(&o);
+	o.site = e->site;
+	o.controller = name;
+	o.event_base = e->base;
+	o.log = harness_log;
+	o.log_level = getenv("THINGSYNC_TEST_LOG") ? TSYNC_LOG_INFO : TSYNC_LOG_ERROR;
+	assert_int_equal(tsync_node_new(&o, out), 0);
+	assert_int_equal(tsync_node_on_event(*out, on_event, e), 0);
+}
+
+static int setup(void **state)
+{
+	struct env *e = calloc(1, sizeof(*e));
+	char text[4096], key[600];
+	size_t n;
+	char *path;
+
+	if (!e)
+		return -1;
+	e->dir = harness_tmpdir("push");
+	chmod(e->dir, 0755);
+	harness_ports(e->udp, 4);
+	e->pushd_http = tcp_free_port();
+	snprintf(key, sizeof(key), "%s/site.key", e->dir);
+	if (tsync_key_generate(key) < 0)
+		return -1;
+	n = (size_t)snprintf(
+	    text, sizeof(text),
+	    "[site]\nname = pushtest\nkey_file = site.key\nretry_min_ms = 10\n"
+	    "retry_initial_ms = 50\nretry_max_ms = 300\ndown_after_ms = 1000\n\n"
+	    "[controller OWNER]\nhost = 127.0.0.1\nudp_port = %u\n\n"
+	    "[controller PUSH]\nhost = 127.0.0.1\nudp_port = %u\nroles = push\n\n"
+	    "[controller RECOV]\nhost = 127.0.0.1\nudp_port = %u\nroles = recovery\n\n"
+	    "[controller SRV]\nhost = 127.0.0.1\nudp_port = %u\nroles = collector\n\n"
+	    "[thing temp]\nowner = OWNER\ntype = float\nusers = PUSH\nmin = -40\nmax = 85\n\n"
+	    "[thing flag]\nowner = OWNER\ntype = bool\nusers = PUSH\n\n",
+	    e->udp[0], e->udp[1], e->udp[2], e->udp[3]);
+	for (int k = 0; k < K_THINGS; k++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+		                      "[thing t%d]\nowner = OWNER\ntype = int\nusers = PUSH\n\n", k);
+	path = harness_write(e->dir, "site.conf", text);
+	snprintf(e->site_path, sizeof(e->site_path), "%s", path);
+	free(path);
+	if (tsync_site_load(e->site_path, &e->site, NULL) < 0)
+		return -1;
+	snprintf(e->db_spec, sizeof(e->db_spec), "sqlite:%s/collector.db", e->dir);
+	e->fault_injection = true;
+	e->base = event_base_new();
+	e->acked = calloc(MAX_VALUES, 1);
+	if (!e->base || !e->acked)
+		return -1;
+	start_node(e, "OWNER", &e->owner);
+	start_node(e, "RECOV", &e->recov);
+	assert_int_equal(tsync_node_on_request(e->recov, "connection_status", on_connection_status, e), 0);
+	e->prod_ev = event_new(e->base, -1, EV_PERSIST, produce_cb, e);
+	{
+		struct timeval tv = {0, 1000};
+		event_add(e->prod_ev, &tv);
+	}
+	*state = e;
+	return 0;
+}
+
+static void pg_stop(struct env *e, const char *mode);
+
+static int teardown(void **state)
+{
+	struct env *e = *state;
+	int r = 0, status;
+
+	/* A clean stop must be clean: exit 0 (under ASan, also without leaks). */
+	if (e->pushd > 0) {
+		status = stop_proc(&e->pushd, SIGTERM);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "pushd did not stop cleanly (status 0x%x)\n", status);
+			r = -1;
+		}
+		print_log(e, "pushd.log");
+	}
+	if (e->collector > 0) {
+		status = stop_proc(&e->collector, SIGTERM);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "collectord did not stop cleanly (status 0x%x)\n", status);
+			r = -1;
+		}
+		print_log(e, "collector.log");
+	}
+	if (e->pg_port)
+		pg_stop(e, "immediate");
+	event_free(e->prod_ev);
+	tsync_node_free(e->owner);
+	tsync_node_free(e->recov);
+	event_base_free(e->base);
+	tsync_site_free(e->site);
+	if (e->pgdir[0])
+		harness_rmdir(e->pgdir);
+	harness_rmdir(e->dir);
+	free(e->dir);
+	free(e->acked);
+	free(e);
+	return r;
+}
+
+/* --- the daemons --------------------------------------------------------------------- */
+
+static void start_collector(struct env *e, const char *const *extra)
+{
+	char listen[64], portfile[600];
+	const char *argv[32];
+	int n = 0;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%u", e->col_port);
+	snprintf(portfile, sizeof(portfile), "%s/collector.port", e->dir);
+	unlink(portfile);
+	argv[n++] = collectord_bin();
+	argv[n++] = "--site";
+	argv[n++] = e->site_path;
+	argv[n++] = "--listen";
+	argv[n++] = listen;
+	argv[n++] = "--port-file";
+	argv[n++] = portfile;
+	argv[n++] = "--db";
+	argv[n++] = e->db_spec;
+	if (e->fault_injection)
+		argv[n++] = "--fault-injection";
+	for (int i = 0; extra && extra[i]; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	e->collector = spawn(e, "collector.log", (char *const *)argv);
+	e->collector_starts++;
+	if (e->col_port == 0) {
+		/* The first start picks a free port and says which; restarts reuse it. */
+		int64_t end = mono_ms() + 20000;
+		FILE *f = NULL;
+		unsigned port = 0;
+		while (mono_ms() < end && !(f = fopen(portfile, "r"))) {
+			int status;
+			assert_int_not_equal(waitpid(e->collector, &status, WNOHANG), e->collector);
+			struct timespec ts = {0, 5000000};
+			nanosleep(&ts, NULL); /* polling for the file, with a deadline */
+		}
+		assert_non_null(f);
+		assert_int_equal(fscanf(f, "%u", &port), 1);
+		fclose(f);
+		e->col_port = (uint16_t)port;
+	}
+	snprintf(e->col_url, sizeof(e->col_url), "http://127.0.0.1:%u", e->col_port);
+	assert_true(wait_for(e, pred_collector_up, NULL, 20000));
+}
+
+static void start_pushd(struct env *e, const char *const *extra)
+{
+	char url[160], http_listen[64], state[600];
+	const char *argv[40];
+	int n = 0;
+
+	snprintf(url, sizeof(url), "%s/v1/push", e->col_url);
+	snprintf(http_listen, sizeof(http_listen), "127.0.0.1:%u", e->pushd_http);
+	snprintf(state, sizeof(state), "%s/pushd", e->dir);
+	argv[n++] = pushd_bin();
+	argv[n++] = "--site";
+	argv[n++] = e->site_path;
+	argv[n++] = "--controller";
+	argv[n++] = "PUSH";
+	argv[n++] = "--state-dir";
+	argv[n++] = state;
+	argv[n++] = "--collector";
+	argv[n++] = url;
+	argv[n++] = "--http";
+	argv[n++] = http_listen;
+	argv[n++] = "--retry-min-ms";
+	argv[n++] = "20";
+	argv[n++] = "--retry-max-ms";
+	argv[n++] = "300";
+	argv[n++] = "--heartbeat-ms";
+	argv[n++] = "200";
+	for (int i = 0; extra && extra[i]; i++)
+		argv[n++] = extra[i];
+	argv[n] = NULL;
+	e->pushd = spawn(e, "pushd.log", (char *const *)argv);
+	e->pushd_starts++;
+}
+
+static void start_pushd_ready(struct env *e)
+{
+	start_pushd(e, NULL);
+	assert_true(wait_for(e, pred_pushd_up, NULL, 20000));
+}
+
+/* --- draining and checking ---------------------------------------------------------- */
+
+static bool pred_settled(struct env *e, void *arg)
+{
+	return tsync_node_unsettled(e->owner) == 0;
+}
+
+static bool pred_drained(struct env *e, void *arg)
+{
+	json_t *s = pushd_status(e);
+	bool ok = s && jint(s, "journal", "entries") == 0 &&
+	          !json_is_true(json_object_get(json_object_get(s, "sender"), "in_flight"));
+	json_decref(s);
+	return ok;
+}
+
+/*
+ * Stops producing, waits until PUSH acknowledged everything and the
+ * collector has it, then checks: every value OWNER saw acknowledged is
+ * stored exactly once; no value is stored twice; the stream has no gap.
+ * Returns the number of acknowledged values checked.
+ */
+static int64_t drain_and_verify(struct env *e)
+{
+	uint8_t *count = calloc(MAX_VALUES, 1);
+	int64_t after = 0, acked = 0, stored = 0;
+	json_t *src;
+
+	assert_non_null(count);
+	e->producing = false;
+	assert_true(wait_for(e, pred_settled, NULL, 60000));
+	record_acks(e);
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+
+	for (;;) {
+		char path[200];
+		json_t *page, *m;
+		size_t i, n;
+
+		snprintf(path, sizeof(path), "/v1/measurements?source=PUSH&after_seq=%" PRId64 "&limit=10000",
+		         after);
+		page = col_get(e, path);
+		assert_non_null(page);
+		n = json_array_size(json_object_get(page, "measurements"));
+		json_array_foreach(json_object_get(page, "measurements"), i, m)
+		{
+			json_t *v = json_object_get(m, "value");
+			after = jint(m, "seq", NULL);
+			stored++;
+			if (strncmp(json_string_value(json_object_get(m, "thing")), "t", 1) != 0 ||
+			    !json_is_integer(v))
+				continue;
+			assert_true(json_integer_value(v) >= 0 && json_integer_value(v) < MAX_VALUES);
+			/* Exactly once: no value may come twice. */
+			assert_int_equal(count[json_integer_value(v)], 0);
+			count[json_integer_value(v)]++;
+		}
+		json_decref(page);
+		if (n == 0)
+			break;
+	}
+	for (int64_t v = 0; v < e->next_value; v++) {
+		if (!e->acked[v])
+			continue;
+		acked++;
+		if (count[v] != 1)
+			fprintf(stderr, "value %" PRId64 " was acknowledged by the mesh but is not stored\n",
+			        v);
+		assert_int_equal(count[v], 1);
+	}
+	/* No gap: seq 1..last_seq all stored or refused. */
+	src = source_push(e);
+	assert_non_null(src);
+	assert_int_equal(jint(src, "missing", NULL), 0);
+	assert_int_equal(json_array_size(json_object_get(src, "gaps")), 0);
+	assert_int_equal(jint(src, "last_seq", NULL),
+	                 jint(src, "stored", NULL) + jint(src, "rejected", NULL));
+	assert_int_equal(jint(src, "stored", NULL), stored);
+	json_decref(src);
+	free(count);
+	fprintf(stderr,
+	        "checked: %" PRId64 " values acknowledged by the mesh, %" PRId64
+	        " measurements stored, %" PRId64 " values set\n",
+	        acked, stored, e->next_value);
+	assert_true(acked > 0);
+	return acked;
+}
+
+static void set_fault(struct env *e, const char *query)
+{
+	char url[256];
+	snprintf(url, sizeof(url), "%s/v1/faults?%s", e->col_url, query);
+	assert_int_equal(http("POST", url, NULL, NULL, NULL), 200);
+}
+
+/* --- 1. the Pi stops sending -------------------------------------------------------- */
+
+static void test_source_silent(void **state)
+{
+	struct env *e = *state;
+	const char *extra[] = {"--silent-after", "1", NULL};
+	struct alarm_q q = {"active", "source_silent", "PUSH", 0};
+	int64_t one = 1;
+	int64_t stopped;
+	json_t *s;
+
+	start_collector(e, extra);
+	start_pushd_ready(e);
+	e->producing = true;
+	assert_true(wait_for(e, pred_stored_at_least, &one, 30000));
+	e->producing = false;
+
+	/* The Pi stops: the collector keeps serving and raises source_silent. */
+	stopped = now_us();
+	assert_true(WIFEXITED(stop_proc(&e->pushd, SIGTERM)));
+	q.after = stopped;
+	assert_true(wait_for(e, pred_alarm, &q, 20000));
+	assert_true(pred_collector_up(e, NULL));
+	s = source_push(e);
+	assert_non_null(s);
+	assert_true(json_is_true(json_object_get(s, "silent")));
+	json_decref(s);
+	{
+		char url[256];
+		snprintf(url, sizeof(url), "%s/health", e->col_url);
+		assert_int_equal(http("GET", url, NULL, NULL, NULL), 200);
+	}
+
+	/* It comes back: the alarm clears. */
+	start_pushd_ready(e);
+	assert_true(wait_for(e, pred_alarm_cleared, &q, 20000));
+	drain_and_verify(e);
+}
+
+/* --- 2. incorrect data, made from correct CSV ----------------------------------------- */
+
+static void write_csv(struct env *e, const char *name, bool corrupt, int base)
+{
+	char path[600];
+	FILE *f;
+	int64_t t0 = now_us() / 1000000 - 3600;
+
+	snprintf(path, sizeof(path), "%s/%s", e->dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fprintf(f, "time,thing,value\n");
+	for (int i = 0; i < 40; i++) {
+		char thing[32], value[32], tm[32];
+		snprintf(tm, sizeof(tm), "%" PRId64, t0 + base + i);
+		snprintf(thing, sizeof(thing), "t%d", i % K_THINGS);
+		snprintf(value, sizeof(value), "%d", base + i);
+		if (i % 8 == 3) {
+			snprintf(thing, sizeof(thing), "temp");
+			snprintf(value, sizeof(value), "%.1f", 15.0 + i);
+		}
+		if (corrupt) {
+			switch (i) {
+			case 5: /* text for an int thing */
+				snprintf(value, sizeof(value), "abc");
+				break;
+			case 11: /* out of temp's limits */
+				snprintf(thing, sizeof(thing), "temp");
+				snprintf(value, sizeof(value), "999");
+				break;
+			case 15: /* a thing the site does not have */
+				snprintf(thing, sizeof(thing), "no_such_thing");
+				break;
+			case 20: /* a time before 2000 */
+				snprintf(tm, sizeof(tm), "-100");
+				break;
+			case 25: /* not a time at all: pushd itself refuses the line */
+				snprintf(tm, sizeof(tm), "yesterday");
+				break;
+			case 30: /* a fraction for an int thing */
+				snprintf(value, sizeof(value), "1.5");
+				break;
+			}
+		}
+		fprintf(f, "%s,%s,%s\n", tm, thing, value);
+	}
+	fclose(f);
+}
+
+static void test_incorrect_csv(void **state)
+{
+	struct env *e = *state;
+	char csv[600], url[256];
+	const char *extra[] = {"--csv", csv, "--exit-when-drained", NULL};
+	struct alarm_q q = {"active", "invalid_push", "PUSH", 0};
+	json_t *src, *rej, *r, *j = NULL;
+	int fields_value = 0, fields_thing = 0, fields_time = 0;
+	size_t i;
+
+	start_collector(e, NULL);
+	write_csv(e, "incorrect.csv", true, 0);
+	snprintf(csv, sizeof(csv), "%s/incorrect.csv", e->dir);
+	q.after = now_us();
+	start_pushd(e, extra);
+	assert_true(wait_for(e, pred_proc_exited, &e->pushd, 60000));
+	e->pushd = 0;
+	assert_true(WIFEXITED(exited_status) && WEXITSTATUS(exited_status) == 0);
+
+	/* The collector refused the bad ones by field, kept the good ones, raised an alarm, keeps running. */
+	src = source_push(e);
+	assert_non_null(src);
+	assert_int_equal(jint(src, "stored", NULL), 34);
+	assert_int_equal(jint(src, "rejected", NULL), 5);
+	assert_int_equal(jint(src, "missing", NULL), 0);
+	json_decref(src);
+	rej = col_get(e, "/v1/rejected?source=PUSH");
+	assert_non_null(rej);
+	json_array_foreach(json_object_get(rej, "rejected"), i, r)
+	{
+		const char *field = json_string_value(json_object_get(r, "field"));
+		fields_value += !strcmp(field, "value");
+		fields_thing += !strcmp(field, "thing");
+		fields_time += !strcmp(field, "time");
+	}
+	json_decref(rej);
+	assert_int_equal(fields_value, 3);
+	assert_int_equal(fields_thing, 1);
+	assert_int_equal(fields_time, 1);
+	assert_true(pred_alarm(e, &q));
+	assert_true(pred_collector_up(e, NULL));
+
+	/* A signed push of one bad measurement: 4xx naming the field; a good neighbour is stored. */
+	{
+		const char *body =
+		    "{\"source\":\"PUSH\",\"measurements\":["
+		    "{\"seq\":100,\"thing\":\"temp\",\"value\":\"hot\",\"time\":1700000000000000},"
+		    "{\"seq\":101,\"thing\":\"temp\",\"value\":20.5,\"time\":1700000000000000}]}";
+		uint8_t tag[TSYNC_TAG_BYTES];
+		char hdr_tag[100] = "X-Thingsync-Tag: ";
+		struct curl_slist *h = curl_slist_append(NULL, "X-Thingsync-Source: PUSH");
+
+		assert_int_equal(tsync_site_sign(e->site, body, strlen(body), tag), 0);
+		for (size_t b = 0; b < sizeof(tag); b++)
+			snprintf(hdr_tag + strlen(hdr_tag), 3, "%02x", tag[b]);
+		h = curl_slist_append(h, hdr_tag);
+		snprintf(url, sizeof(url), "%s/v1/push", e->col_url);
+		assert_int_equal(http("POST", url, body, h, &j), 422);
+		assert_string_equal(json_string_value(json_object_get(j, "field")), "value");
+		assert_int_equal(jint(j, "stored", NULL), 1);
+		assert_int_equal(jint(j, "through", NULL), 101);
+		json_decref(j);
+		curl_slist_free_all(h);
+		/* Unsigned: 401 naming the tag. */
+		h = curl_slist_append(NULL, "X-Thingsync-Source: PUSH");
+		assert_int_equal(http("POST", url, body, h, &j), 401);
+		assert_string_equal(json_string_value(json_object_get(j, "field")), "X-Thingsync-Tag");
+		json_decref(j);
+		curl_slist_free_all(h);
+	}
+
+	/* Correct data again: the invalid_push alarm clears. */
+	write_csv(e, "correct.csv", false, 1000);
+	snprintf(csv, sizeof(csv), "%s/correct.csv", e->dir);
+	start_pushd(e, extra);
+	assert_true(wait_for(e, pred_proc_exited, &e->pushd, 60000));
+	e->pushd = 0;
+	assert_true(WIFEXITED(exited_status) && WEXITSTATUS(exited_status) == 0);
+	assert_true(pred_alarm_cleared(e, &q));
+	src = source_push(e);
+	assert_int_equal(jint(src, "stored", NULL), 34 + 1 + 40);
+	json_decref(src);
+}
+
+/* --- 3. the collector is killed and restarted later ----------------------------------- */
+
+static void test_collector_kill9(void **state)
+{
+	struct env *e = *state;
+	int64_t some = 200, failures;
+	json_t *s;
+
+	start_collector(e, NULL);
+	start_pushd_ready(e);
+	e->producing = true;
+	assert_true(wait_for(e, pred_stored_at_least, &some, 60000));
+
+	/* Killed mid-stream; the stream goes on, pushd keeps it and retries. */
+	stop_proc(&e->collector, SIGKILL);
+	assert_true(wait_for(e, pred_int, &e->disconnects, 30000));
+	s = pushd_status(e);
+	assert_non_null(s);
+	failures = jint(s, "sender", "posts_failed") + 5;
+	json_decref(s);
+	assert_true(wait_for(e, pred_pushd_failures, &failures, 30000));
+	s = pushd_status(e);
+	assert_true(jint(s, "journal", "entries") > 0);
+	assert_false(json_is_true(json_object_get(json_object_get(s, "sender"), "connected")));
+	json_decref(s);
+
+	/* Back later, on the same port and database. */
+	start_collector(e, NULL);
+	assert_true(wait_for(e, pred_int, &e->reconnects, 30000));
+	drain_and_verify(e);
+}
+
+/* --- 4. a fault in the collector's handler -------------------------------------------- */
+
+/* The alarm webhook's receiver, in this process's loop. */
+static void webhook_cb(struct evhttp_request *req, void *arg)
+{
+	struct env *e = arg;
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	json_t *j = json_loadb((const char *)evbuffer_pullup(in, -1), len, 0, NULL);
+	const char *event = json_string_value(json_object_get(j, "event"));
+	const char *kind = json_string_value(json_object_get(json_object_get(j, "alarm"), "kind"));
+
+	if (event && kind && !strcmp(kind, "internal_error")) {
+		e->hook_raised += !strcmp(event, "raised");
+		e->hook_cleared += !strcmp(event, "cleared");
+	}
+	json_decref(j);
+	evhttp_send_reply(req, 204, "No Content", NULL);
+}
+
+static void test_handler_fault(void **state)
+{
+	struct env *e = *state;
+	struct alarm_q q = {"active", "internal_error", "", 0};
+	int64_t some = 100, failures;
+	uint16_t hook_port = tcp_free_port();
+	struct evhttp *hook = evhttp_new(e->base);
+	char hook_url[64];
+	const char *extra[] = {"--webhook", hook_url, NULL};
+	json_t *s;
+
+	assert_non_null(hook);
+	assert_int_equal(evhttp_bind_socket(hook, "127.0.0.1", hook_port), 0);
+	evhttp_set_gencb(hook, webhook_cb, e);
+	snprintf(hook_url, sizeof(hook_url), "http://127.0.0.1:%u/alarm", hook_port);
+	start_collector(e, extra);
+	start_pushd_ready(e);
+	e->producing = true;
+	assert_true(wait_for(e, pred_stored_at_least, &some, 60000));
+	q.after = now_us();
+	set_fault(e, "handler=on");
+	assert_true(wait_for(e, pred_alarm, &q, 30000));
+	/* It keeps running: it answers, and pushd keeps trying. */
+	assert_true(pred_collector_up(e, NULL));
+	s = pushd_status(e);
+	failures = jint(s, "sender", "posts_failed") + 3;
+	json_decref(s);
+	assert_true(wait_for(e, pred_pushd_failures, &failures, 30000));
+	set_fault(e, "handler=off");
+	assert_true(wait_for(e, pred_alarm_cleared, &q, 30000));
+	/* The webhook heard both. */
+	assert_true(wait_for(e, pred_int, &e->hook_raised, 10000));
+	assert_true(wait_for(e, pred_int, &e->hook_cleared, 10000));
+	drain_and_verify(e);
+	evhttp_free(hook);
+}
+
+/* --- 6. the database refuses writes --------------------------------------------------- */
+
+static void test_db_refuses(void **state)
+{
+	struct env *e = *state;
+	struct alarm_q q = {"active", "database_unavailable", "", 0};
+	int64_t some = 100, failures;
+	char url[256];
+	json_t *s;
+
+	start_collector(e, NULL);
+	start_pushd_ready(e);
+	e->producing = true;
+	assert_true(wait_for(e, pred_stored_at_least, &some, 60000));
+	q.after = now_us();
+	set_fault(e, "db=on");
+	assert_true(wait_for(e, pred_alarm, &q, 30000));
+	snprintf(url, sizeof(url), "%s/health", e->col_url);
+	assert_int_equal(http("GET", url, NULL, NULL, NULL), 503);
+	s = pushd_status(e);
+	failures = jint(s, "sender", "posts_failed") + 3;
+	json_decref(s);
+	assert_true(wait_for(e, pred_pushd_failures, &failures, 30000));
+	set_fault(e, "db=off");
+	assert_true(wait_for(e, pred_alarm_cleared, &q, 30000));
+	assert_int_equal(http("GET", url, NULL, NULL, NULL), 200);
+	drain_and_verify(e);
+}
+
+/* --- 5. PostgreSQL stopped and started again ------------------------------------------ */
+
+#ifdef HAVE_POSTGRES
+static int run_cmd(struct env *e, const char *const *argv)
+{
+	const char *full[24];
+	int n = 0, status;
+	pid_t pid;
+
+	if (e->pg_as_postgres) {
+		full[n++] = "/usr/sbin/runuser";
+		full[n++] = "-u";
+		full[n++] = "postgres";
+		full[n++] = "--";
+	}
+	for (int i = 0; argv[i]; i++)
+		full[n++] = argv[i];
+	full[n] = NULL;
+	pid = spawn(e, "postgres.log", (char *const *)full);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static char pg_bin[256];
+
+static void pg_find(void)
+{
+	glob_t g;
+
+	if (pg_bin[0])
+		return;
+	/* Debian: /usr/lib/postgresql/VERSION/bin; the last one is the newest. */
+	if (glob("/usr/lib/postgresql/*/bin/initdb", 0, NULL, &g) == 0 && g.gl_pathc > 0) {
+		snprintf(pg_bin, sizeof(pg_bin), "%s", g.gl_pathv[g.gl_pathc - 1]);
+		*strrchr(pg_bin, '/') = '\0';
+	}
+	globfree(&g);
+}
+
+static void pg_start(struct env *e)
+{
+	char pg_ctl[300], data[300], opts[400], logf[300];
+	const char *argv[] = {pg_ctl, "-D", data, "-o", opts, "-l", logf, "-w", "-t", "60", "start", NULL};
+
+	snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", pg_bin);
+	snprintf(data, sizeof(data), "%s/data", e->pgdir);
+	snprintf(logf, sizeof(logf), "%s/server.log", e->pgdir);
+	snprintf(opts, sizeof(opts), "-p %u -k %s -c listen_addresses=127.0.0.1 -c fsync=on", e->pg_port,
+	         e->pgdir);
+	assert_int_equal(run_cmd(e, argv), 0);
+}
+
+static void pg_stop(struct env *e, const char *mode)
+{
+	char pg_ctl[300], data[300];
+	const char *argv[] = {pg_ctl, "-D", data, "-m", mode, "-w", "stop", NULL};
+
+	snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", pg_bin);
+	snprintf(data, sizeof(data), "%s/data", e->pgdir);
+	run_cmd(e, argv);
+}
+
+/* A private cluster on a loopback port in a temporary directory. It must start: no skipping. */
+static void pg_setup(struct env *e)
+{
+	char initdb[300], data[300];
+	const char *argv[] = {initdb,         "-D", data,   "-U",        "postgres",
+	                      "--auth=trust", "-E", "UTF8", "--no-sync", NULL};
+
+	pg_find();
+	if (!pg_bin[0])
+		fprintf(stderr, "PostgreSQL server not found under /usr/lib/postgresql (scripts/setup.sh "
+		                "--test installs it)\n");
+	assert_true(pg_bin[0] != '\0');
+	snprintf(e->pgdir, sizeof(e->pgdir), "/tmp/tsync-pg-XXXXXX");
+	assert_non_null(mkdtemp(e->pgdir));
+	/* PostgreSQL refuses to run as root: as root, run it as the postgres user. */
+	if (geteuid() == 0) {
+		struct passwd *pw = getpwnam("postgres");
+		assert_non_null(pw);
+		assert_int_equal(chown(e->pgdir, pw->pw_uid, pw->pw_gid), 0);
+		e->pg_as_postgres = true;
+	}
+	snprintf(initdb, sizeof(initdb), "%s/initdb", pg_bin);
+	snprintf(data, sizeof(data), "%s/data", e->pgdir);
+	assert_int_equal(run_cmd(e, argv), 0);
+	e->pg_port = tcp_free_port();
+	pg_start(e);
+	snprintf(e->db_spec, sizeof(e->db_spec),
+	         "postgres:host=127.0.0.1 port=%u user=postgres dbname=postgres connect_timeout=2",
+	         e->pg_port);
+}
+
+static void test_postgres_restart(void **state)
+{
+	struct env *e = *state;
+	struct alarm_q q = {"active", "database_unavailable", "", 0};
+	int64_t some = 100, failures;
+	json_t *s;
+
+	pg_setup(e);
+	start_collector(e, NULL);
+	start_pushd_ready(e);
+	e->producing = true;
+	assert_true(wait_for(e, pred_stored_at_least, &some, 60000));
+	q.after = now_us();
+	pg_stop(e, "fast");
+	assert_true(wait_for(e, pred_alarm, &q, 30000));
+	assert_true(pred_collector_up(e, NULL));
+	s = pushd_status(e);
+	failures = jint(s, "sender", "posts_failed") + 3;
+	json_decref(s);
+	assert_true(wait_for(e, pred_pushd_failures, &failures, 30000));
+	s = pushd_status(e);
+	assert_true(jint(s, "journal", "entries") > 0);
+	json_decref(s);
+	pg_start(e);
+	assert_true(wait_for(e, pred_alarm_cleared, &q, 30000));
+	drain_and_verify(e);
+}
+#else
+static void pg_stop(struct env *e, const char *mode)
+{
+}
+#endif
+
+/* --- backpressure: a full journal withholds the mesh's acknowledgements ------------------ */
+
+static bool pred_backpressure(struct env *e, void *arg)
+{
+	json_t *s = pushd_status(e);
+	bool ok = s && json_is_true(json_object_get(s, "backpressure"));
+	json_decref(s);
+	return ok;
+}
+
+static void test_journal_full(void **state)
+{
+	struct env *e = *state;
+	const char *extra[] = {"--journal-max-entries", "200", "--batch", "50", NULL};
+	int64_t some = 50;
+	json_t *s;
+
+	start_collector(e, NULL);
+	start_pushd(e, extra);
+	assert_true(wait_for(e, pred_pushd_up, NULL, 20000));
+	e->producing = true;
+	assert_true(wait_for(e, pred_stored_at_least, &some, 60000));
+	/* The collector's database refuses: the journal fills up to its limit ... */
+	set_fault(e, "db=on");
+	assert_true(wait_for(e, pred_backpressure, NULL, 60000));
+	/* ... and then pushd stops acknowledging: the owner keeps values pending. */
+	s = pushd_status(e);
+	assert_non_null(s);
+	assert_true(jint(s, "journal", "entries") >= 200);
+	assert_true(jint(s, "journal", "entries") < 200 + 1000);
+	json_decref(s);
+	assert_true(tsync_node_unsettled(e->owner) > 0);
+	set_fault(e, "db=off");
+	drain_and_verify(e);
+	s = pushd_status(e);
+	assert_false(json_is_true(json_object_get(s, "backpressure")));
+	json_decref(s);
+}
+
+/* --- pushd killed at random moments during a heavy stream ------------------------------ */
+
+static bool pred_pushd_progress(struct env *e, void *arg)
+{
+	json_t *s = pushd_status(e);
+	bool ok = s && jint(s, "journal", "last_seq") >= *(int64_t *)arg;
+	json_decref(s);
+	return ok;
+}
+
+static void test_pushd_kill9(void **state)
+{
+	struct env *e = *state;
+	const char *r = getenv("PUSH_KILL_ROUNDS");
+	int rounds = r ? atoi(r) : 10;
+	unsigned seed = (unsigned)now_us();
+	int64_t last = 0;
+
+	fprintf(stderr, "pushd kill test: %d rounds, seed %u\n", rounds, seed);
+	start_collector(e, NULL);
+	e->producing = true;
+	for (int i = 0; i < rounds; i++) {
+		struct timeval tv;
+		int64_t want = last + 1;
+		json_t *s;
+
+		start_pushd_ready(e);
+		/* Some progress first, so every round journals something ... */
+		assert_true(wait_for(e, pred_pushd_progress, &want, 30000));
+		s = pushd_status(e);
+		if (s)
+			last = jint(s, "journal", "last_seq");
+		json_decref(s);
+		/* ... then a kill at a random moment of the stream. */
+		tv.tv_sec = 0;
+		tv.tv_usec = (suseconds_t)(rand_r(&seed) % 300000);
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+		stop_proc(&e->pushd, SIGKILL);
+		/* Down for a random while, as the owner goes on setting values. */
+		tv.tv_usec = (suseconds_t)(rand_r(&seed) % 200000);
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+	}
+	start_pushd_ready(e);
+	drain_and_verify(e);
+}
+
+int main(int argc, char **argv)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_source_silent, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_incorrect_csv, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_collector_kill9, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_handler_fault, setup, teardown),
+#ifdef HAVE_POSTGRES
+	    cmocka_unit_test_setup_teardown(test_postgres_restart, setup, teardown),
+#endif
+	    cmocka_unit_test_setup_teardown(test_db_refuses, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pushd_kill9, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_journal_full, setup, teardown),
+	};
+	int r;
+
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (argc > 1)
+		cmocka_set_test_filter(argv[1]);
+	r = cmocka_run_group_tests(tests, NULL, NULL);
+	curl_global_cleanup();
+	return r;
+}
