@@ -1,15 +1,23 @@
 /*
- * thingsync-bench: measures, in one run on this machine,
- *  1. raw UDP ping-pong on loopback with datagrams of the size a thingsync
- *     set carries (the floor), and thingsync's set-to-reply round trip
- *     between two nodes (owner here, user in another process), median and
- *     p99, and their ratio;
- *  2. acknowledged updates per second from one owner to N users (each user
- *     a process), with batching: rounds of K changed things, each round
- *     acknowledged by every user before the next.
+ * thingsync-bench: measures, in one run on this machine, and prints a table:
+ *  1. latency: raw UDP ping-pong on loopback with datagrams of the size a
+ *     thingsync set carries (the floor), thingsync's set-to-reply round trip
+ *     between two nodes (owner here, user in another process) and its
+ *     set-to-delivery one-way time, and Mosquitto QoS 1 through a local
+ *     broker (publish to delivery, and back), median and p99, with ratios;
+ *  2. throughput: acknowledged updates per second from one owner to 1, 3 and
+ *     10 users (each a process), with batching: rounds of K changed things,
+ *     each round acknowledged by every user before the next; next to
+ *     Mosquitto QoS 1 with as many subscribers;
+ *  3. cost per change: datagrams and bytes on the wire per delivered update;
+ *  4. footprint: resident memory of an idle node process with 1,000 things,
+ *     its wake-ups per second when nothing changes, and the bytes it writes
+ *     to disk per 1,000 changes.
  * It prints figures; it does not pass or fail.
  *
- *   thingsync-bench [--rounds N] [--things K] [--users U] [--seconds S] [--no-key]
+ *   thingsync-bench [--rounds N] [--things K] [--users LIST] [--seconds S] [--no-key]
+ *                   [--idle-seconds S] [--quick] [--no-latency] [--no-throughput]
+ *                   [--no-footprint] [--no-mosquitto]
  *
  * SPDX-License-Identifier: MIT
  */
@@ -21,14 +29,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <thingsync/thingsync.h>
 
-static uint64_t now_ns(void)
+#ifdef HAVE_MOSQUITTO
+#include <mosquitto.h>
+#endif
+
+#include "bench.h"
+
+#define MAX_USERS  30
+#define MAX_COUNTS 8
+
+uint64_t bench_now_ns(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -41,17 +60,25 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-static uint64_t pct(uint64_t *v, size_t n, double p)
+struct bench_lat bench_lat_of(uint64_t *v, size_t n)
 {
-	size_t i = (size_t)(p * (double)(n - 1));
-	return v[i];
+	struct bench_lat l = {0};
+
+	if (n == 0)
+		return l;
+	qsort(v, n, sizeof(*v), cmp_u64);
+	l.ok = true;
+	l.n = n;
+	l.med = v[(size_t)(0.5 * (double)(n - 1))];
+	l.p99 = v[(size_t)(0.99 * (double)(n - 1))];
+	return l;
 }
 
-static uint16_t free_port(void)
+uint16_t bench_free_port(int type)
 {
 	struct sockaddr_in sa;
 	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sin_family = AF_INET;
@@ -63,6 +90,20 @@ static uint16_t free_port(void)
 	}
 	close(fd);
 	return ntohs(sa.sin_port);
+}
+
+void *bench_shared(size_t len)
+{
+	void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void bench_kill(pid_t pid)
+{
+	if (pid > 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+	}
 }
 
 static int udp_socket(uint16_t port)
@@ -81,11 +122,27 @@ static int udp_socket(uint16_t port)
 	return fd;
 }
 
+/* Everything the table at the end shows. */
+struct results {
+	bool key;
+	size_t size; /* bytes of a set's datagram */
+	struct bench_lat raw, ts_rtt, ts_one, mq_rtt, mq_one;
+	double ts_wire_dgrams, ts_wire_bytes; /* per update, one at a time, both ways */
+	int n_counts;
+	int users[MAX_COUNTS];
+	double ts_ups[MAX_COUNTS], mq_ups[MAX_COUNTS];
+	double ts_dgrams[MAX_COUNTS], ts_bytes[MAX_COUNTS]; /* per update, batched, both ways */
+	bool footprint;
+	long rss_kb, rss_base_kb;
+	double wake_owner, wake_user;
+	long long disk_single, disk_batch;
+};
+
 /* --- 1a: raw UDP ping-pong ---------------------------------------------------- */
 
 static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt)
 {
-	uint16_t pa = free_port(), pb = free_port();
+	uint16_t pa = bench_free_port(SOCK_DGRAM), pb = bench_free_port(SOCK_DGRAM);
 	int a = udp_socket(pa);
 	char buf[65536];
 	struct sockaddr_in to;
@@ -99,9 +156,7 @@ static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt)
 			struct sockaddr_in from;
 			socklen_t fl = sizeof(from);
 			ssize_t n = recvfrom(b, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl);
-			if (n <= 0)
-				_exit(0);
-			if (n == 1)
+			if (n <= 1)
 				_exit(0);
 			sendto(b, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
 		}
@@ -124,14 +179,14 @@ static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt)
 		setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 	}
 	for (size_t i = 0; i < rounds; i++) {
-		uint64_t t0 = now_ns();
+		uint64_t t0 = bench_now_ns();
 		sendto(a, buf, size, 0, (struct sockaddr *)&to, sizeof(to));
 		if (recv(a, buf, sizeof(buf), 0) <= 0) {
 			fprintf(stderr, "thingsync-bench: raw echo lost\n");
 			rtt[i] = 0;
 			continue;
 		}
-		rtt[i] = now_ns() - t0;
+		rtt[i] = bench_now_ns() - t0;
 	}
 	sendto(a, buf, 1, 0, (struct sockaddr *)&to, sizeof(to));
 	waitpid(pid, NULL, 0);
@@ -142,13 +197,13 @@ static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt)
 
 static char dir[] = "/tmp/thingsync-bench-XXXXXX";
 
-static char *write_site(int users, int things, bool key, uint16_t *ports)
+static char *write_site(const char *tag, int users, int things, bool key, uint16_t *ports)
 {
 	static char path[256];
 	char keypath[256];
 	FILE *f;
 
-	snprintf(path, sizeof(path), "%s/site-%d-%d.conf", dir, users, things);
+	snprintf(path, sizeof(path), "%s/site-%s-%d-%d.conf", dir, tag, users, things);
 	snprintf(keypath, sizeof(keypath), "%s/site.key", dir);
 	if (key && access(keypath, F_OK) != 0 && tsync_key_generate(keypath) < 0) {
 		fprintf(stderr, "thingsync-bench: cannot write key\n");
@@ -173,7 +228,22 @@ static char *write_site(int users, int things, bool key, uint16_t *ports)
 	return path;
 }
 
-static pid_t spawn_user(const char *site, int u)
+/* A user process's record of one-way delays (shared memory): the owner sets
+ * t0 to the time of the set, the user notes when its copy changed. */
+struct one_way {
+	uint64_t n, cap;
+	uint64_t v[];
+};
+
+static void on_user_event(void *ud, tsync_node *node, const tsync_event *ev)
+{
+	struct one_way *ow = ud;
+	if (ev->kind == TSYNC_EVENT_CHANGED && !strcmp(ev->thing, "t0") && ev->value.type == TSYNC_TYPE_INT &&
+	    ow->n < ow->cap)
+		ow->v[ow->n++] = bench_now_ns() - (uint64_t)ev->value.u.i;
+}
+
+static pid_t spawn_user(const char *site, int u, struct one_way *ow)
 {
 	pid_t pid = fork();
 
@@ -187,13 +257,15 @@ static pid_t spawn_user(const char *site, int u)
 		o.controller = name;
 		if (tsync_node_new(&o, &n) < 0)
 			_exit(1);
+		if (ow)
+			tsync_node_on_event(n, on_user_event, ow);
 		tsync_node_run(n);
 		_exit(0);
 	}
 	return pid;
 }
 
-static tsync_node *owner_node(const char *site)
+static tsync_node *owner_node(const char *site, const char *state_dir)
 {
 	tsync_node_options o;
 	tsync_node *n;
@@ -202,6 +274,7 @@ static tsync_node *owner_node(const char *site)
 	tsync_node_options_init(&o);
 	o.site_path = site;
 	o.controller = "OWNER";
+	o.state_dir = state_dir;
 	r = tsync_node_new(&o, &n);
 	if (r < 0) {
 		fprintf(stderr, "thingsync-bench: owner: %s\n", tsync_strerror(r));
@@ -213,9 +286,9 @@ static tsync_node *owner_node(const char *site)
 /* Runs the owner's loop until everything it sent is acknowledged. */
 static int settle(tsync_node *n, uint64_t limit_ns)
 {
-	uint64_t end = now_ns() + limit_ns;
+	uint64_t end = bench_now_ns() + limit_ns;
 	while (tsync_node_unsettled(n) > 0) {
-		if (now_ns() > end)
+		if (bench_now_ns() > end)
 			return -ETIMEDOUT;
 		tsync_node_run_for(n, -1);
 	}
@@ -224,72 +297,97 @@ static int settle(tsync_node *n, uint64_t limit_ns)
 
 static void stop_users(pid_t *pids, int users)
 {
-	for (int u = 0; u < users; u++) {
-		kill(pids[u], SIGKILL);
-		waitpid(pids[u], NULL, 0);
+	for (int u = 0; u < users; u++)
+		bench_kill(pids[u]);
+}
+
+/* Datagrams and bytes the owner exchanged with all its peers, both ways. */
+static void wire_totals(tsync_node *n, uint64_t *dgrams, uint64_t *bytes, uint64_t *retx)
+{
+	*dgrams = *bytes = 0;
+	if (retx)
+		*retx = 0;
+	for (size_t p = 0; p < tsync_node_peer_count(n); p++) {
+		tsync_peer_stats st;
+		tsync_node_peer_stats(n, p, &st);
+		*dgrams += st.datagrams_sent + st.datagrams_received;
+		*bytes += st.bytes_sent + st.bytes_received;
+		if (retx)
+			*retx += st.retransmits;
 	}
 }
 
-/* --- 1b: set-to-reply round trip ----------------------------------------------- */
+/* --- 1b: set-to-reply round trip, and set-to-delivery one way ------------------ */
 
-static size_t thingsync_rtt(bool key, size_t rounds, uint64_t *rtt)
+static void thingsync_rtt(struct results *res, size_t rounds, uint64_t *rtt)
 {
-	uint16_t ports[2] = {free_port(), free_port()};
-	const char *site = write_site(1, 1, key, ports);
-	pid_t pid = spawn_user(site, 1);
-	tsync_node *n = owner_node(site);
+	uint16_t ports[2] = {bench_free_port(SOCK_DGRAM), bench_free_port(SOCK_DGRAM)};
+	const char *site = write_site("rtt", 1, 1, res->key, ports);
+	struct one_way *ow = bench_shared(sizeof(*ow) + rounds * sizeof(uint64_t));
+	pid_t pid;
+	tsync_node *n;
 	tsync_peer_stats st;
-	size_t size;
+	uint64_t d0, b0, d1, b1;
 
+	if (!ow) {
+		perror("mmap");
+		exit(1);
+	}
+	ow->cap = rounds;
+	pid = spawn_user(site, 1, ow);
+	n = owner_node(site, NULL);
 	if (settle(n, 10000000000ull) < 0) {
 		fprintf(stderr, "thingsync-bench: the user did not come up\n");
 		exit(1);
 	}
+	wire_totals(n, &d0, &b0, NULL);
 	for (size_t i = 0; i < rounds; i++) {
-		tsync_value v = tsync_int((int64_t)i + 1000000);
-		uint64_t t0 = now_ns();
+		uint64_t t0 = bench_now_ns();
+		/* The value is the time of the set: the user's one-way sample. */
+		tsync_value v = tsync_int((int64_t)t0);
 		tsync_node_set(n, "t0", &v);
 		if (settle(n, 5000000000ull) < 0) {
 			fprintf(stderr, "thingsync-bench: set not acknowledged\n");
 			exit(1);
 		}
-		rtt[i] = now_ns() - t0;
+		rtt[i] = bench_now_ns() - t0;
 	}
+	wire_totals(n, &d1, &b1, NULL);
 	tsync_node_peer_stats(n, 0, &st);
-	size = st.datagrams_sent ? (size_t)(st.bytes_sent / st.datagrams_sent) : 0;
+	res->size = st.datagrams_sent ? (size_t)(st.bytes_sent / st.datagrams_sent) : 0;
+	res->ts_wire_dgrams = (double)(d1 - d0) / (double)rounds;
+	res->ts_wire_bytes = (double)(b1 - b0) / (double)rounds;
+	res->ts_rtt = bench_lat_of(rtt, rounds);
+	/* Every change was acknowledged, so the user noted every one. */
+	res->ts_one = bench_lat_of(ow->v, ow->n < rounds ? ow->n : rounds);
 	tsync_node_free(n);
 	stop_users(&pid, 1);
-	return size;
+	munmap(ow, sizeof(*ow) + rounds * sizeof(uint64_t));
 }
 
 /* --- 2: throughput -------------------------------------------------------------- */
 
-static void throughput(bool key, int users, int things, double seconds)
+static void throughput(struct results *res, int slot, int users, int things, double seconds)
 {
-	uint16_t ports[32];
+	uint16_t ports[MAX_USERS + 1];
 	const char *site;
-	pid_t pids[31];
+	pid_t pids[MAX_USERS];
 	tsync_node *n;
-	uint64_t t0, t1, updates = 0, datagrams = 0, bytes = 0;
+	uint64_t t0, t1, updates = 0, d0, b0, d1, b1, retx, datagrams = 0, bytes = 0;
 	int64_t round = 0;
 
 	for (int i = 0; i <= users; i++)
-		ports[i] = free_port();
-	site = write_site(users, things, key, ports);
+		ports[i] = bench_free_port(SOCK_DGRAM);
+	site = write_site("tput", users, things, res->key, ports);
 	for (int u = 0; u < users; u++)
-		pids[u] = spawn_user(site, u + 1);
-	n = owner_node(site);
+		pids[u] = spawn_user(site, u + 1, NULL);
+	n = owner_node(site, NULL);
 	if (settle(n, 20000000000ull) < 0) {
 		fprintf(stderr, "thingsync-bench: users did not come up\n");
 		exit(1);
 	}
-	for (size_t p = 0; p < tsync_node_peer_count(n); p++) {
-		tsync_peer_stats st;
-		tsync_node_peer_stats(n, p, &st);
-		datagrams += st.datagrams_sent;
-		bytes += st.bytes_sent;
-	}
-	t0 = now_ns();
+	wire_totals(n, &d0, &b0, NULL);
+	t0 = bench_now_ns();
 	do {
 		char name[32];
 		round++;
@@ -303,67 +401,383 @@ static void throughput(bool key, int users, int things, double seconds)
 			exit(1);
 		}
 		updates += (uint64_t)things * (uint64_t)users;
-		t1 = now_ns();
+		t1 = bench_now_ns();
 	} while ((double)(t1 - t0) / 1e9 < seconds);
+	wire_totals(n, &d1, &b1, &retx);
 	for (size_t p = 0; p < tsync_node_peer_count(n); p++) {
 		tsync_peer_stats st;
 		tsync_node_peer_stats(n, p, &st);
-		datagrams = st.datagrams_sent + datagrams * 0; /* summed below */
+		datagrams += st.datagrams_sent;
+		bytes += st.bytes_sent;
 	}
-	datagrams = 0;
-	bytes = 0;
-	{
-		uint64_t retx = 0;
-		for (size_t p = 0; p < tsync_node_peer_count(n); p++) {
-			tsync_peer_stats st;
-			tsync_node_peer_stats(n, p, &st);
-			datagrams += st.datagrams_sent;
-			bytes += st.bytes_sent;
-			retx += st.retransmits;
-		}
-		printf("  %d users x %d things: %lld rounds in %.2f s\n", users, things, (long long)round,
-		       (double)(t1 - t0) / 1e9);
-		printf("  acknowledged updates/s: %.0f   (datagrams/update %.3f, bytes/update %.1f, retransmits %llu)\n",
-		       (double)updates / ((double)(t1 - t0) / 1e9), (double)datagrams / (double)updates,
-		       (double)bytes / (double)updates, (unsigned long long)retx);
-	}
+	res->users[slot] = users;
+	res->ts_ups[slot] = (double)updates / ((double)(t1 - t0) / 1e9);
+	res->ts_dgrams[slot] = (double)(d1 - d0) / (double)updates;
+	res->ts_bytes[slot] = (double)(b1 - b0) / (double)updates;
+	/* The owner's own counters since it started, the start-up exchange
+	 * included, as this line has always printed them. */
+	printf("  %d users x %d things: %lld rounds in %.2f s\n", users, things, (long long)round,
+	       (double)(t1 - t0) / 1e9);
+	printf(
+	    "  acknowledged updates/s: %.0f   (datagrams/update %.3f, bytes/update %.1f, retransmits %llu)\n",
+	    res->ts_ups[slot], (double)datagrams / (double)updates, (double)bytes / (double)updates,
+	    (unsigned long long)retx);
+	fflush(stdout);
 	tsync_node_free(n);
 	stop_users(pids, users);
 }
 
+/* --- 4: footprint ----------------------------------------------------------------- */
+
+/* A field of /proc/PID/FILE ("VmRSS", "write_bytes", ...), or -1. */
+static long long proc_field(pid_t pid, const char *file, const char *key)
+{
+	char path[64], line[256];
+	size_t kl = strlen(key);
+	long long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/%s", (int)pid, file);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, kl) && line[kl] == ':')
+			v = atoll(line + kl + 1);
+	fclose(f);
+	return v;
+}
+
+static long long switches(pid_t pid)
+{
+	long long a = proc_field(pid, "status", "voluntary_ctxt_switches");
+	long long b = proc_field(pid, "status", "nonvoluntary_ctxt_switches");
+	return a < 0 || b < 0 ? -1 : a + b;
+}
+
+/* What the measured owner process tells the bench through its pipe. */
+struct fp_report {
+	long rss_base_kb; /* before the node was made */
+	long long disk_single, disk_batch;
+	int ok;
+};
+
+/* The measured process: an owner of `things` things with its state in LMDB.
+ * It settles, says so, idles for idle_ms, then makes changes and reports
+ * what they wrote to disk. */
+static void footprint_owner(const char *site, int things, int idle_ms, int fd) __attribute__((noreturn));
+static void footprint_owner(const char *site, int things, int idle_ms, int fd)
+{
+	struct fp_report rep = {0};
+	char state[300], name[32];
+	tsync_node *n;
+	long long w0, w1, w2;
+
+	rep.rss_base_kb = (long)proc_field(getpid(), "status", "VmRSS");
+	snprintf(state, sizeof(state), "%s/footprint-state", dir);
+	mkdir(state, 0700);
+	n = owner_node(site, state);
+	for (int t = 0; t < things; t++) {
+		tsync_value v = tsync_int(t);
+		snprintf(name, sizeof(name), "t%d", t);
+		tsync_node_set(n, name, &v);
+	}
+	if (settle(n, 20000000000ull) < 0)
+		_exit(1);
+	if (write(fd, &rep, sizeof(rep)) != (ssize_t)sizeof(rep))
+		_exit(1);
+	/* Idle: nothing changes, nothing is pending. */
+	tsync_node_run_for(n, idle_ms);
+
+	w0 = proc_field(getpid(), "io", "write_bytes");
+	for (int i = 1; i <= 1000; i++) {
+		tsync_value v = tsync_int(100000 + i);
+		tsync_node_set(n, "t0", &v);
+		if (settle(n, 10000000000ull) < 0)
+			_exit(1);
+	}
+	w1 = proc_field(getpid(), "io", "write_bytes");
+	for (int i = 0; i < 1000; i++) {
+		tsync_value v = tsync_int(200000 + i);
+		snprintf(name, sizeof(name), "t%d", i % things);
+		tsync_node_set(n, name, &v);
+	}
+	if (settle(n, 10000000000ull) < 0)
+		_exit(1);
+	w2 = proc_field(getpid(), "io", "write_bytes");
+	rep.disk_single = w0 < 0 || w1 < 0 ? -1 : w1 - w0;
+	rep.disk_batch = w1 < 0 || w2 < 0 ? -1 : w2 - w1;
+	rep.ok = 1;
+	if (write(fd, &rep, sizeof(rep)) != (ssize_t)sizeof(rep))
+		_exit(1);
+	tsync_node_free(n);
+	_exit(0);
+}
+
+static void footprint(struct results *res, double idle_s)
+{
+	const int things = 1000;
+	uint16_t ports[2] = {bench_free_port(SOCK_DGRAM), bench_free_port(SOCK_DGRAM)};
+	const char *site = write_site("idle", 1, things, res->key, ports);
+	int idle_ms = (int)(idle_s * 1000) + 1500, p[2];
+	struct fp_report rep;
+	long long s0, s1, u0, u1;
+	uint64_t t0, t1;
+	pid_t user, owner;
+
+	if (pipe(p) < 0) {
+		perror("pipe");
+		exit(1);
+	}
+	user = spawn_user(site, 1, NULL);
+	owner = fork();
+	if (owner == 0) {
+		close(p[0]);
+		footprint_owner(site, things, idle_ms, p[1]);
+	}
+	close(p[1]);
+	if (read(p[0], &rep, sizeof(rep)) != (ssize_t)sizeof(rep)) {
+		fprintf(stderr, "thingsync-bench: the footprint owner did not settle\n");
+		goto leave;
+	}
+	/* Let the last acknowledgements land, then count. */
+	usleep(500000);
+	s0 = switches(owner);
+	u0 = switches(user);
+	t0 = bench_now_ns();
+	usleep((useconds_t)(idle_s * 1e6));
+	s1 = switches(owner);
+	u1 = switches(user);
+	t1 = bench_now_ns();
+	res->rss_kb = (long)proc_field(owner, "status", "VmRSS");
+	res->rss_base_kb = rep.rss_base_kb;
+	res->wake_owner = s0 < 0 || s1 < 0 ? -1 : (double)(s1 - s0) / ((double)(t1 - t0) / 1e9);
+	res->wake_user = u0 < 0 || u1 < 0 ? -1 : (double)(u1 - u0) / ((double)(t1 - t0) / 1e9);
+	if (read(p[0], &rep, sizeof(rep)) != (ssize_t)sizeof(rep) || !rep.ok) {
+		fprintf(stderr, "thingsync-bench: the footprint owner did not finish its changes\n");
+		goto leave;
+	}
+	res->disk_single = rep.disk_single;
+	res->disk_batch = rep.disk_batch;
+	res->footprint = true;
+	printf("  idle owner of %d things, state in LMDB: RSS %.1f MB (%.1f MB before the node), "
+	       "%.2f wake-ups/s (its user: %.2f/s) over %.1f s\n",
+	       things, res->rss_kb / 1024.0, res->rss_base_kb / 1024.0, res->wake_owner, res->wake_user,
+	       (double)(t1 - t0) / 1e9);
+	printf("  written to disk: %lld bytes for 1000 changes one at a time (each acknowledged before the "
+	       "next), "
+	       "%lld bytes for 1000 changes at once\n",
+	       res->disk_single, res->disk_batch);
+leave:
+	close(p[0]);
+	waitpid(owner, NULL, 0);
+	bench_kill(user);
+}
+
+/* --- the table ---------------------------------------------------------------------- */
+
+static void cell_us(char *buf, size_t len, const struct bench_lat *l, bool p99)
+{
+	if (!l->ok)
+		snprintf(buf, len, "-");
+	else
+		snprintf(buf, len, "%.1f us", (double)(p99 ? l->p99 : l->med) / 1e3);
+}
+
+static void cell_ratio(char *buf, size_t len, const struct bench_lat *a, const struct bench_lat *b, bool p99)
+{
+	if (!a->ok || !b->ok || !(p99 ? b->p99 : b->med))
+		snprintf(buf, len, "-");
+	else
+		snprintf(buf, len, "%.2fx",
+		         (double)(p99 ? a->p99 : a->med) / (double)(p99 ? b->p99 : b->med));
+}
+
+static void row(const char *what, const char *ts, const char *raw, const char *mq, const char *r_raw,
+                const char *r_mq)
+{
+	printf("  %-36s %18s %10s %16s %8s %12s\n", what, ts, raw, mq, r_raw, r_mq);
+}
+
+static void cell_bytes(char *buf, size_t len, long long bytes)
+{
+	if (bytes < 0)
+		snprintf(buf, len, "-");
+	else if (bytes >= 10ll << 20)
+		snprintf(buf, len, "%.1f MB", (double)bytes / (1 << 20));
+	else
+		snprintf(buf, len, "%.0f KB", (double)bytes / 1024);
+}
+
+static void table(const struct results *r, bool have_mq)
+{
+	char a[64], b[64], c[64], d[64], e[64], what[64];
+
+	printf("\nsummary (this machine, this run; ratios are thingsync divided by the other)\n");
+	row("", "thingsync", "raw UDP", "Mosquitto QoS 1", "vs raw", "vs Mosquitto");
+	if (r->ts_rtt.ok) {
+		for (int p = 0; p < 2; p++) {
+			snprintf(what, sizeof(what), "round trip, %s", p ? "p99" : "median");
+			cell_us(a, sizeof(a), &r->ts_rtt, p);
+			cell_us(b, sizeof(b), &r->raw, p);
+			cell_us(c, sizeof(c), &r->mq_rtt, p);
+			cell_ratio(d, sizeof(d), &r->ts_rtt, &r->raw, p);
+			cell_ratio(e, sizeof(e), &r->ts_rtt, &r->mq_rtt, p);
+			row(what, a, b, c, d, e);
+		}
+		for (int p = 0; p < 2; p++) {
+			snprintf(what, sizeof(what), "one way to delivery, %s", p ? "p99" : "median");
+			cell_us(a, sizeof(a), &r->ts_one, p);
+			cell_us(c, sizeof(c), &r->mq_one, p);
+			cell_ratio(e, sizeof(e), &r->ts_one, &r->mq_one, p);
+			row(what, a, "-", c, "-", e);
+		}
+		snprintf(a, sizeof(a), "%.2f / %.0f B", r->ts_wire_dgrams, r->ts_wire_bytes);
+		row("wire per update, one at a time", a, "-", "-", "-", "-");
+	}
+	for (int i = 0; i < r->n_counts; i++) {
+		snprintf(what, sizeof(what), "updates/s, %d user%s", r->users[i], r->users[i] > 1 ? "s" : "");
+		snprintf(a, sizeof(a), "%.0f", r->ts_ups[i]);
+		if (have_mq && r->mq_ups[i] > 0) {
+			snprintf(c, sizeof(c), "%.0f", r->mq_ups[i]);
+			snprintf(e, sizeof(e), "%.2fx", r->ts_ups[i] / r->mq_ups[i]);
+		} else {
+			snprintf(c, sizeof(c), "-");
+			snprintf(e, sizeof(e), "-");
+		}
+		row(what, a, "-", c, "-", e);
+		snprintf(what, sizeof(what), "wire per update, batched, %d user%s", r->users[i],
+		         r->users[i] > 1 ? "s" : "");
+		snprintf(a, sizeof(a), "%.3f / %.1f B", r->ts_dgrams[i], r->ts_bytes[i]);
+		row(what, a, "-", "-", "-", "-");
+	}
+	if (r->footprint) {
+		snprintf(a, sizeof(a), "%.1f MB (node %.1f)", r->rss_kb / 1024.0,
+		         (r->rss_kb - r->rss_base_kb) / 1024.0);
+		row("idle node, 1000 things: RSS", a, "-", "-", "-", "-");
+		snprintf(a, sizeof(a), "%.2f", r->wake_owner);
+		row("idle node: wake-ups/s", a, "-", "-", "-", "-");
+		cell_bytes(a, sizeof(a), r->disk_single);
+		row("disk per 1000 changes, one by one", a, "-", "-", "-", "-");
+		cell_bytes(a, sizeof(a), r->disk_batch);
+		row("disk per 1000 changes, at once", a, "-", "-", "-", "-");
+	}
+	printf(
+	    "  (wire: datagrams / bytes per delivered update, both ways, tag included; Mosquitto: -, TCP)\n");
+}
+
+/* --- main ------------------------------------------------------------------------------ */
+
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: thingsync-bench [--rounds N] [--things K] [--users U] [--seconds S] [--no-key]\n"
-	           "Prints thingsync's round trip next to raw UDP ping-pong of the same size,\n"
-	           "and acknowledged updates/s from one owner to U users (default 3).\n");
+	fprintf(f,
+	        "usage: thingsync-bench [--rounds N] [--things K] [--users LIST] [--seconds S] [--no-key]\n"
+	        "                       [--idle-seconds S] [--quick] [--no-latency] [--no-throughput]\n"
+	        "                       [--no-footprint] [--no-mosquitto]\n"
+	        "Prints thingsync's round trip next to raw UDP ping-pong of the same size and to\n"
+	        "Mosquitto QoS 1 through a local broker; acknowledged updates/s from one owner to each\n"
+	        "number of users in LIST (default 1,3,10) next to Mosquitto with as many subscribers;\n"
+	        "the wire cost per update; an idle node's memory, wake-ups and disk writes. Then a table.\n");
+}
+
+static int parse_users(const char *s, struct results *r)
+{
+	char *end;
+
+	r->n_counts = 0;
+	while (*s) {
+		long u = strtol(s, &end, 10);
+		if (end == s || u < 1 || u > MAX_USERS || r->n_counts == MAX_COUNTS)
+			return -1;
+		r->users[r->n_counts++] = (int)u;
+		s = end;
+		if (*s == ',')
+			s++;
+		else if (*s)
+			return -1;
+	}
+	return r->n_counts ? 0 : -1;
 }
 
 int main(int argc, char **argv)
 {
+	enum { OPT_NO_LAT = 256, OPT_NO_TPUT, OPT_NO_FOOT, OPT_NO_MQ, OPT_IDLE, OPT_QUICK };
 	static const struct option longopts[] = {
-		{"rounds", required_argument, NULL, 'r'}, {"things", required_argument, NULL, 't'},
-		{"users", required_argument, NULL, 'u'},  {"seconds", required_argument, NULL, 's'},
-		{"no-key", no_argument, NULL, 'k'},       {"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"rounds", required_argument, NULL, 'r'},
+	    {"things", required_argument, NULL, 't'},
+	    {"users", required_argument, NULL, 'u'},
+	    {"seconds", required_argument, NULL, 's'},
+	    {"no-key", no_argument, NULL, 'k'},
+	    {"idle-seconds", required_argument, NULL, OPT_IDLE},
+	    {"quick", no_argument, NULL, OPT_QUICK},
+	    {"no-latency", no_argument, NULL, OPT_NO_LAT},
+	    {"no-throughput", no_argument, NULL, OPT_NO_TPUT},
+	    {"no-footprint", no_argument, NULL, OPT_NO_FOOT},
+	    {"no-mosquitto", no_argument, NULL, OPT_NO_MQ},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
-	size_t rounds = 20000, size;
-	int things = 1000, users = 3, c;
-	double seconds = 3;
-	bool key = true;
-	uint64_t *a, *b, raw_med, ts_med, raw_p99, ts_p99;
+	static struct results res;
+	size_t rounds = 20000;
+	int things = 1000, c;
+	double seconds = 3, idle_s = 5;
+	bool lat = true, tput = true, foot = true, mq = true, have_mq = false;
+	uint64_t *a, *b;
+#ifdef HAVE_MOSQUITTO
+	struct bench_broker broker = {0};
+#endif
 
+	res.key = true;
+	parse_users("1,3,10", &res);
 	while ((c = getopt_long(argc, argv, "r:t:u:s:kh", longopts, NULL)) != -1) {
 		switch (c) {
-		case 'r': rounds = (size_t)atol(optarg); break;
-		case 't': things = atoi(optarg); break;
-		case 'u': users = atoi(optarg); break;
-		case 's': seconds = atof(optarg); break;
-		case 'k': key = false; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
+		case 'r':
+			rounds = (size_t)atol(optarg);
+			break;
+		case 't':
+			things = atoi(optarg);
+			break;
+		case 'u':
+			if (parse_users(optarg, &res) < 0) {
+				usage(stderr);
+				return 2;
+			}
+			break;
+		case 's':
+			seconds = atof(optarg);
+			break;
+		case 'k':
+			res.key = false;
+			break;
+		case OPT_IDLE:
+			idle_s = atof(optarg);
+			break;
+		case OPT_QUICK:
+			rounds = 2000;
+			seconds = 1;
+			idle_s = 2;
+			break;
+		case OPT_NO_LAT:
+			lat = false;
+			break;
+		case OPT_NO_TPUT:
+			tput = false;
+			break;
+		case OPT_NO_FOOT:
+			foot = false;
+			break;
+		case OPT_NO_MQ:
+			mq = false;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
 		}
 	}
-	if (rounds < 10 || things < 1 || users < 1 || users > 30) {
+	if (rounds < 10 || things < 1 || seconds <= 0 || idle_s <= 0 || optind < argc) {
 		usage(stderr);
 		return 2;
 	}
@@ -377,24 +791,84 @@ int main(int argc, char **argv)
 		return 1;
 
 	printf("thingsync-bench %s, %s, %zu round trips\n", TSYNC_VERSION_STRING,
-	       key ? "authenticated (site key)" : "legacy (no key)", rounds);
-	size = thingsync_rtt(key, rounds, b);
-	raw_pingpong(size, rounds, a);
-	qsort(a, rounds, sizeof(*a), cmp_u64);
-	qsort(b, rounds, sizeof(*b), cmp_u64);
-	raw_med = pct(a, rounds, 0.5);
-	raw_p99 = pct(a, rounds, 0.99);
-	ts_med = pct(b, rounds, 0.5);
-	ts_p99 = pct(b, rounds, 0.99);
-	printf("\nround trip, %zu-byte datagrams, loopback, peer in another process\n", size);
-	printf("  %-28s median %7.1f us   p99 %7.1f us\n", "raw UDP ping-pong", raw_med / 1e3, raw_p99 / 1e3);
-	printf("  %-28s median %7.1f us   p99 %7.1f us\n", "thingsync set -> reply", ts_med / 1e3, ts_p99 / 1e3);
-	printf("  ratio thingsync/raw:        median %7.2fx      p99 %7.2fx   (aim: within 2x)\n",
-	       (double)ts_med / (double)raw_med, (double)ts_p99 / (double)raw_p99);
+	       res.key ? "authenticated (site key)" : "legacy (no key)", rounds);
+#ifdef HAVE_MOSQUITTO
+	if (mq) {
+		mosquitto_lib_init();
+		have_mq = bench_broker_start(&broker, dir) == 0;
+		if (!have_mq)
+			printf("(Mosquitto figures skipped: the broker could not start)\n");
+	}
+#else
+	if (mq)
+		printf("(Mosquitto figures skipped: built without libmosquitto)\n");
+#endif
+	fflush(stdout);
 
-	printf("\nthroughput, one owner, batching (max_datagram 1400)\n");
-	throughput(key, users, things, seconds);
+	if (lat) {
+		thingsync_rtt(&res, rounds, b);
+		raw_pingpong(res.size, rounds, a);
+		res.raw = bench_lat_of(a, rounds);
+		printf("\nround trip, %zu-byte datagrams, loopback, peer in another process\n", res.size);
+		printf("  %-28s median %7.1f us   p99 %7.1f us\n", "raw UDP ping-pong", res.raw.med / 1e3,
+		       res.raw.p99 / 1e3);
+		printf("  %-28s median %7.1f us   p99 %7.1f us\n", "thingsync set -> reply",
+		       res.ts_rtt.med / 1e3, res.ts_rtt.p99 / 1e3);
+		printf("  ratio thingsync/raw:        median %7.2fx      p99 %7.2fx   (aim: within 2x)\n",
+		       (double)res.ts_rtt.med / (double)res.raw.med,
+		       (double)res.ts_rtt.p99 / (double)res.raw.p99);
+#ifdef HAVE_MOSQUITTO
+		if (have_mq && bench_mqtt_latency(&broker, rounds, res.size, &res.mq_one, &res.mq_rtt) == 0) {
+			printf(
+			    "  %-28s median %7.1f us   p99 %7.1f us   (publish, broker, subscriber, back)\n",
+			    "Mosquitto QoS 1 round trip", res.mq_rtt.med / 1e3, res.mq_rtt.p99 / 1e3);
+			printf("  ratio thingsync/Mosquitto:  median %7.2fx      p99 %7.2fx\n",
+			       (double)res.ts_rtt.med / (double)res.mq_rtt.med,
+			       (double)res.ts_rtt.p99 / (double)res.mq_rtt.p99);
+		}
+#endif
+		printf("\none way, change to delivery in the other process (same clock)\n");
+		printf("  %-28s median %7.1f us   p99 %7.1f us\n", "thingsync set -> user event",
+		       res.ts_one.med / 1e3, res.ts_one.p99 / 1e3);
+		if (res.mq_one.ok)
+			printf("  %-28s median %7.1f us   p99 %7.1f us   (ratio thingsync/Mosquitto %.2fx)\n",
+			       "Mosquitto publish -> deliver", res.mq_one.med / 1e3, res.mq_one.p99 / 1e3,
+			       (double)res.ts_one.med / (double)res.mq_one.med);
+		fflush(stdout);
+	}
 
+	if (tput) {
+		printf("\nthroughput, one owner, batching (max_datagram 1400)\n");
+		fflush(stdout);
+		for (int i = 0; i < res.n_counts; i++) {
+			throughput(&res, i, res.users[i], things, seconds);
+#ifdef HAVE_MOSQUITTO
+			if (have_mq) {
+				res.mq_ups[i] = bench_mqtt_throughput(&broker, res.users[i], things, seconds);
+				if (res.mq_ups[i] > 0)
+					printf("  Mosquitto QoS 1, %d subscriber%s x %d topics: delivered "
+					       "updates/s %.0f\n",
+					       res.users[i], res.users[i] > 1 ? "s" : "", things,
+					       res.mq_ups[i]);
+				fflush(stdout);
+			}
+#endif
+		}
+	}
+
+	if (foot) {
+		printf("\nfootprint (a plain node process: thingsd is not measured here)\n");
+		fflush(stdout);
+		footprint(&res, idle_s);
+	}
+
+	table(&res, have_mq);
+
+#ifdef HAVE_MOSQUITTO
+	bench_broker_stop(&broker);
+	if (mq)
+		mosquitto_lib_cleanup();
+#endif
 	free(a);
 	free(b);
 	{

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# scripts/bench.sh [bench arguments...]: installs what is missing (Mosquitto
+# and libmosquitto included, for the comparison), builds thingsync into build/
+# and runs build/tools/bench/thingsync-bench, passing the arguments through
+# (e.g. --quick, --no-mosquitto; see thingsync-bench --help). It prints
+# figures and a table; it does not pass or fail.
+#
+# Usage: [sudo] bash scripts/bench.sh        (from any directory)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+BENCH=build/tools/bench/thingsync-bench
+
+say() { printf '== %s\n' "$*"; }
+
+# Under sudo, build and run as the user who called sudo (when that user owns
+# the checkout), so the tree does not fill with root-owned files.
+as_user() {
+	if [ "$(id -u)" = 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] &&
+		[ "$(stat -c %U "$ROOT")" = "$SUDO_USER" ] && command -v sudo >/dev/null 2>&1; then
+		sudo -u "$SUDO_USER" -H -- "$@"
+	else
+		"$@"
+	fi
+}
+
+say "setup"
+# --test brings the mosquitto broker (the build needs only libmosquitto-dev).
+bash "$ROOT/scripts/setup.sh" --test
+
+say "configure and build (build/)"
+if [ ! -f build/meson-private/coredata.dat ]; then
+	# Nothing or a half-made directory (an earlier setup that failed): start over.
+	rm -rf build
+	as_user meson setup build
+fi
+as_user ninja -C build
+
+if [ ! -x "$BENCH" ]; then
+	say "the bench is not built ($BENCH is missing)" >&2
+	exit 1
+fi
+say "machine: $(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n1)"
+say "running $BENCH $*"
+as_user "$ROOT/$BENCH" "$@"
