@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -590,6 +591,29 @@ static int token_setup(struct thingsd *td)
 	return -EINVAL;
 }
 
+/* The state directory and its parents, like mkdir -p (mode 0700: it holds
+ * the values of the site). */
+static int make_state_dir(const char *dir)
+{
+	char path[4096];
+	size_t len = strlen(dir);
+
+	if (len >= sizeof(path))
+		return -ENAMETOOLONG;
+	memcpy(path, dir, len + 1);
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) < 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
 int daemon__run(struct thingsd *td)
 {
 	tsync_site *site = NULL;
@@ -626,6 +650,11 @@ int daemon__run(struct thingsd *td)
 		goto leave;
 	}
 	td->site = site;
+	if (td->opt.state_dir && (r = make_state_dir(td->opt.state_dir)) < 0) {
+		td_error("cannot create the state directory %s: %s", td->opt.state_dir, strerror(-r));
+		r = 1;
+		goto leave;
+	}
 	if (token_setup(td) < 0) {
 		r = 2;
 		goto leave;

@@ -529,6 +529,14 @@ static int cmd_watch(struct ctl *c, int argc, char **argv)
 		fprintf(stderr, "thingsctl: watch: %ld of %ld events before the timeout\n", w.seen, w.count);
 		return EXIT_TIMEOUT;
 	}
+	if (w.count > 0 && w.seen >= w.count)
+		return EXIT_OK;
+	if (r.curl_err == CURLE_PARTIAL_FILE || r.curl_err == CURLE_RECV_ERROR ||
+	    (r.curl_err == CURLE_OK && r.status == 200)) {
+		fprintf(stderr,
+		        "thingsctl: watch: the stream was closed (thingsd stopped or moved its API)\n");
+		return EXIT_FAIL;
+	}
 	rc = client__exit_code(&r, "watch");
 	return rc;
 }
