@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# scripts/demo.sh [demo arguments...]: installs what is missing, builds
-# thingsync into build/ and runs the demo (build/tools/examples/thingsync-demo),
-# passing the arguments through.
+# scripts/demo.sh: installs what is missing, builds thingsync into build/ and
+# runs a living site on loopback to poke with thingsctl: three thingsd daemons
+# and the example controller motion-light (tools/examples/demo-site.sh). It
+# prints how to poke the site and watches it; Ctrl-C stops it cleanly.
 #
-# Usage: [sudo] bash scripts/demo.sh        (from any directory)
+#   [sudo] bash scripts/demo.sh [--seconds N] [--keep]    the living site
+#   [sudo] bash scripts/demo.sh --scripted [--seconds N] [--loss P] [--verbose]
+#                                  the scripted playback (thingsync-demo):
+#                                  three nodes in one process, lossy network
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,10 +37,23 @@ if [ ! -f build/meson-private/coredata.dat ]; then
 	as_user meson setup build
 fi
 as_user ninja -C build
-
-if [ ! -x "$DEMO" ]; then
-	say "the demo is not built yet ($DEMO is missing)" >&2
-	exit 1
+# A build/ configured before the daemons and tools existed does not know
+# their folders (they are picked up at configure time): configure it again.
+if [ ! -x build/daemons/thingsd/thingsd ] || [ ! -x build/tools/thingsctl/thingsctl ]; then
+	as_user meson setup --reconfigure build
+	as_user ninja -C build
 fi
-say "running $DEMO $*"
-as_user "$ROOT/$DEMO" "$@"
+
+if [ "${1:-}" = --scripted ]; then
+	shift
+	if [ ! -x "$DEMO" ]; then
+		say "the demo is not built yet ($DEMO is missing)" >&2
+		exit 1
+	fi
+	say "running $DEMO $*"
+	exec_demo=("$ROOT/$DEMO" "$@")
+else
+	say "running tools/examples/demo-site.sh $*"
+	exec_demo=(bash "$ROOT/tools/examples/demo-site.sh" --build "$ROOT/build" "$@")
+fi
+as_user "${exec_demo[@]}"

@@ -40,8 +40,17 @@ done
 
 DIR=$(mktemp -d /tmp/thingsync-site.XXXXXX)
 mkdir -p "$DIR/io" "$DIR/state"
-# Ports: a random block, so that two demos or a stale one do not collide.
-BASE=$((20000 + RANDOM % 20000))
+# Ports: a random block below the kernel's ephemeral range (32768 and up,
+# where clients' ports come from), skipping one where something listens.
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for _ in $(seq 1 20); do
+	BASE=$((12000 + RANDOM % 18000))
+	busy=0
+	for off in 11 13 14; do
+		port_busy $((BASE + off)) && busy=1
+	done
+	[ "$busy" = 0 ] && break
+done
 PIDS=()
 NAMES=()
 SENSOR_PID=

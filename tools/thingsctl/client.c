@@ -154,8 +154,11 @@ int client__request(struct ctl *c, const char *base, const char *method, const c
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sink_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, &s);
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "thingsctl/" TSYNC_VERSION_STRING);
+	/* The server answers a wait by itself (wait_ms); the margin is for the
+	 * network. A controller that is down costs at most 3 s to find out. */
 	if (c->timeout_s > 0)
 		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(c->timeout_s * 1000 + 2000));
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
 	if (!strcmp(method, "POST")) {
 		curl_easy_setopt(e, CURLOPT_POST, 1L);
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
