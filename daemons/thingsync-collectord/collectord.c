@@ -311,12 +311,15 @@ static int open_db(struct collector *c)
 	const struct db_ops *ops = &db_sqlite_ops;
 	const char *arg = spec;
 
+	bool uri = !strncmp(spec, "postgresql://", 13) || !strncmp(spec, "postgres://", 11);
+
 	if (!strncmp(spec, "sqlite:", 7)) {
 		arg = spec + 7;
-	} else if (!strncmp(spec, "postgres:", 9) || !strncmp(spec, "postgresql:", 11)) {
+	} else if (uri || !strncmp(spec, "postgres:", 9)) {
 #ifdef HAVE_POSTGRES
+		/* postgres:CONNINFO, or a libpq URI as it is. */
 		ops = &db_pg_ops;
-		arg = strchr(spec, ':') + 1;
+		arg = uri ? spec : spec + 9;
 #else
 		log_error(&c->log, "--db %s: this collector was built without PostgreSQL (-Dpostgres)", spec);
 		return -ENOTSUP;

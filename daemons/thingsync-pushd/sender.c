@@ -36,7 +36,9 @@ static void send_batch(struct sender *s, bool allow_empty);
 
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
-	send_batch(arg, false);
+	/* A retry always sends: data if there is some, else the heartbeat that
+	 * failed, so an idle pushd still notices the collector coming back. */
+	send_batch(arg, true);
 }
 
 static void kick_cb(evutil_socket_t fd, short what, void *arg)

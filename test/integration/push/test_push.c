@@ -380,6 +380,11 @@ static bool pred_int(struct env *e, void *arg)
 	return *(int *)arg > 0;
 }
 
+static bool pred_two(struct env *e, void *arg)
+{
+	return *(int *)arg >= 2;
+}
+
 /* --- the site and the controllers in this process -------------------------------- */
 
 static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
@@ -917,6 +922,16 @@ static void test_collector_kill9(void **state)
 	start_collector(e, NULL);
 	assert_true(wait_for(e, pred_int, &e->reconnects, 30000));
 	drain_and_verify(e);
+
+	/* Once more while nothing flows: the heartbeat notices both ways. */
+	stop_proc(&e->collector, SIGKILL);
+	assert_true(wait_for(e, pred_two, &e->disconnects, 30000));
+	start_collector(e, NULL);
+	assert_true(wait_for(e, pred_two, &e->reconnects, 30000));
+	s = source_push(e);
+	assert_non_null(s);
+	assert_int_equal(jint(s, "missing", NULL), 0);
+	json_decref(s);
 }
 
 /* --- 4. a fault in the collector's handler -------------------------------------------- */

@@ -1,0 +1,769 @@
+/*
+ * thingsync-pushbench: how fast measurements go from the mesh through
+ * thingsync-pushd into thingsync-collectord's database, for SQLite and
+ * PostgreSQL, and how fast a backlog drains after an outage.
+ *
+ * For each backend it prints:
+ *   stream   an owner in this process sets 100 int things as fast as the mesh
+ *            takes them for --seconds; pushd journals each value it receives
+ *            and posts; the figure is measurements stored per second at the
+ *            collector (steady state, after a warm-up).
+ *   backlog  pushd journals --backlog measurements from a CSV file while the
+ *            collector is down (an outage), then the collector starts: the
+ *            figure is measurements stored per second until the journal is
+ *            empty.
+ *   baseline the same rows inserted directly into the same database by this
+ *            process, 1000 per transaction: the floor the drain is compared
+ *            to (ratio drain/baseline).
+ * PostgreSQL runs as a private cluster in a temporary directory (as the
+ * postgres user when run as root), unless --pg gives a conninfo.
+ *
+ * It prints figures and never passes or fails.
+ * SPDX-License-Identifier: MIT
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <glob.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <sqlite3.h>
+#include <thingsync/thingsync.h>
+#ifdef HAVE_POSTGRES
+#include <libpq-fe.h>
+#endif
+
+#define N_THINGS 100
+
+static const char usage_text[] =
+    "usage: thingsync-pushbench [options]\n"
+    "\n"
+    "Measures measurements/s from the mesh through thingsync-pushd into\n"
+    "thingsync-collectord (SQLite and PostgreSQL), and how fast a backlog drains\n"
+    "after an outage. Prints figures; never passes or fails.\n"
+    "\n"
+    "  --pushd PATH         thingsync-pushd to run (default: the build's, or PATH)\n"
+    "  --collectord PATH    thingsync-collectord to run (likewise)\n"
+    "  --seconds N          length of the stream measurement (default 5)\n"
+    "  --backlog N          measurements in the outage backlog (default 1000000)\n"
+    "  --backend NAME       sqlite, postgres or both (default both, if built with libpq)\n"
+    "  --pg CONNINFO        use this PostgreSQL instead of a private cluster\n"
+    "  --keep               keep the temporary directory\n"
+    "  -h, --help           this text\n";
+
+struct bench {
+	const char *pushd, *collectord;
+	int seconds;
+	long backlog;
+	bool do_sqlite, do_pg, keep;
+	const char *pg_conninfo;
+	char dir[256];
+	char site_path[512];
+	uint16_t udp[3];
+	tsync_site *site;
+	struct event_base *base;
+	tsync_node *owner;
+	bool producing;
+	int64_t next_value;
+	/* private PostgreSQL */
+	char pgdir[256];
+	char pgbin[256];
+	uint16_t pg_port;
+	bool pg_as_postgres, pg_running;
+};
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static uint16_t free_port(int type)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0);
+	uint16_t port = 0;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+		port = ntohs(sa.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return port;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "thingsync-pushbench: %s\n", what);
+	exit(1);
+}
+
+/* --- processes and HTTP ------------------------------------------------------------- */
+
+static pid_t spawn(struct bench *b, const char *logname, const char *const argv[])
+{
+	char log[600];
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/%s", b->dir, logname);
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		die("fork failed");
+	if (pid == 0) {
+		int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execvp(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+static int reap(pid_t pid, int sig)
+{
+	int status = 0;
+
+	if (pid <= 0)
+		return 0;
+	kill(pid, sig);
+	waitpid(pid, &status, 0);
+	return status;
+}
+
+struct resp {
+	char *data;
+	size_t len;
+};
+
+static size_t collect_cb(char *p, size_t size, size_t n, void *ud)
+{
+	struct resp *r = ud;
+	char *d = realloc(r->data, r->len + size * n + 1);
+	if (!d)
+		return 0;
+	memcpy(d + r->len, p, size * n);
+	r->data = d;
+	r->len += size * n;
+	r->data[r->len] = '\0';
+	return size * n;
+}
+
+static json_t *get_json(const char *url)
+{
+	CURL *c = curl_easy_init();
+	struct resp r = {0};
+	long status = 0;
+	json_t *j = NULL;
+
+	if (!c)
+		return NULL;
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_cb);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	if (status == 200 && r.data)
+		j = json_loads(r.data, 0, NULL);
+	free(r.data);
+	return j;
+}
+
+/* Stored measurements of `source` at the collector, or -1. */
+static int64_t stored(uint16_t col_port, const char *source)
+{
+	char url[128];
+	json_t *j, *s;
+	size_t i;
+	int64_t n = -1;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1/sources", col_port);
+	j = get_json(url);
+	json_array_foreach(json_object_get(j, "sources"), i, s)
+	{
+		if (!strcmp(json_string_value(json_object_get(s, "source")), source))
+			n = json_integer_value(json_object_get(s, "stored"));
+	}
+	json_decref(j);
+	return n;
+}
+
+static json_t *pushd_status(uint16_t port)
+{
+	char url[128];
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/status", port);
+	return get_json(url);
+}
+
+/* Runs the loop for `ms`. */
+static void run_for(struct bench *b, int ms)
+{
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	event_base_loopexit(b->base, &tv);
+	event_base_dispatch(b->base);
+}
+
+static void wait_file(struct bench *b, const char *path, pid_t pid)
+{
+	double end = now_s() + 30;
+	int status;
+
+	while (access(path, R_OK) != 0) {
+		if (now_s() > end || waitpid(pid, &status, WNOHANG) == pid)
+			die("a daemon did not start; see its log in the bench directory (--keep)");
+		run_for(b, 5);
+	}
+}
+
+/* --- PostgreSQL ------------------------------------------------------------------------ */
+
+static int run_pg_cmd(struct bench *b, const char *const *argv)
+{
+	const char *full[24];
+	int n = 0, status;
+	pid_t pid;
+
+	if (b->pg_as_postgres) {
+		full[n++] = "runuser";
+		full[n++] = "-u";
+		full[n++] = "postgres";
+		full[n++] = "--";
+	}
+	for (int i = 0; argv[i]; i++)
+		full[n++] = argv[i];
+	full[n] = NULL;
+	pid = spawn(b, "postgres.log", full);
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static int pg_start(struct bench *b)
+{
+	char initdb[300], pg_ctl[300], data[300], opts[400], logf[300];
+	glob_t g;
+
+	if (glob("/usr/lib/postgresql/*/bin/initdb", 0, NULL, &g) != 0 || g.gl_pathc == 0) {
+		globfree(&g);
+		return -ENOENT;
+	}
+	snprintf(b->pgbin, sizeof(b->pgbin), "%s", g.gl_pathv[g.gl_pathc - 1]);
+	*strrchr(b->pgbin, '/') = '\0';
+	globfree(&g);
+	snprintf(b->pgdir, sizeof(b->pgdir), "/tmp/pushbench-pg-XXXXXX");
+	if (!mkdtemp(b->pgdir))
+		return -errno;
+	if (geteuid() == 0) {
+		struct passwd *pw = getpwnam("postgres");
+		if (!pw || chown(b->pgdir, pw->pw_uid, pw->pw_gid) < 0)
+			return -EPERM;
+		b->pg_as_postgres = true;
+	}
+	snprintf(initdb, sizeof(initdb), "%s/initdb", b->pgbin);
+	snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", b->pgbin);
+	snprintf(data, sizeof(data), "%s/data", b->pgdir);
+	snprintf(logf, sizeof(logf), "%s/server.log", b->pgdir);
+	b->pg_port = free_port(SOCK_STREAM);
+	snprintf(opts, sizeof(opts), "-p %u -k %s -c listen_addresses=127.0.0.1", b->pg_port, b->pgdir);
+	{
+		const char *a1[] = {initdb, "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", NULL};
+		const char *a2[] = {pg_ctl, "-D", data, "-o", opts,    "-l",
+		                    logf,   "-w", "-t", "60", "start", NULL};
+		if (run_pg_cmd(b, a1) != 0 || run_pg_cmd(b, a2) != 0)
+			return -EIO;
+	}
+	b->pg_running = true;
+	return 0;
+}
+
+static void pg_stop(struct bench *b)
+{
+	char pg_ctl[300], data[300], cmd[400];
+	const char *argv[] = {pg_ctl, "-D", data, "-m", "immediate", "-w", "stop", NULL};
+
+	if (!b->pg_running)
+		return;
+	snprintf(pg_ctl, sizeof(pg_ctl), "%s/pg_ctl", b->pgbin);
+	snprintf(data, sizeof(data), "%s/data", b->pgdir);
+	run_pg_cmd(b, argv);
+	b->pg_running = false;
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", b->pgdir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", b->pgdir);
+}
+
+/* --- the site and the owner ---------------------------------------------------------- */
+
+static void produce_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct bench *b = arg;
+
+	if (!b->producing)
+		return;
+	for (int k = 0; k < N_THINGS; k++) {
+		char name[16];
+		tsync_value v = tsync_int(b->next_value++);
+		snprintf(name, sizeof(name), "t%d", k);
+		tsync_node_set(b->owner, name, &v);
+	}
+}
+
+static void make_site(struct bench *b)
+{
+	char key[600];
+	FILE *f;
+
+	b->udp[0] = free_port(SOCK_DGRAM);
+	b->udp[1] = free_port(SOCK_DGRAM);
+	b->udp[2] = free_port(SOCK_DGRAM);
+	snprintf(key, sizeof(key), "%s/site.key", b->dir);
+	if (tsync_key_generate(key) < 0)
+		die("cannot write the site key");
+	snprintf(b->site_path, sizeof(b->site_path), "%s/site.conf", b->dir);
+	f = fopen(b->site_path, "w");
+	if (!f)
+		die("cannot write site.conf");
+	fprintf(f,
+	        "[site]\nname = pushbench\nkey_file = site.key\nretry_max_ms = 500\n\n"
+	        "[controller OWNER]\nhost = 127.0.0.1\nudp_port = %u\n\n"
+	        "[controller PUSH]\nhost = 127.0.0.1\nudp_port = %u\nroles = push\n\n"
+	        "[controller BACKLOG]\nhost = 127.0.0.1\nudp_port = %u\nroles = push\n\n",
+	        b->udp[0], b->udp[1], b->udp[2]);
+	for (int k = 0; k < N_THINGS; k++)
+		fprintf(f, "[thing t%d]\nowner = OWNER\ntype = int\nusers = PUSH\n\n", k);
+	fclose(f);
+	if (tsync_site_load(b->site_path, &b->site, NULL) < 0)
+		die("cannot load the generated site.conf");
+}
+
+static pid_t start_collector(struct bench *b, const char *db, uint16_t port, const char *tag)
+{
+	char listen[64], portfile[600], logname[64];
+	const char *argv[] = {b->collectord, "--site", b->site_path, "--listen",    listen, "--port-file",
+	                      portfile,      "--db",   db,           "--log-level", "warn", NULL};
+	pid_t pid;
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%u", port);
+	snprintf(portfile, sizeof(portfile), "%s/collector-%s.port", b->dir, tag);
+	snprintf(logname, sizeof(logname), "collector-%s.log", tag);
+	unlink(portfile);
+	pid = spawn(b, logname, argv);
+	wait_file(b, portfile, pid);
+	return pid;
+}
+
+static pid_t start_pushd(struct bench *b, const char *controller, uint16_t col_port, uint16_t http_port,
+                         const char *csv, const char *tag)
+{
+	char url[128], http[64], state[600], logname[64];
+	const char *argv[24];
+	int n = 0;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1/push", col_port);
+	snprintf(http, sizeof(http), "127.0.0.1:%u", http_port);
+	snprintf(state, sizeof(state), "%s/pushd-%s", b->dir, tag);
+	snprintf(logname, sizeof(logname), "pushd-%s.log", tag);
+	argv[n++] = b->pushd;
+	argv[n++] = "--site";
+	argv[n++] = b->site_path;
+	argv[n++] = "--controller";
+	argv[n++] = controller;
+	argv[n++] = "--state-dir";
+	argv[n++] = state;
+	argv[n++] = "--collector";
+	argv[n++] = url;
+	argv[n++] = "--http";
+	argv[n++] = http;
+	argv[n++] = "--retry-max-ms";
+	argv[n++] = "200";
+	argv[n++] = "--log-level";
+	argv[n++] = "warn";
+	argv[n++] = "--journal-max-entries";
+	argv[n++] = "100000000";
+	argv[n++] = "--journal-max-bytes";
+	argv[n++] = "100000000000";
+	if (csv) {
+		argv[n++] = "--csv";
+		argv[n++] = csv;
+	}
+	argv[n] = NULL;
+	return spawn(b, logname, argv);
+}
+
+static bool pushd_up(uint16_t port)
+{
+	json_t *j = pushd_status(port);
+	json_decref(j);
+	return j != NULL;
+}
+
+/* --- the measurements ----------------------------------------------------------------- */
+
+static double bench_stream(struct bench *b, const char *db, const char *tag)
+{
+	uint16_t col_port = free_port(SOCK_STREAM), http_port = free_port(SOCK_STREAM);
+	pid_t col = start_collector(b, db, col_port, tag), pushd;
+	double t0, t1, end;
+	int64_t n0, n1;
+
+	char ptag[64];
+	int status;
+
+	snprintf(ptag, sizeof(ptag), "stream-%s", tag);
+	pushd = start_pushd(b, "PUSH", col_port, http_port, NULL, ptag);
+	end = now_s() + 30;
+	while (!pushd_up(http_port)) {
+		if (now_s() > end || waitpid(pushd, &status, WNOHANG) == pushd)
+			die("thingsync-pushd did not start; see its log (--keep)");
+		run_for(b, 10);
+	}
+	/* Warm up, then count what the collector stored during --seconds. */
+	b->producing = true;
+	run_for(b, 1000);
+	n0 = stored(col_port, "PUSH");
+	t0 = now_s();
+	while (now_s() - t0 < b->seconds)
+		run_for(b, 100);
+	n1 = stored(col_port, "PUSH");
+	t1 = now_s();
+	b->producing = false;
+	run_for(b, 500);
+	reap(pushd, SIGTERM);
+	reap(col, SIGTERM);
+	return n0 >= 0 && n1 >= n0 ? (double)(n1 - n0) / (t1 - t0) : -1;
+}
+
+static void write_backlog_csv(struct bench *b, const char *path)
+{
+	FILE *f = fopen(path, "w");
+	long t0 = (long)time(NULL) - 86400;
+
+	if (!f)
+		die("cannot write the backlog CSV");
+	for (long i = 0; i < b->backlog; i++)
+		fprintf(f, "%ld.%03ld,t%ld,%ld\n", t0 + i / 1000, i % 1000, i % N_THINGS, i);
+	fclose(f);
+}
+
+struct backlog_result {
+	double journal_s, drain_s;
+};
+
+static struct backlog_result bench_backlog(struct bench *b, const char *db, const char *tag)
+{
+	struct backlog_result res = {-1, -1};
+	uint16_t col_port = free_port(SOCK_STREAM), http_port = free_port(SOCK_STREAM);
+	char csv[600];
+	pid_t pushd, col;
+	double t0, end;
+	char ptag[64];
+	int status;
+
+	snprintf(ptag, sizeof(ptag), "backlog-%s", tag);
+	snprintf(csv, sizeof(csv), "%s/backlog.csv", b->dir);
+	if (access(csv, R_OK) != 0)
+		write_backlog_csv(b, csv);
+	/* The outage: pushd journals everything, the collector is not there. */
+	t0 = now_s();
+	pushd = start_pushd(b, "BACKLOG", col_port, http_port, csv, ptag);
+	end = now_s() + 600;
+	for (;;) {
+		if (waitpid(pushd, &status, WNOHANG) == pushd)
+			die("thingsync-pushd stopped; see its log (--keep)");
+		json_t *s = pushd_status(http_port);
+		bool done = s && json_is_true(json_object_get(json_object_get(s, "csv"), "done"));
+		json_decref(s);
+		if (done || now_s() > end)
+			break;
+		run_for(b, 50);
+	}
+	res.journal_s = now_s() - t0;
+	/* The collector comes back: time until the journal is empty. */
+	col = start_collector(b, db, col_port, tag);
+	t0 = now_s();
+	end = t0 + 1200;
+	for (;;) {
+		json_t *s = pushd_status(http_port);
+		bool empty =
+		    s && json_integer_value(json_object_get(json_object_get(s, "journal"), "entries")) == 0;
+		json_decref(s);
+		if (empty || now_s() > end)
+			break;
+		run_for(b, 20);
+	}
+	res.drain_s = now_s() - t0;
+	if (stored(col_port, "BACKLOG") != b->backlog)
+		fprintf(stderr, "warning: the collector stored %" PRId64 " of %ld\n",
+		        stored(col_port, "BACKLOG"), b->backlog);
+	reap(pushd, SIGTERM);
+	reap(col, SIGTERM);
+	return res;
+}
+
+/* The floor: the same rows, straight into SQLite, 1000 per transaction. */
+static double baseline_sqlite(struct bench *b)
+{
+	char path[600];
+	sqlite3 *h;
+	sqlite3_stmt *st;
+	double t0;
+
+	snprintf(path, sizeof(path), "%s/baseline.db", b->dir);
+	if (sqlite3_open(path, &h) != SQLITE_OK)
+		return -1;
+	sqlite3_exec(h,
+	             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+	             "CREATE TABLE m (source TEXT NOT NULL, seq BIGINT NOT NULL, thing TEXT NOT NULL, vtype "
+	             "TEXT NOT NULL,"
+	             " value TEXT NOT NULL, time_us BIGINT NOT NULL, owner_boot BIGINT NOT NULL, version "
+	             "BIGINT NOT NULL,"
+	             " received_us BIGINT NOT NULL, PRIMARY KEY (source, seq));"
+	             "CREATE INDEX mt ON m (thing, time_us);",
+	             NULL, NULL, NULL);
+	sqlite3_prepare_v2(h, "INSERT OR IGNORE INTO m VALUES ('B', ?1, ?2, 'int', ?3, ?4, 0, 0, ?4)", -1,
+	                   &st, NULL);
+	t0 = now_s();
+	for (long i = 0; i < b->backlog; i++) {
+		char thing[16], val[24];
+		if (i % 1000 == 0)
+			sqlite3_exec(h, "BEGIN", NULL, NULL, NULL);
+		snprintf(thing, sizeof(thing), "t%ld", i % N_THINGS);
+		snprintf(val, sizeof(val), "%ld", i);
+		sqlite3_bind_int64(st, 1, i + 1);
+		sqlite3_bind_text(st, 2, thing, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(st, 3, val, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_int64(st, 4, 1700000000000000 + i);
+		sqlite3_step(st);
+		sqlite3_reset(st);
+		if (i % 1000 == 999 || i == b->backlog - 1)
+			sqlite3_exec(h, "COMMIT", NULL, NULL, NULL);
+	}
+	t0 = now_s() - t0;
+	sqlite3_finalize(st);
+	sqlite3_close(h);
+	return (double)b->backlog / t0;
+}
+
+#ifdef HAVE_POSTGRES
+static void quiet(void *arg, const char *message)
+{
+}
+
+static double baseline_pg(struct bench *b, const char *conninfo)
+{
+	PGconn *c = PQconnectdb(conninfo);
+	double t0;
+
+	if (PQstatus(c) != CONNECTION_OK) {
+		PQfinish(c);
+		return -1;
+	}
+	PQsetNoticeProcessor(c, quiet, NULL);
+	PQclear(PQexec(c, "DROP TABLE IF EXISTS pushbench_baseline"));
+	PQclear(PQexec(
+	    c,
+	    "CREATE TABLE pushbench_baseline (source TEXT NOT NULL, seq BIGINT NOT NULL, thing TEXT NOT NULL,"
+	    " vtype TEXT NOT NULL, value TEXT NOT NULL, time_us BIGINT NOT NULL, owner_boot BIGINT NOT NULL,"
+	    " version BIGINT NOT NULL, received_us BIGINT NOT NULL, PRIMARY KEY (source, seq))"));
+	PQclear(PQexec(c, "CREATE INDEX ON pushbench_baseline (thing, time_us)"));
+	t0 = now_s();
+	for (long i = 0; i < b->backlog; i += 500) {
+		/* 500 rows per statement, 2 statements per transaction: what the collector does. */
+		char *sql = malloc(500 * 120 + 200);
+		size_t n = 0;
+		if (!sql)
+			return -1;
+		if (i % 1000 == 0)
+			PQclear(PQexec(c, "BEGIN"));
+		n += (size_t)sprintf(sql, "INSERT INTO pushbench_baseline VALUES ");
+		for (long k = i; k < i + 500 && k < b->backlog; k++)
+			n += (size_t)sprintf(sql + n, "%s('B',%ld,'t%ld','int','%ld',%ld,0,0,%ld)",
+			                     k > i ? "," : "", k + 1, k % N_THINGS, k, 1700000000000000 + k,
+			                     1700000000000000 + k);
+		sprintf(sql + n, " ON CONFLICT DO NOTHING");
+		PQclear(PQexec(c, sql));
+		free(sql);
+		if (i % 1000 == 500 || i + 500 >= b->backlog)
+			PQclear(PQexec(c, "COMMIT"));
+	}
+	t0 = now_s() - t0;
+	PQclear(PQexec(c, "DROP TABLE pushbench_baseline"));
+	PQfinish(c);
+	return (double)b->backlog / t0;
+}
+#endif
+
+static void report(struct bench *b, const char *tag, const char *name, const char *db, double baseline)
+{
+	double stream = bench_stream(b, db, tag);
+	struct backlog_result bl = bench_backlog(b, db, tag);
+	double drain = bl.drain_s > 0 ? (double)b->backlog / bl.drain_s : -1;
+
+	printf("%s\n", name);
+	printf("  stream, mesh -> pushd -> collector:   %9.0f measurements/s  (%d things, %d s)\n", stream,
+	       N_THINGS, b->seconds);
+	printf("  backlog of %ld after an outage:  journaled in %.1f s, drained in %.1f s = %9.0f "
+	       "measurements/s\n",
+	       b->backlog, bl.journal_s, bl.drain_s, drain);
+	printf("  baseline, direct INSERT, 1000/txn:   %9.0f rows/s;  drain/baseline %.2f\n", baseline,
+	       baseline > 0 ? drain / baseline : 0);
+	fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+	    {"pushd", required_argument, NULL, 'p'},
+	    {"collectord", required_argument, NULL, 'c'},
+	    {"seconds", required_argument, NULL, 's'},
+	    {"backlog", required_argument, NULL, 'b'},
+	    {"backend", required_argument, NULL, 'B'},
+	    {"pg", required_argument, NULL, 'g'},
+	    {"keep", no_argument, NULL, 'k'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct bench b;
+	struct event *prod;
+	struct timeval tv = {0, 1000};
+	tsync_node_options o;
+	char db[700];
+	int ch;
+
+	memset(&b, 0, sizeof(b));
+	b.pushd = access(PUSHD_BUILD_PATH, X_OK) == 0 ? PUSHD_BUILD_PATH : "thingsync-pushd";
+	b.collectord =
+	    access(COLLECTORD_BUILD_PATH, X_OK) == 0 ? COLLECTORD_BUILD_PATH : "thingsync-collectord";
+	b.seconds = 5;
+	b.backlog = 1000000;
+	b.do_sqlite = true;
+#ifdef HAVE_POSTGRES
+	b.do_pg = true;
+#endif
+	while ((ch = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'p':
+			b.pushd = optarg;
+			break;
+		case 'c':
+			b.collectord = optarg;
+			break;
+		case 's':
+			b.seconds = atoi(optarg);
+			break;
+		case 'b':
+			b.backlog = atol(optarg);
+			break;
+		case 'B':
+			b.do_sqlite = !strcmp(optarg, "sqlite") || !strcmp(optarg, "both");
+			b.do_pg = !strcmp(optarg, "postgres") || !strcmp(optarg, "both");
+			break;
+		case 'g':
+			b.pg_conninfo = optarg;
+			break;
+		case 'k':
+			b.keep = true;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			return 0;
+		default:
+			fputs(usage_text, stderr);
+			return 2;
+		}
+	}
+	if (b.seconds < 1 || b.backlog < 1) {
+		fputs(usage_text, stderr);
+		return 2;
+	}
+#ifndef HAVE_POSTGRES
+	if (b.do_pg) {
+		fprintf(stderr, "built without libpq: PostgreSQL skipped\n");
+		b.do_pg = false;
+	}
+#endif
+	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	snprintf(b.dir, sizeof(b.dir), "/tmp/pushbench-XXXXXX");
+	if (!mkdtemp(b.dir))
+		die("mkdtemp failed");
+	chmod(b.dir, 0755);
+	make_site(&b);
+	b.base = event_base_new();
+	tsync_node_options_init(&o);
+	o.site = b.site;
+	o.controller = "OWNER";
+	o.event_base = b.base;
+	if (!b.base || tsync_node_new(&o, &b.owner) < 0)
+		die("cannot start the owner node");
+	prod = event_new(b.base, -1, EV_PERSIST, produce_cb, &b);
+	event_add(prod, &tv);
+
+	printf("thingsync-pushbench: %d-second stream, backlog of %ld, %ld CPUs\n", b.seconds, b.backlog,
+	       sysconf(_SC_NPROCESSORS_ONLN));
+	if (b.do_sqlite) {
+		snprintf(db, sizeof(db), "sqlite:%s/collector-sqlite.db", b.dir);
+		report(&b, "sqlite", "SQLite (WAL, synchronous=FULL)", db, baseline_sqlite(&b));
+	}
+#ifdef HAVE_POSTGRES
+	if (b.do_pg) {
+		char conninfo[400];
+		if (b.pg_conninfo) {
+			snprintf(conninfo, sizeof(conninfo), "%s", b.pg_conninfo);
+		} else if (pg_start(&b) == 0) {
+			snprintf(conninfo, sizeof(conninfo),
+			         "host=127.0.0.1 port=%u user=postgres dbname=postgres", b.pg_port);
+		} else {
+			fprintf(stderr, "cannot start a private PostgreSQL cluster: PostgreSQL skipped\n");
+			conninfo[0] = '\0';
+		}
+		if (conninfo[0]) {
+			double base = baseline_pg(&b, conninfo);
+			snprintf(db, sizeof(db), "postgres:%s", conninfo);
+			report(&b, "postgres", "PostgreSQL (synchronous_commit on)", db, base);
+		}
+		pg_stop(&b);
+	}
+#endif
+	event_free(prod);
+	tsync_node_free(b.owner);
+	event_base_free(b.base);
+	tsync_site_free(b.site);
+	if (!b.keep) {
+		char cmd[300];
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s'", b.dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "could not remove %s\n", b.dir);
+	} else {
+		printf("kept %s\n", b.dir);
+	}
+	curl_global_cleanup();
+	return 0;
+}
