@@ -198,7 +198,14 @@ static void load_one(void *ud, const struct db_alarm *d)
 	enum alarm_kind kind = kind_from_name(d->kind);
 	struct alarm *al;
 
-	if (kind == ALARM_KINDS || find(a, kind, d->subject) || a->nactive == ALARM_MAX_ACTIVE)
+	if (kind != ALARM_KINDS && find(a, kind, d->subject)) {
+		/* Raised again while the database was away: the new one stands for both. */
+		struct db_alarm old = *d;
+		old.cleared_us = (int64_t)util__realtime_us();
+		a->db->ops->alarm_put(a->db, &old);
+		return;
+	}
+	if (kind == ALARM_KINDS || a->nactive == ALARM_MAX_ACTIVE)
 		return;
 	al = &a->active[a->nactive++];
 	memset(al, 0, sizeof(*al));
@@ -216,8 +223,11 @@ void alarms__load(struct alarms *a)
 {
 	size_t before = a->nactive;
 
-	if (a->db && a->db->ops->up(a->db) && a->db->ops->alarms_active(a->db, load_one, a) == 0 &&
-	    a->nactive > before)
+	if (a->loaded || !a->db || !a->db->ops->up(a->db) ||
+	    a->db->ops->alarms_active(a->db, load_one, a) < 0)
+		return;
+	a->loaded = true;
+	if (a->nactive > before)
 		log_warn(a->log, "%zu alarm(s) still active from before the restart", a->nactive - before);
 }
 

@@ -57,12 +57,13 @@ struct alarms {
 	int64_t last_id;
 	uint64_t raised_total[ALARM_KINDS];
 	uint64_t webhook_failed;
+	bool loaded; /* the database's active alarms were read (it may be down at start) */
 };
 
 const char *alarm_kind_name(enum alarm_kind kind);
 
 void alarms__init(struct alarms *a, const struct logger *log, struct db *db);
-/* Loads the alarms still active in the database (after a restart). */
+/* Loads the alarms still active in the database (after a restart), once, when it is up. */
 void alarms__load(struct alarms *a);
 void alarms__raise(struct alarms *a, enum alarm_kind kind, const char *subject, const char *fmt, ...)
     TSYNC_PRINTF(4, 5);

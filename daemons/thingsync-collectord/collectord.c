@@ -120,8 +120,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		else
 			collector__db_down(c, "the database is unavailable");
 	}
-	if (c->db->ops->up(c->db))
+	if (c->db->ops->up(c->db)) {
+		/* A database that was down at start: its alarms now, before ours are written. */
+		alarms__load(&c->alarms);
 		alarms__flush(&c->alarms);
+	}
 
 	for (size_t i = 0; i < c->n_sources; i++) {
 		struct source *s = &c->sources[i];

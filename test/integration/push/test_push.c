@@ -849,6 +849,10 @@ static void test_incorrect_csv(void **state)
 	assert_int_equal(fields_time, 1);
 	assert_true(pred_alarm(e, &q));
 	assert_true(pred_collector_up(e, NULL));
+	/* Alarms are stored: still active after the collector restarts. */
+	stop_proc(&e->collector, SIGKILL);
+	start_collector(e, NULL);
+	assert_true(pred_alarm(e, &q));
 
 	/* A signed push of one bad measurement: 4xx naming the field; a good neighbour is stored. */
 	{
