@@ -117,6 +117,20 @@ TSYNC_API void tsync_node_stop(tsync_node *node);
  */
 TSYNC_API int tsync_node_set(tsync_node *node, const char *thing, const tsync_value *v);
 
+/**
+ * Makes the node's own changes durable now.
+ *
+ * A change that answers a peer is always committed before the answer
+ * leaves. The controller's own changes (tsync_node_set() on things it owns)
+ * are committed together within `state_commit_ms` of site.conf (0, the
+ * default, commits before they are sent), to spare an SD card one write per
+ * change. Call this before acknowledging a change to someone outside the
+ * mesh (e.g. an HTTP client) that must survive a crash.
+ *
+ * @return 0 (also without a state directory); TSYNC_ESTORE.
+ */
+TSYNC_API int tsync_node_commit(tsync_node *node);
+
 /** What a node knows of one thing. */
 typedef struct tsync_thing_state {
 	tsync_value value; /**< TSYNC_TYPE_NONE if no value yet; a string is borrowed

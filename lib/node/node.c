@@ -57,6 +57,7 @@ struct tsync_node {
 	bool own_base;
 	struct event *rx_ev;
 	struct event *flush_ev;
+	struct event *commit_ev; /* the group-commit window of own changes */
 
 	struct peer_addr *addrs; /* one per engine peer */
 	size_t n_addrs;
@@ -276,6 +277,33 @@ static int op_commit(void *ctx)
 	return n->store ? store__commit(n->store) : 0;
 }
 
+static void commit_now(struct tsync_node *n)
+{
+	int r;
+
+	if (!n->store || !store__dirty(n->store))
+		return;
+	r = store__commit(n->store);
+	if (r < 0)
+		log_error(&n->log, "state commit failed: %s", tsync_strerror(r));
+}
+
+static void commit_cb(evutil_socket_t fd, short what, void *arg)
+{
+	commit_now(arg);
+}
+
+static void op_commit_later(void *ctx, uint32_t delay_ms)
+{
+	struct tsync_node *n = ctx;
+	struct timeval tv = {delay_ms / 1000, (delay_ms % 1000) * 1000};
+
+	/* The window opens with the first change and is not pushed back by
+	 * later ones: a steady stream still commits every delay_ms. */
+	if (!evtimer_pending(n->commit_ev, NULL))
+		evtimer_add(n->commit_ev, &tv);
+}
+
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tsync_node *n = arg;
@@ -354,6 +382,7 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	    .want_flush = op_want_flush,
 	    .persist = op_persist,
 	    .commit = op_commit,
+	    .commit_later = op_commit_later,
 	};
 	struct sync_ops ops = ops_template;
 	struct tsync_node *n;
@@ -435,7 +464,8 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	}
 	n->rx_ev = event_new(n->base, n->fd, EV_READ | EV_PERSIST, rx_cb, n);
 	n->flush_ev = event_new(n->base, -1, 0, flush_cb, n);
-	if (!n->rx_ev || !n->flush_ev || event_add(n->rx_ev, NULL) < 0) {
+	n->commit_ev = evtimer_new(n->base, commit_cb, n);
+	if (!n->rx_ev || !n->flush_ev || !n->commit_ev || event_add(n->rx_ev, NULL) < 0) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -493,6 +523,8 @@ TSYNC_API void tsync_node_free(tsync_node *n)
 		event_free(n->rx_ev);
 	if (n->flush_ev)
 		event_free(n->flush_ev);
+	if (n->commit_ev)
+		event_free(n->commit_ev);
 	if (n->own_base && n->base)
 		event_base_free(n->base);
 	if (n->fd >= 0)
@@ -553,6 +585,20 @@ TSYNC_API void tsync_node_stop(tsync_node *n)
 TSYNC_API int tsync_node_set(tsync_node *n, const char *thing, const tsync_value *v)
 {
 	return sync__set(n->eng, thing, v, util__now_us());
+}
+
+TSYNC_API int tsync_node_commit(tsync_node *n)
+{
+	int r;
+
+	if (!n)
+		return -EINVAL;
+	if (!n->store || !store__dirty(n->store))
+		return 0;
+	r = store__commit(n->store);
+	if (r == 0 && n->commit_ev)
+		evtimer_del(n->commit_ev);
+	return r;
 }
 
 TSYNC_API int tsync_node_get(tsync_node *n, const char *thing, tsync_thing_state *out)

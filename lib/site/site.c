@@ -580,6 +580,7 @@ enum {
 	SK_MAX_OUTSTANDING,
 	SK_MAX_QUEUED,
 	SK_DOWN_AFTER_MS,
+	SK_STATE_COMMIT_MS,
 	SK_COUNT
 };
 
@@ -595,6 +596,7 @@ static const struct key_def site_keys[SK_COUNT] = {
     [SK_MAX_OUTSTANDING] = {"max_outstanding", false},
     [SK_MAX_QUEUED] = {"max_queued", false},
     [SK_DOWN_AFTER_MS] = {"down_after_ms", false},
+    [SK_STATE_COMMIT_MS] = {"state_commit_ms", false},
 };
 
 enum { CK_HOST, CK_UDP_PORT, CK_TCP_PORT, CK_ROLES, CK_PROTOCOL, CK_COUNT };
@@ -978,6 +980,7 @@ static int build_site_section(struct parse *p, struct tsync_site *site)
 	site->max_outstanding = SITE_DEFAULT_MAX_OUTSTANDING;
 	site->max_queued = SITE_DEFAULT_MAX_QUEUED;
 	site->down_after_ms = SITE_DEFAULT_DOWN_AFTER_MS;
+	site->state_commit_ms = SITE_DEFAULT_STATE_COMMIT_MS;
 
 	for (size_t i = 0; i < p->n_sec; i++) {
 		if (p->sec[i].kind == SECT_SITE) {
@@ -1012,6 +1015,7 @@ static int build_site_section(struct parse *p, struct tsync_site *site)
 	get_u32(d, label, kv[SK_MAX_OUTSTANDING], 1, 1024, &site->max_outstanding);
 	get_u32(d, label, kv[SK_MAX_QUEUED], 1, 1048576, &site->max_queued);
 	get_u32(d, label, kv[SK_DOWN_AFTER_MS], 10, 3600000, &site->down_after_ms);
+	get_u32(d, label, kv[SK_STATE_COMMIT_MS], 0, 600000, &site->state_commit_ms);
 
 	/* The timers must nest: floor <= first guess <= ceiling. */
 	if (site->retry_min_ms > site->retry_max_ms)

@@ -26,6 +26,7 @@
 #define SITE_DEFAULT_MAX_QUEUED 1024
 #define SITE_DEFAULT_PULSE_MS 500
 #define SITE_DEFAULT_DOWN_AFTER_MS 3000
+#define SITE_DEFAULT_STATE_COMMIT_MS 0
 
 struct site_controller {
 	char *name;
@@ -74,6 +75,7 @@ struct tsync_site {
 	uint32_t max_outstanding;  /* pulses/cmds in flight per peer */
 	uint32_t max_queued;       /* pulses/cmds queued per peer */
 	uint32_t down_after_ms;    /* a peer with a message overdue this long is down */
+	uint32_t state_commit_ms;  /* group-commit window for a controller's own changes (0: at once) */
 
 	struct site_controller *controllers;
 	size_t n_controllers;

@@ -233,8 +233,13 @@ static void slot_dirty(struct sync_engine *e, struct sync_peer *p, uint32_t k)
 	engine__want(e, p, FLUSH_NEW);
 }
 
-/* Takes a new value of an owned thing and tells every user. */
-void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by)
+/* Takes a new value of an owned thing and tells every user. A change that
+ * answers a peer's request is durable before the answer leaves; the
+ * controller's own changes are committed together within state_commit_ms,
+ * so a Pi whose inputs change every second does not write its SD card every
+ * second (a power cut inside the window loses them, and the users follow the
+ * owner back to its last committed value). */
+void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by, bool answers_peer)
 {
 	struct thing_rt *rt = &e->things[t];
 	tsync_value copy;
@@ -252,7 +257,10 @@ void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v
 	rt->boot = e->boot;
 	if (e->ops.persist) {
 		e->ops.persist(e->ops.ctx, e->site->things[t].name, &rt->val, rt->ver, rt->boot);
-		e->persist_dirty = true;
+		if (answers_peer || !e->site->state_commit_ms || !e->ops.commit_later)
+			e->persist_dirty = true;
+		else
+			e->ops.commit_later(e->ops.ctx, e->site->state_commit_ms);
 	}
 	for (uint32_t u = 0; u < rt->n_users; u++)
 		slot_dirty(e, &e->peers[rt->users[u].peer], rt->users[u].slot);
@@ -355,7 +363,7 @@ int sync__set(struct sync_engine *e, const char *thing, const tsync_value *v, ui
 			if (engine__coerce(e->site, t, &as_is, &as_is) < 0)
 				return TSYNC_EVALUE;
 		}
-		engine__apply_owned(e, t, &as_is, e->site->controllers[e->me].name);
+		engine__apply_owned(e, t, &as_is, e->site->controllers[e->me].name, false);
 		return 0;
 	}
 	if (!e->site->things[t].settable)

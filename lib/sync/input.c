@@ -174,7 +174,7 @@ static void on_set_request(struct sync_engine *e, struct sync_peer *p, uint32_t 
 			goto answer;
 		}
 	}
-	engine__apply_owned(e, t, &as_is, p->name);
+	engine__apply_owned(e, t, &as_is, p->name, true);
 answer:
 	answer_value(e, p, a, t);
 }

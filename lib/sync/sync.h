@@ -92,6 +92,9 @@ struct sync_ops {
 	/* Makes staged values durable; called before anything that depends on
 	 * them is sent (the durability rule). 0 or a negative code. May be NULL. */
 	int (*commit)(void *ctx);
+	/* Asks for a commit within delay_ms (group commit of the controller's
+	 * own changes, which acknowledge nothing). May be NULL: then at once. */
+	void (*commit_later)(void *ctx, uint32_t delay_ms);
 };
 
 enum thing_role { THING_NONE = 0, THING_OWNED, THING_USED };
@@ -314,7 +317,7 @@ int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsyn
 
 /* Internal to lib/sync (engine.c <-> input.c). */
 void engine__emit(struct sync_engine *e, const tsync_event *ev);
-void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by);
+void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by, bool answers_peer);
 void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level level);
 void engine__inq_add(struct sync_engine *e, struct sync_peer *p, uint32_t t);
 void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot);

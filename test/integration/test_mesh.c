@@ -425,6 +425,90 @@ static void test_example_controller(void **state)
 	free(f->site_path);
 }
 
+/* In a child: a node on `dir` sets counter = value, optionally commits, lets
+ * its loop run (the flush), and dies without freeing anything. */
+static void child_sets(const char *site_path, const char *dir, int64_t value, bool commit)
+{
+	pid_t pid = fork();
+	int status;
+
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		tsync_node_options o;
+		tsync_node *n;
+		tsync_value v = tsync_int(value);
+		tsync_node_options_init(&o);
+		o.site_path = site_path;
+		o.controller = "PI-Light";
+		o.state_dir = dir;
+		if (tsync_node_new(&o, &n) < 0 || tsync_node_set(n, "counter", &v) < 0)
+			_exit(2);
+		if (commit && tsync_node_commit(n) < 0)
+			_exit(3);
+		tsync_node_run_for(n, 50);
+		_exit(0); /* a crash: nothing freed, nothing closed */
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+}
+
+static int64_t stored_counter(const char *site_path, const char *dir)
+{
+	tsync_node_options o;
+	tsync_node *n;
+	tsync_thing_state st;
+	int64_t v;
+
+	tsync_node_options_init(&o);
+	o.site_path = site_path;
+	o.controller = "PI-Light";
+	o.state_dir = dir;
+	assert_int_equal(tsync_node_new(&o, &n), 0);
+	assert_int_equal(tsync_node_get(n, "counter", &st), 0);
+	v = st.value.type == TSYNC_TYPE_INT ? st.value.u.i : -1;
+	tsync_node_free(n);
+	return v;
+}
+
+/* A controller's own changes are committed together within state_commit_ms;
+ * tsync_node_commit() makes them durable at once; with the window at 0 they
+ * are durable before they are sent. */
+static void test_group_commit_window(void **state)
+{
+	char *dir = harness_tmpdir("commit");
+	char conf[1024], sdir[600], *lazy, *eager;
+	uint16_t ports[2];
+
+	harness_ports(ports, 2);
+	snprintf(sdir, sizeof(sdir), "%s/state", dir);
+	snprintf(conf, sizeof(conf),
+	         "[site]\nname = c\nstate_commit_ms = 60000\n"
+	         "[controller PI-Light]\nhost = 127.0.0.1\nudp_port = %u\n"
+	         "[controller PI-Security]\nhost = 127.0.0.1\nudp_port = %u\n"
+	         "[thing counter]\nowner = PI-Light\ntype = int\nusers = PI-Security\n",
+	         ports[0], ports[1]);
+	lazy = harness_write(dir, "lazy.conf", conf);
+	snprintf(conf, sizeof(conf),
+	         "[site]\nname = c\n"
+	         "[controller PI-Light]\nhost = 127.0.0.1\nudp_port = %u\n"
+	         "[controller PI-Security]\nhost = 127.0.0.1\nudp_port = %u\n"
+	         "[thing counter]\nowner = PI-Light\ntype = int\nusers = PI-Security\n",
+	         ports[0], ports[1]);
+	eager = harness_write(dir, "eager.conf", conf);
+
+	child_sets(eager, sdir, 1, false);
+	assert_int_equal(stored_counter(eager, sdir), 1); /* window 0: durable when sent */
+	child_sets(lazy, sdir, 2, false);
+	assert_int_equal(stored_counter(lazy, sdir), 1); /* inside the window: lost with the crash */
+	child_sets(lazy, sdir, 3, true);
+	assert_int_equal(stored_counter(lazy, sdir), 3); /* tsync_node_commit() */
+	harness_rmdir(dir);
+	free(dir);
+	free(lazy);
+	free(eager);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -434,6 +518,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_forged_datagrams, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_api_errors, setup, teardown),
 	    cmocka_unit_test(test_example_controller),
+	    cmocka_unit_test(test_group_commit_window),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);
