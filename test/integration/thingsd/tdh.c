@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -106,22 +107,59 @@ char *tdh_path(struct tdh *t, const char *name)
 	return p;
 }
 
-uint16_t tdh_tcp_port(void)
+static bool port_free(uint16_t port)
 {
 	struct sockaddr_in sa;
-	socklen_t len = sizeof(sa);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	uint16_t port;
+	int fd;
+	bool ok = true;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sin_family = AF_INET;
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sa.sin_port = htons(port);
+	for (int type = 0; type < 2 && ok; type++) {
+		fd = socket(AF_INET, type ? SOCK_STREAM : SOCK_DGRAM, 0);
+		ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	return ok;
+}
+
+/*
+ * Ports for the daemons, free for TCP and UDP. They come from a block below
+ * the kernel's ephemeral range, handed out in turn under a lock shared by
+ * every test process (normal and sanitizer builds run side by side), so two
+ * tests never get the same port, and no client socket takes one between
+ * the choice and the daemon's bind.
+ */
+uint16_t tdh_tcp_port(void)
+{
+	enum { LOW = 15000, SPAN = 15000 };
+	unsigned next = 0;
+	char buf[32], path[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/tmp/thingsync-tdh-ports-%u", (unsigned)getuid());
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	assert_true(fd >= 0);
-	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-	port = ntohs(sa.sin_port);
+	assert_int_equal(flock(fd, LOCK_EX), 0);
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	if (n > 0) {
+		buf[n] = '\0';
+		next = (unsigned)strtoul(buf, NULL, 10);
+	}
+	if (next < LOW || next >= LOW + SPAN)
+		next = LOW + (unsigned)getpid() % SPAN;
+	for (int tries = 0; tries < SPAN && !port_free((uint16_t)next); tries++)
+		next = next + 1 >= LOW + SPAN ? LOW : next + 1;
+	n = snprintf(buf, sizeof(buf), "%u\n", next + 1 >= LOW + SPAN ? LOW : next + 1);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(pwrite(fd, buf, (size_t)n, 0), n);
+	flock(fd, LOCK_UN);
 	close(fd);
-	return port;
+	return (uint16_t)next;
 }
 
 pid_t tdh_spawn(const char *const *argv, const char *log)
@@ -203,7 +241,6 @@ void tdh_write_conf(struct tdh *t, int i, const char *text)
 void tdh_init(struct tdh *t, const char *tag, int n, const char *const *names, const char *const *roles,
               const char *things)
 {
-	uint16_t udp[TDH_MAX];
 	char *key;
 
 	memset(t, 0, sizeof(*t));
@@ -211,18 +248,11 @@ void tdh_init(struct tdh *t, const char *tag, int n, const char *const *names, c
 	t->dir = harness_tmpdir(tag);
 	t->n = n;
 	t->things = things;
-	harness_ports(udp, n);
 	for (int i = 0; i < n; i++) {
 		t->c[i].name = names[i];
-		t->c[i].udp = udp[i];
+		t->c[i].udp = tdh_tcp_port();
+		t->c[i].tcp = tdh_tcp_port();
 		t->roles[i] = roles ? roles[i] : NULL;
-		/* Distinct from each other: the kernel may hand a closed port out again. */
-		do {
-			t->c[i].tcp = tdh_tcp_port();
-			for (int k = 0; k < i; k++)
-				if (t->c[k].tcp == t->c[i].tcp)
-					t->c[i].tcp = 0;
-		} while (!t->c[i].tcp);
 		assert_true(asprintf(&t->c[i].state, "%s/state-%s", t->dir, names[i]) > 0);
 		assert_true(asprintf(&t->c[i].log, "%s/%s.log", t->dir, names[i]) > 0);
 		assert_true(asprintf(&t->c[i].conf, "%s/%s.conf", t->dir, names[i]) > 0);

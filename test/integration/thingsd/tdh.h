@@ -95,7 +95,7 @@ char *tdh_path(struct tdh *t, const char *name); /* dir/name, malloc'ed */
 /* A member of a JSON text ("a.b.c"), formatted as text, or NULL. */
 char *tdh_json_get(const char *json, const char *dotted);
 
-/* A free TCP port on 127.0.0.1. */
+/* A port free for TCP and UDP on 127.0.0.1, never handed to another test. */
 uint16_t tdh_tcp_port(void);
 /* Starts a program with stdout and stderr to `log`; returns its pid. */
 pid_t tdh_spawn(const char *const *argv, const char *log);
