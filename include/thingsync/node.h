@@ -198,7 +198,12 @@ typedef struct tsync_event {
 	const char *controller; /**< who caused it (the sender, or this node) */
 } tsync_event;
 
-/** Event callback. It may call any node function, including tsync_node_set(). */
+/**
+ * Event callback. It may call any node function, including tsync_node_set().
+ * During a TSYNC_EVENT_CHANGED, tsync_node_get() already returns the new
+ * state, with the owner's version and boot of the value. An owner's new
+ * version that carries the same value raises no event.
+ */
 typedef void (*tsync_event_fn)(void *userdata, tsync_node *node, const tsync_event *ev);
 
 /**

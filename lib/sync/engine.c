@@ -239,7 +239,8 @@ static void slot_dirty(struct sync_engine *e, struct sync_peer *p, uint32_t k)
  * so a Pi whose inputs change every second does not write its SD card every
  * second (a power cut inside the window loses them, and the users follow the
  * owner back to its last committed value). */
-void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by, bool answers_peer)
+void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by,
+                         bool answers_peer)
 {
 	struct thing_rt *rt = &e->things[t];
 	tsync_value copy;
@@ -1211,11 +1212,17 @@ void sync__flush(struct sync_engine *e, uint64_t now)
 		}
 		if (r == 0 && e->acts_pending && e->commit_hook) {
 			r = e->commit_hook(e->commit_userdata, e->node);
-			if (r < 0)
-				log_warn(
-				    e->log,
-				    "commit hook failed (%s): acknowledgements withheld, senders will retry",
-				    tsync_strerror(r));
+			/* Under backpressure this fails for every batch: say it when
+			 * it starts and when it ends, not each time. */
+			if (r < 0 && !e->commit_failing)
+				log_warn(e->log,
+				         "commit hook failed (%s): acknowledgements withheld, senders retry",
+				         tsync_strerror(r));
+			else if (r < 0)
+				log_debug(e->log, "commit hook failed again (%s)", tsync_strerror(r));
+			else if (e->commit_failing)
+				log_info(e->log, "commit hook succeeds again: acknowledging");
+			e->commit_failing = r < 0;
 		}
 		if (r < 0 && e->commit_hook)
 			rollback(e);

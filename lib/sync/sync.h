@@ -271,7 +271,8 @@ struct sync_engine {
 	void *write_userdata;
 	tsync_commit_fn commit_hook;
 	void *commit_userdata;
-	bool acts_pending; /* events from received messages since the last commit */
+	bool acts_pending;   /* events from received messages since the last commit */
+	bool commit_failing; /* the last commit hook call failed */
 	struct undo *undo;
 	size_t n_undo, cap_undo;
 
@@ -317,7 +318,8 @@ int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsyn
 
 /* Internal to lib/sync (engine.c <-> input.c). */
 void engine__emit(struct sync_engine *e, const tsync_event *ev);
-void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by, bool answers_peer);
+void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by,
+                         bool answers_peer);
 void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level level);
 void engine__inq_add(struct sync_engine *e, struct sync_peer *p, uint32_t t);
 void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot);
