@@ -108,8 +108,12 @@ static void apply_copy(struct sync_engine *e, struct sync_peer *p, uint32_t t, c
 	}
 	/* Legacy messages have no version: the newest arrival wins, and the
 	 * owner's retries repair what reordering breaks. */
-	if (m->has_ver && rt->ver && (boot < rt->boot || (boot == rt->boot && m->ver <= rt->ver)))
+	if (m->has_ver && rt->ver && (boot < rt->boot || (boot == rt->boot && m->ver <= rt->ver))) {
+		/* Not newer than what I hold, so I hold the owner's latest or
+		 * newer: an ask is answered all the same. */
+		rt->ask_pending = false;
 		return;
+	}
 	changed = !rt->ver || !value__equal(&rt->val, &c);
 	engine__undo_copy(e, t);
 	if (changed) {

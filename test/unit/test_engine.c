@@ -350,6 +350,12 @@ static void test_start_and_converge(void **state)
 	}
 	assert_int_equal(get(s, 0, "count").u.i, 7);
 	assert_int_equal(get(s, 2, "count").u.i, 7);
+	/* Asking again for a value that did not change is answered too: the
+	 * site settles instead of re-asking forever. */
+	assert_int_equal(sync__ask(s->n[1].e, "light", s->now), 0);
+	assert_int_equal(sync__unsettled(s->n[1].e), 1);
+	assert_true(sim_settle(s, 1000000));
+	assert_int_equal(sync__unsettled(s->n[1].e), 0);
 	/* One change to two users is about one datagram each way per user. */
 	assert_true(s->n[0].e->peers[0].st.acked >= 2);
 	sim_free(s);
