@@ -73,8 +73,6 @@ struct op {
 	char *want_str;
 	uint64_t ver0;
 	int peer; /* the owner's peer index, or -1 */
-	uint64_t msgs0, rx0;
-	bool ask_sent;
 	bool done_pending; /* the library still holds this op */
 	const char *what;
 };
@@ -825,15 +823,12 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
 	struct op *op = arg;
 	struct thingsd *td = op->h->td;
 	tsync_thing_state st;
-	tsync_peer_stats ps;
-	bool have_ps;
 	json_t *j;
 
 	if (!op->req || tsync_node_get(td->node, op->thing, &st) < 0) {
 		op_free(op);
 		return;
 	}
-	have_ps = op->peer >= 0 && tsync_node_peer_stats(td->node, (size_t)op->peer, &ps) == 0;
 	if (op->kind == OP_SET) {
 		if (same_value(&st.value, &op->want)) {
 			j = thing_json(td, op->thing);
@@ -842,9 +837,8 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
 			op_free(op);
 			return;
 		}
-		/* Nothing waits for the owner any more: it answered, and its
-		 * answer is not what was asked. */
-		if (have_ps && ps.pending == 0) {
+		/* The owner answered, and its answer is not what was asked. */
+		if (!st.requesting) {
 			j = thing_json(td, op->thing);
 			if (st.version != op->ver0) {
 				json_object_set_new(j, "confirmed", json_true());
@@ -857,19 +851,13 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
 			op_free(op);
 			return;
 		}
-	} else if (have_ps) {
-		/* An ask is answered in the first datagram the owner sends
-		 * after it received the ask; the copy then is the owner's. */
-		if (!op->ask_sent && ps.msgs_sent > op->msgs0) {
-			op->ask_sent = true;
-			op->rx0 = ps.datagrams_received;
-		} else if (op->ask_sent && ps.datagrams_received > op->rx0) {
-			j = thing_json(td, op->thing);
-			json_object_set_new(j, "fresh", json_true());
-			op_reply(op, 200, j);
-			op_free(op);
-			return;
-		}
+	} else if (!st.asking) {
+		/* The owner answered the ask: the copy is the owner's value. */
+		j = thing_json(td, op->thing);
+		json_object_set_new(j, "fresh", json_true());
+		op_reply(op, 200, j);
+		op_free(op);
+		return;
 	}
 	if (td__now_us() >= op->deadline_us) {
 		j = thing_json(td, op->thing);
@@ -971,6 +959,12 @@ static void post_set(struct http *h, struct evhttp_request *req, const char *nam
 	}
 	if (st.owned) {
 		free(str);
+		/* The 200 acknowledges the client: the value is on disk first. */
+		r = tsync_node_commit(td->node);
+		if (r < 0) {
+			send_lib_error(req, r, name);
+			return;
+		}
 		j = thing_json(td, name);
 		json_object_set_new(j, "confirmed", json_true());
 		send_json(req, 200, j);
@@ -998,8 +992,6 @@ static void post_ask(struct http *h, struct evhttp_request *req, const char *nam
 {
 	struct thingsd *td = h->td;
 	tsync_thing_state st;
-	tsync_peer_stats ps;
-	tsync_thing_info ti;
 	struct op *op;
 	json_t *j;
 	int r = tsync_node_get(td->node, name, &st);
@@ -1014,17 +1006,14 @@ static void post_ask(struct http *h, struct evhttp_request *req, const char *nam
 		send_json(req, 200, j);
 		return;
 	}
-	tsync_site_thing(td->site, (size_t)tsync_site_thing_find(td->site, name), &ti);
 	op = op_new(h, req, OP_ASK, query_ms(q, "wait_ms", DEFAULT_WAIT_MS), wait_cb);
 	if (!op)
 		return;
 	op->thing = strdup(name);
-	op->peer = find_peer(td->node, ti.owner);
-	if (!op->thing || op->peer < 0 || tsync_node_peer_stats(td->node, (size_t)op->peer, &ps) < 0) {
+	if (!op->thing) {
 		op_free(op);
 		return;
 	}
-	op->msgs0 = ps.msgs_sent;
 	r = tsync_node_ask(td->node, name);
 	if (r < 0) {
 		op_reply(op, 500, json_pack("{s:s,s:s}", "error", "failed", "message", tsync_strerror(r)));

@@ -122,8 +122,8 @@ TSYNC_API int tsync_node_set(tsync_node *node, const char *thing, const tsync_va
  *
  * A change that answers a peer is always committed before the answer
  * leaves. The controller's own changes (tsync_node_set() on things it owns)
- * are committed together within `state_commit_ms` of site.conf (0, the
- * default, commits before they are sent), to spare an SD card one write per
+ * are committed together within `state_commit_ms` of site.conf (default
+ * 5000; 0 commits before they are sent), to spare an SD card one write per
  * change. Call this before acknowledging a change to someone outside the
  * mesh (e.g. an HTTP client) that must survive a crash.
  *
@@ -139,6 +139,9 @@ typedef struct tsync_thing_state {
 	uint64_t version;  /**< the owner's version of the value (0: none yet) */
 	uint64_t owner_boot;
 	size_t users_pending; /**< owner only: users that have not acknowledged it yet */
+	bool asking;          /**< user only: an ask to the owner is not answered yet */
+	bool requesting;      /**< user only: a set request (to_be) is not answered yet; once
+	                           false, the value is the owner's answer (as_is) */
 } tsync_thing_state;
 
 /**

@@ -394,6 +394,8 @@ int sync__get(struct sync_engine *e, const char *thing, tsync_thing_state *out)
 	out->owned = rt->role == THING_OWNED;
 	out->version = rt->ver;
 	out->owner_boot = rt->boot;
+	out->asking = rt->ask_pending;
+	out->requesting = rt->req_pending;
 	if (out->owned)
 		for (uint32_t u = 0; u < rt->n_users; u++) {
 			const struct sync_peer *p = &e->peers[rt->users[u].peer];

@@ -490,7 +490,7 @@ static void test_group_commit_window(void **state)
 	         ports[0], ports[1]);
 	lazy = harness_write(dir, "lazy.conf", conf);
 	snprintf(conf, sizeof(conf),
-	         "[site]\nname = c\n"
+	         "[site]\nname = c\nstate_commit_ms = 0\n"
 	         "[controller PI-Light]\nhost = 127.0.0.1\nudp_port = %u\n"
 	         "[controller PI-Security]\nhost = 127.0.0.1\nudp_port = %u\n"
 	         "[thing counter]\nowner = PI-Light\ntype = int\nusers = PI-Security\n",

@@ -354,7 +354,15 @@ static void test_start_and_converge(void **state)
 	 * site settles instead of re-asking forever. */
 	assert_int_equal(sync__ask(s->n[1].e, "light", s->now), 0);
 	assert_int_equal(sync__unsettled(s->n[1].e), 1);
-	assert_true(sim_settle(s, 1000000));
+	{
+		tsync_thing_state st;
+		assert_int_equal(sync__get(s->n[1].e, "light", &st), 0);
+		assert_true(st.asking);
+		assert_true(sim_settle(s, 1000000));
+		assert_int_equal(sync__get(s->n[1].e, "light", &st), 0);
+		assert_false(st.asking);
+		assert_false(st.requesting);
+	}
 	assert_int_equal(sync__unsettled(s->n[1].e), 0);
 	/* One change to two users is about one datagram each way per user. */
 	assert_true(s->n[0].e->peers[0].st.acked >= 2);
