@@ -24,7 +24,6 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -32,6 +31,7 @@
 
 #include <lmdb.h>
 
+#include "store/env.h"
 #include "store/store.h"
 
 #define JOURNAL_MAP_SIZE      ((size_t)64 << 20)
@@ -64,10 +64,7 @@ struct journal {
 	MDB_dbi versions;
 	const struct logger *log;
 	char *dir;
-	dev_t dev;
-	ino_t ino;
-	bool registered;
-	struct journal *next_open;
+	struct env_claim claim; /* its directory, held while open */
 
 	struct journal_limits lim;
 	uint64_t last_seq;
@@ -84,70 +81,10 @@ struct journal {
 	uint64_t staged_bytes;
 };
 
-/*
- * Like the state store, a journal directory must not be opened twice by one
- * process (a second close() would drop the first one's fcntl locks).
- */
-static pthread_mutex_t open_journals_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct journal *open_journals;
-
-static int register_dir(struct journal *j)
-{
-	int r = 0;
-
-	pthread_mutex_lock(&open_journals_lock);
-	for (struct journal *o = open_journals; o; o = o->next_open) {
-		if (o->dev == j->dev && o->ino == j->ino) {
-			r = -EBUSY;
-			goto leave;
-		}
-	}
-	j->next_open = open_journals;
-	open_journals = j;
-	j->registered = true;
-leave:
-	pthread_mutex_unlock(&open_journals_lock);
-	return r;
-}
-
-static void unregister_dir(struct journal *j)
-{
-	if (!j->registered)
-		return;
-	pthread_mutex_lock(&open_journals_lock);
-	for (struct journal **pp = &open_journals; *pp; pp = &(*pp)->next_open) {
-		if (*pp == j) {
-			*pp = j->next_open;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&open_journals_lock);
-	j->registered = false;
-}
-
-static int map_error(int rc)
-{
-	return rc == ENOMEM ? -ENOMEM : TSYNC_ESTORE;
-}
-
 static int journal_fail(const struct journal *j, const char *what, int rc)
 {
 	log_error(j->log, "journal: %s: %s: %s", j->dir, what, mdb_strerror(rc));
-	return map_error(rc);
-}
-
-static void put_le64(unsigned char *p, uint64_t x)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(x >> (8 * i));
-}
-
-static uint64_t get_le64(const unsigned char *p)
-{
-	uint64_t x = 0;
-	for (int i = 0; i < 8; i++)
-		x |= (uint64_t)p[i] << (8 * i);
-	return x;
+	return env__error(rc);
 }
 
 static void put_be64(unsigned char *p, uint64_t x)
@@ -162,30 +99,6 @@ static uint64_t get_be64(const unsigned char *p)
 	for (int i = 0; i < 8; i++)
 		x = (x << 8) | p[i];
 	return x;
-}
-
-static int txn_begin(struct journal *j, unsigned flags, MDB_txn **txn)
-{
-	int rc = mdb_txn_begin(j->env, NULL, flags, txn);
-	if (rc == MDB_MAP_RESIZED) {
-		rc = mdb_env_set_mapsize(j->env, 0);
-		if (rc == 0)
-			rc = mdb_txn_begin(j->env, NULL, flags, txn);
-	}
-	return rc;
-}
-
-/* Doubles the map after MDB_MAP_FULL; no transaction may be active. */
-static int grow_map(struct journal *j)
-{
-	MDB_envinfo info;
-	int rc;
-
-	mdb_env_info(j->env, &info);
-	rc = mdb_env_set_mapsize(j->env, info.me_mapsize * 2);
-	if (rc == 0)
-		log_warn(j->log, "journal: %s: map full, grown to %zu bytes", j->dir, info.me_mapsize * 2);
-	return rc;
 }
 
 static size_t payload_size(const tsync_value *v)
@@ -219,9 +132,9 @@ static int encode_entry(struct buf *b, const struct jstaged *e)
 	int r;
 
 	head[0] = JOURNAL_RECORD_FORMAT;
-	put_le64(head + 1, (uint64_t)e->time_us);
-	put_le64(head + 9, e->owner_boot);
-	put_le64(head + 17, e->version);
+	env__put_le64(head + 1, (uint64_t)e->time_us);
+	env__put_le64(head + 9, e->owner_boot);
+	env__put_le64(head + 17, e->version);
 	head[25] = (unsigned char)e->v.type;
 	head[26] = (unsigned char)tlen;
 	switch (e->v.type) {
@@ -229,12 +142,12 @@ static int encode_entry(struct buf *b, const struct jstaged *e)
 		payload[0] = e->v.u.b ? 1 : 0;
 		break;
 	case TSYNC_TYPE_INT:
-		put_le64(payload, (uint64_t)e->v.u.i);
+		env__put_le64(payload, (uint64_t)e->v.u.i);
 		break;
 	case TSYNC_TYPE_FLOAT: {
 		uint64_t bits;
 		memcpy(&bits, &e->v.u.f, sizeof(bits));
-		put_le64(payload, bits);
+		env__put_le64(payload, bits);
 		break;
 	}
 	case TSYNC_TYPE_STRING:
@@ -272,9 +185,9 @@ static int decode_entry(const MDB_val *key, const MDB_val *data, struct buf *tex
 	n = data->mv_size - JOURNAL_RECORD_HEADER - tlen;
 	memset(e, 0, sizeof(*e));
 	e->seq = get_be64(key->mv_data);
-	e->time_us = (int64_t)get_le64(p + 1);
-	e->owner_boot = get_le64(p + 9);
-	e->version = get_le64(p + 17);
+	e->time_us = (int64_t)env__get_le64(p + 1);
+	e->owner_boot = env__get_le64(p + 9);
+	e->version = env__get_le64(p + 17);
 	buf__reset(text);
 	r = buf__reserve(text, tlen + n + 2);
 	if (r < 0)
@@ -298,14 +211,14 @@ static int decode_entry(const MDB_val *key, const MDB_val *data, struct buf *tex
 	case TSYNC_TYPE_INT:
 		if (n != 8)
 			return -EBADMSG;
-		e->value = tsync_int((int64_t)get_le64(p));
+		e->value = tsync_int((int64_t)env__get_le64(p));
 		break;
 	case TSYNC_TYPE_FLOAT: {
 		uint64_t bits;
 		double f;
 		if (n != 8)
 			return -EBADMSG;
-		bits = get_le64(p);
+		bits = env__get_le64(p);
 		memcpy(&f, &bits, sizeof(f));
 		e->value = tsync_float(f);
 		break;
@@ -340,7 +253,7 @@ static int meta_get_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *o
 		return rc;
 	if (data.mv_size != 8)
 		return MDB_CORRUPTED;
-	*out = get_le64(data.mv_data);
+	*out = env__get_le64(data.mv_data);
 	return 0;
 }
 
@@ -350,7 +263,7 @@ static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t x)
 	MDB_val key = {strlen(name), (void *)name};
 	MDB_val data = {sizeof(bytes), bytes};
 
-	put_le64(bytes, x);
+	env__put_le64(bytes, x);
 	return mdb_put(txn, dbi, &key, &data, 0);
 }
 
@@ -366,7 +279,7 @@ static int open_dbs(struct journal *j, const char *source)
 	int r = 0;
 
 	what = "mdb_txn_begin";
-	rc = txn_begin(j, 0, &txn);
+	rc = env__txn_begin(j->env, 0, true, &txn);
 	if (rc != 0)
 		goto leave;
 	what = "mdb_dbi_open";
@@ -460,9 +373,9 @@ int journal__open(const char *dir, const char *source, const struct journal_limi
 		log_error(log, "journal: %s: not a directory", dir);
 		goto leave;
 	}
-	j->dev = st.st_dev;
-	j->ino = st.st_ino;
-	r = register_dir(j);
+	j->claim.dev = st.st_dev;
+	j->claim.ino = st.st_ino;
+	r = env__claim(&j->claim);
 	if (r < 0) {
 		log_error(log, "journal: %s: already open in this process", dir);
 		goto leave;
@@ -494,7 +407,7 @@ int journal__open(const char *dir, const char *source, const struct journal_limi
 leave:
 	if (j->env)
 		mdb_env_close(j->env);
-	unregister_dir(j);
+	env__release(&j->claim);
 	free(j->dir);
 	free(j);
 	return r;
@@ -526,7 +439,7 @@ void journal__close(struct journal *j)
 	free(j->vers);
 	if (j->env)
 		mdb_env_close(j->env);
-	unregister_dir(j);
+	env__release(&j->claim);
 	free(j->dir);
 	free(j);
 }
@@ -618,7 +531,7 @@ static int commit_once(struct journal *j, struct buf *rec, const char **what)
 	int rc;
 
 	*what = "mdb_txn_begin";
-	rc = txn_begin(j, 0, &txn);
+	rc = env__txn_begin(j->env, 0, true, &txn);
 	if (rc != 0)
 		return rc;
 	*what = "mdb_cursor_open";
@@ -649,8 +562,8 @@ static int commit_once(struct journal *j, struct buf *rec, const char **what)
 		MDB_val key = {strlen(j->vers[i].thing), (void *)j->vers[i].thing};
 		MDB_val data = {sizeof(bytes), bytes};
 
-		put_le64(bytes, j->vers[i].owner_boot);
-		put_le64(bytes + 8, j->vers[i].version);
+		env__put_le64(bytes, j->vers[i].owner_boot);
+		env__put_le64(bytes + 8, j->vers[i].version);
 		rc = mdb_put(txn, j->versions, &key, &data, 0);
 		if (rc != 0)
 			goto leave;
@@ -702,7 +615,7 @@ int journal__commit(struct journal *j)
 		if (rc != MDB_MAP_FULL || grows >= JOURNAL_MAX_GROWS)
 			break;
 		/* The failed transaction was aborted: nothing of it is on disk. */
-		rc = grow_map(j);
+		rc = env__grow(j->env, j->log, "journal", j->dir);
 		if (rc != 0) {
 			what = "mdb_env_set_mapsize";
 			break;
@@ -735,7 +648,7 @@ int journal__last_version(struct journal *j, const char *thing, uint64_t *owner_
 	}
 	if (strlen(thing) > JOURNAL_MAX_THING)
 		return -ENOENT;
-	rc = txn_begin(j, MDB_RDONLY, &txn);
+	rc = env__txn_begin(j->env, MDB_RDONLY, true, &txn);
 	if (rc != 0)
 		return journal_fail(j, "mdb_txn_begin", rc);
 	key.mv_size = strlen(thing);
@@ -749,8 +662,8 @@ int journal__last_version(struct journal *j, const char *thing, uint64_t *owner_
 		log_warn(j->log, "journal: %s: malformed version of %s ignored", j->dir, thing);
 		r = -ENOENT;
 	} else {
-		*owner_boot = get_le64(data.mv_data);
-		*version = get_le64((const unsigned char *)data.mv_data + 8);
+		*owner_boot = env__get_le64(data.mv_data);
+		*version = env__get_le64((const unsigned char *)data.mv_data + 8);
 	}
 	mdb_txn_abort(txn);
 	return r;
@@ -774,7 +687,7 @@ int journal__read(struct journal *j, uint64_t after, size_t max, journal_entry_f
 		after = j->cursor;
 	if (max == 0 || after >= j->last_seq)
 		return 0;
-	rc = txn_begin(j, MDB_RDONLY, &txn);
+	rc = env__txn_begin(j->env, MDB_RDONLY, true, &txn);
 	if (rc != 0)
 		return journal_fail(j, "mdb_txn_begin", rc);
 	rc = mdb_cursor_open(txn, j->entries, &cur);
@@ -826,7 +739,7 @@ static int ack_once(struct journal *j, uint64_t seq, uint64_t *freed, const char
 	int rc;
 
 	*what = "mdb_txn_begin";
-	rc = txn_begin(j, 0, &txn);
+	rc = env__txn_begin(j->env, 0, true, &txn);
 	if (rc != 0)
 		return rc;
 	*what = "mdb_cursor_open";
@@ -882,7 +795,7 @@ int journal__ack(struct journal *j, uint64_t seq)
 		rc = ack_once(j, seq, &freed, &what);
 		if (rc != MDB_MAP_FULL || grows >= JOURNAL_MAX_GROWS)
 			break;
-		rc = grow_map(j);
+		rc = env__grow(j->env, j->log, "journal", j->dir);
 		if (rc != 0) {
 			what = "mdb_env_set_mapsize";
 			break;

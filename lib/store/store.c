@@ -23,7 +23,6 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -31,6 +30,7 @@
 
 #include <lmdb.h>
 
+#include "store/env.h"
 #include "store/store.h"
 
 #define STORE_DEFAULT_MAP_SIZE ((size_t)64 << 20)
@@ -54,10 +54,7 @@ struct store {
 	MDB_dbi values;
 	const struct logger *log;
 	char *dir;
-	dev_t dev;
-	ino_t ino;
-	bool registered;
-	struct store *next_open; /* in open_stores while registered */
+	struct env_claim claim; /* its directory, held while open */
 	/*
 	 * While store__load_values() holds a read transaction, the map must
 	 * not be resized (LMDB forbids it with any transaction active).
@@ -70,90 +67,11 @@ struct store {
 	struct name_index staged_ix; /* thing name -> index into staged; keys borrowed from it */
 };
 
-/*
- * LMDB must not be opened twice on the same directory by one process: the
- * second close() would drop the first one's fcntl locks. The open stores are
- * listed here, by device and inode of their directory, so a second open fails
- * with -EBUSY instead of silently breaking the locks. A list, not an array:
- * thingsync-sim runs hundreds of controllers, each with its own store.
- */
-static pthread_mutex_t open_stores_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct store *open_stores;
-
-static int register_dir(struct store *s)
-{
-	int r = 0;
-
-	pthread_mutex_lock(&open_stores_lock);
-	for (struct store *o = open_stores; o; o = o->next_open) {
-		if (o->dev == s->dev && o->ino == s->ino) {
-			r = -EBUSY;
-			goto leave;
-		}
-	}
-	s->next_open = open_stores;
-	open_stores = s;
-	s->registered = true;
-leave:
-	pthread_mutex_unlock(&open_stores_lock);
-	return r;
-}
-
-static void unregister_dir(struct store *s)
-{
-	if (!s->registered)
-		return;
-	pthread_mutex_lock(&open_stores_lock);
-	for (struct store **pp = &open_stores; *pp; pp = &(*pp)->next_open) {
-		if (*pp == s) {
-			*pp = s->next_open;
-			break;
-		}
-	}
-	pthread_mutex_unlock(&open_stores_lock);
-	s->registered = false;
-}
-
-/* LMDB returns positive errno values or its own negative codes. */
-static int map_error(int rc)
-{
-	return rc == ENOMEM ? -ENOMEM : TSYNC_ESTORE;
-}
-
 /* Logs an LMDB failure and maps it to a return code. */
 static int store_fail(const struct store *s, const char *what, int rc)
 {
 	log_error(s->log, "store: %s: %s: %s", s->dir, what, mdb_strerror(rc));
-	return map_error(rc);
-}
-
-static void put_u64(unsigned char *p, uint64_t x)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(x >> (8 * i));
-}
-
-static uint64_t get_u64(const unsigned char *p)
-{
-	uint64_t x = 0;
-	for (int i = 0; i < 8; i++)
-		x |= (uint64_t)p[i] << (8 * i);
-	return x;
-}
-
-/*
- * Begins a transaction. Another process (thingsync-dr, say) may have grown
- * the map; LMDB then asks us to adopt the new size before going on.
- */
-static int txn_begin(struct store *s, unsigned flags, MDB_txn **txn)
-{
-	int rc = mdb_txn_begin(s->env, NULL, flags, txn);
-	if (rc == MDB_MAP_RESIZED && !s->in_load) {
-		rc = mdb_env_set_mapsize(s->env, 0);
-		if (rc == 0)
-			rc = mdb_txn_begin(s->env, NULL, flags, txn);
-	}
-	return rc;
+	return env__error(rc);
 }
 
 static int encode_value(struct buf *b, uint64_t version, uint64_t boot, const tsync_value *v)
@@ -165,8 +83,8 @@ static int encode_value(struct buf *b, uint64_t version, uint64_t boot, const ts
 	int r;
 
 	head[0] = STORE_RECORD_FORMAT;
-	put_u64(head + 1, version);
-	put_u64(head + 9, boot);
+	env__put_le64(head + 1, version);
+	env__put_le64(head + 9, boot);
 	head[17] = (unsigned char)v->type;
 	switch (v->type) {
 	case TSYNC_TYPE_NONE:
@@ -176,13 +94,13 @@ static int encode_value(struct buf *b, uint64_t version, uint64_t boot, const ts
 		n = 1;
 		break;
 	case TSYNC_TYPE_INT:
-		put_u64(payload, (uint64_t)v->u.i);
+		env__put_le64(payload, (uint64_t)v->u.i);
 		n = 8;
 		break;
 	case TSYNC_TYPE_FLOAT: {
 		uint64_t bits;
 		memcpy(&bits, &v->u.f, sizeof(bits));
-		put_u64(payload, bits);
+		env__put_le64(payload, bits);
 		n = 8;
 		break;
 	}
@@ -213,8 +131,8 @@ static int decode_value(const MDB_val *data, struct buf *sbuf, uint64_t *version
 
 	if (data->mv_size < STORE_RECORD_HEADER || p[0] != STORE_RECORD_FORMAT)
 		return -EBADMSG;
-	*version = get_u64(p + 1);
-	*boot = get_u64(p + 9);
+	*version = env__get_le64(p + 1);
+	*boot = env__get_le64(p + 9);
 	n = data->mv_size - STORE_RECORD_HEADER;
 	switch (p[17]) {
 	case TSYNC_TYPE_NONE:
@@ -231,14 +149,14 @@ static int decode_value(const MDB_val *data, struct buf *sbuf, uint64_t *version
 	case TSYNC_TYPE_INT:
 		if (n != 8)
 			return -EBADMSG;
-		*v = tsync_int((int64_t)get_u64(p + STORE_RECORD_HEADER));
+		*v = tsync_int((int64_t)env__get_le64(p + STORE_RECORD_HEADER));
 		return 0;
 	case TSYNC_TYPE_FLOAT: {
 		uint64_t bits;
 		double f;
 		if (n != 8)
 			return -EBADMSG;
-		bits = get_u64(p + STORE_RECORD_HEADER);
+		bits = env__get_le64(p + STORE_RECORD_HEADER);
 		memcpy(&f, &bits, sizeof(f));
 		*v = tsync_float(f);
 		return 0;
@@ -279,7 +197,7 @@ static int open_dbs(struct store *s)
 	int rc;
 
 	what = "mdb_txn_begin";
-	rc = txn_begin(s, 0, &txn);
+	rc = env__txn_begin(s->env, 0, !s->in_load, &txn);
 	if (rc != 0)
 		goto leave;
 	what = "mdb_dbi_open(meta)";
@@ -335,9 +253,9 @@ int store__open(const char *dir, size_t map_size, const struct logger *log, stru
 		log_error(log, "store: %s: not a directory", dir);
 		goto leave;
 	}
-	s->dev = st.st_dev;
-	s->ino = st.st_ino;
-	r = register_dir(s);
+	s->claim.dev = st.st_dev;
+	s->claim.ino = st.st_ino;
+	r = env__claim(&s->claim);
 	if (r < 0) {
 		log_error(log, "store: %s: already open in this process", dir);
 		goto leave;
@@ -346,7 +264,7 @@ int store__open(const char *dir, size_t map_size, const struct logger *log, stru
 	rc = mdb_env_create(&s->env);
 	if (rc != 0) {
 		log_error(log, "store: %s: mdb_env_create: %s", dir, mdb_strerror(rc));
-		r = map_error(rc);
+		r = env__error(rc);
 		goto leave;
 	}
 	rc = mdb_env_set_maxdbs(s->env, STORE_MAX_DBS);
@@ -354,7 +272,7 @@ int store__open(const char *dir, size_t map_size, const struct logger *log, stru
 		rc = mdb_env_set_mapsize(s->env, map_size ? map_size : STORE_DEFAULT_MAP_SIZE);
 	if (rc != 0) {
 		log_error(log, "store: %s: mdb_env_set: %s", dir, mdb_strerror(rc));
-		r = map_error(rc);
+		r = env__error(rc);
 		goto leave;
 	}
 	/*
@@ -367,7 +285,7 @@ int store__open(const char *dir, size_t map_size, const struct logger *log, stru
 	rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
 	if (rc != 0) {
 		log_error(log, "store: %s: mdb_env_open: %s", dir, mdb_strerror(rc));
-		r = map_error(rc);
+		r = env__error(rc);
 		goto leave;
 	}
 	/* A process that died inside a read transaction leaves a reader slot behind. */
@@ -376,7 +294,7 @@ int store__open(const char *dir, size_t map_size, const struct logger *log, stru
 		log_warn(log, "store: %s: cleared %d stale reader slot(s)", dir, dead);
 	rc = open_dbs(s);
 	if (rc != 0) {
-		r = map_error(rc);
+		r = env__error(rc);
 		goto leave;
 	}
 	*ret = s;
@@ -384,7 +302,7 @@ int store__open(const char *dir, size_t map_size, const struct logger *log, stru
 leave:
 	if (s->env)
 		mdb_env_close(s->env);
-	unregister_dir(s);
+	env__release(&s->claim);
 	free(s->dir);
 	free(s);
 	return r;
@@ -400,7 +318,7 @@ void store__close(struct store *s)
 	free(s->staged);
 	if (s->env)
 		mdb_env_close(s->env);
-	unregister_dir(s);
+	env__release(&s->claim);
 	free(s->dir);
 	free(s);
 }
@@ -419,7 +337,7 @@ int store__next_boot(struct store *s, uint64_t floor, uint64_t *boot)
 
 	if (!s || !boot)
 		return -EINVAL;
-	rc = txn_begin(s, 0, &txn);
+	rc = env__txn_begin(s->env, 0, !s->in_load, &txn);
 	if (rc != 0)
 		return store_fail(s, "mdb_txn_begin", rc);
 	rc = mdb_get(txn, s->meta, &key, &data);
@@ -430,7 +348,7 @@ int store__next_boot(struct store *s, uint64_t floor, uint64_t *boot)
 			r = TSYNC_ESTORE;
 			goto leave;
 		}
-		stored = get_u64(data.mv_data);
+		stored = env__get_le64(data.mv_data);
 	} else if (rc != MDB_NOTFOUND) {
 		r = store_fail(s, "mdb_get(boot)", rc);
 		goto leave;
@@ -441,7 +359,7 @@ int store__next_boot(struct store *s, uint64_t floor, uint64_t *boot)
 		goto leave;
 	}
 	next = stored + 1 > floor ? stored + 1 : floor;
-	put_u64(bytes, next);
+	env__put_le64(bytes, next);
 	data.mv_size = sizeof(bytes);
 	data.mv_data = bytes;
 	rc = mdb_put(txn, s->meta, &key, &data, 0);
@@ -532,7 +450,7 @@ static int commit_once(struct store *s, struct buf *rec, const char **what)
 	int rc;
 
 	*what = "mdb_txn_begin";
-	rc = txn_begin(s, 0, &txn);
+	rc = env__txn_begin(s->env, 0, !s->in_load, &txn);
 	if (rc != 0)
 		return rc;
 	*what = "mdb_put(values)";
@@ -573,8 +491,6 @@ int store__commit(struct store *s)
 	if (s->nstaged == 0)
 		return 0;
 	for (;;) {
-		MDB_envinfo info;
-
 		rc = commit_once(s, &rec, &what);
 		if (rc != MDB_MAP_FULL || s->in_load || grows >= STORE_MAX_GROWS)
 			break;
@@ -583,20 +499,18 @@ int store__commit(struct store *s)
 		 * failed transaction was aborted, so nothing of it is on disk
 		 * and no transaction is active, as mdb_env_set_mapsize() needs.
 		 */
-		mdb_env_info(s->env, &info);
-		rc = mdb_env_set_mapsize(s->env, info.me_mapsize * 2);
+		rc = env__grow(s->env, s->log, "store", s->dir);
 		if (rc != 0) {
 			what = "mdb_env_set_mapsize";
 			break;
 		}
-		log_warn(s->log, "store: %s: map full, grown to %zu bytes", s->dir, info.me_mapsize * 2);
 		grows++;
 	}
 	buf__free(&rec);
 	if (rc != 0) {
 		/* The staged values stay staged, so a later commit can try again. */
 		log_error(s->log, "store: %s: %s: %s", s->dir, what, mdb_strerror(rc));
-		return map_error(rc);
+		return env__error(rc);
 	}
 	clear_staged(s);
 	return 0;
@@ -620,7 +534,7 @@ int store__load_values(struct store *s, store_value_fn fn, void *ud)
 
 	if (!s || !fn)
 		return -EINVAL;
-	rc = txn_begin(s, MDB_RDONLY, &txn);
+	rc = env__txn_begin(s->env, MDB_RDONLY, !s->in_load, &txn);
 	if (rc != 0)
 		return store_fail(s, "mdb_txn_begin", rc);
 	rc = mdb_cursor_open(txn, s->values, &cur);

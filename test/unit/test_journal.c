@@ -389,6 +389,13 @@ static void test_bad_arguments(void **state)
 	free(longstr);
 	assert_int_equal(journal__open(f->dir, "PI-Push", NULL, &f->log, &j2), -EBUSY);
 	assert_null(j2);
+	/* One claim list for every LMDB environment of the process: a state
+	 * store on the journal's directory is refused too. */
+	{
+		struct store *st = NULL;
+		assert_int_equal(store__open(f->dir, 0, &f->log, &st), -EBUSY);
+		assert_null(st);
+	}
 	assert_int_equal(journal__open(f->dir, "", NULL, &f->log, &j2), -EINVAL);
 	assert_int_equal(journal__ack(j, 2), -ERANGE);
 	journal__close(j);

@@ -1,0 +1,57 @@
+/*
+ * lib/store: the LMDB plumbing the state store (store.c) and the journal
+ * (journal.c) share. Private to this folder: it names LMDB's types, which
+ * store.h keeps away from the rest of the library.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef TSYNC_STORE_ENV_H
+#define TSYNC_STORE_ENV_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <lmdb.h>
+
+#include "util/util.h"
+
+/*
+ * LMDB must not be opened twice on the same directory by one process: the
+ * second close() would drop the first one's fcntl locks. Every open
+ * environment, store or journal, claims its directory (device and inode) in
+ * one process-wide list, so a second open fails with -EBUSY instead of
+ * silently breaking the locks. A list, not an array: thingsync-sim runs
+ * hundreds of controllers, each with its own directory.
+ */
+struct env_claim {
+	dev_t dev;
+	ino_t ino;
+	bool held;
+	struct env_claim *next;
+};
+
+/* Claims c->dev/c->ino. 0 or -EBUSY. */
+int env__claim(struct env_claim *c);
+/* Releases a claim; a claim not held is ignored. */
+void env__release(struct env_claim *c);
+
+/* An LMDB return code (positive errno or MDB_*) as ours: -ENOMEM or TSYNC_ESTORE. */
+int env__error(int rc);
+
+/* Little-endian u64, the byte order of every record we write. */
+void env__put_le64(unsigned char *p, uint64_t x);
+uint64_t env__get_le64(const unsigned char *p);
+
+/*
+ * Begins a transaction. Another process (thingsync-dr, say) may have grown
+ * the map; LMDB then asks us to adopt the new size before going on, which
+ * is allowed only when no other transaction of ours is active
+ * (`may_resize`).
+ */
+int env__txn_begin(MDB_env *env, unsigned flags, bool may_resize, MDB_txn **txn);
+
+/* Doubles the map after MDB_MAP_FULL (no transaction may be active) and
+ * logs it as "WHAT: DIR: map full, grown to N bytes". 0 or an LMDB code. */
+int env__grow(MDB_env *env, const struct logger *log, const char *what, const char *dir);
+
+#endif /* TSYNC_STORE_ENV_H */
