@@ -410,15 +410,7 @@ static int parse_args(int argc, char **argv, struct collector_options *o)
 			o->fault_injection = true;
 			break;
 		case 'v':
-			if (!strcmp(optarg, "error"))
-				o->log_level = TSYNC_LOG_ERROR;
-			else if (!strcmp(optarg, "warn"))
-				o->log_level = TSYNC_LOG_WARN;
-			else if (!strcmp(optarg, "info"))
-				o->log_level = TSYNC_LOG_INFO;
-			else if (!strcmp(optarg, "debug"))
-				o->log_level = TSYNC_LOG_DEBUG;
-			else {
+			if (tsync_log_level_parse(optarg, &o->log_level) < 0) {
 				fprintf(stderr, "thingsync-collectord: bad log level: %s\n", optarg);
 				return -EINVAL;
 			}

@@ -422,15 +422,7 @@ static int parse_args(int argc, char **argv, struct pushd_options *o)
 			o->http_listen = optarg;
 			break;
 		case 'v':
-			if (!strcmp(optarg, "error"))
-				o->log_level = TSYNC_LOG_ERROR;
-			else if (!strcmp(optarg, "warn"))
-				o->log_level = TSYNC_LOG_WARN;
-			else if (!strcmp(optarg, "info"))
-				o->log_level = TSYNC_LOG_INFO;
-			else if (!strcmp(optarg, "debug"))
-				o->log_level = TSYNC_LOG_DEBUG;
-			else
+			if (tsync_log_level_parse(optarg, &o->log_level) < 0)
 				goto bad;
 			break;
 		case 'h':

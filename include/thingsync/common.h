@@ -164,6 +164,13 @@ typedef void (*tsync_log_fn)(void *userdata, tsync_log_level level, const char *
 /** Name of a log level ("error", "warn", "info", "debug"). */
 TSYNC_API const char *tsync_log_level_name(tsync_log_level level);
 
+/**
+ * Parses a log level name as tsync_log_level_name() spells it (for the
+ * daemons' -v/--log-level options).
+ * @return 0, or -EINVAL for any other text.
+ */
+TSYNC_API int tsync_log_level_parse(const char *name, tsync_log_level *out);
+
 #ifdef __cplusplus
 }
 #endif

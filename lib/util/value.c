@@ -144,6 +144,16 @@ TSYNC_API const char *tsync_log_level_name(tsync_log_level level)
 	return "?";
 }
 
+TSYNC_API int tsync_log_level_parse(const char *name, tsync_log_level *out)
+{
+	for (int l = TSYNC_LOG_ERROR; name && out && l <= TSYNC_LOG_DEBUG; l++)
+		if (!strcmp(name, tsync_log_level_name((tsync_log_level)l))) {
+			*out = (tsync_log_level)l;
+			return 0;
+		}
+	return -EINVAL;
+}
+
 TSYNC_API const char *tsync_reject_name(tsync_reject reason)
 {
 	static const char *const names[TSYNC_REJ_COUNT] = {

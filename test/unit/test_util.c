@@ -375,6 +375,16 @@ static void test_type_and_level_names(void **state)
 	assert_string_equal(tsync_log_level_name(TSYNC_LOG_ERROR), "error");
 	assert_string_equal(tsync_log_level_name(TSYNC_LOG_DEBUG), "debug");
 	assert_string_equal(tsync_log_level_name((tsync_log_level)99), "?");
+	{
+		tsync_log_level l = TSYNC_LOG_ERROR;
+		for (int k = TSYNC_LOG_ERROR; k <= TSYNC_LOG_DEBUG; k++) {
+			assert_int_equal(tsync_log_level_parse(tsync_log_level_name((tsync_log_level)k), &l), 0);
+			assert_int_equal(l, k);
+		}
+		assert_int_equal(tsync_log_level_parse("verbose", &l), -EINVAL);
+		assert_int_equal(tsync_log_level_parse(NULL, &l), -EINVAL);
+		assert_int_equal(l, TSYNC_LOG_DEBUG); /* untouched on error */
+	}
 }
 
 static void test_strerror(void **state)
