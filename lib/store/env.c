@@ -4,6 +4,8 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include "store/env.h"
 
@@ -85,4 +87,63 @@ int env__grow(MDB_env *env, const struct logger *log, const char *what, const ch
 	if (rc == 0)
 		log_warn(log, "%s: %s: map full, grown to %zu bytes", what, dir, info.me_mapsize * 2);
 	return rc;
+}
+
+int env__open(const char *what, const char *dir, unsigned maxdbs, size_t map_size, const struct logger *log,
+              struct env_claim *claim, MDB_env **env)
+{
+	const char *step = "mdb_env_create";
+	struct stat st;
+	int dead = 0;
+	int rc, r;
+
+	*env = NULL;
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		log_error(log, "%s: %s: mkdir: %s", what, dir, strerror(-r));
+		return r;
+	}
+	if (stat(dir, &st) < 0) {
+		r = -errno;
+		log_error(log, "%s: %s: stat: %s", what, dir, strerror(-r));
+		return r;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		log_error(log, "%s: %s: not a directory", what, dir);
+		return -ENOTDIR;
+	}
+	claim->dev = st.st_dev;
+	claim->ino = st.st_ino;
+	r = env__claim(claim);
+	if (r < 0) {
+		log_error(log, "%s: %s: already open in this process", what, dir);
+		return r;
+	}
+	rc = mdb_env_create(env);
+	if (rc == 0) {
+		step = "mdb_env_set_maxdbs";
+		rc = mdb_env_set_maxdbs(*env, maxdbs);
+	}
+	if (rc == 0) {
+		step = "mdb_env_set_mapsize";
+		rc = mdb_env_set_mapsize(*env, map_size);
+	}
+	/* MDB_NOTLS: read transactions are not bound to the thread that began
+	 * them. LMDB opens its files with O_CLOEXEC itself. */
+	if (rc == 0) {
+		step = "mdb_env_open";
+		rc = mdb_env_open(*env, dir, MDB_NOTLS, 0600);
+	}
+	if (rc != 0) {
+		log_error(log, "%s: %s: %s: %s", what, dir, step, mdb_strerror(rc));
+		if (*env)
+			mdb_env_close(*env);
+		*env = NULL;
+		env__release(claim);
+		return env__error(rc);
+	}
+	/* A process that died inside a read transaction leaves a reader slot behind. */
+	if (mdb_reader_check(*env, &dead) == 0 && dead > 0)
+		log_warn(log, "%s: %s: cleared %d stale reader slot(s)", what, dir, dead);
+	return 0;
 }

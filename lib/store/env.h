@@ -50,6 +50,19 @@ uint64_t env__get_le64(const unsigned char *p);
  */
 int env__txn_begin(MDB_env *env, unsigned flags, bool may_resize, MDB_txn **txn);
 
+/*
+ * Opens the LMDB environment of directory `dir`, made with mode 0700 if
+ * missing: claims the directory, sets `maxdbs` and `map_size`, opens it with
+ * durable commits (the default sync mode: a commit returns once it is on
+ * disk, which is what lets callers acknowledge after their commit) and
+ * clears reader slots left by dead processes. Failures are logged as
+ * "WHAT: DIR: ...". On failure *env is NULL and the claim released.
+ * 0, -errno (mkdir, stat), -ENOTDIR, -EBUSY (already open), -ENOMEM,
+ * TSYNC_ESTORE.
+ */
+int env__open(const char *what, const char *dir, unsigned maxdbs, size_t map_size, const struct logger *log,
+              struct env_claim *claim, MDB_env **env);
+
 /* Doubles the map after MDB_MAP_FULL (no transaction may be active) and
  * logs it as "WHAT: DIR: map full, grown to N bytes". 0 or an LMDB code. */
 int env__grow(MDB_env *env, const struct logger *log, const char *what, const char *dir);

@@ -26,7 +26,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <lmdb.h>
@@ -340,9 +339,6 @@ int journal__open(const char *dir, const char *source, const struct journal_limi
                   const struct logger *log, struct journal **ret)
 {
 	struct journal *j = NULL;
-	struct stat st;
-	int dead = 0;
-	int rc;
 	int r;
 
 	if (!dir || !*dir || !source || !*source || !ret)
@@ -358,47 +354,9 @@ int journal__open(const char *dir, const char *source, const struct journal_limi
 		r = -ENOMEM;
 		goto leave;
 	}
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		r = -errno;
-		log_error(log, "journal: %s: mkdir: %s", dir, strerror(-r));
+	r = env__open("journal", dir, JOURNAL_MAX_DBS, JOURNAL_MAP_SIZE, log, &j->claim, &j->env);
+	if (r < 0)
 		goto leave;
-	}
-	if (stat(dir, &st) < 0) {
-		r = -errno;
-		log_error(log, "journal: %s: stat: %s", dir, strerror(-r));
-		goto leave;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		r = -ENOTDIR;
-		log_error(log, "journal: %s: not a directory", dir);
-		goto leave;
-	}
-	j->claim.dev = st.st_dev;
-	j->claim.ino = st.st_ino;
-	r = env__claim(&j->claim);
-	if (r < 0) {
-		log_error(log, "journal: %s: already open in this process", dir);
-		goto leave;
-	}
-	rc = mdb_env_create(&j->env);
-	if (rc == 0)
-		rc = mdb_env_set_maxdbs(j->env, JOURNAL_MAX_DBS);
-	if (rc == 0)
-		rc = mdb_env_set_mapsize(j->env, JOURNAL_MAP_SIZE);
-	/*
-	 * The default sync mode: a commit returns once it is on disk, which is
-	 * what lets pushd acknowledge to the mesh after journal__commit().
-	 * LMDB opens its files with O_CLOEXEC itself.
-	 */
-	if (rc == 0)
-		rc = mdb_env_open(j->env, dir, MDB_NOTLS, 0600);
-	if (rc != 0) {
-		r = journal_fail(j, "mdb_env_open", rc);
-		goto leave;
-	}
-	rc = mdb_reader_check(j->env, &dead);
-	if (rc == 0 && dead > 0)
-		log_warn(log, "journal: %s: cleared %d stale reader slot(s)", dir, dead);
 	r = open_dbs(j, source);
 	if (r < 0)
 		goto leave;

@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <lmdb.h>
@@ -222,8 +221,6 @@ leave:
 int store__open(const char *dir, size_t map_size, const struct logger *log, struct store **ret)
 {
 	struct store *s = NULL;
-	struct stat st;
-	int dead = 0;
 	int rc;
 	int r;
 
@@ -238,60 +235,10 @@ int store__open(const char *dir, size_t map_size, const struct logger *log, stru
 		r = -ENOMEM;
 		goto leave;
 	}
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		r = -errno;
-		log_error(log, "store: %s: mkdir: %s", dir, strerror(-r));
+	r = env__open("store", dir, STORE_MAX_DBS, map_size ? map_size : STORE_DEFAULT_MAP_SIZE, log, &s->claim,
+	              &s->env);
+	if (r < 0)
 		goto leave;
-	}
-	if (stat(dir, &st) < 0) {
-		r = -errno;
-		log_error(log, "store: %s: stat: %s", dir, strerror(-r));
-		goto leave;
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		r = -ENOTDIR;
-		log_error(log, "store: %s: not a directory", dir);
-		goto leave;
-	}
-	s->claim.dev = st.st_dev;
-	s->claim.ino = st.st_ino;
-	r = env__claim(&s->claim);
-	if (r < 0) {
-		log_error(log, "store: %s: already open in this process", dir);
-		goto leave;
-	}
-
-	rc = mdb_env_create(&s->env);
-	if (rc != 0) {
-		log_error(log, "store: %s: mdb_env_create: %s", dir, mdb_strerror(rc));
-		r = env__error(rc);
-		goto leave;
-	}
-	rc = mdb_env_set_maxdbs(s->env, STORE_MAX_DBS);
-	if (rc == 0)
-		rc = mdb_env_set_mapsize(s->env, map_size ? map_size : STORE_DEFAULT_MAP_SIZE);
-	if (rc != 0) {
-		log_error(log, "store: %s: mdb_env_set: %s", dir, mdb_strerror(rc));
-		r = env__error(rc);
-		goto leave;
-	}
-	/*
-	 * MDB_NOTLS: read transactions are not bound to the thread that began
-	 * them, so an event loop may hand work between threads. The default
-	 * sync mode stays on: a commit returns only once it is on disk, which
-	 * is what lets callers acknowledge after store__commit().
-	 * LMDB opens its files with O_CLOEXEC itself.
-	 */
-	rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
-	if (rc != 0) {
-		log_error(log, "store: %s: mdb_env_open: %s", dir, mdb_strerror(rc));
-		r = env__error(rc);
-		goto leave;
-	}
-	/* A process that died inside a read transaction leaves a reader slot behind. */
-	rc = mdb_reader_check(s->env, &dead);
-	if (rc == 0 && dead > 0)
-		log_warn(log, "store: %s: cleared %d stale reader slot(s)", dir, dead);
 	rc = open_dbs(s);
 	if (rc != 0) {
 		r = env__error(rc);
