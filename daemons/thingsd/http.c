@@ -72,7 +72,6 @@ struct op {
 	tsync_value want;
 	char *want_str;
 	uint64_t ver0;
-	int peer; /* the owner's peer index, or -1 */
 	bool done_pending; /* the library still holds this op */
 	const char *what;
 };
@@ -265,7 +264,6 @@ static struct op *op_new(struct http *h, struct evhttp_request *req, enum op_kin
 	op->h = h;
 	op->req = req;
 	op->kind = kind;
-	op->peer = -1;
 	op->start_us = td__now_us();
 	op->deadline_us = op->start_us + (uint64_t)wait_ms * 1000u;
 	op->timer = event_new(h->td->base, -1, kind == OP_DONE ? 0 : EV_PERSIST, cb, op);
@@ -446,18 +444,6 @@ static uint32_t query_ms(struct evkeyvalq *q, const char *key, uint32_t dflt)
 	if (*end || end == v)
 		return dflt;
 	return n > MAX_WAIT_MS ? MAX_WAIT_MS : (uint32_t)n;
-}
-
-static int find_peer(tsync_node *node, const char *name)
-{
-	size_t n = tsync_node_peer_count(node);
-
-	for (size_t i = 0; i < n; i++) {
-		tsync_peer_stats st;
-		if (tsync_node_peer_stats(node, i, &st) == 0 && !strcmp(st.name, name))
-			return (int)i;
-	}
-	return -1;
 }
 
 static json_t *thing_json(struct thingsd *td, const char *name)
@@ -980,7 +966,6 @@ static void post_set(struct http *h, struct evhttp_request *req, const char *nam
 	op->want = v;
 	op->want_str = str;
 	op->ver0 = st.version;
-	op->peer = find_peer(td->node, ti.owner);
 	if (!op->thing) {
 		op_free(op);
 		return;

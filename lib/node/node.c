@@ -271,26 +271,32 @@ static void op_persist(void *ctx, const char *thing, const tsync_value *v, uint6
 		log_error(&n->log, "cannot stage %s for the store: %s", thing, tsync_strerror(r));
 }
 
-static int op_commit(void *ctx)
-{
-	struct tsync_node *n = ctx;
-	return n->store ? store__commit(n->store) : 0;
-}
-
-static void commit_now(struct tsync_node *n)
+/* Commits what is staged: the engine's durability point, the end of the
+ * group-commit window, and tsync_node_commit() all come here. */
+static int commit_now(struct tsync_node *n)
 {
 	int r;
 
 	if (!n->store || !store__dirty(n->store))
-		return;
+		return 0;
 	r = store__commit(n->store);
-	if (r < 0)
-		log_error(&n->log, "state commit failed: %s", tsync_strerror(r));
+	if (r == 0)
+		evtimer_del(n->commit_ev); /* nothing left for the window */
+	return r;
+}
+
+static int op_commit(void *ctx)
+{
+	return commit_now(ctx);
 }
 
 static void commit_cb(evutil_socket_t fd, short what, void *arg)
 {
-	commit_now(arg);
+	struct tsync_node *n = arg;
+	int r = commit_now(n);
+
+	if (r < 0)
+		log_error(&n->log, "state commit failed: %s", tsync_strerror(r));
 }
 
 static void op_commit_later(void *ctx, uint32_t delay_ms)
@@ -589,16 +595,7 @@ TSYNC_API int tsync_node_set(tsync_node *n, const char *thing, const tsync_value
 
 TSYNC_API int tsync_node_commit(tsync_node *n)
 {
-	int r;
-
-	if (!n)
-		return -EINVAL;
-	if (!n->store || !store__dirty(n->store))
-		return 0;
-	r = store__commit(n->store);
-	if (r == 0 && n->commit_ev)
-		evtimer_del(n->commit_ev);
-	return r;
+	return n ? commit_now(n) : -EINVAL;
 }
 
 TSYNC_API int tsync_node_get(tsync_node *n, const char *thing, tsync_thing_state *out)

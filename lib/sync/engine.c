@@ -464,7 +464,7 @@ static int queue_pulse(struct sync_engine *e, struct sync_peer *p, uint32_t t, c
 }
 
 /* The owner acts on a pulse once and passes it on to every user. */
-static void pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by)
+void engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by)
 {
 	struct thing_rt *rt = &e->things[t];
 	tsync_event ev;
@@ -482,14 +482,6 @@ static void pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, u
 			log_warn(e->log, "warn_retry pulse of %s to %s not queued: %s", ev.thing,
 			         e->peers[rt->users[u].peer].name, tsync_strerror(r));
 	}
-}
-
-/* For input.c: an owner receiving a pulse request. */
-void engine__pulse_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms,
-                         const char *by);
-void engine__pulse_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by)
-{
-	pulse_act(e, t, v, ms, by);
 }
 
 static tsync_value default_pulse_value(tsync_type type)
@@ -532,7 +524,7 @@ int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, 
 	if (!ms)
 		ms = th->pulse_ms;
 	if (e->things[t].role == THING_OWNED) {
-		pulse_act(e, t, &c, ms, e->site->controllers[e->me].name);
+		engine__pulse_act(e, t, &c, ms, e->site->controllers[e->me].name);
 		if (done)
 			done(ud, e->node, 0, NULL);
 		return 0;

@@ -14,9 +14,6 @@
 
 #include "sync/sync.h"
 
-void engine__pulse_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms,
-                         const char *by);
-
 static void reject(struct sync_engine *e, struct sync_peer *p, tsync_reject why, const char *what,
                    const char *detail)
 {
@@ -292,7 +289,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 			break; /* acted on already: answer again, act never twice */
 		e->acts_pending = true;
 		if (i_own) {
-			engine__pulse_owned(e, t, &c, m->ms ? m->ms : th->pulse_ms, p->name);
+			engine__pulse_act(e, t, &c, m->ms ? m->ms : th->pulse_ms, p->name);
 		} else {
 			tsync_event ev;
 			memset(&ev, 0, sizeof(ev));

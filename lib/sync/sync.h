@@ -318,6 +318,8 @@ int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsyn
 
 /* Internal to lib/sync (engine.c <-> input.c). */
 void engine__emit(struct sync_engine *e, const tsync_event *ev);
+/* The owner acts on a pulse once (event) and passes it on to every user. */
+void engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by);
 void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by,
                          bool answers_peer);
 void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level level);

@@ -464,7 +464,6 @@ static void test_pulses_exactly_once(void **state)
 {
 	struct sim *s = sim_new(SITE3, true, 5);
 	uint32_t door;
-	int done_count = 0;
 
 	assert_int_equal(name_index__get(&s->site->thing_ix, "door", &door), 0);
 	s->loss = 0.3;
@@ -478,7 +477,6 @@ static void test_pulses_exactly_once(void **state)
 	for (int i = 0; i < 10; i++)
 		assert_int_equal(sync__pulse(s->n[0].e, "door", NULL, 0, NULL, NULL, s->now), 0);
 	assert_true(sim_settle(s, 120000000));
-	(void)done_count;
 	assert_int_equal(s->n[0].pulses[door], 50);
 	assert_int_equal(s->n[1].pulses[door], 50);
 	assert_int_equal(s->n[2].pulses[door], 50);
@@ -618,7 +616,6 @@ static void test_replay_and_forgery(void **state)
 	struct packet *p;
 	struct sync_engine *b;
 	struct sync_peer *fromA;
-	tsync_value v = tsync_bool(true);
 	uint32_t door;
 
 	assert_int_equal(name_index__get(&s->site->thing_ix, "door", &door), 0);
@@ -671,7 +668,6 @@ static void test_replay_and_forgery(void **state)
 		wire__writer_free(&w);
 		assert_int_equal(b->rejected_unknown[TSYNC_REJ_UNKNOWN_SENDER], 1);
 	}
-	(void)v;
 	sim_free(s);
 }
 
