@@ -778,6 +778,55 @@ static void test_legacy_seed_list(void **state)
 	sim_free(s);
 }
 
+/* The sender keeps at most max_outstanding request ids on the wire (the
+ * receiver's duplicate window depends on it) and refuses beyond max_queued. */
+static void test_request_limits(void **state)
+{
+	char body[2048];
+	struct sim *s;
+	struct done_rec d[10];
+	uint64_t max_id = 0;
+
+	snprintf(body, sizeof(body), "max_outstanding = 4\nmax_queued = 10\n%s", SITE3);
+	s = sim_new(body, true, 14);
+	memset(d, 0, sizeof(d));
+	assert_true(sim_settle(s, 5000000));
+	node_stop(s, 0); /* A, which runs the commands, is down */
+	s->capture = true;
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done,
+		                                    &d[i], s->now),
+		                 0);
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, NULL, NULL, s->now),
+	    -ENOBUFS);
+	sim_run(s, s->now + 5000000);
+	for (struct packet *p = s->captured; p; p = p->next) {
+		const char *q = (const char *)p->data;
+		if (p->from != 2 || p->to != 0)
+			continue;
+		while ((q = memmem(q, p->len - (size_t)(q - (const char *)p->data), "\"id\":", 5))) {
+			uint64_t id = strtoull(q + 5, NULL, 10);
+			max_id = id > max_id ? id : max_id;
+			q += 5;
+		}
+	}
+	s->capture = false;
+	assert_true(max_id >= 1);
+	assert_true(max_id <= 4);
+	node_start(s, 0);
+	assert_true(sim_settle(s, 20000000));
+	/* The four sent to A's old boot may have acted there: they complete as
+	 * outcome unknown (at most once across restarts); the six never sent
+	 * run at the new boot. Every caller hears exactly once. */
+	assert_int_equal(s->n[0].cmds, 6);
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(d[i].calls, 1);
+		assert_int_equal(d[i].status, i < 4 ? TSYNC_EPEER_RESTARTED : 0);
+	}
+	sim_free(s);
+}
+
 struct journal {
 	bool full;
 	int commits, refused;
@@ -850,6 +899,7 @@ int main(void)
 	    cmocka_unit_test(test_version_ordering),
 	    cmocka_unit_test(test_legacy_seed_list),
 	    cmocka_unit_test(test_commit_hook_backpressure),
+	    cmocka_unit_test(test_request_limits),
 	};
 	int r;
 
