@@ -20,6 +20,20 @@
  *
  * The "meta" database holds "boot" -> u64 little-endian, 8 bytes.
  *
+ * The other databases hold what makes requests exactly once across restarts
+ * (see store.h). Their keys start with a name and a NUL, then big-endian
+ * numbers, so that the records of one sender sort together and in order:
+ *   "windows"  SENDER NUL OB(8)          -> 1 | top(8) | bits(16 x 8)
+ *              SENDER NUL OB(8) SLOT(4)  -> 1 | id(8) | flags(1) | errlen(4) | err | res
+ *                                           (flags: 1 err present, 2 res present)
+ *   "requests" PEER NUL OB(8) ID(8)      -> 1 | type(1) | pulse(1) | ms(4) |
+ *                                           value record length(4) | value record |
+ *                                           5 strings: thing, type name, role, cmd, body,
+ *                                           each length(4) (0xffffffff: NULL) | bytes
+ *   "setreqs"  THING                     -> a value record as in "values" (version
+ *                                           and boot 0)
+ * Numbers in records are little-endian like the values'.
+ *
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -34,6 +48,7 @@
 
 #define STORE_DEFAULT_MAP_SIZE ((size_t)64 << 20)
 #define STORE_MAX_DBS          8
+#define STORE_NO_STRING        0xffffffffu
 #define STORE_RECORD_FORMAT    1
 #define STORE_RECORD_HEADER    18
 /* How often a commit doubles the map and tries again when the map is full. */
@@ -47,10 +62,26 @@ struct staged {
 	tsync_value v;
 };
 
+/* One staged write to the request databases, applied in staging order. */
+enum staged_db { DB_WINDOWS, DB_REQUESTS, DB_SETREQS, DB_COUNT };
+struct staged_op {
+	enum staged_db db;
+	bool del;    /* delete the key (or, with prefix, every key it begins) */
+	bool prefix;
+	unsigned char *key; /* owned; data follows it in the same allocation */
+	size_t klen;
+	unsigned char *data;
+	size_t dlen;
+};
+
 struct store {
 	MDB_env *env;
 	MDB_dbi meta;
 	MDB_dbi values;
+	MDB_dbi dbs[DB_COUNT];
+	struct staged_op *ops;
+	size_t nops, ops_cap;
+	uint64_t written_bytes, written_commits;
 	const struct logger *log;
 	char *dir;
 	struct env_claim claim; /* its directory, held while open */
@@ -186,6 +217,9 @@ static void clear_staged(struct store *s)
 	}
 	s->nstaged = 0;
 	name_index__free(&s->staged_ix);
+	for (size_t i = 0; i < s->nops; i++)
+		free(s->ops[i].key);
+	s->nops = 0;
 }
 
 /* Opens the named databases and makes sure they exist, in one write transaction. */
@@ -205,6 +239,18 @@ static int open_dbs(struct store *s)
 		goto leave;
 	what = "mdb_dbi_open(values)";
 	rc = mdb_dbi_open(txn, "values", MDB_CREATE, &s->values);
+	if (rc != 0)
+		goto leave;
+	what = "mdb_dbi_open(windows)";
+	rc = mdb_dbi_open(txn, "windows", MDB_CREATE, &s->dbs[DB_WINDOWS]);
+	if (rc != 0)
+		goto leave;
+	what = "mdb_dbi_open(requests)";
+	rc = mdb_dbi_open(txn, "requests", MDB_CREATE, &s->dbs[DB_REQUESTS]);
+	if (rc != 0)
+		goto leave;
+	what = "mdb_dbi_open(setreqs)";
+	rc = mdb_dbi_open(txn, "setreqs", MDB_CREATE, &s->dbs[DB_SETREQS]);
 	if (rc != 0)
 		goto leave;
 	what = "mdb_txn_commit";
@@ -263,11 +309,21 @@ void store__close(struct store *s)
 		log_error(s->log, "store: %s: %zu staged value(s) lost at close", s->dir, s->nstaged);
 	clear_staged(s);
 	free(s->staged);
+	free(s->ops);
 	if (s->env)
 		mdb_env_close(s->env);
 	env__release(&s->claim);
 	free(s->dir);
 	free(s);
+}
+
+void store__abandon(struct store *s)
+{
+	if (!s)
+		return;
+	/* What is staged was never durable: a crash loses it, and so do we. */
+	clear_staged(s);
+	store__close(s);
 }
 
 int store__next_boot(struct store *s, uint64_t floor, uint64_t *boot)
@@ -390,8 +446,40 @@ leave:
 	return r;
 }
 
+static int apply_op(struct store *s, MDB_txn *txn, const struct staged_op *op, const char **what)
+{
+	MDB_dbi dbi = s->dbs[op->db];
+	MDB_val key = {op->klen, op->key};
+	MDB_val data = {op->dlen, op->data};
+	MDB_cursor *cur;
+	int rc;
+
+	if (!op->del) {
+		*what = "mdb_put";
+		return mdb_put(txn, dbi, &key, &data, 0);
+	}
+	*what = "mdb_del";
+	if (!op->prefix) {
+		rc = mdb_del(txn, dbi, &key, NULL);
+		return rc == MDB_NOTFOUND ? 0 : rc;
+	}
+	rc = mdb_cursor_open(txn, dbi, &cur);
+	if (rc != 0)
+		return rc;
+	for (rc = mdb_cursor_get(cur, &key, &data, MDB_SET_RANGE); rc == 0;
+	     rc = mdb_cursor_get(cur, &key, &data, MDB_NEXT)) {
+		if (key.mv_size < op->klen || memcmp(key.mv_data, op->key, op->klen))
+			break;
+		rc = mdb_cursor_del(cur, 0);
+		if (rc != 0)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND || rc == 0 ? 0 : rc;
+}
+
 /* Writes every staged value in one transaction; 0 or an LMDB code. */
-static int commit_once(struct store *s, struct buf *rec, const char **what)
+static int commit_once(struct store *s, struct buf *rec, const char **what, uint64_t *written)
 {
 	MDB_txn *txn = NULL;
 	int rc;
@@ -416,6 +504,13 @@ static int commit_once(struct store *s, struct buf *rec, const char **what)
 		rc = mdb_put(txn, s->values, &key, &data, 0);
 		if (rc != 0)
 			goto leave;
+		*written += key.mv_size + data.mv_size;
+	}
+	for (size_t i = 0; i < s->nops; i++) {
+		rc = apply_op(s, txn, &s->ops[i], what);
+		if (rc != 0)
+			goto leave;
+		*written += s->ops[i].klen + s->ops[i].dlen;
 	}
 	*what = "mdb_txn_commit";
 	rc = mdb_txn_commit(txn);
@@ -430,15 +525,17 @@ int store__commit(struct store *s)
 {
 	struct buf rec = {0};
 	const char *what = "";
+	uint64_t written = 0;
 	int rc;
 	int grows = 0;
 
 	if (!s)
 		return -EINVAL;
-	if (s->nstaged == 0)
+	if (s->nstaged == 0 && s->nops == 0)
 		return 0;
 	for (;;) {
-		rc = commit_once(s, &rec, &what);
+		written = 0;
+		rc = commit_once(s, &rec, &what, &written);
 		if (rc != MDB_MAP_FULL || s->in_load || grows >= STORE_MAX_GROWS)
 			break;
 		/*
@@ -459,13 +556,21 @@ int store__commit(struct store *s)
 		log_error(s->log, "store: %s: %s: %s", s->dir, what, mdb_strerror(rc));
 		return env__error(rc);
 	}
+	s->written_bytes += written;
+	s->written_commits++;
 	clear_staged(s);
 	return 0;
 }
 
 bool store__dirty(const struct store *s)
 {
-	return s && s->nstaged > 0;
+	return s && (s->nstaged > 0 || s->nops > 0);
+}
+
+void store__written(const struct store *s, uint64_t *bytes, uint64_t *commits)
+{
+	*bytes = s ? s->written_bytes : 0;
+	*commits = s ? s->written_commits : 0;
 }
 
 int store__load_values(struct store *s, store_value_fn fn, void *ud)
@@ -529,5 +634,531 @@ leave:
 		mdb_txn_abort(txn);
 	buf__free(&name);
 	buf__free(&str);
+	return r;
+}
+
+/* --- windows, requests and set requests ------------------------------------------ */
+
+static void put_be64(unsigned char *p, uint64_t x)
+{
+	for (int i = 7; i >= 0; i--, x >>= 8)
+		p[i] = (unsigned char)x;
+}
+
+static uint64_t get_be64(const unsigned char *p)
+{
+	uint64_t x = 0;
+
+	for (int i = 0; i < 8; i++)
+		x = x << 8 | p[i];
+	return x;
+}
+
+static void put_le32(unsigned char *p, uint32_t x)
+{
+	for (int i = 0; i < 4; i++, x >>= 8)
+		p[i] = (unsigned char)x;
+}
+
+static uint32_t get_le32(const unsigned char *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* NAME NUL then n big-endian numbers. */
+static int make_key(struct store *s, struct buf *k, const char *name, const uint64_t *nums, size_t n,
+                    size_t last_bytes)
+{
+	unsigned char be[8];
+	size_t len;
+	int r;
+
+	if (!name || !*name)
+		return -EINVAL;
+	len = strlen(name);
+	if (len + 1 + 8 * n > (size_t)mdb_env_get_maxkeysize(s->env))
+		return -ENAMETOOLONG;
+	buf__reset(k);
+	r = buf__append(k, name, len + 1);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		put_be64(be, nums[i]);
+		/* The last number may be shorter (a slot): its low bytes. */
+		if (i == n - 1 && last_bytes < 8)
+			r = buf__append(k, be + 8 - last_bytes, last_bytes);
+		else
+			r = buf__append(k, be, 8);
+	}
+	return r;
+}
+
+/* Stages one write (key and data copied into one allocation). */
+static int stage_op(struct store *s, enum staged_db db, bool del, bool prefix, const struct buf *key,
+                    const struct buf *data)
+{
+	struct staged_op *op;
+	size_t dlen = data ? data->len : 0;
+
+	if (s->nops == s->ops_cap) {
+		size_t cap = s->ops_cap ? s->ops_cap * 2 : 16;
+		struct staged_op *p = realloc(s->ops, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		s->ops = p;
+		s->ops_cap = cap;
+	}
+	op = &s->ops[s->nops];
+	op->key = malloc(key->len + dlen + 1);
+	if (!op->key)
+		return -ENOMEM;
+	memcpy(op->key, key->data, key->len);
+	op->klen = key->len;
+	op->data = op->key + key->len;
+	if (dlen)
+		memcpy(op->data, data->data, dlen);
+	op->dlen = dlen;
+	op->db = db;
+	op->del = del;
+	op->prefix = prefix;
+	s->nops++;
+	return 0;
+}
+
+static int append_le32(struct buf *b, uint32_t x)
+{
+	unsigned char le[4];
+
+	put_le32(le, x);
+	return buf__append(b, le, sizeof(le));
+}
+
+static int append_le64(struct buf *b, uint64_t x)
+{
+	unsigned char le[8];
+
+	env__put_le64(le, x);
+	return buf__append(b, le, sizeof(le));
+}
+
+static int append_string(struct buf *b, const char *str)
+{
+	int r;
+
+	if (!str)
+		return append_le32(b, STORE_NO_STRING);
+	r = append_le32(b, (uint32_t)strlen(str));
+	return r < 0 ? r : buf__append(b, str, strlen(str));
+}
+
+int store__stage_window(struct store *s, const char *sender, uint64_t origin_boot, uint64_t top,
+                        const uint64_t bits[STORE_WINDOW_WORDS])
+{
+	struct buf k = {0}, d = {0};
+	unsigned char fmt = STORE_RECORD_FORMAT;
+	int r;
+
+	if (!s || !bits)
+		return -EINVAL;
+	r = make_key(s, &k, sender, &origin_boot, 1, 8);
+	if (r == 0)
+		r = buf__append(&d, &fmt, 1);
+	if (r == 0)
+		r = append_le64(&d, top);
+	for (size_t i = 0; r == 0 && i < STORE_WINDOW_WORDS; i++)
+		r = append_le64(&d, bits[i]);
+	if (r == 0)
+		r = stage_op(s, DB_WINDOWS, false, false, &k, &d);
+	buf__free(&k);
+	buf__free(&d);
+	return r;
+}
+
+int store__stage_answer(struct store *s, const char *sender, uint64_t origin_boot, uint32_t slot, uint64_t id,
+                        const char *err, const char *res)
+{
+	uint64_t nums[2] = {origin_boot, slot};
+	struct buf k = {0}, d = {0};
+	unsigned char head[2] = {STORE_RECORD_FORMAT, (unsigned char)((err ? 1 : 0) | (res ? 2 : 0))};
+	int r;
+
+	if (!s)
+		return -EINVAL;
+	r = make_key(s, &k, sender, nums, 2, 4);
+	if (r == 0 && !err && !res) {
+		r = stage_op(s, DB_WINDOWS, true, false, &k, NULL);
+		goto leave;
+	}
+	if (r == 0)
+		r = buf__append(&d, head, 1);
+	if (r == 0)
+		r = append_le64(&d, id);
+	if (r == 0)
+		r = buf__append(&d, head + 1, 1);
+	if (r == 0)
+		r = append_le32(&d, err ? (uint32_t)strlen(err) : 0);
+	if (r == 0 && err)
+		r = buf__append(&d, err, strlen(err));
+	if (r == 0 && res)
+		r = buf__append(&d, res, strlen(res));
+	if (r == 0)
+		r = stage_op(s, DB_WINDOWS, false, false, &k, &d);
+leave:
+	buf__free(&k);
+	buf__free(&d);
+	return r;
+}
+
+int store__stage_drop_window(struct store *s, const char *sender, uint64_t origin_boot)
+{
+	struct buf k = {0};
+	int r;
+
+	if (!s)
+		return -EINVAL;
+	r = make_key(s, &k, sender, &origin_boot, 1, 8);
+	if (r == 0)
+		r = stage_op(s, DB_WINDOWS, true, true, &k, NULL);
+	buf__free(&k);
+	return r;
+}
+
+/* Splits a key NAME NUL REST; false if it has no NUL or an empty name. */
+static bool split_key(const MDB_val *key, size_t *name_len)
+{
+	const unsigned char *nul = memchr(key->mv_data, '\0', key->mv_size);
+
+	if (!nul || nul == key->mv_data)
+		return false;
+	*name_len = (size_t)(nul - (const unsigned char *)key->mv_data);
+	return true;
+}
+
+/* Iterates one database with a read transaction; fn returns < 0 to stop. */
+typedef int (*record_fn)(struct store *s, const MDB_val *key, const MDB_val *data, void *ctx);
+static int load_db(struct store *s, enum staged_db db, record_fn fn, void *ctx)
+{
+	MDB_txn *txn = NULL;
+	MDB_cursor *cur = NULL;
+	MDB_val key, data;
+	int rc, r = 0;
+
+	rc = env__txn_begin(s->env, MDB_RDONLY, !s->in_load, &txn);
+	if (rc != 0)
+		return store_fail(s, "mdb_txn_begin", rc);
+	rc = mdb_cursor_open(txn, s->dbs[db], &cur);
+	if (rc != 0) {
+		r = store_fail(s, "mdb_cursor_open", rc);
+		goto leave;
+	}
+	s->in_load = true;
+	for (rc = mdb_cursor_get(cur, &key, &data, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &key, &data, MDB_NEXT)) {
+		r = fn(s, &key, &data, ctx);
+		if (r < 0)
+			goto leave;
+	}
+	if (rc != MDB_NOTFOUND)
+		r = store_fail(s, "mdb_cursor_get", rc);
+leave:
+	s->in_load = false;
+	if (cur)
+		mdb_cursor_close(cur);
+	if (txn)
+		mdb_txn_abort(txn);
+	return r;
+}
+
+struct window_load {
+	store_window_fn wfn;
+	store_answer_fn afn;
+	void *ud;
+	struct buf name, err, res;
+};
+
+static int copy_z(struct buf *b, const void *p, size_t n)
+{
+	int r;
+
+	buf__reset(b);
+	r = buf__reserve(b, n);
+	if (r < 0)
+		return r;
+	if (n)
+		memcpy(b->data, p, n);
+	b->data[n] = '\0';
+	b->len = n;
+	return 0;
+}
+
+static int window_record(struct store *s, const MDB_val *key, const MDB_val *data, void *ctx)
+{
+	struct window_load *wl = ctx;
+	const unsigned char *k = key->mv_data, *d = data->mv_data;
+	size_t nl, rest;
+	uint64_t ob;
+	int r;
+
+	if (!split_key(key, &nl))
+		goto bad;
+	rest = key->mv_size - nl - 1;
+	if (rest != 8 && rest != 12)
+		goto bad;
+	r = copy_z(&wl->name, k, nl);
+	if (r < 0)
+		return r;
+	ob = get_be64(k + nl + 1);
+	if (rest == 8) {
+		uint64_t bits[STORE_WINDOW_WORDS];
+		if (data->mv_size != 1 + 8 + 8 * STORE_WINDOW_WORDS || d[0] != STORE_RECORD_FORMAT)
+			goto bad;
+		for (size_t i = 0; i < STORE_WINDOW_WORDS; i++)
+			bits[i] = env__get_le64(d + 9 + 8 * i);
+		wl->wfn(wl->ud, wl->name.data, ob, env__get_le64(d + 1), bits);
+	} else {
+		uint32_t elen;
+		uint8_t flags;
+		if (data->mv_size < 14 || d[0] != STORE_RECORD_FORMAT)
+			goto bad;
+		flags = d[9];
+		elen = get_le32(d + 10);
+		if (elen > data->mv_size - 14 || memchr(d + 14, '\0', data->mv_size - 14))
+			goto bad;
+		r = copy_z(&wl->err, d + 14, elen);
+		if (r == 0)
+			r = copy_z(&wl->res, d + 14 + elen, data->mv_size - 14 - elen);
+		if (r < 0)
+			return r;
+		wl->afn(wl->ud, wl->name.data, ob, env__get_le64(d + 1), flags & 1 ? wl->err.data : NULL,
+		        flags & 2 ? wl->res.data : NULL);
+	}
+	return 0;
+bad:
+	/* One unreadable record must not keep the controller from starting;
+	 * the window it belonged to is then less than it was, which the
+	 * log says. */
+	log_warn(s->log, "store: %s: skipping a malformed window record", s->dir);
+	return 0;
+}
+
+int store__load_windows(struct store *s, store_window_fn wfn, store_answer_fn afn, void *ud)
+{
+	struct window_load wl = {.wfn = wfn, .afn = afn, .ud = ud};
+	int r;
+
+	if (!s || !wfn || !afn)
+		return -EINVAL;
+	r = load_db(s, DB_WINDOWS, window_record, &wl);
+	buf__free(&wl.name);
+	buf__free(&wl.err);
+	buf__free(&wl.res);
+	return r;
+}
+
+int store__stage_request(struct store *s, const struct store_request *q)
+{
+	uint64_t nums[2];
+	struct buf k = {0}, d = {0}, v = {0};
+	unsigned char head[3];
+	int r;
+
+	if (!s || !q || (q->is_pulse && (!q->thing || (unsigned)q->val.type > TSYNC_TYPE_STRING)))
+		return -EINVAL;
+	nums[0] = q->origin_boot;
+	nums[1] = q->id;
+	head[0] = STORE_RECORD_FORMAT;
+	head[1] = q->type;
+	head[2] = q->is_pulse;
+	r = make_key(s, &k, q->peer, nums, 2, 8);
+	if (r == 0)
+		r = buf__append(&d, head, sizeof(head));
+	if (r == 0)
+		r = append_le32(&d, q->ms);
+	if (r == 0)
+		r = encode_value(&v, 0, 0, q->is_pulse ? &q->val : &(tsync_value){.type = TSYNC_TYPE_NONE});
+	if (r == 0)
+		r = append_le32(&d, (uint32_t)v.len);
+	if (r == 0)
+		r = buf__append(&d, v.data, v.len);
+	if (r == 0)
+		r = append_string(&d, q->thing);
+	if (r == 0)
+		r = append_string(&d, q->type_name);
+	if (r == 0)
+		r = append_string(&d, q->role);
+	if (r == 0)
+		r = append_string(&d, q->cmd);
+	if (r == 0)
+		r = append_string(&d, q->body);
+	if (r == 0)
+		r = stage_op(s, DB_REQUESTS, false, false, &k, &d);
+	buf__free(&k);
+	buf__free(&d);
+	buf__free(&v);
+	return r;
+}
+
+int store__stage_request_done(struct store *s, const char *peer, uint64_t origin_boot, uint64_t id)
+{
+	uint64_t nums[2] = {origin_boot, id};
+	struct buf k = {0};
+	int r;
+
+	if (!s)
+		return -EINVAL;
+	r = make_key(s, &k, peer, nums, 2, 8);
+	if (r == 0)
+		r = stage_op(s, DB_REQUESTS, true, false, &k, NULL);
+	buf__free(&k);
+	return r;
+}
+
+struct request_load {
+	store_request_fn fn;
+	void *ud;
+	struct buf name, sval, str[5];
+};
+
+static int request_record(struct store *s, const MDB_val *key, const MDB_val *data, void *ctx)
+{
+	struct request_load *rl = ctx;
+	const unsigned char *k = key->mv_data, *d = data->mv_data, *end = d + data->mv_size;
+	const char **fields[5];
+	struct store_request q;
+	uint64_t ver, boot;
+	uint32_t vlen;
+	size_t nl;
+	MDB_val vrec;
+	int r;
+
+	memset(&q, 0, sizeof(q));
+	fields[0] = &q.thing;
+	fields[1] = &q.type_name;
+	fields[2] = &q.role;
+	fields[3] = &q.cmd;
+	fields[4] = &q.body;
+	if (!split_key(key, &nl) || key->mv_size != nl + 1 + 16 || data->mv_size < 11 ||
+	    d[0] != STORE_RECORD_FORMAT)
+		goto bad;
+	r = copy_z(&rl->name, k, nl);
+	if (r < 0)
+		return r;
+	q.peer = rl->name.data;
+	q.origin_boot = get_be64(k + nl + 1);
+	q.id = get_be64(k + nl + 9);
+	q.type = d[1];
+	q.is_pulse = d[2] != 0;
+	q.ms = get_le32(d + 3);
+	vlen = get_le32(d + 7);
+	d += 11;
+	if (vlen > (size_t)(end - d))
+		goto bad;
+	vrec.mv_data = (void *)d;
+	vrec.mv_size = vlen;
+	r = decode_value(&vrec, &rl->sval, &ver, &boot, &q.val);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		goto bad;
+	d += vlen;
+	for (size_t i = 0; i < 5; i++) {
+		uint32_t n;
+		if (end - d < 4)
+			goto bad;
+		n = get_le32(d);
+		d += 4;
+		if (n == STORE_NO_STRING)
+			continue;
+		if (n > (size_t)(end - d) || memchr(d, '\0', n))
+			goto bad;
+		r = copy_z(&rl->str[i], d, n);
+		if (r < 0)
+			return r;
+		*fields[i] = rl->str[i].data;
+		d += n;
+	}
+	if (q.is_pulse && !q.thing)
+		goto bad;
+	rl->fn(rl->ud, &q);
+	return 0;
+bad:
+	log_warn(s->log, "store: %s: skipping a malformed pending request", s->dir);
+	return 0;
+}
+
+int store__load_requests(struct store *s, store_request_fn fn, void *ud)
+{
+	struct request_load rl = {.fn = fn, .ud = ud};
+	int r;
+
+	if (!s || !fn)
+		return -EINVAL;
+	r = load_db(s, DB_REQUESTS, request_record, &rl);
+	buf__free(&rl.name);
+	buf__free(&rl.sval);
+	for (size_t i = 0; i < 5; i++)
+		buf__free(&rl.str[i]);
+	return r;
+}
+
+int store__stage_setreq(struct store *s, const char *thing, const tsync_value *to_be)
+{
+	struct buf k = {0}, d = {0};
+	size_t len;
+	int r;
+
+	if (!s || !thing || !*thing || (to_be && (unsigned)to_be->type > TSYNC_TYPE_STRING))
+		return -EINVAL;
+	len = strlen(thing);
+	if (len > (size_t)mdb_env_get_maxkeysize(s->env))
+		return -ENAMETOOLONG;
+	r = buf__append(&k, thing, len);
+	if (r == 0 && to_be)
+		r = encode_value(&d, 0, 0, to_be);
+	if (r == 0)
+		r = stage_op(s, DB_SETREQS, !to_be, false, &k, to_be ? &d : NULL);
+	buf__free(&k);
+	buf__free(&d);
+	return r;
+}
+
+struct setreq_load {
+	store_value_fn fn;
+	void *ud;
+	struct buf name, sval;
+};
+
+static int setreq_record(struct store *s, const MDB_val *key, const MDB_val *data, void *ctx)
+{
+	struct setreq_load *sl = ctx;
+	uint64_t ver, boot;
+	tsync_value v;
+	int r;
+
+	if (memchr(key->mv_data, '\0', key->mv_size))
+		goto bad;
+	r = copy_z(&sl->name, key->mv_data, key->mv_size);
+	if (r < 0)
+		return r;
+	r = decode_value(data, &sl->sval, &ver, &boot, &v);
+	if (r == -ENOMEM)
+		return r;
+	if (r < 0)
+		goto bad;
+	sl->fn(sl->ud, sl->name.data, ver, boot, &v);
+	return 0;
+bad:
+	log_warn(s->log, "store: %s: skipping a malformed set request", s->dir);
+	return 0;
+}
+
+int store__load_setreqs(struct store *s, store_value_fn fn, void *ud)
+{
+	struct setreq_load sl = {.fn = fn, .ud = ud};
+	int r;
+
+	if (!s || !fn)
+		return -EINVAL;
+	r = load_db(s, DB_SETREQS, setreq_record, &sl);
+	buf__free(&sl.name);
+	buf__free(&sl.sval);
 	return r;
 }

@@ -4,6 +4,14 @@
  *   "meta"   key/value: "boot" -> uint64 (the boot counter)
  *   "values" thing name -> (version, owner boot, type, value): the last value
  *            of every thing this controller owns, so it survives restarts.
+ *   "windows" per sender and origin boot (the sender's boot that issued the
+ *            requests): the ids of its requests this controller executed,
+ *            and the answers worth keeping, so that a duplicate that comes
+ *            after a restart is answered again instead of acted on twice
+ *   "requests" per peer, origin boot and id: the pulses and requests this
+ *            controller sent and has no answer to yet, resumed at start-up
+ *   "setreqs" thing name -> the value this controller asked the owner to set
+ *            and has no answer to yet, asked again at start-up
  * Writes are staged in memory and committed together by store__commit()
  * (group commit: one fsync per batch, not per message).
  * SPDX-License-Identifier: MIT
@@ -31,6 +39,8 @@ struct store;
  */
 int store__open(const char *dir, size_t map_size, const struct logger *log, struct store **ret);
 void store__close(struct store *s); /* commits what is staged; accepts NULL */
+/* Closes without committing what is staged, as a crash would. Accepts NULL. */
+void store__abandon(struct store *s);
 
 /*
  * Takes the next boot counter: max(stored + 1, floor), stored and committed
@@ -64,6 +74,61 @@ bool store__dirty(const struct store *s);
 typedef void (*store_value_fn)(void *ud, const char *thing, uint64_t version, uint64_t boot,
                                const tsync_value *v);
 int store__load_values(struct store *s, store_value_fn fn, void *ud);
+
+/*
+ * Durable windows. A window is the receiver's record of one (sender, origin
+ * boot): `top`, the highest id executed, and `bits`, STORE_WINDOW_WORDS
+ * words of a bitmap of executed ids indexed by id modulo the window size.
+ * An answer is kept per slot (id modulo the window size), so a window costs
+ * at most one record per slot however many requests it saw. Staged records
+ * are written by the next store__commit(), in the order they were staged.
+ */
+#define STORE_WINDOW_WORDS 16
+int store__stage_window(struct store *s, const char *sender, uint64_t origin_boot, uint64_t top,
+                        const uint64_t bits[STORE_WINDOW_WORDS]);
+/* The answer to request `id`, kept in `slot`; err and res NULL: the slot is
+ * emptied. 0, -EINVAL, -ENAMETOOLONG or -ENOMEM. */
+int store__stage_answer(struct store *s, const char *sender, uint64_t origin_boot, uint32_t slot, uint64_t id,
+                        const char *err, const char *res);
+/* Deletes the window of (sender, origin boot) and all its answers. */
+int store__stage_drop_window(struct store *s, const char *sender, uint64_t origin_boot);
+/* Calls wfn for every window and, after it, afn for each of its answers (err,
+ * res NULL when absent); everything passed is borrowed for the call. */
+typedef void (*store_window_fn)(void *ud, const char *sender, uint64_t origin_boot, uint64_t top,
+                                const uint64_t bits[STORE_WINDOW_WORDS]);
+typedef void (*store_answer_fn)(void *ud, const char *sender, uint64_t origin_boot, uint64_t id,
+                                const char *err, const char *res);
+int store__load_windows(struct store *s, store_window_fn wfn, store_answer_fn afn, void *ud);
+
+/* A request this controller sent and has no answer to yet. */
+struct store_request {
+	const char *peer;
+	uint64_t origin_boot, id;
+	uint8_t type;      /* enum wire_type */
+	bool is_pulse;     /* an io pulse of `thing` with `val` for `ms` */
+	const char *thing; /* pulse: the thing */
+	tsync_value val;   /* pulse: the value */
+	uint32_t ms;
+	const char *type_name, *role, *cmd, *body; /* other requests; each may be NULL */
+};
+/* Stages a request (strings copied); a later stage of the same (peer,
+ * origin boot, id) replaces it. 0, -EINVAL, -ENAMETOOLONG or -ENOMEM. */
+int store__stage_request(struct store *s, const struct store_request *r);
+/* Stages its deletion: it was answered. */
+int store__stage_request_done(struct store *s, const char *peer, uint64_t origin_boot, uint64_t id);
+/* Calls fn for every stored request, per peer in (origin boot, id) order;
+ * the request and its strings are borrowed for the call. */
+typedef void (*store_request_fn)(void *ud, const struct store_request *r);
+int store__load_requests(struct store *s, store_request_fn fn, void *ud);
+
+/* A set request on a copy: `to_be` NULL stages its deletion (answered). */
+int store__stage_setreq(struct store *s, const char *thing, const tsync_value *to_be);
+int store__load_setreqs(struct store *s, store_value_fn fn, void *ud);
+
+/* Bytes written by the commits so far (keys and records, deletions as their
+ * key), and the number of commits that wrote something: what the durable
+ * windows cost, for benchmarks. */
+void store__written(const struct store *s, uint64_t *bytes, uint64_t *commits);
 
 /*
  * The journal: the outage buffer of thingsync-pushd, one LMDB environment in

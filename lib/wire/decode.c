@@ -52,6 +52,10 @@ static int decode_env(json_t *root, struct wire_env *env, json_t **msgs)
 		return -EBADMSG;
 	if (get_uint(root, "to_boot", 0, &env->to_boot) < 0 || get_uint(root, "re", 0, &env->re) < 0)
 		return -EBADMSG;
+	/* Any value but 1 is a sender that does not keep durable windows: a
+	 * peer must never count on a window it cannot be sure of. */
+	v = json_object_get(root, "dw");
+	env->durable = json_is_integer(v) && json_integer_value(v) == 1;
 	*msgs = json_object_get(root, "msgs");
 	if (!json_is_array(*msgs))
 		return -EBADMSG;
@@ -187,6 +191,10 @@ static void decode_msg(const struct wire_codec *c, json_t *o, struct wire_msg *m
 		mark_bad(m, TSYNC_REJ_REQ);
 	r = get_uint(o, "re", 0, &m->re);
 	m->has_re = r > 0;
+	if (r < 0)
+		mark_bad(m, TSYNC_REJ_REQ);
+	/* An origin boot of 0 is no boot: malformed, not absent. */
+	r = get_uint(o, "ob", 1, &m->ob);
 	if (r < 0)
 		mark_bad(m, TSYNC_REJ_REQ);
 	r = get_uint(o, "ms", 0, &ms);

@@ -295,7 +295,7 @@ static int check_msg(const struct wire_codec *c, const struct wire_msg *m)
 			return -EINVAL;
 	}
 	if ((m->has_ver && m->ver > INT64_MAX) || (m->has_id && m->id > INT64_MAX) ||
-	    (m->has_re && m->re > INT64_MAX) || m->ms > WIRE_MS_MAX)
+	    (m->has_re && m->re > INT64_MAX) || m->ob > INT64_MAX || m->ms > WIRE_MS_MAX)
 		return -EINVAL;
 	if (m->err && !string_ok(c, m->err))
 		return -EINVAL;
@@ -365,6 +365,8 @@ static int put_msg(struct wire_writer *w, const struct wire_msg *m)
 		r = put_member_u64(w, "id", m->id);
 	if (r == 0 && m->has_re)
 		r = put_member_u64(w, "re", m->re);
+	if (r == 0 && m->ob)
+		r = put_member_u64(w, "ob", m->ob);
 	if (r == 0 && m->ms)
 		r = put_member_u64(w, "ms", m->ms);
 	if (r == 0 && m->err)
@@ -430,6 +432,8 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 		r = put_member_u64(w, "to_boot", env->to_boot);
 	if (r == 0 && env->re)
 		r = put_member_u64(w, "re", env->re);
+	if (r == 0 && env->durable)
+		r = put_str(w, ",\"dw\":1");
 	if (r == 0)
 		r = put_str(w, ",\"msgs\":[");
 	if (r < 0)

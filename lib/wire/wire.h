@@ -5,7 +5,7 @@
  *
  * A datagram is either
  *   - an envelope: {"v":1,"from":NAME,"boot":B,"seq":S,"to_boot":T,"re":R,
- *                   "msgs":[MSG,...]}   followed, with a site key, by the
+ *                   "dw":1,"msgs":[MSG,...]}   followed, with a site key, by the
  *     32-byte crypto_auth tag of everything before it; or
  *   - legacy (the seed's format, only without a site key): [MSG,...]
  * and a message is one of the seed's objects, e.g.
@@ -20,6 +20,12 @@
  * "id" numbers a request the sender repeats until answered; "re" names the
  * request an answer is for; "ver" is the owner's version of a value; "err"
  * carries a seed error name in an answer that refuses.
+ * "dw":1 in an envelope says that its sender keeps durable windows: the ids
+ * of the requests it executed, and their answers, survive its restarts, so a
+ * request unanswered when it restarted may be sent again to its next boot.
+ * "ob" on a request names the sender's boot that first issued it (its origin
+ * boot), when that is not the boot in the envelope: a sender that restarted
+ * resumes its unanswered requests under their first (origin boot, id).
  * SPDX-License-Identifier: MIT
  */
 #ifndef TSYNC_WIRE_H
@@ -75,6 +81,7 @@ struct wire_msg {
 	uint64_t id;
 	bool has_re;
 	uint64_t re;
+	uint64_t ob; /* a request's origin boot, 0 if absent (then the envelope's boot) */
 	uint32_t ms; /* pulse duration, 0 if absent */
 
 	const char *err;  /* seed error name in a refusing answer, or NULL */
@@ -100,6 +107,7 @@ struct wire_env {
 	uint64_t seq;     /* sender's datagram number within that boot (from 1) */
 	uint64_t to_boot; /* receiver's boot as the sender knows it (0: unknown) */
 	uint64_t re;      /* seq of the datagram this one answers (0: none), for RTT */
+	bool durable;     /* "dw": the sender keeps durable windows (see above) */
 };
 
 /* The site key with its HMAC pads already hashed (wire__auth_prepare): the

@@ -618,6 +618,247 @@ static void test_stage_during_load(void **state)
 	store__close(s);
 }
 
+/* --- durable windows, pending requests and set requests -------------------------- */
+
+struct win_seen {
+	int windows, answers;
+	char sender[32];
+	uint64_t ob, top, bits[STORE_WINDOW_WORDS];
+	uint64_t ans_id[8];
+	char ans_err[8][32], ans_res[8][64];
+	bool ans_has_err[8], ans_has_res[8];
+};
+
+static void on_window(void *ud, const char *sender, uint64_t ob, uint64_t top,
+                      const uint64_t bits[STORE_WINDOW_WORDS])
+{
+	struct win_seen *w = ud;
+
+	w->windows++;
+	snprintf(w->sender, sizeof(w->sender), "%s", sender);
+	w->ob = ob;
+	w->top = top;
+	memcpy(w->bits, bits, sizeof(w->bits));
+}
+
+static void on_answer(void *ud, const char *sender, uint64_t ob, uint64_t id, const char *err, const char *res)
+{
+	struct win_seen *w = ud;
+	int i = w->answers++;
+
+	assert_true(i < 8);
+	assert_string_equal(sender, w->sender); /* after its window */
+	assert_int_equal(ob, w->ob);
+	w->ans_id[i] = id;
+	w->ans_has_err[i] = err != NULL;
+	w->ans_has_res[i] = res != NULL;
+	snprintf(w->ans_err[i], sizeof(w->ans_err[i]), "%s", err ? err : "");
+	snprintf(w->ans_res[i], sizeof(w->ans_res[i]), "%s", res ? res : "");
+}
+
+static void test_windows_survive_reopen(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = open_ok(f);
+	uint64_t bits[STORE_WINDOW_WORDS] = {0};
+	struct win_seen w;
+
+	bits[0] = 0x16; /* ids 1, 2 and 4 */
+	bits[15] = (uint64_t)1 << 63;
+	assert_int_equal(store__stage_window(s, "pi-a", 77, 4, bits), 0);
+	assert_int_equal(store__stage_answer(s, "pi-a", 77, 2, 2, NULL, "{\"v\":\"0.1\"}"), 0);
+	assert_int_equal(store__stage_answer(s, "pi-a", 77, 4, 4, "err_write_crash", NULL), 0);
+	/* A window of another boot of the same sender, dropped in the same
+	 * commit after it was staged: nothing of it may remain. */
+	assert_int_equal(store__stage_window(s, "pi-a", 5, 9, bits), 0);
+	assert_int_equal(store__stage_answer(s, "pi-a", 5, 9, 9, "x", "1"), 0);
+	assert_int_equal(store__stage_drop_window(s, "pi-a", 5), 0);
+	assert_true(store__dirty(s));
+	assert_int_equal(store__commit(s), 0);
+	store__close(s);
+
+	s = open_ok(f);
+	memset(&w, 0, sizeof(w));
+	assert_int_equal(store__load_windows(s, on_window, on_answer, &w), 0);
+	assert_int_equal(w.windows, 1);
+	assert_string_equal(w.sender, "pi-a");
+	assert_int_equal(w.ob, 77);
+	assert_int_equal(w.top, 4);
+	assert_true(w.bits[0] == 0x16 && w.bits[15] == (uint64_t)1 << 63 && w.bits[1] == 0);
+	assert_int_equal(w.answers, 2);
+	assert_int_equal(w.ans_id[0], 2);
+	assert_false(w.ans_has_err[0]);
+	assert_string_equal(w.ans_res[0], "{\"v\":\"0.1\"}");
+	assert_int_equal(w.ans_id[1], 4);
+	assert_string_equal(w.ans_err[1], "err_write_crash");
+	assert_false(w.ans_has_res[1]);
+
+	/* An emptied slot is gone; a later window record replaces the first. */
+	bits[0] = 0x3e;
+	assert_int_equal(store__stage_window(s, "pi-a", 77, 5, bits), 0);
+	assert_int_equal(store__stage_answer(s, "pi-a", 77, 2, 2, NULL, NULL), 0);
+	assert_int_equal(store__commit(s), 0);
+	memset(&w, 0, sizeof(w));
+	assert_int_equal(store__load_windows(s, on_window, on_answer, &w), 0);
+	assert_int_equal(w.windows, 1);
+	assert_int_equal(w.top, 5);
+	assert_true(w.bits[0] == 0x3e);
+	assert_int_equal(w.answers, 1);
+	assert_int_equal(w.ans_id[0], 4);
+	store__close(s);
+}
+
+struct req_seen {
+	int n;
+	char peer[4][32], thing[4][32], cmd[4][32], body[4][64];
+	uint64_t ob[4], id[4];
+	bool pulse[4], has_body[4];
+	int64_t val[4];
+	uint32_t ms[4];
+	uint8_t type[4];
+};
+
+static void on_request(void *ud, const struct store_request *q)
+{
+	struct req_seen *r = ud;
+	int i = r->n++;
+
+	assert_true(i < 4);
+	snprintf(r->peer[i], sizeof(r->peer[i]), "%s", q->peer);
+	snprintf(r->thing[i], sizeof(r->thing[i]), "%s", q->thing ? q->thing : "");
+	snprintf(r->cmd[i], sizeof(r->cmd[i]), "%s", q->cmd ? q->cmd : "");
+	snprintf(r->body[i], sizeof(r->body[i]), "%s", q->body ? q->body : "");
+	r->has_body[i] = q->body != NULL;
+	r->ob[i] = q->origin_boot;
+	r->id[i] = q->id;
+	r->pulse[i] = q->is_pulse;
+	r->val[i] = q->val.type == TSYNC_TYPE_INT ? q->val.u.i : -1;
+	r->ms[i] = q->ms;
+	r->type[i] = q->type;
+}
+
+/* A request resumed after a restart must be the one that was sent, under
+ * its first (origin boot, id); one that was answered must not come back. */
+static void test_requests_survive_crash(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = open_ok(f);
+	struct store_request q;
+	struct req_seen r;
+	pid_t pid;
+	int status = 0;
+
+	memset(&q, 0, sizeof(q));
+	q.peer = "owner";
+	q.origin_boot = 1000;
+	q.id = 3;
+	q.is_pulse = true;
+	q.thing = "door";
+	q.val = tsync_int(42);
+	q.ms = 500;
+	assert_int_equal(store__stage_request(s, &q), 0);
+	memset(&q, 0, sizeof(q));
+	q.peer = "owner";
+	q.origin_boot = 1000;
+	q.id = 4;
+	q.type = 1;
+	q.role = "cmd_do";
+	q.cmd = "version";
+	q.body = "{\"kwargs\":{}}";
+	assert_int_equal(store__stage_request(s, &q), 0);
+	q.id = 2;
+	assert_int_equal(store__stage_request(s, &q), 0);
+	assert_int_equal(store__stage_request_done(s, "owner", 1000, 2), 0);
+	assert_int_equal(store__commit(s), 0);
+	store__close(s);
+
+	/* Staged and never committed when the process dies: lost. */
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct store *c = NULL;
+		if (store__open(f->dir, 0, NULL, &c) < 0 || store__stage_request_done(c, "owner", 1000, 3) < 0)
+			_exit(2);
+		raise(SIGKILL);
+		_exit(3);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFSIGNALED(status));
+
+	s = open_ok(f);
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(store__load_requests(s, on_request, &r), 0);
+	assert_int_equal(r.n, 2);
+	assert_string_equal(r.peer[0], "owner");
+	assert_true(r.pulse[0]);
+	assert_int_equal(r.ob[0], 1000);
+	assert_int_equal(r.id[0], 3);
+	assert_string_equal(r.thing[0], "door");
+	assert_int_equal(r.val[0], 42);
+	assert_int_equal(r.ms[0], 500);
+	assert_false(r.pulse[1]);
+	assert_int_equal(r.id[1], 4);
+	assert_int_equal(r.type[1], 1);
+	assert_string_equal(r.cmd[1], "version");
+	assert_true(r.has_body[1]);
+	assert_string_equal(r.body[1], "{\"kwargs\":{}}");
+
+	/* store__abandon() is the crash of an in-process simulation. */
+	assert_int_equal(store__stage_request_done(s, "owner", 1000, 3), 0);
+	store__abandon(s);
+	s = open_ok(f);
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(store__load_requests(s, on_request, &r), 0);
+	assert_int_equal(r.n, 2);
+	store__close(s);
+}
+
+struct setreq_seen {
+	int n;
+	char thing[32];
+	int64_t v;
+};
+
+static void on_setreq(void *ud, const char *thing, uint64_t version, uint64_t boot, const tsync_value *v)
+{
+	struct setreq_seen *r = ud;
+
+	r->n++;
+	snprintf(r->thing, sizeof(r->thing), "%s", thing);
+	r->v = v->type == TSYNC_TYPE_INT ? v->u.i : -1;
+}
+
+static void test_setreqs_survive_reopen(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = open_ok(f);
+	tsync_value v = tsync_int(21);
+	struct setreq_seen r;
+	uint64_t bytes, commits;
+
+	assert_int_equal(store__stage_setreq(s, "setpoint", &v), 0);
+	assert_int_equal(store__stage_setreq(s, "other", &v), 0);
+	assert_int_equal(store__stage_setreq(s, "other", NULL), 0);
+	assert_int_equal(store__commit(s), 0);
+	store__written(s, &bytes, &commits);
+	assert_int_equal(commits, 1);
+	assert_true(bytes >= strlen("setpoint") + 18 + 8);
+	store__close(s);
+
+	s = open_ok(f);
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(store__load_setreqs(s, on_setreq, &r), 0);
+	assert_int_equal(r.n, 1);
+	assert_string_equal(r.thing, "setpoint");
+	assert_int_equal(r.v, 21);
+	assert_int_equal(store__stage_setreq(s, "setpoint", NULL), 0);
+	assert_int_equal(store__commit(s), 0);
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(store__load_setreqs(s, on_setreq, &r), 0);
+	assert_int_equal(r.n, 0);
+	store__close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -637,6 +878,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_map_grows_when_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_malformed_records_are_skipped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stage_during_load, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_windows_survive_reopen, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_requests_survive_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_setreqs_survive_reopen, setup, teardown),
 	};
 
 	return cmocka_run_group_tests_name("store", tests, NULL, NULL);

@@ -340,6 +340,56 @@ static void test_envelope_text_and_legacy(void **state)
 	wire__writer_free(&w);
 }
 
+/* "dw" says the sender keeps durable windows and "ob" the origin boot of a
+ * resumed request; both round-trip, and neither appears when it is not so. */
+static void test_durable_window_fields(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_env env = env_of("a", 9, 1);
+	struct wire_msg m = io_msg(WIRE_OP_PULSE, "door");
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+
+	m.has_id = true;
+	m.id = 3;
+	m.ob = 7;
+	env.durable = true;
+	encode(&w, &c, &env, &m, 1, &out, &len);
+	assert_string_equal(out, "{\"v\":1,\"from\":\"a\",\"boot\":9,\"seq\":1,\"dw\":1,\"msgs\":["
+	                         "{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"door\",\"id\":3,\"ob\":7}]}");
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_true(dg.env.durable);
+	assert_false(dg.msgs[0].bad);
+	assert_int_equal(dg.msgs[0].ob, 7);
+	assert_int_equal(dg.msgs[0].id, 3);
+	wire__datagram_release(&dg);
+	wire__writer_free(&w);
+
+	m.ob = 0;
+	env.durable = false;
+	encode(&w, &c, &env, &m, 1, &out, &len);
+	assert_null(strstr(out, "\"dw\""));
+	assert_null(strstr(out, "\"ob\""));
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_false(dg.env.durable);
+	assert_int_equal(dg.msgs[0].ob, 0);
+	wire__datagram_release(&dg);
+	wire__writer_free(&w);
+
+	/* "dw" other than 1 is no promise; "ob" 0 or not a number is malformed. */
+	static const char other[] = "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"dw\":true,\"msgs\":["
+	                            "{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"d\",\"id\":1,\"ob\":0},"
+	                            "{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"d\",\"id\":2,\"ob\":\"1\"}]}";
+	assert_int_equal(wire__decode(&c, other, strlen(other), &dg, &rej), 0);
+	assert_false(dg.env.durable);
+	assert_true(dg.msgs[0].bad);
+	assert_true(dg.msgs[1].bad);
+	wire__datagram_release(&dg);
+}
+
 static void test_seed_legacy_list(void **state)
 {
 	struct wire_codec c = plain_codec();
@@ -1204,6 +1254,7 @@ int main(void)
 	    cmocka_unit_test(test_roundtrip_io),
 	    cmocka_unit_test(test_roundtrip_cmd_cum_other),
 	    cmocka_unit_test(test_envelope_text_and_legacy),
+	    cmocka_unit_test(test_durable_window_fields),
 	    cmocka_unit_test(test_seed_legacy_list),
 	    cmocka_unit_test(test_string_escaping),
 	    cmocka_unit_test(test_float_format),
