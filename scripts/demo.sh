@@ -2,46 +2,57 @@
 # scripts/demo.sh: installs what is missing, builds thingsync into build/ and
 # runs a living site on loopback to poke with thingsctl: three thingsd daemons
 # and the example controller motion-light (tools/examples/demo-site.sh). It
-# prints how to poke the site and watches it; Ctrl-C stops it cleanly.
+# prints how to poke the site and watches it; Ctrl-C stops it cleanly, and so
+# do closing its terminal (SIGHUP) and SIGTERM: nothing it started is left.
 #
 #   [sudo] bash scripts/demo.sh [--seconds N] [--keep]    the living site
 #   [sudo] bash scripts/demo.sh --scripted [--seconds N] [--loss P] [--verbose]
 #                                  the scripted playback (thingsync-demo):
 #                                  three nodes in one process, lossy network
+#
+# THINGSYNC_DEMO_BUILD=DIR runs on an existing build directory as it is: no
+# setup, no build (the tests use it on the build they are part of).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-DEMO=build/tools/examples/thingsync-demo
+BUILD=${THINGSYNC_DEMO_BUILD:-build}
+DEMO=$BUILD/tools/examples/thingsync-demo
 
 say() { printf '== %s\n' "$*"; }
 
 # Under sudo, build and run as the user who called sudo (when that user owns
 # the checkout), so the tree does not fill with root-owned files.
-as_user() {
-	if [ "$(id -u)" = 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] &&
-		[ "$(stat -c %U "$ROOT")" = "$SUDO_USER" ] && command -v sudo >/dev/null 2>&1; then
-		sudo -u "$SUDO_USER" -H -- "$@"
-	else
-		"$@"
-	fi
-}
-
-say "setup"
-bash "$ROOT/scripts/setup.sh"
-
-say "configure and build (build/)"
-if [ ! -f build/meson-private/coredata.dat ]; then
-	# Nothing or a half-made directory (an earlier setup that failed): start over.
-	rm -rf build
-	as_user meson setup build
+AS_USER=()
+if [ "$(id -u)" = 0 ] && [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ] &&
+	[ "$(stat -c %U "$ROOT")" = "$SUDO_USER" ] && command -v sudo >/dev/null 2>&1; then
+	AS_USER=(sudo -u "$SUDO_USER" -H --)
 fi
-as_user ninja -C build
-# A build/ configured before the daemons and tools existed does not know
-# their folders (they are picked up at configure time): configure it again.
-if [ ! -x build/daemons/thingsd/thingsd ] || [ ! -x build/tools/thingsctl/thingsctl ]; then
-	as_user meson setup --reconfigure build
+as_user() { ${AS_USER[@]+"${AS_USER[@]}"} "$@"; }
+
+if [ -n "${THINGSYNC_DEMO_BUILD:-}" ]; then
+	BUILD=$(cd "$THINGSYNC_DEMO_BUILD" && pwd)
+	DEMO=$BUILD/tools/examples/thingsync-demo
+	say "using the build in $BUILD as it is"
+else
+	say "setup"
+	bash "$ROOT/scripts/setup.sh"
+
+	say "configure and build (build/)"
+	if [ ! -f build/meson-private/coredata.dat ]; then
+		# Nothing or a half-made directory (an earlier setup that failed): start over.
+		rm -rf build
+		as_user meson setup build
+	fi
 	as_user ninja -C build
+	# A build/ configured before the daemons and tools existed does not know
+	# their folders (they are picked up at configure time): configure it again.
+	if [ ! -x build/daemons/thingsd/thingsd ] || [ ! -x build/tools/thingsctl/thingsctl ]; then
+		as_user meson setup --reconfigure build
+		as_user ninja -C build
+	fi
+	BUILD=$ROOT/build
+	DEMO=$BUILD/tools/examples/thingsync-demo
 fi
 
 if [ "${1:-}" = --scripted ]; then
@@ -51,9 +62,13 @@ if [ "${1:-}" = --scripted ]; then
 		exit 1
 	fi
 	say "running $DEMO $*"
-	exec_demo=("$ROOT/$DEMO" "$@")
+	exec_demo=("$DEMO" "$@")
 else
 	say "running tools/examples/demo-site.sh $*"
-	exec_demo=(bash "$ROOT/tools/examples/demo-site.sh" --build "$ROOT/build" "$@")
+	exec_demo=(bash "$ROOT/tools/examples/demo-site.sh" --build "$BUILD" "$@")
 fi
-as_user "${exec_demo[@]}"
+# exec, not a child: a signal sent to this script (SIGTERM to its pid, or
+# SIGHUP when its terminal closes) then reaches the demo itself, whose traps
+# stop everything it started. A shell left waiting here would die of the
+# signal and leave the demo running, orphaned. (sudo passes signals on.)
+exec ${AS_USER[@]+"${AS_USER[@]}"} "${exec_demo[@]}"

@@ -4,6 +4,12 @@
  * `<3>` to `<7>`, so the journal keeps the levels; elsewhere it starts with
  * the local time and the level. Each line goes out in one write(), so the
  * lines of several daemons sharing a terminal do not mix.
+ *
+ * A line is one line whatever it carries: control characters in the text
+ * (a newline in a command's argument, an escape sequence in a thing's name)
+ * are written as \n and \xNN by the library's escaper, so nobody who can send
+ * thingsd a string can forge a line of its log. Text that is meant to span
+ * lines is logged line by line by its caller.
  * SPDX-License-Identifier: MIT
  */
 #include <stdarg.h>
@@ -15,6 +21,7 @@
 #include <unistd.h>
 
 #include "thingsd.h"
+#include "util/util.h"
 
 static struct {
 	char controller[64];
@@ -31,7 +38,7 @@ void tdlog__init(const char *controller, tsync_log_level level)
 
 void tdlog__set_controller(const char *controller)
 {
-	snprintf(L.controller, sizeof(L.controller), "%s", controller ? controller : "thingsd");
+	log__escape(L.controller, sizeof(L.controller), controller ? controller : "thingsd");
 }
 
 tsync_log_level tdlog__level(void)
@@ -39,12 +46,14 @@ tsync_log_level tdlog__level(void)
 	return L.level;
 }
 
-static void emit(tsync_log_level level, const char *prefix, const char *text)
+static void emit(tsync_log_level level, const char *prefix, const char *raw)
 {
 	static const int prio[] = {3, 4, 6, 7};
-	char line[1400];
+	char line[1400], text[1200];
 	int n;
 
+	/* Lines from the library come escaped already; escaping is idempotent. */
+	log__escape(text, sizeof(text), raw);
 	if (L.journal) {
 		n = snprintf(line, sizeof(line), "<%d>%s%s\n", prio[level], prefix, text);
 	} else {

@@ -72,6 +72,12 @@ struct tsync_node {
 	struct prng prng;
 	struct delayed *delayed;
 
+	/* Refusals are logged rate-limited per (sender or source address,
+	 * reason); rx_from is the source of the datagram being handled. */
+	struct ratelog rejlog;
+	struct event *rejlog_ev;
+	const struct sockaddr_storage *rx_from;
+
 	unsigned char rxbuf[65536];
 };
 
@@ -316,6 +322,81 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 	sync__flush(n->eng, util__now_us());
 }
 
+/* --- refusals, logged rate-limited ---------------------------------------------- */
+
+static void format_addr(const struct sockaddr_storage *ss, char *out, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+
+	if (ss && ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const void *)ss;
+		inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+		snprintf(out, cap, "%s:%u", host, ntohs(a->sin_port));
+	} else if (ss && ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const void *)ss;
+		inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+		snprintf(out, cap, "[%s]:%u", host, ntohs(a->sin6_port));
+	} else {
+		snprintf(out, cap, "an unknown source");
+	}
+}
+
+static void rejlog_arm(struct tsync_node *n, uint64_t next, uint64_t now)
+{
+	uint64_t d = next > now ? next - now : 0;
+	struct timeval tv = {(time_t)(d / 1000000u), (suseconds_t)(d % 1000000u)};
+
+	if (next == UINT64_MAX)
+		evtimer_del(n->rejlog_ev);
+	else
+		evtimer_add(n->rejlog_ev, &tv);
+}
+
+static void rejlog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tsync_node *n = arg;
+	uint64_t now = util__now_us();
+
+	rejlog_arm(n, ratelog__tick(&n->rejlog, now), now);
+}
+
+static void rejlog_summary(void *ud, const char *key, int reason, uint64_t count, uint64_t elapsed_us)
+{
+	struct tsync_node *n = ud;
+	unsigned secs = (unsigned)((elapsed_us + 500000u) / 1000000u);
+
+	if (reason == RATELOG_OTHER)
+		log_warn(&n->log,
+		         "%llu more refusals from other senders in the last %u s, not logged "
+		         "(more senders than the log tracks); all counted",
+		         (unsigned long long)count, secs);
+	else
+		log__printf(&n->log, input__reject_level((tsync_reject)reason),
+		            "%s from %s: %llu more in the last %u s, not logged; all counted",
+		            tsync_reject_name((tsync_reject)reason), key, (unsigned long long)count, secs);
+}
+
+/* The engine counted a refusal; whether it is logged is decided here, where
+ * the source address and the clock are. */
+static void op_rejected(void *ctx, const char *peer, tsync_reject why, const char *what, const char *detail)
+{
+	struct tsync_node *n = ctx;
+	tsync_log_level level = input__reject_level(why);
+	uint64_t now = util__now_us();
+	char src[INET6_ADDRSTRLEN + 16];
+
+	if (!log__enabled(&n->log, level))
+		return;
+	if (!peer)
+		format_addr(n->rx_from, src, sizeof(src));
+	if (ratelog__hit(&n->rejlog, peer ? peer : src, (int)why, now))
+		log__printf(&n->log, level, "%s from %s%s%s%s%s", tsync_reject_name(why), peer ? peer : src,
+		            peer ? "" : " (unknown sender)", what ? ": " : "", what ? what : "",
+		            detail ? detail : "");
+	if (!evtimer_pending(n->rejlog_ev, NULL))
+		rejlog_arm(n, ratelog__tick(&n->rejlog, now), now);
+}
+
 static void rx_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tsync_node *n = arg;
@@ -328,7 +409,9 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 		                       (struct sockaddr *)&from, &fromlen);
 		if (len < 0)
 			break;
+		n->rx_from = &from;
 		sync__input(n->eng, peer_by_addr(n, &from, &hint), n->rxbuf, (size_t)len, util__now_us());
+		n->rx_from = NULL;
 	}
 	/* One commit and one answer per peer for the whole batch. */
 	sync__flush(n->eng, util__now_us());
@@ -389,6 +472,7 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	    .persist = op_persist,
 	    .commit = op_commit,
 	    .commit_later = op_commit_later,
+	    .rejected = op_rejected,
 	};
 	struct sync_ops ops = ops_template;
 	struct tsync_node *n;
@@ -471,7 +555,9 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	n->rx_ev = event_new(n->base, n->fd, EV_READ | EV_PERSIST, rx_cb, n);
 	n->flush_ev = event_new(n->base, -1, 0, flush_cb, n);
 	n->commit_ev = evtimer_new(n->base, commit_cb, n);
-	if (!n->rx_ev || !n->flush_ev || !n->commit_ev || event_add(n->rx_ev, NULL) < 0) {
+	n->rejlog_ev = evtimer_new(n->base, rejlog_cb, n);
+	if (!n->rx_ev || !n->flush_ev || !n->commit_ev || !n->rejlog_ev || event_add(n->rx_ev, NULL) < 0 ||
+	    ratelog__init(&n->rejlog, RATELOG_KEYS, RATELOG_INTERVAL_US, rejlog_summary, n) < 0) {
 		r = -ENOMEM;
 		goto fail;
 	}
@@ -531,6 +617,11 @@ TSYNC_API void tsync_node_free(tsync_node *n)
 		event_free(n->flush_ev);
 	if (n->commit_ev)
 		event_free(n->commit_ev);
+	/* What was held back is still told, so the log adds up to the counters. */
+	ratelog__flush(&n->rejlog, util__now_us());
+	ratelog__free(&n->rejlog);
+	if (n->rejlog_ev)
+		event_free(n->rejlog_ev);
 	if (n->own_base && n->base)
 		event_base_free(n->base);
 	if (n->fd >= 0)

@@ -14,19 +14,29 @@
 
 #include "sync/sync.h"
 
+/* A network duplicates datagrams and peers restart: those refusals are
+ * routine, counted, and logged only at debug level. */
+tsync_log_level input__reject_level(tsync_reject why)
+{
+	return why == TSYNC_REJ_REPLAY || why == TSYNC_REJ_STALE_BOOT ? TSYNC_LOG_DEBUG : TSYNC_LOG_WARN;
+}
+
 static void reject(struct sync_engine *e, struct sync_peer *p, tsync_reject why, const char *what,
                    const char *detail)
 {
-	tsync_log_level level = TSYNC_LOG_WARN;
+	tsync_log_level level = input__reject_level(why);
 
 	if (p)
 		p->st.rejected[why]++;
 	else
 		e->rejected_unknown[why]++;
-	/* A network duplicates datagrams and peers restart: those refusals
-	 * are routine, counted, and logged only at debug level. */
-	if (why == TSYNC_REJ_REPLAY || why == TSYNC_REJ_STALE_BOOT)
-		level = TSYNC_LOG_DEBUG;
+	/* The counters are exact; the log is not a counter. A flood of forged
+	 * datagrams must not fill the disk one line each, so the node logs
+	 * them rate-limited, keyed by the source address it alone knows. */
+	if (e->ops.rejected) {
+		e->ops.rejected(e->ops.ctx, p ? p->name : NULL, why, what, detail);
+		return;
+	}
 	if (log__enabled(e->log, level))
 		log__printf(e->log, level, "%s from %s%s%s%s", tsync_reject_name(why),
 		            p ? p->name : "an unknown sender", what ? ": " : "", what ? what : "",

@@ -95,6 +95,11 @@ struct sync_ops {
 	/* Asks for a commit within delay_ms (group commit of the controller's
 	 * own changes, which acknowledge nothing). May be NULL: then at once. */
 	void (*commit_later)(void *ctx, uint32_t delay_ms);
+	/* A datagram or a message was refused, and counted. `peer` names the
+	 * sender, or is NULL when it is not known (the environment knows the
+	 * source address); `what` and `detail` may be NULL. The environment
+	 * logs it, rate-limited. May be NULL: then the engine logs every one. */
+	void (*rejected)(void *ctx, const char *peer, tsync_reject why, const char *what, const char *detail);
 };
 
 enum thing_role { THING_NONE = 0, THING_OWNED, THING_USED };
@@ -340,5 +345,7 @@ void engine__undo_copy(struct sync_engine *e, uint32_t t);
 void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t id);
 int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out);
 void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size_t len);
+/* The level a refusal for `why` is logged at (routine ones at debug). */
+tsync_log_level input__reject_level(tsync_reject why);
 
 #endif /* TSYNC_SYNC_H */

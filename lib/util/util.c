@@ -24,19 +24,58 @@ uint64_t util__realtime_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+size_t log__escape(char *dst, size_t cap, const char *src)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t n = 0, len = strlen(src);
+
+	while (len > 0 && src[len - 1] == '\n')
+		len--;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)src[i];
+		if (c >= 0x20 && c != 0x7f) {
+			if (n + 1 >= cap)
+				break;
+			dst[n++] = (char)c;
+		} else if (c == '\n') {
+			if (n + 2 >= cap)
+				break;
+			dst[n++] = '\\';
+			dst[n++] = 'n';
+		} else {
+			if (n + 4 >= cap)
+				break;
+			dst[n++] = '\\';
+			dst[n++] = 'x';
+			dst[n++] = hex[c >> 4];
+			dst[n++] = hex[c & 15];
+		}
+	}
+	dst[n] = '\0';
+	return n;
+}
+
+/*
+ * The one sink of the library, of pushd and of collectord: whatever the
+ * format's arguments hold (names and texts from peers, site.conf, HTTP
+ * clients), the line that leaves is one line.
+ */
 void log__printf(const struct logger *log, tsync_log_level level, const char *fmt, ...)
 {
-	char line[1024];
+	char raw[1024], line[1024];
 	int n = 0;
 	va_list ap;
 
 	if (!log__enabled(log, level))
 		return;
 	if (log->prefix)
-		n = snprintf(line, sizeof(line), "%s: ", log->prefix);
+		n = snprintf(raw, sizeof(raw), "%s: ", log->prefix);
+	if (n < 0 || (size_t)n >= sizeof(raw))
+		n = 0;
 	va_start(ap, fmt);
-	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
+	vsnprintf(raw + n, sizeof(raw) - (size_t)n, fmt, ap);
 	va_end(ap);
+	log__escape(line, sizeof(line), raw);
 	log->fn(log->userdata, level, line);
 }
 

@@ -7,6 +7,7 @@
 #define TSYNC_UTIL_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -39,6 +40,67 @@ void log__printf(const struct logger *log, tsync_log_level level, const char *fm
 		if (log__enabled((log), TSYNC_LOG_DEBUG))                                                    \
 			log__printf((log), TSYNC_LOG_DEBUG, __VA_ARGS__);                                    \
 	} while (0)
+
+/*
+ * Control characters never reach a log line raw: a newline in something a
+ * peer or a user supplied would start a forged line. Copies src to dst
+ * (capacity cap > 0, always NUL-terminated) with each byte 0x00-0x1f and 0x7f
+ * written as the text \n (a newline) or \xNN; trailing newlines are dropped, as
+ * the sink ends the line itself. Backslashes are left alone, so escaping
+ * escaped text changes nothing. An escape is never cut in half when dst is
+ * too small. Returns the length written.
+ */
+size_t log__escape(char *dst, size_t cap, const char *src);
+
+/*
+ * Rate-limited logging of repeated events, such as the rejections of a
+ * flood of forged datagrams: per (key, reason), the first event is logged in
+ * full, then at most one summary per interval says how many more there were.
+ * The table of keys has a fixed size, since an attacker chooses the source
+ * addresses; keys past it are folded into one "other" bucket. The clock is
+ * the caller's (microseconds), so the tests drive it.
+ */
+#define RATELOG_INTERVAL_US (10u * 1000000u) /* one summary per key per 10 s at most */
+#define RATELOG_KEYS        32               /* keys a node tracks before folding */
+#define RATELOG_KEY_MAX     64               /* longer keys are cut */
+#define RATELOG_OTHER       (-1)             /* the reason given for the "other" bucket */
+
+/* A summary: `count` events of (key, reason) were not logged over the last
+ * `elapsed_us`. For the bucket, key is NULL and reason RATELOG_OTHER. */
+typedef void (*ratelog_summary_fn)(void *userdata, const char *key, int reason, uint64_t count,
+                                   uint64_t elapsed_us);
+
+struct ratelog_slot {
+	char key[RATELOG_KEY_MAX];
+	int reason;
+	bool used;
+	uint64_t start_us;   /* the start of the current interval */
+	uint64_t suppressed; /* events of this interval not logged */
+};
+
+struct ratelog {
+	uint64_t interval_us;
+	size_t n_slots;
+	struct ratelog_slot *slots;
+	struct ratelog_slot other;
+	ratelog_summary_fn summary;
+	void *userdata;
+};
+
+/* 0 or -ENOMEM. interval_us 0 means RATELOG_INTERVAL_US. */
+int ratelog__init(struct ratelog *rl, size_t n_slots, uint64_t interval_us, ratelog_summary_fn fn,
+                  void *userdata);
+void ratelog__free(struct ratelog *rl); /* after a zeroed or failed init too */
+/* Counts one event of (key, reason) at `now`. true: log it in full; false:
+ * it is counted for the summary. A summary that is due for that key is
+ * written first. */
+bool ratelog__hit(struct ratelog *rl, const char *key, int reason, uint64_t now);
+/* Writes the summaries that are due at `now` and forgets keys that were
+ * quiet for a whole interval. Returns when to call again: the earliest time
+ * something falls due, or UINT64_MAX when no key is tracked. */
+uint64_t ratelog__tick(struct ratelog *rl, uint64_t now);
+/* Writes every pending summary now, due or not (at exit). */
+void ratelog__flush(struct ratelog *rl, uint64_t now);
 
 /* A growable byte buffer, always NUL-terminated when len > 0. */
 struct buf {

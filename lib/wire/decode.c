@@ -115,7 +115,7 @@ static void decode_val(const struct wire_codec *c, json_t *v, struct wire_msg *m
 		}
 		m->val = tsync_string(json_string_value(v));
 		break;
-	case JSON_NULL:
+	case JSON_NULL: /* handled by the caller: no value */
 	case JSON_ARRAY:
 	case JSON_OBJECT:
 		mark_bad(m, TSYNC_REJ_VAL);
@@ -175,8 +175,12 @@ static void decode_msg(const struct wire_codec *c, json_t *o, struct wire_msg *m
 		break;
 	}
 
+	/* A seed controller is Python: it sends "val": None, that is null,
+	 * where it has no value (an ask, a reply before the first reading).
+	 * null is no value, as if val were absent, not a bad one; a set
+	 * without a value is refused either way. */
 	v = json_object_get(o, "val");
-	if (v)
+	if (v && !json_is_null(v))
 		decode_val(c, v, m);
 	else if (m->type == WIRE_T_IO && m->op == WIRE_OP_SET)
 		mark_bad(m, TSYNC_REJ_VAL);

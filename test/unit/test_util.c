@@ -1,6 +1,6 @@
 /*
  * Unit tests for lib/util: buffer, name index, PRNG, values, error and
- * rejection names.
+ * rejection names, the log escaper and the rate-limited log.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -472,6 +472,209 @@ static void test_logger(void **state)
 	assert_int_equal(c.calls, 3);
 }
 
+/* Control characters: \n and \xNN, nothing else touched, idempotent. */
+static void test_log_escape(void **state)
+{
+	char out[256], twice[256];
+	char all[64];
+	size_t n;
+
+	n = log__escape(out, sizeof(out), "ok\nERROR forged line");
+	assert_string_equal(out, "ok\\nERROR forged line");
+	assert_int_equal(n, strlen(out));
+	log__escape(out, sizeof(out), "a\rb\tc\x1b[31md\x7f\001e");
+	assert_string_equal(out, "a\\x0db\\x09c\\x1b[31md\\x7f\\x01e");
+	/* Printable ASCII, backslashes and UTF-8 pass as they are. */
+	log__escape(out, sizeof(out), "C:\\dir \\n 21\302\260C ~");
+	assert_string_equal(out, "C:\\dir \\n 21\302\260C ~");
+	/* The sink ends the line: a trailing newline is not news. */
+	log__escape(out, sizeof(out), "done\n\n");
+	assert_string_equal(out, "done");
+	log__escape(out, sizeof(out), "a\n\nb");
+	assert_string_equal(out, "a\\n\\nb");
+
+	/* Every control character, and escaping twice changes nothing. */
+	for (int i = 1; i < 32; i++)
+		all[i - 1] = (char)i;
+	all[31] = 0x7f;
+	all[32] = 'z';
+	all[33] = '\0';
+	log__escape(out, sizeof(out), all);
+	for (const char *p = out; *p; p++)
+		assert_true((unsigned char)*p >= 0x20 && *p != 0x7f);
+	assert_non_null(strstr(out, "\\x01\\x02"));
+	assert_non_null(strstr(out, "\\x1f\\x7fz"));
+	log__escape(twice, sizeof(twice), out);
+	assert_string_equal(twice, out);
+
+	/* Cut short, never in the middle of an escape, always terminated. */
+	n = log__escape(out, 6, "abc\001def");
+	assert_string_equal(out, "abc");
+	assert_int_equal(n, 3);
+	n = log__escape(out, 8, "abc\001def");
+	assert_string_equal(out, "abc\\x01");
+	assert_int_equal(n, 7);
+	n = log__escape(out, 1, "abc");
+	assert_string_equal(out, "");
+	assert_int_equal(n, 0);
+}
+
+/* The library's sink escapes whatever its arguments carry. */
+static void test_logger_escapes(void **state)
+{
+	struct log_capture c = {0};
+	struct logger log = {capture, &c, TSYNC_LOG_INFO, "PI-Light"};
+
+	log_warn(&log, "from %s: %s", "peer", "reason\n12:00:00.000 ERROR forged");
+	assert_int_equal(c.calls, 1);
+	assert_null(strchr(c.line, '\n'));
+	assert_string_equal(c.line, "PI-Light: from peer: reason\\n12:00:00.000 ERROR forged");
+	log_info(&log, "bell\a and esc\x1b");
+	assert_string_equal(c.line, "PI-Light: bell\\x07 and esc\\x1b");
+}
+
+/* The rate-limited log, on a clock the test moves. */
+struct summaries {
+	int n;
+	char key[RATELOG_KEY_MAX];
+	int reason;
+	uint64_t count, elapsed_us;
+	uint64_t total;
+};
+
+static void on_summary(void *ud, const char *key, int reason, uint64_t count, uint64_t elapsed_us)
+{
+	struct summaries *s = ud;
+
+	s->n++;
+	snprintf(s->key, sizeof(s->key), "%s", key ? key : "(other)");
+	s->reason = reason;
+	s->count = count;
+	s->elapsed_us = elapsed_us;
+	s->total += count;
+}
+
+#define SEC 1000000u
+
+static void test_ratelog_first_then_summary(void **state)
+{
+	struct ratelog rl;
+	struct summaries s = {0};
+	uint64_t now = 1000 * SEC;
+	int full = 0;
+
+	assert_int_equal(ratelog__init(&rl, 4, 10 * SEC, on_summary, &s), 0);
+	assert_int_equal(ratelog__tick(&rl, now), UINT64_MAX); /* nothing tracked */
+
+	/* A flood of 20,000 in 5 s: the first logged, the rest held back. */
+	for (int i = 0; i < 20000; i++)
+		full += ratelog__hit(&rl, "10.0.0.9:4000", 3, now + (uint64_t)i * 250);
+	assert_int_equal(full, 1);
+	assert_int_equal(s.n, 0);
+	/* Not due before the interval ends... */
+	assert_int_equal(ratelog__tick(&rl, now + 9 * SEC), now + 10 * SEC);
+	assert_int_equal(s.n, 0);
+	/* ...then one summary with the exact count. */
+	assert_int_equal(ratelog__tick(&rl, now + 10 * SEC), now + 20 * SEC);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.key, "10.0.0.9:4000");
+	assert_int_equal(s.reason, 3);
+	assert_int_equal(s.count, 19999);
+	assert_int_equal(s.elapsed_us, 10 * SEC);
+
+	/* The flood goes on: one summary per interval, never a full line. */
+	now += 10 * SEC;
+	for (int k = 0; k < 3; k++) {
+		for (int i = 0; i < 100; i++)
+			assert_false(ratelog__hit(&rl, "10.0.0.9:4000", 3, now + (uint64_t)i * 1000));
+		now += 10 * SEC;
+		ratelog__tick(&rl, now);
+		assert_int_equal(s.n, 2 + k);
+		assert_int_equal(s.count, 100);
+	}
+	/* A quiet interval: no line, and the key is forgotten... */
+	now += 10 * SEC;
+	assert_int_equal(ratelog__tick(&rl, now), UINT64_MAX);
+	assert_int_equal(s.n, 4);
+	/* ...so the next one is news again, in full. */
+	assert_true(ratelog__hit(&rl, "10.0.0.9:4000", 3, now));
+	assert_false(ratelog__hit(&rl, "10.0.0.9:4000", 3, now + 1));
+	/* Another reason from the same address is another key. */
+	assert_true(ratelog__hit(&rl, "10.0.0.9:4000", 4, now + 2));
+	/* At exit, what was held back is told, due or not. */
+	ratelog__flush(&rl, now + 3);
+	assert_int_equal(s.n, 5);
+	assert_int_equal(s.count, 1);
+	assert_int_equal(s.total, 19999 + 300 + 1);
+	ratelog__free(&rl);
+}
+
+static void test_ratelog_late_tick(void **state)
+{
+	struct ratelog rl;
+	struct summaries s = {0};
+	uint64_t now = 5 * SEC;
+
+	/* Nobody ticks: the next event of the key writes the summary due. */
+	assert_int_equal(ratelog__init(&rl, 4, 10 * SEC, on_summary, &s), 0);
+	assert_true(ratelog__hit(&rl, "PI-Light", 1, now));
+	assert_false(ratelog__hit(&rl, "PI-Light", 1, now + SEC));
+	assert_false(ratelog__hit(&rl, "PI-Light", 1, now + 2 * SEC));
+	assert_false(ratelog__hit(&rl, "PI-Light", 1, now + 11 * SEC));
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.count, 2);
+	/* Long after, the held-back one is summarised and the new one is news. */
+	assert_true(ratelog__hit(&rl, "PI-Light", 1, now + 100 * SEC));
+	assert_int_equal(s.n, 2);
+	assert_int_equal(s.count, 1);
+	/* A key whose only event was logged in full leaves quietly. */
+	assert_true(ratelog__hit(&rl, "PI-Show", 1, now + 200 * SEC));
+	assert_true(ratelog__hit(&rl, "PI-Show", 1, now + 300 * SEC));
+	assert_int_equal(s.n, 2);
+	ratelog__free(&rl);
+}
+
+static void test_ratelog_bounded(void **state)
+{
+	struct ratelog rl;
+	struct summaries s = {0};
+	uint64_t now = 77 * SEC;
+	char key[64];
+	int full = 0;
+
+	/* 10,000 forged source addresses against a table of 8: 8 keys and the
+	 * bucket get a full line each, the rest is one count. */
+	assert_int_equal(ratelog__init(&rl, 8, 10 * SEC, on_summary, &s), 0);
+	for (int i = 0; i < 10000; i++) {
+		snprintf(key, sizeof(key), "10.%d.%d.%d:%d", i >> 16, (i >> 8) & 255, i & 255, 1000 + i);
+		full += ratelog__hit(&rl, key, 2, now + (uint64_t)i);
+	}
+	assert_int_equal(full, 9);
+	now += 11 * SEC;
+	ratelog__tick(&rl, now);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.key, "(other)");
+	assert_int_equal(s.reason, RATELOG_OTHER);
+	assert_int_equal(s.count, 10000 - 9);
+	/* The table did not grow, and the quiet keys are forgotten in turn. */
+	assert_int_equal(rl.n_slots, 8);
+	now += 10 * SEC;
+	assert_int_equal(ratelog__tick(&rl, now), UINT64_MAX);
+	assert_true(ratelog__hit(&rl, "10.0.0.1:1001", 2, now));
+
+	/* A key longer than the table keeps is cut, and still one key. */
+	memset(key, 'k', sizeof(key) - 1);
+	key[sizeof(key) - 1] = '\0';
+	assert_true(ratelog__hit(&rl, key, 2, now));
+	assert_false(ratelog__hit(&rl, key, 2, now + 1));
+	ratelog__free(&rl);
+
+	/* A zeroed ratelog frees cleanly, as a half-built node does. */
+	memset(&rl, 0, sizeof(rl));
+	ratelog__flush(&rl, now);
+	ratelog__free(&rl);
+}
+
 static void test_clocks(void **state)
 {
 	uint64_t a = util__now_us();
@@ -488,6 +691,11 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_buf_append_grows),
+	    cmocka_unit_test(test_log_escape),
+	    cmocka_unit_test(test_logger_escapes),
+	    cmocka_unit_test(test_ratelog_first_then_summary),
+	    cmocka_unit_test(test_ratelog_late_tick),
+	    cmocka_unit_test(test_ratelog_bounded),
 	    cmocka_unit_test(test_buf_appendf),
 	    cmocka_unit_test(test_buf_reserve),
 	    cmocka_unit_test(test_name_index_basic),

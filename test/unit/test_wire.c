@@ -433,6 +433,52 @@ static void test_seed_legacy_list(void **state)
 	wire__datagram_release(&dg);
 }
 
+/* A Python seed sends "val": None as null: an ask, a reply or a pulse
+ * carrying it is read as one without a value, not refused as a bad value. */
+static void test_seed_val_null(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_datagram dg;
+	tsync_reject rej;
+
+	assert_int_equal(
+	    decode_text(&c, "[{\"type\":\"io\",\"cmd\":\"ask\",\"io\":\"X\",\"val\":null}]", &dg, &rej), 0);
+	assert_true(dg.env.legacy);
+	assert_int_equal(dg.n_msgs, 1);
+	assert_false(dg.msgs[0].bad);
+	assert_int_equal(dg.msgs[0].op, WIRE_OP_ASK);
+	assert_string_equal(dg.msgs[0].io, "X");
+	assert_false(dg.msgs[0].has_val);
+	wire__datagram_release(&dg);
+
+	assert_int_equal(decode_text(&c,
+	                             "[{\"type\":\"io\",\"cmd\":\"reply\",\"io\":\"X\",\"val\":null},"
+	                             "{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"door\",\"val\":null}]",
+	                             &dg, &rej),
+	                 0);
+	assert_int_equal(dg.n_msgs, 2);
+	for (size_t i = 0; i < dg.n_msgs; i++) {
+		assert_false(dg.msgs[i].bad);
+		assert_false(dg.msgs[i].has_val);
+	}
+	wire__datagram_release(&dg);
+
+	/* In an envelope too; and a set still needs a value, null or absent. */
+	assert_int_equal(decode_text(&c,
+	                             "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+	                             "{\"type\":\"io\",\"cmd\":\"ask\",\"io\":\"X\",\"val\":null}]}",
+	                             &dg, &rej),
+	                 0);
+	assert_false(dg.msgs[0].bad);
+	assert_false(dg.msgs[0].has_val);
+	wire__datagram_release(&dg);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"x\",\"val\":null}", TSYNC_REJ_VAL);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"x\"}", TSYNC_REJ_VAL);
+	/* Other non-scalars stay bad values. */
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"ask\",\"io\":\"x\",\"val\":[]}", TSYNC_REJ_VAL);
+	expect_bad_msg("{\"type\":\"io\",\"cmd\":\"ask\",\"io\":\"x\",\"val\":{}}", TSYNC_REJ_VAL);
+}
+
 /* ------------------------------------------------------------------ strings and numbers */
 
 static void roundtrip_string(const struct wire_codec *c, const char *s, const char *want_json)
@@ -1256,6 +1302,7 @@ int main(void)
 	    cmocka_unit_test(test_envelope_text_and_legacy),
 	    cmocka_unit_test(test_durable_window_fields),
 	    cmocka_unit_test(test_seed_legacy_list),
+	    cmocka_unit_test(test_seed_val_null),
 	    cmocka_unit_test(test_string_escaping),
 	    cmocka_unit_test(test_float_format),
 	    cmocka_unit_test(test_int_limits),

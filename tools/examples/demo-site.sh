@@ -4,7 +4,8 @@
 # example controller motion-light (PI-Light, built on libthingsync) run with
 # a site key, each with its own state directory and log, and a file per
 # sensor that you can write to. It prints how to poke the site, then watches
-# it; Ctrl-C stops everything cleanly.
+# it; Ctrl-C stops everything cleanly, and so do SIGTERM and SIGHUP (its
+# terminal closed): no process it started outlives it.
 #
 #   tools/examples/demo-site.sh [--build DIR] [--seconds N] [--keep]
 #
@@ -12,6 +13,9 @@
 #   --seconds N   run the opening scene, check it, and stop after N seconds
 #                 (no watching; for a quick look or an automated check)
 #   --keep        keep the demo directory (logs, state) after stopping
+#
+# THINGSYNC_DEMO_PORT_BASE=N uses ports N+1 to N+14 instead of a random block
+# (the tests choose one that no other test hands out).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -23,7 +27,7 @@ while [ "$#" -gt 0 ]; do
 	--build) BUILD=$(cd "$2" && pwd); shift 2 ;;
 	--seconds) SECONDS_TO_RUN=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
-	-h | --help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "demo-site.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -44,7 +48,7 @@ mkdir -p "$DIR/io" "$DIR/state"
 # where clients' ports come from), skipping one where something listens.
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for _ in $(seq 1 20); do
-	BASE=$((12000 + RANDOM % 18000))
+	BASE=${THINGSYNC_DEMO_PORT_BASE:-$((12000 + RANDOM % 18000))}
 	busy=0
 	for off in 11 13 14; do
 		port_busy $((BASE + off)) && busy=1
@@ -53,23 +57,47 @@ for _ in $(seq 1 20); do
 done
 PIDS=()
 NAMES=()
-SENSOR_PID=
+HELPERS=() # the scene, the drifting sensor and the watcher: this shell's children
+STOP_WAIT_S=10
 
+# Every way out comes here: the end of --seconds, a failure, Ctrl-C (INT),
+# SIGTERM, and SIGHUP when the terminal closes. The daemons run in sessions
+# of their own (see start()), so no signal meant for this script reaches
+# them: it must stop each one itself, and it must get there whatever the
+# terminal does. After a hangup every write fails, so -e is off here, and a
+# second signal is ignored rather than cut the stop short; a daemon that does
+# not stop within STOP_WAIT_S is killed.
 stop_all() {
-	trap - INT TERM EXIT
-	if [ -n "$SENSOR_PID" ]; then
-		kill "$SENSOR_PID" 2>/dev/null || true
-		wait "$SENSOR_PID" 2>/dev/null || true
-	fi
+	trap '' HUP INT TERM PIPE
+	trap - EXIT
+	set +e
+	local i p status alive rc=0 deadline=$((SECONDS + STOP_WAIT_S))
+	# Not waited for: they end at once (their sleep with them), and bash's
+	# wait, in a trap, can miss a child that died of the same signal and
+	# block for ever.
+	for p in "${HELPERS[@]}"; do
+		kill -TERM "$p" 2>/dev/null
+	done
 	echo
 	echo "== stopping the site"
-	local i status rc=0
-	for i in "${!PIDS[@]}"; do
-		kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+	for p in "${PIDS[@]}"; do
+		kill -TERM "$p" 2>/dev/null
+	done
+	while :; do
+		alive=()
+		for p in "${PIDS[@]}"; do
+			kill -0 "$p" 2>/dev/null && alive+=("$p")
+		done
+		[ "${#alive[@]}" = 0 ] && break
+		if [ "$SECONDS" -ge "$deadline" ]; then
+			kill -KILL "${alive[@]}" 2>/dev/null
+			break
+		fi
+		sleep 0.1
 	done
 	for i in "${!PIDS[@]}"; do
 		status=0
-		wait "${PIDS[$i]}" || status=$?
+		wait "${PIDS[$i]}" 2>/dev/null || status=$?
 		if [ "$status" = 0 ]; then
 			printf '   %-12s stopped cleanly\n' "${NAMES[$i]}"
 		else
@@ -84,8 +112,18 @@ stop_all() {
 	fi
 	return $rc
 }
-trap 'stop_all; exit $?' INT TERM
+trap 'stop_all; exit 129' HUP
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
 trap 'stop_all || exit 1' EXIT
+
+# A background helper's sleep ends with it: its trap kills the sleep it is
+# waiting for, which would otherwise run on, orphaned, after the demo.
+nap() {
+	sleep "$1" &
+	wait $!
+}
+helper_traps() { trap 'kill $! 2>/dev/null; exit 0' HUP INT TERM; }
 
 "$THINGSCTL" keygen "$DIR/site.key" >/dev/null
 cat >"$DIR/site.conf" <<EOF
@@ -252,13 +290,15 @@ EOF
 
 # The opening scene: motion in the hall, the living room warms up.
 (
-	sleep 1
+	helper_traps
+	nap 1
 	echo 1 >"$DIR/io/hall_motion"
 	w1 21250
-	sleep 1
+	nap 1
 	echo 0 >"$DIR/io/hall_motion"
 ) &
 SCENE=$!
+HELPERS+=("$SCENE")
 
 if [ "$SECONDS_TO_RUN" != 0 ]; then
 	wait "$SCENE"
@@ -284,14 +324,19 @@ fi
 
 # A slowly drifting temperature, so that something moves.
 (
+	helper_traps
 	t=21250
-	while sleep 7; do
+	while nap 7; do
 		t=$((t + (RANDOM % 400) - 200))
 		w1 "$t"
 	done
 ) &
-SENSOR_PID=$!
+HELPERS+=("$!")
 
 echo "== watching PI-Show (Ctrl-C stops the site)"
-# In the foreground: Ctrl-C ends it, and then the trap stops the site.
-$CTL -n PI-Show watch || true
+# In the background, waited for: a shell runs its traps only once the
+# foreground command returns, but it interrupts a wait at once. The watcher
+# ends with the site (stop_all), or on its own if PI-Show goes away.
+$CTL -n PI-Show watch &
+HELPERS+=("$!")
+wait $! || true
