@@ -320,8 +320,10 @@ static int cmd_reboot(void *ud, tsync_node *node, const tsync_request *req, char
 		td_warn("reboot of the machine asked by %s", req->from);
 		r = posix_spawnp(&pid, argv[0], NULL, NULL, argv, environ);
 		if (r != 0) {
+			/* Asked for and allowed, but it did not happen. */
+			td_error("err_write_crash reboot of the machine failed: %s", strerror(r));
 			*result = dump(json_pack("{s:s}", "error", strerror(r)));
-			return -r;
+			return TSYNC_EWRITE;
 		}
 		*result = dump(json_pack("{s:s}", "reboot", "machine"));
 		return 0;
@@ -395,9 +397,13 @@ static int on_clim(void *ud, tsync_node *node, const tsync_request *req, char **
 	r = path ? daemon__write_atomic(path, text, strlen(text), 0644) : 0;
 	free(path);
 	if (r < 0) {
-		td_error("clim: cannot store the settings: %s", strerror(-r));
+		/* Taken but not stored: the sender must hear that it failed (it
+		 * would otherwise believe the settings are kept). */
+		td_error("err_write_crash clim: cannot store the settings from %s: %s", req->from,
+		         strerror(-r));
+		*result = dump(json_pack("{s:s}", "error", strerror(-r)));
 		free(text);
-		return r;
+		return TSYNC_EWRITE;
 	}
 	free(td->clim);
 	td->clim = text;
@@ -515,6 +521,8 @@ int cmd__run_local(struct thingsd *td, const char *type, const char *role, const
 	free(json);
 	if (r == TSYNC_ECMD_ARGS)
 		*err = "err_cmd_args";
+	else if (r == TSYNC_EWRITE)
+		*err = "err_write_crash";
 	else if (r < 0)
 		*err = "err_cmd_failed";
 	return r;

@@ -144,6 +144,7 @@ static int write_hook(void *ud, tsync_node *node, const char *thing, const tsync
 {
 	struct thingsd *td = ud;
 	struct owned *o;
+	int r;
 
 	*as_is = *to_be;
 	if (td->from_driver)
@@ -155,7 +156,14 @@ static int write_hook(void *ud, tsync_node *node, const char *thing, const tsync
 	 * it returns to, written when the pulse ends. */
 	if (o->pulsing)
 		return 0;
-	return driver__write(o->drv, to_be, as_is) < 0 ? TSYNC_EREFUSED : 0;
+	r = driver__write(o->drv, to_be, as_is);
+	if (r == 0)
+		return 0;
+	/* A read-only driver, or a value it cannot express, is a refusal:
+	 * nothing was tried. Anything else is an output that did not move
+	 * (a program that could not start or failed, a board that did not
+	 * answer), which the requester must see as a failure. */
+	return r == TSYNC_EREFUSED || r == -EINVAL ? TSYNC_EREFUSED : TSYNC_EWRITE;
 }
 
 /* --- pulses ---------------------------------------------------------------------- */
@@ -215,30 +223,39 @@ static void pulse_cb(evutil_socket_t fd, short what, void *arg)
 	pulse_finish(arg, "ended");
 }
 
-void daemon__pulse_start(struct owned *o, const tsync_value *v, uint32_t ms, const char *by)
+int daemon__pulse_start(struct owned *o, const tsync_value *v, uint32_t ms, const char *by)
 {
 	struct thingsd *td = o->td;
 	struct timeval tv;
 	tsync_value as_is;
-	char txt[80];
+	char txt[80], *str = NULL;
 
-	clear_pulse_value(o);
-	o->pulse_val = *v;
-	if (v->type == TSYNC_TYPE_STRING) {
-		o->pulse_str = strdup(v->u.s ? v->u.s : "");
-		if (!o->pulse_str) {
-			td_error("out of memory pulsing %s", o->name);
-			o->pulse_val.type = TSYNC_TYPE_NONE;
-			return;
-		}
-		o->pulse_val.u.s = o->pulse_str;
+	tsync_value_format(v, txt, sizeof(txt));
+	if (v->type == TSYNC_TYPE_STRING && !(str = strdup(v->u.s ? v->u.s : ""))) {
+		td_error("out of memory pulsing %s", o->name);
+		return -ENOMEM;
 	}
 	if (!o->pulse_ev)
 		o->pulse_ev = evtimer_new(td->base, pulse_cb, o);
 	if (!o->pulse_ev) {
 		td_error("out of memory pulsing %s", o->name);
-		clear_pulse_value(o);
-		return;
+		free(str);
+		return -ENOMEM;
+	}
+	/* The output moves first: a pulse it could not start did not happen,
+	 * and the one who asked is told so (err_write_crash), not acknowledged.
+	 * A pulse already running goes on to its end unchanged. */
+	if (o->drv && o->drv->ops->write && driver__write(o->drv, v, &as_is) < 0) {
+		td_error("pulse of %s = %s for %u ms (from %s) not started: %s", o->name, txt, ms,
+		         by ? by : "?", o->drv->last_error);
+		free(str);
+		return TSYNC_EWRITE;
+	}
+	clear_pulse_value(o);
+	o->pulse_val = *v;
+	if (str) {
+		o->pulse_str = str;
+		o->pulse_val.u.s = str;
 	}
 	/* A pulse during a pulse extends it; it returns to the same value. */
 	o->pulsing = true;
@@ -247,10 +264,18 @@ void daemon__pulse_start(struct owned *o, const tsync_value *v, uint32_t ms, con
 	tv.tv_sec = ms / 1000;
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	evtimer_add(o->pulse_ev, &tv);
-	tsync_value_format(v, txt, sizeof(txt));
 	td_info("pulse of %s = %s for %u ms (from %s)", o->name, txt, ms, by ? by : "?");
-	if (o->drv && o->drv->ops->write)
-		driver__write(o->drv, &o->pulse_val, &as_is);
+	return 0;
+}
+
+/* The library's pulse hook: the owner acts here, and a failure goes back to
+ * whoever asked (TSYNC_EWRITE), instead of an event that cannot fail. */
+static int pulse_hook(void *ud, tsync_node *node, const char *thing, const tsync_value *v, uint32_t ms,
+                      const char *by)
+{
+	struct owned *o = daemon__owned(ud, thing);
+
+	return o ? daemon__pulse_start(o, v, ms, by) : 0;
 }
 
 /* --- node events --------------------------------------------------------------- */
@@ -289,9 +314,8 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 	case TSYNC_EVENT_PULSE: {
 		struct owned *o = daemon__owned(td, ev->thing);
 		td->events_pulse++;
-		if (o) {
-			daemon__pulse_start(o, &ev->value, ev->pulse_ms, ev->controller);
-		} else {
+		/* An owned thing's pulse was started by pulse_hook already. */
+		if (!o) {
 			struct used *u = daemon__used(td, ev->thing);
 			if (u)
 				u->pulses++;
@@ -413,6 +437,7 @@ static int build(struct thingsd *td, tsync_site *site)
 	if (r < 0)
 		goto fail;
 	tsync_node_set_write_hook(td->node, write_hook, td);
+	tsync_node_set_pulse_hook(td->node, pulse_hook, td);
 	r = cmd__register(td);
 	if (r < 0)
 		goto fail;

@@ -158,6 +158,11 @@ static int status_of(int r, const char **name)
 	case TSYNC_ECMD_ARGS:
 		*name = "err_cmd_args";
 		return 422;
+	case TSYNC_EWRITE:
+		/* Taken, but the output or handler failed: the act may not have
+		 * happened, and the client must not read it as done. */
+		*name = "err_write_crash";
+		return 502;
 	case TSYNC_EPEER_RESTARTED:
 		*name = "peer_restarted";
 		return 503;

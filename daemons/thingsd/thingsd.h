@@ -142,8 +142,9 @@ struct used *daemon__used(struct thingsd *td, const char *name);
 /* Sets an owned thing from its driver's reading (no write back). */
 int daemon__set_from_driver(struct owned *o, const tsync_value *v);
 
-/* Pulses: drive the output to the pulse value, then back. */
-void daemon__pulse_start(struct owned *o, const tsync_value *v, uint32_t ms, const char *by);
+/* Pulses: drive the output to the pulse value, then back. TSYNC_EWRITE if
+ * the output could not be driven (no pulse is started then). */
+int daemon__pulse_start(struct owned *o, const tsync_value *v, uint32_t ms, const char *by);
 
 /* Writes a file atomically next to its final place: temp, fsync, rename,
  * fsync of the directory. */
@@ -176,9 +177,10 @@ uint16_t http__port(const struct thingsd *td);
 
 /* --- deploy (deploy.c) ---------------------------------------------------- */
 
-/* The canonical text a deploy tag is computed over. */
-int deploy__message(uint64_t serial, const void *body, size_t len, unsigned char **out, size_t *outlen);
-/* Checks, validates and swaps in a new site.conf; *why explains a refusal. */
+/* Checks a signed deploy envelope (see deploy.c), validates and swaps in the
+ * site.conf it carries; *why explains a refusal. -EBADMSG: not signed, not
+ * an envelope, or not for this site and controller; -ESTALE: not newer than
+ * the running file; TSYNC_EKEY: no site key. */
 int deploy__apply(struct thingsd *td, uint64_t serial, const char *tag_hex, const void *body, size_t len,
                   char **why);
 void deploy__load_serial(struct thingsd *td);

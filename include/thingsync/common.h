@@ -48,7 +48,9 @@ enum tsync_error {
 	TSYNC_ESTORE = -30990,          /**< the LMDB state store failed */
 	TSYNC_EKEY = -30989,            /**< site key missing, unreadable, too open or malformed */
 	TSYNC_ECANCELED = -30988,       /**< the node was freed before the answer came */
-	TSYNC_ERR_LAST = -30988,
+	TSYNC_EWRITE = -30987,          /**< the owner could not act: its output or handler failed
+	                                     (err_write_crash); the act may not have happened */
+	TSYNC_ERR_LAST = -30987,
 };
 
 /**

@@ -113,7 +113,10 @@ TSYNC_API void tsync_node_stop(tsync_node *node);
  * @param thing  name, borrowed.
  * @param v      value, borrowed (strings are copied).
  * @return 0; TSYNC_EUNKNOWN_THING; TSYNC_ENOT_USED; TSYNC_EVALUE;
- *         TSYNC_EREFUSED (a user setting a thing that is not settable); -ENOMEM.
+ *         TSYNC_EREFUSED (a user setting a thing that is not settable, or the
+ *         owner's write hook refusing the value); TSYNC_EWRITE (on the owner:
+ *         the write hook could not drive the output, see tsync_write_fn);
+ *         -ENOMEM.
  */
 TSYNC_API int tsync_node_set(tsync_node *node, const char *thing, const tsync_value *v);
 
@@ -142,6 +145,10 @@ typedef struct tsync_thing_state {
 	bool asking;          /**< user only: an ask to the owner is not answered yet */
 	bool requesting;      /**< user only: a set request (to_be) is not answered yet; once
 	                           false, the value is the owner's answer (as_is) */
+	int request_error;    /**< user only: once `requesting` is false, how the owner answered
+	                           the last set request: 0 (taken), TSYNC_EREFUSED (refused,
+	                           err_ip_in_refused), TSYNC_EVALUE (err_ip_in_val) or
+	                           TSYNC_EWRITE (its output failed, err_write_crash) */
 } tsync_thing_state;
 
 /**
@@ -160,8 +167,11 @@ TSYNC_API int tsync_node_ask(tsync_node *node, const char *thing);
 /**
  * Completion of a pulse, command or request.
  *
- * @param status  0 when the peer acknowledged (or answered); TSYNC_ECMD,
- *                TSYNC_ECMD_ARGS, TSYNC_EREFUSED if it refused;
+ * @param status  0 when the peer acknowledged (or answered) and acted;
+ *                TSYNC_ECMD, TSYNC_ECMD_ARGS, TSYNC_EREFUSED if it refused;
+ *                TSYNC_EWRITE if it tried and failed (err_write_crash: its
+ *                pulse hook or command handler failed, e.g. a driver could
+ *                not move the output), never as success;
  *                TSYNC_EPEER_RESTARTED if it restarted before answering;
  *                TSYNC_ECANCELED if the node is being freed.
  * @param result  the answer as JSON text (commands and requests; NULL for
@@ -172,14 +182,23 @@ typedef void (*tsync_done_fn)(void *userdata, tsync_node *node, int status, cons
 /**
  * Pulses a thing: its value is `v` for `ms` milliseconds, then returns to
  * normal. Acted on exactly once by the owner and each user, however often the
- * datagram is lost or duplicated. On the owner this acts locally and tells the
- * users; elsewhere it asks the owner to pulse.
+ * datagram is lost or duplicated. On the owner this acts locally (through the
+ * pulse hook, see tsync_node_set_pulse_hook()) and tells the users; elsewhere
+ * it asks the owner to pulse.
+ *
+ * An act that fails is never reported as success: when the owner's pulse
+ * hook fails, the owner answers err_write_crash, `done` gets TSYNC_EWRITE,
+ * and the users are not told of a pulse that did not happen. A duplicate of
+ * the request is answered the same way without calling the hook again.
  *
  * @param v    the pulse value (NULL: true / 1), borrowed.
  * @param ms   duration (0: the thing's `pulse_ms`).
- * @param done called once when the owner acknowledged (may be NULL).
+ * @param done called once with the owner's answer (may be NULL); never
+ *             called when this function returns a negative code. On the
+ *             owner itself it runs before this function returns.
  * @return 0; TSYNC_EUNKNOWN_THING; TSYNC_ENOT_USED; TSYNC_ENO_PULSE;
- *         TSYNC_EVALUE; -ENOBUFS if too many are outstanding; -ENOMEM.
+ *         TSYNC_EVALUE; TSYNC_EWRITE (on the owner: the pulse hook failed);
+ *         -ENOBUFS if too many are outstanding; -ENOMEM.
  */
 TSYNC_API int tsync_node_pulse(tsync_node *node, const char *thing, const tsync_value *v, uint32_t ms,
                                tsync_done_fn done, void *userdata);
@@ -187,7 +206,8 @@ TSYNC_API int tsync_node_pulse(tsync_node *node, const char *thing, const tsync_
 /** Kinds of events delivered to a tsync_event_fn. */
 typedef enum tsync_event_kind {
 	TSYNC_EVENT_CHANGED = 1,   /**< a thing's value changed (own or copy) */
-	TSYNC_EVENT_PULSE = 2,     /**< a thing was pulsed (acted on once) */
+	TSYNC_EVENT_PULSE = 2,     /**< a thing was pulsed (acted on once; on the owner, after
+	                                its pulse hook succeeded) */
 	TSYNC_EVENT_PEER_UP = 3,   /**< a controller answered after silence or restart */
 	TSYNC_EVENT_PEER_DOWN = 4, /**< a controller stopped answering */
 } tsync_event_kind;
@@ -224,14 +244,44 @@ TSYNC_API int tsync_node_on_event(tsync_node *node, tsync_event_fn fn, void *use
  * @param to_be  the requested value, borrowed.
  * @param as_is  receives the resulting value; a string must stay valid until
  *               the hook is called again or the node is freed.
- * @return 0 to take `as_is`; a negative code to refuse (reported to the
- *         requester as err_ip_in_refused; the value is unchanged).
+ * @return 0 to take `as_is`; TSYNC_EWRITE when the value was accepted but
+ *         the output could not be driven (a driver failed): answered
+ *         err_write_crash, so the requester sees a failure, not a refusal
+ *         (its tsync_thing_state.request_error is TSYNC_EWRITE); any other
+ *         negative code to refuse the value (answered err_ip_in_refused).
+ *         Either way the value is unchanged.
  */
 typedef int (*tsync_write_fn)(void *userdata, tsync_node *node, const char *thing, const tsync_value *to_be,
                               tsync_value *as_is);
 
 /** Sets the write hook (one per node; NULL restores the default). */
 TSYNC_API void tsync_node_set_write_hook(tsync_node *node, tsync_write_fn fn, void *userdata);
+
+/**
+ * Owner-side pulse hook: the act of a pulse on one of this node's things.
+ * Called once per pulse, whether the application pulsed (tsync_node_pulse()
+ * on the owner) or a user asked, before TSYNC_EVENT_PULSE is raised and
+ * before the users are told. Like an event, it runs again for the same pulse
+ * only if a commit hook fails (see tsync_node_set_commit_hook()).
+ *
+ * @param thing  the thing's name, borrowed for the call.
+ * @param v      the pulse value, borrowed for the call.
+ * @param ms     the pulse's duration.
+ * @param by     the controller that asked (this node's name for its own).
+ * @return 0 when the pulse is under way; a negative code when it could not
+ *         be acted on (e.g. the driver could not move the output). Then no
+ *         event is raised, the users are not told, and the requester gets
+ *         TSYNC_EWRITE (err_write_crash); a duplicate of the request gets the
+ *         same answer without a second call.
+ */
+typedef int (*tsync_pulse_fn)(void *userdata, tsync_node *node, const char *thing, const tsync_value *v,
+                              uint32_t ms, const char *by);
+
+/**
+ * Sets the pulse hook (one per node; NULL removes it: a pulse is then acted
+ * on through TSYNC_EVENT_PULSE alone, which cannot fail).
+ */
+TSYNC_API void tsync_node_set_pulse_hook(tsync_node *node, tsync_pulse_fn fn, void *userdata);
 
 /**
  * Commit hook: see tsync_node_set_commit_hook().
@@ -273,8 +323,12 @@ typedef struct tsync_request {
  *
  * @param result  may receive an answer as JSON text, malloc()ed; ownership
  *                passes to the library. Leave NULL for no answer (`null`).
- * @return 0; TSYNC_ECMD_ARGS for bad arguments; another negative code for
- *         failure (answered as an error).
+ * @return 0; TSYNC_ECMD_ARGS for bad arguments (err_cmd_args); TSYNC_EWRITE
+ *         when the command was accepted but acting on it failed (answered
+ *         err_write_crash: the requester's done gets TSYNC_EWRITE); another
+ *         negative code to refuse it (answered err_cmd_failed: the
+ *         requester's done gets TSYNC_EREFUSED). A duplicate of the request
+ *         gets the same answer without a second call.
  */
 typedef int (*tsync_request_fn)(void *userdata, tsync_node *node, const tsync_request *req, char **result);
 

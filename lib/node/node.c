@@ -717,6 +717,11 @@ TSYNC_API void tsync_node_set_write_hook(tsync_node *n, tsync_write_fn fn, void 
 	sync__set_write_hook(n->eng, fn, userdata);
 }
 
+TSYNC_API void tsync_node_set_pulse_hook(tsync_node *n, tsync_pulse_fn fn, void *userdata)
+{
+	sync__set_pulse_hook(n->eng, fn, userdata);
+}
+
 TSYNC_API void tsync_node_set_commit_hook(tsync_node *n, tsync_commit_fn fn, void *userdata)
 {
 	sync__set_commit_hook(n->eng, fn, userdata);

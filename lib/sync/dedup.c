@@ -73,8 +73,13 @@ int dedup__remember(struct dedup *d, uint64_t id, const char *err, const char *r
 {
 	struct dedup_answer *a;
 
-	if (!err && !res)
+	if (!err && !res) {
+		/* Nothing to keep, but an answer left by an earlier run of the same
+		 * id (one a failed commit undid) must not answer for this run. */
+		if (d->answers && d->answers[id % SYNC_DEDUP_BITS].id == id)
+			answer_clear(&d->answers[id % SYNC_DEDUP_BITS]);
 		return 0;
+	}
 	if (!d->answers) {
 		d->answers = calloc(SYNC_DEDUP_BITS, sizeof(*d->answers));
 		if (!d->answers)

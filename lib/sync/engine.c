@@ -374,6 +374,7 @@ int sync__set(struct sync_engine *e, const char *thing, const tsync_value *v, ui
 	if (r < 0)
 		return r;
 	rt->req_pending = true;
+	rt->req_error = 0;
 	rt->req_id = e->peers[rt->peer].next_setreq_id++;
 	rt->req_sent_us = 0;
 	engine__inq_add(e, &e->peers[rt->peer], t);
@@ -396,6 +397,7 @@ int sync__get(struct sync_engine *e, const char *thing, tsync_thing_state *out)
 	out->owner_boot = rt->boot;
 	out->asking = rt->ask_pending;
 	out->requesting = rt->req_pending;
+	out->request_error = rt->req_pending ? 0 : rt->req_error;
 	if (out->owned)
 		for (uint32_t u = 0; u < rt->n_users; u++) {
 			const struct sync_peer *p = &e->peers[rt->users[u].peer];
@@ -463,12 +465,22 @@ static int queue_pulse(struct sync_engine *e, struct sync_peer *p, uint32_t t, c
 	return engine__queue_req(e, p, r);
 }
 
-/* The owner acts on a pulse once and passes it on to every user. */
-void engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by)
+/* The owner acts on a pulse once and passes it on to every user. The act
+ * comes first: a pulse whose output could not be moved did not happen, so
+ * the users are not told of it and the requester learns it failed. */
+int engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by)
 {
 	struct thing_rt *rt = &e->things[t];
 	tsync_event ev;
 
+	if (e->pulse_hook) {
+		int r = e->pulse_hook(e->pulse_userdata, e->node, e->site->things[t].name, v, ms, by);
+		if (r < 0) {
+			log_error(e->log, SYNC_ERR_WRITE " pulse of %s by %s failed: %s",
+			          e->site->things[t].name, by, tsync_strerror(r));
+			return TSYNC_EWRITE;
+		}
+	}
 	memset(&ev, 0, sizeof(ev));
 	ev.kind = TSYNC_EVENT_PULSE;
 	ev.thing = e->site->things[t].name;
@@ -482,6 +494,7 @@ void engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, 
 			log_warn(e->log, "warn_retry pulse of %s to %s not queued: %s", ev.thing,
 			         e->peers[rt->users[u].peer].name, tsync_strerror(r));
 	}
+	return 0;
 }
 
 static tsync_value default_pulse_value(tsync_type type)
@@ -524,7 +537,9 @@ int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, 
 	if (!ms)
 		ms = th->pulse_ms;
 	if (e->things[t].role == THING_OWNED) {
-		engine__pulse_act(e, t, &c, ms, e->site->controllers[e->me].name);
+		r = engine__pulse_act(e, t, &c, ms, e->site->controllers[e->me].name);
+		if (r < 0)
+			return r;
 		if (done)
 			done(ud, e->node, 0, NULL);
 		return 0;
@@ -698,6 +713,12 @@ void sync__set_write_hook(struct sync_engine *e, tsync_write_fn fn, void *ud)
 {
 	e->write_hook = fn;
 	e->write_userdata = ud;
+}
+
+void sync__set_pulse_hook(struct sync_engine *e, tsync_pulse_fn fn, void *ud)
+{
+	e->pulse_hook = fn;
+	e->pulse_userdata = ud;
 }
 
 void sync__set_commit_hook(struct sync_engine *e, tsync_commit_fn fn, void *ud)

@@ -167,27 +167,56 @@ static void on_set_request(struct sync_engine *e, struct sync_peer *p, uint32_t 
 		goto answer;
 	}
 	/* An older request from the same sender that arrives after a newer
-	 * one (reordering, or a duplicate) must not undo it. */
-	if (m->has_id && rt->req_from == p->ctrl && rt->req_from_boot == boot && m->id <= rt->req_from_id)
+	 * one (reordering, or a duplicate) must not undo it; a repeat of the
+	 * last one (its answer was lost) gets that answer again, so a failed
+	 * act is not acknowledged as done the second time. */
+	if (m->has_id && rt->req_from == p->ctrl && rt->req_from_boot == boot && m->id <= rt->req_from_id) {
+		if (m->id == rt->req_from_id)
+			a->m.err = rt->req_from_err;
 		goto answer;
+	}
 	if (m->has_id) {
 		rt->req_from = p->ctrl;
 		rt->req_from_boot = boot;
 		rt->req_from_id = m->id;
+		rt->req_from_err = NULL;
 	}
 	as_is = c;
 	if (e->write_hook) {
 		int r = e->write_hook(e->write_userdata, e->node, th->name, &c, &as_is);
+		/* The value was fine but the output did not take it: a failure the
+		 * requester must see as such, not as a refusal of its value. */
+		if (r == TSYNC_EWRITE) {
+			log_error(e->log,
+			          SYNC_ERR_WRITE " set of %s by %s failed: the output was not written",
+			          th->name, p->name);
+			a->m.err = SYNC_ERR_WRITE;
+			goto refused;
+		}
 		if (r < 0 || engine__coerce(e->site, t, &as_is, &as_is) < 0) {
 			log_warn(e->log, "err_ip_in_refused set of %s by %s refused by the write hook: %s",
 			         th->name, p->name, tsync_strerror(r));
 			a->m.err = tsync_reject_name(TSYNC_REJ_REFUSED);
-			goto answer;
+			goto refused;
 		}
 	}
 	engine__apply_owned(e, t, &as_is, p->name, true);
+	goto answer;
+refused:
+	if (m->has_id)
+		rt->req_from_err = a->m.err;
 answer:
 	answer_value(e, p, a, t);
+}
+
+static int status_of_err(const char *err);
+
+/* How the owner answered my set request, for tsync_thing_state.request_error. */
+static int set_status_of_err(const char *err)
+{
+	if (err && !strcmp(err, tsync_reject_name(TSYNC_REJ_VAL)))
+		return TSYNC_EVALUE;
+	return status_of_err(err);
 }
 
 static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_msg *m, uint64_t boot)
@@ -229,8 +258,10 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 			/* The owner's answer to my ask or to my request. */
 			if (m->err && m->has_re && rt->req_pending && m->re >= rt->req_id)
 				log_warn(e->log, "%s: set of %s refused by %s", m->err, m->io, p->name);
-			if (rt->req_pending && (!m->has_re ? !m->has_ver : m->re >= rt->req_id))
+			if (rt->req_pending && (!m->has_re ? !m->has_ver : m->re >= rt->req_id)) {
 				rt->req_pending = false;
+				rt->req_error = set_status_of_err(m->err);
+			}
 			apply_copy(e, p, t, m, boot);
 			if (!m->has_val)
 				rt->ask_pending = false; /* the owner has no value yet */
@@ -295,11 +326,23 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 				engine__undo_mark(e, p, m->id);
 			dedup__mark(&p->dedup, m->id);
 		}
-		if (!fresh)
-			break; /* acted on already: answer again, act never twice */
+		if (!fresh) {
+			/* Acted on already: the same answer again (a failed act
+			 * stays failed), and never a second act. */
+			const struct dedup_answer *old = dedup__answer(&p->dedup, m->id);
+			if (old && old->err)
+				a->m.err = a->owned_err = util__strdup(old->err);
+			break;
+		}
 		e->acts_pending = true;
 		if (i_own) {
-			engine__pulse_act(e, t, &c, m->ms ? m->ms : th->pulse_ms, p->name);
+			if (engine__pulse_act(e, t, &c, m->ms ? m->ms : th->pulse_ms, p->name) < 0)
+				a->m.err = SYNC_ERR_WRITE;
+			/* Remembered, so that a duplicate (our answer was lost) of a
+			 * failed pulse is not acknowledged as a success. */
+			if (m->has_id && dedup__remember(&p->dedup, m->id, a->m.err, NULL) < 0)
+				log_error(e->log, "out of memory remembering the answer to a pulse of %s",
+				          th->name);
 		} else {
 			tsync_event ev;
 			memset(&ev, 0, sizeof(ev));
@@ -314,7 +357,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 	}
 	case WIRE_OP_REPLY_PULSE:
 		if (m->has_re) {
-			engine__complete_req(e, p, m->re, m->err ? TSYNC_EREFUSED : 0, NULL);
+			engine__complete_req(e, p, m->re, status_of_err(m->err), NULL);
 		} else {
 			/* Legacy: complete the oldest pulse of that thing. */
 			for (struct outreq *r = p->reqs; r; r = r->next)
@@ -338,6 +381,8 @@ static int status_of_err(const char *err)
 		return TSYNC_ECMD;
 	if (!strcmp(err, "err_cmd_args"))
 		return TSYNC_ECMD_ARGS;
+	if (!strcmp(err, SYNC_ERR_WRITE))
+		return TSYNC_EWRITE;
 	return TSYNC_EREFUSED;
 }
 
@@ -429,6 +474,8 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 	}
 	if (r == TSYNC_ECMD_ARGS)
 		err = "err_cmd_args";
+	else if (r == TSYNC_EWRITE)
+		err = SYNC_ERR_WRITE;
 	else if (r < 0)
 		err = "err_cmd_failed";
 done:

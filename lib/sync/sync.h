@@ -78,6 +78,10 @@ void dedup__free(struct dedup *d);
 
 /* --- the engine ----------------------------------------------------------- */
 
+/* The answer to a pulse, set request or command that was taken but could not
+ * be acted on (the seed's name): the requester sees TSYNC_EWRITE. */
+#define SYNC_ERR_WRITE "err_write_crash"
+
 struct sync_ops {
 	void *ctx;
 	/* Sends a datagram to a peer. */
@@ -113,6 +117,7 @@ struct thing_rt {
 
 	/* used: my request to the owner (to_be), newest wins */
 	bool req_pending;
+	int req_error; /* how the owner answered the last one (0, TSYNC_E*) */
 	tsync_value req_val;
 	uint64_t req_id;
 	uint64_t req_sent_us; /* 0: not sent yet */
@@ -125,6 +130,7 @@ struct thing_rt {
 	 * arrives late from the same peer */
 	uint32_t req_from;
 	uint64_t req_from_boot, req_from_id;
+	const char *req_from_err; /* its answer's error (a static name), or NULL */
 
 	/* owned: where each user's acknowledgement is kept */
 	struct user_ref {
@@ -274,6 +280,8 @@ struct sync_engine {
 	size_t n_handlers;
 	tsync_write_fn write_hook;
 	void *write_userdata;
+	tsync_pulse_fn pulse_hook;
+	void *pulse_userdata;
 	tsync_commit_fn commit_hook;
 	void *commit_userdata;
 	bool acts_pending;   /* events from received messages since the last commit */
@@ -317,14 +325,16 @@ int sync__on_event(struct sync_engine *e, tsync_event_fn fn, void *ud);
 int sync__on_request(struct sync_engine *e, const char *type, const char *role, const char *cmd,
                      tsync_request_fn fn, void *ud);
 void sync__set_write_hook(struct sync_engine *e, tsync_write_fn fn, void *ud);
+void sync__set_pulse_hook(struct sync_engine *e, tsync_pulse_fn fn, void *ud);
 void sync__set_commit_hook(struct sync_engine *e, tsync_commit_fn fn, void *ud);
 size_t sync__unsettled(const struct sync_engine *e);
 int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsync_peer_stats *out);
 
 /* Internal to lib/sync (engine.c <-> input.c). */
 void engine__emit(struct sync_engine *e, const tsync_event *ev);
-/* The owner acts on a pulse once (event) and passes it on to every user. */
-void engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by);
+/* The owner acts on a pulse once (hook, event) and passes it on to every
+ * user; TSYNC_EWRITE if the pulse hook failed (then nothing else happens). */
+int engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by);
 void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by,
                          bool answers_peer);
 void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level level);

@@ -200,6 +200,8 @@ TSYNC_API const char *tsync_strerror(int err)
 		return "site key missing, unreadable, too open or malformed";
 	case TSYNC_ECANCELED:
 		return "canceled: the node was freed before the answer came";
+	case TSYNC_EWRITE:
+		return "the owner could not act: its output or handler failed (err_write_crash)";
 	}
 	if (err < 0 && err > -4096)
 		return strerror(-err);

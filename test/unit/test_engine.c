@@ -58,6 +58,8 @@ struct sim {
 	double loss, dup, reorder;
 	bool capture;
 	struct packet *captured; /* copies of datagrams sent, newest first */
+	bool block;              /* drop every datagram from block_from to block_to */
+	uint32_t block_from, block_to;
 	uint64_t boots;
 };
 
@@ -130,6 +132,8 @@ static void op_send(void *ctx, uint32_t peer, const void *buf, size_t len)
 		s->captured = c;
 	}
 	if (prng__unit(&s->prng) < s->loss)
+		return;
+	if (s->block && sn->ctrl == s->block_from && to == s->block_to)
 		return;
 	if (prng__unit(&s->prng) < s->reorder)
 		at += prng__next(&s->prng) % 3000;
@@ -843,6 +847,165 @@ static int journal_commit(void *ud, tsync_node *node)
 	return 0;
 }
 
+/* An owner whose output fails: its hooks say so, and count their calls. */
+struct act {
+	int fail; /* the code the hooks return (0: they succeed) */
+	int pulses, writes, cmds;
+};
+
+static int act_pulse(void *ud, tsync_node *node, const char *thing, const tsync_value *v, uint32_t ms,
+                     const char *by)
+{
+	struct act *a = ud;
+	a->pulses++;
+	return a->fail;
+}
+
+static int act_write(void *ud, tsync_node *node, const char *thing, const tsync_value *to_be,
+                     tsync_value *as_is)
+{
+	struct act *a = ud;
+	a->writes++;
+	*as_is = *to_be;
+	return a->fail;
+}
+
+static int act_cmd(void *ud, tsync_node *node, const tsync_request *req, char **result)
+{
+	struct act *a = ud;
+	a->cmds++;
+	return a->fail;
+}
+
+/* A pulse the owner could not act on reaches the requester as TSYNC_EWRITE,
+ * never as success; the users hear of no pulse; a retransmission of the
+ * request (the answer was lost) gets the same answer without a second act. */
+static void test_failed_pulse_reported(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 14);
+	struct sync_engine *a;
+	struct act act = {.fail = -EMFILE};
+	struct done_rec d, ok, local;
+	uint64_t heard;
+	uint32_t door;
+
+	memset(&d, 0, sizeof(d));
+	memset(&ok, 0, sizeof(ok));
+	memset(&local, 0, sizeof(local));
+	assert_int_equal(name_index__get(&s->site->thing_ix, "door", &door), 0);
+	assert_true(sim_settle(s, 5000000));
+	a = s->n[0].e;
+	sync__set_pulse_hook(a, act_pulse, &act);
+
+	/* A's answers to B are lost: B retransmits, A acts only once. */
+	s->block = true;
+	s->block_from = 0;
+	s->block_to = 1;
+	heard = a->peers[a->plan->peer_of_ctrl[1]].st.datagrams_received;
+	assert_int_equal(sync__pulse(s->n[1].e, "door", NULL, 0, on_done, &d, s->now), 0);
+	sim_run(s, s->now + 2000000);
+	assert_int_equal(act.pulses, 1);
+	assert_true(a->peers[a->plan->peer_of_ctrl[1]].st.datagrams_received >= heard + 3);
+	assert_int_equal(d.calls, 0);
+	s->block = false;
+	assert_true(sim_settle(s, 10000000));
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(d.status, TSYNC_EWRITE);
+	assert_int_equal(act.pulses, 1);
+	/* Nothing moved: no pulse event on the owner, none passed to the users. */
+	assert_int_equal(s->n[0].pulses[door], 0);
+	assert_int_equal(s->n[1].pulses[door], 0);
+	assert_int_equal(s->n[2].pulses[door], 0);
+
+	/* On the owner itself: the call says so, and done is not called. */
+	assert_int_equal(sync__pulse(a, "door", NULL, 0, on_done, &local, s->now), TSYNC_EWRITE);
+	assert_int_equal(local.calls, 0);
+	assert_int_equal(act.pulses, 2);
+
+	/* The output works again: the next pulse is acted on and passed on. */
+	act.fail = 0;
+	assert_int_equal(sync__pulse(s->n[1].e, "door", NULL, 0, on_done, &ok, s->now), 0);
+	assert_true(sim_settle(s, 10000000));
+	assert_int_equal(ok.calls, 1);
+	assert_int_equal(ok.status, 0);
+	assert_int_equal(act.pulses, 3);
+	assert_int_equal(s->n[0].pulses[door], 1);
+	assert_int_equal(s->n[1].pulses[door], 1);
+	assert_int_equal(s->n[2].pulses[door], 1);
+	sim_free(s);
+}
+
+/* A set request whose output fails is answered err_write_crash, a refusal
+ * err_ip_in_refused: the requester can tell them apart. A command handler
+ * that fails to act is TSYNC_EWRITE to the requester, and a retransmission
+ * does not run it again. */
+static void test_failed_set_and_cmd_reported(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 15);
+	struct sync_engine *a;
+	struct act act = {.fail = TSYNC_EWRITE};
+	struct done_rec d;
+	tsync_thing_state st;
+	tsync_value v = tsync_bool(true);
+
+	memset(&d, 0, sizeof(d));
+	assert_true(sim_settle(s, 5000000));
+	a = s->n[0].e;
+	sync__set_write_hook(a, act_write, &act);
+	assert_int_equal(sync__on_request(a, "cmd", "cmd_do", "relay", act_cmd, &act), 0);
+
+	/* The owner's answers to B are lost for a while: B repeats the
+	 * request, the owner tries once and answers each repeat the same. */
+	s->block = true;
+	s->block_from = 0;
+	s->block_to = 1;
+	assert_int_equal(sync__set(s->n[1].e, "light", &v, s->now), 0);
+	sim_run(s, s->now + 2000000);
+	assert_int_equal(act.writes, 1);
+	s->block = false;
+	assert_true(sim_settle(s, 10000000));
+	assert_int_equal(act.writes, 1);
+	assert_int_equal(sync__get(s->n[1].e, "light", &st), 0);
+	assert_false(st.requesting);
+	assert_int_equal(st.request_error, TSYNC_EWRITE);
+	assert_int_not_equal(st.value.type == TSYNC_TYPE_BOOL && st.value.u.b, true);
+	assert_int_equal(sync__get(a, "light", &st), 0);
+	assert_false(st.value.type == TSYNC_TYPE_BOOL && st.value.u.b);
+	/* On the owner itself, the same code. */
+	assert_int_equal(sync__set(a, "light", &v, s->now), TSYNC_EWRITE);
+
+	/* A refusal stays a refusal. */
+	act.fail = TSYNC_EREFUSED;
+	assert_int_equal(sync__set(s->n[1].e, "light", &v, s->now), 0);
+	assert_true(sim_settle(s, 10000000));
+	assert_int_equal(sync__get(s->n[1].e, "light", &st), 0);
+	assert_int_equal(st.request_error, TSYNC_EREFUSED);
+	/* And a taken one clears it. */
+	act.fail = 0;
+	assert_int_equal(sync__set(s->n[1].e, "light", &v, s->now), 0);
+	assert_true(sim_settle(s, 10000000));
+	assert_int_equal(sync__get(s->n[1].e, "light", &st), 0);
+	assert_int_equal(st.request_error, 0);
+	assert_true(st.value.type == TSYNC_TYPE_BOOL && st.value.u.b);
+
+	/* The command's answer is lost twice over: one run, one failure. */
+	act.fail = TSYNC_EWRITE;
+	s->block = true;
+	s->block_from = 0;
+	s->block_to = 2;
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "relay", NULL, on_done, &d, s->now), 0);
+	sim_run(s, s->now + 2000000);
+	assert_int_equal(act.cmds, 1);
+	assert_int_equal(d.calls, 0);
+	s->block = false;
+	assert_true(sim_settle(s, 10000000));
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(d.status, TSYNC_EWRITE);
+	assert_int_equal(act.cmds, 1);
+	sim_free(s);
+}
+
 /* An application that stores what it receives (pushd's journal) acknowledges
  * only after its commit; while it refuses (full), nothing is acknowledged,
  * its copies are undone, and the owner keeps retrying the newest value. */
@@ -900,6 +1063,8 @@ int main(void)
 	    cmocka_unit_test(test_legacy_seed_list),
 	    cmocka_unit_test(test_commit_hook_backpressure),
 	    cmocka_unit_test(test_request_limits),
+	    cmocka_unit_test(test_failed_pulse_reported),
+	    cmocka_unit_test(test_failed_set_and_cmd_reported),
 	};
 	int r;
 

@@ -22,6 +22,7 @@ enum {
 	EXIT_TIMEOUT = 5,     /* no answer in time (the request may still be retried) */
 	EXIT_AUTH = 6,        /* the API wants a token we do not have, or a wrong one */
 	EXIT_UNREACHABLE = 7, /* no thingsd answers at that address */
+	EXIT_ACT_FAILED = 8,  /* taken, but the act failed at the owner (err_write_crash) */
 };
 
 struct ctl {

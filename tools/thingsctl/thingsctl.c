@@ -41,7 +41,9 @@ static void usage(FILE *f)
 	           "  peers                          the counters of -n's peers\n"
 	           "  status                         one controller (-n), or every controller of the site\n"
 	           "  reload                         -n re-reads its site.conf\n"
-	           "  deploy [--force] NEW_SITE.CONF sends a new site.conf to every controller\n"
+	           "  deploy [--force] [--to CTRL[,CTRL...]] NEW_SITE.CONF\n"
+	           "                                 sends a new site.conf to every controller (or -n,\n"
+	           "                                 or --to's), signed for those alone\n"
 	           "  keygen FILE                    writes a new site key (mode 0600)\n"
 	           "\n"
 	           "Options:\n"
@@ -56,7 +58,8 @@ static void usage(FILE *f)
 	           "  -h, --help          this text\n"
 	           "\n"
 	           "Exit status: 0 ok, 1 failure, 2 usage, 3 unknown thing or controller,\n"
-	           "4 refused, 5 timeout, 6 not authorized (token), 7 unreachable.\n");
+	           "4 refused, 5 timeout, 6 not authorized (token), 7 unreachable,\n"
+	           "8 the owner took it but could not act (err_write_crash).\n");
 }
 
 /* --- helpers ------------------------------------------------------------------- */
@@ -157,6 +160,19 @@ static void print_thing(json_t *t, const char *extra)
 	printf("%s%s)\n", extra ? ", " : "", extra ? extra : "");
 }
 
+/* The exit code of a set, pulse or command: an act that failed at the owner
+ * (its output or handler) is neither a refusal nor success, and a script
+ * that opens a door must be able to tell. */
+static int act_exit_code(const struct reply *r, const char *what)
+{
+	int rc = client__exit_code(r, what);
+	const char *err = r->json ? json_string_value(json_object_get(r->json, "error")) : NULL;
+
+	if (rc != EXIT_OK && err && !strcmp(err, "err_write_crash"))
+		return EXIT_ACT_FAILED;
+	return rc;
+}
+
 static char *wait_query(struct ctl *c)
 {
 	char *q = NULL;
@@ -246,7 +262,7 @@ static int cmd_set(struct ctl *c, int argc, char **argv)
 	client__request(c, base, "POST", path, body, body ? strlen(body) : 0, NULL, &r);
 	free(body);
 	free(base);
-	rc = client__exit_code(&r, argv[0]);
+	rc = act_exit_code(&r, argv[0]);
 	if (rc == EXIT_OK || (rc == EXIT_TIMEOUT && r.status == 202) ||
 	    (r.status == 403 && r.json && json_object_get(r.json, "name"))) {
 		if (c->json)
@@ -309,7 +325,7 @@ static int cmd_pulse(struct ctl *c, int argc, char **argv)
 	client__request(c, base, "POST", path, body, body ? strlen(body) : 0, NULL, &r);
 	free(body);
 	free(base);
-	rc = client__exit_code(&r, thing);
+	rc = act_exit_code(&r, thing);
 	if (rc == EXIT_OK) {
 		if (c->json)
 			print_json(r.json);
@@ -431,7 +447,7 @@ static int cmd_cmd(struct ctl *c, int argc, char **argv)
 	client__request(c, base, "POST", path, body, body ? strlen(body) : 0, NULL, &r);
 	free(body);
 	free(base);
-	rc = client__exit_code(&r, !strcmp(type, "cmd") ? pos[1] : type);
+	rc = act_exit_code(&r, !strcmp(type, "cmd") ? pos[1] : type);
 	if (rc == EXIT_OK) {
 		json_t *res = json_object_get(r.json, "result");
 		if (c->json)
@@ -710,24 +726,45 @@ static char *read_file(const char *path, size_t *len)
 	return buf;
 }
 
-/* The text a deploy tag covers; thingsd computes the same (deploy.c). */
-static unsigned char *deploy_message(uint64_t serial, const char *body, size_t len, size_t *outlen)
+/*
+ * The signed envelope a deploy sends; thingsd reads the same (deploy.c):
+ * the site and the controllers it is for are signed with the file, so a
+ * deploy captured on its way to one controller is refused by the others.
+ */
+static unsigned char *deploy_envelope(const char *site, const char *targets, uint64_t serial,
+                                      const char *body, size_t len, size_t *outlen)
 {
-	char head[64];
-	int n = snprintf(head, sizeof(head), "thingsync-deploy\n%llu\n", (unsigned long long)serial);
-	unsigned char *m = malloc((size_t)n + len);
+	char *head = NULL;
+	int n = asprintf(&head, "thingsync-deploy 2\nsite %s\ntargets %s\nserial %llu\n\n", site, targets,
+	                 (unsigned long long)serial);
+	unsigned char *m = n < 0 ? NULL : malloc((size_t)n + len);
 
-	if (!m)
-		return NULL;
-	memcpy(m, head, (size_t)n);
-	memcpy(m + n, body, len);
-	*outlen = (size_t)n + len;
+	if (m) {
+		memcpy(m, head, (size_t)n);
+		memcpy(m + n, body, len);
+		*outlen = (size_t)n + len;
+	}
+	free(head);
 	return m;
+}
+
+/* Whether the comma-separated `list` names `name`. */
+static bool list_has(const char *list, const char *name)
+{
+	size_t nl = strlen(name);
+
+	for (const char *p = list; p && *p;) {
+		size_t l = strcspn(p, ",");
+		if (l == nl && !strncmp(p, name, nl))
+			return true;
+		p += l + (p[l] == ',');
+	}
+	return false;
 }
 
 static int cmd_deploy(struct ctl *c, int argc, char **argv)
 {
-	const char *file = NULL;
+	const char *file = NULL, *to = NULL, *targets;
 	bool force = false;
 	size_t len, mlen;
 	char *body, tag_hex[2 * TSYNC_TAG_BYTES + 1], hdr_tag[128], hdr_serial[64];
@@ -735,18 +772,20 @@ static int cmd_deploy(struct ctl *c, int argc, char **argv)
 	unsigned char *msg;
 	uint64_t serial;
 	struct timespec ts;
-	int rc = EXIT_OK, r, targets = 0;
+	int rc = EXIT_OK, r, targets_n = 0;
 
 	for (int i = 0; i < argc; i++) {
 		if (!strcmp(argv[i], "--force"))
 			force = true;
+		else if (!strcmp(argv[i], "--to") && i + 1 < argc)
+			to = argv[++i];
 		else if (!file)
 			file = argv[i];
 		else
 			file = NULL, argc = -1;
 	}
-	if (!file || argc < 0) {
-		fprintf(stderr, "usage: thingsctl deploy [--force] NEW_SITE.CONF\n");
+	if (!file || argc < 0 || (to && !*to)) {
+		fprintf(stderr, "usage: thingsctl deploy [--force] [--to CTRL[,CTRL...]] NEW_SITE.CONF\n");
 		return EXIT_USAGE;
 	}
 	if (need_site(c))
@@ -755,6 +794,27 @@ static int cmd_deploy(struct ctl *c, int argc, char **argv)
 		fprintf(stderr, "thingsctl: %s has no key_file: a deploy is signed with the site key\n",
 		        c->conf_path);
 		return EXIT_REFUSED;
+	}
+	/* Whom it is for, signed with it: --to's, else -n's, else every one.
+	 * --url alone cannot name its controller: it signs for all. */
+	targets = to ? to : c->name ? c->name : "*";
+	if (strcmp(targets, "*")) {
+		for (const char *p = targets; *p;) {
+			char name[128];
+			size_t l = strcspn(p, ",");
+			snprintf(name, sizeof(name), "%.*s", (int)(l < sizeof(name) ? l : sizeof(name) - 1),
+			         p);
+			if (!l || tsync_site_controller_find(c->site, name) < 0) {
+				fprintf(stderr, "thingsctl: deploy: '%s' is not a controller of %s\n", name,
+				        c->conf_path);
+				return EXIT_UNKNOWN;
+			}
+			p += l + (p[l] == ',');
+		}
+		if (c->name && !list_has(targets, c->name)) {
+			fprintf(stderr, "thingsctl: deploy: --to does not include -n %s\n", c->name);
+			return EXIT_USAGE;
+		}
 	}
 	body = read_file(file, &len);
 	if (!body) {
@@ -778,14 +838,13 @@ static int cmd_deploy(struct ctl *c, int argc, char **argv)
 	/* The serial grows with every deploy: the time, in milliseconds. */
 	clock_gettime(CLOCK_REALTIME, &ts);
 	serial = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-	msg = deploy_message(serial, body, len, &mlen);
+	msg = deploy_envelope(tsync_site_name(c->site), targets, serial, body, len, &mlen);
+	free(body);
 	if (!msg || tsync_site_sign(c->site, msg, mlen, tag) < 0) {
 		fprintf(stderr, "thingsctl: cannot sign the deploy\n");
 		free(msg);
-		free(body);
 		return EXIT_FAIL;
 	}
-	free(msg);
 	for (size_t i = 0; i < TSYNC_TAG_BYTES; i++)
 		snprintf(tag_hex + 2 * i, 3, "%02x", tag[i]);
 	snprintf(hdr_tag, sizeof(hdr_tag), "X-Thingsync-Tag: %s", tag_hex);
@@ -805,6 +864,8 @@ static int cmd_deploy(struct ctl *c, int argc, char **argv)
 			} else {
 				tsync_site_controller(c->site, i, &ci);
 				label = ci.name;
+				if (to && !list_has(to, ci.name))
+					continue;
 				if (!ci.tcp_port) {
 					printf("%-16s skipped: no tcp_port (copy the file by hand)\n",
 					       ci.name);
@@ -816,8 +877,8 @@ static int cmd_deploy(struct ctl *c, int argc, char **argv)
 				rc = EXIT_FAIL;
 				continue;
 			}
-			targets++;
-			client__request(c, base, "POST", "/deploy", body, len, headers, &rep);
+			targets_n++;
+			client__request(c, base, "POST", "/deploy", (const char *)msg, mlen, headers, &rep);
 			free(base);
 			if (rep.status == 200) {
 				printf("%-16s deployed, reloading\n", label);
@@ -833,8 +894,8 @@ static int cmd_deploy(struct ctl *c, int argc, char **argv)
 			client__reply_free(&rep);
 		}
 	}
-	free(body);
-	if (!targets && rc == EXIT_OK) {
+	free(msg);
+	if (!targets_n && rc == EXIT_OK) {
 		fprintf(stderr, "thingsctl: no controller with an HTTP API to deploy to\n");
 		rc = EXIT_FAIL;
 	}

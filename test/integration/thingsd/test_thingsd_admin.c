@@ -277,14 +277,15 @@ static void test_deploy(void **state)
 		uint8_t tag[TSYNC_TAG_BYTES];
 		char msg[8192], hdr_tag[128] = "X-Thingsync-Tag: ";
 		const char *headers[] = {hdr_tag, "X-Thingsync-Serial: 1", NULL};
-		int n = snprintf(msg, sizeof(msg), "thingsync-deploy\n1\n%s", text);
+		int n = snprintf(msg, sizeof(msg),
+		                 "thingsync-deploy 2\nsite tdtest\ntargets *\nserial 1\n\n%s", text);
 		size_t hl = strlen(hdr_tag);
 		assert_int_equal(tsync_site_load(t->site, &site, NULL), 0);
 		assert_int_equal(tsync_site_sign(site, msg, (size_t)n, tag), 0);
 		tsync_site_free(site);
 		for (int i = 0; i < TSYNC_TAG_BYTES; i++)
 			snprintf(hdr_tag + hl + 2 * i, 3, "%02x", tag[i]);
-		assert_int_equal(tdh_http_h(t, A, "POST", "/deploy", text, headers, &body), 409);
+		assert_int_equal(tdh_http_h(t, A, "POST", "/deploy", msg, headers, &body), 409);
 		assert_non_null(strstr(body, "stale_serial"));
 		free(body);
 		assert_true(tdh_wait_log(t, A, "err_ip_in_replay deploy refused"));

@@ -207,14 +207,16 @@ static void test_write_fails_and_recovers(void **state)
 	struct tdh *t = &f->t;
 	char *dir = tdh_path(t, "outdir"), *file = tdh_path(t, "outdir/out"), *err = NULL, *s;
 
-	/* Its directory is missing: the set is refused, the value kept. */
-	assert_int_equal(tdh_ctl(t, NULL, &err, "set", "out", "1", NULL), 4);
-	assert_non_null(strstr(err, "err_ip_in_refused"));
+	/* Its directory is missing: the set fails (not a refusal of the
+	 * value: the output did not move), the value is kept. */
+	assert_int_equal(tdh_ctl(t, NULL, &err, "set", "out", "1", NULL), 8);
+	assert_non_null(strstr(err, "err_write_crash"));
 	free(err);
 	assert_true(tdh_wait_log(t, IO, "err_write_crash Write to <out> crashed"));
-	/* Through the mesh, the owner refuses too. */
-	assert_int_equal(tdh_ctl(t, NULL, &err, "-n", "PI-User", "set", "out", "1", NULL), 4);
+	/* Through the mesh, the owner answers the same, and the user hears it. */
+	assert_int_not_equal(tdh_ctl(t, NULL, &err, "-n", "PI-User", "set", "out", "1", NULL), 0);
 	free(err);
+	assert_true(tdh_wait_log(t, USER, "err_write_crash: set of out refused by PI-IO"));
 	assert_int_equal(tdh_log_count(t, IO, "err_write_crash Write to <out>"), 1);
 
 	assert_int_equal(mkdir(dir, 0755), 0);
@@ -241,8 +243,9 @@ static void test_exec(void **state)
 	/* Read back: a change behind thingsd's back is seen at the next poll. */
 	tdh_write(p, "55\n");
 	assert_true(tdh_wait_value(t, USER, "valve", "55"));
-	/* The program fails: refused, with its words in the log. */
-	assert_int_equal(tdh_ctl(t, NULL, &err, "set", "valve", "9", NULL), 4);
+	/* The program fails: a failed act, with its words in the log. */
+	assert_int_equal(tdh_ctl(t, NULL, &err, "set", "valve", "9", NULL), 8);
+	assert_non_null(strstr(err, "err_write_crash"));
 	free(err);
 	assert_true(tdh_wait_log(t, IO, "err_write_crash Write to <valve> crashed"));
 	assert_true(tdh_log_has(t, IO, "exit status 3: valve 9 is jammed"));
@@ -275,7 +278,7 @@ static void test_evok(void **state)
 	assert_true(tdh_wait_log(t, IO, "err_read_crash Read of <relay> crashed"));
 	assert_true(tdh_wait_log(t, IO, "err_read_crash Read of <ai> crashed"));
 	assert_true(tdh_wait_log(t, IO, "HTTP 500"));
-	assert_int_equal(tdh_ctl(t, NULL, &err, "set", "relay", "0", NULL), 4);
+	assert_int_equal(tdh_ctl(t, NULL, &err, "set", "relay", "0", NULL), 8);
 	free(err);
 	assert_true(tdh_wait_log(t, IO, "err_write_crash Write to <relay> crashed"));
 	assert_true(tdh_wait_value(t, USER, "relay", "1"));
