@@ -277,6 +277,71 @@ static void op_persist(void *ctx, const char *thing, const tsync_value *v, uint6
 		log_error(&n->log, "cannot stage %s for the store: %s", thing, tsync_strerror(r));
 }
 
+/* Durable windows and requests: staged with everything else, so they are
+ * written by the one commit that precedes the answers. A failure to stage
+ * is logged: the window is then less than what was done, which a restart
+ * would turn into a second act, so it must be loud. */
+static void op_persist_window(void *ctx, const char *sender, uint64_t ob, const struct dedup *d)
+{
+	struct tsync_node *n = ctx;
+	int r;
+
+	_Static_assert(sizeof(d->bits) == STORE_WINDOW_WORDS * sizeof(uint64_t), "window size");
+	r = d ? store__stage_window(n->store, sender, ob, d->top, d->bits)
+	      : store__stage_drop_window(n->store, sender, ob);
+	if (r < 0)
+		log_error(&n->log, "cannot stage the request window of %s for the store: %s", sender,
+		          tsync_strerror(r));
+}
+
+static void op_persist_answer(void *ctx, const char *sender, uint64_t ob, uint64_t id, const char *err,
+                              const char *res)
+{
+	struct tsync_node *n = ctx;
+	int r = store__stage_answer(n->store, sender, ob, (uint32_t)(id % SYNC_DEDUP_BITS), id, err, res);
+
+	if (r < 0)
+		log_error(&n->log, "cannot stage an answer to %s for the store: %s", sender, tsync_strerror(r));
+}
+
+static void op_persist_request(void *ctx, const char *peer, uint64_t ob, const struct outreq *o, bool done)
+{
+	struct tsync_node *n = ctx;
+	struct store_request q;
+	int r;
+
+	if (done) {
+		r = store__stage_request_done(n->store, peer, ob, o->id);
+	} else {
+		memset(&q, 0, sizeof(q));
+		q.peer = peer;
+		q.origin_boot = ob;
+		q.id = o->id;
+		q.type = (uint8_t)o->type;
+		q.is_pulse = o->is_pulse;
+		q.thing = o->is_pulse ? n->site->things[o->thing].name : NULL;
+		q.val = o->val;
+		q.ms = o->ms;
+		q.type_name = o->type_name;
+		q.role = o->role;
+		q.cmd = o->cmd;
+		q.body = o->body;
+		r = store__stage_request(n->store, &q);
+	}
+	if (r < 0)
+		log_error(&n->log, "cannot stage a request to %s for the store: %s", peer, tsync_strerror(r));
+}
+
+static void op_persist_setreq(void *ctx, const char *thing, const tsync_value *to_be)
+{
+	struct tsync_node *n = ctx;
+	int r = store__stage_setreq(n->store, thing, to_be);
+
+	if (r < 0)
+		log_error(&n->log, "cannot stage the set request of %s for the store: %s", thing,
+		          tsync_strerror(r));
+}
+
 /* Commits what is staged: the engine's durability point, the end of the
  * group-commit window, and tsync_node_commit() all come here. */
 static int commit_now(struct tsync_node *n)
@@ -430,6 +495,46 @@ static void restore_cb(void *ud, const char *thing, uint64_t version, uint64_t b
 		log_warn(&n->log, "stored value of %s ignored: %s", thing, tsync_strerror(r));
 }
 
+static void restore_window_cb(void *ud, const char *sender, uint64_t ob, uint64_t top,
+                              const uint64_t bits[STORE_WINDOW_WORDS])
+{
+	struct tsync_node *n = ud;
+
+	sync__restore_window(n->eng, sender, ob, top, bits, STORE_WINDOW_WORDS);
+}
+
+static void restore_answer_cb(void *ud, const char *sender, uint64_t ob, uint64_t id, const char *err,
+                              const char *res)
+{
+	struct tsync_node *n = ud;
+
+	sync__restore_answer(n->eng, sender, ob, id, err, res);
+}
+
+static void resume_request_cb(void *ud, const struct store_request *q)
+{
+	struct tsync_node *n = ud;
+	int r = sync__resume_request(n->eng, q);
+
+	if (r == 0)
+		log_info(&n->log, "resumed request %llu (boot %llu) to %s", (unsigned long long)q->id,
+		         (unsigned long long)q->origin_boot, q->peer);
+	else
+		log_warn(&n->log, "stored request %llu to %s not resumed: %s", (unsigned long long)q->id, q->peer,
+		         tsync_strerror(r));
+}
+
+static void resume_setreq_cb(void *ud, const char *thing, uint64_t version, uint64_t boot, const tsync_value *v)
+{
+	struct tsync_node *n = ud;
+	int r = sync__resume_setreq(n->eng, thing, v);
+
+	if (r == 0)
+		log_info(&n->log, "resumed the set request of %s", thing);
+	else
+		log_warn(&n->log, "stored set request of %s not resumed: %s", thing, tsync_strerror(r));
+}
+
 static int open_socket(struct tsync_node *n, const char *host, uint16_t port)
 {
 	struct sockaddr_storage ss;
@@ -473,6 +578,10 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	    .commit = op_commit,
 	    .commit_later = op_commit_later,
 	    .rejected = op_rejected,
+	    .persist_window = op_persist_window,
+	    .persist_answer = op_persist_answer,
+	    .persist_request = op_persist_request,
+	    .persist_setreq = op_persist_setreq,
 	};
 	struct sync_ops ops = ops_template;
 	struct tsync_node *n;
@@ -578,7 +687,14 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 		resolve_peer(n, i, util__now_us());
 	}
 	if (n->store) {
+		sync__set_durable(n->eng, true);
 		r = store__load_values(n->store, restore_cb, n);
+		if (r == 0)
+			r = store__load_windows(n->store, restore_window_cb, restore_answer_cb, n);
+		if (r == 0)
+			r = store__load_requests(n->store, resume_request_cb, n);
+		if (r == 0)
+			r = store__load_setreqs(n->store, resume_setreq_cb, n);
 		if (r < 0)
 			goto fail;
 	}
@@ -594,7 +710,19 @@ fail:
 	return r;
 }
 
+static void node_free(tsync_node *n, bool commit);
+
 TSYNC_API void tsync_node_free(tsync_node *n)
+{
+	node_free(n, true);
+}
+
+TSYNC_API void tsync_node_abandon(tsync_node *n)
+{
+	node_free(n, false);
+}
+
+static void node_free(tsync_node *n, bool commit)
 {
 	if (!n)
 		return;
@@ -626,7 +754,10 @@ TSYNC_API void tsync_node_free(tsync_node *n)
 		event_base_free(n->base);
 	if (n->fd >= 0)
 		close(n->fd);
-	store__close(n->store);
+	if (commit)
+		store__close(n->store);
+	else
+		store__abandon(n->store);
 	tsync_site_free(n->own_site);
 	free(n->name);
 	free(n);
@@ -679,9 +810,24 @@ TSYNC_API void tsync_node_stop(tsync_node *n)
 		event_base_loopbreak(n->base);
 }
 
+/* What the API accepted to send (a request, a set request on a copy) is
+ * committed before the call returns: a crash after the caller was told
+ * "accepted" must not forget it. Own values keep their group commit. */
+static int commit_accepted(struct tsync_node *n, int r)
+{
+	int c;
+
+	if (r < 0 || !n->store || !n->eng->persist_dirty)
+		return r;
+	c = commit_now(n);
+	if (c < 0)
+		log_error(&n->log, "state commit failed: %s; accepted, not yet kept", tsync_strerror(c));
+	return r;
+}
+
 TSYNC_API int tsync_node_set(tsync_node *n, const char *thing, const tsync_value *v)
 {
-	return sync__set(n->eng, thing, v, util__now_us());
+	return commit_accepted(n, sync__set(n->eng, thing, v, util__now_us()));
 }
 
 TSYNC_API int tsync_node_commit(tsync_node *n)
@@ -704,7 +850,7 @@ TSYNC_API int tsync_node_ask(tsync_node *n, const char *thing)
 TSYNC_API int tsync_node_pulse(tsync_node *n, const char *thing, const tsync_value *v, uint32_t ms,
                                tsync_done_fn done, void *userdata)
 {
-	return sync__pulse(n->eng, thing, v, ms, done, userdata, util__now_us());
+	return commit_accepted(n, sync__pulse(n->eng, thing, v, ms, done, userdata, util__now_us()));
 }
 
 TSYNC_API int tsync_node_on_event(tsync_node *n, tsync_event_fn fn, void *userdata)
@@ -743,8 +889,8 @@ TSYNC_API int tsync_node_on_request(tsync_node *n, const char *type, tsync_reque
 TSYNC_API int tsync_node_cmd(tsync_node *n, const char *controller, const char *role, const char *cmd,
                              const char *args_json, tsync_done_fn done, void *userdata)
 {
-	return sync__send_request(n->eng, controller, "cmd", role, cmd, args_json, done, userdata,
-	                          util__now_us());
+	return commit_accepted(n, sync__send_request(n->eng, controller, "cmd", role, cmd, args_json, done,
+	                                             userdata, util__now_us()));
 }
 
 TSYNC_API int tsync_node_request(tsync_node *n, const char *controller, const char *type,
@@ -752,8 +898,8 @@ TSYNC_API int tsync_node_request(tsync_node *n, const char *controller, const ch
 {
 	if (!type || !strcmp(type, "cmd"))
 		return -EINVAL;
-	return sync__send_request(n->eng, controller, type, NULL, NULL, body_json, done, userdata,
-	                          util__now_us());
+	return commit_accepted(n, sync__send_request(n->eng, controller, type, NULL, NULL, body_json, done,
+	                                             userdata, util__now_us()));
 }
 
 TSYNC_API size_t tsync_node_peer_count(const tsync_node *n)

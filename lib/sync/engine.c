@@ -9,6 +9,7 @@
 
 #include <jansson.h>
 
+#include "store/store.h"
 #include "sync/sync.h"
 
 static struct sync_peer *peer_of_ctrl(struct sync_engine *e, uint32_t ctrl)
@@ -160,7 +161,8 @@ void sync__free(struct sync_engine *e)
 		for (size_t k = 0; k < p->n_answers; k++)
 			engine__answer_free(&p->answers[k]);
 		free(p->answers);
-		dedup__free(&p->dedup);
+		for (size_t w = 0; w < SYNC_DEDUP_BOOTS; w++)
+			dedup__free(&p->wins[w].d);
 	}
 	if (e->things && e->site) {
 		for (size_t t = 0; t < e->site->n_things; t++) {
@@ -378,7 +380,23 @@ int sync__set(struct sync_engine *e, const char *thing, const tsync_value *v, ui
 	rt->req_id = e->peers[rt->peer].next_setreq_id++;
 	rt->req_sent_us = 0;
 	engine__inq_add(e, &e->peers[rt->peer], t);
+	/* Kept until the owner answers, so a restart does not forget it: it
+	 * is committed before anything is sent (and the node commits it
+	 * before it returns to the caller). */
+	if (e->durable && !e->peers[rt->peer].seed && e->ops.persist_setreq) {
+		e->ops.persist_setreq(e->ops.ctx, thing, &c);
+		e->persist_dirty = true;
+	}
 	return 0;
+}
+
+int sync__resume_setreq(struct sync_engine *e, const char *thing, const tsync_value *to_be)
+{
+	uint32_t t;
+
+	if (find_thing(e, thing, &t) < 0 || e->things[t].role != THING_USED)
+		return TSYNC_ENOT_USED;
+	return sync__set(e, thing, to_be, e->now);
 }
 
 int sync__get(struct sync_engine *e, const char *thing, tsync_thing_state *out)
@@ -438,7 +456,62 @@ int engine__queue_req(struct sync_engine *e, struct sync_peer *p, struct outreq 
 		outreq_free(r);
 		return err;
 	}
-	r->id = p->next_id++;
+	if (!r->id)
+		r->id = p->next_id++;
+	r->next = NULL;
+	*p->reqs_tail = r;
+	p->reqs_tail = &r->next;
+	p->n_reqs++;
+	/* With a store, a request is durable before it is first sent (the
+	 * flush commits first), so a restart of mine resumes it under the
+	 * same (origin boot, id) and the peer's window recognises it. */
+	if (e->durable && !p->seed && e->ops.persist_request) {
+		e->ops.persist_request(e->ops.ctx, p->name, r->ob ? r->ob : e->boot, r, false);
+		e->persist_dirty = true;
+	}
+	engine__want(e, p, FLUSH_NEW);
+	return 0;
+}
+
+int sync__resume_request(struct sync_engine *e, const struct store_request *q)
+{
+	struct sync_peer *p = NULL;
+	struct outreq *r;
+	uint32_t c, t = 0;
+
+	if (name_index__get(&e->site->controller_ix, q->peer, &c) < 0 || !(p = peer_of_ctrl(e, c)) || p->seed)
+		return TSYNC_EUNKNOWN_CTRL;
+	if (q->is_pulse && name_index__get(&e->site->thing_ix, q->thing, &t) < 0)
+		return TSYNC_EUNKNOWN_THING;
+	if (!q->id || !q->origin_boot || q->origin_boot >= e->boot)
+		return -EINVAL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->id = q->id;
+	r->ob = q->origin_boot;
+	r->type = (enum wire_type)q->type;
+	r->is_pulse = q->is_pulse;
+	r->thing = t;
+	r->ms = q->ms;
+	if ((q->is_pulse && value__copy(&r->val, &q->val) < 0) ||
+	    (q->type_name && !(r->type_name = util__strdup(q->type_name))) ||
+	    (q->role && !(r->role = util__strdup(q->role))) || (q->cmd && !(r->cmd = util__strdup(q->cmd))) ||
+	    (q->body && !(r->body = util__strdup(q->body)))) {
+		outreq_free(r);
+		return -ENOMEM;
+	}
+	/* Ids stay unique among a peer's requests whatever boot issued them:
+	 * the answers name the id alone, and the in-flight cap counts from
+	 * the oldest (resumed requests come first, in id order). */
+	if (p->next_id <= q->id)
+		p->next_id = q->id + 1;
+	if (p->n_reqs >= e->site->max_queued) {
+		/* Over the limit only if max_queued was lowered: still resumed,
+		 * a request already accepted is never dropped silently. */
+		log_warn(e->log, "warn_retry %zu requests resumed for %s (max_queued %u)", p->n_reqs + 1,
+		         p->name, e->site->max_queued);
+	}
 	r->next = NULL;
 	*p->reqs_tail = r;
 	p->reqs_tail = &r->next;
@@ -628,6 +701,20 @@ nomem:
 	return -ENOMEM;
 }
 
+/* An answered request leaves the store with the next commit; until then a
+ * restart resumes it and the peer answers it again from its window, so it
+ * need not hurry. */
+static void req_forget(struct sync_engine *e, struct sync_peer *p, const struct outreq *r)
+{
+	if (!e->durable || p->seed || !e->ops.persist_request)
+		return;
+	e->ops.persist_request(e->ops.ctx, p->name, r->ob ? r->ob : e->boot, r, true);
+	if (e->ops.commit_later && e->site->state_commit_ms)
+		e->ops.commit_later(e->ops.ctx, e->site->state_commit_ms);
+	else
+		e->persist_dirty = true;
+}
+
 void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t id, int status,
                           const char *res)
 {
@@ -643,6 +730,7 @@ void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t i
 		p->reqs_tail = pp;
 	p->n_reqs--;
 	p->st.acked++;
+	req_forget(e, p, r);
 	if (r->done)
 		r->done(r->userdata, e->node, status, res);
 	outreq_free(r);
@@ -755,7 +843,7 @@ void engine__undo_copy(struct sync_engine *e, uint32_t t)
 	u->ask_pending = e->things[t].ask_pending;
 }
 
-void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t id)
+void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t ob, uint64_t id)
 {
 	struct undo *u;
 
@@ -764,7 +852,119 @@ void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t id)
 	u->thing = UNDO_MARK;
 	u->peer = peer_index(e, p);
 	u->id = id;
-	u->ver = p->boot; /* the window the mark belongs to */
+	u->boot = ob; /* the window the mark belongs to */
+}
+
+/* --- windows of executed request ids, per sender and origin boot ------------- */
+
+static struct dedup_win *window_find(struct sync_peer *p, uint64_t ob)
+{
+	for (size_t i = 0; i < SYNC_DEDUP_BOOTS; i++)
+		if (p->wins[i].ob == ob)
+			return &p->wins[i];
+	return NULL;
+}
+
+struct dedup_win *engine__window(struct sync_engine *e, struct sync_peer *p, uint64_t ob)
+{
+	struct dedup_win *w = window_find(p, ob), *oldest = NULL;
+
+	if (w)
+		return w;
+	for (size_t i = 0; i < SYNC_DEDUP_BOOTS; i++) {
+		if (!p->wins[i].ob) {
+			oldest = &p->wins[i];
+			break;
+		}
+		if (!oldest || p->wins[i].ob < oldest->ob)
+			oldest = &p->wins[i];
+	}
+	/* Every slot holds a newer boot: this one's window was dropped (or
+	 * never kept), so its requests' fate is unknown. Boots only grow, and
+	 * a sender resumes only what its last boots left, so dropping the
+	 * oldest is what a live sender can least miss. */
+	if (oldest->ob && oldest->ob > ob)
+		return NULL;
+	if (oldest->ob) {
+		log_info(e->log, "dropping the window of %s's boot %llu for its boot %llu", p->name,
+		         (unsigned long long)oldest->ob, (unsigned long long)ob);
+		if (e->durable && e->ops.persist_window) {
+			e->ops.persist_window(e->ops.ctx, p->name, oldest->ob, NULL);
+			e->persist_dirty = true;
+		}
+	}
+	dedup__reset(&oldest->d);
+	oldest->ob = ob;
+	oldest->dirty = false;
+	return oldest;
+}
+
+void engine__window_done(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id,
+                         const char *err, const char *res)
+{
+	bool had = dedup__answer(&w->d, id) != NULL;
+
+	dedup__mark(&w->d, id);
+	w->dirty = true;
+	if (dedup__remember(&w->d, id, err, res) < 0)
+		log_error(e->log, "out of memory remembering the answer to %s's request %llu", p->name,
+		          (unsigned long long)id);
+	if (e->durable && e->ops.persist_answer && (err || res || had))
+		e->ops.persist_answer(e->ops.ctx, p->name, w->ob, id, err, res);
+}
+
+/* Stages every window changed since the last commit: the commit that
+ * follows precedes the answers, so no answer leaves before its window is
+ * on disk. */
+static void windows_stage(struct sync_engine *e)
+{
+	for (size_t i = 0; i < e->n_peers; i++)
+		for (size_t k = 0; k < SYNC_DEDUP_BOOTS; k++) {
+			struct dedup_win *w = &e->peers[i].wins[k];
+			if (!w->ob || !w->dirty)
+				continue;
+			w->dirty = false;
+			if (!e->durable || !e->ops.persist_window)
+				continue;
+			e->ops.persist_window(e->ops.ctx, e->peers[i].name, w->ob, &w->d);
+			e->persist_dirty = true;
+		}
+}
+
+void sync__set_durable(struct sync_engine *e, bool durable)
+{
+	e->durable = durable;
+}
+
+static struct sync_peer *peer_named(struct sync_engine *e, const char *name)
+{
+	uint32_t c;
+
+	if (name_index__get(&e->site->controller_ix, name, &c) < 0)
+		return NULL;
+	return peer_of_ctrl(e, c);
+}
+
+void sync__restore_window(struct sync_engine *e, const char *sender, uint64_t ob, uint64_t top,
+                          const uint64_t *bits, size_t n_words)
+{
+	struct sync_peer *p = peer_named(e, sender);
+	struct dedup_win *w;
+
+	if (!p || !ob || n_words != ARRAY_SIZE(w->d.bits) || !(w = engine__window(e, p, ob)))
+		return;
+	w->d.top = top;
+	memcpy(w->d.bits, bits, sizeof(w->d.bits));
+}
+
+void sync__restore_answer(struct sync_engine *e, const char *sender, uint64_t ob, uint64_t id,
+                          const char *err, const char *res)
+{
+	struct sync_peer *p = peer_named(e, sender);
+	struct dedup_win *w = p ? window_find(p, ob) : NULL;
+
+	if (w && dedup__remember(&w->d, id, err, res) < 0)
+		log_error(e->log, "out of memory restoring an answer to %s", sender);
 }
 
 /* The commit failed: what received messages did since the last commit is
@@ -774,9 +974,14 @@ static void rollback(struct sync_engine *e)
 	while (e->n_undo > 0) {
 		struct undo *u = &e->undo[--e->n_undo];
 		if (u->thing == UNDO_MARK) {
-			struct sync_peer *p = &e->peers[u->peer];
-			if (p->boot == u->ver)
-				dedup__unmark(&p->dedup, u->id);
+			struct dedup_win *w = window_find(&e->peers[u->peer], u->boot);
+			if (w) {
+				dedup__unmark(&w->d, u->id);
+				/* The store may hold the mark already (it
+				 * commits before the hook): the next commit
+				 * writes it off again. */
+				w->dirty = true;
+			}
 		} else {
 			struct thing_rt *rt = &e->things[u->thing];
 			value__clear(&rt->val);
@@ -899,6 +1104,7 @@ static void fl_begin(struct flush *f)
 	env.seq = ++p->tx_seq;
 	env.to_boot = p->boot;
 	env.re = p->rx_seq_to_echo;
+	env.durable = e->durable && !p->seed;
 	if (wire__begin(&e->writer, &env) < 0)
 		f->full = true;
 	f->open = !f->full;
@@ -1078,6 +1284,7 @@ static void outreq_msg(struct sync_engine *e, struct sync_peer *p, const struct 
 	m->type = r->type;
 	m->has_id = !p->seed;
 	m->id = r->id;
+	m->ob = r->ob;
 	if (r->is_pulse) {
 		m->op = WIRE_OP_PULSE;
 		m->io = e->site->things[r->thing].name;
@@ -1203,6 +1410,7 @@ void engine__send_hello(struct sync_engine *e, struct sync_peer *p, uint64_t to_
 	env.seq = ++p->tx_seq;
 	env.to_boot = to_boot;
 	env.re = re;
+	env.durable = e->durable;
 	if (wire__begin(&e->writer, &env) < 0 || wire__finish(&e->writer, &out, &len) < 0)
 		return;
 	p->last_hello_us = e->now;
@@ -1216,6 +1424,7 @@ void engine__send_hello(struct sync_engine *e, struct sync_peer *p, uint64_t to_
 void sync__flush(struct sync_engine *e, uint64_t now)
 {
 	e->now = now;
+	windows_stage(e);
 	if (e->persist_dirty || e->acts_pending) {
 		/* The durability rule: what we are about to acknowledge or
 		 * announce is on disk first, ours and the application's. */
@@ -1338,7 +1547,8 @@ void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot
 
 	p->boot = boot;
 	p->replay.boot = 0; /* the window restarts with the new boot */
-	dedup__reset(&p->dedup);
+	/* Its request windows stay: they are per origin boot, and a peer that
+	 * restarted may resume requests of its earlier boots. */
 	/* Its copies are gone: nothing it acknowledged before counts. */
 	for (size_t k = 0; k < p->n_out; k++) {
 		p->out[k].acked_ver = 0;
@@ -1346,22 +1556,27 @@ void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot
 		if (e->things[p->out[k].thing].ver)
 			slot_dirty(e, p, (uint32_t)k);
 	}
-	/* Requests it may or may not have acted on before it restarted are
-	 * completed as such: at most once across restarts, never twice. */
+	/* Requests it may or may not have acted on before it restarted: a peer
+	 * with durable windows restored the ids it executed, so they go again,
+	 * to its new boot, under the same (origin boot, id), and it answers
+	 * what it did without doing it again. Any other peer may have acted or
+	 * not: they complete as such, at most once across restarts, never
+	 * twice. */
 	while ((r = *pp)) {
-		if (r->sent_boot && r->sent_boot != UINT64_MAX && r->sent_boot != boot) {
+		if (r->sent_boot && r->sent_boot != UINT64_MAX && r->sent_boot != boot && !p->durable) {
 			*pp = r->next;
 			if (p->reqs_tail == &r->next)
 				p->reqs_tail = pp;
 			p->n_reqs--;
+			req_forget(e, p, r);
 			if (r->done)
 				r->done(r->userdata, e->node, TSYNC_EPEER_RESTARTED, NULL);
 			outreq_free(r);
 			continue;
 		}
-		/* Sent before we knew its boot: it refused them (wrong to_boot). */
-		if (r->sent_boot == UINT64_MAX)
-			r->sent_boot = 0;
+		/* Sent before we knew its boot (it refused them: wrong to_boot),
+		 * or to its earlier boot that keeps durable windows. */
+		r->sent_boot = 0;
 		r->sent_us = 0;
 		pp = &r->next;
 	}

@@ -211,6 +211,33 @@ answer:
 
 static int status_of_err(const char *err);
 
+/* The window a request with an id belongs to: its origin boot's, named by
+ * "ob" when the sender resumed it after a restart of its own, else the
+ * boot of the datagram. NULL, with the answer `a` filled, when there is
+ * none: an origin boot from the future is malformed; one whose window is
+ * no longer kept leaves the request's fate unknown, and it is not acted on
+ * (a second act is what the window exists to prevent). */
+static struct dedup_win *request_window(struct sync_engine *e, struct sync_peer *p, const struct wire_msg *m,
+                                        uint64_t boot, struct wire_msg *a)
+{
+	/* The seed's lists carry no boot: one window, as ever. */
+	uint64_t ob = m->ob ? m->ob : boot ? boot : 1;
+	struct dedup_win *w;
+
+	if (m->ob && m->ob > boot) {
+		reject(e, p, TSYNC_REJ_REQ, m->io ? m->io : m->type_name, " (origin boot from the future)");
+		a->err = tsync_reject_name(TSYNC_REJ_REQ);
+		return NULL;
+	}
+	w = engine__window(e, p, ob);
+	if (!w) {
+		log_warn(e->log, SYNC_ERR_UNKNOWN " %s's request %llu of its boot %llu: that window is gone",
+		         p->name, (unsigned long long)m->id, (unsigned long long)ob);
+		a->err = SYNC_ERR_UNKNOWN;
+	}
+	return w;
+}
+
 /* How the owner answered my set request, for tsync_thing_state.request_error. */
 static int set_status_of_err(const char *err)
 {
@@ -261,6 +288,15 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 			if (rt->req_pending && (!m->has_re ? !m->has_ver : m->re >= rt->req_id)) {
 				rt->req_pending = false;
 				rt->req_error = set_status_of_err(m->err);
+				/* Answered: off the store with a later commit (a
+				 * restart before it only asks again). */
+				if (e->durable && !p->seed && e->ops.persist_setreq) {
+					e->ops.persist_setreq(e->ops.ctx, m->io, NULL);
+					if (e->ops.commit_later && e->site->state_commit_ms)
+						e->ops.commit_later(e->ops.ctx, e->site->state_commit_ms);
+					else
+						e->persist_dirty = true;
+				}
 			}
 			apply_copy(e, p, t, m, boot);
 			if (!m->has_val)
@@ -301,6 +337,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 			answer_value(e, p, a, t);
 		break;
 	case WIRE_OP_PULSE: {
+		struct dedup_win *w = NULL;
 		tsync_value c, pv;
 		bool fresh = true;
 
@@ -321,15 +358,19 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 			break;
 		}
 		if (m->has_id) {
-			fresh = dedup__check(&p->dedup, m->id) == DEDUP_NEW;
+			w = request_window(e, p, m, boot, &a->m);
+			if (!w)
+				break;
+			fresh = dedup__check(&w->d, m->id) == DEDUP_NEW;
 			if (fresh)
-				engine__undo_mark(e, p, m->id);
-			dedup__mark(&p->dedup, m->id);
+				engine__undo_mark(e, p, w->ob, m->id);
+			dedup__mark(&w->d, m->id);
+			w->dirty = true;
 		}
 		if (!fresh) {
 			/* Acted on already: the same answer again (a failed act
 			 * stays failed), and never a second act. */
-			const struct dedup_answer *old = dedup__answer(&p->dedup, m->id);
+			const struct dedup_answer *old = dedup__answer(&w->d, m->id);
 			if (old && old->err)
 				a->m.err = a->owned_err = util__strdup(old->err);
 			break;
@@ -340,9 +381,8 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 				a->m.err = SYNC_ERR_WRITE;
 			/* Remembered, so that a duplicate (our answer was lost) of a
 			 * failed pulse is not acknowledged as a success. */
-			if (m->has_id && dedup__remember(&p->dedup, m->id, a->m.err, NULL) < 0)
-				log_error(e->log, "out of memory remembering the answer to a pulse of %s",
-				          th->name);
+			if (w)
+				engine__window_done(e, p, w, m->id, a->m.err, NULL);
 		} else {
 			tsync_event ev;
 			memset(&ev, 0, sizeof(ev));
@@ -383,6 +423,8 @@ static int status_of_err(const char *err)
 		return TSYNC_ECMD_ARGS;
 	if (!strcmp(err, SYNC_ERR_WRITE))
 		return TSYNC_EWRITE;
+	if (!strcmp(err, SYNC_ERR_UNKNOWN))
+		return TSYNC_EPEER_RESTARTED;
 	return TSYNC_EREFUSED;
 }
 
@@ -403,8 +445,9 @@ static const struct handler *find_handler(struct sync_engine *e, const struct wi
 
 /* cmd, cum, clim and every other type: a request to run a handler, or the
  * answer to one of mine. */
-static void on_request(struct sync_engine *e, struct sync_peer *p, const struct wire_msg *m)
+static void on_request(struct sync_engine *e, struct sync_peer *p, const struct wire_msg *m, uint64_t boot)
 {
+	struct dedup_win *w = NULL;
 	const struct handler *h;
 	struct answer *a;
 	char *res = NULL, *json = NULL;
@@ -428,9 +471,11 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 	a->m.cmd = a->owned_cmd = m->cmd ? util__strdup(m->cmd) : NULL;
 	a->m.has_re = m->has_id;
 	a->m.re = m->id;
-	if (m->has_id && dedup__check(&p->dedup, m->id) == DEDUP_DONE) {
+	if (m->has_id && !(w = request_window(e, p, m, boot, &a->m)))
+		return;
+	if (w && dedup__check(&w->d, m->id) == DEDUP_DONE) {
 		/* Acted on already: the same answer again, not a second act. */
-		const struct dedup_answer *old = dedup__answer(&p->dedup, m->id);
+		const struct dedup_answer *old = dedup__answer(&w->d, m->id);
 		if (old) {
 			a->m.err = a->owned_err = old->err ? util__strdup(old->err) : NULL;
 			a->m.res = a->owned_res = old->res ? util__strdup(old->res) : NULL;
@@ -449,8 +494,8 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 		err = tsync_reject_name(why);
 		goto done;
 	}
-	if (m->has_id)
-		engine__undo_mark(e, p, m->id);
+	if (w)
+		engine__undo_mark(e, p, w->ob, m->id);
 	e->acts_pending = true;
 	json = json_dumps((json_t *)m->obj, JSON_COMPACT);
 	memset(&req, 0, sizeof(req));
@@ -479,10 +524,8 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 	else if (r < 0)
 		err = "err_cmd_failed";
 done:
-	if (m->has_id) {
-		dedup__mark(&p->dedup, m->id);
-		dedup__remember(&p->dedup, m->id, err, res);
-	}
+	if (w)
+		engine__window_done(e, p, w, m->id, err, res);
 	a->m.err = err;
 	a->m.res = a->owned_res = res;
 }
@@ -553,6 +596,9 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 			goto leave;
 		}
 		wire__replay_update(&p->replay, dg.env.boot, dg.env.seq);
+		/* Whether its window survives its restarts is a property of
+		 * the boot that says so: read before a new boot is handled. */
+		p->durable = dg.env.durable;
 		if (dg.env.boot != p->boot)
 			engine__peer_boot(e, p, dg.env.boot);
 		boot = dg.env.boot;
@@ -578,7 +624,7 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		if (m->type == WIRE_T_IO)
 			on_io(e, p, m, boot);
 		else
-			on_request(e, p, m);
+			on_request(e, p, m, boot);
 	}
 	/* Answers leave with the next flush, which the node runs after the
 	 * whole batch it read: one commit for all of them, then one datagram per

@@ -13,6 +13,21 @@
  *    the receiver keeps a window of the ids it executed (struct dedup) and
  *    answers a duplicate again without acting. A sender has at most
  *    max_outstanding ids in flight, so the window is exact.
+ *  - The window is kept per sender *and origin boot* (the sender's boot
+ *    that issued the request; "ob" on the wire when it is not the boot of
+ *    the datagram), a few origin boots per sender. A node with a state
+ *    directory writes its windows, and the answers worth keeping, in the
+ *    commit that precedes its answers, restores them at start-up and says
+ *    so ("dw" in its envelopes). A sender that learns such a peer's new boot
+ *    sends its unanswered requests again, to the new boot, under the same
+ *    (origin boot, id): the peer answers what it already did from the
+ *    restored window and acts on the rest, exactly once. A sender with a
+ *    state directory keeps its unanswered requests (and set requests on
+ *    copies) in the store too and resumes them after its own restart. Left
+ *    open: a crash between an act and the commit that follows it (the
+ *    window does not have the id, so a resent request acts again). Towards
+ *    a peer without durable windows, a request in flight when it restarts
+ *    completes as TSYNC_EPEER_RESTARTED (at most once).
  *  - Every datagram names the receiver's boot (to_boot); a node acts only on
  *    datagrams addressed to its current boot and answers the others with an
  *    empty datagram that teaches it. Nothing captured before a restart can
@@ -65,6 +80,15 @@ struct dedup {
 	struct dedup_answer *answers; /* ring of SYNC_DEDUP_BITS, allocated on first use */
 };
 
+/* One sender boot's window; `dirty`: changed since it was last staged for
+ * the store. */
+struct dedup_win {
+	uint64_t ob; /* origin boot; 0: the slot is free */
+	bool dirty;
+	struct dedup d;
+};
+#define SYNC_DEDUP_BOOTS 4 /* origin boots whose windows are kept per sender */
+
 enum dedup_state { DEDUP_NEW, DEDUP_DONE };
 enum dedup_state dedup__check(const struct dedup *d, uint64_t id);
 void dedup__mark(struct dedup *d, uint64_t id);
@@ -81,6 +105,14 @@ void dedup__free(struct dedup *d);
 /* The answer to a pulse, set request or command that was taken but could not
  * be acted on (the seed's name): the requester sees TSYNC_EWRITE. */
 #define SYNC_ERR_WRITE "err_write_crash"
+/* The answer to a resent request whose window is no longer kept (its origin
+ * boot is older than the SYNC_DEDUP_BOOTS newest): whether it was acted on
+ * is not known, and it is not acted on now. The requester sees
+ * TSYNC_EPEER_RESTARTED. */
+#define SYNC_ERR_UNKNOWN "err_outcome_unknown"
+
+
+struct outreq;
 
 struct sync_ops {
 	void *ctx;
@@ -104,6 +136,17 @@ struct sync_ops {
 	 * source address); `what` and `detail` may be NULL. The environment
 	 * logs it, rate-limited. May be NULL: then the engine logs every one. */
 	void (*rejected)(void *ctx, const char *peer, tsync_reject why, const char *what, const char *detail);
+	/* Durable windows and requests (see the top of this file), each staged
+	 * for the next commit; only called after sync__set_durable(). A window
+	 * of `sender` and origin boot `ob`: d NULL drops it. */
+	void (*persist_window)(void *ctx, const char *sender, uint64_t ob, const struct dedup *d);
+	/* The answer to request `id` (err and res NULL: none worth keeping). */
+	void (*persist_answer)(void *ctx, const char *sender, uint64_t ob, uint64_t id, const char *err,
+	                       const char *res);
+	/* A request of mine to `peer`, unanswered (done false) or answered. */
+	void (*persist_request)(void *ctx, const char *peer, uint64_t ob, const struct outreq *r, bool done);
+	/* A set request of mine on a copy (to_be NULL: answered). */
+	void (*persist_setreq)(void *ctx, const char *thing, const tsync_value *to_be);
 };
 
 enum thing_role { THING_NONE = 0, THING_OWNED, THING_USED };
@@ -151,6 +194,7 @@ struct out_slot {
 struct outreq {
 	struct outreq *next;
 	uint64_t id;
+	uint64_t ob; /* the boot of mine that issued it (resumed from the store), 0: this one */
 	enum wire_type type;
 	bool is_pulse;
 	uint32_t thing;
@@ -181,7 +225,7 @@ struct answer {
 struct undo {
 	uint32_t thing; /* a copy's previous state, or UNDO_MARK */
 	uint32_t peer;
-	uint64_t id; /* UNDO_MARK: a request id marked as executed */
+	uint64_t id; /* UNDO_MARK: a request id marked as executed, in window `boot` */
 	tsync_value val;
 	uint64_t ver, boot;
 	bool ask_pending;
@@ -222,7 +266,8 @@ struct sync_peer {
 	size_t n_reqs;
 	uint64_t next_id;
 
-	struct dedup dedup;
+	struct dedup_win wins[SYNC_DEDUP_BOOTS]; /* its requests I executed, per origin boot */
+	bool durable;                           /* it keeps durable windows ("dw") */
 	struct answer *answers;
 	size_t n_answers, cap_answers;
 
@@ -290,6 +335,7 @@ struct sync_engine {
 	size_t n_undo, cap_undo;
 
 	uint64_t rejected_unknown[TSYNC_REJ_COUNT];
+	bool durable; /* windows and requests go to the store (sync__set_durable) */
 	bool persist_dirty;
 	unsigned in_callback; /* depth, to defer frees while user code runs */
 	uint64_t now;         /* the time of the call being processed */
@@ -328,6 +374,21 @@ void sync__set_write_hook(struct sync_engine *e, tsync_write_fn fn, void *ud);
 void sync__set_pulse_hook(struct sync_engine *e, tsync_pulse_fn fn, void *ud);
 void sync__set_commit_hook(struct sync_engine *e, tsync_commit_fn fn, void *ud);
 size_t sync__unsettled(const struct sync_engine *e);
+/* The node has a store: windows and requests are staged for it (ops), and
+ * envelopes say "dw". Before sync__start. */
+void sync__set_durable(struct sync_engine *e, bool durable);
+/* Before sync__start, from the store: a window of a sender (ignored if the
+ * sender is not a peer) and an answer in it; a request of mine, resumed with
+ * its (origin boot, id); a set request of mine on a copy. */
+void sync__restore_window(struct sync_engine *e, const char *sender, uint64_t ob, uint64_t top,
+                          const uint64_t *bits, size_t n_words);
+void sync__restore_answer(struct sync_engine *e, const char *sender, uint64_t ob, uint64_t id,
+                          const char *err, const char *res);
+struct store_request; /* store/store.h: the record the engine reads, no LMDB in it */
+int sync__resume_request(struct sync_engine *e, const struct store_request *q);
+int sync__resume_setreq(struct sync_engine *e, const char *thing, const tsync_value *to_be);
+int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsync_peer_stats *out);
+
 int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsync_peer_stats *out);
 
 /* Internal to lib/sync (engine.c <-> input.c). */
@@ -352,7 +413,14 @@ struct answer *engine__answer(struct sync_engine *e, struct sync_peer *p);
 void engine__answer_free(struct answer *a);
 /* Records what a received message is about to change (only with a commit hook). */
 void engine__undo_copy(struct sync_engine *e, uint32_t t);
-void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t id);
+void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t ob, uint64_t id);
+/* p's window for requests issued by its boot `ob`, created if need be; NULL
+ * when that boot is older than every window kept and none is free (the
+ * outcome of its requests is no longer known), or out of memory. */
+struct dedup_win *engine__window(struct sync_engine *e, struct sync_peer *p, uint64_t ob);
+/* Marks id executed in w, and remembers its answer (strings copied). */
+void engine__window_done(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id,
+                         const char *err, const char *res);
 int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out);
 void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size_t len);
 /* The level a refusal for `why` is logged at (routine ones at debug). */

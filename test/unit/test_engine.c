@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "store/store.h"
 #include "sync/sync.h"
 
 #define MAXN       8
@@ -190,6 +191,203 @@ static int on_bad_args(void *ud, tsync_node *node, const tsync_request *req, cha
 	return TSYNC_ECMD_ARGS;
 }
 
+/* --- an in-memory store for durable windows ------------------------------------
+ * What a node with a state directory does, without LMDB: windows and answers
+ * are staged, a commit makes them durable, a crash (node_stop) loses what is
+ * staged, and a node started again restores what is durable. */
+
+#define MS_WINDOWS 16
+#define MS_ANSWERS 64
+struct ms_window {
+	bool used;
+	char sender[16];
+	uint64_t ob, top, bits[SYNC_DEDUP_BITS / 64];
+};
+struct ms_answer {
+	bool used;
+	char sender[16];
+	uint64_t ob, id;
+	char err[32], res[32];
+	bool has_err, has_res;
+};
+#define MS_REQS 32
+struct ms_req {
+	bool used, done;
+	char peer[16], thing[16], role[16], cmd[16];
+	uint64_t ob, id;
+	bool is_pulse;
+	uint8_t type;
+	tsync_value val; /* bool or int */
+	uint32_t ms;
+};
+struct mstore {
+	bool on; /* the node has a "state directory" */
+	struct ms_req req[MS_REQS], staged_req[MS_REQS];
+	size_t n_staged_req;
+	struct ms_window win[MS_WINDOWS], staged_win[MS_WINDOWS];
+	struct ms_answer ans[MS_ANSWERS], staged_ans[MS_ANSWERS];
+	size_t n_staged_win, n_staged_ans;
+	int commits;
+};
+static struct mstore mstores[MAXN];
+
+static void ms_persist_window(void *ctx, const char *sender, uint64_t ob, const struct dedup *d)
+{
+	struct simnode *sn = ctx;
+	struct mstore *m = &mstores[sn->ctrl];
+	struct ms_window *w;
+
+	assert_true(m->n_staged_win < MS_WINDOWS);
+	w = &m->staged_win[m->n_staged_win++];
+	memset(w, 0, sizeof(*w));
+	w->used = d != NULL; /* NULL: a drop */
+	snprintf(w->sender, sizeof(w->sender), "%s", sender);
+	w->ob = ob;
+	if (d) {
+		w->top = d->top;
+		memcpy(w->bits, d->bits, sizeof(w->bits));
+	}
+}
+
+static void ms_persist_answer(void *ctx, const char *sender, uint64_t ob, uint64_t id, const char *err,
+                              const char *res)
+{
+	struct simnode *sn = ctx;
+	struct mstore *m = &mstores[sn->ctrl];
+	struct ms_answer *a;
+
+	assert_true(m->n_staged_ans < MS_ANSWERS);
+	a = &m->staged_ans[m->n_staged_ans++];
+	memset(a, 0, sizeof(*a));
+	a->used = err || res;
+	snprintf(a->sender, sizeof(a->sender), "%s", sender);
+	a->ob = ob;
+	a->id = id;
+	a->has_err = err != NULL;
+	a->has_res = res != NULL;
+	snprintf(a->err, sizeof(a->err), "%s", err ? err : "");
+	snprintf(a->res, sizeof(a->res), "%s", res ? res : "");
+}
+
+static void ms_persist_request(void *ctx, const char *peer, uint64_t ob, const struct outreq *r, bool done)
+{
+	struct simnode *sn = ctx;
+	struct mstore *m = &mstores[sn->ctrl];
+	struct ms_req *q;
+
+	assert_true(m->n_staged_req < MS_REQS);
+	q = &m->staged_req[m->n_staged_req++];
+	memset(q, 0, sizeof(*q));
+	q->used = true;
+	q->done = done;
+	snprintf(q->peer, sizeof(q->peer), "%s", peer);
+	q->ob = ob;
+	q->id = r->id;
+	q->is_pulse = r->is_pulse;
+	q->type = (uint8_t)r->type;
+	if (r->is_pulse) {
+		snprintf(q->thing, sizeof(q->thing), "%s", sn->sim->site->things[r->thing].name);
+		q->val = r->val;
+		q->ms = r->ms;
+	} else {
+		snprintf(q->role, sizeof(q->role), "%s", r->role ? r->role : "");
+		snprintf(q->cmd, sizeof(q->cmd), "%s", r->cmd ? r->cmd : "");
+	}
+}
+
+static int ms_commit(void *ctx)
+{
+	struct simnode *sn = ctx;
+	struct mstore *m = &mstores[sn->ctrl];
+
+	if (!m->on)
+		return 0;
+	for (size_t i = 0; i < m->n_staged_req; i++) {
+		struct ms_req *q = &m->staged_req[i];
+		size_t k, free_k = MS_REQS;
+		for (k = 0; k < MS_REQS; k++) {
+			if (!m->req[k].used && free_k == MS_REQS)
+				free_k = k;
+			if (m->req[k].used && m->req[k].ob == q->ob && m->req[k].id == q->id &&
+			    !strcmp(m->req[k].peer, q->peer))
+				break;
+		}
+		if (k == MS_REQS)
+			k = free_k;
+		assert_true(k < MS_REQS);
+		m->req[k] = *q;
+		m->req[k].used = !q->done;
+	}
+	m->n_staged_req = 0;
+	for (size_t i = 0; i < m->n_staged_win; i++) {
+		struct ms_window *w = &m->staged_win[i];
+		size_t k, free_k = MS_WINDOWS;
+		for (k = 0; k < MS_WINDOWS; k++) {
+			if (!m->win[k].used && free_k == MS_WINDOWS)
+				free_k = k;
+			if (m->win[k].used && m->win[k].ob == w->ob && !strcmp(m->win[k].sender, w->sender))
+				break;
+		}
+		if (k == MS_WINDOWS)
+			k = free_k;
+		assert_true(k < MS_WINDOWS);
+		m->win[k] = *w;
+	}
+	for (size_t i = 0; i < m->n_staged_ans; i++) {
+		struct ms_answer *a = &m->staged_ans[i];
+		size_t k, free_k = MS_ANSWERS;
+		for (k = 0; k < MS_ANSWERS; k++) {
+			if (!m->ans[k].used && free_k == MS_ANSWERS)
+				free_k = k;
+			if (m->ans[k].used && m->ans[k].ob == a->ob && m->ans[k].id == a->id &&
+			    !strcmp(m->ans[k].sender, a->sender))
+				break;
+		}
+		if (k == MS_ANSWERS)
+			k = free_k;
+		assert_true(k < MS_ANSWERS);
+		m->ans[k] = *a;
+	}
+	m->n_staged_win = m->n_staged_ans = 0;
+	m->commits++;
+	return 0;
+}
+
+static void ms_restore(struct simnode *sn)
+{
+	struct mstore *m = &mstores[sn->ctrl];
+
+	/* What was staged and not committed died with the process. */
+	m->n_staged_win = m->n_staged_ans = m->n_staged_req = 0;
+	sync__set_durable(sn->e, true);
+	for (size_t k = 0; k < MS_REQS; k++) {
+		struct store_request q;
+		if (!m->req[k].used)
+			continue;
+		memset(&q, 0, sizeof(q));
+		q.peer = m->req[k].peer;
+		q.origin_boot = m->req[k].ob;
+		q.id = m->req[k].id;
+		q.type = m->req[k].type;
+		q.is_pulse = m->req[k].is_pulse;
+		q.thing = m->req[k].is_pulse ? m->req[k].thing : NULL;
+		q.val = m->req[k].val;
+		q.ms = m->req[k].ms;
+		q.role = m->req[k].is_pulse ? NULL : m->req[k].role;
+		q.cmd = m->req[k].is_pulse ? NULL : m->req[k].cmd;
+		assert_int_equal(sync__resume_request(sn->e, &q), 0);
+	}
+	for (size_t k = 0; k < MS_WINDOWS; k++)
+		if (m->win[k].used)
+			sync__restore_window(sn->e, m->win[k].sender, m->win[k].ob, m->win[k].top, m->win[k].bits,
+			                     SYNC_DEDUP_BITS / 64);
+	for (size_t k = 0; k < MS_ANSWERS; k++)
+		if (m->ans[k].used)
+			sync__restore_answer(sn->e, m->ans[k].sender, m->ans[k].ob, m->ans[k].id,
+			                     m->ans[k].has_err ? m->ans[k].err : NULL,
+			                     m->ans[k].has_res ? m->ans[k].res : NULL);
+}
+
 static void node_start(struct sim *s, uint32_t ctrl)
 {
 	struct sync_ops ops = {
@@ -197,6 +395,10 @@ static void node_start(struct sim *s, uint32_t ctrl)
 	    .send = op_send,
 	    .arm = op_arm,
 	    .want_flush = op_want_flush,
+	    .commit = ms_commit,
+	    .persist_window = ms_persist_window,
+	    .persist_answer = ms_persist_answer,
+	    .persist_request = ms_persist_request,
 	};
 	struct simnode *sn = &s->n[ctrl];
 
@@ -204,6 +406,8 @@ static void node_start(struct sim *s, uint32_t ctrl)
 	sn->ctrl = ctrl;
 	memset(sn->timer_at, 0, sizeof(sn->timer_at));
 	assert_int_equal(sync__new(s->site, ctrl, ++s->boots, &ops, NULL, NULL, &sn->e), 0);
+	if (mstores[ctrl].on)
+		ms_restore(sn);
 	assert_int_equal(sync__on_event(sn->e, on_event, sn), 0);
 	if (site__has_role(s->site, ctrl, "cmd_do")) {
 		assert_int_equal(sync__on_request(sn->e, "cmd", "cmd_do", "version", on_version, sn), 0);
@@ -257,6 +461,7 @@ static void sim_free(struct sim *s)
 	}
 	tsync_site_free(s->site);
 	free(s);
+	memset(mstores, 0, sizeof(mstores));
 }
 
 /* Runs the simulation until `until` (absolute, us). */
@@ -831,6 +1036,143 @@ static void test_request_limits(void **state)
 	sim_free(s);
 }
 
+/* A receiver with durable windows that restarts with requests in flight:
+ * the sender sends them again to its new boot under the same ids; what it
+ * executed and committed before the crash is answered from the restored
+ * window, with the answer it gave, and not executed again; what it never got
+ * runs once. Every caller hears once, none "outcome unknown". */
+static void test_durable_window_restart(void **state)
+{
+	char body[2048];
+	struct sim *s;
+	struct done_rec d[8], p[3];
+	int cmds_before, pulses_b, pulses_c;
+
+	snprintf(body, sizeof(body), "max_outstanding = 4\n%s", SITE3);
+	s = sim_new(body, true, 21);
+	mstores[0].on = true; /* A runs the commands and owns the door */
+	node_stop(s, 0);
+	node_start(s, 0);
+	assert_true(sim_settle(s, 5000000));
+	memset(d, 0, sizeof(d));
+	memset(p, 0, sizeof(p));
+
+	/* A gets C's first four commands and B's pulses, acts and commits,
+	 * but its answers are lost; then it crashes. */
+	s->block = true;
+	s->block_from = 0;
+	s->block_to = 2;
+	for (int i = 0; i < 8; i++)
+		assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done,
+		                                    &d[i], s->now),
+		                 0);
+	sim_run(s, s->now + 50000);
+	cmds_before = s->n[0].cmds;
+	/* The in-flight cap: four ran, none answered. */
+	assert_int_equal(cmds_before, 4);
+	assert_int_equal(d[0].calls, 0);
+	assert_true(mstores[0].commits > 0);
+	node_stop(s, 0);
+	s->block = false;
+	node_start(s, 0);
+	assert_true(sim_settle(s, 20000000));
+
+	/* The four it did are answered from the window, not run again; the
+	 * four it never got ran once at its new boot. */
+	assert_int_equal(s->n[0].cmds, 4 + 4);
+	for (int i = 0; i < 8; i++) {
+		assert_int_equal(d[i].calls, 1);
+		assert_int_equal(d[i].status, 0);
+		assert_string_equal(d[i].res, "\"0.1.0\"");
+	}
+
+	/* Pulses relayed by A to its users: B's pulse acts once at A and once
+	 * at each user, however A's restart cuts the exchange. */
+	pulses_b = s->n[1].pulses[3];
+	pulses_c = s->n[2].pulses[3];
+	s->block = true;
+	s->block_from = 0;
+	s->block_to = 1;
+	assert_int_equal(sync__pulse(s->n[1].e, "door", NULL, 0, on_done, &p[0], s->now), 0);
+	sim_run(s, s->now + 50000);
+	node_stop(s, 0);
+	s->block = false;
+	node_start(s, 0);
+	assert_true(sim_settle(s, 20000000));
+	assert_int_equal(p[0].calls, 1);
+	assert_int_equal(p[0].status, 0);
+	assert_int_equal(s->n[1].pulses[3], pulses_b + 1);
+	assert_int_equal(s->n[2].pulses[3], pulses_c + 1);
+
+	/* Without durable windows (A restarts with its memory wiped, and says
+	 * so), a request in flight stays at most once: outcome unknown. */
+	mstores[0].on = false;
+	s->block = true;
+	s->block_from = 0;
+	s->block_to = 2;
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done, &p[1], s->now), 0);
+	sim_run(s, s->now + 50000);
+	cmds_before = s->n[0].cmds;
+	node_stop(s, 0);
+	s->block = false;
+	node_start(s, 0);
+	assert_true(sim_settle(s, 20000000));
+	assert_int_equal(p[1].calls, 1);
+	assert_int_equal(p[1].status, TSYNC_EPEER_RESTARTED);
+	assert_int_equal(s->n[0].cmds, cmds_before);
+	sim_free(s);
+}
+
+/* A sender that restarted resumes a request under its first (origin boot,
+ * id): the receiver answers it from that boot's window even though the
+ * sender's new boot numbers its own requests from 1 again. */
+static void test_origin_boot_window(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 22);
+	struct done_rec d[2];
+	struct store_request q;
+	uint64_t c_boot;
+
+	assert_true(sim_settle(s, 5000000));
+	memset(d, 0, sizeof(d));
+	/* C's command runs at A; the answer is lost; C crashes. */
+	s->block = true;
+	s->block_from = 0;
+	s->block_to = 2;
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, NULL, NULL, s->now), 0);
+	sim_run(s, s->now + 50000);
+	assert_int_equal(s->n[0].cmds, 1);
+	c_boot = s->n[2].e->boot;
+	node_stop(s, 2);
+	s->block = false;
+	node_start(s, 2);
+	/* It resumes what its store kept (here given by hand). */
+	memset(&q, 0, sizeof(q));
+	q.peer = "A";
+	q.origin_boot = c_boot;
+	q.id = 1;
+	q.type = WIRE_T_CMD;
+	q.role = "cmd_do";
+	q.cmd = "version";
+	assert_int_equal(sync__resume_request(s->n[2].e, &q), 0);
+	/* Its new request after the resumed one takes the next id, not 1. */
+	assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done, &d[1],
+	                                    s->now),
+	                 0);
+	assert_int_equal(s->n[2].e->peers[s->n[2].e->plan->peer_of_ctrl[0]].reqs->next->id, 2);
+	q.origin_boot = s->n[2].e->boot; /* an origin boot that is not earlier */
+	assert_int_equal(sync__resume_request(s->n[2].e, &q), -EINVAL);
+	assert_true(sim_settle(s, 20000000));
+	/* The resumed one was answered from the window: one run, not two; the
+	 * new one ran. */
+	assert_int_equal(s->n[0].cmds, 2);
+	assert_int_equal(d[1].calls, 1);
+	assert_int_equal(d[1].status, 0);
+	sim_free(s);
+}
+
 struct journal {
 	bool full;
 	int commits, refused;
@@ -1063,6 +1405,8 @@ int main(void)
 	    cmocka_unit_test(test_legacy_seed_list),
 	    cmocka_unit_test(test_commit_hook_backpressure),
 	    cmocka_unit_test(test_request_limits),
+	    cmocka_unit_test(test_durable_window_restart),
+	    cmocka_unit_test(test_origin_boot_window),
 	    cmocka_unit_test(test_failed_pulse_reported),
 	    cmocka_unit_test(test_failed_set_and_cmd_reported),
 	};
