@@ -13,7 +13,7 @@ BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libevent-dev libjansson-d
 	libgpiod-dev libmosquitto-dev)
 # clang 14 is Debian 12's clang; libFuzzer and the sanitizer runtimes for it
 # live in libclang-rt-14-dev.
-TEST_PKGS=(clang libclang-rt-14-dev valgrind g++ postgresql mosquitto)
+TEST_PKGS=(clang libclang-rt-14-dev valgrind g++ postgresql mosquitto openssl curl)
 # apt's package lists younger than this are trusted without apt-get update.
 LISTS_MAX_AGE_MIN=60
 

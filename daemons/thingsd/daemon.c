@@ -453,7 +453,7 @@ fail:
 	return r;
 }
 
-static int token_setup(struct thingsd *td);
+static int signature_setup(struct thingsd *td);
 
 /* --- reload -------------------------------------------------------------------------- */
 
@@ -517,9 +517,10 @@ static void reload_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		tsync_site_free(old);
 		td->reloads++;
-		/* A new key makes a new derived token. */
-		if (token_setup(td) < 0)
-			td_warn("the HTTP token could not be renewed; the previous one stays");
+		/* A new key checks signatures from now on. */
+		http__set_site(td);
+		if (signature_setup(td) < 0)
+			td_warn("http: the new site has no key, so signed requests are refused until it has one");
 		td_info("reloaded: site %s", tsync_site_name(next));
 		http__broadcast(td, "reload", "{\"ok\":true}");
 		return;
@@ -571,48 +572,21 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-static int token_setup(struct thingsd *td)
+/*
+ * Off loopback every HTTP request (but /metrics) must be signed with the site
+ * key (httpd.h), so an API bound there needs a key to check them with.
+ */
+static int signature_setup(struct thingsd *td)
 {
 	const char *bind = td->opt.http_bind;
 	bool loopback =
 	    !bind || !strcmp(bind, "127.0.0.1") || !strcmp(bind, "::1") || !strcmp(bind, "localhost");
 
-	td->token_required = td->opt.require_token || !loopback;
-	if (td->opt.token_file) {
-		FILE *f = fopen(td->opt.token_file, "re");
-		char line[256];
-		if (!f || !fgets(line, sizeof(line), f)) {
-			td_error("cannot read the token file %s: %s", td->opt.token_file, strerror(errno));
-			if (f)
-				fclose(f);
-			return -EINVAL;
-		}
-		fclose(f);
-		line[strcspn(line, "\r\n")] = '\0';
-		if (strlen(line) < 16 || strlen(line) >= sizeof(td->token)) {
-			td_error("the token in %s must be 16..%zu characters", td->opt.token_file,
-			         sizeof(td->token) - 1);
-			return -EINVAL;
-		}
-		snprintf(td->token, sizeof(td->token), "%s", line);
+	td->signature_required = td->opt.require_signature || !loopback;
+	if (!td->signature_required || tsync_site_has_key(td->site))
 		return 0;
-	}
-	if (!td->token_required)
-		return 0;
-	/* Without a token file, the token is derived from the site key, so
-	 * that anyone holding the key (thingsctl, the other controllers) can
-	 * compute it and nobody else can. */
-	if (tsync_site_has_key(td->site)) {
-		static const char label[] = "thingsd http token";
-		uint8_t tag[TSYNC_TAG_BYTES];
-		if (tsync_site_sign(td->site, label, sizeof(label) - 1, tag) == 0) {
-			td__hex_encode(tag, sizeof(tag), td->token);
-			return 0;
-		}
-	}
-	td_error("the HTTP API is bound to %s, off loopback, and needs a token: set key_file in site.conf "
-	         "or give --token-file",
-	         bind ? bind : "?");
+	td_error("the HTTP API %s needs signed requests, and the site has no key_file to check them with",
+	         loopback ? "(--require-signature)" : "is off loopback: it");
 	return -EINVAL;
 }
 
@@ -680,7 +654,7 @@ int daemon__run(struct thingsd *td)
 		r = 1;
 		goto leave;
 	}
-	if (token_setup(td) < 0) {
+	if (signature_setup(td) < 0) {
 		r = 2;
 		goto leave;
 	}

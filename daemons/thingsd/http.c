@@ -15,8 +15,9 @@
  *   POST /reload               re-reads site.conf
  *   POST /deploy               a new site.conf, authenticated with the site key
  *
- * It listens on loopback unless told otherwise (--http-bind); off loopback
- * every request needs `Authorization: Bearer TOKEN`.
+ * It listens on loopback unless told otherwise (--http-bind). The rules every
+ * request meets before it gets here (cross-site, signatures off loopback,
+ * body caps, connection cap, deadlines) are the shared server's: httpd.h.
  *
  * A request that waits (a set on a copy, a pulse, a command to a peer) is
  * held until its answer or its deadline (?wait_ms=, default 5000). Whatever
@@ -43,10 +44,11 @@
 #include <jansson.h>
 
 #include "driver.h"
+#include "httpd.h"
 #include "thingsd.h"
 
-#define MAX_BODY            (4 * 1024 * 1024)
-#define MAX_HEADERS         (16 * 1024)
+#define MAX_BODY_SMALL      (64 * 1024)
+#define MAX_BODY_DEPLOY     (1024 * 1024)
 #define MAX_WATCHERS        32
 #define MAX_HELD            256
 #define WATCHER_MAX_BACKLOG (1024 * 1024)
@@ -85,52 +87,16 @@ struct watcher {
 
 struct http {
 	struct thingsd *td;
-	struct evhttp *ev;
-	struct evconnlistener *lis;
+	struct httpd *srv;
 	struct event *heartbeat;
 	struct watcher *watchers;
 	size_t n_watchers;
 	struct op *ops;
 	size_t n_ops;
-	uint64_t requests, unauthorized;
 	uint16_t port;
 };
 
 /* --- answering ---------------------------------------------------------------------- */
-
-static void send_json(struct evhttp_request *req, int code, json_t *body)
-{
-	struct evbuffer *buf = evbuffer_new();
-	char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15)) : NULL;
-	const char *reason = code == 200 ? "OK" : code == 202 ? "Accepted" : NULL;
-
-	json_decref(body);
-	if (!buf) {
-		free(text);
-		evhttp_send_error(req, 500, NULL);
-		return;
-	}
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-	evbuffer_add_printf(buf, "%s\n", text ? text : "{}");
-	free(text);
-	evhttp_send_reply(req, code, reason, buf);
-	evbuffer_free(buf);
-}
-
-static void send_error(struct evhttp_request *req, int code, const char *error, const char *fmt, ...)
-    TD_PRINTF(4, 5);
-static void send_error(struct evhttp_request *req, int code, const char *error, const char *fmt, ...)
-{
-	char msg[512] = "";
-	va_list ap;
-
-	if (fmt) {
-		va_start(ap, fmt);
-		vsnprintf(msg, sizeof(msg), fmt, ap);
-		va_end(ap);
-	}
-	send_json(req, code, json_pack("{s:s,s:s}", "error", error, "message", msg));
-}
 
 /* The HTTP status and seed name of a library error. */
 static int status_of(int r, const char **name)
@@ -183,22 +149,17 @@ static void send_lib_error(struct evhttp_request *req, int r, const char *what)
 	const char *name;
 	int code = status_of(r, &name);
 
-	send_error(req, code, name, "%s: %s", what, tsync_strerror(r));
+	httpd__error(req, code, name, "%s: %s", what, tsync_strerror(r));
 }
 
 /* --- held requests --------------------------------------------------------------------- */
 
-static void op_closed(struct evhttp_connection *conn, void *arg);
+static void op_closed(void *arg);
 
 static void op_release_req(struct op *op)
 {
-	struct evhttp_connection *c;
-
-	if (!op->req)
-		return;
-	c = evhttp_request_get_connection(op->req);
-	if (c)
-		evhttp_connection_set_closecb(c, NULL, NULL);
+	if (op->req && op->h)
+		httpd__on_close(op->h->srv, op->req, NULL, NULL);
 }
 
 static void op_reply(struct op *op, int code, json_t *body)
@@ -211,7 +172,7 @@ static void op_reply(struct op *op, int code, json_t *body)
 	}
 	op_release_req(op);
 	op->req = NULL;
-	send_json(req, code, body);
+	httpd__reply_json(req, code, body);
 }
 
 static void op_free(struct op *op)
@@ -228,7 +189,7 @@ static void op_free(struct op *op)
 	}
 	if (op->req) {
 		op_release_req(op);
-		send_error(op->req, 503, "gone", "the request was dropped");
+		httpd__error(op->req, 503, "gone", "the request was dropped");
 	}
 	if (op->timer)
 		event_free(op->timer);
@@ -239,7 +200,7 @@ static void op_free(struct op *op)
 
 /* The client went away: the request is released (a request libevent
  * detached from its connection is ours to free). */
-static void op_closed(struct evhttp_connection *conn, void *arg)
+static void op_closed(void *arg)
 {
 	struct op *op = arg;
 	struct evhttp_request *req = op->req;
@@ -255,15 +216,14 @@ static struct op *op_new(struct http *h, struct evhttp_request *req, enum op_kin
                          event_callback_fn cb)
 {
 	struct op *op;
-	struct evhttp_connection *c;
 
 	if (h->n_ops >= MAX_HELD) {
-		send_error(req, 503, "busy", "too many requests waiting (%d)", MAX_HELD);
+		httpd__error(req, 503, "busy", "too many requests waiting (%d)", MAX_HELD);
 		return NULL;
 	}
 	op = calloc(1, sizeof(*op));
 	if (!op) {
-		send_error(req, 500, "failed", "out of memory");
+		httpd__error(req, 500, "failed", "out of memory");
 		return NULL;
 	}
 	op->h = h;
@@ -274,15 +234,13 @@ static struct op *op_new(struct http *h, struct evhttp_request *req, enum op_kin
 	op->timer = event_new(h->td->base, -1, kind == OP_DONE ? 0 : EV_PERSIST, cb, op);
 	if (!op->timer) {
 		free(op);
-		send_error(req, 500, "failed", "out of memory");
+		httpd__error(req, 500, "failed", "out of memory");
 		return NULL;
 	}
 	op->next = h->ops;
 	h->ops = op;
 	h->n_ops++;
-	c = evhttp_request_get_connection(req);
-	if (c)
-		evhttp_connection_set_closecb(c, op_closed, op);
+	httpd__on_close(h->srv, req, op_closed, op);
 	return op;
 }
 
@@ -315,9 +273,7 @@ static void watcher_free(struct watcher *w, bool end)
 		h->n_watchers--;
 	}
 	if (w->req) {
-		struct evhttp_connection *c = evhttp_request_get_connection(w->req);
-		if (c)
-			evhttp_connection_set_closecb(c, NULL, NULL);
+		httpd__on_close(h->srv, w->req, NULL, NULL);
 		if (end)
 			evhttp_send_reply_end(w->req);
 	}
@@ -325,7 +281,7 @@ static void watcher_free(struct watcher *w, bool end)
 	free(w);
 }
 
-static void watcher_closed(struct evhttp_connection *conn, void *arg)
+static void watcher_closed(void *arg)
 {
 	struct watcher *w = arg;
 	struct evhttp_request *req = w->req;
@@ -507,7 +463,7 @@ static void get_status(struct http *h, struct evhttp_request *req)
 			json_array_append_new(failing, json_pack("{s:s,s:s}", "thing", td->owned[i].name,
 			                                         "error", d->last_error));
 	}
-	send_json(
+	httpd__reply_json(
 	    req, 200,
 	    json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:b,s:s?,s:s,s:I,s:I,s:I,s:I,s:I,s:I,"
 	              "s:o,s:I,s:b}",
@@ -517,7 +473,7 @@ static void get_status(struct http *h, struct evhttp_request *req)
 	              (json_int_t)((now - td->started_us) / 1000000u), "node_uptime_s",
 	              (json_int_t)((now - td->node_started_us) / 1000000u), "owned", (json_int_t)td->n_owned,
 	              "used", (json_int_t)td->n_used, "unsettled", (json_int_t)tsync_node_unsettled(td->node),
-	              "authenticated", tsync_site_has_key(td->site), "token_required", td->token_required,
+	              "authenticated", tsync_site_has_key(td->site), "signature_required", td->signature_required,
 	              "state_dir", td->opt.state_dir, "site_conf", td->opt.conf_path, "reloads",
 	              (json_int_t)td->reloads, "reloads_failed", (json_int_t)td->reloads_failed, "deploys",
 	              (json_int_t)td->deploys, "deploys_failed", (json_int_t)td->deploys_failed, "peers",
@@ -534,7 +490,7 @@ static void get_things(struct http *h, struct evhttp_request *req)
 		json_array_append_new(a, thing_json(td, td->owned[i].name));
 	for (size_t i = 0; i < td->n_used; i++)
 		json_array_append_new(a, thing_json(td, td->used[i].name));
-	send_json(req, 200, json_pack("{s:s,s:o}", "controller", tsync_node_name(td->node), "things", a));
+	httpd__reply_json(req, 200, json_pack("{s:s,s:o}", "controller", tsync_node_name(td->node), "things", a));
 }
 
 static void get_thing(struct http *h, struct evhttp_request *req, const char *name)
@@ -550,10 +506,10 @@ static void get_thing(struct http *h, struct evhttp_request *req, const char *na
 	}
 	j = thing_json(td, name);
 	if (!j) {
-		send_error(req, 500, "failed", "out of memory");
+		httpd__error(req, 500, "failed", "out of memory");
 		return;
 	}
-	send_json(req, 200, j);
+	httpd__reply_json(req, 200, j);
 }
 
 static json_t *peer_json(const tsync_peer_stats *st)
@@ -592,7 +548,7 @@ static void get_peers(struct http *h, struct evhttp_request *req)
 			json_object_set_new(unk, tsync_reject_name((tsync_reject)k),
 			                    json_integer((json_int_t)c));
 	}
-	send_json(req, 200,
+	httpd__reply_json(req, 200,
 	          json_pack("{s:s,s:o,s:o}", "controller", tsync_node_name(td->node), "peers", a,
 	                    "rejected_unknown", unk));
 }
@@ -636,7 +592,7 @@ static void get_metrics(struct http *h, struct evhttp_request *req)
 		free(st);
 		if (b)
 			evbuffer_free(b);
-		send_error(req, 500, "failed", "out of memory");
+		httpd__error(req, 500, "failed", "out of memory");
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
@@ -739,12 +695,29 @@ static void get_metrics(struct http *h, struct evhttp_request *req)
 	evbuffer_add_printf(b, "thingsd_reloads_total{controller=\"%s\",result=\"failed\"} %llu\n", me,
 	                    (unsigned long long)td->reloads_failed);
 	metric_head(b, "thingsd_http_requests_total", "counter",
-	            "HTTP requests, and those refused for the token.");
-	evbuffer_add_printf(b, "thingsd_http_requests_total{controller=\"%s\",result=\"served\"} %llu\n", me,
-	                    (unsigned long long)h->requests);
-	evbuffer_add_printf(b,
-	                    "thingsd_http_requests_total{controller=\"%s\",result=\"unauthorized\"} %llu\n",
-	                    me, (unsigned long long)h->unauthorized);
+	            "HTTP requests served, and those refused by reason.");
+	{
+		struct httpd_stats hs;
+		httpd__stats(h->srv, &hs);
+		evbuffer_add_printf(b,
+		                    "thingsd_http_requests_total{controller=\"%s\",result=\"served\"} %llu\n"
+		                    "thingsd_http_requests_total{controller=\"%s\",result=\"unauthorized\"} %llu\n"
+		                    "thingsd_http_requests_total{controller=\"%s\",result=\"cross_site\"} %llu\n"
+		                    "thingsd_http_requests_total{controller=\"%s\",result=\"too_large\"} %llu\n"
+		                    "thingsd_http_requests_total{controller=\"%s\",result=\"refused\"} %llu\n",
+		                    me, (unsigned long long)hs.requests, me, (unsigned long long)hs.unauthorized, me,
+		                    (unsigned long long)hs.cross_site, me, (unsigned long long)hs.too_large, me,
+		                    (unsigned long long)hs.refused);
+		metric_head(b, "thingsd_http_connections", "gauge", "HTTP connections open.");
+		evbuffer_add_printf(b, "thingsd_http_connections{controller=\"%s\"} %zu\n", me, hs.connections);
+		metric_head(b, "thingsd_http_timeouts_total", "counter", "HTTP clients cut off for sending too slowly.");
+		evbuffer_add_printf(b, "thingsd_http_timeouts_total{controller=\"%s\"} %llu\n", me,
+		                    (unsigned long long)hs.timeouts);
+		metric_head(b, "thingsd_http_emfile_total", "counter",
+		            "HTTP accepts that failed for want of descriptors.");
+		evbuffer_add_printf(b, "thingsd_http_emfile_total{controller=\"%s\"} %llu\n", me,
+		                    (unsigned long long)hs.emfile);
+	}
 	metric_head(b, "thingsd_event_watchers", "gauge", "Clients of /events.");
 	evbuffer_add_printf(b, "thingsd_event_watchers{controller=\"%s\"} %zu\n", me, h->n_watchers);
 
@@ -759,19 +732,18 @@ static void get_events(struct http *h, struct evhttp_request *req, struct evkeyv
 {
 	struct thingsd *td = h->td;
 	const char *things = evhttp_find_header(q, "things");
-	struct evhttp_connection *c = evhttp_request_get_connection(req);
 	struct evkeyvalq *out = evhttp_request_get_output_headers(req);
 	struct watcher *w;
 	char hello[200];
 
 	if (h->n_watchers >= MAX_WATCHERS) {
-		send_error(req, 503, "busy", "too many watchers (%d)", MAX_WATCHERS);
+		httpd__error(req, 503, "busy", "too many watchers (%d)", MAX_WATCHERS);
 		return;
 	}
 	w = calloc(1, sizeof(*w));
 	if (!w || (things && *things && asprintf(&w->filter, ",%s,", things) < 0)) {
 		free(w);
-		send_error(req, 500, "failed", "out of memory");
+		httpd__error(req, 500, "failed", "out of memory");
 		return;
 	}
 	w->h = h;
@@ -779,8 +751,7 @@ static void get_events(struct http *h, struct evhttp_request *req, struct evkeyv
 	w->next = h->watchers;
 	h->watchers = w;
 	h->n_watchers++;
-	if (c)
-		evhttp_connection_set_closecb(c, watcher_closed, w);
+	httpd__on_close(h->srv, req, watcher_closed, w);
 	evhttp_add_header(out, "Content-Type", "text/event-stream");
 	evhttp_add_header(out, "Cache-Control", "no-cache");
 	evhttp_send_reply_start(req, 200, "OK");
@@ -834,6 +805,12 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
 			if (st.version != op->ver0) {
 				json_object_set_new(j, "confirmed", json_true());
 				op_reply(op, 200, j);
+			} else if (st.request_error == TSYNC_EWRITE) {
+				/* It took the set but its driver failed: not a refusal. */
+				json_object_set_new(j, "error", json_string("err_write_crash"));
+				json_object_set_new(j, "message",
+				                    json_string("the owner took the set but could not write it"));
+				op_reply(op, 502, j);
 			} else {
 				json_object_set_new(j, "error", json_string("err_ip_in_refused"));
 				json_object_set_new(j, "message", json_string("the owner refused the set"));
@@ -854,8 +831,15 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
 		j = thing_json(td, op->thing);
 		if (op->kind == OP_SET) {
 			json_object_set_new(j, "confirmed", json_false());
+			/* With a state directory the request was committed before
+			 * this answer and survives a restart of this controller. */
+			json_object_set_new(j, "kept", json_boolean(td->opt.state_dir != NULL));
 			json_object_set_new(j, "message",
-			                    json_string("requested; the owner has not confirmed yet"));
+			                    json_string(td->opt.state_dir
+			                                    ? "requested; the owner has not confirmed yet (kept "
+			                                      "across restarts)"
+			                                    : "requested; the owner has not confirmed yet (not kept: "
+			                                      "no state directory)"));
 			op_reply(op, 202, j);
 		} else {
 			json_object_set_new(j, "fresh", json_false());
@@ -870,9 +854,13 @@ static void wait_cb(evutil_socket_t fd, short what, void *arg)
 static void done_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct op *op = arg;
+	bool kept = op->h && op->h->td->opt.state_dir;
 
 	op_reply(op, 504,
-	         json_pack("{s:s,s:s}", "error", "timeout", "message", "no answer yet; it is still retried"));
+	         json_pack("{s:s,s:s,s:b}", "error", "timeout", "message",
+	                   kept ? "no answer yet; it is still retried (kept across restarts)"
+	                        : "no answer yet; it is still retried (not kept: no state directory)",
+	                   "kept", kept));
 	/* The library calls done() later; the op waits for it. */
 }
 
@@ -914,7 +902,7 @@ static void post_set(struct http *h, struct evhttp_request *req, const char *nam
 
 	if (!body || !json_object_get(body, "value")) {
 		json_decref(body);
-		send_error(req, 400, "bad_request", "the body must be a JSON object with \"value\"");
+		httpd__error(req, 400, "bad_request", "the body must be a JSON object with \"value\"");
 		return;
 	}
 	if (idx < 0 || (r = tsync_node_get(td->node, name, &st)) < 0) {
@@ -926,7 +914,7 @@ static void post_set(struct http *h, struct evhttp_request *req, const char *nam
 	r = td__value_from_json(ti.type, json_object_get(body, "value"), &v, &str);
 	json_decref(body);
 	if (r < 0) {
-		send_error(req, r == -ENOMEM ? 500 : 422, "err_ip_in_val", "%s takes a %s value", name,
+		httpd__error(req, r == -ENOMEM ? 500 : 422, "err_ip_in_val", "%s takes a %s value", name,
 		           tsync_type_name(ti.type));
 		return;
 	}
@@ -934,7 +922,7 @@ static void post_set(struct http *h, struct evhttp_request *req, const char *nam
 	if (!ti.settable) {
 		free(str);
 		td_warn("err_ip_in_refused set of %s over HTTP: it is not settable", name);
-		send_error(req, 403, "err_ip_in_refused", "%s is not settable (settable = no)", name);
+		httpd__error(req, 403, "err_ip_in_refused", "%s is not settable (settable = no)", name);
 		return;
 	}
 	r = tsync_node_set(td->node, name, &v);
@@ -942,7 +930,7 @@ static void post_set(struct http *h, struct evhttp_request *req, const char *nam
 		struct owned *o = daemon__owned(td, name);
 		free(str);
 		if (r == TSYNC_EREFUSED && o && o->drv && o->drv->write_failing)
-			send_error(req, 403, "err_ip_in_refused", "%s: the driver cannot write: %s", name,
+			httpd__error(req, 403, "err_ip_in_refused", "%s: the driver cannot write: %s", name,
 			           o->drv->last_error);
 		else
 			send_lib_error(req, r, name);
@@ -958,7 +946,7 @@ static void post_set(struct http *h, struct evhttp_request *req, const char *nam
 		}
 		j = thing_json(td, name);
 		json_object_set_new(j, "confirmed", json_true());
-		send_json(req, 200, j);
+		httpd__reply_json(req, 200, j);
 		return;
 	}
 	/* A copy: the owner decides; wait for its answer. */
@@ -993,7 +981,7 @@ static void post_ask(struct http *h, struct evhttp_request *req, const char *nam
 	if (st.owned) {
 		j = thing_json(td, name);
 		json_object_set_new(j, "fresh", json_true());
-		send_json(req, 200, j);
+		httpd__reply_json(req, 200, j);
 		return;
 	}
 	op = op_new(h, req, OP_ASK, query_ms(q, "wait_ms", DEFAULT_WAIT_MS), wait_cb);
@@ -1025,7 +1013,7 @@ static void post_pulse(struct http *h, struct evhttp_request *req, const char *n
 	int idx = tsync_site_thing_find(td->site, name), r;
 
 	if (!body) {
-		send_error(req, 400, "bad_request", "the body must be a JSON object");
+		httpd__error(req, 400, "bad_request", "the body must be a JSON object");
 		return;
 	}
 	if (idx < 0) {
@@ -1038,14 +1026,14 @@ static void post_pulse(struct http *h, struct evhttp_request *req, const char *n
 	jms = json_object_get(body, "ms");
 	if (jv && td__value_from_json(ti.type, jv, &v, &str) < 0) {
 		json_decref(body);
-		send_error(req, 422, "err_ip_in_val", "%s takes a %s value", name, tsync_type_name(ti.type));
+		httpd__error(req, 422, "err_ip_in_val", "%s takes a %s value", name, tsync_type_name(ti.type));
 		return;
 	}
 	if (jms &&
 	    (!json_is_integer(jms) || json_integer_value(jms) < 0 || json_integer_value(jms) > 3600000)) {
 		json_decref(body);
 		free(str);
-		send_error(req, 422, "err_ip_in_val", "ms must be 0..3600000");
+		httpd__error(req, 422, "err_ip_in_val", "ms must be 0..3600000");
 		return;
 	}
 	ms = jms ? (uint32_t)json_integer_value(jms) : 0;
@@ -1080,7 +1068,7 @@ static void post_cmd(struct http *h, struct evhttp_request *req, struct evkeyval
 	int r;
 
 	if (!body) {
-		send_error(req, 400, "bad_request", "the body must be a JSON object");
+		httpd__error(req, 400, "bad_request", "the body must be a JSON object");
 		return;
 	}
 	to = json_string_value(json_object_get(body, "to"));
@@ -1091,7 +1079,7 @@ static void post_cmd(struct http *h, struct evhttp_request *req, struct evkeyval
 		type = "cmd";
 	if (!strcmp(type, "io") || (!strcmp(type, "cmd") && (!role || !cmd))) {
 		json_decref(body);
-		send_error(req, 400, "bad_request", "a command needs \"role\" and \"cmd\"");
+		httpd__error(req, 400, "bad_request", "a command needs \"role\" and \"cmd\"");
 		return;
 	}
 	{
@@ -1108,7 +1096,7 @@ static void post_cmd(struct http *h, struct evhttp_request *req, struct evkeyval
 		json_error_t jerr;
 		res = result ? json_loads(result, JSON_DECODE_ANY, &jerr) : NULL;
 		if (r == 0) {
-			send_json(req, 200,
+			httpd__reply_json(req, 200,
 			          json_pack("{s:s,s:o}", "status", "ok", "result", res ? res : json_null()));
 		} else {
 			const char *name;
@@ -1116,7 +1104,7 @@ static void post_cmd(struct http *h, struct evhttp_request *req, struct evkeyval
 			/* A handler's own failure is the command refusing. */
 			if (err && !strcmp(err, "err_cmd_failed"))
 				code = 403;
-			send_json(req, code,
+			httpd__reply_json(req, code,
 			          json_pack("{s:s,s:s,s:o}", "error", err ? err : name, "message",
 			                    tsync_strerror(r), "result", res ? res : json_null()));
 		}
@@ -1126,7 +1114,7 @@ static void post_cmd(struct http *h, struct evhttp_request *req, struct evkeyval
 		return;
 	}
 	if (tsync_site_controller_find(td->site, to) < 0) {
-		send_error(req, 404, "unknown_controller", "%s is not a controller of this site", to);
+		httpd__error(req, 404, "unknown_controller", "%s is not a controller of this site", to);
 		free(args);
 		json_decref(body);
 		return;
@@ -1172,12 +1160,12 @@ static void post_reload(struct http *h, struct evhttp_request *req)
 	int r = daemon__request_reload(h->td, "HTTP", &errors);
 
 	if (r < 0)
-		send_json(req, 422,
+		httpd__reply_json(req, 422,
 		          json_pack("{s:s,s:s,s:o}", "error", "site_rejected", "message",
 		                    "site.conf is not valid; the running site is kept", "errors",
 		                    errors_json(errors)));
 	else
-		send_json(req, 200, json_pack("{s:s}", "reload", "scheduled"));
+		httpd__reply_json(req, 200, json_pack("{s:s}", "reload", "scheduled"));
 	free(errors);
 }
 
@@ -1193,30 +1181,30 @@ static void post_deploy(struct http *h, struct evhttp_request *req)
 	int r;
 
 	if (!tag || !serial_s || !len) {
-		send_error(req, 400, "bad_request",
+		httpd__error(req, 400, "bad_request",
 		           "a deploy needs the X-Thingsync-Tag and -Serial headers and a body");
 		return;
 	}
 	errno = 0;
 	serial = strtoull(serial_s, &end, 10);
 	if (errno || *end || end == serial_s) {
-		send_error(req, 400, "bad_request", "X-Thingsync-Serial must be a number");
+		httpd__error(req, 400, "bad_request", "X-Thingsync-Serial must be a number");
 		return;
 	}
 	r = deploy__apply(h->td, serial, tag, evbuffer_pullup(body, (ev_ssize_t)len), len, &why);
 	switch (r) {
 	case 0:
-		send_json(req, 200, json_pack("{s:b,s:s}", "deployed", 1, "reload", "scheduled"));
+		httpd__reply_json(req, 200, json_pack("{s:b,s:s}", "deployed", 1, "reload", "scheduled"));
 		break;
 	case -EBADMSG:
 	case TSYNC_EKEY:
-		send_error(req, 403, r == TSYNC_EKEY ? "no_key" : "bad_tag", "%s", why ? why : "refused");
+		httpd__error(req, 403, r == TSYNC_EKEY ? "no_key" : "bad_tag", "%s", why ? why : "refused");
 		break;
 	case -ESTALE:
-		send_error(req, 409, "stale_serial", "%s", why ? why : "refused");
+		httpd__error(req, 409, "stale_serial", "%s", why ? why : "refused");
 		break;
 	default:
-		send_json(req, 422,
+		httpd__reply_json(req, 422,
 		          json_pack("{s:s,s:s,s:o}", "error", "site_rejected", "message",
 		                    "the new site.conf is not valid here; the running site is kept", "errors",
 		                    errors_json(why)));
@@ -1226,29 +1214,6 @@ static void post_deploy(struct http *h, struct evhttp_request *req)
 }
 
 /* --- routing -------------------------------------------------------------------------------- */
-
-static bool authorized(struct http *h, struct evhttp_request *req)
-{
-	const char *a, *tok;
-	size_t la, lt;
-	unsigned char diff = 0;
-
-	if (!h->td->token_required)
-		return true;
-	a = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-	tok = h->td->token;
-	if (!a || strncmp(a, "Bearer ", 7) || !tok[0])
-		return false;
-	a += 7;
-	la = strlen(a);
-	lt = strlen(tok);
-	if (la != lt)
-		return false;
-	/* Constant time, so the answer's timing does not spell the token. */
-	for (size_t i = 0; i < lt; i++)
-		diff |= (unsigned char)(a[i] ^ tok[i]);
-	return diff == 0;
-}
 
 static bool valid_name(const char *s, size_t len)
 {
@@ -1263,30 +1228,22 @@ static bool valid_name(const char *s, size_t len)
 	return true;
 }
 
-static void gen_cb(struct evhttp_request *req, void *arg)
+/* A request that passed the common rules (httpd): route, signature, limits. */
+static void gen_cb(void *arg, struct evhttp_request *req, const char *path)
 {
 	struct http *h = arg;
 	struct thingsd *td = h->td;
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
 	enum evhttp_cmd_type m = evhttp_request_get_command(req);
 	bool get = m == EVHTTP_REQ_GET, post = m == EVHTTP_REQ_POST;
 	struct evkeyvalq q;
 	char name[64];
 
 	TAILQ_INIT(&q);
-	if (!path || !*path)
+	if (!*path)
 		path = "/";
-	if (!authorized(h, req)) {
-		h->unauthorized++;
-		td_warn("err_ip_in_refused HTTP %s without a valid token", path);
-		evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate", "Bearer");
-		send_error(req, 401, "unauthorized", "this API needs Authorization: Bearer TOKEN");
-		return;
-	}
-	h->requests++;
 	if (!td->node) {
-		send_error(req, 503, "reloading", "the node is being rebuilt; try again");
+		httpd__error(req, 503, "reloading", "the node is being rebuilt; try again");
 		return;
 	}
 	if (uri && evhttp_uri_get_query(uri))
@@ -1297,7 +1254,7 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		const char *rest = path + 8, *slash = strchr(rest, '/');
 		size_t nl = slash ? (size_t)(slash - rest) : strlen(rest);
 		if (!valid_name(rest, nl)) {
-			send_error(req, 404, "err_ip_in_io", "not a thing name");
+			httpd__error(req, 404, "err_ip_in_io", "not a thing name");
 			goto leave;
 		}
 		memcpy(name, rest, nl);
@@ -1311,7 +1268,7 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		else if (slash && !strcmp(slash, "/ask") && post)
 			post_ask(h, req, name, &q);
 		else
-			send_error(req, slash ? 404 : 405, slash ? "not_found" : "method", "%s", path);
+			httpd__error(req, slash ? 404 : 405, slash ? "not_found" : "method", "%s", path);
 		goto leave;
 	}
 	if (!strcmp(path, "/things") && get)
@@ -1327,7 +1284,7 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	else if (!strcmp(path, "/clim") && get) {
 		json_error_t jerr;
 		json_t *doc = td->clim ? json_loads(td->clim, JSON_DECODE_ANY, &jerr) : NULL;
-		send_json(req, 200, json_pack("{s:o}", "settings", doc ? doc : json_null()));
+		httpd__reply_json(req, 200, json_pack("{s:o}", "settings", doc ? doc : json_null()));
 	} else if (!strcmp(path, "/cmd") && post)
 		post_cmd(h, req, &q);
 	else if (!strcmp(path, "/reload") && post)
@@ -1335,7 +1292,7 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 	else if (!strcmp(path, "/deploy") && post)
 		post_deploy(h, req);
 	else if (!strcmp(path, "/") && get)
-		send_json(req, 200,
+		httpd__reply_json(req, 200,
 		          json_pack("{s:s,s:s,s:[s,s,s,s,s,s,s,s,s,s,s,s,s]}", "program", "thingsd",
 		                    "controller", tsync_node_name(td->node), "endpoints", "GET /status",
 		                    "GET /things", "GET /things/NAME", "POST /things/NAME",
@@ -1343,62 +1300,38 @@ static void gen_cb(struct evhttp_request *req, void *arg)
 		                    "GET /peers", "GET /metrics", "GET /events", "GET /clim", "POST /reload",
 		                    "POST /deploy"));
 	else
-		send_error(req, 404, "not_found", "%s", path);
+		httpd__error(req, 404, "not_found", "%s", path);
 leave:
 	evhttp_clear_headers(&q);
 }
 
 /* --- life cycle ---------------------------------------------------------------------------------- */
 
-static int listen_on(struct http *h, const char *host, uint16_t port)
-{
-	struct addrinfo hints, *res = NULL;
-	char portstr[8];
-	int fd, one = 1, r;
-
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	snprintf(portstr, sizeof(portstr), "%u", port);
-	r = getaddrinfo(host, portstr, &hints, &res);
-	if (r != 0 || !res) {
-		td_error("http: cannot resolve %s: %s", host, gai_strerror(r));
-		return -EINVAL;
-	}
-	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0) {
-		r = -errno;
-		freeaddrinfo(res);
-		return r;
-	}
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0) {
-		r = -errno;
-		td_error("http: cannot listen on %s:%u: %s", host, port, strerror(errno));
-		close(fd);
-		freeaddrinfo(res);
-		return r;
-	}
-	freeaddrinfo(res);
-	/* Accepted sockets get close-on-exec too (exec driver, reboot). */
-	h->lis = evconnlistener_new(h->td->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-	                            -1, fd);
-	if (!h->lis) {
-		close(fd);
-		return -ENOMEM;
-	}
-	if (!evhttp_bind_listener(h->ev, h->lis)) {
-		evconnlistener_free(h->lis);
-		h->lis = NULL;
-		return -ENOMEM;
-	}
-	return 0;
-}
+/*
+ * What each path takes. Bodies are small JSON objects but for a deployed
+ * site.conf; GETs have none. /metrics is open (read-only counters, for a
+ * Prometheus that cannot sign); everything else needs a signature where one
+ * is required.
+ */
+static const struct httpd_route routes[] = {
+    {"/", HTTPD_GET, 0, false, false},
+    {"/status", HTTPD_GET, 0, false, false},
+    {"/things", HTTPD_GET, 0, false, false},
+    {"/things/*", HTTPD_GET | HTTPD_POST, MAX_BODY_SMALL, false, false},
+    {"/peers", HTTPD_GET, 0, false, false},
+    {"/metrics", HTTPD_GET, 0, true, false},
+    {"/events", HTTPD_GET, 0, false, false},
+    {"/clim", HTTPD_GET, 0, false, false},
+    {"/cmd", HTTPD_POST, MAX_BODY_SMALL, false, false},
+    {"/reload", HTTPD_POST, 0, false, false},
+    {"/deploy", HTTPD_POST, MAX_BODY_DEPLOY, false, false},
+    {NULL, 0, 0, false, false},
+};
 
 int http__start(struct thingsd *td)
 {
 	struct http *h;
+	struct httpd_config cfg;
 	tsync_controller_info ci;
 	const char *host;
 	struct timeval hb = {HEARTBEAT_S, 0};
@@ -1418,32 +1351,41 @@ int http__start(struct thingsd *td)
 		return -ENOMEM;
 	h->td = td;
 	h->port = ci.tcp_port;
-	h->ev = evhttp_new(td->base);
 	h->heartbeat = event_new(td->base, -1, EV_PERSIST, heartbeat_cb, h);
-	if (!h->ev || !h->heartbeat) {
-		r = -ENOMEM;
-		goto fail;
+	if (!h->heartbeat) {
+		free(h);
+		return -ENOMEM;
 	}
-	evhttp_set_gencb(h->ev, gen_cb, h);
-	evhttp_set_allowed_methods(h->ev, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
-	evhttp_set_max_body_size(h->ev, MAX_BODY);
-	evhttp_set_max_headers_size(h->ev, MAX_HEADERS);
-	evhttp_set_timeout(h->ev, 60);
-	r = listen_on(h, host, ci.tcp_port);
-	if (r < 0)
-		goto fail;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.base = td->base;
+	cfg.host = host;
+	cfg.port = ci.tcp_port;
+	cfg.routes = routes;
+	cfg.handler = gen_cb;
+	cfg.arg = h;
+	cfg.site = td->site;
+	cfg.name = ci.name;
+	cfg.require_signature = td->signature_required;
+	cfg.max_connections = td->opt.http_max_connections;
+	cfg.request_timeout_s = td->opt.http_request_timeout_s;
+	cfg.log = tdlog__lib;
+	r = httpd__new(&cfg, &h->srv);
+	if (r < 0) {
+		event_free(h->heartbeat);
+		free(h);
+		return r;
+	}
 	event_add(h->heartbeat, &hb);
 	td->http = h;
 	td_info("http: API on %s:%u%s", host, ci.tcp_port,
-	        td->token_required ? ", token required" : ", loopback");
+	        td->signature_required ? ", signed requests only" : ", loopback");
 	return 0;
-fail:
-	if (h->heartbeat)
-		event_free(h->heartbeat);
-	if (h->ev)
-		evhttp_free(h->ev);
-	free(h);
-	return r;
+}
+
+void http__set_site(struct thingsd *td)
+{
+	if (td->http)
+		httpd__set_site(td->http->srv, td->site);
 }
 
 uint16_t http__port(const struct thingsd *td)
@@ -1495,7 +1437,7 @@ void http__stop(struct thingsd *td)
 		op_free(op);
 	}
 	event_free(h->heartbeat);
-	evhttp_free(h->ev);
+	httpd__free(h->srv);
 	free(h);
 	td->http = NULL;
 }

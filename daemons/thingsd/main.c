@@ -22,7 +22,8 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: thingsd -c SITE.CONF -n CONTROLLER [-s STATE_DIR] [-v]\n"
-	           "               [--http-bind ADDRESS|host] [--token-file FILE] [--require-token]\n"
+	           "               [--http-bind ADDRESS|host] [--require-signature]\n"
+	           "               [--http-max-connections N]\n"
 	           "               [--allow-machine-reboot]\n"
 	           "\n"
 	           "Runs one controller of a thingsync site: owns its things through their\n"
@@ -34,10 +35,12 @@ static void usage(FILE *f)
 	           "  -s, --state DIR          state directory (LMDB): owned values survive restarts\n"
 	           "  -v, --verbose            log every exchange (debug level)\n"
 	           "      --http-bind ADDR     HTTP API address (default 127.0.0.1; `host` is the\n"
-	           "                           controller's host). Off loopback a token is required.\n"
-	           "      --token-file FILE    the HTTP API's bearer token (default: derived from\n"
-	           "                           the site key)\n"
-	           "      --require-token      require the token on loopback too\n"
+	           "                           controller's host). Off loopback every request\n"
+	           "                           but GET /metrics must be signed with the site key.\n"
+	           "      --require-signature  require signed requests on loopback too\n"
+	           "      --http-max-connections N  HTTP connections at once (default 64)\n"
+	           "      --http-request-timeout S  seconds a client has to send a whole request\n"
+	           "                           (default 10)\n"
 	           "      --allow-machine-reboot  let `reboot` with reboot_not_exit reboot the machine\n"
 	           "  -h, --help               this text\n"
 	           "  -V, --version            the version\n"
@@ -49,15 +52,16 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_BIND = 256, OPT_TOKEN, OPT_REQUIRE, OPT_REBOOT };
+	enum { OPT_BIND = 256, OPT_MAXCONN, OPT_TIMEOUT, OPT_REQUIRE, OPT_REBOOT };
 	static const struct option longopts[] = {
 	    {"config", required_argument, NULL, 'c'},
 	    {"name", required_argument, NULL, 'n'},
 	    {"state", required_argument, NULL, 's'},
 	    {"verbose", no_argument, NULL, 'v'},
 	    {"http-bind", required_argument, NULL, OPT_BIND},
-	    {"token-file", required_argument, NULL, OPT_TOKEN},
-	    {"require-token", no_argument, NULL, OPT_REQUIRE},
+	    {"require-signature", no_argument, NULL, OPT_REQUIRE},
+	    {"http-max-connections", required_argument, NULL, OPT_MAXCONN},
+	    {"http-request-timeout", required_argument, NULL, OPT_TIMEOUT},
 	    {"allow-machine-reboot", no_argument, NULL, OPT_REBOOT},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
@@ -83,11 +87,28 @@ int main(int argc, char **argv)
 		case OPT_BIND:
 			td.opt.http_bind = optarg;
 			break;
-		case OPT_TOKEN:
-			td.opt.token_file = optarg;
+		case OPT_MAXCONN: {
+			char *end;
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (*end || !n || n > 100000) {
+				fprintf(stderr, "thingsd: --http-max-connections wants 1..100000\n");
+				return 2;
+			}
+			td.opt.http_max_connections = n;
 			break;
+		}
+		case OPT_TIMEOUT: {
+			char *end;
+			unsigned long n = strtoul(optarg, &end, 10);
+			if (*end || !n || n > 3600) {
+				fprintf(stderr, "thingsd: --http-request-timeout wants 1..3600 seconds\n");
+				return 2;
+			}
+			td.opt.http_request_timeout_s = (unsigned)n;
+			break;
+		}
 		case OPT_REQUIRE:
-			td.opt.require_token = true;
+			td.opt.require_signature = true;
 			break;
 		case OPT_REBOOT:
 			td.opt.allow_machine_reboot = true;

@@ -51,8 +51,9 @@ struct thingsd_options {
 	const char *controller; /* -n */
 	const char *state_dir;  /* -s, may be NULL */
 	const char *http_bind;  /* --http-bind: NULL is 127.0.0.1; "host" is the controller's host */
-	const char *token_file; /* --token-file */
-	bool require_token;     /* --require-token, also on loopback */
+	bool require_signature; /* --require-signature, also on loopback */
+	size_t http_max_connections; /* --http-max-connections (0: the default) */
+	unsigned http_request_timeout_s; /* --http-request-timeout (0: the default) */
 	bool verbose;           /* -v: every exchange (debug) */
 	bool allow_machine_reboot;
 };
@@ -100,8 +101,7 @@ struct thingsd {
 	bool from_driver;
 
 	struct http *http;
-	char token[2 * TSYNC_TAG_BYTES + 1]; /* the HTTP API's bearer token ("" if none) */
-	bool token_required;
+	bool signature_required; /* every HTTP request but /metrics is signed (httpd) */
 
 	struct event *ev_hup, *ev_term, *ev_int, *ev_chld, *ev_reload;
 	tsync_site *next_site; /* validated, waiting for the swap */
@@ -167,6 +167,8 @@ void cmd__load_clim(struct thingsd *td);
 
 int http__start(struct thingsd *td);
 void http__stop(struct thingsd *td);
+/* The running site changed (reload, deploy): its key checks signatures. */
+void http__set_site(struct thingsd *td);
 /* The node is about to be freed: answer what waits on it. */
 void http__node_gone(struct thingsd *td);
 /* Server-sent events to every watcher. `json` is one event's data. */

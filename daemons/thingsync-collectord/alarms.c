@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../thingsync-pushd/curlev.h"
+#include "curlev.h"
 #include "alarms.h"
 
 static const char *const kind_names[ALARM_KINDS] = {

@@ -25,64 +25,13 @@
 
 #include "collector.h"
 
-void api__reply_json(struct evhttp_request *req, int status, json_t *j)
-{
-	struct evbuffer *out = evbuffer_new();
-	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-	const char *reason;
-
-	json_decref(j);
-	if (!out || !text) {
-		free(text);
-		if (out)
-			evbuffer_free(out);
-		evhttp_send_error(req, 500, "out of memory");
-		return;
-	}
-	switch (status) {
-	case 200:
-		reason = "OK";
-		break;
-	case 400:
-		reason = "Bad Request";
-		break;
-	case 401:
-		reason = "Unauthorized";
-		break;
-	case 404:
-		reason = "Not Found";
-		break;
-	case 405:
-		reason = "Method Not Allowed";
-		break;
-	case 413:
-		reason = "Payload Too Large";
-		break;
-	case 422:
-		reason = "Unprocessable Content";
-		break;
-	case 503:
-		reason = "Service Unavailable";
-		break;
-	default:
-		reason = "Internal Server Error";
-		break;
-	}
-	evbuffer_add(out, text, strlen(text));
-	evbuffer_add(out, "\n", 1);
-	free(text);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-	evhttp_send_reply(req, status, reason, out);
-	evbuffer_free(out);
-}
-
 static void unavailable(struct collector *c, struct evhttp_request *req, int r)
 {
 	if (r == DB_EDOWN) {
 		collector__db_down(c, "the database is unavailable");
-		api__reply_json(req, 503, json_pack("{s:s}", "error", "database unavailable"));
+		httpd__reply_json(req, 503, json_pack("{s:s}", "error", "database unavailable"));
 	} else {
-		api__reply_json(req, 500,
+		httpd__reply_json(req, 500,
 		                json_pack("{s:s}", "error", r == -ENOMEM ? "out of memory" : "query failed"));
 	}
 }
@@ -121,7 +70,7 @@ static void bad_param(struct evhttp_request *req, const char *name)
 {
 	char msg[96];
 	snprintf(msg, sizeof(msg), "bad query parameter '%s'", name);
-	api__reply_json(req, 400, json_pack("{s:s,s:s}", "field", name, "error", msg));
+	httpd__reply_json(req, 400, json_pack("{s:s,s:s}", "field", name, "error", msg));
 }
 
 void api__sources(struct collector *c, struct evhttp_request *req)
@@ -163,7 +112,7 @@ void api__sources(struct collector *c, struct evhttp_request *req)
 		json_object_set_new(found, "configured", json_true());
 	}
 	out = json_pack("{s:I,s:o}", "now_us", (json_int_t)now, "sources", arr);
-	api__reply_json(req, 200, out);
+	httpd__reply_json(req, 200, out);
 }
 
 void api__measurements(struct collector *c, struct evhttp_request *req)
@@ -203,7 +152,7 @@ void api__measurements(struct collector *c, struct evhttp_request *req)
 		unavailable(c, req, r);
 		goto leave;
 	}
-	api__reply_json(
+	httpd__reply_json(
 	    req, 200, json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), "measurements", arr));
 leave:
 	evhttp_clear_headers(&q);
@@ -229,7 +178,7 @@ void api__rejected(struct collector *c, struct evhttp_request *req)
 		unavailable(c, req, r);
 		goto leave;
 	}
-	api__reply_json(req, 200,
+	httpd__reply_json(req, 200,
 	                json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), "rejected", arr));
 leave:
 	evhttp_clear_headers(&q);
@@ -245,7 +194,7 @@ void api__alarms(struct collector *c, struct evhttp_request *req)
 		return;
 	}
 	active = evhttp_find_header(&q, "active");
-	api__reply_json(req, 200, alarms__json(&c->alarms, !(active && strcmp(active, "1") == 0)));
+	httpd__reply_json(req, 200, alarms__json(&c->alarms, !(active && strcmp(active, "1") == 0)));
 	evhttp_clear_headers(&q);
 }
 
@@ -298,6 +247,7 @@ void api__metrics(struct collector *c, struct evhttp_request *req)
 		evbuffer_add_printf(
 		    out, "thingsync_collector_source_measurements_total{source=\"%s\"} %" PRIu64 "\n",
 		    c->sources[i].name, c->sources[i].measurements);
+	httpd__metrics(c->http, "thingsync_collector_", out);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; version=0.0.4");
 	evhttp_send_reply(req, 200, "OK", out);
@@ -308,7 +258,7 @@ void api__health(struct collector *c, struct evhttp_request *req)
 {
 	bool db_up = c->db->ops->up(c->db) && !(c->opt.fault_injection && c->faults.db_refuse);
 
-	api__reply_json(req, db_up ? 200 : 503,
+	httpd__reply_json(req, db_up ? 200 : 503,
 	                json_pack("{s:s,s:s,s:s,s:I}", "status", db_up ? "ok" : "degraded", "database",
 	                          db_up ? "up" : "down", "backend", c->db->ops->name, "alarms_active",
 	                          (json_int_t)c->alarms.nactive));
@@ -333,11 +283,11 @@ void api__faults(struct collector *c, struct evhttp_request *req)
 	bool handler = c->faults.handler, db = c->faults.db_refuse;
 
 	if (!c->opt.fault_injection) {
-		api__reply_json(req, 404, json_pack("{s:s}", "error", "not found"));
+		httpd__reply_json(req, 404, json_pack("{s:s}", "error", "not found"));
 		return;
 	}
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-		api__reply_json(req, 405, json_pack("{s:s}", "error", "POST only"));
+		httpd__reply_json(req, 405, json_pack("{s:s}", "error", "POST only"));
 		return;
 	}
 	if (parse_query(req, &q) < 0 || on_off(evhttp_find_header(&q, "handler"), &handler) < 0 ||
@@ -352,5 +302,5 @@ void api__faults(struct collector *c, struct evhttp_request *req)
 		         db ? "REFUSES WRITES" : "ok");
 	c->faults.handler = handler;
 	c->faults.db_refuse = db;
-	api__reply_json(req, 200, json_pack("{s:b,s:b}", "handler", handler, "db", db));
+	httpd__reply_json(req, 200, json_pack("{s:b,s:b}", "handler", handler, "db", db));
 }

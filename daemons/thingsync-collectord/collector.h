@@ -14,6 +14,7 @@
 
 #include <thingsync/thingsync.h>
 
+#include "httpd.h"
 #include "alarms.h"
 #include "db.h"
 #include "util/util.h"
@@ -48,6 +49,7 @@ struct collector_options {
 	const char **periods; /* NAME=SECONDS */
 	size_t n_periods;
 	size_t max_body;
+	size_t max_connections; /* --max-connections (0: the default) */
 	size_t max_batch;
 	bool fault_injection;
 	tsync_log_level log_level;
@@ -66,7 +68,8 @@ struct collector {
 	struct collector_options opt;
 	struct logger log;
 	struct event_base *base;
-	struct evhttp *http;
+	struct httpd *http;
+	struct httpd_route routes[10];
 	tsync_site *site;
 	struct db *db;
 	struct alarms alarms;
@@ -111,7 +114,6 @@ void api__metrics(struct collector *c, struct evhttp_request *req);
 void api__health(struct collector *c, struct evhttp_request *req);
 void api__faults(struct collector *c, struct evhttp_request *req);
 /* Sends `j` (consumed) as JSON with `status`. */
-void api__reply_json(struct evhttp_request *req, int status, json_t *j);
 
 /* collectord.c */
 void collector__db_down(struct collector *c, const char *why);

@@ -21,7 +21,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 
-#include "../thingsync-pushd/curlev.h"
+#include "curlev.h"
 #include "collector.h"
 
 #define TICK_MS 250
@@ -67,22 +67,16 @@ void collector__db_ok(struct collector *c)
 		alarms__clear(&c->alarms, ALARM_DB_UNAVAILABLE, "", "the database takes writes again");
 }
 
-static void route(struct evhttp_request *req, void *arg)
+/* A request that passed the common rules (httpd: method, signature, limits). */
+static void route(void *arg, struct evhttp_request *req, const char *path)
 {
 	struct collector *c = arg;
-	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-	bool get = evhttp_request_get_command(req) == EVHTTP_REQ_GET;
 
 	c->http_requests++;
-	if (!path) {
-		api__reply_json(req, 400, json_pack("{s:s}", "error", "bad URI"));
-	} else if (!strcmp(path, "/v1/push")) {
+	if (!strcmp(path, "/v1/push")) {
 		ingest__push(c, req);
 	} else if (!strcmp(path, "/v1/faults")) {
 		api__faults(c, req);
-	} else if (!get) {
-		api__reply_json(req, 405, json_pack("{s:s}", "error", "GET only"));
 	} else if (!strcmp(path, "/v1/sources")) {
 		api__sources(c, req);
 	} else if (!strcmp(path, "/v1/measurements")) {
@@ -96,7 +90,7 @@ static void route(struct evhttp_request *req, void *arg)
 	} else if (!strcmp(path, "/health")) {
 		api__health(c, req);
 	} else {
-		api__reply_json(req, 404, json_pack("{s:s}", "error", "not found"));
+		httpd__reply_json(req, 404, json_pack("{s:s}", "error", "not found"));
 	}
 }
 
@@ -191,13 +185,33 @@ static int write_port_file(const char *path, uint16_t port)
 	return rename(tmp, path) == 0 ? 0 : -errno;
 }
 
+/* The HTTP server's lines go through the daemon's logger. */
+static void httpd_log(void *ud, tsync_log_level level, const char *line)
+{
+	struct collector *c = ud;
+
+	log__printf(&c->log, level, "%s", line);
+}
+
+/* A push refused for its signature is an invalid push: the alarm says so. */
+static void refused_cb(void *arg, const char *path, int status, const char *error)
+{
+	struct collector *c = arg;
+
+	if (strcmp(path, "/v1/push") != 0 || status != 401)
+		return;
+	c->unknown_refused_us = (int64_t)util__realtime_us();
+	c->pushes[PUSH_UNAUTHORIZED]++;
+	alarms__raise(&c->alarms, ALARM_INVALID_PUSH, "unknown", "push refused: %s", error);
+}
+
 static int start_http(struct collector *c)
 {
 	char host[256];
 	uint16_t port = 0;
-	struct evhttp_bound_socket *bs;
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
+	struct httpd_config cfg;
+	struct httpd_route *rt = c->routes;
+	int r;
 
 	if (c->opt.listen) {
 		if (split_listen(c->opt.listen, host, sizeof(host), &port) < 0) {
@@ -229,25 +243,40 @@ static int start_http(struct collector *c)
 			return -EINVAL;
 		}
 	}
-	c->http = evhttp_new(c->base);
-	if (!c->http)
-		return -ENOMEM;
-	evhttp_set_max_body_size(c->http, (ev_ssize_t)c->opt.max_body);
-	evhttp_set_max_headers_size(c->http, COLLECTOR_MAX_HEADERS);
-	evhttp_set_timeout(c->http, 30);
-	evhttp_set_allowed_methods(c->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
-	evhttp_set_gencb(c->http, route, c);
-	bs = evhttp_bind_socket_with_handle(c->http, host, port);
-	if (!bs) {
-		log_error(&c->log, "cannot listen on %s:%u", host, port);
-		return -EADDRINUSE;
+	/* A push is always signed; the read API off loopback; the fault
+	 * switches are POSTs like any other (signed off loopback). */
+	rt[0] = (struct httpd_route){"/v1/push", HTTPD_POST, c->opt.max_body, false, true};
+	rt[1] = (struct httpd_route){"/v1/faults", HTTPD_POST, 0, false, false};
+	rt[2] = (struct httpd_route){"/v1/sources", HTTPD_GET, 0, false, false};
+	rt[3] = (struct httpd_route){"/v1/measurements", HTTPD_GET, 0, false, false};
+	rt[4] = (struct httpd_route){"/v1/rejected", HTTPD_GET, 0, false, false};
+	rt[5] = (struct httpd_route){"/v1/alarms", HTTPD_GET, 0, false, false};
+	rt[6] = (struct httpd_route){"/metrics", HTTPD_GET, 0, true, false};
+	rt[7] = (struct httpd_route){"/health", HTTPD_GET, 0, true, false};
+	rt[8] = (struct httpd_route){NULL, 0, 0, false, false};
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.base = c->base;
+	cfg.host = host;
+	cfg.port = port;
+	cfg.routes = c->routes;
+	cfg.handler = route;
+	cfg.refused = refused_cb;
+	cfg.arg = c;
+	cfg.site = c->site;
+	cfg.name = HTTPD_COLLECTOR_NAME;
+	cfg.require_signature = !httpd__is_loopback(host);
+	cfg.max_connections = c->opt.max_connections;
+	cfg.log = httpd_log;
+	cfg.log_ud = c;
+	r = httpd__new(&cfg, &c->http);
+	if (r < 0) {
+		log_error(&c->log, "cannot listen on %s:%u: %s", host, port, tsync_strerror(r));
+		return r;
 	}
-	if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss, &len) == 0)
-		port = ntohs(ss.ss_family == AF_INET ? ((struct sockaddr_in *)&ss)->sin_port
-		                                     : ((struct sockaddr_in6 *)&ss)->sin6_port);
+	port = httpd__port(c->http);
 	log_info(&c->log, "listening on http://%s:%u (POST /v1/push)", host, port);
 	if (c->opt.port_file) {
-		int r = write_port_file(c->opt.port_file, port);
+		r = write_port_file(c->opt.port_file, port);
 		if (r < 0) {
 			log_error(&c->log, "%s: %s", c->opt.port_file, strerror(-r));
 			return r;
@@ -491,8 +520,7 @@ static int run(struct collector *c)
 
 static void cleanup(struct collector *c)
 {
-	if (c->http)
-		evhttp_free(c->http);
+	httpd__free(c->http);
 	curlev__free(c->webhook_http);
 	if (c->db) {
 		if (c->db->ops->up(c->db))

@@ -1,10 +1,10 @@
 /*
  * thingsync-collectord: POST /v1/push, the ingest of pushd's batches.
  *
- * 1. Authentication. X-Thingsync-Source names a controller of site.conf with
- *    the push role; X-Thingsync-Tag is the hex site-key tag of the body
- *    (tsync_site_sign). Else 401, and an invalid_push alarm. A replayed body
- *    can only store again what is already stored (inserts are idempotent).
+ * 1. Authentication. The request is signed with the site key (httpd: checked
+ *    on its head, with the time window and the replay cache, before the body
+ *    is read). X-Thingsync-Source names a controller of site.conf with the
+ *    push role. Else 401, and an invalid_push alarm.
  * 2. The envelope: JSON, "source" equal to the header, "measurements" an
  *    array of at most --max-batch items, each with an integer "seq" >= 1.
  *    Else 400 (413 for too many), naming the field, alarm; nothing stored,
@@ -61,35 +61,12 @@ static bool valid_name(const char *s)
 	return n >= 1 && n <= COLLECTOR_NAME_MAX;
 }
 
-static int unhex(const char *hex, uint8_t *out, size_t n)
-{
-	if (!hex || strlen(hex) != 2 * n)
-		return -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		unsigned v = 0;
-		for (int k = 0; k < 2; k++) {
-			char ch = hex[2 * i + (size_t)k];
-			v <<= 4;
-			if (ch >= '0' && ch <= '9')
-				v |= (unsigned)(ch - '0');
-			else if (ch >= 'a' && ch <= 'f')
-				v |= (unsigned)(ch - 'a' + 10);
-			else if (ch >= 'A' && ch <= 'F')
-				v |= (unsigned)(ch - 'A' + 10);
-			else
-				return -EINVAL;
-		}
-		out[i] = (uint8_t)v;
-	}
-	return 0;
-}
-
 /* Answers a push that settles nothing: error text and the field it is about. */
 static void refuse(struct collector *c, struct evhttp_request *req, int status, enum push_result result,
                    const char *field, const char *error)
 {
 	c->pushes[result]++;
-	api__reply_json(req, status,
+	httpd__reply_json(req, status,
 	                json_pack("{s:b,s:s,s:s}", "settled", 0, "field", field, "error", error));
 }
 
@@ -215,10 +192,8 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	struct evkeyvalq *hdr = evhttp_request_get_input_headers(req);
 	struct evbuffer *in = evhttp_request_get_input_buffer(req);
 	const char *src_name = evhttp_find_header(hdr, "X-Thingsync-Source");
-	const char *tag_hex = evhttp_find_header(hdr, "X-Thingsync-Tag");
 	size_t len = evbuffer_get_length(in);
 	const char *body;
-	uint8_t tag[TSYNC_TAG_BYTES];
 	struct source *src;
 	json_t *root = NULL, *items = NULL, *jsrc, *jboot, *resp = NULL, *rej_json = NULL;
 	struct db_measurement *ms = NULL;
@@ -233,11 +208,8 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	char msg[256];
 	int r;
 
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
-		api__reply_json(req, 405, json_pack("{s:s}", "error", "POST only"));
-		return;
-	}
-	/* 1. Who is it? */
+	/* 1. Who is it? The request's signature was checked (httpd, a signed-only
+	 * route) before its body was read; the body names the source again. */
 	src = collector__source(c, src_name);
 	body = (const char *)evbuffer_pullup(in, -1);
 	if (!src) {
@@ -248,12 +220,8 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 		refuse(c, req, 401, PUSH_UNAUTHORIZED, "X-Thingsync-Source", "not a source of this site");
 		return;
 	}
-	if (unhex(tag_hex, tag, sizeof(tag)) < 0 || !body ||
-	    tsync_site_verify(c->site, body, len, tag) != 0) {
-		c->unknown_refused_us = now;
-		alarms__raise(&c->alarms, ALARM_INVALID_PUSH, "unknown",
-		              "push claiming to be %s with a missing or wrong X-Thingsync-Tag", src->name);
-		refuse(c, req, 401, PUSH_UNAUTHORIZED, "X-Thingsync-Tag", "missing or wrong site-key tag");
+	if (!body) {
+		refuse(c, req, 400, PUSH_INVALID, "body", "empty");
 		return;
 	}
 	/* Authenticated: the source is alive, whatever it sent. */
@@ -402,7 +370,7 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	}
 	if (!resp)
 		goto nomem;
-	api__reply_json(req, nr ? 422 : 200, resp);
+	httpd__reply_json(req, nr ? 422 : 200, resp);
 	goto leave;
 nomem:
 	alarms__raise(&c->alarms, ALARM_INTERNAL_ERROR, "", "out of memory handling a push from %s",

@@ -32,6 +32,7 @@
 #include <event2/http.h>
 
 #include "curlev.h"
+#include "httpd.h"
 #include "pushd.h"
 
 static const char usage_text[] =
@@ -137,12 +138,11 @@ static int commit_hook(void *ud, tsync_node *node)
 
 /* --- status endpoint ----------------------------------------------------------------- */
 
-static void status_cb(struct evhttp_request *req, void *arg)
+static void status_cb(void *arg, struct evhttp_request *req, const char *uri)
 {
 	struct pushd *pd = arg;
 	struct journal_stats st;
 	struct evbuffer *out = evbuffer_new();
-	const char *uri = evhttp_request_get_uri(req);
 	const struct sender *s = &pd->sender;
 
 	if (!out) {
@@ -176,6 +176,7 @@ static void status_cb(struct evhttp_request *req, void *arg)
 		                    st.entries, st.bytes, st.cursor, st.last_seq, pd->backpressure ? 1 : 0,
 		                    s->disconnected ? 0 : 1, s->posts_ok, s->posts_failed,
 		                    s->measurements_sent, s->measurements_refused, pd->dedup_skipped);
+		httpd__metrics(pd->status_http, "thingsync_pushd_", out);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 		                  "text/plain; version=0.0.4");
 	} else if (strcmp(uri, "/status") == 0) {
@@ -226,8 +227,25 @@ static int split_listen(const char *spec, char *host, size_t hostlen, uint16_t *
 	return 0;
 }
 
+/* The HTTP server's lines go through the daemon's logger (level, prefix). */
+static void httpd_log(void *ud, tsync_log_level level, const char *line)
+{
+	struct pushd *pd = ud;
+
+	log__printf(&pd->log, level, "%s", line);
+}
+
+/* Read-only, so served without a signature; the server's limits still hold. */
+static const struct httpd_route status_routes[] = {
+    {"/status", HTTPD_GET, 0, true, false},
+    {"/metrics", HTTPD_GET, 0, true, false},
+    {NULL, 0, 0, false, false},
+};
+
 static int start_status(struct pushd *pd)
 {
+	struct httpd_config cfg;
+	int r;
 	char host[256];
 	uint16_t port;
 	tsync_controller_info ci;
@@ -245,18 +263,23 @@ static int start_status(struct pushd *pd)
 		snprintf(host, sizeof(host), "%s", pd->opt.bind_host ? pd->opt.bind_host : ci.host);
 		port = ci.tcp_port;
 	}
-	pd->status_http = evhttp_new(pd->base);
-	if (!pd->status_http)
-		return -ENOMEM;
-	/* Nobody needs to send us a body. */
-	evhttp_set_max_body_size(pd->status_http, 1024);
-	evhttp_set_max_headers_size(pd->status_http, 8192);
-	evhttp_set_timeout(pd->status_http, 10);
-	evhttp_set_allowed_methods(pd->status_http, EVHTTP_REQ_GET);
-	evhttp_set_gencb(pd->status_http, status_cb, pd);
-	if (!evhttp_bind_socket_with_handle(pd->status_http, host, port)) {
-		log_error(&pd->log, "cannot listen on %s:%u for the status endpoint", host, port);
-		return -EADDRINUSE;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.base = pd->base;
+	cfg.host = host;
+	cfg.port = port;
+	cfg.routes = status_routes;
+	cfg.handler = status_cb;
+	cfg.arg = pd;
+	cfg.site = pd->site;
+	cfg.name = pd->name;
+	cfg.max_connections = 16;
+	cfg.log = httpd_log;
+	cfg.log_ud = pd;
+	r = httpd__new(&cfg, &pd->status_http);
+	if (r < 0) {
+		log_error(&pd->log, "cannot listen on %s:%u for the status endpoint: %s", host, port,
+		          tsync_strerror(r));
+		return r;
 	}
 	log_info(&pd->log, "status on http://%s:%u/status", host, port);
 	return 0;
@@ -566,8 +589,7 @@ static void cleanup(struct pushd *pd)
 	if (pd->sender.pd)
 		sender__free(&pd->sender);
 	curlev__free(pd->http);
-	if (pd->status_http)
-		evhttp_free(pd->status_http);
+	httpd__free(pd->status_http);
 	journal__close(pd->journal);
 	if (pd->sig_int)
 		event_free(pd->sig_int);

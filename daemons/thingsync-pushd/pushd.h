@@ -47,6 +47,7 @@ struct pushd_options {
 struct sender {
 	struct pushd *pd;
 	char *url;
+	char *target; /* the URL's path and query: what is signed */
 	size_t batch; /* current batch size (halved on 413, up to batch_max) */
 	bool in_flight;
 	uint64_t first, last; /* sequences of the batch in flight */
@@ -85,7 +86,7 @@ struct pushd {
 	const char *name;
 	struct journal *journal;
 	struct curlev *http;
-	struct evhttp *status_http;
+	struct httpd *status_http;
 	struct sender sender;
 	struct csv_import *csv;
 	size_t n_csv;

@@ -15,7 +15,8 @@
  *     {"seq":17,"thing":"temp","value":21.5,"time":1717000000123456,
  *      "owner_boot":N,"version":N}, ...]}
  * time is in microseconds since the epoch. Headers X-Thingsync-Source (the
- * source) and X-Thingsync-Tag (hex of tsync_site_sign() of the body).
+ * source) and the request signature of httpd__sign(), for the collector
+ * service (HTTPD_COLLECTOR_NAME).
  *
  * SPDX-License-Identifier: MIT
  */
@@ -27,9 +28,11 @@
 #include <string.h>
 
 #include <event2/event.h>
+#include <event2/http.h>
 #include <jansson.h>
 
 #include "curlev.h"
+#include "httpd.h"
 #include "pushd.h"
 
 static void send_batch(struct sender *s, bool allow_empty);
@@ -336,10 +339,9 @@ static void send_batch(struct sender *s, bool allow_empty)
 	struct build b = {0};
 	json_t *root = NULL;
 	char *body = NULL;
-	uint8_t tag[TSYNC_TAG_BYTES];
-	char hex[2 * TSYNC_TAG_BYTES + 1];
-	char h_source[128], h_tag[160];
-	const char *headers[4];
+	struct httpd_sig_headers sig;
+	char h_source[128];
+	const char *headers[8];
 	int r;
 
 	if (!sender__idle(s))
@@ -372,17 +374,19 @@ static void send_batch(struct sender *s, bool allow_empty)
 		r = -ENOMEM;
 		goto leave;
 	}
-	r = tsync_site_sign(pd->site, body, strlen(body), tag);
+	/* Signed for the site's collector service, this URL's path, now. */
+	r = httpd__sign(pd->site, HTTPD_COLLECTOR_NAME, "POST", s->target, body, strlen(body), &sig);
 	if (r < 0)
 		goto leave;
-	for (size_t i = 0; i < TSYNC_TAG_BYTES; i++)
-		snprintf(hex + 2 * i, 3, "%02x", tag[i]);
 	snprintf(h_source, sizeof(h_source), "X-Thingsync-Source: %s", pd->name);
-	snprintf(h_tag, sizeof(h_tag), "X-Thingsync-Tag: %s", hex);
 	headers[0] = "Content-Type: application/json";
 	headers[1] = h_source;
-	headers[2] = h_tag;
-	headers[3] = NULL;
+	headers[2] = sig.to;
+	headers[3] = sig.time;
+	headers[4] = sig.nonce;
+	headers[5] = sig.body;
+	headers[6] = sig.sig;
+	headers[7] = NULL;
 	r = curlev__post(pd->http, s->url, headers, body, strlen(body), pd->opt.timeout_ms, pd->opt.cacert,
 	                 done_cb, s);
 	if (r < 0)
@@ -402,6 +406,20 @@ leave:
 	}
 }
 
+/* The request target of a URL (path and query), as the collector sees it. */
+static char *target_of(const char *url)
+{
+	struct evhttp_uri *u = evhttp_uri_parse(url);
+	const char *path = u ? evhttp_uri_get_path(u) : NULL, *query = u ? evhttp_uri_get_query(u) : NULL;
+	char *t = NULL;
+
+	if (asprintf(&t, "%s%s%s", path && *path ? path : "/", query ? "?" : "", query ? query : "") < 0)
+		t = NULL;
+	if (u)
+		evhttp_uri_free(u);
+	return t;
+}
+
 int sender__init(struct sender *s, struct pushd *pd, const char *url)
 {
 	memset(s, 0, sizeof(*s));
@@ -409,10 +427,11 @@ int sender__init(struct sender *s, struct pushd *pd, const char *url)
 	s->batch = pd->opt.batch_max;
 	prng__seed(&s->prng, util__realtime_us() ^ (uint64_t)(uintptr_t)s);
 	s->url = util__strdup(url);
+	s->target = target_of(url);
 	s->retry_ev = evtimer_new(pd->base, retry_cb, s);
 	s->heartbeat_ev = evtimer_new(pd->base, heartbeat_cb, s);
 	s->kick_ev = event_new(pd->base, -1, 0, kick_cb, s);
-	if (!s->url || !s->retry_ev || !s->heartbeat_ev || !s->kick_ev) {
+	if (!s->url || !s->target || !s->retry_ev || !s->heartbeat_ev || !s->kick_ev) {
 		sender__free(s);
 		return -ENOMEM;
 	}
@@ -430,5 +449,6 @@ void sender__free(struct sender *s)
 	if (s->kick_ev)
 		event_free(s->kick_ev);
 	free(s->url);
+	free(s->target);
 	memset(s, 0, sizeof(*s));
 }

@@ -66,8 +66,21 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret);
 /**
  * Frees a node: closes its socket, commits its state, and completes every
  * outstanding pulse or command callback with TSYNC_ECANCELED. Accepts NULL.
+ *
+ * With a state directory, a request that completes this way is still kept:
+ * the next node started on the same directory resumes it under its first
+ * (origin boot, id) and the peer acts on it once (see tsync_node_pulse()).
  */
 TSYNC_API void tsync_node_free(tsync_node *node);
+
+/**
+ * Frees a node as a crash or a power cut would end it: nothing staged since
+ * the last commit is committed (the group commit window of its own values,
+ * say), so a node started again on the same state directory finds only what
+ * was durable. Callbacks run as in tsync_node_free(). For simulators and
+ * tests of crash recovery in one process. Accepts NULL.
+ */
+TSYNC_API void tsync_node_abandon(tsync_node *node);
 
 /** The node's controller name; borrowed, valid until tsync_node_free(). */
 TSYNC_API const char *tsync_node_name(const tsync_node *node);

@@ -141,6 +141,59 @@ TSYNC_API int tsync_site_sign(const tsync_site *site, const void *data, size_t l
 TSYNC_API int tsync_site_verify(const tsync_site *site, const void *data, size_t len,
                                 const uint8_t tag[TSYNC_TAG_BYTES]);
 
+/** Characters of a hex SHA-256 or request signature, without the NUL. */
+#define TSYNC_HEX_BYTES 64
+
+/**
+ * The hex SHA-256 of `data` (lower case), as a signed HTTP request carries
+ * it in `X-Thingsync-Body-SHA256`.
+ *
+ * @param data  borrowed; may be NULL when len is 0.
+ * @param hex   receives TSYNC_HEX_BYTES characters and a NUL.
+ */
+TSYNC_API void tsync_sha256_hex(const void *data, size_t len, char hex[TSYNC_HEX_BYTES + 1]);
+
+/**
+ * Signs a request to a thingsync daemon's HTTP API with the site key
+ * (thingsd(8), "Authentication"). The signature is the site-key tag, in hex,
+ * of the text
+ *
+ *     thingsync-http-1 LF TO LF METHOD LF TARGET LF TIME LF NONCE LF BODY_SHA256
+ *
+ * where TO names the daemon the request is for (its controller), METHOD is
+ * "GET" or "POST", TARGET is the path with its query exactly as sent, TIME is
+ * the client's clock in seconds since the epoch (decimal), NONCE is a fresh
+ * random string for each request (1 to 64 of A-Z a-z 0-9 _ -, sent in
+ * X-Thingsync-Nonce), so two equal requests in one second differ, and
+ * BODY_SHA256 is
+ * tsync_sha256_hex() of the body (of the empty string when there is none),
+ * sent in X-Thingsync-Body-SHA256. The daemon checks it on the
+ * headers, before it reads the body, refuses a TIME more than
+ * TSYNC_HTTP_WINDOW_S seconds away from its own clock, and refuses a
+ * signature it has already accepted (replay).
+ *
+ * @param to, method, target, nonce, body_sha256  borrowed NUL-terminated strings.
+ * @param sig  receives TSYNC_HEX_BYTES characters and a NUL.
+ * @return 0; TSYNC_EKEY if the site has no key; -EINVAL.
+ */
+TSYNC_API int tsync_site_sign_request(const tsync_site *site, const char *to, const char *method,
+                                      const char *target, int64_t time_s, const char *nonce,
+                                      const char *body_sha256, char sig[TSYNC_HEX_BYTES + 1]);
+
+/**
+ * Checks a request signature made by tsync_site_sign_request(), in constant
+ * time. It does not look at the time window or replays: that is the server's.
+ *
+ * @return 0 if it is right; -EBADMSG if not (or not hex of the right length);
+ *         TSYNC_EKEY if the site has no key; -EINVAL.
+ */
+TSYNC_API int tsync_site_verify_request(const tsync_site *site, const char *to, const char *method,
+                                        const char *target, int64_t time_s, const char *nonce,
+                                        const char *body_sha256, const char *sig);
+
+/** How far (seconds) a signed request's time may be from the server's clock. */
+#define TSYNC_HTTP_WINDOW_S 30
+
 /**
  * Writes a new random site key (libsodium `crypto_auth` key, hex) to `path`
  * with mode 0600. Fails if the file exists.

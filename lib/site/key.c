@@ -3,8 +3,10 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -192,4 +194,92 @@ TSYNC_API int tsync_site_verify(const tsync_site *site, const void *data, size_t
 	if (sodium_init() < 0)
 		return -EIO;
 	return crypto_auth_verify(tag, data ? data : (const void *)"", len, site->key) == 0 ? 0 : -EBADMSG;
+}
+
+TSYNC_API void tsync_sha256_hex(const void *data, size_t len, char hex[TSYNC_HEX_BYTES + 1])
+{
+	uint8_t h[crypto_hash_sha256_BYTES];
+
+	if (sodium_init() < 0 || (!data && len)) {
+		hex[0] = '\0';
+		return;
+	}
+	crypto_hash_sha256(h, data ? data : (const void *)"", len);
+	sodium_bin2hex(hex, TSYNC_HEX_BYTES + 1, h, sizeof(h));
+}
+
+/* The text a request signature is the tag of; malloc'ed, NULL on bad input. */
+static bool valid_nonce(const char *nonce)
+{
+	size_t n = 0;
+
+	for (; nonce[n]; n++) {
+		char c = nonce[n];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+		      c == '-'))
+			return false;
+	}
+	return n >= 1 && n <= 64;
+}
+
+static char *request_text(const char *to, const char *method, const char *target, int64_t time_s,
+                          const char *nonce, const char *body_sha256, size_t *len)
+{
+	char *text = NULL;
+	int n;
+
+	if (!to || !method || !target || !nonce || !body_sha256 || !valid_nonce(nonce) || strchr(to, '\n') ||
+	    strchr(method, '\n') || strchr(target, '\n'))
+		return NULL;
+	n = asprintf(&text, "thingsync-http-1\n%s\n%s\n%s\n%lld\n%s\n%s", to, method, target,
+	             (long long)time_s, nonce, body_sha256);
+	if (n < 0)
+		return NULL;
+	*len = (size_t)n;
+	return text;
+}
+
+TSYNC_API int tsync_site_sign_request(const tsync_site *site, const char *to, const char *method,
+                                      const char *target, int64_t time_s, const char *nonce,
+                                      const char *body_sha256, char sig[TSYNC_HEX_BYTES + 1])
+{
+	uint8_t tag[TSYNC_TAG_BYTES];
+	size_t len = 0;
+	char *text;
+	int r;
+
+	if (!site || !sig)
+		return -EINVAL;
+	text = request_text(to, method, target, time_s, nonce, body_sha256, &len);
+	if (!text)
+		return -EINVAL;
+	r = tsync_site_sign(site, text, len, tag);
+	free(text);
+	if (r < 0)
+		return r;
+	sodium_bin2hex(sig, TSYNC_HEX_BYTES + 1, tag, sizeof(tag));
+	return 0;
+}
+
+TSYNC_API int tsync_site_verify_request(const tsync_site *site, const char *to, const char *method,
+                                        const char *target, int64_t time_s, const char *nonce,
+                                        const char *body_sha256, const char *sig)
+{
+	uint8_t tag[TSYNC_TAG_BYTES];
+	size_t len = 0, bin_len = 0;
+	char *text;
+	int r;
+
+	if (!site || !sig)
+		return -EINVAL;
+	if (strlen(sig) != TSYNC_HEX_BYTES ||
+	    sodium_hex2bin(tag, sizeof(tag), sig, TSYNC_HEX_BYTES, NULL, &bin_len, NULL) != 0 ||
+	    bin_len != sizeof(tag))
+		return -EBADMSG;
+	text = request_text(to, method, target, time_s, nonce, body_sha256, &len);
+	if (!text)
+		return -EINVAL;
+	r = tsync_site_verify(site, text, len, tag);
+	free(text);
+	return r;
 }

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "client.h"
+#include "httpd.h"
 
 #define MAX_REPLY (8 * 1024 * 1024)
 
@@ -59,6 +60,24 @@ static bool is_local(const char *host)
 	return local;
 }
 
+/* The controller an API address belongs to, or NULL. */
+static const char *api_name(const struct ctl *c, const char *base)
+{
+	for (size_t i = 0; i < c->n_apis; i++)
+		if (!strcmp(c->apis[i].base, base))
+			return c->apis[i].name;
+	return NULL;
+}
+
+void client__free(struct ctl *c)
+{
+	for (size_t i = 0; i < c->n_apis; i++) {
+		free(c->apis[i].base);
+		free(c->apis[i].name);
+	}
+	c->n_apis = 0;
+}
+
 char *client__url_of(struct ctl *c, const char *controller, char *err, size_t errlen)
 {
 	tsync_controller_info ci;
@@ -84,6 +103,12 @@ char *client__url_of(struct ctl *c, const char *controller, char *err, size_t er
 	host = is_local(ci.host) ? "127.0.0.1" : ci.host;
 	if (asprintf(&url, strchr(host, ':') ? "http://[%s]:%u" : "http://%s:%u", host, ci.tcp_port) < 0)
 		return NULL;
+	if (c->n_apis < TSYNC_MAX_APIS && !api_name(c, url)) {
+		c->apis[c->n_apis].base = strdup(url);
+		c->apis[c->n_apis].name = strdup(ci.name);
+		if (c->apis[c->n_apis].base && c->apis[c->n_apis].name)
+			c->n_apis++;
+	}
 	return url;
 }
 
@@ -113,14 +138,29 @@ static size_t sink_cb(char *ptr, size_t size, size_t nmemb, void *ud)
 	return n;
 }
 
-static struct curl_slist *headers_for(struct ctl *c, const char *const *extra, bool json_body)
+/*
+ * The headers of a request: its signature (httpd.h) whenever the site has a
+ * key and the controller is known, so the same command works on loopback and
+ * off it; a JSON content type on a POST, which is how a thingsd tells a
+ * client from a browser's cross-site form.
+ */
+static struct curl_slist *headers_for(struct ctl *c, const char *base, const char *method, const char *path,
+                                      const char *body, size_t body_len, const char *const *extra,
+                                      bool json_body)
 {
 	struct curl_slist *h = NULL;
-	char auth[300];
+	struct httpd_sig_headers sig;
+	const char *to = api_name(c, base);
 
-	if (c->token && *c->token) {
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->token);
-		h = curl_slist_append(h, auth);
+	if (!to)
+		to = c->url_to;
+	if (c->site && tsync_site_has_key(c->site) && to &&
+	    httpd__sign(c->site, to, method, path, body, body ? body_len : 0, &sig) == 0) {
+		h = curl_slist_append(h, sig.to);
+		h = curl_slist_append(h, sig.time);
+		h = curl_slist_append(h, sig.nonce);
+		h = curl_slist_append(h, sig.body);
+		h = curl_slist_append(h, sig.sig);
 	}
 	if (json_body)
 		h = curl_slist_append(h, "Content-Type: application/json");
@@ -147,7 +187,7 @@ int client__request(struct ctl *c, const char *base, const char *method, const c
 		out->curl_err = CURLE_OUT_OF_MEMORY;
 		return -ENOMEM;
 	}
-	h = headers_for(c, headers, body && !headers);
+	h = headers_for(c, base, method, path, body, body_len, headers, !strcmp(method, "POST") && !headers);
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
@@ -316,7 +356,7 @@ int client__stream(struct ctl *c, const char *base, const char *path, double sec
 {
 	struct stream s;
 	CURL *e = curl_easy_init();
-	struct curl_slist *h = headers_for(c, NULL, false);
+	struct curl_slist *h = headers_for(c, base, "GET", path, NULL, 0, NULL, false);
 	char *url = NULL;
 	CURLcode res;
 

@@ -20,10 +20,12 @@ enum {
 	EXIT_UNKNOWN = 3,     /* unknown thing or controller, or not used there */
 	EXIT_REFUSED = 4,     /* refused: not settable, bad value, command refused, deploy rejected */
 	EXIT_TIMEOUT = 5,     /* no answer in time (the request may still be retried) */
-	EXIT_AUTH = 6,        /* the API wants a token we do not have, or a wrong one */
+	EXIT_AUTH = 6,        /* the API refused our signature (or we have no key to sign with) */
 	EXIT_UNREACHABLE = 7, /* no thingsd answers at that address */
 	EXIT_ACT_FAILED = 8,  /* taken, but the act failed at the owner (err_write_crash) */
 };
+
+#define TSYNC_MAX_APIS 256
 
 struct ctl {
 	const char *conf_path;
@@ -32,8 +34,13 @@ struct ctl {
 	int site_err;
 	const char *name;  /* -n */
 	const char *url;   /* --url */
-	const char *token; /* --token, or read from --token-file, or derived */
-	char token_buf[256];
+	const char *url_to; /* -n with --url: whom requests to --url are signed for */
+	/* Whom each API address found in site.conf belongs to: requests to it
+	 * are signed for that controller (with the site key, when it has one). */
+	struct {
+		char *base, *name;
+	} apis[TSYNC_MAX_APIS];
+	size_t n_apis;
 	bool json;
 	double timeout_s;
 	bool verbose;
@@ -54,6 +61,8 @@ char *client__url_of(struct ctl *c, const char *controller, char *err, size_t er
 int client__request(struct ctl *c, const char *base, const char *method, const char *path, const char *body,
                     size_t body_len, const char *const *headers, struct reply *out);
 void client__reply_free(struct reply *r);
+/* Frees what client__url_of() remembered. */
+void client__free(struct ctl *c);
 
 /* An exit code for an answer, and a one-line explanation on stderr. */
 int client__exit_code(const struct reply *r, const char *what);

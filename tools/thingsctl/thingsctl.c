@@ -49,16 +49,16 @@ static void usage(FILE *f)
 	           "Options:\n"
 	           "  -c, --config FILE   site.conf (default $THINGSYNC_SITE or " DEFAULT_SITE ")\n"
 	           "  -n, --name NAME     the controller whose API to use\n"
-	           "      --url URL       the API's address instead (e.g. http://127.0.0.1:8101)\n"
-	           "      --token TOKEN   the API's bearer token (default: derived from the site key)\n"
-	           "      --token-file F  read the token from a file\n"
+	           "      --url URL       the API's address instead (e.g. http://127.0.0.1:8101);\n"
+	           "                      with -n too, the requests are signed for that controller\n"
+
 	           "  -j, --json          JSON output\n"
 	           "  -t, --timeout S     seconds to wait for an answer (default 5)\n"
 	           "  -v, --verbose       show the HTTP requests\n"
 	           "  -h, --help          this text\n"
 	           "\n"
 	           "Exit status: 0 ok, 1 failure, 2 usage, 3 unknown thing or controller,\n"
-	           "4 refused, 5 timeout, 6 not authorized (token), 7 unreachable,\n"
+	           "4 refused, 5 timeout, 6 not authorized (signature), 7 unreachable,\n"
 	           "8 the owner took it but could not act (err_write_crash).\n");
 }
 
@@ -922,13 +922,11 @@ static int cmd_keygen(struct ctl *c, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_URL = 256, OPT_TOKEN, OPT_TOKEN_FILE };
+	enum { OPT_URL = 256 };
 	static const struct option longopts[] = {
 	    {"config", required_argument, NULL, 'c'},
 	    {"name", required_argument, NULL, 'n'},
 	    {"url", required_argument, NULL, OPT_URL},
-	    {"token", required_argument, NULL, OPT_TOKEN},
-	    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
 	    {"json", no_argument, NULL, 'j'},
 	    {"timeout", required_argument, NULL, 't'},
 	    {"verbose", no_argument, NULL, 'v'},
@@ -947,7 +945,6 @@ int main(int argc, char **argv)
 	    {"deploy", cmd_deploy, true}, {"keygen", cmd_keygen, false},
 	};
 	struct ctl c;
-	const char *token_file = NULL;
 	char *end;
 	int opt, rc = EXIT_USAGE;
 
@@ -965,12 +962,6 @@ int main(int argc, char **argv)
 			break;
 		case OPT_URL:
 			c.url = optarg;
-			break;
-		case OPT_TOKEN:
-			c.token = optarg;
-			break;
-		case OPT_TOKEN_FILE:
-			token_file = optarg;
 			break;
 		case 'j':
 			c.json = true;
@@ -1000,41 +991,19 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	if (c.name && c.url) {
-		fprintf(stderr, "thingsctl: -n and --url exclude each other\n");
-		return EXIT_USAGE;
-	}
-	if (token_file) {
-		FILE *f = fopen(token_file, "re");
-		if (!f || !fgets(c.token_buf, sizeof(c.token_buf), f)) {
-			fprintf(stderr, "thingsctl: cannot read %s\n", token_file);
-			if (f)
-				fclose(f);
-			return EXIT_USAGE;
-		}
-		fclose(f);
-		c.token_buf[strcspn(c.token_buf, "\r\n")] = '\0';
-		c.token = c.token_buf;
-	}
+	/* With both, the API at --url is -n's: its requests are signed for it. */
+	if (c.name && c.url)
+		c.url_to = c.name;
 	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
 		if (strcmp(argv[optind], cmds[i].name))
 			continue;
 		if (cmds[i].site) {
 			load_site(&c);
-			/* The token thingsd derives from the site key, when no other is given. */
-			if (!c.token && c.site && tsync_site_has_key(c.site)) {
-				static const char label[] = "thingsd http token";
-				uint8_t tag[TSYNC_TAG_BYTES];
-				if (tsync_site_sign(c.site, label, sizeof(label) - 1, tag) == 0) {
-					for (size_t k = 0; k < TSYNC_TAG_BYTES; k++)
-						snprintf(c.token_buf + 2 * k, 3, "%02x", tag[k]);
-					c.token = c.token_buf;
-				}
-			}
 		}
 		curl_global_init(CURL_GLOBAL_DEFAULT);
 		rc = cmds[i].fn(&c, argc - optind - 1, argv + optind + 1);
 		curl_global_cleanup();
+		client__free(&c);
 		tsync_site_free(c.site);
 		free(c.site_errors);
 		return rc;

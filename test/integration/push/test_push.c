@@ -50,6 +50,7 @@
 #include <thingsync/thingsync.h>
 
 #include "../harness.h"
+#include "httpd.h"
 
 #define K_THINGS   10
 #define MAX_VALUES (1 << 22)
@@ -193,6 +194,7 @@ static long http(const char *method, const char *url, const char *body, struct c
                  json_t **out)
 {
 	CURL *c = curl_easy_init();
+	struct curl_slist *json_headers = NULL;
 	struct resp r = {0};
 	long status = 0;
 
@@ -203,6 +205,9 @@ static long http(const char *method, const char *url, const char *body, struct c
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
 	else if (!strcmp(method, "POST"))
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+	/* A POST says it is JSON, as every client of the daemons must (httpd.h). */
+	if (!headers && !strcmp(method, "POST"))
+		headers = json_headers = curl_slist_append(NULL, "Content-Type: application/json");
 	if (headers)
 		curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_cb);
@@ -212,6 +217,7 @@ static long http(const char *method, const char *url, const char *body, struct c
 	if (curl_easy_perform(c) == CURLE_OK)
 		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
 	curl_easy_cleanup(c);
+	curl_slist_free_all(json_headers);
 	if (out)
 		*out = r.data ? json_loads(r.data, 0, NULL) : NULL;
 	free(r.data);
@@ -860,14 +866,17 @@ static void test_incorrect_csv(void **state)
 		    "{\"source\":\"PUSH\",\"measurements\":["
 		    "{\"seq\":100,\"thing\":\"temp\",\"value\":\"hot\",\"time\":1700000000000000},"
 		    "{\"seq\":101,\"thing\":\"temp\",\"value\":20.5,\"time\":1700000000000000}]}";
-		uint8_t tag[TSYNC_TAG_BYTES];
-		char hdr_tag[100] = "X-Thingsync-Tag: ";
+		struct httpd_sig_headers sig;
 		struct curl_slist *h = curl_slist_append(NULL, "X-Thingsync-Source: PUSH");
 
-		assert_int_equal(tsync_site_sign(e->site, body, strlen(body), tag), 0);
-		for (size_t b = 0; b < sizeof(tag); b++)
-			snprintf(hdr_tag + strlen(hdr_tag), 3, "%02x", tag[b]);
-		h = curl_slist_append(h, hdr_tag);
+		assert_int_equal(httpd__sign(e->site, HTTPD_COLLECTOR_NAME, "POST", "/v1/push", body, strlen(body), &sig),
+		                 0);
+		h = curl_slist_append(h, "Content-Type: application/json");
+		h = curl_slist_append(h, sig.to);
+		h = curl_slist_append(h, sig.time);
+		h = curl_slist_append(h, sig.nonce);
+		h = curl_slist_append(h, sig.body);
+		h = curl_slist_append(h, sig.sig);
 		snprintf(url, sizeof(url), "%s/v1/push", e->col_url);
 		assert_int_equal(http("POST", url, body, h, &j), 422);
 		assert_string_equal(json_string_value(json_object_get(j, "field")), "value");
@@ -875,10 +884,22 @@ static void test_incorrect_csv(void **state)
 		assert_int_equal(jint(j, "through", NULL), 101);
 		json_decref(j);
 		curl_slist_free_all(h);
-		/* Unsigned: 401 naming the tag. */
+		/* The same signed request again: a replay, refused before its body is read. */
 		h = curl_slist_append(NULL, "X-Thingsync-Source: PUSH");
+		h = curl_slist_append(h, sig.to);
+		h = curl_slist_append(h, sig.time);
+		h = curl_slist_append(h, sig.nonce);
+		h = curl_slist_append(h, sig.body);
+		h = curl_slist_append(h, sig.sig);
 		assert_int_equal(http("POST", url, body, h, &j), 401);
-		assert_string_equal(json_string_value(json_object_get(j, "field")), "X-Thingsync-Tag");
+		assert_string_equal(json_string_value(json_object_get(j, "error")), "replayed");
+		json_decref(j);
+		curl_slist_free_all(h);
+		/* Unsigned: 401, and it says what is missing. */
+		h = curl_slist_append(NULL, "X-Thingsync-Source: PUSH");
+		h = curl_slist_append(h, "Content-Type: application/json");
+		assert_int_equal(http("POST", url, body, h, &j), 401);
+		assert_string_equal(json_string_value(json_object_get(j, "error")), "unauthorized");
 		json_decref(j);
 		curl_slist_free_all(h);
 	}

@@ -29,6 +29,7 @@
 #include <thingsync/thingsync.h>
 
 #include "harness.h"
+#include "httpd.h"
 #include "tdh.h"
 
 extern char **environ;
@@ -426,12 +427,12 @@ static size_t sink_cb(char *ptr, size_t size, size_t nmemb, void *ud)
 }
 
 static long http_do(struct tdh *t, int i, const char *method, const char *path, const char *body,
-                    const char *token, const char *const *headers, char **out)
+                    const char *sign_for, const char *const *headers, char **out)
 {
 	CURL *e = curl_easy_init();
 	struct curl_slist *h = NULL;
 	struct sink s = {NULL, 0};
-	char url[512], auth[300];
+	char url[512];
 	long code = 0;
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", t->c[i].tcp, path);
@@ -440,10 +441,22 @@ static long http_do(struct tdh *t, int i, const char *method, const char *path, 
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 60000L);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sink_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, &s);
-	if (token) {
-		snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
-		h = curl_slist_append(h, auth);
+	if (sign_for) {
+		/* Signed with the site key, as thingsctl signs (httpd.h). */
+		struct httpd_sig_headers sig;
+		tsync_site *site = NULL;
+		assert_int_equal(tsync_site_load(t->site, &site, NULL), 0);
+		assert_int_equal(httpd__sign(site, sign_for, method, path, body, body ? strlen(body) : 0, &sig), 0);
+		tsync_site_free(site);
+		h = curl_slist_append(h, sig.to);
+		h = curl_slist_append(h, sig.time);
+		h = curl_slist_append(h, sig.nonce);
+		h = curl_slist_append(h, sig.body);
+		h = curl_slist_append(h, sig.sig);
 	}
+	/* A POST says it is JSON unless the caller sets its own headers. */
+	if (!headers && !strcmp(method, "POST"))
+		h = curl_slist_append(h, "Content-Type: application/json");
 	for (; headers && *headers; headers++)
 		h = curl_slist_append(h, *headers);
 	h = curl_slist_append(h, "Expect:");
@@ -463,10 +476,10 @@ static long http_do(struct tdh *t, int i, const char *method, const char *path, 
 	return code;
 }
 
-long tdh_http(struct tdh *t, int i, const char *method, const char *path, const char *body, const char *token,
+long tdh_http(struct tdh *t, int i, const char *method, const char *path, const char *body, const char *sign_for,
               char **out)
 {
-	return http_do(t, i, method, path, body, token, NULL, out);
+	return http_do(t, i, method, path, body, sign_for, NULL, out);
 }
 
 long tdh_http_h(struct tdh *t, int i, const char *method, const char *path, const char *body,

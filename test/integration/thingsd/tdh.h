@@ -61,8 +61,10 @@ void tdh_fini(struct tdh *t);
 int tdh_index(struct tdh *t, const char *name);
 
 /* The HTTP API of controller i. Returns the status (0: no answer); *body
- * (malloc'ed) the answer. `token` may be NULL. */
-long tdh_http(struct tdh *t, int i, const char *method, const char *path, const char *body, const char *token,
+ * (malloc'ed) the answer. With `sign_for`, the request is signed with the
+ * site key for that controller (normally controller i's name). A POST goes
+ * as application/json. */
+long tdh_http(struct tdh *t, int i, const char *method, const char *path, const char *body, const char *sign_for,
               char **out);
 /* The same with extra headers ("Name: value", NULL-terminated). */
 long tdh_http_h(struct tdh *t, int i, const char *method, const char *path, const char *body,

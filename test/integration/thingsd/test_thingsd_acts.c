@@ -155,7 +155,9 @@ static void test_set_that_fails_is_a_failure(void **state)
 	assert_non_null(strstr(err, "err_write_crash"));
 	free(err);
 	/* Through the mesh: the owner answers err_write_crash, not a refusal. */
-	assert_int_not_equal(tdh_ctl(t, NULL, NULL, "-n", "PI-User", "set", "gate", "1", NULL), 0);
+	assert_int_equal(tdh_ctl(t, NULL, &err, "-n", "PI-User", "set", "gate", "1", NULL), EXIT_ACT_FAILED);
+	assert_non_null(strstr(err, "err_write_crash"));
+	free(err);
 	assert_true(tdh_wait_log(t, IO, "err_write_crash set of gate by PI-User failed"));
 	assert_true(tdh_wait_log(t, USER, "err_write_crash: set of gate refused by PI-IO"));
 	assert_true(tdh_wait_value(t, IO, "gate", "0"));

@@ -1,6 +1,6 @@
 /*
  * Running a site: reload with a good and a bad site.conf (by command, by
- * SIGHUP), the HTTP API with and without its token, and deploy to every
+ * SIGHUP), the HTTP API with and without its signature, and deploy to every
  * controller: a good one, a forged one, a replayed one, and one that a
  * controller rejects while the others take it. Real daemons, each with its
  * own copy of site.conf as on a real site.
@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <thingsync/thingsync.h>
@@ -164,55 +165,107 @@ static void test_reload_bad(void **state)
 	tdh_write_site(t);
 }
 
-static void test_token(void **state)
+/* Signed headers for a request, with a chosen time (what a client would send). */
+static void signed_headers(struct tdh *t, const char *to, const char *method, const char *target, const char *body,
+                           int64_t when, char hdr[5][160])
+{
+	char sha[TSYNC_HEX_BYTES + 1], sig[TSYNC_HEX_BYTES + 1];
+	tsync_site *site = NULL;
+
+	assert_int_equal(tsync_site_load(t->site, &site, NULL), 0);
+	tsync_sha256_hex(body, body ? strlen(body) : 0, sha);
+	assert_int_equal(tsync_site_sign_request(site, to, method, target, when, "test-nonce", sha, sig), 0);
+	tsync_site_free(site);
+	snprintf(hdr[0], 160, "X-Thingsync-To: %s", to);
+	snprintf(hdr[1], 160, "X-Thingsync-Time: %lld", (long long)when);
+	snprintf(hdr[2], 160, "X-Thingsync-Body-SHA256: %s", sha);
+	snprintf(hdr[3], 160, "X-Thingsync-Signature: %s", sig);
+	snprintf(hdr[4], 160, "X-Thingsync-Nonce: test-nonce");
+}
+
+static void test_signature(void **state)
 {
 	struct tdh *t = *state;
 	char *extra_bind[] = {"--http-bind", "0.0.0.0", NULL};
-	char token[2 * TSYNC_TAG_BYTES + 1], *tf = tdh_path(t, "token"), *err = NULL;
-	char *extra_file[] = {"--require-token", "--token-file", tf, NULL};
-	uint8_t tag[TSYNC_TAG_BYTES];
-	tsync_site *site = NULL;
+	char *extra_require[] = {"--require-signature", NULL};
+	char hdr[5][160], *err = NULL, *out = NULL, *other_site;
+	const char *h[7];
+	int64_t now = (int64_t)time(NULL);
 
-	/* Off loopback the API wants the token derived from the site key. */
+	/* Off loopback every request but /metrics must be signed with the site key. */
 	tdh_stop(t, B);
 	t->c[B].extra = extra_bind;
 	tdh_start(t, B);
-	assert_int_equal(tdh_http(t, B, "GET", "/status", NULL, NULL, NULL), 401);
-	assert_int_equal(tdh_http(t, B, "GET", "/things", NULL, "0123456789abcdef0123456789abcdef", NULL),
-	                 401);
-	assert_int_equal(tsync_site_load(t->site, &site, NULL), 0);
-	assert_int_equal(tsync_site_sign(site, "thingsd http token", 18, tag), 0);
-	tsync_site_free(site);
-	for (int i = 0; i < TSYNC_TAG_BYTES; i++)
-		snprintf(token + 2 * i, 3, "%02x", tag[i]);
-	assert_int_equal(tdh_http(t, B, "GET", "/status", NULL, token, NULL), 200);
-	assert_int_equal(tdh_http(t, B, "POST", "/things/lamp", "{\"value\":true}", token, NULL), 200);
-	/* thingsctl derives the same token from the key it reads. */
-	assert_int_equal(tdh_ctl(t, NULL, NULL, "-n", "PI-B", "get", "lamp", NULL), 0);
-	assert_int_equal(
-	    tdh_ctl(t, NULL, &err, "-n", "PI-B", "--token", "wrong-token-wrong-token", "get", "lamp", NULL),
-	    6);
-	assert_non_null(strstr(err, "unauthorized"));
-	free(err);
-	assert_true(tdh_log_has(t, B, "without a valid token"));
-	/* The mesh does not care about HTTP tokens. */
+	assert_int_equal(tdh_http(t, B, "GET", "/status", NULL, NULL, &out), 401);
+	assert_non_null(strstr(out, "\"unauthorized\""));
+	free(out);
+	assert_int_equal(tdh_http(t, B, "GET", "/metrics", NULL, NULL, NULL), 200);
+	assert_int_equal(tdh_http(t, B, "GET", "/status", NULL, "PI-B", NULL), 200);
+	assert_int_equal(tdh_http(t, B, "POST", "/things/lamp", "{\"value\":true}", "PI-B", NULL), 200);
+	/* The mesh does not care about HTTP signatures. */
 	assert_true(tdh_wait_value(t, A, "lamp", "1"));
+	/* thingsctl signs with the key it reads from site.conf. */
+	assert_int_equal(tdh_ctl(t, NULL, NULL, "-n", "PI-B", "get", "lamp", NULL), 0);
 
-	/* A token file, required on loopback too. */
-	tdh_write(tf, "a-token-from-a-file-1234\n");
+	/* A request captured on its way to one controller is refused by another,
+	 * refused when replayed, and refused once its time is stale. */
+	signed_headers(t, "PI-A", "POST", "/things/lamp", "{\"value\":false}", now, hdr);
+	h[0] = hdr[0], h[1] = hdr[1], h[2] = hdr[2], h[3] = hdr[3], h[4] = hdr[4];
+	h[5] = "Content-Type: application/json", h[6] = NULL;
+	assert_int_equal(tdh_http_h(t, B, "POST", "/things/lamp", "{\"value\":false}", h, &out), 401);
+	assert_non_null(strstr(out, "wrong_target"));
+	free(out);
+	signed_headers(t, "PI-B", "POST", "/things/lamp", "{\"value\":false}", now, hdr);
+	assert_int_equal(tdh_http_h(t, B, "POST", "/things/lamp", "{\"value\":false}", h, NULL), 200);
+	assert_int_equal(tdh_http_h(t, B, "POST", "/things/lamp", "{\"value\":false}", h, &out), 401);
+	assert_non_null(strstr(out, "replayed"));
+	free(out);
+	signed_headers(t, "PI-B", "POST", "/things/lamp", "{\"value\":true}", now - 120, hdr);
+	assert_int_equal(tdh_http_h(t, B, "POST", "/things/lamp", "{\"value\":true}", h, &out), 401);
+	assert_non_null(strstr(out, "stale"));
+	free(out);
+	/* The body is signed through its hash: another body under the same headers is refused. */
+	signed_headers(t, "PI-B", "POST", "/things/lamp", "{\"value\":false}", now, hdr);
+	assert_int_equal(tdh_http_h(t, B, "POST", "/things/lamp", "{\"value\":true}", h, &out), 401);
+	assert_non_null(strstr(out, "bad_body_hash"));
+	free(out);
+	/* A forged signature (another key). */
+	other_site = tdh_path(t, "other.conf");
+	{
+		char *keyf = tdh_path(t, "other.key"), *text = tdh_site_text(t, t->things), *p;
+		assert_int_equal(tsync_key_generate(keyf), 0);
+		/* The same site with another key: what an attacker without the key has. */
+		p = strstr(text, "key_file");
+		assert_non_null(p);
+		{
+			char *eol = strchr(p, '\n'), *fixed = NULL;
+			assert_true(asprintf(&fixed, "%.*skey_file = %s%s", (int)(p - text), text, keyf, eol) > 0);
+			tdh_write(other_site, fixed);
+			free(fixed);
+		}
+		free(text);
+		free(keyf);
+	}
+	assert_int_equal(tdh_ctl(t, NULL, &err, "-c", other_site, "-n", "PI-B", "get", "lamp", NULL), 6);
+	assert_non_null(strstr(err, "bad_signature"));
+	free(err);
+	free(other_site);
+	assert_true(tdh_log_has(t, B, "http: refused"));
+	/* No state changed through any refused request. */
+	assert_true(tdh_wait_value(t, A, "lamp", "0"));
+
+	/* Required on loopback too, when asked. */
 	tdh_stop(t, B);
-	t->c[B].extra = extra_file;
+	t->c[B].extra = extra_require;
 	tdh_start(t, B);
 	assert_int_equal(tdh_http(t, B, "GET", "/status", NULL, NULL, NULL), 401);
-	assert_int_equal(tdh_http(t, B, "GET", "/status", NULL, "a-token-from-a-file-1234", NULL), 200);
-	assert_int_equal(tdh_ctl(t, NULL, NULL, "-n", "PI-B", "get", "lamp", NULL), 6);
-	assert_int_equal(tdh_ctl(t, NULL, NULL, "-n", "PI-B", "--token-file", tf, "get", "lamp", NULL), 0);
+	assert_int_equal(tdh_http(t, B, "GET", "/status", NULL, "PI-B", NULL), 200);
+	assert_int_equal(tdh_ctl(t, NULL, NULL, "-n", "PI-B", "get", "lamp", NULL), 0);
 
 	tdh_stop(t, B);
 	t->c[B].extra = NULL;
 	tdh_start(t, B);
 	assert_int_equal(tdh_http(t, B, "GET", "/status", NULL, NULL, NULL), 200);
-	free(tf);
 }
 
 static bool conf_is(struct tdh *t, int i, const char *text)
@@ -257,13 +310,14 @@ static void test_deploy(void **state)
 		assert_int_equal(tsync_key_generate(okey), 0);
 		osite = tdh_path(t, "other/site.conf");
 		tdh_write(osite, otext);
-		assert_int_equal(tdh_ctl(t, NULL, &err, "-c", osite, "deploy", newp, NULL), 4);
-		assert_non_null(strstr(err, "bad_tag"));
+		/* The HTTP request itself is signed with that key: refused on its
+		 * head, before the new site.conf is even read. */
+		assert_int_equal(tdh_ctl(t, NULL, &err, "-c", osite, "deploy", newp, NULL), 6);
+		assert_non_null(strstr(err, "bad_signature"));
 		free(err);
 		for (int i = 0; i < t->n; i++) {
-			assert_true(tdh_wait_log(t, i, "err_ip_in_auth deploy refused"));
+			assert_true(tdh_wait_log(t, i, "http: refused POST /deploy"));
 			assert_true(conf_is(t, i, before[i]));
-			assert_int_equal(status_num(t, i, "deploys_failed"), 1);
 		}
 		free(odir);
 		free(okey);
@@ -328,7 +382,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_reload_good),
 	    cmocka_unit_test(test_reload_bad),
-	    cmocka_unit_test(test_token),
+	    cmocka_unit_test(test_signature),
 	    cmocka_unit_test(test_deploy),
 	};
 	signal(SIGPIPE, SIG_IGN);

@@ -5,8 +5,8 @@
  * sender) and the collector (its webhook).
  * SPDX-License-Identifier: MIT
  */
-#ifndef TSYNC_CURLEV_H
-#define TSYNC_CURLEV_H
+#ifndef THINGSYNC_COMMON_CURLEV_H
+#define THINGSYNC_COMMON_CURLEV_H
 
 #include <stddef.h>
 
