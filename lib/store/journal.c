@@ -17,16 +17,21 @@
  *   27+n    m     payload, as in the state store: BOOL 1 byte, INT and FLOAT
  *                 8 bytes, STRING its bytes without the NUL, NONE nothing
  *
- * "jmeta" holds "last_seq", "cursor" and "bytes" as u64 little-endian and
- * "source" as text. The entries are exactly those with cursor < seq <=
- * last_seq: every transaction that changes one of them changes the others.
+ * "jmeta" holds "last_seq", "cursor" and "bytes" as u64 little-endian,
+ * "source" as text and "stream" as 32 lowercase hex digits (a random 128-bit
+ * id made with the journal). The entries are exactly those with cursor < seq
+ * <= last_seq: every transaction that changes one of them changes the others.
  *
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 
@@ -69,6 +74,7 @@ struct journal {
 	uint64_t last_seq;
 	uint64_t cursor;
 	uint64_t bytes;
+	char stream[JOURNAL_STREAM_LEN + 1];
 
 	struct jstaged *staged;
 	size_t nstaged;
@@ -266,6 +272,81 @@ static int meta_put_u64(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t x)
 	return mdb_put(txn, dbi, &key, &data, 0);
 }
 
+int journal__new_stream_id(char out[JOURNAL_STREAM_LEN + 1])
+{
+	unsigned char id[JOURNAL_STREAM_LEN / 2];
+	size_t got = 0;
+
+	/* getrandom() blocks only until the kernel's pool is first seeded. */
+	while (got < sizeof(id)) {
+		ssize_t n = getrandom(id + got, sizeof(id) - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		got += (size_t)n;
+	}
+	for (size_t i = 0; i < sizeof(id); i++)
+		snprintf(out + 2 * i, 3, "%02x", id[i]);
+	return 0;
+}
+
+bool journal__valid_stream_id(const char *s)
+{
+	size_t n = 0;
+
+	for (; s && s[n]; n++)
+		if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+			return false;
+	return n == JOURNAL_STREAM_LEN;
+}
+
+static int meta_put_stream(MDB_txn *txn, MDB_dbi dbi, const char *stream)
+{
+	static const char key_stream[] = "stream";
+	MDB_val key = {sizeof(key_stream) - 1, (void *)key_stream};
+	MDB_val data = {strlen(stream), (void *)stream};
+
+	return mdb_put(txn, dbi, &key, &data, 0);
+}
+
+/*
+ * Loads the stream id, or makes one: for a new journal, and for a journal
+ * made before stream ids existed. The latter keeps its numbering; the
+ * collector, which has no stream for this source yet either, adopts it.
+ */
+static int load_stream(struct journal *j, MDB_txn *txn)
+{
+	static const char key_stream[] = "stream";
+	MDB_val key = {sizeof(key_stream) - 1, (void *)key_stream};
+	MDB_val data;
+	uint64_t last_seq = 0;
+	int rc = mdb_get(txn, j->meta, &key, &data);
+
+	if (rc == 0) {
+		if (data.mv_size != JOURNAL_STREAM_LEN)
+			return MDB_CORRUPTED;
+		memcpy(j->stream, data.mv_data, JOURNAL_STREAM_LEN);
+		j->stream[JOURNAL_STREAM_LEN] = '\0';
+		return journal__valid_stream_id(j->stream) ? 0 : MDB_CORRUPTED;
+	}
+	if (rc != MDB_NOTFOUND)
+		return rc;
+	if (journal__new_stream_id(j->stream) < 0)
+		return EIO;
+	rc = meta_get_u64(txn, j->meta, "last_seq", &last_seq);
+	if (rc == 0)
+		rc = meta_put_stream(txn, j->meta, j->stream);
+	if (rc != 0)
+		return rc;
+	if (last_seq > 0)
+		log_warn(j->log, "journal: %s: made before stream ids; its stream (at sequence %llu) is now %s",
+		         j->dir, (unsigned long long)last_seq, j->stream);
+	else
+		log_info(j->log, "journal: %s: new stream %s", j->dir, j->stream);
+	return 0;
+}
+
 /* Opens the databases, checks the source and loads the counters, in one transaction. */
 static int open_dbs(struct journal *j, const char *source)
 {
@@ -310,6 +391,10 @@ static int open_dbs(struct journal *j, const char *source)
 	} else {
 		goto leave;
 	}
+	what = "stream";
+	rc = load_stream(j, txn);
+	if (rc != 0)
+		goto leave;
 	what = "reading the counters";
 	rc = meta_get_u64(txn, j->meta, "last_seq", &j->last_seq);
 	if (rc == 0)
@@ -767,6 +852,11 @@ int journal__ack(struct journal *j, uint64_t seq)
 	return 0;
 }
 
+const char *journal__stream_id(const struct journal *j)
+{
+	return j ? j->stream : NULL;
+}
+
 void journal__stats(const struct journal *j, struct journal_stats *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -780,4 +870,357 @@ void journal__stats(const struct journal *j, struct journal_stats *st)
 	st->max_bytes = j->lim.max_bytes;
 	st->staged = j->nstaged;
 	st->full = is_full(j);
+}
+
+/* --- thingsync-dr: adopt a stream, inspect read-only ---------------------------------- */
+
+/* One unsent entry copied out of the tree while it is rewritten. */
+struct jmoved {
+	uint64_t seq;
+	size_t off, len; /* its record in the copy buffer */
+};
+
+static const struct journal_version *find_version(const struct journal_version *v, size_t nv, const char *thing)
+{
+	for (size_t i = 0; i < nv; i++)
+		if (v[i].thing && strcmp(v[i].thing, thing) == 0)
+			return &v[i];
+	return NULL;
+}
+
+static bool version_after(uint64_t boot, uint64_t ver, uint64_t ref_boot, uint64_t ref_ver)
+{
+	return boot > ref_boot || (boot == ref_boot && ver > ref_ver);
+}
+
+/* The rewrite of journal__adopt() in one transaction; 0 or an LMDB code. */
+static int adopt_once(struct journal *j, const char *stream, uint64_t stored_seq, const struct journal_version *v,
+                      size_t nv, struct journal_adopt_result *res, const char **what)
+{
+	bool same = strcmp(stream, j->stream) == 0;
+	MDB_txn *txn = NULL;
+	MDB_cursor *cur = NULL;
+	MDB_val key, data;
+	struct buf copy = {0}, text = {0};
+	struct jmoved *moved = NULL;
+	size_t nmoved = 0, cap = 0;
+	uint64_t seq, bytes = 0, cursor, last;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	*what = "mdb_txn_begin";
+	rc = env__txn_begin(j->env, 0, true, &txn);
+	if (rc != 0)
+		return rc;
+	*what = "mdb_cursor_open";
+	rc = mdb_cursor_open(txn, j->entries, &cur);
+	if (rc != 0)
+		goto leave;
+	/* Copy out what stays: the unsent entries, less what the collector has. */
+	*what = "reading the entries";
+	for (rc = mdb_cursor_get(cur, &key, &data, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &key, &data, MDB_NEXT)) {
+		struct journal_entry e;
+		const struct journal_version *known;
+
+		if (key.mv_size != 8 || decode_entry(&key, &data, &text, &e) < 0) {
+			rc = MDB_CORRUPTED;
+			goto leave;
+		}
+		seq = get_be64(key.mv_data);
+		if (seq <= j->cursor)
+			continue;
+		if (same && seq <= stored_seq) {
+			/* The collector has it: acknowledged. */
+			res->acked++;
+			continue;
+		}
+		known = (e.owner_boot || e.version) ? find_version(v, nv, e.thing) : NULL;
+		if (!same && known && !version_after(e.owner_boot, e.version, known->owner_boot, known->version)) {
+			/* A value the old stream already carried (the mesh delivers the
+			 * current values again to a pushd that lost its journal):
+			 * sending it again would store it twice. */
+			res->dropped++;
+			continue;
+		}
+		if (nmoved == cap) {
+			size_t ncap = cap ? cap * 2 : 256;
+			struct jmoved *p = realloc(moved, ncap * sizeof(*p));
+			if (!p) {
+				rc = ENOMEM;
+				goto leave;
+			}
+			moved = p;
+			cap = ncap;
+		}
+		moved[nmoved].seq = seq;
+		moved[nmoved].off = copy.len;
+		moved[nmoved].len = data.mv_size;
+		if (buf__append(&copy, data.mv_data, data.mv_size) < 0) {
+			rc = ENOMEM;
+			goto leave;
+		}
+		nmoved++;
+	}
+	if (rc != MDB_NOTFOUND)
+		goto leave;
+	mdb_cursor_close(cur);
+	cur = NULL;
+	*what = "mdb_drop(entries)";
+	rc = mdb_drop(txn, j->entries, 0);
+	if (rc != 0)
+		goto leave;
+	cursor = same ? (stored_seq > j->cursor ? stored_seq : j->cursor) : stored_seq;
+	last = cursor;
+	*what = "mdb_put(entries)";
+	for (size_t i = 0; i < nmoved; i++) {
+		unsigned char k[8];
+		MDB_val nk = {sizeof(k), k};
+		MDB_val nd = {moved[i].len, copy.data + moved[i].off};
+
+		/* Same stream: every entry keeps its number. Another one: the
+		 * entries follow the collector's last sequence, in their order. */
+		last = same ? moved[i].seq : last + 1;
+		put_be64(k, last);
+		rc = mdb_put(txn, j->entries, &nk, &nd, MDB_APPEND);
+		if (rc != 0)
+			goto leave;
+		bytes += nd.mv_size + nk.mv_size;
+		if (!same && moved[i].seq != last)
+			res->renumbered++;
+	}
+	*what = "mdb_put(versions)";
+	for (size_t i = 0; i < nv; i++) {
+		unsigned char b[16];
+		MDB_val vk, vd = {sizeof(b), b};
+
+		if (!v[i].thing || !*v[i].thing || strlen(v[i].thing) > JOURNAL_MAX_THING)
+			continue;
+		vk.mv_size = strlen(v[i].thing);
+		vk.mv_data = (void *)v[i].thing;
+		rc = mdb_get(txn, j->versions, &vk, &data);
+		if (rc == 0 && data.mv_size == 16 &&
+		    !version_after(v[i].owner_boot, v[i].version, env__get_le64(data.mv_data),
+		                   env__get_le64((const unsigned char *)data.mv_data + 8)))
+			continue;
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			goto leave;
+		env__put_le64(b, v[i].owner_boot);
+		env__put_le64(b + 8, v[i].version);
+		rc = mdb_put(txn, j->versions, &vk, &vd, 0);
+		if (rc != 0)
+			goto leave;
+	}
+	*what = "mdb_put(jmeta)";
+	rc = meta_put_u64(txn, j->meta, "cursor", cursor);
+	if (rc == 0)
+		rc = meta_put_u64(txn, j->meta, "last_seq", last);
+	if (rc == 0)
+		rc = meta_put_u64(txn, j->meta, "bytes", bytes);
+	if (rc == 0)
+		rc = meta_put_stream(txn, j->meta, stream);
+	if (rc != 0)
+		goto leave;
+	*what = "mdb_txn_commit";
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (rc != 0)
+		goto leave;
+	res->kept = nmoved;
+	res->stream_changed = !same;
+	j->cursor = cursor;
+	j->last_seq = last;
+	j->bytes = bytes;
+	memcpy(j->stream, stream, JOURNAL_STREAM_LEN + 1);
+leave:
+	if (cur)
+		mdb_cursor_close(cur);
+	if (txn)
+		mdb_txn_abort(txn);
+	free(moved);
+	buf__free(&copy);
+	buf__free(&text);
+	return rc;
+}
+
+int journal__adopt(struct journal *j, const char *stream, uint64_t stored_seq, const struct journal_version *v,
+                   size_t nv, struct journal_adopt_result *res)
+{
+	struct journal_adopt_result ignored;
+	const char *what = "";
+	int grows = 0;
+	int rc;
+
+	if (!j || !journal__valid_stream_id(stream) || (nv && !v))
+		return -EINVAL;
+	if (j->nstaged > 0)
+		return -EBUSY;
+	if (!res)
+		res = &ignored;
+	for (;;) {
+		rc = adopt_once(j, stream, stored_seq, v, nv, res, &what);
+		if (rc != MDB_MAP_FULL || grows >= JOURNAL_MAX_GROWS)
+			break;
+		rc = env__grow(j->env, j->log, "journal", j->dir);
+		if (rc != 0) {
+			what = "mdb_env_set_mapsize";
+			break;
+		}
+		grows++;
+	}
+	if (rc == ENOMEM)
+		return -ENOMEM;
+	if (rc != 0)
+		return journal_fail(j, what, rc);
+	return 0;
+}
+
+static int inspect_txn(MDB_txn *txn, struct journal_info *info)
+{
+	MDB_dbi meta, entries, versions;
+	MDB_cursor *cur = NULL;
+	MDB_val key, data;
+	struct buf text = {0};
+	uint64_t prev = 0;
+	int rc;
+
+	rc = mdb_dbi_open(txn, "jmeta", 0, &meta);
+	if (rc == MDB_NOTFOUND) {
+		snprintf(info->problem, sizeof(info->problem), "no jmeta database: not a journal");
+		return 0;
+	}
+	if (rc == 0)
+		rc = mdb_dbi_open(txn, "entries", 0, &entries);
+	if (rc == 0)
+		rc = mdb_dbi_open(txn, "versions", 0, &versions);
+	if (rc != 0)
+		return rc;
+	key.mv_size = 6;
+	key.mv_data = (void *)"source";
+	rc = mdb_get(txn, meta, &key, &data);
+	if (rc == 0 && data.mv_size < sizeof(info->source)) {
+		memcpy(info->source, data.mv_data, data.mv_size);
+		info->source[data.mv_size] = '\0';
+	} else if (rc != 0 && rc != MDB_NOTFOUND) {
+		return rc;
+	}
+	key.mv_size = 6;
+	key.mv_data = (void *)"stream";
+	rc = mdb_get(txn, meta, &key, &data);
+	if (rc == 0 && data.mv_size == JOURNAL_STREAM_LEN) {
+		memcpy(info->stream, data.mv_data, JOURNAL_STREAM_LEN);
+		info->stream[JOURNAL_STREAM_LEN] = '\0';
+		if (!journal__valid_stream_id(info->stream)) {
+			info->stream[0] = '\0';
+			snprintf(info->problem, sizeof(info->problem), "malformed stream id");
+		}
+	} else if (rc == 0) {
+		snprintf(info->problem, sizeof(info->problem), "malformed stream id");
+	} else if (rc != MDB_NOTFOUND) {
+		return rc;
+	}
+	rc = meta_get_u64(txn, meta, "cursor", &info->cursor);
+	if (rc == 0)
+		rc = meta_get_u64(txn, meta, "last_seq", &info->last_seq);
+	if (rc == 0)
+		rc = meta_get_u64(txn, meta, "bytes", &info->bytes);
+	if (rc == MDB_CORRUPTED) {
+		snprintf(info->problem, sizeof(info->problem), "malformed counters in jmeta");
+		return 0;
+	}
+	if (rc != 0)
+		return rc;
+	rc = mdb_cursor_open(txn, entries, &cur);
+	if (rc != 0)
+		return rc;
+	for (rc = mdb_cursor_get(cur, &key, &data, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &key, &data, MDB_NEXT)) {
+		struct journal_entry e;
+		uint64_t seq = key.mv_size == 8 ? get_be64(key.mv_data) : 0;
+
+		if (decode_entry(&key, &data, &text, &e) < 0 && !info->problem[0])
+			snprintf(info->problem, sizeof(info->problem), "entry %llu is malformed",
+			         (unsigned long long)seq);
+		if (info->entries == 0)
+			info->first_seq = seq;
+		if (prev && seq != prev + 1 && !info->problem[0])
+			snprintf(info->problem, sizeof(info->problem), "a gap between entries %llu and %llu",
+			         (unsigned long long)prev, (unsigned long long)seq);
+		prev = seq;
+		info->max_seq = seq;
+		info->entries++;
+	}
+	mdb_cursor_close(cur);
+	buf__free(&text);
+	if (rc != MDB_NOTFOUND)
+		return rc;
+	{
+		MDB_stat st;
+		rc = mdb_stat(txn, versions, &st);
+		if (rc != 0)
+			return rc;
+		info->things = st.ms_entries;
+	}
+	if (info->problem[0])
+		return 0;
+	if (!info->source[0])
+		snprintf(info->problem, sizeof(info->problem), "no source");
+	else if (info->cursor > info->last_seq)
+		snprintf(info->problem, sizeof(info->problem), "the cursor %llu is past the last sequence %llu",
+		         (unsigned long long)info->cursor, (unsigned long long)info->last_seq);
+	else if (info->entries != info->last_seq - info->cursor)
+		snprintf(info->problem, sizeof(info->problem),
+		         "%llu entries where cursor %llu and last sequence %llu say %llu",
+		         (unsigned long long)info->entries, (unsigned long long)info->cursor,
+		         (unsigned long long)info->last_seq, (unsigned long long)(info->last_seq - info->cursor));
+	else if (info->entries && (info->first_seq != info->cursor + 1 || info->max_seq != info->last_seq))
+		snprintf(info->problem, sizeof(info->problem),
+		         "entries %llu..%llu where cursor %llu and last sequence %llu say %llu..%llu",
+		         (unsigned long long)info->first_seq, (unsigned long long)info->max_seq,
+		         (unsigned long long)info->cursor, (unsigned long long)info->last_seq,
+		         (unsigned long long)info->cursor + 1, (unsigned long long)info->last_seq);
+	return 0;
+}
+
+int journal__inspect(const char *dir, struct journal_info *info)
+{
+	char path[4096];
+	struct stat st;
+	MDB_env *env = NULL;
+	MDB_txn *txn = NULL;
+	unsigned flags = MDB_RDONLY | MDB_NOTLS;
+	int rc;
+
+	if (!dir || !info)
+		return -EINVAL;
+	memset(info, 0, sizeof(*info));
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	if (stat(path, &st) < 0) {
+		snprintf(info->problem, sizeof(info->problem), "no data.mdb: %s", strerror(errno));
+		return -ENOENT;
+	}
+	info->present = true;
+	/* No lock file: nobody has it open, and none is made (nothing is
+	 * changed). With one, take part in its locking like any reader. */
+	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+	if (access(path, F_OK) < 0)
+		flags |= MDB_NOLOCK;
+	rc = mdb_env_create(&env);
+	if (rc == 0)
+		rc = mdb_env_set_maxdbs(env, JOURNAL_MAX_DBS);
+	if (rc == 0)
+		rc = mdb_env_open(env, dir, flags, 0600);
+	if (rc == 0)
+		rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+	if (rc == 0)
+		rc = inspect_txn(txn, info);
+	if (txn)
+		mdb_txn_abort(txn);
+	if (env)
+		mdb_env_close(env);
+	if (rc != 0) {
+		snprintf(info->problem, sizeof(info->problem), "unreadable: %s", mdb_strerror(rc));
+		return TSYNC_ESTORE;
+	}
+	return 0;
 }

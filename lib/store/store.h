@@ -138,8 +138,11 @@ void store__written(const struct store *s, uint64_t *bytes, uint64_t *commits);
  * has no gap; a cursor, the highest sequence the collector acknowledged; and
  * for every thing the owner (boot, version) of the newest value journaled, so
  * a value the mesh delivers again (after a crash, at start-up re-sync) is
- * recognised and journaled once. Named databases:
- *   "jmeta"     "source", "last_seq", "cursor", "bytes"
+ * recognised and journaled once. The stream has an identity, a random
+ * 128-bit id made when the journal is created: a journal that is lost and
+ * made again starts a new stream, which the collector can never take for the
+ * old one going backwards. Named databases:
+ *   "jmeta"     "source", "stream", "last_seq", "cursor", "bytes"
  *   "entries"   stream sequence (u64 big-endian, so keys sort by number) ->
  *               measurement record (little-endian; see journal.c)
  *   "versions"  thing name -> (owner boot, version), u64 little-endian each
@@ -157,6 +160,8 @@ struct journal_limits {
 };
 #define JOURNAL_DEFAULT_MAX_ENTRIES ((uint64_t)5000000)
 #define JOURNAL_DEFAULT_MAX_BYTES   ((uint64_t)1 << 30)
+/* A stream id: 128 bits as lowercase hex digits. */
+#define JOURNAL_STREAM_LEN 32
 /* Longest thing name and string value a measurement may have, in bytes. */
 #define JOURNAL_MAX_THING  255
 #define JOURNAL_MAX_STRING 4096
@@ -243,5 +248,69 @@ int journal__read(struct journal *j, uint64_t after, size_t max, journal_entry_f
 int journal__ack(struct journal *j, uint64_t seq);
 
 void journal__stats(const struct journal *j, struct journal_stats *st);
+
+/*
+ * The journal's stream id (JOURNAL_STREAM_LEN hex digits), made when the
+ * journal was created, or when a journal made before stream ids was first
+ * opened (logged). Borrowed: valid until journal__close() or a
+ * journal__adopt() that changes it.
+ */
+const char *journal__stream_id(const struct journal *j);
+
+/* A new random stream id into `out`. 0 or -errno (getrandom). */
+int journal__new_stream_id(char out[JOURNAL_STREAM_LEN + 1]);
+/* Whether `s` is a stream id: JOURNAL_STREAM_LEN lowercase hex digits. */
+bool journal__valid_stream_id(const char *s);
+
+/*
+ * thingsync-dr. The collector holds sequences 1..`stored_seq` of stream
+ * `stream` of this source; make the journal continue that stream, in one
+ * transaction:
+ *  - the same stream: the entries up to `stored_seq` are acknowledged (the
+ *    cursor moves there), the others keep their sequence; a journal behind
+ *    the collector jumps to it (next sequence stored_seq + 1);
+ *  - another stream (the journal was made again while the collector kept
+ *    the old one): its unsent entries are renumbered after `stored_seq`, in
+ *    their order, so that none is lost or refused; those whose owner (boot,
+ *    version) is not newer than `v` says the collector stored for their
+ *    thing are dropped, as copies of what the old stream carried.
+ * `v` (borrowed for the call; nv entries) also raises the journal's last
+ * versions, so the mesh's current values are not journaled again.
+ * Nothing may be staged. 0, -EINVAL (bad stream id), -EBUSY (staged
+ * entries), -ENOMEM or TSYNC_ESTORE (nothing changed then). `res` may be NULL.
+ */
+struct journal_version {
+	const char *thing;
+	uint64_t owner_boot, version;
+};
+struct journal_adopt_result {
+	uint64_t acked;      /* same stream: entries the collector already had */
+	uint64_t kept;       /* entries left to send */
+	uint64_t renumbered; /* of those, entries given a new sequence */
+	uint64_t dropped;    /* another stream: copies of values already stored */
+	bool stream_changed;
+};
+int journal__adopt(struct journal *j, const char *stream, uint64_t stored_seq, const struct journal_version *v,
+                   size_t nv, struct journal_adopt_result *res);
+
+/* What a journal directory holds, read without changing anything. */
+struct journal_info {
+	bool present; /* DIR/data.mdb exists */
+	char source[64];
+	char stream[JOURNAL_STREAM_LEN + 1]; /* "": none (made before stream ids) */
+	uint64_t cursor, last_seq, bytes;
+	uint64_t entries;             /* counted in the tree */
+	uint64_t first_seq, max_seq;  /* of the entries in the tree (0: none) */
+	uint64_t things;              /* last versions kept */
+	char problem[256];            /* "": consistent */
+};
+/*
+ * Opens the journal in `dir` read-only (no lock file made, no write) and
+ * checks it: counters, every entry decoded, no gap, cursor < entries <=
+ * last sequence. 0 (info->problem says whether it is consistent), -ENOENT
+ * (no journal there), -EINVAL or TSYNC_ESTORE (unreadable; info->problem
+ * says why).
+ */
+int journal__inspect(const char *dir, struct journal_info *info);
 
 #endif /* TSYNC_STORE_H */

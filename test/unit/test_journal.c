@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <lmdb.h>
 
 #include "store/store.h"
 
@@ -614,6 +615,226 @@ static void test_crash_at_random_moments(void **state)
 	}
 }
 
+/* --- stream identity ------------------------------------------------------------------- */
+
+static void test_stream_id(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, 0);
+	char first[JOURNAL_STREAM_LEN + 1];
+
+	/* Made with the journal, and kept: a reopen is the same stream. */
+	assert_true(journal__valid_stream_id(journal__stream_id(j)));
+	snprintf(first, sizeof(first), "%s", journal__stream_id(j));
+	journal__close(j);
+	j = open_j(f, 0, 0);
+	assert_string_equal(journal__stream_id(j), first);
+	journal__close(j);
+
+	/* A journal made again in the same place is another stream. */
+	assert_int_equal(teardown(state), 0);
+	assert_int_equal(setup(state), 0);
+	f = *state;
+	j = open_j(f, 0, 0);
+	assert_string_not_equal(journal__stream_id(j), first);
+	journal__close(j);
+
+	assert_false(journal__valid_stream_id("0123"));
+	assert_false(journal__valid_stream_id("0123456789ABCDEF0123456789abcdef"));
+	assert_true(journal__valid_stream_id("0123456789abcdef0123456789abcdef"));
+}
+
+/* Deletes "stream" from jmeta, as a journal made before stream ids has none. */
+static void drop_stream_key(const char *dir)
+{
+	MDB_env *env;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	MDB_val key = {6, (void *)"stream"};
+
+	assert_int_equal(mdb_env_create(&env), 0);
+	assert_int_equal(mdb_env_set_maxdbs(env, 4), 0);
+	assert_int_equal(mdb_env_open(env, dir, 0, 0600), 0);
+	assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+	assert_int_equal(mdb_dbi_open(txn, "jmeta", 0, &dbi), 0);
+	assert_int_equal(mdb_del(txn, dbi, &key, NULL), 0);
+	assert_int_equal(mdb_txn_commit(txn), 0);
+	mdb_env_close(env);
+}
+
+static void test_stream_id_given_to_old_journal(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, 0);
+	struct journal_info info;
+	struct journal_stats st;
+	tsync_value v = tsync_int(1);
+	char given[JOURNAL_STREAM_LEN + 1];
+
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(journal__stage(j, i, "a", &v, 0, 0, NULL), 0);
+	assert_int_equal(journal__commit(j), 0);
+	journal__close(j);
+	drop_stream_key(f->dir);
+	assert_int_equal(journal__inspect(f->dir, &info), 0);
+	assert_string_equal(info.stream, "");
+
+	/* Opened: it gets a stream id, keeps its numbering, and the id stays. */
+	j = open_j(f, 0, 0);
+	assert_true(journal__valid_stream_id(journal__stream_id(j)));
+	snprintf(given, sizeof(given), "%s", journal__stream_id(j));
+	journal__stats(j, &st);
+	assert_int_equal(st.last_seq, 5);
+	journal__close(j);
+	j = open_j(f, 0, 0);
+	assert_string_equal(journal__stream_id(j), given);
+	journal__close(j);
+}
+
+static void stage_n(struct journal *j, int n, const char *thing, uint64_t boot, uint64_t first_version)
+{
+	for (int i = 0; i < n; i++) {
+		tsync_value v = tsync_int(i);
+		assert_int_equal(journal__stage(j, 1000 + i, thing, &v, boot, boot ? first_version + (uint64_t)i : 0,
+		                                NULL),
+		                 0);
+	}
+	assert_int_equal(journal__commit(j), 0);
+}
+
+static void test_adopt_same_stream(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, 0);
+	struct journal_adopt_result res;
+	struct journal_stats st;
+	struct collected c = {0};
+	char stream[JOURNAL_STREAM_LEN + 1];
+
+	snprintf(stream, sizeof(stream), "%s", journal__stream_id(j));
+	stage_n(j, 10, "a", 0, 0);
+	assert_int_equal(journal__ack(j, 3), 0);
+	/* The collector has up to 6 (its answers were lost): 7..10 stay, with their numbers. */
+	assert_int_equal(journal__adopt(j, stream, 6, NULL, 0, &res), 0);
+	assert_false(res.stream_changed);
+	assert_int_equal(res.acked, 3);
+	assert_int_equal(res.kept, 4);
+	journal__stats(j, &st);
+	assert_int_equal(st.cursor, 6);
+	assert_int_equal(st.last_seq, 10);
+	assert_int_equal(journal__read(j, 0, 100, collect, &c), 0);
+	assert_int_equal(c.n, 4);
+	assert_int_equal(c.e[0].seq, 7);
+	/* A collector ahead of the journal: it continues after the collector. */
+	assert_int_equal(journal__adopt(j, stream, 20, NULL, 0, &res), 0);
+	journal__stats(j, &st);
+	assert_int_equal(st.cursor, 20);
+	assert_int_equal(st.last_seq, 20);
+	assert_int_equal(st.entries, 0);
+	uint64_t seq = 0;
+	tsync_value v = tsync_int(5);
+	assert_int_equal(journal__stage(j, 1, "a", &v, 0, 0, &seq), 0);
+	assert_int_equal(seq, 21);
+	assert_int_equal(journal__commit(j), 0);
+	journal__close(j);
+	j = open_j(f, 0, 0);
+	journal__stats(j, &st);
+	assert_int_equal(st.cursor, 20);
+	assert_int_equal(st.last_seq, 21);
+	journal__close(j);
+}
+
+static void test_adopt_other_stream(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, 0);
+	struct journal_adopt_result res;
+	struct journal_stats st;
+	struct journal_info info;
+	struct collected c = {0};
+	const char *old = "00112233445566778899aabbccddeeff";
+	/* The collector stored "a" up to (boot 7, version 12) in the old stream. */
+	struct journal_version known[] = {{"a", 7, 12}, {"z", 7, 40}};
+	uint64_t boot, ver;
+
+	/* A new journal: "a" versions 10..14 (10..12 are copies the mesh sent
+	 * again), then 3 CSV entries without versions. */
+	stage_n(j, 5, "a", 7, 10);
+	stage_n(j, 3, "csv", 0, 0);
+	assert_int_equal(journal__adopt(j, old, 100, known, 2, &res), 0);
+	assert_true(res.stream_changed);
+	assert_int_equal(res.dropped, 3);
+	assert_int_equal(res.kept, 5);
+	assert_int_equal(res.renumbered, 5);
+	assert_string_equal(journal__stream_id(j), old);
+	journal__stats(j, &st);
+	assert_int_equal(st.cursor, 100);
+	assert_int_equal(st.last_seq, 105);
+	assert_int_equal(st.entries, 5);
+	assert_int_equal(journal__read(j, 0, 100, collect, &c), 0);
+	assert_int_equal(c.n, 5);
+	for (size_t i = 0; i < c.n; i++)
+		assert_int_equal(c.e[i].seq, 101 + i);
+	assert_string_equal(c.e[0].thing, "a");
+	assert_int_equal(c.e[0].version, 13);
+	assert_string_equal(c.e[2].thing, "csv");
+	/* Versions: "z" learnt from the collector; "a" kept at its newer 14. */
+	assert_int_equal(journal__last_version(j, "z", &boot, &ver), 0);
+	assert_int_equal(ver, 40);
+	assert_int_equal(journal__last_version(j, "a", &boot, &ver), 0);
+	assert_int_equal(ver, 14);
+	journal__close(j);
+	assert_int_equal(journal__inspect(f->dir, &info), 0);
+	assert_string_equal(info.problem, "");
+	assert_string_equal(info.stream, old);
+	assert_string_equal(info.source, "PI-Push");
+	assert_int_equal(info.first_seq, 101);
+	assert_int_equal(info.last_seq, 105);
+
+	/* Bad arguments, and staged entries, refuse. */
+	j = open_j(f, 0, 0);
+	assert_string_equal(journal__stream_id(j), old);
+	assert_int_equal(journal__adopt(j, "nope", 1, NULL, 0, NULL), -EINVAL);
+	tsync_value v = tsync_int(1);
+	assert_int_equal(journal__stage(j, 1, "a", &v, 0, 0, NULL), 0);
+	assert_int_equal(journal__adopt(j, old, 1, NULL, 0, NULL), -EBUSY);
+	journal__close(j);
+}
+
+static void test_inspect(void **state)
+{
+	struct fixture *f = *state;
+	struct journal_info info;
+	struct journal *j;
+	char path[300];
+	FILE *fp;
+
+	/* Nothing there. */
+	assert_int_equal(journal__inspect(f->dir, &info), -ENOENT);
+	assert_false(info.present);
+	j = open_j(f, 0, 0);
+	stage_n(j, 4, "a", 0, 0);
+	assert_int_equal(journal__ack(j, 1), 0);
+	journal__close(j);
+	assert_int_equal(journal__inspect(f->dir, &info), 0);
+	assert_true(info.present);
+	assert_string_equal(info.problem, "");
+	assert_int_equal(info.cursor, 1);
+	assert_int_equal(info.entries, 3);
+	assert_int_equal(info.first_seq, 2);
+
+	/* Garbage instead of the data file: unreadable, said so. */
+	snprintf(path, sizeof(path), "%s/data.mdb", f->dir);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	for (int i = 0; i < 5000; i++)
+		fputs("garbage!", fp);
+	fclose(fp);
+	assert_int_equal(journal__inspect(f->dir, &info), TSYNC_ESTORE);
+	assert_true(info.present);
+	assert_non_null(strstr(info.problem, "unreadable"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -626,6 +847,11 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_map_grows, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_before_and_after_commit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_crash_at_random_moments, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_id, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_id_given_to_old_journal, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_adopt_same_stream, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_adopt_other_stream, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_inspect, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
