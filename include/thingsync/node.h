@@ -411,8 +411,11 @@ TSYNC_API const char *tsync_reject_name(tsync_reject reason);
 /** Counters for one peer controller, as seen by this node. */
 typedef struct tsync_peer_stats {
 	const char *name; /**< borrowed, valid until tsync_node_free() */
-	bool up;          /**< answered recently and nothing is overdue */
-	uint64_t boot;    /**< the peer's boot counter as last seen (0: never) */
+	/** Up since its last valid datagram, until it is silent for 2.5
+	 * heartbeat_ms (a peer that shares a thing with this node, heartbeats on)
+	 * or for down_after_ms with a message to it unanswered as long. */
+	bool up;
+	uint64_t boot; /**< the peer's boot counter as last seen (0: never) */
 	uint64_t datagrams_sent;
 	uint64_t datagrams_received;
 	uint64_t bytes_sent;

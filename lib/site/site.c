@@ -581,6 +581,7 @@ enum {
 	SK_MAX_QUEUED,
 	SK_DOWN_AFTER_MS,
 	SK_STATE_COMMIT_MS,
+	SK_HEARTBEAT_MS,
 	SK_COUNT
 };
 
@@ -597,6 +598,7 @@ static const struct key_def site_keys[SK_COUNT] = {
     [SK_MAX_QUEUED] = {"max_queued", false},
     [SK_DOWN_AFTER_MS] = {"down_after_ms", false},
     [SK_STATE_COMMIT_MS] = {"state_commit_ms", false},
+    [SK_HEARTBEAT_MS] = {"heartbeat_ms", false},
 };
 
 enum { CK_HOST, CK_UDP_PORT, CK_TCP_PORT, CK_ROLES, CK_PROTOCOL, CK_COUNT };
@@ -981,6 +983,7 @@ static int build_site_section(struct parse *p, struct tsync_site *site)
 	site->max_queued = SITE_DEFAULT_MAX_QUEUED;
 	site->down_after_ms = SITE_DEFAULT_DOWN_AFTER_MS;
 	site->state_commit_ms = SITE_DEFAULT_STATE_COMMIT_MS;
+	site->heartbeat_ms = SITE_DEFAULT_HEARTBEAT_MS;
 
 	for (size_t i = 0; i < p->n_sec; i++) {
 		if (p->sec[i].kind == SECT_SITE) {
@@ -1016,6 +1019,13 @@ static int build_site_section(struct parse *p, struct tsync_site *site)
 	get_u32(d, label, kv[SK_MAX_QUEUED], 1, 1048576, &site->max_queued);
 	get_u32(d, label, kv[SK_DOWN_AFTER_MS], 10, 3600000, &site->down_after_ms);
 	get_u32(d, label, kv[SK_STATE_COMMIT_MS], 0, 600000, &site->state_commit_ms);
+	get_u32(d, label, kv[SK_HEARTBEAT_MS], 0, 3600000, &site->heartbeat_ms);
+	/* Below 10 ms a heartbeat would be a flood, not a sign of life; 0 is
+	 * the way to say "none". */
+	if (site->heartbeat_ms > 0 && site->heartbeat_ms < 10)
+		diag_add(d, kv[SK_HEARTBEAT_MS]->line,
+		         "[site]: heartbeat_ms (%u) must be 0 (off) or at least 10",
+		         (unsigned)site->heartbeat_ms);
 
 	/* The timers must nest: floor <= first guess <= ceiling. */
 	if (site->retry_min_ms > site->retry_max_ms)

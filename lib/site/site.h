@@ -27,6 +27,7 @@
 #define SITE_DEFAULT_PULSE_MS 500
 #define SITE_DEFAULT_DOWN_AFTER_MS 3000
 #define SITE_DEFAULT_STATE_COMMIT_MS 5000
+#define SITE_DEFAULT_HEARTBEAT_MS 2000
 
 struct site_controller {
 	char *name;
@@ -76,6 +77,7 @@ struct tsync_site {
 	uint32_t max_queued;       /* pulses/cmds queued per peer */
 	uint32_t down_after_ms;    /* a peer with a message overdue this long is down */
 	uint32_t state_commit_ms;  /* group-commit window for a controller's own changes (0: at once) */
+	uint32_t heartbeat_ms;     /* a peer sharing things hears from me at least this often (0: off) */
 
 	struct site_controller *controllers;
 	size_t n_controllers;

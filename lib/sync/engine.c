@@ -36,6 +36,12 @@ static int peer_init(struct sync_engine *e, struct sync_peer *p, const struct pl
 	p->next_id = 1;
 	p->next_setreq_id = 1;
 	p->reqs_tail = &p->reqs;
+	/* Heartbeats go where liveness matters to the data: between an owner
+	 * and its users. A full mesh would cost every controller a datagram per
+	 * period to every other, which a site of hundreds cannot afford, for
+	 * peers whose state it holds nothing of. Seed controllers know no
+	 * heartbeat and send none. */
+	p->heartbeat = !p->seed && (pp->n_out > 0 || pp->n_in > 0);
 	rtt__init(&p->rtt, site->retry_initial_ms, site->retry_min_ms, site->retry_max_ms);
 	if (pp->n_out) {
 		p->out = calloc(pp->n_out, sizeof(*p->out));
@@ -73,6 +79,10 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	e->ops = *ops;
 	e->log = log;
 	e->node = node;
+	e->heartbeat_us = (uint64_t)site->heartbeat_ms * 1000u;
+	/* Two and a half periods: one lost heartbeat is not a death, two in a
+	 * row (or none at all) are. */
+	e->silent_us = e->heartbeat_us * 5u / 2u;
 	e->codec.key = site->has_key ? site->key : NULL;
 	e->codec.max_datagram = site->max_datagram;
 	e->codec.max_msgs = site->max_msgs;
@@ -296,9 +306,22 @@ int sync__restore(struct sync_engine *e, const char *thing, const tsync_value *v
 	return 0;
 }
 
+static bool heartbeats(const struct sync_engine *e, const struct sync_peer *p);
+
 void sync__start(struct sync_engine *e, uint64_t now)
 {
 	e->now = now;
+	/* Every peer I share things with hears at once that I am here (a
+	 * peer that gets nothing else from the start-up gets a heartbeat), so
+	 * it shows me up again without waiting a period. */
+	for (size_t i = 0; i < e->n_peers; i++) {
+		struct sync_peer *p = &e->peers[i];
+		p->last_sent_us = now;
+		if (heartbeats(e, p)) {
+			p->greet = true;
+			engine__want(e, p, FLUSH_NEW);
+		}
+	}
 	for (size_t i = 0; i < e->plan->n_owned; i++) {
 		uint32_t t = e->plan->owned[i];
 		struct thing_rt *rt = &e->things[t];
@@ -1125,6 +1148,7 @@ static void fl_send(struct flush *f)
 	/* The first datagram answers the one that made us send; the echo is for
 	 * the peer's round-trip sample and must not be repeated later. */
 	p->rx_seq_to_echo = 0;
+	p->last_sent_us = e->now;
 	p->sent_ring[p->tx_seq % SYNC_SENT_RING].seq = p->tx_seq;
 	p->sent_ring[p->tx_seq % SYNC_SENT_RING].us = e->now;
 	p->st.datagrams_sent++;
@@ -1349,9 +1373,108 @@ static void flush_reqs(struct flush *f)
 	}
 }
 
+/* A datagram without messages: the envelope says who I am, which boot, and
+ * that I am alive. False if it could not be built. */
+static bool send_empty(struct sync_engine *e, struct sync_peer *p, uint64_t to_boot, uint64_t re)
+{
+	struct wire_env env;
+	const void *out;
+	size_t len;
+
+	memset(&env, 0, sizeof(env));
+	env.from = e->site->controllers[e->me].name;
+	env.boot = e->boot;
+	env.seq = ++p->tx_seq;
+	env.to_boot = to_boot;
+	env.re = re;
+	env.durable = e->durable;
+	if (wire__begin(&e->writer, &env) < 0 || wire__finish(&e->writer, &out, &len) < 0)
+		return false;
+	p->last_sent_us = e->now;
+	p->st.datagrams_sent++;
+	p->st.bytes_sent += len;
+	e->ops.send(e->ops.ctx, peer_index(e, p), out, len);
+	return true;
+}
+
+void engine__send_hello(struct sync_engine *e, struct sync_peer *p, uint64_t to_boot, uint64_t re)
+{
+	log_debug(e->log, "tx %s hello (boot %llu for its boot %llu)", p->name, (unsigned long long)e->boot,
+	          (unsigned long long)to_boot);
+	if (send_empty(e, p, to_boot, re))
+		p->last_hello_us = e->now;
+}
+
+/* Addressed to the boot we know (0 if none yet: then it answers with a
+ * hello that teaches us its boot). Never answered otherwise. */
+static void send_heartbeat(struct sync_engine *e, struct sync_peer *p)
+{
+	log_debug(e->log, "tx %s heartbeat", p->name);
+	send_empty(e, p, p->boot, 0);
+}
+
+static bool heartbeats(const struct sync_engine *e, const struct sync_peer *p)
+{
+	return e->heartbeat_us && p->heartbeat;
+}
+
+/* Arms the peer's one timer for the earliest of its deadlines: the
+ * retransmission, the heartbeat owed to it, and the moment its silence
+ * makes it down. A deadline that moved later (a datagram went out or came
+ * in) leaves the timer as it is: it fires early, finds nothing due and is
+ * armed again. That costs at most a wake-up per heartbeat period, where
+ * following every datagram would cost a timer operation each. */
+static void peer_arm(struct sync_engine *e, struct sync_peer *p)
+{
+	uint64_t at = p->timer_at ? p->timer_at : UINT64_MAX;
+
+	if (p->timing)
+		return;
+	if (heartbeats(e, p)) {
+		if (p->last_sent_us + e->heartbeat_us < at)
+			at = p->last_sent_us + e->heartbeat_us;
+		if (p->up && p->last_heard_us + e->silent_us < at)
+			at = p->last_heard_us + e->silent_us;
+	}
+	if (at == UINT64_MAX) {
+		if (p->armed_at) {
+			p->armed_at = 0;
+			e->ops.arm(e->ops.ctx, peer_index(e, p), UINT64_MAX);
+		}
+		return;
+	}
+	if (p->armed_at && p->armed_at <= at)
+		return;
+	p->armed_at = at;
+	e->ops.arm(e->ops.ctx, peer_index(e, p), at > e->now ? at - e->now : 0);
+}
+
+/* The heartbeat owed to `due`, and those owed within a quarter period to
+ * the other peers: a node then wakes once per period for all of them, not
+ * once for each. They stay in step while the site is idle, so each still
+ * gets one per period. */
+static void send_heartbeats(struct sync_engine *e, struct sync_peer *due)
+{
+	uint64_t horizon = e->now + e->heartbeat_us / 4u;
+
+	for (size_t i = 0; i < e->n_peers; i++) {
+		struct sync_peer *p = &e->peers[i];
+
+		if (!heartbeats(e, p) || p->last_sent_us + e->heartbeat_us > horizon)
+			continue;
+		send_heartbeat(e, p);
+		if (p != due) {
+			/* Its timer was armed for the heartbeat just sent. */
+			p->armed_at = 0;
+			peer_arm(e, p);
+		}
+	}
+}
+
 void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_level level,
                         size_t max_datagrams)
 {
+	uint64_t sent_before = p->st.datagrams_sent;
 	struct flush f;
 	bool was_pending;
 
@@ -1369,7 +1492,7 @@ void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_l
 	 * probe: a peer that is down costs one datagram per backoff period. */
 	if (p->backoff > 0 && level == FLUSH_NEW) {
 		fl_send(&f);
-		return;
+		goto greet;
 	}
 	flush_sets(&f);
 	flush_inq(&f);
@@ -1381,44 +1504,29 @@ void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_l
 
 	was_pending = p->oldest_pending_us != 0;
 	if (engine__pending(e, p)) {
+		uint64_t d = rtt__timeout(&p->rtt, p->backoff);
 		if (!was_pending)
 			p->oldest_pending_us = e->now;
-		if (!p->timer_at) {
-			uint64_t d = rtt__timeout(&p->rtt, p->backoff);
+		/* A timer armed with a backoff that has since been reset (the
+		 * peer came back) would leave what we just sent unrepeated for
+		 * that long if it is lost: one timeout from now instead. */
+		if (!p->timer_at || p->timer_at > e->now + d)
 			p->timer_at = e->now + d;
-			e->ops.arm(e->ops.ctx, peer_index(e, p), d);
-		}
 	} else {
 		p->oldest_pending_us = 0;
 		p->backoff = 0;
-		if (p->timer_at) {
-			p->timer_at = 0;
-			e->ops.arm(e->ops.ctx, peer_index(e, p), UINT64_MAX);
-		}
+		p->timer_at = 0;
 	}
-}
-
-void engine__send_hello(struct sync_engine *e, struct sync_peer *p, uint64_t to_boot, uint64_t re)
-{
-	struct wire_env env;
-	const void *out;
-	size_t len;
-
-	memset(&env, 0, sizeof(env));
-	env.from = e->site->controllers[e->me].name;
-	env.boot = e->boot;
-	env.seq = ++p->tx_seq;
-	env.to_boot = to_boot;
-	env.re = re;
-	env.durable = e->durable;
-	if (wire__begin(&e->writer, &env) < 0 || wire__finish(&e->writer, &out, &len) < 0)
-		return;
-	p->last_hello_us = e->now;
-	p->st.datagrams_sent++;
-	p->st.bytes_sent += len;
-	log_debug(e->log, "tx %s hello (boot %llu for its boot %llu)", p->name, (unsigned long long)e->boot,
-	          (unsigned long long)to_boot);
-	e->ops.send(e->ops.ctx, peer_index(e, p), out, len);
+	peer_arm(e, p);
+greet:
+	/* It was heard after a silence (or I just started) and nothing else
+	 * went to it: a heartbeat now tells it that the path works, so that it
+	 * sends what it held back for us at once instead of at its next probe. */
+	if (p->greet) {
+		p->greet = false;
+		if (p->st.datagrams_sent == sent_before)
+			send_heartbeat(e, p);
+	}
 }
 
 void sync__flush(struct sync_engine *e, uint64_t now)
@@ -1466,10 +1574,33 @@ void sync__flush(struct sync_engine *e, uint64_t now)
 	}
 }
 
-void engine__progress(struct sync_engine *e, struct sync_peer *p)
+static void peer_down(struct sync_engine *e, struct sync_peer *p, const char *why, uint64_t for_us)
 {
-	/* The peer answered: whatever waited for the backoff goes now. */
-	if (p->backoff > 0) {
+	tsync_event ev;
+
+	p->up = false;
+	memset(&ev, 0, sizeof(ev));
+	ev.kind = TSYNC_EVENT_PEER_DOWN;
+	ev.controller = p->name;
+	log_warn(e->log, "warn_notify_expired peer %s down: %s for %llu ms", p->name, why,
+	         (unsigned long long)(for_us / 1000u));
+	engine__emit(e, &ev);
+}
+
+void engine__heard(struct sync_engine *e, struct sync_peer *p, bool has_msgs)
+{
+	/* Whether the path to it was broken and works again: it was down, or,
+	 * as a heartbeat peer, silent for longer than a period and a half. */
+	bool back = !p->up || (heartbeats(e, p) && e->now - p->last_heard_us >= e->heartbeat_us * 3u / 2u);
+
+	p->ever_heard = true;
+	p->last_heard_us = e->now;
+	/* Then whatever waited for the backoff goes now, not at our next probe,
+	 * which may be seconds away. An answer is progress too. A heartbeat
+	 * from a peer heard all along is not: it may be refusing to acknowledge
+	 * (its journal is full), and resending to it each period would be a
+	 * flood. */
+	if (p->backoff > 0 && (has_msgs || back || !heartbeats(e, p))) {
 		p->backoff = 0;
 		engine__want(e, p, FLUSH_OVERDUE);
 	}
@@ -1482,17 +1613,17 @@ void engine__progress(struct sync_engine *e, struct sync_peer *p)
 		log_info(e->log, "peer %s up (boot %llu)", p->name, (unsigned long long)p->boot);
 		engine__emit(e, &ev);
 	}
+	if (back && heartbeats(e, p)) {
+		/* It may have held things back for us too: answer at once. */
+		p->greet = true;
+		engine__want(e, p, FLUSH_NEW);
+	}
 }
 
-void sync__timer(struct sync_engine *e, uint32_t peer, uint64_t now)
+static void retransmit(struct sync_engine *e, struct sync_peer *p)
 {
-	struct sync_peer *p;
-	uint64_t d;
+	uint64_t now = e->now, d;
 
-	if (peer >= e->n_peers)
-		return;
-	p = &e->peers[peer];
-	e->now = now;
 	p->timer_at = 0;
 	if (!engine__pending(e, p)) {
 		p->backoff = 0;
@@ -1510,27 +1641,43 @@ void sync__timer(struct sync_engine *e, uint32_t peer, uint64_t now)
 		p->backoff++;
 
 	if (p->up && p->oldest_pending_us && now - p->oldest_pending_us >= e->site->down_after_ms * 1000ull &&
-	    now - p->last_heard_us >= e->site->down_after_ms * 1000ull) {
-		tsync_event ev;
-		p->up = false;
-		memset(&ev, 0, sizeof(ev));
-		ev.kind = TSYNC_EVENT_PEER_DOWN;
-		ev.controller = p->name;
-		log_warn(e->log, "warn_notify_expired peer %s down: no answer for %llu ms", p->name,
-		         (unsigned long long)((now - p->oldest_pending_us) / 1000u));
-		engine__emit(e, &ev);
-	}
+	    now - p->last_heard_us >= e->site->down_after_ms * 1000ull)
+		peer_down(e, p, "no answer", now - p->oldest_pending_us);
 	if (engine__pending(e, p)) {
 		/* Jitter keeps controllers that lost the same peer from probing
 		 * in lockstep. */
 		d = rtt__timeout(&p->rtt, p->backoff);
 		d += prng__next(&e->prng) % (d / 8 + 1);
 		p->timer_at = now + d;
-		e->ops.arm(e->ops.ctx, peer, d);
-	} else if (p->timer_at) {
+	} else {
 		p->timer_at = 0;
-		e->ops.arm(e->ops.ctx, peer, UINT64_MAX);
 	}
+}
+
+void sync__timer(struct sync_engine *e, uint32_t peer, uint64_t now)
+{
+	struct sync_peer *p;
+
+	if (peer >= e->n_peers)
+		return;
+	p = &e->peers[peer];
+	e->now = now;
+	p->armed_at = 0;
+	p->timing = true;
+	if (p->timer_at && now + SYNC_TIMER_SLACK_US >= p->timer_at)
+		retransmit(e, p);
+	if (heartbeats(e, p)) {
+		/* Within an eighth of a short period, so that early is never a
+		 * heartbeat or a silence of its own. */
+		uint64_t slack =
+		    e->heartbeat_us / 8 < SYNC_TIMER_SLACK_US ? e->heartbeat_us / 8 : SYNC_TIMER_SLACK_US;
+		if (p->up && now + slack >= p->last_heard_us + e->silent_us)
+			peer_down(e, p, "nothing heard", now - p->last_heard_us);
+		if (now + slack >= p->last_sent_us + e->heartbeat_us)
+			send_heartbeats(e, p);
+	}
+	p->timing = false;
+	peer_arm(e, p);
 }
 
 void sync__input(struct sync_engine *e, int addr_peer, const void *buf, size_t len, uint64_t now)

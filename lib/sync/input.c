@@ -611,9 +611,7 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		}
 		p->rx_seq_to_echo = dg.env.seq;
 	}
-	p->ever_heard = true;
-	p->last_heard_us = e->now;
-	engine__progress(e, p);
+	engine__heard(e, p, dg.n_msgs > 0);
 
 	for (size_t i = 0; i < dg.n_msgs; i++) {
 		const struct wire_msg *m = &dg.msgs[i];

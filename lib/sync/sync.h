@@ -35,6 +35,14 @@
  *  - One retransmission timer per peer, RFC 6298 estimator, exponential
  *    backoff capped at retry_max_ms; a peer that does not answer gets one
  *    datagram per backoff period.
+ *  - Peers that share things send each other a heartbeat (an empty
+ *    datagram) when nothing else went to the other for heartbeat_ms, and
+ *    one heard from for two and a half periods is down. A peer heard again
+ *    after such a silence gets what waited for the backoff at once, and a
+ *    heartbeat back, so a healed partition converges in a round trip after
+ *    the first datagram crosses it, not after the longest backoff.
+ *    The same per-peer timer carries the retransmission, the heartbeat and
+ *    the silence deadline.
  * SPDX-License-Identifier: MIT
  */
 #ifndef TSYNC_SYNC_H
@@ -53,6 +61,9 @@
 #define SYNC_DEDUP_BITS 1024 /* >= max_outstanding (site.conf caps it at 1024) */
 #define SYNC_SENT_RING  32   /* datagrams remembered for round-trip samples */
 #define SYNC_BURST_MAX  256  /* datagrams one flush may send to a live peer */
+/* A timer that fires this much before a deadline counts it as due: libevent
+ * may measure time with the coarse clock, a few milliseconds behind ours. */
+#define SYNC_TIMER_SLACK_US 5000
 
 /* --- rtt.c: RFC 6298 retransmission timeout ------------------------------- */
 struct rtt {
@@ -273,7 +284,9 @@ struct sync_peer {
 
 	struct rtt rtt;
 	unsigned backoff;
-	uint64_t timer_at; /* 0: disarmed */
+	uint64_t timer_at; /* the retransmission deadline (0: none) */
+	uint64_t armed_at; /* when the environment's timer fires (0: disarmed) */
+	bool timing;       /* sync__timer() runs for it: it arms once at the end */
 	uint8_t flush;     /* FLUSH_*: what the next sync__flush() sends */
 	bool queued;       /* on the engine's flush list */
 	uint64_t next_setreq_id;
@@ -282,6 +295,9 @@ struct sync_peer {
 	uint64_t last_heard_us;
 	uint64_t oldest_pending_us; /* when the oldest unanswered message was first sent */
 	uint64_t last_hello_us;
+	bool heartbeat;        /* shares things with me: each tells the other it is alive */
+	bool greet;            /* heard after a silence: the next flush answers it at least */
+	uint64_t last_sent_us; /* the last datagram to it (or when I started) */
 
 	tsync_peer_stats st;
 };
@@ -337,8 +353,10 @@ struct sync_engine {
 	uint64_t rejected_unknown[TSYNC_REJ_COUNT];
 	bool durable; /* windows and requests go to the store (sync__set_durable) */
 	bool persist_dirty;
-	unsigned in_callback; /* depth, to defer frees while user code runs */
-	uint64_t now;         /* the time of the call being processed */
+	unsigned in_callback;  /* depth, to defer frees while user code runs */
+	uint64_t now;          /* the time of the call being processed */
+	uint64_t heartbeat_us; /* site heartbeat_ms (0: off) */
+	uint64_t silent_us;    /* a heartbeat peer heard from for this long is down */
 };
 
 int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const struct sync_ops *ops,
@@ -354,7 +372,8 @@ void sync__start(struct sync_engine *e, uint64_t now);
 /* A datagram arrived. `addr_peer` is the peer whose configured address it
  * came from, or -1. */
 void sync__input(struct sync_engine *e, int addr_peer, const void *buf, size_t len, uint64_t now);
-/* The peer's timer expired. */
+/* The peer's timer expired: it retransmits, sends heartbeats, or finds
+ * the peer down, whichever is due. */
 void sync__timer(struct sync_engine *e, uint32_t peer, uint64_t now);
 /* Sends what became pending since the last flush. */
 void sync__flush(struct sync_engine *e, uint64_t now);
@@ -405,7 +424,9 @@ void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_l
                         size_t max_datagrams);
 void engine__send_hello(struct sync_engine *e, struct sync_peer *p, uint64_t to_boot, uint64_t re);
 bool engine__pending(struct sync_engine *e, struct sync_peer *p);
-void engine__progress(struct sync_engine *e, struct sync_peer *p);
+/* A valid datagram from p, addressed to this boot; `has_msgs`: it carried
+ * messages (an empty one is a heartbeat or a hello). */
+void engine__heard(struct sync_engine *e, struct sync_peer *p, bool has_msgs);
 int engine__queue_req(struct sync_engine *e, struct sync_peer *p, struct outreq *r);
 void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t id, int status,
                           const char *res);

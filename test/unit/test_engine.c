@@ -47,6 +47,15 @@ struct simnode {
 	uint64_t last_ver[64];
 	uint64_t last_boot[64];
 	bool ver_went_back;
+	/* liveness: per controller, as this node reported it */
+	bool cut; /* partitioned: what it sends and what is sent to it is lost */
+	int downs[MAXN], ups[MAXN];
+	uint64_t down_at[MAXN]; /* when it last reported that controller down */
+	uint64_t timer_calls;   /* its timers that fired: its wake-ups while idle */
+	/* It dies (without committing) right after the datagram whose act,
+	 * a command or a pulse, it just ran: a crash between the act and the
+	 * commit that precedes the answers. */
+	bool crash_after_act, crash_now;
 };
 
 struct sim {
@@ -66,7 +75,8 @@ struct sim {
 
 static char tmpdir[256];
 
-static char *write_site(const char *body, bool with_key)
+/* `timers`: the [site] keys after the name, or NULL for the usual ones. */
+static char *write_site(const char *timers, const char *body, bool with_key)
 {
 	static char path[512];
 	char keypath[512];
@@ -75,7 +85,8 @@ static char *write_site(const char *body, bool with_key)
 	snprintf(path, sizeof(path), "%s/site-%d.conf", tmpdir, rand());
 	f = fopen(path, "w");
 	assert_non_null(f);
-	fprintf(f, "[site]\nname = test\nretry_min_ms = 20\nretry_initial_ms = 100\nretry_max_ms = 2000\n");
+	fprintf(f, "[site]\nname = test\n%s",
+	        timers ? timers : "retry_min_ms = 20\nretry_initial_ms = 100\nretry_max_ms = 2000\n");
 	if (with_key) {
 		snprintf(keypath, sizeof(keypath), "%s/key-%d", tmpdir, rand());
 		assert_int_equal(tsync_key_generate(keypath), 0);
@@ -171,9 +182,18 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 			sn->ver_went_back = true;
 		sn->last_ver[t] = st.version;
 		sn->last_boot[t] = st.owner_boot;
+	} else if (ev->kind == TSYNC_EVENT_PEER_DOWN || ev->kind == TSYNC_EVENT_PEER_UP) {
+		assert_int_equal(name_index__get(&sn->sim->site->controller_ix, ev->controller, &t), 0);
+		if (ev->kind == TSYNC_EVENT_PEER_UP) {
+			sn->ups[t]++;
+		} else {
+			sn->downs[t]++;
+			sn->down_at[t] = sn->sim->now;
+		}
 	} else if (ev->kind == TSYNC_EVENT_PULSE) {
 		assert_int_equal(name_index__get(&sn->sim->site->thing_ix, ev->thing, &t), 0);
 		sn->pulses[t]++;
+		sn->crash_now |= sn->crash_after_act;
 	}
 }
 
@@ -425,14 +445,14 @@ static void node_stop(struct sim *s, uint32_t ctrl)
 	s->n[ctrl].want_flush = false;
 }
 
-static struct sim *sim_new(const char *body, bool key, uint64_t seed)
+static struct sim *sim_new_timers(const char *timers, const char *body, bool key, uint64_t seed)
 {
 	struct sim *s = calloc(1, sizeof(*s));
 	char *errors = NULL;
 	int r;
 
 	assert_non_null(s);
-	r = tsync_site_load(write_site(body, key), &s->site, &errors);
+	r = tsync_site_load(write_site(timers, body, key), &s->site, &errors);
 	if (r < 0)
 		fail_msg("site: %s", errors ? errors : "?");
 	s->count = s->site->n_controllers;
@@ -442,6 +462,11 @@ static struct sim *sim_new(const char *body, bool key, uint64_t seed)
 	for (uint32_t i = 0; i < s->count; i++)
 		node_start(s, i);
 	return s;
+}
+
+static struct sim *sim_new(const char *body, bool key, uint64_t seed)
+{
+	return sim_new_timers(NULL, body, key, seed);
 }
 
 static void sim_free(struct sim *s)
@@ -497,13 +522,18 @@ static void sim_run(struct sim *s, uint64_t until)
 		if (kind == 1) {
 			struct packet *p = s->q;
 			s->q = p->next;
-			if (s->n[p->to].alive) {
+			if (s->n[p->to].alive && !s->n[p->to].cut && !s->n[p->from].cut) {
 				struct sync_engine *e = s->n[p->to].e;
 				sync__input(e, e->plan->peer_of_ctrl[p->from], p->data, p->len, s->now);
+				if (s->n[p->to].crash_now) {
+					s->n[p->to].crash_now = s->n[p->to].crash_after_act = false;
+					node_stop(s, p->to);
+				}
 			}
 			free(p);
 		} else {
 			s->n[who].timer_at[peer] = 0;
+			s->n[who].timer_calls++;
 			sync__timer(s->n[who].e, peer, s->now);
 		}
 	}
@@ -750,13 +780,14 @@ static void test_dead_peer_backoff_and_coalescing(void **state)
 {
 	struct sim *s = sim_new(SITE3, true, 7);
 	struct sync_peer *toB;
-	uint64_t before;
+	uint64_t before, before_probes, probes;
 	tsync_value v;
 
 	assert_true(sim_settle(s, 5000000));
 	node_stop(s, 1); /* B loses power */
 	toB = &s->n[0].e->peers[s->n[0].e->plan->peer_of_ctrl[1]];
 	before = toB->st.datagrams_sent;
+	before_probes = toB->st.retransmits;
 	/* Many changes for B while it is down. */
 	for (int i = 0; i < 50; i++) {
 		v = tsync_float(i);
@@ -769,9 +800,12 @@ static void test_dead_peer_backoff_and_coalescing(void **state)
 	}
 	sim_run(s, s->now + 60000000); /* a minute */
 	/* Backoff 100ms doubling to the 2 s ceiling: about 30 probes in a
-	 * minute, not one per change or per thing. */
-	assert_true(toB->st.datagrams_sent - before < 45);
-	assert_true(toB->st.datagrams_sent - before > 20);
+	 * minute, not one per change or per thing; besides them, at most the
+	 * empty heartbeat of each 2 s period (the default heartbeat_ms). */
+	probes = toB->st.retransmits - before_probes;
+	assert_true(probes < 45);
+	assert_true(probes > 20);
+	assert_true(toB->st.datagrams_sent - before <= probes + 60500 / SITE_DEFAULT_HEARTBEAT_MS + 2);
 	assert_int_equal(rtt__timeout(&toB->rtt, toB->backoff), 2000000);
 	assert_false(toB->up);
 
@@ -1388,6 +1422,215 @@ static void test_commit_hook_backpressure(void **state)
 	sim_free(s);
 }
 
+/* --- liveness: heartbeats and the way back from a partition ----------------- */
+
+#define HB_MS 500
+#define HB_US (HB_MS * 1000ull)
+/* A backoff ceiling far above the heartbeat, as on a site tuned to spare a
+ * dead peer's link: liveness and the heal must not depend on it. */
+static const char HB_TIMERS[] = "retry_min_ms = 20\nretry_initial_ms = 100\nretry_max_ms = 10000\n"
+                                "heartbeat_ms = 500\n";
+
+static uint32_t peer_ix(struct sim *s, uint32_t at, uint32_t of)
+{
+	return (uint32_t)s->n[at].e->plan->peer_of_ctrl[of];
+}
+
+static struct sync_peer *peer_of(struct sim *s, uint32_t at, uint32_t of)
+{
+	return &s->n[at].e->peers[peer_ix(s, at, of)];
+}
+
+/* A controller that dies with nothing pending to it (kill -9: no goodbye,
+ * no traffic) is shown down by every peer within about two heartbeats,
+ * never before one; controllers that live are never shown down. */
+static void test_heartbeat_shows_dead_peer_down(void **state)
+{
+	struct sim *s = sim_new_timers(HB_TIMERS, SITE3, true, 21);
+	tsync_peer_stats st;
+	uint64_t t_kill;
+
+	assert_true(sim_settle(s, 5000000));
+	sim_run(s, s->now + 100 * HB_US); /* idle: only heartbeats */
+	for (uint32_t i = 0; i < s->count; i++)
+		for (uint32_t c = 0; c < s->count; c++) {
+			assert_int_equal(s->n[i].downs[c], 0);
+			if (c != i)
+				assert_true(peer_of(s, i, c)->up);
+		}
+	assert_true(sim_settled(s));
+	node_stop(s, 1);
+	t_kill = s->now;
+	sim_run(s, t_kill + 10 * HB_US);
+	for (uint32_t i = 0; i < s->count; i += 2) {
+		assert_int_equal(s->n[i].downs[1], 1);
+		assert_true(s->n[i].down_at[1] >= t_kill + HB_US);
+		assert_true(s->n[i].down_at[1] <= t_kill + 3 * HB_US);
+		/* What GET /peers and thingsctl peers show. */
+		assert_int_equal(sync__peer_stats(s->n[i].e, peer_ix(s, i, 1), s->now, &st), 0);
+		assert_false(st.up);
+		assert_true(st.last_heard_ms >= 9 * HB_MS);
+	}
+	assert_int_equal(s->n[0].downs[2], 0);
+	assert_int_equal(s->n[2].downs[0], 0);
+	assert_true(peer_of(s, 0, 2)->up);
+
+	/* It comes back: up again as soon as it is heard. */
+	node_start(s, 1);
+	assert_true(sim_settle(s, 1000000));
+	assert_true(peer_of(s, 0, 1)->up);
+	assert_true(peer_of(s, 2, 1)->up);
+	assert_int_equal(s->n[0].ups[1], 2);
+	sim_free(s);
+}
+
+/* While idle, a heartbeat costs each peer one small datagram per period,
+ * and a node wakes once per period for all its peers; while real traffic
+ * flows it costs nothing. */
+static void test_heartbeat_cost(void **state)
+{
+	struct sim *s = sim_new_timers(HB_TIMERS, SITE3, true, 22);
+	uint64_t sent[MAXN][MAXN], bytes[MAXN][MAXN], wakes[MAXN], changes = 0;
+	struct sync_peer *aB, *bA;
+	uint64_t a_to_b, b_to_a;
+	tsync_value v;
+
+	assert_true(sim_settle(s, 5000000));
+	sim_run(s, s->now + 10 * HB_US);
+	for (uint32_t i = 0; i < s->count; i++) {
+		wakes[i] = s->n[i].timer_calls;
+		for (uint32_t k = 0; k < s->n[i].e->n_peers; k++) {
+			sent[i][k] = s->n[i].e->peers[k].st.datagrams_sent;
+			bytes[i][k] = s->n[i].e->peers[k].st.bytes_sent;
+		}
+	}
+	sim_run(s, s->now + 100 * HB_US);
+	for (uint32_t i = 0; i < s->count; i++) {
+		for (uint32_t k = 0; k < s->n[i].e->n_peers; k++) {
+			uint64_t n = s->n[i].e->peers[k].st.datagrams_sent - sent[i][k];
+			uint64_t b = s->n[i].e->peers[k].st.bytes_sent - bytes[i][k];
+			assert_true(n >= 99 && n <= 101);
+			/* An envelope and its tag: no messages. */
+			assert_true(b / n <= 160);
+		}
+		assert_true(s->n[i].timer_calls - wakes[i] <= 101);
+	}
+
+	/* Changes every quarter period from A to B: what goes each way is the
+	 * changes and their acknowledgements, never a heartbeat on top. */
+	aB = peer_of(s, 0, 1);
+	bA = peer_of(s, 1, 0);
+	a_to_b = aB->st.datagrams_sent;
+	b_to_a = bA->st.datagrams_sent;
+	for (int i = 0; i < 80; i++) {
+		v = tsync_float(i);
+		assert_int_equal(sync__set(s->n[0].e, "temp", &v, s->now), 0);
+		changes++;
+		sim_run(s, s->now + HB_US / 4);
+	}
+	assert_true(aB->st.datagrams_sent - a_to_b <= changes + 1);
+	assert_true(bA->st.datagrams_sent - b_to_a <= changes + 1);
+	assert_int_equal(aB->st.retransmits + bA->st.retransmits, 0);
+	sim_free(s);
+}
+
+/* heartbeat_ms = 0: a settled site sends nothing and arms no timer. */
+static void test_heartbeat_off_is_silent(void **state)
+{
+	struct sim *s = sim_new_timers("retry_min_ms = 20\nretry_initial_ms = 100\nretry_max_ms = 2000\n"
+	                               "heartbeat_ms = 0\n",
+	                               SITE3, true, 23);
+	uint64_t out[MAXN];
+
+	assert_true(sim_settle(s, 5000000));
+	sim_run(s, s->now + 100000);
+	for (uint32_t i = 0; i < s->count; i++)
+		out[i] = s->n[i].datagrams_out;
+	sim_run(s, s->now + 60000000);
+	for (uint32_t i = 0; i < s->count; i++) {
+		assert_int_equal(s->n[i].datagrams_out, out[i]);
+		for (uint32_t k = 0; k < s->n[i].e->n_peers; k++)
+			assert_int_equal(s->n[i].timer_at[k], 0);
+	}
+	sim_free(s);
+}
+
+/* B is cut off for 30 s while both sides change things: both back off to
+ * seconds. After the heal, the heartbeat bounds the wait for the first
+ * datagram across, and that datagram brings what waited on either side
+ * within one round trip: convergence takes a period and round trips, not
+ * the backoff ceiling (10 s). */
+static void test_partition_heals_within_a_period(void **state)
+{
+	struct sim *s = sim_new_timers(HB_TIMERS, SITE3, true, 24);
+	struct sync_peer *aB, *bA;
+	uint64_t t_heal, t_heard;
+	tsync_value v;
+
+	assert_true(sim_settle(s, 5000000));
+	aB = peer_of(s, 0, 1);
+	bA = peer_of(s, 1, 0);
+	s->n[1].cut = true;
+	for (int i = 0; i < 300; i++) {
+		v = tsync_float(i % 100);
+		assert_int_equal(sync__set(s->n[0].e, "temp", &v, s->now), 0);
+		v = tsync_int(i);
+		assert_int_equal(sync__set(s->n[1].e, "count", &v, s->now), 0);
+		sim_run(s, s->now + 100000);
+	}
+	assert_true(rtt__timeout(&aB->rtt, aB->backoff) >= 5000000);
+	assert_true(rtt__timeout(&bA->rtt, bA->backoff) >= 5000000);
+	assert_false(aB->up);
+	assert_false(bA->up);
+
+	t_heal = s->now;
+	s->n[1].cut = false;
+	while (aB->last_heard_us < t_heal && s->now < t_heal + 3 * HB_US)
+		sim_run(s, s->now + 50);
+	t_heard = aB->last_heard_us;
+	assert_true(t_heard >= t_heal);
+	assert_true(t_heard <= t_heal + HB_US + 2 * LATENCY_US);
+	sim_run(s, t_heard + 2 * LATENCY_US + 50);
+	assert_true(get(s, 1, "temp").u.f == 99.0);
+	assert_int_equal(get(s, 0, "count").u.i, 299);
+	/* C, which B cut off too, within the same bound. */
+	assert_true(sim_settle(s, t_heal + HB_US + 10 * LATENCY_US - s->now));
+	assert_int_equal(get(s, 2, "count").u.i, 299);
+	assert_true(aB->up);
+	assert_true(bA->up);
+	sim_free(s);
+}
+
+/* A peer heard all along that does not acknowledge (its journal is full)
+ * sends heartbeats; they must not reset the backoff, or the owner would
+ * resend to it every period. */
+static void test_heartbeat_keeps_backoff_of_refusing_peer(void **state)
+{
+	struct sim *s = sim_new_timers(HB_TIMERS, SITE3, true, 25);
+	struct journal j = {.full = true};
+	struct sync_peer *aC;
+	tsync_value v = tsync_float(1.0);
+	uint64_t probes;
+
+	assert_true(sim_settle(s, 5000000));
+	sync__set_commit_hook(s->n[2].e, journal_commit, &j);
+	aC = peer_of(s, 0, 2);
+	probes = aC->st.retransmits;
+	assert_int_equal(sync__set(s->n[0].e, "temp", &v, s->now), 0);
+	sim_run(s, s->now + 40 * HB_US);
+	assert_true(aC->up);
+	assert_int_equal(s->n[0].downs[2], 0);
+	/* 20 ms doubling to 10 s: about a dozen probes in 20 s; a reset at
+	 * every heartbeat would make several per period. */
+	probes = aC->st.retransmits - probes;
+	assert_true(probes >= 8);
+	assert_true(probes <= 16);
+	j.full = false;
+	assert_true(sim_settle(s, 15000000));
+	assert_true(get(s, 2, "temp").u.f == 1.0);
+	sim_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1407,6 +1650,11 @@ int main(void)
 	    cmocka_unit_test(test_request_limits),
 	    cmocka_unit_test(test_durable_window_restart),
 	    cmocka_unit_test(test_origin_boot_window),
+	    cmocka_unit_test(test_heartbeat_shows_dead_peer_down),
+	    cmocka_unit_test(test_heartbeat_cost),
+	    cmocka_unit_test(test_heartbeat_off_is_silent),
+	    cmocka_unit_test(test_partition_heals_within_a_period),
+	    cmocka_unit_test(test_heartbeat_keeps_backoff_of_refusing_peer),
 	    cmocka_unit_test(test_failed_pulse_reported),
 	    cmocka_unit_test(test_failed_set_and_cmd_reported),
 	};

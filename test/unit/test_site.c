@@ -270,6 +270,12 @@ static const struct bad_case bad_cases[] = {
      "retry_max_ms (100) is below retry_min_ms (500)", 1},
     {"bad site name", true, "[site]\nname = my villa\n" CONTROLLERS, TSYNC_ESITE, 2,
      "[site]: name 'my villa' must be", 1},
+    {"heartbeat_ms too short", true, "[site]\nname = t\nretry_max_ms = 900\nheartbeat_ms = 5\n" CONTROLLERS,
+     TSYNC_ESITE, 4, "[site]: heartbeat_ms (5) must be 0 (off) or at least 10", 1},
+    {"heartbeat_ms not an integer", true, "[site]\nname = t\nheartbeat_ms = 2s\n" CONTROLLERS, TSYNC_ESITE, 3,
+     "[site]: heartbeat_ms = '2s' is not an integer", 1},
+    {"heartbeat_ms too long", true, "[site]\nname = t\nheartbeat_ms = 4000000\n" CONTROLLERS, TSYNC_ESITE, 3,
+     "heartbeat_ms = 4000000 is out of range 0..3600000", 1},
 
     /* key file (the file itself is absent here) */
     {"missing key file", true, "[site]\nname = t\nkey_file = nokey\n" CONTROLLERS, TSYNC_EKEY, 3,
@@ -300,6 +306,7 @@ static void test_example(void **state)
 	assert_int_equal(tsync_site_controller_count(site), 6);
 	assert_int_equal(tsync_site_thing_count(site), 13);
 	assert_int_equal(site->retry_max_ms, SITE_DEFAULT_RETRY_MAX_MS);
+	assert_int_equal(site->heartbeat_ms, SITE_DEFAULT_HEARTBEAT_MS);
 	assert_int_equal(site->max_datagram, SITE_DEFAULT_MAX_DATAGRAM);
 	assert_int_equal(site->max_string, SITE_DEFAULT_MAX_STRING);
 
@@ -506,6 +513,26 @@ static void test_base_is_valid(void **state)
 	assert_null(errors);
 	assert_int_equal(tsync_site_controller_count(site), 3);
 	assert_int_equal(tsync_site_thing_count(site), 0);
+	tsync_site_free(site);
+	tmp_clean(&t);
+}
+
+/* heartbeat_ms: 0 turns heartbeats off, any other value is the period. */
+static void test_heartbeat_setting(void **state)
+{
+	struct tmp t;
+	tsync_site *site = NULL;
+	char *errors = NULL;
+
+	(void)state;
+	tmp_make(&t);
+	assert_int_equal(load_text(&t, "[site]\nname = t\nheartbeat_ms = 0\n" CONTROLLERS, &site, &errors),
+	                 0);
+	assert_int_equal(site->heartbeat_ms, 0);
+	tsync_site_free(site);
+	assert_int_equal(load_text(&t, "[site]\nname = t\nheartbeat_ms = 10\n" CONTROLLERS, &site, &errors),
+	                 0);
+	assert_int_equal(site->heartbeat_ms, 10);
 	tsync_site_free(site);
 	tmp_clean(&t);
 }
@@ -929,6 +956,7 @@ int main(void)
 	    cmocka_unit_test(test_example),
 	    cmocka_unit_test(test_example_plan),
 	    cmocka_unit_test(test_base_is_valid),
+	    cmocka_unit_test(test_heartbeat_setting),
 	    cmocka_unit_test(test_bad_cases),
 	    cmocka_unit_test(test_many_errors_sorted),
 	    cmocka_unit_test(test_unreadable),

@@ -12,12 +12,16 @@
  *  3. cost per change: datagrams and bytes on the wire per delivered update;
  *  4. footprint: resident memory of an idle node process with 1,000 things,
  *     its wake-ups per second when nothing changes, and the bytes it writes
- *     to disk per 1,000 changes.
+ *     to disk per 1,000 changes;
+ *  5. heartbeat: what liveness costs an idle site of one owner and 10 users
+ *     (each a process), with heartbeat_ms off, at its default and at 500 ms:
+ *     wake-ups per second of the owner and of a user, datagrams and bytes
+ *     per second each way.
  * It prints figures; it does not pass or fail.
  *
  *   thingsync-bench [--rounds N] [--things K] [--users LIST] [--seconds S] [--no-key]
  *                   [--idle-seconds S] [--quick] [--no-latency] [--no-throughput]
- *                   [--no-footprint] [--no-mosquitto]
+ *                   [--no-footprint] [--no-heartbeat] [--no-mosquitto]
  *
  * SPDX-License-Identifier: MIT
  */
@@ -46,6 +50,8 @@
 
 #define MAX_USERS  30
 #define MAX_COUNTS 8
+#define HB_USERS   10 /* the idle site of the heartbeat part: one owner, its users */
+#define HB_RUNS    3  /* heartbeat_ms off, the default, 500 */
 
 uint64_t bench_now_ns(void)
 {
@@ -136,6 +142,12 @@ struct results {
 	long rss_kb, rss_base_kb;
 	double wake_owner, wake_user;
 	long long disk_single, disk_batch;
+	int n_hb;
+	struct hb_figures {
+		const char *label;
+		double wake_owner, wake_user;
+		double dg_out, dg_in, b_out, b_in; /* the owner's, per second */
+	} hb[HB_RUNS];
 };
 
 /* --- 1a: raw UDP ping-pong ---------------------------------------------------- */
@@ -197,7 +209,8 @@ static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt)
 
 static char dir[] = "/tmp/thingsync-bench-XXXXXX";
 
-static char *write_site(const char *tag, int users, int things, bool key, uint16_t *ports)
+/* `extra`: more [site] keys, or NULL. */
+static char *write_site(const char *tag, int users, int things, bool key, const char *extra, uint16_t *ports)
 {
 	static char path[256];
 	char keypath[256];
@@ -214,7 +227,8 @@ static char *write_site(const char *tag, int users, int things, bool key, uint16
 		perror(path);
 		exit(1);
 	}
-	fprintf(f, "[site]\nname = bench\n%s\nmax_outstanding = 64\n", key ? "key_file = site.key" : "");
+	fprintf(f, "[site]\nname = bench\n%s\nmax_outstanding = 64\n%s", key ? "key_file = site.key" : "",
+	        extra ? extra : "");
 	fprintf(f, "[controller OWNER]\nhost = 127.0.0.1\nudp_port = %u\n", ports[0]);
 	for (int u = 1; u <= users; u++)
 		fprintf(f, "[controller USER%d]\nhost = 127.0.0.1\nudp_port = %u\n", u, ports[u]);
@@ -322,7 +336,7 @@ static void wire_totals(tsync_node *n, uint64_t *dgrams, uint64_t *bytes, uint64
 static void thingsync_rtt(struct results *res, size_t rounds, uint64_t *rtt)
 {
 	uint16_t ports[2] = {bench_free_port(SOCK_DGRAM), bench_free_port(SOCK_DGRAM)};
-	const char *site = write_site("rtt", 1, 1, res->key, ports);
+	const char *site = write_site("rtt", 1, 1, res->key, NULL, ports);
 	struct one_way *ow = bench_shared(sizeof(*ow) + rounds * sizeof(uint64_t));
 	pid_t pid;
 	tsync_node *n;
@@ -378,7 +392,7 @@ static void throughput(struct results *res, int slot, int users, int things, dou
 
 	for (int i = 0; i <= users; i++)
 		ports[i] = bench_free_port(SOCK_DGRAM);
-	site = write_site("tput", users, things, res->key, ports);
+	site = write_site("tput", users, things, res->key, NULL, ports);
 	for (int u = 0; u < users; u++)
 		pids[u] = spawn_user(site, u + 1, NULL);
 	n = owner_node(site, NULL);
@@ -523,7 +537,7 @@ static void footprint(struct results *res, double idle_s)
 {
 	const int things = 1000;
 	uint16_t ports[2] = {bench_free_port(SOCK_DGRAM), bench_free_port(SOCK_DGRAM)};
-	const char *site = write_site("idle", 1, things, res->key, ports);
+	const char *site = write_site("idle", 1, things, res->key, NULL, ports);
 	int idle_ms = (int)(idle_s * 1000) + 1500, p[2];
 	struct fp_report rep;
 	long long s0, s1, u0, u1;
@@ -576,6 +590,148 @@ leave:
 	close(p[0]);
 	waitpid(owner, NULL, 0);
 	bench_kill(user);
+}
+
+/* --- 5: heartbeat ------------------------------------------------------------------ */
+
+/* What the owner of the heartbeat part counted over its own idle window. */
+struct hb_report {
+	double seconds;
+	uint64_t dg_out, dg_in, b_out, b_in;
+	int ok;
+};
+
+static void hb_totals(tsync_node *n, struct hb_report *r)
+{
+	memset(r, 0, sizeof(*r));
+	for (size_t p = 0; p < tsync_node_peer_count(n); p++) {
+		tsync_peer_stats st;
+		tsync_node_peer_stats(n, p, &st);
+		r->dg_out += st.datagrams_sent;
+		r->dg_in += st.datagrams_received;
+		r->b_out += st.bytes_sent;
+		r->b_in += st.bytes_received;
+	}
+}
+
+/* The owner: settles, says so, lets the start-up's last datagrams pass
+ * (warm_ms), then counts what it exchanges over idle_ms. */
+static void hb_owner(const char *site, int warm_ms, int idle_ms, int fd) __attribute__((noreturn));
+static void hb_owner(const char *site, int warm_ms, int idle_ms, int fd)
+{
+	struct hb_report a, b;
+	tsync_value v = tsync_int(1);
+	tsync_node *n = owner_node(site, NULL);
+	uint64_t t0, t1;
+
+	memset(&a, 0, sizeof(a));
+	tsync_node_set(n, "t0", &v);
+	if (settle(n, 20000000000ull) < 0 || write(fd, &a, sizeof(a)) != (ssize_t)sizeof(a))
+		_exit(1);
+	tsync_node_run_for(n, warm_ms);
+	hb_totals(n, &a);
+	t0 = bench_now_ns();
+	tsync_node_run_for(n, idle_ms);
+	hb_totals(n, &b);
+	t1 = bench_now_ns();
+	b.seconds = (double)(t1 - t0) / 1e9;
+	b.dg_out -= a.dg_out;
+	b.dg_in -= a.dg_in;
+	b.b_out -= a.b_out;
+	b.b_in -= a.b_in;
+	b.ok = 1;
+	if (write(fd, &b, sizeof(b)) != (ssize_t)sizeof(b))
+		_exit(1);
+	tsync_node_free(n);
+	_exit(0);
+}
+
+/* One idle site: the owner's own counts over idle_ms, a whole number of
+ * heartbeat periods (a window that is not would count one heartbeat more or
+ * less per peer), and the wake-ups (context switches) of the owner and of
+ * one user, seen from outside, inside that window and clear of its ends
+ * (the owner wakes there to read its counters). */
+static int hb_run(struct results *res, const char *label, const char *keys, int idle_ms)
+{
+	struct hb_figures *f = &res->hb[res->n_hb];
+	uint16_t ports[HB_USERS + 1];
+	const int warm_ms = 1500;
+	pid_t users[HB_USERS], owner;
+	struct hb_report rep;
+	long long s0, s1, u0, u1;
+	uint64_t t0, t1;
+	const char *site;
+	char tag[32];
+	int p[2], r = -1;
+
+	for (int i = 0; i <= HB_USERS; i++)
+		ports[i] = bench_free_port(SOCK_DGRAM);
+	snprintf(tag, sizeof(tag), "hb%d", res->n_hb);
+	site = write_site(tag, HB_USERS, 1, res->key, keys, ports);
+	if (pipe(p) < 0) {
+		perror("pipe");
+		exit(1);
+	}
+	for (int u = 0; u < HB_USERS; u++)
+		users[u] = spawn_user(site, u + 1, NULL);
+	owner = fork();
+	if (owner == 0) {
+		close(p[0]);
+		hb_owner(site, warm_ms, idle_ms, p[1]);
+	}
+	close(p[1]);
+	if (read(p[0], &rep, sizeof(rep)) != (ssize_t)sizeof(rep)) {
+		fprintf(stderr, "thingsync-bench: the heartbeat owner did not settle\n");
+		goto leave;
+	}
+	usleep((useconds_t)(warm_ms + 250) * 1000u);
+	s0 = switches(owner);
+	u0 = switches(users[0]);
+	t0 = bench_now_ns();
+	usleep((useconds_t)(idle_ms - 500) * 1000u);
+	s1 = switches(owner);
+	u1 = switches(users[0]);
+	t1 = bench_now_ns();
+	if (read(p[0], &rep, sizeof(rep)) != (ssize_t)sizeof(rep) || !rep.ok) {
+		fprintf(stderr, "thingsync-bench: the heartbeat owner did not finish\n");
+		goto leave;
+	}
+	f->label = label;
+	f->wake_owner = s0 < 0 || s1 < 0 ? -1 : (double)(s1 - s0) / ((double)(t1 - t0) / 1e9);
+	f->wake_user = u0 < 0 || u1 < 0 ? -1 : (double)(u1 - u0) / ((double)(t1 - t0) / 1e9);
+	f->dg_out = (double)rep.dg_out / rep.seconds;
+	f->dg_in = (double)rep.dg_in / rep.seconds;
+	f->b_out = (double)rep.b_out / rep.seconds;
+	f->b_in = (double)rep.b_in / rep.seconds;
+	printf("  %-24s owner %5.2f wake-ups/s, a user %5.2f/s; owner sent %5.2f datagrams/s (%4.0f B/s, "
+	       "%3.0f B each), received %5.2f/s (%4.0f B/s)\n",
+	       label, f->wake_owner, f->wake_user, f->dg_out, f->b_out,
+	       rep.dg_out ? f->b_out / f->dg_out : 0.0, f->dg_in, f->b_in);
+	fflush(stdout);
+	res->n_hb++;
+	r = 0;
+leave:
+	close(p[0]);
+	waitpid(owner, NULL, 0);
+	for (int u = 0; u < HB_USERS; u++)
+		bench_kill(users[u]);
+	return r;
+}
+
+static void heartbeat_cost(struct results *res, double idle_s)
+{
+	/* Whole periods of the default (2 s) and of 500 ms, at least four. */
+	int idle_ms = ((int)(idle_s * 1000) + 1999) / 2000 * 2000;
+
+	if (idle_ms < 8000)
+		idle_ms = 8000;
+	printf("\nheartbeat: an idle site of one owner and %d users (each a process, each sharing a thing "
+	       "with the owner), nothing changing, counted over %.1f s\n",
+	       HB_USERS, idle_ms / 1000.0);
+	fflush(stdout);
+	hb_run(res, "heartbeat_ms = 0 (off)", "heartbeat_ms = 0\n", idle_ms);
+	hb_run(res, "heartbeat_ms default", NULL, idle_ms);
+	hb_run(res, "heartbeat_ms = 500", "heartbeat_ms = 500\n", idle_ms);
 }
 
 /* --- the table ---------------------------------------------------------------------- */
@@ -666,6 +822,15 @@ static void table(const struct results *r, bool have_mq)
 		cell_bytes(a, sizeof(a), r->disk_batch);
 		row("disk per 1000 changes, at once", a, "-", "-", "-", "-");
 	}
+	for (int i = 0; i < r->n_hb; i++) {
+		snprintf(what, sizeof(what), "idle, %d peers, %s", HB_USERS, r->hb[i].label);
+		snprintf(a, sizeof(a), "%.2f wake-ups/s", r->hb[i].wake_owner);
+		row(what, a, "-", "-", "-", "-");
+		snprintf(what, sizeof(what), "  wire, owner, both ways");
+		snprintf(a, sizeof(a), "%.1f dgr / %.0f B/s", r->hb[i].dg_out + r->hb[i].dg_in,
+		         r->hb[i].b_out + r->hb[i].b_in);
+		row(what, a, "-", "-", "-", "-");
+	}
 	printf(
 	    "  (wire: datagrams / bytes per delivered update, both ways, tag included; Mosquitto: -, TCP)\n");
 }
@@ -677,11 +842,12 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "usage: thingsync-bench [--rounds N] [--things K] [--users LIST] [--seconds S] [--no-key]\n"
 	        "                       [--idle-seconds S] [--quick] [--no-latency] [--no-throughput]\n"
-	        "                       [--no-footprint] [--no-mosquitto]\n"
+	        "                       [--no-footprint] [--no-heartbeat] [--no-mosquitto]\n"
 	        "Prints thingsync's round trip next to raw UDP ping-pong of the same size and to\n"
 	        "Mosquitto QoS 1 through a local broker; acknowledged updates/s from one owner to each\n"
 	        "number of users in LIST (default 1,3,10) next to Mosquitto with as many subscribers;\n"
-	        "the wire cost per update; an idle node's memory, wake-ups and disk writes. Then a table.\n");
+	        "the wire cost per update; an idle node's memory, wake-ups and disk writes; what the\n"
+	        "heartbeat costs an idle site of 11 nodes (heartbeat_ms off, default, 500). Then a table.\n");
 }
 
 static int parse_users(const char *s, struct results *r)
@@ -705,7 +871,7 @@ static int parse_users(const char *s, struct results *r)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_NO_LAT = 256, OPT_NO_TPUT, OPT_NO_FOOT, OPT_NO_MQ, OPT_IDLE, OPT_QUICK };
+	enum { OPT_NO_LAT = 256, OPT_NO_TPUT, OPT_NO_FOOT, OPT_NO_HB, OPT_NO_MQ, OPT_IDLE, OPT_QUICK };
 	static const struct option longopts[] = {
 	    {"rounds", required_argument, NULL, 'r'},
 	    {"things", required_argument, NULL, 't'},
@@ -717,6 +883,7 @@ int main(int argc, char **argv)
 	    {"no-latency", no_argument, NULL, OPT_NO_LAT},
 	    {"no-throughput", no_argument, NULL, OPT_NO_TPUT},
 	    {"no-footprint", no_argument, NULL, OPT_NO_FOOT},
+	    {"no-heartbeat", no_argument, NULL, OPT_NO_HB},
 	    {"no-mosquitto", no_argument, NULL, OPT_NO_MQ},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -725,7 +892,7 @@ int main(int argc, char **argv)
 	size_t rounds = 20000;
 	int things = 1000, c;
 	double seconds = 3, idle_s = 5;
-	bool lat = true, tput = true, foot = true, mq = true, have_mq = false;
+	bool lat = true, tput = true, foot = true, hb = true, mq = true, have_mq = false;
 	uint64_t *a, *b;
 #ifdef HAVE_MOSQUITTO
 	struct bench_broker broker = {0};
@@ -769,6 +936,9 @@ int main(int argc, char **argv)
 			break;
 		case OPT_NO_FOOT:
 			foot = false;
+			break;
+		case OPT_NO_HB:
+			hb = false;
 			break;
 		case OPT_NO_MQ:
 			mq = false;
@@ -865,6 +1035,8 @@ int main(int argc, char **argv)
 		fflush(stdout);
 		footprint(&res, idle_s);
 	}
+	if (hb)
+		heartbeat_cost(&res, idle_s);
 
 	table(&res, have_mq);
 

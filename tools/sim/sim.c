@@ -49,6 +49,7 @@ struct opts {
 	uint32_t controllers, things_per, users_per, crashes;
 	double seconds, loss, dup, reorder, rate, pulse_share;
 	uint32_t down_ms, retry_max_ms;
+	int64_t heartbeat_ms; /* -1: the library's default */
 	double timeout;
 	uint64_t seed;
 	bool state, json, keep, verbose;
@@ -259,6 +260,8 @@ static void write_site(struct sim *s)
 	        o->seed);
 	if (o->retry_max_ms)
 		fprintf(f, "retry_max_ms = %" PRIu32 "\n", o->retry_max_ms);
+	if (o->heartbeat_ms >= 0)
+		fprintf(f, "heartbeat_ms = %" PRId64 "\n", o->heartbeat_ms);
 	for (uint32_t c = 0; c < o->controllers; c++)
 		fprintf(f, "\n[controller PI-%03" PRIu32 "]\nhost = 127.0.0.1\nudp_port = %u\n", c, ports[c]);
 	for (uint32_t c = 0; c < o->controllers; c++) {
@@ -897,6 +900,7 @@ static void usage(FILE *f)
 	    "  -r, --rate R                   changes per controller per second (default 2)\n"
 	    "  -p, --pulses F                 share of operations that are pulses (default 0.1)\n"
 	    "  -m, --retry-max-ms MS          the site's retry_max_ms (default: the library's)\n"
+	    "  -H, --heartbeat-ms MS          the site's heartbeat_ms, 0: off (default: the library's)\n"
 	    "  -T, --timeout S                give up converging after S seconds (default 120)\n"
 	    "  -S, --seed N                   seed of the site, workload, crashes and faults\n"
 	    "      --state                    keep each controller's state in LMDB (restarts keep values)\n"
@@ -933,6 +937,7 @@ static void parse(int argc, char **argv, struct opts *o)
 	    {"rate", required_argument, NULL, 'r'},
 	    {"pulses", required_argument, NULL, 'p'},
 	    {"retry-max-ms", required_argument, NULL, 'm'},
+	    {"heartbeat-ms", required_argument, NULL, 'H'},
 	    {"timeout", required_argument, NULL, 'T'},
 	    {"seed", required_argument, NULL, 'S'},
 	    {"state", no_argument, NULL, OPT_STATE},
@@ -957,8 +962,9 @@ static void parse(int argc, char **argv, struct opts *o)
 	o->rate = 2;
 	o->pulse_share = 0.1;
 	o->timeout = 120;
+	o->heartbeat_ms = -1;
 	o->seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
-	while ((c = getopt_long(argc, argv, "n:t:u:s:l:d:o:c:D:r:p:m:T:S:vh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "n:t:u:s:l:d:o:c:D:r:p:m:H:T:S:vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'n':
 			o->controllers = (uint32_t)parse_num("--controllers", optarg, 2, 100000);
@@ -995,6 +1001,9 @@ static void parse(int argc, char **argv, struct opts *o)
 			break;
 		case 'm':
 			o->retry_max_ms = (uint32_t)parse_num("--retry-max-ms", optarg, 1, 3600000);
+			break;
+		case 'H':
+			o->heartbeat_ms = (int64_t)parse_num("--heartbeat-ms", optarg, 0, 3600000);
 			break;
 		case 'T':
 			o->timeout = parse_num("--timeout", optarg, 0.1, 86400);
@@ -1044,6 +1053,8 @@ static void print_command(FILE *f, const struct opts *o)
 	        o->crashes, o->down_ms, o->rate, o->pulse_share, o->state ? " --state" : "", o->seed);
 	if (o->retry_max_ms)
 		fprintf(f, " --retry-max-ms %" PRIu32, o->retry_max_ms);
+	if (o->heartbeat_ms >= 0)
+		fprintf(f, " --heartbeat-ms %" PRId64, o->heartbeat_ms);
 }
 
 int main(int argc, char **argv)

@@ -212,9 +212,10 @@ char *tdh_site_text(struct tdh *t, const char *things)
 
 	text = malloc(cap);
 	assert_non_null(text);
-	len = (size_t)snprintf(text, cap,
-	                       "[site]\nname = tdtest\nkey_file = site.key\nretry_min_ms = 10\n"
-	                       "retry_initial_ms = 50\nretry_max_ms = 400\ndown_after_ms = 1500\n\n");
+	len = (size_t)snprintf(text, cap, "[site]\nname = tdtest\nkey_file = site.key\n%s\n",
+	                       t->site_keys ? t->site_keys
+	                                    : "retry_min_ms = 10\nretry_initial_ms = 50\nretry_max_ms = 400\n"
+	                                      "down_after_ms = 1500\n");
 	for (int i = 0; i < t->n; i++)
 		len += (size_t)snprintf(
 		    text + len, cap - len,

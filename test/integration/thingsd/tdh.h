@@ -35,6 +35,9 @@ struct tdh {
 	struct tdh_ctrl c[TDH_MAX];
 	/* The site.conf text after the controllers, with @DIR@ replaced. */
 	const char *things;
+	/* The [site] keys after name and key_file; NULL: short retry timers
+	 * that keep the tests quick (see tdh_site_text()). */
+	const char *site_keys;
 	const char *roles[TDH_MAX];
 };
 
