@@ -361,6 +361,13 @@ static int op_commit(void *ctx)
 	return commit_now(ctx);
 }
 
+static int op_commit_unsynced(void *ctx)
+{
+	struct tsync_node *n = ctx;
+
+	return n->store ? store__commit_unsynced(n->store) : 0;
+}
+
 static void commit_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tsync_node *n = arg;
@@ -576,6 +583,7 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	    .want_flush = op_want_flush,
 	    .persist = op_persist,
 	    .commit = op_commit,
+	    .commit_unsynced = op_commit_unsynced,
 	    .commit_later = op_commit_later,
 	    .rejected = op_rejected,
 	    .persist_window = op_persist_window,

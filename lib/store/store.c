@@ -82,6 +82,9 @@ struct store {
 	struct staged_op *ops;
 	size_t nops, ops_cap;
 	uint64_t written_bytes, written_commits;
+	/* A commit left its meta page unsynced (store__commit_unsynced): the
+	 * next store__commit() syncs, staged or not. */
+	bool unsynced;
 	const struct logger *log;
 	char *dir;
 	struct env_claim claim; /* its directory, held while open */
@@ -321,8 +324,10 @@ void store__abandon(struct store *s)
 {
 	if (!s)
 		return;
-	/* What is staged was never durable: a crash loses it, and so do we. */
+	/* What is staged was never durable: a crash loses it, and so do we.
+	 * An unsynced meta page stays as a crash leaves it: in the cache. */
 	clear_staged(s);
+	s->unsynced = false;
 	store__close(s);
 }
 
@@ -531,8 +536,18 @@ int store__commit(struct store *s)
 
 	if (!s)
 		return -EINVAL;
-	if (s->nstaged == 0 && s->nops == 0)
+	if (s->nstaged == 0 && s->nops == 0) {
+		if (!s->unsynced)
+			return 0;
+		rc = mdb_env_sync(s->env, 1);
+		if (rc != 0) {
+			log_error(s->log, "store: %s: mdb_env_sync: %s", s->dir, mdb_strerror(rc));
+			return env__error(rc);
+		}
+		s->unsynced = false;
+		s->written_commits++;
 		return 0;
+	}
 	for (;;) {
 		written = 0;
 		rc = commit_once(s, &rec, &what, &written);
@@ -558,13 +573,38 @@ int store__commit(struct store *s)
 	}
 	s->written_bytes += written;
 	s->written_commits++;
+	s->unsynced = false;
 	clear_staged(s);
 	return 0;
 }
 
+int store__commit_unsynced(struct store *s)
+{
+	bool was = s ? s->unsynced : false;
+	int r, rc;
+
+	if (!s)
+		return -EINVAL;
+	if (s->nstaged == 0 && s->nops == 0)
+		return 0;
+	/* LMDB still syncs the data pages first, so the store stays whole
+	 * whatever a power cut interrupts; only this transaction's meta page
+	 * waits in the page cache, where a crash of the process cannot take
+	 * it back. */
+	rc = mdb_env_set_flags(s->env, MDB_NOMETASYNC, 1);
+	if (rc != 0) {
+		log_error(s->log, "store: %s: mdb_env_set_flags: %s", s->dir, mdb_strerror(rc));
+		return env__error(rc);
+	}
+	r = store__commit(s);
+	mdb_env_set_flags(s->env, MDB_NOMETASYNC, 0);
+	s->unsynced = r == 0 ? true : was;
+	return r;
+}
+
 bool store__dirty(const struct store *s)
 {
-	return s && (s->nstaged > 0 || s->nops > 0);
+	return s && (s->nstaged > 0 || s->nops > 0 || s->unsynced);
 }
 
 void store__written(const struct store *s, uint64_t *bytes, uint64_t *commits)

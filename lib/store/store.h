@@ -64,7 +64,18 @@ int store__stage_value(struct store *s, const char *thing, uint64_t version, uin
  */
 int store__commit(struct store *s);
 
-/* Whether anything is staged and not yet committed. */
+/*
+ * Commits like store__commit(), but without syncing the transaction's meta
+ * page: what it wrote survives a crash of the process at once, and a power
+ * cut only once the next store__commit() has returned (that one syncs even
+ * with nothing staged). The point before an act that cannot be undone: it
+ * costs one fsync instead of two, and leaves no window in which a killed
+ * process has committed but not acted. 0, -ENOMEM or TSYNC_ESTORE.
+ */
+int store__commit_unsynced(struct store *s);
+
+/* Whether anything is staged and not yet committed, or committed and not
+ * yet synced. */
 bool store__dirty(const struct store *s);
 
 /*

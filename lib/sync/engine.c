@@ -561,22 +561,62 @@ static int queue_pulse(struct sync_engine *e, struct sync_peer *p, uint32_t t, c
 	return engine__queue_req(e, p, r);
 }
 
+/* Takes a relay back from p's queue before it was ever sent: the pulse it
+ * relays did not happen. */
+static void req_withdraw(struct sync_engine *e, struct sync_peer *p, uint64_t id);
+
 /* The owner acts on a pulse once and passes it on to every user. The act
  * comes first: a pulse whose output could not be moved did not happen, so
- * the users are not told of it and the requester learns it failed. */
-int engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by)
+ * the users are not told of it and the requester learns it failed. With a
+ * store, the relays are queued (staged) before the act, and everything
+ * staged, the requester's window mark included, is committed before it:
+ * a crash during or after the act then finds the pulse marked done and its
+ * relays kept, so it is neither acted on again nor lost to the users. */
+int engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by,
+                      struct sync_peer *from, struct dedup_win *w)
 {
 	struct thing_rt *rt = &e->things[t];
+	uint64_t *relays = NULL;
 	tsync_event ev;
+	int r = 0;
 
-	if (e->pulse_hook) {
-		int r = e->pulse_hook(e->pulse_userdata, e->node, e->site->things[t].name, v, ms, by);
+	if (rt->n_users && !(relays = calloc(rt->n_users, sizeof(*relays))))
+		return -ENOMEM;
+	for (uint32_t u = 0; u < rt->n_users; u++) {
+		struct sync_peer *up = &e->peers[rt->users[u].peer];
+		uint64_t id = up->next_id;
+		int q = queue_pulse(e, up, t, v, ms, NULL, NULL);
+		if (q < 0)
+			log_warn(e->log, "warn_retry pulse of %s to %s not queued: %s",
+			         e->site->things[t].name, up->name, tsync_strerror(q));
+		else
+			relays[u] = id;
+	}
+	r = engine__act_point(e, from, w);
+	if (r == 0 && e->pulse_hook) {
+		r = e->pulse_hook(e->pulse_userdata, e->node, e->site->things[t].name, v, ms, by);
 		if (r < 0) {
 			log_error(e->log, SYNC_ERR_WRITE " pulse of %s by %s failed: %s",
 			          e->site->things[t].name, by, tsync_strerror(r));
-			return TSYNC_EWRITE;
+			r = TSYNC_EWRITE;
 		}
 	}
+	if (r < 0) {
+		for (uint32_t u = 0; u < rt->n_users; u++)
+			if (relays[u])
+				req_withdraw(e, &e->peers[rt->users[u].peer], relays[u]);
+		/* The relays were kept before the act: they go from the store
+		 * at once, or a restart would tell the users of a pulse that
+		 * did not happen. */
+		if (r == TSYNC_EWRITE && engine__act_point(e, NULL, NULL) < 0)
+			log_error(e->log,
+			          "the withdrawn relays of a pulse of %s are still kept: a restart "
+			          "sends them",
+			          e->site->things[t].name);
+		free(relays);
+		return r;
+	}
+	free(relays);
 	memset(&ev, 0, sizeof(ev));
 	ev.kind = TSYNC_EVENT_PULSE;
 	ev.thing = e->site->things[t].name;
@@ -584,12 +624,6 @@ int engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, u
 	ev.pulse_ms = ms;
 	ev.controller = by;
 	engine__emit(e, &ev);
-	for (uint32_t u = 0; u < rt->n_users; u++) {
-		int r = queue_pulse(e, &e->peers[rt->users[u].peer], t, v, ms, NULL, NULL);
-		if (r < 0)
-			log_warn(e->log, "warn_retry pulse of %s to %s not queued: %s", ev.thing,
-			         e->peers[rt->users[u].peer].name, tsync_strerror(r));
-	}
 	return 0;
 }
 
@@ -633,7 +667,7 @@ int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, 
 	if (!ms)
 		ms = th->pulse_ms;
 	if (e->things[t].role == THING_OWNED) {
-		r = engine__pulse_act(e, t, &c, ms, e->site->controllers[e->me].name);
+		r = engine__pulse_act(e, t, &c, ms, e->site->controllers[e->me].name, NULL, NULL);
 		if (r < 0)
 			return r;
 		if (done)
@@ -736,6 +770,25 @@ static void req_forget(struct sync_engine *e, struct sync_peer *p, const struct 
 		e->ops.commit_later(e->ops.ctx, e->site->state_commit_ms);
 	else
 		e->persist_dirty = true;
+}
+
+static void req_withdraw(struct sync_engine *e, struct sync_peer *p, uint64_t id)
+{
+	struct outreq **pp = &p->reqs, *r;
+
+	while ((r = *pp) && r->id != id)
+		pp = &r->next;
+	if (!r)
+		return;
+	*pp = r->next;
+	if (p->reqs_tail == &r->next)
+		p->reqs_tail = pp;
+	p->n_reqs--;
+	/* The newest id goes back, so the ids on the wire stay dense. */
+	if (p->next_id == id + 1)
+		p->next_id = id;
+	req_forget(e, p, r);
+	outreq_free(r);
 }
 
 void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t id, int status,
@@ -927,13 +980,28 @@ void engine__window_done(struct sync_engine *e, struct sync_peer *p, struct dedu
 {
 	bool had = dedup__answer(&w->d, id) != NULL;
 
-	dedup__mark(&w->d, id);
-	w->dirty = true;
+	/* Usually marked before the act already (engine__act_point): the
+	 * window is then written again only if the answer is worth keeping. */
+	if (dedup__check(&w->d, id) == DEDUP_NEW) {
+		dedup__mark(&w->d, id);
+		w->dirty = true;
+	}
 	if (dedup__remember(&w->d, id, err, res) < 0)
 		log_error(e->log, "out of memory remembering the answer to %s's request %llu", p->name,
 		          (unsigned long long)id);
-	if (e->durable && e->ops.persist_answer && (err || res || had))
+	if (e->durable && e->ops.persist_answer && (err || res || had)) {
 		e->ops.persist_answer(e->ops.ctx, p->name, w->ob, id, err, res);
+		e->persist_dirty = true;
+	}
+}
+
+static void window_stage(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w)
+{
+	w->dirty = false;
+	if (!e->durable || !e->ops.persist_window)
+		return;
+	e->ops.persist_window(e->ops.ctx, p->name, w->ob, &w->d);
+	e->persist_dirty = true;
 }
 
 /* Stages every window changed since the last commit: the commit that
@@ -944,14 +1012,30 @@ static void windows_stage(struct sync_engine *e)
 	for (size_t i = 0; i < e->n_peers; i++)
 		for (size_t k = 0; k < SYNC_DEDUP_BOOTS; k++) {
 			struct dedup_win *w = &e->peers[i].wins[k];
-			if (!w->ob || !w->dirty)
-				continue;
-			w->dirty = false;
-			if (!e->durable || !e->ops.persist_window)
-				continue;
-			e->ops.persist_window(e->ops.ctx, e->peers[i].name, w->ob, &w->d);
-			e->persist_dirty = true;
+			if (w->ob && w->dirty)
+				window_stage(e, &e->peers[i], w);
 		}
+}
+
+int engine__act_point(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w)
+{
+	int r;
+
+	if (!e->durable)
+		return 0;
+	if (w && w->dirty)
+		window_stage(e, p, w);
+	if (!e->persist_dirty || !e->ops.commit)
+		return 0;
+	r = e->ops.commit_unsynced ? e->ops.commit_unsynced(e->ops.ctx) : e->ops.commit(e->ops.ctx);
+	if (r < 0) {
+		log_error(e->log, "state commit failed before an act: %s; not acted on, the sender retries",
+		          tsync_strerror(r));
+		return r;
+	}
+	/* The answers wait for the sync (sync__flush commits first). */
+	e->persist_dirty = e->ops.commit_unsynced != NULL;
+	return 0;
 }
 
 void sync__set_durable(struct sync_engine *e, bool durable)

@@ -238,6 +238,19 @@ static struct dedup_win *request_window(struct sync_engine *e, struct sync_peer 
 	return w;
 }
 
+/* The request just marked in w could not be made durable before its act:
+ * it did not act, so it is not marked and not answered (its answer, the
+ * newest, is dropped), and the sender's repeat is a new request. */
+static void unwind_request(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id)
+{
+	if (w) {
+		dedup__unmark(&w->d, id);
+		w->dirty = true;
+	}
+	if (p->n_answers)
+		engine__answer_free(&p->answers[--p->n_answers]);
+}
+
 /* How the owner answered my set request, for tsync_thing_state.request_error. */
 static int set_status_of_err(const char *err)
 {
@@ -375,9 +388,14 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 				a->m.err = a->owned_err = util__strdup(old->err);
 			break;
 		}
-		e->acts_pending = true;
 		if (i_own) {
-			if (engine__pulse_act(e, t, &c, m->ms ? m->ms : th->pulse_ms, p->name) < 0)
+			int r = engine__pulse_act(e, t, &c, m->ms ? m->ms : th->pulse_ms, p->name, p, w);
+			if (r < 0 && r != TSYNC_EWRITE) {
+				unwind_request(e, p, w, m->id);
+				break;
+			}
+			e->acts_pending = true;
+			if (r < 0)
 				a->m.err = SYNC_ERR_WRITE;
 			/* Remembered, so that a duplicate (our answer was lost) of a
 			 * failed pulse is not acknowledged as a success. */
@@ -385,6 +403,12 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 				engine__window_done(e, p, w, m->id, a->m.err, NULL);
 		} else {
 			tsync_event ev;
+			/* The listeners' act cannot be undone either: marked first. */
+			if (w && engine__act_point(e, p, w) < 0) {
+				unwind_request(e, p, w, m->id);
+				break;
+			}
+			e->acts_pending = true;
 			memset(&ev, 0, sizeof(ev));
 			ev.kind = TSYNC_EVENT_PULSE;
 			ev.thing = th->name;
@@ -494,8 +518,16 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 		err = tsync_reject_name(why);
 		goto done;
 	}
-	if (w)
+	if (w) {
+		/* Marked done, durably, before the handler acts (engine__act_point). */
 		engine__undo_mark(e, p, w->ob, m->id);
+		dedup__mark(&w->d, m->id);
+		w->dirty = true;
+		if (engine__act_point(e, p, w) < 0) {
+			unwind_request(e, p, w, m->id);
+			return;
+		}
+	}
 	e->acts_pending = true;
 	json = json_dumps((json_t *)m->obj, JSON_COMPACT);
 	memset(&req, 0, sizeof(req));

@@ -122,7 +122,6 @@ void dedup__free(struct dedup *d);
  * TSYNC_EPEER_RESTARTED. */
 #define SYNC_ERR_UNKNOWN "err_outcome_unknown"
 
-
 struct outreq;
 
 struct sync_ops {
@@ -139,6 +138,10 @@ struct sync_ops {
 	/* Makes staged values durable; called before anything that depends on
 	 * them is sent (the durability rule). 0 or a negative code. May be NULL. */
 	int (*commit)(void *ctx);
+	/* Commits before an act (engine__act_point): durable against a crash
+	 * of the process at once, against a power cut with the next commit.
+	 * May be NULL: then commit. */
+	int (*commit_unsynced)(void *ctx);
 	/* Asks for a commit within delay_ms (group commit of the controller's
 	 * own changes, which acknowledge nothing). May be NULL: then at once. */
 	void (*commit_later)(void *ctx, uint32_t delay_ms);
@@ -408,13 +411,15 @@ int sync__resume_request(struct sync_engine *e, const struct store_request *q);
 int sync__resume_setreq(struct sync_engine *e, const char *thing, const tsync_value *to_be);
 int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsync_peer_stats *out);
 
-int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsync_peer_stats *out);
-
 /* Internal to lib/sync (engine.c <-> input.c). */
 void engine__emit(struct sync_engine *e, const tsync_event *ev);
 /* The owner acts on a pulse once (hook, event) and passes it on to every
- * user; TSYNC_EWRITE if the pulse hook failed (then nothing else happens). */
-int engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by);
+ * user; TSYNC_EWRITE if the pulse hook failed (then nothing else happens),
+ * another negative code if it could not be made durable first (then it did
+ * not act: engine__act_point). `from` and `w`: the requester and the window
+ * its request is marked in, or NULL for a pulse of mine. */
+int engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, uint32_t ms, const char *by,
+                      struct sync_peer *from, struct dedup_win *w);
 void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by,
                          bool answers_peer);
 void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level level);
@@ -439,6 +444,17 @@ void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t ob, 
  * when that boot is older than every window kept and none is free (the
  * outcome of its requests is no longer known), or out of memory. */
 struct dedup_win *engine__window(struct sync_engine *e, struct sync_peer *p, uint64_t ob);
+/* The point before an act that cannot be undone (a pulse, a command, a
+ * relayed pulse at a user): with a store, w (if dirty) is staged, and
+ * everything staged is committed (ops.commit_unsynced), so that the
+ * request is marked done before it acts. A crash of the process during or
+ * after the act then answers the sender's repeat from the window instead
+ * of acting twice. The commit's meta page is synced by the commit that
+ * precedes the answers: a power cut between the act and that commit may
+ * undo the mark, and the repeat acts again (at least once); a crash in the
+ * instant between this commit and the act's start loses the act, answered
+ * as done. 0, or the commit's error (then the caller must not act). */
+int engine__act_point(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w);
 /* Marks id executed in w, and remembers its answer (strings copied). */
 void engine__window_done(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id,
                          const char *err, const char *res);

@@ -201,6 +201,7 @@ static int on_version(void *ud, tsync_node *node, const tsync_request *req, char
 {
 	struct simnode *sn = ud;
 	sn->cmds++;
+	sn->crash_now |= sn->crash_after_act;
 	assert_non_null(strstr(req->json, "\"cmd\":\"version\""));
 	*result = strdup("\"0.1.0\"");
 	return 0;
@@ -1158,6 +1159,55 @@ static void test_durable_window_restart(void **state)
 	sim_free(s);
 }
 
+/* A receiver with durable windows that crashes right after an act, before
+ * the commit that precedes its answers: the request was marked done, and
+ * the pulse's relays kept, by a commit before the act, so the sender's
+ * repeat to its new boot is answered without a second act, and the users
+ * still hear of the pulse once. A command's result is lost with the crash:
+ * it is answered done, with no result. */
+static void test_crash_between_act_and_commit(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 23);
+	struct done_rec d, p;
+	int pulses_a, pulses_b, pulses_c;
+
+	mstores[0].on = true;
+	node_stop(s, 0);
+	node_start(s, 0);
+	assert_true(sim_settle(s, 5000000));
+	memset(&d, 0, sizeof(d));
+	memset(&p, 0, sizeof(p));
+
+	s->n[0].crash_after_act = true;
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done, &d, s->now), 0);
+	sim_run(s, s->now + 50000);
+	assert_false(s->n[0].alive);
+	assert_int_equal(s->n[0].cmds, 1);
+	node_start(s, 0);
+	assert_true(sim_settle(s, 20000000));
+	assert_int_equal(s->n[0].cmds, 1);
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(d.status, 0);
+	assert_string_equal(d.res, "");
+
+	pulses_a = s->n[0].pulses[3];
+	pulses_b = s->n[1].pulses[3];
+	pulses_c = s->n[2].pulses[3];
+	s->n[0].crash_after_act = true;
+	assert_int_equal(sync__pulse(s->n[1].e, "door", NULL, 0, on_done, &p, s->now), 0);
+	sim_run(s, s->now + 50000);
+	assert_false(s->n[0].alive);
+	node_start(s, 0);
+	assert_true(sim_settle(s, 20000000));
+	assert_int_equal(p.calls, 1);
+	assert_int_equal(p.status, 0);
+	assert_int_equal(s->n[0].pulses[3], pulses_a + 1);
+	assert_int_equal(s->n[1].pulses[3], pulses_b + 1);
+	assert_int_equal(s->n[2].pulses[3], pulses_c + 1);
+	sim_free(s);
+}
+
 /* A sender that restarted resumes a request under its first (origin boot,
  * id): the receiver answers it from that boot's window even though the
  * sender's new boot numbers its own requests from 1 again. */
@@ -1650,6 +1700,7 @@ int main(void)
 	    cmocka_unit_test(test_request_limits),
 	    cmocka_unit_test(test_durable_window_restart),
 	    cmocka_unit_test(test_origin_boot_window),
+	    cmocka_unit_test(test_crash_between_act_and_commit),
 	    cmocka_unit_test(test_heartbeat_shows_dead_peer_down),
 	    cmocka_unit_test(test_heartbeat_cost),
 	    cmocka_unit_test(test_heartbeat_off_is_silent),

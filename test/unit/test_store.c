@@ -859,6 +859,37 @@ static void test_setreqs_survive_reopen(void **state)
 	store__close(s);
 }
 
+/* The commit before an act leaves the meta page unsynced: the store says
+ * it is still dirty, the next commit syncs with nothing staged, and what it
+ * wrote survives a crash of the process (abandon). */
+static void test_commit_unsynced(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = open_ok(f);
+	tsync_value v = tsync_int(5);
+	struct setreq_seen r;
+	uint64_t bytes, commits;
+
+	assert_int_equal(store__commit_unsynced(s), 0); /* nothing staged: nothing to do */
+	assert_false(store__dirty(s));
+	assert_int_equal(store__stage_setreq(s, "setpoint", &v), 0);
+	assert_int_equal(store__commit_unsynced(s), 0);
+	assert_true(store__dirty(s));
+	assert_int_equal(store__commit(s), 0);
+	assert_false(store__dirty(s));
+	store__written(s, &bytes, &commits);
+	assert_int_equal(commits, 2);
+	assert_int_equal(store__stage_setreq(s, "other", &v), 0);
+	assert_int_equal(store__commit_unsynced(s), 0);
+	store__abandon(s);
+
+	s = open_ok(f);
+	memset(&r, 0, sizeof(r));
+	assert_int_equal(store__load_setreqs(s, on_setreq, &r), 0);
+	assert_int_equal(r.n, 2);
+	store__close(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -880,6 +911,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_stage_during_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_windows_survive_reopen, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_requests_survive_crash, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_commit_unsynced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_setreqs_survive_reopen, setup, teardown),
 	};
 
