@@ -40,7 +40,8 @@ struct sim_ledger {
 	size_t n_pulses, cap_pulses;
 	struct ledger_stray *strays;
 	size_t n_strays, cap_strays;
-	bool oom; /* an act could not be recorded: verification must fail */
+	bool oom;     /* an act could not be recorded: verification must fail */
+	bool durable; /* exactly once, restarts or not */
 };
 
 int sim_ledger_new(uint32_t n_ctrl, uint32_t n_things, struct sim_ledger **ret)
@@ -99,6 +100,11 @@ int sim_ledger_thing(struct sim_ledger *l, uint32_t t, uint32_t owner, uint32_t 
 	th->owner = owner;
 	th->n_users = n_users;
 	return 0;
+}
+
+void sim_ledger_durable(struct sim_ledger *l, bool durable)
+{
+	l->durable = durable;
 }
 
 void sim_ledger_start(struct sim_ledger *l, uint32_t ctrl)
@@ -267,7 +273,28 @@ uint64_t sim_ledger_verify(const struct sim_ledger *l, struct sim_ledger_report 
 				          owner, label(b3, sizeof(b3), name, name_ud, false, th->owner));
 			break;
 		case TSYNC_EPEER_RESTARTED:
+			if (l->durable) {
+				VIOLATION("pulse %" PRId64
+				          " of %s was answered \"%s\" although every controller keeps "
+				          "durable windows\n",
+				          id, tn, tsync_strerror(p->status));
+				break;
+			}
+			/* fall through */
 		case TSYNC_ECANCELED:
+			if (l->durable && p->status == TSYNC_ECANCELED) {
+				/* The requester crashed; its request was kept and
+				 * resumed, so it acts once all the same. */
+				rep->resumed += owner == 1;
+				if (owner != 1)
+					VIOLATION(
+					    "pulse %" PRId64
+					    " of %s, kept by %s across its crash, acted %u times at "
+					    "the owner %s\n",
+					    id, tn, label(b1, sizeof(b1), name, name_ud, false, p->requester),
+					    owner, label(b3, sizeof(b3), name, name_ud, false, th->owner));
+				break;
+			}
 			rep->unknown++;
 			rep->unknown_acted += owner > 0;
 			if (owner > 1)
@@ -306,7 +333,12 @@ uint64_t sim_ledger_verify(const struct sim_ledger *l, struct sim_ledger_report 
 				 * restart of one of them in between. */
 				bool after =
 				    l->last_start[u] > p->act_seq || l->last_start[th->owner] > p->act_seq;
-				if (after || p->stale[k]) {
+				if (l->durable) {
+					VIOLATION("pulse %" PRId64
+					          " of %s acted at the owner but never at the user "
+					          "%s, although both keep durable state\n",
+					          id, tn, un);
+				} else if (after || p->stale[k]) {
 					rep->user_lost++;
 					rep->user_lost_stale += !after;
 				} else {

@@ -22,6 +22,14 @@
  *    most once;
  *  - every pulse got its answer, and no act names a pulse never asked for.
  *
+ * With durable state (sim_ledger_durable(): every controller has a state
+ * directory, so request windows and unanswered requests survive crashes),
+ * the promise is exactly once, with no excuse: every pulse that was
+ * accepted acts exactly once at its owner and at each of its users, relays
+ * included, whatever crashed in between. TSYNC_EPEER_RESTARTED is then a
+ * violation; TSYNC_ECANCELED (the requester crashed and its callback went
+ * with it) is not, but the pulse, kept and resumed, must still act once.
+ *
  * It knows nothing of nodes or sockets, so the unit tests drive it directly.
  * SPDX-License-Identifier: MIT
  */
@@ -54,6 +62,7 @@ struct sim_ledger_report {
 	uint64_t user_lost;       /* owed, not acted, excused: a restart came between (see above) */
 	uint64_t user_lost_stale; /* ... of which the user had restarted before the owner acted */
 	uint64_t violations;      /* broken promises; each one is printed */
+	uint64_t resumed;         /* durable: acted although the requester crashed (ECANCELED) */
 };
 
 /* A ledger for n_ctrl controllers and n_things things. 0 or -ENOMEM. */
@@ -64,6 +73,10 @@ void sim_ledger_free(struct sim_ledger *l);
  * 0, -EINVAL or -ENOMEM. */
 int sim_ledger_thing(struct sim_ledger *l, uint32_t t, uint32_t owner, uint32_t n_users,
                      const uint32_t *users);
+
+/* Every controller keeps durable windows and requests: demand exactly once
+ * (see above). Before sim_ledger_verify(). */
+void sim_ledger_durable(struct sim_ledger *l, bool durable);
 
 /* Controller ctrl starts (or restarts) now: a new boot. */
 void sim_ledger_start(struct sim_ledger *l, uint32_t ctrl);

@@ -207,6 +207,65 @@ static void test_unknown_outcome_passes_either_way(void **state)
 	assert_int_equal(rep.unknown_acted, 1);
 }
 
+/* With durable state (--state), exactly once with no excuse: "outcome
+ * unknown" is a broken promise, ... */
+static void test_durable_peer_restarted_fails(void **state)
+{
+	struct sim_ledger *l = *state;
+	struct sim_ledger_report rep;
+	int64_t a = sim_ledger_pulse(l, 0, U1);
+
+	sim_ledger_durable(l, true);
+	sim_ledger_done(l, a, TSYNC_EPEER_RESTARTED);
+	assert_int_equal(verify(l, &rep), 1);
+	/* Even if it acted everywhere: the requester was told it may not have. */
+	clean_pulse(l, U2, TSYNC_EPEER_RESTARTED);
+	assert_int_equal(verify(l, &rep), 2);
+}
+
+/* ... a relay lost to a restart too, ... */
+static void test_durable_user_missing_after_restart_fails(void **state)
+{
+	struct sim_ledger *l = *state;
+	struct sim_ledger_report rep;
+	int64_t id = sim_ledger_pulse(l, 0, U1);
+
+	sim_ledger_durable(l, true);
+	sim_ledger_act(l, OWNER, 0, id);
+	sim_ledger_act(l, U1, 0, id);
+	sim_ledger_start(l, U2);
+	sim_ledger_start(l, OWNER);
+	sim_ledger_done(l, id, 0);
+	assert_int_equal(verify(l, &rep), 1);
+	assert_int_equal(rep.user_lost, 0);
+	/* In memory, the same is excused. */
+	sim_ledger_durable(l, false);
+	assert_int_equal(verify(l, &rep), 0);
+	assert_int_equal(rep.user_lost, 1);
+}
+
+/* ... and a pulse whose requester crashed (its callback ended with
+ * TSYNC_ECANCELED) was kept and resumed: it must act, once. */
+static void test_durable_canceled_acts_once(void **state)
+{
+	struct sim_ledger *l = *state;
+	struct sim_ledger_report rep;
+	int64_t a = sim_ledger_pulse(l, 0, U1);
+
+	sim_ledger_durable(l, true);
+	sim_ledger_start(l, U1);
+	sim_ledger_done(l, a, TSYNC_ECANCELED);
+	assert_int_equal(verify(l, &rep), 1); /* never acted: lost */
+	sim_ledger_act(l, OWNER, 0, a);
+	sim_ledger_act(l, U1, 0, a);
+	sim_ledger_act(l, U2, 0, a);
+	assert_int_equal(verify(l, &rep), 0);
+	assert_int_equal(rep.resumed, 1);
+	assert_int_equal(rep.unknown, 0);
+	sim_ledger_act(l, OWNER, 0, a); /* resumed and acted again: twice */
+	assert_int_equal(verify(l, &rep), 1);
+}
+
 static void test_user_without_owner_fails(void **state)
 {
 	struct sim_ledger *l = *state;
@@ -282,6 +341,9 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_clean_run_passes, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_durable_peer_restarted_fails, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_durable_user_missing_after_restart_fails, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_durable_canceled_acts_once, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_twice_at_a_user_fails, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_twice_across_a_restart_fails, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_twice_at_the_owner_fails, setup, teardown),
