@@ -1277,9 +1277,15 @@ int main(int argc, char **argv)
 		       "cost, workload+convergence", changes ? (double)tot.datagrams / (double)changes : 0,
 		       changes ? (double)tot.bytes / (double)changes : 0, tot.datagrams, tot.retransmits,
 		       tot.datagrams ? 100.0 * (double)tot.retransmits / (double)tot.datagrams : 0);
-		printf("%-28s %" PRIu64 " asked: %" PRIu64 " acknowledged, %" PRIu64
-		       " outcome unknown (a restart; %" PRIu64 " of them acted)\n",
-		       "pulses", rep.pulses, rep.acked, rep.unknown, rep.unknown_acted);
+		if (s->o.state)
+			printf("%-28s %" PRIu64 " asked: %" PRIu64 " acknowledged, %" PRIu64
+			       " kept across their requester's crash and acted, %" PRIu64
+			       " outcome unknown\n",
+			       "pulses", rep.pulses, rep.acked, rep.resumed, rep.unknown);
+		else
+			printf("%-28s %" PRIu64 " asked: %" PRIu64 " acknowledged, %" PRIu64
+			       " outcome unknown (a restart; %" PRIu64 " of them acted)\n",
+			       "pulses", rep.pulses, rep.acked, rep.unknown, rep.unknown_acted);
 		printf("%-28s owners acted %" PRIu64 " times; users %" PRIu64 " of %" PRIu64 " owed; %" PRIu64
 		       " lost to a restart between the act and the relay\n",
 		       "", rep.owner_acts, rep.user_acts, rep.user_expected, rep.user_lost);
@@ -1289,7 +1295,12 @@ int main(int argc, char **argv)
 		       "smoothed round trips", srtt_mean, srtt_max);
 		printf("%-28s %.1f s CPU, peak RSS %.1f MB (%" PRIu32 " nodes in this process)\n", "process",
 		       cpu_s() - cpu0, (double)vm_kb("VmHWM") / 1024, s->n_ctl);
-		if (s->violations == 0)
+		if (s->violations == 0 && s->o.state)
+			printf("\nverified: all %" PRIu64 " copies equal their owner's last value; %" PRIu64
+			       " pulses: each acted exactly once at its owner and at each of its users, "
+			       "across %" PRIu64 " hard crashes\n",
+			       s->copies, rep.pulses, s->crashed);
+		else if (s->violations == 0)
 			printf("\nverified: all %" PRIu64 " copies equal their owner's last value; %" PRIu64
 			       " pulses: none acted twice anywhere, every acknowledged one acted once at its "
 			       "owner, "

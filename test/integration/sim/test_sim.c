@@ -78,6 +78,10 @@ static void test_small_site_with_state(void **state)
 	assert_int_equal(rc, 0);
 	/* 80 things with 3 users each: 240 copies, all checked. */
 	assert_non_null(strstr(out, "\nverified: all 240 copies equal their owner's last value; "));
+	/* With state directories, the verifier demanded exactly once. */
+	assert_non_null(strstr(out, " pulses: each acted exactly once at its owner and at each of its users, "
+	                            "across 4 hard crashes\n"));
+	assert_non_null(strstr(out, ", 0 outcome unknown\n"));
 	/* The faults were real: crashes happened, restarts found their values. */
 	assert_int_equal(number_before(out, "crashes, "), 4);
 	assert_int_equal(number_before(out, "restarts"), 4);
