@@ -16,6 +16,8 @@ static const char *const kind_names[ALARM_KINDS] = {
     [ALARM_INVALID_PUSH] = "invalid_push",
     [ALARM_DB_UNAVAILABLE] = "database_unavailable",
     [ALARM_INTERNAL_ERROR] = "internal_error",
+    [ALARM_STREAM_CHANGED] = "stream_changed",
+    [ALARM_STREAM_BACKWARDS] = "stream_backwards",
 };
 
 const char *alarm_kind_name(enum alarm_kind kind)

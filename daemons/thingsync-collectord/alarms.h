@@ -25,6 +25,8 @@ enum alarm_kind {
 	ALARM_INVALID_PUSH,      /* refused measurements, a malformed or unauthenticated push */
 	ALARM_DB_UNAVAILABLE,    /* the database is unreachable or refuses writes */
 	ALARM_INTERNAL_ERROR,    /* the collector failed handling a request */
+	ALARM_STREAM_CHANGED,    /* a source pushes a stream that is not its current one */
+	ALARM_STREAM_BACKWARDS,  /* a sequence came again with other content: the stream went back */
 	ALARM_KINDS
 };
 

@@ -3,9 +3,15 @@
  * format), /health, and the fault-injection switch (only with
  * --fault-injection).
  *
- *   GET /v1/sources                     every source: last seen, last seq,
- *                                       stored, refused, missing, gaps
- *   GET /v1/measurements?source=S&thing=T&from=US&to=US&after_seq=N&limit=N
+ *   GET /v1/sources                     every source: current stream, last
+ *                                       seen, last seq, stored, refused,
+ *                                       missing, gaps (in its current stream)
+ *   GET /v1/measurements?source=S&stream=X&thing=T&from=US&to=US&after_seq=N&limit=N
+ *   GET /v1/streams?source=S            (signed) what thingsync-dr recover
+ *                                       needs: current stream, its last seq,
+ *                                       every stream, newest versions
+ *   POST /v1/streams/accept             (signed) {"source","stream"}: make it
+ *                                       the source's current stream
  *   GET /v1/rejected?source=S&limit=N   refused measurements with the reason
  *   GET /v1/alarms[?active=1]           active alarms and recently cleared ones
  *   GET /metrics, GET /health
@@ -129,6 +135,7 @@ void api__measurements(struct collector *c, struct evhttp_request *req)
 	}
 	memset(&dq, 0, sizeof(dq));
 	dq.source = evhttp_find_header(&q, "source");
+	dq.stream = evhttp_find_header(&q, "stream");
 	dq.thing = evhttp_find_header(&q, "thing");
 	if (q_i64(&q, "from", INT64_MIN, &dq.from_us) < 0) {
 		bad_param(req, "from");
@@ -182,6 +189,65 @@ void api__rejected(struct collector *c, struct evhttp_request *req)
 	                json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), "rejected", arr));
 leave:
 	evhttp_clear_headers(&q);
+}
+
+void api__streams(struct collector *c, struct evhttp_request *req)
+{
+	struct evkeyvalq q;
+	const char *source;
+	json_t *out = NULL;
+	int r;
+
+	if (parse_query(req, &q) < 0) {
+		bad_param(req, "query");
+		return;
+	}
+	source = evhttp_find_header(&q, "source");
+	if (!source || !collector__source(c, source)) {
+		httpd__reply_json(req, 404,
+		                  json_pack("{s:s,s:s}", "field", "source", "error", "not a source of this site"));
+		goto leave;
+	}
+	r = c->db->ops->stream_info(c->db, source, &out);
+	if (r < 0) {
+		unavailable(c, req, r);
+		goto leave;
+	}
+	httpd__reply_json(req, 200, out);
+leave:
+	evhttp_clear_headers(&q);
+}
+
+void api__accept_stream(struct collector *c, struct evhttp_request *req)
+{
+	const char *why = NULL;
+	json_t *body = httpd__body_json(req, &why);
+	const char *source = json_string_value(json_object_get(body, "source"));
+	const char *stream = json_string_value(json_object_get(body, "stream"));
+	struct source *src = collector__source(c, source);
+	int r;
+
+	if (!src) {
+		httpd__reply_json(req, 400, json_pack("{s:s,s:s}", "field", "source",
+		                                      "error", why ? why : "missing, or not a source of this site"));
+		goto leave;
+	}
+	if (!stream || strlen(stream) != DB_STREAM_MAX || strspn(stream, "0123456789abcdef") != DB_STREAM_MAX) {
+		httpd__reply_json(req, 400, json_pack("{s:s,s:s}", "field", "stream", "error",
+		                                      "missing, or not a stream id (32 lowercase hex digits)"));
+		goto leave;
+	}
+	r = c->db->ops->accept_stream(c->db, src->name, stream, (int64_t)util__realtime_us());
+	if (r < 0) {
+		unavailable(c, req, r);
+		goto leave;
+	}
+	log_warn(&c->log, "source %s: stream %s accepted by the operator", src->name, stream);
+	src->last_seq = 0;
+	alarms__clear(&c->alarms, ALARM_STREAM_CHANGED, src->name, "the operator accepted the new stream");
+	httpd__reply_json(req, 200, json_pack("{s:s,s:s}", "source", src->name, "stream", stream));
+leave:
+	json_decref(body);
 }
 
 void api__alarms(struct collector *c, struct evhttp_request *req)

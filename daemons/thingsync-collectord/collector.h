@@ -1,9 +1,10 @@
 /*
  * thingsync-collectord: the server side of the push role. It takes the
  * batches pushd posts (authenticated with the site key), validates every
- * field against site.conf, stores them idempotently on (source, seq) and
+ * field against site.conf, stores them idempotently and
  * answers only after the commit; it raises and clears alarms, and serves a
- * read API. See thingsync-collectord(8).
+ * read API. Measurements are keyed on (source, stream, seq): the stream is
+ * the pushd journal's identity. See thingsync-collectord(8).
  * SPDX-License-Identifier: MIT
  */
 #ifndef TSYNC_COLLECTOR_H
@@ -69,7 +70,7 @@ struct collector {
 	struct logger log;
 	struct event_base *base;
 	struct httpd *http;
-	struct httpd_route routes[10];
+	struct httpd_route routes[16];
 	tsync_site *site;
 	struct db *db;
 	struct alarms alarms;
@@ -110,6 +111,8 @@ void api__sources(struct collector *c, struct evhttp_request *req);
 void api__measurements(struct collector *c, struct evhttp_request *req);
 void api__rejected(struct collector *c, struct evhttp_request *req);
 void api__alarms(struct collector *c, struct evhttp_request *req);
+void api__streams(struct collector *c, struct evhttp_request *req);
+void api__accept_stream(struct collector *c, struct evhttp_request *req);
 void api__metrics(struct collector *c, struct evhttp_request *req);
 void api__health(struct collector *c, struct evhttp_request *req);
 void api__faults(struct collector *c, struct evhttp_request *req);

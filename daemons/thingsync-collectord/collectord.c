@@ -83,6 +83,10 @@ static void route(void *arg, struct evhttp_request *req, const char *path)
 		api__measurements(c, req);
 	} else if (!strcmp(path, "/v1/rejected")) {
 		api__rejected(c, req);
+	} else if (!strcmp(path, "/v1/streams")) {
+		api__streams(c, req);
+	} else if (!strcmp(path, "/v1/streams/accept")) {
+		api__accept_stream(c, req);
 	} else if (!strcmp(path, "/v1/alarms")) {
 		api__alarms(c, req);
 	} else if (!strcmp(path, "/metrics")) {
@@ -244,7 +248,9 @@ static int start_http(struct collector *c)
 		}
 	}
 	/* A push is always signed; the read API off loopback; the fault
-	 * switches are POSTs like any other (signed off loopback). */
+	 * switches are POSTs like any other (signed off loopback). What
+	 * thingsync-dr reads and the operator's accept of a new stream are
+	 * signed even on loopback: they decide what is stored. */
 	rt[0] = (struct httpd_route){"/v1/push", HTTPD_POST, c->opt.max_body, false, true};
 	rt[1] = (struct httpd_route){"/v1/faults", HTTPD_POST, 0, false, false};
 	rt[2] = (struct httpd_route){"/v1/sources", HTTPD_GET, 0, false, false};
@@ -253,7 +259,9 @@ static int start_http(struct collector *c)
 	rt[5] = (struct httpd_route){"/v1/alarms", HTTPD_GET, 0, false, false};
 	rt[6] = (struct httpd_route){"/metrics", HTTPD_GET, 0, true, false};
 	rt[7] = (struct httpd_route){"/health", HTTPD_GET, 0, true, false};
-	rt[8] = (struct httpd_route){NULL, 0, 0, false, false};
+	rt[8] = (struct httpd_route){"/v1/streams", HTTPD_GET, 0, false, true};
+	rt[9] = (struct httpd_route){"/v1/streams/accept", HTTPD_POST, 4096, false, true};
+	rt[10] = (struct httpd_route){NULL, 0, 0, false, false};
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = c->base;
 	cfg.host = host;

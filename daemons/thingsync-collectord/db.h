@@ -2,16 +2,29 @@
  * thingsync-collectord: storage, one interface over SQLite (embedded, the
  * default) and PostgreSQL (libpq, when built with -Dpostgres).
  *
- * Tables (the same in both):
- *   measurements (source, seq) primary key; thing, vtype, value (JSON text),
- *                time_us, owner_boot, version, received_us
- *   rejected     (source, seq) primary key; field, error, item (the JSON as
- *                received), received_us: measurements refused by validation,
- *                kept (quarantined) so that nothing a source sent is lost
- *   sources      source primary key; last_seen_us, last_seq, boot
+ * Tables (the same in both; schema version DB_SCHEMA_VERSION):
+ *   measurements (source, stream, seq) primary key; thing, vtype, value (JSON
+ *                text), time_us, owner_boot, version, received_us
+ *   rejected     (source, stream, seq) primary key; field, error, item (the
+ *                JSON as received), received_us: measurements refused by
+ *                validation, kept (quarantined) so that nothing a source
+ *                sent is lost
+ *   sources      source primary key; last_seen_us, last_seq (of its current
+ *                stream), boot, stream: its current stream ('' none yet)
+ *   streams      (source, stream) primary key; first_seq, last_seq,
+ *                first_us, last_us: every stream a source ever pushed
  *   alarms       id primary key; kind, subject, message, raised_us,
  *                cleared_us (0 while active), count
- * Inserts are idempotent on (source, seq): a batch sent twice is stored once.
+ *   thingsync_schema  version: DB_SCHEMA_VERSION
+ * A stream is a pushd journal's identity (32 hex digits); rows stored before
+ * streams existed (schema 1) have stream ''. Schema 1 databases are migrated
+ * in place, in one transaction, when the collector first connects.
+ *
+ * Inserts are idempotent on (source, stream, seq): a batch sent twice is
+ * stored once. A sequence already stored with other content (thing, value,
+ * time) is the stream going backwards: the batch is refused, not ignored.
+ * A batch of a stream that is not the source's current one is refused; a
+ * source without one (new, or from before streams) adopts the first it pushes.
  *
  * Every call is synchronous (the collector is one event loop; a slow database
  * makes it answer slower, it never answers before the commit). Errors:
@@ -33,6 +46,8 @@
 #include "util/util.h"
 
 #define DB_EDOWN (-ENOTCONN)
+#define DB_SCHEMA_VERSION 2
+#define DB_STREAM_MAX 32
 
 struct db;
 
@@ -58,13 +73,31 @@ struct db_rejected {
 /* One batch of one source, written in one transaction. */
 struct db_batch {
 	const char *source;
+	const char *stream; /* "" for a pushd from before streams */
 	int64_t boot;
 	int64_t received_us;
 	const struct db_measurement *m;
 	size_t n;
 	const struct db_rejected *rej;
 	size_t nrej;
+	int64_t min_seq; /* lowest seq of the batch (0: empty) */
 	int64_t max_seq; /* highest seq of the batch (0: empty) */
+};
+
+/* What store() did with a batch. */
+enum db_outcome {
+	DB_STORED = 0,        /* committed: `inserted` new, the others duplicates */
+	DB_STREAM_CHANGED,    /* nothing stored: the source's current stream is `current` */
+	DB_STREAM_BACKWARDS,  /* nothing stored: `conflict_seq` is stored with other content */
+};
+
+struct db_store_result {
+	enum db_outcome outcome;
+	size_t inserted;
+	bool adopted;                      /* the source had no stream and took this one */
+	char current[DB_STREAM_MAX + 1];   /* DB_STREAM_CHANGED: the source's stream */
+	int64_t current_last_seq;          /* ... and its last sequence */
+	int64_t conflict_seq;              /* DB_STREAM_BACKWARDS */
 };
 
 struct db_alarm {
@@ -79,6 +112,7 @@ struct db_alarm {
 
 struct db_query {
 	const char *source; /* NULL: any */
+	const char *stream; /* NULL: any (after_seq pages within one stream) */
 	const char *thing;  /* NULL: any */
 	int64_t from_us;    /* time range, INT64_MIN/INT64_MAX for none */
 	int64_t to_us;
@@ -96,17 +130,29 @@ struct db_ops {
 	int (*reconnect)(struct db *db);
 	bool (*up)(const struct db *db);
 	/*
-	 * Writes a batch in one transaction: inserts the measurements and the
-	 * refused items (ignoring (source, seq) already there) and updates the
-	 * source. `*inserted` receives how many measurements were new. With
-	 * `fail_before_commit` (fault injection) everything is done but the
-	 * commit, which is replaced by a rollback and -EIO: a handler that
-	 * fails half-way.
+	 * Writes a batch in one transaction: checks the stream (see above),
+	 * inserts the measurements and the refused items (a (source, stream,
+	 * seq) already there with the same content is a duplicate) and updates
+	 * the source and its stream. `res` says what was done; a refused
+	 * stream rolls everything back and returns 0. With `fail_before_commit`
+	 * (fault injection) everything is done but the commit, which is
+	 * replaced by a rollback and -EIO: a handler that fails half-way.
 	 */
-	int (*store)(struct db *db, const struct db_batch *b, bool fail_before_commit, size_t *inserted);
-	/* Sources: [{"source","last_seen_us","last_seq","boot","count","missing","gaps":[[a,b],...]}] */
+	int (*store)(struct db *db, const struct db_batch *b, bool fail_before_commit, struct db_store_result *res);
+	/* Makes `stream` the current stream of `source` (the operator accepted it). */
+	int (*accept_stream)(struct db *db, const char *source, const char *stream, int64_t now_us);
+	/*
+	 * What thingsync-dr needs to rebuild a source's journal:
+	 * {"source","stream" (current, "" none),"last_seq" (its highest stored or
+	 * refused sequence), "streams":[{"stream","first_seq","last_seq",
+	 * "first_us","last_us"}], "versions":[{"thing","owner_boot","version"}]
+	 * (the newest of each thing stored from this source)}.
+	 */
+	int (*stream_info)(struct db *db, const char *source, json_t **out);
+	/* Sources: [{"source","stream","last_seen_us","last_seq","boot","stored","rejected",
+	 * "missing","gaps":[[a,b],...]}], counted within each source's current stream. */
 	int (*sources)(struct db *db, size_t max_gaps, json_t **out);
-	/* Measurements matching q, ordered by source and seq, as a JSON array. */
+	/* Measurements matching q, ordered by source, stream and seq, as a JSON array. */
 	int (*measurements)(struct db *db, const struct db_query *q, json_t **out);
 	/* Refused items of a source (or all), newest first, at most `limit`. */
 	int (*rejected)(struct db *db, const char *source, int limit, json_t **out);
@@ -125,8 +171,14 @@ struct db {
 	const struct db_ops *ops;
 };
 
-/* Shared SQL text, the same for both backends ($n placeholders are rewritten for SQLite). */
+/* Shared SQL text, the same for both backends: the schema of DB_SCHEMA_VERSION. */
 extern const char *const db_schema_sql[];
 extern const size_t db_schema_count;
+/* Schema 1 to 2, after the backend's own primary-key changes (see db_common.c). */
+extern const char *const db_migrate_1_common_sql[];
+extern const size_t db_migrate_1_common_count;
+/* The message of a push refused for its stream, for the reply and the alarm. */
+void db__stream_changed_message(char *buf, size_t size, const char *source, const char *stream,
+                                const struct db_store_result *res);
 
 #endif

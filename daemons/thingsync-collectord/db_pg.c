@@ -1,6 +1,8 @@
 /*
  * thingsync-collectord: the PostgreSQL backend (see db.h), over libpq.
- * A batch is one transaction with one multi-row INSERT ... ON CONFLICT DO
+ * A batch is one transaction: the source's row locked (its stream checked),
+ * the batch's sequences already stored compared with it (other content: the
+ * stream went backwards), then one multi-row INSERT ... ON CONFLICT DO
  * NOTHING per table; COMMIT returns once PostgreSQL has it durable
  * (synchronous_commit, the server's default). A lost connection marks the
  * backend down; reconnect() opens a new one.
@@ -94,6 +96,92 @@ static void notice_quiet(void *arg, const char *message)
 	/* "relation already exists, skipping" and the like: not worth a log line. */
 }
 
+/* One value of a one-row query, or NULL (no row, NULL, error: see *r); PQclear the result. */
+static PGresult *one(struct db_pg *d, const char *sql, int n, const char *const *v, int *r)
+{
+	PGresult *res = PQexecParams(d->conn, sql, n, NULL, v, NULL, NULL, 0);
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		*r = fail(d, sql, res);
+		return NULL;
+	}
+	*r = 0;
+	return res;
+}
+
+/*
+ * Makes the schema, or migrates schema 1, in one transaction. Collectors
+ * that share the database and start together take turns (an advisory lock),
+ * so one migrates and the others find it done.
+ */
+static int ensure_schema(struct db_pg *d)
+{
+	static const char *const migrate[] = {
+	    "ALTER TABLE measurements ADD COLUMN stream TEXT NOT NULL DEFAULT ''",
+	    "ALTER TABLE measurements DROP CONSTRAINT measurements_pkey",
+	    "ALTER TABLE measurements ADD PRIMARY KEY (source, stream, seq)",
+	    "ALTER TABLE rejected ADD COLUMN stream TEXT NOT NULL DEFAULT ''",
+	    "ALTER TABLE rejected DROP CONSTRAINT rejected_pkey",
+	    "ALTER TABLE rejected ADD PRIMARY KEY (source, stream, seq)",
+	};
+	PGresult *res;
+	int64_t version = 0;
+	bool found = false, has_old = false;
+	char sql[128];
+	int r;
+
+	r = command(d, "BEGIN");
+	if (r == 0)
+		r = command(d, "SELECT pg_advisory_xact_lock(7419000012)");
+	if (r == 0)
+		r = command(d, "CREATE TABLE IF NOT EXISTS thingsync_schema (version BIGINT NOT NULL)");
+	if (r < 0)
+		goto leave;
+	res = one(d, "SELECT MAX(version) FROM thingsync_schema", 0, NULL, &r);
+	if (!res)
+		goto leave;
+	found = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0);
+	version = found ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+	PQclear(res);
+	if (found && version > DB_SCHEMA_VERSION) {
+		log_error(d->log, "postgres: schema %" PRId64 " is newer than this collector's (%d)", version,
+		          DB_SCHEMA_VERSION);
+		r = -EPROTO;
+		goto leave;
+	}
+	if (!found) {
+		res = one(d, "SELECT to_regclass('measurements') IS NOT NULL", 0, NULL, &r);
+		if (!res)
+			goto leave;
+		has_old = PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+		PQclear(res);
+	}
+	if (has_old) {
+		/* Schema 1: PostgreSQL changes the keys in place, in this transaction. */
+		for (size_t i = 0; r == 0 && i < sizeof(migrate) / sizeof(migrate[0]); i++)
+			r = command(d, migrate[i]);
+		for (size_t i = 0; r == 0 && i < db_migrate_1_common_count; i++)
+			r = command(d, db_migrate_1_common_sql[i]);
+		if (r < 0)
+			goto leave;
+		log_warn(d->log, "postgres: migrated from schema 1 to %d: old measurements kept as stream ''",
+		         DB_SCHEMA_VERSION);
+	}
+	for (size_t i = 0; r == 0 && i < db_schema_count; i++)
+		r = command(d, db_schema_sql[i]);
+	if (r == 0 && (!found || version < DB_SCHEMA_VERSION)) {
+		snprintf(sql, sizeof(sql), "DELETE FROM thingsync_schema; INSERT INTO thingsync_schema VALUES (%d)",
+		         DB_SCHEMA_VERSION);
+		r = command(d, sql);
+	}
+	if (r == 0)
+		r = command(d, "COMMIT");
+leave:
+	if (r < 0 && d->conn)
+		PQclear(PQexec(d->conn, "ROLLBACK"));
+	return r;
+}
+
 static int pg_reconnect(struct db *db)
 {
 	struct db_pg *d = PG(db);
@@ -118,12 +206,10 @@ static int pg_reconnect(struct db *db)
 		return DB_EDOWN;
 	}
 	PQsetNoticeProcessor(d->conn, notice_quiet, NULL);
-	for (size_t i = 0; i < db_schema_count; i++) {
-		r = command(d, db_schema_sql[i]);
-		if (r < 0) {
-			drop(d);
-			return DB_EDOWN;
-		}
+	r = ensure_schema(d);
+	if (r < 0) {
+		drop(d);
+		return DB_EDOWN;
 	}
 	log_info(d->log, "postgres: connected to %s:%s/%s", PQhost(d->conn), PQport(d->conn), PQdb(d->conn));
 	d->logged_down = false;
@@ -237,20 +323,162 @@ static int exec_params(struct db_pg *d, const char *what, const char *sql, struc
 	return 0;
 }
 
-static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_commit, size_t *inserted)
+static int64_t geti(PGresult *res, int row, int col)
+{
+	return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
+}
+
+/* The highest sequence of (source, stream), stored or refused; 0 when none. */
+static int pg_stream_last(struct db_pg *d, const char *source, const char *stream, int64_t *out)
+{
+	const char *v[2] = {source, stream};
+	int r;
+	PGresult *res = one(d,
+	                    "SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $2"
+	                    " UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $2) s",
+	                    2, v, &r);
+
+	if (!res)
+		return r;
+	*out = PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+	PQclear(res);
+	return 0;
+}
+
+/* As db_sqlite.c's check_stream(): which stream the batch goes to, or why it is refused. */
+static int pg_check_stream(struct db_pg *d, const struct db_batch *b, struct db_store_result *res,
+                           const char **stream)
+{
+	static const char *const join[] = {
+	    "UPDATE measurements SET stream = $2 WHERE source = $1 AND stream = ''",
+	    "UPDATE rejected SET stream = $2 WHERE source = $1 AND stream = ''",
+	    "UPDATE streams SET stream = $2 WHERE source = $1 AND stream = ''",
+	};
+	const char *v[2] = {b->source, b->stream};
+	char cur[DB_STREAM_MAX + 1] = "";
+	int64_t legacy_last = 0;
+	PGresult *q;
+	int r;
+
+	/* Locked: collectors sharing the database see one stream per source. */
+	q = one(d, "SELECT stream FROM sources WHERE source = $1 FOR UPDATE", 1, v, &r);
+	if (!q)
+		return r;
+	if (PQntuples(q) == 1)
+		snprintf(cur, sizeof(cur), "%s", PQgetvalue(q, 0, 0));
+	PQclear(q);
+	*stream = b->stream;
+	if (strcmp(cur, b->stream) == 0)
+		return 0;
+	if (*cur) {
+		res->outcome = DB_STREAM_CHANGED;
+		snprintf(res->current, sizeof(res->current), "%s", cur);
+		return pg_stream_last(d, b->source, cur, &res->current_last_seq);
+	}
+	if (b->n + b->nrej == 0) {
+		*stream = "";
+		return 0;
+	}
+	res->adopted = true;
+	r = pg_stream_last(d, b->source, "", &legacy_last);
+	if (r < 0 || legacy_last == 0 || b->min_seq <= legacy_last)
+		return r;
+	for (size_t i = 0; r == 0 && i < sizeof(join) / sizeof(join[0]); i++) {
+		struct params p = {(const char **)v, NULL, 2, 2};
+		r = exec_params(d, "join old rows to the stream", join[i], &p, NULL);
+	}
+	return r;
+}
+
+/*
+ * The first sequence of rows [off, off + rows) stored before with other
+ * content, or 0. `measurements` picks the table (else rejected, compared by
+ * their item).
+ */
+static int pg_conflict(struct db_pg *d, const struct db_batch *b, const char *stream, bool measurements,
+                       size_t off, size_t rows, struct params *p, struct buf *sql, int64_t *seq)
+{
+	size_t k = 3;
+	PGresult *res;
+	int r;
+
+	p->n = 0;
+	buf__reset(sql);
+	param_str(p, b->source);
+	param_str(p, stream);
+	r = buf__appendf(sql, "%s",
+	                 measurements ? "SELECT m.seq FROM measurements m JOIN (VALUES "
+	                              : "SELECT m.seq FROM rejected m JOIN (VALUES ");
+	for (size_t i = off; r == 0 && i < off + rows; i++) {
+		if (measurements) {
+			const struct db_measurement *m = &b->m[i];
+			r = buf__appendf(sql, "%s($%zu::bigint,$%zu::text,$%zu::text,$%zu::bigint)", i > off ? "," : "", k,
+			                 k + 1, k + 2, k + 3);
+			k += 4;
+			param_i64(p, m->seq);
+			param_str(p, m->thing);
+			param_str(p, m->value);
+			param_i64(p, m->time_us);
+		} else {
+			const struct db_rejected *x = &b->rej[i];
+			r = buf__appendf(sql, "%s($%zu::bigint,$%zu::text)", i > off ? "," : "", k, k + 1);
+			k += 2;
+			param_i64(p, x->seq);
+			param_str(p, x->item);
+		}
+	}
+	if (r == 0)
+		r = buf__appendf(sql, "%s",
+		                 measurements
+		                     ? ") AS v(seq, thing, value, time_us) ON m.seq = v.seq WHERE m.source = $1"
+		                       " AND m.stream = $2 AND (m.thing <> v.thing OR m.value <> v.value"
+		                       " OR m.time_us <> v.time_us) ORDER BY m.seq LIMIT 1"
+		                     : ") AS v(seq, item) ON m.seq = v.seq WHERE m.source = $1 AND m.stream = $2"
+		                       " AND m.item <> v.item ORDER BY m.seq LIMIT 1");
+	if (r < 0)
+		return r;
+	res = one(d, sql->data, (int)p->n, p->v, &r);
+	if (!res)
+		return r;
+	*seq = PQntuples(res) == 1 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+	PQclear(res);
+	return 0;
+}
+
+static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_commit, struct db_store_result *res)
 {
 	struct db_pg *d = PG(db);
 	struct params p = {0};
 	struct buf sql = {0};
+	const char *stream = b->stream;
+	int64_t conflict = 0;
 	size_t ins = 0;
 	int r;
 
+	memset(res, 0, sizeof(*res));
 	if (!pg_up(db) && pg_reconnect(db) < 0)
 		return DB_EDOWN;
 	r = command(d, "BEGIN");
 	if (r < 0)
 		return r;
-	r = params_reserve(&p, PG_ROWS_PER_INSERT * 9);
+	r = params_reserve(&p, PG_ROWS_PER_INSERT * 10);
+	if (r == 0)
+		r = pg_check_stream(d, b, res, &stream);
+	if (r == 0 && res->outcome != DB_STORED)
+		goto refused;
+	for (size_t off = 0; r == 0 && conflict == 0 && off < b->n; off += PG_ROWS_PER_INSERT) {
+		size_t rows = b->n - off < PG_ROWS_PER_INSERT ? b->n - off : PG_ROWS_PER_INSERT;
+		r = pg_conflict(d, b, stream, true, off, rows, &p, &sql, &conflict);
+	}
+	for (size_t off = 0; r == 0 && conflict == 0 && off < b->nrej; off += PG_ROWS_PER_INSERT) {
+		size_t rows = b->nrej - off < PG_ROWS_PER_INSERT ? b->nrej - off : PG_ROWS_PER_INSERT;
+		r = pg_conflict(d, b, stream, false, off, rows, &p, &sql, &conflict);
+	}
+	if (r == 0 && conflict != 0) {
+		res->outcome = DB_STREAM_BACKWARDS;
+		res->conflict_seq = conflict;
+		goto refused;
+	}
 	for (size_t off = 0; r == 0 && off < b->n; off += PG_ROWS_PER_INSERT) {
 		size_t rows = b->n - off < PG_ROWS_PER_INSERT ? b->n - off : PG_ROWS_PER_INSERT;
 		p.n = 0;
@@ -258,8 +486,8 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		r = build_insert(
 		    &sql,
 		    "INSERT INTO measurements (source, seq, thing, vtype, value, time_us, owner_boot,"
-		    " version, received_us) VALUES ",
-		    " ON CONFLICT (source, seq) DO NOTHING", rows, 9);
+		    " version, received_us, stream) VALUES ",
+		    " ON CONFLICT (source, stream, seq) DO NOTHING", rows, 10);
 		if (r < 0)
 			break;
 		for (size_t i = off; i < off + rows; i++) {
@@ -273,6 +501,7 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 			param_i64(&p, m->owner_boot);
 			param_i64(&p, m->version);
 			param_i64(&p, b->received_us);
+			param_str(&p, stream);
 		}
 		r = exec_params(d, "insert measurements", sql.data, &p, &ins);
 	}
@@ -281,8 +510,8 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		p.n = 0;
 		buf__reset(&sql);
 		r = build_insert(
-		    &sql, "INSERT INTO rejected (source, seq, field, error, item, received_us) VALUES ",
-		    " ON CONFLICT (source, seq) DO NOTHING", rows, 6);
+		    &sql, "INSERT INTO rejected (source, seq, field, error, item, received_us, stream) VALUES ",
+		    " ON CONFLICT (source, stream, seq) DO NOTHING", rows, 7);
 		if (r < 0)
 			break;
 		for (size_t i = off; i < off + rows; i++) {
@@ -293,6 +522,7 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 			param_str(&p, x->error);
 			param_str(&p, x->item);
 			param_i64(&p, b->received_us);
+			param_str(&p, stream);
 		}
 		r = exec_params(d, "insert rejected", sql.data, &p, NULL);
 	}
@@ -302,12 +532,30 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		param_i64(&p, b->received_us);
 		param_i64(&p, b->max_seq);
 		param_i64(&p, b->boot);
+		param_str(&p, stream);
 		r = exec_params(
 		    d, "update source",
-		    "INSERT INTO sources (source, last_seen_us, last_seq, boot) VALUES ($1, $2, $3, $4)"
+		    "INSERT INTO sources (source, last_seen_us, last_seq, boot, stream) VALUES ($1, $2, $3, $4, $5)"
 		    " ON CONFLICT (source) DO UPDATE SET last_seen_us = excluded.last_seen_us,"
-		    " last_seq = GREATEST(sources.last_seq, excluded.last_seq), boot = excluded.boot",
+		    " last_seq = CASE WHEN sources.stream = excluded.stream"
+		    " THEN GREATEST(sources.last_seq, excluded.last_seq) ELSE excluded.last_seq END,"
+		    " boot = excluded.boot, stream = excluded.stream",
 		    &p, NULL);
+	}
+	if (r == 0 && b->n + b->nrej > 0) {
+		p.n = 0;
+		param_str(&p, b->source);
+		param_str(&p, stream);
+		param_i64(&p, b->min_seq);
+		param_i64(&p, b->max_seq);
+		param_i64(&p, b->received_us);
+		r = exec_params(d, "update stream",
+		                "INSERT INTO streams (source, stream, first_seq, last_seq, first_us, last_us)"
+		                " VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (source, stream) DO UPDATE SET"
+		                " first_seq = LEAST(streams.first_seq, excluded.first_seq),"
+		                " last_seq = GREATEST(streams.last_seq, excluded.last_seq),"
+		                " last_us = excluded.last_us",
+		                &p, NULL);
 	}
 	free(p.v);
 	free(p.num);
@@ -323,7 +571,100 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 			PQclear(PQexec(d->conn, "ROLLBACK"));
 		return r;
 	}
-	*inserted = ins;
+	res->inserted = ins;
+	return 0;
+refused:
+	/* Nothing of a refused batch stays. */
+	free(p.v);
+	free(p.num);
+	buf__free(&sql);
+	res->adopted = false;
+	if (command(d, "ROLLBACK") < 0)
+		return DB_EDOWN;
+	return 0;
+}
+
+static int pg_accept_stream(struct db *db, const char *source, const char *stream, int64_t now_us)
+{
+	struct db_pg *d = PG(db);
+	struct params p = {0};
+	int r;
+
+	if (!pg_up(db) && pg_reconnect(db) < 0)
+		return DB_EDOWN;
+	r = params_reserve(&p, 3);
+	if (r == 0) {
+		param_str(&p, source);
+		param_str(&p, stream);
+		param_i64(&p, now_us);
+		r = exec_params(d, "accept stream",
+		                "INSERT INTO sources (source, last_seen_us, last_seq, boot, stream) VALUES ($1, $3,"
+		                " COALESCE((SELECT last_seq FROM streams WHERE source = $1 AND stream = $2), 0), 0, $2)"
+		                " ON CONFLICT (source) DO UPDATE SET stream = excluded.stream,"
+		                " last_seq = excluded.last_seq",
+		                &p, NULL);
+	}
+	free(p.v);
+	free(p.num);
+	return r;
+}
+
+static int pg_stream_info(struct db *db, const char *source, json_t **out)
+{
+	struct db_pg *d = PG(db);
+	const char *v[1] = {source};
+	char cur[DB_STREAM_MAX + 1] = "";
+	int64_t last = 0;
+	PGresult *res;
+	json_t *streams, *versions, *o;
+	int r;
+
+	if (!pg_up(db) && pg_reconnect(db) < 0)
+		return DB_EDOWN;
+	res = one(d, "SELECT stream FROM sources WHERE source = $1", 1, v, &r);
+	if (!res)
+		return r;
+	if (PQntuples(res) == 1)
+		snprintf(cur, sizeof(cur), "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	r = pg_stream_last(d, source, cur, &last);
+	if (r < 0)
+		return r;
+	res = one(d,
+	          "SELECT stream, first_seq, last_seq, first_us, last_us FROM streams WHERE source = $1"
+	          " ORDER BY first_us, stream",
+	          1, v, &r);
+	if (!res)
+		return r;
+	streams = json_array();
+	for (int i = 0; streams && i < PQntuples(res); i++)
+		json_array_append_new(streams, json_pack("{s:s,s:I,s:I,s:I,s:I}", "stream", PQgetvalue(res, i, 0),
+		                                         "first_seq", (json_int_t)geti(res, i, 1), "last_seq",
+		                                         (json_int_t)geti(res, i, 2), "first_us",
+		                                         (json_int_t)geti(res, i, 3), "last_us",
+		                                         (json_int_t)geti(res, i, 4)));
+	PQclear(res);
+	res = one(d,
+	          "SELECT DISTINCT ON (thing) thing, owner_boot, version FROM measurements WHERE source = $1"
+	          " AND (owner_boot > 0 OR version > 0) ORDER BY thing, owner_boot DESC, version DESC",
+	          1, v, &r);
+	if (!res) {
+		json_decref(streams);
+		return r;
+	}
+	versions = json_array();
+	for (int i = 0; versions && i < PQntuples(res); i++)
+		json_array_append_new(versions, json_pack("{s:s,s:I,s:I}", "thing", PQgetvalue(res, i, 0), "owner_boot",
+		                                          (json_int_t)geti(res, i, 1), "version",
+		                                          (json_int_t)geti(res, i, 2)));
+	PQclear(res);
+	o = json_pack("{s:s,s:s,s:I,s:o*,s:o*}", "source", source, "stream", cur, "last_seq", (json_int_t)last,
+	              "streams", streams, "versions", versions);
+	if (!o || !streams || !versions) {
+		json_decref(o);
+		return -ENOMEM;
+	}
+	*out = o;
 	return 0;
 }
 
@@ -336,11 +677,6 @@ static PGresult *query(struct db_pg *d, const char *sql, int n, const char *cons
 		return NULL;
 	}
 	return res;
-}
-
-static int64_t geti(PGresult *res, int row, int col)
-{
-	return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
 }
 
 static json_t *getj(PGresult *res, int row, int col)
@@ -358,32 +694,33 @@ static int pg_sources(struct db *db, size_t max_gaps, json_t **out)
 
 	if (!pg_up(db) && pg_reconnect(db) < 0)
 		return DB_EDOWN;
-	src = query(d, "SELECT source, last_seen_us, last_seq, boot FROM sources ORDER BY source", 0, NULL);
+	src = query(d, "SELECT source, last_seen_us, last_seq, boot, stream FROM sources ORDER BY source", 0, NULL);
 	if (!src)
 		return DB_EDOWN;
 	arr = json_array();
 	snprintf(lim, sizeof(lim), "%zu", max_gaps);
 	for (int i = 0; arr && i < PQntuples(src); i++) {
-		const char *v[2] = {PQgetvalue(src, i, 0), lim};
+		const char *v[3] = {PQgetvalue(src, i, 0), lim, PQgetvalue(src, i, 4)};
 		int64_t stored, rejected, min_seq, max_seq;
 		json_t *g = json_array();
 
 		cnt = query(d,
-		            "SELECT (SELECT COUNT(*) FROM measurements WHERE source = $1),"
-		            " (SELECT COUNT(*) FROM rejected WHERE source = $1),"
-		            " (SELECT MIN(seq) FROM (SELECT seq FROM measurements WHERE source = $1"
-		            "  UNION ALL SELECT seq FROM rejected WHERE source = $1) s),"
-		            " (SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = $1"
-		            "  UNION ALL SELECT seq FROM rejected WHERE source = $1) s)",
-		            1, v);
+		            "SELECT (SELECT COUNT(*) FROM measurements WHERE source = $1 AND stream = $3),"
+		            " (SELECT COUNT(*) FROM rejected WHERE source = $1 AND stream = $3),"
+		            " (SELECT MIN(seq) FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $3"
+		            "  UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3) s),"
+		            " (SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $3"
+		            "  UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3) s)"
+		            " WHERE $2::bigint IS NOT NULL",
+		            3, v);
 		gaps =
 		    cnt ? query(
 		              d,
 		              "SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt"
-		              " FROM (SELECT seq FROM measurements WHERE source = $1"
-		              " UNION ALL SELECT seq FROM rejected WHERE source = $1) s) t"
+		              " FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $3"
+		              " UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3) s) t"
 		              " WHERE nxt > seq + 1 ORDER BY seq LIMIT $2",
-		              2, v)
+		              3, v)
 		        : NULL;
 		if (!cnt || !gaps) {
 			json_decref(g);
@@ -403,7 +740,8 @@ static int pg_sources(struct db *db, size_t max_gaps, json_t **out)
 			json_array_append_new(g, json_pack("[I,I]", (json_int_t)geti(gaps, k, 0),
 			                                   (json_int_t)geti(gaps, k, 1)));
 		json_array_append_new(
-		    arr, json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "source", v[0], "last_seen_us",
+		    arr, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "source", v[0], "stream", v[2],
+		                   "last_seen_us",
 		                   (json_int_t)geti(src, i, 1), "last_seq", (json_int_t)geti(src, i, 2),
 		                   "boot", (json_int_t)geti(src, i, 3), "stored", (json_int_t)stored,
 		                   "rejected", (json_int_t)rejected, "missing",
@@ -422,7 +760,7 @@ static int pg_measurements(struct db *db, const struct db_query *q, json_t **out
 {
 	struct db_pg *d = PG(db);
 	char from[24], to[24], after[24], lim[24];
-	const char *v[6];
+	const char *v[7];
 	PGresult *res;
 	json_t *arr;
 
@@ -438,18 +776,21 @@ static int pg_measurements(struct db *db, const struct db_query *q, json_t **out
 	v[3] = to;
 	v[4] = after;
 	v[5] = lim;
+	v[6] = q->stream;
 	res = query(
 	    d,
-	    "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us"
+	    "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us, stream"
 	    " FROM measurements WHERE ($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR thing = $2)"
-	    " AND time_us >= $3 AND time_us <= $4 AND seq > $5 ORDER BY source, seq LIMIT $6",
-	    6, v);
+	    " AND ($7::text IS NULL OR stream = $7)"
+	    " AND time_us >= $3 AND time_us <= $4 AND seq > $5 ORDER BY source, stream, seq LIMIT $6",
+	    7, v);
 	if (!res)
 		return pg_up(db) ? -EIO : DB_EDOWN;
 	arr = json_array();
 	for (int i = 0; arr && i < PQntuples(res); i++)
 		json_array_append_new(
-		    arr, json_pack("{s:s,s:I,s:s,s:s,s:o,s:I,s:I,s:I,s:I}", "source", PQgetvalue(res, i, 0),
+		    arr, json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:I,s:I,s:I,s:I}", "source", PQgetvalue(res, i, 0),
+		                   "stream", PQgetvalue(res, i, 9),
 		                   "seq", (json_int_t)geti(res, i, 1), "thing", PQgetvalue(res, i, 2), "type",
 		                   PQgetvalue(res, i, 3), "value", getj(res, i, 4), "time",
 		                   (json_int_t)geti(res, i, 5), "owner_boot", (json_int_t)geti(res, i, 6),
@@ -558,6 +899,8 @@ const struct db_ops db_pg_ops = {
     .reconnect = pg_reconnect,
     .up = pg_up,
     .store = pg_store,
+    .accept_stream = pg_accept_stream,
+    .stream_info = pg_stream_info,
     .sources = pg_sources,
     .measurements = pg_measurements,
     .rejected = pg_rejected,

@@ -20,20 +20,34 @@ struct db_sqlite {
 	char *path;
 	sqlite3 *h;
 	sqlite3_stmt *ins_m, *ins_r, *upd_src, *put_alarm;
+	sqlite3_stmt *get_src, *old_m, *old_r, *upd_stream, *last_seq;
 };
 
 #define SQ(db) ((struct db_sqlite *)(db))
 
 static const char sql_ins_m[] =
     "INSERT OR IGNORE INTO measurements (source, seq, thing, vtype, value, time_us, owner_boot, version,"
-    " received_us) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    " received_us, stream) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 static const char sql_ins_r[] =
-    "INSERT OR IGNORE INTO rejected (source, seq, field, error, item, received_us)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    "INSERT OR IGNORE INTO rejected (source, seq, field, error, item, received_us, stream)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 static const char sql_upd_src[] =
-    "INSERT INTO sources (source, last_seen_us, last_seq, boot) VALUES (?1, ?2, ?3, ?4)"
+    "INSERT INTO sources (source, last_seen_us, last_seq, boot, stream) VALUES (?1, ?2, ?3, ?4, ?5)"
     " ON CONFLICT (source) DO UPDATE SET last_seen_us = excluded.last_seen_us,"
-    " last_seq = max(sources.last_seq, excluded.last_seq), boot = excluded.boot";
+    " last_seq = CASE WHEN sources.stream = excluded.stream THEN max(sources.last_seq, excluded.last_seq)"
+    " ELSE excluded.last_seq END, boot = excluded.boot, stream = excluded.stream";
+static const char sql_get_src[] = "SELECT stream FROM sources WHERE source = ?1";
+static const char sql_old_m[] =
+    "SELECT thing, value, time_us FROM measurements WHERE source = ?1 AND stream = ?2 AND seq = ?3";
+static const char sql_old_r[] = "SELECT item FROM rejected WHERE source = ?1 AND stream = ?2 AND seq = ?3";
+static const char sql_upd_stream[] =
+    "INSERT INTO streams (source, stream, first_seq, last_seq, first_us, last_us)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (source, stream) DO UPDATE SET"
+    " first_seq = min(streams.first_seq, excluded.first_seq),"
+    " last_seq = max(streams.last_seq, excluded.last_seq), last_us = excluded.last_us";
+static const char sql_last_seq[] =
+    "SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = ?1 AND stream = ?2"
+    " UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?2)";
 static const char sql_put_alarm[] =
     "INSERT INTO alarms (id, kind, subject, message, raised_us, cleared_us, count)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET message = excluded.message,"
@@ -45,7 +59,13 @@ static void finalize_all(struct db_sqlite *d)
 	sqlite3_finalize(d->ins_r);
 	sqlite3_finalize(d->upd_src);
 	sqlite3_finalize(d->put_alarm);
+	sqlite3_finalize(d->get_src);
+	sqlite3_finalize(d->old_m);
+	sqlite3_finalize(d->old_r);
+	sqlite3_finalize(d->upd_stream);
+	sqlite3_finalize(d->last_seq);
 	d->ins_m = d->ins_r = d->upd_src = d->put_alarm = NULL;
+	d->get_src = d->old_m = d->old_r = d->upd_stream = d->last_seq = NULL;
 	if (d->h)
 		sqlite3_close_v2(d->h);
 	d->h = NULL;
@@ -98,6 +118,121 @@ static int exec(struct db_sqlite *d, const char *sql)
 	return rc;
 }
 
+/* The one integer a query gives (`*found` false when it gives no row or NULL). */
+static int query_i64(struct db_sqlite *d, const char *sql, int64_t *out, bool *found)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(d->h, sql, -1, &st, NULL);
+
+	*found = false;
+	if (rc == SQLITE_OK) {
+		rc = sqlite3_step(st);
+		if (rc == SQLITE_ROW) {
+			*found = sqlite3_column_type(st, 0) != SQLITE_NULL;
+			*out = sqlite3_column_int64(st, 0);
+			rc = SQLITE_OK;
+		} else if (rc == SQLITE_DONE) {
+			rc = SQLITE_OK;
+		}
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_OK)
+		log_error(d->log, "sqlite %s: %s: %s", d->path, sql, sqlite3_errmsg(d->h));
+	return rc;
+}
+
+/*
+ * Schema 1 to 2. SQLite cannot change a primary key in place: the two keyed
+ * tables are rebuilt (renamed, made again with stream in their key, copied
+ * with stream '', dropped), inside the caller's transaction, so a crash
+ * leaves schema 1 whole or schema 2 whole.
+ */
+static int migrate_1(struct db_sqlite *d)
+{
+	static const char *const steps[] = {
+	    "DROP INDEX IF EXISTS measurements_thing_time",
+	    "ALTER TABLE measurements RENAME TO measurements_v1",
+	    "ALTER TABLE rejected RENAME TO rejected_v1",
+	};
+	static const char *const copy[] = {
+	    "INSERT INTO measurements (source, stream, seq, thing, vtype, value, time_us, owner_boot, version,"
+	    " received_us) SELECT source, '', seq, thing, vtype, value, time_us, owner_boot, version,"
+	    " received_us FROM measurements_v1",
+	    "INSERT INTO rejected (source, stream, seq, field, error, item, received_us)"
+	    " SELECT source, '', seq, field, error, item, received_us FROM rejected_v1",
+	    "DROP TABLE measurements_v1",
+	    "DROP TABLE rejected_v1",
+	};
+	int64_t rows = 0;
+	bool found;
+	int rc;
+
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
+		if ((rc = exec(d, steps[i])) != SQLITE_OK)
+			return rc;
+	/* The new measurements and rejected tables, and their index. */
+	for (size_t i = 0; i < 3; i++)
+		if ((rc = exec(d, db_schema_sql[i])) != SQLITE_OK)
+			return rc;
+	for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++)
+		if ((rc = exec(d, copy[i])) != SQLITE_OK)
+			return rc;
+	for (size_t i = 0; i < db_migrate_1_common_count; i++)
+		if ((rc = exec(d, db_migrate_1_common_sql[i])) != SQLITE_OK)
+			return rc;
+	if ((rc = query_i64(d, "SELECT COUNT(*) FROM measurements", &rows, &found)) != SQLITE_OK)
+		return rc;
+	log_warn(d->log, "sqlite %s: migrated from schema 1 to %d: %" PRId64 " measurement(s) kept as stream ''",
+	         d->path, DB_SCHEMA_VERSION, rows);
+	return SQLITE_OK;
+}
+
+/* Makes the schema, or migrates an older one, in one transaction. */
+static int ensure_schema(struct db_sqlite *d)
+{
+	int64_t version = 0, old = 0;
+	bool found = false, has_old = false;
+	char sql[128];
+	int rc;
+
+	rc = exec(d, "BEGIN IMMEDIATE");
+	if (rc != SQLITE_OK)
+		return rc;
+	rc = exec(d, "CREATE TABLE IF NOT EXISTS thingsync_schema (version BIGINT NOT NULL)");
+	if (rc == SQLITE_OK)
+		rc = query_i64(d, "SELECT MAX(version) FROM thingsync_schema", &version, &found);
+	if (rc == SQLITE_OK && !found)
+		rc = query_i64(d, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'measurements'",
+		               &old, &has_old);
+	if (rc != SQLITE_OK)
+		goto leave;
+	if (found && version > DB_SCHEMA_VERSION) {
+		log_error(d->log, "sqlite %s: schema %" PRId64 " is newer than this collector's (%d)", d->path,
+		          version, DB_SCHEMA_VERSION);
+		rc = SQLITE_MISMATCH;
+		goto leave;
+	}
+	if (!found && old > 0) {
+		rc = migrate_1(d);
+		if (rc != SQLITE_OK)
+			goto leave;
+	}
+	for (size_t i = 0; i < db_schema_count; i++)
+		if ((rc = exec(d, db_schema_sql[i])) != SQLITE_OK)
+			goto leave;
+	if (!found || version < DB_SCHEMA_VERSION) {
+		snprintf(sql, sizeof(sql), "DELETE FROM thingsync_schema; INSERT INTO thingsync_schema VALUES (%d)",
+		         DB_SCHEMA_VERSION);
+		if ((rc = exec(d, sql)) != SQLITE_OK)
+			goto leave;
+	}
+	rc = exec(d, "COMMIT");
+leave:
+	if (rc != SQLITE_OK)
+		sqlite3_exec(d->h, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
+}
+
 static int sq_reconnect(struct db *db)
 {
 	struct db_sqlite *d = SQ(db);
@@ -121,10 +256,14 @@ static int sq_reconnect(struct db *db)
 	if ((rc = exec(d, "PRAGMA journal_mode=WAL")) != SQLITE_OK ||
 	    (rc = exec(d, "PRAGMA synchronous=FULL")) != SQLITE_OK)
 		goto bad;
-	for (size_t i = 0; i < db_schema_count; i++)
-		if ((rc = exec(d, db_schema_sql[i])) != SQLITE_OK)
-			goto bad;
+	if ((rc = ensure_schema(d)) != SQLITE_OK)
+		goto bad;
 	if ((rc = sqlite3_prepare_v2(d->h, sql_ins_m, -1, &d->ins_m, NULL)) != SQLITE_OK ||
+	    (rc = sqlite3_prepare_v2(d->h, sql_get_src, -1, &d->get_src, NULL)) != SQLITE_OK ||
+	    (rc = sqlite3_prepare_v2(d->h, sql_old_m, -1, &d->old_m, NULL)) != SQLITE_OK ||
+	    (rc = sqlite3_prepare_v2(d->h, sql_old_r, -1, &d->old_r, NULL)) != SQLITE_OK ||
+	    (rc = sqlite3_prepare_v2(d->h, sql_upd_stream, -1, &d->upd_stream, NULL)) != SQLITE_OK ||
+	    (rc = sqlite3_prepare_v2(d->h, sql_last_seq, -1, &d->last_seq, NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_prepare_v2(d->h, sql_ins_r, -1, &d->ins_r, NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_prepare_v2(d->h, sql_upd_src, -1, &d->upd_src, NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_prepare_v2(d->h, sql_put_alarm, -1, &d->put_alarm, NULL)) != SQLITE_OK)
@@ -180,18 +319,138 @@ static int step_done(sqlite3_stmt *st)
 	return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_commit, size_t *inserted)
+/* The highest sequence of (source, stream), stored or refused; 0 when none. */
+static int stream_last_seq(struct db_sqlite *d, const char *source, const char *stream, int64_t *out)
+{
+	int rc;
+
+	sqlite3_bind_text(d->last_seq, 1, source, -1, SQLITE_STATIC);
+	sqlite3_bind_text(d->last_seq, 2, stream, -1, SQLITE_STATIC);
+	rc = sqlite3_step(d->last_seq);
+	*out = rc == SQLITE_ROW ? sqlite3_column_int64(d->last_seq, 0) : 0;
+	sqlite3_reset(d->last_seq);
+	sqlite3_clear_bindings(d->last_seq);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/*
+ * Which stream the batch goes to. A source with a stream takes only that
+ * one. A source without one adopts the batch's stream with its first
+ * measurement; if the source has rows from before streams (stream '') and
+ * the batch continues after them, they are the same journal (given its id
+ * when it was first opened by a pushd that has them): they join the stream.
+ */
+static int check_stream(struct db_sqlite *d, const struct db_batch *b, struct db_store_result *res,
+                        const char **stream)
+{
+	const char *cur = "";
+	char curbuf[DB_STREAM_MAX + 1] = "";
+	int64_t legacy_last = 0;
+	int rc;
+
+	sqlite3_bind_text(d->get_src, 1, b->source, -1, SQLITE_STATIC);
+	rc = sqlite3_step(d->get_src);
+	if (rc == SQLITE_ROW) {
+		snprintf(curbuf, sizeof(curbuf), "%s", (const char *)sqlite3_column_text(d->get_src, 0));
+		cur = curbuf;
+		rc = SQLITE_DONE;
+	}
+	sqlite3_reset(d->get_src);
+	sqlite3_clear_bindings(d->get_src);
+	if (rc != SQLITE_DONE)
+		return rc;
+	*stream = b->stream;
+	if (strcmp(cur, b->stream) == 0)
+		return SQLITE_OK;
+	if (*cur) {
+		res->outcome = DB_STREAM_CHANGED;
+		snprintf(res->current, sizeof(res->current), "%s", cur);
+		return stream_last_seq(d, b->source, cur, &res->current_last_seq);
+	}
+	if (b->n + b->nrej == 0) {
+		/* A heartbeat adopts nothing: whether a stream continues the old
+		 * rows is known from its first measurement. */
+		*stream = "";
+		return SQLITE_OK;
+	}
+	res->adopted = true;
+	rc = stream_last_seq(d, b->source, "", &legacy_last);
+	if (rc != SQLITE_OK || legacy_last == 0 || b->min_seq <= legacy_last)
+		return rc;
+	{
+		static const char *const join[] = {
+		    "UPDATE measurements SET stream = ?2 WHERE source = ?1 AND stream = ''",
+		    "UPDATE rejected SET stream = ?2 WHERE source = ?1 AND stream = ''",
+		    "UPDATE streams SET stream = ?2 WHERE source = ?1 AND stream = ''",
+		};
+		for (size_t i = 0; i < sizeof(join) / sizeof(join[0]) && rc == SQLITE_OK; i++) {
+			sqlite3_stmt *st = NULL;
+			rc = sqlite3_prepare_v2(d->h, join[i], -1, &st, NULL);
+			if (rc == SQLITE_OK) {
+				sqlite3_bind_text(st, 1, b->source, -1, SQLITE_STATIC);
+				sqlite3_bind_text(st, 2, b->stream, -1, SQLITE_STATIC);
+				rc = step_done(st);
+			}
+			sqlite3_finalize(st);
+		}
+	}
+	return rc;
+}
+
+/* A measurement already stored under its key: the same content (a duplicate) or not. */
+static int same_measurement(struct db_sqlite *d, const char *source, const char *stream,
+                            const struct db_measurement *m, bool *same)
+{
+	int rc;
+
+	sqlite3_bind_text(d->old_m, 1, source, -1, SQLITE_STATIC);
+	sqlite3_bind_text(d->old_m, 2, stream, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(d->old_m, 3, m->seq);
+	rc = sqlite3_step(d->old_m);
+	*same = rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(d->old_m, 0), m->thing) == 0 &&
+	        strcmp((const char *)sqlite3_column_text(d->old_m, 1), m->value) == 0 &&
+	        sqlite3_column_int64(d->old_m, 2) == m->time_us;
+	sqlite3_reset(d->old_m);
+	sqlite3_clear_bindings(d->old_m);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int same_rejected(struct db_sqlite *d, const char *source, const char *stream, const struct db_rejected *r,
+                         bool *same)
+{
+	int rc;
+
+	sqlite3_bind_text(d->old_r, 1, source, -1, SQLITE_STATIC);
+	sqlite3_bind_text(d->old_r, 2, stream, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(d->old_r, 3, r->seq);
+	rc = sqlite3_step(d->old_r);
+	*same = rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(d->old_r, 0), r->item) == 0;
+	sqlite3_reset(d->old_r);
+	sqlite3_clear_bindings(d->old_r);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_commit, struct db_store_result *res)
 {
 	struct db_sqlite *d = SQ(db);
 	const char *what = "BEGIN";
+	const char *stream = b->stream;
 	size_t ins = 0;
+	bool same;
 	int rc;
 
+	memset(res, 0, sizeof(*res));
 	if (!d->h && sq_reconnect(db) < 0)
 		return DB_EDOWN;
 	rc = sqlite3_exec(d->h, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
 		return fail(d, what, rc);
+	what = "stream";
+	rc = check_stream(d, b, res, &stream);
+	if (rc != SQLITE_OK)
+		goto rollback;
+	if (res->outcome != DB_STORED)
+		goto refused;
 	what = "insert measurement";
 	for (size_t i = 0; i < b->n; i++) {
 		const struct db_measurement *m = &b->m[i];
@@ -204,10 +463,22 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		sqlite3_bind_int64(d->ins_m, 7, m->owner_boot);
 		sqlite3_bind_int64(d->ins_m, 8, m->version);
 		sqlite3_bind_int64(d->ins_m, 9, b->received_us);
+		sqlite3_bind_text(d->ins_m, 10, stream, -1, SQLITE_STATIC);
 		rc = step_done(d->ins_m);
 		if (rc != SQLITE_OK)
 			goto rollback;
-		ins += (size_t)sqlite3_changes(d->h);
+		if (sqlite3_changes(d->h) > 0) {
+			ins++;
+			continue;
+		}
+		rc = same_measurement(d, b->source, stream, m, &same);
+		if (rc != SQLITE_OK)
+			goto rollback;
+		if (!same) {
+			res->outcome = DB_STREAM_BACKWARDS;
+			res->conflict_seq = m->seq;
+			goto refused;
+		}
 	}
 	what = "insert rejected";
 	for (size_t i = 0; i < b->nrej; i++) {
@@ -218,18 +489,41 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		sqlite3_bind_text(d->ins_r, 4, r->error, -1, SQLITE_STATIC);
 		sqlite3_bind_text(d->ins_r, 5, r->item, -1, SQLITE_STATIC);
 		sqlite3_bind_int64(d->ins_r, 6, b->received_us);
+		sqlite3_bind_text(d->ins_r, 7, stream, -1, SQLITE_STATIC);
 		rc = step_done(d->ins_r);
 		if (rc != SQLITE_OK)
 			goto rollback;
+		if (sqlite3_changes(d->h) > 0)
+			continue;
+		rc = same_rejected(d, b->source, stream, r, &same);
+		if (rc != SQLITE_OK)
+			goto rollback;
+		if (!same) {
+			res->outcome = DB_STREAM_BACKWARDS;
+			res->conflict_seq = r->seq;
+			goto refused;
+		}
 	}
 	what = "update source";
 	sqlite3_bind_text(d->upd_src, 1, b->source, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(d->upd_src, 2, b->received_us);
 	sqlite3_bind_int64(d->upd_src, 3, b->max_seq);
 	sqlite3_bind_int64(d->upd_src, 4, b->boot);
+	sqlite3_bind_text(d->upd_src, 5, stream, -1, SQLITE_STATIC);
 	rc = step_done(d->upd_src);
 	if (rc != SQLITE_OK)
 		goto rollback;
+	if (b->n + b->nrej > 0) {
+		what = "update stream";
+		sqlite3_bind_text(d->upd_stream, 1, b->source, -1, SQLITE_STATIC);
+		sqlite3_bind_text(d->upd_stream, 2, stream, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(d->upd_stream, 3, b->min_seq);
+		sqlite3_bind_int64(d->upd_stream, 4, b->max_seq);
+		sqlite3_bind_int64(d->upd_stream, 5, b->received_us);
+		rc = step_done(d->upd_stream);
+		if (rc != SQLITE_OK)
+			goto rollback;
+	}
 	if (fail_before_commit) {
 		sqlite3_exec(d->h, "ROLLBACK", NULL, NULL, NULL);
 		return -EIO;
@@ -238,7 +532,12 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 	rc = sqlite3_exec(d->h, "COMMIT", NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
 		goto rollback;
-	*inserted = ins;
+	res->inserted = ins;
+	return 0;
+refused:
+	/* Nothing of a refused batch stays, not even its source's last_seen. */
+	sqlite3_exec(d->h, "ROLLBACK", NULL, NULL, NULL);
+	res->adopted = false;
 	return 0;
 rollback : {
 	int r = fail(d, what, rc);
@@ -246,6 +545,108 @@ rollback : {
 		sqlite3_exec(d->h, "ROLLBACK", NULL, NULL, NULL);
 	return r;
 }
+}
+
+static int sq_accept_stream(struct db *db, const char *source, const char *stream, int64_t now_us)
+{
+	struct db_sqlite *d = SQ(db);
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (!d->h && sq_reconnect(db) < 0)
+		return DB_EDOWN;
+	rc = sqlite3_prepare_v2(
+	    d->h,
+	    "INSERT INTO sources (source, last_seen_us, last_seq, boot, stream) VALUES (?1, ?3,"
+	    " COALESCE((SELECT last_seq FROM streams WHERE source = ?1 AND stream = ?2), 0), 0, ?2)"
+	    " ON CONFLICT (source) DO UPDATE SET stream = excluded.stream, last_seq = excluded.last_seq",
+	    -1, &st, NULL);
+	if (rc == SQLITE_OK) {
+		sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 2, stream, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, now_us);
+		rc = step_done(st);
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_OK ? 0 : fail(d, "accept stream", rc);
+}
+
+static int sq_stream_info(struct db *db, const char *source, json_t **out)
+{
+	struct db_sqlite *d = SQ(db);
+	sqlite3_stmt *st = NULL;
+	json_t *streams = json_array(), *versions = json_array(), *o = NULL;
+	char cur[DB_STREAM_MAX + 1] = "";
+	int64_t last = 0;
+	int rc;
+
+	if (!streams || !versions) {
+		rc = SQLITE_NOMEM;
+		goto leave;
+	}
+	if (!d->h && sq_reconnect(db) < 0) {
+		json_decref(streams);
+		json_decref(versions);
+		return DB_EDOWN;
+	}
+	sqlite3_bind_text(d->get_src, 1, source, -1, SQLITE_STATIC);
+	rc = sqlite3_step(d->get_src);
+	if (rc == SQLITE_ROW)
+		snprintf(cur, sizeof(cur), "%s", (const char *)sqlite3_column_text(d->get_src, 0));
+	sqlite3_reset(d->get_src);
+	sqlite3_clear_bindings(d->get_src);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		goto leave;
+	rc = stream_last_seq(d, source, cur, &last);
+	if (rc != SQLITE_OK)
+		goto leave;
+	rc = sqlite3_prepare_v2(d->h,
+	                        "SELECT stream, first_seq, last_seq, first_us, last_us FROM streams"
+	                        " WHERE source = ?1 ORDER BY first_us, stream",
+	                        -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		goto leave;
+	sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		json_array_append_new(streams,
+		                      json_pack("{s:s,s:I,s:I,s:I,s:I}", "stream", sqlite3_column_text(st, 0),
+		                                "first_seq", (json_int_t)sqlite3_column_int64(st, 1), "last_seq",
+		                                (json_int_t)sqlite3_column_int64(st, 2), "first_us",
+		                                (json_int_t)sqlite3_column_int64(st, 3), "last_us",
+		                                (json_int_t)sqlite3_column_int64(st, 4)));
+	sqlite3_finalize(st);
+	st = NULL;
+	if (rc != SQLITE_DONE)
+		goto leave;
+	/* The newest (owner boot, version) of each thing: the greatest boot, then its greatest version. */
+	rc = sqlite3_prepare_v2(d->h,
+	                        "SELECT thing, owner_boot, MAX(version) FROM measurements m WHERE source = ?1"
+	                        " AND (owner_boot > 0 OR version > 0) AND owner_boot = (SELECT MAX(owner_boot)"
+	                        " FROM measurements n WHERE n.source = ?1 AND n.thing = m.thing)"
+	                        " GROUP BY thing, owner_boot ORDER BY thing",
+	                        -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		goto leave;
+	sqlite3_bind_text(st, 1, source, -1, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		json_array_append_new(versions, json_pack("{s:s,s:I,s:I}", "thing", sqlite3_column_text(st, 0),
+		                                          "owner_boot", (json_int_t)sqlite3_column_int64(st, 1),
+		                                          "version", (json_int_t)sqlite3_column_int64(st, 2)));
+	if (rc != SQLITE_DONE)
+		goto leave;
+	rc = SQLITE_OK;
+	o = json_pack("{s:s,s:s,s:I,s:O,s:O}", "source", source, "stream", cur, "last_seq", (json_int_t)last,
+	              "streams", streams, "versions", versions);
+	if (!o)
+		rc = SQLITE_NOMEM;
+leave:
+	sqlite3_finalize(st);
+	json_decref(streams);
+	json_decref(versions);
+	if (rc != SQLITE_OK)
+		return fail(d, "stream info", rc);
+	*out = o;
+	return 0;
 }
 
 static json_t *column_json(sqlite3_stmt *st, int col)
@@ -269,34 +670,36 @@ static int sq_sources(struct db *db, size_t max_gaps, json_t **out)
 		return DB_EDOWN;
 	}
 	rc = sqlite3_prepare_v2(
-	    d->h, "SELECT source, last_seen_us, last_seq, boot FROM sources ORDER BY source", -1, &st, NULL);
+	    d->h, "SELECT source, last_seen_us, last_seq, boot, stream FROM sources ORDER BY source", -1, &st, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(
 		    d->h,
-		    "SELECT (SELECT COUNT(*) FROM measurements WHERE source = ?1),"
-		    " (SELECT COUNT(*) FROM rejected WHERE source = ?1),"
-		    " (SELECT MIN(seq) FROM (SELECT seq FROM measurements WHERE source = ?1"
-		    "  UNION ALL SELECT seq FROM rejected WHERE source = ?1)),"
-		    " (SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = ?1"
-		    "  UNION ALL SELECT seq FROM rejected WHERE source = ?1))",
+		    "SELECT (SELECT COUNT(*) FROM measurements WHERE source = ?1 AND stream = ?2),"
+		    " (SELECT COUNT(*) FROM rejected WHERE source = ?1 AND stream = ?2),"
+		    " (SELECT MIN(seq) FROM (SELECT seq FROM measurements WHERE source = ?1 AND stream = ?2"
+		    "  UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?2)),"
+		    " (SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = ?1 AND stream = ?2"
+		    "  UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?2))",
 		    -1, &cnt, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(
 		    d->h,
 		    "SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt"
-		    " FROM (SELECT seq FROM measurements WHERE source = ?1"
-		    " UNION ALL SELECT seq FROM rejected WHERE source = ?1))"
+		    " FROM (SELECT seq FROM measurements WHERE source = ?1 AND stream = ?3"
+		    " UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?3))"
 		    " WHERE nxt > seq + 1 ORDER BY seq LIMIT ?2",
 		    -1, &gaps, NULL);
 	if (rc != SQLITE_OK)
 		goto leave;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const char *src = (const char *)sqlite3_column_text(st, 0);
+		const char *stream = (const char *)sqlite3_column_text(st, 4);
 		int64_t stored, rejected, min_seq, max_seq;
 		json_t *g = json_array();
 		json_t *o;
 
 		sqlite3_bind_text(cnt, 1, src, -1, SQLITE_TRANSIENT);
+		sqlite3_bind_text(cnt, 2, stream, -1, SQLITE_TRANSIENT);
 		if ((rc = sqlite3_step(cnt)) != SQLITE_ROW) {
 			json_decref(g);
 			goto leave;
@@ -312,11 +715,13 @@ static int sq_sources(struct db *db, size_t max_gaps, json_t **out)
 			                      json_pack("[I,I]", (json_int_t)1, (json_int_t)(min_seq - 1)));
 		sqlite3_bind_text(gaps, 1, src, -1, SQLITE_TRANSIENT);
 		sqlite3_bind_int64(gaps, 2, (sqlite3_int64)max_gaps);
+		sqlite3_bind_text(gaps, 3, stream, -1, SQLITE_TRANSIENT);
 		while ((rc = sqlite3_step(gaps)) == SQLITE_ROW && json_array_size(g) < max_gaps)
 			json_array_append_new(g, json_pack("[I,I]", (json_int_t)sqlite3_column_int64(gaps, 0),
 			                                   (json_int_t)sqlite3_column_int64(gaps, 1)));
 		sqlite3_reset(gaps);
-		o = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "source", src, "last_seen_us",
+		o = json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:o}", "source", src, "stream", stream,
+		              "last_seen_us",
 		              (json_int_t)sqlite3_column_int64(st, 1), "last_seq",
 		              (json_int_t)sqlite3_column_int64(st, 2), "boot",
 		              (json_int_t)sqlite3_column_int64(st, 3), "stored", (json_int_t)stored,
@@ -356,9 +761,10 @@ static int sq_measurements(struct db *db, const struct db_query *q, json_t **out
 		return DB_EDOWN;
 	}
 	snprintf(sql, sizeof(sql),
-	         "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us"
+	         "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us, stream"
 	         " FROM measurements WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR thing = ?2)"
-	         " AND time_us >= ?3 AND time_us <= ?4 AND seq > ?5 ORDER BY source, seq LIMIT ?6");
+	         " AND (?7 IS NULL OR stream = ?7)"
+	         " AND time_us >= ?3 AND time_us <= ?4 AND seq > ?5 ORDER BY source, stream, seq LIMIT ?6");
 	rc = sqlite3_prepare_v2(d->h, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		goto leave;
@@ -370,9 +776,12 @@ static int sq_measurements(struct db *db, const struct db_query *q, json_t **out
 	sqlite3_bind_int64(st, 4, q->to_us);
 	sqlite3_bind_int64(st, 5, q->after_seq);
 	sqlite3_bind_int(st, 6, q->limit);
+	if (q->stream)
+		sqlite3_bind_text(st, 7, q->stream, -1, SQLITE_STATIC);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		json_t *o =
-		    json_pack("{s:s,s:I,s:s,s:s,s:o,s:I,s:I,s:I,s:I}", "source", sqlite3_column_text(st, 0),
+		    json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:I,s:I,s:I,s:I}", "source", sqlite3_column_text(st, 0),
+		              "stream", sqlite3_column_text(st, 9),
 		              "seq", (json_int_t)sqlite3_column_int64(st, 1), "thing",
 		              sqlite3_column_text(st, 2), "type", sqlite3_column_text(st, 3), "value",
 		              column_json(st, 4), "time", (json_int_t)sqlite3_column_int64(st, 5),
@@ -496,6 +905,8 @@ const struct db_ops db_sqlite_ops = {
     .reconnect = sq_reconnect,
     .up = sq_up,
     .store = sq_store,
+    .accept_stream = sq_accept_stream,
+    .stream_info = sq_stream_info,
     .sources = sq_sources,
     .measurements = sq_measurements,
     .rejected = sq_rejected,

@@ -5,10 +5,19 @@
  *    on its head, with the time window and the replay cache, before the body
  *    is read). X-Thingsync-Source names a controller of site.conf with the
  *    push role. Else 401, and an invalid_push alarm.
- * 2. The envelope: JSON, "source" equal to the header, "measurements" an
- *    array of at most --max-batch items, each with an integer "seq" >= 1.
- *    Else 400 (413 for too many), naming the field, alarm; nothing stored,
- *    nothing settled: pushd sends it again (a bug there must not lose data).
+ * 2. The envelope: JSON, "source" equal to the header, "stream" (the
+ *    journal's id, 32 lowercase hex digits; absent from a pushd older than
+ *    streams), "measurements" an array of at most --max-batch items, each
+ *    with an integer "seq" >= 1. Else 400 (413 for too many), naming the
+ *    field, alarm; nothing stored, nothing settled: pushd sends it again (a
+ *    bug there must not lose data).
+ * 2b. The stream (checked by the database, in the batch's transaction): a
+ *    stream that is not the source's current one is refused with 409 and a
+ *    stream_changed alarm, nothing stored, nothing settled, until the
+ *    operator runs thingsync-dr recover or accepts it (POST
+ *    /v1/streams/accept); a sequence stored before with other content is
+ *    the stream going backwards: 409, stream_backwards alarm, nothing stored.
+ *    The same content again is a duplicate, settled as today.
  * 3. Every item is checked against site.conf: "thing" a thing of the site,
  *    "value" of its type and within its limits or allowed values, "time"
  *    (microseconds since the epoch) after 2000 and at most a day ahead,
@@ -195,12 +204,15 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	size_t len = evbuffer_get_length(in);
 	const char *body;
 	struct source *src;
-	json_t *root = NULL, *items = NULL, *jsrc, *jboot, *resp = NULL, *rej_json = NULL;
+	json_t *root = NULL, *items = NULL, *jsrc, *jboot, *jstream, *resp = NULL, *rej_json = NULL;
+	const char *stream = "";
+	struct db_store_result res;
 	struct db_measurement *ms = NULL;
 	struct db_rejected *rs = NULL;
 	struct refusal *refusals = NULL;
 	char **texts = NULL;
 	size_t n, nm = 0, nr = 0, inserted = 0;
+	int64_t min_seq = 0;
 	struct db_batch batch;
 	int64_t now = (int64_t)util__realtime_us();
 	int64_t max_seq = 0;
@@ -250,6 +262,15 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 		refuse(c, req, 400, PUSH_INVALID, "boot", "not a non-negative integer");
 		goto leave;
 	}
+	jstream = json_object_get(root, "stream");
+	if (jstream) {
+		stream = json_string_value(jstream);
+		if (!stream || strlen(stream) != DB_STREAM_MAX || strspn(stream, "0123456789abcdef") != DB_STREAM_MAX) {
+			alarms__raise(&c->alarms, ALARM_INVALID_PUSH, src->name, "push with a bad stream id");
+			refuse(c, req, 400, PUSH_INVALID, "stream", "not a stream id (32 lowercase hex digits)");
+			goto leave;
+		}
+	}
 	items = json_object_get(root, "measurements");
 	if (!json_is_array(items)) {
 		alarms__raise(&c->alarms, ALARM_INVALID_PUSH, src->name, "push without a measurements array");
@@ -274,6 +295,8 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 		}
 		if (json_integer_value(jseq) > max_seq)
 			max_seq = json_integer_value(jseq);
+		if (min_seq == 0 || json_integer_value(jseq) < min_seq)
+			min_seq = json_integer_value(jseq);
 	}
 
 	/* 3. Every item. */
@@ -318,14 +341,17 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	}
 	memset(&batch, 0, sizeof(batch));
 	batch.source = src->name;
+	batch.stream = stream;
 	batch.boot = jboot ? (int64_t)json_integer_value(jboot) : 0;
 	batch.received_us = now;
 	batch.m = ms;
 	batch.n = nm;
 	batch.rej = rs;
 	batch.nrej = nr;
+	batch.min_seq = min_seq;
 	batch.max_seq = max_seq;
-	r = c->db->ops->store(c->db, &batch, c->opt.fault_injection && c->faults.handler, &inserted);
+	r = c->db->ops->store(c->db, &batch, c->opt.fault_injection && c->faults.handler, &res);
+	inserted = res.inserted;
 	if (r == DB_EDOWN) {
 		collector__db_down(c, "the database is unavailable");
 		refuse(c, req, 503, PUSH_UNAVAILABLE, "database", "database unavailable");
@@ -339,8 +365,43 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 		goto leave;
 	}
 	collector__db_ok(c);
+	if (res.outcome == DB_STREAM_CHANGED) {
+		char text[600];
+		db__stream_changed_message(text, sizeof(text), src->name, stream, &res);
+		/* Raised again by every retry: the count says how long it waits. */
+		alarms__raise(&c->alarms, ALARM_STREAM_CHANGED, src->name,
+		              "stream '%s' refused: the collector holds '%s' through seq %" PRId64
+		              "; run thingsync-dr recover on %s, or POST /v1/streams/accept",
+		              stream, res.current, res.current_last_seq, src->name);
+		c->pushes[PUSH_INVALID]++;
+		httpd__reply_json(req, 409,
+		                  json_pack("{s:b,s:s,s:s,s:s,s:s,s:I}", "settled", 0, "field", "stream", "error", text,
+		                            "stream", stream, "current_stream", res.current, "current_last_seq",
+		                            (json_int_t)res.current_last_seq));
+		goto leave;
+	}
+	if (res.outcome == DB_STREAM_BACKWARDS) {
+		snprintf(msg, sizeof(msg),
+		         "seq %" PRId64 " of stream '%s' is stored with other content: the stream went "
+		         "backwards (a journal restored from an old copy?); nothing stored",
+		         res.conflict_seq, stream);
+		alarms__raise(&c->alarms, ALARM_STREAM_BACKWARDS, src->name, "%s", msg);
+		c->pushes[PUSH_INVALID]++;
+		httpd__reply_json(req, 409,
+		                  json_pack("{s:b,s:s,s:s,s:s,s:I}", "settled", 0, "field", "seq", "error", msg, "stream",
+		                            stream, "seq", (json_int_t)res.conflict_seq));
+		goto leave;
+	}
+	if (res.adopted)
+		log_info(&c->log, "source %s: stream %s adopted (it had none)", src->name, stream);
+	if (n > 0 || *stream) {
+		/* It pushes its current stream again (after thingsync-dr recover). */
+		alarms__clear(&c->alarms, ALARM_STREAM_CHANGED, src->name, "it pushes the collector's stream");
+		if (n > 0)
+			alarms__clear(&c->alarms, ALARM_STREAM_BACKWARDS, src->name, "a push was stored");
+	}
 	alarms__clear(&c->alarms, ALARM_INTERNAL_ERROR, "", "a push was stored");
-	if (max_seq > src->last_seq)
+	if (res.adopted || max_seq > src->last_seq)
 		src->last_seq = max_seq;
 	src->measurements += inserted;
 	src->duplicates += nm - inserted;

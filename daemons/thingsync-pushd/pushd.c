@@ -189,14 +189,15 @@ static void status_cb(void *arg, struct evhttp_request *req, const char *uri)
 		}
 		evbuffer_add_printf(
 		    out,
-		    "{\"source\":\"%s\",\"journal\":{\"cursor\":%" PRIu64 ",\"last_seq\":%" PRIu64
+		    "{\"source\":\"%s\",\"journal\":{\"stream\":\"%s\",\"cursor\":%" PRIu64 ",\"last_seq\":%" PRIu64
 		    ",\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"full\":%s},"
-		    "\"sender\":{\"connected\":%s,\"in_flight\":%s,\"posts_ok\":%" PRIu64
+		    "\"sender\":{\"connected\":%s,\"stream_refused\":%s,\"in_flight\":%s,\"posts_ok\":%" PRIu64
 		    ",\"posts_failed\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"refused\":%" PRIu64
 		    ",\"backoff_ms\":%u},\"backpressure\":%s,\"duplicates_skipped\":%" PRIu64
 		    ",\"csv\":{\"imported\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"done\":%s}}\n",
-		    pd->name, st.cursor, st.last_seq, st.entries, st.bytes, st.full ? "true" : "false",
-		    s->disconnected ? "false" : "true", s->in_flight ? "true" : "false", s->posts_ok,
+		    pd->name, journal__stream_id(pd->journal), st.cursor, st.last_seq, st.entries, st.bytes,
+		    st.full ? "true" : "false", s->disconnected ? "false" : "true",
+		    s->stream_refused ? "true" : "false", s->in_flight ? "true" : "false", s->posts_ok,
 		    s->posts_failed, s->measurements_sent, s->measurements_refused, s->backoff_ms,
 		    pd->backpressure ? "true" : "false", pd->dedup_skipped, csv_imported, csv_refused,
 		    csv_done ? "true" : "false");

@@ -60,6 +60,7 @@ struct sender {
 	/* Reachability of the collector, as connection_status posts it. */
 	bool disconnected;
 	uint64_t disconnected_at_us;
+	bool stream_refused; /* the collector answered 409: it holds another stream of ours */
 	uint64_t posts_ok, posts_failed, measurements_sent, measurements_refused;
 	char last_error[256];
 	struct prng prng;

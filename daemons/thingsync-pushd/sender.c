@@ -8,10 +8,16 @@
  * that does not name the batch - is retried, forever, with capped
  * exponential backoff and jitter; the next try starts again at the cursor,
  * so nothing is ever skipped or dropped. The collector's insert is
- * idempotent on (source, seq), so a batch sent twice is stored once.
+ * idempotent on (source, stream, seq), so a batch sent twice is stored once.
+ *
+ * The stream is the journal's id (journal__stream_id()). A collector that
+ * holds another stream of this source (the journal was lost and made again)
+ * answers 409 and raises stream_changed: nothing is stored, so the batch
+ * stays here, retried with the backoff, until the operator accepts the new
+ * stream at the collector or runs `thingsync-dr recover` (and restarts us).
  *
  * Wire format (POST, Content-Type: application/json):
- *   {"source":"PI-Push","boot":N,"measurements":[
+ *   {"source":"PI-Push","stream":"<32 hex>","boot":N,"measurements":[
  *     {"seq":17,"thing":"temp","value":21.5,"time":1717000000123456,
  *      "owner_boot":N,"version":N}, ...]}
  * time is in microseconds since the epoch. Headers X-Thingsync-Source (the
@@ -264,7 +270,7 @@ static void done_cb(void *ud, int status, const char *error, const char *body, s
 	struct sender *s = ud;
 	struct pushd *pd = s->pd;
 	json_t *resp = NULL;
-	char why[200];
+	char why[512];
 	int r;
 
 	s->in_flight = false;
@@ -282,6 +288,18 @@ static void done_cb(void *ud, int status, const char *error, const char *body, s
 		s->batch /= 2;
 		log_warn(&pd->log, "collector says batch too large: batches of %zu now", s->batch);
 		event_active(s->kick_ev, EV_TIMEOUT, 0);
+		return;
+	}
+	if (status == 409) {
+		/* Our stream is not the collector's: kept, retried, said loudly
+		 * (failed() logs the first and every tenth). */
+		resp = json_loadb(body, len, 0, NULL);
+		snprintf(why, sizeof(why), "HTTP 409: %.400s",
+		         json_string_value(json_object_get(resp, "error")) ? json_string_value(json_object_get(resp, "error"))
+		                                                           : body);
+		json_decref(resp);
+		s->stream_refused = true;
+		failed(s, status, why);
 		return;
 	}
 	if (status != 200 && status != 422) {
@@ -305,6 +323,10 @@ static void done_cb(void *ud, int status, const char *error, const char *body, s
 	}
 	if (status == 422)
 		log_refused(s, resp);
+	if (s->stream_refused) {
+		log_info(&pd->log, "the collector takes stream %s again", journal__stream_id(pd->journal));
+		s->stream_refused = false;
+	}
 	json_decref(resp);
 	s->posts_ok++;
 	s->failures_in_row = 0;
@@ -364,6 +386,7 @@ static void send_batch(struct sender *s, bool allow_empty)
 		goto leave;
 	}
 	if (json_object_set_new(root, "source", json_string(pd->name)) < 0 ||
+	    json_object_set_new(root, "stream", json_string(journal__stream_id(pd->journal))) < 0 ||
 	    json_object_set_new(root, "boot", json_integer((json_int_t)tsync_node_boot(pd->node))) < 0 ||
 	    json_object_set_new(root, "measurements", b.arr) < 0) {
 		r = -ENOMEM;
