@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <sodium.h>
 
+#include "node/node.h"
 #include "site/site.h"
 #include "store/store.h"
 #include "sync/sync.h"
@@ -836,6 +837,11 @@ static int commit_accepted(struct tsync_node *n, int r)
 TSYNC_API int tsync_node_set(tsync_node *n, const char *thing, const tsync_value *v)
 {
 	return commit_accepted(n, sync__set(n->eng, thing, v, util__now_us()));
+}
+
+void node__store_written(const tsync_node *n, uint64_t *bytes, uint64_t *commits)
+{
+	store__written(n ? n->store : NULL, bytes, commits);
 }
 
 TSYNC_API int tsync_node_commit(tsync_node *n)

@@ -518,6 +518,9 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 		err = tsync_reject_name(why);
 		goto done;
 	}
+	/* Prepared before the mark: the less runs between the mark's commit
+	 * and the act, the shorter the instant in which a crash loses it. */
+	json = json_dumps((json_t *)m->obj, JSON_COMPACT);
 	if (w) {
 		/* Marked done, durably, before the handler acts (engine__act_point). */
 		engine__undo_mark(e, p, w->ob, m->id);
@@ -525,11 +528,11 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 		w->dirty = true;
 		if (engine__act_point(e, p, w) < 0) {
 			unwind_request(e, p, w, m->id);
+			free(json);
 			return;
 		}
 	}
 	e->acts_pending = true;
-	json = json_dumps((json_t *)m->obj, JSON_COMPACT);
 	memset(&req, 0, sizeof(req));
 	req.from = p->name;
 	req.type = m->type == WIRE_T_CMD ? "cmd" : m->type_name;
