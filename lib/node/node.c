@@ -302,7 +302,8 @@ static void op_persist_answer(void *ctx, const char *sender, uint64_t ob, uint64
 	int r = store__stage_answer(n->store, sender, ob, (uint32_t)(id % SYNC_DEDUP_BITS), id, err, res);
 
 	if (r < 0)
-		log_error(&n->log, "cannot stage an answer to %s for the store: %s", sender, tsync_strerror(r));
+		log_error(&n->log, "cannot stage an answer to %s for the store: %s", sender,
+		          tsync_strerror(r));
 }
 
 static void op_persist_request(void *ctx, const char *peer, uint64_t ob, const struct outreq *o, bool done)
@@ -528,11 +529,12 @@ static void resume_request_cb(void *ud, const struct store_request *q)
 		log_info(&n->log, "resumed request %llu (boot %llu) to %s", (unsigned long long)q->id,
 		         (unsigned long long)q->origin_boot, q->peer);
 	else
-		log_warn(&n->log, "stored request %llu to %s not resumed: %s", (unsigned long long)q->id, q->peer,
-		         tsync_strerror(r));
+		log_warn(&n->log, "stored request %llu to %s not resumed: %s", (unsigned long long)q->id,
+		         q->peer, tsync_strerror(r));
 }
 
-static void resume_setreq_cb(void *ud, const char *thing, uint64_t version, uint64_t boot, const tsync_value *v)
+static void resume_setreq_cb(void *ud, const char *thing, uint64_t version, uint64_t boot,
+                             const tsync_value *v)
 {
 	struct tsync_node *n = ud;
 	int r = sync__resume_setreq(n->eng, thing, v);

@@ -66,7 +66,7 @@ struct staged {
 enum staged_db { DB_WINDOWS, DB_REQUESTS, DB_SETREQS, DB_COUNT };
 struct staged_op {
 	enum staged_db db;
-	bool del;    /* delete the key (or, with prefix, every key it begins) */
+	bool del; /* delete the key (or, with prefix, every key it begins) */
 	bool prefix;
 	unsigned char *key; /* owned; data follows it in the same allocation */
 	size_t klen;

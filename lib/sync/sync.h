@@ -281,7 +281,7 @@ struct sync_peer {
 	uint64_t next_id;
 
 	struct dedup_win wins[SYNC_DEDUP_BOOTS]; /* its requests I executed, per origin boot */
-	bool durable;                           /* it keeps durable windows ("dw") */
+	bool durable;                            /* it keeps durable windows ("dw") */
 	struct answer *answers;
 	size_t n_answers, cap_answers;
 

@@ -400,8 +400,8 @@ static void ms_restore(struct simnode *sn)
 	}
 	for (size_t k = 0; k < MS_WINDOWS; k++)
 		if (m->win[k].used)
-			sync__restore_window(sn->e, m->win[k].sender, m->win[k].ob, m->win[k].top, m->win[k].bits,
-			                     SYNC_DEDUP_BITS / 64);
+			sync__restore_window(sn->e, m->win[k].sender, m->win[k].ob, m->win[k].top,
+			                     m->win[k].bits, SYNC_DEDUP_BITS / 64);
 	for (size_t k = 0; k < MS_ANSWERS; k++)
 		if (m->ans[k].used)
 			sync__restore_answer(sn->e, m->ans[k].sender, m->ans[k].ob, m->ans[k].id,
@@ -1242,9 +1242,8 @@ static void test_origin_boot_window(void **state)
 	q.cmd = "version";
 	assert_int_equal(sync__resume_request(s->n[2].e, &q), 0);
 	/* Its new request after the resumed one takes the next id, not 1. */
-	assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done, &d[1],
-	                                    s->now),
-	                 0);
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done, &d[1], s->now), 0);
 	assert_int_equal(s->n[2].e->peers[s->n[2].e->plan->peer_of_ctrl[0]].reqs->next->id, 2);
 	q.origin_boot = s->n[2].e->boot; /* an origin boot that is not earlier */
 	assert_int_equal(sync__resume_request(s->n[2].e, &q), -EINVAL);

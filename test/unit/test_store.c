@@ -641,7 +641,8 @@ static void on_window(void *ud, const char *sender, uint64_t ob, uint64_t top,
 	memcpy(w->bits, bits, sizeof(w->bits));
 }
 
-static void on_answer(void *ud, const char *sender, uint64_t ob, uint64_t id, const char *err, const char *res)
+static void on_answer(void *ud, const char *sender, uint64_t ob, uint64_t id, const char *err,
+                      const char *res)
 {
 	struct win_seen *w = ud;
 	int i = w->answers++;
@@ -777,7 +778,8 @@ static void test_requests_survive_crash(void **state)
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		struct store *c = NULL;
-		if (store__open(f->dir, 0, NULL, &c) < 0 || store__stage_request_done(c, "owner", 1000, 3) < 0)
+		if (store__open(f->dir, 0, NULL, &c) < 0 ||
+		    store__stage_request_done(c, "owner", 1000, 3) < 0)
 			_exit(2);
 		raise(SIGKILL);
 		_exit(3);

@@ -380,9 +380,10 @@ static void test_durable_window_fields(void **state)
 	wire__writer_free(&w);
 
 	/* "dw" other than 1 is no promise; "ob" 0 or not a number is malformed. */
-	static const char other[] = "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"dw\":true,\"msgs\":["
-	                            "{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"d\",\"id\":1,\"ob\":0},"
-	                            "{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"d\",\"id\":2,\"ob\":\"1\"}]}";
+	static const char other[] =
+	    "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"dw\":true,\"msgs\":["
+	    "{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"d\",\"id\":1,\"ob\":0},"
+	    "{\"type\":\"io\",\"cmd\":\"pulse\",\"io\":\"d\",\"id\":2,\"ob\":\"1\"}]}";
 	assert_int_equal(wire__decode(&c, other, strlen(other), &dg, &rej), 0);
 	assert_false(dg.env.durable);
 	assert_true(dg.msgs[0].bad);
