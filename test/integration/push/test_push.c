@@ -1652,6 +1652,141 @@ static void test_migrate_sqlite(void **state)
 	check_migrated(e);
 }
 
+/* --- thingsync-dr recover: the same Pi, back in its stream ------------------------------------ */
+
+static const char *dr_bin(void)
+{
+	const char *p = getenv("DR");
+	return p ? p : "thingsync-dr";
+}
+
+/* Runs thingsync-dr with --json; its exit status, and its report in *out. */
+static int run_dr(struct env *e, const char *cmd, const char *collector, json_t **out)
+{
+	char state[600], report[600];
+	const char *argv[16];
+	int n = 0, status;
+	pid_t pid;
+
+	snprintf(state, sizeof(state), "%s/pushd", e->dir);
+	snprintf(report, sizeof(report), "%s/dr.json", e->dir);
+	argv[n++] = dr_bin();
+	argv[n++] = cmd;
+	argv[n++] = "-c";
+	argv[n++] = e->site_path;
+	argv[n++] = "-n";
+	argv[n++] = "PUSH";
+	argv[n++] = "-s";
+	argv[n++] = state;
+	argv[n++] = "--json";
+	if (collector) {
+		argv[n++] = "--collector";
+		argv[n++] = collector;
+	}
+	argv[n] = NULL;
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int fd = open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fd >= 0)
+			dup2(fd, 1);
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	*out = json_load_file(report, 0, NULL);
+	assert_non_null(*out);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+/* The item of a dr report about `what` (node, journal) in `state`, or NULL. */
+static json_t *dr_item(json_t *report, const char *what, const char *state)
+{
+	json_t *it;
+	size_t i;
+
+	json_array_foreach(json_object_get(report, "items"), i, it)
+	{
+		if (!strcmp(json_string_value(json_object_get(it, "what")), what) &&
+		    !strcmp(json_string_value(json_object_get(it, "state")), state))
+			return it;
+	}
+	return NULL;
+}
+
+/*
+ * The issue's test 1 with dr: the refused new stream waits in pushd's
+ * journal; pushd stopped, thingsync-dr recover, pushd started: the journal
+ * is back in the collector's stream, its waiting measurements renumbered
+ * after the collector's last sequence, the copies of values the collector
+ * had dropped. Then every value acknowledged by the mesh is stored exactly
+ * once, in one stream without a gap.
+ */
+static void test_stream_dr_recover(void **state)
+{
+	struct env *e = *state;
+	struct alarm_q q = {"active", "stream_changed", "PUSH", 0};
+	char old_stream[40], new_stream[40], cmd[700];
+	json_t *rep, *it;
+	int64_t waiting;
+
+	wipe_and_restart(e, old_stream, new_stream);
+	stop_proc(&e->pushd, SIGTERM);
+
+	/* check: both environments there and consistent (dr cannot tell a new
+	 * stream from the old one without the collector). */
+	assert_int_equal(run_dr(e, "check", NULL, &rep), 0);
+	it = dr_item(rep, "journal", "present");
+	assert_non_null(it);
+	assert_string_equal(json_string_value(json_object_get(it, "stream")), new_stream);
+	waiting = jint(it, "entries", NULL);
+	assert_true(waiting > 0);
+	assert_non_null(dr_item(rep, "node", "present"));
+	json_decref(rep);
+
+	/* recover: the collector's stream, after its last sequence. */
+	assert_int_equal(run_dr(e, "recover", e->col_url, &rep), 0);
+	it = dr_item(rep, "journal", "recovered");
+	assert_non_null(it);
+	assert_string_equal(json_string_value(json_object_get(it, "stream")), old_stream);
+	assert_int_equal(jint(it, "kept", NULL) + jint(it, "dropped", NULL), waiting);
+	json_decref(rep);
+	assert_int_equal(run_dr(e, "check", NULL, &rep), 0);
+	it = dr_item(rep, "journal", "present");
+	assert_string_equal(json_string_value(json_object_get(it, "stream")), old_stream);
+	json_decref(rep);
+
+	start_pushd_ready(e);
+	assert_true(wait_for(e, pred_alarm_cleared, &q, 30000));
+	drain_and_verify(e);
+	assert_int_equal(stored_in_stream(e, new_stream), 0);
+
+	/* A journal deleted outright: check says so (exit 1), recover rebuilds it. */
+	stop_proc(&e->pushd, SIGTERM);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/pushd/journal'", e->dir);
+	assert_int_equal(system(cmd), 0);
+	assert_int_equal(run_dr(e, "check", NULL, &rep), 1);
+	assert_non_null(dr_item(rep, "journal", "missing"));
+	assert_true(json_is_true(json_object_get(rep, "needs_recovery")));
+	json_decref(rep);
+	assert_int_equal(run_dr(e, "recover", e->col_url, &rep), 0);
+	assert_non_null(dr_item(rep, "journal", "recovered"));
+	json_decref(rep);
+	q.after = now_us();
+	e->producing = true;
+	start_pushd_ready(e);
+	{
+		int64_t more = 0;
+		json_t *s = source_push(e);
+		more = jint(s, "stored", NULL) + 50;
+		json_decref(s);
+		assert_true(wait_for(e, pred_stored_at_least, &more, 60000));
+	}
+	drain_and_verify(e);
+	assert_false(alarm_in(e, "active", "stream_changed", "PUSH", 0));
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -1666,6 +1801,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_pushd_kill9, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_journal_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stream_accept, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_stream_dr_recover, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_sqlite, setup, teardown),
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_migrate_postgres, setup, teardown),

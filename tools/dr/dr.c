@@ -1,0 +1,554 @@
+/*
+ * thingsync-dr: disaster recovery of one controller's local state (seed 004).
+ * Tier-1 is the controller's LMDB environments (the node's state store; the
+ * pushd journal: stream id, last sequence, cursor); Tier-2 is the
+ * collector's database.
+ *
+ *   check    opens every environment read-only and says what is present,
+ *            missing, unreadable or inconsistent; exit 1 if anything needs
+ *            recovery. Changes nothing (no lock file is even made).
+ *   recover  rebuilds pushd's journal from the collector (GET /v1/streams,
+ *            signed with the site key): the collector's stream, next
+ *            sequence after its last stored one (the truncation offset), the
+ *            newest version per thing. A journal with unsent entries is never
+ *            overwritten: in the collector's stream they are kept, in another
+ *            one they are renumbered after the collector's last sequence.
+ *            An unreadable journal is moved aside, never deleted.
+ *
+ * Exit status: 0 nothing to do / done; 1 (check) something needs recovery;
+ * 2 usage; 3 failure (collector unreachable, a write that failed, ...).
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <lmdb.h>
+#include <thingsync/thingsync.h>
+
+#include "httpd.h"
+#include "store/store.h"
+#include "util/util.h"
+
+#define EXIT_NEEDS_RECOVERY 1
+#define EXIT_USAGE          2
+#define EXIT_FAILED         3
+
+static const char usage_text[] =
+    "usage: thingsync-dr check   -c SITE -n CONTROLLER -s STATE_DIR [--journal DIR] [--json]\n"
+    "       thingsync-dr recover -c SITE -n CONTROLLER -s STATE_DIR [--journal DIR]\n"
+    "                            --collector URL [--cacert FILE] [--json]\n"
+    "\n"
+    "Disaster recovery of a controller's local LMDB state. Stop the controller's\n"
+    "daemons first.\n"
+    "\n"
+    "  check     open every LMDB environment of CONTROLLER read-only and report\n"
+    "            what is present, missing, unreadable or inconsistent\n"
+    "  recover   rebuild pushd's journal from the collector: same stream, next\n"
+    "            sequence after the collector's last one; unsent entries are\n"
+    "            kept (renumbered into the collector's stream if need be)\n"
+    "\n"
+    "  -c, --site FILE        site.conf (with key_file)\n"
+    "  -n, --controller NAME  the controller\n"
+    "  -s, --state-dir DIR    its state directory (thingsd's, or pushd's)\n"
+    "      --journal DIR      pushd's journal (default STATE_DIR/journal for a\n"
+    "                         controller with the role push)\n"
+    "      --collector URL    the collector's base URL, e.g. http://srv:8090\n"
+    "      --cacert FILE      CA bundle for an https collector\n"
+    "      --json             one JSON object on stdout instead of text\n"
+    "  -h, --help             this text\n"
+    "\n"
+    "Exit status: 0 nothing to do, or done; 1 (check) something needs recovery;\n"
+    "2 usage; 3 failure.\n";
+
+struct opts {
+	const char *cmd, *site, *controller, *state_dir, *journal, *collector, *cacert;
+	bool json;
+};
+
+/* The report: printed as text lines, or gathered into one JSON object. */
+struct report {
+	bool json;
+	json_t *root;
+	json_t *items;
+	bool needs_recovery;
+	bool failed;
+};
+
+static void item(struct report *rp, const char *what, const char *path, const char *state, json_t *detail,
+                 const char *fmt, ...) TSYNC_PRINTF(6, 7);
+
+/* One thing checked or done: `state` is present, missing, unreadable, inconsistent, recovered, ... */
+static void item(struct report *rp, const char *what, const char *path, const char *state, json_t *detail,
+                 const char *fmt, ...)
+{
+	char text[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (rp->json) {
+		json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "what", what, "path", path ? path : "", "state", state,
+		                      "message", text);
+		if (o && detail)
+			json_object_update(o, detail);
+		json_array_append_new(rp->items, o);
+	} else {
+		printf("%-8s %-12s %s: %s\n", what, state, path ? path : "-", text);
+	}
+	json_decref(detail);
+}
+
+static void log_stderr(void *ud, tsync_log_level level, const char *line)
+{
+	fprintf(stderr, "%s: %s\n", tsync_log_level_name(level), line);
+}
+
+static bool has_role(tsync_site *site, const char *controller, const char *role)
+{
+	size_t n = tsync_site_controller_count(site);
+
+	for (size_t i = 0; i < n; i++) {
+		tsync_controller_info ci;
+		if (tsync_site_controller(site, i, &ci) < 0 || strcmp(ci.name, controller) != 0)
+			continue;
+		for (size_t k = 0; k < ci.n_roles; k++)
+			if (strcmp(ci.roles[k], role) == 0)
+				return true;
+	}
+	return false;
+}
+
+static bool exists(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0;
+}
+
+/* --- the node's state store --------------------------------------------------------------- */
+
+/*
+ * Reads the state store read-only: the boot counter ("meta"/"boot") and the
+ * number of owned values. The layout is store.h's; only LMDB's own reader
+ * is used, so nothing is written (no lock file where there is none).
+ */
+static void check_store(struct report *rp, const char *dir)
+{
+	char path[4300];
+	MDB_env *env = NULL;
+	MDB_txn *txn = NULL;
+	MDB_dbi meta, values;
+	MDB_val key = {4, (void *)"boot"}, data;
+	MDB_stat st;
+	uint64_t boot = 0;
+	unsigned flags = MDB_RDONLY | MDB_NOTLS;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	if (!exists(path)) {
+		rp->needs_recovery = true;
+		item(rp, "node", dir, "missing", NULL,
+		     "no state store: the boot counter and owned values are lost (thingsd starts from empty)");
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+	if (!exists(path))
+		flags |= MDB_NOLOCK;
+	rc = mdb_env_create(&env);
+	if (rc == 0)
+		rc = mdb_env_set_maxdbs(env, 16);
+	if (rc == 0)
+		rc = mdb_env_open(env, dir, flags, 0600);
+	if (rc == 0)
+		rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+	if (rc == 0)
+		rc = mdb_dbi_open(txn, "meta", 0, &meta);
+	if (rc == 0)
+		rc = mdb_get(txn, meta, &key, &data);
+	if (rc == 0 && data.mv_size != 8)
+		rc = MDB_CORRUPTED;
+	if (rc == 0) {
+		const unsigned char *p = data.mv_data;
+		for (int i = 7; i >= 0; i--)
+			boot = (boot << 8) | p[i];
+	}
+	st.ms_entries = 0;
+	if (rc == 0 && mdb_dbi_open(txn, "values", 0, &values) == 0)
+		mdb_stat(txn, values, &st);
+	if (txn)
+		mdb_txn_abort(txn);
+	if (env)
+		mdb_env_close(env);
+	if (rc != 0) {
+		rp->needs_recovery = true;
+		item(rp, "node", dir, "unreadable", NULL, "state store: %s", mdb_strerror(rc));
+		return;
+	}
+	item(rp, "node", dir, "present", json_pack("{s:I,s:I}", "boot", (json_int_t)boot, "values",
+	                                           (json_int_t)st.ms_entries),
+	     "boot counter %" PRIu64 ", %zu owned value(s)", boot, (size_t)st.ms_entries);
+}
+
+/* --- the journal ---------------------------------------------------------------------------- */
+
+static json_t *journal_json(const struct journal_info *ji)
+{
+	return json_pack("{s:s,s:s,s:I,s:I,s:I,s:I}", "source", ji->source, "stream", ji->stream, "cursor",
+	                 (json_int_t)ji->cursor, "last_seq", (json_int_t)ji->last_seq, "entries",
+	                 (json_int_t)ji->entries, "things", (json_int_t)ji->things);
+}
+
+static int check_journal(struct report *rp, const char *dir, const char *controller, struct journal_info *ji)
+{
+	int r = journal__inspect(dir, ji);
+
+	if (r == -ENOENT) {
+		rp->needs_recovery = true;
+		item(rp, "journal", dir, "missing", NULL,
+		     "no journal: pushd would start a new stream, which the collector refuses");
+	} else if (r < 0) {
+		rp->needs_recovery = true;
+		item(rp, "journal", dir, "unreadable", NULL, "%s", ji->problem);
+	} else if (ji->problem[0]) {
+		rp->needs_recovery = true;
+		item(rp, "journal", dir, "inconsistent", journal_json(ji), "%s", ji->problem);
+	} else if (strcmp(ji->source, controller) != 0) {
+		rp->needs_recovery = true;
+		item(rp, "journal", dir, "inconsistent", journal_json(ji), "belongs to source '%s', not '%s'",
+		     ji->source, controller);
+	} else {
+		item(rp, "journal", dir, "present", journal_json(ji),
+		     "stream %s, cursor %" PRIu64 ", last sequence %" PRIu64 ", %" PRIu64 " unsent",
+		     ji->stream[0] ? ji->stream : "(none yet)", ji->cursor, ji->last_seq, ji->entries);
+	}
+	return r;
+}
+
+/* --- the collector -------------------------------------------------------------------------- */
+
+struct body {
+	char *data;
+	size_t len;
+};
+
+static size_t sink(char *p, size_t size, size_t n, void *ud)
+{
+	struct body *b = ud;
+	char *d = realloc(b->data, b->len + size * n + 1);
+
+	if (!d)
+		return 0;
+	memcpy(d + b->len, p, size * n);
+	b->data = d;
+	b->len += size * n;
+	d[b->len] = '\0';
+	return size * n;
+}
+
+/* GET base + target, signed with the site key for the collector service. */
+static int collector_get(const struct opts *o, tsync_site *site, const char *target, json_t **out, char *why,
+                         size_t whylen)
+{
+	struct httpd_sig_headers sig;
+	struct curl_slist *h = NULL;
+	struct body b = {0};
+	char url[2048];
+	long status = 0;
+	CURL *c;
+	CURLcode cc;
+	size_t n = strlen(o->collector);
+
+	*out = NULL;
+	if (httpd__sign(site, HTTPD_COLLECTOR_NAME, "GET", target, NULL, 0, &sig) < 0) {
+		snprintf(why, whylen, "cannot sign: the site has no key");
+		return -EINVAL;
+	}
+	snprintf(url, sizeof(url), "%.*s%s", (int)(n && o->collector[n - 1] == '/' ? n - 1 : n), o->collector, target);
+	h = curl_slist_append(h, sig.to);
+	h = curl_slist_append(h, sig.time);
+	h = curl_slist_append(h, sig.nonce);
+	h = curl_slist_append(h, sig.body);
+	h = curl_slist_append(h, sig.sig);
+	c = curl_easy_init();
+	if (!c || !h) {
+		curl_slist_free_all(h);
+		return -ENOMEM;
+	}
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "thingsync-dr/" TSYNC_VERSION_STRING);
+	if (o->cacert)
+		curl_easy_setopt(c, CURLOPT_CAINFO, o->cacert);
+	cc = curl_easy_perform(c);
+	if (cc == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	curl_slist_free_all(h);
+	if (cc != CURLE_OK) {
+		snprintf(why, whylen, "%.300s: %s", url, curl_easy_strerror(cc));
+		free(b.data);
+		return -EIO;
+	}
+	if (status != 200 || !(*out = json_loadb(b.data ? b.data : "", b.len, 0, NULL))) {
+		snprintf(why, whylen, "%.200s: HTTP %ld: %.200s", url, status, b.data ? b.data : "");
+		free(b.data);
+		return -EIO;
+	}
+	free(b.data);
+	return 0;
+}
+
+/* --- recover -------------------------------------------------------------------------------- */
+
+/* Moves an unreadable journal aside (never deleted: it may hold what nobody else has). */
+static int move_aside(struct report *rp, const char *dir)
+{
+	char to[4300];
+
+	snprintf(to, sizeof(to), "%s.unreadable-%lld", dir, (long long)time(NULL));
+	if (rename(dir, to) < 0) {
+		item(rp, "journal", dir, "failed", NULL, "cannot move it aside to %s: %s", to, strerror(errno));
+		return -errno;
+	}
+	item(rp, "journal", dir, "moved", NULL, "unreadable journal kept as %s", to);
+	return 0;
+}
+
+static int recover_journal(struct report *rp, const struct opts *o, tsync_site *site, const char *dir)
+{
+	struct logger log = {log_stderr, NULL, TSYNC_LOG_WARN, "thingsync-dr"};
+	struct journal_info ji;
+	struct journal_adopt_result res;
+	struct journal_version *v = NULL;
+	struct journal *j = NULL;
+	json_t *info = NULL, *jv, *x;
+	char target[256], why[512];
+	const char *stream;
+	int64_t last;
+	size_t nv, i;
+	int r;
+
+	snprintf(target, sizeof(target), "/v1/streams?source=%s", o->controller);
+	r = collector_get(o, site, target, &info, why, sizeof(why));
+	if (r < 0) {
+		item(rp, "journal", dir, "failed", NULL, "collector: %s", why);
+		return r;
+	}
+	stream = json_string_value(json_object_get(info, "stream"));
+	last = json_integer_value(json_object_get(info, "last_seq"));
+	if (!stream || !*stream) {
+		/* Nothing to continue: a journal made now (or kept) is adopted at its first push. */
+		item(rp, "journal", dir, "unchanged", NULL,
+		     "the collector holds no stream of %s: pushd's next stream will be adopted", o->controller);
+		json_decref(info);
+		return 0;
+	}
+	r = journal__inspect(dir, &ji);
+	if (r < 0 && r != -ENOENT) {
+		r = move_aside(rp, dir);
+		if (r < 0)
+			goto leave;
+	} else if (r == 0 && (ji.problem[0] || strcmp(ji.source, o->controller) != 0)) {
+		if (ji.entries == 0 || strcmp(ji.source, o->controller) != 0) {
+			r = move_aside(rp, dir);
+			if (r < 0)
+				goto leave;
+		}
+	}
+	jv = json_object_get(info, "versions");
+	nv = json_array_size(jv);
+	v = calloc(nv + 1, sizeof(*v));
+	if (!v) {
+		r = -ENOMEM;
+		goto leave;
+	}
+	json_array_foreach(jv, i, x)
+	{
+		v[i].thing = json_string_value(json_object_get(x, "thing"));
+		v[i].owner_boot = (uint64_t)json_integer_value(json_object_get(x, "owner_boot"));
+		v[i].version = (uint64_t)json_integer_value(json_object_get(x, "version"));
+	}
+	r = journal__open(dir, o->controller, NULL, &log, &j);
+	if (r == 0)
+		r = journal__adopt(j, stream, (uint64_t)last, v, nv, &res);
+	if (r < 0) {
+		item(rp, "journal", dir, "failed", NULL, "cannot rebuild the journal: %s", tsync_strerror(r));
+		goto leave;
+	}
+	{
+		struct journal_stats st;
+		json_t *d;
+
+		journal__stats(j, &st);
+		d = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "stream", stream, "cursor", (json_int_t)st.cursor,
+		              "last_seq", (json_int_t)st.last_seq, "kept", (json_int_t)res.kept, "renumbered",
+		              (json_int_t)res.renumbered, "dropped", (json_int_t)res.dropped, "acked",
+		              (json_int_t)res.acked);
+		if (res.stream_changed && res.kept + res.dropped > 0)
+			item(rp, "journal", dir, "recovered", d,
+			     "now stream %s after the collector's sequence %" PRId64 ": %" PRIu64
+			     " unsent measurement(s) of the other stream renumbered %" PRIu64 "..%" PRIu64
+			     ", %" PRIu64 " dropped as copies of values the collector has",
+			     stream, last, res.kept, st.cursor + 1, st.last_seq, res.dropped);
+		else
+			item(rp, "journal", dir, "recovered", d,
+			     "stream %s, next sequence %" PRIu64 " (collector's last %" PRId64 "), %" PRIu64
+			     " unsent kept",
+			     stream, st.cursor + 1 > st.last_seq + 1 ? st.cursor + 1 : st.last_seq + 1, last, res.kept);
+	}
+leave:
+	journal__close(j);
+	free(v);
+	json_decref(info);
+	return r;
+}
+
+/* --- main ----------------------------------------------------------------------------------- */
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+	enum { O_JOURNAL = 256, O_COLLECTOR, O_CACERT, O_JSON };
+	static const struct option longopts[] = {
+	    {"site", required_argument, NULL, 'c'},       {"controller", required_argument, NULL, 'n'},
+	    {"state-dir", required_argument, NULL, 's'},  {"journal", required_argument, NULL, O_JOURNAL},
+	    {"collector", required_argument, NULL, O_COLLECTOR}, {"cacert", required_argument, NULL, O_CACERT},
+	    {"json", no_argument, NULL, O_JSON},           {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	int ch;
+
+	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+		fputs(usage_text, stdout);
+		exit(0);
+	}
+	if (argc < 2 || (strcmp(argv[1], "check") != 0 && strcmp(argv[1], "recover") != 0)) {
+		fputs(usage_text, stderr);
+		return -EINVAL;
+	}
+	o->cmd = argv[1];
+	optind = 2;
+	while ((ch = getopt_long(argc, argv, "c:n:s:h", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c':
+			o->site = optarg;
+			break;
+		case 'n':
+			o->controller = optarg;
+			break;
+		case 's':
+			o->state_dir = optarg;
+			break;
+		case O_JOURNAL:
+			o->journal = optarg;
+			break;
+		case O_COLLECTOR:
+			o->collector = optarg;
+			break;
+		case O_CACERT:
+			o->cacert = optarg;
+			break;
+		case O_JSON:
+			o->json = true;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(0);
+		default:
+			fputs(usage_text, stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc || !o->site || !o->controller || !o->state_dir) {
+		fprintf(stderr, "thingsync-dr: -c, -n and -s are required\n");
+		return -EINVAL;
+	}
+	if (!strcmp(o->cmd, "recover") && !o->collector) {
+		fprintf(stderr, "thingsync-dr: recover needs --collector URL\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	struct opts o = {0};
+	struct report rp = {0};
+	struct journal_info ji;
+	tsync_site *site = NULL;
+	char *errors = NULL;
+	char node_dir[4200], journal_dir[4200];
+	bool push;
+	int code = 0, r;
+
+	if (parse_args(argc, argv, &o) < 0)
+		return EXIT_USAGE;
+	r = tsync_site_load(o.site, &site, &errors);
+	if (r < 0) {
+		fprintf(stderr, "thingsync-dr: %s: %s\n", o.site, errors ? errors : tsync_strerror(r));
+		free(errors);
+		return EXIT_FAILED;
+	}
+	if (tsync_site_controller_find(site, o.controller) < 0) {
+		fprintf(stderr, "thingsync-dr: %s is not a controller of %s\n", o.controller, o.site);
+		tsync_site_free(site);
+		return EXIT_USAGE;
+	}
+	push = has_role(site, o.controller, "push");
+	/* pushd keeps the node in STATE_DIR/node; thingsd in STATE_DIR itself. */
+	snprintf(node_dir, sizeof(node_dir), "%s/node", o.state_dir);
+	if (!push && !exists(node_dir))
+		snprintf(node_dir, sizeof(node_dir), "%s", o.state_dir);
+	snprintf(journal_dir, sizeof(journal_dir), "%s", o.journal ? o.journal : "");
+	if (!o.journal && push)
+		snprintf(journal_dir, sizeof(journal_dir), "%s/journal", o.state_dir);
+	rp.json = o.json;
+	rp.items = json_array();
+	if (!rp.items)
+		return EXIT_FAILED;
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+
+	check_store(&rp, node_dir);
+	if (journal_dir[0]) {
+		bool before = rp.needs_recovery;
+		check_journal(&rp, journal_dir, o.controller, &ji);
+		if (!strcmp(o.cmd, "recover")) {
+			rp.needs_recovery = before;
+			if (recover_journal(&rp, &o, site, journal_dir) < 0)
+				rp.failed = true;
+		}
+	}
+	if (!strcmp(o.cmd, "check"))
+		code = rp.needs_recovery ? EXIT_NEEDS_RECOVERY : 0;
+	else
+		code = rp.failed ? EXIT_FAILED : 0;
+	if (rp.json) {
+		json_t *root = json_pack("{s:s,s:s,s:o,s:b,s:i}", "command", o.cmd, "controller", o.controller,
+		                         "items", rp.items, "needs_recovery", rp.needs_recovery, "exit", code);
+		if (root)
+			json_dumpf(root, stdout, JSON_INDENT(2));
+		putchar('\n');
+		json_decref(root);
+	} else {
+		json_decref(rp.items);
+		if (!strcmp(o.cmd, "check"))
+			printf("%s\n", rp.needs_recovery ? "needs recovery: run thingsync-dr recover (see thingsync-dr(8))"
+			                                 : "nothing to recover");
+	}
+	curl_global_cleanup();
+	tsync_site_free(site);
+	return code;
+}
