@@ -1429,8 +1429,11 @@ static void wipe_and_restart(struct env *e, char old_stream[40], char new_stream
 		char url[160];
 		json_t *j = NULL;
 		snprintf(url, sizeof(url), "%s/v1/alarms?active=1", e->col_url);
+		char *text;
 		assert_int_equal(http("GET", url, NULL, NULL, &j), 200);
-		assert_non_null(strstr(json_dumps(j, 0), "thingsync-dr recover"));
+		text = json_dumps(j, 0);
+		assert_non_null(strstr(text, "thingsync-dr recover"));
+		free(text);
 		json_decref(j);
 	}
 }
