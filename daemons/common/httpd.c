@@ -46,12 +46,12 @@
 #include "httpd.h"
 #include "util/util.h"
 
-#define MAX_LINE         8192
-#define MAX_TARGET       2048
-#define MAX_FIELD        256
-#define REPLAY_CAP       4096
-#define EMFILE_PAUSE_MS  500
-#define SWEEP_MS         1000
+#define MAX_LINE        8192
+#define MAX_TARGET      2048
+#define MAX_FIELD       256
+#define REPLAY_CAP      4096
+#define EMFILE_PAUSE_MS 500
+#define SWEEP_MS        1000
 /* A refused request's body is not read. One this small still is, so that
  * the handler phase answers it in words (401 and why) rather than evhttp's
  * bare 413: bounded by the connection cap, it costs little. */
@@ -76,7 +76,7 @@ struct head {
 	char target[MAX_TARGET];
 	long long content_length; /* -1: none */
 	bool chunked;
-	bool dup;                 /* a header that matters came twice */
+	bool dup; /* a header that matters came twice */
 	char content_type[MAX_FIELD], origin[MAX_FIELD], host[MAX_FIELD];
 	char to[MAX_FIELD], time[32], nonce[80], body_sha[80], sig[80];
 	bool has_thingsync_header;
@@ -119,7 +119,6 @@ struct hconn {
 	void *on_close_arg;
 };
 
-
 struct httpd {
 	struct event_base *base;
 	struct evhttp *ev;
@@ -157,7 +156,8 @@ static void path_of(const char *target, char *out, size_t outlen);
 
 /* --- logging -------------------------------------------------------------------------------- */
 
-static void slog(const struct httpd *s, tsync_log_level level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void slog(const struct httpd *s, tsync_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void slog(const struct httpd *s, tsync_log_level level, const char *fmt, ...)
 {
 	char line[512];
@@ -210,8 +210,10 @@ static void refusal_summary(void *ud, const char *key, int reason, uint64_t coun
 {
 	const struct httpd *s = ud;
 
-	slog(s, TSYNC_LOG_WARN, "http: %" PRIu64 " more %s from %s in the last %" PRIu64 " s (not logged; counted)",
-	     count, reason >= 0 && (size_t)reason < sizeof(kind_names) / sizeof(kind_names[0]) ? kind_names[reason] : "",
+	slog(s, TSYNC_LOG_WARN,
+	     "http: %" PRIu64 " more %s from %s in the last %" PRIu64 " s (not logged; counted)", count,
+	     reason >= 0 && (size_t)reason < sizeof(kind_names) / sizeof(kind_names[0]) ? kind_names[reason]
+	                                                                                : "",
 	     key ? key : "other clients", elapsed_us / 1000000u);
 }
 
@@ -231,8 +233,8 @@ static void log_refusal(struct httpd *s, const struct verdict *v, const char *pe
 	if (!ratelog__hit(&s->rl, who, (int)v->kind, mono_us()))
 		return;
 	safe_text(target, sizeof(target), h->target);
-	slog(s, TSYNC_LOG_WARN, "http: refused %s %s from %s: %d %s: %s", h->method[0] ? h->method : "?", target,
-	     peer, v->status, v->error, v->message);
+	slog(s, TSYNC_LOG_WARN, "http: refused %s %s from %s: %d %s: %s", h->method[0] ? h->method : "?",
+	     target, peer, v->status, v->error, v->message);
 }
 
 /* --- the rules ------------------------------------------------------------------------------ */
@@ -303,9 +305,10 @@ static bool parse_time(const char *t, int64_t *out)
 	return true;
 }
 
-static void set_verdict(struct verdict *v, enum verdict_kind kind, int status, const char *error, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static void set_verdict(struct verdict *v, enum verdict_kind kind, int status, const char *error, const char *fmt, ...)
+static void set_verdict(struct verdict *v, enum verdict_kind kind, int status, const char *error,
+                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void set_verdict(struct verdict *v, enum verdict_kind kind, int status, const char *error,
+                        const char *fmt, ...)
 {
 	va_list ap;
 
@@ -347,17 +350,19 @@ static void judge(const struct httpd *s, const struct head *h, struct verdict *v
 	if (post && !h->has_thingsync_header &&
 	    (strncasecmp(h->content_type, "application/json", 16) != 0 ||
 	     (h->content_type[16] && h->content_type[16] != ';' && h->content_type[16] != ' '))) {
-		set_verdict(v, V_CROSS_SITE, 415, "content_type",
-		            "a POST must have Content-Type: application/json (or carry an X-Thingsync- header)");
+		set_verdict(
+		    v, V_CROSS_SITE, 415, "content_type",
+		    "a POST must have Content-Type: application/json (or carry an X-Thingsync- header)");
 		return;
 	}
 	r = route_of(s, path);
 	need_sig = (s->require_signature && !(r && r->open)) || (r && r->signed_only);
 	if (need_sig || h->sig[0]) {
 		if (!h->to[0] || !h->time[0] || !h->nonce[0] || !h->body_sha[0] || !h->sig[0]) {
-			set_verdict(v, V_UNAUTHORIZED, 401, "unauthorized",
-			            "this API needs a signed request (X-Thingsync-To, -Time, -Nonce, -Body-SHA256, "
-			            "-Signature; see thingsd(8))");
+			set_verdict(
+			    v, V_UNAUTHORIZED, 401, "unauthorized",
+			    "this API needs a signed request (X-Thingsync-To, -Time, -Nonce, -Body-SHA256, "
+			    "-Signature; see thingsd(8))");
 			return;
 		}
 		if (!s->site || !tsync_site_has_key(s->site)) {
@@ -365,22 +370,26 @@ static void judge(const struct httpd *s, const struct head *h, struct verdict *v
 			return;
 		}
 		if (strcmp(h->to, s->name) != 0) {
-			set_verdict(v, V_UNAUTHORIZED, 401, "wrong_target", "signed for another server (this is %s)",
-			            s->name);
+			set_verdict(v, V_UNAUTHORIZED, 401, "wrong_target",
+			            "signed for another server (this is %s)", s->name);
 			return;
 		}
 		now = now_s();
-		if (!parse_time(h->time, &t) || t < now - TSYNC_HTTP_WINDOW_S || t > now + TSYNC_HTTP_WINDOW_S) {
+		if (!parse_time(h->time, &t) || t < now - TSYNC_HTTP_WINDOW_S ||
+		    t > now + TSYNC_HTTP_WINDOW_S) {
 			set_verdict(v, V_UNAUTHORIZED, 401, "stale",
-			            "X-Thingsync-Time must be within %d s of this server's clock (%" PRId64 ")",
+			            "X-Thingsync-Time must be within %d s of this server's clock (%" PRId64
+			            ")",
 			            TSYNC_HTTP_WINDOW_S, now);
 			return;
 		}
 		if (!is_hex(h->body_sha, TSYNC_HEX_BYTES)) {
-			set_verdict(v, V_UNAUTHORIZED, 401, "bad_signature", "X-Thingsync-Body-SHA256 is not 64 hex");
+			set_verdict(v, V_UNAUTHORIZED, 401, "bad_signature",
+			            "X-Thingsync-Body-SHA256 is not 64 hex");
 			return;
 		}
-		rc = tsync_site_verify_request(s->site, h->to, h->method, h->target, t, h->nonce, h->body_sha, h->sig);
+		rc = tsync_site_verify_request(s->site, h->to, h->method, h->target, t, h->nonce, h->body_sha,
+		                               h->sig);
 		if (rc != 0) {
 			set_verdict(v, V_UNAUTHORIZED, 401, "bad_signature", "the signature does not match");
 			return;
@@ -395,7 +404,8 @@ static void judge(const struct httpd *s, const struct head *h, struct verdict *v
 		set_verdict(v, V_METHOD, 405, "method", "%s is not allowed here", h->method);
 		return;
 	}
-	if (h->chunked || (h->content_length > 0 && (!post || (unsigned long long)h->content_length > r->max_body))) {
+	if (h->chunked ||
+	    (h->content_length > 0 && (!post || (unsigned long long)h->content_length > r->max_body))) {
 		set_verdict(v, V_TOO_LARGE, 413, "too_large", "at most %zu bytes of body here%s",
 		            post ? r->max_body : (size_t)0, h->chunked ? ", with a Content-Length" : "");
 		return;
@@ -450,7 +460,8 @@ static int replay_add(struct httpd *s, const uint8_t tag[16], int64_t t)
  * The replay rule for a request whose signature is valid. The head phase and
  * the handler phase both see the request; the first to see it records it.
  */
-static void check_replay(struct httpd *s, struct hconn *c, const struct head *h, struct verdict *v, bool head_phase)
+static void check_replay(struct httpd *s, struct hconn *c, const struct head *h, struct verdict *v,
+                         bool head_phase)
 {
 	uint8_t tag[16];
 	int64_t t = 0;
@@ -617,7 +628,8 @@ static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 	s->st.timeouts++;
 	if (ratelog__hit(&s->rl, "slow clients", V_KINDS, mono_us()))
-		slog(s, TSYNC_LOG_WARN, "http: a client took more than %u s to send its request: closed", s->timeout_s);
+		slog(s, TSYNC_LOG_WARN, "http: a client took more than %u s to send its request: closed",
+		     s->timeout_s);
 	if (c->evcon)
 		evhttp_connection_free(c->evcon); /* runs conn_closed_cb */
 	else if (!bev_freed(c->bev))
@@ -900,8 +912,9 @@ static void accept_error_cb(struct evconnlistener *lis, void *evhttp_ptr)
 		 * would spin. Wait for descriptors to come back. */
 		s->st.emfile++;
 		if (ratelog__hit(&s->rl, "the kernel", V_KINDS + 1, mono_us()))
-			slog(s, TSYNC_LOG_ERROR, "http: cannot accept: %s (%zu connections open); pausing %d ms",
-			     strerror(err), s->n_conns, EMFILE_PAUSE_MS);
+			slog(s, TSYNC_LOG_ERROR,
+			     "http: cannot accept: %s (%zu connections open); pausing %d ms", strerror(err),
+			     s->n_conns, EMFILE_PAUSE_MS);
 		if (!s->paused_emfile) {
 			s->paused_emfile = true;
 			if (!s->paused_cap)
@@ -943,7 +956,10 @@ static void head_from_request(struct evhttp_request *req, struct head *h)
 	enum evhttp_cmd_type m = evhttp_request_get_command(req);
 
 	head_reset(h);
-	snprintf(h->method, sizeof(h->method), "%s", m == EVHTTP_REQ_GET ? "GET" : m == EVHTTP_REQ_POST ? "POST" : "?");
+	snprintf(h->method, sizeof(h->method), "%s",
+	         m == EVHTTP_REQ_GET    ? "GET"
+	         : m == EVHTTP_REQ_POST ? "POST"
+	                                : "?");
 	if (uri && strlen(uri) < sizeof(h->target))
 		snprintf(h->target, sizeof(h->target), "%s", uri);
 	else
@@ -1045,11 +1061,12 @@ static int listen_socket(struct httpd *s, const char *host, uint16_t port)
 		socklen_t sl = sizeof(ss);
 		if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
 			port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-			                                       : ((struct sockaddr_in *)&ss)->sin_port);
+			                                      : ((struct sockaddr_in *)&ss)->sin_port);
 	}
 	s->port = port;
 	/* Accepted sockets get close-on-exec too (exec driver, reboot). */
-	s->lis = evconnlistener_new(s->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	s->lis =
+	    evconnlistener_new(s->base, NULL, NULL, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
 	if (!s->lis) {
 		close(fd);
 		return -ENOMEM;
@@ -1103,7 +1120,8 @@ int httpd__new(const struct httpd_config *cfg, struct httpd **ret)
 	nofile = httpd__raise_nofile();
 	fit = nofile > 2 * HTTPD_FD_RESERVE ? nofile - HTTPD_FD_RESERVE : nofile / 2;
 	if (s->max_conns > fit) {
-		slog(s, TSYNC_LOG_WARN, "http: %zu connections would not leave %d descriptors free (limit %lu): cap %zu",
+		slog(s, TSYNC_LOG_WARN,
+		     "http: %zu connections would not leave %d descriptors free (limit %lu): cap %zu",
 		     s->max_conns, HTTPD_FD_RESERVE, nofile, fit);
 		s->max_conns = fit;
 	}
@@ -1183,12 +1201,15 @@ void httpd__metrics(const struct httpd *s, const char *prefix, struct evbuffer *
 	     offsetof(struct httpd_stats, unauthorized)},
 	    {"http_cross_site_total", "HTTP requests refused as possibly cross-site",
 	     offsetof(struct httpd_stats, cross_site)},
-	    {"http_too_large_total", "HTTP bodies refused before they were read", offsetof(struct httpd_stats, too_large)},
+	    {"http_too_large_total", "HTTP bodies refused before they were read",
+	     offsetof(struct httpd_stats, too_large)},
 	    {"http_refused_total", "HTTP requests refused otherwise", offsetof(struct httpd_stats, refused)},
-	    {"http_timeouts_total", "HTTP clients cut off for sending too slowly", offsetof(struct httpd_stats, timeouts)},
+	    {"http_timeouts_total", "HTTP clients cut off for sending too slowly",
+	     offsetof(struct httpd_stats, timeouts)},
 	    {"http_accept_paused_total", "times the HTTP listener paused at the connection cap",
 	     offsetof(struct httpd_stats, accept_paused)},
-	    {"http_emfile_total", "HTTP accepts failed for want of descriptors", offsetof(struct httpd_stats, emfile)},
+	    {"http_emfile_total", "HTTP accepts failed for want of descriptors",
+	     offsetof(struct httpd_stats, emfile)},
 	};
 	struct httpd_stats st;
 
@@ -1200,9 +1221,11 @@ void httpd__metrics(const struct httpd *s, const char *prefix, struct evbuffer *
 		                    counters[i].name, counters[i].help, prefix, counters[i].name, prefix,
 		                    counters[i].name, v);
 	}
-	evbuffer_add_printf(out, "# HELP %shttp_connections HTTP connections open\n# TYPE %shttp_connections gauge\n"
-	                         "%shttp_connections %zu\n",
-	                    prefix, prefix, prefix, st.connections);
+	evbuffer_add_printf(
+	    out,
+	    "# HELP %shttp_connections HTTP connections open\n# TYPE %shttp_connections gauge\n"
+	    "%shttp_connections %zu\n",
+	    prefix, prefix, prefix, st.connections);
 }
 
 void httpd__on_close(struct httpd *s, struct evhttp_request *req, void (*fn)(void *arg), void *arg)
@@ -1229,22 +1252,54 @@ void httpd__reply_json(struct evhttp_request *req, int code, json_t *body)
 		return;
 	}
 	switch (code) {
-	case 200: reason = "OK"; break;
-	case 202: reason = "Accepted"; break;
-	case 400: reason = "Bad Request"; break;
-	case 401: reason = "Unauthorized"; break;
-	case 403: reason = "Forbidden"; break;
-	case 404: reason = "Not Found"; break;
-	case 405: reason = "Method Not Allowed"; break;
-	case 409: reason = "Conflict"; break;
-	case 411: reason = "Length Required"; break;
-	case 413: reason = "Payload Too Large"; break;
-	case 415: reason = "Unsupported Media Type"; break;
-	case 422: reason = "Unprocessable Entity"; break;
-	case 500: reason = "Internal Server Error"; break;
-	case 503: reason = "Service Unavailable"; break;
-	case 504: reason = "Gateway Timeout"; break;
-	default: reason = NULL; break;
+	case 200:
+		reason = "OK";
+		break;
+	case 202:
+		reason = "Accepted";
+		break;
+	case 400:
+		reason = "Bad Request";
+		break;
+	case 401:
+		reason = "Unauthorized";
+		break;
+	case 403:
+		reason = "Forbidden";
+		break;
+	case 404:
+		reason = "Not Found";
+		break;
+	case 405:
+		reason = "Method Not Allowed";
+		break;
+	case 409:
+		reason = "Conflict";
+		break;
+	case 411:
+		reason = "Length Required";
+		break;
+	case 413:
+		reason = "Payload Too Large";
+		break;
+	case 415:
+		reason = "Unsupported Media Type";
+		break;
+	case 422:
+		reason = "Unprocessable Entity";
+		break;
+	case 500:
+		reason = "Internal Server Error";
+		break;
+	case 503:
+		reason = "Service Unavailable";
+		break;
+	case 504:
+		reason = "Gateway Timeout";
+		break;
+	default:
+		reason = NULL;
+		break;
 	}
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
 	evbuffer_add_printf(buf, "%s\n", text ? text : "{}");
@@ -1284,8 +1339,8 @@ json_t *httpd__body_json(struct evhttp_request *req, const char **why)
 
 /* --- signing (the client side) -------------------------------------------------------------- */
 
-int httpd__sign(const tsync_site *site, const char *to, const char *method, const char *target, const void *body,
-                size_t len, struct httpd_sig_headers *h)
+int httpd__sign(const tsync_site *site, const char *to, const char *method, const char *target,
+                const void *body, size_t len, struct httpd_sig_headers *h)
 {
 	char sha[TSYNC_HEX_BYTES + 1], sig[TSYNC_HEX_BYTES + 1], nonce[33];
 	uint8_t rnd[16];

@@ -43,7 +43,7 @@ enum {
 	HTTPD_POST = 1u << 1,
 };
 
-#define HTTPD_DEFAULT_MAX_CONNECTIONS 64
+#define HTTPD_DEFAULT_MAX_CONNECTIONS   64
 #define HTTPD_DEFAULT_REQUEST_TIMEOUT_S 10
 /* Descriptors kept free for everything else a daemon opens (drivers, exec
  * children's pipes, LMDB, curl): the connection cap is lowered to fit. */
@@ -80,26 +80,26 @@ struct httpd_config {
 	httpd_handler_fn handler;
 	httpd_refused_fn refused; /* may be NULL */
 	void *arg;
-	const tsync_site *site;  /* the key for signatures; borrowed (httpd__set_site) */
-	const char *name;        /* who this server is: the X-Thingsync-To it accepts */
-	bool require_signature;  /* on every request but the open routes */
-	size_t max_connections;  /* 0: HTTPD_DEFAULT_MAX_CONNECTIONS */
+	const tsync_site *site;     /* the key for signatures; borrowed (httpd__set_site) */
+	const char *name;           /* who this server is: the X-Thingsync-To it accepts */
+	bool require_signature;     /* on every request but the open routes */
+	size_t max_connections;     /* 0: HTTPD_DEFAULT_MAX_CONNECTIONS */
 	unsigned request_timeout_s; /* 0: HTTPD_DEFAULT_REQUEST_TIMEOUT_S */
-	tsync_log_fn log;        /* may be NULL */
+	tsync_log_fn log;           /* may be NULL */
 	void *log_ud;
 };
 
 /* Counters, exact. */
 struct httpd_stats {
-	uint64_t requests;     /* handed to the handler */
-	uint64_t unauthorized; /* refused for a missing, wrong, stale or replayed signature */
-	uint64_t cross_site;   /* refused as a possible cross-site request */
-	uint64_t too_large;    /* bodies refused before they were read */
-	uint64_t refused;      /* other refusals: unknown path, method, bad head */
-	uint64_t timeouts;     /* connections cut off for sending too slowly */
+	uint64_t requests;      /* handed to the handler */
+	uint64_t unauthorized;  /* refused for a missing, wrong, stale or replayed signature */
+	uint64_t cross_site;    /* refused as a possible cross-site request */
+	uint64_t too_large;     /* bodies refused before they were read */
+	uint64_t refused;       /* other refusals: unknown path, method, bad head */
+	uint64_t timeouts;      /* connections cut off for sending too slowly */
 	uint64_t accept_paused; /* times the listener paused at the connection cap */
-	uint64_t emfile;       /* accepts failed for want of descriptors */
-	size_t connections;    /* open now */
+	uint64_t emfile;        /* accepts failed for want of descriptors */
+	size_t connections;     /* open now */
 	size_t max_connections; /* the cap in force */
 };
 
@@ -155,7 +155,7 @@ struct httpd_sig_headers {
  * daemon named `to`, at the current time.
  * @return 0; TSYNC_EKEY when the site has no key; -EINVAL.
  */
-int httpd__sign(const tsync_site *site, const char *to, const char *method, const char *target, const void *body,
-                size_t len, struct httpd_sig_headers *h);
+int httpd__sign(const tsync_site *site, const char *to, const char *method, const char *target,
+                const void *body, size_t len, struct httpd_sig_headers *h);
 
 #endif

@@ -664,3 +664,25 @@ int tdh_ctl(struct tdh *t, char **out, char **err, ...)
 	args[k] = NULL;
 	return tdh_ctlv(t, out, err, args);
 }
+
+struct tdh *tdh_new_started(const char *tag, int n, const char *const *names, const char *const *roles,
+                            const char *things)
+{
+	struct tdh *t = calloc(1, sizeof(*t));
+
+	assert_non_null(t);
+	tdh_init(t, tag, n, names, roles, things);
+	tdh_start_all(t);
+	return t;
+}
+
+int tdh_teardown(void **state)
+{
+	struct tdh *t = *state;
+
+	for (int i = 0; i < t->n; i++)
+		tdh_stop(t, i);
+	tdh_fini(t);
+	free(t);
+	return 0;
+}

@@ -61,6 +61,11 @@ void tdh_stop(struct tdh *t, int i);
 void tdh_kill9(struct tdh *t, int i);
 /* Stops everything and removes the directory. */
 void tdh_fini(struct tdh *t);
+/* A cmocka group's fixture: a new site (tdh_init's arguments), every
+ * controller started; and the teardown that stops and frees it. */
+struct tdh *tdh_new_started(const char *tag, int n, const char *const *names, const char *const *roles,
+                            const char *things);
+int tdh_teardown(void **state);
 int tdh_index(struct tdh *t, const char *name);
 
 /* The HTTP API of controller i. Returns the status (0: no answer); *body

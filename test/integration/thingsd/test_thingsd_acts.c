@@ -65,17 +65,6 @@ static int setup(void **state)
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct tdh *t = *state;
-
-	for (int i = 0; i < t->n; i++)
-		tdh_stop(t, i);
-	tdh_fini(t);
-	free(t);
-	return 0;
-}
-
 struct file_wait {
 	char *path;
 	const char *needle;
@@ -216,5 +205,5 @@ int main(void)
 	    cmocka_unit_test(test_command_that_fails_is_a_failure),
 	};
 	signal(SIGPIPE, SIG_IGN);
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tdh_teardown);
 }

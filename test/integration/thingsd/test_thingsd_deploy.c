@@ -106,17 +106,6 @@ static int setup(void **state)
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct tdh *t = *state;
-
-	for (int i = 0; i < t->n; i++)
-		tdh_stop(t, i);
-	tdh_fini(t);
-	free(t);
-	return 0;
-}
-
 static bool conf_is(struct tdh *t, int i, const char *text)
 {
 	char *s = tdh_read(t->c[i].conf);
@@ -395,5 +384,5 @@ int main(void)
 	    cmocka_unit_test(test_serial_outlives_restart_without_state_dir),
 	};
 	signal(SIGPIPE, SIG_IGN);
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tdh_teardown);
 }

@@ -73,17 +73,6 @@ static int setup(void **state)
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct tdh *t = *state;
-
-	for (int i = 0; i < t->n; i++)
-		tdh_stop(t, i);
-	tdh_fini(t);
-	free(t);
-	return 0;
-}
-
 /* Counts the lines of a file that are exactly `line`. */
 static int lines_equal(const char *path, const char *line)
 {
@@ -314,5 +303,5 @@ int main(void)
 	    cmocka_unit_test(test_not_kept_without_state),
 	};
 	signal(SIGPIPE, SIG_IGN);
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tdh_teardown);
 }

@@ -41,22 +41,7 @@ static const char things[] = "[thing lamp]\nowner = PI-B\ntype = bool\nusers = P
 
 static int setup(void **state)
 {
-	struct tdh *t = calloc(1, sizeof(*t));
-
-	tdh_init(t, "tdhttp", 2, names, NULL, things);
-	tdh_start_all(t);
-	*state = t;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct tdh *t = *state;
-
-	for (int i = 0; i < t->n; i++)
-		tdh_stop(t, i);
-	tdh_fini(t);
-	free(t);
+	*state = tdh_new_started("tdhttp", 2, names, NULL, things);
 	return 0;
 }
 
@@ -183,7 +168,8 @@ static void test_cross_site(void **state)
 	free(ans);
 	/* A foreign origin may not even read. */
 	snprintf(req, sizeof(req),
-	         "GET /things HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n",
+	         "GET /things HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nOrigin: http://evil.example\r\nConnection: "
+	         "close\r\n\r\n",
 	         port);
 	ans = raw(port, req);
 	assert_int_equal(status_of(ans), 403);
@@ -256,10 +242,11 @@ static void test_body_before_auth(void **state)
 	for (int i = 0; i < CLIENTS; i++) {
 		fds[i] = connect_to(port, false);
 		assert_true(fds[i] >= 0);
-		snprintf(req, sizeof(req),
-		         "POST /things/lamp HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nContent-Type: application/json\r\n"
-		         "Content-Length: %zu\r\n\r\n",
-		         port, big);
+		snprintf(
+		    req, sizeof(req),
+		    "POST /things/lamp HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nContent-Type: application/json\r\n"
+		    "Content-Length: %zu\r\n\r\n",
+		    port, big);
 		assert_int_equal(send(fds[i], req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
 	}
 	/* Each pushes its body as far as the server lets it. */
@@ -407,8 +394,8 @@ static void test_idle_connections(void **state)
 	cpu1 = cpu_ticks(t->c[B].pid);
 	t1 = now_ms();
 	log1 = file_size(t->c[B].log);
-	print_message("idle: %d clients, thingsd peak fds %d, cpu %ld ticks in %llu ms, log +%ld bytes\n", n_open,
-	              peak, cpu1 - cpu0, (unsigned long long)(t1 - t0), log1 - log0);
+	print_message("idle: %d clients, thingsd peak fds %d, cpu %ld ticks in %llu ms, log +%ld bytes\n",
+	              n_open, peak, cpu1 - cpu0, (unsigned long long)(t1 - t0), log1 - log0);
 	/* The connection cap (64) plus the daemon's own descriptors, far below 256. */
 	assert_true(peak > 0 && peak < 64 + 48);
 	/* No spinning: a busy loop burns every tick of the 2 s. */
@@ -487,7 +474,8 @@ static void test_curl_script(void **state)
 	tdh_stop(t, B);
 	t->c[B].extra = extra;
 	tdh_start(t, B);
-	snprintf(cmd, sizeof(cmd), "sh %s %s PI-B POST 'http://127.0.0.1:%u/things/lamp?wait_ms=3000' '{\"value\":true}' >%s",
+	snprintf(cmd, sizeof(cmd),
+	         "sh %s %s PI-B POST 'http://127.0.0.1:%u/things/lamp?wait_ms=3000' '{\"value\":true}' >%s",
 	         script, key, t->c[B].tcp, out_path);
 	assert_int_equal(system(cmd), 0);
 	out = tdh_read(out_path);
@@ -495,15 +483,15 @@ static void test_curl_script(void **state)
 	assert_non_null(strstr(out, "\"value\":true"));
 	free(out);
 	assert_true(tdh_wait_value(t, A, "lamp", "1"));
-	snprintf(cmd, sizeof(cmd), "sh %s %s PI-B GET http://127.0.0.1:%u/things/lamp >%s", script, key, t->c[B].tcp,
-	         out_path);
+	snprintf(cmd, sizeof(cmd), "sh %s %s PI-B GET http://127.0.0.1:%u/things/lamp >%s", script, key,
+	         t->c[B].tcp, out_path);
 	assert_int_equal(system(cmd), 0);
 	out = tdh_read(out_path);
 	assert_non_null(strstr(out, "\"owner\":\"PI-B\""));
 	free(out);
 	/* Signed for another controller: refused. */
-	snprintf(cmd, sizeof(cmd), "sh %s %s PI-A GET http://127.0.0.1:%u/things/lamp >%s", script, key, t->c[B].tcp,
-	         out_path);
+	snprintf(cmd, sizeof(cmd), "sh %s %s PI-A GET http://127.0.0.1:%u/things/lamp >%s", script, key,
+	         t->c[B].tcp, out_path);
 	assert_int_equal(system(cmd), 0);
 	out = tdh_read(out_path);
 	assert_non_null(strstr(out, "wrong_target"));
@@ -519,13 +507,11 @@ static void test_curl_script(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_cross_site),
-	    cmocka_unit_test(test_body_before_auth),
-	    cmocka_unit_test(test_idle_connections),
-	    cmocka_unit_test(test_slow_client),
+	    cmocka_unit_test(test_cross_site),       cmocka_unit_test(test_body_before_auth),
+	    cmocka_unit_test(test_idle_connections), cmocka_unit_test(test_slow_client),
 	    cmocka_unit_test(test_curl_script),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tdh_teardown);
 }

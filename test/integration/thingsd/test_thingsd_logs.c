@@ -47,17 +47,6 @@ static int setup_keyed(void **state)
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct tdh *t = *state;
-
-	for (int i = 0; i < t->n; i++)
-		tdh_stop(t, i);
-	tdh_fini(t);
-	free(t);
-	return 0;
-}
-
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -413,8 +402,8 @@ static int teardown_legacy(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test_setup_teardown(test_flood_is_counted_not_logged, setup_keyed, teardown),
-	    cmocka_unit_test_setup_teardown(test_control_characters_escaped, setup_keyed, teardown),
+	    cmocka_unit_test_setup_teardown(test_flood_is_counted_not_logged, setup_keyed, tdh_teardown),
+	    cmocka_unit_test_setup_teardown(test_control_characters_escaped, setup_keyed, tdh_teardown),
 	    cmocka_unit_test_setup_teardown(test_seed_ask_val_null, setup_legacy, teardown_legacy),
 	};
 	signal(SIGPIPE, SIG_IGN);

@@ -67,17 +67,6 @@ static int setup(void **state)
 	return 0;
 }
 
-static int teardown(void **state)
-{
-	struct tdh *t = *state;
-
-	for (int i = 0; i < t->n; i++)
-		tdh_stop(t, i);
-	tdh_fini(t);
-	free(t);
-	return 0;
-}
-
 static bool file_is(const char *path, const char *want)
 {
 	char *s = tdh_read(path);
@@ -422,5 +411,5 @@ int main(void)
 	    cmocka_unit_test(test_watch_peers_metrics),
 	};
 	signal(SIGPIPE, SIG_IGN);
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tdh_teardown);
 }

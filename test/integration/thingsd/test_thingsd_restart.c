@@ -29,22 +29,7 @@ static const char things[] =
 
 static int setup(void **state)
 {
-	struct tdh *t = calloc(1, sizeof(*t));
-
-	tdh_init(t, "tdrst", 3, names, NULL, things);
-	tdh_start_all(t);
-	*state = t;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct tdh *t = *state;
-
-	for (int i = 0; i < t->n; i++)
-		tdh_stop(t, i);
-	tdh_fini(t);
-	free(t);
+	*state = tdh_new_started("tdrst", 3, names, NULL, things);
 	return 0;
 }
 
@@ -167,5 +152,5 @@ int main(void)
 	    cmocka_unit_test(test_reboot_command),
 	};
 	signal(SIGPIPE, SIG_IGN);
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, setup, tdh_teardown);
 }
