@@ -1334,9 +1334,10 @@ static void test_pushd_kill9(void **state)
 /*
  * A process killed -9 loses exactly what a power cut loses of it: everything
  * not yet committed. (A power cut also loses the page cache; what guards
- * against that is LMDB's sync order, data pages then meta page, which every
- * environment keeps by never opening with MDB_NOSYNC, MDB_NOMETASYNC or
- * MDB_MAPASYNC: see env__open().) The setter thread is the heavy load on
+ * against that is LMDB's sync order, data pages then meta page: no
+ * environment is opened with MDB_NOSYNC, MDB_MAPASYNC or MDB_WRITEMAP (see
+ * env__open()), and store__commit_unsynced()'s MDB_NOMETASYNC only delays a
+ * commit's durability, never the environment's integrity.) The setter thread is the heavy load on
  * thingsd: one POST /things/dK after another, each answered 200 only after
  * its commit, so the value of `acked` is the floor thingsd must come back
  * with, and the value of `tried` its ceiling.
