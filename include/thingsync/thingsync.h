@@ -10,5 +10,6 @@
 #include <thingsync/common.h>
 #include <thingsync/site.h>
 #include <thingsync/node.h>
+#include <thingsync/history.h>
 
 #endif /* THINGSYNC_THINGSYNC_H */

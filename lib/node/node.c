@@ -19,6 +19,7 @@
 
 #include "node/node.h"
 #include "site/site.h"
+#include "store/history.h"
 #include "store/store.h"
 #include "sync/sync.h"
 #include "util/util.h"
@@ -64,6 +65,7 @@ struct tsync_node {
 	size_t n_addrs;
 
 	struct store *store;
+	struct history *history; /* NULL: off */
 	struct sync_engine *eng;
 	struct logger log;
 	char *name;
@@ -276,6 +278,40 @@ static void op_persist(void *ctx, const char *thing, const tsync_value *v, uint6
 	r = store__stage_value(n->store, thing, ver, boot, v);
 	if (r < 0)
 		log_error(&n->log, "cannot stage %s for the store: %s", thing, tsync_strerror(r));
+	/* Every change, not only the last of a commit window: the history is
+	 * what recovers the changes nobody heard. */
+	if (n->history && (r = history__record(n->history, thing, (int64_t)util__realtime_us(), boot, ver, v)) < 0)
+		log_error(&n->log, "cannot record %s in the history: %s", thing, tsync_strerror(r));
+}
+
+/* Opens the history (or sets its bounds): `lim`, or the controller's from
+ * site.conf; each owned thing's own bounds from site.conf. */
+static int history_enable(struct tsync_node *n, const tsync_history_limits *lim)
+{
+	const struct site_controller *c = &n->site->controllers[n->me];
+	tsync_history_limits l = {c->history_max_age_ms, c->history_max_bytes};
+	int r;
+
+	if (!n->store)
+		return -ENOTSUP;
+	if (lim)
+		l = *lim;
+	if (!n->history) {
+		r = history__open(n->store, &l, &n->log, &n->history);
+		if (r < 0)
+			return r;
+	} else {
+		history__set_limits(n->history, &l);
+	}
+	for (size_t i = 0; i < n->eng->plan->n_owned; i++) {
+		const struct site_thing *t = &n->site->things[n->eng->plan->owned[i]];
+		tsync_history_limits tl = {t->history_max_age_ms, t->history_max_bytes};
+
+		r = history__set_thing(n->history, t->name, t->history_off, &tl);
+		if (r < 0)
+			return r;
+	}
+	return 0;
 }
 
 /* Durable windows and requests: staged with everything else, so they are
@@ -706,6 +742,8 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 			r = store__load_requests(n->store, resume_request_cb, n);
 		if (r == 0)
 			r = store__load_setreqs(n->store, resume_setreq_cb, n);
+		if (r == 0 && c->history)
+			r = history_enable(n, NULL);
 		if (r < 0)
 			goto fail;
 	}
@@ -765,6 +803,11 @@ static void node_free(tsync_node *n, bool commit)
 		event_base_free(n->base);
 	if (n->fd >= 0)
 		close(n->fd);
+	/* The history writes through the store's commits: its last batch goes
+	 * with the store's, before it lets go of the store. */
+	if (commit && n->history && store__commit(n->store) < 0)
+		log_error(&n->log, "history: the last changes are lost at close");
+	history__close(n->history);
 	if (commit)
 		store__close(n->store);
 	else
@@ -955,4 +998,27 @@ TSYNC_API int tsync_node_set_faults(tsync_node *n, const tsync_faults *f)
 TSYNC_API size_t tsync_node_unsettled(const tsync_node *n)
 {
 	return sync__unsettled(n->eng);
+}
+
+TSYNC_API int tsync_node_history_enable(tsync_node *n, const tsync_history_limits *limits)
+{
+	return n ? history_enable(n, limits) : -EINVAL;
+}
+
+TSYNC_API int tsync_node_history_query(tsync_node *n, const char *thing, int64_t from_us, int64_t to_us,
+                                       tsync_history_fn fn, void *userdata, tsync_history_window *out)
+{
+	if (!n || from_us > to_us)
+		return -EINVAL;
+	if (!n->history)
+		return -ENOTSUP;
+	return history__query(n->history, thing, from_us, to_us, fn, userdata, out);
+}
+
+TSYNC_API int tsync_node_history_stats(const tsync_node *n, tsync_history_stats *out)
+{
+	if (!n || !out)
+		return -EINVAL;
+	history__stats(n->history, out);
+	return 0;
 }

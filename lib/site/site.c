@@ -601,11 +601,23 @@ static const struct key_def site_keys[SK_COUNT] = {
     [SK_HEARTBEAT_MS] = {"heartbeat_ms", false},
 };
 
-enum { CK_HOST, CK_UDP_PORT, CK_TCP_PORT, CK_ROLES, CK_PROTOCOL, CK_COUNT };
+enum {
+	CK_HOST,
+	CK_UDP_PORT,
+	CK_TCP_PORT,
+	CK_ROLES,
+	CK_PROTOCOL,
+	CK_HISTORY,
+	CK_HISTORY_MAX_AGE,
+	CK_HISTORY_MAX_BYTES,
+	CK_COUNT
+};
 
 static const struct key_def controller_keys[CK_COUNT] = {
     [CK_HOST] = {"host", false},  [CK_UDP_PORT] = {"udp_port", false}, [CK_TCP_PORT] = {"tcp_port", false},
     [CK_ROLES] = {"roles", true}, [CK_PROTOCOL] = {"protocol", false},
+    [CK_HISTORY] = {"history", false}, [CK_HISTORY_MAX_AGE] = {"history_max_age", false},
+    [CK_HISTORY_MAX_BYTES] = {"history_max_bytes", false},
 };
 
 enum {
@@ -620,6 +632,9 @@ enum {
 	TK_ALLOWED,
 	TK_INITIAL,
 	TK_DRIVER,
+	TK_HISTORY,
+	TK_HISTORY_MAX_AGE,
+	TK_HISTORY_MAX_BYTES,
 	TK_COUNT
 };
 
@@ -628,6 +643,8 @@ static const struct key_def thing_keys[TK_COUNT] = {
     [TK_SETTABLE] = {"settable", false}, [TK_PULSE] = {"pulse", false},   [TK_PULSE_MS] = {"pulse_ms", false},
     [TK_MIN] = {"min", false},           [TK_MAX] = {"max", false},       [TK_ALLOWED] = {"allowed", true},
     [TK_INITIAL] = {"initial", false},   [TK_DRIVER] = {"driver", false},
+    [TK_HISTORY] = {"history", false},   [TK_HISTORY_MAX_AGE] = {"history_max_age", false},
+    [TK_HISTORY_MAX_BYTES] = {"history_max_bytes", false},
 };
 
 /* What a message calls a section: `[site]`, `controller 'X'`, `thing 'x'`. */
@@ -786,6 +803,71 @@ static void get_bool(struct diag *d, const char *label, const struct raw_kv *kv,
 		return;
 	}
 	*out = v.u.b;
+}
+
+/*
+ * A number with a unit: `units` maps suffixes to multipliers, the first
+ * being the unit of a bare number. Between 1 and `hi` (in the base unit).
+ */
+struct unit {
+	const char *suffix;
+	uint64_t mult;
+};
+
+static bool get_scaled(struct diag *d, const char *label, const struct raw_kv *kv, const struct unit *units,
+                       size_t n_units, uint64_t hi, const char *expect, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	size_t u;
+
+	errno = 0;
+	v = strtoull(kv->value, &end, 10);
+	if (end == kv->value || kv->value[0] == '-' || errno == ERANGE) {
+		diag_add(d, kv->line, "%s: %s = '%s' is not %s", label, kv->key, kv->value, expect);
+		return false;
+	}
+	for (u = 0; u < n_units; u++)
+		if (!strcmp(end, units[u].suffix))
+			break;
+	if (u == n_units) {
+		diag_add(d, kv->line, "%s: %s = '%s' is not %s", label, kv->key, kv->value, expect);
+		return false;
+	}
+	if (v == 0 || v > hi / units[u].mult) {
+		diag_add(d, kv->line, "%s: %s = '%s' is out of range (1 to %llu%s)", label, kv->key, kv->value,
+		         (unsigned long long)(hi / units[n_units - 1].mult), units[n_units - 1].suffix);
+		return false;
+	}
+	*out = v * units[u].mult;
+	return true;
+}
+
+/* history_max_age: seconds, or with s, m, h, d; into milliseconds (at most ten years). */
+static void get_age(struct diag *d, const char *label, const struct raw_kv *kv, uint64_t *ms)
+{
+	static const struct unit units[] = {{"", 1000},    {"s", 1000},       {"m", 60000},
+	                                    {"h", 3600000}, {"d", 86400000}};
+
+	if (kv)
+		get_scaled(d, label, kv, units, ARRAY_SIZE(units), (uint64_t)3650 * 86400000,
+		           "a duration (e.g. 3600, 90m, 12h, 7d)", ms);
+}
+
+/* history_max_bytes: bytes, or with K, M, G (binary); at least 4 KiB, at most 1 TiB. */
+static void get_bytes(struct diag *d, const char *label, const struct raw_kv *kv, uint64_t *bytes)
+{
+	static const struct unit units[] = {{"", 1}, {"K", 1024}, {"M", 1048576}, {"G", 1073741824}};
+
+	if (!kv)
+		return;
+	if (get_scaled(d, label, kv, units, ARRAY_SIZE(units), (uint64_t)1 << 40,
+	               "a size (e.g. 65536, 512K, 16M, 1G)", bytes) &&
+	    *bytes < 4096) {
+		diag_add(d, kv->line, "%s: %s = '%s' is below 4096 bytes, less than one entry page", label,
+		         kv->key, kv->value);
+		*bytes = 0;
+	}
 }
 
 /* One entry of a comma-separated list, with the line it is on. */
@@ -1128,6 +1210,17 @@ static int build_controller(struct parse *p, struct tsync_site *site, struct raw
 			         "%s: protocol '%s' is neither 'thingsync' nor 'seed'", label, v);
 	}
 
+	get_bool(d, label, kv[CK_HISTORY], &c->history);
+	get_age(d, label, kv[CK_HISTORY_MAX_AGE], &c->history_max_age_ms);
+	get_bytes(d, label, kv[CK_HISTORY_MAX_BYTES], &c->history_max_bytes);
+	/* A bound of a history that is off would silently do nothing. */
+	for (int k = CK_HISTORY_MAX_AGE; k <= CK_HISTORY_MAX_BYTES; k++)
+		if (kv[k] && !c->history)
+			diag_add(d, kv[k]->line, "%s: %s is set but the history is off (add 'history = yes')",
+			         label, kv[k]->key);
+	if (c->history && !c->history_max_bytes)
+		c->history_max_bytes = SITE_DEFAULT_HISTORY_MAX_BYTES;
+
 	r = list_items(d, s, CK_ROLES, label, &items, &n_items);
 	if (r < 0)
 		return r;
@@ -1420,6 +1513,23 @@ static int build_thing(struct parse *p, struct tsync_site *site, struct raw_sect
 		if (!t->driver)
 			return -ENOMEM;
 	}
+
+	if (kv[TK_HISTORY]) {
+		bool on = true;
+		get_bool(d, label, kv[TK_HISTORY], &on);
+		t->history_off = !on;
+	}
+	get_age(d, label, kv[TK_HISTORY_MAX_AGE], &t->history_max_age_ms);
+	get_bytes(d, label, kv[TK_HISTORY_MAX_BYTES], &t->history_max_bytes);
+	/* The history is its owner's: a thing's keys mean nothing without it. */
+	for (int k = TK_HISTORY; k <= TK_HISTORY_MAX_BYTES; k++)
+		if (kv[k] && owner_ok && !site->controllers[t->owner].history)
+			diag_add(d, kv[k]->line, "%s: %s is set but its owner '%s' keeps no history (add "
+			                         "'history = yes' to [controller %s])",
+			         label, kv[k]->key, site->controllers[t->owner].name,
+			         site->controllers[t->owner].name);
+	if (t->history_off && (kv[TK_HISTORY_MAX_AGE] || kv[TK_HISTORY_MAX_BYTES]))
+		diag_add(d, kv[TK_HISTORY]->line, "%s: history = no, yet it has history bounds", label);
 	return 0;
 }
 

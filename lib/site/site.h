@@ -28,6 +28,8 @@
 #define SITE_DEFAULT_DOWN_AFTER_MS 3000
 #define SITE_DEFAULT_STATE_COMMIT_MS 5000
 #define SITE_DEFAULT_HEARTBEAT_MS 2000
+/* A controller's history (history = yes) without history_max_bytes. */
+#define SITE_DEFAULT_HISTORY_MAX_BYTES ((uint64_t)16 << 20)
 
 struct site_controller {
 	char *name;
@@ -37,6 +39,10 @@ struct site_controller {
 	char **roles;
 	size_t n_roles;
 	bool seed_protocol; /* protocol = seed */
+	/* history = yes: keep every change of the things it owns (lib/store/history.c) */
+	bool history;
+	uint64_t history_max_age_ms; /* 0: no bound */
+	uint64_t history_max_bytes;
 	int line;
 };
 
@@ -56,6 +62,9 @@ struct site_thing {
 	size_t n_allowed;
 	char *driver;
 	tsync_value initial; /* owned string */
+	bool history_off;            /* history = no: its owner keeps no history of it */
+	uint64_t history_max_age_ms; /* 0: the owner's bound */
+	uint64_t history_max_bytes;
 	int line;
 };
 

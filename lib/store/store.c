@@ -44,10 +44,13 @@
 #include <lmdb.h>
 
 #include "store/env.h"
+#include "store/hook.h"
 #include "store/store.h"
 
 #define STORE_DEFAULT_MAP_SIZE ((size_t)64 << 20)
-#define STORE_MAX_DBS          8
+/* Room for the databases of the modules that hook into the store (history). */
+#define STORE_MAX_DBS          16
+#define STORE_MAX_HOOKS        4
 #define STORE_NO_STRING        0xffffffffu
 #define STORE_RECORD_FORMAT    1
 #define STORE_RECORD_HEADER    18
@@ -98,7 +101,22 @@ struct store {
 	size_t nstaged;
 	size_t staged_cap;
 	struct name_index staged_ix; /* thing name -> index into staged; keys borrowed from it */
+
+	/* Other modules' writes in our transactions (store/hook.h). */
+	struct {
+		const struct store_hook *h;
+		void *ud;
+	} hooks[STORE_MAX_HOOKS];
+	size_t nhooks;
 };
+
+static bool hooks_pending(const struct store *s)
+{
+	for (size_t i = 0; i < s->nhooks; i++)
+		if (s->hooks[i].h->pending(s->hooks[i].ud))
+			return true;
+	return false;
+}
 
 /* Logs an LMDB failure and maps it to a return code. */
 static int store_fail(const struct store *s, const char *what, int rc)
@@ -327,6 +345,8 @@ void store__abandon(struct store *s)
 	/* What is staged was never durable: a crash loses it, and so do we.
 	 * An unsynced meta page stays as a crash leaves it: in the cache. */
 	clear_staged(s);
+	for (size_t i = 0; i < s->nhooks; i++)
+		s->hooks[i].h->discard(s->hooks[i].ud);
 	s->unsynced = false;
 	store__close(s);
 }
@@ -517,6 +537,12 @@ static int commit_once(struct store *s, struct buf *rec, const char **what, uint
 			goto leave;
 		*written += s->ops[i].klen + s->ops[i].dlen;
 	}
+	*what = "hook";
+	for (size_t i = 0; i < s->nhooks; i++) {
+		rc = s->hooks[i].h->write(s->hooks[i].ud, txn, written);
+		if (rc != 0)
+			goto leave;
+	}
 	*what = "mdb_txn_commit";
 	rc = mdb_txn_commit(txn);
 	txn = NULL;
@@ -536,7 +562,7 @@ int store__commit(struct store *s)
 
 	if (!s)
 		return -EINVAL;
-	if (s->nstaged == 0 && s->nops == 0) {
+	if (s->nstaged == 0 && s->nops == 0 && !hooks_pending(s)) {
 		if (!s->unsynced)
 			return 0;
 		rc = mdb_env_sync(s->env, 1);
@@ -575,6 +601,8 @@ int store__commit(struct store *s)
 	s->written_commits++;
 	s->unsynced = false;
 	clear_staged(s);
+	for (size_t i = 0; i < s->nhooks; i++)
+		s->hooks[i].h->committed(s->hooks[i].ud);
 	return 0;
 }
 
@@ -585,7 +613,7 @@ int store__commit_unsynced(struct store *s)
 
 	if (!s)
 		return -EINVAL;
-	if (s->nstaged == 0 && s->nops == 0)
+	if (s->nstaged == 0 && s->nops == 0 && !hooks_pending(s))
 		return 0;
 	/* LMDB still syncs the data pages first, so the store stays whole
 	 * whatever a power cut interrupts; only this transaction's meta page
@@ -604,7 +632,37 @@ int store__commit_unsynced(struct store *s)
 
 bool store__dirty(const struct store *s)
 {
-	return s && (s->nstaged > 0 || s->nops > 0 || s->unsynced);
+	return s && (s->nstaged > 0 || s->nops > 0 || s->unsynced || hooks_pending(s));
+}
+
+int store__add_hook(struct store *s, const struct store_hook *h, void *ud)
+{
+	if (s->nhooks == STORE_MAX_HOOKS)
+		return -ENOSPC;
+	s->hooks[s->nhooks].h = h;
+	s->hooks[s->nhooks].ud = ud;
+	s->nhooks++;
+	return 0;
+}
+
+void store__remove_hook(struct store *s, void *ud)
+{
+	for (size_t i = 0; s && i < s->nhooks; i++)
+		if (s->hooks[i].ud == ud) {
+			memmove(&s->hooks[i], &s->hooks[i + 1], (s->nhooks - i - 1) * sizeof(s->hooks[0]));
+			s->nhooks--;
+			return;
+		}
+}
+
+MDB_env *store__env(struct store *s)
+{
+	return s->env;
+}
+
+int store__txn_begin(struct store *s, unsigned flags, MDB_txn **txn)
+{
+	return env__txn_begin(s->env, flags, !s->in_load, txn);
 }
 
 void store__written(const struct store *s, uint64_t *bytes, uint64_t *commits)
