@@ -380,6 +380,8 @@ static void read_failed(struct driver *d, const char *why)
 		d->read_failing = true;
 		td_error("err_read_crash Read of <%s> crashed, driver=%s, error=%s", d->thing->name, d->spec,
 		         why);
+		/* The thing's cumul counts the failure as time without a value. */
+		tsync_node_set_unknown(d->td->node, d->thing->name, true);
 	} else {
 		td_debug("read of <%s> still failing: %s", d->thing->name, why);
 	}
@@ -390,6 +392,7 @@ static void read_ok(struct driver *d)
 	if (d->read_failing) {
 		d->read_failing = false;
 		td_info("err_read_gone Read of <%s> now OK!", d->thing->name);
+		tsync_node_set_unknown(d->td->node, d->thing->name, false);
 	}
 }
 

@@ -147,6 +147,35 @@ TSYNC_API int tsync_node_set(tsync_node *node, const char *thing, const tsync_va
  */
 TSYNC_API int tsync_node_commit(tsync_node *node);
 
+/**
+ * Whether the owner has a value for one of its things now. With `unknown`
+ * true its driver cannot read it (the seed's err_read_crash window): the
+ * mesh keeps the last value, and the thing's cumul counts the time from now
+ * as unknown (`unknown_ms`), until this is called with false (the read works
+ * again: the node's value holds from now) or the next tsync_node_set() of
+ * the thing, even with the same value.
+ *
+ * @return 0; -EINVAL; TSYNC_EUNKNOWN_THING; TSYNC_ENOT_USED (not owned here).
+ */
+TSYNC_API int tsync_node_set_unknown(tsync_node *node, const char *thing, bool unknown);
+
+/**
+ * A thing's cumulative statistics, as JSON text: those of the open day up
+ * to now, or of a closed day, the same object a `cum` request is answered
+ * with (documented in thingsync-cumul(7)). Each owner keeps them for its
+ * own things, per day of the site's `timezone`, and closes the day at
+ * local midnight (or at the forensics controller's reset, `{"type":"cum"}`),
+ * keeping `cumul_days` closed days.
+ *
+ * @param day   NULL or the open day's date for today's; "YYYY-MM-DD" for a
+ *              closed day. Borrowed for the call.
+ * @param json  receives the text, malloc()ed: the caller frees it. Written
+ *              only on success.
+ * @return 0; -EINVAL; TSYNC_EUNKNOWN_THING; TSYNC_ENOT_USED (not owned
+ *         here); TSYNC_EVALUE (no such day kept); -ENOMEM.
+ */
+TSYNC_API int tsync_node_cumul(tsync_node *node, const char *thing, const char *day, char **json);
+
 /** What a node knows of one thing. */
 typedef struct tsync_thing_state {
 	tsync_value value; /**< TSYNC_TYPE_NONE if no value yet; a string is borrowed
@@ -336,7 +365,10 @@ typedef struct tsync_request {
  *
  * @param result  may receive an answer as JSON text, malloc()ed; ownership
  *                passes to the library. Leave NULL for no answer (`null`).
- * @return 0; TSYNC_ECMD_ARGS for bad arguments (err_cmd_args); TSYNC_EWRITE
+ * @return 0; TSYNC_ECMD_ARGS for bad arguments (err_cmd_args);
+ *         TSYNC_EUNKNOWN_THING (answered err_ip_in_io), TSYNC_ENOT_USED
+ *         (err_ip_in_ths_i_use) and TSYNC_EVALUE (err_ip_in_val), which the
+ *         requester's done gets back as the same codes; TSYNC_EWRITE
  *         when the command was accepted but acting on it failed (answered
  *         err_write_crash: the requester's done gets TSYNC_EWRITE); another
  *         negative code to refuse it (answered err_cmd_failed: the

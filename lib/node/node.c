@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <sodium.h>
 
+#include "cumul/cumul.h"
 #include "node/node.h"
 #include "site/site.h"
 #include "store/history.h"
@@ -26,6 +27,9 @@
 
 #define RECV_BATCH       64 /* datagrams read per wake-up before others get a turn */
 #define RESOLVE_RETRY_US (10u * 1000000u)
+/* How often the cumuls note that the controller is alive: after a crash,
+ * at most this much of a thing's last value is counted as unknown. */
+#define CUMUL_CHECKPOINT_MS 60000
 
 struct peer_addr {
 	struct tsync_node *node; /* for the timer callback */
@@ -65,6 +69,8 @@ struct tsync_node {
 	size_t n_addrs;
 
 	struct store *store;
+	struct cumul *cumul;        /* NULL: this controller owns nothing */
+	struct event *cumul_ev;     /* local midnight, or the next checkpoint */
 	struct history *history; /* NULL: off */
 	struct sync_engine *eng;
 	struct logger log;
@@ -380,12 +386,142 @@ static void op_persist_setreq(void *ctx, const char *thing, const tsync_value *t
 		          tsync_strerror(r));
 }
 
+/* --- cumuls ------------------------------------------------------------------ */
+
+static int commit_now(struct tsync_node *n);
+
+/* The tests' realtime for the cumuls (node__set_clock); NULL: the system's. */
+static node_clock_fn test_clock;
+static void *test_clock_ud;
+
+static int64_t node_realtime(struct tsync_node *n)
+{
+	(void)n;
+	return test_clock ? test_clock(test_clock_ud) : (int64_t)util__realtime_us();
+}
+
+static void cumul_stage(struct tsync_node *n)
+{
+	int r = cumul__flush(n->cumul, node_realtime(n));
+
+	if (r < 0)
+		log_error(&n->log, "cannot stage the cumuls for the store: %s", tsync_strerror(r));
+}
+
+/* The cumuls are kept with the owned values: a change of theirs opens the
+ * same group-commit window. */
+static void cumul_touched(struct tsync_node *n)
+{
+	struct timeval tv = {n->site->state_commit_ms / 1000, (n->site->state_commit_ms % 1000) * 1000};
+
+	if (n->store && !evtimer_pending(n->commit_ev, NULL))
+		evtimer_add(n->commit_ev, &tv);
+}
+
+static bool owned_ix(struct tsync_node *n, const char *thing, uint32_t *ix)
+{
+	return thing && name_index__get(&n->site->thing_ix, thing, ix) == 0 && n->site->things[*ix].owner == n->me;
+}
+
+static void cumul_event(void *ud, tsync_node *node, const tsync_event *ev)
+{
+	struct tsync_node *n = ud;
+	uint32_t ix;
+
+	(void)node;
+	if (!n->cumul || !owned_ix(n, ev->thing, &ix))
+		return;
+	if (ev->kind == TSYNC_EVENT_CHANGED)
+		cumul__value(n->cumul, ix, &ev->value, node_realtime(n));
+	else if (ev->kind == TSYNC_EVENT_PULSE)
+		cumul__pulse(n->cumul, ix, ev->pulse_ms, node_realtime(n));
+	else
+		return;
+	cumul_touched(n);
+}
+
+/* {"type":"cum"}: answered here, without any role daemon. */
+static int cumul_request(void *ud, tsync_node *node, const tsync_request *req, char **result)
+{
+	struct tsync_node *n = ud;
+
+	(void)node;
+	if (!n->cumul)
+		return TSYNC_ENOT_USED;
+	cumul_touched(n);
+	return cumul__request(n->cumul, req->json, node_realtime(n), result);
+}
+
+static void cumul_arm(struct tsync_node *n)
+{
+	int64_t now = node_realtime(n), d = cumul__day_end(n->cumul) - now;
+	struct timeval tv;
+
+	if (d > (int64_t)CUMUL_CHECKPOINT_MS * 1000)
+		d = (int64_t)CUMUL_CHECKPOINT_MS * 1000;
+	if (d < 0)
+		d = 0;
+	tv.tv_sec = (time_t)(d / 1000000);
+	tv.tv_usec = (suseconds_t)(d % 1000000);
+	evtimer_add(n->cumul_ev, &tv);
+}
+
+/* Local midnight closes the day; between midnights, a checkpoint says the
+ * controller was alive, committed at once (one small write a minute). */
+static void cumul_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tsync_node *n = arg;
+	int64_t now = node_realtime(n);
+	int r;
+
+	(void)fd;
+	(void)what;
+	cumul__tick(n->cumul, now);
+	if (n->store) {
+		cumul_stage(n);
+		r = commit_now(n);
+		if (r < 0)
+			log_error(&n->log, "state commit failed: %s", tsync_strerror(r));
+	}
+	cumul_arm(n);
+}
+
+/* Feeds the cumuls the owned values as the node starts with them. */
+static int cumul_open(struct tsync_node *n)
+{
+	int64_t now = node_realtime(n);
+	int r = cumul__new(n->site, n->me, n->store, &n->log, &n->cumul);
+
+	if (r == 0)
+		r = cumul__start(n->cumul, now);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n->site->n_things; i++) {
+		tsync_thing_state st;
+		if (n->site->things[i].owner != n->me || sync__get(n->eng, n->site->things[i].name, &st) < 0)
+			continue;
+		cumul__value(n->cumul, (uint32_t)i, &st.value, now);
+	}
+	n->cumul_ev = evtimer_new(n->base, cumul_cb, n);
+	if (!n->cumul_ev)
+		return -ENOMEM;
+	r = sync__on_event(n->eng, cumul_event, n);
+	if (r == 0)
+		r = sync__on_request(n->eng, "cum", NULL, NULL, cumul_request, n);
+	if (r < 0)
+		return r;
+	cumul_arm(n);
+	return 0;
+}
+
 /* Commits what is staged: the engine's durability point, the end of the
  * group-commit window, and tsync_node_commit() all come here. */
 static int commit_now(struct tsync_node *n)
 {
 	int r;
 
+	if (n->cumul && n->store && cumul__dirty(n->cumul))
+		cumul_stage(n);
 	if (!n->store || !store__dirty(n->store))
 		return 0;
 	r = store__commit(n->store);
@@ -747,6 +883,9 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 		if (r < 0)
 			goto fail;
 	}
+	r = cumul_open(n);
+	if (r < 0)
+		goto fail;
 	sync__start(n->eng, util__now_us());
 	log_info(&n->log, "started: site %s, boot %llu, udp %s:%u, %zu owned, %zu used, %zu peers%s",
 	         n->site->name, (unsigned long long)n->boot, opts->bind_host ? opts->bind_host : c->host,
@@ -794,6 +933,11 @@ static void node_free(tsync_node *n, bool commit)
 		event_free(n->flush_ev);
 	if (n->commit_ev)
 		event_free(n->commit_ev);
+	if (n->cumul_ev)
+		event_free(n->cumul_ev);
+	/* The cumuls up to now go with the store's last commit. */
+	if (commit && n->cumul && n->store)
+		cumul_stage(n);
 	/* What was held back is still told, so the log adds up to the counters. */
 	ratelog__flush(&n->rejlog, util__now_us());
 	ratelog__free(&n->rejlog);
@@ -812,6 +956,7 @@ static void node_free(tsync_node *n, bool commit)
 		store__close(n->store);
 	else
 		store__abandon(n->store);
+	cumul__free(n->cumul);
 	tsync_site_free(n->own_site);
 	free(n->name);
 	free(n);
@@ -881,7 +1026,57 @@ static int commit_accepted(struct tsync_node *n, int r)
 
 TSYNC_API int tsync_node_set(tsync_node *n, const char *thing, const tsync_value *v)
 {
-	return commit_accepted(n, sync__set(n->eng, thing, v, util__now_us()));
+	int r = sync__set(n->eng, thing, v, util__now_us());
+	uint32_t ix;
+	tsync_thing_state st;
+
+	/* The same value again raises no event, yet after a tsync_node_set_unknown()
+	 * it says the thing has a value again. */
+	if (r == 0 && n->cumul && owned_ix(n, thing, &ix) && sync__get(n->eng, thing, &st) == 0) {
+		cumul__value(n->cumul, ix, &st.value, node_realtime(n));
+		cumul_touched(n);
+	}
+	return commit_accepted(n, r);
+}
+
+TSYNC_API int tsync_node_set_unknown(tsync_node *n, const char *thing, bool unknown)
+{
+	uint32_t ix;
+	tsync_thing_state st;
+
+	if (!n || !thing)
+		return -EINVAL;
+	if (name_index__get(&n->site->thing_ix, thing, &ix) < 0)
+		return TSYNC_EUNKNOWN_THING;
+	if (n->site->things[ix].owner != n->me)
+		return TSYNC_ENOT_USED;
+	if (unknown)
+		cumul__value(n->cumul, ix, NULL, node_realtime(n));
+	else if (sync__get(n->eng, thing, &st) == 0)
+		cumul__value(n->cumul, ix, &st.value, node_realtime(n));
+	cumul_touched(n);
+	return 0;
+}
+
+TSYNC_API int tsync_node_cumul(tsync_node *n, const char *thing, const char *day, char **json)
+{
+	if (!n || !thing || !json)
+		return -EINVAL;
+	if (!n->cumul)
+		return TSYNC_ENOT_USED;
+	return cumul__get(n->cumul, thing, day, node_realtime(n), json);
+}
+
+void node__set_clock(node_clock_fn fn, void *ud)
+{
+	test_clock = fn;
+	test_clock_ud = ud;
+}
+
+void node__cumul_tick(tsync_node *n)
+{
+	if (n->cumul_ev)
+		cumul_cb(-1, 0, n);
 }
 
 void node__store_written(const tsync_node *n, uint64_t *bytes, uint64_t *commits)

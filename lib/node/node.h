@@ -14,4 +14,13 @@
  * zeros without a state directory. */
 void node__store_written(const tsync_node *n, uint64_t *bytes, uint64_t *commits);
 
+/* The realtime clock of every node's cumuls in this process (microseconds
+ * since the epoch), for tests that walk a day through midnight without
+ * waiting for it; set it before the nodes are made. NULL restores the
+ * system clock. */
+typedef int64_t (*node_clock_fn)(void *ud);
+void node__set_clock(node_clock_fn fn, void *ud);
+/* Runs the cumuls' timer now (midnight or checkpoint), as the loop would. */
+void node__cumul_tick(tsync_node *n);
+
 #endif

@@ -582,6 +582,8 @@ enum {
 	SK_DOWN_AFTER_MS,
 	SK_STATE_COMMIT_MS,
 	SK_HEARTBEAT_MS,
+	SK_TIMEZONE,
+	SK_CUMUL_DAYS,
 	SK_COUNT
 };
 
@@ -599,6 +601,8 @@ static const struct key_def site_keys[SK_COUNT] = {
     [SK_DOWN_AFTER_MS] = {"down_after_ms", false},
     [SK_STATE_COMMIT_MS] = {"state_commit_ms", false},
     [SK_HEARTBEAT_MS] = {"heartbeat_ms", false},
+    [SK_TIMEZONE] = {"timezone", false},
+    [SK_CUMUL_DAYS] = {"cumul_days", false},
 };
 
 enum {
@@ -1066,6 +1070,7 @@ static int build_site_section(struct parse *p, struct tsync_site *site)
 	site->down_after_ms = SITE_DEFAULT_DOWN_AFTER_MS;
 	site->state_commit_ms = SITE_DEFAULT_STATE_COMMIT_MS;
 	site->heartbeat_ms = SITE_DEFAULT_HEARTBEAT_MS;
+	site->cumul_days = SITE_DEFAULT_CUMUL_DAYS;
 
 	for (size_t i = 0; i < p->n_sec; i++) {
 		if (p->sec[i].kind == SECT_SITE) {
@@ -1102,6 +1107,16 @@ static int build_site_section(struct parse *p, struct tsync_site *site)
 	get_u32(d, label, kv[SK_DOWN_AFTER_MS], 10, 3600000, &site->down_after_ms);
 	get_u32(d, label, kv[SK_STATE_COMMIT_MS], 0, 600000, &site->state_commit_ms);
 	get_u32(d, label, kv[SK_HEARTBEAT_MS], 0, 3600000, &site->heartbeat_ms);
+	get_u32(d, label, kv[SK_CUMUL_DAYS], 1, SITE_MAX_CUMUL_DAYS, &site->cumul_days);
+	if (kv[SK_TIMEZONE]) {
+		char why[160];
+		if (site__check_timezone(kv[SK_TIMEZONE]->value, why, sizeof(why)) < 0)
+			diag_add(d, kv[SK_TIMEZONE]->line, "[site]: timezone '%s': %s", kv[SK_TIMEZONE]->value,
+			         why);
+		site->timezone = util__strdup(kv[SK_TIMEZONE]->value);
+		if (!site->timezone)
+			return -ENOMEM;
+	}
 	/* Below 10 ms a heartbeat would be a flood, not a sign of life; 0 is
 	 * the way to say "none". */
 	if (site->heartbeat_ms > 0 && site->heartbeat_ms < 10)
@@ -1683,6 +1698,7 @@ TSYNC_API void tsync_site_free(tsync_site *site)
 	free(site->path);
 	free(site->name);
 	free(site->key_file);
+	free(site->timezone);
 	free(site);
 }
 
@@ -1802,4 +1818,44 @@ bool site__has_role(const struct tsync_site *site, uint32_t ctrl, const char *ro
 		if (!strcmp(c->roles[i], role))
 			return true;
 	return false;
+}
+
+/* A zone is checked against the tz database the C library will read, so a
+ * typo fails at load time with its line instead of silently giving UTC
+ * days (glibc falls back to UTC for an unknown TZ without a word). */
+int site__check_timezone(const char *tz, char *why, size_t len)
+{
+	const char *dir = getenv("TZDIR");
+	char path[PATH_MAX], magic[4];
+	FILE *f;
+	size_t n;
+
+	if (!tz || !*tz || strlen(tz) > 64) {
+		snprintf(why, len, "must be 1..64 characters, an IANA zone name such as Europe/Berlin");
+		return -EINVAL;
+	}
+	if (tz[0] == '/' || strstr(tz, "..")) {
+		snprintf(why, len, "must be a zone name such as Europe/Berlin, not a path");
+		return -EINVAL;
+	}
+	for (const char *c = tz; *c; c++)
+		if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') ||
+		      strchr("/_+-", *c))) {
+			snprintf(why, len, "must be a zone name such as Europe/Berlin");
+			return -EINVAL;
+		}
+	snprintf(path, sizeof(path), "%s/%s", dir && *dir ? dir : "/usr/share/zoneinfo", tz);
+	f = fopen(path, "rbe");
+	if (!f) {
+		snprintf(why, len, "no such zone in %s (is tzdata installed?)",
+		         dir && *dir ? dir : "/usr/share/zoneinfo");
+		return -ENOENT;
+	}
+	n = fread(magic, 1, sizeof(magic), f);
+	fclose(f);
+	if (n != sizeof(magic) || memcmp(magic, "TZif", 4)) {
+		snprintf(why, len, "%s is not a tz database file", path);
+		return -EINVAL;
+	}
+	return 0;
 }

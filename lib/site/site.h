@@ -30,6 +30,9 @@
 #define SITE_DEFAULT_HEARTBEAT_MS 2000
 /* A controller's history (history = yes) without history_max_bytes. */
 #define SITE_DEFAULT_HISTORY_MAX_BYTES ((uint64_t)16 << 20)
+/* Closed days of cumuls an owner keeps (lib/cumul), and their ceiling. */
+#define SITE_DEFAULT_CUMUL_DAYS 14
+#define SITE_MAX_CUMUL_DAYS     366
 
 struct site_controller {
 	char *name;
@@ -87,6 +90,8 @@ struct tsync_site {
 	uint32_t down_after_ms;    /* a peer with a message overdue this long is down */
 	uint32_t state_commit_ms;  /* group-commit window for a controller's own changes (0: at once) */
 	uint32_t heartbeat_ms;     /* a peer sharing things hears from me at least this often (0: off) */
+	char *timezone;            /* cumuls: the site's zone ("Europe/Berlin"); NULL: the process's TZ */
+	uint32_t cumul_days;       /* cumuls: closed days each owner keeps */
 
 	struct site_controller *controllers;
 	size_t n_controllers;
@@ -130,5 +135,9 @@ bool site__has_role(const struct tsync_site *site, uint32_t ctrl, const char *ro
 /* Reads a key file (64 hex chars, optional trailing newline; mode must not
  * give group/other any access). Errors are described in errbuf. 0 or TSYNC_EKEY. */
 int site__read_key(const char *path, uint8_t key[SITE_KEY_BYTES], char *errbuf, size_t errlen);
+
+/* Whether `tz` names a zone of the tz database ($TZDIR or /usr/share/zoneinfo).
+ * 0, or -EINVAL/-ENOENT with the reason in `why`. */
+int site__check_timezone(const char *tz, char *why, size_t len);
 
 #endif /* TSYNC_SITE_INTERNAL_H */

@@ -66,7 +66,7 @@ struct staged {
 };
 
 /* One staged write to the request databases, applied in staging order. */
-enum staged_db { DB_WINDOWS, DB_REQUESTS, DB_SETREQS, DB_COUNT };
+enum staged_db { DB_WINDOWS, DB_REQUESTS, DB_SETREQS, DB_CUMULS, DB_COUNT };
 struct staged_op {
 	enum staged_db db;
 	bool del; /* delete the key (or, with prefix, every key it begins) */
@@ -272,6 +272,10 @@ static int open_dbs(struct store *s)
 		goto leave;
 	what = "mdb_dbi_open(setreqs)";
 	rc = mdb_dbi_open(txn, "setreqs", MDB_CREATE, &s->dbs[DB_SETREQS]);
+	if (rc != 0)
+		goto leave;
+	what = "mdb_dbi_open(cumuls)";
+	rc = mdb_dbi_open(txn, "cumuls", MDB_CREATE, &s->dbs[DB_CUMULS]);
 	if (rc != 0)
 		goto leave;
 	what = "mdb_txn_commit";
@@ -1258,5 +1262,61 @@ int store__load_setreqs(struct store *s, store_value_fn fn, void *ud)
 	r = load_db(s, DB_SETREQS, setreq_record, &sl);
 	buf__free(&sl.name);
 	buf__free(&sl.sval);
+	return r;
+}
+
+/* --- cumuls (lib/cumul): opaque records, keyed by the cumul module ---------- */
+
+int store__stage_cumul(struct store *s, const char *key, const char *json)
+{
+	struct buf k = {0}, d = {0};
+	size_t len;
+	int r;
+
+	if (!s || !key || !*key)
+		return -EINVAL;
+	len = strlen(key);
+	if (len > (size_t)mdb_env_get_maxkeysize(s->env))
+		return -ENAMETOOLONG;
+	r = buf__append(&k, key, len);
+	if (r == 0 && json)
+		r = buf__append(&d, json, strlen(json));
+	if (r == 0)
+		r = stage_op(s, DB_CUMULS, !json, false, &k, json ? &d : NULL);
+	buf__free(&k);
+	buf__free(&d);
+	return r;
+}
+
+struct cumul_load {
+	store_cumul_fn fn;
+	void *ud;
+	struct buf key, json;
+};
+
+static int cumul_record(struct store *s, const MDB_val *key, const MDB_val *data, void *ctx)
+{
+	struct cumul_load *cl = ctx;
+	int r = copy_z(&cl->key, key->mv_data, key->mv_size);
+
+	(void)s;
+	if (r == 0)
+		r = copy_z(&cl->json, data->mv_data, data->mv_size);
+	if (r < 0)
+		return r;
+	cl->fn(cl->ud, cl->key.data, cl->json.data);
+	return 0;
+}
+
+int store__load_cumuls(struct store *s, store_cumul_fn fn, void *ud)
+{
+	struct cumul_load cl = {.fn = fn, .ud = ud};
+	int r;
+
+	if (!s || !fn)
+		return -EINVAL;
+	r = load_db(s, DB_CUMULS, cumul_record, &cl);
+	buf__free(&cl.key);
+	buf__free(&cl.json);
 	return r;
 }

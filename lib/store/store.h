@@ -12,6 +12,8 @@
  *            controller sent and has no answer to yet, resumed at start-up
  *   "setreqs" thing name -> the value this controller asked the owner to set
  *            and has no answer to yet, asked again at start-up
+ *   "cumuls"  the cumul module's records (lib/cumul/cumul.c): key text ->
+ *            JSON text, today's running cumuls and the closed days
  * Writes are staged in memory and committed together by store__commit()
  * (group commit: one fsync per batch, not per message).
  * SPDX-License-Identifier: MIT
@@ -135,6 +137,13 @@ int store__load_requests(struct store *s, store_request_fn fn, void *ud);
 /* A set request on a copy: `to_be` NULL stages its deletion (answered). */
 int store__stage_setreq(struct store *s, const char *thing, const tsync_value *to_be);
 int store__load_setreqs(struct store *s, store_value_fn fn, void *ud);
+
+/* Cumuls (lib/cumul): `json` NULL stages the key's deletion. Both copied.
+ * 0, -EINVAL, -ENAMETOOLONG or -ENOMEM. The load calls fn for every record
+ * in key order, key and json borrowed for the call. */
+int store__stage_cumul(struct store *s, const char *key, const char *json);
+typedef void (*store_cumul_fn)(void *ud, const char *key, const char *json);
+int store__load_cumuls(struct store *s, store_cumul_fn fn, void *ud);
 
 /* Bytes written by the commits so far (keys and records, deletions as their
  * key), and the number of commits that wrote something: what the durable

@@ -447,6 +447,12 @@ static int status_of_err(const char *err)
 		return TSYNC_ECMD_ARGS;
 	if (!strcmp(err, SYNC_ERR_WRITE))
 		return TSYNC_EWRITE;
+	if (!strcmp(err, "err_ip_in_io"))
+		return TSYNC_EUNKNOWN_THING;
+	if (!strcmp(err, "err_ip_in_ths_i_use"))
+		return TSYNC_ENOT_USED;
+	if (!strcmp(err, "err_ip_in_val"))
+		return TSYNC_EVALUE;
 	if (!strcmp(err, SYNC_ERR_UNKNOWN))
 		return TSYNC_EPEER_RESTARTED;
 	return TSYNC_EREFUSED;
@@ -556,6 +562,14 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 		err = "err_cmd_args";
 	else if (r == TSYNC_EWRITE)
 		err = SYNC_ERR_WRITE;
+	/* A handler that looks up a thing (a cum request) answers with the
+	 * seed's names for a thing that is not one, not mine, or a bad value. */
+	else if (r == TSYNC_EUNKNOWN_THING)
+		err = "err_ip_in_io";
+	else if (r == TSYNC_ENOT_USED)
+		err = "err_ip_in_ths_i_use";
+	else if (r == TSYNC_EVALUE)
+		err = "err_ip_in_val";
 	else if (r < 0)
 		err = "err_cmd_failed";
 done:
