@@ -12,6 +12,7 @@
  *   GET  /metrics              Prometheus text format
  *   GET  /events               server-sent events: changed, pulse, peer_up, ...
  *   GET  /clim                 the climate settings document
+ *   GET  /history              ?thing=&from=&to= (µs since the epoch): owned changes kept
  *   POST /reload               re-reads site.conf
  *   POST /deploy               a new site.conf, authenticated with the site key
  *
@@ -445,6 +446,20 @@ static json_t *thing_json(struct thingsd *td, const char *name)
 
 /* --- GET handlers ------------------------------------------------------------------------ */
 
+/* The history's counters (GET /status), {"enabled": false} when it is off. */
+static json_t *history_json(struct thingsd *td)
+{
+	tsync_history_stats st;
+
+	if (tsync_node_history_stats(td->node, &st) < 0 || !st.enabled)
+		return json_pack("{s:b}", "enabled", false);
+	return json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "enabled", true, "entries",
+	                 (json_int_t)st.entries, "bytes", (json_int_t)st.bytes, "trimmed", (json_int_t)st.trimmed,
+	                 "staged", (json_int_t)st.staged, "oldest_us", (json_int_t)st.oldest_us,
+	                 "trimmed_through_us", (json_int_t)st.trimmed_through_us, "max_age_ms",
+	                 (json_int_t)st.limits.max_age_ms, "max_bytes", (json_int_t)st.limits.max_bytes);
+}
+
 static void get_status(struct http *h, struct evhttp_request *req)
 {
 	struct thingsd *td = h->td;
@@ -466,7 +481,7 @@ static void get_status(struct http *h, struct evhttp_request *req)
 	httpd__reply_json(
 	    req, 200,
 	    json_pack("{s:s,s:s,s:s,s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:b,s:b,s:s?,s:s,s:I,s:I,s:I,s:I,s:I,s:I,"
-	              "s:o,s:I,s:b}",
+	              "s:o,s:I,s:b,s:o}",
 	              "program", "thingsd", "version", THINGSD_VERSION, "controller",
 	              tsync_node_name(td->node), "site", tsync_site_name(td->site), "boot",
 	              (json_int_t)tsync_node_boot(td->node), "uptime_s",
@@ -478,7 +493,83 @@ static void get_status(struct http *h, struct evhttp_request *req)
 	              (json_int_t)td->reloads, "reloads_failed", (json_int_t)td->reloads_failed, "deploys",
 	              (json_int_t)td->deploys, "deploys_failed", (json_int_t)td->deploys_failed, "peers",
 	              (json_int_t)np, "peers_up", (json_int_t)up, "drivers_failing", failing, "watchers",
-	              (json_int_t)h->n_watchers, "clim", td->clim != NULL));
+	              (json_int_t)h->n_watchers, "clim", td->clim != NULL, "history", history_json(td)));
+}
+
+/* The most entries one GET /history answers: the answer is built in memory. */
+#define HISTORY_MAX_ENTRIES 100000
+
+struct history_answer {
+	json_t *entries;
+	size_t limit;
+	bool truncated;
+};
+
+static int history_entry_cb(void *ud, const tsync_history_entry *e)
+{
+	struct history_answer *a = ud;
+
+	if (json_array_size(a->entries) >= a->limit) {
+		a->truncated = true;
+		return 1;
+	}
+	json_array_append_new(a->entries,
+	                      json_pack("{s:s,s:I,s:I,s:I,s:o}", "thing", e->thing, "time_us", (json_int_t)e->time_us,
+	                                "owner_boot", (json_int_t)e->owner_boot, "version", (json_int_t)e->version,
+	                                "value", td__value_json(&e->value)));
+	return 0;
+}
+
+static bool query_i64(struct evkeyvalq *q, const char *key, int64_t dflt, int64_t *out)
+{
+	const char *v = evhttp_find_header(q, key);
+	char *end;
+
+	*out = dflt;
+	if (!v)
+		return true;
+	errno = 0;
+	*out = strtoll(v, &end, 10);
+	return !*end && end != v && errno == 0;
+}
+
+/* GET /history?thing=&from=&to=&limit=: the committed changes of the
+ * window, and whether part of it was trimmed (lost, not "no change"). */
+static void get_history(struct http *h, struct evhttp_request *req, struct evkeyvalq *q)
+{
+	struct thingsd *td = h->td;
+	const char *thing = evhttp_find_header(q, "thing");
+	struct history_answer a = {json_array(), HISTORY_MAX_ENTRIES, false};
+	tsync_history_window w;
+	int64_t from, to, limit;
+	int r;
+
+	if (!query_i64(q, "from", 0, &from) || !query_i64(q, "to", INT64_MAX, &to) ||
+	    !query_i64(q, "limit", HISTORY_MAX_ENTRIES, &limit) || from > to || limit < 1) {
+		json_decref(a.entries);
+		httpd__error(req, 400, "bad_request", "from, to: microseconds since the epoch, from <= to; limit >= 1");
+		return;
+	}
+	if (limit < HISTORY_MAX_ENTRIES)
+		a.limit = (size_t)limit;
+	if (thing && !*thing)
+		thing = NULL;
+	r = tsync_node_history_query(td->node, thing, from, to, history_entry_cb, &a, &w);
+	if (r < 0) {
+		json_decref(a.entries);
+		if (r == -ENOTSUP)
+			httpd__error(req, 404, "no_history", "this controller keeps no history (history = yes)");
+		else
+			send_lib_error(req, r, thing ? thing : "history");
+		return;
+	}
+	httpd__reply_json(req, 200,
+	                  json_pack("{s:s,s:s?,s:I,s:I,s:o,s:I,s:b,s:b,s:I,s:I,s:I}", "controller",
+	                            tsync_node_name(td->node), "thing", thing, "from_us", (json_int_t)from, "to_us",
+	                            (json_int_t)to, "entries", a.entries, "count",
+	                            (json_int_t)json_array_size(a.entries), "truncated", a.truncated, "trimmed",
+	                            w.trimmed, "trimmed_from_us", (json_int_t)w.trimmed_from_us, "trimmed_to_us",
+	                            (json_int_t)w.trimmed_to_us, "held_from_us", (json_int_t)w.held_from_us));
 }
 
 static void get_things(struct http *h, struct evhttp_request *req)
@@ -1279,6 +1370,8 @@ static void gen_cb(void *arg, struct evhttp_request *req, const char *path)
 		get_peers(h, req);
 	else if (!strcmp(path, "/metrics") && get)
 		get_metrics(h, req);
+	else if (!strcmp(path, "/history") && get)
+		get_history(h, req, &q);
 	else if (!strcmp(path, "/events") && get)
 		get_events(h, req, &q);
 	else if (!strcmp(path, "/clim") && get) {
@@ -1322,6 +1415,7 @@ static const struct httpd_route routes[] = {
     {"/metrics", HTTPD_GET, 0, true, false},
     {"/events", HTTPD_GET, 0, false, false},
     {"/clim", HTTPD_GET, 0, false, false},
+    {"/history", HTTPD_GET, 0, false, false},
     {"/cmd", HTTPD_POST, MAX_BODY_SMALL, false, false},
     {"/reload", HTTPD_POST, 0, false, false},
     {"/deploy", HTTPD_POST, MAX_BODY_DEPLOY, false, false},

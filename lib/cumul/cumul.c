@@ -245,6 +245,19 @@ static void clear_counters(struct cthing *t)
 	t->cur_sv = -1;
 }
 
+/* Replaces `dst` (its string freed) with a copy of `src`. */
+static int keep(tsync_value *dst, const tsync_value *src)
+{
+	tsync_value tmp;
+	int r = value__copy(&tmp, src);
+
+	if (r < 0)
+		return r;
+	value__clear(dst);
+	*dst = tmp;
+	return 0;
+}
+
 static void set_state(struct cthing *t, const tsync_value *v, bool down, int64_t now)
 {
 	account(t, now);
@@ -263,7 +276,7 @@ static void set_state(struct cthing *t, const tsync_value *v, bool down, int64_t
 		if (t->type == TSYNC_TYPE_BOOL && !t->last.u.b && v->u.b)
 			t->rises++;
 	}
-	if (value__copy(&t->v, v) < 0 || value__copy(&t->last, v) < 0) {
+	if (keep(&t->v, v) < 0 || keep(&t->last, v) < 0) {
 		/* Out of memory for a string: count the time as unknown rather
 		 * than under a value we could not keep. */
 		t->known = false;
@@ -310,7 +323,7 @@ static int value_from_json(tsync_type type, const json_t *j, tsync_value *out)
 		v.u.s = (char *)json_string_value(j);
 	else
 		return -EINVAL;
-	return value__copy(out, &v);
+	return keep(out, &v);
 }
 
 static json_t *num_json(tsync_type type, double x)
