@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "driver.h"
+#include "statedir.h"
 #include "thingsd.h"
 
 /* --- checking a site ---------------------------------------------------------- */
@@ -613,6 +614,21 @@ static int make_state_dir(const char *dir)
 	return 0;
 }
 
+/*
+ * The state directory held state and it is gone or unreadable: say so, with
+ * the commands that fix it, and do not start. Starting from empty would hand
+ * out boots and versions the users have already seen.
+ */
+static int refuse_state(struct thingsd *td, const char *why)
+{
+	char hint[2048];
+
+	statedir__hint(hint, sizeof(hint), td->opt.conf_path, td->opt.controller ? td->opt.controller : "NAME",
+	               td->opt.state_dir);
+	td_error("state unusable: %s; not starting: %s", why, hint);
+	return STATEDIR_EXIT_UNUSABLE;
+}
+
 int daemon__run(struct thingsd *td)
 {
 	tsync_site *site = NULL;
@@ -660,7 +676,22 @@ int daemon__run(struct thingsd *td)
 	}
 	cmd__load_clim(td);
 	deploy__load_serial(td);
-	if (build(td, site) < 0) {
+	if (td->opt.state_dir) {
+		char why[8600];
+		if (statedir__check_env(td->opt.state_dir, td->opt.state_dir, why, sizeof(why)) < 0) {
+			r = refuse_state(td, why);
+			goto leave;
+		}
+	}
+	if ((r = build(td, site)) < 0) {
+		char why[4400];
+		snprintf(why, sizeof(why), "the state store %s/data.mdb cannot be opened", td->opt.state_dir);
+		r = r == TSYNC_ESTORE && td->opt.state_dir ? refuse_state(td, why) : 1;
+		goto leave;
+	}
+	/* The store made and its boot committed: losing it from now on is a disaster, not a first start. */
+	if (td->opt.state_dir && (r = statedir__mark(td->opt.state_dir, tsync_node_name(td->node), "data.mdb")) < 0) {
+		td_error("%s/%s: %s", td->opt.state_dir, STATEDIR_MARKER, strerror(-r));
 		r = 1;
 		goto leave;
 	}

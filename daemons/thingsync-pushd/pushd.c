@@ -34,6 +34,7 @@
 #include "curlev.h"
 #include "httpd.h"
 #include "pushd.h"
+#include "statedir.h"
 
 static const char usage_text[] =
     "usage: thingsync-pushd --site FILE --controller NAME --state-dir DIR [options]\n"
@@ -472,6 +473,21 @@ bad:
 	return -EINVAL;
 }
 
+/*
+ * The state is there but unusable (or was there and is gone): say so, with
+ * the commands that fix it, and do not start. Starting from empty would make
+ * a new stream the collector refuses and a node whose boots repeat.
+ */
+static int refuse_state(struct pushd *pd, const char *why)
+{
+	char hint[2048];
+
+	statedir__hint(hint, sizeof(hint), pd->opt.site_path, pd->opt.controller, pd->opt.state_dir);
+	log_error(&pd->log, "state unusable: %s; not starting: %s", why, hint);
+	pd->state_unusable = true;
+	return TSYNC_ESTORE;
+}
+
 static int run(struct pushd *pd)
 {
 	struct pushd_options *o = &pd->opt;
@@ -501,6 +517,15 @@ static int run(struct pushd *pd)
 		log_error(&pd->log, "%s: %s", o->state_dir, strerror(-r));
 		return r;
 	}
+	{
+		char node_dir[4200], journal_dir[4200], why[8600];
+
+		snprintf(node_dir, sizeof(node_dir), "%s/node", o->state_dir);
+		snprintf(journal_dir, sizeof(journal_dir), "%s/journal", o->state_dir);
+		if (statedir__check_env(o->state_dir, node_dir, why, sizeof(why)) < 0 ||
+		    statedir__check_env(o->state_dir, journal_dir, why, sizeof(why)) < 0)
+			return refuse_state(pd, why);
+	}
 	pd->base = event_base_new();
 	if (!pd->base)
 		return -ENOMEM;
@@ -515,6 +540,11 @@ static int run(struct pushd *pd)
 	no.log = log_stderr;
 	no.log_level = o->log_level;
 	r = tsync_node_new(&no, &pd->node);
+	if (r == TSYNC_ESTORE) {
+		char why[4400];
+		snprintf(why, sizeof(why), "the node's state store %s cannot be opened", path);
+		return refuse_state(pd, why);
+	}
 	if (r < 0) {
 		log_error(&pd->log, "cannot start the node %s: %s", o->controller, tsync_strerror(r));
 		return r;
@@ -524,8 +554,20 @@ static int run(struct pushd *pd)
 
 	snprintf(path, sizeof(path), "%s/journal", o->state_dir);
 	r = journal__open(path, pd->name, &lim, &pd->log, &pd->journal);
+	if (r == TSYNC_ESTORE || r == -EINVAL) {
+		char why[4400];
+		snprintf(why, sizeof(why), "the journal %s cannot be opened (%s)", path,
+		         r == -EINVAL ? "it belongs to another source" : "unreadable");
+		return refuse_state(pd, why);
+	}
 	if (r < 0)
 		return r;
+	/* Both environments made and committed: from now on, losing one is a disaster, not a first start. */
+	r = statedir__mark(o->state_dir, pd->name, "node, journal");
+	if (r < 0) {
+		log_error(&pd->log, "%s/%s: %s", o->state_dir, STATEDIR_MARKER, strerror(-r));
+		return r;
+	}
 	if (!o->collector_url) {
 		if (default_collector_url(pd, url, sizeof(url)) < 0) {
 			log_error(&pd->log,
@@ -631,5 +673,7 @@ int main(int argc, char **argv)
 		log_error(&pd.log, "exiting: %s", tsync_strerror(r));
 	cleanup(&pd);
 	curl_global_cleanup();
+	if (pd.state_unusable)
+		return STATEDIR_EXIT_UNUSABLE;
 	return r < 0 ? 1 : 0;
 }

@@ -96,6 +96,7 @@ struct pushd {
 	uint64_t staged_mesh, dedup_skipped, stage_failed;
 	struct event *sig_int, *sig_term;
 	int exit_code;
+	bool state_unusable; /* refused its state at start: exit STATEDIR_EXIT_UNUSABLE */
 };
 
 /* sender.c */

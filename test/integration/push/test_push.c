@@ -2118,6 +2118,133 @@ static void test_stream_dr_recover(void **state)
 	assert_false(alarm_in(e, "active", "stream_changed", "PUSH", 0));
 }
 
+/* --- a daemon that finds its state unusable says so and does not start ------------------ */
+
+static char *read_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf;
+	size_t n;
+
+	if (!f)
+		return NULL;
+	buf = calloc(1, 1 << 20);
+	n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+	if (buf)
+		buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+static void garbage(const char *path)
+{
+	char junk[16384];
+	int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (char)(i * 131 + 7);
+	assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	close(fd);
+}
+
+/*
+ * Starts a daemon (its pid in *pid, already spawned) that must refuse its
+ * state: it exits with status 4, and its log says "state unusable", what is
+ * wrong (`needle`) and the thingsync-dr commands with this controller's
+ * arguments.
+ */
+static void expect_refused(struct env *e, pid_t *pid, const char *logname, const char *controller,
+                           const char *state, const char *needle)
+{
+	char path[700], cmd[900];
+	char *log;
+
+	assert_true(wait_for(e, pred_proc_exited, pid, 30000));
+	*pid = 0;
+	snprintf(path, sizeof(path), "%s/%s", e->dir, logname);
+	log = read_file(path);
+	assert_non_null(log);
+	if (!WIFEXITED(exited_status) || WEXITSTATUS(exited_status) != 4 || !strstr(log, "state unusable") ||
+	    !strstr(log, needle))
+		fail_msg("expected a refusal (exit 4, \"state unusable\", \"%s\"); status 0x%x, log:\n%s", needle,
+		         exited_status, log);
+	snprintf(cmd, sizeof(cmd), "thingsync-dr check -c %s -n %s -s %s", e->site_path, controller, state);
+	assert_non_null(strstr(log, cmd));
+	snprintf(cmd, sizeof(cmd), "thingsync-dr recover -c %s -n %s -s %s --collector URL", e->site_path,
+	         controller, state);
+	assert_non_null(strstr(log, cmd));
+	free(log);
+	unlink(path);
+}
+
+static void test_state_refused(void **state)
+{
+	struct env *e = *state;
+	char path[700], pstate[600], tstate[600], cmd[800];
+	struct stat st;
+	json_t *rep;
+	int64_t some = 30;
+
+	snprintf(pstate, sizeof(pstate), "%s/pushd", e->dir);
+	snprintf(tstate, sizeof(tstate), "%s/td", e->dir);
+	start_collector(e, NULL);
+	e->producing = true;
+	start_pushd_ready(e);
+	assert_true(wait_for(e, pred_stored_at_least, &some, 60000));
+	stop_proc(&e->pushd, SIGTERM);
+	/* The first start marked the directory: it held state from then on. */
+	snprintf(path, sizeof(path), "%s/thingsync-state", pstate);
+	assert_int_equal(stat(path, &st), 0);
+
+	/* pushd's journal deleted: no silent new stream from empty. */
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/journal'", pstate);
+	assert_int_equal(system(cmd), 0);
+	snprintf(path, sizeof(path), "%s/pushd.log", e->dir);
+	unlink(path);
+	start_pushd(e, NULL);
+	expect_refused(e, &e->pushd, "pushd.log", "PUSH", pstate, "/journal/data.mdb is missing");
+	snprintf(path, sizeof(path), "%s/journal/data.mdb", pstate);
+	assert_int_not_equal(stat(path, &st), 0);
+	/* The command it named puts it back: recover, start, nothing lost or stored twice. */
+	assert_int_equal(run_dr(e, "recover", e->col_url, &rep), 0);
+	assert_non_null(dr_item(rep, "journal", "recovered"));
+	json_decref(rep);
+	start_pushd_ready(e);
+	drain_and_verify(e);
+	stop_proc(&e->pushd, SIGTERM);
+
+	/* Garbage in the node's data.mdb: refused, named, and dr check agrees. */
+	snprintf(path, sizeof(path), "%s/node/data.mdb", pstate);
+	garbage(path);
+	start_pushd(e, NULL);
+	expect_refused(e, &e->pushd, "pushd.log", "PUSH", pstate, "state store");
+	assert_int_equal(run_dr(e, "check", NULL, &rep), 1);
+	assert_non_null(dr_item(rep, "node", "unreadable"));
+	json_decref(rep);
+
+	/* thingsd: garbage in its data.mdb, then none at all. */
+	start_td(e);
+	stop_proc(&e->td, SIGTERM);
+	snprintf(path, sizeof(path), "%s/thingsync-state", tstate);
+	assert_int_equal(stat(path, &st), 0);
+	snprintf(path, sizeof(path), "%s/data.mdb", tstate);
+	garbage(path);
+	{
+		const char *argv[] = {getenv("THINGSD") ? getenv("THINGSD") : "thingsd", "-c", e->site_path, "-n",
+		                      "TD", "-s", tstate, NULL};
+		snprintf(cmd, sizeof(cmd), "%s/thingsd.log", e->dir);
+		unlink(cmd);
+		e->td = spawn(e, "thingsd.log", (char *const *)argv);
+		expect_refused(e, &e->td, "thingsd.log", "TD", tstate, "data.mdb cannot be opened");
+		unlink(path);
+		e->td = spawn(e, "thingsd.log", (char *const *)argv);
+		expect_refused(e, &e->td, "thingsd.log", "TD", tstate, "data.mdb is missing");
+		/* Refused, not started from empty: no new store was made. */
+		assert_int_not_equal(stat(path, &st), 0);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -2134,6 +2261,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_journal_full, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stream_accept, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stream_dr_recover, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_state_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_sqlite, setup, teardown),
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_migrate_postgres, setup, teardown),
@@ -2145,7 +2273,7 @@ int main(int argc, char **argv)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (argc > 1) {
 		cmocka_set_test_filter(argv[1]);
-		with_thingsd = !strcmp(argv[1], "test_power_cut");
+		with_thingsd = !strcmp(argv[1], "test_power_cut") || !strcmp(argv[1], "test_state_refused");
 	}
 	r = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();
