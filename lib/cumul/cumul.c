@@ -878,6 +878,8 @@ static json_t *get_json(struct cumul *c, const char *thing, const char *day, int
 			json_object_set_new(o, "start_ms", json_integer(c->start / 1000));
 			json_object_set_new(o, "end_ms", json_integer(now_us / 1000));
 			json_object_set_new(o, "closed", json_false());
+			/* Whether it has a value now: a driver down shows at once. */
+			json_object_set_new(o, "known", json_boolean(t->known));
 		}
 		*err = o ? 0 : -ENOMEM;
 		return o;
