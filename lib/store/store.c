@@ -38,8 +38,11 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 
@@ -1319,4 +1322,121 @@ int store__load_cumuls(struct store *s, store_cumul_fn fn, void *ud)
 	buf__free(&cl.key);
 	buf__free(&cl.json);
 	return r;
+}
+
+/*
+ * thingsync-dr reads a state store without a process of ours holding it
+ * open: LMDB's own read-only mode, no lock file made where there is none,
+ * so inspecting a directory never changes it. The layout stays this file's
+ * business; the tool only sees store_info and the values.
+ */
+static int inspect_txn(MDB_txn *txn, struct store_info *info, store_value_fn fn, void *ud)
+{
+	MDB_val key = {4, (void *)"boot"}, data;
+	MDB_dbi meta, values;
+	MDB_cursor *cur = NULL;
+	struct buf name = {0}, sbuf = {0};
+	int rc;
+
+	rc = mdb_dbi_open(txn, "meta", 0, &meta);
+	if (rc == 0)
+		rc = mdb_get(txn, meta, &key, &data);
+	if (rc == MDB_NOTFOUND) {
+		/* A store is made with its boot in its first commit: without it, it never finished. */
+		snprintf(info->problem, sizeof(info->problem), "no boot counter");
+		return 0;
+	}
+	if (rc != 0)
+		return rc;
+	if (data.mv_size != 8) {
+		snprintf(info->problem, sizeof(info->problem), "boot counter of %zu bytes", data.mv_size);
+		return 0;
+	}
+	info->boot = env__get_le64(data.mv_data);
+	rc = mdb_dbi_open(txn, "values", 0, &values);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc == 0)
+		rc = mdb_cursor_open(txn, values, &cur);
+	while (rc == 0 && (rc = mdb_cursor_get(cur, &key, &data, info->values ? MDB_NEXT : MDB_FIRST)) == 0) {
+		uint64_t version, boot;
+		tsync_value v;
+
+		info->values++;
+		if (decode_value(&data, &sbuf, &version, &boot, &v) < 0 || key.mv_size == 0) {
+			snprintf(info->problem, sizeof(info->problem), "a value record that does not decode");
+			continue;
+		}
+		if (boot > info->max_value_boot)
+			info->max_value_boot = boot;
+		if (!fn)
+			continue;
+		buf__reset(&name);
+		if (buf__reserve(&name, key.mv_size) < 0) {
+			rc = ENOMEM;
+			break;
+		}
+		memcpy(name.data, key.mv_data, key.mv_size);
+		name.data[key.mv_size] = '\0';
+		fn(ud, name.data, version, boot, &v);
+	}
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+	if (cur)
+		mdb_cursor_close(cur);
+	buf__free(&name);
+	buf__free(&sbuf);
+	return rc;
+}
+
+int store__inspect(const char *dir, struct store_info *info, store_value_fn fn, void *ud)
+{
+	char path[4096];
+	struct stat st;
+	MDB_env *env = NULL;
+	MDB_txn *txn = NULL;
+	unsigned flags = MDB_RDONLY | MDB_NOTLS;
+	int rc;
+
+	if (!dir || !info)
+		return -EINVAL;
+	memset(info, 0, sizeof(*info));
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	if (stat(path, &st) < 0) {
+		snprintf(info->problem, sizeof(info->problem), "no data.mdb");
+		return -ENOENT;
+	}
+	/* LMDB would take an empty file for a new environment: as lost as none. */
+	if (st.st_size == 0) {
+		snprintf(info->problem, sizeof(info->problem), "data.mdb is empty");
+		return -ENOENT;
+	}
+	info->present = true;
+	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
+	if (access(path, F_OK) < 0)
+		flags |= MDB_NOLOCK;
+	rc = mdb_env_create(&env);
+	if (rc == 0)
+		rc = mdb_env_set_maxdbs(env, STORE_MAX_DBS);
+	if (rc == 0)
+		rc = mdb_env_open(env, dir, flags, 0600);
+	if (rc == 0)
+		rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
+	if (rc == 0)
+		rc = inspect_txn(txn, info, fn, ud);
+	if (txn)
+		mdb_txn_abort(txn);
+	if (env)
+		mdb_env_close(env);
+	if (rc == ENOMEM)
+		return -ENOMEM;
+	if (rc != 0) {
+		snprintf(info->problem, sizeof(info->problem), "unreadable: %s", mdb_strerror(rc));
+		return TSYNC_ESTORE;
+	}
+	if (!info->problem[0] && info->max_value_boot > info->boot)
+		snprintf(info->problem, sizeof(info->problem),
+		         "a value of boot %llu above the boot counter %llu: the counter went back",
+		         (unsigned long long)info->max_value_boot, (unsigned long long)info->boot);
+	return 0;
 }

@@ -333,4 +333,23 @@ struct journal_info {
  */
 int journal__inspect(const char *dir, struct journal_info *info);
 
+/* What a state store directory holds, read without changing anything (thingsync-dr). */
+struct store_info {
+	bool present;            /* DIR/data.mdb exists and is not empty */
+	uint64_t boot;           /* the boot counter */
+	uint64_t values;         /* owned values kept */
+	uint64_t max_value_boot; /* the highest owner boot among them */
+	char problem[256];       /* "": consistent */
+};
+/*
+ * Opens the store in `dir` read-only (no lock file made, no write) and
+ * checks it: a boot counter, every value decoded, none of a boot above the
+ * counter. fn (may be NULL) is called for every value, as by
+ * store__load_values() (name and string borrowed for the call). 0
+ * (info->problem says whether it is consistent), -ENOENT (no data.mdb, or
+ * an empty one), -EINVAL, -ENOMEM or TSYNC_ESTORE (unreadable;
+ * info->problem says why).
+ */
+int store__inspect(const char *dir, struct store_info *info, store_value_fn fn, void *ud);
+
 #endif /* TSYNC_STORE_H */

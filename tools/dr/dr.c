@@ -7,7 +7,9 @@
  *   check    opens every environment read-only and says what is present,
  *            missing, unreadable or inconsistent; exit 1 if anything needs
  *            recovery. Changes nothing (no lock file is even made).
- *   recover  rebuilds pushd's journal from the collector (GET /v1/streams,
+ *   recover  rebuilds what is lost and leaves what is intact (partial loss):
+ *            the node's state store anew (moved aside if unreadable), and
+ *            pushd's journal from the collector (GET /v1/streams,
  *            signed with the site key): the collector's stream, next
  *            sequence after its last stored one (the truncation offset), the
  *            newest version per thing. A journal with unsent entries is never
@@ -32,7 +34,6 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
-#include <lmdb.h>
 #include <thingsync/thingsync.h>
 
 #include "httpd.h"
@@ -53,9 +54,12 @@ static const char usage_text[] =
     "\n"
     "  check     open every LMDB environment of CONTROLLER read-only and report\n"
     "            what is present, missing, unreadable or inconsistent\n"
-    "  recover   rebuild pushd's journal from the collector: same stream, next\n"
-    "            sequence after the collector's last one; unsent entries are\n"
-    "            kept (renumbered into the collector's stream if need be)\n"
+    "  recover   rebuild what is missing or unreadable, leave what is intact:\n"
+    "            pushd's journal from the collector (same stream, next sequence\n"
+    "            after the collector's last one; unsent entries are kept,\n"
+    "            renumbered into the collector's stream if need be), the node's\n"
+    "            state store anew (boot counter from the clock); unreadable\n"
+    "            files are moved aside, never deleted\n"
     "\n"
     "  -c, --site FILE        site.conf (with key_file)\n"
     "  -n, --controller NAME  the controller\n"
@@ -137,66 +141,100 @@ static bool exists(const char *path)
 
 /* --- the node's state store --------------------------------------------------------------- */
 
-/*
- * Reads the state store read-only: the boot counter ("meta"/"boot") and the
- * number of owned values. The layout is store.h's; only LMDB's own reader
- * is used, so nothing is written (no lock file where there is none).
- */
-static void check_store(struct report *rp, const char *dir)
+/* Reads the state store read-only (store__inspect(): no lock file made, nothing written). */
+static int check_store(struct report *rp, const char *dir, struct store_info *si)
 {
-	char path[4300];
-	MDB_env *env = NULL;
-	MDB_txn *txn = NULL;
-	MDB_dbi meta, values;
-	MDB_val key = {4, (void *)"boot"}, data;
-	MDB_stat st;
-	uint64_t boot = 0;
-	unsigned flags = MDB_RDONLY | MDB_NOTLS;
-	int rc;
+	int r = store__inspect(dir, si, NULL, NULL);
 
-	snprintf(path, sizeof(path), "%s/data.mdb", dir);
-	if (!exists(path)) {
+	if (r == -ENOENT) {
 		rp->needs_recovery = true;
 		item(rp, "node", dir, "missing", NULL,
-		     "no state store: the boot counter and owned values are lost (thingsd starts from empty)");
-		return;
-	}
-	snprintf(path, sizeof(path), "%s/lock.mdb", dir);
-	if (!exists(path))
-		flags |= MDB_NOLOCK;
-	rc = mdb_env_create(&env);
-	if (rc == 0)
-		rc = mdb_env_set_maxdbs(env, 16);
-	if (rc == 0)
-		rc = mdb_env_open(env, dir, flags, 0600);
-	if (rc == 0)
-		rc = mdb_txn_begin(env, NULL, MDB_RDONLY, &txn);
-	if (rc == 0)
-		rc = mdb_dbi_open(txn, "meta", 0, &meta);
-	if (rc == 0)
-		rc = mdb_get(txn, meta, &key, &data);
-	if (rc == 0 && data.mv_size != 8)
-		rc = MDB_CORRUPTED;
-	if (rc == 0) {
-		const unsigned char *p = data.mv_data;
-		for (int i = 7; i >= 0; i--)
-			boot = (boot << 8) | p[i];
-	}
-	st.ms_entries = 0;
-	if (rc == 0 && mdb_dbi_open(txn, "values", 0, &values) == 0)
-		mdb_stat(txn, values, &st);
-	if (txn)
-		mdb_txn_abort(txn);
-	if (env)
-		mdb_env_close(env);
-	if (rc != 0) {
+		     "no state store (%s): the boot counter and owned values are lost; the daemon refuses to start "
+		     "while its state directory is marked",
+		     si->problem);
+	} else if (r < 0) {
 		rp->needs_recovery = true;
-		item(rp, "node", dir, "unreadable", NULL, "state store: %s", mdb_strerror(rc));
-		return;
+		item(rp, "node", dir, "unreadable", NULL, "state store: %s", si->problem);
+	} else if (si->problem[0]) {
+		rp->needs_recovery = true;
+		item(rp, "node", dir, "inconsistent", json_pack("{s:I,s:I}", "boot", (json_int_t)si->boot, "values",
+		                                                (json_int_t)si->values),
+		     "state store: %s", si->problem);
+	} else {
+		item(rp, "node", dir, "present", json_pack("{s:I,s:I}", "boot", (json_int_t)si->boot, "values",
+		                                           (json_int_t)si->values),
+		     "boot counter %" PRIu64 ", %" PRIu64 " owned value(s)", si->boot, si->values);
 	}
-	item(rp, "node", dir, "present", json_pack("{s:I,s:I}", "boot", (json_int_t)boot, "values",
-	                                           (json_int_t)st.ms_entries),
-	     "boot counter %" PRIu64 ", %zu owned value(s)", boot, (size_t)st.ms_entries);
+	return r;
+}
+
+/*
+ * Moves an unreadable store's data.mdb aside (never deleted: it may hold
+ * what nobody else has). File by file, not the directory: thingsd's store is
+ * its state directory itself, with the marker and other files in it.
+ */
+static int move_store_aside(struct report *rp, const char *dir)
+{
+	char from[4300], to[4400];
+
+	snprintf(from, sizeof(from), "%s/data.mdb", dir);
+	snprintf(to, sizeof(to), "%s.unreadable-%lld", from, (long long)time(NULL));
+	if (rename(from, to) < 0) {
+		item(rp, "node", dir, "failed", NULL, "cannot move %s aside to %s: %s", from, to, strerror(errno));
+		return -errno;
+	}
+	/* The lock file holds no data, only the readers of the old file. */
+	snprintf(from, sizeof(from), "%s/lock.mdb", dir);
+	unlink(from);
+	item(rp, "node", dir, "moved", NULL, "unreadable state store kept as %s", to);
+	return 0;
+}
+
+/*
+ * Rebuilds what is lost of the state store and nothing else: an intact store
+ * is left as it is. A store whose boot counter went behind its own values
+ * gets a counter above them; a missing or unreadable one is made anew with a
+ * boot counter from the clock (as every start floors it), so boots never
+ * repeat while the clock is right.
+ */
+static int recover_store(struct report *rp, const char *dir, int inspected, const struct store_info *si)
+{
+	struct logger log = {log_stderr, NULL, TSYNC_LOG_WARN, "thingsync-dr"};
+	struct store *s = NULL;
+	struct timespec ts;
+	uint64_t floor, boot = 0;
+	int r;
+
+	if (inspected == 0 && !si->problem[0]) {
+		item(rp, "node", dir, "unchanged", NULL, "intact: left as it is");
+		return 0;
+	}
+	if (inspected < 0 && inspected != -ENOENT) {
+		r = move_store_aside(rp, dir);
+		if (r < 0)
+			return r;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	floor = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	if (inspected == 0 && si->max_value_boot >= floor)
+		floor = si->max_value_boot + 1;
+	r = store__open(dir, 0, &log, &s);
+	if (r == 0)
+		r = store__next_boot(s, floor, &boot);
+	store__close(s);
+	if (r < 0) {
+		item(rp, "node", dir, "failed", NULL, "cannot rebuild the state store: %s", tsync_strerror(r));
+		return r;
+	}
+	if (inspected == 0)
+		item(rp, "node", dir, "recovered", json_pack("{s:I}", "boot", (json_int_t)boot),
+		     "boot counter raised to %" PRIu64 ", above its own values; values kept", boot);
+	else
+		item(rp, "node", dir, "recovered", json_pack("{s:I,s:I}", "boot", (json_int_t)boot, "values", 0),
+		     "new state store, boot counter %" PRIu64 " (from the clock); owned values are not restored: "
+		     "the owner's things start without a value until set or read again",
+		     boot);
+	return 0;
 }
 
 /* --- the journal ---------------------------------------------------------------------------- */
@@ -358,6 +396,15 @@ static int recover_journal(struct report *rp, const struct opts *o, tsync_site *
 		return 0;
 	}
 	r = journal__inspect(dir, &ji);
+	if (r == 0 && !ji.problem[0] && !strcmp(ji.source, o->controller) && !strcmp(ji.stream, stream) &&
+	    (int64_t)ji.last_seq >= last) {
+		/* Intact and in the collector's stream, at or ahead of it: nothing to rebuild, nothing written. */
+		item(rp, "journal", dir, "unchanged", journal_json(&ji),
+		     "intact: stream %s, last sequence %" PRIu64 " (collector's %" PRId64 "), left as it is", stream,
+		     ji.last_seq, last);
+		r = 0;
+		goto leave;
+	}
 	if (r < 0 && r != -ENOENT) {
 		r = move_aside(rp, dir);
 		if (r < 0)
@@ -521,7 +568,15 @@ int main(int argc, char **argv)
 		return EXIT_FAILED;
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 
-	check_store(&rp, node_dir);
+	{
+		struct store_info si;
+		int inspected = check_store(&rp, node_dir, &si);
+		if (!strcmp(o.cmd, "recover")) {
+			rp.needs_recovery = false;
+			if (recover_store(&rp, node_dir, inspected, &si) < 0)
+				rp.failed = true;
+		}
+	}
 	if (journal_dir[0]) {
 		bool before = rp.needs_recovery;
 		check_journal(&rp, journal_dir, o.controller, &ji);

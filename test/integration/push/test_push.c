@@ -2245,6 +2245,138 @@ static void test_state_refused(void **state)
 	}
 }
 
+/* --- partial loss: one environment deleted, one truncated to garbage ---------------------- */
+
+static char *slurp(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL;
+	long n;
+
+	*len = 0;
+	if (!f)
+		return NULL;
+	if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (buf = malloc((size_t)n + 1)) && fread(buf, 1, (size_t)n, f) == (size_t)n)
+		*len = (size_t)n;
+	fclose(f);
+	return buf;
+}
+
+/* Whether file `path` still holds exactly `want` (len bytes). */
+static bool same_bytes(const char *path, const char *want, size_t len)
+{
+	size_t n;
+	char *now = slurp(path, &n);
+	bool same = now && n == len && memcmp(now, want, len) == 0;
+
+	free(now);
+	return same;
+}
+
+/* Writes 5000 bytes of garbage over `path`, cutting it short: a card that lost the rest. */
+static void truncate_to_garbage(const char *path)
+{
+	char junk[5000];
+	int fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	for (size_t i = 0; i < sizeof(junk); i++)
+		junk[i] = (char)(i * 131 + 7);
+	assert_int_equal(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
+	close(fd);
+}
+
+/*
+ * The issue's test 3 on a push Pi (its environments: the node's state store
+ * and the journal). The journal is drained first: its unsent entries exist
+ * nowhere else, and a journal lost with them is data loss no tool undoes.
+ */
+static void test_partial_loss(void **state)
+{
+	struct env *e = *state;
+	char node[600], journal[600], node_mdb[700], journal_mdb[700], cmd[800];
+	char *kept;
+	size_t kept_len;
+	json_t *rep;
+	int64_t some = 50;
+
+	snprintf(node, sizeof(node), "%s/pushd/node", e->dir);
+	snprintf(journal, sizeof(journal), "%s/pushd/journal", e->dir);
+	snprintf(node_mdb, sizeof(node_mdb), "%s/data.mdb", node);
+	snprintf(journal_mdb, sizeof(journal_mdb), "%s/data.mdb", journal);
+	start_collector(e, NULL);
+	e->producing = true;
+	start_pushd_ready(e);
+	assert_true(wait_for(e, pred_stored_at_least, &some, 60000));
+	drain_and_verify(e);
+	stop_proc(&e->pushd, SIGTERM);
+
+	/* 1. The node's store deleted, the journal intact: only the store comes back. */
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", node);
+	assert_int_equal(system(cmd), 0);
+	kept = slurp(journal_mdb, &kept_len);
+	assert_non_null(kept);
+	assert_int_equal(run_dr(e, "check", NULL, &rep), 1);
+	assert_non_null(dr_item(rep, "node", "missing"));
+	assert_non_null(dr_item(rep, "journal", "present"));
+	json_decref(rep);
+	assert_int_equal(run_dr(e, "recover", e->col_url, &rep), 0);
+	assert_non_null(dr_item(rep, "node", "recovered"));
+	assert_non_null(dr_item(rep, "journal", "unchanged"));
+	json_decref(rep);
+	assert_true(same_bytes(journal_mdb, kept, kept_len));
+	free(kept);
+	assert_int_equal(run_dr(e, "check", NULL, &rep), 0);
+	json_decref(rep);
+
+	/* 2. The journal truncated to garbage, the node's store intact: only the journal comes back. */
+	truncate_to_garbage(journal_mdb);
+	kept = slurp(node_mdb, &kept_len);
+	assert_non_null(kept);
+	assert_int_equal(run_dr(e, "check", NULL, &rep), 1);
+	assert_non_null(dr_item(rep, "journal", "unreadable"));
+	assert_non_null(dr_item(rep, "node", "present"));
+	json_decref(rep);
+	assert_int_equal(run_dr(e, "recover", e->col_url, &rep), 0);
+	assert_non_null(dr_item(rep, "journal", "moved"));
+	assert_non_null(dr_item(rep, "journal", "recovered"));
+	assert_non_null(dr_item(rep, "node", "unchanged"));
+	json_decref(rep);
+	assert_true(same_bytes(node_mdb, kept, kept_len));
+	free(kept);
+
+	/* 3. Both at once: one deleted, one truncated to garbage. check reports both ... */
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", journal);
+	assert_int_equal(system(cmd), 0);
+	truncate_to_garbage(node_mdb);
+	assert_int_equal(run_dr(e, "check", NULL, &rep), 1);
+	assert_non_null(dr_item(rep, "journal", "missing"));
+	assert_non_null(dr_item(rep, "node", "unreadable"));
+	json_decref(rep);
+	/* ... and pushd refuses to start on them (exit 4) rather than start from empty. */
+	start_pushd(e, NULL);
+	assert_true(wait_for(e, pred_proc_exited, &e->pushd, 30000));
+	e->pushd = 0;
+	assert_true(WIFEXITED(exited_status) && WEXITSTATUS(exited_status) == 4);
+	/* recover rebuilds both; then pushd continues the collector's stream: nothing lost,
+	 * nothing twice, no gap, no stream_changed alarm. */
+	assert_int_equal(run_dr(e, "recover", e->col_url, &rep), 0);
+	assert_non_null(dr_item(rep, "node", "moved"));
+	assert_non_null(dr_item(rep, "node", "recovered"));
+	assert_non_null(dr_item(rep, "journal", "recovered"));
+	json_decref(rep);
+	assert_int_equal(run_dr(e, "check", NULL, &rep), 0);
+	json_decref(rep);
+	e->producing = true;
+	start_pushd_ready(e);
+	some += 100;
+	assert_true(wait_for(e, pred_stored_at_least, &some, 60000));
+	drain_and_verify(e);
+	assert_false(alarm_in(e, "active", "stream_changed", "PUSH", 0));
+	assert_false(alarm_in(e, "active", "stream_backwards", "PUSH", 0));
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -2262,6 +2394,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_stream_accept, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stream_dr_recover, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_state_refused, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_partial_loss, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_sqlite, setup, teardown),
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_migrate_postgres, setup, teardown),
