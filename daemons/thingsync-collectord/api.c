@@ -10,6 +10,10 @@
  *   GET /v1/streams?source=S            (signed) what thingsync-dr recover
  *                                       needs: current stream, its last seq,
  *                                       every stream, newest versions
+ *   GET /v1/owned?controller=C          (signed) what thingsync-dr recover
+ *                                       needs to restore an owner: the newest
+ *                                       stored value of each thing C owns, and
+ *                                       the last boot of C seen
  *   POST /v1/streams/accept             (signed) {"source","stream"}: make it
  *                                       the source's current stream
  *   GET /v1/rejected?source=S&limit=N   refused measurements with the reason
@@ -215,6 +219,55 @@ void api__streams(struct collector *c, struct evhttp_request *req)
 	}
 	httpd__reply_json(req, 200, out);
 leave:
+	evhttp_clear_headers(&q);
+}
+
+void api__owned(struct collector *c, struct evhttp_request *req)
+{
+	struct evkeyvalq q;
+	const char *ctrl;
+	json_t *things = NULL, *one;
+	json_int_t last_boot = 0;
+	size_t n;
+	int r;
+
+	if (parse_query(req, &q) < 0) {
+		bad_param(req, "query");
+		return;
+	}
+	ctrl = evhttp_find_header(&q, "controller");
+	if (!ctrl || tsync_site_controller_find(c->site, ctrl) < 0) {
+		httpd__reply_json(req, 404,
+		                  json_pack("{s:s,s:s}", "field", "controller", "error", "not a controller of this site"));
+		goto leave;
+	}
+	things = json_array();
+	if (!things) {
+		httpd__reply_json(req, 500, json_pack("{s:s}", "error", "out of memory"));
+		goto leave;
+	}
+	/* Per owned thing: the site says which things a controller owns, the
+	 * database what the mesh last carried of them, whichever source stored it. */
+	n = tsync_site_thing_count(c->site);
+	for (size_t i = 0; i < n; i++) {
+		tsync_thing_info ti;
+		if (tsync_site_thing(c->site, i, &ti) < 0 || strcmp(ti.owner, ctrl) != 0)
+			continue;
+		r = c->db->ops->latest(c->db, ti.name, &one);
+		if (r < 0) {
+			unavailable(c, req, r);
+			goto leave;
+		}
+		if (!one)
+			continue;
+		if (json_integer_value(json_object_get(one, "owner_boot")) > last_boot)
+			last_boot = json_integer_value(json_object_get(one, "owner_boot"));
+		json_array_append_new(things, one);
+	}
+	httpd__reply_json(req, 200,
+	                  json_pack("{s:s,s:I,s:O}", "controller", ctrl, "last_boot", last_boot, "things", things));
+leave:
+	json_decref(things);
 	evhttp_clear_headers(&q);
 }
 

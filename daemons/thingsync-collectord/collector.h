@@ -112,6 +112,7 @@ void api__measurements(struct collector *c, struct evhttp_request *req);
 void api__rejected(struct collector *c, struct evhttp_request *req);
 void api__alarms(struct collector *c, struct evhttp_request *req);
 void api__streams(struct collector *c, struct evhttp_request *req);
+void api__owned(struct collector *c, struct evhttp_request *req);
 void api__accept_stream(struct collector *c, struct evhttp_request *req);
 void api__metrics(struct collector *c, struct evhttp_request *req);
 void api__health(struct collector *c, struct evhttp_request *req);

@@ -85,6 +85,8 @@ static void route(void *arg, struct evhttp_request *req, const char *path)
 		api__rejected(c, req);
 	} else if (!strcmp(path, "/v1/streams")) {
 		api__streams(c, req);
+	} else if (!strcmp(path, "/v1/owned")) {
+		api__owned(c, req);
 	} else if (!strcmp(path, "/v1/streams/accept")) {
 		api__accept_stream(c, req);
 	} else if (!strcmp(path, "/v1/alarms")) {
@@ -261,7 +263,8 @@ static int start_http(struct collector *c)
 	rt[7] = (struct httpd_route){"/health", HTTPD_GET, 0, true, false};
 	rt[8] = (struct httpd_route){"/v1/streams", HTTPD_GET, 0, false, true};
 	rt[9] = (struct httpd_route){"/v1/streams/accept", HTTPD_POST, 4096, false, true};
-	rt[10] = (struct httpd_route){NULL, 0, 0, false, false};
+	rt[10] = (struct httpd_route){"/v1/owned", HTTPD_GET, 0, false, true};
+	rt[11] = (struct httpd_route){NULL, 0, 0, false, false};
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = c->base;
 	cfg.host = host;

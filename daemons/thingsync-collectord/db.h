@@ -149,6 +149,13 @@ struct db_ops {
 	 * (the newest of each thing stored from this source)}.
 	 */
 	int (*stream_info)(struct db *db, const char *source, json_t **out);
+	/*
+	 * What thingsync-dr needs to restore an owner's values: the measurement
+	 * of `thing` with the greatest (owner boot, version), from any source,
+	 * as {"thing","type","value","time","owner_boot","version"}; *out NULL
+	 * when none came from the mesh (owner boot 0: a CSV file's).
+	 */
+	int (*latest)(struct db *db, const char *thing, json_t **out);
 	/* Sources: [{"source","stream","last_seen_us","last_seq","boot","stored","rejected",
 	 * "missing","gaps":[[a,b],...]}], counted within each source's current stream. */
 	int (*sources)(struct db *db, size_t max_gaps, json_t **out);

@@ -803,6 +803,34 @@ static int pg_measurements(struct db *db, const struct db_query *q, json_t **out
 	return 0;
 }
 
+static int pg_latest(struct db *db, const char *thing, json_t **out)
+{
+	struct db_pg *d = PG(db);
+	const char *v[1] = {thing};
+	PGresult *res;
+
+	*out = NULL;
+	if (!pg_up(db) && pg_reconnect(db) < 0)
+		return DB_EDOWN;
+	res = query(d,
+	            "SELECT thing, vtype, value, time_us, owner_boot, version FROM measurements"
+	            " WHERE thing = $1 AND owner_boot > 0 ORDER BY owner_boot DESC, version DESC LIMIT 1",
+	            1, v);
+	if (!res)
+		return pg_up(db) ? -EIO : DB_EDOWN;
+	if (PQntuples(res) == 1) {
+		*out = json_pack("{s:s,s:s,s:o,s:I,s:I,s:I}", "thing", PQgetvalue(res, 0, 0), "type",
+		                 PQgetvalue(res, 0, 1), "value", getj(res, 0, 2), "time", (json_int_t)geti(res, 0, 3),
+		                 "owner_boot", (json_int_t)geti(res, 0, 4), "version", (json_int_t)geti(res, 0, 5));
+		if (!*out) {
+			PQclear(res);
+			return -ENOMEM;
+		}
+	}
+	PQclear(res);
+	return 0;
+}
+
 static int pg_rejected(struct db *db, const char *source, int limit, json_t **out)
 {
 	struct db_pg *d = PG(db);
@@ -901,6 +929,7 @@ const struct db_ops db_pg_ops = {
     .store = pg_store,
     .accept_stream = pg_accept_stream,
     .stream_info = pg_stream_info,
+    .latest = pg_latest,
     .sources = pg_sources,
     .measurements = pg_measurements,
     .rejected = pg_rejected,

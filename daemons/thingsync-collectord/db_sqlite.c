@@ -746,6 +746,40 @@ leave:
 	return 0;
 }
 
+static int sq_latest(struct db *db, const char *thing, json_t **out)
+{
+	struct db_sqlite *d = SQ(db);
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	*out = NULL;
+	if (!d->h && sq_reconnect(db) < 0)
+		return DB_EDOWN;
+	rc = sqlite3_prepare_v2(d->h,
+	                        "SELECT thing, vtype, value, time_us, owner_boot, version FROM measurements"
+	                        " WHERE thing = ?1 AND owner_boot > 0 ORDER BY owner_boot DESC, version DESC LIMIT 1",
+	                        -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		goto leave;
+	sqlite3_bind_text(st, 1, thing, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*out = json_pack("{s:s,s:s,s:o,s:I,s:I,s:I}", "thing", sqlite3_column_text(st, 0), "type",
+		                 sqlite3_column_text(st, 1), "value", column_json(st, 2), "time",
+		                 (json_int_t)sqlite3_column_int64(st, 3), "owner_boot",
+		                 (json_int_t)sqlite3_column_int64(st, 4), "version",
+		                 (json_int_t)sqlite3_column_int64(st, 5));
+		rc = *out ? SQLITE_OK : SQLITE_NOMEM;
+	} else if (rc == SQLITE_DONE) {
+		rc = SQLITE_OK;
+	}
+leave:
+	sqlite3_finalize(st);
+	if (rc != SQLITE_OK)
+		return fail(d, "latest", rc);
+	return 0;
+}
+
 static int sq_measurements(struct db *db, const struct db_query *q, json_t **out)
 {
 	struct db_sqlite *d = SQ(db);
@@ -907,6 +941,7 @@ const struct db_ops db_sqlite_ops = {
     .store = sq_store,
     .accept_stream = sq_accept_stream,
     .stream_info = sq_stream_info,
+    .latest = sq_latest,
     .sources = sq_sources,
     .measurements = sq_measurements,
     .rejected = sq_rejected,

@@ -8,7 +8,9 @@
  *            missing, unreadable or inconsistent; exit 1 if anything needs
  *            recovery. Changes nothing (no lock file is even made).
  *   recover  rebuilds what is lost and leaves what is intact (partial loss):
- *            the node's state store anew (moved aside if unreadable), and
+ *            the node's state store anew from the collector (GET /v1/owned:
+ *            boot counter above its boots, owned values with their
+ *            versions; moved aside first if unreadable), and
  *            pushd's journal from the collector (GET /v1/streams,
  *            signed with the site key): the collector's stream, next
  *            sequence after its last stored one (the truncation offset), the
@@ -58,8 +60,9 @@ static const char usage_text[] =
     "            pushd's journal from the collector (same stream, next sequence\n"
     "            after the collector's last one; unsent entries are kept,\n"
     "            renumbered into the collector's stream if need be), the node's\n"
-    "            state store anew (boot counter from the clock); unreadable\n"
-    "            files are moved aside, never deleted\n"
+    "            state store anew (boot counter above every boot the collector\n"
+    "            saw, owned values with their versions); unreadable files are\n"
+    "            moved aside, never deleted\n"
     "\n"
     "  -c, --site FILE        site.conf (with key_file)\n"
     "  -n, --controller NAME  the controller\n"
@@ -139,6 +142,9 @@ static bool exists(const char *path)
 	return stat(path, &st) == 0;
 }
 
+static int collector_get(const struct opts *o, tsync_site *site, const char *target, json_t **out, char *why,
+                         size_t whylen);
+
 /* --- the node's state store --------------------------------------------------------------- */
 
 /* Reads the state store read-only (store__inspect(): no lock file made, nothing written). */
@@ -190,51 +196,143 @@ static int move_store_aside(struct report *rp, const char *dir)
 	return 0;
 }
 
+/* A stored value as the site's type says; false if it does not fit. */
+static bool value_from_json(tsync_site *site, const char *thing, json_t *jv, tsync_value *v)
+{
+	int idx = tsync_site_thing_find(site, thing);
+	tsync_thing_info ti;
+
+	if (idx < 0 || tsync_site_thing(site, (size_t)idx, &ti) < 0)
+		return false;
+	switch (ti.type) {
+	case TSYNC_TYPE_BOOL:
+		*v = tsync_bool(json_is_true(jv) || (json_is_integer(jv) && json_integer_value(jv) != 0));
+		return json_is_boolean(jv) || json_is_integer(jv);
+	case TSYNC_TYPE_INT:
+		*v = tsync_int((int64_t)json_integer_value(jv));
+		return json_is_integer(jv);
+	case TSYNC_TYPE_FLOAT:
+		*v = tsync_float(json_number_value(jv));
+		return json_is_number(jv);
+	case TSYNC_TYPE_STRING:
+		*v = tsync_string(json_string_value(jv));
+		return json_is_string(jv);
+	default:
+		return false;
+	}
+}
+
 /*
- * Rebuilds what is lost of the state store and nothing else: an intact store
- * is left as it is. A store whose boot counter went behind its own values
- * gets a counter above them; a missing or unreadable one is made anew with a
- * boot counter from the clock (as every start floors it), so boots never
- * repeat while the clock is right.
+ * Rebuilds what is lost of the state store and nothing else. The collector
+ * (GET /v1/owned) says the last boot of this controller it has seen and the
+ * newest value, with its (owner boot, version), of each thing it owns that a
+ * push role received. A store made anew (missing, or unreadable and moved
+ * aside) gets those values back with their versions, so users, who order a
+ * thing's values by (owner boot, version), keep their copies and never see
+ * one go back; and a boot counter above every boot the collector has seen
+ * and above the clock (every start floors it by the clock too). An intact
+ * store whose counter is behind what the collector saw gets its counter
+ * raised, values kept; an intact one that is not behind is left unwritten.
  */
-static int recover_store(struct report *rp, const char *dir, int inspected, const struct store_info *si)
+static int recover_store(struct report *rp, const struct opts *o, tsync_site *site, const char *dir, int inspected,
+                         const struct store_info *si)
 {
 	struct logger log = {log_stderr, NULL, TSYNC_LOG_WARN, "thingsync-dr"};
 	struct store *s = NULL;
 	struct timespec ts;
-	uint64_t floor, boot = 0;
+	json_t *owned = NULL, *x, *lost = NULL;
+	char target[256], why[512];
+	uint64_t floor, last_boot, boot = 0, restored = 0;
+	size_t i;
 	int r;
 
-	if (inspected == 0 && !si->problem[0]) {
-		item(rp, "node", dir, "unchanged", NULL, "intact: left as it is");
+	snprintf(target, sizeof(target), "/v1/owned?controller=%s", o->controller);
+	r = collector_get(o, site, target, &owned, why, sizeof(why));
+	if (r < 0) {
+		item(rp, "node", dir, "failed", NULL, "collector: %s", why);
+		return r;
+	}
+	last_boot = (uint64_t)json_integer_value(json_object_get(owned, "last_boot"));
+	if (inspected == 0 && !si->problem[0] && si->boot >= last_boot) {
+		item(rp, "node", dir, "unchanged", NULL, "intact (boot counter %" PRIu64 ", the collector's last %" PRIu64
+		     "): left as it is", si->boot, last_boot);
+		json_decref(owned);
 		return 0;
 	}
 	if (inspected < 0 && inspected != -ENOENT) {
 		r = move_store_aside(rp, dir);
 		if (r < 0)
-			return r;
+			goto leave;
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
 	floor = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+	if (last_boot >= floor)
+		floor = last_boot + 1;
 	if (inspected == 0 && si->max_value_boot >= floor)
 		floor = si->max_value_boot + 1;
 	r = store__open(dir, 0, &log, &s);
+	if (r == 0 && inspected != 0) {
+		/* Made anew: the values the collector has, with their versions. */
+		json_array_foreach(json_object_get(owned, "things"), i, x)
+		{
+			const char *thing = json_string_value(json_object_get(x, "thing"));
+			tsync_value v;
+
+			if (!thing || !value_from_json(site, thing, json_object_get(x, "value"), &v))
+				continue;
+			r = store__stage_value(s, thing, (uint64_t)json_integer_value(json_object_get(x, "version")),
+			                       (uint64_t)json_integer_value(json_object_get(x, "owner_boot")), &v);
+			if (r < 0)
+				break;
+			restored++;
+		}
+		if (r == 0)
+			r = store__commit(s);
+	}
 	if (r == 0)
 		r = store__next_boot(s, floor, &boot);
 	store__close(s);
 	if (r < 0) {
 		item(rp, "node", dir, "failed", NULL, "cannot rebuild the state store: %s", tsync_strerror(r));
-		return r;
+		goto leave;
 	}
-	if (inspected == 0)
-		item(rp, "node", dir, "recovered", json_pack("{s:I}", "boot", (json_int_t)boot),
-		     "boot counter raised to %" PRIu64 ", above its own values; values kept", boot);
-	else
-		item(rp, "node", dir, "recovered", json_pack("{s:I,s:I}", "boot", (json_int_t)boot, "values", 0),
-		     "new state store, boot counter %" PRIu64 " (from the clock); owned values are not restored: "
-		     "the owner's things start without a value until set or read again",
-		     boot);
-	return 0;
+	if (inspected == 0) {
+		item(rp, "node", dir, "recovered", json_pack("{s:I,s:I}", "boot", (json_int_t)boot, "last_boot",
+		                                             (json_int_t)last_boot),
+		     "boot counter raised to %" PRIu64 ", above the collector's last boot %" PRIu64
+		     " and its own values; values kept",
+		     boot, last_boot);
+		goto leave;
+	}
+	/* What cannot come back: owned things no push role receives (or never stored). */
+	lost = json_array();
+	{
+		size_t n = tsync_site_thing_count(site);
+		for (size_t k = 0; k < n && lost; k++) {
+			tsync_thing_info ti;
+			bool found = false;
+			if (tsync_site_thing(site, k, &ti) < 0 || strcmp(ti.owner, o->controller) != 0)
+				continue;
+			json_array_foreach(json_object_get(owned, "things"), i, x)
+			{
+				if (!strcmp(json_string_value(json_object_get(x, "thing")), ti.name))
+					found = true;
+			}
+			if (!found)
+				json_array_append_new(lost, json_string(ti.name));
+		}
+	}
+	item(rp, "node", dir, "recovered",
+	     json_pack("{s:I,s:I,s:I,s:O}", "boot", (json_int_t)boot, "last_boot", (json_int_t)last_boot, "values",
+	               (json_int_t)restored, "not_restored", lost),
+	     "new state store: boot counter %" PRIu64 " (the collector's last boot %" PRIu64 "), %" PRIu64
+	     " owned value(s) restored with their versions; %zu not restored (no push role stored them: they "
+	     "start without a value)",
+	     boot, last_boot, restored, json_array_size(lost));
+leave:
+	json_decref(lost);
+	json_decref(owned);
+	return r;
 }
 
 /* --- the journal ---------------------------------------------------------------------------- */
@@ -573,7 +671,7 @@ int main(int argc, char **argv)
 		int inspected = check_store(&rp, node_dir, &si);
 		if (!strcmp(o.cmd, "recover")) {
 			rp.needs_recovery = false;
-			if (recover_store(&rp, node_dir, inspected, &si) < 0)
+			if (recover_store(&rp, &o, site, node_dir, inspected, &si) < 0)
 				rp.failed = true;
 		}
 	}

@@ -83,6 +83,11 @@ struct env {
 	pid_t td;
 	uint16_t td_http;
 	int td_starts;
+	/* RECOV's copies of d0..d3: the newest (owner boot, version) and value
+	 * seen, and how many changes went back to an older one */
+	uint64_t copy_boot[TD_THINGS], copy_version[TD_THINGS];
+	int64_t copy_value[TD_THINGS];
+	int copies_back;
 	/* the producer */
 	struct event *prod_ev;
 	bool producing;
@@ -409,6 +414,24 @@ static bool pred_two(struct env *e, void *arg)
 
 static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 {
+	struct env *e = ud;
+	tsync_thing_state st;
+	int k;
+
+	/* A user's copy of TD's things never goes back to an older version. */
+	if (node != e->recov || ev->kind != TSYNC_EVENT_CHANGED || ev->thing[0] != 'd' ||
+	    (k = atoi(ev->thing + 1)) < 0 || k >= TD_THINGS || tsync_node_get(node, ev->thing, &st) < 0)
+		return;
+	if (st.owner_boot < e->copy_boot[k] ||
+	    (st.owner_boot == e->copy_boot[k] && st.version < e->copy_version[k])) {
+		fprintf(stderr, "RECOV's copy of %s went back to (%" PRIu64 ", %" PRIu64 ") from (%" PRIu64 ", %" PRIu64 ")\n",
+		        ev->thing, st.owner_boot, st.version, e->copy_boot[k], e->copy_version[k]);
+		e->copies_back++;
+	}
+	e->copy_boot[k] = st.owner_boot;
+	e->copy_version[k] = st.version;
+	if (st.value.type == TSYNC_TYPE_INT)
+		e->copy_value[k] = st.value.u.i;
 }
 
 static int on_connection_status(void *ud, tsync_node *node, const tsync_request *req, char **result)
@@ -503,7 +526,9 @@ static int setup(void **state)
 		                      e->udp[4], e->td_http);
 		for (int k = 0; k < TD_THINGS; k++)
 			n += (size_t)snprintf(text + n, sizeof(text) - n,
-			                      "[thing d%d]\nowner = TD\ntype = int\nusers = PUSH\n\n", k);
+			                      "[thing d%d]\nowner = TD\ntype = int\nusers = PUSH, RECOV\n\n", k);
+		/* A thing no push role receives: nothing of it reaches the collector. */
+		n += (size_t)snprintf(text + n, sizeof(text) - n, "[thing e0]\nowner = TD\ntype = int\nusers = RECOV\n\n");
 	}
 	path = harness_write(e->dir, "site.conf", text);
 	snprintf(e->site_path, sizeof(e->site_path), "%s", path);
@@ -1991,22 +2016,24 @@ static const char *dr_bin(void)
 	return p ? p : "thingsync-dr";
 }
 
-/* Runs thingsync-dr with --json; its exit status, and its report in *out. */
-static int run_dr(struct env *e, const char *cmd, const char *collector, json_t **out)
+/* Runs thingsync-dr with --json on `controller` and its state directory
+ * DIR/`state`; its exit status, and its report in *out. */
+static int run_dr_on(struct env *e, const char *cmd, const char *controller, const char *subdir,
+                     const char *collector, json_t **out)
 {
 	char state[600], report[600];
 	const char *argv[16];
 	int n = 0, status;
 	pid_t pid;
 
-	snprintf(state, sizeof(state), "%s/pushd", e->dir);
+	snprintf(state, sizeof(state), "%s/%s", e->dir, subdir);
 	snprintf(report, sizeof(report), "%s/dr.json", e->dir);
 	argv[n++] = dr_bin();
 	argv[n++] = cmd;
 	argv[n++] = "-c";
 	argv[n++] = e->site_path;
 	argv[n++] = "-n";
-	argv[n++] = "PUSH";
+	argv[n++] = controller;
 	argv[n++] = "-s";
 	argv[n++] = state;
 	argv[n++] = "--json";
@@ -2029,6 +2056,11 @@ static int run_dr(struct env *e, const char *cmd, const char *collector, json_t 
 	*out = json_load_file(report, 0, NULL);
 	assert_non_null(*out);
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+static int run_dr(struct env *e, const char *cmd, const char *collector, json_t **out)
+{
+	return run_dr_on(e, cmd, "PUSH", "pushd", collector, out);
 }
 
 /* The item of a dr report about `what` (node, journal) in `state`, or NULL. */
@@ -2377,6 +2409,157 @@ static void test_partial_loss(void **state)
 	assert_false(alarm_in(e, "active", "stream_backwards", "PUSH", 0));
 }
 
+/* --- the owner's state: a thingsd owner that lost its store, recovered from the collector --- */
+
+static long td_set(struct env *e, const char *thing, long long v)
+{
+	char url[128], body[64];
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/things/%s", e->td_http, thing);
+	snprintf(body, sizeof(body), "{\"value\":%lld}", v);
+	return http("POST", url, body, NULL, NULL);
+}
+
+/* TD's value of `thing` (INT64_MIN: none), and in *boot its /status boot. */
+static int64_t td_value(struct env *e, const char *thing)
+{
+	char url[128];
+	json_t *j = NULL;
+	int64_t v = INT64_MIN;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/things/%s", e->td_http, thing);
+	if (http("GET", url, NULL, NULL, &j) == 200 && json_is_integer(json_object_get(j, "value")))
+		v = json_integer_value(json_object_get(j, "value"));
+	json_decref(j);
+	return v;
+}
+
+static uint64_t td_boot(struct env *e)
+{
+	char url[128];
+	json_t *j = NULL;
+	uint64_t b = 0;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/status", e->td_http);
+	if (http("GET", url, NULL, NULL, &j) == 200)
+		b = strtoull(json_string_value(json_object_get(j, "boot")) ? json_string_value(json_object_get(j, "boot"))
+		                                                           : "0",
+		             NULL, 10);
+	if (!b)
+		b = (uint64_t)json_integer_value(json_object_get(j, "boot"));
+	json_decref(j);
+	return b;
+}
+
+/* Every d-thing's newest value, at the collector and in RECOV's copy, is base + k. */
+static bool pred_d_values(struct env *e, void *arg)
+{
+	int64_t base = *(int64_t *)arg;
+
+	for (int k = 0; k < TD_THINGS; k++) {
+		char name[8];
+		int64_t n;
+		snprintf(name, sizeof(name), "d%d", k);
+		if (td_stored_last(e, name, &n) != base + k || e->copy_value[k] != base + k)
+			return false;
+	}
+	return true;
+}
+
+static bool pred_recov_e0(struct env *e, void *arg)
+{
+	tsync_thing_state st;
+	return tsync_node_get(e->recov, "e0", &st) == 0 && st.value.type == TSYNC_TYPE_INT &&
+	       st.value.u.i == *(int64_t *)arg;
+}
+
+/*
+ * The issue's test 2 and scenario 3 for thingsd: an owner loses its state
+ * store; thingsync-dr recover brings back its values with their versions
+ * (the ones a push role stored), and a boot counter above every boot the
+ * collector saw. Its users end with its values and no copy ever goes back.
+ * What nobody pushes (e0) cannot come back: dr says so, the owner starts
+ * without it, and the users keep their copy until the owner's next value,
+ * which wins as the first version of a newer boot.
+ */
+static void test_owner_recovered(void **state)
+{
+	struct env *e = *state;
+	char path[700];
+	json_t *rep, *it;
+	uint64_t boot_before;
+	int64_t base = 2000, e0 = 7;
+
+	start_collector(e, NULL);
+	start_pushd_ready(e);
+	start_td(e);
+	for (int k = 0; k < TD_THINGS; k++) {
+		char name[8];
+		snprintf(name, sizeof(name), "d%d", k);
+		assert_int_equal(td_set(e, name, 1000 + k), 200);
+		assert_int_equal(td_set(e, name, 2000 + k), 200);
+	}
+	assert_int_equal(td_set(e, "e0", e0), 200);
+	assert_true(wait_for(e, pred_d_values, &base, 30000));
+	assert_true(wait_for(e, pred_recov_e0, &e0, 30000));
+	boot_before = td_boot(e);
+	assert_true(boot_before > 0);
+	stop_proc(&e->td, SIGTERM);
+
+	/* The SD card lost the store: check says so, recover restores it. */
+	snprintf(path, sizeof(path), "%s/td/data.mdb", e->dir);
+	assert_int_equal(unlink(path), 0);
+	snprintf(path, sizeof(path), "%s/td/lock.mdb", e->dir);
+	unlink(path);
+	assert_int_equal(run_dr_on(e, "check", "TD", "td", NULL, &rep), 1);
+	assert_non_null(dr_item(rep, "node", "missing"));
+	json_decref(rep);
+	assert_int_equal(run_dr_on(e, "recover", "TD", "td", e->col_url, &rep), 0);
+	it = dr_item(rep, "node", "recovered");
+	assert_non_null(it);
+	assert_int_equal(jint(it, "values", NULL), TD_THINGS);
+	assert_true((uint64_t)jint(it, "last_boot", NULL) == boot_before);
+	assert_true((uint64_t)jint(it, "boot", NULL) > boot_before);
+	assert_int_equal(json_array_size(json_object_get(it, "not_restored")), 1);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(it, "not_restored"), 0)), "e0");
+	json_decref(rep);
+	assert_int_equal(run_dr_on(e, "check", "TD", "td", NULL, &rep), 0);
+	json_decref(rep);
+
+	/* It starts with its values, under a boot above every one it had. */
+	start_td(e);
+	assert_true(td_boot(e) > boot_before);
+	for (int k = 0; k < TD_THINGS; k++) {
+		char name[8];
+		snprintf(name, sizeof(name), "d%d", k);
+		assert_int_equal(td_value(e, name), 2000 + k);
+	}
+	assert_int_equal(td_value(e, "e0"), INT64_MIN);
+	/* New values flow: the users take the new boot's, nothing goes back anywhere. */
+	base = 3000;
+	for (int k = 0; k < TD_THINGS; k++) {
+		char name[8];
+		snprintf(name, sizeof(name), "d%d", k);
+		assert_int_equal(td_set(e, name, 3000 + k), 200);
+	}
+	assert_true(wait_for(e, pred_d_values, &base, 30000));
+	/* The user kept e0 = 7; the owner's next value is version 1 of a newer boot, and wins. */
+	assert_true(pred_recov_e0(e, &e0));
+	e0 = 8;
+	assert_int_equal(td_set(e, "e0", e0), 200);
+	assert_true(wait_for(e, pred_recov_e0, &e0, 30000));
+	assert_int_equal(e->copies_back, 0);
+	{
+		int64_t n;
+		/* td_stored_last fails the test if a stored (boot, version) or value went back. */
+		for (int k = 0; k < TD_THINGS; k++) {
+			char name[8];
+			snprintf(name, sizeof(name), "d%d", k);
+			assert_int_equal(td_stored_last(e, name, &n), 3000 + k);
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -2395,6 +2578,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_stream_dr_recover, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_state_refused, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_partial_loss, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_owner_recovered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_sqlite, setup, teardown),
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_migrate_postgres, setup, teardown),
@@ -2406,7 +2590,8 @@ int main(int argc, char **argv)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	if (argc > 1) {
 		cmocka_set_test_filter(argv[1]);
-		with_thingsd = !strcmp(argv[1], "test_power_cut") || !strcmp(argv[1], "test_state_refused");
+		with_thingsd = !strcmp(argv[1], "test_power_cut") || !strcmp(argv[1], "test_state_refused") ||
+		               !strcmp(argv[1], "test_owner_recovered");
 	}
 	r = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();
