@@ -25,6 +25,19 @@ extern "C" {
  * `history_max_age` and `history_max_bytes`; a thing may have its own bounds
  * or `history = no`): tsync_node_new() then enables it. An application may
  * enable it itself with tsync_node_history_enable().
+ *
+ * While the history is on, the node answers the seed's
+ * `recovery_data_request` ({"lost_connection_time": L,
+ * "restored_connection_time": R}, seconds since the epoch) itself: its
+ * answer is {"chunks": N, "entries": M, "trimmed": B, "trimmed_from_us",
+ * "trimmed_to_us", "complete": B}, and the changes of the window follow as N
+ * `recovery_data` requests to the requester, each within the site's
+ * max_datagram, each delivered once: {"entity": ME, "lost_connection_time",
+ * "restored_connection_time", "chunk": K, "chunks": N, "recovery_data":
+ * {"io": [{"thing", "value", "time_us", "owner_boot", "version"}, ...]}}.
+ * Chunks not yet sent when the node is freed are not sent: ask again. An
+ * application's own handler for the type (tsync_node_on_request()),
+ * registered after the history was enabled, replaces this one.
  */
 
 /** Bounds of a history; 0 means no bound of that kind. */

@@ -317,7 +317,13 @@ static int history_enable(struct tsync_node *n, const tsync_history_limits *lim)
 		if (r < 0)
 			return r;
 	}
-	return 0;
+	/* A data store answers the seed's recovery requests from its history. */
+	return sync__on_request(n->eng, "recovery_data_request", NULL, NULL, node__recovery_request, NULL);
+}
+
+size_t node__max_datagram(const tsync_node *n)
+{
+	return n->site->max_datagram;
 }
 
 /* Durable windows and requests: staged with everything else, so they are

@@ -23,4 +23,11 @@ void node__set_clock(node_clock_fn fn, void *ud);
 /* Runs the cumuls' timer now (midnight or checkpoint), as the loop would. */
 void node__cumul_tick(tsync_node *n);
 
+/* The max_datagram of the node's site. */
+size_t node__max_datagram(const tsync_node *n);
+/* The handler of `recovery_data_request` (recovery.c), registered on the
+ * node while its history is on: the window's changes go back to the
+ * requester as chunked `recovery_data` requests. */
+int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req, char **result);
+
 #endif

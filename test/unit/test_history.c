@@ -20,9 +20,12 @@
 #include <sys/socket.h>
 
 #include <cmocka.h>
+#include <event2/event.h>
+#include <jansson.h>
 
 #include <thingsync/thingsync.h>
 
+#include "node/node.h"
 #include "site/site.h"
 #include "store/history.h"
 #include "store/store.h"
@@ -533,6 +536,165 @@ static void test_node_without_store(void **state)
 	tsync_site_free(site);
 }
 
+/* --- recovery_data_request, answered from the history ------------------------------ */
+
+struct recovery {
+	int chunks_seen[4096];
+	int entries;
+	int values[2001];
+	int max_chunk;
+	size_t longest;
+	bool answered;
+	int status;
+	long long announced_chunks, announced_entries;
+	int errors;
+};
+
+static void count_errors(void *ud, tsync_log_level level, const char *line)
+{
+	(void)line;
+	if (level == TSYNC_LOG_ERROR)
+		((struct recovery *)ud)->errors++;
+}
+
+static int on_recovery_data(void *ud, tsync_node *node, const tsync_request *req, char **result)
+{
+	struct recovery *rc = ud;
+	json_t *j = json_loads(req->json, 0, NULL), *io;
+	int k;
+
+	(void)node;
+	(void)result;
+	assert_non_null(j);
+	if (strlen(req->json) > rc->longest)
+		rc->longest = strlen(req->json);
+	k = (int)json_integer_value(json_object_get(j, "chunk"));
+	assert_true(k >= 1 && k < 4096);
+	rc->chunks_seen[k]++;
+	if (k > rc->max_chunk)
+		rc->max_chunk = k;
+	assert_string_equal(json_string_value(json_object_get(j, "entity")), "a");
+	assert_int_equal(json_integer_value(json_object_get(j, "chunks")), rc->announced_chunks);
+	io = json_object_get(json_object_get(j, "recovery_data"), "io");
+	assert_true(json_array_size(io) > 0);
+	for (size_t i = 0; i < json_array_size(io); i++) {
+		json_t *e = json_array_get(io, i);
+		json_int_t v = json_integer_value(json_object_get(e, "value"));
+		assert_string_equal(json_string_value(json_object_get(e, "thing")), "lamp");
+		assert_true(v >= 1 && v <= 2000);
+		rc->values[v]++;
+		rc->entries++;
+	}
+	json_decref(j);
+	return 0;
+}
+
+static void on_answer(void *ud, tsync_node *node, int status, const char *result)
+{
+	struct recovery *rc = ud;
+	json_t *j = result ? json_loads(result, 0, NULL) : NULL;
+
+	(void)node;
+	rc->answered = true;
+	rc->status = status;
+	if (j) {
+		rc->announced_chunks = json_integer_value(json_object_get(j, "chunks"));
+		rc->announced_entries = json_integer_value(json_object_get(j, "entries"));
+	}
+	json_decref(j);
+}
+
+/*
+ * The owner answers a recovery_data_request for a window with every change
+ * of it, in chunks that each fit a datagram, each delivered once; the
+ * answer announces how many; changes outside the window are not sent.
+ */
+static void test_recovery_request(void **state)
+{
+	struct fixture *f = *state;
+	static struct recovery rc;
+	struct event_base *base = event_base_new();
+	tsync_node_options o;
+	tsync_node *a = NULL, *b = NULL;
+	tsync_site *site = NULL;
+	char path[192], dir_b[160], body[256];
+	int64_t t_before = 0, t_after = 0;
+	FILE *fp;
+	int loops = 0;
+
+	memset(&rc, 0, sizeof(rc));
+	assert_non_null(base);
+	snprintf(path, sizeof(path), "%s/site.conf", f->tmp);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fprintf(fp,
+	        "[site]\nname = h\nretry_min_ms = 10\nretry_initial_ms = 50\nretry_max_ms = 400\n"
+	        "[controller a]\nhost = 127.0.0.1\nudp_port = %u\nhistory = yes\n"
+	        "[controller b]\nhost = 127.0.0.1\nudp_port = %u\n"
+	        "[thing lamp]\nowner = a\ntype = int\nusers = b\n",
+	        free_port(), free_port());
+	fclose(fp);
+	assert_int_equal(tsync_site_load(path, &site, NULL), 0);
+	tsync_node_options_init(&o);
+	o.site = site;
+	o.event_base = base;
+	o.controller = "a";
+	o.state_dir = f->dir;
+	o.log = count_errors;
+	o.log_userdata = &rc;
+	assert_int_equal(tsync_node_new(&o, &a), 0);
+	snprintf(dir_b, sizeof(dir_b), "%s/b", f->tmp);
+	o.controller = "b";
+	o.state_dir = dir_b;
+	assert_int_equal(tsync_node_new(&o, &b), 0);
+	assert_int_equal(tsync_node_on_request(b, "recovery_data", on_recovery_data, &rc), 0);
+
+	/* 100 changes before the window, 1,000 in it, 100 after. */
+	for (int i = 1; i <= 1200; i++) {
+		tsync_value v = tsync_int(i);
+		if (i == 101)
+			t_before = (int64_t)util__realtime_us();
+		assert_int_equal(tsync_node_set(a, "lamp", &v), 0);
+		if (i == 1100)
+			t_after = (int64_t)util__realtime_us();
+	}
+	assert_int_equal(tsync_node_commit(a), 0);
+	/* Seconds, as the seed writes times; the window is rounded outwards, so
+	 * ask for whole microseconds of the two edges. */
+	snprintf(body, sizeof(body), "{\"lost_connection_time\":%.6f,\"restored_connection_time\":%.6f}",
+	         (double)t_before / 1e6, (double)t_after / 1e6);
+	assert_int_equal(tsync_node_request(b, "a", "recovery_data_request", body, on_answer, &rc), 0);
+	while ((!rc.answered || rc.entries < rc.announced_entries || tsync_node_unsettled(a) ||
+	        tsync_node_unsettled(b)) &&
+	       loops++ < 200000)
+		event_base_loop(base, EVLOOP_ONCE);
+
+	assert_true(rc.answered);
+	assert_int_equal(rc.status, 0);
+	assert_true(rc.announced_chunks > 1);
+	assert_int_equal(rc.max_chunk, rc.announced_chunks);
+	for (int k = 1; k <= rc.max_chunk; k++)
+		assert_int_equal(rc.chunks_seen[k], 1);
+	assert_true(rc.longest < node__max_datagram(a));
+	assert_int_equal(rc.errors, 0);
+	/* Everything of the window once; nothing far outside it (a change next
+	 * to an edge may share its microsecond, or the seconds' rounding). */
+	assert_int_equal(rc.entries, rc.announced_entries);
+	for (int v = 1; v <= 1200; v++)
+		assert_true(rc.values[v] <= 1);
+	for (int v = 101; v <= 1100; v++)
+		assert_int_equal(rc.values[v], 1);
+	for (int v = 1; v <= 90; v++)
+		assert_int_equal(rc.values[v], 0);
+	for (int v = 1111; v <= 1200; v++)
+		assert_int_equal(rc.values[v], 0);
+
+	tsync_node_free(b);
+	tsync_node_free(a);
+	tsync_site_free(site);
+	event_base_free(base);
+}
+
 /* --- site.conf ------------------------------------------------------------------ */
 
 static int load_conf(struct fixture *f, const char *text, tsync_site **site, char **errors)
@@ -611,6 +773,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_reopen_and_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_node, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_node_without_store, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_request, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_site_keys, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
