@@ -80,11 +80,11 @@ typedef struct tsync_history_window {
 /** Counters of a node's history. */
 typedef struct tsync_history_stats {
 	bool enabled;
-	uint64_t entries;  /**< held (committed) */
-	uint64_t bytes;    /**< keys and records held */
-	uint64_t trimmed;  /**< entries trimmed by the bounds since the history began */
-	uint64_t staged;   /**< recorded, not yet committed */
-	int64_t oldest_us; /**< the oldest time held (0: none) */
+	uint64_t entries;           /**< held (committed) */
+	uint64_t bytes;             /**< keys and records held */
+	uint64_t trimmed;           /**< entries trimmed by the bounds since the history began */
+	uint64_t staged;            /**< recorded, not yet committed */
+	int64_t oldest_us;          /**< the oldest time held (0: none) */
 	int64_t trimmed_through_us; /**< the newest time trimmed (0: nothing trimmed) */
 	tsync_history_limits limits;
 } tsync_history_stats;

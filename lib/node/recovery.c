@@ -36,9 +36,9 @@
 struct answer {
 	tsync_node *node;
 	char *peer;
-	json_t *head;    /* the members every chunk repeats */
-	json_t *entries; /* every entry of the window, in order */
-	size_t next;     /* the first entry not yet sent */
+	json_t *head;         /* the members every chunk repeats */
+	json_t *entries;      /* every entry of the window, in order */
+	size_t next;          /* the first entry not yet sent */
 	size_t chunk, chunks; /* chunks sent, and in all */
 	size_t in_flight;
 	size_t budget; /* bytes of a chunk's JSON */
@@ -125,7 +125,8 @@ static void pump(struct answer *a)
 {
 	while (!a->failed && a->in_flight < RECOVERY_IN_FLIGHT && a->chunk < a->chunks) {
 		char *text = next_chunk(a);
-		int r = text ? tsync_node_request(a->node, a->peer, "recovery_data", text, chunk_done, a) : -ENOMEM;
+		int r = text ? tsync_node_request(a->node, a->peer, "recovery_data", text, chunk_done, a)
+		             : -ENOMEM;
 
 		free(text);
 		if (r < 0) {
@@ -203,20 +204,21 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 	a->node = node;
 	a->peer = strdup(req->from);
 	a->entries = json_array();
-	a->budget = node__max_datagram(node) > RECOVERY_ENVELOPE * 2 ? node__max_datagram(node) - RECOVERY_ENVELOPE
-	                                                            : RECOVERY_ENVELOPE;
+	a->budget = node__max_datagram(node) > RECOVERY_ENVELOPE * 2
+	                ? node__max_datagram(node) - RECOVERY_ENVELOPE
+	                : RECOVERY_ENVELOPE;
 	/* The seed's "id" (system id) is the mesh's request id here: the
 	 * sender is the envelope's, the data store is named by "entity". */
-	a->head = json_pack("{s:s,s:O,s:O,s:I}", "entity", tsync_node_name(node),
-	                    "lost_connection_time", lj, "restored_connection_time", rj, "chunks", (json_int_t)0);
+	a->head = json_pack("{s:s,s:O,s:O,s:I}", "entity", tsync_node_name(node), "lost_connection_time", lj,
+	                    "restored_connection_time", rj, "chunks", (json_int_t)0);
 	json_decref(j);
 	if (!a->peer || !a->entries || !a->head) {
 		answer_free(a);
 		return -ENOMEM;
 	}
 	/* Seconds to microseconds, the window rounded outwards. */
-	r = tsync_node_history_query(node, NULL, (int64_t)floor(lost * 1e6), (int64_t)ceil(restored * 1e6), collect,
-	                             a->entries, &w);
+	r = tsync_node_history_query(node, NULL, (int64_t)floor(lost * 1e6), (int64_t)ceil(restored * 1e6),
+	                             collect, a->entries, &w);
 	if (r < 0) {
 		answer_free(a);
 		return r;
@@ -229,8 +231,8 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 	json_object_set_new(a->head, "chunks", json_integer((json_int_t)a->chunks));
 	ans = json_pack("{s:I,s:I,s:b,s:I,s:I,s:b}", "chunks", (json_int_t)a->chunks, "entries",
 	                (json_int_t)json_array_size(a->entries), "trimmed", w.trimmed, "trimmed_from_us",
-	                (json_int_t)w.trimmed_from_us, "trimmed_to_us", (json_int_t)w.trimmed_to_us, "complete",
-	                json_array_size(a->entries) < RECOVERY_MAX_ENTRIES);
+	                (json_int_t)w.trimmed_from_us, "trimmed_to_us", (json_int_t)w.trimmed_to_us,
+	                "complete", json_array_size(a->entries) < RECOVERY_MAX_ENTRIES);
 	*result = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
 	json_decref(ans);
 	if (a->chunks == 0) {

@@ -239,7 +239,8 @@ static int load(struct history *h, MDB_txn *txn)
 	rc = mdb_cursor_open(txn, h->dbi, &cur);
 	if (rc != 0)
 		return rc;
-	for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
+	for (rc = mdb_cursor_get(cur, &k, &d, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &k, &d, MDB_NEXT)) {
 		const unsigned char *p = k.mv_data;
 		const unsigned char *nul = memchr(p, '\0', k.mv_size);
 		size_t nlen;
@@ -316,8 +317,8 @@ static int first_entry(struct history *h, MDB_cursor *cur, const struct hthing *
 /* Trims thing t's oldest entries while they are older than `cutoff` or the
  * thing holds more than `max_bytes` (0: no bound), or only its oldest one
  * when `one`; `total` is the history's bytes. Leaves t->oldest_us right. */
-static int trim_thing(struct history *h, MDB_cursor *cur, struct hthing *t, int64_t cutoff, uint64_t max_bytes,
-                      bool one, uint64_t *total, uint64_t *written, bool *touched)
+static int trim_thing(struct history *h, MDB_cursor *cur, struct hthing *t, int64_t cutoff,
+                      uint64_t max_bytes, bool one, uint64_t *total, uint64_t *written, bool *touched)
 {
 	MDB_val k, d;
 	int rc;
@@ -722,7 +723,7 @@ static int cmp_names(const void *a, const void *b)
 }
 
 int history__query(struct history *h, const char *thing, int64_t from_us, int64_t to_us, tsync_history_fn fn,
-                    void *ud, tsync_history_window *out)
+                   void *ud, tsync_history_window *out)
 {
 	tsync_history_window w;
 	struct query q = {h, from_us, to_us, fn, ud, &w, false};

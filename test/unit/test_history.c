@@ -742,7 +742,7 @@ static void test_site_keys(void **state)
 	assert_int_equal(load_conf(f,
 	                           "[site]\nname = h\n"                                  /* 1-2 */
 	                           "[controller a]\nhost = 127.0.0.1\nudp_port = 7000\n" /* 3-5 */
-	                           "history_max_age = 7d\n"                             /* 6 */
+	                           "history_max_age = 7d\n"                              /* 6 */
 	                           "[controller b]\nhost = 127.0.0.1\nudp_port = 7001\n" /* 7-9 */
 	                           "history = yes\nhistory_max_age = 7w\n"               /* 10-11 */
 	                           "history_max_bytes = 100\n"                           /* 12 */

@@ -75,7 +75,8 @@ static unsigned free_port(void)
 	memset(&a, 0, sizeof(a));
 	a.sin_family = AF_INET;
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 && getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+	    getsockname(fd, (struct sockaddr *)&a, &len) == 0)
 		port = ntohs(a.sin_port);
 	close(fd);
 	return port;
@@ -123,8 +124,8 @@ static int run(const char *tmp, bool history, int n, int batch, struct result *r
 	                       "[controller pi]\nhost = 127.0.0.1\nudp_port = %u\n%s",
 	                       free_port(), history ? "history = yes\nhistory_max_bytes = 1G\n" : "");
 	for (int t = 0; t < THINGS; t++)
-		len += (size_t)snprintf(text + len, sizeof(text) - len, "[thing t%d]\nowner = pi\ntype = %s\n", t,
-		                        t % 2 ? "float" : "int");
+		len += (size_t)snprintf(text + len, sizeof(text) - len,
+		                        "[thing t%d]\nowner = pi\ntype = %s\n", t, t % 2 ? "float" : "int");
 	f = fopen(conf, "w");
 	if (!f)
 		return -errno;
@@ -198,7 +199,8 @@ int main(int argc, char **argv)
 		perror("mkdtemp");
 		return 1;
 	}
-	printf("thingsync-historybench: %d changes of %d owned things (int and float), one node\n\n", n, THINGS);
+	printf("thingsync-historybench: %d changes of %d owned things (int and float), one node\n\n", n,
+	       THINGS);
 	printf("%-9s %-8s %14s %14s %12s %12s %10s %10s\n", "commit", "history", "store B/1k", "disk B/1k",
 	       "commits/1k", "data.mdb KiB", "RSS KiB", "peak KiB");
 	for (size_t b = 0; b < sizeof(batches) / sizeof(batches[0]); b++) {
@@ -222,14 +224,16 @@ int main(int argc, char **argv)
 				snprintf(disk, sizeof(disk), "n/a");
 			else
 				snprintf(disk, sizeof(disk), "%.0f", x->io_per_1k);
-			printf("every %-3d %-8s %14.0f %14s %12.0f %12lld %10lld %10lld\n", batches[b], h ? "on" : "off",
-			       x->logical_per_1k, disk, x->commits_per_1k, x->mdb_bytes / 1024, x->rss_kb, x->hwm_kb);
+			printf("every %-3d %-8s %14.0f %14s %12.0f %12lld %10lld %10lld\n", batches[b],
+			       h ? "on" : "off", x->logical_per_1k, disk, x->commits_per_1k,
+			       x->mdb_bytes / 1024, x->rss_kb, x->hwm_kb);
 		}
-		printf("  history: %llu entries, %llu bytes held (%.1f per entry); store bytes x%.2f with it; "
-		       "a window of all read back at %.0f changes/s\n",
-		       (unsigned long long)on.entries, (unsigned long long)on.bytes,
-		       on.entries ? (double)on.bytes / (double)on.entries : 0.0,
-		       off.logical_per_1k > 0 ? on.logical_per_1k / off.logical_per_1k : 0.0, on.read_per_s);
+		printf(
+		    "  history: %llu entries, %llu bytes held (%.1f per entry); store bytes x%.2f with it; "
+		    "a window of all read back at %.0f changes/s\n",
+		    (unsigned long long)on.entries, (unsigned long long)on.bytes,
+		    on.entries ? (double)on.bytes / (double)on.entries : 0.0,
+		    off.logical_per_1k > 0 ? on.logical_per_1k / off.logical_per_1k : 0.0, on.read_per_s);
 	}
 	nftw(tmp, rm_one, 8, FTW_DEPTH | FTW_PHYS);
 	return 0;

@@ -19,8 +19,8 @@
 
 #include "tdh.h"
 
-#define A 0
-#define B 1
+#define A       0
+#define B       1
 #define CHANGES 300
 
 static const char *const names[] = {"PI-A", "PI-B"};
@@ -143,7 +143,8 @@ static void test_history(void **state)
 		assert_true(n > 10);
 		assert_true(n < CHANGES);
 		assert_true(json_is_true(json_object_get(j, "trimmed")));
-		assert_int_equal(json_integer_value(json_object_get(json_array_get(e, n - 1), "value")), CHANGES);
+		assert_int_equal(json_integer_value(json_object_get(json_array_get(e, n - 1), "value")),
+		                 CHANGES);
 		assert_int_equal(json_integer_value(json_object_get(json_array_get(e, 0), "value")),
 		                 CHANGES - (int)n + 1);
 		assert_true(json_integer_value(json_object_get(j, "trimmed_to_us")) <
