@@ -623,8 +623,8 @@ static int refuse_state(struct thingsd *td, const char *why)
 {
 	char hint[2048];
 
-	statedir__hint(hint, sizeof(hint), td->opt.conf_path, td->opt.controller ? td->opt.controller : "NAME",
-	               td->opt.state_dir);
+	statedir__hint(hint, sizeof(hint), td->opt.conf_path,
+	               td->opt.controller ? td->opt.controller : "NAME", td->opt.state_dir);
 	td_error("state unusable: %s; not starting: %s", why, hint);
 	return STATEDIR_EXIT_UNUSABLE;
 }
@@ -690,7 +690,8 @@ int daemon__run(struct thingsd *td)
 		goto leave;
 	}
 	/* The store made and its boot committed: losing it from now on is a disaster, not a first start. */
-	if (td->opt.state_dir && (r = statedir__mark(td->opt.state_dir, tsync_node_name(td->node), "data.mdb")) < 0) {
+	if (td->opt.state_dir &&
+	    (r = statedir__mark(td->opt.state_dir, tsync_node_name(td->node), "data.mdb")) < 0) {
 		td_error("%s/%s: %s", td->opt.state_dir, STATEDIR_MARKER, strerror(-r));
 		r = 1;
 		goto leave;

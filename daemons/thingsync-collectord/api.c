@@ -237,8 +237,9 @@ void api__owned(struct collector *c, struct evhttp_request *req)
 	}
 	ctrl = evhttp_find_header(&q, "controller");
 	if (!ctrl || tsync_site_controller_find(c->site, ctrl) < 0) {
-		httpd__reply_json(req, 404,
-		                  json_pack("{s:s,s:s}", "field", "controller", "error", "not a controller of this site"));
+		httpd__reply_json(
+		    req, 404,
+		    json_pack("{s:s,s:s}", "field", "controller", "error", "not a controller of this site"));
 		goto leave;
 	}
 	things = json_array();
@@ -264,8 +265,9 @@ void api__owned(struct collector *c, struct evhttp_request *req)
 			last_boot = json_integer_value(json_object_get(one, "owner_boot"));
 		json_array_append_new(things, one);
 	}
-	httpd__reply_json(req, 200,
-	                  json_pack("{s:s,s:I,s:O}", "controller", ctrl, "last_boot", last_boot, "things", things));
+	httpd__reply_json(
+	    req, 200,
+	    json_pack("{s:s,s:I,s:O}", "controller", ctrl, "last_boot", last_boot, "things", things));
 leave:
 	json_decref(things);
 	evhttp_clear_headers(&q);

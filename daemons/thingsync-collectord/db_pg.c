@@ -820,8 +820,9 @@ static int pg_latest(struct db *db, const char *thing, json_t **out)
 		return pg_up(db) ? -EIO : DB_EDOWN;
 	if (PQntuples(res) == 1) {
 		*out = json_pack("{s:s,s:s,s:o,s:I,s:I,s:I}", "thing", PQgetvalue(res, 0, 0), "type",
-		                 PQgetvalue(res, 0, 1), "value", getj(res, 0, 2), "time", (json_int_t)geti(res, 0, 3),
-		                 "owner_boot", (json_int_t)geti(res, 0, 4), "version", (json_int_t)geti(res, 0, 5));
+		                 PQgetvalue(res, 0, 1), "value", getj(res, 0, 2), "time",
+		                 (json_int_t)geti(res, 0, 3), "owner_boot", (json_int_t)geti(res, 0, 4),
+		                 "version", (json_int_t)geti(res, 0, 5));
 		if (!*out) {
 			PQclear(res);
 			return -ENOMEM;

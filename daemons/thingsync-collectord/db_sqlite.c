@@ -755,10 +755,11 @@ static int sq_latest(struct db *db, const char *thing, json_t **out)
 	*out = NULL;
 	if (!d->h && sq_reconnect(db) < 0)
 		return DB_EDOWN;
-	rc = sqlite3_prepare_v2(d->h,
-	                        "SELECT thing, vtype, value, time_us, owner_boot, version FROM measurements"
-	                        " WHERE thing = ?1 AND owner_boot > 0 ORDER BY owner_boot DESC, version DESC LIMIT 1",
-	                        -1, &st, NULL);
+	rc = sqlite3_prepare_v2(
+	    d->h,
+	    "SELECT thing, vtype, value, time_us, owner_boot, version FROM measurements"
+	    " WHERE thing = ?1 AND owner_boot > 0 ORDER BY owner_boot DESC, version DESC LIMIT 1",
+	    -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		goto leave;
 	sqlite3_bind_text(st, 1, thing, -1, SQLITE_STATIC);

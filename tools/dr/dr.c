@@ -155,7 +155,8 @@ static int check_store(struct report *rp, const char *dir, struct store_info *si
 	if (r == -ENOENT) {
 		rp->needs_recovery = true;
 		item(rp, "node", dir, "missing", NULL,
-		     "no state store (%s): the boot counter and owned values are lost; the daemon refuses to start "
+		     "no state store (%s): the boot counter and owned values are lost; the daemon refuses to "
+		     "start "
 		     "while its state directory is marked",
 		     si->problem);
 	} else if (r < 0) {
@@ -163,12 +164,12 @@ static int check_store(struct report *rp, const char *dir, struct store_info *si
 		item(rp, "node", dir, "unreadable", NULL, "state store: %s", si->problem);
 	} else if (si->problem[0]) {
 		rp->needs_recovery = true;
-		item(rp, "node", dir, "inconsistent", json_pack("{s:I,s:I}", "boot", (json_int_t)si->boot, "values",
-		                                                (json_int_t)si->values),
+		item(rp, "node", dir, "inconsistent",
+		     json_pack("{s:I,s:I}", "boot", (json_int_t)si->boot, "values", (json_int_t)si->values),
 		     "state store: %s", si->problem);
 	} else {
-		item(rp, "node", dir, "present", json_pack("{s:I,s:I}", "boot", (json_int_t)si->boot, "values",
-		                                           (json_int_t)si->values),
+		item(rp, "node", dir, "present",
+		     json_pack("{s:I,s:I}", "boot", (json_int_t)si->boot, "values", (json_int_t)si->values),
 		     "boot counter %" PRIu64 ", %" PRIu64 " owned value(s)", si->boot, si->values);
 	}
 	return r;
@@ -186,7 +187,8 @@ static int move_store_aside(struct report *rp, const char *dir)
 	snprintf(from, sizeof(from), "%s/data.mdb", dir);
 	snprintf(to, sizeof(to), "%s.unreadable-%lld", from, (long long)time(NULL));
 	if (rename(from, to) < 0) {
-		item(rp, "node", dir, "failed", NULL, "cannot move %s aside to %s: %s", from, to, strerror(errno));
+		item(rp, "node", dir, "failed", NULL, "cannot move %s aside to %s: %s", from, to,
+		     strerror(errno));
 		return -errno;
 	}
 	/* The lock file holds no data, only the readers of the old file. */
@@ -234,8 +236,8 @@ static bool value_from_json(tsync_site *site, const char *thing, json_t *jv, tsy
  * store whose counter is behind what the collector saw gets its counter
  * raised, values kept; an intact one that is not behind is left unwritten.
  */
-static int recover_store(struct report *rp, const struct opts *o, tsync_site *site, const char *dir, int inspected,
-                         const struct store_info *si)
+static int recover_store(struct report *rp, const struct opts *o, tsync_site *site, const char *dir,
+                         int inspected, const struct store_info *si)
 {
 	struct logger log = {log_stderr, NULL, TSYNC_LOG_WARN, "thingsync-dr"};
 	struct store *s = NULL;
@@ -254,8 +256,9 @@ static int recover_store(struct report *rp, const struct opts *o, tsync_site *si
 	}
 	last_boot = (uint64_t)json_integer_value(json_object_get(owned, "last_boot"));
 	if (inspected == 0 && !si->problem[0] && si->boot >= last_boot) {
-		item(rp, "node", dir, "unchanged", NULL, "intact (boot counter %" PRIu64 ", the collector's last %" PRIu64
-		     "): left as it is", si->boot, last_boot);
+		item(rp, "node", dir, "unchanged", NULL,
+		     "intact (boot counter %" PRIu64 ", the collector's last %" PRIu64 "): left as it is",
+		     si->boot, last_boot);
 		json_decref(owned);
 		return 0;
 	}
@@ -280,8 +283,9 @@ static int recover_store(struct report *rp, const struct opts *o, tsync_site *si
 
 			if (!thing || !value_from_json(site, thing, json_object_get(x, "value"), &v))
 				continue;
-			r = store__stage_value(s, thing, (uint64_t)json_integer_value(json_object_get(x, "version")),
-			                       (uint64_t)json_integer_value(json_object_get(x, "owner_boot")), &v);
+			r = store__stage_value(
+			    s, thing, (uint64_t)json_integer_value(json_object_get(x, "version")),
+			    (uint64_t)json_integer_value(json_object_get(x, "owner_boot")), &v);
 			if (r < 0)
 				break;
 			restored++;
@@ -293,12 +297,13 @@ static int recover_store(struct report *rp, const struct opts *o, tsync_site *si
 		r = store__next_boot(s, floor, &boot);
 	store__close(s);
 	if (r < 0) {
-		item(rp, "node", dir, "failed", NULL, "cannot rebuild the state store: %s", tsync_strerror(r));
+		item(rp, "node", dir, "failed", NULL, "cannot rebuild the state store: %s",
+		     tsync_strerror(r));
 		goto leave;
 	}
 	if (inspected == 0) {
-		item(rp, "node", dir, "recovered", json_pack("{s:I,s:I}", "boot", (json_int_t)boot, "last_boot",
-		                                             (json_int_t)last_boot),
+		item(rp, "node", dir, "recovered",
+		     json_pack("{s:I,s:I}", "boot", (json_int_t)boot, "last_boot", (json_int_t)last_boot),
 		     "boot counter raised to %" PRIu64 ", above the collector's last boot %" PRIu64
 		     " and its own values; values kept",
 		     boot, last_boot);
@@ -323,8 +328,8 @@ static int recover_store(struct report *rp, const struct opts *o, tsync_site *si
 		}
 	}
 	item(rp, "node", dir, "recovered",
-	     json_pack("{s:I,s:I,s:I,s:O}", "boot", (json_int_t)boot, "last_boot", (json_int_t)last_boot, "values",
-	               (json_int_t)restored, "not_restored", lost),
+	     json_pack("{s:I,s:I,s:I,s:O}", "boot", (json_int_t)boot, "last_boot", (json_int_t)last_boot,
+	               "values", (json_int_t)restored, "not_restored", lost),
 	     "new state store: boot counter %" PRIu64 " (the collector's last boot %" PRIu64 "), %" PRIu64
 	     " owned value(s) restored with their versions; %zu not restored (no push role stored them: they "
 	     "start without a value)",
@@ -496,10 +501,11 @@ static int recover_journal(struct report *rp, const struct opts *o, tsync_site *
 	r = journal__inspect(dir, &ji);
 	if (r == 0 && !ji.problem[0] && !strcmp(ji.source, o->controller) && !strcmp(ji.stream, stream) &&
 	    (int64_t)ji.last_seq >= last) {
-		/* Intact and in the collector's stream, at or ahead of it: nothing to rebuild, nothing written. */
+		/* Intact and in the collector's stream, at or ahead of it: nothing to rebuild, nothing
+		 * written. */
 		item(rp, "journal", dir, "unchanged", journal_json(&ji),
-		     "intact: stream %s, last sequence %" PRIu64 " (collector's %" PRId64 "), left as it is", stream,
-		     ji.last_seq, last);
+		     "intact: stream %s, last sequence %" PRIu64 " (collector's %" PRId64 "), left as it is",
+		     stream, ji.last_seq, last);
 		r = 0;
 		goto leave;
 	}

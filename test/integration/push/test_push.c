@@ -424,7 +424,9 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 		return;
 	if (st.owner_boot < e->copy_boot[k] ||
 	    (st.owner_boot == e->copy_boot[k] && st.version < e->copy_version[k])) {
-		fprintf(stderr, "RECOV's copy of %s went back to (%" PRIu64 ", %" PRIu64 ") from (%" PRIu64 ", %" PRIu64 ")\n",
+		fprintf(stderr,
+		        "RECOV's copy of %s went back to (%" PRIu64 ", %" PRIu64 ") from (%" PRIu64
+		        ", %" PRIu64 ")\n",
 		        ev->thing, st.owner_boot, st.version, e->copy_boot[k], e->copy_version[k]);
 		e->copies_back++;
 	}
@@ -526,9 +528,11 @@ static int setup(void **state)
 		                      e->udp[4], e->td_http);
 		for (int k = 0; k < TD_THINGS; k++)
 			n += (size_t)snprintf(text + n, sizeof(text) - n,
-			                      "[thing d%d]\nowner = TD\ntype = int\nusers = PUSH, RECOV\n\n", k);
+			                      "[thing d%d]\nowner = TD\ntype = int\nusers = PUSH, RECOV\n\n",
+			                      k);
 		/* A thing no push role receives: nothing of it reaches the collector. */
-		n += (size_t)snprintf(text + n, sizeof(text) - n, "[thing e0]\nowner = TD\ntype = int\nusers = RECOV\n\n");
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+		                      "[thing e0]\nowner = TD\ntype = int\nusers = RECOV\n\n");
 	}
 	path = harness_write(e->dir, "site.conf", text);
 	snprintf(e->site_path, sizeof(e->site_path), "%s", path);
@@ -1372,7 +1376,7 @@ struct hammer {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool up;   /* thingsd is up and checked: set values */
+	bool up; /* thingsd is up and checked: set values */
 	bool stop;
 	bool busy; /* a set is on the wire */
 	atomic_llong next;
@@ -1471,8 +1475,14 @@ static bool pred_pushd_started(struct env *e, void *arg)
 static void start_td(struct env *e)
 {
 	char state[600];
-	const char *argv[] = {getenv("THINGSD") ? getenv("THINGSD") : "thingsd", "-c", e->site_path, "-n", "TD", "-s",
-	                      state, NULL};
+	const char *argv[] = {getenv("THINGSD") ? getenv("THINGSD") : "thingsd",
+	                      "-c",
+	                      e->site_path,
+	                      "-n",
+	                      "TD",
+	                      "-s",
+	                      state,
+	                      NULL};
 
 	snprintf(state, sizeof(state), "%s/td", e->dir);
 	e->td = spawn(e, "thingsd.log", (char *const *)argv);
@@ -1491,12 +1501,15 @@ static void check_td_values(struct env *e, struct hammer *h)
 		snprintf(url, sizeof(url), "http://127.0.0.1:%u/things/d%d", e->td_http, k);
 		assert_int_equal(http("GET", url, NULL, NULL, &j), 200);
 		/* No value yet reads as 0: right only while no set was acknowledged. */
-		got = json_is_integer(json_object_get(j, "value")) ? json_integer_value(json_object_get(j, "value")) : 0;
+		got = json_is_integer(json_object_get(j, "value"))
+		          ? json_integer_value(json_object_get(j, "value"))
+		          : 0;
 		json_decref(j);
 		h->now[k] = got;
 		if (got < floor || got > ceil)
-			fail_msg("thingsd came back with d%d = %lld; it had acknowledged %lld (last tried %lld)", k, got,
-			         floor, ceil);
+			fail_msg(
+			    "thingsd came back with d%d = %lld; it had acknowledged %lld (last tried %lld)",
+			    k, got, floor, ceil);
 	}
 }
 
@@ -1518,8 +1531,9 @@ static long long td_stored_last(struct env *e, const char *name, int64_t *count)
 		json_t *page, *m;
 		size_t i, n;
 
-		snprintf(path, sizeof(path), "/v1/measurements?source=PUSH&thing=%s&after_seq=%" PRId64 "&limit=10000",
-		         name, after);
+		snprintf(path, sizeof(path),
+		         "/v1/measurements?source=PUSH&thing=%s&after_seq=%" PRId64 "&limit=10000", name,
+		         after);
 		page = col_get(e, path);
 		if (!page)
 			return -2;
@@ -1530,11 +1544,12 @@ static long long td_stored_last(struct env *e, const char *name, int64_t *count)
 			int64_t b = jint(m, "owner_boot", NULL), ver = jint(m, "version", NULL);
 			after = jint(m, "seq", NULL);
 			if (b < boot || (b == boot && ver <= version))
-				fail_msg("%s: change (%" PRId64 ", %" PRId64 ") stored after (%" PRId64 ", %" PRId64
-				         "): a copy, or out of order",
+				fail_msg("%s: change (%" PRId64 ", %" PRId64 ") stored after (%" PRId64
+				         ", %" PRId64 "): a copy, or out of order",
 				         name, b, ver, boot, version);
 			if (v < last)
-				fail_msg("%s: value %lld stored after %lld: an acknowledged set was lost", name, v, last);
+				fail_msg("%s: value %lld stored after %lld: an acknowledged set was lost",
+				         name, v, last);
 			boot = b;
 			version = ver;
 			last = v;
@@ -1637,7 +1652,8 @@ static void test_power_cut(void **state)
 	pthread_join(h.thread, NULL);
 	/* Everything pushd acknowledged to the mesh is stored once, without a gap ... */
 	drain_and_verify(e);
-	/* ... and thingsd's values (at least the last it acknowledged) reached the collector, each change once. */
+	/* ... and thingsd's values (at least the last it acknowledged) reached the collector, each change
+	 * once. */
 	assert_true(wait_for(e, pred_td_delivered, &h, 60000));
 	for (int k = 0; k < TD_THINGS; k++) {
 		char name[8];
@@ -1653,7 +1669,6 @@ static void test_power_cut(void **state)
 	pthread_mutex_destroy(&h.lock);
 	pthread_cond_destroy(&h.cond);
 }
-
 
 /* --- stream identity: a push Pi whose journal is made again --------------------------- */
 
@@ -2199,8 +2214,8 @@ static void expect_refused(struct env *e, pid_t *pid, const char *logname, const
 	assert_non_null(log);
 	if (!WIFEXITED(exited_status) || WEXITSTATUS(exited_status) != 4 || !strstr(log, "state unusable") ||
 	    !strstr(log, needle))
-		fail_msg("expected a refusal (exit 4, \"state unusable\", \"%s\"); status 0x%x, log:\n%s", needle,
-		         exited_status, log);
+		fail_msg("expected a refusal (exit 4, \"state unusable\", \"%s\"); status 0x%x, log:\n%s",
+		         needle, exited_status, log);
 	snprintf(cmd, sizeof(cmd), "thingsync-dr check -c %s -n %s -s %s", e->site_path, controller, state);
 	assert_non_null(strstr(log, cmd));
 	snprintf(cmd, sizeof(cmd), "thingsync-dr recover -c %s -n %s -s %s --collector URL", e->site_path,
@@ -2263,8 +2278,14 @@ static void test_state_refused(void **state)
 	snprintf(path, sizeof(path), "%s/data.mdb", tstate);
 	garbage(path);
 	{
-		const char *argv[] = {getenv("THINGSD") ? getenv("THINGSD") : "thingsd", "-c", e->site_path, "-n",
-		                      "TD", "-s", tstate, NULL};
+		const char *argv[] = {getenv("THINGSD") ? getenv("THINGSD") : "thingsd",
+		                      "-c",
+		                      e->site_path,
+		                      "-n",
+		                      "TD",
+		                      "-s",
+		                      tstate,
+		                      NULL};
 		snprintf(cmd, sizeof(cmd), "%s/thingsd.log", e->dir);
 		unlink(cmd);
 		e->td = spawn(e, "thingsd.log", (char *const *)argv);
@@ -2442,8 +2463,9 @@ static uint64_t td_boot(struct env *e)
 
 	snprintf(url, sizeof(url), "http://127.0.0.1:%u/status", e->td_http);
 	if (http("GET", url, NULL, NULL, &j) == 200)
-		b = strtoull(json_string_value(json_object_get(j, "boot")) ? json_string_value(json_object_get(j, "boot"))
-		                                                           : "0",
+		b = strtoull(json_string_value(json_object_get(j, "boot"))
+		                 ? json_string_value(json_object_get(j, "boot"))
+		                 : "0",
 		             NULL, 10);
 	if (!b)
 		b = (uint64_t)json_integer_value(json_object_get(j, "boot"));
