@@ -47,7 +47,8 @@
 #define EXIT_FAILED         3
 
 static const char usage_text[] =
-    "usage: thingsync-dr check   -c SITE -n CONTROLLER -s STATE_DIR [--journal DIR] [--json]\n"
+    "usage: thingsync-dr check   -c SITE -n CONTROLLER -s STATE_DIR [--journal DIR]\n"
+    "                            [--collector URL [--cacert FILE]] [--json]\n"
     "       thingsync-dr recover -c SITE -n CONTROLLER -s STATE_DIR [--journal DIR]\n"
     "                            --collector URL [--cacert FILE] [--json]\n"
     "\n"
@@ -55,7 +56,9 @@ static const char usage_text[] =
     "daemons first.\n"
     "\n"
     "  check     open every LMDB environment of CONTROLLER read-only and report\n"
-    "            what is present, missing, unreadable or inconsistent\n"
+    "            what is present, missing, unreadable or inconsistent; with\n"
+    "            --collector, whether an intact state store is behind what the\n"
+    "            collector saw (boot counter, owned values: an old copy put back)\n"
     "  recover   rebuild what is missing or unreadable, leave what is intact:\n"
     "            pushd's journal from the collector (same stream, next sequence\n"
     "            after the collector's last one; unsent entries are kept,\n"
@@ -105,8 +108,8 @@ static void item(struct report *rp, const char *what, const char *path, const ch
 	vsnprintf(text, sizeof(text), fmt, ap);
 	va_end(ap);
 	if (rp->json) {
-		json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "what", what, "path", path ? path : "", "state", state,
-		                      "message", text);
+		json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "what", what, "path", path ? path : "", "state",
+		                      state, "message", text);
 		if (o && detail)
 			json_object_update(o, detail);
 		json_array_append_new(rp->items, o);
@@ -173,6 +176,83 @@ static int check_store(struct report *rp, const char *dir, struct store_info *si
 		     "boot counter %" PRIu64 ", %" PRIu64 " owned value(s)", si->boot, si->values);
 	}
 	return r;
+}
+
+/* A store's values as {thing: [owner boot, version]}, for the comparison below. */
+static void keep_version(void *ud, const char *thing, uint64_t version, uint64_t boot, const tsync_value *v)
+{
+	json_object_set_new(ud, thing, json_pack("[I,I]", (json_int_t)boot, (json_int_t)version));
+}
+
+/*
+ * The owned things whose newest value at the collector is newer, by (owner
+ * boot, version), than the store's: a store restored from an old copy. Users
+ * hold those newer values too; a daemon started on the old ones would send
+ * them again under a new boot, and every copy would go back. A new JSON
+ * array of {"thing", "owner_boot", "version", "value"} (the collector's).
+ */
+static json_t *behind_collector(const char *dir, json_t *owned)
+{
+	struct store_info si;
+	json_t *mine = json_object(), *behind = json_array(), *x;
+	size_t i;
+
+	if (!mine || !behind || store__inspect(dir, &si, keep_version, mine) < 0) {
+		json_decref(mine);
+		return behind;
+	}
+	json_array_foreach(json_object_get(owned, "things"), i, x)
+	{
+		const char *thing = json_string_value(json_object_get(x, "thing"));
+		json_t *have = thing ? json_object_get(mine, thing) : NULL;
+		uint64_t ob = (uint64_t)json_integer_value(json_object_get(x, "owner_boot"));
+		uint64_t ver = (uint64_t)json_integer_value(json_object_get(x, "version"));
+		uint64_t hb = have ? (uint64_t)json_integer_value(json_array_get(have, 0)) : 0;
+		uint64_t hv = have ? (uint64_t)json_integer_value(json_array_get(have, 1)) : 0;
+
+		if (thing && (ob > hb || (ob == hb && ver > hv)))
+			json_array_append(behind, x);
+	}
+	json_decref(mine);
+	return behind;
+}
+
+/*
+ * check --collector: an intact store can still be behind what the collector
+ * saw (a restored backup): a boot counter at or below a boot the collector
+ * has seen would repeat a boot, and older values would make copies go back.
+ */
+static void check_against_collector(struct report *rp, const struct opts *o, tsync_site *site,
+                                    const char *dir, const struct store_info *si)
+{
+	json_t *owned = NULL, *behind;
+	char target[256], why[512];
+	uint64_t last_boot;
+
+	snprintf(target, sizeof(target), "/v1/owned?controller=%s", o->controller);
+	if (collector_get(o, site, target, &owned, why, sizeof(why)) < 0) {
+		rp->failed = true;
+		item(rp, "node", dir, "failed", NULL, "collector: %s", why);
+		return;
+	}
+	last_boot = (uint64_t)json_integer_value(json_object_get(owned, "last_boot"));
+	behind = behind_collector(dir, owned);
+	if (si->boot < last_boot || json_array_size(behind)) {
+		rp->needs_recovery = true;
+		item(rp, "node", dir, "behind",
+		     json_pack("{s:I,s:I,s:O}", "boot", (json_int_t)si->boot, "last_boot",
+		               (json_int_t)last_boot, "things", behind),
+		     "behind the collector: boot counter %" PRIu64 " (the collector saw %" PRIu64
+		     "), %zu owned "
+		     "value(s) older than the collector's (and the users')",
+		     si->boot, last_boot, json_array_size(behind));
+	} else {
+		item(rp, "node", dir, "in_step", NULL,
+		     "in step with the collector (boot counter %" PRIu64 ", its last %" PRIu64 ")", si->boot,
+		     last_boot);
+	}
+	json_decref(behind);
+	json_decref(owned);
 }
 
 /*
@@ -242,7 +322,7 @@ static int recover_store(struct report *rp, const struct opts *o, tsync_site *si
 	struct logger log = {log_stderr, NULL, TSYNC_LOG_WARN, "thingsync-dr"};
 	struct store *s = NULL;
 	struct timespec ts;
-	json_t *owned = NULL, *x, *lost = NULL;
+	json_t *owned = NULL, *x, *lost = NULL, *behind = NULL;
 	char target[256], why[512];
 	uint64_t floor, last_boot, boot = 0, restored = 0;
 	size_t i;
@@ -255,7 +335,9 @@ static int recover_store(struct report *rp, const struct opts *o, tsync_site *si
 		return r;
 	}
 	last_boot = (uint64_t)json_integer_value(json_object_get(owned, "last_boot"));
-	if (inspected == 0 && !si->problem[0] && si->boot >= last_boot) {
+	if (inspected == 0 && !si->problem[0])
+		behind = behind_collector(dir, owned);
+	if (inspected == 0 && !si->problem[0] && si->boot >= last_boot && !json_array_size(behind)) {
 		item(rp, "node", dir, "unchanged", NULL,
 		     "intact (boot counter %" PRIu64 ", the collector's last %" PRIu64 "): left as it is",
 		     si->boot, last_boot);
@@ -276,7 +358,12 @@ static int recover_store(struct report *rp, const struct opts *o, tsync_site *si
 	r = store__open(dir, 0, &log, &s);
 	if (r == 0 && inspected != 0) {
 		/* Made anew: the values the collector has, with their versions. */
-		json_array_foreach(json_object_get(owned, "things"), i, x)
+		behind = json_incref(json_object_get(owned, "things"));
+	}
+	if (r == 0 && behind) {
+		/* The collector's values: all of them for a store made anew, only
+		 * those it is behind on for an intact one. */
+		json_array_foreach(behind, i, x)
 		{
 			const char *thing = json_string_value(json_object_get(x, "thing"));
 			tsync_value v;
@@ -303,10 +390,13 @@ static int recover_store(struct report *rp, const struct opts *o, tsync_site *si
 	}
 	if (inspected == 0) {
 		item(rp, "node", dir, "recovered",
-		     json_pack("{s:I,s:I}", "boot", (json_int_t)boot, "last_boot", (json_int_t)last_boot),
+		     json_pack("{s:I,s:I,s:I}", "boot", (json_int_t)boot, "last_boot", (json_int_t)last_boot,
+		               "values", (json_int_t)restored),
 		     "boot counter raised to %" PRIu64 ", above the collector's last boot %" PRIu64
-		     " and its own values; values kept",
-		     boot, last_boot);
+		     " and its own values; %" PRIu64
+		     " value(s) that were behind the collector's brought up to them, "
+		     "the others kept",
+		     boot, last_boot, restored);
 		goto leave;
 	}
 	/* What cannot come back: owned things no push role receives (or never stored). */
@@ -336,6 +426,7 @@ static int recover_store(struct report *rp, const struct opts *o, tsync_site *si
 	     boot, last_boot, restored, json_array_size(lost));
 leave:
 	json_decref(lost);
+	json_decref(behind);
 	json_decref(owned);
 	return r;
 }
@@ -414,7 +505,8 @@ static int collector_get(const struct opts *o, tsync_site *site, const char *tar
 		snprintf(why, whylen, "cannot sign: the site has no key");
 		return -EINVAL;
 	}
-	snprintf(url, sizeof(url), "%.*s%s", (int)(n && o->collector[n - 1] == '/' ? n - 1 : n), o->collector, target);
+	snprintf(url, sizeof(url), "%.*s%s", (int)(n && o->collector[n - 1] == '/' ? n - 1 : n), o->collector,
+	         target);
 	h = curl_slist_append(h, sig.to);
 	h = curl_slist_append(h, sig.time);
 	h = curl_slist_append(h, sig.nonce);
@@ -462,7 +554,8 @@ static int move_aside(struct report *rp, const char *dir)
 
 	snprintf(to, sizeof(to), "%s.unreadable-%lld", dir, (long long)time(NULL));
 	if (rename(dir, to) < 0) {
-		item(rp, "journal", dir, "failed", NULL, "cannot move it aside to %s: %s", to, strerror(errno));
+		item(rp, "journal", dir, "failed", NULL, "cannot move it aside to %s: %s", to,
+		     strerror(errno));
 		return -errno;
 	}
 	item(rp, "journal", dir, "moved", NULL, "unreadable journal kept as %s", to);
@@ -494,7 +587,8 @@ static int recover_journal(struct report *rp, const struct opts *o, tsync_site *
 	if (!stream || !*stream) {
 		/* Nothing to continue: a journal made now (or kept) is adopted at its first push. */
 		item(rp, "journal", dir, "unchanged", NULL,
-		     "the collector holds no stream of %s: pushd's next stream will be adopted", o->controller);
+		     "the collector holds no stream of %s: pushd's next stream will be adopted",
+		     o->controller);
 		json_decref(info);
 		return 0;
 	}
@@ -545,10 +639,10 @@ static int recover_journal(struct report *rp, const struct opts *o, tsync_site *
 		json_t *d;
 
 		journal__stats(j, &st);
-		d = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "stream", stream, "cursor", (json_int_t)st.cursor,
-		              "last_seq", (json_int_t)st.last_seq, "kept", (json_int_t)res.kept, "renumbered",
-		              (json_int_t)res.renumbered, "dropped", (json_int_t)res.dropped, "acked",
-		              (json_int_t)res.acked);
+		d = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I}", "stream", stream, "cursor",
+		              (json_int_t)st.cursor, "last_seq", (json_int_t)st.last_seq, "kept",
+		              (json_int_t)res.kept, "renumbered", (json_int_t)res.renumbered, "dropped",
+		              (json_int_t)res.dropped, "acked", (json_int_t)res.acked);
 		if (res.stream_changed && res.kept + res.dropped > 0)
 			item(rp, "journal", dir, "recovered", d,
 			     "now stream %s after the collector's sequence %" PRId64 ": %" PRIu64
@@ -559,7 +653,8 @@ static int recover_journal(struct report *rp, const struct opts *o, tsync_site *
 			item(rp, "journal", dir, "recovered", d,
 			     "stream %s, next sequence %" PRIu64 " (collector's last %" PRId64 "), %" PRIu64
 			     " unsent kept",
-			     stream, st.cursor + 1 > st.last_seq + 1 ? st.cursor + 1 : st.last_seq + 1, last, res.kept);
+			     stream, st.cursor + 1 > st.last_seq + 1 ? st.cursor + 1 : st.last_seq + 1, last,
+			     res.kept);
 	}
 leave:
 	journal__close(j);
@@ -574,10 +669,14 @@ static int parse_args(int argc, char **argv, struct opts *o)
 {
 	enum { O_JOURNAL = 256, O_COLLECTOR, O_CACERT, O_JSON };
 	static const struct option longopts[] = {
-	    {"site", required_argument, NULL, 'c'},       {"controller", required_argument, NULL, 'n'},
-	    {"state-dir", required_argument, NULL, 's'},  {"journal", required_argument, NULL, O_JOURNAL},
-	    {"collector", required_argument, NULL, O_COLLECTOR}, {"cacert", required_argument, NULL, O_CACERT},
-	    {"json", no_argument, NULL, O_JSON},           {"help", no_argument, NULL, 'h'},
+	    {"site", required_argument, NULL, 'c'},
+	    {"controller", required_argument, NULL, 'n'},
+	    {"state-dir", required_argument, NULL, 's'},
+	    {"journal", required_argument, NULL, O_JOURNAL},
+	    {"collector", required_argument, NULL, O_COLLECTOR},
+	    {"cacert", required_argument, NULL, O_CACERT},
+	    {"json", no_argument, NULL, O_JSON},
+	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	int ch;
@@ -675,6 +774,8 @@ int main(int argc, char **argv)
 	{
 		struct store_info si;
 		int inspected = check_store(&rp, node_dir, &si);
+		if (!strcmp(o.cmd, "check") && o.collector && inspected == 0 && !si.problem[0])
+			check_against_collector(&rp, &o, site, node_dir, &si);
 		if (!strcmp(o.cmd, "recover")) {
 			rp.needs_recovery = false;
 			if (recover_store(&rp, &o, site, node_dir, inspected, &si) < 0)
@@ -695,8 +796,9 @@ int main(int argc, char **argv)
 	else
 		code = rp.failed ? EXIT_FAILED : 0;
 	if (rp.json) {
-		json_t *root = json_pack("{s:s,s:s,s:o,s:b,s:i}", "command", o.cmd, "controller", o.controller,
-		                         "items", rp.items, "needs_recovery", rp.needs_recovery, "exit", code);
+		json_t *root =
+		    json_pack("{s:s,s:s,s:o,s:b,s:i}", "command", o.cmd, "controller", o.controller, "items",
+		              rp.items, "needs_recovery", rp.needs_recovery, "exit", code);
 		if (root)
 			json_dumpf(root, stdout, JSON_INDENT(2));
 		putchar('\n');
@@ -704,8 +806,9 @@ int main(int argc, char **argv)
 	} else {
 		json_decref(rp.items);
 		if (!strcmp(o.cmd, "check"))
-			printf("%s\n", rp.needs_recovery ? "needs recovery: run thingsync-dr recover (see thingsync-dr(8))"
-			                                 : "nothing to recover");
+			printf("%s\n", rp.needs_recovery
+			                   ? "needs recovery: run thingsync-dr recover (see thingsync-dr(8))"
+			                   : "nothing to recover");
 	}
 	curl_global_cleanup();
 	tsync_site_free(site);

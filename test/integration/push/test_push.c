@@ -2580,6 +2580,66 @@ static void test_owner_recovered(void **state)
 			assert_int_equal(td_stored_last(e, name, &n), 3000 + k);
 		}
 	}
+
+	/* A store put back from an old copy: intact, but behind the collector
+	 * (an older boot counter, older values). check --collector says so, and
+	 * recover brings it up to the collector's values under a newer boot. */
+	{
+		char bak[700], *old;
+		size_t len;
+		uint64_t boot_mid;
+		int64_t n;
+		FILE *f;
+
+		stop_proc(&e->td, SIGTERM);
+		snprintf(path, sizeof(path), "%s/td/data.mdb", e->dir);
+		snprintf(bak, sizeof(bak), "%s/td-old-data.mdb", e->dir);
+		old = slurp(path, &len);
+		assert_non_null(old);
+		start_td(e);
+		boot_mid = td_boot(e);
+		base = 4000;
+		for (int k = 0; k < TD_THINGS; k++) {
+			char name[8];
+			snprintf(name, sizeof(name), "d%d", k);
+			assert_int_equal(td_set(e, name, 4000 + k), 200);
+		}
+		assert_true(wait_for(e, pred_d_values, &base, 30000));
+		stop_proc(&e->td, SIGTERM);
+		f = fopen(path, "wb");
+		assert_non_null(f);
+		assert_int_equal(fwrite(old, 1, len, f), len);
+		assert_int_equal(fclose(f), 0);
+		free(old);
+		snprintf(bak, sizeof(bak), "%s/td/lock.mdb", e->dir);
+		unlink(bak);
+		/* Without --collector nothing looks wrong; with it, it is behind. */
+		assert_int_equal(run_dr_on(e, "check", "TD", "td", NULL, &rep), 0);
+		json_decref(rep);
+		assert_int_equal(run_dr_on(e, "check", "TD", "td", e->col_url, &rep), 1);
+		it = dr_item(rep, "node", "behind");
+		assert_non_null(it);
+		assert_int_equal(json_array_size(json_object_get(it, "things")), TD_THINGS);
+		assert_true((uint64_t)jint(it, "boot", NULL) < (uint64_t)jint(it, "last_boot", NULL));
+		json_decref(rep);
+		assert_int_equal(run_dr_on(e, "recover", "TD", "td", e->col_url, &rep), 0);
+		it = dr_item(rep, "node", "recovered");
+		assert_non_null(it);
+		assert_int_equal(jint(it, "values", NULL), TD_THINGS);
+		json_decref(rep);
+		assert_int_equal(run_dr_on(e, "check", "TD", "td", e->col_url, &rep), 0);
+		assert_non_null(dr_item(rep, "node", "in_step"));
+		json_decref(rep);
+		start_td(e);
+		assert_true(td_boot(e) > boot_mid);
+		for (int k = 0; k < TD_THINGS; k++) {
+			char name[8];
+			snprintf(name, sizeof(name), "d%d", k);
+			assert_int_equal(td_value(e, name), 4000 + k);
+			assert_int_equal(td_stored_last(e, name, &n), 4000 + k);
+		}
+		assert_int_equal(e->copies_back, 0);
+	}
 }
 
 int main(int argc, char **argv)
