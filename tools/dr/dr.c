@@ -341,6 +341,7 @@ static int recover_store(struct report *rp, const struct opts *o, tsync_site *si
 		item(rp, "node", dir, "unchanged", NULL,
 		     "intact (boot counter %" PRIu64 ", the collector's last %" PRIu64 "): left as it is",
 		     si->boot, last_boot);
+		json_decref(behind);
 		json_decref(owned);
 		return 0;
 	}
