@@ -147,3 +147,18 @@ int env__open(const char *what, const char *dir, unsigned maxdbs, size_t map_siz
 		log_warn(log, "%s: %s: cleared %d stale reader slot(s)", what, dir, dead);
 	return 0;
 }
+
+void env__put_be64(unsigned char *p, uint64_t x)
+{
+	for (int i = 7; i >= 0; i--, x >>= 8)
+		p[i] = (unsigned char)x;
+}
+
+uint64_t env__get_be64(const unsigned char *p)
+{
+	uint64_t x = 0;
+
+	for (int i = 0; i < 8; i++)
+		x = x << 8 | p[i];
+	return x;
+}

@@ -41,6 +41,9 @@ int env__error(int rc);
 /* Little-endian u64, the byte order of every record we write. */
 void env__put_le64(unsigned char *p, uint64_t x);
 uint64_t env__get_le64(const unsigned char *p);
+/* Big-endian, for keys: LMDB's byte order is then the numeric order. */
+void env__put_be64(unsigned char *p, uint64_t x);
+uint64_t env__get_be64(const unsigned char *p);
 
 /*
  * Begins a transaction. Another process (thingsync-dr, say) may have grown

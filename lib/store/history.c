@@ -63,21 +63,6 @@ static int64_t realtime(void *ud)
 	return (int64_t)util__realtime_us();
 }
 
-static void put_be64(unsigned char *p, uint64_t x)
-{
-	for (int i = 7; i >= 0; i--, x >>= 8)
-		p[i] = (unsigned char)x;
-}
-
-static uint64_t get_be64(const unsigned char *p)
-{
-	uint64_t x = 0;
-
-	for (int i = 0; i < 8; i++)
-		x = x << 8 | p[i];
-	return x;
-}
-
 /* Times sort as unsigned bytes once the sign bit is flipped. */
 static uint64_t time_key(int64_t t)
 {
@@ -86,7 +71,7 @@ static uint64_t time_key(int64_t t)
 
 static int64_t key_time(const unsigned char *p)
 {
-	return (int64_t)(get_be64(p) ^ ((uint64_t)1 << 63));
+	return (int64_t)(env__get_be64(p) ^ ((uint64_t)1 << 63));
 }
 
 /* THING NUL, followed by the time, boot and version when `tail`. */
@@ -104,9 +89,9 @@ static int make_key(struct buf *b, const char *thing, size_t nlen, bool tail, in
 	b->data[nlen] = '\0';
 	b->len = nlen + 1;
 	if (tail) {
-		put_be64(x, time_key(t));
-		put_be64(x + 8, boot);
-		put_be64(x + 16, ver);
+		env__put_be64(x, time_key(t));
+		env__put_be64(x + 8, boot);
+		env__put_be64(x + 16, ver);
 		memcpy(b->data + b->len, x, sizeof(x));
 		b->len += sizeof(x);
 	}
@@ -270,9 +255,9 @@ static int load(struct history *h, MDB_txn *txn)
 		if (t->entries++ == 0)
 			t->oldest_us = key_time(p + nlen + 1);
 		t->bytes += k.mv_size + d.mv_size;
-		if (newer(get_be64(p + nlen + 9), get_be64(p + nlen + 17), t->last_boot, t->last_version)) {
-			t->last_boot = get_be64(p + nlen + 9);
-			t->last_version = get_be64(p + nlen + 17);
+		if (newer(env__get_be64(p + nlen + 9), env__get_be64(p + nlen + 17), t->last_boot, t->last_version)) {
+			t->last_boot = env__get_be64(p + nlen + 9);
+			t->last_version = env__get_be64(p + nlen + 17);
 		}
 	}
 	mdb_cursor_close(cur);
@@ -696,8 +681,8 @@ static int query_thing(struct query *q, MDB_cursor *cur, const struct hthing *t)
 		if (e.time_us > q->to)
 			break;
 		e.thing = t->name;
-		e.owner_boot = get_be64(p + t->nlen + 9);
-		e.version = get_be64(p + t->nlen + 17);
+		e.owner_boot = env__get_be64(p + t->nlen + 9);
+		e.version = env__get_be64(p + t->nlen + 17);
 		if (decode_entry(&d, &h->str, &e.value) < 0) {
 			log_warn(h->log, "history: an entry of %s is unreadable; skipped", t->name);
 			continue;

@@ -92,20 +92,6 @@ static int journal_fail(const struct journal *j, const char *what, int rc)
 	return env__error(rc);
 }
 
-static void put_be64(unsigned char *p, uint64_t x)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(x >> (56 - 8 * i));
-}
-
-static uint64_t get_be64(const unsigned char *p)
-{
-	uint64_t x = 0;
-	for (int i = 0; i < 8; i++)
-		x = (x << 8) | p[i];
-	return x;
-}
-
 static size_t payload_size(const tsync_value *v)
 {
 	switch (v->type) {
@@ -189,7 +175,7 @@ static int decode_entry(const MDB_val *key, const MDB_val *data, struct buf *tex
 		return -EBADMSG;
 	n = data->mv_size - JOURNAL_RECORD_HEADER - tlen;
 	memset(e, 0, sizeof(*e));
-	e->seq = get_be64(key->mv_data);
+	e->seq = env__get_be64(key->mv_data);
 	e->time_us = (int64_t)env__get_le64(p + 1);
 	e->owner_boot = env__get_le64(p + 9);
 	e->version = env__get_le64(p + 17);
@@ -587,7 +573,7 @@ static int commit_once(struct journal *j, struct buf *rec, const char **what)
 		MDB_val key = {sizeof(k), k};
 		MDB_val data;
 
-		put_be64(k, ++seq);
+		env__put_be64(k, ++seq);
 		if (encode_entry(rec, &j->staged[i]) < 0) {
 			rc = ENOMEM;
 			goto leave;
@@ -738,7 +724,7 @@ int journal__read(struct journal *j, uint64_t after, size_t max, journal_entry_f
 		r = journal_fail(j, "mdb_cursor_open", rc);
 		goto leave;
 	}
-	put_be64(k, after + 1);
+	env__put_be64(k, after + 1);
 	for (rc = mdb_cursor_get(cur, &key, &data, MDB_SET_RANGE); rc == 0 && n < max;
 	     rc = mdb_cursor_get(cur, &key, &data, MDB_NEXT), n++) {
 		struct journal_entry e;
@@ -752,7 +738,7 @@ int journal__read(struct journal *j, uint64_t after, size_t max, journal_entry_f
 			 * nobody could explain later: stop and say so.
 			 */
 			log_error(j->log, "journal: %s: entry %llu is malformed", j->dir,
-			          (unsigned long long)(key.mv_size == 8 ? get_be64(key.mv_data) : 0));
+			          (unsigned long long)(key.mv_size == 8 ? env__get_be64(key.mv_data) : 0));
 			r = TSYNC_ESTORE;
 			goto leave;
 		}
@@ -792,7 +778,7 @@ static int ack_once(struct journal *j, uint64_t seq, uint64_t *freed, const char
 	*what = "mdb_cursor_del";
 	for (rc = mdb_cursor_get(cur, &key, &data, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &key, &data, MDB_FIRST)) {
-		if (key.mv_size != 8 || get_be64(key.mv_data) > seq)
+		if (key.mv_size != 8 || env__get_be64(key.mv_data) > seq)
 			break;
 		bytes += data.mv_size + key.mv_size;
 		rc = mdb_cursor_del(cur, 0);
@@ -927,7 +913,7 @@ static int adopt_once(struct journal *j, const char *stream, uint64_t stored_seq
 			rc = MDB_CORRUPTED;
 			goto leave;
 		}
-		seq = get_be64(key.mv_data);
+		seq = env__get_be64(key.mv_data);
 		if (seq <= j->cursor)
 			continue;
 		if (same && seq <= stored_seq) {
@@ -981,7 +967,7 @@ static int adopt_once(struct journal *j, const char *stream, uint64_t stored_seq
 		/* Same stream: every entry keeps its number. Another one: the
 		 * entries follow the collector's last sequence, in their order. */
 		last = same ? moved[i].seq : last + 1;
-		put_be64(k, last);
+		env__put_be64(k, last);
 		rc = mdb_put(txn, j->entries, &nk, &nd, MDB_APPEND);
 		if (rc != 0)
 			goto leave;
@@ -1136,7 +1122,7 @@ static int inspect_txn(MDB_txn *txn, struct journal_info *info)
 	for (rc = mdb_cursor_get(cur, &key, &data, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &key, &data, MDB_NEXT)) {
 		struct journal_entry e;
-		uint64_t seq = key.mv_size == 8 ? get_be64(key.mv_data) : 0;
+		uint64_t seq = key.mv_size == 8 ? env__get_be64(key.mv_data) : 0;
 
 		if (decode_entry(&key, &data, &text, &e) < 0 && !info->problem[0])
 			snprintf(info->problem, sizeof(info->problem), "entry %llu is malformed",

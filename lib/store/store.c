@@ -678,86 +678,16 @@ void store__written(const struct store *s, uint64_t *bytes, uint64_t *commits)
 	*commits = s ? s->written_commits : 0;
 }
 
+static int load_value_records(struct store *s, MDB_dbi dbi, const char *what, store_value_fn fn, void *ud);
+
 int store__load_values(struct store *s, store_value_fn fn, void *ud)
 {
-	MDB_txn *txn = NULL;
-	MDB_cursor *cur = NULL;
-	MDB_val key;
-	MDB_val data;
-	struct buf name = {0};
-	struct buf str = {0};
-	int rc;
-	int r = 0;
-
 	if (!s || !fn)
 		return -EINVAL;
-	rc = env__txn_begin(s->env, MDB_RDONLY, !s->in_load, &txn);
-	if (rc != 0)
-		return store_fail(s, "mdb_txn_begin", rc);
-	rc = mdb_cursor_open(txn, s->values, &cur);
-	if (rc != 0) {
-		r = store_fail(s, "mdb_cursor_open", rc);
-		goto leave;
-	}
-	/*
-	 * fn runs inside the read transaction: it may stage values (memory
-	 * only) and even commit, but the map cannot grow meanwhile.
-	 */
-	s->in_load = true;
-	for (rc = mdb_cursor_get(cur, &key, &data, MDB_FIRST); rc == 0;
-	     rc = mdb_cursor_get(cur, &key, &data, MDB_NEXT)) {
-		uint64_t version;
-		uint64_t boot;
-		tsync_value v;
-
-		buf__reset(&name);
-		r = buf__append(&name, key.mv_data, key.mv_size);
-		if (r < 0)
-			goto leave;
-		if (memchr(name.data, '\0', name.len)) {
-			log_warn(s->log, "store: %s: skipping a value with a malformed name", s->dir);
-			continue;
-		}
-		r = decode_value(&data, &str, &version, &boot, &v);
-		if (r == -ENOMEM)
-			goto leave;
-		if (r < 0) {
-			/* One unreadable record must not keep the controller from starting. */
-			log_warn(s->log, "store: %s: skipping malformed value of %s", s->dir, name.data);
-			r = 0;
-			continue;
-		}
-		fn(ud, name.data, version, boot, &v);
-	}
-	if (rc != MDB_NOTFOUND)
-		r = store_fail(s, "mdb_cursor_get", rc);
-leave:
-	s->in_load = false;
-	if (cur)
-		mdb_cursor_close(cur);
-	if (txn)
-		mdb_txn_abort(txn);
-	buf__free(&name);
-	buf__free(&str);
-	return r;
+	return load_value_records(s, s->values, "value", fn, ud);
 }
 
 /* --- windows, requests and set requests ------------------------------------------ */
-
-static void put_be64(unsigned char *p, uint64_t x)
-{
-	for (int i = 7; i >= 0; i--, x >>= 8)
-		p[i] = (unsigned char)x;
-}
-
-static uint64_t get_be64(const unsigned char *p)
-{
-	uint64_t x = 0;
-
-	for (int i = 0; i < 8; i++)
-		x = x << 8 | p[i];
-	return x;
-}
 
 static void put_le32(unsigned char *p, uint32_t x)
 {
@@ -786,7 +716,7 @@ static int make_key(struct store *s, struct buf *k, const char *name, const uint
 	buf__reset(k);
 	r = buf__append(k, name, len + 1);
 	for (size_t i = 0; r == 0 && i < n; i++) {
-		put_be64(be, nums[i]);
+		env__put_be64(be, nums[i]);
 		/* The last number may be shorter (a slot): its low bytes. */
 		if (i == n - 1 && last_bytes < 8)
 			r = buf__append(k, be + 8 - last_bytes, last_bytes);
@@ -939,7 +869,7 @@ static bool split_key(const MDB_val *key, size_t *name_len)
 
 /* Iterates one database with a read transaction; fn returns < 0 to stop. */
 typedef int (*record_fn)(struct store *s, const MDB_val *key, const MDB_val *data, void *ctx);
-static int load_db(struct store *s, enum staged_db db, record_fn fn, void *ctx)
+static int load_db(struct store *s, MDB_dbi dbi, record_fn fn, void *ctx)
 {
 	MDB_txn *txn = NULL;
 	MDB_cursor *cur = NULL;
@@ -949,11 +879,15 @@ static int load_db(struct store *s, enum staged_db db, record_fn fn, void *ctx)
 	rc = env__txn_begin(s->env, MDB_RDONLY, !s->in_load, &txn);
 	if (rc != 0)
 		return store_fail(s, "mdb_txn_begin", rc);
-	rc = mdb_cursor_open(txn, s->dbs[db], &cur);
+	rc = mdb_cursor_open(txn, dbi, &cur);
 	if (rc != 0) {
 		r = store_fail(s, "mdb_cursor_open", rc);
 		goto leave;
 	}
+	/*
+	 * fn runs inside the read transaction: it may stage values (memory
+	 * only) and even commit, but the map cannot grow meanwhile.
+	 */
 	s->in_load = true;
 	for (rc = mdb_cursor_get(cur, &key, &data, MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &key, &data, MDB_NEXT)) {
@@ -1010,7 +944,7 @@ static int window_record(struct store *s, const MDB_val *key, const MDB_val *dat
 	r = copy_z(&wl->name, k, nl);
 	if (r < 0)
 		return r;
-	ob = get_be64(k + nl + 1);
+	ob = env__get_be64(k + nl + 1);
 	if (rest == 8) {
 		uint64_t bits[STORE_WINDOW_WORDS];
 		if (data->mv_size != 1 + 8 + 8 * STORE_WINDOW_WORDS || d[0] != STORE_RECORD_FORMAT)
@@ -1051,7 +985,7 @@ int store__load_windows(struct store *s, store_window_fn wfn, store_answer_fn af
 
 	if (!s || !wfn || !afn)
 		return -EINVAL;
-	r = load_db(s, DB_WINDOWS, window_record, &wl);
+	r = load_db(s, s->dbs[DB_WINDOWS], window_record, &wl);
 	buf__free(&wl.name);
 	buf__free(&wl.err);
 	buf__free(&wl.res);
@@ -1147,8 +1081,8 @@ static int request_record(struct store *s, const MDB_val *key, const MDB_val *da
 	if (r < 0)
 		return r;
 	q.peer = rl->name.data;
-	q.origin_boot = get_be64(k + nl + 1);
-	q.id = get_be64(k + nl + 9);
+	q.origin_boot = env__get_be64(k + nl + 1);
+	q.id = env__get_be64(k + nl + 9);
 	q.type = d[1];
 	q.is_pulse = d[2] != 0;
 	q.ms = get_le32(d + 3);
@@ -1196,7 +1130,7 @@ int store__load_requests(struct store *s, store_request_fn fn, void *ud)
 
 	if (!s || !fn)
 		return -EINVAL;
-	r = load_db(s, DB_REQUESTS, request_record, &rl);
+	r = load_db(s, s->dbs[DB_REQUESTS], request_record, &rl);
 	buf__free(&rl.name);
 	buf__free(&rl.sval);
 	for (size_t i = 0; i < 5; i++)
@@ -1225,15 +1159,17 @@ int store__stage_setreq(struct store *s, const char *thing, const tsync_value *t
 	return r;
 }
 
-struct setreq_load {
+/* Owned values and set requests: a thing's name -> a value record. */
+struct value_load {
 	store_value_fn fn;
 	void *ud;
+	const char *what;
 	struct buf name, sval;
 };
 
-static int setreq_record(struct store *s, const MDB_val *key, const MDB_val *data, void *ctx)
+static int value_record(struct store *s, const MDB_val *key, const MDB_val *data, void *ctx)
 {
-	struct setreq_load *sl = ctx;
+	struct value_load *sl = ctx;
 	uint64_t ver, boot;
 	tsync_value v;
 	int r;
@@ -1251,21 +1187,26 @@ static int setreq_record(struct store *s, const MDB_val *key, const MDB_val *dat
 	sl->fn(sl->ud, sl->name.data, ver, boot, &v);
 	return 0;
 bad:
-	log_warn(s->log, "store: %s: skipping a malformed set request", s->dir);
+	/* One unreadable record must not keep the controller from starting. */
+	log_warn(s->log, "store: %s: skipping a malformed %s", s->dir, sl->what);
 	return 0;
+}
+
+static int load_value_records(struct store *s, MDB_dbi dbi, const char *what, store_value_fn fn, void *ud)
+{
+	struct value_load sl = {.fn = fn, .ud = ud, .what = what};
+	int r = load_db(s, dbi, value_record, &sl);
+
+	buf__free(&sl.name);
+	buf__free(&sl.sval);
+	return r;
 }
 
 int store__load_setreqs(struct store *s, store_value_fn fn, void *ud)
 {
-	struct setreq_load sl = {.fn = fn, .ud = ud};
-	int r;
-
 	if (!s || !fn)
 		return -EINVAL;
-	r = load_db(s, DB_SETREQS, setreq_record, &sl);
-	buf__free(&sl.name);
-	buf__free(&sl.sval);
-	return r;
+	return load_value_records(s, s->dbs[DB_SETREQS], "set request", fn, ud);
 }
 
 /* --- cumuls (lib/cumul): opaque records, keyed by the cumul module ---------- */
@@ -1318,7 +1259,7 @@ int store__load_cumuls(struct store *s, store_cumul_fn fn, void *ud)
 
 	if (!s || !fn)
 		return -EINVAL;
-	r = load_db(s, DB_CUMULS, cumul_record, &cl);
+	r = load_db(s, s->dbs[DB_CUMULS], cumul_record, &cl);
 	buf__free(&cl.key);
 	buf__free(&cl.json);
 	return r;
