@@ -94,7 +94,6 @@ struct http {
 	size_t n_watchers;
 	struct op *ops;
 	size_t n_ops;
-	uint16_t port;
 };
 
 /* --- answering ---------------------------------------------------------------------- */
@@ -1444,7 +1443,6 @@ int http__start(struct thingsd *td)
 	if (!h)
 		return -ENOMEM;
 	h->td = td;
-	h->port = ci.tcp_port;
 	h->heartbeat = event_new(td->base, -1, EV_PERSIST, heartbeat_cb, h);
 	if (!h->heartbeat) {
 		free(h);
@@ -1484,7 +1482,7 @@ void http__set_site(struct thingsd *td)
 
 uint16_t http__port(const struct thingsd *td)
 {
-	return td->http ? td->http->port : 0;
+	return td->http ? httpd__port(td->http->srv) : 0;
 }
 
 void http__node_gone(struct thingsd *td)
