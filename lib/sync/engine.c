@@ -98,6 +98,9 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	wire__writer_init(&e->writer, &e->codec);
 	prng__seed(&e->prng, boot ^ ((uint64_t)me << 32) ^ 0x5bd1e995u);
 
+	r = wire__decoder_new(&e->codec, &e->decoder);
+	if (r < 0)
+		goto fail;
 	r = site__plan_new(site, me, &e->plan);
 	if (r < 0)
 		goto fail;
@@ -195,6 +198,7 @@ void sync__free(struct sync_engine *e)
 	free(e->peers);
 	free(e->flushq);
 	wire__writer_free(&e->writer);
+	wire__decoder_free(e->decoder);
 	wire__auth_free(e->auth);
 	site__plan_free(e->plan);
 	free(e);

@@ -330,6 +330,7 @@ struct sync_engine {
 	struct wire_codec codec;
 	struct wire_auth_key *auth;
 	struct wire_writer writer;
+	struct wire_decoder *decoder; /* its buffers, allocated once: receiving allocates nothing */
 	struct prng prng;
 
 	struct thing_rt *things; /* one per site thing */

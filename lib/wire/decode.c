@@ -2,9 +2,29 @@
  * lib/wire: the datagram reader. It checks the size, the tag and the
  * envelope, which decide the fate of the whole datagram, then the shape of
  * each message, which decides only that message's.
+ *
+ * The JSON is read by a parser of its own, in one pass and without
+ * allocating: the datagram is copied into the decoder's buffer, strings are
+ * unescaped in place (an unescaped string is never longer than its escaped
+ * form, so its NUL fits where its closing quote was), and the members the
+ * wire knows are picked out as they go by. It accepts exactly what jansson's
+ * json_loadb(JSON_REJECT_DUPLICATES) accepts — strict JSON, UTF-8 checked, no
+ * \u0000, no unpaired surrogate, integers within int64, no real that
+ * overflows, no duplicate key in any object, at most 2048 levels, the root an
+ * object or an array — down to jansson's one quirk (a NUL byte right after a
+ * number or a literal is skipped): test/fuzz/fuzz_wire_diff.c runs it against
+ * the jansson decoder this one replaced (test/fuzz/wire_ref.c) and checks the
+ * same verdict and the same fields on every input.
+ *
+ * jansson still reads the messages that are not io (cmd, cum, clim and every
+ * other type, the generic requests): their handlers want the whole object,
+ * which is parsed once more, from the original bytes, into m->obj. Those are
+ * rare and off the hot path; io messages never allocate.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <locale.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,53 +32,368 @@
 
 #include "wire/wire.h"
 
-/* A name: a non-empty string of at most WIRE_NAME_MAX bytes. */
-static const char *get_name(json_t *o, const char *key)
-{
-	json_t *s = json_object_get(o, key);
-	size_t n;
+#define DEPTH_MAX 2048 /* jansson's JSON_PARSER_MAX_DEPTH */
 
-	if (!json_is_string(s))
-		return NULL;
-	n = json_string_length(s);
-	if (n == 0 || n > WIRE_NAME_MAX)
-		return NULL;
-	return json_string_value(s);
+struct dkey {
+	const char *s;
+	uint32_t n;
+	uint32_t h;
+};
+
+struct wire_decoder {
+	const struct wire_codec *codec;
+	char *text; /* the datagram's JSON, NUL-terminated; strings unescaped in place */
+	size_t text_cap;
+	struct wire_msg *msgs;
+	uint32_t (*span)[2]; /* each message's object in the text: start, end */
+	size_t msgs_cap;
+	struct dkey *keys; /* the keys of the objects being read, innermost last */
+	size_t keys_cap;
+};
+
+enum jkind { JK_NONE = 0, JK_STR, JK_INT, JK_REAL, JK_TRUE, JK_FALSE, JK_NULL, JK_OBJ, JK_ARR };
+
+struct jv {
+	enum jkind k;
+	uint32_t n; /* string bytes */
+	const char *s;
+	int64_t i;
+	double f;
+};
+
+/* The members of an envelope and of a message that the wire reads. */
+enum { E_V, E_FROM, E_BOOT, E_SEQ, E_TO_BOOT, E_RE, E_DW, E_MSGS, E_N };
+enum { M_TYPE, M_CMD, M_IO, M_ROLE, M_FLD, M_VAL, M_VER, M_ID, M_RE, M_OB, M_MS, M_ERR, M_N };
+
+struct parser {
+	struct wire_decoder *d;
+	char *p, *end;
+	size_t nkeys;
+	size_t n_msgs; /* messages seen, including those over msgs_cap */
+};
+
+static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs);
+
+static void skip_ws(struct parser *P)
+{
+	while (*P->p == ' ' || *P->p == '\t' || *P->p == '\n' || *P->p == '\r')
+		P->p++;
 }
 
-/* An optional integer >= min: 1 if present, 0 if absent, -1 if malformed. */
-static int get_uint(json_t *o, const char *key, json_int_t min, uint64_t *out)
+/* jansson puts back the byte that ends a number or a literal; a NUL put back
+ * is lost (its stream takes a NUL for "nothing buffered"), so one NUL right
+ * there is skipped. Kept so that both accept the same datagrams. */
+static void skip_quirk(struct parser *P)
 {
-	json_t *v = json_object_get(o, key);
+	if (P->p < P->end && *P->p == '\0')
+		P->p++;
+}
 
-	if (!v)
-		return 0;
-	if (!json_is_integer(v) || json_integer_value(v) < min)
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* The code unit of \uXXXX at s (s at the 'u'), or -1. The text is
+ * NUL-terminated, so a short escape stops at a non-hex byte. */
+static int32_t u_escape(const char *s)
+{
+	int32_t v = 0;
+
+	for (int i = 1; i <= 4; i++) {
+		int h = hexval(s[i]);
+		if (h < 0)
+			return -1;
+		v = v << 4 | h;
+	}
+	return v;
+}
+
+static char *put_utf8(char *w, uint32_t cp)
+{
+	if (cp < 0x80) {
+		*w++ = (char)cp;
+	} else if (cp < 0x800) {
+		*w++ = (char)(0xc0 | cp >> 6);
+		*w++ = (char)(0x80 | (cp & 0x3f));
+	} else if (cp < 0x10000) {
+		*w++ = (char)(0xe0 | cp >> 12);
+		*w++ = (char)(0x80 | (cp >> 6 & 0x3f));
+		*w++ = (char)(0x80 | (cp & 0x3f));
+	} else {
+		*w++ = (char)(0xf0 | cp >> 18);
+		*w++ = (char)(0x80 | (cp >> 12 & 0x3f));
+		*w++ = (char)(0x80 | (cp >> 6 & 0x3f));
+		*w++ = (char)(0x80 | (cp & 0x3f));
+	}
+	return w;
+}
+
+/* A string at P->p (its opening quote), unescaped in place and
+ * NUL-terminated. */
+static int parse_string(struct parser *P, const char **out, uint32_t *outn)
+{
+	char *r = P->p + 1, *w = r;
+	const char *start = w;
+
+	for (;;) {
+		unsigned char ch = (unsigned char)*r;
+
+		if (r >= P->end || ch < 0x20)
+			return -1;
+		if (ch == '"')
+			break;
+		if (ch >= 0x80) {
+			size_t n = wire__utf8_seq((const unsigned char *)r);
+			if (!n)
+				return -1;
+			memmove(w, r, n);
+			w += n;
+			r += n;
+		} else if (ch != '\\') {
+			*w++ = *r++;
+		} else {
+			int32_t cp, lo;
+			r++;
+			switch (*r) {
+			case '"':
+			case '\\':
+			case '/':
+				*w++ = *r;
+				break;
+			case 'b':
+				*w++ = '\b';
+				break;
+			case 'f':
+				*w++ = '\f';
+				break;
+			case 'n':
+				*w++ = '\n';
+				break;
+			case 'r':
+				*w++ = '\r';
+				break;
+			case 't':
+				*w++ = '\t';
+				break;
+			case 'u':
+				cp = u_escape(r);
+				if (cp < 0)
+					return -1;
+				r += 4;
+				if (cp >= 0xd800 && cp <= 0xdbff) {
+					if (r[1] != '\\' || r[2] != 'u')
+						return -1;
+					lo = u_escape(r + 2);
+					if (lo < 0xdc00 || lo > 0xdfff)
+						return -1;
+					cp = ((cp - 0xd800) << 10) + (lo - 0xdc00) + 0x10000;
+					r += 6;
+				} else if ((cp >= 0xdc00 && cp <= 0xdfff) || cp == 0) {
+					return -1; /* unpaired low surrogate; \u0000 */
+				}
+				w = put_utf8(w, (uint32_t)cp);
+				break;
+			default:
+				return -1;
+			}
+			r++;
+		}
+	}
+	P->p = r + 1;
+	*w = '\0'; /* at most where the closing quote was */
+	*out = start;
+	*outn = (uint32_t)(w - start);
+	return 0;
+}
+
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+static bool is_alpha(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static int parse_number(struct parser *P, struct jv *v)
+{
+	char *s = P->p, *q = s, *e;
+	bool neg = *q == '-';
+
+	if (neg)
+		q++;
+	if (*q == '0') {
+		q++;
+		if (is_digit(*q))
+			return -1;
+	} else if (is_digit(*q)) {
+		while (is_digit(*q))
+			q++;
+	} else {
 		return -1;
-	*out = (uint64_t)json_integer_value(v);
-	return 1;
+	}
+	if (*q != '.' && *q != 'e' && *q != 'E') {
+		/* An integer: within int64, as strtoll would have it. */
+		uint64_t acc = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+		for (const char *d = neg ? s + 1 : s; d < q; d++) {
+			unsigned dig = (unsigned)(*d - '0');
+			if (acc > (limit - dig) / 10)
+				return -1;
+			acc = acc * 10 + dig;
+		}
+		v->k = JK_INT;
+		v->i = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+		P->p = q;
+		skip_quirk(P);
+		return 0;
+	}
+	if (*q == '.') {
+		q++;
+		if (!is_digit(*q))
+			return -1;
+		while (is_digit(*q))
+			q++;
+	}
+	if (*q == 'e' || *q == 'E') {
+		q++;
+		if (*q == '+' || *q == '-')
+			q++;
+		if (!is_digit(*q))
+			return -1;
+		while (is_digit(*q))
+			q++;
+	}
+	{
+		/* As jansson: strtod with the locale's decimal point in place of
+		 * the '.'; a real that overflows is refused, one that underflows
+		 * is not. The byte at q ends strtod's number: it is no digit,
+		 * '.', 'e' or sign that could continue it. */
+		const char *point = localeconv()->decimal_point;
+		char saved = *q;
+		if (*point != '.') {
+			char *dot = memchr(s, '.', (size_t)(q - s));
+			if (dot)
+				*dot = *point;
+		}
+		*q = '\0';
+		errno = 0;
+		v->f = strtod(s, &e);
+		*q = saved;
+		if (e != q || ((v->f == HUGE_VAL || v->f == -HUGE_VAL) && errno == ERANGE))
+			return -1;
+	}
+	v->k = JK_REAL;
+	P->p = q;
+	skip_quirk(P);
+	return 0;
 }
 
-static int decode_env(json_t *root, struct wire_env *env, json_t **msgs)
+static int parse_literal(struct parser *P, struct jv *v)
 {
-	json_t *v = json_object_get(root, "v");
+	static const struct {
+		const char *s;
+		size_t n;
+		enum jkind k;
+	} lits[] = {{"true", 4, JK_TRUE}, {"false", 5, JK_FALSE}, {"null", 4, JK_NULL}};
 
-	if (!json_is_integer(v) || json_integer_value(v) != WIRE_VERSION)
-		return -EBADMSG;
-	env->from = get_name(root, "from");
-	if (!env->from)
-		return -EBADMSG;
-	if (get_uint(root, "boot", 1, &env->boot) != 1 || get_uint(root, "seq", 1, &env->seq) != 1)
-		return -EBADMSG;
-	if (get_uint(root, "to_boot", 0, &env->to_boot) < 0 || get_uint(root, "re", 0, &env->re) < 0)
-		return -EBADMSG;
-	/* Any value but 1 is a sender that does not keep durable windows: a
-	 * peer must never count on a window it cannot be sure of. */
-	v = json_object_get(root, "dw");
-	env->durable = json_is_integer(v) && json_integer_value(v) == 1;
-	*msgs = json_object_get(root, "msgs");
-	if (!json_is_array(*msgs))
-		return -EBADMSG;
+	for (size_t i = 0; i < ARRAY_SIZE(lits); i++) {
+		if ((size_t)(P->end - P->p) < lits[i].n || memcmp(P->p, lits[i].s, lits[i].n) != 0)
+			continue;
+		if (is_alpha(P->p[lits[i].n])) /* jansson reads the whole word */
+			return -1;
+		P->p += lits[i].n;
+		v->k = lits[i].k;
+		skip_quirk(P);
+		return 0;
+	}
+	return -1;
+}
+
+static uint32_t hash_of(const char *s, uint32_t n)
+{
+	uint32_t h = 2166136261u;
+
+	for (uint32_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619u;
+	return h;
+}
+
+/* Which of names[] the key is, or -1. */
+static int field_of(const char *const *names, int n_names, const char *s, uint32_t n)
+{
+	for (int i = 0; i < n_names; i++)
+		if (names[i][0] == s[0] && strlen(names[i]) == n && memcmp(names[i], s, n) == 0)
+			return i;
+	return -1;
+}
+
+static const char *const env_names[E_N] = {"v", "from", "boot", "seq", "to_boot", "re", "dw", "msgs"};
+static const char *const msg_names[M_N] = {"type", "cmd", "io", "role", "fld", "val",
+                                           "ver",  "id",  "re", "ob",   "ms",  "err"};
+
+/*
+ * An object at P->p. With names, the values of those members are kept in
+ * vals[]; env says it is the envelope, whose "msgs" holds the messages.
+ * Keys are checked for duplicates against this object's keys only (the
+ * stack above `base`): compared by hash first, then by bytes.
+ */
+static int parse_object(struct parser *P, int depth, const char *const *names, int n_names, struct jv *vals,
+                        bool env)
+{
+	struct wire_decoder *d = P->d;
+	size_t base = P->nkeys;
+	struct jv scratch;
+
+	P->p++;
+	skip_ws(P);
+	if (*P->p == '}') {
+		P->p++;
+		return 0;
+	}
+	for (;;) {
+		const char *ks;
+		uint32_t kn, h;
+		int f;
+
+		if (*P->p != '"' || P->p >= P->end || parse_string(P, &ks, &kn) < 0)
+			return -1;
+		h = hash_of(ks, kn);
+		for (size_t i = base; i < P->nkeys; i++)
+			if (d->keys[i].h == h && d->keys[i].n == kn && memcmp(d->keys[i].s, ks, kn) == 0)
+				return -1;
+		if (P->nkeys >= d->keys_cap)
+			return -1; /* cannot happen: keys_cap is over a third of the text */
+		d->keys[P->nkeys++] = (struct dkey){ks, kn, h};
+		skip_ws(P);
+		if (*P->p != ':')
+			return -1;
+		P->p++;
+		skip_ws(P);
+		f = names ? field_of(names, n_names, ks, kn) : -1;
+		memset(&scratch, 0, sizeof(scratch));
+		if (parse_value(P, depth + 1, f >= 0 ? &vals[f] : &scratch, env && f == E_MSGS) < 0)
+			return -1;
+		skip_ws(P);
+		if (*P->p == ',' && P->p < P->end) {
+			P->p++;
+			skip_ws(P);
+			continue;
+		}
+		if (*P->p == '}' && P->p < P->end) {
+			P->p++;
+			break;
+		}
+		return -1;
+	}
+	P->nkeys = base;
 	return 0;
 }
 
@@ -69,6 +404,23 @@ static void mark_bad(struct wire_msg *m, tsync_reject reason)
 		return;
 	m->bad = true;
 	m->reject = reason;
+}
+
+/* A name: a non-empty string of at most WIRE_NAME_MAX bytes. */
+static const char *get_name(const struct jv *v)
+{
+	return v->k == JK_STR && v->n > 0 && v->n <= WIRE_NAME_MAX ? v->s : NULL;
+}
+
+/* An optional integer >= min: 1 if present, 0 if absent, -1 if malformed. */
+static int get_uint(const struct jv *v, int64_t min, uint64_t *out)
+{
+	if (v->k == JK_NONE)
+		return 0;
+	if (v->k != JK_INT || v->i < min)
+		return -1;
+	*out = (uint64_t)v->i;
+	return 1;
 }
 
 static enum wire_op op_from_name(const char *s)
@@ -95,29 +447,30 @@ static enum wire_type type_from_name(const char *s)
 	return WIRE_T_OTHER;
 }
 
-static void decode_val(const struct wire_codec *c, json_t *v, struct wire_msg *m)
+static void decode_val(const struct wire_codec *c, const struct jv *v, struct wire_msg *m)
 {
-	switch (json_typeof(v)) {
-	case JSON_TRUE:
-	case JSON_FALSE:
-		m->val = tsync_bool(json_is_true(v));
+	switch (v->k) {
+	case JK_TRUE:
+	case JK_FALSE:
+		m->val = tsync_bool(v->k == JK_TRUE);
 		break;
-	case JSON_INTEGER:
-		m->val = tsync_int(json_integer_value(v));
+	case JK_INT:
+		m->val = tsync_int(v->i);
 		break;
-	case JSON_REAL:
-		m->val = tsync_float(json_real_value(v));
+	case JK_REAL:
+		m->val = tsync_float(v->f);
 		break;
-	case JSON_STRING:
-		if (json_string_length(v) > c->max_string) {
+	case JK_STR:
+		if (v->n > c->max_string) {
 			mark_bad(m, TSYNC_REJ_OVERSIZE);
 			return;
 		}
-		m->val = tsync_string(json_string_value(v));
+		m->val = tsync_string(v->s);
 		break;
-	case JSON_NULL: /* handled by the caller: no value */
-	case JSON_ARRAY:
-	case JSON_OBJECT:
+	case JK_NONE:
+	case JK_NULL: /* handled by the caller: no value */
+	case JK_ARR:
+	case JK_OBJ:
 		mark_bad(m, TSYNC_REJ_VAL);
 		return;
 	}
@@ -125,22 +478,18 @@ static void decode_val(const struct wire_codec *c, json_t *v, struct wire_msg *m
 }
 
 /*
- * Every field is read even after one is found bad, so that whoever answers a
- * bad request still has its "id" and names to answer with.
+ * The members of one message object. Every field is read even after one is
+ * found bad, so that whoever answers a bad request still has its "id" and
+ * names to answer with.
  */
-static void decode_msg(const struct wire_codec *c, json_t *o, struct wire_msg *m)
+static void decode_msg(const struct wire_codec *c, const struct jv *f, struct wire_msg *m)
 {
-	json_t *v;
+	const char *s;
 	uint64_t ms = 0;
 	int r;
 
-	m->obj = o;
 	m->type = WIRE_T_OTHER;
-	if (!json_is_object(o)) {
-		mark_bad(m, TSYNC_REJ_REQ);
-		return;
-	}
-	m->type_name = get_name(o, "type");
+	m->type_name = get_name(&f[M_TYPE]);
 	if (!m->type_name)
 		mark_bad(m, TSYNC_REJ_REQ);
 	else
@@ -148,24 +497,24 @@ static void decode_msg(const struct wire_codec *c, json_t *o, struct wire_msg *m
 
 	switch (m->type) {
 	case WIRE_T_IO:
-		v = json_object_get(o, "cmd");
-		m->op = json_is_string(v) ? op_from_name(json_string_value(v)) : WIRE_OP_NONE;
+		s = f[M_CMD].k == JK_STR ? f[M_CMD].s : NULL;
+		m->op = op_from_name(s);
 		if (m->op == WIRE_OP_NONE)
 			mark_bad(m, TSYNC_REJ_REQ);
-		m->io = get_name(o, "io");
+		m->io = get_name(&f[M_IO]);
 		if (!m->io)
 			mark_bad(m, TSYNC_REJ_IO);
 		break;
 	case WIRE_T_CMD:
-		m->role = get_name(o, "role");
-		m->cmd = get_name(o, "cmd");
+		m->role = get_name(&f[M_ROLE]);
+		m->cmd = get_name(&f[M_CMD]);
 		if (!m->role || !m->cmd)
 			mark_bad(m, TSYNC_REJ_CMD);
 		break;
 	case WIRE_T_CUM:
 		/* The seed names the thing of a cumulative upload "fld". */
-		if (json_object_get(o, "fld")) {
-			m->io = get_name(o, "fld");
+		if (f[M_FLD].k != JK_NONE) {
+			m->io = get_name(&f[M_FLD]);
 			if (!m->io)
 				mark_bad(m, TSYNC_REJ_IO);
 		}
@@ -179,56 +528,249 @@ static void decode_msg(const struct wire_codec *c, json_t *o, struct wire_msg *m
 	 * where it has no value (an ask, a reply before the first reading).
 	 * null is no value, as if val were absent, not a bad one; a set
 	 * without a value is refused either way. */
-	v = json_object_get(o, "val");
-	if (v && !json_is_null(v))
-		decode_val(c, v, m);
+	if (f[M_VAL].k != JK_NONE && f[M_VAL].k != JK_NULL)
+		decode_val(c, &f[M_VAL], m);
 	else if (m->type == WIRE_T_IO && m->op == WIRE_OP_SET)
 		mark_bad(m, TSYNC_REJ_VAL);
 
-	r = get_uint(o, "ver", 0, &m->ver);
+	r = get_uint(&f[M_VER], 0, &m->ver);
 	m->has_ver = r > 0;
 	if (r < 0)
 		mark_bad(m, TSYNC_REJ_REQ);
-	r = get_uint(o, "id", 0, &m->id);
+	r = get_uint(&f[M_ID], 0, &m->id);
 	m->has_id = r > 0;
 	if (r < 0)
 		mark_bad(m, TSYNC_REJ_REQ);
-	r = get_uint(o, "re", 0, &m->re);
+	r = get_uint(&f[M_RE], 0, &m->re);
 	m->has_re = r > 0;
 	if (r < 0)
 		mark_bad(m, TSYNC_REJ_REQ);
 	/* An origin boot of 0 is no boot: malformed, not absent. */
-	r = get_uint(o, "ob", 1, &m->ob);
+	r = get_uint(&f[M_OB], 1, &m->ob);
 	if (r < 0)
 		mark_bad(m, TSYNC_REJ_REQ);
-	r = get_uint(o, "ms", 0, &ms);
+	r = get_uint(&f[M_MS], 0, &ms);
 	if (r < 0 || ms > WIRE_MS_MAX)
 		mark_bad(m, TSYNC_REJ_VAL);
 	else
 		m->ms = (uint32_t)ms;
 
-	v = json_object_get(o, "err");
-	if (v && !json_is_string(v))
+	if (f[M_ERR].k != JK_NONE && f[M_ERR].k != JK_STR)
 		mark_bad(m, TSYNC_REJ_REQ);
-	else if (v && json_string_length(v) > c->max_string)
+	else if (f[M_ERR].k == JK_STR && f[M_ERR].n > c->max_string)
 		mark_bad(m, TSYNC_REJ_OVERSIZE);
-	else if (v)
-		m->err = json_string_value(v);
+	else if (f[M_ERR].k == JK_STR)
+		m->err = f[M_ERR].s;
 }
 
-int wire__decode(const struct wire_codec *c, const void *buf, size_t len, struct wire_datagram *dg,
-                 tsync_reject *reject)
+/* The list of messages (the envelope's "msgs", or a legacy root list). */
+static int parse_msgs(struct parser *P, int depth)
 {
+	struct wire_decoder *d = P->d;
+
+	P->p++;
+	skip_ws(P);
+	if (*P->p == ']' && P->p < P->end) {
+		P->p++;
+		return 0;
+	}
+	for (;;) {
+		size_t i = P->n_msgs++;
+		struct wire_msg *m = i < d->msgs_cap ? &d->msgs[i] : NULL;
+		char *start = P->p;
+
+		if (depth + 1 > DEPTH_MAX)
+			return -1;
+		if (*P->p == '{' && P->p < P->end) {
+			struct jv f[M_N];
+			memset(f, 0, sizeof(f));
+			if (parse_object(P, depth + 1, msg_names, M_N, f, false) < 0)
+				return -1;
+			if (m) {
+				memset(m, 0, sizeof(*m));
+				decode_msg(d->codec, f, m);
+				d->span[i][0] = (uint32_t)(start - d->text);
+				d->span[i][1] = (uint32_t)(P->p - d->text);
+			}
+		} else {
+			struct jv v = {0};
+			if (parse_value(P, depth + 1, &v, false) < 0)
+				return -1;
+			if (m) {
+				memset(m, 0, sizeof(*m));
+				m->type = WIRE_T_OTHER;
+				mark_bad(m, TSYNC_REJ_REQ);
+			}
+		}
+		skip_ws(P);
+		if (*P->p == ',' && P->p < P->end) {
+			P->p++;
+			skip_ws(P);
+			continue;
+		}
+		if (*P->p == ']' && P->p < P->end) {
+			P->p++;
+			return 0;
+		}
+		return -1;
+	}
+}
+
+/* Any value. msgs: it is the envelope's "msgs" (read as messages if it is a
+ * list). */
+static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs)
+{
+	if (depth > DEPTH_MAX || P->p >= P->end)
+		return -1;
+	switch (*P->p) {
+	case '{':
+		v->k = JK_OBJ;
+		return parse_object(P, depth, NULL, 0, NULL, false);
+	case '[':
+		v->k = JK_ARR;
+		if (msgs)
+			return parse_msgs(P, depth);
+		P->p++;
+		skip_ws(P);
+		if (*P->p == ']' && P->p < P->end) {
+			P->p++;
+			return 0;
+		}
+		for (;;) {
+			struct jv e = {0};
+			if (parse_value(P, depth + 1, &e, false) < 0)
+				return -1;
+			skip_ws(P);
+			if (*P->p == ',' && P->p < P->end) {
+				P->p++;
+				skip_ws(P);
+				continue;
+			}
+			if (*P->p == ']' && P->p < P->end) {
+				P->p++;
+				return 0;
+			}
+			return -1;
+		}
+	case '"':
+		v->k = JK_STR;
+		return parse_string(P, &v->s, &v->n);
+	case '-':
+	case '0':
+	case '1':
+	case '2':
+	case '3':
+	case '4':
+	case '5':
+	case '6':
+	case '7':
+	case '8':
+	case '9':
+		return parse_number(P, v);
+	default:
+		return parse_literal(P, v);
+	}
+}
+
+static int decode_env(const struct jv *f, struct wire_env *env)
+{
+	if (f[E_V].k != JK_INT || f[E_V].i != WIRE_VERSION)
+		return -EBADMSG;
+	env->from = get_name(&f[E_FROM]);
+	if (!env->from)
+		return -EBADMSG;
+	if (get_uint(&f[E_BOOT], 1, &env->boot) != 1 || get_uint(&f[E_SEQ], 1, &env->seq) != 1)
+		return -EBADMSG;
+	if (get_uint(&f[E_TO_BOOT], 0, &env->to_boot) < 0 || get_uint(&f[E_RE], 0, &env->re) < 0)
+		return -EBADMSG;
+	/* Any value but 1 is a sender that does not keep durable windows: a
+	 * peer must never count on a window it cannot be sure of. */
+	env->durable = f[E_DW].k == JK_INT && f[E_DW].i == 1;
+	if (f[E_MSGS].k != JK_ARR)
+		return -EBADMSG;
+	return 0;
+}
+
+static size_t msgs_cap_for(const struct wire_codec *c, size_t len)
+{
+	/* A message takes at least two bytes ("0,"), so no datagram holds more
+	 * than that; over max_msgs the datagram is refused anyway. */
+	size_t n = len / 2 + 1;
+
+	return c->max_msgs < n ? c->max_msgs : n;
+}
+
+/* One block: the decoder, its text, messages, spans and key stack. */
+static struct wire_decoder *decoder_alloc(const struct wire_codec *c, size_t len)
+{
+	size_t msgs = msgs_cap_for(c, len), keys = len / 3 + 2;
+	size_t sz = sizeof(struct wire_decoder) + msgs * sizeof(struct wire_msg) +
+	            msgs * sizeof(uint32_t[2]) + keys * sizeof(struct dkey) + len + 1;
+	struct wire_decoder *d = malloc(sz);
+	char *p;
+
+	if (!d)
+		return NULL;
+	p = (char *)(d + 1);
+	d->codec = c;
+	d->msgs = (struct wire_msg *)p;
+	d->msgs_cap = msgs;
+	p += msgs * sizeof(struct wire_msg);
+	d->span = (uint32_t(*)[2])p;
+	p += msgs * sizeof(uint32_t[2]);
+	d->keys = (struct dkey *)p;
+	d->keys_cap = keys;
+	p += keys * sizeof(struct dkey);
+	d->text = p;
+	d->text_cap = len + 1;
+	return d;
+}
+
+int wire__decoder_new(const struct wire_codec *c, struct wire_decoder **ret)
+{
+	struct wire_decoder *d = decoder_alloc(c, c->max_datagram);
+
+	if (!d)
+		return -ENOMEM;
+	*ret = d;
+	return 0;
+}
+
+void wire__decoder_free(struct wire_decoder *d)
+{
+	free(d);
+}
+
+/* Handlers of the messages that are not io get the whole object, read by
+ * jansson from the original bytes. */
+static int attach_objects(struct wire_decoder *d, const char *json, struct wire_datagram *dg)
+{
+	for (size_t i = 0; i < dg->n_msgs; i++) {
+		struct wire_msg *m = &dg->msgs[i];
+		json_error_t error;
+		if (m->bad || m->type == WIRE_T_IO)
+			continue;
+		m->obj = json_loadb(json + d->span[i][0], d->span[i][1] - d->span[i][0], JSON_REJECT_DUPLICATES,
+		                    &error);
+		if (!m->obj)
+			return -ENOMEM; /* it parsed once already: only memory can fail it */
+	}
+	return 0;
+}
+
+int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct wire_datagram *dg,
+                    tsync_reject *reject)
+{
+	const struct wire_codec *c = d->codec;
 	const char *json = buf;
 	size_t json_len = len;
-	json_t *root, *msgs = NULL;
-	json_error_t error;
-	size_t n;
+	struct jv env[E_N];
+	struct parser P;
 	int r = -EBADMSG;
 
 	memset(dg, 0, sizeof(*dg));
 	*reject = TSYNC_REJ_OVERSIZE;
-	if (len > c->max_datagram)
+	if (len > c->max_datagram || len >= d->text_cap)
 		goto leave;
 
 	*reject = TSYNC_REJ_AUTH;
@@ -245,35 +787,39 @@ int wire__decode(const struct wire_codec *c, const void *buf, size_t len, struct
 	}
 
 	*reject = TSYNC_REJ_JSON;
-	root = json_loadb(json, json_len, JSON_REJECT_DUPLICATES, &error);
-	dg->root = root;
-	if (!root)
-		goto leave;
-	if (json_is_array(root)) {
-		if (c->key) {
-			*reject = TSYNC_REJ_AUTH;
+	memcpy(d->text, json, json_len);
+	d->text[json_len] = '\0';
+	memset(env, 0, sizeof(env));
+	P = (struct parser){.d = d, .p = d->text, .end = d->text + json_len};
+	skip_ws(&P);
+	if (P.p < P.end && *P.p == '[') {
+		if (parse_msgs(&P, 1) < 0)
 			goto leave;
-		}
 		dg->env.legacy = true;
-		msgs = root;
-	} else if (!json_is_object(root) || decode_env(root, &dg->env, &msgs) < 0) {
-		goto leave;
-	}
-
-	n = json_array_size(msgs);
-	*reject = TSYNC_REJ_OVERSIZE;
-	if (n > c->max_msgs)
-		goto leave;
-	if (n) {
-		dg->msgs = calloc(n, sizeof(*dg->msgs));
-		if (!dg->msgs) {
-			r = -ENOMEM;
+	} else if (P.p < P.end && *P.p == '{') {
+		if (parse_object(&P, 1, env_names, E_N, env, true) < 0)
 			goto leave;
-		}
+	} else {
+		goto leave;
 	}
-	for (size_t i = 0; i < n; i++)
-		decode_msg(c, json_array_get(msgs, i), &dg->msgs[i]);
-	dg->n_msgs = n;
+	skip_ws(&P);
+	if (P.p != P.end)
+		goto leave;
+	if (dg->env.legacy && c->key) {
+		*reject = TSYNC_REJ_AUTH;
+		goto leave;
+	}
+	if (!dg->env.legacy && decode_env(env, &dg->env) < 0)
+		goto leave;
+
+	*reject = TSYNC_REJ_OVERSIZE;
+	if (P.n_msgs > c->max_msgs)
+		goto leave;
+	dg->msgs = P.n_msgs ? d->msgs : NULL;
+	dg->n_msgs = P.n_msgs;
+	r = attach_objects(d, json, dg);
+	if (r < 0)
+		goto leave;
 	return 0;
 leave:
 	/* Nothing of a refused datagram is kept: the release the caller still
@@ -282,9 +828,32 @@ leave:
 	return r;
 }
 
+int wire__decode(const struct wire_codec *c, const void *buf, size_t len, struct wire_datagram *dg,
+                 tsync_reject *reject)
+{
+	struct wire_decoder *d;
+	int r;
+
+	memset(dg, 0, sizeof(*dg));
+	*reject = TSYNC_REJ_OVERSIZE;
+	if (len > c->max_datagram)
+		return -EBADMSG;
+	d = decoder_alloc(c, len);
+	if (!d)
+		return -ENOMEM;
+	r = wire__decode_in(d, buf, len, dg, reject);
+	if (r < 0) {
+		free(d);
+		return r;
+	}
+	dg->root = d;
+	return 0;
+}
+
 void wire__datagram_release(struct wire_datagram *dg)
 {
-	free(dg->msgs);
-	json_decref(dg->root);
+	for (size_t i = 0; i < dg->n_msgs; i++)
+		json_decref(dg->msgs[i].obj);
+	free(dg->root);
 	memset(dg, 0, sizeof(*dg));
 }

@@ -74,7 +74,7 @@ static int put_i64(struct wire_writer *w, int64_t v)
  * over U+10FFFF), since one bad string would make the receiver drop the
  * whole datagram, neighbours included.
  */
-static size_t utf8_len(const unsigned char *s)
+size_t wire__utf8_seq(const unsigned char *s)
 {
 	unsigned c = s[0];
 	uint32_t cp;
@@ -111,7 +111,7 @@ static size_t utf8_len(const unsigned char *s)
 bool wire__utf8_valid(const char *s)
 {
 	for (const unsigned char *p = (const unsigned char *)s; *p;) {
-		size_t n = *p < 0x80 ? 1 : utf8_len(p);
+		size_t n = *p < 0x80 ? 1 : wire__utf8_seq(p);
 		if (!n)
 			return false;
 		p += n;
@@ -135,7 +135,7 @@ static int put_json_string(struct wire_writer *w, const char *s)
 		run = p;
 		while (*p >= 0x20 && *p != '"' && *p != '\\') {
 			if (*p >= 0x80) {
-				size_t n = utf8_len(p);
+				size_t n = wire__utf8_seq(p);
 				if (!n)
 					return -EINVAL;
 				p += n;

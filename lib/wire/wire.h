@@ -1,6 +1,7 @@
 /*
  * lib/wire: the datagram format. Encoding (a size-aware JSON writer),
- * decoding (jansson), authentication (libsodium crypto_auth) and the replay
+ * decoding (a JSON reader of its own that does not allocate, equivalent to
+ * jansson's; jansson only for the objects of generic requests), authentication (libsodium crypto_auth) and the replay
  * window. It knows the shape of messages, not what they mean: lib/sync does.
  *
  * A datagram is either
@@ -93,8 +94,10 @@ struct wire_msg {
 	const char *body;
 	const char *res;
 
-	/* Decoding only: the whole message object (json_t *, borrowed) for
-	 * handlers that want all of it, and why it is malformed, if it is. */
+	/* Decoding only: the whole message object (json_t *, owned by the
+	 * datagram) for handlers that want all of it — set for the messages
+	 * that are neither io nor bad, NULL for the others — and why it is
+	 * malformed, if it is. */
 	void *obj;
 	bool bad;
 	tsync_reject reject;
@@ -127,8 +130,13 @@ struct wire_datagram {
 	struct wire_env env;
 	struct wire_msg *msgs;
 	size_t n_msgs;
-	void *root; /* json_t *, owned */
+	void *root; /* wire__decode()'s own decoder, owned; NULL from wire__decode_in() */
 };
+
+/* A reader of datagrams with its buffers allocated once, for a codec's
+ * max_datagram and max_msgs: decoding with it allocates nothing but the
+ * objects of messages that are not io (see wire_msg.obj). */
+struct wire_decoder;
 
 /*
  * Decodes and authenticates one datagram.
@@ -147,6 +155,13 @@ struct wire_datagram {
  */
 int wire__decode(const struct wire_codec *c, const void *buf, size_t len, struct wire_datagram *dg,
                  tsync_reject *reject);
+/* The same with a decoder (0 or -ENOMEM; it borrows c). The datagram's
+ * messages and strings live in the decoder until its next decode or
+ * wire__decoder_free(); the datagram still needs wire__datagram_release(). */
+int wire__decoder_new(const struct wire_codec *c, struct wire_decoder **ret);
+void wire__decoder_free(struct wire_decoder *d);
+int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct wire_datagram *dg,
+                    tsync_reject *reject);
 void wire__datagram_release(struct wire_datagram *dg);
 
 /* Builds one datagram, message by message, never over max_datagram. */
@@ -215,6 +230,10 @@ void wire__auth_free(struct wire_auth_key *k);
 
 /* Whether s is UTF-8 that the receiver's JSON parser accepts. */
 bool wire__utf8_valid(const char *s);
+/* Length of the valid UTF-8 sequence at s (first byte >= 0x80; s ends with
+ * a NUL or a byte that is no continuation), or 0: overlong forms, surrogates
+ * and code points over U+10FFFF are not valid, as in jansson. */
+size_t wire__utf8_seq(const unsigned char *s);
 
 /* Names used on the wire. */
 const char *wire__op_name(enum wire_op op);
