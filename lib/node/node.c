@@ -19,6 +19,7 @@
 
 #include "cumul/cumul.h"
 #include "node/node.h"
+#include "node/udp.h"
 #include "site/site.h"
 #include "store/history.h"
 #include "store/store.h"
@@ -87,7 +88,11 @@ struct tsync_node {
 	struct event *rejlog_ev;
 	const struct sockaddr_storage *rx_from;
 
-	unsigned char rxbuf[65536];
+	/* Datagrams in batches (udp.h): read with one recvmmsg(); while
+	 * tx_batching (a batch being handled, a flush, a timer), what the
+	 * engine sends is queued and leaves with one sendmmsg() at the end. */
+	struct udp_batch rx, tx;
+	bool tx_batching;
 };
 
 TSYNC_API void tsync_node_options_init(tsync_node_options *opts)
@@ -179,7 +184,22 @@ static void raw_send(struct tsync_node *n, uint32_t peer, const void *buf, size_
 	}
 	/* A full socket buffer or an unreachable peer loses this datagram; the
 	 * retransmission timer is what makes delivery reliable, not this call. */
-	(void)sendto(n->fd, buf, len, MSG_DONTWAIT, (const struct sockaddr *)&a->ss, a->len);
+	if (n->tx_batching)
+		udp__queue(n->fd, &n->tx, buf, len, (const struct sockaddr *)&a->ss, a->len);
+	else
+		(void)sendto(n->fd, buf, len, MSG_DONTWAIT, (const struct sockaddr *)&a->ss, a->len);
+}
+
+/* What the engine sends from here to tx_end() leaves in one sendmmsg(). */
+static void tx_begin(struct tsync_node *n)
+{
+	n->tx_batching = true;
+}
+
+static void tx_end(struct tsync_node *n)
+{
+	udp__send(n->fd, &n->tx);
+	n->tx_batching = false;
 }
 
 static void delayed_cb(evutil_socket_t fd, short what, void *arg)
@@ -265,7 +285,10 @@ static void op_arm(void *ctx, uint32_t peer, uint64_t delay_us)
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct peer_addr *a = arg;
+
+	tx_begin(a->node);
 	sync__timer(a->node->eng, a->peer, util__now_us());
+	tx_end(a->node);
 }
 
 static void op_want_flush(void *ctx)
@@ -571,7 +594,10 @@ static void op_commit_later(void *ctx, uint32_t delay_ms)
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tsync_node *n = arg;
+
+	tx_begin(n);
 	sync__flush(n->eng, util__now_us());
+	tx_end(n);
 }
 
 /* --- refusals, logged rate-limited ---------------------------------------------- */
@@ -653,20 +679,26 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tsync_node *n = arg;
 	size_t hint = 0;
+	unsigned total = 0;
 
-	for (int i = 0; i < RECV_BATCH; i++) {
-		struct sockaddr_storage from;
-		socklen_t fromlen = sizeof(from);
-		ssize_t len = recvfrom(n->fd, n->rxbuf, sizeof(n->rxbuf), MSG_DONTWAIT,
-		                       (struct sockaddr *)&from, &fromlen);
-		if (len < 0)
+	tx_begin(n);
+	while (total < RECV_BATCH) {
+		unsigned want = RECV_BATCH - total < UDP_BATCH ? RECV_BATCH - total : UDP_BATCH;
+		unsigned got = udp__recv(n->fd, &n->rx, want);
+		for (unsigned i = 0; i < got; i++) {
+			n->rx_from = &n->rx.addr[i];
+			sync__input(n->eng, peer_by_addr(n, &n->rx.addr[i], &hint), udp__rx_data(&n->rx, i),
+			            udp__rx_len(&n->rx, i), util__now_us());
+			n->rx_from = NULL;
+		}
+		total += got;
+		if (got < want)
 			break;
-		n->rx_from = &from;
-		sync__input(n->eng, peer_by_addr(n, &from, &hint), n->rxbuf, (size_t)len, util__now_us());
-		n->rx_from = NULL;
 	}
-	/* One commit and one answer per peer for the whole batch. */
+	/* One commit and one answer per peer for the whole batch, and the
+	 * answers in one system call. */
 	sync__flush(n->eng, util__now_us());
+	tx_end(n);
 }
 
 /* --- life cycle ------------------------------------------------------------------ */
@@ -839,6 +871,13 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	r = open_socket(n, opts->bind_host ? opts->bind_host : c->host, c->udp_port);
 	if (r < 0)
 		goto fail;
+	/* One byte more to read than max_datagram: a longer datagram then
+	 * shows as one, and is refused as oversize. */
+	r = udp__init(&n->rx, (size_t)n->site->max_datagram + 1);
+	if (r == 0)
+		r = udp__init(&n->tx, n->site->max_datagram);
+	if (r < 0)
+		goto fail;
 
 	if (opts->event_base) {
 		n->base = opts->event_base;
@@ -953,6 +992,8 @@ static void node_free(tsync_node *n, bool commit)
 		event_base_free(n->base);
 	if (n->fd >= 0)
 		close(n->fd);
+	udp__free(&n->rx);
+	udp__free(&n->tx);
 	/* The history writes through the store's commits: its last batch goes
 	 * with the store's, before it lets go of the store. */
 	if (commit && n->history && store__commit(n->store) < 0)

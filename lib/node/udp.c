@@ -1,0 +1,92 @@
+/*
+ * lib/node: datagrams in batches (see udp.h).
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "node/udp.h"
+
+int udp__init(struct udp_batch *b, size_t slot)
+{
+	memset(b, 0, sizeof(*b));
+	/* Touched only as far as datagrams go: a large max_datagram costs
+	 * address space, not resident memory. */
+	b->bufs = malloc(UDP_BATCH * slot);
+	if (!b->bufs)
+		return -ENOMEM;
+	b->slot = slot;
+	return 0;
+}
+
+void udp__free(struct udp_batch *b)
+{
+	free(b->bufs);
+	memset(b, 0, sizeof(*b));
+}
+
+unsigned udp__recv(int fd, struct udp_batch *b, unsigned max)
+{
+	int r;
+
+	if (max > UDP_BATCH)
+		max = UDP_BATCH;
+	for (unsigned i = 0; i < max; i++) {
+		b->iov[i].iov_base = b->bufs + (size_t)i * b->slot;
+		b->iov[i].iov_len = b->slot;
+		memset(&b->hdr[i].msg_hdr, 0, sizeof(b->hdr[i].msg_hdr));
+		b->hdr[i].msg_hdr.msg_name = &b->addr[i];
+		b->hdr[i].msg_hdr.msg_namelen = sizeof(b->addr[i]);
+		b->hdr[i].msg_hdr.msg_iov = &b->iov[i];
+		b->hdr[i].msg_hdr.msg_iovlen = 1;
+	}
+	r = recvmmsg(fd, b->hdr, max, MSG_DONTWAIT, NULL);
+	b->n = r > 0 ? (unsigned)r : 0;
+	return b->n;
+}
+
+size_t udp__rx_len(const struct udp_batch *b, unsigned i)
+{
+	if (b->hdr[i].msg_hdr.msg_flags & MSG_TRUNC)
+		return b->slot;
+	return b->hdr[i].msg_len;
+}
+
+void udp__queue(int fd, struct udp_batch *b, const void *buf, size_t len, const struct sockaddr *to,
+                socklen_t tolen)
+{
+	unsigned i;
+
+	if (len > b->slot) {
+		(void)sendto(fd, buf, len, MSG_DONTWAIT, to, tolen);
+		return;
+	}
+	if (b->n == UDP_BATCH)
+		udp__send(fd, b);
+	i = b->n++;
+	memcpy(b->bufs + (size_t)i * b->slot, buf, len);
+	memcpy(&b->addr[i], to, tolen);
+	b->iov[i].iov_base = b->bufs + (size_t)i * b->slot;
+	b->iov[i].iov_len = len;
+	memset(&b->hdr[i], 0, sizeof(b->hdr[i]));
+	b->hdr[i].msg_hdr.msg_name = &b->addr[i];
+	b->hdr[i].msg_hdr.msg_namelen = tolen;
+	b->hdr[i].msg_hdr.msg_iov = &b->iov[i];
+	b->hdr[i].msg_hdr.msg_iovlen = 1;
+}
+
+void udp__send(int fd, struct udp_batch *b)
+{
+	unsigned i = 0;
+
+	while (i < b->n) {
+		int r = sendmmsg(fd, b->hdr + i, b->n - i, MSG_DONTWAIT);
+		if (r < 0 && errno == EINTR)
+			continue;
+		/* The one that failed is lost, as sendto() would have lost it;
+		 * the others still go. */
+		i += r > 0 ? (unsigned)r : 1u;
+	}
+	b->n = 0;
+}
