@@ -2,7 +2,9 @@
 # scripts/bench.sh [bench arguments...]: installs what is missing (Mosquitto
 # and libmosquitto included, for the comparison), builds thingsync into build/
 # and runs build/tools/bench/thingsync-bench, passing the arguments through
-# (e.g. --quick, --no-mosquitto; see thingsync-bench --help). It prints
+# (e.g. --quick, --no-mosquitto, --repeat 3; see thingsync-bench --help);
+# it also installs Cyclone DDS's ddsperf and libcoap's server for the
+# comparisons. It prints
 # figures and a table; it does not pass or fail.
 #
 # Usage: [sudo] bash scripts/bench.sh        (from any directory)
@@ -32,6 +34,19 @@ bash "$ROOT/scripts/setup.sh"
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
 	say "no mosquitto broker: installing the test packages, which bring it"
 	bash "$ROOT/scripts/setup.sh" --test
+fi
+
+# The other peers of the comparison (issue 15): Cyclone DDS's ddsperf and
+# libcoap's server, looked up at run time by the bench.
+if ! command -v ddsperf >/dev/null 2>&1 || ! command -v coap-server-notls >/dev/null 2>&1; then
+	say "installing cyclonedds-tools and libcoap3-bin (Cyclone DDS and libcoap comparisons)"
+	if [ "$(id -u)" = 0 ]; then
+		apt-get install -y cyclonedds-tools libcoap3-bin >/dev/null ||
+			{ apt-get update >/dev/null && apt-get install -y cyclonedds-tools libcoap3-bin >/dev/null; } ||
+			say "could not install them: their figures will be skipped"
+	else
+		say "not root: cannot install them; their figures will be skipped"
+	fi
 fi
 
 say "configure and build (build/)"

@@ -750,8 +750,8 @@ static int attach_objects(struct wire_decoder *d, const char *json, struct wire_
 		json_error_t error;
 		if (m->bad || m->type == WIRE_T_IO)
 			continue;
-		m->obj = json_loadb(json + d->span[i][0], d->span[i][1] - d->span[i][0], JSON_REJECT_DUPLICATES,
-		                    &error);
+		m->obj = json_loadb(json + d->span[i][0], d->span[i][1] - d->span[i][0],
+		                    JSON_REJECT_DUPLICATES, &error);
 		if (!m->obj)
 			return -ENOMEM; /* it parsed once already: only memory can fail it */
 	}

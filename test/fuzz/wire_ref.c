@@ -219,7 +219,7 @@ static void decode_msg(const struct wire_codec *c, json_t *o, struct wire_msg *m
 }
 
 int wire_ref__decode(const struct wire_codec *c, const void *buf, size_t len, struct wire_datagram *dg,
-                 tsync_reject *reject)
+                     tsync_reject *reject)
 {
 	const char *json = buf;
 	size_t json_len = len;

@@ -229,11 +229,13 @@ static void test_depth(void **state)
  * unescaped names, and strings come back unescaped. */
 static void test_fields(void **state)
 {
-	static const char text[] =
-	    "{\"v\":1,\"fr\\u006fm\":\"n\\u00e9\",\"boot\":2,\"seq\":3,\"msgs\":[{\"t\\u0079pe\":\"io\",\"cmd\":\"set\","
-	    "\"io\":\"a\\\"b\",\"val\":\"x\\ny\",\"ver\":7,\"kw\":{\"io\":\"inner\",\"ver\":9}},{\"type\":\"io\",\"cmd\":"
-	    "\"set\",\"io\":\"f\",\"val\":-0.25},{\"type\":\"cmd\",\"role\":\"r\",\"cmd\":\"c\",\"kwargs\":{\"a\":[1]},"
-	    "\"id\":4}]}";
+	static const char text[] = "{\"v\":1,\"fr\\u006fm\":\"n\\u00e9\",\"boot\":2,\"seq\":3,\"msgs\":[{"
+	                           "\"t\\u0079pe\":\"io\",\"cmd\":\"set\","
+	                           "\"io\":\"a\\\"b\",\"val\":\"x\\ny\",\"ver\":7,\"kw\":{\"io\":\"inner\","
+	                           "\"ver\":9}},{\"type\":\"io\",\"cmd\":"
+	                           "\"set\",\"io\":\"f\",\"val\":-0.25},{\"type\":\"cmd\",\"role\":\"r\","
+	                           "\"cmd\":\"c\",\"kwargs\":{\"a\":[1]},"
+	                           "\"id\":4}]}";
 	struct wire_codec c = big_codec();
 	struct wire_decoder *d;
 	struct wire_datagram dg;
@@ -309,9 +311,10 @@ static void test_no_allocation(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_grammar), cmocka_unit_test(test_numbers),  cmocka_unit_test(test_strings),
-	    cmocka_unit_test(test_objects), cmocka_unit_test(test_nul_quirk), cmocka_unit_test(test_depth),
-	    cmocka_unit_test(test_fields),  cmocka_unit_test(test_no_allocation),
+	    cmocka_unit_test(test_grammar),   cmocka_unit_test(test_numbers),
+	    cmocka_unit_test(test_strings),   cmocka_unit_test(test_objects),
+	    cmocka_unit_test(test_nul_quirk), cmocka_unit_test(test_depth),
+	    cmocka_unit_test(test_fields),    cmocka_unit_test(test_no_allocation),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

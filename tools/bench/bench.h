@@ -51,4 +51,30 @@ int bench_mqtt_latency(const struct bench_broker *b, size_t rounds, size_t size,
  * a negative number on failure. */
 double bench_mqtt_throughput(const struct bench_broker *b, int subs, int msgs, double seconds);
 
+/* --- the peers of issue 15 (bench-peers.c) ------------------------------------ */
+
+#define BENCH_MAX_SUBS 30
+
+/* Raw UDP with thingsync's throughput shape: rounds of `things` updates,
+ * per_dgram to a 1400-byte datagram, to each of `subs` subscriber processes,
+ * every datagram acknowledged, each round acknowledged before the next;
+ * with mmsg, sendmmsg/recvmmsg on both sides. Returns updates/s. */
+double bench_raw_throughput(int subs, int things, int per_dgram, double seconds, bool mmsg);
+
+/* Eclipse Cyclone DDS's ddsperf (Debian's cyclonedds-tools), reliable, in a
+ * DDS domain of the bench's own; its output goes to files in dir. */
+bool bench_have_dds(void);
+/* `subs` processes of "ddsperf sub", one "ddsperf pub size S": samples
+ * delivered per second, summed over the subscribers, or < 0. */
+double bench_dds_throughput(const char *dir, int subs, size_t size, double seconds);
+/* "ddsperf ping size S" against "ddsperf pong": the round trip (ddsperf
+ * prints half of it), median and p99 of its per-second figures. 0 or -1. */
+int bench_dds_pingpong(const char *dir, size_t size, double seconds, struct bench_lat *rtt);
+
+/* libcoap's coap-server (libcoap3-bin) and a confirmable PUT of `size`
+ * bytes from a client of our own, `rounds` times, one at a time: the round
+ * trip to its piggybacked ACK. samples holds rounds values. 0 or -1. */
+bool bench_have_coap(void);
+int bench_coap_rtt(size_t size, size_t rounds, uint64_t *samples, struct bench_lat *rtt);
+
 #endif

@@ -48,10 +48,12 @@
 
 #include "bench.h"
 
-#define MAX_USERS  30
-#define MAX_COUNTS 8
-#define HB_USERS   10 /* the idle site of the heartbeat part: one owner, its users */
-#define HB_RUNS    3  /* heartbeat_ms off, the default, 500 */
+#define MAX_USERS     30
+#define MAX_COUNTS    8
+#define HB_USERS      10 /* the idle site of the heartbeat part: one owner, its users */
+#define HB_RUNS       3  /* heartbeat_ms off, the default, 500 */
+#define MAX_REPEAT    10
+#define RAW_PER_DGRAM 19 /* updates per 1400-byte datagram, as thingsync batches them */
 
 uint64_t bench_now_ns(void)
 {
@@ -138,6 +140,9 @@ struct results {
 	int users[MAX_COUNTS];
 	double ts_ups[MAX_COUNTS], mq_ups[MAX_COUNTS];
 	double ts_dgrams[MAX_COUNTS], ts_bytes[MAX_COUNTS]; /* per update, batched, both ways */
+	/* The peers of issue 15 (bench-peers.c); 0 / !ok: not measured. */
+	struct bench_lat dds_rtt, coap_rtt;
+	double raw_ups[MAX_COUNTS], rawm_ups[MAX_COUNTS], dds_ups[MAX_COUNTS];
 	bool footprint;
 	long rss_kb, rss_base_kb;
 	double wake_owner, wake_user;
@@ -835,6 +840,257 @@ static void table(const struct results *r, bool have_mq)
 	    "  (wire: datagrams / bytes per delivered update, both ways, tag included; Mosquitto: -, TCP)\n");
 }
 
+/* --- one repetition: latency, throughput, each next to its peers ------------------- */
+
+struct peers {
+	bool mq, dds, coap;
+	size_t dds_size; /* payload of ddsperf's throughput samples */
+#ifdef HAVE_MOSQUITTO
+	struct bench_broker *broker;
+#endif
+};
+
+static void measure_latency(struct results *r, size_t rounds, uint64_t *a, uint64_t *b,
+                            const struct peers *pe)
+{
+	thingsync_rtt(r, rounds, b);
+	raw_pingpong(r->size, rounds, a);
+	r->raw = bench_lat_of(a, rounds);
+	printf("\nround trip, %zu-byte datagrams, loopback, peer in another process\n", r->size);
+	printf("  %-28s median %7.1f us   p99 %7.1f us\n", "raw UDP ping-pong", r->raw.med / 1e3,
+	       r->raw.p99 / 1e3);
+	printf("  %-28s median %7.1f us   p99 %7.1f us\n", "thingsync set -> reply", r->ts_rtt.med / 1e3,
+	       r->ts_rtt.p99 / 1e3);
+	printf("  ratio thingsync/raw:        median %7.2fx      p99 %7.2fx   (aim: within 1.2x on two "
+	       "cores, 1.5x on one)\n",
+	       (double)r->ts_rtt.med / (double)r->raw.med, (double)r->ts_rtt.p99 / (double)r->raw.p99);
+#ifdef HAVE_MOSQUITTO
+	if (pe->mq && bench_mqtt_latency(pe->broker, rounds, r->size, &r->mq_one, &r->mq_rtt) == 0) {
+		printf("  %-28s median %7.1f us   p99 %7.1f us   (publish, broker, subscriber, back)\n",
+		       "Mosquitto QoS 1 round trip", r->mq_rtt.med / 1e3, r->mq_rtt.p99 / 1e3);
+		printf("  ratio thingsync/Mosquitto:  median %7.2fx      p99 %7.2fx\n",
+		       (double)r->ts_rtt.med / (double)r->mq_rtt.med,
+		       (double)r->ts_rtt.p99 / (double)r->mq_rtt.p99);
+	}
+#endif
+	if (pe->dds && bench_dds_pingpong(dir, r->size, 5, &r->dds_rtt) == 0) {
+		printf("  %-28s median %7.1f us   p99 %7.1f us   (ddsperf ping/pong, reliable; 2x what it "
+		       "prints)\n",
+		       "Cyclone DDS ping-pong", r->dds_rtt.med / 1e3, r->dds_rtt.p99 / 1e3);
+		printf("  ratio thingsync/DDS:        median %7.2fx      p99 %7.2fx\n",
+		       (double)r->ts_rtt.med / (double)r->dds_rtt.med,
+		       (double)r->ts_rtt.p99 / (double)r->dds_rtt.p99);
+	} else if (pe->dds) {
+		printf("  (Cyclone DDS ping-pong: no figures, see %s/ddsperf-ping.out)\n", dir);
+	}
+	if (pe->coap && bench_coap_rtt(r->size, rounds, a, &r->coap_rtt) == 0) {
+		printf("  %-28s median %7.1f us   p99 %7.1f us   (confirmable PUT, coap-server)\n",
+		       "libcoap CON round trip", r->coap_rtt.med / 1e3, r->coap_rtt.p99 / 1e3);
+		printf("  ratio thingsync/CoAP:       median %7.2fx      p99 %7.2fx\n",
+		       (double)r->ts_rtt.med / (double)r->coap_rtt.med,
+		       (double)r->ts_rtt.p99 / (double)r->coap_rtt.p99);
+	} else if (pe->coap) {
+		printf("  (libcoap: no figures, the server did not answer)\n");
+	}
+	printf("\none way, change to delivery in the other process (same clock)\n");
+	printf("  %-28s median %7.1f us   p99 %7.1f us\n", "thingsync set -> user event", r->ts_one.med / 1e3,
+	       r->ts_one.p99 / 1e3);
+	if (r->mq_one.ok)
+		printf("  %-28s median %7.1f us   p99 %7.1f us   (ratio thingsync/Mosquitto %.2fx)\n",
+		       "Mosquitto publish -> deliver", r->mq_one.med / 1e3, r->mq_one.p99 / 1e3,
+		       (double)r->ts_one.med / (double)r->mq_one.med);
+	fflush(stdout);
+}
+
+static void measure_throughput(struct results *r, int things, double seconds, const struct peers *pe)
+{
+	printf("\nthroughput, one owner, batching (max_datagram 1400)\n");
+	fflush(stdout);
+	for (int i = 0; i < r->n_counts; i++) {
+		int u = r->users[i];
+		throughput(r, i, u, things, seconds);
+		r->raw_ups[i] = bench_raw_throughput(u, things, RAW_PER_DGRAM, seconds, false);
+		r->rawm_ups[i] = bench_raw_throughput(u, things, RAW_PER_DGRAM, seconds, true);
+		printf("  raw UDP, same shape (%d updates/1400-byte datagram, each acked): updates/s %.0f, "
+		       "with sendmmsg/recvmmsg %.0f\n",
+		       RAW_PER_DGRAM, r->raw_ups[i], r->rawm_ups[i]);
+#ifdef HAVE_MOSQUITTO
+		if (pe->mq) {
+			r->mq_ups[i] = bench_mqtt_throughput(pe->broker, u, things, seconds);
+			if (r->mq_ups[i] > 0)
+				printf("  Mosquitto QoS 1, %d subscriber%s x %d topics: delivered updates/s "
+				       "%.0f\n",
+				       u, u > 1 ? "s" : "", things, r->mq_ups[i]);
+		}
+#endif
+		if (pe->dds) {
+			r->dds_ups[i] = bench_dds_throughput(dir, u, pe->dds_size, seconds);
+			if (r->dds_ups[i] > 0)
+				printf("  Cyclone DDS reliable, %d subscriber%s, %zu-byte samples: delivered "
+				       "samples/s %.0f "
+				       "(ratio thingsync/DDS %.2fx)\n",
+				       u, u > 1 ? "s" : "", pe->dds_size, r->dds_ups[i],
+				       r->ts_ups[i] / r->dds_ups[i]);
+			else
+				printf("  (Cyclone DDS, %d subscribers: no figures, see %s/ddsperf-*.out)\n",
+				       u, dir);
+		}
+		fflush(stdout);
+	}
+}
+
+/* Median, smallest and largest of what get() reads from each run; the
+ * ratios are taken within each run, then summarised the same way. */
+static int cmp_dbl(const void *x, const void *y)
+{
+	double a = *(const double *)x, b = *(const double *)y;
+	return a < b ? -1 : a > b;
+}
+
+static bool spread_of(double *v, int n, char *buf, size_t len, int prec, const char *unit, double scale)
+{
+	int m = 0;
+	char lo[24], hi[24], md[24];
+
+	for (int i = 0; i < n; i++)
+		if (v[i] > 0 && v[i] < 1e300)
+			v[m++] = v[i];
+	if (!m) {
+		snprintf(buf, len, "-");
+		return false;
+	}
+	qsort(v, (size_t)m, sizeof(*v), cmp_dbl);
+	snprintf(md, sizeof(md), "%.*f%s", prec, v[m / 2] * scale, unit);
+	snprintf(lo, sizeof(lo), "%.*f%s", prec, v[0] * scale, unit);
+	snprintf(hi, sizeof(hi), "%.*f%s", prec, v[m - 1] * scale, unit);
+	if (m == 1)
+		snprintf(buf, len, "%s", md);
+	else
+		snprintf(buf, len, "%s (%s-%s)", md, lo, hi);
+	return true;
+}
+
+static void spread_row(const char *what, const struct results *runs, int n,
+                       double (*get)(const struct results *, int), int i, int prec, const char *unit,
+                       double scale)
+{
+	double v[MAX_REPEAT];
+	char buf[128];
+
+	for (int k = 0; k < n; k++)
+		v[k] = get(&runs[k], i);
+	if (spread_of(v, n, buf, sizeof(buf), prec, unit, scale))
+		printf("  %-44s %s\n", what, buf);
+}
+
+static double safe_div(double a, double b)
+{
+	return a > 0 && b > 0 ? a / b : 0;
+}
+static double g_ts_rtt(const struct results *r, int i)
+{
+	return r->ts_rtt.ok ? (double)r->ts_rtt.med : 0;
+}
+static double g_raw_rtt(const struct results *r, int i)
+{
+	return r->raw.ok ? (double)r->raw.med : 0;
+}
+static double g_dds_rtt(const struct results *r, int i)
+{
+	return r->dds_rtt.ok ? (double)r->dds_rtt.med : 0;
+}
+static double g_coap_rtt(const struct results *r, int i)
+{
+	return r->coap_rtt.ok ? (double)r->coap_rtt.med : 0;
+}
+static double g_mq_rtt(const struct results *r, int i)
+{
+	return r->mq_rtt.ok ? (double)r->mq_rtt.med : 0;
+}
+static double g_r_raw(const struct results *r, int i)
+{
+	return safe_div(g_ts_rtt(r, i), g_raw_rtt(r, i));
+}
+static double g_r_dds(const struct results *r, int i)
+{
+	return safe_div(g_ts_rtt(r, i), g_dds_rtt(r, i));
+}
+static double g_r_coap(const struct results *r, int i)
+{
+	return safe_div(g_ts_rtt(r, i), g_coap_rtt(r, i));
+}
+static double g_r_mq(const struct results *r, int i)
+{
+	return safe_div(g_ts_rtt(r, i), g_mq_rtt(r, i));
+}
+static double g_ts_ups(const struct results *r, int i)
+{
+	return r->ts_ups[i];
+}
+static double g_raw_ups(const struct results *r, int i)
+{
+	return r->raw_ups[i];
+}
+static double g_rawm_ups(const struct results *r, int i)
+{
+	return r->rawm_ups[i];
+}
+static double g_dds_ups(const struct results *r, int i)
+{
+	return r->dds_ups[i];
+}
+static double g_mq_ups(const struct results *r, int i)
+{
+	return r->mq_ups[i];
+}
+static double g_ru_raw(const struct results *r, int i)
+{
+	return safe_div(r->ts_ups[i], r->raw_ups[i]);
+}
+static double g_ru_rawm(const struct results *r, int i)
+{
+	return safe_div(r->ts_ups[i], r->rawm_ups[i]);
+}
+static double g_ru_dds(const struct results *r, int i)
+{
+	return safe_div(r->ts_ups[i], r->dds_ups[i]);
+}
+static double g_ru_mq(const struct results *r, int i)
+{
+	return safe_div(r->ts_ups[i], r->mq_ups[i]);
+}
+
+static void spread_table(const struct results *runs, int n)
+{
+	char what[64];
+
+	printf("\nover %d repetition%s: median (smallest-largest); ratios are thingsync / the other, "
+	       "taken within each repetition\n",
+	       n, n > 1 ? "s" : "");
+	spread_row("round trip, thingsync set -> reply (us)", runs, n, g_ts_rtt, 0, 1, "", 1e-3);
+	spread_row("round trip, raw UDP ping-pong (us)", runs, n, g_raw_rtt, 0, 1, "", 1e-3);
+	spread_row("round trip, Cyclone DDS ping-pong (us)", runs, n, g_dds_rtt, 0, 1, "", 1e-3);
+	spread_row("round trip, libcoap CON PUT (us)", runs, n, g_coap_rtt, 0, 1, "", 1e-3);
+	spread_row("round trip, Mosquitto QoS 1 (us)", runs, n, g_mq_rtt, 0, 1, "", 1e-3);
+	spread_row("  ratio thingsync / raw UDP", runs, n, g_r_raw, 0, 2, "x", 1);
+	spread_row("  ratio thingsync / Cyclone DDS", runs, n, g_r_dds, 0, 2, "x", 1);
+	spread_row("  ratio thingsync / libcoap", runs, n, g_r_coap, 0, 2, "x", 1);
+	spread_row("  ratio thingsync / Mosquitto", runs, n, g_r_mq, 0, 2, "x", 1);
+	for (int i = 0; i < runs[0].n_counts; i++) {
+		int u = runs[0].users[i];
+		snprintf(what, sizeof(what), "updates/s to %d user%s, thingsync", u, u > 1 ? "s" : "");
+		spread_row(what, runs, n, g_ts_ups, i, 0, "", 1);
+		spread_row("  raw UDP, same shape", runs, n, g_raw_ups, i, 0, "", 1);
+		spread_row("  raw UDP, sendmmsg/recvmmsg", runs, n, g_rawm_ups, i, 0, "", 1);
+		spread_row("  Cyclone DDS, reliable", runs, n, g_dds_ups, i, 0, "", 1);
+		spread_row("  Mosquitto QoS 1", runs, n, g_mq_ups, i, 0, "", 1);
+		spread_row("  ratio thingsync / raw UDP", runs, n, g_ru_raw, i, 2, "x", 1);
+		spread_row("  ratio thingsync / raw UDP mmsg", runs, n, g_ru_rawm, i, 2, "x", 1);
+		spread_row("  ratio thingsync / Cyclone DDS", runs, n, g_ru_dds, i, 2, "x", 1);
+		spread_row("  ratio thingsync / Mosquitto", runs, n, g_ru_mq, i, 2, "x", 1);
+	}
+}
+
 /* --- main ------------------------------------------------------------------------------ */
 
 static void usage(FILE *f)
@@ -843,11 +1099,17 @@ static void usage(FILE *f)
 	        "usage: thingsync-bench [--rounds N] [--things K] [--users LIST] [--seconds S] [--no-key]\n"
 	        "                       [--idle-seconds S] [--quick] [--no-latency] [--no-throughput]\n"
 	        "                       [--no-footprint] [--no-heartbeat] [--no-mosquitto]\n"
+	        "                       [--no-dds] [--no-coap] [--repeat N] [--dds-size BYTES]\n"
 	        "Prints thingsync's round trip next to raw UDP ping-pong of the same size and to\n"
 	        "Mosquitto QoS 1 through a local broker; acknowledged updates/s from one owner to each\n"
 	        "number of users in LIST (default 1,3,10) next to Mosquitto with as many subscribers;\n"
 	        "the wire cost per update; an idle node's memory, wake-ups and disk writes; what the\n"
-	        "heartbeat costs an idle site of 11 nodes (heartbeat_ms off, default, 500). Then a table.\n");
+	        "heartbeat costs an idle site of 11 nodes (heartbeat_ms off, default, 500). Then a table.\n"
+	        "Next to thingsync, in the same run: raw UDP of the same shape (also with\n"
+	        "sendmmsg/recvmmsg), Cyclone DDS's ddsperf (reliable; ping-pong, and throughput to as\n"
+	        "many subscribers, BYTES a sample, default 128) and a libcoap confirmable PUT. With\n"
+	        "--repeat N, latency and throughput are measured N times and summarised (median,\n"
+	        "range, ratios within each repetition); footprint and heartbeat once.\n");
 }
 
 static int parse_users(const char *s, struct results *r)
@@ -871,7 +1133,19 @@ static int parse_users(const char *s, struct results *r)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_NO_LAT = 256, OPT_NO_TPUT, OPT_NO_FOOT, OPT_NO_HB, OPT_NO_MQ, OPT_IDLE, OPT_QUICK };
+	enum {
+		OPT_NO_LAT = 256,
+		OPT_NO_TPUT,
+		OPT_NO_FOOT,
+		OPT_NO_HB,
+		OPT_NO_MQ,
+		OPT_IDLE,
+		OPT_QUICK,
+		OPT_NO_DDS,
+		OPT_NO_COAP,
+		OPT_REPEAT,
+		OPT_DDS_SIZE,
+	};
 	static const struct option longopts[] = {
 	    {"rounds", required_argument, NULL, 'r'},
 	    {"things", required_argument, NULL, 't'},
@@ -885,10 +1159,17 @@ int main(int argc, char **argv)
 	    {"no-footprint", no_argument, NULL, OPT_NO_FOOT},
 	    {"no-heartbeat", no_argument, NULL, OPT_NO_HB},
 	    {"no-mosquitto", no_argument, NULL, OPT_NO_MQ},
+	    {"no-dds", no_argument, NULL, OPT_NO_DDS},
+	    {"no-coap", no_argument, NULL, OPT_NO_COAP},
+	    {"repeat", required_argument, NULL, OPT_REPEAT},
+	    {"dds-size", required_argument, NULL, OPT_DDS_SIZE},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	static struct results res;
+	static struct results runs[MAX_REPEAT];
+	struct results *res0 = &runs[0];
+	struct peers peers = {.dds = true, .coap = true, .dds_size = 128};
+	int repeat = 1;
 	size_t rounds = 20000;
 	int things = 1000, c;
 	double seconds = 3, idle_s = 5;
@@ -898,8 +1179,8 @@ int main(int argc, char **argv)
 	struct bench_broker broker = {0};
 #endif
 
-	res.key = true;
-	parse_users("1,3,10", &res);
+	res0->key = true;
+	parse_users("1,3,10", res0);
 	while ((c = getopt_long(argc, argv, "r:t:u:s:kh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'r':
@@ -909,7 +1190,7 @@ int main(int argc, char **argv)
 			things = atoi(optarg);
 			break;
 		case 'u':
-			if (parse_users(optarg, &res) < 0) {
+			if (parse_users(optarg, res0) < 0) {
 				usage(stderr);
 				return 2;
 			}
@@ -918,7 +1199,7 @@ int main(int argc, char **argv)
 			seconds = atof(optarg);
 			break;
 		case 'k':
-			res.key = false;
+			res0->key = false;
 			break;
 		case OPT_IDLE:
 			idle_s = atof(optarg);
@@ -943,6 +1224,18 @@ int main(int argc, char **argv)
 		case OPT_NO_MQ:
 			mq = false;
 			break;
+		case OPT_NO_DDS:
+			peers.dds = false;
+			break;
+		case OPT_NO_COAP:
+			peers.coap = false;
+			break;
+		case OPT_REPEAT:
+			repeat = atoi(optarg);
+			break;
+		case OPT_DDS_SIZE:
+			peers.dds_size = (size_t)atol(optarg);
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -951,7 +1244,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (rounds < 10 || things < 1 || seconds <= 0 || idle_s <= 0 || optind < argc) {
+	if (rounds < 10 || things < 1 || seconds <= 0 || idle_s <= 0 || optind < argc || repeat < 1 ||
+	    repeat > MAX_REPEAT || peers.dds_size < 12) {
 		usage(stderr);
 		return 2;
 	}
@@ -965,7 +1259,15 @@ int main(int argc, char **argv)
 		return 1;
 
 	printf("thingsync-bench %s, %s, %zu round trips\n", TSYNC_VERSION_STRING,
-	       res.key ? "authenticated (site key)" : "legacy (no key)", rounds);
+	       res0->key ? "authenticated (site key)" : "legacy (no key)", rounds);
+	if (peers.dds && !bench_have_dds()) {
+		printf("(Cyclone DDS figures skipped: no ddsperf; Debian's cyclonedds-tools has it)\n");
+		peers.dds = false;
+	}
+	if (peers.coap && !bench_have_coap()) {
+		printf("(libcoap figures skipped: no coap-server; Debian's libcoap3-bin has it)\n");
+		peers.coap = false;
+	}
 #ifdef HAVE_MOSQUITTO
 	if (mq) {
 		mosquitto_lib_init();
@@ -977,68 +1279,34 @@ int main(int argc, char **argv)
 	if (mq)
 		printf("(Mosquitto figures skipped: built without libmosquitto)\n");
 #endif
+#ifdef HAVE_MOSQUITTO
+	peers.broker = &broker;
+#endif
+	peers.mq = have_mq;
 	fflush(stdout);
 
-	if (lat) {
-		thingsync_rtt(&res, rounds, b);
-		raw_pingpong(res.size, rounds, a);
-		res.raw = bench_lat_of(a, rounds);
-		printf("\nround trip, %zu-byte datagrams, loopback, peer in another process\n", res.size);
-		printf("  %-28s median %7.1f us   p99 %7.1f us\n", "raw UDP ping-pong", res.raw.med / 1e3,
-		       res.raw.p99 / 1e3);
-		printf("  %-28s median %7.1f us   p99 %7.1f us\n", "thingsync set -> reply",
-		       res.ts_rtt.med / 1e3, res.ts_rtt.p99 / 1e3);
-		printf("  ratio thingsync/raw:        median %7.2fx      p99 %7.2fx   (aim: within 2x)\n",
-		       (double)res.ts_rtt.med / (double)res.raw.med,
-		       (double)res.ts_rtt.p99 / (double)res.raw.p99);
-#ifdef HAVE_MOSQUITTO
-		if (have_mq && bench_mqtt_latency(&broker, rounds, res.size, &res.mq_one, &res.mq_rtt) == 0) {
-			printf(
-			    "  %-28s median %7.1f us   p99 %7.1f us   (publish, broker, subscriber, back)\n",
-			    "Mosquitto QoS 1 round trip", res.mq_rtt.med / 1e3, res.mq_rtt.p99 / 1e3);
-			printf("  ratio thingsync/Mosquitto:  median %7.2fx      p99 %7.2fx\n",
-			       (double)res.ts_rtt.med / (double)res.mq_rtt.med,
-			       (double)res.ts_rtt.p99 / (double)res.mq_rtt.p99);
+	for (int k = 0; k < repeat; k++) {
+		struct results *r = &runs[k];
+		if (k) {
+			*r = runs[0];
+			printf("\n=== repetition %d of %d\n", k + 1, repeat);
 		}
-#endif
-		printf("\none way, change to delivery in the other process (same clock)\n");
-		printf("  %-28s median %7.1f us   p99 %7.1f us\n", "thingsync set -> user event",
-		       res.ts_one.med / 1e3, res.ts_one.p99 / 1e3);
-		if (res.mq_one.ok)
-			printf("  %-28s median %7.1f us   p99 %7.1f us   (ratio thingsync/Mosquitto %.2fx)\n",
-			       "Mosquitto publish -> deliver", res.mq_one.med / 1e3, res.mq_one.p99 / 1e3,
-			       (double)res.ts_one.med / (double)res.mq_one.med);
-		fflush(stdout);
+		if (lat)
+			measure_latency(r, rounds, a, b, &peers);
+		if (tput)
+			measure_throughput(r, things, seconds, &peers);
 	}
-
-	if (tput) {
-		printf("\nthroughput, one owner, batching (max_datagram 1400)\n");
-		fflush(stdout);
-		for (int i = 0; i < res.n_counts; i++) {
-			throughput(&res, i, res.users[i], things, seconds);
-#ifdef HAVE_MOSQUITTO
-			if (have_mq) {
-				res.mq_ups[i] = bench_mqtt_throughput(&broker, res.users[i], things, seconds);
-				if (res.mq_ups[i] > 0)
-					printf("  Mosquitto QoS 1, %d subscriber%s x %d topics: delivered "
-					       "updates/s %.0f\n",
-					       res.users[i], res.users[i] > 1 ? "s" : "", things,
-					       res.mq_ups[i]);
-				fflush(stdout);
-			}
-#endif
-		}
-	}
-
 	if (foot) {
 		printf("\nfootprint (a plain node process: thingsd is not measured here)\n");
 		fflush(stdout);
-		footprint(&res, idle_s);
+		footprint(res0, idle_s);
 	}
 	if (hb)
-		heartbeat_cost(&res, idle_s);
+		heartbeat_cost(res0, idle_s);
 
-	table(&res, have_mq);
+	table(&runs[repeat - 1], have_mq);
+	if (lat || tput)
+		spread_table(runs, repeat);
 
 #ifdef HAVE_MOSQUITTO
 	bench_broker_stop(&broker);

@@ -54,7 +54,8 @@ static void usage(FILE *f)
  * thing named t<i> with an integer value and a version. */
 static int build(struct wire_writer *w, size_t msgs, uint64_t seq, const void **out, size_t *len)
 {
-	struct wire_env env = {.from = "owner", .boot = 3, .seq = seq, .to_boot = 7, .re = seq, .durable = true};
+	struct wire_env env = {
+	    .from = "owner", .boot = 3, .seq = seq, .to_boot = 7, .re = seq, .durable = true};
 	char names[64][32];
 	int r = wire__begin(w, &env);
 
@@ -119,10 +120,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "thingsync-wirebench: cannot build the datagram: %s\n", strerror(-o));
 		return 1;
 	}
-	printf("thingsync-wirebench: one authenticated datagram of %zu set messages, %zu bytes (tag included)\n",
-	       msgs, len);
+	printf(
+	    "thingsync-wirebench: one authenticated datagram of %zu set messages, %zu bytes (tag included)\n",
+	    msgs, len);
 
-	t = 0; BEST_OF(t, iters, {
+	t = 0;
+	BEST_OF(t, iters, {
 		uint64_t seq = it_ + 2;
 		if (build(&w, msgs, seq, &out, &len) < 0)
 			return 1;
@@ -130,14 +133,16 @@ int main(int argc, char **argv)
 	printf("  encode (writer + tag)            %8.2f us   %6.0f ns/msg\n", t / 1e3, t / (double)msgs);
 	build(&w, msgs, 1, &out, &len);
 
-	t = 0; BEST_OF(t, iters, {
+	t = 0;
+	BEST_OF(t, iters, {
 		if (wire__decode_in(dec, out, len, &dg, &why) < 0)
 			return 1;
 		wire__datagram_release(&dg);
 	});
 	printf("  decode (tag check, parse, walk)  %8.2f us   %6.0f ns/msg\n", t / 1e3, t / (double)msgs);
 
-	t = 0; BEST_OF(t, iters, {
+	t = 0;
+	BEST_OF(t, iters, {
 		if (wire__decode(&c, out, len, &dg, &why) < 0)
 			return 1;
 		wire__datagram_release(&dg);
@@ -145,13 +150,17 @@ int main(int argc, char **argv)
 	printf("  decode, one-shot (wire__decode)  %8.2f us\n", t / 1e3);
 
 	printf("MACs over %zu bytes:\n", len - WIRE_TAG_BYTES);
-	t = 0; BEST_OF(t, iters, { wire__codec_tag(&c, out, len - WIRE_TAG_BYTES, tag); });
+	t = 0;
+	BEST_OF(t, iters, { wire__codec_tag(&c, out, len - WIRE_TAG_BYTES, tag); });
 	printf("  HMAC-SHA-512-256, pads prepared   %8.2f us\n", t / 1e3);
-	t = 0; BEST_OF(t, iters, { crypto_auth(tag, out, len - WIRE_TAG_BYTES, key); });
+	t = 0;
+	BEST_OF(t, iters, { crypto_auth(tag, out, len - WIRE_TAG_BYTES, key); });
 	printf("  HMAC-SHA-512-256, crypto_auth()   %8.2f us\n", t / 1e3);
-	t = 0; BEST_OF(t, iters, { crypto_generichash(tag, 32, out, len - WIRE_TAG_BYTES, key, sizeof(key)); });
+	t = 0;
+	BEST_OF(t, iters, { crypto_generichash(tag, 32, out, len - WIRE_TAG_BYTES, key, sizeof(key)); });
 	printf("  keyed BLAKE2b-256                 %8.2f us\n", t / 1e3);
-	t = 0; BEST_OF(t, iters, {
+	t = 0;
+	BEST_OF(t, iters, {
 		nonce[0] = (uint8_t)it_;
 		crypto_stream_chacha20(dkey, sizeof(dkey), nonce, key);
 		crypto_onetimeauth(tag, out, len - WIRE_TAG_BYTES, dkey);
