@@ -672,9 +672,9 @@ static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs)
 	}
 }
 
-static int decode_env(const struct jv *f, struct wire_env *env)
+static int decode_env(const struct wire_codec *c, const struct jv *f, struct wire_env *env)
 {
-	if (f[E_V].k != JK_INT || f[E_V].i != WIRE_VERSION)
+	if (f[E_V].k != JK_INT || f[E_V].i != (c->key ? WIRE_VERSION : WIRE_VERSION_PLAIN))
 		return -EBADMSG;
 	env->from = get_name(&f[E_FROM]);
 	if (!env->from)
@@ -809,7 +809,7 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 		*reject = TSYNC_REJ_AUTH;
 		goto leave;
 	}
-	if (!dg->env.legacy && decode_env(env, &dg->env) < 0)
+	if (!dg->env.legacy && decode_env(c, env, &dg->env) < 0)
 		goto leave;
 
 	*reject = TSYNC_REJ_OVERSIZE;

@@ -421,7 +421,7 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 	if (!name_ok(env->from) || env->boot == 0 || env->seq == 0 || env->boot > INT64_MAX ||
 	    env->seq > INT64_MAX || env->to_boot > INT64_MAX || env->re > INT64_MAX)
 		return -EINVAL;
-	r = put_str(w, "{\"v\":1,\"from\":");
+	r = put_str(w, w->codec->key ? "{\"v\":2,\"from\":" : "{\"v\":1,\"from\":");
 	if (r == 0)
 		r = put_json_string(w, env->from);
 	if (r == 0)

@@ -5,9 +5,9 @@
  * window. It knows the shape of messages, not what they mean: lib/sync does.
  *
  * A datagram is either
- *   - an envelope: {"v":1,"from":NAME,"boot":B,"seq":S,"to_boot":T,"re":R,
+ *   - an envelope: {"v":2,"from":NAME,"boot":B,"seq":S,"to_boot":T,"re":R,
  *                   "dw":1,"msgs":[MSG,...]}   followed, with a site key, by the
- *     32-byte crypto_auth tag of everything before it; or
+ *     32-byte tag of everything before it (auth.c); "v":1 without a key; or
  *   - legacy (the seed's format, only without a site key): [MSG,...]
  * and a message is one of the seed's objects, e.g.
  *   {"type":"io","cmd":"set","io":"is_armed","val":1,"ver":12}
@@ -40,9 +40,12 @@
 
 #include "util/util.h"
 
-#define WIRE_TAG_BYTES 32 /* crypto_auth_BYTES */
-#define WIRE_KEY_BYTES 32 /* crypto_auth_KEYBYTES */
-#define WIRE_VERSION 1
+#define WIRE_TAG_BYTES 32 /* a 16-byte nonce and a 16-byte Poly1305 tag (auth.c) */
+#define WIRE_KEY_BYTES 32 /* the site key */
+/* The envelope's "v": 2 with a site key (the XChaCha20-Poly1305 tag of
+ * auth.c; 1 was HMAC-SHA-512-256), 1 without (nothing else changed). */
+#define WIRE_VERSION       2
+#define WIRE_VERSION_PLAIN 1
 #define WIRE_NAME_MAX 63      /* bytes of a name: "from", "io", "role", "cmd", "type" */
 #define WIRE_MS_MAX 86400000u /* longest pulse, "ms" */
 
@@ -113,8 +116,8 @@ struct wire_env {
 	bool durable;     /* "dw": the sender keeps durable windows (see above) */
 };
 
-/* The site key with its HMAC pads already hashed (wire__auth_prepare): the
- * tag of a small datagram then costs 3 SHA-512 blocks instead of 5. */
+/* The MAC key derived from the site key once (wire__auth_prepare), instead
+ * of for every datagram. */
 struct wire_auth_key;
 
 /* What the codec needs to know; borrowed by it. */
@@ -215,9 +218,9 @@ int wire__replay_check(const struct wire_replay *r, uint64_t boot, uint64_t seq)
 /* Records (boot, seq) as seen; call after the datagram authenticated. */
 void wire__replay_update(struct wire_replay *r, uint64_t boot, uint64_t seq);
 
-/* Authentication (auth.c): the crypto_auth tag of data under a
- * WIRE_KEY_BYTES key. 0, -EBADMSG (verify: wrong tag), -EIO (libsodium
- * failed to initialise). */
+/* Authentication (auth.c): the tag of data under a WIRE_KEY_BYTES site
+ * key, a fresh nonce and its XChaCha20-Poly1305 tag. 0, -EBADMSG (verify:
+ * wrong tag), -EIO (libsodium failed to initialise). */
 int wire__auth_tag(const uint8_t *key, const void *data, size_t len, uint8_t tag[WIRE_TAG_BYTES]);
 int wire__auth_verify(const uint8_t *key, const void *data, size_t len, const uint8_t tag[WIRE_TAG_BYTES]);
 /* The same with a codec: its prepared key if it has one. */

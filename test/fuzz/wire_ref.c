@@ -3,7 +3,8 @@
  * datagram reader as it was before issue 15, on a jansson tree. The reader
  * that replaced it (lib/wire/decode.c) must accept and refuse the same
  * datagrams and read the same fields from them. Only the names changed
- * (wire_ref__*), and the whole message object is kept for every message.
+ * (wire_ref__*), and, with the new tag, the envelope version it wants with a
+ * key (WIRE_VERSION; WIRE_VERSION_PLAIN without).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -41,11 +42,11 @@ static int get_uint(json_t *o, const char *key, json_int_t min, uint64_t *out)
 	return 1;
 }
 
-static int decode_env(json_t *root, struct wire_env *env, json_t **msgs)
+static int decode_env(const struct wire_codec *c, json_t *root, struct wire_env *env, json_t **msgs)
 {
 	json_t *v = json_object_get(root, "v");
 
-	if (!json_is_integer(v) || json_integer_value(v) != WIRE_VERSION)
+	if (!json_is_integer(v) || json_integer_value(v) != (c->key ? WIRE_VERSION : WIRE_VERSION_PLAIN))
 		return -EBADMSG;
 	env->from = get_name(root, "from");
 	if (!env->from)
@@ -258,7 +259,7 @@ int wire_ref__decode(const struct wire_codec *c, const void *buf, size_t len, st
 		}
 		dg->env.legacy = true;
 		msgs = root;
-	} else if (!json_is_object(root) || decode_env(root, &dg->env, &msgs) < 0) {
+	} else if (!json_is_object(root) || decode_env(c, root, &dg->env, &msgs) < 0) {
 		goto leave;
 	}
 

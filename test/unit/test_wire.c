@@ -15,6 +15,9 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <sodium.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "wire/wire.h"
 
@@ -1168,6 +1171,72 @@ static void test_auth(void **state)
 	assert_int_equal(wire__auth_verify(key_b, copy, 6, copy + 6), -EBADMSG);
 }
 
+/* The tag of "v":2 (auth.c): a fresh nonce per datagram, in a forked child
+ * too; HMAC-SHA-512-256 tags ("v":1) no longer pass; each version only with
+ * its own kind of site. */
+static void test_auth_v2(void **state)
+{
+	static const char v1[] = "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
+	static const char v2[] = "{\"v\":2,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
+	struct wire_codec c = keyed_codec(key_a), plain = plain_codec();
+	struct wire_datagram dg;
+	tsync_reject rej;
+	uint8_t a[256], b[256], child[WIRE_TAG_BYTES];
+	size_t n = sizeof(v2) - 1;
+	int fds[2], status;
+	pid_t pid;
+
+	(void)state;
+	/* The same text twice: two nonces, two tags, both good. */
+	memcpy(a, v2, n);
+	memcpy(b, v2, n);
+	assert_int_equal(wire__auth_tag(key_a, a, n, a + n), 0);
+	assert_int_equal(wire__auth_tag(key_a, b, n, b + n), 0);
+	assert_memory_not_equal(a + n, b + n, 16);
+	assert_memory_not_equal(a + n + 16, b + n + 16, 16);
+	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), 0);
+	wire__datagram_release(&dg);
+	assert_int_equal(wire__decode(&c, b, n + WIRE_TAG_BYTES, &dg, &rej), 0);
+	wire__datagram_release(&dg);
+	/* One datagram's nonce with the other's tag. */
+	memcpy(a + n + 16, b + n + 16, 16);
+	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_AUTH);
+
+	/* A forked child does not repeat its parent's nonces. */
+	assert_int_equal(pipe(fds), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		uint8_t t[WIRE_TAG_BYTES];
+		ssize_t w = -1;
+		if (wire__auth_tag(key_a, v2, n, t) == 0)
+			w = write(fds[1], t, sizeof(t));
+		_exit(w == (ssize_t)sizeof(t) ? 0 : 1);
+	}
+	assert_int_equal(read(fds[0], child, sizeof(child)), (ssize_t)sizeof(child));
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	close(fds[0]);
+	close(fds[1]);
+	assert_int_equal(wire__auth_tag(key_a, b, n, b + n), 0);
+	assert_memory_not_equal(child, b + n, 8); /* the random prefix */
+
+	/* The old tag, HMAC-SHA-512-256 of a "v":1 envelope, is refused. */
+	memcpy(a, v1, n);
+	crypto_auth(a + n, a, n, key_a);
+	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_AUTH);
+	/* A good tag on "v":1, and "v":2 without a key: refused envelopes. */
+	assert_int_equal(wire__auth_tag(key_a, a, n, a + n), 0);
+	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_JSON);
+	assert_int_equal(wire__decode(&plain, v2, n, &dg, &rej), -EBADMSG);
+	assert_int_equal(rej, TSYNC_REJ_JSON);
+	assert_int_equal(wire__decode(&plain, v1, n, &dg, &rej), 0);
+	wire__datagram_release(&dg);
+}
+
 /* ------------------------------------------------------------------ replay window */
 
 static void test_replay_in_order_and_duplicates(void **state)
@@ -1320,6 +1389,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_message_among_good),
 	    cmocka_unit_test(test_bad_message_fields_kept),
 	    cmocka_unit_test(test_auth),
+	    cmocka_unit_test(test_auth_v2),
 	    cmocka_unit_test(test_replay_in_order_and_duplicates),
 	    cmocka_unit_test(test_replay_out_of_order),
 	    cmocka_unit_test(test_replay_boots),
