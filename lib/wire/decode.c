@@ -326,18 +326,29 @@ static uint32_t hash_of(const char *s, uint32_t n)
 	return h;
 }
 
+struct name {
+	const char *s;
+	uint32_t n;
+};
+#define NAME(lit)                                                                                            \
+	{                                                                                                    \
+		lit, sizeof(lit) - 1                                                                         \
+	}
+
 /* Which of names[] the key is, or -1. */
-static int field_of(const char *const *names, int n_names, const char *s, uint32_t n)
+static int field_of(const struct name *names, int n_names, const char *s, uint32_t n)
 {
 	for (int i = 0; i < n_names; i++)
-		if (names[i][0] == s[0] && strlen(names[i]) == n && memcmp(names[i], s, n) == 0)
+		if (names[i].n == n && names[i].s[0] == s[0] && memcmp(names[i].s, s, n) == 0)
 			return i;
 	return -1;
 }
 
-static const char *const env_names[E_N] = {"v", "from", "boot", "seq", "to_boot", "re", "dw", "msgs"};
-static const char *const msg_names[M_N] = {"type", "cmd", "io", "role", "fld", "val",
-                                           "ver",  "id",  "re", "ob",   "ms",  "err"};
+static const struct name env_names[E_N] = {NAME("v"),       NAME("from"), NAME("boot"), NAME("seq"),
+                                           NAME("to_boot"), NAME("re"),   NAME("dw"),   NAME("msgs")};
+static const struct name msg_names[M_N] = {NAME("type"), NAME("cmd"), NAME("io"),  NAME("role"),
+                                           NAME("fld"),  NAME("val"), NAME("ver"), NAME("id"),
+                                           NAME("re"),   NAME("ob"),  NAME("ms"),  NAME("err")};
 
 /*
  * An object at P->p. With names, the values of those members are kept in
@@ -345,7 +356,7 @@ static const char *const msg_names[M_N] = {"type", "cmd", "io", "role", "fld", "
  * Keys are checked for duplicates against this object's keys only (the
  * stack above `base`): compared by hash first, then by bytes.
  */
-static int parse_object(struct parser *P, int depth, const char *const *names, int n_names, struct jv *vals,
+static int parse_object(struct parser *P, int depth, const struct name *names, int n_names, struct jv *vals,
                         bool env)
 {
 	struct wire_decoder *d = P->d;

@@ -29,12 +29,19 @@ static size_t compute_limit(const struct wire_codec *c)
  * Every append goes through here: it keeps room for the closing brackets, so
  * that a message accepted by wire__add() can always be closed.
  */
-static int put(struct wire_writer *w, const char *s, size_t n)
+static inline int put(struct wire_writer *w, const char *s, size_t n)
 {
 	size_t used = w->b.len + close_len(w);
 
 	if (used > w->limit || n > w->limit - used)
 		return -EMSGSIZE;
+	/* wire__begin() reserved the whole datagram: no call, no growth. */
+	if (w->b.cap > w->b.len + n) {
+		memcpy(w->b.data + w->b.len, s, n);
+		w->b.len += n;
+		w->b.data[w->b.len] = '\0';
+		return 0;
+	}
 	return buf__append(&w->b, s, n);
 }
 
@@ -167,13 +174,17 @@ static int put_json_string(struct wire_writer *w, const char *s)
 /* ,"key": */
 static int put_key(struct wire_writer *w, const char *key)
 {
-	int r = put(w, ",\"", 2);
+	char tmp[16];
+	size_t n = strlen(key);
 
-	if (r == 0)
-		r = put_str(w, key);
-	if (r == 0)
-		r = put(w, "\":", 2);
-	return r;
+	if (n > sizeof(tmp) - 4)
+		return -EINVAL; /* the writer's own keys are short */
+	tmp[0] = ',';
+	tmp[1] = '"';
+	memcpy(tmp + 2, key, n);
+	tmp[n + 2] = '"';
+	tmp[n + 3] = ':';
+	return put(w, tmp, n + 4);
 }
 
 static int put_member_string(struct wire_writer *w, const char *key, const char *s)
