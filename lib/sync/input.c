@@ -245,7 +245,7 @@ static void unwind_request(struct sync_engine *e, struct sync_peer *p, struct de
 {
 	if (w) {
 		dedup__unmark(&w->d, id);
-		w->dirty = true;
+		engine__window_dirty(e, w);
 	}
 	if (p->n_answers)
 		engine__answer_free(&p->answers[--p->n_answers]);
@@ -394,7 +394,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 			if (fresh)
 				engine__undo_mark(e, p, w->ob, m->id);
 			dedup__mark(&w->d, m->id);
-			w->dirty = true;
+			engine__window_dirty(e, w);
 		}
 		if (!fresh) {
 			/* Acted on already: the same answer again (a failed act
@@ -547,7 +547,7 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 		/* Marked done, durably, before the handler acts (engine__act_point). */
 		engine__undo_mark(e, p, w->ob, m->id);
 		dedup__mark(&w->d, m->id);
-		w->dirty = true;
+		engine__window_dirty(e, w);
 		if (engine__act_point(e, p, w) < 0) {
 			unwind_request(e, p, w, m->id);
 			free(json);

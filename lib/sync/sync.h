@@ -331,6 +331,7 @@ struct sync_engine {
 	struct wire_auth_key *auth;
 	struct wire_writer writer;
 	struct wire_decoder *decoder; /* its buffers, allocated once: receiving allocates nothing */
+	bool wins_dirty;              /* some peer's window is dirty: the next flush stages it */
 	struct prng prng;
 
 	struct thing_rt *things; /* one per site thing */
@@ -456,6 +457,8 @@ struct dedup_win *engine__window(struct sync_engine *e, struct sync_peer *p, uin
  * instant between this commit and the act's start loses the act, answered
  * as done. 0, or the commit's error (then the caller must not act). */
 int engine__act_point(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w);
+/* Marks w changed since the last commit (the next flush stages it). */
+void engine__window_dirty(struct sync_engine *e, struct dedup_win *w);
 /* Marks id executed in w, and remembers its answer (strings copied). */
 void engine__window_done(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id,
                          const char *err, const char *res);

@@ -142,6 +142,18 @@ static int parse_string(struct parser *P, const char **out, uint32_t *outn)
 	char *r = P->p + 1, *w = r;
 	const char *start = w;
 
+	/* Most strings are plain ASCII: they stay where they are, and only
+	 * their closing quote becomes the NUL. */
+	while (r < P->end && (unsigned char)*r >= 0x20 && (unsigned char)*r < 0x80 && *r != '"' && *r != '\\')
+		r++;
+	if (r < P->end && *r == '"') {
+		*r = '\0';
+		P->p = r + 1;
+		*out = start;
+		*outn = (uint32_t)(r - start);
+		return 0;
+	}
+	w = r; /* the plain part is in place; the rest is copied down */
 	for (;;) {
 		unsigned char ch = (unsigned char)*r;
 
@@ -338,8 +350,11 @@ struct name {
 /* Which of names[] the key is, or -1. */
 static int field_of(const struct name *names, int n_names, const char *s, uint32_t n)
 {
+	if (n == 0 || n > 7) /* the longest name the wire reads: "to_boot" */
+		return -1;
 	for (int i = 0; i < n_names; i++)
-		if (names[i].n == n && names[i].s[0] == s[0] && memcmp(names[i].s, s, n) == 0)
+		if (names[i].n == n && names[i].s[0] == s[0] &&
+		    (n == 1 || memcmp(names[i].s + 1, s + 1, n - 1) == 0))
 			return i;
 	return -1;
 }
