@@ -329,6 +329,36 @@ static int parse_literal(struct parser *P, struct jv *v)
 	return -1;
 }
 
+/* After a member or an element: 1 if a ',' follows (skipped, with the
+ * space after it), 0 if the closing byte does (skipped), -1 otherwise. */
+static int next_or_close(struct parser *P, char close)
+{
+	skip_ws(P);
+	if (P->p < P->end && *P->p == ',') {
+		P->p++;
+		skip_ws(P);
+		return 1;
+	}
+	if (P->p < P->end && *P->p == close) {
+		P->p++;
+		return 0;
+	}
+	return -1;
+}
+
+/* An opening '[' or '{' at P->p: skipped with the space after it; 1 if the
+ * closing byte follows at once (skipped too), else 0. */
+static int open_empty(struct parser *P, char close)
+{
+	P->p++;
+	skip_ws(P);
+	if (P->p < P->end && *P->p == close) {
+		P->p++;
+		return 1;
+	}
+	return 0;
+}
+
 static uint32_t hash_of(const char *s, uint32_t n)
 {
 	uint32_t h = 2166136261u;
@@ -378,16 +408,12 @@ static int parse_object(struct parser *P, int depth, const struct name *names, i
 	size_t base = P->nkeys;
 	struct jv scratch;
 
-	P->p++;
-	skip_ws(P);
-	if (*P->p == '}') {
-		P->p++;
+	if (open_empty(P, '}'))
 		return 0;
-	}
 	for (;;) {
 		const char *ks;
 		uint32_t kn, h;
-		int f;
+		int f, r;
 
 		if (*P->p != '"' || P->p >= P->end || parse_string(P, &ks, &kn) < 0)
 			return -1;
@@ -407,17 +433,11 @@ static int parse_object(struct parser *P, int depth, const struct name *names, i
 		memset(&scratch, 0, sizeof(scratch));
 		if (parse_value(P, depth + 1, f >= 0 ? &vals[f] : &scratch, env && f == E_MSGS) < 0)
 			return -1;
-		skip_ws(P);
-		if (*P->p == ',' && P->p < P->end) {
-			P->p++;
-			skip_ws(P);
-			continue;
-		}
-		if (*P->p == '}' && P->p < P->end) {
-			P->p++;
+		r = next_or_close(P, '}');
+		if (r < 0)
+			return -1;
+		if (r == 0)
 			break;
-		}
-		return -1;
 	}
 	P->nkeys = base;
 	return 0;
@@ -593,13 +613,10 @@ static void decode_msg(const struct wire_codec *c, const struct jv *f, struct wi
 static int parse_msgs(struct parser *P, int depth)
 {
 	struct wire_decoder *d = P->d;
+	int r;
 
-	P->p++;
-	skip_ws(P);
-	if (*P->p == ']' && P->p < P->end) {
-		P->p++;
+	if (open_empty(P, ']'))
 		return 0;
-	}
 	for (;;) {
 		size_t i = P->n_msgs++;
 		struct wire_msg *m = i < d->msgs_cap ? &d->msgs[i] : NULL;
@@ -628,17 +645,9 @@ static int parse_msgs(struct parser *P, int depth)
 				mark_bad(m, TSYNC_REJ_REQ);
 			}
 		}
-		skip_ws(P);
-		if (*P->p == ',' && P->p < P->end) {
-			P->p++;
-			skip_ws(P);
-			continue;
-		}
-		if (*P->p == ']' && P->p < P->end) {
-			P->p++;
-			return 0;
-		}
-		return -1;
+		r = next_or_close(P, ']');
+		if (r <= 0)
+			return r;
 	}
 }
 
@@ -656,27 +665,16 @@ static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs)
 		v->k = JK_ARR;
 		if (msgs)
 			return parse_msgs(P, depth);
-		P->p++;
-		skip_ws(P);
-		if (*P->p == ']' && P->p < P->end) {
-			P->p++;
+		if (open_empty(P, ']'))
 			return 0;
-		}
 		for (;;) {
 			struct jv e = {0};
+			int r;
 			if (parse_value(P, depth + 1, &e, false) < 0)
 				return -1;
-			skip_ws(P);
-			if (*P->p == ',' && P->p < P->end) {
-				P->p++;
-				skip_ws(P);
-				continue;
-			}
-			if (*P->p == ']' && P->p < P->end) {
-				P->p++;
-				return 0;
-			}
-			return -1;
+			r = next_or_close(P, ']');
+			if (r <= 0)
+				return r;
 		}
 	case '"':
 		v->k = JK_STR;

@@ -16,25 +16,10 @@
 #include <string.h>
 
 #include "wire/wire.h"
+#include "fuzz_util.h"
 
 #define FUZZ_MAX_DATAGRAM 1400
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static const uint8_t fuzz_key[WIRE_KEY_BYTES] = "thingsync-fuzz-key-0123456789ab";
-
-static void check(bool ok)
-{
-	if (!ok)
-		abort();
-}
-
-static bool same_str(const char *a, const char *b)
-{
-	if (!a || !b)
-		return a == b;
-	return strcmp(a, b) == 0;
-}
 
 static bool same_val(const struct wire_msg *in, const struct wire_msg *out)
 {

@@ -19,23 +19,8 @@
 #include <jansson.h>
 
 #include "wire_ref.h"
+#include "fuzz_util.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static const uint8_t fuzz_key[WIRE_KEY_BYTES] = "thingsync-fuzz-key-0123456789ab";
-
-static void check(bool ok)
-{
-	if (!ok)
-		abort();
-}
-
-static bool same_str(const char *a, const char *b)
-{
-	if (!a || !b)
-		return a == b;
-	return strcmp(a, b) == 0;
-}
 
 static bool same_val(const struct wire_msg *a, const struct wire_msg *b)
 {
