@@ -49,7 +49,17 @@ struct wire_decoder {
 	size_t msgs_cap;
 	struct dkey *keys; /* the keys of the objects being read, innermost last */
 	size_t keys_cap;
+	/* The keys of objects with many (over SMALL_OBJECT), hashed: finding a
+	 * duplicate stays linear in the keys, as in jansson's hash table, not
+	 * quadratic. A slot is empty unless its gen is this decode's. */
+	struct kslot {
+		uint32_t gen, idx;
+	} * table;
+	size_t table_mask;
+	uint32_t gen;
 };
+
+#define SMALL_OBJECT 8 /* keys an object has before they are hashed */
 
 enum jkind { JK_NONE = 0, JK_STR, JK_INT, JK_REAL, JK_TRUE, JK_FALSE, JK_NULL, JK_OBJ, JK_ARR };
 
@@ -395,6 +405,32 @@ static const struct name msg_names[M_N] = {NAME("type"), NAME("cmd"), NAME("io")
                                            NAME("fld"),  NAME("val"), NAME("ver"), NAME("id"),
                                            NAME("re"),   NAME("ob"),  NAME("ms"),  NAME("err")};
 
+/* Whether the object whose keys are keys[base..end) has key s. Slots of
+ * closed objects may point anywhere: only an index in the range, and equal
+ * bytes, count. */
+static bool table_has(const struct wire_decoder *d, size_t base, size_t end, const char *s, uint32_t n,
+                      uint32_t h)
+{
+	for (size_t i = h & d->table_mask; d->table[i].gen == d->gen; i = (i + 1) & d->table_mask) {
+		size_t k = d->table[i].idx;
+		if (k >= base && k < end && d->keys[k].h == h && d->keys[k].n == n &&
+		    memcmp(d->keys[k].s, s, n) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* There is always an empty slot: the table has twice the slots of keys a
+ * datagram can hold, and each key goes in once. */
+static void table_add(struct wire_decoder *d, size_t k)
+{
+	size_t i = d->keys[k].h & d->table_mask;
+
+	while (d->table[i].gen == d->gen)
+		i = (i + 1) & d->table_mask;
+	d->table[i] = (struct kslot){d->gen, (uint32_t)k};
+}
+
 /*
  * An object at P->p. With names, the values of those members are kept in
  * vals[]; env says it is the envelope, whose "msgs" holds the messages.
@@ -418,12 +454,24 @@ static int parse_object(struct parser *P, int depth, const struct name *names, i
 		if (*P->p != '"' || P->p >= P->end || parse_string(P, &ks, &kn) < 0)
 			return -1;
 		h = hash_of(ks, kn);
-		for (size_t i = base; i < P->nkeys; i++)
-			if (d->keys[i].h == h && d->keys[i].n == kn && memcmp(d->keys[i].s, ks, kn) == 0)
-				return -1;
 		if (P->nkeys >= d->keys_cap)
 			return -1; /* cannot happen: keys_cap is over a third of the text */
-		d->keys[P->nkeys++] = (struct dkey){ks, kn, h};
+		if (P->nkeys - base < SMALL_OBJECT) {
+			for (size_t i = base; i < P->nkeys; i++)
+				if (d->keys[i].h == h && d->keys[i].n == kn &&
+				    memcmp(d->keys[i].s, ks, kn) == 0)
+					return -1;
+		} else {
+			if (P->nkeys - base == SMALL_OBJECT) /* from now on, hashed */
+				for (size_t i = base; i < P->nkeys; i++)
+					table_add(d, i);
+			if (table_has(d, base, P->nkeys, ks, kn, h))
+				return -1;
+		}
+		d->keys[P->nkeys] = (struct dkey){ks, kn, h};
+		if (P->nkeys - base >= SMALL_OBJECT)
+			table_add(d, P->nkeys);
+		P->nkeys++;
 		skip_ws(P);
 		if (*P->p != ':')
 			return -1;
@@ -727,12 +775,18 @@ static size_t msgs_cap_for(const struct wire_codec *c, size_t len)
 /* One block: the decoder, its text, messages, spans and key stack. */
 static struct wire_decoder *decoder_alloc(const struct wire_codec *c, size_t len)
 {
-	size_t msgs = msgs_cap_for(c, len), keys = len / 3 + 2;
-	size_t sz = sizeof(struct wire_decoder) + msgs * sizeof(struct wire_msg) +
-	            msgs * sizeof(uint32_t[2]) + keys * sizeof(struct dkey) + len + 1;
-	struct wire_decoder *d = malloc(sz);
+	size_t msgs = msgs_cap_for(c, len), keys = len / 3 + 2, slots = 16;
+	size_t sz;
+	struct wire_decoder *d;
 	char *p;
 
+	while (slots < 2 * keys)
+		slots *= 2;
+	sz = sizeof(struct wire_decoder) + msgs * sizeof(struct wire_msg) + msgs * sizeof(uint32_t[2]) +
+	     keys * sizeof(struct dkey) + slots * sizeof(struct kslot) + len + 1;
+	/* Zeroed (every slot empty) without touching it: a big max_datagram
+	 * costs address space, and memory only as far as datagrams go. */
+	d = calloc(1, sz);
 	if (!d)
 		return NULL;
 	p = (char *)(d + 1);
@@ -745,6 +799,10 @@ static struct wire_decoder *decoder_alloc(const struct wire_codec *c, size_t len
 	d->keys = (struct dkey *)p;
 	d->keys_cap = keys;
 	p += keys * sizeof(struct dkey);
+	d->table = (struct kslot *)p;
+	d->table_mask = slots - 1;
+	d->gen = 0;
+	p += slots * sizeof(struct kslot);
 	d->text = p;
 	d->text_cap = len + 1;
 	return d;
@@ -811,6 +869,10 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 	}
 
 	*reject = TSYNC_REJ_JSON;
+	if (++d->gen == 0) { /* wrapped: every slot's gen could look current */
+		memset(d->table, 0, (d->table_mask + 1) * sizeof(struct kslot));
+		d->gen = 1;
+	}
 	memcpy(d->text, json, json_len);
 	d->text[json_len] = '\0';
 	memset(env, 0, sizeof(env));

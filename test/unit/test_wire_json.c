@@ -217,6 +217,42 @@ static void test_nul_quirk(void **state)
 	REFUSES("\0[]");
 }
 
+/* Objects of many keys (hashed past the first few): a duplicate is found
+ * wherever it is, an inner object's keys are its own, and many keys do not
+ * cost a time that grows with their square (not timed here: the test only
+ * has to end). */
+static void test_many_keys(void **state)
+{
+	enum { KEYS = 4000 };
+	static char s[65000];
+	size_t n;
+
+	(void)state;
+	n = (size_t)snprintf(s, sizeof(s), "[{");
+	for (int i = 0; i < KEYS; i++)
+		n += (size_t)snprintf(s + n, sizeof(s) - n, "%s\"k%d\":%d", i ? "," : "", i, i);
+	memcpy(s + n, "}]", 3);
+	assert_true(accepted(s, n + 2));
+	/* The same with the first key again at the end. */
+	memcpy(s + n, ",\"k0\":1}]", 10);
+	assert_false(accepted(s, n + 9));
+	/* ...and a middle one, escaped. */
+	memcpy(s + n, ",\"\\u006b3000\":1}]", 18);
+	assert_false(accepted(s, n + 17));
+	/* An inner object of many keys, the same as the outer's: no duplicate;
+	 * then one inside it. */
+	n = (size_t)snprintf(s, sizeof(s),
+	                     "[{\"a\":1,\"b\":2,\"c\":3,\"d\":4,\"e\":5,\"f\":6,\"g\":7,\"h\":8,"
+	                     "\"i\":9,\"in\":{");
+	for (int i = 0; i < 40; i++)
+		n += (size_t)snprintf(s + n, sizeof(s) - n, "%s\"%c%d\":0", i ? "," : "", 'a' + i % 9, i / 9);
+	n += (size_t)snprintf(s + n, sizeof(s) - n, "},\"j\":{\"a\":0},\"k\":0}]");
+	assert_true(accepted(s, n));
+	assert_non_null(strstr(s, "\"e3\":0"));
+	memcpy(strstr(s, "\"e3\":0"), "\"a0\"", 4); /* e3 -> a0, which the inner object has */
+	assert_false(accepted(s, n));
+}
+
 static void test_depth(void **state)
 {
 	enum { MAX = 2048 };
@@ -326,10 +362,11 @@ static void test_no_allocation(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_grammar),   cmocka_unit_test(test_numbers),
-	    cmocka_unit_test(test_strings),   cmocka_unit_test(test_objects),
-	    cmocka_unit_test(test_nul_quirk), cmocka_unit_test(test_depth),
-	    cmocka_unit_test(test_fields),    cmocka_unit_test(test_no_allocation),
+	    cmocka_unit_test(test_grammar),       cmocka_unit_test(test_numbers),
+	    cmocka_unit_test(test_strings),       cmocka_unit_test(test_objects),
+	    cmocka_unit_test(test_nul_quirk),     cmocka_unit_test(test_depth),
+	    cmocka_unit_test(test_many_keys),     cmocka_unit_test(test_fields),
+	    cmocka_unit_test(test_no_allocation),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
