@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include <jansson.h>
+#include <sodium.h>
 
 #include "wire/wire.h"
 
@@ -57,6 +58,9 @@ struct wire_decoder {
 	} * table;
 	size_t table_mask;
 	uint32_t gen;
+	/* Where a key goes in the table: SipHash under a key of the decoder's
+	 * own, so that no sender can choose keys that all collide. */
+	uint8_t sipkey[crypto_shorthash_KEYBYTES];
 };
 
 #define SMALL_OBJECT 8 /* keys an object has before they are hashed */
@@ -405,13 +409,23 @@ static const struct name msg_names[M_N] = {NAME("type"), NAME("cmd"), NAME("io")
                                            NAME("fld"),  NAME("val"), NAME("ver"), NAME("id"),
                                            NAME("re"),   NAME("ob"),  NAME("ms"),  NAME("err")};
 
+static size_t table_slot(const struct wire_decoder *d, const char *s, uint32_t n)
+{
+	uint8_t h[crypto_shorthash_BYTES];
+	uint64_t v;
+
+	crypto_shorthash(h, (const unsigned char *)s, n, d->sipkey);
+	memcpy(&v, h, sizeof(v));
+	return (size_t)v & d->table_mask;
+}
+
 /* Whether the object whose keys are keys[base..end) has key s. Slots of
  * closed objects may point anywhere: only an index in the range, and equal
  * bytes, count. */
 static bool table_has(const struct wire_decoder *d, size_t base, size_t end, const char *s, uint32_t n,
                       uint32_t h)
 {
-	for (size_t i = h & d->table_mask; d->table[i].gen == d->gen; i = (i + 1) & d->table_mask) {
+	for (size_t i = table_slot(d, s, n); d->table[i].gen == d->gen; i = (i + 1) & d->table_mask) {
 		size_t k = d->table[i].idx;
 		if (k >= base && k < end && d->keys[k].h == h && d->keys[k].n == n &&
 		    memcmp(d->keys[k].s, s, n) == 0)
@@ -424,7 +438,7 @@ static bool table_has(const struct wire_decoder *d, size_t base, size_t end, con
  * datagram can hold, and each key goes in once. */
 static void table_add(struct wire_decoder *d, size_t k)
 {
-	size_t i = d->keys[k].h & d->table_mask;
+	size_t i = table_slot(d, d->keys[k].s, d->keys[k].n);
 
 	while (d->table[i].gen == d->gen)
 		i = (i + 1) & d->table_mask;
@@ -802,6 +816,7 @@ static struct wire_decoder *decoder_alloc(const struct wire_codec *c, size_t len
 	d->table = (struct kslot *)p;
 	d->table_mask = slots - 1;
 	d->gen = 0;
+	randombytes_buf(d->sipkey, sizeof(d->sipkey));
 	p += slots * sizeof(struct kslot);
 	d->text = p;
 	d->text_cap = len + 1;
