@@ -322,6 +322,48 @@ static void test_forged_datagrams(void **state)
 	assert_int_equal(st.value.type, TSYNC_TYPE_NONE);
 }
 
+static bool burst_counted(void *ud)
+{
+	struct fixture *f = ud;
+	return tsync_node_rejected_unknown(f->node[0], TSYNC_REJ_AUTH) >= 100 &&
+	       tsync_node_rejected_unknown(f->node[0], TSYNC_REJ_OVERSIZE) >= 1;
+}
+
+/* Datagrams read in batches (recvmmsg): a burst longer than a batch is
+ * read whole, every datagram counted; one longer than max_datagram is
+ * refused as oversize, not cut to size and read. */
+static void test_burst_and_oversize(void **state)
+{
+	struct fixture *f = *state;
+	struct sockaddr_in to;
+	static char big[3000];
+	char forged[256];
+	int fd = socket(AF_INET, SOCK_DGRAM, 0);
+	size_t len;
+
+	assert_true(harness_run_until(f->base, all_settled, f, 10000));
+	memset(&to, 0, sizeof(to));
+	to.sin_family = AF_INET;
+	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	to.sin_port = htons(f->ports[0]);
+	for (int i = 0; i < 100; i++) {
+		len = (size_t)snprintf(forged, sizeof(forged),
+		                       "{\"v\":2,\"from\":\"PI-Light\",\"boot\":9,\"seq\":%d,\"msgs\":[]}"
+		                       "0123456789abcdef0123456789abcdef",
+		                       i + 1);
+		assert_true(sendto(fd, forged, len, 0, (struct sockaddr *)&to, sizeof(to)) > 0);
+	}
+	/* Valid JSON up to a length over max_datagram: it would decode if it
+	 * were cut to fit and taken as whole. */
+	memset(big, ' ', sizeof(big));
+	memcpy(big, "[]", 2);
+	assert_true(sendto(fd, big, sizeof(big), 0, (struct sockaddr *)&to, sizeof(to)) > 0);
+	assert_true(harness_run_until(f->base, burst_counted, f, 5000));
+	close(fd);
+	assert_int_equal(tsync_node_rejected_unknown(f->node[0], TSYNC_REJ_AUTH), 100);
+	assert_int_equal(tsync_node_rejected_unknown(f->node[0], TSYNC_REJ_OVERSIZE), 1);
+}
+
 static void test_api_errors(void **state)
 {
 	struct fixture *f = *state;
@@ -516,6 +558,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_commands, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restart_with_state, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_forged_datagrams, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_burst_and_oversize, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_api_errors, setup, teardown),
 	    cmocka_unit_test(test_example_controller),
 	    cmocka_unit_test(test_group_commit_window),
