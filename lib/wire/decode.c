@@ -914,7 +914,7 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 		goto leave;
 
 	*reject = TSYNC_REJ_OVERSIZE;
-	if (P.n_msgs > c->max_msgs)
+	if (P.n_msgs > c->max_msgs || P.n_msgs > d->msgs_cap) /* the second cannot be: two bytes a message */
 		goto leave;
 	dg->msgs = P.n_msgs ? d->msgs : NULL;
 	dg->n_msgs = P.n_msgs;
