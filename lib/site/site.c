@@ -31,6 +31,7 @@
 
 #define SITE_NAME_MAX     63
 #define SITE_PULSE_MS_MAX 3600000 /* one hour */
+#define SITE_GROUP_MAX    63      /* characters of a `group =` */
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -639,6 +640,7 @@ enum {
 	TK_HISTORY,
 	TK_HISTORY_MAX_AGE,
 	TK_HISTORY_MAX_BYTES,
+	TK_GROUP,
 	TK_COUNT
 };
 
@@ -649,6 +651,7 @@ static const struct key_def thing_keys[TK_COUNT] = {
     [TK_INITIAL] = {"initial", false},   [TK_DRIVER] = {"driver", false},
     [TK_HISTORY] = {"history", false},   [TK_HISTORY_MAX_AGE] = {"history_max_age", false},
     [TK_HISTORY_MAX_BYTES] = {"history_max_bytes", false},
+    [TK_GROUP] = {"group", false},
 };
 
 /* What a message calls a section: `[site]`, `controller 'X'`, `thing 'x'`. */
@@ -1528,6 +1531,14 @@ static int build_thing(struct parse *p, struct tsync_site *site, struct raw_sect
 		if (!t->driver)
 			return -ENOMEM;
 	}
+	if (kv[TK_GROUP]) {
+		if (!kv[TK_GROUP]->value[0] || strlen(kv[TK_GROUP]->value) > SITE_GROUP_MAX)
+			diag_add(d, kv[TK_GROUP]->line, "%s: group must be 1..%d characters", label,
+			         SITE_GROUP_MAX);
+		t->group = util__strdup(kv[TK_GROUP]->value);
+		if (!t->group)
+			return -ENOMEM;
+	}
 
 	if (kv[TK_HISTORY]) {
 		bool on = true;
@@ -1689,6 +1700,7 @@ TSYNC_API void tsync_site_free(tsync_site *site)
 			free(t->allowed[j]);
 		free(t->allowed);
 		free(t->driver);
+		free(t->group);
 		value__clear(&t->initial);
 	}
 	free(site->things);
@@ -1784,6 +1796,7 @@ TSYNC_API int tsync_site_thing(const tsync_site *site, size_t idx, tsync_thing_i
 	out->driver = t->driver;
 	out->initial = t->initial;
 	out->line = t->line;
+	out->group = t->group;
 	return 0;
 }
 

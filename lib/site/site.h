@@ -64,6 +64,7 @@ struct site_thing {
 	char **allowed;
 	size_t n_allowed;
 	char *driver;
+	char *group; /* `group =`: where a dashboard shows it, or NULL */
 	tsync_value initial; /* owned string */
 	bool history_off;            /* history = no: its owner keeps no history of it */
 	uint64_t history_max_age_ms; /* 0: the owner's bound */

@@ -172,6 +172,9 @@ static const struct bad_case bad_cases[] = {
      "duplicate key 'name' (first at line 2)", 1},
     {"scalar continued", false, "[thing a]\nowner = A\ntype = bool\ndriver = file:/x\n   more\n", TSYNC_ESITE,
      16, "the value of 'driver' continues on an indented line", 1},
+    {"group too long", false,
+     "[thing a]\nowner = A\ntype = bool\ngroup = a234567890123456789012345678901234567890123456789012345678901234\n",
+     TSYNC_ESITE, 15, "thing 'a': group must be 1..63 characters", 1},
     {"key outside section", true, "foo = 1\n[site]\nname = t\n" CONTROLLERS, TSYNC_ESITE, 1,
      "key 'foo' outside of any section", 1},
     {"not a key line", false, "[thing a]\nowner = A\ntype = bool\nthis is not ini\n", TSYNC_ESITE, 15,
@@ -349,6 +352,7 @@ static void test_example(void **state)
 	assert_true(ti.min == -40.0 && ti.max == 85.0);
 	assert_int_equal(ti.initial.type, TSYNC_TYPE_NONE);
 	assert_string_equal(ti.driver, "file:/sys/bus/w1/devices/28-000005e2fdc3/temperature");
+	assert_string_equal(ti.group, "Living room");
 
 	/* Two `users` lines append. */
 	assert_int_equal(tsync_site_thing(site, (size_t)tsync_site_thing_find(site, "is_armed"), &ti), 0);
