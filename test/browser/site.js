@@ -1,0 +1,127 @@
+// site.js: a real thingsync site on loopback for the browser tests: a
+// site.conf with a fresh key, one thingsd per controller (each with its state
+// directory and log), thingsctl to act at an owner, and everything stopped
+// when the test ends, however it ends.
+// SPDX-License-Identifier: MIT
+'use strict';
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { spawn, spawnSync, execFileSync } = require('child_process');
+
+const BUILD = process.env.THINGSYNC_BUILD || path.resolve(__dirname, '../../build');
+const bin = {
+  thingsd: path.join(BUILD, 'daemons/thingsd/thingsd'),
+  thingsctl: path.join(BUILD, 'tools/thingsctl/thingsctl'),
+  collectord: path.join(BUILD, 'daemons/thingsync-collectord/thingsync-collectord'),
+};
+
+const children = new Set();
+function stopAll() {
+  for (const c of children) {
+    try { c.kill('SIGKILL'); } catch (e) { /* gone */ }
+  }
+  children.clear();
+}
+process.on('exit', stopAll);
+for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(s, () => { stopAll(); process.exit(1); });
+
+// N ports from the allocator the C tests use (ports.js, under its lock).
+function ports(n) {
+  const lock = `/tmp/thingsync-tdh-ports-${process.getuid()}`;
+  const r = spawnSync('flock', [lock, process.execPath, path.join(__dirname, 'ports.js'), String(n)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error('no free ports: ' + (r.stderr || r.error));
+  return r.stdout.trim().split(' ').map(Number);
+}
+
+// The test's directory: kept in the build directory for a look afterwards.
+function workdir(tag) {
+  const base = process.env.ARTIFACT_DIR || os.tmpdir();
+  fs.mkdirSync(base, { recursive: true });
+  return fs.mkdtempSync(path.join(base, `${tag}-`));
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// Calls fn until it returns a true value; throws with `what` after `ms`
+// (a generous give-up limit, not a measurement).
+async function until(what, fn, ms = 30000) {
+  const end = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`gave up waiting for ${what} (last: ${last && last.message ? last.message : JSON.stringify(last)})`);
+    await sleep(100);
+  }
+}
+
+class Site {
+  // controllers: [{name, roles, history, args}], things: site.conf text of the [thing] sections
+  // (with @DIR@ for the site's directory).
+  constructor(tag, controllers, thingsText) {
+    this.dir = workdir(tag);
+    this.controllers = new Map();
+    const p = ports(controllers.length * 2);
+    const key = path.join(this.dir, 'site.key');
+    execFileSync(bin.thingsctl, ['keygen', key]);
+    this.key = fs.readFileSync(key, 'utf8').replace(/\s+/g, '');
+    let conf = '[site]\nname = browser\nkey_file = site.key\nretry_min_ms = 20\nretry_max_ms = 1000\ndown_after_ms = 1500\n\n';
+    controllers.forEach((c, i) => {
+      const cc = { ...c, udp: p[2 * i], tcp: p[2 * i + 1], state: path.join(this.dir, 'state-' + c.name),
+                   log: path.join(this.dir, c.name + '.log'), proc: null };
+      this.controllers.set(c.name, cc);
+      conf += `[controller ${c.name}]\nhost = 127.0.0.1\nudp_port = ${cc.udp}\ntcp_port = ${cc.tcp}\n`;
+      if (c.roles) conf += `roles = ${c.roles}\n`;
+      if (c.history) conf += 'history = yes\n';
+      conf += '\n';
+    });
+    conf += thingsText.replace(/@DIR@/g, this.dir);
+    this.conf = path.join(this.dir, 'site.conf');
+    fs.writeFileSync(this.conf, conf);
+  }
+
+  url(name) {
+    return `http://127.0.0.1:${this.controllers.get(name).tcp}/`;
+  }
+
+  start(name) {
+    const c = this.controllers.get(name);
+    const args = ['-c', this.conf, '-n', name, '-s', c.state, ...(c.args || [])];
+    const log = fs.openSync(c.log, 'a');
+    c.proc = spawn(bin.thingsd, args, { stdio: ['ignore', log, log] });
+    fs.closeSync(log);
+    children.add(c.proc);
+    c.proc.on('exit', () => children.delete(c.proc));
+  }
+
+  kill(name, signal = 'SIGKILL') {
+    const c = this.controllers.get(name);
+    if (c.proc) c.proc.kill(signal);
+    c.proc = null;
+  }
+
+  // thingsctl against controller `name`: {code, out}.
+  ctl(name, ...args) {
+    const r = spawnSync(bin.thingsctl, ['-c', this.conf, '-n', name, '--json', ...args], { encoding: 'utf8', timeout: 20000 });
+    let json = null;
+    try { json = JSON.parse(r.stdout); } catch (e) { json = null; }
+    return { code: r.status, out: r.stdout + r.stderr, json };
+  }
+
+  async startAll() {
+    for (const name of this.controllers.keys()) this.start(name);
+    for (const name of this.controllers.keys())
+      await until(`${name}'s API`, () => this.ctl(name, 'status').code === 0, 30000);
+  }
+
+  logOf(name) {
+    return fs.readFileSync(this.controllers.get(name).log, 'utf8');
+  }
+}
+
+module.exports = { Site, bin, BUILD, until, sleep, workdir, ports, children, stopAll };
