@@ -23,6 +23,7 @@
 
 #include "curlev.h"
 #include "collector.h"
+#include "web.h"
 
 #define TICK_MS 250
 
@@ -95,6 +96,10 @@ static void route(void *arg, struct evhttp_request *req, const char *path)
 		api__metrics(c, req);
 	} else if (!strcmp(path, "/health")) {
 		api__health(c, req);
+	} else if (!strcmp(path, "/v1/things")) {
+		web__things(c, req);
+	} else if (web__serve(c, req, path)) {
+		/* the pages */
 	} else {
 		httpd__reply_json(req, 404, json_pack("{s:s}", "error", "not found"));
 	}
@@ -264,7 +269,11 @@ static int start_http(struct collector *c)
 	rt[8] = (struct httpd_route){"/v1/streams", HTTPD_GET, 0, false, true};
 	rt[9] = (struct httpd_route){"/v1/streams/accept", HTTPD_POST, 4096, false, true};
 	rt[10] = (struct httpd_route){"/v1/owned", HTTPD_GET, 0, false, true};
-	rt[11] = (struct httpd_route){NULL, 0, 0, false, false};
+	/* The pages: static files, open; their data comes from the read API. */
+	rt[11] = (struct httpd_route){"/", HTTPD_GET, 0, true, false};
+	rt[12] = (struct httpd_route){"/ui/*", HTTPD_GET, 0, true, false};
+	rt[13] = (struct httpd_route){"/v1/things", HTTPD_GET, 0, false, false};
+	rt[14] = (struct httpd_route){NULL, 0, 0, false, false};
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = c->base;
 	cfg.host = host;

@@ -14,6 +14,7 @@ const bin = {
   thingsd: path.join(BUILD, 'daemons/thingsd/thingsd'),
   thingsctl: path.join(BUILD, 'tools/thingsctl/thingsctl'),
   collectord: path.join(BUILD, 'daemons/thingsync-collectord/thingsync-collectord'),
+  pushd: path.join(BUILD, 'daemons/thingsync-pushd/thingsync-pushd'),
 };
 
 const children = new Set();
@@ -45,7 +46,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 // Calls fn until it returns a true value; throws with `what` after `ms`
 // (a generous give-up limit, not a measurement).
-async function until(what, fn, ms = 30000) {
+async function until(what, fn, ms = 60000) {
   const end = Date.now() + ms;
   let last;
   for (;;) {
@@ -89,11 +90,12 @@ class Site {
     return `http://127.0.0.1:${this.controllers.get(name).tcp}/`;
   }
 
+  // Starts a controller's daemon: thingsd, or what its `argv(c, site)` gives.
   start(name) {
     const c = this.controllers.get(name);
-    const args = ['-c', this.conf, '-n', name, '-s', c.state, ...(c.args || [])];
+    const argv = c.argv ? c.argv(c, this) : [bin.thingsd, '-c', this.conf, '-n', name, '-s', c.state, ...(c.args || [])];
     const log = fs.openSync(c.log, 'a');
-    c.proc = spawn(bin.thingsd, args, { stdio: ['ignore', log, log] });
+    c.proc = spawn(argv[0], argv.slice(1), { stdio: ['ignore', log, log] });
     fs.closeSync(log);
     children.add(c.proc);
     c.proc.on('exit', () => children.delete(c.proc));
@@ -113,10 +115,29 @@ class Site {
     return { code: r.status, out: r.stdout + r.stderr, json };
   }
 
+  // Starts the thingsd daemons (not the controllers with an `argv` or
+  // `manual`), and waits until their APIs answer.
   async startAll() {
-    for (const name of this.controllers.keys()) this.start(name);
-    for (const name of this.controllers.keys())
+    const tds = [...this.controllers.values()].filter((c) => !c.argv && !c.manual).map((c) => c.name);
+    for (const name of tds) this.start(name);
+    for (const name of tds)
       await until(`${name}'s API`, () => this.ctl(name, 'status').code === 0, 30000);
+  }
+
+  // Stops every daemon still running with SIGTERM, as systemd does, and
+  // says which did not exit 0 (a sanitizer's report at exit counts).
+  async stop() {
+    const bad = [];
+    for (const [name, c] of this.controllers) {
+      if (!c.proc) continue;
+      const p = c.proc;
+      const done = new Promise((resolve) => p.once('exit', (code, sig) => resolve({ code, sig })));
+      p.kill('SIGTERM');
+      const { code, sig } = p.exitCode !== null ? { code: p.exitCode, sig: p.signalCode } : await done;
+      c.proc = null;
+      if (code !== 0) bad.push(`${name} exited ${code === null ? 'on ' + sig : code} (log: ${c.log})`);
+    }
+    return bad;
   }
 
   logOf(name) {

@@ -246,6 +246,9 @@ esac
   await browser.close();
   if (errors.length) throw new Error('script errors on the page:\n' + errors.join('\n'));
   ok('no script errors');
+  const bad = await site.stop();
+  if (bad.length) throw new Error('daemons that did not stop cleanly:\n' + bad.join('\n'));
+  ok('the daemons stopped cleanly');
   console.log(`# screenshots in ${dir}`);
 }
 
