@@ -67,7 +67,7 @@
   function fmtTime(ms) {
     if (!ms) return '';
     const d = new Date(ms), now = new Date();
-    const hm = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' });
+    const hm = d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false });
     return d.toDateString() === now.toDateString() ? hm : d.toLocaleDateString() + ' ' + hm;
   }
   function errorWords(ans) {
