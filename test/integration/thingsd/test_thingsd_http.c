@@ -192,6 +192,58 @@ static void test_cross_site(void **state)
 	assert_true(tdh_wait_value(t, A, "lamp", "0"));
 }
 
+/* The dashboard's files: built in, served with a policy that allows only
+ * the server's own scripts and forbids framing; GET / stays the JSON index
+ * for a client that does not ask for a page. */
+static void test_page(void **state)
+{
+	struct tdh *t = *state;
+	uint16_t port = t->c[B].tcp;
+	char req[512], etag[80] = "", *ans, *p;
+
+	snprintf(req, sizeof(req),
+	         "GET / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nAccept: text/html,*/*\r\nConnection: close\r\n\r\n", port);
+	ans = raw(port, req);
+	assert_int_equal(status_of(ans), 200);
+	assert_non_null(strstr(ans, "Content-Type: text/html"));
+	assert_non_null(strstr(ans, "script-src 'self'"));
+	assert_non_null(strstr(ans, "frame-ancestors 'none'"));
+	assert_non_null(strstr(ans, "X-Frame-Options: DENY"));
+	assert_non_null(strstr(ans, "/ui/dash.js"));
+	assert_null(strstr(ans, "<script>")); /* no inline script: the policy would refuse it */
+	p = strstr(ans, "ETag: ");
+	assert_non_null(p);
+	assert_int_equal(sscanf(p + 6, "%79[^\r]", etag), 1);
+	free(ans);
+	/* Unchanged: 304, no body. */
+	snprintf(req, sizeof(req),
+	         "GET / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nAccept: text/html\r\nIf-None-Match: %s\r\n"
+	         "Connection: close\r\n\r\n",
+	         port, etag);
+	ans = raw(port, req);
+	assert_int_equal(status_of(ans), 304);
+	free(ans);
+	snprintf(req, sizeof(req), "GET /ui/sign.js HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n",
+	         port);
+	ans = raw(port, req);
+	assert_int_equal(status_of(ans), 200);
+	assert_non_null(strstr(ans, "Content-Type: text/javascript"));
+	assert_non_null(strstr(ans, "thingsync-http-1"));
+	free(ans);
+	snprintf(req, sizeof(req), "GET /ui/nothing.js HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n",
+	         port);
+	ans = raw(port, req);
+	assert_int_equal(status_of(ans), 404);
+	free(ans);
+	/* An API client: the index, as JSON. */
+	snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n", port);
+	ans = raw(port, req);
+	assert_int_equal(status_of(ans), 200);
+	assert_non_null(strstr(ans, "\"endpoints\""));
+	assert_non_null(strstr(ans, "\"signature_required\":false"));
+	free(ans);
+}
+
 /* The number after `needle` in a metrics page, or -1. */
 static long metric(const char *text, const char *needle)
 {
@@ -373,8 +425,11 @@ static void test_idle_connections(void **state)
 	tdh_stop(t, B);
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
 	tdh_start(t, B);
-	for (int i = 0; i < IDLE; i++) {
+	/* Every slot -1 first: the loop stops at 200, and the slots after it
+	 * are closed below (garbage there closed the test's own stdout). */
+	for (int i = 0; i < IDLE; i++)
 		fds[i] = -1;
+	for (int i = 0; i < IDLE; i++) {
 		/* The test's own descriptors are limited too: keep room. */
 		if (i >= 200)
 			break;
@@ -509,7 +564,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_cross_site),       cmocka_unit_test(test_body_before_auth),
 	    cmocka_unit_test(test_idle_connections), cmocka_unit_test(test_slow_client),
-	    cmocka_unit_test(test_curl_script),
+	    cmocka_unit_test(test_curl_script),       cmocka_unit_test(test_page),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
