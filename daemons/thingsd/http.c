@@ -1466,7 +1466,8 @@ static const struct httpd_route routes[] = {
     {"/ui/*", HTTPD_GET, 0, true, false},
     {"/status", HTTPD_GET, 0, false, false},
     {"/things", HTTPD_GET, 0, false, false},
-    {"/things/*", HTTPD_GET | HTTPD_POST, MAX_BODY_SMALL, false, false},
+    /* Sets, pulses and asks: what the dashboard token may sign too. */
+    {"/things/*", HTTPD_GET | HTTPD_POST | HTTPD_DASHBOARD, MAX_BODY_SMALL, false, false},
     {"/peers", HTTPD_GET, 0, false, false},
     {"/metrics", HTTPD_GET, 0, true, false},
     {"/events", HTTPD_GET, 0, false, false},

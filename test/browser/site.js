@@ -84,6 +84,7 @@ class Site {
     conf += thingsText.replace(/@DIR@/g, this.dir);
     this.conf = path.join(this.dir, 'site.conf');
     fs.writeFileSync(this.conf, conf);
+    this.token = execFileSync(bin.thingsctl, ['-c', this.conf, 'token'], { encoding: 'utf8' }).trim();
   }
 
   url(name) {

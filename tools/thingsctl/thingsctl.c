@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "client.h"
+#include "httpd.h"
 
 #define DEFAULT_SITE "/etc/thingsync/site.conf"
 
@@ -45,6 +46,7 @@ static void usage(FILE *f)
 	           "                                 sends a new site.conf to every controller (or -n,\n"
 	           "                                 or --to's), signed for those alone\n"
 	           "  keygen FILE                    writes a new site key (mode 0600)\n"
+	           "  token                          the site's dashboard token, for a browser (thingsd(8))\n"
 	           "\n"
 	           "Options:\n"
 	           "  -c, --config FILE   site.conf (default $THINGSYNC_SITE or " DEFAULT_SITE ")\n"
@@ -920,6 +922,29 @@ static int cmd_keygen(struct ctl *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* The dashboard token: what a browser pastes to sign; reads and sets things,
+ * cannot deploy, reload or run commands (httpd__dashboard_token). */
+static int cmd_token(struct ctl *c, int argc, char **argv)
+{
+	uint8_t token[TSYNC_TAG_BYTES];
+	char hex[2 * TSYNC_TAG_BYTES + 1];
+	int r;
+
+	if (argc != 0) {
+		fprintf(stderr, "usage: thingsctl token\n");
+		return EXIT_USAGE;
+	}
+	r = httpd__dashboard_token(c->site, token);
+	if (r < 0) {
+		fprintf(stderr, "thingsctl: token: %s (site.conf needs a key_file)\n", tsync_strerror(r));
+		return EXIT_FAIL;
+	}
+	for (size_t i = 0; i < sizeof(token); i++)
+		snprintf(hex + 2 * i, 3, "%02x", token[i]);
+	printf("%s\n", hex);
+	return EXIT_OK;
+}
+
 int main(int argc, char **argv)
 {
 	enum { OPT_URL = 256 };
@@ -942,7 +967,7 @@ int main(int argc, char **argv)
 	    {"get", cmd_get, true},       {"set", cmd_set, true},        {"pulse", cmd_pulse, true},
 	    {"ask", cmd_ask, true},       {"cmd", cmd_cmd, true},        {"watch", cmd_watch, true},
 	    {"peers", cmd_peers, true},   {"status", cmd_status, true},  {"reload", cmd_reload, true},
-	    {"deploy", cmd_deploy, true}, {"keygen", cmd_keygen, false},
+	    {"deploy", cmd_deploy, true}, {"keygen", cmd_keygen, false}, {"token", cmd_token, true},
 	};
 	struct ctl c;
 	char *end;

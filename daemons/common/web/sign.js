@@ -6,8 +6,10 @@
 //   "thingsync-http-1\n" TO "\n" METHOD "\n" TARGET "\n" TIME "\n" NONCE "\n" BODY_SHA256
 // It is computed here in plain JavaScript: WebCrypto exists only in a secure
 // context (https or localhost), and a controller off loopback is plain http.
-// The key is kept in this tab's sessionStorage (gone when the tab closes) and
-// never leaves the browser: only signatures do.
+// The key is the dashboard token (thingsctl token; the server lets it read,
+// set and pulse, nothing more) or the site key itself. It is kept in this
+// tab's sessionStorage (gone when the tab closes) and never leaves the
+// browser: only signatures do.
 // SPDX-License-Identifier: MIT
 'use strict';
 
@@ -132,6 +134,8 @@ const TS = (() => {
   }
 
   // --- the key, and asking for it ------------------------------------------------------------
+  // The dashboard token (thingsctl token: reads, sets and pulses) or the site key (everything).
+  const KEY_HINT = 'Paste the dashboard token (`thingsctl token` prints it) or the site key.';
   const store = 'thingsync.key.' + (typeof location !== 'undefined' ? location.host : '');
   let to = '', skewMs = 0, asking = null;
   const key = () => {
@@ -154,7 +158,7 @@ const TS = (() => {
         ev.preventDefault();
         const k = input.value.replace(/\s+/g, '').toLowerCase();
         if (!/^[0-9a-f]{64}$/.test(k)) {
-          msg.textContent = 'The site key is 64 hexadecimal characters (the content of site.conf\'s key_file).';
+          msg.textContent = 'A key is 64 hexadecimal characters: the dashboard token (thingsctl token) or the site key.';
           return;
         }
         sessionStorage.setItem(store, k);
@@ -199,8 +203,8 @@ const TS = (() => {
         const err = json && json.error;
         if (err === 'stale') continue; // the clock was learnt from this answer
         if (key()) forgetKey();
-        await askKey(err === 'bad_signature' ? 'That key does not sign for this site. Paste the site key again.'
-          : 'This API needs signed requests. Paste the site key (64 hex characters) to continue.');
+        await askKey(err === 'bad_signature' ? 'That key does not sign for this site. Paste it again.'
+          : 'This API takes signed requests only. ' + KEY_HINT);
         continue;
       }
       return { status: res.status, json };
@@ -218,7 +222,7 @@ const TS = (() => {
       learnClock(res);
       if (res.status === 401) {
         if (key()) forgetKey();
-        await askKey('This API needs signed requests. Paste the site key (64 hex characters) to continue.');
+        await askKey('This API takes signed requests only. ' + KEY_HINT);
         return;
       }
       if (!res.ok || !res.body) throw new Error('HTTP ' + res.status);
@@ -258,7 +262,7 @@ const TS = (() => {
   }
 
   return {
-    sha256, sha512, hmacSha512, hex, unhex, signHeaders, request, stream, askKey, forgetKey,
+    sha256, sha512, hmacSha512, hex, unhex, signHeaders, request, stream, askKey, forgetKey, KEY_HINT,
     setTarget: (name) => { to = name; },
     hasKey: () => key() !== null,
   };

@@ -418,7 +418,7 @@
     }
     TS.setTarget(idx.json.controller);
     if (idx.json.signature_required && !TS.hasKey())
-      await TS.askKey('This controller takes signed requests only. Paste the site key (64 hex characters).');
+      await TS.askKey('This controller takes signed requests only. ' + TS.KEY_HINT);
     $('#forget').hidden = !TS.hasKey();
     $('#forget').onclick = () => { TS.forgetKey(); location.reload(); };
     await refreshStatus();

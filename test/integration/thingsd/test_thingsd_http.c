@@ -28,6 +28,7 @@
 #include <unistd.h>
 #include <dirent.h>
 
+#include <sodium.h>
 #include <thingsync/thingsync.h>
 
 #include "httpd.h"
@@ -242,6 +243,76 @@ static void test_page(void **state)
 	assert_non_null(strstr(ans, "\"endpoints\""));
 	assert_non_null(strstr(ans, "\"signature_required\":false"));
 	free(ans);
+}
+
+/* One request to `i` signed with the dashboard token as the key (as the
+ * browser signs); `token` NULL: a wrong token. The HTTP status, the body in *out. */
+static long token_http(struct tdh *t, int i, const char *method, const char *path, const char *body,
+                       const uint8_t *token, char **out)
+{
+	uint8_t tag[TSYNC_TAG_BYTES], wrong[TSYNC_TAG_BYTES];
+	char sha[TSYNC_HEX_BYTES + 1], sig[TSYNC_HEX_BYTES + 1], text[1024];
+	char h_to[96], h_time[48], h_nonce[64], h_sha[96], h_sig[96];
+	const char *headers[] = {h_to, h_time, h_nonce, h_sha, h_sig, "Content-Type: application/json", NULL};
+	long long now = (long long)time(NULL);
+	static unsigned seq;
+	int n;
+
+	memset(wrong, 7, sizeof(wrong));
+	tsync_sha256_hex(body ? body : "", body ? strlen(body) : 0, sha);
+	snprintf(h_nonce, sizeof(h_nonce), "X-Thingsync-Nonce: tok%u-%d", ++seq, (int)getpid());
+	n = snprintf(text, sizeof(text), "thingsync-http-1\n%s\n%s\n%s\n%lld\n%s\n%s", t->c[i].name, method, path,
+	             now, h_nonce + strlen("X-Thingsync-Nonce: "), sha);
+	assert_true(n > 0 && (size_t)n < sizeof(text));
+	crypto_auth_hmacsha512256(tag, (const unsigned char *)text, (unsigned long long)n, token ? token : wrong);
+	sodium_bin2hex(sig, sizeof(sig), tag, sizeof(tag));
+	snprintf(h_to, sizeof(h_to), "X-Thingsync-To: %s", t->c[i].name);
+	snprintf(h_time, sizeof(h_time), "X-Thingsync-Time: %lld", now);
+	snprintf(h_sha, sizeof(h_sha), "X-Thingsync-Body-SHA256: %s", sha);
+	snprintf(h_sig, sizeof(h_sig), "X-Thingsync-Signature: %s", sig);
+	return tdh_http_h(t, i, method, path, body, headers, out);
+}
+
+/* Signed with the dashboard token (thingsctl token), a request may read and
+ * set or pulse things, and nothing else: no reload, command or deploy. */
+static void test_dashboard_token(void **state)
+{
+	struct tdh *t = *state;
+	char *extra[] = {"--require-signature", NULL};
+	uint8_t token[TSYNC_TAG_BYTES];
+	tsync_site *site = NULL;
+	char *body = NULL;
+
+	assert_int_equal(tsync_site_load(t->site, &site, NULL), 0);
+	assert_int_equal(httpd__dashboard_token(site, token), 0);
+	tsync_site_free(site);
+	tdh_stop(t, B);
+	t->c[B].extra = extra;
+	tdh_start(t, B);
+	/* Unsigned: refused; with a wrong token: refused. */
+	assert_int_equal(tdh_http(t, B, "GET", "/status", NULL, NULL, NULL), 401);
+	assert_int_equal(token_http(t, B, "GET", "/status", NULL, NULL, NULL), 401);
+	/* Reads. */
+	assert_int_equal(token_http(t, B, "GET", "/things/lamp", NULL, token, &body), 200);
+	assert_non_null(strstr(body, "\"owner\":\"PI-B\""));
+	free(body);
+	assert_int_equal(token_http(t, B, "GET", "/peers", NULL, token, NULL), 200);
+	/* Sets. */
+	assert_int_equal(token_http(t, B, "POST", "/things/lamp", "{\"value\":true}", token, NULL), 200);
+	assert_true(tdh_wait_value(t, A, "lamp", "1"));
+	/* Nothing more. */
+	body = NULL;
+	assert_int_equal(token_http(t, B, "POST", "/reload", "", token, &body), 403);
+	assert_non_null(strstr(body, "dashboard_token"));
+	free(body);
+	assert_int_equal(token_http(t, B, "POST", "/cmd", "{\"role\":\"x\",\"cmd\":\"y\"}", token, NULL), 403);
+	assert_int_equal(token_http(t, B, "POST", "/deploy", "x", token, NULL), 403);
+	/* The site key still does everything. */
+	assert_int_equal(tdh_http(t, B, "POST", "/things/lamp", "{\"value\":false}", "PI-B", NULL), 200);
+	assert_true(tdh_wait_value(t, A, "lamp", "0"));
+	tdh_stop(t, B);
+	t->c[B].extra = NULL;
+	tdh_start(t, B);
 }
 
 /* The number after `needle` in a metrics page, or -1. */
@@ -565,6 +636,7 @@ int main(void)
 	    cmocka_unit_test(test_cross_site),       cmocka_unit_test(test_body_before_auth),
 	    cmocka_unit_test(test_idle_connections), cmocka_unit_test(test_slow_client),
 	    cmocka_unit_test(test_curl_script),       cmocka_unit_test(test_page),
+	    cmocka_unit_test(test_dashboard_token),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
