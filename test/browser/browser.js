@@ -52,4 +52,25 @@ async function open(browser, url, errors, viewport = { width: 1100, height: 900 
   return page;
 }
 
-module.exports = { launch, open, CHROMIUM };
+// The end of a test: the browser closed, no script error seen, and every
+// daemon of the site stopped cleanly with SIGTERM (a sanitizer's report at
+// exit fails it). `ok(what)` reports each.
+async function finish(browser, errors, site, ok) {
+  await browser.close();
+  if (errors.length) throw new Error('script errors on the page:\n' + errors.join('\n'));
+  ok('no script errors');
+  const bad = await site.stop();
+  if (bad.length) throw new Error('daemons that did not stop cleanly:\n' + bad.join('\n'));
+  ok('the daemons stopped cleanly');
+  console.log(`# screenshots in ${site.dir}`);
+}
+
+// Runs a test's main() and exits 0, or 1 saying why.
+function run(main) {
+  main().then(() => process.exit(0), (e) => {
+    console.error('FAIL: ' + (e && e.stack ? e.stack : e));
+    process.exit(1);
+  });
+}
+
+module.exports = { launch, open, finish, run, CHROMIUM };

@@ -12,7 +12,7 @@
 const fs = require('fs');
 const path = require('path');
 const { Site, bin, until } = require('./site');
-const { launch, open } = require('./browser');
+const { launch, open, finish, run } = require('./browser');
 
 const THINGS = `
 [thing temp_living]
@@ -112,16 +112,7 @@ async function main() {
   if (wide > 400) throw new Error(`the page is ${wide}px wide on a 390px phone`);
   ok('it fits a phone (tables scroll inside their box)');
 
-  await browser.close();
-  if (errors.length) throw new Error('script errors on the page:\n' + errors.join('\n'));
-  ok('no script errors');
-  const bad = await site.stop();
-  if (bad.length) throw new Error('daemons that did not stop cleanly:\n' + bad.join('\n'));
-  ok('the daemons stopped cleanly');
-  console.log(`# screenshots in ${dir}`);
+  await finish(browser, errors, site, ok);
 }
 
-main().then(() => process.exit(0), (e) => {
-  console.error('FAIL: ' + (e && e.stack ? e.stack : e));
-  process.exit(1);
-});
+run(main);

@@ -19,7 +19,7 @@
 const fs = require('fs');
 const path = require('path');
 const { Site, until } = require('./site');
-const { launch, open } = require('./browser');
+const { launch, open, finish, run } = require('./browser');
 
 const THINGS = `
 [thing hall_motion]
@@ -254,16 +254,7 @@ esac
   if (status !== 415) throw new Error('a text/plain POST got ' + status);
   ok('a form-like POST is still refused (415)');
 
-  await browser.close();
-  if (errors.length) throw new Error('script errors on the page:\n' + errors.join('\n'));
-  ok('no script errors');
-  const bad = await site.stop();
-  if (bad.length) throw new Error('daemons that did not stop cleanly:\n' + bad.join('\n'));
-  ok('the daemons stopped cleanly');
-  console.log(`# screenshots in ${dir}`);
+  await finish(browser, errors, site, ok);
 }
 
-main().then(() => process.exit(0), (e) => {
-  console.error('FAIL: ' + (e && e.stack ? e.stack : e));
-  process.exit(1);
-});
+run(main);

@@ -143,10 +143,27 @@ const TS = (() => {
     return k ? unhex(k) : null;
   };
 
-  // Shows the page's key dialog (#keybox) and resolves once a key is given.
+  // The key dialog (#keybox), made the first time it is needed.
+  function keyBox() {
+    let box = document.getElementById('keybox');
+    if (box) return box;
+    const { el } = DOM;
+    box = el('div', { id: 'keybox', hidden: true },
+      el('form', { id: 'keyform', autocomplete: 'off' },
+        el('strong', { text: 'Dashboard token or site key' }),
+        el('p', { class: 'mute', id: 'keywhy' }),
+        el('input', { id: 'keyinput', type: 'password', spellcheck: 'false', placeholder: '64 hexadecimal characters',
+                      'aria-label': 'dashboard token or site key' }),
+        el('p', { class: 'mute', text: 'Kept in this tab only; the key itself is never sent, only signatures made with it.' }),
+        el('button', { type: 'submit', id: 'keyok', text: 'Use this key' })));
+    document.body.append(box);
+    return box;
+  }
+
+  // Shows the key dialog and resolves once a key is given.
   function askKey(why) {
     if (asking) return asking;
-    const box = document.getElementById('keybox');
+    const box = keyBox();
     const input = document.getElementById('keyinput');
     const msg = document.getElementById('keywhy');
     msg.textContent = why;

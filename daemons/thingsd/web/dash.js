@@ -29,24 +29,8 @@
     bad_signature: 'refused: the site key is wrong',
   };
 
-  const $ = (sel, root) => (root || document).querySelector(sel);
-  function el(tag, attrs, ...kids) {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === undefined || v === null || v === false) continue;
-      if (k === 'class') e.className = v;
-      else if (k === 'text') e.textContent = v;
-      else if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
-      else e.setAttribute(k, v === true ? '' : v);
-    }
-    for (const c of kids) if (c !== null && c !== undefined) e.append(c);
-    return e;
-  }
-  const svgEl = (tag, attrs) => {
-    const e = document.createElementNS('http://www.w3.org/2000/svg', tag);
-    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
-    return e;
-  };
+  const { $, el } = DOM;
+  const svgEl = DOM.svg;
 
   const st = {
     me: '', boot: 0, history: false,

@@ -8,24 +8,8 @@
 
 (() => {
   const EVERY_MS = 3000;
-  const $ = (s) => document.querySelector(s);
-  function el(tag, attrs, ...kids) {
-    const e = document.createElement(tag);
-    for (const [k, v] of Object.entries(attrs || {})) {
-      if (v === undefined || v === null || v === false) continue;
-      if (k === 'class') e.className = v;
-      else if (k === 'text') e.textContent = v;
-      else e.setAttribute(k, v === true ? '' : v);
-    }
-    for (const c of kids) if (c !== null && c !== undefined) e.append(c);
-    return e;
-  }
-  const svgEl = (tag, attrs, text) => {
-    const e = document.createElementNS('http://www.w3.org/2000/svg', tag);
-    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
-    if (text !== undefined) e.textContent = text;
-    return e;
-  };
+  const { $, el } = DOM;
+  const svgEl = DOM.svg;
   const fmtTime = (us) => {
     if (!us) return '—';
     const d = new Date(us / 1000);
