@@ -62,6 +62,7 @@ async function finish(browser, errors, site, ok) {
   const bad = await site.stop();
   if (bad.length) throw new Error('daemons that did not stop cleanly:\n' + bad.join('\n'));
   ok('the daemons stopped cleanly');
+  site.tidy();
   console.log(`# screenshots in ${site.dir}`);
 }
 

@@ -35,11 +35,14 @@ function ports(n) {
   return r.stdout.trim().split(' ').map(Number);
 }
 
-// The test's directory: kept in the build directory for a look afterwards.
+// The test's directory: ARTIFACT_DIR/TAG (the last run's, kept in the build
+// directory for a look afterwards: screenshots, logs), else a new one in /tmp.
 function workdir(tag) {
-  const base = process.env.ARTIFACT_DIR || os.tmpdir();
-  fs.mkdirSync(base, { recursive: true });
-  return fs.mkdtempSync(path.join(base, `${tag}-`));
+  if (!process.env.ARTIFACT_DIR) return fs.mkdtempSync(path.join(os.tmpdir(), `thingsync-${tag}-`));
+  const dir = path.join(process.env.ARTIFACT_DIR, tag);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  return dir;
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -139,6 +142,13 @@ class Site {
       if (code !== 0) bad.push(`${name} exited ${code === null ? 'on ' + sig : code} (log: ${c.log})`);
     }
     return bad;
+  }
+
+  // After a test that passed: the bulky parts go (state stores, the browser's
+  // profile); screenshots, logs and site.conf stay.
+  tidy() {
+    for (const c of this.controllers.values()) fs.rmSync(c.state, { recursive: true, force: true });
+    fs.rmSync(path.join(this.dir, 'chromium-profile'), { recursive: true, force: true });
   }
 
   logOf(name) {

@@ -230,8 +230,10 @@ esac
   ok('a controller killed shows down; a change for it says it is not confirmed');
   await page.screenshot({ path: path.join(dir, 'dashboard-down.png'), fullPage: true });
 
-  // A phone's screen: nothing wider than the viewport.
+  // A phone's screen (the page reloads for it; the key stays in the tab): nothing wider than the screen.
   await page.setViewport({ width: 390, height: 844, isMobile: true, hasTouch: true });
+  await page.waitForSelector('body[data-live="1"] [data-thing="setpoint_living"]', { timeout: 30000 });
+  if (!/boot \d+/.test(await text('tr[data-peer="PI-Security"]'))) throw new Error('no boot on PI-Security\'s row');
   const wide = await page.evaluate(() => document.documentElement.scrollWidth);
   if (wide > 400) throw new Error(`the page is ${wide}px wide on a 390px phone`);
   await page.screenshot({ path: path.join(dir, 'dashboard-phone.png'), fullPage: false });

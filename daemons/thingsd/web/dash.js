@@ -105,9 +105,9 @@
     const heard = p.self ? 'this controller' : p.last_heard_ms !== undefined && p.last_heard_ms >= 0 && p.boot
       ? 'heard ' + dur(Math.round(p.last_heard_ms / 1000)) + ' ago' : 'never heard';
     return el('tr', { 'data-peer': p.name, 'data-up': p.up ? '1' : '0' },
-      el('td', {}, el('strong', { text: p.name }), el('div', { class: 'mute', text: heard })),
+      el('td', {}, el('strong', { text: p.name }), el('div', { class: 'mute', text: heard }),
+        el('div', { class: 'mute', text: p.boot ? 'boot ' + p.boot : 'boot unknown' })),
       el('td', {}, el('span', { class: 'badge ' + (p.up ? 'up' : 'down'), text: p.up ? 'up' : 'down' })),
-      el('td', { text: p.boot ? String(p.boot) : '—' }),
       el('td', { text: p.self ? '—' : p.srtt_ms ? p.srtt_ms.toFixed(1) + ' ms' : '—' }),
       el('td', { text: String(p.pending || 0) }),
       el('td', { text: rejectedText(p.rejected) }));
