@@ -47,6 +47,14 @@ initial = off
 group = Hall
 driver = exec:@DIR@/door-strike interval=0
 
+# A siren whose output is broken: its program fails every set.
+[thing siren]
+owner = PI-Security
+type = bool
+users = PI-Show
+initial = off
+driver = exec:@DIR@/siren interval=0
+
 [thing temp_living]
 owner = PI-Climate
 type = float
@@ -97,6 +105,7 @@ set) echo "$2" >"${dir}/door.state"; echo "door strike $2" >>"${dir}/door.log" ;
 *) exit 2 ;;
 esac
 `, { mode: 0o755 });
+  fs.writeFileSync(path.join(dir, 'siren'), '#!/bin/sh\n[ "$1" = get ] && echo 0 && exit 0\necho "siren: no power" >&2\nexit 1\n', { mode: 0o755 });
   console.log('# site in ' + dir);
   await site.startAll();
   // A first change of the temperature, so that the owner's history has it.
@@ -205,6 +214,13 @@ esac
   await until('out of range said', async () => /out of range/.test(await text('[data-thing="setpoint_living"] .err')));
   ok('a value out of range is refused on the control, in words');
 
+  // The owner's output fails: said on the control, and the value stays.
+  await page.click('[data-thing="siren"] button[role="switch"]');
+  await until('the failed output said', async () =>
+    /output failed/.test(await text('[data-thing="siren"] .err')));
+  if ((await attr('[data-thing="siren"]', 'data-value')) !== 'false') throw new Error('the siren shows on');
+  ok('an owner whose output fails: said on the control, in words; the value stays');
+
   // A pulse drives the owner's output: its exec driver logs it.
   await page.click('[data-thing="door_strike"] button.pulse');
   await until('door.log has the pulse', () => {
@@ -227,7 +243,10 @@ esac
   });
   await until('the set not confirmed, in words', async () =>
     /not confirmed/.test(await text('[data-thing="setpoint_living"] .err')), 40000);
-  ok('a controller killed shows down; a change for it says it is not confirmed');
+  await until('the copy pending', async () =>
+    (await attr('[data-thing="setpoint_living"]', 'data-settled')) === '0' &&
+    /pending at PI-Climate/.test(await text('[data-thing="setpoint_living"] .badge')));
+  ok('a controller killed shows down; a change for it says it is not confirmed, and stays pending');
   await page.screenshot({ path: path.join(dir, 'dashboard-down.png'), fullPage: true });
 
   // A phone's screen (the page reloads for it; the key stays in the tab): nothing wider than the screen.

@@ -266,7 +266,11 @@
     }
     st.busy.delete(name);
     const j = ans.json || {};
-    if (ans.status === 200 && j.name) Object.assign(st.things.get(name), j);
+    // The thing's state comes with the answer (200, 202, a refusal): pending or not.
+    if (j.name === name) {
+      const { error, message, ...state } = j;
+      Object.assign(st.things.get(name), state);
+    }
     if (ans.status === 202) c.err.textContent = 'asked; ' + st.things.get(name).owner + ' has not confirmed yet (is it down?)';
     else if (ans.status !== 200) c.err.textContent = errorWords(ans);
     else if (doneWord) c.err.textContent = '';
