@@ -83,16 +83,25 @@
       $('#mstat').textContent = 'No thing reaches this collector.';
       return;
     }
-    const now = Date.now() * 1000, from = now - Number($('#range').value) * 1e6;
+    // The range: from..to when given (local time), else the last hour, day...
+    const fromIn = Date.parse($('#from').value), toIn = Date.parse($('#to').value);
+    const now = (isNaN(toIn) ? Date.now() : toIn) * 1000;
+    const from = isNaN(fromIn) ? now - Number($('#range').value) * 1e6 : fromIn * 1000;
+    if (from >= now) {
+      $('#mstat').textContent = 'the range ends before it starts';
+      return;
+    }
     const limit = 10000;
-    const a = await TS.request('GET', '/v1/measurements?thing=' + encodeURIComponent(name) + '&from=' + from + '&limit=' + limit);
+    const a = await TS.request('GET', '/v1/measurements?thing=' + encodeURIComponent(name) + '&from=' + from +
+      '&to=' + now + '&limit=' + limit);
     if (a.status !== 200) throw new Error('measurements: ' + words(a));
     // The same value may come from several sources: one point per (boot, version).
     const seen = new Map();
     for (const m of a.json.measurements) seen.set(m.owner_boot + ':' + m.version, m);
     const ms = [...seen.values()].sort((x, y) => x.time - y.time);
     drawChart(t, ms, from, now);
-    $('#mstat').textContent = ms.length + ' value(s) since ' + fmtTime(from) + (a.json.count >= limit ? ' (the first ' + limit + ' only)' : '');
+    $('#mstat').textContent = ms.length + ' value(s) from ' + fmtTime(from) + ' to ' + fmtTime(now) +
+      (a.json.count >= limit ? ' (the first ' + limit + ' only)' : '');
     $('#latest tbody').replaceChildren(...ms.slice(-10).reverse().map((m) =>
       el('tr', { 'data-version': String(m.version) }, el('td', { text: fmtTime(m.time) }), el('td', { class: 'v', text: JSON.stringify(m.value) }),
         el('td', { text: m.source }), el('td', { text: m.owner_boot + '.' + m.version }))));
@@ -151,7 +160,9 @@
   TS.setTarget('collector');
   $('#forget').onclick = () => { TS.forgetKey(); location.reload(); };
   $('#thing').onchange = refresh;
-  $('#range').onchange = refresh;
+  $('#range').onchange = () => { $('#from').value = ''; $('#to').value = ''; refresh(); };
+  $('#from').onchange = refresh;
+  $('#to').onchange = refresh;
   window.addEventListener('hashchange', show);
   show();
   setInterval(refresh, EVERY_MS);
