@@ -150,6 +150,14 @@ esac
   if ((await attr('tr[data-peer="PI-Show"]', 'data-up')) !== '1') throw new Error('no row for PI-Show itself');
   ok('the controllers are shown up');
 
+  // A datagram from nobody: PI-Show rejects it, and its row says why.
+  const sock = require('dgram').createSocket('udp4');
+  await new Promise((resolve) => sock.send('not a thingsync datagram', site.controllers.get('PI-Show').udp, '127.0.0.1', resolve));
+  sock.close();
+  await until('the rejection on PI-Show\'s row', async () =>
+    /(not JSON|unknown sender|forged or altered): 1/.test(await text('tr[data-peer="PI-Show"]')));
+  ok('a rejected datagram is counted by reason, in words');
+
   // Things, grouped, with the owners' values.
   for (const t of ['hall_motion', 'is_armed', 'door_strike', 'temp_living', 'setpoint_living', 'heating_mode'])
     await page.waitForSelector(`[data-thing="${t}"]`, { timeout: 10000 });

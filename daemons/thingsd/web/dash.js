@@ -61,8 +61,15 @@
   }
 
   // --- controllers ---------------------------------------------------------------------------
+  // The reasons of tsync_reject_name(), in words.
+  const REJECTED = {
+    err_ip_in_json_req: 'not JSON', err_ip_in_req: 'unknown request', err_ip_in_io: 'no such thing',
+    err_ip_in_ths_i_use: 'not a thing it shares', err_ip_in_val: 'bad value', err_ip_in_refused: 'not allowed',
+    err_ip_in_cmd: 'unknown command', err_ip_in_auth: 'forged or altered', err_ip_in_replay: 'replayed',
+    err_ip_in_stale_boot: 'for an old boot', err_ip_in_size: 'too large', err_ip_in_sender: 'unknown sender',
+  };
   function rejectedText(rej) {
-    const parts = Object.entries(rej || {}).map(([k, n]) => k.replace(/_/g, ' ') + ' ' + n);
+    const parts = Object.entries(rej || {}).map(([k, n]) => (REJECTED[k] || k.replace(/_/g, ' ')) + ': ' + n);
     return parts.length ? parts.join(', ') : 'none';
   }
 
