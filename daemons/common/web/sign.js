@@ -180,6 +180,8 @@ const TS = (() => {
         }
         sessionStorage.setItem(store, k);
         box.hidden = true;
+        const forget = document.getElementById('forget'); // the page's "Forget key", if any
+        if (forget) forget.hidden = false;
         asking = null;
         resolve();
       };
