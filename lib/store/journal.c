@@ -1142,6 +1142,7 @@ void journal__stats(const struct journal *j, struct journal_stats *st)
 	st->max_entries = j->lim.max_entries;
 	st->max_bytes = j->lim.max_bytes;
 	st->staged = j->nstaged;
+	st->staged_marks = j->nsmarks;
 	st->full = is_full(j);
 }
 

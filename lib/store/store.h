@@ -236,6 +236,7 @@ struct journal_stats {
 	uint64_t max_entries;
 	uint64_t max_bytes;
 	size_t staged;
+	size_t staged_marks;
 	bool full; /* entries or bytes at their limit: journal__commit() says -ENOSPC */
 };
 
