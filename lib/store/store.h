@@ -14,6 +14,8 @@
  *            and has no answer to yet, asked again at start-up
  *   "cumuls"  the cumul module's records (lib/cumul/cumul.c): key text ->
  *            JSON text, today's running cumuls and the closed days
+ *   "records" the application's own records (tsync_node_record_put()): key
+ *            text -> text, e.g. thingsync-recoveryd's outage ledger
  * Writes are staged in memory and committed together by store__commit()
  * (group commit: one fsync per batch, not per message).
  * SPDX-License-Identifier: MIT
@@ -144,6 +146,9 @@ int store__load_setreqs(struct store *s, store_value_fn fn, void *ud);
 int store__stage_cumul(struct store *s, const char *key, const char *json);
 typedef void (*store_cumul_fn)(void *ud, const char *key, const char *json);
 int store__load_cumuls(struct store *s, store_cumul_fn fn, void *ud);
+/* The application's records, the same way (tsync_node_record_put()). */
+int store__stage_record(struct store *s, const char *key, const char *text);
+int store__load_records(struct store *s, store_cumul_fn fn, void *ud);
 
 /* Bytes written by the commits so far (keys and records, deletions as their
  * key), and the number of commits that wrote something: what the durable
