@@ -9,7 +9,7 @@
  *       "chunks":N,"trimmed":{"from_us":A,"to_us":B},
  *       "recovery_data":{"io":[{"thing","value","time_us","owner_boot","version"}]}}
  *    Each entry is journaled as a measurement marked recovery, "trimmed" as
- *    one recovery_gap item.
+ *    one recovery_gap item per request (the chunks may each repeat it).
  *  - cumul_data, from forensicd: one owner's closed day,
  *      {"type":"cumul_data","owner":OWNER,"day":"YYYY-MM-DD","cumuls":{THING:{...}}}
  *    journaled as one cumul item per thing.
@@ -157,7 +157,7 @@ static int on_recovery_data(void *ud, tsync_node *node, const tsync_request *req
 	json_t *jchunk = json_object_get(root, "chunk"), *trimmed = json_object_get(root, "trimmed");
 	json_t *io = json_object_get(json_object_get(root, "recovery_data"), "io");
 	uint64_t journaled = 0, refused = 0;
-	char key[INTAKE_KEY_MAX + 64];
+	char key[INTAKE_KEY_MAX + 64], gkey[INTAKE_KEY_MAX + 8];
 	int r = TSYNC_ECMD_ARGS;
 
 	if (!owner || tsync_site_controller_find(pd->site, owner) < 0 || !request || !*request ||
@@ -169,7 +169,9 @@ static int on_recovery_data(void *ud, tsync_node *node, const tsync_request *req
 	if (seen(pd, key, result))
 		goto leave;
 	r = stage_entries(pd, owner, io, &journaled, &refused);
-	if (r == 0 && trimmed) {
+	/* Every chunk of a request may repeat the window's "trimmed": one gap per request. */
+	snprintf(gkey, sizeof(gkey), "rg/%s", request);
+	if (r == 0 && trimmed && journal__has_mark(pd->journal, gkey) == 0 && (r = journal__stage_mark(pd->journal, gkey)) == 0) {
 		json_t *ja = json_object_get(trimmed, "from_us"), *jb = json_object_get(trimmed, "to_us");
 		struct journal_entry e = {.via = JOURNAL_VIA_RECOVERY, .kind = JOURNAL_RECOVERY_GAP, .owner = owner};
 		e.from_us = json_is_integer(ja) ? (int64_t)json_integer_value(ja) : 0;

@@ -261,3 +261,281 @@ static void test_migrate_2_sqlite(void **state)
 	start_collector(e, NULL);
 	assert_int_equal(count_of(e, "/v1/measurements?thing=t0", "measurements"), 2);
 }
+
+/* --- pushd's intake: recovery chunks from a real owner's history ------------------------ */
+
+/* RECOV's recovery_data_request to OWNER and its answer. */
+struct rreq {
+	bool done;
+	int status;
+	int64_t chunks, entries;
+	bool trimmed;
+};
+
+static void rreq_done(void *ud, tsync_node *node, int status, const char *result)
+{
+	struct rreq *q = ud;
+	json_t *j = result ? json_loads(result, 0, NULL) : NULL;
+
+	if (q->done)
+		fprintf(stderr, "recovery_data_request answered again: %d %s\n", status, result ? result : "-");
+	if (q->done)
+		return;
+	q->done = true;
+	q->status = status;
+	if (!j || !json_object_get(j, "entries"))
+		fprintf(stderr, "recovery_data_request answered %d: %s\n", status, result ? result : "(none)");
+	q->chunks = jint(j, "chunks", NULL);
+	q->entries = jint(j, "entries", NULL);
+	q->trimmed = json_is_true(json_object_get(j, "trimmed"));
+	json_decref(j);
+}
+
+/* OWNER again, with a state directory and its history on (bounded by `max_bytes`, 0: none). */
+static void owner_with_history(struct env *e, uint64_t max_bytes)
+{
+	tsync_history_limits lim = {0, max_bytes};
+	tsync_node_options o;
+	char dir[600];
+
+	tsync_node_free(e->owner);
+	snprintf(dir, sizeof(dir), "%s/owner", e->dir);
+	tsync_node_options_init(&o);
+	o.site = e->site;
+	o.controller = "OWNER";
+	o.state_dir = dir;
+	o.event_base = e->base;
+	o.log = harness_log;
+	o.log_level = getenv("THINGSYNC_TEST_LOG") ? TSYNC_LOG_INFO : TSYNC_LOG_ERROR;
+	assert_int_equal(tsync_node_new(&o, &e->owner), 0);
+	assert_int_equal(tsync_node_history_enable(e->owner, &lim), 0);
+}
+
+/* Sets r0..r{R_THINGS-1} to `n` new values, base + i (unique), and commits OWNER. */
+static void set_r_values(struct env *e, int64_t base, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char name[16];
+		tsync_value v = tsync_int(base + i);
+
+		snprintf(name, sizeof(name), "r%d", i % R_THINGS);
+		assert_int_equal(tsync_node_set(e->owner, name, &v), 0);
+	}
+	assert_int_equal(tsync_node_commit(e->owner), 0);
+}
+
+static void ask_recovery(struct env *e, struct rreq *q, int64_t from_s, int64_t to_s, const char *id)
+{
+	char body[256];
+
+	memset(q, 0, sizeof(*q));
+	snprintf(body, sizeof(body),
+	         "{\"lost_connection_time\":%" PRId64 ",\"restored_connection_time\":%" PRId64
+	         ",\"deliver_to\":\"PUSH\",\"request_id\":\"%s\"}",
+	         from_s, to_s, id);
+	assert_int_equal(tsync_node_request(e->recov, "OWNER", "recovery_data_request", body, rreq_done, q), 0);
+}
+
+/* The request answered and every chunk delivered (OWNER has nothing unanswered). */
+static bool pred_recovered(struct env *e, void *arg)
+{
+	struct rreq *q = arg;
+	return q->done && tsync_node_unsettled(e->owner) == 0;
+}
+
+/* How often each value base..base+n-1 of `thing` is stored; the others are counted in *other. */
+static void count_values(struct env *e, const char *thing, int64_t base, int64_t n, int *count, int64_t *other)
+{
+	int64_t after = 0;
+
+	for (;;) {
+		char path[200];
+		json_t *page, *m;
+		size_t i, got;
+
+		snprintf(path, sizeof(path), "/v1/measurements?thing=%s&after_seq=%" PRId64 "&limit=10000", thing, after);
+		page = col_get(e, path);
+		assert_non_null(page);
+		got = json_array_size(json_object_get(page, "measurements"));
+		json_array_foreach(json_object_get(page, "measurements"), i, m)
+		{
+			int64_t v = jint(m, "value", NULL);
+			if (v >= base && v < base + n)
+				count[v - base]++;
+			else
+				(*other)++;
+			after = jint(m, "seq", NULL);
+		}
+		json_decref(page);
+		if (got < 10000)
+			break;
+	}
+}
+
+/* The collector's metric `name` (a counter without labels). */
+static int64_t col_metric(struct env *e, const char *name)
+{
+	char url[256];
+	struct curl_slist *h = NULL;
+	CURL *c = curl_easy_init();
+	FILE *mem;
+	char *text = NULL, *p;
+	size_t len = 0;
+	int64_t v = -1;
+
+	snprintf(url, sizeof(url), "%s/metrics", e->col_url);
+	mem = open_memstream(&text, &len);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, mem);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+	assert_int_equal(curl_easy_perform(c), CURLE_OK);
+	curl_easy_cleanup(c);
+	curl_slist_free_all(h);
+	fclose(mem);
+	for (p = text; p && (p = strstr(p, name)); p += strlen(name))
+		if ((p == text || p[-1] == '\n') && p[strlen(name)] == ' ')
+			v = strtoll(p + strlen(name) + 1, NULL, 10);
+	free(text);
+	return v;
+}
+
+/* Every value stored exactly once; else the runs that are not, then a failure. */
+static void check_once(const int *count, int64_t base, int n)
+{
+	int bad = 0;
+
+	for (int i = 0; i < n; i++) {
+		int j = i;
+		if (count[i] == 1)
+			continue;
+		while (j + 1 < n && count[j + 1] == count[i])
+			j++;
+		fprintf(stderr, "values %" PRId64 "..%" PRId64 " stored %d times\n", base + i, base + j, count[i]);
+		bad += j - i + 1;
+		i = j;
+	}
+	if (bad)
+		fail_msg("%d of %d values not stored exactly once", bad, n);
+}
+
+/*
+ * pushd killed -9 again and again while an owner's history arrives as
+ * recovery chunks: every change is journaled exactly once (the collector
+ * counts no copy: nothing reached it twice) and stored exactly once.
+ */
+static void test_recovery_intake_kill9(void **state)
+{
+	struct env *e = *state;
+	const int n = 4000;
+	const int64_t base = 5000000;
+	unsigned seed = (unsigned)now_us();
+	int *count = calloc((size_t)n, sizeof(int));
+	int64_t from_s, to_s, other = 0;
+	struct rreq q;
+	json_t *src;
+
+	fprintf(stderr, "recovery intake kill test, seed %u\n", seed);
+	start_collector(e, NULL);
+	owner_with_history(e, 0);
+	start_pushd_ready(e);
+	from_s = now_us() / 1000000 - 1;
+	set_r_values(e, base, n);
+	to_s = now_us() / 1000000 + 1;
+	ask_recovery(e, &q, from_s, to_s, "kill9");
+	for (int round = 0; round < 6 && !pred_recovered(e, &q); round++) {
+		struct timeval tv = {0, (suseconds_t)(rand_r(&seed) % 250000)};
+
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+		stop_proc(&e->pushd, SIGKILL);
+		tv.tv_usec = (suseconds_t)(rand_r(&seed) % 100000);
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+		start_pushd_ready(e);
+	}
+	assert_true(wait_for(e, pred_recovered, &q, 120000));
+	if (q.status != 0 || q.entries != n)
+		fail_msg("recovery_data_request answered %d, %" PRId64 " entries", q.status, q.entries);
+	assert_true(q.chunks > 100);
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	{
+		json_t *st = pushd_status(e);
+		char *t = json_dumps(json_object_get(st, "intake"), JSON_COMPACT);
+		fprintf(stderr, "pushd intake (last run): %s\n", t);
+		free(t);
+		json_decref(st);
+	}
+	for (int k = 0; k < R_THINGS; k++) {
+		char name[16];
+		snprintf(name, sizeof(name), "r%d", k);
+		count_values(e, name, base, n, count, &other);
+	}
+	check_once(count, base, n);
+	assert_int_equal(other, 0);
+	/* Nothing was journaled twice: no copy reached the collector, and the
+	 * stream holds the n changes and no hole. */
+	assert_int_equal(col_metric(e, "thingsync_collector_measurements_copies_total"), 0);
+	src = source_push(e);
+	assert_int_equal(jint(src, "stored", NULL), n);
+	assert_int_equal(jint(src, "missing", NULL), 0);
+	json_decref(src);
+	free(count);
+}
+
+/*
+ * Issue 13, scenario 4: the owner's history is bounded and has trimmed
+ * part of the window: the chunks say so, pushd journals a recovery gap, the
+ * collector keeps the window and raises recovery_window_lost naming owner
+ * and window; what the history still held is stored.
+ */
+static void test_recovery_gap_alarm(void **state)
+{
+	struct env *e = *state;
+	const int n = 600;
+	const int64_t base = 6000000;
+	int *count = calloc((size_t)n, sizeof(int));
+	int64_t from_s, other = 0, held = 0;
+	tsync_history_window w;
+	struct rreq q;
+	json_t *j, *g, *a;
+	char from[32];
+
+	start_collector(e, NULL);
+	owner_with_history(e, 8192);
+	start_pushd_ready(e);
+	from_s = now_us() / 1000000 - 1;
+	set_r_values(e, base, n);
+	assert_int_equal(tsync_node_history_query(e->owner, NULL, from_s * 1000000, now_us() + 1000000, NULL, NULL, &w),
+	                 0);
+	assert_true(w.trimmed);
+	ask_recovery(e, &q, from_s, now_us() / 1000000 + 1, "gap");
+	assert_true(wait_for(e, pred_recovered, &q, 60000));
+	assert_true(q.trimmed);
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	j = col_get(e, "/v1/recovery_gaps?owner=OWNER");
+	assert_int_equal(json_array_size(json_object_get(j, "gaps")), 1);
+	g = json_array_get(json_object_get(j, "gaps"), 0);
+	assert_int_equal(jint(g, "from", NULL), w.trimmed_from_us);
+	assert_int_equal(jint(g, "to", NULL), w.trimmed_to_us);
+	assert_string_equal(json_string_value(json_object_get(g, "via")), "recovery");
+	json_decref(j);
+	a = active_alarm(e, "recovery_window_lost", "OWNER");
+	assert_non_null(a);
+	snprintf(from, sizeof(from), "%" PRId64 "..", w.trimmed_from_us);
+	assert_non_null(strstr(json_string_value(json_object_get(a, "message")), from));
+	json_decref(a);
+	/* What the history held is stored, once; the trimmed values are not. */
+	for (int k = 0; k < R_THINGS; k++) {
+		char name[16];
+		snprintf(name, sizeof(name), "r%d", k);
+		count_values(e, name, base, n, count, &other);
+	}
+	for (int i = 0; i < n; i++) {
+		assert_true(count[i] <= 1);
+		held += count[i];
+	}
+	assert_int_equal(held, (int64_t)w.entries);
+	assert_int_equal(held, q.entries);
+	assert_true(held < n);
+	free(count);
+}

@@ -56,6 +56,7 @@
 #include "httpd.h"
 
 #define K_THINGS   10
+#define R_THINGS   4
 /* Statements of old_schema_sql (a collector database from before streams). */
 #define OLD_SCHEMA_N 8
 #define MAX_VALUES (1 << 22)
@@ -522,6 +523,10 @@ static int setup(void **state)
 	for (int k = 0; k < K_THINGS; k++)
 		n += (size_t)snprintf(text + n, sizeof(text) - n,
 		                      "[thing t%d]\nowner = OWNER\ntype = int\nusers = PUSH\n\n", k);
+	/* Things PUSH does not use: they reach it only by recovery (recovery_cases.c). */
+	for (int k = 0; k < R_THINGS; k++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n, "[thing r%d]\nowner = OWNER\ntype = int\nusers = RECOV\n\n",
+		                      k);
 	if (with_thingsd) {
 		n += (size_t)snprintf(text + n, sizeof(text) - n,
 		                      "[controller TD]\nhost = 127.0.0.1\nudp_port = %u\ntcp_port = %u\n\n",
@@ -2670,6 +2675,8 @@ int main(int argc, char **argv)
 #endif
 	    cmocka_unit_test_setup_teardown(test_collector_items, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_2_sqlite, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_intake_kill9, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_gap_alarm, setup, teardown),
 	};
 	int r;
 
