@@ -50,6 +50,8 @@ const char *const db_schema_sql[] = {
     " id BIGINT PRIMARY KEY, from_s BIGINT NOT NULL, to_s BIGINT NOT NULL, reason TEXT NOT NULL UNIQUE,"
     " state TEXT NOT NULL, attempts BIGINT NOT NULL, requested_us BIGINT NOT NULL,"
     " updated_us BIGINT NOT NULL, recovery_id TEXT NOT NULL, error TEXT NOT NULL)",
+    /* A window lost is kept once, however many recoveries report it. */
+    "CREATE UNIQUE INDEX IF NOT EXISTS recovery_gaps_window ON recovery_gaps (owner, from_us, to_us)",
     /* A change is stored once, whatever path brought it (db.h). */
     "CREATE UNIQUE INDEX IF NOT EXISTS measurements_identity ON measurements (owner, thing, owner_boot, version)"
     " WHERE owner_boot > 0",
@@ -258,15 +260,21 @@ static int store_copies(struct db *db, const struct db_batch *b, const char *str
 	return r;
 }
 
-static int store_gap(struct db *db, const struct db_batch *b, const char *stream, const struct db_item *it)
+/* A lost window: new, or one reported before (by another recovery of an overlapping window). */
+static int store_gap(struct db *db, const struct db_batch *b, const char *stream, const struct db_item *it,
+                     uint8_t *result)
 {
+	int64_t changes = 0;
+	int r;
 	struct db_param p[8] = {P_STR(it->owner),       P_INT(it->from_us), P_INT(it->to_us), P_STR(it->via),
 	                        P_INT(b->received_us), P_STR(b->source),   P_STR(stream),    P_INT(it->seq)};
 
-	return run(db,
-	           "INSERT INTO recovery_gaps (owner, from_us, to_us, via, received_us, source, stream, seq)"
-	           " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-	           p, 8, NULL, NULL, NULL);
+	r = run(db,
+	        "INSERT INTO recovery_gaps (owner, from_us, to_us, via, received_us, source, stream, seq)"
+	        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+	        p, 8, NULL, NULL, &changes);
+	*result = changes > 0 ? DB_ITEM_NEW : DB_ITEM_DUP;
+	return r;
 }
 
 /* A closed day: new, the same again (a duplicate), or other content (the first is kept). */
@@ -313,7 +321,7 @@ int db__store_items(struct db *db, const struct db_batch *b, const char *stream,
 			continue;
 		b->item_result[i] = DB_ITEM_NEW;
 		if (it->kind == DB_ITEM_GAP)
-			r = store_gap(db, b, stream, it);
+			r = store_gap(db, b, stream, it, &b->item_result[i]);
 		else
 			r = store_cumul(db, b, stream, it, &b->item_result[i]);
 	}

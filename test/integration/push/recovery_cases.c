@@ -539,3 +539,182 @@ static void test_recovery_gap_alarm(void **state)
 	assert_true(held < n);
 	free(count);
 }
+
+/* --- pull: the collector asks recoveryd for a window (contract 4) -------------------------- */
+
+/* A stand-in for thingsync-recoveryd's POST /v1/recover, on RECOV's tcp_port: the
+ * first `refuse` requests get 503, the next ones 202; bodies are kept. */
+struct fake_recoveryd {
+	struct httpd *http;
+	tsync_site *site;
+	int refuse, calls;
+	json_t *bodies;
+};
+
+static void fake_cb(void *arg, struct evhttp_request *req, const char *path)
+{
+	struct fake_recoveryd *f = arg;
+	const char *why = NULL;
+	json_t *body = httpd__body_json(req, &why);
+
+	f->calls++;
+	json_array_append_new(f->bodies, body ? body : json_null());
+	if (f->calls <= f->refuse) {
+		httpd__reply_json(req, 503, json_pack("{s:s}", "error", "not now"));
+		return;
+	}
+	httpd__reply_json(req, 202, json_pack("{s:s,s:[s]}", "id", "rec-1", "owners", "OWNER"));
+}
+
+static bool pred_fake_calls(struct env *e, void *arg)
+{
+	struct fake_recoveryd *f = arg;
+	return f->calls >= f->refuse + 1;
+}
+
+/* The collector's pull `id`: its state (and attempts, recovery id) in the list. */
+static json_t *pull_of(struct env *e, int64_t id)
+{
+	json_t *j = col_get(e, "/v1/pulls"), *p, *found = NULL;
+	size_t i;
+
+	json_array_foreach(json_object_get(j, "pulls"), i, p)
+	{
+		if (jint(p, "id", NULL) == id)
+			found = json_incref(p);
+	}
+	json_decref(j);
+	return found;
+}
+
+struct pull_q {
+	int64_t id;
+	const char *state;
+};
+
+static bool pred_pull_state(struct env *e, void *arg)
+{
+	struct pull_q *q = arg;
+	json_t *p = pull_of(e, q->id);
+	bool ok = p && !strcmp(json_string_value(json_object_get(p, "state")), q->state);
+
+	json_decref(p);
+	return ok;
+}
+
+/*
+ * The collector's pull against the contract, with a stand-in recoveryd:
+ * POST /v1/pull is signed and checked; the window goes to RECOV's
+ * /v1/recover signed for RECOV, retried with backoff until 202; GET
+ * /v1/pulls shows it accepted with recoveryd's id. A gap in a source's
+ * stream is pulled by itself, once, with the measured times around it.
+ */
+static void test_pull_contract(void **state)
+{
+	static const struct httpd_route routes[] = {
+	    {"/v1/recover", HTTPD_POST, 1024, false, true},
+	    {NULL, 0, 0, false, false},
+	};
+	struct env *e = *state;
+	struct fake_recoveryd f = {.refuse = 2, .bodies = json_array()};
+	const char *extra[] = {"--pull-scan", "1", "--pull-retry-min-ms", "50", "--pull-retry-max-ms", "200", NULL};
+	struct httpd_config cfg;
+	struct pull_q q = {0, "accepted"};
+	char *text = NULL, *at, *site2, items[1024];
+	uint16_t port = tcp_free_port();
+	int64_t t = now_us() - 600000000LL;
+	json_t *j = NULL, *p;
+	FILE *in;
+
+	/* The collector's site.conf gives RECOV (role recovery) a tcp_port. */
+	in = fopen(e->site_path, "r");
+	assert_non_null(in);
+	text = calloc(1, 8192);
+	assert_true(fread(text, 1, 8191, in) > 0);
+	fclose(in);
+	at = strstr(text, "[controller RECOV]\n");
+	assert_non_null(at);
+	at = strchr(at + strlen("[controller RECOV]\n"), '\n') + 1; /* after host */
+	{
+		char *rest = strdup(at), port_line[64];
+		snprintf(port_line, sizeof(port_line), "tcp_port = %u\n", port);
+		strcpy(at, port_line);
+		strcat(at, rest);
+		free(rest);
+	}
+	site2 = harness_write(e->dir, "site-collector.conf", text);
+	free(text);
+	snprintf(e->site_path, sizeof(e->site_path), "%s", site2);
+	free(site2);
+	assert_int_equal(tsync_site_load(e->site_path, &f.site, NULL), 0);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.base = e->base;
+	cfg.host = "127.0.0.1";
+	cfg.port = port;
+	cfg.routes = routes;
+	cfg.handler = fake_cb;
+	cfg.arg = &f;
+	cfg.site = f.site;
+	cfg.name = "RECOV";
+	assert_int_equal(httpd__new(&cfg, &f.http), 0);
+	start_collector(e, extra);
+
+	/* Refused unsigned, and with bad windows (naming the field). */
+	{
+		char url[256];
+		struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+		snprintf(url, sizeof(url), "%s/v1/pull", e->col_url);
+		assert_int_equal(http("POST", url, "{\"from\":1764547200,\"to\":1764550800}", h, NULL), 401);
+		curl_slist_free_all(h);
+	}
+	assert_int_equal(signed_http(e, "POST", "/v1/pull", "{\"from\":1764550800,\"to\":1764547200}", &j), 400);
+	assert_string_equal(json_string_value(json_object_get(j, "field")), "to");
+	json_decref(j);
+	assert_int_equal(signed_http(e, "POST", "/v1/pull", "{\"to\":1764547200}", &j), 400);
+	assert_string_equal(json_string_value(json_object_get(j, "field")), "from");
+	json_decref(j);
+	assert_int_equal(signed_http(e, "POST", "/v1/pull", "{\"from\":1764547200,\"to\":1764550800}", &j), 202);
+	q.id = jint(j, "id", NULL);
+	assert_string_equal(json_string_value(json_object_get(j, "recovery")), "RECOV");
+	json_decref(j);
+	/* Two 503s, then 202: retried until taken. */
+	assert_true(wait_for(e, pred_fake_calls, &f, 30000));
+	assert_true(wait_for(e, pred_pull_state, &q, 30000));
+	assert_int_equal(f.calls, 3);
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(jint(json_array_get(f.bodies, i), "from", NULL), 1764547200);
+		assert_int_equal(jint(json_array_get(f.bodies, i), "to", NULL), 1764550800);
+	}
+	p = pull_of(e, q.id);
+	assert_string_equal(json_string_value(json_object_get(p, "recovery_id")), "rec-1");
+	assert_int_equal(jint(p, "attempts", NULL), 2);
+	json_decref(p);
+
+	/* A hole in the stream (sequences 3..7 missing): pulled by itself, once. */
+	snprintf(items, sizeof(items),
+	         "{\"seq\":1,\"thing\":\"t0\",\"value\":1,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":1},"
+	         "{\"seq\":2,\"thing\":\"t0\",\"value\":2,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":2},"
+	         "{\"seq\":8,\"thing\":\"t0\",\"value\":8,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":8}",
+	         t, t + 1000000, t + 30000000);
+	assert_int_equal(push_items(e, items, &j), 200);
+	json_decref(j);
+	f.refuse = 3; /* = calls so far: the next one is taken */
+	assert_true(wait_for(e, pred_fake_calls, &f, 30000));
+	p = json_array_get(f.bodies, 3);
+	assert_int_equal(jint(p, "from", NULL), (t + 1000000) / 1000000 - 1);
+	assert_int_equal(jint(p, "to", NULL), (t + 30000000) / 1000000 + 2);
+	/* Scans go on; the same gap is not pulled again. */
+	{
+		struct timeval tv = {2, 500000};
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+	}
+	assert_int_equal(f.calls, 4);
+	j = col_get(e, "/v1/pulls");
+	assert_int_equal(json_array_size(json_object_get(j, "pulls")), 2);
+	assert_int_equal(jint(j, "accepted", NULL), 2);
+	json_decref(j);
+	httpd__free(f.http);
+	tsync_site_free(f.site);
+	json_decref(f.bodies);
+}
