@@ -718,3 +718,151 @@ static void test_pull_contract(void **state)
 	tsync_site_free(f.site);
 	json_decref(f.bodies);
 }
+
+/* --- cumul_data: forensicd's closed days through pushd (contract 2) ------------------------- */
+
+struct req_done {
+	bool done;
+	int status;
+	json_t *res;
+};
+
+static void req_done_cb(void *ud, tsync_node *node, int status, const char *result)
+{
+	struct req_done *d = ud;
+
+	d->done = true;
+	d->status = status;
+	d->res = result ? json_loads(result, 0, NULL) : NULL;
+}
+
+static bool pred_req_done(struct env *e, void *arg)
+{
+	return ((struct req_done *)arg)->done;
+}
+
+/* RECOV (standing in for forensicd) sends a cumul_data to PUSH; the answer's "journaled". */
+static int64_t send_cumuls(struct env *e, const char *cumuls)
+{
+	struct req_done d = {0};
+	char body[1024];
+	int64_t n;
+
+	snprintf(body, sizeof(body), "{\"owner\":\"OWNER\",\"day\":\"2026-12-01\",\"cumuls\":%s}", cumuls);
+	assert_int_equal(tsync_node_request(e->recov, "PUSH", "cumul_data", body, req_done_cb, &d), 0);
+	assert_true(wait_for(e, pred_req_done, &d, 30000));
+	assert_int_equal(d.status, 0);
+	n = jint(d.res, "journaled", NULL);
+	json_decref(d.res);
+	return n;
+}
+
+/*
+ * A closed day's cumuls through pushd: one item per thing of the owner
+ * (another's thing refused), the same request content again journaled
+ * once, other content for a stored day kept out with cumul_conflict.
+ */
+static void test_cumul_intake(void **state)
+{
+	struct env *e = *state;
+	json_t *j, *c, *a;
+	size_t i;
+
+	start_collector(e, NULL);
+	start_pushd_ready(e);
+	assert_int_equal(send_cumuls(e, "{\"t1\":{\"count\":3,\"min\":1},\"r0\":{\"count\":1},\"temp\":{\"mean\":20.5},"
+	                                "\"nope\":{\"count\":9}}"),
+	                 3);
+	/* The same day again (forensicd sent it again after a crash): nothing new. */
+	assert_int_equal(send_cumuls(e, "{\"t1\":{\"count\":3,\"min\":1},\"r0\":{\"count\":1},\"temp\":{\"mean\":20.5},"
+	                                "\"nope\":{\"count\":9}}"),
+	                 0);
+	/* Other content for t1's day: journaled, refused by the collector. */
+	assert_int_equal(send_cumuls(e, "{\"t1\":{\"count\":4,\"min\":1}}"), 1);
+	assert_true(wait_for(e, pred_drained, NULL, 30000));
+	j = col_get(e, "/v1/cumuls?owner=OWNER&from=2026-12-01&to=2026-12-01");
+	assert_int_equal(json_array_size(json_object_get(j, "cumuls")), 3);
+	json_array_foreach(json_object_get(j, "cumuls"), i, c)
+	{
+		if (!strcmp(json_string_value(json_object_get(c, "thing")), "t1"))
+			assert_int_equal(jint(json_object_get(c, "cumul"), "count", NULL), 3);
+	}
+	json_decref(j);
+	a = active_alarm(e, "cumul_conflict", "OWNER");
+	assert_non_null(a);
+	json_decref(a);
+	/* Every journal entry reached the collector, once: nothing missing, nothing twice. */
+	j = source_push(e);
+	assert_int_equal(jint(j, "stored", NULL), 4);
+	assert_int_equal(jint(j, "missing", NULL), 0);
+	json_decref(j);
+}
+
+/* --- issue 13, scenario 2: the collector down while pushd runs ------------------------------ */
+
+static bool pred_value_reached(struct env *e, void *arg)
+{
+	return e->next_value >= *(int64_t *)arg;
+}
+
+/*
+ * The internet is down (the collector stopped) while pushd runs and the
+ * owner changes things faster than the mesh carries them: the journal
+ * holds what pushd received; recovery of the outage adds the intermediate
+ * changes, and nothing twice. Every change of the outage is stored exactly
+ * once; the changes the journal had are copies at the collector.
+ */
+static void test_outage_journal_and_recovery(void **state)
+{
+	struct env *e = *state;
+	int64_t v_stop, v_end, want, from_s, to_s, other = 0, n, live = 0;
+	int *count;
+	struct rreq q;
+
+	start_collector(e, NULL);
+	owner_with_history(e, 0);
+	start_pushd_ready(e);
+	e->producing = true;
+	want = e->next_value + 500;
+	assert_true(wait_for(e, pred_value_reached, &want, 30000));
+	/* The internet goes: the collector stops; pushd journals on. */
+	stop_proc(&e->collector, SIGTERM);
+	from_s = now_us() / 1000000 - 1;
+	v_stop = e->next_value;
+	want = v_stop + 3000;
+	assert_true(wait_for(e, pred_value_reached, &want, 60000));
+	e->producing = false;
+	v_end = e->next_value;
+	assert_true(wait_for(e, pred_settled, NULL, 30000));
+	start_collector(e, NULL);
+	to_s = now_us() / 1000000 + 1;
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	/* What the journal alone brought of the outage ("today"). */
+	n = v_end - v_stop;
+	count = calloc((size_t)n, sizeof(int));
+	for (int k = 0; k < K_THINGS; k++) {
+		char name[16];
+		snprintf(name, sizeof(name), "t%d", k);
+		count_values(e, name, v_stop, n, count, &other);
+	}
+	for (int64_t i = 0; i < n; i++)
+		live += count[i];
+	/* Recovery of the outage, to pushd. */
+	ask_recovery(e, &q, from_s, to_s, "outage");
+	assert_true(wait_for(e, pred_recovered, &q, 60000));
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	memset(count, 0, (size_t)n * sizeof(int));
+	other = 0;
+	for (int k = 0; k < K_THINGS; k++) {
+		char name[16];
+		snprintf(name, sizeof(name), "t%d", k);
+		count_values(e, name, v_stop, n, count, &other);
+	}
+	fprintf(stderr, "outage: %" PRId64 " changes; the journal alone brought %" PRId64 ", with recovery %" PRId64
+	                " (copies at the collector: %" PRId64 ")\n",
+	        n, live, n, col_metric(e, "thingsync_collector_measurements_copies_total"));
+	check_once(count, v_stop, (int)n);
+	/* The recovered copies of what the journal had were recognised as such. */
+	assert_true(col_metric(e, "thingsync_collector_measurements_copies_total") >= live - K_THINGS);
+	free(count);
+}
