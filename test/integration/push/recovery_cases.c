@@ -602,6 +602,42 @@ static bool pred_pull_state(struct env *e, void *arg)
 	return ok;
 }
 
+/* Inserts `line` after the line following `section` (its host) in `text` (8 KiB). */
+static void insert_after_host(char *text, const char *section, const char *line)
+{
+	char *at = strstr(text, section), *rest;
+
+	assert_non_null(at);
+	at = strchr(at + strlen(section), '\n') + 1;
+	rest = strdup(at);
+	strcpy(at, line);
+	strcat(at, rest);
+	free(rest);
+}
+
+/*
+ * The daemons' site.conf from here on: RECOV (role recovery) with a
+ * tcp_port, and with `owner_history` OWNER keeping a history (as the
+ * in-process OWNER does after owner_with_history()).
+ */
+static void site_variant(struct env *e, uint16_t recov_port, bool owner_history)
+{
+	char *text = calloc(1, 8192), *path, line[64];
+	FILE *in = fopen(e->site_path, "r");
+
+	assert_non_null(in);
+	assert_true(fread(text, 1, 8000, in) > 0);
+	fclose(in);
+	snprintf(line, sizeof(line), "tcp_port = %u\n", recov_port);
+	insert_after_host(text, "[controller RECOV]\n", line);
+	if (owner_history)
+		insert_after_host(text, "[controller OWNER]\n", "history = yes\n");
+	path = harness_write(e->dir, "site-daemons.conf", text);
+	snprintf(e->site_path, sizeof(e->site_path), "%s", path);
+	free(path);
+	free(text);
+}
+
 /*
  * The collector's pull against the contract, with a stand-in recoveryd:
  * POST /v1/pull is signed and checked; the window goes to RECOV's
@@ -620,32 +656,13 @@ static void test_pull_contract(void **state)
 	const char *extra[] = {"--pull-scan", "1", "--pull-retry-min-ms", "50", "--pull-retry-max-ms", "200", NULL};
 	struct httpd_config cfg;
 	struct pull_q q = {0, "accepted"};
-	char *text = NULL, *at, *site2, items[1024];
+	char items[1024];
 	uint16_t port = tcp_free_port();
 	int64_t t = now_us() - 600000000LL;
 	json_t *j = NULL, *p;
-	FILE *in;
 
 	/* The collector's site.conf gives RECOV (role recovery) a tcp_port. */
-	in = fopen(e->site_path, "r");
-	assert_non_null(in);
-	text = calloc(1, 8192);
-	assert_true(fread(text, 1, 8191, in) > 0);
-	fclose(in);
-	at = strstr(text, "[controller RECOV]\n");
-	assert_non_null(at);
-	at = strchr(at + strlen("[controller RECOV]\n"), '\n') + 1; /* after host */
-	{
-		char *rest = strdup(at), port_line[64];
-		snprintf(port_line, sizeof(port_line), "tcp_port = %u\n", port);
-		strcpy(at, port_line);
-		strcat(at, rest);
-		free(rest);
-	}
-	site2 = harness_write(e->dir, "site-collector.conf", text);
-	free(text);
-	snprintf(e->site_path, sizeof(e->site_path), "%s", site2);
-	free(site2);
+	site_variant(e, port, false);
 	assert_int_equal(tsync_site_load(e->site_path, &f.site, NULL), 0);
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = e->base;
@@ -865,4 +882,177 @@ static void test_outage_journal_and_recovery(void **state)
 	/* The recovered copies of what the journal had were recognised as such. */
 	assert_true(col_metric(e, "thingsync_collector_measurements_copies_total") >= live - K_THINGS);
 	free(count);
+}
+
+/* --- issue 13, scenario 5: the collector's database restored from an older copy, then a pull --- */
+
+static const char *recoveryd_bin(void)
+{
+	const char *p = getenv("RECOVERYD");
+	return p ? p : "thingsync-recoveryd";
+}
+
+static bool pred_recoveryd_up(struct env *e, void *arg)
+{
+	char url[128];
+	json_t *j = NULL;
+	long st;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1/status", *(uint16_t *)arg);
+	st = http("GET", url, NULL, NULL, &j);
+	json_decref(j);
+	return st == 200;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+	FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+	char buf[65536];
+	size_t n;
+
+	assert_non_null(a);
+	assert_non_null(b);
+	while ((n = fread(buf, 1, sizeof(buf), a)) > 0)
+		assert_int_equal(fwrite(buf, 1, n, b), n);
+	fclose(a);
+	assert_int_equal(fclose(b), 0);
+}
+
+/*
+ * The collector's database is put back from a backup taken before part of
+ * the stream; an operator's POST /v1/pull for the lost time goes (signed)
+ * to the real thingsync-recoveryd, which asks OWNER's history, whose chunks
+ * go to pushd and on to the collector: every change is stored exactly once
+ * again, the ones the backup held as copies.
+ */
+static void test_restored_db_pull(void **state)
+{
+	struct env *e = *state;
+	uint16_t rport = tcp_free_port();
+	char db[600], backup[600], wal[640], rstate[600], listen[64], body[128];
+	const char *argv[16];
+	int64_t v_backup, v_end, want, from_s, other = 0;
+	int *count;
+	json_t *j = NULL;
+	pid_t rec;
+
+	/* RECOV is thingsync-recoveryd here, on the site the daemons read. */
+	tsync_node_free(e->recov);
+	e->recov = NULL;
+	owner_with_history(e, 0);
+	site_variant(e, rport, true);
+	start_collector(e, (const char *[]){"--pull-scan", "0", "--pull-retry-min-ms", "100", "--pull-retry-max-ms",
+	                                    "500", NULL});
+	start_pushd_ready(e);
+	snprintf(rstate, sizeof(rstate), "%s/recov", e->dir);
+	snprintf(listen, sizeof(listen), "127.0.0.1:%u", rport);
+	argv[0] = recoveryd_bin();
+	argv[1] = "--site";
+	argv[2] = e->site_path;
+	argv[3] = "--controller";
+	argv[4] = "RECOV";
+	argv[5] = "--state-dir";
+	argv[6] = rstate;
+	argv[7] = "--http";
+	argv[8] = listen;
+	argv[9] = NULL;
+	rec = spawn(e, "recoveryd.log", (char *const *)argv);
+	assert_true(wait_for(e, pred_recoveryd_up, &rport, 20000));
+
+	/* Phase A, then a backup of the collector's database. */
+	e->producing = true;
+	want = e->next_value + 1000;
+	assert_true(wait_for(e, pred_value_reached, &want, 30000));
+	e->producing = false;
+	assert_true(wait_for(e, pred_settled, NULL, 30000));
+	assert_true(wait_for(e, pred_drained, NULL, 30000));
+	stop_proc(&e->collector, SIGTERM);
+	snprintf(db, sizeof(db), "%s/collector.db", e->dir);
+	snprintf(backup, sizeof(backup), "%s/collector.db.backup", e->dir);
+	copy_file(db, backup);
+	v_backup = e->next_value;
+	start_collector(e, (const char *[]){"--pull-scan", "0", "--pull-retry-min-ms", "100", "--pull-retry-max-ms",
+	                                    "500", NULL});
+	from_s = now_us() / 1000000 - 1;
+	/* Phase B, stored, then lost: the database goes back to the backup. */
+	e->producing = true;
+	want = e->next_value + 2000;
+	assert_true(wait_for(e, pred_value_reached, &want, 30000));
+	e->producing = false;
+	v_end = e->next_value;
+	assert_true(wait_for(e, pred_settled, NULL, 30000));
+	assert_true(wait_for(e, pred_drained, NULL, 30000));
+	stop_proc(&e->collector, SIGTERM);
+	copy_file(backup, db);
+	snprintf(wal, sizeof(wal), "%s-wal", db);
+	unlink(wal);
+	snprintf(wal, sizeof(wal), "%s-shm", db);
+	unlink(wal);
+	start_collector(e, (const char *[]){"--pull-scan", "0", "--pull-retry-min-ms", "100", "--pull-retry-max-ms",
+	                                    "500", NULL});
+	count = calloc((size_t)(v_end - v_backup), sizeof(int));
+	for (int k = 0; k < K_THINGS; k++) {
+		char name[16];
+		snprintf(name, sizeof(name), "t%d", k);
+		count_values(e, name, v_backup, v_end - v_backup, count, &other);
+	}
+	for (int64_t i = 0; i < v_end - v_backup; i++)
+		assert_int_equal(count[i], 0);
+	/* The operator pulls the lost time. */
+	snprintf(body, sizeof(body), "{\"from\":%" PRId64 ",\"to\":%" PRId64 "}", from_s, now_us() / 1000000 + 1);
+	assert_int_equal(signed_http(e, "POST", "/v1/pull", body, &j), 202);
+	json_decref(j);
+	{
+		int64_t n = v_end - v_backup;
+		int64_t done = 0;
+		int64_t deadline = mono_ms() + 120000;
+		/* Until every lost change is back (or the generous limit). */
+		while (mono_ms() < deadline) {
+			memset(count, 0, (size_t)n * sizeof(int));
+			other = 0;
+			for (int k = 0; k < K_THINGS; k++) {
+				char name[16];
+				snprintf(name, sizeof(name), "t%d", k);
+				count_values(e, name, v_backup, n, count, &other);
+			}
+			done = 0;
+			for (int64_t i = 0; i < n; i++)
+				done += count[i] > 0;
+			if (done == n)
+				break;
+			{
+				struct timeval tv = {0, 200000};
+				event_base_loopexit(e->base, &tv);
+				event_base_dispatch(e->base);
+			}
+		}
+		fprintf(stderr, "restored database: %" PRId64 " changes lost, %" PRId64 " back after the pull\n", n, done);
+		assert_true(wait_for(e, pred_drained, NULL, 30000));
+		check_once(count, v_backup, (int)n);
+	}
+	j = col_get(e, "/v1/pulls");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(j, "pulls"), 0), "state")),
+	                    "accepted");
+	json_decref(j);
+	/* The backup's changes are still there once each. */
+	{
+		int *old = calloc((size_t)v_backup, sizeof(int));
+		int64_t o2 = 0, held = 0;
+		for (int k = 0; k < K_THINGS; k++) {
+			char name[16];
+			snprintf(name, sizeof(name), "t%d", k);
+			count_values(e, name, 0, v_backup, old, &o2);
+		}
+		for (int64_t i = 0; i < v_backup; i++) {
+			assert_true(old[i] <= 1);
+			held += old[i];
+		}
+		assert_true(held > 0);
+		free(old);
+	}
+	free(count);
+	{
+		int status = stop_proc(&rec, SIGTERM);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
 }
