@@ -645,13 +645,12 @@ static void site_variant(struct env *e, uint16_t recov_port, bool owner_history)
  * /v1/pulls shows it accepted with recoveryd's id. A gap in a source's
  * stream is pulled by itself, once, with the measured times around it.
  */
-static void test_pull_contract(void **state)
+static void check_pull_contract(struct env *e)
 {
 	static const struct httpd_route routes[] = {
 	    {"/v1/recover", HTTPD_POST, 1024, false, true},
 	    {NULL, 0, 0, false, false},
 	};
-	struct env *e = *state;
 	struct fake_recoveryd f = {.refuse = 2, .bodies = json_array()};
 	const char *extra[] = {"--pull-scan", "1", "--pull-retry-min-ms", "50", "--pull-retry-max-ms", "200", NULL};
 	struct httpd_config cfg;
@@ -735,6 +734,19 @@ static void test_pull_contract(void **state)
 	tsync_site_free(f.site);
 	json_decref(f.bodies);
 }
+
+static void test_pull_contract(void **state)
+{
+	check_pull_contract(*state);
+}
+
+#ifdef HAVE_POSTGRES
+static void test_pull_contract_postgres(void **state)
+{
+	pg_setup(*state);
+	check_pull_contract(*state);
+}
+#endif
 
 /* --- cumul_data: forensicd's closed days through pushd (contract 2) ------------------------- */
 

@@ -2672,6 +2672,7 @@ int main(int argc, char **argv)
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_migrate_postgres, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_collector_items_postgres, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pull_contract_postgres, setup, teardown),
 #endif
 	    cmocka_unit_test_setup_teardown(test_collector_items, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_2_sqlite, setup, teardown),
