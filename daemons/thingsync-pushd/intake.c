@@ -20,8 +20,11 @@
  * the node's (its window is committed after ours): a commit mark written
  * with the entries (journal__stage_mark()) recognises such a request when it
  * comes again, so nothing is journaled twice. Entries a request cannot carry
- * (a thing that is not the owner's in site.conf, a value not of its type)
- * are counted, logged and answered, not journaled.
+ * (a thing that is not the owner's in site.conf, a value not of its type;
+ * for recovery, a thing this push controller does not use, as for live
+ * values) are counted, logged and answered, not journaled. Closed days of
+ * every thing of the owner are taken: the server keeps daily statistics
+ * of all of them.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -70,16 +73,24 @@ static bool value_from_json(json_t *j, tsync_type type, tsync_value *v)
 	}
 }
 
-/* Whether `thing` is a thing of the site that `owner` owns; its type in *type. */
-static bool owned_by(struct pushd *pd, const char *thing, const char *owner, tsync_type *type)
+/*
+ * Whether `thing` is a thing of the site that `owner` owns (its type in
+ * *type) and, with `used`, one this push controller uses: a change of a
+ * thing the push role does not receive live does not reach the collector
+ * by recovery either.
+ */
+static bool owned_by(struct pushd *pd, const char *thing, const char *owner, bool used, tsync_type *type)
 {
 	tsync_thing_info ti;
 	int idx = thing ? tsync_site_thing_find(pd->site, thing) : -1;
+	bool user = !used;
 
 	if (idx < 0 || tsync_site_thing(pd->site, (size_t)idx, &ti) < 0 || strcmp(ti.owner, owner) != 0)
 		return false;
+	for (size_t i = 0; !user && i < ti.n_users; i++)
+		user = strcmp(ti.users[i], pd->name) == 0;
 	*type = ti.type;
-	return true;
+	return user;
 }
 
 /* A staging error: the batch is refused by the commit hook (retried) unless the entry itself is bad. */
@@ -155,7 +166,7 @@ static int stage_entries(struct pushd *pd, const char *owner, json_t *io, uint64
 		int r;
 
 		e.thing = json_string_value(json_object_get(it, "thing"));
-		if (!owned_by(pd, e.thing, owner, &type) || !value_from_json(json_object_get(it, "value"), type, &e.value) ||
+		if (!owned_by(pd, e.thing, owner, true, &type) || !value_from_json(json_object_get(it, "value"), type, &e.value) ||
 		    !json_is_integer(jt) || !json_is_integer(jb) || json_integer_value(jb) < 0 || !json_is_integer(jv) ||
 		    json_integer_value(jv) < 0) {
 			(*refused)++;
@@ -250,7 +261,7 @@ static int on_cumul_data(void *ud, tsync_node *node, const tsync_request *req, c
 		tsync_type type;
 
 		e.cumul = ctext;
-		if (!ctext || !owned_by(pd, thing, owner, &type))
+		if (!ctext || !owned_by(pd, thing, owner, false, &type))
 			refused++;
 		else
 			r = staged(pd, journal__stage_entry(pd->journal, &e, NULL), &journaled, &refused);
