@@ -162,9 +162,11 @@ static int on_recovery_data(void *ud, tsync_node *node, const tsync_request *req
 	return 0;
 }
 
-/* Whether every chunk announced by `entity` for some request came. */
-static bool complete(struct env *e, const char *entity)
+/* How many requests of `entity` came whole (every chunk announced). */
+static int completed(struct env *e, const char *entity)
 {
+	int n = 0;
+
 	for (int i = 0; i < e->n_req; i++) {
 		struct received *r = &e->req[i];
 		bool all = r->seen != NULL;
@@ -172,10 +174,20 @@ static bool complete(struct env *e, const char *entity)
 			continue;
 		for (long long k = 1; all && k <= r->chunks; k++)
 			all = r->seen[k] > 0;
-		if (all)
-			return true;
+		n += all;
 	}
-	return false;
+	return n;
+}
+
+static bool complete(struct env *e, const char *entity)
+{
+	return completed(e, entity) > 0;
+}
+
+static bool both_twice(struct env *e, const void *arg)
+{
+	(void)arg;
+	return completed(e, "OWNER1") >= 2 && completed(e, "OWNER2") >= 2;
 }
 
 static int requests_of(struct env *e, const char *entity)
@@ -752,10 +764,34 @@ static void test_http(void **state)
 	assert_string_equal(json_string_value(json_array_get(json_object_get(j, "owners"), 1)), "OWNER2");
 	json_decref(j);
 	assert_true(run_until(e, both_complete, NULL, WAIT_MS));
-	/* A replayed signed request is refused (the signature's nonce is spent). */
 	quiet(e, 500);
 	assert_int_equal(requests_of(e, "OWNER1"), 1);
 	assert_int_equal(requests_of(e, "OWNER2"), 1);
+	/* thingsctl recover: the recovery controller found in site.conf, signed. */
+	{
+		char cmd[1200], out[512] = "";
+		const char *ctl = getenv("THINGSCTL");
+		FILE *p;
+		size_t got;
+
+		assert_non_null(ctl);
+		snprintf(cmd, sizeof(cmd), "'%s' -c '%s' recover --from now-2h --to now 2>&1", ctl, e->site_path);
+		p = popen(cmd, "r");
+		assert_non_null(p);
+		got = fread(out, 1, sizeof(out) - 1, p);
+		out[got] = '\0';
+		assert_int_equal(pclose(p), 0);
+		assert_non_null(strstr(out, "recovery r2: asked OWNER1 OWNER2, delivered to PUSH"));
+		snprintf(cmd, sizeof(cmd), "'%s' -c '%s' recover --from now --to now-1h 2>&1", ctl, e->site_path);
+		p = popen(cmd, "r");
+		assert_non_null(p);
+		got = fread(out, 1, sizeof(out) - 1, p);
+		assert_int_equal(WEXITSTATUS(pclose(p)), 2);
+	}
+	assert_true(run_until(e, both_twice, NULL, WAIT_MS));
+	quiet(e, 500);
+	assert_int_equal(requests_of(e, "OWNER1"), 2);
+	assert_int_equal(requests_of(e, "OWNER2"), 2);
 	{
 		char *text = NULL;
 		struct resp r = {0};
@@ -769,7 +805,7 @@ static void test_http(void **state)
 		curl_easy_cleanup(c);
 		text = r.data;
 		assert_non_null(text);
-		assert_non_null(strstr(text, "thingsync_recoveryd_recoveries_total 1\n"));
+		assert_non_null(strstr(text, "thingsync_recoveryd_recoveries_total 2\n"));
 		assert_non_null(strstr(text, "thingsync_recoveryd_internet_lost 0\n"));
 		free(text);
 	}
