@@ -38,6 +38,7 @@
 
 #include "../harness.h"
 #include "httpd.h"
+#include "tdh.h"
 
 #define N_OWNERS     2
 #define THINGS       4
@@ -450,11 +451,7 @@ static int setup(void **state)
 		return -1;
 	e->dir = harness_tmpdir("recovery");
 	harness_ports(e->udp, 4);
-	{
-		uint16_t p[1];
-		harness_ports(p, 1);
-		e->http = p[0];
-	}
+	e->http = tdh_tcp_port();
 	snprintf(key, sizeof(key), "%s/site.key", e->dir);
 	if (tsync_key_generate(key) < 0)
 		return -1;
