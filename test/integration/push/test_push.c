@@ -2642,6 +2642,8 @@ static void test_owner_recovered(void **state)
 	}
 }
 
+#include "recovery_cases.c"
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -2664,7 +2666,10 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_migrate_sqlite, setup, teardown),
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_migrate_postgres, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_collector_items_postgres, setup, teardown),
 #endif
+	    cmocka_unit_test_setup_teardown(test_collector_items, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migrate_2_sqlite, setup, teardown),
 	};
 	int r;
 
