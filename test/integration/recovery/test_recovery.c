@@ -34,6 +34,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <jansson.h>
+#include <sqlite3.h>
 #include <thingsync/thingsync.h>
 
 #include "../harness.h"
@@ -45,6 +46,14 @@
 #define MAX_REQUESTS 32
 #define WAIT_MS      60000
 #define THRESHOLD_S  60
+/* The end-to-end scenarios: recovery_threshold short, since pushd's real
+ * outage has to outlast it. */
+#define E2E_THRESHOLD_S 2
+/* Changes of one thing while pushd is down, per round of the owners. */
+#define E2E_ROUNDS 150
+
+/* The end-to-end scenarios run the real pushd and collectord in place of PUSH. */
+static bool e2e;
 
 /* What PUSH received of one (entity, request). */
 struct received {
@@ -60,8 +69,17 @@ struct received {
 struct env {
 	char *dir;
 	char site_path[512];
-	uint16_t udp[4]; /* OWNER1, OWNER2, PUSH, RECOV */
+	uint16_t udp[5]; /* OWNER1, OWNER2, PUSH, RECOV, SRV */
 	uint16_t http;
+	/* e2e: thingsync-pushd (PUSH) and thingsync-collectord (SRV) */
+	uint16_t col_port, pushd_http;
+	pid_t pushd, collector;
+	/* e2e: every change the owners made: (thing, owner boot, version) */
+	struct change {
+		char thing[8];
+		uint64_t boot, version;
+	} *changes;
+	size_t n_changes, cap_changes;
 	tsync_site *site;
 	struct event_base *base;
 	tsync_node *owner[N_OWNERS], *push;
@@ -396,7 +414,7 @@ static bool settled(struct env *e, const void *arg)
 	for (int i = 0; i < N_OWNERS; i++)
 		if (e->owner[i] && tsync_node_unsettled(e->owner[i]))
 			return false;
-	return tsync_node_unsettled(e->push) == 0;
+	return !e->push || tsync_node_unsettled(e->push) == 0;
 }
 
 static bool copy_is(struct env *e, const void *arg)
@@ -450,7 +468,7 @@ static int setup(void **state)
 	if (!e)
 		return -1;
 	e->dir = harness_tmpdir("recovery");
-	harness_ports(e->udp, 4);
+	harness_ports(e->udp, 5);
 	e->http = tdh_tcp_port();
 	snprintf(key, sizeof(key), "%s/site.key", e->dir);
 	if (tsync_key_generate(key) < 0)
@@ -466,7 +484,16 @@ static int setup(void **state)
 	                     "roles = recovery\nrecovery_threshold = %d\n\n"
 	                     "[thing internet_lost]\nowner = RECOV\ntype = bool\nusers = PUSH\n"
 	                     "settable = no\ninitial = no\n\n",
-	                     e->udp[0], e->udp[1], e->udp[2], e->udp[3], e->http, THRESHOLD_S);
+	                     e->udp[0], e->udp[1], e->udp[2], e->udp[3], e->http,
+	                     e2e ? E2E_THRESHOLD_S : THRESHOLD_S);
+	if (e2e) {
+		e->col_port = tdh_tcp_port();
+		e->pushd_http = tdh_tcp_port();
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+		                      "[controller SRV]\nhost = 127.0.0.1\nudp_port = %u\ntcp_port = %u\n"
+		                      "roles = collector\n\n",
+		                      e->udp[4], e->col_port);
+	}
 	for (int o = 0; o < N_OWNERS; o++)
 		for (int k = 0; k < THINGS; k++)
 			n += (size_t)snprintf(text + n, sizeof(text) - n,
@@ -486,8 +513,10 @@ static int setup(void **state)
 		return -1;
 	for (int i = 0; i < N_OWNERS; i++)
 		start_owner(e, i);
-	start_node(e, "PUSH", e->push_dir, &e->push);
-	assert_int_equal(tsync_node_on_request(e->push, "recovery_data", on_recovery_data, e), 0);
+	if (!e2e) {
+		start_node(e, "PUSH", e->push_dir, &e->push);
+		assert_int_equal(tsync_node_on_request(e->push, "recovery_data", on_recovery_data, e), 0);
+	}
 	*state = e;
 	return 0;
 }
@@ -504,8 +533,28 @@ static int teardown(void **state)
 			r = -1;
 		}
 	}
-	if (r < 0 || getenv("THINGSYNC_TEST_VERBOSE"))
+	if (e->pushd > 0) {
+		status = stop_proc(&e->pushd, SIGTERM);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "pushd did not stop cleanly (status 0x%x)\n", status);
+			r = -1;
+		}
+	}
+	if (e->collector > 0) {
+		status = stop_proc(&e->collector, SIGTERM);
+		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "collectord did not stop cleanly (status 0x%x)\n", status);
+			r = -1;
+		}
+	}
+	if (r < 0 || getenv("THINGSYNC_TEST_VERBOSE")) {
 		print_log(e, "recoveryd.log");
+		if (e2e) {
+			print_log(e, "pushd.log");
+			print_log(e, "collector.log");
+		}
+	}
+	free(e->changes);
 	for (int i = 0; i < N_OWNERS; i++)
 		tsync_node_free(e->owner[i]);
 	tsync_node_free(e->push);
@@ -865,6 +914,279 @@ static void test_chunking(void **state)
 	       r->entries, r->chunks, e->longest_chunk, secs, (double)r->entries / secs);
 }
 
+/* --- end to end: thingsync-pushd and thingsync-collectord --------------------------- */
+
+static const char *bin(const char *env, const char *dflt)
+{
+	const char *p = getenv(env);
+	return p ? p : dflt;
+}
+
+static long get_url(const char *url, json_t **out)
+{
+	CURL *c = curl_easy_init();
+	struct resp r = {0};
+	long status = 0;
+
+	assert_non_null(c);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_cb);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 20000L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	if (out)
+		*out = r.data ? json_loads(r.data, 0, NULL) : NULL;
+	free(r.data);
+	return status;
+}
+
+static json_t *pushd_status(struct env *e)
+{
+	char url[128];
+	json_t *j = NULL;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/status", e->pushd_http);
+	if (get_url(url, &j) != 200) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
+static bool pushd_up(struct env *e, const void *arg)
+{
+	json_t *j = pushd_status(e);
+
+	(void)arg;
+	json_decref(j);
+	return j != NULL;
+}
+
+static bool collector_up(struct env *e, const void *arg)
+{
+	char url[128];
+
+	(void)arg;
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/health", e->col_port);
+	return get_url(url, NULL) == 200;
+}
+
+static void start_collector(struct env *e)
+{
+	char listen[64], db[700];
+	const char *argv[] = {bin("COLLECTORD", "thingsync-collectord"), "--site", e->site_path, "--listen", listen,
+	                      "--db", db, NULL};
+
+	snprintf(listen, sizeof(listen), "127.0.0.1:%u", e->col_port);
+	snprintf(db, sizeof(db), "sqlite:%s/collector.db", e->dir);
+	e->collector = spawn(e, "collector.log", argv);
+	assert_true(run_until(e, collector_up, NULL, WAIT_MS));
+}
+
+static void start_pushd(struct env *e)
+{
+	char http_listen[64], state[700];
+	const char *argv[] = {bin("PUSHD", "thingsync-pushd"), "--site", e->site_path, "--controller", "PUSH",
+	                      "--state-dir", state, "--http", http_listen, "--retry-min-ms", "20",
+	                      "--retry-max-ms", "300", "--heartbeat-ms", "200", NULL};
+
+	snprintf(http_listen, sizeof(http_listen), "127.0.0.1:%u", e->pushd_http);
+	snprintf(state, sizeof(state), "%s/pushd", e->dir);
+	e->pushd = spawn(e, "pushd.log", argv);
+	assert_true(run_until(e, pushd_up, NULL, WAIT_MS));
+}
+
+/* Each owner changes each thing once, and the change is written down. */
+static void produce_round(struct env *e)
+{
+	static int64_t next = 1;
+
+	for (int o = 0; o < N_OWNERS; o++)
+		for (int k = 0; k < THINGS; k++) {
+			char name[8];
+			tsync_value v = tsync_int(next++);
+			tsync_thing_state st;
+
+			snprintf(name, sizeof(name), "%c%d", 'a' + o, k);
+			assert_int_equal(tsync_node_set(e->owner[o], name, &v), 0);
+			assert_int_equal(tsync_node_get(e->owner[o], name, &st), 0);
+			if (e->n_changes == e->cap_changes) {
+				e->cap_changes = e->cap_changes ? 2 * e->cap_changes : 1024;
+				e->changes = realloc(e->changes, e->cap_changes * sizeof(*e->changes));
+				assert_non_null(e->changes);
+			}
+			snprintf(e->changes[e->n_changes].thing, sizeof(e->changes[0].thing), "%s", name);
+			e->changes[e->n_changes].boot = st.owner_boot;
+			e->changes[e->n_changes++].version = st.version;
+		}
+}
+
+/* The changes of the owners' things the collector holds, by path. */
+struct held {
+	long long rows, live, recovery, unknown, missing, extra;
+};
+
+static void collector_holds(struct env *e, struct held *h)
+{
+	char path[700];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	unsigned char *seen = calloc(e->n_changes + 1, 1);
+
+	memset(h, 0, sizeof(*h));
+	assert_non_null(seen);
+	snprintf(path, sizeof(path), "%s/collector.db", e->dir);
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	sqlite3_busy_timeout(db, 10000);
+	assert_int_equal(sqlite3_prepare_v2(db,
+	                                    "SELECT thing, owner_boot, version, via FROM measurements WHERE owner IN "
+	                                    "('OWNER1','OWNER2')",
+	                                    -1, &st, NULL),
+	                 SQLITE_OK);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *thing = (const char *)sqlite3_column_text(st, 0);
+		uint64_t boot = (uint64_t)sqlite3_column_int64(st, 1), ver = (uint64_t)sqlite3_column_int64(st, 2);
+		const char *via = (const char *)sqlite3_column_text(st, 3);
+		size_t i;
+
+		h->rows++;
+		if (!strcmp(via, "live"))
+			h->live++;
+		else if (!strcmp(via, "recovery"))
+			h->recovery++;
+		else
+			h->unknown++;
+		for (i = 0; i < e->n_changes; i++)
+			if (e->changes[i].version == ver && e->changes[i].boot == boot && !strcmp(e->changes[i].thing, thing))
+				break;
+		if (i == e->n_changes)
+			h->extra++;
+		else
+			seen[i]++;
+	}
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	for (size_t i = 0; i < e->n_changes; i++) {
+		assert_true(seen[i] <= 1); /* the collector's identity index makes two impossible */
+		h->missing += seen[i] == 0;
+	}
+	free(seen);
+}
+
+static bool all_held(struct env *e, const void *arg)
+{
+	struct held h;
+	json_t *s = pushd_status(e);
+	bool drained = s && json_integer_value(json_object_get(json_object_get(s, "journal"), "entries")) == 0;
+
+	(void)arg;
+	json_decref(s);
+	if (!drained)
+		return false;
+	collector_holds(e, &h);
+	return h.missing == 0;
+}
+
+static bool recovery_answered(struct env *e, const void *arg)
+{
+	json_t *s = status_of(e), *rec, *o;
+	const char *k;
+	bool all = false;
+
+	(void)arg;
+	rec = json_array_get(json_object_get(json_object_get(s, "ledger"), "recoveries"), 0);
+	if (rec) {
+		all = json_object_size(json_object_get(rec, "owners")) == N_OWNERS;
+		json_object_foreach(json_object_get(rec, "owners"), k, o)
+			all = all && !strcmp(json_string_value(json_object_get(o, "state")), "answered");
+	}
+	json_decref(s);
+	return all;
+}
+
+static bool lost_is(struct env *e, const void *arg)
+{
+	return ledger_lost(e) == *(const bool *)arg;
+}
+
+struct elapsed {
+	int64_t since_us, us;
+};
+
+static bool elapsed(struct env *e, const void *arg)
+{
+	const struct elapsed *el = arg;
+
+	(void)e;
+	return real_us() - el->since_us >= el->us;
+}
+
+static bool owners_settled(struct env *e, const void *arg)
+{
+	(void)arg;
+	for (int o = 0; o < N_OWNERS; o++)
+		if (tsync_node_unsettled(e->owner[o]))
+			return false;
+	return true;
+}
+
+/*
+ * Issue 13, scenario 1: pushd's Pi is off (kill -9, not restarted) while
+ * the owners change every thing many times; pushd comes back, recoveryd
+ * sees the outage end and asks the data stores, and the collector holds
+ * every intermediate change exactly once. Prints what arrives without
+ * recovery (only the last values) beside it.
+ */
+static void test_e2e_pushd_down(void **state)
+{
+	struct env *e = *state;
+	struct held h;
+	bool yes = true, no = false;
+	struct elapsed el;
+	size_t before, during;
+
+	start_collector(e);
+	start_pushd(e);
+	start_recoveryd(e);
+	for (int i = 0; i < 5; i++) {
+		produce_round(e);
+		assert_true(run_until(e, owners_settled, NULL, WAIT_MS));
+	}
+	assert_true(run_until(e, all_held, NULL, WAIT_MS));
+	before = e->n_changes;
+
+	stop_proc(&e->pushd, SIGKILL);
+	assert_true(run_until(e, lost_is, &yes, WAIT_MS));
+	el.since_us = real_us();
+	el.us = (E2E_THRESHOLD_S + 1) * 1000000LL;
+	for (int i = 0; i < E2E_ROUNDS; i++) {
+		produce_round(e);
+		harness_run_until(e->base, never, NULL, 2);
+	}
+	for (int o = 0; o < N_OWNERS; o++)
+		assert_int_equal(tsync_node_commit(e->owner[o]), 0);
+	during = e->n_changes - before;
+	/* The outage must outlast recovery_threshold for the recovery to be asked. */
+	run_until(e, elapsed, &el, WAIT_MS);
+
+	start_pushd(e);
+	assert_true(run_until(e, lost_is, &no, WAIT_MS));
+	assert_true(run_until(e, recovery_answered, NULL, WAIT_MS));
+	assert_true(run_until(e, all_held, NULL, 4 * WAIT_MS));
+	collector_holds(e, &h);
+	assert_int_equal(h.missing, 0);
+	assert_int_equal(h.extra, 0);
+	assert_int_equal(h.unknown, 0);
+	assert_int_equal(h.rows, (long long)e->n_changes);
+	assert_true(h.recovery > 0);
+	printf("owners made %zu changes (%zu while pushd was down); the collector holds %lld, each once: "
+	       "%lld came live, %lld by recovery; without recovery (only the last values) it would hold %lld\n",
+	       e->n_changes, during, h.rows, h.live, h.recovery, h.live);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest all[] = {
@@ -873,12 +1195,14 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_owner_down, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_http, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunking, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_e2e_pushd_down, setup, teardown),
 	};
 	struct CMUnitTest sel[sizeof(all) / sizeof(all[0])];
 	size_t n = 0;
 	int r;
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
+	e2e = argc >= 2 && !strncmp(argv[1], "test_e2e", 8);
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		if (argc < 2 || !strcmp(argv[1], all[i].name))
 			sel[n++] = all[i];
