@@ -510,9 +510,12 @@ static int ledger_load(struct recoveryd *rd)
 	if (rd->ledger.lost)
 		log_warn(&rd->log, "outage open since %.3f (%zu causes)", (double)rd->ledger.lost_us / 1e6,
 		         rd->ledger.n_causes);
-	/* Down since it was last alive: nobody watched meanwhile. */
+	/* Down since it was last alive: nobody watched meanwhile. An open
+	 * outage began while it was alive, so its loss time stays. */
 	if (rd->ledger.alive_us > 0)
-		cause_set(rd, "recoveryd", rd->ledger.alive_us);
+		cause_set(rd, "recoveryd",
+		          rd->ledger.lost && rd->ledger.lost_us > rd->ledger.alive_us ? rd->ledger.lost_us
+		                                                                      : rd->ledger.alive_us);
 	return 0;
 }
 

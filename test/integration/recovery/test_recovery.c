@@ -46,9 +46,9 @@
 #define MAX_REQUESTS 32
 #define WAIT_MS      60000
 #define THRESHOLD_S  60
-/* The end-to-end scenarios: recovery_threshold short, since pushd's real
- * outage has to outlast it. */
-#define E2E_THRESHOLD_S 2
+/* The end-to-end scenarios: recovery_threshold short, since a real outage
+ * has to outlast it; the collector's has a short one to stay under too. */
+static int e2e_threshold_s = 2;
 /* Changes of one thing while pushd is down, per round of the owners. */
 #define E2E_ROUNDS 150
 
@@ -485,7 +485,7 @@ static int setup(void **state)
 	                     "[thing internet_lost]\nowner = RECOV\ntype = bool\nusers = PUSH\n"
 	                     "settable = no\ninitial = no\n\n",
 	                     e->udp[0], e->udp[1], e->udp[2], e->udp[3], e->http,
-	                     e2e ? E2E_THRESHOLD_S : THRESHOLD_S);
+	                     e2e ? e2e_threshold_s : THRESHOLD_S);
 	if (e2e) {
 		e->col_port = tdh_tcp_port();
 		e->pushd_http = tdh_tcp_port();
@@ -1161,7 +1161,7 @@ static void test_e2e_pushd_down(void **state)
 	stop_proc(&e->pushd, SIGKILL);
 	assert_true(run_until(e, lost_is, &yes, WAIT_MS));
 	el.since_us = real_us();
-	el.us = (E2E_THRESHOLD_S + 1) * 1000000LL;
+	el.us = (e2e_threshold_s + 1) * 1000000LL;
 	for (int i = 0; i < E2E_ROUNDS; i++) {
 		produce_round(e);
 		harness_run_until(e->base, never, NULL, 2);
@@ -1187,6 +1187,79 @@ static void test_e2e_pushd_down(void **state)
 	       e->n_changes, during, h.rows, h.live, h.recovery, h.live);
 }
 
+static void stop_collector(struct env *e)
+{
+	int status = stop_proc(&e->collector, SIGTERM);
+
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/*
+ * Issue 13, scenarios 2 and 3: the internet (the collector) is down while
+ * pushd runs. A short outage asks nothing. A long one, with recoveryd
+ * killed -9 and restarted in the middle, keeps its first loss time (pushd's
+ * first failed POST); once the collector is back pushd's journal has
+ * everything it heard, recovery adds what the mesh skipped, and nothing is
+ * stored twice.
+ */
+static void test_e2e_collector_down(void **state)
+{
+	struct env *e = *state;
+	struct held h;
+	bool yes = true, no = false;
+	struct elapsed el;
+	int64_t lost;
+	json_t *s, *rec;
+
+	start_collector(e);
+	start_pushd(e);
+	start_recoveryd(e);
+	produce_round(e);
+	assert_true(run_until(e, all_held, NULL, WAIT_MS));
+
+	/* Short: the collector back at once (well within the threshold). */
+	stop_collector(e);
+	produce_round(e);
+	assert_true(run_until(e, lost_is, &yes, WAIT_MS));
+	start_collector(e);
+	assert_true(run_until(e, lost_is, &no, WAIT_MS));
+	assert_int_equal(ledger_int(e, "outages_short"), 1);
+	assert_int_equal(ledger_int(e, "recoveries_total"), 0);
+
+	/* Long, with a reboot of recoveryd in the middle. */
+	stop_collector(e);
+	produce_round(e);
+	assert_true(run_until(e, lost_is, &yes, WAIT_MS));
+	lost = ledger_int(e, "lost_us");
+	el.since_us = lost;
+	el.us = (e2e_threshold_s + 1) * 1000000LL;
+	stop_proc(&e->recov, SIGKILL);
+	for (int i = 0; i < E2E_ROUNDS; i++) {
+		produce_round(e);
+		harness_run_until(e->base, never, NULL, 2);
+	}
+	start_recoveryd(e);
+	assert_true(ledger_lost(e));
+	assert_int_equal(ledger_int(e, "lost_us"), lost);
+	run_until(e, elapsed, &el, 2 * WAIT_MS);
+	start_collector(e);
+	assert_true(run_until(e, lost_is, &no, WAIT_MS));
+	assert_true(run_until(e, recovery_answered, NULL, WAIT_MS));
+	s = status_of(e);
+	rec = json_array_get(json_object_get(json_object_get(s, "ledger"), "recoveries"), 0);
+	assert_int_equal(json_integer_value(json_object_get(rec, "from_us")), lost);
+	json_decref(s);
+	assert_true(run_until(e, all_held, NULL, 4 * WAIT_MS));
+	collector_holds(e, &h);
+	assert_int_equal(h.missing, 0);
+	assert_int_equal(h.extra, 0);
+	assert_int_equal(h.rows, (long long)e->n_changes);
+	assert_int_equal(ledger_int(e, "recoveries_total"), 1);
+	printf("collector down with pushd running: owners made %zu changes; the collector holds %lld, each once: "
+	       "%lld through pushd's journal, %lld added by recovery\n",
+	       e->n_changes, h.rows, h.live, h.recovery);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest all[] = {
@@ -1196,6 +1269,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_http, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunking, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_e2e_pushd_down, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_e2e_collector_down, setup, teardown),
 	};
 	struct CMUnitTest sel[sizeof(all) / sizeof(all[0])];
 	size_t n = 0;
@@ -1203,6 +1277,8 @@ int main(int argc, char **argv)
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	e2e = argc >= 2 && !strncmp(argv[1], "test_e2e", 8);
+	if (argc >= 2 && !strcmp(argv[1], "test_e2e_collector_down"))
+		e2e_threshold_s = 10;
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		if (argc < 2 || !strcmp(argv[1], all[i].name))
 			sel[n++] = all[i];
