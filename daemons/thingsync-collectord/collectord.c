@@ -156,23 +156,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	event_base_loopexit(c->base, NULL);
 }
 
-static int split_listen(const char *spec, char *host, size_t hostlen, uint16_t *port)
-{
-	const char *colon = strrchr(spec, ':');
-	char *end;
-	unsigned long p;
-
-	if (!colon || (size_t)(colon - spec) >= hostlen)
-		return -EINVAL;
-	p = strtoul(colon + 1, &end, 10);
-	if (*end || colon[1] == '\0' || p > 65535)
-		return -EINVAL;
-	memcpy(host, spec, (size_t)(colon - spec));
-	host[colon - spec] = '\0';
-	*port = (uint16_t)p;
-	return 0;
-}
-
 static int write_port_file(const char *path, uint16_t port)
 {
 	char tmp[4096];
@@ -224,7 +207,7 @@ static int start_http(struct collector *c)
 	int r;
 
 	if (c->opt.listen) {
-		if (split_listen(c->opt.listen, host, sizeof(host), &port) < 0) {
+		if (httpd__split_listen(c->opt.listen, host, sizeof(host), &port) < 0) {
 			log_error(&c->log, "--listen %s: want ADDR:PORT", c->opt.listen);
 			return -EINVAL;
 		}
