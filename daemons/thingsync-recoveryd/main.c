@@ -156,8 +156,8 @@ static void ask_done(void *ud, tsync_node *node, int status, const char *result)
 	o = ask_owner(a);
 	if (status != 0) {
 		rd->requests_failed++;
-		log_error(&rd->log, "recovery %s: %s refused the recovery_data_request: %s", a->recovery, a->owner,
-		          tsync_strerror(status));
+		log_error(&rd->log, "recovery %s: %s refused the recovery_data_request: %s", a->recovery,
+		          a->owner, tsync_strerror(status));
 		if (o) {
 			o->state = OWNER_FAILED;
 			snprintf(o->error, sizeof(o->error), "%s", tsync_strerror(status));
@@ -194,12 +194,13 @@ static int ask_send(struct ask *a)
 	snprintf(body, sizeof(body),
 	         "{\"request_id\":\"%s.%zu\",\"time\":%.6f,\"lost_connection_time\":%.6f,"
 	         "\"restored_connection_time\":%.6f,\"deliver_to\":\"%s\"}",
-	         a->recovery, idx + 1, (double)now_us() / 1e6, (double)a->from_us / 1e6, (double)a->to_us / 1e6,
-	         rd->push);
+	         a->recovery, idx + 1, (double)now_us() / 1e6, (double)a->from_us / 1e6,
+	         (double)a->to_us / 1e6, rd->push);
 	r = tsync_node_request(rd->node, a->owner, "recovery_data_request", body, ask_done, a);
 	if (r < 0) {
 		rd->requests_failed++;
-		log_error(&rd->log, "recovery %s: cannot ask %s: %s", a->recovery, a->owner, tsync_strerror(r));
+		log_error(&rd->log, "recovery %s: cannot ask %s: %s", a->recovery, a->owner,
+		          tsync_strerror(r));
 		return r;
 	}
 	rd->requests_sent++;
@@ -258,7 +259,8 @@ struct recovery *recoveryd__recover(struct recoveryd *rd, int64_t from_us, int64
 		rec->owners[rec->n_owners++].state = OWNER_ASKED;
 		if (ask_send(a) < 0) {
 			rec->owners[rec->n_owners - 1].state = OWNER_FAILED;
-			snprintf(rec->owners[rec->n_owners - 1].error, sizeof(rec->owners[0].error), "not sent");
+			snprintf(rec->owners[rec->n_owners - 1].error, sizeof(rec->owners[0].error),
+			         "not sent");
 			free(a);
 		}
 	}
@@ -306,8 +308,9 @@ static void cause_clear(struct recoveryd *rd, const char *cause, int64_t at_us)
 		at_us = lost_us;
 	if ((uint64_t)(at_us - lost_us) < rd->threshold_ms * 1000) {
 		rd->ledger.outages_short++;
-		log_info(&rd->log, "outage over (%s): %.3f .. %.3f, %.1f s, under recovery_threshold (%" PRIu64
-		                   " s): nothing to recover",
+		log_info(&rd->log,
+		         "outage over (%s): %.3f .. %.3f, %.1f s, under recovery_threshold (%" PRIu64
+		         " s): nothing to recover",
 		         cause, (double)lost_us / 1e6, (double)at_us / 1e6, (double)(at_us - lost_us) / 1e6,
 		         rd->threshold_ms / 1000);
 		ledger_save(rd);
@@ -317,7 +320,8 @@ static void cause_clear(struct recoveryd *rd, const char *cause, int64_t at_us)
 	         (double)at_us / 1e6, (double)(at_us - lost_us) / 1e6);
 	if (!recoveryd__recover(rd, lost_us, at_us, "outage", &err)) {
 		log_warn(&rd->log, "no data store to ask (%s)",
-		         !rd->push ? "no controller with the role push" : "none keeps a history of what it uses");
+		         !rd->push ? "no controller with the role push"
+		                   : "none keeps a history of what it uses");
 		ledger_save(rd);
 	}
 }
@@ -626,10 +630,12 @@ static int run(struct recoveryd *rd)
 		evtimer_add(rd->alive_ev, &tv);
 	}
 	if (!rd->publish)
-		log_warn(&rd->log, "%s is not a bool thing owned by %s in %s: the outage state is not published",
+		log_warn(&rd->log,
+		         "%s is not a bool thing owned by %s in %s: the outage state is not published",
 		         o->thing, rd->name, o->site_path);
 	if (!rd->push)
-		log_warn(&rd->log, "no controller with the role push: outages are kept, nothing is recovered");
+		log_warn(&rd->log,
+		         "no controller with the role push: outages are kept, nothing is recovered");
 	log_info(&rd->log,
 	         "recovery role up: boot %" PRIu64 ", udp %u, recovery_threshold %" PRIu64 " s, push %s, %s",
 	         tsync_node_boot(rd->node), tsync_node_port(rd->node), rd->threshold_ms / 1000,

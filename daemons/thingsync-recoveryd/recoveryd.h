@@ -67,7 +67,7 @@ struct ledger {
 		char name[LEDGER_CAUSE_LEN]; /* "connection_status:PUSH", "mesh:PUSH", "recoveryd" */
 		int64_t since_us;
 	} causes[LEDGER_MAX_CAUSES];
-	int64_t alive_us;      /* the daemon was last known alive */
+	int64_t alive_us;                       /* the daemon was last known alive */
 	int64_t last_restored_us, last_lost_us; /* the last outage closed */
 	uint64_t next_recovery;
 	uint64_t outages, outages_short, recoveries;

@@ -942,7 +942,11 @@ static int parse_time(const char *s, double *out)
 		if (s[3] != '-')
 			return -EINVAL;
 		x = strtod(s + 4, &end);
-		unit = !strcmp(end, "s") ? 1 : !strcmp(end, "m") ? 60 : !strcmp(end, "h") ? 3600 : !strcmp(end, "d") ? 86400 : 0;
+		unit = !strcmp(end, "s")   ? 1
+		       : !strcmp(end, "m") ? 60
+		       : !strcmp(end, "h") ? 3600
+		       : !strcmp(end, "d") ? 86400
+		                           : 0;
 		if (end == s + 4 || unit == 0 || x < 0)
 			return -EINVAL;
 		*out -= x * unit;
@@ -1001,8 +1005,9 @@ static int cmd_recover(struct ctl *c, int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	if (parse_time(from_s, &from) < 0 || parse_time(to_s, &to) < 0) {
-		fprintf(stderr, "thingsctl: recover: '%s': not a time (seconds since the epoch, "
-		                "YYYY-MM-DDTHH:MM[:SS], now, now-2h)\n",
+		fprintf(stderr,
+		        "thingsctl: recover: '%s': not a time (seconds since the epoch, "
+		        "YYYY-MM-DDTHH:MM[:SS], now, now-2h)\n",
 		        parse_time(from_s, &from) < 0 ? from_s : to_s);
 		return EXIT_USAGE;
 	}
@@ -1013,7 +1018,8 @@ static int cmd_recover(struct ctl *c, int argc, char **argv)
 	dflt = c->name || c->url ? NULL : recovery_controller(c);
 	if (!c->name && !c->url && !dflt) {
 		if (!need_site(c))
-			fprintf(stderr, "thingsctl: %s has no controller with the role recovery\n", c->conf_path);
+			fprintf(stderr, "thingsctl: %s has no controller with the role recovery\n",
+			        c->conf_path);
 		return EXIT_UNKNOWN;
 	}
 	base = base_for(c, dflt);
@@ -1031,7 +1037,7 @@ static int cmd_recover(struct ctl *c, int argc, char **argv)
 		} else {
 			printf("recovery %s: asked", json_string_value(json_object_get(j, "id")));
 			json_array_foreach(json_object_get(j, "owners"), i, o)
-				printf(" %s", json_string_value(o));
+			    printf(" %s", json_string_value(o));
 			printf(", delivered to %s\n", json_string_value(json_object_get(j, "deliver_to")));
 		}
 	}

@@ -58,10 +58,10 @@ static bool e2e;
 /* What PUSH received of one (entity, request). */
 struct received {
 	char entity[64], request[128];
-	long long chunks;         /* announced */
-	unsigned *seen;           /* seen[k]: times chunk k came */
-	long long entries;        /* changes received */
-	long long duplicates;     /* chunks that came again */
+	long long chunks;     /* announced */
+	unsigned *seen;       /* seen[k]: times chunk k came */
+	long long entries;    /* changes received */
+	long long duplicates; /* chunks that came again */
 	double lost_s, restored_s;
 	bool trimmed;
 };
@@ -78,7 +78,7 @@ struct env {
 	struct change {
 		char thing[8];
 		uint64_t boot, version;
-	} *changes;
+	} * changes;
 	size_t n_changes, cap_changes;
 	tsync_site *site;
 	struct event_base *base;
@@ -293,7 +293,8 @@ static size_t collect_cb(char *p, size_t size, size_t n, void *ud)
 }
 
 /* A request to RECOV's API; `sign` signs it with the site key for RECOV. */
-static long api(struct env *e, const char *method, const char *target, const char *body, bool sign, json_t **out)
+static long api(struct env *e, const char *method, const char *target, const char *body, bool sign,
+                json_t **out)
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *h = NULL;
@@ -311,7 +312,8 @@ static long api(struct env *e, const char *method, const char *target, const cha
 		h = curl_slist_append(h, "Content-Type: application/json");
 	}
 	if (sign) {
-		assert_int_equal(httpd__sign(e->site, "RECOV", method, target, body, body ? strlen(body) : 0, &sig), 0);
+		assert_int_equal(
+		    httpd__sign(e->site, "RECOV", method, target, body, body ? strlen(body) : 0, &sig), 0);
 		h = curl_slist_append(h, sig.to);
 		h = curl_slist_append(h, sig.time);
 		h = curl_slist_append(h, sig.nonce);
@@ -430,8 +432,8 @@ static bool copy_is(struct env *e, const void *arg)
 static void start_recoveryd(struct env *e)
 {
 	char alive[32];
-	const char *argv[] = {recoveryd_bin(), "--site", e->site_path, "--controller", "RECOV", "--state-dir",
-	                      e->recov_dir, "--alive-ms", alive, NULL};
+	const char *argv[] = {recoveryd_bin(), "--site",     e->site_path, "--controller", "RECOV",
+	                      "--state-dir",   e->recov_dir, "--alive-ms", alive,          NULL};
 
 	snprintf(alive, sizeof(alive), "%d", 500);
 	e->recov = spawn(e, "recoveryd.log", argv);
@@ -497,8 +499,8 @@ static int setup(void **state)
 	for (int o = 0; o < N_OWNERS; o++)
 		for (int k = 0; k < THINGS; k++)
 			n += (size_t)snprintf(text + n, sizeof(text) - n,
-			                      "[thing %c%d]\nowner = OWNER%d\ntype = int\nusers = PUSH\n\n", 'a' + o,
-			                      k, o + 1);
+			                      "[thing %c%d]\nowner = OWNER%d\ntype = int\nusers = PUSH\n\n",
+			                      'a' + o, k, o + 1);
 	path = harness_write(e->dir, "site.conf", text);
 	snprintf(e->site_path, sizeof(e->site_path), "%s", path);
 	free(path);
@@ -666,7 +668,8 @@ static void test_threshold(void **state)
 	/* Longer than the threshold: one request per data store. */
 	now = real_us();
 	connection_status(e, "disconnect", now - (THRESHOLD_S + 600) * 1000000LL);
-	connection_status(e, "disconnect", now - (THRESHOLD_S + 500) * 1000000LL); /* again: changes nothing */
+	connection_status(e, "disconnect",
+	                  now - (THRESHOLD_S + 500) * 1000000LL); /* again: changes nothing */
 	produce(e, 5);
 	connection_status(e, "reconnect", real_us());
 	assert_true(run_until(e, both_complete, NULL, WAIT_MS));
@@ -684,7 +687,8 @@ static void test_threshold(void **state)
 	}
 	s = status_of(e);
 	assert_non_null(s);
-	assert_int_equal(json_integer_value(json_object_get(json_object_get(s, "ledger"), "recoveries_total")), 1);
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_object_get(s, "ledger"), "recoveries_total")), 1);
 	json_decref(s);
 
 	/* A restart (a short downtime) asks nothing again. */
@@ -751,9 +755,10 @@ static void test_owner_down(void **state)
 	quiet(e, 1500);
 	assert_int_equal(requests_of(e, "OWNER2"), 0);
 	s = status_of(e);
-	o2 = json_object_get(json_object_get(json_array_get(json_object_get(json_object_get(s, "ledger"), "recoveries"), 0),
-	                                     "owners"),
-	                     "OWNER2");
+	o2 = json_object_get(
+	    json_object_get(json_array_get(json_object_get(json_object_get(s, "ledger"), "recoveries"), 0),
+	                    "owners"),
+	    "OWNER2");
 	assert_string_equal(json_string_value(json_object_get(o2, "state")), "asked");
 	json_decref(s);
 
@@ -764,9 +769,10 @@ static void test_owner_down(void **state)
 	assert_int_equal(requests_of(e, "OWNER2"), 1);
 	assert_true(only_request(e, "OWNER2")->entries >= 10 * THINGS);
 	s = status_of(e);
-	o2 = json_object_get(json_object_get(json_array_get(json_object_get(json_object_get(s, "ledger"), "recoveries"), 0),
-	                                     "owners"),
-	                     "OWNER2");
+	o2 = json_object_get(
+	    json_object_get(json_array_get(json_object_get(json_object_get(s, "ledger"), "recoveries"), 0),
+	                    "owners"),
+	    "OWNER2");
 	assert_string_equal(json_string_value(json_object_get(o2, "state")), "answered");
 	json_decref(s);
 }
@@ -821,14 +827,16 @@ static void test_http(void **state)
 		size_t got;
 
 		assert_non_null(ctl);
-		snprintf(cmd, sizeof(cmd), "'%s' -c '%s' recover --from now-2h --to now 2>&1", ctl, e->site_path);
+		snprintf(cmd, sizeof(cmd), "'%s' -c '%s' recover --from now-2h --to now 2>&1", ctl,
+		         e->site_path);
 		p = popen(cmd, "r");
 		assert_non_null(p);
 		got = fread(out, 1, sizeof(out) - 1, p);
 		out[got] = '\0';
 		assert_int_equal(pclose(p), 0);
 		assert_non_null(strstr(out, "recovery r2: asked OWNER1 OWNER2, delivered to PUSH"));
-		snprintf(cmd, sizeof(cmd), "'%s' -c '%s' recover --from now --to now-1h 2>&1", ctl, e->site_path);
+		snprintf(cmd, sizeof(cmd), "'%s' -c '%s' recover --from now --to now-1h 2>&1", ctl,
+		         e->site_path);
 		p = popen(cmd, "r");
 		assert_non_null(p);
 		got = fread(out, 1, sizeof(out) - 1, p);
@@ -886,7 +894,8 @@ static void test_chunking(void **state)
 			assert_int_equal(tsync_node_set(e->owner[0], name, &v), 0);
 		}
 	assert_int_equal(tsync_node_commit(e->owner[0]), 0);
-	snprintf(body, sizeof(body), "{\"from\":%.6f,\"to\":%.6f}", (double)t0 / 1e6 - 1, (double)real_us() / 1e6 + 1);
+	snprintf(body, sizeof(body), "{\"from\":%.6f,\"to\":%.6f}", (double)t0 / 1e6 - 1,
+	         (double)real_us() / 1e6 + 1);
 	asked = real_us();
 	assert_int_equal(api(e, "POST", "/v1/recover", body, true, &j), 202);
 	json_decref(j);
@@ -909,10 +918,11 @@ static void test_chunking(void **state)
 	}
 	assert_true(e->longest_chunk < 1400);
 	secs = (double)(e->last_chunk_us - asked) / 1e6;
-	printf("recovered %lld changes in %lld chunks (longest %zu bytes of JSON, max_datagram 1400) in %.2f s "
-	       "(the first chunk after %.2f s): %.0f changes/s\n",
-	       r->entries, r->chunks, e->longest_chunk, secs, (double)(e->first_chunk_us - asked) / 1e6,
-	       (double)r->entries / secs);
+	printf(
+	    "recovered %lld changes in %lld chunks (longest %zu bytes of JSON, max_datagram 1400) in %.2f s "
+	    "(the first chunk after %.2f s): %.0f changes/s\n",
+	    r->entries, r->chunks, e->longest_chunk, secs, (double)(e->first_chunk_us - asked) / 1e6,
+	    (double)r->entries / secs);
 }
 
 /* --- end to end: thingsync-pushd and thingsync-collectord --------------------------- */
@@ -978,8 +988,14 @@ static bool collector_up(struct env *e, const void *arg)
 static void start_collector(struct env *e)
 {
 	char listen[64], db[700];
-	const char *argv[] = {bin("COLLECTORD", "thingsync-collectord"), "--site", e->site_path, "--listen", listen,
-	                      "--db", db, NULL};
+	const char *argv[] = {bin("COLLECTORD", "thingsync-collectord"),
+	                      "--site",
+	                      e->site_path,
+	                      "--listen",
+	                      listen,
+	                      "--db",
+	                      db,
+	                      NULL};
 
 	snprintf(listen, sizeof(listen), "127.0.0.1:%u", e->col_port);
 	snprintf(db, sizeof(db), "sqlite:%s/collector.db", e->dir);
@@ -990,9 +1006,22 @@ static void start_collector(struct env *e)
 static void start_pushd(struct env *e)
 {
 	char http_listen[64], state[700];
-	const char *argv[] = {bin("PUSHD", "thingsync-pushd"), "--site", e->site_path, "--controller", "PUSH",
-	                      "--state-dir", state, "--http", http_listen, "--retry-min-ms", "20",
-	                      "--retry-max-ms", "300", "--heartbeat-ms", "200", NULL};
+	const char *argv[] = {bin("PUSHD", "thingsync-pushd"),
+	                      "--site",
+	                      e->site_path,
+	                      "--controller",
+	                      "PUSH",
+	                      "--state-dir",
+	                      state,
+	                      "--http",
+	                      http_listen,
+	                      "--retry-min-ms",
+	                      "20",
+	                      "--retry-max-ms",
+	                      "300",
+	                      "--heartbeat-ms",
+	                      "200",
+	                      NULL};
 
 	snprintf(http_listen, sizeof(http_listen), "127.0.0.1:%u", e->pushd_http);
 	snprintf(state, sizeof(state), "%s/pushd", e->dir);
@@ -1042,14 +1071,16 @@ static void collector_holds(struct env *e, struct held *h)
 	snprintf(path, sizeof(path), "%s/collector.db", e->dir);
 	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
 	sqlite3_busy_timeout(db, 10000);
-	assert_int_equal(sqlite3_prepare_v2(db,
-	                                    "SELECT thing, owner_boot, version, via FROM measurements WHERE owner IN "
-	                                    "('OWNER1','OWNER2')",
-	                                    -1, &st, NULL),
-	                 SQLITE_OK);
+	assert_int_equal(
+	    sqlite3_prepare_v2(db,
+	                       "SELECT thing, owner_boot, version, via FROM measurements WHERE owner IN "
+	                       "('OWNER1','OWNER2')",
+	                       -1, &st, NULL),
+	    SQLITE_OK);
 	while (sqlite3_step(st) == SQLITE_ROW) {
 		const char *thing = (const char *)sqlite3_column_text(st, 0);
-		uint64_t boot = (uint64_t)sqlite3_column_int64(st, 1), ver = (uint64_t)sqlite3_column_int64(st, 2);
+		uint64_t boot = (uint64_t)sqlite3_column_int64(st, 1),
+		         ver = (uint64_t)sqlite3_column_int64(st, 2);
 		const char *via = (const char *)sqlite3_column_text(st, 3);
 		size_t i;
 
@@ -1061,7 +1092,8 @@ static void collector_holds(struct env *e, struct held *h)
 		else
 			h->unknown++;
 		for (i = 0; i < e->n_changes; i++)
-			if (e->changes[i].version == ver && e->changes[i].boot == boot && !strcmp(e->changes[i].thing, thing))
+			if (e->changes[i].version == ver && e->changes[i].boot == boot &&
+			    !strcmp(e->changes[i].thing, thing))
 				break;
 		if (i == e->n_changes)
 			h->extra++;
@@ -1081,7 +1113,8 @@ static bool all_held(struct env *e, const void *arg)
 {
 	struct held h;
 	json_t *s = pushd_status(e);
-	bool drained = s && json_integer_value(json_object_get(json_object_get(s, "journal"), "entries")) == 0;
+	bool drained =
+	    s && json_integer_value(json_object_get(json_object_get(s, "journal"), "entries")) == 0;
 
 	(void)arg;
 	json_decref(s);
@@ -1101,8 +1134,8 @@ static bool recovery_answered(struct env *e, const void *arg)
 	rec = json_array_get(json_object_get(json_object_get(s, "ledger"), "recoveries"), 0);
 	if (rec) {
 		all = json_object_size(json_object_get(rec, "owners")) == N_OWNERS;
-		json_object_foreach(json_object_get(rec, "owners"), k, o)
-			all = all && !strcmp(json_string_value(json_object_get(o, "state")), "answered");
+		json_object_foreach(json_object_get(rec, "owners"), k, o) all =
+		    all && !strcmp(json_string_value(json_object_get(o, "state")), "answered");
 	}
 	json_decref(s);
 	return all;
@@ -1183,9 +1216,10 @@ static void test_e2e_pushd_down(void **state)
 	assert_int_equal(h.unknown, 0);
 	assert_int_equal(h.rows, (long long)e->n_changes);
 	assert_true(h.recovery > 0);
-	printf("owners made %zu changes (%zu while pushd was down); the collector holds %lld, each once: "
-	       "%lld came live, %lld by recovery; without recovery (only the last values) it would hold %lld\n",
-	       e->n_changes, during, h.rows, h.live, h.recovery, h.live);
+	printf(
+	    "owners made %zu changes (%zu while pushd was down); the collector holds %lld, each once: "
+	    "%lld came live, %lld by recovery; without recovery (only the last values) it would hold %lld\n",
+	    e->n_changes, during, h.rows, h.live, h.recovery, h.live);
 }
 
 static void stop_collector(struct env *e)
@@ -1256,7 +1290,8 @@ static void test_e2e_collector_down(void **state)
 	assert_int_equal(h.extra, 0);
 	assert_int_equal(h.rows, (long long)e->n_changes);
 	assert_int_equal(ledger_int(e, "recoveries_total"), 1);
-	printf("collector down with pushd running: owners made %zu changes; the collector holds %lld, each once: "
+	printf("collector down with pushd running: owners made %zu changes; the collector holds %lld, each "
+	       "once: "
 	       "%lld through pushd's journal, %lld added by recovery\n",
 	       e->n_changes, h.rows, h.live, h.recovery);
 }
