@@ -85,12 +85,13 @@ static void recover(struct recoveryd *rd, struct evhttp_request *req)
 
 static void status(struct recoveryd *rd, struct evhttp_request *req)
 {
-	json_t *j =
-	    json_pack("{s:s,s:b,s:I,s:s?,s:o*,s:{s:I,s:I,s:I}}", "controller", rd->name, "internet_lost",
-	              rd->ledger.lost, "recovery_threshold_s", (json_int_t)(rd->threshold_ms / 1000),
-	              "push_controller", rd->push, "ledger", ledger__to_json(&rd->ledger), "counters",
-	              "connection_status_received", (json_int_t)rd->statuses_received, "requests_sent",
-	              (json_int_t)rd->requests_sent, "requests_failed", (json_int_t)rd->requests_failed);
+	json_t *j = json_pack(
+	    "{s:s,s:b,s:I,s:s?,s:o*,s:{s:I,s:I,s:I,s:I,s:I}}", "controller", rd->name, "internet_lost",
+	    rd->ledger.lost, "recovery_threshold_s", (json_int_t)(rd->threshold_ms / 1000), "push_controller",
+	    rd->push, "ledger", ledger__to_json(&rd->ledger), "counters", "connection_status_received",
+	    (json_int_t)rd->statuses_received, "requests_sent", (json_int_t)rd->requests_sent,
+	    "requests_failed", (json_int_t)rd->requests_failed, "probes_ok", (json_int_t)rd->probes_ok,
+	    "probes_failed", (json_int_t)rd->probes_failed);
 
 	httpd__reply_json(req, 200, j);
 }

@@ -429,11 +429,16 @@ static bool copy_is(struct env *e, const void *arg)
 
 /* --- the site ------------------------------------------------------------------------ */
 
+/* More arguments for recoveryd (test_e2e_probe), NULL-terminated. */
+static const char *recov_extra[5];
+
 static void start_recoveryd(struct env *e)
 {
 	char alive[32];
-	const char *argv[] = {recoveryd_bin(), "--site",     e->site_path, "--controller", "RECOV",
-	                      "--state-dir",   e->recov_dir, "--alive-ms", alive,          NULL};
+	const char *argv[] = {
+	    recoveryd_bin(), "--site",     e->site_path, "--controller", "RECOV",        "--state-dir",
+	    e->recov_dir,    "--alive-ms", alive,        recov_extra[0], recov_extra[1], recov_extra[2],
+	    recov_extra[3],  NULL};
 
 	snprintf(alive, sizeof(alive), "%d", 500);
 	e->recov = spawn(e, "recoveryd.log", argv);
@@ -1296,6 +1301,44 @@ static void test_e2e_collector_down(void **state)
 	       e->n_changes, h.rows, h.live, h.recovery);
 }
 
+static bool probes_ok(struct env *e, const void *arg)
+{
+	json_t *s = status_of(e);
+	bool ok = s && json_integer_value(json_object_get(json_object_get(s, "counters"), "probes_ok")) > 0;
+
+	(void)arg;
+	json_decref(s);
+	return ok;
+}
+
+/* recoveryd's own probe of the collector's /health: an outage while it fails. */
+static void test_e2e_probe(void **state)
+{
+	struct env *e = *state;
+	char url[128];
+	bool yes = true, no = false;
+	json_t *s;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/health", e->col_port);
+	recov_extra[0] = "--probe";
+	recov_extra[1] = url;
+	recov_extra[2] = "--probe-ms";
+	recov_extra[3] = "200";
+	start_collector(e);
+	start_recoveryd(e);
+	assert_true(run_until(e, probes_ok, NULL, WAIT_MS));
+	assert_false(ledger_lost(e));
+	stop_collector(e);
+	assert_true(run_until(e, lost_is, &yes, WAIT_MS));
+	s = status_of(e);
+	assert_non_null(json_object_get(json_object_get(json_object_get(s, "ledger"), "causes"), "probe"));
+	assert_true(json_integer_value(json_object_get(json_object_get(s, "counters"), "probes_failed")) > 0);
+	json_decref(s);
+	start_collector(e);
+	assert_true(run_until(e, lost_is, &no, WAIT_MS));
+	assert_int_equal(ledger_int(e, "outages"), 1);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest all[] = {
@@ -1306,6 +1349,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_chunking, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_e2e_pushd_down, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_e2e_collector_down, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_e2e_probe, setup, teardown),
 	};
 	struct CMUnitTest sel[sizeof(all) / sizeof(all[0])];
 	size_t n = 0;
