@@ -44,7 +44,7 @@
 
 struct answer {
 	tsync_node *node;
-	char *peer; /* where the chunks go: deliver_to, or the requester */
+	char *peer;           /* where the chunks go: deliver_to, or the requester */
 	json_t *head;         /* the members every chunk repeats */
 	json_t *entries;      /* every entry of the window, in order */
 	size_t next;          /* the first entry not yet sent */
@@ -276,9 +276,9 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 	                : RECOVERY_ENVELOPE;
 	/* The sender is the envelope's; the data store is named by "entity",
 	 * the request by "request". */
-	a->head = json_pack("{s:s,s:s,s:O,s:O,s:I}", "entity", tsync_node_name(node), "request", request,
-	                    "lost_connection_time", lj, "restored_connection_time", rj, "chunks",
-	                    (json_int_t)0);
+	a->head =
+	    json_pack("{s:s,s:s,s:O,s:O,s:I}", "entity", tsync_node_name(node), "request", request,
+	              "lost_connection_time", lj, "restored_connection_time", rj, "chunks", (json_int_t)0);
 	json_decref(j);
 	if (!a->peer || !a->entries || !a->head) {
 		answer_free(a);
@@ -291,9 +291,9 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 		answer_free(a);
 		return r;
 	}
-	if (w.trimmed &&
-	    json_object_set_new(a->head, "trimmed", json_pack("{s:I,s:I}", "from_us", (json_int_t)w.trimmed_from_us,
-	                                                      "to_us", (json_int_t)w.trimmed_to_us)) < 0) {
+	if (w.trimmed && json_object_set_new(a->head, "trimmed",
+	                                     json_pack("{s:I,s:I}", "from_us", (json_int_t)w.trimmed_from_us,
+	                                               "to_us", (json_int_t)w.trimmed_to_us)) < 0) {
 		answer_free(a);
 		return -ENOMEM;
 	}
