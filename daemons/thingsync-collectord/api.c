@@ -204,22 +204,10 @@ void api__rejected(struct collector *c, struct evhttp_request *req)
 	json_t *arr = NULL;
 	int r;
 
-	if (parse_query(req, &q) < 0) {
-		bad_param(req, "query");
+	if (!query_limit(req, &q, &limit))
 		return;
-	}
-	if (q_i64(&q, "limit", 1000, &limit) < 0 || limit < 1 || limit > COLLECTOR_QUERY_LIMIT) {
-		bad_param(req, "limit");
-		goto leave;
-	}
 	r = c->db->ops->rejected(c->db, evhttp_find_header(&q, "source"), (int)limit, &arr);
-	if (r < 0) {
-		unavailable(c, req, r);
-		goto leave;
-	}
-	httpd__reply_json(req, 200,
-	                json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), "rejected", arr));
-leave:
+	reply_list(c, req, r, "rejected", arr);
 	evhttp_clear_headers(&q);
 }
 
