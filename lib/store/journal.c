@@ -715,8 +715,8 @@ int journal__stage_entry(struct journal *j, const struct journal_entry *e, uint6
 	r = fill_staged(s, e);
 	if (r == 0 && e->kind == JOURNAL_MEASUREMENT && (e->owner_boot || e->version)) {
 		uint64_t b = 0, v = 0;
-		/* A live value is always the newest; a recovered one may be older. */
-		if (e->via != JOURNAL_VIA_RECOVERY || journal__last_version(j, s->thing, &b, &v) == -ENOENT ||
+		/* A live value is always the newest; a recovered or imported one may be older. */
+		if (e->via == JOURNAL_VIA_LIVE || journal__last_version(j, s->thing, &b, &v) == -ENOENT ||
 		    e->owner_boot > b || (e->owner_boot == b && e->version > v))
 			r = stage_version(j, s->thing, e->owner_boot, e->version);
 	}

@@ -1084,3 +1084,86 @@ static void test_restored_db_pull(void **state)
 		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	}
 }
+
+/* --- a CSV import that carries the owner's (boot, version) ------------------------------------ */
+
+static bool pred_csv_done(struct env *e, void *arg)
+{
+	json_t *s = pushd_status(e);
+	bool ok = s && json_is_true(json_object_get(json_object_get(s, "csv"), "done")) &&
+	          jint(s, "journal", "entries") == 0;
+
+	json_decref(s);
+	return ok;
+}
+
+static bool pred_value_stored(struct env *e, void *arg)
+{
+	int64_t o = 0;
+	int c = 0;
+
+	count_values(e, "t0", *(int64_t *)arg, 1, &c, &o);
+	return c > 0;
+}
+
+/*
+ * A CSV file with the owner's (boot, version) of each line: a change the
+ * collector has from the mesh is stored once (a copy), a new one is stored
+ * marked import; a line with only one of the two is refused by pushd.
+ */
+static void test_csv_import_identity(void **state)
+{
+	struct env *e = *state;
+	int64_t value = 4242, boot, version, o = 0;
+	char path[600], csv_arg[620], text[512];
+	const char *extra[] = {"--csv", csv_arg, NULL};
+	json_t *j, *m, *s;
+	tsync_value v = tsync_int(value);
+	int c = 0;
+	size_t i;
+
+	start_collector(e, NULL);
+	start_pushd_ready(e);
+	assert_int_equal(tsync_node_set(e->owner, "t0", &v), 0);
+	assert_true(wait_for(e, pred_value_stored, &value, 30000));
+	j = col_get(e, "/v1/measurements?thing=t0");
+	m = json_array_get(json_object_get(j, "measurements"), json_array_size(json_object_get(j, "measurements")) - 1);
+	boot = jint(m, "owner_boot", NULL);
+	version = jint(m, "version", NULL);
+	json_decref(j);
+	stop_proc(&e->pushd, SIGTERM);
+	snprintf(text, sizeof(text),
+	         "time,thing,value,owner_boot,version\n"
+	         "%" PRId64 ",t0,%" PRId64 ",%" PRId64 ",%" PRId64 "\n"
+	         "%" PRId64 ",t1,77,%" PRId64 ",999999\n"
+	         "%" PRId64 ",t2,78,%" PRId64 "\n",
+	         now_us() / 1000000 - 10, value, boot, version, now_us() / 1000000 - 9, boot, now_us() / 1000000 - 8,
+	         boot);
+	snprintf(path, sizeof(path), "%s/identity.csv", e->dir);
+	{
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		fputs(text, f);
+		fclose(f);
+	}
+	snprintf(csv_arg, sizeof(csv_arg), "%s", path);
+	start_pushd(e, extra);
+	assert_true(wait_for(e, pred_pushd_up, NULL, 20000));
+	assert_true(wait_for(e, pred_csv_done, NULL, 30000));
+	s = pushd_status(e);
+	assert_int_equal(jint(s, "csv", "imported"), 2);
+	assert_int_equal(jint(s, "csv", "refused"), 1);
+	json_decref(s);
+	/* t0's change once, as it came first (live); t1's, new, as imported. */
+	count_values(e, "t0", value, 1, &c, &o);
+	assert_int_equal(c, 1);
+	j = col_get(e, "/v1/measurements?thing=t1");
+	assert_int_equal(json_array_size(json_object_get(j, "measurements")), 1);
+	json_array_foreach(json_object_get(j, "measurements"), i, m)
+	{
+		assert_string_equal(json_string_value(json_object_get(m, "via")), "import");
+		assert_int_equal(jint(m, "version", NULL), 999999);
+	}
+	json_decref(j);
+	assert_int_equal(col_metric(e, "thingsync_collector_measurements_copies_total"), 1);
+}

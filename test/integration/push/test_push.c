@@ -2683,6 +2683,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_cumul_intake, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outage_journal_and_recovery, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restored_db_pull, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_csv_import_identity, setup, teardown),
 	};
 	int r;
 
