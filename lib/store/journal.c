@@ -54,7 +54,7 @@
 #include "store/store.h"
 
 #define JOURNAL_MAP_SIZE      ((size_t)64 << 20)
-#define JOURNAL_MAX_DBS       5
+#define JOURNAL_MAX_DBS        5
 #define JOURNAL_RECORD_FORMAT 1
 #define JOURNAL_RECORD_HEADER 27
 #define JOURNAL_RECORD_FORMAT2 2
@@ -272,7 +272,8 @@ static int decode_entry(const MDB_val *key, const MDB_val *data, struct buf *tex
 	if (key->mv_size != 8 || data->mv_size < JOURNAL_RECORD_HEADER)
 		return -EBADMSG;
 	if (p[0] == JOURNAL_RECORD_FORMAT2) {
-		if (data->mv_size < JOURNAL_RECORD_HEADER2 || p[1] > JOURNAL_VIA_IMPORT || p[2] > JOURNAL_CUMUL)
+		if (data->mv_size < JOURNAL_RECORD_HEADER2 || p[1] > JOURNAL_VIA_IMPORT ||
+		    p[2] > JOURNAL_CUMUL)
 			return -EBADMSG;
 		via = (enum journal_via)p[1];
 		kind = (enum journal_kind)p[2];
@@ -1209,8 +1210,9 @@ static int adopt_once(struct journal *j, const char *stream, uint64_t stored_seq
 			res->acked++;
 			continue;
 		}
-		known = e.kind == JOURNAL_MEASUREMENT && (e.owner_boot || e.version) ? find_version(v, nv, e.thing)
-		                                                                        : NULL;
+		known = e.kind == JOURNAL_MEASUREMENT && (e.owner_boot || e.version)
+		            ? find_version(v, nv, e.thing)
+		            : NULL;
 		if (!same && known && !version_after(e.owner_boot, e.version, known->owner_boot, known->version)) {
 			/* A value the old stream already carried (the mesh delivers the
 			 * current values again to a pushd that lost its journal):

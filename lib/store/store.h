@@ -226,9 +226,9 @@ struct journal_entry {
 	tsync_value value;
 	enum journal_via via;
 	enum journal_kind kind;
-	const char *owner; /* gap, cumul */
-	const char *day;   /* cumul */
-	const char *cumul; /* cumul */
+	const char *owner;      /* gap, cumul */
+	const char *day;        /* cumul */
+	const char *cumul;      /* cumul */
 	int64_t from_us, to_us; /* gap */
 };
 

@@ -527,7 +527,8 @@ static int setup(void **state)
 	for (int k = 0; k < R_THINGS; k++)
 		n += (size_t)snprintf(text + n, sizeof(text) - n,
 		                      "[thing r%d]\nowner = OWNER\ntype = int\nusers = PUSH, RECOV\n\n", k);
-	n += (size_t)snprintf(text + n, sizeof(text) - n, "[thing q0]\nowner = OWNER\ntype = int\nusers = RECOV\n\n");
+	n += (size_t)snprintf(text + n, sizeof(text) - n,
+	                      "[thing q0]\nowner = OWNER\ntype = int\nusers = RECOV\n\n");
 	if (with_thingsd) {
 		n += (size_t)snprintf(text + n, sizeof(text) - n,
 		                      "[controller TD]\nhost = 127.0.0.1\nudp_port = %u\ntcp_port = %u\n\n",
