@@ -403,7 +403,7 @@ static void *test_clock_ud;
 static int64_t node_realtime(struct tsync_node *n)
 {
 	(void)n;
-	return test_clock ? test_clock(test_clock_ud) : (int64_t)util__realtime_us();
+	return test_clock ? test_clock(test_clock_ud) : util__day_clock_us();
 }
 
 static void cumul_stage(struct tsync_node *n)
@@ -1077,6 +1077,11 @@ void node__set_clock(node_clock_fn fn, void *ud)
 {
 	test_clock = fn;
 	test_clock_ud = ud;
+}
+
+struct store *node__store(tsync_node *n)
+{
+	return n ? n->store : NULL;
 }
 
 void node__cumul_tick(tsync_node *n)
