@@ -249,7 +249,7 @@ static json_t *owners_json(struct forensicd *fd)
 			if (tsync_node_peer_stats(fd->node, k, &ps) == 0 && !strcmp(ps.name, o->name))
 				up = ps.up;
 		}
-		json_array_append_new(a, json_pack("{sssssbs?sbsIsIsIsI}", "name", o->name, "next", o->next, "up", up,
+		json_array_append_new(a, json_pack("{sssssbss?sbsIsIsIsI}", "name", o->name, "next", o->next, "up", up,
 		                                   "collecting", o->busy ? o->day : NULL, "reset_pending",
 		                                   o->reset_busy, "things", (json_int_t)o->n_things, "days_collected",
 		                                   (json_int_t)o->days_collected, "resets_sent",
@@ -267,13 +267,13 @@ static void get_status(struct forensicd *fd, struct evhttp_request *req)
 
 	forensicd__today(fd, today);
 	if (fd->isite->report_command)
-		cmd = json_pack("{sssIsIs?s?sI}", "program", fd->isite->report_command[0], "runs", (json_int_t)rr->runs,
+		cmd = json_pack("{sssIsIss?ss?sI}", "program", fd->isite->report_command[0], "runs", (json_int_t)rr->runs,
 		                "failures", (json_int_t)rr->failures, "last_day", rr->last_day[0] ? rr->last_day : NULL,
 		                "last_error", rr->last_error[0] ? rr->last_error : NULL, "last_at_ms",
 		                (json_int_t)rr->last_at_ms);
 	httpd__reply_json(
 	    req, 200,
-	    json_pack("{sssssos?sosIsIs{s?sIsIsIsI}sIso?}", "controller", fd->name, "today", today, "timezone",
+	    json_pack("{sssssoss?sosIsIs{ss?sIsIsIsI}sIso?}", "controller", fd->name, "today", today, "timezone",
 	              fd->isite->timezone ? json_string(fd->isite->timezone) : json_null(), "reset_day",
 	              fd->reset_day[0] ? fd->reset_day : NULL, "owners", owners_json(fd), "forensic_days",
 	              (json_int_t)fd->isite->forensic_days, "records", (json_int_t)records__count(fd->rec), "push",

@@ -295,6 +295,19 @@ static void batch_done(struct forensicd *fd, struct owner *o)
 		/* Its clock is behind ours: close the day there first, then ask again. */
 		if (!o->reset_busy)
 			send_reset(fd, o, o->day);
+		o->wait_reset = true;
+		batch_clear(o);
+		return;
+	}
+	forensicd__date_add(o->day, 1, next);
+	if (!json_object_size(o->got)) {
+		/* The owner keeps nothing of that day (it was made later, or the
+		 * day is past its cumul_days): nothing to keep, on to the next. */
+		log_info(&fd->log, "%s keeps no cumuls of %s", o->name, o->day);
+		snprintf(key, sizeof(key), "n/%s", o->name);
+		put(fd, key, next);
+		forensicd__commit(fd);
+		memcpy(o->next, next, sizeof(next));
 		batch_clear(o);
 		return;
 	}
@@ -313,7 +326,6 @@ static void batch_done(struct forensicd *fd, struct owner *o)
 	json_decref(meta);
 	if (push)
 		push_day(fd, o->day, o->name, o->got);
-	forensicd__date_add(o->day, 1, next);
 	snprintf(key, sizeof(key), "n/%s", o->name);
 	put(fd, key, next);
 	/* One commit: the day, its cursor and the requests that push it. */
@@ -374,8 +386,12 @@ static void collect_owner(struct forensicd *fd, struct owner *o, const char *tod
 	char body[640];
 	size_t issued = 0;
 
-	if (o->busy || o->reset_busy || strcmp(o->next, today) >= 0)
+	/* A reset sent because the day was still open goes first; any other
+	 * reset waiting for the owner (it is down) does not hold the reads
+	 * back: the owner takes them in order when it returns. */
+	if (o->busy || (o->wait_reset && o->reset_busy) || strcmp(o->next, today) >= 0)
 		return;
+	o->wait_reset = false;
 	if (strcmp(o->next, oldest) < 0)
 		memcpy(o->next, oldest, DATE_LEN + 1);
 	memcpy(o->day, o->next, DATE_LEN + 1);

@@ -52,6 +52,7 @@ struct owner {
 	bool not_closed; /* the owner's day is still open: reset it first */
 	bool retry;      /* an answer was lost to a restart: ask again */
 	bool reset_busy; /* a reset to it is unanswered */
+	bool wait_reset; /* the day was open there: ask again once the reset is answered */
 	uint64_t days_collected, resets_sent, resets_closed;
 };
 

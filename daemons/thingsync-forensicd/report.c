@@ -448,7 +448,10 @@ int report__cmd(void *ud, tsync_node *node, const tsync_request *req, char **res
 		int rc = report__run_command(fd, d, text);
 		cmd = json_pack("{sbss?}", "ok", rc == 0, "error", rc == 0 ? NULL : fd->report.last_error);
 	}
-	ans = json_pack("{sOsssO?}", "report", rep, "text", text, "report_command", cmd);
+	/* The answer travels in one datagram: the day's totals and what became
+	 * of report_command; the whole report is GET /v1/report?day=DAY. */
+	ans = json_pack("{sssOsIsO?}", "day", d, "totals", json_object_get(rep, "totals"), "text_bytes",
+	                (json_int_t)strlen(text), "report_command", cmd);
 	*result = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
 	json_decref(ans);
 	json_decref(rep);

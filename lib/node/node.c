@@ -492,7 +492,19 @@ static void cumul_cb(evutil_socket_t fd, short what, void *arg)
 	cumul_arm(n);
 }
 
-/* Feeds the cumuls the owned values as the node starts with them. */
+/* Feeds the cumuls the owned values the node has now (the same value again
+ * is not a change). */
+static void cumul_feed(struct tsync_node *n, int64_t now)
+{
+	for (size_t i = 0; n->cumul && i < n->site->n_things; i++) {
+		tsync_thing_state st;
+		if (n->site->things[i].owner != n->me || sync__get(n->eng, n->site->things[i].name, &st) < 0)
+			continue;
+		cumul__value(n->cumul, (uint32_t)i, &st.value, now);
+	}
+}
+
+/* Opens the cumuls with the owned values the store kept. */
 static int cumul_open(struct tsync_node *n)
 {
 	int64_t now = node_realtime(n);
@@ -502,12 +514,7 @@ static int cumul_open(struct tsync_node *n)
 		r = cumul__start(n->cumul, now);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < n->site->n_things; i++) {
-		tsync_thing_state st;
-		if (n->site->things[i].owner != n->me || sync__get(n->eng, n->site->things[i].name, &st) < 0)
-			continue;
-		cumul__value(n->cumul, (uint32_t)i, &st.value, now);
-	}
+	cumul_feed(n, now);
 	n->cumul_ev = evtimer_new(n->base, cumul_cb, n);
 	if (!n->cumul_ev)
 		return -ENOMEM;
@@ -893,6 +900,9 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	if (r < 0)
 		goto fail;
 	sync__start(n->eng, util__now_us());
+	/* A thing that had no value takes its site.conf `initial` at the
+	 * start: from then on it has one. */
+	cumul_feed(n, node_realtime(n));
 	log_info(&n->log, "started: site %s, boot %llu, udp %s:%u, %zu owned, %zu used, %zu peers%s",
 	         n->site->name, (unsigned long long)n->boot, opts->bind_host ? opts->bind_host : c->host,
 	         n->port, n->eng->plan->n_owned, n->eng->plan->n_used, n->eng->n_peers,

@@ -21,6 +21,7 @@
 #include <jansson.h>
 
 #include "client.h"
+#include "cum.h"
 
 #define DEFAULT_SITE "/etc/thingsync/site.conf"
 
@@ -34,6 +35,9 @@ static void usage(FILE *f)
 	           "  set THING VALUE                asks for a value (to_be); prints the result (as_is)\n"
 	           "  pulse THING [VALUE] [--ms MS]  pulses a thing\n"
 	           "  ask THING                      a user (-n) asks the owner for the value again\n"
+	           "  cum THING [--day DATE] [--to CONTROLLER]\n"
+	           "                                 the thing's cumulative statistics of today (or of a\n"
+	           "                                 closed day), from its owner (or --to's refusal)\n"
 	           "  cmd [--to CONTROLLER] [--type TYPE] ROLE CMD [JSON]\n"
 	           "                                 a command, e.g. cmd --to PI-Light cmd_do logging\n"
 	           "                                 '{\"kwargs\":{\"reason\":\"hello\"}}'\n"
@@ -942,7 +946,7 @@ int main(int argc, char **argv)
 	    {"get", cmd_get, true},       {"set", cmd_set, true},        {"pulse", cmd_pulse, true},
 	    {"ask", cmd_ask, true},       {"cmd", cmd_cmd, true},        {"watch", cmd_watch, true},
 	    {"peers", cmd_peers, true},   {"status", cmd_status, true},  {"reload", cmd_reload, true},
-	    {"deploy", cmd_deploy, true}, {"keygen", cmd_keygen, false},
+	    {"deploy", cmd_deploy, true}, {"keygen", cmd_keygen, false}, {"cum", cmd_cum, true},
 	};
 	struct ctl c;
 	char *end;
