@@ -142,11 +142,13 @@ static void end_of_day(struct forensicd *fd, const char *today)
 	if (!strcmp(fd->reset_day, ended))
 		return;
 	log_info(&fd->log, "end of %s: the reset to %zu owners", ended, fd->n_owners);
+	/* Staged first: each request commits the node's store as it is
+	 * accepted (tsync_node_request()), so the mark is durable with the
+	 * first reset, and a restart does not announce the day again. */
+	memcpy(fd->reset_day, ended, sizeof(ended));
+	put(fd, "s/reset_day", ended);
 	for (size_t i = 0; i < fd->n_owners; i++)
 		send_reset(fd, &fd->owners[i], ended);
-	memcpy(fd->reset_day, ended, sizeof(ended));
-	/* Durable with the requests: a restart does not announce it again. */
-	put(fd, "s/reset_day", ended);
 	forensicd__commit(fd);
 }
 
@@ -195,14 +197,30 @@ static void push_done(void *ud, tsync_node *node, int status, const char *result
 	free(q);
 }
 
+/*
+ * One request of a day's push. Its things are marked sent (p/DAY/OWNER/THING)
+ * before the request is made, because tsync_node_request() commits the
+ * node's store as it accepts it: the marks and the request become durable
+ * in that one transaction, so after a crash a thing is either marked and
+ * resumed by the node, or neither (and pushed again by resume_pushes()).
+ */
 static int push_chunk(struct forensicd *fd, const char *day, const char *owner, json_t *cumuls)
 {
 	json_t *b = json_pack("{sssssO}", "owner", owner, "day", day, "cumuls", cumuls);
 	char *s = b ? json_dumps(b, JSON_COMPACT) : NULL;
 	struct preq *q = malloc(sizeof(*q) + strlen(owner) + 1);
+	const char *thing;
+	json_t *c;
+	char key[512];
 	int r = -ENOMEM;
 
 	json_decref(b);
+	json_object_foreach(cumuls, thing, c)
+	{
+		snprintf(key, sizeof(key), "p/%s/%s/%s", day, owner, thing);
+		if (put(fd, key, "sent") < 0)
+			s = (free(s), NULL);
+	}
 	if (s && q) {
 		q->fd = fd;
 		memcpy(q->day, day, DATE_LEN + 1);
@@ -214,6 +232,12 @@ static int push_chunk(struct forensicd *fd, const char *day, const char *owner, 
 		free(q);
 		log_error(&fd->log, "cannot send cumul_data of %s %s to %s: %s", owner, day, fd->push_to,
 		          tsync_strerror(r));
+		/* Not sent: unmarked, so that resume_pushes() sends them. */
+		json_object_foreach(cumuls, thing, c)
+		{
+			snprintf(key, sizeof(key), "p/%s/%s/%s", day, owner, thing);
+			put(fd, key, NULL);
+		}
 		return r;
 	}
 	fd->push_chunks++;
@@ -311,24 +335,25 @@ static void batch_done(struct forensicd *fd, struct owner *o)
 		batch_clear(o);
 		return;
 	}
+	/* The day, its cursor and "push pending" are staged before the first
+	 * push request, which commits them with it (see push_chunk()). */
 	json_object_foreach(o->got, thing, cum)
 	{
 		snprintf(key, sizeof(key), "c/%s/%s/%s", o->day, o->name, thing);
 		put_json(fd, key, cum);
 	}
-	push = fd->push_to && json_object_size(o->got) > 0;
+	push = fd->push_to != NULL;
 	meta = json_pack("{sIsOsIss}", "things", (json_int_t)json_object_size(o->got), "missing", o->missing,
 	                 "collected_ms", (json_int_t)(forensicd__now_us() / 1000), "push",
-	                 push ? "sent" : "none");
+	                 push ? "pending" : "none");
 	snprintf(key, sizeof(key), "m/%s/%s", o->day, o->name);
 	if (meta)
 		put_json(fd, key, meta);
 	json_decref(meta);
-	if (push)
-		push_day(fd, o->day, o->name, o->got);
 	snprintf(key, sizeof(key), "n/%s", o->name);
 	put(fd, key, next);
-	/* One commit: the day, its cursor and the requests that push it. */
+	if (push && push_day(fd, o->day, o->name, o->got) == 0)
+		set_push_state(fd, o->day, o->name, "sent");
 	forensicd__commit(fd);
 	if (json_array_size(o->missing))
 		fd->missing_things += json_array_size(o->missing);
@@ -442,11 +467,11 @@ static int trim_cb(void *ud, const char *key, const char *value)
 static void trim(struct forensicd *fd, const char *oldest)
 {
 	char to[16];
-	static const char *const prefixes[] = {"c/", "m/"};
+	static const char *const prefixes[] = {"c/", "m/", "p/"};
 
 	if (!strcmp(fd->trimmed_before, oldest))
 		return;
-	for (size_t i = 0; i < 2; i++) {
+	for (size_t i = 0; i < 3; i++) {
 		snprintf(to, sizeof(to), "%s%s", prefixes[i], oldest);
 		records__scan(fd->rec, prefixes[i], to, trim_cb, fd);
 	}
@@ -505,6 +530,92 @@ static void settle_pushes(struct forensicd *fd)
 	if (s.n)
 		forensicd__commit(fd);
 	fd->settle_needed = s.n == sizeof(s.keys) / sizeof(s.keys[0]);
+}
+
+/* Days whose push a crash interrupted ("push":"pending"): their things not
+ * marked sent go now. Run once at start, before any new collection. */
+struct pending_ctx {
+	char (*keys)[64];
+	size_t n, cap;
+};
+
+static int pending_cb(void *ud, const char *key, const char *value)
+{
+	struct pending_ctx *p = ud;
+	json_t *m = json_loads(value, 0, NULL);
+	const char *st = json_string_value(json_object_get(m, "push"));
+
+	if (st && !strcmp(st, "pending") && strlen(key) < 64) {
+		if (p->n == p->cap) {
+			size_t cap = p->cap ? p->cap * 2 : 16;
+			void *k = realloc(p->keys, cap * sizeof(*p->keys));
+			if (!k) {
+				json_decref(m);
+				return 1;
+			}
+			p->keys = k;
+			p->cap = cap;
+		}
+		strcpy(p->keys[p->n++], key);
+	}
+	json_decref(m);
+	return 0;
+}
+
+struct unsent_ctx {
+	struct forensicd *fd;
+	json_t *got;
+	size_t plen;
+};
+
+static int unsent_cb(void *ud, const char *key, const char *value)
+{
+	struct unsent_ctx *u = ud;
+	json_t *c = json_loads(value, 0, NULL);
+
+	if (c)
+		json_object_set_new(u->got, key + u->plen, c);
+	return 0;
+}
+
+static int marked_cb(void *ud, const char *key, const char *value)
+{
+	struct unsent_ctx *u = ud;
+	(void)value;
+	json_object_del(u->got, key + u->plen);
+	return 0;
+}
+
+void collect__resume_pushes(struct forensicd *fd)
+{
+	struct pending_ctx p = {NULL, 0, 0};
+
+	if (!fd->push_to)
+		return;
+	records__scan(fd->rec, "m/", "m0", pending_cb, &p);
+	for (size_t i = 0; i < p.n; i++) {
+		const char *rest = p.keys[i] + 2;
+		char day[DATE_LEN + 1], from[600], to[600];
+		const char *owner = rest + DATE_LEN + 1;
+		struct unsent_ctx u = {fd, json_object(), 0};
+
+		memcpy(day, rest, DATE_LEN);
+		day[DATE_LEN] = '\0';
+		snprintf(from, sizeof(from), "c/%s/%s/", day, owner);
+		snprintf(to, sizeof(to), "c/%s/%s0", day, owner);
+		u.plen = strlen(from);
+		records__scan(fd->rec, from, to, unsent_cb, &u);
+		snprintf(from, sizeof(from), "p/%s/%s/", day, owner);
+		snprintf(to, sizeof(to), "p/%s/%s0", day, owner);
+		records__scan(fd->rec, from, to, marked_cb, &u);
+		log_info(&fd->log, "push of %s %s was interrupted: %zu things left to send", owner, day,
+		         json_object_size(u.got));
+		if (push_day(fd, day, owner, u.got) == 0)
+			set_push_state(fd, day, owner, "sent");
+		json_decref(u.got);
+	}
+	forensicd__commit(fd);
+	free(p.keys);
 }
 
 void collect__tick(struct forensicd *fd)

@@ -335,6 +335,7 @@ static int run(struct forensicd *fd)
 		         fd->isite->timezone ? fd->isite->timezone : "local time", fd->n_owners,
 		         fd->push_to ? fd->push_to : "(none)", records__count(fd->rec));
 	}
+	collect__resume_pushes(fd);
 	collect__tick(fd);
 	event_base_dispatch(fd->base);
 	return 0;

@@ -101,6 +101,8 @@ void forensicd__commit(struct forensicd *fd);
 /* collect.c: the mesh side. */
 int collect__init(struct forensicd *fd);
 void collect__free(struct forensicd *fd);
+/* At start: sends what a crash left unsent of days being pushed. */
+void collect__resume_pushes(struct forensicd *fd);
 /* Called every tick: the day's end, owners to collect, old days to trim. */
 void collect__tick(struct forensicd *fd);
 
