@@ -56,6 +56,7 @@
 #include "httpd.h"
 
 #define K_THINGS   10
+#define R_THINGS   4
 /* Statements of old_schema_sql (a collector database from before streams). */
 #define OLD_SCHEMA_N 8
 #define MAX_VALUES (1 << 22)
@@ -522,6 +523,10 @@ static int setup(void **state)
 	for (int k = 0; k < K_THINGS; k++)
 		n += (size_t)snprintf(text + n, sizeof(text) - n,
 		                      "[thing t%d]\nowner = OWNER\ntype = int\nusers = PUSH\n\n", k);
+	/* Things PUSH does not use: they reach it only by recovery (recovery_cases.c). */
+	for (int k = 0; k < R_THINGS; k++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n, "[thing r%d]\nowner = OWNER\ntype = int\nusers = RECOV\n\n",
+		                      k);
 	if (with_thingsd) {
 		n += (size_t)snprintf(text + n, sizeof(text) - n,
 		                      "[controller TD]\nhost = 127.0.0.1\nudp_port = %u\ntcp_port = %u\n\n",
@@ -2642,6 +2647,8 @@ static void test_owner_recovered(void **state)
 	}
 }
 
+#include "recovery_cases.c"
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -2664,7 +2671,12 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_migrate_sqlite, setup, teardown),
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_migrate_postgres, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_collector_items_postgres, setup, teardown),
 #endif
+	    cmocka_unit_test_setup_teardown(test_collector_items, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migrate_2_sqlite, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_intake_kill9, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_gap_alarm, setup, teardown),
 	};
 	int r;
 

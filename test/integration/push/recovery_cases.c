@@ -1,0 +1,541 @@
+/*
+ * The push side of issues 13 and 14, included by test_push.c (whose helpers
+ * and environment it uses; kept apart for size): the collector's dedup by
+ * (owner, thing, owner boot, version), recovery gaps and their alarm, the
+ * cumuls table, the migration to schema 3, pushd's intake of recovery_data
+ * and cumul_data over the mesh (killed with -9 while chunks arrive), and
+ * the collector's pull from recoveryd.
+ * SPDX-License-Identifier: MIT
+ */
+
+/* A stream id of the tests' own batches (not a pushd's). */
+#define TEST_STREAM "0123456789abcdef0123456789abcdef"
+
+/* POSTs {"source":"PUSH","stream":TEST_STREAM,"measurements":[ITEMS]}; the status, the answer in *out. */
+static long push_items(struct env *e, const char *items, json_t **out)
+{
+	char *body = NULL;
+	long status;
+
+	assert_true(asprintf(&body, "{\"source\":\"PUSH\",\"stream\":\"%s\",\"boot\":1,\"measurements\":[%s]}",
+	                     TEST_STREAM, items) > 0);
+	status = signed_http(e, "POST", "/v1/push", body, out);
+	free(body);
+	return status;
+}
+
+/* The one alarm of `kind` for `subject`, active, or NULL. */
+static json_t *active_alarm(struct env *e, const char *kind, const char *subject)
+{
+	json_t *j = col_get(e, "/v1/alarms"), *a, *found = NULL;
+	size_t i;
+
+	json_array_foreach(json_object_get(j, "active"), i, a)
+	{
+		if (!strcmp(json_string_value(json_object_get(a, "kind")), kind) &&
+		    !strcmp(json_string_value(json_object_get(a, "subject")), subject))
+			found = json_incref(a);
+	}
+	json_decref(j);
+	return found;
+}
+
+static size_t count_of(struct env *e, const char *path, const char *member)
+{
+	json_t *j = col_get(e, path);
+	size_t n;
+
+	assert_non_null(j);
+	n = json_array_size(json_object_get(j, member));
+	json_decref(j);
+	return n;
+}
+
+/*
+ * One batch with a live change, its recovered copy, a recovered change,
+ * a recovery gap, a cumul three times (new, the same in another key order,
+ * other content) and two bad items; then the batch again, and a live copy
+ * of the recovered change. Every change is stored once with the path it
+ * came by first, the stream has no hole, the gap raises its alarm once,
+ * the cumul keeps its first content and raises cumul_conflict.
+ */
+static void check_items(struct env *e)
+{
+	int64_t t = now_us() - 3600000000LL;
+	char items[4096];
+	json_t *j = NULL, *m, *a, *src;
+	size_t i;
+
+	snprintf(items, sizeof(items),
+	         "{\"seq\":1,\"thing\":\"t0\",\"value\":5,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":1},"
+	         "{\"seq\":2,\"thing\":\"t0\",\"value\":5,\"time\":%" PRId64
+	         ",\"owner_boot\":3,\"version\":1,\"source\":\"recovery\"},"
+	         "{\"seq\":3,\"thing\":\"t0\",\"value\":6,\"time\":%" PRId64
+	         ",\"owner_boot\":3,\"version\":2,\"source\":\"recovery\"},"
+	         "{\"seq\":4,\"kind\":\"recovery_gap\",\"owner\":\"OWNER\",\"from\":1764547200000000,"
+	         "\"to\":1764550800000000},"
+	         "{\"seq\":5,\"kind\":\"cumul\",\"owner\":\"OWNER\",\"thing\":\"t1\",\"day\":\"2026-12-01\","
+	         "\"cumul\":{\"count\":3,\"min\":1}},"
+	         "{\"seq\":6,\"kind\":\"cumul\",\"owner\":\"OWNER\",\"thing\":\"t1\",\"day\":\"2026-12-01\","
+	         "\"cumul\":{\"min\":1,\"count\":3}},"
+	         "{\"seq\":7,\"kind\":\"cumul\",\"owner\":\"OWNER\",\"thing\":\"t1\",\"day\":\"2026-12-01\","
+	         "\"cumul\":{\"count\":4,\"min\":1}},"
+	         "{\"seq\":8,\"kind\":\"cumul\",\"owner\":\"PUSH\",\"thing\":\"t1\",\"day\":\"2026-12-01\","
+	         "\"cumul\":{}},"
+	         "{\"seq\":9,\"kind\":\"recovery_gap\",\"owner\":\"OWNER\",\"from\":\"yesterday\",\"to\":1},"
+	         "{\"seq\":10,\"thing\":\"t0\",\"value\":7,\"time\":%" PRId64
+	         ",\"owner_boot\":3,\"version\":3,\"source\":\"tape\"}",
+	         t, t, t + 1, t + 2);
+	for (int round = 0; round < 2; round++) {
+		/* The second round: the same batch again, nothing new. */
+		assert_int_equal(push_items(e, items, &j), 422);
+		assert_true(json_is_true(json_object_get(j, "settled")));
+		assert_int_equal(jint(j, "through", NULL), 10);
+		assert_int_equal(jint(j, "stored", NULL), round ? 0 : 2);
+		assert_int_equal(jint(j, "copies", NULL), 1);
+		assert_int_equal(json_array_size(json_object_get(j, "rejected")), 3);
+		json_decref(j);
+	}
+	/* The recovered change again, live now: a copy; it keeps the path it came by first. */
+	snprintf(items, sizeof(items),
+	         "{\"seq\":11,\"thing\":\"t0\",\"value\":6,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":2}", t + 5);
+	assert_int_equal(push_items(e, items, &j), 200);
+	assert_int_equal(jint(j, "stored", NULL), 0);
+	assert_int_equal(jint(j, "copies", NULL), 1);
+	json_decref(j);
+
+	j = col_get(e, "/v1/measurements?thing=t0");
+	assert_non_null(j);
+	assert_int_equal(json_array_size(json_object_get(j, "measurements")), 2);
+	json_array_foreach(json_object_get(j, "measurements"), i, m)
+	{
+		assert_string_equal(json_string_value(json_object_get(m, "owner")), "OWNER");
+		assert_int_equal(jint(m, "version", NULL), (int64_t)i + 1);
+		assert_string_equal(json_string_value(json_object_get(m, "via")), i == 0 ? "live" : "recovery");
+	}
+	json_decref(j);
+	/* Every sequence is accounted for: no hole, nothing missing. */
+	src = source_push(e);
+	assert_non_null(src);
+	assert_int_equal(jint(src, "missing", NULL), 0);
+	assert_int_equal(json_array_size(json_object_get(src, "gaps")), 0);
+	assert_int_equal(jint(src, "rejected", NULL), 3);
+	json_decref(src);
+	/* The gap: kept once, alarm naming owner and window, raised once. */
+	j = col_get(e, "/v1/recovery_gaps?owner=OWNER");
+	assert_int_equal(json_array_size(json_object_get(j, "gaps")), 1);
+	assert_int_equal(jint(json_array_get(json_object_get(j, "gaps"), 0), "from", NULL), 1764547200000000);
+	assert_int_equal(jint(json_array_get(json_object_get(j, "gaps"), 0), "to", NULL), 1764550800000000);
+	json_decref(j);
+	a = active_alarm(e, "recovery_window_lost", "OWNER");
+	assert_non_null(a);
+	assert_non_null(strstr(json_string_value(json_object_get(a, "message")), "2025-12-01T00:00:00Z"));
+	assert_non_null(strstr(json_string_value(json_object_get(a, "message")), "2025-12-01T01:00:00Z"));
+	assert_int_equal(jint(a, "count", NULL), 1);
+	json_decref(a);
+	/* The cumul: once, its first content; the other content raised cumul_conflict. */
+	j = col_get(e, "/v1/cumuls?thing=t1&from=2026-12-01&to=2026-12-01");
+	assert_int_equal(json_array_size(json_object_get(j, "cumuls")), 1);
+	m = json_array_get(json_object_get(j, "cumuls"), 0);
+	assert_int_equal(jint(json_object_get(m, "cumul"), "count", NULL), 3);
+	assert_string_equal(json_string_value(json_object_get(m, "owner")), "OWNER");
+	json_decref(j);
+	assert_int_equal(count_of(e, "/v1/cumuls?from=2026-12-02", "cumuls"), 0);
+	a = active_alarm(e, "cumul_conflict", "OWNER");
+	assert_non_null(a);
+	assert_non_null(strstr(json_string_value(json_object_get(a, "message")), "t1"));
+	assert_int_equal(jint(a, "count", NULL), 1);
+	json_decref(a);
+	/* Refused items name their field. */
+	j = col_get(e, "/v1/rejected?source=PUSH");
+	json_array_foreach(json_object_get(j, "rejected"), i, m)
+	{
+		int64_t seq = jint(m, "seq", NULL);
+		const char *field = json_string_value(json_object_get(m, "field"));
+		assert_string_equal(field, seq == 8 ? "owner" : seq == 9 ? "from" : "source");
+	}
+	json_decref(j);
+	/* A sequence of an item sent again with other content: the stream went backwards. */
+	assert_int_equal(push_items(e,
+	                            "{\"seq\":4,\"kind\":\"recovery_gap\",\"owner\":\"OWNER\",\"from\":1764547200000000,"
+	                            "\"to\":1764550800000001}",
+	                            &j),
+	                 409);
+	json_decref(j);
+	assert_int_equal(count_of(e, "/v1/recovery_gaps", "gaps"), 1);
+}
+
+static void test_collector_items(void **state)
+{
+	struct env *e = *state;
+
+	start_collector(e, NULL);
+	check_items(e);
+	/* A restart keeps it all, and migrates nothing. */
+	stop_proc(&e->collector, SIGTERM);
+	start_collector(e, NULL);
+	assert_int_equal(count_of(e, "/v1/measurements?thing=t0", "measurements"), 2);
+	assert_int_equal(count_of(e, "/v1/cumuls", "cumuls"), 1);
+}
+
+#ifdef HAVE_POSTGRES
+static void test_collector_items_postgres(void **state)
+{
+	struct env *e = *state;
+
+	pg_setup(e);
+	start_collector(e, NULL);
+	check_items(e);
+}
+#endif
+
+/*
+ * A schema 2 database (streams, no owner or via) holding the same change
+ * twice (two streams of PUSH: a journal made again that sent the mesh's
+ * current value again): migrated to 3, the change is kept once (the first),
+ * the other row becomes a copy so the stream has no hole, owners are filled
+ * from site.conf, and a recovered copy of an old change is stored no more.
+ */
+static void test_migrate_2_sqlite(void **state)
+{
+	static const char *const v2[] = {
+	    "CREATE TABLE measurements (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT NULL,"
+	    " thing TEXT NOT NULL, vtype TEXT NOT NULL, value TEXT NOT NULL, time_us BIGINT NOT NULL,"
+	    " owner_boot BIGINT NOT NULL, version BIGINT NOT NULL, received_us BIGINT NOT NULL,"
+	    " PRIMARY KEY (source, stream, seq))",
+	    "CREATE TABLE rejected (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT NULL,"
+	    " field TEXT NOT NULL, error TEXT NOT NULL, item TEXT NOT NULL, received_us BIGINT NOT NULL,"
+	    " PRIMARY KEY (source, stream, seq))",
+	    "CREATE TABLE sources (source TEXT PRIMARY KEY, last_seen_us BIGINT NOT NULL, last_seq BIGINT NOT NULL,"
+	    " boot BIGINT NOT NULL, stream TEXT NOT NULL DEFAULT '')",
+	    "CREATE TABLE streams (source TEXT NOT NULL, stream TEXT NOT NULL, first_seq BIGINT NOT NULL,"
+	    " last_seq BIGINT NOT NULL, first_us BIGINT NOT NULL, last_us BIGINT NOT NULL,"
+	    " PRIMARY KEY (source, stream))",
+	    "CREATE TABLE thingsync_schema (version BIGINT NOT NULL)",
+	    "INSERT INTO thingsync_schema VALUES (2)",
+	    "INSERT INTO measurements VALUES"
+	    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, 't0', 'int', '1', 1700000000000000, 3, 1, 1700000000000000),"
+	    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 2, 't0', 'int', '2', 1700000000000001, 3, 2, 1700000000000000),"
+	    " ('PUSH', '" TEST_STREAM "', 1, 't0', 'int', '2', 1700000000000005, 3, 2, 1700000000000009),"
+	    " ('PUSH', '" TEST_STREAM "', 2, 't1', 'int', '7', 1700000000000006, 3, 1, 1700000000000009)",
+	    "INSERT INTO sources VALUES ('PUSH', 1700000000000009, 2, 1, '" TEST_STREAM "')",
+	    "INSERT INTO streams VALUES ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, 2, 1700000000000000,"
+	    " 1700000000000000), ('PUSH', '" TEST_STREAM "', 1, 2, 1700000000000009, 1700000000000009)",
+	};
+	struct env *e = *state;
+	char path[600];
+	json_t *j = NULL, *src, *m;
+	sqlite3 *db;
+	size_t i;
+
+	snprintf(path, sizeof(path), "%s/collector.db", e->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	for (i = 0; i < sizeof(v2) / sizeof(v2[0]); i++)
+		assert_int_equal(sqlite3_exec(db, v2[i], NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	start_collector(e, NULL);
+	j = col_get(e, "/v1/measurements?thing=t0");
+	assert_int_equal(json_array_size(json_object_get(j, "measurements")), 2);
+	json_array_foreach(json_object_get(j, "measurements"), i, m)
+	{
+		assert_string_equal(json_string_value(json_object_get(m, "owner")), "OWNER");
+		assert_string_equal(json_string_value(json_object_get(m, "via")), "live");
+		assert_string_equal(json_string_value(json_object_get(m, "stream")), "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	}
+	json_decref(j);
+	src = source_push(e);
+	assert_int_equal(jint(src, "missing", NULL), 0);
+	assert_int_equal(jint(src, "stored", NULL), 2);
+	json_decref(src);
+	/* An old change recovered again is a copy. */
+	assert_int_equal(push_items(e,
+	                            "{\"seq\":3,\"thing\":\"t0\",\"value\":1,\"time\":1700000000000000,"
+	                            "\"owner_boot\":3,\"version\":1,\"source\":\"recovery\"}",
+	                            &j),
+	                 200);
+	assert_int_equal(jint(j, "stored", NULL), 0);
+	assert_int_equal(jint(j, "copies", NULL), 1);
+	json_decref(j);
+	/* Migrated once: a restart changes nothing. */
+	stop_proc(&e->collector, SIGTERM);
+	start_collector(e, NULL);
+	assert_int_equal(count_of(e, "/v1/measurements?thing=t0", "measurements"), 2);
+}
+
+/* --- pushd's intake: recovery chunks from a real owner's history ------------------------ */
+
+/* RECOV's recovery_data_request to OWNER and its answer. */
+struct rreq {
+	bool done;
+	int status;
+	int64_t chunks, entries;
+	bool trimmed;
+};
+
+static void rreq_done(void *ud, tsync_node *node, int status, const char *result)
+{
+	struct rreq *q = ud;
+	json_t *j = result ? json_loads(result, 0, NULL) : NULL;
+
+	if (q->done)
+		fprintf(stderr, "recovery_data_request answered again: %d %s\n", status, result ? result : "-");
+	if (q->done)
+		return;
+	q->done = true;
+	q->status = status;
+	if (!j || !json_object_get(j, "entries"))
+		fprintf(stderr, "recovery_data_request answered %d: %s\n", status, result ? result : "(none)");
+	q->chunks = jint(j, "chunks", NULL);
+	q->entries = jint(j, "entries", NULL);
+	q->trimmed = json_is_true(json_object_get(j, "trimmed"));
+	json_decref(j);
+}
+
+/* OWNER again, with a state directory and its history on (bounded by `max_bytes`, 0: none). */
+static void owner_with_history(struct env *e, uint64_t max_bytes)
+{
+	tsync_history_limits lim = {0, max_bytes};
+	tsync_node_options o;
+	char dir[600];
+
+	tsync_node_free(e->owner);
+	snprintf(dir, sizeof(dir), "%s/owner", e->dir);
+	tsync_node_options_init(&o);
+	o.site = e->site;
+	o.controller = "OWNER";
+	o.state_dir = dir;
+	o.event_base = e->base;
+	o.log = harness_log;
+	o.log_level = getenv("THINGSYNC_TEST_LOG") ? TSYNC_LOG_INFO : TSYNC_LOG_ERROR;
+	assert_int_equal(tsync_node_new(&o, &e->owner), 0);
+	assert_int_equal(tsync_node_history_enable(e->owner, &lim), 0);
+}
+
+/* Sets r0..r{R_THINGS-1} to `n` new values, base + i (unique), and commits OWNER. */
+static void set_r_values(struct env *e, int64_t base, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char name[16];
+		tsync_value v = tsync_int(base + i);
+
+		snprintf(name, sizeof(name), "r%d", i % R_THINGS);
+		assert_int_equal(tsync_node_set(e->owner, name, &v), 0);
+	}
+	assert_int_equal(tsync_node_commit(e->owner), 0);
+}
+
+static void ask_recovery(struct env *e, struct rreq *q, int64_t from_s, int64_t to_s, const char *id)
+{
+	char body[256];
+
+	memset(q, 0, sizeof(*q));
+	snprintf(body, sizeof(body),
+	         "{\"lost_connection_time\":%" PRId64 ",\"restored_connection_time\":%" PRId64
+	         ",\"deliver_to\":\"PUSH\",\"request_id\":\"%s\"}",
+	         from_s, to_s, id);
+	assert_int_equal(tsync_node_request(e->recov, "OWNER", "recovery_data_request", body, rreq_done, q), 0);
+}
+
+/* The request answered and every chunk delivered (OWNER has nothing unanswered). */
+static bool pred_recovered(struct env *e, void *arg)
+{
+	struct rreq *q = arg;
+	return q->done && tsync_node_unsettled(e->owner) == 0;
+}
+
+/* How often each value base..base+n-1 of `thing` is stored; the others are counted in *other. */
+static void count_values(struct env *e, const char *thing, int64_t base, int64_t n, int *count, int64_t *other)
+{
+	int64_t after = 0;
+
+	for (;;) {
+		char path[200];
+		json_t *page, *m;
+		size_t i, got;
+
+		snprintf(path, sizeof(path), "/v1/measurements?thing=%s&after_seq=%" PRId64 "&limit=10000", thing, after);
+		page = col_get(e, path);
+		assert_non_null(page);
+		got = json_array_size(json_object_get(page, "measurements"));
+		json_array_foreach(json_object_get(page, "measurements"), i, m)
+		{
+			int64_t v = jint(m, "value", NULL);
+			if (v >= base && v < base + n)
+				count[v - base]++;
+			else
+				(*other)++;
+			after = jint(m, "seq", NULL);
+		}
+		json_decref(page);
+		if (got < 10000)
+			break;
+	}
+}
+
+/* The collector's metric `name` (a counter without labels). */
+static int64_t col_metric(struct env *e, const char *name)
+{
+	char url[256];
+	struct curl_slist *h = NULL;
+	CURL *c = curl_easy_init();
+	FILE *mem;
+	char *text = NULL, *p;
+	size_t len = 0;
+	int64_t v = -1;
+
+	snprintf(url, sizeof(url), "%s/metrics", e->col_url);
+	mem = open_memstream(&text, &len);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, mem);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+	assert_int_equal(curl_easy_perform(c), CURLE_OK);
+	curl_easy_cleanup(c);
+	curl_slist_free_all(h);
+	fclose(mem);
+	for (p = text; p && (p = strstr(p, name)); p += strlen(name))
+		if ((p == text || p[-1] == '\n') && p[strlen(name)] == ' ')
+			v = strtoll(p + strlen(name) + 1, NULL, 10);
+	free(text);
+	return v;
+}
+
+/* Every value stored exactly once; else the runs that are not, then a failure. */
+static void check_once(const int *count, int64_t base, int n)
+{
+	int bad = 0;
+
+	for (int i = 0; i < n; i++) {
+		int j = i;
+		if (count[i] == 1)
+			continue;
+		while (j + 1 < n && count[j + 1] == count[i])
+			j++;
+		fprintf(stderr, "values %" PRId64 "..%" PRId64 " stored %d times\n", base + i, base + j, count[i]);
+		bad += j - i + 1;
+		i = j;
+	}
+	if (bad)
+		fail_msg("%d of %d values not stored exactly once", bad, n);
+}
+
+/*
+ * pushd killed -9 again and again while an owner's history arrives as
+ * recovery chunks: every change is journaled exactly once (the collector
+ * counts no copy: nothing reached it twice) and stored exactly once.
+ */
+static void test_recovery_intake_kill9(void **state)
+{
+	struct env *e = *state;
+	const int n = 4000;
+	const int64_t base = 5000000;
+	unsigned seed = (unsigned)now_us();
+	int *count = calloc((size_t)n, sizeof(int));
+	int64_t from_s, to_s, other = 0;
+	struct rreq q;
+	json_t *src;
+
+	fprintf(stderr, "recovery intake kill test, seed %u\n", seed);
+	start_collector(e, NULL);
+	owner_with_history(e, 0);
+	start_pushd_ready(e);
+	from_s = now_us() / 1000000 - 1;
+	set_r_values(e, base, n);
+	to_s = now_us() / 1000000 + 1;
+	ask_recovery(e, &q, from_s, to_s, "kill9");
+	for (int round = 0; round < 6 && !pred_recovered(e, &q); round++) {
+		struct timeval tv = {0, (suseconds_t)(rand_r(&seed) % 250000)};
+
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+		stop_proc(&e->pushd, SIGKILL);
+		tv.tv_usec = (suseconds_t)(rand_r(&seed) % 100000);
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+		start_pushd_ready(e);
+	}
+	assert_true(wait_for(e, pred_recovered, &q, 120000));
+	if (q.status != 0 || q.entries != n)
+		fail_msg("recovery_data_request answered %d, %" PRId64 " entries", q.status, q.entries);
+	assert_true(q.chunks > 100);
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	{
+		json_t *st = pushd_status(e);
+		char *t = json_dumps(json_object_get(st, "intake"), JSON_COMPACT);
+		fprintf(stderr, "pushd intake (last run): %s\n", t);
+		free(t);
+		json_decref(st);
+	}
+	for (int k = 0; k < R_THINGS; k++) {
+		char name[16];
+		snprintf(name, sizeof(name), "r%d", k);
+		count_values(e, name, base, n, count, &other);
+	}
+	check_once(count, base, n);
+	assert_int_equal(other, 0);
+	/* Nothing was journaled twice: no copy reached the collector, and the
+	 * stream holds the n changes and no hole. */
+	assert_int_equal(col_metric(e, "thingsync_collector_measurements_copies_total"), 0);
+	src = source_push(e);
+	assert_int_equal(jint(src, "stored", NULL), n);
+	assert_int_equal(jint(src, "missing", NULL), 0);
+	json_decref(src);
+	free(count);
+}
+
+/*
+ * Issue 13, scenario 4: the owner's history is bounded and has trimmed
+ * part of the window: the chunks say so, pushd journals a recovery gap, the
+ * collector keeps the window and raises recovery_window_lost naming owner
+ * and window; what the history still held is stored.
+ */
+static void test_recovery_gap_alarm(void **state)
+{
+	struct env *e = *state;
+	const int n = 600;
+	const int64_t base = 6000000;
+	int *count = calloc((size_t)n, sizeof(int));
+	int64_t from_s, other = 0, held = 0;
+	tsync_history_window w;
+	struct rreq q;
+	json_t *j, *g, *a;
+	char from[32];
+
+	start_collector(e, NULL);
+	owner_with_history(e, 8192);
+	start_pushd_ready(e);
+	from_s = now_us() / 1000000 - 1;
+	set_r_values(e, base, n);
+	assert_int_equal(tsync_node_history_query(e->owner, NULL, from_s * 1000000, now_us() + 1000000, NULL, NULL, &w),
+	                 0);
+	assert_true(w.trimmed);
+	ask_recovery(e, &q, from_s, now_us() / 1000000 + 1, "gap");
+	assert_true(wait_for(e, pred_recovered, &q, 60000));
+	assert_true(q.trimmed);
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	j = col_get(e, "/v1/recovery_gaps?owner=OWNER");
+	assert_int_equal(json_array_size(json_object_get(j, "gaps")), 1);
+	g = json_array_get(json_object_get(j, "gaps"), 0);
+	assert_int_equal(jint(g, "from", NULL), w.trimmed_from_us);
+	assert_int_equal(jint(g, "to", NULL), w.trimmed_to_us);
+	assert_string_equal(json_string_value(json_object_get(g, "via")), "recovery");
+	json_decref(j);
+	a = active_alarm(e, "recovery_window_lost", "OWNER");
+	assert_non_null(a);
+	snprintf(from, sizeof(from), "%" PRId64 "..", w.trimmed_from_us);
+	assert_non_null(strstr(json_string_value(json_object_get(a, "message")), from));
+	json_decref(a);
+	/* What the history held is stored, once; the trimmed values are not. */
+	for (int k = 0; k < R_THINGS; k++) {
+		char name[16];
+		snprintf(name, sizeof(name), "r%d", k);
+		count_values(e, name, base, n, count, &other);
+	}
+	for (int i = 0; i < n; i++) {
+		assert_true(count[i] <= 1);
+		held += count[i];
+	}
+	assert_int_equal(held, (int64_t)w.entries);
+	assert_int_equal(held, q.entries);
+	assert_true(held < n);
+	free(count);
+}
