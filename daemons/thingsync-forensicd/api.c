@@ -51,14 +51,14 @@ static const char *query(struct evhttp_request *req, struct evkeyvalq *q, const 
 /* --- /v1/days ------------------------------------------------------------------------ */
 
 /* "m/DAY/OWNER" -> meta, grouped by day. */
-static int days_cb(void *ud, const char *key, const char *value)
+static void days_cb(void *ud, const char *key, const char *value)
 {
 	json_t *days = ud, *m = json_loads(value, 0, NULL), *last;
 	char day[DATE_LEN + 1];
 
 	if (strlen(key) < 2 + DATE_LEN + 2 || !json_is_object(m)) {
 		json_decref(m);
-		return 0;
+		return;
 	}
 	memcpy(day, key + 2, DATE_LEN);
 	day[DATE_LEN] = '\0';
@@ -68,13 +68,12 @@ static int days_cb(void *ud, const char *key, const char *value)
 		json_array_append_new(days, last);
 	}
 	json_object_set_new(json_object_get(last, "owners"), key + 2 + DATE_LEN + 1, m);
-	return 0;
 }
 
 static void get_days(struct forensicd *fd, struct evhttp_request *req)
 {
 	json_t *days = json_array();
-	int r = days ? records__scan(fd->rec, "m/", "m0", days_cb, days) : -ENOMEM;
+	int r = days ? forensicd__scan(fd, "m/", "m0", days_cb, days) : -ENOMEM;
 
 	if (r < 0) {
 		json_decref(days);
@@ -85,7 +84,7 @@ static void get_days(struct forensicd *fd, struct evhttp_request *req)
 }
 
 /* "c/DAY/OWNER/THING" -> cumul: {"OWNER": {"THING": cumul}} */
-static int day_cb(void *ud, const char *key, const char *value)
+static void day_cb(void *ud, const char *key, const char *value)
 {
 	json_t *owners = ud, *cum = json_loads(value, 0, NULL), *o;
 	const char *owner = key + 2 + DATE_LEN + 1, *slash = strchr(owner, '/');
@@ -93,7 +92,7 @@ static int day_cb(void *ud, const char *key, const char *value)
 
 	if (!slash || (size_t)(slash - owner) >= sizeof(name) || !cum) {
 		json_decref(cum);
-		return 0;
+		return;
 	}
 	memcpy(name, owner, (size_t)(slash - owner));
 	name[slash - owner] = '\0';
@@ -103,7 +102,6 @@ static int day_cb(void *ud, const char *key, const char *value)
 		json_object_set_new(owners, name, o);
 	}
 	json_object_set_new(o, slash + 1, cum);
-	return 0;
 }
 
 static void get_day(struct forensicd *fd, struct evhttp_request *req, const char *day)
@@ -119,7 +117,7 @@ static void get_day(struct forensicd *fd, struct evhttp_request *req, const char
 	owners = json_object();
 	snprintf(from, sizeof(from), "c/%s/", day);
 	snprintf(to, sizeof(to), "c/%s0", day);
-	r = owners ? records__scan(fd->rec, from, to, day_cb, owners) : -ENOMEM;
+	r = owners ? forensicd__scan(fd, from, to, day_cb, owners) : -ENOMEM;
 	if (r < 0) {
 		json_decref(owners);
 		httpd__error(req, 500, "store", "%s", tsync_strerror(r));
@@ -140,7 +138,7 @@ struct thing_scan {
 	json_t *days;
 };
 
-static int thing_cb(void *ud, const char *key, const char *value)
+static void thing_cb(void *ud, const char *key, const char *value)
 {
 	struct thing_scan *t = ud;
 	char day[DATE_LEN + 1], want[512];
@@ -153,7 +151,6 @@ static int thing_cb(void *ud, const char *key, const char *value)
 		if (cum)
 			json_object_set_new(t->days, day, cum);
 	}
-	return 0;
 }
 
 static void get_thing(struct forensicd *fd, struct evhttp_request *req, const char *thing)
@@ -187,7 +184,7 @@ static void get_thing(struct forensicd *fd, struct evhttp_request *req, const ch
 	t.thing = ti.name;
 	t.owner = ti.owner;
 	t.days = json_object();
-	r = t.days ? records__scan(fd->rec, kfrom, kto, thing_cb, &t) : -ENOMEM;
+	r = t.days ? forensicd__scan(fd, kfrom, kto, thing_cb, &t) : -ENOMEM;
 	evhttp_clear_headers(&q);
 	if (r < 0) {
 		json_decref(t.days);
@@ -276,7 +273,7 @@ static void get_status(struct forensicd *fd, struct evhttp_request *req)
 	    json_pack("{sssssoss?sosIsIs{ss?sIsIsIsI}sIso?}", "controller", fd->name, "today", today, "timezone",
 	              fd->isite->timezone ? json_string(fd->isite->timezone) : json_null(), "reset_day",
 	              fd->reset_day[0] ? fd->reset_day : NULL, "owners", owners_json(fd), "forensic_days",
-	              (json_int_t)fd->isite->forensic_days, "records", (json_int_t)records__count(fd->rec), "push",
+	              (json_int_t)fd->isite->forensic_days, "records", (json_int_t)forensicd__count(fd, NULL, NULL), "push",
 	              "to", fd->push_to, "days_sent", (json_int_t)fd->pushes_sent, "chunks_sent",
 	              (json_int_t)fd->push_chunks, "chunks_acked", (json_int_t)fd->pushes_acked, "failed",
 	              (json_int_t)fd->push_failed, "things_not_kept", (json_int_t)fd->missing_things,
@@ -316,7 +313,7 @@ static void get_metrics(struct forensicd *fd, struct evhttp_request *req)
 	                    "thingsync_forensicd_report_command_total{result=\"run\"} %" PRIu64 "\n"
 	                    "thingsync_forensicd_report_command_total{result=\"failed\"} %" PRIu64 "\n",
 	                    days, resets, closed, fd->missing_things, fd->push_chunks, fd->pushes_acked,
-	                    fd->push_failed, records__count(fd->rec), fd->report.runs, fd->report.failures);
+	                    fd->push_failed, forensicd__count(fd, NULL, NULL), fd->report.runs, fd->report.failures);
 	httpd__metrics(fd->http, "thingsync_forensicd_", out);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain; version=0.0.4");
 	evhttp_send_reply(req, 200, "OK", out);

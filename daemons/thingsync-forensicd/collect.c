@@ -58,13 +58,7 @@ static struct owner *owner_of(struct forensicd *fd, const char *name)
 
 static int put(struct forensicd *fd, const char *key, const char *value)
 {
-	int r = records__put(fd->rec, key, value);
-
-	if (r < 0) {
-		fd->records_failed++;
-		log_error(&fd->log, "records: cannot stage %s: %s", key, tsync_strerror(r));
-	}
-	return r;
+	return forensicd__put(fd, key, value);
 }
 
 static int put_json(struct forensicd *fd, const char *key, const json_t *j)
@@ -160,7 +154,7 @@ static void set_push_state(struct forensicd *fd, const char *day, const char *ow
 	json_t *m;
 
 	snprintf(key, sizeof(key), "m/%s/%s", day, owner);
-	if (records__get(fd->rec, key, &old) < 0)
+	if (forensicd__get(fd, key, &old) < 0)
 		return;
 	m = json_loads(old, 0, NULL);
 	free(old);
@@ -349,11 +343,14 @@ static void batch_done(struct forensicd *fd, struct owner *o)
 	snprintf(key, sizeof(key), "m/%s/%s", o->day, o->name);
 	if (meta)
 		put_json(fd, key, meta);
-	json_decref(meta);
 	snprintf(key, sizeof(key), "n/%s", o->name);
 	put(fd, key, next);
-	if (push && push_day(fd, o->day, o->name, o->got) == 0)
-		set_push_state(fd, o->day, o->name, "sent");
+	if (push && meta && push_day(fd, o->day, o->name, o->got) == 0) {
+		json_object_set_new(meta, "push", json_string("sent"));
+		snprintf(key, sizeof(key), "m/%s/%s", o->day, o->name);
+		put_json(fd, key, meta);
+	}
+	json_decref(meta);
 	forensicd__commit(fd);
 	if (json_array_size(o->missing))
 		fd->missing_things += json_array_size(o->missing);
@@ -458,10 +455,10 @@ static void collect_owner(struct forensicd *fd, struct owner *o, const char *tod
 }
 
 /* Forgets the days past forensic_days: every record of each. */
-static int trim_cb(void *ud, const char *key, const char *value)
+static void trim_cb(void *ud, const char *key, const char *value)
 {
 	(void)value;
-	return put(ud, key, NULL) < 0;
+	put(ud, key, NULL);
 }
 
 static void trim(struct forensicd *fd, const char *oldest)
@@ -473,7 +470,7 @@ static void trim(struct forensicd *fd, const char *oldest)
 		return;
 	for (size_t i = 0; i < 3; i++) {
 		snprintf(to, sizeof(to), "%s%s", prefixes[i], oldest);
-		records__scan(fd->rec, prefixes[i], to, trim_cb, fd);
+		forensicd__scan(fd, prefixes[i], to, trim_cb, fd);
 	}
 	memcpy(fd->trimmed_before, oldest, DATE_LEN + 1);
 	put(fd, "s/trimmed_before", oldest);
@@ -487,19 +484,24 @@ struct settle_ctx {
 	struct forensicd *fd;
 	char keys[64][64];
 	size_t n;
+	bool more;
 };
 
-static int settle_cb(void *ud, const char *key, const char *value)
+static void settle_cb(void *ud, const char *key, const char *value)
 {
 	struct settle_ctx *s = ud;
-	json_t *m = json_loads(value, 0, NULL);
+	json_t *m;
+	const char *st;
 
-	if (!strcmp(json_string_value(json_object_get(m, "push")) ? json_string_value(json_object_get(m, "push")) : "",
-	            "sent") &&
-	    strlen(key) < sizeof(s->keys[0]))
+	if (s->n == sizeof(s->keys) / sizeof(s->keys[0])) {
+		s->more = true;
+		return;
+	}
+	m = json_loads(value, 0, NULL);
+	st = json_string_value(json_object_get(m, "push"));
+	if (st && !strcmp(st, "sent") && strlen(key) < sizeof(s->keys[0]))
 		strcpy(s->keys[s->n++], key);
 	json_decref(m);
-	return s->n == sizeof(s->keys) / sizeof(s->keys[0]);
 }
 
 static void settle_pushes(struct forensicd *fd)
@@ -519,7 +521,7 @@ static void settle_pushes(struct forensicd *fd)
 		return;
 	memset(&s, 0, sizeof(s));
 	s.fd = fd;
-	records__scan(fd->rec, "m/", "m0", settle_cb, &s);
+	forensicd__scan(fd, "m/", "m0", settle_cb, &s);
 	for (size_t i = 0; i < s.n; i++) {
 		const char *day = s.keys[i] + 2, *owner = s.keys[i] + 2 + DATE_LEN + 1;
 		char d[DATE_LEN + 1];
@@ -529,7 +531,7 @@ static void settle_pushes(struct forensicd *fd)
 	}
 	if (s.n)
 		forensicd__commit(fd);
-	fd->settle_needed = s.n == sizeof(s.keys) / sizeof(s.keys[0]);
+	fd->settle_needed = s.more;
 }
 
 /* Days whose push a crash interrupted ("push":"pending"): their things not
@@ -539,7 +541,7 @@ struct pending_ctx {
 	size_t n, cap;
 };
 
-static int pending_cb(void *ud, const char *key, const char *value)
+static void pending_cb(void *ud, const char *key, const char *value)
 {
 	struct pending_ctx *p = ud;
 	json_t *m = json_loads(value, 0, NULL);
@@ -551,7 +553,7 @@ static int pending_cb(void *ud, const char *key, const char *value)
 			void *k = realloc(p->keys, cap * sizeof(*p->keys));
 			if (!k) {
 				json_decref(m);
-				return 1;
+				return;
 			}
 			p->keys = k;
 			p->cap = cap;
@@ -559,7 +561,6 @@ static int pending_cb(void *ud, const char *key, const char *value)
 		strcpy(p->keys[p->n++], key);
 	}
 	json_decref(m);
-	return 0;
 }
 
 struct unsent_ctx {
@@ -568,22 +569,20 @@ struct unsent_ctx {
 	size_t plen;
 };
 
-static int unsent_cb(void *ud, const char *key, const char *value)
+static void unsent_cb(void *ud, const char *key, const char *value)
 {
 	struct unsent_ctx *u = ud;
 	json_t *c = json_loads(value, 0, NULL);
 
 	if (c)
 		json_object_set_new(u->got, key + u->plen, c);
-	return 0;
 }
 
-static int marked_cb(void *ud, const char *key, const char *value)
+static void marked_cb(void *ud, const char *key, const char *value)
 {
 	struct unsent_ctx *u = ud;
 	(void)value;
 	json_object_del(u->got, key + u->plen);
-	return 0;
 }
 
 void collect__resume_pushes(struct forensicd *fd)
@@ -592,7 +591,7 @@ void collect__resume_pushes(struct forensicd *fd)
 
 	if (!fd->push_to)
 		return;
-	records__scan(fd->rec, "m/", "m0", pending_cb, &p);
+	forensicd__scan(fd, "m/", "m0", pending_cb, &p);
 	for (size_t i = 0; i < p.n; i++) {
 		const char *rest = p.keys[i] + 2;
 		char day[DATE_LEN + 1], from[600], to[600];
@@ -604,10 +603,10 @@ void collect__resume_pushes(struct forensicd *fd)
 		snprintf(from, sizeof(from), "c/%s/%s/", day, owner);
 		snprintf(to, sizeof(to), "c/%s/%s0", day, owner);
 		u.plen = strlen(from);
-		records__scan(fd->rec, from, to, unsent_cb, &u);
+		forensicd__scan(fd, from, to, unsent_cb, &u);
 		snprintf(from, sizeof(from), "p/%s/%s/", day, owner);
 		snprintf(to, sizeof(to), "p/%s/%s0", day, owner);
-		records__scan(fd->rec, from, to, marked_cb, &u);
+		forensicd__scan(fd, from, to, marked_cb, &u);
 		log_info(&fd->log, "push of %s %s was interrupted: %zu things left to send", owner, day,
 		         json_object_size(u.got));
 		if (push_day(fd, day, owner, u.got) == 0)
@@ -654,7 +653,7 @@ int collect__init(struct forensicd *fd)
 			o->name = ti.owner;
 			snprintf(key, sizeof(key), "n/%s", o->name);
 			v = NULL;
-			if (records__get(fd->rec, key, &v) == 0 && forensicd__valid_date(v))
+			if (forensicd__get(fd, key, &v) == 0 && forensicd__valid_date(v))
 				memcpy(o->next, v, DATE_LEN + 1);
 			else
 				/* A new owner: from yesterday on. */
@@ -680,11 +679,11 @@ int collect__init(struct forensicd *fd)
 			}
 	}
 	v = NULL;
-	if (records__get(fd->rec, "s/reset_day", &v) == 0 && forensicd__valid_date(v))
+	if (forensicd__get(fd, "s/reset_day", &v) == 0 && forensicd__valid_date(v))
 		memcpy(fd->reset_day, v, DATE_LEN + 1);
 	free(v);
 	v = NULL;
-	if (records__get(fd->rec, "s/trimmed_before", &v) == 0 && forensicd__valid_date(v))
+	if (forensicd__get(fd, "s/trimmed_before", &v) == 0 && forensicd__valid_date(v))
 		memcpy(fd->trimmed_before, v, DATE_LEN + 1);
 	free(v);
 	return 0;

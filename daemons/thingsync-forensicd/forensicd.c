@@ -2,7 +2,8 @@
  * thingsync-forensicd: main. A node of the mesh with the forensics role;
  * its parts are handed the daemon's state: collect.c (the mesh: the day's
  * end, collection, push), report.c (the report and report_command), api.c
- * (HTTP).
+ * (HTTP). Its history is the node's records (tsync_node_record_put()),
+ * committed with the requests it sends.
  *
  * Its clock is the day clock of the cumuls (util__day_clock_us(): the real
  * one, or THINGSYNC_TEST_CLOCK's file in tests), read at every tick, so a
@@ -22,7 +23,6 @@
 
 #include "forensicd.h"
 #include "httpd.h"
-#include "node/node.h"
 #include "statedir.h"
 
 /* How often the clock is looked at: midnight is found within this. */
@@ -135,6 +135,47 @@ void forensicd__commit(struct forensicd *fd)
 
 	if (r < 0)
 		log_error(&fd->log, "state commit failed: %s (retried with the next change)", tsync_strerror(r));
+}
+
+int forensicd__put(struct forensicd *fd, const char *key, const char *value)
+{
+	int r = tsync_node_record_put(fd->node, key, value);
+
+	if (r < 0) {
+		fd->records_failed++;
+		log_error(&fd->log, "records: cannot stage %s: %s", key, tsync_strerror(r));
+	}
+	return r;
+}
+
+int forensicd__get(struct forensicd *fd, const char *key, char **value)
+{
+	return tsync_node_record_get(fd->node, key, value);
+}
+
+int forensicd__scan(struct forensicd *fd, const char *from, const char *to, tsync_record_fn fn, void *ud)
+{
+	int r = tsync_node_record_scan(fd->node, from, to, fn, ud);
+
+	if (r < 0)
+		log_error(&fd->log, "records: cannot read %s..%s: %s", from ? from : "", to ? to : "",
+		          tsync_strerror(r));
+	return r;
+}
+
+static void count_cb(void *ud, const char *key, const char *value)
+{
+	(void)key;
+	(void)value;
+	(*(size_t *)ud)++;
+}
+
+size_t forensicd__count(struct forensicd *fd, const char *from, const char *to)
+{
+	size_t n = 0;
+
+	forensicd__scan(fd, from, to, count_cb, &n);
+	return n;
 }
 
 /* --- life cycle --------------------------------------------------------------------- */
@@ -290,11 +331,6 @@ static int run(struct forensicd *fd)
 	}
 	fd->name = tsync_node_name(fd->node);
 	fd->log.prefix = fd->name;
-	r = records__open(node__store(fd->node), "forensics", &fd->log, &fd->rec);
-	if (r < 0) {
-		log_error(&fd->log, "cannot open the history in %s: %s", path, tsync_strerror(r));
-		return r;
-	}
 	r = statedir__mark(o->state_dir, fd->name, "node");
 	if (r < 0) {
 		log_error(&fd->log, "%s/%s: %s", o->state_dir, STATEDIR_MARKER, strerror(-r));
@@ -333,7 +369,7 @@ static int run(struct forensicd *fd)
 		         "%zu records kept",
 		         tsync_node_boot(fd->node), tsync_node_port(fd->node), today,
 		         fd->isite->timezone ? fd->isite->timezone : "local time", fd->n_owners,
-		         fd->push_to ? fd->push_to : "(none)", records__count(fd->rec));
+		         fd->push_to ? fd->push_to : "(none)", forensicd__count(fd, NULL, NULL));
 	}
 	collect__resume_pushes(fd);
 	collect__tick(fd);
@@ -346,10 +382,7 @@ static void cleanup(struct forensicd *fd)
 	httpd__free(fd->http);
 	if (fd->tick_ev)
 		event_free(fd->tick_ev);
-	/* The records go with the node's last commit, before the node is freed. */
-	if (fd->node)
-		tsync_node_commit(fd->node);
-	records__close(fd->rec);
+	/* Freeing the node commits what is staged, the records with it. */
 	tsync_node_free(fd->node);
 	collect__free(fd);
 	if (fd->sig_int)

@@ -18,7 +18,6 @@
 
 #include "cumul/cumul.h"
 #include "site/site.h"
-#include "store/records.h"
 #include "util/util.h"
 
 struct event_base;
@@ -72,7 +71,6 @@ struct forensicd {
 	const struct tsync_site *isite; /* the same, its internal view (site.h) */
 	tsync_node *node;
 	const char *name;
-	struct records *rec;
 	struct httpd *http;
 	struct event *tick_ev;
 	struct event *sig_int, *sig_term;
@@ -97,6 +95,11 @@ bool forensicd__valid_date(const char *s);
 void forensicd__today(struct forensicd *fd, char out[DATE_LEN + 1]);
 /* Commits the node's store: records and requests together. */
 void forensicd__commit(struct forensicd *fd);
+/* The daemon's records (tsync_node_record_put() and friends), logged on failure. */
+int forensicd__put(struct forensicd *fd, const char *key, const char *value);
+int forensicd__get(struct forensicd *fd, const char *key, char **value);
+int forensicd__scan(struct forensicd *fd, const char *from, const char *to, tsync_record_fn fn, void *ud);
+size_t forensicd__count(struct forensicd *fd, const char *from, const char *to);
 
 /* collect.c: the mesh side. */
 int collect__init(struct forensicd *fd);

@@ -79,7 +79,7 @@ static json_int_t jint(const json_t *o, const char *k)
 }
 
 /* "c/DAY/OWNER/THING" -> cumul. */
-static int build_cb(void *ud, const char *key, const char *value)
+static void build_cb(void *ud, const char *key, const char *value)
 {
 	struct build *b = ud;
 	const char *owner = key + 2 + b->dlen + 1, *slash = strchr(owner, '/'), *thing;
@@ -89,7 +89,7 @@ static int build_cb(void *ud, const char *key, const char *value)
 
 	if (!slash || !json_is_object(cum) || !type || (size_t)(slash - owner) >= sizeof(oname)) {
 		json_decref(cum);
-		return 0;
+		return;
 	}
 	memcpy(oname, owner, (size_t)(slash - owner));
 	oname[slash - owner] = '\0';
@@ -134,11 +134,10 @@ static int build_cb(void *ud, const char *key, const char *value)
 		break;
 	}
 	json_decref(cum);
-	return 0;
 }
 
 /* "m/DAY/OWNER" -> {"missing": [...]} */
-static int missing_cb(void *ud, const char *key, const char *value)
+static void missing_cb(void *ud, const char *key, const char *value)
 {
 	struct build *b = ud;
 	json_t *m = json_loads(value, 0, NULL), *e;
@@ -151,7 +150,6 @@ static int missing_cb(void *ud, const char *key, const char *value)
 		json_array_append_new(b->missing, json_string(name));
 	}
 	json_decref(m);
-	return 0;
 }
 
 static void text_section(struct buf *t, const char *title, json_t *items, const char *unit)
@@ -197,11 +195,11 @@ int report__build(struct forensicd *fd, const char *day, json_t **json, char **t
 	b.missing = json_array();
 	snprintf(from, sizeof(from), "c/%s/", day);
 	snprintf(to, sizeof(to), "c/%s0", day); /* '0' follows '/' */
-	r = records__scan(fd->rec, from, to, build_cb, &b);
+	r = forensicd__scan(fd, from, to, build_cb, &b);
 	if (r == 0) {
 		snprintf(from, sizeof(from), "m/%s/", day);
 		snprintf(to, sizeof(to), "m/%s0", day);
-		r = records__scan(fd->rec, from, to, missing_cb, &b);
+		r = forensicd__scan(fd, from, to, missing_cb, &b);
 	}
 	if (r == 0 && b.things == 0 && json_array_size(b.missing) == 0)
 		r = -ENOENT;
@@ -258,7 +256,7 @@ int report__build(struct forensicd *fd, const char *day, json_t **json, char **t
 	return r;
 }
 
-static int last_cb(void *ud, const char *key, const char *value)
+static void last_cb(void *ud, const char *key, const char *value)
 {
 	char *out = ud;
 	(void)value;
@@ -266,13 +264,12 @@ static int last_cb(void *ud, const char *key, const char *value)
 		memcpy(out, key + 2, DATE_LEN);
 		out[DATE_LEN] = '\0';
 	}
-	return 0;
 }
 
 int report__last_day(struct forensicd *fd, char out[DATE_LEN + 1])
 {
 	out[0] = '\0';
-	records__scan(fd->rec, "m/", "m0", last_cb, out);
+	forensicd__scan(fd, "m/", "m0", last_cb, out);
 	return out[0] ? 0 : -ENOENT;
 }
 

@@ -1089,11 +1089,6 @@ void node__set_clock(node_clock_fn fn, void *ud)
 	test_clock_ud = ud;
 }
 
-struct store *node__store(tsync_node *n)
-{
-	return n ? n->store : NULL;
-}
-
 void node__cumul_tick(tsync_node *n)
 {
 	if (n->cumul_ev)
@@ -1124,43 +1119,23 @@ TSYNC_API int tsync_node_record_put(tsync_node *n, const char *key, const char *
 	return r;
 }
 
-struct record_find {
-	const char *key;
-	char *text;
-	bool nomem;
-};
-
-static void record_match(void *ud, const char *key, const char *text)
-{
-	struct record_find *f = ud;
-
-	if (f->text || f->nomem || strcmp(key, f->key) != 0)
-		return;
-	f->text = strdup(text);
-	f->nomem = !f->text;
-}
-
 TSYNC_API int tsync_node_record_get(tsync_node *n, const char *key, char **text)
 {
-	struct record_find f = {.key = key};
-	int r;
-
 	if (!n || !key || !text)
 		return -EINVAL;
 	if (!n->store)
 		return -ENOTSUP;
-	/* A node keeps a handful of records: a scan is cheaper than an index. */
-	r = store__load_records(n->store, record_match, &f);
-	if (r == 0 && f.nomem)
-		r = -ENOMEM;
-	if (r == 0 && !f.text)
-		r = -ENOENT;
-	if (r < 0) {
-		free(f.text);
-		return r;
-	}
-	*text = f.text;
-	return 0;
+	return store__get_record(n->store, key, text);
+}
+
+TSYNC_API int tsync_node_record_scan(tsync_node *n, const char *from, const char *to, tsync_record_fn fn,
+                                     void *userdata)
+{
+	if (!n || !fn)
+		return -EINVAL;
+	if (!n->store)
+		return -ENOTSUP;
+	return store__scan_records(n->store, from, to, fn, userdata);
 }
 
 TSYNC_API int tsync_node_get(tsync_node *n, const char *thing, tsync_thing_state *out)

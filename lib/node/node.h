@@ -23,13 +23,6 @@ void node__set_clock(node_clock_fn fn, void *ud);
 /* Runs the cumuls' timer now (midnight or checkpoint), as the loop would. */
 void node__cumul_tick(tsync_node *n);
 
-/* The node's state store (NULL without a state directory), borrowed until
- * tsync_node_free(): a role daemon that keeps its own records in it (store
- * hooks, e.g. lib/store/records.h) commits them with the node's state, in
- * the same transaction as the requests it sends. */
-struct store;
-struct store *node__store(tsync_node *n);
-
 /* The max_datagram of the node's site. */
 size_t node__max_datagram(const tsync_node *n);
 /* The handler of `recovery_data_request` (recovery.c), registered on the
