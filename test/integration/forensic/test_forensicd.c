@@ -17,6 +17,12 @@
  *  - forensicd killed -9 at random moments while days go by: every
  *    (owner, day, thing) reaches the push controller exactly once;
  *  - forensic_days bounds the history.
+ *
+ * With the argument "e2e", the push controller is the real thingsync-pushd
+ * posting to a real thingsync-collectord (SQLite): days go by while
+ * forensicd is killed -9, and the collector's cumuls table holds each
+ * (owner, thing, day) once, as forensicd collected it, without a conflict,
+ * and pushd journaled each once.
  * SPDX-License-Identifier: MIT
  */
 #include <setjmp.h>
@@ -38,14 +44,15 @@
 #define B    1
 #define FOR  2
 #define PUSH 3
+#define SRV  4 /* e2e: the collector */
 
 /* 2026-06-10 00:00 in Europe/Berlin (CEST): a 24-hour day. */
 #define T0  1781042400LL
 #define DAY 86400LL
 #define HR  3600LL
 
-static const char *const names[] = {"PI-A", "PI-B", "FOR", "PUSH"};
-static const char *const roles[] = {"cmd_do", "cmd_do", "forensics", "push"};
+static const char *const names[] = {"PI-A", "PI-B", "FOR", "PUSH", "SRV"};
+static const char *const roles[] = {"cmd_do", "cmd_do", "forensics", "push", "collector"};
 static const char things[] = "[thing door_front]\nowner = PI-A\ntype = bool\ninitial = 0\n\n"
                              "[thing is_armed]\nowner = PI-A\ntype = bool\ninitial = 0\n\n"
                              "[thing power_main]\nowner = PI-A\ntype = float\ninitial = 0\n\n"
@@ -673,7 +680,158 @@ static void test_bound(void **state)
 	}
 }
 
-int main(void)
+/* --- end to end: the real pushd and collectord ------------------------------------------ */
+
+static bool http_ok(void *ud)
+{
+	const char *const *w = ud;
+	char *body = NULL;
+	long code = tdh_http(t, w[0][0] - '0', "GET", w[1], NULL, NULL, &body);
+	free(body);
+	return code == 200;
+}
+
+static void spawn_at(int i, const char *const *argv, const char *ready_path)
+{
+	char idx[2] = {(char)('0' + i), 0};
+	const char *w[] = {idx, ready_path};
+
+	assert_non_null(argv[0]);
+	t->c[i].pid = tdh_spawn(argv, t->c[i].log);
+	if (!tdh_wait(http_ok, w, TDH_WAIT_MS)) {
+		char *log = tdh_read(t->c[i].log);
+		fail_msg("%s did not come up: %s", t->c[i].name, log ? log : "");
+	}
+}
+
+static int setup_e2e(void **state)
+{
+	char db[600], listen[64], http[64];
+
+	(void)state;
+	t = calloc(1, sizeof(*t));
+	assert_non_null(t);
+	tdh_init(t, "forensic-e2e", 5, names, roles, things);
+	clock_path = tdh_path(t, "clock");
+	report_sh = tdh_path(t, "report.sh");
+	setenv("THINGSYNC_TEST_CLOCK", clock_path, 1);
+	set_clock(T0);
+	snprintf(site_keys, sizeof(site_keys), keys_fmt, 400, t->dir);
+	t->site_keys = site_keys;
+	tdh_write_site(t);
+	tdh_write(report_sh, "cat >/dev/null\n");
+	tdh_start(t, A);
+	tdh_start(t, B);
+	snprintf(db, sizeof(db), "sqlite:%s/collector.db", t->dir);
+	snprintf(listen, sizeof(listen), "127.0.0.1:%u", t->c[SRV].tcp);
+	{
+		const char *argv[] = {getenv("COLLECTORD"), "--site", t->c[SRV].conf, "--listen", listen, "--db", db, NULL};
+		spawn_at(SRV, argv, "/health");
+	}
+	snprintf(http, sizeof(http), "127.0.0.1:%u", t->c[PUSH].tcp);
+	{
+		const char *argv[] = {getenv("PUSHD"), "--site", t->c[PUSH].conf, "--controller", "PUSH", "--state-dir",
+		                      t->c[PUSH].state, "--http", http, "--retry-min-ms", "20", "--retry-max-ms",
+		                      "300", NULL};
+		spawn_at(PUSH, argv, "/status");
+	}
+	start_forensicd(true);
+	return 0;
+}
+
+static int teardown_e2e(void **state)
+{
+	(void)state;
+	tdh_fini(t);
+	free(t);
+	free(clock_path);
+	free(report_sh);
+	return 0;
+}
+
+struct count_want {
+	size_t want;
+	json_t *last;
+};
+
+static bool collector_has(void *ud)
+{
+	struct count_want *w = ud;
+	char *body = NULL;
+	json_t *j;
+
+	if (tdh_http(t, SRV, "GET", "/v1/cumuls?limit=10000", NULL, NULL, &body) != 200) {
+		free(body);
+		return false;
+	}
+	j = json_loads(body, 0, NULL);
+	free(body);
+	json_decref(w->last);
+	w->last = j;
+	return json_array_size(json_object_get(j, "cumuls")) >= w->want;
+}
+
+static void test_e2e_collector_table(void **state)
+{
+	const int days = 6;
+	struct count_want w = {(size_t)days * 4, NULL};
+	json_t *seen = json_object(), *row, *st, *d;
+	char today[11], *body = NULL;
+	size_t i;
+
+	(void)state;
+	set_clock(T0 + 2 * HR);
+	set("door_front", "1");
+	set_clock(T0 + 3 * HR);
+	set("door_front", "0");
+	set("power_main", "250.5");
+	srand((unsigned)time(NULL));
+	for (int k = 1; k <= days; k++) {
+		struct timespec ts = {0, (long)(rand() % 400) * 1000 * 1000};
+		set_clock(T0 + k * DAY + 60);
+		/* forensicd killed at a random moment of each day's collection. */
+		nanosleep(&ts, NULL);
+		tdh_kill9(t, FOR);
+		start_forensicd(false);
+	}
+	assert_true(tdh_wait(api_up, NULL, TDH_WAIT_MS));
+	day_of(now_s, today);
+	wait_collected("PI-A", today);
+	wait_collected("PI-B", today);
+	if (!tdh_wait(collector_has, &w, TDH_WAIT_MS)) {
+		char *txt = json_dumps(w.last, JSON_INDENT(1));
+		fail_msg("the collector has not every cumul: %s", txt);
+	}
+	json_array_foreach(json_object_get(w.last, "cumuls"), i, row)
+	{
+		char key[256];
+		snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(row, "owner")),
+		         json_string_value(json_object_get(row, "day")), json_string_value(json_object_get(row, "thing")));
+		if (json_object_get(seen, key))
+			fail_msg("%s twice in the collector's table", key);
+		json_object_set_new(seen, key, json_incref(row));
+	}
+	assert_int_equal(json_object_size(seen), (size_t)days * 4);
+	/* As forensicd collected it from the owner. */
+	d = get_json(FOR, "/v1/days/2026-06-10", 200);
+	assert_true(json_equal((json_t *)cum_of(d, "PI-A", "door_front"),
+	                       json_object_get(json_object_get(seen, "PI-A/2026-06-10/door_front"), "cumul")));
+	assert_int_equal(num(json_object_get(json_object_get(seen, "PI-A/2026-06-10/door_front"), "cumul"), "rises"), 1);
+	json_decref(d);
+	/* pushd journaled each once, and the collector saw no conflicting copy. */
+	st = get_json(PUSH, "/status", 200);
+	assert_int_equal(num(json_object_get(st, "intake"), "cumuls"), days * 4);
+	json_decref(st);
+	assert_int_equal(tdh_http(t, SRV, "GET", "/v1/alarms", NULL, NULL, &body), 200);
+	assert_null(strstr(body, "cumul_conflict"));
+	free(body);
+	printf("collector: %zu cumuls of %d days, each (owner, thing, day) once, across %d kills -9 of forensicd\n",
+	       json_object_size(seen), days, days);
+	json_decref(seen);
+	json_decref(w.last);
+}
+
+int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_known_day),
@@ -682,5 +840,11 @@ int main(void)
 	    cmocka_unit_test(test_kill9_exactly_once),
 	    cmocka_unit_test(test_bound),
 	};
+	const struct CMUnitTest e2e[] = {
+	    cmocka_unit_test(test_e2e_collector_table),
+	};
+
+	if (argc > 1 && !strcmp(argv[1], "e2e"))
+		return cmocka_run_group_tests(e2e, setup_e2e, teardown_e2e);
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
