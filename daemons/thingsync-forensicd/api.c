@@ -351,20 +351,15 @@ int api__start(struct forensicd *fd)
 {
 	struct httpd_config cfg;
 	char host[256];
-	unsigned long port;
+	uint16_t port;
 	tsync_controller_info ci;
 	int r;
 
 	if (fd->opt.http_listen) {
-		const char *colon = strrchr(fd->opt.http_listen, ':');
-		char *end;
-		if (!colon || (size_t)(colon - fd->opt.http_listen) >= sizeof(host) ||
-		    (port = strtoul(colon + 1, &end, 10), *end) || port > 65535) {
+		if (httpd__split_listen(fd->opt.http_listen, host, sizeof(host), &port) < 0) {
 			log_error(&fd->log, "--http %s: want ADDR:PORT", fd->opt.http_listen);
 			return -EINVAL;
 		}
-		memcpy(host, fd->opt.http_listen, (size_t)(colon - fd->opt.http_listen));
-		host[colon - fd->opt.http_listen] = '\0';
 	} else {
 		if (tsync_site_controller(fd->site, (size_t)tsync_site_controller_find(fd->site, fd->name), &ci) < 0 ||
 		    ci.tcp_port == 0)
@@ -375,7 +370,7 @@ int api__start(struct forensicd *fd)
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = fd->base;
 	cfg.host = host;
-	cfg.port = (uint16_t)port;
+	cfg.port = port;
 	cfg.routes = routes;
 	cfg.handler = handler;
 	cfg.arg = fd;
@@ -386,7 +381,7 @@ int api__start(struct forensicd *fd)
 	cfg.log_ud = fd;
 	r = httpd__new(&cfg, &fd->http);
 	if (r < 0) {
-		log_error(&fd->log, "cannot listen on %s:%lu: %s", host, port, tsync_strerror(r));
+		log_error(&fd->log, "cannot listen on %s:%u: %s", host, port, tsync_strerror(r));
 		return r;
 	}
 	log_info(&fd->log, "API on http://%s:%u/v1/status", host, httpd__port(fd->http));

@@ -38,22 +38,6 @@ static const char *when(const json_t *o, const char *k, char *buf, size_t len)
 	return buf;
 }
 
-static void value_of(const json_t *v, char *buf, size_t len)
-{
-	if (!v || json_is_null(v))
-		snprintf(buf, len, "-");
-	else if (json_is_boolean(v))
-		snprintf(buf, len, "%d", json_is_true(v) ? 1 : 0);
-	else if (json_is_integer(v))
-		snprintf(buf, len, "%lld", (long long)json_integer_value(v));
-	else if (json_is_real(v))
-		snprintf(buf, len, "%.6g", json_real_value(v));
-	else if (json_is_string(v))
-		snprintf(buf, len, "%s", json_string_value(v));
-	else
-		snprintf(buf, len, "?");
-}
-
 static void print_cum(const char *thing, const char *owner, const json_t *cum)
 {
 	const char *type = json_string_value(json_object_get(cum, "type"));
@@ -68,7 +52,7 @@ static void print_cum(const char *thing, const char *owner, const json_t *cum)
 	printf("  known %.2f h, unknown %.2f h (controller off %.2f h)%s\n", hours(cum, "known_ms"),
 	       hours(cum, "unknown_ms"), hours(cum, "down_ms"),
 	       json_is_false(json_object_get(cum, "known")) ? ", no value now" : "");
-	value_of(json_object_get(cum, "last"), v, sizeof(v));
+	client__value_text(json_object_get(cum, "last"), v, sizeof(v));
 	printf("  changes %lld (first %s, last %s), last value %s\n", jint(cum, "changes"),
 	       when(cum, "first_change_ms", a, sizeof(a)), when(cum, "last_change_ms", b, sizeof(b)), v);
 	if (!strcmp(type, "bool")) {
@@ -76,9 +60,9 @@ static void print_cum(const char *thing, const char *owner, const json_t *cum)
 		       hours(cum, "off_ms"));
 	} else if (!strcmp(type, "int") || !strcmp(type, "float")) {
 		char mn[64], mx[64], mean[64];
-		value_of(json_object_get(cum, "min"), mn, sizeof(mn));
-		value_of(json_object_get(cum, "max"), mx, sizeof(mx));
-		value_of(json_object_get(cum, "mean"), mean, sizeof(mean));
+		client__value_text(json_object_get(cum, "min"), mn, sizeof(mn));
+		client__value_text(json_object_get(cum, "max"), mx, sizeof(mx));
+		client__value_text(json_object_get(cum, "mean"), mean, sizeof(mean));
 		printf("  min %s at %s, max %s at %s\n", mn, when(cum, "min_at_ms", a, sizeof(a)), mx,
 		       when(cum, "max_at_ms", b, sizeof(b)));
 		printf("  mean %s, integral %.6g value-hours (W: Wh)\n", mean,

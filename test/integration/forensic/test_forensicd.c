@@ -276,28 +276,35 @@ static void assert_pushed_once(int64_t first_s, int64_t last_s)
 
 /* --- the tests ------------------------------------------------------------------------- */
 
-static int setup(void **state)
+/* The site of n controllers at T0, the clock file every process reads, and
+ * the two owners started. */
+static void site_up(const char *tag, int n)
 {
-	(void)state;
 	t = calloc(1, sizeof(*t));
 	assert_non_null(t);
-	tdh_init(t, "forensicd", 4, names, roles, things);
+	tdh_init(t, tag, n, names, roles, things);
 	clock_path = tdh_path(t, "clock");
-	sink_out = tdh_path(t, "sink.jsonl");
 	report_sh = tdh_path(t, "report.sh");
-	report_out = tdh_path(t, "report.out");
 	setenv("THINGSYNC_TEST_CLOCK", clock_path, 1);
 	set_clock(T0);
 	snprintf(site_keys, sizeof(site_keys), keys_fmt, 400, t->dir);
 	t->site_keys = site_keys;
 	tdh_write_site(t);
-	{
-		char script[1024];
-		snprintf(script, sizeof(script), "cat > %s\n", report_out);
-		tdh_write(report_sh, script);
-	}
+	tdh_write(report_sh, "cat >/dev/null\n");
 	tdh_start(t, A);
 	tdh_start(t, B);
+}
+
+static int setup(void **state)
+{
+	char script[1024];
+
+	(void)state;
+	site_up("forensicd", 4);
+	sink_out = tdh_path(t, "sink.jsonl");
+	report_out = tdh_path(t, "report.out");
+	snprintf(script, sizeof(script), "cat > %s\n", report_out);
+	tdh_write(report_sh, script);
 	start_sink();
 	start_forensicd(true);
 	return 0;
@@ -709,19 +716,7 @@ static int setup_e2e(void **state)
 	char db[600], listen[64], http[64];
 
 	(void)state;
-	t = calloc(1, sizeof(*t));
-	assert_non_null(t);
-	tdh_init(t, "forensic-e2e", 5, names, roles, things);
-	clock_path = tdh_path(t, "clock");
-	report_sh = tdh_path(t, "report.sh");
-	setenv("THINGSYNC_TEST_CLOCK", clock_path, 1);
-	set_clock(T0);
-	snprintf(site_keys, sizeof(site_keys), keys_fmt, 400, t->dir);
-	t->site_keys = site_keys;
-	tdh_write_site(t);
-	tdh_write(report_sh, "cat >/dev/null\n");
-	tdh_start(t, A);
-	tdh_start(t, B);
+	site_up("forensic-e2e", 5);
 	snprintf(db, sizeof(db), "sqlite:%s/collector.db", t->dir);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%u", t->c[SRV].tcp);
 	{
