@@ -191,8 +191,9 @@ static void get_thing(struct forensicd *fd, struct evhttp_request *req, const ch
 		httpd__error(req, 500, "store", "%s", tsync_strerror(r));
 		return;
 	}
-	httpd__reply_json(req, 200, json_pack("{sssssssO}", "thing", ti.name, "owner", ti.owner, "type",
-	                                      tsync_type_name(ti.type), "days", t.days));
+	httpd__reply_json(req, 200,
+	                  json_pack("{sssssssO}", "thing", ti.name, "owner", ti.owner, "type",
+	                            tsync_type_name(ti.type), "days", t.days));
 	json_decref(t.days);
 }
 
@@ -246,12 +247,12 @@ static json_t *owners_json(struct forensicd *fd)
 			if (tsync_node_peer_stats(fd->node, k, &ps) == 0 && !strcmp(ps.name, o->name))
 				up = ps.up;
 		}
-		json_array_append_new(a, json_pack("{sssssbss?sbsIsIsIsI}", "name", o->name, "next", o->next, "up", up,
-		                                   "collecting", o->busy ? o->day : NULL, "reset_pending",
-		                                   o->reset_busy, "things", (json_int_t)o->n_things, "days_collected",
-		                                   (json_int_t)o->days_collected, "resets_sent",
-		                                   (json_int_t)o->resets_sent, "resets_closed",
-		                                   (json_int_t)o->resets_closed));
+		json_array_append_new(
+		    a, json_pack("{sssssbss?sbsIsIsIsI}", "name", o->name, "next", o->next, "up", up,
+		                 "collecting", o->busy ? o->day : NULL, "reset_pending", o->reset_busy,
+		                 "things", (json_int_t)o->n_things, "days_collected",
+		                 (json_int_t)o->days_collected, "resets_sent", (json_int_t)o->resets_sent,
+		                 "resets_closed", (json_int_t)o->resets_closed));
 	}
 	return a;
 }
@@ -264,20 +265,21 @@ static void get_status(struct forensicd *fd, struct evhttp_request *req)
 
 	forensicd__today(fd, today);
 	if (fd->isite->report_command)
-		cmd = json_pack("{sssIsIss?ss?sI}", "program", fd->isite->report_command[0], "runs", (json_int_t)rr->runs,
-		                "failures", (json_int_t)rr->failures, "last_day", rr->last_day[0] ? rr->last_day : NULL,
-		                "last_error", rr->last_error[0] ? rr->last_error : NULL, "last_at_ms",
+		cmd = json_pack("{sssIsIss?ss?sI}", "program", fd->isite->report_command[0], "runs",
+		                (json_int_t)rr->runs, "failures", (json_int_t)rr->failures, "last_day",
+		                rr->last_day[0] ? rr->last_day : NULL, "last_error",
+		                rr->last_error[0] ? rr->last_error : NULL, "last_at_ms",
 		                (json_int_t)rr->last_at_ms);
 	httpd__reply_json(
 	    req, 200,
-	    json_pack("{sssssoss?sosIsIs{ss?sIsIsIsI}sIso?}", "controller", fd->name, "today", today, "timezone",
-	              fd->isite->timezone ? json_string(fd->isite->timezone) : json_null(), "reset_day",
-	              fd->reset_day[0] ? fd->reset_day : NULL, "owners", owners_json(fd), "forensic_days",
-	              (json_int_t)fd->isite->forensic_days, "records", (json_int_t)forensicd__count(fd, NULL, NULL), "push",
-	              "to", fd->push_to, "days_sent", (json_int_t)fd->pushes_sent, "chunks_sent",
-	              (json_int_t)fd->push_chunks, "chunks_acked", (json_int_t)fd->pushes_acked, "failed",
-	              (json_int_t)fd->push_failed, "things_not_kept", (json_int_t)fd->missing_things,
-	              "report_command", cmd));
+	    json_pack("{sssssoss?sosIsIs{ss?sIsIsIsI}sIso?}", "controller", fd->name, "today", today,
+	              "timezone", fd->isite->timezone ? json_string(fd->isite->timezone) : json_null(),
+	              "reset_day", fd->reset_day[0] ? fd->reset_day : NULL, "owners", owners_json(fd),
+	              "forensic_days", (json_int_t)fd->isite->forensic_days, "records",
+	              (json_int_t)forensicd__count(fd, NULL, NULL), "push", "to", fd->push_to, "days_sent",
+	              (json_int_t)fd->pushes_sent, "chunks_sent", (json_int_t)fd->push_chunks, "chunks_acked",
+	              (json_int_t)fd->pushes_acked, "failed", (json_int_t)fd->push_failed, "things_not_kept",
+	              (json_int_t)fd->missing_things, "report_command", cmd));
 }
 
 static void get_metrics(struct forensicd *fd, struct evhttp_request *req)
@@ -313,9 +315,11 @@ static void get_metrics(struct forensicd *fd, struct evhttp_request *req)
 	                    "thingsync_forensicd_report_command_total{result=\"run\"} %" PRIu64 "\n"
 	                    "thingsync_forensicd_report_command_total{result=\"failed\"} %" PRIu64 "\n",
 	                    days, resets, closed, fd->missing_things, fd->push_chunks, fd->pushes_acked,
-	                    fd->push_failed, forensicd__count(fd, NULL, NULL), fd->report.runs, fd->report.failures);
+	                    fd->push_failed, forensicd__count(fd, NULL, NULL), fd->report.runs,
+	                    fd->report.failures);
 	httpd__metrics(fd->http, "thingsync_forensicd_", out);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain; version=0.0.4");
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	                  "text/plain; version=0.0.4");
 	evhttp_send_reply(req, 200, "OK", out);
 	evbuffer_free(out);
 }
@@ -361,7 +365,8 @@ int api__start(struct forensicd *fd)
 			return -EINVAL;
 		}
 	} else {
-		if (tsync_site_controller(fd->site, (size_t)tsync_site_controller_find(fd->site, fd->name), &ci) < 0 ||
+		if (tsync_site_controller(fd->site, (size_t)tsync_site_controller_find(fd->site, fd->name),
+		                          &ci) < 0 ||
 		    ci.tcp_port == 0)
 			return 0;
 		snprintf(host, sizeof(host), "%s", ci.host);

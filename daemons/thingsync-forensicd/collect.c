@@ -94,8 +94,9 @@ static void reset_done(void *ud, tsync_node *node, int status, const char *resul
 		o->resets_closed++;
 		log_info(&q->fd->log, "%s closed %s at our reset (its day now %s)", o->name,
 		         json_string_value(json_object_get(j, "closed")),
-		         json_string_value(json_object_get(j, "day")) ? json_string_value(json_object_get(j, "day"))
-		                                                      : "?");
+		         json_string_value(json_object_get(j, "day"))
+		             ? json_string_value(json_object_get(j, "day"))
+		             : "?");
 	} else {
 		log_info(&q->fd->log, "%s had closed %s already", o->name, q->thing);
 	}
@@ -261,7 +262,8 @@ static int push_day(struct forensicd *fd, const char *day, const char *owner, js
 			break;
 		}
 		if (n > budget) {
-			log_error(&fd->log, "cumul of %s (%s %s) is too big for one datagram (%zu bytes): not pushed",
+			log_error(&fd->log,
+			          "cumul of %s (%s %s) is too big for one datagram (%zu bytes): not pushed",
 			          thing, owner, day, n);
 			fd->push_failed++;
 			continue;
@@ -378,7 +380,8 @@ static void cum_done(void *ud, tsync_node *node, int status, const char *result)
 		j = result ? json_loads(result, 0, NULL) : NULL;
 		cum = json_object_get(j, "cum");
 		if (!json_is_object(cum)) {
-			log_warn(&fd->log, "%s answered cum of %s without a cumul: asking again", o->name, q->thing);
+			log_warn(&fd->log, "%s answered cum of %s without a cumul: asking again", o->name,
+			         q->thing);
 			o->retry = true;
 		} else if (!json_is_true(json_object_get(cum, "closed"))) {
 			o->not_closed = true;
@@ -390,8 +393,8 @@ static void cum_done(void *ud, tsync_node *node, int status, const char *result)
 		/* Not kept (the owner was made after that day, or it is past its
 		 * cumul_days), or our site.conf and the owner's disagree. */
 		if (status != TSYNC_EVALUE)
-			log_warn(&fd->log, "%s does not know %s as its own (%s): site.conf differs?", o->name, q->thing,
-			         tsync_strerror(status));
+			log_warn(&fd->log, "%s does not know %s as its own (%s): site.conf differs?", o->name,
+			         q->thing, tsync_strerror(status));
 		json_array_append_new(o->missing, json_string(q->thing));
 	} else {
 		log_warn(&fd->log, "cum of %s %s from %s: %s; asking again", q->thing, o->day, o->name,
@@ -439,7 +442,8 @@ static void collect_owner(struct forensicd *fd, struct owner *o, const char *tod
 		snprintf(body, sizeof(body), "{\"fld\":\"%s\",\"day\":\"%s\"}", o->things[i], o->day);
 		r = tsync_node_request(fd->node, o->name, "cum", body, cum_done, q);
 		if (r < 0) {
-			log_warn(&fd->log, "cannot ask %s for %s: %s", o->name, o->things[i], tsync_strerror(r));
+			log_warn(&fd->log, "cannot ask %s for %s: %s", o->name, o->things[i],
+			         tsync_strerror(r));
 			free(q);
 			break;
 		}

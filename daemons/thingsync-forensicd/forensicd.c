@@ -134,7 +134,8 @@ void forensicd__commit(struct forensicd *fd)
 	int r = tsync_node_commit(fd->node);
 
 	if (r < 0)
-		log_error(&fd->log, "state commit failed: %s (retried with the next change)", tsync_strerror(r));
+		log_error(&fd->log, "state commit failed: %s (retried with the next change)",
+		          tsync_strerror(r));
 }
 
 int forensicd__put(struct forensicd *fd, const char *key, const char *value)
@@ -296,7 +297,8 @@ static int run(struct forensicd *fd)
 		return -EINVAL;
 	}
 	if (!tsync_site_has_key(fd->site))
-		log_warn(&fd->log, "%s has no key_file: the mesh runs unauthenticated (legacy mode)", o->site_path);
+		log_warn(&fd->log, "%s has no key_file: the mesh runs unauthenticated (legacy mode)",
+		         o->site_path);
 	if (mkdir(o->state_dir, 0700) < 0 && errno != EEXIST) {
 		r = -errno;
 		log_error(&fd->log, "%s: %s", o->state_dir, strerror(-r));
@@ -365,7 +367,8 @@ static int run(struct forensicd *fd)
 		char today[DATE_LEN + 1];
 		forensicd__today(fd, today);
 		log_info(&fd->log,
-		         "forensics role up: boot %" PRIu64 ", udp %u, today %s (%s), %zu owners, push to %s, "
+		         "forensics role up: boot %" PRIu64
+		         ", udp %u, today %s (%s), %zu owners, push to %s, "
 		         "%zu records kept",
 		         tsync_node_boot(fd->node), tsync_node_port(fd->node), today,
 		         fd->isite->timezone ? fd->isite->timezone : "local time", fd->n_owners,

@@ -76,7 +76,7 @@ struct forensicd {
 	struct event *sig_int, *sig_term;
 	struct owner *owners;
 	size_t n_owners;
-	const char *push_to; /* the push controller, NULL: none in site.conf */
+	const char *push_to;          /* the push controller, NULL: none in site.conf */
 	char reset_day[DATE_LEN + 1]; /* the last day whose end was announced */
 	char trimmed_before[DATE_LEN + 1];
 	uint64_t pushes_sent, pushes_acked, push_chunks, push_failed, records_failed;

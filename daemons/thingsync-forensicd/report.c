@@ -101,18 +101,21 @@ static void build_cb(void *ud, const char *key, const char *value)
 	switch (category_of(thing, type)) {
 	case CAT_ARMED:
 		b->n_armed += jint(cum, "rises");
-		json_object_set_new(b->armed, thing,
-		                    json_pack("{sIsI}", "times", jint(cum, "rises"), "on_ms", jint(cum, "on_ms")));
+		json_object_set_new(
+		    b->armed, thing,
+		    json_pack("{sIsI}", "times", jint(cum, "rises"), "on_ms", jint(cum, "on_ms")));
 		break;
 	case CAT_ALARM:
 		b->n_alarm += jint(cum, "rises");
-		json_object_set_new(b->alarm, thing,
-		                    json_pack("{sIsI}", "times", jint(cum, "rises"), "on_ms", jint(cum, "on_ms")));
+		json_object_set_new(
+		    b->alarm, thing,
+		    json_pack("{sIsI}", "times", jint(cum, "rises"), "on_ms", jint(cum, "on_ms")));
 		break;
 	case CAT_DOOR:
 		b->n_doors += jint(cum, "rises");
-		json_object_set_new(b->doors, thing,
-		                    json_pack("{sIsI}", "opened", jint(cum, "rises"), "open_ms", jint(cum, "on_ms")));
+		json_object_set_new(
+		    b->doors, thing,
+		    json_pack("{sIsI}", "opened", jint(cum, "rises"), "open_ms", jint(cum, "on_ms")));
 		break;
 	case CAT_HEATING: {
 		double h = (double)jint(cum, "on_ms") / 3600e3;
@@ -125,9 +128,10 @@ static void build_cb(void *ud, const char *key, const char *value)
 	case CAT_POWER: {
 		double wh = json_number_value(json_object_get(cum, "integral"));
 		b->wh += wh;
-		json_object_set_new(b->energy, thing,
-		                    json_pack("{sfsO}", "wh", wh, "mean_w",
-		                              json_object_get(cum, "mean") ? json_object_get(cum, "mean") : json_null()));
+		json_object_set_new(
+		    b->energy, thing,
+		    json_pack("{sfsO}", "wh", wh, "mean_w",
+		              json_object_get(cum, "mean") ? json_object_get(cum, "mean") : json_null()));
 		break;
 	}
 	case CAT_NONE:
@@ -146,7 +150,8 @@ static void missing_cb(void *ud, const char *key, const char *value)
 	json_array_foreach(json_object_get(m, "missing"), i, e)
 	{
 		char name[600];
-		snprintf(name, sizeof(name), "%s/%s", key + 2 + b->dlen + 1, json_string_value(e) ? json_string_value(e) : "?");
+		snprintf(name, sizeof(name), "%s/%s", key + 2 + b->dlen + 1,
+		         json_string_value(e) ? json_string_value(e) : "?");
 		json_array_append_new(b->missing, json_string(name));
 	}
 	json_decref(m);
@@ -167,8 +172,8 @@ static void text_section(struct buf *t, const char *title, json_t *items, const 
 			buf__appendf(t, "  %-24s %lld times, %.2f h on\n", k, (long long)jint(v, "times"),
 			             (double)jint(v, "on_ms") / 3600e3);
 		else if (!strcmp(unit, "opened"))
-			buf__appendf(t, "  %-24s opened %lld times, open %.2f h\n", k, (long long)jint(v, "opened"),
-			             (double)jint(v, "open_ms") / 3600e3);
+			buf__appendf(t, "  %-24s opened %lld times, open %.2f h\n", k,
+			             (long long)jint(v, "opened"), (double)jint(v, "open_ms") / 3600e3);
 		else if (!strcmp(unit, "hours"))
 			buf__appendf(t, "  %-24s %.2f h\n", k, json_real_value(json_object_get(v, "hours")));
 		else
@@ -203,18 +208,19 @@ int report__build(struct forensicd *fd, const char *day, json_t **json, char **t
 	}
 	if (r == 0 && b.things == 0 && json_array_size(b.missing) == 0)
 		r = -ENOENT;
-	j = r == 0 ? json_pack("{sssssos{sOsO}sOsOsOsIsOs{sIsIsIsfsf}}", "site", tsync_site_name(fd->site), "day",
-	                       day, "timezone",
+	j = r == 0 ? json_pack("{sssssos{sOsO}sOsOsOsIsOs{sIsIsIsfsf}}", "site", tsync_site_name(fd->site),
+	                       "day", day, "timezone",
 	                       fd->isite->timezone ? json_string(fd->isite->timezone) : json_null(), "alarms",
 	                       "armed", b.armed, "triggered", b.alarm, "doors", b.doors, "heating", b.heating,
-	                       "energy", b.energy, "things", b.things, "missing", b.missing, "totals", "armed",
-	                       b.n_armed, "triggered", b.n_alarm, "doors_opened", b.n_doors, "heating_hours",
-	                       b.heat_h, "energy_wh", b.wh)
+	                       "energy", b.energy, "things", b.things, "missing", b.missing, "totals",
+	                       "armed", b.n_armed, "triggered", b.n_alarm, "doors_opened", b.n_doors,
+	                       "heating_hours", b.heat_h, "energy_wh", b.wh)
 	           : NULL;
 	if (r == 0 && !j)
 		r = -ENOMEM;
 	if (r == 0) {
-		buf__appendf(&t, "thingsync forensics report: site %s, %s (%s)\n\n", tsync_site_name(fd->site), day,
+		buf__appendf(&t, "thingsync forensics report: site %s, %s (%s)\n\n",
+		             tsync_site_name(fd->site), day,
 		             fd->isite->timezone ? fd->isite->timezone : "local time");
 		buf__appendf(&t, "Alarms: armed %lld times, triggered %lld times\n", (long long)b.n_armed,
 		             (long long)b.n_alarm);
@@ -365,7 +371,8 @@ int report__run_command(struct forensicd *fd, const char *day, const char *text)
 				char b[4096];
 				ssize_t n = read(out[0], b, sizeof(b));
 				if (n > 0 && got < OUTPUT_EXCERPT) {
-					size_t k = (size_t)n < OUTPUT_EXCERPT - got ? (size_t)n : OUTPUT_EXCERPT - got;
+					size_t k = (size_t)n < OUTPUT_EXCERPT - got ? (size_t)n
+					                                            : OUTPUT_EXCERPT - got;
 					memcpy(excerpt + got, b, k);
 					got += k;
 					excerpt[got] = '\0';
@@ -389,7 +396,8 @@ int report__run_command(struct forensicd *fd, const char *day, const char *text)
 		kill(-pid, SIGKILL);
 		kill(pid, SIGKILL);
 		waitpid(pid, &status, 0);
-		fail(fd, "%s: timed out after %u ms, killed", argv[0], (unsigned)fd->isite->report_timeout_ms);
+		fail(fd, "%s: timed out after %u ms, killed", argv[0],
+		     (unsigned)fd->isite->report_timeout_ms);
 	} else if (w < 0) {
 		fail(fd, "%s: waitpid failed (%s)", argv[0], strerror(errno));
 	} else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {

@@ -46,7 +46,8 @@ static void print_cum(const char *thing, const char *owner, const json_t *cum)
 	if (!type)
 		type = "?";
 	printf("%s (%s, owner %s): %s, %s\n", thing, type, owner,
-	       json_string_value(json_object_get(cum, "day")) ? json_string_value(json_object_get(cum, "day")) : "?",
+	       json_string_value(json_object_get(cum, "day")) ? json_string_value(json_object_get(cum, "day"))
+	                                                      : "?",
 	       json_is_true(json_object_get(cum, "closed")) ? "closed" : "open");
 	printf("  from %s to %s\n", when(cum, "start_ms", a, sizeof(a)), when(cum, "end_ms", b, sizeof(b)));
 	printf("  known %.2f h, unknown %.2f h (controller off %.2f h)%s\n", hours(cum, "known_ms"),

@@ -35,7 +35,8 @@ static int on_cumul_data(void *ud, tsync_node *n, const tsync_request *req, char
 	(void)ud;
 	(void)n;
 	(void)result;
-	if (write(out_fd, req->json, len) != (ssize_t)len || write(out_fd, "\n", 1) != 1 || fsync(out_fd) < 0) {
+	if (write(out_fd, req->json, len) != (ssize_t)len || write(out_fd, "\n", 1) != 1 ||
+	    fsync(out_fd) < 0) {
 		fprintf(stderr, "error: cannot write: %s\n", strerror(errno));
 		return -EIO;
 	}

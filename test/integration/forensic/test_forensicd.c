@@ -57,10 +57,10 @@ static const char things[] = "[thing door_front]\nowner = PI-A\ntype = bool\nini
                              "[thing is_armed]\nowner = PI-A\ntype = bool\ninitial = 0\n\n"
                              "[thing power_main]\nowner = PI-A\ntype = float\ninitial = 0\n\n"
                              "[thing heating_living]\nowner = PI-B\ntype = bool\ninitial = 0\n\n";
-#define keys_fmt                                                                                               \
-	"timezone = Europe/Berlin\ncumul_days = 40\nforensic_days = %d\n"                                       \
-	"report_command = /bin/sh %s/report.sh\nreport_timeout_ms = 2000\n"                                     \
-	"retry_min_ms = 10\nretry_initial_ms = 50\nretry_max_ms = 400\n"                                        \
+#define keys_fmt                                                                                             \
+	"timezone = Europe/Berlin\ncumul_days = 40\nforensic_days = %d\n"                                    \
+	"report_command = /bin/sh %s/report.sh\nreport_timeout_ms = 2000\n"                                  \
+	"retry_min_ms = 10\nretry_initial_ms = 50\nretry_max_ms = 400\n"                                     \
 	"down_after_ms = 1500\nmax_datagram = 900\n"
 
 static struct tdh *t;
@@ -96,8 +96,8 @@ static bool api_up(void *ud)
 
 static void start_forensicd(bool wait_up)
 {
-	const char *argv[] = {getenv("FORENSICD"), "--site", t->c[FOR].conf, "--controller", "FOR", "--state-dir",
-	                      t->c[FOR].state, "-v", "debug", NULL};
+	const char *argv[] = {getenv("FORENSICD"), "--site",        t->c[FOR].conf, "--controller", "FOR",
+	                      "--state-dir",       t->c[FOR].state, "-v",           "debug",        NULL};
 
 	assert_non_null(argv[0]);
 	t->c[FOR].pid = tdh_spawn(argv, t->c[FOR].log);
@@ -107,7 +107,8 @@ static void start_forensicd(bool wait_up)
 
 static void start_sink(void)
 {
-	const char *argv[] = {getenv("CUMUL_SINK"), t->c[PUSH].conf, "PUSH", t->c[PUSH].state, sink_out, NULL};
+	const char *argv[] = {getenv("CUMUL_SINK"), t->c[PUSH].conf, "PUSH",
+	                      t->c[PUSH].state,     sink_out,        NULL};
 	const char *w[] = {"3", "sink up"};
 
 	assert_non_null(argv[0]);
@@ -228,7 +229,8 @@ static json_t *sink_counts(size_t *requests)
 		{
 			snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(j, "owner")),
 			         json_string_value(json_object_get(j, "day")), thing);
-			json_object_set_new(counts, key, json_integer(json_integer_value(json_object_get(counts, key)) + 1));
+			json_object_set_new(
+			    counts, key, json_integer(json_integer_value(json_object_get(counts, key)) + 1));
 			/* Exactly as the owner answered that day. */
 			assert_string_equal(json_string_value(json_object_get(c, "day")),
 			                    json_string_value(json_object_get(j, "day")));
@@ -431,27 +433,31 @@ static void test_known_day(void **state)
 	/* The whole report over HTTP too. */
 	rep = get_json(FOR, "/v1/report?day=2026-06-10", 200);
 	assert_non_null(strstr(json_string_value(json_object_get(rep, "text")), "Doors: opened 2 times"));
-	assert_int_equal(num(json_object_get(json_object_get(json_object_get(rep, "report"), "doors"), "door_front"),
-	                     "opened"),
-	                 2);
+	assert_int_equal(
+	    num(json_object_get(json_object_get(json_object_get(rep, "report"), "doors"), "door_front"),
+	        "opened"),
+	    2);
 	json_decref(rep);
 
 	/* A failing command: its exit status in the answer, /v1/status and the log. */
 	tdh_write(report_sh, "cat >/dev/null; echo 'no mail today'; exit 3\n");
 	out = err = NULL;
-	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report", NULL);
+	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
+	             NULL);
 	assert_int_equal(rc, 0);
 	rep = json_loads(out, 0, NULL);
 	assert_true(json_is_false(json_object_get(json_object_get(rep, "report_command"), "ok")));
-	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(rep, "report_command"), "error")),
-	                       "exit status 3"));
+	assert_non_null(
+	    strstr(json_string_value(json_object_get(json_object_get(rep, "report_command"), "error")),
+	           "exit status 3"));
 	json_decref(rep);
 	free(out);
 	free(err);
 	{
 		json_t *s = get_json(FOR, "/v1/status", 200);
 		json_t *rc_ = json_object_get(s, "report_command");
-		assert_non_null(strstr(json_string_value(json_object_get(rc_, "last_error")), "exit status 3"));
+		assert_non_null(
+		    strstr(json_string_value(json_object_get(rc_, "last_error")), "exit status 3"));
 		assert_int_equal(num(rc_, "failures"), 1);
 		json_decref(s);
 	}
@@ -460,7 +466,8 @@ static void test_known_day(void **state)
 	/* One that hangs: killed at report_timeout_ms, reported as such. */
 	tdh_write(report_sh, "sleep 60\n");
 	out = err = NULL;
-	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report", NULL);
+	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
+	             NULL);
 	assert_int_equal(rc, 0);
 	assert_non_null(strstr(out, "timed out after 2000 ms"));
 	free(out);
@@ -675,8 +682,8 @@ static void test_bound(void **state)
 	day_of(now_s - 3 * DAY, oldest);
 	d = get_json(FOR, "/v1/days", 200);
 	assert_int_equal(json_array_size(json_object_get(d, "days")), 3);
-	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(d, "days"), 0), "day")),
-	                    oldest);
+	assert_string_equal(
+	    json_string_value(json_object_get(json_array_get(json_object_get(d, "days"), 0), "day")), oldest);
 	json_decref(d);
 	json_decref(get_json(FOR, "/v1/days/2026-06-10", 404));
 	{
@@ -720,14 +727,26 @@ static int setup_e2e(void **state)
 	snprintf(db, sizeof(db), "sqlite:%s/collector.db", t->dir);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%u", t->c[SRV].tcp);
 	{
-		const char *argv[] = {getenv("COLLECTORD"), "--site", t->c[SRV].conf, "--listen", listen, "--db", db, NULL};
+		const char *argv[] = {
+		    getenv("COLLECTORD"), "--site", t->c[SRV].conf, "--listen", listen, "--db", db, NULL};
 		spawn_at(SRV, argv, "/health");
 	}
 	snprintf(http, sizeof(http), "127.0.0.1:%u", t->c[PUSH].tcp);
 	{
-		const char *argv[] = {getenv("PUSHD"), "--site", t->c[PUSH].conf, "--controller", "PUSH", "--state-dir",
-		                      t->c[PUSH].state, "--http", http, "--retry-min-ms", "20", "--retry-max-ms",
-		                      "300", NULL};
+		const char *argv[] = {getenv("PUSHD"),
+		                      "--site",
+		                      t->c[PUSH].conf,
+		                      "--controller",
+		                      "PUSH",
+		                      "--state-dir",
+		                      t->c[PUSH].state,
+		                      "--http",
+		                      http,
+		                      "--retry-min-ms",
+		                      "20",
+		                      "--retry-max-ms",
+		                      "300",
+		                      NULL};
 		spawn_at(PUSH, argv, "/status");
 	}
 	start_forensicd(true);
@@ -801,7 +820,8 @@ static void test_e2e_collector_table(void **state)
 	{
 		char key[256];
 		snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(row, "owner")),
-		         json_string_value(json_object_get(row, "day")), json_string_value(json_object_get(row, "thing")));
+		         json_string_value(json_object_get(row, "day")),
+		         json_string_value(json_object_get(row, "thing")));
 		if (json_object_get(seen, key))
 			fail_msg("%s twice in the collector's table", key);
 		json_object_set_new(seen, key, json_incref(row));
@@ -809,9 +829,11 @@ static void test_e2e_collector_table(void **state)
 	assert_int_equal(json_object_size(seen), (size_t)days * 4);
 	/* As forensicd collected it from the owner. */
 	d = get_json(FOR, "/v1/days/2026-06-10", 200);
-	assert_true(json_equal((json_t *)cum_of(d, "PI-A", "door_front"),
-	                       json_object_get(json_object_get(seen, "PI-A/2026-06-10/door_front"), "cumul")));
-	assert_int_equal(num(json_object_get(json_object_get(seen, "PI-A/2026-06-10/door_front"), "cumul"), "rises"), 1);
+	assert_true(
+	    json_equal((json_t *)cum_of(d, "PI-A", "door_front"),
+	               json_object_get(json_object_get(seen, "PI-A/2026-06-10/door_front"), "cumul")));
+	assert_int_equal(
+	    num(json_object_get(json_object_get(seen, "PI-A/2026-06-10/door_front"), "cumul"), "rises"), 1);
 	json_decref(d);
 	/* pushd journaled each once, and the collector saw no conflicting copy. */
 	st = get_json(PUSH, "/status", 200);
@@ -820,7 +842,8 @@ static void test_e2e_collector_table(void **state)
 	assert_int_equal(tdh_http(t, SRV, "GET", "/v1/alarms", NULL, NULL, &body), 200);
 	assert_null(strstr(body, "cumul_conflict"));
 	free(body);
-	printf("collector: %zu cumuls of %d days, each (owner, thing, day) once, across %d kills -9 of forensicd\n",
+	printf("collector: %zu cumuls of %d days, each (owner, thing, day) once, across %d kills -9 of "
+	       "forensicd\n",
 	       json_object_size(seen), days, days);
 	json_decref(seen);
 	json_decref(w.last);
@@ -829,10 +852,8 @@ static void test_e2e_collector_table(void **state)
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_known_day),
-	    cmocka_unit_test(test_owner_off_across_midnight),
-	    cmocka_unit_test(test_down_two_days),
-	    cmocka_unit_test(test_kill9_exactly_once),
+	    cmocka_unit_test(test_known_day),     cmocka_unit_test(test_owner_off_across_midnight),
+	    cmocka_unit_test(test_down_two_days), cmocka_unit_test(test_kill9_exactly_once),
 	    cmocka_unit_test(test_bound),
 	};
 	const struct CMUnitTest e2e[] = {
