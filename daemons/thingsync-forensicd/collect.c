@@ -32,6 +32,8 @@
 
 #include "forensicd.h"
 
+/* Things of one owner asked for at once. */
+#define COLLECT_SLICE 64
 /* Room left in a datagram for the envelope and the request's own fields. */
 #define PUSH_OVERHEAD 400
 
@@ -364,6 +366,19 @@ static void batch_done(struct forensicd *fd, struct owner *o)
 	batch_clear(o);
 }
 
+static void ask_slice(struct forensicd *fd, struct owner *o);
+
+/* One answer (or the end of a slice's requests) is in. */
+static void slice_answered(struct forensicd *fd, struct owner *o)
+{
+	if (--o->waiting > 0)
+		return;
+	if (o->asked < o->n_things && !o->retry)
+		ask_slice(fd, o);
+	else
+		batch_done(fd, o);
+}
+
 static void cum_done(void *ud, tsync_node *node, int status, const char *result)
 {
 	struct creq *q = ud;
@@ -402,15 +417,47 @@ static void cum_done(void *ud, tsync_node *node, int status, const char *result)
 		o->retry = true;
 	}
 	free(q);
-	if (--o->waiting == 0)
-		batch_done(fd, o);
+	slice_answered(fd, o);
+}
+
+/*
+ * Asks for the next slice of the owner's things (at most COLLECT_SLICE in
+ * flight, well under the site's max_queued); the last answer of a slice
+ * asks for the next, the last of the day ends the batch. A request the node
+ * refuses abandons the batch: it starts again at the next tick.
+ */
+static void ask_slice(struct forensicd *fd, struct owner *o)
+{
+	char body[640];
+	size_t end = o->asked + COLLECT_SLICE < o->n_things ? o->asked + COLLECT_SLICE : o->n_things;
+
+	/* Counted before the first request: an answer may come at once. */
+	o->waiting = end - o->asked + 1;
+	for (; o->asked < end; o->asked++) {
+		const char *thing = o->things[o->asked];
+		struct creq *q = malloc(sizeof(*q) + strlen(thing) + 1);
+		int r = -ENOMEM;
+		if (q) {
+			q->fd = fd;
+			q->o = o;
+			q->gen = o->gen;
+			strcpy(q->thing, thing);
+			snprintf(body, sizeof(body), "{\"fld\":\"%s\",\"day\":\"%s\"}", thing, o->day);
+			r = tsync_node_request(fd->node, o->name, "cum", body, cum_done, q);
+		}
+		if (r < 0) {
+			log_warn(&fd->log, "cannot ask %s for %s: %s; again later", o->name, thing,
+			         tsync_strerror(r));
+			free(q);
+			batch_clear(o); /* the answers of the others are ignored */
+			return;
+		}
+	}
+	slice_answered(fd, o);
 }
 
 static void collect_owner(struct forensicd *fd, struct owner *o, const char *today, const char *oldest)
 {
-	char body[640];
-	size_t issued = 0;
-
 	/* A reset sent because the day was still open goes first; any other
 	 * reset waiting for the owner (it is down) does not hold the reads
 	 * back: the owner takes them in order when it returns. */
@@ -428,34 +475,8 @@ static void collect_owner(struct forensicd *fd, struct owner *o, const char *tod
 	}
 	o->busy = true;
 	o->retry = o->not_closed = false;
-	/* Counted before the first request: an answer may come at once. */
-	o->waiting = o->n_things + 1;
-	for (size_t i = 0; i < o->n_things; i++) {
-		struct creq *q = malloc(sizeof(*q) + strlen(o->things[i]) + 1);
-		int r;
-		if (!q)
-			break;
-		q->fd = fd;
-		q->o = o;
-		q->gen = o->gen;
-		strcpy(q->thing, o->things[i]);
-		snprintf(body, sizeof(body), "{\"fld\":\"%s\",\"day\":\"%s\"}", o->things[i], o->day);
-		r = tsync_node_request(fd->node, o->name, "cum", body, cum_done, q);
-		if (r < 0) {
-			log_warn(&fd->log, "cannot ask %s for %s: %s", o->name, o->things[i],
-			         tsync_strerror(r));
-			free(q);
-			break;
-		}
-		issued++;
-	}
-	if (issued < o->n_things) {
-		/* The rest next tick; the answers of these are ignored. */
-		batch_clear(o);
-		return;
-	}
-	if (--o->waiting == 0)
-		batch_done(fd, o);
+	o->asked = 0;
+	ask_slice(fd, o);
 }
 
 /* Forgets the days past forensic_days: every record of each. */

@@ -44,8 +44,9 @@ struct owner {
 	/* The day whose cumuls are being asked for, one at a time. */
 	bool busy;
 	char day[DATE_LEN + 1];
-	uint32_t gen; /* answers of an abandoned batch are ignored */
-	size_t waiting;
+	uint32_t gen;    /* answers of an abandoned batch are ignored */
+	size_t asked;    /* things asked for so far (in slices) */
+	size_t waiting;  /* answers of the slice still to come */
 	json_t *got;     /* thing -> cumul */
 	json_t *missing; /* things the owner keeps nothing of that day */
 	bool not_closed; /* the owner's day is still open: reset it first */

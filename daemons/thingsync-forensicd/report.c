@@ -305,7 +305,7 @@ int report__run_command(struct forensicd *fd, const char *day, const char *text)
 	char *const *argv = fd->isite->report_command;
 	int in[2] = {-1, -1}, out[2] = {-1, -1}, status = 0;
 	size_t len = strlen(text), sent = 0, got = 0;
-	char excerpt[OUTPUT_EXCERPT + 1], esc[4 * OUTPUT_EXCERPT + 1];
+	char excerpt[OUTPUT_EXCERPT + 1];
 	int64_t deadline;
 	pid_t pid, w = 0;
 	bool timed_out = false;
@@ -412,10 +412,10 @@ leave:
 		if (out[i] >= 0)
 			close(out[i]);
 	}
-	log__escape(esc, sizeof(esc), excerpt);
 	if (fd->report.last_error[0]) {
+		/* The logger escapes what the command printed. */
 		log_error(&fd->log, "report of %s: report_command failed: %s%s%s", day, fd->report.last_error,
-		          got ? "; it said: " : "", got ? esc : "");
+		          got ? "; it said: " : "", got ? excerpt : "");
 		return -1;
 	}
 	log_info(&fd->log, "report of %s handed to %s (%zu bytes)", day, argv[0], len);
