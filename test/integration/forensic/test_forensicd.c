@@ -280,11 +280,11 @@ static void assert_pushed_once(int64_t first_s, int64_t last_s)
 
 /* The site of n controllers at T0, the clock file every process reads, and
  * the two owners started. */
-static void site_up(const char *tag, int n)
+static void site_up(const char *tag, int n, const char *site_things)
 {
 	t = calloc(1, sizeof(*t));
 	assert_non_null(t);
-	tdh_init(t, tag, n, names, roles, things);
+	tdh_init(t, tag, n, names, roles, site_things);
 	clock_path = tdh_path(t, "clock");
 	report_sh = tdh_path(t, "report.sh");
 	setenv("THINGSYNC_TEST_CLOCK", clock_path, 1);
@@ -302,7 +302,7 @@ static int setup(void **state)
 	char script[1024];
 
 	(void)state;
-	site_up("forensicd", 4);
+	site_up("forensicd", 4, things);
 	sink_out = tdh_path(t, "sink.jsonl");
 	report_out = tdh_path(t, "report.out");
 	snprintf(script, sizeof(script), "cat > %s\n", report_out);
@@ -696,6 +696,10 @@ static void test_bound(void **state)
 
 /* --- end to end: the real pushd and collectord ------------------------------------------ */
 
+#define E2E_GAUGES 70
+#define E2E_THINGS (4 + E2E_GAUGES)
+static char e2e_things[16384];
+
 static bool http_ok(void *ud)
 {
 	const char *const *w = ud;
@@ -723,7 +727,15 @@ static int setup_e2e(void **state)
 	char db[600], listen[64], http[64];
 
 	(void)state;
-	site_up("forensic-e2e", 5);
+	/* PI-B owns more things than forensicd asks for at once (64): its days
+	 * are asked in slices and pushed in many requests. */
+	{
+		size_t n = (size_t)snprintf(e2e_things, sizeof(e2e_things), "%s", things);
+		for (int k = 0; k < E2E_GAUGES; k++)
+			n += (size_t)snprintf(e2e_things + n, sizeof(e2e_things) - n,
+			                      "[thing gauge_%d]\nowner = PI-B\ntype = int\ninitial = %d\n\n", k, k);
+	}
+	site_up("forensic-e2e", 5, e2e_things);
 	snprintf(db, sizeof(db), "sqlite:%s/collector.db", t->dir);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%u", t->c[SRV].tcp);
 	{
@@ -788,7 +800,7 @@ static bool collector_has(void *ud)
 static void test_e2e_collector_table(void **state)
 {
 	const int days = 6;
-	struct count_want w = {(size_t)days * 4, NULL};
+	struct count_want w = {(size_t)days * E2E_THINGS, NULL};
 	json_t *seen = json_object(), *row, *st, *d;
 	char today[11], *body = NULL;
 	size_t i;
@@ -826,7 +838,14 @@ static void test_e2e_collector_table(void **state)
 			fail_msg("%s twice in the collector's table", key);
 		json_object_set_new(seen, key, json_incref(row));
 	}
-	assert_int_equal(json_object_size(seen), (size_t)days * 4);
+	assert_int_equal(json_object_size(seen), (size_t)days * E2E_THINGS);
+	/* A gauge of PI-B, asked in the second slice, held its initial value all day. */
+	{
+		const json_t *g = json_object_get(json_object_get(seen, "PI-B/2026-06-12/gauge_69"), "cumul");
+		assert_non_null(g);
+		assert_int_equal(num(g, "min"), 69);
+		assert_int_equal(num(g, "known_ms"), DAY * 1000);
+	}
 	/* As forensicd collected it from the owner. */
 	d = get_json(FOR, "/v1/days/2026-06-10", 200);
 	assert_true(
@@ -837,7 +856,7 @@ static void test_e2e_collector_table(void **state)
 	json_decref(d);
 	/* pushd journaled each once, and the collector saw no conflicting copy. */
 	st = get_json(PUSH, "/status", 200);
-	assert_int_equal(num(json_object_get(st, "intake"), "cumuls"), days * 4);
+	assert_int_equal(num(json_object_get(st, "intake"), "cumuls"), days * E2E_THINGS);
 	json_decref(st);
 	assert_int_equal(tdh_http(t, SRV, "GET", "/v1/alarms", NULL, NULL, &body), 200);
 	assert_null(strstr(body, "cumul_conflict"));
