@@ -104,6 +104,29 @@ static char *answer(uint64_t journaled, uint64_t refused, bool duplicate)
 	return s;
 }
 
+/*
+ * The end of a request: its mark staged with its entries, and the answer.
+ * A staging failure makes the commit hook refuse the batch (the request
+ * comes again); `*counter` counts what was journaled. Returns 0.
+ */
+static int finish(struct pushd *pd, const char *key, int r, uint64_t journaled, uint64_t refused, uint64_t *counter,
+                  char **result)
+{
+	if (r == 0)
+		r = journal__stage_mark(pd->journal, key);
+	if (r < 0) {
+		pd->stage_failed++;
+		return 0;
+	}
+	*counter += journaled;
+	pd->intake_refused += refused;
+	if (refused)
+		log_warn(&pd->log, "%s: %" PRIu64 " entr%s refused (not the owner's things, or bad values)", key, refused,
+		         refused == 1 ? "y" : "ies");
+	*result = answer(journaled, refused, false);
+	return 0;
+}
+
 /* Whether the request of `key` was journaled before (a delivery after a crash): answered again. */
 static bool seen(struct pushd *pd, const char *key, char **result)
 {
@@ -181,20 +204,7 @@ static int on_recovery_data(void *ud, tsync_node *node, const tsync_request *req
 			log_warn(&pd->log, "recovery from %s: its history no longer holds [%" PRId64 ", %" PRId64 "] us",
 			         owner, e.from_us, e.to_us);
 	}
-	if (r == 0)
-		r = journal__stage_mark(pd->journal, key);
-	if (r < 0) {
-		/* The commit hook refuses the batch: the chunk comes again. */
-		pd->stage_failed++;
-		r = 0;
-		goto leave;
-	}
-	pd->recovered += journaled;
-	pd->intake_refused += refused;
-	if (refused)
-		log_warn(&pd->log, "recovery chunk %s from %s: %" PRIu64 " entr%s refused (not %s's things or values)",
-		         key, req->from, refused, refused == 1 ? "y" : "ies", owner);
-	*result = answer(journaled, refused, false);
+	r = finish(pd, key, r, journaled, refused, &pd->recovered, result);
 leave:
 	json_decref(root);
 	return r;
@@ -248,19 +258,7 @@ static int on_cumul_data(void *ud, tsync_node *node, const tsync_request *req, c
 		if (r < 0)
 			break;
 	}
-	if (r == 0)
-		r = journal__stage_mark(pd->journal, key);
-	if (r < 0) {
-		pd->stage_failed++;
-		r = 0;
-		goto leave;
-	}
-	pd->cumuls_journaled += journaled;
-	pd->intake_refused += refused;
-	if (refused)
-		log_warn(&pd->log, "cumul_data of %s for %s from %s: %" PRIu64 " thing(s) refused (not its things)",
-		         owner, day, req->from, refused);
-	*result = answer(journaled, refused, false);
+	r = finish(pd, key, r, journaled, refused, &pd->cumuls_journaled, result);
 leave:
 	free(text);
 	json_decref(root);

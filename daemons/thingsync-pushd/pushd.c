@@ -225,23 +225,6 @@ static void status_cb(void *arg, struct evhttp_request *req, const char *uri)
 	evbuffer_free(out);
 }
 
-static int split_listen(const char *spec, char *host, size_t hostlen, uint16_t *port)
-{
-	const char *colon = strrchr(spec, ':');
-	char *end;
-	unsigned long p;
-
-	if (!colon || (size_t)(colon - spec) >= hostlen)
-		return -EINVAL;
-	p = strtoul(colon + 1, &end, 10);
-	if (*end || p > 65535)
-		return -EINVAL;
-	memcpy(host, spec, (size_t)(colon - spec));
-	host[colon - spec] = '\0';
-	*port = (uint16_t)p;
-	return 0;
-}
-
 /* The HTTP server's lines go through the daemon's logger (level, prefix). */
 static void httpd_log(void *ud, tsync_log_level level, const char *line)
 {
@@ -266,7 +249,7 @@ static int start_status(struct pushd *pd)
 	tsync_controller_info ci;
 
 	if (pd->opt.http_listen) {
-		if (split_listen(pd->opt.http_listen, host, sizeof(host), &port) < 0) {
+		if (httpd__split_listen(pd->opt.http_listen, host, sizeof(host), &port) < 0) {
 			log_error(&pd->log, "--http %s: want ADDR:PORT", pd->opt.http_listen);
 			return -EINVAL;
 		}

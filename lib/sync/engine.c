@@ -1034,7 +1034,10 @@ static void kept_flush(struct sync_engine *e, bool write)
 
 void engine__window_pending(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id)
 {
-	if (!e->durable || !e->ops.persist_answer)
+	/* Only an application with a commit hook says its acts are done at its
+	 * commit (a journal): for the others the act is its side effect, and
+	 * "done" is the better answer to a repeat after a crash in it. */
+	if (!e->durable || !e->ops.persist_answer || !e->commit_hook)
 		return;
 	e->ops.persist_answer(e->ops.ctx, p->name, w->ob, id, SYNC_ERR_UNKNOWN, NULL);
 	e->persist_dirty = true;

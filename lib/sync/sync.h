@@ -24,12 +24,14 @@
  *    restored window and acts on the rest, exactly once. A sender with a
  *    state directory keeps its unanswered requests (and set requests on
  *    copies) in the store too and resumes them after its own restart. The
- *    mark is committed before the act (at most once), with "outcome
- *    unknown" as the answer until the act's answer is committed after the
- *    application's commit hook: a crash between the act and that commit
- *    answers a resent request TSYNC_EPEER_RESTARTED, never "done" for an
- *    act whose effect was lost; an idempotent receiver (pushd's journal
- *    marks) lets its sender send such a request again. Towards
+ *    mark is committed before the act (at most once); answers are written
+ *    after the application's commit hook. With a commit hook (the act is
+ *    done when the hook has committed it: a journal), "outcome unknown" is
+ *    the answer kept until then, so a crash between the act and that
+ *    commit answers a resent request TSYNC_EPEER_RESTARTED, never "done"
+ *    for an act whose effect was lost; an idempotent receiver (pushd's
+ *    commit marks) lets its sender send it again. Without one, such a
+ *    repeat is answered done, with no result. Towards
  *    a peer without durable windows, a request in flight when it restarts
  *    completes as TSYNC_EPEER_RESTARTED (at most once).
  *  - Every datagram names the receiver's boot (to_boot); a node acts only on
@@ -471,8 +473,9 @@ struct kept_answer {
 	uint64_t ob, id;
 	char *err, *res;
 };
-/* Before a request's act: "outcome unknown" staged as its answer, which the
- * act's own answer (engine__window_done) replaces in the commit after it. */
+/* Before a request's act, with a commit hook: "outcome unknown" staged as its
+ * answer, which the act's own answer (engine__window_done) replaces in the
+ * commit after the hook's. */
 void engine__window_pending(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id);
 int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out);
 void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size_t len);
