@@ -34,6 +34,8 @@
 #include "forensicd.h"
 
 #define OUTPUT_EXCERPT 512
+/* Room left in a datagram for the envelope around an answer. */
+#define ANSWER_OVERHEAD 400
 
 /* --- the report -------------------------------------------------------------------- */
 
@@ -453,11 +455,18 @@ int report__cmd(void *ud, tsync_node *node, const tsync_request *req, char **res
 		int rc = report__run_command(fd, d, text);
 		cmd = json_pack("{sbss?}", "ok", rc == 0, "error", rc == 0 ? NULL : fd->report.last_error);
 	}
-	/* The answer travels in one datagram: the day's totals and what became
-	 * of report_command; the whole report is GET /v1/report?day=DAY. */
-	ans = json_pack("{sssOsIsO?}", "day", d, "totals", json_object_get(rep, "totals"), "text_bytes",
-	                (json_int_t)strlen(text), "report_command", cmd);
+	/* The answer travels in one datagram: the whole report and its text
+	 * when they fit, else the day's totals and what became of
+	 * report_command (the whole report is GET /v1/report?day=DAY). */
+	ans = json_pack("{sssOsssO?}", "day", d, "report", rep, "text", text, "report_command", cmd);
 	*result = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
+	if (*result && strlen(*result) + ANSWER_OVERHEAD > fd->isite->max_datagram) {
+		free(*result);
+		json_decref(ans);
+		ans = json_pack("{sssOsIsO?}", "day", d, "totals", json_object_get(rep, "totals"),
+		                "text_bytes", (json_int_t)strlen(text), "report_command", cmd);
+		*result = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
+	}
 	json_decref(ans);
 	json_decref(rep);
 	json_decref(cmd);
