@@ -927,10 +927,11 @@ int main(int argc, char **argv)
 		int (*fn)(struct ctl *, int, char **);
 		bool site; /* needs site.conf loaded */
 	} cmds[] = {
+	    {"cum", cmd_cum, true}, /* cum.c */
 	    {"get", cmd_get, true},       {"set", cmd_set, true},        {"pulse", cmd_pulse, true},
 	    {"ask", cmd_ask, true},       {"cmd", cmd_cmd, true},        {"watch", cmd_watch, true},
 	    {"peers", cmd_peers, true},   {"status", cmd_status, true},  {"reload", cmd_reload, true},
-	    {"deploy", cmd_deploy, true}, {"keygen", cmd_keygen, false}, {"cum", cmd_cum, true},
+	    {"deploy", cmd_deploy, true}, {"keygen", cmd_keygen, false},
 	};
 	struct ctl c;
 	char *end;
