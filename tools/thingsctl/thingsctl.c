@@ -20,8 +20,8 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "cum.h" /* includes client.h */
 #include "client.h"
-#include "cum.h"
 
 #define DEFAULT_SITE "/etc/thingsync/site.conf"
 
