@@ -27,6 +27,7 @@
 
 #include "forensicd.h"
 #include "httpd.h"
+#include "node/node.h"
 
 static const struct httpd_route routes[] = {
     {"/v1/days", HTTPD_GET, 0, true, false},
@@ -261,25 +262,29 @@ static void get_status(struct forensicd *fd, struct evhttp_request *req)
 {
 	char today[DATE_LEN + 1];
 	const struct report_run *rr = &fd->report;
-	json_t *cmd = NULL;
+	json_t *cmd = NULL, *st;
+	uint64_t bytes = 0, commits = 0;
 
 	forensicd__today(fd, today);
+	node__store_written(fd->node, &bytes, &commits);
 	if (fd->isite->report_command)
 		cmd = json_pack("{sssIsIss?ss?sI}", "program", fd->isite->report_command[0], "runs",
 		                (json_int_t)rr->runs, "failures", (json_int_t)rr->failures, "last_day",
 		                rr->last_day[0] ? rr->last_day : NULL, "last_error",
 		                rr->last_error[0] ? rr->last_error : NULL, "last_at_ms",
 		                (json_int_t)rr->last_at_ms);
-	httpd__reply_json(
-	    req, 200,
-	    json_pack("{sssssoss?sosIsIs{ss?sIsIsIsI}sIso?}", "controller", fd->name, "today", today,
-	              "timezone", fd->isite->timezone ? json_string(fd->isite->timezone) : json_null(),
-	              "reset_day", fd->reset_day[0] ? fd->reset_day : NULL, "owners", owners_json(fd),
-	              "forensic_days", (json_int_t)fd->isite->forensic_days, "records",
-	              (json_int_t)forensicd__count(fd, NULL, NULL), "push", "to", fd->push_to, "days_sent",
-	              (json_int_t)fd->pushes_sent, "chunks_sent", (json_int_t)fd->push_chunks, "chunks_acked",
-	              (json_int_t)fd->pushes_acked, "failed", (json_int_t)fd->push_failed, "things_not_kept",
-	              (json_int_t)fd->missing_things, "report_command", cmd));
+	st = json_pack("{sssssoss?sosIsIs{ss?sIsIsIsI}sIso?}", "controller", fd->name, "today", today,
+	               "timezone", fd->isite->timezone ? json_string(fd->isite->timezone) : json_null(),
+	               "reset_day", fd->reset_day[0] ? fd->reset_day : NULL, "owners", owners_json(fd),
+	               "forensic_days", (json_int_t)fd->isite->forensic_days, "records",
+	               (json_int_t)forensicd__count(fd, NULL, NULL), "push", "to", fd->push_to, "days_sent",
+	               (json_int_t)fd->pushes_sent, "chunks_sent", (json_int_t)fd->push_chunks,
+	               "chunks_acked", (json_int_t)fd->pushes_acked, "failed", (json_int_t)fd->push_failed,
+	               "things_not_kept", (json_int_t)fd->missing_things, "report_command", cmd);
+	/* What the history and the requests have cost the SD card since the start. */
+	json_object_set_new(st, "store",
+	                    json_pack("{sIsI}", "commits", (json_int_t)commits, "bytes", (json_int_t)bytes));
+	httpd__reply_json(req, 200, st);
 }
 
 static void get_metrics(struct forensicd *fd, struct evhttp_request *req)

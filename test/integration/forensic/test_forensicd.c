@@ -733,7 +733,8 @@ static int setup_e2e(void **state)
 		size_t n = (size_t)snprintf(e2e_things, sizeof(e2e_things), "%s", things);
 		for (int k = 0; k < E2E_GAUGES; k++)
 			n += (size_t)snprintf(e2e_things + n, sizeof(e2e_things) - n,
-			                      "[thing gauge_%d]\nowner = PI-B\ntype = int\ninitial = %d\n\n", k, k);
+			                      "[thing gauge_%d]\nowner = PI-B\ntype = int\ninitial = %d\n\n",
+			                      k, k);
 	}
 	site_up("forensic-e2e", 5, e2e_things);
 	snprintf(db, sizeof(db), "sqlite:%s/collector.db", t->dir);
@@ -864,6 +865,18 @@ static void test_e2e_collector_table(void **state)
 	printf("collector: %zu cumuls of %d days, each (owner, thing, day) once, across %d kills -9 of "
 	       "forensicd\n",
 	       json_object_size(seen), days, days);
+	/* What one day of the whole site costs forensicd's store: a fresh start
+	 * that collects and pushes one day of both owners. */
+	tdh_stop(t, FOR);
+	set_clock(now_s + DAY);
+	start_forensicd(true);
+	day_of(now_s, today);
+	wait_collected("PI-A", today);
+	wait_collected("PI-B", today);
+	st = get_json(FOR, "/v1/status", 200);
+	printf("one day of %d things: forensicd's store %lld commits, %lld bytes written\n", E2E_THINGS,
+	       num(json_object_get(st, "store"), "commits"), num(json_object_get(st, "store"), "bytes"));
+	json_decref(st);
 	json_decref(seen);
 	json_decref(w.last);
 }
