@@ -395,8 +395,9 @@ static void cum_done(void *ud, tsync_node *node, int status, const char *result)
 		j = result ? json_loads(result, 0, NULL) : NULL;
 		cum = json_object_get(j, "cum");
 		if (!json_is_object(cum)) {
-			log_warn(&fd->log, "%s answered cum of %s without a cumul: asking again", o->name,
-			         q->thing);
+			if (o->ask_failures++ % 300 == 0)
+				log_warn(&fd->log, "%s answered cum of %s without a cumul: asking again",
+				         o->name, q->thing);
 			o->retry = true;
 		} else if (!json_is_true(json_object_get(cum, "closed"))) {
 			o->not_closed = true;
@@ -412,8 +413,9 @@ static void cum_done(void *ud, tsync_node *node, int status, const char *result)
 			         q->thing, tsync_strerror(status));
 		json_array_append_new(o->missing, json_string(q->thing));
 	} else {
-		log_warn(&fd->log, "cum of %s %s from %s: %s; asking again", q->thing, o->day, o->name,
-		         tsync_strerror(status));
+		if (o->ask_failures++ % 300 == 0)
+			log_warn(&fd->log, "cum of %s %s from %s: %s; asking again (%" PRIu64 " times)",
+			         q->thing, o->day, o->name, tsync_strerror(status), o->ask_failures);
 		o->retry = true;
 	}
 	free(q);
@@ -446,8 +448,11 @@ static void ask_slice(struct forensicd *fd, struct owner *o)
 			r = tsync_node_request(fd->node, o->name, "cum", body, cum_done, q);
 		}
 		if (r < 0) {
-			log_warn(&fd->log, "cannot ask %s for %s: %s; again later", o->name, thing,
-			         tsync_strerror(r));
+			/* Tried again every tick: said once, then every few minutes. */
+			if (o->ask_failures++ % 300 == 0)
+				log_warn(&fd->log,
+				         "cannot ask %s for %s: %s; again later (%" PRIu64 " times)", o->name,
+				         thing, tsync_strerror(r), o->ask_failures);
 			free(q);
 			batch_clear(o); /* the answers of the others are ignored */
 			return;

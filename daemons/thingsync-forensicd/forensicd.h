@@ -54,6 +54,7 @@ struct owner {
 	bool reset_busy; /* a reset to it is unanswered */
 	bool wait_reset; /* the day was open there: ask again once the reset is answered */
 	uint64_t days_collected, resets_sent, resets_closed;
+	uint64_t ask_failures; /* requests the node refused, answers lost: logged sparingly */
 };
 
 /* The last run of report_command. */
