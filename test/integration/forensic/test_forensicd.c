@@ -6,7 +6,8 @@
  * test moves: the site walks through midnights without waiting for them.
  *
  * The tests run in order on one site, each continuing the story:
- *  - a day of known changes, collected with every field right, reported
+ *  - a day of known changes (an owner restarting in the middle of it),
+ *    collected with every field right, reported
  *    (report_command gets the text on stdin; a failing and a hanging one
  *    are reported), and pushed;
  *  - an owner off across midnight: collected when it returns, the day it
@@ -355,6 +356,12 @@ static void test_known_day(void **state)
 	set("power_main", "0");
 	set_clock(T0 + 9 * HR);
 	set("is_armed", "0");
+	/* PI-B restarts in the middle of the day: off for 10 minutes, then the
+	 * day goes on from what its store kept. */
+	set_clock(T0 + 10 * HR);
+	tdh_stop(t, B);
+	set_clock(T0 + 10 * HR + 600);
+	tdh_start(t, B);
 
 	/* Midnight: forensicd sends the reset for 2026-06-10 and collects it. */
 	set_clock(T0 + DAY + 1);
@@ -396,10 +403,14 @@ static void test_known_day(void **state)
 	assert_true(json_number_value(json_object_get(c, "mean")) == 125.0);
 	assert_true(json_number_value(json_object_get(c, "last")) == 0.0);
 
+	/* Continued across its restart: the morning's heating is still there,
+	 * the 10 minutes off are unknown. */
 	c = cum_of(d, "PI-B", "heating_living");
 	assert_int_equal(num(c, "rises"), 1);
 	assert_int_equal(num(c, "on_ms"), 9000 * 1000);
-	assert_int_equal(num(c, "known_ms"), DAY * 1000);
+	assert_int_equal(num(c, "known_ms"), (DAY - 600) * 1000);
+	assert_int_equal(num(c, "down_ms"), 600 * 1000);
+	assert_int_equal(num(c, "off_ms"), (DAY - 9000 - 600) * 1000);
 
 	/* The report over the mesh: thingsctl through PI-A's API to FOR. */
 	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
