@@ -17,7 +17,8 @@
  *    seed's errors for bad input;
  *  - forensicd killed -9 at random moments while days go by: every
  *    (owner, day, thing) reaches the push controller exactly once;
- *  - forensic_days bounds the history.
+ *  - forensic_days bounds the history;
+ *  - a daylight-saving day (25 hours) collected as such.
  *
  * With the argument "e2e", the push controller is the real thingsync-pushd
  * posting to a real thingsync-collectord (SQLite): days go by while
@@ -705,6 +706,38 @@ static void test_bound(void **state)
 	}
 }
 
+/* A daylight-saving day through the whole chain: 2026-10-25 in
+ * Europe/Berlin has 25 hours, and so has its cumul as forensicd keeps it. */
+static void test_dst_day(void **state)
+{
+	const int64_t oct24_noon = 1792836000, oct25 = 1792879200, oct26 = 1792969200;
+	json_t *d;
+	const json_t *c;
+
+	(void)state;
+	/* Months later (forensic_days is 3 now: the cursors jump ahead). */
+	set_clock(oct24_noon);
+	wait_collected("PI-A", "2026-10-24");
+	wait_collected("PI-B", "2026-10-24");
+	set_clock(oct26 + 1);
+	wait_collected("PI-A", "2026-10-26");
+	wait_collected("PI-B", "2026-10-26");
+	d = get_json(FOR, "/v1/days/2026-10-25", 200);
+	c = cum_of(d, "PI-B", "heating_living");
+	assert_int_equal(num(c, "start_ms"), oct25 * 1000);
+	assert_int_equal(num(c, "end_ms"), oct26 * 1000);
+	assert_int_equal(num(c, "known_ms"), 25 * HR * 1000);
+	assert_int_equal(num(c, "off_ms"), 25 * HR * 1000);
+	c = cum_of(d, "PI-A", "door_front");
+	assert_int_equal(num(c, "known_ms"), 25 * HR * 1000);
+	json_decref(d);
+	/* The day before began when the clock jumped to it, at noon. */
+	d = get_json(FOR, "/v1/days/2026-10-24", 200);
+	assert_int_equal(num(cum_of(d, "PI-A", "door_front"), "start_ms"), oct24_noon * 1000);
+	assert_int_equal(num(cum_of(d, "PI-A", "door_front"), "end_ms"), oct25 * 1000);
+	json_decref(d);
+}
+
 /* --- end to end: the real pushd and collectord ------------------------------------------ */
 
 #define E2E_GAUGES 70
@@ -897,7 +930,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_known_day),     cmocka_unit_test(test_owner_off_across_midnight),
 	    cmocka_unit_test(test_down_two_days), cmocka_unit_test(test_kill9_exactly_once),
-	    cmocka_unit_test(test_bound),
+	    cmocka_unit_test(test_bound),         cmocka_unit_test(test_dst_day),
 	};
 	const struct CMUnitTest e2e[] = {
 	    cmocka_unit_test(test_e2e_collector_table),
