@@ -541,6 +541,49 @@ static void test_heartbeat_setting(void **state)
 	tmp_clean(&t);
 }
 
+/* The forensics keys: report_command split into argv without a shell, and
+ * refused, with its line, when it holds what only a shell would read. */
+static void test_forensics_keys(void **state)
+{
+	struct tmp t;
+	tsync_site *site = NULL;
+	char *errors = NULL;
+
+	(void)state;
+	tmp_make(&t);
+	assert_int_equal(load_text(&t,
+	                           "[site]\nname = t\nforensic_days = 30\nreport_timeout_ms = 500\n"
+	                           "report_command = /usr/sbin/sendmail  -t\t-i\n" CONTROLLERS,
+	                           &site, &errors),
+	                 0);
+	assert_int_equal(site->forensic_days, 30);
+	assert_int_equal(site->report_timeout_ms, 500);
+	assert_string_equal(site->report_command[0], "/usr/sbin/sendmail");
+	assert_string_equal(site->report_command[1], "-t");
+	assert_string_equal(site->report_command[2], "-i");
+	assert_null(site->report_command[3]);
+	tsync_site_free(site);
+	site = NULL;
+	assert_int_equal(load_text(&t, "[site]\nname = t\n" CONTROLLERS, &site, &errors), 0);
+	assert_null(site->report_command);
+	assert_int_equal(site->forensic_days, SITE_DEFAULT_FORENSIC_DAYS);
+	tsync_site_free(site);
+	site = NULL;
+	assert_int_equal(load_text(&t, "[site]\nname = t\nreport_command = /bin/mail $ADMIN; rm -rf /\n"
+	                               "forensic_days = 0\n" CONTROLLERS,
+	                           &site, &errors),
+	                 TSYNC_ESITE);
+	assert_true(has_error(errors, t.conf, 3, "report_command"));
+	assert_true(has_error(errors, t.conf, 4, "forensic_days"));
+	free(errors);
+	errors = NULL;
+	assert_int_equal(load_text(&t, "[site]\nname = t\nreport_command = mail\n" CONTROLLERS, &site, &errors),
+	                 TSYNC_ESITE);
+	assert_true(has_error(errors, t.conf, 3, "absolute program path"));
+	free(errors);
+	tmp_clean(&t);
+}
+
 static void test_many_errors_sorted(void **state)
 {
 	static const char extra[] = "[thing a]\n"        /* 12 */
@@ -961,6 +1004,7 @@ int main(void)
 	    cmocka_unit_test(test_example_plan),
 	    cmocka_unit_test(test_base_is_valid),
 	    cmocka_unit_test(test_heartbeat_setting),
+	    cmocka_unit_test(test_forensics_keys),
 	    cmocka_unit_test(test_bad_cases),
 	    cmocka_unit_test(test_many_errors_sorted),
 	    cmocka_unit_test(test_unreadable),

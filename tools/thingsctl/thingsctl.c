@@ -20,6 +20,7 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "cum.h" /* includes client.h */
 #include "client.h"
 #include "httpd.h"
 
@@ -35,6 +36,9 @@ static void usage(FILE *f)
 	           "  set THING VALUE                asks for a value (to_be); prints the result (as_is)\n"
 	           "  pulse THING [VALUE] [--ms MS]  pulses a thing\n"
 	           "  ask THING                      a user (-n) asks the owner for the value again\n"
+	           "  cum THING [--day DATE] [--to CONTROLLER]\n"
+	           "                                 the thing's cumulative statistics of today (or of a\n"
+	           "                                 closed day), from its owner (or --to's refusal)\n"
 	           "  cmd [--to CONTROLLER] [--type TYPE] ROLE CMD [JSON]\n"
 	           "                                 a command, e.g. cmd --to PI-Light cmd_do logging\n"
 	           "                                 '{\"kwargs\":{\"reason\":\"hello\"}}'\n"
@@ -128,28 +132,12 @@ static void print_json(json_t *j)
 	free(s);
 }
 
-static void value_text(json_t *v, char *buf, size_t len)
-{
-	if (!v || json_is_null(v))
-		snprintf(buf, len, "-");
-	else if (json_is_boolean(v))
-		snprintf(buf, len, "%d", json_is_true(v) ? 1 : 0);
-	else if (json_is_integer(v))
-		snprintf(buf, len, "%lld", (long long)json_integer_value(v));
-	else if (json_is_real(v))
-		snprintf(buf, len, "%.15g", json_real_value(v));
-	else if (json_is_string(v))
-		snprintf(buf, len, "%s", json_string_value(v));
-	else
-		snprintf(buf, len, "?");
-}
-
 static void print_thing(json_t *t, const char *extra)
 {
 	char v[512];
 	json_t *pulsing = json_object_get(t, "pulsing");
 
-	value_text(json_object_get(t, "value"), v, sizeof(v));
+	client__value_text(json_object_get(t, "value"), v, sizeof(v));
 	printf("%s = %s", json_string_value(json_object_get(t, "name")), v);
 	if (json_is_true(json_object_get(t, "owned")))
 		printf("  (owner");
@@ -159,7 +147,7 @@ static void print_thing(json_t *t, const char *extra)
 		printf(", driver failing: %s", json_string_value(json_object_get(t, "driver_error")));
 	if (pulsing) {
 		char pv[64];
-		value_text(json_object_get(pulsing, "value"), pv, sizeof(pv));
+		client__value_text(json_object_get(pulsing, "value"), pv, sizeof(pv));
 		printf(", pulsing %s for %lld ms more", pv,
 		       (long long)json_integer_value(json_object_get(pulsing, "remaining_ms")));
 	}
@@ -494,7 +482,7 @@ static bool watch_event(void *ud, const char *event, const char *data)
 		printf("{\"event\":\"%s\",\"data\":%s}\n", event, data);
 	} else {
 		j = json_loads(data, 0, &jerr);
-		value_text(j ? json_object_get(j, "value") : NULL, v, sizeof(v));
+		client__value_text(j ? json_object_get(j, "value") : NULL, v, sizeof(v));
 		if (!strcmp(event, "changed"))
 			printf("%s %s = %s (%s %s)\n", ts, json_string_value(json_object_get(j, "thing")), v,
 			       json_is_true(json_object_get(j, "owned")) ? "owner, by" : "from",
@@ -648,7 +636,7 @@ static int status_one(struct ctl *c, const char *base, const char *label, bool t
 					free(s);
 					continue;
 				}
-				value_text(v, t, sizeof(t));
+				client__value_text(v, t, sizeof(t));
 				printf("%-16s %s\n", k, t);
 			}
 		}
@@ -1089,6 +1077,7 @@ int main(int argc, char **argv)
 		int (*fn)(struct ctl *, int, char **);
 		bool site; /* needs site.conf loaded */
 	} cmds[] = {
+	    {"cum", cmd_cum, true}, /* cum.c */
 	    {"get", cmd_get, true},       {"set", cmd_set, true},        {"pulse", cmd_pulse, true},
 	    {"ask", cmd_ask, true},       {"cmd", cmd_cmd, true},        {"watch", cmd_watch, true},
 	    {"peers", cmd_peers, true},   {"status", cmd_status, true},  {"reload", cmd_reload, true},
