@@ -46,6 +46,7 @@ struct creq {
 
 struct preq {
 	struct forensicd *fd;
+	char *body; /* the request's text, sent again if its outcome is unknown */
 	char day[DATE_LEN + 1];
 	char owner[];
 };
@@ -175,10 +176,18 @@ static void push_done(void *ud, tsync_node *node, int status, const char *result
 	struct preq *q = ud;
 	struct forensicd *fd = q->fd;
 
-	(void)node;
 	(void)result;
+	/* pushd restarted between taking the day and committing its journal:
+	 * the same request goes again (pushd's commit marks know its content,
+	 * so a day it did journal is not journaled twice). */
+	if (status == TSYNC_EPEER_RESTARTED &&
+	    tsync_node_request(node, fd->push_to, "cumul_data", q->body, push_done, q) == 0) {
+		fd->push_resent++;
+		return;
+	}
 	if (status == TSYNC_ECANCELED) {
 		/* We are stopping: the node keeps the request and resumes it. */
+		free(q->body);
 		free(q);
 		return;
 	}
@@ -191,6 +200,7 @@ static void push_done(void *ud, tsync_node *node, int status, const char *result
 		set_push_state(fd, q->day, q->owner, "acked");
 		log_debug(&fd->log, "cumul_data of %s %s taken by %s", q->owner, q->day, fd->push_to);
 	}
+	free(q->body);
 	free(q);
 }
 
@@ -220,12 +230,13 @@ static int push_chunk(struct forensicd *fd, const char *day, const char *owner, 
 	}
 	if (s && q) {
 		q->fd = fd;
+		q->body = s;
 		memcpy(q->day, day, DATE_LEN + 1);
 		strcpy(q->owner, owner);
 		r = tsync_node_request(fd->node, fd->push_to, "cumul_data", s, push_done, q);
 	}
-	free(s);
 	if (r < 0) {
+		free(s);
 		free(q);
 		log_error(&fd->log, "cannot send cumul_data of %s %s to %s: %s", owner, day, fd->push_to,
 		          tsync_strerror(r));

@@ -81,7 +81,7 @@ struct forensicd {
 	const char *push_to;          /* the push controller, NULL: none in site.conf */
 	char reset_day[DATE_LEN + 1]; /* the last day whose end was announced */
 	char trimmed_before[DATE_LEN + 1];
-	uint64_t pushes_sent, pushes_acked, push_chunks, push_failed, records_failed;
+	uint64_t pushes_sent, pushes_acked, push_chunks, push_failed, push_resent, records_failed;
 	uint64_t missing_things;
 	struct report_run report;
 	bool settle_needed; /* days marked sent by an earlier run may be taken by now */
