@@ -33,6 +33,8 @@ struct curlev;
 #define COLLECTOR_QUERY_LIMIT 10000
 #define COLLECTOR_MAX_GAPS    100
 #define COLLECTOR_NAME_MAX    63
+/* Longest cumul of one thing and day, as JSON text. */
+#define COLLECTOR_MAX_CUMUL 16384
 /* Measurements may be at most this far in the future (clock skew between a Pi and us). */
 #define COLLECTOR_FUTURE_US ((int64_t)24 * 3600 * 1000000)
 /* ... and not before 2000-01-01. */
@@ -54,6 +56,8 @@ struct collector_options {
 	size_t max_batch;
 	bool fault_injection;
 	tsync_log_level log_level;
+	uint32_t pull_scan_s; /* look for gaps to pull this often (0: never) */
+	uint32_t pull_retry_min_ms, pull_retry_max_ms;
 };
 
 /* A source: a controller of the site with the push role. */
@@ -70,9 +74,11 @@ struct collector {
 	struct logger log;
 	struct event_base *base;
 	struct httpd *http;
-	struct httpd_route routes[16];
+	struct httpd_route routes[20];
 	tsync_site *site;
 	struct db *db;
+	struct db_owner *owners; /* of every thing of the site, for the database */
+	size_t n_owners;
 	struct alarms alarms;
 	struct curlev *webhook_http;
 	struct source *sources;
@@ -82,6 +88,19 @@ struct collector {
 	struct event *tick;
 	uint64_t ticks;
 	struct event *sig_int, *sig_term;
+	/* pull.c: windows asked of the recovery controller, one in flight at a time */
+	struct {
+		const char *controller; /* its name (borrowed from the site); NULL: none */
+		char *url;
+		struct curlev *http;
+		struct event *retry_ev;
+		bool in_flight;
+		int64_t id, from_s, to_s, attempts, last_id;
+		unsigned failures; /* in a row */
+		int64_t last_scan_us;
+		struct prng prng;
+	} pull;
+	uint64_t pulls_accepted, pulls_failed;
 	/* Fault injection (only with --fault-injection; for the tests of the seed's failures). */
 	struct {
 		bool handler;   /* the ingest handler fails half-way (before its commit) */
@@ -90,6 +109,7 @@ struct collector {
 	/* Counters for /metrics. */
 	uint64_t pushes[6]; /* by enum push_result */
 	uint64_t stored_total, duplicates_total, rejected_total;
+	uint64_t copies_total, recovery_gaps_total, cumuls_total, cumul_conflicts_total;
 	uint64_t http_requests;
 };
 
@@ -110,6 +130,8 @@ struct source *collector__source(struct collector *c, const char *name);
 void api__sources(struct collector *c, struct evhttp_request *req);
 void api__measurements(struct collector *c, struct evhttp_request *req);
 void api__rejected(struct collector *c, struct evhttp_request *req);
+void api__cumuls(struct collector *c, struct evhttp_request *req);
+void api__recovery_gaps(struct collector *c, struct evhttp_request *req);
 void api__alarms(struct collector *c, struct evhttp_request *req);
 void api__streams(struct collector *c, struct evhttp_request *req);
 void api__owned(struct collector *c, struct evhttp_request *req);
@@ -118,6 +140,13 @@ void api__metrics(struct collector *c, struct evhttp_request *req);
 void api__health(struct collector *c, struct evhttp_request *req);
 void api__faults(struct collector *c, struct evhttp_request *req);
 /* Sends `j` (consumed) as JSON with `status`. */
+
+/* pull.c */
+int pull__init(struct collector *c);
+void pull__free(struct collector *c);
+void pull__tick(struct collector *c);
+void pull__post(struct collector *c, struct evhttp_request *req); /* POST /v1/pull */
+void pull__list(struct collector *c, struct evhttp_request *req); /* GET /v1/pulls */
 
 /* collectord.c */
 void collector__db_down(struct collector *c, const char *why);

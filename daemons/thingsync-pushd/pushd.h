@@ -94,6 +94,8 @@ struct pushd {
 	size_t csv_next;   /* files are imported one after the other */
 	bool backpressure; /* the journal refused a commit: mesh acks withheld */
 	uint64_t staged_mesh, dedup_skipped, stage_failed;
+	/* intake.c: recovery_data and cumul_data */
+	uint64_t recovered, cumuls_journaled, intake_duplicates, intake_refused;
 	struct event *sig_int, *sig_term;
 	int exit_code;
 	bool state_unusable; /* refused its state at start: exit STATEDIR_EXIT_UNUSABLE */
@@ -109,9 +111,13 @@ bool sender__idle(const struct sender *s);
 int csv__start(struct pushd *pd, struct csv_import *c, const char *path);
 void csv__resume(struct csv_import *c); /* after an ack made room */
 void csv__free(struct csv_import *c);
-/* Parses one CSV line (without its newline) into time, thing and value; the
- * strings point into `line`, which is modified. 0 or -EINVAL with `*why`. */
-int csv__parse_line(char *line, int64_t *time_us, const char **thing, tsync_value *v, const char **why);
+/* Parses one CSV line (without its newline) into an imported measurement
+ * (time, thing, value, and owner_boot and version when given); the strings
+ * point into `line`, which is modified. 0 or -EINVAL with `*why`. */
+int csv__parse_line(char *line, struct journal_entry *e, const char **why);
+
+/* intake.c: registers the handlers of recovery_data and cumul_data. */
+int intake__init(struct pushd *pd);
 
 /* pushd.c */
 void pushd__check_done(struct pushd *pd); /* --exit-when-drained */

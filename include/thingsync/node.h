@@ -176,6 +176,50 @@ TSYNC_API int tsync_node_set_unknown(tsync_node *node, const char *thing, bool u
  */
 TSYNC_API int tsync_node_cumul(tsync_node *node, const char *thing, const char *day, char **json);
 
+/**
+ * Stores an application's own small record in the node's state store: an
+ * outage ledger, a cursor, what a role daemon must remember across restarts.
+ * It is staged like the node's own changes and written by the node's next
+ * commit, in the same transaction as everything else staged by then: a
+ * record put and a request sent (tsync_node_request()) in the same turn of
+ * the loop are durable together, before the request first leaves. It is
+ * committed within `state_commit_ms`, or at once by tsync_node_commit().
+ *
+ * @param key   1 to 511 bytes, borrowed for the call.
+ * @param text  the record (copied), or NULL to delete the key.
+ * @return 0; -EINVAL; -ENOTSUP (no state directory); -ENAMETOOLONG; -ENOMEM.
+ */
+TSYNC_API int tsync_node_record_put(tsync_node *node, const char *key, const char *text);
+
+/**
+ * Reads a committed record of tsync_node_record_put().
+ *
+ * @param text  receives the record, malloc()ed: the caller frees it. Written
+ *              only on success.
+ * @return 0; -ENOENT (no such record committed); -EINVAL; -ENOTSUP (no
+ *         state directory); TSYNC_ESTORE; -ENOMEM.
+ */
+TSYNC_API int tsync_node_record_get(tsync_node *node, const char *key, char **text);
+
+/**
+ * A record of tsync_node_record_scan(): key and text are borrowed for the
+ * call. It must not call tsync_node_record_get() or _scan() (one read of
+ * the store at a time), but may put records and send requests.
+ */
+typedef void (*tsync_record_fn)(void *userdata, const char *key, const char *text);
+
+/**
+ * Calls `fn` for every committed record of tsync_node_record_put() whose key
+ * sorts (bytewise) from `from` up to, not including, `to`, in key order: a
+ * role daemon keeps its history under keys that make a range one scan
+ * (thingsync-forensicd: "c/DAY/OWNER/THING").
+ *
+ * @param from, to  borrowed for the call; NULL: unbounded on that side.
+ * @return 0; -EINVAL; -ENOTSUP (no state directory); TSYNC_ESTORE; -ENOMEM.
+ */
+TSYNC_API int tsync_node_record_scan(tsync_node *node, const char *from, const char *to, tsync_record_fn fn,
+                                     void *userdata);
+
 /** What a node knows of one thing. */
 typedef struct tsync_thing_state {
 	tsync_value value; /**< TSYNC_TYPE_NONE if no value yet; a string is borrowed
