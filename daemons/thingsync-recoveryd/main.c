@@ -195,13 +195,16 @@ static int ask_send(struct ask *a)
 
 	for (; rec && idx < rec->n_owners && strcmp(rec->owners[idx].name, a->owner) != 0; idx++)
 		;
-	/* The request id names the recovery and the data store; each data store
-	 * prefixes it with our name (contract 1: "request":"RECOVERY/ID"). */
+	/* The request id names the recovery, the data store and this boot;
+	 * each data store prefixes it with our name (contract 1:
+	 * "request":"RECOVERY/ID"). The boot keeps it unique even if the
+	 * ledger was lost and its numbering starts again: pushd recognises a
+	 * chunk by it. */
 	snprintf(body, sizeof(body),
-	         "{\"request_id\":\"%s.%zu\",\"time\":%.6f,\"lost_connection_time\":%.6f,"
+	         "{\"request_id\":\"%s.%zu.%llu\",\"time\":%.6f,\"lost_connection_time\":%.6f,"
 	         "\"restored_connection_time\":%.6f,\"deliver_to\":\"%s\"}",
-	         a->recovery, idx + 1, (double)now_us() / 1e6, (double)a->from_us / 1e6,
-	         (double)a->to_us / 1e6, rd->push);
+	         a->recovery, idx + 1, (unsigned long long)tsync_node_boot(rd->node), (double)now_us() / 1e6,
+	         (double)a->from_us / 1e6, (double)a->to_us / 1e6, rd->push);
 	r = tsync_node_request(rd->node, a->owner, "recovery_data_request", body, ask_done, a);
 	if (r < 0) {
 		rd->requests_failed++;

@@ -682,8 +682,8 @@ static void test_threshold(void **state)
 	assert_int_equal(requests_of(e, "OWNER1"), 1);
 	assert_int_equal(requests_of(e, "OWNER2"), 1);
 	/* The short outage made no recovery: this one is r1. */
-	assert_string_equal(only_request(e, "OWNER1")->request, "RECOV/r1.1");
-	assert_string_equal(only_request(e, "OWNER2")->request, "RECOV/r1.2");
+	assert_true(!strncmp(only_request(e, "OWNER1")->request, "RECOV/r1.1.", 11));
+	assert_true(!strncmp(only_request(e, "OWNER2")->request, "RECOV/r1.2.", 11));
 	for (int i = 0; i < e->n_req; i++) {
 		assert_int_equal(e->req[i].duplicates, 0);
 		/* The window is the first loss's, to the reconnect. */
