@@ -285,7 +285,7 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 	json_object_set_new(a->head, "chunks", json_integer((json_int_t)a->chunks));
 	a->chunks = count_chunks(a);
 	json_object_set_new(a->head, "chunks", json_integer((json_int_t)a->chunks));
-	ans = json_pack("{s:s,s:s,s:I,s:I,s:b,s:I,s:I,s:b}", "request", request, "deliver_to", deliver_to,
+	ans = json_pack("{s:s,s:s,s:I,s:I,s:b,s:I,s:I,s:b}", "request", request, "deliver_to", a->peer,
 	                "chunks", (json_int_t)a->chunks, "entries", (json_int_t)json_array_size(a->entries),
 	                "trimmed", w.trimmed, "trimmed_from_us", (json_int_t)w.trimmed_from_us,
 	                "trimmed_to_us", (json_int_t)w.trimmed_to_us, "complete",
