@@ -21,7 +21,7 @@
  *                'copy' (a change stored before under another sequence,
  *                e.g. the live copy of a recovered one). With them a
  *                stream's sequences stay whole (gaps, missing).
- *   recovery_gaps  owner, from_us, to_us, via, received_us, source, stream,
+ *   recovery_gaps  owner, from_us, to_us (unique together), via, received_us, source, stream,
  *                seq: windows an owner's history no longer held
  *   cumuls       (owner, thing, day) primary key; cumul (JSON text), via,
  *                received_us, source, stream, seq: closed days of cumuls

@@ -50,6 +50,8 @@ const char *const db_schema_sql[] = {
     " id BIGINT PRIMARY KEY, from_s BIGINT NOT NULL, to_s BIGINT NOT NULL, reason TEXT NOT NULL UNIQUE,"
     " state TEXT NOT NULL, attempts BIGINT NOT NULL, requested_us BIGINT NOT NULL,"
     " updated_us BIGINT NOT NULL, recovery_id TEXT NOT NULL, error TEXT NOT NULL)",
+    /* A window lost is kept once, however many recoveries report it. */
+    "CREATE UNIQUE INDEX IF NOT EXISTS recovery_gaps_window ON recovery_gaps (owner, from_us, to_us)",
     /* A change is stored once, whatever path brought it (db.h). */
     "CREATE UNIQUE INDEX IF NOT EXISTS measurements_identity ON measurements (owner, thing, owner_boot, version)"
     " WHERE owner_boot > 0",
@@ -191,6 +193,27 @@ static int cmp_i64(const void *a, const void *b)
 }
 
 /*
+ * Inserts a row unless its key is taken (*is_new); when taken, whether the
+ * row under the key holds `want` (the first column of `select`, run with
+ * the first `nsel` parameters).
+ */
+static int insert_or_compare(struct db *db, const char *insert, const struct db_param *p, size_t np,
+                             const char *select, size_t nsel, const char *want, bool *is_new, bool *same)
+{
+	struct same sm = {want, false, false};
+	int64_t changes = 0;
+	int r = run(db, insert, p, np, NULL, NULL, &changes);
+
+	*is_new = r == 0 && changes > 0;
+	*same = false;
+	if (r < 0 || *is_new)
+		return r;
+	r = run(db, select, p, nsel, row_same, &sm, NULL);
+	*same = sm.same;
+	return r;
+}
+
+/*
  * Records `seq` in items. *is_new false: the sequence was there with the same
  * text (a batch sent again); other text, or a row of measurements or rejected
  * under it: the stream went backwards (res->outcome).
@@ -200,28 +223,18 @@ static int settle(struct db *db, const struct db_batch *b, const char *stream, i
 {
 	struct db_param p[6] = {P_STR(b->source), P_STR(stream), P_INT(seq), P_STR(kind), P_STR(text),
 	                        P_INT(b->received_us)};
-	struct same sm = {text, false, false};
-	int64_t changes = 0;
-	int r;
+	bool same;
+	int r = insert_or_compare(db,
+	                          "INSERT INTO items (source, stream, seq, kind, item, received_us)"
+	                          " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+	                          p, 6, "SELECT item FROM items WHERE source = $1 AND stream = $2 AND seq = $3", 3, text,
+	                          is_new, &same);
 
-	*is_new = false;
-	r = run(db,
-	        "INSERT INTO items (source, stream, seq, kind, item, received_us) VALUES ($1, $2, $3, $4, $5, $6)"
-	        " ON CONFLICT DO NOTHING",
-	        p, 6, NULL, NULL, &changes);
-	if (r < 0)
-		return r;
-	if (changes == 0) {
-		r = run(db, "SELECT item FROM items WHERE source = $1 AND stream = $2 AND seq = $3", p, 3, row_same, &sm,
-		        NULL);
-		if (r == 0 && !sm.same) {
-			res->outcome = DB_STREAM_BACKWARDS;
-			res->conflict_seq = seq;
-		}
-		return r;
+	if (r == 0 && !*is_new && !same) {
+		res->outcome = DB_STREAM_BACKWARDS;
+		res->conflict_seq = seq;
 	}
-	*is_new = true;
-	return 0;
+	return r;
 }
 
 /* Measurements of the batch not stored under their own sequence: copies of a change stored before. */
@@ -258,15 +271,21 @@ static int store_copies(struct db *db, const struct db_batch *b, const char *str
 	return r;
 }
 
-static int store_gap(struct db *db, const struct db_batch *b, const char *stream, const struct db_item *it)
+/* A lost window: new, or one reported before (by another recovery of an overlapping window). */
+static int store_gap(struct db *db, const struct db_batch *b, const char *stream, const struct db_item *it,
+                     uint8_t *result)
 {
+	int64_t changes = 0;
+	int r;
 	struct db_param p[8] = {P_STR(it->owner),       P_INT(it->from_us), P_INT(it->to_us), P_STR(it->via),
 	                        P_INT(b->received_us), P_STR(b->source),   P_STR(stream),    P_INT(it->seq)};
 
-	return run(db,
-	           "INSERT INTO recovery_gaps (owner, from_us, to_us, via, received_us, source, stream, seq)"
-	           " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-	           p, 8, NULL, NULL, NULL);
+	r = run(db,
+	        "INSERT INTO recovery_gaps (owner, from_us, to_us, via, received_us, source, stream, seq)"
+	        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+	        p, 8, NULL, NULL, &changes);
+	*result = changes > 0 ? DB_ITEM_NEW : DB_ITEM_DUP;
+	return r;
 }
 
 /* A closed day: new, the same again (a duplicate), or other content (the first is kept). */
@@ -276,21 +295,14 @@ static int store_cumul(struct db *db, const struct db_batch *b, const char *stre
 	struct db_param p[9] = {P_STR(it->owner), P_STR(it->thing),       P_STR(it->day),
 	                        P_STR(it->cumul), P_STR(it->via),         P_INT(b->received_us),
 	                        P_STR(b->source), P_STR(stream),          P_INT(it->seq)};
-	struct same sm = {it->cumul, false, false};
-	int64_t changes = 0;
-	int r;
+	bool is_new, same;
+	int r = insert_or_compare(db,
+	                          "INSERT INTO cumuls (owner, thing, day, cumul, via, received_us, source, stream, seq)"
+	                          " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+	                          p, 9, "SELECT cumul FROM cumuls WHERE owner = $1 AND thing = $2 AND day = $3", 3,
+	                          it->cumul, &is_new, &same);
 
-	r = run(db,
-	        "INSERT INTO cumuls (owner, thing, day, cumul, via, received_us, source, stream, seq)"
-	        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-	        p, 9, NULL, NULL, &changes);
-	if (r < 0 || changes > 0) {
-		*result = DB_ITEM_NEW;
-		return r;
-	}
-	r = run(db, "SELECT cumul FROM cumuls WHERE owner = $1 AND thing = $2 AND day = $3", p, 3, row_same, &sm,
-	        NULL);
-	*result = sm.same ? DB_ITEM_DUP : DB_ITEM_CONFLICT;
+	*result = is_new ? DB_ITEM_NEW : same ? DB_ITEM_DUP : DB_ITEM_CONFLICT;
 	return r;
 }
 
@@ -313,7 +325,7 @@ int db__store_items(struct db *db, const struct db_batch *b, const char *stream,
 			continue;
 		b->item_result[i] = DB_ITEM_NEW;
 		if (it->kind == DB_ITEM_GAP)
-			r = store_gap(db, b, stream, it);
+			r = store_gap(db, b, stream, it, &b->item_result[i]);
 		else
 			r = store_cumul(db, b, stream, it, &b->item_result[i]);
 	}

@@ -932,10 +932,17 @@ static int sq_exec(struct db *db, const char *sql, const struct db_param *p, siz
 		return DB_EDOWN;
 	rc = sqlite3_prepare_v2(d->h, sql, -1, &st, NULL);
 	for (size_t i = 0; rc == SQLITE_OK && i < np; i++) {
+		/* SQLite numbers "$N" by first appearance: bound by name. */
+		char name[32];
+		int k;
+		snprintf(name, sizeof(name), "$%zu", i + 1);
+		k = sqlite3_bind_parameter_index(st, name);
+		if (k == 0)
+			continue;
 		if (p[i].is_int)
-			rc = sqlite3_bind_int64(st, (int)i + 1, p[i].i);
+			rc = sqlite3_bind_int64(st, k, p[i].i);
 		else if (p[i].s)
-			rc = sqlite3_bind_text(st, (int)i + 1, p[i].s, -1, SQLITE_STATIC);
+			rc = sqlite3_bind_text(st, k, p[i].s, -1, SQLITE_STATIC);
 	}
 	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		int n = sqlite3_column_count(st);

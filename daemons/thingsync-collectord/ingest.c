@@ -98,6 +98,14 @@ struct refusal {
 	char error[160];
 };
 
+/* Refuses the item being checked: the field and the reason, into `r`. */
+#define REFUSE(f, ...)                                                                                       \
+	do {                                                                                                 \
+		r->field = (f);                                                                              \
+		snprintf(r->error, sizeof(r->error), __VA_ARGS__);                                           \
+		return -EINVAL;                                                                              \
+	} while (0)
+
 /* How an item came: its "source" (recovery, import), `def` when absent, NULL when bad. */
 static const char *item_via(json_t *item, const char *def)
 {
@@ -133,12 +141,6 @@ static int check_item(struct collector *c, json_t *item, int64_t now_us, struct 
 
 	memset(m, 0, sizeof(*m));
 	m->seq = r->seq;
-#define REFUSE(f, ...)                                                                                       \
-	do {                                                                                                 \
-		r->field = (f);                                                                              \
-		snprintf(r->error, sizeof(r->error), __VA_ARGS__);                                           \
-		return -EINVAL;                                                                              \
-	} while (0)
 	m->via = item_via(item, "live");
 	if (!m->via)
 		REFUSE("source", "not \"recovery\" or \"import\"");
@@ -210,7 +212,6 @@ static int check_item(struct collector *c, json_t *item, int64_t now_us, struct 
 		json_decref(canon);
 		REFUSE("version", "not a non-negative integer");
 	}
-#undef REFUSE
 	m->owner_boot = jboot ? (int64_t)json_integer_value(jboot) : 0;
 	m->version = jver ? (int64_t)json_integer_value(jver) : 0;
 	m->thing = thing;
@@ -271,12 +272,6 @@ static int check_other(struct collector *c, json_t *item, const char *kind, int6
 
 	memset(it, 0, sizeof(*it));
 	it->seq = r->seq;
-#define REFUSE(f, ...)                                                                                       \
-	do {                                                                                                 \
-		r->field = (f);                                                                              \
-		snprintf(r->error, sizeof(r->error), __VA_ARGS__);                                           \
-		return -EINVAL;                                                                              \
-	} while (0)
 	if (!owner || !valid_name(owner) || tsync_site_controller_find(c->site, owner) < 0)
 		REFUSE("owner", "missing or not a controller of site %s", tsync_site_name(c->site));
 	it->owner = owner;
@@ -320,7 +315,6 @@ static int check_other(struct collector *c, json_t *item, const char *kind, int6
 	} else {
 		REFUSE("kind", "not measurement, recovery_gap or cumul");
 	}
-#undef REFUSE
 	t->item = json_dumps(item, JSON_COMPACT | JSON_SORT_KEYS);
 	if (!t->item)
 		return -ENOMEM;
@@ -353,6 +347,8 @@ static void item_alarms(struct collector *c, const struct db_batch *b)
 		}
 	}
 }
+
+#undef REFUSE
 
 void ingest__push(struct collector *c, struct evhttp_request *req)
 {

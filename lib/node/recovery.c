@@ -132,20 +132,30 @@ static char *next_chunk(struct answer *a)
 
 static void chunk_done(void *ud, tsync_node *node, int status, const char *result);
 
+/* One chunk on its way: kept to be sent again when its outcome is unknown. */
+struct chunk_req {
+	struct answer *a;
+	char *text;
+};
+
 /* Sends chunks until RECOVERY_IN_FLIGHT are out or none is left. */
 static void pump(struct answer *a)
 {
 	while (!a->failed && a->in_flight < RECOVERY_IN_FLIGHT && a->chunk < a->chunks) {
-		char *text = next_chunk(a);
-		int r = text ? tsync_node_request(a->node, a->peer, "recovery_data", text, chunk_done, a)
-		             : -ENOMEM;
+		struct chunk_req *c = calloc(1, sizeof(*c));
+		int r = c && (c->text = next_chunk(a))
+		            ? tsync_node_request(a->node, a->peer, "recovery_data", c->text, chunk_done, c)
+		            : -ENOMEM;
 
-		free(text);
 		if (r < 0) {
+			if (c)
+				free(c->text);
+			free(c);
 			/* The requester asks again; what it got is counted there, once. */
 			a->failed = true;
 			break;
 		}
+		c->a = a;
 		a->chunk++;
 		a->in_flight++;
 	}
@@ -155,10 +165,18 @@ static void pump(struct answer *a)
 
 static void chunk_done(void *ud, tsync_node *node, int status, const char *result)
 {
-	struct answer *a = ud;
+	struct chunk_req *c = ud;
+	struct answer *a = c->a;
 
-	(void)node;
 	(void)result;
+	/* The receiver restarted between acting and keeping its answer: the
+	 * chunk goes again, the same (the receiver knows a chunk by its
+	 * request and number, and journals it once). */
+	if (status == TSYNC_EPEER_RESTARTED && !a->failed &&
+	    tsync_node_request(node, a->peer, "recovery_data", c->text, chunk_done, c) == 0)
+		return;
+	free(c->text);
+	free(c);
 	a->in_flight--;
 	/* Canceled (the node is freed) or refused: the rest is not sent; the
 	 * chunks already queued are the engine's and arrive once. */

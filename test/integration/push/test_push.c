@@ -56,6 +56,7 @@
 #include "httpd.h"
 
 #define K_THINGS   10
+#define R_THINGS   4
 /* Statements of old_schema_sql (a collector database from before streams). */
 #define OLD_SCHEMA_N 8
 #define MAX_VALUES (1 << 22)
@@ -522,6 +523,11 @@ static int setup(void **state)
 	for (int k = 0; k < K_THINGS; k++)
 		n += (size_t)snprintf(text + n, sizeof(text) - n,
 		                      "[thing t%d]\nowner = OWNER\ntype = int\nusers = PUSH\n\n", k);
+	/* Things set in bursts for the recovery tests (recovery_cases.c); q0 is not PUSH's. */
+	for (int k = 0; k < R_THINGS; k++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+		                      "[thing r%d]\nowner = OWNER\ntype = int\nusers = PUSH, RECOV\n\n", k);
+	n += (size_t)snprintf(text + n, sizeof(text) - n, "[thing q0]\nowner = OWNER\ntype = int\nusers = RECOV\n\n");
 	if (with_thingsd) {
 		n += (size_t)snprintf(text + n, sizeof(text) - n,
 		                      "[controller TD]\nhost = 127.0.0.1\nudp_port = %u\ntcp_port = %u\n\n",
@@ -2667,9 +2673,16 @@ int main(int argc, char **argv)
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_migrate_postgres, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_collector_items_postgres, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pull_contract_postgres, setup, teardown),
 #endif
 	    cmocka_unit_test_setup_teardown(test_collector_items, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_2_sqlite, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_intake_kill9, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_gap_alarm, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pull_contract, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cumul_intake, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outage_journal_and_recovery, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_restored_db_pull, setup, teardown),
 	};
 	int r;
 
