@@ -1301,6 +1301,55 @@ static void test_e2e_collector_down(void **state)
 	       e->n_changes, h.rows, h.live, h.recovery);
 }
 
+/*
+ * The push Pi off with recoveryd on it (both killed -9, nobody saw the
+ * push controller go): recoveryd counts the outage from its last alive
+ * time when it starts again, and the changes made meanwhile reach the
+ * collector once pushd is back.
+ */
+static void test_e2e_gateway_down(void **state)
+{
+	struct env *e = *state;
+	struct held h;
+	struct elapsed el;
+	json_t *s, *rec;
+	int64_t alive;
+
+	start_collector(e);
+	start_pushd(e);
+	start_recoveryd(e);
+	produce_round(e);
+	assert_true(run_until(e, all_held, NULL, WAIT_MS));
+	alive = ledger_int(e, "alive_us");
+	stop_proc(&e->recov, SIGKILL);
+	stop_proc(&e->pushd, SIGKILL);
+	el.since_us = real_us();
+	el.us = (e2e_threshold_s + 1) * 1000000LL;
+	for (int i = 0; i < E2E_ROUNDS; i++) {
+		produce_round(e);
+		harness_run_until(e->base, never, NULL, 2);
+	}
+	run_until(e, elapsed, &el, WAIT_MS);
+	start_recoveryd(e);
+	assert_true(ledger_lost(e)); /* down since it was last alive, until pushd is heard */
+	assert_true(ledger_int(e, "lost_us") >= alive);
+	start_pushd(e);
+	assert_true(run_until(e, recovery_answered, NULL, WAIT_MS));
+	s = status_of(e);
+	rec = json_array_get(json_object_get(json_object_get(s, "ledger"), "recoveries"), 0);
+	assert_true(json_integer_value(json_object_get(rec, "from_us")) <= el.since_us);
+	json_decref(s);
+	assert_true(run_until(e, all_held, NULL, 4 * WAIT_MS));
+	collector_holds(e, &h);
+	assert_int_equal(h.missing, 0);
+	assert_int_equal(h.extra, 0);
+	assert_int_equal(h.rows, (long long)e->n_changes);
+	printf("gateway (pushd and recoveryd) down: owners made %zu changes; the collector holds %lld, each "
+	       "once: "
+	       "%lld live, %lld by recovery\n",
+	       e->n_changes, h.rows, h.live, h.recovery);
+}
+
 static bool probes_ok(struct env *e, const void *arg)
 {
 	json_t *s = status_of(e);
@@ -1350,6 +1399,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_e2e_pushd_down, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_e2e_collector_down, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_e2e_probe, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_e2e_gateway_down, setup, teardown),
 	};
 	struct CMUnitTest sel[sizeof(all) / sizeof(all[0])];
 	size_t n = 0;
