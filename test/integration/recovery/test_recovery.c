@@ -410,6 +410,12 @@ static bool api_up(struct env *e, const void *arg)
 	return s != NULL;
 }
 
+static bool lost_is_false(struct env *e, const void *arg)
+{
+	(void)arg;
+	return !ledger_lost(e);
+}
+
 static bool settled(struct env *e, const void *arg)
 {
 	(void)arg;
@@ -742,6 +748,76 @@ static void test_kill9(void **state)
 		assert_true(e->req[i].entries >= 20 * THINGS);
 	}
 	assert_int_equal(ledger_int(e, "recoveries_total"), 1);
+}
+
+static bool each_round(struct env *e, const void *arg)
+{
+	int rounds = *(const int *)arg;
+
+	return completed(e, "OWNER1") >= rounds && completed(e, "OWNER2") >= rounds;
+}
+
+/*
+ * recoveryd killed -9 at a random moment around the reconnect, round after
+ * round: before it took the reconnect (PUSH sends it again to the new
+ * boot), while it committed, or after it answered. Every outage is
+ * recovered once: one request per data store and round, none twice.
+ */
+static void test_kill9_random(void **state)
+{
+	struct env *e = *state;
+	const int rounds = 6;
+	unsigned seed = (unsigned)time(NULL);
+	int retried = 0;
+
+	fprintf(stderr, "seed %u\n", seed);
+	start_recoveryd(e);
+	produce(e, 3);
+	for (int i = 0; i < rounds; i++) {
+		char body[160];
+		struct sent s = {0};
+		struct timeval tv = {0, (suseconds_t)(rand_r(&seed) % 40000)};
+
+		connection_status(e, "disconnect", real_us() - (int64_t)(900 - i) * 1000000);
+		snprintf(body, sizeof(body),
+		         "{\"connection_status\":\"reconnect\",\"time\":%.6f,\"id\":\"PUSH\"}",
+		         (double)real_us() / 1e6);
+		assert_int_equal(tsync_node_request(e->push, "RECOV", "connection_status", body, sent_cb, &s),
+		                 0);
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+		stop_proc(&e->recov, SIGKILL);
+		start_recoveryd(e);
+		assert_true(run_until(e, sent_done, &s, WAIT_MS));
+		/* Killed between taking it and committing: "outcome unknown", and
+		 * the sender sends it again, as pushd does. */
+		if (s.status == TSYNC_EPEER_RESTARTED) {
+			retried++;
+			memset(&s, 0, sizeof(s));
+			assert_int_equal(
+			    tsync_node_request(e->push, "RECOV", "connection_status", body, sent_cb, &s), 0);
+			assert_true(run_until(e, sent_done, &s, WAIT_MS));
+		}
+		assert_int_equal(s.status, 0);
+		assert_true(run_until(e, lost_is_false, NULL, WAIT_MS));
+	}
+	if (!run_until(e, each_round, &rounds, WAIT_MS)) {
+		for (int i = 0; i < e->n_req; i++) {
+			long long got = 0;
+			for (long long k = 1; e->req[i].seen && k <= e->req[i].chunks; k++)
+				got += e->req[i].seen[k] > 0;
+			fprintf(stderr, "%s %s: %lld of %lld chunks\n", e->req[i].entity, e->req[i].request, got,
+			        e->req[i].chunks);
+		}
+		fail_msg("not every round's chunks came");
+	}
+	quiet(e, 2000);
+	assert_int_equal(requests_of(e, "OWNER1"), rounds);
+	assert_int_equal(requests_of(e, "OWNER2"), rounds);
+	for (int i = 0; i < e->n_req; i++)
+		assert_int_equal(e->req[i].duplicates, 0);
+	assert_int_equal(ledger_int(e, "recoveries_total"), rounds);
+	printf("%d rounds, %d reconnects sent again after an outcome unknown\n", rounds, retried);
 }
 
 /* A data store down at the reconnect is asked when it comes back. */
@@ -1393,6 +1469,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest all[] = {
 	    cmocka_unit_test_setup_teardown(test_threshold, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_kill9, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_kill9_random, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_owner_down, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_http, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunking, setup, teardown),
