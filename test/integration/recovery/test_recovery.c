@@ -806,8 +806,8 @@ static void test_kill9_random(void **state)
 			long long got = 0;
 			for (long long k = 1; e->req[i].seen && k <= e->req[i].chunks; k++)
 				got += e->req[i].seen[k] > 0;
-			fprintf(stderr, "%s %s: %lld of %lld chunks\n", e->req[i].entity, e->req[i].request, got,
-			        e->req[i].chunks);
+			fprintf(stderr, "%s %s: %lld of %lld chunks\n", e->req[i].entity, e->req[i].request,
+			        got, e->req[i].chunks);
 		}
 		fail_msg("not every round's chunks came");
 	}
@@ -1248,6 +1248,30 @@ static bool owners_settled(struct env *e, const void *arg)
 	return true;
 }
 
+/* Waits until pushd has drained its journal and the collector holds every
+ * change the owners made, then checks each is there once and nothing else. */
+static void assert_held_once(struct env *e, struct held *h)
+{
+	assert_true(run_until(e, all_held, NULL, 4 * WAIT_MS));
+	collector_holds(e, h);
+	assert_int_equal(h->missing, 0);
+	assert_int_equal(h->extra, 0);
+	assert_int_equal(h->unknown, 0);
+	assert_int_equal(h->rows, (long long)e->n_changes);
+}
+
+/* The window start of recoveryd's first recovery. */
+static int64_t first_recovery_from(struct env *e)
+{
+	json_t *s = status_of(e);
+	json_t *rec = json_array_get(json_object_get(json_object_get(s, "ledger"), "recoveries"), 0);
+	int64_t from = (int64_t)json_integer_value(json_object_get(rec, "from_us"));
+
+	assert_non_null(rec);
+	json_decref(s);
+	return from;
+}
+
 /*
  * Issue 13, scenario 1: pushd's Pi is off (kill -9, not restarted) while
  * the owners change every thing many times; pushd comes back, recoveryd
@@ -1290,12 +1314,7 @@ static void test_e2e_pushd_down(void **state)
 	start_pushd(e);
 	assert_true(run_until(e, lost_is, &no, WAIT_MS));
 	assert_true(run_until(e, recovery_answered, NULL, WAIT_MS));
-	assert_true(run_until(e, all_held, NULL, 4 * WAIT_MS));
-	collector_holds(e, &h);
-	assert_int_equal(h.missing, 0);
-	assert_int_equal(h.extra, 0);
-	assert_int_equal(h.unknown, 0);
-	assert_int_equal(h.rows, (long long)e->n_changes);
+	assert_held_once(e, &h);
 	assert_true(h.recovery > 0);
 	printf(
 	    "owners made %zu changes (%zu while pushd was down); the collector holds %lld, each once: "
@@ -1325,7 +1344,6 @@ static void test_e2e_collector_down(void **state)
 	bool yes = true, no = false;
 	struct elapsed el;
 	int64_t lost;
-	json_t *s, *rec;
 
 	start_collector(e);
 	start_pushd(e);
@@ -1361,15 +1379,8 @@ static void test_e2e_collector_down(void **state)
 	start_collector(e);
 	assert_true(run_until(e, lost_is, &no, WAIT_MS));
 	assert_true(run_until(e, recovery_answered, NULL, WAIT_MS));
-	s = status_of(e);
-	rec = json_array_get(json_object_get(json_object_get(s, "ledger"), "recoveries"), 0);
-	assert_int_equal(json_integer_value(json_object_get(rec, "from_us")), lost);
-	json_decref(s);
-	assert_true(run_until(e, all_held, NULL, 4 * WAIT_MS));
-	collector_holds(e, &h);
-	assert_int_equal(h.missing, 0);
-	assert_int_equal(h.extra, 0);
-	assert_int_equal(h.rows, (long long)e->n_changes);
+	assert_int_equal(first_recovery_from(e), lost);
+	assert_held_once(e, &h);
 	assert_int_equal(ledger_int(e, "recoveries_total"), 1);
 	printf("collector down with pushd running: owners made %zu changes; the collector holds %lld, each "
 	       "once: "
@@ -1388,7 +1399,6 @@ static void test_e2e_gateway_down(void **state)
 	struct env *e = *state;
 	struct held h;
 	struct elapsed el;
-	json_t *s, *rec;
 	int64_t alive;
 
 	start_collector(e);
@@ -1411,15 +1421,8 @@ static void test_e2e_gateway_down(void **state)
 	assert_true(ledger_int(e, "lost_us") >= alive);
 	start_pushd(e);
 	assert_true(run_until(e, recovery_answered, NULL, WAIT_MS));
-	s = status_of(e);
-	rec = json_array_get(json_object_get(json_object_get(s, "ledger"), "recoveries"), 0);
-	assert_true(json_integer_value(json_object_get(rec, "from_us")) <= el.since_us);
-	json_decref(s);
-	assert_true(run_until(e, all_held, NULL, 4 * WAIT_MS));
-	collector_holds(e, &h);
-	assert_int_equal(h.missing, 0);
-	assert_int_equal(h.extra, 0);
-	assert_int_equal(h.rows, (long long)e->n_changes);
+	assert_true(first_recovery_from(e) <= el.since_us);
+	assert_held_once(e, &h);
 	printf("gateway (pushd and recoveryd) down: owners made %zu changes; the collector holds %lld, each "
 	       "once: "
 	       "%lld live, %lld by recovery\n",
