@@ -108,7 +108,8 @@ static void reply_list(struct collector *c, struct evhttp_request *req, int r, c
 		unavailable(c, req, r);
 		return;
 	}
-	httpd__reply_json(req, 200, json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), name, arr));
+	httpd__reply_json(req, 200,
+	                  json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), name, arr));
 }
 
 void api__sources(struct collector *c, struct evhttp_request *req)
@@ -204,22 +205,10 @@ void api__rejected(struct collector *c, struct evhttp_request *req)
 	json_t *arr = NULL;
 	int r;
 
-	if (parse_query(req, &q) < 0) {
-		bad_param(req, "query");
+	if (!query_limit(req, &q, &limit))
 		return;
-	}
-	if (q_i64(&q, "limit", 1000, &limit) < 0 || limit < 1 || limit > COLLECTOR_QUERY_LIMIT) {
-		bad_param(req, "limit");
-		goto leave;
-	}
 	r = c->db->ops->rejected(c->db, evhttp_find_header(&q, "source"), (int)limit, &arr);
-	if (r < 0) {
-		unavailable(c, req, r);
-		goto leave;
-	}
-	httpd__reply_json(req, 200,
-	                json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), "rejected", arr));
-leave:
+	reply_list(c, req, r, "rejected", arr);
 	evhttp_clear_headers(&q);
 }
 
@@ -247,8 +236,8 @@ void api__cumuls(struct collector *c, struct evhttp_request *req)
 	} else if (!q_day(&q, "to", &to)) {
 		bad_param(req, "to");
 	} else {
-		r = db__cumuls(c->db, evhttp_find_header(&q, "owner"), evhttp_find_header(&q, "thing"), from, to,
-		               (int)limit, &arr);
+		r = db__cumuls(c->db, evhttp_find_header(&q, "owner"), evhttp_find_header(&q, "thing"), from,
+		               to, (int)limit, &arr);
 		reply_list(c, req, r, "cumuls", arr);
 	}
 	evhttp_clear_headers(&q);
@@ -429,7 +418,8 @@ void api__metrics(struct collector *c, struct evhttp_request *req)
 	                    "# TYPE thingsync_collector_cumul_conflicts_total counter\n"
 	                    "thingsync_collector_cumul_conflicts_total %" PRIu64 "\n"
 	                    "# TYPE thingsync_collector_alarms_active gauge\n",
-	                    c->copies_total, c->recovery_gaps_total, c->cumuls_total, c->cumul_conflicts_total);
+	                    c->copies_total, c->recovery_gaps_total, c->cumuls_total,
+	                    c->cumul_conflicts_total);
 	for (int k = 0; k < ALARM_KINDS; k++)
 		evbuffer_add_printf(out, "thingsync_collector_alarms_active{kind=\"%s\"} %zu\n",
 		                    alarm_kind_name((enum alarm_kind)k),

@@ -145,8 +145,8 @@ void api__faults(struct collector *c, struct evhttp_request *req);
 int pull__init(struct collector *c);
 void pull__free(struct collector *c);
 void pull__tick(struct collector *c);
-void pull__post(struct collector *c, struct evhttp_request *req);  /* POST /v1/pull */
-void pull__list(struct collector *c, struct evhttp_request *req);  /* GET /v1/pulls */
+void pull__post(struct collector *c, struct evhttp_request *req); /* POST /v1/pull */
+void pull__list(struct collector *c, struct evhttp_request *req); /* GET /v1/pulls */
 
 /* collectord.c */
 void collector__db_down(struct collector *c, const char *why);

@@ -226,8 +226,8 @@ static int ensure_schema(struct db_sqlite *d)
 			rc = SQLITE_ERROR;
 			goto leave;
 		}
-		log_warn(d->log, "sqlite %s: migrated to schema %d: owner and via of every measurement", d->path,
-		         DB_SCHEMA_VERSION);
+		log_warn(d->log, "sqlite %s: migrated to schema %d: owner and via of every measurement",
+		         d->path, DB_SCHEMA_VERSION);
 	}
 	for (size_t i = 0; i < db_schema_count; i++)
 		if ((rc = exec(d, db_schema_sql[i])) != SQLITE_OK)
@@ -289,8 +289,8 @@ bad:
 	return DB_EDOWN;
 }
 
-static int sq_open(const char *conninfo, const struct db_owner *owners, size_t n_owners, const struct logger *log,
-                   struct db **ret)
+static int sq_open(const char *conninfo, const struct db_owner *owners, size_t n_owners,
+                   const struct logger *log, struct db **ret)
 {
 	struct db_sqlite *d = calloc(1, sizeof(*d));
 
@@ -827,11 +827,12 @@ static int sq_measurements(struct db *db, const struct db_query *q, json_t **out
 		json_decref(arr);
 		return DB_EDOWN;
 	}
-	snprintf(sql, sizeof(sql),
-	         "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us, stream,"
-	         " owner, via FROM measurements WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR thing = ?2)"
-	         " AND (?7 IS NULL OR stream = ?7)"
-	         " AND time_us >= ?3 AND time_us <= ?4 AND seq > ?5 ORDER BY source, stream, seq LIMIT ?6");
+	snprintf(
+	    sql, sizeof(sql),
+	    "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us, stream,"
+	    " owner, via FROM measurements WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR thing = ?2)"
+	    " AND (?7 IS NULL OR stream = ?7)"
+	    " AND time_us >= ?3 AND time_us <= ?4 AND seq > ?5 ORDER BY source, stream, seq LIMIT ?6");
 	rc = sqlite3_prepare_v2(d->h, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		goto leave;
@@ -920,8 +921,8 @@ leave:
 	return 0;
 }
 
-static int sq_exec(struct db *db, const char *sql, const struct db_param *p, size_t np, db_row_fn fn, void *ud,
-                   int64_t *changes)
+static int sq_exec(struct db *db, const char *sql, const struct db_param *p, size_t np, db_row_fn fn,
+                   void *ud, int64_t *changes)
 {
 	struct db_sqlite *d = SQ(db);
 	sqlite3_stmt *st = NULL;

@@ -263,8 +263,8 @@ struct item_texts {
  * Checks a recovery_gap or cumul item against site.conf; fills `it` (texts
  * malloc()ed into *t). -EINVAL with `r` filled when refused, -ENOMEM.
  */
-static int check_other(struct collector *c, json_t *item, const char *kind, int64_t now_us, struct db_item *it,
-                       struct item_texts *t, struct refusal *r)
+static int check_other(struct collector *c, json_t *item, const char *kind, int64_t now_us,
+                       struct db_item *it, struct item_texts *t, struct refusal *r)
 {
 	const char *owner = json_string_value(json_object_get(item, "owner"));
 	tsync_thing_info ti;
@@ -339,9 +339,10 @@ static void item_alarms(struct collector *c, const struct db_batch *b)
 			              it->owner, from, to, it->from_us, it->to_us);
 		} else if (it->kind == DB_ITEM_CUMUL && b->item_result[i] == DB_ITEM_CONFLICT) {
 			c->cumul_conflicts_total++;
-			alarms__raise(&c->alarms, ALARM_CUMUL_CONFLICT, it->owner,
-			              "the cumul of %s on %s came again from %s with other content; the first is kept",
-			              it->thing, it->day, it->owner);
+			alarms__raise(
+			    &c->alarms, ALARM_CUMUL_CONFLICT, it->owner,
+			    "the cumul of %s on %s came again from %s with other content; the first is kept",
+			    it->thing, it->day, it->owner);
 		} else if (it->kind == DB_ITEM_CUMUL && b->item_result[i] == DB_ITEM_NEW) {
 			c->cumuls_total++;
 		}
@@ -595,8 +596,8 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 		alarms__clear(&c->alarms, ALARM_INVALID_PUSH, src->name, "a push was entirely valid");
 	}
 	c->pushes[nr ? PUSH_INVALID : PUSH_OK]++;
-	resp = json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:O}", "settled", 1, "through", (json_int_t)max_seq, "stored",
-	                 (json_int_t)inserted, "duplicates", (json_int_t)(nm - inserted), "copies",
+	resp = json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:O}", "settled", 1, "through", (json_int_t)max_seq,
+	                 "stored", (json_int_t)inserted, "duplicates", (json_int_t)(nm - inserted), "copies",
 	                 (json_int_t)res.copies, "items", (json_int_t)ni, "rejected", rej_json);
 	if (resp && nr > 0) {
 		snprintf(msg, sizeof(msg),

@@ -75,7 +75,8 @@ static void set_state(struct collector *c, const char *state, const char *recove
 	                    .error = error};
 
 	if (db__pull_update(c->db, &p) < 0)
-		log_warn(&c->log, "pull %" PRId64 ": cannot record its state %s (the database is down): tried again",
+		log_warn(&c->log,
+		         "pull %" PRId64 ": cannot record its state %s (the database is down): tried again",
 		         c->pull.id, state);
 }
 
@@ -97,8 +98,8 @@ static void done_cb(void *ud, int status, const char *error, const char *body, s
 
 	c->pull.in_flight = false;
 	if (!error && status == 202) {
-		log_info(&c->log, "pull %" PRId64 " [%" PRId64 ", %" PRId64 "] accepted by %s as %s", c->pull.id,
-		         c->pull.from_s, c->pull.to_s, c->pull.controller, id ? id : "?");
+		log_info(&c->log, "pull %" PRId64 " [%" PRId64 ", %" PRId64 "] accepted by %s as %s",
+		         c->pull.id, c->pull.from_s, c->pull.to_s, c->pull.controller, id ? id : "?");
 		set_state(c, "accepted", id ? id : "", "");
 		c->pull.failures = 0;
 		c->pulls_accepted++;
@@ -117,8 +118,9 @@ static void done_cb(void *ud, int status, const char *error, const char *body, s
 		/* recoveryd refuses the window: asking again changes nothing. */
 		set_state(c, "failed", "", why);
 		c->pulls_failed++;
-		alarms__raise(&c->alarms, ALARM_PULL_FAILED, "", "pull [%" PRId64 ", %" PRId64 "] refused by %s: %s",
-		              c->pull.from_s, c->pull.to_s, c->pull.controller, why);
+		alarms__raise(&c->alarms, ALARM_PULL_FAILED, "",
+		              "pull [%" PRId64 ", %" PRId64 "] refused by %s: %s", c->pull.from_s,
+		              c->pull.to_s, c->pull.controller, why);
 		pump(c);
 		return;
 	}
@@ -126,7 +128,8 @@ static void done_cb(void *ud, int status, const char *error, const char *body, s
 	c->pull.failures++;
 	if (c->pull.failures == PULL_ALARM_AFTER)
 		alarms__raise(&c->alarms, ALARM_PULL_FAILED, "",
-		              "pull [%" PRId64 ", %" PRId64 "]: %s did not take it %u times (last: %s); retrying",
+		              "pull [%" PRId64 ", %" PRId64
+		              "]: %s did not take it %u times (last: %s); retrying",
 		              c->pull.from_s, c->pull.to_s, c->pull.controller, c->pull.failures, why);
 	/* Capped exponential backoff with jitter, as pushd's sender. */
 	d = c->opt.pull_retry_min_ms;
@@ -136,8 +139,8 @@ static void done_cb(void *ud, int status, const char *error, const char *body, s
 		d = c->opt.pull_retry_max_ms;
 	d = d / 2 + prng__next(&c->pull.prng) % (d / 2 + 1);
 	if (c->pull.failures == 1 || c->pull.failures % 10 == 0)
-		log_warn(&c->log, "pull %" PRId64 " failed (%u in a row): %s; retry in %" PRIu64 " ms", c->pull.id,
-		         c->pull.failures, why, d);
+		log_warn(&c->log, "pull %" PRId64 " failed (%u in a row): %s; retry in %" PRIu64 " ms",
+		         c->pull.id, c->pull.failures, why, d);
 	schedule(c, (uint32_t)d);
 }
 
@@ -164,8 +167,8 @@ static void pump(struct collector *c)
 	headers[5] = sig.sig;
 	headers[6] = NULL;
 	if (r == 0)
-		r = curlev__post(c->pull.http, c->pull.url, headers, body, strlen(body), PULL_TIMEOUT_MS, NULL, done_cb,
-		                 c);
+		r = curlev__post(c->pull.http, c->pull.url, headers, body, strlen(body), PULL_TIMEOUT_MS,
+		                 NULL, done_cb, c);
 	if (r < 0) {
 		log_error(&c->log, "pull %" PRId64 ": cannot send: %s", x.id, tsync_strerror(r));
 		schedule(c, c->opt.pull_retry_max_ms);
@@ -195,7 +198,8 @@ static int add(struct collector *c, int64_t from_s, int64_t to_s, const char *re
 
 	if (r == 1) {
 		c->pull.last_id = p.id;
-		log_warn(&c->log, "pull %" PRId64 " of [%" PRId64 ", %" PRId64 "]: %s", p.id, from_s, to_s, reason);
+		log_warn(&c->log, "pull %" PRId64 " of [%" PRId64 ", %" PRId64 "]: %s", p.id, from_s, to_s,
+		         reason);
 		if (id)
 			*id = p.id;
 		pump(c);
@@ -218,12 +222,14 @@ static void scan(struct collector *c)
 
 		json_array_foreach(json_object_get(s, "gaps"), k, g)
 		{
-			int64_t a = json_integer_value(json_array_get(g, 0)), b = json_integer_value(json_array_get(g, 1));
+			int64_t a = json_integer_value(json_array_get(g, 0)),
+			        b = json_integer_value(json_array_get(g, 1));
 			int64_t before = 0, after = 0;
 			char reason[200];
 
 			/* Before the first sequence stored there is no time to start from. */
-			if (a <= 1 || db__hole_times(c->db, src, stream, a, b, &before, &after) < 0 || !before || !after)
+			if (a <= 1 || db__hole_times(c->db, src, stream, a, b, &before, &after) < 0 ||
+			    !before || !after)
 				continue;
 			snprintf(reason, sizeof(reason), "gap %s %s %" PRId64 "-%" PRId64, src, stream, a, b);
 			add(c, before / 1000000 - 1, after / 1000000 + 2, reason, NULL);
@@ -265,38 +271,45 @@ void pull__post(struct collector *c, struct evhttp_request *req)
 	int r;
 
 	if (!c->pull.url) {
-		httpd__reply_json(req, 409, json_pack("{s:s,s:s}", "field", "site", "error",
-		                                      "no controller with the role recovery and a tcp_port in site.conf"));
+		httpd__reply_json(
+		    req, 409,
+		    json_pack("{s:s,s:s}", "field", "site", "error",
+		              "no controller with the role recovery and a tcp_port in site.conf"));
 	} else if (!json_is_object(body)) {
-		httpd__reply_json(req, 400, json_pack("{s:s,s:s}", "field", "body", "error",
-		                                      why ? why : "a JSON object {\"from\":SEC,\"to\":SEC} is expected"));
+		httpd__reply_json(
+		    req, 400,
+		    json_pack("{s:s,s:s}", "field", "body", "error",
+		              why ? why : "a JSON object {\"from\":SEC,\"to\":SEC} is expected"));
 	} else if (!body_sec(body, "from", &from_s)) {
-		httpd__reply_json(req, 400, json_pack("{s:s,s:s}", "field", "from", "error",
-		                                      "missing or not a time (seconds since the epoch, after 2000)"));
+		httpd__reply_json(req, 400,
+		                  json_pack("{s:s,s:s}", "field", "from", "error",
+		                            "missing or not a time (seconds since the epoch, after 2000)"));
 	} else if (!body_sec(body, "to", &to_s) || to_s <= from_s) {
-		httpd__reply_json(req, 400, json_pack("{s:s,s:s}", "field", "to",
-		                                      "error", "missing, not a time, or not after from"));
+		httpd__reply_json(
+		    req, 400,
+		    json_pack("{s:s,s:s}", "field", "to", "error", "missing, not a time, or not after from"));
 	} else {
 		snprintf(reason, sizeof(reason), "operator %" PRId64, (int64_t)util__realtime_us());
 		r = add(c, from_s, to_s, reason, &id);
 		if (r < 0)
 			httpd__reply_json(req, 503, json_pack("{s:s}", "error", "database unavailable"));
 		else
-			httpd__reply_json(req, 202, json_pack("{s:I,s:I,s:I,s:s,s:s}", "id", (json_int_t)id, "from",
-			                                      (json_int_t)from_s, "to", (json_int_t)to_s, "state",
-			                                      "pending", "recovery", c->pull.controller));
+			httpd__reply_json(req, 202,
+			                  json_pack("{s:I,s:I,s:I,s:s,s:s}", "id", (json_int_t)id, "from",
+			                            (json_int_t)from_s, "to", (json_int_t)to_s, "state",
+			                            "pending", "recovery", c->pull.controller));
 	}
 	json_decref(body);
 }
 
 static void list_cb(void *ud, const struct db_pull *p)
 {
-	json_array_append_new(ud, json_pack("{s:I,s:I,s:I,s:s,s:s,s:I,s:I,s:I,s:s,s:s}", "id", (json_int_t)p->id,
-	                                    "from", (json_int_t)p->from_s, "to", (json_int_t)p->to_s, "reason",
-	                                    p->reason, "state", p->state, "attempts", (json_int_t)p->attempts,
-	                                    "requested", (json_int_t)p->requested_us, "updated",
-	                                    (json_int_t)p->updated_us, "recovery_id", p->recovery_id, "error",
-	                                    p->error));
+	json_array_append_new(ud, json_pack("{s:I,s:I,s:I,s:s,s:s,s:I,s:I,s:I,s:s,s:s}", "id",
+	                                    (json_int_t)p->id, "from", (json_int_t)p->from_s, "to",
+	                                    (json_int_t)p->to_s, "reason", p->reason, "state", p->state,
+	                                    "attempts", (json_int_t)p->attempts, "requested",
+	                                    (json_int_t)p->requested_us, "updated", (json_int_t)p->updated_us,
+	                                    "recovery_id", p->recovery_id, "error", p->error));
 }
 
 void pull__list(struct collector *c, struct evhttp_request *req)
@@ -306,7 +319,8 @@ void pull__list(struct collector *c, struct evhttp_request *req)
 
 	if (r < 0) {
 		json_decref(arr);
-		httpd__reply_json(req, r == DB_EDOWN ? 503 : 500, json_pack("{s:s}", "error", "query failed"));
+		httpd__reply_json(req, r == DB_EDOWN ? 503 : 500,
+		                  json_pack("{s:s}", "error", "query failed"));
 		return;
 	}
 	httpd__reply_json(req, 200,

@@ -109,8 +109,8 @@ static char *answer(uint64_t journaled, uint64_t refused, bool duplicate)
 {
 	char *s = NULL;
 
-	if (asprintf(&s, "{\"journaled\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"duplicate\":%s}", journaled, refused,
-	             duplicate ? "true" : "false") < 0)
+	if (asprintf(&s, "{\"journaled\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"duplicate\":%s}", journaled,
+	             refused, duplicate ? "true" : "false") < 0)
 		return NULL;
 	return s;
 }
@@ -120,8 +120,8 @@ static char *answer(uint64_t journaled, uint64_t refused, bool duplicate)
  * A staging failure makes the commit hook refuse the batch (the request
  * comes again); `*counter` counts what was journaled. Returns 0.
  */
-static int finish(struct pushd *pd, const char *key, int r, uint64_t journaled, uint64_t refused, uint64_t *counter,
-                  char **result)
+static int finish(struct pushd *pd, const char *key, int r, uint64_t journaled, uint64_t refused,
+                  uint64_t *counter, char **result)
 {
 	if (r == 0)
 		r = journal__stage_mark(pd->journal, key);
@@ -132,8 +132,8 @@ static int finish(struct pushd *pd, const char *key, int r, uint64_t journaled, 
 	*counter += journaled;
 	pd->intake_refused += refused;
 	if (refused)
-		log_warn(&pd->log, "%s: %" PRIu64 " entr%s refused (not the owner's things, or bad values)", key, refused,
-		         refused == 1 ? "y" : "ies");
+		log_warn(&pd->log, "%s: %" PRIu64 " entr%s refused (not the owner's things, or bad values)",
+		         key, refused, refused == 1 ? "y" : "ies");
 	*result = answer(journaled, refused, false);
 	return 0;
 }
@@ -152,7 +152,8 @@ static bool seen(struct pushd *pd, const char *key, char **result)
 	return false;
 }
 
-static int stage_entries(struct pushd *pd, const char *owner, json_t *io, uint64_t *journaled, uint64_t *refused)
+static int stage_entries(struct pushd *pd, const char *owner, json_t *io, uint64_t *journaled,
+                         uint64_t *refused)
 {
 	size_t i;
 	json_t *it;
@@ -166,8 +167,9 @@ static int stage_entries(struct pushd *pd, const char *owner, json_t *io, uint64
 		int r;
 
 		e.thing = json_string_value(json_object_get(it, "thing"));
-		if (!owned_by(pd, e.thing, owner, true, &type) || !value_from_json(json_object_get(it, "value"), type, &e.value) ||
-		    !json_is_integer(jt) || !json_is_integer(jb) || json_integer_value(jb) < 0 || !json_is_integer(jv) ||
+		if (!owned_by(pd, e.thing, owner, true, &type) ||
+		    !value_from_json(json_object_get(it, "value"), type, &e.value) || !json_is_integer(jt) ||
+		    !json_is_integer(jb) || json_integer_value(jb) < 0 || !json_is_integer(jv) ||
 		    json_integer_value(jv) < 0) {
 			(*refused)++;
 			continue;
@@ -205,14 +207,18 @@ static int on_recovery_data(void *ud, tsync_node *node, const tsync_request *req
 	r = stage_entries(pd, owner, io, &journaled, &refused);
 	/* Every chunk of a request may repeat the window's "trimmed": one gap per request. */
 	snprintf(gkey, sizeof(gkey), "rg/%s", request);
-	if (r == 0 && trimmed && journal__has_mark(pd->journal, gkey) == 0 && (r = journal__stage_mark(pd->journal, gkey)) == 0) {
+	if (r == 0 && trimmed && journal__has_mark(pd->journal, gkey) == 0 &&
+	    (r = journal__stage_mark(pd->journal, gkey)) == 0) {
 		json_t *ja = json_object_get(trimmed, "from_us"), *jb = json_object_get(trimmed, "to_us");
-		struct journal_entry e = {.via = JOURNAL_VIA_RECOVERY, .kind = JOURNAL_RECOVERY_GAP, .owner = owner};
+		struct journal_entry e = {
+		    .via = JOURNAL_VIA_RECOVERY, .kind = JOURNAL_RECOVERY_GAP, .owner = owner};
 		e.from_us = json_is_integer(ja) ? (int64_t)json_integer_value(ja) : 0;
 		e.to_us = json_is_integer(jb) ? (int64_t)json_integer_value(jb) : -1;
 		r = staged(pd, journal__stage_entry(pd->journal, &e, NULL), &journaled, &refused);
 		if (r == 0)
-			log_warn(&pd->log, "recovery from %s: its history no longer holds [%" PRId64 ", %" PRId64 "] us",
+			log_warn(&pd->log,
+			         "recovery from %s: its history no longer holds [%" PRId64 ", %" PRId64
+			         "] us",
 			         owner, e.from_us, e.to_us);
 	}
 	r = finish(pd, key, r, journaled, refused, &pd->recovered, result);
@@ -243,8 +249,8 @@ static int on_cumul_data(void *ud, tsync_node *node, const tsync_request *req, c
 	const char *thing;
 	int r = TSYNC_ECMD_ARGS;
 
-	if (!owner || tsync_site_controller_find(pd->site, owner) < 0 || !day || strlen(day) != JOURNAL_DAY_LEN ||
-	    !json_is_object(cumuls))
+	if (!owner || tsync_site_controller_find(pd->site, owner) < 0 || !day ||
+	    strlen(day) != JOURNAL_DAY_LEN || !json_is_object(cumuls))
 		goto leave;
 	text = json_dumps(cumuls, JSON_COMPACT | JSON_SORT_KEYS);
 	r = -ENOMEM;

@@ -186,7 +186,8 @@ static void status_cb(void *arg, struct evhttp_request *req, const char *uri)
 		                    "thingsync_pushd_intake_duplicates_total %" PRIu64 "\n"
 		                    "# TYPE thingsync_pushd_intake_refused_total counter\n"
 		                    "thingsync_pushd_intake_refused_total %" PRIu64 "\n",
-		                    pd->recovered, pd->cumuls_journaled, pd->intake_duplicates, pd->intake_refused);
+		                    pd->recovered, pd->cumuls_journaled, pd->intake_duplicates,
+		                    pd->intake_refused);
 		httpd__metrics(pd->status_http, "thingsync_pushd_", out);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 		                  "text/plain; version=0.0.4");
@@ -200,10 +201,10 @@ static void status_cb(void *arg, struct evhttp_request *req, const char *uri)
 		}
 		evbuffer_add_printf(
 		    out,
-		    "{\"source\":\"%s\",\"journal\":{\"stream\":\"%s\",\"cursor\":%" PRIu64 ",\"last_seq\":%" PRIu64
-		    ",\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"full\":%s},"
-		    "\"sender\":{\"connected\":%s,\"stream_refused\":%s,\"in_flight\":%s,\"posts_ok\":%" PRIu64
-		    ",\"posts_failed\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"refused\":%" PRIu64
+		    "{\"source\":\"%s\",\"journal\":{\"stream\":\"%s\",\"cursor\":%" PRIu64
+		    ",\"last_seq\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"full\":%s},"
+		    "\"sender\":{\"connected\":%s,\"stream_refused\":%s,\"in_flight\":%s,\"posts_ok\":"
+		    "%" PRIu64 ",\"posts_failed\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"refused\":%" PRIu64
 		    ",\"backoff_ms\":%u},\"backpressure\":%s,\"duplicates_skipped\":%" PRIu64
 		    ",\"csv\":{\"imported\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"done\":%s},"
 		    "\"intake\":{\"recovered\":%" PRIu64 ",\"cumuls\":%" PRIu64 ",\"duplicates\":%" PRIu64

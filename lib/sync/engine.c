@@ -1001,8 +1001,8 @@ void engine__window_done(struct sync_engine *e, struct sync_peer *p, struct dedu
 			k = realloc(e->kept, cap * sizeof(*k));
 			if (!k) {
 				/* Left "outcome unknown" on disk: a resent request learns no more. */
-				log_error(e->log, "out of memory keeping the answer to %s's request %llu", p->name,
-				          (unsigned long long)id);
+				log_error(e->log, "out of memory keeping the answer to %s's request %llu",
+				          p->name, (unsigned long long)id);
 				return;
 			}
 			e->kept = k;
@@ -1025,7 +1025,8 @@ static void kept_flush(struct sync_engine *e, bool write)
 	for (size_t i = 0; i < e->n_kept; i++) {
 		struct kept_answer *k = &e->kept[i];
 		if (write)
-			e->ops.persist_answer(e->ops.ctx, e->peers[k->peer].name, k->ob, k->id, k->err, k->res);
+			e->ops.persist_answer(e->ops.ctx, e->peers[k->peer].name, k->ob, k->id, k->err,
+			                      k->res);
 		free(k->err);
 		free(k->res);
 	}

@@ -463,7 +463,8 @@ struct dedup_win *engine__window(struct sync_engine *e, struct sync_peer *p, uin
  * precedes the answers: a power cut between the act and that commit may
  * undo the mark, and the repeat acts again (at least once); a crash in the
  * instant between this commit and the act's start loses the act, answered
- * "outcome unknown" (engine__window_pending) to the sender. 0, or the commit's error (then the caller must not act). */
+ * "outcome unknown" (engine__window_pending) to the sender. 0, or the commit's error (then the caller must
+ * not act). */
 int engine__act_point(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w);
 /* Marks id executed in w, and remembers its answer (strings copied). */
 void engine__window_done(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id,

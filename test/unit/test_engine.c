@@ -1292,13 +1292,15 @@ static void test_crash_between_act_and_hook(void **state)
 	assert_true(sim_settle(s, 5000000));
 	memset(&d, 0, sizeof(d));
 	memset(&ok, 0, sizeof(ok));
-	assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done, &ok, s->now), 0);
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done, &ok, s->now), 0);
 	assert_true(sim_settle(s, 5000000));
 	assert_int_equal(ok.status, 0);
 	assert_int_equal(j.commits, 1);
 
 	s->n[0].crash_after_act = true;
-	assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done, &d, s->now), 0);
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done, &d, s->now), 0);
 	sim_run(s, s->now + 50000);
 	assert_false(s->n[0].alive);
 	assert_int_equal(s->n[0].cmds, 2);

@@ -17,7 +17,8 @@ static long push_items(struct env *e, const char *items, json_t **out)
 	char *body = NULL;
 	long status;
 
-	assert_true(asprintf(&body, "{\"source\":\"PUSH\",\"stream\":\"%s\",\"boot\":1,\"measurements\":[%s]}",
+	assert_true(asprintf(&body,
+	                     "{\"source\":\"PUSH\",\"stream\":\"%s\",\"boot\":1,\"measurements\":[%s]}",
 	                     TEST_STREAM, items) > 0);
 	status = signed_http(e, "POST", "/v1/push", body, out);
 	free(body);
@@ -67,7 +68,8 @@ static void check_items(struct env *e)
 	size_t i;
 
 	snprintf(items, sizeof(items),
-	         "{\"seq\":1,\"thing\":\"t0\",\"value\":5,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":1},"
+	         "{\"seq\":1,\"thing\":\"t0\",\"value\":5,\"time\":%" PRId64
+	         ",\"owner_boot\":3,\"version\":1},"
 	         "{\"seq\":2,\"thing\":\"t0\",\"value\":5,\"time\":%" PRId64
 	         ",\"owner_boot\":3,\"version\":1,\"source\":\"recovery\"},"
 	         "{\"seq\":3,\"thing\":\"t0\",\"value\":6,\"time\":%" PRId64
@@ -98,7 +100,9 @@ static void check_items(struct env *e)
 	}
 	/* The recovered change again, live now: a copy; it keeps the path it came by first. */
 	snprintf(items, sizeof(items),
-	         "{\"seq\":11,\"thing\":\"t0\",\"value\":6,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":2}", t + 5);
+	         "{\"seq\":11,\"thing\":\"t0\",\"value\":6,\"time\":%" PRId64
+	         ",\"owner_boot\":3,\"version\":2}",
+	         t + 5);
 	assert_int_equal(push_items(e, items, &j), 200);
 	assert_int_equal(jint(j, "stored", NULL), 0);
 	assert_int_equal(jint(j, "copies", NULL), 1);
@@ -111,7 +115,8 @@ static void check_items(struct env *e)
 	{
 		assert_string_equal(json_string_value(json_object_get(m, "owner")), "OWNER");
 		assert_int_equal(jint(m, "version", NULL), (int64_t)i + 1);
-		assert_string_equal(json_string_value(json_object_get(m, "via")), i == 0 ? "live" : "recovery");
+		assert_string_equal(json_string_value(json_object_get(m, "via")),
+		                    i == 0 ? "live" : "recovery");
 	}
 	json_decref(j);
 	/* Every sequence is accounted for: no hole, nothing missing. */
@@ -156,11 +161,12 @@ static void check_items(struct env *e)
 	}
 	json_decref(j);
 	/* A sequence of an item sent again with other content: the stream went backwards. */
-	assert_int_equal(push_items(e,
-	                            "{\"seq\":4,\"kind\":\"recovery_gap\",\"owner\":\"OWNER\",\"from\":1764547200000000,"
-	                            "\"to\":1764550800000001}",
-	                            &j),
-	                 409);
+	assert_int_equal(
+	    push_items(e,
+	               "{\"seq\":4,\"kind\":\"recovery_gap\",\"owner\":\"OWNER\",\"from\":1764547200000000,"
+	               "\"to\":1764550800000001}",
+	               &j),
+	    409);
 	json_decref(j);
 	assert_int_equal(count_of(e, "/v1/recovery_gaps", "gaps"), 1);
 }
@@ -199,14 +205,17 @@ static void test_collector_items_postgres(void **state)
 static void test_migrate_2_sqlite(void **state)
 {
 	static const char *const v2[] = {
-	    "CREATE TABLE measurements (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT NULL,"
+	    "CREATE TABLE measurements (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT "
+	    "NOT NULL,"
 	    " thing TEXT NOT NULL, vtype TEXT NOT NULL, value TEXT NOT NULL, time_us BIGINT NOT NULL,"
 	    " owner_boot BIGINT NOT NULL, version BIGINT NOT NULL, received_us BIGINT NOT NULL,"
 	    " PRIMARY KEY (source, stream, seq))",
-	    "CREATE TABLE rejected (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT NULL,"
+	    "CREATE TABLE rejected (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT "
+	    "NULL,"
 	    " field TEXT NOT NULL, error TEXT NOT NULL, item TEXT NOT NULL, received_us BIGINT NOT NULL,"
 	    " PRIMARY KEY (source, stream, seq))",
-	    "CREATE TABLE sources (source TEXT PRIMARY KEY, last_seen_us BIGINT NOT NULL, last_seq BIGINT NOT NULL,"
+	    "CREATE TABLE sources (source TEXT PRIMARY KEY, last_seen_us BIGINT NOT NULL, last_seq BIGINT "
+	    "NOT NULL,"
 	    " boot BIGINT NOT NULL, stream TEXT NOT NULL DEFAULT '')",
 	    "CREATE TABLE streams (source TEXT NOT NULL, stream TEXT NOT NULL, first_seq BIGINT NOT NULL,"
 	    " last_seq BIGINT NOT NULL, first_us BIGINT NOT NULL, last_us BIGINT NOT NULL,"
@@ -214,8 +223,10 @@ static void test_migrate_2_sqlite(void **state)
 	    "CREATE TABLE thingsync_schema (version BIGINT NOT NULL)",
 	    "INSERT INTO thingsync_schema VALUES (2)",
 	    "INSERT INTO measurements VALUES"
-	    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, 't0', 'int', '1', 1700000000000000, 3, 1, 1700000000000000),"
-	    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 2, 't0', 'int', '2', 1700000000000001, 3, 2, 1700000000000000),"
+	    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, 't0', 'int', '1', 1700000000000000, 3, 1, "
+	    "1700000000000000),"
+	    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 2, 't0', 'int', '2', 1700000000000001, 3, 2, "
+	    "1700000000000000),"
 	    " ('PUSH', '" TEST_STREAM "', 1, 't0', 'int', '2', 1700000000000005, 3, 2, 1700000000000009),"
 	    " ('PUSH', '" TEST_STREAM "', 2, 't1', 'int', '7', 1700000000000006, 3, 1, 1700000000000009)",
 	    "INSERT INTO sources VALUES ('PUSH', 1700000000000009, 2, 1, '" TEST_STREAM "')",
@@ -240,7 +251,8 @@ static void test_migrate_2_sqlite(void **state)
 	{
 		assert_string_equal(json_string_value(json_object_get(m, "owner")), "OWNER");
 		assert_string_equal(json_string_value(json_object_get(m, "via")), "live");
-		assert_string_equal(json_string_value(json_object_get(m, "stream")), "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+		assert_string_equal(json_string_value(json_object_get(m, "stream")),
+		                    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
 	}
 	json_decref(j);
 	src = source_push(e);
@@ -278,13 +290,15 @@ static void rreq_done(void *ud, tsync_node *node, int status, const char *result
 	json_t *j = result ? json_loads(result, 0, NULL) : NULL;
 
 	if (q->done)
-		fprintf(stderr, "recovery_data_request answered again: %d %s\n", status, result ? result : "-");
+		fprintf(stderr, "recovery_data_request answered again: %d %s\n", status,
+		        result ? result : "-");
 	if (q->done)
 		return;
 	q->done = true;
 	q->status = status;
 	if (!j || !json_object_get(j, "entries"))
-		fprintf(stderr, "recovery_data_request answered %d: %s\n", status, result ? result : "(none)");
+		fprintf(stderr, "recovery_data_request answered %d: %s\n", status,
+		        result ? result : "(none)");
 	q->chunks = jint(j, "chunks", NULL);
 	q->entries = jint(j, "entries", NULL);
 	q->trimmed = json_is_true(json_object_get(j, "trimmed"));
@@ -333,7 +347,8 @@ static void ask_recovery(struct env *e, struct rreq *q, int64_t from_s, int64_t 
 	         "{\"lost_connection_time\":%" PRId64 ",\"restored_connection_time\":%" PRId64
 	         ",\"deliver_to\":\"PUSH\",\"request_id\":\"%s\"}",
 	         from_s, to_s, id);
-	assert_int_equal(tsync_node_request(e->recov, "OWNER", "recovery_data_request", body, rreq_done, q), 0);
+	assert_int_equal(tsync_node_request(e->recov, "OWNER", "recovery_data_request", body, rreq_done, q),
+	                 0);
 }
 
 /* The request answered and every chunk delivered (OWNER has nothing unanswered). */
@@ -344,7 +359,8 @@ static bool pred_recovered(struct env *e, void *arg)
 }
 
 /* How often each value base..base+n-1 of `thing` is stored; the others are counted in *other. */
-static void count_values(struct env *e, const char *thing, int64_t base, int64_t n, int *count, int64_t *other)
+static void count_values(struct env *e, const char *thing, int64_t base, int64_t n, int *count,
+                         int64_t *other)
 {
 	int64_t after = 0;
 
@@ -353,7 +369,8 @@ static void count_values(struct env *e, const char *thing, int64_t base, int64_t
 		json_t *page, *m;
 		size_t i, got;
 
-		snprintf(path, sizeof(path), "/v1/measurements?thing=%s&after_seq=%" PRId64 "&limit=10000", thing, after);
+		snprintf(path, sizeof(path), "/v1/measurements?thing=%s&after_seq=%" PRId64 "&limit=10000",
+		         thing, after);
 		page = col_get(e, path);
 		assert_non_null(page);
 		got = json_array_size(json_object_get(page, "measurements"));
@@ -410,7 +427,8 @@ static void check_once(const int *count, int64_t base, int n)
 			continue;
 		while (j + 1 < n && count[j + 1] == count[i])
 			j++;
-		fprintf(stderr, "values %" PRId64 "..%" PRId64 " stored %d times\n", base + i, base + j, count[i]);
+		fprintf(stderr, "values %" PRId64 "..%" PRId64 " stored %d times\n", base + i, base + j,
+		        count[i]);
 		bad += j - i + 1;
 		i = j;
 	}
@@ -426,11 +444,12 @@ static void check_once(const int *count, int64_t base, int n)
 static void test_recovery_intake_kill9(void **state)
 {
 	struct env *e = *state;
-	const int n = 4000;
+	const int n = 6000;
 	const int64_t base = 5000000;
 	unsigned seed = (unsigned)now_us();
 	int *count = calloc((size_t)n, sizeof(int));
 	int64_t from_s, to_s, other = 0, copies;
+	int kills = 0;
 	struct rreq q;
 	json_t *src;
 
@@ -447,10 +466,11 @@ static void test_recovery_intake_kill9(void **state)
 	to_s = now_us() / 1000000 + 1;
 	ask_recovery(e, &q, from_s, to_s, "kill9");
 	for (int round = 0; round < 6 && !pred_recovered(e, &q); round++) {
-		struct timeval tv = {0, (suseconds_t)(rand_r(&seed) % 250000)};
+		struct timeval tv = {0, (suseconds_t)(rand_r(&seed) % 120000)};
 
 		event_base_loopexit(e->base, &tv);
 		event_base_dispatch(e->base);
+		kills += !pred_recovered(e, &q);
 		stop_proc(&e->pushd, SIGKILL);
 		tv.tv_usec = (suseconds_t)(rand_r(&seed) % 100000);
 		event_base_loopexit(e->base, &tv);
@@ -458,6 +478,8 @@ static void test_recovery_intake_kill9(void **state)
 		start_pushd_ready(e);
 	}
 	assert_true(wait_for(e, pred_recovered, &q, 120000));
+	fprintf(stderr, "pushd killed -9 %d times while chunks arrived\n", kills);
+	assert_true(kills >= 2);
 	if (q.status != 0 || q.entries != n + 1)
 		fail_msg("recovery_data_request answered %d, %" PRId64 " entries", q.status, q.entries);
 	assert_true(q.chunks > 100);
@@ -518,8 +540,9 @@ static void test_recovery_gap_alarm(void **state)
 	start_pushd_ready(e);
 	from_s = now_us() / 1000000 - 1;
 	set_r_values(e, base, n);
-	assert_int_equal(tsync_node_history_query(e->owner, NULL, from_s * 1000000, now_us() + 1000000, NULL, NULL, &w),
-	                 0);
+	assert_int_equal(
+	    tsync_node_history_query(e->owner, NULL, from_s * 1000000, now_us() + 1000000, NULL, NULL, &w),
+	    0);
 	assert_true(w.trimmed);
 	ask_recovery(e, &q, from_s, now_us() / 1000000 + 1, "gap");
 	assert_true(wait_for(e, pred_recovered, &q, 60000));
@@ -665,7 +688,8 @@ static void check_pull_contract(struct env *e)
 	    {NULL, 0, 0, false, false},
 	};
 	struct fake_recoveryd f = {.refuse = 2, .bodies = json_array()};
-	const char *extra[] = {"--pull-scan", "1", "--pull-retry-min-ms", "50", "--pull-retry-max-ms", "200", NULL};
+	const char *extra[] = {"--pull-scan", "1", "--pull-retry-min-ms", "50", "--pull-retry-max-ms",
+	                       "200",         NULL};
 	struct httpd_config cfg;
 	struct pull_q q = {0, "accepted"};
 	char items[1024];
@@ -696,13 +720,15 @@ static void check_pull_contract(struct env *e)
 		assert_int_equal(http("POST", url, "{\"from\":1764547200,\"to\":1764550800}", h, NULL), 401);
 		curl_slist_free_all(h);
 	}
-	assert_int_equal(signed_http(e, "POST", "/v1/pull", "{\"from\":1764550800,\"to\":1764547200}", &j), 400);
+	assert_int_equal(signed_http(e, "POST", "/v1/pull", "{\"from\":1764550800,\"to\":1764547200}", &j),
+	                 400);
 	assert_string_equal(json_string_value(json_object_get(j, "field")), "to");
 	json_decref(j);
 	assert_int_equal(signed_http(e, "POST", "/v1/pull", "{\"to\":1764547200}", &j), 400);
 	assert_string_equal(json_string_value(json_object_get(j, "field")), "from");
 	json_decref(j);
-	assert_int_equal(signed_http(e, "POST", "/v1/pull", "{\"from\":1764547200,\"to\":1764550800}", &j), 202);
+	assert_int_equal(signed_http(e, "POST", "/v1/pull", "{\"from\":1764547200,\"to\":1764550800}", &j),
+	                 202);
 	q.id = jint(j, "id", NULL);
 	assert_string_equal(json_string_value(json_object_get(j, "recovery")), "RECOV");
 	json_decref(j);
@@ -720,11 +746,12 @@ static void check_pull_contract(struct env *e)
 	json_decref(p);
 
 	/* A hole in the stream (sequences 3..7 missing): pulled by itself, once. */
-	snprintf(items, sizeof(items),
-	         "{\"seq\":1,\"thing\":\"t0\",\"value\":1,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":1},"
-	         "{\"seq\":2,\"thing\":\"t0\",\"value\":2,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":2},"
-	         "{\"seq\":8,\"thing\":\"t0\",\"value\":8,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":8}",
-	         t, t + 1000000, t + 30000000);
+	snprintf(
+	    items, sizeof(items),
+	    "{\"seq\":1,\"thing\":\"t0\",\"value\":1,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":1},"
+	    "{\"seq\":2,\"thing\":\"t0\",\"value\":2,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":2},"
+	    "{\"seq\":8,\"thing\":\"t0\",\"value\":8,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":8}",
+	    t, t + 1000000, t + 30000000);
 	assert_int_equal(push_items(e, items, &j), 200);
 	json_decref(j);
 	f.refuse = 3; /* = calls so far: the next one is taken */
@@ -812,13 +839,15 @@ static void test_cumul_intake(void **state)
 
 	start_collector(e, NULL);
 	start_pushd_ready(e);
-	assert_int_equal(send_cumuls(e, "{\"t1\":{\"count\":3,\"min\":1},\"r0\":{\"count\":1},\"temp\":{\"mean\":20.5},"
-	                                "\"nope\":{\"count\":9}}"),
-	                 3);
+	assert_int_equal(
+	    send_cumuls(e, "{\"t1\":{\"count\":3,\"min\":1},\"r0\":{\"count\":1},\"temp\":{\"mean\":20.5},"
+	                   "\"nope\":{\"count\":9}}"),
+	    3);
 	/* The same day again (forensicd sent it again after a crash): nothing new. */
-	assert_int_equal(send_cumuls(e, "{\"t1\":{\"count\":3,\"min\":1},\"r0\":{\"count\":1},\"temp\":{\"mean\":20.5},"
-	                                "\"nope\":{\"count\":9}}"),
-	                 0);
+	assert_int_equal(
+	    send_cumuls(e, "{\"t1\":{\"count\":3,\"min\":1},\"r0\":{\"count\":1},\"temp\":{\"mean\":20.5},"
+	                   "\"nope\":{\"count\":9}}"),
+	    0);
 	/* Other content for t1's day: journaled, refused by the collector. */
 	assert_int_equal(send_cumuls(e, "{\"t1\":{\"count\":4,\"min\":1}}"), 1);
 	assert_true(wait_for(e, pred_drained, NULL, 30000));
@@ -900,8 +929,9 @@ static void test_outage_journal_and_recovery(void **state)
 		snprintf(name, sizeof(name), "t%d", k);
 		count_values(e, name, v_stop, n, count, &other);
 	}
-	fprintf(stderr, "outage: %" PRId64 " changes; the journal alone brought %" PRId64 ", with recovery %" PRId64
-	                " (copies at the collector: %" PRId64 ")\n",
+	fprintf(stderr,
+	        "outage: %" PRId64 " changes; the journal alone brought %" PRId64 ", with recovery %" PRId64
+	        " (copies at the collector: %" PRId64 ")\n",
 	        n, live, n, col_metric(e, "thingsync_collector_measurements_copies_total"));
 	check_once(count, v_stop, (int)n);
 	/* The recovered copies of what the journal had were recognised as such. */
@@ -966,8 +996,8 @@ static void test_restored_db_pull(void **state)
 	e->recov = NULL;
 	owner_with_history(e, 0);
 	site_variant(e, rport, true);
-	start_collector(e, (const char *[]){"--pull-scan", "0", "--pull-retry-min-ms", "100", "--pull-retry-max-ms",
-	                                    "500", NULL});
+	start_collector(e, (const char *[]){"--pull-scan", "0", "--pull-retry-min-ms", "100",
+	                                    "--pull-retry-max-ms", "500", NULL});
 	start_pushd_ready(e);
 	snprintf(rstate, sizeof(rstate), "%s/recov", e->dir);
 	snprintf(listen, sizeof(listen), "127.0.0.1:%u", rport);
@@ -996,8 +1026,8 @@ static void test_restored_db_pull(void **state)
 	snprintf(backup, sizeof(backup), "%s/collector.db.backup", e->dir);
 	copy_file(db, backup);
 	v_backup = e->next_value;
-	start_collector(e, (const char *[]){"--pull-scan", "0", "--pull-retry-min-ms", "100", "--pull-retry-max-ms",
-	                                    "500", NULL});
+	start_collector(e, (const char *[]){"--pull-scan", "0", "--pull-retry-min-ms", "100",
+	                                    "--pull-retry-max-ms", "500", NULL});
 	from_s = now_us() / 1000000 - 1;
 	/* Phase B, stored, then lost: the database goes back to the backup. */
 	e->producing = true;
@@ -1013,8 +1043,8 @@ static void test_restored_db_pull(void **state)
 	unlink(wal);
 	snprintf(wal, sizeof(wal), "%s-shm", db);
 	unlink(wal);
-	start_collector(e, (const char *[]){"--pull-scan", "0", "--pull-retry-min-ms", "100", "--pull-retry-max-ms",
-	                                    "500", NULL});
+	start_collector(e, (const char *[]){"--pull-scan", "0", "--pull-retry-min-ms", "100",
+	                                    "--pull-retry-max-ms", "500", NULL});
 	count = calloc((size_t)(v_end - v_backup), sizeof(int));
 	for (int k = 0; k < K_THINGS; k++) {
 		char name[16];
@@ -1024,7 +1054,8 @@ static void test_restored_db_pull(void **state)
 	for (int64_t i = 0; i < v_end - v_backup; i++)
 		assert_int_equal(count[i], 0);
 	/* The operator pulls the lost time. */
-	snprintf(body, sizeof(body), "{\"from\":%" PRId64 ",\"to\":%" PRId64 "}", from_s, now_us() / 1000000 + 1);
+	snprintf(body, sizeof(body), "{\"from\":%" PRId64 ",\"to\":%" PRId64 "}", from_s,
+	         now_us() / 1000000 + 1);
 	assert_int_equal(signed_http(e, "POST", "/v1/pull", body, &j), 202);
 	json_decref(j);
 	{
@@ -1052,15 +1083,17 @@ static void test_restored_db_pull(void **state)
 			}
 		}
 		fprintf(stderr,
-		        "restored database: %" PRId64 " changes lost, %" PRId64 " back after the pull, within %" PRId64
+		        "restored database: %" PRId64 " changes lost, %" PRId64
+		        " back after the pull, within %" PRId64
 		        " ms of POST /v1/pull (polled every 200 ms)\n",
 		        n, done, mono_ms() - t0);
 		assert_true(wait_for(e, pred_drained, NULL, 30000));
 		check_once(count, v_backup, (int)n);
 	}
 	j = col_get(e, "/v1/pulls");
-	assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(j, "pulls"), 0), "state")),
-	                    "accepted");
+	assert_string_equal(
+	    json_string_value(json_object_get(json_array_get(json_object_get(j, "pulls"), 0), "state")),
+	    "accepted");
 	json_decref(j);
 	/* The backup's changes are still there once each. */
 	{
@@ -1083,4 +1116,88 @@ static void test_restored_db_pull(void **state)
 		int status = stop_proc(&rec, SIGTERM);
 		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	}
+}
+
+/* --- a CSV import that carries the owner's (boot, version) ------------------------------------ */
+
+static bool pred_csv_done(struct env *e, void *arg)
+{
+	json_t *s = pushd_status(e);
+	bool ok = s && json_is_true(json_object_get(json_object_get(s, "csv"), "done")) &&
+	          jint(s, "journal", "entries") == 0;
+
+	json_decref(s);
+	return ok;
+}
+
+static bool pred_value_stored(struct env *e, void *arg)
+{
+	int64_t o = 0;
+	int c = 0;
+
+	count_values(e, "t0", *(int64_t *)arg, 1, &c, &o);
+	return c > 0;
+}
+
+/*
+ * A CSV file with the owner's (boot, version) of each line: a change the
+ * collector has from the mesh is stored once (a copy), a new one is stored
+ * marked import; a line with only one of the two is refused by pushd.
+ */
+static void test_csv_import_identity(void **state)
+{
+	struct env *e = *state;
+	int64_t value = 4242, boot, version, o = 0;
+	char path[600], csv_arg[620], text[512];
+	const char *extra[] = {"--csv", csv_arg, NULL};
+	json_t *j, *m, *s;
+	tsync_value v = tsync_int(value);
+	int c = 0;
+	size_t i;
+
+	start_collector(e, NULL);
+	start_pushd_ready(e);
+	assert_int_equal(tsync_node_set(e->owner, "t0", &v), 0);
+	assert_true(wait_for(e, pred_value_stored, &value, 30000));
+	j = col_get(e, "/v1/measurements?thing=t0");
+	m = json_array_get(json_object_get(j, "measurements"),
+	                   json_array_size(json_object_get(j, "measurements")) - 1);
+	boot = jint(m, "owner_boot", NULL);
+	version = jint(m, "version", NULL);
+	json_decref(j);
+	stop_proc(&e->pushd, SIGTERM);
+	snprintf(text, sizeof(text),
+	         "time,thing,value,owner_boot,version\n"
+	         "%" PRId64 ",t0,%" PRId64 ",%" PRId64 ",%" PRId64 "\n"
+	         "%" PRId64 ",t1,77,%" PRId64 ",999999\n"
+	         "%" PRId64 ",t2,78,%" PRId64 "\n",
+	         now_us() / 1000000 - 10, value, boot, version, now_us() / 1000000 - 9, boot,
+	         now_us() / 1000000 - 8, boot);
+	snprintf(path, sizeof(path), "%s/identity.csv", e->dir);
+	{
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		fputs(text, f);
+		fclose(f);
+	}
+	snprintf(csv_arg, sizeof(csv_arg), "%s", path);
+	start_pushd(e, extra);
+	assert_true(wait_for(e, pred_pushd_up, NULL, 20000));
+	assert_true(wait_for(e, pred_csv_done, NULL, 30000));
+	s = pushd_status(e);
+	assert_int_equal(jint(s, "csv", "imported"), 2);
+	assert_int_equal(jint(s, "csv", "refused"), 1);
+	json_decref(s);
+	/* t0's change once, as it came first (live); t1's, new, as imported. */
+	count_values(e, "t0", value, 1, &c, &o);
+	assert_int_equal(c, 1);
+	j = col_get(e, "/v1/measurements?thing=t1");
+	assert_int_equal(json_array_size(json_object_get(j, "measurements")), 1);
+	json_array_foreach(json_object_get(j, "measurements"), i, m)
+	{
+		assert_string_equal(json_string_value(json_object_get(m, "via")), "import");
+		assert_int_equal(jint(m, "version", NULL), 999999);
+	}
+	json_decref(j);
+	assert_int_equal(col_metric(e, "thingsync_collector_measurements_copies_total"), 1);
 }

@@ -527,7 +527,8 @@ static int setup(void **state)
 	for (int k = 0; k < R_THINGS; k++)
 		n += (size_t)snprintf(text + n, sizeof(text) - n,
 		                      "[thing r%d]\nowner = OWNER\ntype = int\nusers = PUSH, RECOV\n\n", k);
-	n += (size_t)snprintf(text + n, sizeof(text) - n, "[thing q0]\nowner = OWNER\ntype = int\nusers = RECOV\n\n");
+	n += (size_t)snprintf(text + n, sizeof(text) - n,
+	                      "[thing q0]\nowner = OWNER\ntype = int\nusers = RECOV\n\n");
 	if (with_thingsd) {
 		n += (size_t)snprintf(text + n, sizeof(text) - n,
 		                      "[controller TD]\nhost = 127.0.0.1\nudp_port = %u\ntcp_port = %u\n\n",
@@ -2683,6 +2684,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_cumul_intake, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outage_journal_and_recovery, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_restored_db_pull, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_csv_import_identity, setup, teardown),
 	};
 	int r;
 
