@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/demo.sh: installs what is missing, builds thingsync into build/ and
-# runs a living site on loopback to poke with thingsctl: three thingsd daemons
+# runs a living site on loopback to watch in a browser (it prints PI-Show's page
+# first) and poke with thingsctl: three thingsd daemons
 # and the example controller motion-light (tools/examples/demo-site.sh). It
 # prints how to poke the site and watches it; Ctrl-C stops it cleanly, and so
 # do closing its terminal (SIGHUP) and SIGTERM: nothing it started is left.

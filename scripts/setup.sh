@@ -15,6 +15,12 @@ BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libevent-dev libjansson-d
 # clang 14 is Debian 12's clang; libFuzzer and the sanitizer runtimes for it
 # live in libclang-rt-14-dev.
 TEST_PKGS=(clang libclang-rt-14-dev valgrind g++ postgresql mosquitto openssl curl tzdata)
+# The browser tests (test/browser): Debian's chromium, driven from node with
+# puppeteer-core (installed by scripts/test.sh with npm ci). A node from
+# elsewhere (with its own npm) is used as it is.
+TEST_PKGS+=(chromium)
+command -v node >/dev/null 2>&1 || TEST_PKGS+=(nodejs)
+command -v npm >/dev/null 2>&1 || TEST_PKGS+=(npm)
 # apt's package lists younger than this are trusted without apt-get update.
 LISTS_MAX_AGE_MIN=60
 

@@ -104,6 +104,13 @@ if ! bash "$ROOT/scripts/setup.sh" --test; then
 	note_failure "setup"
 fi
 
+# 1b. The browser tests' driver (test/browser/package-lock.json), from the npm
+# registry; no browser is downloaded (Debian's chromium is used).
+say "browser tests: npm ci"
+if ! (cd "$ROOT/test/browser" && as_user env PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error); then
+	note_failure "browser tests: npm ci"
+fi
+
 # 2-3. Normal build, warnings as errors, and its suite.
 say "build-ci: configure and build"
 if configure build-ci -Dwerror=true -Dtests=enabled && as_user ninja -C build-ci; then

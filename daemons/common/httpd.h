@@ -9,7 +9,9 @@
  *    server's own is refused, whatever its method.
  *  - Authentication before the body. Where a signature is required (off
  *    loopback, or asked for), the request's head carries the site-key
- *    signature of tsync_site_sign_request(), over the body's hash. It is
+ *    signature of tsync_site_sign_request(), over the body's hash (or the
+ *    same made with the dashboard token, which may do less: see
+ *    httpd__dashboard_token). It is
  *    checked, the time window and the replay cache included, as soon as the
  *    head has arrived: a request that fails is given no room for a body.
  *  - Bounded. Each route has its own body cap, refused before the body is
@@ -41,6 +43,9 @@ struct httpd;
 enum {
 	HTTPD_GET = 1u << 0,
 	HTTPD_POST = 1u << 1,
+	/* With HTTPD_POST: a POST the dashboard token may sign too (it may GET
+	 * any route that is not signed_only). */
+	HTTPD_DASHBOARD = 1u << 2,
 };
 
 #define HTTPD_DEFAULT_MAX_CONNECTIONS   64
@@ -145,6 +150,16 @@ int httpd__split_listen(const char *spec, char *host, size_t hostlen, uint16_t *
 
 /* Whether an address to listen on is loopback only (NULL counts: the default). */
 bool httpd__is_loopback(const char *host);
+
+/*
+ * The dashboard token: the site key's tag of "thingsync-dashboard-1\n" SITE_NAME.
+ * A browser signs with it as with the site key (same algorithm, the token
+ * as the key); the server takes such a request only for a GET of a route
+ * that is not signed_only, or a POST to a route marked HTTPD_DASHBOARD. It
+ * cannot be turned back into the site key.
+ * @return 0; TSYNC_EKEY when the site has no key; -EINVAL.
+ */
+int httpd__dashboard_token(const tsync_site *site, uint8_t token[TSYNC_TAG_BYTES]);
 
 /* --- the client side: signing a request -------------------------------------------------- */
 

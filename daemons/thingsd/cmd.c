@@ -461,6 +461,40 @@ int cmd__register(struct thingsd *td)
 	return 0;
 }
 
+/* A cum read through the API of the owner itself (thingsctl cum): the
+ * node's cumul, answered as a cum request over the mesh would be. The reset
+ * is the forensics controller's, over the mesh, not the API's. */
+static int local_cum(struct thingsd *td, json_t *msg, char **result, const char **err)
+{
+	const char *fld = json_string_value(json_object_get(msg, "fld"));
+	const json_t *day = json_object_get(msg, "day");
+	char *cum = NULL;
+	json_t *c, *ans;
+	int r;
+
+	if (json_is_null(day))
+		day = NULL;
+	if (!fld || (day && !json_is_string(day))) {
+		*err = "err_cmd_args";
+		return TSYNC_ECMD_ARGS;
+	}
+	r = tsync_node_cumul(td->node, fld, json_string_value(day), &cum);
+	if (r < 0) {
+		*err = r == TSYNC_EUNKNOWN_THING ? "err_ip_in_io"
+		       : r == TSYNC_ENOT_USED    ? "err_ip_in_ths_i_use"
+		       : r == TSYNC_EVALUE       ? "err_ip_in_val"
+		                                 : "err_cmd_failed";
+		return r;
+	}
+	c = json_loads(cum, 0, NULL);
+	free(cum);
+	ans = c ? json_pack("{sssssO}", "type", "cum", "fld", fld, "cum", c) : NULL;
+	json_decref(c);
+	*result = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
+	json_decref(ans);
+	return *result ? 0 : -ENOMEM;
+}
+
 int cmd__run_local(struct thingsd *td, const char *type, const char *role, const char *cmd,
                    const char *body_json, char **result, const char **err)
 {
@@ -501,6 +535,10 @@ int cmd__run_local(struct thingsd *td, const char *type, const char *role, const
 		}
 	} else if (!strcmp(type, "clim") && clim_role(td)) {
 		fn = on_clim;
+	} else if (!strcmp(type, "cum")) {
+		r = local_cum(td, msg, result, err);
+		json_decref(msg);
+		return r;
 	} else {
 		td_warn("err_ip_in_req message type error, requester=http with <%s>", type);
 		json_decref(msg);

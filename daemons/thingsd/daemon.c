@@ -300,6 +300,11 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 			u->changes_today++;
 			u->changes_total++;
 		}
+		if (o || u) {
+			struct changed *c = o ? &o->last : &u->last;
+			c->time_ms = td__realtime_ms();
+			snprintf(c->by, sizeof(c->by), "%s", ev->controller ? ev->controller : "");
+		}
 		tsync_value_format(&ev->value, txt, sizeof(txt));
 		if (!o)
 			td_info("%s = %s (from %s)", ev->thing, txt, ev->controller ? ev->controller : "?");
@@ -308,8 +313,9 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 		else
 			td_info("%s = %s (owner)", ev->thing, txt);
 		kind = "changed";
-		j = json_pack("{s:s,s:o,s:s,s:b}", "thing", ev->thing, "value", td__value_json(&ev->value),
-		              "from", ev->controller ? ev->controller : "", "owned", o != NULL);
+		j = json_pack("{s:s,s:o,s:s,s:b,s:I}", "thing", ev->thing, "value", td__value_json(&ev->value),
+		              "from", ev->controller ? ev->controller : "", "owned", o != NULL, "time_ms",
+		              (json_int_t)td__realtime_ms());
 		break;
 	}
 	case TSYNC_EVENT_PULSE: {

@@ -59,6 +59,12 @@ struct thingsd_options {
 };
 
 /* An owned thing at run time: its driver and its pulse. */
+/* The last change of a thing this daemon saw: when, and from which controller. */
+struct changed {
+	uint64_t time_ms; /* wall clock; 0: none since start */
+	char by[64];
+};
+
 struct owned {
 	struct thingsd *td;
 	char *name;
@@ -74,6 +80,7 @@ struct owned {
 
 	uint64_t changes_today;
 	uint64_t changes_total;
+	struct changed last; /* the dashboard's "when, by whom" */
 };
 
 /* A thing this controller uses (a copy): counters only. */
@@ -82,6 +89,7 @@ struct used {
 	uint64_t changes_today;
 	uint64_t changes_total;
 	uint64_t pulses;
+	struct changed last;
 };
 
 struct thingsd {

@@ -74,7 +74,7 @@ struct collector {
 	struct logger log;
 	struct event_base *base;
 	struct httpd *http;
-	struct httpd_route routes[16];
+	struct httpd_route routes[20];
 	tsync_site *site;
 	struct db *db;
 	struct db_owner *owners; /* of every thing of the site, for the database */

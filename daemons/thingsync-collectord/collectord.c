@@ -23,6 +23,7 @@
 
 #include "curlev.h"
 #include "collector.h"
+#include "web.h"
 
 #define TICK_MS 250
 
@@ -31,7 +32,8 @@ static const char usage_text[] =
     "\n"
     "The server side of the push role: stores what thingsync-pushd posts (signed\n"
     "with the site key), validates every field against site.conf, answers only\n"
-    "after the database commit, raises and clears alarms, serves a read API.\n"
+    "after the database commit, raises and clears alarms, serves a read API\n"
+    "and, at /, pages for a browser (sources, alarms, measurements).\n"
     "\n"
     "  -s, --site FILE          site.conf (with key_file); sources are the\n"
     "                           controllers with the role push\n"
@@ -108,6 +110,10 @@ static void route(void *arg, struct evhttp_request *req, const char *path)
 		api__metrics(c, req);
 	} else if (!strcmp(path, "/health")) {
 		api__health(c, req);
+	} else if (!strcmp(path, "/v1/things")) {
+		web__things(c, req);
+	} else if (web__serve(c, req, path)) {
+		/* the pages */
 	} else {
 		httpd__reply_json(req, 404, json_pack("{s:s}", "error", "not found"));
 	}
@@ -266,7 +272,11 @@ static int start_http(struct collector *c)
 	/* A pull makes recoveryd ask every owner: signed, like every change. */
 	rt[13] = (struct httpd_route){"/v1/pull", HTTPD_POST, 4096, false, true};
 	rt[14] = (struct httpd_route){"/v1/pulls", HTTPD_GET, 0, false, false};
-	rt[15] = (struct httpd_route){NULL, 0, 0, false, false};
+	/* The pages: static files, open; their data comes from the read API. */
+	rt[15] = (struct httpd_route){"/", HTTPD_GET, 0, true, false};
+	rt[16] = (struct httpd_route){"/ui/*", HTTPD_GET, 0, true, false};
+	rt[17] = (struct httpd_route){"/v1/things", HTTPD_GET, 0, false, false};
+	rt[18] = (struct httpd_route){NULL, 0, 0, false, false};
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = c->base;
 	cfg.host = host;

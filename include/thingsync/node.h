@@ -201,6 +201,25 @@ TSYNC_API int tsync_node_record_put(tsync_node *node, const char *key, const cha
  */
 TSYNC_API int tsync_node_record_get(tsync_node *node, const char *key, char **text);
 
+/**
+ * A record of tsync_node_record_scan(): key and text are borrowed for the
+ * call. It must not call tsync_node_record_get() or _scan() (one read of
+ * the store at a time), but may put records and send requests.
+ */
+typedef void (*tsync_record_fn)(void *userdata, const char *key, const char *text);
+
+/**
+ * Calls `fn` for every committed record of tsync_node_record_put() whose key
+ * sorts (bytewise) from `from` up to, not including, `to`, in key order: a
+ * role daemon keeps its history under keys that make a range one scan
+ * (thingsync-forensicd: "c/DAY/OWNER/THING").
+ *
+ * @param from, to  borrowed for the call; NULL: unbounded on that side.
+ * @return 0; -EINVAL; -ENOTSUP (no state directory); TSYNC_ESTORE; -ENOMEM.
+ */
+TSYNC_API int tsync_node_record_scan(tsync_node *node, const char *from, const char *to, tsync_record_fn fn,
+                                     void *userdata);
+
 /** What a node knows of one thing. */
 typedef struct tsync_thing_state {
 	tsync_value value; /**< TSYNC_TYPE_NONE if no value yet; a string is borrowed

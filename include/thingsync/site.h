@@ -97,6 +97,7 @@ typedef struct tsync_thing_info {
 	const char *driver;         /**< driver string for thingsd, or NULL */
 	tsync_value initial;        /**< `initial =` value, or type NONE */
 	int line;                   /**< line of its section in site.conf */
+	const char *group;          /**< `group =`: where a dashboard shows it, or NULL */
 } tsync_thing_info;
 
 /**

@@ -677,7 +677,7 @@ const char *cumul__today(const struct cumul *c)
 	return c->day;
 }
 
-int cumul__reset(struct cumul *c, int64_t now_us, char closed[CUMUL_DATE_LEN + 1])
+int cumul__reset(struct cumul *c, int64_t now_us, const char *day, char closed[CUMUL_DATE_LEN + 1])
 {
 	char today[CUMUL_DATE_LEN + 1];
 	int64_t m;
@@ -685,6 +685,11 @@ int cumul__reset(struct cumul *c, int64_t now_us, char closed[CUMUL_DATE_LEN + 1
 
 	closed[0] = '\0';
 	cumul__tick(c, now_us);
+	/* A reset for a given day closes that day or nothing: one that comes
+	 * late (retried while this controller was off, say) must not cut the
+	 * next day short. */
+	if (day && strcmp(c->day, day) != 0)
+		return 0;
 	r = cumul__midnight(c->site->timezone, now_us, 0, &m, today);
 	if (r < 0)
 		return r;
@@ -930,13 +935,14 @@ int cumul__request(struct cumul *c, const char *req_json, int64_t now_us, char *
 	}
 	fld = json_object_get(req, "fld");
 	day = json_object_get(req, "day");
-	if ((fld && !json_is_string(fld)) || (day && !json_is_string(day))) {
+	if ((fld && !json_is_string(fld)) || (day && !json_is_string(day)) ||
+	    (day && strlen(json_string_value(day)) != CUMUL_DATE_LEN)) {
 		r = TSYNC_ECMD_ARGS;
 		goto leave;
 	}
 	if (!fld) {
 		char closed[CUMUL_DATE_LEN + 1];
-		r = cumul__reset(c, now_us, closed);
+		r = cumul__reset(c, now_us, json_string_value(day), closed);
 		if (r < 0)
 			goto leave;
 		ans =

@@ -60,10 +60,13 @@ const char *cumul__today(const struct cumul *c);
 /*
  * The seed's reset ({"type":"cum"}): closes the open day now, unless a
  * reset closed today's date already (the open day is then tomorrow's),
- * so resets repeated during one day close it once. `*closed` receives the
- * label of the day closed, or "" when nothing was. 1 if closed, 0 if not.
+ * so resets repeated during one day close it once. With `day` (the
+ * forensics role's {"type":"cum","day":DATE}), only the open day of that
+ * date is closed: a reset that arrives after midnight closed DATE already
+ * closes nothing. `*closed` receives the label of the day closed, or ""
+ * when nothing was. 1 if closed, 0 if not.
  */
-int cumul__reset(struct cumul *c, int64_t now_us, char closed[CUMUL_DATE_LEN + 1]);
+int cumul__reset(struct cumul *c, int64_t now_us, const char *day, char closed[CUMUL_DATE_LEN + 1]);
 
 /*
  * A thing's cumul as JSON text (malloc()ed, into *json): of the open day up

@@ -403,7 +403,7 @@ static void *test_clock_ud;
 static int64_t node_realtime(struct tsync_node *n)
 {
 	(void)n;
-	return test_clock ? test_clock(test_clock_ud) : (int64_t)util__realtime_us();
+	return test_clock ? test_clock(test_clock_ud) : util__day_clock_us();
 }
 
 static void cumul_stage(struct tsync_node *n)
@@ -492,7 +492,19 @@ static void cumul_cb(evutil_socket_t fd, short what, void *arg)
 	cumul_arm(n);
 }
 
-/* Feeds the cumuls the owned values as the node starts with them. */
+/* Feeds the cumuls the owned values the node has now (the same value again
+ * is not a change). */
+static void cumul_feed(struct tsync_node *n, int64_t now)
+{
+	for (size_t i = 0; n->cumul && i < n->site->n_things; i++) {
+		tsync_thing_state st;
+		if (n->site->things[i].owner != n->me || sync__get(n->eng, n->site->things[i].name, &st) < 0)
+			continue;
+		cumul__value(n->cumul, (uint32_t)i, &st.value, now);
+	}
+}
+
+/* Opens the cumuls with the owned values the store kept. */
 static int cumul_open(struct tsync_node *n)
 {
 	int64_t now = node_realtime(n);
@@ -502,12 +514,7 @@ static int cumul_open(struct tsync_node *n)
 		r = cumul__start(n->cumul, now);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < n->site->n_things; i++) {
-		tsync_thing_state st;
-		if (n->site->things[i].owner != n->me || sync__get(n->eng, n->site->things[i].name, &st) < 0)
-			continue;
-		cumul__value(n->cumul, (uint32_t)i, &st.value, now);
-	}
+	cumul_feed(n, now);
 	n->cumul_ev = evtimer_new(n->base, cumul_cb, n);
 	if (!n->cumul_ev)
 		return -ENOMEM;
@@ -893,6 +900,9 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	if (r < 0)
 		goto fail;
 	sync__start(n->eng, util__now_us());
+	/* A thing that had no value takes its site.conf `initial` at the
+	 * start: from then on it has one. */
+	cumul_feed(n, node_realtime(n));
 	log_info(&n->log, "started: site %s, boot %llu, udp %s:%u, %zu owned, %zu used, %zu peers%s",
 	         n->site->name, (unsigned long long)n->boot, opts->bind_host ? opts->bind_host : c->host,
 	         n->port, n->eng->plan->n_owned, n->eng->plan->n_used, n->eng->n_peers,
@@ -1109,43 +1119,23 @@ TSYNC_API int tsync_node_record_put(tsync_node *n, const char *key, const char *
 	return r;
 }
 
-struct record_find {
-	const char *key;
-	char *text;
-	bool nomem;
-};
-
-static void record_match(void *ud, const char *key, const char *text)
-{
-	struct record_find *f = ud;
-
-	if (f->text || f->nomem || strcmp(key, f->key) != 0)
-		return;
-	f->text = strdup(text);
-	f->nomem = !f->text;
-}
-
 TSYNC_API int tsync_node_record_get(tsync_node *n, const char *key, char **text)
 {
-	struct record_find f = {.key = key};
-	int r;
-
 	if (!n || !key || !text)
 		return -EINVAL;
 	if (!n->store)
 		return -ENOTSUP;
-	/* A node keeps a handful of records: a scan is cheaper than an index. */
-	r = store__load_records(n->store, record_match, &f);
-	if (r == 0 && f.nomem)
-		r = -ENOMEM;
-	if (r == 0 && !f.text)
-		r = -ENOENT;
-	if (r < 0) {
-		free(f.text);
-		return r;
-	}
-	*text = f.text;
-	return 0;
+	return store__get_record(n->store, key, text);
+}
+
+TSYNC_API int tsync_node_record_scan(tsync_node *n, const char *from, const char *to, tsync_record_fn fn,
+                                     void *userdata)
+{
+	if (!n || !fn)
+		return -EINVAL;
+	if (!n->store)
+		return -ENOTSUP;
+	return store__scan_records(n->store, from, to, fn, userdata);
 }
 
 TSYNC_API int tsync_node_get(tsync_node *n, const char *thing, tsync_thing_state *out)

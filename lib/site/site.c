@@ -31,6 +31,7 @@
 
 #define SITE_NAME_MAX     63
 #define SITE_PULSE_MS_MAX 3600000 /* one hour */
+#define SITE_GROUP_MAX    63      /* characters of a `group =` */
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -584,6 +585,9 @@ enum {
 	SK_HEARTBEAT_MS,
 	SK_TIMEZONE,
 	SK_CUMUL_DAYS,
+	SK_FORENSIC_DAYS,
+	SK_REPORT_COMMAND,
+	SK_REPORT_TIMEOUT_MS,
 	SK_COUNT
 };
 
@@ -603,6 +607,9 @@ static const struct key_def site_keys[SK_COUNT] = {
     [SK_HEARTBEAT_MS] = {"heartbeat_ms", false},
     [SK_TIMEZONE] = {"timezone", false},
     [SK_CUMUL_DAYS] = {"cumul_days", false},
+    [SK_FORENSIC_DAYS] = {"forensic_days", false},
+    [SK_REPORT_COMMAND] = {"report_command", false},
+    [SK_REPORT_TIMEOUT_MS] = {"report_timeout_ms", false},
 };
 
 enum {
@@ -641,6 +648,7 @@ enum {
 	TK_HISTORY,
 	TK_HISTORY_MAX_AGE,
 	TK_HISTORY_MAX_BYTES,
+	TK_GROUP,
 	TK_COUNT
 };
 
@@ -651,6 +659,7 @@ static const struct key_def thing_keys[TK_COUNT] = {
     [TK_INITIAL] = {"initial", false},   [TK_DRIVER] = {"driver", false},
     [TK_HISTORY] = {"history", false},   [TK_HISTORY_MAX_AGE] = {"history_max_age", false},
     [TK_HISTORY_MAX_BYTES] = {"history_max_bytes", false},
+    [TK_GROUP] = {"group", false},
 };
 
 /* What a message calls a section: `[site]`, `controller 'X'`, `thing 'x'`. */
@@ -1073,6 +1082,8 @@ static int build_site_section(struct parse *p, struct tsync_site *site)
 	site->state_commit_ms = SITE_DEFAULT_STATE_COMMIT_MS;
 	site->heartbeat_ms = SITE_DEFAULT_HEARTBEAT_MS;
 	site->cumul_days = SITE_DEFAULT_CUMUL_DAYS;
+	site->forensic_days = SITE_DEFAULT_FORENSIC_DAYS;
+	site->report_timeout_ms = SITE_DEFAULT_REPORT_TIMEOUT_MS;
 
 	for (size_t i = 0; i < p->n_sec; i++) {
 		if (p->sec[i].kind == SECT_SITE) {
@@ -1110,6 +1121,18 @@ static int build_site_section(struct parse *p, struct tsync_site *site)
 	get_u32(d, label, kv[SK_STATE_COMMIT_MS], 0, 600000, &site->state_commit_ms);
 	get_u32(d, label, kv[SK_HEARTBEAT_MS], 0, 3600000, &site->heartbeat_ms);
 	get_u32(d, label, kv[SK_CUMUL_DAYS], 1, SITE_MAX_CUMUL_DAYS, &site->cumul_days);
+	get_u32(d, label, kv[SK_FORENSIC_DAYS], 1, SITE_MAX_FORENSIC_DAYS, &site->forensic_days);
+	get_u32(d, label, kv[SK_REPORT_TIMEOUT_MS], 100, 3600000, &site->report_timeout_ms);
+	if (kv[SK_REPORT_COMMAND]) {
+		int r = site__split_command(kv[SK_REPORT_COMMAND]->value, &site->report_command);
+		if (r == -ENOMEM)
+			return r;
+		if (r < 0)
+			diag_add(d, kv[SK_REPORT_COMMAND]->line,
+			         "[site]: report_command '%s': want an absolute program path, then its "
+			         "arguments separated by spaces (no shell: no quotes, no variables)",
+			         kv[SK_REPORT_COMMAND]->value);
+	}
 	if (kv[SK_TIMEZONE]) {
 		char why[160];
 		if (site__check_timezone(kv[SK_TIMEZONE]->value, why, sizeof(why)) < 0)
@@ -1541,6 +1564,14 @@ static int build_thing(struct parse *p, struct tsync_site *site, struct raw_sect
 		if (!t->driver)
 			return -ENOMEM;
 	}
+	if (kv[TK_GROUP]) {
+		if (!kv[TK_GROUP]->value[0] || strlen(kv[TK_GROUP]->value) > SITE_GROUP_MAX)
+			diag_add(d, kv[TK_GROUP]->line, "%s: group must be 1..%d characters", label,
+			         SITE_GROUP_MAX);
+		t->group = util__strdup(kv[TK_GROUP]->value);
+		if (!t->group)
+			return -ENOMEM;
+	}
 
 	if (kv[TK_HISTORY]) {
 		bool on = true;
@@ -1702,6 +1733,7 @@ TSYNC_API void tsync_site_free(tsync_site *site)
 			free(t->allowed[j]);
 		free(t->allowed);
 		free(t->driver);
+		free(t->group);
 		value__clear(&t->initial);
 	}
 	free(site->things);
@@ -1712,6 +1744,9 @@ TSYNC_API void tsync_site_free(tsync_site *site)
 	free(site->name);
 	free(site->key_file);
 	free(site->timezone);
+	for (size_t i = 0; site->report_command && site->report_command[i]; i++)
+		free(site->report_command[i]);
+	free(site->report_command);
 	free(site);
 }
 
@@ -1797,6 +1832,7 @@ TSYNC_API int tsync_site_thing(const tsync_site *site, size_t idx, tsync_thing_i
 	out->driver = t->driver;
 	out->initial = t->initial;
 	out->line = t->line;
+	out->group = t->group;
 	return 0;
 }
 
@@ -1836,6 +1872,47 @@ bool site__has_role(const struct tsync_site *site, uint32_t ctrl, const char *ro
 /* A zone is checked against the tz database the C library will read, so a
  * typo fails at load time with its line instead of silently giving UTC
  * days (glibc falls back to UTC for an unknown TZ without a word). */
+int site__split_command(const char *text, char ***argv)
+{
+	char **v = NULL;
+	size_t n = 0;
+	const char *p = text;
+
+	*argv = NULL;
+	/* Words split on blanks and nothing else: the command runs without a
+	 * shell, so a quote or a $ in it would be a surprise, not a feature. */
+	if (!text || text[0] != '/' || strpbrk(text, "\"'`$\\;|&<>"))
+		return -EINVAL;
+	while (*p) {
+		const char *w;
+		char **nv;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (!*p)
+			break;
+		w = p;
+		while (*p && *p != ' ' && *p != '\t')
+			p++;
+		nv = realloc(v, (n + 2) * sizeof(*v));
+		if (!nv)
+			goto nomem;
+		v = nv;
+		v[n] = malloc((size_t)(p - w) + 1);
+		if (!v[n])
+			goto nomem;
+		memcpy(v[n], w, (size_t)(p - w));
+		v[n][p - w] = '\0';
+		v[++n] = NULL;
+	}
+	*argv = v;
+	return 0;
+nomem:
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+	return -ENOMEM;
+}
+
 int site__check_timezone(const char *tz, char *why, size_t len)
 {
 	const char *dir = getenv("TZDIR");

@@ -35,6 +35,9 @@
 /* Closed days of cumuls an owner keeps (lib/cumul), and their ceiling. */
 #define SITE_DEFAULT_CUMUL_DAYS 14
 #define SITE_MAX_CUMUL_DAYS     366
+#define SITE_DEFAULT_FORENSIC_DAYS 400
+#define SITE_MAX_FORENSIC_DAYS     36600
+#define SITE_DEFAULT_REPORT_TIMEOUT_MS 30000
 
 struct site_controller {
 	char *name;
@@ -68,6 +71,7 @@ struct site_thing {
 	char **allowed;
 	size_t n_allowed;
 	char *driver;
+	char *group; /* `group =`: where a dashboard shows it, or NULL */
 	tsync_value initial; /* owned string */
 	bool history_off;            /* history = no: its owner keeps no history of it */
 	uint64_t history_max_age_ms; /* 0: the owner's bound */
@@ -96,6 +100,9 @@ struct tsync_site {
 	uint32_t heartbeat_ms;     /* a peer sharing things hears from me at least this often (0: off) */
 	char *timezone;            /* cumuls: the site's zone ("Europe/Berlin"); NULL: the process's TZ */
 	uint32_t cumul_days;       /* cumuls: closed days each owner keeps */
+	uint32_t forensic_days;    /* forensics role: days of cumuls its history keeps */
+	char **report_command;     /* forensics role: argv (NULL-terminated) fed the report; NULL: none */
+	uint32_t report_timeout_ms; /* forensics role: how long report_command may run */
 
 	struct site_controller *controllers;
 	size_t n_controllers;
@@ -139,6 +146,11 @@ bool site__has_role(const struct tsync_site *site, uint32_t ctrl, const char *ro
 /* Reads a key file (64 hex chars, optional trailing newline; mode must not
  * give group/other any access). Errors are described in errbuf. 0 or TSYNC_EKEY. */
 int site__read_key(const char *path, uint8_t key[SITE_KEY_BYTES], char *errbuf, size_t errlen);
+
+/* Splits a report_command into argv (malloc()ed, NULL-terminated): words
+ * separated by blanks, the first an absolute path; no quotes, no shell
+ * characters. 0, -EINVAL or -ENOMEM. */
+int site__split_command(const char *text, char ***argv);
 
 /* Whether `tz` names a zone of the tz database ($TZDIR or /usr/share/zoneinfo).
  * 0, or -EINVAL/-ENOENT with the reason in `why`. */

@@ -872,13 +872,16 @@ static bool split_key(const MDB_val *key, size_t *name_len)
 	return true;
 }
 
-/* Iterates one database with a read transaction; fn returns < 0 to stop. */
+/* Iterates one database with a read transaction, from key `from` (NULL: the
+ * first) up to but not including key `to` (NULL: the last); fn returns < 0
+ * to stop. */
 typedef int (*record_fn)(struct store *s, const MDB_val *key, const MDB_val *data, void *ctx);
-static int load_db(struct store *s, MDB_dbi dbi, record_fn fn, void *ctx)
+static int load_range(struct store *s, MDB_dbi dbi, const char *from, const char *to, record_fn fn, void *ctx)
 {
 	MDB_txn *txn = NULL;
 	MDB_cursor *cur = NULL;
 	MDB_val key, data;
+	size_t tolen = to ? strlen(to) : 0;
 	int rc, r = 0;
 
 	rc = env__txn_begin(s->env, MDB_RDONLY, !s->in_load, &txn);
@@ -894,13 +897,20 @@ static int load_db(struct store *s, MDB_dbi dbi, record_fn fn, void *ctx)
 	 * only) and even commit, but the map cannot grow meanwhile.
 	 */
 	s->in_load = true;
-	for (rc = mdb_cursor_get(cur, &key, &data, MDB_FIRST); rc == 0;
+	key.mv_size = from ? strlen(from) : 0;
+	key.mv_data = (void *)from;
+	for (rc = mdb_cursor_get(cur, &key, &data, key.mv_size ? MDB_SET_RANGE : MDB_FIRST); rc == 0;
 	     rc = mdb_cursor_get(cur, &key, &data, MDB_NEXT)) {
+		if (to) {
+			int cmp = memcmp(key.mv_data, to, key.mv_size < tolen ? key.mv_size : tolen);
+			if (cmp > 0 || (cmp == 0 && key.mv_size >= tolen))
+				break;
+		}
 		r = fn(s, &key, &data, ctx);
 		if (r < 0)
 			goto leave;
 	}
-	if (rc != MDB_NOTFOUND)
+	if (rc != 0 && rc != MDB_NOTFOUND)
 		r = store_fail(s, "mdb_cursor_get", rc);
 leave:
 	s->in_load = false;
@@ -909,6 +919,11 @@ leave:
 	if (txn)
 		mdb_txn_abort(txn);
 	return r;
+}
+
+static int load_db(struct store *s, MDB_dbi dbi, record_fn fn, void *ctx)
+{
+	return load_range(s, dbi, NULL, NULL, fn, ctx);
 }
 
 struct window_load {
@@ -1290,6 +1305,47 @@ int store__stage_record(struct store *s, const char *key, const char *text)
 int store__load_records(struct store *s, store_cumul_fn fn, void *ud)
 {
 	return load_text(s, DB_RECORDS, fn, ud);
+}
+
+int store__scan_records(struct store *s, const char *from, const char *to, store_cumul_fn fn, void *ud)
+{
+	struct text_load cl = {.fn = fn, .ud = ud};
+	int r;
+
+	if (!s || !fn)
+		return -EINVAL;
+	r = load_range(s, s->dbs[DB_RECORDS], from, to, text_record, &cl);
+	buf__free(&cl.key);
+	buf__free(&cl.json);
+	return r;
+}
+
+int store__get_record(struct store *s, const char *key, char **text)
+{
+	MDB_txn *txn = NULL;
+	MDB_val k, d;
+	int rc, r = 0;
+
+	if (!s || !key || !*key || !text)
+		return -EINVAL;
+	rc = env__txn_begin(s->env, MDB_RDONLY, !s->in_load, &txn);
+	if (rc != 0)
+		return store_fail(s, "mdb_txn_begin", rc);
+	k.mv_size = strlen(key);
+	k.mv_data = (void *)key;
+	rc = mdb_get(txn, s->dbs[DB_RECORDS], &k, &d);
+	if (rc == MDB_NOTFOUND) {
+		r = -ENOENT;
+	} else if (rc != 0) {
+		r = store_fail(s, "mdb_get", rc);
+	} else if (!(*text = malloc(d.mv_size + 1))) {
+		r = -ENOMEM;
+	} else {
+		memcpy(*text, d.mv_data, d.mv_size);
+		(*text)[d.mv_size] = '\0';
+	}
+	mdb_txn_abort(txn);
+	return r;
 }
 
 /*

@@ -149,6 +149,11 @@ int store__load_cumuls(struct store *s, store_cumul_fn fn, void *ud);
 /* The application's records, the same way (tsync_node_record_put()). */
 int store__stage_record(struct store *s, const char *key, const char *text);
 int store__load_records(struct store *s, store_cumul_fn fn, void *ud);
+/* The committed records with from <= key < to (either NULL: unbounded), in
+ * key order; and one record by key (malloc()ed into *text). 0, -ENOENT (get),
+ * -EINVAL, -ENOMEM or TSYNC_ESTORE. */
+int store__scan_records(struct store *s, const char *from, const char *to, store_cumul_fn fn, void *ud);
+int store__get_record(struct store *s, const char *key, char **text);
 
 /* Bytes written by the commits so far (keys and records, deletions as their
  * key), and the number of commits that wrote something: what the durable

@@ -21,6 +21,16 @@
 /* Clocks. */
 uint64_t util__now_us(void);      /* CLOCK_MONOTONIC, microseconds */
 uint64_t util__realtime_us(void); /* CLOCK_REALTIME, microseconds since the epoch */
+/*
+ * The day clock of the cumuls and the forensics role, microseconds since the
+ * epoch: CLOCK_REALTIME, unless the environment names a clock file in
+ * THINGSYNC_TEST_CLOCK; then the time written in that file (seconds since
+ * the epoch, decimal, a fraction allowed), read at every call, so that tests
+ * walk through midnights, days and daylight-saving changes of real processes
+ * without waiting for them. A file that cannot be read gives the real clock.
+ */
+#define UTIL_TEST_CLOCK_ENV "THINGSYNC_TEST_CLOCK"
+int64_t util__day_clock_us(void);
 
 /* The logger every module writes through. A NULL fn logs nothing. */
 struct logger {

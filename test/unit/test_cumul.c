@@ -424,10 +424,10 @@ static void test_reset_once_and_bound(void **state)
 	(void)state;
 	assert_int_equal(cumul__new(site, 0, NULL, NULL, &c), 0);
 	assert_int_equal(cumul__start(c, M), 0);
-	assert_int_equal(cumul__reset(c, M + 23 * H, closed), 1);
+	assert_int_equal(cumul__reset(c, M + 23 * H, NULL, closed), 1);
 	assert_string_equal(closed, "2026-06-10");
 	assert_string_equal(cumul__today(c), "2026-06-11");
-	assert_int_equal(cumul__reset(c, M + 23 * H + 1, closed), 0);
+	assert_int_equal(cumul__reset(c, M + 23 * H + 1, NULL, closed), 0);
 	assert_string_equal(closed, "");
 	assert_int_equal(cumul__request(c, "{\"type\":\"cum\"}", M + 23 * H + 2, &res), 0);
 	assert_string_equal(res, "{\"type\":\"cum\",\"closed\":null,\"day\":\"2026-06-11\"}");
@@ -439,6 +439,45 @@ static void test_reset_once_and_bound(void **state)
 	assert_int_equal(cumul__get(c, "door", "2026-06-10", M + 72 * H, &res), TSYNC_EVALUE);
 	assert_int_equal(cumul__get(c, "door", "2026-06-11", M + 72 * H, &res), 0);
 	free(res);
+	cumul__free(c);
+	tsync_site_free(site);
+}
+
+/* The forensics role's reset names the day it closes: late (after the
+ * owner's own midnight) it closes nothing, so the next day stays whole; in
+ * time (the owner's clock a little behind) it closes that day once. */
+static void test_reset_of_a_day(void **state)
+{
+	tsync_site *site = load_site("");
+	struct cumul *c;
+	const int64_t M = JUN10 * 1000000LL;
+	char closed[CUMUL_DATE_LEN + 1];
+	char *res = NULL;
+	json_t *o;
+
+	(void)state;
+	assert_int_equal(cumul__new(site, 0, NULL, NULL, &c), 0);
+	assert_int_equal(cumul__start(c, M), 0);
+	/* Late: midnight closed 2026-06-10 already; 2026-06-11 is not touched. */
+	assert_int_equal(cumul__reset(c, M + 24 * H + 5, "2026-06-10", closed), 0);
+	assert_string_equal(closed, "");
+	assert_string_equal(cumul__today(c), "2026-06-11");
+	assert_int_equal(cumul__request(c, "{\"type\":\"cum\",\"day\":\"2026-06-10\"}", M + 25 * H, &res), 0);
+	assert_string_equal(res, "{\"type\":\"cum\",\"closed\":null,\"day\":\"2026-06-11\"}");
+	free(res);
+	o = get_cum(c, "door", NULL, M + 25 * H);
+	assert_int_equal(jget(o, "start_ms"), (JUN10 + 86400) * 1000LL);
+	json_decref(o);
+	/* In time: the owner is still on 2026-06-11 a second before midnight. */
+	assert_int_equal(cumul__request(c, "{\"type\":\"cum\",\"day\":\"2026-06-11\"}", M + 48 * H - 1000000,
+	                                &res),
+	                 0);
+	assert_string_equal(res, "{\"type\":\"cum\",\"closed\":\"2026-06-11\",\"day\":\"2026-06-12\"}");
+	free(res);
+	assert_int_equal(cumul__reset(c, M + 48 * H - 500000, "2026-06-11", closed), 0);
+	assert_int_equal(cumul__tick(c, M + 48 * H), 0);
+	assert_int_equal(cumul__request(c, "{\"type\":\"cum\",\"day\":\"bad\"}", M + 48 * H, &res),
+	                 TSYNC_ECMD_ARGS);
 	cumul__free(c);
 	tsync_site_free(site);
 }
@@ -620,6 +659,7 @@ int main(void)
 	    cmocka_unit_test(test_restart_mid_day),
 	    cmocka_unit_test(test_off_across_midnight),
 	    cmocka_unit_test(test_reset_once_and_bound),
+	    cmocka_unit_test(test_reset_of_a_day),
 	    cmocka_unit_test(test_site_timezone),
 	    cmocka_unit_test(test_mesh_cum),
 	};

@@ -172,6 +172,9 @@ static const struct bad_case bad_cases[] = {
      "duplicate key 'name' (first at line 2)", 1},
     {"scalar continued", false, "[thing a]\nowner = A\ntype = bool\ndriver = file:/x\n   more\n", TSYNC_ESITE,
      16, "the value of 'driver' continues on an indented line", 1},
+    {"group too long", false,
+     "[thing a]\nowner = A\ntype = bool\ngroup = a234567890123456789012345678901234567890123456789012345678901234\n",
+     TSYNC_ESITE, 15, "thing 'a': group must be 1..63 characters", 1},
     {"key outside section", true, "foo = 1\n[site]\nname = t\n" CONTROLLERS, TSYNC_ESITE, 1,
      "key 'foo' outside of any section", 1},
     {"not a key line", false, "[thing a]\nowner = A\ntype = bool\nthis is not ini\n", TSYNC_ESITE, 15,
@@ -349,6 +352,7 @@ static void test_example(void **state)
 	assert_true(ti.min == -40.0 && ti.max == 85.0);
 	assert_int_equal(ti.initial.type, TSYNC_TYPE_NONE);
 	assert_string_equal(ti.driver, "file:/sys/bus/w1/devices/28-000005e2fdc3/temperature");
+	assert_string_equal(ti.group, "Living room");
 
 	/* Two `users` lines append. */
 	assert_int_equal(tsync_site_thing(site, (size_t)tsync_site_thing_find(site, "is_armed"), &ti), 0);
@@ -534,6 +538,49 @@ static void test_heartbeat_setting(void **state)
 	                 0);
 	assert_int_equal(site->heartbeat_ms, 10);
 	tsync_site_free(site);
+	tmp_clean(&t);
+}
+
+/* The forensics keys: report_command split into argv without a shell, and
+ * refused, with its line, when it holds what only a shell would read. */
+static void test_forensics_keys(void **state)
+{
+	struct tmp t;
+	tsync_site *site = NULL;
+	char *errors = NULL;
+
+	(void)state;
+	tmp_make(&t);
+	assert_int_equal(load_text(&t,
+	                           "[site]\nname = t\nforensic_days = 30\nreport_timeout_ms = 500\n"
+	                           "report_command = /usr/sbin/sendmail  -t\t-i\n" CONTROLLERS,
+	                           &site, &errors),
+	                 0);
+	assert_int_equal(site->forensic_days, 30);
+	assert_int_equal(site->report_timeout_ms, 500);
+	assert_string_equal(site->report_command[0], "/usr/sbin/sendmail");
+	assert_string_equal(site->report_command[1], "-t");
+	assert_string_equal(site->report_command[2], "-i");
+	assert_null(site->report_command[3]);
+	tsync_site_free(site);
+	site = NULL;
+	assert_int_equal(load_text(&t, "[site]\nname = t\n" CONTROLLERS, &site, &errors), 0);
+	assert_null(site->report_command);
+	assert_int_equal(site->forensic_days, SITE_DEFAULT_FORENSIC_DAYS);
+	tsync_site_free(site);
+	site = NULL;
+	assert_int_equal(load_text(&t, "[site]\nname = t\nreport_command = /bin/mail $ADMIN; rm -rf /\n"
+	                               "forensic_days = 0\n" CONTROLLERS,
+	                           &site, &errors),
+	                 TSYNC_ESITE);
+	assert_true(has_error(errors, t.conf, 3, "report_command"));
+	assert_true(has_error(errors, t.conf, 4, "forensic_days"));
+	free(errors);
+	errors = NULL;
+	assert_int_equal(load_text(&t, "[site]\nname = t\nreport_command = mail\n" CONTROLLERS, &site, &errors),
+	                 TSYNC_ESITE);
+	assert_true(has_error(errors, t.conf, 3, "absolute program path"));
+	free(errors);
 	tmp_clean(&t);
 }
 
@@ -957,6 +1004,7 @@ int main(void)
 	    cmocka_unit_test(test_example_plan),
 	    cmocka_unit_test(test_base_is_valid),
 	    cmocka_unit_test(test_heartbeat_setting),
+	    cmocka_unit_test(test_forensics_keys),
 	    cmocka_unit_test(test_bad_cases),
 	    cmocka_unit_test(test_many_errors_sorted),
 	    cmocka_unit_test(test_unreadable),

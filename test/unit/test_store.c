@@ -155,6 +155,48 @@ static void test_open_creates_private_dir(void **state)
 	assert_int_equal(f->errors, 0);
 }
 
+/* Records by key and by range (tsync_node_record_get/_scan): committed
+ * only, key order, the upper bound excluded, a prefix a range. */
+static void collect_keys(void *ud, const char *key, const char *text)
+{
+	struct buf *b = ud;
+	buf__appendf(b, "%s=%s;", key, text);
+}
+
+static void test_records_by_key_and_range(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = open_ok(f);
+	struct buf b = {0};
+	char *text = NULL;
+
+	assert_int_equal(store__stage_record(s, "c/2026-06-11/PI-A/door", "2"), 0);
+	assert_int_equal(store__stage_record(s, "c/2026-06-10/PI-A/door", "1"), 0);
+	assert_int_equal(store__stage_record(s, "c/2026-06-10/PI-B/heat", "3"), 0);
+	assert_int_equal(store__stage_record(s, "m/2026-06-10/PI-A", "m"), 0);
+	/* Staged is not committed. */
+	assert_int_equal(store__get_record(s, "c/2026-06-10/PI-A/door", &text), -ENOENT);
+	assert_int_equal(store__commit(s), 0);
+	assert_int_equal(store__get_record(s, "c/2026-06-10/PI-A/door", &text), 0);
+	assert_string_equal(text, "1");
+	free(text);
+	assert_int_equal(store__get_record(s, "c/2026-06-10/PI-A", &text), -ENOENT);
+	assert_int_equal(store__scan_records(s, "c/2026-06-10/", "c/2026-06-100", collect_keys, &b), 0);
+	assert_string_equal(b.data, "c/2026-06-10/PI-A/door=1;c/2026-06-10/PI-B/heat=3;");
+	buf__reset(&b);
+	assert_int_equal(store__scan_records(s, "c/", "c/2026-06-11/PI-A/door", collect_keys, &b), 0);
+	assert_string_equal(b.data, "c/2026-06-10/PI-A/door=1;c/2026-06-10/PI-B/heat=3;");
+	buf__reset(&b);
+	assert_int_equal(store__scan_records(s, "m/", NULL, collect_keys, &b), 0);
+	assert_string_equal(b.data, "m/2026-06-10/PI-A=m;");
+	buf__reset(&b);
+	assert_int_equal(store__scan_records(s, NULL, NULL, collect_keys, &b), 0);
+	assert_non_null(strstr(b.data, "c/2026-06-11/PI-A/door=2;m/"));
+	buf__free(&b);
+	store__close(s);
+	assert_int_equal(f->errors, 0);
+}
+
 static void test_boot_counter(void **state)
 {
 	struct fixture *f = *state;
@@ -897,6 +939,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_open_creates_private_dir, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_boot_counter, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_records_by_key_and_range, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_values_survive_reopen, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_overwrite_committed_value, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stage_twice_keeps_last, setup, teardown),

@@ -151,6 +151,7 @@ host = 127.0.0.1
 udp_port = $((BASE + 3))
 tcp_port = $((BASE + 13))
 roles = climate, cmd_do
+history = yes
 
 [controller PI-Show]
 host = 127.0.0.1
@@ -164,6 +165,7 @@ owner = PI-Security
 type = bool
 users = PI-Light, PI-Show
 settable = no
+group = Hall
 driver = file:$DIR/io/hall_motion interval=200
 
 # Switched by motion-light (PI-Light), the example controller.
@@ -172,6 +174,7 @@ owner = PI-Light
 type = bool
 users = PI-Security, PI-Show
 initial = off
+group = Hall
 
 [thing is_armed]
 owner = PI-Security
@@ -188,6 +191,7 @@ users = PI-Show
 pulse = yes
 pulse_ms = 1500
 initial = off
+group = Hall
 driver = exec:$DIR/io/door-strike interval=0
 
 # A 1-wire temperature sensor (w1_slave format, millidegrees).
@@ -199,6 +203,7 @@ settable = no
 min = -40
 max = 85
 driver = file:$DIR/io/w1_slave format=w1 scale=0.001 interval=500
+group = Living room
 
 [thing setpoint_living]
 owner = PI-Climate
@@ -207,6 +212,7 @@ users = PI-Show
 min = 5
 max = 30
 initial = 20.5
+group = Living room
 
 [thing heating_mode]
 owner = PI-Climate
@@ -214,6 +220,7 @@ type = string
 users = PI-Show
 allowed = off, eco, comfort, away
 initial = eco
+group = Living room
 EOF
 
 echo 0 >"$DIR/io/hall_motion"
@@ -263,6 +270,10 @@ if ! $CTL status >/dev/null 2>&1; then
 fi
 
 cat <<EOF
+== open PI-Show's page first: http://127.0.0.1:$((BASE + 14))/
+   (the panel: every controller, every thing, live; click a switch, pulse the door)
+   PI-Security's: http://127.0.0.1:$((BASE + 11))/   PI-Climate's: http://127.0.0.1:$((BASE + 13))/
+
 == a living thingsync site in $DIR
    PI-Security  thingsd    owns hall_motion (file), is_armed, door_strike (exec)
    PI-Climate   thingsd    owns temp_living (1-wire file), setpoint_living, heating_mode

@@ -390,3 +390,19 @@ int client__stream(struct ctl *c, const char *base, const char *path, double sec
 	out->curl_err = s.stop ? 0 : (int)res;
 	return 0;
 }
+
+void client__value_text(json_t *v, char *buf, size_t len)
+{
+	if (!v || json_is_null(v))
+		snprintf(buf, len, "-");
+	else if (json_is_boolean(v))
+		snprintf(buf, len, "%d", json_is_true(v) ? 1 : 0);
+	else if (json_is_integer(v))
+		snprintf(buf, len, "%lld", (long long)json_integer_value(v));
+	else if (json_is_real(v))
+		snprintf(buf, len, "%.15g", json_real_value(v));
+	else if (json_is_string(v))
+		snprintf(buf, len, "%s", json_string_value(v));
+	else
+		snprintf(buf, len, "?");
+}

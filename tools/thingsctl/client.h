@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
 #include <thingsync/thingsync.h>
 
 /* Exit codes a script can rely on (thingsctl(1)). */
@@ -63,6 +64,9 @@ int client__request(struct ctl *c, const char *base, const char *method, const c
 void client__reply_free(struct reply *r);
 /* Frees what client__url_of() remembered. */
 void client__free(struct ctl *c);
+
+/* A JSON value as thingsctl prints it ("-" for none, 1/0 for bools). */
+void client__value_text(json_t *v, char *buf, size_t len);
 
 /* An exit code for an answer, and a one-line explanation on stderr. */
 int client__exit_code(const struct reply *r, const char *what);

@@ -20,7 +20,9 @@
 #include <curl/curl.h>
 #include <jansson.h>
 
+#include "cum.h" /* includes client.h */
 #include "client.h"
+#include "httpd.h"
 
 #define DEFAULT_SITE "/etc/thingsync/site.conf"
 
@@ -34,6 +36,9 @@ static void usage(FILE *f)
 	           "  set THING VALUE                asks for a value (to_be); prints the result (as_is)\n"
 	           "  pulse THING [VALUE] [--ms MS]  pulses a thing\n"
 	           "  ask THING                      a user (-n) asks the owner for the value again\n"
+	           "  cum THING [--day DATE] [--to CONTROLLER]\n"
+	           "                                 the thing's cumulative statistics of today (or of a\n"
+	           "                                 closed day), from its owner (or --to's refusal)\n"
 	           "  cmd [--to CONTROLLER] [--type TYPE] ROLE CMD [JSON]\n"
 	           "                                 a command, e.g. cmd --to PI-Light cmd_do logging\n"
 	           "                                 '{\"kwargs\":{\"reason\":\"hello\"}}'\n"
@@ -45,6 +50,7 @@ static void usage(FILE *f)
 	           "                                 sends a new site.conf to every controller (or -n,\n"
 	           "                                 or --to's), signed for those alone\n"
 	           "  keygen FILE                    writes a new site key (mode 0600)\n"
+	           "  token                          the site's dashboard token, for a browser (thingsd(8))\n"
 	           "  recover --from TIME --to TIME  asks the recovery controller (-n, or the site's\n"
 	           "                                 role recovery) to recover a window: TIME is\n"
 	           "                                 seconds since the epoch, YYYY-MM-DDTHH:MM[:SS]\n"
@@ -126,28 +132,12 @@ static void print_json(json_t *j)
 	free(s);
 }
 
-static void value_text(json_t *v, char *buf, size_t len)
-{
-	if (!v || json_is_null(v))
-		snprintf(buf, len, "-");
-	else if (json_is_boolean(v))
-		snprintf(buf, len, "%d", json_is_true(v) ? 1 : 0);
-	else if (json_is_integer(v))
-		snprintf(buf, len, "%lld", (long long)json_integer_value(v));
-	else if (json_is_real(v))
-		snprintf(buf, len, "%.15g", json_real_value(v));
-	else if (json_is_string(v))
-		snprintf(buf, len, "%s", json_string_value(v));
-	else
-		snprintf(buf, len, "?");
-}
-
 static void print_thing(json_t *t, const char *extra)
 {
 	char v[512];
 	json_t *pulsing = json_object_get(t, "pulsing");
 
-	value_text(json_object_get(t, "value"), v, sizeof(v));
+	client__value_text(json_object_get(t, "value"), v, sizeof(v));
 	printf("%s = %s", json_string_value(json_object_get(t, "name")), v);
 	if (json_is_true(json_object_get(t, "owned")))
 		printf("  (owner");
@@ -157,7 +147,7 @@ static void print_thing(json_t *t, const char *extra)
 		printf(", driver failing: %s", json_string_value(json_object_get(t, "driver_error")));
 	if (pulsing) {
 		char pv[64];
-		value_text(json_object_get(pulsing, "value"), pv, sizeof(pv));
+		client__value_text(json_object_get(pulsing, "value"), pv, sizeof(pv));
 		printf(", pulsing %s for %lld ms more", pv,
 		       (long long)json_integer_value(json_object_get(pulsing, "remaining_ms")));
 	}
@@ -492,7 +482,7 @@ static bool watch_event(void *ud, const char *event, const char *data)
 		printf("{\"event\":\"%s\",\"data\":%s}\n", event, data);
 	} else {
 		j = json_loads(data, 0, &jerr);
-		value_text(j ? json_object_get(j, "value") : NULL, v, sizeof(v));
+		client__value_text(j ? json_object_get(j, "value") : NULL, v, sizeof(v));
 		if (!strcmp(event, "changed"))
 			printf("%s %s = %s (%s %s)\n", ts, json_string_value(json_object_get(j, "thing")), v,
 			       json_is_true(json_object_get(j, "owned")) ? "owner, by" : "from",
@@ -646,7 +636,7 @@ static int status_one(struct ctl *c, const char *base, const char *label, bool t
 					free(s);
 					continue;
 				}
-				value_text(v, t, sizeof(t));
+				client__value_text(v, t, sizeof(t));
 				printf("%-16s %s\n", k, t);
 			}
 		}
@@ -924,6 +914,29 @@ static int cmd_keygen(struct ctl *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* The dashboard token: what a browser pastes to sign; reads and sets things,
+ * cannot deploy, reload or run commands (httpd__dashboard_token). */
+static int cmd_token(struct ctl *c, int argc, char **argv)
+{
+	uint8_t token[TSYNC_TAG_BYTES];
+	char hex[2 * TSYNC_TAG_BYTES + 1];
+	int r;
+
+	if (argc != 0) {
+		fprintf(stderr, "usage: thingsctl token\n");
+		return EXIT_USAGE;
+	}
+	r = httpd__dashboard_token(c->site, token);
+	if (r < 0) {
+		fprintf(stderr, "thingsctl: token: %s (site.conf needs a key_file)\n", tsync_strerror(r));
+		return EXIT_FAIL;
+	}
+	for (size_t i = 0; i < sizeof(token); i++)
+		snprintf(hex + 2 * i, 3, "%02x", token[i]);
+	printf("%s\n", hex);
+	return EXIT_OK;
+}
+
 /* --- recover (thingsync-recoveryd's POST /v1/recover) ----------------------------- */
 
 /* A time of the command line as seconds since the epoch. 0 or -EINVAL. */
@@ -1064,10 +1077,12 @@ int main(int argc, char **argv)
 		int (*fn)(struct ctl *, int, char **);
 		bool site; /* needs site.conf loaded */
 	} cmds[] = {
+	    {"cum", cmd_cum, true}, /* cum.c */
 	    {"get", cmd_get, true},       {"set", cmd_set, true},        {"pulse", cmd_pulse, true},
 	    {"ask", cmd_ask, true},       {"cmd", cmd_cmd, true},        {"watch", cmd_watch, true},
 	    {"peers", cmd_peers, true},   {"status", cmd_status, true},  {"reload", cmd_reload, true},
-	    {"deploy", cmd_deploy, true}, {"keygen", cmd_keygen, false}, {"recover", cmd_recover, true},
+	    {"deploy", cmd_deploy, true}, {"keygen", cmd_keygen, false}, {"token", cmd_token, true},
+	    {"recover", cmd_recover, true},
 	};
 	struct ctl c;
 	char *end;

@@ -28,6 +28,7 @@
 #include <unistd.h>
 #include <dirent.h>
 
+#include <sodium.h>
 #include <thingsync/thingsync.h>
 
 #include "httpd.h"
@@ -190,6 +191,128 @@ static void test_cross_site(void **state)
 	assert_true(tdh_wait_value(t, A, "lamp", "1"));
 	assert_int_equal(tdh_http(t, B, "POST", "/things/lamp", "{\"value\":false}", NULL, NULL), 200);
 	assert_true(tdh_wait_value(t, A, "lamp", "0"));
+}
+
+/* The dashboard's files: built in, served with a policy that allows only
+ * the server's own scripts and forbids framing; GET / stays the JSON index
+ * for a client that does not ask for a page. */
+static void test_page(void **state)
+{
+	struct tdh *t = *state;
+	uint16_t port = t->c[B].tcp;
+	char req[512], etag[80] = "", *ans, *p;
+
+	snprintf(req, sizeof(req),
+	         "GET / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nAccept: text/html,*/*\r\nConnection: close\r\n\r\n", port);
+	ans = raw(port, req);
+	assert_int_equal(status_of(ans), 200);
+	assert_non_null(strstr(ans, "Content-Type: text/html"));
+	assert_non_null(strstr(ans, "script-src 'self'"));
+	assert_non_null(strstr(ans, "frame-ancestors 'none'"));
+	assert_non_null(strstr(ans, "X-Frame-Options: DENY"));
+	assert_non_null(strstr(ans, "/ui/dash.js"));
+	assert_null(strstr(ans, "<script>")); /* no inline script: the policy would refuse it */
+	p = strstr(ans, "ETag: ");
+	assert_non_null(p);
+	assert_int_equal(sscanf(p + 6, "%79[^\r]", etag), 1);
+	free(ans);
+	/* Unchanged: 304, no body. */
+	snprintf(req, sizeof(req),
+	         "GET / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nAccept: text/html\r\nIf-None-Match: %s\r\n"
+	         "Connection: close\r\n\r\n",
+	         port, etag);
+	ans = raw(port, req);
+	assert_int_equal(status_of(ans), 304);
+	free(ans);
+	snprintf(req, sizeof(req), "GET /ui/sign.js HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n",
+	         port);
+	ans = raw(port, req);
+	assert_int_equal(status_of(ans), 200);
+	assert_non_null(strstr(ans, "Content-Type: text/javascript"));
+	assert_non_null(strstr(ans, "thingsync-http-1"));
+	free(ans);
+	snprintf(req, sizeof(req), "GET /ui/nothing.js HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n",
+	         port);
+	ans = raw(port, req);
+	assert_int_equal(status_of(ans), 404);
+	free(ans);
+	/* An API client: the index, as JSON. */
+	snprintf(req, sizeof(req), "GET / HTTP/1.1\r\nHost: 127.0.0.1:%u\r\nConnection: close\r\n\r\n", port);
+	ans = raw(port, req);
+	assert_int_equal(status_of(ans), 200);
+	assert_non_null(strstr(ans, "\"endpoints\""));
+	assert_non_null(strstr(ans, "\"signature_required\":false"));
+	free(ans);
+}
+
+/* One request to `i` signed with the dashboard token as the key (as the
+ * browser signs); `token` NULL: a wrong token. The HTTP status, the body in *out. */
+static long token_http(struct tdh *t, int i, const char *method, const char *path, const char *body,
+                       const uint8_t *token, char **out)
+{
+	uint8_t tag[TSYNC_TAG_BYTES], wrong[TSYNC_TAG_BYTES];
+	char sha[TSYNC_HEX_BYTES + 1], sig[TSYNC_HEX_BYTES + 1], text[1024];
+	char h_to[96], h_time[48], h_nonce[64], h_sha[96], h_sig[96];
+	const char *headers[] = {h_to, h_time, h_nonce, h_sha, h_sig, "Content-Type: application/json", NULL};
+	long long now = (long long)time(NULL);
+	static unsigned seq;
+	int n;
+
+	memset(wrong, 7, sizeof(wrong));
+	tsync_sha256_hex(body ? body : "", body ? strlen(body) : 0, sha);
+	snprintf(h_nonce, sizeof(h_nonce), "X-Thingsync-Nonce: tok%u-%d", ++seq, (int)getpid());
+	n = snprintf(text, sizeof(text), "thingsync-http-1\n%s\n%s\n%s\n%lld\n%s\n%s", t->c[i].name, method, path,
+	             now, h_nonce + strlen("X-Thingsync-Nonce: "), sha);
+	assert_true(n > 0 && (size_t)n < sizeof(text));
+	crypto_auth_hmacsha512256(tag, (const unsigned char *)text, (unsigned long long)n, token ? token : wrong);
+	sodium_bin2hex(sig, sizeof(sig), tag, sizeof(tag));
+	snprintf(h_to, sizeof(h_to), "X-Thingsync-To: %s", t->c[i].name);
+	snprintf(h_time, sizeof(h_time), "X-Thingsync-Time: %lld", now);
+	snprintf(h_sha, sizeof(h_sha), "X-Thingsync-Body-SHA256: %s", sha);
+	snprintf(h_sig, sizeof(h_sig), "X-Thingsync-Signature: %s", sig);
+	return tdh_http_h(t, i, method, path, body, headers, out);
+}
+
+/* Signed with the dashboard token (thingsctl token), a request may read and
+ * set or pulse things, and nothing else: no reload, command or deploy. */
+static void test_dashboard_token(void **state)
+{
+	struct tdh *t = *state;
+	char *extra[] = {"--require-signature", NULL};
+	uint8_t token[TSYNC_TAG_BYTES];
+	tsync_site *site = NULL;
+	char *body = NULL;
+
+	assert_int_equal(tsync_site_load(t->site, &site, NULL), 0);
+	assert_int_equal(httpd__dashboard_token(site, token), 0);
+	tsync_site_free(site);
+	tdh_stop(t, B);
+	t->c[B].extra = extra;
+	tdh_start(t, B);
+	/* Unsigned: refused; with a wrong token: refused. */
+	assert_int_equal(tdh_http(t, B, "GET", "/status", NULL, NULL, NULL), 401);
+	assert_int_equal(token_http(t, B, "GET", "/status", NULL, NULL, NULL), 401);
+	/* Reads. */
+	assert_int_equal(token_http(t, B, "GET", "/things/lamp", NULL, token, &body), 200);
+	assert_non_null(strstr(body, "\"owner\":\"PI-B\""));
+	free(body);
+	assert_int_equal(token_http(t, B, "GET", "/peers", NULL, token, NULL), 200);
+	/* Sets. */
+	assert_int_equal(token_http(t, B, "POST", "/things/lamp", "{\"value\":true}", token, NULL), 200);
+	assert_true(tdh_wait_value(t, A, "lamp", "1"));
+	/* Nothing more. */
+	body = NULL;
+	assert_int_equal(token_http(t, B, "POST", "/reload", "", token, &body), 403);
+	assert_non_null(strstr(body, "dashboard_token"));
+	free(body);
+	assert_int_equal(token_http(t, B, "POST", "/cmd", "{\"role\":\"x\",\"cmd\":\"y\"}", token, NULL), 403);
+	assert_int_equal(token_http(t, B, "POST", "/deploy", "x", token, NULL), 403);
+	/* The site key still does everything. */
+	assert_int_equal(tdh_http(t, B, "POST", "/things/lamp", "{\"value\":false}", "PI-B", NULL), 200);
+	assert_true(tdh_wait_value(t, A, "lamp", "0"));
+	tdh_stop(t, B);
+	t->c[B].extra = NULL;
+	tdh_start(t, B);
 }
 
 /* The number after `needle` in a metrics page, or -1. */
@@ -373,8 +496,11 @@ static void test_idle_connections(void **state)
 	tdh_stop(t, B);
 	assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
 	tdh_start(t, B);
-	for (int i = 0; i < IDLE; i++) {
+	/* Every slot -1 first: the loop stops at 200, and the slots after it
+	 * are closed below (garbage there closed the test's own stdout). */
+	for (int i = 0; i < IDLE; i++)
 		fds[i] = -1;
+	for (int i = 0; i < IDLE; i++) {
 		/* The test's own descriptors are limited too: keep room. */
 		if (i >= 200)
 			break;
@@ -509,7 +635,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_cross_site),       cmocka_unit_test(test_body_before_auth),
 	    cmocka_unit_test(test_idle_connections), cmocka_unit_test(test_slow_client),
-	    cmocka_unit_test(test_curl_script),
+	    cmocka_unit_test(test_curl_script),       cmocka_unit_test(test_page),
+	    cmocka_unit_test(test_dashboard_token),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
