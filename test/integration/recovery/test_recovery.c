@@ -820,7 +820,19 @@ static void test_kill9_random(void **state)
 	printf("%d rounds, %d reconnects sent again after an outcome unknown\n", rounds, retried);
 }
 
-/* A data store down at the reconnect is asked when it comes back. */
+static bool completed_owner1_twice(struct env *e, const void *arg)
+{
+	return completed(e, "OWNER1") >= *(const int *)arg;
+}
+
+static bool each_round_two(struct env *e, const void *arg)
+{
+	(void)arg;
+	return completed(e, "OWNER1") >= 2 && completed(e, "OWNER2") >= 2;
+}
+
+/* A data store down at the reconnect is asked when it comes back, also
+ * after a restart of recoveryd meanwhile. */
 static void test_owner_down(void **state)
 {
 	struct env *e = *state;
@@ -856,6 +868,27 @@ static void test_owner_down(void **state)
 	    "OWNER2");
 	assert_string_equal(json_string_value(json_object_get(o2, "state")), "answered");
 	json_decref(s);
+
+	/* Again, with recoveryd killed -9 and started again while OWNER2 is
+	 * away: the request waits in its node's store and goes when it returns. */
+	produce(e, 10);
+	connection_status(e, "disconnect", real_us() - 900 * 1000000LL);
+	tsync_node_free(e->owner[1]);
+	e->owner[1] = NULL;
+	connection_status(e, "reconnect", real_us());
+	stop_proc(&e->recov, SIGKILL);
+	start_recoveryd(e);
+	{
+		int two = 2;
+		assert_true(run_until(e, completed_owner1_twice, &two, WAIT_MS));
+	}
+	start_owner(e, 1);
+	assert_true(run_until(e, each_round_two, NULL, WAIT_MS));
+	quiet(e, 1000);
+	assert_int_equal(requests_of(e, "OWNER1"), 2);
+	assert_int_equal(requests_of(e, "OWNER2"), 2);
+	for (int i = 0; i < e->n_req; i++)
+		assert_int_equal(e->req[i].duplicates, 0);
 }
 
 /* POST /v1/recover: signed only, the fields checked, 202 with the data stores asked. */
