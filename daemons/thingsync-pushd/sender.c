@@ -89,12 +89,27 @@ static void arm_heartbeat(struct sender *s)
 
 /* --- connection_status (seed 000) ------------------------------------------------ */
 
+/* One connection_status on its way, kept to be sent again. */
+struct status_msg {
+	struct pushd *pd;
+	char to[128];
+	char body[256];
+};
+
 static void status_done(void *ud, tsync_node *node, int status, const char *result)
 {
-	struct pushd *pd = ud;
+	struct status_msg *m = ud;
 
-	if (status < 0)
-		log_warn(&pd->log, "connection_status not delivered: %s", tsync_strerror(status));
+	(void)result;
+	/* The recovery controller restarted between taking it and committing
+	 * what it did (its answer is "outcome unknown"): it goes again, which
+	 * is harmless (a status reported twice changes nothing there). */
+	if (status == TSYNC_EPEER_RESTARTED &&
+	    tsync_node_request(node, m->to, "connection_status", m->body, status_done, m) == 0)
+		return;
+	if (status < 0 && status != TSYNC_ECANCELED)
+		log_warn(&m->pd->log, "connection_status not delivered: %s", tsync_strerror(status));
+	free(m);
 }
 
 /*
@@ -121,11 +136,20 @@ static void post_connection_status(struct pushd *pd, const char *what, uint64_t 
 			recovery |= strcmp(ci.roles[k], "recovery") == 0;
 		if (!recovery)
 			continue;
-		int r = tsync_node_request(pd->node, ci.name, "connection_status", body, status_done, pd);
-		if (r < 0)
+		struct status_msg *m = calloc(1, sizeof(*m));
+		int r = m ? 0 : -ENOMEM;
+		if (m) {
+			m->pd = pd;
+			snprintf(m->to, sizeof(m->to), "%s", ci.name);
+			snprintf(m->body, sizeof(m->body), "%s", body);
+			r = tsync_node_request(pd->node, ci.name, "connection_status", body, status_done, m);
+		}
+		if (r < 0) {
+			free(m);
 			log_warn(&pd->log, "connection_status to %s: %s", ci.name, tsync_strerror(r));
-		else
+		} else {
 			sent++;
+		}
 	}
 	if (sent == 0)
 		log_debug(&pd->log, "no controller with the recovery role: connection_status only logged");

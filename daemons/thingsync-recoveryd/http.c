@@ -109,7 +109,7 @@ static void metrics(struct recoveryd *rd, struct evhttp_request *req)
 	for (size_t i = 0; i < l->n_recoveries; i++)
 		for (size_t k = 0; k < l->recoveries_kept[i].n_owners; k++) {
 			enum owner_state s = l->recoveries_kept[i].owners[k].state;
-			asked += s == OWNER_ASKED;
+			asked += s == OWNER_ASKED || s == OWNER_PENDING;
 			answered += s == OWNER_ANSWERED;
 			failed += s == OWNER_FAILED;
 		}

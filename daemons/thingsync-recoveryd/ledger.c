@@ -14,7 +14,7 @@
 
 #include "recoveryd.h"
 
-static const char *const owner_states[] = {"asked", "answered", "failed"};
+static const char *const owner_states[] = {"asked", "answered", "failed", "pending"};
 
 static json_t *recovery_json(const struct recovery *r)
 {
@@ -117,9 +117,10 @@ int ledger__from_json(struct ledger *l, const char *text)
 				break;
 			o = &r->owners[r->n_owners++];
 			copy_str(o->name, sizeof(o->name), k);
-			o->state = st && !strcmp(st, "answered") ? OWNER_ANSWERED
-			           : st && !strcmp(st, "failed") ? OWNER_FAILED
-			                                         : OWNER_ASKED;
+			o->state = st && !strcmp(st, "answered")  ? OWNER_ANSWERED
+			           : st && !strcmp(st, "failed")  ? OWNER_FAILED
+			           : st && !strcmp(st, "pending") ? OWNER_PENDING
+			                                          : OWNER_ASKED;
 			o->chunks = int_of(ov, "chunks");
 			o->entries = int_of(ov, "entries");
 			o->trimmed = json_is_true(json_object_get(ov, "trimmed"));

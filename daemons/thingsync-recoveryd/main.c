@@ -195,13 +195,16 @@ static int ask_send(struct ask *a)
 
 	for (; rec && idx < rec->n_owners && strcmp(rec->owners[idx].name, a->owner) != 0; idx++)
 		;
-	/* The request id names the recovery and the data store; each data store
-	 * prefixes it with our name (contract 1: "request":"RECOVERY/ID"). */
+	/* The request id names the recovery, the data store and this boot;
+	 * each data store prefixes it with our name (contract 1:
+	 * "request":"RECOVERY/ID"). The boot keeps it unique even if the
+	 * ledger was lost and its numbering starts again: pushd recognises a
+	 * chunk by it. */
 	snprintf(body, sizeof(body),
-	         "{\"request_id\":\"%s.%zu\",\"time\":%.6f,\"lost_connection_time\":%.6f,"
+	         "{\"request_id\":\"%s.%zu.%llu\",\"time\":%.6f,\"lost_connection_time\":%.6f,"
 	         "\"restored_connection_time\":%.6f,\"deliver_to\":\"%s\"}",
-	         a->recovery, idx + 1, (double)now_us() / 1e6, (double)a->from_us / 1e6,
-	         (double)a->to_us / 1e6, rd->push);
+	         a->recovery, idx + 1, (unsigned long long)tsync_node_boot(rd->node), (double)now_us() / 1e6,
+	         (double)a->from_us / 1e6, (double)a->to_us / 1e6, rd->push);
 	r = tsync_node_request(rd->node, a->owner, "recovery_data_request", body, ask_done, a);
 	if (r < 0) {
 		rd->requests_failed++;
@@ -229,19 +232,58 @@ static bool is_data_store(const struct tsync_site *site, uint32_t c)
 	return false;
 }
 
+/*
+ * Asks data store `i` of `rec`. The node commits a request as soon as it is
+ * queued, each on its own, so the ledger saying "asked" is staged just
+ * before it: the commit that makes the request durable carries it (nothing
+ * commits between the two calls). A crash before leaves it "pending", and
+ * the next start asks it; after, the node's store resumes the request.
+ */
+static void ask_owner_now(struct recoveryd *rd, struct recovery *rec, size_t i)
+{
+	struct ask *a = calloc(1, sizeof(*a));
+
+	rec->owners[i].state = OWNER_ASKED;
+	if (a) {
+		a->rd = rd;
+		snprintf(a->recovery, sizeof(a->recovery), "%s", rec->id);
+		snprintf(a->owner, sizeof(a->owner), "%s", rec->owners[i].name);
+		a->from_us = rec->from_us;
+		a->to_us = rec->to_us;
+		ledger_save(rd);
+	}
+	if (!a || ask_send(a) < 0) {
+		rec->owners[i].state = OWNER_FAILED;
+		snprintf(rec->owners[i].error, sizeof(rec->owners[i].error), "not sent");
+		free(a);
+		ledger_save(rd);
+	}
+}
+
+void recoveryd__ask_pending(struct recoveryd *rd)
+{
+	for (size_t r = 0; r < rd->ledger.n_recoveries; r++) {
+		struct recovery *rec = &rd->ledger.recoveries_kept[r];
+		for (size_t i = 0; i < rec->n_owners; i++) {
+			if (rec->owners[i].state != OWNER_PENDING)
+				continue;
+			log_info(&rd->log, "recovery %s: asking %s (not asked before the last stop)", rec->id,
+			         rec->owners[i].name);
+			ask_owner_now(rd, rec, i);
+		}
+	}
+}
+
 struct recovery *recoveryd__recover(struct recoveryd *rd, int64_t from_us, int64_t to_us, const char *reason,
                                     int *err)
 {
 	const struct tsync_site *site = rd->site;
-	struct recovery *rec;
+	struct recovery *rec = NULL;
 
 	*err = -ENOENT;
 	if (!rd->push)
 		return NULL;
-	rec = NULL;
 	for (uint32_t c = 0; c < site->n_controllers; c++) {
-		struct ask *a;
-
 		if (!is_data_store(site, c) || !strcmp(site->controllers[c].name, rd->name))
 			continue;
 		if (!rec)
@@ -251,24 +293,9 @@ struct recovery *recoveryd__recover(struct recoveryd *rd, int64_t from_us, int64
 			          LEDGER_MAX_OWNERS, site->controllers[c].name);
 			continue;
 		}
-		a = calloc(1, sizeof(*a));
-		if (!a) {
-			*err = -ENOMEM;
-			break;
-		}
-		a->rd = rd;
-		snprintf(a->recovery, sizeof(a->recovery), "%s", rec->id);
-		snprintf(a->owner, sizeof(a->owner), "%s", site->controllers[c].name);
-		a->from_us = from_us;
-		a->to_us = to_us;
-		snprintf(rec->owners[rec->n_owners].name, sizeof(rec->owners[0].name), "%s", a->owner);
-		rec->owners[rec->n_owners++].state = OWNER_ASKED;
-		if (ask_send(a) < 0) {
-			rec->owners[rec->n_owners - 1].state = OWNER_FAILED;
-			snprintf(rec->owners[rec->n_owners - 1].error, sizeof(rec->owners[0].error),
-			         "not sent");
-			free(a);
-		}
+		snprintf(rec->owners[rec->n_owners].name, sizeof(rec->owners[0].name), "%s",
+		         site->controllers[c].name);
+		rec->owners[rec->n_owners++].state = OWNER_PENDING;
 	}
 	if (!rec)
 		return NULL;
@@ -276,7 +303,11 @@ struct recovery *recoveryd__recover(struct recoveryd *rd, int64_t from_us, int64
 	         "recovery %s (%s): asking %zu data stores for %.3f .. %.3f (%.0f s), delivered to %s",
 	         rec->id, reason, rec->n_owners, (double)from_us / 1e6, (double)to_us / 1e6,
 	         (double)(to_us - from_us) / 1e6, rd->push);
-	/* The ledger and the requests, durable together before they leave. */
+	/* The recovery with every data store pending, durable with whatever
+	 * the node commits first; then each asked in turn. */
+	ledger_save(rd);
+	for (size_t i = 0; i < rec->n_owners; i++)
+		ask_owner_now(rd, rec, i);
 	ledger_commit(rd);
 	*err = 0;
 	return rec;
@@ -452,6 +483,22 @@ static void probe_cb(evutil_socket_t fd, short what, void *arg)
 		log_error(&rd->log, "probe %s: %s", rd->opt.probe_url, tsync_strerror(r));
 	else
 		rd->probe_in_flight = true;
+}
+
+/*
+ * What a message does here (a cause set or cleared, the requests of a
+ * recovery) is staged in the node's store and committed with the answer.
+ * The commit hook says so to the node: with one, a crash between taking a
+ * message and that commit answers the sender's retry "outcome unknown"
+ * (TSYNC_EPEER_RESTARTED) rather than "done", and the sender sends it
+ * again (a status reported twice changes nothing). Without one, the retry
+ * would be answered done and the reconnect lost, the outage left open.
+ */
+static int commit_hook(void *ud, tsync_node *node)
+{
+	(void)ud;
+	(void)node;
+	return 0;
 }
 
 /* --- life cycle ------------------------------------------------------------------------- */
@@ -665,6 +712,7 @@ static int run(struct recoveryd *rd)
 	r = setup_node(rd);
 	if (r < 0)
 		return r;
+	tsync_node_set_commit_hook(rd->node, commit_hook, rd);
 	r = tsync_node_on_request(rd->node, "connection_status", on_connection_status, rd);
 	if (r == 0)
 		r = tsync_node_on_event(rd->node, on_event, rd);
@@ -678,6 +726,7 @@ static int run(struct recoveryd *rd)
 		cause_clear(rd, "recoveryd", now_us());
 	rd->ledger.alive_us = now_us();
 	ledger_commit(rd);
+	recoveryd__ask_pending(rd);
 	publish(rd);
 	r = http__start(rd);
 	if (r < 0)

@@ -39,7 +39,9 @@ struct curlev;
 /* Data stores one recovery asks. */
 #define LEDGER_MAX_OWNERS 32
 
-enum owner_state { OWNER_ASKED, OWNER_ANSWERED, OWNER_FAILED };
+/* PENDING: to be asked (a crash before the request was queued: asked at the
+ * next start); ASKED: the request is in the node's store, the mesh delivers it. */
+enum owner_state { OWNER_ASKED, OWNER_ANSWERED, OWNER_FAILED, OWNER_PENDING };
 
 struct ledger_owner {
 	char name[64];
@@ -101,7 +103,7 @@ struct recoveryd_options {
 	const char *thing;       /* the published thing (default internet_lost) */
 	const char *probe_url;   /* GET it every probe_ms: not 200 is an outage (NULL: no probe) */
 	uint32_t probe_ms;
-	uint32_t alive_ms;       /* how often the alive time is written */
+	uint32_t alive_ms; /* how often the alive time is written */
 	tsync_log_level log_level;
 };
 
@@ -118,7 +120,7 @@ struct recoveryd {
 	uint64_t push_boot;    /* the push controller's boot as last seen */
 	struct ledger ledger;
 	struct httpd *http;
-	struct curlev *client;     /* the probe's */
+	struct curlev *client; /* the probe's */
 	bool probe_in_flight;
 	int64_t probe_sent_us;
 	uint64_t probes_ok, probes_failed;
@@ -129,6 +131,7 @@ struct recoveryd {
 
 /* main.c: asks every data store for [from, to]; the recovery made, or NULL
  * with *err (-ENOENT: no data store or no push controller). */
+void recoveryd__ask_pending(struct recoveryd *rd);
 struct recovery *recoveryd__recover(struct recoveryd *rd, int64_t from_us, int64_t to_us, const char *reason,
                                     int *err);
 

@@ -47,6 +47,7 @@ struct answer {
 	char *peer;           /* where the chunks go: deliver_to, or the requester */
 	json_t *head;         /* the members every chunk repeats */
 	json_t *entries;      /* every entry of the window, in order */
+	size_t *lens;         /* the length of each entry's compact JSON */
 	size_t next;          /* the first entry not yet sent */
 	size_t chunk, chunks; /* chunks sent, and in all */
 	size_t in_flight;
@@ -87,43 +88,87 @@ static void answer_free(struct answer *a)
 {
 	json_decref(a->head);
 	json_decref(a->entries);
+	free(a->lens);
 	free(a->peer);
 	free(a);
 }
 
+/* The length of each entry's compact JSON, measured once. 0 or -ENOMEM. */
+static int measure(struct answer *a)
+{
+	size_t total = json_array_size(a->entries);
+
+	a->lens = calloc(total ? total : 1, sizeof(*a->lens));
+	if (!a->lens)
+		return -ENOMEM;
+	for (size_t i = 0; i < total; i++) {
+		char *t = json_dumps(json_array_get(a->entries, i), JSON_COMPACT);
+		if (!t)
+			return -ENOMEM;
+		a->lens[i] = strlen(t);
+		free(t);
+	}
+	return 0;
+}
+
+/*
+ * The next chunk (number a->chunk + 1, from entry a->next): its body with no
+ * entry yet, and in *n how many entries fit in the budget, at least one.
+ * A chunk's compact JSON is the empty chunk's plus each entry's and a comma
+ * between two, so the entries are measured once, not the chunk again at
+ * each entry. NULL when memory ran out.
+ */
+static json_t *chunk_span(struct answer *a, size_t *n, json_t **io)
+{
+	json_t *body = json_deep_copy(a->head);
+	size_t total = json_array_size(a->entries), size;
+	char *t;
+
+	*n = 0;
+	*io = json_array();
+	if (!a->lens && measure(a) < 0)
+		goto fail;
+	if (!body || !*io || json_object_set_new(body, "recovery_data", json_pack("{s:O}", "io", *io)) < 0 ||
+	    json_object_set_new(body, "chunk", json_integer((json_int_t)a->chunk + 1)) < 0)
+		goto fail;
+	t = json_dumps(body, JSON_COMPACT);
+	if (!t)
+		goto fail;
+	size = strlen(t);
+	free(t);
+	while (a->next + *n < total) {
+		size_t more = a->lens[a->next + *n] + (*n > 0);
+		/* Over the budget: this entry opens the next chunk. */
+		if (*n > 0 && size + more > a->budget)
+			break;
+		size += more;
+		(*n)++;
+	}
+	return body;
+fail:
+	json_decref(*io);
+	json_decref(body);
+	*io = NULL;
+	return NULL;
+}
+
 /* The next chunk's text: as many entries as fit in the budget, at least
- * one. NULL when none is left (or memory ran out). */
+ * one; an empty window still makes its one chunk. NULL when none is left
+ * (or memory ran out). */
 static char *next_chunk(struct answer *a)
 {
-	json_t *body = json_deep_copy(a->head), *io = json_array();
-	size_t total = json_array_size(a->entries), n = 0;
+	json_t *io, *body;
+	size_t n;
 	char *text = NULL;
 
-	if (!body || !io || json_object_set_new(body, "recovery_data", json_pack("{s:O}", "io", io)) < 0) {
-		json_decref(io);
-		json_decref(body);
+	if (a->next >= json_array_size(a->entries) && json_array_size(a->entries) > 0)
 		return NULL;
-	}
-	json_object_set_new(body, "chunk", json_integer((json_int_t)a->chunk + 1));
-	while (a->next + n < total) {
-		char *t;
-
-		json_array_append(io, json_array_get(a->entries, a->next + n));
-		t = json_dumps(body, JSON_COMPACT);
-		if (!t)
-			break;
-		if (strlen(t) > a->budget && n > 0) {
-			/* Over the budget: this entry opens the next chunk. */
-			free(t);
-			break;
-		}
-		free(text);
-		text = t;
-		n++;
-	}
-	/* An empty window still makes its one chunk. */
-	if (total == 0 && !text)
-		text = json_dumps(body, JSON_COMPACT);
+	body = chunk_span(a, &n, &io);
+	if (!body)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		json_array_append(io, json_array_get(a->entries, a->next + i));
+	text = json_dumps(body, JSON_COMPACT);
 	a->next += n;
 	json_decref(io);
 	json_decref(body);
@@ -188,16 +233,18 @@ static void chunk_done(void *ud, tsync_node *node, int status, const char *resul
 /* How many chunks the entries make: the same packing as next_chunk(), counted. */
 static size_t count_chunks(struct answer *a)
 {
-	size_t n = 0;
+	size_t n = 0, k;
 
 	a->next = 0;
 	if (json_array_size(a->entries) == 0)
 		return 1;
 	for (a->chunk = 0; a->next < json_array_size(a->entries); a->chunk++) {
-		char *t = next_chunk(a);
-		if (!t)
+		json_t *io, *body = chunk_span(a, &k, &io);
+		if (!body)
 			break;
-		free(t);
+		json_decref(io);
+		json_decref(body);
+		a->next += k;
 		n++;
 	}
 	a->next = 0;

@@ -306,7 +306,7 @@ static void test_example(void **state)
 	assert_string_equal(tsync_site_name(site), "villa");
 	assert_string_equal(tsync_site_path(site), EXAMPLE);
 	assert_false(tsync_site_has_key(site));
-	assert_int_equal(tsync_site_controller_count(site), 6);
+	assert_int_equal(tsync_site_controller_count(site), 7);
 	assert_int_equal(tsync_site_thing_count(site), 13);
 	assert_int_equal(site->retry_max_ms, SITE_DEFAULT_RETRY_MAX_MS);
 	assert_int_equal(site->heartbeat_ms, SITE_DEFAULT_HEARTBEAT_MS);
@@ -335,7 +335,10 @@ static void test_example(void **state)
 	assert_false(site__has_role(site, 5, "light"));
 	assert_false(site__has_role(site, 99, "push"));
 	assert_int_equal(tsync_site_controller_find(site, "PI-Garage"), TSYNC_EUNKNOWN_CTRL);
-	assert_int_equal(tsync_site_controller(site, 6, &ci), -ERANGE);
+	assert_false(site__has_role(site, 5, "recovery"));
+	assert_true(site__has_role(site, 6, "recovery"));
+	assert_int_equal(site->controllers[6].recovery_threshold_ms, 600000);
+	assert_int_equal(tsync_site_controller(site, 7, &ci), -ERANGE);
 
 	i = tsync_site_thing_find(site, "temp_living");
 	assert_true(i >= 0);
@@ -379,7 +382,7 @@ static void test_example(void **state)
 
 	assert_int_equal(tsync_site_thing(site, (size_t)tsync_site_thing_find(site, "internet_lost"), &ti),
 	                 0);
-	assert_string_equal(ti.owner, "SRV-Collector");
+	assert_string_equal(ti.owner, "SRV-Recovery");
 
 	assert_int_equal(tsync_site_thing_find(site, "nope"), TSYNC_EUNKNOWN_THING);
 	assert_int_equal(tsync_site_thing(site, 13, &ti), -ERANGE);
@@ -419,7 +422,7 @@ static void test_example_plan(void **state)
 	assert_true(list_has(plan->used, plan->n_used, THING("internet_lost")));
 	assert_false(list_has(plan->used, plan->n_used, THING("temp_living")));
 
-	assert_int_equal(plan->n_peers, 5);
+	assert_int_equal(plan->n_peers, 6);
 	assert_int_equal(plan->peer_of_ctrl[sec], -1);
 	for (size_t p = 0; p < plan->n_peers; p++) {
 		assert_int_not_equal(plan->peers[p].ctrl, sec);
@@ -447,6 +450,10 @@ static void test_example_plan(void **state)
 	peer = &plan->peers[plan->peer_of_ctrl[CTRL("SRV-Collector")]];
 	assert_int_equal(peer->n_out, 1);
 	assert_int_equal(peer->out[0], THING("is_armed"));
+	assert_int_equal(peer->n_in, 0);
+
+	peer = &plan->peers[plan->peer_of_ctrl[CTRL("SRV-Recovery")]];
+	assert_int_equal(peer->n_out, 0);
 	assert_int_equal(peer->n_in, 1);
 	assert_int_equal(peer->in[0], THING("internet_lost"));
 	site__plan_free(plan);
@@ -466,7 +473,7 @@ static void test_example_plan(void **state)
 	site__plan_free(plan);
 
 	plan = (struct site_plan *)0x1;
-	assert_int_equal(site__plan_new(site, 6, &plan), -ERANGE);
+	assert_int_equal(site__plan_new(site, 7, &plan), -ERANGE);
 	assert_ptr_equal(plan, (struct site_plan *)0x1);
 	site__plan_free(NULL);
 	tsync_site_free(site);
