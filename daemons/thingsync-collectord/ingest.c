@@ -218,6 +218,7 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	int64_t max_seq = 0;
 	json_error_t jerr;
 	char msg[256];
+	bool injected;
 	int r;
 
 	/* 1. Who is it? The request's signature was checked (httpd, a signed-only
@@ -350,7 +351,10 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	batch.nrej = nr;
 	batch.min_seq = min_seq;
 	batch.max_seq = max_seq;
-	r = c->db->ops->store(c->db, &batch, c->opt.fault_injection && c->faults.handler, &res);
+	injected = c->opt.fault_injection &&
+	           (c->faults.handler ||
+	            (c->faults.handler_every && ++c->faults.pushes_seen % c->faults.handler_every == 0));
+	r = c->db->ops->store(c->db, &batch, injected, &res);
 	inserted = res.inserted;
 	if (r == DB_EDOWN) {
 		collector__db_down(c, "the database is unavailable");
@@ -360,7 +364,7 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	if (r < 0) {
 		alarms__raise(&c->alarms, ALARM_INTERNAL_ERROR, "",
 		              "push of %zu measurement(s) from %s failed in the handler: %s", n, src->name,
-		              c->faults.handler ? "injected fault" : strerror(-r));
+		              injected ? "injected fault" : strerror(-r));
 		refuse(c, req, 500, PUSH_ERROR, "collector", "internal error: nothing stored, send again");
 		goto leave;
 	}
