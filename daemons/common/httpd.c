@@ -933,6 +933,23 @@ bool httpd__is_loopback(const char *host)
 	       !strncmp(host, "127.", 4);
 }
 
+int httpd__split_listen(const char *spec, char *host, size_t hostlen, uint16_t *port)
+{
+	const char *colon = strrchr(spec, ':');
+	char *end;
+	unsigned long p;
+
+	if (!colon || (size_t)(colon - spec) >= hostlen)
+		return -EINVAL;
+	p = strtoul(colon + 1, &end, 10);
+	if (*end || colon[1] == '\0' || p > 65535)
+		return -EINVAL;
+	memcpy(host, spec, (size_t)(colon - spec));
+	host[colon - spec] = '\0';
+	*port = (uint16_t)p;
+	return 0;
+}
+
 unsigned long httpd__raise_nofile(void)
 {
 	struct rlimit rl;

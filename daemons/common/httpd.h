@@ -140,6 +140,9 @@ json_t *httpd__body_json(struct evhttp_request *req, const char **why);
  */
 unsigned long httpd__raise_nofile(void);
 
+/* "ADDR:PORT" (an --http or --listen option) into host and port. 0 or -EINVAL. */
+int httpd__split_listen(const char *spec, char *host, size_t hostlen, uint16_t *port);
+
 /* Whether an address to listen on is loopback only (NULL counts: the default). */
 bool httpd__is_loopback(const char *host);
 

@@ -18,6 +18,9 @@ static const char *const kind_names[ALARM_KINDS] = {
     [ALARM_INTERNAL_ERROR] = "internal_error",
     [ALARM_STREAM_CHANGED] = "stream_changed",
     [ALARM_STREAM_BACKWARDS] = "stream_backwards",
+    [ALARM_RECOVERY_WINDOW_LOST] = "recovery_window_lost",
+    [ALARM_CUMUL_CONFLICT] = "cumul_conflict",
+    [ALARM_PULL_FAILED] = "pull_failed",
 };
 
 const char *alarm_kind_name(enum alarm_kind kind)

@@ -27,6 +27,9 @@ enum alarm_kind {
 	ALARM_INTERNAL_ERROR,    /* the collector failed handling a request */
 	ALARM_STREAM_CHANGED,    /* a source pushes a stream that is not its current one */
 	ALARM_STREAM_BACKWARDS,  /* a sequence came again with other content: the stream went back */
+	ALARM_RECOVERY_WINDOW_LOST, /* an owner's history no longer held a window recovery asked for */
+	ALARM_CUMUL_CONFLICT,       /* a closed day's cumul came again with other content */
+	ALARM_PULL_FAILED,          /* recoveryd refused a pull (or is unreachable, retried) */
 	ALARM_KINDS
 };
 

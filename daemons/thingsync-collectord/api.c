@@ -17,6 +17,9 @@
  *   POST /v1/streams/accept             (signed) {"source","stream"}: make it
  *                                       the source's current stream
  *   GET /v1/rejected?source=S&limit=N   refused measurements with the reason
+ *   GET /v1/cumuls?owner=O&thing=T&from=DAY&to=DAY&limit=N   closed days of cumuls
+ *   GET /v1/recovery_gaps?owner=O&limit=N  windows an owner's history had lost
+ *   GET /v1/pulls, POST /v1/pull        see pull.c
  *   GET /v1/alarms[?active=1]           active alarms and recently cleared ones
  *   GET /metrics, GET /health
  *   POST /v1/faults?handler=on|off&db=on|off&handler_every=N (N: every Nth
@@ -196,6 +199,75 @@ leave:
 	evhttp_clear_headers(&q);
 }
 
+/* A "YYYY-MM-DD" query parameter (absent: ""). */
+static bool q_day(struct evkeyvalq *q, const char *name, const char **out)
+{
+	const char *s = evhttp_find_header(q, name);
+
+	*out = s ? s : "";
+	return !s || (strlen(s) == 10 && s[4] == '-' && s[7] == '-' && strspn(s, "0123456789-") == 10);
+}
+
+void api__cumuls(struct collector *c, struct evhttp_request *req)
+{
+	struct evkeyvalq q;
+	const char *from, *to;
+	int64_t limit;
+	json_t *arr = NULL;
+	int r;
+
+	if (parse_query(req, &q) < 0) {
+		bad_param(req, "query");
+		return;
+	}
+	if (!q_day(&q, "from", &from)) {
+		bad_param(req, "from");
+		goto leave;
+	}
+	if (!q_day(&q, "to", &to)) {
+		bad_param(req, "to");
+		goto leave;
+	}
+	if (q_i64(&q, "limit", 1000, &limit) < 0 || limit < 1 || limit > COLLECTOR_QUERY_LIMIT) {
+		bad_param(req, "limit");
+		goto leave;
+	}
+	r = db__cumuls(c->db, evhttp_find_header(&q, "owner"), evhttp_find_header(&q, "thing"), from, to, (int)limit,
+	               &arr);
+	if (r < 0) {
+		unavailable(c, req, r);
+		goto leave;
+	}
+	httpd__reply_json(req, 200, json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), "cumuls", arr));
+leave:
+	evhttp_clear_headers(&q);
+}
+
+void api__recovery_gaps(struct collector *c, struct evhttp_request *req)
+{
+	struct evkeyvalq q;
+	int64_t limit;
+	json_t *arr = NULL;
+	int r;
+
+	if (parse_query(req, &q) < 0) {
+		bad_param(req, "query");
+		return;
+	}
+	if (q_i64(&q, "limit", 1000, &limit) < 0 || limit < 1 || limit > COLLECTOR_QUERY_LIMIT) {
+		bad_param(req, "limit");
+		goto leave;
+	}
+	r = db__recovery_gaps(c->db, evhttp_find_header(&q, "owner"), (int)limit, &arr);
+	if (r < 0) {
+		unavailable(c, req, r);
+		goto leave;
+	}
+	httpd__reply_json(req, 200, json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), "gaps", arr));
+leave:
+	evhttp_clear_headers(&q);
+}
+
 void api__streams(struct collector *c, struct evhttp_request *req)
 {
 	struct evkeyvalq q;
@@ -344,10 +416,20 @@ void api__metrics(struct collector *c, struct evhttp_request *req)
 	                    "# TYPE thingsync_collector_measurements_rejected_total counter\n"
 	                    "thingsync_collector_measurements_rejected_total %" PRIu64 "\n"
 	                    "# TYPE thingsync_collector_database_up gauge\n"
-	                    "thingsync_collector_database_up{backend=\"%s\"} %d\n"
-	                    "# TYPE thingsync_collector_alarms_active gauge\n",
+	                    "thingsync_collector_database_up{backend=\"%s\"} %d\n",
 	                    c->stored_total, c->duplicates_total, c->rejected_total, c->db->ops->name,
 	                    c->db->ops->up(c->db) && !c->faults.db_refuse ? 1 : 0);
+	evbuffer_add_printf(out,
+	                    "# TYPE thingsync_collector_measurements_copies_total counter\n"
+	                    "thingsync_collector_measurements_copies_total %" PRIu64 "\n"
+	                    "# TYPE thingsync_collector_recovery_gaps_total counter\n"
+	                    "thingsync_collector_recovery_gaps_total %" PRIu64 "\n"
+	                    "# TYPE thingsync_collector_cumuls_stored_total counter\n"
+	                    "thingsync_collector_cumuls_stored_total %" PRIu64 "\n"
+	                    "# TYPE thingsync_collector_cumul_conflicts_total counter\n"
+	                    "thingsync_collector_cumul_conflicts_total %" PRIu64 "\n"
+	                    "# TYPE thingsync_collector_alarms_active gauge\n",
+	                    c->copies_total, c->recovery_gaps_total, c->cumuls_total, c->cumul_conflicts_total);
 	for (int k = 0; k < ALARM_KINDS; k++)
 		evbuffer_add_printf(out, "thingsync_collector_alarms_active{kind=\"%s\"} %zu\n",
 		                    alarm_kind_name((enum alarm_kind)k),

@@ -33,6 +33,8 @@ struct curlev;
 #define COLLECTOR_QUERY_LIMIT 10000
 #define COLLECTOR_MAX_GAPS    100
 #define COLLECTOR_NAME_MAX    63
+/* Longest cumul of one thing and day, as JSON text. */
+#define COLLECTOR_MAX_CUMUL 16384
 /* Measurements may be at most this far in the future (clock skew between a Pi and us). */
 #define COLLECTOR_FUTURE_US ((int64_t)24 * 3600 * 1000000)
 /* ... and not before 2000-01-01. */
@@ -73,6 +75,8 @@ struct collector {
 	struct httpd_route routes[16];
 	tsync_site *site;
 	struct db *db;
+	struct db_owner *owners; /* of every thing of the site, for the database */
+	size_t n_owners;
 	struct alarms alarms;
 	struct curlev *webhook_http;
 	struct source *sources;
@@ -92,6 +96,7 @@ struct collector {
 	/* Counters for /metrics. */
 	uint64_t pushes[6]; /* by enum push_result */
 	uint64_t stored_total, duplicates_total, rejected_total;
+	uint64_t copies_total, recovery_gaps_total, cumuls_total, cumul_conflicts_total;
 	uint64_t http_requests;
 };
 
@@ -112,6 +117,8 @@ struct source *collector__source(struct collector *c, const char *name);
 void api__sources(struct collector *c, struct evhttp_request *req);
 void api__measurements(struct collector *c, struct evhttp_request *req);
 void api__rejected(struct collector *c, struct evhttp_request *req);
+void api__cumuls(struct collector *c, struct evhttp_request *req);
+void api__recovery_gaps(struct collector *c, struct evhttp_request *req);
 void api__alarms(struct collector *c, struct evhttp_request *req);
 void api__streams(struct collector *c, struct evhttp_request *req);
 void api__owned(struct collector *c, struct evhttp_request *req);

@@ -89,6 +89,10 @@ static void route(void *arg, struct evhttp_request *req, const char *path)
 		api__owned(c, req);
 	} else if (!strcmp(path, "/v1/streams/accept")) {
 		api__accept_stream(c, req);
+	} else if (!strcmp(path, "/v1/cumuls")) {
+		api__cumuls(c, req);
+	} else if (!strcmp(path, "/v1/recovery_gaps")) {
+		api__recovery_gaps(c, req);
 	} else if (!strcmp(path, "/v1/alarms")) {
 		api__alarms(c, req);
 	} else if (!strcmp(path, "/metrics")) {
@@ -264,7 +268,9 @@ static int start_http(struct collector *c)
 	rt[8] = (struct httpd_route){"/v1/streams", HTTPD_GET, 0, false, true};
 	rt[9] = (struct httpd_route){"/v1/streams/accept", HTTPD_POST, 4096, false, true};
 	rt[10] = (struct httpd_route){"/v1/owned", HTTPD_GET, 0, false, true};
-	rt[11] = (struct httpd_route){NULL, 0, 0, false, false};
+	rt[11] = (struct httpd_route){"/v1/cumuls", HTTPD_GET, 0, false, false};
+	rt[12] = (struct httpd_route){"/v1/recovery_gaps", HTTPD_GET, 0, false, false};
+	rt[13] = (struct httpd_route){NULL, 0, 0, false, false};
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = c->base;
 	cfg.host = host;
@@ -372,7 +378,19 @@ static int open_db(struct collector *c)
 		log_error(&c->log, "--db %s: empty", spec);
 		return -EINVAL;
 	}
-	return ops->open(arg, &c->log, &c->db);
+	/* Every thing's owner, for the migration to schema 3 (rows older than owners). */
+	c->n_owners = tsync_site_thing_count(c->site);
+	c->owners = calloc(c->n_owners ? c->n_owners : 1, sizeof(*c->owners));
+	if (!c->owners)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->n_owners; i++) {
+		tsync_thing_info ti;
+		if (tsync_site_thing(c->site, i, &ti) == 0)
+			c->owners[i] = (struct db_owner){ti.name, ti.owner};
+		else
+			c->owners[i] = (struct db_owner){"", ""};
+	}
+	return ops->open(arg, c->owners, c->n_owners, &c->log, &c->db);
 }
 
 static int parse_args(int argc, char **argv, struct collector_options *o)
@@ -547,6 +565,7 @@ static void cleanup(struct collector *c)
 	if (c->base)
 		event_base_free(c->base);
 	free(c->sources);
+	free(c->owners);
 	tsync_site_free(c->site);
 	free(c->opt.periods);
 }

@@ -15,10 +15,29 @@
  *                first_us, last_us: every stream a source ever pushed
  *   alarms       id primary key; kind, subject, message, raised_us,
  *                cleared_us (0 while active), count
+ *   items        (source, stream, seq) primary key; kind, item, received_us:
+ *                every pushed item that is not a row of measurements or
+ *                rejected under its sequence: a recovery_gap, a cumul, or a
+ *                'copy' (a change stored before under another sequence,
+ *                e.g. the live copy of a recovered one). With them a
+ *                stream's sequences stay whole (gaps, missing).
+ *   recovery_gaps  owner, from_us, to_us, via, received_us, source, stream,
+ *                seq: windows an owner's history no longer held
+ *   cumuls       (owner, thing, day) primary key; cumul (JSON text), via,
+ *                received_us, source, stream, seq: closed days of cumuls
+ *   pulls        id primary key; from_s, to_s, reason (unique), state
+ *                (pending, accepted, failed), attempts, requested_us,
+ *                updated_us, recovery_id, error: windows asked of recoveryd
  *   thingsync_schema  version: DB_SCHEMA_VERSION
  * A stream is a pushd journal's identity (32 hex digits); rows stored before
  * streams existed (schema 1) have stream ''. Schema 1 databases are migrated
  * in place, in one transaction, when the collector first connects.
+ *
+ * Schema 3 adds measurements.owner (the thing's owner in site.conf) and
+ * .via (live, recovery, import): a change is identified by (owner, thing,
+ * owner_boot, version), unique where owner_boot > 0, so whatever path
+ * brings it (live push, recovery, an import with those fields) it is stored
+ * once, with the path it came by first; the others are 'copy' items.
  *
  * Inserts are idempotent on (source, stream, seq): a batch sent twice is
  * stored once. A sequence already stored with other content (thing, value,
@@ -46,14 +65,21 @@
 #include "util/util.h"
 
 #define DB_EDOWN (-ENOTCONN)
-#define DB_SCHEMA_VERSION 2
+#define DB_SCHEMA_VERSION 3
 #define DB_STREAM_MAX 32
 
 struct db;
 
+/* A thing's owner in site.conf (schema 3 fills the owner of older rows). */
+struct db_owner {
+	const char *thing, *owner;
+};
+
 /* A valid measurement, as stored. Strings are borrowed for the call. */
 struct db_measurement {
 	int64_t seq;
+	const char *owner; /* site.conf's owner of the thing */
+	const char *via;   /* "live", "recovery", "import" */
 	const char *thing;
 	const char *vtype; /* "bool", "int", "float", "string" */
 	const char *value; /* JSON text of the value */
@@ -70,6 +96,22 @@ struct db_rejected {
 	const char *item; /* the item's JSON text as received */
 };
 
+/* A pushed item other than a measurement (see the table items). */
+enum db_item_kind { DB_ITEM_GAP = 0, DB_ITEM_CUMUL };
+/* What store() did with an item (db_batch.item_result). */
+enum db_item_result { DB_ITEM_NEW = 0, DB_ITEM_DUP, DB_ITEM_CONFLICT };
+struct db_item {
+	int64_t seq;
+	enum db_item_kind kind;
+	const char *item; /* its JSON text as received: a sequence sent again is compared by it */
+	const char *owner;
+	const char *via;
+	int64_t from_us, to_us; /* gap */
+	const char *thing;      /* cumul */
+	const char *day;        /* cumul, YYYY-MM-DD */
+	const char *cumul;      /* cumul: JSON text, keys sorted (compared as text) */
+};
+
 /* One batch of one source, written in one transaction. */
 struct db_batch {
 	const char *source;
@@ -80,6 +122,9 @@ struct db_batch {
 	size_t n;
 	const struct db_rejected *rej;
 	size_t nrej;
+	const struct db_item *items;
+	size_t nitems;
+	uint8_t *item_result; /* nitems of enum db_item_result, written by store() */
 	int64_t min_seq; /* lowest seq of the batch (0: empty) */
 	int64_t max_seq; /* highest seq of the batch (0: empty) */
 };
@@ -94,6 +139,7 @@ enum db_outcome {
 struct db_store_result {
 	enum db_outcome outcome;
 	size_t inserted;
+	size_t copies; /* of the duplicates: changes stored before under another sequence */
 	bool adopted;                      /* the source had no stream and took this one */
 	char current[DB_STREAM_MAX + 1];   /* DB_STREAM_CHANGED: the source's stream */
 	int64_t current_last_seq;          /* ... and its last sequence */
@@ -120,11 +166,27 @@ struct db_query {
 	int limit;
 };
 
+/* A parameter of a shared statement ($1, $2, ... in both dialects): text (NULL: NULL) or an integer. */
+struct db_param {
+	const char *s;
+	int64_t i;
+	bool is_int;
+};
+/* One row of a result: `n` columns as text (NULL: NULL), borrowed for the call; non-zero stops. */
+typedef int (*db_row_fn)(void *ud, int n, const char *const *col);
+
 struct db_ops {
 	const char *name;
 	/* Connects; a database that cannot be reached yet is not an error here:
-	 * the handle is made and reports DB_EDOWN until reconnect() works. */
-	int (*open)(const char *conninfo, const struct logger *log, struct db **ret);
+	 * the handle is made and reports DB_EDOWN until reconnect() works.
+	 * `owners` (borrowed, outlives the handle) is used by the migration to
+	 * schema 3. */
+	int (*open)(const char *conninfo, const struct db_owner *owners, size_t n_owners, const struct logger *log,
+	            struct db **ret);
+	/* Runs one statement of the shared SQL (db_common.c); fn gets each row;
+	 * *changes (may be NULL) the rows changed. 0, DB_EDOWN or -EIO. */
+	int (*exec)(struct db *db, const char *sql, const struct db_param *p, size_t np, db_row_fn fn, void *ud,
+	            int64_t *changes);
 	void (*close)(struct db *db);
 	/* Makes sure the connection is up (reconnecting) and the schema exists. 0 or DB_EDOWN. */
 	int (*reconnect)(struct db *db);
@@ -177,6 +239,35 @@ extern const struct db_ops db_pg_ops;
 struct db {
 	const struct db_ops *ops;
 };
+
+/* What both backends do through exec() (db_common.c). Inside store()'s
+ * transaction, after the measurements and refused items: the copies and
+ * the other items. 0, DB_EDOWN or -EIO; a stream going backwards sets
+ * res->outcome. */
+int db__store_items(struct db *db, const struct db_batch *b, const char *stream, struct db_store_result *res);
+/* Schema 2 to 3, in the caller's transaction (`add_columns`: measurements has no owner and via yet). */
+int db__migrate_2(struct db *db, const struct db_owner *owners, size_t n_owners, bool add_columns);
+/* Reads: [{"owner","thing","day","cumul","via","received"}], days within [from, to] ("" none). */
+int db__cumuls(struct db *db, const char *owner, const char *thing, const char *from, const char *to, int limit,
+               json_t **out);
+int db__recovery_gaps(struct db *db, const char *owner, int limit, json_t **out);
+/* Pulls (windows asked of recoveryd). */
+struct db_pull {
+	int64_t id, from_s, to_s;
+	const char *reason; /* unique: the same hole is pulled once */
+	const char *state;  /* "pending", "accepted", "failed" */
+	int64_t attempts, requested_us, updated_us;
+	const char *recovery_id, *error;
+};
+/* Adds a pull (its reason not yet known): 1 added, 0 known already, or an error. */
+int db__pull_add(struct db *db, const struct db_pull *p);
+int db__pull_update(struct db *db, const struct db_pull *p);
+/* Calls fn for the pulls, newest first (only pending ones with `pending`), at most `limit`. */
+int db__pulls(struct db *db, bool pending, int limit, void (*fn)(void *ud, const struct db_pull *p), void *ud);
+/* The measured time around a hole [a, b] of a source's stream: the newest
+ * before a and the oldest after b (0 when none). */
+int db__hole_times(struct db *db, const char *source, const char *stream, int64_t a, int64_t b, int64_t *before_us,
+                   int64_t *after_us);
 
 /* Shared SQL text, the same for both backends: the schema of DB_SCHEMA_VERSION. */
 extern const char *const db_schema_sql[];

@@ -2,17 +2,27 @@
  * thingsync-collectord: what both storage backends share (see db.h).
  * SPDX-License-Identifier: MIT
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "db.h"
 
-/* Plain SQL both SQLite and PostgreSQL accept: the schema of DB_SCHEMA_VERSION. */
+#define ITEMS_DDL                                                                                        \
+	"CREATE TABLE IF NOT EXISTS items ("                                                             \
+	" source TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,"          \
+	" item TEXT NOT NULL, received_us BIGINT NOT NULL, PRIMARY KEY (source, stream, seq))"
+
+/* Plain SQL both SQLite and PostgreSQL accept: the schema of DB_SCHEMA_VERSION. The
+ * first three are schema 1's tables made again by db_sqlite.c's migration. */
 const char *const db_schema_sql[] = {
     "CREATE TABLE IF NOT EXISTS measurements ("
     " source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT NULL, thing TEXT NOT NULL,"
     " vtype TEXT NOT NULL, value TEXT NOT NULL, time_us BIGINT NOT NULL, owner_boot BIGINT NOT NULL,"
-    " version BIGINT NOT NULL, received_us BIGINT NOT NULL, PRIMARY KEY (source, stream, seq))",
+    " version BIGINT NOT NULL, received_us BIGINT NOT NULL, owner TEXT NOT NULL DEFAULT '',"
+    " via TEXT NOT NULL DEFAULT 'live', PRIMARY KEY (source, stream, seq))",
     "CREATE INDEX IF NOT EXISTS measurements_thing_time ON measurements (thing, time_us)",
     "CREATE TABLE IF NOT EXISTS rejected ("
     " source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT NULL, field TEXT NOT NULL,"
@@ -27,6 +37,22 @@ const char *const db_schema_sql[] = {
     "CREATE TABLE IF NOT EXISTS alarms ("
     " id BIGINT PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL, message TEXT NOT NULL,"
     " raised_us BIGINT NOT NULL, cleared_us BIGINT NOT NULL, count BIGINT NOT NULL)",
+    ITEMS_DDL,
+    "CREATE TABLE IF NOT EXISTS recovery_gaps ("
+    " owner TEXT NOT NULL, from_us BIGINT NOT NULL, to_us BIGINT NOT NULL, via TEXT NOT NULL,"
+    " received_us BIGINT NOT NULL, source TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL,"
+    " PRIMARY KEY (source, stream, seq))",
+    "CREATE TABLE IF NOT EXISTS cumuls ("
+    " owner TEXT NOT NULL, thing TEXT NOT NULL, day TEXT NOT NULL, cumul TEXT NOT NULL, via TEXT NOT NULL,"
+    " received_us BIGINT NOT NULL, source TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL,"
+    " PRIMARY KEY (owner, thing, day))",
+    "CREATE TABLE IF NOT EXISTS pulls ("
+    " id BIGINT PRIMARY KEY, from_s BIGINT NOT NULL, to_s BIGINT NOT NULL, reason TEXT NOT NULL UNIQUE,"
+    " state TEXT NOT NULL, attempts BIGINT NOT NULL, requested_us BIGINT NOT NULL,"
+    " updated_us BIGINT NOT NULL, recovery_id TEXT NOT NULL, error TEXT NOT NULL)",
+    /* A change is stored once, whatever path brought it (db.h). */
+    "CREATE UNIQUE INDEX IF NOT EXISTS measurements_identity ON measurements (owner, thing, owner_boot, version)"
+    " WHERE owner_boot > 0",
 };
 const size_t db_schema_count = sizeof(db_schema_sql) / sizeof(db_schema_sql[0]);
 
@@ -57,4 +83,430 @@ void db__stream_changed_message(char *buf, size_t size, const char *source, cons
 	         "'thingsync-dr recover' on %s to continue stream '%s', or accept the new stream with "
 	         "POST /v1/streams/accept {\"source\":\"%s\",\"stream\":\"%s\"}",
 	         source, stream, res->current, res->current_last_seq, source, res->current, source, stream);
+}
+
+/* --- schema 2 to 3 ---------------------------------------------------------------- */
+
+/* The text a 'copy' item is compared by when its sequence comes again: what
+ * the backends compare a measurement by (thing, value, time). */
+#define COPY_TEXT_SQL "m.thing || ' ' || m.value || ' ' || CAST(m.time_us AS TEXT)"
+
+static int run(struct db *db, const char *sql, const struct db_param *p, size_t np, db_row_fn fn, void *ud,
+               int64_t *changes)
+{
+	return db->ops->exec(db, sql, p, np, fn, ud, changes);
+}
+
+#define P_STR(x) ((struct db_param){.s = (x)})
+#define P_INT(x) ((struct db_param){.i = (x), .is_int = true})
+
+int db__migrate_2(struct db *db, const struct db_owner *owners, size_t n_owners, bool add_columns)
+{
+	static const char *const columns[] = {
+	    "ALTER TABLE measurements ADD COLUMN owner TEXT NOT NULL DEFAULT ''",
+	    "ALTER TABLE measurements ADD COLUMN via TEXT NOT NULL DEFAULT 'live'",
+	};
+	/* Older rows get their thing's owner; a change stored twice (two
+	 * sources, a journal made again) keeps its first row, the others become
+	 * copies, before the unique index is made. */
+	static const char *const steps[] = {
+	    "UPDATE measurements SET owner = COALESCE((SELECT o.owner FROM thingsync_owners o"
+	    " WHERE o.thing = measurements.thing), '')",
+	    ITEMS_DDL,
+	    "CREATE INDEX IF NOT EXISTS measurements_identity_tmp ON measurements (owner, thing, owner_boot, version)",
+	    "INSERT INTO items (source, stream, seq, kind, item, received_us) SELECT m.source, m.stream, m.seq,"
+	    " 'copy', " COPY_TEXT_SQL ", m.received_us FROM measurements m WHERE m.owner_boot > 0 AND EXISTS"
+	    " (SELECT 1 FROM measurements o WHERE o.owner = m.owner AND o.thing = m.thing"
+	    " AND o.owner_boot = m.owner_boot AND o.version = m.version AND (o.received_us < m.received_us"
+	    " OR (o.received_us = m.received_us AND (o.source < m.source OR (o.source = m.source"
+	    " AND (o.stream < m.stream OR (o.stream = m.stream AND o.seq < m.seq)))))))",
+	    "DELETE FROM measurements WHERE EXISTS (SELECT 1 FROM items i WHERE i.kind = 'copy'"
+	    " AND i.source = measurements.source AND i.stream = measurements.stream AND i.seq = measurements.seq)",
+	    "DROP INDEX measurements_identity_tmp",
+	    "DROP TABLE thingsync_owners",
+	};
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && add_columns && i < sizeof(columns) / sizeof(columns[0]); i++)
+		r = run(db, columns[i], NULL, 0, NULL, NULL, NULL);
+	if (r == 0)
+		r = run(db, "CREATE TEMP TABLE thingsync_owners (thing TEXT PRIMARY KEY, owner TEXT NOT NULL)", NULL,
+		        0, NULL, NULL, NULL);
+	for (size_t i = 0; r == 0 && i < n_owners; i++) {
+		struct db_param p[2] = {P_STR(owners[i].thing), P_STR(owners[i].owner)};
+		r = run(db, "INSERT INTO thingsync_owners (thing, owner) VALUES ($1, $2) ON CONFLICT DO NOTHING", p, 2,
+		        NULL, NULL, NULL);
+	}
+	for (size_t i = 0; r == 0 && i < sizeof(steps) / sizeof(steps[0]); i++)
+		r = run(db, steps[i], NULL, 0, NULL, NULL, NULL);
+	return r;
+}
+
+/* --- the items of a batch ----------------------------------------------------------- */
+
+/* Rows of one integer column, collected. */
+struct ints {
+	int64_t *v;
+	size_t n, cap;
+	int err;
+};
+
+static int row_int(void *ud, int n, const char *const *col)
+{
+	struct ints *x = ud;
+
+	if (x->n == x->cap) {
+		size_t cap = x->cap ? x->cap * 2 : 64;
+		int64_t *p = realloc(x->v, cap * sizeof(*p));
+		if (!p) {
+			x->err = -ENOMEM;
+			return 1;
+		}
+		x->v = p;
+		x->cap = cap;
+	}
+	x->v[x->n++] = col[0] ? strtoll(col[0], NULL, 10) : 0;
+	return 0;
+}
+
+/* The one text value of a row, compared with `want`. */
+struct same {
+	const char *want;
+	bool found, same;
+};
+
+static int row_same(void *ud, int n, const char *const *col)
+{
+	struct same *x = ud;
+
+	x->found = true;
+	x->same = col[0] && strcmp(col[0], x->want) == 0;
+	return 1;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Records `seq` in items. *is_new false: the sequence was there with the same
+ * text (a batch sent again); other text, or a row of measurements or rejected
+ * under it: the stream went backwards (res->outcome).
+ */
+static int settle(struct db *db, const struct db_batch *b, const char *stream, int64_t seq, const char *kind,
+                  const char *text, bool *is_new, struct db_store_result *res)
+{
+	struct db_param p[6] = {P_STR(b->source), P_STR(stream), P_INT(seq), P_STR(kind), P_STR(text),
+	                        P_INT(b->received_us)};
+	struct same sm = {text, false, false};
+	int64_t changes = 0;
+	int r;
+
+	*is_new = false;
+	r = run(db,
+	        "INSERT INTO items (source, stream, seq, kind, item, received_us) VALUES ($1, $2, $3, $4, $5, $6)"
+	        " ON CONFLICT DO NOTHING",
+	        p, 6, NULL, NULL, &changes);
+	if (r < 0)
+		return r;
+	if (changes == 0) {
+		r = run(db, "SELECT item FROM items WHERE source = $1 AND stream = $2 AND seq = $3", p, 3, row_same, &sm,
+		        NULL);
+		if (r == 0 && !sm.same) {
+			res->outcome = DB_STREAM_BACKWARDS;
+			res->conflict_seq = seq;
+		}
+		return r;
+	}
+	*is_new = true;
+	return 0;
+}
+
+/* Measurements of the batch not stored under their own sequence: copies of a change stored before. */
+static int store_copies(struct db *db, const struct db_batch *b, const char *stream, struct db_store_result *res)
+{
+	struct db_param p[4] = {P_STR(b->source), P_STR(stream), P_INT(b->min_seq), P_INT(b->max_seq)};
+	struct ints present = {0};
+	char *text = NULL;
+	int r;
+
+	r = run(db, "SELECT seq FROM measurements WHERE source = $1 AND stream = $2 AND seq >= $3 AND seq <= $4", p, 4,
+	        row_int, &present, NULL);
+	if (r == 0)
+		r = present.err;
+	if (r == 0 && present.n > 1)
+		qsort(present.v, present.n, sizeof(*present.v), cmp_i64);
+	for (size_t i = 0; r == 0 && res->outcome == DB_STORED && i < b->n; i++) {
+		const struct db_measurement *m = &b->m[i];
+		bool is_new;
+
+		if (present.n && bsearch(&m->seq, present.v, present.n, sizeof(*present.v), cmp_i64))
+			continue;
+		free(text);
+		if (asprintf(&text, "%s %s %" PRId64, m->thing, m->value, m->time_us) < 0) {
+			text = NULL;
+			r = -ENOMEM;
+			break;
+		}
+		r = settle(db, b, stream, m->seq, "copy", text, &is_new, res);
+		res->copies++;
+	}
+	free(text);
+	free(present.v);
+	return r;
+}
+
+static int store_gap(struct db *db, const struct db_batch *b, const char *stream, const struct db_item *it)
+{
+	struct db_param p[8] = {P_STR(it->owner),       P_INT(it->from_us), P_INT(it->to_us), P_STR(it->via),
+	                        P_INT(b->received_us), P_STR(b->source),   P_STR(stream),    P_INT(it->seq)};
+
+	return run(db,
+	           "INSERT INTO recovery_gaps (owner, from_us, to_us, via, received_us, source, stream, seq)"
+	           " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+	           p, 8, NULL, NULL, NULL);
+}
+
+/* A closed day: new, the same again (a duplicate), or other content (the first is kept). */
+static int store_cumul(struct db *db, const struct db_batch *b, const char *stream, const struct db_item *it,
+                       uint8_t *result)
+{
+	struct db_param p[9] = {P_STR(it->owner), P_STR(it->thing),       P_STR(it->day),
+	                        P_STR(it->cumul), P_STR(it->via),         P_INT(b->received_us),
+	                        P_STR(b->source), P_STR(stream),          P_INT(it->seq)};
+	struct same sm = {it->cumul, false, false};
+	int64_t changes = 0;
+	int r;
+
+	r = run(db,
+	        "INSERT INTO cumuls (owner, thing, day, cumul, via, received_us, source, stream, seq)"
+	        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+	        p, 9, NULL, NULL, &changes);
+	if (r < 0 || changes > 0) {
+		*result = DB_ITEM_NEW;
+		return r;
+	}
+	r = run(db, "SELECT cumul FROM cumuls WHERE owner = $1 AND thing = $2 AND day = $3", p, 3, row_same, &sm,
+	        NULL);
+	*result = sm.same ? DB_ITEM_DUP : DB_ITEM_CONFLICT;
+	return r;
+}
+
+int db__store_items(struct db *db, const struct db_batch *b, const char *stream, struct db_store_result *res)
+{
+	struct db_param p[4] = {P_STR(b->source), P_STR(stream), P_INT(b->min_seq), P_INT(b->max_seq)};
+	struct ints clash = {0};
+	int r = 0;
+
+	if (b->n > 0)
+		r = store_copies(db, b, stream, res);
+	for (size_t i = 0; r == 0 && res->outcome == DB_STORED && i < b->nitems; i++) {
+		const struct db_item *it = &b->items[i];
+		bool is_new;
+
+		b->item_result[i] = DB_ITEM_DUP;
+		r = settle(db, b, stream, it->seq, it->kind == DB_ITEM_GAP ? "recovery_gap" : "cumul", it->item, &is_new,
+		           res);
+		if (r < 0 || !is_new)
+			continue;
+		b->item_result[i] = DB_ITEM_NEW;
+		if (it->kind == DB_ITEM_GAP)
+			r = store_gap(db, b, stream, it);
+		else
+			r = store_cumul(db, b, stream, it, &b->item_result[i]);
+	}
+	/* A sequence both an item and a measurement or a refused one: the stream went backwards. */
+	if (r == 0 && res->outcome == DB_STORED && b->n + b->nrej + b->nitems > 0)
+		r = run(db,
+		        "SELECT i.seq FROM items i WHERE i.source = $1 AND i.stream = $2 AND i.seq >= $3 AND i.seq <= $4"
+		        " AND (EXISTS (SELECT 1 FROM measurements m WHERE m.source = i.source AND m.stream = i.stream"
+		        " AND m.seq = i.seq) OR EXISTS (SELECT 1 FROM rejected x WHERE x.source = i.source"
+		        " AND x.stream = i.stream AND x.seq = i.seq)) LIMIT 1",
+		        p, 4, row_int, &clash, NULL);
+	if (r == 0 && clash.n > 0) {
+		res->outcome = DB_STREAM_BACKWARDS;
+		res->conflict_seq = clash.v[0];
+	}
+	free(clash.v);
+	return r ? r : clash.err;
+}
+
+/* --- reads ------------------------------------------------------------------------------ */
+
+struct rows {
+	json_t *arr;
+	const char *const *names; /* column names; a name starting with '#' is an integer, '{' JSON */
+	int err;
+};
+
+static int row_json(void *ud, int n, const char *const *col)
+{
+	struct rows *x = ud;
+	json_t *o = json_object();
+
+	for (int i = 0; o && i < n; i++) {
+		const char *name = x->names[i];
+		json_t *v;
+		if (name[0] == '#')
+			v = json_integer(col[i] ? (json_int_t)strtoll(col[i], NULL, 10) : 0);
+		else if (name[0] == '{')
+			v = col[i] ? json_loads(col[i], JSON_DECODE_ANY, NULL) : NULL;
+		else
+			v = col[i] ? json_string(col[i]) : json_null();
+		if (json_object_set_new(o, name + (name[0] == '#' || name[0] == '{'), v ? v : json_null()) < 0) {
+			json_decref(o);
+			o = NULL;
+		}
+	}
+	if (!o || json_array_append_new(x->arr, o) < 0) {
+		x->err = -ENOMEM;
+		return 1;
+	}
+	return 0;
+}
+
+static int select_json(struct db *db, const char *sql, const struct db_param *p, size_t np, const char *const *names,
+                       json_t **out)
+{
+	struct rows x = {json_array(), names, 0};
+	int r;
+
+	if (!x.arr)
+		return -ENOMEM;
+	if (!db->ops->up(db) && db->ops->reconnect(db) < 0) {
+		json_decref(x.arr);
+		return DB_EDOWN;
+	}
+	r = run(db, sql, p, np, row_json, &x, NULL);
+	if (r == 0)
+		r = x.err;
+	if (r < 0) {
+		json_decref(x.arr);
+		return r;
+	}
+	*out = x.arr;
+	return 0;
+}
+
+int db__cumuls(struct db *db, const char *owner, const char *thing, const char *from, const char *to, int limit,
+               json_t **out)
+{
+	static const char *const names[] = {"owner", "thing", "day", "{cumul", "via", "#received"};
+	struct db_param p[5] = {P_STR(owner ? owner : ""), P_STR(thing ? thing : ""), P_STR(from ? from : ""),
+	                        P_STR(to ? to : ""), P_INT(limit)};
+
+	return select_json(db,
+	                   "SELECT owner, thing, day, cumul, via, received_us FROM cumuls"
+	                   " WHERE (CAST($1 AS TEXT) = '' OR owner = $1) AND (CAST($2 AS TEXT) = '' OR thing = $2)"
+	                   " AND (CAST($3 AS TEXT) = '' OR day >= $3) AND (CAST($4 AS TEXT) = '' OR day <= $4)"
+	                   " ORDER BY day, owner, thing LIMIT $5",
+	                   p, 5, names, out);
+}
+
+int db__recovery_gaps(struct db *db, const char *owner, int limit, json_t **out)
+{
+	static const char *const names[] = {"owner", "#from", "#to", "via", "#received", "source", "#seq"};
+	struct db_param p[2] = {P_STR(owner ? owner : ""), P_INT(limit)};
+
+	return select_json(db,
+	                   "SELECT owner, from_us, to_us, via, received_us, source, seq FROM recovery_gaps"
+	                   " WHERE (CAST($1 AS TEXT) = '' OR owner = $1) ORDER BY received_us DESC, seq DESC LIMIT $2",
+	                   p, 2, names, out);
+}
+
+/* --- pulls --------------------------------------------------------------------------------- */
+
+int db__pull_add(struct db *db, const struct db_pull *x)
+{
+	struct db_param p[10] = {P_INT(x->id),           P_INT(x->from_s),     P_INT(x->to_s),
+	                         P_STR(x->reason),       P_STR(x->state),      P_INT(x->attempts),
+	                         P_INT(x->requested_us), P_INT(x->updated_us), P_STR(x->recovery_id ? x->recovery_id : ""),
+	                         P_STR(x->error ? x->error : "")};
+	int64_t changes = 0;
+	int r;
+
+	if (!db->ops->up(db) && db->ops->reconnect(db) < 0)
+		return DB_EDOWN;
+	r = run(db,
+	        "INSERT INTO pulls (id, from_s, to_s, reason, state, attempts, requested_us, updated_us, recovery_id,"
+	        " error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+	        p, 10, NULL, NULL, &changes);
+	return r < 0 ? r : changes > 0;
+}
+
+int db__pull_update(struct db *db, const struct db_pull *x)
+{
+	struct db_param p[6] = {P_INT(x->id), P_STR(x->state), P_INT(x->attempts), P_INT(x->updated_us),
+	                        P_STR(x->recovery_id ? x->recovery_id : ""), P_STR(x->error ? x->error : "")};
+
+	if (!db->ops->up(db) && db->ops->reconnect(db) < 0)
+		return DB_EDOWN;
+	return run(db,
+	           "UPDATE pulls SET state = $2, attempts = $3, updated_us = $4, recovery_id = $5, error = $6"
+	           " WHERE id = $1",
+	           p, 6, NULL, NULL, NULL);
+}
+
+struct pull_rows {
+	void (*fn)(void *ud, const struct db_pull *p);
+	void *ud;
+};
+
+static int row_pull(void *ud, int n, const char *const *c)
+{
+	struct pull_rows *x = ud;
+	struct db_pull p = {
+	    .id = strtoll(c[0], NULL, 10),
+	    .from_s = strtoll(c[1], NULL, 10),
+	    .to_s = strtoll(c[2], NULL, 10),
+	    .reason = c[3],
+	    .state = c[4],
+	    .attempts = strtoll(c[5], NULL, 10),
+	    .requested_us = strtoll(c[6], NULL, 10),
+	    .updated_us = strtoll(c[7], NULL, 10),
+	    .recovery_id = c[8],
+	    .error = c[9],
+	};
+
+	x->fn(x->ud, &p);
+	return 0;
+}
+
+int db__pulls(struct db *db, bool pending, int limit, void (*fn)(void *ud, const struct db_pull *p), void *ud)
+{
+	struct db_param p[2] = {P_INT(pending), P_INT(limit)};
+	struct pull_rows x = {fn, ud};
+
+	if (!db->ops->up(db) && db->ops->reconnect(db) < 0)
+		return DB_EDOWN;
+	return run(db,
+	           "SELECT id, from_s, to_s, reason, state, attempts, requested_us, updated_us, recovery_id, error"
+	           " FROM pulls WHERE (CAST($1 AS BIGINT) = 0 OR state = 'pending') ORDER BY id DESC LIMIT $2",
+	           p, 2, row_pull, &x, NULL);
+}
+
+int db__hole_times(struct db *db, const char *source, const char *stream, int64_t a, int64_t b, int64_t *before_us,
+                   int64_t *after_us)
+{
+	struct db_param p[3] = {P_STR(source), P_STR(stream), P_INT(a)};
+	struct ints x = {0}, y = {0};
+	int r;
+
+	r = run(db,
+	        "SELECT time_us FROM measurements WHERE source = $1 AND stream = $2 AND seq < $3 AND via = 'live'"
+	        " ORDER BY seq DESC LIMIT 1",
+	        p, 3, row_int, &x, NULL);
+	p[2] = P_INT(b);
+	if (r == 0)
+		r = run(db,
+		        "SELECT time_us FROM measurements WHERE source = $1 AND stream = $2 AND seq > $3 AND via = 'live'"
+		        " ORDER BY seq LIMIT 1",
+		        p, 3, row_int, &y, NULL);
+	*before_us = x.n ? x.v[0] : 0;
+	*after_us = y.n ? y.v[0] : 0;
+	free(x.v);
+	free(y.v);
+	return r ? r : x.err ? x.err : y.err;
 }

@@ -21,6 +21,8 @@
 struct db_pg {
 	struct db base;
 	const struct logger *log;
+	const struct db_owner *owners;
+	size_t n_owners;
 	char *conninfo;
 	PGconn *conn;
 	bool logged_down; /* say "cannot connect" once per outage, not once per try */
@@ -28,7 +30,7 @@ struct db_pg {
 
 #define PG(db) ((struct db_pg *)(db))
 
-/* Rows per INSERT statement: 9 parameters each, well under libpq's 65535. */
+/* Rows per INSERT statement: 12 parameters each, well under libpq's 65535. */
 #define PG_ROWS_PER_INSERT 500
 
 /* libpq's messages span lines; the log wants one line per event. */
@@ -164,7 +166,13 @@ static int ensure_schema(struct db_pg *d)
 			r = command(d, db_migrate_1_common_sql[i]);
 		if (r < 0)
 			goto leave;
-		log_warn(d->log, "postgres: migrated from schema 1 to %d: old measurements kept as stream ''",
+		log_warn(d->log, "postgres: migrated from schema 1: old measurements kept as stream ''");
+	}
+	if (has_old || (found && version == 2)) {
+		r = db__migrate_2(&d->base, d->owners, d->n_owners, true);
+		if (r < 0)
+			goto leave;
+		log_warn(d->log, "postgres: migrated to schema %d: owner and via of every measurement",
 		         DB_SCHEMA_VERSION);
 	}
 	for (size_t i = 0; r == 0 && i < db_schema_count; i++)
@@ -216,7 +224,8 @@ static int pg_reconnect(struct db *db)
 	return 0;
 }
 
-static int pg_open(const char *conninfo, const struct logger *log, struct db **ret)
+static int pg_open(const char *conninfo, const struct db_owner *owners, size_t n_owners, const struct logger *log,
+                   struct db **ret)
 {
 	struct db_pg *d = calloc(1, sizeof(*d));
 	size_t n;
@@ -225,6 +234,8 @@ static int pg_open(const char *conninfo, const struct logger *log, struct db **r
 		return -ENOMEM;
 	d->base.ops = &db_pg_ops;
 	d->log = log;
+	d->owners = owners;
+	d->n_owners = n_owners;
 	/* A bounded connect: the collector's loop waits for it. */
 	n = strlen(conninfo) + 32;
 	d->conninfo = malloc(n);
@@ -335,7 +346,8 @@ static int pg_stream_last(struct db_pg *d, const char *source, const char *strea
 	int r;
 	PGresult *res = one(d,
 	                    "SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $2"
-	                    " UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $2) s",
+	                    " UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $2"
+	                    " UNION ALL SELECT seq FROM items WHERE source = $1 AND stream = $2) s",
 	                    2, v, &r);
 
 	if (!res)
@@ -461,7 +473,7 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 	r = command(d, "BEGIN");
 	if (r < 0)
 		return r;
-	r = params_reserve(&p, PG_ROWS_PER_INSERT * 10);
+	r = params_reserve(&p, PG_ROWS_PER_INSERT * 12);
 	if (r == 0)
 		r = pg_check_stream(d, b, res, &stream);
 	if (r == 0 && res->outcome != DB_STORED)
@@ -486,8 +498,8 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		r = build_insert(
 		    &sql,
 		    "INSERT INTO measurements (source, seq, thing, vtype, value, time_us, owner_boot,"
-		    " version, received_us, stream) VALUES ",
-		    " ON CONFLICT (source, stream, seq) DO NOTHING", rows, 10);
+		    " version, received_us, stream, owner, via) VALUES ",
+		    " ON CONFLICT DO NOTHING", rows, 12);
 		if (r < 0)
 			break;
 		for (size_t i = off; i < off + rows; i++) {
@@ -502,6 +514,8 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 			param_i64(&p, m->version);
 			param_i64(&p, b->received_us);
 			param_str(&p, stream);
+			param_str(&p, m->owner);
+			param_str(&p, m->via);
 		}
 		r = exec_params(d, "insert measurements", sql.data, &p, &ins);
 	}
@@ -526,6 +540,10 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		}
 		r = exec_params(d, "insert rejected", sql.data, &p, NULL);
 	}
+	if (r == 0)
+		r = db__store_items(db, b, stream, res);
+	if (r == 0 && res->outcome != DB_STORED)
+		goto refused;
 	if (r == 0) {
 		p.n = 0;
 		param_str(&p, b->source);
@@ -705,12 +723,15 @@ static int pg_sources(struct db *db, size_t max_gaps, json_t **out)
 		json_t *g = json_array();
 
 		cnt = query(d,
-		            "SELECT (SELECT COUNT(*) FROM measurements WHERE source = $1 AND stream = $3),"
+		            "SELECT (SELECT COUNT(*) FROM measurements WHERE source = $1 AND stream = $3)"
+		            " + (SELECT COUNT(*) FROM items WHERE source = $1 AND stream = $3),"
 		            " (SELECT COUNT(*) FROM rejected WHERE source = $1 AND stream = $3),"
 		            " (SELECT MIN(seq) FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $3"
-		            "  UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3) s),"
+		            "  UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3"
+		            "  UNION ALL SELECT seq FROM items WHERE source = $1 AND stream = $3) s),"
 		            " (SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $3"
-		            "  UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3) s)"
+		            "  UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3"
+		            "  UNION ALL SELECT seq FROM items WHERE source = $1 AND stream = $3) s)"
 		            " WHERE $2::bigint IS NOT NULL",
 		            3, v);
 		gaps =
@@ -718,7 +739,8 @@ static int pg_sources(struct db *db, size_t max_gaps, json_t **out)
 		              d,
 		              "SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt"
 		              " FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $3"
-		              " UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3) s) t"
+		              " UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3"
+		              " UNION ALL SELECT seq FROM items WHERE source = $1 AND stream = $3) s) t"
 		              " WHERE nxt > seq + 1 ORDER BY seq LIMIT $2",
 		              3, v)
 		        : NULL;
@@ -779,7 +801,7 @@ static int pg_measurements(struct db *db, const struct db_query *q, json_t **out
 	v[6] = q->stream;
 	res = query(
 	    d,
-	    "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us, stream"
+	    "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us, stream, owner, via"
 	    " FROM measurements WHERE ($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR thing = $2)"
 	    " AND ($7::text IS NULL OR stream = $7)"
 	    " AND time_us >= $3 AND time_us <= $4 AND seq > $5 ORDER BY source, stream, seq LIMIT $6",
@@ -796,6 +818,10 @@ static int pg_measurements(struct db *db, const struct db_query *q, json_t **out
 		                   (json_int_t)geti(res, i, 5), "owner_boot", (json_int_t)geti(res, i, 6),
 		                   "version", (json_int_t)geti(res, i, 7), "received",
 		                   (json_int_t)geti(res, i, 8)));
+	for (int i = 0; arr && i < PQntuples(res); i++) {
+		json_object_set_new(json_array_get(arr, (size_t)i), "owner", json_string(PQgetvalue(res, i, 10)));
+		json_object_set_new(json_array_get(arr, (size_t)i), "via", json_string(PQgetvalue(res, i, 11)));
+	}
 	PQclear(res);
 	if (!arr)
 		return -ENOMEM;
@@ -863,6 +889,41 @@ static int pg_rejected(struct db *db, const char *source, int limit, json_t **ou
 	return 0;
 }
 
+static int pg_exec(struct db *db, const char *sql, const struct db_param *p, size_t np, db_row_fn fn, void *ud,
+                   int64_t *changes)
+{
+	struct db_pg *d = PG(db);
+	const char *v[16], *col[16];
+	char num[16][24];
+	PGresult *res;
+
+	if (!d->conn)
+		return DB_EDOWN;
+	if (np > 16)
+		return -EINVAL;
+	for (size_t i = 0; i < np; i++) {
+		v[i] = p[i].s;
+		if (p[i].is_int) {
+			snprintf(num[i], sizeof(num[i]), "%" PRId64, p[i].i);
+			v[i] = num[i];
+		}
+	}
+	res = PQexecParams(d->conn, sql, (int)np, NULL, v, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		return fail(d, sql, res);
+	for (int r = 0; fn && r < PQntuples(res); r++) {
+		int n = PQnfields(res) < 16 ? PQnfields(res) : 16;
+		for (int c = 0; c < n; c++)
+			col[c] = PQgetisnull(res, r, c) ? NULL : PQgetvalue(res, r, c);
+		if (fn(ud, n, col) != 0)
+			break;
+	}
+	if (changes)
+		*changes = strtoll(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	return 0;
+}
+
 static int pg_alarm_put(struct db *db, const struct db_alarm *a)
 {
 	struct db_pg *d = PG(db);
@@ -924,6 +985,7 @@ static int pg_alarms_active(struct db *db, void (*fn)(void *ud, const struct db_
 const struct db_ops db_pg_ops = {
     .name = "postgres",
     .open = pg_open,
+    .exec = pg_exec,
     .close = pg_close,
     .reconnect = pg_reconnect,
     .up = pg_up,

@@ -17,6 +17,8 @@
 struct db_sqlite {
 	struct db base;
 	const struct logger *log;
+	const struct db_owner *owners;
+	size_t n_owners;
 	char *path;
 	sqlite3 *h;
 	sqlite3_stmt *ins_m, *ins_r, *upd_src, *put_alarm;
@@ -27,7 +29,7 @@ struct db_sqlite {
 
 static const char sql_ins_m[] =
     "INSERT OR IGNORE INTO measurements (source, seq, thing, vtype, value, time_us, owner_boot, version,"
-    " received_us, stream) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+    " received_us, stream, owner, via) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 static const char sql_ins_r[] =
     "INSERT OR IGNORE INTO rejected (source, seq, field, error, item, received_us, stream)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
@@ -47,7 +49,8 @@ static const char sql_upd_stream[] =
     " last_seq = max(streams.last_seq, excluded.last_seq), last_us = excluded.last_us";
 static const char sql_last_seq[] =
     "SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = ?1 AND stream = ?2"
-    " UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?2)";
+    " UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?2"
+    " UNION ALL SELECT seq FROM items WHERE source = ?1 AND stream = ?2)";
 static const char sql_put_alarm[] =
     "INSERT INTO alarms (id, kind, subject, message, raised_us, cleared_us, count)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (id) DO UPDATE SET message = excluded.message,"
@@ -217,6 +220,15 @@ static int ensure_schema(struct db_sqlite *d)
 		if (rc != SQLITE_OK)
 			goto leave;
 	}
+	if ((!found && old > 0) || (found && version == 2)) {
+		/* Schema 1's tables were made again with the columns of 3 above. */
+		if (db__migrate_2(&d->base, d->owners, d->n_owners, found) < 0) {
+			rc = SQLITE_ERROR;
+			goto leave;
+		}
+		log_warn(d->log, "sqlite %s: migrated to schema %d: owner and via of every measurement", d->path,
+		         DB_SCHEMA_VERSION);
+	}
 	for (size_t i = 0; i < db_schema_count; i++)
 		if ((rc = exec(d, db_schema_sql[i])) != SQLITE_OK)
 			goto leave;
@@ -277,7 +289,8 @@ bad:
 	return DB_EDOWN;
 }
 
-static int sq_open(const char *conninfo, const struct logger *log, struct db **ret)
+static int sq_open(const char *conninfo, const struct db_owner *owners, size_t n_owners, const struct logger *log,
+                   struct db **ret)
 {
 	struct db_sqlite *d = calloc(1, sizeof(*d));
 
@@ -285,6 +298,8 @@ static int sq_open(const char *conninfo, const struct logger *log, struct db **r
 		return -ENOMEM;
 	d->base.ops = &db_sqlite_ops;
 	d->log = log;
+	d->owners = owners;
+	d->n_owners = n_owners;
 	d->path = util__strdup(conninfo);
 	if (!d->path) {
 		free(d);
@@ -397,7 +412,8 @@ static int check_stream(struct db_sqlite *d, const struct db_batch *b, struct db
 	return rc;
 }
 
-/* A measurement already stored under its key: the same content (a duplicate) or not. */
+/* A measurement already stored under its key: the same content (a duplicate) or
+ * not; none under it (*same true): a copy of a change stored before, see db__store_items(). */
 static int same_measurement(struct db_sqlite *d, const char *source, const char *stream,
                             const struct db_measurement *m, bool *same)
 {
@@ -407,9 +423,10 @@ static int same_measurement(struct db_sqlite *d, const char *source, const char 
 	sqlite3_bind_text(d->old_m, 2, stream, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(d->old_m, 3, m->seq);
 	rc = sqlite3_step(d->old_m);
-	*same = rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(d->old_m, 0), m->thing) == 0 &&
-	        strcmp((const char *)sqlite3_column_text(d->old_m, 1), m->value) == 0 &&
-	        sqlite3_column_int64(d->old_m, 2) == m->time_us;
+	*same = rc == SQLITE_DONE ||
+	        (rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(d->old_m, 0), m->thing) == 0 &&
+	         strcmp((const char *)sqlite3_column_text(d->old_m, 1), m->value) == 0 &&
+	         sqlite3_column_int64(d->old_m, 2) == m->time_us);
 	sqlite3_reset(d->old_m);
 	sqlite3_clear_bindings(d->old_m);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
@@ -464,6 +481,8 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		sqlite3_bind_int64(d->ins_m, 8, m->version);
 		sqlite3_bind_int64(d->ins_m, 9, b->received_us);
 		sqlite3_bind_text(d->ins_m, 10, stream, -1, SQLITE_STATIC);
+		sqlite3_bind_text(d->ins_m, 11, m->owner, -1, SQLITE_STATIC);
+		sqlite3_bind_text(d->ins_m, 12, m->via, -1, SQLITE_STATIC);
 		rc = step_done(d->ins_m);
 		if (rc != SQLITE_OK)
 			goto rollback;
@@ -504,6 +523,15 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 			goto refused;
 		}
 	}
+	what = "items";
+	if (db__store_items(db, b, stream, res) < 0) {
+		if (!d->h)
+			return DB_EDOWN; /* fail() closed it; the transaction is gone with it */
+		sqlite3_exec(d->h, "ROLLBACK", NULL, NULL, NULL);
+		return -EIO;
+	}
+	if (res->outcome != DB_STORED)
+		goto refused;
 	what = "update source";
 	sqlite3_bind_text(d->upd_src, 1, b->source, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(d->upd_src, 2, b->received_us);
@@ -674,19 +702,23 @@ static int sq_sources(struct db *db, size_t max_gaps, json_t **out)
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(
 		    d->h,
-		    "SELECT (SELECT COUNT(*) FROM measurements WHERE source = ?1 AND stream = ?2),"
+		    "SELECT (SELECT COUNT(*) FROM measurements WHERE source = ?1 AND stream = ?2)"
+		    " + (SELECT COUNT(*) FROM items WHERE source = ?1 AND stream = ?2),"
 		    " (SELECT COUNT(*) FROM rejected WHERE source = ?1 AND stream = ?2),"
 		    " (SELECT MIN(seq) FROM (SELECT seq FROM measurements WHERE source = ?1 AND stream = ?2"
-		    "  UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?2)),"
+		    "  UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?2"
+		    "  UNION ALL SELECT seq FROM items WHERE source = ?1 AND stream = ?2)),"
 		    " (SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = ?1 AND stream = ?2"
-		    "  UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?2))",
+		    "  UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?2"
+		    "  UNION ALL SELECT seq FROM items WHERE source = ?1 AND stream = ?2))",
 		    -1, &cnt, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(
 		    d->h,
 		    "SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt"
 		    " FROM (SELECT seq FROM measurements WHERE source = ?1 AND stream = ?3"
-		    " UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?3))"
+		    " UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?3"
+		    " UNION ALL SELECT seq FROM items WHERE source = ?1 AND stream = ?3))"
 		    " WHERE nxt > seq + 1 ORDER BY seq LIMIT ?2",
 		    -1, &gaps, NULL);
 	if (rc != SQLITE_OK)
@@ -796,8 +828,8 @@ static int sq_measurements(struct db *db, const struct db_query *q, json_t **out
 		return DB_EDOWN;
 	}
 	snprintf(sql, sizeof(sql),
-	         "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us, stream"
-	         " FROM measurements WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR thing = ?2)"
+	         "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us, stream,"
+	         " owner, via FROM measurements WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR thing = ?2)"
 	         " AND (?7 IS NULL OR stream = ?7)"
 	         " AND time_us >= ?3 AND time_us <= ?4 AND seq > ?5 ORDER BY source, stream, seq LIMIT ?6");
 	rc = sqlite3_prepare_v2(d->h, sql, -1, &st, NULL);
@@ -823,6 +855,8 @@ static int sq_measurements(struct db *db, const struct db_query *q, json_t **out
 		              "owner_boot", (json_int_t)sqlite3_column_int64(st, 6), "version",
 		              (json_int_t)sqlite3_column_int64(st, 7), "received",
 		              (json_int_t)sqlite3_column_int64(st, 8));
+		json_object_set_new(o, "owner", json_string((const char *)sqlite3_column_text(st, 10)));
+		json_object_set_new(o, "via", json_string((const char *)sqlite3_column_text(st, 11)));
 		if (!o || json_array_append_new(arr, o) < 0) {
 			rc = SQLITE_NOMEM;
 			goto leave;
@@ -886,6 +920,39 @@ leave:
 	return 0;
 }
 
+static int sq_exec(struct db *db, const char *sql, const struct db_param *p, size_t np, db_row_fn fn, void *ud,
+                   int64_t *changes)
+{
+	struct db_sqlite *d = SQ(db);
+	sqlite3_stmt *st = NULL;
+	const char *col[16];
+	int rc;
+
+	if (!d->h)
+		return DB_EDOWN;
+	rc = sqlite3_prepare_v2(d->h, sql, -1, &st, NULL);
+	for (size_t i = 0; rc == SQLITE_OK && i < np; i++) {
+		if (p[i].is_int)
+			rc = sqlite3_bind_int64(st, (int)i + 1, p[i].i);
+		else if (p[i].s)
+			rc = sqlite3_bind_text(st, (int)i + 1, p[i].s, -1, SQLITE_STATIC);
+	}
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int n = sqlite3_column_count(st);
+		if (n > 16)
+			n = 16;
+		for (int i = 0; i < n; i++)
+			col[i] = (const char *)sqlite3_column_text(st, i);
+		rc = fn && fn(ud, n, col) != 0 ? SQLITE_DONE : SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_OK)
+		return fail(d, sql, rc);
+	if (changes)
+		*changes = sqlite3_changes(d->h);
+	return 0;
+}
+
 static int sq_alarm_put(struct db *db, const struct db_alarm *a)
 {
 	struct db_sqlite *d = SQ(db);
@@ -936,6 +1003,7 @@ static int sq_alarms_active(struct db *db, void (*fn)(void *ud, const struct db_
 const struct db_ops db_sqlite_ops = {
     .name = "sqlite",
     .open = sq_open,
+    .exec = sq_exec,
     .close = sq_close,
     .reconnect = sq_reconnect,
     .up = sq_up,

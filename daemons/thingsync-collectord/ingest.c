@@ -29,6 +29,17 @@
  *    durably accounted for, so pushd moves its cursor over the batch. A
  *    refused item is never silently dropped, and never blocks its valid
  *    neighbours (nor everything pushd journals after it).
+ * 3b. An item may say how it came, "source": "recovery" or "import" (absent:
+ *    live); the change is keyed on (owner, thing, owner_boot, version), the
+ *    owner being the thing's in site.conf, and stored once whatever path
+ *    brings it (db.h). Two other kinds of item ("kind"):
+ *    {"seq","kind":"recovery_gap","owner","from","to"} (microseconds): an
+ *    owner's history no longer held that window: kept in recovery_gaps, alarm
+ *    recovery_window_lost naming owner and window;
+ *    {"seq","kind":"cumul","owner","thing","day":"YYYY-MM-DD","cumul":{...}}:
+ *    a closed day, kept in cumuls once per (owner, thing, day); other content
+ *    for a stored day keeps the first and raises cumul_conflict. Both are
+ *    checked against site.conf and refused into `rejected` like measurements.
  * 4. 200/422 are sent only after the COMMIT. A database that is down or
  *    refuses to write gives 503 and a database_unavailable alarm; a handler
  *    failure, 500 and an internal_error alarm. Neither stores anything, and
@@ -41,6 +52,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -86,6 +98,21 @@ struct refusal {
 	char error[160];
 };
 
+/* How an item came: its "source" (recovery, import), `def` when absent, NULL when bad. */
+static const char *item_via(json_t *item, const char *def)
+{
+	json_t *j = json_object_get(item, "source");
+	const char *s = json_string_value(j);
+
+	if (!j)
+		return def;
+	if (s && strcmp(s, "recovery") == 0)
+		return "recovery";
+	if (s && strcmp(s, "import") == 0)
+		return "import";
+	return NULL;
+}
+
 /*
  * Checks one item. On success fills `m` (value text malloc()ed into *value_text).
  * On refusal fills `r` and returns -EINVAL.
@@ -112,6 +139,9 @@ static int check_item(struct collector *c, json_t *item, int64_t now_us, struct 
 		snprintf(r->error, sizeof(r->error), __VA_ARGS__);                                           \
 		return -EINVAL;                                                                              \
 	} while (0)
+	m->via = item_via(item, "live");
+	if (!m->via)
+		REFUSE("source", "not \"recovery\" or \"import\"");
 	if (!thing)
 		REFUSE("thing", "missing or not a string");
 	if (!valid_name(thing))
@@ -184,6 +214,7 @@ static int check_item(struct collector *c, json_t *item, int64_t now_us, struct 
 	m->owner_boot = jboot ? (int64_t)json_integer_value(jboot) : 0;
 	m->version = jver ? (int64_t)json_integer_value(jver) : 0;
 	m->thing = thing;
+	m->owner = ti.owner;
 	m->vtype = tsync_type_name(ti.type);
 	*value_text = json_dumps(canon, JSON_COMPACT | JSON_ENCODE_ANY);
 	json_decref(canon);
@@ -194,6 +225,133 @@ static int check_item(struct collector *c, json_t *item, int64_t now_us, struct 
 	}
 	m->value = *value_text;
 	return 0;
+}
+
+/* A time in microseconds as ISO 8601 UTC, for a message. */
+static void format_utc(char *buf, size_t size, int64_t us)
+{
+	time_t t = (time_t)(us / 1000000);
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) || strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, size, "%" PRId64, us);
+}
+
+/* "YYYY-MM-DD", a date that exists. */
+static bool valid_day(const char *d)
+{
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int y, m, dd;
+
+	if (!d || strlen(d) != 10 || d[4] != '-' || d[7] != '-' || strspn(d, "0123456789-") != 10)
+		return false;
+	y = atoi(d);
+	m = atoi(d + 5);
+	dd = atoi(d + 8);
+	if (y < 2000 || m < 1 || m > 12 || dd < 1 || dd > mdays[m - 1])
+		return false;
+	return !(m == 2 && dd == 29 && (y % 4 != 0 || (y % 100 == 0 && y % 400 != 0)));
+}
+
+/* The texts an item of another kind holds while its batch is stored. */
+struct item_texts {
+	char *item, *cumul;
+};
+
+/*
+ * Checks a recovery_gap or cumul item against site.conf; fills `it` (texts
+ * malloc()ed into *t). -EINVAL with `r` filled when refused, -ENOMEM.
+ */
+static int check_other(struct collector *c, json_t *item, const char *kind, int64_t now_us, struct db_item *it,
+                       struct item_texts *t, struct refusal *r)
+{
+	const char *owner = json_string_value(json_object_get(item, "owner"));
+	tsync_thing_info ti;
+	int idx;
+
+	memset(it, 0, sizeof(*it));
+	it->seq = r->seq;
+#define REFUSE(f, ...)                                                                                       \
+	do {                                                                                                 \
+		r->field = (f);                                                                              \
+		snprintf(r->error, sizeof(r->error), __VA_ARGS__);                                           \
+		return -EINVAL;                                                                              \
+	} while (0)
+	if (!owner || !valid_name(owner) || tsync_site_controller_find(c->site, owner) < 0)
+		REFUSE("owner", "missing or not a controller of site %s", tsync_site_name(c->site));
+	it->owner = owner;
+	if (strcmp(kind, "recovery_gap") == 0) {
+		json_t *jf = json_object_get(item, "from"), *jt = json_object_get(item, "to");
+		it->kind = DB_ITEM_GAP;
+		it->via = item_via(item, "recovery");
+		if (!it->via)
+			REFUSE("source", "not \"recovery\" or \"import\"");
+		if (!json_is_integer(jf) || json_integer_value(jf) < COLLECTOR_EPOCH_MIN_US)
+			REFUSE("from", "missing or not a time (microseconds since the epoch, after 2000)");
+		if (!json_is_integer(jt) || json_integer_value(jt) < json_integer_value(jf) ||
+		    json_integer_value(jt) > now_us + COLLECTOR_FUTURE_US)
+			REFUSE("to", "missing, before from, or more than a day ahead");
+		it->from_us = (int64_t)json_integer_value(jf);
+		it->to_us = (int64_t)json_integer_value(jt);
+	} else if (strcmp(kind, "cumul") == 0) {
+		const char *thing = json_string_value(json_object_get(item, "thing"));
+		json_t *jc = json_object_get(item, "cumul");
+		it->kind = DB_ITEM_CUMUL;
+		it->via = item_via(item, "live");
+		if (!it->via)
+			REFUSE("source", "not \"recovery\" or \"import\"");
+		if (!thing || !valid_name(thing) || (idx = tsync_site_thing_find(c->site, thing)) < 0 ||
+		    tsync_site_thing(c->site, (size_t)idx, &ti) < 0)
+			REFUSE("thing", "missing or not a thing of site %s", tsync_site_name(c->site));
+		if (strcmp(ti.owner, owner) != 0)
+			REFUSE("owner", "%s is owned by %s, not %s", thing, ti.owner, owner);
+		it->thing = thing;
+		it->day = json_string_value(json_object_get(item, "day"));
+		if (!valid_day(it->day))
+			REFUSE("day", "missing or not a date YYYY-MM-DD");
+		if (!json_is_object(jc))
+			REFUSE("cumul", "missing or not an object");
+		t->cumul = json_dumps(jc, JSON_COMPACT | JSON_SORT_KEYS);
+		if (!t->cumul)
+			return -ENOMEM;
+		if (strlen(t->cumul) > COLLECTOR_MAX_CUMUL)
+			REFUSE("cumul", "longer than %d bytes", COLLECTOR_MAX_CUMUL);
+		it->cumul = t->cumul;
+	} else {
+		REFUSE("kind", "not measurement, recovery_gap or cumul");
+	}
+#undef REFUSE
+	t->item = json_dumps(item, JSON_COMPACT | JSON_SORT_KEYS);
+	if (!t->item)
+		return -ENOMEM;
+	it->item = t->item;
+	return 0;
+}
+
+/* What the items of a stored batch raise: a lost window, a cumul that came again changed. */
+static void item_alarms(struct collector *c, const struct db_batch *b)
+{
+	for (size_t i = 0; i < b->nitems; i++) {
+		const struct db_item *it = &b->items[i];
+		char from[32], to[32];
+
+		if (it->kind == DB_ITEM_GAP && b->item_result[i] == DB_ITEM_NEW) {
+			format_utc(from, sizeof(from), it->from_us);
+			format_utc(to, sizeof(to), it->to_us);
+			c->recovery_gaps_total++;
+			alarms__raise(&c->alarms, ALARM_RECOVERY_WINDOW_LOST, it->owner,
+			              "the history of %s no longer holds [%s, %s] (%" PRId64 "..%" PRId64
+			              " us): its changes in that window are lost",
+			              it->owner, from, to, it->from_us, it->to_us);
+		} else if (it->kind == DB_ITEM_CUMUL && b->item_result[i] == DB_ITEM_CONFLICT) {
+			c->cumul_conflicts_total++;
+			alarms__raise(&c->alarms, ALARM_CUMUL_CONFLICT, it->owner,
+			              "the cumul of %s on %s came again from %s with other content; the first is kept",
+			              it->thing, it->day, it->owner);
+		} else if (it->kind == DB_ITEM_CUMUL && b->item_result[i] == DB_ITEM_NEW) {
+			c->cumuls_total++;
+		}
+	}
 }
 
 void ingest__push(struct collector *c, struct evhttp_request *req)
@@ -211,7 +369,10 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	struct db_rejected *rs = NULL;
 	struct refusal *refusals = NULL;
 	char **texts = NULL;
-	size_t n, nm = 0, nr = 0, inserted = 0;
+	struct db_item *its = NULL;
+	struct item_texts *itexts = NULL;
+	uint8_t *item_result = NULL;
+	size_t n, nm = 0, nr = 0, ni = 0, inserted = 0;
 	int64_t min_seq = 0;
 	struct db_batch batch;
 	int64_t now = (int64_t)util__realtime_us();
@@ -305,16 +466,30 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	rs = calloc(n + 1, sizeof(*rs));
 	refusals = calloc(n + 1, sizeof(*refusals));
 	texts = calloc(n + 1, sizeof(*texts));
+	its = calloc(n + 1, sizeof(*its));
+	itexts = calloc(n + 1, sizeof(*itexts));
+	item_result = calloc(n + 1, sizeof(*item_result));
 	rej_json = json_array();
-	if (!ms || !rs || !refusals || !texts || !rej_json)
+	if (!ms || !rs || !refusals || !texts || !its || !itexts || !item_result || !rej_json)
 		goto nomem;
 	for (size_t i = 0; i < n; i++) {
 		json_t *item = json_array_get(items, i);
+		const char *kind = json_string_value(json_object_get(item, "kind"));
 		struct refusal *rf = &refusals[nr];
 		char *vt = NULL;
 
 		rf->seq = (int64_t)json_integer_value(json_object_get(item, "seq"));
-		r = check_item(c, item, now, &ms[nm], &vt, rf);
+		if (json_object_get(item, "kind") && (!kind || strcmp(kind, "measurement") != 0)) {
+			r = check_other(c, item, kind ? kind : "", now, &its[ni], &itexts[i], rf);
+			if (r == -ENOMEM)
+				goto nomem;
+			if (r == 0) {
+				ni++;
+				continue;
+			}
+		} else {
+			r = check_item(c, item, now, &ms[nm], &vt, rf);
+		}
 		if (r == -ENOMEM)
 			goto nomem;
 		if (r == 0) {
@@ -349,6 +524,9 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	batch.n = nm;
 	batch.rej = rs;
 	batch.nrej = nr;
+	batch.items = its;
+	batch.nitems = ni;
+	batch.item_result = item_result;
 	batch.min_seq = min_seq;
 	batch.max_seq = max_seq;
 	injected = c->opt.fault_injection &&
@@ -405,10 +583,12 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 			alarms__clear(&c->alarms, ALARM_STREAM_BACKWARDS, src->name, "a push was stored");
 	}
 	alarms__clear(&c->alarms, ALARM_INTERNAL_ERROR, "", "a push was stored");
+	item_alarms(c, &batch);
 	if (res.adopted || max_seq > src->last_seq)
 		src->last_seq = max_seq;
 	src->measurements += inserted;
 	src->duplicates += nm - inserted;
+	c->copies_total += res.copies;
 	src->rejected += nr;
 	c->stored_total += inserted;
 	c->duplicates_total += nm - inserted;
@@ -423,9 +603,9 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 		alarms__clear(&c->alarms, ALARM_INVALID_PUSH, src->name, "a push was entirely valid");
 	}
 	c->pushes[nr ? PUSH_INVALID : PUSH_OK]++;
-	resp =
-	    json_pack("{s:b,s:I,s:I,s:I,s:O}", "settled", 1, "through", (json_int_t)max_seq, "stored",
-	              (json_int_t)inserted, "duplicates", (json_int_t)(nm - inserted), "rejected", rej_json);
+	resp = json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:O}", "settled", 1, "through", (json_int_t)max_seq, "stored",
+	                 (json_int_t)inserted, "duplicates", (json_int_t)(nm - inserted), "copies",
+	                 (json_int_t)res.copies, "items", (json_int_t)ni, "rejected", rej_json);
 	if (resp && nr > 0) {
 		snprintf(msg, sizeof(msg),
 		         "%zu invalid measurement(s); first: seq %" PRId64 " field '%s': %s", nr,
@@ -444,7 +624,14 @@ nomem:
 leave:
 	for (size_t i = 0; texts && i < json_array_size(items); i++)
 		free(texts[i]);
+	for (size_t i = 0; itexts && i < json_array_size(items); i++) {
+		free(itexts[i].item);
+		free(itexts[i].cumul);
+	}
 	free(texts);
+	free(its);
+	free(itexts);
+	free(item_result);
 	free(ms);
 	free(rs);
 	free(refusals);

@@ -290,8 +290,10 @@ static void chunk_cb(evutil_socket_t fd, short what, void *arg)
 		} else {
 			r = csv__parse_line(s, &t, &thing, &v, &why);
 		}
-		if (r == 0)
-			r = journal__stage(pd->journal, t, thing, &v, 0, 0, NULL);
+		if (r == 0) {
+			struct journal_entry e = {.time_us = t, .thing = thing, .value = v, .via = JOURNAL_VIA_IMPORT};
+			r = journal__stage_entry(pd->journal, &e, NULL);
+		}
 		if (r == -EINVAL) {
 			log_warn(&pd->log, "csv %s:%lu: refused: %s", c->path, c->line, why);
 			refused++;

@@ -114,7 +114,7 @@ static int commit_hook(void *ud, tsync_node *node)
 	int r;
 
 	journal__stats(pd->journal, &st);
-	if (st.staged == 0 && pd->stage_failed == 0)
+	if (st.staged == 0 && st.staged_marks == 0 && pd->stage_failed == 0)
 		return 0;
 	r = pd->stage_failed ? -ENOMEM : journal__commit(pd->journal);
 	pd->stage_failed = 0;
@@ -179,6 +179,16 @@ static void status_cb(void *arg, struct evhttp_request *req, const char *uri)
 		                    st.entries, st.bytes, st.cursor, st.last_seq, pd->backpressure ? 1 : 0,
 		                    s->disconnected ? 0 : 1, s->posts_ok, s->posts_failed,
 		                    s->measurements_sent, s->measurements_refused, pd->dedup_skipped);
+		evbuffer_add_printf(out,
+		                    "# TYPE thingsync_pushd_recovered_total counter\n"
+		                    "thingsync_pushd_recovered_total %" PRIu64 "\n"
+		                    "# TYPE thingsync_pushd_cumuls_journaled_total counter\n"
+		                    "thingsync_pushd_cumuls_journaled_total %" PRIu64 "\n"
+		                    "# TYPE thingsync_pushd_intake_duplicates_total counter\n"
+		                    "thingsync_pushd_intake_duplicates_total %" PRIu64 "\n"
+		                    "# TYPE thingsync_pushd_intake_refused_total counter\n"
+		                    "thingsync_pushd_intake_refused_total %" PRIu64 "\n",
+		                    pd->recovered, pd->cumuls_journaled, pd->intake_duplicates, pd->intake_refused);
 		httpd__metrics(pd->status_http, "thingsync_pushd_", out);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 		                  "text/plain; version=0.0.4");
@@ -197,13 +207,16 @@ static void status_cb(void *arg, struct evhttp_request *req, const char *uri)
 		    "\"sender\":{\"connected\":%s,\"stream_refused\":%s,\"in_flight\":%s,\"posts_ok\":%" PRIu64
 		    ",\"posts_failed\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"refused\":%" PRIu64
 		    ",\"backoff_ms\":%u},\"backpressure\":%s,\"duplicates_skipped\":%" PRIu64
-		    ",\"csv\":{\"imported\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"done\":%s}}\n",
+		    ",\"csv\":{\"imported\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"done\":%s},"
+		    "\"intake\":{\"recovered\":%" PRIu64 ",\"cumuls\":%" PRIu64 ",\"duplicates\":%" PRIu64
+		    ",\"refused\":%" PRIu64 "}}\n",
 		    pd->name, journal__stream_id(pd->journal), st.cursor, st.last_seq, st.entries, st.bytes,
 		    st.full ? "true" : "false", s->disconnected ? "false" : "true",
 		    s->stream_refused ? "true" : "false", s->in_flight ? "true" : "false", s->posts_ok,
 		    s->posts_failed, s->measurements_sent, s->measurements_refused, s->backoff_ms,
 		    pd->backpressure ? "true" : "false", pd->dedup_skipped, csv_imported, csv_refused,
-		    csv_done ? "true" : "false");
+		    csv_done ? "true" : "false", pd->recovered, pd->cumuls_journaled, pd->intake_duplicates,
+		    pd->intake_refused);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
 	} else {
 		evbuffer_free(out);
@@ -595,6 +608,8 @@ static int run(struct pushd *pd)
 	if (r < 0)
 		return r;
 	r = tsync_node_on_event(pd->node, on_event, pd);
+	if (r == 0)
+		r = intake__init(pd);
 	if (r < 0)
 		return r;
 	tsync_node_set_commit_hook(pd->node, commit_hook, pd);

@@ -115,6 +115,8 @@ struct pushd {
 	size_t csv_next;   /* files are imported one after the other */
 	bool backpressure; /* the journal refused a commit: mesh acks withheld */
 	uint64_t staged_mesh, dedup_skipped, stage_failed;
+	/* intake.c: recovery_data and cumul_data */
+	uint64_t recovered, cumuls_journaled, intake_duplicates, intake_refused;
 	struct event *sig_int, *sig_term;
 	int exit_code;
 	bool state_unusable; /* refused its state at start: exit STATEDIR_EXIT_UNUSABLE */
@@ -133,6 +135,9 @@ void csv__free(struct csv_import *c);
 /* Parses one CSV line (without its newline) into time, thing and value; the
  * strings point into `line`, which is modified. 0 or -EINVAL with `*why`. */
 int csv__parse_line(char *line, int64_t *time_us, const char **thing, tsync_value *v, const char **why);
+
+/* intake.c: registers the handlers of recovery_data and cumul_data. */
+int intake__init(struct pushd *pd);
 
 /* pushd.c */
 void pushd__check_done(struct pushd *pd); /* --exit-when-drained */

@@ -24,7 +24,13 @@
  *   {"source":"PI-Push","stream":"<32 hex>","boot":N,"measurements":[
  *     {"seq":17,"thing":"temp","value":21.5,"time":1717000000123456,
  *      "owner_boot":N,"version":N}, ...]}
- * time is in microseconds since the epoch. Headers X-Thingsync-Source (the
+ * time is in microseconds since the epoch. An entry that did not come live
+ * says how it came ("source":"recovery" or "import"); a gap in an owner's
+ * history and a closed day of cumuls travel as items of their own kind:
+ *     {"seq":18,"source":"recovery","kind":"recovery_gap","owner":"PI-A",
+ *      "from":US,"to":US}
+ *     {"seq":19,"kind":"cumul","owner":"PI-A","thing":"door",
+ *      "day":"2026-12-02","cumul":{...}} Headers X-Thingsync-Source (the
  * source) and the request signature of httpd__sign(), for the collector
  * service (HTTPD_COLLECTOR_NAME).
  *
@@ -185,19 +191,64 @@ static json_t *value_json(const tsync_value *v)
 	}
 }
 
+static const char *const via_names[] = {[JOURNAL_VIA_LIVE] = NULL,
+                                        [JOURNAL_VIA_RECOVERY] = "recovery",
+                                        [JOURNAL_VIA_IMPORT] = "import"};
+
+/* Adds the members of `x` (consumed) to `m`. */
+static int merge(json_t *m, json_t *x)
+{
+	int r = x ? json_object_update(m, x) : -1;
+
+	json_decref(x);
+	return r;
+}
+
+/* One item of the wire format (see the top); NULL without memory. */
+static json_t *entry_json(const struct journal_entry *e)
+{
+	json_t *m = json_pack("{s:I}", "seq", (json_int_t)e->seq);
+	json_t *cumul;
+	int r = m ? 0 : -1;
+
+	if (r == 0 && e->via != JOURNAL_VIA_LIVE)
+		r = json_object_set_new(m, "source", json_string(via_names[e->via]));
+	switch (e->kind) {
+	case JOURNAL_RECOVERY_GAP:
+		if (r == 0)
+			r = merge(m, json_pack("{s:s,s:o,s:I,s:I}", "kind", "recovery_gap", "owner",
+			                                    string_json(e->owner), "from", (json_int_t)e->from_us, "to",
+			                                    (json_int_t)e->to_us));
+		break;
+	case JOURNAL_CUMUL:
+		/* Not JSON after all (it was when journaled): the collector quarantines the text. */
+		cumul = json_loads(e->cumul, 0, NULL);
+		if (r == 0)
+			r = merge(m, json_pack("{s:s,s:o,s:o,s:s,s:o}", "kind", "cumul", "owner",
+			                                    string_json(e->owner), "thing", string_json(e->thing), "day",
+			                                    e->day, "cumul", cumul ? cumul : string_json(e->cumul)));
+		break;
+	default:
+		if (r == 0)
+			r = merge(m, json_pack("{s:o,s:o,s:I,s:I,s:I}", "thing", string_json(e->thing), "value",
+			                                    value_json(&e->value), "time", (json_int_t)e->time_us,
+			                                    "owner_boot", (json_int_t)e->owner_boot, "version",
+			                                    (json_int_t)e->version));
+		break;
+	}
+	if (r < 0) {
+		json_decref(m);
+		return NULL;
+	}
+	return m;
+}
+
 static int add_entry(void *ud, const struct journal_entry *e)
 {
 	struct build *b = ud;
-	json_t *m = json_object();
+	json_t *m = entry_json(e);
 
-	if (!m || json_object_set_new(m, "seq", json_integer((json_int_t)e->seq)) < 0 ||
-	    json_object_set_new(m, "thing", string_json(e->thing)) < 0 ||
-	    json_object_set_new(m, "value", value_json(&e->value)) < 0 ||
-	    json_object_set_new(m, "time", json_integer((json_int_t)e->time_us)) < 0 ||
-	    json_object_set_new(m, "owner_boot", json_integer((json_int_t)e->owner_boot)) < 0 ||
-	    json_object_set_new(m, "version", json_integer((json_int_t)e->version)) < 0 ||
-	    json_array_append_new(b->arr, m) < 0) {
-		json_decref(m);
+	if (!m || json_array_append_new(b->arr, m) < 0) {
 		b->err = -ENOMEM;
 		return 1;
 	}

@@ -176,6 +176,31 @@ TSYNC_API int tsync_node_set_unknown(tsync_node *node, const char *thing, bool u
  */
 TSYNC_API int tsync_node_cumul(tsync_node *node, const char *thing, const char *day, char **json);
 
+/**
+ * Stores an application's own small record in the node's state store: an
+ * outage ledger, a cursor, what a role daemon must remember across restarts.
+ * It is staged like the node's own changes and written by the node's next
+ * commit, in the same transaction as everything else staged by then: a
+ * record put and a request sent (tsync_node_request()) in the same turn of
+ * the loop are durable together, before the request first leaves. It is
+ * committed within `state_commit_ms`, or at once by tsync_node_commit().
+ *
+ * @param key   1 to 511 bytes, borrowed for the call.
+ * @param text  the record (copied), or NULL to delete the key.
+ * @return 0; -EINVAL; -ENOTSUP (no state directory); -ENAMETOOLONG; -ENOMEM.
+ */
+TSYNC_API int tsync_node_record_put(tsync_node *node, const char *key, const char *text);
+
+/**
+ * Reads a committed record of tsync_node_record_put().
+ *
+ * @param text  receives the record, malloc()ed: the caller frees it. Written
+ *              only on success.
+ * @return 0; -ENOENT (no such record committed); -EINVAL; -ENOTSUP (no
+ *         state directory); TSYNC_ESTORE; -ENOMEM.
+ */
+TSYNC_API int tsync_node_record_get(tsync_node *node, const char *key, char **text);
+
 /** What a node knows of one thing. */
 typedef struct tsync_thing_state {
 	tsync_value value; /**< TSYNC_TYPE_NONE if no value yet; a string is borrowed

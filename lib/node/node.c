@@ -1095,6 +1095,59 @@ TSYNC_API int tsync_node_commit(tsync_node *n)
 	return n ? commit_now(n) : -EINVAL;
 }
 
+TSYNC_API int tsync_node_record_put(tsync_node *n, const char *key, const char *text)
+{
+	int r;
+
+	if (!n || !key)
+		return -EINVAL;
+	if (!n->store)
+		return -ENOTSUP;
+	r = store__stage_record(n->store, key, text);
+	if (r == 0)
+		cumul_touched(n); /* the group-commit window, as for an owned value */
+	return r;
+}
+
+struct record_find {
+	const char *key;
+	char *text;
+	bool nomem;
+};
+
+static void record_match(void *ud, const char *key, const char *text)
+{
+	struct record_find *f = ud;
+
+	if (f->text || f->nomem || strcmp(key, f->key) != 0)
+		return;
+	f->text = strdup(text);
+	f->nomem = !f->text;
+}
+
+TSYNC_API int tsync_node_record_get(tsync_node *n, const char *key, char **text)
+{
+	struct record_find f = {.key = key};
+	int r;
+
+	if (!n || !key || !text)
+		return -EINVAL;
+	if (!n->store)
+		return -ENOTSUP;
+	/* A node keeps a handful of records: a scan is cheaper than an index. */
+	r = store__load_records(n->store, record_match, &f);
+	if (r == 0 && f.nomem)
+		r = -ENOMEM;
+	if (r == 0 && !f.text)
+		r = -ENOENT;
+	if (r < 0) {
+		free(f.text);
+		return r;
+	}
+	*text = f.text;
+	return 0;
+}
+
 TSYNC_API int tsync_node_get(tsync_node *n, const char *thing, tsync_thing_state *out)
 {
 	if (!out)

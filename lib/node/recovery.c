@@ -2,17 +2,24 @@
  * lib/node: a data store's answer to the seed's `recovery_data_request`
  * (seed 000, DESIGN.md "Recovery, pull and push"): the changes of the
  * window [lost_connection_time, restored_connection_time] (seconds since
- * the epoch, as the seed writes times) from the node's history, sent back
- * to the requester as `recovery_data` messages, each small enough for one
- * datagram, each a request of its own, so the mesh delivers it exactly
- * once. Only the public node API is used.
+ * the epoch, as the seed writes times) from the node's history, sent as
+ * `recovery_data` messages to the request's "deliver_to" (the push
+ * controller, which journals them; default: the requester), each small
+ * enough for one datagram, each a request of its own, so the mesh delivers
+ * it exactly once. Only the public node API is used.
  *
- *   {"type":"recovery_data","entity":ME,"lost_connection_time":L,
- *    "restored_connection_time":R,"chunk":K,"chunks":N,
+ *   {"type":"recovery_data","entity":ME,"request":"REQUESTER/ID",
+ *    "lost_connection_time":L,"restored_connection_time":R,"chunk":K,"chunks":N,
+ *    "trimmed":{"from_us":A,"to_us":B},     <- only when the history lost part of the window
  *    "recovery_data":{"io":[{"thing":T,"value":V,"time_us":U,"owner_boot":B,"version":X},...]}}
  *
- * The request's own answer says how many chunks and entries follow, and
- * which part of the window the history had already trimmed.
+ * ID is the request's "request_id" (the seed's system id; the mesh's
+ * envelope already uses "id") when it has one, else
+ * made here from this node's boot and a counter: unique per request either
+ * way. A window without a change still sends one chunk, so that a trimmed
+ * window reaches the push controller too. The request's own answer says how
+ * many chunks and entries follow, and which part of the window the history
+ * had already trimmed.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -32,10 +39,12 @@
 #define RECOVERY_ENVELOPE 256
 /* The most changes one answer carries, held in memory while it is sent. */
 #define RECOVERY_MAX_ENTRIES 1000000
+/* The longest "id" of a request taken as the seed's system id. */
+#define RECOVERY_MAX_ID 64
 
 struct answer {
 	tsync_node *node;
-	char *peer;
+	char *peer; /* where the chunks go: deliver_to, or the requester */
 	json_t *head;         /* the members every chunk repeats */
 	json_t *entries;      /* every entry of the window, in order */
 	size_t next;          /* the first entry not yet sent */
@@ -112,6 +121,9 @@ static char *next_chunk(struct answer *a)
 		text = t;
 		n++;
 	}
+	/* An empty window still makes its one chunk. */
+	if (total == 0 && !text)
+		text = json_dumps(body, JSON_COMPACT);
 	a->next += n;
 	json_decref(io);
 	json_decref(body);
@@ -161,6 +173,8 @@ static size_t count_chunks(struct answer *a)
 	size_t n = 0;
 
 	a->next = 0;
+	if (json_array_size(a->entries) == 0)
+		return 1;
 	for (a->chunk = 0; a->next < json_array_size(a->entries); a->chunk++) {
 		char *t = next_chunk(a);
 		if (!t)
@@ -173,26 +187,61 @@ static size_t count_chunks(struct answer *a)
 	return n;
 }
 
+/* Whether `id` is a request id worth repeating: printable, no '/'. */
+static bool id_ok(const char *id)
+{
+	size_t n = strlen(id);
+
+	if (n == 0 || n > RECOVERY_MAX_ID)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (id[i] <= ' ' || id[i] > '~' || id[i] == '/' || id[i] == '"' || id[i] == '\\')
+			return false;
+	return true;
+}
+
 int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req, char **result)
 {
+	static uint64_t counter;
 	json_error_t jerr;
-	json_t *j = json_loads(req->json, 0, &jerr), *lj, *rj;
+	json_t *j = json_loads(req->json, 0, &jerr), *lj, *rj, *dj, *ij;
 	tsync_history_window w;
 	struct answer *a = NULL;
 	json_t *ans;
 	double lost, restored;
+	char request[2 * RECOVERY_MAX_ID + 256];
+	const char *deliver_to;
 	int r;
 
 	(void)ud;
 	lj = j ? json_object_get(j, "lost_connection_time") : NULL;
 	rj = j ? json_object_get(j, "restored_connection_time") : NULL;
-	if (!json_is_number(lj) || !json_is_number(rj)) {
+	dj = j ? json_object_get(j, "deliver_to") : NULL;
+	/* Not "id": the mesh's envelope has that name for its own request id. */
+	ij = j ? json_object_get(j, "request_id") : NULL;
+	if (!json_is_number(lj) || !json_is_number(rj) || (dj && !json_is_string(dj)) ||
+	    (ij && !json_is_string(ij) && !json_is_integer(ij))) {
 		json_decref(j);
 		return TSYNC_ECMD_ARGS;
 	}
 	lost = json_number_value(lj);
 	restored = json_number_value(rj);
-	if (!isfinite(lost) || !isfinite(restored) || lost > restored || lost < 0 || restored > 1e13) {
+	deliver_to = dj ? json_string_value(dj) : req->from;
+	/* The chunks go to a controller of the site other than this one. */
+	if (!isfinite(lost) || !isfinite(restored) || lost > restored || lost < 0 || restored > 1e13 ||
+	    tsync_site_controller_find(tsync_node_site(node), deliver_to) < 0 ||
+	    strcmp(deliver_to, tsync_node_name(node)) == 0) {
+		json_decref(j);
+		return TSYNC_ECMD_ARGS;
+	}
+	if (json_is_string(ij) && id_ok(json_string_value(ij)))
+		snprintf(request, sizeof(request), "%s/%s", req->from, json_string_value(ij));
+	else if (json_is_integer(ij))
+		snprintf(request, sizeof(request), "%s/%lld", req->from, (long long)json_integer_value(ij));
+	else if (!ij)
+		snprintf(request, sizeof(request), "%s/%s.%llu.%llu", req->from, tsync_node_name(node),
+		         (unsigned long long)tsync_node_boot(node), (unsigned long long)++counter);
+	else {
 		json_decref(j);
 		return TSYNC_ECMD_ARGS;
 	}
@@ -202,15 +251,16 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 		return -ENOMEM;
 	}
 	a->node = node;
-	a->peer = strdup(req->from);
+	a->peer = strdup(deliver_to);
 	a->entries = json_array();
 	a->budget = node__max_datagram(node) > RECOVERY_ENVELOPE * 2
 	                ? node__max_datagram(node) - RECOVERY_ENVELOPE
 	                : RECOVERY_ENVELOPE;
-	/* The seed's "id" (system id) is the mesh's request id here: the
-	 * sender is the envelope's, the data store is named by "entity". */
-	a->head = json_pack("{s:s,s:O,s:O,s:I}", "entity", tsync_node_name(node), "lost_connection_time", lj,
-	                    "restored_connection_time", rj, "chunks", (json_int_t)0);
+	/* The sender is the envelope's; the data store is named by "entity",
+	 * the request by "request". */
+	a->head = json_pack("{s:s,s:s,s:O,s:O,s:I}", "entity", tsync_node_name(node), "request", request,
+	                    "lost_connection_time", lj, "restored_connection_time", rj, "chunks",
+	                    (json_int_t)0);
 	json_decref(j);
 	if (!a->peer || !a->entries || !a->head) {
 		answer_free(a);
@@ -223,16 +273,23 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 		answer_free(a);
 		return r;
 	}
+	if (w.trimmed &&
+	    json_object_set_new(a->head, "trimmed", json_pack("{s:I,s:I}", "from_us", (json_int_t)w.trimmed_from_us,
+	                                                      "to_us", (json_int_t)w.trimmed_to_us)) < 0) {
+		answer_free(a);
+		return -ENOMEM;
+	}
 	/* Every chunk says how many there are: counted with the count's own
 	 * digits in place, since they take room in each chunk. */
 	a->chunks = count_chunks(a);
 	json_object_set_new(a->head, "chunks", json_integer((json_int_t)a->chunks));
 	a->chunks = count_chunks(a);
 	json_object_set_new(a->head, "chunks", json_integer((json_int_t)a->chunks));
-	ans = json_pack("{s:I,s:I,s:b,s:I,s:I,s:b}", "chunks", (json_int_t)a->chunks, "entries",
-	                (json_int_t)json_array_size(a->entries), "trimmed", w.trimmed, "trimmed_from_us",
-	                (json_int_t)w.trimmed_from_us, "trimmed_to_us", (json_int_t)w.trimmed_to_us,
-	                "complete", json_array_size(a->entries) < RECOVERY_MAX_ENTRIES);
+	ans = json_pack("{s:s,s:s,s:I,s:I,s:b,s:I,s:I,s:b}", "request", request, "deliver_to", deliver_to,
+	                "chunks", (json_int_t)a->chunks, "entries", (json_int_t)json_array_size(a->entries),
+	                "trimmed", w.trimmed, "trimmed_from_us", (json_int_t)w.trimmed_from_us,
+	                "trimmed_to_us", (json_int_t)w.trimmed_to_us, "complete",
+	                json_array_size(a->entries) < RECOVERY_MAX_ENTRIES);
 	*result = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
 	json_decref(ans);
 	if (a->chunks == 0) {

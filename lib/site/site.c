@@ -614,6 +614,7 @@ enum {
 	CK_HISTORY,
 	CK_HISTORY_MAX_AGE,
 	CK_HISTORY_MAX_BYTES,
+	CK_RECOVERY_THRESHOLD,
 	CK_COUNT
 };
 
@@ -622,6 +623,7 @@ static const struct key_def controller_keys[CK_COUNT] = {
     [CK_ROLES] = {"roles", true}, [CK_PROTOCOL] = {"protocol", false},
     [CK_HISTORY] = {"history", false}, [CK_HISTORY_MAX_AGE] = {"history_max_age", false},
     [CK_HISTORY_MAX_BYTES] = {"history_max_bytes", false},
+    [CK_RECOVERY_THRESHOLD] = {"recovery_threshold", false},
 };
 
 enum {
@@ -1265,6 +1267,17 @@ static int build_controller(struct parse *p, struct tsync_site *site, struct raw
 			continue;
 		}
 		c->roles[c->n_roles++] = role;
+	}
+	/* The recovery role's: shorter outages are not recovered (thingsync-recoveryd). */
+	c->recovery_threshold_ms = SITE_DEFAULT_RECOVERY_THRESHOLD_MS;
+	if (kv[CK_RECOVERY_THRESHOLD]) {
+		bool recovery = false;
+		for (size_t j = 0; j < c->n_roles; j++)
+			recovery = recovery || !strcmp(c->roles[j], "recovery");
+		if (!recovery)
+			diag_add(d, kv[CK_RECOVERY_THRESHOLD]->line,
+			         "%s: recovery_threshold is set but the controller has no role 'recovery'", label);
+		get_age(d, label, kv[CK_RECOVERY_THRESHOLD], &c->recovery_threshold_ms);
 	}
 
 	/* Two controllers on one address would receive each other's datagrams. */

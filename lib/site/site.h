@@ -30,6 +30,8 @@
 #define SITE_DEFAULT_HEARTBEAT_MS 2000
 /* A controller's history (history = yes) without history_max_bytes. */
 #define SITE_DEFAULT_HISTORY_MAX_BYTES ((uint64_t)16 << 20)
+/* recovery_threshold without a value: five minutes. */
+#define SITE_DEFAULT_RECOVERY_THRESHOLD_MS ((uint64_t)300000)
 /* Closed days of cumuls an owner keeps (lib/cumul), and their ceiling. */
 #define SITE_DEFAULT_CUMUL_DAYS 14
 #define SITE_MAX_CUMUL_DAYS     366
@@ -46,6 +48,8 @@ struct site_controller {
 	bool history;
 	uint64_t history_max_age_ms; /* 0: no bound */
 	uint64_t history_max_bytes;
+	/* role recovery: an outage shorter than this is not recovered (thingsync-recoveryd) */
+	uint64_t recovery_threshold_ms;
 	int line;
 };
 

@@ -17,6 +17,21 @@
  *   27+n    m     payload, as in the state store: BOOL 1 byte, INT and FLOAT
  *                 8 bytes, STRING its bytes without the NUL, NONE nothing
  *
+ * A live measurement is written in format 1, as before. Everything else
+ * (a recovered or imported measurement, a recovery gap, a cumul) in format
+ * 2, which is format 1 with two bytes after the format byte:
+ *
+ *   0       1     record format 2
+ *   1       1     via (enum journal_via)
+ *   2       1     kind (enum journal_kind)
+ *   3..     ...   format 1's fields from its offset 1 on (header 29 bytes)
+ *
+ * with, by kind: a measurement as in format 1; a recovery gap: time = from,
+ * owner boot = to (microseconds), name = the owner, type NONE, no payload;
+ * a cumul: name = the thing, type NONE, payload = owner length (1 byte),
+ * owner, day length (1 byte), day, the cumul's JSON text. A journal written
+ * before format 2 reads as it is; "marks" is made when it is first opened.
+ *
  * "jmeta" holds "last_seq", "cursor" and "bytes" as u64 little-endian,
  * "source" as text and "stream" as 32 lowercase hex digits (a random 128-bit
  * id made with the journal). The entries are exactly those with cursor < seq
@@ -39,19 +54,26 @@
 #include "store/store.h"
 
 #define JOURNAL_MAP_SIZE      ((size_t)64 << 20)
-#define JOURNAL_MAX_DBS       4
+#define JOURNAL_MAX_DBS       5
 #define JOURNAL_RECORD_FORMAT 1
 #define JOURNAL_RECORD_HEADER 27
+#define JOURNAL_RECORD_FORMAT2 2
+#define JOURNAL_RECORD_HEADER2 29
 /* How often one write doubles the map and tries again when the map is full. */
 #define JOURNAL_MAX_GROWS 16
 
-/* One staged measurement; `thing` and a string value are owned. */
+/* One staged entry; `thing`, `owner`, `cumul` and a string value are owned. */
 struct jstaged {
 	int64_t time_us;
 	uint64_t owner_boot;
 	uint64_t version;
 	char *thing;
 	tsync_value v;
+	enum journal_via via;
+	enum journal_kind kind;
+	char *owner;
+	char *cumul;
+	char day[JOURNAL_DAY_LEN + 1];
 };
 
 /* The newest staged (boot, version) of one thing. */
@@ -66,6 +88,7 @@ struct journal {
 	MDB_dbi meta;
 	MDB_dbi entries;
 	MDB_dbi versions;
+	MDB_dbi marks;
 	const struct logger *log;
 	char *dir;
 	struct env_claim claim; /* its directory, held while open */
@@ -84,6 +107,9 @@ struct journal {
 	size_t vers_cap;
 	struct name_index vers_ix; /* thing -> index into vers */
 	uint64_t staged_bytes;
+	char **smarks; /* marks staged */
+	size_t nsmarks, smarks_cap;
+	uint64_t mark_next;
 };
 
 static int journal_fail(const struct journal *j, const char *what, int rc)
@@ -107,27 +133,75 @@ static size_t payload_size(const tsync_value *v)
 	}
 }
 
-/* Bytes an entry counts against max_bytes: its record and its key. */
-static uint64_t entry_bytes(size_t thing_len, const tsync_value *v)
+static bool is_format1(const struct jstaged *e)
 {
-	return JOURNAL_RECORD_HEADER + thing_len + payload_size(v) + 8;
+	return e->via == JOURNAL_VIA_LIVE && e->kind == JOURNAL_MEASUREMENT;
+}
+
+/* The payload of a format 2 record, in bytes. */
+static size_t payload2_size(const struct jstaged *e)
+{
+	switch (e->kind) {
+	case JOURNAL_MEASUREMENT:
+		return payload_size(&e->v);
+	case JOURNAL_CUMUL:
+		return 2 + strlen(e->owner) + strlen(e->day) + strlen(e->cumul);
+	default:
+		return 0;
+	}
+}
+
+/* Bytes an entry counts against max_bytes: its record and its key. */
+static uint64_t entry_bytes(const struct jstaged *e)
+{
+	if (is_format1(e))
+		return JOURNAL_RECORD_HEADER + strlen(e->thing) + payload_size(&e->v) + 8;
+	return JOURNAL_RECORD_HEADER2 + strlen(e->thing) + payload2_size(e) + 8;
+}
+
+/* The payload of a cumul: owner, day and JSON, each after its length but the last. */
+static int encode_cumul(struct buf *b, const struct jstaged *e)
+{
+	unsigned char olen = (unsigned char)strlen(e->owner), dlen = (unsigned char)strlen(e->day);
+	int r = buf__append(b, &olen, 1);
+
+	if (r == 0)
+		r = buf__append(b, e->owner, olen);
+	if (r == 0)
+		r = buf__append(b, &dlen, 1);
+	if (r == 0)
+		r = buf__append(b, e->day, dlen);
+	if (r == 0)
+		r = buf__append(b, e->cumul, strlen(e->cumul));
+	return r;
 }
 
 static int encode_entry(struct buf *b, const struct jstaged *e)
 {
-	unsigned char head[JOURNAL_RECORD_HEADER];
+	unsigned char head[JOURNAL_RECORD_HEADER2];
+	unsigned char *h = head;
 	unsigned char payload[8];
 	const void *p = payload;
 	size_t tlen = strlen(e->thing);
 	size_t n = payload_size(&e->v);
+	size_t hlen = JOURNAL_RECORD_HEADER;
 	int r;
 
-	head[0] = JOURNAL_RECORD_FORMAT;
-	env__put_le64(head + 1, (uint64_t)e->time_us);
-	env__put_le64(head + 9, e->owner_boot);
-	env__put_le64(head + 17, e->version);
-	head[25] = (unsigned char)e->v.type;
-	head[26] = (unsigned char)tlen;
+	if (is_format1(e)) {
+		head[0] = JOURNAL_RECORD_FORMAT;
+	} else {
+		/* Format 2: two more bytes, then format 1's fields (h[0] is the kind). */
+		head[0] = JOURNAL_RECORD_FORMAT2;
+		head[1] = (unsigned char)e->via;
+		head[2] = (unsigned char)e->kind;
+		h = head + 2;
+		hlen = JOURNAL_RECORD_HEADER2;
+	}
+	env__put_le64(h + 1, (uint64_t)e->time_us);
+	env__put_le64(h + 9, e->owner_boot);
+	env__put_le64(h + 17, e->version);
+	h[25] = (unsigned char)e->v.type;
+	h[26] = (unsigned char)tlen;
 	switch (e->v.type) {
 	case TSYNC_TYPE_BOOL:
 		payload[0] = e->v.u.b ? 1 : 0;
@@ -148,46 +222,101 @@ static int encode_entry(struct buf *b, const struct jstaged *e)
 		break;
 	}
 	buf__reset(b);
-	r = buf__append(b, head, sizeof(head));
+	r = buf__append(b, head, hlen);
 	if (r == 0)
 		r = buf__append(b, e->thing, tlen);
-	if (r == 0 && n > 0)
+	if (r == 0 && e->kind == JOURNAL_CUMUL)
+		return encode_cumul(b, e);
+	if (r == 0 && n > 0 && e->kind == JOURNAL_MEASUREMENT)
 		r = buf__append(b, p, n);
 	return r;
 }
 
+/* A cumul's payload (see the top): owner, day and JSON into `out`, NUL-terminated each. */
+static int decode_cumul(const unsigned char *p, size_t n, char *out, struct journal_entry *e)
+{
+	size_t olen, dlen;
+
+	if (n < 2 || (olen = p[0]) == 0 || n < 2 + olen)
+		return -EBADMSG;
+	dlen = p[1 + olen];
+	if (dlen != JOURNAL_DAY_LEN || n <= 2 + olen + dlen || memchr(p, '\0', n))
+		return -EBADMSG;
+	memcpy(out, p + 1, olen);
+	out[olen] = '\0';
+	e->owner = out;
+	out += olen + 1;
+	memcpy(out, p + 2 + olen, dlen);
+	out[dlen] = '\0';
+	e->day = out;
+	out += dlen + 1;
+	memcpy(out, p + 2 + olen + dlen, n - 2 - olen - dlen);
+	out[n - 2 - olen - dlen] = '\0';
+	e->cumul = out;
+	return 0;
+}
+
 /*
- * Decodes a record into `e`; the thing name and a string value are copied
- * into `text` (thing first, then the string), NUL-terminated.
+ * Decodes a record (format 1 or 2) into `e`; the thing name and the other
+ * strings are copied into `text`, NUL-terminated.
  */
 static int decode_entry(const MDB_val *key, const MDB_val *data, struct buf *text, struct journal_entry *e)
 {
 	const unsigned char *p = data->mv_data;
-	size_t tlen, n;
+	size_t tlen, n, hlen = JOURNAL_RECORD_HEADER;
+	enum journal_via via = JOURNAL_VIA_LIVE;
+	enum journal_kind kind = JOURNAL_MEASUREMENT;
 	unsigned type;
 	int r;
 
-	if (key->mv_size != 8 || data->mv_size < JOURNAL_RECORD_HEADER || p[0] != JOURNAL_RECORD_FORMAT)
+	if (key->mv_size != 8 || data->mv_size < JOURNAL_RECORD_HEADER)
 		return -EBADMSG;
+	if (p[0] == JOURNAL_RECORD_FORMAT2) {
+		if (data->mv_size < JOURNAL_RECORD_HEADER2 || p[1] > JOURNAL_VIA_IMPORT || p[2] > JOURNAL_CUMUL)
+			return -EBADMSG;
+		via = (enum journal_via)p[1];
+		kind = (enum journal_kind)p[2];
+		p += 2;
+		hlen = JOURNAL_RECORD_HEADER2;
+	} else if (p[0] != JOURNAL_RECORD_FORMAT) {
+		return -EBADMSG;
+	}
 	type = p[25];
 	tlen = p[26];
-	if (tlen == 0 || data->mv_size < JOURNAL_RECORD_HEADER + tlen)
+	if (tlen == 0 || data->mv_size < hlen + tlen)
 		return -EBADMSG;
-	n = data->mv_size - JOURNAL_RECORD_HEADER - tlen;
+	n = data->mv_size - hlen - tlen;
 	memset(e, 0, sizeof(*e));
 	e->seq = env__get_be64(key->mv_data);
+	e->via = via;
+	e->kind = kind;
 	e->time_us = (int64_t)env__get_le64(p + 1);
 	e->owner_boot = env__get_le64(p + 9);
 	e->version = env__get_le64(p + 17);
 	buf__reset(text);
-	r = buf__reserve(text, tlen + n + 2);
+	r = buf__reserve(text, tlen + n + 4);
 	if (r < 0)
 		return r;
 	memcpy(text->data, p + JOURNAL_RECORD_HEADER, tlen);
 	text->data[tlen] = '\0';
 	if (memchr(text->data, '\0', tlen))
 		return -EBADMSG;
+	e->thing = text->data;
 	p += JOURNAL_RECORD_HEADER + tlen;
+	if (kind == JOURNAL_RECOVERY_GAP) {
+		if (n != 0 || type != TSYNC_TYPE_NONE)
+			return -EBADMSG;
+		e->owner = e->thing;
+		e->from_us = e->time_us;
+		e->to_us = (int64_t)e->owner_boot;
+		e->owner_boot = 0;
+		return 0;
+	}
+	if (kind == JOURNAL_CUMUL) {
+		if (type != TSYNC_TYPE_NONE)
+			return -EBADMSG;
+		return decode_cumul(p, n, text->data + tlen + 1, e);
+	}
 	switch (type) {
 	case TSYNC_TYPE_NONE:
 		if (n != 0)
@@ -226,7 +355,6 @@ static int decode_entry(const MDB_val *key, const MDB_val *data, struct buf *tex
 	default:
 		return -EBADMSG;
 	}
-	e->thing = text->data;
 	return 0;
 }
 
@@ -354,6 +482,8 @@ static int open_dbs(struct journal *j, const char *source)
 		rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &j->entries);
 	if (rc == 0)
 		rc = mdb_dbi_open(txn, "versions", MDB_CREATE, &j->versions);
+	if (rc == 0)
+		rc = mdb_dbi_open(txn, "marks", MDB_CREATE, &j->marks);
 	if (rc != 0)
 		goto leave;
 	what = "mdb_get(source)";
@@ -387,6 +517,8 @@ static int open_dbs(struct journal *j, const char *source)
 		rc = meta_get_u64(txn, j->meta, "cursor", &j->cursor);
 	if (rc == 0)
 		rc = meta_get_u64(txn, j->meta, "bytes", &j->bytes);
+	if (rc == 0)
+		rc = meta_get_u64(txn, j->meta, "mark_next", &j->mark_next);
 	if (rc != 0)
 		goto leave;
 	if (j->cursor > j->last_seq) {
@@ -448,8 +580,13 @@ void journal__discard(struct journal *j)
 		return;
 	for (size_t i = 0; i < j->nstaged; i++) {
 		free(j->staged[i].thing);
+		free(j->staged[i].owner);
+		free(j->staged[i].cumul);
 		value__clear(&j->staged[i].v);
 	}
+	for (size_t i = 0; i < j->nsmarks; i++)
+		free(j->smarks[i]);
+	j->nsmarks = 0;
 	j->nstaged = 0;
 	j->nvers = 0;
 	j->staged_bytes = 0;
@@ -465,6 +602,7 @@ void journal__close(struct journal *j)
 		          j->nstaged);
 	journal__discard(j);
 	free(j->staged);
+	free(j->smarks);
 	free(j->vers);
 	if (j->env)
 		mdb_env_close(j->env);
@@ -501,19 +639,69 @@ static int stage_version(struct journal *j, const char *thing, uint64_t owner_bo
 	return 0;
 }
 
-int journal__stage(struct journal *j, int64_t time_us, const char *thing, const tsync_value *v,
-                   uint64_t owner_boot, uint64_t version, uint64_t *seq)
+static bool valid_text(const char *t, size_t max)
 {
-	struct jstaged *e;
-	size_t tlen;
+	return t && *t && strlen(t) <= max;
+}
+
+/* Whether an entry has what its kind needs, within the record's limits. */
+static bool valid_entry(const struct journal_entry *e)
+{
+	const tsync_value *v = &e->value;
+
+	if ((unsigned)e->via > JOURNAL_VIA_IMPORT)
+		return false;
+	switch (e->kind) {
+	case JOURNAL_MEASUREMENT:
+		return valid_text(e->thing, JOURNAL_MAX_THING) && (unsigned)v->type <= TSYNC_TYPE_STRING &&
+		       !(v->type == TSYNC_TYPE_STRING && v->u.s && strlen(v->u.s) > JOURNAL_MAX_STRING);
+	case JOURNAL_RECOVERY_GAP:
+		return valid_text(e->owner, JOURNAL_MAX_THING) && e->from_us <= e->to_us;
+	case JOURNAL_CUMUL:
+		return valid_text(e->owner, JOURNAL_MAX_THING) && valid_text(e->thing, JOURNAL_MAX_THING) &&
+		       e->day && strlen(e->day) == JOURNAL_DAY_LEN && valid_text(e->cumul, JOURNAL_MAX_CUMUL);
+	default:
+		return false;
+	}
+}
+
+/* Copies an entry's fields into a staged one (strings duplicated). */
+static int fill_staged(struct jstaged *s, const struct journal_entry *e)
+{
+	memset(s, 0, sizeof(*s));
+	s->via = e->via;
+	s->kind = e->kind;
+	s->time_us = e->time_us;
+	s->owner_boot = e->owner_boot;
+	s->version = e->version;
+	s->v.type = TSYNC_TYPE_NONE;
+	if (e->kind == JOURNAL_RECOVERY_GAP) {
+		/* Stored as the record says: the owner as name, from as time, to as boot. */
+		s->thing = util__strdup(e->owner);
+		s->time_us = e->from_us;
+		s->owner_boot = (uint64_t)e->to_us;
+		s->version = 0;
+		return s->thing ? 0 : -ENOMEM;
+	}
+	s->thing = util__strdup(e->thing);
+	if (!s->thing)
+		return -ENOMEM;
+	if (e->kind == JOURNAL_CUMUL) {
+		s->owner_boot = s->version = 0;
+		memcpy(s->day, e->day, JOURNAL_DAY_LEN + 1);
+		s->owner = util__strdup(e->owner);
+		s->cumul = util__strdup(e->cumul);
+		return s->owner && s->cumul ? 0 : -ENOMEM;
+	}
+	return value__copy(&s->v, &e->value);
+}
+
+int journal__stage_entry(struct journal *j, const struct journal_entry *e, uint64_t *seq)
+{
+	struct jstaged *s;
 	int r;
 
-	if (!j || !thing || !v || (unsigned)v->type > TSYNC_TYPE_STRING)
-		return -EINVAL;
-	tlen = strlen(thing);
-	if (tlen == 0 || tlen > JOURNAL_MAX_THING)
-		return -EINVAL;
-	if (v->type == TSYNC_TYPE_STRING && v->u.s && strlen(v->u.s) > JOURNAL_MAX_STRING)
+	if (!j || !e || !valid_entry(e))
 		return -EINVAL;
 	if (j->nstaged == j->staged_cap) {
 		size_t cap = j->staged_cap ? j->staged_cap * 2 : 64;
@@ -523,32 +711,126 @@ int journal__stage(struct journal *j, int64_t time_us, const char *thing, const 
 		j->staged = p;
 		j->staged_cap = cap;
 	}
-	e = &j->staged[j->nstaged];
-	memset(e, 0, sizeof(*e));
-	e->thing = util__strdup(thing);
-	if (!e->thing)
-		return -ENOMEM;
-	r = value__copy(&e->v, v);
-	if (r < 0)
-		goto leave;
-	if (owner_boot || version) {
-		r = stage_version(j, e->thing, owner_boot, version);
-		if (r < 0)
-			goto leave;
+	s = &j->staged[j->nstaged];
+	r = fill_staged(s, e);
+	if (r == 0 && e->kind == JOURNAL_MEASUREMENT && (e->owner_boot || e->version)) {
+		uint64_t b = 0, v = 0;
+		/* A live value is always the newest; a recovered one may be older. */
+		if (e->via != JOURNAL_VIA_RECOVERY || journal__last_version(j, s->thing, &b, &v) == -ENOENT ||
+		    e->owner_boot > b || (e->owner_boot == b && e->version > v))
+			r = stage_version(j, s->thing, e->owner_boot, e->version);
 	}
-	e->time_us = time_us;
-	e->owner_boot = owner_boot;
-	e->version = version;
+	if (r < 0) {
+		/* stage_version() failed before the index took the name: nothing points at it. */
+		value__clear(&s->v);
+		free(s->thing);
+		free(s->owner);
+		free(s->cumul);
+		return r;
+	}
 	j->nstaged++;
-	j->staged_bytes += entry_bytes(tlen, v);
+	j->staged_bytes += entry_bytes(s);
 	if (seq)
 		*seq = j->last_seq + j->nstaged;
 	return 0;
-leave:
-	/* stage_version() failed before the index took the name: nothing points at it. */
-	value__clear(&e->v);
-	free(e->thing);
-	return r;
+}
+
+int journal__stage(struct journal *j, int64_t time_us, const char *thing, const tsync_value *v,
+                   uint64_t owner_boot, uint64_t version, uint64_t *seq)
+{
+	struct journal_entry e;
+
+	if (!v)
+		return -EINVAL;
+	memset(&e, 0, sizeof(e));
+	e.time_us = time_us;
+	e.thing = thing;
+	e.value = *v;
+	e.owner_boot = owner_boot;
+	e.version = version;
+	return journal__stage_entry(j, &e, seq);
+}
+
+int journal__stage_mark(struct journal *j, const char *key)
+{
+	char *k;
+
+	if (!j || !valid_text(key, JOURNAL_MAX_THING))
+		return -EINVAL;
+	if (j->nsmarks == j->smarks_cap) {
+		size_t cap = j->smarks_cap ? j->smarks_cap * 2 : 16;
+		char **p = realloc(j->smarks, cap * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		j->smarks = p;
+		j->smarks_cap = cap;
+	}
+	k = util__strdup(key);
+	if (!k)
+		return -ENOMEM;
+	j->smarks[j->nsmarks++] = k;
+	return 0;
+}
+
+int journal__has_mark(struct journal *j, const char *key)
+{
+	MDB_txn *txn = NULL;
+	MDB_val k, data;
+	int rc;
+
+	if (!j || !valid_text(key, JOURNAL_MAX_THING))
+		return -EINVAL;
+	for (size_t i = 0; i < j->nsmarks; i++)
+		if (strcmp(j->smarks[i], key) == 0)
+			return 1;
+	rc = env__txn_begin(j->env, MDB_RDONLY, true, &txn);
+	if (rc != 0)
+		return journal_fail(j, "mdb_txn_begin", rc);
+	k.mv_size = strlen(key);
+	k.mv_data = (void *)key;
+	rc = mdb_get(txn, j->marks, &k, &data);
+	mdb_txn_abort(txn);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	return rc == 0 ? 1 : journal_fail(j, "mdb_get(marks)", rc);
+}
+
+/* Writes the staged marks; past JOURNAL_MAX_MARKS (and an eighth), forgets the oldest. */
+static int put_marks(struct journal *j, MDB_txn *txn)
+{
+	MDB_cursor *cur = NULL;
+	MDB_val key, data;
+	MDB_stat st;
+	uint64_t next = j->mark_next;
+	int rc = 0;
+
+	for (size_t i = 0; rc == 0 && i < j->nsmarks; i++) {
+		unsigned char n[8];
+		key.mv_size = strlen(j->smarks[i]);
+		key.mv_data = j->smarks[i];
+		data.mv_size = sizeof(n);
+		data.mv_data = n;
+		env__put_le64(n, next++);
+		rc = mdb_put(txn, j->marks, &key, &data, 0);
+	}
+	if (rc == 0)
+		rc = meta_put_u64(txn, j->meta, "mark_next", next);
+	if (rc == 0)
+		rc = mdb_stat(txn, j->marks, &st);
+	if (rc != 0 || st.ms_entries <= JOURNAL_MAX_MARKS + JOURNAL_MAX_MARKS / 8)
+		return rc;
+	rc = mdb_cursor_open(txn, j->marks, &cur);
+	for (rc = rc ? rc : mdb_cursor_get(cur, &key, &data, MDB_FIRST); rc == 0;
+	     rc = mdb_cursor_get(cur, &key, &data, MDB_NEXT)) {
+		if (data.mv_size == 8 && env__get_le64(data.mv_data) + JOURNAL_MAX_MARKS >= next)
+			continue;
+		rc = mdb_cursor_del(cur, 0);
+		if (rc != 0)
+			break;
+	}
+	if (cur)
+		mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
 }
 
 /* Writes the staged entries and counters in one transaction; 0 or an LMDB code. */
@@ -597,6 +879,10 @@ static int commit_once(struct journal *j, struct buf *rec, const char **what)
 		if (rc != 0)
 			goto leave;
 	}
+	*what = "mdb_put(marks)";
+	rc = j->nsmarks ? put_marks(j, txn) : 0;
+	if (rc != 0)
+		goto leave;
 	*what = "mdb_put(jmeta)";
 	rc = meta_put_u64(txn, j->meta, "last_seq", seq);
 	if (rc == 0)
@@ -630,7 +916,7 @@ int journal__commit(struct journal *j)
 
 	if (!j)
 		return -EINVAL;
-	if (j->nstaged == 0)
+	if (j->nstaged == 0 && j->nsmarks == 0)
 		return 0;
 	/*
 	 * Full: refuse the whole batch rather than part of it. The caller
@@ -656,6 +942,7 @@ int journal__commit(struct journal *j)
 		return journal_fail(j, what, rc);
 	j->last_seq += j->nstaged;
 	j->bytes += j->staged_bytes;
+	j->mark_next += j->nsmarks;
 	journal__discard(j);
 	return 0;
 }
@@ -855,6 +1142,7 @@ void journal__stats(const struct journal *j, struct journal_stats *st)
 	st->max_entries = j->lim.max_entries;
 	st->max_bytes = j->lim.max_bytes;
 	st->staged = j->nstaged;
+	st->staged_marks = j->nsmarks;
 	st->full = is_full(j);
 }
 
@@ -921,7 +1209,8 @@ static int adopt_once(struct journal *j, const char *stream, uint64_t stored_seq
 			res->acked++;
 			continue;
 		}
-		known = (e.owner_boot || e.version) ? find_version(v, nv, e.thing) : NULL;
+		known = e.kind == JOURNAL_MEASUREMENT && (e.owner_boot || e.version) ? find_version(v, nv, e.thing)
+		                                                                        : NULL;
 		if (!same && known && !version_after(e.owner_boot, e.version, known->owner_boot, known->version)) {
 			/* A value the old stream already carried (the mesh delivers the
 			 * current values again to a pushd that lost its journal):

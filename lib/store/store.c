@@ -32,6 +32,7 @@
  *                                           each length(4) (0xffffffff: NULL) | bytes
  *   "setreqs"  THING                     -> a value record as in "values" (version
  *                                           and boot 0)
+ *   "cumuls", "records"  KEY              -> text (the cumul module's, the application's)
  * Numbers in records are little-endian like the values'.
  *
  * SPDX-License-Identifier: MIT
@@ -69,7 +70,7 @@ struct staged {
 };
 
 /* One staged write to the request databases, applied in staging order. */
-enum staged_db { DB_WINDOWS, DB_REQUESTS, DB_SETREQS, DB_CUMULS, DB_COUNT };
+enum staged_db { DB_WINDOWS, DB_REQUESTS, DB_SETREQS, DB_CUMULS, DB_RECORDS, DB_COUNT };
 struct staged_op {
 	enum staged_db db;
 	bool del; /* delete the key (or, with prefix, every key it begins) */
@@ -279,6 +280,10 @@ static int open_dbs(struct store *s)
 		goto leave;
 	what = "mdb_dbi_open(cumuls)";
 	rc = mdb_dbi_open(txn, "cumuls", MDB_CREATE, &s->dbs[DB_CUMULS]);
+	if (rc)
+		goto leave;
+	what = "mdb_dbi_open(records)";
+	rc = mdb_dbi_open(txn, "records", MDB_CREATE, &s->dbs[DB_RECORDS]);
 	if (rc != 0)
 		goto leave;
 	what = "mdb_txn_commit";
@@ -1209,9 +1214,11 @@ int store__load_setreqs(struct store *s, store_value_fn fn, void *ud)
 	return load_value_records(s, s->dbs[DB_SETREQS], "set request", fn, ud);
 }
 
-/* --- cumuls (lib/cumul): opaque records, keyed by the cumul module ---------- */
+/* --- text records: the cumuls (lib/cumul) and the application's records -------- */
 
-int store__stage_cumul(struct store *s, const char *key, const char *json)
+/* Opaque key -> text records of one database: `text` NULL stages the key's
+ * deletion. */
+static int stage_text(struct store *s, enum staged_db db, const char *key, const char *text)
 {
 	struct buf k = {0}, d = {0};
 	size_t len;
@@ -1223,24 +1230,24 @@ int store__stage_cumul(struct store *s, const char *key, const char *json)
 	if (len > (size_t)mdb_env_get_maxkeysize(s->env))
 		return -ENAMETOOLONG;
 	r = buf__append(&k, key, len);
-	if (r == 0 && json)
-		r = buf__append(&d, json, strlen(json));
+	if (r == 0 && text)
+		r = buf__append(&d, text, strlen(text));
 	if (r == 0)
-		r = stage_op(s, DB_CUMULS, !json, false, &k, json ? &d : NULL);
+		r = stage_op(s, db, !text, false, &k, text ? &d : NULL);
 	buf__free(&k);
 	buf__free(&d);
 	return r;
 }
 
-struct cumul_load {
+struct text_load {
 	store_cumul_fn fn;
 	void *ud;
 	struct buf key, json;
 };
 
-static int cumul_record(struct store *s, const MDB_val *key, const MDB_val *data, void *ctx)
+static int text_record(struct store *s, const MDB_val *key, const MDB_val *data, void *ctx)
 {
-	struct cumul_load *cl = ctx;
+	struct text_load *cl = ctx;
 	int r = copy_z(&cl->key, key->mv_data, key->mv_size);
 
 	(void)s;
@@ -1252,17 +1259,37 @@ static int cumul_record(struct store *s, const MDB_val *key, const MDB_val *data
 	return 0;
 }
 
-int store__load_cumuls(struct store *s, store_cumul_fn fn, void *ud)
+static int load_text(struct store *s, enum staged_db db, store_cumul_fn fn, void *ud)
 {
-	struct cumul_load cl = {.fn = fn, .ud = ud};
+	struct text_load cl = {.fn = fn, .ud = ud};
 	int r;
 
 	if (!s || !fn)
 		return -EINVAL;
-	r = load_db(s, s->dbs[DB_CUMULS], cumul_record, &cl);
+	r = load_db(s, s->dbs[db], text_record, &cl);
 	buf__free(&cl.key);
 	buf__free(&cl.json);
 	return r;
+}
+
+int store__stage_cumul(struct store *s, const char *key, const char *json)
+{
+	return stage_text(s, DB_CUMULS, key, json);
+}
+
+int store__load_cumuls(struct store *s, store_cumul_fn fn, void *ud)
+{
+	return load_text(s, DB_CUMULS, fn, ud);
+}
+
+int store__stage_record(struct store *s, const char *key, const char *text)
+{
+	return stage_text(s, DB_RECORDS, key, text);
+}
+
+int store__load_records(struct store *s, store_cumul_fn fn, void *ud)
+{
+	return load_text(s, DB_RECORDS, fn, ud);
 }
 
 /*

@@ -14,6 +14,8 @@
  *            and has no answer to yet, asked again at start-up
  *   "cumuls"  the cumul module's records (lib/cumul/cumul.c): key text ->
  *            JSON text, today's running cumuls and the closed days
+ *   "records" the application's own records (tsync_node_record_put()): key
+ *            text -> text, e.g. thingsync-recoveryd's outage ledger
  * Writes are staged in memory and committed together by store__commit()
  * (group commit: one fsync per batch, not per message).
  * SPDX-License-Identifier: MIT
@@ -144,6 +146,9 @@ int store__load_setreqs(struct store *s, store_value_fn fn, void *ud);
 int store__stage_cumul(struct store *s, const char *key, const char *json);
 typedef void (*store_cumul_fn)(void *ud, const char *key, const char *json);
 int store__load_cumuls(struct store *s, store_cumul_fn fn, void *ud);
+/* The application's records, the same way (tsync_node_record_put()). */
+int store__stage_record(struct store *s, const char *key, const char *text);
+int store__load_records(struct store *s, store_cumul_fn fn, void *ud);
 
 /* Bytes written by the commits so far (keys and records, deletions as their
  * key), and the number of commits that wrote something: what the durable
@@ -166,6 +171,7 @@ void store__written(const struct store *s, uint64_t *bytes, uint64_t *commits);
  *   "entries"   stream sequence (u64 big-endian, so keys sort by number) ->
  *               measurement record (little-endian; see journal.c)
  *   "versions"  thing name -> (owner boot, version), u64 little-endian each
+ *   "marks"     commit mark -> its number (u64 little-endian); see journal__stage_mark()
  * Measurements are staged in memory and written by journal__commit() in one
  * transaction (group commit). The journal holds the entries after the cursor,
  * exactly: journal__ack() moves the cursor and deletes what it passed in the
@@ -186,7 +192,31 @@ struct journal_limits {
 #define JOURNAL_MAX_THING  255
 #define JOURNAL_MAX_STRING 4096
 
-/* One measurement. Strings are borrowed (see each function). */
+/* Longest cumul JSON (a closed day of one thing) and day text ("YYYY-MM-DD"). */
+#define JOURNAL_MAX_CUMUL 8192
+#define JOURNAL_DAY_LEN   10
+/* Commit marks kept (see journal__stage_mark()); the oldest are forgotten first. */
+#define JOURNAL_MAX_MARKS 65536
+
+/* How an entry reached pushd. */
+enum journal_via {
+	JOURNAL_VIA_LIVE = 0,     /* the mesh's current value */
+	JOURNAL_VIA_RECOVERY = 1, /* an owner's history, after an outage (recovery_data) */
+	JOURNAL_VIA_IMPORT = 2,   /* a file (--csv) */
+};
+
+enum journal_kind {
+	JOURNAL_MEASUREMENT = 0,
+	JOURNAL_RECOVERY_GAP = 1, /* an owner's history no longer holds [from_us, to_us] */
+	JOURNAL_CUMUL = 2,        /* a closed day of a thing's cumul (forensicd) */
+};
+
+/*
+ * One entry. Strings are borrowed (see each function). A measurement has
+ * time, thing, value and the owner's (boot, version); a recovery gap has
+ * owner, from_us and to_us (thing is the owner too); a cumul has owner,
+ * thing, day and cumul (its JSON text).
+ */
 struct journal_entry {
 	uint64_t seq;        /* stream sequence */
 	int64_t time_us;     /* when it was measured, microseconds since the epoch */
@@ -194,6 +224,12 @@ struct journal_entry {
 	uint64_t version;    /* mesh; both 0 for other sources (a CSV file) */
 	const char *thing;
 	tsync_value value;
+	enum journal_via via;
+	enum journal_kind kind;
+	const char *owner; /* gap, cumul */
+	const char *day;   /* cumul */
+	const char *cumul; /* cumul */
+	int64_t from_us, to_us; /* gap */
 };
 
 /* Counters; all about committed entries except `staged`. */
@@ -205,6 +241,7 @@ struct journal_stats {
 	uint64_t max_entries;
 	uint64_t max_bytes;
 	size_t staged;
+	size_t staged_marks;
 	bool full; /* entries or bytes at their limit: journal__commit() says -ENOSPC */
 };
 
@@ -230,6 +267,24 @@ void journal__close(struct journal *j);
  */
 int journal__stage(struct journal *j, int64_t time_us, const char *thing, const tsync_value *v,
                    uint64_t owner_boot, uint64_t version, uint64_t *seq);
+
+/*
+ * Stages any entry (seq ignored; strings copied), as journal__stage() does
+ * for a live measurement. A recovered measurement raises the thing's last
+ * version only when it is newer. 0, -EINVAL (a field missing or too long)
+ * or -ENOMEM.
+ */
+int journal__stage_entry(struct journal *j, const struct journal_entry *e, uint64_t *seq);
+
+/*
+ * Commit marks: a key (1..JOURNAL_MAX_THING bytes, e.g. a recovery chunk's
+ * request and number) staged with entries is written in their commit, so a
+ * request delivered again after a crash between that commit and the mesh's
+ * answer is recognised: journal__has_mark() says 1 (staged or committed),
+ * 0, or a negative code. The last JOURNAL_MAX_MARKS are kept.
+ */
+int journal__stage_mark(struct journal *j, const char *key);
+int journal__has_mark(struct journal *j, const char *key);
 
 /*
  * Writes everything staged in one transaction, fsync'ed before it returns:

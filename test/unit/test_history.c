@@ -575,6 +575,9 @@ static int on_recovery_data(void *ud, tsync_node *node, const tsync_request *req
 		rc->max_chunk = k;
 	assert_string_equal(json_string_value(json_object_get(j, "entity")), "a");
 	assert_int_equal(json_integer_value(json_object_get(j, "chunks")), rc->announced_chunks);
+	/* Contract 1: the request is named, and no "trimmed" where nothing was. */
+	assert_true(strncmp(json_string_value(json_object_get(j, "request")), "b/", 2) == 0);
+	assert_null(json_object_get(j, "trimmed"));
 	io = json_object_get(json_object_get(j, "recovery_data"), "io");
 	assert_true(json_array_size(io) > 0);
 	for (size_t i = 0; i < json_array_size(io); i++) {
@@ -695,6 +698,177 @@ static void test_recovery_request(void **state)
 	event_base_free(base);
 }
 
+/* Contract 1: the chunks go to "deliver_to" (here c, not the requester b),
+ * named "b/ID"; an empty window still sends its one chunk. */
+struct delivery {
+	int chunks, empty;
+	char request[128];
+	bool answered;
+	int status;
+};
+
+static int on_delivered(void *ud, tsync_node *node, const tsync_request *req, char **result)
+{
+	struct delivery *d = ud;
+	json_t *j = json_loads(req->json, 0, NULL);
+
+	(void)node;
+	(void)result;
+	assert_non_null(j);
+	assert_string_equal(req->from, "a");
+	snprintf(d->request, sizeof(d->request), "%s", json_string_value(json_object_get(j, "request")));
+	assert_int_equal(json_integer_value(json_object_get(j, "chunks")), 1);
+	assert_int_equal(json_integer_value(json_object_get(j, "chunk")), 1);
+	if (json_array_size(json_object_get(json_object_get(j, "recovery_data"), "io")) == 0)
+		d->empty++;
+	d->chunks++;
+	json_decref(j);
+	return 0;
+}
+
+static void on_delivery_answer(void *ud, tsync_node *node, int status, const char *result)
+{
+	struct delivery *d = ud;
+
+	(void)node;
+	(void)result;
+	d->answered = true;
+	d->status = status;
+}
+
+static void test_recovery_deliver_to(void **state)
+{
+	struct fixture *f = *state;
+	struct delivery d, wrong;
+	struct event_base *base = event_base_new();
+	tsync_node_options o;
+	tsync_node *a = NULL, *b = NULL, *c = NULL;
+	tsync_site *site = NULL;
+	char path[192], dir_b[160], dir_c[160];
+	FILE *fp;
+	int loops = 0;
+
+	memset(&d, 0, sizeof(d));
+	memset(&wrong, 0, sizeof(wrong));
+	assert_non_null(base);
+	snprintf(path, sizeof(path), "%s/site.conf", f->tmp);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fprintf(fp,
+	        "[site]\nname = h\nretry_min_ms = 10\nretry_initial_ms = 50\nretry_max_ms = 400\n"
+	        "[controller a]\nhost = 127.0.0.1\nudp_port = %u\nhistory = yes\n"
+	        "[controller b]\nhost = 127.0.0.1\nudp_port = %u\n"
+	        "[controller c]\nhost = 127.0.0.1\nudp_port = %u\n"
+	        "[thing lamp]\nowner = a\ntype = int\nusers = c\n",
+	        free_port(), free_port(), free_port());
+	fclose(fp);
+	assert_int_equal(tsync_site_load(path, &site, NULL), 0);
+	tsync_node_options_init(&o);
+	o.site = site;
+	o.event_base = base;
+	o.controller = "a";
+	o.state_dir = f->dir;
+	assert_int_equal(tsync_node_new(&o, &a), 0);
+	snprintf(dir_b, sizeof(dir_b), "%s/b", f->tmp);
+	snprintf(dir_c, sizeof(dir_c), "%s/c", f->tmp);
+	o.controller = "b";
+	o.state_dir = dir_b;
+	assert_int_equal(tsync_node_new(&o, &b), 0);
+	o.controller = "c";
+	o.state_dir = dir_c;
+	assert_int_equal(tsync_node_new(&o, &c), 0);
+	assert_int_equal(tsync_node_on_request(c, "recovery_data", on_delivered, &d), 0);
+	assert_int_equal(tsync_node_on_request(b, "recovery_data", on_delivered, &wrong), 0);
+
+	/* A window of 1970: no change in it. */
+	assert_int_equal(tsync_node_request(b, "a", "recovery_data_request",
+	                                    "{\"lost_connection_time\":10,\"restored_connection_time\":20,"
+	                                    "\"deliver_to\":\"c\",\"request_id\":\"r7\"}",
+	                                    on_delivery_answer, &d),
+	                 0);
+	while ((!d.answered || d.chunks < 1 || tsync_node_unsettled(a) || tsync_node_unsettled(b)) &&
+	       loops++ < 200000)
+		event_base_loop(base, EVLOOP_ONCE);
+	assert_int_equal(d.status, 0);
+	assert_int_equal(d.chunks, 1);
+	assert_int_equal(d.empty, 1);
+	assert_string_equal(d.request, "b/r7");
+	assert_int_equal(wrong.chunks, 0);
+
+	/* An unknown deliver_to is a bad argument. */
+	d.answered = false;
+	assert_int_equal(tsync_node_request(b, "a", "recovery_data_request",
+	                                    "{\"lost_connection_time\":10,\"restored_connection_time\":20,"
+	                                    "\"deliver_to\":\"nobody\"}",
+	                                    on_delivery_answer, &d),
+	                 0);
+	loops = 0;
+	while (!d.answered && loops++ < 200000)
+		event_base_loop(base, EVLOOP_ONCE);
+	assert_int_equal(d.status, TSYNC_ECMD_ARGS);
+	assert_int_equal(d.chunks, 1);
+
+	tsync_node_free(c);
+	tsync_node_free(b);
+	tsync_node_free(a);
+	tsync_site_free(site);
+	event_base_free(base);
+}
+
+/* tsync_node_record_put/get: an application's records, durable with the
+ * node's commit, there after a restart; deleted with NULL. */
+static void test_records(void **state)
+{
+	struct fixture *f = *state;
+	tsync_node_options o;
+	tsync_node *n = NULL;
+	tsync_site *site = NULL;
+	char path[192], *text = NULL;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "%s/site.conf", f->tmp);
+	fp = fopen(path, "w");
+	assert_non_null(fp);
+	fprintf(fp, "[site]\nname = h\n[controller a]\nhost = 127.0.0.1\nudp_port = %u\n", free_port());
+	fclose(fp);
+	assert_int_equal(tsync_site_load(path, &site, NULL), 0);
+	tsync_node_options_init(&o);
+	o.site = site;
+	o.controller = "a";
+	o.state_dir = f->dir;
+	assert_int_equal(tsync_node_new(&o, &n), 0);
+	assert_int_equal(tsync_node_record_get(n, "ledger", &text), -ENOENT);
+	assert_int_equal(tsync_node_record_put(n, "ledger", "{\"lost\":1}"), 0);
+	assert_int_equal(tsync_node_record_put(n, "other", "x"), 0);
+	/* Staged, not yet committed: not read back. */
+	assert_int_equal(tsync_node_record_get(n, "ledger", &text), -ENOENT);
+	assert_int_equal(tsync_node_commit(n), 0);
+	assert_int_equal(tsync_node_record_get(n, "ledger", &text), 0);
+	assert_string_equal(text, "{\"lost\":1}");
+	free(text);
+	/* A crash after the commit keeps it. */
+	tsync_node_abandon(n);
+	assert_int_equal(tsync_node_new(&o, &n), 0);
+	assert_int_equal(tsync_node_record_get(n, "ledger", &text), 0);
+	assert_string_equal(text, "{\"lost\":1}");
+	free(text);
+	assert_int_equal(tsync_node_record_put(n, "ledger", NULL), 0);
+	tsync_node_free(n);
+	assert_int_equal(tsync_node_new(&o, &n), 0);
+	assert_int_equal(tsync_node_record_get(n, "ledger", &text), -ENOENT);
+	assert_int_equal(tsync_node_record_get(n, "other", &text), 0);
+	assert_string_equal(text, "x");
+	free(text);
+	assert_int_equal(tsync_node_record_put(n, "", "x"), -EINVAL);
+	tsync_node_free(n);
+	/* Without a state directory there is nowhere to keep them. */
+	o.state_dir = NULL;
+	assert_int_equal(tsync_node_new(&o, &n), 0);
+	assert_int_equal(tsync_node_record_put(n, "ledger", "x"), -ENOTSUP);
+	tsync_node_free(n);
+	tsync_site_free(site);
+}
+
 /* --- site.conf ------------------------------------------------------------------ */
 
 static int load_conf(struct fixture *f, const char *text, tsync_site **site, char **errors)
@@ -760,6 +934,32 @@ static void test_site_keys(void **state)
 	assert_non_null(strstr(errors, ":16: thing 'x': history is set but its owner 'a' keeps no history"));
 	assert_non_null(strstr(errors, ":20: thing 'z': history_max_age = '0' is out of range"));
 	free(errors);
+	errors = NULL;
+
+	/* recovery_threshold: the recovery role's, five minutes by default. */
+	assert_int_equal(load_conf(f,
+	                           "[site]\nname = h\n"
+	                           "[controller r]\nhost = 127.0.0.1\nudp_port = 7000\nroles = recovery\n"
+	                           "recovery_threshold = 90m\n"
+	                           "[controller s]\nhost = 127.0.0.1\nudp_port = 7001\nroles = recovery\n",
+	                           &site, &errors),
+	                 0);
+	assert_int_equal(site->controllers[0].recovery_threshold_ms, 90ull * 60 * 1000);
+	assert_int_equal(site->controllers[1].recovery_threshold_ms, SITE_DEFAULT_RECOVERY_THRESHOLD_MS);
+	tsync_site_free(site);
+	site = NULL;
+	assert_int_equal(load_conf(f,
+	                           "[site]\nname = h\n"                                  /* 1-2 */
+	                           "[controller a]\nhost = 127.0.0.1\nudp_port = 7000\n" /* 3-5 */
+	                           "recovery_threshold = 60\n"                            /* 6 */
+	                           "[controller r]\nhost = 127.0.0.1\nudp_port = 7001\n" /* 7-9 */
+	                           "roles = recovery\nrecovery_threshold = soon\n",       /* 10-11 */
+	                           &site, &errors),
+	                 TSYNC_ESITE);
+	assert_non_null(errors);
+	assert_non_null(strstr(errors, ":6: controller 'a': recovery_threshold is set but the controller has no role 'recovery'"));
+	assert_non_null(strstr(errors, ":11: controller 'r': recovery_threshold = 'soon' is not a duration"));
+	free(errors);
 }
 
 int main(void)
@@ -774,6 +974,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_node, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_node_without_store, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_request, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_deliver_to, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_records, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_site_keys, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

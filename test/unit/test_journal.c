@@ -835,6 +835,223 @@ static void test_inspect(void **state)
 	assert_non_null(strstr(info.problem, "unreadable"));
 }
 
+/* Copies of what journal__read() hands over for the other kinds. */
+struct kinds {
+	size_t n;
+	struct journal_entry e[8];
+	char text[8][4][128];
+};
+
+static int collect_kinds(void *ud, const struct journal_entry *e)
+{
+	struct kinds *k = ud;
+	const char *src[4] = {e->thing, e->owner, e->day, e->cumul};
+	const char **dst[4];
+
+	assert_true(k->n < 8);
+	k->e[k->n] = *e;
+	dst[0] = &k->e[k->n].thing;
+	dst[1] = &k->e[k->n].owner;
+	dst[2] = &k->e[k->n].day;
+	dst[3] = &k->e[k->n].cumul;
+	for (int i = 0; i < 4; i++) {
+		if (!src[i])
+			continue;
+		snprintf(k->text[k->n][i], sizeof(k->text[0][0]), "%s", src[i]);
+		*dst[i] = k->text[k->n][i];
+	}
+	k->n++;
+	return 0;
+}
+
+/*
+ * A recovered and an imported measurement, a recovery gap and a cumul go
+ * through a commit and a reopen with every field; a live measurement is
+ * still written in record format 1, byte for byte what older journals hold.
+ */
+static void test_kinds_round_trip(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, 0);
+	struct kinds k = {0};
+	struct journal_entry e;
+	tsync_value vf = tsync_float(19.25);
+
+	assert_int_equal(journal__stage(j, 1000, "temp", &vf, 3, 10, NULL), 0);
+	memset(&e, 0, sizeof(e));
+	e.via = JOURNAL_VIA_RECOVERY;
+	e.time_us = 900;
+	e.thing = "temp";
+	e.value = tsync_float(18.5);
+	e.owner_boot = 3;
+	e.version = 9;
+	assert_int_equal(journal__stage_entry(j, &e, NULL), 0);
+	e.via = JOURNAL_VIA_IMPORT;
+	e.owner_boot = e.version = 0;
+	e.value = tsync_string("imported");
+	assert_int_equal(journal__stage_entry(j, &e, NULL), 0);
+	memset(&e, 0, sizeof(e));
+	e.via = JOURNAL_VIA_RECOVERY;
+	e.kind = JOURNAL_RECOVERY_GAP;
+	e.owner = "PI-Data";
+	e.from_us = 1700000000000000;
+	e.to_us = 1700000360000000;
+	assert_int_equal(journal__stage_entry(j, &e, NULL), 0);
+	memset(&e, 0, sizeof(e));
+	e.kind = JOURNAL_CUMUL;
+	e.owner = "PI-Data";
+	e.thing = "door";
+	e.day = "2026-12-02";
+	e.cumul = "{\"rising\":3,\"on_s\":120}";
+	assert_int_equal(journal__stage_entry(j, &e, NULL), 0);
+	/* Malformed entries are refused at staging. */
+	e.day = "2026-12-2";
+	assert_int_equal(journal__stage_entry(j, &e, NULL), -EINVAL);
+	e.day = "2026-12-02";
+	e.owner = NULL;
+	assert_int_equal(journal__stage_entry(j, &e, NULL), -EINVAL);
+	memset(&e, 0, sizeof(e));
+	e.kind = JOURNAL_RECOVERY_GAP;
+	e.owner = "PI-Data";
+	e.from_us = 2;
+	e.to_us = 1;
+	assert_int_equal(journal__stage_entry(j, &e, NULL), -EINVAL);
+	assert_int_equal(journal__commit(j), 0);
+	journal__close(j);
+
+	j = open_j(f, 0, 0);
+	assert_int_equal(journal__read(j, 0, 100, collect_kinds, &k), 0);
+	assert_int_equal(k.n, 5);
+	assert_int_equal(k.e[0].via, JOURNAL_VIA_LIVE);
+	assert_int_equal(k.e[0].kind, JOURNAL_MEASUREMENT);
+	assert_int_equal(k.e[0].version, 10);
+	assert_int_equal(k.e[1].via, JOURNAL_VIA_RECOVERY);
+	assert_int_equal(k.e[1].kind, JOURNAL_MEASUREMENT);
+	assert_string_equal(k.e[1].thing, "temp");
+	assert_true(k.e[1].value.u.f == 18.5);
+	assert_int_equal(k.e[1].time_us, 900);
+	assert_int_equal(k.e[1].owner_boot, 3);
+	assert_int_equal(k.e[1].version, 9);
+	assert_int_equal(k.e[2].via, JOURNAL_VIA_IMPORT);
+	assert_int_equal(k.e[2].value.type, TSYNC_TYPE_STRING);
+	assert_int_equal(k.e[3].kind, JOURNAL_RECOVERY_GAP);
+	assert_int_equal(k.e[3].via, JOURNAL_VIA_RECOVERY);
+	assert_string_equal(k.e[3].owner, "PI-Data");
+	assert_int_equal(k.e[3].from_us, 1700000000000000);
+	assert_int_equal(k.e[3].to_us, 1700000360000000);
+	assert_int_equal(k.e[3].owner_boot, 0);
+	assert_int_equal(k.e[4].kind, JOURNAL_CUMUL);
+	assert_string_equal(k.e[4].owner, "PI-Data");
+	assert_string_equal(k.e[4].thing, "door");
+	assert_string_equal(k.e[4].day, "2026-12-02");
+	assert_string_equal(k.e[4].cumul, "{\"rising\":3,\"on_s\":120}");
+	journal__close(j);
+
+	/* The live record on disk: format 1, header 27, name, 8 bytes of float. */
+	{
+		MDB_env *env;
+		MDB_txn *txn;
+		MDB_dbi dbi;
+		unsigned char kb[8] = {0, 0, 0, 0, 0, 0, 0, 1};
+		MDB_val key = {8, kb}, data;
+
+		assert_int_equal(mdb_env_create(&env), 0);
+		assert_int_equal(mdb_env_set_maxdbs(env, 8), 0);
+		assert_int_equal(mdb_env_open(env, f->dir, MDB_RDONLY, 0600), 0);
+		assert_int_equal(mdb_txn_begin(env, NULL, MDB_RDONLY, &txn), 0);
+		assert_int_equal(mdb_dbi_open(txn, "entries", 0, &dbi), 0);
+		assert_int_equal(mdb_get(txn, dbi, &key, &data), 0);
+		assert_int_equal(((unsigned char *)data.mv_data)[0], 1);
+		assert_int_equal(data.mv_size, 27 + 4 + 8);
+		kb[7] = 2;
+		assert_int_equal(mdb_get(txn, dbi, &key, &data), 0);
+		assert_int_equal(((unsigned char *)data.mv_data)[0], 2);
+		mdb_txn_abort(txn);
+		mdb_env_close(env);
+	}
+	assert_int_equal(f->errors, 0);
+}
+
+/* A recovered value raises the thing's last version only when it is newer. */
+static void test_recovery_versions(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, 0);
+	struct journal_entry e;
+	tsync_value v = tsync_int(1);
+	uint64_t b, ver;
+
+	assert_int_equal(journal__stage(j, 1, "power_w", &v, 4, 5, NULL), 0);
+	assert_int_equal(journal__commit(j), 0);
+	memset(&e, 0, sizeof(e));
+	e.via = JOURNAL_VIA_RECOVERY;
+	e.thing = "power_w";
+	e.value = v;
+	e.owner_boot = 4;
+	e.version = 3;
+	assert_int_equal(journal__stage_entry(j, &e, NULL), 0);
+	assert_int_equal(journal__last_version(j, "power_w", &b, &ver), 0);
+	assert_int_equal(ver, 5);
+	e.version = 7;
+	assert_int_equal(journal__stage_entry(j, &e, NULL), 0);
+	e.version = 6;
+	assert_int_equal(journal__stage_entry(j, &e, NULL), 0);
+	assert_int_equal(journal__commit(j), 0);
+	assert_int_equal(journal__last_version(j, "power_w", &b, &ver), 0);
+	assert_int_equal(b, 4);
+	assert_int_equal(ver, 7);
+	/* A thing never seen live takes the recovered version. */
+	e.thing = "door";
+	e.version = 2;
+	assert_int_equal(journal__stage_entry(j, &e, NULL), 0);
+	assert_int_equal(journal__commit(j), 0);
+	assert_int_equal(journal__last_version(j, "door", &b, &ver), 0);
+	assert_int_equal(ver, 2);
+	journal__close(j);
+	assert_int_equal(f->errors, 0);
+}
+
+/* Marks: staged, discarded, committed with entries, kept across a reopen, the oldest forgotten. */
+static void test_marks(void **state)
+{
+	struct fixture *f = *state;
+	struct journal *j = open_j(f, 0, 0);
+	tsync_value v = tsync_int(1);
+	char key[64];
+
+	assert_int_equal(journal__has_mark(j, "PI-Rec/1/0"), 0);
+	assert_int_equal(journal__stage_mark(j, "PI-Rec/1/0"), 0);
+	assert_int_equal(journal__has_mark(j, "PI-Rec/1/0"), 1);
+	journal__discard(j);
+	assert_int_equal(journal__has_mark(j, "PI-Rec/1/0"), 0);
+	assert_int_equal(journal__stage(j, 1, "a", &v, 0, 0, NULL), 0);
+	assert_int_equal(journal__stage_mark(j, "PI-Rec/1/0"), 0);
+	assert_int_equal(journal__commit(j), 0);
+	/* A mark alone is committed too (a chunk without entries). */
+	assert_int_equal(journal__stage_mark(j, "PI-Rec/1/1"), 0);
+	assert_int_equal(journal__commit(j), 0);
+	journal__close(j);
+	j = open_j(f, 0, 0);
+	assert_int_equal(journal__has_mark(j, "PI-Rec/1/0"), 1);
+	assert_int_equal(journal__has_mark(j, "PI-Rec/1/1"), 1);
+	assert_int_equal(journal__has_mark(j, "PI-Rec/1/2"), 0);
+	assert_int_equal(journal__has_mark(j, ""), -EINVAL);
+	/* Past the bound (and its slack), the oldest go first. */
+	for (unsigned i = 0; i < JOURNAL_MAX_MARKS + JOURNAL_MAX_MARKS / 8; i++) {
+		snprintf(key, sizeof(key), "bulk/%u", i);
+		assert_int_equal(journal__stage_mark(j, key), 0);
+	}
+	assert_int_equal(journal__commit(j), 0);
+	assert_int_equal(journal__has_mark(j, "PI-Rec/1/0"), 0);
+	assert_int_equal(journal__has_mark(j, "bulk/0"), 0);
+	snprintf(key, sizeof(key), "bulk/%u", JOURNAL_MAX_MARKS + JOURNAL_MAX_MARKS / 8 - 1);
+	assert_int_equal(journal__has_mark(j, key), 1);
+	snprintf(key, sizeof(key), "bulk/%u", JOURNAL_MAX_MARKS / 8 + 2);
+	assert_int_equal(journal__has_mark(j, key), 1);
+	journal__close(j);
+	assert_int_equal(f->errors, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -852,6 +1069,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_adopt_same_stream, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_adopt_other_stream, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_inspect, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_kinds_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_versions, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_marks, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2757,6 +2757,8 @@ static void test_pipeline(void **state)
 	free(count);
 }
 
+#include "recovery_cases.c"
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -2780,7 +2782,10 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_pipeline, setup, teardown),
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_migrate_postgres, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_collector_items_postgres, setup, teardown),
 #endif
+	    cmocka_unit_test_setup_teardown(test_collector_items, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migrate_2_sqlite, setup, teardown),
 	};
 	int r;
 

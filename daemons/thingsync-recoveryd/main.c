@@ -1,0 +1,678 @@
+/*
+ * thingsync-recoveryd: main. A node of the mesh with the recovery role.
+ *
+ * What counts as an outage (each a cause in the ledger, see ledger.c):
+ *  - `connection_status` from any controller (pushd sends "disconnect" when
+ *    the collector stops answering, "reconnect" when it answers again);
+ *  - the push controller silent on the mesh (TSYNC_EVENT_PEER_DOWN, until
+ *    it is heard again): what the owners changed meanwhile reached nobody;
+ *  - this daemon down: at start-up an outage is counted from the last alive
+ *    time it wrote, until the push controller is heard.
+ * When the last cause clears and the outage lasted recovery_threshold or
+ * longer, every data store is sent one `recovery_data_request` for [lost,
+ * restored], with deliver_to the push controller (contract 1). The ledger
+ * record that says so and the requests are staged in the same turn of the
+ * loop and committed together (tsync_node_record_put), before the requests
+ * leave: a crash cannot ask twice nor forget to ask. The mesh keeps a
+ * request to a controller that is down and sends it when it is back.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <event2/event.h>
+
+#include "httpd.h"
+#include "recoveryd.h"
+#include "site/site.h"
+#include "statedir.h"
+
+#define LEDGER_KEY "recoveryd.ledger"
+/* A reported time further from our clock than this is refused (err_cmd_args). */
+#define MAX_PAST_US   ((int64_t)366 * 86400 * 1000000)
+#define MAX_FUTURE_US ((int64_t)300 * 1000000)
+
+static const char usage_text[] =
+    "usage: thingsync-recoveryd --site FILE --controller NAME --state-dir DIR [options]\n"
+    "\n"
+    "A thingsync controller with the recovery role: keeps the outage ledger (what\n"
+    "cut the site off from its collector, since when), publishes internet_lost,\n"
+    "and after an outage of recovery_threshold or longer asks every data store for\n"
+    "the changes of the window, delivered to the push controller.\n"
+    "\n"
+    "  -s, --site FILE        site.conf\n"
+    "  -c, --controller NAME  this controller's name in site.conf (role recovery)\n"
+    "  -d, --state-dir DIR    state: DIR/node (the node's LMDB, the ledger in it)\n"
+    "      --thing NAME       the bool thing published (default internet_lost; it\n"
+    "                         must be owned by this controller to be published)\n"
+    "      --alive-ms N       how often the alive time is written (default 60000)\n"
+    "      --bind HOST        UDP address to bind instead of the controller's host\n"
+    "      --http ADDR:PORT   the HTTP API (/v1/recover, /v1/status, /metrics); default\n"
+    "                         the controller's host and tcp_port, none if unset\n"
+    "  -v, --log-level LEVEL  error, warn, info (default) or debug\n"
+    "  -h, --help             this text\n";
+
+static void log_stderr(void *ud, tsync_log_level level, const char *line)
+{
+	(void)ud;
+	fprintf(stderr, "%s: %s\n", tsync_log_level_name(level), line);
+}
+
+static int64_t now_us(void)
+{
+	return (int64_t)util__realtime_us();
+}
+
+/* --- the ledger in the store ----------------------------------------------------------- */
+
+/* Stages the ledger; the node's next commit writes it (with what was staged
+ * in this turn: the requests of a recovery, the answer to a request). */
+static void ledger_save(struct recoveryd *rd)
+{
+	json_t *j = ledger__to_json(&rd->ledger);
+	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+	int r = text ? tsync_node_record_put(rd->node, LEDGER_KEY, text) : -ENOMEM;
+
+	if (r < 0)
+		log_error(&rd->log, "cannot stage the outage ledger: %s", tsync_strerror(r));
+	free(text);
+	json_decref(j);
+}
+
+static void ledger_commit(struct recoveryd *rd)
+{
+	int r;
+
+	ledger_save(rd);
+	r = tsync_node_commit(rd->node);
+	if (r < 0)
+		log_error(&rd->log, "cannot commit the outage ledger: %s", tsync_strerror(r));
+}
+
+static void publish(struct recoveryd *rd)
+{
+	tsync_value v = tsync_bool(rd->ledger.lost);
+	int r;
+
+	if (!rd->publish)
+		return;
+	r = tsync_node_set(rd->node, rd->opt.thing, &v);
+	if (r < 0)
+		log_error(&rd->log, "cannot set %s: %s", rd->opt.thing, tsync_strerror(r));
+}
+
+/* --- the fan-out ----------------------------------------------------------------------- */
+
+struct ask {
+	struct recoveryd *rd;
+	char recovery[32];
+	char owner[64];
+	int64_t from_us, to_us;
+};
+
+static struct ledger_owner *ask_owner(struct ask *a)
+{
+	struct recovery *r = ledger__recovery_find(&a->rd->ledger, a->recovery);
+
+	for (size_t i = 0; r && i < r->n_owners; i++)
+		if (!strcmp(r->owners[i].name, a->owner))
+			return &r->owners[i];
+	return NULL;
+}
+
+static int ask_send(struct ask *a);
+
+static void ask_done(void *ud, tsync_node *node, int status, const char *result)
+{
+	struct ask *a = ud;
+	struct recoveryd *rd = a->rd;
+	struct ledger_owner *o;
+	json_t *j;
+
+	(void)node;
+	if (status == TSYNC_ECANCELED) {
+		/* The node is being freed: the request stays in its store and the
+		 * next start resumes it. */
+		free(a);
+		return;
+	}
+	if (status == TSYNC_EPEER_RESTARTED) {
+		/* Only a data store without durable windows says so (a history
+		 * needs a state directory, so hardly ever): it may not have acted. */
+		log_warn(&rd->log, "recovery %s: %s restarted before answering; asking again", a->recovery,
+		         a->owner);
+		if (ask_send(a) == 0)
+			return;
+		status = TSYNC_EPEER_RESTARTED;
+	}
+	o = ask_owner(a);
+	if (status != 0) {
+		rd->requests_failed++;
+		log_error(&rd->log, "recovery %s: %s refused the recovery_data_request: %s", a->recovery, a->owner,
+		          tsync_strerror(status));
+		if (o) {
+			o->state = OWNER_FAILED;
+			snprintf(o->error, sizeof(o->error), "%s", tsync_strerror(status));
+		}
+	} else if (o) {
+		j = result ? json_loads(result, 0, NULL) : NULL;
+		o->state = OWNER_ANSWERED;
+		o->chunks = (int64_t)json_integer_value(json_object_get(j, "chunks"));
+		o->entries = (int64_t)json_integer_value(json_object_get(j, "entries"));
+		o->trimmed = json_is_true(json_object_get(j, "trimmed"));
+		o->trimmed_from_us = (int64_t)json_integer_value(json_object_get(j, "trimmed_from_us"));
+		o->trimmed_to_us = (int64_t)json_integer_value(json_object_get(j, "trimmed_to_us"));
+		json_decref(j);
+		log_info(&rd->log, "recovery %s: %s sends %" PRId64 " changes in %" PRId64 " chunks to %s%s",
+		         a->recovery, a->owner, o->entries, o->chunks, rd->push,
+		         o->trimmed ? " (part of the window was trimmed from its history)" : "");
+	}
+	ledger_save(rd);
+	free(a);
+}
+
+static int ask_send(struct ask *a)
+{
+	struct recoveryd *rd = a->rd;
+	struct recovery *rec = ledger__recovery_find(&rd->ledger, a->recovery);
+	size_t idx = 0;
+	char body[512];
+	int r;
+
+	for (; rec && idx < rec->n_owners && strcmp(rec->owners[idx].name, a->owner) != 0; idx++)
+		;
+	/* The request id names the recovery and the data store; each data store
+	 * prefixes it with our name (contract 1: "request":"RECOVERY/ID"). */
+	snprintf(body, sizeof(body),
+	         "{\"request_id\":\"%s.%zu\",\"time\":%.6f,\"lost_connection_time\":%.6f,"
+	         "\"restored_connection_time\":%.6f,\"deliver_to\":\"%s\"}",
+	         a->recovery, idx + 1, (double)now_us() / 1e6, (double)a->from_us / 1e6, (double)a->to_us / 1e6,
+	         rd->push);
+	r = tsync_node_request(rd->node, a->owner, "recovery_data_request", body, ask_done, a);
+	if (r < 0) {
+		rd->requests_failed++;
+		log_error(&rd->log, "recovery %s: cannot ask %s: %s", a->recovery, a->owner, tsync_strerror(r));
+		return r;
+	}
+	rd->requests_sent++;
+	return 0;
+}
+
+/* Whether controller `c` keeps a history of a thing a push controller uses. */
+static bool is_data_store(const struct tsync_site *site, uint32_t c)
+{
+	if (!site->controllers[c].history)
+		return false;
+	for (size_t t = 0; t < site->n_things; t++) {
+		const struct site_thing *th = &site->things[t];
+		if (th->owner != c || th->history_off)
+			continue;
+		for (size_t u = 0; u < th->n_users; u++)
+			if (site__has_role(site, th->users[u], "push"))
+				return true;
+	}
+	return false;
+}
+
+struct recovery *recoveryd__recover(struct recoveryd *rd, int64_t from_us, int64_t to_us, const char *reason,
+                                    int *err)
+{
+	const struct tsync_site *site = rd->site;
+	struct recovery *rec;
+
+	*err = -ENOENT;
+	if (!rd->push)
+		return NULL;
+	rec = NULL;
+	for (uint32_t c = 0; c < site->n_controllers; c++) {
+		struct ask *a;
+
+		if (!is_data_store(site, c) || !strcmp(site->controllers[c].name, rd->name))
+			continue;
+		if (!rec)
+			rec = ledger__recovery_new(&rd->ledger, from_us, to_us, reason, now_us());
+		if (rec->n_owners == LEDGER_MAX_OWNERS) {
+			log_error(&rd->log, "recovery %s: more than %d data stores; %s is not asked", rec->id,
+			          LEDGER_MAX_OWNERS, site->controllers[c].name);
+			continue;
+		}
+		a = calloc(1, sizeof(*a));
+		if (!a) {
+			*err = -ENOMEM;
+			break;
+		}
+		a->rd = rd;
+		snprintf(a->recovery, sizeof(a->recovery), "%s", rec->id);
+		snprintf(a->owner, sizeof(a->owner), "%s", site->controllers[c].name);
+		a->from_us = from_us;
+		a->to_us = to_us;
+		snprintf(rec->owners[rec->n_owners].name, sizeof(rec->owners[0].name), "%s", a->owner);
+		rec->owners[rec->n_owners++].state = OWNER_ASKED;
+		if (ask_send(a) < 0) {
+			rec->owners[rec->n_owners - 1].state = OWNER_FAILED;
+			snprintf(rec->owners[rec->n_owners - 1].error, sizeof(rec->owners[0].error), "not sent");
+			free(a);
+		}
+	}
+	if (!rec)
+		return NULL;
+	log_info(&rd->log,
+	         "recovery %s (%s): asking %zu data stores for %.3f .. %.3f (%.0f s), delivered to %s",
+	         rec->id, reason, rec->n_owners, (double)from_us / 1e6, (double)to_us / 1e6,
+	         (double)(to_us - from_us) / 1e6, rd->push);
+	/* The ledger and the requests, durable together before they leave. */
+	ledger_commit(rd);
+	*err = 0;
+	return rec;
+}
+
+/* --- causes ---------------------------------------------------------------------------- */
+
+static void cause_set(struct recoveryd *rd, const char *cause, int64_t at_us)
+{
+	bool opens = ledger__cause_set(&rd->ledger, cause, at_us);
+
+	if (opens) {
+		log_warn(&rd->log, "outage: %s since %.3f", cause, (double)at_us / 1e6);
+		publish(rd);
+	} else {
+		log_info(&rd->log, "outage (since %.3f): also %s", (double)rd->ledger.lost_us / 1e6, cause);
+	}
+	ledger_save(rd);
+}
+
+static void cause_clear(struct recoveryd *rd, const char *cause, int64_t at_us)
+{
+	int64_t lost_us = 0;
+	int err;
+
+	if (!ledger__cause_clear(&rd->ledger, cause, at_us, &lost_us)) {
+		if (rd->ledger.lost)
+			log_info(&rd->log, "%s cleared; the outage goes on (%zu causes)", cause,
+			         rd->ledger.n_causes);
+		ledger_save(rd);
+		return;
+	}
+	publish(rd);
+	if (at_us < lost_us)
+		at_us = lost_us;
+	if ((uint64_t)(at_us - lost_us) < rd->threshold_ms * 1000) {
+		rd->ledger.outages_short++;
+		log_info(&rd->log, "outage over (%s): %.3f .. %.3f, %.1f s, under recovery_threshold (%" PRIu64
+		                   " s): nothing to recover",
+		         cause, (double)lost_us / 1e6, (double)at_us / 1e6, (double)(at_us - lost_us) / 1e6,
+		         rd->threshold_ms / 1000);
+		ledger_save(rd);
+		return;
+	}
+	log_warn(&rd->log, "outage over (%s): %.3f .. %.3f, %.1f s", cause, (double)lost_us / 1e6,
+	         (double)at_us / 1e6, (double)(at_us - lost_us) / 1e6);
+	if (!recoveryd__recover(rd, lost_us, at_us, "outage", &err)) {
+		log_warn(&rd->log, "no data store to ask (%s)",
+		         !rd->push ? "no controller with the role push" : "none keeps a history of what it uses");
+		ledger_save(rd);
+	}
+}
+
+/* {"connection_status":"disconnect"|"reconnect","time":SEC,"id":WHO} */
+static int on_connection_status(void *ud, tsync_node *node, const tsync_request *req, char **result)
+{
+	struct recoveryd *rd = ud;
+	json_t *j = json_loads(req->json, 0, NULL), *tj;
+	const char *what = json_string_value(json_object_get(j, "connection_status"));
+	int64_t now = now_us(), at = now;
+	char cause[LEDGER_CAUSE_LEN];
+
+	(void)node;
+	(void)result;
+	tj = json_object_get(j, "time");
+	if (json_is_number(tj)) {
+		double t = json_number_value(tj) * 1e6;
+		if (!isfinite(t) || t < (double)(now - MAX_PAST_US) || t > (double)(now + MAX_FUTURE_US)) {
+			json_decref(j);
+			return TSYNC_ECMD_ARGS;
+		}
+		at = (int64_t)t;
+	} else if (tj) {
+		json_decref(j);
+		return TSYNC_ECMD_ARGS;
+	}
+	if (!what || (strcmp(what, "disconnect") != 0 && strcmp(what, "reconnect") != 0)) {
+		json_decref(j);
+		return TSYNC_ECMD_ARGS;
+	}
+	rd->statuses_received++;
+	snprintf(cause, sizeof(cause), "connection_status:%s", req->from);
+	if (!strcmp(what, "disconnect"))
+		cause_set(rd, cause, at);
+	else
+		cause_clear(rd, cause, at);
+	json_decref(j);
+	/* Answered after the node's commit: the ledger is durable first. */
+	return 0;
+}
+
+static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
+{
+	struct recoveryd *rd = ud;
+	char cause[LEDGER_CAUSE_LEN];
+	int64_t now = now_us();
+
+	if (!rd->push || !ev->controller || strcmp(ev->controller, rd->push) != 0)
+		return;
+	snprintf(cause, sizeof(cause), "mesh:%s", rd->push);
+	if (ev->kind == TSYNC_EVENT_PEER_DOWN) {
+		/* Gone since it was last heard: what changed after that reached no one. */
+		int64_t at = now;
+		for (size_t i = 0; i < tsync_node_peer_count(node); i++) {
+			tsync_peer_stats ps;
+			if (tsync_node_peer_stats(node, i, &ps) == 0 && !strcmp(ps.name, rd->push) &&
+			    ps.last_heard_ms >= 0)
+				at = now - ps.last_heard_ms * 1000;
+		}
+		cause_set(rd, cause, at);
+	} else if (ev->kind == TSYNC_EVENT_PEER_UP) {
+		uint64_t boot = 0;
+		char cs[LEDGER_CAUSE_LEN];
+
+		for (size_t i = 0; i < tsync_node_peer_count(node); i++) {
+			tsync_peer_stats ps;
+			if (tsync_node_peer_stats(node, i, &ps) == 0 && !strcmp(ps.name, rd->push))
+				boot = ps.boot;
+		}
+		/* A push controller that restarted forgot what it reported: its new
+		 * life says "disconnect" again if the collector is still away. */
+		snprintf(cs, sizeof(cs), "connection_status:%s", rd->push);
+		if (boot != rd->push_boot && rd->push_boot != 0 && ledger__cause_has(&rd->ledger, cs))
+			cause_clear(rd, cs, now);
+		rd->push_boot = boot;
+		if (ledger__cause_has(&rd->ledger, "recoveryd"))
+			cause_clear(rd, "recoveryd", now);
+		if (ledger__cause_has(&rd->ledger, cause))
+			cause_clear(rd, cause, now);
+	}
+}
+
+/* --- life cycle ------------------------------------------------------------------------- */
+
+static void alive_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct recoveryd *rd = arg;
+
+	(void)fd;
+	(void)what;
+	rd->ledger.alive_us = now_us();
+	ledger_commit(rd);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct recoveryd *rd = arg;
+
+	(void)what;
+	log_info(&rd->log, "signal %d: stopping", (int)sig);
+	event_base_loopexit(rd->base, NULL);
+}
+
+static int parse_args(int argc, char **argv, struct recoveryd_options *o)
+{
+	enum { O_THING = 256, O_ALIVE, O_BIND, O_HTTP };
+	static const struct option longopts[] = {
+	    {"site", required_argument, NULL, 's'},
+	    {"controller", required_argument, NULL, 'c'},
+	    {"state-dir", required_argument, NULL, 'd'},
+	    {"thing", required_argument, NULL, O_THING},
+	    {"alive-ms", required_argument, NULL, O_ALIVE},
+	    {"bind", required_argument, NULL, O_BIND},
+	    {"http", required_argument, NULL, O_HTTP},
+	    {"log-level", required_argument, NULL, 'v'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	char *end;
+	unsigned long x;
+	int c;
+
+	while ((c = getopt_long(argc, argv, "s:c:d:v:h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			o->site_path = optarg;
+			break;
+		case 'c':
+			o->controller = optarg;
+			break;
+		case 'd':
+			o->state_dir = optarg;
+			break;
+		case O_THING:
+			o->thing = optarg;
+			break;
+		case O_ALIVE:
+			errno = 0;
+			x = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || *optarg == '-' || x < 100 || x > 3600000)
+				goto bad;
+			o->alive_ms = (uint32_t)x;
+			break;
+		case O_BIND:
+			o->bind_host = optarg;
+			break;
+		case O_HTTP:
+			o->http_listen = optarg;
+			break;
+		case 'v':
+			if (tsync_log_level_parse(optarg, &o->log_level) < 0)
+				goto bad;
+			break;
+		case 'h':
+			fputs(usage_text, stdout);
+			exit(0);
+		default:
+			fputs(usage_text, stderr);
+			return -EINVAL;
+		}
+	}
+	if (optind < argc || !o->site_path || !o->controller || !o->state_dir) {
+		fprintf(stderr, "thingsync-recoveryd: --site, --controller and --state-dir are required\n");
+		fputs(usage_text, stderr);
+		return -EINVAL;
+	}
+	return 0;
+bad:
+	fprintf(stderr, "thingsync-recoveryd: bad option value: %s\n", optarg);
+	return -EINVAL;
+}
+
+/* The ledger as the last run left it; a start after being down is a cause. */
+static int ledger_load(struct recoveryd *rd)
+{
+	char *text = NULL;
+	int r = tsync_node_record_get(rd->node, LEDGER_KEY, &text);
+
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	r = ledger__from_json(&rd->ledger, text);
+	free(text);
+	if (r < 0) {
+		log_error(&rd->log, "the outage ledger in %s cannot be read", rd->opt.state_dir);
+		return TSYNC_ESTORE;
+	}
+	if (rd->ledger.lost)
+		log_warn(&rd->log, "outage open since %.3f (%zu causes)", (double)rd->ledger.lost_us / 1e6,
+		         rd->ledger.n_causes);
+	/* Down since it was last alive: nobody watched meanwhile. */
+	if (rd->ledger.alive_us > 0)
+		cause_set(rd, "recoveryd", rd->ledger.alive_us);
+	return 0;
+}
+
+static int setup_node(struct recoveryd *rd)
+{
+	struct recoveryd_options *o = &rd->opt;
+	tsync_node_options no;
+	char path[4200], why[8600];
+	int r;
+
+	if (mkdir(o->state_dir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		log_error(&rd->log, "%s: %s", o->state_dir, strerror(-r));
+		return r;
+	}
+	snprintf(path, sizeof(path), "%s/node", o->state_dir);
+	if (statedir__check_env(o->state_dir, path, why, sizeof(why)) < 0) {
+		char hint[2048];
+		statedir__hint(hint, sizeof(hint), o->site_path, o->controller, o->state_dir);
+		log_error(&rd->log, "state unusable: %s; not starting: %s", why, hint);
+		rd->state_unusable = true;
+		return TSYNC_ESTORE;
+	}
+	tsync_node_options_init(&no);
+	no.site = rd->site;
+	no.controller = o->controller;
+	no.state_dir = path;
+	no.event_base = rd->base;
+	no.bind_host = o->bind_host;
+	no.log = log_stderr;
+	no.log_level = o->log_level;
+	r = tsync_node_new(&no, &rd->node);
+	if (r < 0) {
+		log_error(&rd->log, "cannot start the node %s: %s", o->controller, tsync_strerror(r));
+		return r;
+	}
+	rd->name = tsync_node_name(rd->node);
+	rd->log.prefix = rd->name;
+	r = statedir__mark(o->state_dir, rd->name, "node");
+	if (r < 0)
+		log_error(&rd->log, "%s/%s: %s", o->state_dir, STATEDIR_MARKER, strerror(-r));
+	return r;
+}
+
+static int run(struct recoveryd *rd)
+{
+	struct recoveryd_options *o = &rd->opt;
+	char *errors = NULL;
+	int r, me, t;
+
+	r = tsync_site_load(o->site_path, &rd->site, &errors);
+	if (r < 0) {
+		if (errors)
+			fputs(errors, stderr);
+		else
+			log_error(&rd->log, "%s: %s", o->site_path, tsync_strerror(r));
+		free(errors);
+		return r;
+	}
+	me = tsync_site_controller_find(rd->site, o->controller);
+	if (me < 0) {
+		log_error(&rd->log, "%s: no controller '%s'", o->site_path, o->controller);
+		return me;
+	}
+	if (!site__has_role(rd->site, (uint32_t)me, "recovery")) {
+		log_error(&rd->log, "%s: controller '%s' has no role 'recovery' (line %d)", o->site_path,
+		          o->controller, rd->site->controllers[me].line);
+		return -EINVAL;
+	}
+	rd->threshold_ms = rd->site->controllers[me].recovery_threshold_ms;
+	for (uint32_t c = 0; c < rd->site->n_controllers && !rd->push; c++)
+		if (c != (uint32_t)me && site__has_role(rd->site, c, "push"))
+			rd->push = rd->site->controllers[c].name;
+	t = tsync_site_thing_find(rd->site, o->thing);
+	rd->publish = t >= 0 && rd->site->things[t].owner == (uint32_t)me &&
+	              rd->site->things[t].type == TSYNC_TYPE_BOOL;
+	rd->base = event_base_new();
+	if (!rd->base)
+		return -ENOMEM;
+	r = setup_node(rd);
+	if (r < 0)
+		return r;
+	r = tsync_node_on_request(rd->node, "connection_status", on_connection_status, rd);
+	if (r == 0)
+		r = tsync_node_on_event(rd->node, on_event, rd);
+	if (r < 0)
+		return r;
+	r = ledger_load(rd);
+	if (r < 0)
+		return r;
+	/* Nothing to wait for: this restart is the only cause, and it is over. */
+	if (!rd->push && ledger__cause_has(&rd->ledger, "recoveryd"))
+		cause_clear(rd, "recoveryd", now_us());
+	rd->ledger.alive_us = now_us();
+	ledger_commit(rd);
+	publish(rd);
+	r = http__start(rd);
+	if (r < 0)
+		return r;
+	rd->alive_ev = event_new(rd->base, -1, EV_PERSIST, alive_cb, rd);
+	rd->sig_int = evsignal_new(rd->base, SIGINT, on_signal, rd);
+	rd->sig_term = evsignal_new(rd->base, SIGTERM, on_signal, rd);
+	if (!rd->alive_ev || !rd->sig_int || !rd->sig_term || evsignal_add(rd->sig_int, NULL) < 0 ||
+	    evsignal_add(rd->sig_term, NULL) < 0)
+		return -ENOMEM;
+	{
+		struct timeval tv = {o->alive_ms / 1000, (o->alive_ms % 1000) * 1000};
+		evtimer_add(rd->alive_ev, &tv);
+	}
+	if (!rd->publish)
+		log_warn(&rd->log, "%s is not a bool thing owned by %s in %s: the outage state is not published",
+		         o->thing, rd->name, o->site_path);
+	if (!rd->push)
+		log_warn(&rd->log, "no controller with the role push: outages are kept, nothing is recovered");
+	log_info(&rd->log,
+	         "recovery role up: boot %" PRIu64 ", udp %u, recovery_threshold %" PRIu64 " s, push %s, %s",
+	         tsync_node_boot(rd->node), tsync_node_port(rd->node), rd->threshold_ms / 1000,
+	         rd->push ? rd->push : "(none)", rd->ledger.lost ? "outage open" : "connected");
+	event_base_dispatch(rd->base);
+	/* A clean stop is alive until now: a restart counts its downtime from here. */
+	rd->ledger.alive_us = now_us();
+	ledger_commit(rd);
+	return 0;
+}
+
+static void cleanup(struct recoveryd *rd)
+{
+	httpd__free(rd->http);
+	tsync_node_free(rd->node);
+	if (rd->alive_ev)
+		event_free(rd->alive_ev);
+	if (rd->sig_int)
+		event_free(rd->sig_int);
+	if (rd->sig_term)
+		event_free(rd->sig_term);
+	if (rd->base)
+		event_base_free(rd->base);
+	tsync_site_free(rd->site);
+}
+
+int main(int argc, char **argv)
+{
+	struct recoveryd rd;
+	int r;
+
+	memset(&rd, 0, sizeof(rd));
+	rd.opt.thing = "internet_lost";
+	rd.opt.alive_ms = 60000;
+	rd.opt.log_level = TSYNC_LOG_INFO;
+	if (parse_args(argc, argv, &rd.opt) < 0)
+		return 2;
+	rd.log.fn = log_stderr;
+	rd.log.level = rd.opt.log_level;
+	rd.log.prefix = rd.opt.controller;
+	signal(SIGPIPE, SIG_IGN);
+	r = run(&rd);
+	if (r < 0)
+		log_error(&rd.log, "exiting: %s", tsync_strerror(r));
+	cleanup(&rd);
+	if (rd.state_unusable)
+		return STATEDIR_EXIT_UNUSABLE;
+	return r < 0 ? 1 : 0;
+}
