@@ -26,6 +26,7 @@ struct db_pg {
 	char *conninfo;
 	PGconn *conn;
 	bool logged_down; /* say "cannot connect" once per outage, not once per try */
+	bool prepared_ins; /* "ins_m" (a full chunk of measurements) is prepared on this connection */
 };
 
 #define PG(db) ((struct db_pg *)(db))
@@ -56,6 +57,7 @@ static void drop(struct db_pg *d)
 	if (d->conn)
 		PQfinish(d->conn);
 	d->conn = NULL;
+	d->prepared_ins = false;
 }
 
 /* A failed command on a connection that is gone means "down"; otherwise it is our error. */
@@ -334,6 +336,32 @@ static int exec_params(struct db_pg *d, const char *what, const char *sql, struc
 	return 0;
 }
 
+/*
+ * A chunk of measurements: a full one through the statement prepared once per
+ * connection (its parse and plan of 6000 parameters are not free), a
+ * smaller one as it is.
+ */
+static int exec_chunk(struct db_pg *d, bool full, const char *sql, struct params *p, size_t *changed)
+{
+	PGresult *res;
+
+	if (!full)
+		return exec_params(d, "insert measurements", sql, p, changed);
+	if (!d->prepared_ins) {
+		res = PQprepare(d->conn, "ins_m", sql, 0, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK)
+			return fail(d, "prepare insert measurements", res);
+		PQclear(res);
+		d->prepared_ins = true;
+	}
+	res = PQexecPrepared(d->conn, "ins_m", (int)p->n, p->v, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		return fail(d, "insert measurements", res);
+	*changed += (size_t)strtoull(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	return 0;
+}
+
 static int64_t geti(PGresult *res, int row, int col)
 {
 	return PQgetisnull(res, row, col) ? 0 : strtoll(PQgetvalue(res, row, col), NULL, 10);
@@ -478,21 +506,15 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		r = pg_check_stream(d, b, res, &stream);
 	if (r == 0 && res->outcome != DB_STORED)
 		goto refused;
+	/*
+	 * Measurements go in first, a chunk at a time; only a chunk of which some
+	 * row was not inserted (a batch sent again, a copy of a change stored
+	 * before, or the stream going backwards) is compared with what is
+	 * stored. A conflict rolls everything back, as if checked before.
+	 */
 	for (size_t off = 0; r == 0 && conflict == 0 && off < b->n; off += PG_ROWS_PER_INSERT) {
 		size_t rows = b->n - off < PG_ROWS_PER_INSERT ? b->n - off : PG_ROWS_PER_INSERT;
-		r = pg_conflict(d, b, stream, true, off, rows, &p, &sql, &conflict);
-	}
-	for (size_t off = 0; r == 0 && conflict == 0 && off < b->nrej; off += PG_ROWS_PER_INSERT) {
-		size_t rows = b->nrej - off < PG_ROWS_PER_INSERT ? b->nrej - off : PG_ROWS_PER_INSERT;
-		r = pg_conflict(d, b, stream, false, off, rows, &p, &sql, &conflict);
-	}
-	if (r == 0 && conflict != 0) {
-		res->outcome = DB_STREAM_BACKWARDS;
-		res->conflict_seq = conflict;
-		goto refused;
-	}
-	for (size_t off = 0; r == 0 && off < b->n; off += PG_ROWS_PER_INSERT) {
-		size_t rows = b->n - off < PG_ROWS_PER_INSERT ? b->n - off : PG_ROWS_PER_INSERT;
+		size_t chunk = 0;
 		p.n = 0;
 		buf__reset(&sql);
 		r = build_insert(
@@ -517,7 +539,19 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 			param_str(&p, m->owner);
 			param_str(&p, m->via);
 		}
-		r = exec_params(d, "insert measurements", sql.data, &p, &ins);
+		r = exec_chunk(d, rows == PG_ROWS_PER_INSERT, sql.data, &p, &chunk);
+		ins += chunk;
+		if (r == 0 && chunk < rows)
+			r = pg_conflict(d, b, stream, true, off, rows, &p, &sql, &conflict);
+	}
+	for (size_t off = 0; r == 0 && conflict == 0 && off < b->nrej; off += PG_ROWS_PER_INSERT) {
+		size_t rows = b->nrej - off < PG_ROWS_PER_INSERT ? b->nrej - off : PG_ROWS_PER_INSERT;
+		r = pg_conflict(d, b, stream, false, off, rows, &p, &sql, &conflict);
+	}
+	if (r == 0 && conflict != 0) {
+		res->outcome = DB_STREAM_BACKWARDS;
+		res->conflict_seq = conflict;
+		goto refused;
 	}
 	for (size_t off = 0; r == 0 && off < b->nrej; off += PG_ROWS_PER_INSERT) {
 		size_t rows = b->nrej - off < PG_ROWS_PER_INSERT ? b->nrej - off : PG_ROWS_PER_INSERT;
