@@ -138,9 +138,16 @@ static void post_connection_status(struct pushd *pd, const char *what, uint64_t 
 
 /* --- the batch ---------------------------------------------------------------------- */
 
+/*
+ * The body is written as the journal is read, without a tree: the common
+ * item - a measurement whose strings are printable ASCII and whose value is
+ * finite - is printed here; any other (recovery_gap, cumul, a string with
+ * other bytes, NaN) goes through entry_json() and jansson, which know how to
+ * carry it. The profile of a backlog's drain had jansson's tree, its dump
+ * and its frees at two thirds of pushd's work per measurement.
+ */
 struct build {
-	json_t *arr;
-	size_t bytes;
+	struct buf body;
 	uint64_t first, last;
 	size_t count;
 	int err;
@@ -243,13 +250,106 @@ static json_t *entry_json(const struct journal_entry *e)
 	return m;
 }
 
+static bool plain_ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+			return false;
+	return true;
+}
+
+/* A printable ASCII string as JSON: only the quote and the backslash need escaping. */
+static int put_str(struct buf *b, const char *s)
+{
+	int r = buf__append(b, "\"", 1);
+
+	while (r == 0 && *s) {
+		size_t n = strcspn(s, "\"\\");
+		r = buf__append(b, s, n);
+		s += n;
+		if (r == 0 && *s) {
+			char esc[2] = {'\\', *s++};
+			r = buf__append(b, esc, 2);
+		}
+	}
+	return r == 0 ? buf__append(b, "\"", 1) : r;
+}
+
+/* A finite double as jansson writes it (%.17g, ".0" when it would read back as an integer). */
+static int put_real(struct buf *b, double f)
+{
+	char text[40];
+	int n = snprintf(text, sizeof(text), "%.17g", f);
+
+	if (n < 0 || (size_t)n >= sizeof(text) - 2)
+		return -EINVAL;
+	if (!strpbrk(text, ".e"))
+		memcpy(text + n, ".0", 3);
+	return buf__appendf(b, "%s", text);
+}
+
+static bool plain_entry(const struct journal_entry *e)
+{
+	if (e->kind != JOURNAL_MEASUREMENT || !plain_ascii(e->thing))
+		return false;
+	switch (e->value.type) {
+	case TSYNC_TYPE_BOOL:
+	case TSYNC_TYPE_INT:
+		return true;
+	case TSYNC_TYPE_FLOAT:
+		return isfinite(e->value.u.f);
+	case TSYNC_TYPE_STRING:
+		return plain_ascii(e->value.u.s);
+	default:
+		return false;
+	}
+}
+
+static int put_plain(struct buf *b, const struct journal_entry *e)
+{
+	const tsync_value *v = &e->value;
+	int r = buf__appendf(b, "{\"seq\":%" PRIu64 ",", e->seq);
+
+	if (r == 0 && e->via != JOURNAL_VIA_LIVE)
+		r = buf__appendf(b, "\"source\":\"%s\",", via_names[e->via]);
+	if (r == 0)
+		r = buf__appendf(b, "\"thing\":");
+	if (r == 0)
+		r = put_str(b, e->thing);
+	if (r == 0)
+		r = buf__appendf(b, ",\"value\":");
+	if (r == 0) {
+		if (v->type == TSYNC_TYPE_BOOL)
+			r = buf__appendf(b, "%s", v->u.b ? "true" : "false");
+		else if (v->type == TSYNC_TYPE_INT)
+			r = buf__appendf(b, "%" PRId64, (int64_t)v->u.i);
+		else if (v->type == TSYNC_TYPE_FLOAT)
+			r = put_real(b, v->u.f);
+		else
+			r = put_str(b, v->u.s);
+	}
+	if (r == 0)
+		r = buf__appendf(b, ",\"time\":%" PRId64 ",\"owner_boot\":%" PRIu64 ",\"version\":%" PRIu64 "}",
+		                 e->time_us, e->owner_boot, e->version);
+	return r;
+}
+
 static int add_entry(void *ud, const struct journal_entry *e)
 {
 	struct build *b = ud;
-	json_t *m = entry_json(e);
+	int r = b->count > 0 ? buf__append(&b->body, ",", 1) : 0;
 
-	if (!m || json_array_append_new(b->arr, m) < 0) {
-		b->err = -ENOMEM;
+	if (r == 0 && plain_entry(e)) {
+		r = put_plain(&b->body, e);
+	} else if (r == 0) {
+		json_t *m = entry_json(e);
+		char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
+		r = text ? buf__append(&b->body, text, strlen(text)) : -ENOMEM;
+		free(text);
+		json_decref(m);
+	}
+	if (r < 0) {
+		b->err = r;
 		return 1;
 	}
 	if (b->count == 0)
@@ -478,41 +578,32 @@ static int post_batch(struct sender *s)
 	struct pushd *pd = s->pd;
 	struct sender_post *p = &s->post[(s->head + s->n_posts) % SENDER_MAX_INFLIGHT];
 	struct build b = {0};
-	json_t *root = NULL;
-	char *body = NULL;
+	const char *body;
+	size_t len;
 	struct httpd_sig_headers sig;
 	char h_source[128];
 	const char *headers[8];
 	int r;
 
-	b.arr = json_array();
-	root = json_object();
-	if (!b.arr || !root) {
-		json_decref(b.arr);
-		r = -ENOMEM;
-		goto leave;
-	}
-	r = journal__read(pd->journal, s->sent_through, s->batch, add_entry, &b);
+	/* The envelope around the items; the names are site.conf's (checked names, ASCII). */
+	r = buf__appendf(&b.body, "{\"source\":");
+	if (r == 0)
+		r = put_str(&b.body, pd->name);
+	if (r == 0)
+		r = buf__appendf(&b.body, ",\"stream\":\"%s\",\"boot\":%" PRIu64 ",\"measurements\":[",
+		                 journal__stream_id(pd->journal), (uint64_t)tsync_node_boot(pd->node));
+	if (r == 0)
+		r = journal__read(pd->journal, s->sent_through, s->batch, add_entry, &b);
 	if (r == 0)
 		r = b.err;
-	if (r < 0) {
-		json_decref(b.arr);
+	if (r == 0)
+		r = buf__append(&b.body, "]}", 2);
+	if (r < 0)
 		goto leave;
-	}
-	if (json_object_set_new(root, "source", json_string(pd->name)) < 0 ||
-	    json_object_set_new(root, "stream", json_string(journal__stream_id(pd->journal))) < 0 ||
-	    json_object_set_new(root, "boot", json_integer((json_int_t)tsync_node_boot(pd->node))) < 0 ||
-	    json_object_set_new(root, "measurements", b.arr) < 0) {
-		r = -ENOMEM;
-		goto leave;
-	}
-	body = json_dumps(root, JSON_COMPACT);
-	if (!body) {
-		r = -ENOMEM;
-		goto leave;
-	}
+	body = b.body.data;
+	len = b.body.len;
 	/* Signed for the site's collector service, this URL's path, now. */
-	r = httpd__sign(pd->site, HTTPD_COLLECTOR_NAME, "POST", s->target, body, strlen(body), &sig);
+	r = httpd__sign(pd->site, HTTPD_COLLECTOR_NAME, "POST", s->target, body, len, &sig);
 	if (r < 0)
 		goto leave;
 	snprintf(h_source, sizeof(h_source), "X-Thingsync-Source: %s", pd->name);
@@ -525,8 +616,7 @@ static int post_batch(struct sender *s)
 	headers[6] = sig.sig;
 	headers[7] = NULL;
 	*p = (struct sender_post){.s = s, .first = b.first, .last = b.last, .count = b.count};
-	r = curlev__post(pd->http, s->url, headers, body, strlen(body), pd->opt.timeout_ms, pd->opt.cacert,
-	                 done_cb, p);
+	r = curlev__post(pd->http, s->url, headers, body, len, pd->opt.timeout_ms, pd->opt.cacert, done_cb, p);
 	if (r < 0)
 		goto leave;
 	s->n_posts++;
@@ -534,8 +624,7 @@ static int post_batch(struct sender *s)
 	if (b.count > 0)
 		s->sent_through = b.last;
 leave:
-	free(body);
-	json_decref(root);
+	buf__free(&b.body);
 	return r;
 }
 
