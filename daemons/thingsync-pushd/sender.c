@@ -305,33 +305,49 @@ static bool plain_entry(const struct journal_entry *e)
 	}
 }
 
+/* A literal, then a decimal integer (no printf: this runs for every item). */
+static int put_int(struct buf *b, const char *lit, int64_t x)
+{
+	char text[24];
+	char *p = text + sizeof(text);
+	uint64_t u = x < 0 ? -(uint64_t)x : (uint64_t)x;
+	int r = buf__append(b, lit, strlen(lit));
+
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (x < 0)
+		*--p = '-';
+	return r == 0 ? buf__append(b, p, (size_t)(text + sizeof(text) - p)) : r;
+}
+
 static int put_plain(struct buf *b, const struct journal_entry *e)
 {
 	const tsync_value *v = &e->value;
-	int r = buf__appendf(b, "{\"seq\":%" PRIu64 ",", e->seq);
+	int r = put_int(b, "{\"seq\":", (int64_t)e->seq);
 
 	if (r == 0 && e->via != JOURNAL_VIA_LIVE)
-		r = buf__appendf(b, "\"source\":\"%s\",", via_names[e->via]);
+		r = buf__appendf(b, ",\"source\":\"%s\"", via_names[e->via]);
 	if (r == 0)
-		r = buf__appendf(b, "\"thing\":");
+		r = buf__append(b, ",\"thing\":", 9);
 	if (r == 0)
 		r = put_str(b, e->thing);
-	if (r == 0)
-		r = buf__appendf(b, ",\"value\":");
 	if (r == 0) {
 		if (v->type == TSYNC_TYPE_BOOL)
-			r = buf__appendf(b, "%s", v->u.b ? "true" : "false");
+			r = buf__appendf(b, ",\"value\":%s", v->u.b ? "true" : "false");
 		else if (v->type == TSYNC_TYPE_INT)
-			r = buf__appendf(b, "%" PRId64, (int64_t)v->u.i);
-		else if (v->type == TSYNC_TYPE_FLOAT)
-			r = put_real(b, v->u.f);
-		else
-			r = put_str(b, v->u.s);
+			r = put_int(b, ",\"value\":", (int64_t)v->u.i);
+		else if ((r = buf__append(b, ",\"value\":", 9)) == 0)
+			r = v->type == TSYNC_TYPE_FLOAT ? put_real(b, v->u.f) : put_str(b, v->u.s);
 	}
 	if (r == 0)
-		r = buf__appendf(b, ",\"time\":%" PRId64 ",\"owner_boot\":%" PRIu64 ",\"version\":%" PRIu64 "}",
-		                 e->time_us, e->owner_boot, e->version);
-	return r;
+		r = put_int(b, ",\"time\":", e->time_us);
+	if (r == 0)
+		r = put_int(b, ",\"owner_boot\":", (int64_t)e->owner_boot);
+	if (r == 0)
+		r = put_int(b, ",\"version\":", (int64_t)e->version);
+	return r == 0 ? buf__append(b, "}", 1) : r;
 }
 
 static int add_entry(void *ud, const struct journal_entry *e)
