@@ -51,7 +51,7 @@ static const char usage_text[] =
     "      --csv FILE             also journal the measurements of a CSV file\n"
     "                             (time,thing,value per line); may be repeated\n"
     "      --exit-when-drained    exit once the CSV files are imported and sent\n"
-    "      --batch N              measurements per POST (default 1000)\n"
+    "      --batch N              measurements per POST (default 5000)\n"
     "      --inflight N           POSTs in flight at once, 1-16 (default 2); the\n"
     "                             cursor moves only over a settled prefix\n"
     "      --journal-max-entries N  journal limit in measurements (default 5000000)\n"
@@ -674,7 +674,7 @@ int main(int argc, char **argv)
 	int r;
 
 	memset(&pd, 0, sizeof(pd));
-	pd.opt.batch_max = 1000;
+	pd.opt.batch_max = 5000;
 	pd.opt.inflight = 2;
 	pd.opt.retry_min_ms = 200;
 	pd.opt.retry_max_ms = 30000;

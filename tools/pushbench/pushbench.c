@@ -68,7 +68,7 @@ static const char usage_text[] =
     "  --seconds N          length of the stream measurement (default 5)\n"
     "  --backlog N          measurements in the outage backlog (default 1000000)\n"
     "  --batch N            measurements per POST (pushd --batch) and rows per\n"
-    "                       transaction of the baseline (default 1000)\n"
+    "                       transaction of the baseline (default 5000)\n"
     "  --inflight N         POSTs pushd keeps in flight (pushd --inflight)\n"
     "  --backend NAME       sqlite, postgres or both (default both, if built with libpq)\n"
     "  --pg CONNINFO        use this PostgreSQL instead of a private cluster\n"
@@ -734,7 +734,7 @@ int main(int argc, char **argv)
 	    access(COLLECTORD_BUILD_PATH, X_OK) == 0 ? COLLECTORD_BUILD_PATH : "thingsync-collectord";
 	b.seconds = 5;
 	b.backlog = 1000000;
-	b.batch = 1000;
+	b.batch = 5000;
 	b.do_sqlite = true;
 #ifdef HAVE_POSTGRES
 	b.do_pg = true;
