@@ -9,6 +9,7 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -251,8 +252,8 @@ void curlev__free(struct curlev *c)
 	free(c);
 }
 
-int curlev__post(struct curlev *c, const char *url, const char *const *headers, const char *body, size_t len,
-                 long timeout_ms, const char *cacert, curlev_done_fn done, void *ud)
+static int start(struct curlev *c, const char *url, const char *const *headers, const char *body, size_t len,
+                 bool post, long timeout_ms, const char *cacert, curlev_done_fn done, void *ud)
 {
 	struct curlev_req *r;
 	struct timeval tv = {0, 0};
@@ -286,9 +287,13 @@ int curlev__post(struct curlev *c, const char *url, const char *const *headers, 
 		r->headers = l;
 	}
 	curl_easy_setopt(r->easy, CURLOPT_URL, url);
-	curl_easy_setopt(r->easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->body);
-	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	if (post) {
+		curl_easy_setopt(r->easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->body);
+		curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+	} else {
+		curl_easy_setopt(r->easy, CURLOPT_HTTPGET, 1L);
+	}
 	curl_easy_setopt(r->easy, CURLOPT_HTTPHEADER, r->headers);
 	curl_easy_setopt(r->easy, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(r->easy, CURLOPT_WRITEDATA, r);
@@ -313,6 +318,18 @@ int curlev__post(struct curlev *c, const char *url, const char *const *headers, 
 nomem:
 	req_free(r);
 	return -ENOMEM;
+}
+
+int curlev__post(struct curlev *c, const char *url, const char *const *headers, const char *body, size_t len,
+                 long timeout_ms, const char *cacert, curlev_done_fn done, void *ud)
+{
+	return start(c, url, headers, body, len, true, timeout_ms, cacert, done, ud);
+}
+
+int curlev__get(struct curlev *c, const char *url, const char *const *headers, long timeout_ms,
+                const char *cacert, curlev_done_fn done, void *ud)
+{
+	return start(c, url, headers, NULL, 0, false, timeout_ms, cacert, done, ud);
 }
 
 int curlev__running(const struct curlev *c)

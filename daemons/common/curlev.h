@@ -38,6 +38,10 @@ void curlev__free(struct curlev *c);
 int curlev__post(struct curlev *c, const char *url, const char *const *headers, const char *body, size_t len,
                  long timeout_ms, const char *cacert, curlev_done_fn done, void *ud);
 
+/* GETs `url` (a probe, say), the same way. 0, -EINVAL or -ENOMEM. */
+int curlev__get(struct curlev *c, const char *url, const char *const *headers, long timeout_ms,
+                const char *cacert, curlev_done_fn done, void *ud);
+
 /* Requests in flight. */
 int curlev__running(const struct curlev *c);
 

@@ -21,12 +21,12 @@
 struct curlev;
 
 enum alarm_kind {
-	ALARM_SOURCE_SILENT = 0, /* a source pushed nothing for longer than its period */
-	ALARM_INVALID_PUSH,      /* refused measurements, a malformed or unauthenticated push */
-	ALARM_DB_UNAVAILABLE,    /* the database is unreachable or refuses writes */
-	ALARM_INTERNAL_ERROR,    /* the collector failed handling a request */
-	ALARM_STREAM_CHANGED,    /* a source pushes a stream that is not its current one */
-	ALARM_STREAM_BACKWARDS,  /* a sequence came again with other content: the stream went back */
+	ALARM_SOURCE_SILENT = 0,    /* a source pushed nothing for longer than its period */
+	ALARM_INVALID_PUSH,         /* refused measurements, a malformed or unauthenticated push */
+	ALARM_DB_UNAVAILABLE,       /* the database is unreachable or refuses writes */
+	ALARM_INTERNAL_ERROR,       /* the collector failed handling a request */
+	ALARM_STREAM_CHANGED,       /* a source pushes a stream that is not its current one */
+	ALARM_STREAM_BACKWARDS,     /* a sequence came again with other content: the stream went back */
 	ALARM_RECOVERY_WINDOW_LOST, /* an owner's history no longer held a window recovery asked for */
 	ALARM_CUMUL_CONFLICT,       /* a closed day's cumul came again with other content */
 	ALARM_PULL_FAILED,          /* recoveryd refused a pull (or is unreachable, retried) */

@@ -87,6 +87,32 @@ static void bad_param(struct evhttp_request *req, const char *name)
 	httpd__reply_json(req, 400, json_pack("{s:s,s:s}", "field", name, "error", msg));
 }
 
+/* The query and its "limit" (default 1000); false when answered 400 (q is then cleared). */
+static bool query_limit(struct evhttp_request *req, struct evkeyvalq *q, int64_t *limit)
+{
+	if (parse_query(req, q) < 0) {
+		bad_param(req, "query");
+		return false;
+	}
+	if (q_i64(q, "limit", 1000, limit) < 0 || *limit < 1 || *limit > COLLECTOR_QUERY_LIMIT) {
+		bad_param(req, "limit");
+		evhttp_clear_headers(q);
+		return false;
+	}
+	return true;
+}
+
+/* Answers a list read from the database as {"count":N,NAME:[...]} (or the error). */
+static void reply_list(struct collector *c, struct evhttp_request *req, int r, const char *name, json_t *arr)
+{
+	if (r < 0) {
+		unavailable(c, req, r);
+		return;
+	}
+	httpd__reply_json(req, 200,
+	                  json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), name, arr));
+}
+
 void api__sources(struct collector *c, struct evhttp_request *req)
 {
 	json_t *arr = NULL, *out;
@@ -180,22 +206,10 @@ void api__rejected(struct collector *c, struct evhttp_request *req)
 	json_t *arr = NULL;
 	int r;
 
-	if (parse_query(req, &q) < 0) {
-		bad_param(req, "query");
+	if (!query_limit(req, &q, &limit))
 		return;
-	}
-	if (q_i64(&q, "limit", 1000, &limit) < 0 || limit < 1 || limit > COLLECTOR_QUERY_LIMIT) {
-		bad_param(req, "limit");
-		goto leave;
-	}
 	r = c->db->ops->rejected(c->db, evhttp_find_header(&q, "source"), (int)limit, &arr);
-	if (r < 0) {
-		unavailable(c, req, r);
-		goto leave;
-	}
-	httpd__reply_json(req, 200,
-	                json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), "rejected", arr));
-leave:
+	reply_list(c, req, r, "rejected", arr);
 	evhttp_clear_headers(&q);
 }
 
@@ -216,30 +230,17 @@ void api__cumuls(struct collector *c, struct evhttp_request *req)
 	json_t *arr = NULL;
 	int r;
 
-	if (parse_query(req, &q) < 0) {
-		bad_param(req, "query");
+	if (!query_limit(req, &q, &limit))
 		return;
-	}
 	if (!q_day(&q, "from", &from)) {
 		bad_param(req, "from");
-		goto leave;
-	}
-	if (!q_day(&q, "to", &to)) {
+	} else if (!q_day(&q, "to", &to)) {
 		bad_param(req, "to");
-		goto leave;
+	} else {
+		r = db__cumuls(c->db, evhttp_find_header(&q, "owner"), evhttp_find_header(&q, "thing"), from,
+		               to, (int)limit, &arr);
+		reply_list(c, req, r, "cumuls", arr);
 	}
-	if (q_i64(&q, "limit", 1000, &limit) < 0 || limit < 1 || limit > COLLECTOR_QUERY_LIMIT) {
-		bad_param(req, "limit");
-		goto leave;
-	}
-	r = db__cumuls(c->db, evhttp_find_header(&q, "owner"), evhttp_find_header(&q, "thing"), from, to, (int)limit,
-	               &arr);
-	if (r < 0) {
-		unavailable(c, req, r);
-		goto leave;
-	}
-	httpd__reply_json(req, 200, json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), "cumuls", arr));
-leave:
 	evhttp_clear_headers(&q);
 }
 
@@ -250,21 +251,10 @@ void api__recovery_gaps(struct collector *c, struct evhttp_request *req)
 	json_t *arr = NULL;
 	int r;
 
-	if (parse_query(req, &q) < 0) {
-		bad_param(req, "query");
+	if (!query_limit(req, &q, &limit))
 		return;
-	}
-	if (q_i64(&q, "limit", 1000, &limit) < 0 || limit < 1 || limit > COLLECTOR_QUERY_LIMIT) {
-		bad_param(req, "limit");
-		goto leave;
-	}
 	r = db__recovery_gaps(c->db, evhttp_find_header(&q, "owner"), (int)limit, &arr);
-	if (r < 0) {
-		unavailable(c, req, r);
-		goto leave;
-	}
-	httpd__reply_json(req, 200, json_pack("{s:I,s:o}", "count", (json_int_t)json_array_size(arr), "gaps", arr));
-leave:
+	reply_list(c, req, r, "gaps", arr);
 	evhttp_clear_headers(&q);
 }
 
@@ -429,7 +419,8 @@ void api__metrics(struct collector *c, struct evhttp_request *req)
 	                    "# TYPE thingsync_collector_cumul_conflicts_total counter\n"
 	                    "thingsync_collector_cumul_conflicts_total %" PRIu64 "\n"
 	                    "# TYPE thingsync_collector_alarms_active gauge\n",
-	                    c->copies_total, c->recovery_gaps_total, c->cumuls_total, c->cumul_conflicts_total);
+	                    c->copies_total, c->recovery_gaps_total, c->cumuls_total,
+	                    c->cumul_conflicts_total);
 	for (int k = 0; k < ALARM_KINDS; k++)
 		evbuffer_add_printf(out, "thingsync_collector_alarms_active{kind=\"%s\"} %zu\n",
 		                    alarm_kind_name((enum alarm_kind)k),

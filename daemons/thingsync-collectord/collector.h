@@ -56,6 +56,8 @@ struct collector_options {
 	size_t max_batch;
 	bool fault_injection;
 	tsync_log_level log_level;
+	uint32_t pull_scan_s; /* look for gaps to pull this often (0: never) */
+	uint32_t pull_retry_min_ms, pull_retry_max_ms;
 };
 
 /* A source: a controller of the site with the push role. */
@@ -86,6 +88,19 @@ struct collector {
 	struct event *tick;
 	uint64_t ticks;
 	struct event *sig_int, *sig_term;
+	/* pull.c: windows asked of the recovery controller, one in flight at a time */
+	struct {
+		const char *controller; /* its name (borrowed from the site); NULL: none */
+		char *url;
+		struct curlev *http;
+		struct event *retry_ev;
+		bool in_flight;
+		int64_t id, from_s, to_s, attempts, last_id;
+		unsigned failures; /* in a row */
+		int64_t last_scan_us;
+		struct prng prng;
+	} pull;
+	uint64_t pulls_accepted, pulls_failed;
 	/* Fault injection (only with --fault-injection; for the tests of the seed's failures). */
 	struct {
 		bool handler;   /* the ingest handler fails half-way (before its commit) */
@@ -127,6 +142,13 @@ void api__metrics(struct collector *c, struct evhttp_request *req);
 void api__health(struct collector *c, struct evhttp_request *req);
 void api__faults(struct collector *c, struct evhttp_request *req);
 /* Sends `j` (consumed) as JSON with `status`. */
+
+/* pull.c */
+int pull__init(struct collector *c);
+void pull__free(struct collector *c);
+void pull__tick(struct collector *c);
+void pull__post(struct collector *c, struct evhttp_request *req); /* POST /v1/pull */
+void pull__list(struct collector *c, struct evhttp_request *req); /* GET /v1/pulls */
 
 /* collectord.c */
 void collector__db_down(struct collector *c, const char *why);

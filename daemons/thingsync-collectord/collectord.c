@@ -47,6 +47,11 @@ static const char usage_text[] =
     "      --cacert FILE        CA bundle for an https webhook\n"
     "      --max-batch N        measurements per push (default 10000)\n"
     "      --max-body BYTES     bytes per request (default 16 MiB)\n"
+    "      --pull-scan SEC      look for gaps in the sources' streams this often and\n"
+    "                           pull them from the recovery controller (default 60;\n"
+    "                           0: only POST /v1/pull)\n"
+    "      --pull-retry-min-ms N, --pull-retry-max-ms N  backoff of a pull recoveryd did\n"
+    "                           not take (default 1000 and 60000)\n"
     "      --fault-injection    enable POST /v1/faults (tests only; never in production)\n"
     "  -v, --log-level LEVEL    error, warn, info (default) or debug\n"
     "  -h, --help               this text\n";
@@ -89,6 +94,10 @@ static void route(void *arg, struct evhttp_request *req, const char *path)
 		api__owned(c, req);
 	} else if (!strcmp(path, "/v1/streams/accept")) {
 		api__accept_stream(c, req);
+	} else if (!strcmp(path, "/v1/pull")) {
+		pull__post(c, req);
+	} else if (!strcmp(path, "/v1/pulls")) {
+		pull__list(c, req);
 	} else if (!strcmp(path, "/v1/cumuls")) {
 		api__cumuls(c, req);
 	} else if (!strcmp(path, "/v1/recovery_gaps")) {
@@ -142,6 +151,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 			              (double)silent / 1e6, s->period_s,
 			              s->last_seen_us ? "" : "; never seen since the collector started");
 	}
+	pull__tick(c);
 	if (alarms__is_active(&c->alarms, ALARM_INVALID_PUSH, "unknown") &&
 	    now - c->unknown_refused_us > (int64_t)c->opt.silent_after_s * 1000000)
 		alarms__clear(&c->alarms, ALARM_INVALID_PUSH, "unknown",
@@ -154,23 +164,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 	log_info(&c->log, "signal %d: stopping", (int)sig);
 	event_base_loopexit(c->base, NULL);
-}
-
-static int split_listen(const char *spec, char *host, size_t hostlen, uint16_t *port)
-{
-	const char *colon = strrchr(spec, ':');
-	char *end;
-	unsigned long p;
-
-	if (!colon || (size_t)(colon - spec) >= hostlen)
-		return -EINVAL;
-	p = strtoul(colon + 1, &end, 10);
-	if (*end || colon[1] == '\0' || p > 65535)
-		return -EINVAL;
-	memcpy(host, spec, (size_t)(colon - spec));
-	host[colon - spec] = '\0';
-	*port = (uint16_t)p;
-	return 0;
 }
 
 static int write_port_file(const char *path, uint16_t port)
@@ -224,7 +217,7 @@ static int start_http(struct collector *c)
 	int r;
 
 	if (c->opt.listen) {
-		if (split_listen(c->opt.listen, host, sizeof(host), &port) < 0) {
+		if (httpd__split_listen(c->opt.listen, host, sizeof(host), &port) < 0) {
 			log_error(&c->log, "--listen %s: want ADDR:PORT", c->opt.listen);
 			return -EINVAL;
 		}
@@ -270,7 +263,10 @@ static int start_http(struct collector *c)
 	rt[10] = (struct httpd_route){"/v1/owned", HTTPD_GET, 0, false, true};
 	rt[11] = (struct httpd_route){"/v1/cumuls", HTTPD_GET, 0, false, false};
 	rt[12] = (struct httpd_route){"/v1/recovery_gaps", HTTPD_GET, 0, false, false};
-	rt[13] = (struct httpd_route){NULL, 0, 0, false, false};
+	/* A pull makes recoveryd ask every owner: signed, like every change. */
+	rt[13] = (struct httpd_route){"/v1/pull", HTTPD_POST, 4096, false, true};
+	rt[14] = (struct httpd_route){"/v1/pulls", HTTPD_GET, 0, false, false};
+	rt[15] = (struct httpd_route){NULL, 0, 0, false, false};
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = c->base;
 	cfg.host = host;
@@ -395,7 +391,19 @@ static int open_db(struct collector *c)
 
 static int parse_args(int argc, char **argv, struct collector_options *o)
 {
-	enum { O_PORTFILE = 256, O_SILENT, O_PERIOD, O_WEBHOOK, O_CACERT, O_MAXBATCH, O_MAXBODY, O_FAULTS };
+	enum {
+		O_PORTFILE = 256,
+		O_SILENT,
+		O_PERIOD,
+		O_WEBHOOK,
+		O_CACERT,
+		O_MAXBATCH,
+		O_MAXBODY,
+		O_FAULTS,
+		O_PULL_SCAN,
+		O_PULL_MIN,
+		O_PULL_MAX,
+	};
 	static const struct option longopts[] = {
 	    {"site", required_argument, NULL, 's'},
 	    {"controller", required_argument, NULL, 'c'},
@@ -409,6 +417,9 @@ static int parse_args(int argc, char **argv, struct collector_options *o)
 	    {"max-batch", required_argument, NULL, O_MAXBATCH},
 	    {"max-body", required_argument, NULL, O_MAXBODY},
 	    {"fault-injection", no_argument, NULL, O_FAULTS},
+	    {"pull-scan", required_argument, NULL, O_PULL_SCAN},
+	    {"pull-retry-min-ms", required_argument, NULL, O_PULL_MIN},
+	    {"pull-retry-max-ms", required_argument, NULL, O_PULL_MAX},
 	    {"log-level", required_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
@@ -467,6 +478,23 @@ static int parse_args(int argc, char **argv, struct collector_options *o)
 		case O_FAULTS:
 			o->fault_injection = true;
 			break;
+		case O_PULL_SCAN:
+		case O_PULL_MIN:
+		case O_PULL_MAX:
+			errno = 0;
+			x = strtoull(optarg, &end, 10);
+			if (errno || *end || end == optarg || *optarg == '-' || x > 86400000ull ||
+			    (ch != O_PULL_SCAN && x < 1)) {
+				fprintf(stderr, "thingsync-collectord: bad number: %s\n", optarg);
+				return -EINVAL;
+			}
+			if (ch == O_PULL_SCAN)
+				o->pull_scan_s = (uint32_t)x;
+			else if (ch == O_PULL_MIN)
+				o->pull_retry_min_ms = (uint32_t)x;
+			else
+				o->pull_retry_max_ms = (uint32_t)x;
+			break;
 		case 'v':
 			if (tsync_log_level_parse(optarg, &o->log_level) < 0) {
 				fprintf(stderr, "thingsync-collectord: bad log level: %s\n", optarg);
@@ -480,6 +508,10 @@ static int parse_args(int argc, char **argv, struct collector_options *o)
 			fputs(usage_text, stderr);
 			return -EINVAL;
 		}
+	}
+	if (o->pull_retry_min_ms > o->pull_retry_max_ms) {
+		fprintf(stderr, "thingsync-collectord: --pull-retry-min-ms is above --pull-retry-max-ms\n");
+		return -EINVAL;
 	}
 	if (optind < argc || !o->site_path) {
 		fprintf(stderr, "thingsync-collectord: --site is required\n");
@@ -532,6 +564,9 @@ static int run(struct collector *c)
 	if (c->opt.fault_injection)
 		log_warn(&c->log, "fault injection is enabled (POST /v1/faults): for tests only");
 	c->started_us = (int64_t)util__realtime_us();
+	r = pull__init(c);
+	if (r < 0)
+		return r;
 	r = start_http(c);
 	if (r < 0)
 		return r;
@@ -550,6 +585,7 @@ static int run(struct collector *c)
 static void cleanup(struct collector *c)
 {
 	httpd__free(c->http);
+	pull__free(c);
 	curlev__free(c->webhook_http);
 	if (c->db) {
 		if (c->db->ops->up(c->db))
@@ -582,6 +618,9 @@ int main(int argc, char **argv)
 	c->opt.max_batch = COLLECTOR_MAX_BATCH;
 	c->opt.max_body = COLLECTOR_MAX_BODY;
 	c->opt.log_level = TSYNC_LOG_INFO;
+	c->opt.pull_scan_s = 60;
+	c->opt.pull_retry_min_ms = 1000;
+	c->opt.pull_retry_max_ms = 60000;
 	if (parse_args(argc, argv, &c->opt) < 0) {
 		free(c->opt.periods);
 		free(c);

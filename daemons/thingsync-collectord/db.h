@@ -21,7 +21,7 @@
  *                'copy' (a change stored before under another sequence,
  *                e.g. the live copy of a recovered one). With them a
  *                stream's sequences stay whole (gaps, missing).
- *   recovery_gaps  owner, from_us, to_us, via, received_us, source, stream,
+ *   recovery_gaps  owner, from_us, to_us (unique together), via, received_us, source, stream,
  *                seq: windows an owner's history no longer held
  *   cumuls       (owner, thing, day) primary key; cumul (JSON text), via,
  *                received_us, source, stream, seq: closed days of cumuls
@@ -181,12 +181,12 @@ struct db_ops {
 	 * the handle is made and reports DB_EDOWN until reconnect() works.
 	 * `owners` (borrowed, outlives the handle) is used by the migration to
 	 * schema 3. */
-	int (*open)(const char *conninfo, const struct db_owner *owners, size_t n_owners, const struct logger *log,
-	            struct db **ret);
+	int (*open)(const char *conninfo, const struct db_owner *owners, size_t n_owners,
+	            const struct logger *log, struct db **ret);
 	/* Runs one statement of the shared SQL (db_common.c); fn gets each row;
 	 * *changes (may be NULL) the rows changed. 0, DB_EDOWN or -EIO. */
-	int (*exec)(struct db *db, const char *sql, const struct db_param *p, size_t np, db_row_fn fn, void *ud,
-	            int64_t *changes);
+	int (*exec)(struct db *db, const char *sql, const struct db_param *p, size_t np, db_row_fn fn,
+	            void *ud, int64_t *changes);
 	void (*close)(struct db *db);
 	/* Makes sure the connection is up (reconnecting) and the schema exists. 0 or DB_EDOWN. */
 	int (*reconnect)(struct db *db);
@@ -248,8 +248,8 @@ int db__store_items(struct db *db, const struct db_batch *b, const char *stream,
 /* Schema 2 to 3, in the caller's transaction (`add_columns`: measurements has no owner and via yet). */
 int db__migrate_2(struct db *db, const struct db_owner *owners, size_t n_owners, bool add_columns);
 /* Reads: [{"owner","thing","day","cumul","via","received"}], days within [from, to] ("" none). */
-int db__cumuls(struct db *db, const char *owner, const char *thing, const char *from, const char *to, int limit,
-               json_t **out);
+int db__cumuls(struct db *db, const char *owner, const char *thing, const char *from, const char *to,
+               int limit, json_t **out);
 int db__recovery_gaps(struct db *db, const char *owner, int limit, json_t **out);
 /* Pulls (windows asked of recoveryd). */
 struct db_pull {
@@ -263,11 +263,12 @@ struct db_pull {
 int db__pull_add(struct db *db, const struct db_pull *p);
 int db__pull_update(struct db *db, const struct db_pull *p);
 /* Calls fn for the pulls, newest first (only pending ones with `pending`), at most `limit`. */
-int db__pulls(struct db *db, bool pending, int limit, void (*fn)(void *ud, const struct db_pull *p), void *ud);
+int db__pulls(struct db *db, bool pending, int limit, void (*fn)(void *ud, const struct db_pull *p),
+              void *ud);
 /* The measured time around a hole [a, b] of a source's stream: the newest
  * before a and the oldest after b (0 when none). */
-int db__hole_times(struct db *db, const char *source, const char *stream, int64_t a, int64_t b, int64_t *before_us,
-                   int64_t *after_us);
+int db__hole_times(struct db *db, const char *source, const char *stream, int64_t a, int64_t b,
+                   int64_t *before_us, int64_t *after_us);
 
 /* Shared SQL text, the same for both backends: the schema of DB_SCHEMA_VERSION. */
 extern const char *const db_schema_sql[];

@@ -10,9 +10,9 @@
 
 #include "db.h"
 
-#define ITEMS_DDL                                                                                        \
-	"CREATE TABLE IF NOT EXISTS items ("                                                             \
-	" source TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,"          \
+#define ITEMS_DDL                                                                                            \
+	"CREATE TABLE IF NOT EXISTS items ("                                                                 \
+	" source TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,"              \
 	" item TEXT NOT NULL, received_us BIGINT NOT NULL, PRIMARY KEY (source, stream, seq))"
 
 /* Plain SQL both SQLite and PostgreSQL accept: the schema of DB_SCHEMA_VERSION. The
@@ -50,8 +50,11 @@ const char *const db_schema_sql[] = {
     " id BIGINT PRIMARY KEY, from_s BIGINT NOT NULL, to_s BIGINT NOT NULL, reason TEXT NOT NULL UNIQUE,"
     " state TEXT NOT NULL, attempts BIGINT NOT NULL, requested_us BIGINT NOT NULL,"
     " updated_us BIGINT NOT NULL, recovery_id TEXT NOT NULL, error TEXT NOT NULL)",
+    /* A window lost is kept once, however many recoveries report it. */
+    "CREATE UNIQUE INDEX IF NOT EXISTS recovery_gaps_window ON recovery_gaps (owner, from_us, to_us)",
     /* A change is stored once, whatever path brought it (db.h). */
-    "CREATE UNIQUE INDEX IF NOT EXISTS measurements_identity ON measurements (owner, thing, owner_boot, version)"
+    "CREATE UNIQUE INDEX IF NOT EXISTS measurements_identity ON measurements (owner, thing, owner_boot, "
+    "version)"
     " WHERE owner_boot > 0",
 };
 const size_t db_schema_count = sizeof(db_schema_sql) / sizeof(db_schema_sql[0]);
@@ -113,15 +116,18 @@ int db__migrate_2(struct db *db, const struct db_owner *owners, size_t n_owners,
 	    "UPDATE measurements SET owner = COALESCE((SELECT o.owner FROM thingsync_owners o"
 	    " WHERE o.thing = measurements.thing), '')",
 	    ITEMS_DDL,
-	    "CREATE INDEX IF NOT EXISTS measurements_identity_tmp ON measurements (owner, thing, owner_boot, version)",
-	    "INSERT INTO items (source, stream, seq, kind, item, received_us) SELECT m.source, m.stream, m.seq,"
+	    "CREATE INDEX IF NOT EXISTS measurements_identity_tmp ON measurements (owner, thing, owner_boot, "
+	    "version)",
+	    "INSERT INTO items (source, stream, seq, kind, item, received_us) SELECT m.source, m.stream, "
+	    "m.seq,"
 	    " 'copy', " COPY_TEXT_SQL ", m.received_us FROM measurements m WHERE m.owner_boot > 0 AND EXISTS"
 	    " (SELECT 1 FROM measurements o WHERE o.owner = m.owner AND o.thing = m.thing"
 	    " AND o.owner_boot = m.owner_boot AND o.version = m.version AND (o.received_us < m.received_us"
 	    " OR (o.received_us = m.received_us AND (o.source < m.source OR (o.source = m.source"
 	    " AND (o.stream < m.stream OR (o.stream = m.stream AND o.seq < m.seq)))))))",
 	    "DELETE FROM measurements WHERE EXISTS (SELECT 1 FROM items i WHERE i.kind = 'copy'"
-	    " AND i.source = measurements.source AND i.stream = measurements.stream AND i.seq = measurements.seq)",
+	    " AND i.source = measurements.source AND i.stream = measurements.stream AND i.seq = "
+	    "measurements.seq)",
 	    "DROP INDEX measurements_identity_tmp",
 	    "DROP TABLE thingsync_owners",
 	};
@@ -130,12 +136,14 @@ int db__migrate_2(struct db *db, const struct db_owner *owners, size_t n_owners,
 	for (size_t i = 0; r == 0 && add_columns && i < sizeof(columns) / sizeof(columns[0]); i++)
 		r = run(db, columns[i], NULL, 0, NULL, NULL, NULL);
 	if (r == 0)
-		r = run(db, "CREATE TEMP TABLE thingsync_owners (thing TEXT PRIMARY KEY, owner TEXT NOT NULL)", NULL,
-		        0, NULL, NULL, NULL);
+		r = run(db,
+		        "CREATE TEMP TABLE thingsync_owners (thing TEXT PRIMARY KEY, owner TEXT NOT NULL)",
+		        NULL, 0, NULL, NULL, NULL);
 	for (size_t i = 0; r == 0 && i < n_owners; i++) {
 		struct db_param p[2] = {P_STR(owners[i].thing), P_STR(owners[i].owner)};
-		r = run(db, "INSERT INTO thingsync_owners (thing, owner) VALUES ($1, $2) ON CONFLICT DO NOTHING", p, 2,
-		        NULL, NULL, NULL);
+		r = run(db,
+		        "INSERT INTO thingsync_owners (thing, owner) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+		        p, 2, NULL, NULL, NULL);
 	}
 	for (size_t i = 0; r == 0 && i < sizeof(steps) / sizeof(steps[0]); i++)
 		r = run(db, steps[i], NULL, 0, NULL, NULL, NULL);
@@ -191,6 +199,27 @@ static int cmp_i64(const void *a, const void *b)
 }
 
 /*
+ * Inserts a row unless its key is taken (*is_new); when taken, whether the
+ * row under the key holds `want` (the first column of `select`, run with
+ * the first `nsel` parameters).
+ */
+static int insert_or_compare(struct db *db, const char *insert, const struct db_param *p, size_t np,
+                             const char *select, size_t nsel, const char *want, bool *is_new, bool *same)
+{
+	struct same sm = {want, false, false};
+	int64_t changes = 0;
+	int r = run(db, insert, p, np, NULL, NULL, &changes);
+
+	*is_new = r == 0 && changes > 0;
+	*same = false;
+	if (r < 0 || *is_new)
+		return r;
+	r = run(db, select, p, nsel, row_same, &sm, NULL);
+	*same = sm.same;
+	return r;
+}
+
+/*
  * Records `seq` in items. *is_new false: the sequence was there with the same
  * text (a batch sent again); other text, or a row of measurements or rejected
  * under it: the stream went backwards (res->outcome).
@@ -198,42 +227,35 @@ static int cmp_i64(const void *a, const void *b)
 static int settle(struct db *db, const struct db_batch *b, const char *stream, int64_t seq, const char *kind,
                   const char *text, bool *is_new, struct db_store_result *res)
 {
-	struct db_param p[6] = {P_STR(b->source), P_STR(stream), P_INT(seq), P_STR(kind), P_STR(text),
-	                        P_INT(b->received_us)};
-	struct same sm = {text, false, false};
-	int64_t changes = 0;
-	int r;
+	struct db_param p[6] = {P_STR(b->source), P_STR(stream), P_INT(seq),
+	                        P_STR(kind),      P_STR(text),   P_INT(b->received_us)};
+	bool same;
+	int r =
+	    insert_or_compare(db,
+	                      "INSERT INTO items (source, stream, seq, kind, item, received_us)"
+	                      " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+	                      p, 6, "SELECT item FROM items WHERE source = $1 AND stream = $2 AND seq = $3",
+	                      3, text, is_new, &same);
 
-	*is_new = false;
-	r = run(db,
-	        "INSERT INTO items (source, stream, seq, kind, item, received_us) VALUES ($1, $2, $3, $4, $5, $6)"
-	        " ON CONFLICT DO NOTHING",
-	        p, 6, NULL, NULL, &changes);
-	if (r < 0)
-		return r;
-	if (changes == 0) {
-		r = run(db, "SELECT item FROM items WHERE source = $1 AND stream = $2 AND seq = $3", p, 3, row_same, &sm,
-		        NULL);
-		if (r == 0 && !sm.same) {
-			res->outcome = DB_STREAM_BACKWARDS;
-			res->conflict_seq = seq;
-		}
-		return r;
+	if (r == 0 && !*is_new && !same) {
+		res->outcome = DB_STREAM_BACKWARDS;
+		res->conflict_seq = seq;
 	}
-	*is_new = true;
-	return 0;
+	return r;
 }
 
 /* Measurements of the batch not stored under their own sequence: copies of a change stored before. */
-static int store_copies(struct db *db, const struct db_batch *b, const char *stream, struct db_store_result *res)
+static int store_copies(struct db *db, const struct db_batch *b, const char *stream,
+                        struct db_store_result *res)
 {
 	struct db_param p[4] = {P_STR(b->source), P_STR(stream), P_INT(b->min_seq), P_INT(b->max_seq)};
 	struct ints present = {0};
 	char *text = NULL;
 	int r;
 
-	r = run(db, "SELECT seq FROM measurements WHERE source = $1 AND stream = $2 AND seq >= $3 AND seq <= $4", p, 4,
-	        row_int, &present, NULL);
+	r = run(db,
+	        "SELECT seq FROM measurements WHERE source = $1 AND stream = $2 AND seq >= $3 AND seq <= $4",
+	        p, 4, row_int, &present, NULL);
 	if (r == 0)
 		r = present.err;
 	if (r == 0 && present.n > 1)
@@ -258,39 +280,39 @@ static int store_copies(struct db *db, const struct db_batch *b, const char *str
 	return r;
 }
 
-static int store_gap(struct db *db, const struct db_batch *b, const char *stream, const struct db_item *it)
+/* A lost window: new, or one reported before (by another recovery of an overlapping window). */
+static int store_gap(struct db *db, const struct db_batch *b, const char *stream, const struct db_item *it,
+                     uint8_t *result)
 {
-	struct db_param p[8] = {P_STR(it->owner),       P_INT(it->from_us), P_INT(it->to_us), P_STR(it->via),
+	int64_t changes = 0;
+	int r;
+	struct db_param p[8] = {P_STR(it->owner),      P_INT(it->from_us), P_INT(it->to_us), P_STR(it->via),
 	                        P_INT(b->received_us), P_STR(b->source),   P_STR(stream),    P_INT(it->seq)};
 
-	return run(db,
-	           "INSERT INTO recovery_gaps (owner, from_us, to_us, via, received_us, source, stream, seq)"
-	           " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
-	           p, 8, NULL, NULL, NULL);
+	r = run(db,
+	        "INSERT INTO recovery_gaps (owner, from_us, to_us, via, received_us, source, stream, seq)"
+	        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+	        p, 8, NULL, NULL, &changes);
+	*result = changes > 0 ? DB_ITEM_NEW : DB_ITEM_DUP;
+	return r;
 }
 
 /* A closed day: new, the same again (a duplicate), or other content (the first is kept). */
 static int store_cumul(struct db *db, const struct db_batch *b, const char *stream, const struct db_item *it,
                        uint8_t *result)
 {
-	struct db_param p[9] = {P_STR(it->owner), P_STR(it->thing),       P_STR(it->day),
-	                        P_STR(it->cumul), P_STR(it->via),         P_INT(b->received_us),
-	                        P_STR(b->source), P_STR(stream),          P_INT(it->seq)};
-	struct same sm = {it->cumul, false, false};
-	int64_t changes = 0;
-	int r;
+	struct db_param p[9] = {P_STR(it->owner), P_STR(it->thing), P_STR(it->day),
+	                        P_STR(it->cumul), P_STR(it->via),   P_INT(b->received_us),
+	                        P_STR(b->source), P_STR(stream),    P_INT(it->seq)};
+	bool is_new, same;
+	int r = insert_or_compare(
+	    db,
+	    "INSERT INTO cumuls (owner, thing, day, cumul, via, received_us, source, stream, seq)"
+	    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+	    p, 9, "SELECT cumul FROM cumuls WHERE owner = $1 AND thing = $2 AND day = $3", 3, it->cumul,
+	    &is_new, &same);
 
-	r = run(db,
-	        "INSERT INTO cumuls (owner, thing, day, cumul, via, received_us, source, stream, seq)"
-	        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-	        p, 9, NULL, NULL, &changes);
-	if (r < 0 || changes > 0) {
-		*result = DB_ITEM_NEW;
-		return r;
-	}
-	r = run(db, "SELECT cumul FROM cumuls WHERE owner = $1 AND thing = $2 AND day = $3", p, 3, row_same, &sm,
-	        NULL);
-	*result = sm.same ? DB_ITEM_DUP : DB_ITEM_CONFLICT;
+	*result = is_new ? DB_ITEM_NEW : same ? DB_ITEM_DUP : DB_ITEM_CONFLICT;
 	return r;
 }
 
@@ -307,21 +329,23 @@ int db__store_items(struct db *db, const struct db_batch *b, const char *stream,
 		bool is_new;
 
 		b->item_result[i] = DB_ITEM_DUP;
-		r = settle(db, b, stream, it->seq, it->kind == DB_ITEM_GAP ? "recovery_gap" : "cumul", it->item, &is_new,
-		           res);
+		r = settle(db, b, stream, it->seq, it->kind == DB_ITEM_GAP ? "recovery_gap" : "cumul",
+		           it->item, &is_new, res);
 		if (r < 0 || !is_new)
 			continue;
 		b->item_result[i] = DB_ITEM_NEW;
 		if (it->kind == DB_ITEM_GAP)
-			r = store_gap(db, b, stream, it);
+			r = store_gap(db, b, stream, it, &b->item_result[i]);
 		else
 			r = store_cumul(db, b, stream, it, &b->item_result[i]);
 	}
 	/* A sequence both an item and a measurement or a refused one: the stream went backwards. */
 	if (r == 0 && res->outcome == DB_STORED && b->n + b->nrej + b->nitems > 0)
 		r = run(db,
-		        "SELECT i.seq FROM items i WHERE i.source = $1 AND i.stream = $2 AND i.seq >= $3 AND i.seq <= $4"
-		        " AND (EXISTS (SELECT 1 FROM measurements m WHERE m.source = i.source AND m.stream = i.stream"
+		        "SELECT i.seq FROM items i WHERE i.source = $1 AND i.stream = $2 AND i.seq >= $3 AND "
+		        "i.seq <= $4"
+		        " AND (EXISTS (SELECT 1 FROM measurements m WHERE m.source = i.source AND m.stream = "
+		        "i.stream"
 		        " AND m.seq = i.seq) OR EXISTS (SELECT 1 FROM rejected x WHERE x.source = i.source"
 		        " AND x.stream = i.stream AND x.seq = i.seq)) LIMIT 1",
 		        p, 4, row_int, &clash, NULL);
@@ -355,7 +379,8 @@ static int row_json(void *ud, int n, const char *const *col)
 			v = col[i] ? json_loads(col[i], JSON_DECODE_ANY, NULL) : NULL;
 		else
 			v = col[i] ? json_string(col[i]) : json_null();
-		if (json_object_set_new(o, name + (name[0] == '#' || name[0] == '{'), v ? v : json_null()) < 0) {
+		if (json_object_set_new(o, name + (name[0] == '#' || name[0] == '{'), v ? v : json_null()) <
+		    0) {
 			json_decref(o);
 			o = NULL;
 		}
@@ -367,8 +392,8 @@ static int row_json(void *ud, int n, const char *const *col)
 	return 0;
 }
 
-static int select_json(struct db *db, const char *sql, const struct db_param *p, size_t np, const char *const *names,
-                       json_t **out)
+static int select_json(struct db *db, const char *sql, const struct db_param *p, size_t np,
+                       const char *const *names, json_t **out)
 {
 	struct rows x = {json_array(), names, 0};
 	int r;
@@ -390,19 +415,20 @@ static int select_json(struct db *db, const char *sql, const struct db_param *p,
 	return 0;
 }
 
-int db__cumuls(struct db *db, const char *owner, const char *thing, const char *from, const char *to, int limit,
-               json_t **out)
+int db__cumuls(struct db *db, const char *owner, const char *thing, const char *from, const char *to,
+               int limit, json_t **out)
 {
 	static const char *const names[] = {"owner", "thing", "day", "{cumul", "via", "#received"};
 	struct db_param p[5] = {P_STR(owner ? owner : ""), P_STR(thing ? thing : ""), P_STR(from ? from : ""),
 	                        P_STR(to ? to : ""), P_INT(limit)};
 
-	return select_json(db,
-	                   "SELECT owner, thing, day, cumul, via, received_us FROM cumuls"
-	                   " WHERE (CAST($1 AS TEXT) = '' OR owner = $1) AND (CAST($2 AS TEXT) = '' OR thing = $2)"
-	                   " AND (CAST($3 AS TEXT) = '' OR day >= $3) AND (CAST($4 AS TEXT) = '' OR day <= $4)"
-	                   " ORDER BY day, owner, thing LIMIT $5",
-	                   p, 5, names, out);
+	return select_json(
+	    db,
+	    "SELECT owner, thing, day, cumul, via, received_us FROM cumuls"
+	    " WHERE (CAST($1 AS TEXT) = '' OR owner = $1) AND (CAST($2 AS TEXT) = '' OR thing = $2)"
+	    " AND (CAST($3 AS TEXT) = '' OR day >= $3) AND (CAST($4 AS TEXT) = '' OR day <= $4)"
+	    " ORDER BY day, owner, thing LIMIT $5",
+	    p, 5, names, out);
 }
 
 int db__recovery_gaps(struct db *db, const char *owner, int limit, json_t **out)
@@ -410,19 +436,26 @@ int db__recovery_gaps(struct db *db, const char *owner, int limit, json_t **out)
 	static const char *const names[] = {"owner", "#from", "#to", "via", "#received", "source", "#seq"};
 	struct db_param p[2] = {P_STR(owner ? owner : ""), P_INT(limit)};
 
-	return select_json(db,
-	                   "SELECT owner, from_us, to_us, via, received_us, source, seq FROM recovery_gaps"
-	                   " WHERE (CAST($1 AS TEXT) = '' OR owner = $1) ORDER BY received_us DESC, seq DESC LIMIT $2",
-	                   p, 2, names, out);
+	return select_json(
+	    db,
+	    "SELECT owner, from_us, to_us, via, received_us, source, seq FROM recovery_gaps"
+	    " WHERE (CAST($1 AS TEXT) = '' OR owner = $1) ORDER BY received_us DESC, seq DESC LIMIT $2",
+	    p, 2, names, out);
 }
 
 /* --- pulls --------------------------------------------------------------------------------- */
 
 int db__pull_add(struct db *db, const struct db_pull *x)
 {
-	struct db_param p[10] = {P_INT(x->id),           P_INT(x->from_s),     P_INT(x->to_s),
-	                         P_STR(x->reason),       P_STR(x->state),      P_INT(x->attempts),
-	                         P_INT(x->requested_us), P_INT(x->updated_us), P_STR(x->recovery_id ? x->recovery_id : ""),
+	struct db_param p[10] = {P_INT(x->id),
+	                         P_INT(x->from_s),
+	                         P_INT(x->to_s),
+	                         P_STR(x->reason),
+	                         P_STR(x->state),
+	                         P_INT(x->attempts),
+	                         P_INT(x->requested_us),
+	                         P_INT(x->updated_us),
+	                         P_STR(x->recovery_id ? x->recovery_id : ""),
 	                         P_STR(x->error ? x->error : "")};
 	int64_t changes = 0;
 	int r;
@@ -430,7 +463,8 @@ int db__pull_add(struct db *db, const struct db_pull *x)
 	if (!db->ops->up(db) && db->ops->reconnect(db) < 0)
 		return DB_EDOWN;
 	r = run(db,
-	        "INSERT INTO pulls (id, from_s, to_s, reason, state, attempts, requested_us, updated_us, recovery_id,"
+	        "INSERT INTO pulls (id, from_s, to_s, reason, state, attempts, requested_us, updated_us, "
+	        "recovery_id,"
 	        " error) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
 	        p, 10, NULL, NULL, &changes);
 	return r < 0 ? r : changes > 0;
@@ -438,8 +472,12 @@ int db__pull_add(struct db *db, const struct db_pull *x)
 
 int db__pull_update(struct db *db, const struct db_pull *x)
 {
-	struct db_param p[6] = {P_INT(x->id), P_STR(x->state), P_INT(x->attempts), P_INT(x->updated_us),
-	                        P_STR(x->recovery_id ? x->recovery_id : ""), P_STR(x->error ? x->error : "")};
+	struct db_param p[6] = {P_INT(x->id),
+	                        P_STR(x->state),
+	                        P_INT(x->attempts),
+	                        P_INT(x->updated_us),
+	                        P_STR(x->recovery_id ? x->recovery_id : ""),
+	                        P_STR(x->error ? x->error : "")};
 
 	if (!db->ops->up(db) && db->ops->reconnect(db) < 0)
 		return DB_EDOWN;
@@ -481,27 +519,30 @@ int db__pulls(struct db *db, bool pending, int limit, void (*fn)(void *ud, const
 
 	if (!db->ops->up(db) && db->ops->reconnect(db) < 0)
 		return DB_EDOWN;
-	return run(db,
-	           "SELECT id, from_s, to_s, reason, state, attempts, requested_us, updated_us, recovery_id, error"
-	           " FROM pulls WHERE (CAST($1 AS BIGINT) = 0 OR state = 'pending') ORDER BY id DESC LIMIT $2",
-	           p, 2, row_pull, &x, NULL);
+	return run(
+	    db,
+	    "SELECT id, from_s, to_s, reason, state, attempts, requested_us, updated_us, recovery_id, error"
+	    " FROM pulls WHERE (CAST($1 AS BIGINT) = 0 OR state = 'pending') ORDER BY id DESC LIMIT $2",
+	    p, 2, row_pull, &x, NULL);
 }
 
-int db__hole_times(struct db *db, const char *source, const char *stream, int64_t a, int64_t b, int64_t *before_us,
-                   int64_t *after_us)
+int db__hole_times(struct db *db, const char *source, const char *stream, int64_t a, int64_t b,
+                   int64_t *before_us, int64_t *after_us)
 {
 	struct db_param p[3] = {P_STR(source), P_STR(stream), P_INT(a)};
 	struct ints x = {0}, y = {0};
 	int r;
 
-	r = run(db,
-	        "SELECT time_us FROM measurements WHERE source = $1 AND stream = $2 AND seq < $3 AND via = 'live'"
-	        " ORDER BY seq DESC LIMIT 1",
-	        p, 3, row_int, &x, NULL);
+	r = run(
+	    db,
+	    "SELECT time_us FROM measurements WHERE source = $1 AND stream = $2 AND seq < $3 AND via = 'live'"
+	    " ORDER BY seq DESC LIMIT 1",
+	    p, 3, row_int, &x, NULL);
 	p[2] = P_INT(b);
 	if (r == 0)
 		r = run(db,
-		        "SELECT time_us FROM measurements WHERE source = $1 AND stream = $2 AND seq > $3 AND via = 'live'"
+		        "SELECT time_us FROM measurements WHERE source = $1 AND stream = $2 AND seq > $3 AND "
+		        "via = 'live'"
 		        " ORDER BY seq LIMIT 1",
 		        p, 3, row_int, &y, NULL);
 	*before_us = x.n ? x.v[0] : 0;

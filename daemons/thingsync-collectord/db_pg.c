@@ -229,8 +229,8 @@ static int pg_reconnect(struct db *db)
 	return 0;
 }
 
-static int pg_open(const char *conninfo, const struct db_owner *owners, size_t n_owners, const struct logger *log,
-                   struct db **ret)
+static int pg_open(const char *conninfo, const struct db_owner *owners, size_t n_owners,
+                   const struct logger *log, struct db **ret)
 {
 	struct db_pg *d = calloc(1, sizeof(*d));
 	size_t n;
@@ -409,11 +409,12 @@ static int pg_stream_last(struct db_pg *d, const char *source, const char *strea
 {
 	const char *v[2] = {source, stream};
 	int r;
-	PGresult *res = one(d,
-	                    "SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $2"
-	                    " UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $2"
-	                    " UNION ALL SELECT seq FROM items WHERE source = $1 AND stream = $2) s",
-	                    2, v, &r);
+	PGresult *res =
+	    one(d,
+	        "SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $2"
+	        " UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $2"
+	        " UNION ALL SELECT seq FROM items WHERE source = $1 AND stream = $2) s",
+	        2, v, &r);
 
 	if (!res)
 		return r;
@@ -784,18 +785,19 @@ static int pg_sources(struct db *db, size_t max_gaps, json_t **out)
 		int64_t stored, rejected, min_seq, max_seq;
 		json_t *g = json_array();
 
-		cnt = query(d,
-		            "SELECT (SELECT COUNT(*) FROM measurements WHERE source = $1 AND stream = $3)"
-		            " + (SELECT COUNT(*) FROM items WHERE source = $1 AND stream = $3),"
-		            " (SELECT COUNT(*) FROM rejected WHERE source = $1 AND stream = $3),"
-		            " (SELECT MIN(seq) FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $3"
-		            "  UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3"
-		            "  UNION ALL SELECT seq FROM items WHERE source = $1 AND stream = $3) s),"
-		            " (SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $3"
-		            "  UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3"
-		            "  UNION ALL SELECT seq FROM items WHERE source = $1 AND stream = $3) s)"
-		            " WHERE $2::bigint IS NOT NULL",
-		            3, v);
+		cnt = query(
+		    d,
+		    "SELECT (SELECT COUNT(*) FROM measurements WHERE source = $1 AND stream = $3)"
+		    " + (SELECT COUNT(*) FROM items WHERE source = $1 AND stream = $3),"
+		    " (SELECT COUNT(*) FROM rejected WHERE source = $1 AND stream = $3),"
+		    " (SELECT MIN(seq) FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $3"
+		    "  UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3"
+		    "  UNION ALL SELECT seq FROM items WHERE source = $1 AND stream = $3) s),"
+		    " (SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = $1 AND stream = $3"
+		    "  UNION ALL SELECT seq FROM rejected WHERE source = $1 AND stream = $3"
+		    "  UNION ALL SELECT seq FROM items WHERE source = $1 AND stream = $3) s)"
+		    " WHERE $2::bigint IS NOT NULL",
+		    3, v);
 		gaps =
 		    cnt ? query(
 		              d,
@@ -863,7 +865,8 @@ static int pg_measurements(struct db *db, const struct db_query *q, json_t **out
 	v[6] = q->stream;
 	res = query(
 	    d,
-	    "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us, stream, owner, via"
+	    "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us, stream, "
+	    "owner, via"
 	    " FROM measurements WHERE ($1::text IS NULL OR source = $1) AND ($2::text IS NULL OR thing = $2)"
 	    " AND ($7::text IS NULL OR stream = $7)"
 	    " AND time_us >= $3 AND time_us <= $4 AND seq > $5 ORDER BY source, stream, seq LIMIT $6",
@@ -881,8 +884,10 @@ static int pg_measurements(struct db *db, const struct db_query *q, json_t **out
 		                   "version", (json_int_t)geti(res, i, 7), "received",
 		                   (json_int_t)geti(res, i, 8)));
 	for (int i = 0; arr && i < PQntuples(res); i++) {
-		json_object_set_new(json_array_get(arr, (size_t)i), "owner", json_string(PQgetvalue(res, i, 10)));
-		json_object_set_new(json_array_get(arr, (size_t)i), "via", json_string(PQgetvalue(res, i, 11)));
+		json_object_set_new(json_array_get(arr, (size_t)i), "owner",
+		                    json_string(PQgetvalue(res, i, 10)));
+		json_object_set_new(json_array_get(arr, (size_t)i), "via",
+		                    json_string(PQgetvalue(res, i, 11)));
 	}
 	PQclear(res);
 	if (!arr)
@@ -951,8 +956,8 @@ static int pg_rejected(struct db *db, const char *source, int limit, json_t **ou
 	return 0;
 }
 
-static int pg_exec(struct db *db, const char *sql, const struct db_param *p, size_t np, db_row_fn fn, void *ud,
-                   int64_t *changes)
+static int pg_exec(struct db *db, const char *sql, const struct db_param *p, size_t np, db_row_fn fn,
+                   void *ud, int64_t *changes)
 {
 	struct db_pg *d = PG(db);
 	const char *v[16], *col[16];

@@ -244,8 +244,8 @@ static int ensure_schema(struct db_sqlite *d)
 			rc = SQLITE_ERROR;
 			goto leave;
 		}
-		log_warn(d->log, "sqlite %s: migrated to schema %d: owner and via of every measurement", d->path,
-		         DB_SCHEMA_VERSION);
+		log_warn(d->log, "sqlite %s: migrated to schema %d: owner and via of every measurement",
+		         d->path, DB_SCHEMA_VERSION);
 	}
 	for (size_t i = 0; i < db_schema_count; i++)
 		if ((rc = exec(d, db_schema_sql[i])) != SQLITE_OK)
@@ -308,8 +308,8 @@ bad:
 	return DB_EDOWN;
 }
 
-static int sq_open(const char *conninfo, const struct db_owner *owners, size_t n_owners, const struct logger *log,
-                   struct db **ret)
+static int sq_open(const char *conninfo, const struct db_owner *owners, size_t n_owners,
+                   const struct logger *log, struct db **ret)
 {
 	struct db_sqlite *d = calloc(1, sizeof(*d));
 
@@ -860,11 +860,12 @@ static int sq_measurements(struct db *db, const struct db_query *q, json_t **out
 		json_decref(arr);
 		return DB_EDOWN;
 	}
-	snprintf(sql, sizeof(sql),
-	         "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us, stream,"
-	         " owner, via FROM measurements WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR thing = ?2)"
-	         " AND (?7 IS NULL OR stream = ?7)"
-	         " AND time_us >= ?3 AND time_us <= ?4 AND seq > ?5 ORDER BY source, stream, seq LIMIT ?6");
+	snprintf(
+	    sql, sizeof(sql),
+	    "SELECT source, seq, thing, vtype, value, time_us, owner_boot, version, received_us, stream,"
+	    " owner, via FROM measurements WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR thing = ?2)"
+	    " AND (?7 IS NULL OR stream = ?7)"
+	    " AND time_us >= ?3 AND time_us <= ?4 AND seq > ?5 ORDER BY source, stream, seq LIMIT ?6");
 	rc = sqlite3_prepare_v2(d->h, sql, -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		goto leave;
@@ -953,8 +954,8 @@ leave:
 	return 0;
 }
 
-static int sq_exec(struct db *db, const char *sql, const struct db_param *p, size_t np, db_row_fn fn, void *ud,
-                   int64_t *changes)
+static int sq_exec(struct db *db, const char *sql, const struct db_param *p, size_t np, db_row_fn fn,
+                   void *ud, int64_t *changes)
 {
 	struct db_sqlite *d = SQ(db);
 	sqlite3_stmt *st = NULL;
@@ -965,10 +966,17 @@ static int sq_exec(struct db *db, const char *sql, const struct db_param *p, siz
 		return DB_EDOWN;
 	rc = sqlite3_prepare_v2(d->h, sql, -1, &st, NULL);
 	for (size_t i = 0; rc == SQLITE_OK && i < np; i++) {
+		/* SQLite numbers "$N" by first appearance: bound by name. */
+		char name[32];
+		int k;
+		snprintf(name, sizeof(name), "$%zu", i + 1);
+		k = sqlite3_bind_parameter_index(st, name);
+		if (k == 0)
+			continue;
 		if (p[i].is_int)
-			rc = sqlite3_bind_int64(st, (int)i + 1, p[i].i);
+			rc = sqlite3_bind_int64(st, k, p[i].i);
 		else if (p[i].s)
-			rc = sqlite3_bind_text(st, (int)i + 1, p[i].s, -1, SQLITE_STATIC);
+			rc = sqlite3_bind_text(st, k, p[i].s, -1, SQLITE_STATIC);
 	}
 	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		int n = sqlite3_column_count(st);

@@ -98,6 +98,14 @@ struct refusal {
 	char error[160];
 };
 
+/* Refuses the item being checked: the field and the reason, into `r`. */
+#define REFUSE(f, ...)                                                                                       \
+	do {                                                                                                 \
+		r->field = (f);                                                                              \
+		snprintf(r->error, sizeof(r->error), __VA_ARGS__);                                           \
+		return -EINVAL;                                                                              \
+	} while (0)
+
 /* How an item came: its "source" (recovery, import), `def` when absent, NULL when bad. */
 static const char *item_via(json_t *item, const char *def)
 {
@@ -133,12 +141,6 @@ static int check_item(struct collector *c, json_t *item, int64_t now_us, struct 
 
 	memset(m, 0, sizeof(*m));
 	m->seq = r->seq;
-#define REFUSE(f, ...)                                                                                       \
-	do {                                                                                                 \
-		r->field = (f);                                                                              \
-		snprintf(r->error, sizeof(r->error), __VA_ARGS__);                                           \
-		return -EINVAL;                                                                              \
-	} while (0)
 	m->via = item_via(item, "live");
 	if (!m->via)
 		REFUSE("source", "not \"recovery\" or \"import\"");
@@ -210,7 +212,6 @@ static int check_item(struct collector *c, json_t *item, int64_t now_us, struct 
 		json_decref(canon);
 		REFUSE("version", "not a non-negative integer");
 	}
-#undef REFUSE
 	m->owner_boot = jboot ? (int64_t)json_integer_value(jboot) : 0;
 	m->version = jver ? (int64_t)json_integer_value(jver) : 0;
 	m->thing = thing;
@@ -262,8 +263,8 @@ struct item_texts {
  * Checks a recovery_gap or cumul item against site.conf; fills `it` (texts
  * malloc()ed into *t). -EINVAL with `r` filled when refused, -ENOMEM.
  */
-static int check_other(struct collector *c, json_t *item, const char *kind, int64_t now_us, struct db_item *it,
-                       struct item_texts *t, struct refusal *r)
+static int check_other(struct collector *c, json_t *item, const char *kind, int64_t now_us,
+                       struct db_item *it, struct item_texts *t, struct refusal *r)
 {
 	const char *owner = json_string_value(json_object_get(item, "owner"));
 	tsync_thing_info ti;
@@ -271,12 +272,6 @@ static int check_other(struct collector *c, json_t *item, const char *kind, int6
 
 	memset(it, 0, sizeof(*it));
 	it->seq = r->seq;
-#define REFUSE(f, ...)                                                                                       \
-	do {                                                                                                 \
-		r->field = (f);                                                                              \
-		snprintf(r->error, sizeof(r->error), __VA_ARGS__);                                           \
-		return -EINVAL;                                                                              \
-	} while (0)
 	if (!owner || !valid_name(owner) || tsync_site_controller_find(c->site, owner) < 0)
 		REFUSE("owner", "missing or not a controller of site %s", tsync_site_name(c->site));
 	it->owner = owner;
@@ -320,7 +315,6 @@ static int check_other(struct collector *c, json_t *item, const char *kind, int6
 	} else {
 		REFUSE("kind", "not measurement, recovery_gap or cumul");
 	}
-#undef REFUSE
 	t->item = json_dumps(item, JSON_COMPACT | JSON_SORT_KEYS);
 	if (!t->item)
 		return -ENOMEM;
@@ -345,14 +339,17 @@ static void item_alarms(struct collector *c, const struct db_batch *b)
 			              it->owner, from, to, it->from_us, it->to_us);
 		} else if (it->kind == DB_ITEM_CUMUL && b->item_result[i] == DB_ITEM_CONFLICT) {
 			c->cumul_conflicts_total++;
-			alarms__raise(&c->alarms, ALARM_CUMUL_CONFLICT, it->owner,
-			              "the cumul of %s on %s came again from %s with other content; the first is kept",
-			              it->thing, it->day, it->owner);
+			alarms__raise(
+			    &c->alarms, ALARM_CUMUL_CONFLICT, it->owner,
+			    "the cumul of %s on %s came again from %s with other content; the first is kept",
+			    it->thing, it->day, it->owner);
 		} else if (it->kind == DB_ITEM_CUMUL && b->item_result[i] == DB_ITEM_NEW) {
 			c->cumuls_total++;
 		}
 	}
 }
+
+#undef REFUSE
 
 void ingest__push(struct collector *c, struct evhttp_request *req)
 {
@@ -603,8 +600,8 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 		alarms__clear(&c->alarms, ALARM_INVALID_PUSH, src->name, "a push was entirely valid");
 	}
 	c->pushes[nr ? PUSH_INVALID : PUSH_OK]++;
-	resp = json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:O}", "settled", 1, "through", (json_int_t)max_seq, "stored",
-	                 (json_int_t)inserted, "duplicates", (json_int_t)(nm - inserted), "copies",
+	resp = json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:O}", "settled", 1, "through", (json_int_t)max_seq,
+	                 "stored", (json_int_t)inserted, "duplicates", (json_int_t)(nm - inserted), "copies",
 	                 (json_int_t)res.copies, "items", (json_int_t)ni, "rejected", rej_json);
 	if (resp && nr > 0) {
 		snprintf(msg, sizeof(msg),

@@ -2,12 +2,15 @@
  * thingsync-pushd: measurements from a CSV file (the seed's fake push),
  * through the same journal and sender as the mesh's.
  *
- * One measurement per line, `time,thing,value`:
+ * One measurement per line, `time,thing,value[,owner_boot,version]`:
  *   time   seconds since the epoch (a fraction allowed), or ISO 8601 UTC
  *          (2024-05-29T12:00:00Z, a fraction of a second allowed)
  *   thing  the thing's name
  *   value  true/false, an integer, a number, or text ("..." with "" for a
  *          quote when it holds a comma); empty is no value
+ *   owner_boot, version  the change's identity at its owner, both or none
+ *          (non-negative integers): with them the collector stores a
+ *          change it already has (live or recovered) once
  * Empty lines, lines starting with '#' and a first line starting with "time"
  * are skipped. The file is NOT checked against site.conf here: that is the
  * collector's job (a fake push exists to test it), so an unknown thing or a
@@ -194,21 +197,46 @@ static void parse_value(char *s, bool quoted, tsync_value *v)
 	*v = tsync_string(s);
 }
 
-int csv__parse_line(char *line, int64_t *time_us, const char **thing, tsync_value *v, const char **why)
+/* A non-negative integer field. */
+static bool parse_u64_field(char *f, uint64_t *out)
+{
+	char *end;
+
+	f = trim(f);
+	if (*f < '0' || *f > '9')
+		return false;
+	errno = 0;
+	*out = strtoull(f, &end, 10);
+	return errno == 0 && *end == '\0';
+}
+
+int csv__parse_line(char *line, struct journal_entry *e, const char **why)
 {
 	char *p = line;
-	char *f_time, *f_thing, *f_value;
-	bool q_time, q_thing, q_value, bad = false;
+	char *f_time, *f_thing, *f_value, *f_boot = NULL, *f_ver = NULL;
+	bool q, q_value, bad = false;
+	int64_t *time_us = &e->time_us;
+	tsync_value *v = &e->value;
 
+	memset(e, 0, sizeof(*e));
+	e->via = JOURNAL_VIA_IMPORT;
 	if (!utf8_valid(line)) {
 		*why = "not UTF-8";
 		return -EINVAL;
 	}
-	f_time = next_field(&p, &q_time, &bad);
-	f_thing = next_field(&p, &q_thing, &bad);
+	f_time = next_field(&p, &q, &bad);
+	f_thing = next_field(&p, &q, &bad);
 	f_value = next_field(&p, &q_value, &bad);
-	if (bad || !f_time || !f_thing || !f_value || p) {
-		*why = "not 3 fields (time,thing,value)";
+	if (p) {
+		f_boot = next_field(&p, &q, &bad);
+		f_ver = next_field(&p, &q, &bad);
+	}
+	if (bad || !f_time || !f_thing || !f_value || p || (f_boot && !f_ver)) {
+		*why = "not 3 or 5 fields (time,thing,value[,owner_boot,version])";
+		return -EINVAL;
+	}
+	if (f_boot && (!parse_u64_field(f_boot, &e->owner_boot) || !parse_u64_field(f_ver, &e->version))) {
+		*why = "owner_boot and version are not non-negative integers";
 		return -EINVAL;
 	}
 	if (parse_time(trim(f_time), time_us) < 0) {
@@ -220,7 +248,7 @@ int csv__parse_line(char *line, int64_t *time_us, const char **thing, tsync_valu
 		*why = "empty or over-long thing name";
 		return -EINVAL;
 	}
-	*thing = f_thing;
+	e->thing = f_thing;
 	if (!q_value)
 		f_value = trim(f_value);
 	if (strlen(f_value) > JOURNAL_MAX_STRING) {
@@ -271,9 +299,8 @@ static void chunk_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	while (staged < CSV_CHUNK) {
 		bool too_long;
-		int64_t t;
-		const char *thing, *why = "";
-		tsync_value v;
+		struct journal_entry e;
+		const char *why = "";
 		char *s;
 
 		if (!read_line(c->f, line, CSV_MAX_LINE + 2, &too_long)) {
@@ -288,12 +315,10 @@ static void chunk_cb(evutil_socket_t fd, short what, void *arg)
 			why = "line too long";
 			r = -EINVAL;
 		} else {
-			r = csv__parse_line(s, &t, &thing, &v, &why);
+			r = csv__parse_line(s, &e, &why);
 		}
-		if (r == 0) {
-			struct journal_entry e = {.time_us = t, .thing = thing, .value = v, .via = JOURNAL_VIA_IMPORT};
+		if (r == 0)
 			r = journal__stage_entry(pd->journal, &e, NULL);
-		}
 		if (r == -EINVAL) {
 			log_warn(&pd->log, "csv %s:%lu: refused: %s", c->path, c->line, why);
 			refused++;

@@ -9,7 +9,7 @@
  *       "chunks":N,"trimmed":{"from_us":A,"to_us":B},
  *       "recovery_data":{"io":[{"thing","value","time_us","owner_boot","version"}]}}
  *    Each entry is journaled as a measurement marked recovery, "trimmed" as
- *    one recovery_gap item.
+ *    one recovery_gap item per request (the chunks may each repeat it).
  *  - cumul_data, from forensicd: one owner's closed day,
  *      {"type":"cumul_data","owner":OWNER,"day":"YYYY-MM-DD","cumuls":{THING:{...}}}
  *    journaled as one cumul item per thing.
@@ -20,8 +20,11 @@
  * the node's (its window is committed after ours): a commit mark written
  * with the entries (journal__stage_mark()) recognises such a request when it
  * comes again, so nothing is journaled twice. Entries a request cannot carry
- * (a thing that is not the owner's in site.conf, a value not of its type)
- * are counted, logged and answered, not journaled.
+ * (a thing that is not the owner's in site.conf, a value not of its type;
+ * for recovery, a thing this push controller does not use, as for live
+ * values) are counted, logged and answered, not journaled. Closed days of
+ * every thing of the owner are taken: the server keeps daily statistics
+ * of all of them.
  *
  * SPDX-License-Identifier: MIT
  */
@@ -70,16 +73,24 @@ static bool value_from_json(json_t *j, tsync_type type, tsync_value *v)
 	}
 }
 
-/* Whether `thing` is a thing of the site that `owner` owns; its type in *type. */
-static bool owned_by(struct pushd *pd, const char *thing, const char *owner, tsync_type *type)
+/*
+ * Whether `thing` is a thing of the site that `owner` owns (its type in
+ * *type) and, with `used`, one this push controller uses: a change of a
+ * thing the push role does not receive live does not reach the collector
+ * by recovery either.
+ */
+static bool owned_by(struct pushd *pd, const char *thing, const char *owner, bool used, tsync_type *type)
 {
 	tsync_thing_info ti;
 	int idx = thing ? tsync_site_thing_find(pd->site, thing) : -1;
+	bool user = !used;
 
 	if (idx < 0 || tsync_site_thing(pd->site, (size_t)idx, &ti) < 0 || strcmp(ti.owner, owner) != 0)
 		return false;
+	for (size_t i = 0; !user && i < ti.n_users; i++)
+		user = strcmp(ti.users[i], pd->name) == 0;
 	*type = ti.type;
-	return true;
+	return user;
 }
 
 /* A staging error: the batch is refused by the commit hook (retried) unless the entry itself is bad. */
@@ -98,10 +109,33 @@ static char *answer(uint64_t journaled, uint64_t refused, bool duplicate)
 {
 	char *s = NULL;
 
-	if (asprintf(&s, "{\"journaled\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"duplicate\":%s}", journaled, refused,
-	             duplicate ? "true" : "false") < 0)
+	if (asprintf(&s, "{\"journaled\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"duplicate\":%s}", journaled,
+	             refused, duplicate ? "true" : "false") < 0)
 		return NULL;
 	return s;
+}
+
+/*
+ * The end of a request: its mark staged with its entries, and the answer.
+ * A staging failure makes the commit hook refuse the batch (the request
+ * comes again); `*counter` counts what was journaled. Returns 0.
+ */
+static int finish(struct pushd *pd, const char *key, int r, uint64_t journaled, uint64_t refused,
+                  uint64_t *counter, char **result)
+{
+	if (r == 0)
+		r = journal__stage_mark(pd->journal, key);
+	if (r < 0) {
+		pd->stage_failed++;
+		return 0;
+	}
+	*counter += journaled;
+	pd->intake_refused += refused;
+	if (refused)
+		log_warn(&pd->log, "%s: %" PRIu64 " entr%s refused (not the owner's things, or bad values)",
+		         key, refused, refused == 1 ? "y" : "ies");
+	*result = answer(journaled, refused, false);
+	return 0;
 }
 
 /* Whether the request of `key` was journaled before (a delivery after a crash): answered again. */
@@ -118,7 +152,8 @@ static bool seen(struct pushd *pd, const char *key, char **result)
 	return false;
 }
 
-static int stage_entries(struct pushd *pd, const char *owner, json_t *io, uint64_t *journaled, uint64_t *refused)
+static int stage_entries(struct pushd *pd, const char *owner, json_t *io, uint64_t *journaled,
+                         uint64_t *refused)
 {
 	size_t i;
 	json_t *it;
@@ -132,8 +167,9 @@ static int stage_entries(struct pushd *pd, const char *owner, json_t *io, uint64
 		int r;
 
 		e.thing = json_string_value(json_object_get(it, "thing"));
-		if (!owned_by(pd, e.thing, owner, &type) || !value_from_json(json_object_get(it, "value"), type, &e.value) ||
-		    !json_is_integer(jt) || !json_is_integer(jb) || json_integer_value(jb) < 0 || !json_is_integer(jv) ||
+		if (!owned_by(pd, e.thing, owner, true, &type) ||
+		    !value_from_json(json_object_get(it, "value"), type, &e.value) || !json_is_integer(jt) ||
+		    !json_is_integer(jb) || json_integer_value(jb) < 0 || !json_is_integer(jv) ||
 		    json_integer_value(jv) < 0) {
 			(*refused)++;
 			continue;
@@ -157,7 +193,7 @@ static int on_recovery_data(void *ud, tsync_node *node, const tsync_request *req
 	json_t *jchunk = json_object_get(root, "chunk"), *trimmed = json_object_get(root, "trimmed");
 	json_t *io = json_object_get(json_object_get(root, "recovery_data"), "io");
 	uint64_t journaled = 0, refused = 0;
-	char key[INTAKE_KEY_MAX + 64];
+	char key[INTAKE_KEY_MAX + 64], gkey[INTAKE_KEY_MAX + 8];
 	int r = TSYNC_ECMD_ARGS;
 
 	if (!owner || tsync_site_controller_find(pd->site, owner) < 0 || !request || !*request ||
@@ -169,30 +205,23 @@ static int on_recovery_data(void *ud, tsync_node *node, const tsync_request *req
 	if (seen(pd, key, result))
 		goto leave;
 	r = stage_entries(pd, owner, io, &journaled, &refused);
-	if (r == 0 && trimmed) {
+	/* Every chunk of a request may repeat the window's "trimmed": one gap per request. */
+	snprintf(gkey, sizeof(gkey), "rg/%s", request);
+	if (r == 0 && trimmed && journal__has_mark(pd->journal, gkey) == 0 &&
+	    (r = journal__stage_mark(pd->journal, gkey)) == 0) {
 		json_t *ja = json_object_get(trimmed, "from_us"), *jb = json_object_get(trimmed, "to_us");
-		struct journal_entry e = {.via = JOURNAL_VIA_RECOVERY, .kind = JOURNAL_RECOVERY_GAP, .owner = owner};
+		struct journal_entry e = {
+		    .via = JOURNAL_VIA_RECOVERY, .kind = JOURNAL_RECOVERY_GAP, .owner = owner};
 		e.from_us = json_is_integer(ja) ? (int64_t)json_integer_value(ja) : 0;
 		e.to_us = json_is_integer(jb) ? (int64_t)json_integer_value(jb) : -1;
 		r = staged(pd, journal__stage_entry(pd->journal, &e, NULL), &journaled, &refused);
 		if (r == 0)
-			log_warn(&pd->log, "recovery from %s: its history no longer holds [%" PRId64 ", %" PRId64 "] us",
+			log_warn(&pd->log,
+			         "recovery from %s: its history no longer holds [%" PRId64 ", %" PRId64
+			         "] us",
 			         owner, e.from_us, e.to_us);
 	}
-	if (r == 0)
-		r = journal__stage_mark(pd->journal, key);
-	if (r < 0) {
-		/* The commit hook refuses the batch: the chunk comes again. */
-		pd->stage_failed++;
-		r = 0;
-		goto leave;
-	}
-	pd->recovered += journaled;
-	pd->intake_refused += refused;
-	if (refused)
-		log_warn(&pd->log, "recovery chunk %s from %s: %" PRIu64 " entr%s refused (not %s's things or values)",
-		         key, req->from, refused, refused == 1 ? "y" : "ies", owner);
-	*result = answer(journaled, refused, false);
+	r = finish(pd, key, r, journaled, refused, &pd->recovered, result);
 leave:
 	json_decref(root);
 	return r;
@@ -220,8 +249,8 @@ static int on_cumul_data(void *ud, tsync_node *node, const tsync_request *req, c
 	const char *thing;
 	int r = TSYNC_ECMD_ARGS;
 
-	if (!owner || tsync_site_controller_find(pd->site, owner) < 0 || !day || strlen(day) != JOURNAL_DAY_LEN ||
-	    !json_is_object(cumuls))
+	if (!owner || tsync_site_controller_find(pd->site, owner) < 0 || !day ||
+	    strlen(day) != JOURNAL_DAY_LEN || !json_is_object(cumuls))
 		goto leave;
 	text = json_dumps(cumuls, JSON_COMPACT | JSON_SORT_KEYS);
 	r = -ENOMEM;
@@ -238,7 +267,7 @@ static int on_cumul_data(void *ud, tsync_node *node, const tsync_request *req, c
 		tsync_type type;
 
 		e.cumul = ctext;
-		if (!ctext || !owned_by(pd, thing, owner, &type))
+		if (!ctext || !owned_by(pd, thing, owner, false, &type))
 			refused++;
 		else
 			r = staged(pd, journal__stage_entry(pd->journal, &e, NULL), &journaled, &refused);
@@ -246,19 +275,7 @@ static int on_cumul_data(void *ud, tsync_node *node, const tsync_request *req, c
 		if (r < 0)
 			break;
 	}
-	if (r == 0)
-		r = journal__stage_mark(pd->journal, key);
-	if (r < 0) {
-		pd->stage_failed++;
-		r = 0;
-		goto leave;
-	}
-	pd->cumuls_journaled += journaled;
-	pd->intake_refused += refused;
-	if (refused)
-		log_warn(&pd->log, "cumul_data of %s for %s from %s: %" PRIu64 " thing(s) refused (not its things)",
-		         owner, day, req->from, refused);
-	*result = answer(journaled, refused, false);
+	r = finish(pd, key, r, journaled, refused, &pd->cumuls_journaled, result);
 leave:
 	free(text);
 	json_decref(root);

@@ -188,7 +188,8 @@ static void status_cb(void *arg, struct evhttp_request *req, const char *uri)
 		                    "thingsync_pushd_intake_duplicates_total %" PRIu64 "\n"
 		                    "# TYPE thingsync_pushd_intake_refused_total counter\n"
 		                    "thingsync_pushd_intake_refused_total %" PRIu64 "\n",
-		                    pd->recovered, pd->cumuls_journaled, pd->intake_duplicates, pd->intake_refused);
+		                    pd->recovered, pd->cumuls_journaled, pd->intake_duplicates,
+		                    pd->intake_refused);
 		httpd__metrics(pd->status_http, "thingsync_pushd_", out);
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 		                  "text/plain; version=0.0.4");
@@ -202,10 +203,10 @@ static void status_cb(void *arg, struct evhttp_request *req, const char *uri)
 		}
 		evbuffer_add_printf(
 		    out,
-		    "{\"source\":\"%s\",\"journal\":{\"stream\":\"%s\",\"cursor\":%" PRIu64 ",\"last_seq\":%" PRIu64
-		    ",\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"full\":%s},"
-		    "\"sender\":{\"connected\":%s,\"stream_refused\":%s,\"in_flight\":%s,\"posts_ok\":%" PRIu64
-		    ",\"posts_failed\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"refused\":%" PRIu64
+		    "{\"source\":\"%s\",\"journal\":{\"stream\":\"%s\",\"cursor\":%" PRIu64
+		    ",\"last_seq\":%" PRIu64 ",\"entries\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"full\":%s},"
+		    "\"sender\":{\"connected\":%s,\"stream_refused\":%s,\"in_flight\":%s,\"posts_ok\":"
+		    "%" PRIu64 ",\"posts_failed\":%" PRIu64 ",\"sent\":%" PRIu64 ",\"refused\":%" PRIu64
 		    ",\"backoff_ms\":%u},\"backpressure\":%s,\"duplicates_skipped\":%" PRIu64
 		    ",\"csv\":{\"imported\":%" PRIu64 ",\"refused\":%" PRIu64 ",\"done\":%s},"
 		    "\"intake\":{\"recovered\":%" PRIu64 ",\"cumuls\":%" PRIu64 ",\"duplicates\":%" PRIu64
@@ -225,23 +226,6 @@ static void status_cb(void *arg, struct evhttp_request *req, const char *uri)
 	}
 	evhttp_send_reply(req, 200, "OK", out);
 	evbuffer_free(out);
-}
-
-static int split_listen(const char *spec, char *host, size_t hostlen, uint16_t *port)
-{
-	const char *colon = strrchr(spec, ':');
-	char *end;
-	unsigned long p;
-
-	if (!colon || (size_t)(colon - spec) >= hostlen)
-		return -EINVAL;
-	p = strtoul(colon + 1, &end, 10);
-	if (*end || p > 65535)
-		return -EINVAL;
-	memcpy(host, spec, (size_t)(colon - spec));
-	host[colon - spec] = '\0';
-	*port = (uint16_t)p;
-	return 0;
 }
 
 /* The HTTP server's lines go through the daemon's logger (level, prefix). */
@@ -268,7 +252,7 @@ static int start_status(struct pushd *pd)
 	tsync_controller_info ci;
 
 	if (pd->opt.http_listen) {
-		if (split_listen(pd->opt.http_listen, host, sizeof(host), &port) < 0) {
+		if (httpd__split_listen(pd->opt.http_listen, host, sizeof(host), &port) < 0) {
 			log_error(&pd->log, "--http %s: want ADDR:PORT", pd->opt.http_listen);
 			return -EINVAL;
 		}

@@ -132,9 +132,10 @@ bool sender__idle(const struct sender *s);
 int csv__start(struct pushd *pd, struct csv_import *c, const char *path);
 void csv__resume(struct csv_import *c); /* after an ack made room */
 void csv__free(struct csv_import *c);
-/* Parses one CSV line (without its newline) into time, thing and value; the
- * strings point into `line`, which is modified. 0 or -EINVAL with `*why`. */
-int csv__parse_line(char *line, int64_t *time_us, const char **thing, tsync_value *v, const char **why);
+/* Parses one CSV line (without its newline) into an imported measurement
+ * (time, thing, value, and owner_boot and version when given); the strings
+ * point into `line`, which is modified. 0 or -EINVAL with `*why`. */
+int csv__parse_line(char *line, struct journal_entry *e, const char **why);
 
 /* intake.c: registers the handlers of recovery_data and cumul_data. */
 int intake__init(struct pushd *pd);

@@ -198,9 +198,8 @@ static json_t *value_json(const tsync_value *v)
 	}
 }
 
-static const char *const via_names[] = {[JOURNAL_VIA_LIVE] = NULL,
-                                        [JOURNAL_VIA_RECOVERY] = "recovery",
-                                        [JOURNAL_VIA_IMPORT] = "import"};
+static const char *const via_names[] = {
+    [JOURNAL_VIA_LIVE] = NULL, [JOURNAL_VIA_RECOVERY] = "recovery", [JOURNAL_VIA_IMPORT] = "import"};
 
 /* Adds the members of `x` (consumed) to `m`. */
 static int merge(json_t *m, json_t *x)
@@ -224,23 +223,23 @@ static json_t *entry_json(const struct journal_entry *e)
 	case JOURNAL_RECOVERY_GAP:
 		if (r == 0)
 			r = merge(m, json_pack("{s:s,s:o,s:I,s:I}", "kind", "recovery_gap", "owner",
-			                                    string_json(e->owner), "from", (json_int_t)e->from_us, "to",
-			                                    (json_int_t)e->to_us));
+			                       string_json(e->owner), "from", (json_int_t)e->from_us, "to",
+			                       (json_int_t)e->to_us));
 		break;
 	case JOURNAL_CUMUL:
 		/* Not JSON after all (it was when journaled): the collector quarantines the text. */
 		cumul = json_loads(e->cumul, 0, NULL);
 		if (r == 0)
 			r = merge(m, json_pack("{s:s,s:o,s:o,s:s,s:o}", "kind", "cumul", "owner",
-			                                    string_json(e->owner), "thing", string_json(e->thing), "day",
-			                                    e->day, "cumul", cumul ? cumul : string_json(e->cumul)));
+			                       string_json(e->owner), "thing", string_json(e->thing), "day",
+			                       e->day, "cumul", cumul ? cumul : string_json(e->cumul)));
 		break;
 	default:
 		if (r == 0)
-			r = merge(m, json_pack("{s:o,s:o,s:I,s:I,s:I}", "thing", string_json(e->thing), "value",
-			                                    value_json(&e->value), "time", (json_int_t)e->time_us,
-			                                    "owner_boot", (json_int_t)e->owner_boot, "version",
-			                                    (json_int_t)e->version));
+			r = merge(m, json_pack("{s:o,s:o,s:I,s:I,s:I}", "thing", string_json(e->thing),
+			                       "value", value_json(&e->value), "time", (json_int_t)e->time_us,
+			                       "owner_boot", (json_int_t)e->owner_boot, "version",
+			                       (json_int_t)e->version));
 		break;
 	}
 	if (r < 0) {

@@ -52,8 +52,9 @@ static void recover(struct recoveryd *rd, struct evhttp_request *req)
 	int err;
 
 	if (!json_is_object(body)) {
-		httpd__error(req, 400, "bad_request", "the body must be a JSON object {\"from\":SEC,\"to\":SEC}%s%s",
-		             why ? ": " : "", why ? why : "");
+		httpd__error(req, 400, "bad_request",
+		             "the body must be a JSON object {\"from\":SEC,\"to\":SEC}%s%s", why ? ": " : "",
+		             why ? why : "");
 		json_decref(body);
 		return;
 	}
@@ -66,28 +67,31 @@ static void recover(struct recoveryd *rd, struct evhttp_request *req)
 	} else if (!(rec = recoveryd__recover(rd, from_us, to_us, "manual", &err))) {
 		if (err == -ENOENT)
 			httpd__error(req, 409, "no_data_store", "%s",
-			             rd->push ? "no controller keeps a history of the things the push role uses"
-			                      : "the site has no controller with the role push");
+			             rd->push
+			                 ? "no controller keeps a history of the things the push role uses"
+			                 : "the site has no controller with the role push");
 		else
 			httpd__error(req, 500, "internal", "%s", tsync_strerror(err));
 	} else {
 		owners = json_array();
 		for (size_t i = 0; owners && i < rec->n_owners; i++)
 			json_array_append_new(owners, json_string(rec->owners[i].name));
-		httpd__reply_json(req, 202, json_pack("{s:s,s:o*,s:s}", "id", rec->id, "owners", owners,
-		                                      "deliver_to", rd->push));
+		httpd__reply_json(
+		    req, 202,
+		    json_pack("{s:s,s:o*,s:s}", "id", rec->id, "owners", owners, "deliver_to", rd->push));
 	}
 	json_decref(body);
 }
 
 static void status(struct recoveryd *rd, struct evhttp_request *req)
 {
-	json_t *j = json_pack("{s:s,s:b,s:I,s:s?,s:o*,s:{s:I,s:I,s:I}}", "controller", rd->name, "internet_lost",
-	                      rd->ledger.lost, "recovery_threshold_s", (json_int_t)(rd->threshold_ms / 1000),
-	                      "push_controller", rd->push, "ledger", ledger__to_json(&rd->ledger), "counters",
-	                      "connection_status_received", (json_int_t)rd->statuses_received,
-	                      "requests_sent", (json_int_t)rd->requests_sent, "requests_failed",
-	                      (json_int_t)rd->requests_failed);
+	json_t *j = json_pack(
+	    "{s:s,s:b,s:I,s:s?,s:o*,s:{s:I,s:I,s:I,s:I,s:I}}", "controller", rd->name, "internet_lost",
+	    rd->ledger.lost, "recovery_threshold_s", (json_int_t)(rd->threshold_ms / 1000), "push_controller",
+	    rd->push, "ledger", ledger__to_json(&rd->ledger), "counters", "connection_status_received",
+	    (json_int_t)rd->statuses_received, "requests_sent", (json_int_t)rd->requests_sent,
+	    "requests_failed", (json_int_t)rd->requests_failed, "probes_ok", (json_int_t)rd->probes_ok,
+	    "probes_failed", (json_int_t)rd->probes_failed);
 
 	httpd__reply_json(req, 200, j);
 }
@@ -133,7 +137,8 @@ static void metrics(struct recoveryd *rd, struct evhttp_request *req)
 	                    l->outages_short, l->recoveries, rd->statuses_received, rd->requests_sent,
 	                    rd->requests_failed, asked, answered, failed);
 	httpd__metrics(rd->http, "thingsync_recoveryd_", out);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "text/plain; version=0.0.4");
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	                  "text/plain; version=0.0.4");
 	evhttp_send_reply(req, 200, "OK", out);
 	evbuffer_free(out);
 }
@@ -171,9 +176,11 @@ int http__start(struct recoveryd *rd)
 			return -EINVAL;
 		}
 	} else {
-		if (tsync_site_controller(rd->site, (size_t)tsync_site_controller_find(rd->site, rd->name), &ci) < 0 ||
+		if (tsync_site_controller(rd->site, (size_t)tsync_site_controller_find(rd->site, rd->name),
+		                          &ci) < 0 ||
 		    ci.tcp_port == 0) {
-			log_warn(&rd->log, "no tcp_port for %s in site.conf and no --http: no HTTP API", rd->name);
+			log_warn(&rd->log, "no tcp_port for %s in site.conf and no --http: no HTTP API",
+			         rd->name);
 			return 0;
 		}
 		snprintf(host, sizeof(host), "%s", rd->opt.bind_host ? rd->opt.bind_host : ci.host);

@@ -34,8 +34,8 @@ static json_t *recovery_json(const struct recovery *r)
 		json_object_set_new(owners, o->name, oj);
 	}
 	j = json_pack("{s:s,s:I,s:I,s:I,s:s,s:o*}", "id", r->id, "from_us", (json_int_t)r->from_us, "to_us",
-	              (json_int_t)r->to_us, "asked_us", (json_int_t)r->asked_us, "reason", r->reason, "owners",
-	              owners);
+	              (json_int_t)r->to_us, "asked_us", (json_int_t)r->asked_us, "reason", r->reason,
+	              "owners", owners);
 	return j;
 }
 
@@ -119,7 +119,7 @@ int ledger__from_json(struct ledger *l, const char *text)
 			copy_str(o->name, sizeof(o->name), k);
 			o->state = st && !strcmp(st, "answered") ? OWNER_ANSWERED
 			           : st && !strcmp(st, "failed") ? OWNER_FAILED
-			                                          : OWNER_ASKED;
+			                                         : OWNER_ASKED;
 			o->chunks = int_of(ov, "chunks");
 			o->entries = int_of(ov, "entries");
 			o->trimmed = json_is_true(json_object_get(ov, "trimmed"));

@@ -30,6 +30,9 @@
 
 #include <event2/event.h>
 
+#include <curl/curl.h>
+
+#include "curlev.h"
 #include "httpd.h"
 #include "recoveryd.h"
 #include "site/site.h"
@@ -54,6 +57,9 @@ static const char usage_text[] =
     "      --thing NAME       the bool thing published (default internet_lost; it\n"
     "                         must be owned by this controller to be published)\n"
     "      --alive-ms N       how often the alive time is written (default 60000)\n"
+    "      --probe URL        also GET URL (the collector's /health) every --probe-ms:\n"
+    "                         no answer or not 200 is an outage until it answers 200\n"
+    "      --probe-ms N       the probe's period (default 30000)\n"
     "      --bind HOST        UDP address to bind instead of the controller's host\n"
     "      --http ADDR:PORT   the HTTP API (/v1/recover, /v1/status, /metrics); default\n"
     "                         the controller's host and tcp_port, none if unset\n"
@@ -156,8 +162,8 @@ static void ask_done(void *ud, tsync_node *node, int status, const char *result)
 	o = ask_owner(a);
 	if (status != 0) {
 		rd->requests_failed++;
-		log_error(&rd->log, "recovery %s: %s refused the recovery_data_request: %s", a->recovery, a->owner,
-		          tsync_strerror(status));
+		log_error(&rd->log, "recovery %s: %s refused the recovery_data_request: %s", a->recovery,
+		          a->owner, tsync_strerror(status));
 		if (o) {
 			o->state = OWNER_FAILED;
 			snprintf(o->error, sizeof(o->error), "%s", tsync_strerror(status));
@@ -194,12 +200,13 @@ static int ask_send(struct ask *a)
 	snprintf(body, sizeof(body),
 	         "{\"request_id\":\"%s.%zu\",\"time\":%.6f,\"lost_connection_time\":%.6f,"
 	         "\"restored_connection_time\":%.6f,\"deliver_to\":\"%s\"}",
-	         a->recovery, idx + 1, (double)now_us() / 1e6, (double)a->from_us / 1e6, (double)a->to_us / 1e6,
-	         rd->push);
+	         a->recovery, idx + 1, (double)now_us() / 1e6, (double)a->from_us / 1e6,
+	         (double)a->to_us / 1e6, rd->push);
 	r = tsync_node_request(rd->node, a->owner, "recovery_data_request", body, ask_done, a);
 	if (r < 0) {
 		rd->requests_failed++;
-		log_error(&rd->log, "recovery %s: cannot ask %s: %s", a->recovery, a->owner, tsync_strerror(r));
+		log_error(&rd->log, "recovery %s: cannot ask %s: %s", a->recovery, a->owner,
+		          tsync_strerror(r));
 		return r;
 	}
 	rd->requests_sent++;
@@ -258,7 +265,8 @@ struct recovery *recoveryd__recover(struct recoveryd *rd, int64_t from_us, int64
 		rec->owners[rec->n_owners++].state = OWNER_ASKED;
 		if (ask_send(a) < 0) {
 			rec->owners[rec->n_owners - 1].state = OWNER_FAILED;
-			snprintf(rec->owners[rec->n_owners - 1].error, sizeof(rec->owners[0].error), "not sent");
+			snprintf(rec->owners[rec->n_owners - 1].error, sizeof(rec->owners[0].error),
+			         "not sent");
 			free(a);
 		}
 	}
@@ -306,8 +314,9 @@ static void cause_clear(struct recoveryd *rd, const char *cause, int64_t at_us)
 		at_us = lost_us;
 	if ((uint64_t)(at_us - lost_us) < rd->threshold_ms * 1000) {
 		rd->ledger.outages_short++;
-		log_info(&rd->log, "outage over (%s): %.3f .. %.3f, %.1f s, under recovery_threshold (%" PRIu64
-		                   " s): nothing to recover",
+		log_info(&rd->log,
+		         "outage over (%s): %.3f .. %.3f, %.1f s, under recovery_threshold (%" PRIu64
+		         " s): nothing to recover",
 		         cause, (double)lost_us / 1e6, (double)at_us / 1e6, (double)(at_us - lost_us) / 1e6,
 		         rd->threshold_ms / 1000);
 		ledger_save(rd);
@@ -317,7 +326,8 @@ static void cause_clear(struct recoveryd *rd, const char *cause, int64_t at_us)
 	         (double)at_us / 1e6, (double)(at_us - lost_us) / 1e6);
 	if (!recoveryd__recover(rd, lost_us, at_us, "outage", &err)) {
 		log_warn(&rd->log, "no data store to ask (%s)",
-		         !rd->push ? "no controller with the role push" : "none keeps a history of what it uses");
+		         !rd->push ? "no controller with the role push"
+		                   : "none keeps a history of what it uses");
 		ledger_save(rd);
 	}
 }
@@ -401,6 +411,49 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 	}
 }
 
+/* --- the probe ------------------------------------------------------------------------ */
+
+static void probe_done(void *ud, int status, const char *error, const char *body, size_t len)
+{
+	struct recoveryd *rd = ud;
+
+	(void)body;
+	(void)len;
+	rd->probe_in_flight = false;
+	if (status == 200) {
+		rd->probes_ok++;
+		if (ledger__cause_has(&rd->ledger, "probe"))
+			cause_clear(rd, "probe", now_us());
+		return;
+	}
+	rd->probes_failed++;
+	if (!ledger__cause_has(&rd->ledger, "probe")) {
+		if (error)
+			log_warn(&rd->log, "probe %s: %s", rd->opt.probe_url, error);
+		else
+			log_warn(&rd->log, "probe %s: HTTP %d", rd->opt.probe_url, status);
+		/* Unreachable since the probe that found it so was sent. */
+		cause_set(rd, "probe", rd->probe_sent_us);
+	}
+}
+
+static void probe_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct recoveryd *rd = arg;
+	int r;
+
+	(void)fd;
+	(void)what;
+	if (rd->probe_in_flight)
+		return;
+	rd->probe_sent_us = now_us();
+	r = curlev__get(rd->client, rd->opt.probe_url, NULL, (long)rd->opt.probe_ms, NULL, probe_done, rd);
+	if (r < 0)
+		log_error(&rd->log, "probe %s: %s", rd->opt.probe_url, tsync_strerror(r));
+	else
+		rd->probe_in_flight = true;
+}
+
 /* --- life cycle ------------------------------------------------------------------------- */
 
 static void alive_cb(evutil_socket_t fd, short what, void *arg)
@@ -424,13 +477,15 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static int parse_args(int argc, char **argv, struct recoveryd_options *o)
 {
-	enum { O_THING = 256, O_ALIVE, O_BIND, O_HTTP };
+	enum { O_THING = 256, O_ALIVE, O_BIND, O_HTTP, O_PROBE, O_PROBE_MS };
 	static const struct option longopts[] = {
 	    {"site", required_argument, NULL, 's'},
 	    {"controller", required_argument, NULL, 'c'},
 	    {"state-dir", required_argument, NULL, 'd'},
 	    {"thing", required_argument, NULL, O_THING},
 	    {"alive-ms", required_argument, NULL, O_ALIVE},
+	    {"probe", required_argument, NULL, O_PROBE},
+	    {"probe-ms", required_argument, NULL, O_PROBE_MS},
 	    {"bind", required_argument, NULL, O_BIND},
 	    {"http", required_argument, NULL, O_HTTP},
 	    {"log-level", required_argument, NULL, 'v'},
@@ -461,6 +516,18 @@ static int parse_args(int argc, char **argv, struct recoveryd_options *o)
 			if (errno || end == optarg || *end || *optarg == '-' || x < 100 || x > 3600000)
 				goto bad;
 			o->alive_ms = (uint32_t)x;
+			break;
+		case O_PROBE_MS:
+			errno = 0;
+			x = strtoul(optarg, &end, 10);
+			if (errno || end == optarg || *end || *optarg == '-' || x < 100 || x > 3600000)
+				goto bad;
+			o->probe_ms = (uint32_t)x;
+			break;
+		case O_PROBE:
+			if (strncmp(optarg, "http://", 7) != 0 && strncmp(optarg, "https://", 8) != 0)
+				goto bad;
+			o->probe_url = optarg;
 			break;
 		case O_BIND:
 			o->bind_host = optarg;
@@ -510,9 +577,12 @@ static int ledger_load(struct recoveryd *rd)
 	if (rd->ledger.lost)
 		log_warn(&rd->log, "outage open since %.3f (%zu causes)", (double)rd->ledger.lost_us / 1e6,
 		         rd->ledger.n_causes);
-	/* Down since it was last alive: nobody watched meanwhile. */
+	/* Down since it was last alive: nobody watched meanwhile. An open
+	 * outage began while it was alive, so its loss time stays. */
 	if (rd->ledger.alive_us > 0)
-		cause_set(rd, "recoveryd", rd->ledger.alive_us);
+		cause_set(rd, "recoveryd",
+		          rd->ledger.lost && rd->ledger.lost_us > rd->ledger.alive_us ? rd->ledger.lost_us
+		                                                                      : rd->ledger.alive_us);
 	return 0;
 }
 
@@ -622,11 +692,24 @@ static int run(struct recoveryd *rd)
 		struct timeval tv = {o->alive_ms / 1000, (o->alive_ms % 1000) * 1000};
 		evtimer_add(rd->alive_ev, &tv);
 	}
+	if (o->probe_url) {
+		struct timeval tv = {o->probe_ms / 1000, (o->probe_ms % 1000) * 1000};
+		r = curlev__new(rd->base, &rd->client);
+		if (r < 0)
+			return r;
+		rd->probe_ev = event_new(rd->base, -1, EV_PERSIST, probe_cb, rd);
+		if (!rd->probe_ev)
+			return -ENOMEM;
+		evtimer_add(rd->probe_ev, &tv);
+		event_active(rd->probe_ev, EV_TIMEOUT, 0);
+	}
 	if (!rd->publish)
-		log_warn(&rd->log, "%s is not a bool thing owned by %s in %s: the outage state is not published",
+		log_warn(&rd->log,
+		         "%s is not a bool thing owned by %s in %s: the outage state is not published",
 		         o->thing, rd->name, o->site_path);
 	if (!rd->push)
-		log_warn(&rd->log, "no controller with the role push: outages are kept, nothing is recovered");
+		log_warn(&rd->log,
+		         "no controller with the role push: outages are kept, nothing is recovered");
 	log_info(&rd->log,
 	         "recovery role up: boot %" PRIu64 ", udp %u, recovery_threshold %" PRIu64 " s, push %s, %s",
 	         tsync_node_boot(rd->node), tsync_node_port(rd->node), rd->threshold_ms / 1000,
@@ -641,7 +724,10 @@ static int run(struct recoveryd *rd)
 static void cleanup(struct recoveryd *rd)
 {
 	httpd__free(rd->http);
+	curlev__free(rd->client);
 	tsync_node_free(rd->node);
+	if (rd->probe_ev)
+		event_free(rd->probe_ev);
 	if (rd->alive_ev)
 		event_free(rd->alive_ev);
 	if (rd->sig_int)
@@ -661,6 +747,7 @@ int main(int argc, char **argv)
 	memset(&rd, 0, sizeof(rd));
 	rd.opt.thing = "internet_lost";
 	rd.opt.alive_ms = 60000;
+	rd.opt.probe_ms = 30000;
 	rd.opt.log_level = TSYNC_LOG_INFO;
 	if (parse_args(argc, argv, &rd.opt) < 0)
 		return 2;
@@ -668,10 +755,15 @@ int main(int argc, char **argv)
 	rd.log.level = rd.opt.log_level;
 	rd.log.prefix = rd.opt.controller;
 	signal(SIGPIPE, SIG_IGN);
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "thingsync-recoveryd: curl_global_init failed\n");
+		return 1;
+	}
 	r = run(&rd);
 	if (r < 0)
 		log_error(&rd.log, "exiting: %s", tsync_strerror(r));
 	cleanup(&rd);
+	curl_global_cleanup();
 	if (rd.state_unusable)
 		return STATEDIR_EXIT_UNUSABLE;
 	return r < 0 ? 1 : 0;

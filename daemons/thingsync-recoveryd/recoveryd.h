@@ -28,6 +28,7 @@
 struct event_base;
 struct event;
 struct httpd;
+struct curlev;
 
 /* Why the path to the collector counts as down: each cause is set and
  * cleared by its own reporter; the outage lasts while any is set. */
@@ -67,7 +68,7 @@ struct ledger {
 		char name[LEDGER_CAUSE_LEN]; /* "connection_status:PUSH", "mesh:PUSH", "recoveryd" */
 		int64_t since_us;
 	} causes[LEDGER_MAX_CAUSES];
-	int64_t alive_us;      /* the daemon was last known alive */
+	int64_t alive_us;                       /* the daemon was last known alive */
 	int64_t last_restored_us, last_lost_us; /* the last outage closed */
 	uint64_t next_recovery;
 	uint64_t outages, outages_short, recoveries;
@@ -98,6 +99,8 @@ struct recoveryd_options {
 	const char *bind_host;
 	const char *http_listen; /* ADDR:PORT; NULL: the controller's host and tcp_port */
 	const char *thing;       /* the published thing (default internet_lost) */
+	const char *probe_url;   /* GET it every probe_ms: not 200 is an outage (NULL: no probe) */
+	uint32_t probe_ms;
 	uint32_t alive_ms;       /* how often the alive time is written */
 	tsync_log_level log_level;
 };
@@ -115,7 +118,11 @@ struct recoveryd {
 	uint64_t push_boot;    /* the push controller's boot as last seen */
 	struct ledger ledger;
 	struct httpd *http;
-	struct event *alive_ev, *sig_int, *sig_term;
+	struct curlev *client;     /* the probe's */
+	bool probe_in_flight;
+	int64_t probe_sent_us;
+	uint64_t probes_ok, probes_failed;
+	struct event *alive_ev, *probe_ev, *sig_int, *sig_term;
 	uint64_t statuses_received, requests_sent, requests_failed;
 	bool state_unusable;
 };

@@ -44,7 +44,7 @@
 
 struct answer {
 	tsync_node *node;
-	char *peer; /* where the chunks go: deliver_to, or the requester */
+	char *peer;           /* where the chunks go: deliver_to, or the requester */
 	json_t *head;         /* the members every chunk repeats */
 	json_t *entries;      /* every entry of the window, in order */
 	size_t next;          /* the first entry not yet sent */
@@ -132,20 +132,30 @@ static char *next_chunk(struct answer *a)
 
 static void chunk_done(void *ud, tsync_node *node, int status, const char *result);
 
+/* One chunk on its way: kept to be sent again when its outcome is unknown. */
+struct chunk_req {
+	struct answer *a;
+	char *text;
+};
+
 /* Sends chunks until RECOVERY_IN_FLIGHT are out or none is left. */
 static void pump(struct answer *a)
 {
 	while (!a->failed && a->in_flight < RECOVERY_IN_FLIGHT && a->chunk < a->chunks) {
-		char *text = next_chunk(a);
-		int r = text ? tsync_node_request(a->node, a->peer, "recovery_data", text, chunk_done, a)
-		             : -ENOMEM;
+		struct chunk_req *c = calloc(1, sizeof(*c));
+		int r = c && (c->text = next_chunk(a))
+		            ? tsync_node_request(a->node, a->peer, "recovery_data", c->text, chunk_done, c)
+		            : -ENOMEM;
 
-		free(text);
 		if (r < 0) {
+			if (c)
+				free(c->text);
+			free(c);
 			/* The requester asks again; what it got is counted there, once. */
 			a->failed = true;
 			break;
 		}
+		c->a = a;
 		a->chunk++;
 		a->in_flight++;
 	}
@@ -155,10 +165,18 @@ static void pump(struct answer *a)
 
 static void chunk_done(void *ud, tsync_node *node, int status, const char *result)
 {
-	struct answer *a = ud;
+	struct chunk_req *c = ud;
+	struct answer *a = c->a;
 
-	(void)node;
 	(void)result;
+	/* The receiver restarted between acting and keeping its answer: the
+	 * chunk goes again, the same (the receiver knows a chunk by its
+	 * request and number, and journals it once). */
+	if (status == TSYNC_EPEER_RESTARTED && !a->failed &&
+	    tsync_node_request(node, a->peer, "recovery_data", c->text, chunk_done, c) == 0)
+		return;
+	free(c->text);
+	free(c);
 	a->in_flight--;
 	/* Canceled (the node is freed) or refused: the rest is not sent; the
 	 * chunks already queued are the engine's and arrive once. */
@@ -258,9 +276,9 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 	                : RECOVERY_ENVELOPE;
 	/* The sender is the envelope's; the data store is named by "entity",
 	 * the request by "request". */
-	a->head = json_pack("{s:s,s:s,s:O,s:O,s:I}", "entity", tsync_node_name(node), "request", request,
-	                    "lost_connection_time", lj, "restored_connection_time", rj, "chunks",
-	                    (json_int_t)0);
+	a->head =
+	    json_pack("{s:s,s:s,s:O,s:O,s:I}", "entity", tsync_node_name(node), "request", request,
+	              "lost_connection_time", lj, "restored_connection_time", rj, "chunks", (json_int_t)0);
 	json_decref(j);
 	if (!a->peer || !a->entries || !a->head) {
 		answer_free(a);
@@ -273,9 +291,9 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 		answer_free(a);
 		return r;
 	}
-	if (w.trimmed &&
-	    json_object_set_new(a->head, "trimmed", json_pack("{s:I,s:I}", "from_us", (json_int_t)w.trimmed_from_us,
-	                                                      "to_us", (json_int_t)w.trimmed_to_us)) < 0) {
+	if (w.trimmed && json_object_set_new(a->head, "trimmed",
+	                                     json_pack("{s:I,s:I}", "from_us", (json_int_t)w.trimmed_from_us,
+	                                               "to_us", (json_int_t)w.trimmed_to_us)) < 0) {
 		answer_free(a);
 		return -ENOMEM;
 	}
@@ -285,7 +303,7 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 	json_object_set_new(a->head, "chunks", json_integer((json_int_t)a->chunks));
 	a->chunks = count_chunks(a);
 	json_object_set_new(a->head, "chunks", json_integer((json_int_t)a->chunks));
-	ans = json_pack("{s:s,s:s,s:I,s:I,s:b,s:I,s:I,s:b}", "request", request, "deliver_to", deliver_to,
+	ans = json_pack("{s:s,s:s,s:I,s:I,s:b,s:I,s:I,s:b}", "request", request, "deliver_to", a->peer,
 	                "chunks", (json_int_t)a->chunks, "entries", (json_int_t)json_array_size(a->entries),
 	                "trimmed", w.trimmed, "trimmed_from_us", (json_int_t)w.trimmed_from_us,
 	                "trimmed_to_us", (json_int_t)w.trimmed_to_us, "complete",

@@ -54,7 +54,7 @@
 #include "store/store.h"
 
 #define JOURNAL_MAP_SIZE      ((size_t)64 << 20)
-#define JOURNAL_MAX_DBS       5
+#define JOURNAL_MAX_DBS        5
 #define JOURNAL_RECORD_FORMAT 1
 #define JOURNAL_RECORD_HEADER 27
 #define JOURNAL_RECORD_FORMAT2 2
@@ -272,7 +272,8 @@ static int decode_entry(const MDB_val *key, const MDB_val *data, struct buf *tex
 	if (key->mv_size != 8 || data->mv_size < JOURNAL_RECORD_HEADER)
 		return -EBADMSG;
 	if (p[0] == JOURNAL_RECORD_FORMAT2) {
-		if (data->mv_size < JOURNAL_RECORD_HEADER2 || p[1] > JOURNAL_VIA_IMPORT || p[2] > JOURNAL_CUMUL)
+		if (data->mv_size < JOURNAL_RECORD_HEADER2 || p[1] > JOURNAL_VIA_IMPORT ||
+		    p[2] > JOURNAL_CUMUL)
 			return -EBADMSG;
 		via = (enum journal_via)p[1];
 		kind = (enum journal_kind)p[2];
@@ -715,8 +716,8 @@ int journal__stage_entry(struct journal *j, const struct journal_entry *e, uint6
 	r = fill_staged(s, e);
 	if (r == 0 && e->kind == JOURNAL_MEASUREMENT && (e->owner_boot || e->version)) {
 		uint64_t b = 0, v = 0;
-		/* A live value is always the newest; a recovered one may be older. */
-		if (e->via != JOURNAL_VIA_RECOVERY || journal__last_version(j, s->thing, &b, &v) == -ENOENT ||
+		/* A live value is always the newest; a recovered or imported one may be older. */
+		if (e->via == JOURNAL_VIA_LIVE || journal__last_version(j, s->thing, &b, &v) == -ENOENT ||
 		    e->owner_boot > b || (e->owner_boot == b && e->version > v))
 			r = stage_version(j, s->thing, e->owner_boot, e->version);
 	}
@@ -1209,8 +1210,9 @@ static int adopt_once(struct journal *j, const char *stream, uint64_t stored_seq
 			res->acked++;
 			continue;
 		}
-		known = e.kind == JOURNAL_MEASUREMENT && (e.owner_boot || e.version) ? find_version(v, nv, e.thing)
-		                                                                        : NULL;
+		known = e.kind == JOURNAL_MEASUREMENT && (e.owner_boot || e.version)
+		            ? find_version(v, nv, e.thing)
+		            : NULL;
 		if (!same && known && !version_after(e.owner_boot, e.version, known->owner_boot, known->version)) {
 			/* A value the old stream already carried (the mesh delivers the
 			 * current values again to a pushd that lost its journal):

@@ -226,9 +226,9 @@ struct journal_entry {
 	tsync_value value;
 	enum journal_via via;
 	enum journal_kind kind;
-	const char *owner; /* gap, cumul */
-	const char *day;   /* cumul */
-	const char *cumul; /* cumul */
+	const char *owner;      /* gap, cumul */
+	const char *day;        /* cumul */
+	const char *cumul;      /* cumul */
 	int64_t from_us, to_us; /* gap */
 };
 
@@ -270,8 +270,8 @@ int journal__stage(struct journal *j, int64_t time_us, const char *thing, const 
 
 /*
  * Stages any entry (seq ignored; strings copied), as journal__stage() does
- * for a live measurement. A recovered measurement raises the thing's last
- * version only when it is newer. 0, -EINVAL (a field missing or too long)
+ * for a live measurement. A recovered or imported measurement raises the
+ * thing's last version only when it is newer. 0, -EINVAL (a field missing or too long)
  * or -ENOMEM.
  */
 int journal__stage_entry(struct journal *j, const struct journal_entry *e, uint64_t *seq);

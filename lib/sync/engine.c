@@ -191,6 +191,11 @@ void sync__free(struct sync_engine *e)
 	for (size_t i = 0; i < e->n_undo; i++)
 		value__clear(&e->undo[i].val);
 	free(e->undo);
+	for (size_t i = 0; i < e->n_kept; i++) {
+		free(e->kept[i].err);
+		free(e->kept[i].res);
+	}
+	free(e->kept);
 	free(e->things);
 	free(e->peers);
 	free(e->flushq);
@@ -978,8 +983,6 @@ struct dedup_win *engine__window(struct sync_engine *e, struct sync_peer *p, uin
 void engine__window_done(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id,
                          const char *err, const char *res)
 {
-	bool had = dedup__answer(&w->d, id) != NULL;
-
 	/* Usually marked before the act already (engine__act_point): the
 	 * window is then written again only if the answer is worth keeping. */
 	if (dedup__check(&w->d, id) == DEDUP_NEW) {
@@ -989,10 +992,56 @@ void engine__window_done(struct sync_engine *e, struct sync_peer *p, struct dedu
 	if (dedup__remember(&w->d, id, err, res) < 0)
 		log_error(e->log, "out of memory remembering the answer to %s's request %llu", p->name,
 		          (unsigned long long)id);
-	if (e->durable && e->ops.persist_answer && (err || res || had)) {
-		e->ops.persist_answer(e->ops.ctx, p->name, w->ob, id, err, res);
+	/* Always, durable: it replaces the "outcome unknown" of
+	 * engine__window_pending(), after the commit hook (kept_flush()). */
+	if (e->durable && e->ops.persist_answer) {
+		struct kept_answer *k;
+		if (e->n_kept == e->cap_kept) {
+			size_t cap = e->cap_kept ? e->cap_kept * 2 : 16;
+			k = realloc(e->kept, cap * sizeof(*k));
+			if (!k) {
+				/* Left "outcome unknown" on disk: a resent request learns no more. */
+				log_error(e->log, "out of memory keeping the answer to %s's request %llu",
+				          p->name, (unsigned long long)id);
+				return;
+			}
+			e->kept = k;
+			e->cap_kept = cap;
+		}
+		k = &e->kept[e->n_kept];
+		k->peer = (uint32_t)(p - e->peers);
+		k->ob = w->ob;
+		k->id = id;
+		k->err = err ? util__strdup(err) : NULL;
+		k->res = res ? util__strdup(res) : NULL;
+		e->n_kept++;
 		e->persist_dirty = true;
 	}
+}
+
+/* Stages the kept answers (write) or forgets them. */
+static void kept_flush(struct sync_engine *e, bool write)
+{
+	for (size_t i = 0; i < e->n_kept; i++) {
+		struct kept_answer *k = &e->kept[i];
+		if (write)
+			e->ops.persist_answer(e->ops.ctx, e->peers[k->peer].name, k->ob, k->id, k->err,
+			                      k->res);
+		free(k->err);
+		free(k->res);
+	}
+	e->n_kept = 0;
+}
+
+void engine__window_pending(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id)
+{
+	/* Only an application with a commit hook says its acts are done at its
+	 * commit (a journal): for the others the act is its side effect, and
+	 * "done" is the better answer to a repeat after a crash in it. */
+	if (!e->durable || !e->ops.persist_answer || !e->commit_hook)
+		return;
+	e->ops.persist_answer(e->ops.ctx, p->name, w->ob, id, SYNC_ERR_UNKNOWN, NULL);
+	e->persist_dirty = true;
 }
 
 static void window_stage(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w)
@@ -1619,14 +1668,15 @@ void sync__flush(struct sync_engine *e, uint64_t now)
 	windows_stage(e);
 	if (e->persist_dirty || e->acts_pending) {
 		/* The durability rule: what we are about to acknowledge or
-		 * announce is on disk first, ours and the application's. */
+		 * announce is on disk first, ours and the application's. The
+		 * application's first: our commit holds the answers kept for
+		 * requests sent again, and an answer on disk before what the
+		 * handler staged would, after a crash between the two, tell the
+		 * sender "done" for a request whose act was lost. In this order
+		 * such a request is answered "outcome unknown" instead
+		 * (TSYNC_EPEER_RESTARTED), or the application recognises it. */
 		int r = 0;
-		if (e->persist_dirty && e->ops.commit) {
-			r = e->ops.commit(e->ops.ctx);
-			if (r < 0)
-				log_error(e->log, "state commit failed: %s", tsync_strerror(r));
-		}
-		if (r == 0 && e->acts_pending && e->commit_hook) {
+		if (e->acts_pending && e->commit_hook) {
 			r = e->commit_hook(e->commit_userdata, e->node);
 			/* Under backpressure this fails for every batch: say it when
 			 * it starts and when it ends, not each time. */
@@ -1640,8 +1690,21 @@ void sync__flush(struct sync_engine *e, uint64_t now)
 				log_info(e->log, "commit hook succeeds again: acknowledging");
 			e->commit_failing = r < 0;
 		}
-		if (r < 0 && e->commit_hook)
+		if (r < 0 && e->commit_hook) {
 			rollback(e);
+			/* The windows without the undone marks replace the staged ones. */
+			windows_stage(e);
+		}
+		kept_flush(e, r == 0);
+		if (e->persist_dirty && e->ops.commit) {
+			int c = e->ops.commit(e->ops.ctx);
+			if (c < 0) {
+				log_error(e->log, "state commit failed: %s", tsync_strerror(c));
+				if (r == 0 && e->commit_hook)
+					rollback(e);
+				r = c;
+			}
+		}
 		forget_undo(e);
 		e->persist_dirty = false;
 		e->acts_pending = false;

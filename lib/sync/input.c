@@ -528,10 +528,14 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 	 * and the act, the shorter the instant in which a crash loses it. */
 	json = json_dumps((json_t *)m->obj, JSON_COMPACT);
 	if (w) {
-		/* Marked done, durably, before the handler acts (engine__act_point). */
+		/* Marked done, durably, before the handler acts (engine__act_point),
+		 * with "outcome unknown" as its answer until the act's own answer
+		 * is written after it: a crash in between answers the request sent
+		 * again with that, not with "done". */
 		engine__undo_mark(e, p, w->ob, m->id);
 		dedup__mark(&w->d, m->id);
 		w->dirty = true;
+		engine__window_pending(e, p, w, m->id);
 		if (engine__act_point(e, p, w) < 0) {
 			unwind_request(e, p, w, m->id);
 			free(json);

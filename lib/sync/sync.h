@@ -23,9 +23,15 @@
  *    (origin boot, id): the peer answers what it already did from the
  *    restored window and acts on the rest, exactly once. A sender with a
  *    state directory keeps its unanswered requests (and set requests on
- *    copies) in the store too and resumes them after its own restart. Left
- *    open: a crash between an act and the commit that follows it (the
- *    window does not have the id, so a resent request acts again). Towards
+ *    copies) in the store too and resumes them after its own restart. The
+ *    mark is committed before the act (at most once); answers are written
+ *    after the application's commit hook. With a commit hook (the act is
+ *    done when the hook has committed it: a journal), "outcome unknown" is
+ *    the answer kept until then, so a crash between the act and that
+ *    commit answers a resent request TSYNC_EPEER_RESTARTED, never "done"
+ *    for an act whose effect was lost; an idempotent receiver (pushd's
+ *    commit marks) lets its sender send it again. Without one, such a
+ *    repeat is answered done, with no result. Towards
  *    a peer without durable windows, a request in flight when it restarts
  *    completes as TSYNC_EPEER_RESTARTED (at most once).
  *  - Every datagram names the receiver's boot (to_boot); a node acts only on
@@ -352,6 +358,10 @@ struct sync_engine {
 	bool commit_failing; /* the last commit hook call failed */
 	struct undo *undo;
 	size_t n_undo, cap_undo;
+	/* Answers to keep, written only after the commit hook (sync__flush):
+	 * on disk before the application's act they would say "done" for it. */
+	struct kept_answer *kept;
+	size_t n_kept, cap_kept;
 
 	uint64_t rejected_unknown[TSYNC_REJ_COUNT];
 	bool durable; /* windows and requests go to the store (sync__set_durable) */
@@ -453,11 +463,21 @@ struct dedup_win *engine__window(struct sync_engine *e, struct sync_peer *p, uin
  * precedes the answers: a power cut between the act and that commit may
  * undo the mark, and the repeat acts again (at least once); a crash in the
  * instant between this commit and the act's start loses the act, answered
- * as done. 0, or the commit's error (then the caller must not act). */
+ * "outcome unknown" (engine__window_pending) to the sender. 0, or the commit's error (then the caller must
+ * not act). */
 int engine__act_point(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w);
 /* Marks id executed in w, and remembers its answer (strings copied). */
 void engine__window_done(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id,
                          const char *err, const char *res);
+struct kept_answer {
+	uint32_t peer;
+	uint64_t ob, id;
+	char *err, *res;
+};
+/* Before a request's act, with a commit hook: "outcome unknown" staged as its
+ * answer, which the act's own answer (engine__window_done) replaces in the
+ * commit after the hook's. */
+void engine__window_pending(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id);
 int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out);
 void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size_t len);
 /* The level a refusal for `why` is logged at (routine ones at debug). */

@@ -1272,6 +1272,48 @@ static int journal_commit(void *ud, tsync_node *node)
 	return 0;
 }
 
+/*
+ * The same crash on a receiver with a commit hook (its acts are done when
+ * the hook has committed them: pushd's journal): the repeat is answered
+ * "outcome unknown", not done, and still not acted on a second time; the
+ * sender may send it again as a new request. A request answered before
+ * the crash is still answered done from the window.
+ */
+static void test_crash_between_act_and_hook(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 29);
+	struct journal j = {0};
+	struct done_rec d, ok;
+
+	mstores[0].on = true;
+	node_stop(s, 0);
+	node_start(s, 0);
+	sync__set_commit_hook(s->n[0].e, journal_commit, &j);
+	assert_true(sim_settle(s, 5000000));
+	memset(&d, 0, sizeof(d));
+	memset(&ok, 0, sizeof(ok));
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done, &ok, s->now), 0);
+	assert_true(sim_settle(s, 5000000));
+	assert_int_equal(ok.status, 0);
+	assert_int_equal(j.commits, 1);
+
+	s->n[0].crash_after_act = true;
+	assert_int_equal(
+	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done, &d, s->now), 0);
+	sim_run(s, s->now + 50000);
+	assert_false(s->n[0].alive);
+	assert_int_equal(s->n[0].cmds, 2);
+	assert_int_equal(j.commits, 1); /* the hook never ran for it */
+	node_start(s, 0);
+	sync__set_commit_hook(s->n[0].e, journal_commit, &j);
+	assert_true(sim_settle(s, 20000000));
+	assert_int_equal(s->n[0].cmds, 2);
+	assert_int_equal(d.calls, 1);
+	assert_int_equal(d.status, TSYNC_EPEER_RESTARTED);
+	sim_free(s);
+}
+
 /* An owner whose output fails: its hooks say so, and count their calls. */
 struct act {
 	int fail; /* the code the hooks return (0: they succeed) */
@@ -1696,6 +1738,7 @@ int main(void)
 	    cmocka_unit_test(test_version_ordering),
 	    cmocka_unit_test(test_legacy_seed_list),
 	    cmocka_unit_test(test_commit_hook_backpressure),
+	    cmocka_unit_test(test_crash_between_act_and_hook),
 	    cmocka_unit_test(test_request_limits),
 	    cmocka_unit_test(test_durable_window_restart),
 	    cmocka_unit_test(test_origin_boot_window),

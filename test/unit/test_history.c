@@ -951,13 +951,15 @@ static void test_site_keys(void **state)
 	assert_int_equal(load_conf(f,
 	                           "[site]\nname = h\n"                                  /* 1-2 */
 	                           "[controller a]\nhost = 127.0.0.1\nudp_port = 7000\n" /* 3-5 */
-	                           "recovery_threshold = 60\n"                            /* 6 */
+	                           "recovery_threshold = 60\n"                           /* 6 */
 	                           "[controller r]\nhost = 127.0.0.1\nudp_port = 7001\n" /* 7-9 */
-	                           "roles = recovery\nrecovery_threshold = soon\n",       /* 10-11 */
+	                           "roles = recovery\nrecovery_threshold = soon\n",      /* 10-11 */
 	                           &site, &errors),
 	                 TSYNC_ESITE);
 	assert_non_null(errors);
-	assert_non_null(strstr(errors, ":6: controller 'a': recovery_threshold is set but the controller has no role 'recovery'"));
+	assert_non_null(strstr(
+	    errors,
+	    ":6: controller 'a': recovery_threshold is set but the controller has no role 'recovery'"));
 	assert_non_null(strstr(errors, ":11: controller 'r': recovery_threshold = 'soon' is not a duration"));
 	free(errors);
 }

@@ -45,6 +45,10 @@ static void usage(FILE *f)
 	           "                                 sends a new site.conf to every controller (or -n,\n"
 	           "                                 or --to's), signed for those alone\n"
 	           "  keygen FILE                    writes a new site key (mode 0600)\n"
+	           "  recover --from TIME --to TIME  asks the recovery controller (-n, or the site's\n"
+	           "                                 role recovery) to recover a window: TIME is\n"
+	           "                                 seconds since the epoch, YYYY-MM-DDTHH:MM[:SS]\n"
+	           "                                 (local), now, or now-90m / now-2h / now-1d\n"
 	           "\n"
 	           "Options:\n"
 	           "  -c, --config FILE   site.conf (default $THINGSYNC_SITE or " DEFAULT_SITE ")\n"
@@ -920,6 +924,127 @@ static int cmd_keygen(struct ctl *c, int argc, char **argv)
 	return EXIT_OK;
 }
 
+/* --- recover (thingsync-recoveryd's POST /v1/recover) ----------------------------- */
+
+/* A time of the command line as seconds since the epoch. 0 or -EINVAL. */
+static int parse_time(const char *s, double *out)
+{
+	static const char *const formats[] = {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M",
+	                                      "%Y-%m-%d %H:%M"};
+	char *end;
+	double x;
+
+	if (!strncmp(s, "now", 3)) {
+		double unit = 0;
+		*out = (double)time(NULL);
+		if (!s[3])
+			return 0;
+		if (s[3] != '-')
+			return -EINVAL;
+		x = strtod(s + 4, &end);
+		unit = !strcmp(end, "s")   ? 1
+		       : !strcmp(end, "m") ? 60
+		       : !strcmp(end, "h") ? 3600
+		       : !strcmp(end, "d") ? 86400
+		                           : 0;
+		if (end == s + 4 || unit == 0 || x < 0)
+			return -EINVAL;
+		*out -= x * unit;
+		return 0;
+	}
+	x = strtod(s, &end);
+	if (end != s && !*end && x >= 0) {
+		*out = x;
+		return 0;
+	}
+	for (size_t i = 0; i < sizeof(formats) / sizeof(formats[0]); i++) {
+		struct tm tm;
+		const char *rest;
+		memset(&tm, 0, sizeof(tm));
+		rest = strptime(s, formats[i], &tm);
+		if (rest && !*rest) {
+			tm.tm_isdst = -1;
+			*out = (double)mktime(&tm);
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* The controller with the role recovery, or NULL. */
+static const char *recovery_controller(struct ctl *c)
+{
+	for (size_t i = 0; c->site && i < tsync_site_controller_count(c->site); i++) {
+		tsync_controller_info ci;
+		tsync_site_controller(c->site, i, &ci);
+		for (size_t k = 0; k < ci.n_roles; k++)
+			if (!strcmp(ci.roles[k], "recovery"))
+				return ci.name;
+	}
+	return NULL;
+}
+
+static int cmd_recover(struct ctl *c, int argc, char **argv)
+{
+	const char *from_s = NULL, *to_s = NULL, *dflt;
+	double from, to;
+	char body[128], *base;
+	struct reply r;
+	int rc;
+
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--from") && i + 1 < argc)
+			from_s = argv[++i];
+		else if (!strcmp(argv[i], "--to") && i + 1 < argc)
+			to_s = argv[++i];
+		else
+			from_s = to_s = NULL, i = argc;
+	}
+	if (!from_s || !to_s) {
+		fprintf(stderr, "usage: thingsctl recover --from TIME --to TIME\n");
+		return EXIT_USAGE;
+	}
+	if (parse_time(from_s, &from) < 0 || parse_time(to_s, &to) < 0) {
+		fprintf(stderr,
+		        "thingsctl: recover: '%s': not a time (seconds since the epoch, "
+		        "YYYY-MM-DDTHH:MM[:SS], now, now-2h)\n",
+		        parse_time(from_s, &from) < 0 ? from_s : to_s);
+		return EXIT_USAGE;
+	}
+	if (from >= to) {
+		fprintf(stderr, "thingsctl: recover: --from must be before --to\n");
+		return EXIT_USAGE;
+	}
+	dflt = c->name || c->url ? NULL : recovery_controller(c);
+	if (!c->name && !c->url && !dflt) {
+		if (!need_site(c))
+			fprintf(stderr, "thingsctl: %s has no controller with the role recovery\n",
+			        c->conf_path);
+		return EXIT_UNKNOWN;
+	}
+	base = base_for(c, dflt);
+	if (!base)
+		return EXIT_USAGE;
+	snprintf(body, sizeof(body), "{\"from\":%.6f,\"to\":%.6f}", from, to);
+	client__request(c, base, "POST", "/v1/recover", body, strlen(body), NULL, &r);
+	free(base);
+	rc = r.status == 202 ? EXIT_OK : client__exit_code(&r, "recover");
+	if (rc == EXIT_OK) {
+		json_t *j = r.json, *o;
+		size_t i;
+		if (c->json) {
+			print_json(j);
+		} else {
+			printf("recovery %s: asked", json_string_value(json_object_get(j, "id")));
+			json_array_foreach(json_object_get(j, "owners"), i, o)
+			    printf(" %s", json_string_value(o));
+			printf(", delivered to %s\n", json_string_value(json_object_get(j, "deliver_to")));
+		}
+	}
+	client__reply_free(&r);
+	return rc;
+}
+
 int main(int argc, char **argv)
 {
 	enum { OPT_URL = 256 };
@@ -942,7 +1067,7 @@ int main(int argc, char **argv)
 	    {"get", cmd_get, true},       {"set", cmd_set, true},        {"pulse", cmd_pulse, true},
 	    {"ask", cmd_ask, true},       {"cmd", cmd_cmd, true},        {"watch", cmd_watch, true},
 	    {"peers", cmd_peers, true},   {"status", cmd_status, true},  {"reload", cmd_reload, true},
-	    {"deploy", cmd_deploy, true}, {"keygen", cmd_keygen, false},
+	    {"deploy", cmd_deploy, true}, {"keygen", cmd_keygen, false}, {"recover", cmd_recover, true},
 	};
 	struct ctl c;
 	char *end;

@@ -17,7 +17,8 @@ static long push_items(struct env *e, const char *items, json_t **out)
 	char *body = NULL;
 	long status;
 
-	assert_true(asprintf(&body, "{\"source\":\"PUSH\",\"stream\":\"%s\",\"boot\":1,\"measurements\":[%s]}",
+	assert_true(asprintf(&body,
+	                     "{\"source\":\"PUSH\",\"stream\":\"%s\",\"boot\":1,\"measurements\":[%s]}",
 	                     TEST_STREAM, items) > 0);
 	status = signed_http(e, "POST", "/v1/push", body, out);
 	free(body);
@@ -67,7 +68,8 @@ static void check_items(struct env *e)
 	size_t i;
 
 	snprintf(items, sizeof(items),
-	         "{\"seq\":1,\"thing\":\"t0\",\"value\":5,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":1},"
+	         "{\"seq\":1,\"thing\":\"t0\",\"value\":5,\"time\":%" PRId64
+	         ",\"owner_boot\":3,\"version\":1},"
 	         "{\"seq\":2,\"thing\":\"t0\",\"value\":5,\"time\":%" PRId64
 	         ",\"owner_boot\":3,\"version\":1,\"source\":\"recovery\"},"
 	         "{\"seq\":3,\"thing\":\"t0\",\"value\":6,\"time\":%" PRId64
@@ -98,7 +100,9 @@ static void check_items(struct env *e)
 	}
 	/* The recovered change again, live now: a copy; it keeps the path it came by first. */
 	snprintf(items, sizeof(items),
-	         "{\"seq\":11,\"thing\":\"t0\",\"value\":6,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":2}", t + 5);
+	         "{\"seq\":11,\"thing\":\"t0\",\"value\":6,\"time\":%" PRId64
+	         ",\"owner_boot\":3,\"version\":2}",
+	         t + 5);
 	assert_int_equal(push_items(e, items, &j), 200);
 	assert_int_equal(jint(j, "stored", NULL), 0);
 	assert_int_equal(jint(j, "copies", NULL), 1);
@@ -111,7 +115,8 @@ static void check_items(struct env *e)
 	{
 		assert_string_equal(json_string_value(json_object_get(m, "owner")), "OWNER");
 		assert_int_equal(jint(m, "version", NULL), (int64_t)i + 1);
-		assert_string_equal(json_string_value(json_object_get(m, "via")), i == 0 ? "live" : "recovery");
+		assert_string_equal(json_string_value(json_object_get(m, "via")),
+		                    i == 0 ? "live" : "recovery");
 	}
 	json_decref(j);
 	/* Every sequence is accounted for: no hole, nothing missing. */
@@ -156,11 +161,12 @@ static void check_items(struct env *e)
 	}
 	json_decref(j);
 	/* A sequence of an item sent again with other content: the stream went backwards. */
-	assert_int_equal(push_items(e,
-	                            "{\"seq\":4,\"kind\":\"recovery_gap\",\"owner\":\"OWNER\",\"from\":1764547200000000,"
-	                            "\"to\":1764550800000001}",
-	                            &j),
-	                 409);
+	assert_int_equal(
+	    push_items(e,
+	               "{\"seq\":4,\"kind\":\"recovery_gap\",\"owner\":\"OWNER\",\"from\":1764547200000000,"
+	               "\"to\":1764550800000001}",
+	               &j),
+	    409);
 	json_decref(j);
 	assert_int_equal(count_of(e, "/v1/recovery_gaps", "gaps"), 1);
 }
@@ -199,14 +205,17 @@ static void test_collector_items_postgres(void **state)
 static void test_migrate_2_sqlite(void **state)
 {
 	static const char *const v2[] = {
-	    "CREATE TABLE measurements (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT NULL,"
+	    "CREATE TABLE measurements (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT "
+	    "NOT NULL,"
 	    " thing TEXT NOT NULL, vtype TEXT NOT NULL, value TEXT NOT NULL, time_us BIGINT NOT NULL,"
 	    " owner_boot BIGINT NOT NULL, version BIGINT NOT NULL, received_us BIGINT NOT NULL,"
 	    " PRIMARY KEY (source, stream, seq))",
-	    "CREATE TABLE rejected (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT NULL,"
+	    "CREATE TABLE rejected (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT "
+	    "NULL,"
 	    " field TEXT NOT NULL, error TEXT NOT NULL, item TEXT NOT NULL, received_us BIGINT NOT NULL,"
 	    " PRIMARY KEY (source, stream, seq))",
-	    "CREATE TABLE sources (source TEXT PRIMARY KEY, last_seen_us BIGINT NOT NULL, last_seq BIGINT NOT NULL,"
+	    "CREATE TABLE sources (source TEXT PRIMARY KEY, last_seen_us BIGINT NOT NULL, last_seq BIGINT "
+	    "NOT NULL,"
 	    " boot BIGINT NOT NULL, stream TEXT NOT NULL DEFAULT '')",
 	    "CREATE TABLE streams (source TEXT NOT NULL, stream TEXT NOT NULL, first_seq BIGINT NOT NULL,"
 	    " last_seq BIGINT NOT NULL, first_us BIGINT NOT NULL, last_us BIGINT NOT NULL,"
@@ -214,8 +223,10 @@ static void test_migrate_2_sqlite(void **state)
 	    "CREATE TABLE thingsync_schema (version BIGINT NOT NULL)",
 	    "INSERT INTO thingsync_schema VALUES (2)",
 	    "INSERT INTO measurements VALUES"
-	    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, 't0', 'int', '1', 1700000000000000, 3, 1, 1700000000000000),"
-	    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 2, 't0', 'int', '2', 1700000000000001, 3, 2, 1700000000000000),"
+	    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, 't0', 'int', '1', 1700000000000000, 3, 1, "
+	    "1700000000000000),"
+	    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 2, 't0', 'int', '2', 1700000000000001, 3, 2, "
+	    "1700000000000000),"
 	    " ('PUSH', '" TEST_STREAM "', 1, 't0', 'int', '2', 1700000000000005, 3, 2, 1700000000000009),"
 	    " ('PUSH', '" TEST_STREAM "', 2, 't1', 'int', '7', 1700000000000006, 3, 1, 1700000000000009)",
 	    "INSERT INTO sources VALUES ('PUSH', 1700000000000009, 2, 1, '" TEST_STREAM "')",
@@ -240,7 +251,8 @@ static void test_migrate_2_sqlite(void **state)
 	{
 		assert_string_equal(json_string_value(json_object_get(m, "owner")), "OWNER");
 		assert_string_equal(json_string_value(json_object_get(m, "via")), "live");
-		assert_string_equal(json_string_value(json_object_get(m, "stream")), "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+		assert_string_equal(json_string_value(json_object_get(m, "stream")),
+		                    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
 	}
 	json_decref(j);
 	src = source_push(e);
@@ -260,4 +272,932 @@ static void test_migrate_2_sqlite(void **state)
 	stop_proc(&e->collector, SIGTERM);
 	start_collector(e, NULL);
 	assert_int_equal(count_of(e, "/v1/measurements?thing=t0", "measurements"), 2);
+}
+
+/* --- pushd's intake: recovery chunks from a real owner's history ------------------------ */
+
+/* RECOV's recovery_data_request to OWNER and its answer. */
+struct rreq {
+	bool done;
+	int status;
+	int64_t chunks, entries;
+	bool trimmed;
+};
+
+static void rreq_done(void *ud, tsync_node *node, int status, const char *result)
+{
+	struct rreq *q = ud;
+	json_t *j = result ? json_loads(result, 0, NULL) : NULL;
+
+	if (q->done)
+		fprintf(stderr, "recovery_data_request answered again: %d %s\n", status,
+		        result ? result : "-");
+	if (q->done)
+		return;
+	q->done = true;
+	q->status = status;
+	if (!j || !json_object_get(j, "entries"))
+		fprintf(stderr, "recovery_data_request answered %d: %s\n", status,
+		        result ? result : "(none)");
+	q->chunks = jint(j, "chunks", NULL);
+	q->entries = jint(j, "entries", NULL);
+	q->trimmed = json_is_true(json_object_get(j, "trimmed"));
+	json_decref(j);
+}
+
+/* OWNER again, with a state directory and its history on (bounded by `max_bytes`, 0: none). */
+static void owner_with_history(struct env *e, uint64_t max_bytes)
+{
+	tsync_history_limits lim = {0, max_bytes};
+	tsync_node_options o;
+	char dir[600];
+
+	tsync_node_free(e->owner);
+	snprintf(dir, sizeof(dir), "%s/owner", e->dir);
+	tsync_node_options_init(&o);
+	o.site = e->site;
+	o.controller = "OWNER";
+	o.state_dir = dir;
+	o.event_base = e->base;
+	o.log = harness_log;
+	o.log_level = getenv("THINGSYNC_TEST_LOG") ? TSYNC_LOG_INFO : TSYNC_LOG_ERROR;
+	assert_int_equal(tsync_node_new(&o, &e->owner), 0);
+	assert_int_equal(tsync_node_history_enable(e->owner, &lim), 0);
+}
+
+/* Sets r0..r{R_THINGS-1} to `n` new values, base + i (unique), and commits OWNER. */
+static void set_r_values(struct env *e, int64_t base, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char name[16];
+		tsync_value v = tsync_int(base + i);
+
+		snprintf(name, sizeof(name), "r%d", i % R_THINGS);
+		assert_int_equal(tsync_node_set(e->owner, name, &v), 0);
+	}
+	assert_int_equal(tsync_node_commit(e->owner), 0);
+}
+
+static void ask_recovery(struct env *e, struct rreq *q, int64_t from_s, int64_t to_s, const char *id)
+{
+	char body[256];
+
+	memset(q, 0, sizeof(*q));
+	snprintf(body, sizeof(body),
+	         "{\"lost_connection_time\":%" PRId64 ",\"restored_connection_time\":%" PRId64
+	         ",\"deliver_to\":\"PUSH\",\"request_id\":\"%s\"}",
+	         from_s, to_s, id);
+	assert_int_equal(tsync_node_request(e->recov, "OWNER", "recovery_data_request", body, rreq_done, q),
+	                 0);
+}
+
+/* The request answered and every chunk delivered (OWNER has nothing unanswered). */
+static bool pred_recovered(struct env *e, void *arg)
+{
+	struct rreq *q = arg;
+	return q->done && tsync_node_unsettled(e->owner) == 0;
+}
+
+/* How often each value base..base+n-1 of `thing` is stored; the others are counted in *other. */
+static void count_values(struct env *e, const char *thing, int64_t base, int64_t n, int *count,
+                         int64_t *other)
+{
+	int64_t after = 0;
+
+	for (;;) {
+		char path[200];
+		json_t *page, *m;
+		size_t i, got;
+
+		snprintf(path, sizeof(path), "/v1/measurements?thing=%s&after_seq=%" PRId64 "&limit=10000",
+		         thing, after);
+		page = col_get(e, path);
+		assert_non_null(page);
+		got = json_array_size(json_object_get(page, "measurements"));
+		json_array_foreach(json_object_get(page, "measurements"), i, m)
+		{
+			int64_t v = jint(m, "value", NULL);
+			if (v >= base && v < base + n)
+				count[v - base]++;
+			else
+				(*other)++;
+			after = jint(m, "seq", NULL);
+		}
+		json_decref(page);
+		if (got < 10000)
+			break;
+	}
+}
+
+/* The collector's metric `name` (a counter without labels). */
+static int64_t col_metric(struct env *e, const char *name)
+{
+	char url[256];
+	struct curl_slist *h = NULL;
+	CURL *c = curl_easy_init();
+	FILE *mem;
+	char *text = NULL, *p;
+	size_t len = 0;
+	int64_t v = -1;
+
+	snprintf(url, sizeof(url), "%s/metrics", e->col_url);
+	mem = open_memstream(&text, &len);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, mem);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 10L);
+	assert_int_equal(curl_easy_perform(c), CURLE_OK);
+	curl_easy_cleanup(c);
+	curl_slist_free_all(h);
+	fclose(mem);
+	for (p = text; p && (p = strstr(p, name)); p += strlen(name))
+		if ((p == text || p[-1] == '\n') && p[strlen(name)] == ' ')
+			v = strtoll(p + strlen(name) + 1, NULL, 10);
+	free(text);
+	return v;
+}
+
+/* Every value stored exactly once; else the runs that are not, then a failure. */
+static void check_once(const int *count, int64_t base, int n)
+{
+	int bad = 0;
+
+	for (int i = 0; i < n; i++) {
+		int j = i;
+		if (count[i] == 1)
+			continue;
+		while (j + 1 < n && count[j + 1] == count[i])
+			j++;
+		fprintf(stderr, "values %" PRId64 "..%" PRId64 " stored %d times\n", base + i, base + j,
+		        count[i]);
+		bad += j - i + 1;
+		i = j;
+	}
+	if (bad)
+		fail_msg("%d of %d values not stored exactly once", bad, n);
+}
+
+/*
+ * pushd killed -9 again and again while an owner's history arrives as
+ * recovery chunks: every change is journaled exactly once (the collector
+ * counts no copy: nothing reached it twice) and stored exactly once.
+ */
+static void test_recovery_intake_kill9(void **state)
+{
+	struct env *e = *state;
+	const int n = 6000;
+	const int64_t base = 5000000;
+	unsigned seed = (unsigned)now_us();
+	int *count = calloc((size_t)n, sizeof(int));
+	int64_t from_s, to_s, other = 0, copies;
+	int kills = 0;
+	struct rreq q;
+	json_t *src;
+
+	fprintf(stderr, "recovery intake kill test, seed %u\n", seed);
+	start_collector(e, NULL);
+	owner_with_history(e, 0);
+	start_pushd_ready(e);
+	from_s = now_us() / 1000000 - 1;
+	set_r_values(e, base, n);
+	{
+		tsync_value v = tsync_int(base + n);
+		assert_int_equal(tsync_node_set(e->owner, "q0", &v), 0);
+	}
+	to_s = now_us() / 1000000 + 1;
+	ask_recovery(e, &q, from_s, to_s, "kill9");
+	for (int round = 0; round < 6 && !pred_recovered(e, &q); round++) {
+		struct timeval tv = {0, (suseconds_t)(rand_r(&seed) % 120000)};
+
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+		kills += !pred_recovered(e, &q);
+		stop_proc(&e->pushd, SIGKILL);
+		tv.tv_usec = (suseconds_t)(rand_r(&seed) % 100000);
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+		start_pushd_ready(e);
+	}
+	assert_true(wait_for(e, pred_recovered, &q, 120000));
+	fprintf(stderr, "pushd killed -9 %d times while chunks arrived\n", kills);
+	assert_true(kills >= 2);
+	if (q.status != 0 || q.entries != n + 1)
+		fail_msg("recovery_data_request answered %d, %" PRId64 " entries", q.status, q.entries);
+	assert_true(q.chunks > 100);
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	{
+		json_t *st = pushd_status(e);
+		char *t = json_dumps(json_object_get(st, "intake"), JSON_COMPACT);
+		fprintf(stderr, "pushd intake (last run): %s\n", t);
+		free(t);
+		json_decref(st);
+	}
+	for (int k = 0; k < R_THINGS; k++) {
+		char name[16];
+		snprintf(name, sizeof(name), "r%d", k);
+		count_values(e, name, base, n, count, &other);
+	}
+	check_once(count, base, n);
+	assert_int_equal(other, 0);
+	/* Nothing was journaled twice: the only copies at the collector are
+	 * the live deliveries of each thing's newest value (a chunk journaled
+	 * twice would add a copy of each of its entries), and the stream has
+	 * no hole. */
+	copies = col_metric(e, "thingsync_collector_measurements_copies_total");
+	assert_true(copies >= 0 && copies <= R_THINGS);
+	src = source_push(e);
+	assert_int_equal(jint(src, "stored", NULL), n + copies);
+	assert_int_equal(jint(src, "missing", NULL), 0);
+	json_decref(src);
+	/* q0 is not a thing PUSH uses: its history is not journaled. */
+	{
+		int64_t o = 0;
+		count_values(e, "q0", 0, 0, NULL, &o);
+		assert_int_equal(o, 0);
+	}
+	free(count);
+}
+
+/*
+ * Issue 13, scenario 4: the owner's history is bounded and has trimmed
+ * part of the window: the chunks say so, pushd journals a recovery gap, the
+ * collector keeps the window and raises recovery_window_lost naming owner
+ * and window; what the history still held is stored.
+ */
+static void test_recovery_gap_alarm(void **state)
+{
+	struct env *e = *state;
+	const int n = 600;
+	const int64_t base = 6000000;
+	int *count = calloc((size_t)n, sizeof(int));
+	int64_t from_s, other = 0, held = 0;
+	tsync_history_window w;
+	struct rreq q;
+	json_t *j, *g, *a;
+	char from[32];
+
+	start_collector(e, NULL);
+	owner_with_history(e, 8192);
+	start_pushd_ready(e);
+	from_s = now_us() / 1000000 - 1;
+	set_r_values(e, base, n);
+	assert_int_equal(
+	    tsync_node_history_query(e->owner, NULL, from_s * 1000000, now_us() + 1000000, NULL, NULL, &w),
+	    0);
+	assert_true(w.trimmed);
+	ask_recovery(e, &q, from_s, now_us() / 1000000 + 1, "gap");
+	assert_true(wait_for(e, pred_recovered, &q, 60000));
+	assert_true(q.trimmed);
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	j = col_get(e, "/v1/recovery_gaps?owner=OWNER");
+	assert_int_equal(json_array_size(json_object_get(j, "gaps")), 1);
+	g = json_array_get(json_object_get(j, "gaps"), 0);
+	assert_int_equal(jint(g, "from", NULL), w.trimmed_from_us);
+	assert_int_equal(jint(g, "to", NULL), w.trimmed_to_us);
+	assert_string_equal(json_string_value(json_object_get(g, "via")), "recovery");
+	json_decref(j);
+	a = active_alarm(e, "recovery_window_lost", "OWNER");
+	assert_non_null(a);
+	snprintf(from, sizeof(from), "%" PRId64 "..", w.trimmed_from_us);
+	assert_non_null(strstr(json_string_value(json_object_get(a, "message")), from));
+	json_decref(a);
+	/* What the history held is stored, once; the trimmed values are not. */
+	for (int k = 0; k < R_THINGS; k++) {
+		char name[16];
+		snprintf(name, sizeof(name), "r%d", k);
+		count_values(e, name, base, n, count, &other);
+	}
+	for (int i = 0; i < n; i++) {
+		assert_true(count[i] <= 1);
+		held += count[i];
+	}
+	assert_int_equal(held, (int64_t)w.entries);
+	assert_int_equal(held, q.entries);
+	assert_true(held < n);
+	free(count);
+}
+
+/* --- pull: the collector asks recoveryd for a window (contract 4) -------------------------- */
+
+/* A stand-in for thingsync-recoveryd's POST /v1/recover, on RECOV's tcp_port: the
+ * first `refuse` requests get 503, the next ones 202; bodies are kept. */
+struct fake_recoveryd {
+	struct httpd *http;
+	tsync_site *site;
+	int refuse, calls;
+	json_t *bodies;
+};
+
+static void fake_cb(void *arg, struct evhttp_request *req, const char *path)
+{
+	struct fake_recoveryd *f = arg;
+	const char *why = NULL;
+	json_t *body = httpd__body_json(req, &why);
+
+	f->calls++;
+	json_array_append_new(f->bodies, body ? body : json_null());
+	if (f->calls <= f->refuse) {
+		httpd__reply_json(req, 503, json_pack("{s:s}", "error", "not now"));
+		return;
+	}
+	httpd__reply_json(req, 202, json_pack("{s:s,s:[s]}", "id", "rec-1", "owners", "OWNER"));
+}
+
+static bool pred_fake_calls(struct env *e, void *arg)
+{
+	struct fake_recoveryd *f = arg;
+	return f->calls >= f->refuse + 1;
+}
+
+/* The collector's pull `id`: its state (and attempts, recovery id) in the list. */
+static json_t *pull_of(struct env *e, int64_t id)
+{
+	json_t *j = col_get(e, "/v1/pulls"), *p, *found = NULL;
+	size_t i;
+
+	json_array_foreach(json_object_get(j, "pulls"), i, p)
+	{
+		if (jint(p, "id", NULL) == id)
+			found = json_incref(p);
+	}
+	json_decref(j);
+	return found;
+}
+
+struct pull_q {
+	int64_t id;
+	const char *state;
+};
+
+static bool pred_pull_state(struct env *e, void *arg)
+{
+	struct pull_q *q = arg;
+	json_t *p = pull_of(e, q->id);
+	bool ok = p && !strcmp(json_string_value(json_object_get(p, "state")), q->state);
+
+	json_decref(p);
+	return ok;
+}
+
+/* Inserts `line` after the line following `section` (its host) in `text` (8 KiB). */
+static void insert_after_host(char *text, const char *section, const char *line)
+{
+	char *at = strstr(text, section), *rest;
+
+	assert_non_null(at);
+	at = strchr(at + strlen(section), '\n') + 1;
+	rest = strdup(at);
+	strcpy(at, line);
+	strcat(at, rest);
+	free(rest);
+}
+
+/*
+ * The daemons' site.conf from here on: RECOV (role recovery) with a
+ * tcp_port, and with `owner_history` OWNER keeping a history (as the
+ * in-process OWNER does after owner_with_history()).
+ */
+static void site_variant(struct env *e, uint16_t recov_port, bool owner_history)
+{
+	char *text = calloc(1, 8192), *path, line[64];
+	FILE *in = fopen(e->site_path, "r");
+
+	assert_non_null(in);
+	assert_true(fread(text, 1, 8000, in) > 0);
+	fclose(in);
+	snprintf(line, sizeof(line), "tcp_port = %u\n", recov_port);
+	insert_after_host(text, "[controller RECOV]\n", line);
+	if (owner_history)
+		insert_after_host(text, "[controller OWNER]\n", "history = yes\n");
+	path = harness_write(e->dir, "site-daemons.conf", text);
+	snprintf(e->site_path, sizeof(e->site_path), "%s", path);
+	free(path);
+	free(text);
+}
+
+/*
+ * The collector's pull against the contract, with a stand-in recoveryd:
+ * POST /v1/pull is signed and checked; the window goes to RECOV's
+ * /v1/recover signed for RECOV, retried with backoff until 202; GET
+ * /v1/pulls shows it accepted with recoveryd's id. A gap in a source's
+ * stream is pulled by itself, once, with the measured times around it.
+ */
+static void check_pull_contract(struct env *e)
+{
+	static const struct httpd_route routes[] = {
+	    {"/v1/recover", HTTPD_POST, 1024, false, true},
+	    {NULL, 0, 0, false, false},
+	};
+	struct fake_recoveryd f = {.refuse = 2, .bodies = json_array()};
+	const char *extra[] = {"--pull-scan", "1", "--pull-retry-min-ms", "50", "--pull-retry-max-ms",
+	                       "200",         NULL};
+	struct httpd_config cfg;
+	struct pull_q q = {0, "accepted"};
+	char items[1024];
+	uint16_t port = tcp_free_port();
+	int64_t t = now_us() - 600000000LL;
+	json_t *j = NULL, *p;
+
+	/* The collector's site.conf gives RECOV (role recovery) a tcp_port. */
+	site_variant(e, port, false);
+	assert_int_equal(tsync_site_load(e->site_path, &f.site, NULL), 0);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.base = e->base;
+	cfg.host = "127.0.0.1";
+	cfg.port = port;
+	cfg.routes = routes;
+	cfg.handler = fake_cb;
+	cfg.arg = &f;
+	cfg.site = f.site;
+	cfg.name = "RECOV";
+	assert_int_equal(httpd__new(&cfg, &f.http), 0);
+	start_collector(e, extra);
+
+	/* Refused unsigned, and with bad windows (naming the field). */
+	{
+		char url[256];
+		struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
+		snprintf(url, sizeof(url), "%s/v1/pull", e->col_url);
+		assert_int_equal(http("POST", url, "{\"from\":1764547200,\"to\":1764550800}", h, NULL), 401);
+		curl_slist_free_all(h);
+	}
+	assert_int_equal(signed_http(e, "POST", "/v1/pull", "{\"from\":1764550800,\"to\":1764547200}", &j),
+	                 400);
+	assert_string_equal(json_string_value(json_object_get(j, "field")), "to");
+	json_decref(j);
+	assert_int_equal(signed_http(e, "POST", "/v1/pull", "{\"to\":1764547200}", &j), 400);
+	assert_string_equal(json_string_value(json_object_get(j, "field")), "from");
+	json_decref(j);
+	assert_int_equal(signed_http(e, "POST", "/v1/pull", "{\"from\":1764547200,\"to\":1764550800}", &j),
+	                 202);
+	q.id = jint(j, "id", NULL);
+	assert_string_equal(json_string_value(json_object_get(j, "recovery")), "RECOV");
+	json_decref(j);
+	/* Two 503s, then 202: retried until taken. */
+	assert_true(wait_for(e, pred_fake_calls, &f, 30000));
+	assert_true(wait_for(e, pred_pull_state, &q, 30000));
+	assert_int_equal(f.calls, 3);
+	for (size_t i = 0; i < 3; i++) {
+		assert_int_equal(jint(json_array_get(f.bodies, i), "from", NULL), 1764547200);
+		assert_int_equal(jint(json_array_get(f.bodies, i), "to", NULL), 1764550800);
+	}
+	p = pull_of(e, q.id);
+	assert_string_equal(json_string_value(json_object_get(p, "recovery_id")), "rec-1");
+	assert_int_equal(jint(p, "attempts", NULL), 2);
+	json_decref(p);
+
+	/* A hole in the stream (sequences 3..7 missing): pulled by itself, once. */
+	snprintf(
+	    items, sizeof(items),
+	    "{\"seq\":1,\"thing\":\"t0\",\"value\":1,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":1},"
+	    "{\"seq\":2,\"thing\":\"t0\",\"value\":2,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":2},"
+	    "{\"seq\":8,\"thing\":\"t0\",\"value\":8,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":8}",
+	    t, t + 1000000, t + 30000000);
+	assert_int_equal(push_items(e, items, &j), 200);
+	json_decref(j);
+	f.refuse = 3; /* = calls so far: the next one is taken */
+	assert_true(wait_for(e, pred_fake_calls, &f, 30000));
+	p = json_array_get(f.bodies, 3);
+	assert_int_equal(jint(p, "from", NULL), (t + 1000000) / 1000000 - 1);
+	assert_int_equal(jint(p, "to", NULL), (t + 30000000) / 1000000 + 2);
+	/* Scans go on; the same gap is not pulled again. */
+	{
+		struct timeval tv = {2, 500000};
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+	}
+	assert_int_equal(f.calls, 4);
+	j = col_get(e, "/v1/pulls");
+	assert_int_equal(json_array_size(json_object_get(j, "pulls")), 2);
+	assert_int_equal(jint(j, "accepted", NULL), 2);
+	json_decref(j);
+	httpd__free(f.http);
+	tsync_site_free(f.site);
+	json_decref(f.bodies);
+}
+
+static void test_pull_contract(void **state)
+{
+	check_pull_contract(*state);
+}
+
+#ifdef HAVE_POSTGRES
+static void test_pull_contract_postgres(void **state)
+{
+	pg_setup(*state);
+	check_pull_contract(*state);
+}
+#endif
+
+/* --- cumul_data: forensicd's closed days through pushd (contract 2) ------------------------- */
+
+struct req_done {
+	bool done;
+	int status;
+	json_t *res;
+};
+
+static void req_done_cb(void *ud, tsync_node *node, int status, const char *result)
+{
+	struct req_done *d = ud;
+
+	d->done = true;
+	d->status = status;
+	d->res = result ? json_loads(result, 0, NULL) : NULL;
+}
+
+static bool pred_req_done(struct env *e, void *arg)
+{
+	return ((struct req_done *)arg)->done;
+}
+
+/* RECOV (standing in for forensicd) sends a cumul_data to PUSH; the answer's "journaled". */
+static int64_t send_cumuls(struct env *e, const char *cumuls)
+{
+	struct req_done d = {0};
+	char body[1024];
+	int64_t n;
+
+	snprintf(body, sizeof(body), "{\"owner\":\"OWNER\",\"day\":\"2026-12-01\",\"cumuls\":%s}", cumuls);
+	assert_int_equal(tsync_node_request(e->recov, "PUSH", "cumul_data", body, req_done_cb, &d), 0);
+	assert_true(wait_for(e, pred_req_done, &d, 30000));
+	assert_int_equal(d.status, 0);
+	n = jint(d.res, "journaled", NULL);
+	json_decref(d.res);
+	return n;
+}
+
+/*
+ * A closed day's cumuls through pushd: one item per thing of the owner
+ * (another's thing refused), the same request content again journaled
+ * once, other content for a stored day kept out with cumul_conflict.
+ */
+static void test_cumul_intake(void **state)
+{
+	struct env *e = *state;
+	json_t *j, *c, *a;
+	size_t i;
+
+	start_collector(e, NULL);
+	start_pushd_ready(e);
+	assert_int_equal(
+	    send_cumuls(e, "{\"t1\":{\"count\":3,\"min\":1},\"r0\":{\"count\":1},\"temp\":{\"mean\":20.5},"
+	                   "\"nope\":{\"count\":9}}"),
+	    3);
+	/* The same day again (forensicd sent it again after a crash): nothing new. */
+	assert_int_equal(
+	    send_cumuls(e, "{\"t1\":{\"count\":3,\"min\":1},\"r0\":{\"count\":1},\"temp\":{\"mean\":20.5},"
+	                   "\"nope\":{\"count\":9}}"),
+	    0);
+	/* Other content for t1's day: journaled, refused by the collector. */
+	assert_int_equal(send_cumuls(e, "{\"t1\":{\"count\":4,\"min\":1}}"), 1);
+	assert_true(wait_for(e, pred_drained, NULL, 30000));
+	j = col_get(e, "/v1/cumuls?owner=OWNER&from=2026-12-01&to=2026-12-01");
+	assert_int_equal(json_array_size(json_object_get(j, "cumuls")), 3);
+	json_array_foreach(json_object_get(j, "cumuls"), i, c)
+	{
+		if (!strcmp(json_string_value(json_object_get(c, "thing")), "t1"))
+			assert_int_equal(jint(json_object_get(c, "cumul"), "count", NULL), 3);
+	}
+	json_decref(j);
+	a = active_alarm(e, "cumul_conflict", "OWNER");
+	assert_non_null(a);
+	json_decref(a);
+	/* Every journal entry reached the collector, once: nothing missing, nothing twice. */
+	j = source_push(e);
+	assert_int_equal(jint(j, "stored", NULL), 4);
+	assert_int_equal(jint(j, "missing", NULL), 0);
+	json_decref(j);
+}
+
+/* --- issue 13, scenario 2: the collector down while pushd runs ------------------------------ */
+
+static bool pred_value_reached(struct env *e, void *arg)
+{
+	return e->next_value >= *(int64_t *)arg;
+}
+
+/*
+ * The internet is down (the collector stopped) while pushd runs and the
+ * owner changes things faster than the mesh carries them: the journal
+ * holds what pushd received; recovery of the outage adds the intermediate
+ * changes, and nothing twice. Every change of the outage is stored exactly
+ * once; the changes the journal had are copies at the collector.
+ */
+static void test_outage_journal_and_recovery(void **state)
+{
+	struct env *e = *state;
+	int64_t v_stop, v_end, want, from_s, to_s, other = 0, n, live = 0;
+	int *count;
+	struct rreq q;
+
+	start_collector(e, NULL);
+	owner_with_history(e, 0);
+	start_pushd_ready(e);
+	e->producing = true;
+	want = e->next_value + 500;
+	assert_true(wait_for(e, pred_value_reached, &want, 30000));
+	/* The internet goes: the collector stops; pushd journals on. */
+	stop_proc(&e->collector, SIGTERM);
+	from_s = now_us() / 1000000 - 1;
+	v_stop = e->next_value;
+	want = v_stop + 3000;
+	assert_true(wait_for(e, pred_value_reached, &want, 60000));
+	e->producing = false;
+	v_end = e->next_value;
+	assert_true(wait_for(e, pred_settled, NULL, 30000));
+	start_collector(e, NULL);
+	to_s = now_us() / 1000000 + 1;
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	/* What the journal alone brought of the outage ("today"). */
+	n = v_end - v_stop;
+	count = calloc((size_t)n, sizeof(int));
+	for (int k = 0; k < K_THINGS; k++) {
+		char name[16];
+		snprintf(name, sizeof(name), "t%d", k);
+		count_values(e, name, v_stop, n, count, &other);
+	}
+	for (int64_t i = 0; i < n; i++)
+		live += count[i];
+	/* Recovery of the outage, to pushd. */
+	ask_recovery(e, &q, from_s, to_s, "outage");
+	assert_true(wait_for(e, pred_recovered, &q, 60000));
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	memset(count, 0, (size_t)n * sizeof(int));
+	other = 0;
+	for (int k = 0; k < K_THINGS; k++) {
+		char name[16];
+		snprintf(name, sizeof(name), "t%d", k);
+		count_values(e, name, v_stop, n, count, &other);
+	}
+	fprintf(stderr,
+	        "outage: %" PRId64 " changes; the journal alone brought %" PRId64 ", with recovery %" PRId64
+	        " (copies at the collector: %" PRId64 ")\n",
+	        n, live, n, col_metric(e, "thingsync_collector_measurements_copies_total"));
+	check_once(count, v_stop, (int)n);
+	/* The recovered copies of what the journal had were recognised as such. */
+	assert_true(col_metric(e, "thingsync_collector_measurements_copies_total") >= live - K_THINGS);
+	free(count);
+}
+
+/* --- issue 13, scenario 5: the collector's database restored from an older copy, then a pull --- */
+
+static const char *recoveryd_bin(void)
+{
+	const char *p = getenv("RECOVERYD");
+	return p ? p : "thingsync-recoveryd";
+}
+
+static bool pred_recoveryd_up(struct env *e, void *arg)
+{
+	char url[128];
+	json_t *j = NULL;
+	long st;
+
+	snprintf(url, sizeof(url), "http://127.0.0.1:%u/v1/status", *(uint16_t *)arg);
+	st = http("GET", url, NULL, NULL, &j);
+	json_decref(j);
+	return st == 200;
+}
+
+static void copy_file(const char *from, const char *to)
+{
+	FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+	char buf[65536];
+	size_t n;
+
+	assert_non_null(a);
+	assert_non_null(b);
+	while ((n = fread(buf, 1, sizeof(buf), a)) > 0)
+		assert_int_equal(fwrite(buf, 1, n, b), n);
+	fclose(a);
+	assert_int_equal(fclose(b), 0);
+}
+
+/*
+ * The collector's database is put back from a backup taken before part of
+ * the stream; an operator's POST /v1/pull for the lost time goes (signed)
+ * to the real thingsync-recoveryd, which asks OWNER's history, whose chunks
+ * go to pushd and on to the collector: every change is stored exactly once
+ * again, the ones the backup held as copies.
+ */
+static void test_restored_db_pull(void **state)
+{
+	struct env *e = *state;
+	uint16_t rport = tcp_free_port();
+	char db[600], backup[600], wal[640], rstate[600], listen[64], body[128];
+	const char *argv[16];
+	int64_t v_backup, v_end, want, from_s, other = 0;
+	int *count;
+	json_t *j = NULL;
+	pid_t rec;
+
+	/* RECOV is thingsync-recoveryd here, on the site the daemons read. */
+	tsync_node_free(e->recov);
+	e->recov = NULL;
+	owner_with_history(e, 0);
+	site_variant(e, rport, true);
+	start_collector(e, (const char *[]){"--pull-scan", "0", "--pull-retry-min-ms", "100",
+	                                    "--pull-retry-max-ms", "500", NULL});
+	start_pushd_ready(e);
+	snprintf(rstate, sizeof(rstate), "%s/recov", e->dir);
+	snprintf(listen, sizeof(listen), "127.0.0.1:%u", rport);
+	argv[0] = recoveryd_bin();
+	argv[1] = "--site";
+	argv[2] = e->site_path;
+	argv[3] = "--controller";
+	argv[4] = "RECOV";
+	argv[5] = "--state-dir";
+	argv[6] = rstate;
+	argv[7] = "--http";
+	argv[8] = listen;
+	argv[9] = NULL;
+	rec = spawn(e, "recoveryd.log", (char *const *)argv);
+	assert_true(wait_for(e, pred_recoveryd_up, &rport, 20000));
+
+	/* Phase A, then a backup of the collector's database. */
+	e->producing = true;
+	want = e->next_value + 1000;
+	assert_true(wait_for(e, pred_value_reached, &want, 30000));
+	e->producing = false;
+	assert_true(wait_for(e, pred_settled, NULL, 30000));
+	assert_true(wait_for(e, pred_drained, NULL, 30000));
+	stop_proc(&e->collector, SIGTERM);
+	snprintf(db, sizeof(db), "%s/collector.db", e->dir);
+	snprintf(backup, sizeof(backup), "%s/collector.db.backup", e->dir);
+	copy_file(db, backup);
+	v_backup = e->next_value;
+	start_collector(e, (const char *[]){"--pull-scan", "0", "--pull-retry-min-ms", "100",
+	                                    "--pull-retry-max-ms", "500", NULL});
+	from_s = now_us() / 1000000 - 1;
+	/* Phase B, stored, then lost: the database goes back to the backup. */
+	e->producing = true;
+	want = e->next_value + 2000;
+	assert_true(wait_for(e, pred_value_reached, &want, 30000));
+	e->producing = false;
+	v_end = e->next_value;
+	assert_true(wait_for(e, pred_settled, NULL, 30000));
+	assert_true(wait_for(e, pred_drained, NULL, 30000));
+	stop_proc(&e->collector, SIGTERM);
+	copy_file(backup, db);
+	snprintf(wal, sizeof(wal), "%s-wal", db);
+	unlink(wal);
+	snprintf(wal, sizeof(wal), "%s-shm", db);
+	unlink(wal);
+	start_collector(e, (const char *[]){"--pull-scan", "0", "--pull-retry-min-ms", "100",
+	                                    "--pull-retry-max-ms", "500", NULL});
+	count = calloc((size_t)(v_end - v_backup), sizeof(int));
+	for (int k = 0; k < K_THINGS; k++) {
+		char name[16];
+		snprintf(name, sizeof(name), "t%d", k);
+		count_values(e, name, v_backup, v_end - v_backup, count, &other);
+	}
+	for (int64_t i = 0; i < v_end - v_backup; i++)
+		assert_int_equal(count[i], 0);
+	/* The operator pulls the lost time. */
+	snprintf(body, sizeof(body), "{\"from\":%" PRId64 ",\"to\":%" PRId64 "}", from_s,
+	         now_us() / 1000000 + 1);
+	assert_int_equal(signed_http(e, "POST", "/v1/pull", body, &j), 202);
+	json_decref(j);
+	{
+		int64_t n = v_end - v_backup;
+		int64_t done = 0, t0 = mono_ms();
+		int64_t deadline = mono_ms() + 120000;
+		/* Until every lost change is back (or the generous limit). */
+		while (mono_ms() < deadline) {
+			memset(count, 0, (size_t)n * sizeof(int));
+			other = 0;
+			for (int k = 0; k < K_THINGS; k++) {
+				char name[16];
+				snprintf(name, sizeof(name), "t%d", k);
+				count_values(e, name, v_backup, n, count, &other);
+			}
+			done = 0;
+			for (int64_t i = 0; i < n; i++)
+				done += count[i] > 0;
+			if (done == n)
+				break;
+			{
+				struct timeval tv = {0, 200000};
+				event_base_loopexit(e->base, &tv);
+				event_base_dispatch(e->base);
+			}
+		}
+		fprintf(stderr,
+		        "restored database: %" PRId64 " changes lost, %" PRId64
+		        " back after the pull, within %" PRId64
+		        " ms of POST /v1/pull (polled every 200 ms)\n",
+		        n, done, mono_ms() - t0);
+		assert_true(wait_for(e, pred_drained, NULL, 30000));
+		check_once(count, v_backup, (int)n);
+	}
+	j = col_get(e, "/v1/pulls");
+	assert_string_equal(
+	    json_string_value(json_object_get(json_array_get(json_object_get(j, "pulls"), 0), "state")),
+	    "accepted");
+	json_decref(j);
+	/* The backup's changes are still there once each. */
+	{
+		int *old = calloc((size_t)v_backup, sizeof(int));
+		int64_t o2 = 0, held = 0;
+		for (int k = 0; k < K_THINGS; k++) {
+			char name[16];
+			snprintf(name, sizeof(name), "t%d", k);
+			count_values(e, name, 0, v_backup, old, &o2);
+		}
+		for (int64_t i = 0; i < v_backup; i++) {
+			assert_true(old[i] <= 1);
+			held += old[i];
+		}
+		assert_true(held > 0);
+		free(old);
+	}
+	free(count);
+	{
+		int status = stop_proc(&rec, SIGTERM);
+		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	}
+}
+
+/* --- a CSV import that carries the owner's (boot, version) ------------------------------------ */
+
+static bool pred_csv_done(struct env *e, void *arg)
+{
+	json_t *s = pushd_status(e);
+	bool ok = s && json_is_true(json_object_get(json_object_get(s, "csv"), "done")) &&
+	          jint(s, "journal", "entries") == 0;
+
+	json_decref(s);
+	return ok;
+}
+
+static bool pred_value_stored(struct env *e, void *arg)
+{
+	int64_t o = 0;
+	int c = 0;
+
+	count_values(e, "t0", *(int64_t *)arg, 1, &c, &o);
+	return c > 0;
+}
+
+/*
+ * A CSV file with the owner's (boot, version) of each line: a change the
+ * collector has from the mesh is stored once (a copy), a new one is stored
+ * marked import; a line with only one of the two is refused by pushd.
+ */
+static void test_csv_import_identity(void **state)
+{
+	struct env *e = *state;
+	int64_t value = 4242, boot, version, o = 0;
+	char path[600], csv_arg[620], text[512];
+	const char *extra[] = {"--csv", csv_arg, NULL};
+	json_t *j, *m, *s;
+	tsync_value v = tsync_int(value);
+	int c = 0;
+	size_t i;
+
+	start_collector(e, NULL);
+	start_pushd_ready(e);
+	assert_int_equal(tsync_node_set(e->owner, "t0", &v), 0);
+	assert_true(wait_for(e, pred_value_stored, &value, 30000));
+	j = col_get(e, "/v1/measurements?thing=t0");
+	m = json_array_get(json_object_get(j, "measurements"),
+	                   json_array_size(json_object_get(j, "measurements")) - 1);
+	boot = jint(m, "owner_boot", NULL);
+	version = jint(m, "version", NULL);
+	json_decref(j);
+	stop_proc(&e->pushd, SIGTERM);
+	snprintf(text, sizeof(text),
+	         "time,thing,value,owner_boot,version\n"
+	         "%" PRId64 ",t0,%" PRId64 ",%" PRId64 ",%" PRId64 "\n"
+	         "%" PRId64 ",t1,77,%" PRId64 ",999999\n"
+	         "%" PRId64 ",t2,78,%" PRId64 "\n",
+	         now_us() / 1000000 - 10, value, boot, version, now_us() / 1000000 - 9, boot,
+	         now_us() / 1000000 - 8, boot);
+	snprintf(path, sizeof(path), "%s/identity.csv", e->dir);
+	{
+		FILE *f = fopen(path, "w");
+		assert_non_null(f);
+		fputs(text, f);
+		fclose(f);
+	}
+	snprintf(csv_arg, sizeof(csv_arg), "%s", path);
+	start_pushd(e, extra);
+	assert_true(wait_for(e, pred_pushd_up, NULL, 20000));
+	assert_true(wait_for(e, pred_csv_done, NULL, 30000));
+	s = pushd_status(e);
+	assert_int_equal(jint(s, "csv", "imported"), 2);
+	assert_int_equal(jint(s, "csv", "refused"), 1);
+	json_decref(s);
+	/* t0's change once, as it came first (live); t1's, new, as imported. */
+	count_values(e, "t0", value, 1, &c, &o);
+	assert_int_equal(c, 1);
+	j = col_get(e, "/v1/measurements?thing=t1");
+	assert_int_equal(json_array_size(json_object_get(j, "measurements")), 1);
+	json_array_foreach(json_object_get(j, "measurements"), i, m)
+	{
+		assert_string_equal(json_string_value(json_object_get(m, "via")), "import");
+		assert_int_equal(jint(m, "version", NULL), 999999);
+	}
+	json_decref(j);
+	assert_int_equal(col_metric(e, "thingsync_collector_measurements_copies_total"), 1);
 }

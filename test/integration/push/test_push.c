@@ -56,6 +56,7 @@
 #include "httpd.h"
 
 #define K_THINGS   10
+#define R_THINGS   4
 /* Statements of old_schema_sql (a collector database from before streams). */
 #define OLD_SCHEMA_N 8
 #define MAX_VALUES (1 << 22)
@@ -522,6 +523,12 @@ static int setup(void **state)
 	for (int k = 0; k < K_THINGS; k++)
 		n += (size_t)snprintf(text + n, sizeof(text) - n,
 		                      "[thing t%d]\nowner = OWNER\ntype = int\nusers = PUSH\n\n", k);
+	/* Things set in bursts for the recovery tests (recovery_cases.c); q0 is not PUSH's. */
+	for (int k = 0; k < R_THINGS; k++)
+		n += (size_t)snprintf(text + n, sizeof(text) - n,
+		                      "[thing r%d]\nowner = OWNER\ntype = int\nusers = PUSH, RECOV\n\n", k);
+	n += (size_t)snprintf(text + n, sizeof(text) - n,
+	                      "[thing q0]\nowner = OWNER\ntype = int\nusers = RECOV\n\n");
 	if (with_thingsd) {
 		n += (size_t)snprintf(text + n, sizeof(text) - n,
 		                      "[controller TD]\nhost = 127.0.0.1\nudp_port = %u\ntcp_port = %u\n\n",
@@ -2642,36 +2649,9 @@ static void test_owner_recovered(void **state)
 	}
 }
 
+#include "recovery_cases.c"
+
 /* --- several POSTs in flight: answers out of order, failures in the middle ------------ */
-
-/* A counter of the collector's /metrics (the first line that starts with `name`), or -1. */
-static int64_t col_metric(struct env *e, const char *name)
-{
-	char url[300];
-	CURL *c = curl_easy_init();
-	struct resp r = {0};
-	int64_t v = -1;
-
-	assert_non_null(c);
-	snprintf(url, sizeof(url), "%s/metrics", e->col_url);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_cb);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 20000L);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	if (curl_easy_perform(c) == CURLE_OK && r.data) {
-		size_t n = strlen(name);
-		for (const char *l = r.data; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
-			if (strncmp(l, name, n) == 0 && (l[n] == ' ' || l[n] == '{')) {
-				v = strtoll(strchr(l + n, ' ') + 1, NULL, 10);
-				break;
-			}
-		}
-	}
-	curl_easy_cleanup(c);
-	free(r.data);
-	return v;
-}
 
 static bool pred_csv_pushed(struct env *e, void *arg)
 {
@@ -2777,7 +2757,6 @@ static void test_pipeline_postgres(void **state)
 }
 #endif
 
-#include "recovery_cases.c"
 
 int main(int argc, char **argv)
 {
@@ -2806,9 +2785,17 @@ int main(int argc, char **argv)
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_migrate_postgres, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_collector_items_postgres, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pull_contract_postgres, setup, teardown),
 #endif
 	    cmocka_unit_test_setup_teardown(test_collector_items, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_2_sqlite, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_intake_kill9, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_recovery_gap_alarm, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pull_contract, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_cumul_intake, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_outage_journal_and_recovery, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_restored_db_pull, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_csv_import_identity, setup, teardown),
 	};
 	int r;
 
