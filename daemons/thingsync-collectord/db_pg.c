@@ -362,13 +362,11 @@ static int copy_int(struct buf *t, int64_t x, char sep)
 	return buf__appendf(t, "%" PRId64 "%c", x, sep);
 }
 
-/*
- * The batch's measurements into the session's push_in, with COPY: the way in
- * that costs PostgreSQL least (no parameters to parse, no plan per row).
- */
-static int copy_measurements(struct db_pg *d, const struct db_batch *b, const char *stream, struct buf *t)
+/* The batch's measurements in COPY's text format, in the column order of COPY_COLUMNS. */
+#define COPY_COLUMNS "(source, stream, seq, thing, vtype, value, time_us, owner_boot, version, received_us, owner, via)"
+
+static int copy_text(const struct db_batch *b, const char *stream, struct buf *t)
 {
-	PGresult *res;
 	int r = 0;
 
 	buf__reset(t);
@@ -382,21 +380,80 @@ static int copy_measurements(struct db_pg *d, const struct db_batch *b, const ch
 		    (r = copy_field(t, m->owner, '\t')) == 0)
 			r = copy_field(t, m->via, '\n');
 	}
-	if (r < 0)
-		return r;
-	res = PQexec(d->conn, "COPY push_in FROM STDIN");
+	return r;
+}
+
+/*
+ * COPYs `t` with the statement `sql`: the way in that costs PostgreSQL least
+ * (no parameters to parse, no plan per row). 0, 1 when a unique key refused
+ * a row (with `dup_ok`; nothing of the COPY stays), or a failure.
+ */
+static int copy_in(struct db_pg *d, const char *sql, const struct buf *t, bool dup_ok)
+{
+	PGresult *res = PQexec(d->conn, sql);
+	const char *state;
+
 	if (PQresultStatus(res) != PGRES_COPY_IN)
 		return fail(d, "copy measurements", res);
 	PQclear(res);
 	if (PQputCopyData(d->conn, t->data, (int)t->len) != 1 || PQputCopyEnd(d->conn, NULL) != 1)
 		return fail(d, "copy measurements", NULL);
 	res = PQgetResult(d->conn);
-	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+	state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && !(dup_ok && state && !strcmp(state, "23505")))
 		return fail(d, "copy measurements", res);
+	dup_ok = PQresultStatus(res) != PGRES_COMMAND_OK;
 	PQclear(res);
 	while ((res = PQgetResult(d->conn)) != NULL)
 		PQclear(res);
-	return 0;
+	return dup_ok ? 1 : 0;
+}
+
+/*
+ * The batch's measurements, each stored once. First straight into the
+ * table with COPY, under a savepoint: a drain's batches are new rows, and
+ * that is all they cost. When a unique key refuses a row (a batch sent
+ * again, a copy of a change stored before, or the stream going backwards),
+ * back to the savepoint and the careful way: COPY into push_in, one INSERT
+ * ... SELECT ON CONFLICT DO NOTHING, and the rows not inserted compared with
+ * what is stored (*conflict: the first sequence stored with other content).
+ */
+static int store_measurements(struct db_pg *d, const struct db_batch *b, const char *stream, struct buf *t,
+                              size_t *ins, int64_t *conflict)
+{
+	struct params none = {0};
+	PGresult *q;
+	int r = copy_text(b, stream, t);
+
+	if (r == 0)
+		r = command(d, "SAVEPOINT batch");
+	if (r == 0)
+		r = copy_in(d, "COPY measurements " COPY_COLUMNS " FROM STDIN", t, true);
+	if (r == 0) {
+		*ins = b->n;
+		return command(d, "RELEASE SAVEPOINT batch");
+	}
+	if (r < 0 || (r = command(d, "ROLLBACK TO SAVEPOINT batch")) < 0)
+		return r;
+	r = copy_in(d, "COPY push_in FROM STDIN", t, false);
+	if (r == 0)
+		r = exec_params(d, "insert measurements",
+		                "INSERT INTO measurements " COPY_COLUMNS " SELECT source, stream, seq, thing,"
+		                " vtype, value, time_us, owner_boot, version, received_us, owner, via FROM push_in"
+		                " ON CONFLICT DO NOTHING",
+		                &none, ins);
+	if (r < 0 || *ins == b->n)
+		return r;
+	q = one(d,
+	        "SELECT m.seq FROM push_in v JOIN measurements m ON m.source = v.source"
+	        " AND m.stream = v.stream AND m.seq = v.seq WHERE m.thing <> v.thing"
+	        " OR m.value <> v.value OR m.time_us <> v.time_us ORDER BY m.seq LIMIT 1",
+	        0, NULL, &r);
+	if (q) {
+		*conflict = PQntuples(q) == 1 ? strtoll(PQgetvalue(q, 0, 0), NULL, 10) : 0;
+		PQclear(q);
+	}
+	return r;
 }
 
 static int64_t geti(PGresult *res, int row, int col)
@@ -545,34 +602,12 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 	if (r == 0 && res->outcome != DB_STORED)
 		goto refused;
 	/*
-	 * Measurements go in first (COPY into push_in, then one INSERT ... SELECT);
-	 * only when some row was not inserted (a batch sent again, a copy of a
-	 * change stored before, or the stream going backwards) are they compared
-	 * with what is stored. A conflict rolls everything back, as if checked
-	 * before.
+	 * Measurements go in first (COPY, see store_measurements()); only when
+	 * some row was not inserted are they compared with what is stored. A
+	 * conflict rolls everything back, as if checked before.
 	 */
-	if (r == 0 && b->n > 0) {
-		struct params none = {0};
-		r = copy_measurements(d, b, stream, &sql);
-		if (r == 0)
-			r = exec_params(d, "insert measurements",
-			                "INSERT INTO measurements (source, stream, seq, thing, vtype, value, time_us,"
-			                " owner_boot, version, received_us, owner, via) SELECT source, stream, seq, thing,"
-			                " vtype, value, time_us, owner_boot, version, received_us, owner, via FROM push_in"
-			                " ON CONFLICT DO NOTHING",
-			                &none, &ins);
-		if (r == 0 && ins < b->n) {
-			PGresult *q = one(d,
-			                  "SELECT m.seq FROM push_in v JOIN measurements m ON m.source = v.source"
-			                  " AND m.stream = v.stream AND m.seq = v.seq WHERE m.thing <> v.thing"
-			                  " OR m.value <> v.value OR m.time_us <> v.time_us ORDER BY m.seq LIMIT 1",
-			                  0, NULL, &r);
-			if (q) {
-				conflict = PQntuples(q) == 1 ? strtoll(PQgetvalue(q, 0, 0), NULL, 10) : 0;
-				PQclear(q);
-			}
-		}
-	}
+	if (r == 0 && b->n > 0)
+		r = store_measurements(d, b, stream, &sql, &ins, &conflict);
 	for (size_t off = 0; r == 0 && conflict == 0 && off < b->nrej; off += PG_ROWS_PER_INSERT) {
 		size_t rows = b->nrej - off < PG_ROWS_PER_INSERT ? b->nrej - off : PG_ROWS_PER_INSERT;
 		r = pg_conflict(d, b, stream, false, off, rows, &p, &sql, &conflict);
