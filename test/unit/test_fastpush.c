@@ -250,7 +250,7 @@ static void mutate(struct out *o)
 	case 1:
 		if (o->n + 1 < sizeof(o->b)) {
 			memmove(o->b + at + 1, o->b + at, o->n - at);
-			o->b[at] = "{}[],:\"\\ 0e-.tfn\x01\xff"[pick(20)];
+			o->b[at] = "{}[],:\"\\ 0e-.tfn\x01\xff"[pick(18)];
 			o->n++;
 		}
 		break;
