@@ -638,8 +638,10 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		}
 		r = exec_params(d, "insert rejected", sql.data, &p, NULL);
 	}
-	if (r == 0)
+	if (r == 0) {
+		res->inserted = ins;
 		r = db__store_items(db, b, stream, res);
+	}
 	if (r == 0 && res->outcome != DB_STORED)
 		goto refused;
 	if (r == 0) {

@@ -557,6 +557,7 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		}
 	}
 	what = "items";
+	res->inserted = ins;
 	if (db__store_items(db, b, stream, res) < 0) {
 		if (!d->h)
 			return DB_EDOWN; /* fail() closed it; the transaction is gone with it */
