@@ -69,6 +69,16 @@ static bool digit(const struct rd *p, const char *q)
 	return q < p->end && *q >= '0' && *q <= '9';
 }
 
+/* One or more digits at *q, passed over; false when there is none. */
+static bool digits(const struct rd *p, char **q)
+{
+	if (!digit(p, *q))
+		return false;
+	while (digit(p, *q))
+		(*q)++;
+	return true;
+}
+
 /* A JSON number: 1 an integer (within 64 bits), 2 a finite real, 0 anything else. */
 static int num(struct rd *p, int64_t *i, double *f)
 {
@@ -80,29 +90,22 @@ static int num(struct rd *p, int64_t *i, double *f)
 	a = q = p->s;
 	if (q < p->end && *q == '-')
 		q++;
-	if (!digit(p, q))
-		return 0;
-	if (*q == '0')
+	if (q < p->end && *q == '0')
 		q++;
-	else
-		while (digit(p, q))
-			q++;
+	else if (!digits(p, &q))
+		return 0;
 	if (q < p->end && *q == '.') {
 		q++;
-		if (!digit(p, q))
+		if (!digits(p, &q))
 			return 0;
-		while (digit(p, q))
-			q++;
 		real = true;
 	}
 	if (q < p->end && (*q == 'e' || *q == 'E')) {
 		q++;
 		if (q < p->end && (*q == '+' || *q == '-'))
 			q++;
-		if (!digit(p, q))
+		if (!digits(p, &q))
 			return 0;
-		while (digit(p, q))
-			q++;
 		real = true;
 	}
 	n = (size_t)(q - a);
