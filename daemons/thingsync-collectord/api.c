@@ -510,6 +510,7 @@ void api__faults(struct collector *c, struct evhttp_request *req)
 		         db ? "REFUSES WRITES" : "ok");
 	c->faults.handler = handler;
 	c->faults.db_refuse = db;
-	httpd__reply_json(req, 200, json_pack("{s:b,s:b,s:I}", "handler", handler, "db", db, "handler_every",
-	                                      (json_int_t)c->faults.handler_every));
+	httpd__reply_json(req, 200,
+	                  json_pack("{s:b,s:b,s:I}", "handler", handler, "db", db, "handler_every",
+	                            (json_int_t)c->faults.handler_every));
 }

@@ -215,11 +215,14 @@ static int pg_reconnect(struct db *db)
 	}
 	PQsetNoticeProcessor(d->conn, notice_quiet, NULL);
 	r = ensure_schema(d);
-	/* Where a batch's measurements are COPYed before they go in (pg_store): one per session, emptied at commit. */
+	/* Where a batch's measurements are COPYed before they go in (pg_store): one per session, emptied at
+	 * commit. */
 	if (r == 0)
-		r = command(d, "CREATE TEMP TABLE IF NOT EXISTS push_in (source TEXT, stream TEXT, seq BIGINT,"
-		               " thing TEXT, vtype TEXT, value TEXT, time_us BIGINT, owner_boot BIGINT, version BIGINT,"
-		               " received_us BIGINT, owner TEXT, via TEXT) ON COMMIT DELETE ROWS");
+		r = command(
+		    d,
+		    "CREATE TEMP TABLE IF NOT EXISTS push_in (source TEXT, stream TEXT, seq BIGINT,"
+		    " thing TEXT, vtype TEXT, value TEXT, time_us BIGINT, owner_boot BIGINT, version BIGINT,"
+		    " received_us BIGINT, owner TEXT, via TEXT) ON COMMIT DELETE ROWS");
 	if (r < 0) {
 		drop(d);
 		return DB_EDOWN;
@@ -345,7 +348,11 @@ static int copy_field(struct buf *t, const char *s, char sep)
 	int r = 0;
 
 	for (const char *p = s; r == 0 && *p; p++) {
-		const char *esc = *p == '\\' ? "\\\\" : *p == '\t' ? "\\t" : *p == '\n' ? "\\n" : *p == '\r' ? "\\r" : NULL;
+		const char *esc = *p == '\\'   ? "\\\\"
+		                  : *p == '\t' ? "\\t"
+		                  : *p == '\n' ? "\\n"
+		                  : *p == '\r' ? "\\r"
+		                               : NULL;
 		if (!esc) {
 			size_t n = strcspn(p, "\\\t\n\r");
 			r = buf__append(t, p, n);
@@ -363,7 +370,8 @@ static int copy_int(struct buf *t, int64_t x, char sep)
 }
 
 /* The batch's measurements in COPY's text format, in the column order of COPY_COLUMNS. */
-#define COPY_COLUMNS "(source, stream, seq, thing, vtype, value, time_us, owner_boot, version, received_us, owner, via)"
+#define COPY_COLUMNS                                                                                         \
+	"(source, stream, seq, thing, vtype, value, time_us, owner_boot, version, received_us, owner, via)"
 
 static int copy_text(const struct db_batch *b, const char *stream, struct buf *t)
 {
@@ -376,8 +384,8 @@ static int copy_text(const struct db_batch *b, const char *stream, struct buf *t
 		    (r = copy_int(t, m->seq, '\t')) == 0 && (r = copy_field(t, m->thing, '\t')) == 0 &&
 		    (r = copy_field(t, m->vtype, '\t')) == 0 && (r = copy_field(t, m->value, '\t')) == 0 &&
 		    (r = copy_int(t, m->time_us, '\t')) == 0 && (r = copy_int(t, m->owner_boot, '\t')) == 0 &&
-		    (r = copy_int(t, m->version, '\t')) == 0 && (r = copy_int(t, b->received_us, '\t')) == 0 &&
-		    (r = copy_field(t, m->owner, '\t')) == 0)
+		    (r = copy_int(t, m->version, '\t')) == 0 &&
+		    (r = copy_int(t, b->received_us, '\t')) == 0 && (r = copy_field(t, m->owner, '\t')) == 0)
 			r = copy_field(t, m->via, '\n');
 	}
 	return r;
@@ -437,11 +445,12 @@ static int store_measurements(struct db_pg *d, const struct db_batch *b, const c
 		return r;
 	r = copy_in(d, "COPY push_in FROM STDIN", t, false);
 	if (r == 0)
-		r = exec_params(d, "insert measurements",
-		                "INSERT INTO measurements " COPY_COLUMNS " SELECT source, stream, seq, thing,"
-		                " vtype, value, time_us, owner_boot, version, received_us, owner, via FROM push_in"
-		                " ON CONFLICT DO NOTHING",
-		                &none, ins);
+		r = exec_params(
+		    d, "insert measurements",
+		    "INSERT INTO measurements " COPY_COLUMNS " SELECT source, stream, seq, thing,"
+		    " vtype, value, time_us, owner_boot, version, received_us, owner, via FROM push_in"
+		    " ON CONFLICT DO NOTHING",
+		    &none, ins);
 	if (r < 0 || *ins == b->n)
 		return r;
 	q = one(d,

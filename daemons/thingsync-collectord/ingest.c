@@ -204,8 +204,8 @@ static void view_of_fast(const struct fast_item *it, struct item_view *iv)
  * Checks one item. On success fills `m` (value text malloc()ed into *value_text).
  * On refusal fills `r` and returns -EINVAL.
  */
-static int check_item(struct collector *c, const struct item_view *iv, int64_t now_us, struct db_measurement *m,
-                      char **value_text, struct refusal *r)
+static int check_item(struct collector *c, const struct item_view *iv, int64_t now_us,
+                      struct db_measurement *m, char **value_text, struct refusal *r)
 {
 	const char *thing = iv->thing;
 	tsync_thing_info ti;
@@ -432,9 +432,9 @@ static void item_alarms(struct collector *c, const struct db_batch *b)
  * 0: not so, nothing kept: the long way reads the body and says what is
  * wrong; -ENOMEM.
  */
-static int fast_items(struct collector *c, const struct source *src, const char *body, size_t len, int64_t now,
-                      struct fast_push *fp, struct db_measurement **ms, char ***texts, int64_t *min_seq,
-                      int64_t *max_seq)
+static int fast_items(struct collector *c, const struct source *src, const char *body, size_t len,
+                      int64_t now, struct fast_push *fp, struct db_measurement **ms, char ***texts,
+                      int64_t *min_seq, int64_t *max_seq)
 {
 	int r = fastpush__parse(body, len, c->opt.max_batch, fp);
 

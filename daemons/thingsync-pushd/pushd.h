@@ -67,12 +67,12 @@ struct sender {
 	char *url;
 	char *target; /* the URL's path and query: what is signed */
 	size_t batch; /* current batch size (halved on 413, up to batch_max) */
-	size_t in_flight; /* POSTs not answered yet */
+	size_t in_flight;                             /* POSTs not answered yet */
 	struct sender_post post[SENDER_MAX_INFLIGHT]; /* a ring, in the order sent */
 	size_t head, n_posts;                         /* oldest post, posts in the ring */
-	uint64_t sent_through; /* highest sequence posted (the cursor when none) */
-	bool failing;          /* a POST failed: none new until all answered, then from the cursor */
-	bool again_now;        /* ... and then at once (413, a journal error), not after the backoff */
+	uint64_t sent_through;                        /* highest sequence posted (the cursor when none) */
+	bool failing;               /* a POST failed: none new until all answered, then from the cursor */
+	bool again_now;             /* ... and then at once (413, a journal error), not after the backoff */
 	struct event *retry_ev;     /* backoff before the next try */
 	struct event *heartbeat_ev; /* an empty push while idle: "still here" */
 	struct event *kick_ev;

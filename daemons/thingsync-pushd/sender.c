@@ -544,7 +544,8 @@ static void advance(struct sender *s)
 	r = journal__ack(pd->journal, through);
 	if (r < 0) {
 		/* The cursor stays: the batches go again and the collector dedups them. */
-		log_error(&pd->log, "journal: cannot move the cursor to %" PRIu64 ": %s", through, tsync_strerror(r));
+		log_error(&pd->log, "journal: cannot move the cursor to %" PRIu64 ": %s", through,
+		          tsync_strerror(r));
 		s->failing = true;
 		s->again_now = true;
 		return;
@@ -631,7 +632,8 @@ static int post_batch(struct sender *s)
 	headers[6] = sig.sig;
 	headers[7] = NULL;
 	*p = (struct sender_post){.s = s, .first = b.first, .last = b.last, .count = b.count};
-	r = curlev__post(pd->http, s->url, headers, body, len, pd->opt.timeout_ms, pd->opt.cacert, done_cb, p);
+	r = curlev__post(pd->http, s->url, headers, body, len, pd->opt.timeout_ms, pd->opt.cacert, done_cb,
+	                 p);
 	if (r < 0)
 		goto leave;
 	s->n_posts++;

@@ -64,8 +64,9 @@ static void sp(struct out *o)
 
 static void gen_string(struct out *o)
 {
-	static const char *const s[] = {"t1", "", "temp", "a b", "x\\\"y", "\\\\", "caf\\u00e9", "caf\xc3\xa9",
-	                                "t\\n", "say \\\"hi\\\"", "/", "\x7f", "~!@#$%^&*()"};
+	static const char *const s[] = {"t1",   "",           "temp",        "a b",  "x\\\"y",
+	                                "\\\\", "caf\\u00e9", "caf\xc3\xa9", "t\\n", "say \\\"hi\\\"",
+	                                "/",    "\x7f",       "~!@#$%^&*()"};
 	put(o, "\"%s\"", s[pick(13)]);
 }
 
@@ -130,14 +131,15 @@ static void gen_value(struct out *o)
 
 static void gen_item(struct out *o)
 {
-	static const char *const keys[] = {"seq", "thing", "value", "time", "owner_boot", "version", "source", "kind",
-	                                   "other"};
+	static const char *const keys[] = {"seq",     "thing",  "value", "time", "owner_boot",
+	                                   "version", "source", "kind",  "other"};
 	unsigned order[9];
 	unsigned n = 0;
 	bool clean = pick(2) == 0; /* half the items as pushd writes them */
 
 	for (unsigned k = 0; k < 9; k++) {
-		/* seq nearly always, the common members often, the odd ones rarely; now and then one twice. */
+		/* seq nearly always, the common members often, the odd ones rarely; now and then one twice.
+		 */
 		unsigned p = k == 0 ? 95 : k < 4 ? 80 : k < 7 ? 40 : 4;
 		if (clean)
 			p = k < 4 ? 100 : k < 7 ? 50 : 0;
@@ -342,8 +344,9 @@ static int check(const char *body, size_t len)
 			assert_string_equal(json_string_value(v), it->s);
 			break;
 		}
-		assert_int_equal(json_object_size(o), 1 + (it->thing != NULL) + (it->via != NULL) + it->has_time +
-		                                          it->has_boot + it->has_ver + (it->vkind != FAST_ABSENT));
+		assert_int_equal(json_object_size(o), 1 + (it->thing != NULL) + (it->via != NULL) +
+		                                          it->has_time + it->has_boot + it->has_ver +
+		                                          (it->vkind != FAST_ABSENT));
 	}
 	json_decref(root);
 	fastpush__free(&fp);
@@ -369,8 +372,8 @@ static void test_differential(void **state)
 			mutate(&o);
 		taken_mutated += check(o.b, o.n);
 	}
-	fprintf(stderr, "fastpush: %ld bodies, %ld taken (%ld items), %ld mutated ones taken\n", rounds, taken, items,
-	        taken_mutated);
+	fprintf(stderr, "fastpush: %ld bodies, %ld taken (%ld items), %ld mutated ones taken\n", rounds,
+	        taken, items, taken_mutated);
 	/* The generator reaches the fast reader's shape often, items included. */
 	assert_true(taken > rounds / 20);
 	assert_true(items > rounds / 20);
@@ -381,23 +384,25 @@ static void test_cases(void **state)
 {
 	static const char *const yes[] = {
 	    "{\"source\":\"P\",\"stream\":\"0123456789abcdef0123456789abcdef\",\"boot\":3,\"measurements\":["
-	    "{\"seq\":1,\"thing\":\"t0\",\"value\":5,\"time\":1700000000000000,\"owner_boot\":2,\"version\":9},"
+	    "{\"seq\":1,\"thing\":\"t0\",\"value\":5,\"time\":1700000000000000,\"owner_boot\":2,\"version\":"
+	    "9},"
 	    "{\"seq\":2,\"source\":\"import\",\"thing\":\"temp\",\"value\":21.5,\"time\":1700000000000001,"
 	    "\"owner_boot\":0,\"version\":0}]}",
 	    "{\"measurements\":[],\"source\":\"P\"}",
-	    " {\"source\":\"P\",\"measurements\":[{\"seq\":1,\"value\":true},{\"seq\":2,\"value\":\"on\"}]}\n",
+	    " {\"source\":\"P\",\"measurements\":[{\"seq\":1,\"value\":true},{\"seq\":2,\"value\":\"on\"}]}"
+	    "\n",
 	};
 	static const char *const no[] = {
-	    "{\"source\":\"P\"}",                                                      /* no measurements */
-	    "{\"source\":\"P\",\"measurements\":[{\"thing\":\"t\"}]}",                 /* no seq */
-	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1,\"kind\":\"cumul\"}]}",    /* another kind */
-	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1,\"value\":null}]}",        /* null */
-	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1,\"seq\":2}]}",             /* twice */
-	    "{\"source\":\"P\\u0041\",\"measurements\":[]}",                           /* an escape */
-	    "{\"source\":\"P\",\"measurements\":[{\"seq\":9223372036854775808}]}",     /* beyond 64 bits */
-	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1.0}]}",                     /* a real seq */
-	    "{\"source\":\"P\",\"measurements\":[]} x",                                /* after the end */
-	    "{\"source\":\"P\",\"measurements\":[{\"seq\":01}]}",                      /* not JSON */
+	    "{\"source\":\"P\"}",                                                   /* no measurements */
+	    "{\"source\":\"P\",\"measurements\":[{\"thing\":\"t\"}]}",              /* no seq */
+	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1,\"kind\":\"cumul\"}]}", /* another kind */
+	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1,\"value\":null}]}",     /* null */
+	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1,\"seq\":2}]}",          /* twice */
+	    "{\"source\":\"P\\u0041\",\"measurements\":[]}",                        /* an escape */
+	    "{\"source\":\"P\",\"measurements\":[{\"seq\":9223372036854775808}]}",  /* beyond 64 bits */
+	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1.0}]}",                  /* a real seq */
+	    "{\"source\":\"P\",\"measurements\":[]} x",                             /* after the end */
+	    "{\"source\":\"P\",\"measurements\":[{\"seq\":01}]}",                   /* not JSON */
 	};
 	struct fast_push fp;
 

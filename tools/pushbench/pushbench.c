@@ -79,7 +79,7 @@ struct bench {
 	const char *pushd, *collectord;
 	int seconds;
 	long backlog;
-	long batch;        /* measurements per POST (pushd --batch) and rows per baseline transaction */
+	long batch;           /* measurements per POST (pushd --batch) and rows per baseline transaction */
 	const char *inflight; /* pushd --inflight, or NULL for its default */
 	bool do_sqlite, do_pg, keep;
 	const char *pg_conninfo;
@@ -576,7 +576,8 @@ static double baseline_sqlite(struct bench *b)
 	if (sqlite3_prepare_v2(h,
 	                       "INSERT OR IGNORE INTO measurements (source, stream, seq, thing, vtype, value,"
 	                       " time_us, owner_boot, version, received_us, owner, via)"
-	                       " VALUES ('BASE', '" BASE_STREAM "', ?1, ?2, 'int', ?3, ?4, 0, 0, ?4, 'OWNER', 'import')",
+	                       " VALUES ('BASE', '" BASE_STREAM
+	                       "', ?1, ?2, 'int', ?3, ?4, 0, 0, ?4, 'OWNER', 'import')",
 	                       -1, &st, NULL) != SQLITE_OK)
 		goto fail;
 	t0 = now_s();
@@ -654,14 +655,17 @@ static double baseline_pg(struct bench *b, const char *conninfo)
 		size_t n = 0;
 		PGresult *res;
 		if (!pg_ok(c, PQexec(c, "BEGIN")) ||
-		    !pg_ok(c, PQexec(c, "COPY measurements (source, stream, seq, thing, vtype, value, time_us,"
-		                        " owner_boot, version, received_us, owner, via) FROM STDIN")))
+		    !pg_ok(c,
+		           PQexec(c, "COPY measurements (source, stream, seq, thing, vtype, value, time_us,"
+		                     " owner_boot, version, received_us, owner, via) FROM STDIN")))
 			goto fail;
 		for (long k = i; k < i + b->batch && k < b->backlog; k++) {
 			char thing[16], val[24];
 			int64_t t;
 			base_row(k, thing, val, &t);
-			n += (size_t)sprintf(buf + n, "BASE\t" BASE_STREAM "\t%ld\t%s\tint\t%s\t%" PRId64 "\t0\t0\t%" PRId64 "\tOWNER\timport\n",
+			n += (size_t)sprintf(buf + n,
+			                     "BASE\t" BASE_STREAM "\t%ld\t%s\tint\t%s\t%" PRId64
+			                     "\t0\t0\t%" PRId64 "\tOWNER\timport\n",
 			                     k + 1, thing, val, t, t);
 		}
 		if (PQputCopyData(c, buf, (int)n) != 1 || PQputCopyEnd(c, NULL) != 1)

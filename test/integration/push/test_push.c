@@ -2722,7 +2722,8 @@ static void pipeline_run(struct env *e)
 		json_t *page, *m;
 		size_t i, k;
 
-		snprintf(path, sizeof(path), "/v1/measurements?source=PUSH&after_seq=%" PRId64 "&limit=10000", after);
+		snprintf(path, sizeof(path), "/v1/measurements?source=PUSH&after_seq=%" PRId64 "&limit=10000",
+		         after);
 		page = col_get(e, path);
 		assert_non_null(page);
 		k = json_array_size(json_object_get(page, "measurements"));
@@ -2763,7 +2764,6 @@ static void test_pipeline_postgres(void **state)
 	pipeline_run(*state);
 }
 #endif
-
 
 int main(int argc, char **argv)
 {
