@@ -22,7 +22,8 @@
  *   GET /v1/pulls, POST /v1/pull        see pull.c
  *   GET /v1/alarms[?active=1]           active alarms and recently cleared ones
  *   GET /metrics, GET /health
- *   POST /v1/faults?handler=on|off&db=on|off
+ *   POST /v1/faults?handler=on|off&db=on|off&handler_every=N (N: every Nth
+ *                                       push fails like handler=on; 0 none)
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -475,6 +476,7 @@ void api__faults(struct collector *c, struct evhttp_request *req)
 {
 	struct evkeyvalq q;
 	bool handler = c->faults.handler, db = c->faults.db_refuse;
+	const char *every;
 
 	if (!c->opt.fault_injection) {
 		httpd__reply_json(req, 404, json_pack("{s:s}", "error", "not found"));
@@ -490,11 +492,25 @@ void api__faults(struct collector *c, struct evhttp_request *req)
 		bad_param(req, "handler/db");
 		return;
 	}
+	every = evhttp_find_header(&q, "handler_every");
+	if (every) {
+		char *end = NULL;
+		unsigned long n = strtoul(every, &end, 10);
+		if (!*every || *end || n > 1000000) {
+			evhttp_clear_headers(&q);
+			bad_param(req, "handler_every");
+			return;
+		}
+		c->faults.handler_every = (unsigned)n;
+		c->faults.pushes_seen = 0;
+	}
 	evhttp_clear_headers(&q);
 	if (handler != c->faults.handler || db != c->faults.db_refuse)
 		log_warn(&c->log, "fault injection: handler %s, db %s", handler ? "FAILS" : "ok",
 		         db ? "REFUSES WRITES" : "ok");
 	c->faults.handler = handler;
 	c->faults.db_refuse = db;
-	httpd__reply_json(req, 200, json_pack("{s:b,s:b}", "handler", handler, "db", db));
+	httpd__reply_json(req, 200,
+	                  json_pack("{s:b,s:b,s:I}", "handler", handler, "db", db, "handler_every",
+	                            (json_int_t)c->faults.handler_every));
 }

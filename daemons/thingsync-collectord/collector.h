@@ -105,6 +105,8 @@ struct collector {
 	struct {
 		bool handler;   /* the ingest handler fails half-way (before its commit) */
 		bool db_refuse; /* the database refuses writes */
+		unsigned handler_every; /* every Nth push fails like `handler` (0: none) */
+		uint64_t pushes_seen;   /* ... counted here */
 	} faults;
 	/* Counters for /metrics. */
 	uint64_t pushes[6]; /* by enum push_result */

@@ -242,8 +242,9 @@ struct db {
 
 /* What both backends do through exec() (db_common.c). Inside store()'s
  * transaction, after the measurements and refused items: the copies and
- * the other items. 0, DB_EDOWN or -EIO; a stream going backwards sets
- * res->outcome. */
+ * the other items; res->inserted says how many measurements the backend
+ * inserted (all of them: no copy to look for). 0, DB_EDOWN or -EIO; a
+ * stream going backwards sets res->outcome. */
 int db__store_items(struct db *db, const struct db_batch *b, const char *stream, struct db_store_result *res);
 /* Schema 2 to 3, in the caller's transaction (`add_columns`: measurements has no owner and via yet). */
 int db__migrate_2(struct db *db, const struct db_owner *owners, size_t n_owners, bool add_columns);

@@ -322,7 +322,8 @@ int db__store_items(struct db *db, const struct db_batch *b, const char *stream,
 	struct ints clash = {0};
 	int r = 0;
 
-	if (b->n > 0)
+	/* Every measurement inserted under its own sequence (a drain's batch): none is a copy. */
+	if (b->n > 0 && res->inserted < b->n)
 		r = store_copies(db, b, stream, res);
 	for (size_t i = 0; r == 0 && res->outcome == DB_STORED && i < b->nitems; i++) {
 		const struct db_item *it = &b->items[i];

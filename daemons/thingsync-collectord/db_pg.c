@@ -215,6 +215,14 @@ static int pg_reconnect(struct db *db)
 	}
 	PQsetNoticeProcessor(d->conn, notice_quiet, NULL);
 	r = ensure_schema(d);
+	/* Where a batch's measurements are COPYed before they go in (pg_store): one per session, emptied at
+	 * commit. */
+	if (r == 0)
+		r = command(
+		    d,
+		    "CREATE TEMP TABLE IF NOT EXISTS push_in (source TEXT, stream TEXT, seq BIGINT,"
+		    " thing TEXT, vtype TEXT, value TEXT, time_us BIGINT, owner_boot BIGINT, version BIGINT,"
+		    " received_us BIGINT, owner TEXT, via TEXT) ON COMMIT DELETE ROWS");
 	if (r < 0) {
 		drop(d);
 		return DB_EDOWN;
@@ -332,6 +340,129 @@ static int exec_params(struct db_pg *d, const char *what, const char *sql, struc
 		*changed += (size_t)strtoull(PQcmdTuples(res), NULL, 10);
 	PQclear(res);
 	return 0;
+}
+
+/* A field of COPY's text format: backslash, tab, newline and carriage return escaped. */
+static int copy_field(struct buf *t, const char *s, char sep)
+{
+	int r = 0;
+
+	for (const char *p = s; r == 0 && *p; p++) {
+		const char *esc = *p == '\\'   ? "\\\\"
+		                  : *p == '\t' ? "\\t"
+		                  : *p == '\n' ? "\\n"
+		                  : *p == '\r' ? "\\r"
+		                               : NULL;
+		if (!esc) {
+			size_t n = strcspn(p, "\\\t\n\r");
+			r = buf__append(t, p, n);
+			p += n - 1;
+		} else {
+			r = buf__append(t, esc, 2);
+		}
+	}
+	return r == 0 ? buf__append(t, &sep, 1) : r;
+}
+
+static int copy_int(struct buf *t, int64_t x, char sep)
+{
+	return buf__appendf(t, "%" PRId64 "%c", x, sep);
+}
+
+/* The batch's measurements in COPY's text format, in the column order of COPY_COLUMNS. */
+#define COPY_COLUMNS                                                                                         \
+	"(source, stream, seq, thing, vtype, value, time_us, owner_boot, version, received_us, owner, via)"
+
+static int copy_text(const struct db_batch *b, const char *stream, struct buf *t)
+{
+	int r = 0;
+
+	buf__reset(t);
+	for (size_t i = 0; r == 0 && i < b->n; i++) {
+		const struct db_measurement *m = &b->m[i];
+		if ((r = copy_field(t, b->source, '\t')) == 0 && (r = copy_field(t, stream, '\t')) == 0 &&
+		    (r = copy_int(t, m->seq, '\t')) == 0 && (r = copy_field(t, m->thing, '\t')) == 0 &&
+		    (r = copy_field(t, m->vtype, '\t')) == 0 && (r = copy_field(t, m->value, '\t')) == 0 &&
+		    (r = copy_int(t, m->time_us, '\t')) == 0 && (r = copy_int(t, m->owner_boot, '\t')) == 0 &&
+		    (r = copy_int(t, m->version, '\t')) == 0 &&
+		    (r = copy_int(t, b->received_us, '\t')) == 0 && (r = copy_field(t, m->owner, '\t')) == 0)
+			r = copy_field(t, m->via, '\n');
+	}
+	return r;
+}
+
+/*
+ * COPYs `t` with the statement `sql`: the way in that costs PostgreSQL least
+ * (no parameters to parse, no plan per row). 0, 1 when a unique key refused
+ * a row (with `dup_ok`; nothing of the COPY stays), or a failure.
+ */
+static int copy_in(struct db_pg *d, const char *sql, const struct buf *t, bool dup_ok)
+{
+	PGresult *res = PQexec(d->conn, sql);
+	const char *state;
+
+	if (PQresultStatus(res) != PGRES_COPY_IN)
+		return fail(d, "copy measurements", res);
+	PQclear(res);
+	if (PQputCopyData(d->conn, t->data, (int)t->len) != 1 || PQputCopyEnd(d->conn, NULL) != 1)
+		return fail(d, "copy measurements", NULL);
+	res = PQgetResult(d->conn);
+	state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && !(dup_ok && state && !strcmp(state, "23505")))
+		return fail(d, "copy measurements", res);
+	dup_ok = PQresultStatus(res) != PGRES_COMMAND_OK;
+	PQclear(res);
+	while ((res = PQgetResult(d->conn)) != NULL)
+		PQclear(res);
+	return dup_ok ? 1 : 0;
+}
+
+/*
+ * The batch's measurements, each stored once. First straight into the
+ * table with COPY, under a savepoint: a drain's batches are new rows, and
+ * that is all they cost. When a unique key refuses a row (a batch sent
+ * again, a copy of a change stored before, or the stream going backwards),
+ * back to the savepoint and the careful way: COPY into push_in, one INSERT
+ * ... SELECT ON CONFLICT DO NOTHING, and the rows not inserted compared with
+ * what is stored (*conflict: the first sequence stored with other content).
+ */
+static int store_measurements(struct db_pg *d, const struct db_batch *b, const char *stream, struct buf *t,
+                              size_t *ins, int64_t *conflict)
+{
+	struct params none = {0};
+	PGresult *q;
+	int r = copy_text(b, stream, t);
+
+	if (r == 0)
+		r = command(d, "SAVEPOINT batch");
+	if (r == 0)
+		r = copy_in(d, "COPY measurements " COPY_COLUMNS " FROM STDIN", t, true);
+	if (r == 0) {
+		*ins = b->n;
+		return command(d, "RELEASE SAVEPOINT batch");
+	}
+	if (r < 0 || (r = command(d, "ROLLBACK TO SAVEPOINT batch")) < 0)
+		return r;
+	r = copy_in(d, "COPY push_in FROM STDIN", t, false);
+	if (r == 0)
+		r = exec_params(
+		    d, "insert measurements",
+		    "INSERT INTO measurements " COPY_COLUMNS " SELECT source, stream, seq, thing,"
+		    " vtype, value, time_us, owner_boot, version, received_us, owner, via FROM push_in"
+		    " ON CONFLICT DO NOTHING",
+		    &none, ins);
+	if (r < 0 || *ins == b->n)
+		return r;
+	q = one(d,
+	        "SELECT m.seq FROM push_in v JOIN measurements m ON m.source = v.source"
+	        " AND m.stream = v.stream AND m.seq = v.seq WHERE m.thing <> v.thing"
+	        " OR m.value <> v.value OR m.time_us <> v.time_us ORDER BY m.seq LIMIT 1",
+	        0, NULL, &r);
+	if (q) {
+		*conflict = PQntuples(q) == 1 ? strtoll(PQgetvalue(q, 0, 0), NULL, 10) : 0;
+		PQclear(q);
+	}
+	return r;
 }
 
 static int64_t geti(PGresult *res, int row, int col)
@@ -479,10 +610,13 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		r = pg_check_stream(d, b, res, &stream);
 	if (r == 0 && res->outcome != DB_STORED)
 		goto refused;
-	for (size_t off = 0; r == 0 && conflict == 0 && off < b->n; off += PG_ROWS_PER_INSERT) {
-		size_t rows = b->n - off < PG_ROWS_PER_INSERT ? b->n - off : PG_ROWS_PER_INSERT;
-		r = pg_conflict(d, b, stream, true, off, rows, &p, &sql, &conflict);
-	}
+	/*
+	 * Measurements go in first (COPY, see store_measurements()); only when
+	 * some row was not inserted are they compared with what is stored. A
+	 * conflict rolls everything back, as if checked before.
+	 */
+	if (r == 0 && b->n > 0)
+		r = store_measurements(d, b, stream, &sql, &ins, &conflict);
 	for (size_t off = 0; r == 0 && conflict == 0 && off < b->nrej; off += PG_ROWS_PER_INSERT) {
 		size_t rows = b->nrej - off < PG_ROWS_PER_INSERT ? b->nrej - off : PG_ROWS_PER_INSERT;
 		r = pg_conflict(d, b, stream, false, off, rows, &p, &sql, &conflict);
@@ -491,34 +625,6 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		res->outcome = DB_STREAM_BACKWARDS;
 		res->conflict_seq = conflict;
 		goto refused;
-	}
-	for (size_t off = 0; r == 0 && off < b->n; off += PG_ROWS_PER_INSERT) {
-		size_t rows = b->n - off < PG_ROWS_PER_INSERT ? b->n - off : PG_ROWS_PER_INSERT;
-		p.n = 0;
-		buf__reset(&sql);
-		r = build_insert(
-		    &sql,
-		    "INSERT INTO measurements (source, seq, thing, vtype, value, time_us, owner_boot,"
-		    " version, received_us, stream, owner, via) VALUES ",
-		    " ON CONFLICT DO NOTHING", rows, 12);
-		if (r < 0)
-			break;
-		for (size_t i = off; i < off + rows; i++) {
-			const struct db_measurement *m = &b->m[i];
-			param_str(&p, b->source);
-			param_i64(&p, m->seq);
-			param_str(&p, m->thing);
-			param_str(&p, m->vtype);
-			param_str(&p, m->value);
-			param_i64(&p, m->time_us);
-			param_i64(&p, m->owner_boot);
-			param_i64(&p, m->version);
-			param_i64(&p, b->received_us);
-			param_str(&p, stream);
-			param_str(&p, m->owner);
-			param_str(&p, m->via);
-		}
-		r = exec_params(d, "insert measurements", sql.data, &p, &ins);
 	}
 	for (size_t off = 0; r == 0 && off < b->nrej; off += PG_ROWS_PER_INSERT) {
 		size_t rows = b->nrej - off < PG_ROWS_PER_INSERT ? b->nrej - off : PG_ROWS_PER_INSERT;
@@ -541,8 +647,10 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		}
 		r = exec_params(d, "insert rejected", sql.data, &p, NULL);
 	}
-	if (r == 0)
+	if (r == 0) {
+		res->inserted = ins;
 		r = db__store_items(db, b, stream, res);
+	}
 	if (r == 0 && res->outcome != DB_STORED)
 		goto refused;
 	if (r == 0) {

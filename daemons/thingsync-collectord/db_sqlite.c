@@ -21,7 +21,7 @@ struct db_sqlite {
 	size_t n_owners;
 	char *path;
 	sqlite3 *h;
-	sqlite3_stmt *ins_m, *ins_r, *upd_src, *put_alarm;
+	sqlite3_stmt *ins_m, *ins_mn, *ins_r, *upd_src, *put_alarm;
 	sqlite3_stmt *get_src, *old_m, *old_r, *upd_stream, *last_seq;
 };
 
@@ -30,6 +30,9 @@ struct db_sqlite {
 static const char sql_ins_m[] =
     "INSERT OR IGNORE INTO measurements (source, seq, thing, vtype, value, time_us, owner_boot, version,"
     " received_us, stream, owner, via) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+/* Rows per multi-row INSERT of measurements (ins_mn, 12 parameters a row): one
+ * statement step for many rows, where per row the statement's overhead showed. */
+#define SQ_ROWS 50
 static const char sql_ins_r[] =
     "INSERT OR IGNORE INTO rejected (source, seq, field, error, item, received_us, stream)"
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
@@ -59,6 +62,7 @@ static const char sql_put_alarm[] =
 static void finalize_all(struct db_sqlite *d)
 {
 	sqlite3_finalize(d->ins_m);
+	sqlite3_finalize(d->ins_mn);
 	sqlite3_finalize(d->ins_r);
 	sqlite3_finalize(d->upd_src);
 	sqlite3_finalize(d->put_alarm);
@@ -67,11 +71,25 @@ static void finalize_all(struct db_sqlite *d)
 	sqlite3_finalize(d->old_r);
 	sqlite3_finalize(d->upd_stream);
 	sqlite3_finalize(d->last_seq);
-	d->ins_m = d->ins_r = d->upd_src = d->put_alarm = NULL;
+	d->ins_m = d->ins_mn = d->ins_r = d->upd_src = d->put_alarm = NULL;
 	d->get_src = d->old_m = d->old_r = d->upd_stream = d->last_seq = NULL;
 	if (d->h)
 		sqlite3_close_v2(d->h);
 	d->h = NULL;
+}
+
+/* ins_mn: sql_ins_m with SQ_ROWS rows of positional parameters. */
+static int prepare_ins_many(struct db_sqlite *d)
+{
+	struct buf sql = {0};
+	int r = buf__appendf(&sql, "%.*s", (int)(strstr(sql_ins_m, "VALUES") - sql_ins_m + 7), sql_ins_m);
+	int rc;
+
+	for (int i = 0; r == 0 && i < SQ_ROWS; i++)
+		r = buf__appendf(&sql, "%s(?,?,?,?,?,?,?,?,?,?,?,?)", i ? "," : "");
+	rc = r < 0 ? SQLITE_NOMEM : sqlite3_prepare_v2(d->h, sql.data, -1, &d->ins_mn, NULL);
+	buf__free(&sql);
+	return rc;
 }
 
 /*
@@ -271,6 +289,7 @@ static int sq_reconnect(struct db *db)
 	if ((rc = ensure_schema(d)) != SQLITE_OK)
 		goto bad;
 	if ((rc = sqlite3_prepare_v2(d->h, sql_ins_m, -1, &d->ins_m, NULL)) != SQLITE_OK ||
+	    (rc = prepare_ins_many(d)) != SQLITE_OK ||
 	    (rc = sqlite3_prepare_v2(d->h, sql_get_src, -1, &d->get_src, NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_prepare_v2(d->h, sql_old_m, -1, &d->old_m, NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_prepare_v2(d->h, sql_old_r, -1, &d->old_r, NULL)) != SQLITE_OK ||
@@ -447,6 +466,24 @@ static int same_rejected(struct db_sqlite *d, const char *source, const char *st
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* One measurement's parameters, from `base` (0 for ins_m, 12 * row for ins_mn). */
+static void bind_measurement(sqlite3_stmt *st, int base, const struct db_batch *b, const char *stream,
+                             const struct db_measurement *m)
+{
+	sqlite3_bind_text(st, base + 1, b->source, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, base + 2, m->seq);
+	sqlite3_bind_text(st, base + 3, m->thing, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, base + 4, m->vtype, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, base + 5, m->value, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, base + 6, m->time_us);
+	sqlite3_bind_int64(st, base + 7, m->owner_boot);
+	sqlite3_bind_int64(st, base + 8, m->version);
+	sqlite3_bind_int64(st, base + 9, b->received_us);
+	sqlite3_bind_text(st, base + 10, stream, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, base + 11, m->owner, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, base + 12, m->via, -1, SQLITE_STATIC);
+}
+
 static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_commit, struct db_store_result *res)
 {
 	struct db_sqlite *d = SQ(db);
@@ -469,35 +506,31 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 	if (res->outcome != DB_STORED)
 		goto refused;
 	what = "insert measurement";
-	for (size_t i = 0; i < b->n; i++) {
-		const struct db_measurement *m = &b->m[i];
-		sqlite3_bind_text(d->ins_m, 1, b->source, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(d->ins_m, 2, m->seq);
-		sqlite3_bind_text(d->ins_m, 3, m->thing, -1, SQLITE_STATIC);
-		sqlite3_bind_text(d->ins_m, 4, m->vtype, -1, SQLITE_STATIC);
-		sqlite3_bind_text(d->ins_m, 5, m->value, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(d->ins_m, 6, m->time_us);
-		sqlite3_bind_int64(d->ins_m, 7, m->owner_boot);
-		sqlite3_bind_int64(d->ins_m, 8, m->version);
-		sqlite3_bind_int64(d->ins_m, 9, b->received_us);
-		sqlite3_bind_text(d->ins_m, 10, stream, -1, SQLITE_STATIC);
-		sqlite3_bind_text(d->ins_m, 11, m->owner, -1, SQLITE_STATIC);
-		sqlite3_bind_text(d->ins_m, 12, m->via, -1, SQLITE_STATIC);
-		rc = step_done(d->ins_m);
+	for (size_t off = 0; off < b->n;) {
+		size_t rows = b->n - off >= SQ_ROWS ? SQ_ROWS : 1;
+		sqlite3_stmt *st = rows > 1 ? d->ins_mn : d->ins_m;
+		size_t changes;
+
+		for (size_t k = 0; k < rows; k++)
+			bind_measurement(st, (int)(12 * k), b, stream, &b->m[off + k]);
+		rc = step_done(st);
 		if (rc != SQLITE_OK)
 			goto rollback;
-		if (sqlite3_changes(d->h) > 0) {
-			ins++;
-			continue;
+		changes = (size_t)sqlite3_changes(d->h);
+		ins += changes;
+		/* Some row not inserted: a duplicate, a copy (db.h), or the stream going backwards. */
+		for (size_t k = 0; changes < rows && k < rows; k++) {
+			const struct db_measurement *m = &b->m[off + k];
+			rc = same_measurement(d, b->source, stream, m, &same);
+			if (rc != SQLITE_OK)
+				goto rollback;
+			if (!same) {
+				res->outcome = DB_STREAM_BACKWARDS;
+				res->conflict_seq = m->seq;
+				goto refused;
+			}
 		}
-		rc = same_measurement(d, b->source, stream, m, &same);
-		if (rc != SQLITE_OK)
-			goto rollback;
-		if (!same) {
-			res->outcome = DB_STREAM_BACKWARDS;
-			res->conflict_seq = m->seq;
-			goto refused;
-		}
+		off += rows;
 	}
 	what = "insert rejected";
 	for (size_t i = 0; i < b->nrej; i++) {
@@ -524,6 +557,7 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		}
 	}
 	what = "items";
+	res->inserted = ins;
 	if (db__store_items(db, b, stream, res) < 0) {
 		if (!d->h)
 			return DB_EDOWN; /* fail() closed it; the transaction is gone with it */

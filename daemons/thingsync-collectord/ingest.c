@@ -60,6 +60,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "collector.h"
+#include "fastpush.h"
 
 struct source *collector__source(struct collector *c, const char *name)
 {
@@ -106,13 +107,10 @@ struct refusal {
 		return -EINVAL;                                                                              \
 	} while (0)
 
-/* How an item came: its "source" (recovery, import), `def` when absent, NULL when bad. */
-static const char *item_via(json_t *item, const char *def)
+/* How an item came: its "source" `s` (recovery, import), `def` when absent, NULL when bad. */
+static const char *via_name(bool present, const char *s, const char *def)
 {
-	json_t *j = json_object_get(item, "source");
-	const char *s = json_string_value(j);
-
-	if (!j)
+	if (!present)
 		return def;
 	if (s && strcmp(s, "recovery") == 0)
 		return "recovery";
@@ -121,27 +119,104 @@ static const char *item_via(json_t *item, const char *def)
 	return NULL;
 }
 
+static const char *item_via(json_t *item, const char *def)
+{
+	json_t *j = json_object_get(item, "source");
+
+	return via_name(j != NULL, json_string_value(j), def);
+}
+
+/*
+ * A measurement's members as check_item() reads them: from jansson's tree
+ * (view_of_json) or from the fast reader (view_of_fast), so both are
+ * checked by the same code.
+ */
+struct item_view {
+	bool has_via;
+	const char *via;       /* with has_via: the string, NULL when not one */
+	const char *thing;     /* NULL: missing or not a string */
+	enum fast_value vkind; /* FAST_ABSENT: missing, or null, an object, an array */
+	bool b;
+	int64_t i;
+	double f;
+	const char *s;
+	bool time_int; /* false: missing or not an integer */
+	int64_t time;
+	bool has_boot, boot_int, has_ver, ver_int;
+	int64_t boot, ver;
+};
+
+static void view_of_json(json_t *item, struct item_view *iv)
+{
+	json_t *j = json_object_get(item, "source");
+
+	memset(iv, 0, sizeof(*iv));
+	iv->has_via = j != NULL;
+	iv->via = json_string_value(j);
+	iv->thing = json_string_value(json_object_get(item, "thing"));
+	j = json_object_get(item, "value");
+	if (json_is_boolean(j)) {
+		iv->vkind = FAST_BOOL;
+		iv->b = json_is_true(j);
+	} else if (json_is_integer(j)) {
+		iv->vkind = FAST_INT;
+		iv->i = (int64_t)json_integer_value(j);
+	} else if (json_is_real(j)) {
+		iv->vkind = FAST_REAL;
+		iv->f = json_real_value(j);
+	} else if (json_is_string(j)) {
+		iv->vkind = FAST_STRING;
+		iv->s = json_string_value(j);
+	}
+	j = json_object_get(item, "time");
+	iv->time_int = json_is_integer(j);
+	iv->time = (int64_t)json_integer_value(j);
+	j = json_object_get(item, "owner_boot");
+	iv->has_boot = j != NULL;
+	iv->boot_int = json_is_integer(j);
+	iv->boot = (int64_t)json_integer_value(j);
+	j = json_object_get(item, "version");
+	iv->has_ver = j != NULL;
+	iv->ver_int = json_is_integer(j);
+	iv->ver = (int64_t)json_integer_value(j);
+}
+
+static void view_of_fast(const struct fast_item *it, struct item_view *iv)
+{
+	memset(iv, 0, sizeof(*iv));
+	iv->has_via = it->via != NULL;
+	iv->via = it->via;
+	iv->thing = it->thing;
+	iv->vkind = it->vkind;
+	iv->b = it->b;
+	iv->i = it->i;
+	iv->f = it->f;
+	iv->s = it->s;
+	iv->time_int = it->has_time;
+	iv->time = it->time;
+	iv->has_boot = iv->boot_int = it->has_boot;
+	iv->boot = it->boot;
+	iv->has_ver = iv->ver_int = it->has_ver;
+	iv->ver = it->ver;
+}
+
 /*
  * Checks one item. On success fills `m` (value text malloc()ed into *value_text).
  * On refusal fills `r` and returns -EINVAL.
  */
-static int check_item(struct collector *c, json_t *item, int64_t now_us, struct db_measurement *m,
-                      char **value_text, struct refusal *r)
+static int check_item(struct collector *c, const struct item_view *iv, int64_t now_us,
+                      struct db_measurement *m, char **value_text, struct refusal *r)
 {
-	json_t *jthing = json_object_get(item, "thing");
-	json_t *jval = json_object_get(item, "value");
-	json_t *jtime = json_object_get(item, "time");
-	json_t *jboot = json_object_get(item, "owner_boot");
-	json_t *jver = json_object_get(item, "version");
-	const char *thing = json_string_value(jthing);
+	const char *thing = iv->thing;
 	tsync_thing_info ti;
 	tsync_value v;
 	json_t *canon = NULL;
+	char text[32] = ""; /* the value's JSON text, for a bool or an int (as jansson writes it) */
 	int idx;
 
 	memset(m, 0, sizeof(*m));
 	m->seq = r->seq;
-	m->via = item_via(item, "live");
+	m->via = via_name(iv->has_via, iv->via, "live");
 	if (!m->via)
 		REFUSE("source", "not \"recovery\" or \"import\"");
 	if (!thing)
@@ -154,37 +229,36 @@ static int check_item(struct collector *c, json_t *item, int64_t now_us, struct 
 	switch (ti.type) {
 	case TSYNC_TYPE_BOOL:
 		/* The seed's controllers send 1 and 0 for booleans. */
-		if (json_is_boolean(jval))
-			v = tsync_bool(json_is_true(jval));
-		else if (json_is_integer(jval) &&
-		         (json_integer_value(jval) == 0 || json_integer_value(jval) == 1))
-			v = tsync_bool(json_integer_value(jval) == 1);
+		if (iv->vkind == FAST_BOOL)
+			v = tsync_bool(iv->b);
+		else if (iv->vkind == FAST_INT && (iv->i == 0 || iv->i == 1))
+			v = tsync_bool(iv->i == 1);
 		else
 			REFUSE("value", "%s is a bool: true, false, 1 or 0", thing);
-		canon = json_boolean(v.u.b);
+		snprintf(text, sizeof(text), "%s", v.u.b ? "true" : "false");
 		break;
 	case TSYNC_TYPE_INT:
-		if (!json_is_integer(jval))
+		if (iv->vkind != FAST_INT)
 			REFUSE("value", "%s is an int: an integer is expected", thing);
-		v = tsync_int(json_integer_value(jval));
-		canon = json_integer((json_int_t)v.u.i);
+		v = tsync_int(iv->i);
+		snprintf(text, sizeof(text), "%" PRId64, (int64_t)v.u.i);
 		break;
 	case TSYNC_TYPE_FLOAT:
-		if (!json_is_number(jval))
+		if (iv->vkind != FAST_INT && iv->vkind != FAST_REAL)
 			REFUSE("value", "%s is a float: a number is expected", thing);
-		v = tsync_float(json_number_value(jval));
+		v = tsync_float(iv->vkind == FAST_INT ? (double)iv->i : iv->f);
 		canon = json_real(v.u.f);
 		break;
 	case TSYNC_TYPE_STRING:
-		if (!json_is_string(jval))
+		if (iv->vkind != FAST_STRING)
 			REFUSE("value", "%s is a string: a string is expected", thing);
-		v = tsync_string(json_string_value(jval));
+		v = tsync_string(iv->s);
 		canon = json_string(v.u.s);
 		break;
 	default:
 		REFUSE("thing", "%s has no type", thing);
 	}
-	if (!canon)
+	if (!canon && !text[0])
 		REFUSE("value", "not representable");
 	if (tsync_site_check_value(c->site, thing, &v) < 0) {
 		json_decref(canon);
@@ -195,29 +269,29 @@ static int check_item(struct collector *c, json_t *item, int64_t now_us, struct 
 			       ti.has_min ? ti.min : -INFINITY, ti.has_max ? ti.max : INFINITY);
 		REFUSE("value", "not an allowed value of %s", thing);
 	}
-	if (!json_is_integer(jtime)) {
+	if (!iv->time_int) {
 		json_decref(canon);
 		REFUSE("time", "missing or not an integer (microseconds since the epoch)");
 	}
-	m->time_us = (int64_t)json_integer_value(jtime);
+	m->time_us = iv->time;
 	if (m->time_us < COLLECTOR_EPOCH_MIN_US || m->time_us > now_us + COLLECTOR_FUTURE_US) {
 		json_decref(canon);
 		REFUSE("time", "%" PRId64 " is before 2000 or more than a day ahead", m->time_us);
 	}
-	if (jboot && (!json_is_integer(jboot) || json_integer_value(jboot) < 0)) {
+	if (iv->has_boot && (!iv->boot_int || iv->boot < 0)) {
 		json_decref(canon);
 		REFUSE("owner_boot", "not a non-negative integer");
 	}
-	if (jver && (!json_is_integer(jver) || json_integer_value(jver) < 0)) {
+	if (iv->has_ver && (!iv->ver_int || iv->ver < 0)) {
 		json_decref(canon);
 		REFUSE("version", "not a non-negative integer");
 	}
-	m->owner_boot = jboot ? (int64_t)json_integer_value(jboot) : 0;
-	m->version = jver ? (int64_t)json_integer_value(jver) : 0;
+	m->owner_boot = iv->has_boot ? iv->boot : 0;
+	m->version = iv->has_ver ? iv->ver : 0;
 	m->thing = thing;
 	m->owner = ti.owner;
 	m->vtype = tsync_type_name(ti.type);
-	*value_text = json_dumps(canon, JSON_COMPACT | JSON_ENCODE_ANY);
+	*value_text = canon ? json_dumps(canon, JSON_COMPACT | JSON_ENCODE_ANY) : strdup(text);
 	json_decref(canon);
 	if (!*value_text) {
 		r->field = "value";
@@ -351,6 +425,60 @@ static void item_alarms(struct collector *c, const struct db_batch *b)
 
 #undef REFUSE
 
+/*
+ * Steps 2 and 3 below for the usual body, read without a tree (fastpush.c):
+ * its envelope as step 2 wants it and every item a valid measurement.
+ * 1: *ms and *texts filled for fp->n items, *min_seq and *max_seq set;
+ * 0: not so, nothing kept: the long way reads the body and says what is
+ * wrong; -ENOMEM.
+ */
+static int fast_items(struct collector *c, const struct source *src, const char *body, size_t len,
+                      int64_t now, struct fast_push *fp, struct db_measurement **ms, char ***texts,
+                      int64_t *min_seq, int64_t *max_seq)
+{
+	int r = fastpush__parse(body, len, c->opt.max_batch, fp);
+
+	if (r <= 0)
+		return r;
+	r = 0;
+	if (strcmp(fp->source, src->name) != 0 || (fp->has_boot && fp->boot < 0) ||
+	    (fp->stream && (strlen(fp->stream) != DB_STREAM_MAX ||
+	                    strspn(fp->stream, "0123456789abcdef") != DB_STREAM_MAX)))
+		goto no;
+	*ms = calloc(fp->n + 1, sizeof(**ms));
+	*texts = calloc(fp->n + 1, sizeof(**texts));
+	if (!*ms || !*texts) {
+		r = -ENOMEM;
+		goto no;
+	}
+	for (size_t i = 0; i < fp->n; i++) {
+		struct refusal rf = {.seq = fp->items[i].seq};
+		struct item_view iv;
+
+		if (rf.seq < 1)
+			goto no;
+		view_of_fast(&fp->items[i], &iv);
+		r = check_item(c, &iv, now, &(*ms)[i], &(*texts)[i], &rf);
+		if (r < 0)
+			goto no;
+		if (rf.seq > *max_seq)
+			*max_seq = rf.seq;
+		if (*min_seq == 0 || rf.seq < *min_seq)
+			*min_seq = rf.seq;
+	}
+	return 1;
+no:
+	for (size_t i = 0; *texts && i < fp->n; i++)
+		free((*texts)[i]);
+	free(*ms);
+	free(*texts);
+	*ms = NULL;
+	*texts = NULL;
+	*min_seq = *max_seq = 0;
+	fastpush__free(fp);
+	return r == -ENOMEM ? r : 0;
+}
+
 void ingest__push(struct collector *c, struct evhttp_request *req)
 {
 	struct evkeyvalq *hdr = evhttp_request_get_input_headers(req);
@@ -369,13 +497,16 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	struct db_item *its = NULL;
 	struct item_texts *itexts = NULL;
 	uint8_t *item_result = NULL;
-	size_t n, nm = 0, nr = 0, ni = 0, inserted = 0;
-	int64_t min_seq = 0;
+	size_t n = 0, nm = 0, nr = 0, ni = 0, inserted = 0;
+	int64_t min_seq = 0, boot = 0;
+	struct fast_push fp = {0};
+	bool fast;
 	struct db_batch batch;
 	int64_t now = (int64_t)util__realtime_us();
 	int64_t max_seq = 0;
 	json_error_t jerr;
 	char msg[256];
+	bool injected;
 	int r;
 
 	/* 1. Who is it? The request's signature was checked (httpd, a signed-only
@@ -399,6 +530,18 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	src->pushes++;
 	alarms__clear(&c->alarms, ALARM_SOURCE_SILENT, src->name, "it pushes again");
 
+	/* 2-3 for the usual body without a tree; anything else the long way. */
+	r = fast_items(c, src, body, len, now, &fp, &ms, &texts, &min_seq, &max_seq);
+	if (r < 0)
+		goto nomem;
+	fast = r == 1;
+	if (fast) {
+		n = nm = fp.n;
+		stream = fp.stream ? fp.stream : "";
+		boot = fp.has_boot ? fp.boot : 0;
+		goto items;
+	}
+
 	/* 2. The envelope. */
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!json_is_object(root)) {
@@ -420,6 +563,7 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 		refuse(c, req, 400, PUSH_INVALID, "boot", "not a non-negative integer");
 		goto leave;
 	}
+	boot = jboot ? (int64_t)json_integer_value(jboot) : 0;
 	jstream = json_object_get(root, "stream");
 	if (jstream) {
 		stream = json_string_value(jstream);
@@ -457,18 +601,21 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 			min_seq = json_integer_value(jseq);
 	}
 
-	/* 3. Every item. */
-	ms = calloc(n + 1, sizeof(*ms));
+items:
+	/* 3. Every item (the fast way has them already). */
+	if (!ms)
+		ms = calloc(n + 1, sizeof(*ms));
 	rs = calloc(n + 1, sizeof(*rs));
 	refusals = calloc(n + 1, sizeof(*refusals));
-	texts = calloc(n + 1, sizeof(*texts));
+	if (!texts)
+		texts = calloc(n + 1, sizeof(*texts));
 	its = calloc(n + 1, sizeof(*its));
 	itexts = calloc(n + 1, sizeof(*itexts));
 	item_result = calloc(n + 1, sizeof(*item_result));
 	rej_json = json_array();
 	if (!ms || !rs || !refusals || !texts || !its || !itexts || !item_result || !rej_json)
 		goto nomem;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; !fast && i < n; i++) {
 		json_t *item = json_array_get(items, i);
 		const char *kind = json_string_value(json_object_get(item, "kind"));
 		struct refusal *rf = &refusals[nr];
@@ -484,7 +631,9 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 				continue;
 			}
 		} else {
-			r = check_item(c, item, now, &ms[nm], &vt, rf);
+			struct item_view iv;
+			view_of_json(item, &iv);
+			r = check_item(c, &iv, now, &ms[nm], &vt, rf);
 		}
 		if (r == -ENOMEM)
 			goto nomem;
@@ -514,7 +663,7 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	memset(&batch, 0, sizeof(batch));
 	batch.source = src->name;
 	batch.stream = stream;
-	batch.boot = jboot ? (int64_t)json_integer_value(jboot) : 0;
+	batch.boot = boot;
 	batch.received_us = now;
 	batch.m = ms;
 	batch.n = nm;
@@ -525,7 +674,10 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	batch.item_result = item_result;
 	batch.min_seq = min_seq;
 	batch.max_seq = max_seq;
-	r = c->db->ops->store(c->db, &batch, c->opt.fault_injection && c->faults.handler, &res);
+	injected = c->opt.fault_injection &&
+	           (c->faults.handler ||
+	            (c->faults.handler_every && ++c->faults.pushes_seen % c->faults.handler_every == 0));
+	r = c->db->ops->store(c->db, &batch, injected, &res);
 	inserted = res.inserted;
 	if (r == DB_EDOWN) {
 		collector__db_down(c, "the database is unavailable");
@@ -535,7 +687,7 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	if (r < 0) {
 		alarms__raise(&c->alarms, ALARM_INTERNAL_ERROR, "",
 		              "push of %zu measurement(s) from %s failed in the handler: %s", n, src->name,
-		              c->faults.handler ? "injected fault" : strerror(-r));
+		              injected ? "injected fault" : strerror(-r));
 		refuse(c, req, 500, PUSH_ERROR, "collector", "internal error: nothing stored, send again");
 		goto leave;
 	}
@@ -615,9 +767,9 @@ nomem:
 	              src->name);
 	refuse(c, req, 500, PUSH_ERROR, "collector", "out of memory");
 leave:
-	for (size_t i = 0; texts && i < json_array_size(items); i++)
+	for (size_t i = 0; texts && i < n; i++)
 		free(texts[i]);
-	for (size_t i = 0; itexts && i < json_array_size(items); i++) {
+	for (size_t i = 0; itexts && i < n; i++) {
 		free(itexts[i].item);
 		free(itexts[i].cumul);
 	}
@@ -630,4 +782,5 @@ leave:
 	free(refusals);
 	json_decref(rej_json);
 	json_decref(root);
+	fastpush__free(&fp);
 }

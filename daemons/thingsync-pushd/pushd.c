@@ -51,7 +51,9 @@ static const char usage_text[] =
     "      --csv FILE             also journal the measurements of a CSV file\n"
     "                             (time,thing,value per line); may be repeated\n"
     "      --exit-when-drained    exit once the CSV files are imported and sent\n"
-    "      --batch N              measurements per POST (default 1000)\n"
+    "      --batch N              measurements per POST (default 5000)\n"
+    "      --inflight N           POSTs in flight at once, 1-16 (default 2); the\n"
+    "                             cursor moves only over a settled prefix\n"
     "      --journal-max-entries N  journal limit in measurements (default 5000000)\n"
     "      --journal-max-bytes N  journal limit in bytes (default 1 GiB)\n"
     "      --retry-min-ms N       first backoff after a failed POST (default 200)\n"
@@ -347,6 +349,7 @@ static int parse_args(int argc, char **argv, struct pushd_options *o)
 		O_CSV = 256,
 		O_EXIT,
 		O_BATCH,
+		O_INFLIGHT,
 		O_MAXE,
 		O_MAXB,
 		O_RMIN,
@@ -365,6 +368,7 @@ static int parse_args(int argc, char **argv, struct pushd_options *o)
 	    {"csv", required_argument, NULL, O_CSV},
 	    {"exit-when-drained", no_argument, NULL, O_EXIT},
 	    {"batch", required_argument, NULL, O_BATCH},
+	    {"inflight", required_argument, NULL, O_INFLIGHT},
 	    {"journal-max-entries", required_argument, NULL, O_MAXE},
 	    {"journal-max-bytes", required_argument, NULL, O_MAXB},
 	    {"retry-min-ms", required_argument, NULL, O_RMIN},
@@ -410,6 +414,11 @@ static int parse_args(int argc, char **argv, struct pushd_options *o)
 			if (parse_u64(optarg, 1, 100000, &x) < 0)
 				goto bad;
 			o->batch_max = (size_t)x;
+			break;
+		case O_INFLIGHT:
+			if (parse_u64(optarg, 1, SENDER_MAX_INFLIGHT, &x) < 0)
+				goto bad;
+			o->inflight = (size_t)x;
 			break;
 		case O_MAXE:
 			if (parse_u64(optarg, 1, UINT64_MAX, &o->journal_max_entries) < 0)
@@ -649,7 +658,8 @@ int main(int argc, char **argv)
 	int r;
 
 	memset(&pd, 0, sizeof(pd));
-	pd.opt.batch_max = 1000;
+	pd.opt.batch_max = 5000;
+	pd.opt.inflight = 2;
 	pd.opt.retry_min_ms = 200;
 	pd.opt.retry_max_ms = 30000;
 	pd.opt.heartbeat_ms = 30000;

@@ -33,6 +33,7 @@ struct pushd_options {
 	const char **csv; /* --csv files, in order */
 	size_t n_csv;
 	size_t batch_max;
+	size_t inflight; /* POSTs in flight at most (1..SENDER_MAX_INFLIGHT) */
 	uint64_t journal_max_entries;
 	uint64_t journal_max_bytes;
 	uint32_t retry_min_ms;
@@ -43,15 +44,35 @@ struct pushd_options {
 	tsync_log_level log_level;
 };
 
-/* The sender: one POST in flight at a time, always starting at the cursor. */
+#define SENDER_MAX_INFLIGHT 16
+
+/* One POST of the sender: the journal's sequences [first, last] (count 0: a heartbeat). */
+struct sender_post {
+	struct sender *s;
+	uint64_t first, last;
+	size_t count;
+	bool returned; /* its answer came */
+	bool settled;  /* ... and said the whole batch is committed at the collector */
+};
+
+/*
+ * The sender: up to opt.inflight POSTs in flight, each the batch after the
+ * previous one. Answers may come in any order; the cursor moves only over
+ * the settled prefix (every batch up to it settled). A failure stops new
+ * POSTs; once every POST in flight has answered, the next try starts again
+ * at the cursor (the collector dedups what it already has).
+ */
 struct sender {
 	struct pushd *pd;
 	char *url;
 	char *target; /* the URL's path and query: what is signed */
 	size_t batch; /* current batch size (halved on 413, up to batch_max) */
-	bool in_flight;
-	uint64_t first, last; /* sequences of the batch in flight */
-	size_t count;
+	size_t in_flight;                             /* POSTs not answered yet */
+	struct sender_post post[SENDER_MAX_INFLIGHT]; /* a ring, in the order sent */
+	size_t head, n_posts;                         /* oldest post, posts in the ring */
+	uint64_t sent_through;                        /* highest sequence posted (the cursor when none) */
+	bool failing;               /* a POST failed: none new until all answered, then from the cursor */
+	bool again_now;             /* ... and then at once (413, a journal error), not after the backoff */
 	struct event *retry_ev;     /* backoff before the next try */
 	struct event *heartbeat_ev; /* an empty push while idle: "still here" */
 	struct event *kick_ev;

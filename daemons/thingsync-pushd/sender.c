@@ -1,14 +1,18 @@
 /*
- * thingsync-pushd: the sender. It reads a batch from the journal's cursor,
- * POSTs it as JSON to the collector, signed with the site key, and moves the
- * cursor (trimming the journal) only when the collector answered that the
- * whole batch is settled in its database: 200 (stored, duplicates included)
- * or 422 (the valid ones stored, the invalid ones quarantined there with the
- * reason and an alarm raised). Anything else - no answer, 5xx, 401, a body
- * that does not name the batch - is retried, forever, with capped
- * exponential backoff and jitter; the next try starts again at the cursor,
- * so nothing is ever skipped or dropped. The collector's insert is
- * idempotent on (source, stream, seq), so a batch sent twice is stored once.
+ * thingsync-pushd: the sender. It reads batches from the journal after its
+ * cursor, POSTs them as JSON to the collector, signed with the site key, up
+ * to --inflight of them at a time (each the batch after the one before), and
+ * moves the cursor (trimming the journal) only over batches the collector
+ * answered are settled in its database - and only over a settled prefix:
+ * a batch settled after one still in flight waits for it. Settled is 200
+ * (stored, duplicates included) or 422 (the valid ones stored, the invalid
+ * ones quarantined there with the reason and an alarm raised). Anything
+ * else - no answer, 5xx, 401, a body that does not name the batch - stops
+ * new POSTs; once every POST in flight has answered, the next try starts
+ * again at the cursor, after a capped exponential backoff with jitter,
+ * forever, so nothing is ever skipped or dropped. The collector's insert is
+ * idempotent on (source, stream, seq), so a batch sent twice (or settled
+ * behind one that failed, and sent again) is stored once.
  *
  * The stream is the journal's id (journal__stream_id()). A collector that
  * holds another stream of this source (the journal was lost and made again)
@@ -47,18 +51,18 @@
 #include "httpd.h"
 #include "pushd.h"
 
-static void send_batch(struct sender *s, bool allow_empty);
+static void send_more(struct sender *s, bool allow_empty);
 
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	/* A retry always sends: data if there is some, else the heartbeat that
 	 * failed, so an idle pushd still notices the collector coming back. */
-	send_batch(arg, true);
+	send_more(arg, true);
 }
 
 static void kick_cb(evutil_socket_t fd, short what, void *arg)
 {
-	send_batch(arg, false);
+	send_more(arg, false);
 }
 
 static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
@@ -66,18 +70,19 @@ static void heartbeat_cb(evutil_socket_t fd, short what, void *arg)
 	struct sender *s = arg;
 	/* Only while idle: a batch in flight or a retry pending says enough. */
 	if (sender__idle(s))
-		send_batch(s, true);
+		send_more(s, true);
 }
 
 bool sender__idle(const struct sender *s)
 {
-	return !s->in_flight && !evtimer_pending(s->retry_ev, NULL);
+	return s->n_posts == 0 && !evtimer_pending(s->retry_ev, NULL);
 }
 
 void sender__kick(struct sender *s)
 {
-	/* From the loop, not from inside the commit hook or a curl callback. */
-	if (sender__idle(s))
+	/* From the loop, not from inside the commit hook or a curl callback.
+	 * With room in the window, send_more() decides whether to use it. */
+	if (!s->failing && s->n_posts < s->pd->opt.inflight && !evtimer_pending(s->retry_ev, NULL))
 		event_active(s->kick_ev, EV_TIMEOUT, 0);
 }
 
@@ -157,9 +162,16 @@ static void post_connection_status(struct pushd *pd, const char *what, uint64_t 
 
 /* --- the batch ---------------------------------------------------------------------- */
 
+/*
+ * The body is written as the journal is read, without a tree: the common
+ * item - a measurement whose strings are printable ASCII and whose value is
+ * finite - is printed here; any other (recovery_gap, cumul, a string with
+ * other bytes, NaN) goes through entry_json() and jansson, which know how to
+ * carry it. The profile of a backlog's drain had jansson's tree, its dump
+ * and its frees at two thirds of pushd's work per measurement.
+ */
 struct build {
-	json_t *arr;
-	size_t bytes;
+	struct buf body;
 	uint64_t first, last;
 	size_t count;
 	int err;
@@ -261,13 +273,122 @@ static json_t *entry_json(const struct journal_entry *e)
 	return m;
 }
 
+static bool plain_ascii(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+			return false;
+	return true;
+}
+
+/* A printable ASCII string as JSON: only the quote and the backslash need escaping. */
+static int put_str(struct buf *b, const char *s)
+{
+	int r = buf__append(b, "\"", 1);
+
+	while (r == 0 && *s) {
+		size_t n = strcspn(s, "\"\\");
+		r = buf__append(b, s, n);
+		s += n;
+		if (r == 0 && *s) {
+			char esc[2] = {'\\', *s++};
+			r = buf__append(b, esc, 2);
+		}
+	}
+	return r == 0 ? buf__append(b, "\"", 1) : r;
+}
+
+/* A finite double as jansson writes it (%.17g, ".0" when it would read back as an integer). */
+static int put_real(struct buf *b, double f)
+{
+	char text[40];
+	int n = snprintf(text, sizeof(text), "%.17g", f);
+
+	if (n < 0 || (size_t)n >= sizeof(text) - 2)
+		return -EINVAL;
+	if (!strpbrk(text, ".e"))
+		memcpy(text + n, ".0", 3);
+	return buf__appendf(b, "%s", text);
+}
+
+static bool plain_entry(const struct journal_entry *e)
+{
+	if (e->kind != JOURNAL_MEASUREMENT || !plain_ascii(e->thing))
+		return false;
+	switch (e->value.type) {
+	case TSYNC_TYPE_BOOL:
+	case TSYNC_TYPE_INT:
+		return true;
+	case TSYNC_TYPE_FLOAT:
+		return isfinite(e->value.u.f);
+	case TSYNC_TYPE_STRING:
+		return plain_ascii(e->value.u.s);
+	default:
+		return false;
+	}
+}
+
+/* A literal, then a decimal integer (no printf: this runs for every item). */
+static int put_int(struct buf *b, const char *lit, int64_t x)
+{
+	char text[24];
+	char *p = text + sizeof(text);
+	uint64_t u = x < 0 ? -(uint64_t)x : (uint64_t)x;
+	int r = buf__append(b, lit, strlen(lit));
+
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (x < 0)
+		*--p = '-';
+	return r == 0 ? buf__append(b, p, (size_t)(text + sizeof(text) - p)) : r;
+}
+
+static int put_plain(struct buf *b, const struct journal_entry *e)
+{
+	const tsync_value *v = &e->value;
+	int r = put_int(b, "{\"seq\":", (int64_t)e->seq);
+
+	if (r == 0 && e->via != JOURNAL_VIA_LIVE)
+		r = buf__appendf(b, ",\"source\":\"%s\"", via_names[e->via]);
+	if (r == 0)
+		r = buf__append(b, ",\"thing\":", 9);
+	if (r == 0)
+		r = put_str(b, e->thing);
+	if (r == 0) {
+		if (v->type == TSYNC_TYPE_BOOL)
+			r = buf__appendf(b, ",\"value\":%s", v->u.b ? "true" : "false");
+		else if (v->type == TSYNC_TYPE_INT)
+			r = put_int(b, ",\"value\":", (int64_t)v->u.i);
+		else if ((r = buf__append(b, ",\"value\":", 9)) == 0)
+			r = v->type == TSYNC_TYPE_FLOAT ? put_real(b, v->u.f) : put_str(b, v->u.s);
+	}
+	if (r == 0)
+		r = put_int(b, ",\"time\":", e->time_us);
+	if (r == 0)
+		r = put_int(b, ",\"owner_boot\":", (int64_t)e->owner_boot);
+	if (r == 0)
+		r = put_int(b, ",\"version\":", (int64_t)e->version);
+	return r == 0 ? buf__append(b, "}", 1) : r;
+}
+
 static int add_entry(void *ud, const struct journal_entry *e)
 {
 	struct build *b = ud;
-	json_t *m = entry_json(e);
+	int r = b->count > 0 ? buf__append(&b->body, ",", 1) : 0;
 
-	if (!m || json_array_append_new(b->arr, m) < 0) {
-		b->err = -ENOMEM;
+	if (r == 0 && plain_entry(e)) {
+		r = put_plain(&b->body, e);
+	} else if (r == 0) {
+		json_t *m = entry_json(e);
+		char *text = m ? json_dumps(m, JSON_COMPACT) : NULL;
+		r = text ? buf__append(&b->body, text, strlen(text)) : -ENOMEM;
+		free(text);
+		json_decref(m);
+	}
+	if (r < 0) {
+		b->err = r;
 		return 1;
 	}
 	if (b->count == 0)
@@ -277,30 +398,39 @@ static int add_entry(void *ud, const struct journal_entry *e)
 	return 0;
 }
 
-static void schedule_retry(struct sender *s)
+/* The next backoff: capped exponential, with "equal jitter" (half fixed, half
+ * random) so that many Pis that lost the collector together do not return in step. */
+static void next_backoff(struct sender *s)
 {
 	struct pushd *pd = s->pd;
 	uint64_t d = pd->opt.retry_min_ms;
-	struct timeval tv;
 
-	/* Capped exponential backoff with "equal jitter": half fixed, half random,
-	 * so that many Pis that lost the collector together do not return in step. */
 	for (unsigned i = 1; i < s->failures_in_row && d < pd->opt.retry_max_ms; i++)
 		d *= 2;
 	if (d > pd->opt.retry_max_ms)
 		d = pd->opt.retry_max_ms;
 	d = d / 2 + prng__next(&s->prng) % (d / 2 + 1);
 	s->backoff_ms = (uint32_t)d;
-	tv.tv_sec = (time_t)(d / 1000);
-	tv.tv_usec = (suseconds_t)((d % 1000) * 1000);
+}
+
+static void schedule_retry(struct sender *s)
+{
+	struct timeval tv = {(time_t)(s->backoff_ms / 1000), (suseconds_t)((s->backoff_ms % 1000) * 1000)};
 	evtimer_add(s->retry_ev, &tv);
 }
 
-static void failed(struct sender *s, int status, const char *why)
+/*
+ * A POST failed. The first failure while POSTs are in flight stops new ones
+ * (the episode); the others in flight are only counted: they fail alike.
+ */
+static void failed(struct sender *s, const struct sender_post *p, int status, const char *why)
 {
 	struct pushd *pd = s->pd;
 
 	s->posts_failed++;
+	if (s->failing)
+		return;
+	s->failing = true;
 	s->failures_in_row++;
 	snprintf(s->last_error, sizeof(s->last_error), "%s", why);
 	if (status == 0 && !s->disconnected) {
@@ -308,13 +438,13 @@ static void failed(struct sender *s, int status, const char *why)
 		s->disconnected_at_us = util__realtime_us();
 		post_connection_status(pd, "disconnect", s->disconnected_at_us);
 	}
-	schedule_retry(s);
+	next_backoff(s);
 	/* The first failure and then every tenth: one line per event, not a flood. */
 	if (s->failures_in_row == 1 || s->failures_in_row % 10 == 0)
 		log_warn(&pd->log,
 		         "push of %zu measurement(s) [%" PRIu64 "..%" PRIu64 "] failed (%u in a row): %s; "
 		         "retry in %u ms",
-		         s->count, s->first, s->last, s->failures_in_row, why, s->backoff_ms);
+		         p->count, p->first, p->last, s->failures_in_row, why, s->backoff_ms);
 }
 
 /* Logs the items the collector refused (they are quarantined there). */
@@ -339,30 +469,35 @@ static void log_refused(struct sender *s, json_t *resp)
 		log_warn(&s->pd->log, "... and %zu more refused", json_array_size(rej) - 20);
 }
 
-static void done_cb(void *ud, int status, const char *error, const char *body, size_t len)
+/*
+ * Whether the answer to `p` says its batch is settled; else what to do was
+ * recorded (failed(), or a smaller batch at once for 413).
+ */
+static bool answer_settles(struct sender *s, struct sender_post *p, int status, const char *error,
+                           const char *body, size_t len)
 {
-	struct sender *s = ud;
 	struct pushd *pd = s->pd;
 	json_t *resp = NULL;
 	char why[512];
-	int r;
 
-	s->in_flight = false;
 	if (error) {
-		failed(s, 0, error);
-		return;
+		failed(s, p, 0, error);
+		return false;
 	}
 	/* The collector answered: it is reachable, whatever it said. */
 	if (s->disconnected) {
 		s->disconnected = false;
 		post_connection_status(pd, "reconnect", util__realtime_us());
 	}
-	if (status == 413 && s->batch > 1) {
+	if (status == 413 && p->count > 1) {
 		/* Over the collector's limit: smaller batches, at once. */
-		s->batch /= 2;
-		log_warn(&pd->log, "collector says batch too large: batches of %zu now", s->batch);
-		event_active(s->kick_ev, EV_TIMEOUT, 0);
-		return;
+		if (s->batch > p->count / 2) {
+			s->batch = p->count / 2;
+			log_warn(&pd->log, "collector says batch too large: batches of %zu now", s->batch);
+		}
+		s->failing = true;
+		s->again_now = true;
+		return false;
 	}
 	if (status == 409) {
 		/* Our stream is not the collector's: kept, retried, said loudly
@@ -373,13 +508,13 @@ static void done_cb(void *ud, int status, const char *error, const char *body, s
 		                                                           : body);
 		json_decref(resp);
 		s->stream_refused = true;
-		failed(s, status, why);
-		return;
+		failed(s, p, status, why);
+		return false;
 	}
 	if (status != 200 && status != 422) {
 		snprintf(why, sizeof(why), "HTTP %d: %.120s", status, body);
-		failed(s, status, why);
-		return;
+		failed(s, p, status, why);
+		return false;
 	}
 	/*
 	 * Check that the answer is about this batch and says it is settled
@@ -388,12 +523,12 @@ static void done_cb(void *ud, int status, const char *error, const char *body, s
 	 */
 	resp = json_loadb(body, len, 0, NULL);
 	if (!resp || !json_is_true(json_object_get(resp, "settled")) ||
-	    (s->count > 0 && (uint64_t)json_integer_value(json_object_get(resp, "through")) != s->last)) {
+	    (p->count > 0 && (uint64_t)json_integer_value(json_object_get(resp, "through")) != p->last)) {
 		snprintf(why, sizeof(why), "HTTP %d without a settled answer for [..%" PRIu64 "]: %.100s",
-		         status, s->last, body);
+		         status, p->last, body);
 		json_decref(resp);
-		failed(s, status, why);
-		return;
+		failed(s, p, status, why);
+		return false;
 	}
 	if (status == 422)
 		log_refused(s, resp);
@@ -406,73 +541,109 @@ static void done_cb(void *ud, int status, const char *error, const char *body, s
 	s->failures_in_row = 0;
 	s->backoff_ms = 0;
 	s->last_error[0] = '\0';
-	if (s->count > 0) {
-		r = journal__ack(pd->journal, s->last);
-		if (r < 0) {
-			/* The cursor stays: the batch goes again and the collector dedups it. */
-			log_error(&pd->log, "journal: cannot move the cursor to %" PRIu64 ": %s", s->last,
-			          tsync_strerror(r));
-		} else {
-			s->measurements_sent += s->count;
-			log_debug(&pd->log, "pushed [%" PRIu64 "..%" PRIu64 "]", s->first, s->last);
+	return true;
+}
+
+/* Moves the cursor over the settled prefix of the ring: one journal commit for all of it. */
+static void advance(struct sender *s)
+{
+	struct pushd *pd = s->pd;
+	uint64_t first = 0, through = 0;
+	size_t count = 0;
+	int r;
+
+	while (s->n_posts > 0 && s->post[s->head].settled) {
+		const struct sender_post *p = &s->post[s->head];
+		if (p->count > 0) {
+			if (count == 0)
+				first = p->first;
+			through = p->last;
+			count += p->count;
 		}
-		if (s->batch < pd->opt.batch_max)
-			s->batch = s->batch * 2 < pd->opt.batch_max ? s->batch * 2 : pd->opt.batch_max;
-		/* Room in the journal: a refused CSV chunk may go on. */
-		for (size_t i = 0; i < pd->n_csv; i++)
-			if (pd->csv[i].blocked)
-				csv__resume(&pd->csv[i]);
+		s->head = (s->head + 1) % SENDER_MAX_INFLIGHT;
+		s->n_posts--;
 	}
-	arm_heartbeat(s);
-	send_batch(s, false);
+	if (count == 0)
+		return;
+	r = journal__ack(pd->journal, through);
+	if (r < 0) {
+		/* The cursor stays: the batches go again and the collector dedups them. */
+		log_error(&pd->log, "journal: cannot move the cursor to %" PRIu64 ": %s", through,
+		          tsync_strerror(r));
+		s->failing = true;
+		s->again_now = true;
+		return;
+	}
+	s->measurements_sent += count;
+	log_debug(&pd->log, "pushed [%" PRIu64 "..%" PRIu64 "]", first, through);
+	if (s->batch < pd->opt.batch_max)
+		s->batch = s->batch * 2 < pd->opt.batch_max ? s->batch * 2 : pd->opt.batch_max;
+	/* Room in the journal: a refused CSV chunk may go on. */
+	for (size_t i = 0; i < pd->n_csv; i++)
+		if (pd->csv[i].blocked)
+			csv__resume(&pd->csv[i]);
+}
+
+static void done_cb(void *ud, int status, const char *error, const char *body, size_t len)
+{
+	struct sender_post *p = ud;
+	struct sender *s = p->s;
+	struct pushd *pd = s->pd;
+
+	p->returned = true;
+	s->in_flight--;
+	p->settled = answer_settles(s, p, status, error, body, len);
+	advance(s);
+	if (s->failing && s->in_flight == 0) {
+		/* Every POST of the episode answered: start again at the cursor. */
+		s->head = 0;
+		s->n_posts = 0;
+		s->failing = false;
+		if (s->again_now) {
+			s->again_now = false;
+			event_active(s->kick_ev, EV_TIMEOUT, 0);
+		} else {
+			schedule_retry(s);
+		}
+	} else if (!s->failing) {
+		arm_heartbeat(s);
+		send_more(s, false);
+	}
 	pushd__check_done(pd);
 }
 
-static void send_batch(struct sender *s, bool allow_empty)
+/* Builds the batch after s->sent_through and POSTs it. 0 or a negative errno. */
+static int post_batch(struct sender *s)
 {
 	struct pushd *pd = s->pd;
-	struct journal_stats st;
+	struct sender_post *p = &s->post[(s->head + s->n_posts) % SENDER_MAX_INFLIGHT];
 	struct build b = {0};
-	json_t *root = NULL;
-	char *body = NULL;
+	const char *body;
+	size_t len;
 	struct httpd_sig_headers sig;
 	char h_source[128];
 	const char *headers[8];
 	int r;
 
-	if (!sender__idle(s))
-		return;
-	journal__stats(pd->journal, &st);
-	if (st.entries == 0 && !allow_empty)
-		return;
-	b.arr = json_array();
-	root = json_object();
-	if (!b.arr || !root) {
-		json_decref(b.arr);
-		r = -ENOMEM;
-		goto leave;
-	}
-	r = journal__read(pd->journal, st.cursor, s->batch, add_entry, &b);
+	/* The envelope around the items; the names are site.conf's (checked names, ASCII). */
+	r = buf__appendf(&b.body, "{\"source\":");
+	if (r == 0)
+		r = put_str(&b.body, pd->name);
+	if (r == 0)
+		r = buf__appendf(&b.body, ",\"stream\":\"%s\",\"boot\":%" PRIu64 ",\"measurements\":[",
+		                 journal__stream_id(pd->journal), (uint64_t)tsync_node_boot(pd->node));
+	if (r == 0)
+		r = journal__read(pd->journal, s->sent_through, s->batch, add_entry, &b);
 	if (r == 0)
 		r = b.err;
-	if (r < 0) {
-		json_decref(b.arr);
+	if (r == 0)
+		r = buf__append(&b.body, "]}", 2);
+	if (r < 0)
 		goto leave;
-	}
-	if (json_object_set_new(root, "source", json_string(pd->name)) < 0 ||
-	    json_object_set_new(root, "stream", json_string(journal__stream_id(pd->journal))) < 0 ||
-	    json_object_set_new(root, "boot", json_integer((json_int_t)tsync_node_boot(pd->node))) < 0 ||
-	    json_object_set_new(root, "measurements", b.arr) < 0) {
-		r = -ENOMEM;
-		goto leave;
-	}
-	body = json_dumps(root, JSON_COMPACT);
-	if (!body) {
-		r = -ENOMEM;
-		goto leave;
-	}
+	body = b.body.data;
+	len = b.body.len;
 	/* Signed for the site's collector service, this URL's path, now. */
-	r = httpd__sign(pd->site, HTTPD_COLLECTOR_NAME, "POST", s->target, body, strlen(body), &sig);
+	r = httpd__sign(pd->site, HTTPD_COLLECTOR_NAME, "POST", s->target, body, len, &sig);
 	if (r < 0)
 		goto leave;
 	snprintf(h_source, sizeof(h_source), "X-Thingsync-Source: %s", pd->name);
@@ -484,22 +655,57 @@ static void send_batch(struct sender *s, bool allow_empty)
 	headers[5] = sig.body;
 	headers[6] = sig.sig;
 	headers[7] = NULL;
-	r = curlev__post(pd->http, s->url, headers, body, strlen(body), pd->opt.timeout_ms, pd->opt.cacert,
-	                 done_cb, s);
+	*p = (struct sender_post){.s = s, .first = b.first, .last = b.last, .count = b.count};
+	r = curlev__post(pd->http, s->url, headers, body, len, pd->opt.timeout_ms, pd->opt.cacert, done_cb,
+	                 p);
 	if (r < 0)
 		goto leave;
-	s->in_flight = true;
-	s->first = b.first;
-	s->last = b.last;
-	s->count = b.count;
+	s->n_posts++;
+	s->in_flight++;
+	if (b.count > 0)
+		s->sent_through = b.last;
 leave:
-	free(body);
-	json_decref(root);
-	if (r < 0) {
-		/* Memory or the journal: try again later, like any failure. */
-		log_error(&pd->log, "cannot build a batch: %s", tsync_strerror(r));
-		s->failures_in_row++;
-		schedule_retry(s);
+	buf__free(&b.body);
+	return r;
+}
+
+/*
+ * Fills the window. A POST goes when the window has room and there is
+ * something to send; a second and later one only with a whole batch unsent,
+ * so a slow trickle is sent as one POST per answer, not as many small ones.
+ */
+static void send_more(struct sender *s, bool allow_empty)
+{
+	struct pushd *pd = s->pd;
+	struct journal_stats st;
+	int r;
+
+	if (s->failing || evtimer_pending(s->retry_ev, NULL))
+		return;
+	while (s->n_posts < pd->opt.inflight) {
+		uint64_t unsent;
+
+		journal__stats(pd->journal, &st);
+		if (s->n_posts == 0)
+			s->sent_through = st.cursor;
+		unsent = st.last_seq > s->sent_through ? st.last_seq - s->sent_through : 0;
+		if (unsent == 0 && !(allow_empty && s->n_posts == 0))
+			return;
+		if (s->n_posts > 0 && unsent < s->batch)
+			return;
+		r = post_batch(s);
+		if (r < 0) {
+			/* Memory or the journal: try again later, like any failure. */
+			log_error(&pd->log, "cannot build a batch: %s", tsync_strerror(r));
+			s->failures_in_row++;
+			next_backoff(s);
+			if (s->n_posts == 0)
+				schedule_retry(s);
+			else
+				s->failing = true;
+			return;
+		}
+		allow_empty = false;
 	}
 }
 
@@ -522,6 +728,8 @@ int sender__init(struct sender *s, struct pushd *pd, const char *url)
 	memset(s, 0, sizeof(*s));
 	s->pd = pd;
 	s->batch = pd->opt.batch_max;
+	if (pd->opt.inflight < 1 || pd->opt.inflight > SENDER_MAX_INFLIGHT)
+		return -EINVAL;
 	prng__seed(&s->prng, util__realtime_us() ^ (uint64_t)(uintptr_t)s);
 	s->url = util__strdup(url);
 	s->target = target_of(url);
