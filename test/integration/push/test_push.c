@@ -1836,6 +1836,12 @@ static void test_stream_accept(void **state)
 	assert_int_equal(signed_http(e, "POST", "/v1/streams/accept", body, &j), 200);
 	json_decref(j);
 	assert_true(wait_for(e, pred_alarm_cleared, &q, 30000));
+	/* Enough traffic through the new stream for the counts below to mean
+	 * something, however slowly a loaded machine produces it. */
+	{
+		int64_t enough = 400;
+		assert_true(wait_for(e, pred_stored_at_least, &enough, 180000));
+	}
 
 	/* Drained: everything acknowledged by the mesh is in one of the two
 	 * streams; each stream has no gap. */
