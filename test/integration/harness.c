@@ -4,10 +4,12 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,27 +37,67 @@ void harness_rmdir(const char *dir)
 		fprintf(stderr, "could not remove %s\n", dir);
 }
 
+static bool port_free(uint16_t port)
+{
+	struct sockaddr_in sa;
+	int fd;
+	bool ok = true;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sa.sin_port = htons(port);
+	for (int type = 0; type < 2 && ok; type++) {
+		fd = socket(AF_INET, type ? SOCK_STREAM : SOCK_DGRAM, 0);
+		ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	return ok;
+}
+
+/*
+ * Ports for the daemons, free for TCP and UDP. They come from a block below
+ * the kernel's ephemeral range (32768-60999 by default), handed out in turn
+ * under a lock shared by every test process (normal and sanitizer builds,
+ * and test/browser/ports.js, run side by side), so two tests never get the
+ * same port, and no client socket's ephemeral port takes one between the
+ * choice and the daemon's bind - nor while a daemon killed with -9 is
+ * restarted on it, which a port the kernel picked could not promise.
+ */
+uint16_t harness_port(void)
+{
+	enum { LOW = 15000, SPAN = 15000 };
+	unsigned next = 0;
+	char buf[32], path[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/tmp/thingsync-tdh-ports-%u", (unsigned)getuid());
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || flock(fd, LOCK_EX) < 0)
+		abort();
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	if (n > 0) {
+		buf[n] = '\0';
+		next = (unsigned)strtoul(buf, NULL, 10);
+	}
+	if (next < LOW || next >= LOW + SPAN)
+		next = LOW + (unsigned)getpid() % SPAN;
+	for (int tries = 0; tries < SPAN && !port_free((uint16_t)next); tries++)
+		next = next + 1 >= LOW + SPAN ? LOW : next + 1;
+	n = snprintf(buf, sizeof(buf), "%u\n", next + 1 >= LOW + SPAN ? LOW : next + 1);
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n)
+		abort();
+	flock(fd, LOCK_UN);
+	close(fd);
+	return (uint16_t)next;
+}
+
 void harness_ports(uint16_t *ports, int n)
 {
-	int fds[64];
-
-	if (n > 64)
-		abort();
-	/* Hold all sockets open while asking, so the kernel gives n distinct ports. */
-	for (int i = 0; i < n; i++) {
-		struct sockaddr_in sa;
-		socklen_t len = sizeof(sa);
-		memset(&sa, 0, sizeof(sa));
-		sa.sin_family = AF_INET;
-		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		fds[i] = socket(AF_INET, SOCK_DGRAM, 0);
-		if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-		    getsockname(fds[i], (struct sockaddr *)&sa, &len) < 0)
-			abort();
-		ports[i] = ntohs(sa.sin_port);
-	}
 	for (int i = 0; i < n; i++)
-		close(fds[i]);
+		ports[i] = harness_port();
 }
 
 char *harness_write(const char *dir, const char *name, const char *text)

@@ -1,6 +1,6 @@
 /*
  * Integration-test harness: real nodes on loopback sockets in one libevent
- * loop, ports from the kernel, state in temporary directories, and waiting
+ * loop, ports from a shared block below the ephemeral range, state in temporary directories, and waiting
  * on conditions (never on fixed sleeps).
  * SPDX-License-Identifier: MIT
  */
@@ -18,7 +18,10 @@ struct event_base;
 char *harness_tmpdir(const char *tag);
 void harness_rmdir(const char *dir);
 
-/* n free UDP ports on 127.0.0.1 (the kernel picks them). */
+/* A port free for UDP and TCP on 127.0.0.1, below the ephemeral range, never
+ * handed to another test process at the same time (harness.c). */
+uint16_t harness_port(void);
+/* n such ports. */
 void harness_ports(uint16_t *ports, int n);
 
 /* Writes text to dir/name, returns the path (malloc'ed). */

@@ -108,59 +108,10 @@ char *tdh_path(struct tdh *t, const char *name)
 	return p;
 }
 
-static bool port_free(uint16_t port)
-{
-	struct sockaddr_in sa;
-	int fd;
-	bool ok = true;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	sa.sin_port = htons(port);
-	for (int type = 0; type < 2 && ok; type++) {
-		fd = socket(AF_INET, type ? SOCK_STREAM : SOCK_DGRAM, 0);
-		ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-		if (fd >= 0)
-			close(fd);
-	}
-	return ok;
-}
-
-/*
- * Ports for the daemons, free for TCP and UDP. They come from a block below
- * the kernel's ephemeral range, handed out in turn under a lock shared by
- * every test process (normal and sanitizer builds run side by side), so two
- * tests never get the same port, and no client socket takes one between
- * the choice and the daemon's bind.
- */
+/* Ports for the daemons: harness_port() (a shared block below the ephemeral range). */
 uint16_t tdh_tcp_port(void)
 {
-	enum { LOW = 15000, SPAN = 15000 };
-	unsigned next = 0;
-	char buf[32], path[64];
-	ssize_t n;
-	int fd;
-
-	snprintf(path, sizeof(path), "/tmp/thingsync-tdh-ports-%u", (unsigned)getuid());
-	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	assert_true(fd >= 0);
-	assert_int_equal(flock(fd, LOCK_EX), 0);
-	n = pread(fd, buf, sizeof(buf) - 1, 0);
-	if (n > 0) {
-		buf[n] = '\0';
-		next = (unsigned)strtoul(buf, NULL, 10);
-	}
-	if (next < LOW || next >= LOW + SPAN)
-		next = LOW + (unsigned)getpid() % SPAN;
-	for (int tries = 0; tries < SPAN && !port_free((uint16_t)next); tries++)
-		next = next + 1 >= LOW + SPAN ? LOW : next + 1;
-	n = snprintf(buf, sizeof(buf), "%u\n", next + 1 >= LOW + SPAN ? LOW : next + 1);
-	assert_int_equal(ftruncate(fd, 0), 0);
-	assert_int_equal(pwrite(fd, buf, (size_t)n, 0), n);
-	flock(fd, LOCK_UN);
-	close(fd);
-	return (uint16_t)next;
+	return harness_port();
 }
 
 pid_t tdh_spawn(const char *const *argv, const char *log)
