@@ -140,6 +140,7 @@ struct db_store_result {
 	enum db_outcome outcome;
 	size_t inserted;
 	size_t copies; /* of the duplicates: changes stored before under another sequence */
+	size_t copies_new; /* of those, settled for the first time (not a batch sent again) */
 	bool adopted;                      /* the source had no stream and took this one */
 	char current[DB_STREAM_MAX + 1];   /* DB_STREAM_CHANGED: the source's stream */
 	int64_t current_last_seq;          /* ... and its last sequence */

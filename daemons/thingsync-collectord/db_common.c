@@ -274,6 +274,10 @@ static int store_copies(struct db *db, const struct db_batch *b, const char *str
 		}
 		r = settle(db, b, stream, m->seq, "copy", text, &is_new, res);
 		res->copies++;
+		/* A batch sent again (pushd restarted before it moved its
+		 * cursor) settles its copies again: the counter counts each once. */
+		if (r == 0 && is_new)
+			res->copies_new++;
 	}
 	free(text);
 	free(present.v);

@@ -733,7 +733,7 @@ items:
 		src->last_seq = max_seq;
 	src->measurements += inserted;
 	src->duplicates += nm - inserted;
-	c->copies_total += res.copies;
+	c->copies_total += res.copies_new;
 	src->rejected += nr;
 	c->stored_total += inserted;
 	c->duplicates_total += nm - inserted;
