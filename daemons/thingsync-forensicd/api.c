@@ -280,7 +280,8 @@ static void get_status(struct forensicd *fd, struct evhttp_request *req)
 	               (json_int_t)forensicd__count(fd, NULL, NULL), "push", "to", fd->push_to, "days_sent",
 	               (json_int_t)fd->pushes_sent, "chunks_sent", (json_int_t)fd->push_chunks,
 	               "chunks_acked", (json_int_t)fd->pushes_acked, "failed", (json_int_t)fd->push_failed,
-	               "resent", (json_int_t)fd->push_resent, "things_not_kept", (json_int_t)fd->missing_things, "report_command", cmd);
+	               "resent", (json_int_t)fd->push_resent, "things_not_kept",
+	               (json_int_t)fd->missing_things, "report_command", cmd);
 	/* What the history and the requests have cost the SD card since the start. */
 	json_object_set_new(st, "store",
 	                    json_pack("{sIsI}", "commits", (json_int_t)commits, "bytes", (json_int_t)bytes));
@@ -321,8 +322,8 @@ static void get_metrics(struct forensicd *fd, struct evhttp_request *req)
 	                    "thingsync_forensicd_report_command_total{result=\"run\"} %" PRIu64 "\n"
 	                    "thingsync_forensicd_report_command_total{result=\"failed\"} %" PRIu64 "\n",
 	                    days, resets, closed, fd->missing_things, fd->push_chunks, fd->pushes_acked,
-	                    fd->push_failed, fd->push_resent, forensicd__count(fd, NULL, NULL), fd->report.runs,
-	                    fd->report.failures);
+	                    fd->push_failed, fd->push_resent, forensicd__count(fd, NULL, NULL),
+	                    fd->report.runs, fd->report.failures);
 	httpd__metrics(fd->http, "thingsync_forensicd_", out);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; version=0.0.4");
@@ -365,9 +366,9 @@ int api__start(struct forensicd *fd)
 	tsync_controller_info ci;
 	int r;
 
-	if (fd->opt.http_listen) {
-		if (httpd__split_listen(fd->opt.http_listen, host, sizeof(host), &port) < 0) {
-			log_error(&fd->log, "--http %s: want ADDR:PORT", fd->opt.http_listen);
+	if (fd->opt.common.http_listen) {
+		if (httpd__split_listen(fd->opt.common.http_listen, host, sizeof(host), &port) < 0) {
+			log_error(&fd->log, "--http %s: want ADDR:PORT", fd->opt.common.http_listen);
 			return -EINVAL;
 		}
 	} else {

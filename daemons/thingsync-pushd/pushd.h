@@ -15,6 +15,7 @@
 #include <thingsync/thingsync.h>
 
 #include "store/store.h"
+#include "daemonopt.h"
 #include "util/util.h"
 
 struct event_base;
@@ -23,12 +24,8 @@ struct evhttp;
 struct curlev;
 
 struct pushd_options {
-	const char *site_path;
-	const char *controller;
-	const char *state_dir;
+	struct daemonopt common;   /* http_listen: the status endpoint */
 	const char *collector_url; /* NULL: the first controller with role "collector" */
-	const char *bind_host;
-	const char *http_listen; /* status endpoint; NULL: the controller's tcp_port, if any */
 	const char *cacert;
 	const char **csv; /* --csv files, in order */
 	size_t n_csv;
@@ -41,7 +38,6 @@ struct pushd_options {
 	uint32_t heartbeat_ms;
 	uint32_t timeout_ms;
 	bool exit_when_drained;
-	tsync_log_level log_level;
 };
 
 #define SENDER_MAX_INFLIGHT 16

@@ -170,9 +170,9 @@ int http__start(struct recoveryd *rd)
 	uint16_t port;
 	int r;
 
-	if (rd->opt.http_listen) {
-		if (httpd__split_listen(rd->opt.http_listen, host, sizeof(host), &port) < 0) {
-			log_error(&rd->log, "--http %s: want ADDR:PORT", rd->opt.http_listen);
+	if (rd->opt.common.http_listen) {
+		if (httpd__split_listen(rd->opt.common.http_listen, host, sizeof(host), &port) < 0) {
+			log_error(&rd->log, "--http %s: want ADDR:PORT", rd->opt.common.http_listen);
 			return -EINVAL;
 		}
 	} else {
@@ -183,7 +183,8 @@ int http__start(struct recoveryd *rd)
 			         rd->name);
 			return 0;
 		}
-		snprintf(host, sizeof(host), "%s", rd->opt.bind_host ? rd->opt.bind_host : ci.host);
+		snprintf(host, sizeof(host), "%s",
+		         rd->opt.common.bind_host ? rd->opt.common.bind_host : ci.host);
 		port = ci.tcp_port;
 	}
 	memset(&cfg, 0, sizeof(cfg));

@@ -23,6 +23,7 @@
 #include <jansson.h>
 #include <thingsync/thingsync.h>
 
+#include "daemonopt.h"
 #include "util/util.h"
 
 struct event_base;
@@ -95,16 +96,11 @@ struct recovery *ledger__recovery_new(struct ledger *l, int64_t from_us, int64_t
 struct recovery *ledger__recovery_find(struct ledger *l, const char *id);
 
 struct recoveryd_options {
-	const char *site_path;
-	const char *controller;
-	const char *state_dir;
-	const char *bind_host;
-	const char *http_listen; /* ADDR:PORT; NULL: the controller's host and tcp_port */
+	struct daemonopt common; /* http_listen: ADDR:PORT; NULL: the controller's host and tcp_port */
 	const char *thing;       /* the published thing (default internet_lost) */
 	const char *probe_url;   /* GET it every probe_ms: not 200 is an outage (NULL: no probe) */
 	uint32_t probe_ms;
 	uint32_t alive_ms; /* how often the alive time is written */
-	tsync_log_level log_level;
 };
 
 struct recoveryd {
