@@ -4,10 +4,14 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <event2/event.h>
+
 #include "daemonopt.h"
+#include "httpd.h"
 #include "util/util.h"
 
 void daemonopt__init(struct daemonopt *d, const char *name, const char *usage)
@@ -98,4 +102,56 @@ int daemonopt__load_site(const struct daemonopt *d, const struct logger *log, ts
 		free(errors);
 	}
 	return r;
+}
+
+int daemonopt__http_addr(const struct daemonopt *d, const tsync_site *site, const char *name, bool use_bind,
+                         const struct logger *log, char *host, size_t hostlen, uint16_t *port)
+{
+	tsync_controller_info ci;
+
+	if (d->http_listen) {
+		if (httpd__split_listen(d->http_listen, host, hostlen, port) < 0) {
+			log_error(log, "--http %s: want ADDR:PORT", d->http_listen);
+			return -EINVAL;
+		}
+		return 1;
+	}
+	if (tsync_site_controller(site, (size_t)tsync_site_controller_find(site, name), &ci) < 0 ||
+	    ci.tcp_port == 0)
+		return 0;
+	snprintf(host, hostlen, "%s", use_bind && d->bind_host ? d->bind_host : ci.host);
+	*port = ci.tcp_port;
+	return 1;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemonsig *s = arg;
+
+	(void)what;
+	log_info(s->log, "signal %d: stopping", (int)sig);
+	event_base_loopexit(s->base, NULL);
+}
+
+int daemonopt__signals_start(struct daemonsig *s, struct event_base *base, const struct logger *log)
+{
+	static const int sigs[2] = {SIGINT, SIGTERM};
+
+	s->base = base;
+	s->log = log;
+	for (size_t i = 0; i < 2; i++) {
+		s->ev[i] = evsignal_new(base, sigs[i], on_signal, s);
+		if (!s->ev[i] || evsignal_add(s->ev[i], NULL) < 0)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
+void daemonopt__signals_free(struct daemonsig *s)
+{
+	for (size_t i = 0; i < 2; i++) {
+		if (s->ev[i])
+			event_free(s->ev[i]);
+		s->ev[i] = NULL;
+	}
 }

@@ -14,10 +14,13 @@
 #define TSYNC_DAEMON_DAEMONOPT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <thingsync/thingsync.h>
 
+struct event;
+struct event_base;
 struct logger;
 
 /* getopt values of the common long-only options: above a daemon's own (256...). */
@@ -97,5 +100,32 @@ int daemonopt__bad(const struct daemonopt *d, const char *arg);
  * `log`. @return 0 or tsync_site_load()'s error.
  */
 int daemonopt__load_site(const struct daemonopt *d, const struct logger *log, tsync_site **ret);
+
+/*
+ * Where the daemon's HTTP server listens: --http ADDR:PORT, or else the
+ * host (--bind instead when `use_bind`) and tcp_port of the controller
+ * `name` in `site`. `name` and `site` are borrowed for the call.
+ * @return 1 with `host` and `*port` written; 0: no --http and no tcp_port
+ *         (no server); -EINVAL: --http is not ADDR:PORT (logged to `log`).
+ */
+int daemonopt__http_addr(const struct daemonopt *d, const tsync_site *site, const char *name, bool use_bind,
+                         const struct logger *log, char *host, size_t hostlen, uint16_t *port);
+
+/* SIGINT and SIGTERM as libevent events that log and leave the loop. */
+struct daemonsig {
+	struct event_base *base;  /* borrowed */
+	const struct logger *log; /* borrowed */
+	struct event *ev[2];
+};
+
+/*
+ * Starts `s`: on SIGINT or SIGTERM, "signal N: stopping" is logged to `log`
+ * and `base`'s loop exits. `base` and `log` are borrowed until
+ * daemonopt__signals_free(). @return 0 or -ENOMEM.
+ */
+int daemonopt__signals_start(struct daemonsig *s, struct event_base *base, const struct logger *log);
+
+/* Frees the events of `s`; a zeroed or half-started `s` is fine. */
+void daemonopt__signals_free(struct daemonsig *s);
 
 #endif

@@ -88,7 +88,7 @@ struct collector {
 	int64_t unknown_refused_us; /* last push refused for an unknown or forged source */
 	struct event *tick;
 	uint64_t ticks;
-	struct event *sig_int, *sig_term;
+	struct daemonsig sig;
 	/* pull.c: windows asked of the recovery controller, one in flight at a time */
 	struct {
 		const char *controller; /* its name (borrowed from the site); NULL: none */

@@ -164,14 +164,6 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		              "no unauthenticated push for a period");
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-	struct collector *c = arg;
-
-	log_info(&c->log, "signal %d: stopping", (int)sig);
-	event_base_loopexit(c->base, NULL);
-}
-
 static int write_port_file(const char *path, uint16_t port)
 {
 	char tmp[4096];
@@ -549,10 +541,8 @@ static int run(struct collector *c)
 	if (r < 0)
 		return r;
 	c->tick = event_new(c->base, -1, EV_PERSIST, tick_cb, c);
-	c->sig_int = evsignal_new(c->base, SIGINT, on_signal, c);
-	c->sig_term = evsignal_new(c->base, SIGTERM, on_signal, c);
-	if (!c->tick || !c->sig_int || !c->sig_term || event_add(c->tick, &tv) < 0 ||
-	    evsignal_add(c->sig_int, NULL) < 0 || evsignal_add(c->sig_term, NULL) < 0)
+	if (!c->tick || event_add(c->tick, &tv) < 0 ||
+	    daemonopt__signals_start(&c->sig, c->base, &c->log) < 0)
 		return -ENOMEM;
 	log_info(&c->log, "collector of site %s up: %zu source(s), %s database %s", tsync_site_name(c->site),
 	         c->n_sources, c->db->ops->name, c->db->ops->up(c->db) ? "up" : "DOWN");
@@ -572,10 +562,7 @@ static void cleanup(struct collector *c)
 	}
 	if (c->tick)
 		event_free(c->tick);
-	if (c->sig_int)
-		event_free(c->sig_int);
-	if (c->sig_term)
-		event_free(c->sig_term);
+	daemonopt__signals_free(&c->sig);
 	if (c->base)
 		event_base_free(c->base);
 	free(c->sources);

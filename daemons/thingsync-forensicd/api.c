@@ -363,22 +363,14 @@ int api__start(struct forensicd *fd)
 	struct httpd_config cfg;
 	char host[256];
 	uint16_t port;
-	tsync_controller_info ci;
 	int r;
 
-	if (fd->opt.common.http_listen) {
-		if (httpd__split_listen(fd->opt.common.http_listen, host, sizeof(host), &port) < 0) {
-			log_error(&fd->log, "--http %s: want ADDR:PORT", fd->opt.common.http_listen);
-			return -EINVAL;
-		}
-	} else {
-		if (tsync_site_controller(fd->site, (size_t)tsync_site_controller_find(fd->site, fd->name),
-		                          &ci) < 0 ||
-		    ci.tcp_port == 0)
-			return 0;
-		snprintf(host, sizeof(host), "%s", ci.host);
-		port = ci.tcp_port;
-	}
+	/* Unlike recoveryd's and pushd's, this API has always listened on the
+	 * controller's host whatever --bind says (the mesh's UDP address). */
+	r = daemonopt__http_addr(&fd->opt.common, fd->site, fd->name, false, &fd->log, host, sizeof(host),
+	                         &port);
+	if (r <= 0)
+		return r;
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = fd->base;
 	cfg.host = host;

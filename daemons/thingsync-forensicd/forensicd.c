@@ -190,15 +190,6 @@ static void tick_cb(evutil_socket_t s, short what, void *arg)
 	collect__tick(fd);
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-	struct forensicd *fd = arg;
-
-	(void)what;
-	log_info(&fd->log, "signal %d: stopping", (int)sig);
-	event_base_loopexit(fd->base, NULL);
-}
-
 static int parse_args(int argc, char **argv, struct forensicd_options *o)
 {
 	static const struct option longopts[] = {
@@ -307,11 +298,8 @@ static int run(struct forensicd *fd)
 	r = api__start(fd);
 	if (r < 0)
 		return r;
-	fd->sig_int = evsignal_new(fd->base, SIGINT, on_signal, fd);
-	fd->sig_term = evsignal_new(fd->base, SIGTERM, on_signal, fd);
 	fd->tick_ev = event_new(fd->base, -1, EV_PERSIST, tick_cb, fd);
-	if (!fd->sig_int || !fd->sig_term || !fd->tick_ev || evsignal_add(fd->sig_int, NULL) < 0 ||
-	    evsignal_add(fd->sig_term, NULL) < 0)
+	if (!fd->tick_ev || daemonopt__signals_start(&fd->sig, fd->base, &fd->log) < 0)
 		return -ENOMEM;
 	{
 		const char *tc = getenv(UTIL_TEST_CLOCK_ENV);
@@ -347,10 +335,7 @@ static void cleanup(struct forensicd *fd)
 	/* Freeing the node commits what is staged, the records with it. */
 	tsync_node_free(fd->node);
 	collect__free(fd);
-	if (fd->sig_int)
-		event_free(fd->sig_int);
-	if (fd->sig_term)
-		event_free(fd->sig_term);
+	daemonopt__signals_free(&fd->sig);
 	if (fd->base)
 		event_base_free(fd->base);
 	tsync_site_free(fd->site);

@@ -71,7 +71,7 @@ struct forensicd {
 	const char *name;
 	struct httpd *http;
 	struct event *tick_ev;
-	struct event *sig_int, *sig_term;
+	struct daemonsig sig;
 	struct owner *owners;
 	size_t n_owners;
 	const char *push_to;          /* the push controller, NULL: none in site.conf */

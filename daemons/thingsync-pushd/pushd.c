@@ -249,22 +249,11 @@ static int start_status(struct pushd *pd)
 	int r;
 	char host[256];
 	uint16_t port;
-	tsync_controller_info ci;
 
-	if (pd->opt.common.http_listen) {
-		if (httpd__split_listen(pd->opt.common.http_listen, host, sizeof(host), &port) < 0) {
-			log_error(&pd->log, "--http %s: want ADDR:PORT", pd->opt.common.http_listen);
-			return -EINVAL;
-		}
-	} else {
-		if (tsync_site_controller(pd->site, (size_t)tsync_site_controller_find(pd->site, pd->name),
-		                          &ci) < 0 ||
-		    ci.tcp_port == 0)
-			return 0;
-		snprintf(host, sizeof(host), "%s",
-		         pd->opt.common.bind_host ? pd->opt.common.bind_host : ci.host);
-		port = ci.tcp_port;
-	}
+	r = daemonopt__http_addr(&pd->opt.common, pd->site, pd->name, true, &pd->log, host, sizeof(host),
+	                         &port);
+	if (r <= 0)
+		return r;
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = pd->base;
 	cfg.host = host;
@@ -303,14 +292,6 @@ void pushd__check_done(struct pushd *pd)
 		log_info(&pd->log, "everything imported and pushed: exiting");
 		event_base_loopexit(pd->base, NULL);
 	}
-}
-
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-	struct pushd *pd = arg;
-
-	log_info(&pd->log, "signal %d: stopping", (int)sig);
-	event_base_loopexit(pd->base, NULL);
 }
 
 static int default_collector_url(struct pushd *pd, char *url, size_t len)
@@ -563,11 +544,9 @@ static int run(struct pushd *pd)
 		event_active(pd->csv[0].ev, EV_TIMEOUT, 0);
 		pd->csv_next = 1;
 	}
-	pd->sig_int = evsignal_new(pd->base, SIGINT, on_signal, pd);
-	pd->sig_term = evsignal_new(pd->base, SIGTERM, on_signal, pd);
-	if (!pd->sig_int || !pd->sig_term || evsignal_add(pd->sig_int, NULL) < 0 ||
-	    evsignal_add(pd->sig_term, NULL) < 0)
-		return -ENOMEM;
+	r = daemonopt__signals_start(&pd->sig, pd->base, &pd->log);
+	if (r < 0)
+		return r;
 
 	{
 		struct journal_stats st;
@@ -594,10 +573,7 @@ static void cleanup(struct pushd *pd)
 	curlev__free(pd->http);
 	httpd__free(pd->status_http);
 	journal__close(pd->journal);
-	if (pd->sig_int)
-		event_free(pd->sig_int);
-	if (pd->sig_term)
-		event_free(pd->sig_term);
+	daemonopt__signals_free(&pd->sig);
 	if (pd->base)
 		event_base_free(pd->base);
 	tsync_site_free(pd->site);

@@ -113,7 +113,7 @@ struct pushd {
 	uint64_t staged_mesh, dedup_skipped, stage_failed;
 	/* intake.c: recovery_data and cumul_data */
 	uint64_t recovered, cumuls_journaled, intake_duplicates, intake_refused;
-	struct event *sig_int, *sig_term;
+	struct daemonsig sig;
 	int exit_code;
 	bool state_unusable; /* refused its state at start: exit STATEDIR_EXIT_UNUSABLE */
 };

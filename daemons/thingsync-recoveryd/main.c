@@ -513,15 +513,6 @@ static void alive_cb(evutil_socket_t fd, short what, void *arg)
 	ledger_commit(rd);
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-	struct recoveryd *rd = arg;
-
-	(void)what;
-	log_info(&rd->log, "signal %d: stopping", (int)sig);
-	event_base_loopexit(rd->base, NULL);
-}
-
 static int parse_args(int argc, char **argv, struct recoveryd_options *o)
 {
 	enum { O_THING = 256, O_ALIVE, O_PROBE, O_PROBE_MS };
@@ -687,10 +678,7 @@ static int run(struct recoveryd *rd)
 	if (r < 0)
 		return r;
 	rd->alive_ev = event_new(rd->base, -1, EV_PERSIST, alive_cb, rd);
-	rd->sig_int = evsignal_new(rd->base, SIGINT, on_signal, rd);
-	rd->sig_term = evsignal_new(rd->base, SIGTERM, on_signal, rd);
-	if (!rd->alive_ev || !rd->sig_int || !rd->sig_term || evsignal_add(rd->sig_int, NULL) < 0 ||
-	    evsignal_add(rd->sig_term, NULL) < 0)
+	if (!rd->alive_ev || daemonopt__signals_start(&rd->sig, rd->base, &rd->log) < 0)
 		return -ENOMEM;
 	{
 		struct timeval tv = {o->alive_ms / 1000, (o->alive_ms % 1000) * 1000};
@@ -734,10 +722,7 @@ static void cleanup(struct recoveryd *rd)
 		event_free(rd->probe_ev);
 	if (rd->alive_ev)
 		event_free(rd->alive_ev);
-	if (rd->sig_int)
-		event_free(rd->sig_int);
-	if (rd->sig_term)
-		event_free(rd->sig_term);
+	daemonopt__signals_free(&rd->sig);
 	if (rd->base)
 		event_base_free(rd->base);
 	tsync_site_free(rd->site);

@@ -120,7 +120,8 @@ struct recoveryd {
 	bool probe_in_flight;
 	int64_t probe_sent_us;
 	uint64_t probes_ok, probes_failed;
-	struct event *alive_ev, *probe_ev, *sig_int, *sig_term;
+	struct event *alive_ev, *probe_ev;
+	struct daemonsig sig;
 	uint64_t statuses_received, requests_sent, requests_failed;
 	bool state_unusable;
 };
