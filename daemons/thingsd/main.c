@@ -17,6 +17,7 @@
 
 #include <curl/curl.h>
 
+#include "daemonopt.h"
 #include "thingsd.h"
 
 static void usage(FILE *f)
@@ -89,19 +90,17 @@ int main(int argc, char **argv)
 			td.opt.http_bind = optarg;
 			break;
 		case OPT_MAXCONN: {
-			char *end;
-			unsigned long n = strtoul(optarg, &end, 10);
-			if (*end || !n || n > 100000) {
+			uint64_t n;
+			if (daemonopt__uint(optarg, 1, 100000, &n) < 0) {
 				fprintf(stderr, "thingsd: --http-max-connections wants 1..100000\n");
 				return 2;
 			}
-			td.opt.http_max_connections = n;
+			td.opt.http_max_connections = (size_t)n;
 			break;
 		}
 		case OPT_TIMEOUT: {
-			char *end;
-			unsigned long n = strtoul(optarg, &end, 10);
-			if (*end || !n || n > 3600) {
+			uint64_t n;
+			if (daemonopt__uint(optarg, 1, 3600, &n) < 0) {
 				fprintf(stderr, "thingsd: --http-request-timeout wants 1..3600 seconds\n");
 				return 2;
 			}

@@ -18,6 +18,7 @@
 #include "httpd.h"
 #include "alarms.h"
 #include "db.h"
+#include "daemonopt.h"
 #include "util/util.h"
 
 struct event_base;
@@ -41,9 +42,10 @@ struct curlev;
 #define COLLECTOR_EPOCH_MIN_US ((int64_t)946684800 * 1000000)
 
 struct collector_options {
-	const char *site_path;
-	const char *controller; /* whose tcp_port to listen on (default: the first with role collector) */
-	const char *listen;     /* ADDR:PORT, overrides */
+	/* --site, --controller (whose tcp_port to listen on; default: the first
+	 * with role collector), --log-level */
+	struct daemonopt common;
+	const char *listen; /* ADDR:PORT, overrides */
 	const char *port_file;
 	const char *db_spec; /* sqlite:PATH or postgres:CONNINFO */
 	const char *webhook;
@@ -55,7 +57,6 @@ struct collector_options {
 	size_t max_connections; /* --max-connections (0: the default) */
 	size_t max_batch;
 	bool fault_injection;
-	tsync_log_level log_level;
 	uint32_t pull_scan_s; /* look for gaps to pull this often (0: never) */
 	uint32_t pull_retry_min_ms, pull_retry_max_ms;
 };
@@ -87,7 +88,7 @@ struct collector {
 	int64_t unknown_refused_us; /* last push refused for an unknown or forged source */
 	struct event *tick;
 	uint64_t ticks;
-	struct event *sig_int, *sig_term;
+	struct daemonsig sig;
 	/* pull.c: windows asked of the recovery controller, one in flight at a time */
 	struct {
 		const char *controller; /* its name (borrowed from the site); NULL: none */

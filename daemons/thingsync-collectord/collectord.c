@@ -164,14 +164,6 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 		              "no unauthenticated push for a period");
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-	struct collector *c = arg;
-
-	log_info(&c->log, "signal %d: stopping", (int)sig);
-	event_base_loopexit(c->base, NULL);
-}
-
 static int write_port_file(const char *path, uint16_t port)
 {
 	char tmp[4096];
@@ -234,8 +226,8 @@ static int start_http(struct collector *c)
 			tsync_controller_info ci;
 			if (tsync_site_controller(c->site, i, &ci) < 0 || !ci.tcp_port)
 				continue;
-			if (c->opt.controller) {
-				found = strcmp(ci.name, c->opt.controller) == 0;
+			if (c->opt.common.controller) {
+				found = strcmp(ci.name, c->opt.common.controller) == 0;
 			} else {
 				for (size_t k = 0; k < ci.n_roles; k++)
 					found |= strcmp(ci.roles[k], "collector") == 0;
@@ -247,8 +239,9 @@ static int start_http(struct collector *c)
 		}
 		if (!found) {
 			log_error(&c->log, "no --listen, and no controller %s with a tcp_port in %s",
-			          c->opt.controller ? c->opt.controller : "with the role collector",
-			          c->opt.site_path);
+			          c->opt.common.controller ? c->opt.common.controller
+			                                   : "with the role collector",
+			          c->opt.common.site_path);
 			return -EINVAL;
 		}
 	}
@@ -356,7 +349,7 @@ static int setup_sources(struct collector *c)
 	}
 	if (c->n_sources == 0)
 		log_warn(&c->log, "no controller of %s has the role push: every push will be refused",
-		         c->opt.site_path);
+		         c->opt.common.site_path);
 	return 0;
 }
 
@@ -415,8 +408,7 @@ static int parse_args(int argc, char **argv, struct collector_options *o)
 		O_PULL_MAX,
 	};
 	static const struct option longopts[] = {
-	    {"site", required_argument, NULL, 's'},
-	    {"controller", required_argument, NULL, 'c'},
+	    DAEMONOPT_LONG_SITE,
 	    {"listen", required_argument, NULL, 'l'},
 	    {"port-file", required_argument, NULL, O_PORTFILE},
 	    {"db", required_argument, NULL, 'D'},
@@ -430,22 +422,14 @@ static int parse_args(int argc, char **argv, struct collector_options *o)
 	    {"pull-scan", required_argument, NULL, O_PULL_SCAN},
 	    {"pull-retry-min-ms", required_argument, NULL, O_PULL_MIN},
 	    {"pull-retry-max-ms", required_argument, NULL, O_PULL_MAX},
-	    {"log-level", required_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    DAEMONOPT_LONG_END,
 	};
-	unsigned long long x;
-	char *end;
-	int ch;
+	uint64_t x;
+	int ch, r;
 
+	/* No state directory, node address or status endpoint: no -d, --bind, --http. */
 	while ((ch = getopt_long(argc, argv, "s:c:l:D:v:h", longopts, NULL)) != -1) {
 		switch (ch) {
-		case 's':
-			o->site_path = optarg;
-			break;
-		case 'c':
-			o->controller = optarg;
-			break;
 		case 'l':
 			o->listen = optarg;
 			break;
@@ -458,9 +442,7 @@ static int parse_args(int argc, char **argv, struct collector_options *o)
 		case O_SILENT:
 		case O_MAXBATCH:
 		case O_MAXBODY:
-			errno = 0;
-			x = strtoull(optarg, &end, 10);
-			if (errno || *end || end == optarg || *optarg == '-' || x < 1 || x > (1ull << 32)) {
+			if (daemonopt__uint(optarg, 1, 1ull << 32, &x) < 0) {
 				fprintf(stderr, "thingsync-collectord: bad number: %s\n", optarg);
 				return -EINVAL;
 			}
@@ -491,10 +473,7 @@ static int parse_args(int argc, char **argv, struct collector_options *o)
 		case O_PULL_SCAN:
 		case O_PULL_MIN:
 		case O_PULL_MAX:
-			errno = 0;
-			x = strtoull(optarg, &end, 10);
-			if (errno || *end || end == optarg || *optarg == '-' || x > 86400000ull ||
-			    (ch != O_PULL_SCAN && x < 1)) {
+			if (daemonopt__uint(optarg, ch == O_PULL_SCAN ? 0 : 1, 86400000, &x) < 0) {
 				fprintf(stderr, "thingsync-collectord: bad number: %s\n", optarg);
 				return -EINVAL;
 			}
@@ -505,49 +484,30 @@ static int parse_args(int argc, char **argv, struct collector_options *o)
 			else
 				o->pull_retry_max_ms = (uint32_t)x;
 			break;
-		case 'v':
-			if (tsync_log_level_parse(optarg, &o->log_level) < 0) {
-				fprintf(stderr, "thingsync-collectord: bad log level: %s\n", optarg);
-				return -EINVAL;
-			}
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			exit(0);
 		default:
-			fputs(usage_text, stderr);
-			return -EINVAL;
+			r = daemonopt__handle(&o->common, ch, optarg);
+			if (r < 0)
+				return r;
 		}
 	}
 	if (o->pull_retry_min_ms > o->pull_retry_max_ms) {
 		fprintf(stderr, "thingsync-collectord: --pull-retry-min-ms is above --pull-retry-max-ms\n");
 		return -EINVAL;
 	}
-	if (optind < argc || !o->site_path) {
-		fprintf(stderr, "thingsync-collectord: --site is required\n");
-		fputs(usage_text, stderr);
-		return -EINVAL;
-	}
-	return 0;
+	return daemonopt__finish(&o->common, optind, argc, false);
 }
 
 static int run(struct collector *c)
 {
-	char *errors = NULL;
 	struct timeval tv = {0, TICK_MS * 1000};
 	int r;
 
-	r = tsync_site_load(c->opt.site_path, &c->site, &errors);
-	if (r < 0) {
-		if (errors)
-			fputs(errors, stderr);
-		else
-			log_error(&c->log, "%s: %s", c->opt.site_path, tsync_strerror(r));
-		free(errors);
+	r = daemonopt__load_site(&c->opt.common, &c->log, &c->site);
+	if (r < 0)
 		return r;
-	}
 	if (!tsync_site_has_key(c->site)) {
-		log_error(&c->log, "%s has no key_file: pushes could not be authenticated", c->opt.site_path);
+		log_error(&c->log, "%s has no key_file: pushes could not be authenticated",
+		          c->opt.common.site_path);
 		return TSYNC_EKEY;
 	}
 	c->base = event_base_new();
@@ -581,10 +541,8 @@ static int run(struct collector *c)
 	if (r < 0)
 		return r;
 	c->tick = event_new(c->base, -1, EV_PERSIST, tick_cb, c);
-	c->sig_int = evsignal_new(c->base, SIGINT, on_signal, c);
-	c->sig_term = evsignal_new(c->base, SIGTERM, on_signal, c);
-	if (!c->tick || !c->sig_int || !c->sig_term || event_add(c->tick, &tv) < 0 ||
-	    evsignal_add(c->sig_int, NULL) < 0 || evsignal_add(c->sig_term, NULL) < 0)
+	if (!c->tick || event_add(c->tick, &tv) < 0 ||
+	    daemonopt__signals_start(&c->sig, c->base, &c->log) < 0)
 		return -ENOMEM;
 	log_info(&c->log, "collector of site %s up: %zu source(s), %s database %s", tsync_site_name(c->site),
 	         c->n_sources, c->db->ops->name, c->db->ops->up(c->db) ? "up" : "DOWN");
@@ -604,10 +562,7 @@ static void cleanup(struct collector *c)
 	}
 	if (c->tick)
 		event_free(c->tick);
-	if (c->sig_int)
-		event_free(c->sig_int);
-	if (c->sig_term)
-		event_free(c->sig_term);
+	daemonopt__signals_free(&c->sig);
 	if (c->base)
 		event_base_free(c->base);
 	free(c->sources);
@@ -627,7 +582,7 @@ int main(int argc, char **argv)
 	c->opt.silent_after_s = 300;
 	c->opt.max_batch = COLLECTOR_MAX_BATCH;
 	c->opt.max_body = COLLECTOR_MAX_BODY;
-	c->opt.log_level = TSYNC_LOG_INFO;
+	daemonopt__init(&c->opt.common, "thingsync-collectord", usage_text);
 	c->opt.pull_scan_s = 60;
 	c->opt.pull_retry_min_ms = 1000;
 	c->opt.pull_retry_max_ms = 60000;
@@ -637,7 +592,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	c->log.fn = log_stderr;
-	c->log.level = c->opt.log_level;
+	c->log.level = c->opt.common.log_level;
 	c->log.prefix = "collector";
 	signal(SIGPIPE, SIG_IGN);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

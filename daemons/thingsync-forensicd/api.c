@@ -280,7 +280,8 @@ static void get_status(struct forensicd *fd, struct evhttp_request *req)
 	               (json_int_t)forensicd__count(fd, NULL, NULL), "push", "to", fd->push_to, "days_sent",
 	               (json_int_t)fd->pushes_sent, "chunks_sent", (json_int_t)fd->push_chunks,
 	               "chunks_acked", (json_int_t)fd->pushes_acked, "failed", (json_int_t)fd->push_failed,
-	               "resent", (json_int_t)fd->push_resent, "things_not_kept", (json_int_t)fd->missing_things, "report_command", cmd);
+	               "resent", (json_int_t)fd->push_resent, "things_not_kept",
+	               (json_int_t)fd->missing_things, "report_command", cmd);
 	/* What the history and the requests have cost the SD card since the start. */
 	json_object_set_new(st, "store",
 	                    json_pack("{sIsI}", "commits", (json_int_t)commits, "bytes", (json_int_t)bytes));
@@ -321,8 +322,8 @@ static void get_metrics(struct forensicd *fd, struct evhttp_request *req)
 	                    "thingsync_forensicd_report_command_total{result=\"run\"} %" PRIu64 "\n"
 	                    "thingsync_forensicd_report_command_total{result=\"failed\"} %" PRIu64 "\n",
 	                    days, resets, closed, fd->missing_things, fd->push_chunks, fd->pushes_acked,
-	                    fd->push_failed, fd->push_resent, forensicd__count(fd, NULL, NULL), fd->report.runs,
-	                    fd->report.failures);
+	                    fd->push_failed, fd->push_resent, forensicd__count(fd, NULL, NULL),
+	                    fd->report.runs, fd->report.failures);
 	httpd__metrics(fd->http, "thingsync_forensicd_", out);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	                  "text/plain; version=0.0.4");
@@ -362,22 +363,14 @@ int api__start(struct forensicd *fd)
 	struct httpd_config cfg;
 	char host[256];
 	uint16_t port;
-	tsync_controller_info ci;
 	int r;
 
-	if (fd->opt.http_listen) {
-		if (httpd__split_listen(fd->opt.http_listen, host, sizeof(host), &port) < 0) {
-			log_error(&fd->log, "--http %s: want ADDR:PORT", fd->opt.http_listen);
-			return -EINVAL;
-		}
-	} else {
-		if (tsync_site_controller(fd->site, (size_t)tsync_site_controller_find(fd->site, fd->name),
-		                          &ci) < 0 ||
-		    ci.tcp_port == 0)
-			return 0;
-		snprintf(host, sizeof(host), "%s", ci.host);
-		port = ci.tcp_port;
-	}
+	/* Unlike recoveryd's and pushd's, this API has always listened on the
+	 * controller's host whatever --bind says (the mesh's UDP address). */
+	r = daemonopt__http_addr(&fd->opt.common, fd->site, fd->name, false, &fd->log, host, sizeof(host),
+	                         &port);
+	if (r <= 0)
+		return r;
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = fd->base;
 	cfg.host = host;

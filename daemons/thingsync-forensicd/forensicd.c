@@ -190,74 +190,31 @@ static void tick_cb(evutil_socket_t s, short what, void *arg)
 	collect__tick(fd);
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-	struct forensicd *fd = arg;
-
-	(void)what;
-	log_info(&fd->log, "signal %d: stopping", (int)sig);
-	event_base_loopexit(fd->base, NULL);
-}
-
 static int parse_args(int argc, char **argv, struct forensicd_options *o)
 {
-	enum { O_BIND = 256, O_HTTP };
 	static const struct option longopts[] = {
-	    {"site", required_argument, NULL, 's'},
-	    {"controller", required_argument, NULL, 'c'},
-	    {"state-dir", required_argument, NULL, 'd'},
-	    {"bind", required_argument, NULL, O_BIND},
-	    {"http", required_argument, NULL, O_HTTP},
-	    {"log-level", required_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    DAEMONOPT_LONG_SITE,
+	    DAEMONOPT_LONG_STATE,
+	    DAEMONOPT_LONG_NET,
+	    DAEMONOPT_LONG_END,
 	};
-	int c;
+	int c, r;
 
-	while ((c = getopt_long(argc, argv, "s:c:d:v:h", longopts, NULL)) != -1) {
-		switch (c) {
-		case 's':
-			o->site_path = optarg;
-			break;
-		case 'c':
-			o->controller = optarg;
-			break;
-		case 'd':
-			o->state_dir = optarg;
-			break;
-		case O_BIND:
-			o->bind_host = optarg;
-			break;
-		case O_HTTP:
-			o->http_listen = optarg;
-			break;
-		case 'v':
-			if (tsync_log_level_parse(optarg, &o->log_level) < 0) {
-				fprintf(stderr, "thingsync-forensicd: bad log level: %s\n", optarg);
-				return -EINVAL;
-			}
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			exit(0);
-		default:
-			fputs(usage_text, stderr);
-			return -EINVAL;
-		}
+	/* forensicd has no options of its own. */
+	while ((c = getopt_long(argc, argv, DAEMONOPT_SHORT, longopts, NULL)) != -1) {
+		r = daemonopt__handle(&o->common, c, optarg);
+		if (r < 0)
+			return r;
 	}
-	if (optind < argc || !o->site_path || !o->controller || !o->state_dir) {
-		fprintf(stderr, "thingsync-forensicd: --site, --controller and --state-dir are required\n");
-		fputs(usage_text, stderr);
-		return -EINVAL;
-	}
-	return 0;
+	return daemonopt__finish(&o->common, optind, argc, true);
 }
 
 static int refuse_state(struct forensicd *fd, const char *why)
 {
 	char hint[2048];
 
-	statedir__hint(hint, sizeof(hint), fd->opt.site_path, fd->opt.controller, fd->opt.state_dir);
+	statedir__hint(hint, sizeof(hint), fd->opt.common.site_path, fd->opt.common.controller,
+	               fd->opt.common.state_dir);
 	log_error(&fd->log, "state unusable: %s; not starting: %s", why, hint);
 	fd->state_unusable = true;
 	return TSYNC_ESTORE;
@@ -267,47 +224,40 @@ static int run(struct forensicd *fd)
 {
 	struct forensicd_options *o = &fd->opt;
 	tsync_node_options no;
-	char *errors = NULL;
 	char path[4096];
 	struct timeval tv;
 	int r, ix;
 	tsync_controller_info ci;
 	bool role = false;
 
-	r = tsync_site_load(o->site_path, &fd->site, &errors);
-	if (r < 0) {
-		if (errors)
-			fputs(errors, stderr);
-		else
-			log_error(&fd->log, "%s: %s", o->site_path, tsync_strerror(r));
-		free(errors);
+	r = daemonopt__load_site(&o->common, &fd->log, &fd->site);
+	if (r < 0)
 		return r;
-	}
 	fd->isite = (const struct tsync_site *)fd->site;
-	ix = tsync_site_controller_find(fd->site, o->controller);
+	ix = tsync_site_controller_find(fd->site, o->common.controller);
 	if (ix < 0 || tsync_site_controller(fd->site, (size_t)ix, &ci) < 0) {
-		log_error(&fd->log, "%s: no controller %s", o->site_path, o->controller);
+		log_error(&fd->log, "%s: no controller %s", o->common.site_path, o->common.controller);
 		return TSYNC_EUNKNOWN_CTRL;
 	}
 	for (size_t k = 0; k < ci.n_roles; k++)
 		role |= !strcmp(ci.roles[k], "forensics");
 	if (!role) {
-		log_error(&fd->log, "%s:%d: controller %s has no role forensics", o->site_path, ci.line,
-		          o->controller);
+		log_error(&fd->log, "%s:%d: controller %s has no role forensics", o->common.site_path,
+		          ci.line, o->common.controller);
 		return -EINVAL;
 	}
 	if (!tsync_site_has_key(fd->site))
 		log_warn(&fd->log, "%s has no key_file: the mesh runs unauthenticated (legacy mode)",
-		         o->site_path);
-	if (mkdir(o->state_dir, 0700) < 0 && errno != EEXIST) {
+		         o->common.site_path);
+	if (mkdir(o->common.state_dir, 0700) < 0 && errno != EEXIST) {
 		r = -errno;
-		log_error(&fd->log, "%s: %s", o->state_dir, strerror(-r));
+		log_error(&fd->log, "%s: %s", o->common.state_dir, strerror(-r));
 		return r;
 	}
-	snprintf(path, sizeof(path), "%s/node", o->state_dir);
+	snprintf(path, sizeof(path), "%s/node", o->common.state_dir);
 	{
 		char why[8600];
-		if (statedir__check_env(o->state_dir, path, why, sizeof(why)) < 0)
+		if (statedir__check_env(o->common.state_dir, path, why, sizeof(why)) < 0)
 			return refuse_state(fd, why);
 	}
 	fd->base = event_base_new();
@@ -315,12 +265,12 @@ static int run(struct forensicd *fd)
 		return -ENOMEM;
 	tsync_node_options_init(&no);
 	no.site = fd->site;
-	no.controller = o->controller;
+	no.controller = o->common.controller;
 	no.state_dir = path;
 	no.event_base = fd->base;
-	no.bind_host = o->bind_host;
+	no.bind_host = o->common.bind_host;
 	no.log = log_stderr;
-	no.log_level = o->log_level;
+	no.log_level = o->common.log_level;
 	r = tsync_node_new(&no, &fd->node);
 	if (r == TSYNC_ESTORE) {
 		char why[4400];
@@ -328,14 +278,14 @@ static int run(struct forensicd *fd)
 		return refuse_state(fd, why);
 	}
 	if (r < 0) {
-		log_error(&fd->log, "cannot start the node %s: %s", o->controller, tsync_strerror(r));
+		log_error(&fd->log, "cannot start the node %s: %s", o->common.controller, tsync_strerror(r));
 		return r;
 	}
 	fd->name = tsync_node_name(fd->node);
 	fd->log.prefix = fd->name;
-	r = statedir__mark(o->state_dir, fd->name, "node");
+	r = statedir__mark(o->common.state_dir, fd->name, "node");
 	if (r < 0) {
-		log_error(&fd->log, "%s/%s: %s", o->state_dir, STATEDIR_MARKER, strerror(-r));
+		log_error(&fd->log, "%s/%s: %s", o->common.state_dir, STATEDIR_MARKER, strerror(-r));
 		return r;
 	}
 	r = collect__init(fd);
@@ -348,11 +298,8 @@ static int run(struct forensicd *fd)
 	r = api__start(fd);
 	if (r < 0)
 		return r;
-	fd->sig_int = evsignal_new(fd->base, SIGINT, on_signal, fd);
-	fd->sig_term = evsignal_new(fd->base, SIGTERM, on_signal, fd);
 	fd->tick_ev = event_new(fd->base, -1, EV_PERSIST, tick_cb, fd);
-	if (!fd->sig_int || !fd->sig_term || !fd->tick_ev || evsignal_add(fd->sig_int, NULL) < 0 ||
-	    evsignal_add(fd->sig_term, NULL) < 0)
+	if (!fd->tick_ev || daemonopt__signals_start(&fd->sig, fd->base, &fd->log) < 0)
 		return -ENOMEM;
 	{
 		const char *tc = getenv(UTIL_TEST_CLOCK_ENV);
@@ -388,10 +335,7 @@ static void cleanup(struct forensicd *fd)
 	/* Freeing the node commits what is staged, the records with it. */
 	tsync_node_free(fd->node);
 	collect__free(fd);
-	if (fd->sig_int)
-		event_free(fd->sig_int);
-	if (fd->sig_term)
-		event_free(fd->sig_term);
+	daemonopt__signals_free(&fd->sig);
 	if (fd->base)
 		event_base_free(fd->base);
 	tsync_site_free(fd->site);
@@ -403,12 +347,12 @@ int main(int argc, char **argv)
 	int r;
 
 	memset(&fd, 0, sizeof(fd));
-	fd.opt.log_level = TSYNC_LOG_INFO;
+	daemonopt__init(&fd.opt.common, "thingsync-forensicd", usage_text);
 	if (parse_args(argc, argv, &fd.opt) < 0)
 		return 2;
 	fd.log.fn = log_stderr;
-	fd.log.level = fd.opt.log_level;
-	fd.log.prefix = fd.opt.controller;
+	fd.log.level = fd.opt.common.log_level;
+	fd.log.prefix = fd.opt.common.controller;
 	signal(SIGPIPE, SIG_IGN);
 	r = run(&fd);
 	if (r < 0)

@@ -18,6 +18,7 @@
 
 #include "cumul/cumul.h"
 #include "site/site.h"
+#include "daemonopt.h"
 #include "util/util.h"
 
 struct event_base;
@@ -27,12 +28,7 @@ struct httpd;
 #define DATE_LEN CUMUL_DATE_LEN
 
 struct forensicd_options {
-	const char *site_path;
-	const char *controller;
-	const char *state_dir;
-	const char *bind_host;
-	const char *http_listen; /* NULL: the controller's tcp_port, if any */
-	tsync_log_level log_level;
+	struct daemonopt common;
 };
 
 /* One owner: a controller that owns things, and where its collection is. */
@@ -75,7 +71,7 @@ struct forensicd {
 	const char *name;
 	struct httpd *http;
 	struct event *tick_ev;
-	struct event *sig_int, *sig_term;
+	struct daemonsig sig;
 	struct owner *owners;
 	size_t n_owners;
 	const char *push_to;          /* the push controller, NULL: none in site.conf */

@@ -249,21 +249,11 @@ static int start_status(struct pushd *pd)
 	int r;
 	char host[256];
 	uint16_t port;
-	tsync_controller_info ci;
 
-	if (pd->opt.http_listen) {
-		if (httpd__split_listen(pd->opt.http_listen, host, sizeof(host), &port) < 0) {
-			log_error(&pd->log, "--http %s: want ADDR:PORT", pd->opt.http_listen);
-			return -EINVAL;
-		}
-	} else {
-		if (tsync_site_controller(pd->site, (size_t)tsync_site_controller_find(pd->site, pd->name),
-		                          &ci) < 0 ||
-		    ci.tcp_port == 0)
-			return 0;
-		snprintf(host, sizeof(host), "%s", pd->opt.bind_host ? pd->opt.bind_host : ci.host);
-		port = ci.tcp_port;
-	}
+	r = daemonopt__http_addr(&pd->opt.common, pd->site, pd->name, true, &pd->log, host, sizeof(host),
+	                         &port);
+	if (r <= 0)
+		return r;
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = pd->base;
 	cfg.host = host;
@@ -304,14 +294,6 @@ void pushd__check_done(struct pushd *pd)
 	}
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-	struct pushd *pd = arg;
-
-	log_info(&pd->log, "signal %d: stopping", (int)sig);
-	event_base_loopexit(pd->base, NULL);
-}
-
 static int default_collector_url(struct pushd *pd, char *url, size_t len)
 {
 	size_t n = tsync_site_controller_count(pd->site);
@@ -330,19 +312,6 @@ static int default_collector_url(struct pushd *pd, char *url, size_t len)
 	return -ENOENT;
 }
 
-static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	char *end;
-	unsigned long long x;
-
-	errno = 0;
-	x = strtoull(s, &end, 10);
-	if (errno || end == s || *end || *s == '-' || x < min || x > max)
-		return -EINVAL;
-	*out = x;
-	return 0;
-}
-
 static int parse_args(int argc, char **argv, struct pushd_options *o)
 {
 	enum {
@@ -357,13 +326,10 @@ static int parse_args(int argc, char **argv, struct pushd_options *o)
 		O_HB,
 		O_TIMEOUT,
 		O_CACERT,
-		O_BIND,
-		O_HTTP,
 	};
 	static const struct option longopts[] = {
-	    {"site", required_argument, NULL, 's'},
-	    {"controller", required_argument, NULL, 'c'},
-	    {"state-dir", required_argument, NULL, 'd'},
+	    DAEMONOPT_LONG_SITE,
+	    DAEMONOPT_LONG_STATE,
 	    {"collector", required_argument, NULL, 'u'},
 	    {"csv", required_argument, NULL, O_CSV},
 	    {"exit-when-drained", no_argument, NULL, O_EXIT},
@@ -376,26 +342,14 @@ static int parse_args(int argc, char **argv, struct pushd_options *o)
 	    {"heartbeat-ms", required_argument, NULL, O_HB},
 	    {"timeout-ms", required_argument, NULL, O_TIMEOUT},
 	    {"cacert", required_argument, NULL, O_CACERT},
-	    {"bind", required_argument, NULL, O_BIND},
-	    {"http", required_argument, NULL, O_HTTP},
-	    {"log-level", required_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    DAEMONOPT_LONG_NET,
+	    DAEMONOPT_LONG_END,
 	};
 	uint64_t x;
-	int c;
+	int c, r;
 
-	while ((c = getopt_long(argc, argv, "s:c:d:u:v:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, DAEMONOPT_SHORT "u:", longopts, NULL)) != -1) {
 		switch (c) {
-		case 's':
-			o->site_path = optarg;
-			break;
-		case 'c':
-			o->controller = optarg;
-			break;
-		case 'd':
-			o->state_dir = optarg;
-			break;
 		case 'u':
 			o->collector_url = optarg;
 			break;
@@ -411,28 +365,28 @@ static int parse_args(int argc, char **argv, struct pushd_options *o)
 			o->exit_when_drained = true;
 			break;
 		case O_BATCH:
-			if (parse_u64(optarg, 1, 100000, &x) < 0)
+			if (daemonopt__uint(optarg, 1, 100000, &x) < 0)
 				goto bad;
 			o->batch_max = (size_t)x;
 			break;
 		case O_INFLIGHT:
-			if (parse_u64(optarg, 1, SENDER_MAX_INFLIGHT, &x) < 0)
+			if (daemonopt__uint(optarg, 1, SENDER_MAX_INFLIGHT, &x) < 0)
 				goto bad;
 			o->inflight = (size_t)x;
 			break;
 		case O_MAXE:
-			if (parse_u64(optarg, 1, UINT64_MAX, &o->journal_max_entries) < 0)
+			if (daemonopt__uint(optarg, 1, UINT64_MAX, &o->journal_max_entries) < 0)
 				goto bad;
 			break;
 		case O_MAXB:
-			if (parse_u64(optarg, 4096, UINT64_MAX, &o->journal_max_bytes) < 0)
+			if (daemonopt__uint(optarg, 4096, UINT64_MAX, &o->journal_max_bytes) < 0)
 				goto bad;
 			break;
 		case O_RMIN:
 		case O_RMAX:
 		case O_HB:
 		case O_TIMEOUT:
-			if (parse_u64(optarg, 1, 3600000, &x) < 0)
+			if (daemonopt__uint(optarg, 1, 3600000, &x) < 0)
 				goto bad;
 			if (c == O_RMIN)
 				o->retry_min_ms = (uint32_t)x;
@@ -446,37 +400,22 @@ static int parse_args(int argc, char **argv, struct pushd_options *o)
 		case O_CACERT:
 			o->cacert = optarg;
 			break;
-		case O_BIND:
-			o->bind_host = optarg;
-			break;
-		case O_HTTP:
-			o->http_listen = optarg;
-			break;
-		case 'v':
-			if (tsync_log_level_parse(optarg, &o->log_level) < 0)
-				goto bad;
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			exit(0);
 		default:
-			fputs(usage_text, stderr);
-			return -EINVAL;
+			r = daemonopt__handle(&o->common, c, optarg);
+			if (r < 0)
+				return r;
 		}
 	}
-	if (optind < argc || !o->site_path || !o->controller || !o->state_dir) {
-		fprintf(stderr, "thingsync-pushd: --site, --controller and --state-dir are required\n");
-		fputs(usage_text, stderr);
-		return -EINVAL;
-	}
+	r = daemonopt__finish(&o->common, optind, argc, true);
+	if (r < 0)
+		return r;
 	if (o->retry_min_ms > o->retry_max_ms) {
 		fprintf(stderr, "thingsync-pushd: --retry-min-ms is above --retry-max-ms\n");
 		return -EINVAL;
 	}
 	return 0;
 bad:
-	fprintf(stderr, "thingsync-pushd: bad option value: %s\n", optarg);
-	return -EINVAL;
+	return daemonopt__bad(&o->common, optarg);
 }
 
 /*
@@ -488,7 +427,8 @@ static int refuse_state(struct pushd *pd, const char *why)
 {
 	char hint[2048];
 
-	statedir__hint(hint, sizeof(hint), pd->opt.site_path, pd->opt.controller, pd->opt.state_dir);
+	statedir__hint(hint, sizeof(hint), pd->opt.common.site_path, pd->opt.common.controller,
+	               pd->opt.common.state_dir);
 	log_error(&pd->log, "state unusable: %s; not starting: %s", why, hint);
 	pd->state_unusable = true;
 	return TSYNC_ESTORE;
@@ -499,37 +439,30 @@ static int run(struct pushd *pd)
 	struct pushd_options *o = &pd->opt;
 	tsync_node_options no;
 	struct journal_limits lim = {o->journal_max_entries, o->journal_max_bytes};
-	char *errors = NULL;
 	char path[4096], url[512];
 	int r;
 
-	r = tsync_site_load(o->site_path, &pd->site, &errors);
-	if (r < 0) {
-		if (errors)
-			fputs(errors, stderr);
-		else
-			log_error(&pd->log, "%s: %s", o->site_path, tsync_strerror(r));
-		free(errors);
+	r = daemonopt__load_site(&o->common, &pd->log, &pd->site);
+	if (r < 0)
 		return r;
-	}
 	if (!tsync_site_has_key(pd->site)) {
 		log_error(&pd->log,
 		          "%s has no key_file: the collector authenticates pushes with the site key",
-		          o->site_path);
+		          o->common.site_path);
 		return TSYNC_EKEY;
 	}
-	if (mkdir(o->state_dir, 0700) < 0 && errno != EEXIST) {
+	if (mkdir(o->common.state_dir, 0700) < 0 && errno != EEXIST) {
 		r = -errno;
-		log_error(&pd->log, "%s: %s", o->state_dir, strerror(-r));
+		log_error(&pd->log, "%s: %s", o->common.state_dir, strerror(-r));
 		return r;
 	}
 	{
 		char node_dir[4200], journal_dir[4200], why[8600];
 
-		snprintf(node_dir, sizeof(node_dir), "%s/node", o->state_dir);
-		snprintf(journal_dir, sizeof(journal_dir), "%s/journal", o->state_dir);
-		if (statedir__check_env(o->state_dir, node_dir, why, sizeof(why)) < 0 ||
-		    statedir__check_env(o->state_dir, journal_dir, why, sizeof(why)) < 0)
+		snprintf(node_dir, sizeof(node_dir), "%s/node", o->common.state_dir);
+		snprintf(journal_dir, sizeof(journal_dir), "%s/journal", o->common.state_dir);
+		if (statedir__check_env(o->common.state_dir, node_dir, why, sizeof(why)) < 0 ||
+		    statedir__check_env(o->common.state_dir, journal_dir, why, sizeof(why)) < 0)
 			return refuse_state(pd, why);
 	}
 	pd->base = event_base_new();
@@ -538,13 +471,13 @@ static int run(struct pushd *pd)
 
 	tsync_node_options_init(&no);
 	no.site = pd->site;
-	no.controller = o->controller;
-	snprintf(path, sizeof(path), "%s/node", o->state_dir);
+	no.controller = o->common.controller;
+	snprintf(path, sizeof(path), "%s/node", o->common.state_dir);
 	no.state_dir = path;
 	no.event_base = pd->base;
-	no.bind_host = o->bind_host;
+	no.bind_host = o->common.bind_host;
 	no.log = log_stderr;
-	no.log_level = o->log_level;
+	no.log_level = o->common.log_level;
 	r = tsync_node_new(&no, &pd->node);
 	if (r == TSYNC_ESTORE) {
 		char why[4400];
@@ -552,13 +485,13 @@ static int run(struct pushd *pd)
 		return refuse_state(pd, why);
 	}
 	if (r < 0) {
-		log_error(&pd->log, "cannot start the node %s: %s", o->controller, tsync_strerror(r));
+		log_error(&pd->log, "cannot start the node %s: %s", o->common.controller, tsync_strerror(r));
 		return r;
 	}
 	pd->name = tsync_node_name(pd->node);
 	pd->log.prefix = pd->name;
 
-	snprintf(path, sizeof(path), "%s/journal", o->state_dir);
+	snprintf(path, sizeof(path), "%s/journal", o->common.state_dir);
 	r = journal__open(path, pd->name, &lim, &pd->log, &pd->journal);
 	if (r == TSYNC_ESTORE || r == -EINVAL) {
 		char why[4400];
@@ -569,9 +502,9 @@ static int run(struct pushd *pd)
 	if (r < 0)
 		return r;
 	/* Both environments made and committed: from now on, losing one is a disaster, not a first start. */
-	r = statedir__mark(o->state_dir, pd->name, "node, journal");
+	r = statedir__mark(o->common.state_dir, pd->name, "node, journal");
 	if (r < 0) {
-		log_error(&pd->log, "%s/%s: %s", o->state_dir, STATEDIR_MARKER, strerror(-r));
+		log_error(&pd->log, "%s/%s: %s", o->common.state_dir, STATEDIR_MARKER, strerror(-r));
 		return r;
 	}
 	if (!o->collector_url) {
@@ -611,11 +544,9 @@ static int run(struct pushd *pd)
 		event_active(pd->csv[0].ev, EV_TIMEOUT, 0);
 		pd->csv_next = 1;
 	}
-	pd->sig_int = evsignal_new(pd->base, SIGINT, on_signal, pd);
-	pd->sig_term = evsignal_new(pd->base, SIGTERM, on_signal, pd);
-	if (!pd->sig_int || !pd->sig_term || evsignal_add(pd->sig_int, NULL) < 0 ||
-	    evsignal_add(pd->sig_term, NULL) < 0)
-		return -ENOMEM;
+	r = daemonopt__signals_start(&pd->sig, pd->base, &pd->log);
+	if (r < 0)
+		return r;
 
 	{
 		struct journal_stats st;
@@ -642,10 +573,7 @@ static void cleanup(struct pushd *pd)
 	curlev__free(pd->http);
 	httpd__free(pd->status_http);
 	journal__close(pd->journal);
-	if (pd->sig_int)
-		event_free(pd->sig_int);
-	if (pd->sig_term)
-		event_free(pd->sig_term);
+	daemonopt__signals_free(&pd->sig);
 	if (pd->base)
 		event_base_free(pd->base);
 	tsync_site_free(pd->site);
@@ -664,14 +592,14 @@ int main(int argc, char **argv)
 	pd.opt.retry_max_ms = 30000;
 	pd.opt.heartbeat_ms = 30000;
 	pd.opt.timeout_ms = 30000;
-	pd.opt.log_level = TSYNC_LOG_INFO;
+	daemonopt__init(&pd.opt.common, "thingsync-pushd", usage_text);
 	if (parse_args(argc, argv, &pd.opt) < 0) {
 		free(pd.opt.csv);
 		return 2;
 	}
 	pd.log.fn = log_stderr;
-	pd.log.level = pd.opt.log_level;
-	pd.log.prefix = pd.opt.controller;
+	pd.log.level = pd.opt.common.log_level;
+	pd.log.prefix = pd.opt.common.controller;
 	signal(SIGPIPE, SIG_IGN);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "thingsync-pushd: curl_global_init failed\n");

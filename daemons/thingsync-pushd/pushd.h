@@ -15,6 +15,7 @@
 #include <thingsync/thingsync.h>
 
 #include "store/store.h"
+#include "daemonopt.h"
 #include "util/util.h"
 
 struct event_base;
@@ -23,12 +24,8 @@ struct evhttp;
 struct curlev;
 
 struct pushd_options {
-	const char *site_path;
-	const char *controller;
-	const char *state_dir;
+	struct daemonopt common;   /* http_listen: the status endpoint */
 	const char *collector_url; /* NULL: the first controller with role "collector" */
-	const char *bind_host;
-	const char *http_listen; /* status endpoint; NULL: the controller's tcp_port, if any */
 	const char *cacert;
 	const char **csv; /* --csv files, in order */
 	size_t n_csv;
@@ -41,7 +38,6 @@ struct pushd_options {
 	uint32_t heartbeat_ms;
 	uint32_t timeout_ms;
 	bool exit_when_drained;
-	tsync_log_level log_level;
 };
 
 #define SENDER_MAX_INFLIGHT 16
@@ -117,7 +113,7 @@ struct pushd {
 	uint64_t staged_mesh, dedup_skipped, stage_failed;
 	/* intake.c: recovery_data and cumul_data */
 	uint64_t recovered, cumuls_journaled, intake_duplicates, intake_refused;
-	struct event *sig_int, *sig_term;
+	struct daemonsig sig;
 	int exit_code;
 	bool state_unusable; /* refused its state at start: exit STATEDIR_EXIT_UNUSABLE */
 };

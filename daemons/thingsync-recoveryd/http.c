@@ -165,26 +165,17 @@ static void httpd_log(void *ud, tsync_log_level level, const char *line)
 int http__start(struct recoveryd *rd)
 {
 	struct httpd_config cfg;
-	tsync_controller_info ci;
 	char host[256];
 	uint16_t port;
 	int r;
 
-	if (rd->opt.http_listen) {
-		if (httpd__split_listen(rd->opt.http_listen, host, sizeof(host), &port) < 0) {
-			log_error(&rd->log, "--http %s: want ADDR:PORT", rd->opt.http_listen);
-			return -EINVAL;
-		}
-	} else {
-		if (tsync_site_controller(rd->site, (size_t)tsync_site_controller_find(rd->site, rd->name),
-		                          &ci) < 0 ||
-		    ci.tcp_port == 0) {
-			log_warn(&rd->log, "no tcp_port for %s in site.conf and no --http: no HTTP API",
-			         rd->name);
-			return 0;
-		}
-		snprintf(host, sizeof(host), "%s", rd->opt.bind_host ? rd->opt.bind_host : ci.host);
-		port = ci.tcp_port;
+	r = daemonopt__http_addr(&rd->opt.common, rd->site, rd->name, true, &rd->log, host, sizeof(host),
+	                         &port);
+	if (r < 0)
+		return r;
+	if (r == 0) {
+		log_warn(&rd->log, "no tcp_port for %s in site.conf and no --http: no HTTP API", rd->name);
+		return 0;
 	}
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = rd->base;

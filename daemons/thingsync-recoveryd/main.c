@@ -513,96 +513,48 @@ static void alive_cb(evutil_socket_t fd, short what, void *arg)
 	ledger_commit(rd);
 }
 
-static void on_signal(evutil_socket_t sig, short what, void *arg)
-{
-	struct recoveryd *rd = arg;
-
-	(void)what;
-	log_info(&rd->log, "signal %d: stopping", (int)sig);
-	event_base_loopexit(rd->base, NULL);
-}
-
 static int parse_args(int argc, char **argv, struct recoveryd_options *o)
 {
-	enum { O_THING = 256, O_ALIVE, O_BIND, O_HTTP, O_PROBE, O_PROBE_MS };
+	enum { O_THING = 256, O_ALIVE, O_PROBE, O_PROBE_MS };
 	static const struct option longopts[] = {
-	    {"site", required_argument, NULL, 's'},
-	    {"controller", required_argument, NULL, 'c'},
-	    {"state-dir", required_argument, NULL, 'd'},
+	    DAEMONOPT_LONG_SITE,
+	    DAEMONOPT_LONG_STATE,
 	    {"thing", required_argument, NULL, O_THING},
 	    {"alive-ms", required_argument, NULL, O_ALIVE},
 	    {"probe", required_argument, NULL, O_PROBE},
 	    {"probe-ms", required_argument, NULL, O_PROBE_MS},
-	    {"bind", required_argument, NULL, O_BIND},
-	    {"http", required_argument, NULL, O_HTTP},
-	    {"log-level", required_argument, NULL, 'v'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
+	    DAEMONOPT_LONG_NET,
+	    DAEMONOPT_LONG_END,
 	};
-	char *end;
-	unsigned long x;
-	int c;
+	uint64_t x;
+	int c, r;
 
-	while ((c = getopt_long(argc, argv, "s:c:d:v:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, DAEMONOPT_SHORT, longopts, NULL)) != -1) {
 		switch (c) {
-		case 's':
-			o->site_path = optarg;
-			break;
-		case 'c':
-			o->controller = optarg;
-			break;
-		case 'd':
-			o->state_dir = optarg;
-			break;
 		case O_THING:
 			o->thing = optarg;
 			break;
 		case O_ALIVE:
-			errno = 0;
-			x = strtoul(optarg, &end, 10);
-			if (errno || end == optarg || *end || *optarg == '-' || x < 100 || x > 3600000)
-				goto bad;
-			o->alive_ms = (uint32_t)x;
-			break;
 		case O_PROBE_MS:
-			errno = 0;
-			x = strtoul(optarg, &end, 10);
-			if (errno || end == optarg || *end || *optarg == '-' || x < 100 || x > 3600000)
-				goto bad;
-			o->probe_ms = (uint32_t)x;
+			if (daemonopt__uint(optarg, 100, 3600000, &x) < 0)
+				return daemonopt__bad(&o->common, optarg);
+			if (c == O_ALIVE)
+				o->alive_ms = (uint32_t)x;
+			else
+				o->probe_ms = (uint32_t)x;
 			break;
 		case O_PROBE:
 			if (strncmp(optarg, "http://", 7) != 0 && strncmp(optarg, "https://", 8) != 0)
-				goto bad;
+				return daemonopt__bad(&o->common, optarg);
 			o->probe_url = optarg;
 			break;
-		case O_BIND:
-			o->bind_host = optarg;
-			break;
-		case O_HTTP:
-			o->http_listen = optarg;
-			break;
-		case 'v':
-			if (tsync_log_level_parse(optarg, &o->log_level) < 0)
-				goto bad;
-			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			exit(0);
 		default:
-			fputs(usage_text, stderr);
-			return -EINVAL;
+			r = daemonopt__handle(&o->common, c, optarg);
+			if (r < 0)
+				return r;
 		}
 	}
-	if (optind < argc || !o->site_path || !o->controller || !o->state_dir) {
-		fprintf(stderr, "thingsync-recoveryd: --site, --controller and --state-dir are required\n");
-		fputs(usage_text, stderr);
-		return -EINVAL;
-	}
-	return 0;
-bad:
-	fprintf(stderr, "thingsync-recoveryd: bad option value: %s\n", optarg);
-	return -EINVAL;
+	return daemonopt__finish(&o->common, optind, argc, true);
 }
 
 /* The ledger as the last run left it; a start after being down is a cause. */
@@ -618,7 +570,7 @@ static int ledger_load(struct recoveryd *rd)
 	r = ledger__from_json(&rd->ledger, text);
 	free(text);
 	if (r < 0) {
-		log_error(&rd->log, "the outage ledger in %s cannot be read", rd->opt.state_dir);
+		log_error(&rd->log, "the outage ledger in %s cannot be read", rd->opt.common.state_dir);
 		return TSYNC_ESTORE;
 	}
 	if (rd->ledger.lost)
@@ -640,63 +592,57 @@ static int setup_node(struct recoveryd *rd)
 	char path[4200], why[8600];
 	int r;
 
-	if (mkdir(o->state_dir, 0700) < 0 && errno != EEXIST) {
+	if (mkdir(o->common.state_dir, 0700) < 0 && errno != EEXIST) {
 		r = -errno;
-		log_error(&rd->log, "%s: %s", o->state_dir, strerror(-r));
+		log_error(&rd->log, "%s: %s", o->common.state_dir, strerror(-r));
 		return r;
 	}
-	snprintf(path, sizeof(path), "%s/node", o->state_dir);
-	if (statedir__check_env(o->state_dir, path, why, sizeof(why)) < 0) {
+	snprintf(path, sizeof(path), "%s/node", o->common.state_dir);
+	if (statedir__check_env(o->common.state_dir, path, why, sizeof(why)) < 0) {
 		char hint[2048];
-		statedir__hint(hint, sizeof(hint), o->site_path, o->controller, o->state_dir);
+		statedir__hint(hint, sizeof(hint), o->common.site_path, o->common.controller,
+		               o->common.state_dir);
 		log_error(&rd->log, "state unusable: %s; not starting: %s", why, hint);
 		rd->state_unusable = true;
 		return TSYNC_ESTORE;
 	}
 	tsync_node_options_init(&no);
 	no.site = rd->site;
-	no.controller = o->controller;
+	no.controller = o->common.controller;
 	no.state_dir = path;
 	no.event_base = rd->base;
-	no.bind_host = o->bind_host;
+	no.bind_host = o->common.bind_host;
 	no.log = log_stderr;
-	no.log_level = o->log_level;
+	no.log_level = o->common.log_level;
 	r = tsync_node_new(&no, &rd->node);
 	if (r < 0) {
-		log_error(&rd->log, "cannot start the node %s: %s", o->controller, tsync_strerror(r));
+		log_error(&rd->log, "cannot start the node %s: %s", o->common.controller, tsync_strerror(r));
 		return r;
 	}
 	rd->name = tsync_node_name(rd->node);
 	rd->log.prefix = rd->name;
-	r = statedir__mark(o->state_dir, rd->name, "node");
+	r = statedir__mark(o->common.state_dir, rd->name, "node");
 	if (r < 0)
-		log_error(&rd->log, "%s/%s: %s", o->state_dir, STATEDIR_MARKER, strerror(-r));
+		log_error(&rd->log, "%s/%s: %s", o->common.state_dir, STATEDIR_MARKER, strerror(-r));
 	return r;
 }
 
 static int run(struct recoveryd *rd)
 {
 	struct recoveryd_options *o = &rd->opt;
-	char *errors = NULL;
 	int r, me, t;
 
-	r = tsync_site_load(o->site_path, &rd->site, &errors);
-	if (r < 0) {
-		if (errors)
-			fputs(errors, stderr);
-		else
-			log_error(&rd->log, "%s: %s", o->site_path, tsync_strerror(r));
-		free(errors);
+	r = daemonopt__load_site(&o->common, &rd->log, &rd->site);
+	if (r < 0)
 		return r;
-	}
-	me = tsync_site_controller_find(rd->site, o->controller);
+	me = tsync_site_controller_find(rd->site, o->common.controller);
 	if (me < 0) {
-		log_error(&rd->log, "%s: no controller '%s'", o->site_path, o->controller);
+		log_error(&rd->log, "%s: no controller '%s'", o->common.site_path, o->common.controller);
 		return me;
 	}
 	if (!site__has_role(rd->site, (uint32_t)me, "recovery")) {
-		log_error(&rd->log, "%s: controller '%s' has no role 'recovery' (line %d)", o->site_path,
-		          o->controller, rd->site->controllers[me].line);
+		log_error(&rd->log, "%s: controller '%s' has no role 'recovery' (line %d)",
+		          o->common.site_path, o->common.controller, rd->site->controllers[me].line);
 		return -EINVAL;
 	}
 	rd->threshold_ms = rd->site->controllers[me].recovery_threshold_ms;
@@ -732,10 +678,7 @@ static int run(struct recoveryd *rd)
 	if (r < 0)
 		return r;
 	rd->alive_ev = event_new(rd->base, -1, EV_PERSIST, alive_cb, rd);
-	rd->sig_int = evsignal_new(rd->base, SIGINT, on_signal, rd);
-	rd->sig_term = evsignal_new(rd->base, SIGTERM, on_signal, rd);
-	if (!rd->alive_ev || !rd->sig_int || !rd->sig_term || evsignal_add(rd->sig_int, NULL) < 0 ||
-	    evsignal_add(rd->sig_term, NULL) < 0)
+	if (!rd->alive_ev || daemonopt__signals_start(&rd->sig, rd->base, &rd->log) < 0)
 		return -ENOMEM;
 	{
 		struct timeval tv = {o->alive_ms / 1000, (o->alive_ms % 1000) * 1000};
@@ -755,7 +698,7 @@ static int run(struct recoveryd *rd)
 	if (!rd->publish)
 		log_warn(&rd->log,
 		         "%s is not a bool thing owned by %s in %s: the outage state is not published",
-		         o->thing, rd->name, o->site_path);
+		         o->thing, rd->name, o->common.site_path);
 	if (!rd->push)
 		log_warn(&rd->log,
 		         "no controller with the role push: outages are kept, nothing is recovered");
@@ -779,10 +722,7 @@ static void cleanup(struct recoveryd *rd)
 		event_free(rd->probe_ev);
 	if (rd->alive_ev)
 		event_free(rd->alive_ev);
-	if (rd->sig_int)
-		event_free(rd->sig_int);
-	if (rd->sig_term)
-		event_free(rd->sig_term);
+	daemonopt__signals_free(&rd->sig);
 	if (rd->base)
 		event_base_free(rd->base);
 	tsync_site_free(rd->site);
@@ -797,12 +737,12 @@ int main(int argc, char **argv)
 	rd.opt.thing = "internet_lost";
 	rd.opt.alive_ms = 60000;
 	rd.opt.probe_ms = 30000;
-	rd.opt.log_level = TSYNC_LOG_INFO;
+	daemonopt__init(&rd.opt.common, "thingsync-recoveryd", usage_text);
 	if (parse_args(argc, argv, &rd.opt) < 0)
 		return 2;
 	rd.log.fn = log_stderr;
-	rd.log.level = rd.opt.log_level;
-	rd.log.prefix = rd.opt.controller;
+	rd.log.level = rd.opt.common.log_level;
+	rd.log.prefix = rd.opt.common.controller;
 	signal(SIGPIPE, SIG_IGN);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "thingsync-recoveryd: curl_global_init failed\n");

@@ -23,6 +23,7 @@
 #include <jansson.h>
 #include <thingsync/thingsync.h>
 
+#include "daemonopt.h"
 #include "util/util.h"
 
 struct event_base;
@@ -95,16 +96,11 @@ struct recovery *ledger__recovery_new(struct ledger *l, int64_t from_us, int64_t
 struct recovery *ledger__recovery_find(struct ledger *l, const char *id);
 
 struct recoveryd_options {
-	const char *site_path;
-	const char *controller;
-	const char *state_dir;
-	const char *bind_host;
-	const char *http_listen; /* ADDR:PORT; NULL: the controller's host and tcp_port */
+	struct daemonopt common; /* http_listen: ADDR:PORT; NULL: the controller's host and tcp_port */
 	const char *thing;       /* the published thing (default internet_lost) */
 	const char *probe_url;   /* GET it every probe_ms: not 200 is an outage (NULL: no probe) */
 	uint32_t probe_ms;
 	uint32_t alive_ms; /* how often the alive time is written */
-	tsync_log_level log_level;
 };
 
 struct recoveryd {
@@ -124,7 +120,8 @@ struct recoveryd {
 	bool probe_in_flight;
 	int64_t probe_sent_us;
 	uint64_t probes_ok, probes_failed;
-	struct event *alive_ev, *probe_ev, *sig_int, *sig_term;
+	struct event *alive_ev, *probe_ev;
+	struct daemonsig sig;
 	uint64_t statuses_received, requests_sent, requests_failed;
 	bool state_unusable;
 };
