@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,6 +100,28 @@ void harness_ports(uint16_t *ports, int n)
 {
 	for (int i = 0; i < n; i++)
 		ports[i] = harness_port();
+}
+
+int harness_stop(pid_t *pid, int sig)
+{
+	int status = 0;
+
+	if (*pid <= 0)
+		return 0;
+	kill(*pid, sig);
+	if (waitpid(*pid, &status, 0) != *pid)
+		abort();
+	*pid = 0;
+	return status;
+}
+
+void harness_print_log(const char *dir, const char *name)
+{
+	char cmd[800];
+
+	snprintf(cmd, sizeof(cmd), "echo '--- %s (tail)'; tail -n 40 '%s/%s' 1>&2", name, dir, name);
+	if (system(cmd) != 0)
+		fprintf(stderr, "(no %s)\n", name);
 }
 
 char *harness_write(const char *dir, const char *name, const char *text)

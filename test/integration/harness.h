@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <thingsync/thingsync.h>
 
@@ -23,6 +24,12 @@ void harness_rmdir(const char *dir);
 uint16_t harness_port(void);
 /* n such ports. */
 void harness_ports(uint16_t *ports, int n);
+
+/* Stops a process with `sig` and reaps it; returns its wait status (0 and
+ * nothing done when *pid <= 0). *pid is 0 afterwards. */
+int harness_stop(pid_t *pid, int sig);
+/* The last 40 lines of dir/name on stderr (a failing test's evidence). */
+void harness_print_log(const char *dir, const char *name);
 
 /* Writes text to dir/name, returns the path (malloc'ed). */
 char *harness_write(const char *dir, const char *name, const char *text);

@@ -178,7 +178,7 @@ static void test_collector_items(void **state)
 	start_collector(e, NULL);
 	check_items(e);
 	/* A restart keeps it all, and migrates nothing. */
-	stop_proc(&e->collector, SIGTERM);
+	harness_stop(&e->collector, SIGTERM);
 	start_collector(e, NULL);
 	assert_int_equal(count_of(e, "/v1/measurements?thing=t0", "measurements"), 2);
 	assert_int_equal(count_of(e, "/v1/cumuls", "cumuls"), 1);
@@ -269,7 +269,7 @@ static void test_migrate_2_sqlite(void **state)
 	assert_int_equal(jint(j, "copies", NULL), 1);
 	json_decref(j);
 	/* Migrated once: a restart changes nothing. */
-	stop_proc(&e->collector, SIGTERM);
+	harness_stop(&e->collector, SIGTERM);
 	start_collector(e, NULL);
 	assert_int_equal(count_of(e, "/v1/measurements?thing=t0", "measurements"), 2);
 }
@@ -471,7 +471,7 @@ static void test_recovery_intake_kill9(void **state)
 		event_base_loopexit(e->base, &tv);
 		event_base_dispatch(e->base);
 		kills += !pred_recovered(e, &q);
-		stop_proc(&e->pushd, SIGKILL);
+		harness_stop(&e->pushd, SIGKILL);
 		tv.tv_usec = (suseconds_t)(rand_r(&seed) % 100000);
 		event_base_loopexit(e->base, &tv);
 		event_base_dispatch(e->base);
@@ -897,7 +897,7 @@ static void test_outage_journal_and_recovery(void **state)
 	want = e->next_value + 500;
 	assert_true(wait_for(e, pred_value_reached, &want, 30000));
 	/* The internet goes: the collector stops; pushd journals on. */
-	stop_proc(&e->collector, SIGTERM);
+	harness_stop(&e->collector, SIGTERM);
 	from_s = now_us() / 1000000 - 1;
 	v_stop = e->next_value;
 	want = v_stop + 3000;
@@ -1021,7 +1021,7 @@ static void test_restored_db_pull(void **state)
 	e->producing = false;
 	assert_true(wait_for(e, pred_settled, NULL, 30000));
 	assert_true(wait_for(e, pred_drained, NULL, 30000));
-	stop_proc(&e->collector, SIGTERM);
+	harness_stop(&e->collector, SIGTERM);
 	snprintf(db, sizeof(db), "%s/collector.db", e->dir);
 	snprintf(backup, sizeof(backup), "%s/collector.db.backup", e->dir);
 	copy_file(db, backup);
@@ -1037,7 +1037,7 @@ static void test_restored_db_pull(void **state)
 	v_end = e->next_value;
 	assert_true(wait_for(e, pred_settled, NULL, 30000));
 	assert_true(wait_for(e, pred_drained, NULL, 30000));
-	stop_proc(&e->collector, SIGTERM);
+	harness_stop(&e->collector, SIGTERM);
 	copy_file(backup, db);
 	snprintf(wal, sizeof(wal), "%s-wal", db);
 	unlink(wal);
@@ -1113,7 +1113,7 @@ static void test_restored_db_pull(void **state)
 	}
 	free(count);
 	{
-		int status = stop_proc(&rec, SIGTERM);
+		int status = harness_stop(&rec, SIGTERM);
 		assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	}
 }
@@ -1165,7 +1165,7 @@ static void test_csv_import_identity(void **state)
 	boot = jint(m, "owner_boot", NULL);
 	version = jint(m, "version", NULL);
 	json_decref(j);
-	stop_proc(&e->pushd, SIGTERM);
+	harness_stop(&e->pushd, SIGTERM);
 	snprintf(text, sizeof(text),
 	         "time,thing,value,owner_boot,version\n"
 	         "%" PRId64 ",t0,%" PRId64 ",%" PRId64 ",%" PRId64 "\n"

@@ -156,27 +156,6 @@ static pid_t spawn(struct env *e, const char *logname, char *const argv[])
 	return pid;
 }
 
-/* Stops a process with `sig` and reaps it; returns its wait status. */
-static int stop_proc(pid_t *pid, int sig)
-{
-	int status = 0;
-
-	if (*pid <= 0)
-		return 0;
-	kill(*pid, sig);
-	assert_int_equal(waitpid(*pid, &status, 0), *pid);
-	*pid = 0;
-	return status;
-}
-
-static void print_log(struct env *e, const char *name)
-{
-	char cmd[700];
-	snprintf(cmd, sizeof(cmd), "echo '--- %s (tail)'; tail -n 40 '%s/%s' 1>&2", name, e->dir, name);
-	if (system(cmd) != 0)
-		fprintf(stderr, "(no %s)\n", name);
-}
-
 /* --- HTTP ------------------------------------------------------------------------------ */
 
 struct resp {
@@ -561,28 +540,28 @@ static int teardown(void **state)
 
 	/* A clean stop must be clean: exit 0 (under ASan, also without leaks). */
 	if (e->pushd > 0) {
-		status = stop_proc(&e->pushd, SIGTERM);
+		status = harness_stop(&e->pushd, SIGTERM);
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 			fprintf(stderr, "pushd did not stop cleanly (status 0x%x)\n", status);
 			r = -1;
 		}
-		print_log(e, "pushd.log");
+		harness_print_log(e->dir, "pushd.log");
 	}
 	if (e->collector > 0) {
-		status = stop_proc(&e->collector, SIGTERM);
+		status = harness_stop(&e->collector, SIGTERM);
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 			fprintf(stderr, "collectord did not stop cleanly (status 0x%x)\n", status);
 			r = -1;
 		}
-		print_log(e, "collector.log");
+		harness_print_log(e->dir, "collector.log");
 	}
 	if (e->td > 0) {
-		status = stop_proc(&e->td, SIGTERM);
+		status = harness_stop(&e->td, SIGTERM);
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 			fprintf(stderr, "thingsd did not stop cleanly (status 0x%x)\n", status);
 			r = -1;
 		}
-		print_log(e, "thingsd.log");
+		harness_print_log(e->dir, "thingsd.log");
 	}
 	if (e->pg_port)
 		pg_stop(e, "immediate");
@@ -806,7 +785,7 @@ static void test_source_silent(void **state)
 
 	/* The Pi stops: the collector keeps serving and raises source_silent. */
 	stopped = now_us();
-	assert_true(WIFEXITED(stop_proc(&e->pushd, SIGTERM)));
+	assert_true(WIFEXITED(harness_stop(&e->pushd, SIGTERM)));
 	q.after = stopped;
 	assert_true(wait_for(e, pred_alarm, &q, 20000));
 	assert_true(pred_collector_up(e, NULL));
@@ -917,7 +896,7 @@ static void test_incorrect_csv(void **state)
 	assert_true(pred_alarm(e, &q));
 	assert_true(pred_collector_up(e, NULL));
 	/* Alarms are stored: still active after the collector restarts. */
-	stop_proc(&e->collector, SIGKILL);
+	harness_stop(&e->collector, SIGKILL);
 	start_collector(e, NULL);
 	assert_true(pred_alarm(e, &q));
 
@@ -999,7 +978,7 @@ static void test_collector_kill9(void **state)
 	assert_true(wait_for(e, pred_stored_at_least, &some, 60000));
 
 	/* Killed mid-stream; the stream goes on, pushd keeps it and retries. */
-	stop_proc(&e->collector, SIGKILL);
+	harness_stop(&e->collector, SIGKILL);
 	assert_true(wait_for(e, pred_int, &e->disconnects, 30000));
 	s = pushd_status(e);
 	assert_non_null(s);
@@ -1017,7 +996,7 @@ static void test_collector_kill9(void **state)
 	drain_and_verify(e);
 
 	/* Once more while nothing flows: the heartbeat notices both ways. */
-	stop_proc(&e->collector, SIGKILL);
+	harness_stop(&e->collector, SIGKILL);
 	assert_true(wait_for(e, pred_two, &e->disconnects, 30000));
 	start_collector(e, NULL);
 	assert_true(wait_for(e, pred_two, &e->reconnects, 30000));
@@ -1254,7 +1233,7 @@ static void test_migrate_postgres(void **state)
 		argv[10] = old_schema_sql[i];
 		int rc = run_cmd(e, argv);
 		if (rc != 0)
-			print_log(e, "postgres.log");
+			harness_print_log(e->dir, "postgres.log");
 		assert_int_equal(rc, 0);
 	}
 	start_collector(e, NULL);
@@ -1343,7 +1322,7 @@ static void test_pushd_kill9(void **state)
 		tv.tv_usec = (suseconds_t)(rand_r(&seed) % 300000);
 		event_base_loopexit(e->base, &tv);
 		event_base_dispatch(e->base);
-		stop_proc(&e->pushd, SIGKILL);
+		harness_stop(&e->pushd, SIGKILL);
 		/* Down for a random while, as the owner goes on setting values. */
 		tv.tv_usec = (suseconds_t)(rand_r(&seed) % 200000);
 		event_base_loopexit(e->base, &tv);
@@ -1448,7 +1427,7 @@ static bool pred_td_up(struct env *e, void *arg)
 	/* A start that fails is a failed start, not something to wait out. */
 	if (waitpid(e->td, &status, WNOHANG) == e->td) {
 		e->td = 0;
-		print_log(e, "thingsd.log");
+		harness_print_log(e->dir, "thingsd.log");
 		fail_msg("thingsd exited at start (status 0x%x): its state did not open", status);
 	}
 	snprintf(url, sizeof(url), "http://127.0.0.1:%u/status", e->td_http);
@@ -1461,7 +1440,7 @@ static bool pred_pushd_started(struct env *e, void *arg)
 
 	if (waitpid(e->pushd, &status, WNOHANG) == e->pushd) {
 		e->pushd = 0;
-		print_log(e, "pushd.log");
+		harness_print_log(e->dir, "pushd.log");
 		fail_msg("pushd exited at start (status 0x%x): its state did not open", status);
 	}
 	return pred_pushd_up(e, NULL);
@@ -1622,17 +1601,17 @@ static void test_power_cut(void **state)
 		event_base_loopexit(e->base, &tv);
 		event_base_dispatch(e->base);
 		if (rand_r(&seed) % 2) {
-			stop_proc(&e->pushd, SIGKILL);
+			harness_stop(&e->pushd, SIGKILL);
 			tv.tv_usec = (suseconds_t)(rand_r(&seed) % 20000);
 			event_base_loopexit(e->base, &tv);
 			event_base_dispatch(e->base);
-			stop_proc(&e->td, SIGKILL);
+			harness_stop(&e->td, SIGKILL);
 		} else {
-			stop_proc(&e->td, SIGKILL);
+			harness_stop(&e->td, SIGKILL);
 			tv.tv_usec = (suseconds_t)(rand_r(&seed) % 20000);
 			event_base_loopexit(e->base, &tv);
 			event_base_dispatch(e->base);
-			stop_proc(&e->pushd, SIGKILL);
+			harness_stop(&e->pushd, SIGKILL);
 		}
 		kills_pushd++;
 		kills_td++;
@@ -1765,7 +1744,7 @@ static void wipe_and_restart(struct env *e, char old_stream[40], char new_stream
 	pushd_stream(e, old_stream);
 	old_count = stored_in_stream(e, old_stream);
 
-	stop_proc(&e->pushd, SIGKILL);
+	harness_stop(&e->pushd, SIGKILL);
 	snprintf(state, sizeof(state), "%s/pushd", e->dir);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", state);
 	assert_int_equal(system(cmd), 0);
@@ -2002,7 +1981,7 @@ static void check_migrated(struct env *e)
 	json_decref(j);
 	check_backwards(e, stream);
 	/* The old rows are still there, and a restart does not migrate twice. */
-	stop_proc(&e->collector, SIGTERM);
+	harness_stop(&e->collector, SIGTERM);
 	start_collector(e, NULL);
 	page = col_get(e, "/v1/measurements?source=PUSH&stream=");
 	assert_int_equal(json_array_size(json_object_get(page, "measurements")), 5);
@@ -2111,7 +2090,7 @@ static void test_stream_dr_recover(void **state)
 	int64_t waiting;
 
 	wipe_and_restart(e, old_stream, new_stream);
-	stop_proc(&e->pushd, SIGTERM);
+	harness_stop(&e->pushd, SIGTERM);
 
 	/* check: both environments there and consistent (dr cannot tell a new
 	 * stream from the old one without the collector). */
@@ -2142,7 +2121,7 @@ static void test_stream_dr_recover(void **state)
 	assert_int_equal(stored_in_stream(e, new_stream), 0);
 
 	/* A journal deleted outright: check says so (exit 1), recover rebuilds it. */
-	stop_proc(&e->pushd, SIGTERM);
+	harness_stop(&e->pushd, SIGTERM);
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s/pushd/journal'", e->dir);
 	assert_int_equal(system(cmd), 0);
 	assert_int_equal(run_dr(e, "check", NULL, &rep), 1);
@@ -2246,7 +2225,7 @@ static void test_state_refused(void **state)
 	e->producing = false;
 	assert_true(wait_for(e, pred_settled, NULL, 60000));
 	assert_true(wait_for(e, pred_drained, NULL, 60000));
-	stop_proc(&e->pushd, SIGTERM);
+	harness_stop(&e->pushd, SIGTERM);
 	e->producing = true;
 	/* The first start marked the directory: it held state from then on. */
 	snprintf(path, sizeof(path), "%s/thingsync-state", pstate);
@@ -2267,7 +2246,7 @@ static void test_state_refused(void **state)
 	json_decref(rep);
 	start_pushd_ready(e);
 	drain_and_verify(e);
-	stop_proc(&e->pushd, SIGTERM);
+	harness_stop(&e->pushd, SIGTERM);
 
 	/* Garbage in the node's data.mdb: refused, named, and dr check agrees. */
 	snprintf(path, sizeof(path), "%s/node/data.mdb", pstate);
@@ -2280,7 +2259,7 @@ static void test_state_refused(void **state)
 
 	/* thingsd: garbage in its data.mdb, then none at all. */
 	start_td(e);
-	stop_proc(&e->td, SIGTERM);
+	harness_stop(&e->td, SIGTERM);
 	snprintf(path, sizeof(path), "%s/thingsync-state", tstate);
 	assert_int_equal(stat(path, &st), 0);
 	snprintf(path, sizeof(path), "%s/data.mdb", tstate);
@@ -2371,7 +2350,7 @@ static void test_partial_loss(void **state)
 	start_pushd_ready(e);
 	assert_true(wait_for(e, pred_stored_at_least, &some, 60000));
 	drain_and_verify(e);
-	stop_proc(&e->pushd, SIGTERM);
+	harness_stop(&e->pushd, SIGTERM);
 
 	/* 1. The node's store deleted, the journal intact: only the store comes back. */
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", node);
@@ -2534,7 +2513,7 @@ static void test_owner_recovered(void **state)
 	assert_true(wait_for(e, pred_recov_e0, &e0, 30000));
 	boot_before = td_boot(e);
 	assert_true(boot_before > 0);
-	stop_proc(&e->td, SIGTERM);
+	harness_stop(&e->td, SIGTERM);
 
 	/* The SD card lost the store: check says so, recover restores it. */
 	snprintf(path, sizeof(path), "%s/td/data.mdb", e->dir);
@@ -2599,7 +2578,7 @@ static void test_owner_recovered(void **state)
 		int64_t n;
 		FILE *f;
 
-		stop_proc(&e->td, SIGTERM);
+		harness_stop(&e->td, SIGTERM);
 		snprintf(path, sizeof(path), "%s/td/data.mdb", e->dir);
 		snprintf(bak, sizeof(bak), "%s/td-old-data.mdb", e->dir);
 		old = slurp(path, &len);
@@ -2613,7 +2592,7 @@ static void test_owner_recovered(void **state)
 			assert_int_equal(td_set(e, name, 4000 + k), 200);
 		}
 		assert_true(wait_for(e, pred_d_values, &base, 30000));
-		stop_proc(&e->td, SIGTERM);
+		harness_stop(&e->td, SIGTERM);
 		f = fopen(path, "wb");
 		assert_non_null(f);
 		assert_int_equal(fwrite(old, 1, len, f), len);

@@ -251,26 +251,6 @@ static pid_t spawn(struct env *e, const char *logname, const char *const argv[])
 	return pid;
 }
 
-static int stop_proc(pid_t *pid, int sig)
-{
-	int status = 0;
-
-	if (*pid <= 0)
-		return 0;
-	kill(*pid, sig);
-	assert_int_equal(waitpid(*pid, &status, 0), *pid);
-	*pid = 0;
-	return status;
-}
-
-static void print_log(struct env *e, const char *name)
-{
-	char cmd[800];
-	snprintf(cmd, sizeof(cmd), "echo '--- %s (tail)'; tail -n 40 '%s/%s' 1>&2", name, e->dir, name);
-	if (system(cmd) != 0)
-		fprintf(stderr, "(no %s)\n", name);
-}
-
 /* --- HTTP ------------------------------------------------------------------------------ */
 
 struct resp {
@@ -540,31 +520,31 @@ static int teardown(void **state)
 	int r = 0, status;
 
 	if (e->recov > 0) {
-		status = stop_proc(&e->recov, SIGTERM);
+		status = harness_stop(&e->recov, SIGTERM);
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 			fprintf(stderr, "recoveryd did not stop cleanly (status 0x%x)\n", status);
 			r = -1;
 		}
 	}
 	if (e->pushd > 0) {
-		status = stop_proc(&e->pushd, SIGTERM);
+		status = harness_stop(&e->pushd, SIGTERM);
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 			fprintf(stderr, "pushd did not stop cleanly (status 0x%x)\n", status);
 			r = -1;
 		}
 	}
 	if (e->collector > 0) {
-		status = stop_proc(&e->collector, SIGTERM);
+		status = harness_stop(&e->collector, SIGTERM);
 		if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
 			fprintf(stderr, "collectord did not stop cleanly (status 0x%x)\n", status);
 			r = -1;
 		}
 	}
 	if (r < 0 || getenv("THINGSYNC_TEST_VERBOSE")) {
-		print_log(e, "recoveryd.log");
+		harness_print_log(e->dir, "recoveryd.log");
 		if (e2e) {
-			print_log(e, "pushd.log");
-			print_log(e, "collector.log");
+			harness_print_log(e->dir, "pushd.log");
+			harness_print_log(e->dir, "collector.log");
 		}
 	}
 	free(e->changes);
@@ -703,7 +683,7 @@ static void test_threshold(void **state)
 	json_decref(s);
 
 	/* A restart (a short downtime) asks nothing again. */
-	assert_int_equal(WEXITSTATUS(stop_proc(&e->recov, SIGTERM)), 0);
+	assert_int_equal(WEXITSTATUS(harness_stop(&e->recov, SIGTERM)), 0);
 	start_recoveryd(e);
 	quiet(e, 2000);
 	assert_int_equal(requests_of(e, "OWNER1"), 1);
@@ -727,14 +707,14 @@ static void test_kill9(void **state)
 	connection_status(e, "disconnect", lost);
 	assert_true(ledger_lost(e));
 	assert_true(llabs(ledger_int(e, "lost_us") - lost) <= 1);
-	stop_proc(&e->recov, SIGKILL);
+	harness_stop(&e->recov, SIGKILL);
 	produce(e, 20);
 	start_recoveryd(e);
 	assert_true(ledger_lost(e));
 	assert_true(llabs(ledger_int(e, "lost_us") - lost) <= 1);
 
 	connection_status(e, "reconnect", real_us());
-	stop_proc(&e->recov, SIGKILL);
+	harness_stop(&e->recov, SIGKILL);
 	start_recoveryd(e);
 	assert_true(run_until(e, both_complete, NULL, WAIT_MS));
 	quiet(e, 2000);
@@ -786,7 +766,7 @@ static void test_kill9_random(void **state)
 		                 0);
 		event_base_loopexit(e->base, &tv);
 		event_base_dispatch(e->base);
-		stop_proc(&e->recov, SIGKILL);
+		harness_stop(&e->recov, SIGKILL);
 		start_recoveryd(e);
 		assert_true(run_until(e, sent_done, &s, WAIT_MS));
 		/* Killed between taking it and committing: "outcome unknown", and
@@ -876,7 +856,7 @@ static void test_owner_down(void **state)
 	tsync_node_free(e->owner[1]);
 	e->owner[1] = NULL;
 	connection_status(e, "reconnect", real_us());
-	stop_proc(&e->recov, SIGKILL);
+	harness_stop(&e->recov, SIGKILL);
 	start_recoveryd(e);
 	{
 		int two = 2;
@@ -1330,7 +1310,7 @@ static void test_e2e_pushd_down(void **state)
 	assert_true(run_until(e, all_held, NULL, WAIT_MS));
 	before = e->n_changes;
 
-	stop_proc(&e->pushd, SIGKILL);
+	harness_stop(&e->pushd, SIGKILL);
 	assert_true(run_until(e, lost_is, &yes, WAIT_MS));
 	el.since_us = real_us();
 	el.us = (e2e_threshold_s + 1) * 1000000LL;
@@ -1357,7 +1337,7 @@ static void test_e2e_pushd_down(void **state)
 
 static void stop_collector(struct env *e)
 {
-	int status = stop_proc(&e->collector, SIGTERM);
+	int status = harness_stop(&e->collector, SIGTERM);
 
 	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
@@ -1400,7 +1380,7 @@ static void test_e2e_collector_down(void **state)
 	lost = ledger_int(e, "lost_us");
 	el.since_us = lost;
 	el.us = (e2e_threshold_s + 1) * 1000000LL;
-	stop_proc(&e->recov, SIGKILL);
+	harness_stop(&e->recov, SIGKILL);
 	for (int i = 0; i < E2E_ROUNDS; i++) {
 		produce_round(e);
 		harness_run_until(e->base, never, NULL, 2);
@@ -1440,8 +1420,8 @@ static void test_e2e_gateway_down(void **state)
 	produce_round(e);
 	assert_true(run_until(e, all_held, NULL, WAIT_MS));
 	alive = ledger_int(e, "alive_us");
-	stop_proc(&e->recov, SIGKILL);
-	stop_proc(&e->pushd, SIGKILL);
+	harness_stop(&e->recov, SIGKILL);
+	harness_stop(&e->pushd, SIGKILL);
 	el.since_us = real_us();
 	el.us = (e2e_threshold_s + 1) * 1000000LL;
 	for (int i = 0; i < E2E_ROUNDS; i++) {
