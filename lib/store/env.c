@@ -162,3 +162,75 @@ uint64_t env__get_be64(const unsigned char *p)
 		x = x << 8 | p[i];
 	return x;
 }
+
+int env__value_append(struct buf *b, const tsync_value *v)
+{
+	unsigned char p[8];
+	uint64_t bits;
+
+	switch (v->type) {
+	case TSYNC_TYPE_NONE:
+		return 0;
+	case TSYNC_TYPE_BOOL:
+		p[0] = v->u.b ? 1 : 0;
+		return buf__append(b, p, 1);
+	case TSYNC_TYPE_INT:
+		env__put_le64(p, (uint64_t)v->u.i);
+		return buf__append(b, p, 8);
+	case TSYNC_TYPE_FLOAT:
+		memcpy(&bits, &v->u.f, sizeof(bits));
+		env__put_le64(p, bits);
+		return buf__append(b, p, 8);
+	case TSYNC_TYPE_STRING:
+		return v->u.s && *v->u.s ? buf__append(b, v->u.s, strlen(v->u.s)) : 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+int env__value_read(unsigned type, const unsigned char *p, size_t n, struct buf *str, tsync_value *v)
+{
+	uint64_t bits;
+	double f;
+
+	switch (type) {
+	case TSYNC_TYPE_NONE:
+		if (n != 0)
+			return -EBADMSG;
+		v->type = TSYNC_TYPE_NONE;
+		v->u.i = 0;
+		return 0;
+	case TSYNC_TYPE_BOOL:
+		if (n != 1 || p[0] > 1)
+			return -EBADMSG;
+		*v = tsync_bool(p[0] != 0);
+		return 0;
+	case TSYNC_TYPE_INT:
+		if (n != 8)
+			return -EBADMSG;
+		*v = tsync_int((int64_t)env__get_le64(p));
+		return 0;
+	case TSYNC_TYPE_FLOAT:
+		if (n != 8)
+			return -EBADMSG;
+		bits = env__get_le64(p);
+		memcpy(&f, &bits, sizeof(f));
+		*v = tsync_float(f);
+		return 0;
+	case TSYNC_TYPE_STRING:
+		/* A string with an embedded NUL was not written by us. */
+		if (n > 0 && memchr(p, '\0', n))
+			return -EBADMSG;
+		buf__reset(str);
+		if (buf__reserve(str, n) < 0)
+			return -ENOMEM;
+		if (n > 0)
+			memcpy(str->data, p, n);
+		str->data[n] = '\0';
+		str->len = n;
+		*v = tsync_string(str->data);
+		return 0;
+	default:
+		return -EBADMSG;
+	}
+}

@@ -41,6 +41,18 @@ int env__error(int rc);
 /* Little-endian u64, the byte order of every record we write. */
 void env__put_le64(unsigned char *p, uint64_t x);
 uint64_t env__get_le64(const unsigned char *p);
+/*
+ * A value's payload as every record stores it, after the record's own
+ * header and type byte: nothing for none, one byte 0/1 for a bool, the
+ * little-endian 64 bits of an int or a float, a string's bytes without NUL.
+ * env__value_append() appends it to b (0, -ENOMEM, or -EINVAL for an
+ * unknown type). env__value_read() reads n bytes of type `type`; a string
+ * is copied into str to be NUL-terminated, and v->u.s points there until
+ * str changes. 0, -EBADMSG for a payload we did not write, or -ENOMEM.
+ */
+int env__value_append(struct buf *b, const tsync_value *v);
+int env__value_read(unsigned type, const unsigned char *p, size_t n, struct buf *str, tsync_value *v);
+
 /* Big-endian, for keys: LMDB's byte order is then the numeric order. */
 void env__put_be64(unsigned char *p, uint64_t x);
 uint64_t env__get_be64(const unsigned char *p);

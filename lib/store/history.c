@@ -101,79 +101,21 @@ static int make_key(struct buf *b, const char *thing, size_t nlen, bool tail, in
 static int encode_entry(struct buf *b, const tsync_value *v)
 {
 	unsigned char head[2] = {HIST_FORMAT, (unsigned char)v->type};
-	unsigned char p[8];
 	int r;
 
 	buf__reset(b);
 	r = buf__append(b, head, sizeof(head));
-	if (r < 0)
-		return r;
-	switch (v->type) {
-	case TSYNC_TYPE_BOOL:
-		p[0] = v->u.b ? 1 : 0;
-		return buf__append(b, p, 1);
-	case TSYNC_TYPE_INT:
-		env__put_le64(p, (uint64_t)v->u.i);
-		return buf__append(b, p, 8);
-	case TSYNC_TYPE_FLOAT: {
-		uint64_t bits;
-		memcpy(&bits, &v->u.f, sizeof(bits));
-		env__put_le64(p, bits);
-		return buf__append(b, p, 8);
-	}
-	case TSYNC_TYPE_STRING:
-		return v->u.s && *v->u.s ? buf__append(b, v->u.s, strlen(v->u.s)) : 0;
-	default:
-		return 0;
-	}
+	return r < 0 ? r : env__value_append(b, v);
 }
 
 /* A string value is copied into `str` to be NUL-terminated. */
 static int decode_entry(const MDB_val *d, struct buf *str, tsync_value *v)
 {
 	const unsigned char *p = d->mv_data;
-	size_t n;
 
 	if (d->mv_size < 2 || p[0] != HIST_FORMAT)
 		return -EBADMSG;
-	n = d->mv_size - 2;
-	p += 2;
-	switch (((const unsigned char *)d->mv_data)[1]) {
-	case TSYNC_TYPE_NONE:
-		v->type = TSYNC_TYPE_NONE;
-		v->u.i = 0;
-		return 0;
-	case TSYNC_TYPE_BOOL:
-		if (n != 1)
-			return -EBADMSG;
-		*v = tsync_bool(p[0] != 0);
-		return 0;
-	case TSYNC_TYPE_INT:
-		if (n != 8)
-			return -EBADMSG;
-		*v = tsync_int((int64_t)env__get_le64(p));
-		return 0;
-	case TSYNC_TYPE_FLOAT: {
-		uint64_t bits;
-		double f;
-		if (n != 8)
-			return -EBADMSG;
-		bits = env__get_le64(p);
-		memcpy(&f, &bits, sizeof(f));
-		*v = tsync_float(f);
-		return 0;
-	}
-	case TSYNC_TYPE_STRING:
-		buf__reset(str);
-		if (buf__reserve(str, n) < 0)
-			return -ENOMEM;
-		memcpy(str->data, p, n);
-		str->data[n] = '\0';
-		str->len = n;
-		*v = tsync_string(str->data);
-		return 0;
-	}
-	return -EBADMSG;
+	return env__value_read(p[1], p + 2, d->mv_size - 2, str, v);
 }
 
 /* The thing's slot, made if missing. */

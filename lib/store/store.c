@@ -132,45 +132,15 @@ static int store_fail(const struct store *s, const char *what, int rc)
 static int encode_value(struct buf *b, uint64_t version, uint64_t boot, const tsync_value *v)
 {
 	unsigned char head[STORE_RECORD_HEADER];
-	unsigned char payload[8];
-	const void *p = payload;
-	size_t n = 0;
 	int r;
 
 	head[0] = STORE_RECORD_FORMAT;
 	env__put_le64(head + 1, version);
 	env__put_le64(head + 9, boot);
 	head[17] = (unsigned char)v->type;
-	switch (v->type) {
-	case TSYNC_TYPE_NONE:
-		break;
-	case TSYNC_TYPE_BOOL:
-		payload[0] = v->u.b ? 1 : 0;
-		n = 1;
-		break;
-	case TSYNC_TYPE_INT:
-		env__put_le64(payload, (uint64_t)v->u.i);
-		n = 8;
-		break;
-	case TSYNC_TYPE_FLOAT: {
-		uint64_t bits;
-		memcpy(&bits, &v->u.f, sizeof(bits));
-		env__put_le64(payload, bits);
-		n = 8;
-		break;
-	}
-	case TSYNC_TYPE_STRING:
-		p = v->u.s ? v->u.s : "";
-		n = strlen(p);
-		break;
-	default:
-		return -EINVAL;
-	}
 	buf__reset(b);
 	r = buf__append(b, head, sizeof(head));
-	if (r == 0 && n > 0)
-		r = buf__append(b, p, n);
-	return r;
+	return r < 0 ? r : env__value_append(b, v);
 }
 
 /*
@@ -181,57 +151,12 @@ static int decode_value(const MDB_val *data, struct buf *sbuf, uint64_t *version
                         tsync_value *v)
 {
 	const unsigned char *p = data->mv_data;
-	size_t n;
-	int r;
 
 	if (data->mv_size < STORE_RECORD_HEADER || p[0] != STORE_RECORD_FORMAT)
 		return -EBADMSG;
 	*version = env__get_le64(p + 1);
 	*boot = env__get_le64(p + 9);
-	n = data->mv_size - STORE_RECORD_HEADER;
-	switch (p[17]) {
-	case TSYNC_TYPE_NONE:
-		if (n != 0)
-			return -EBADMSG;
-		v->type = TSYNC_TYPE_NONE;
-		v->u.i = 0;
-		return 0;
-	case TSYNC_TYPE_BOOL:
-		if (n != 1 || p[STORE_RECORD_HEADER] > 1)
-			return -EBADMSG;
-		*v = tsync_bool(p[STORE_RECORD_HEADER] != 0);
-		return 0;
-	case TSYNC_TYPE_INT:
-		if (n != 8)
-			return -EBADMSG;
-		*v = tsync_int((int64_t)env__get_le64(p + STORE_RECORD_HEADER));
-		return 0;
-	case TSYNC_TYPE_FLOAT: {
-		uint64_t bits;
-		double f;
-		if (n != 8)
-			return -EBADMSG;
-		bits = env__get_le64(p + STORE_RECORD_HEADER);
-		memcpy(&f, &bits, sizeof(f));
-		*v = tsync_float(f);
-		return 0;
-	}
-	case TSYNC_TYPE_STRING:
-		/* A string with an embedded NUL was not written by us. */
-		if (memchr(p + STORE_RECORD_HEADER, '\0', n))
-			return -EBADMSG;
-		buf__reset(sbuf);
-		r = buf__reserve(sbuf, n);
-		if (r < 0)
-			return r;
-		if (n > 0)
-			memcpy(sbuf->data, p + STORE_RECORD_HEADER, n);
-		sbuf->data[n] = '\0';
-		sbuf->len = n;
-		*v = tsync_string(sbuf->data);
-		return 0;
-	}
-	return -EBADMSG;
+	return env__value_read(p[17], p + STORE_RECORD_HEADER, data->mv_size - STORE_RECORD_HEADER, sbuf, v);
 }
 
 static void clear_staged(struct store *s)
