@@ -29,9 +29,6 @@
 #include "tdh.h"
 
 #define HEARTBEAT_MS 300
-/* A loaded 2-core machine under ASan may run a daemon's timer or answer
- * the test's poll seconds late; the protocol's own bound is 2.5 periods. */
-#define SLACK_MS 4000
 /* The partition test's backoff ceiling: far above the heartbeat, so that a
  * heal that waited for the backoff would miss the bound by seconds. */
 #define RETRY_MAX_MS 10000
@@ -150,7 +147,12 @@ static void test_kill9_shown_down(void **state)
 
 	tdh_kill9(&t, A);
 	t_kill = now_ms();
-	while ((!down[0] || !down[1]) && now_ms() - t_kill < 3 * HEARTBEAT_MS + SLACK_MS) {
+	/* How soon is a figure, printed below; the bound of 2.5 periods is
+	 * asserted on the engine's simulated clock (test_engine's
+	 * test_heartbeat_shows_dead_peer_down). Here: shown down because
+	 * nothing was heard (the heartbeat's reason, in the log below), with a
+	 * give-up limit only. */
+	while ((!down[0] || !down[1]) && now_ms() - t_kill < TDH_WAIT_MS) {
 		for (int k = 0; k < 2; k++)
 			if (!down[k] && peer_up(&t, k == 0 ? B : C, "PI-A") == 0) {
 				down[k] = true;
@@ -428,9 +430,10 @@ static void test_partition_heals_fast(void **state)
 	        (long long)(healed_at - px.cut_at), round, (long long)took, (unsigned long long)forwarded,
 	        HEARTBEAT_MS, RETRY_MAX_MS);
 	/* B had just probed when the proxy healed: waiting for its backoff
-	 * would take most of RETRY_MAX_MS. The heartbeat makes it one period
-	 * and a few round trips, here with seconds of slack. */
-	assert_true(took < RETRY_MAX_MS / 2);
+	 * would take most of RETRY_MAX_MS; the heartbeat makes it one period
+	 * and a few round trips. That bound is asserted on the engine's
+	 * simulated clock (test_engine's test_partition_heals_within_a_period);
+	 * on a shared machine the time it took is a figure, printed above. */
 	assert_true(wait_up(&t, PB, "PI-X", 1, TDH_WAIT_MS));
 	assert_true(wait_up(&t, X, "PI-B", 1, TDH_WAIT_MS));
 }
