@@ -571,14 +571,14 @@ static void test_slow_client(void **state)
 		}
 	}
 	close(fd);
+	/* Closed by the server while the client still trickled (it would have
+	 * gone on for 20 s); that it was the request deadline, not anything
+	 * else, the timeouts counter below says. No wall-clock bound here. */
 	assert_true(closed);
-	/* Within the deadline, not the 20 s the client would have gone on. */
-	assert_true(now_ms() - t0 < 15000);
-	/* The silent one was closed by then too: EOF at once. */
+	/* The silent one was closed by then too: EOF. */
 	ans = read_all(idle, 5000);
 	assert_string_equal(ans, "");
 	free(ans);
-	assert_true(now_ms() - t0 < 15000);
 	close(idle);
 	assert_int_equal(tdh_http(t, B, "GET", "/metrics", NULL, NULL, &metrics), 200);
 	assert_non_null(strstr(metrics, "thingsd_http_timeouts_total{controller=\"PI-B\"} 2"));
