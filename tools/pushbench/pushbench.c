@@ -4,10 +4,11 @@
  * PostgreSQL, and how fast a backlog drains after an outage.
  *
  * For each backend it prints:
- *   stream   an owner in this process sets 100 int things as fast as the mesh
- *            takes them for --seconds; pushd journals each value it receives
+ *   stream   an owner in this process sets 100 int things, --rate changes/s
+ *            in all, for --seconds; pushd journals each value it receives
  *            and posts; the figure is measurements stored per second at the
- *            collector (steady state, after a warm-up).
+ *            collector (steady state, after a warm-up), with what the owner
+ *            offered, what pushd journaled, and each process's CPU.
  *   backlog  pushd journals --backlog measurements from a CSV file while the
  *            collector is down (an outage), then the collector starts: the
  *            figure is measurements stored per second until the journal is
