@@ -515,7 +515,17 @@ static int setup(void **state)
 		return -1;
 	snprintf(e->db_spec, sizeof(e->db_spec), "sqlite:%s/collector.db", e->dir);
 	e->fault_injection = true;
-	e->base = event_base_new();
+	/* The producer's 1 ms tick on the precise clock: on libevent's default
+	 * (CLOCK_MONOTONIC_COARSE, 4 ms on a kernel with HZ=250) it fires every
+	 * 4 ms, and the kill tests would see a quarter of the stream they claim. */
+	{
+		struct event_config *cfg = event_config_new();
+		if (cfg)
+			event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+		e->base = cfg ? event_base_new_with_config(cfg) : NULL;
+		if (cfg)
+			event_config_free(cfg);
+	}
 	e->acked = calloc(MAX_VALUES, 1);
 	if (!e->base || !e->acked)
 		return -1;
