@@ -795,11 +795,13 @@ static void report(struct bench *b, const char *tag, const char *name, const cha
 	printf("    owner offered %.0f changes/s; pushd journaled %.0f/s (acknowledged to the mesh);\n"
 	       "    %" PRId64 " journaled, not yet stored at the end\n",
 	       st.offered, st.journaled, st.behind);
-	printf("    CPU: owner %.2f cores (%.1f us a change), pushd %.2f (%.1f us a measurement),"
-	       " collector %.2f (%.1f us)\n"
-	       "    = %.1f us a measurement: at most %.0f/s if the chain had all %ld cores\n",
-	       st.cores[0], us[0], st.cores[1], us[1], st.cores[2], us[2], cpu,
-	       cpu > 0 ? 1e6 * (double)ncpu / cpu : 0, ncpu);
+	if (st.offered > 0 && st.journaled > 0 && st.stored > 0 && st.cores[0] >= 0 && st.cores[1] >= 0 &&
+	    st.cores[2] >= 0)
+		printf("    CPU: owner %.2f cores (%.1f us a change), pushd %.2f (%.1f us a measurement),"
+		       " collector %.2f (%.1f us)\n"
+		       "    = %.1f us a measurement: at most %.0f/s if the chain had all %ld cores\n",
+		       st.cores[0], us[0], st.cores[1], us[1], st.cores[2], us[2], cpu,
+		       cpu > 0 ? 1e6 * (double)ncpu / cpu : 0, ncpu);
 	fflush(stdout);
 	if (b->stream_only)
 		return;
