@@ -16,9 +16,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <event2/event.h>
 
 #include "harness.h"
+#include "httpd.h"
 
 char *harness_tmpdir(const char *tag)
 {
@@ -169,4 +171,74 @@ void harness_log(void *ud, tsync_log_level level, const char *line)
 {
 	if (getenv("THINGSYNC_TEST_LOG"))
 		fprintf(stderr, "[%s] %s\n", tsync_log_level_name(level), line);
+}
+
+struct http_sink {
+	char *data;
+	size_t len;
+};
+
+static size_t http_sink_cb(char *p, size_t size, size_t n, void *ud)
+{
+	struct http_sink *s = ud;
+	char *d = realloc(s->data, s->len + size * n + 1);
+
+	if (!d)
+		return 0;
+	memcpy(d + s->len, p, size * n);
+	s->len += size * n;
+	d[s->len] = '\0';
+	s->data = d;
+	return size * n;
+}
+
+long harness_http(const char *base, const char *method, const char *target, const char *body,
+                  const tsync_site *site, const char *sign_for, const struct curl_slist *headers,
+                  long timeout_ms, char **out)
+{
+	CURL *c = curl_easy_init();
+	struct curl_slist *h = NULL;
+	struct http_sink s = {NULL, 0};
+	char *url = NULL;
+	long status = 0;
+
+	if (!c || asprintf(&url, "%s%s", base, target) < 0)
+		abort();
+	if (sign_for) {
+		struct httpd_sig_headers sig;
+		if (httpd__sign(site, sign_for, method, target, body, body ? strlen(body) : 0, &sig) != 0)
+			abort();
+		h = curl_slist_append(h, sig.to);
+		h = curl_slist_append(h, sig.time);
+		h = curl_slist_append(h, sig.nonce);
+		h = curl_slist_append(h, sig.body);
+		h = curl_slist_append(h, sig.sig);
+	}
+	if (!strcmp(method, "POST")) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+		/* A POST says it is JSON, as every client of the daemons must (httpd.h). */
+		if (!headers)
+			h = curl_slist_append(h, "Content-Type: application/json");
+	}
+	for (; headers; headers = headers->next)
+		h = curl_slist_append(h, headers->data);
+	/* A body goes at once, without waiting for "100 Continue". */
+	h = curl_slist_append(h, "Expect:");
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_sink_cb);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	curl_slist_free_all(h);
+	free(url);
+	if (out)
+		*out = s.data;
+	else
+		free(s.data);
+	return status;
 }
