@@ -38,6 +38,7 @@
 #include <jansson.h>
 #include <thingsync/thingsync.h>
 
+#include "daemonopt.h"
 #include "httpd.h"
 #include "store/store.h"
 #include "util/util.h"
@@ -680,16 +681,16 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
+	/* --help and a wrong option are answered as every daemon answers them
+	 * (daemonopt.h); the options themselves are thingsd's letters. */
+	struct daemonopt d;
 	int ch;
 
-	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		fputs(usage_text, stdout);
-		exit(0);
-	}
-	if (argc < 2 || (strcmp(argv[1], "check") != 0 && strcmp(argv[1], "recover") != 0)) {
-		fputs(usage_text, stderr);
-		return -EINVAL;
-	}
+	daemonopt__init(&d, "thingsync-dr", usage_text);
+	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")))
+		return daemonopt__handle(&d, 'h', NULL);
+	if (argc < 2 || (strcmp(argv[1], "check") != 0 && strcmp(argv[1], "recover") != 0))
+		return daemonopt__handle(&d, '?', NULL);
 	o->cmd = argv[1];
 	optind = 2;
 	while ((ch = getopt_long(argc, argv, "c:n:s:h", longopts, NULL)) != -1) {
@@ -715,12 +716,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_JSON:
 			o->json = true;
 			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			exit(0);
-		default:
-			fputs(usage_text, stderr);
-			return -EINVAL;
+		default: /* -h, --help, or getopt's complaint */
+			if (daemonopt__handle(&d, ch, optarg) < 0)
+				return -EINVAL;
 		}
 	}
 	if (optind < argc || !o->site || !o->controller || !o->state_dir) {
