@@ -19,6 +19,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "curlev.h"
 #include "harness.h"
 #include "httpd.h"
 
@@ -173,32 +174,13 @@ void harness_log(void *ud, tsync_log_level level, const char *line)
 		fprintf(stderr, "[%s] %s\n", tsync_log_level_name(level), line);
 }
 
-struct http_sink {
-	char *data;
-	size_t len;
-};
-
-static size_t http_sink_cb(char *p, size_t size, size_t n, void *ud)
-{
-	struct http_sink *s = ud;
-	char *d = realloc(s->data, s->len + size * n + 1);
-
-	if (!d)
-		return 0;
-	memcpy(d + s->len, p, size * n);
-	s->len += size * n;
-	d[s->len] = '\0';
-	s->data = d;
-	return size * n;
-}
-
 long harness_http(const char *base, const char *method, const char *target, const char *body,
                   const tsync_site *site, const char *sign_for, const struct curl_slist *headers,
                   long timeout_ms, char **out)
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *h = NULL;
-	struct http_sink s = {NULL, 0};
+	struct curlev_body s = {NULL, 0};
 	char *url = NULL;
 	long status = 0;
 
@@ -227,7 +209,7 @@ long harness_http(const char *base, const char *method, const char *target, cons
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_sink_cb);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curlev__body_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);

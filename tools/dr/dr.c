@@ -38,6 +38,7 @@
 #include <jansson.h>
 #include <thingsync/thingsync.h>
 
+#include "curlev.h"
 #include "daemonopt.h"
 #include "httpd.h"
 #include "store/store.h"
@@ -470,32 +471,13 @@ static int check_journal(struct report *rp, const char *dir, const char *control
 
 /* --- the collector -------------------------------------------------------------------------- */
 
-struct body {
-	char *data;
-	size_t len;
-};
-
-static size_t sink(char *p, size_t size, size_t n, void *ud)
-{
-	struct body *b = ud;
-	char *d = realloc(b->data, b->len + size * n + 1);
-
-	if (!d)
-		return 0;
-	memcpy(d + b->len, p, size * n);
-	b->data = d;
-	b->len += size * n;
-	d[b->len] = '\0';
-	return size * n;
-}
-
 /* GET base + target, signed with the site key for the collector service. */
 static int collector_get(const struct opts *o, tsync_site *site, const char *target, json_t **out, char *why,
                          size_t whylen)
 {
 	struct httpd_sig_headers sig;
 	struct curl_slist *h = NULL;
-	struct body b = {0};
+	struct curlev_body b = {0};
 	char url[2048];
 	long status = 0;
 	CURL *c;
@@ -521,7 +503,7 @@ static int collector_get(const struct opts *o, tsync_site *site, const char *tar
 	}
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curlev__body_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
