@@ -649,6 +649,7 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		/* The seed's plain lists: no boots, no replay protection. */
 		boot = p->boot;
 	} else {
+		new_boot = dg.env.boot != p->boot;
 		if (wire__replay_check(&p->replay, dg.env.boot, dg.env.seq) < 0 ||
 		    (p->boot && dg.env.boot < p->boot)) {
 			reject(e, p, TSYNC_REJ_REPLAY, NULL, NULL);
@@ -669,10 +670,8 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		/* Whether its window survives its restarts is a property of
 		 * the boot that says so: read before a new boot is handled. */
 		p->durable = dg.env.durable;
-		if (dg.env.boot != p->boot) {
+		if (dg.env.boot != p->boot)
 			engine__peer_boot(e, p, dg.env.boot);
-			new_boot = true;
-		}
 		boot = dg.env.boot;
 		if (dg.env.re) {
 			uint32_t i = dg.env.re % SYNC_SENT_RING;
