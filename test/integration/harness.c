@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -172,6 +173,32 @@ void harness_log(void *ud, tsync_log_level level, const char *line)
 {
 	if (getenv("THINGSYNC_TEST_LOG"))
 		fprintf(stderr, "[%s] %s\n", tsync_log_level_name(level), line);
+}
+
+pid_t harness_spawn(const char *dir, const char *logname, const char *const argv[])
+{
+	char log[700];
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/%s", dir, logname);
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		abort();
+	if (pid == 0) {
+		/* Never outlive the test, whatever happens to it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (!getenv("THINGSYNC_TEST_LOG")) {
+			int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+			}
+		}
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
 }
 
 long harness_http(const char *base, const char *method, const char *target, const char *body,

@@ -29,6 +29,10 @@ void harness_ports(uint16_t *ports, int n);
 /* Stops a process with `sig` and reaps it; returns its wait status (0 and
  * nothing done when *pid <= 0). *pid is 0 afterwards. */
 int harness_stop(pid_t *pid, int sig);
+/* Starts argv[0] (a path) with argv, its output appended to dir/logname (or
+ * on the test's own with THINGSYNC_TEST_LOG set); it never outlives the test
+ * (PR_SET_PDEATHSIG). Returns its pid; aborts when fork fails. */
+pid_t harness_spawn(const char *dir, const char *logname, const char *const argv[]);
 /* The last 40 lines of dir/name on stderr (a failing test's evidence). */
 void harness_print_log(const char *dir, const char *name);
 

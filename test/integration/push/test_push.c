@@ -133,27 +133,7 @@ static uint16_t tcp_free_port(void)
 
 static pid_t spawn(struct env *e, const char *logname, char *const argv[])
 {
-	char log[600];
-	pid_t pid;
-
-	snprintf(log, sizeof(log), "%s/%s", e->dir, logname);
-	fflush(NULL);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		/* Never outlive the test, whatever happens to it. */
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (!getenv("THINGSYNC_TEST_LOG")) {
-			int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-			if (fd >= 0) {
-				dup2(fd, 1);
-				dup2(fd, 2);
-			}
-		}
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	return pid;
+	return harness_spawn(e->dir, logname, (const char *const *)argv);
 }
 
 /* --- HTTP ------------------------------------------------------------------------------ */
