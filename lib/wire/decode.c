@@ -76,7 +76,7 @@ struct jv {
 };
 
 /* The members of an envelope and of a message that the wire reads. */
-enum { E_V, E_FROM, E_BOOT, E_SEQ, E_TO_BOOT, E_RE, E_DW, E_MSGS, E_N };
+enum { E_V, E_FROM, E_BOOT, E_SEQ, E_TO_BOOT, E_RE, E_DW, E_MSGS, E_ACK, E_N };
 enum { M_TYPE, M_CMD, M_IO, M_ROLE, M_FLD, M_VAL, M_VER, M_ID, M_RE, M_OB, M_MS, M_ERR, M_N };
 
 struct parser {
@@ -84,6 +84,12 @@ struct parser {
 	char *p, *end;
 	size_t nkeys;
 	size_t n_msgs; /* messages seen, including those over msgs_cap */
+	/* The envelope's "ack", as read: its integers, and whether any
+	 * element was not one >= 1 or there were too many (then the envelope
+	 * is refused, after the whole datagram parsed as JSON). */
+	uint64_t ack[2 * WIRE_ACK_RANGES];
+	size_t n_ack;
+	bool ack_bad;
 };
 
 static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs);
@@ -403,8 +409,8 @@ static int field_of(const struct name *names, int n_names, const char *s, uint32
 	return -1;
 }
 
-static const struct name env_names[E_N] = {NAME("v"),       NAME("from"), NAME("boot"), NAME("seq"),
-                                           NAME("to_boot"), NAME("re"),   NAME("dw"),   NAME("msgs")};
+static const struct name env_names[E_N] = {NAME("v"),  NAME("from"), NAME("boot"), NAME("seq"), NAME("to_boot"),
+                                           NAME("re"), NAME("dw"),   NAME("msgs"), NAME("ack")};
 static const struct name msg_names[M_N] = {NAME("type"), NAME("cmd"), NAME("io"),  NAME("role"),
                                            NAME("fld"),  NAME("val"), NAME("ver"), NAME("id"),
                                            NAME("re"),   NAME("ob"),  NAME("ms"),  NAME("err")};
@@ -443,6 +449,30 @@ static void table_add(struct wire_decoder *d, size_t k)
 	while (d->table[i].gen == d->gen)
 		i = (i + 1) & d->table_mask;
 	d->table[i] = (struct kslot){d->gen, (uint32_t)k};
+}
+
+/* The envelope's "ack" list at P->p: any JSON list, as parse_value reads
+ * one, its integers kept in P->ack. */
+static int parse_acks(struct parser *P, int depth, struct jv *v)
+{
+	if (depth > DEPTH_MAX || P->p >= P->end)
+		return -1;
+	v->k = JK_ARR;
+	if (open_empty(P, ']'))
+		return 0;
+	for (;;) {
+		struct jv e = {0};
+		int r;
+		if (parse_value(P, depth + 1, &e, false) < 0)
+			return -1;
+		if (e.k != JK_INT || e.i < 1 || P->n_ack >= ARRAY_SIZE(P->ack))
+			P->ack_bad = true;
+		else
+			P->ack[P->n_ack++] = (uint64_t)e.i;
+		r = next_or_close(P, ']');
+		if (r <= 0)
+			return r;
+	}
 }
 
 /*
@@ -493,8 +523,12 @@ static int parse_object(struct parser *P, int depth, const struct name *names, i
 		skip_ws(P);
 		f = names ? field_of(names, n_names, ks, kn) : -1;
 		memset(&scratch, 0, sizeof(scratch));
-		if (parse_value(P, depth + 1, f >= 0 ? &vals[f] : &scratch, env && f == E_MSGS) < 0)
+		if (env && f == E_ACK && *P->p == '[') {
+			if (parse_acks(P, depth + 1, &vals[f]) < 0)
+				return -1;
+		} else if (parse_value(P, depth + 1, f >= 0 ? &vals[f] : &scratch, env && f == E_MSGS) < 0) {
 			return -1;
+		}
 		r = next_or_close(P, '}');
 		if (r < 0)
 			return -1;
@@ -758,7 +792,8 @@ static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs)
 	}
 }
 
-static int decode_env(const struct wire_codec *c, const struct jv *f, struct wire_env *env)
+static int decode_env(const struct wire_codec *c, const struct jv *f, const struct parser *P,
+                      struct wire_env *env)
 {
 	if (f[E_V].k != JK_INT || f[E_V].i != (c->key ? WIRE_VERSION : WIRE_VERSION_PLAIN))
 		return -EBADMSG;
@@ -774,6 +809,20 @@ static int decode_env(const struct wire_codec *c, const struct jv *f, struct wir
 	env->durable = f[E_DW].k == JK_INT && f[E_DW].i == 1;
 	if (f[E_MSGS].k != JK_ARR)
 		return -EBADMSG;
+	/* "ack": a list of (first, last) pairs of integers, 1 <= first <=
+	 * last, at most WIRE_ACK_RANGES of them. */
+	if (f[E_ACK].k != JK_NONE) {
+		if (f[E_ACK].k != JK_ARR || P->ack_bad || P->n_ack % 2)
+			return -EBADMSG;
+		for (size_t i = 0; i < P->n_ack; i += 2) {
+			if (P->ack[i] > P->ack[i + 1])
+				return -EBADMSG;
+			env->acks[i / 2][0] = P->ack[i];
+			env->acks[i / 2][1] = P->ack[i + 1];
+		}
+		env->acks_ok = true;
+		env->n_acks = (uint32_t)(P->n_ack / 2);
+	}
 	return 0;
 }
 
@@ -910,7 +959,7 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 		*reject = TSYNC_REJ_AUTH;
 		goto leave;
 	}
-	if (!dg->env.legacy && decode_env(c, env, &dg->env) < 0)
+	if (!dg->env.legacy && decode_env(c, env, &P, &dg->env) < 0)
 		goto leave;
 
 	*reject = TSYNC_REJ_OVERSIZE;

@@ -432,6 +432,11 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 	if (!name_ok(env->from) || env->boot == 0 || env->seq == 0 || env->boot > INT64_MAX ||
 	    env->seq > INT64_MAX || env->to_boot > INT64_MAX || env->re > INT64_MAX)
 		return -EINVAL;
+	if (env->acks_ok && env->n_acks > WIRE_ACK_RANGES)
+		return -EINVAL;
+	for (uint32_t i = 0; env->acks_ok && i < env->n_acks; i++)
+		if (env->acks[i][0] == 0 || env->acks[i][0] > env->acks[i][1] || env->acks[i][1] > INT64_MAX)
+			return -EINVAL;
 	r = put_str(w, w->codec->key ? "{\"v\":2,\"from\":" : "{\"v\":1,\"from\":");
 	if (r == 0)
 		r = put_json_string(w, env->from);
@@ -445,6 +450,20 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 		r = put_member_u64(w, "re", env->re);
 	if (r == 0 && env->durable)
 		r = put_str(w, ",\"dw\":1");
+	if (r == 0 && env->acks_ok) {
+		r = put_str(w, ",\"ack\":[");
+		for (uint32_t i = 0; r == 0 && i < env->n_acks; i++) {
+			r = i ? put(w, ",", 1) : 0;
+			if (r == 0)
+				r = put_u64(w, env->acks[i][0]);
+			if (r == 0)
+				r = put(w, ",", 1);
+			if (r == 0)
+				r = put_u64(w, env->acks[i][1]);
+		}
+		if (r == 0)
+			r = put(w, "]", 1);
+	}
 	if (r == 0)
 		r = put_str(w, ",\"msgs\":[");
 	if (r < 0)

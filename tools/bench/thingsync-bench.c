@@ -314,10 +314,17 @@ static int settle(tsync_node *n, uint64_t limit_ns)
 	return 0;
 }
 
+/* SIGTERM, not SIGKILL: a user run under `valgrind --tool=callgrind` (the
+ * fork follows the owner into valgrind) then still writes its profile. A
+ * node installs no handler, so the default action ends it at once. */
 static void stop_users(pid_t *pids, int users)
 {
 	for (int u = 0; u < users; u++)
-		bench_kill(pids[u]);
+		if (pids[u] > 0)
+			kill(pids[u], SIGTERM);
+	for (int u = 0; u < users; u++)
+		if (pids[u] > 0)
+			waitpid(pids[u], NULL, 0);
 }
 
 /* Datagrams and bytes the owner exchanged with all its peers, both ways. */
@@ -417,6 +424,17 @@ static void throughput(struct results *res, int slot, int users, int things, dou
 		}
 		if (settle(n, 10000000000ull) < 0) {
 			fprintf(stderr, "thingsync-bench: round %lld not acknowledged\n", (long long)round);
+			/* What each user got: enough to tell a lost ack from a stall. */
+			for (size_t p = 0; p < tsync_node_peer_count(n); p++) {
+				tsync_peer_stats st;
+				tsync_node_peer_stats(n, p, &st);
+				fprintf(stderr,
+				        "  %s: up %d, datagrams %llu out %llu in, retransmits %llu, acked %llu, "
+				        "pending %llu, rto %u ms\n",
+				        st.name, st.up, (unsigned long long)st.datagrams_sent,
+				        (unsigned long long)st.datagrams_received, (unsigned long long)st.retransmits,
+				        (unsigned long long)st.acked, (unsigned long long)st.pending, st.rto_ms);
+			}
 			exit(1);
 		}
 		updates += (uint64_t)things * (uint64_t)users;
