@@ -164,7 +164,9 @@ static int parse_string(struct parser *P, const char **out, uint32_t *outn)
 
 	/* Most strings are plain ASCII: they stay where they are, and only
 	 * their closing quote becomes the NUL. */
-	while (r < P->end && (unsigned char)*r >= 0x20 && (unsigned char)*r < 0x80 && *r != '"' && *r != '\\')
+	/* The text ends with a NUL, which stops this loop as any control
+	 * byte does: no bound check needed per byte. */
+	while ((unsigned char)*r >= 0x20 && (unsigned char)*r < 0x80 && *r != '"' && *r != '\\')
 		r++;
 	if (r < P->end && *r == '"') {
 		*r = '\0';
@@ -475,53 +477,69 @@ static int parse_acks(struct parser *P, int depth, struct jv *v)
 	}
 }
 
+/* A key that is none of the names read: -1 if the object (its keys above
+ * `base`) has it already, else it goes on the stack. */
+static int push_key(struct parser *P, size_t base, const char *ks, uint32_t kn)
+{
+	struct wire_decoder *d = P->d;
+	uint32_t h = hash_of(ks, kn);
+
+	if (P->nkeys >= d->keys_cap)
+		return -1; /* cannot happen: keys_cap is over a third of the text */
+	if (P->nkeys - base < SMALL_OBJECT) {
+		for (size_t i = base; i < P->nkeys; i++)
+			if (d->keys[i].h == h && d->keys[i].n == kn && memcmp(d->keys[i].s, ks, kn) == 0)
+				return -1;
+	} else {
+		if (P->nkeys - base == SMALL_OBJECT) /* from now on, hashed */
+			for (size_t i = base; i < P->nkeys; i++)
+				table_add(d, i);
+		if (table_has(d, base, P->nkeys, ks, kn, h))
+			return -1;
+	}
+	d->keys[P->nkeys] = (struct dkey){ks, kn, h};
+	if (P->nkeys - base >= SMALL_OBJECT)
+		table_add(d, P->nkeys);
+	P->nkeys++;
+	return 0;
+}
+
 /*
  * An object at P->p. With names, the values of those members are kept in
  * vals[]; env says it is the envelope, whose "msgs" holds the messages.
- * Keys are checked for duplicates against this object's keys only (the
- * stack above `base`): compared by hash first, then by bytes.
+ * Keys are checked for duplicates against this object's keys only: a key
+ * that is one of names[] by a bit per name (no other key can equal it), any
+ * other against the stack above `base`, by hash first, then by bytes.
  */
 static int parse_object(struct parser *P, int depth, const struct name *names, int n_names, struct jv *vals,
                         bool env)
 {
-	struct wire_decoder *d = P->d;
 	size_t base = P->nkeys;
 	struct jv scratch;
+	uint32_t seen = 0; /* the names[] met so far */
 
 	if (open_empty(P, '}'))
 		return 0;
 	for (;;) {
 		const char *ks;
-		uint32_t kn, h;
+		uint32_t kn;
 		int f, r;
 
 		if (*P->p != '"' || P->p >= P->end || parse_string(P, &ks, &kn) < 0)
 			return -1;
-		h = hash_of(ks, kn);
-		if (P->nkeys >= d->keys_cap)
-			return -1; /* cannot happen: keys_cap is over a third of the text */
-		if (P->nkeys - base < SMALL_OBJECT) {
-			for (size_t i = base; i < P->nkeys; i++)
-				if (d->keys[i].h == h && d->keys[i].n == kn &&
-				    memcmp(d->keys[i].s, ks, kn) == 0)
-					return -1;
-		} else {
-			if (P->nkeys - base == SMALL_OBJECT) /* from now on, hashed */
-				for (size_t i = base; i < P->nkeys; i++)
-					table_add(d, i);
-			if (table_has(d, base, P->nkeys, ks, kn, h))
+		f = names ? field_of(names, n_names, ks, kn) : -1;
+		if (f >= 0) {
+			if (seen & (1u << f))
 				return -1;
+			seen |= 1u << f;
+		} else if (push_key(P, base, ks, kn) < 0) {
+			return -1;
 		}
-		d->keys[P->nkeys] = (struct dkey){ks, kn, h};
-		if (P->nkeys - base >= SMALL_OBJECT)
-			table_add(d, P->nkeys);
-		P->nkeys++;
 		skip_ws(P);
 		if (*P->p != ':')
 			return -1;
 		P->p++;
 		skip_ws(P);
-		f = names ? field_of(names, n_names, ks, kn) : -1;
 		memset(&scratch, 0, sizeof(scratch));
 		if (env && f == E_ACK && *P->p == '[') {
 			if (parse_acks(P, depth + 1, &vals[f]) < 0)
