@@ -239,7 +239,7 @@ int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value 
 	 * delivered: refuse it here, where the caller learns why. */
 	if (out->type == TSYNC_TYPE_STRING && (!out->u.s || !wire__utf8_valid(out->u.s)))
 		return TSYNC_EVALUE;
-	return tsync_site_check_value(site, th->name, out) < 0 ? TSYNC_EVALUE : 0;
+	return site__check_value(site, t, out) < 0 ? TSYNC_EVALUE : 0;
 }
 
 void engine__emit(struct sync_engine *e, const tsync_event *ev)
