@@ -723,6 +723,78 @@ static void decode_msg(const struct wire_codec *c, const struct jv *f, struct wi
 		m->err = f[M_ERR].s;
 }
 
+/* A JSON integer at s that parse_number() reads as JK_INT: its value in
+ * *v and the byte after it, or NULL (then parse_number() decides). */
+static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
+{
+	const char *q = s;
+	bool neg = *q == '-';
+	uint64_t acc = 0, limit;
+
+	if (neg && !allow_neg)
+		return NULL;
+	q += neg;
+	if (*q == '0' ? is_digit(q[1]) : !is_digit(*q))
+		return NULL;
+	limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+	for (; is_digit(*q); q++) {
+		unsigned dig = (unsigned)(*q - '0');
+		if (acc > (limit - dig) / 10)
+			return NULL;
+		acc = acc * 10 + dig;
+	}
+	*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+	return q;
+}
+
+/*
+ * The message of a batch, exactly as the writer writes it (add_io_fast in
+ * encode.c): {"type":"io","cmd":"set","io":NAME,"val":INT,"ver":INT}, no
+ * space, a plain ASCII name of 1..63 bytes without escapes, a version >= 0.
+ * Read in one pass into m, with what parse_object() and decode_msg() would
+ * have made of it: the same fields, the same NUL-terminated strings in the
+ * text. Anything else, to the byte (a space, another order, an escape, a
+ * real, a NUL), returns false having changed nothing, and the general
+ * reader decides: so both accept and refuse the same datagrams, which
+ * fuzz_wire_diff checks against jansson.
+ */
+static bool parse_set_fast(struct parser *P, struct wire_msg *m)
+{
+	static const char head[] = "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"";
+	char *s = P->p, *name = s + sizeof(head) - 1, *q = name;
+	const char *e;
+	int64_t val, ver;
+
+	/* Every read stops at the text's final NUL, and each memcmp() is
+	 * checked to stay within the text. */
+	if ((size_t)(P->end - s) < sizeof(head) - 1 || memcmp(s, head, sizeof(head) - 1) != 0)
+		return false;
+	while ((unsigned char)*q >= 0x20 && (unsigned char)*q < 0x80 && *q != '"' && *q != '\\')
+		q++;
+	if (*q != '"' || q == name || q - name > WIRE_NAME_MAX || P->end - q < 8 ||
+	    memcmp(q, "\",\"val\":", 8) != 0)
+		return false;
+	e = fast_int(q + 8, true, &val);
+	if (!e || P->end - e < 7 || memcmp(e, ",\"ver\":", 7) != 0)
+		return false;
+	e = fast_int(e + 7, false, &ver);
+	if (!e || *e != '}' || e >= P->end)
+		return false;
+	memset(m, 0, sizeof(*m));
+	s[11] = '\0'; /* the closing quote of "io", the type */
+	*q = '\0';
+	m->type = WIRE_T_IO;
+	m->type_name = s + 9;
+	m->op = WIRE_OP_SET;
+	m->io = name;
+	m->has_val = true;
+	m->val = tsync_int(val);
+	m->has_ver = true;
+	m->ver = (uint64_t)ver;
+	P->p = (char *)e + 1;
+	return true;
+}
+
 /* The list of messages (the envelope's "msgs", or a legacy root list). */
 static int parse_msgs(struct parser *P, int depth)
 {
@@ -738,7 +810,10 @@ static int parse_msgs(struct parser *P, int depth)
 
 		if (depth + 1 > DEPTH_MAX)
 			return -1;
-		if (*P->p == '{' && P->p < P->end) {
+		if (m && parse_set_fast(P, m)) {
+			d->span[i][0] = (uint32_t)(start - d->text);
+			d->span[i][1] = (uint32_t)(P->p - d->text);
+		} else if (*P->p == '{' && P->p < P->end) {
 			struct jv f[M_N];
 			memset(f, 0, sizeof(f));
 			if (parse_object(P, depth + 1, msg_names, M_N, f, false) < 0)

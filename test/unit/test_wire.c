@@ -1013,6 +1013,97 @@ static void test_batch_messages_text(void **state)
 	wire__writer_free(&w);
 }
 
+/* The reader's short way for the writer's batch messages gives what the
+ * general way gives, and leaves every other spelling to it. */
+static void test_batch_messages_read(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_datagram dg;
+	tsync_reject rej;
+	char text[1400];
+	static const struct {
+		const char *msg;
+		bool bad;
+		int64_t val;
+		uint64_t ver;
+		const char *io;
+	} cases[] = {
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":20000,\"ver\":100002}", false, 20000, 100002, "t0"},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":-9223372036854775808,\"ver\":9223372036854775807}",
+	     false, INT64_MIN, INT64_MAX, "t0"},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":-0,\"ver\":0}", false, 0, 0, "t0"},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t\\u0030\",\"val\":1,\"ver\":2}", false, 1, 2, "t0"},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":1,\"ver\":2 }", false, 1, 2, "t0"},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":1,\"ver\":-1}", true, 0, 0, "t0"},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"\",\"val\":1,\"ver\":1}", true, 0, 0, NULL},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":1.5,\"ver\":1}", false, 0, 1, "t0"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		snprintf(text, sizeof(text), "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[%s,%s]}",
+		         cases[i].msg, cases[i].msg);
+		assert_int_equal(decode_text(&c, text, &dg, &rej), 0);
+		assert_int_equal(dg.n_msgs, 2);
+		for (int k = 0; k < 2; k++) {
+			const struct wire_msg *m = &dg.msgs[k];
+			if (m->bad != cases[i].bad)
+				fail_msg("%s: bad %d", cases[i].msg, m->bad);
+			assert_int_equal(m->type, WIRE_T_IO);
+			assert_string_equal(m->type_name, "io");
+			assert_int_equal(m->op, WIRE_OP_SET);
+			if (cases[i].io)
+				assert_string_equal(m->io, cases[i].io);
+			if (cases[i].bad)
+				continue;
+			assert_true(m->has_val && m->has_ver);
+			assert_int_equal(m->ver, cases[i].ver);
+			if (m->val.type == TSYNC_TYPE_INT)
+				assert_int_equal(m->val.u.i, cases[i].val);
+			else
+				assert_true(m->val.type == TSYNC_TYPE_FLOAT && m->val.u.f == 1.5);
+			assert_false(m->has_id || m->has_re || m->ob || m->ms || m->err);
+		}
+		wire__datagram_release(&dg);
+	}
+	/* What the general reader refuses, the short way does not take. */
+	expect_reject(&c,
+	              "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+	              "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":01,\"ver\":1}]}",
+	              TSYNC_REJ_JSON);
+	expect_reject(&c,
+	              "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+	              "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":9223372036854775808,\"ver\":1}]}",
+	              TSYNC_REJ_JSON);
+	expect_reject(&c,
+	              "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+	              "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":1,\"ver\":1,\"ver\":2}]}",
+	              TSYNC_REJ_JSON);
+	/* A name over 63 bytes is a bad message, not a long one. */
+	{
+		char name[65];
+		memset(name, 'n', 64);
+		name[64] = '\0';
+		snprintf(text, sizeof(text),
+		         "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+		         "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"%s\",\"val\":1,\"ver\":1}]}",
+		         name);
+		assert_int_equal(decode_text(&c, text, &dg, &rej), 0);
+		assert_true(dg.msgs[0].bad);
+		assert_int_equal(dg.msgs[0].reject, TSYNC_REJ_IO);
+		wire__datagram_release(&dg);
+		name[63] = '\0';
+		snprintf(text, sizeof(text),
+		         "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+		         "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"%s\",\"val\":1,\"ver\":1}]}",
+		         name);
+		assert_int_equal(decode_text(&c, text, &dg, &rej), 0);
+		assert_false(dg.msgs[0].bad);
+		assert_int_equal(strlen(dg.msgs[0].io), 63);
+		wire__datagram_release(&dg);
+	}
+}
+
 static void test_writer_max_msgs(void **state)
 {
 	struct wire_codec c = plain_codec();
@@ -1534,6 +1625,7 @@ int main(void)
 	    cmocka_unit_test(test_emsgsize_keeps_writer),
 	    cmocka_unit_test(test_acks_in_envelope),
 	    cmocka_unit_test(test_batch_messages_text),
+	    cmocka_unit_test(test_batch_messages_read),
 	    cmocka_unit_test(test_full_datagram_fits),
 	    cmocka_unit_test(test_writer_max_msgs),
 	    cmocka_unit_test(test_oversize_datagram),
