@@ -92,7 +92,11 @@ struct parser {
 	bool ack_bad;
 };
 
-static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs);
+/* What a value is to the envelope: its "msgs" (read as messages if a
+ * list), its "ack" (a list whose integers are kept), or anything else. */
+enum vmode { V_ANY, V_MSGS, V_ACK };
+
+static int parse_value(struct parser *P, int depth, struct jv *v, enum vmode mode);
 
 static void skip_ws(struct parser *P)
 {
@@ -453,30 +457,6 @@ static void table_add(struct wire_decoder *d, size_t k)
 	d->table[i] = (struct kslot){d->gen, (uint32_t)k};
 }
 
-/* The envelope's "ack" list at P->p: any JSON list, as parse_value reads
- * one, its integers kept in P->ack. */
-static int parse_acks(struct parser *P, int depth, struct jv *v)
-{
-	if (depth > DEPTH_MAX || P->p >= P->end)
-		return -1;
-	v->k = JK_ARR;
-	if (open_empty(P, ']'))
-		return 0;
-	for (;;) {
-		struct jv e = {0};
-		int r;
-		if (parse_value(P, depth + 1, &e, false) < 0)
-			return -1;
-		if (e.k != JK_INT || e.i < 1 || P->n_ack >= ARRAY_SIZE(P->ack))
-			P->ack_bad = true;
-		else
-			P->ack[P->n_ack++] = (uint64_t)e.i;
-		r = next_or_close(P, ']');
-		if (r <= 0)
-			return r;
-	}
-}
-
 /* A key that is none of the names read: -1 if the object (its keys above
  * `base`) has it already, else it goes on the stack. */
 static int push_key(struct parser *P, size_t base, const char *ks, uint32_t kn)
@@ -541,12 +521,9 @@ static int parse_object(struct parser *P, int depth, const struct name *names, i
 		P->p++;
 		skip_ws(P);
 		memset(&scratch, 0, sizeof(scratch));
-		if (env && f == E_ACK && *P->p == '[') {
-			if (parse_acks(P, depth + 1, &vals[f]) < 0)
-				return -1;
-		} else if (parse_value(P, depth + 1, f >= 0 ? &vals[f] : &scratch, env && f == E_MSGS) < 0) {
+		if (parse_value(P, depth + 1, f >= 0 ? &vals[f] : &scratch,
+		                !env ? V_ANY : f == E_MSGS ? V_MSGS : f == E_ACK ? V_ACK : V_ANY) < 0)
 			return -1;
-		}
 		r = next_or_close(P, '}');
 		if (r < 0)
 			return -1;
@@ -826,7 +803,7 @@ static int parse_msgs(struct parser *P, int depth)
 			}
 		} else {
 			struct jv v = {0};
-			if (parse_value(P, depth + 1, &v, false) < 0)
+			if (parse_value(P, depth + 1, &v, V_ANY) < 0)
 				return -1;
 			if (m) {
 				memset(m, 0, sizeof(*m));
@@ -840,9 +817,8 @@ static int parse_msgs(struct parser *P, int depth)
 	}
 }
 
-/* Any value. msgs: it is the envelope's "msgs" (read as messages if it is a
- * list). */
-static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs)
+/* Any value; `mode` says which of the envelope's it is. */
+static int parse_value(struct parser *P, int depth, struct jv *v, enum vmode mode)
 {
 	if (depth > DEPTH_MAX || P->p >= P->end)
 		return -1;
@@ -852,15 +828,21 @@ static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs)
 		return parse_object(P, depth, NULL, 0, NULL, false);
 	case '[':
 		v->k = JK_ARR;
-		if (msgs)
+		if (mode == V_MSGS)
 			return parse_msgs(P, depth);
 		if (open_empty(P, ']'))
 			return 0;
 		for (;;) {
 			struct jv e = {0};
 			int r;
-			if (parse_value(P, depth + 1, &e, false) < 0)
+			if (parse_value(P, depth + 1, &e, V_ANY) < 0)
 				return -1;
+			/* "ack": pairs of integers >= 1 (decode_env), kept
+			 * here; anything else refuses the envelope there. */
+			if (mode == V_ACK && (e.k != JK_INT || e.i < 1 || P->n_ack >= ARRAY_SIZE(P->ack)))
+				P->ack_bad = true;
+			else if (mode == V_ACK)
+				P->ack[P->n_ack++] = (uint64_t)e.i;
 			r = next_or_close(P, ']');
 			if (r <= 0)
 				return r;
