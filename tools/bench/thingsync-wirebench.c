@@ -50,23 +50,33 @@ static void usage(FILE *f)
 	           "  and times the candidate MACs over it; prints microseconds per datagram.\n");
 }
 
-/* The shape of thingsync-bench's batched throughput: set messages of a
- * thing named t<i> with an integer value and a version. */
-static int build(struct wire_writer *w, size_t msgs, uint64_t seq, const void **out, size_t *len)
+/* The messages of thingsync-bench's batched throughput, sets (or their
+ * replies) of a thing named t<i> with an integer value and a version, added
+ * to a begun datagram until n or the first error. */
+static int add_batch(struct wire_writer *w, enum wire_op op, size_t n, uint64_t seq)
 {
-	struct wire_env env = {
-	    .from = "owner", .boot = 3, .seq = seq, .to_boot = 7, .re = seq, .durable = true};
 	char names[64][32];
-	int r = wire__begin(w, &env);
+	int r = 0;
 
-	for (size_t i = 0; r == 0 && i < msgs; i++) {
-		struct wire_msg m = {.type = WIRE_T_IO, .op = WIRE_OP_SET, .has_val = true, .has_ver = true};
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		struct wire_msg m = {.type = WIRE_T_IO, .op = op, .has_val = true, .has_ver = true};
 		snprintf(names[i % 64], sizeof(names[0]), "t%03zu", i);
 		m.io = names[i % 64];
 		m.val = tsync_int((int64_t)(20000 + i * 79));
 		m.ver = 100000 + seq;
 		r = wire__add(w, &m);
 	}
+	return r;
+}
+
+static int build(struct wire_writer *w, size_t msgs, uint64_t seq, const void **out, size_t *len)
+{
+	struct wire_env env = {
+	    .from = "owner", .boot = 3, .seq = seq, .to_boot = 7, .re = seq, .durable = true};
+	int r = wire__begin(w, &env);
+
+	if (r == 0)
+		r = add_batch(w, WIRE_OP_SET, msgs, seq);
 	return r == 0 ? wire__finish(w, out, len) : r;
 }
 
@@ -77,7 +87,6 @@ static int build_answer(struct wire_writer *w, size_t msgs, bool by_datagram, ui
                         size_t *len)
 {
 	struct wire_env env = {.from = "user", .boot = 7, .seq = seq, .to_boot = 3, .re = seq, .durable = true};
-	char names[64][32];
 	int r;
 
 	env.acks_ok = true;
@@ -86,14 +95,8 @@ static int build_answer(struct wire_writer *w, size_t msgs, bool by_datagram, ui
 		env.acks[0][0] = env.acks[0][1] = seq;
 	}
 	r = wire__begin(w, &env);
-	for (size_t i = 0; !by_datagram && r == 0 && i < msgs; i++) {
-		struct wire_msg m = {.type = WIRE_T_IO, .op = WIRE_OP_REPLY, .has_val = true, .has_ver = true};
-		snprintf(names[i % 64], sizeof(names[0]), "t%03zu", i);
-		m.io = names[i % 64];
-		m.val = tsync_int((int64_t)(20000 + i * 79));
-		m.ver = 100000 + seq;
-		r = wire__add(w, &m);
-	}
+	if (r == 0 && !by_datagram)
+		r = add_batch(w, WIRE_OP_REPLY, msgs, seq);
 	/* Replies are longer than sets: as many as one datagram holds. */
 	if (r == -EMSGSIZE && w->n_msgs > 0)
 		r = 0;
