@@ -1556,7 +1556,8 @@ static bool send_empty(struct sync_engine *e, struct sync_peer *p, uint64_t to_b
 	env.to_boot = to_boot;
 	env.re = re;
 	env.durable = e->durable;
-	env.acks_ok = true;
+	/* No "ack" offer in an empty datagram: a heartbeat stays as short as
+	 * it was; the offer matters in the datagrams that carry sets. */
 	if (wire__begin(&e->writer, &env) < 0 || wire__finish(&e->writer, &out, &len) < 0)
 		return false;
 	p->last_sent_us = e->now;

@@ -677,7 +677,6 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		/* Whether its window survives its restarts is a property of
 		 * the boot that says so: read before a new boot is handled. */
 		p->durable = dg.env.durable;
-		p->acks_ok = dg.env.acks_ok;
 		if (dg.env.boot != p->boot)
 			engine__peer_boot(e, p, dg.env.boot);
 		/* It acknowledges datagrams of this boot of mine (to_boot). */
@@ -698,6 +697,8 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 	/* An acknowledgement by datagram is an answer, progress as a reply is. */
 	engine__heard(e, p, dg.n_msgs > 0 || dg.env.n_acks > 0);
 
+	/* The datagram that carries the sets says whether its sender takes
+	 * acks by datagram (heartbeats, which carry none, do not offer). */
 	e->rx_by_dg = !dg.env.legacy && dg.env.acks_ok && !p->seed && e->ack_ranges > 0;
 	e->rx_uncovered = false;
 	e->n_rx_sets = 0;

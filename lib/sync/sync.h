@@ -316,7 +316,6 @@ struct sync_peer {
 	uint64_t last_sent_us; /* the last datagram to it (or when I started) */
 
 	/* Acknowledgements by datagram (ack.c; "ack" in wire.h). */
-	bool acks_ok;                      /* its envelopes say it takes them */
 	uint64_t acks[WIRE_ACK_RANGES][2]; /* its datagrams whose sets I hold, for my next datagram */
 	uint32_t n_acks;
 	struct sent_set *sent; /* the sets of my datagrams to it, a ring in seq order */
