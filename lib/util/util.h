@@ -24,7 +24,7 @@ uint64_t util__realtime_us(void); /* CLOCK_REALTIME, microseconds since the epoc
 /*
  * The day clock of the cumuls and the forensics role, microseconds since the
  * epoch: CLOCK_REALTIME, unless the environment names a clock file in
- * THINGSYNC_TEST_CLOCK; then the time written in that file (seconds since
+ * THINGSYNC_TEST_CLOCK (read once, at the first call); then the time written in that file (seconds since
  * the epoch, decimal, a fraction allowed), read at every call, so that tests
  * walk through midnights, days and daylight-saving changes of real processes
  * without waiting for them. A file that cannot be read gives the real clock.
