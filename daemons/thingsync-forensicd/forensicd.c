@@ -291,7 +291,6 @@ static int run(struct forensicd *fd)
 	r = collect__init(fd);
 	if (r < 0)
 		return r;
-	fd->settle_needed = true;
 	r = tsync_node_on_cmd(fd->node, "forensics", "report", report__cmd, fd);
 	if (r < 0)
 		return r;

@@ -78,9 +78,11 @@ struct forensicd {
 	char reset_day[DATE_LEN + 1]; /* the last day whose end was announced */
 	char trimmed_before[DATE_LEN + 1];
 	uint64_t pushes_sent, pushes_acked, push_chunks, push_failed, push_resent, records_failed;
+	uint64_t push_resumed; /* requests sent again at start: their days were not acked */
 	uint64_t missing_things;
 	struct report_run report;
-	bool settle_needed; /* days marked sent by an earlier run may be taken by now */
+	bool push_retry;       /* the node refused requests of a day's push: sent at the next tick */
+	json_t *push_inflight; /* "DAY/OWNER/THING" carried by a request of this run */
 	bool state_unusable;
 };
 
@@ -102,7 +104,7 @@ size_t forensicd__count(struct forensicd *fd, const char *from, const char *to);
 /* collect.c: the mesh side. */
 int collect__init(struct forensicd *fd);
 void collect__free(struct forensicd *fd);
-/* At start: sends what a crash left unsent of days being pushed. */
+/* At start: sends again what pushd has not acked of the days pushed. */
 void collect__resume_pushes(struct forensicd *fd);
 /* Called every tick: the day's end, owners to collect, old days to trim. */
 void collect__tick(struct forensicd *fd);

@@ -766,9 +766,34 @@ static void spawn_at(int i, const char *const *argv, const char *ready_path)
 	}
 }
 
+static bool pushd_up(void *ud)
+{
+	const char *w[] = {"3", "/status"};
+	(void)ud;
+	return http_ok(w);
+}
+
+/* The real pushd, posting to the collector; wait_up: until it serves HTTP. */
+static void start_pushd(bool wait_up)
+{
+	char http[64];
+	const char *argv[] = {getenv("PUSHD"), "--site",         t->c[PUSH].conf, "--controller",
+	                      "PUSH",          "--state-dir",    t->c[PUSH].state, "--http",
+	                      http,            "--retry-min-ms", "20",             "--retry-max-ms",
+	                      "300",           NULL};
+
+	snprintf(http, sizeof(http), "127.0.0.1:%u", t->c[PUSH].tcp);
+	if (wait_up) {
+		spawn_at(PUSH, argv, "/status");
+		return;
+	}
+	assert_non_null(argv[0]);
+	t->c[PUSH].pid = tdh_spawn(argv, t->c[PUSH].log);
+}
+
 static int setup_e2e(void **state)
 {
-	char db[600], listen[64], http[64];
+	char db[600], listen[64];
 
 	(void)state;
 	/* PI-B owns more things than forensicd asks for at once (64): its days
@@ -788,24 +813,7 @@ static int setup_e2e(void **state)
 		    getenv("COLLECTORD"), "--site", t->c[SRV].conf, "--listen", listen, "--db", db, NULL};
 		spawn_at(SRV, argv, "/health");
 	}
-	snprintf(http, sizeof(http), "127.0.0.1:%u", t->c[PUSH].tcp);
-	{
-		const char *argv[] = {getenv("PUSHD"),
-		                      "--site",
-		                      t->c[PUSH].conf,
-		                      "--controller",
-		                      "PUSH",
-		                      "--state-dir",
-		                      t->c[PUSH].state,
-		                      "--http",
-		                      http,
-		                      "--retry-min-ms",
-		                      "20",
-		                      "--retry-max-ms",
-		                      "300",
-		                      NULL};
-		spawn_at(PUSH, argv, "/status");
-	}
+	start_pushd(true);
 	start_forensicd(true);
 	return 0;
 }
@@ -925,6 +933,150 @@ static void test_e2e_collector_table(void **state)
 	json_decref(w.last);
 }
 
+/* The collector's rows of days [from, to]. */
+struct range_want {
+	char from[11], to[11];
+	size_t want;
+	json_t *last;
+};
+
+static bool collector_range_has(void *ud)
+{
+	struct range_want *w = ud;
+	char *body = NULL, path[128];
+	json_t *j;
+
+	snprintf(path, sizeof(path), "/v1/cumuls?from=%s&to=%s&limit=10000", w->from, w->to);
+	if (tdh_http(t, SRV, "GET", path, NULL, NULL, &body) != 200) {
+		free(body);
+		return false;
+	}
+	j = json_loads(body, 0, NULL);
+	free(body);
+	json_decref(w->last);
+	w->last = j;
+	return json_array_size(json_object_get(j, "cumuls")) >= w->want;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000 * 1000};
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * pushd killed -9 at random moments while closed days are pushed to it, and
+ * every third round forensicd too (its unanswered cumul_data are then
+ * resumed by its node, without a callback): a request pushd took but whose
+ * journal commit the kill lost is answered "outcome unknown"
+ * (TSYNC_EPEER_RESTARTED) and must be sent again. The collector's cumuls
+ * table holds every (owner, thing, day) of those days exactly once, as
+ * forensicd collected it, and no cumul_conflict.
+ */
+static void test_e2e_pushd_kill9(void **state)
+{
+	const char *env = getenv("FORENSIC_KILL_ROUNDS");
+	int rounds = env ? atoi(env) : 24, pushd_kills = 0, fd_kills = 0, days = 0;
+	unsigned seed = (unsigned)time(NULL);
+	struct range_want w;
+	json_t *seen = json_object(), *row, *st;
+	char today[11], *body = NULL;
+	size_t i;
+
+	(void)state;
+	printf("pushd kill rounds %d, seed %u\n", rounds, seed);
+	srand(seed);
+	memset(&w, 0, sizeof(w));
+	day_of(now_s, w.from);
+	for (int r = 0; r < rounds; r++) {
+		set_clock(now_s + DAY);
+		days++;
+		set("power_main", r % 2 ? "12.5" : "99");
+		/* Into the day's collection and push, at a random moment. */
+		sleep_ms(rand() % 700);
+		tdh_kill9(t, PUSH);
+		pushd_kills++;
+		if (r % 3 == 2) {
+			sleep_ms(rand() % 200);
+			tdh_kill9(t, FOR);
+			fd_kills++;
+			start_forensicd(false);
+		}
+		sleep_ms(rand() % 300);
+		start_pushd(false);
+	}
+	/* And a few more kills of pushd while the last days drain. */
+	for (int r = 0; r < 4; r++) {
+		sleep_ms(100 + rand() % 400);
+		tdh_kill9(t, PUSH);
+		pushd_kills++;
+		start_pushd(false);
+	}
+	assert_true(tdh_wait(pushd_up, NULL, TDH_WAIT_MS));
+	assert_true(tdh_wait(api_up, NULL, TDH_WAIT_MS));
+	day_of(now_s, today);
+	day_of(now_s - DAY, w.to);
+	wait_collected("PI-A", today);
+	wait_collected("PI-B", today);
+	w.want = (size_t)days * E2E_THINGS;
+	if (!tdh_wait(collector_range_has, &w, TDH_WAIT_MS)) {
+		st = get_json(FOR, "/v1/status", 200);
+		char *txt = json_dumps(json_object_get(st, "push"), JSON_COMPACT);
+		fail_msg("the collector has %zu cumuls of %s..%s, not %zu (forensicd's push: %s)",
+		         json_array_size(json_object_get(w.last, "cumuls")), w.from, w.to, w.want, txt);
+	}
+	json_array_foreach(json_object_get(w.last, "cumuls"), i, row)
+	{
+		char key[256];
+		snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(row, "owner")),
+		         json_string_value(json_object_get(row, "day")),
+		         json_string_value(json_object_get(row, "thing")));
+		if (json_object_get(seen, key))
+			fail_msg("%s twice in the collector's table", key);
+		json_object_set_new(seen, key, json_incref(row));
+	}
+	assert_int_equal(json_object_size(seen), w.want);
+	/* Each as forensicd collected it from the owner, every thing of every day. */
+	for (int64_t d = now_s - days * DAY; d < now_s - DAY / 2; d += DAY) {
+		char day[11], path[64];
+		json_t *fdday, *owners, *ths, *c;
+		const char *owner, *thing;
+		size_t n = 0;
+		day_of(d, day);
+		snprintf(path, sizeof(path), "/v1/days/%s", day);
+		fdday = get_json(FOR, path, 200);
+		owners = json_object_get(fdday, "owners");
+		json_object_foreach(owners, owner, ths)
+		{
+			json_object_foreach(ths, thing, c)
+			{
+				char key[256];
+				snprintf(key, sizeof(key), "%s/%s/%s", owner, day, thing);
+				row = json_object_get(seen, key);
+				if (!row)
+					fail_msg("%s is not in the collector's table", key);
+				if (!json_equal(c, json_object_get(row, "cumul")))
+					fail_msg("%s differs between forensicd and the collector", key);
+				n++;
+			}
+		}
+		assert_int_equal(n, E2E_THINGS);
+		json_decref(fdday);
+	}
+	assert_int_equal(tdh_http(t, SRV, "GET", "/v1/alarms", NULL, NULL, &body), 200);
+	assert_null(strstr(body, "cumul_conflict"));
+	free(body);
+	st = get_json(FOR, "/v1/status", 200);
+	printf("collector: %zu cumuls of %d days, each (owner, thing, day) once, across %d kills -9 of "
+	       "pushd and %d of forensicd (its last run: %lld cumul_data sent again on an unknown "
+	       "outcome, %lld at its start)\n",
+	       json_object_size(seen), days, pushd_kills, fd_kills,
+	       num(json_object_get(st, "push"), "resent"), num(json_object_get(st, "push"), "resumed"));
+	json_decref(st);
+	json_decref(seen);
+	json_decref(w.last);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -934,6 +1086,7 @@ int main(int argc, char **argv)
 	};
 	const struct CMUnitTest e2e[] = {
 	    cmocka_unit_test(test_e2e_collector_table),
+	    cmocka_unit_test(test_e2e_pushd_kill9),
 	};
 
 	if (argc > 1 && !strcmp(argv[1], "e2e"))
