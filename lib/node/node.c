@@ -982,6 +982,8 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	if (r < 0)
 		goto fail;
 	sync__start(n->eng, util__now_us());
+	if (n->history)
+		node__recovery_resume(n);
 	/* A thing that had no value takes its site.conf `initial` at the
 	 * start: from then on it has one. */
 	cumul_feed(n, node_realtime(n));
