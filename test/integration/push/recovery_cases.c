@@ -574,6 +574,66 @@ static void test_recovery_gap_alarm(void **state)
 	assert_int_equal(held, q.entries);
 	assert_true(held < n);
 	free(count);
+
+	/* The same window asked again is trimmed again: the alarm stays (the
+	 * values are gone from the owner), and the gap is not counted twice. */
+	ask_recovery(e, &q, from_s, now_us() / 1000000 + 1, "gap2");
+	assert_true(wait_for(e, pred_recovered, &q, 60000));
+	assert_true(q.trimmed);
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	a = active_alarm(e, "recovery_window_lost", "OWNER");
+	assert_non_null(a);
+	json_decref(a);
+	/* An operator acknowledges it: signed only; the kinds that clear by
+	 * themselves are refused; then it is cleared, and a later lost window
+	 * raises it again. */
+	{
+		const char *ack = "{\"kind\":\"recovery_window_lost\",\"subject\":\"OWNER\"}";
+		char url[512];
+		json_t *out = NULL;
+		long st;
+
+		snprintf(url, sizeof(url), "%s/v1/alarms/ack", e->col_url);
+		st = http("POST", url, ack, NULL, &out);
+		assert_true(st == 401 || st == 403);
+		json_decref(out);
+		out = NULL;
+		assert_int_equal(signed_http(e, "POST", "/v1/alarms/ack",
+		                             "{\"kind\":\"source_silent\",\"subject\":\"PUSH\"}", &out),
+		                 409);
+		json_decref(out);
+		out = NULL;
+		assert_int_equal(signed_http(e, "POST", "/v1/alarms/ack", "{\"kind\":\"recovery_window_lost\"}", &out),
+		                 400);
+		assert_string_equal(json_string_value(json_object_get(out, "field")), "subject");
+		json_decref(out);
+		out = NULL;
+		assert_int_equal(signed_http(e, "POST", "/v1/alarms/ack", ack, &out), 200);
+		json_decref(out);
+		out = NULL;
+		assert_null(active_alarm(e, "recovery_window_lost", "OWNER"));
+		assert_int_equal(signed_http(e, "POST", "/v1/alarms/ack", ack, &out), 404);
+		json_decref(out);
+		/* Cleared, in the history, as acknowledged. */
+		j = col_get(e, "/v1/alarms");
+		{
+			size_t i;
+			json_t *x;
+			bool seen = false;
+			json_array_foreach(json_object_get(j, "cleared"), i, x)
+				seen |= !strcmp(json_string_value(json_object_get(x, "kind")), "recovery_window_lost");
+			assert_true(seen);
+		}
+		json_decref(j);
+	}
+	set_r_values(e, base + n, n);
+	ask_recovery(e, &q, from_s, now_us() / 1000000 + 1, "gap3");
+	assert_true(wait_for(e, pred_recovered, &q, 60000));
+	assert_true(q.trimmed);
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	a = active_alarm(e, "recovery_window_lost", "OWNER");
+	assert_non_null(a);
+	json_decref(a);
 }
 
 /* --- pull: the collector asks recoveryd for a window (contract 4) -------------------------- */
