@@ -840,6 +840,83 @@ static void test_pull_contract(void **state)
 	check_pull_contract(*state);
 }
 
+/*
+ * The head of a stream: the collector's database holds a stream from
+ * sequence 500 on (it was reset while pushd went on). Sequences 1..499 are
+ * pulled once, from as far back as the data stores' histories reach (the
+ * owner's history_max_age, 2 h here) to just after the first one stored.
+ */
+static void test_pull_head_gap(void **state)
+{
+	struct env *e = *state;
+	static const struct httpd_route routes[] = {
+	    {"/v1/recover", HTTPD_POST, 1024, false, true},
+	    {NULL, 0, 0, false, false},
+	};
+	struct fake_recoveryd f = {.refuse = 0, .bodies = json_array()};
+	const char *extra[] = {"--pull-scan", "1", NULL};
+	struct httpd_config cfg;
+	char items[512];
+	uint16_t port = tcp_free_port();
+	int64_t t = now_us() - 600000000LL;
+	json_t *j = NULL, *p;
+
+	site_variant(e, port, true);
+	/* The owner keeps two hours of history. */
+	{
+		char *text = calloc(1, 8192), *path;
+		FILE *in = fopen(e->site_path, "r");
+		assert_non_null(in);
+		assert_true(fread(text, 1, 8000, in) > 0);
+		fclose(in);
+		insert_after_host(text, "[controller OWNER]\n", "history_max_age = 2h\n");
+		path = harness_write(e->dir, "site-head.conf", text);
+		snprintf(e->site_path, sizeof(e->site_path), "%s", path);
+		free(path);
+		free(text);
+	}
+	assert_int_equal(tsync_site_load(e->site_path, &f.site, NULL), 0);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.base = e->base;
+	cfg.host = "127.0.0.1";
+	cfg.port = port;
+	cfg.routes = routes;
+	cfg.handler = fake_cb;
+	cfg.arg = &f;
+	cfg.site = f.site;
+	cfg.name = "RECOV";
+	assert_int_equal(httpd__new(&cfg, &f.http), 0);
+	start_collector(e, extra);
+	snprintf(
+	    items, sizeof(items),
+	    "{\"seq\":500,\"thing\":\"t0\",\"value\":1,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":500},"
+	    "{\"seq\":501,\"thing\":\"t0\",\"value\":2,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":501}",
+	    t, t + 1000000);
+	assert_int_equal(push_items(e, items, &j), 200);
+	json_decref(j);
+	f.refuse = 0;
+	assert_true(wait_for(e, pred_fake_calls, &f, 30000));
+	p = json_array_get(f.bodies, 0);
+	assert_int_equal(jint(p, "from", NULL), t / 1000000 - 2 * 3600 - 1);
+	assert_int_equal(jint(p, "to", NULL), t / 1000000 + 2);
+	/* Scans go on; the head is not pulled again. */
+	{
+		struct timeval tv = {2, 500000};
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+	}
+	assert_int_equal(f.calls, 1);
+	j = col_get(e, "/v1/pulls");
+	assert_int_equal(json_array_size(json_object_get(j, "pulls")), 1);
+	assert_non_null(strstr(json_string_value(json_object_get(json_array_get(json_object_get(j, "pulls"), 0),
+	                                                         "reason")),
+	                       "head gap PUSH"));
+	json_decref(j);
+	httpd__free(f.http);
+	tsync_site_free(f.site);
+	json_decref(f.bodies);
+}
+
 #ifdef HAVE_POSTGRES
 static void test_pull_contract_postgres(void **state)
 {
