@@ -268,11 +268,11 @@ static void get_status(struct forensicd *fd, struct evhttp_request *req)
 	forensicd__today(fd, today);
 	node__store_written(fd->node, &bytes, &commits);
 	if (fd->isite->report_command)
-		cmd = json_pack("{sssIsIss?ss?sI}", "program", fd->isite->report_command[0], "runs",
+		cmd = json_pack("{sssIsIss?ss?sIsb}", "program", fd->isite->report_command[0], "runs",
 		                (json_int_t)rr->runs, "failures", (json_int_t)rr->failures, "last_day",
 		                rr->last_day[0] ? rr->last_day : NULL, "last_error",
 		                rr->last_error[0] ? rr->last_error : NULL, "last_at_ms",
-		                (json_int_t)rr->last_at_ms);
+		                (json_int_t)rr->last_at_ms, "running", rr->running);
 	st = json_pack("{sssssoss?sosIsIs{ss?sIsIsIsIsIsI}sIso?}", "controller", fd->name, "today", today,
 	               "timezone", fd->isite->timezone ? json_string(fd->isite->timezone) : json_null(),
 	               "reset_day", fd->reset_day[0] ? fd->reset_day : NULL, "owners", owners_json(fd),

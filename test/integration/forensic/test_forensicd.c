@@ -326,6 +326,35 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Whether report_command's run number `arg` has ended (/v1/status). */
+static bool report_ended(void *ud)
+{
+	char *body = NULL;
+	json_t *j, *rc;
+	bool ok;
+
+	if (tdh_http(t, FOR, "GET", "/v1/status", NULL, NULL, &body) != 200) {
+		free(body);
+		return false;
+	}
+	j = json_loads(body, 0, NULL);
+	free(body);
+	rc = json_object_get(j, "report_command");
+	ok = json_integer_value(json_object_get(rc, "runs")) >= *(const long long *)ud &&
+	     json_is_false(json_object_get(rc, "running"));
+	json_decref(j);
+	return ok;
+}
+
+static void wait_report_ended(long long runs)
+{
+	if (!tdh_wait(report_ended, &runs, TDH_WAIT_MS)) {
+		json_t *s = get_json(FOR, "/v1/status", 200);
+		char *txt = json_dumps(json_object_get(s, "report_command"), JSON_COMPACT);
+		fail_msg("report_command run %lld has not ended: %s", runs, txt);
+	}
+}
+
 /* A day of known changes: every field of every cumul exactly. */
 static void test_known_day(void **state)
 {
@@ -428,11 +457,12 @@ static void test_known_day(void **state)
 		assert_int_equal(num(tot, "doors_opened"), 2);
 		assert_true(json_number_value(json_object_get(tot, "heating_hours")) == 2.5);
 		assert_true(json_number_value(json_object_get(tot, "energy_wh")) == 3000.0);
-		assert_true(json_is_true(json_object_get(json_object_get(rep, "report_command"), "ok")));
+		assert_true(json_is_true(json_object_get(json_object_get(rep, "report_command"), "started")));
 	}
 	json_decref(rep);
 	free(out);
 	free(err);
+	wait_report_ended(1);
 	/* report_command got the text on its stdin. */
 	text = tdh_read(report_out);
 	assert_non_null(text);
@@ -451,20 +481,18 @@ static void test_known_day(void **state)
 	    2);
 	json_decref(rep);
 
-	/* A failing command: its exit status in the answer, /v1/status and the log. */
+	/* A failing command: its exit status in /v1/status and the log. */
 	tdh_write(report_sh, "cat >/dev/null; echo 'no mail today'; exit 3\n");
 	out = err = NULL;
 	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
 	             NULL);
 	assert_int_equal(rc, 0);
 	rep = json_loads(out, 0, NULL);
-	assert_true(json_is_false(json_object_get(json_object_get(rep, "report_command"), "ok")));
-	assert_non_null(
-	    strstr(json_string_value(json_object_get(json_object_get(rep, "report_command"), "error")),
-	           "exit status 3"));
+	assert_true(json_is_true(json_object_get(json_object_get(rep, "report_command"), "started")));
 	json_decref(rep);
 	free(out);
 	free(err);
+	wait_report_ended(2);
 	{
 		json_t *s = get_json(FOR, "/v1/status", 200);
 		json_t *rc_ = json_object_get(s, "report_command");
@@ -481,9 +509,16 @@ static void test_known_day(void **state)
 	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
 	             NULL);
 	assert_int_equal(rc, 0);
-	assert_non_null(strstr(out, "timed out after 2000 ms"));
 	free(out);
 	free(err);
+	wait_report_ended(3);
+	{
+		json_t *s = get_json(FOR, "/v1/status", 200);
+		assert_non_null(strstr(json_string_value(json_object_get(json_object_get(s, "report_command"),
+		                                                         "last_error")),
+		                       "timed out after 2000 ms"));
+		json_decref(s);
+	}
 
 	/* Pushed: each thing of each owner's day once, as the owner answered it. */
 	assert_pushed_once(T0, T0);
@@ -736,6 +771,86 @@ static void test_dst_day(void **state)
 	assert_int_equal(num(cum_of(d, "PI-A", "door_front"), "start_ms"), oct24_noon * 1000);
 	assert_int_equal(num(cum_of(d, "PI-A", "door_front"), "end_ms"), oct25 * 1000);
 	json_decref(d);
+}
+
+/*
+ * report_command runs beside the event loop: while one waits (for a file
+ * the test makes), forensicd serves HTTP, answers the mesh (a second
+ * report, told the first has not ended) and goes on collecting; when it
+ * ends, its outcome is in /v1/status and it got the report on stdin.
+ */
+static void test_report_async(void **state)
+{
+	char keys[1024], script[1024], *flag = tdh_path(t, "report.go"), *out = NULL, *err = NULL, *p;
+	json_t *rep, *s;
+	long long runs;
+	int rc;
+
+	(void)state;
+	/* A timeout far beyond the test's limits: the run ends when told to. */
+	snprintf(keys, sizeof(keys), "%s", site_keys);
+	p = strstr(keys, "report_timeout_ms = 2000");
+	assert_non_null(p);
+	snprintf(site_keys, sizeof(site_keys), "%.*sreport_timeout_ms = 3600000%s", (int)(p - keys), keys,
+	         p + strlen("report_timeout_ms = 2000"));
+	tdh_write_site(t);
+	tdh_stop(t, FOR);
+	start_forensicd(true);
+	snprintf(script, sizeof(script), "while [ ! -e %s ]; do sleep 0.05; done; cat > %s\n", flag,
+	         report_out);
+	tdh_write(report_sh, script);
+	unlink(report_out);
+	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
+	             NULL);
+	if (rc != 0)
+		fail_msg("report: %d %s %s", rc, out ? out : "", err ? err : "");
+	rep = json_loads(out, 0, NULL);
+	assert_true(json_is_true(json_object_get(json_object_get(rep, "report_command"), "started")));
+	runs = (long long)json_integer_value(json_object_get(json_object_get(rep, "report_command"), "run"));
+	json_decref(rep);
+	free(out);
+	free(err);
+	/* It waits; HTTP is served, and says so. */
+	s = get_json(FOR, "/v1/status", 200);
+	assert_true(json_is_true(json_object_get(json_object_get(s, "report_command"), "running")));
+	json_decref(s);
+	/* The mesh is answered: a second report, not started. */
+	out = err = NULL;
+	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
+	             NULL);
+	if (rc != 0)
+		fail_msg("second report: %d %s %s", rc, out ? out : "", err ? err : "");
+	rep = json_loads(out, 0, NULL);
+	assert_true(json_is_false(json_object_get(json_object_get(rep, "report_command"), "started")));
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(rep, "report_command"), "error")),
+	                       "busy"));
+	json_decref(rep);
+	free(out);
+	free(err);
+	/* And the collection goes on: a day passes and is collected meanwhile. */
+	set_clock(now_s + DAY);
+	{
+		char today[11];
+		day_of(now_s, today);
+		wait_collected("PI-A", today);
+		wait_collected("PI-B", today);
+	}
+	s = get_json(FOR, "/v1/status", 200);
+	assert_true(json_is_true(json_object_get(json_object_get(s, "report_command"), "running")));
+	json_decref(s);
+	/* Told to end: it read the report, and ended well. */
+	tdh_write(flag, "go\n");
+	wait_report_ended(runs);
+	s = get_json(FOR, "/v1/status", 200);
+	assert_true(json_is_null(json_object_get(json_object_get(s, "report_command"), "last_error")));
+	json_decref(s);
+	{
+		char *text = tdh_read(report_out);
+		assert_non_null(text);
+		assert_non_null(strstr(text, "Doors:"));
+		free(text);
+	}
+	free(flag);
 }
 
 /* --- end to end: the real pushd and collectord ------------------------------------------ */
@@ -1083,6 +1198,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_known_day),     cmocka_unit_test(test_owner_off_across_midnight),
 	    cmocka_unit_test(test_down_two_days), cmocka_unit_test(test_kill9_exactly_once),
 	    cmocka_unit_test(test_bound),         cmocka_unit_test(test_dst_day),
+	    cmocka_unit_test(test_report_async),
 	};
 	const struct CMUnitTest e2e[] = {
 	    cmocka_unit_test(test_e2e_collector_table),
