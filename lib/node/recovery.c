@@ -300,23 +300,32 @@ static void chunk_done(void *ud, tsync_node *node, int status, const char *resul
 	pump(a);
 }
 
+/* Passes over the next chunk (as next_chunk() would make it); false if memory ran out. */
+static bool skip_chunk(struct answer *a)
+{
+	size_t n;
+	json_t *io, *body = chunk_span(a, &n, &io);
+
+	if (!body)
+		return false;
+	json_decref(io);
+	json_decref(body);
+	a->next += n;
+	a->chunk++;
+	return true;
+}
+
 /* How many chunks the entries make: the same packing as next_chunk(), counted. */
 static size_t count_chunks(struct answer *a)
 {
-	size_t n = 0, k;
+	size_t n = 0;
 
 	a->next = 0;
+	a->chunk = 0;
 	if (json_array_size(a->entries) == 0)
 		return 1;
-	for (a->chunk = 0; a->next < json_array_size(a->entries); a->chunk++) {
-		json_t *io, *body = chunk_span(a, &k, &io);
-		if (!body)
-			break;
-		json_decref(io);
-		json_decref(body);
-		a->next += k;
+	while (a->next < json_array_size(a->entries) && skip_chunk(a))
 		n++;
-	}
 	a->next = 0;
 	a->chunk = 0;
 	return n;
@@ -496,16 +505,8 @@ static void answer_resume(tsync_node *node, const char *key, json_t *rec)
 	if (!a)
 		return;
 	a->result = result ? util__strdup(result) : NULL;
-	for (json_int_t k = 0; k < sent && a->chunk < a->chunks; k++) {
-		size_t n;
-		json_t *io, *body = chunk_span(a, &n, &io);
-		if (!body)
-			break;
-		json_decref(io);
-		json_decref(body);
-		a->next += n;
-		a->chunk++;
-	}
+	while ((json_int_t)a->chunk < sent && a->chunk < a->chunks && skip_chunk(a))
+		;
 	a->next_active = active;
 	active = a;
 	record_put(a, false);

@@ -943,18 +943,25 @@ static int teardown_e2e(void **state)
 	return 0;
 }
 
-struct count_want {
+
+/* The collector's rows (of days [from, to], if given), at least `want`. */
+struct range_want {
+	char from[11], to[11];
 	size_t want;
 	json_t *last;
 };
 
-static bool collector_has(void *ud)
+static bool collector_range_has(void *ud)
 {
-	struct count_want *w = ud;
-	char *body = NULL;
+	struct range_want *w = ud;
+	char *body = NULL, path[128];
 	json_t *j;
 
-	if (tdh_http(t, SRV, "GET", "/v1/cumuls?limit=10000", NULL, NULL, &body) != 200) {
+	if (w->from[0])
+		snprintf(path, sizeof(path), "/v1/cumuls?from=%s&to=%s&limit=10000", w->from, w->to);
+	else
+		snprintf(path, sizeof(path), "/v1/cumuls?limit=10000");
+	if (tdh_http(t, SRV, "GET", path, NULL, NULL, &body) != 200) {
 		free(body);
 		return false;
 	}
@@ -965,13 +972,31 @@ static bool collector_has(void *ud)
 	return json_array_size(json_object_get(j, "cumuls")) >= w->want;
 }
 
+/* The collector's rows as "OWNER/DAY/THING" -> row, each key once. */
+static json_t *rows_once(json_t *rows)
+{
+	json_t *seen = json_object(), *row;
+	size_t i;
+
+	json_array_foreach(rows, i, row)
+	{
+		char key[256];
+		snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(row, "owner")),
+		         json_string_value(json_object_get(row, "day")),
+		         json_string_value(json_object_get(row, "thing")));
+		if (json_object_get(seen, key))
+			fail_msg("%s twice in the collector's table", key);
+		json_object_set_new(seen, key, json_incref(row));
+	}
+	return seen;
+}
+
 static void test_e2e_collector_table(void **state)
 {
 	const int days = 6;
-	struct count_want w = {(size_t)days * E2E_THINGS, NULL};
-	json_t *seen = json_object(), *row, *st, *d;
+	struct range_want w = {"", "", (size_t)days * E2E_THINGS, NULL};
+	json_t *seen, *st, *d;
 	char today[11], *body = NULL;
-	size_t i;
 
 	(void)state;
 	set_clock(T0 + 2 * HR);
@@ -992,20 +1017,11 @@ static void test_e2e_collector_table(void **state)
 	day_of(now_s, today);
 	wait_collected("PI-A", today);
 	wait_collected("PI-B", today);
-	if (!tdh_wait(collector_has, &w, TDH_WAIT_MS)) {
+	if (!tdh_wait(collector_range_has, &w, TDH_WAIT_MS)) {
 		char *txt = json_dumps(w.last, JSON_INDENT(1));
 		fail_msg("the collector has not every cumul: %s", txt);
 	}
-	json_array_foreach(json_object_get(w.last, "cumuls"), i, row)
-	{
-		char key[256];
-		snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(row, "owner")),
-		         json_string_value(json_object_get(row, "day")),
-		         json_string_value(json_object_get(row, "thing")));
-		if (json_object_get(seen, key))
-			fail_msg("%s twice in the collector's table", key);
-		json_object_set_new(seen, key, json_incref(row));
-	}
+	seen = rows_once(json_object_get(w.last, "cumuls"));
 	assert_int_equal(json_object_size(seen), (size_t)days * E2E_THINGS);
 	/* A gauge of PI-B, asked in the second slice, held its initial value all day. */
 	{
@@ -1048,30 +1064,6 @@ static void test_e2e_collector_table(void **state)
 	json_decref(w.last);
 }
 
-/* The collector's rows of days [from, to]. */
-struct range_want {
-	char from[11], to[11];
-	size_t want;
-	json_t *last;
-};
-
-static bool collector_range_has(void *ud)
-{
-	struct range_want *w = ud;
-	char *body = NULL, path[128];
-	json_t *j;
-
-	snprintf(path, sizeof(path), "/v1/cumuls?from=%s&to=%s&limit=10000", w->from, w->to);
-	if (tdh_http(t, SRV, "GET", path, NULL, NULL, &body) != 200) {
-		free(body);
-		return false;
-	}
-	j = json_loads(body, 0, NULL);
-	free(body);
-	json_decref(w->last);
-	w->last = j;
-	return json_array_size(json_object_get(j, "cumuls")) >= w->want;
-}
 
 static void sleep_ms(long ms)
 {
@@ -1094,9 +1086,8 @@ static void test_e2e_pushd_kill9(void **state)
 	int rounds = env ? atoi(env) : 24, pushd_kills = 0, fd_kills = 0, days = 0;
 	unsigned seed = (unsigned)time(NULL);
 	struct range_want w;
-	json_t *seen = json_object(), *row, *st;
+	json_t *seen, *row, *st;
 	char today[11], *body = NULL;
-	size_t i;
 
 	(void)state;
 	printf("pushd kill rounds %d, seed %u\n", rounds, seed);
@@ -1140,16 +1131,7 @@ static void test_e2e_pushd_kill9(void **state)
 		fail_msg("the collector has %zu cumuls of %s..%s, not %zu (forensicd's push: %s)",
 		         json_array_size(json_object_get(w.last, "cumuls")), w.from, w.to, w.want, txt);
 	}
-	json_array_foreach(json_object_get(w.last, "cumuls"), i, row)
-	{
-		char key[256];
-		snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(row, "owner")),
-		         json_string_value(json_object_get(row, "day")),
-		         json_string_value(json_object_get(row, "thing")));
-		if (json_object_get(seen, key))
-			fail_msg("%s twice in the collector's table", key);
-		json_object_set_new(seen, key, json_incref(row));
-	}
+	seen = rows_once(json_object_get(w.last, "cumuls"));
 	assert_int_equal(json_object_size(seen), w.want);
 	/* Each as forensicd collected it from the owner, every thing of every day. */
 	for (int64_t d = now_s - days * DAY; d < now_s - DAY / 2; d += DAY) {

@@ -523,6 +523,21 @@ static void test_recovery_intake_kill9(void **state)
  * collector keeps the window and raises recovery_window_lost naming owner
  * and window; what the history still held is stored.
  */
+/* The window from from_s on, asked again: trimmed, and the alarm is active. */
+static void lost_again(struct env *e, int64_t from_s, const char *id)
+{
+	struct rreq q;
+	json_t *a;
+
+	ask_recovery(e, &q, from_s, now_us() / 1000000 + 1, id);
+	assert_true(wait_for(e, pred_recovered, &q, 60000));
+	assert_true(q.trimmed);
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	a = active_alarm(e, "recovery_window_lost", "OWNER");
+	assert_non_null(a);
+	json_decref(a);
+}
+
 static void test_recovery_gap_alarm(void **state)
 {
 	struct env *e = *state;
@@ -577,13 +592,7 @@ static void test_recovery_gap_alarm(void **state)
 
 	/* The same window asked again is trimmed again: the alarm stays (the
 	 * values are gone from the owner), and the gap is not counted twice. */
-	ask_recovery(e, &q, from_s, now_us() / 1000000 + 1, "gap2");
-	assert_true(wait_for(e, pred_recovered, &q, 60000));
-	assert_true(q.trimmed);
-	assert_true(wait_for(e, pred_drained, NULL, 60000));
-	a = active_alarm(e, "recovery_window_lost", "OWNER");
-	assert_non_null(a);
-	json_decref(a);
+	lost_again(e, from_s, "gap2");
 	/* An operator acknowledges it: signed only; the kinds that clear by
 	 * themselves are refused; then it is cleared, and a later lost window
 	 * raises it again. */
@@ -627,13 +636,7 @@ static void test_recovery_gap_alarm(void **state)
 		json_decref(j);
 	}
 	set_r_values(e, base + n, n);
-	ask_recovery(e, &q, from_s, now_us() / 1000000 + 1, "gap3");
-	assert_true(wait_for(e, pred_recovered, &q, 60000));
-	assert_true(q.trimmed);
-	assert_true(wait_for(e, pred_drained, NULL, 60000));
-	a = active_alarm(e, "recovery_window_lost", "OWNER");
-	assert_non_null(a);
-	json_decref(a);
+	lost_again(e, from_s, "gap3");
 }
 
 /* --- pull: the collector asks recoveryd for a window (contract 4) -------------------------- */
@@ -666,6 +669,35 @@ static bool pred_fake_calls(struct env *e, void *arg)
 {
 	struct fake_recoveryd *f = arg;
 	return f->calls >= f->refuse + 1;
+}
+
+/* The stand-in serves RECOV's tcp_port of the site in e->site_path. */
+static void fake_start(struct env *e, struct fake_recoveryd *f, uint16_t port)
+{
+	static const struct httpd_route routes[] = {
+	    {"/v1/recover", HTTPD_POST, 1024, false, true},
+	    {NULL, 0, 0, false, false},
+	};
+	struct httpd_config cfg;
+
+	assert_int_equal(tsync_site_load(e->site_path, &f->site, NULL), 0);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.base = e->base;
+	cfg.host = "127.0.0.1";
+	cfg.port = port;
+	cfg.routes = routes;
+	cfg.handler = fake_cb;
+	cfg.arg = f;
+	cfg.site = f->site;
+	cfg.name = "RECOV";
+	assert_int_equal(httpd__new(&cfg, &f->http), 0);
+}
+
+static void fake_free(struct fake_recoveryd *f)
+{
+	httpd__free(f->http);
+	tsync_site_free(f->site);
+	json_decref(f->bodies);
 }
 
 /* The collector's pull `id`: its state (and attempts, recovery id) in the list. */
@@ -716,7 +748,7 @@ static void insert_after_host(char *text, const char *section, const char *line)
  * tcp_port, and with `owner_history` OWNER keeping a history (as the
  * in-process OWNER does after owner_with_history()).
  */
-static void site_variant(struct env *e, uint16_t recov_port, bool owner_history)
+static void site_variant_lines(struct env *e, uint16_t recov_port, const char *owner_lines)
 {
 	char *text = calloc(1, 8192), *path, line[64];
 	FILE *in = fopen(e->site_path, "r");
@@ -726,12 +758,17 @@ static void site_variant(struct env *e, uint16_t recov_port, bool owner_history)
 	fclose(in);
 	snprintf(line, sizeof(line), "tcp_port = %u\n", recov_port);
 	insert_after_host(text, "[controller RECOV]\n", line);
-	if (owner_history)
-		insert_after_host(text, "[controller OWNER]\n", "history = yes\n");
+	if (owner_lines)
+		insert_after_host(text, "[controller OWNER]\n", owner_lines);
 	path = harness_write(e->dir, "site-daemons.conf", text);
 	snprintf(e->site_path, sizeof(e->site_path), "%s", path);
 	free(path);
 	free(text);
+}
+
+static void site_variant(struct env *e, uint16_t recov_port, bool owner_history)
+{
+	site_variant_lines(e, recov_port, owner_history ? "history = yes\n" : NULL);
 }
 
 /*
@@ -743,14 +780,9 @@ static void site_variant(struct env *e, uint16_t recov_port, bool owner_history)
  */
 static void check_pull_contract(struct env *e)
 {
-	static const struct httpd_route routes[] = {
-	    {"/v1/recover", HTTPD_POST, 1024, false, true},
-	    {NULL, 0, 0, false, false},
-	};
 	struct fake_recoveryd f = {.refuse = 2, .bodies = json_array()};
 	const char *extra[] = {"--pull-scan", "1", "--pull-retry-min-ms", "50", "--pull-retry-max-ms",
 	                       "200",         NULL};
-	struct httpd_config cfg;
 	struct pull_q q = {0, "accepted"};
 	char items[1024];
 	uint16_t port = tcp_free_port();
@@ -759,17 +791,7 @@ static void check_pull_contract(struct env *e)
 
 	/* The collector's site.conf gives RECOV (role recovery) a tcp_port. */
 	site_variant(e, port, false);
-	assert_int_equal(tsync_site_load(e->site_path, &f.site, NULL), 0);
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.base = e->base;
-	cfg.host = "127.0.0.1";
-	cfg.port = port;
-	cfg.routes = routes;
-	cfg.handler = fake_cb;
-	cfg.arg = &f;
-	cfg.site = f.site;
-	cfg.name = "RECOV";
-	assert_int_equal(httpd__new(&cfg, &f.http), 0);
+	fake_start(e, &f, port);
 	start_collector(e, extra);
 
 	/* Refused unsigned, and with bad windows (naming the field). */
@@ -830,9 +852,7 @@ static void check_pull_contract(struct env *e)
 	assert_int_equal(json_array_size(json_object_get(j, "pulls")), 2);
 	assert_int_equal(jint(j, "accepted", NULL), 2);
 	json_decref(j);
-	httpd__free(f.http);
-	tsync_site_free(f.site);
-	json_decref(f.bodies);
+	fake_free(&f);
 }
 
 static void test_pull_contract(void **state)
@@ -849,43 +869,16 @@ static void test_pull_contract(void **state)
 static void test_pull_head_gap(void **state)
 {
 	struct env *e = *state;
-	static const struct httpd_route routes[] = {
-	    {"/v1/recover", HTTPD_POST, 1024, false, true},
-	    {NULL, 0, 0, false, false},
-	};
 	struct fake_recoveryd f = {.refuse = 0, .bodies = json_array()};
 	const char *extra[] = {"--pull-scan", "1", NULL};
-	struct httpd_config cfg;
 	char items[512];
 	uint16_t port = tcp_free_port();
 	int64_t t = now_us() - 600000000LL;
 	json_t *j = NULL, *p;
 
-	site_variant(e, port, true);
 	/* The owner keeps two hours of history. */
-	{
-		char *text = calloc(1, 8192), *path;
-		FILE *in = fopen(e->site_path, "r");
-		assert_non_null(in);
-		assert_true(fread(text, 1, 8000, in) > 0);
-		fclose(in);
-		insert_after_host(text, "[controller OWNER]\n", "history_max_age = 2h\n");
-		path = harness_write(e->dir, "site-head.conf", text);
-		snprintf(e->site_path, sizeof(e->site_path), "%s", path);
-		free(path);
-		free(text);
-	}
-	assert_int_equal(tsync_site_load(e->site_path, &f.site, NULL), 0);
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.base = e->base;
-	cfg.host = "127.0.0.1";
-	cfg.port = port;
-	cfg.routes = routes;
-	cfg.handler = fake_cb;
-	cfg.arg = &f;
-	cfg.site = f.site;
-	cfg.name = "RECOV";
-	assert_int_equal(httpd__new(&cfg, &f.http), 0);
+	site_variant_lines(e, port, "history = yes\nhistory_max_age = 2h\n");
+	fake_start(e, &f, port);
 	start_collector(e, extra);
 	snprintf(
 	    items, sizeof(items),
@@ -912,9 +905,7 @@ static void test_pull_head_gap(void **state)
 	                                                         "reason")),
 	                       "head gap PUSH"));
 	json_decref(j);
-	httpd__free(f.http);
-	tsync_site_free(f.site);
-	json_decref(f.bodies);
+	fake_free(&f);
 }
 
 #ifdef HAVE_POSTGRES

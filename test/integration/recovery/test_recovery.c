@@ -845,6 +845,16 @@ static bool owner_state_is(struct env *e, const void *arg)
 	return ok;
 }
 
+static void wait_owner_state(struct env *e, const char *recovery, const char *owner, const char *state)
+{
+	const char *want[] = {recovery, owner, state};
+
+	if (!run_until(e, owner_state_is, want, WAIT_MS)) {
+		char *txt = json_dumps(status_of(e), JSON_INDENT(1));
+		fail_msg("%s of %s not %s in the ledger: %s", owner, recovery, state, txt);
+	}
+}
+
 /* A data store down at the reconnect is asked when it comes back, also
  * after a restart of recoveryd meanwhile. */
 static void test_owner_down(void **state)
@@ -905,14 +915,10 @@ static void test_owner_down(void **state)
 		assert_int_equal(e->req[i].duplicates, 0);
 	/* The ledger of the restarted recoveryd saw the answer of OWNER2 too:
 	 * no "asked" left over from before its restart. */
-	{
-		const char *want[] = {"r2", "OWNER2", "answered"};
-		if (!run_until(e, owner_state_is, want, WAIT_MS)) {
-			char *txt = json_dumps(status_of(e), JSON_INDENT(1));
-			fail_msg("OWNER2 of r2 not answered in the ledger: %s", txt);
-		}
-	}
+	wait_owner_state(e, "r2", "OWNER2", "answered");
 }
+
+static int64_t owner1_window(struct env *e, int per_thing);
 
 /*
  * A data store restarting in the middle of sending a window's chunks (a
@@ -932,21 +938,7 @@ static void test_owner_restart_mid_send(void **state)
 	struct received *r;
 	int64_t t0;
 
-	e->max_version = (uint64_t)THINGS * per_thing + 16;
-	for (int t = 0; t < THINGS; t++)
-		e->versions[0][t] = calloc(e->max_version + 1, sizeof(unsigned));
-	tsync_node_free(e->owner[1]); /* OWNER1's window only */
-	e->owner[1] = NULL;
-	start_recoveryd(e);
-	t0 = real_us();
-	for (int i = 1; i <= per_thing; i++)
-		for (int k = 0; k < THINGS; k++) {
-			char name[8];
-			tsync_value v = tsync_int(i);
-			snprintf(name, sizeof(name), "a%d", k);
-			assert_int_equal(tsync_node_set(e->owner[0], name, &v), 0);
-		}
-	assert_int_equal(tsync_node_commit(e->owner[0]), 0);
+	t0 = owner1_window(e, per_thing);
 	snprintf(body, sizeof(body), "{\"from\":%.6f,\"to\":%.6f}", (double)t0 / 1e6 - 1,
 	         (double)real_us() / 1e6 + 1);
 	assert_int_equal(api(e, "POST", "/v1/recover", body, true, &j), 202);
@@ -1007,13 +999,7 @@ static void test_owner_restart_mid_send(void **state)
 		assert_int_equal(r2, 1);
 		assert_int_equal(requests_of(e, "OWNER2"), 2);
 	}
-	{
-		const char *want[] = {"r2", "OWNER2", "answered"};
-		if (!run_until(e, owner_state_is, want, WAIT_MS)) {
-			char *txt = json_dumps(status_of(e), JSON_INDENT(1));
-			fail_msg("OWNER2 of r2 not answered in the ledger: %s", txt);
-		}
-	}
+	wait_owner_state(e, "r2", "OWNER2", "answered");
 }
 
 /* POST /v1/recover: signed only, the fields checked, 202 with the data stores asked. */
@@ -1105,6 +1091,33 @@ static void test_http(void **state)
 }
 
 /*
+ * OWNER1 alone (OWNER2 stays away), recoveryd started, and OWNER1's things
+ * each changed `per_thing` times, every version counted as it reaches PUSH
+ * (one version counter per owner); returns when the changes began.
+ */
+static int64_t owner1_window(struct env *e, int per_thing)
+{
+	int64_t t0;
+
+	e->max_version = (uint64_t)THINGS * per_thing + 16;
+	for (int t = 0; t < THINGS; t++)
+		e->versions[0][t] = calloc(e->max_version + 1, sizeof(unsigned));
+	tsync_node_free(e->owner[1]);
+	e->owner[1] = NULL;
+	start_recoveryd(e);
+	t0 = real_us();
+	for (int i = 1; i <= per_thing; i++)
+		for (int k = 0; k < THINGS; k++) {
+			char name[8];
+			tsync_value v = tsync_int(i);
+			snprintf(name, sizeof(name), "a%d", k);
+			assert_int_equal(tsync_node_set(e->owner[0], name, &v), 0);
+		}
+	assert_int_equal(tsync_node_commit(e->owner[0]), 0);
+	return t0;
+}
+
+/*
  * A window of 100,000 changes is recovered within the datagram limit, every
  * chunk once and every change once; prints the changes recovered per second.
  */
@@ -1118,21 +1131,7 @@ static void test_chunking(void **state)
 	struct received *r;
 	double secs;
 
-	e->max_version = (uint64_t)THINGS * per_thing + 16; /* one version counter per owner */
-	for (int t = 0; t < THINGS; t++)
-		e->versions[0][t] = calloc(e->max_version + 1, sizeof(unsigned));
-	tsync_node_free(e->owner[1]); /* OWNER2 stays away: this is OWNER1's window */
-	e->owner[1] = NULL;
-	start_recoveryd(e);
-	t0 = real_us();
-	for (int i = 1; i <= per_thing; i++)
-		for (int k = 0; k < THINGS; k++) {
-			char name[8];
-			tsync_value v = tsync_int(i);
-			snprintf(name, sizeof(name), "a%d", k);
-			assert_int_equal(tsync_node_set(e->owner[0], name, &v), 0);
-		}
-	assert_int_equal(tsync_node_commit(e->owner[0]), 0);
+	t0 = owner1_window(e, per_thing);
 	snprintf(body, sizeof(body), "{\"from\":%.6f,\"to\":%.6f}", (double)t0 / 1e6 - 1,
 	         (double)real_us() / 1e6 + 1);
 	asked = real_us();
