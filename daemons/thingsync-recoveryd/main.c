@@ -123,6 +123,7 @@ struct ask {
 	char owner[64];
 	char request_id[LEDGER_REQUEST_ID_LEN];
 	int64_t from_us, to_us;
+	unsigned asked_again; /* answers without content so far */
 };
 
 static struct ledger_owner *ask_owner(struct ask *a)
@@ -162,7 +163,7 @@ static void ask_done(void *ud, tsync_node *node, int status, const char *result)
 	}
 	o = ask_owner(a);
 	j = status == 0 && result ? json_loads(result, 0, NULL) : NULL;
-	if (status == 0 && !json_is_integer(json_object_get(j, "chunks"))) {
+	if (status == 0 && !json_is_integer(json_object_get(j, "chunks")) && a->asked_again++ < 3) {
 		/* Answered "done" without the answer: the data store restarted
 		 * between taking the request and keeping its answer, and may not
 		 * have acted. Asked again under the same request_id: a data
@@ -176,6 +177,9 @@ static void ask_done(void *ud, tsync_node *node, int status, const char *result)
 			return;
 		status = TSYNC_EPEER_RESTARTED;
 		j = NULL;
+	} else if (status == 0 && !json_is_integer(json_object_get(j, "chunks"))) {
+		/* Three times: not a restart, a data store that does not say. */
+		status = TSYNC_EREFUSED;
 	}
 	if (status != 0) {
 		rd->requests_failed++;
@@ -192,7 +196,6 @@ static void ask_done(void *ud, tsync_node *node, int status, const char *result)
 		o->trimmed = json_is_true(json_object_get(j, "trimmed"));
 		o->trimmed_from_us = (int64_t)json_integer_value(json_object_get(j, "trimmed_from_us"));
 		o->trimmed_to_us = (int64_t)json_integer_value(json_object_get(j, "trimmed_to_us"));
-		json_decref(j);
 		log_info(&rd->log, "recovery %s: %s sends %" PRId64 " changes in %" PRId64 " chunks to %s%s",
 		         a->recovery, a->owner, o->entries, o->chunks, rd->push,
 		         o->trimmed ? " (part of the window was trimmed from its history)" : "");
