@@ -80,6 +80,7 @@ struct tsync_node {
 	struct cumul *cumul;        /* NULL: this controller owns nothing */
 	struct event *cumul_ev;     /* local midnight, or the next checkpoint */
 	struct history *history; /* NULL: off */
+	void *recovery_answers;  /* recovery.c: the answers being sent */
 	struct sync_engine *eng;
 	struct logger log;
 	char *name;
@@ -376,6 +377,11 @@ static int history_enable(struct tsync_node *n, const tsync_history_limits *lim)
 	}
 	/* A data store answers the seed's recovery requests from its history. */
 	return sync__on_request(n->eng, "recovery_data_request", NULL, NULL, node__recovery_request, NULL);
+}
+
+void **node__recovery_answers(tsync_node *n)
+{
+	return &n->recovery_answers;
 }
 
 size_t node__max_datagram(const tsync_node *n)

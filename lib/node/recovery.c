@@ -80,15 +80,24 @@ struct answer {
 	struct answer *next_active;
 };
 
-/* The answers being sent, of every node of the process. */
-static struct answer *active;
+/* The node's answers being sent (a list kept in the node). */
+static struct answer **active_of(tsync_node *node)
+{
+	return (struct answer **)node__recovery_answers(node);
+}
 
 static struct answer *active_find(tsync_node *node, const char *key)
 {
-	for (struct answer *a = active; a; a = a->next_active)
-		if (a->node == node && !strcmp(a->key, key))
+	for (struct answer *a = *active_of(node); a; a = a->next_active)
+		if (!strcmp(a->key, key))
 			return a;
 	return NULL;
+}
+
+static void active_add(struct answer *a)
+{
+	a->next_active = *active_of(a->node);
+	*active_of(a->node) = a;
 }
 
 static json_t *value_json(const tsync_value *v)
@@ -121,7 +130,7 @@ static int collect(void *ud, const tsync_history_entry *e)
 
 static void answer_free(struct answer *a)
 {
-	for (struct answer **p = &active; *p; p = &(*p)->next_active)
+	for (struct answer **p = active_of(a->node); *p; p = &(*p)->next_active)
 		if (*p == a) {
 			*p = a->next_active;
 			break;
@@ -467,8 +476,7 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 	a->result = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
 	json_decref(ans);
 	*result = a->result ? util__strdup(a->result) : NULL;
-	a->next_active = active;
-	active = a;
+	active_add(a);
 	record_put(a, false);
 	pump(a);
 	return 0;
@@ -507,8 +515,7 @@ static void answer_resume(tsync_node *node, const char *key, json_t *rec)
 	a->result = result ? util__strdup(result) : NULL;
 	while ((json_int_t)a->chunk < sent && a->chunk < a->chunks && skip_chunk(a))
 		;
-	a->next_active = active;
-	active = a;
+	active_add(a);
 	record_put(a, false);
 	pump(a);
 }
