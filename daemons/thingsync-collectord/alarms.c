@@ -173,6 +173,13 @@ void alarms__clear(struct alarms *a, enum alarm_kind kind, const char *subject, 
 	*al = a->active[--a->nactive];
 }
 
+enum alarm_kind alarms__ackable(const char *name)
+{
+	enum alarm_kind k = name ? kind_from_name(name) : ALARM_KINDS;
+
+	return k == ALARM_RECOVERY_WINDOW_LOST || k == ALARM_CUMUL_CONFLICT ? k : ALARM_KINDS;
+}
+
 bool alarms__is_active(const struct alarms *a, enum alarm_kind kind, const char *subject)
 {
 	return find((struct alarms *)a, kind, subject) != NULL;

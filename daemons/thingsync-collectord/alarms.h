@@ -74,6 +74,9 @@ void alarms__raise(struct alarms *a, enum alarm_kind kind, const char *subject, 
     TSYNC_PRINTF(4, 5);
 void alarms__clear(struct alarms *a, enum alarm_kind kind, const char *subject, const char *why);
 bool alarms__is_active(const struct alarms *a, enum alarm_kind kind, const char *subject);
+/* Kinds an operator acknowledges (their cause is an event, not a state that
+ * ends: recovery_window_lost, cumul_conflict); ALARM_KINDS if `name` is none. */
+enum alarm_kind alarms__ackable(const char *name);
 size_t alarms__count_active(const struct alarms *a, enum alarm_kind kind);
 /* Writes what the database missed; call when it is up. */
 void alarms__flush(struct alarms *a);

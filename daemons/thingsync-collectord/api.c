@@ -382,6 +382,44 @@ void api__alarms(struct collector *c, struct evhttp_request *req)
 	evhttp_clear_headers(&q);
 }
 
+/*
+ * POST /v1/alarms/ack {"kind":K,"subject":S}: an operator acknowledges an
+ * alarm whose cause is an event, not a state that ends by itself: the data
+ * of a recovery_window_lost window is gone from the owner (a later recovery
+ * of it is trimmed the same way), and a cumul_conflict keeps the first
+ * copy. 200 with the alarm cleared; 404 when no such alarm is active; 409
+ * for kinds that clear when their cause ends; 400 naming the field.
+ */
+void api__alarm_ack(struct collector *c, struct evhttp_request *req)
+{
+	const char *why = NULL;
+	json_t *body = httpd__body_json(req, &why);
+	const char *kind = json_string_value(json_object_get(body, "kind"));
+	const char *subject = json_string_value(json_object_get(body, "subject"));
+	enum alarm_kind k = alarms__ackable(kind);
+
+	if (!json_is_object(body))
+		httpd__reply_json(req, 400,
+		                  json_pack("{s:s,s:s}", "field", "body", "error",
+		                            why ? why : "a JSON object {\"kind\":K,\"subject\":S} is expected"));
+	else if (!kind)
+		httpd__reply_json(req, 400, json_pack("{s:s,s:s}", "field", "kind", "error", "missing"));
+	else if (k == ALARM_KINDS)
+		httpd__reply_json(req, 409,
+		                  json_pack("{s:s,s:s}", "field", "kind", "error",
+		                            "not acknowledged: it clears when its cause ends"));
+	else if (!subject)
+		httpd__reply_json(req, 400, json_pack("{s:s,s:s}", "field", "subject", "error", "missing"));
+	else if (!alarms__is_active(&c->alarms, k, subject))
+		httpd__reply_json(req, 404, json_pack("{s:s}", "error", "no such active alarm"));
+	else {
+		alarms__clear(&c->alarms, k, subject, "acknowledged by the operator");
+		httpd__reply_json(req, 200, json_pack("{s:s,s:s,s:b}", "kind", kind, "subject", subject,
+		                                      "active", false));
+	}
+	json_decref(body);
+}
+
 void api__metrics(struct collector *c, struct evhttp_request *req)
 {
 	static const char *const results[] = {"ok",          "invalid", "unauthorized",

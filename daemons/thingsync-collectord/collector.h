@@ -136,6 +136,7 @@ void api__rejected(struct collector *c, struct evhttp_request *req);
 void api__cumuls(struct collector *c, struct evhttp_request *req);
 void api__recovery_gaps(struct collector *c, struct evhttp_request *req);
 void api__alarms(struct collector *c, struct evhttp_request *req);
+void api__alarm_ack(struct collector *c, struct evhttp_request *req);
 void api__streams(struct collector *c, struct evhttp_request *req);
 void api__owned(struct collector *c, struct evhttp_request *req);
 void api__accept_stream(struct collector *c, struct evhttp_request *req);

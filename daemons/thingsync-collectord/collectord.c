@@ -106,6 +106,8 @@ static void route(void *arg, struct evhttp_request *req, const char *path)
 		api__recovery_gaps(c, req);
 	} else if (!strcmp(path, "/v1/alarms")) {
 		api__alarms(c, req);
+	} else if (!strcmp(path, "/v1/alarms/ack")) {
+		api__alarm_ack(c, req);
 	} else if (!strcmp(path, "/metrics")) {
 		api__metrics(c, req);
 	} else if (!strcmp(path, "/health")) {
@@ -269,7 +271,9 @@ static int start_http(struct collector *c)
 	rt[15] = (struct httpd_route){"/", HTTPD_GET, 0, true, false};
 	rt[16] = (struct httpd_route){"/ui/*", HTTPD_GET, 0, true, false};
 	rt[17] = (struct httpd_route){"/v1/things", HTTPD_GET, 0, false, false};
-	rt[18] = (struct httpd_route){NULL, 0, 0, false, false};
+	/* An operator's acknowledgement clears an alarm: signed, a change. */
+	rt[18] = (struct httpd_route){"/v1/alarms/ack", HTTPD_POST, 4096, false, true};
+	rt[19] = (struct httpd_route){NULL, 0, 0, false, false};
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.base = c->base;
 	cfg.host = host;

@@ -15,7 +15,16 @@
  *    ones: rows lost with a restored database, say), found every
  *    --pull-scan seconds; the window runs from the measured time of the
  *    sequence before the gap to that of the one after it, a second wider on
- *    each side. Each gap is pulled once (its reason is unique).
+ *    each side. Each gap is pulled once (its reason is unique);
+ *  - the head of a stream: sequences missing before the first one stored
+ *    (the stream starts at 500 after the collector's database was reset or
+ *    restored without them). No time is known before it, so the window
+ *    reaches back as far as any data store's history can still hold: the
+ *    longest history_max_age of the site's data stores (controllers with
+ *    history = yes, and their things' own bounds), or PULL_HEAD_UNBOUNDED_S
+ *    when one of them is bounded by size only; it ends a second after the
+ *    first sequence stored. Older changes are gone from the owners anyway
+ *    (and a window they trimmed is reported, recovery_window_lost).
  * Pulls are rows of the table pulls, so a restart goes on with the pending
  * ones. One is in flight at a time; a failure (no answer, 5xx, 401, ...) is
  * retried with capped exponential backoff until recoveryd answers 202; a
@@ -36,10 +45,14 @@
 
 #include "collector.h"
 #include "curlev.h"
+#include "site/site.h"
 
 #define PULL_ALARM_AFTER 5
 #define PULL_TIMEOUT_MS  10000
 #define PULL_LIST_MAX    100
+/* How far before a stream's first stored sequence its head gap is pulled
+ * when a data store's history has no age bound. */
+#define PULL_HEAD_UNBOUNDED_S 86400
 
 struct pull_pick {
 	bool found;
@@ -202,7 +215,34 @@ static int add(struct collector *c, int64_t from_s, int64_t to_s, const char *re
 	return r;
 }
 
-/* A gap [a, b] of a source's stream between two stored sequences: pulled once. */
+/* How far back (seconds) the site's data stores can still hold a change. */
+static int64_t head_reach_s(const struct tsync_site *site)
+{
+	uint64_t ms = 0;
+	bool unbounded = false;
+
+	for (uint32_t o = 0; o < site->n_controllers; o++) {
+		if (!site->controllers[o].history)
+			continue;
+		for (size_t t = 0; t < site->n_things; t++) {
+			const struct site_thing *th = &site->things[t];
+			uint64_t age = th->history_max_age_ms ? th->history_max_age_ms
+			                                      : site->controllers[o].history_max_age_ms;
+			if (th->owner != o || th->history_off)
+				continue;
+			if (!age)
+				unbounded = true;
+			else if (age > ms)
+				ms = age;
+		}
+	}
+	if (unbounded || !ms)
+		return ms / 1000 > PULL_HEAD_UNBOUNDED_S ? (int64_t)(ms / 1000) : PULL_HEAD_UNBOUNDED_S;
+	return (int64_t)((ms + 999) / 1000);
+}
+
+/* A gap [a, b] of a source's stream between two stored sequences, or
+ * before the first one (a = 1): pulled once. */
 static void scan(struct collector *c)
 {
 	json_t *arr = NULL, *s, *g;
@@ -222,9 +262,16 @@ static void scan(struct collector *c)
 			int64_t before = 0, after = 0;
 			char reason[200];
 
-			/* Before the first sequence stored there is no time to start from. */
-			if (a <= 1 || db__hole_times(c->db, src, stream, a, b, &before, &after) < 0 ||
-			    !before || !after)
+			if (db__hole_times(c->db, src, stream, a, b, &before, &after) < 0 || !after)
+				continue;
+			if (a <= 1) {
+				/* The head: nothing stored before it to start from. */
+				snprintf(reason, sizeof(reason), "head gap %s %s 1-%" PRId64, src, stream, b);
+				add(c, after / 1000000 - head_reach_s((const struct tsync_site *)c->site) - 1,
+				    after / 1000000 + 2, reason, NULL);
+				continue;
+			}
+			if (!before)
 				continue;
 			snprintf(reason, sizeof(reason), "gap %s %s %" PRId64 "-%" PRId64, src, stream, a, b);
 			add(c, before / 1000000 - 1, after / 1000000 + 2, reason, NULL);

@@ -268,19 +268,20 @@ static void get_status(struct forensicd *fd, struct evhttp_request *req)
 	forensicd__today(fd, today);
 	node__store_written(fd->node, &bytes, &commits);
 	if (fd->isite->report_command)
-		cmd = json_pack("{sssIsIss?ss?sI}", "program", fd->isite->report_command[0], "runs",
+		cmd = json_pack("{sssIsIss?ss?sIsb}", "program", fd->isite->report_command[0], "runs",
 		                (json_int_t)rr->runs, "failures", (json_int_t)rr->failures, "last_day",
 		                rr->last_day[0] ? rr->last_day : NULL, "last_error",
 		                rr->last_error[0] ? rr->last_error : NULL, "last_at_ms",
-		                (json_int_t)rr->last_at_ms);
-	st = json_pack("{sssssoss?sosIsIs{ss?sIsIsIsIsI}sIso?}", "controller", fd->name, "today", today,
+		                (json_int_t)rr->last_at_ms, "running", rr->running);
+	st = json_pack("{sssssoss?sosIsIs{ss?sIsIsIsIsIsI}sIso?}", "controller", fd->name, "today", today,
 	               "timezone", fd->isite->timezone ? json_string(fd->isite->timezone) : json_null(),
 	               "reset_day", fd->reset_day[0] ? fd->reset_day : NULL, "owners", owners_json(fd),
 	               "forensic_days", (json_int_t)fd->isite->forensic_days, "records",
 	               (json_int_t)forensicd__count(fd, NULL, NULL), "push", "to", fd->push_to, "days_sent",
 	               (json_int_t)fd->pushes_sent, "chunks_sent", (json_int_t)fd->push_chunks,
 	               "chunks_acked", (json_int_t)fd->pushes_acked, "failed", (json_int_t)fd->push_failed,
-	               "resent", (json_int_t)fd->push_resent, "things_not_kept",
+	               "resent", (json_int_t)fd->push_resent, "resumed", (json_int_t)fd->push_resumed,
+	               "things_not_kept",
 	               (json_int_t)fd->missing_things, "report_command", cmd);
 	/* What the history and the requests have cost the SD card since the start. */
 	json_object_set_new(st, "store",
@@ -316,13 +317,14 @@ static void get_metrics(struct forensicd *fd, struct evhttp_request *req)
 	                    "thingsync_forensicd_push_chunks_total{result=\"acked\"} %" PRIu64 "\n"
 	                    "thingsync_forensicd_push_chunks_total{result=\"failed\"} %" PRIu64 "\n"
 	                    "thingsync_forensicd_push_chunks_total{result=\"resent\"} %" PRIu64 "\n"
+	                    "thingsync_forensicd_push_chunks_total{result=\"resumed\"} %" PRIu64 "\n"
 	                    "# TYPE thingsync_forensicd_records gauge\n"
 	                    "thingsync_forensicd_records %zu\n"
 	                    "# TYPE thingsync_forensicd_report_command_total counter\n"
 	                    "thingsync_forensicd_report_command_total{result=\"run\"} %" PRIu64 "\n"
 	                    "thingsync_forensicd_report_command_total{result=\"failed\"} %" PRIu64 "\n",
 	                    days, resets, closed, fd->missing_things, fd->push_chunks, fd->pushes_acked,
-	                    fd->push_failed, fd->push_resent, forensicd__count(fd, NULL, NULL),
+	                    fd->push_failed, fd->push_resent, fd->push_resumed, forensicd__count(fd, NULL, NULL),
 	                    fd->report.runs, fd->report.failures);
 	httpd__metrics(fd->http, "thingsync_forensicd_", out);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",

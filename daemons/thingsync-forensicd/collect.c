@@ -20,8 +20,10 @@
  * Exactly once to the push controller: a collected day is written to the
  * records together with the cumul_data requests that carry it, in one
  * commit of the node's store (records.h). A crash before that commit loses
- * both, and the day is collected and sent again; after it, the node resumes
- * the requests and the records say the day was sent.
+ * both, and the day is collected and sent again; after it, the records say
+ * the day was sent, and what pushd has not acked is sent again at start
+ * (see "push" below): pushd journals a request once, however often it
+ * comes, and the collector keeps a (owner, thing, day) once.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -152,6 +154,33 @@ static void end_of_day(struct forensicd *fd, const char *today)
 
 /* --- push ------------------------------------------------------------------------- */
 
+/*
+ * A day's push: its things in name order, cut into requests that each fit
+ * one datagram, always the same way, so that a request sent again carries
+ * the very text pushd journaled before (its commit mark knows it by that).
+ * Each thing's mark p/DAY/OWNER/THING says where it is: "sent" (a request
+ * carries it), "acked" (pushd answered after its journal commit) or
+ * "skipped" (too big for a datagram). The day's own "push" says "pending"
+ * (some things not requested yet), "sent" (all requested) or "acked" (all
+ * answered).
+ *
+ * A request whose outcome is unknown (pushd crashed between taking it and
+ * its journal commit: TSYNC_EPEER_RESTARTED) goes again. The node resumes
+ * our unanswered requests after a restart of ours, but without a callback:
+ * such an answer to a resumed request would be lost, so at start every day
+ * not "acked" sends again each request that holds a thing not acked, with
+ * a callback (pushd answers a copy it journaled as a duplicate). What the
+ * node refuses (its queue is full: -ENOBUFS) is tried again every tick.
+ * The things that requests of this run carry are known (fd->push_inflight):
+ * they do not go twice.
+ */
+
+/* Which requests of a day's partition go. */
+enum push_which {
+	PUSH_ALL,     /* a day just collected */
+	PUSH_UNACKED, /* what pushd may not have journaled, and no request of this run carries */
+};
+
 static void set_push_state(struct forensicd *fd, const char *day, const char *owner, const char *state)
 {
 	char key[512], *old = NULL;
@@ -169,6 +198,96 @@ static void set_push_state(struct forensicd *fd, const char *day, const char *ow
 	json_object_set_new(m, "push", json_string(state));
 	put_json(fd, key, m);
 	json_decref(m);
+}
+
+struct marks_ctx {
+	json_t *marks;
+	size_t plen;
+};
+
+static void marks_cb(void *ud, const char *key, const char *value)
+{
+	struct marks_ctx *m = ud;
+	json_object_set_new(m->marks, key + m->plen, json_string(value));
+}
+
+/* The marks of a day's things, thing -> mark; NULL when memory ran out. */
+static json_t *push_marks(struct forensicd *fd, const char *day, const char *owner)
+{
+	char from[600], to[600];
+	struct marks_ctx m = {json_object(), 0};
+
+	snprintf(from, sizeof(from), "p/%s/%s/", day, owner);
+	snprintf(to, sizeof(to), "p/%s/%s0", day, owner);
+	m.plen = strlen(from);
+	if (m.marks && forensicd__scan(fd, from, to, marks_cb, &m) < 0) {
+		json_decref(m.marks);
+		return NULL;
+	}
+	return m.marks;
+}
+
+static const char *mark_of(json_t *marks, const char *thing)
+{
+	return json_string_value(json_object_get(marks, thing));
+}
+
+static bool mark_done(const char *mark)
+{
+	return mark && (!strcmp(mark, "acked") || !strcmp(mark, "skipped"));
+}
+
+/* A chunk answered: its things acked, and the day once they all are
+ * (staged; a crash before the commit sends them again at start). */
+static void chunk_acked(struct forensicd *fd, const char *day, const char *owner, const char *body)
+{
+	json_t *b = json_loads(body, 0, NULL), *c, *marks;
+	const char *thing;
+	char key[512], from[600], to[600];
+	bool all = true;
+
+	json_object_foreach(json_object_get(b, "cumuls"), thing, c)
+	{
+		snprintf(key, sizeof(key), "p/%s/%s/%s", day, owner, thing);
+		put(fd, key, "acked");
+	}
+	json_decref(b);
+	/* The marks are read from the store: the ones just put first. */
+	forensicd__commit(fd);
+	marks = push_marks(fd, day, owner);
+	json_object_foreach(marks, thing, c)
+		all = all && mark_done(json_string_value(c));
+	/* Every thing of the day, not only the ones requested so far. */
+	snprintf(from, sizeof(from), "c/%s/%s/", day, owner);
+	snprintf(to, sizeof(to), "c/%s/%s0", day, owner);
+	if (marks && all && json_object_size(marks) == forensicd__count(fd, from, to))
+		set_push_state(fd, day, owner, "acked");
+	json_decref(marks);
+}
+
+/* The things of a request's body in flight (`on`) or not any more. */
+static void inflight(struct forensicd *fd, const char *day, const char *owner, json_t *cumuls, bool on)
+{
+	const char *thing;
+	json_t *c;
+	char key[512];
+
+	json_object_foreach(cumuls, thing, c)
+	{
+		snprintf(key, sizeof(key), "%s/%s/%s", day, owner, thing);
+		if (on)
+			json_object_set_new(fd->push_inflight, key, json_true());
+		else
+			json_object_del(fd->push_inflight, key);
+	}
+}
+
+static bool is_inflight(struct forensicd *fd, const char *day, const char *owner, const char *thing)
+{
+	char key[512];
+
+	snprintf(key, sizeof(key), "%s/%s/%s", day, owner, thing);
+	return json_object_get(fd->push_inflight, key) != NULL;
 }
 
 static void push_done(void *ud, tsync_node *node, int status, const char *result)
@@ -191,13 +310,19 @@ static void push_done(void *ud, tsync_node *node, int status, const char *result
 		free(q);
 		return;
 	}
+	{
+		json_t *b = json_loads(q->body, 0, NULL);
+		inflight(fd, q->day, q->owner, json_object_get(b, "cumuls"), false);
+		json_decref(b);
+	}
 	if (status < 0) {
+		/* Left "sent": the next start sends it again. */
 		fd->push_failed++;
 		log_error(&fd->log, "cumul_data of %s %s refused by %s: %s", q->owner, q->day, fd->push_to,
 		          tsync_strerror(status));
 	} else {
 		fd->pushes_acked++;
-		set_push_state(fd, q->day, q->owner, "acked");
+		chunk_acked(fd, q->day, q->owner, q->body);
 		log_debug(&fd->log, "cumul_data of %s %s taken by %s", q->owner, q->day, fd->push_to);
 	}
 	free(q->body);
@@ -205,13 +330,13 @@ static void push_done(void *ud, tsync_node *node, int status, const char *result
 }
 
 /*
- * One request of a day's push. Its things are marked sent (p/DAY/OWNER/THING)
- * before the request is made, because tsync_node_request() commits the
- * node's store as it accepts it: the marks and the request become durable
- * in that one transaction, so after a crash a thing is either marked and
- * resumed by the node, or neither (and pushed again by resume_pushes()).
+ * One request of a day's push. Its things not acked yet are marked sent
+ * (p/DAY/OWNER/THING) before the request is made, because
+ * tsync_node_request() commits the node's store as it accepts it: the marks
+ * and the request become durable in that one transaction, so after a crash
+ * a thing is either marked and resumed by the node, or neither.
  */
-static int push_chunk(struct forensicd *fd, const char *day, const char *owner, json_t *cumuls)
+static int push_chunk(struct forensicd *fd, const char *day, const char *owner, json_t *cumuls, json_t *marks)
 {
 	json_t *b = json_pack("{sssssO}", "owner", owner, "day", day, "cumuls", cumuls);
 	char *s = b ? json_dumps(b, JSON_COMPACT) : NULL;
@@ -225,7 +350,7 @@ static int push_chunk(struct forensicd *fd, const char *day, const char *owner, 
 	json_object_foreach(cumuls, thing, c)
 	{
 		snprintf(key, sizeof(key), "p/%s/%s/%s", day, owner, thing);
-		if (put(fd, key, "sent") < 0)
+		if (!mark_done(mark_of(marks, thing)) && put(fd, key, "sent") < 0)
 			s = (free(s), NULL);
 	}
 	if (s && q) {
@@ -235,16 +360,24 @@ static int push_chunk(struct forensicd *fd, const char *day, const char *owner, 
 		strcpy(q->owner, owner);
 		r = tsync_node_request(fd->node, fd->push_to, "cumul_data", s, push_done, q);
 	}
+	if (r == 0)
+		inflight(fd, day, owner, cumuls, true);
 	if (r < 0) {
 		free(s);
 		free(q);
-		log_error(&fd->log, "cannot send cumul_data of %s %s to %s: %s", owner, day, fd->push_to,
-		          tsync_strerror(r));
-		/* Not sent: unmarked, so that resume_pushes() sends them. */
+		/* A full queue is waited out (tried again every tick). */
+		if (r == -ENOBUFS)
+			log_debug(&fd->log, "cumul_data of %s %s: the queue to %s is full", owner, day,
+			          fd->push_to);
+		else
+			log_error(&fd->log, "cannot send cumul_data of %s %s to %s: %s", owner, day,
+			          fd->push_to, tsync_strerror(r));
+		/* Not sent: unmarked (as they were), so that a retry sends them. */
 		json_object_foreach(cumuls, thing, c)
 		{
 			snprintf(key, sizeof(key), "p/%s/%s/%s", day, owner, thing);
-			put(fd, key, NULL);
+			if (!mark_done(mark_of(marks, thing)))
+				put(fd, key, mark_of(marks, thing));
 		}
 		return r;
 	}
@@ -252,50 +385,88 @@ static int push_chunk(struct forensicd *fd, const char *day, const char *owner, 
 	return 0;
 }
 
-/* Sends one owner's day to the push controller, in requests that each fit
- * one datagram (contract 2: {"type":"cumul_data","owner","day","cumuls"}). */
-static int push_day(struct forensicd *fd, const char *day, const char *owner, json_t *got)
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Whether a request holding `thing` goes. */
+static bool push_wanted(struct forensicd *fd, const char *day, const char *owner, json_t *marks,
+                        const char *thing, enum push_which which)
+{
+	return which == PUSH_ALL ||
+	       (!mark_done(mark_of(marks, thing)) && !is_inflight(fd, day, owner, thing));
+}
+
+/*
+ * Sends one owner's day (`got`: every cumul of it) to the push controller,
+ * in requests that each fit one datagram (contract 2:
+ * {"type":"cumul_data","owner","day","cumuls"}): those of the partition
+ * that `which` selects. *sent: requests made. 0, or the first error (the
+ * requests after it are not made).
+ */
+static int push_day(struct forensicd *fd, const char *day, const char *owner, json_t *got, json_t *marks,
+                    enum push_which which, size_t *sent)
 {
 	size_t budget = fd->isite->max_datagram > PUSH_OVERHEAD ? fd->isite->max_datagram - PUSH_OVERHEAD : 0;
-	json_t *chunk = json_object();
+	size_t n = json_object_size(got), k = 0, used = 0;
+	const char **names = calloc(n ? n : 1, sizeof(*names));
+	json_t *chunk = json_object(), *cum;
 	const char *thing;
-	json_t *cum;
-	size_t used = 0;
+	bool wanted = false;
+	char key[512];
 	int r = 0;
 
-	if (!chunk)
+	*sent = 0;
+	if (!names || !chunk) {
+		free(names);
+		json_decref(chunk);
 		return -ENOMEM;
+	}
 	json_object_foreach(got, thing, cum)
-	{
-		char *s = json_dumps(cum, JSON_COMPACT);
-		size_t n = s ? strlen(s) + strlen(thing) + 4 : 0;
+		names[k++] = thing;
+	qsort(names, n, sizeof(*names), cmp_str);
+	for (k = 0; k <= n && r == 0; k++) {
+		char *s = k < n ? json_dumps(json_object_get(got, names[k]), JSON_COMPACT) : NULL;
+		size_t len = s ? strlen(s) + strlen(names[k]) + 4 : 0;
+
 		free(s);
-		if (!n) {
+		if (k < n && !len) {
 			r = -ENOMEM;
 			break;
 		}
-		if (n > budget) {
-			log_error(&fd->log,
-			          "cumul of %s (%s %s) is too big for one datagram (%zu bytes): not pushed",
-			          thing, owner, day, n);
-			fd->push_failed++;
+		if (k < n && len > budget) {
+			if (!mark_done(mark_of(marks, names[k]))) {
+				log_error(&fd->log,
+				          "cumul of %s (%s %s) is too big for one datagram (%zu bytes): not "
+				          "pushed",
+				          names[k], owner, day, len);
+				fd->push_failed++;
+				snprintf(key, sizeof(key), "p/%s/%s/%s", day, owner, names[k]);
+				put(fd, key, "skipped");
+			}
 			continue;
 		}
-		if (used + n > budget && json_object_size(chunk)) {
-			r = push_chunk(fd, day, owner, chunk);
-			json_decref(chunk);
-			chunk = json_object();
+		/* The chunk is full, or the day's end: it goes if wanted. */
+		if ((k == n || used + len > budget) && json_object_size(chunk)) {
+			if (wanted) {
+				r = push_chunk(fd, day, owner, chunk, marks);
+				if (r == 0)
+					(*sent)++;
+			}
+			json_object_clear(chunk);
 			used = 0;
-			if (r < 0 || !chunk)
-				break;
+			wanted = false;
 		}
-		json_object_set(chunk, thing, cum);
-		used += n;
+		if (k < n) {
+			json_object_set(chunk, names[k], json_object_get(got, names[k]));
+			used += len;
+			wanted = wanted || push_wanted(fd, day, owner, marks, names[k], which);
+		}
 	}
-	if (r == 0 && chunk && json_object_size(chunk))
-		r = push_chunk(fd, day, owner, chunk);
+	free(names);
 	json_decref(chunk);
-	if (r == 0)
+	if (r == 0 && which == PUSH_ALL)
 		fd->pushes_sent++;
 	return r;
 }
@@ -360,10 +531,16 @@ static void batch_done(struct forensicd *fd, struct owner *o)
 		put_json(fd, key, meta);
 	snprintf(key, sizeof(key), "n/%s", o->name);
 	put(fd, key, next);
-	if (push && meta && push_day(fd, o->day, o->name, o->got) == 0) {
-		json_object_set_new(meta, "push", json_string("sent"));
-		snprintf(key, sizeof(key), "m/%s/%s", o->day, o->name);
-		put_json(fd, key, meta);
+	if (push && meta) {
+		size_t sent;
+		if (push_day(fd, o->day, o->name, o->got, NULL, PUSH_ALL, &sent) == 0) {
+			json_object_set_new(meta, "push", json_string("sent"));
+			snprintf(key, sizeof(key), "m/%s/%s", o->day, o->name);
+			put_json(fd, key, meta);
+		} else {
+			/* Left "pending": the next tick sends what is not requested. */
+			fd->push_retry = true;
+		}
 	}
 	json_decref(meta);
 	forensicd__commit(fd);
@@ -518,65 +695,7 @@ static void trim(struct forensicd *fd, const char *oldest)
 	forensicd__commit(fd);
 }
 
-/* A push sent by an earlier run is answered to the node that resumed it,
- * without a callback: once nothing is pending to the push controller, every
- * day marked "sent" has been taken. */
-struct settle_ctx {
-	struct forensicd *fd;
-	char keys[64][64];
-	size_t n;
-	bool more;
-};
-
-static void settle_cb(void *ud, const char *key, const char *value)
-{
-	struct settle_ctx *s = ud;
-	json_t *m;
-	const char *st;
-
-	if (s->n == sizeof(s->keys) / sizeof(s->keys[0])) {
-		s->more = true;
-		return;
-	}
-	m = json_loads(value, 0, NULL);
-	st = json_string_value(json_object_get(m, "push"));
-	if (st && !strcmp(st, "sent") && strlen(key) < sizeof(s->keys[0]))
-		strcpy(s->keys[s->n++], key);
-	json_decref(m);
-}
-
-static void settle_pushes(struct forensicd *fd)
-{
-	struct settle_ctx s;
-	size_t n = tsync_node_peer_count(fd->node);
-	bool pending = true;
-
-	if (!fd->settle_needed || !fd->push_to || fd->pushes_acked + fd->push_failed < fd->push_chunks)
-		return;
-	for (size_t i = 0; i < n; i++) {
-		tsync_peer_stats ps;
-		if (tsync_node_peer_stats(fd->node, i, &ps) == 0 && !strcmp(ps.name, fd->push_to))
-			pending = ps.pending > 0 || !ps.up;
-	}
-	if (pending)
-		return;
-	memset(&s, 0, sizeof(s));
-	s.fd = fd;
-	forensicd__scan(fd, "m/", "m0", settle_cb, &s);
-	for (size_t i = 0; i < s.n; i++) {
-		const char *day = s.keys[i] + 2, *owner = s.keys[i] + 2 + DATE_LEN + 1;
-		char d[DATE_LEN + 1];
-		memcpy(d, day, DATE_LEN);
-		d[DATE_LEN] = '\0';
-		set_push_state(fd, d, owner, "acked");
-	}
-	if (s.n)
-		forensicd__commit(fd);
-	fd->settle_needed = s.more;
-}
-
-/* Days whose push a crash interrupted ("push":"pending"): their things not
- * marked sent go now. Run once at start, before any new collection. */
+/* Days whose push is not acked ("pending" or "sent"): their keys m/DAY/OWNER. */
 struct pending_ctx {
 	char (*keys)[64];
 	size_t n, cap;
@@ -588,7 +707,7 @@ static void pending_cb(void *ud, const char *key, const char *value)
 	json_t *m = json_loads(value, 0, NULL);
 	const char *st = json_string_value(json_object_get(m, "push"));
 
-	if (st && !strcmp(st, "pending") && strlen(key) < 64) {
+	if (st && (!strcmp(st, "pending") || !strcmp(st, "sent")) && strlen(key) < 64) {
 		if (p->n == p->cap) {
 			size_t cap = p->cap ? p->cap * 2 : 16;
 			void *k = realloc(p->keys, cap * sizeof(*p->keys));
@@ -604,58 +723,72 @@ static void pending_cb(void *ud, const char *key, const char *value)
 	json_decref(m);
 }
 
-struct unsent_ctx {
-	struct forensicd *fd;
+struct day_ctx {
 	json_t *got;
 	size_t plen;
 };
 
-static void unsent_cb(void *ud, const char *key, const char *value)
+static void day_cb(void *ud, const char *key, const char *value)
 {
-	struct unsent_ctx *u = ud;
+	struct day_ctx *u = ud;
 	json_t *c = json_loads(value, 0, NULL);
 
 	if (c)
 		json_object_set_new(u->got, key + u->plen, c);
 }
 
-static void marked_cb(void *ud, const char *key, const char *value)
-{
-	struct unsent_ctx *u = ud;
-	(void)value;
-	json_object_del(u->got, key + u->plen);
-}
-
-void collect__resume_pushes(struct forensicd *fd)
+/*
+ * Sends again what the days not acked need: every request that holds a
+ * thing not acked and carried by no request of this run (at start: none,
+ * since the node resumes the earlier ones without a callback).
+ */
+static void resend_days(struct forensicd *fd)
 {
 	struct pending_ctx p = {NULL, 0, 0};
+	size_t total = 0;
 
-	if (!fd->push_to)
-		return;
 	forensicd__scan(fd, "m/", "m0", pending_cb, &p);
 	for (size_t i = 0; i < p.n; i++) {
 		const char *rest = p.keys[i] + 2;
 		char day[DATE_LEN + 1], from[600], to[600];
-		const char *owner = rest + DATE_LEN + 1;
-		struct unsent_ctx u = {fd, json_object(), 0};
+		const char *owner = rest + DATE_LEN + 1, *thing;
+		struct day_ctx u = {json_object(), 0};
+		json_t *marks, *c;
+		size_t sent = 0, done = 0;
+		int r;
 
 		memcpy(day, rest, DATE_LEN);
 		day[DATE_LEN] = '\0';
 		snprintf(from, sizeof(from), "c/%s/%s/", day, owner);
 		snprintf(to, sizeof(to), "c/%s/%s0", day, owner);
 		u.plen = strlen(from);
-		forensicd__scan(fd, from, to, unsent_cb, &u);
-		snprintf(from, sizeof(from), "p/%s/%s/", day, owner);
-		snprintf(to, sizeof(to), "p/%s/%s0", day, owner);
-		forensicd__scan(fd, from, to, marked_cb, &u);
-		log_info(&fd->log, "push of %s %s was interrupted: %zu things left to send", owner, day,
-		         json_object_size(u.got));
-		if (push_day(fd, day, owner, u.got) == 0)
-			set_push_state(fd, day, owner, "sent");
+		forensicd__scan(fd, from, to, day_cb, &u);
+		marks = push_marks(fd, day, owner);
+		r = u.got && marks ? push_day(fd, day, owner, u.got, marks, PUSH_UNACKED, &sent) : -ENOMEM;
+		total += sent;
+		if (r < 0) {
+			fd->push_retry = true;
+		} else {
+			json_object_foreach(u.got, thing, c)
+				done += mark_done(mark_of(marks, thing));
+			set_push_state(fd, day, owner, done == json_object_size(u.got) ? "acked" : "sent");
+		}
+		if (sent)
+			log_info(&fd->log, "push of %s %s not acked: %zu requests sent again", owner, day, sent);
+		else if (r < 0)
+			log_debug(&fd->log, "push of %s %s not acked: the rest at the next tick", owner, day);
+		json_decref(marks);
 		json_decref(u.got);
 	}
+	fd->push_resumed += total;
 	forensicd__commit(fd);
 	free(p.keys);
+}
+
+void collect__resume_pushes(struct forensicd *fd)
+{
+	if (fd->push_to)
+		resend_days(fd);
 }
 
 void collect__tick(struct forensicd *fd)
@@ -668,7 +801,10 @@ void collect__tick(struct forensicd *fd)
 	trim(fd, oldest);
 	for (size_t i = 0; i < fd->n_owners; i++)
 		collect_owner(fd, &fd->owners[i], today, oldest);
-	settle_pushes(fd);
+	if (fd->push_retry && fd->push_to) {
+		fd->push_retry = false;
+		resend_days(fd);
+	}
 }
 
 /* --- set-up -------------------------------------------------------------------------- */
@@ -679,7 +815,8 @@ int collect__init(struct forensicd *fd)
 	char today[DATE_LEN + 1], key[512], *v;
 
 	fd->owners = calloc(nc ? nc : 1, sizeof(*fd->owners));
-	if (!fd->owners)
+	fd->push_inflight = json_object();
+	if (!fd->owners || !fd->push_inflight)
 		return -ENOMEM;
 	forensicd__today(fd, today);
 	for (size_t i = 0; i < nt; i++) {
@@ -739,4 +876,6 @@ void collect__free(struct forensicd *fd)
 	}
 	free(fd->owners);
 	fd->owners = NULL;
+	json_decref(fd->push_inflight);
+	fd->push_inflight = NULL;
 }

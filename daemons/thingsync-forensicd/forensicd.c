@@ -182,6 +182,13 @@ size_t forensicd__count(struct forensicd *fd, const char *from, const char *to)
 
 /* --- life cycle --------------------------------------------------------------------- */
 
+static void chld_cb(evutil_socket_t s, short what, void *arg)
+{
+	(void)s;
+	(void)what;
+	report__child(arg);
+}
+
 static void tick_cb(evutil_socket_t s, short what, void *arg)
 {
 	struct forensicd *fd = arg;
@@ -247,7 +254,6 @@ static int run(struct forensicd *fd)
 	r = collect__init(fd);
 	if (r < 0)
 		return r;
-	fd->settle_needed = true;
 	r = tsync_node_on_cmd(fd->node, "forensics", "report", report__cmd, fd);
 	if (r < 0)
 		return r;
@@ -255,7 +261,9 @@ static int run(struct forensicd *fd)
 	if (r < 0)
 		return r;
 	fd->tick_ev = event_new(fd->base, -1, EV_PERSIST, tick_cb, fd);
-	if (!fd->tick_ev || daemonopt__signals_start(&fd->sig, fd->base, &fd->log) < 0)
+	fd->chld_ev = evsignal_new(fd->base, SIGCHLD, chld_cb, fd);
+	if (!fd->tick_ev || !fd->chld_ev || evsignal_add(fd->chld_ev, NULL) < 0 ||
+	    daemonopt__signals_start(&fd->sig, fd->base, &fd->log) < 0)
 		return -ENOMEM;
 	{
 		const char *tc = getenv(UTIL_TEST_CLOCK_ENV);
@@ -285,6 +293,9 @@ static int run(struct forensicd *fd)
 
 static void cleanup(struct forensicd *fd)
 {
+	report__stop(fd);
+	if (fd->chld_ev)
+		event_free(fd->chld_ev);
 	httpd__free(fd->http);
 	if (fd->tick_ev)
 		event_free(fd->tick_ev);

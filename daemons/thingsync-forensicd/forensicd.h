@@ -59,7 +59,10 @@ struct report_run {
 	char last_day[DATE_LEN + 1];
 	char last_error[256]; /* "": it succeeded (or never ran) */
 	int64_t last_at_ms;
+	bool running; /* the last run has not ended yet */
 };
+
+struct report_job;
 
 struct forensicd {
 	struct forensicd_options opt;
@@ -78,9 +81,13 @@ struct forensicd {
 	char reset_day[DATE_LEN + 1]; /* the last day whose end was announced */
 	char trimmed_before[DATE_LEN + 1];
 	uint64_t pushes_sent, pushes_acked, push_chunks, push_failed, push_resent, records_failed;
+	uint64_t push_resumed; /* requests sent again at start: their days were not acked */
 	uint64_t missing_things;
 	struct report_run report;
-	bool settle_needed; /* days marked sent by an earlier run may be taken by now */
+	struct report_job *report_job; /* the run of report_command going on, or NULL */
+	struct event *chld_ev;         /* SIGCHLD: report_command ended */
+	bool push_retry;       /* the node refused requests of a day's push: sent at the next tick */
+	json_t *push_inflight; /* "DAY/OWNER/THING" carried by a request of this run */
 	bool state_unusable;
 };
 
@@ -102,7 +109,7 @@ size_t forensicd__count(struct forensicd *fd, const char *from, const char *to);
 /* collect.c: the mesh side. */
 int collect__init(struct forensicd *fd);
 void collect__free(struct forensicd *fd);
-/* At start: sends what a crash left unsent of days being pushed. */
+/* At start: sends again what pushd has not acked of the days pushed. */
 void collect__resume_pushes(struct forensicd *fd);
 /* Called every tick: the day's end, owners to collect, old days to trim. */
 void collect__tick(struct forensicd *fd);
@@ -111,9 +118,14 @@ void collect__tick(struct forensicd *fd);
 /* The day's report: JSON (into *json) and text (malloc()ed, into *text).
  * 0, -ENOENT (nothing kept of that day), -ENOMEM or TSYNC_ESTORE. */
 int report__build(struct forensicd *fd, const char *day, json_t **json, char **text);
-/* Runs report_command with `text` on its stdin; 0, or -1 with fd->report
- * saying why. Without a report_command: 0, nothing run. */
+/* Starts report_command with `text` on its stdin, beside the event loop;
+ * 0 (started, or no report_command), -EBUSY (the last run has not ended),
+ * or -1 with fd->report saying why. fd->report has the outcome when it ends. */
 int report__run_command(struct forensicd *fd, const char *day, const char *text);
+/* SIGCHLD: reaps the command if it ended. */
+void report__child(struct forensicd *fd);
+/* At stop: kills a run going on. */
+void report__stop(struct forensicd *fd);
 /* The newest day kept, into out; -ENOENT if none. */
 int report__last_day(struct forensicd *fd, char out[DATE_LEN + 1]);
 /* Handler of {"type":"cmd","role":"forensics","cmd":"report"}. */

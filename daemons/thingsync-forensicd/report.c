@@ -13,14 +13,15 @@
  *
  * The command runs without a shell (site.conf's report_command is split on
  * blanks when the site is loaded), in its own process group, with the
- * report on its stdin; the daemon waits for it for report_timeout_ms, then
- * kills the group. What it prints is read, kept to a short excerpt for the
- * log, and otherwise thrown away.
+ * report on its stdin, beside the event loop (the mesh and HTTP are served
+ * meanwhile); after report_timeout_ms its group is killed. The report
+ * command is answered when the command starts; its outcome is in
+ * /v1/status and the log. What it prints is read, kept to a short excerpt
+ * for the log, and otherwise thrown away.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,6 +31,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "forensicd.h"
 
@@ -283,13 +286,6 @@ int report__last_day(struct forensicd *fd, char out[DATE_LEN + 1])
 
 /* --- report_command -------------------------------------------------------------------- */
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void fail(struct forensicd *fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void fail(struct forensicd *fd, const char *fmt, ...)
@@ -302,30 +298,178 @@ static void fail(struct forensicd *fd, const char *fmt, ...)
 	fd->report.failures++;
 }
 
+/*
+ * report_command runs beside the event loop: its stdin is fed and its
+ * output read by events on non-blocking pipes, its end seen by SIGCHLD
+ * (waitpid), a timer kills its group at report_timeout_ms. The mesh and
+ * HTTP are served meanwhile. One run at a time.
+ */
+struct report_job {
+	struct forensicd *fd;
+	pid_t pid;
+	int in, out; /* our ends; -1 once closed */
+	struct event *in_ev, *out_ev, *timer_ev;
+	char *text;
+	size_t len, sent, got;
+	char excerpt[OUTPUT_EXCERPT + 1];
+	char day[DATE_LEN + 1];
+	bool exited;
+	int status;
+};
+
+static void job_close(int *fdp, struct event **ev)
+{
+	if (*ev)
+		event_free(*ev);
+	*ev = NULL;
+	if (*fdp >= 0)
+		close(*fdp);
+	*fdp = -1;
+}
+
+/* The run is over (it exited and its output is closed, or it timed out). */
+static void job_finish(struct report_job *j, bool timed_out)
+{
+	struct forensicd *fd = j->fd;
+	const char *prog = fd->isite->report_command[0];
+
+	if (timed_out && !j->exited) {
+		kill(-j->pid, SIGKILL);
+		kill(j->pid, SIGKILL);
+		waitpid(j->pid, &j->status, 0);
+		fail(fd, "%s: timed out after %u ms, killed", prog, (unsigned)fd->isite->report_timeout_ms);
+	} else if (timed_out) {
+		/* It exited, but what it started still holds its output. */
+		kill(-j->pid, SIGKILL);
+		fail(fd, "%s: timed out after %u ms, killed", prog, (unsigned)fd->isite->report_timeout_ms);
+	} else if (WIFEXITED(j->status) && WEXITSTATUS(j->status) != 0) {
+		fail(fd, "%s: exit status %d", prog, WEXITSTATUS(j->status));
+	} else if (WIFSIGNALED(j->status)) {
+		fail(fd, "%s: killed by signal %d", prog, WTERMSIG(j->status));
+	}
+	if (fd->report.last_error[0])
+		/* The logger escapes what the command printed. */
+		log_error(&fd->log, "report of %s: report_command failed: %s%s%s", j->day, fd->report.last_error,
+		          j->got ? "; it said: " : "", j->got ? j->excerpt : "");
+	else
+		log_info(&fd->log, "report of %s handed to %s (%zu bytes)", j->day, prog, j->len);
+	job_close(&j->in, &j->in_ev);
+	job_close(&j->out, &j->out_ev);
+	if (j->timer_ev)
+		event_free(j->timer_ev);
+	free(j->text);
+	fd->report.running = false;
+	fd->report_job = NULL;
+	free(j);
+}
+
+static void job_in_cb(evutil_socket_t s, short what, void *arg)
+{
+	struct report_job *j = arg;
+	ssize_t n = write(j->in, j->text + j->sent, j->len - j->sent);
+
+	(void)s;
+	(void)what;
+	if (n > 0)
+		j->sent += (size_t)n;
+	if ((n < 0 && errno != EAGAIN && errno != EINTR) || j->sent == j->len)
+		/* Done, or the command does not read: EOF either way. */
+		job_close(&j->in, &j->in_ev);
+}
+
+static void job_out_cb(evutil_socket_t s, short what, void *arg)
+{
+	struct report_job *j = arg;
+	char b[4096];
+	ssize_t n = read(j->out, b, sizeof(b));
+
+	(void)s;
+	(void)what;
+	if (n > 0 && j->got < OUTPUT_EXCERPT) {
+		size_t k = (size_t)n < OUTPUT_EXCERPT - j->got ? (size_t)n : OUTPUT_EXCERPT - j->got;
+		memcpy(j->excerpt + j->got, b, k);
+		j->got += k;
+		j->excerpt[j->got] = '\0';
+	}
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+		job_close(&j->out, &j->out_ev);
+		if (j->exited)
+			job_finish(j, false);
+	}
+}
+
+static void job_timer_cb(evutil_socket_t s, short what, void *arg)
+{
+	(void)s;
+	(void)what;
+	job_finish(arg, true);
+}
+
+void report__child(struct forensicd *fd)
+{
+	struct report_job *j = fd->report_job;
+
+	if (!j || j->exited || waitpid(j->pid, &j->status, WNOHANG) != j->pid)
+		return;
+	j->exited = true;
+	if (j->out < 0)
+		job_finish(j, false);
+}
+
+void report__stop(struct forensicd *fd)
+{
+	struct report_job *j = fd->report_job;
+
+	if (!j)
+		return;
+	log_warn(&fd->log, "stopping: report_command of %s killed", j->day);
+	if (!j->exited) {
+		kill(-j->pid, SIGKILL);
+		kill(j->pid, SIGKILL);
+		waitpid(j->pid, &j->status, 0);
+		j->exited = true;
+	}
+	fail(fd, "%s: killed, the daemon stopped", fd->isite->report_command[0]);
+	job_finish(j, false);
+}
+
 int report__run_command(struct forensicd *fd, const char *day, const char *text)
 {
 	char *const *argv = fd->isite->report_command;
-	int in[2] = {-1, -1}, out[2] = {-1, -1}, status = 0;
-	size_t len = strlen(text), sent = 0, got = 0;
-	char excerpt[OUTPUT_EXCERPT + 1];
-	int64_t deadline;
-	pid_t pid, w = 0;
-	bool timed_out = false;
+	int in[2] = {-1, -1}, out[2] = {-1, -1};
+	struct report_job *j = NULL;
+	struct timeval tv;
+	pid_t pid;
 
 	if (!argv || !argv[0])
 		return 0;
+	if (fd->report_job) {
+		log_warn(&fd->log, "report of %s: report_command still runs for %s: not started", day,
+		         fd->report_job->day);
+		return -EBUSY;
+	}
 	fd->report.runs++;
 	fd->report.last_error[0] = '\0';
 	fd->report.last_at_ms = forensicd__now_us() / 1000;
 	snprintf(fd->report.last_day, sizeof(fd->report.last_day), "%s", day);
+	j = calloc(1, sizeof(*j));
+	if (!j || !(j->text = strdup(text))) {
+		free(j);
+		fail(fd, "%s: out of memory", argv[0]);
+		return -1;
+	}
+	j->fd = fd;
+	j->in = j->out = -1;
+	j->len = strlen(text);
+	snprintf(j->day, sizeof(j->day), "%s", day);
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0) {
 		fail(fd, "%s: cannot make pipes (%s)", argv[0], strerror(errno));
-		goto leave;
+		goto fail;
 	}
 	pid = fork();
 	if (pid < 0) {
 		fail(fd, "%s: cannot fork (%s)", argv[0], strerror(errno));
-		goto leave;
+		goto fail;
 	}
 	if (pid == 0) {
 		/* The child: stdin from the report, stdout and stderr to us; its
@@ -339,92 +483,37 @@ int report__run_command(struct forensicd *fd, const char *day, const char *text)
 	}
 	close(in[0]);
 	close(out[1]);
-	in[0] = out[1] = -1;
-	fcntl(in[1], F_SETFL, O_NONBLOCK);
-	fcntl(out[0], F_SETFL, O_NONBLOCK);
-	deadline = mono_ms() + fd->isite->report_timeout_ms;
-	excerpt[0] = '\0';
-	while (out[0] >= 0 || in[1] >= 0) {
-		struct pollfd p[2];
-		int np = 0, left = (int)(deadline - mono_ms());
-		if (left <= 0) {
-			timed_out = true;
-			break;
-		}
-		if (in[1] >= 0)
-			p[np++] = (struct pollfd){in[1], POLLOUT, 0};
-		if (out[0] >= 0)
-			p[np++] = (struct pollfd){out[0], POLLIN, 0};
-		if (poll(p, (nfds_t)np, left) < 0 && errno != EINTR)
-			break;
-		for (int i = 0; i < np; i++) {
-			if (!p[i].revents)
-				continue;
-			if (p[i].fd == in[1]) {
-				ssize_t n = write(in[1], text + sent, len - sent);
-				if (n > 0)
-					sent += (size_t)n;
-				if ((n < 0 && errno != EAGAIN) || sent == len) {
-					/* Done, or the command does not read: EOF either way. */
-					close(in[1]);
-					in[1] = -1;
-				}
-			} else {
-				char b[4096];
-				ssize_t n = read(out[0], b, sizeof(b));
-				if (n > 0 && got < OUTPUT_EXCERPT) {
-					size_t k = (size_t)n < OUTPUT_EXCERPT - got ? (size_t)n
-					                                            : OUTPUT_EXCERPT - got;
-					memcpy(excerpt + got, b, k);
-					got += k;
-					excerpt[got] = '\0';
-				}
-				if (n == 0 || (n < 0 && errno != EAGAIN)) {
-					close(out[0]);
-					out[0] = -1;
-				}
-			}
-		}
+	j->pid = pid;
+	j->in = in[1];
+	j->out = out[0];
+	fcntl(j->in, F_SETFL, O_NONBLOCK);
+	fcntl(j->out, F_SETFL, O_NONBLOCK);
+	j->in_ev = event_new(fd->base, j->in, EV_WRITE | EV_PERSIST, job_in_cb, j);
+	j->out_ev = event_new(fd->base, j->out, EV_READ | EV_PERSIST, job_out_cb, j);
+	j->timer_ev = evtimer_new(fd->base, job_timer_cb, j);
+	fd->report_job = j;
+	fd->report.running = true;
+	tv.tv_sec = fd->isite->report_timeout_ms / 1000;
+	tv.tv_usec = (suseconds_t)(fd->isite->report_timeout_ms % 1000) * 1000;
+	if (!j->in_ev || !j->out_ev || !j->timer_ev || event_add(j->in_ev, NULL) < 0 ||
+	    event_add(j->out_ev, NULL) < 0 || evtimer_add(j->timer_ev, &tv) < 0) {
+		/* Cannot watch it: it is killed and reported at once. */
+		job_finish(j, true);
+		return -1;
 	}
-	/* Its output is closed: the command is ending; wait for it within the deadline. */
-	while (!timed_out && (w = waitpid(pid, &status, WNOHANG)) == 0) {
-		struct timespec ts = {0, 10 * 1000 * 1000};
-		if (mono_ms() >= deadline)
-			timed_out = true;
-		else
-			nanosleep(&ts, NULL);
-	}
-	if (timed_out) {
-		kill(-pid, SIGKILL);
-		kill(pid, SIGKILL);
-		waitpid(pid, &status, 0);
-		fail(fd, "%s: timed out after %u ms, killed", argv[0],
-		     (unsigned)fd->isite->report_timeout_ms);
-	} else if (w < 0) {
-		fail(fd, "%s: waitpid failed (%s)", argv[0], strerror(errno));
-	} else if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-		fail(fd, "%s: exit status %d", argv[0], WEXITSTATUS(status));
-	} else if (WIFSIGNALED(status)) {
-		fail(fd, "%s: killed by signal %d", argv[0], WTERMSIG(status));
-	}
-leave:
+	return 0;
+fail:
 	for (int i = 0; i < 2; i++) {
 		if (in[i] >= 0)
 			close(in[i]);
 		if (out[i] >= 0)
 			close(out[i]);
 	}
-	if (fd->report.last_error[0]) {
-		/* The logger escapes what the command printed. */
-		log_error(&fd->log, "report of %s: report_command failed: %s%s%s", day, fd->report.last_error,
-		          got ? "; it said: " : "", got ? excerpt : "");
-		return -1;
-	}
-	log_info(&fd->log, "report of %s handed to %s (%zu bytes)", day, argv[0], len);
-	return 0;
+	free(j->text);
+	free(j);
+	log_error(&fd->log, "report of %s: report_command failed: %s", day, fd->report.last_error);
+	return -1;
 }
-
-/* --- the seed's {"type":"cmd","role":"forensics","cmd":"report"} ---------------------------- */
 
 int report__cmd(void *ud, tsync_node *node, const tsync_request *req, char **result)
 {
@@ -452,8 +541,14 @@ int report__cmd(void *ud, tsync_node *node, const tsync_request *req, char **res
 	if (r < 0)
 		return r;
 	if (fd->isite->report_command) {
+		/* Started, not waited for: its outcome is in /v1/status
+		 * (report_command) and the log when it ends. */
 		int rc = report__run_command(fd, d, text);
-		cmd = json_pack("{sbss?}", "ok", rc == 0, "error", rc == 0 ? NULL : fd->report.last_error);
+		cmd = json_pack("{sbss?sI}", "started", rc == 0, "error",
+		                rc == -EBUSY ? "busy: the previous run has not ended"
+		                : rc == 0    ? NULL
+		                             : fd->report.last_error,
+		                "run", (json_int_t)fd->report.runs);
 	}
 	/* The answer travels in one datagram: the whole report and its text
 	 * when they fit, else the day's totals and what became of

@@ -31,6 +31,8 @@ static json_t *recovery_json(const struct recovery *r)
 		}
 		if (oj && o->error[0])
 			json_object_set_new(oj, "error", json_string(o->error));
+		if (oj && o->request_id[0])
+			json_object_set_new(oj, "request_id", json_string(o->request_id));
 		json_object_set_new(owners, o->name, oj);
 	}
 	j = json_pack("{s:s,s:I,s:I,s:I,s:s,s:o*}", "id", r->id, "from_us", (json_int_t)r->from_us, "to_us",
@@ -127,6 +129,8 @@ int ledger__from_json(struct ledger *l, const char *text)
 			o->trimmed_from_us = int_of(ov, "trimmed_from_us");
 			o->trimmed_to_us = int_of(ov, "trimmed_to_us");
 			copy_str(o->error, sizeof(o->error), json_string_value(json_object_get(ov, "error")));
+			copy_str(o->request_id, sizeof(o->request_id),
+			         json_string_value(json_object_get(ov, "request_id")));
 		}
 	}
 	json_decref(j);

@@ -122,7 +122,9 @@ struct ask {
 	struct recoveryd *rd;
 	char recovery[32];
 	char owner[64];
+	char request_id[LEDGER_REQUEST_ID_LEN];
 	int64_t from_us, to_us;
+	unsigned asked_again; /* answers without content so far */
 };
 
 static struct ledger_owner *ask_owner(struct ask *a)
@@ -161,6 +163,25 @@ static void ask_done(void *ud, tsync_node *node, int status, const char *result)
 		status = TSYNC_EPEER_RESTARTED;
 	}
 	o = ask_owner(a);
+	j = status == 0 && result ? json_loads(result, 0, NULL) : NULL;
+	if (status == 0 && !json_is_integer(json_object_get(j, "chunks")) && a->asked_again++ < 3) {
+		/* Answered "done" without the answer: the data store restarted
+		 * between taking the request and keeping its answer, and may not
+		 * have acted. Asked again under the same request_id: a data
+		 * store that did act answers from its record and sends nothing
+		 * twice. */
+		json_decref(j);
+		log_warn(&rd->log,
+		         "recovery %s: %s answered without its answer (it restarted): %.80s; asking again",
+		         a->recovery, a->owner, result ? result : "null");
+		if (ask_send(a) == 0)
+			return;
+		status = TSYNC_EPEER_RESTARTED;
+		j = NULL;
+	} else if (status == 0 && !json_is_integer(json_object_get(j, "chunks"))) {
+		/* Three times: not a restart, a data store that does not say. */
+		status = TSYNC_EREFUSED;
+	}
 	if (status != 0) {
 		rd->requests_failed++;
 		log_error(&rd->log, "recovery %s: %s refused the recovery_data_request: %s", a->recovery,
@@ -170,18 +191,17 @@ static void ask_done(void *ud, tsync_node *node, int status, const char *result)
 			snprintf(o->error, sizeof(o->error), "%s", tsync_strerror(status));
 		}
 	} else if (o) {
-		j = result ? json_loads(result, 0, NULL) : NULL;
 		o->state = OWNER_ANSWERED;
 		o->chunks = (int64_t)json_integer_value(json_object_get(j, "chunks"));
 		o->entries = (int64_t)json_integer_value(json_object_get(j, "entries"));
 		o->trimmed = json_is_true(json_object_get(j, "trimmed"));
 		o->trimmed_from_us = (int64_t)json_integer_value(json_object_get(j, "trimmed_from_us"));
 		o->trimmed_to_us = (int64_t)json_integer_value(json_object_get(j, "trimmed_to_us"));
-		json_decref(j);
 		log_info(&rd->log, "recovery %s: %s sends %" PRId64 " changes in %" PRId64 " chunks to %s%s",
 		         a->recovery, a->owner, o->entries, o->chunks, rd->push,
 		         o->trimmed ? " (part of the window was trimmed from its history)" : "");
 	}
+	json_decref(j);
 	ledger_save(rd);
 	free(a);
 }
@@ -189,23 +209,14 @@ static void ask_done(void *ud, tsync_node *node, int status, const char *result)
 static int ask_send(struct ask *a)
 {
 	struct recoveryd *rd = a->rd;
-	struct recovery *rec = ledger__recovery_find(&rd->ledger, a->recovery);
-	size_t idx = 0;
 	char body[512];
 	int r;
 
-	for (; rec && idx < rec->n_owners && strcmp(rec->owners[idx].name, a->owner) != 0; idx++)
-		;
-	/* The request id names the recovery, the data store and this boot;
-	 * each data store prefixes it with our name (contract 1:
-	 * "request":"RECOVERY/ID"). The boot keeps it unique even if the
-	 * ledger was lost and its numbering starts again: pushd recognises a
-	 * chunk by it. */
 	snprintf(body, sizeof(body),
-	         "{\"request_id\":\"%s.%zu.%llu\",\"time\":%.6f,\"lost_connection_time\":%.6f,"
+	         "{\"request_id\":\"%s\",\"time\":%.6f,\"lost_connection_time\":%.6f,"
 	         "\"restored_connection_time\":%.6f,\"deliver_to\":\"%s\"}",
-	         a->recovery, idx + 1, (unsigned long long)tsync_node_boot(rd->node), (double)now_us() / 1e6,
-	         (double)a->from_us / 1e6, (double)a->to_us / 1e6, rd->push);
+	         a->request_id, (double)now_us() / 1e6, (double)a->from_us / 1e6, (double)a->to_us / 1e6,
+	         rd->push);
 	r = tsync_node_request(rd->node, a->owner, "recovery_data_request", body, ask_done, a);
 	if (r < 0) {
 		rd->requests_failed++;
@@ -245,10 +256,23 @@ static void ask_owner_now(struct recoveryd *rd, struct recovery *rec, size_t i)
 	struct ask *a = calloc(1, sizeof(*a));
 
 	rec->owners[i].state = OWNER_ASKED;
+	/* The request id names the recovery, the data store and the boot that
+	 * first asked; each data store prefixes it with our name (contract 1:
+	 * "request":"RECOVERY/ID"). The boot keeps it unique even if the
+	 * ledger was lost and its numbering starts again: pushd recognises a
+	 * chunk by it. Kept in the ledger, the same id asks again after a
+	 * restart, and the data store knows the request. */
+	if (!rec->owners[i].request_id[0]) {
+		char id[LEDGER_REQUEST_ID_LEN];
+		snprintf(id, sizeof(id), "%s.%zu.%llu", rec->id, i + 1,
+		         (unsigned long long)tsync_node_boot(rd->node));
+		memcpy(rec->owners[i].request_id, id, sizeof(id));
+	}
 	if (a) {
 		a->rd = rd;
 		snprintf(a->recovery, sizeof(a->recovery), "%s", rec->id);
 		snprintf(a->owner, sizeof(a->owner), "%s", rec->owners[i].name);
+		snprintf(a->request_id, sizeof(a->request_id), "%s", rec->owners[i].request_id);
 		a->from_us = rec->from_us;
 		a->to_us = rec->to_us;
 		ledger_save(rd);
@@ -261,15 +285,24 @@ static void ask_owner_now(struct recoveryd *rd, struct recovery *rec, size_t i)
 	}
 }
 
+/*
+ * At start: data stores not asked before the stop are asked; those asked
+ * whose answer did not come before it are asked again, under the same
+ * request_id. The node resumes the first request too, but its answer would
+ * reach no one (a resumed request has no callback), and the ledger would
+ * say "asked" for ever; the data store answers the second from its record
+ * of the first, and sends the window's chunks once.
+ */
 void recoveryd__ask_pending(struct recoveryd *rd)
 {
 	for (size_t r = 0; r < rd->ledger.n_recoveries; r++) {
 		struct recovery *rec = &rd->ledger.recoveries_kept[r];
 		for (size_t i = 0; i < rec->n_owners; i++) {
-			if (rec->owners[i].state != OWNER_PENDING)
+			enum owner_state st = rec->owners[i].state;
+			if (st != OWNER_PENDING && st != OWNER_ASKED)
 				continue;
-			log_info(&rd->log, "recovery %s: asking %s (not asked before the last stop)", rec->id,
-			         rec->owners[i].name);
+			log_info(&rd->log, "recovery %s: asking %s (%s before the last stop)", rec->id,
+			         rec->owners[i].name, st == OWNER_PENDING ? "not asked" : "not answered");
 			ask_owner_now(rd, rec, i);
 		}
 	}

@@ -39,14 +39,19 @@ struct curlev;
 #define LEDGER_MAX_RECOVERIES 16
 /* Data stores one recovery asks. */
 #define LEDGER_MAX_OWNERS 32
+/* "RECOVERY.INDEX.BOOT": the request_id a data store is asked with. */
+#define LEDGER_REQUEST_ID_LEN 64
 
 /* PENDING: to be asked (a crash before the request was queued: asked at the
- * next start); ASKED: the request is in the node's store, the mesh delivers it. */
+ * next start); ASKED: the request is in the node's store, the mesh delivers
+ * it (asked again, the same request_id, at the next start if its answer
+ * has not come by then). */
 enum owner_state { OWNER_ASKED, OWNER_ANSWERED, OWNER_FAILED, OWNER_PENDING };
 
 struct ledger_owner {
 	char name[64];
 	enum owner_state state;
+	char request_id[LEDGER_REQUEST_ID_LEN]; /* "" until first asked */
 	int64_t chunks, entries; /* announced in the answer */
 	bool trimmed;
 	int64_t trimmed_from_us, trimmed_to_us;

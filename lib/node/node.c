@@ -81,6 +81,7 @@ struct tsync_node {
 	bool cumul_noted;           /* cumul_event() ran since tsync_node_set() began */
 	struct event *cumul_ev;     /* local midnight, or the next checkpoint */
 	struct history *history; /* NULL: off */
+	void *recovery_answers;  /* recovery.c: the answers being sent */
 	struct sync_engine *eng;
 	struct logger log;
 	char *name;
@@ -377,6 +378,11 @@ static int history_enable(struct tsync_node *n, const tsync_history_limits *lim)
 	}
 	/* A data store answers the seed's recovery requests from its history. */
 	return sync__on_request(n->eng, "recovery_data_request", NULL, NULL, node__recovery_request, NULL);
+}
+
+void **node__recovery_answers(tsync_node *n)
+{
+	return &n->recovery_answers;
 }
 
 size_t node__max_datagram(const tsync_node *n)
@@ -985,6 +991,8 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	if (r < 0)
 		goto fail;
 	sync__start(n->eng, util__now_us());
+	if (n->history)
+		node__recovery_resume(n);
 	/* A thing that had no value takes its site.conf `initial` at the
 	 * start: from then on it has one. */
 	cumul_feed(n, node_realtime(n));

@@ -29,5 +29,9 @@ size_t node__max_datagram(const tsync_node *n);
  * node while its history is on: the window's changes go back to the
  * requester as chunked `recovery_data` requests. */
 int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req, char **result);
+/* Where recovery.c keeps the node's answers being sent. */
+void **node__recovery_answers(tsync_node *n);
+/* At the node's start: the answers a stop interrupted go on (recovery.c). */
+void node__recovery_resume(tsync_node *node);
 
 #endif

@@ -20,6 +20,22 @@
  * window reaches the push controller too. The request's own answer says how
  * many chunks and entries follow, and which part of the window the history
  * had already trimmed.
+ *
+ * Across restarts of the data store, and requests asked again (recoveryd
+ * asks again, under the same request_id, a request whose answer it did not
+ * see): each request has a record in the node's store
+ * (tsync_node_record_put, key "tsync.recovery/REQUESTER/ID") with its
+ * answer, how many chunks are requested so far ("sent", staged with each
+ * chunk's request, so both are durable in the same commit) and whether all
+ * are answered ("done"). The same request again is answered from the record
+ * (or from the answer being sent) and sends nothing twice. At the start of
+ * the node, a request not done resumes after the chunks its store resumes:
+ * the window is read again and, when it holds the same changes, the chunks
+ * from "sent" on go; when it does not (the history trimmed meanwhile), the
+ * whole window goes again under a new request name ("ID~BOOT"), since
+ * pushd knows a chunk by its request and number (the collector keeps a
+ * change once whatever brought it). Done records are forgotten after
+ * RECOVERY_KEEP_US.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -31,6 +47,7 @@
 #include <thingsync/history.h>
 
 #include "node/node.h"
+#include "util/util.h"
 
 /* Chunks in flight at once: well below max_outstanding and max_queued,
  * so the answer never crowds out the node's other requests. */
@@ -41,6 +58,9 @@
 #define RECOVERY_MAX_ENTRIES 1000000
 /* The longest "id" of a request taken as the seed's system id. */
 #define RECOVERY_MAX_ID 64
+/* The records of the requests answered, and how long a done one is kept. */
+#define RECOVERY_RECORD  "tsync.recovery/"
+#define RECOVERY_KEEP_US ((int64_t)30 * 86400 * 1000000)
 
 struct answer {
 	tsync_node *node;
@@ -54,7 +74,31 @@ struct answer {
 	size_t budget; /* bytes of a chunk's JSON */
 	bool failed;
 	bool closed;
+	tsync_history_window w; /* what the history held of the window */
+	char *key;    /* its record */
+	char *result; /* the request's answer, repeated to the same request again */
+	struct answer *next_active;
 };
+
+/* The node's answers being sent (a list kept in the node). */
+static struct answer **active_of(tsync_node *node)
+{
+	return (struct answer **)node__recovery_answers(node);
+}
+
+static struct answer *active_find(tsync_node *node, const char *key)
+{
+	for (struct answer *a = *active_of(node); a; a = a->next_active)
+		if (!strcmp(a->key, key))
+			return a;
+	return NULL;
+}
+
+static void active_add(struct answer *a)
+{
+	a->next_active = *active_of(a->node);
+	*active_of(a->node) = a;
+}
 
 static json_t *value_json(const tsync_value *v)
 {
@@ -86,6 +130,13 @@ static int collect(void *ud, const tsync_history_entry *e)
 
 static void answer_free(struct answer *a)
 {
+	for (struct answer **p = active_of(a->node); *p; p = &(*p)->next_active)
+		if (*p == a) {
+			*p = a->next_active;
+			break;
+		}
+	free(a->key);
+	free(a->result);
 	json_decref(a->head);
 	json_decref(a->entries);
 	free(a->lens);
@@ -183,11 +234,30 @@ struct chunk_req {
 	char *text;
 };
 
+/* Stages the request's record: its answer, the chunks requested so far,
+ * and whether every one is answered. Without a state directory: nothing. */
+static void record_put(struct answer *a, bool done)
+{
+	json_t *r = json_pack("{s:O,s:s,s:I,s:I,s:s,s:b,s:I}", "head", a->head, "deliver_to", a->peer,
+	                      "entries", (json_int_t)json_array_size(a->entries), "sent", (json_int_t)a->chunk,
+	                      "answer", a->result ? a->result : "null", "done", done, "at_us",
+	                      (json_int_t)util__realtime_us());
+	char *text = r ? json_dumps(r, JSON_COMPACT) : NULL;
+
+	if (text)
+		tsync_node_record_put(a->node, a->key, text);
+	free(text);
+	json_decref(r);
+}
+
 /* Sends chunks until RECOVERY_IN_FLIGHT are out or none is left. */
 static void pump(struct answer *a)
 {
+	size_t before = a->chunk;
+
 	while (!a->failed && a->in_flight < RECOVERY_IN_FLIGHT && a->chunk < a->chunks) {
 		struct chunk_req *c = calloc(1, sizeof(*c));
+		size_t next = a->next;
 		int r = c && (c->text = next_chunk(a))
 		            ? tsync_node_request(a->node, a->peer, "recovery_data", c->text, chunk_done, c)
 		            : -ENOMEM;
@@ -196,16 +266,25 @@ static void pump(struct answer *a)
 			if (c)
 				free(c->text);
 			free(c);
-			/* The requester asks again; what it got is counted there, once. */
-			a->failed = true;
+			a->next = next;
+			/* A full queue: again when a chunk is answered. Else the
+			 * record stays not done and the next start resumes it. */
+			if (r != -ENOBUFS || a->in_flight == 0)
+				a->failed = true;
 			break;
 		}
 		c->a = a;
 		a->chunk++;
 		a->in_flight++;
 	}
-	if (a->in_flight == 0)
+	/* Staged with the chunks' requests: the node commits them together. */
+	if (a->chunk != before)
+		record_put(a, false);
+	if (a->in_flight == 0) {
+		if (!a->failed && a->chunk >= a->chunks)
+			record_put(a, true);
 		answer_free(a);
+	}
 }
 
 static void chunk_done(void *ud, tsync_node *node, int status, const char *result)
@@ -230,23 +309,32 @@ static void chunk_done(void *ud, tsync_node *node, int status, const char *resul
 	pump(a);
 }
 
+/* Passes over the next chunk (as next_chunk() would make it); false if memory ran out. */
+static bool skip_chunk(struct answer *a)
+{
+	size_t n;
+	json_t *io, *body = chunk_span(a, &n, &io);
+
+	if (!body)
+		return false;
+	json_decref(io);
+	json_decref(body);
+	a->next += n;
+	a->chunk++;
+	return true;
+}
+
 /* How many chunks the entries make: the same packing as next_chunk(), counted. */
 static size_t count_chunks(struct answer *a)
 {
-	size_t n = 0, k;
+	size_t n = 0;
 
 	a->next = 0;
+	a->chunk = 0;
 	if (json_array_size(a->entries) == 0)
 		return 1;
-	for (a->chunk = 0; a->next < json_array_size(a->entries); a->chunk++) {
-		json_t *io, *body = chunk_span(a, &k, &io);
-		if (!body)
-			break;
-		json_decref(io);
-		json_decref(body);
-		a->next += k;
+	while (a->next < json_array_size(a->entries) && skip_chunk(a))
 		n++;
-	}
 	a->next = 0;
 	a->chunk = 0;
 	return n;
@@ -265,16 +353,70 @@ static bool id_ok(const char *id)
 	return true;
 }
 
+/*
+ * The answer to the window of `head` (its lost_connection_time and
+ * restored_connection_time; taken) sent to `peer`: the history read, and
+ * "trimmed" and "chunks" set in the head. NULL with *err.
+ */
+static struct answer *answer_new(tsync_node *node, const char *peer, json_t *head, const char *key, int *err)
+{
+	struct answer *a = calloc(1, sizeof(*a));
+	double lost = json_number_value(json_object_get(head, "lost_connection_time"));
+	double restored = json_number_value(json_object_get(head, "restored_connection_time"));
+
+	*err = -ENOMEM;
+	if (!a) {
+		json_decref(head);
+		return NULL;
+	}
+	a->node = node;
+	a->head = head;
+	a->peer = util__strdup(peer);
+	a->key = util__strdup(key);
+	a->entries = json_array();
+	a->budget = node__max_datagram(node) > RECOVERY_ENVELOPE * 2
+	                ? node__max_datagram(node) - RECOVERY_ENVELOPE
+	                : RECOVERY_ENVELOPE;
+	if (!a->peer || !a->key || !a->entries) {
+		answer_free(a);
+		return NULL;
+	}
+	/* Seconds to microseconds, the window rounded outwards. */
+	*err = tsync_node_history_query(node, NULL, (int64_t)floor(lost * 1e6), (int64_t)ceil(restored * 1e6),
+	                                collect, a->entries, &a->w);
+	if (*err < 0) {
+		answer_free(a);
+		return NULL;
+	}
+	json_object_del(a->head, "trimmed");
+	if (a->w.trimmed &&
+	    json_object_set_new(a->head, "trimmed",
+	                        json_pack("{s:I,s:I}", "from_us", (json_int_t)a->w.trimmed_from_us, "to_us",
+	                                  (json_int_t)a->w.trimmed_to_us)) < 0) {
+		*err = -ENOMEM;
+		answer_free(a);
+		return NULL;
+	}
+	/* Every chunk says how many there are: counted with the count's own
+	 * digits in place, since they take room in each chunk. */
+	a->chunks = count_chunks(a);
+	json_object_set_new(a->head, "chunks", json_integer((json_int_t)a->chunks));
+	a->chunks = count_chunks(a);
+	json_object_set_new(a->head, "chunks", json_integer((json_int_t)a->chunks));
+	return a;
+}
+
+static bool answered_before(tsync_node *node, const char *key, char **result);
+
 int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req, char **result)
 {
 	static uint64_t counter;
 	json_error_t jerr;
 	json_t *j = json_loads(req->json, 0, &jerr), *lj, *rj, *dj, *ij;
-	tsync_history_window w;
 	struct answer *a = NULL;
-	json_t *ans;
+	json_t *ans, *head;
 	double lost, restored;
-	char request[2 * RECOVERY_MAX_ID + 256];
+	char request[2 * RECOVERY_MAX_ID + 256], key[sizeof(request) + 32];
 	const char *deliver_to;
 	int r;
 
@@ -310,57 +452,124 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 		json_decref(j);
 		return TSYNC_ECMD_ARGS;
 	}
-	a = calloc(1, sizeof(*a));
-	if (!a) {
+	snprintf(key, sizeof(key), "%s%s", RECOVERY_RECORD, request);
+	/* The same request again (asked again after a restart of the
+	 * requester): its answer, and nothing sent twice. */
+	if (answered_before(node, key, result)) {
 		json_decref(j);
-		return -ENOMEM;
-	}
-	a->node = node;
-	a->peer = strdup(deliver_to);
-	a->entries = json_array();
-	a->budget = node__max_datagram(node) > RECOVERY_ENVELOPE * 2
-	                ? node__max_datagram(node) - RECOVERY_ENVELOPE
-	                : RECOVERY_ENVELOPE;
-	/* The sender is the envelope's; the data store is named by "entity",
-	 * the request by "request". */
-	a->head =
-	    json_pack("{s:s,s:s,s:O,s:O,s:I}", "entity", tsync_node_name(node), "request", request,
-	              "lost_connection_time", lj, "restored_connection_time", rj, "chunks", (json_int_t)0);
-	json_decref(j);
-	if (!a->peer || !a->entries || !a->head) {
-		answer_free(a);
-		return -ENOMEM;
-	}
-	/* Seconds to microseconds, the window rounded outwards. */
-	r = tsync_node_history_query(node, NULL, (int64_t)floor(lost * 1e6), (int64_t)ceil(restored * 1e6),
-	                             collect, a->entries, &w);
-	if (r < 0) {
-		answer_free(a);
-		return r;
-	}
-	if (w.trimmed && json_object_set_new(a->head, "trimmed",
-	                                     json_pack("{s:I,s:I}", "from_us", (json_int_t)w.trimmed_from_us,
-	                                               "to_us", (json_int_t)w.trimmed_to_us)) < 0) {
-		answer_free(a);
-		return -ENOMEM;
-	}
-	/* Every chunk says how many there are: counted with the count's own
-	 * digits in place, since they take room in each chunk. */
-	a->chunks = count_chunks(a);
-	json_object_set_new(a->head, "chunks", json_integer((json_int_t)a->chunks));
-	a->chunks = count_chunks(a);
-	json_object_set_new(a->head, "chunks", json_integer((json_int_t)a->chunks));
-	ans = json_pack("{s:s,s:s,s:I,s:I,s:b,s:I,s:I,s:b}", "request", request, "deliver_to", a->peer,
-	                "chunks", (json_int_t)a->chunks, "entries", (json_int_t)json_array_size(a->entries),
-	                "trimmed", w.trimmed, "trimmed_from_us", (json_int_t)w.trimmed_from_us,
-	                "trimmed_to_us", (json_int_t)w.trimmed_to_us, "complete",
-	                json_array_size(a->entries) < RECOVERY_MAX_ENTRIES);
-	*result = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
-	json_decref(ans);
-	if (a->chunks == 0) {
-		answer_free(a);
 		return 0;
 	}
+	/* The sender is the envelope's; the data store is named by "entity",
+	 * the request by "request". */
+	head = json_pack("{s:s,s:s,s:O,s:O,s:I}", "entity", tsync_node_name(node), "request", request,
+	                 "lost_connection_time", lj, "restored_connection_time", rj, "chunks", (json_int_t)0);
+	/* deliver_to is j's: j goes once the answer has its copy. */
+	a = head ? answer_new(node, deliver_to, head, key, &r) : NULL;
+	json_decref(j);
+	if (!a)
+		return head ? r : -ENOMEM;
+	ans = json_pack("{s:s,s:s,s:I,s:I,s:b,s:I,s:I,s:b}", "request", request, "deliver_to", a->peer,
+	                "chunks", (json_int_t)a->chunks, "entries", (json_int_t)json_array_size(a->entries),
+	                "trimmed", a->w.trimmed, "trimmed_from_us", (json_int_t)a->w.trimmed_from_us,
+	                "trimmed_to_us", (json_int_t)a->w.trimmed_to_us, "complete",
+	                json_array_size(a->entries) < RECOVERY_MAX_ENTRIES);
+	a->result = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
+	json_decref(ans);
+	*result = a->result ? util__strdup(a->result) : NULL;
+	active_add(a);
+	record_put(a, false);
 	pump(a);
 	return 0;
+}
+
+/* A request not done when the node stopped (its record): the chunks after
+ * those its store resumes, or the whole window again under a new name when
+ * the history no longer holds the same changes. */
+static void answer_resume(tsync_node *node, const char *key, json_t *rec)
+{
+	json_t *head = json_deep_copy(json_object_get(rec, "head"));
+	const char *peer = json_string_value(json_object_get(rec, "deliver_to"));
+	json_int_t sent = json_integer_value(json_object_get(rec, "sent"));
+	json_int_t entries = json_integer_value(json_object_get(rec, "entries"));
+	const char *result = json_string_value(json_object_get(rec, "answer"));
+	struct answer *a;
+	int err;
+
+	if (!head || !peer || !json_is_string(json_object_get(head, "request"))) {
+		json_decref(head);
+		return;
+	}
+	a = answer_new(node, peer, json_incref(head), key, &err);
+	if (a && (json_int_t)json_array_size(a->entries) != entries) {
+		char name[2 * RECOVERY_MAX_ID + 300];
+		snprintf(name, sizeof(name), "%s~%llu", json_string_value(json_object_get(head, "request")),
+		         (unsigned long long)tsync_node_boot(node));
+		answer_free(a);
+		json_object_set_new(head, "request", json_string(name));
+		a = answer_new(node, peer, json_incref(head), key, &err);
+		sent = 0;
+	}
+	json_decref(head);
+	if (!a)
+		return;
+	a->result = result ? util__strdup(result) : NULL;
+	while ((json_int_t)a->chunk < sent && a->chunk < a->chunks && skip_chunk(a))
+		;
+	active_add(a);
+	record_put(a, false);
+	pump(a);
+}
+
+static bool answered_before(tsync_node *node, const char *key, char **result)
+{
+	struct answer *a = active_find(node, key);
+	char *text = NULL;
+	json_t *rec;
+	const char *ans;
+
+	if (a) {
+		*result = a->result ? util__strdup(a->result) : NULL;
+		return true;
+	}
+	if (tsync_node_record_get(node, key, &text) < 0)
+		return false;
+	rec = json_loads(text, 0, NULL);
+	free(text);
+	if (!json_is_object(rec)) {
+		json_decref(rec);
+		return false;
+	}
+	ans = json_string_value(json_object_get(rec, "answer"));
+	*result = ans ? util__strdup(ans) : NULL;
+	if (!json_is_true(json_object_get(rec, "done")))
+		answer_resume(node, key, rec);
+	json_decref(rec);
+	return true;
+}
+
+static void resume_cb(void *ud, const char *key, const char *text)
+{
+	json_object_set_new(ud, key, json_string(text));
+}
+
+void node__recovery_resume(tsync_node *node)
+{
+	json_t *recs = json_object(), *v;
+	int64_t now = (int64_t)util__realtime_us();
+	const char *key;
+
+	if (!recs || tsync_node_record_scan(node, RECOVERY_RECORD, "tsync.recovery0", resume_cb, recs) < 0) {
+		json_decref(recs);
+		return;
+	}
+	json_object_foreach(recs, key, v)
+	{
+		json_t *rec = json_loads(json_string_value(v), 0, NULL);
+		if (!json_is_true(json_object_get(rec, "done")))
+			answer_resume(node, key, rec);
+		else if (now - json_integer_value(json_object_get(rec, "at_us")) > RECOVERY_KEEP_US)
+			tsync_node_record_put(node, key, NULL);
+		json_decref(rec);
+	}
+	json_decref(recs);
 }

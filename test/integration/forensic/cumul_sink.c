@@ -3,8 +3,11 @@
  * forensicd tests: a node with a state directory that takes `cumul_data`
  * requests and appends each, as one line of JSON, to a file, synced before
  * it answers (as pushd answers after its journal commit). The request
- * machinery calls the handler once per request, so the file shows whether
- * forensicd sent a day once.
+ * machinery calls the handler once per request; a request whose content
+ * (owner, day and cumuls) was written before is answered as a duplicate and
+ * not written again, as pushd's commit marks do (forensicd sends again, at
+ * its start, what was not acked). So the file shows whether forensicd
+ * delivered a day once.
  *
  * Usage: cumul_sink SITE.CONF CONTROLLER STATE_DIR OUT_FILE
  * SPDX-License-Identifier: MIT
@@ -17,10 +20,44 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <jansson.h>
 #include <thingsync/thingsync.h>
 
 static tsync_node *node;
 static int out_fd = -1;
+static json_t *seen; /* the content of every request written */
+
+/* What a request carries, as pushd's commit mark knows it; NULL if malformed. */
+static char *content_key(const char *text)
+{
+	json_t *j = json_loads(text, 0, NULL);
+	char *c = j ? json_dumps(json_object_get(j, "cumuls"), JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	char *key = NULL;
+
+	if (c && asprintf(&key, "%s/%s/%s", json_string_value(json_object_get(j, "owner")),
+	                  json_string_value(json_object_get(j, "day")), c) < 0)
+		key = NULL;
+	free(c);
+	json_decref(j);
+	return key;
+}
+
+/* The requests written by earlier runs. */
+static void load_seen(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *line = NULL, *key;
+	size_t cap = 0;
+
+	while (f && getline(&line, &cap, f) > 0)
+		if ((key = content_key(line))) {
+			json_object_set_new(seen, key, json_true());
+			free(key);
+		}
+	free(line);
+	if (f)
+		fclose(f);
+}
 
 static void log_stderr(void *ud, tsync_log_level level, const char *line)
 {
@@ -31,15 +68,27 @@ static void log_stderr(void *ud, tsync_log_level level, const char *line)
 static int on_cumul_data(void *ud, tsync_node *n, const tsync_request *req, char **result)
 {
 	size_t len = strlen(req->json);
+	char *key = content_key(req->json);
 
 	(void)ud;
 	(void)n;
 	(void)result;
+	if (!key)
+		return TSYNC_ECMD_ARGS;
+	if (json_object_get(seen, key)) {
+		fprintf(stderr, "info: duplicate cumul_data from %s (%zu bytes): written before\n", req->from,
+		        len);
+		free(key);
+		return 0;
+	}
 	if (write(out_fd, req->json, len) != (ssize_t)len || write(out_fd, "\n", 1) != 1 ||
 	    fsync(out_fd) < 0) {
 		fprintf(stderr, "error: cannot write: %s\n", strerror(errno));
+		free(key);
 		return -EIO;
 	}
+	json_object_set_new(seen, key, json_true());
+	free(key);
 	fprintf(stderr, "info: cumul_data from %s (%zu bytes)\n", req->from, len);
 	return 0;
 }
@@ -61,6 +110,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: cumul_sink SITE.CONF CONTROLLER STATE_DIR OUT_FILE\n");
 		return 2;
 	}
+	seen = json_object();
+	load_seen(argv[4]);
 	out_fd = open(argv[4], O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 	if (out_fd < 0) {
 		perror(argv[4]);

@@ -326,6 +326,35 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* Whether report_command's run number `arg` has ended (/v1/status). */
+static bool report_ended(void *ud)
+{
+	char *body = NULL;
+	json_t *j, *rc;
+	bool ok;
+
+	if (tdh_http(t, FOR, "GET", "/v1/status", NULL, NULL, &body) != 200) {
+		free(body);
+		return false;
+	}
+	j = json_loads(body, 0, NULL);
+	free(body);
+	rc = json_object_get(j, "report_command");
+	ok = json_integer_value(json_object_get(rc, "runs")) >= *(const long long *)ud &&
+	     json_is_false(json_object_get(rc, "running"));
+	json_decref(j);
+	return ok;
+}
+
+static void wait_report_ended(long long runs)
+{
+	if (!tdh_wait(report_ended, &runs, TDH_WAIT_MS)) {
+		json_t *s = get_json(FOR, "/v1/status", 200);
+		char *txt = json_dumps(json_object_get(s, "report_command"), JSON_COMPACT);
+		fail_msg("report_command run %lld has not ended: %s", runs, txt);
+	}
+}
+
 /* A day of known changes: every field of every cumul exactly. */
 static void test_known_day(void **state)
 {
@@ -428,11 +457,12 @@ static void test_known_day(void **state)
 		assert_int_equal(num(tot, "doors_opened"), 2);
 		assert_true(json_number_value(json_object_get(tot, "heating_hours")) == 2.5);
 		assert_true(json_number_value(json_object_get(tot, "energy_wh")) == 3000.0);
-		assert_true(json_is_true(json_object_get(json_object_get(rep, "report_command"), "ok")));
+		assert_true(json_is_true(json_object_get(json_object_get(rep, "report_command"), "started")));
 	}
 	json_decref(rep);
 	free(out);
 	free(err);
+	wait_report_ended(1);
 	/* report_command got the text on its stdin. */
 	text = tdh_read(report_out);
 	assert_non_null(text);
@@ -451,20 +481,18 @@ static void test_known_day(void **state)
 	    2);
 	json_decref(rep);
 
-	/* A failing command: its exit status in the answer, /v1/status and the log. */
+	/* A failing command: its exit status in /v1/status and the log. */
 	tdh_write(report_sh, "cat >/dev/null; echo 'no mail today'; exit 3\n");
 	out = err = NULL;
 	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
 	             NULL);
 	assert_int_equal(rc, 0);
 	rep = json_loads(out, 0, NULL);
-	assert_true(json_is_false(json_object_get(json_object_get(rep, "report_command"), "ok")));
-	assert_non_null(
-	    strstr(json_string_value(json_object_get(json_object_get(rep, "report_command"), "error")),
-	           "exit status 3"));
+	assert_true(json_is_true(json_object_get(json_object_get(rep, "report_command"), "started")));
 	json_decref(rep);
 	free(out);
 	free(err);
+	wait_report_ended(2);
 	{
 		json_t *s = get_json(FOR, "/v1/status", 200);
 		json_t *rc_ = json_object_get(s, "report_command");
@@ -481,9 +509,16 @@ static void test_known_day(void **state)
 	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
 	             NULL);
 	assert_int_equal(rc, 0);
-	assert_non_null(strstr(out, "timed out after 2000 ms"));
 	free(out);
 	free(err);
+	wait_report_ended(3);
+	{
+		json_t *s = get_json(FOR, "/v1/status", 200);
+		assert_non_null(strstr(json_string_value(json_object_get(json_object_get(s, "report_command"),
+		                                                         "last_error")),
+		                       "timed out after 2000 ms"));
+		json_decref(s);
+	}
 
 	/* Pushed: each thing of each owner's day once, as the owner answered it. */
 	assert_pushed_once(T0, T0);
@@ -738,6 +773,86 @@ static void test_dst_day(void **state)
 	json_decref(d);
 }
 
+/*
+ * report_command runs beside the event loop: while one waits (for a file
+ * the test makes), forensicd serves HTTP, answers the mesh (a second
+ * report, told the first has not ended) and goes on collecting; when it
+ * ends, its outcome is in /v1/status and it got the report on stdin.
+ */
+static void test_report_async(void **state)
+{
+	char keys[1024], script[1024], *flag = tdh_path(t, "report.go"), *out = NULL, *err = NULL, *p;
+	json_t *rep, *s;
+	long long runs;
+	int rc;
+
+	(void)state;
+	/* A timeout far beyond the test's limits: the run ends when told to. */
+	snprintf(keys, sizeof(keys), "%s", site_keys);
+	p = strstr(keys, "report_timeout_ms = 2000");
+	assert_non_null(p);
+	snprintf(site_keys, sizeof(site_keys), "%.*sreport_timeout_ms = 3600000%s", (int)(p - keys), keys,
+	         p + strlen("report_timeout_ms = 2000"));
+	tdh_write_site(t);
+	tdh_stop(t, FOR);
+	start_forensicd(true);
+	snprintf(script, sizeof(script), "while [ ! -e %s ]; do sleep 0.05; done; cat > %s\n", flag,
+	         report_out);
+	tdh_write(report_sh, script);
+	unlink(report_out);
+	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
+	             NULL);
+	if (rc != 0)
+		fail_msg("report: %d %s %s", rc, out ? out : "", err ? err : "");
+	rep = json_loads(out, 0, NULL);
+	assert_true(json_is_true(json_object_get(json_object_get(rep, "report_command"), "started")));
+	runs = (long long)json_integer_value(json_object_get(json_object_get(rep, "report_command"), "run"));
+	json_decref(rep);
+	free(out);
+	free(err);
+	/* It waits; HTTP is served, and says so. */
+	s = get_json(FOR, "/v1/status", 200);
+	assert_true(json_is_true(json_object_get(json_object_get(s, "report_command"), "running")));
+	json_decref(s);
+	/* The mesh is answered: a second report, not started. */
+	out = err = NULL;
+	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
+	             NULL);
+	if (rc != 0)
+		fail_msg("second report: %d %s %s", rc, out ? out : "", err ? err : "");
+	rep = json_loads(out, 0, NULL);
+	assert_true(json_is_false(json_object_get(json_object_get(rep, "report_command"), "started")));
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(rep, "report_command"), "error")),
+	                       "busy"));
+	json_decref(rep);
+	free(out);
+	free(err);
+	/* And the collection goes on: a day passes and is collected meanwhile. */
+	set_clock(now_s + DAY);
+	{
+		char today[11];
+		day_of(now_s, today);
+		wait_collected("PI-A", today);
+		wait_collected("PI-B", today);
+	}
+	s = get_json(FOR, "/v1/status", 200);
+	assert_true(json_is_true(json_object_get(json_object_get(s, "report_command"), "running")));
+	json_decref(s);
+	/* Told to end: it read the report, and ended well. */
+	tdh_write(flag, "go\n");
+	wait_report_ended(runs);
+	s = get_json(FOR, "/v1/status", 200);
+	assert_true(json_is_null(json_object_get(json_object_get(s, "report_command"), "last_error")));
+	json_decref(s);
+	{
+		char *text = tdh_read(report_out);
+		assert_non_null(text);
+		assert_non_null(strstr(text, "Doors:"));
+		free(text);
+	}
+	free(flag);
+}
+
 /* --- end to end: the real pushd and collectord ------------------------------------------ */
 
 #define E2E_GAUGES 70
@@ -766,9 +881,34 @@ static void spawn_at(int i, const char *const *argv, const char *ready_path)
 	}
 }
 
+static bool pushd_up(void *ud)
+{
+	const char *w[] = {"3", "/status"};
+	(void)ud;
+	return http_ok(w);
+}
+
+/* The real pushd, posting to the collector; wait_up: until it serves HTTP. */
+static void start_pushd(bool wait_up)
+{
+	char http[64];
+	const char *argv[] = {getenv("PUSHD"), "--site",         t->c[PUSH].conf, "--controller",
+	                      "PUSH",          "--state-dir",    t->c[PUSH].state, "--http",
+	                      http,            "--retry-min-ms", "20",             "--retry-max-ms",
+	                      "300",           NULL};
+
+	snprintf(http, sizeof(http), "127.0.0.1:%u", t->c[PUSH].tcp);
+	if (wait_up) {
+		spawn_at(PUSH, argv, "/status");
+		return;
+	}
+	assert_non_null(argv[0]);
+	t->c[PUSH].pid = tdh_spawn(argv, t->c[PUSH].log);
+}
+
 static int setup_e2e(void **state)
 {
-	char db[600], listen[64], http[64];
+	char db[600], listen[64];
 
 	(void)state;
 	/* PI-B owns more things than forensicd asks for at once (64): its days
@@ -788,24 +928,7 @@ static int setup_e2e(void **state)
 		    getenv("COLLECTORD"), "--site", t->c[SRV].conf, "--listen", listen, "--db", db, NULL};
 		spawn_at(SRV, argv, "/health");
 	}
-	snprintf(http, sizeof(http), "127.0.0.1:%u", t->c[PUSH].tcp);
-	{
-		const char *argv[] = {getenv("PUSHD"),
-		                      "--site",
-		                      t->c[PUSH].conf,
-		                      "--controller",
-		                      "PUSH",
-		                      "--state-dir",
-		                      t->c[PUSH].state,
-		                      "--http",
-		                      http,
-		                      "--retry-min-ms",
-		                      "20",
-		                      "--retry-max-ms",
-		                      "300",
-		                      NULL};
-		spawn_at(PUSH, argv, "/status");
-	}
+	start_pushd(true);
 	start_forensicd(true);
 	return 0;
 }
@@ -820,18 +943,25 @@ static int teardown_e2e(void **state)
 	return 0;
 }
 
-struct count_want {
+
+/* The collector's rows (of days [from, to], if given), at least `want`. */
+struct range_want {
+	char from[11], to[11];
 	size_t want;
 	json_t *last;
 };
 
-static bool collector_has(void *ud)
+static bool collector_range_has(void *ud)
 {
-	struct count_want *w = ud;
-	char *body = NULL;
+	struct range_want *w = ud;
+	char *body = NULL, path[128];
 	json_t *j;
 
-	if (tdh_http(t, SRV, "GET", "/v1/cumuls?limit=10000", NULL, NULL, &body) != 200) {
+	if (w->from[0])
+		snprintf(path, sizeof(path), "/v1/cumuls?from=%s&to=%s&limit=10000", w->from, w->to);
+	else
+		snprintf(path, sizeof(path), "/v1/cumuls?limit=10000");
+	if (tdh_http(t, SRV, "GET", path, NULL, NULL, &body) != 200) {
 		free(body);
 		return false;
 	}
@@ -842,13 +972,31 @@ static bool collector_has(void *ud)
 	return json_array_size(json_object_get(j, "cumuls")) >= w->want;
 }
 
+/* The collector's rows as "OWNER/DAY/THING" -> row, each key once. */
+static json_t *rows_once(json_t *rows)
+{
+	json_t *seen = json_object(), *row;
+	size_t i;
+
+	json_array_foreach(rows, i, row)
+	{
+		char key[256];
+		snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(row, "owner")),
+		         json_string_value(json_object_get(row, "day")),
+		         json_string_value(json_object_get(row, "thing")));
+		if (json_object_get(seen, key))
+			fail_msg("%s twice in the collector's table", key);
+		json_object_set_new(seen, key, json_incref(row));
+	}
+	return seen;
+}
+
 static void test_e2e_collector_table(void **state)
 {
 	const int days = 6;
-	struct count_want w = {(size_t)days * E2E_THINGS, NULL};
-	json_t *seen = json_object(), *row, *st, *d;
+	struct range_want w = {"", "", (size_t)days * E2E_THINGS, NULL};
+	json_t *seen, *st, *d;
 	char today[11], *body = NULL;
-	size_t i;
 
 	(void)state;
 	set_clock(T0 + 2 * HR);
@@ -869,20 +1017,11 @@ static void test_e2e_collector_table(void **state)
 	day_of(now_s, today);
 	wait_collected("PI-A", today);
 	wait_collected("PI-B", today);
-	if (!tdh_wait(collector_has, &w, TDH_WAIT_MS)) {
+	if (!tdh_wait(collector_range_has, &w, TDH_WAIT_MS)) {
 		char *txt = json_dumps(w.last, JSON_INDENT(1));
 		fail_msg("the collector has not every cumul: %s", txt);
 	}
-	json_array_foreach(json_object_get(w.last, "cumuls"), i, row)
-	{
-		char key[256];
-		snprintf(key, sizeof(key), "%s/%s/%s", json_string_value(json_object_get(row, "owner")),
-		         json_string_value(json_object_get(row, "day")),
-		         json_string_value(json_object_get(row, "thing")));
-		if (json_object_get(seen, key))
-			fail_msg("%s twice in the collector's table", key);
-		json_object_set_new(seen, key, json_incref(row));
-	}
+	seen = rows_once(json_object_get(w.last, "cumuls"));
 	assert_int_equal(json_object_size(seen), (size_t)days * E2E_THINGS);
 	/* A gauge of PI-B, asked in the second slice, held its initial value all day. */
 	{
@@ -925,15 +1064,127 @@ static void test_e2e_collector_table(void **state)
 	json_decref(w.last);
 }
 
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000 * 1000};
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * pushd killed -9 at random moments while closed days are pushed to it, and
+ * every third round forensicd too (its unanswered cumul_data are then
+ * resumed by its node, without a callback): a request pushd took but whose
+ * journal commit the kill lost is answered "outcome unknown"
+ * (TSYNC_EPEER_RESTARTED) and must be sent again. The collector's cumuls
+ * table holds every (owner, thing, day) of those days exactly once, as
+ * forensicd collected it, and no cumul_conflict.
+ */
+static void test_e2e_pushd_kill9(void **state)
+{
+	const char *env = getenv("FORENSIC_KILL_ROUNDS");
+	int rounds = env ? atoi(env) : 24, pushd_kills = 0, fd_kills = 0, days = 0;
+	unsigned seed = (unsigned)time(NULL);
+	struct range_want w;
+	json_t *seen, *row, *st;
+	char today[11], *body = NULL;
+
+	(void)state;
+	printf("pushd kill rounds %d, seed %u\n", rounds, seed);
+	srand(seed);
+	memset(&w, 0, sizeof(w));
+	day_of(now_s, w.from);
+	for (int r = 0; r < rounds; r++) {
+		set_clock(now_s + DAY);
+		days++;
+		set("power_main", r % 2 ? "12.5" : "99");
+		/* Into the day's collection and push, at a random moment. */
+		sleep_ms(rand() % 700);
+		tdh_kill9(t, PUSH);
+		pushd_kills++;
+		if (r % 3 == 2) {
+			sleep_ms(rand() % 200);
+			tdh_kill9(t, FOR);
+			fd_kills++;
+			start_forensicd(false);
+		}
+		sleep_ms(rand() % 300);
+		start_pushd(false);
+	}
+	/* And a few more kills of pushd while the last days drain. */
+	for (int r = 0; r < 4; r++) {
+		sleep_ms(100 + rand() % 400);
+		tdh_kill9(t, PUSH);
+		pushd_kills++;
+		start_pushd(false);
+	}
+	assert_true(tdh_wait(pushd_up, NULL, TDH_WAIT_MS));
+	assert_true(tdh_wait(api_up, NULL, TDH_WAIT_MS));
+	day_of(now_s, today);
+	day_of(now_s - DAY, w.to);
+	wait_collected("PI-A", today);
+	wait_collected("PI-B", today);
+	w.want = (size_t)days * E2E_THINGS;
+	if (!tdh_wait(collector_range_has, &w, TDH_WAIT_MS)) {
+		st = get_json(FOR, "/v1/status", 200);
+		char *txt = json_dumps(json_object_get(st, "push"), JSON_COMPACT);
+		fail_msg("the collector has %zu cumuls of %s..%s, not %zu (forensicd's push: %s)",
+		         json_array_size(json_object_get(w.last, "cumuls")), w.from, w.to, w.want, txt);
+	}
+	seen = rows_once(json_object_get(w.last, "cumuls"));
+	assert_int_equal(json_object_size(seen), w.want);
+	/* Each as forensicd collected it from the owner, every thing of every day. */
+	for (int64_t d = now_s - days * DAY; d < now_s - DAY / 2; d += DAY) {
+		char day[11], path[64];
+		json_t *fdday, *owners, *ths, *c;
+		const char *owner, *thing;
+		size_t n = 0;
+		day_of(d, day);
+		snprintf(path, sizeof(path), "/v1/days/%s", day);
+		fdday = get_json(FOR, path, 200);
+		owners = json_object_get(fdday, "owners");
+		json_object_foreach(owners, owner, ths)
+		{
+			json_object_foreach(ths, thing, c)
+			{
+				char key[256];
+				snprintf(key, sizeof(key), "%s/%s/%s", owner, day, thing);
+				row = json_object_get(seen, key);
+				if (!row)
+					fail_msg("%s is not in the collector's table", key);
+				if (!json_equal(c, json_object_get(row, "cumul")))
+					fail_msg("%s differs between forensicd and the collector", key);
+				n++;
+			}
+		}
+		assert_int_equal(n, E2E_THINGS);
+		json_decref(fdday);
+	}
+	assert_int_equal(tdh_http(t, SRV, "GET", "/v1/alarms", NULL, NULL, &body), 200);
+	assert_null(strstr(body, "cumul_conflict"));
+	free(body);
+	st = get_json(FOR, "/v1/status", 200);
+	printf("collector: %zu cumuls of %d days, each (owner, thing, day) once, across %d kills -9 of "
+	       "pushd and %d of forensicd (its last run: %lld cumul_data sent again on an unknown "
+	       "outcome, %lld at its start)\n",
+	       json_object_size(seen), days, pushd_kills, fd_kills,
+	       num(json_object_get(st, "push"), "resent"), num(json_object_get(st, "push"), "resumed"));
+	json_decref(st);
+	json_decref(seen);
+	json_decref(w.last);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_known_day),     cmocka_unit_test(test_owner_off_across_midnight),
 	    cmocka_unit_test(test_down_two_days), cmocka_unit_test(test_kill9_exactly_once),
 	    cmocka_unit_test(test_bound),         cmocka_unit_test(test_dst_day),
+	    cmocka_unit_test(test_report_async),
 	};
 	const struct CMUnitTest e2e[] = {
 	    cmocka_unit_test(test_e2e_collector_table),
+	    cmocka_unit_test(test_e2e_pushd_kill9),
 	};
 
 	if (argc > 1 && !strcmp(argv[1], "e2e"))

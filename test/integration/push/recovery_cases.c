@@ -523,6 +523,21 @@ static void test_recovery_intake_kill9(void **state)
  * collector keeps the window and raises recovery_window_lost naming owner
  * and window; what the history still held is stored.
  */
+/* The window from from_s on, asked again: trimmed, and the alarm is active. */
+static void lost_again(struct env *e, int64_t from_s, const char *id)
+{
+	struct rreq q;
+	json_t *a;
+
+	ask_recovery(e, &q, from_s, now_us() / 1000000 + 1, id);
+	assert_true(wait_for(e, pred_recovered, &q, 60000));
+	assert_true(q.trimmed);
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	a = active_alarm(e, "recovery_window_lost", "OWNER");
+	assert_non_null(a);
+	json_decref(a);
+}
+
 static void test_recovery_gap_alarm(void **state)
 {
 	struct env *e = *state;
@@ -574,6 +589,54 @@ static void test_recovery_gap_alarm(void **state)
 	assert_int_equal(held, q.entries);
 	assert_true(held < n);
 	free(count);
+
+	/* The same window asked again is trimmed again: the alarm stays (the
+	 * values are gone from the owner), and the gap is not counted twice. */
+	lost_again(e, from_s, "gap2");
+	/* An operator acknowledges it: signed only; the kinds that clear by
+	 * themselves are refused; then it is cleared, and a later lost window
+	 * raises it again. */
+	{
+		const char *ack = "{\"kind\":\"recovery_window_lost\",\"subject\":\"OWNER\"}";
+		char url[512];
+		json_t *out = NULL;
+		long st;
+
+		snprintf(url, sizeof(url), "%s/v1/alarms/ack", e->col_url);
+		st = http("POST", url, ack, NULL, &out);
+		assert_true(st == 401 || st == 403);
+		json_decref(out);
+		out = NULL;
+		assert_int_equal(signed_http(e, "POST", "/v1/alarms/ack",
+		                             "{\"kind\":\"source_silent\",\"subject\":\"PUSH\"}", &out),
+		                 409);
+		json_decref(out);
+		out = NULL;
+		assert_int_equal(signed_http(e, "POST", "/v1/alarms/ack", "{\"kind\":\"recovery_window_lost\"}", &out),
+		                 400);
+		assert_string_equal(json_string_value(json_object_get(out, "field")), "subject");
+		json_decref(out);
+		out = NULL;
+		assert_int_equal(signed_http(e, "POST", "/v1/alarms/ack", ack, &out), 200);
+		json_decref(out);
+		out = NULL;
+		assert_null(active_alarm(e, "recovery_window_lost", "OWNER"));
+		assert_int_equal(signed_http(e, "POST", "/v1/alarms/ack", ack, &out), 404);
+		json_decref(out);
+		/* Cleared, in the history, as acknowledged. */
+		j = col_get(e, "/v1/alarms");
+		{
+			size_t i;
+			json_t *x;
+			bool seen = false;
+			json_array_foreach(json_object_get(j, "cleared"), i, x)
+				seen |= !strcmp(json_string_value(json_object_get(x, "kind")), "recovery_window_lost");
+			assert_true(seen);
+		}
+		json_decref(j);
+	}
+	set_r_values(e, base + n, n);
+	lost_again(e, from_s, "gap3");
 }
 
 /* --- pull: the collector asks recoveryd for a window (contract 4) -------------------------- */
@@ -606,6 +669,35 @@ static bool pred_fake_calls(struct env *e, void *arg)
 {
 	struct fake_recoveryd *f = arg;
 	return f->calls >= f->refuse + 1;
+}
+
+/* The stand-in serves RECOV's tcp_port of the site in e->site_path. */
+static void fake_start(struct env *e, struct fake_recoveryd *f, uint16_t port)
+{
+	static const struct httpd_route routes[] = {
+	    {"/v1/recover", HTTPD_POST, 1024, false, true},
+	    {NULL, 0, 0, false, false},
+	};
+	struct httpd_config cfg;
+
+	assert_int_equal(tsync_site_load(e->site_path, &f->site, NULL), 0);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.base = e->base;
+	cfg.host = "127.0.0.1";
+	cfg.port = port;
+	cfg.routes = routes;
+	cfg.handler = fake_cb;
+	cfg.arg = f;
+	cfg.site = f->site;
+	cfg.name = "RECOV";
+	assert_int_equal(httpd__new(&cfg, &f->http), 0);
+}
+
+static void fake_free(struct fake_recoveryd *f)
+{
+	httpd__free(f->http);
+	tsync_site_free(f->site);
+	json_decref(f->bodies);
 }
 
 /* The collector's pull `id`: its state (and attempts, recovery id) in the list. */
@@ -656,7 +748,7 @@ static void insert_after_host(char *text, const char *section, const char *line)
  * tcp_port, and with `owner_history` OWNER keeping a history (as the
  * in-process OWNER does after owner_with_history()).
  */
-static void site_variant(struct env *e, uint16_t recov_port, bool owner_history)
+static void site_variant_lines(struct env *e, uint16_t recov_port, const char *owner_lines)
 {
 	char *text = calloc(1, 8192), *path, line[64];
 	FILE *in = fopen(e->site_path, "r");
@@ -666,12 +758,17 @@ static void site_variant(struct env *e, uint16_t recov_port, bool owner_history)
 	fclose(in);
 	snprintf(line, sizeof(line), "tcp_port = %u\n", recov_port);
 	insert_after_host(text, "[controller RECOV]\n", line);
-	if (owner_history)
-		insert_after_host(text, "[controller OWNER]\n", "history = yes\n");
+	if (owner_lines)
+		insert_after_host(text, "[controller OWNER]\n", owner_lines);
 	path = harness_write(e->dir, "site-daemons.conf", text);
 	snprintf(e->site_path, sizeof(e->site_path), "%s", path);
 	free(path);
 	free(text);
+}
+
+static void site_variant(struct env *e, uint16_t recov_port, bool owner_history)
+{
+	site_variant_lines(e, recov_port, owner_history ? "history = yes\n" : NULL);
 }
 
 /*
@@ -683,14 +780,9 @@ static void site_variant(struct env *e, uint16_t recov_port, bool owner_history)
  */
 static void check_pull_contract(struct env *e)
 {
-	static const struct httpd_route routes[] = {
-	    {"/v1/recover", HTTPD_POST, 1024, false, true},
-	    {NULL, 0, 0, false, false},
-	};
 	struct fake_recoveryd f = {.refuse = 2, .bodies = json_array()};
 	const char *extra[] = {"--pull-scan", "1", "--pull-retry-min-ms", "50", "--pull-retry-max-ms",
 	                       "200",         NULL};
-	struct httpd_config cfg;
 	struct pull_q q = {0, "accepted"};
 	char items[1024];
 	uint16_t port = tcp_free_port();
@@ -699,17 +791,7 @@ static void check_pull_contract(struct env *e)
 
 	/* The collector's site.conf gives RECOV (role recovery) a tcp_port. */
 	site_variant(e, port, false);
-	assert_int_equal(tsync_site_load(e->site_path, &f.site, NULL), 0);
-	memset(&cfg, 0, sizeof(cfg));
-	cfg.base = e->base;
-	cfg.host = "127.0.0.1";
-	cfg.port = port;
-	cfg.routes = routes;
-	cfg.handler = fake_cb;
-	cfg.arg = &f;
-	cfg.site = f.site;
-	cfg.name = "RECOV";
-	assert_int_equal(httpd__new(&cfg, &f.http), 0);
+	fake_start(e, &f, port);
 	start_collector(e, extra);
 
 	/* Refused unsigned, and with bad windows (naming the field). */
@@ -770,14 +852,60 @@ static void check_pull_contract(struct env *e)
 	assert_int_equal(json_array_size(json_object_get(j, "pulls")), 2);
 	assert_int_equal(jint(j, "accepted", NULL), 2);
 	json_decref(j);
-	httpd__free(f.http);
-	tsync_site_free(f.site);
-	json_decref(f.bodies);
+	fake_free(&f);
 }
 
 static void test_pull_contract(void **state)
 {
 	check_pull_contract(*state);
+}
+
+/*
+ * The head of a stream: the collector's database holds a stream from
+ * sequence 500 on (it was reset while pushd went on). Sequences 1..499 are
+ * pulled once, from as far back as the data stores' histories reach (the
+ * owner's history_max_age, 2 h here) to just after the first one stored.
+ */
+static void test_pull_head_gap(void **state)
+{
+	struct env *e = *state;
+	struct fake_recoveryd f = {.refuse = 0, .bodies = json_array()};
+	const char *extra[] = {"--pull-scan", "1", NULL};
+	char items[512];
+	uint16_t port = tcp_free_port();
+	int64_t t = now_us() - 600000000LL;
+	json_t *j = NULL, *p;
+
+	/* The owner keeps two hours of history. */
+	site_variant_lines(e, port, "history = yes\nhistory_max_age = 2h\n");
+	fake_start(e, &f, port);
+	start_collector(e, extra);
+	snprintf(
+	    items, sizeof(items),
+	    "{\"seq\":500,\"thing\":\"t0\",\"value\":1,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":500},"
+	    "{\"seq\":501,\"thing\":\"t0\",\"value\":2,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":501}",
+	    t, t + 1000000);
+	assert_int_equal(push_items(e, items, &j), 200);
+	json_decref(j);
+	f.refuse = 0;
+	assert_true(wait_for(e, pred_fake_calls, &f, 30000));
+	p = json_array_get(f.bodies, 0);
+	assert_int_equal(jint(p, "from", NULL), t / 1000000 - 2 * 3600 - 1);
+	assert_int_equal(jint(p, "to", NULL), t / 1000000 + 2);
+	/* Scans go on; the head is not pulled again. */
+	{
+		struct timeval tv = {2, 500000};
+		event_base_loopexit(e->base, &tv);
+		event_base_dispatch(e->base);
+	}
+	assert_int_equal(f.calls, 1);
+	j = col_get(e, "/v1/pulls");
+	assert_int_equal(json_array_size(json_object_get(j, "pulls")), 1);
+	assert_non_null(strstr(json_string_value(json_object_get(json_array_get(json_object_get(j, "pulls"), 0),
+	                                                         "reason")),
+	                       "head gap PUSH"));
+	json_decref(j);
+	fake_free(&f);
 }
 
 #ifdef HAVE_POSTGRES

@@ -2721,6 +2721,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_migrate_2_sqlite, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_intake_kill9, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_gap_alarm, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_pull_head_gap, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pull_contract, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_cumul_intake, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_outage_journal_and_recovery, setup, teardown),

@@ -745,6 +745,50 @@ static bool each_round_two(struct env *e, const void *arg)
 	return completed(e, "OWNER1") >= 2 && completed(e, "OWNER2") >= 2;
 }
 
+/* The chunks of OWNER1's only request PUSH has seen. */
+static long long seen_chunks(const struct received *r)
+{
+	long long n = 0;
+	for (long long k = 1; r->seen && k <= r->chunks; k++)
+		n += r->seen[k] > 0;
+	return n;
+}
+
+static bool chunks_seen_at_least(struct env *e, const void *arg)
+{
+	const struct received *r = only_request(e, "OWNER1");
+	return r && seen_chunks(r) >= *(const long long *)arg;
+}
+
+/* Whether the ledger says {recovery, owner, state}. */
+static bool owner_state_is(struct env *e, const void *arg)
+{
+	const char *const *w = arg;
+	json_t *s = status_of(e), *rec;
+	size_t i;
+	bool ok = false;
+
+	json_array_foreach(json_object_get(json_object_get(s, "ledger"), "recoveries"), i, rec)
+	{
+		const char *st = json_string_value(
+		    json_object_get(json_object_get(json_object_get(rec, "owners"), w[1]), "state"));
+		if (!strcmp(json_string_value(json_object_get(rec, "id")), w[0]) && st && !strcmp(st, w[2]))
+			ok = true;
+	}
+	json_decref(s);
+	return ok;
+}
+
+static void wait_owner_state(struct env *e, const char *recovery, const char *owner, const char *state)
+{
+	const char *want[] = {recovery, owner, state};
+
+	if (!run_until(e, owner_state_is, want, WAIT_MS)) {
+		char *txt = json_dumps(status_of(e), JSON_INDENT(1));
+		fail_msg("%s of %s not %s in the ledger: %s", owner, recovery, state, txt);
+	}
+}
+
 /* A data store down at the reconnect is asked when it comes back, also
  * after a restart of recoveryd meanwhile. */
 static void test_owner_down(void **state)
@@ -803,6 +847,93 @@ static void test_owner_down(void **state)
 	assert_int_equal(requests_of(e, "OWNER2"), 2);
 	for (int i = 0; i < e->n_req; i++)
 		assert_int_equal(e->req[i].duplicates, 0);
+	/* The ledger of the restarted recoveryd saw the answer of OWNER2 too:
+	 * no "asked" left over from before its restart. */
+	wait_owner_state(e, "r2", "OWNER2", "answered");
+}
+
+static int64_t owner1_window(struct env *e, int per_thing);
+
+/*
+ * A data store restarting in the middle of sending a window's chunks (a
+ * crash: what it had not committed is lost) finishes the window after its
+ * start: every change of the window reaches PUSH once, no chunk twice.
+ * Then recoveryd killed -9 before a data store's answer came asks it again
+ * under the same request id: answered from the data store's record, the
+ * window is not sent twice, and the ledger says "answered" (it said "asked"
+ * for ever: the answer to the request its node resumed reached no one).
+ */
+static void test_owner_restart_mid_send(void **state)
+{
+	struct env *e = *state;
+	const int per_thing = 4000;
+	char body[128];
+	json_t *j = NULL;
+	struct received *r;
+	int64_t t0;
+
+	t0 = owner1_window(e, per_thing);
+	snprintf(body, sizeof(body), "{\"from\":%.6f,\"to\":%.6f}", (double)t0 / 1e6 - 1,
+	         (double)real_us() / 1e6 + 1);
+	assert_int_equal(api(e, "POST", "/v1/recover", body, true, &j), 202);
+	json_decref(j);
+	{
+		long long some = 40;
+		assert_true(run_until(e, chunks_seen_at_least, &some, WAIT_MS));
+	}
+	r = only_request(e, "OWNER1");
+	assert_non_null(r);
+	assert_true(completed(e, "OWNER1") == 0);
+	printf("OWNER1 crashed after %lld of %lld chunks reached PUSH\n", seen_chunks(r), r->chunks);
+	tsync_node_abandon(e->owner[0]);
+	start_owner(e, 0);
+	assert_true(run_until(e, is_complete, "OWNER1", 10 * WAIT_MS));
+	quiet(e, 1000);
+	assert_int_equal(requests_of(e, "OWNER1"), 1);
+	assert_int_equal(r->duplicates, 0);
+	assert_int_equal(r->entries, (long long)THINGS * per_thing);
+	for (int t = 0; t < THINGS; t++)
+		for (uint64_t v = 0; v <= e->max_version; v++)
+			assert_true(e->versions[0][t][v] <= 1);
+
+	/* recoveryd asks OWNER2, which is away; recoveryd is killed -9 and
+	 * started again; OWNER2 returns and gets the request twice (the first
+	 * resumed by recoveryd's node, the second asked again): one window. */
+	start_owner(e, 1);
+	produce(e, 10);
+	harness_stop(&e->recov, SIGTERM);
+	start_recoveryd(e);
+	tsync_node_free(e->owner[1]);
+	e->owner[1] = NULL;
+	snprintf(body, sizeof(body), "{\"from\":%.6f,\"to\":%.6f}", (double)t0 / 1e6 - 1,
+	         (double)real_us() / 1e6 + 1);
+	assert_int_equal(api(e, "POST", "/v1/recover", body, true, &j), 202);
+	json_decref(j);
+	{
+		int two = 2;
+		assert_true(run_until(e, completed_owner1_twice, &two, WAIT_MS));
+	}
+	harness_stop(&e->recov, SIGKILL);
+	start_recoveryd(e);
+	start_owner(e, 1);
+	assert_true(run_until(e, is_complete, "OWNER2", WAIT_MS));
+	quiet(e, 1500);
+	/* r1's request (asked while it was away) and r2's, each once. */
+	{
+		int r2 = 0;
+		for (int i = 0; i < e->n_req; i++) {
+			if (strcmp(e->req[i].entity, "OWNER2") != 0)
+				continue;
+			assert_int_equal(e->req[i].duplicates, 0);
+			if (strstr(e->req[i].request, "/r2.")) {
+				r2++;
+				assert_true(e->req[i].entries >= 10 * THINGS);
+			}
+		}
+		assert_int_equal(r2, 1);
+		assert_int_equal(requests_of(e, "OWNER2"), 2);
+	}
+	wait_owner_state(e, "r2", "OWNER2", "answered");
 }
 
 /* POST /v1/recover: signed only, the fields checked, 202 with the data stores asked. */
@@ -887,6 +1018,33 @@ static void test_http(void **state)
 }
 
 /*
+ * OWNER1 alone (OWNER2 stays away), recoveryd started, and OWNER1's things
+ * each changed `per_thing` times, every version counted as it reaches PUSH
+ * (one version counter per owner); returns when the changes began.
+ */
+static int64_t owner1_window(struct env *e, int per_thing)
+{
+	int64_t t0;
+
+	e->max_version = (uint64_t)THINGS * per_thing + 16;
+	for (int t = 0; t < THINGS; t++)
+		e->versions[0][t] = calloc(e->max_version + 1, sizeof(unsigned));
+	tsync_node_free(e->owner[1]);
+	e->owner[1] = NULL;
+	start_recoveryd(e);
+	t0 = real_us();
+	for (int i = 1; i <= per_thing; i++)
+		for (int k = 0; k < THINGS; k++) {
+			char name[8];
+			tsync_value v = tsync_int(i);
+			snprintf(name, sizeof(name), "a%d", k);
+			assert_int_equal(tsync_node_set(e->owner[0], name, &v), 0);
+		}
+	assert_int_equal(tsync_node_commit(e->owner[0]), 0);
+	return t0;
+}
+
+/*
  * A window of 100,000 changes is recovered within the datagram limit, every
  * chunk once and every change once; prints the changes recovered per second.
  */
@@ -900,21 +1058,7 @@ static void test_chunking(void **state)
 	struct received *r;
 	double secs;
 
-	e->max_version = (uint64_t)THINGS * per_thing + 16; /* one version counter per owner */
-	for (int t = 0; t < THINGS; t++)
-		e->versions[0][t] = calloc(e->max_version + 1, sizeof(unsigned));
-	tsync_node_free(e->owner[1]); /* OWNER2 stays away: this is OWNER1's window */
-	e->owner[1] = NULL;
-	start_recoveryd(e);
-	t0 = real_us();
-	for (int i = 1; i <= per_thing; i++)
-		for (int k = 0; k < THINGS; k++) {
-			char name[8];
-			tsync_value v = tsync_int(i);
-			snprintf(name, sizeof(name), "a%d", k);
-			assert_int_equal(tsync_node_set(e->owner[0], name, &v), 0);
-		}
-	assert_int_equal(tsync_node_commit(e->owner[0]), 0);
+	t0 = owner1_window(e, per_thing);
 	snprintf(body, sizeof(body), "{\"from\":%.6f,\"to\":%.6f}", (double)t0 / 1e6 - 1,
 	         (double)real_us() / 1e6 + 1);
 	asked = real_us();
@@ -1406,6 +1550,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_owner_down, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_http, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunking, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_owner_restart_mid_send, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_e2e_pushd_down, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_e2e_collector_down, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_e2e_probe, setup, teardown),
