@@ -100,6 +100,7 @@ struct tsync_node {
 	 * engine sends is queued and leaves with one sendmmsg() at the end. */
 	struct udp_batch rx, tx;
 	bool tx_batching;
+	bool flush_wanted; /* flush_ev is active */
 };
 
 TSYNC_API void tsync_node_options_init(tsync_node_options *opts)
@@ -328,7 +329,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 static void op_want_flush(void *ctx)
 {
 	struct tsync_node *n = ctx;
-	event_active(n->flush_ev, EV_TIMEOUT, 0);
+
+	if (!n->flush_wanted) {
+		n->flush_wanted = true;
+		event_active(n->flush_ev, EV_TIMEOUT, 0);
+	}
 }
 
 static void op_persist(void *ctx, const char *thing, const tsync_value *v, uint64_t ver, uint64_t boot)
@@ -636,6 +641,7 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tsync_node *n = arg;
 
+	n->flush_wanted = false;
 	tx_begin(n);
 	sync__flush(n->eng, util__now_us());
 	tx_end(n);
@@ -1083,10 +1089,22 @@ TSYNC_API uint16_t tsync_node_port(const tsync_node *n)
 	return n->port;
 }
 
+/* What the caller asked for since the last turn (sets, requests) leaves
+ * now, as the first turn would have sent it, without a poll of its own
+ * before: a set then a wait for its answer is one send and one wait. */
+static void flush_before_loop(struct tsync_node *n)
+{
+	if (!n->flush_wanted)
+		return;
+	event_del(n->flush_ev); /* off the active list */
+	flush_cb(-1, 0, n);
+}
+
 TSYNC_API int tsync_node_run(tsync_node *n)
 {
 	if (!n || !n->own_base)
 		return -EINVAL;
+	flush_before_loop(n);
 	return event_base_loop(n->base, 0) < 0 ? -EIO : 0;
 }
 
@@ -1096,6 +1114,7 @@ TSYNC_API int tsync_node_run_for(tsync_node *n, int timeout_ms)
 
 	if (!n || !n->own_base)
 		return -EINVAL;
+	flush_before_loop(n);
 	if (timeout_ms < 0)
 		return event_base_loop(n->base, EVLOOP_ONCE) < 0 ? -EIO : 0;
 	tv.tv_sec = timeout_ms / 1000;

@@ -262,6 +262,14 @@ static void on_user_event(void *ud, tsync_node *node, const tsync_event *ev)
 		ow->v[ow->n++] = bench_now_ns() - (uint64_t)ev->value.u.i;
 }
 
+/* A user ends on SIGTERM with a normal exit, so that a profiler (callgrind
+ * with --trace-children) writes its figures. */
+static void user_term(int sig)
+{
+	(void)sig;
+	_exit(0);
+}
+
 static pid_t spawn_user(const char *site, int u, struct one_way *ow)
 {
 	pid_t pid = fork();
@@ -270,6 +278,7 @@ static pid_t spawn_user(const char *site, int u, struct one_way *ow)
 		tsync_node_options o;
 		tsync_node *n;
 		char name[32];
+		signal(SIGTERM, user_term);
 		snprintf(name, sizeof(name), "USER%d", u);
 		tsync_node_options_init(&o);
 		o.site_path = site;
@@ -317,7 +326,11 @@ static int settle(tsync_node *n, uint64_t limit_ns)
 static void stop_users(pid_t *pids, int users)
 {
 	for (int u = 0; u < users; u++)
-		bench_kill(pids[u]);
+		if (pids[u] > 0)
+			kill(pids[u], SIGTERM);
+	for (int u = 0; u < users; u++)
+		if (pids[u] > 0)
+			waitpid(pids[u], NULL, 0);
 }
 
 /* Datagrams and bytes the owner exchanged with all its peers, both ways. */
