@@ -637,13 +637,23 @@ static void op_commit_later(void *ctx, uint32_t delay_ms)
 		evtimer_add(n->commit_ev, &tv);
 }
 
+/* The engine's flush, between tx_begin() and tx_end(). A flush_ev still
+ * active would only flush again, so it is taken off. */
+static void flush_now(struct tsync_node *n)
+{
+	if (n->flush_wanted) {
+		n->flush_wanted = false;
+		event_del(n->flush_ev);
+	}
+	sync__flush(n->eng, util__now_us());
+}
+
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tsync_node *n = arg;
 
-	n->flush_wanted = false;
 	tx_begin(n);
-	sync__flush(n->eng, util__now_us());
+	flush_now(n);
 	tx_end(n);
 }
 
@@ -732,19 +742,22 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 	while (total < RECV_BATCH) {
 		unsigned want = RECV_BATCH - total < UDP_BATCH ? RECV_BATCH - total : UDP_BATCH;
 		unsigned got = udp__recv(n->fd, &n->rx, want);
+		uint64_t now = util__now_us(); /* one reading for what one call read */
 		for (unsigned i = 0; i < got; i++) {
 			n->rx_from = &n->rx.addr[i];
 			sync__input(n->eng, peer_by_addr(n, &n->rx.addr[i], &hint), udp__rx_data(&n->rx, i),
-			            udp__rx_len(&n->rx, i), util__now_us());
+			            udp__rx_len(&n->rx, i), now);
 			n->rx_from = NULL;
 		}
 		total += got;
+		/* Fewer than asked: the socket is empty (udp.h), no need to ask
+		 * again for an EAGAIN. */
 		if (got < want)
 			break;
 	}
 	/* One commit and one answer per peer for the whole batch, and the
-	 * answers in one system call. */
-	sync__flush(n->eng, util__now_us());
+	 * answers in one system call, in this turn. */
+	flush_now(n);
 	tx_end(n);
 }
 
@@ -1094,10 +1107,8 @@ TSYNC_API uint16_t tsync_node_port(const tsync_node *n)
  * before: a set then a wait for its answer is one send and one wait. */
 static void flush_before_loop(struct tsync_node *n)
 {
-	if (!n->flush_wanted)
-		return;
-	event_del(n->flush_ev); /* off the active list */
-	flush_cb(-1, 0, n);
+	if (n->flush_wanted)
+		flush_cb(-1, 0, n);
 }
 
 TSYNC_API int tsync_node_run(tsync_node *n)
