@@ -741,7 +741,11 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 	tx_begin(n);
 	while (total < RECV_BATCH) {
 		unsigned want = RECV_BATCH - total < UDP_BATCH ? RECV_BATCH - total : UDP_BATCH;
-		unsigned got = udp__recv(n->fd, &n->rx, want);
+		unsigned got;
+
+		if (total == 0)
+			want = udp__turn_want(&n->rx, want);
+		got = udp__recv(n->fd, &n->rx, want);
 		uint64_t now = util__now_us(); /* one reading for what one call read */
 		for (unsigned i = 0; i < got; i++) {
 			n->rx_from = &n->rx.addr[i];
@@ -751,8 +755,9 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		total += got;
 		/* Fewer than asked: the socket is empty (udp.h), no need to ask
-		 * again for an EAGAIN. */
-		if (got < want)
+		 * again for an EAGAIN. One asked for and read: what else waits
+		 * makes the poll return at once (udp__turn_want()). */
+		if (got < want || want == 1)
 			break;
 	}
 	/* One commit and one answer per peer for the whole batch, and the

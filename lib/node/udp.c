@@ -43,14 +43,32 @@ unsigned udp__recv(int fd, struct udp_batch *b, unsigned max)
 
 	if (max > UDP_BATCH)
 		max = UDP_BATCH;
+	if (max == 0)
+		return b->n = 0;
 	for (unsigned i = 0; i < max; i++)
 		b->hdr[i].msg_hdr.msg_namelen = sizeof(b->addr[i]);
+	if (max == 1) {
+		ssize_t len = recvmsg(fd, &b->hdr[0].msg_hdr, MSG_DONTWAIT);
+		if (len >= 0)
+			b->hdr[0].msg_len = (unsigned)len;
+		return b->n = len >= 0 ? 1u : 0u;
+	}
 	/* As many as are waiting, up to max, in one call: it returns fewer
-	 * than max only when the socket is empty, so the caller need not ask
-	 * again to learn that (udp.h). */
+	 * than max only when the socket is empty (udp.h). */
 	r = recvmmsg(fd, b->hdr, max, MSG_DONTWAIT, NULL);
 	b->n = r > 0 ? (unsigned)r : 0;
+	if (b->n == 1)
+		b->lone = UDP_LONE_TURNS;
 	return b->n;
+}
+
+unsigned udp__turn_want(struct udp_batch *b, unsigned max)
+{
+	if (b->lone > 0 && max > 0) {
+		b->lone--;
+		return 1;
+	}
+	return max;
 }
 
 size_t udp__rx_len(const struct udp_batch *b, unsigned i)
