@@ -100,7 +100,10 @@ struct tsync_node {
 	 * engine sends is queued and leaves with one sendmmsg() at the end. */
 	struct udp_batch rx, tx;
 	bool tx_batching;
-	bool flush_wanted; /* flush_ev is active */
+	/* A flush is owed; flush_ev is active for it. Outside our own loop
+	 * (own_base, not in tsync_node_run*()) nothing runs it but the next
+	 * tsync_node_run*(), which flushes first: no event is needed. */
+	bool flush_wanted, flush_ev_active, in_loop;
 };
 
 TSYNC_API void tsync_node_options_init(tsync_node_options *opts)
@@ -330,8 +333,9 @@ static void op_want_flush(void *ctx)
 {
 	struct tsync_node *n = ctx;
 
-	if (!n->flush_wanted) {
-		n->flush_wanted = true;
+	n->flush_wanted = true;
+	if (!n->flush_ev_active && (n->in_loop || !n->own_base)) {
+		n->flush_ev_active = true;
 		event_active(n->flush_ev, EV_TIMEOUT, 0);
 	}
 }
@@ -641,20 +645,27 @@ static void op_commit_later(void *ctx, uint32_t delay_ms)
  * active would only flush again, so it is taken off. */
 static void flush_now(struct tsync_node *n)
 {
-	if (n->flush_wanted) {
-		n->flush_wanted = false;
+	n->flush_wanted = false;
+	if (n->flush_ev_active) {
+		n->flush_ev_active = false;
 		event_del(n->flush_ev);
 	}
 	sync__flush(n->eng, util__now_us());
+}
+
+static void flush_turn(struct tsync_node *n)
+{
+	tx_begin(n);
+	flush_now(n);
+	tx_end(n);
 }
 
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tsync_node *n = arg;
 
-	tx_begin(n);
-	flush_now(n);
-	tx_end(n);
+	n->flush_ev_active = false; /* libevent took it off to run it */
+	flush_turn(n);
 }
 
 /* --- refusals, logged rate-limited ---------------------------------------------- */
@@ -1113,15 +1124,27 @@ TSYNC_API uint16_t tsync_node_port(const tsync_node *n)
 static void flush_before_loop(struct tsync_node *n)
 {
 	if (n->flush_wanted)
-		flush_cb(-1, 0, n);
+		flush_turn(n);
+}
+
+/* Runs the loop; while it runs, a wanted flush is an active event. */
+static int loop(struct tsync_node *n, int flags)
+{
+	bool was = n->in_loop;
+	int r;
+
+	flush_before_loop(n);
+	n->in_loop = true;
+	r = event_base_loop(n->base, flags);
+	n->in_loop = was;
+	return r < 0 ? -EIO : 0;
 }
 
 TSYNC_API int tsync_node_run(tsync_node *n)
 {
 	if (!n || !n->own_base)
 		return -EINVAL;
-	flush_before_loop(n);
-	return event_base_loop(n->base, 0) < 0 ? -EIO : 0;
+	return loop(n, 0);
 }
 
 TSYNC_API int tsync_node_run_for(tsync_node *n, int timeout_ms)
@@ -1130,13 +1153,12 @@ TSYNC_API int tsync_node_run_for(tsync_node *n, int timeout_ms)
 
 	if (!n || !n->own_base)
 		return -EINVAL;
-	flush_before_loop(n);
 	if (timeout_ms < 0)
-		return event_base_loop(n->base, EVLOOP_ONCE) < 0 ? -EIO : 0;
+		return loop(n, EVLOOP_ONCE);
 	tv.tv_sec = timeout_ms / 1000;
 	tv.tv_usec = (timeout_ms % 1000) * 1000;
 	event_base_loopexit(n->base, &tv);
-	return event_base_loop(n->base, 0) < 0 ? -EIO : 0;
+	return loop(n, 0);
 }
 
 TSYNC_API void tsync_node_stop(tsync_node *n)
