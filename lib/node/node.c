@@ -78,6 +78,7 @@ struct tsync_node {
 
 	struct store *store;
 	struct cumul *cumul;        /* NULL: this controller owns nothing */
+	bool cumul_noted;           /* cumul_event() ran since tsync_node_set() began */
 	struct event *cumul_ev;     /* local midnight, or the next checkpoint */
 	struct history *history; /* NULL: off */
 	struct sync_engine *eng;
@@ -503,8 +504,10 @@ static void cumul_event(void *ud, tsync_node *node, const tsync_event *ev)
 	(void)node;
 	if (!n->cumul || !owned_ix(n, ev->thing, &ix))
 		return;
-	if (ev->kind == TSYNC_EVENT_CHANGED)
+	if (ev->kind == TSYNC_EVENT_CHANGED) {
 		cumul__value(n->cumul, ix, &ev->value, node_realtime(n));
+		n->cumul_noted = true;
+	}
 	else if (ev->kind == TSYNC_EVENT_PULSE)
 		cumul__pulse(n->cumul, ix, ev->pulse_ms, node_realtime(n));
 	else
@@ -1184,13 +1187,21 @@ static int commit_accepted(struct tsync_node *n, int r)
 
 TSYNC_API int tsync_node_set(tsync_node *n, const char *thing, const tsync_value *v)
 {
-	int r = sync__set(n->eng, thing, v, util__now_us());
+	bool outer = n->cumul_noted, noted;
 	uint32_t ix;
 	tsync_thing_state st;
+	int r;
 
+	/* Saved and restored: a write hook may set another thing meanwhile. */
+	n->cumul_noted = false;
+	r = sync__set(n->eng, thing, v, util__now_us());
+	noted = n->cumul_noted;
+	n->cumul_noted = outer;
 	/* The same value again raises no event, yet after a tsync_node_set_unknown()
-	 * it says the thing has a value again. */
-	if (r == 0 && n->cumul && owned_ix(n, thing, &ix) && sync__get(n->eng, thing, &st) == 0) {
+	 * it says the thing has a value again. (A change raised one, which the
+	 * cumul has seen: not twice per change.) */
+	if (r == 0 && n->cumul && !noted && owned_ix(n, thing, &ix) &&
+	    sync__get(n->eng, thing, &st) == 0) {
 		cumul__value(n->cumul, ix, &st.value, node_realtime(n));
 		cumul_touched(n);
 	}

@@ -1856,6 +1856,11 @@ TSYNC_API int tsync_site_check_value(const tsync_site *site, const char *thing, 
 	return check_value(site, &site->things[idx], v, NULL, 0);
 }
 
+int site__check_value(const struct tsync_site *site, uint32_t thing, const tsync_value *v)
+{
+	return check_value(site, &site->things[thing], v, NULL, 0);
+}
+
 bool site__has_role(const struct tsync_site *site, uint32_t ctrl, const char *role)
 {
 	const struct site_controller *c;

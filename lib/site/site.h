@@ -142,6 +142,9 @@ void site__plan_free(struct site_plan *plan);
 
 /* Whether controller `ctrl` has role `role`. */
 bool site__has_role(const struct tsync_site *site, uint32_t ctrl, const char *role);
+/* tsync_site_check_value() of thing number `thing` (< n_things), without
+ * looking its name up again. */
+int site__check_value(const struct tsync_site *site, uint32_t thing, const tsync_value *v);
 
 /* Reads a key file (64 hex chars, optional trailing newline; mode must not
  * give group/other any access). Errors are described in errbuf. 0 or TSYNC_EKEY. */

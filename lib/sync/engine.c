@@ -83,6 +83,7 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	/* Two and a half periods: one lost heartbeat is not a death, two in a
 	 * row (or none at all) are. */
 	e->silent_us = e->heartbeat_us * 5u / 2u;
+	e->ack_ranges = ack__ranges(site, me);
 	e->codec.key = site->has_key ? site->key : NULL;
 	e->codec.max_datagram = site->max_datagram;
 	e->codec.max_msgs = site->max_msgs;
@@ -108,7 +109,8 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	e->things = calloc(site->n_things ? site->n_things : 1, sizeof(*e->things));
 	e->peers = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->peers));
 	e->flushq = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->flushq));
-	if (!e->things || !e->peers || !e->flushq)
+	e->rx_sets = calloc(site->max_msgs ? site->max_msgs : 1, sizeof(*e->rx_sets));
+	if (!e->things || !e->peers || !e->flushq || !e->rx_sets)
 		goto fail;
 	e->n_peers = e->plan->n_peers;
 	for (size_t i = 0; i < e->n_peers; i++) {
@@ -171,6 +173,7 @@ void sync__free(struct sync_engine *e)
 		free(p->out);
 		free(p->dirty);
 		free(p->inq);
+		ack__free(p);
 		for (size_t k = 0; k < p->n_answers; k++)
 			engine__answer_free(&p->answers[k]);
 		free(p->answers);
@@ -202,6 +205,7 @@ void sync__free(struct sync_engine *e)
 	free(e->things);
 	free(e->peers);
 	free(e->flushq);
+	free(e->rx_sets);
 	wire__writer_free(&e->writer);
 	wire__decoder_free(e->decoder);
 	wire__auth_free(e->auth);
@@ -235,7 +239,7 @@ int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value 
 	 * delivered: refuse it here, where the caller learns why. */
 	if (out->type == TSYNC_TYPE_STRING && (!out->u.s || !wire__utf8_valid(out->u.s)))
 		return TSYNC_EVALUE;
-	return tsync_site_check_value(site, th->name, out) < 0 ? TSYNC_EVALUE : 0;
+	return site__check_value(site, t, out) < 0 ? TSYNC_EVALUE : 0;
 }
 
 void engine__emit(struct sync_engine *e, const tsync_event *ev)
@@ -1170,6 +1174,7 @@ static void rollback(struct sync_engine *e)
 			engine__answer_free(&p->answers[k]);
 		p->n_answers = 0;
 		p->rx_seq_to_echo = 0;
+		p->n_acks = 0; /* what they acknowledged is undone too */
 	}
 }
 
@@ -1258,6 +1263,7 @@ struct flush {
 	struct sync_peer *p;
 	size_t left;         /* datagrams that may still be sent */
 	bool open;           /* a datagram is begun */
+	bool added;          /* fl_add() put its message in the datagram */
 	bool full;           /* the budget is spent: stop adding */
 	uint64_t due_before; /* retransmit what was sent at or before this time */
 	enum flush_level level;
@@ -1277,6 +1283,14 @@ static void fl_begin(struct flush *f)
 	env.to_boot = p->boot;
 	env.re = p->rx_seq_to_echo;
 	env.durable = e->durable && !p->seed;
+	/* I take acknowledgements by datagram; and mine go in the first
+	 * datagram, whatever else it holds (ack.c). */
+	env.acks_ok = !p->seed;
+	if (env.acks_ok && p->n_acks) {
+		memcpy(env.acks, p->acks, p->n_acks * sizeof(p->acks[0]));
+		env.n_acks = p->n_acks;
+		p->n_acks = 0;
+	}
 	if (wire__begin(&e->writer, &env) < 0)
 		f->full = true;
 	f->open = !f->full;
@@ -1321,6 +1335,7 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 {
 	int r;
 
+	f->added = false;
 	if (f->full)
 		return false;
 	if (!f->open)
@@ -1348,6 +1363,7 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 		          f->p->name, r == -EMSGSIZE ? "does not fit in max_datagram" : "is malformed");
 		return true;
 	}
+	f->added = true;
 	return true;
 }
 
@@ -1407,6 +1423,9 @@ static void flush_sets(struct flush *f)
 		m.ver = rt->ver;
 		if (!fl_add(f, &m))
 			continue;
+		/* A user that acknowledges by datagram names this one. */
+		if (f->added && !p->seed)
+			(void)ack__record(p, p->tx_seq, si, rt->ver);
 		s->sent_ver = rt->ver;
 		s->sent_us = e->now;
 	}
@@ -1537,8 +1556,13 @@ static bool send_empty(struct sync_engine *e, struct sync_peer *p, uint64_t to_b
 	env.to_boot = to_boot;
 	env.re = re;
 	env.durable = e->durable;
+	/* No "ack" offer in an empty datagram: a heartbeat stays as short as
+	 * it was; the offer matters in the datagrams that carry sets. */
 	if (wire__begin(&e->writer, &env) < 0 || wire__finish(&e->writer, &out, &len) < 0)
 		return false;
+	/* A hello is answered at once (input.c): its echo is a round trip. */
+	p->sent_ring[p->tx_seq % SYNC_SENT_RING].seq = p->tx_seq;
+	p->sent_ring[p->tx_seq % SYNC_SENT_RING].us = e->now;
 	p->last_sent_us = e->now;
 	p->st.datagrams_sent++;
 	p->st.bytes_sent += len;
@@ -1637,10 +1661,17 @@ void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_l
 		f.due_before = 0;
 
 	flush_answers(&f);
+	/* Acknowledgements are answers too: they go now, alone if need be. */
+	if (p->n_acks && !f.open) {
+		f.full = false;
+		f.left = f.left ? f.left : 1;
+		fl_begin(&f);
+	}
 	/* While a peer does not answer, new messages wait for the timer's
 	 * probe: a peer that is down costs one datagram per backoff period. */
 	if (p->backoff > 0 && level == FLUSH_NEW) {
 		fl_send(&f);
+		p->rx_seq_to_echo = 0; /* as below: never echoed later */
 		goto greet;
 	}
 	flush_sets(&f);
@@ -1857,6 +1888,9 @@ void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot
 
 	p->boot = boot;
 	p->replay.boot = 0; /* the window restarts with the new boot */
+	/* Acks of its earlier boot's datagrams, and my record of what I sent
+	 * to its earlier boot, mean nothing to either now. */
+	ack__reset(p);
 	/* Its request windows stay: they are per origin boot, and a peer that
 	 * restarted may resume requests of its earlier boots. */
 	/* Its copies are gone: nothing it acknowledged before counts. */

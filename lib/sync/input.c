@@ -305,6 +305,15 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 	case WIRE_OP_SET:
 		if (from_owner) {
 			apply_copy(e, p, t, m, boot);
+			if (e->rx_by_dg && m->has_ver) {
+				/* Acknowledged with the whole datagram (ack.c) if I
+				 * now hold this version or a newer one, as the reply
+				 * below would say; answered after it otherwise. */
+				if (!(rt->ver && (rt->boot > boot || (rt->boot == boot && rt->ver >= m->ver))))
+					e->rx_uncovered = true;
+				e->rx_sets[e->n_rx_sets++] = t;
+				break;
+			}
 			a = answer_io(e, p, WIRE_OP_REPLY, t);
 			if (a)
 				answer_value(e, p, a, t);
@@ -623,6 +632,7 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 	struct sync_peer *p;
 	tsync_reject why;
 	uint64_t boot;
+	bool new_boot = false;
 
 	if (wire__decode_in(e->decoder, buf, len, &dg, &why) < 0) {
 		p = addr_peer >= 0 ? &e->peers[addr_peer] : NULL;
@@ -648,6 +658,7 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		/* The seed's plain lists: no boots, no replay protection. */
 		boot = p->boot;
 	} else {
+		new_boot = dg.env.boot != p->boot;
 		if (wire__replay_check(&p->replay, dg.env.boot, dg.env.seq) < 0 ||
 		    (p->boot && dg.env.boot < p->boot)) {
 			reject(e, p, TSYNC_REJ_REPLAY, NULL, NULL);
@@ -670,6 +681,11 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		p->durable = dg.env.durable;
 		if (dg.env.boot != p->boot)
 			engine__peer_boot(e, p, dg.env.boot);
+		/* It acknowledges datagrams of this boot of mine (to_boot). */
+		for (uint32_t i = 0; i < dg.env.n_acks; i++)
+			ack__take(e, p, dg.env.acks[i][0], dg.env.acks[i][1]);
+		if (dg.env.n_acks)
+			engine__want(e, p, FLUSH_NEW);
 		boot = dg.env.boot;
 		if (dg.env.re) {
 			uint32_t i = dg.env.re % SYNC_SENT_RING;
@@ -680,8 +696,14 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		}
 		p->rx_seq_to_echo = dg.env.seq;
 	}
-	engine__heard(e, p, dg.n_msgs > 0);
+	/* An acknowledgement by datagram is an answer, progress as a reply is. */
+	engine__heard(e, p, dg.n_msgs > 0 || dg.env.n_acks > 0);
 
+	/* The datagram that carries the sets says whether its sender takes
+	 * acks by datagram (heartbeats, which carry none, do not offer). */
+	e->rx_by_dg = !dg.env.legacy && dg.env.acks_ok && !p->seed && e->ack_ranges > 0;
+	e->rx_uncovered = false;
+	e->n_rx_sets = 0;
 	for (size_t i = 0; i < dg.n_msgs; i++) {
 		const struct wire_msg *m = &dg.msgs[i];
 		if (m->bad) {
@@ -693,10 +715,24 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		else
 			on_request(e, p, m, boot);
 	}
+	e->rx_by_dg = false;
+	/* Every set held: one ack for the datagram. Otherwise a reply to each,
+	 * with the version I hold, as a peer without acks gets. */
+	if (e->n_rx_sets && (e->rx_uncovered || !ack__note(e, p, dg.env.seq))) {
+		for (size_t i = 0; i < e->n_rx_sets; i++) {
+			struct answer *a = answer_io(e, p, WIRE_OP_REPLY, e->rx_sets[i]);
+			if (a)
+				answer_value(e, p, a, e->rx_sets[i]);
+		}
+	}
+	e->n_rx_sets = 0;
 	/* Answers leave with the next flush, which the node runs after the
 	 * whole batch it read: one commit for all of them, then one datagram per
 	 * peer with whatever else is due for it. */
-	if (p->n_answers || dg.n_msgs)
+	/* A new boot (a hello, say) is answered at once too, by what goes to
+	 * that boot now: its echo is the round-trip sample of a peer that
+	 * sends us nothing else to answer (a user that only receives). */
+	if (p->n_answers || dg.n_msgs || new_boot)
 		engine__want(e, p, FLUSH_NEW);
 	else
 		p->rx_seq_to_echo = 0; /* nothing to answer: no echo later */

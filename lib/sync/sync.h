@@ -202,6 +202,13 @@ struct thing_rt {
 	uint32_t n_users;
 };
 
+/* One set I sent to a peer: in my datagram `seq`, slot `slot` of its out[],
+ * at version `ver` (ack.c). */
+struct sent_set {
+	uint64_t seq, ver;
+	uint32_t slot;
+};
+
 struct out_slot {
 	uint32_t thing;
 	uint64_t acked_ver; /* the version this user acknowledged (this boot of mine) */
@@ -308,6 +315,14 @@ struct sync_peer {
 	bool greet;            /* heard after a silence: the next flush answers it at least */
 	uint64_t last_sent_us; /* the last datagram to it (or when I started) */
 
+	/* Acknowledgements by datagram (ack.c; "ack" in wire.h). */
+	uint64_t acks[WIRE_ACK_RANGES][2]; /* its datagrams whose sets I hold, for my next datagram */
+	uint32_t n_acks;
+	struct sent_set *sent; /* the sets of my datagrams to it, a ring in seq order */
+	uint32_t sent_mask;    /* ring size - 1 (0: not allocated yet) */
+	uint64_t sent_head;    /* entries ever recorded; the ring holds the newest */
+	uint64_t sent_tail;    /* the oldest entry still valid */
+
 	tsync_peer_stats st;
 };
 
@@ -370,6 +385,13 @@ struct sync_engine {
 	bool persist_dirty;
 	unsigned in_callback;  /* depth, to defer frees while user code runs */
 	uint64_t now;          /* the time of the call being processed */
+	/* The datagram being read (input.c): whether its sets from an owner
+	 * are acknowledged by datagram, and the things they were about. */
+	uint32_t ack_ranges; /* ack ranges my envelopes always have room for (ack.c) */
+	bool rx_by_dg;
+	bool rx_uncovered; /* a set left me holding an older version */
+	uint32_t *rx_sets;
+	size_t n_rx_sets;
 	uint64_t heartbeat_us; /* site heartbeat_ms (0: off) */
 	uint64_t silent_us;    /* a heartbeat peer heard from for this long is down */
 };
@@ -484,6 +506,20 @@ struct kept_answer {
 void engine__window_pending(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id);
 int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out);
 void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size_t len);
+
+/* ack.c: acknowledgements by datagram. As an owner: records that the set of
+ * slot `slot` at `ver` went in my datagram `seq` to p (0 or -ENOMEM: then
+ * the set is acknowledged by its reply, or repeated); takes p's
+ * acknowledgement of my datagrams first..last. As a user: notes that I hold
+ * every set of p's datagram `seq` (false if the envelope has no room left:
+ * then each set is answered by a reply); forgets what p's earlier boot sent
+ * or what I held (ack__reset). */
+int ack__record(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t ver);
+void ack__take(struct sync_engine *e, struct sync_peer *p, uint64_t first, uint64_t last);
+bool ack__note(const struct sync_engine *e, struct sync_peer *p, uint64_t seq);
+uint32_t ack__ranges(const struct tsync_site *site, uint32_t me);
+void ack__reset(struct sync_peer *p);
+void ack__free(struct sync_peer *p);
 /* The level a refusal for `why` is logged at (routine ones at debug). */
 tsync_log_level input__reject_level(tsync_reject why);
 

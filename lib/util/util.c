@@ -4,6 +4,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,9 +26,24 @@ uint64_t util__realtime_us(void)
 	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/* The environment is read once per process: the day clock runs for every
+ * change of an owned thing (its cumul), and getenv() walks the whole
+ * environment, which showed in the profile of a batch of changes (a third
+ * of the cumul's cost). Tests set the variable before the processes start. */
+static const char *test_clock_path;
+static pthread_once_t test_clock_once = PTHREAD_ONCE_INIT;
+
+static void test_clock_read(void)
+{
+	test_clock_path = getenv(UTIL_TEST_CLOCK_ENV);
+}
+
 int64_t util__day_clock_us(void)
 {
-	const char *path = getenv(UTIL_TEST_CLOCK_ENV);
+	const char *path;
+
+	pthread_once(&test_clock_once, test_clock_read);
+	path = test_clock_path;
 	char text[64];
 	FILE *f;
 	size_t n;
@@ -172,6 +188,13 @@ static uint64_t hash_name(const char *s)
 		h ^= (unsigned char)*s++;
 		h *= 1099511628211ull;
 	}
+	/* FNV's low bits, which pick the slot, vary little between names that
+	 * differ in their last byte ("t1", "t2", ...): mixed in from the high
+	 * bits, such names stop clustering (about 1.75 compares a lookup
+	 * before, in the bench's 1,000 things). */
+	h ^= h >> 29;
+	h *= 0xbf58476d1ce4e5b9ull;
+	h ^= h >> 32;
 	return h;
 }
 
@@ -289,4 +312,15 @@ uint64_t prng__next(struct prng *p)
 double prng__unit(struct prng *p)
 {
 	return (double)(prng__next(p) >> 11) * (1.0 / 9007199254740992.0);
+}
+
+uint64_t backoff__next_ms(struct prng *p, uint64_t min_ms, uint64_t max_ms, unsigned failures)
+{
+	uint64_t d = min_ms;
+
+	for (unsigned i = 1; i < failures && d < max_ms; i++)
+		d *= 2;
+	if (d > max_ms)
+		d = max_ms;
+	return d / 2 + prng__next(p) % (d / 2 + 1);
 }

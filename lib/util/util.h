@@ -24,7 +24,7 @@ uint64_t util__realtime_us(void); /* CLOCK_REALTIME, microseconds since the epoc
 /*
  * The day clock of the cumuls and the forensics role, microseconds since the
  * epoch: CLOCK_REALTIME, unless the environment names a clock file in
- * THINGSYNC_TEST_CLOCK; then the time written in that file (seconds since
+ * THINGSYNC_TEST_CLOCK (read once, at the first call); then the time written in that file (seconds since
  * the epoch, decimal, a fraction allowed), read at every call, so that tests
  * walk through midnights, days and daylight-saving changes of real processes
  * without waiting for them. A file that cannot be read gives the real clock.
@@ -151,6 +151,14 @@ struct prng {
 void prng__seed(struct prng *p, uint64_t seed);
 uint64_t prng__next(struct prng *p);
 double prng__unit(struct prng *p); /* [0, 1) */
+
+/*
+ * A retry's wait after `failures` failures in a row (1: the first): min_ms,
+ * doubled for each further failure, capped at max_ms, with "equal jitter"
+ * (half fixed, half random from `p`) so that many clients that failed
+ * together do not return in step. In [d/2, d] for that capped d.
+ */
+uint64_t backoff__next_ms(struct prng *p, uint64_t min_ms, uint64_t max_ms, unsigned failures);
 
 /* Values: copy with string ownership, equality, free. */
 int value__copy(tsync_value *dst, const tsync_value *src); /* deep copies strings */

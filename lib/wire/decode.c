@@ -76,7 +76,7 @@ struct jv {
 };
 
 /* The members of an envelope and of a message that the wire reads. */
-enum { E_V, E_FROM, E_BOOT, E_SEQ, E_TO_BOOT, E_RE, E_DW, E_MSGS, E_N };
+enum { E_V, E_FROM, E_BOOT, E_SEQ, E_TO_BOOT, E_RE, E_DW, E_MSGS, E_ACK, E_N };
 enum { M_TYPE, M_CMD, M_IO, M_ROLE, M_FLD, M_VAL, M_VER, M_ID, M_RE, M_OB, M_MS, M_ERR, M_N };
 
 struct parser {
@@ -84,9 +84,19 @@ struct parser {
 	char *p, *end;
 	size_t nkeys;
 	size_t n_msgs; /* messages seen, including those over msgs_cap */
+	/* The envelope's "ack", as read: its integers, and whether any
+	 * element was not one >= 1 or there were too many (then the envelope
+	 * is refused, after the whole datagram parsed as JSON). */
+	uint64_t ack[2 * WIRE_ACK_RANGES];
+	size_t n_ack;
+	bool ack_bad;
 };
 
-static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs);
+/* What a value is to the envelope: its "msgs" (read as messages if a
+ * list), its "ack" (a list whose integers are kept), or anything else. */
+enum vmode { V_ANY, V_MSGS, V_ACK };
+
+static int parse_value(struct parser *P, int depth, struct jv *v, enum vmode mode);
 
 static void skip_ws(struct parser *P)
 {
@@ -158,7 +168,9 @@ static int parse_string(struct parser *P, const char **out, uint32_t *outn)
 
 	/* Most strings are plain ASCII: they stay where they are, and only
 	 * their closing quote becomes the NUL. */
-	while (r < P->end && (unsigned char)*r >= 0x20 && (unsigned char)*r < 0x80 && *r != '"' && *r != '\\')
+	/* The text ends with a NUL, which stops this loop as any control
+	 * byte does: no bound check needed per byte. */
+	while ((unsigned char)*r >= 0x20 && (unsigned char)*r < 0x80 && *r != '"' && *r != '\\')
 		r++;
 	if (r < P->end && *r == '"') {
 		*r = '\0';
@@ -403,8 +415,8 @@ static int field_of(const struct name *names, int n_names, const char *s, uint32
 	return -1;
 }
 
-static const struct name env_names[E_N] = {NAME("v"),       NAME("from"), NAME("boot"), NAME("seq"),
-                                           NAME("to_boot"), NAME("re"),   NAME("dw"),   NAME("msgs")};
+static const struct name env_names[E_N] = {NAME("v"),  NAME("from"), NAME("boot"), NAME("seq"), NAME("to_boot"),
+                                           NAME("re"), NAME("dw"),   NAME("msgs"), NAME("ack")};
 static const struct name msg_names[M_N] = {NAME("type"), NAME("cmd"), NAME("io"),  NAME("role"),
                                            NAME("fld"),  NAME("val"), NAME("ver"), NAME("id"),
                                            NAME("re"),   NAME("ob"),  NAME("ms"),  NAME("err")};
@@ -445,55 +457,72 @@ static void table_add(struct wire_decoder *d, size_t k)
 	d->table[i] = (struct kslot){d->gen, (uint32_t)k};
 }
 
+/* A key that is none of the names read: -1 if the object (its keys above
+ * `base`) has it already, else it goes on the stack. */
+static int push_key(struct parser *P, size_t base, const char *ks, uint32_t kn)
+{
+	struct wire_decoder *d = P->d;
+	uint32_t h = hash_of(ks, kn);
+
+	if (P->nkeys >= d->keys_cap)
+		return -1; /* cannot happen: keys_cap is over a third of the text */
+	if (P->nkeys - base < SMALL_OBJECT) {
+		for (size_t i = base; i < P->nkeys; i++)
+			if (d->keys[i].h == h && d->keys[i].n == kn && memcmp(d->keys[i].s, ks, kn) == 0)
+				return -1;
+	} else {
+		if (P->nkeys - base == SMALL_OBJECT) /* from now on, hashed */
+			for (size_t i = base; i < P->nkeys; i++)
+				table_add(d, i);
+		if (table_has(d, base, P->nkeys, ks, kn, h))
+			return -1;
+	}
+	d->keys[P->nkeys] = (struct dkey){ks, kn, h};
+	if (P->nkeys - base >= SMALL_OBJECT)
+		table_add(d, P->nkeys);
+	P->nkeys++;
+	return 0;
+}
+
 /*
  * An object at P->p. With names, the values of those members are kept in
  * vals[]; env says it is the envelope, whose "msgs" holds the messages.
- * Keys are checked for duplicates against this object's keys only (the
- * stack above `base`): compared by hash first, then by bytes.
+ * Keys are checked for duplicates against this object's keys only: a key
+ * that is one of names[] by a bit per name (no other key can equal it), any
+ * other against the stack above `base`, by hash first, then by bytes.
  */
 static int parse_object(struct parser *P, int depth, const struct name *names, int n_names, struct jv *vals,
                         bool env)
 {
-	struct wire_decoder *d = P->d;
 	size_t base = P->nkeys;
 	struct jv scratch;
+	uint32_t seen = 0; /* the names[] met so far */
 
 	if (open_empty(P, '}'))
 		return 0;
 	for (;;) {
 		const char *ks;
-		uint32_t kn, h;
+		uint32_t kn;
 		int f, r;
 
 		if (*P->p != '"' || P->p >= P->end || parse_string(P, &ks, &kn) < 0)
 			return -1;
-		h = hash_of(ks, kn);
-		if (P->nkeys >= d->keys_cap)
-			return -1; /* cannot happen: keys_cap is over a third of the text */
-		if (P->nkeys - base < SMALL_OBJECT) {
-			for (size_t i = base; i < P->nkeys; i++)
-				if (d->keys[i].h == h && d->keys[i].n == kn &&
-				    memcmp(d->keys[i].s, ks, kn) == 0)
-					return -1;
-		} else {
-			if (P->nkeys - base == SMALL_OBJECT) /* from now on, hashed */
-				for (size_t i = base; i < P->nkeys; i++)
-					table_add(d, i);
-			if (table_has(d, base, P->nkeys, ks, kn, h))
+		f = names ? field_of(names, n_names, ks, kn) : -1;
+		if (f >= 0) {
+			if (seen & (1u << f))
 				return -1;
+			seen |= 1u << f;
+		} else if (push_key(P, base, ks, kn) < 0) {
+			return -1;
 		}
-		d->keys[P->nkeys] = (struct dkey){ks, kn, h};
-		if (P->nkeys - base >= SMALL_OBJECT)
-			table_add(d, P->nkeys);
-		P->nkeys++;
 		skip_ws(P);
 		if (*P->p != ':')
 			return -1;
 		P->p++;
 		skip_ws(P);
-		f = names ? field_of(names, n_names, ks, kn) : -1;
 		memset(&scratch, 0, sizeof(scratch));
-		if (parse_value(P, depth + 1, f >= 0 ? &vals[f] : &scratch, env && f == E_MSGS) < 0)
+		if (parse_value(P, depth + 1, f >= 0 ? &vals[f] : &scratch,
+		                !env ? V_ANY : f == E_MSGS ? V_MSGS : f == E_ACK ? V_ACK : V_ANY) < 0)
 			return -1;
 		r = next_or_close(P, '}');
 		if (r < 0)
@@ -671,6 +700,78 @@ static void decode_msg(const struct wire_codec *c, const struct jv *f, struct wi
 		m->err = f[M_ERR].s;
 }
 
+/* A JSON integer at s that parse_number() reads as JK_INT: its value in
+ * *v and the byte after it, or NULL (then parse_number() decides). */
+static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
+{
+	const char *q = s;
+	bool neg = *q == '-';
+	uint64_t acc = 0, limit;
+
+	if (neg && !allow_neg)
+		return NULL;
+	q += neg;
+	if (*q == '0' ? is_digit(q[1]) : !is_digit(*q))
+		return NULL;
+	limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+	for (; is_digit(*q); q++) {
+		unsigned dig = (unsigned)(*q - '0');
+		if (acc > (limit - dig) / 10)
+			return NULL;
+		acc = acc * 10 + dig;
+	}
+	*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+	return q;
+}
+
+/*
+ * The message of a batch, exactly as the writer writes it (add_io_fast in
+ * encode.c): {"type":"io","cmd":"set","io":NAME,"val":INT,"ver":INT}, no
+ * space, a plain ASCII name of 1..63 bytes without escapes, a version >= 0.
+ * Read in one pass into m, with what parse_object() and decode_msg() would
+ * have made of it: the same fields, the same NUL-terminated strings in the
+ * text. Anything else, to the byte (a space, another order, an escape, a
+ * real, a NUL), returns false having changed nothing, and the general
+ * reader decides: so both accept and refuse the same datagrams, which
+ * fuzz_wire_diff checks against jansson.
+ */
+static bool parse_set_fast(struct parser *P, struct wire_msg *m)
+{
+	static const char head[] = "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"";
+	char *s = P->p, *name = s + sizeof(head) - 1, *q = name;
+	const char *e;
+	int64_t val, ver;
+
+	/* Every read stops at the text's final NUL, and each memcmp() is
+	 * checked to stay within the text. */
+	if ((size_t)(P->end - s) < sizeof(head) - 1 || memcmp(s, head, sizeof(head) - 1) != 0)
+		return false;
+	while ((unsigned char)*q >= 0x20 && (unsigned char)*q < 0x80 && *q != '"' && *q != '\\')
+		q++;
+	if (*q != '"' || q == name || q - name > WIRE_NAME_MAX || P->end - q < 8 ||
+	    memcmp(q, "\",\"val\":", 8) != 0)
+		return false;
+	e = fast_int(q + 8, true, &val);
+	if (!e || P->end - e < 7 || memcmp(e, ",\"ver\":", 7) != 0)
+		return false;
+	e = fast_int(e + 7, false, &ver);
+	if (!e || *e != '}' || e >= P->end)
+		return false;
+	memset(m, 0, sizeof(*m));
+	s[11] = '\0'; /* the closing quote of "io", the type */
+	*q = '\0';
+	m->type = WIRE_T_IO;
+	m->type_name = s + 9;
+	m->op = WIRE_OP_SET;
+	m->io = name;
+	m->has_val = true;
+	m->val = tsync_int(val);
+	m->has_ver = true;
+	m->ver = (uint64_t)ver;
+	P->p = (char *)e + 1;
+	return true;
+}
+
 /* The list of messages (the envelope's "msgs", or a legacy root list). */
 static int parse_msgs(struct parser *P, int depth)
 {
@@ -686,7 +787,10 @@ static int parse_msgs(struct parser *P, int depth)
 
 		if (depth + 1 > DEPTH_MAX)
 			return -1;
-		if (*P->p == '{' && P->p < P->end) {
+		if (m && parse_set_fast(P, m)) {
+			d->span[i][0] = (uint32_t)(start - d->text);
+			d->span[i][1] = (uint32_t)(P->p - d->text);
+		} else if (*P->p == '{' && P->p < P->end) {
 			struct jv f[M_N];
 			memset(f, 0, sizeof(f));
 			if (parse_object(P, depth + 1, msg_names, M_N, f, false) < 0)
@@ -699,7 +803,7 @@ static int parse_msgs(struct parser *P, int depth)
 			}
 		} else {
 			struct jv v = {0};
-			if (parse_value(P, depth + 1, &v, false) < 0)
+			if (parse_value(P, depth + 1, &v, V_ANY) < 0)
 				return -1;
 			if (m) {
 				memset(m, 0, sizeof(*m));
@@ -713,9 +817,8 @@ static int parse_msgs(struct parser *P, int depth)
 	}
 }
 
-/* Any value. msgs: it is the envelope's "msgs" (read as messages if it is a
- * list). */
-static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs)
+/* Any value; `mode` says which of the envelope's it is. */
+static int parse_value(struct parser *P, int depth, struct jv *v, enum vmode mode)
 {
 	if (depth > DEPTH_MAX || P->p >= P->end)
 		return -1;
@@ -725,15 +828,21 @@ static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs)
 		return parse_object(P, depth, NULL, 0, NULL, false);
 	case '[':
 		v->k = JK_ARR;
-		if (msgs)
+		if (mode == V_MSGS)
 			return parse_msgs(P, depth);
 		if (open_empty(P, ']'))
 			return 0;
 		for (;;) {
 			struct jv e = {0};
 			int r;
-			if (parse_value(P, depth + 1, &e, false) < 0)
+			if (parse_value(P, depth + 1, &e, V_ANY) < 0)
 				return -1;
+			/* "ack": pairs of integers >= 1 (decode_env), kept
+			 * here; anything else refuses the envelope there. */
+			if (mode == V_ACK && (e.k != JK_INT || e.i < 1 || P->n_ack >= ARRAY_SIZE(P->ack)))
+				P->ack_bad = true;
+			else if (mode == V_ACK)
+				P->ack[P->n_ack++] = (uint64_t)e.i;
 			r = next_or_close(P, ']');
 			if (r <= 0)
 				return r;
@@ -758,7 +867,8 @@ static int parse_value(struct parser *P, int depth, struct jv *v, bool msgs)
 	}
 }
 
-static int decode_env(const struct wire_codec *c, const struct jv *f, struct wire_env *env)
+static int decode_env(const struct wire_codec *c, const struct jv *f, const struct parser *P,
+                      struct wire_env *env)
 {
 	if (f[E_V].k != JK_INT || f[E_V].i != (c->key ? WIRE_VERSION : WIRE_VERSION_PLAIN))
 		return -EBADMSG;
@@ -774,6 +884,20 @@ static int decode_env(const struct wire_codec *c, const struct jv *f, struct wir
 	env->durable = f[E_DW].k == JK_INT && f[E_DW].i == 1;
 	if (f[E_MSGS].k != JK_ARR)
 		return -EBADMSG;
+	/* "ack": a list of (first, last) pairs of integers, 1 <= first <=
+	 * last, at most WIRE_ACK_RANGES of them. */
+	if (f[E_ACK].k != JK_NONE) {
+		if (f[E_ACK].k != JK_ARR || P->ack_bad || P->n_ack % 2)
+			return -EBADMSG;
+		for (size_t i = 0; i < P->n_ack; i += 2) {
+			if (P->ack[i] > P->ack[i + 1])
+				return -EBADMSG;
+			env->acks[i / 2][0] = P->ack[i];
+			env->acks[i / 2][1] = P->ack[i + 1];
+		}
+		env->acks_ok = true;
+		env->n_acks = (uint32_t)(P->n_ack / 2);
+	}
 	return 0;
 }
 
@@ -910,7 +1034,7 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 		*reject = TSYNC_REJ_AUTH;
 		goto leave;
 	}
-	if (!dg->env.legacy && decode_env(c, env, &dg->env) < 0)
+	if (!dg->env.legacy && decode_env(c, env, &P, &dg->env) < 0)
 		goto leave;
 
 	*reject = TSYNC_REJ_OVERSIZE;

@@ -27,6 +27,13 @@
  * "ob" on a request names the sender's boot that first issued it (its origin
  * boot), when that is not the boot in the envelope: a sender that restarted
  * resumes its unanswered requests under their first (origin boot, id).
+ * "ack":[F1,L1,F2,L2,...] in an envelope acknowledges the sets of whole
+ * datagrams: every set in the receiver's datagrams of seq F1..L1, F2..L2, ...
+ * (of the receiver's boot that the envelope's to_boot names) is held by the
+ * sender, as a "reply" with the set's "ver" would say, one per set. Its
+ * presence, even empty ("ack":[]), says that the sender takes such
+ * acknowledgements; a node sends them only to a peer that said so, so that a
+ * node without them (which ignores the member) still gets replies.
  * SPDX-License-Identifier: MIT
  */
 #ifndef TSYNC_WIRE_H
@@ -48,6 +55,7 @@
 #define WIRE_VERSION_PLAIN 1
 #define WIRE_NAME_MAX 63      /* bytes of a name: "from", "io", "role", "cmd", "type" */
 #define WIRE_MS_MAX 86400000u /* longest pulse, "ms" */
+#define WIRE_ACK_RANGES 16    /* ranges of seqs in one envelope's "ack" */
 
 enum wire_type {
 	WIRE_T_IO = 0,
@@ -114,6 +122,9 @@ struct wire_env {
 	uint64_t to_boot; /* receiver's boot as the sender knows it (0: unknown) */
 	uint64_t re;      /* seq of the datagram this one answers (0: none), for RTT */
 	bool durable;     /* "dw": the sender keeps durable windows (see above) */
+	bool acks_ok;     /* "ack" present: the sender takes acknowledgements by datagram */
+	uint32_t n_acks;  /* ranges in acks[] */
+	uint64_t acks[WIRE_ACK_RANGES][2]; /* first, last seq (first <= last, both >= 1) */
 };
 
 /* The MAC key derived from the site key once (wire__auth_prepare), instead
@@ -181,8 +192,10 @@ void wire__writer_free(struct wire_writer *w);
 
 /* Starts a datagram (resets the writer). 0 or -ENOMEM; -EINVAL if env->from
  * is not a name of 1..63 bytes, boot or seq is 0, or a number is over
- * INT64_MAX (JSON integers are signed); -EMSGSIZE if max_datagram cannot
- * hold even the envelope. */
+ * INT64_MAX (JSON integers are signed), or an ack range is not
+ * 1 <= first <= last or there are over WIRE_ACK_RANGES (acks are written
+ * only with acks_ok, never in a legacy list); -EMSGSIZE if max_datagram
+ * cannot hold even the envelope. */
 int wire__begin(struct wire_writer *w, const struct wire_env *env);
 
 /* Appends a message. 0; -EMSGSIZE if it does not fit (the writer is

@@ -77,6 +77,9 @@ static void same_datagram(int ra, tsync_reject wa, const struct wire_datagram *a
 	check(a->env.boot == b->env.boot && a->env.seq == b->env.seq);
 	check(a->env.to_boot == b->env.to_boot && a->env.re == b->env.re);
 	check(a->env.durable == b->env.durable);
+	check(a->env.acks_ok == b->env.acks_ok && a->env.n_acks == b->env.n_acks);
+	for (uint32_t i = 0; i < a->env.n_acks; i++)
+		check(a->env.acks[i][0] == b->env.acks[i][0] && a->env.acks[i][1] == b->env.acks[i][1]);
 	check(a->n_msgs == b->n_msgs);
 	for (size_t i = 0; i < a->n_msgs; i++)
 		same_msg(&a->msgs[i], &b->msgs[i]);

@@ -4,7 +4,8 @@
  * that replaced it (lib/wire/decode.c) must accept and refuse the same
  * datagrams and read the same fields from them. Only the names changed
  * (wire_ref__*), and, with the new tag, the envelope version it wants with a
- * key (WIRE_VERSION; WIRE_VERSION_PLAIN without).
+ * key (WIRE_VERSION; WIRE_VERSION_PLAIN without), and the envelope's "ack"
+ * that came later (decode_env).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -62,6 +63,26 @@ static int decode_env(const struct wire_codec *c, json_t *root, struct wire_env 
 	*msgs = json_object_get(root, "msgs");
 	if (!json_is_array(*msgs))
 		return -EBADMSG;
+	/* Added after issue 15's reader (acknowledgements by datagram): "ack",
+	 * a list of (first, last) pairs of integers, 1 <= first <= last, at
+	 * most WIRE_ACK_RANGES pairs. */
+	v = json_object_get(root, "ack");
+	if (v) {
+		size_t n = json_is_array(v) ? json_array_size(v) : 0;
+		if (!json_is_array(v) || n % 2 || n > 2 * WIRE_ACK_RANGES)
+			return -EBADMSG;
+		for (size_t i = 0; i < n; i++) {
+			json_t *x = json_array_get(v, i);
+			if (!json_is_integer(x) || json_integer_value(x) < 1)
+				return -EBADMSG;
+			env->acks[i / 2][i % 2] = (uint64_t)json_integer_value(x);
+		}
+		for (size_t i = 0; i < n / 2; i++)
+			if (env->acks[i][0] > env->acks[i][1])
+				return -EBADMSG;
+		env->acks_ok = true;
+		env->n_acks = (uint32_t)(n / 2);
+	}
 	return 0;
 }
 

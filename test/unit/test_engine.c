@@ -44,8 +44,8 @@ struct simnode {
 	int changed;
 	int pulses[64]; /* per thing index */
 	int cmds;
-	uint64_t last_ver[64];
-	uint64_t last_boot[64];
+	uint64_t last_ver[1024]; /* per thing index */
+	uint64_t last_boot[1024];
 	bool ver_went_back;
 	/* liveness: per controller, as this node reported it */
 	bool cut; /* partitioned: what it sends and what is sent to it is lost */
@@ -1695,6 +1695,56 @@ static void test_partition_heals_within_a_period(void **state)
 /* A peer heard all along that does not acknowledge (its journal is full)
  * sends heartbeats; they must not reset the backoff, or the owner would
  * resend to it every period. */
+/*
+ * A user that only receives (a panel) learns its round trip to the owner
+ * whichever of the two starts first. Started before the owner, its asks go
+ * nowhere and the owner's first values answer them, so it never sends a
+ * request the owner answers at once; the round trip then comes from the
+ * boot exchange: the hello it sends for the owner's first datagram, which
+ * the owner answers at once with what it sends to the new boot. The sample
+ * is a true round trip (two hops), never idle time.
+ */
+static const char *SITE_PANEL = "[controller A]\nhost = 127.0.0.1\nudp_port = 6001\n"
+                                "[controller B]\nhost = 127.0.0.1\nudp_port = 6002\n"
+                                "[controller C]\nhost = 127.0.0.1\nudp_port = 6003\n"
+                                "[thing light]\nowner = A\ntype = bool\nusers = B, C\ninitial = off\n"
+                                "[thing mode]\nowner = A\ntype = string\nusers = B\ninitial = eco\n";
+
+static void test_rtt_learned_by_user_started_first(void **state)
+{
+	for (int run = 0; run < 8; run++) {
+		int owner_first = run % 2;
+		uint64_t delay_us = 700000ull * (uint64_t)(run / 2 + 1);
+		struct sim *s = sim_new_timers(HB_TIMERS, SITE_PANEL, true, 23 + (uint64_t)run);
+		tsync_peer_stats st;
+
+		/* B and C use A's things and own none; A starts after them (or before). */
+		node_stop(s, 0);
+		if (owner_first) {
+			node_stop(s, 1);
+			node_stop(s, 2);
+			node_start(s, 0);
+			sim_run(s, s->now + delay_us);
+			node_start(s, 1);
+			node_start(s, 2);
+		} else {
+			sim_run(s, s->now + delay_us);
+			node_start(s, 0);
+		}
+		assert_true(sim_settle(s, 5000000));
+		sim_run(s, s->now + 10 * HB_US); /* idle: only heartbeats */
+		for (uint32_t u = 1; u <= 2; u++) {
+			assert_int_equal(sync__peer_stats(s->n[u].e, peer_ix(s, u, 0), s->now, &st), 0);
+			assert_true(st.up);
+			if (st.srtt_us == 0 || st.srtt_us > 2 * LATENCY_US + 100)
+				fail_msg("%s first, %llu ms apart: %c's round trip to A is %u us",
+				         owner_first ? "A" : "the users", (unsigned long long)delay_us / 1000, 'A' + u,
+				         st.srtt_us);
+		}
+		sim_free(s);
+	}
+}
+
 static void test_heartbeat_keeps_backoff_of_refusing_peer(void **state)
 {
 	struct sim *s = sim_new_timers(HB_TIMERS, SITE3, true, 25);
@@ -1722,6 +1772,113 @@ static void test_heartbeat_keeps_backoff_of_refusing_peer(void **state)
 	sim_free(s);
 }
 
+/* --- acknowledgements by datagram (ack.c) ------------------------------------- */
+
+/* A site of one owner A and users B and C of `n` int things t0..t(n-1). */
+static char *batch_site(int n)
+{
+	size_t cap = 200 + (size_t)n * 64, len;
+	char *b = malloc(cap);
+
+	assert_non_null(b);
+	len = (size_t)snprintf(b, cap,
+	                       "[controller A]\nhost = 127.0.0.1\nudp_port = 6001\n"
+	                       "[controller B]\nhost = 127.0.0.1\nudp_port = 6002\n"
+	                       "[controller C]\nhost = 127.0.0.1\nudp_port = 6003\n");
+	for (int t = 0; t < n; t++)
+		len += (size_t)snprintf(b + len, cap - len, "[thing t%d]\nowner = A\ntype = int\nusers = B, C\n", t);
+	return b;
+}
+
+/* Reply messages ("cmd":"reply") in the captured datagrams from `from`. */
+static size_t captured_replies(struct sim *s, uint32_t from)
+{
+	size_t n = 0;
+
+	for (struct packet *c = s->captured; c; c = c->next) {
+		const char *p = (const char *)c->data, *end = p + c->len;
+		if (c->from != from)
+			continue;
+		while ((p = memmem(p, (size_t)(end - p), "\"cmd\":\"reply\"", 13))) {
+			n++;
+			p += 13;
+		}
+	}
+	return n;
+}
+
+static void batch_rounds(struct sim *s, int n, int rounds)
+{
+	for (int r = 1; r <= rounds; r++) {
+		for (int t = 0; t < n; t++) {
+			char name[16];
+			tsync_value v = tsync_int(r * 100000 + t);
+			snprintf(name, sizeof(name), "t%d", t);
+			assert_int_equal(sync__set(s->n[0].e, name, &v, s->now), 0);
+		}
+		assert_true(sim_settle(s, 600000000));
+		for (uint32_t c = 1; c <= 2; c++)
+			for (int t = 0; t < n; t += 97) {
+				char name[16];
+				snprintf(name, sizeof(name), "t%d", t);
+				assert_int_equal(get(s, c, name).u.i, r * 100000 + t);
+			}
+	}
+}
+
+/* Batches of sets are acknowledged by datagram: no reply message comes back
+ * once both ends know each other, every set is acknowledged all the same
+ * (the owner settles), and the acks count each acknowledged update as the
+ * replies did. */
+static void test_acks_by_datagram(void **state)
+{
+	char *body = batch_site(1000);
+	struct sim *s = sim_new(body, true, 11);
+	uint64_t acked0;
+
+	(void)state;
+	assert_true(sim_settle(s, 10000000));
+	s->capture = true;
+	acked0 = s->n[0].e->peers[0].st.acked;
+	batch_rounds(s, 1000, 5);
+	assert_int_equal(captured_replies(s, 1), 0);
+	assert_int_equal(captured_replies(s, 2), 0);
+	assert_int_equal(s->n[0].e->peers[0].st.acked - acked0, 5000);
+	assert_int_equal(s->n[0].e->peers[0].st.retransmits, 0);
+	sim_free(s);
+	free(body);
+}
+
+/* The same under loss, duplication and reordering, and over more rounds
+ * than the owner's record of sent sets holds (it wraps): everything
+ * converges, nothing is acknowledged that the user does not hold. */
+static void test_acks_by_datagram_under_loss(void **state)
+{
+	char *body = batch_site(300);
+	struct sim *s = sim_new(body, true, 12);
+
+	(void)state;
+	s->loss = 0.2;
+	s->dup = 0.2;
+	s->reorder = 0.3;
+	batch_rounds(s, 300, 12);
+	for (uint32_t c = 1; c <= 2; c++)
+		assert_false(s->n[c].ver_went_back);
+	assert_true(s->n[0].e->peers[0].st.retransmits > 0);
+	/* An ack is progress, as a reply is: a peer that acknowledges is out
+	 * of backoff at once, and a round after the loss goes at full speed,
+	 * not one datagram per backoff period (about 20 of them, up to 2 s
+	 * each, on the simulated clock). */
+	s->loss = s->dup = s->reorder = 0;
+	{
+		uint64_t t0 = s->now;
+		batch_rounds(s, 300, 1);
+		assert_true(s->now - t0 < 1000000);
+	}
+	sim_free(s);
+	free(body);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1735,6 +1892,7 @@ int main(void)
 	    cmocka_unit_test(test_restart_resync),
 	    cmocka_unit_test(test_replay_and_forgery),
 	    cmocka_unit_test(test_rtt_learned),
+	    cmocka_unit_test(test_rtt_learned_by_user_started_first),
 	    cmocka_unit_test(test_version_ordering),
 	    cmocka_unit_test(test_legacy_seed_list),
 	    cmocka_unit_test(test_commit_hook_backpressure),
@@ -1750,6 +1908,8 @@ int main(void)
 	    cmocka_unit_test(test_heartbeat_keeps_backoff_of_refusing_peer),
 	    cmocka_unit_test(test_failed_pulse_reported),
 	    cmocka_unit_test(test_failed_set_and_cmd_reported),
+	    cmocka_unit_test(test_acks_by_datagram),
+	    cmocka_unit_test(test_acks_by_datagram_under_loss),
 	};
 	int r;
 

@@ -860,6 +860,250 @@ static void test_full_datagram_fits(void **state)
 	}
 }
 
+/* "ack" in the envelope: written and read as pairs, offered even empty,
+ * refused when it is anything but pairs of integers 1 <= first <= last (at
+ * most WIRE_ACK_RANGES of them). */
+static void test_acks_in_envelope(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_env env = env_of("a", 3, 4);
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+	char text[1024];
+
+	(void)state;
+	env.acks_ok = true;
+	encode(&w, &c, &env, NULL, 0, &out, &len);
+	assert_string_equal(out, "{\"v\":1,\"from\":\"a\",\"boot\":3,\"seq\":4,\"ack\":[],\"msgs\":[]}");
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_true(dg.env.acks_ok);
+	assert_int_equal(dg.env.n_acks, 0);
+	wire__datagram_release(&dg);
+	wire__writer_free(&w);
+
+	env.n_acks = 2;
+	env.acks[0][0] = 7;
+	env.acks[0][1] = 9;
+	env.acks[1][0] = 12;
+	env.acks[1][1] = 12;
+	encode(&w, &c, &env, NULL, 0, &out, &len);
+	assert_string_equal(out, "{\"v\":1,\"from\":\"a\",\"boot\":3,\"seq\":4,\"ack\":[7,9,12,12],\"msgs\":[]}");
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_int_equal(dg.env.n_acks, 2);
+	assert_int_equal(dg.env.acks[0][0], 7);
+	assert_int_equal(dg.env.acks[0][1], 9);
+	assert_int_equal(dg.env.acks[1][0], 12);
+	assert_int_equal(dg.env.acks[1][1], 12);
+	wire__datagram_release(&dg);
+	wire__writer_free(&w);
+
+	/* Without acks_ok nothing is written, and nothing is read. */
+	env.acks_ok = false;
+	encode(&w, &c, &env, NULL, 0, &out, &len);
+	assert_null(strstr(out, "ack"));
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_false(dg.env.acks_ok);
+	wire__datagram_release(&dg);
+	wire__writer_free(&w);
+
+	/* The writer refuses what the reader would. */
+	env.acks_ok = true;
+	wire__writer_init(&w, &c);
+	env.acks[1][0] = 13;
+	assert_int_equal(wire__begin(&w, &env), -EINVAL); /* 13 > 12 */
+	env.acks[1][0] = 0;
+	env.acks[1][1] = 0;
+	assert_int_equal(wire__begin(&w, &env), -EINVAL);
+	env.n_acks = WIRE_ACK_RANGES + 1;
+	assert_int_equal(wire__begin(&w, &env), -EINVAL);
+	wire__writer_free(&w);
+
+	{
+		static const char *const bad[] = {
+		    "null", "{}", "1", "\"1,2\"", "[1]", "[1,2,3]", "[2,1]", "[0,1]", "[-1,1]", "[1,2.0]",
+		    "[1,\"2\"]", "[[1,2]]", "[1,true]", "[1,null]",
+		};
+		for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+			snprintf(text, sizeof(text),
+			         "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"ack\":%s,\"msgs\":[]}", bad[i]);
+			expect_reject(&c, text, TSYNC_REJ_JSON);
+		}
+	}
+	/* At most WIRE_ACK_RANGES pairs, and "ack" only once. */
+	{
+		size_t n = (size_t)snprintf(text, sizeof(text), "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"ack\":[");
+		for (int i = 1; i <= WIRE_ACK_RANGES; i++)
+			n += (size_t)snprintf(text + n, sizeof(text) - n, "%s%d,%d", i > 1 ? "," : "", i, i);
+		snprintf(text + n, sizeof(text) - n, "],\"msgs\":[]}");
+		assert_int_equal(decode_text(&c, text, &dg, &rej), 0);
+		assert_int_equal(dg.env.n_acks, WIRE_ACK_RANGES);
+		wire__datagram_release(&dg);
+		snprintf(text + n, sizeof(text) - n, ",99,99],\"msgs\":[]}");
+		expect_reject(&c, text, TSYNC_REJ_JSON);
+		expect_reject(&c, "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"ack\":[],\"ack\":[],\"msgs\":[]}",
+		              TSYNC_REJ_JSON);
+	}
+	/* A message's "ack" is none of the envelope's business. */
+	assert_int_equal(decode_text(&c,
+	                             "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[{\"type\":\"x\","
+	                             "\"ack\":[0]}]}",
+	                             &dg, &rej),
+	                 0);
+	assert_false(dg.env.acks_ok);
+	wire__datagram_release(&dg);
+}
+
+/* Sets and replies of integers and booleans take the writer's short way:
+ * the same bytes as every other message's way. */
+static void test_batch_messages_text(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_env env = env_of("a", 1, 1);
+	struct wire_msg m[5];
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+
+	(void)state;
+	m[0] = io_msg(WIRE_OP_SET, "t0");
+	m[0].has_val = m[0].has_ver = true;
+	m[0].val = tsync_int(INT64_MIN);
+	m[0].ver = INT64_MAX;
+	m[1] = io_msg(WIRE_OP_REPLY, "t1");
+	m[1].has_val = m[1].has_ver = true;
+	m[1].val = tsync_bool(true);
+	m[1].ver = 0;
+	m[2] = io_msg(WIRE_OP_SET, "q\"x"); /* escaped: the long way */
+	m[2].has_val = m[2].has_ver = true;
+	m[2].val = tsync_int(-5);
+	m[2].ver = 3;
+	m[3] = io_msg(WIRE_OP_SET, "t3");
+	m[3].has_val = m[3].has_ver = true;
+	m[3].val = tsync_bool(false);
+	m[3].ver = 10;
+	m[4] = io_msg(WIRE_OP_SET, "t4"); /* with an id: the long way */
+	m[4].has_val = m[4].has_id = true;
+	m[4].val = tsync_int(0);
+	m[4].id = 4;
+	encode(&w, &c, &env, m, 5, &out, &len);
+	assert_string_equal(out, "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+	                         "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":-9223372036854775808,"
+	                         "\"ver\":9223372036854775807},"
+	                         "{\"type\":\"io\",\"cmd\":\"reply\",\"io\":\"t1\",\"val\":1,\"ver\":0},"
+	                         "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"q\\\"x\",\"val\":-5,\"ver\":3},"
+	                         "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t3\",\"val\":0,\"ver\":10},"
+	                         "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t4\",\"val\":0,\"id\":4}]}");
+	assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+	assert_int_equal(dg.n_msgs, 5);
+	assert_int_equal(dg.msgs[0].val.u.i, INT64_MIN);
+	wire__datagram_release(&dg);
+	wire__writer_free(&w);
+
+	/* A version over INT64_MAX is refused either way. */
+	m[0].ver = (uint64_t)INT64_MAX + 1;
+	wire__writer_init(&w, &c);
+	assert_int_equal(wire__begin(&w, &env), 0);
+	assert_int_equal(wire__add(&w, &m[0]), -EINVAL);
+	assert_int_equal(w.n_msgs, 0);
+	wire__writer_free(&w);
+}
+
+/* The reader's short way for the writer's batch messages gives what the
+ * general way gives, and leaves every other spelling to it. */
+static void test_batch_messages_read(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_datagram dg;
+	tsync_reject rej;
+	char text[1400];
+	static const struct {
+		const char *msg;
+		bool bad;
+		int64_t val;
+		uint64_t ver;
+		const char *io;
+	} cases[] = {
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":20000,\"ver\":100002}", false, 20000, 100002, "t0"},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":-9223372036854775808,\"ver\":9223372036854775807}",
+	     false, INT64_MIN, INT64_MAX, "t0"},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":-0,\"ver\":0}", false, 0, 0, "t0"},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t\\u0030\",\"val\":1,\"ver\":2}", false, 1, 2, "t0"},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":1,\"ver\":2 }", false, 1, 2, "t0"},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":1,\"ver\":-1}", true, 0, 0, "t0"},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"\",\"val\":1,\"ver\":1}", true, 0, 0, NULL},
+	    {"{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":1.5,\"ver\":1}", false, 0, 1, "t0"},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		snprintf(text, sizeof(text), "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[%s,%s]}",
+		         cases[i].msg, cases[i].msg);
+		assert_int_equal(decode_text(&c, text, &dg, &rej), 0);
+		assert_int_equal(dg.n_msgs, 2);
+		for (int k = 0; k < 2; k++) {
+			const struct wire_msg *m = &dg.msgs[k];
+			if (m->bad != cases[i].bad)
+				fail_msg("%s: bad %d", cases[i].msg, m->bad);
+			assert_int_equal(m->type, WIRE_T_IO);
+			assert_string_equal(m->type_name, "io");
+			assert_int_equal(m->op, WIRE_OP_SET);
+			if (cases[i].io)
+				assert_string_equal(m->io, cases[i].io);
+			if (cases[i].bad)
+				continue;
+			assert_true(m->has_val && m->has_ver);
+			assert_int_equal(m->ver, cases[i].ver);
+			if (m->val.type == TSYNC_TYPE_INT)
+				assert_int_equal(m->val.u.i, cases[i].val);
+			else
+				assert_true(m->val.type == TSYNC_TYPE_FLOAT && m->val.u.f == 1.5);
+			assert_false(m->has_id || m->has_re || m->ob || m->ms || m->err);
+		}
+		wire__datagram_release(&dg);
+	}
+	/* What the general reader refuses, the short way does not take. */
+	expect_reject(&c,
+	              "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+	              "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":01,\"ver\":1}]}",
+	              TSYNC_REJ_JSON);
+	expect_reject(&c,
+	              "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+	              "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":9223372036854775808,\"ver\":1}]}",
+	              TSYNC_REJ_JSON);
+	expect_reject(&c,
+	              "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+	              "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":1,\"ver\":1,\"ver\":2}]}",
+	              TSYNC_REJ_JSON);
+	/* A name over 63 bytes is a bad message, not a long one. */
+	{
+		char name[65];
+		memset(name, 'n', 64);
+		name[64] = '\0';
+		snprintf(text, sizeof(text),
+		         "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+		         "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"%s\",\"val\":1,\"ver\":1}]}",
+		         name);
+		assert_int_equal(decode_text(&c, text, &dg, &rej), 0);
+		assert_true(dg.msgs[0].bad);
+		assert_int_equal(dg.msgs[0].reject, TSYNC_REJ_IO);
+		wire__datagram_release(&dg);
+		name[63] = '\0';
+		snprintf(text, sizeof(text),
+		         "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":["
+		         "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"%s\",\"val\":1,\"ver\":1}]}",
+		         name);
+		assert_int_equal(decode_text(&c, text, &dg, &rej), 0);
+		assert_false(dg.msgs[0].bad);
+		assert_int_equal(strlen(dg.msgs[0].io), 63);
+		wire__datagram_release(&dg);
+	}
+}
+
 static void test_writer_max_msgs(void **state)
 {
 	struct wire_codec c = plain_codec();
@@ -1379,6 +1623,9 @@ int main(void)
 	    cmocka_unit_test(test_int_limits),
 	    cmocka_unit_test(test_encode_refuses_invalid),
 	    cmocka_unit_test(test_emsgsize_keeps_writer),
+	    cmocka_unit_test(test_acks_in_envelope),
+	    cmocka_unit_test(test_batch_messages_text),
+	    cmocka_unit_test(test_batch_messages_read),
 	    cmocka_unit_test(test_full_datagram_fits),
 	    cmocka_unit_test(test_writer_max_msgs),
 	    cmocka_unit_test(test_oversize_datagram),

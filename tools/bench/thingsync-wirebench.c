@@ -50,23 +50,56 @@ static void usage(FILE *f)
 	           "  and times the candidate MACs over it; prints microseconds per datagram.\n");
 }
 
-/* The shape of thingsync-bench's batched throughput: set messages of a
- * thing named t<i> with an integer value and a version. */
-static int build(struct wire_writer *w, size_t msgs, uint64_t seq, const void **out, size_t *len)
+/* The messages of thingsync-bench's batched throughput, sets (or their
+ * replies) of a thing named t<i> with an integer value and a version, added
+ * to a begun datagram until n or the first error. */
+static int add_batch(struct wire_writer *w, enum wire_op op, size_t n, uint64_t seq)
 {
-	struct wire_env env = {
-	    .from = "owner", .boot = 3, .seq = seq, .to_boot = 7, .re = seq, .durable = true};
 	char names[64][32];
-	int r = wire__begin(w, &env);
+	int r = 0;
 
-	for (size_t i = 0; r == 0 && i < msgs; i++) {
-		struct wire_msg m = {.type = WIRE_T_IO, .op = WIRE_OP_SET, .has_val = true, .has_ver = true};
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		struct wire_msg m = {.type = WIRE_T_IO, .op = op, .has_val = true, .has_ver = true};
 		snprintf(names[i % 64], sizeof(names[0]), "t%03zu", i);
 		m.io = names[i % 64];
 		m.val = tsync_int((int64_t)(20000 + i * 79));
 		m.ver = 100000 + seq;
 		r = wire__add(w, &m);
 	}
+	return r;
+}
+
+static int build(struct wire_writer *w, size_t msgs, uint64_t seq, const void **out, size_t *len)
+{
+	struct wire_env env = {
+	    .from = "owner", .boot = 3, .seq = seq, .to_boot = 7, .re = seq, .durable = true};
+	int r = wire__begin(w, &env);
+
+	if (r == 0)
+		r = add_batch(w, WIRE_OP_SET, msgs, seq);
+	return r == 0 ? wire__finish(w, out, len) : r;
+}
+
+/* The user's answer to such a datagram: a reply per set (as before
+ * acknowledgements by datagram, and as a peer without them still gets), or
+ * an envelope that acknowledges the datagram by its seq ("ack"). */
+static int build_answer(struct wire_writer *w, size_t msgs, bool by_datagram, uint64_t seq, const void **out,
+                        size_t *len)
+{
+	struct wire_env env = {.from = "user", .boot = 7, .seq = seq, .to_boot = 3, .re = seq, .durable = true};
+	int r;
+
+	env.acks_ok = true;
+	if (by_datagram) {
+		env.n_acks = 1;
+		env.acks[0][0] = env.acks[0][1] = seq;
+	}
+	r = wire__begin(w, &env);
+	if (r == 0 && !by_datagram)
+		r = add_batch(w, WIRE_OP_REPLY, msgs, seq);
+	/* Replies are longer than sets: as many as one datagram holds. */
+	if (r == -EMSGSIZE && w->n_msgs > 0)
+		r = 0;
 	return r == 0 ? wire__finish(w, out, len) : r;
 }
 
@@ -148,6 +181,26 @@ int main(int argc, char **argv)
 		wire__datagram_release(&dg);
 	});
 	printf("  decode, one-shot (wire__decode)  %8.2f us\n", t / 1e3);
+
+	for (int by_dg = 0; by_dg < 2; by_dg++) {
+		const void *aout;
+		size_t alen;
+		double te = 0, td = 0;
+		BEST_OF(te, iters, {
+			if (build_answer(&w, msgs, by_dg, it_ + 2, &aout, &alen) < 0)
+				return 1;
+		});
+		if (build_answer(&w, msgs, by_dg, 1, &aout, &alen) < 0)
+			return 1;
+		BEST_OF(td, iters, {
+			if (wire__decode_in(dec, aout, alen, &dg, &why) < 0)
+				return 1;
+			wire__datagram_release(&dg);
+		});
+		printf("  its acknowledgement, %2zu %-9s %4zu bytes: encode %6.2f us, decode %6.2f us\n",
+		       by_dg ? (size_t)1 : w.n_msgs, by_dg ? "\"ack\"" : "replies", alen, te / 1e3, td / 1e3);
+	}
+	build(&w, msgs, 1, &out, &len);
 
 	printf("MACs over %zu bytes:\n", len - WIRE_TAG_BYTES);
 	t = 0;
