@@ -102,6 +102,10 @@ struct tsync_node {
 	 * engine sends is queued and leaves with one sendmmsg() at the end. */
 	struct udp_batch rx, tx;
 	bool tx_batching;
+	/* A flush is owed; flush_ev is active for it. Outside our own loop
+	 * (own_base, not in tsync_node_run*()) nothing runs it but the next
+	 * tsync_node_run*(), which flushes first: no event is needed. */
+	bool flush_wanted, flush_ev_active, in_loop;
 };
 
 TSYNC_API void tsync_node_options_init(tsync_node_options *opts)
@@ -330,7 +334,12 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 static void op_want_flush(void *ctx)
 {
 	struct tsync_node *n = ctx;
-	event_active(n->flush_ev, EV_TIMEOUT, 0);
+
+	n->flush_wanted = true;
+	if (!n->flush_ev_active && (n->in_loop || !n->own_base)) {
+		n->flush_ev_active = true;
+		event_active(n->flush_ev, EV_TIMEOUT, 0);
+	}
 }
 
 static void op_persist(void *ctx, const char *thing, const tsync_value *v, uint64_t ver, uint64_t boot)
@@ -641,13 +650,31 @@ static void op_commit_later(void *ctx, uint32_t delay_ms)
 		evtimer_add(n->commit_ev, &tv);
 }
 
+/* The engine's flush, between tx_begin() and tx_end(). A flush_ev still
+ * active would only flush again, so it is taken off. */
+static void flush_now(struct tsync_node *n)
+{
+	n->flush_wanted = false;
+	if (n->flush_ev_active) {
+		n->flush_ev_active = false;
+		event_del(n->flush_ev);
+	}
+	sync__flush(n->eng, util__now_us());
+}
+
+static void flush_turn(struct tsync_node *n)
+{
+	tx_begin(n);
+	flush_now(n);
+	tx_end(n);
+}
+
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct tsync_node *n = arg;
 
-	tx_begin(n);
-	sync__flush(n->eng, util__now_us());
-	tx_end(n);
+	n->flush_ev_active = false; /* libevent took it off to run it */
+	flush_turn(n);
 }
 
 /* --- refusals, logged rate-limited ---------------------------------------------- */
@@ -734,20 +761,28 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 	tx_begin(n);
 	while (total < RECV_BATCH) {
 		unsigned want = RECV_BATCH - total < UDP_BATCH ? RECV_BATCH - total : UDP_BATCH;
-		unsigned got = udp__recv(n->fd, &n->rx, want);
+		unsigned got;
+
+		if (total == 0)
+			want = udp__turn_want(&n->rx, want);
+		got = udp__recv(n->fd, &n->rx, want);
+		uint64_t now = util__now_us(); /* one reading for what one call read */
 		for (unsigned i = 0; i < got; i++) {
 			n->rx_from = &n->rx.addr[i];
 			sync__input(n->eng, peer_by_addr(n, &n->rx.addr[i], &hint), udp__rx_data(&n->rx, i),
-			            udp__rx_len(&n->rx, i), util__now_us());
+			            udp__rx_len(&n->rx, i), now);
 			n->rx_from = NULL;
 		}
 		total += got;
-		if (got < want)
+		/* Fewer than asked: the socket is empty (udp.h), no need to ask
+		 * again for an EAGAIN. One asked for and read: what else waits
+		 * makes the poll return at once (udp__turn_want()). */
+		if (got < want || want == 1)
 			break;
 	}
 	/* One commit and one answer per peer for the whole batch, and the
-	 * answers in one system call. */
-	sync__flush(n->eng, util__now_us());
+	 * answers in one system call, in this turn. */
+	flush_now(n);
 	tx_end(n);
 }
 
@@ -1094,11 +1129,33 @@ TSYNC_API uint16_t tsync_node_port(const tsync_node *n)
 	return n->port;
 }
 
+/* What the caller asked for since the last turn (sets, requests) leaves
+ * now, as the first turn would have sent it, without a poll of its own
+ * before: a set then a wait for its answer is one send and one wait. */
+static void flush_before_loop(struct tsync_node *n)
+{
+	if (n->flush_wanted)
+		flush_turn(n);
+}
+
+/* Runs the loop; while it runs, a wanted flush is an active event. */
+static int loop(struct tsync_node *n, int flags)
+{
+	bool was = n->in_loop;
+	int r;
+
+	flush_before_loop(n);
+	n->in_loop = true;
+	r = event_base_loop(n->base, flags);
+	n->in_loop = was;
+	return r < 0 ? -EIO : 0;
+}
+
 TSYNC_API int tsync_node_run(tsync_node *n)
 {
 	if (!n || !n->own_base)
 		return -EINVAL;
-	return event_base_loop(n->base, 0) < 0 ? -EIO : 0;
+	return loop(n, 0);
 }
 
 TSYNC_API int tsync_node_run_for(tsync_node *n, int timeout_ms)
@@ -1108,11 +1165,11 @@ TSYNC_API int tsync_node_run_for(tsync_node *n, int timeout_ms)
 	if (!n || !n->own_base)
 		return -EINVAL;
 	if (timeout_ms < 0)
-		return event_base_loop(n->base, EVLOOP_ONCE) < 0 ? -EIO : 0;
+		return loop(n, EVLOOP_ONCE);
 	tv.tv_sec = timeout_ms / 1000;
 	tv.tv_usec = (timeout_ms % 1000) * 1000;
 	event_base_loopexit(n->base, &tv);
-	return event_base_loop(n->base, 0) < 0 ? -EIO : 0;
+	return loop(n, 0);
 }
 
 TSYNC_API void tsync_node_stop(tsync_node *n)

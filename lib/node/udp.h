@@ -12,6 +12,9 @@
 #include <sys/socket.h>
 
 #define UDP_BATCH 32 /* datagrams per system call */
+/* Turns that read with recvmsg() after a batch read found one datagram
+ * alone (see udp__turn_want()). */
+#define UDP_LONE_TURNS 8
 
 struct udp_batch {
 	struct mmsghdr hdr[UDP_BATCH];
@@ -20,6 +23,7 @@ struct udp_batch {
 	unsigned char *bufs; /* UDP_BATCH slots of `slot` bytes */
 	size_t slot;
 	unsigned n; /* tx: datagrams queued; rx: datagrams read */
+	unsigned lone; /* rx: turns left that start with a single read */
 };
 
 /* 0 or -ENOMEM. slot: the largest datagram (rx: one byte more, so that a
@@ -28,9 +32,21 @@ int udp__init(struct udp_batch *b, size_t slot);
 void udp__free(struct udp_batch *b);
 
 /* Reads up to max (<= UDP_BATCH) datagrams without blocking; returns how
- * many (0 when none is waiting). Datagram i: udp__rx_data(), its length
- * (a truncated one has slot bytes) and b->addr[i]. */
+ * many (0 when none is waiting). Fewer than max (max > 1) means the socket
+ * is empty: no need to call again to learn it. max 1 is one recvmsg(),
+ * which says nothing about what else waits. Datagram i: udp__rx_data(), its
+ * length (a truncated one has slot bytes) and b->addr[i]. */
 unsigned udp__recv(int fd, struct udp_batch *b, unsigned max);
+
+/* How many to ask for first in a receive turn: max, or 1 for the
+ * UDP_LONE_TURNS turns after a read of more than one found one datagram
+ * alone. A recvmmsg() that finds one datagram looks for a second in vain,
+ * which costs a round trip (one request, one answer) about a tenth of a
+ * system call's time on each side; a single read skips that. When a single
+ * read left more behind, a level-triggered poll brings the caller back at
+ * once, and the turns after UDP_LONE_TURNS read in batches again: a burst
+ * costs at most that many extra turns. */
+unsigned udp__turn_want(struct udp_batch *b, unsigned max);
 static inline const void *udp__rx_data(const struct udp_batch *b, unsigned i)
 {
 	return b->bufs + (size_t)i * b->slot;

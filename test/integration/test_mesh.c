@@ -551,6 +551,93 @@ static void test_group_commit_window(void **state)
 	free(eager);
 }
 
+/* Nodes on their own loops (tsync_node_run_for(), as tools and the bench
+ * run them): what is set between turns leaves with the next turn, before
+ * it waits, as a first send (not the retry timer's), both sets together;
+ * nothing leaves between turns. Then the user has both and the owner hears
+ * both acknowledged. */
+static bool own_loops_until(tsync_node *a, tsync_node *b, bool (*done)(tsync_node *, tsync_node *))
+{
+	for (int i = 0; i < 5000; i++) { /* a give-up limit, not a bound */
+		if (done(a, b))
+			return true;
+		assert_int_equal(tsync_node_run_for(a, 1), 0);
+		assert_int_equal(tsync_node_run_for(b, 1), 0);
+	}
+	return done(a, b);
+}
+
+static bool both_settled(tsync_node *a, tsync_node *b)
+{
+	tsync_peer_stats st;
+
+	return tsync_node_unsettled(a) == 0 && tsync_node_unsettled(b) == 0 &&
+	       tsync_node_peer_stats(a, 0, &st) == 0 && st.up;
+}
+
+static bool user_has_both(tsync_node *a, tsync_node *b)
+{
+	tsync_thing_state x, y;
+
+	return tsync_node_get(b, "t1", &x) == 0 && x.value.type == TSYNC_TYPE_INT && x.value.u.i == 41 &&
+	       tsync_node_get(b, "t2", &y) == 0 && y.value.type == TSYNC_TYPE_INT && y.value.u.i == 42 &&
+	       tsync_node_unsettled(a) == 0;
+}
+
+static void test_sets_between_own_turns(void **state)
+{
+	char *dir = harness_tmpdir("turns");
+	char conf[1024], keypath[512], *path;
+	uint16_t ports[2];
+	tsync_node *a, *b;
+	tsync_node_options o;
+	tsync_peer_stats s0, s1, s2;
+	tsync_value v;
+
+	(void)state;
+	harness_ports(ports, 2);
+	snprintf(keypath, sizeof(keypath), "%s/site.key", dir);
+	assert_int_equal(tsync_key_generate(keypath), 0);
+	snprintf(conf, sizeof(conf),
+	         "[site]\nname = turns\nkey_file = site.key\n"
+	         "[controller OWNER]\nhost = 127.0.0.1\nudp_port = %u\n"
+	         "[controller USER]\nhost = 127.0.0.1\nudp_port = %u\n"
+	         "[thing t1]\nowner = OWNER\ntype = int\nusers = USER\n"
+	         "[thing t2]\nowner = OWNER\ntype = int\nusers = USER\n",
+	         ports[0], ports[1]);
+	path = harness_write(dir, "site.conf", conf);
+	tsync_node_options_init(&o);
+	o.site_path = path;
+	o.log = harness_log;
+	o.log_level = TSYNC_LOG_WARN;
+	o.controller = "OWNER";
+	assert_int_equal(tsync_node_new(&o, &a), 0);
+	o.controller = "USER";
+	assert_int_equal(tsync_node_new(&o, &b), 0);
+	assert_true(own_loops_until(a, b, both_settled));
+
+	assert_int_equal(tsync_node_peer_stats(a, 0, &s0), 0);
+	v = tsync_int(41);
+	assert_int_equal(tsync_node_set(a, "t1", &v), 0);
+	v = tsync_int(42);
+	assert_int_equal(tsync_node_set(a, "t2", &v), 0);
+	assert_int_equal(tsync_node_peer_stats(a, 0, &s1), 0);
+	assert_int_equal(s1.datagrams_sent, s0.datagrams_sent);
+	assert_int_equal(tsync_node_run_for(a, 0), 0);
+	assert_int_equal(tsync_node_peer_stats(a, 0, &s2), 0);
+	assert_true(s2.datagrams_sent - s0.datagrams_sent >= 1 + (s2.retransmits - s0.retransmits));
+	assert_true(s2.msgs_sent - s0.msgs_sent >= 2);
+	assert_true(own_loops_until(a, b, user_has_both));
+	assert_int_equal(tsync_node_peer_stats(a, 0, &s2), 0);
+	assert_true(s2.acked - s0.acked >= 2);
+
+	tsync_node_free(a);
+	tsync_node_free(b);
+	harness_rmdir(dir);
+	free(dir);
+	free(path);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -562,6 +649,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_api_errors, setup, teardown),
 	    cmocka_unit_test(test_example_controller),
 	    cmocka_unit_test(test_group_commit_window),
+	    cmocka_unit_test(test_sets_between_own_turns),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,7 +1,8 @@
 /*
  * thingsync-bench: measures, in one run on this machine, and prints a table:
  *  1. latency: raw UDP ping-pong on loopback with datagrams of the size a
- *     thingsync set carries (the floor), thingsync's set-to-reply round trip
+ *     thingsync set carries (the floor; also through epoll, the floor of an
+ *     event loop), thingsync's set-to-reply round trip
  *     between two nodes (owner here, user in another process) and its
  *     set-to-delivery one-way time, and Mosquitto QoS 1 through a local
  *     broker (publish to delivery, and back), median and p99, with ratios;
@@ -33,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -135,6 +137,7 @@ struct results {
 	bool key;
 	size_t size; /* bytes of a set's datagram */
 	struct bench_lat raw, ts_rtt, ts_one, mq_rtt, mq_one;
+	struct bench_lat raw_poll; /* raw UDP through epoll: the event loop's floor */
 	double ts_wire_dgrams, ts_wire_bytes; /* per update, one at a time, both ways */
 	int n_counts;
 	int users[MAX_COUNTS];
@@ -157,10 +160,50 @@ struct results {
 
 /* --- 1a: raw UDP ping-pong ---------------------------------------------------- */
 
-static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt)
+/* A receive of the ping-pong: blocking (SO_RCVTIMEO bounds it), or, with an
+ * epoll set (ep >= 0), the event loop's way: epoll_wait(), then a
+ * non-blocking recvmsg(). */
+static ssize_t raw_recv(int fd, int ep, void *buf, size_t cap, struct sockaddr_in *from, int timeout_ms)
+{
+	struct iovec iov = {buf, cap};
+	struct msghdr m;
+
+	memset(&m, 0, sizeof(m));
+	m.msg_name = from;
+	m.msg_namelen = from ? sizeof(*from) : 0;
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	if (ep >= 0) {
+		struct epoll_event ev;
+		if (epoll_wait(ep, &ev, 1, timeout_ms) <= 0)
+			return -1;
+		return recvmsg(fd, &m, MSG_DONTWAIT);
+	}
+	return recvmsg(fd, &m, 0);
+}
+
+static int raw_poller(int fd, bool poll)
+{
+	struct epoll_event ev = {.events = EPOLLIN};
+	int ep;
+
+	if (!poll)
+		return -1;
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		perror("thingsync-bench: epoll");
+		exit(1);
+	}
+	return ep;
+}
+
+/* poll: both sides wait in epoll_wait() and then read, as an event loop
+ * does (thingsync's system calls for a round trip, without its work): the
+ * floor of any design built on one. */
+static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt, bool poll)
 {
 	uint16_t pa = bench_free_port(SOCK_DGRAM), pb = bench_free_port(SOCK_DGRAM);
-	int a = udp_socket(pa);
+	int a = udp_socket(pa), ep;
 	char buf[65536];
 	struct sockaddr_in to;
 	pid_t pid;
@@ -168,16 +211,18 @@ static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt)
 	memset(buf, 'x', sizeof(buf));
 	pid = fork();
 	if (pid == 0) {
-		int b = udp_socket(pb);
+		int b = udp_socket(pb), bep = raw_poller(b, poll);
 		for (;;) {
 			struct sockaddr_in from;
-			socklen_t fl = sizeof(from);
-			ssize_t n = recvfrom(b, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fl);
+			ssize_t n = raw_recv(b, bep, buf, sizeof(buf), &from, -1);
+			if (n < 0 && poll)
+				continue;
 			if (n <= 1)
 				_exit(0);
-			sendto(b, buf, (size_t)n, 0, (struct sockaddr *)&from, fl);
+			sendto(b, buf, (size_t)n, 0, (struct sockaddr *)&from, sizeof(from));
 		}
 	}
+	ep = raw_poller(a, poll);
 	memset(&to, 0, sizeof(to));
 	to.sin_family = AF_INET;
 	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -188,7 +233,7 @@ static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt)
 		setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		for (;;) {
 			sendto(a, buf, size, 0, (struct sockaddr *)&to, sizeof(to));
-			if (recv(a, buf, sizeof(buf), 0) > 0)
+			if (raw_recv(a, ep, buf, sizeof(buf), NULL, 20) > 0)
 				break;
 		}
 		tv.tv_usec = 0;
@@ -198,7 +243,7 @@ static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt)
 	for (size_t i = 0; i < rounds; i++) {
 		uint64_t t0 = bench_now_ns();
 		sendto(a, buf, size, 0, (struct sockaddr *)&to, sizeof(to));
-		if (recv(a, buf, sizeof(buf), 0) <= 0) {
+		if (raw_recv(a, ep, buf, sizeof(buf), NULL, 5000) <= 0) {
 			fprintf(stderr, "thingsync-bench: raw echo lost\n");
 			rtt[i] = 0;
 			continue;
@@ -207,6 +252,8 @@ static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt)
 	}
 	sendto(a, buf, 1, 0, (struct sockaddr *)&to, sizeof(to));
 	waitpid(pid, NULL, 0);
+	if (ep >= 0)
+		close(ep);
 	close(a);
 }
 
@@ -881,11 +928,16 @@ static void measure_latency(struct results *r, size_t rounds, uint64_t *a, uint6
                             const struct peers *pe)
 {
 	thingsync_rtt(r, rounds, b);
-	raw_pingpong(r->size, rounds, a);
+	raw_pingpong(r->size, rounds, a, false);
 	r->raw = bench_lat_of(a, rounds);
+	raw_pingpong(r->size, rounds, a, true);
+	r->raw_poll = bench_lat_of(a, rounds);
 	printf("\nround trip, %zu-byte datagrams, loopback, peer in another process\n", r->size);
 	printf("  %-28s median %7.1f us   p99 %7.1f us\n", "raw UDP ping-pong", r->raw.med / 1e3,
 	       r->raw.p99 / 1e3);
+	printf("  %-28s median %7.1f us   p99 %7.1f us   (%.2fx raw: epoll_wait, then recvmsg, a side)\n",
+	       "raw UDP through epoll", r->raw_poll.med / 1e3, r->raw_poll.p99 / 1e3,
+	       (double)r->raw_poll.med / (double)r->raw.med);
 	printf("  %-28s median %7.1f us   p99 %7.1f us\n", "thingsync set -> reply", r->ts_rtt.med / 1e3,
 	       r->ts_rtt.p99 / 1e3);
 	printf("  ratio thingsync/raw:        median %7.2fx      p99 %7.2fx   (aim: within 1.2x on two "
@@ -1022,6 +1074,18 @@ static double g_raw_rtt(const struct results *r, int i)
 {
 	return r->raw.ok ? (double)r->raw.med : 0;
 }
+static double g_rawp_rtt(const struct results *r, int i)
+{
+	return r->raw_poll.ok ? (double)r->raw_poll.med : 0;
+}
+static double g_r_rawp(const struct results *r, int i)
+{
+	return safe_div(g_ts_rtt(r, i), g_rawp_rtt(r, i));
+}
+static double g_rp_raw(const struct results *r, int i)
+{
+	return safe_div(g_rawp_rtt(r, i), g_raw_rtt(r, i));
+}
 static double g_dds_rtt(const struct results *r, int i)
 {
 	return r->dds_rtt.ok ? (double)r->dds_rtt.med : 0;
@@ -1096,10 +1160,13 @@ static void spread_table(const struct results *runs, int n)
 	       n, n > 1 ? "s" : "");
 	spread_row("round trip, thingsync set -> reply (us)", runs, n, g_ts_rtt, 0, 1, "", 1e-3);
 	spread_row("round trip, raw UDP ping-pong (us)", runs, n, g_raw_rtt, 0, 1, "", 1e-3);
+	spread_row("round trip, raw UDP through epoll (us)", runs, n, g_rawp_rtt, 0, 1, "", 1e-3);
 	spread_row("round trip, Cyclone DDS ping-pong (us)", runs, n, g_dds_rtt, 0, 1, "", 1e-3);
 	spread_row("round trip, libcoap CON PUT (us)", runs, n, g_coap_rtt, 0, 1, "", 1e-3);
 	spread_row("round trip, Mosquitto QoS 1 (us)", runs, n, g_mq_rtt, 0, 1, "", 1e-3);
 	spread_row("  ratio thingsync / raw UDP", runs, n, g_r_raw, 0, 2, "x", 1);
+	spread_row("  ratio thingsync / raw through epoll", runs, n, g_r_rawp, 0, 2, "x", 1);
+	spread_row("  (ratio raw through epoll / raw UDP)", runs, n, g_rp_raw, 0, 2, "x", 1);
 	spread_row("  ratio thingsync / Cyclone DDS", runs, n, g_r_dds, 0, 2, "x", 1);
 	spread_row("  ratio thingsync / libcoap", runs, n, g_r_coap, 0, 2, "x", 1);
 	spread_row("  ratio thingsync / Mosquitto", runs, n, g_r_mq, 0, 2, "x", 1);
@@ -1127,7 +1194,8 @@ static void usage(FILE *f)
 	        "                       [--idle-seconds S] [--quick] [--no-latency] [--no-throughput]\n"
 	        "                       [--no-footprint] [--no-heartbeat] [--no-mosquitto]\n"
 	        "                       [--no-dds] [--no-coap] [--repeat N] [--dds-size BYTES]\n"
-	        "Prints thingsync's round trip next to raw UDP ping-pong of the same size and to\n"
+	        "Prints thingsync's round trip next to raw UDP ping-pong of the same size (blocking,\n"
+	        "and through epoll as an event loop waits) and to\n"
 	        "Mosquitto QoS 1 through a local broker; acknowledged updates/s from one owner to each\n"
 	        "number of users in LIST (default 1,3,10) next to Mosquitto with as many subscribers;\n"
 	        "the wire cost per update; an idle node's memory, wake-ups and disk writes; what the\n"
