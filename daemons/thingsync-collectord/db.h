@@ -178,6 +178,10 @@ typedef int (*db_row_fn)(void *ud, int n, const char *const *col);
 
 struct db_ops {
 	const char *name;
+	/* store() may run on a second handle of its own in a worker thread
+	 * (storeq.h) while this one serves the loop: the database takes two
+	 * writers (a server), and store() holds no state outside its handle. */
+	bool store_apart;
 	/* Connects; a database that cannot be reached yet is not an error here:
 	 * the handle is made and reports DB_EDOWN until reconnect() works.
 	 * `owners` (borrowed, outlives the handle) is used by the migration to

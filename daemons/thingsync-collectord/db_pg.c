@@ -33,10 +33,11 @@ struct db_pg {
 /* Rows per INSERT statement: 12 parameters each, well under libpq's 65535. */
 #define PG_ROWS_PER_INSERT 500
 
-/* libpq's messages span lines; the log wants one line per event. */
+/* libpq's messages span lines; the log wants one line per event. (Per
+ * thread: collectord's storeq stores on a connection of its own.) */
 static const char *one_line(const char *msg)
 {
-	static char line[512];
+	static _Thread_local char line[512];
 	size_t n = 0;
 
 	for (const char *p = msg ? msg : ""; *p && n < sizeof(line) - 1; p++) {
@@ -1097,6 +1098,7 @@ static int pg_alarms_active(struct db *db, void (*fn)(void *ud, const struct db_
 
 const struct db_ops db_pg_ops = {
     .name = "postgres",
+    .store_apart = true,
     .open = pg_open,
     .exec = pg_exec,
     .close = pg_close,
