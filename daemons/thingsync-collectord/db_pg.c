@@ -365,9 +365,20 @@ static int copy_field(struct buf *t, const char *s, char sep)
 	return r == 0 ? buf__append(t, &sep, 1) : r;
 }
 
+/* An integer field (written here: buf__appendf's two vsnprintf() were 90 % of a batch's COPY text). */
 static int copy_int(struct buf *t, int64_t x, char sep)
 {
-	return buf__appendf(t, "%" PRId64 "%c", x, sep);
+	char tmp[24], *p = tmp + sizeof(tmp);
+	uint64_t u = x < 0 ? 0 - (uint64_t)x : (uint64_t)x;
+
+	*--p = sep;
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (x < 0)
+		*--p = '-';
+	return buf__append(t, p, (size_t)(tmp + sizeof(tmp) - p));
 }
 
 /* The batch's measurements in COPY's text format, in the column order of COPY_COLUMNS. */
@@ -376,12 +387,15 @@ static int copy_int(struct buf *t, int64_t x, char sep)
 
 static int copy_text(const struct db_batch *b, const char *stream, struct buf *t)
 {
-	int r = 0;
+	struct buf head = {0}; /* "source\tstream\t", the same on every row */
+	int r;
 
 	buf__reset(t);
+	if ((r = copy_field(&head, b->source, '\t')) == 0)
+		r = copy_field(&head, stream, '\t');
 	for (size_t i = 0; r == 0 && i < b->n; i++) {
 		const struct db_measurement *m = &b->m[i];
-		if ((r = copy_field(t, b->source, '\t')) == 0 && (r = copy_field(t, stream, '\t')) == 0 &&
+		if ((r = buf__append(t, head.data, head.len)) == 0 &&
 		    (r = copy_int(t, m->seq, '\t')) == 0 && (r = copy_field(t, m->thing, '\t')) == 0 &&
 		    (r = copy_field(t, m->vtype, '\t')) == 0 && (r = copy_field(t, m->value, '\t')) == 0 &&
 		    (r = copy_int(t, m->time_us, '\t')) == 0 && (r = copy_int(t, m->owner_boot, '\t')) == 0 &&
@@ -389,6 +403,7 @@ static int copy_text(const struct db_batch *b, const char *stream, struct buf *t
 		    (r = copy_int(t, b->received_us, '\t')) == 0 && (r = copy_field(t, m->owner, '\t')) == 0)
 			r = copy_field(t, m->via, '\n');
 	}
+	buf__free(&head);
 	return r;
 }
 
