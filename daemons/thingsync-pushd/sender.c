@@ -306,9 +306,11 @@ static int put_real(struct buf *b, double f)
 
 	if (n < 0 || (size_t)n >= sizeof(text) - 2)
 		return -EINVAL;
-	if (!strpbrk(text, ".e"))
+	if (!strpbrk(text, ".e")) {
 		memcpy(text + n, ".0", 3);
-	return buf__appendf(b, "%s", text);
+		n += 2;
+	}
+	return buf__append(b, text, (size_t)n);
 }
 
 static bool plain_entry(const struct journal_entry *e)
@@ -358,7 +360,7 @@ static int put_plain(struct buf *b, const struct journal_entry *e)
 		r = put_str(b, e->thing);
 	if (r == 0) {
 		if (v->type == TSYNC_TYPE_BOOL)
-			r = buf__appendf(b, ",\"value\":%s", v->u.b ? "true" : "false");
+			r = v->u.b ? buf__append(b, ",\"value\":true", 13) : buf__append(b, ",\"value\":false", 14);
 		else if (v->type == TSYNC_TYPE_INT)
 			r = put_int(b, ",\"value\":", (int64_t)v->u.i);
 		else if ((r = buf__append(b, ",\"value\":", 9)) == 0)
