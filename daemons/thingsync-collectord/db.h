@@ -45,8 +45,10 @@
  * A batch of a stream that is not the source's current one is refused; a
  * source without one (new, or from before streams) adopts the first it pushes.
  *
- * Every call is synchronous (the collector is one event loop; a slow database
- * makes it answer slower, it never answers before the commit). Errors:
+ * Every call is synchronous (the collector is one event loop, and with a
+ * backend that has store_apart its pushes' store() runs on a handle of its
+ * own in storeq's thread; a slow database makes it answer slower, it never
+ * answers before the commit). A handle is used by one thread at a time. Errors:
  *   DB_EDOWN   the database is unreachable or refuses to write (connection
  *              lost, disk full, read-only, ...): answered 503, alarm raised,
  *              and the collector reconnects by itself
