@@ -352,8 +352,9 @@ static int put_plain(struct buf *b, const struct journal_entry *e)
 	const tsync_value *v = &e->value;
 	int r = put_int(b, "{\"seq\":", (int64_t)e->seq);
 
-	if (r == 0 && e->via != JOURNAL_VIA_LIVE)
-		r = buf__appendf(b, ",\"source\":\"%s\"", via_names[e->via]);
+	if (r == 0 && e->via != JOURNAL_VIA_LIVE && (r = buf__append(b, ",\"source\":\"", 11)) == 0 &&
+	    (r = buf__append(b, via_names[e->via], strlen(via_names[e->via]))) == 0)
+		r = buf__append(b, "\"", 1);
 	if (r == 0)
 		r = buf__append(b, ",\"thing\":", 9);
 	if (r == 0)
