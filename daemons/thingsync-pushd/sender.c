@@ -333,18 +333,9 @@ static bool plain_entry(const struct journal_entry *e)
 /* A literal, then a decimal integer (no printf: this runs for every item). */
 static int put_int(struct buf *b, const char *lit, int64_t x)
 {
-	char text[24];
-	char *p = text + sizeof(text);
-	uint64_t u = x < 0 ? -(uint64_t)x : (uint64_t)x;
 	int r = buf__append(b, lit, strlen(lit));
 
-	do {
-		*--p = (char)('0' + u % 10);
-		u /= 10;
-	} while (u);
-	if (x < 0)
-		*--p = '-';
-	return r == 0 ? buf__append(b, p, (size_t)(text + sizeof(text) - p)) : r;
+	return r == 0 ? buf__append_i64(b, x) : r;
 }
 
 static int put_plain(struct buf *b, const struct journal_entry *e)
