@@ -441,13 +441,13 @@ static int store_measurements(struct db_pg *d, const struct db_batch *b, const c
 	PGresult *q;
 	int r = copy_text(b, stream, t);
 
+	/* The savepoint and the COPY in one round trip (a simple query stops at its COPY); the savepoint
+	 * is not released: the rest of the transaction runs inside it, and COMMIT takes it all. */
 	if (r == 0)
-		r = command(d, "SAVEPOINT batch");
-	if (r == 0)
-		r = copy_in(d, "COPY measurements " COPY_COLUMNS " FROM STDIN", t, true);
+		r = copy_in(d, "SAVEPOINT batch; COPY measurements " COPY_COLUMNS " FROM STDIN", t, true);
 	if (r == 0) {
 		*ins = b->n;
-		return command(d, "RELEASE SAVEPOINT batch");
+		return 0;
 	}
 	if (r < 0 || (r = command(d, "ROLLBACK TO SAVEPOINT batch")) < 0)
 		return r;
@@ -497,7 +497,10 @@ static int pg_stream_last(struct db_pg *d, const char *source, const char *strea
 	return 0;
 }
 
-/* As db_sqlite.c's check_stream(): which stream the batch goes to, or why it is refused. */
+/* Room for the locking query and a quoted source name (at most 63 plain characters). */
+#define PG_LOCK_SQL_MAX 256
+
+/* BEGIN, then as db_sqlite.c's check_stream(): which stream the batch goes to, or why it is refused. */
 static int pg_check_stream(struct db_pg *d, const struct db_batch *b, struct db_store_result *res,
                            const char **stream)
 {
@@ -512,10 +515,18 @@ static int pg_check_stream(struct db_pg *d, const struct db_batch *b, struct db_
 	PGresult *q;
 	int r;
 
-	/* Locked: collectors sharing the database see one stream per source. */
-	q = one(d, "SELECT stream FROM sources WHERE source = $1 FOR UPDATE", 1, v, &r);
-	if (!q)
-		return r;
+	/* The batch's transaction begins here, with the source's row locked (collectors sharing the
+	 * database see one stream per source): one round trip, the name as a literal. */
+	char *lit = PQescapeLiteral(d->conn, b->source, strlen(b->source));
+	char sql[PG_LOCK_SQL_MAX];
+
+	if (!lit)
+		return fail(d, "lock source", NULL);
+	snprintf(sql, sizeof(sql), "BEGIN; SELECT stream FROM sources WHERE source = %s FOR UPDATE", lit);
+	PQfreemem(lit);
+	q = PQexec(d->conn, sql);
+	if (PQresultStatus(q) != PGRES_TUPLES_OK)
+		return fail(d, "lock source", q);
 	if (PQntuples(q) == 1)
 		snprintf(cur, sizeof(cur), "%s", PQgetvalue(q, 0, 0));
 	PQclear(q);
@@ -610,9 +621,6 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 	memset(res, 0, sizeof(*res));
 	if (!pg_up(db) && pg_reconnect(db) < 0)
 		return DB_EDOWN;
-	r = command(d, "BEGIN");
-	if (r < 0)
-		return r;
 	r = params_reserve(&p, PG_ROWS_PER_INSERT * 12);
 	if (r == 0)
 		r = pg_check_stream(d, b, res, &stream);
