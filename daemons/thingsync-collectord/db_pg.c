@@ -608,6 +608,43 @@ static int pg_conflict(struct db_pg *d, const struct db_batch *b, const char *st
 	return 0;
 }
 
+/* The end of a stored batch's transaction as one simple query (names as literals): the source's
+ * row, the stream's (when the batch has rows), and COMMIT when `commit`. */
+static int tail_sql(struct db_pg *d, const struct db_batch *b, const char *stream, bool commit, struct buf *sql)
+{
+	char *src = PQescapeLiteral(d->conn, b->source, strlen(b->source));
+	char *str = src ? PQescapeLiteral(d->conn, stream, strlen(stream)) : NULL;
+	int r;
+
+	if (!src || !str) {
+		PQfreemem(src);
+		return fail(d, "update source", NULL);
+	}
+	buf__reset(sql);
+	r = buf__appendf(sql,
+	                 "INSERT INTO sources (source, last_seen_us, last_seq, boot, stream) VALUES (%s, %" PRId64
+	                 ", %" PRId64 ", %" PRId64 ", %s) ON CONFLICT (source) DO UPDATE SET"
+	                 " last_seen_us = excluded.last_seen_us,"
+	                 " last_seq = CASE WHEN sources.stream = excluded.stream"
+	                 " THEN GREATEST(sources.last_seq, excluded.last_seq) ELSE excluded.last_seq END,"
+	                 " boot = excluded.boot, stream = excluded.stream;",
+	                 src, b->received_us, b->max_seq, b->boot, str);
+	if (r == 0 && b->n + b->nrej > 0)
+		r = buf__appendf(sql,
+		                 " INSERT INTO streams (source, stream, first_seq, last_seq, first_us, last_us)"
+		                 " VALUES (%s, %s, %" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64 ")"
+		                 " ON CONFLICT (source, stream) DO UPDATE SET"
+		                 " first_seq = LEAST(streams.first_seq, excluded.first_seq),"
+		                 " last_seq = GREATEST(streams.last_seq, excluded.last_seq),"
+		                 " last_us = excluded.last_us;",
+		                 src, str, b->min_seq, b->max_seq, b->received_us, b->received_us);
+	if (r == 0 && commit)
+		r = buf__appendf(sql, " COMMIT");
+	PQfreemem(src);
+	PQfreemem(str);
+	return r;
+}
+
 static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_commit, struct db_store_result *res)
 {
 	struct db_pg *d = PG(db);
@@ -669,37 +706,12 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 	}
 	if (r == 0 && res->outcome != DB_STORED)
 		goto refused;
-	if (r == 0) {
-		p.n = 0;
-		param_str(&p, b->source);
-		param_i64(&p, b->received_us);
-		param_i64(&p, b->max_seq);
-		param_i64(&p, b->boot);
-		param_str(&p, stream);
-		r = exec_params(
-		    d, "update source",
-		    "INSERT INTO sources (source, last_seen_us, last_seq, boot, stream) VALUES ($1, $2, $3, $4, $5)"
-		    " ON CONFLICT (source) DO UPDATE SET last_seen_us = excluded.last_seen_us,"
-		    " last_seq = CASE WHEN sources.stream = excluded.stream"
-		    " THEN GREATEST(sources.last_seq, excluded.last_seq) ELSE excluded.last_seq END,"
-		    " boot = excluded.boot, stream = excluded.stream",
-		    &p, NULL);
-	}
-	if (r == 0 && b->n + b->nrej > 0) {
-		p.n = 0;
-		param_str(&p, b->source);
-		param_str(&p, stream);
-		param_i64(&p, b->min_seq);
-		param_i64(&p, b->max_seq);
-		param_i64(&p, b->received_us);
-		r = exec_params(d, "update stream",
-		                "INSERT INTO streams (source, stream, first_seq, last_seq, first_us, last_us)"
-		                " VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (source, stream) DO UPDATE SET"
-		                " first_seq = LEAST(streams.first_seq, excluded.first_seq),"
-		                " last_seq = GREATEST(streams.last_seq, excluded.last_seq),"
-		                " last_us = excluded.last_us",
-		                &p, NULL);
-	}
+	/* The source's and the stream's rows, then COMMIT: one simple query, one round trip (an
+	 * error skips what follows it, COMMIT included, and is answered by the ROLLBACK below). */
+	if (r == 0)
+		r = tail_sql(d, b, stream, !fail_before_commit, &sql);
+	if (r == 0)
+		r = command(d, sql.data);
 	free(p.v);
 	free(p.num);
 	buf__free(&sql);
@@ -707,8 +719,6 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		command(d, "ROLLBACK");
 		return -EIO;
 	}
-	if (r == 0)
-		r = command(d, "COMMIT");
 	if (r < 0) {
 		if (d->conn)
 			PQclear(PQexec(d->conn, "ROLLBACK"));
