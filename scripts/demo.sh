@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # scripts/demo.sh: installs what is missing, builds thingsync into build/ and
 # runs a living site on loopback to watch in a browser (it prints PI-Show's page
-# first) and poke with thingsctl: three thingsd daemons
-# and the example controller motion-light (tools/examples/demo-site.sh). It
+# first, then the collector's) and poke with thingsctl: three thingsd daemons,
+# the example controller motion-light, thingsync-pushd pushing to
+# thingsync-collectord (SQLite), thingsync-recoveryd and thingsync-forensicd
+# (tools/examples/demo-site.sh). It
 # prints how to poke the site and watches it; Ctrl-C stops it cleanly, and so
 # do closing its terminal (SIGHUP) and SIGTERM: nothing it started is left.
 #
@@ -37,7 +39,7 @@ if [ -n "${THINGSYNC_DEMO_BUILD:-}" ]; then
 	say "using the build in $BUILD as it is"
 else
 	say "setup"
-	bash "$ROOT/scripts/setup.sh"
+	bash "$ROOT/scripts/setup.sh" --demo
 
 	say "configure and build (build/)"
 	if [ ! -f build/meson-private/coredata.dat ]; then
@@ -48,7 +50,8 @@ else
 	as_user ninja -C build
 	# A build/ configured before the daemons and tools existed does not know
 	# their folders (they are picked up at configure time): configure it again.
-	if [ ! -x build/daemons/thingsd/thingsd ] || [ ! -x build/tools/thingsctl/thingsctl ]; then
+	if [ ! -x build/daemons/thingsd/thingsd ] || [ ! -x build/tools/thingsctl/thingsctl ] ||
+		[ ! -x build/daemons/thingsync-forensicd/thingsync-forensicd ]; then
 		as_user meson setup --reconfigure build
 		as_user ninja -C build
 	fi

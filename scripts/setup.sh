@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# scripts/setup.sh [--test]: installs the Debian packages thingsync needs to
-# build and, with --test, to run its whole test suite (clang for the fuzzers
-# and valgrind). Only what is missing is installed; when everything is there
+# scripts/setup.sh [--test] [--demo]: installs the Debian packages thingsync
+# needs to build and, with --test, to run its whole test suite (clang for the
+# fuzzers and valgrind), with --demo, what the demo's tour uses. Only what is missing is installed; when everything is there
 # it does nothing and takes well under a second.
 #
 # Works as root (no sudo needed) or as a user with sudo. Debian 12 and
@@ -19,6 +19,10 @@ TEST_PKGS=(clang libclang-rt-14-dev valgrind g++ postgresql mosquitto openssl cu
 # puppeteer-core (installed by scripts/test.sh with npm ci). A node from
 # elsewhere (with its own npm) is used as it is.
 TEST_PKGS+=(chromium)
+# The demo's tour (scripts/demo.sh) reads the collector with curl and sqlite3;
+# the demo's test checks the collector's database with sqlite3.
+DEMO_PKGS=(curl sqlite3)
+TEST_PKGS+=(sqlite3)
 command -v node >/dev/null 2>&1 || TEST_PKGS+=(nodejs)
 command -v npm >/dev/null 2>&1 || TEST_PKGS+=(npm)
 # apt's package lists younger than this are trusted without apt-get update.
@@ -27,11 +31,13 @@ LISTS_MAX_AGE_MIN=60
 say() { printf 'setup: %s\n' "$*"; }
 
 want_test=0
+want_demo=0
 for arg in "$@"; do
 	case "$arg" in
 	--test) want_test=1 ;;
+	--demo) want_demo=1 ;;
 	-h | --help)
-		echo "usage: $0 [--test]   install what is missing to build (and test) thingsync"
+		echo "usage: $0 [--test] [--demo]   install what is missing to build (and test, or demo) thingsync"
 		exit 0
 		;;
 	*)
@@ -44,6 +50,9 @@ done
 pkgs=("${BUILD_PKGS[@]}")
 if [ "$want_test" = 1 ]; then
 	pkgs+=("${TEST_PKGS[@]}")
+fi
+if [ "$want_demo" = 1 ]; then
+	pkgs+=("${DEMO_PKGS[@]}")
 fi
 
 if ! command -v dpkg-query >/dev/null 2>&1; then

@@ -340,3 +340,17 @@ int curlev__running(const struct curlev *c)
 		n++;
 	return n;
 }
+
+size_t curlev__body_write(char *p, size_t size, size_t n, void *ud)
+{
+	struct curlev_body *b = ud;
+	char *d = realloc(b->data, b->len + size * n + 1);
+
+	if (!d)
+		return 0; /* libcurl fails the transfer */
+	memcpy(d + b->len, p, size * n);
+	b->data = d;
+	b->len += size * n;
+	d[b->len] = '\0';
+	return size * n;
+}

@@ -45,4 +45,16 @@ int curlev__get(struct curlev *c, const char *url, const char *const *headers, l
 /* Requests in flight. */
 int curlev__running(const struct curlev *c);
 
+/*
+ * The response body of a blocking easy handle (a tool's or a test's request):
+ * CURLOPT_WRITEFUNCTION curlev__body_write, CURLOPT_WRITEDATA a zeroed
+ * struct curlev_body. `data` is NUL-terminated and malloc'ed (the caller
+ * frees it), NULL while nothing came.
+ */
+struct curlev_body {
+	char *data;
+	size_t len;
+};
+size_t curlev__body_write(char *p, size_t size, size_t n, void *ud);
+
 #endif

@@ -132,12 +132,7 @@ static void done_cb(void *ud, int status, const char *error, const char *body, s
 		              "]: %s did not take it %u times (last: %s); retrying",
 		              c->pull.from_s, c->pull.to_s, c->pull.controller, c->pull.failures, why);
 	/* Capped exponential backoff with jitter, as pushd's sender. */
-	d = c->opt.pull_retry_min_ms;
-	for (unsigned i = 1; i < c->pull.failures && d < c->opt.pull_retry_max_ms; i++)
-		d *= 2;
-	if (d > c->opt.pull_retry_max_ms)
-		d = c->opt.pull_retry_max_ms;
-	d = d / 2 + prng__next(&c->pull.prng) % (d / 2 + 1);
+	d = backoff__next_ms(&c->pull.prng, c->opt.pull_retry_min_ms, c->opt.pull_retry_max_ms, c->pull.failures);
 	if (c->pull.failures == 1 || c->pull.failures % 10 == 0)
 		log_warn(&c->log, "pull %" PRId64 " failed (%u in a row): %s; retry in %" PRIu64 " ms",
 		         c->pull.id, c->pull.failures, why, d);

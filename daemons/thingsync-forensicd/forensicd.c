@@ -21,6 +21,7 @@
 
 #include <event2/event.h>
 
+#include "daemonnode.h"
 #include "forensicd.h"
 #include "httpd.h"
 #include "statedir.h"
@@ -209,22 +210,9 @@ static int parse_args(int argc, char **argv, struct forensicd_options *o)
 	return daemonopt__finish(&o->common, optind, argc, true);
 }
 
-static int refuse_state(struct forensicd *fd, const char *why)
-{
-	char hint[2048];
-
-	statedir__hint(hint, sizeof(hint), fd->opt.common.site_path, fd->opt.common.controller,
-	               fd->opt.common.state_dir);
-	log_error(&fd->log, "state unusable: %s; not starting: %s", why, hint);
-	fd->state_unusable = true;
-	return TSYNC_ESTORE;
-}
-
 static int run(struct forensicd *fd)
 {
 	struct forensicd_options *o = &fd->opt;
-	tsync_node_options no;
-	char path[4096];
 	struct timeval tv;
 	int r, ix;
 	tsync_controller_info ci;
@@ -249,45 +237,13 @@ static int run(struct forensicd *fd)
 	if (!tsync_site_has_key(fd->site))
 		log_warn(&fd->log, "%s has no key_file: the mesh runs unauthenticated (legacy mode)",
 		         o->common.site_path);
-	if (mkdir(o->common.state_dir, 0700) < 0 && errno != EEXIST) {
-		r = -errno;
-		log_error(&fd->log, "%s: %s", o->common.state_dir, strerror(-r));
+	r = daemonnode__start(&o->common, fd->site, &fd->log, NULL, &fd->base, &fd->node, &fd->state_unusable);
+	if (r < 0)
 		return r;
-	}
-	snprintf(path, sizeof(path), "%s/node", o->common.state_dir);
-	{
-		char why[8600];
-		if (statedir__check_env(o->common.state_dir, path, why, sizeof(why)) < 0)
-			return refuse_state(fd, why);
-	}
-	fd->base = event_base_new();
-	if (!fd->base)
-		return -ENOMEM;
-	tsync_node_options_init(&no);
-	no.site = fd->site;
-	no.controller = o->common.controller;
-	no.state_dir = path;
-	no.event_base = fd->base;
-	no.bind_host = o->common.bind_host;
-	no.log = log_stderr;
-	no.log_level = o->common.log_level;
-	r = tsync_node_new(&no, &fd->node);
-	if (r == TSYNC_ESTORE) {
-		char why[4400];
-		snprintf(why, sizeof(why), "the node's state store %s cannot be opened", path);
-		return refuse_state(fd, why);
-	}
-	if (r < 0) {
-		log_error(&fd->log, "cannot start the node %s: %s", o->common.controller, tsync_strerror(r));
-		return r;
-	}
 	fd->name = tsync_node_name(fd->node);
-	fd->log.prefix = fd->name;
-	r = statedir__mark(o->common.state_dir, fd->name, "node");
-	if (r < 0) {
-		log_error(&fd->log, "%s/%s: %s", o->common.state_dir, STATEDIR_MARKER, strerror(-r));
+	r = daemonnode__mark(&o->common, &fd->log, fd->name, "node");
+	if (r < 0)
 		return r;
-	}
 	r = collect__init(fd);
 	if (r < 0)
 		return r;

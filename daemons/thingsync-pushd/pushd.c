@@ -32,6 +32,7 @@
 #include <event2/http.h>
 
 #include "curlev.h"
+#include "daemonnode.h"
 #include "httpd.h"
 #include "pushd.h"
 #include "statedir.h"
@@ -419,25 +420,13 @@ bad:
 }
 
 /*
- * The state is there but unusable (or was there and is gone): say so, with
- * the commands that fix it, and do not start. Starting from empty would make
- * a new stream the collector refuses and a node whose boots repeat.
+ * State that is there but unusable (or was there and is gone) is refused
+ * (daemonnode__refuse): starting from empty would make a new stream the
+ * collector refuses and a node whose boots repeat.
  */
-static int refuse_state(struct pushd *pd, const char *why)
-{
-	char hint[2048];
-
-	statedir__hint(hint, sizeof(hint), pd->opt.common.site_path, pd->opt.common.controller,
-	               pd->opt.common.state_dir);
-	log_error(&pd->log, "state unusable: %s; not starting: %s", why, hint);
-	pd->state_unusable = true;
-	return TSYNC_ESTORE;
-}
-
 static int run(struct pushd *pd)
 {
 	struct pushd_options *o = &pd->opt;
-	tsync_node_options no;
 	struct journal_limits lim = {o->journal_max_entries, o->journal_max_bytes};
 	char path[4096], url[512];
 	int r;
@@ -451,45 +440,14 @@ static int run(struct pushd *pd)
 		          o->common.site_path);
 		return TSYNC_EKEY;
 	}
-	if (mkdir(o->common.state_dir, 0700) < 0 && errno != EEXIST) {
-		r = -errno;
-		log_error(&pd->log, "%s: %s", o->common.state_dir, strerror(-r));
-		return r;
-	}
 	{
-		char node_dir[4200], journal_dir[4200], why[8600];
-
-		snprintf(node_dir, sizeof(node_dir), "%s/node", o->common.state_dir);
-		snprintf(journal_dir, sizeof(journal_dir), "%s/journal", o->common.state_dir);
-		if (statedir__check_env(o->common.state_dir, node_dir, why, sizeof(why)) < 0 ||
-		    statedir__check_env(o->common.state_dir, journal_dir, why, sizeof(why)) < 0)
-			return refuse_state(pd, why);
-	}
-	pd->base = event_base_new();
-	if (!pd->base)
-		return -ENOMEM;
-
-	tsync_node_options_init(&no);
-	no.site = pd->site;
-	no.controller = o->common.controller;
-	snprintf(path, sizeof(path), "%s/node", o->common.state_dir);
-	no.state_dir = path;
-	no.event_base = pd->base;
-	no.bind_host = o->common.bind_host;
-	no.log = log_stderr;
-	no.log_level = o->common.log_level;
-	r = tsync_node_new(&no, &pd->node);
-	if (r == TSYNC_ESTORE) {
-		char why[4400];
-		snprintf(why, sizeof(why), "the node's state store %s cannot be opened", path);
-		return refuse_state(pd, why);
-	}
-	if (r < 0) {
-		log_error(&pd->log, "cannot start the node %s: %s", o->common.controller, tsync_strerror(r));
-		return r;
+		static const char *const envs[] = {"journal", NULL};
+		r = daemonnode__start(&o->common, pd->site, &pd->log, envs, &pd->base, &pd->node,
+		                      &pd->state_unusable);
+		if (r < 0)
+			return r;
 	}
 	pd->name = tsync_node_name(pd->node);
-	pd->log.prefix = pd->name;
 
 	snprintf(path, sizeof(path), "%s/journal", o->common.state_dir);
 	r = journal__open(path, pd->name, &lim, &pd->log, &pd->journal);
@@ -497,16 +455,14 @@ static int run(struct pushd *pd)
 		char why[4400];
 		snprintf(why, sizeof(why), "the journal %s cannot be opened (%s)", path,
 		         r == -EINVAL ? "it belongs to another source" : "unreadable");
-		return refuse_state(pd, why);
+		return daemonnode__refuse(&o->common, &pd->log, why, &pd->state_unusable);
 	}
 	if (r < 0)
 		return r;
 	/* Both environments made and committed: from now on, losing one is a disaster, not a first start. */
-	r = statedir__mark(o->common.state_dir, pd->name, "node, journal");
-	if (r < 0) {
-		log_error(&pd->log, "%s/%s: %s", o->common.state_dir, STATEDIR_MARKER, strerror(-r));
+	r = daemonnode__mark(&o->common, &pd->log, pd->name, "node, journal");
+	if (r < 0)
 		return r;
-	}
 	if (!o->collector_url) {
 		if (default_collector_url(pd, url, sizeof(url)) < 0) {
 			log_error(&pd->log,

@@ -397,14 +397,9 @@ static int add_entry(void *ud, const struct journal_entry *e)
 static void next_backoff(struct sender *s)
 {
 	struct pushd *pd = s->pd;
-	uint64_t d = pd->opt.retry_min_ms;
 
-	for (unsigned i = 1; i < s->failures_in_row && d < pd->opt.retry_max_ms; i++)
-		d *= 2;
-	if (d > pd->opt.retry_max_ms)
-		d = pd->opt.retry_max_ms;
-	d = d / 2 + prng__next(&s->prng) % (d / 2 + 1);
-	s->backoff_ms = (uint32_t)d;
+	s->backoff_ms = (uint32_t)backoff__next_ms(&s->prng, pd->opt.retry_min_ms, pd->opt.retry_max_ms,
+	                                           s->failures_in_row);
 }
 
 static void schedule_retry(struct sender *s)

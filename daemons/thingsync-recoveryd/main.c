@@ -33,6 +33,7 @@
 #include <curl/curl.h>
 
 #include "curlev.h"
+#include "daemonnode.h"
 #include "httpd.h"
 #include "recoveryd.h"
 #include "site/site.h"
@@ -585,48 +586,6 @@ static int ledger_load(struct recoveryd *rd)
 	return 0;
 }
 
-static int setup_node(struct recoveryd *rd)
-{
-	struct recoveryd_options *o = &rd->opt;
-	tsync_node_options no;
-	char path[4200], why[8600];
-	int r;
-
-	if (mkdir(o->common.state_dir, 0700) < 0 && errno != EEXIST) {
-		r = -errno;
-		log_error(&rd->log, "%s: %s", o->common.state_dir, strerror(-r));
-		return r;
-	}
-	snprintf(path, sizeof(path), "%s/node", o->common.state_dir);
-	if (statedir__check_env(o->common.state_dir, path, why, sizeof(why)) < 0) {
-		char hint[2048];
-		statedir__hint(hint, sizeof(hint), o->common.site_path, o->common.controller,
-		               o->common.state_dir);
-		log_error(&rd->log, "state unusable: %s; not starting: %s", why, hint);
-		rd->state_unusable = true;
-		return TSYNC_ESTORE;
-	}
-	tsync_node_options_init(&no);
-	no.site = rd->site;
-	no.controller = o->common.controller;
-	no.state_dir = path;
-	no.event_base = rd->base;
-	no.bind_host = o->common.bind_host;
-	no.log = log_stderr;
-	no.log_level = o->common.log_level;
-	r = tsync_node_new(&no, &rd->node);
-	if (r < 0) {
-		log_error(&rd->log, "cannot start the node %s: %s", o->common.controller, tsync_strerror(r));
-		return r;
-	}
-	rd->name = tsync_node_name(rd->node);
-	rd->log.prefix = rd->name;
-	r = statedir__mark(o->common.state_dir, rd->name, "node");
-	if (r < 0)
-		log_error(&rd->log, "%s/%s: %s", o->common.state_dir, STATEDIR_MARKER, strerror(-r));
-	return r;
-}
-
 static int run(struct recoveryd *rd)
 {
 	struct recoveryd_options *o = &rd->opt;
@@ -652,10 +611,11 @@ static int run(struct recoveryd *rd)
 	t = tsync_site_thing_find(rd->site, o->thing);
 	rd->publish = t >= 0 && rd->site->things[t].owner == (uint32_t)me &&
 	              rd->site->things[t].type == TSYNC_TYPE_BOOL;
-	rd->base = event_base_new();
-	if (!rd->base)
-		return -ENOMEM;
-	r = setup_node(rd);
+	r = daemonnode__start(&o->common, rd->site, &rd->log, NULL, &rd->base, &rd->node, &rd->state_unusable);
+	if (r < 0)
+		return r;
+	rd->name = tsync_node_name(rd->node);
+	r = daemonnode__mark(&o->common, &rd->log, rd->name, "node");
 	if (r < 0)
 		return r;
 	tsync_node_set_commit_hook(rd->node, commit_hook, rd);

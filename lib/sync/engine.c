@@ -1539,6 +1539,9 @@ static bool send_empty(struct sync_engine *e, struct sync_peer *p, uint64_t to_b
 	env.durable = e->durable;
 	if (wire__begin(&e->writer, &env) < 0 || wire__finish(&e->writer, &out, &len) < 0)
 		return false;
+	/* A hello is answered at once (input.c): its echo is a round trip. */
+	p->sent_ring[p->tx_seq % SYNC_SENT_RING].seq = p->tx_seq;
+	p->sent_ring[p->tx_seq % SYNC_SENT_RING].us = e->now;
 	p->last_sent_us = e->now;
 	p->st.datagrams_sent++;
 	p->st.bytes_sent += len;
@@ -1641,6 +1644,7 @@ void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_l
 	 * probe: a peer that is down costs one datagram per backoff period. */
 	if (p->backoff > 0 && level == FLUSH_NEW) {
 		fl_send(&f);
+		p->rx_seq_to_echo = 0; /* as below: never echoed later */
 		goto greet;
 	}
 	flush_sets(&f);

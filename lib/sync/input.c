@@ -623,6 +623,7 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 	struct sync_peer *p;
 	tsync_reject why;
 	uint64_t boot;
+	bool new_boot = false;
 
 	if (wire__decode_in(e->decoder, buf, len, &dg, &why) < 0) {
 		p = addr_peer >= 0 ? &e->peers[addr_peer] : NULL;
@@ -648,6 +649,7 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		/* The seed's plain lists: no boots, no replay protection. */
 		boot = p->boot;
 	} else {
+		new_boot = dg.env.boot != p->boot;
 		if (wire__replay_check(&p->replay, dg.env.boot, dg.env.seq) < 0 ||
 		    (p->boot && dg.env.boot < p->boot)) {
 			reject(e, p, TSYNC_REJ_REPLAY, NULL, NULL);
@@ -696,7 +698,10 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 	/* Answers leave with the next flush, which the node runs after the
 	 * whole batch it read: one commit for all of them, then one datagram per
 	 * peer with whatever else is due for it. */
-	if (p->n_answers || dg.n_msgs)
+	/* A new boot (a hello, say) is answered at once too, by what goes to
+	 * that boot now: its echo is the round-trip sample of a peer that
+	 * sends us nothing else to answer (a user that only receives). */
+	if (p->n_answers || dg.n_msgs || new_boot)
 		engine__want(e, p, FLUSH_NEW);
 	else
 		p->rx_seq_to_echo = 0; /* nothing to answer: no echo later */

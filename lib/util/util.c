@@ -305,3 +305,14 @@ double prng__unit(struct prng *p)
 {
 	return (double)(prng__next(p) >> 11) * (1.0 / 9007199254740992.0);
 }
+
+uint64_t backoff__next_ms(struct prng *p, uint64_t min_ms, uint64_t max_ms, unsigned failures)
+{
+	uint64_t d = min_ms;
+
+	for (unsigned i = 1; i < failures && d < max_ms; i++)
+		d *= 2;
+	if (d > max_ms)
+		d = max_ms;
+	return d / 2 + prng__next(p) % (d / 2 + 1);
+}

@@ -154,6 +154,14 @@ void prng__seed(struct prng *p, uint64_t seed);
 uint64_t prng__next(struct prng *p);
 double prng__unit(struct prng *p); /* [0, 1) */
 
+/*
+ * A retry's wait after `failures` failures in a row (1: the first): min_ms,
+ * doubled for each further failure, capped at max_ms, with "equal jitter"
+ * (half fixed, half random from `p`) so that many clients that failed
+ * together do not return in step. In [d/2, d] for that capped d.
+ */
+uint64_t backoff__next_ms(struct prng *p, uint64_t min_ms, uint64_t max_ms, unsigned failures);
+
 /* Values: copy with string ownership, equality, free. */
 int value__copy(tsync_value *dst, const tsync_value *src); /* deep copies strings */
 void value__clear(tsync_value *v);                         /* frees an owned string */

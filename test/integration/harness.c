@@ -10,15 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <event2/event.h>
 
+#include "curlev.h"
 #include "harness.h"
+#include "httpd.h"
 
 char *harness_tmpdir(const char *tag)
 {
@@ -169,4 +173,81 @@ void harness_log(void *ud, tsync_log_level level, const char *line)
 {
 	if (getenv("THINGSYNC_TEST_LOG"))
 		fprintf(stderr, "[%s] %s\n", tsync_log_level_name(level), line);
+}
+
+pid_t harness_spawn(const char *dir, const char *logname, const char *const argv[])
+{
+	char log[700];
+	pid_t pid;
+
+	snprintf(log, sizeof(log), "%s/%s", dir, logname);
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0)
+		abort();
+	if (pid == 0) {
+		/* Never outlive the test, whatever happens to it. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (!getenv("THINGSYNC_TEST_LOG")) {
+			int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+			if (fd >= 0) {
+				dup2(fd, 1);
+				dup2(fd, 2);
+			}
+		}
+		execv(argv[0], (char *const *)argv);
+		_exit(127);
+	}
+	return pid;
+}
+
+long harness_http(const char *base, const char *method, const char *target, const char *body,
+                  const tsync_site *site, const char *sign_for, const struct curl_slist *headers,
+                  long timeout_ms, char **out)
+{
+	CURL *c = curl_easy_init();
+	struct curl_slist *h = NULL;
+	struct curlev_body s = {NULL, 0};
+	char *url = NULL;
+	long status = 0;
+
+	if (!c || asprintf(&url, "%s%s", base, target) < 0)
+		abort();
+	if (sign_for) {
+		struct httpd_sig_headers sig;
+		if (httpd__sign(site, sign_for, method, target, body, body ? strlen(body) : 0, &sig) != 0)
+			abort();
+		h = curl_slist_append(h, sig.to);
+		h = curl_slist_append(h, sig.time);
+		h = curl_slist_append(h, sig.nonce);
+		h = curl_slist_append(h, sig.body);
+		h = curl_slist_append(h, sig.sig);
+	}
+	if (!strcmp(method, "POST")) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+		/* A POST says it is JSON, as every client of the daemons must (httpd.h). */
+		if (!headers)
+			h = curl_slist_append(h, "Content-Type: application/json");
+	}
+	for (; headers; headers = headers->next)
+		h = curl_slist_append(h, headers->data);
+	/* A body goes at once, without waiting for "100 Continue". */
+	h = curl_slist_append(h, "Expect:");
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curlev__body_write);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (curl_easy_perform(c) == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(c);
+	curl_slist_free_all(h);
+	free(url);
+	if (out)
+		*out = s.data;
+	else
+		free(s.data);
+	return status;
 }

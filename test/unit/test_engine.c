@@ -1695,6 +1695,56 @@ static void test_partition_heals_within_a_period(void **state)
 /* A peer heard all along that does not acknowledge (its journal is full)
  * sends heartbeats; they must not reset the backoff, or the owner would
  * resend to it every period. */
+/*
+ * A user that only receives (a panel) learns its round trip to the owner
+ * whichever of the two starts first. Started before the owner, its asks go
+ * nowhere and the owner's first values answer them, so it never sends a
+ * request the owner answers at once; the round trip then comes from the
+ * boot exchange: the hello it sends for the owner's first datagram, which
+ * the owner answers at once with what it sends to the new boot. The sample
+ * is a true round trip (two hops), never idle time.
+ */
+static const char *SITE_PANEL = "[controller A]\nhost = 127.0.0.1\nudp_port = 6001\n"
+                                "[controller B]\nhost = 127.0.0.1\nudp_port = 6002\n"
+                                "[controller C]\nhost = 127.0.0.1\nudp_port = 6003\n"
+                                "[thing light]\nowner = A\ntype = bool\nusers = B, C\ninitial = off\n"
+                                "[thing mode]\nowner = A\ntype = string\nusers = B\ninitial = eco\n";
+
+static void test_rtt_learned_by_user_started_first(void **state)
+{
+	for (int run = 0; run < 8; run++) {
+		int owner_first = run % 2;
+		uint64_t delay_us = 700000ull * (uint64_t)(run / 2 + 1);
+		struct sim *s = sim_new_timers(HB_TIMERS, SITE_PANEL, true, 23 + (uint64_t)run);
+		tsync_peer_stats st;
+
+		/* B and C use A's things and own none; A starts after them (or before). */
+		node_stop(s, 0);
+		if (owner_first) {
+			node_stop(s, 1);
+			node_stop(s, 2);
+			node_start(s, 0);
+			sim_run(s, s->now + delay_us);
+			node_start(s, 1);
+			node_start(s, 2);
+		} else {
+			sim_run(s, s->now + delay_us);
+			node_start(s, 0);
+		}
+		assert_true(sim_settle(s, 5000000));
+		sim_run(s, s->now + 10 * HB_US); /* idle: only heartbeats */
+		for (uint32_t u = 1; u <= 2; u++) {
+			assert_int_equal(sync__peer_stats(s->n[u].e, peer_ix(s, u, 0), s->now, &st), 0);
+			assert_true(st.up);
+			if (st.srtt_us == 0 || st.srtt_us > 2 * LATENCY_US + 100)
+				fail_msg("%s first, %llu ms apart: %c's round trip to A is %u us",
+				         owner_first ? "A" : "the users", (unsigned long long)delay_us / 1000, 'A' + u,
+				         st.srtt_us);
+		}
+		sim_free(s);
+	}
+}
+
 static void test_heartbeat_keeps_backoff_of_refusing_peer(void **state)
 {
 	struct sim *s = sim_new_timers(HB_TIMERS, SITE3, true, 25);
@@ -1735,6 +1785,7 @@ int main(void)
 	    cmocka_unit_test(test_restart_resync),
 	    cmocka_unit_test(test_replay_and_forgery),
 	    cmocka_unit_test(test_rtt_learned),
+	    cmocka_unit_test(test_rtt_learned_by_user_started_first),
 	    cmocka_unit_test(test_version_ordering),
 	    cmocka_unit_test(test_legacy_seed_list),
 	    cmocka_unit_test(test_commit_hook_backpressure),

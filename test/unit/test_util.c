@@ -186,6 +186,32 @@ static void test_name_index_grows(void **state)
 	name_index__free(&ix);
 }
 
+/* The retry backoff of pushd's sender and the collector's pull: doubling from
+ * min, capped at max, equal jitter: in [d/2, d], both ends reachable. */
+static void test_backoff(void **state)
+{
+	struct prng p;
+	const uint64_t want[] = {200, 400, 800, 1600, 3200, 5000, 5000};
+
+	prng__seed(&p, 99);
+	for (unsigned f = 1; f <= 7; f++) {
+		uint64_t d = want[f - 1], lo = UINT64_MAX, hi = 0;
+		for (int i = 0; i < 2000; i++) {
+			uint64_t b = backoff__next_ms(&p, 200, 5000, f);
+			assert_true(b >= d / 2 && b <= d);
+			lo = b < lo ? b : lo;
+			hi = b > hi ? b : hi;
+		}
+		/* spread over the range, not one value */
+		assert_true(lo < d / 2 + d / 20 && hi > d - d / 20);
+	}
+	/* failures 0 is the first; a huge count does not overflow past max. */
+	assert_true(backoff__next_ms(&p, 200, 5000, 0) <= 200);
+	assert_true(backoff__next_ms(&p, 200, 5000, 4000000000u) <= 5000);
+	/* min above max: max. */
+	assert_true(backoff__next_ms(&p, 9000, 5000, 1) <= 5000);
+}
+
 static void test_prng_deterministic(void **state)
 {
 	struct prng a;
@@ -735,6 +761,7 @@ int main(void)
 	    cmocka_unit_test(test_name_index_basic),
 	    cmocka_unit_test(test_name_index_grows),
 	    cmocka_unit_test(test_prng_deterministic),
+	    cmocka_unit_test(test_backoff),
 	    cmocka_unit_test(test_strdup),
 	    cmocka_unit_test(test_value_copy_equal_clear_strings),
 	    cmocka_unit_test(test_value_copy_equal_scalars),

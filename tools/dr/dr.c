@@ -38,6 +38,8 @@
 #include <jansson.h>
 #include <thingsync/thingsync.h>
 
+#include "curlev.h"
+#include "daemonopt.h"
 #include "httpd.h"
 #include "store/store.h"
 #include "util/util.h"
@@ -469,32 +471,13 @@ static int check_journal(struct report *rp, const char *dir, const char *control
 
 /* --- the collector -------------------------------------------------------------------------- */
 
-struct body {
-	char *data;
-	size_t len;
-};
-
-static size_t sink(char *p, size_t size, size_t n, void *ud)
-{
-	struct body *b = ud;
-	char *d = realloc(b->data, b->len + size * n + 1);
-
-	if (!d)
-		return 0;
-	memcpy(d + b->len, p, size * n);
-	b->data = d;
-	b->len += size * n;
-	d[b->len] = '\0';
-	return size * n;
-}
-
 /* GET base + target, signed with the site key for the collector service. */
 static int collector_get(const struct opts *o, tsync_site *site, const char *target, json_t **out, char *why,
                          size_t whylen)
 {
 	struct httpd_sig_headers sig;
 	struct curl_slist *h = NULL;
-	struct body b = {0};
+	struct curlev_body b = {0};
 	char url[2048];
 	long status = 0;
 	CURL *c;
@@ -520,7 +503,7 @@ static int collector_get(const struct opts *o, tsync_site *site, const char *tar
 	}
 	curl_easy_setopt(c, CURLOPT_URL, url);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curlev__body_write);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 60000L);
@@ -680,16 +663,16 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
+	/* --help and a wrong option are answered as every daemon answers them
+	 * (daemonopt.h); the options themselves are thingsd's letters. */
+	struct daemonopt d;
 	int ch;
 
-	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
-		fputs(usage_text, stdout);
-		exit(0);
-	}
-	if (argc < 2 || (strcmp(argv[1], "check") != 0 && strcmp(argv[1], "recover") != 0)) {
-		fputs(usage_text, stderr);
-		return -EINVAL;
-	}
+	daemonopt__init(&d, "thingsync-dr", usage_text);
+	if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")))
+		return daemonopt__handle(&d, 'h', NULL);
+	if (argc < 2 || (strcmp(argv[1], "check") != 0 && strcmp(argv[1], "recover") != 0))
+		return daemonopt__handle(&d, '?', NULL);
 	o->cmd = argv[1];
 	optind = 2;
 	while ((ch = getopt_long(argc, argv, "c:n:s:h", longopts, NULL)) != -1) {
@@ -715,12 +698,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case O_JSON:
 			o->json = true;
 			break;
-		case 'h':
-			fputs(usage_text, stdout);
-			exit(0);
-		default:
-			fputs(usage_text, stderr);
-			return -EINVAL;
+		default: /* -h, --help, or getopt's complaint */
+			if (daemonopt__handle(&d, ch, optarg) < 0)
+				return -EINVAL;
 		}
 	}
 	if (optind < argc || !o->site || !o->controller || !o->state_dir) {

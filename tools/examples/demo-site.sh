@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# demo-site.sh: a small living thingsync site on loopback, to poke with
-# thingsctl. Three thingsd daemons (PI-Security, PI-Climate, PI-Show) and the
-# example controller motion-light (PI-Light, built on libthingsync) run with
-# a site key, each with its own state directory and log, and a file per
-# sensor that you can write to. It prints how to poke the site, then watches
-# it; Ctrl-C stops everything cleanly, and so do SIGTERM and SIGHUP (its
-# terminal closed): no process it started outlives it.
+# demo-site.sh: a small living thingsync site on loopback, the whole chain a
+# real site has, to poke with thingsctl: three thingsd daemons (PI-Security,
+# PI-Climate, PI-Show), the example controller motion-light (PI-Light, built
+# on libthingsync), a push controller (thingsync-pushd, PI-Push) posting
+# every value it receives to thingsync-collectord (SQLite in the demo's state
+# directory), thingsync-recoveryd (PI-Recovery) and thingsync-forensicd
+# (PI-Forensic). They run with a site key, each with its own state directory
+# and log, and a file per sensor that you can write to. It prints the pages to
+# open and how to poke the site, then watches it; Ctrl-C stops everything
+# cleanly, and so do SIGTERM and SIGHUP (its terminal closed): no process it
+# started outlives it.
 #
 #   tools/examples/demo-site.sh [--build DIR] [--seconds N] [--keep]
 #
 #   --build DIR   the build directory (default: build/ next to this tree)
-#   --seconds N   run the opening scene, check it, and stop after N seconds
-#                 (no watching; for a quick look or an automated check)
+#   --seconds N   run the opening scene, check it (the light followed the
+#                 motion, and the motion reached the collector's database),
+#                 and stop, giving up after N seconds (no watching)
 #   --keep        keep the demo directory (logs, state) after stopping
 #
-# THINGSYNC_DEMO_PORT_BASE=N uses ports N+1 to N+14 instead of a random block
+# THINGSYNC_DEMO_PORT_BASE=N uses ports N+1 to N+18 instead of a random block
 # (the tests choose one that no other test hands out).
 set -euo pipefail
 
@@ -27,7 +32,7 @@ while [ "$#" -gt 0 ]; do
 	--build) BUILD=$(cd "$2" && pwd); shift 2 ;;
 	--seconds) SECONDS_TO_RUN=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
-	-h | --help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	-h | --help) sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
 	*) echo "demo-site.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
 	esac
 done
@@ -35,7 +40,11 @@ done
 THINGSD=$BUILD/daemons/thingsd/thingsd
 THINGSCTL=$BUILD/tools/thingsctl/thingsctl
 MOTION_LIGHT=$BUILD/tools/examples/motion-light
-for p in "$THINGSD" "$THINGSCTL" "$MOTION_LIGHT"; do
+PUSHD=$BUILD/daemons/thingsync-pushd/thingsync-pushd
+COLLECTORD=$BUILD/daemons/thingsync-collectord/thingsync-collectord
+RECOVERYD=$BUILD/daemons/thingsync-recoveryd/thingsync-recoveryd
+FORENSICD=$BUILD/daemons/thingsync-forensicd/thingsync-forensicd
+for p in "$THINGSD" "$THINGSCTL" "$MOTION_LIGHT" "$PUSHD" "$COLLECTORD" "$RECOVERYD" "$FORENSICD"; do
 	if [ ! -x "$p" ]; then
 		echo "demo-site.sh: $p is not built (ninja -C $BUILD)" >&2
 		exit 1
@@ -50,7 +59,7 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for _ in $(seq 1 20); do
 	BASE=${THINGSYNC_DEMO_PORT_BASE:-$((12000 + RANDOM % 18000))}
 	busy=0
-	for off in 11 13 14; do
+	for off in 11 13 14 15 16 17 18; do
 		port_busy $((BASE + off)) && busy=1
 	done
 	[ "$busy" = 0 ] && break
@@ -127,7 +136,9 @@ helper_traps() { trap 'kill $! 2>/dev/null; exit 0' HUP INT TERM; }
 
 "$THINGSCTL" keygen "$DIR/site.key" >/dev/null
 cat >"$DIR/site.conf" <<EOF
-# The demo site: everything on 127.0.0.1, one port per controller.
+# The demo site: every controller on 127.0.0.1, each with its own ports.
+# A real site deploys this one file, unchanged, to every controller
+# (thingsync-site.conf(5); a bigger example: site.conf.example).
 [site]
 name = demo
 key_file = site.key
@@ -135,11 +146,13 @@ retry_min_ms = 20
 retry_max_ms = 2000
 down_after_ms = 2000
 
+# --- the IO controllers (thingsd) and the example controller ---------------
 [controller PI-Security]
 host = 127.0.0.1
 udp_port = $((BASE + 1))
 tcp_port = $((BASE + 11))
 roles = security, cmd_do
+history = yes                ; keeps every change of its things: what recovery asks for
 
 [controller PI-Light]
 host = 127.0.0.1
@@ -159,11 +172,46 @@ udp_port = $((BASE + 4))
 tcp_port = $((BASE + 14))
 roles = show, cmd_do
 
+# --- the server side --------------------------------------------------------
+# thingsync-pushd: a user of every thing; journals each value it receives and
+# posts it to the collector (tcp_port: its GET /status and /metrics).
+[controller PI-Push]
+host = 127.0.0.1
+udp_port = $((BASE + 5))
+tcp_port = $((BASE + 15))
+roles = push
+
+# thingsync-recoveryd: the outage ledger; after an outage of
+# recovery_threshold or longer it asks the histories for what was missed.
+[controller PI-Recovery]
+host = 127.0.0.1
+udp_port = $((BASE + 6))
+tcp_port = $((BASE + 16))
+roles = recovery
+recovery_threshold = 30s
+
+# thingsync-forensicd: closes the day at local midnight and collects every
+# owner's cumuls of it, for its report and for the collector.
+[controller PI-Forensic]
+host = 127.0.0.1
+udp_port = $((BASE + 7))
+tcp_port = $((BASE + 17))
+roles = forensics
+
+# thingsync-collectord: listens on tcp_port (pushd posts there, the pages
+# and the read API are there); not on the mesh, its udp_port is unused.
+[controller Collector]
+host = 127.0.0.1
+udp_port = $((BASE + 8))
+tcp_port = $((BASE + 18))
+roles = collector
+
+# --- the things -------------------------------------------------------------
 # A motion sensor: a file, as a sysfs GPIO value would be. Write 1 or 0 to it.
 [thing hall_motion]
 owner = PI-Security
 type = bool
-users = PI-Light, PI-Show
+users = PI-Light, PI-Show, PI-Push
 settable = no
 group = Hall
 driver = file:$DIR/io/hall_motion interval=200
@@ -172,14 +220,14 @@ driver = file:$DIR/io/hall_motion interval=200
 [thing hall_light]
 owner = PI-Light
 type = bool
-users = PI-Security, PI-Show
+users = PI-Security, PI-Show, PI-Push
 initial = off
 group = Hall
 
 [thing is_armed]
 owner = PI-Security
 type = bool
-users = PI-Climate, PI-Show
+users = PI-Climate, PI-Show, PI-Push
 initial = no
 driver = virtual
 
@@ -187,7 +235,7 @@ driver = virtual
 [thing door_strike]
 owner = PI-Security
 type = bool
-users = PI-Show
+users = PI-Show, PI-Push
 pulse = yes
 pulse_ms = 1500
 initial = off
@@ -198,7 +246,7 @@ driver = exec:$DIR/io/door-strike interval=0
 [thing temp_living]
 owner = PI-Climate
 type = float
-users = PI-Show, PI-Security
+users = PI-Show, PI-Security, PI-Push
 settable = no
 min = -40
 max = 85
@@ -208,7 +256,7 @@ group = Living room
 [thing setpoint_living]
 owner = PI-Climate
 type = float
-users = PI-Show
+users = PI-Show, PI-Push
 min = 5
 max = 30
 initial = 20.5
@@ -217,10 +265,20 @@ group = Living room
 [thing heating_mode]
 owner = PI-Climate
 type = string
-users = PI-Show
+users = PI-Show, PI-Push
 allowed = off, eco, comfort, away
 initial = eco
 group = Living room
+
+# Published by thingsync-recoveryd: true while the site is cut off from its
+# collector. The push controller among its users: the two hear each other.
+[thing internet_lost]
+owner = PI-Recovery
+type = bool
+users = PI-Push, PI-Show
+settable = no
+initial = no
+group = Server
 EOF
 
 echo 0 >"$DIR/io/hall_motion"
@@ -250,20 +308,56 @@ start() {
 	PIDS+=("$!")
 	NAMES+=("$name")
 }
+COLLECTOR_URL=http://127.0.0.1:$((BASE + 18))
+RECOVERY_URL=http://127.0.0.1:$((BASE + 16))
+FORENSIC_URL=http://127.0.0.1:$((BASE + 17))
+PUSH_URL=http://127.0.0.1:$((BASE + 15))
+# An HTTP GET without curl (which the tour uses, but the demo does not
+# need): bash's /dev/tcp. Prints the answer, status line and headers first.
+http_get() (
+	host=${1#http://} path=/
+	case $host in */*) path=/${host#*/} host=${host%%/*} ;; esac
+	exec 3<>"/dev/tcp/${host%:*}/${host##*:}" || exit 1
+	printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$path" "$host" >&3
+	while IFS= read -r -t 5 line || [ -n "$line" ]; do
+		printf '%s\n' "$line"
+	done <&3
+)
+# The GET answers 200.
+http_ok() { http_get "$1" | head -n 1 | grep -q '^HTTP/1\.. 200'; }
+# Asks `$@` every 0.1 s until it succeeds, `$1` seconds at most.
+poll() {
+	local i n=$(($1 * 10))
+	shift
+	for ((i = 0; i < n; i++)); do
+		"$@" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	"$@" 2>/dev/null
+}
+# The collector first, answering before the rest starts: recoveryd probes it,
+# and would otherwise count a short outage at the start.
+start Collector "$COLLECTORD" --site "$DIR/site.conf" --db "sqlite:$DIR/state/collector.db"
+poll 10 http_ok "$COLLECTOR_URL/health" || true
 start PI-Security "$THINGSD" -c "$DIR/site.conf" -n PI-Security -s "$DIR/state/PI-Security"
 start PI-Climate "$THINGSD" -c "$DIR/site.conf" -n PI-Climate -s "$DIR/state/PI-Climate"
 start PI-Show "$THINGSD" -c "$DIR/site.conf" -n PI-Show -s "$DIR/state/PI-Show"
 start PI-Light "$MOTION_LIGHT" -c "$DIR/site.conf" -n PI-Light -s "$DIR/state/PI-Light" -o 5
+# pushd posts to the site's collector (its tcp_port); a short backoff ceiling,
+# so that it is back within seconds of a collector you restarted.
+start PI-Push "$PUSHD" --site "$DIR/site.conf" --controller PI-Push --state-dir "$DIR/state/PI-Push" \
+	--retry-max-ms 3000
+# recoveryd also probes the collector: not answering is an outage too.
+start PI-Recovery "$RECOVERYD" --site "$DIR/site.conf" --controller PI-Recovery \
+	--state-dir "$DIR/state/PI-Recovery" --probe "$COLLECTOR_URL/health" --probe-ms 5000
+start PI-Forensic "$FORENSICD" --site "$DIR/site.conf" --controller PI-Forensic \
+	--state-dir "$DIR/state/PI-Forensic"
 
 CTL="$THINGSCTL -c $DIR/site.conf"
-# Ready when every API answers (no fixed wait: asked until it does, 10 s at most).
-for _ in $(seq 1 100); do
-	if $CTL status >/dev/null 2>&1; then
-		break
-	fi
-	sleep 0.1
-done
-if ! $CTL status >/dev/null 2>&1; then
+# Every daemon's API answers (thingsctl status asks each at its own path).
+up() { $CTL status >/dev/null 2>&1; }
+# Ready when every API answers (no fixed wait: asked until it does, 20 s at most).
+if ! poll 20 up; then
 	echo "demo-site.sh: the site did not come up; logs:" >&2
 	tail -n 5 "$DIR"/*.log >&2
 	exit 1
@@ -273,12 +367,18 @@ cat <<EOF
 == open PI-Show's page first: http://127.0.0.1:$((BASE + 14))/
    (the panel: every controller, every thing, live; click a switch, pulse the door)
    PI-Security's: http://127.0.0.1:$((BASE + 11))/   PI-Climate's: http://127.0.0.1:$((BASE + 13))/
+== then the collector's: $COLLECTOR_URL/
+   (what PI-Push pushed, stored in SQLite: sources, alarms, a thing's measurements as a chart)
 
 == a living thingsync site in $DIR
-   PI-Security  thingsd    owns hall_motion (file), is_armed, door_strike (exec)
-   PI-Climate   thingsd    owns temp_living (1-wire file), setpoint_living, heating_mode
+   PI-Security  thingsd    owns hall_motion (file), is_armed, door_strike (exec); keeps a history
+   PI-Climate   thingsd    owns temp_living (1-wire file), setpoint_living, heating_mode; a history
    PI-Show      thingsd    a panel: uses everything, owns nothing
    PI-Light     motion-light (tools/examples/motion-light.c): hall_light follows hall_motion
+   PI-Push      thingsync-pushd: journals every value (LMDB), posts it to the collector
+   Collector    thingsync-collectord: stores each change once in $DIR/state/collector.db
+   PI-Recovery  thingsync-recoveryd: the outage ledger, internet_lost, recovery from the histories
+   PI-Forensic  thingsync-forensicd: each day's cumuls of every thing, collected after midnight
 
 == poke it from another terminal:
    alias thingsctl='$CTL'
@@ -292,8 +392,19 @@ cat <<EOF
    thingsctl status
    thingsctl -n PI-Show peers
    thingsctl -n PI-Show cmd --to PI-Climate cmd_do timers
+   thingsctl -n PI-Show watch                   # every change as it happens (Ctrl-C)
+   thingsctl cum is_armed                       # today's statistics from its owner: time on, edges
+   thingsctl token                              # the dashboard token: a browser off loopback signs with it
+   thingsctl recover --from now-10m --to now    # recoveryd asks the histories; stored once all the same
+   curl -s '$COLLECTOR_URL/v1/measurements?thing=is_armed'   # what the collector stored
+   curl -s $COLLECTOR_URL/v1/sources          # PI-Push: stream, last seq, stored, gaps
+   curl -s $PUSH_URL/status                # pushd: journal waiting, posts, cursor
+   curl -s $RECOVERY_URL/v1/status            # recoveryd: outages, recoveries asked
+   curl -s $FORENSIC_URL/v1/status            # forensicd: owners, days collected
+   sqlite3 $DIR/state/collector.db 'SELECT thing, value, via FROM measurements ORDER BY seq DESC LIMIT 5'
    rm $DIR/io/w1_slave              # err_read_crash in $DIR/PI-Climate.log; put it back: err_read_gone
-   kill -9 ${PIDS[1]}                      # PI-Climate dies; the others carry on (thingsctl status)
+   kill -9 ${PIDS[2]}                      # PI-Climate dies; the others carry on (thingsctl status)
+   kill -STOP ${PIDS[0]}; sleep 40; kill -CONT ${PIDS[0]}   # the collector away 40 s: an outage, then a recovery (PI-Recovery.log)
    curl -s http://127.0.0.1:$((BASE + 14))/metrics | head
    logs: $DIR/*.log
 
@@ -313,11 +424,14 @@ HELPERS+=("$SCENE")
 
 if [ "$SECONDS_TO_RUN" != 0 ]; then
 	wait "$SCENE"
-	# Checked, not assumed: the light followed the motion, the copy moved.
+	# Checked, not assumed: the light followed the motion, the copy moved,
+	# and the motion went through PI-Push into the collector's database.
 	ok=0
 	for _ in $(seq 1 $((SECONDS_TO_RUN * 10))); do
 		if $CTL -n PI-Show get hall_light 2>/dev/null | grep -q 'hall_light = 1' &&
-			$CTL -n PI-Show get temp_living 2>/dev/null | grep -q 'temp_living = 21.25'; then
+			$CTL -n PI-Show get temp_living 2>/dev/null | grep -q 'temp_living = 21.25' &&
+			http_get "$COLLECTOR_URL/v1/measurements?thing=hall_motion" 2>/dev/null |
+			grep -q '"source":"PI-Push".*"value":true'; then
 			ok=1
 			break
 		fi
@@ -329,7 +443,8 @@ if [ "$SECONDS_TO_RUN" != 0 ]; then
 		echo "demo-site.sh: the opening scene did not play out" >&2
 		exit 1
 	fi
-	echo "== the scene played: hall_light followed hall_motion, temp_living reached PI-Show"
+	echo "== the scene played: hall_light followed hall_motion, temp_living reached PI-Show,"
+	echo "   and the collector stored hall_motion = 1 from PI-Push"
 	exit 0
 fi
 

@@ -4,10 +4,11 @@
  * PostgreSQL, and how fast a backlog drains after an outage.
  *
  * For each backend it prints:
- *   stream   an owner in this process sets 100 int things as fast as the mesh
- *            takes them for --seconds; pushd journals each value it receives
+ *   stream   an owner in this process sets 100 int things, --rate changes/s
+ *            in all, for --seconds; pushd journals each value it receives
  *            and posts; the figure is measurements stored per second at the
- *            collector (steady state, after a warm-up).
+ *            collector (steady state, after a warm-up), with what the owner
+ *            offered, what pushd journaled, and each process's CPU.
  *   backlog  pushd journals --backlog measurements from a CSV file while the
  *            collector is down (an outage), then the collector starts: the
  *            figure is measurements stored per second until the journal is
@@ -66,11 +67,14 @@ static const char usage_text[] =
     "  --pushd PATH         thingsync-pushd to run (default: the build's, or PATH)\n"
     "  --collectord PATH    thingsync-collectord to run (likewise)\n"
     "  --seconds N          length of the stream measurement (default 5)\n"
+    "  --rate N             changes/s the owner offers in the stream (default\n"
+    "                       200000: more than the chain takes here)\n"
     "  --backlog N          measurements in the outage backlog (default 1000000)\n"
     "  --batch N            measurements per POST (pushd --batch) and rows per\n"
     "                       transaction of the baseline (default 5000)\n"
     "  --inflight N         POSTs pushd keeps in flight (pushd --inflight)\n"
     "  --backend NAME       sqlite, postgres or both (default both, if built with libpq)\n"
+    "  --stream-only        measure only the stream (no backlog, no baseline)\n"
     "  --pg CONNINFO        use this PostgreSQL instead of a private cluster\n"
     "  --keep               keep the temporary directory\n"
     "  -h, --help           this text\n";
@@ -78,10 +82,11 @@ static const char usage_text[] =
 struct bench {
 	const char *pushd, *collectord;
 	int seconds;
+	long rate; /* changes/s the owner offers in the stream */
 	long backlog;
 	long batch;           /* measurements per POST (pushd --batch) and rows per baseline transaction */
 	const char *inflight; /* pushd --inflight, or NULL for its default */
-	bool do_sqlite, do_pg, keep;
+	bool do_sqlite, do_pg, keep, stream_only;
 	const char *pg_conninfo;
 	char dir[256];
 	char site_path[512];
@@ -330,6 +335,15 @@ static void pg_stop(struct bench *b)
 
 /* --- the site and the owner ---------------------------------------------------------- */
 
+/*
+ * The owner: every tick sets each of the 100 things to a new value; the
+ * node's flush after the callback sends them all to pushd. The tick comes
+ * from a precise timer (EVENT_BASE_FLAG_PRECISE_TIMER, set in main): with
+ * libevent's default clock (CLOCK_MONOTONIC_COARSE, 4 ms granularity on a
+ * kernel with HZ=250) a 1 ms timer fires every 4 ms, which capped the offer
+ * at 25,000 changes/s - the figure earlier versions of this bench printed as
+ * the stream.
+ */
 static void produce_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct bench *b = arg;
@@ -433,6 +447,17 @@ static pid_t start_pushd(struct bench *b, const char *controller, uint16_t col_p
 	return spawn(b, logname, argv);
 }
 
+/* Measurements pushd has journaled so far (its journal's last sequence), or -1. */
+static int64_t journaled(uint16_t port)
+{
+	json_t *j = pushd_status(port);
+	json_t *v = json_object_get(json_object_get(j, "journal"), "last_seq");
+	int64_t n = json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
+
+	json_decref(j);
+	return n;
+}
+
 static bool pushd_up(uint16_t port)
 {
 	json_t *j = pushd_status(port);
@@ -442,13 +467,53 @@ static bool pushd_up(uint16_t port)
 
 /* --- the measurements ----------------------------------------------------------------- */
 
-static double bench_stream(struct bench *b, const char *db, const char *tag)
+/* CPU time (user + system) of a process so far, in seconds; -1 if unknown. */
+static double cpu_s(pid_t pid)
 {
+	char path[64], buf[1024], *p;
+	unsigned long long ut, st;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	/* After the command's closing parenthesis: state is field 3, utime 14, stime 15. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static double self_cpu_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+struct stream_result {
+	double stored;    /* measurements stored at the collector per second: the figure */
+	double offered;   /* changes the owner made per second */
+	double journaled; /* measurements pushd journaled (and acknowledged to the mesh) per second */
+	int64_t behind;   /* journaled but not stored at the end */
+	double cores[3];  /* CPU used, in cores: owner (this process), pushd, collector */
+};
+
+static struct stream_result bench_stream(struct bench *b, const char *db, const char *tag)
+{
+	struct stream_result res = {-1, -1, -1, -1, {-1, -1, -1}};
 	uint16_t col_port = free_port(SOCK_STREAM), http_port = free_port(SOCK_STREAM);
 	pid_t col = start_collector(b, db, col_port, tag), pushd;
-	double t0, t1, end;
-	int64_t n0, n1;
-
+	double t0, t1, end, c0[3], c1[3];
+	int64_t n0, n1, v0, j0, j1;
 	char ptag[64];
 	int status;
 
@@ -464,16 +529,36 @@ static double bench_stream(struct bench *b, const char *db, const char *tag)
 	b->producing = true;
 	run_for(b, 1000);
 	n0 = stored(col_port, "PUSH");
+	j0 = journaled(http_port);
+	v0 = b->next_value;
+	c0[0] = self_cpu_s();
+	c0[1] = cpu_s(pushd);
+	c0[2] = cpu_s(col);
 	t0 = now_s();
 	while (now_s() - t0 < b->seconds)
 		run_for(b, 100);
 	n1 = stored(col_port, "PUSH");
 	t1 = now_s();
+	j1 = journaled(http_port);
+	c1[0] = self_cpu_s();
+	c1[1] = cpu_s(pushd);
+	c1[2] = cpu_s(col);
 	b->producing = false;
 	run_for(b, 500);
 	reap(pushd, SIGTERM);
 	reap(col, SIGTERM);
-	return n0 >= 0 && n1 >= n0 ? (double)(n1 - n0) / (t1 - t0) : -1;
+	if (n0 < 0 || n1 <= n0)
+		return res;
+	res.stored = (double)(n1 - n0) / (t1 - t0);
+	res.offered = (double)(b->next_value - v0) / (t1 - t0);
+	if (j0 >= 0 && j1 >= j0) {
+		res.journaled = (double)(j1 - j0) / (t1 - t0);
+		res.behind = j1 - n1;
+	}
+	for (int i = 0; i < 3; i++)
+		if (c0[i] >= 0 && c1[i] >= c0[i])
+			res.cores[i] = (c1[i] - c0[i]) / (t1 - t0);
+	return res;
 }
 
 static void write_backlog_csv(struct bench *b, const char *path)
@@ -694,18 +779,39 @@ leave:
 static void report(struct bench *b, const char *tag, const char *name, const char *db, double baseline,
                    const char *base_how)
 {
-	double stream = bench_stream(b, db, tag);
-	struct backlog_result bl = bench_backlog(b, db, tag);
-	double drain = bl.drain_s > 0 ? (double)b->backlog / bl.drain_s : -1;
+	struct stream_result st = bench_stream(b, db, tag);
+	struct backlog_result bl;
+	/* CPU per measurement, each process for what it handled: the owner per change it
+	 * made, pushd per measurement it journaled (and, in a steady state, sent), the
+	 * collector per measurement it stored. */
+	double us[3] = {1e6 * st.cores[0] / st.offered, 1e6 * st.cores[1] / st.journaled,
+	                1e6 * st.cores[2] / st.stored};
+	double drain, cpu = us[0] + us[1] + us[2];
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
 	printf("%s\n", name);
-	printf("  stream, mesh -> pushd -> collector:   %9.0f measurements/s  (%d things, %d s)\n", stream,
-	       N_THINGS, b->seconds);
+	printf("  stream, mesh -> pushd -> collector:   %9.0f measurements/s  (%d things, %d s)\n",
+	       st.stored, N_THINGS, b->seconds);
+	printf("    owner offered %.0f changes/s; pushd journaled %.0f/s (acknowledged to the mesh);\n"
+	       "    %" PRId64 " journaled, not yet stored at the end\n",
+	       st.offered, st.journaled, st.behind);
+	if (st.offered > 0 && st.journaled > 0 && st.stored > 0 && st.cores[0] >= 0 && st.cores[1] >= 0 &&
+	    st.cores[2] >= 0)
+		printf("    CPU: owner %.2f cores (%.1f us a change), pushd %.2f (%.1f us a measurement),"
+		       " collector %.2f (%.1f us)\n"
+		       "    = %.1f us a measurement: at most %.0f/s if the chain had all %ld cores\n",
+		       st.cores[0], us[0], st.cores[1], us[1], st.cores[2], us[2], cpu,
+		       cpu > 0 ? 1e6 * (double)ncpu / cpu : 0, ncpu);
+	fflush(stdout);
+	if (b->stream_only)
+		return;
+	bl = bench_backlog(b, db, tag);
+	drain = bl.drain_s > 0 ? (double)b->backlog / bl.drain_s : -1;
 	printf("  backlog of %ld after an outage:  journaled in %.1f s, drained in %.1f s = %9.0f "
 	       "measurements/s\n",
 	       b->backlog, bl.journal_s, bl.drain_s, drain);
 	printf("  baseline, %s, %ld rows/txn: %9.0f rows/s\n", base_how, b->batch, baseline);
-	printf("  ratio to the baseline:   stream %.2f   drain %.2f\n", baseline > 0 ? stream / baseline : 0,
+	printf("  ratio to the baseline:   stream %.2f   drain %.2f\n", baseline > 0 ? st.stored / baseline : 0,
 	       baseline > 0 ? drain / baseline : 0);
 	fflush(stdout);
 }
@@ -716,18 +822,22 @@ int main(int argc, char **argv)
 	    {"pushd", required_argument, NULL, 'p'},
 	    {"collectord", required_argument, NULL, 'c'},
 	    {"seconds", required_argument, NULL, 's'},
+	    {"rate", required_argument, NULL, 'r'},
 	    {"backlog", required_argument, NULL, 'b'},
 	    {"batch", required_argument, NULL, 'n'},
 	    {"inflight", required_argument, NULL, 'i'},
 	    {"backend", required_argument, NULL, 'B'},
 	    {"pg", required_argument, NULL, 'g'},
 	    {"keep", no_argument, NULL, 'k'},
+	    {"stream-only", no_argument, NULL, 'S'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct bench b;
 	struct event *prod;
-	struct timeval tv = {0, 1000};
+	struct timeval tv;
+	struct event_config *cfg;
+	long tick_us;
 	tsync_node_options o;
 	char db[700];
 	int ch;
@@ -737,6 +847,7 @@ int main(int argc, char **argv)
 	b.collectord =
 	    access(COLLECTORD_BUILD_PATH, X_OK) == 0 ? COLLECTORD_BUILD_PATH : "thingsync-collectord";
 	b.seconds = 5;
+	b.rate = 200000;
 	b.backlog = 1000000;
 	b.batch = 5000;
 	b.do_sqlite = true;
@@ -757,6 +868,9 @@ int main(int argc, char **argv)
 		case 'b':
 			b.backlog = atol(optarg);
 			break;
+		case 'r':
+			b.rate = atol(optarg);
+			break;
 		case 'n':
 			b.batch = atol(optarg);
 			break;
@@ -773,6 +887,9 @@ int main(int argc, char **argv)
 		case 'k':
 			b.keep = true;
 			break;
+		case 'S':
+			b.stream_only = true;
+			break;
 		case 'h':
 			fputs(usage_text, stdout);
 			return 0;
@@ -781,7 +898,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (b.seconds < 1 || b.backlog < 1 || b.batch < 1 || b.batch > 100000) {
+	if (b.seconds < 1 || b.backlog < 1 || b.batch < 1 || b.batch > 100000 || b.rate < 1 ||
+	    b.rate > 1000000) {
 		fputs(usage_text, stderr);
 		return 2;
 	}
@@ -798,7 +916,16 @@ int main(int argc, char **argv)
 		die("mkdtemp failed");
 	chmod(b.dir, 0755);
 	make_site(&b);
-	b.base = event_base_new();
+	/* The owner's tick needs the precise clock (see produce_cb()). */
+	cfg = event_config_new();
+	if (cfg)
+		event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+	b.base = cfg ? event_base_new_with_config(cfg) : NULL;
+	if (cfg)
+		event_config_free(cfg);
+	tick_us = (long)(1e6 * N_THINGS / (double)b.rate);
+	tv.tv_sec = tick_us / 1000000;
+	tv.tv_usec = tick_us % 1000000;
 	tsync_node_options_init(&o);
 	o.site = b.site;
 	o.controller = "OWNER";
@@ -808,11 +935,11 @@ int main(int argc, char **argv)
 	prod = event_new(b.base, -1, EV_PERSIST, produce_cb, &b);
 	event_add(prod, &tv);
 
-	printf("thingsync-pushbench: %d-second stream, backlog of %ld, %ld CPUs\n", b.seconds, b.backlog,
-	       sysconf(_SC_NPROCESSORS_ONLN));
+	printf("thingsync-pushbench: %d-second stream offered at %ld changes/s, backlog of %ld, %ld CPUs\n",
+	       b.seconds, b.rate, b.backlog, sysconf(_SC_NPROCESSORS_ONLN));
 	if (b.do_sqlite) {
 		snprintf(db, sizeof(db), "sqlite:%s/collector-sqlite.db", b.dir);
-		report(&b, "sqlite", "SQLite (WAL, synchronous=FULL)", db, baseline_sqlite(&b),
+		report(&b, "sqlite", "SQLite (WAL, synchronous=FULL)", db, b.stream_only ? 0 : baseline_sqlite(&b),
 		       "prepared INSERT into the collector's schema");
 	}
 #ifdef HAVE_POSTGRES
@@ -828,7 +955,7 @@ int main(int argc, char **argv)
 			conninfo[0] = '\0';
 		}
 		if (conninfo[0]) {
-			double base = baseline_pg(&b, conninfo);
+			double base = b.stream_only ? 0 : baseline_pg(&b, conninfo);
 			snprintf(db, sizeof(db), "postgres:%s", conninfo);
 			report(&b, "postgres", "PostgreSQL (synchronous_commit on)", db, base,
 			       "COPY into the collector's schema");

@@ -104,8 +104,13 @@ char *client__url_of(struct ctl *c, const char *controller, char *err, size_t er
 	if (asprintf(&url, strchr(host, ':') ? "http://[%s]:%u" : "http://%s:%u", host, ci.tcp_port) < 0)
 		return NULL;
 	if (c->n_apis < TSYNC_MAX_APIS && !api_name(c, url)) {
+		/* A collector accepts what is signed for the collector service. */
+		const char *to = ci.name;
+		for (size_t k = 0; k < ci.n_roles; k++)
+			if (!strcmp(ci.roles[k], "collector"))
+				to = HTTPD_COLLECTOR_NAME;
 		c->apis[c->n_apis].base = strdup(url);
-		c->apis[c->n_apis].name = strdup(ci.name);
+		c->apis[c->n_apis].name = strdup(to);
 		if (c->apis[c->n_apis].base && c->apis[c->n_apis].name)
 			c->n_apis++;
 	}

@@ -645,10 +645,41 @@ static int status_one(struct ctl *c, const char *base, const char *label, bool t
 	return rc;
 }
 
+/* A controller of the site's server side runs a daemon other than thingsd,
+ * with a status path of its own; the table says whether it answers there. */
+static const struct {
+	const char *role, *daemon, *path;
+} role_daemons[] = {
+    {"push", "thingsync-pushd", "/status"},
+    {"collector", "thingsync-collectord", "/health"},
+    {"recovery", "thingsync-recoveryd", "/v1/status"},
+    {"forensics", "thingsync-forensicd", "/v1/status"},
+};
+
+static int status_role_daemon(struct ctl *c, const char *base, const tsync_controller_info *ci)
+{
+	struct reply r;
+	int rc = -1;
+
+	for (size_t k = 0; k < ci->n_roles && rc < 0; k++)
+		for (size_t d = 0; d < sizeof(role_daemons) / sizeof(role_daemons[0]); d++) {
+			if (strcmp(ci->roles[k], role_daemons[d].role) != 0)
+				continue;
+			client__request(c, base, "GET", role_daemons[d].path, NULL, 0, NULL, &r);
+			printf("%-16s %-6s %s (GET %s)\n", ci->name,
+			       r.curl_err ? "not answering" : r.status == 200 ? "up" : "error",
+			       role_daemons[d].daemon, role_daemons[d].path);
+			rc = r.curl_err || r.status != 200 ? EXIT_UNREACHABLE : EXIT_OK;
+			client__reply_free(&r);
+			break;
+		}
+	return rc;
+}
+
 static int cmd_status(struct ctl *c, int argc, char **argv)
 {
 	size_t n;
-	int rc = EXIT_OK;
+	int rc = EXIT_OK, r;
 
 	if (c->url || c->name) {
 		char *base = base_for(c, NULL);
@@ -672,7 +703,9 @@ static int cmd_status(struct ctl *c, int argc, char **argv)
 			continue;
 		}
 		base = client__url_of(c, ci.name, err, sizeof(err));
-		if (base && status_one(c, base, ci.name, true) != EXIT_OK)
+		if (base && (r = status_role_daemon(c, base, &ci)) < 0)
+			r = status_one(c, base, ci.name, true);
+		if (base && r != EXIT_OK)
 			rc = EXIT_UNREACHABLE;
 		free(base);
 	}

@@ -229,90 +229,24 @@ static struct received *only_request(struct env *e, const char *entity)
 
 static pid_t spawn(struct env *e, const char *logname, const char *const argv[])
 {
-	char log[700];
-	pid_t pid;
-
-	snprintf(log, sizeof(log), "%s/%s", e->dir, logname);
-	fflush(NULL);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (!getenv("THINGSYNC_TEST_LOG")) {
-			int fd = open(log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-			if (fd >= 0) {
-				dup2(fd, 1);
-				dup2(fd, 2);
-			}
-		}
-		execv(argv[0], (char *const *)argv);
-		_exit(127);
-	}
-	return pid;
+	return harness_spawn(e->dir, logname, argv);
 }
 
 /* --- HTTP ------------------------------------------------------------------------------ */
-
-struct resp {
-	char *data;
-	size_t len;
-};
-
-static size_t collect_cb(char *p, size_t size, size_t n, void *ud)
-{
-	struct resp *r = ud;
-	char *d = realloc(r->data, r->len + size * n + 1);
-
-	if (!d)
-		return 0;
-	memcpy(d + r->len, p, size * n);
-	r->len += size * n;
-	d[r->len] = '\0';
-	r->data = d;
-	return size * n;
-}
 
 /* A request to RECOV's API; `sign` signs it with the site key for RECOV. */
 static long api(struct env *e, const char *method, const char *target, const char *body, bool sign,
                 json_t **out)
 {
-	CURL *c = curl_easy_init();
-	struct curl_slist *h = NULL;
-	struct httpd_sig_headers sig;
-	struct resp r = {0};
-	char url[256];
-	long status = 0;
+	char base[64], *data = NULL;
+	long status;
 
-	assert_non_null(c);
-	snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", e->http, target);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
-	if (!strcmp(method, "POST")) {
-		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
-		h = curl_slist_append(h, "Content-Type: application/json");
-	}
-	if (sign) {
-		assert_int_equal(
-		    httpd__sign(e->site, "RECOV", method, target, body, body ? strlen(body) : 0, &sig), 0);
-		h = curl_slist_append(h, sig.to);
-		h = curl_slist_append(h, sig.time);
-		h = curl_slist_append(h, sig.nonce);
-		h = curl_slist_append(h, sig.body);
-		h = curl_slist_append(h, sig.sig);
-	}
-	if (h)
-		curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_cb);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 20000L);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_cleanup(c);
-	curl_slist_free_all(h);
+	snprintf(base, sizeof(base), "http://127.0.0.1:%u", e->http);
+	status = harness_http(base, method, target, body, e->site, sign ? "RECOV" : NULL, NULL, 20000,
+	                      out ? &data : NULL);
 	if (out)
-		*out = r.data ? json_loads(r.data, 0, NULL) : NULL;
-	free(r.data);
+		*out = data ? json_loads(data, 0, NULL) : NULL;
+	free(data);
 	return status;
 }
 
@@ -942,16 +876,9 @@ static void test_http(void **state)
 	assert_int_equal(requests_of(e, "OWNER2"), 2);
 	{
 		char *text = NULL;
-		struct resp r = {0};
-		CURL *c = curl_easy_init();
-		char url[128];
-		snprintf(url, sizeof(url), "http://127.0.0.1:%u/metrics", e->http);
-		curl_easy_setopt(c, CURLOPT_URL, url);
-		curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_cb);
-		curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-		assert_int_equal(curl_easy_perform(c), CURLE_OK);
-		curl_easy_cleanup(c);
-		text = r.data;
+		char base[64];
+		snprintf(base, sizeof(base), "http://127.0.0.1:%u", e->http);
+		assert_int_equal(harness_http(base, "GET", "/metrics", NULL, NULL, NULL, NULL, 20000, &text), 200);
 		assert_non_null(text);
 		assert_non_null(strstr(text, "thingsync_recoveryd_recoveries_total 2\n"));
 		assert_non_null(strstr(text, "thingsync_recoveryd_internet_lost 0\n"));
@@ -1029,22 +956,12 @@ static const char *bin(const char *env, const char *dflt)
 
 static long get_url(const char *url, json_t **out)
 {
-	CURL *c = curl_easy_init();
-	struct resp r = {0};
-	long status = 0;
+	char *data = NULL;
+	long status = harness_http(url, "GET", "", NULL, NULL, NULL, NULL, 20000, out ? &data : NULL);
 
-	assert_non_null(c);
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect_cb);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 20000L);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	if (curl_easy_perform(c) == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-	curl_easy_cleanup(c);
 	if (out)
-		*out = r.data ? json_loads(r.data, 0, NULL) : NULL;
-	free(r.data);
+		*out = data ? json_loads(data, 0, NULL) : NULL;
+	free(data);
 	return status;
 }
 

@@ -360,71 +360,23 @@ void tdh_fini(struct tdh *t)
 
 /* --- HTTP ------------------------------------------------------------------------- */
 
-struct sink {
-	char *data;
-	size_t len;
-};
-
-static size_t sink_cb(char *ptr, size_t size, size_t nmemb, void *ud)
-{
-	struct sink *s = ud;
-	size_t n = size * nmemb;
-
-	s->data = realloc(s->data, s->len + n + 1);
-	assert_non_null(s->data);
-	memcpy(s->data + s->len, ptr, n);
-	s->len += n;
-	s->data[s->len] = '\0';
-	return n;
-}
-
 static long http_do(struct tdh *t, int i, const char *method, const char *path, const char *body,
                     const char *sign_for, const char *const *headers, char **out)
 {
-	CURL *e = curl_easy_init();
 	struct curl_slist *h = NULL;
-	struct sink s = {NULL, 0};
-	char url[512];
-	long code = 0;
+	tsync_site *site = NULL;
+	char base[64];
+	long code;
 
-	snprintf(url, sizeof(url), "http://127.0.0.1:%u%s", t->c[i].tcp, path);
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 60000L);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, sink_cb);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, &s);
-	if (sign_for) {
-		/* Signed with the site key, as thingsctl signs (httpd.h). */
-		struct httpd_sig_headers sig;
-		tsync_site *site = NULL;
+	snprintf(base, sizeof(base), "http://127.0.0.1:%u", t->c[i].tcp);
+	/* Signed with the site key, as thingsctl signs (httpd.h). */
+	if (sign_for)
 		assert_int_equal(tsync_site_load(t->site, &site, NULL), 0);
-		assert_int_equal(httpd__sign(site, sign_for, method, path, body, body ? strlen(body) : 0, &sig), 0);
-		tsync_site_free(site);
-		h = curl_slist_append(h, sig.to);
-		h = curl_slist_append(h, sig.time);
-		h = curl_slist_append(h, sig.nonce);
-		h = curl_slist_append(h, sig.body);
-		h = curl_slist_append(h, sig.sig);
-	}
-	/* A POST says it is JSON unless the caller sets its own headers. */
-	if (!headers && !strcmp(method, "POST"))
-		h = curl_slist_append(h, "Content-Type: application/json");
 	for (; headers && *headers; headers++)
 		h = curl_slist_append(h, *headers);
-	h = curl_slist_append(h, "Expect:");
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-	if (!strcmp(method, "POST")) {
-		curl_easy_setopt(e, CURLOPT_POST, 1L);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
-	}
-	if (curl_easy_perform(e) == CURLE_OK)
-		curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-	curl_easy_cleanup(e);
+	code = harness_http(base, method, path, body, site, sign_for, h, 60000L, out);
 	curl_slist_free_all(h);
-	if (out)
-		*out = s.data;
-	else
-		free(s.data);
+	tsync_site_free(site);
 	return code;
 }
 
