@@ -10,7 +10,7 @@ set -euo pipefail
 
 BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libevent-dev libjansson-dev liblmdb-dev
 	libsodium-dev libinih-dev libcmocka-dev scdoc libcurl4-openssl-dev libsqlite3-dev libpq-dev
-	libgpiod-dev libmosquitto-dev)
+	libgpiod-dev libmosquitto-dev libssl-dev)
 # tzdata: the cumul tests cut days at Europe/Berlin midnight (minimal images lack it).
 # clang 14 is Debian 12's clang; libFuzzer and the sanitizer runtimes for it
 # live in libclang-rt-14-dev.

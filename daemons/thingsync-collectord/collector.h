@@ -26,6 +26,7 @@ struct event;
 struct evhttp;
 struct evhttp_request;
 struct curlev;
+struct storeq;
 
 /* Limits on what a source (or any client) can make the collector hold or do. */
 #define COLLECTOR_MAX_BODY    ((size_t)16 << 20)
@@ -78,6 +79,7 @@ struct collector {
 	struct httpd_route routes[20];
 	tsync_site *site;
 	struct db *db;
+	struct storeq *storeq; /* pushes stored apart (backends with store_apart), or NULL */
 	struct db_owner *owners; /* of every thing of the site, for the database */
 	size_t n_owners;
 	struct alarms alarms;

@@ -23,6 +23,7 @@
 
 #include "curlev.h"
 #include "collector.h"
+#include "storeq.h"
 #include "web.h"
 
 #define TICK_MS 250
@@ -362,6 +363,7 @@ static int open_db(struct collector *c)
 	const char *spec = c->opt.db_spec;
 	const struct db_ops *ops = &db_sqlite_ops;
 	const char *arg = spec;
+	int r;
 
 	bool uri = !strncmp(spec, "postgresql://", 13) || !strncmp(spec, "postgres://", 11);
 
@@ -393,7 +395,15 @@ static int open_db(struct collector *c)
 		else
 			c->owners[i] = (struct db_owner){"", ""};
 	}
-	return ops->open(arg, c->owners, c->n_owners, &c->log, &c->db);
+	r = ops->open(arg, c->owners, c->n_owners, &c->log, &c->db);
+	/* The pushes' batches on a connection of their own, stored while the loop reads the next. */
+	if (r == 0 && ops->store_apart) {
+		struct db *store_db;
+		r = ops->open(arg, c->owners, c->n_owners, &c->log, &store_db);
+		if (r == 0)
+			r = storeq__new(c->base, store_db, &c->storeq);
+	}
+	return r;
 }
 
 static int parse_args(int argc, char **argv, struct collector_options *o)
@@ -556,6 +566,8 @@ static int run(struct collector *c)
 
 static void cleanup(struct collector *c)
 {
+	/* The batch being stored first: its push is answered (or told "stopping") while httpd is there. */
+	storeq__free(c->storeq);
 	httpd__free(c->http);
 	pull__free(c);
 	curlev__free(c->webhook_http);

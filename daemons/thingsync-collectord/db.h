@@ -45,8 +45,10 @@
  * A batch of a stream that is not the source's current one is refused; a
  * source without one (new, or from before streams) adopts the first it pushes.
  *
- * Every call is synchronous (the collector is one event loop; a slow database
- * makes it answer slower, it never answers before the commit). Errors:
+ * Every call is synchronous (the collector is one event loop, and with a
+ * backend that has store_apart its pushes' store() runs on a handle of its
+ * own in storeq's thread; a slow database makes it answer slower, it never
+ * answers before the commit). A handle is used by one thread at a time. Errors:
  *   DB_EDOWN   the database is unreachable or refuses to write (connection
  *              lost, disk full, read-only, ...): answered 503, alarm raised,
  *              and the collector reconnects by itself
@@ -178,6 +180,10 @@ typedef int (*db_row_fn)(void *ud, int n, const char *const *col);
 
 struct db_ops {
 	const char *name;
+	/* store() may run on a second handle of its own in a worker thread
+	 * (storeq.h) while this one serves the loop: the database takes two
+	 * writers (a server), and store() holds no state outside its handle. */
+	bool store_apart;
 	/* Connects; a database that cannot be reached yet is not an error here:
 	 * the handle is made and reports DB_EDOWN until reconnect() works.
 	 * `owners` (borrowed, outlives the handle) is used by the migration to

@@ -61,6 +61,7 @@
 
 #include "collector.h"
 #include "fastpush.h"
+#include "storeq.h"
 
 struct source *collector__source(struct collector *c, const char *name)
 {
@@ -479,6 +480,160 @@ no:
 	return r == -ENOMEM ? r : 0;
 }
 
+/*
+ * One push being handled: the batch and everything it borrows, from the
+ * request's body to the answer (with PostgreSQL the batch is stored by
+ * storeq's worker while the loop reads the next POST).
+ */
+struct push {
+	struct storeq_job job; /* first: the queue's job is the push */
+	struct collector *c;
+	struct evhttp_request *req;
+	struct source *src;
+	json_t *root, *rej_json;
+	struct fast_push fp;
+	struct db_measurement *ms;
+	struct db_rejected *rs;
+	struct refusal *refusals;
+	char **texts;
+	struct db_item *its;
+	struct item_texts *itexts;
+	uint8_t *item_result;
+	size_t n, nm, nr, ni;
+	struct db_batch batch;
+};
+
+static void push_free(struct push *p)
+{
+	for (size_t i = 0; p->texts && i < p->n; i++)
+		free(p->texts[i]);
+	for (size_t i = 0; p->itexts && i < p->n; i++) {
+		free(p->itexts[i].item);
+		free(p->itexts[i].cumul);
+	}
+	free(p->texts);
+	free(p->its);
+	free(p->itexts);
+	free(p->item_result);
+	free(p->ms);
+	free(p->rs);
+	free(p->refusals);
+	json_decref(p->rej_json);
+	json_decref(p->root);
+	fastpush__free(&p->fp);
+	free(p);
+}
+
+/* 4, once the batch's store() returned: the answer, the alarms, the counters. */
+static void push_stored(struct storeq_job *job)
+{
+	struct push *p = (struct push *)job;
+	struct collector *c = p->c;
+	struct evhttp_request *req = p->req;
+	struct source *src = p->src;
+	const struct db_store_result *res = &job->res;
+	const struct db_batch *b = &p->batch;
+	const char *stream = b->stream;
+	size_t n = p->n, nm = p->nm, nr = p->nr, ni = p->ni, inserted = res->inserted;
+	int64_t max_seq = b->max_seq;
+	json_t *resp;
+	char msg[256];
+	int r = job->r;
+
+	if (r == -ECANCELED) {
+		refuse(c, req, 503, PUSH_UNAVAILABLE, "collector", "stopping: nothing stored, send again");
+		goto leave;
+	}
+	if (r == DB_EDOWN) {
+		collector__db_down(c, "the database is unavailable");
+		refuse(c, req, 503, PUSH_UNAVAILABLE, "database", "database unavailable");
+		goto leave;
+	}
+	if (r < 0) {
+		alarms__raise(&c->alarms, ALARM_INTERNAL_ERROR, "",
+		              "push of %zu measurement(s) from %s failed in the handler: %s", n, src->name,
+		              job->fail_before_commit ? "injected fault" : strerror(-r));
+		refuse(c, req, 500, PUSH_ERROR, "collector", "internal error: nothing stored, send again");
+		goto leave;
+	}
+	collector__db_ok(c);
+	if (res->outcome == DB_STREAM_CHANGED) {
+		char text[600];
+		db__stream_changed_message(text, sizeof(text), src->name, stream, res);
+		/* Raised again by every retry: the count says how long it waits. */
+		alarms__raise(&c->alarms, ALARM_STREAM_CHANGED, src->name,
+		              "stream '%s' refused: the collector holds '%s' through seq %" PRId64
+		              "; run thingsync-dr recover on %s, or POST /v1/streams/accept",
+		              stream, res->current, res->current_last_seq, src->name);
+		c->pushes[PUSH_INVALID]++;
+		httpd__reply_json(req, 409,
+		                  json_pack("{s:b,s:s,s:s,s:s,s:s,s:I}", "settled", 0, "field", "stream", "error", text,
+		                            "stream", stream, "current_stream", res->current, "current_last_seq",
+		                            (json_int_t)res->current_last_seq));
+		goto leave;
+	}
+	if (res->outcome == DB_STREAM_BACKWARDS) {
+		snprintf(msg, sizeof(msg),
+		         "seq %" PRId64 " of stream '%s' is stored with other content: the stream went "
+		         "backwards (a journal restored from an old copy?); nothing stored",
+		         res->conflict_seq, stream);
+		alarms__raise(&c->alarms, ALARM_STREAM_BACKWARDS, src->name, "%s", msg);
+		c->pushes[PUSH_INVALID]++;
+		httpd__reply_json(req, 409,
+		                  json_pack("{s:b,s:s,s:s,s:s,s:I}", "settled", 0, "field", "seq", "error", msg, "stream",
+		                            stream, "seq", (json_int_t)res->conflict_seq));
+		goto leave;
+	}
+	if (res->adopted)
+		log_info(&c->log, "source %s: stream %s adopted (it had none)", src->name, stream);
+	if (n > 0 || *stream) {
+		/* It pushes its current stream again (after thingsync-dr recover). */
+		alarms__clear(&c->alarms, ALARM_STREAM_CHANGED, src->name, "it pushes the collector's stream");
+		if (n > 0)
+			alarms__clear(&c->alarms, ALARM_STREAM_BACKWARDS, src->name, "a push was stored");
+	}
+	alarms__clear(&c->alarms, ALARM_INTERNAL_ERROR, "", "a push was stored");
+	item_alarms(c, b);
+	if (res->adopted || max_seq > src->last_seq)
+		src->last_seq = max_seq;
+	src->measurements += inserted;
+	src->duplicates += nm - inserted;
+	c->copies_total += res->copies_new;
+	src->rejected += nr;
+	c->stored_total += inserted;
+	c->duplicates_total += nm - inserted;
+	c->rejected_total += nr;
+	if (nr > 0) {
+		alarms__raise(&c->alarms, ALARM_INVALID_PUSH, src->name,
+		              "%zu of %zu measurement(s) refused, e.g. seq %" PRId64 " field %s: %s", nr, n,
+		              p->refusals[0].seq, p->refusals[0].field, p->refusals[0].error);
+		log_warn(&c->log, "push from %s: %zu stored, %zu refused (first: seq %" PRId64 " %s: %s)",
+		         src->name, inserted, nr, p->refusals[0].seq, p->refusals[0].field, p->refusals[0].error);
+	} else if (nm > 0) {
+		alarms__clear(&c->alarms, ALARM_INVALID_PUSH, src->name, "a push was entirely valid");
+	}
+	c->pushes[nr ? PUSH_INVALID : PUSH_OK]++;
+	resp = json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:O}", "settled", 1, "through", (json_int_t)max_seq,
+	                 "stored", (json_int_t)inserted, "duplicates", (json_int_t)(nm - inserted), "copies",
+	                 (json_int_t)res->copies, "items", (json_int_t)ni, "rejected", p->rej_json);
+	if (resp && nr > 0) {
+		snprintf(msg, sizeof(msg),
+		         "%zu invalid measurement(s); first: seq %" PRId64 " field '%s': %s", nr,
+		         p->refusals[0].seq, p->refusals[0].field, p->refusals[0].error);
+		json_object_set_new(resp, "field", json_string(p->refusals[0].field));
+		json_object_set_new(resp, "error", json_string(msg));
+	}
+	if (!resp) {
+		alarms__raise(&c->alarms, ALARM_INTERNAL_ERROR, "", "out of memory handling a push from %s",
+		              src->name);
+		refuse(c, req, 500, PUSH_ERROR, "collector", "out of memory");
+		goto leave;
+	}
+	httpd__reply_json(req, nr ? 422 : 200, resp);
+leave:
+	push_free(p);
+}
+
 void ingest__push(struct collector *c, struct evhttp_request *req)
 {
 	struct evkeyvalq *hdr = evhttp_request_get_input_headers(req);
@@ -487,21 +642,13 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	size_t len = evbuffer_get_length(in);
 	const char *body;
 	struct source *src;
-	json_t *root = NULL, *items = NULL, *jsrc, *jboot, *jstream, *resp = NULL, *rej_json = NULL;
+	struct push *p = NULL;
+	json_t *root = NULL, *items = NULL, *jsrc, *jboot, *jstream;
 	const char *stream = "";
-	struct db_store_result res;
-	struct db_measurement *ms = NULL;
-	struct db_rejected *rs = NULL;
-	struct refusal *refusals = NULL;
-	char **texts = NULL;
-	struct db_item *its = NULL;
-	struct item_texts *itexts = NULL;
-	uint8_t *item_result = NULL;
-	size_t n = 0, nm = 0, nr = 0, ni = 0, inserted = 0;
+	size_t n = 0, nm = 0, nr = 0, ni = 0;
 	int64_t min_seq = 0, boot = 0;
-	struct fast_push fp = {0};
 	bool fast;
-	struct db_batch batch;
+	struct db_batch *batch;
 	int64_t now = (int64_t)util__realtime_us();
 	int64_t max_seq = 0;
 	json_error_t jerr;
@@ -529,21 +676,27 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 	src->last_seen_us = now;
 	src->pushes++;
 	alarms__clear(&c->alarms, ALARM_SOURCE_SILENT, src->name, "it pushes again");
+	p = calloc(1, sizeof(*p));
+	if (!p)
+		goto nomem;
+	p->c = c;
+	p->req = req;
+	p->src = src;
 
 	/* 2-3 for the usual body without a tree; anything else the long way. */
-	r = fast_items(c, src, body, len, now, &fp, &ms, &texts, &min_seq, &max_seq);
+	r = fast_items(c, src, body, len, now, &p->fp, &p->ms, &p->texts, &min_seq, &max_seq);
 	if (r < 0)
 		goto nomem;
 	fast = r == 1;
 	if (fast) {
-		n = nm = fp.n;
-		stream = fp.stream ? fp.stream : "";
-		boot = fp.has_boot ? fp.boot : 0;
+		n = nm = p->fp.n;
+		stream = p->fp.stream ? p->fp.stream : "";
+		boot = p->fp.has_boot ? p->fp.boot : 0;
 		goto items;
 	}
 
 	/* 2. The envelope. */
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	root = p->root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!json_is_object(root)) {
 		snprintf(msg, sizeof(msg), "not a JSON object: %s (line %d)", jerr.text, jerr.line);
 		alarms__raise(&c->alarms, ALARM_INVALID_PUSH, src->name, "malformed push: %s", msg);
@@ -603,27 +756,29 @@ void ingest__push(struct collector *c, struct evhttp_request *req)
 
 items:
 	/* 3. Every item (the fast way has them already). */
-	if (!ms)
-		ms = calloc(n + 1, sizeof(*ms));
-	rs = calloc(n + 1, sizeof(*rs));
-	refusals = calloc(n + 1, sizeof(*refusals));
-	if (!texts)
-		texts = calloc(n + 1, sizeof(*texts));
-	its = calloc(n + 1, sizeof(*its));
-	itexts = calloc(n + 1, sizeof(*itexts));
-	item_result = calloc(n + 1, sizeof(*item_result));
-	rej_json = json_array();
-	if (!ms || !rs || !refusals || !texts || !its || !itexts || !item_result || !rej_json)
+	p->n = n;
+	if (!p->ms)
+		p->ms = calloc(n + 1, sizeof(*p->ms));
+	p->rs = calloc(n + 1, sizeof(*p->rs));
+	p->refusals = calloc(n + 1, sizeof(*p->refusals));
+	if (!p->texts)
+		p->texts = calloc(n + 1, sizeof(*p->texts));
+	p->its = calloc(n + 1, sizeof(*p->its));
+	p->itexts = calloc(n + 1, sizeof(*p->itexts));
+	p->item_result = calloc(n + 1, sizeof(*p->item_result));
+	p->rej_json = json_array();
+	if (!p->ms || !p->rs || !p->refusals || !p->texts || !p->its || !p->itexts || !p->item_result ||
+	    !p->rej_json)
 		goto nomem;
 	for (size_t i = 0; !fast && i < n; i++) {
 		json_t *item = json_array_get(items, i);
 		const char *kind = json_string_value(json_object_get(item, "kind"));
-		struct refusal *rf = &refusals[nr];
+		struct refusal *rf = &p->refusals[nr];
 		char *vt = NULL;
 
 		rf->seq = (int64_t)json_integer_value(json_object_get(item, "seq"));
 		if (json_object_get(item, "kind") && (!kind || strcmp(kind, "measurement") != 0)) {
-			r = check_other(c, item, kind ? kind : "", now, &its[ni], &itexts[i], rf);
+			r = check_other(c, item, kind ? kind : "", now, &p->its[ni], &p->itexts[i], rf);
 			if (r == -ENOMEM)
 				goto nomem;
 			if (r == 0) {
@@ -633,154 +788,71 @@ items:
 		} else {
 			struct item_view iv;
 			view_of_json(item, &iv);
-			r = check_item(c, &iv, now, &ms[nm], &vt, rf);
+			r = check_item(c, &iv, now, &p->ms[nm], &vt, rf);
 		}
 		if (r == -ENOMEM)
 			goto nomem;
 		if (r == 0) {
-			texts[i] = vt;
+			p->texts[i] = vt;
 			nm++;
 			continue;
 		}
-		texts[i] = json_dumps(item, JSON_COMPACT);
-		if (!texts[i])
+		p->texts[i] = json_dumps(item, JSON_COMPACT);
+		if (!p->texts[i])
 			goto nomem;
-		rs[nr].seq = rf->seq;
-		rs[nr].field = rf->field;
-		rs[nr].error = rf->error;
-		rs[nr].item = texts[i];
-		json_array_append_new(rej_json, json_pack("{s:I,s:s,s:s}", "seq", (json_int_t)rf->seq,
-		                                          "field", rf->field, "error", rf->error));
+		p->rs[nr].seq = rf->seq;
+		p->rs[nr].field = rf->field;
+		p->rs[nr].error = rf->error;
+		p->rs[nr].item = p->texts[i];
+		json_array_append_new(p->rej_json, json_pack("{s:I,s:s,s:s}", "seq", (json_int_t)rf->seq,
+		                                             "field", rf->field, "error", rf->error));
 		nr++;
 	}
+	p->nm = nm;
+	p->nr = nr;
+	p->ni = ni;
 
-	/* 4. Store, then answer. */
+	/* 4. Store, then answer (push_stored(), after the commit). */
 	if (c->opt.fault_injection && c->faults.db_refuse) {
 		collector__db_down(c, "the database refuses writes (injected fault)");
 		refuse(c, req, 503, PUSH_UNAVAILABLE, "database", "database unavailable (injected)");
 		goto leave;
 	}
-	memset(&batch, 0, sizeof(batch));
-	batch.source = src->name;
-	batch.stream = stream;
-	batch.boot = boot;
-	batch.received_us = now;
-	batch.m = ms;
-	batch.n = nm;
-	batch.rej = rs;
-	batch.nrej = nr;
-	batch.items = its;
-	batch.nitems = ni;
-	batch.item_result = item_result;
-	batch.min_seq = min_seq;
-	batch.max_seq = max_seq;
+	batch = &p->batch;
+	batch->source = src->name;
+	batch->stream = stream;
+	batch->boot = boot;
+	batch->received_us = now;
+	batch->m = p->ms;
+	batch->n = nm;
+	batch->rej = p->rs;
+	batch->nrej = nr;
+	batch->items = p->its;
+	batch->nitems = ni;
+	batch->item_result = p->item_result;
+	batch->min_seq = min_seq;
+	batch->max_seq = max_seq;
 	injected = c->opt.fault_injection &&
 	           (c->faults.handler ||
 	            (c->faults.handler_every && ++c->faults.pushes_seen % c->faults.handler_every == 0));
-	r = c->db->ops->store(c->db, &batch, injected, &res);
-	inserted = res.inserted;
-	if (r == DB_EDOWN) {
-		collector__db_down(c, "the database is unavailable");
-		refuse(c, req, 503, PUSH_UNAVAILABLE, "database", "database unavailable");
+	p->job.batch = batch;
+	p->job.fail_before_commit = injected;
+	p->job.done = push_stored;
+	if (c->storeq) {
+		r = storeq__submit(c->storeq, &p->job);
+		if (r == 0)
+			return;
+		refuse(c, req, 503, PUSH_UNAVAILABLE, "collector", "busy storing other pushes: send again");
 		goto leave;
 	}
-	if (r < 0) {
-		alarms__raise(&c->alarms, ALARM_INTERNAL_ERROR, "",
-		              "push of %zu measurement(s) from %s failed in the handler: %s", n, src->name,
-		              injected ? "injected fault" : strerror(-r));
-		refuse(c, req, 500, PUSH_ERROR, "collector", "internal error: nothing stored, send again");
-		goto leave;
-	}
-	collector__db_ok(c);
-	if (res.outcome == DB_STREAM_CHANGED) {
-		char text[600];
-		db__stream_changed_message(text, sizeof(text), src->name, stream, &res);
-		/* Raised again by every retry: the count says how long it waits. */
-		alarms__raise(&c->alarms, ALARM_STREAM_CHANGED, src->name,
-		              "stream '%s' refused: the collector holds '%s' through seq %" PRId64
-		              "; run thingsync-dr recover on %s, or POST /v1/streams/accept",
-		              stream, res.current, res.current_last_seq, src->name);
-		c->pushes[PUSH_INVALID]++;
-		httpd__reply_json(req, 409,
-		                  json_pack("{s:b,s:s,s:s,s:s,s:s,s:I}", "settled", 0, "field", "stream", "error", text,
-		                            "stream", stream, "current_stream", res.current, "current_last_seq",
-		                            (json_int_t)res.current_last_seq));
-		goto leave;
-	}
-	if (res.outcome == DB_STREAM_BACKWARDS) {
-		snprintf(msg, sizeof(msg),
-		         "seq %" PRId64 " of stream '%s' is stored with other content: the stream went "
-		         "backwards (a journal restored from an old copy?); nothing stored",
-		         res.conflict_seq, stream);
-		alarms__raise(&c->alarms, ALARM_STREAM_BACKWARDS, src->name, "%s", msg);
-		c->pushes[PUSH_INVALID]++;
-		httpd__reply_json(req, 409,
-		                  json_pack("{s:b,s:s,s:s,s:s,s:I}", "settled", 0, "field", "seq", "error", msg, "stream",
-		                            stream, "seq", (json_int_t)res.conflict_seq));
-		goto leave;
-	}
-	if (res.adopted)
-		log_info(&c->log, "source %s: stream %s adopted (it had none)", src->name, stream);
-	if (n > 0 || *stream) {
-		/* It pushes its current stream again (after thingsync-dr recover). */
-		alarms__clear(&c->alarms, ALARM_STREAM_CHANGED, src->name, "it pushes the collector's stream");
-		if (n > 0)
-			alarms__clear(&c->alarms, ALARM_STREAM_BACKWARDS, src->name, "a push was stored");
-	}
-	alarms__clear(&c->alarms, ALARM_INTERNAL_ERROR, "", "a push was stored");
-	item_alarms(c, &batch);
-	if (res.adopted || max_seq > src->last_seq)
-		src->last_seq = max_seq;
-	src->measurements += inserted;
-	src->duplicates += nm - inserted;
-	c->copies_total += res.copies_new;
-	src->rejected += nr;
-	c->stored_total += inserted;
-	c->duplicates_total += nm - inserted;
-	c->rejected_total += nr;
-	if (nr > 0) {
-		alarms__raise(&c->alarms, ALARM_INVALID_PUSH, src->name,
-		              "%zu of %zu measurement(s) refused, e.g. seq %" PRId64 " field %s: %s", nr, n,
-		              refusals[0].seq, refusals[0].field, refusals[0].error);
-		log_warn(&c->log, "push from %s: %zu stored, %zu refused (first: seq %" PRId64 " %s: %s)",
-		         src->name, inserted, nr, refusals[0].seq, refusals[0].field, refusals[0].error);
-	} else if (nm > 0) {
-		alarms__clear(&c->alarms, ALARM_INVALID_PUSH, src->name, "a push was entirely valid");
-	}
-	c->pushes[nr ? PUSH_INVALID : PUSH_OK]++;
-	resp = json_pack("{s:b,s:I,s:I,s:I,s:I,s:I,s:O}", "settled", 1, "through", (json_int_t)max_seq,
-	                 "stored", (json_int_t)inserted, "duplicates", (json_int_t)(nm - inserted), "copies",
-	                 (json_int_t)res.copies, "items", (json_int_t)ni, "rejected", rej_json);
-	if (resp && nr > 0) {
-		snprintf(msg, sizeof(msg),
-		         "%zu invalid measurement(s); first: seq %" PRId64 " field '%s': %s", nr,
-		         refusals[0].seq, refusals[0].field, refusals[0].error);
-		json_object_set_new(resp, "field", json_string(refusals[0].field));
-		json_object_set_new(resp, "error", json_string(msg));
-	}
-	if (!resp)
-		goto nomem;
-	httpd__reply_json(req, nr ? 422 : 200, resp);
-	goto leave;
+	p->job.r = c->db->ops->store(c->db, batch, injected, &p->job.res);
+	push_stored(&p->job);
+	return;
 nomem:
 	alarms__raise(&c->alarms, ALARM_INTERNAL_ERROR, "", "out of memory handling a push from %s",
 	              src->name);
 	refuse(c, req, 500, PUSH_ERROR, "collector", "out of memory");
 leave:
-	for (size_t i = 0; texts && i < n; i++)
-		free(texts[i]);
-	for (size_t i = 0; itexts && i < n; i++) {
-		free(itexts[i].item);
-		free(itexts[i].cumul);
-	}
-	free(texts);
-	free(its);
-	free(itexts);
-	free(item_result);
-	free(ms);
-	free(rs);
-	free(refusals);
-	json_decref(rej_json);
-	json_decref(root);
-	fastpush__free(&fp);
+	if (p)
+		push_free(p);
 }

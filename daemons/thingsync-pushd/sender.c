@@ -306,9 +306,11 @@ static int put_real(struct buf *b, double f)
 
 	if (n < 0 || (size_t)n >= sizeof(text) - 2)
 		return -EINVAL;
-	if (!strpbrk(text, ".e"))
+	if (!strpbrk(text, ".e")) {
 		memcpy(text + n, ".0", 3);
-	return buf__appendf(b, "%s", text);
+		n += 2;
+	}
+	return buf__append(b, text, (size_t)n);
 }
 
 static bool plain_entry(const struct journal_entry *e)
@@ -331,18 +333,9 @@ static bool plain_entry(const struct journal_entry *e)
 /* A literal, then a decimal integer (no printf: this runs for every item). */
 static int put_int(struct buf *b, const char *lit, int64_t x)
 {
-	char text[24];
-	char *p = text + sizeof(text);
-	uint64_t u = x < 0 ? -(uint64_t)x : (uint64_t)x;
 	int r = buf__append(b, lit, strlen(lit));
 
-	do {
-		*--p = (char)('0' + u % 10);
-		u /= 10;
-	} while (u);
-	if (x < 0)
-		*--p = '-';
-	return r == 0 ? buf__append(b, p, (size_t)(text + sizeof(text) - p)) : r;
+	return r == 0 ? buf__append_i64(b, x) : r;
 }
 
 static int put_plain(struct buf *b, const struct journal_entry *e)
@@ -350,15 +343,16 @@ static int put_plain(struct buf *b, const struct journal_entry *e)
 	const tsync_value *v = &e->value;
 	int r = put_int(b, "{\"seq\":", (int64_t)e->seq);
 
-	if (r == 0 && e->via != JOURNAL_VIA_LIVE)
-		r = buf__appendf(b, ",\"source\":\"%s\"", via_names[e->via]);
+	if (r == 0 && e->via != JOURNAL_VIA_LIVE && (r = buf__append(b, ",\"source\":\"", 11)) == 0 &&
+	    (r = buf__append(b, via_names[e->via], strlen(via_names[e->via]))) == 0)
+		r = buf__append(b, "\"", 1);
 	if (r == 0)
 		r = buf__append(b, ",\"thing\":", 9);
 	if (r == 0)
 		r = put_str(b, e->thing);
 	if (r == 0) {
 		if (v->type == TSYNC_TYPE_BOOL)
-			r = buf__appendf(b, ",\"value\":%s", v->u.b ? "true" : "false");
+			r = v->u.b ? buf__append(b, ",\"value\":true", 13) : buf__append(b, ",\"value\":false", 14);
 		else if (v->type == TSYNC_TYPE_INT)
 			r = put_int(b, ",\"value\":", (int64_t)v->u.i);
 		else if ((r = buf__append(b, ",\"value\":", 9)) == 0)

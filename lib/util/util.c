@@ -147,6 +147,21 @@ int buf__append(struct buf *b, const void *data, size_t len)
 	return 0;
 }
 
+int buf__append_i64(struct buf *b, int64_t x)
+{
+	char text[24];
+	char *p = text + sizeof(text);
+	uint64_t u = x < 0 ? 0 - (uint64_t)x : (uint64_t)x;
+
+	do {
+		*--p = (char)('0' + u % 10);
+		u /= 10;
+	} while (u);
+	if (x < 0)
+		*--p = '-';
+	return buf__append(b, p, (size_t)(text + sizeof(text) - p));
+}
+
 int buf__appendf(struct buf *b, const char *fmt, ...)
 {
 	va_list ap;

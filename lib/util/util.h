@@ -121,6 +121,8 @@ struct buf {
 
 int buf__reserve(struct buf *b, size_t extra); /* 0 or -ENOMEM */
 int buf__append(struct buf *b, const void *data, size_t len);
+/* `x` in decimal (no printf: the push bodies and COPY texts write millions). */
+int buf__append_i64(struct buf *b, int64_t x);
 int buf__appendf(struct buf *b, const char *fmt, ...) TSYNC_PRINTF(2, 3);
 void buf__reset(struct buf *b); /* len = 0, keeps memory */
 void buf__free(struct buf *b);

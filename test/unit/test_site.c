@@ -989,6 +989,52 @@ static void test_key_generate(void **state)
 	tmp_clean(&t);
 }
 
+/* tsync_sha256_hex (libcrypto): the standard's vectors (FIPS 180-2 B.1-B.3), lengths around a
+ * block's edges, and, on random inputs, the same digest as libsodium's SHA-256 (used before). */
+static void test_sha256_hex(void **state)
+{
+	static const struct {
+		const char *in;
+		size_t repeat;
+		const char *hex;
+	} known[] = {
+	    {"", 1, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+	    {"abc", 1, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"},
+	    {"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 1,
+	     "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"},
+	    {"a", 1000000, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0"},
+	};
+	char hex[TSYNC_HEX_BYTES + 1], want[TSYNC_HEX_BYTES + 1];
+	uint8_t h[crypto_hash_sha256_BYTES];
+	size_t max = 1 << 20;
+	uint8_t *buf = malloc(max);
+
+	(void)state;
+	assert_non_null(buf);
+	assert_int_equal(sodium_init() < 0, 0);
+	for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+		size_t n = strlen(known[i].in), len = n * known[i].repeat;
+		for (size_t k = 0; k < known[i].repeat; k++)
+			memcpy(buf + k * n, known[i].in, n);
+		tsync_sha256_hex(buf, len, hex);
+		assert_string_equal(hex, known[i].hex);
+	}
+	tsync_sha256_hex(NULL, 0, hex);
+	assert_string_equal(hex, known[0].hex);
+	tsync_sha256_hex(NULL, 1, hex);
+	assert_string_equal(hex, "");
+	/* Every length up to three blocks and a bit (the padding's cases), then random ones. */
+	for (size_t i = 0; i < 2200; i++) {
+		size_t len = i < 200 ? i : (size_t)randombytes_uniform(i < 2000 ? 70000 : (uint32_t)max);
+		randombytes_buf(buf, len);
+		crypto_hash_sha256(h, buf, len);
+		sodium_bin2hex(want, sizeof(want), h, sizeof(h));
+		tsync_sha256_hex(buf, len, hex);
+		assert_string_equal(hex, want);
+	}
+	free(buf);
+}
+
 static void test_null_safety(void **state)
 {
 	tsync_controller_info ci;
@@ -1022,6 +1068,7 @@ int main(void)
 	    cmocka_unit_test(test_key_file),
 	    cmocka_unit_test(test_read_key_direct),
 	    cmocka_unit_test(test_key_generate),
+	    cmocka_unit_test(test_sha256_hex),
 	    cmocka_unit_test(test_null_safety),
 	};
 

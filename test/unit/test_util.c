@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,38 @@ static void test_buf_appendf(void **state)
 	/* An empty format appends nothing. */
 	assert_int_equal(buf__appendf(&b, "%s", ""), 0);
 	assert_int_equal(b.len, 3001);
+	buf__free(&b);
+}
+
+/* buf__append_i64 writes what printf's PRId64 writes, at the edges and in between. */
+static void test_buf_append_i64(void **state)
+{
+	static const int64_t edges[] = {0, 1, -1, 9, 10, -10, 99, 100, INT64_MAX, INT64_MIN, INT64_MIN + 1,
+	                                1700000000000000};
+	struct buf b = {0};
+	char want[32];
+
+	for (size_t i = 0; i < sizeof(edges) / sizeof(edges[0]); i++) {
+		buf__reset(&b);
+		assert_int_equal(buf__append(&b, "x", 1), 0);
+		assert_int_equal(buf__append_i64(&b, edges[i]), 0);
+		snprintf(want, sizeof(want), "x%" PRId64, edges[i]);
+		assert_string_equal(b.data, want);
+		assert_int_equal(b.len, strlen(want));
+	}
+	for (uint64_t k = 0, x = 0x9e3779b97f4a7c15u; k < 100000; k++) {
+		int64_t v;
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		v = (int64_t)(x >> (k % 64));
+		if (k & 1)
+			v = -v;
+		buf__reset(&b);
+		assert_int_equal(buf__append_i64(&b, v), 0);
+		snprintf(want, sizeof(want), "%" PRId64, v);
+		assert_string_equal(b.data, want);
+	}
 	buf__free(&b);
 }
 
@@ -723,6 +756,7 @@ int main(void)
 	    cmocka_unit_test(test_ratelog_late_tick),
 	    cmocka_unit_test(test_ratelog_bounded),
 	    cmocka_unit_test(test_buf_appendf),
+	    cmocka_unit_test(test_buf_append_i64),
 	    cmocka_unit_test(test_buf_reserve),
 	    cmocka_unit_test(test_name_index_basic),
 	    cmocka_unit_test(test_name_index_grows),

@@ -916,9 +916,8 @@ static void test_incorrect_csv(void **state)
 
 /* --- 3. the collector is killed and restarted later ----------------------------------- */
 
-static void test_collector_kill9(void **state)
+static void collector_kill9_run(struct env *e)
 {
-	struct env *e = *state;
 	int64_t some = 200, failures;
 	json_t *s;
 
@@ -955,6 +954,24 @@ static void test_collector_kill9(void **state)
 	assert_int_equal(jint(s, "missing", NULL), 0);
 	json_decref(s);
 }
+
+static void test_collector_kill9(void **state)
+{
+	collector_kill9_run(*state);
+}
+
+#ifdef HAVE_POSTGRES
+static void pg_setup(struct env *e);
+
+/* The same with PostgreSQL, whose batches the collector stores on a worker
+ * thread (storeq.c): killed while a batch may be in its transaction, nothing
+ * answered before its commit is lost, nothing is stored twice. */
+static void test_collector_kill9_postgres(void **state)
+{
+	pg_setup(*state);
+	collector_kill9_run(*state);
+}
+#endif
 
 /* --- 4. a fault in the collector's handler -------------------------------------------- */
 
@@ -2711,6 +2728,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_pipeline, setup, teardown),
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_pipeline_postgres, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_collector_kill9_postgres, setup, teardown),
 #endif
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_migrate_postgres, setup, teardown),
