@@ -564,7 +564,9 @@ static void crash(struct sim *s, struct ctl *c, uint32_t down_ms)
 /* Whether `v` is a value the owner may hold after a crash at `crashed_at`:
  * one it applied in the group-commit window before the crash, or the one it
  * held when that window opened. A value too old for the ring cannot be
- * checked, and passes. */
+ * checked, and passes. No value at all never passes: a thing's first value
+ * is committed before it is sent (tsync_node_commit()), so an owner that had
+ * one restarts with one, and its users follow it back to it. */
 static bool committed_before(const struct thing *th, const tsync_value *v, int64_t crashed_at)
 {
 	int64_t opened = crashed_at - (int64_t)(COMMIT_MS + COMMIT_SLACK_MS) * 1000;
