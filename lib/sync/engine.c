@@ -260,15 +260,17 @@ static void slot_dirty(struct sync_engine *e, struct sync_peer *p, uint32_t k)
  * so a Pi whose inputs change every second does not write its SD card every
  * second (a power cut inside the window loses them, and the users follow the
  * owner back to its last committed value). A thing's first value is durable
- * before it is sent, as if it answered a peer: without a committed value the
- * owner would restart with none, and nothing would take back the copy its
- * users keep (an owner without a value sends none). It costs one commit per
- * thing in the life of a state directory: from then on a start restores it. */
+ * before it is sent to its users, as if it answered a peer: without a
+ * committed value the owner would restart with none, and nothing would take
+ * back the copy they keep (an owner without a value sends none). It costs
+ * one commit per thing in the life of a state directory: from then on a
+ * start restores a value. A thing without users keeps the window (nothing
+ * is sent, and no flush would come to end the commit-before-send). */
 void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by,
                          bool answers_peer)
 {
 	struct thing_rt *rt = &e->things[t];
-	bool first = !rt->ver;
+	bool first = !rt->ver, first_sent = first && rt->n_users > 0;
 	tsync_value copy;
 	tsync_event ev;
 
@@ -284,7 +286,7 @@ void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v
 	rt->boot = e->boot;
 	if (e->ops.persist) {
 		e->ops.persist(e->ops.ctx, e->site->things[t].name, &rt->val, rt->ver, rt->boot);
-		if (answers_peer || first || !e->site->state_commit_ms || !e->ops.commit_later)
+		if (answers_peer || first_sent || !e->site->state_commit_ms || !e->ops.commit_later)
 			e->persist_dirty = true;
 		else
 			e->ops.commit_later(e->ops.ctx, e->site->state_commit_ms);
