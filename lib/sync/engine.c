@@ -286,8 +286,10 @@ void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v
 	rt->boot = e->boot;
 	if (e->ops.persist) {
 		e->ops.persist(e->ops.ctx, e->site->things[t].name, &rt->val, rt->ver, rt->boot);
-		if (answers_peer || first_sent || !e->site->state_commit_ms || !e->ops.commit_later)
+		if (answers_peer || !e->site->state_commit_ms || !e->ops.commit_later)
 			e->persist_dirty = true;
+		else if (first_sent)
+			e->first_value = true;
 		else
 			e->ops.commit_later(e->ops.ctx, e->site->state_commit_ms);
 	}
@@ -1689,6 +1691,10 @@ void sync__flush(struct sync_engine *e, uint64_t now)
 {
 	e->now = now;
 	windows_stage(e);
+	if (e->first_value) {
+		e->first_value = false;
+		e->persist_dirty = true;
+	}
 	if (e->persist_dirty || e->acts_pending) {
 		/* The durability rule: what we are about to acknowledge or
 		 * announce is on disk first, ours and the application's. The
