@@ -139,8 +139,8 @@ TSYNC_API int tsync_node_set(tsync_node *node, const char *thing, const tsync_va
  * A change that answers a peer is always committed before the answer
  * leaves. The controller's own changes (tsync_node_set() on things it owns)
  * are committed together within `state_commit_ms` of site.conf (default
- * 5000; 0 commits before they are sent), to spare an SD card one write per
- * change. Call this before acknowledging a change to someone outside the
+ * 5000; 0 commits before they are sent; a thing's first value is always
+ * committed before it is sent), to spare an SD card one write per change. Call this before acknowledging a change to someone outside the
  * mesh (e.g. an HTTP client) that must survive a crash.
  *
  * @return 0 (also without a state directory); TSYNC_ESTORE.

@@ -263,15 +263,22 @@ static void slot_dirty(struct sync_engine *e, struct sync_peer *p, uint32_t k)
  * controller's own changes are committed together within state_commit_ms,
  * so a Pi whose inputs change every second does not write its SD card every
  * second (a power cut inside the window loses them, and the users follow the
- * owner back to its last committed value). */
+ * owner back to its last committed value). A thing's first value is durable
+ * before it is sent to its users, as if it answered a peer: without a
+ * committed value the owner would restart with none, and nothing would take
+ * back the copy they keep (an owner without a value sends none). It costs
+ * one commit per thing in the life of a state directory: from then on a
+ * start restores a value. A thing without users keeps the window (nothing
+ * is sent, and no flush would come to end the commit-before-send). */
 void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by,
                          bool answers_peer)
 {
 	struct thing_rt *rt = &e->things[t];
+	bool first = !rt->ver, first_sent = first && rt->n_users > 0;
 	tsync_value copy;
 	tsync_event ev;
 
-	if (rt->ver && value__equal(&rt->val, v))
+	if (!first && value__equal(&rt->val, v))
 		return;
 	if (value__copy(&copy, v) < 0) {
 		log_error(e->log, "out of memory setting %s", e->site->things[t].name);
@@ -285,6 +292,8 @@ void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v
 		e->ops.persist(e->ops.ctx, e->site->things[t].name, &rt->val, rt->ver, rt->boot);
 		if (answers_peer || !e->site->state_commit_ms || !e->ops.commit_later)
 			e->persist_dirty = true;
+		else if (first_sent)
+			e->first_value = true;
 		else
 			e->ops.commit_later(e->ops.ctx, e->site->state_commit_ms);
 	}
@@ -1713,6 +1722,10 @@ void sync__flush(struct sync_engine *e, uint64_t now)
 {
 	e->now = now;
 	windows_stage(e);
+	if (e->first_value) {
+		e->first_value = false;
+		e->persist_dirty = true;
+	}
 	if (e->persist_dirty || e->acts_pending) {
 		/* The durability rule: what we are about to acknowledge or
 		 * announce is on disk first, ours and the application's. The

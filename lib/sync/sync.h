@@ -383,6 +383,10 @@ struct sync_engine {
 	uint64_t rejected_unknown[TSYNC_REJ_COUNT];
 	bool durable; /* windows and requests go to the store (sync__set_durable) */
 	bool persist_dirty;
+	/* An owned thing with users got its first value: the next flush commits
+	 * before it sends (engine__apply_owned). Not persist_dirty, which
+	 * tsync_node_set() would commit at once, and every later one until then. */
+	bool first_value;
 	unsigned in_callback;  /* depth, to defer frees while user code runs */
 	uint64_t now;          /* the time of the call being processed */
 	/* The datagram being read (input.c): whether its sets from an owner

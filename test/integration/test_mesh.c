@@ -515,15 +515,19 @@ static int64_t stored_counter(const char *site_path, const char *dir)
 
 /* A controller's own changes are committed together within state_commit_ms;
  * tsync_node_commit() makes them durable at once; with the window at 0 they
- * are durable before they are sent. */
+ * are durable before they are sent, and so is a thing's first value with any
+ * window: a crash inside the window then takes the owner back to a value,
+ * which its users follow, never to none while they keep a copy (the sim's
+ * "restarted without its last value" with nothing restored). */
 static void test_group_commit_window(void **state)
 {
 	char *dir = harness_tmpdir("commit");
-	char conf[1024], sdir[600], *lazy, *eager;
+	char conf[1024], sdir[600], fresh[600], *lazy, *eager;
 	uint16_t ports[2];
 
 	harness_ports(ports, 2);
 	snprintf(sdir, sizeof(sdir), "%s/state", dir);
+	snprintf(fresh, sizeof(fresh), "%s/fresh", dir);
 	snprintf(conf, sizeof(conf),
 	         "[site]\nname = c\nstate_commit_ms = 60000\n"
 	         "[controller PI-Light]\nhost = 127.0.0.1\nudp_port = %u\n"
@@ -539,6 +543,10 @@ static void test_group_commit_window(void **state)
 	         ports[0], ports[1]);
 	eager = harness_write(dir, "eager.conf", conf);
 
+	child_sets(lazy, fresh, 5, false);
+	assert_int_equal(stored_counter(lazy, fresh), 5); /* the first value: durable when sent */
+	child_sets(lazy, fresh, 6, false);
+	assert_int_equal(stored_counter(lazy, fresh), 5); /* the next: inside the window, lost */
 	child_sets(eager, sdir, 1, false);
 	assert_int_equal(stored_counter(eager, sdir), 1); /* window 0: durable when sent */
 	child_sets(lazy, sdir, 2, false);

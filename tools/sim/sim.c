@@ -564,7 +564,9 @@ static void crash(struct sim *s, struct ctl *c, uint32_t down_ms)
 /* Whether `v` is a value the owner may hold after a crash at `crashed_at`:
  * one it applied in the group-commit window before the crash, or the one it
  * held when that window opened. A value too old for the ring cannot be
- * checked, and passes. */
+ * checked, and passes. No value at all never passes: a thing's first value
+ * is committed before it is sent (tsync_node_commit()), so an owner that had
+ * one restarts with one, and its users follow it back to it. */
 static bool committed_before(const struct thing *th, const tsync_value *v, int64_t crashed_at)
 {
 	int64_t opened = crashed_at - (int64_t)(COMMIT_MS + COMMIT_SLACK_MS) * 1000;
@@ -590,13 +592,28 @@ static bool committed_before(const struct thing *th, const tsync_value *v, int64
 	return false;
 }
 
+/* What the owner restored, against the values it applied before the crash
+ * (newest first, with how long before the crash). */
+static void explain_restore(const struct thing *th, const tsync_value *v, int64_t crashed_at)
+{
+	char text[48];
+
+	tsync_value_format(v, text, sizeof(text));
+	fprintf(stderr, "  restored %s; applied before the crash, newest first:", text);
+	for (uint64_t k = th->n_hist; k > 0 && th->n_hist - k < HISTORY; k--) {
+		const struct applied *h = &th->hist[(k - 1) % HISTORY];
+		fprintf(stderr, " %s (%.0f ms)", h->text, (double)(crashed_at - h->at) / 1e3);
+	}
+	fprintf(stderr, "\n");
+}
+
 static void restart(struct sim *s, struct ctl *c, bool faults)
 {
 	start_node(c, faults);
 	s->restarted++;
 	for (uint32_t t = 0; t < s->n_things; t++) {
 		struct thing *th = &s->things[t];
-		tsync_thing_state st;
+		tsync_thing_state st = {0};
 		if (th->owner != c->idx || th->model.type == TSYNC_TYPE_NONE)
 			continue;
 		if (s->o.state) {
@@ -616,6 +633,7 @@ static void restart(struct sim *s, struct ctl *c, bool faults)
 				s->restore_bad++;
 				fprintf(stderr, "VIOLATION: %s restarted without its last value of %s\n",
 				        c->name, th->name);
+				explain_restore(th, &st.value, c->crashed_at);
 			}
 		} else {
 			/* In memory nothing survives; the controller reads its inputs
