@@ -572,12 +572,8 @@ static bool committed_before(const struct thing *th, const tsync_value *v, int64
 	int64_t opened = crashed_at - (int64_t)(COMMIT_MS + COMMIT_SLACK_MS) * 1000;
 	char text[48];
 
-	/* No value at all: nothing of it was committed, which the window
-	 * allows only if the first value it ever applied is inside it (a crash
-	 * before the first commit; likelier on a loaded machine, where a
-	 * controller handles less before its crash comes). */
 	if (v->type == TSYNC_TYPE_NONE)
-		return th->n_hist > 0 && th->n_hist <= HISTORY && th->hist[0].at >= opened;
+		return false;
 
 	tsync_value_format(v, text, sizeof(text));
 	for (uint64_t k = th->n_hist; k > 0; k--) {
