@@ -16,6 +16,7 @@
 #include <jansson.h>
 
 #include "thingsd.h"
+#include "util/util.h"
 
 uint64_t td__now_us(void)
 {
@@ -31,23 +32,12 @@ uint64_t td__realtime_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 int td__hex_decode(const char *hex, unsigned char *out, size_t outlen)
 {
 	if (!hex || strlen(hex) != 2 * outlen)
 		return -EINVAL;
 	for (size_t i = 0; i < outlen; i++) {
-		int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+		int hi = hex__digit(hex[2 * i]), lo = hex__digit(hex[2 * i + 1]);
 		if (hi < 0 || lo < 0)
 			return -EINVAL;
 		out[i] = (unsigned char)(hi << 4 | lo);

@@ -147,6 +147,17 @@ int buf__append(struct buf *b, const void *data, size_t len)
 	return 0;
 }
 
+int hex__digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 int buf__append_i64(struct buf *b, int64_t x)
 {
 	char text[24];

@@ -123,6 +123,9 @@ int buf__reserve(struct buf *b, size_t extra); /* 0 or -ENOMEM */
 int buf__append(struct buf *b, const void *data, size_t len);
 /* `x` in decimal (no printf: the push bodies and COPY texts write millions). */
 int buf__append_i64(struct buf *b, int64_t x);
+
+/* The value of one hexadecimal digit (either case), or -1. */
+int hex__digit(char c);
 int buf__appendf(struct buf *b, const char *fmt, ...) TSYNC_PRINTF(2, 3);
 void buf__reset(struct buf *b); /* len = 0, keeps memory */
 void buf__free(struct buf *b);

@@ -113,17 +113,6 @@ static void skip_quirk(struct parser *P)
 		P->p++;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* The code unit of \uXXXX at s (s at the 'u'), or -1. The text is
  * NUL-terminated, so a short escape stops at a non-hex byte. */
 static int32_t u_escape(const char *s)
@@ -131,7 +120,7 @@ static int32_t u_escape(const char *s)
 	int32_t v = 0;
 
 	for (int i = 1; i <= 4; i++) {
-		int h = hexval(s[i]);
+		int h = hex__digit(s[i]);
 		if (h < 0)
 			return -1;
 		v = v << 4 | h;
