@@ -288,6 +288,18 @@ static void test_restart_with_state(void **state)
 	free(sdir);
 }
 
+/* Where node 0 listens, for datagrams sent from outside. */
+static struct sockaddr_in node0_addr(const struct fixture *f)
+{
+	struct sockaddr_in to;
+
+	memset(&to, 0, sizeof(to));
+	to.sin_family = AF_INET;
+	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	to.sin_port = htons(f->ports[0]);
+	return to;
+}
+
 static bool forged_counted(void *ud)
 {
 	struct fixture *f = ud;
@@ -307,10 +319,7 @@ static void test_forged_datagrams(void **state)
 	size_t len;
 
 	assert_true(harness_run_until(f->base, all_settled, f, 10000));
-	memset(&to, 0, sizeof(to));
-	to.sin_family = AF_INET;
-	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	to.sin_port = htons(f->ports[0]);
+	to = node0_addr(f);
 	len = (size_t)snprintf(forged, sizeof(forged),
 	                       "{\"v\":1,\"from\":\"PI-Light\",\"boot\":9,\"seq\":1,\"msgs\":[]}"
 	                       "0123456789abcdef0123456789abcdef");
@@ -342,10 +351,7 @@ static void test_burst_and_oversize(void **state)
 	size_t len;
 
 	assert_true(harness_run_until(f->base, all_settled, f, 10000));
-	memset(&to, 0, sizeof(to));
-	to.sin_family = AF_INET;
-	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	to.sin_port = htons(f->ports[0]);
+	to = node0_addr(f);
 	for (int i = 0; i < 100; i++) {
 		len = (size_t)snprintf(forged, sizeof(forged),
 		                       "{\"v\":2,\"from\":\"PI-Light\",\"boot\":9,\"seq\":%d,\"msgs\":[]}"
