@@ -421,6 +421,50 @@ typedef struct tsync_request {
  */
 typedef int (*tsync_request_fn)(void *userdata, tsync_node *node, const tsync_request *req, char **result);
 
+/** What a request handler returns after tsync_request_defer(). */
+#define TSYNC_DEFERRED 1
+
+/** A request whose answer comes later (tsync_request_defer()). */
+typedef struct tsync_deferred tsync_deferred;
+
+/**
+ * Within a request handler: the answer comes later, from
+ * tsync_request_answer(); the handler then returns TSYNC_DEFERRED (its
+ * `result` is ignored). Call it before starting the work: the request is
+ * marked running, durably with a state directory, so a repeat of it (the
+ * requester retransmits until answered) is neither run again nor answered
+ * until the answer exists, and then gets that answer. The answer leaves
+ * at once, without waiting for a repeat.
+ *
+ * If the node stops or dies before answering, the request's outcome is
+ * unknown: with a state directory, the restarted node answers its repeat
+ * err_outcome_unknown, without running it again; without one, the
+ * requester sees the new boot. Either way the requester's done gets
+ * TSYNC_EPEER_RESTARTED. With a commit hook that fails, the request counts
+ * as never received, as every request of that batch does (the requester
+ * repeats it and the handler runs again); the first handle's answer then
+ * returns TSYNC_ECANCELED.
+ *
+ * @param req  the request the handler was called with.
+ * @param ret  receives the handle; valid until tsync_request_answer() or
+ *             tsync_node_free(), which drops unanswered ones.
+ * @return 0; -EINVAL (not called from req's handler); -ENOMEM; the state
+ *         commit's error (then nothing was deferred: answer now).
+ */
+TSYNC_API int tsync_request_defer(tsync_node *node, const tsync_request *req, tsync_deferred **ret);
+
+/**
+ * Answers a deferred request, exactly once, and frees the handle. Call it
+ * from the node's loop thread (a callback of its event base).
+ *
+ * @param status       as a handler's return: 0, or a code it could return.
+ * @param result_json  the answer as JSON text, borrowed, or NULL (`null`).
+ * @return 0; TSYNC_ECANCELED when the request no longer waits for it (see
+ *         tsync_request_defer()); -EINVAL; -ENOMEM. The handle is freed
+ *         whatever the return.
+ */
+TSYNC_API int tsync_request_answer(tsync_node *node, tsync_deferred *d, int status, const char *result_json);
+
 /**
  * Registers a handler for `{"type":"cmd","role":ROLE,"cmd":CMD}`. The node
  * accepts a command only if site.conf gives it ROLE; any other answers

@@ -1350,6 +1350,22 @@ TSYNC_API int tsync_node_on_request(tsync_node *n, const char *type, tsync_reque
 	return sync__on_request(n->eng, type, NULL, NULL, fn, userdata);
 }
 
+TSYNC_API int tsync_request_defer(tsync_node *n, const tsync_request *req, tsync_deferred **ret)
+{
+	if (!n || !ret)
+		return -EINVAL;
+	return sync__defer(n->eng, req, ret);
+}
+
+TSYNC_API int tsync_request_answer(tsync_node *n, tsync_deferred *d, int status, const char *result_json)
+{
+	if (!n || !d)
+		return -EINVAL;
+	/* The answer leaves with the next flush (engine__want), after the
+	 * commit that keeps it for a repeat. */
+	return sync__answer(n->eng, d, status, result_json, util__now_us());
+}
+
 TSYNC_API int tsync_node_cmd(tsync_node *n, const char *controller, const char *role, const char *cmd,
                              const char *args_json, tsync_done_fn done, void *userdata)
 {

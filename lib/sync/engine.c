@@ -202,6 +202,7 @@ void sync__free(struct sync_engine *e)
 		free(e->kept[i].res);
 	}
 	free(e->kept);
+	defer__free_all(e);
 	free(e->things);
 	free(e->peers);
 	free(e->flushq);

@@ -505,9 +505,12 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 	struct dedup_win *w = NULL;
 	const struct handler *h;
 	struct answer *a;
+	struct defer_cur saved;
 	char *res = NULL, *json = NULL;
 	const char *err = NULL;
 	tsync_request req;
+	bool deferred;
+	size_t ai;
 	int r;
 
 	if (m->has_re) {
@@ -531,6 +534,13 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 	if (w && dedup__check(&w->d, m->id) == DEDUP_DONE) {
 		/* Acted on already: the same answer again, not a second act. */
 		const struct dedup_answer *old = dedup__answer(&w->d, m->id);
+		if (old && old->err && !strcmp(old->err, SYNC_ERR_RUNNING)) {
+			/* Deferred, still running: no answer yet, the sender
+			 * repeats it; the answer leaves the moment it exists. */
+			p->n_answers--;
+			engine__answer_free(a);
+			return;
+		}
 		if (old) {
 			a->m.err = a->owned_err = old->err ? util__strdup(old->err) : NULL;
 			a->m.res = a->owned_res = old->res ? util__strdup(old->res) : NULL;
@@ -574,38 +584,77 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 	req.role = m->role;
 	req.cmd = m->cmd;
 	req.json = json ? json : "{}";
+	/* The handler may answer other deferred requests, which queues
+	 * answers and may move p->answers: `a` is found again by its index. */
+	ai = (size_t)(a - p->answers);
+	saved = e->defer_cur;
+	e->defer_cur = (struct defer_cur){.req = &req, .p = p, .w = w, .m = m};
 	r = h->fn(h->userdata, e->node, &req, &res);
+	deferred = e->defer_cur.deferred;
+	e->defer_cur = saved;
 	free(json);
-	if (res) {
-		/* The answer must be JSON: the peer parses it. */
-		json_error_t jerr;
-		json_t *check = json_loads(res, JSON_DECODE_ANY, &jerr);
-		if (!check) {
-			log_error(e->log, "handler for %s answered invalid JSON; sent as null", req.type);
-			free(res);
-			res = NULL;
-		}
-		json_decref(check);
+	a = &p->answers[ai];
+	if (deferred) {
+		/* Answered by sync__answer(), later; a repeat meanwhile is not
+		 * answered (defer.c). */
+		if (r != TSYNC_DEFERRED)
+			log_error(e->log, "handler for %s deferred its answer but returned %d: answered later all the same",
+			          req.type, r);
+		free(res);
+		engine__answer_free(a);
+		memmove(a, a + 1, (p->n_answers - ai - 1) * sizeof(*a));
+		p->n_answers--;
+		return;
 	}
-	if (r == TSYNC_ECMD_ARGS)
-		err = "err_cmd_args";
-	else if (r == TSYNC_EWRITE)
-		err = SYNC_ERR_WRITE;
-	/* A handler that looks up a thing (a cum request) answers with the
-	 * seed's names for a thing that is not one, not mine, or a bad value. */
-	else if (r == TSYNC_EUNKNOWN_THING)
-		err = "err_ip_in_io";
-	else if (r == TSYNC_ENOT_USED)
-		err = "err_ip_in_ths_i_use";
-	else if (r == TSYNC_EVALUE)
-		err = "err_ip_in_val";
-	else if (r < 0)
-		err = "err_cmd_failed";
+	if (r == TSYNC_DEFERRED) {
+		log_error(e->log, "handler for %s returned TSYNC_DEFERRED without tsync_request_defer(): refused",
+		          req.type);
+		r = -EINVAL;
+	}
+	res = input__checked_result(e, req.type, res);
+	err = input__err_of_status(r);
 done:
 	if (w)
 		engine__window_done(e, p, w, m->id, err, res);
 	a->m.err = err;
 	a->m.res = a->owned_res = res;
+}
+
+char *input__checked_result(struct sync_engine *e, const char *type, char *res)
+{
+	json_error_t jerr;
+	json_t *check;
+
+	if (!res)
+		return NULL;
+	/* The answer must be JSON: the peer parses it. */
+	check = json_loads(res, JSON_DECODE_ANY, &jerr);
+	if (!check) {
+		log_error(e->log, "handler for %s answered invalid JSON; sent as null", type);
+		free(res);
+		return NULL;
+	}
+	json_decref(check);
+	return res;
+}
+
+const char *input__err_of_status(int r)
+{
+	if (r >= 0)
+		return NULL;
+	if (r == TSYNC_ECMD_ARGS)
+		return "err_cmd_args";
+	if (r == TSYNC_EWRITE)
+		return SYNC_ERR_WRITE;
+	/* A handler that looks up a thing (a cum request) answers with the
+	 * seed's names for a thing that is not one, not mine, or a bad value. */
+	if (r == TSYNC_EUNKNOWN_THING)
+		return "err_ip_in_io";
+	if (r == TSYNC_ENOT_USED)
+		return "err_ip_in_ths_i_use";
+	if (r == TSYNC_EVALUE)
+		return "err_ip_in_val";
+	return "err_cmd_failed";
 }
 
 static struct sync_peer *sender(struct sync_engine *e, int addr_peer, const struct wire_env *env)

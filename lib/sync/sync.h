@@ -339,6 +339,33 @@ struct handler {
 	void *userdata;
 };
 
+/* --- defer.c: requests a handler answers later (tsync_request_defer()) ----- */
+
+/* The answer a deferred request holds in the window while its handler's
+ * work runs: never sent and never stored (the store holds SYNC_ERR_UNKNOWN
+ * for it, which a restart leaves as its answer). */
+#define SYNC_ERR_RUNNING "\x01running"
+
+/* A deferred request: whom to answer, and which window holds its mark. */
+struct tsync_deferred {
+	struct tsync_deferred *next;
+	uint32_t peer;
+	bool has_id;
+	uint64_t ob, id;
+	enum wire_type type;
+	char *type_name, *role, *cmd;
+};
+
+/* The request whose handler runs (input.c on_request), for sync__defer(). */
+struct defer_cur {
+	const tsync_request *req;
+	struct sync_peer *p;
+	struct dedup_win *w;
+	const struct wire_msg *m;
+	struct tsync_deferred *d; /* set by sync__defer(), NULL again once answered */
+	bool deferred;            /* sync__defer() succeeded */
+};
+
 struct sync_engine {
 	const struct tsync_site *site;
 	struct site_plan *plan;
@@ -379,6 +406,8 @@ struct sync_engine {
 	 * on disk before the application's act they would say "done" for it. */
 	struct kept_answer *kept;
 	size_t n_kept, cap_kept;
+	struct defer_cur defer_cur;     /* the handler running now, if any */
+	struct tsync_deferred *deferred; /* deferred requests not answered yet */
 
 	uint64_t rejected_unknown[TSYNC_REJ_COUNT];
 	bool durable; /* windows and requests go to the store (sync__set_durable) */
@@ -448,6 +477,19 @@ struct store_request; /* store/store.h: the record the engine reads, no LMDB in 
 int sync__resume_request(struct sync_engine *e, const struct store_request *q);
 int sync__resume_setreq(struct sync_engine *e, const char *thing, const tsync_value *to_be);
 int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsync_peer_stats *out);
+/* Within a request handler: its answer comes later, from sync__answer().
+ * Marks the request running (a repeat is not answered, nor run again) and
+ * commits "outcome unknown" as its answer for a restart before it ends.
+ * 0, -EINVAL (not called from the handler of req), -ENOMEM, or the
+ * commit's error. Called twice, it returns the same handle. */
+int sync__defer(struct sync_engine *e, const tsync_request *req, struct tsync_deferred **ret);
+/* Answers a deferred request (status and result as a handler's) and frees
+ * d. 0; TSYNC_ECANCELED when the request no longer waits for it (a failed
+ * commit hook undid it); -EINVAL (d unknown); -ENOMEM. */
+int sync__answer(struct sync_engine *e, struct tsync_deferred *d, int status, const char *res,
+                 uint64_t now);
+/* sync__free(): the deferred requests still unanswered are dropped. */
+void defer__free_all(struct sync_engine *e);
 
 /* Internal to lib/sync (engine.c <-> input.c). */
 void engine__emit(struct sync_engine *e, const tsync_event *ev);
@@ -510,6 +552,10 @@ struct kept_answer {
 void engine__window_pending(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id);
 int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out);
 void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size_t len);
+/* A handler's answer: its JSON checked (freed and NULL if not JSON), the
+ * seed's error name for its status (NULL for success). */
+char *input__checked_result(struct sync_engine *e, const char *type, char *res);
+const char *input__err_of_status(int status);
 
 /* ack.c: acknowledgements by datagram. As an owner: records that the set of
  * slot `slot` at `ver` went in my datagram `seq` to p (0 or -ENOMEM: then

@@ -212,6 +212,27 @@ static int on_bad_args(void *ud, tsync_node *node, const tsync_request *req, cha
 	return TSYNC_ECMD_ARGS;
 }
 
+/* "slow": a command answered later (sync__defer()); each run is counted and
+ * its handle kept under its "k" argument, for the test to answer. */
+#define SLOW_MAX 16
+static struct tsync_deferred *slow_handle[SLOW_MAX];
+static int slow_runs[SLOW_MAX];
+
+static int on_slow(void *ud, tsync_node *node, const tsync_request *req, char **result)
+{
+	struct simnode *sn = ud;
+	const char *k = strstr(req->json, "\"k\":");
+	int i;
+
+	assert_non_null(k);
+	i = atoi(k + 4);
+	assert_true(i >= 0 && i < SLOW_MAX);
+	slow_runs[i]++;
+	assert_int_equal(sync__defer(sn->e, req, &slow_handle[i]), 0);
+	sn->crash_now |= sn->crash_after_act;
+	return TSYNC_DEFERRED;
+}
+
 /* --- an in-memory store for durable windows ------------------------------------
  * What a node with a state directory does, without LMDB: windows and answers
  * are staged, a commit makes them durable, a crash (node_stop) loses what is
@@ -433,6 +454,7 @@ static void node_start(struct sim *s, uint32_t ctrl)
 	if (site__has_role(s->site, ctrl, "cmd_do")) {
 		assert_int_equal(sync__on_request(sn->e, "cmd", "cmd_do", "version", on_version, sn), 0);
 		assert_int_equal(sync__on_request(sn->e, "cmd", "cmd_do", "reboot", on_bad_args, sn), 0);
+		assert_int_equal(sync__on_request(sn->e, "cmd", "cmd_do", "slow", on_slow, sn), 0);
 	}
 	sn->alive = true;
 	sync__start(sn->e, s->now);
@@ -1879,6 +1901,161 @@ static void test_acks_by_datagram_under_loss(void **state)
 	free(body);
 }
 
+/* Captured datagrams from `from` that contain `what`, each counted as often
+ * as it occurs. */
+static size_t captured_count(struct sim *s, uint32_t from, const char *what)
+{
+	size_t n = 0, len = strlen(what);
+
+	for (struct packet *c = s->captured; c; c = c->next) {
+		const char *p = (const char *)c->data, *end = p + c->len;
+		if (c->from != from)
+			continue;
+		while ((p = memmem(p, (size_t)(end - p), what, len))) {
+			n++;
+			p += len;
+		}
+	}
+	return n;
+}
+
+static void slow_send(struct sim *s, int k, struct done_rec *d)
+{
+	char args[64];
+
+	snprintf(args, sizeof(args), "{\"kwargs\":{\"k\":%d}}", k);
+	assert_int_equal(sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "slow", args, on_done, d, s->now), 0);
+}
+
+/* A deferred command runs once however often its sender repeats it while
+ * it runs, is not answered meanwhile, and its answer, given later, leaves
+ * at once, exactly once on a clean network, and reaches the sender even
+ * when that datagram is lost (the repeat gets it from the window), under
+ * loss, duplication and reordering too. */
+static void test_deferred_answer_exactly_once(void **state)
+{
+	enum { N = 4 };
+	struct sim *s = sim_new(SITE3, true, 31);
+	struct done_rec d[2 * N];
+	char what[32];
+
+	memset(d, 0, sizeof(d));
+	memset(slow_runs, 0, sizeof(slow_runs));
+	s->capture = true;
+	for (int k = 0; k < N; k++)
+		slow_send(s, k, &d[k]);
+	sim_run(s, s->now + 10000000);
+	for (int k = 0; k < N; k++) {
+		assert_int_equal(slow_runs[k], 1);
+		assert_int_equal(d[k].calls, 0);
+	}
+	/* C repeated them (more than once each), and A answered none. */
+	assert_true(captured_count(s, 2, "\"cmd\":\"slow\"") > 2 * N);
+	assert_int_equal(captured_count(s, 0, "slow_done"), 0);
+	for (int k = 0; k < N; k++) {
+		char res[32];
+		snprintf(res, sizeof(res), "{\"slow_done\":%d}", k);
+		assert_int_equal(sync__answer(s->n[0].e, slow_handle[k], 0, res, s->now), 0);
+	}
+	assert_null(s->n[0].e->deferred);
+	assert_true(sim_settle(s, 20000000));
+	for (int k = 0; k < N; k++) {
+		char res[32];
+		assert_int_equal(slow_runs[k], 1);
+		assert_int_equal(d[k].calls, 1);
+		assert_int_equal(d[k].status, 0);
+		snprintf(res, sizeof(res), "{\"slow_done\":%d}", k);
+		assert_string_equal(d[k].res, res);
+		/* Sent once: not repeated, not waiting for a repeat. */
+		snprintf(what, sizeof(what), "\"slow_done\":%d", k);
+		assert_int_equal(captured_count(s, 0, what), 1);
+	}
+
+	/* The same under loss, duplication and reordering: the answers that
+	 * are lost reach C through its repeats, one answer each, one run. */
+	s->loss = 0.3;
+	s->dup = 0.3;
+	s->reorder = 0.2;
+	for (int k = N; k < 2 * N; k++)
+		slow_send(s, k, &d[k]);
+	sim_run(s, s->now + 30000000);
+	for (int k = N; k < 2 * N; k++) {
+		assert_int_equal(slow_runs[k], 1);
+		assert_int_equal(d[k].calls, 0);
+	}
+	/* Every answer's first datagram is lost. */
+	s->block = true;
+	s->block_from = 0;
+	s->block_to = 2;
+	for (int k = N; k < 2 * N; k++)
+		assert_int_equal(sync__answer(s->n[0].e, slow_handle[k], k == N ? TSYNC_ECMD_ARGS : 0, "[1]", s->now),
+		                 0);
+	sim_run(s, s->now + 1000);
+	s->block = false;
+	for (int k = N; k < 2 * N; k++)
+		assert_int_equal(d[k].calls, 0);
+	assert_true(sim_settle(s, 120000000));
+	for (int k = N; k < 2 * N; k++) {
+		assert_int_equal(slow_runs[k], 1);
+		assert_int_equal(d[k].calls, 1);
+		assert_int_equal(d[k].status, k == N ? TSYNC_ECMD_ARGS : 0);
+		assert_string_equal(d[k].res, "[1]");
+	}
+	sim_free(s);
+}
+
+/* A node that dies while a deferred command runs leaves its sender an
+ * answer: outcome unknown (TSYNC_EPEER_RESTARTED), without a second run,
+ * also when it dies in the handler right after deferring (the "unknown"
+ * is on disk before the work starts); without a state directory too. */
+static void test_deferred_restart(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 33);
+	struct done_rec d[3];
+
+	memset(d, 0, sizeof(d));
+	memset(slow_runs, 0, sizeof(slow_runs));
+	mstores[0].on = true;
+	node_stop(s, 0);
+	node_start(s, 0);
+	assert_true(sim_settle(s, 5000000));
+
+	slow_send(s, 0, &d[0]);
+	sim_run(s, s->now + 1000000);
+	assert_int_equal(slow_runs[0], 1);
+	node_stop(s, 0); /* the handle dies with it */
+	node_start(s, 0);
+	assert_true(sim_settle(s, 20000000));
+	assert_int_equal(d[0].calls, 1);
+	assert_int_equal(d[0].status, TSYNC_EPEER_RESTARTED);
+	assert_int_equal(slow_runs[0], 1);
+
+	s->n[0].crash_after_act = true;
+	slow_send(s, 1, &d[1]);
+	sim_run(s, s->now + 50000);
+	assert_false(s->n[0].alive);
+	node_start(s, 0);
+	assert_true(sim_settle(s, 20000000));
+	assert_int_equal(d[1].calls, 1);
+	assert_int_equal(d[1].status, TSYNC_EPEER_RESTARTED);
+	assert_int_equal(slow_runs[1], 1);
+
+	mstores[0].on = false;
+	node_stop(s, 0);
+	node_start(s, 0);
+	assert_true(sim_settle(s, 5000000));
+	slow_send(s, 2, &d[2]);
+	sim_run(s, s->now + 1000000);
+	assert_int_equal(slow_runs[2], 1);
+	node_stop(s, 0);
+	node_start(s, 0);
+	assert_true(sim_settle(s, 20000000));
+	assert_int_equal(d[2].calls, 1);
+	assert_int_equal(d[2].status, TSYNC_EPEER_RESTARTED);
+	assert_int_equal(slow_runs[2], 1);
+	sim_free(s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1910,6 +2087,8 @@ int main(void)
 	    cmocka_unit_test(test_failed_set_and_cmd_reported),
 	    cmocka_unit_test(test_acks_by_datagram),
 	    cmocka_unit_test(test_acks_by_datagram_under_loss),
+	    cmocka_unit_test(test_deferred_answer_exactly_once),
+	    cmocka_unit_test(test_deferred_restart),
 	};
 	int r;
 
