@@ -14,10 +14,11 @@
  * The command runs without a shell (site.conf's report_command is split on
  * blanks when the site is loaded), in its own process group, with the
  * report on its stdin, beside the event loop (the mesh and HTTP are served
- * meanwhile); after report_timeout_ms its group is killed. The report
- * command is answered when the command starts; its outcome is in
- * /v1/status and the log. What it prints is read, kept to a short excerpt
- * for the log, and otherwise thrown away.
+ * meanwhile); after report_timeout_ms its group is killed. The mesh's
+ * report command is answered when the command ends (a deferred answer,
+ * tsync_request_defer()), with its outcome, which is also in /v1/status
+ * and the log. What it prints is read, kept to a short excerpt for the
+ * log and the answer, and otherwise thrown away.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -315,7 +316,17 @@ struct report_job {
 	char day[DATE_LEN + 1];
 	bool exited;
 	int status;
+	/* The mesh command that started it, answered when it ends (NULL:
+	 * started otherwise, or that answer was given), with the answer's
+	 * parts: the whole report, and the day's totals if that does not fit. */
+	tsync_node *node;
+	tsync_deferred *answer;
+	json_t *full, *brief;
+	uint64_t run;
 };
+
+static char *answer_text(struct forensicd *fd, json_t *full, json_t *brief, json_t *cmd);
+static json_t *outcome(struct report_job *j, bool timed_out);
 
 static void job_close(int *fdp, struct event **ev)
 {
@@ -353,6 +364,18 @@ static void job_finish(struct report_job *j, bool timed_out)
 		          j->got ? "; it said: " : "", j->got ? j->excerpt : "");
 	else
 		log_info(&fd->log, "report of %s handed to %s (%zu bytes)", j->day, prog, j->len);
+	if (j->answer) {
+		json_t *cmd = outcome(j, timed_out);
+		char *text = answer_text(fd, j->full, j->brief, cmd);
+		int r = tsync_request_answer(j->node, j->answer, text ? 0 : -ENOMEM, text);
+		if (r < 0)
+			log_warn(&fd->log, "report of %s: the command's answer was not sent: %s", j->day,
+			         tsync_strerror(r));
+		free(text);
+		json_decref(cmd);
+	}
+	json_decref(j->full);
+	json_decref(j->brief);
 	job_close(&j->in, &j->in_ev);
 	job_close(&j->out, &j->out_ev);
 	if (j->timer_ev)
@@ -515,15 +538,68 @@ fail:
 	return -1;
 }
 
+/* What became of a run, for the mesh answer: how it ended and the start of
+ * what it printed (printable ASCII only, at most OUTPUT_EXCERPT bytes). */
+static json_t *outcome(struct report_job *j, bool timed_out)
+{
+	struct forensicd *fd = j->fd;
+	char out[OUTPUT_EXCERPT + 1];
+	json_t *o;
+
+	for (size_t i = 0; i <= j->got; i++)
+		out[i] = i == j->got ? '\0' : (j->excerpt[i] >= 0x20 && j->excerpt[i] < 0x7f) || j->excerpt[i] == '\n'
+		                                  ? j->excerpt[i]
+		                                  : '?';
+	o = json_pack("{sbsIsbss?ss}", "started", true, "run", (json_int_t)j->run, "ok", !fd->report.last_error[0],
+	              "error", fd->report.last_error[0] ? fd->report.last_error : NULL, "output", out);
+	if (!o)
+		return NULL;
+	if (!timed_out && WIFEXITED(j->status))
+		json_object_set_new(o, "exit_status", json_integer(WEXITSTATUS(j->status)));
+	else if (!timed_out && WIFSIGNALED(j->status))
+		json_object_set_new(o, "signal", json_integer(WTERMSIG(j->status)));
+	json_object_set_new(o, "timed_out", json_boolean(timed_out));
+	return o;
+}
+
+/* The answer travels in one datagram: the whole report and its text when
+ * they fit, else the day's totals (the whole report is GET
+ * /v1/report?day=DAY), else without what the command printed. */
+static char *answer_text(struct forensicd *fd, json_t *full, json_t *brief, json_t *cmd)
+{
+	json_t *parts[] = {full, brief, brief};
+	char *text = NULL;
+
+	for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+		json_t *ans = json_copy(parts[i]);
+		if (!ans)
+			return NULL;
+		if (cmd) {
+			json_t *c = json_copy(cmd);
+			if (i == 2)
+				json_object_del(c, "output");
+			json_object_set_new(ans, "report_command", c);
+		}
+		text = json_dumps(ans, JSON_COMPACT);
+		json_decref(ans);
+		if (!text || strlen(text) + ANSWER_OVERHEAD <= fd->isite->max_datagram)
+			return text;
+		free(text);
+		text = NULL;
+	}
+	return NULL;
+}
+
 int report__cmd(void *ud, tsync_node *node, const tsync_request *req, char **result)
 {
 	struct forensicd *fd = ud;
-	json_t *msg = json_loads(req->json ? req->json : "{}", 0, NULL), *rep = NULL, *ans, *cmd = NULL;
+	json_t *msg = json_loads(req->json ? req->json : "{}", 0, NULL), *rep = NULL, *cmd = NULL;
+	json_t *full = NULL, *brief = NULL;
 	const char *day = json_string_value(json_object_get(msg, "day"));
 	char d[DATE_LEN + 1], *text = NULL;
-	int r;
+	tsync_deferred *later = NULL;
+	int r, rc;
 
-	(void)node;
 	if (!day)
 		day = json_string_value(json_object_get(json_object_get(msg, "kwargs"), "day"));
 	if (day && !forensicd__valid_date(day)) {
@@ -540,31 +616,47 @@ int report__cmd(void *ud, tsync_node *node, const tsync_request *req, char **res
 		return TSYNC_EVALUE;
 	if (r < 0)
 		return r;
-	if (fd->isite->report_command) {
-		/* Started, not waited for: its outcome is in /v1/status
-		 * (report_command) and the log when it ends. */
-		int rc = report__run_command(fd, d, text);
+	full = json_pack("{sssOss}", "day", d, "report", rep, "text", text);
+	brief = json_pack("{sssOsI}", "day", d, "totals", json_object_get(rep, "totals"), "text_bytes",
+	                  (json_int_t)strlen(text));
+	r = full && brief ? 0 : -ENOMEM;
+	if (r == 0 && fd->isite->report_command) {
+		/* Answered when the command ends, with its outcome (also in
+		 * /v1/status and the log); at once if it cannot start, or if
+		 * the answer cannot wait (then: whether it started). Deferred
+		 * before it starts, so that a restart meanwhile answers
+		 * "outcome unknown" rather than running it twice. */
+		if (!fd->report_job && tsync_request_defer(node, req, &later) < 0)
+			later = NULL;
+		rc = report__run_command(fd, d, text);
+		if (rc == 0 && later) {
+			fd->report_job->node = node;
+			fd->report_job->answer = later;
+			fd->report_job->full = full;
+			fd->report_job->brief = brief;
+			fd->report_job->run = fd->report.runs;
+			json_decref(rep);
+			free(text);
+			return TSYNC_DEFERRED;
+		}
 		cmd = json_pack("{sbss?sI}", "started", rc == 0, "error",
 		                rc == -EBUSY ? "busy: the previous run has not ended"
 		                : rc == 0    ? NULL
 		                             : fd->report.last_error,
 		                "run", (json_int_t)fd->report.runs);
 	}
-	/* The answer travels in one datagram: the whole report and its text
-	 * when they fit, else the day's totals and what became of
-	 * report_command (the whole report is GET /v1/report?day=DAY). */
-	ans = json_pack("{sssOsssO?}", "day", d, "report", rep, "text", text, "report_command", cmd);
-	*result = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
-	if (*result && strlen(*result) + ANSWER_OVERHEAD > fd->isite->max_datagram) {
-		free(*result);
-		json_decref(ans);
-		ans = json_pack("{sssOsIsO?}", "day", d, "totals", json_object_get(rep, "totals"),
-		                "text_bytes", (json_int_t)strlen(text), "report_command", cmd);
-		*result = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
-	}
-	json_decref(ans);
+	*result = r == 0 ? answer_text(fd, full, brief, cmd) : NULL;
+	json_decref(full);
+	json_decref(brief);
 	json_decref(rep);
 	json_decref(cmd);
 	free(text);
+	if (later) {
+		/* Deferred, but the command did not start: answered now. */
+		tsync_request_answer(node, later, *result ? 0 : -ENOMEM, *result);
+		free(*result);
+		*result = NULL;
+		return TSYNC_DEFERRED;
+	}
 	return *result ? 0 : -ENOMEM;
 }

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -457,7 +458,12 @@ static void test_known_day(void **state)
 		assert_int_equal(num(tot, "doors_opened"), 2);
 		assert_true(json_number_value(json_object_get(tot, "heating_hours")) == 2.5);
 		assert_true(json_number_value(json_object_get(tot, "energy_wh")) == 3000.0);
-		assert_true(json_is_true(json_object_get(json_object_get(rep, "report_command"), "started")));
+		/* Answered when the command ended, with its outcome. */
+		json_t *rc_ = json_object_get(rep, "report_command");
+		assert_true(json_is_true(json_object_get(rc_, "started")));
+		assert_true(json_is_true(json_object_get(rc_, "ok")));
+		assert_int_equal(num(rc_, "exit_status"), 0);
+		assert_int_equal(num(rc_, "run"), 1);
 	}
 	json_decref(rep);
 	free(out);
@@ -488,7 +494,18 @@ static void test_known_day(void **state)
 	             NULL);
 	assert_int_equal(rc, 0);
 	rep = json_loads(out, 0, NULL);
-	assert_true(json_is_true(json_object_get(json_object_get(rep, "report_command"), "started")));
+	{
+		/* The answer waited for the command: its exit status and what
+		 * it printed (the requester repeated the request meanwhile: it
+		 * ran once, run 2). */
+		json_t *rc_ = json_object_get(rep, "report_command");
+		assert_true(json_is_true(json_object_get(rc_, "started")));
+		assert_true(json_is_false(json_object_get(rc_, "ok")));
+		assert_int_equal(num(rc_, "exit_status"), 3);
+		assert_int_equal(num(rc_, "run"), 2);
+		assert_non_null(strstr(json_string_value(json_object_get(rc_, "output")), "no mail today"));
+		assert_non_null(strstr(json_string_value(json_object_get(rc_, "error")), "exit status 3"));
+	}
 	json_decref(rep);
 	free(out);
 	free(err);
@@ -509,11 +526,22 @@ static void test_known_day(void **state)
 	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
 	             NULL);
 	assert_int_equal(rc, 0);
+	rep = json_loads(out, 0, NULL);
+	{
+		/* Answered after report_timeout_ms (2 s: thingsctl repeated its
+		 * request meanwhile), once, and run once. */
+		json_t *rc_ = json_object_get(rep, "report_command");
+		assert_true(json_is_true(json_object_get(rc_, "timed_out")));
+		assert_true(json_is_false(json_object_get(rc_, "ok")));
+		assert_int_equal(num(rc_, "run"), 3);
+	}
+	json_decref(rep);
 	free(out);
 	free(err);
 	wait_report_ended(3);
 	{
 		json_t *s = get_json(FOR, "/v1/status", 200);
+		assert_int_equal(num(json_object_get(s, "report_command"), "runs"), 3);
 		assert_non_null(strstr(json_string_value(json_object_get(json_object_get(s, "report_command"),
 		                                                         "last_error")),
 		                       "timed out after 2000 ms"));
@@ -777,14 +805,28 @@ static void test_dst_day(void **state)
  * report_command runs beside the event loop: while one waits (for a file
  * the test makes), forensicd serves HTTP, answers the mesh (a second
  * report, told the first has not ended) and goes on collecting; when it
- * ends, its outcome is in /v1/status and it got the report on stdin.
+ * ends, its outcome is in /v1/status, the first report is answered with
+ * it (it was run once however often the request came meanwhile), and it
+ * got the report on stdin.
  */
+static bool report_running(void *ud)
+{
+	json_t *s = get_json(FOR, "/v1/status", 200);
+	bool running = json_is_true(json_object_get(json_object_get(s, "report_command"), "running"));
+
+	(void)ud;
+	json_decref(s);
+	return running;
+}
+
 static void test_report_async(void **state)
 {
 	char keys[1024], script[1024], *flag = tdh_path(t, "report.go"), *out = NULL, *err = NULL, *p;
+	char *first_out;
 	json_t *rep, *s;
 	long long runs;
-	int rc;
+	pid_t child;
+	int rc, status;
 
 	(void)state;
 	/* A timeout far beyond the test's limits: the run ends when told to. */
@@ -800,20 +842,24 @@ static void test_report_async(void **state)
 	         report_out);
 	tdh_write(report_sh, script);
 	unlink(report_out);
-	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
-	             NULL);
-	if (rc != 0)
-		fail_msg("report: %d %s %s", rc, out ? out : "", err ? err : "");
-	rep = json_loads(out, 0, NULL);
-	assert_true(json_is_true(json_object_get(json_object_get(rep, "report_command"), "started")));
-	runs = (long long)json_integer_value(json_object_get(json_object_get(rep, "report_command"), "run"));
-	json_decref(rep);
-	free(out);
-	free(err);
-	/* It waits; HTTP is served, and says so. */
+	/* The first report is answered when its command ends: asked by a
+	 * child, whose answer is read at the end. */
 	s = get_json(FOR, "/v1/status", 200);
-	assert_true(json_is_true(json_object_get(json_object_get(s, "report_command"), "running")));
+	runs = num(json_object_get(s, "report_command"), "runs") + 1;
 	json_decref(s);
+	first_out = tdh_path(t, "report.first");
+	unlink(first_out);
+	child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "300", "cmd", "--to", "FOR", "forensics", "report",
+		             NULL);
+		if (rc == 0 && out)
+			tdh_write(first_out, out);
+		_exit(rc);
+	}
+	/* It waits; HTTP is served, and says so. */
+	assert_true(tdh_wait(report_running, NULL, TDH_WAIT_MS));
 	/* The mesh is answered: a second report, not started. */
 	out = err = NULL;
 	rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "30", "cmd", "--to", "FOR", "forensics", "report",
@@ -838,9 +884,25 @@ static void test_report_async(void **state)
 	s = get_json(FOR, "/v1/status", 200);
 	assert_true(json_is_true(json_object_get(json_object_get(s, "report_command"), "running")));
 	json_decref(s);
-	/* Told to end: it read the report, and ended well. */
+	/* Told to end: it read the report, and ended well; the first report
+	 * is answered now, with that outcome, once. */
 	tdh_write(flag, "go\n");
 	wait_report_ended(runs);
+	assert_int_equal(waitpid(child, &status, 0), child);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 0);
+	out = tdh_read(first_out);
+	assert_non_null(out);
+	rep = json_loads(out, 0, NULL);
+	assert_true(json_is_true(json_object_get(json_object_get(rep, "report_command"), "ok")));
+	assert_int_equal(num(json_object_get(rep, "report_command"), "exit_status"), 0);
+	assert_int_equal(num(json_object_get(rep, "report_command"), "run"), runs);
+	json_decref(rep);
+	free(out);
+	free(first_out);
+	s = get_json(FOR, "/v1/status", 200);
+	assert_int_equal(num(json_object_get(s, "report_command"), "runs"), runs);
+	json_decref(s);
 	s = get_json(FOR, "/v1/status", 200);
 	assert_true(json_is_null(json_object_get(json_object_get(s, "report_command"), "last_error")));
 	json_decref(s);
