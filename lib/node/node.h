@@ -33,5 +33,10 @@ int node__recovery_request(void *ud, tsync_node *node, const tsync_request *req,
 void **node__recovery_answers(tsync_node *n);
 /* At the node's start: the answers a stop interrupted go on (recovery.c). */
 void node__recovery_resume(tsync_node *node);
+/* At the node's start, before its stored requests resume: a chunk of a
+ * recovery answer of this node gets the callback that sends it again when
+ * its outcome is unknown (q->done, q->userdata); other requests are left. */
+struct store_request;
+void node__recovery_resumed(tsync_node *node, struct store_request *q);
 
 #endif

@@ -34,7 +34,10 @@
  * from "sent" on go; when it does not (the history trimmed meanwhile), the
  * whole window goes again under a new request name ("ID~BOOT"), since
  * pushd knows a chunk by its request and number (the collector keeps a
- * change once whatever brought it). Done records are forgotten after
+ * change once whatever brought it). The chunks in flight when the node
+ * stopped are resumed by its store, and go on with the same callback as
+ * before (node__recovery_resumed()): one whose outcome the receiver's own
+ * restart left unknown is sent again. Done records are forgotten after
  * RECOVERY_KEEP_US.
  * SPDX-License-Identifier: MIT
  */
@@ -47,6 +50,7 @@
 #include <thingsync/history.h>
 
 #include "node/node.h"
+#include "store/store.h"
 #include "util/util.h"
 
 /* Chunks in flight at once: well below max_outstanding and max_queued,
@@ -228,10 +232,13 @@ static char *next_chunk(struct answer *a)
 
 static void chunk_done(void *ud, tsync_node *node, int status, const char *result);
 
-/* One chunk on its way: kept to be sent again when its outcome is unknown. */
+/* One chunk on its way: kept to be sent again when its outcome is unknown.
+ * A chunk a restart resumed belongs to no answer (a NULL): it names its
+ * peer itself. */
 struct chunk_req {
 	struct answer *a;
 	char *text;
+	char *peer; /* a NULL only */
 };
 
 /* Stages the request's record: its answer, the chunks requested so far,
@@ -296,11 +303,14 @@ static void chunk_done(void *ud, tsync_node *node, int status, const char *resul
 	/* The receiver restarted between acting and keeping its answer: the
 	 * chunk goes again, the same (the receiver knows a chunk by its
 	 * request and number, and journals it once). */
-	if (status == TSYNC_EPEER_RESTARTED && !a->failed &&
-	    tsync_node_request(node, a->peer, "recovery_data", c->text, chunk_done, c) == 0)
+	if (status == TSYNC_EPEER_RESTARTED && !(a && a->failed) &&
+	    tsync_node_request(node, a ? a->peer : c->peer, "recovery_data", c->text, chunk_done, c) == 0)
 		return;
 	free(c->text);
+	free(c->peer);
 	free(c);
+	if (!a)
+		return;
 	a->in_flight--;
 	/* Canceled (the node is freed) or refused: the rest is not sent; the
 	 * chunks already queued are the engine's and arrive once. */
@@ -572,4 +582,32 @@ void node__recovery_resume(tsync_node *node)
 		json_decref(rec);
 	}
 	json_decref(recs);
+}
+
+void node__recovery_resumed(tsync_node *node, struct store_request *q)
+{
+	json_t *b;
+	struct chunk_req *c;
+	bool mine;
+
+	if (!q->type_name || strcmp(q->type_name, "recovery_data") || !q->body || q->done)
+		return;
+	/* Its own chunks only: an application may send the type too. */
+	b = json_loads(q->body, 0, NULL);
+	mine = json_is_string(json_object_get(b, "request")) && json_is_integer(json_object_get(b, "chunk")) &&
+	       !strcmp(json_string_value(json_object_get(b, "entity")) ? json_string_value(json_object_get(b, "entity")) : "",
+	               tsync_node_name(node));
+	json_decref(b);
+	if (!mine || !(c = calloc(1, sizeof(*c))))
+		return;
+	c->text = util__strdup(q->body);
+	c->peer = util__strdup(q->peer);
+	if (!c->text || !c->peer) {
+		free(c->text);
+		free(c->peer);
+		free(c);
+		return;
+	}
+	q->done = chunk_done;
+	q->userdata = c;
 }

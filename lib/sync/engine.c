@@ -540,6 +540,8 @@ int sync__resume_request(struct sync_engine *e, const struct store_request *q)
 	r->is_pulse = q->is_pulse;
 	r->thing = t;
 	r->ms = q->ms;
+	r->done = q->done;
+	r->userdata = q->userdata;
 	if ((q->is_pulse && value__copy(&r->val, &q->val) < 0) ||
 	    (q->type_name && !(r->type_name = util__strdup(q->type_name))) ||
 	    (q->role && !(r->role = util__strdup(q->role))) || (q->cmd && !(r->cmd = util__strdup(q->cmd))) ||
