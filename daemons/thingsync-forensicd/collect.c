@@ -32,6 +32,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "forensicd.h"
 
 /* Things of one owner asked for at once. */
@@ -237,14 +239,15 @@ static bool mark_done(const char *mark)
 	return mark && (!strcmp(mark, "acked") || !strcmp(mark, "skipped"));
 }
 
-/* A chunk answered: its things acked, and the day once they all are
- * (staged; a crash before the commit sends them again at start). */
+/* A chunk answered: its things acked (staged), and its day looked at once
+ * the turn of the loop is over (acks_commit()): every ack of the turn is
+ * committed once, not one commit each. A crash before that commit sends
+ * them again at start, which pushd recognises (its commit marks). */
 static void chunk_acked(struct forensicd *fd, const char *day, const char *owner, const char *body)
 {
-	json_t *b = json_loads(body, 0, NULL), *c, *marks;
+	json_t *b = json_loads(body, 0, NULL), *c;
 	const char *thing;
-	char key[512], from[600], to[600];
-	bool all = true;
+	char key[512];
 
 	json_object_foreach(json_object_get(b, "cumuls"), thing, c)
 	{
@@ -252,17 +255,57 @@ static void chunk_acked(struct forensicd *fd, const char *day, const char *owner
 		put(fd, key, "acked");
 	}
 	json_decref(b);
+	snprintf(key, sizeof(key), "%s/%s", day, owner);
+	if (json_object_set_new(fd->acks_pending, key, json_true()) < 0) {
+		/* Out of memory: committed now, the day marked at next start. */
+		forensicd__commit(fd);
+		return;
+	}
+	event_active(fd->ack_ev, EV_TIMEOUT, 0);
+}
+
+/* The acks of a turn committed; each day they touched is "acked" once
+ * all its things are (staged, with the next commit: a crash before it
+ * finds at start every thing acked, and marks the day then). */
+void collect__acks_commit(struct forensicd *fd)
+{
+	const char *k;
+	json_t *v;
+
+	if (!json_object_size(fd->acks_pending))
+		return;
 	/* The marks are read from the store: the ones just put first. */
 	forensicd__commit(fd);
-	marks = push_marks(fd, day, owner);
-	json_object_foreach(marks, thing, c)
-		all = all && mark_done(json_string_value(c));
-	/* Every thing of the day, not only the ones requested so far. */
-	snprintf(from, sizeof(from), "c/%s/%s/", day, owner);
-	snprintf(to, sizeof(to), "c/%s/%s0", day, owner);
-	if (marks && all && json_object_size(marks) == forensicd__count(fd, from, to))
-		set_push_state(fd, day, owner, "acked");
-	json_decref(marks);
+	json_object_foreach(fd->acks_pending, k, v)
+	{
+		char day[DATE_LEN + 1], from[600], to[600];
+		const char *owner = strchr(k, '/'), *thing;
+		json_t *marks, *c;
+		bool all = true;
+
+		if (!owner || owner - k != DATE_LEN)
+			continue;
+		memcpy(day, k, DATE_LEN);
+		day[DATE_LEN] = '\0';
+		owner++;
+		marks = push_marks(fd, day, owner);
+		json_object_foreach(marks, thing, c)
+			all = all && mark_done(json_string_value(c));
+		/* Every thing of the day, not only the ones requested so far. */
+		snprintf(from, sizeof(from), "c/%s/%s/", day, owner);
+		snprintf(to, sizeof(to), "c/%s/%s0", day, owner);
+		if (marks && all && json_object_size(marks) == forensicd__count(fd, from, to))
+			set_push_state(fd, day, owner, "acked");
+		json_decref(marks);
+	}
+	json_object_clear(fd->acks_pending);
+}
+
+static void acks_cb(evutil_socket_t s, short what, void *arg)
+{
+	(void)s;
+	(void)what;
+	collect__acks_commit(arg);
 }
 
 /* The things of a request's body in flight (`on`) or not any more. */
@@ -816,7 +859,9 @@ int collect__init(struct forensicd *fd)
 
 	fd->owners = calloc(nc ? nc : 1, sizeof(*fd->owners));
 	fd->push_inflight = json_object();
-	if (!fd->owners || !fd->push_inflight)
+	fd->acks_pending = json_object();
+	fd->ack_ev = event_new(fd->base, -1, 0, acks_cb, fd);
+	if (!fd->owners || !fd->push_inflight || !fd->acks_pending || !fd->ack_ev)
 		return -ENOMEM;
 	forensicd__today(fd, today);
 	for (size_t i = 0; i < nt; i++) {
@@ -878,4 +923,9 @@ void collect__free(struct forensicd *fd)
 	fd->owners = NULL;
 	json_decref(fd->push_inflight);
 	fd->push_inflight = NULL;
+	if (fd->ack_ev)
+		event_free(fd->ack_ev);
+	fd->ack_ev = NULL;
+	json_decref(fd->acks_pending);
+	fd->acks_pending = NULL;
 }

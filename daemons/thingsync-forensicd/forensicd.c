@@ -299,6 +299,8 @@ static void cleanup(struct forensicd *fd)
 	httpd__free(fd->http);
 	if (fd->tick_ev)
 		event_free(fd->tick_ev);
+	if (fd->acks_pending)
+		collect__acks_commit(fd);
 	/* Freeing the node commits what is staged, the records with it. */
 	tsync_node_free(fd->node);
 	collect__free(fd);

@@ -88,6 +88,8 @@ struct forensicd {
 	struct event *chld_ev;         /* SIGCHLD: report_command ended */
 	bool push_retry;       /* the node refused requests of a day's push: sent at the next tick */
 	json_t *push_inflight; /* "DAY/OWNER/THING" carried by a request of this run */
+	json_t *acks_pending;  /* "DAY/OWNER" -> true: acks staged in this turn of the loop */
+	struct event *ack_ev;  /* commits them once, after the turn's callbacks */
 	bool state_unusable;
 };
 
@@ -109,6 +111,9 @@ size_t forensicd__count(struct forensicd *fd, const char *from, const char *to);
 /* collect.c: the mesh side. */
 int collect__init(struct forensicd *fd);
 void collect__free(struct forensicd *fd);
+/* Commits the push acks staged since the last call, and marks the days
+ * they complete (run once per turn of the loop; at stop). */
+void collect__acks_commit(struct forensicd *fd);
 /* At start: sends again what pushd has not acked of the days pushed. */
 void collect__resume_pushes(struct forensicd *fd);
 /* Called every tick: the day's end, owners to collect, old days to trim. */
