@@ -940,6 +940,70 @@ static void test_owner_restart_mid_send(void **state)
 	wait_owner_state(e, "r2", "OWNER2", "answered");
 }
 
+/* A data store that answers recovery_data_request "done" without the
+ * answer's content `empty` times, then with a (made up) content. */
+struct empty_store {
+	int calls, empty;
+};
+
+static int empty_answer(void *ud, tsync_node *node, const tsync_request *req, char **result)
+{
+	struct empty_store *es = ud;
+
+	(void)node;
+	(void)req;
+	if (++es->calls > es->empty)
+		*result = strdup("{\"chunks\":1,\"entries\":0,\"trimmed\":false}");
+	return 0;
+}
+
+static bool calls_at_least(struct env *e, const void *arg)
+{
+	const int *const *w = arg;
+
+	(void)e;
+	return *w[0] >= *w[1];
+}
+
+/*
+ * A data store that answers "done" without its answer's content (as one
+ * that restarted between taking the request and keeping its answer does)
+ * is asked again, at most 3 times: asked 4 times in all, then failed in
+ * the ledger, and not asked again. One that gives the content at its third
+ * answer is answered after 3 asks.
+ */
+static void test_owner_answers_empty(void **state)
+{
+	struct env *e = *state;
+	struct empty_store es = {0, 1000};
+	char body[128];
+	json_t *j = NULL;
+	int four = 4, three = 3;
+	const int *w4[] = {&es.calls, &four}, *w3[] = {&es.calls, &three};
+
+	assert_int_equal(tsync_node_on_request(e->owner[1], "recovery_data_request", empty_answer, &es), 0);
+	start_recoveryd(e);
+	produce(e, 3);
+	snprintf(body, sizeof(body), "{\"from\":%.6f,\"to\":%.6f}", (double)real_us() / 1e6 - 3600,
+	         (double)real_us() / 1e6 + 1);
+	assert_int_equal(api(e, "POST", "/v1/recover", body, true, &j), 202);
+	json_decref(j);
+	wait_owner_state(e, "r1", "OWNER2", "failed");
+	wait_owner_state(e, "r1", "OWNER1", "answered");
+	assert_true(run_until(e, calls_at_least, w4, WAIT_MS));
+	quiet(e, 1500);
+	assert_int_equal(es.calls, 4);
+
+	es.calls = 0;
+	es.empty = 2;
+	assert_int_equal(api(e, "POST", "/v1/recover", body, true, &j), 202);
+	json_decref(j);
+	wait_owner_state(e, "r2", "OWNER2", "answered");
+	assert_true(run_until(e, calls_at_least, w3, WAIT_MS));
+	quiet(e, 1500);
+	assert_int_equal(es.calls, 3);
+}
+
 /* POST /v1/recover: signed only, the fields checked, 202 with the data stores asked. */
 static void test_http(void **state)
 {
@@ -1611,6 +1675,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_kill9_random, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_owner_down, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_http, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_owner_answers_empty, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_chunking, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_owner_restart_mid_send, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_e2e_pushd_down, setup, teardown),
