@@ -25,9 +25,11 @@
  * asks again, under the same request_id, a request whose answer it did not
  * see): each request has a record in the node's store
  * (tsync_node_record_put, key "tsync.recovery/REQUESTER/ID") with its
- * answer, how many chunks are requested so far ("sent", staged with each
- * chunk's request, so both are durable in the same commit) and whether all
- * are answered ("done"). The same request again is answered from the record
+ * answer and whether all chunks are answered ("done"), and a small one
+ * ("tsync.recsent/REQUESTER/ID") with how many chunks are requested so
+ * far, staged before each chunk's request, so both are durable in the
+ * commit that accepts the request (the whole record is not written again
+ * per chunk). The same request again is answered from the record
  * (or from the answer being sent) and sends nothing twice. At the start of
  * the node, a request not done resumes after the chunks its store resumes:
  * the window is read again and, when it holds the same changes, the chunks
@@ -64,6 +66,10 @@
 #define RECOVERY_MAX_ID 64
 /* The records of the requests answered, and how long a done one is kept. */
 #define RECOVERY_RECORD  "tsync.recovery/"
+/* How many chunks are requested so far, a record of its own per request
+ * ("tsync.recsent/REQUESTER/ID"): staged before each chunk's request, so
+ * that the request's commit holds it, without the whole record again. */
+#define RECOVERY_SENT "tsync.recsent/"
 #define RECOVERY_KEEP_US ((int64_t)30 * 86400 * 1000000)
 
 struct answer {
@@ -257,19 +263,39 @@ static void record_put(struct answer *a, bool done)
 	json_decref(r);
 }
 
+/* The key of a request's count of chunks sent, from its record's key. */
+static void sent_key(const struct answer *a, char *out, size_t size)
+{
+	snprintf(out, size, "%s%s", RECOVERY_SENT, a->key + strlen(RECOVERY_RECORD));
+}
+
+/* Stages the count of chunks requested (NULL: forgets it, the request done). */
+static void sent_put(struct answer *a, size_t sent, bool forget)
+{
+	char key[600], v[32];
+
+	sent_key(a, key, sizeof(key));
+	snprintf(v, sizeof(v), "%zu", sent);
+	tsync_node_record_put(a->node, key, forget ? NULL : v);
+}
+
 /* Sends chunks until RECOVERY_IN_FLIGHT are out or none is left. */
 static void pump(struct answer *a)
 {
-	size_t before = a->chunk;
-
 	while (!a->failed && a->in_flight < RECOVERY_IN_FLIGHT && a->chunk < a->chunks) {
 		struct chunk_req *c = calloc(1, sizeof(*c));
 		size_t next = a->next;
-		int r = c && (c->text = next_chunk(a))
-		            ? tsync_node_request(a->node, a->peer, "recovery_data", c->text, chunk_done, c)
-		            : -ENOMEM;
+		int r = -ENOMEM;
 
+		if (c && (c->text = next_chunk(a))) {
+			/* Durable with the request: tsync_node_request() commits
+			 * what is staged as it accepts it. */
+			sent_put(a, a->chunk + 1, false);
+			r = tsync_node_request(a->node, a->peer, "recovery_data", c->text, chunk_done, c);
+		}
 		if (r < 0) {
+			if (c && c->text)
+				sent_put(a, a->chunk, false); /* not sent after all (not committed yet) */
 			if (c)
 				free(c->text);
 			free(c);
@@ -284,12 +310,11 @@ static void pump(struct answer *a)
 		a->chunk++;
 		a->in_flight++;
 	}
-	/* Staged with the chunks' requests: the node commits them together. */
-	if (a->chunk != before)
-		record_put(a, false);
 	if (a->in_flight == 0) {
-		if (!a->failed && a->chunk >= a->chunks)
+		if (!a->failed && a->chunk >= a->chunks) {
 			record_put(a, true);
+			sent_put(a, 0, true);
+		}
 		answer_free(a);
 	}
 }
@@ -510,6 +535,13 @@ static void answer_resume(tsync_node *node, const char *key, json_t *rec)
 		return;
 	}
 	a = answer_new(node, peer, json_incref(head), key, &err);
+	if (a) {
+		char skey[600], *v = NULL;
+		sent_key(a, skey, sizeof(skey));
+		if (tsync_node_record_get(node, skey, &v) == 0 && v && strtoll(v, NULL, 10) > sent)
+			sent = strtoll(v, NULL, 10);
+		free(v);
+	}
 	if (a && (json_int_t)json_array_size(a->entries) != entries) {
 		char name[2 * RECOVERY_MAX_ID + 300];
 		snprintf(name, sizeof(name), "%s~%llu", json_string_value(json_object_get(head, "request")),
@@ -527,6 +559,7 @@ static void answer_resume(tsync_node *node, const char *key, json_t *rec)
 		;
 	active_add(a);
 	record_put(a, false);
+	sent_put(a, a->chunk, false); /* 0 again under a new name */
 	pump(a);
 }
 
