@@ -10,12 +10,14 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -43,22 +45,42 @@ static int open_udp(struct sockaddr_in *sa)
 /* Waits (generously) until fd has something to read. */
 static void wait_readable(int fd)
 {
-	char c;
+	struct pollfd p = {.fd = fd, .events = POLLIN};
 
-	for (int i = 0; i < 5000; i++) {
-		if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0)
-			return;
-		usleep(1000);
-	}
-	fail_msg("nothing arrived");
+	if (poll(&p, 1, 5000) != 1)
+		fail_msg("nothing arrived");
 }
 
-/* Loopback delivers at once, but let every datagram sent be queued. */
+/* How many datagrams fd holds, none taken: peeked one after the other
+ * (with SO_PEEK_OFF, each peek moves on past the datagram it saw). */
+static unsigned queued(int fd)
+{
+	static char b[65536];
+	int off = 0;
+	unsigned n = 0;
+
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off)), 0);
+	while (n < 4096 && recv(fd, b, sizeof(b), MSG_PEEK | MSG_DONTWAIT) >= 0)
+		n++;
+	off = -1; /* off again: reads start at the head */
+	assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off)), 0);
+	return n;
+}
+
+/* Loopback may queue a datagram after sendto() returned (its softirq ran
+ * later): waits until `count` are queued, woken by each one queued (an
+ * edge-triggered epoll: one queued since the last count wakes it at once). */
 static void settle_queue(int fd, unsigned count)
 {
-	wait_readable(fd);
-	for (int i = 0; i < 100 && count > 1; i++)
-		usleep(1000);
+	struct epoll_event ev = {.events = EPOLLIN | EPOLLET}, got;
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+
+	assert_true(ep >= 0);
+	assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), 0);
+	while (queued(fd) < count)
+		if (epoll_wait(ep, &got, 1, 5000) == 0)
+			fail_msg("%u datagrams of %u arrived", queued(fd), count);
+	close(ep);
 }
 
 static void fill(char *buf, size_t len, char c)
@@ -178,6 +200,7 @@ static void test_batch_read_drains_and_says_empty(void **state)
 			                 (ssize_t)lens[i]);
 		}
 		settle_queue(r, 3);
+		assert_int_equal(queued(r), 3);
 		assert_int_equal(udp__recv(r, &rx, UDP_BATCH), 3);
 		assert_int_equal(rx.n, 3);
 		for (unsigned i = 0; i < 3; i++) {
