@@ -546,12 +546,14 @@ static json_t *outcome(struct report_job *j, bool timed_out)
 	char out[OUTPUT_EXCERPT + 1];
 	json_t *o;
 
-	for (size_t i = 0; i <= j->got; i++)
-		out[i] = i == j->got ? '\0' : (j->excerpt[i] >= 0x20 && j->excerpt[i] < 0x7f) || j->excerpt[i] == '\n'
-		                                  ? j->excerpt[i]
-		                                  : '?';
-	o = json_pack("{sbsIsbss?ss}", "started", true, "run", (json_int_t)j->run, "ok", !fd->report.last_error[0],
-	              "error", fd->report.last_error[0] ? fd->report.last_error : NULL, "output", out);
+	for (size_t i = 0; i < j->got; i++) {
+		char ch = j->excerpt[i];
+		out[i] = (ch >= 0x20 && ch < 0x7f) || ch == '\n' ? ch : '?';
+	}
+	out[j->got] = '\0';
+	o = json_pack("{sbsIsbss?ss}", "started", true, "run", (json_int_t)j->run, "ok",
+	              !fd->report.last_error[0], "error",
+	              fd->report.last_error[0] ? fd->report.last_error : NULL, "output", out);
 	if (!o)
 		return NULL;
 	if (!timed_out && WIFEXITED(j->status))

@@ -69,7 +69,7 @@
 /* How many chunks are requested so far, a record of its own per request
  * ("tsync.recsent/REQUESTER/ID"): staged before each chunk's request, so
  * that the request's commit holds it, without the whole record again. */
-#define RECOVERY_SENT "tsync.recsent/"
+#define RECOVERY_SENT    "tsync.recsent/"
 #define RECOVERY_KEEP_US ((int64_t)30 * 86400 * 1000000)
 
 struct answer {
@@ -621,15 +621,17 @@ void node__recovery_resumed(tsync_node *node, struct store_request *q)
 {
 	json_t *b;
 	struct chunk_req *c;
+	const char *entity;
 	bool mine;
 
 	if (!q->type_name || strcmp(q->type_name, "recovery_data") || !q->body || q->done)
 		return;
 	/* Its own chunks only: an application may send the type too. */
 	b = json_loads(q->body, 0, NULL);
-	mine = json_is_string(json_object_get(b, "request")) && json_is_integer(json_object_get(b, "chunk")) &&
-	       !strcmp(json_string_value(json_object_get(b, "entity")) ? json_string_value(json_object_get(b, "entity")) : "",
-	               tsync_node_name(node));
+	entity = json_string_value(json_object_get(b, "entity"));
+	mine = json_is_string(json_object_get(b, "request")) &&
+	       json_is_integer(json_object_get(b, "chunk")) && entity &&
+	       !strcmp(entity, tsync_node_name(node));
 	json_decref(b);
 	if (!mine || !(c = calloc(1, sizeof(*c))))
 		return;

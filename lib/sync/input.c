@@ -598,7 +598,8 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 		/* Answered by sync__answer(), later; a repeat meanwhile is not
 		 * answered (defer.c). */
 		if (r != TSYNC_DEFERRED)
-			log_error(e->log, "handler for %s deferred its answer but returned %d: answered later all the same",
+			log_error(e->log,
+			          "handler for %s deferred its answer but returned %d: answered later",
 			          req.type, r);
 		free(res);
 		engine__answer_free(a);
@@ -607,7 +608,8 @@ static void on_request(struct sync_engine *e, struct sync_peer *p, const struct 
 		return;
 	}
 	if (r == TSYNC_DEFERRED) {
-		log_error(e->log, "handler for %s returned TSYNC_DEFERRED without tsync_request_defer(): refused",
+		log_error(e->log,
+		          "handler for %s returned TSYNC_DEFERRED without tsync_request_defer(): refused",
 		          req.type);
 		r = -EINVAL;
 	}

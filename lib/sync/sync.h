@@ -406,7 +406,7 @@ struct sync_engine {
 	 * on disk before the application's act they would say "done" for it. */
 	struct kept_answer *kept;
 	size_t n_kept, cap_kept;
-	struct defer_cur defer_cur;     /* the handler running now, if any */
+	struct defer_cur defer_cur;      /* the handler running now, if any */
 	struct tsync_deferred *deferred; /* deferred requests not answered yet */
 
 	uint64_t rejected_unknown[TSYNC_REJ_COUNT];
@@ -486,8 +486,7 @@ int sync__defer(struct sync_engine *e, const tsync_request *req, struct tsync_de
 /* Answers a deferred request (status and result as a handler's) and frees
  * d. 0; TSYNC_ECANCELED when the request no longer waits for it (a failed
  * commit hook undid it); -EINVAL (d unknown); -ENOMEM. */
-int sync__answer(struct sync_engine *e, struct tsync_deferred *d, int status, const char *res,
-                 uint64_t now);
+int sync__answer(struct sync_engine *e, struct tsync_deferred *d, int status, const char *res, uint64_t now);
 /* sync__free(): the deferred requests still unanswered are dropped. */
 void defer__free_all(struct sync_engine *e);
 

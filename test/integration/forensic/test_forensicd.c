@@ -852,8 +852,8 @@ static void test_report_async(void **state)
 	child = fork();
 	assert_true(child >= 0);
 	if (child == 0) {
-		rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "300", "cmd", "--to", "FOR", "forensics", "report",
-		             NULL);
+		rc = tdh_ctl(t, &out, &err, "-n", "PI-A", "-t", "300", "cmd", "--to", "FOR", "forensics",
+		             "report", NULL);
 		if (rc == 0 && out)
 			tdh_write(first_out, out);
 		_exit(rc);

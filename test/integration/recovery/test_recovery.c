@@ -1625,9 +1625,10 @@ static void test_e2e_store_and_pushd_killed(void **state)
 	}
 	assert_held_once(e, &h);
 	assert_true(h.restarts <= 3 * THINGS);
-	printf("data store and pushd killed -9 together 3 times while recovering: owners made %zu changes; the "
-	       "collector holds %lld, each once: %lld live, %lld by recovery\n",
-	       e->n_changes, h.rows, h.live, h.recovery);
+	printf(
+	    "data store and pushd killed -9 together 3 times while recovering: owners made %zu changes; the "
+	    "collector holds %lld, each once: %lld live, %lld by recovery\n",
+	    e->n_changes, h.rows, h.live, h.recovery);
 }
 
 static bool probes_ok(struct env *e, const void *arg)
