@@ -27,6 +27,7 @@
 #include "util/util.h"
 
 #define RECV_BATCH       64 /* datagrams read per wake-up before others get a turn */
+#define TIMER_RECV_MAX   512 /* read before a timer's decision (timer_cb()) */
 #define RESOLVE_RETRY_US (10u * 1000000u)
 /* How often the cumuls note that the controller is alive: after a crash,
  * at most this much of a thing's last value is counted as unknown. */
@@ -298,6 +299,8 @@ static void op_send(void *ctx, uint32_t peer, const void *buf, size_t len)
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
+static unsigned rx_read(struct tsync_node *n, unsigned max);
+static void flush_now(struct tsync_node *n);
 
 static void op_arm(void *ctx, uint32_t peer, uint64_t delay_us)
 {
@@ -327,6 +330,16 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct peer_addr *a = arg;
 
 	tx_begin(a->node);
+	/* What the peer sent may be waiting unread: libevent runs the timers
+	 * due in a turn after the socket's callback, which reads at most
+	 * RECV_BATCH datagrams, or one after a lone read. A node that was not
+	 * scheduled for longer than the timeout (a busy machine) would then
+	 * resend everything to peers whose acknowledgements it holds. Read
+	 * them first (up to TIMER_RECV_MAX, a bound against a flood), and
+	 * flush what they made due (commit first, as always), so that the
+	 * timer sees what the peer said. */
+	if (rx_read(a->node, TIMER_RECV_MAX))
+		flush_now(a->node);
 	sync__timer(a->node->eng, a->peer, util__now_us());
 	tx_end(a->node);
 }
@@ -752,18 +765,19 @@ static void op_rejected(void *ctx, const char *peer, tsync_reject why, const cha
 		rejlog_arm(n, ratelog__tick(&n->rejlog, now), now);
 }
 
-static void rx_cb(evutil_socket_t fd, short what, void *arg)
+/* Reads and handles what waits in the socket, up to max datagrams. A turn
+ * of RECV_BATCH may start with a single read (udp__turn_want()); a longer
+ * one, the timer's, reads in batches. Returns how many were read. */
+static unsigned rx_read(struct tsync_node *n, unsigned max)
 {
-	struct tsync_node *n = arg;
 	size_t hint = 0;
 	unsigned total = 0;
 
-	tx_begin(n);
-	while (total < RECV_BATCH) {
-		unsigned want = RECV_BATCH - total < UDP_BATCH ? RECV_BATCH - total : UDP_BATCH;
+	while (total < max) {
+		unsigned want = max - total < UDP_BATCH ? max - total : UDP_BATCH;
 		unsigned got;
 
-		if (total == 0)
+		if (total == 0 && max == RECV_BATCH)
 			want = udp__turn_want(&n->rx, want);
 		got = udp__recv(n->fd, &n->rx, want);
 		uint64_t now = util__now_us(); /* one reading for what one call read */
@@ -780,6 +794,15 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 		if (got < want || want == 1)
 			break;
 	}
+	return total;
+}
+
+static void rx_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tsync_node *n = arg;
+
+	tx_begin(n);
+	rx_read(n, RECV_BATCH);
 	/* One commit and one answer per peer for the whole batch, and the
 	 * answers in one system call, in this turn. */
 	flush_now(n);
