@@ -203,6 +203,8 @@ void sync__free(struct sync_engine *e)
 	}
 	free(e->kept);
 	free(e->things);
+	free(e->shared);
+	buf__free(&e->shared_buf);
 	free(e->peers);
 	free(e->flushq);
 	free(e->rx_sets);
@@ -1338,9 +1340,10 @@ static void fl_send(struct flush *f)
 		f->full = true;
 }
 
-/* Adds a message, starting a new datagram when the current one is full.
+/* Adds a message (or, with raw, its bytes as a writer wrote them before:
+ * wire__add_raw()), starting a new datagram when the current one is full.
  * Returns false when the budget is spent and the message was not added. */
-static bool fl_add(struct flush *f, const struct wire_msg *m)
+static bool fl_add_as(struct flush *f, const struct wire_msg *m, const char *raw, size_t raw_len)
 {
 	int r;
 
@@ -1351,7 +1354,7 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 		fl_begin(f);
 	if (f->full)
 		return false;
-	r = wire__add(&f->e->writer, m);
+	r = raw ? wire__add_raw(&f->e->writer, raw, raw_len) : wire__add(&f->e->writer, m);
 	if (r == -EMSGSIZE && f->e->writer.n_msgs > 0) {
 		fl_send(f);
 		if (f->full)
@@ -1359,7 +1362,7 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 		fl_begin(f);
 		if (f->full)
 			return false;
-		r = wire__add(&f->e->writer, m);
+		r = raw ? wire__add_raw(&f->e->writer, raw, raw_len) : wire__add(&f->e->writer, m);
 	}
 	if (r < 0) {
 		/* A message the wire refuses (too large for an empty datagram, or
@@ -1374,6 +1377,83 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 	}
 	f->added = true;
 	return true;
+}
+
+static bool fl_add(struct flush *f, const struct wire_msg *m)
+{
+	return fl_add_as(f, m, NULL, 0);
+}
+
+/* Where a set's bytes of this pass are (sync.h, shared). */
+struct shared_set {
+	uint32_t gen; /* shared_gen of the pass that wrote them; 0: none */
+	uint32_t off; /* in shared_buf: its version (8 bytes), length (4), bytes */
+};
+
+/* Adds the set m of thing t: the bytes another peer's datagram got in this
+ * pass if there are any, the writer's otherwise (kept for the next peer).
+ * A seed peer's sets have no "ver" and are never shared. */
+static bool shared_add(struct flush *f, uint32_t t, const struct wire_msg *m)
+{
+	struct sync_engine *e = f->e;
+	struct shared_set *sh;
+	const char *bytes;
+	uint64_t ver;
+	uint32_t len;
+	size_t n;
+
+	if (!e->shared_on || f->p->seed)
+		return fl_add(f, m);
+	if (!e->shared) {
+		e->shared = calloc(e->site->n_things ? e->site->n_things : 1, sizeof(*e->shared));
+		if (!e->shared) {
+			e->shared_on = false;
+			return fl_add(f, m);
+		}
+	}
+	sh = &e->shared[t];
+	if (sh->gen == e->shared_gen) {
+		memcpy(&ver, e->shared_buf.data + sh->off, sizeof(ver));
+		memcpy(&len, e->shared_buf.data + sh->off + sizeof(ver), sizeof(len));
+		if (ver == m->ver) {
+			if (!fl_add_as(f, m, e->shared_buf.data + sh->off + sizeof(ver) + sizeof(len), len))
+				return false;
+			e->shared_copies += f->added;
+			return true;
+		}
+	}
+	if (!fl_add(f, m))
+		return false;
+	if (!f->added)
+		return true;
+	bytes = wire__last_msg(&e->writer, &n);
+	len = (uint32_t)n;
+	ver = m->ver;
+	sh->gen = 0;
+	if (e->shared_buf.len > UINT32_MAX - sizeof(ver) - sizeof(len) - n ||
+	    buf__reserve(&e->shared_buf, sizeof(ver) + sizeof(len) + n) < 0)
+		return true; /* the next peer writes its own */
+	sh->off = (uint32_t)e->shared_buf.len;
+	sh->gen = e->shared_gen;
+	buf__append(&e->shared_buf, &ver, sizeof(ver));
+	buf__append(&e->shared_buf, &len, sizeof(len));
+	buf__append(&e->shared_buf, bytes, n);
+	return true;
+}
+
+/* A pass of flushes begins (several peers: sets are shared) or ends. */
+static void shared_pass(struct sync_engine *e, bool on)
+{
+	e->shared_on = on;
+	if (!on)
+		return;
+	buf__reset(&e->shared_buf);
+	if (++e->shared_gen == 0) {
+		/* Wrapped: no entry may look current. */
+		if (e->shared)
+			memset(e->shared, 0, (e->site->n_things ? e->site->n_things : 1) * sizeof(*e->shared));
+		e->shared_gen = 1;
+	}
 }
 
 static bool due(const struct flush *f, uint64_t sent_us)
@@ -1430,7 +1510,7 @@ static void flush_sets(struct flush *f)
 		m.val = rt->val;
 		m.has_ver = !p->seed;
 		m.ver = rt->ver;
-		if (!fl_add(f, &m))
+		if (!shared_add(f, s->thing, &m))
 			continue;
 		/* A user that acknowledges by datagram names this one. */
 		if (f->added && !p->seed)
@@ -1771,6 +1851,7 @@ void sync__flush(struct sync_engine *e, uint64_t now)
 	}
 	/* A stack: a peer is on it at most once, and may be pushed again by a
 	 * callback while we send. */
+	shared_pass(e, e->n_flushq > 1);
 	while (e->n_flushq > 0) {
 		struct sync_peer *p = &e->peers[e->flushq[--e->n_flushq]];
 		enum flush_level level = (enum flush_level)p->flush;
@@ -1779,6 +1860,7 @@ void sync__flush(struct sync_engine *e, uint64_t now)
 		if (level != FLUSH_NONE)
 			engine__flush_peer(e, p, level, SYNC_BURST_MAX);
 	}
+	shared_pass(e, false);
 }
 
 static void peer_down(struct sync_engine *e, struct sync_peer *p, const char *why, uint64_t for_us)

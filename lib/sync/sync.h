@@ -360,6 +360,16 @@ struct sync_engine {
 	size_t n_peers;
 	uint32_t *flushq; /* peers with new things to send */
 	size_t n_flushq;
+	/* A set goes to each user of its thing with the same bytes: in a pass
+	 * that flushes several peers, the first datagram that carries it
+	 * writes them and the others copy them (engine.c, shared_add()).
+	 * shared (allocated at the first such pass) is by thing: where in
+	 * shared_buf its bytes of this pass (shared_gen) are. */
+	struct shared_set *shared;
+	struct buf shared_buf;
+	uint32_t shared_gen;
+	bool shared_on;
+	uint64_t shared_copies; /* sets copied so, for tests */
 
 	struct listener *listeners;
 	size_t n_listeners;

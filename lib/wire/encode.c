@@ -527,6 +527,7 @@ static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 	o = w->b.data + w->b.len;
 	if (w->n_msgs)
 		*o++ = ',';
+	w->last = (size_t)(o - w->b.data);
 	memcpy(o, head, hl);
 	o += hl;
 	memcpy(o, m->io, nl);
@@ -563,6 +564,7 @@ int wire__add(struct wire_writer *w, const struct wire_msg *m)
 		if (r < 0)
 			goto leave;
 	}
+	w->last = w->b.len;
 	r = put_msg(w, m);
 	if (r < 0)
 		goto leave;
@@ -571,6 +573,31 @@ int wire__add(struct wire_writer *w, const struct wire_msg *m)
 leave:
 	truncate_to(w, mark);
 	return r;
+}
+
+int wire__add_raw(struct wire_writer *w, const char *msg, size_t len)
+{
+	size_t need = (w->n_msgs ? 1 : 0) + len, used = w->b.len + close_len(w);
+	char *o;
+
+	if (w->n_msgs >= w->codec->max_msgs || used > w->limit || need > w->limit - used)
+		return -EMSGSIZE;
+	/* wire__begin() reserved the whole datagram, the tag's room included. */
+	if (w->b.cap <= w->b.len + need) {
+		int r = buf__reserve(&w->b, need);
+		if (r < 0)
+			return r;
+	}
+	o = w->b.data + w->b.len;
+	if (w->n_msgs)
+		*o++ = ',';
+	w->last = (size_t)(o - w->b.data);
+	memcpy(o, msg, len);
+	o += len;
+	*o = '\0';
+	w->b.len = (size_t)(o - w->b.data);
+	w->n_msgs++;
+	return 0;
 }
 
 int wire__finish(struct wire_writer *w, const void **out, size_t *len)

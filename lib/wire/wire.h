@@ -185,6 +185,7 @@ struct wire_writer {
 	bool legacy;
 	size_t n_msgs;
 	size_t limit; /* max bytes of JSON, before the tag */
+	size_t last;  /* where the last message added starts (after its comma) */
 };
 
 void wire__writer_init(struct wire_writer *w, const struct wire_codec *c);
@@ -209,6 +210,22 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env);
  * receiver rejects duplicate keys), and res must be valid JSON: neither is
  * parsed here. */
 int wire__add(struct wire_writer *w, const struct wire_msg *m);
+
+/* The bytes of the message the last successful wire__add() or
+ * wire__add_raw() wrote (without the comma before it), valid until the
+ * writer's next call. */
+static inline const char *wire__last_msg(const struct wire_writer *w, size_t *len)
+{
+	*len = w->b.len - w->last;
+	return w->b.data + w->last;
+}
+
+/* Appends a message exactly as wire__last_msg() gave it from a writer of
+ * the same codec: the same bytes again, for another peer's datagram,
+ * without writing them anew. 0; -EMSGSIZE as wire__add() (writer
+ * unchanged). The bytes are not checked again: pass only what a writer
+ * wrote. */
+int wire__add_raw(struct wire_writer *w, const char *msg, size_t len);
 
 /* Closes the datagram and appends the tag. *out stays valid until the next
  * wire__begin() or wire__writer_free(). 0 or -ENOMEM; -EIO if libsodium

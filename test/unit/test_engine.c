@@ -1879,6 +1879,95 @@ static void test_acks_by_datagram_under_loss(void **state)
 	free(body);
 }
 
+/* A set that goes to several users in one flush is written once and copied
+ * into the other users' datagrams (engine.c, shared_add()). Every datagram
+ * the owner sent is exactly what writing its messages anew gives (decoded,
+ * then encoded again with its own envelope: the same bytes), carries the
+ * round's values and versions (nothing from an earlier round), and the
+ * copies were made: 300 things shared by B and C, 50 for B alone. */
+static void check_owner_datagrams(struct sim *s, int round, size_t *sets)
+{
+	const struct wire_codec *c = &s->n[0].e->codec;
+
+	for (struct packet *p = s->captured; p; p = p->next) {
+		struct wire_datagram dg;
+		struct wire_writer w;
+		tsync_reject rej;
+		const void *out;
+		size_t len;
+
+		if (p->from != 0)
+			continue;
+		assert_int_equal(wire__decode(c, p->data, p->len, &dg, &rej), 0);
+		wire__writer_init(&w, c);
+		assert_int_equal(wire__begin(&w, &dg.env), 0);
+		for (size_t i = 0; i < dg.n_msgs; i++) {
+			const struct wire_msg *m = &dg.msgs[i];
+			tsync_thing_state st;
+			char *end;
+			long t;
+			assert_int_equal(m->type, WIRE_T_IO);
+			assert_int_equal(m->op, WIRE_OP_SET);
+			assert_true(m->io[0] == 't' || m->io[0] == 'u');
+			t = strtol(m->io + 1, &end, 10);
+			assert_int_equal(*end, '\0');
+			assert_int_equal(m->val.u.i, round * 100000 + (m->io[0] == 'u' ? 1000 : 0) + t);
+			assert_int_equal(sync__get(s->n[0].e, m->io, &st), 0);
+			assert_int_equal(m->ver, st.version);
+			assert_int_equal(wire__add(&w, m), 0);
+			(*sets)++;
+		}
+		assert_int_equal(wire__finish(&w, &out, &len), 0);
+		assert_int_equal(len, p->len);
+		assert_memory_equal(out, p->data, len - WIRE_TAG_BYTES);
+		wire__writer_free(&w);
+		wire__datagram_release(&dg);
+	}
+}
+
+static void test_shared_set_bytes(void **state)
+{
+	char *body = batch_site(300), *more;
+	size_t n = strlen(body), cap = n + 50 * 64;
+	struct sim *s;
+
+	(void)state;
+	more = realloc(body, cap);
+	assert_non_null(more);
+	body = more;
+	for (int t = 0; t < 50; t++)
+		n += (size_t)snprintf(body + n, cap - n, "[thing u%d]\nowner = A\ntype = int\nusers = B\n", t);
+	s = sim_new(body, true, 13);
+	assert_true(sim_settle(s, 10000000));
+	for (int r = 1; r <= 3; r++) {
+		uint64_t copies0 = s->n[0].e->shared_copies;
+		size_t sets = 0;
+
+		s->capture = true;
+		for (int t = 0; t < 350; t++) {
+			char name[16];
+			tsync_value v = tsync_int(r * 100000 + (t < 300 ? t : 1000 + t - 300));
+			snprintf(name, sizeof(name), t < 300 ? "t%d" : "u%d", t < 300 ? t : t - 300);
+			assert_int_equal(sync__set(s->n[0].e, name, &v, s->now), 0);
+		}
+		assert_true(sim_settle(s, 600000000));
+		check_owner_datagrams(s, r, &sets);
+		assert_int_equal(sets, 650); /* no loss: each once */
+		assert_int_equal(s->n[0].e->shared_copies - copies0, 300);
+		for (uint32_t u = 1; u <= 2; u++)
+			assert_int_equal(get(s, u, "t299").u.i, r * 100000 + 299);
+		assert_int_equal(get(s, 1, "u49").u.i, r * 100000 + 1049);
+		while (s->captured) {
+			struct packet *p = s->captured;
+			s->captured = p->next;
+			free(p);
+		}
+	}
+	assert_int_equal(s->n[0].e->peers[0].st.retransmits, 0);
+	sim_free(s);
+	free(body);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1910,6 +1999,7 @@ int main(void)
 	    cmocka_unit_test(test_failed_set_and_cmd_reported),
 	    cmocka_unit_test(test_acks_by_datagram),
 	    cmocka_unit_test(test_acks_by_datagram_under_loss),
+	    cmocka_unit_test(test_shared_set_bytes),
 	};
 	int r;
 

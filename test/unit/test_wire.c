@@ -1122,6 +1122,88 @@ static void test_writer_max_msgs(void **state)
 	wire__writer_free(&w);
 }
 
+/* A message added again from its bytes (wire__last_msg(), wire__add_raw(),
+ * as the engine does for a set that goes to several users) makes the same
+ * datagram, to the byte, as writing it does, and stops at the same place
+ * when the datagram is full or holds max_msgs. */
+static void test_add_raw_same_bytes(void **state)
+{
+	struct wire_env env = env_of("controller-7", 12, 345);
+	struct wire_msg m[3];
+	struct wire_writer w, r;
+	const char *bytes[3];
+	size_t lens[3], n;
+
+	m[0] = io_msg(WIRE_OP_SET, "is_armed"); /* the batch's shape (add_io_fast) */
+	m[0].has_val = true;
+	m[0].val = tsync_int(-12345);
+	m[0].has_ver = true;
+	m[0].ver = 99;
+	m[1] = io_msg(WIRE_OP_SET, "display\ttext"); /* the general writer */
+	m[1].has_val = true;
+	m[1].val = tsync_string("\"quoted\" \\ and \x01");
+	m[1].has_ver = true;
+	m[1].ver = 100;
+	m[2] = io_msg(WIRE_OP_SET, "temp");
+	m[2].has_val = true;
+	m[2].val = tsync_float(21.5);
+	m[2].has_ver = true;
+	m[2].ver = 101;
+	for (int keyed = 0; keyed < 2; keyed++) {
+		for (uint32_t max = 120; max <= 900; max += 11) {
+			struct wire_codec c = keyed ? keyed_codec(key_a) : plain_codec();
+			struct wire_writer one;
+			size_t i = 0;
+			int ra, rb;
+
+			c.max_datagram = max;
+			c.max_msgs = 5 + max % 7;
+			/* Each message's bytes, as a writer left them. */
+			wire__writer_init(&one, &c);
+			for (int k = 0; k < 3; k++) {
+				assert_int_equal(wire__begin(&one, &env), 0);
+				if (wire__add(&one, &m[k]) < 0) {
+					lens[k] = 0;
+					continue;
+				}
+				bytes[k] = wire__last_msg(&one, &n);
+				lens[k] = n;
+				bytes[k] = memcpy(malloc(n), bytes[k], n);
+				assert_true(n > 0 && bytes[k][0] == '{' && bytes[k][n - 1] == '}');
+			}
+			wire__writer_free(&one);
+			if (!lens[0] || !lens[1] || !lens[2]) {
+				for (int k = 0; k < 3; k++)
+					if (lens[k])
+						free((void *)bytes[k]);
+				continue;
+			}
+			wire__writer_init(&w, &c);
+			wire__writer_init(&r, &c);
+			assert_int_equal(wire__begin(&w, &env), 0);
+			assert_int_equal(wire__begin(&r, &env), 0);
+			for (;; i++) {
+				ra = wire__add(&w, &m[i % 3]);
+				rb = wire__add_raw(&r, bytes[i % 3], lens[i % 3]);
+				assert_int_equal(ra, rb);
+				if (ra < 0)
+					break;
+				/* The copy's last message is the bytes copied. */
+				assert_memory_equal(wire__last_msg(&r, &n), bytes[i % 3], lens[i % 3]);
+				assert_int_equal(n, lens[i % 3]);
+			}
+			assert_int_equal(ra, -EMSGSIZE);
+			assert_int_equal(w.n_msgs, r.n_msgs);
+			assert_int_equal(w.b.len, r.b.len);
+			assert_memory_equal(w.b.data, r.b.data, w.b.len);
+			wire__writer_free(&w);
+			wire__writer_free(&r);
+			for (int k = 0; k < 3; k++)
+				free((void *)bytes[k]);
+		}
+	}
+}
+
 static void test_oversize_datagram(void **state)
 {
 	struct wire_codec c = plain_codec();
@@ -1628,6 +1710,7 @@ int main(void)
 	    cmocka_unit_test(test_batch_messages_read),
 	    cmocka_unit_test(test_full_datagram_fits),
 	    cmocka_unit_test(test_writer_max_msgs),
+	    cmocka_unit_test(test_add_raw_same_bytes),
 	    cmocka_unit_test(test_oversize_datagram),
 	    cmocka_unit_test(test_too_many_msgs),
 	    cmocka_unit_test(test_malformed_json),
