@@ -693,24 +693,24 @@ static void decode_msg(const struct wire_codec *c, const struct jv *f, struct wi
  * *v and the byte after it, or NULL (then parse_number() decides). */
 static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
 {
-	const char *q = s;
+	const char *q = s, *end;
 	bool neg = *q == '-';
-	uint64_t acc = 0, limit;
+	uint64_t acc = 0;
 
 	if (neg && !allow_neg)
 		return NULL;
 	q += neg;
 	if (*q == '0' ? is_digit(q[1]) : !is_digit(*q))
 		return NULL;
-	limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-	for (; is_digit(*q); q++) {
-		unsigned dig = (unsigned)(*q - '0');
-		if (acc > (limit - dig) / 10)
+	/* Up to 18 digits cannot overflow: no check per digit. Longer ones
+	 * (rare: a version or value of 10^18 or more) are parse_number()'s. */
+	for (end = q; is_digit(*end); end++)
+		if (end - q >= 18)
 			return NULL;
-		acc = acc * 10 + dig;
-	}
+	for (; q < end; q++)
+		acc = acc * 10 + (unsigned)(*q - '0');
 	*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
-	return q;
+	return end;
 }
 
 /*
