@@ -521,7 +521,11 @@ static void cumul_event(void *ud, tsync_node *node, const tsync_event *ev)
 	uint32_t ix;
 
 	(void)node;
-	if (!n->cumul || !owned_ix(n, ev->thing, &ix))
+	if (!n->cumul)
+		return;
+	/* The engine names the thing's index: no lookup by name per change. */
+	ix = sync__event_thing(n->eng, ev);
+	if (ix == UINT32_MAX ? !owned_ix(n, ev->thing, &ix) : n->site->things[ix].owner != n->me)
 		return;
 	if (ev->kind == TSYNC_EVENT_CHANGED) {
 		cumul__value(n->cumul, ix, &ev->value, node_realtime(n));

@@ -80,6 +80,7 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	e->log = log;
 	e->node = node;
 	e->heartbeat_us = (uint64_t)site->heartbeat_ms * 1000u;
+	e->event_thing = UINT32_MAX;
 	/* Two and a half periods: one lost heartbeat is not a death, two in a
 	 * row (or none at all) are. */
 	e->silent_us = e->heartbeat_us * 5u / 2u;
@@ -251,6 +252,22 @@ void engine__emit(struct sync_engine *e, const tsync_event *ev)
 		e->listeners[i].fn(e->listeners[i].userdata, e->node, ev);
 }
 
+void engine__emit_thing(struct sync_engine *e, uint32_t t, const tsync_event *ev)
+{
+	uint32_t was = e->event_thing; /* a listener's own set emits inside */
+
+	e->event_thing = t;
+	engine__emit(e, ev);
+	e->event_thing = was;
+}
+
+uint32_t sync__event_thing(const struct sync_engine *e, const tsync_event *ev)
+{
+	uint32_t t = e->event_thing;
+
+	return t < e->site->n_things && ev->thing == e->site->things[t].name ? t : UINT32_MAX;
+}
+
 static void slot_dirty(struct sync_engine *e, struct sync_peer *p, uint32_t k)
 {
 	if (!p->out[k].listed) {
@@ -307,7 +324,7 @@ void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v
 	ev.thing = e->site->things[t].name;
 	ev.value = rt->val;
 	ev.controller = by;
-	engine__emit(e, &ev);
+	engine__emit_thing(e, t, &ev);
 }
 
 int sync__restore(struct sync_engine *e, const char *thing, const tsync_value *v)
@@ -647,7 +664,7 @@ int engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, u
 	ev.value = *v;
 	ev.pulse_ms = ms;
 	ev.controller = by;
-	engine__emit(e, &ev);
+	engine__emit_thing(e, t, &ev);
 	return 0;
 }
 

@@ -140,7 +140,7 @@ static void apply_copy(struct sync_engine *e, struct sync_peer *p, uint32_t t, c
 	ev.value = rt->val;
 	ev.controller = p->name;
 	e->acts_pending = true;
-	engine__emit(e, &ev);
+	engine__emit_thing(e, t, &ev);
 }
 
 /* A user asks the owner (me) to set a thing: to_be in, as_is out. */

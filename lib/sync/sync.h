@@ -370,6 +370,7 @@ struct sync_engine {
 	uint32_t shared_gen;
 	bool shared_on;
 	uint64_t shared_copies; /* sets copied so, for tests */
+	uint32_t event_thing; /* the thing of the event being emitted, or UINT32_MAX */
 
 	struct listener *listeners;
 	size_t n_listeners;
@@ -438,6 +439,9 @@ int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, 
 int sync__send_request(struct sync_engine *e, const char *controller, const char *type, const char *role,
                        const char *cmd, const char *body_json, tsync_done_fn done, void *ud, uint64_t now);
 int sync__on_event(struct sync_engine *e, tsync_event_fn fn, void *ud);
+/* In a listener: the index of the event's thing, without a lookup by name,
+ * or UINT32_MAX (not known: look it up). */
+uint32_t sync__event_thing(const struct sync_engine *e, const tsync_event *ev);
 int sync__on_request(struct sync_engine *e, const char *type, const char *role, const char *cmd,
                      tsync_request_fn fn, void *ud);
 void sync__set_write_hook(struct sync_engine *e, tsync_write_fn fn, void *ud);
@@ -461,6 +465,9 @@ int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsyn
 
 /* Internal to lib/sync (engine.c <-> input.c). */
 void engine__emit(struct sync_engine *e, const tsync_event *ev);
+/* The same for an event about thing t, which sync__event_thing() then names
+ * to the listeners. */
+void engine__emit_thing(struct sync_engine *e, uint32_t t, const tsync_event *ev);
 /* The owner acts on a pulse once (hook, event) and passes it on to every
  * user; TSYNC_EWRITE if the pulse hook failed (then nothing else happens),
  * another negative code if it could not be made durable first (then it did

@@ -175,6 +175,9 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 		tsync_thing_state st;
 		sn->changed++;
 		assert_int_equal(name_index__get(&sn->sim->site->thing_ix, ev->thing, &t), 0);
+		/* Every change names its thing's index to the listeners (what
+		 * the node's cumul takes instead of a lookup by name). */
+		assert_int_equal(sync__event_thing(sn->e, ev), t);
 		assert_int_equal(sync__get(sn->e, ev->thing, &st), 0);
 		/* A receiver never goes back to an older (boot, version). */
 		if (!st.owned && (st.owner_boot < sn->last_boot[t] ||
@@ -183,6 +186,7 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 		sn->last_ver[t] = st.version;
 		sn->last_boot[t] = st.owner_boot;
 	} else if (ev->kind == TSYNC_EVENT_PEER_DOWN || ev->kind == TSYNC_EVENT_PEER_UP) {
+		assert_int_equal(sync__event_thing(sn->e, ev), UINT32_MAX);
 		assert_int_equal(name_index__get(&sn->sim->site->controller_ix, ev->controller, &t), 0);
 		if (ev->kind == TSYNC_EVENT_PEER_UP) {
 			sn->ups[t]++;
@@ -192,6 +196,7 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 		}
 	} else if (ev->kind == TSYNC_EVENT_PULSE) {
 		assert_int_equal(name_index__get(&sn->sim->site->thing_ix, ev->thing, &t), 0);
+		assert_true(sync__event_thing(sn->e, ev) == t || sync__event_thing(sn->e, ev) == UINT32_MAX);
 		sn->pulses[t]++;
 		sn->crash_now |= sn->crash_after_act;
 	}
