@@ -1013,6 +1013,45 @@ static void test_batch_messages_text(void **state)
 	wire__writer_free(&w);
 }
 
+/* Every number of digits, both ways, and the envelope's numbers: the
+ * writer's digits (two at a time) are printf's. */
+static void test_numbers_text(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_msg m = io_msg(WIRE_OP_SET, "t");
+	struct wire_writer w;
+	const void *out;
+	size_t len;
+	char want[256];
+
+	(void)state;
+	for (int k = 0; k <= 19; k++) {
+		uint64_t p = 1;
+		for (int i = 0; i < k; i++)
+			p *= 10;
+		for (int d = -1; d <= 1; d++) {
+			uint64_t u = k == 19 ? (uint64_t)INT64_MAX - (d == 1 ? 0 : 1 + (uint64_t)d) : p + (uint64_t)d;
+			struct wire_env env = env_of("a", u ? u : 1, u ? u : 1);
+			if (k == 0 && d < 0)
+				continue;
+			for (int neg = 0; neg < 2; neg++) {
+				int64_t v = neg ? (u == (uint64_t)INT64_MAX ? INT64_MIN : -(int64_t)u) : (int64_t)u;
+				m.has_val = m.has_ver = true;
+				m.val = tsync_int(v);
+				m.ver = u;
+				encode(&w, &c, &env, &m, 1, &out, &len);
+				snprintf(want, sizeof(want),
+				         "{\"v\":1,\"from\":\"a\",\"boot\":%llu,\"seq\":%llu,\"msgs\":[{\"type\":\"io\","
+				         "\"cmd\":\"set\",\"io\":\"t\",\"val\":%lld,\"ver\":%llu}]}",
+				         (unsigned long long)(u ? u : 1), (unsigned long long)(u ? u : 1), (long long)v,
+				         (unsigned long long)u);
+				assert_string_equal(out, want);
+				wire__writer_free(&w);
+			}
+		}
+	}
+}
+
 /* The reader's short way for the writer's batch messages gives what the
  * general way gives, and leaves every other spelling to it. */
 static void test_batch_messages_read(void **state)
@@ -1707,6 +1746,7 @@ int main(void)
 	    cmocka_unit_test(test_emsgsize_keeps_writer),
 	    cmocka_unit_test(test_acks_in_envelope),
 	    cmocka_unit_test(test_batch_messages_text),
+	    cmocka_unit_test(test_numbers_text),
 	    cmocka_unit_test(test_batch_messages_read),
 	    cmocka_unit_test(test_full_datagram_fits),
 	    cmocka_unit_test(test_writer_max_msgs),
