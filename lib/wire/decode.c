@@ -693,24 +693,26 @@ static void decode_msg(const struct wire_codec *c, const struct jv *f, struct wi
  * *v and the byte after it, or NULL (then parse_number() decides). */
 static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
 {
-	const char *q = s, *end;
+	const char *q = s;
 	bool neg = *q == '-';
 	uint64_t acc = 0;
+	unsigned dig, n;
 
 	if (neg && !allow_neg)
 		return NULL;
 	q += neg;
 	if (*q == '0' ? is_digit(q[1]) : !is_digit(*q))
 		return NULL;
-	/* Up to 18 digits cannot overflow: no check per digit. Longer ones
-	 * (rare: a version or value of 10^18 or more) are parse_number()'s. */
-	for (end = q; is_digit(*end); end++)
-		if (end - q >= 18)
+	/* Up to 18 digits cannot overflow: no check of the value per digit.
+	 * Longer ones (rare: a version or value of 10^18 or more) are
+	 * parse_number()'s. */
+	for (n = 0; (dig = (unsigned)((unsigned char)*q - '0')) <= 9; q++, n++) {
+		if (n >= 18)
 			return NULL;
-	for (; q < end; q++)
-		acc = acc * 10 + (unsigned)(*q - '0');
+		acc = acc * 10 + dig;
+	}
 	*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
-	return end;
+	return q;
 }
 
 /*
