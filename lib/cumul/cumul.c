@@ -250,8 +250,14 @@ static void clear_counters(struct cthing *t)
 static int keep(tsync_value *dst, const tsync_value *src)
 {
 	tsync_value tmp;
-	int r = value__copy(&tmp, src);
+	int r;
 
+	/* Numbers and booleans own nothing: a plain copy (every change). */
+	if (dst->type != TSYNC_TYPE_STRING && src->type != TSYNC_TYPE_STRING) {
+		*dst = *src;
+		return 0;
+	}
+	r = value__copy(&tmp, src);
 	if (r < 0)
 		return r;
 	value__clear(dst);
