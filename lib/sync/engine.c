@@ -1505,12 +1505,18 @@ static void flush_sets(struct flush *f)
 	struct sync_engine *e = f->e;
 	struct sync_peer *p = f->p;
 	size_t keep = 0, k;
+	struct wire_msg m;
 
+	/* What every set has; the loop fills in the rest. */
+	memset(&m, 0, sizeof(m));
+	m.type = WIRE_T_IO;
+	m.op = WIRE_OP_SET;
+	m.has_val = true;
+	m.has_ver = !p->seed;
 	for (k = 0; k < p->n_dirty; k++) {
 		uint32_t si = p->dirty[k];
 		struct out_slot *s = &p->out[si];
 		struct thing_rt *rt = &e->things[s->thing];
-		struct wire_msg m;
 
 		if (s->acked_ver >= rt->ver) {
 			s->listed = false; /* acknowledged: off the list */
@@ -1519,13 +1525,8 @@ static void flush_sets(struct flush *f)
 		p->dirty[keep++] = si;
 		if (!(s->sent_ver < rt->ver || due(f, s->sent_us)) || f->full)
 			continue;
-		memset(&m, 0, sizeof(m));
-		m.type = WIRE_T_IO;
-		m.op = WIRE_OP_SET;
 		m.io = e->site->things[s->thing].name;
-		m.has_val = true;
 		m.val = rt->val;
-		m.has_ver = !p->seed;
 		m.ver = rt->ver;
 		if (!shared_add(f, s->thing, &m))
 			continue;

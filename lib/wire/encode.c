@@ -490,6 +490,16 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 	return r;
 }
 
+/* Whether a name of a batch message may have byte c as it is: ASCII from
+ * 0x20 (DEL too) but '"' (0x22) and '\\' (0x5c), as the reader's short way takes
+ * it, by a bit of a mask instead of five tests a byte. */
+static inline bool plain(unsigned char c)
+{
+	static const uint64_t mask[2] = {0xFFFFFFFB00000000u, 0xFFFFFFFFEFFFFFFFu};
+
+	return c < 128 && (mask[c >> 6] >> (c & 63)) & 1;
+}
+
 /*
  * The message of a batch, a set or a reply of an integer or a boolean with
  * its version and nothing else, whose thing name is plain ASCII: written in
@@ -510,7 +520,7 @@ static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 	    (m->val.type != TSYNC_TYPE_INT && m->val.type != TSYNC_TYPE_BOOL) || m->ver > INT64_MAX)
 		return 0;
 	for (const unsigned char *p = (const unsigned char *)m->io; *p; p++, nl++)
-		if (*p < 0x20 || *p >= 0x80 || *p == '"' || *p == '\\' || nl >= WIRE_NAME_MAX)
+		if (!plain(*p) || nl >= WIRE_NAME_MAX)
 			return 0;
 	if (nl == 0)
 		return 0;

@@ -1052,6 +1052,46 @@ static void test_numbers_text(void **state)
 	}
 }
 
+/* Every byte of ASCII in a set's name, the fast writer's and the general
+ * one's choice alike: as it is, or escaped as JSON wants. */
+static void test_name_bytes_text(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_env env = env_of("a", 1, 1);
+	struct wire_msg m = io_msg(WIRE_OP_SET, NULL);
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+	char name[4], esc[8], want[256];
+
+	(void)state;
+	for (int b = 1; b < 128; b++) {
+		snprintf(name, sizeof(name), "a%cb", b);
+		if (b < 0x20)
+			snprintf(esc, sizeof(esc), "\\u%04x", b);
+		else if (b == '"' || b == '\\')
+			snprintf(esc, sizeof(esc), "\\%c", b);
+		else
+			snprintf(esc, sizeof(esc), "%c", b);
+		m.io = name;
+		m.has_val = m.has_ver = true;
+		m.val = tsync_int(7);
+		m.ver = 9;
+		encode(&w, &c, &env, &m, 1, &out, &len);
+		snprintf(want, sizeof(want),
+		         "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[{\"type\":\"io\",\"cmd\":\"set\","
+		         "\"io\":\"a%sb\",\"val\":7,\"ver\":9}]}",
+		         esc);
+		assert_string_equal(out, want);
+		assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+		assert_string_equal(dg.msgs[0].io, name);
+		wire__datagram_release(&dg);
+		wire__writer_free(&w);
+	}
+}
+
 /* The reader's short way for the writer's batch messages gives what the
  * general way gives, and leaves every other spelling to it. */
 static void test_batch_messages_read(void **state)
@@ -1747,6 +1787,7 @@ int main(void)
 	    cmocka_unit_test(test_acks_in_envelope),
 	    cmocka_unit_test(test_batch_messages_text),
 	    cmocka_unit_test(test_numbers_text),
+	    cmocka_unit_test(test_name_bytes_text),
 	    cmocka_unit_test(test_batch_messages_read),
 	    cmocka_unit_test(test_full_datagram_fits),
 	    cmocka_unit_test(test_writer_max_msgs),
