@@ -437,7 +437,8 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 	for (uint32_t i = 0; env->acks_ok && i < env->n_acks; i++)
 		if (env->acks[i][0] == 0 || env->acks[i][0] > env->acks[i][1] || env->acks[i][1] > INT64_MAX)
 			return -EINVAL;
-	r = put_str(w, w->codec->key ? "{\"v\":2,\"from\":" : "{\"v\":1,\"from\":");
+	_Static_assert(WIRE_VERSION == 3 && WIRE_VERSION_PLAIN == 1, "the envelope's \"v\" below");
+	r = put_str(w, w->codec->key ? "{\"v\":3,\"from\":" : "{\"v\":1,\"from\":");
 	if (r == 0)
 		r = put_json_string(w, env->from);
 	if (r == 0)

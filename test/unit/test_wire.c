@@ -1415,13 +1415,13 @@ static void test_auth(void **state)
 	assert_int_equal(wire__auth_verify(key_b, copy, 6, copy + 6), -EBADMSG);
 }
 
-/* The tag of "v":2 (auth.c): a fresh nonce per datagram, in a forked child
- * too; HMAC-SHA-512-256 tags ("v":1) no longer pass; each version only with
- * its own kind of site. */
+/* The tag of "v":3 (auth.c; test_wire_auth checks what it is): a fresh
+ * nonce per datagram, in a forked child too; HMAC-SHA-512-256 tags ("v":1)
+ * no longer pass; each version only with its own kind of site. */
 static void test_auth_v2(void **state)
 {
 	static const char v1[] = "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
-	static const char v2[] = "{\"v\":2,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
+	static const char v2[] = "{\"v\":3,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
 	struct wire_codec c = keyed_codec(key_a), plain = plain_codec();
 	struct wire_datagram dg;
 	tsync_reject rej;
@@ -1471,7 +1471,7 @@ static void test_auth_v2(void **state)
 	crypto_auth(a + n, a, n, key_a);
 	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
 	assert_int_equal(rej, TSYNC_REJ_AUTH);
-	/* A good tag on "v":1, and "v":2 without a key: refused envelopes. */
+	/* A good tag on "v":1, and "v":3 without a key: refused envelopes. */
 	assert_int_equal(wire__auth_tag(key_a, a, n, a + n), 0);
 	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
 	assert_int_equal(rej, TSYNC_REJ_JSON);
