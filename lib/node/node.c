@@ -106,6 +106,9 @@ struct tsync_node {
 	 * (own_base, not in tsync_node_run*()) nothing runs it but the next
 	 * tsync_node_run*(), which flushes first: no event is needed. */
 	bool flush_wanted, flush_ev_active, in_loop;
+	/* Handling the datagrams of a receive turn, which ends with a flush of
+	 * its own (rx_cb()): a flush wanted meanwhile needs no event. */
+	bool in_rx;
 };
 
 TSYNC_API void tsync_node_options_init(tsync_node_options *opts)
@@ -336,7 +339,7 @@ static void op_want_flush(void *ctx)
 	struct tsync_node *n = ctx;
 
 	n->flush_wanted = true;
-	if (!n->flush_ev_active && (n->in_loop || !n->own_base)) {
+	if (!n->flush_ev_active && !n->in_rx && (n->in_loop || !n->own_base)) {
 		n->flush_ev_active = true;
 		event_active(n->flush_ev, EV_TIMEOUT, 0);
 	}
@@ -759,6 +762,7 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 	unsigned total = 0;
 
 	tx_begin(n);
+	n->in_rx = true;
 	while (total < RECV_BATCH) {
 		unsigned want = RECV_BATCH - total < UDP_BATCH ? RECV_BATCH - total : UDP_BATCH;
 		unsigned got;
@@ -781,7 +785,9 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 			break;
 	}
 	/* One commit and one answer per peer for the whole batch, and the
-	 * answers in one system call, in this turn. */
+	 * answers in one system call, in this turn. What the flush itself
+	 * wants later (a window still full) is an event again. */
+	n->in_rx = false;
 	flush_now(n);
 	tx_end(n);
 }

@@ -50,15 +50,29 @@ static int put_str(struct wire_writer *w, const char *s)
 	return put(w, s, strlen(s));
 }
 
+/* Two digits a step: an envelope holds two 16-digit boots, and a digit at
+ * a time was a tenth of a small datagram's writing (BENCHMARKS.md
+ * "Session 10: round trip"). */
 static int put_u64(struct wire_writer *w, uint64_t v)
 {
+	static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+	                               "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+	                               "8081828384858687888990919293949596979899";
 	char tmp[24];
 	size_t i = sizeof(tmp);
 
-	do {
-		tmp[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
+	while (v >= 100) {
+		unsigned d = (unsigned)(v % 100) * 2;
+		v /= 100;
+		tmp[--i] = pairs[d + 1];
+		tmp[--i] = pairs[d];
+	}
+	if (v >= 10) {
+		tmp[--i] = pairs[v * 2 + 1];
+		tmp[--i] = pairs[v * 2];
+	} else {
+		tmp[--i] = (char)('0' + v);
+	}
 	return put(w, tmp + i, sizeof(tmp) - i);
 }
 

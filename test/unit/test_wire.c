@@ -660,6 +660,45 @@ static void test_int_limits(void **state)
 	wire__writer_free(&w);
 }
 
+/* Integers as text, two digits a step (encode.c's put_u64()): each side of
+ * every power of ten, written as printf() writes them and read back. */
+static void test_int_digits(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+	uint64_t p = 1;
+
+	(void)state;
+	for (int e = 0; e <= 19; e++, p *= 10) {
+		uint64_t vals[3] = {p - 1, p, p + 1};
+		for (int k = 0; k < 3; k++) {
+			uint64_t v = vals[k] > INT64_MAX ? INT64_MAX : vals[k];
+			struct wire_env env = env_of("a", v ? v : 1, 1);
+			struct wire_msg m = io_msg(WIRE_OP_SET, "i");
+			char want[64];
+
+			m.has_val = true;
+			m.val = tsync_int((int64_t)v);
+			m.has_ver = true;
+			m.ver = v;
+			encode(&w, &c, &env, &m, 1, &out, &len);
+			snprintf(want, sizeof(want), "\"boot\":%llu,", (unsigned long long)(v ? v : 1));
+			assert_non_null(strstr(out, want));
+			snprintf(want, sizeof(want), "\"val\":%llu,\"ver\":%llu}", (unsigned long long)v,
+			         (unsigned long long)v);
+			assert_non_null(strstr(out, want));
+			assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+			assert_true(dg.msgs[0].val.u.i == (int64_t)v && dg.msgs[0].ver == v);
+			wire__datagram_release(&dg);
+			wire__writer_free(&w);
+		}
+	}
+}
+
 static void test_encode_refuses_invalid(void **state)
 {
 	struct wire_codec c = plain_codec();
@@ -1621,6 +1660,7 @@ int main(void)
 	    cmocka_unit_test(test_string_escaping),
 	    cmocka_unit_test(test_float_format),
 	    cmocka_unit_test(test_int_limits),
+	    cmocka_unit_test(test_int_digits),
 	    cmocka_unit_test(test_encode_refuses_invalid),
 	    cmocka_unit_test(test_emsgsize_keeps_writer),
 	    cmocka_unit_test(test_acks_in_envelope),
