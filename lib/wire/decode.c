@@ -250,6 +250,26 @@ static bool is_alpha(char c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
+/* The value of the digits [d, q) if it is at most limit. Eighteen digits
+ * cannot pass INT64_MAX: only those after them are checked (the check was
+ * a third of reading an envelope; BENCHMARKS.md "Session 10: round trip"). */
+static bool digits_value(const char *d, const char *q, uint64_t limit, uint64_t *out)
+{
+	const char *fast = q - d > 18 ? d + 18 : q;
+	uint64_t acc = 0;
+
+	for (; d < fast; d++)
+		acc = acc * 10 + (unsigned)(*d - '0');
+	for (; d < q; d++) {
+		unsigned dig = (unsigned)(*d - '0');
+		if (acc > (limit - dig) / 10)
+			return false;
+		acc = acc * 10 + dig;
+	}
+	*out = acc;
+	return true;
+}
+
 static int parse_number(struct parser *P, struct jv *v)
 {
 	char *s = P->p, *q = s, *e;
@@ -269,13 +289,9 @@ static int parse_number(struct parser *P, struct jv *v)
 	}
 	if (*q != '.' && *q != 'e' && *q != 'E') {
 		/* An integer: within int64, as strtoll would have it. */
-		uint64_t acc = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-		for (const char *d = neg ? s + 1 : s; d < q; d++) {
-			unsigned dig = (unsigned)(*d - '0');
-			if (acc > (limit - dig) / 10)
-				return -1;
-			acc = acc * 10 + dig;
-		}
+		uint64_t acc;
+		if (!digits_value(neg ? s + 1 : s, q, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &acc))
+			return -1;
 		v->k = JK_INT;
 		v->i = neg ? (int64_t)(0 - acc) : (int64_t)acc;
 		P->p = q;
@@ -392,15 +408,24 @@ struct name {
 		lit, sizeof(lit) - 1                                                                         \
 	}
 
-/* Which of names[] the key is, or -1. */
-static int field_of(const struct name *names, int n_names, const char *s, uint32_t n)
+/* Which of names[] the key is, or -1. The writer writes them in order:
+ * names[*next] (the one after the last found) is tried first. */
+static int field_of(const struct name *names, int n_names, const char *s, uint32_t n, int *next)
 {
+	int h = *next;
+
 	if (n == 0 || n > 7) /* the longest name the wire reads: "to_boot" */
 		return -1;
+	if (h < n_names && names[h].n == n && memcmp(names[h].s, s, n) == 0) {
+		*next = h + 1;
+		return h;
+	}
 	for (int i = 0; i < n_names; i++)
 		if (names[i].n == n && names[i].s[0] == s[0] &&
-		    (n == 1 || memcmp(names[i].s + 1, s + 1, n - 1) == 0))
+		    (n == 1 || memcmp(names[i].s + 1, s + 1, n - 1) == 0)) {
+			*next = i + 1;
 			return i;
+		}
 	return -1;
 }
 
@@ -486,6 +511,7 @@ static int parse_object(struct parser *P, int depth, const struct name *names, i
 	size_t base = P->nkeys;
 	struct jv scratch;
 	uint32_t seen = 0; /* the names[] met so far */
+	int next = 0;      /* the name expected next (field_of()) */
 
 	if (open_empty(P, '}'))
 		return 0;
@@ -496,7 +522,7 @@ static int parse_object(struct parser *P, int depth, const struct name *names, i
 
 		if (*P->p != '"' || P->p >= P->end || parse_string(P, &ks, &kn) < 0)
 			return -1;
-		f = names ? field_of(names, n_names, ks, kn) : -1;
+		f = names ? field_of(names, n_names, ks, kn, &next) : -1;
 		if (f >= 0) {
 			if (seen & (1u << f))
 				return -1;
@@ -693,9 +719,9 @@ static void decode_msg(const struct wire_codec *c, const struct jv *f, struct wi
  * *v and the byte after it, or NULL (then parse_number() decides). */
 static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
 {
-	const char *q = s;
+	const char *q = s, *digits;
 	bool neg = *q == '-';
-	uint64_t acc = 0, limit;
+	uint64_t acc, limit;
 
 	if (neg && !allow_neg)
 		return NULL;
@@ -703,12 +729,11 @@ static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
 	if (*q == '0' ? is_digit(q[1]) : !is_digit(*q))
 		return NULL;
 	limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-	for (; is_digit(*q); q++) {
-		unsigned dig = (unsigned)(*q - '0');
-		if (acc > (limit - dig) / 10)
-			return NULL;
-		acc = acc * 10 + dig;
-	}
+	digits = q;
+	while (is_digit(*q))
+		q++;
+	if (!digits_value(digits, q, limit, &acc))
+		return NULL;
 	*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
 	return q;
 }

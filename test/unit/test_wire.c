@@ -693,6 +693,7 @@ static void test_int_digits(void **state)
 			assert_non_null(strstr(out, want));
 			assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
 			assert_true(dg.msgs[0].val.u.i == (int64_t)v && dg.msgs[0].ver == v);
+			assert_true(dg.env.boot == (v ? v : 1));
 			wire__datagram_release(&dg);
 			wire__writer_free(&w);
 		}
