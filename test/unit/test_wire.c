@@ -1521,6 +1521,78 @@ static void test_auth_v2(void **state)
 	wire__datagram_release(&dg);
 }
 
+/* The reader's fast envelope (decode.c, parse_env_fast()): the writer's
+ * own shape is read by it; anything else falls back to the general reader
+ * on a fresh copy of the text, even after the fast one read the messages in
+ * place (their strings then end with NULs). Each case with a decoder kept
+ * across datagrams and with a fresh one. */
+static void test_envelope_fast_and_fallback(void **state)
+{
+	static const char set[] = "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":7,\"ver\":3}";
+	static const struct {
+		const char *head, *tail;
+		bool ok;
+		uint64_t seq;
+		uint32_t n_acks;
+	} cases[] = {
+	    /* the writer's own */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"to_boot\":6,\"re\":2,\"dw\":1,\"ack\":[1,2,4,4],\"msgs\":[",
+	     "]}", true, 9, 2},
+	    /* a member after "msgs": read the general way, from the original text */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "],\"zz\":[1]}", true, 9, 0},
+	    /* the same member twice, once before and once after "msgs" */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "],\"seq\":10}", false, 0, 0},
+	    /* space, another order, an escaped name */
+	    {"{\"v\":1, \"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "] }", true, 9, 0},
+	    {"{\"from\":\"abc\",\"v\":1,\"seq\":9,\"boot\":5,\"msgs\":[", "]}", true, 9, 0},
+	    {"{\"v\":1,\"from\":\"a\\u0062c\",\"boot\":5,\"seq\":9,\"msgs\":[", "]}", true, 9, 0},
+	    /* "ack": an element < 1 or an odd count refuses the envelope */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[0,1],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[1,2,3],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[1,],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[],\"msgs\":[", "]}", true, 9, 0},
+	    /* a real, a leading zero, a number too large */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9.0,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":05,\"seq\":9,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9223372036854775808,\"msgs\":[", "]}", false, 0, 0},
+	    /* text after the envelope */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "]}x", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "]} ", true, 9, 0},
+	};
+	struct wire_codec c = plain_codec();
+	struct wire_decoder *kept;
+	char text[512];
+
+	(void)state;
+	assert_int_equal(wire__decoder_new(&c, &kept), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		for (int how = 0; how < 2; how++) {
+			struct wire_datagram dg;
+			tsync_reject rej;
+			int r;
+			size_t len = (size_t)snprintf(text, sizeof(text), "%s%s%s", cases[i].head, set, cases[i].tail);
+
+			r = how ? wire__decode(&c, text, len, &dg, &rej) : wire__decode_in(kept, text, len, &dg, &rej);
+			if ((r == 0) != cases[i].ok)
+				fail_msg("%s: %d (%s)", text, r, tsync_reject_name(rej));
+			if (r == 0) {
+				assert_string_equal(dg.env.from, "abc");
+				assert_int_equal(dg.env.boot, 5);
+				assert_int_equal(dg.env.seq, cases[i].seq);
+				assert_int_equal(dg.env.n_acks, cases[i].n_acks);
+				assert_int_equal(dg.n_msgs, 1);
+				assert_false(dg.msgs[0].bad);
+				assert_string_equal(dg.msgs[0].io, "t0");
+				assert_true(dg.msgs[0].val.u.i == 7 && dg.msgs[0].ver == 3);
+			} else {
+				assert_int_equal(rej, TSYNC_REJ_JSON);
+			}
+			wire__datagram_release(&dg);
+		}
+	}
+	wire__decoder_free(kept);
+}
+
 /* ------------------------------------------------------------------ replay window */
 
 static void test_replay_in_order_and_duplicates(void **state)
@@ -1678,6 +1750,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_message_fields_kept),
 	    cmocka_unit_test(test_auth),
 	    cmocka_unit_test(test_auth_v2),
+	    cmocka_unit_test(test_envelope_fast_and_fallback),
 	    cmocka_unit_test(test_replay_in_order_and_duplicates),
 	    cmocka_unit_test(test_replay_out_of_order),
 	    cmocka_unit_test(test_replay_boots),
