@@ -1521,6 +1521,72 @@ static void test_auth_v2(void **state)
 	wire__datagram_release(&dg);
 }
 
+/* The writer's envelope, written in one go for a plain name (encode.c,
+ * begin_fast()) or member by member otherwise: the same text either way,
+ * as printf() would write it, for envelopes with and without each optional
+ * member and numbers of every length; a datagram too small for it refuses
+ * it whole. */
+static void test_envelope_text_fast(void **state)
+{
+	static const struct {
+		const char *name, *json; /* as given, as written */
+	} names[] = {{"PI-Light", "PI-Light"}, {"a", "a"}, {"q\"b\\", "q\\\"b\\\\"}, {"\xc3\xa9t\xc3\xa9", "\xc3\xa9t\xc3\xa9"}};
+	uint64_t x = 0x9e3779b97f4a7c15u;
+
+	(void)state;
+	for (int i = 0; i < 400; i++) {
+		struct wire_codec c = i % 2 ? keyed_codec(key_a) : plain_codec();
+		struct wire_env env;
+		struct wire_writer w;
+		char want[1400], *o = want;
+		uint64_t n[4];
+		const void *out;
+		size_t len;
+
+		for (int k = 0; k < 4; k++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			n[k] = (x >> (x % 63)) & INT64_MAX;
+		}
+		env = env_of(names[i % 4].name, n[0] ? n[0] : 1, n[1] ? n[1] : 1);
+		env.to_boot = i % 3 ? n[2] : 0;
+		env.re = i % 5 ? n[3] : 0;
+		env.durable = i % 7 == 0;
+		env.acks_ok = i % 4 != 1;
+		env.n_acks = env.acks_ok ? (uint32_t)(i % (WIRE_ACK_RANGES + 1)) : 0;
+		for (uint32_t a = 0; a < env.n_acks; a++) {
+			env.acks[a][0] = (n[a % 4] >> a) | 1;
+			env.acks[a][1] = env.acks[a][0] + a;
+		}
+		o += sprintf(o, "{\"v\":%d,\"from\":\"%s\",\"boot\":%llu,\"seq\":%llu", i % 2 ? WIRE_VERSION : 1,
+		             names[i % 4].json, (unsigned long long)env.boot, (unsigned long long)env.seq);
+		if (env.to_boot)
+			o += sprintf(o, ",\"to_boot\":%llu", (unsigned long long)env.to_boot);
+		if (env.re)
+			o += sprintf(o, ",\"re\":%llu", (unsigned long long)env.re);
+		if (env.durable)
+			o += sprintf(o, ",\"dw\":1");
+		if (env.acks_ok) {
+			o += sprintf(o, ",\"ack\":[");
+			for (uint32_t a = 0; a < env.n_acks; a++)
+				o += sprintf(o, "%s%llu,%llu", a ? "," : "", (unsigned long long)env.acks[a][0],
+				             (unsigned long long)env.acks[a][1]);
+			o += sprintf(o, "]");
+		}
+		sprintf(o, ",\"msgs\":[]}");
+		encode(&w, &c, &env, NULL, 0, &out, &len);
+		assert_int_equal(len, strlen(want) + (i % 2 ? WIRE_TAG_BYTES : 0));
+		assert_memory_equal(out, want, strlen(want));
+		wire__writer_free(&w);
+
+		/* Too small a datagram: refused whole, the writer left empty. */
+		c.max_datagram = (uint32_t)(strlen(want) / 2 + (i % 2 ? WIRE_TAG_BYTES : 0));
+		wire__writer_init(&w, &c);
+		assert_int_equal(wire__begin(&w, &env), -EMSGSIZE);
+		assert_int_equal(w.b.len, 0);
+		wire__writer_free(&w);
+	}
+}
+
 /* The reader's fast envelope (decode.c, parse_env_fast()): the writer's
  * own shape is read by it; anything else falls back to the general reader
  * on a fresh copy of the text, even after the fast one read the messages in
@@ -1751,6 +1817,7 @@ int main(void)
 	    cmocka_unit_test(test_auth),
 	    cmocka_unit_test(test_auth_v2),
 	    cmocka_unit_test(test_envelope_fast_and_fallback),
+	    cmocka_unit_test(test_envelope_text_fast),
 	    cmocka_unit_test(test_replay_in_order_and_duplicates),
 	    cmocka_unit_test(test_replay_out_of_order),
 	    cmocka_unit_test(test_replay_boots),
