@@ -1462,10 +1462,11 @@ static void test_auth_v2(void **state)
 {
 	static const char v1[] = "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
 	static const char v2[] = "{\"v\":3,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
-	struct wire_codec c = keyed_codec(key_a), plain = plain_codec();
+	struct wire_codec c = keyed_codec(key_a), plain = plain_codec(), pc = keyed_codec(key_a);
+	struct wire_auth_key *prep;
 	struct wire_datagram dg;
 	tsync_reject rej;
-	uint8_t a[256], b[256], child[WIRE_TAG_BYTES];
+	uint8_t a[256], b[256], child[WIRE_TAG_BYTES], t_parent[WIRE_TAG_BYTES];
 	size_t n = sizeof(v2) - 1;
 	int fds[2], status;
 	pid_t pid;
@@ -1487,14 +1488,19 @@ static void test_auth_v2(void **state)
 	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
 	assert_int_equal(rej, TSYNC_REJ_AUTH);
 
-	/* A forked child does not repeat its parent's nonces. */
+	/* A forked child does not repeat its parent's nonces, and its
+	 * prepared key (a copy of the parent's, whose sending subkey is the
+	 * parent prefix's) computes the subkey of its own prefix. */
+	assert_int_equal(wire__auth_prepare(key_a, &prep), 0);
+	pc.auth = prep;
+	assert_int_equal(wire__codec_tag(&pc, v2, n, t_parent), 0);
 	assert_int_equal(pipe(fds), 0);
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		uint8_t t[WIRE_TAG_BYTES];
 		ssize_t w = -1;
-		if (wire__auth_tag(key_a, v2, n, t) == 0)
+		if (wire__codec_tag(&pc, v2, n, t) == 0)
 			w = write(fds[1], t, sizeof(t));
 		_exit(w == (ssize_t)sizeof(t) ? 0 : 1);
 	}
@@ -1505,6 +1511,13 @@ static void test_auth_v2(void **state)
 	close(fds[1]);
 	assert_int_equal(wire__auth_tag(key_a, b, n, b + n), 0);
 	assert_memory_not_equal(child, b + n, 8); /* the random prefix */
+	assert_memory_not_equal(child, t_parent, 8);
+	assert_int_equal(wire__auth_verify(key_a, v2, n, child), 0);
+	assert_int_equal(wire__codec_verify(&pc, v2, n, child), 0);
+	/* The parent's own subkey is still right for its prefix. */
+	assert_int_equal(wire__codec_tag(&pc, v2, n, t_parent), 0);
+	assert_int_equal(wire__auth_verify(key_a, v2, n, t_parent), 0);
+	wire__auth_free(prep);
 
 	/* The old tag, HMAC-SHA-512-256 of a "v":1 envelope, is refused. */
 	memcpy(a, v1, n);

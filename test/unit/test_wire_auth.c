@@ -3,7 +3,8 @@
  * libsodium's own XChaCha20-Poly1305, and the subkeys a prepared key keeps
  * (the sender's, per nonce prefix; the receiver's table of the last
  * senders'), which must never let a tag pass that the plain construction
- * would refuse, nor refuse one it would pass.
+ * would refuse, nor refuse one it would pass. (A forked child's sending
+ * subkey: test_wire's test_auth_v2.)
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -12,8 +13,6 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 #include <sodium.h>
@@ -157,51 +156,11 @@ static void test_receiver_table(void **state)
 	wire__auth_free(other);
 }
 
-/* A forked child draws a new prefix; its prepared key (a copy of the
- * parent's, the parent's sending subkey in it) must notice and compute the
- * subkey of the new prefix, or its tags would be wrong. */
-static void test_fork_new_subkey(void **state)
-{
-	struct wire_auth_key *prep;
-	struct wire_codec c = {.key = key_a, .max_datagram = 1400, .max_msgs = 64, .max_string = 256};
-	uint8_t parent[WIRE_TAG_BYTES], child[WIRE_TAG_BYTES];
-	int fds[2], status;
-	pid_t pid;
-
-	(void)state;
-	assert_int_equal(wire__auth_prepare(key_a, &prep), 0);
-	c.auth = prep;
-	assert_int_equal(wire__codec_tag(&c, text, TEXT_LEN, parent), 0);
-	assert_int_equal(pipe(fds), 0);
-	pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		uint8_t t[WIRE_TAG_BYTES];
-		ssize_t w = -1;
-		if (wire__codec_tag(&c, text, TEXT_LEN, t) == 0)
-			w = write(fds[1], t, sizeof(t));
-		_exit(w == (ssize_t)sizeof(t) ? 0 : 1);
-	}
-	assert_int_equal(read(fds[0], child, sizeof(child)), (ssize_t)sizeof(child));
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-	close(fds[0]);
-	close(fds[1]);
-	assert_memory_not_equal(child, parent, 8);
-	assert_true(sodium_ok(key_a, text, TEXT_LEN, child));
-	assert_int_equal(wire__codec_verify(&c, text, TEXT_LEN, child), 0);
-	/* The parent's own subkey is still right for its prefix. */
-	assert_int_equal(wire__codec_tag(&c, text, TEXT_LEN, parent), 0);
-	assert_true(sodium_ok(key_a, text, TEXT_LEN, parent));
-	wire__auth_free(prep);
-}
-
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_tag_is_xchacha),
 	    cmocka_unit_test(test_receiver_table),
-	    cmocka_unit_test(test_fork_new_subkey),
 	};
 
 	return cmocka_run_group_tests(tests, setup, NULL);
