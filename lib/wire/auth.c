@@ -66,13 +66,10 @@ static const char kdf_context[] = "thingsync wire v2: XChaCha20-Poly1305 MAC key
 static atomic_bool sodium_ready;
 
 /* The nonces of this process: a random prefix, a counter after it. A child
- * of fork() must not repeat its parent's: it draws a new prefix. Each draw
- * has its own generation, which tells a prepared key that its sending
- * subkey is stale. */
+ * of fork() must not repeat its parent's: it draws a new prefix. */
 static atomic_bool nonce_ready;
 static uint8_t nonce_prefix[PREFIX_BYTES];
 static atomic_uint_fast64_t nonce_counter;
-static atomic_uint_fast64_t nonce_gen;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void nonce_forked(void)
@@ -96,9 +93,8 @@ static int auth_init(void)
 	return 0;
 }
 
-/* The next nonce as it goes on the wire (prefix, counter little-endian);
- * returns the prefix's generation (never 0). */
-static uint64_t next_nonce(uint8_t wire[NONCE_BYTES])
+/* The next nonce as it goes on the wire (prefix, counter little-endian). */
+static void next_nonce(uint8_t wire[NONCE_BYTES])
 {
 	uint64_t n;
 
@@ -106,14 +102,12 @@ static uint64_t next_nonce(uint8_t wire[NONCE_BYTES])
 		/* Two threads may both draw: either prefix is as good. */
 		randombytes_buf(nonce_prefix, sizeof(nonce_prefix));
 		atomic_store(&nonce_counter, 0);
-		atomic_fetch_add(&nonce_gen, 1);
 		atomic_store_explicit(&nonce_ready, true, memory_order_release);
 	}
 	n = atomic_fetch_add(&nonce_counter, 1);
 	memcpy(wire, nonce_prefix, PREFIX_BYTES);
 	for (int i = 0; i < 8; i++)
 		wire[PREFIX_BYTES + i] = (uint8_t)(n >> (8 * i));
-	return atomic_load(&nonce_gen);
 }
 
 /* The MAC key, and the HChaCha20 subkeys worth keeping: this process's
@@ -121,7 +115,8 @@ static uint64_t next_nonce(uint8_t wire[NONCE_BYTES])
  * used by one thread at a time (a node's engine). */
 struct wire_auth_key {
 	uint8_t k[crypto_aead_xchacha20poly1305_ietf_KEYBYTES];
-	uint64_t tx_gen; /* nonce_gen that tx_sub is for; 0: none yet */
+	bool tx_ok;                    /* tx_sub is the subkey of tx_prefix */
+	uint8_t tx_prefix[PREFIX_BYTES];
 	uint8_t tx_sub[SUB_BYTES];
 	struct {
 		bool used;
@@ -177,11 +172,13 @@ static int verify_sub(const uint8_t sub[SUB_BYTES], const void *data, size_t len
 
 static void tag_with(struct wire_auth_key *k, const void *data, size_t len, uint8_t tag[WIRE_TAG_BYTES])
 {
-	uint64_t gen = next_nonce(tag);
-
-	if (k->tx_gen != gen) {
+	next_nonce(tag);
+	/* The prefix just written decides, not a flag of the process: a new
+	 * one (after fork(), or drawn by another thread) gets its subkey. */
+	if (!k->tx_ok || memcmp(k->tx_prefix, tag, PREFIX_BYTES) != 0) {
 		subkey(k->k, tag, k->tx_sub);
-		k->tx_gen = gen;
+		memcpy(k->tx_prefix, tag, PREFIX_BYTES);
+		k->tx_ok = true;
 	}
 	tag_sub(k->tx_sub, data, len, tag);
 }
@@ -212,7 +209,7 @@ int wire__auth_tag(const uint8_t *key, const void *data, size_t len, uint8_t tag
 	if (r < 0)
 		return r;
 	derive(key, k);
-	(void)next_nonce(tag);
+	next_nonce(tag);
 	subkey(k, tag, sub);
 	tag_sub(sub, data, len, tag);
 	sodium_memzero(k, sizeof(k));
