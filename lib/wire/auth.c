@@ -18,7 +18,7 @@
  * then costs one ChaCha20 block and Poly1305, not HChaCha20 on top (about
  * 1,100 instructions of 3,900 for a 200-byte datagram, on each side;
  * BENCHMARKS.md "Session 10: round trip"). The tag is XChaCha20-Poly1305's
- * under that nonce exactly (test_wire checks it against libsodium's own
+ * under that nonce exactly (test_wire_auth checks it against libsodium's own
  * XChaCha20 call); "v":2 put the counter into the HChaCha20 part.
  *
  * XChaCha20-Poly1305 replaced HMAC-SHA-512-256 (crypto_auth, "v":1) because
