@@ -107,6 +107,9 @@ struct tsync_node {
 	 * (own_base, not in tsync_node_run*()) nothing runs it but the next
 	 * tsync_node_run*(), which flushes first: no event is needed. */
 	bool flush_wanted, flush_ev_active, in_loop;
+	/* Handling the datagrams of a receive turn, which ends with a flush of
+	 * its own (rx_cb()): a flush wanted meanwhile needs no event. */
+	bool in_rx;
 };
 
 TSYNC_API void tsync_node_options_init(tsync_node_options *opts)
@@ -349,7 +352,7 @@ static void op_want_flush(void *ctx)
 	struct tsync_node *n = ctx;
 
 	n->flush_wanted = true;
-	if (!n->flush_ev_active && (n->in_loop || !n->own_base)) {
+	if (!n->flush_ev_active && !n->in_rx && (n->in_loop || !n->own_base)) {
 		n->flush_ev_active = true;
 		event_active(n->flush_ev, EV_TIMEOUT, 0);
 	}
@@ -777,6 +780,9 @@ static unsigned rx_read(struct tsync_node *n, unsigned max)
 	size_t hint = 0;
 	unsigned total = 0;
 
+	/* A flush wanted while the datagrams are handled needs no event: the
+	 * caller flushes when the read ends. */
+	n->in_rx = true;
 	while (total < max) {
 		unsigned want = max - total < UDP_BATCH ? max - total : UDP_BATCH;
 		unsigned got;
@@ -798,6 +804,7 @@ static unsigned rx_read(struct tsync_node *n, unsigned max)
 		if (got < want || want == 1)
 			break;
 	}
+	n->in_rx = false;
 	return total;
 }
 
@@ -808,7 +815,8 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 	tx_begin(n);
 	rx_read(n, RECV_BATCH);
 	/* One commit and one answer per peer for the whole batch, and the
-	 * answers in one system call, in this turn. */
+	 * answers in one system call, in this turn. What the flush itself
+	 * wants later (a window still full) is an event again. */
 	flush_now(n);
 	tx_end(n);
 }

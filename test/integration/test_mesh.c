@@ -355,7 +355,7 @@ static void test_burst_and_oversize(void **state)
 	to = node0_addr(f);
 	for (int i = 0; i < 100; i++) {
 		len = (size_t)snprintf(forged, sizeof(forged),
-		                       "{\"v\":2,\"from\":\"PI-Light\",\"boot\":9,\"seq\":%d,\"msgs\":[]}"
+		                       "{\"v\":3,\"from\":\"PI-Light\",\"boot\":9,\"seq\":%d,\"msgs\":[]}"
 		                       "0123456789abcdef0123456789abcdef",
 		                       i + 1);
 		assert_true(sendto(fd, forged, len, 0, (struct sockaddr *)&to, sizeof(to)) > 0);

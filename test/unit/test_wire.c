@@ -1046,6 +1046,13 @@ static void test_numbers_text(void **state)
 				         (unsigned long long)(u ? u : 1), (unsigned long long)(u ? u : 1), (long long)v,
 				         (unsigned long long)u);
 				assert_string_equal(out, want);
+				/* and read back as written */
+				struct wire_datagram dg;
+				tsync_reject rej;
+				assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+				assert_true(dg.msgs[0].val.u.i == v && dg.msgs[0].ver == u);
+				assert_true(dg.env.boot == (u ? u : 1));
+				wire__datagram_release(&dg);
 				wire__writer_free(&w);
 			}
 		}
@@ -1576,17 +1583,18 @@ static void test_auth(void **state)
 	assert_int_equal(wire__auth_verify(key_b, copy, 6, copy + 6), -EBADMSG);
 }
 
-/* The tag of "v":2 (auth.c): a fresh nonce per datagram, in a forked child
- * too; HMAC-SHA-512-256 tags ("v":1) no longer pass; each version only with
- * its own kind of site. */
+/* The tag of "v":3 (auth.c; test_wire_auth checks what it is): a fresh
+ * nonce per datagram, in a forked child too; HMAC-SHA-512-256 tags ("v":1)
+ * no longer pass; each version only with its own kind of site. */
 static void test_auth_v2(void **state)
 {
 	static const char v1[] = "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
-	static const char v2[] = "{\"v\":2,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
-	struct wire_codec c = keyed_codec(key_a), plain = plain_codec();
+	static const char v2[] = "{\"v\":3,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
+	struct wire_codec c = keyed_codec(key_a), plain = plain_codec(), pc = keyed_codec(key_a);
+	struct wire_auth_key *prep;
 	struct wire_datagram dg;
 	tsync_reject rej;
-	uint8_t a[256], b[256], child[WIRE_TAG_BYTES];
+	uint8_t a[256], b[256], child[WIRE_TAG_BYTES], t_parent[WIRE_TAG_BYTES];
 	size_t n = sizeof(v2) - 1;
 	int fds[2], status;
 	pid_t pid;
@@ -1608,14 +1616,19 @@ static void test_auth_v2(void **state)
 	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
 	assert_int_equal(rej, TSYNC_REJ_AUTH);
 
-	/* A forked child does not repeat its parent's nonces. */
+	/* A forked child does not repeat its parent's nonces, and its
+	 * prepared key (a copy of the parent's, whose sending subkey is the
+	 * parent prefix's) computes the subkey of its own prefix. */
+	assert_int_equal(wire__auth_prepare(key_a, &prep), 0);
+	pc.auth = prep;
+	assert_int_equal(wire__codec_tag(&pc, v2, n, t_parent), 0);
 	assert_int_equal(pipe(fds), 0);
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		uint8_t t[WIRE_TAG_BYTES];
 		ssize_t w = -1;
-		if (wire__auth_tag(key_a, v2, n, t) == 0)
+		if (wire__codec_tag(&pc, v2, n, t) == 0)
 			w = write(fds[1], t, sizeof(t));
 		_exit(w == (ssize_t)sizeof(t) ? 0 : 1);
 	}
@@ -1626,13 +1639,20 @@ static void test_auth_v2(void **state)
 	close(fds[1]);
 	assert_int_equal(wire__auth_tag(key_a, b, n, b + n), 0);
 	assert_memory_not_equal(child, b + n, 8); /* the random prefix */
+	assert_memory_not_equal(child, t_parent, 8);
+	assert_int_equal(wire__auth_verify(key_a, v2, n, child), 0);
+	assert_int_equal(wire__codec_verify(&pc, v2, n, child), 0);
+	/* The parent's own subkey is still right for its prefix. */
+	assert_int_equal(wire__codec_tag(&pc, v2, n, t_parent), 0);
+	assert_int_equal(wire__auth_verify(key_a, v2, n, t_parent), 0);
+	wire__auth_free(prep);
 
 	/* The old tag, HMAC-SHA-512-256 of a "v":1 envelope, is refused. */
 	memcpy(a, v1, n);
 	crypto_auth(a + n, a, n, key_a);
 	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
 	assert_int_equal(rej, TSYNC_REJ_AUTH);
-	/* A good tag on "v":1, and "v":2 without a key: refused envelopes. */
+	/* A good tag on "v":1, and "v":3 without a key: refused envelopes. */
 	assert_int_equal(wire__auth_tag(key_a, a, n, a + n), 0);
 	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
 	assert_int_equal(rej, TSYNC_REJ_JSON);
@@ -1640,6 +1660,144 @@ static void test_auth_v2(void **state)
 	assert_int_equal(rej, TSYNC_REJ_JSON);
 	assert_int_equal(wire__decode(&plain, v1, n, &dg, &rej), 0);
 	wire__datagram_release(&dg);
+}
+
+/* The writer's envelope, written in one go for a plain name (encode.c,
+ * begin_fast()) or member by member otherwise: the same text either way,
+ * as printf() would write it, for envelopes with and without each optional
+ * member and numbers of every length; a datagram too small for it refuses
+ * it whole. */
+static void test_envelope_text_fast(void **state)
+{
+	static const struct {
+		const char *name, *json; /* as given, as written */
+	} names[] = {{"PI-Light", "PI-Light"}, {"a", "a"}, {"q\"b\\", "q\\\"b\\\\"}, {"\xc3\xa9t\xc3\xa9", "\xc3\xa9t\xc3\xa9"}};
+	uint64_t x = 0x9e3779b97f4a7c15u;
+
+	(void)state;
+	for (int i = 0; i < 400; i++) {
+		struct wire_codec c = i % 2 ? keyed_codec(key_a) : plain_codec();
+		struct wire_env env;
+		struct wire_writer w;
+		char want[1400], *o = want;
+		uint64_t n[4];
+		const void *out;
+		size_t len;
+
+		for (int k = 0; k < 4; k++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			n[k] = (x >> (x % 63)) & INT64_MAX;
+		}
+		env = env_of(names[i % 4].name, n[0] ? n[0] : 1, n[1] ? n[1] : 1);
+		env.to_boot = i % 3 ? n[2] : 0;
+		env.re = i % 5 ? n[3] : 0;
+		env.durable = i % 7 == 0;
+		env.acks_ok = i % 4 != 1;
+		env.n_acks = env.acks_ok ? (uint32_t)(i % (WIRE_ACK_RANGES + 1)) : 0;
+		for (uint32_t a = 0; a < env.n_acks; a++) {
+			env.acks[a][0] = (n[a % 4] >> a) | 1;
+			env.acks[a][1] = env.acks[a][0] + a;
+		}
+		o += sprintf(o, "{\"v\":%d,\"from\":\"%s\",\"boot\":%llu,\"seq\":%llu", i % 2 ? WIRE_VERSION : 1,
+		             names[i % 4].json, (unsigned long long)env.boot, (unsigned long long)env.seq);
+		if (env.to_boot)
+			o += sprintf(o, ",\"to_boot\":%llu", (unsigned long long)env.to_boot);
+		if (env.re)
+			o += sprintf(o, ",\"re\":%llu", (unsigned long long)env.re);
+		if (env.durable)
+			o += sprintf(o, ",\"dw\":1");
+		if (env.acks_ok) {
+			o += sprintf(o, ",\"ack\":[");
+			for (uint32_t a = 0; a < env.n_acks; a++)
+				o += sprintf(o, "%s%llu,%llu", a ? "," : "", (unsigned long long)env.acks[a][0],
+				             (unsigned long long)env.acks[a][1]);
+			o += sprintf(o, "]");
+		}
+		sprintf(o, ",\"msgs\":[]}");
+		encode(&w, &c, &env, NULL, 0, &out, &len);
+		assert_int_equal(len, strlen(want) + (i % 2 ? WIRE_TAG_BYTES : 0));
+		assert_memory_equal(out, want, strlen(want));
+		wire__writer_free(&w);
+
+		/* Too small a datagram: refused whole, the writer left empty. */
+		c.max_datagram = (uint32_t)(strlen(want) / 2 + (i % 2 ? WIRE_TAG_BYTES : 0));
+		wire__writer_init(&w, &c);
+		assert_int_equal(wire__begin(&w, &env), -EMSGSIZE);
+		assert_int_equal(w.b.len, 0);
+		wire__writer_free(&w);
+	}
+}
+
+/* The reader's fast envelope (decode.c, parse_env_fast()): the writer's
+ * own shape is read by it; anything else falls back to the general reader
+ * on a fresh copy of the text, even after the fast one read the messages in
+ * place (their strings then end with NULs). Each case with a decoder kept
+ * across datagrams and with a fresh one. */
+static void test_envelope_fast_and_fallback(void **state)
+{
+	static const char set[] = "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":7,\"ver\":3}";
+	static const struct {
+		const char *head, *tail;
+		bool ok;
+		uint64_t seq;
+		uint32_t n_acks;
+	} cases[] = {
+	    /* the writer's own */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"to_boot\":6,\"re\":2,\"dw\":1,\"ack\":[1,2,4,4],\"msgs\":[",
+	     "]}", true, 9, 2},
+	    /* a member after "msgs": read the general way, from the original text */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "],\"zz\":[1]}", true, 9, 0},
+	    /* the same member twice, once before and once after "msgs" */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "],\"seq\":10}", false, 0, 0},
+	    /* space, another order, an escaped name */
+	    {"{\"v\":1, \"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "] }", true, 9, 0},
+	    {"{\"from\":\"abc\",\"v\":1,\"seq\":9,\"boot\":5,\"msgs\":[", "]}", true, 9, 0},
+	    {"{\"v\":1,\"from\":\"a\\u0062c\",\"boot\":5,\"seq\":9,\"msgs\":[", "]}", true, 9, 0},
+	    /* "ack": an element < 1 or an odd count refuses the envelope */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[0,1],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[1,2,3],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[1,],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[],\"msgs\":[", "]}", true, 9, 0},
+	    /* a real, a leading zero, a number too large */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9.0,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":05,\"seq\":9,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9223372036854775808,\"msgs\":[", "]}", false, 0, 0},
+	    /* text after the envelope */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "]}x", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "]} ", true, 9, 0},
+	};
+	struct wire_codec c = plain_codec();
+	struct wire_decoder *kept;
+	char text[512];
+
+	(void)state;
+	assert_int_equal(wire__decoder_new(&c, &kept), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		for (int how = 0; how < 2; how++) {
+			struct wire_datagram dg;
+			tsync_reject rej;
+			int r;
+			size_t len = (size_t)snprintf(text, sizeof(text), "%s%s%s", cases[i].head, set, cases[i].tail);
+
+			r = how ? wire__decode(&c, text, len, &dg, &rej) : wire__decode_in(kept, text, len, &dg, &rej);
+			if ((r == 0) != cases[i].ok)
+				fail_msg("%s: %d (%s)", text, r, tsync_reject_name(rej));
+			if (r == 0) {
+				assert_string_equal(dg.env.from, "abc");
+				assert_int_equal(dg.env.boot, 5);
+				assert_int_equal(dg.env.seq, cases[i].seq);
+				assert_int_equal(dg.env.n_acks, cases[i].n_acks);
+				assert_int_equal(dg.n_msgs, 1);
+				assert_false(dg.msgs[0].bad);
+				assert_string_equal(dg.msgs[0].io, "t0");
+				assert_true(dg.msgs[0].val.u.i == 7 && dg.msgs[0].ver == 3);
+			} else {
+				assert_int_equal(rej, TSYNC_REJ_JSON);
+			}
+			wire__datagram_release(&dg);
+		}
+	}
+	wire__decoder_free(kept);
 }
 
 /* ------------------------------------------------------------------ replay window */
@@ -1801,6 +1959,8 @@ int main(void)
 	    cmocka_unit_test(test_bad_message_fields_kept),
 	    cmocka_unit_test(test_auth),
 	    cmocka_unit_test(test_auth_v2),
+	    cmocka_unit_test(test_envelope_fast_and_fallback),
+	    cmocka_unit_test(test_envelope_text_fast),
 	    cmocka_unit_test(test_replay_in_order_and_duplicates),
 	    cmocka_unit_test(test_replay_out_of_order),
 	    cmocka_unit_test(test_replay_boots),
