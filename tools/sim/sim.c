@@ -222,29 +222,70 @@ static void raise_nofile(uint32_t controllers, uint32_t need)
 		    controllers, need, (unsigned long long)rl.rlim_cur);
 }
 
-/* n free UDP ports on 127.0.0.1: all sockets stay bound while asking, so the
- * kernel hands out n distinct ports. */
+/* The kernel's ephemeral port range (bind to port 0, connect()): ports the
+ * sim must not pick, since any process on the machine may take one of them
+ * between the check below and the node's bind, or while a crashed node is
+ * down. */
+static void ephemeral_range(unsigned *lo, unsigned *hi)
+{
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+
+	*lo = 32768;
+	*hi = 60999;
+	if (f) {
+		if (fscanf(f, "%u %u", lo, hi) != 2 || *lo > *hi || *hi > 65535) {
+			*lo = 32768;
+			*hi = 60999;
+		}
+		fclose(f);
+	}
+}
+
+static bool udp_port_free(uint16_t port)
+{
+	struct sockaddr_in sa;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	if (fd < 0)
+		die("socket: %s", strerror(errno));
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sa.sin_port = htons(port);
+	ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* n free UDP ports on 127.0.0.1, outside the ephemeral range (and above the
+ * privileged ports), from a place that depends on the pid and the clock (not
+ * on the seed's stream, which fixes the site).
+ * Asking the kernel for ephemeral ports instead lost a node's bind now and
+ * then at 1,000 controllers: other programs' sockets took a port first. */
 static void free_ports(uint16_t *ports, uint32_t n)
 {
-	int *fds = calloc(n, sizeof(*fds));
+	unsigned lo, hi, span, start, found = 0;
 
-	if (!fds)
-		die("out of memory");
-	for (uint32_t i = 0; i < n; i++) {
-		struct sockaddr_in sa;
-		socklen_t len = sizeof(sa);
-		memset(&sa, 0, sizeof(sa));
-		sa.sin_family = AF_INET;
-		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		fds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-		if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-		    getsockname(fds[i], (struct sockaddr *)&sa, &len) < 0)
-			die("cannot get a free UDP port: %s", strerror(errno));
-		ports[i] = ntohs(sa.sin_port);
+	ephemeral_range(&lo, &hi);
+	/* The ports below the ephemeral range, or above it if that is more. */
+	if (lo - 1024 >= 65535 - hi) {
+		start = 1024;
+		span = lo - 1024;
+	} else {
+		start = hi + 1;
+		span = 65535 - hi;
 	}
-	for (uint32_t i = 0; i < n; i++)
-		close(fds[i]);
-	free(fds);
+	if (span < n)
+		die("%" PRIu32 " controllers need %" PRIu32 " UDP ports outside the ephemeral range; there are %u",
+		    n, n, span);
+	for (unsigned k = 0, off = (unsigned)(((uint64_t)getpid() * 2654435761u) ^ (uint64_t)now_us()) % span; k < span && found < n; k++) {
+		uint16_t port = (uint16_t)(start + (off + k) % span);
+		if (udp_port_free(port))
+			ports[found++] = port;
+	}
+	if (found < n)
+		die("only %u free UDP ports outside the ephemeral range, %" PRIu32 " needed", found, n);
 }
 
 /* Thing k of a controller: int things (k % 4 == 0) may be pulsed, so that a
@@ -1143,8 +1184,9 @@ int main(int argc, char **argv)
 	struct sim sim, *s = &sim;
 	struct sim_ledger_report rep;
 	struct totals tot;
-	double startup_ms, converge_ms, cpu0, srtt_mean, srtt_max;
-	uint64_t changes;
+	double startup_ms, created_ms, converge_ms, cpu0, srtt_mean, srtt_max;
+	uint64_t changes, startup_down;
+	long rss0_kb, rss_created_kb;
 	int64_t t0;
 
 	memset(s, 0, sizeof(*s));
@@ -1171,7 +1213,9 @@ int main(int argc, char **argv)
 		fflush(stdout);
 	}
 
-	/* 1. Start-up, no faults. */
+	/* 1. Start-up, no faults. What the process holds before the first node
+	 * (the site, the ledger, libevent) is not the nodes' memory. */
+	rss0_kb = vm_kb("VmRSS");
 	cpu0 = cpu_s();
 	t0 = now_us();
 	for (uint32_t c = 0; c < s->n_ctl; c++) {
@@ -1182,6 +1226,8 @@ int main(int argc, char **argv)
 		 * samples of the start-up would tell that wait for a long time. */
 		event_base_loop(s->base, EVLOOP_NONBLOCK);
 	}
+	created_ms = (double)(now_us() - t0) / 1e3;
+	rss_created_kb = vm_kb("VmRSS");
 	for (uint32_t t = 0; t < s->n_things; t++) {
 		char buf[32];
 		tsync_value v = next_value(s, &s->things[t], true, buf, sizeof(buf));
@@ -1200,9 +1246,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	s->base_tot = site_totals(s);
+	startup_down = s->peer_down_events;
 	if (!s->o.json) {
 		printf("%-28s %" PRIu32 " controllers started, every copy equal to its owner after %.1f ms\n",
 		       "start-up, no faults", s->n_ctl, startup_ms);
+		printf("%-28s %.1f ms to create the nodes (%.2f ms each), %.1f MB (%.0f KB per node); %" PRIu64
+		       " peer-down events\n",
+		       "", created_ms, created_ms / s->n_ctl, (double)(rss_created_kb - rss0_kb) / 1024,
+		       (double)(rss_created_kb - rss0_kb) / s->n_ctl, startup_down);
 		fflush(stdout);
 	}
 
@@ -1251,7 +1302,7 @@ int main(int argc, char **argv)
 	if (s->o.json) {
 		printf("{\"controllers\":%" PRIu32 ",\"things\":%" PRIu32 ",\"users_per_thing\":%" PRIu32
 		       ",\"seconds\":%g,\"loss\":%g,\"dup\":%g,\"reorder\":%g,\"state\":%s,\"seed\":%" PRIu64
-		       ",\"startup_ms\":%.3f,\"converged\":%s,\"convergence_ms\":%.3f,\"changes\":%" PRIu64
+		       ",\"startup_ms\":%.3f,\"created_ms\":%.3f,\"converged\":%s,\"convergence_ms\":%.3f,\"changes\":%" PRIu64
 		       ",\"owner_sets\":%" PRIu64 ",\"user_sets\":%" PRIu64 ",\"pulses\":%" PRIu64
 		       ",\"pulses_acked\":%" PRIu64 ",\"pulses_unknown\":%" PRIu64
 		       ",\"pulses_unknown_acted\":%" PRIu64 ",\"user_acts\":%" PRIu64
@@ -1260,15 +1311,17 @@ int main(int argc, char **argv)
 		       ",\"restarts\":%" PRIu64 ",\"datagrams\":%" PRIu64 ",\"bytes\":%" PRIu64
 		       ",\"retransmits\":%" PRIu64 ",\"datagrams_per_change\":%.3f,\"bytes_per_change\":%.1f"
 		       ",\"copies\":%" PRIu64 ",\"srtt_mean_ms\":%.3f,\"srtt_max_ms\":%.3f,\"cpu_s\":%.2f,"
-		       "\"max_rss_kb\":%ld,\"violations\":%" PRIu64 ",\"verified\":%s}\n",
+		       "\"max_rss_kb\":%ld,\"rss_before_nodes_kb\":%ld,\"rss_per_node_kb\":%.1f,\"startup_peer_down\":%" PRIu64
+		       ",\"peer_down\":%" PRIu64 ",\"violations\":%" PRIu64 ",\"verified\":%s}\n",
 		       s->n_ctl, s->n_things, s->o.users_per, s->o.seconds, s->o.loss, s->o.dup, s->o.reorder,
-		       s->o.state ? "true" : "false", s->o.seed, startup_ms, s->converged ? "true" : "false",
+		       s->o.state ? "true" : "false", s->o.seed, startup_ms, created_ms, s->converged ? "true" : "false",
 		       converge_ms, changes, s->owner_sets, s->user_sets, rep.pulses, rep.acked, rep.unknown,
 		       rep.unknown_acted, rep.user_acts, rep.user_expected, rep.user_lost,
 		       rep.user_lost_stale, s->crashed, s->restarted, tot.datagrams, tot.bytes,
 		       tot.retransmits, changes ? (double)tot.datagrams / (double)changes : 0,
 		       changes ? (double)tot.bytes / (double)changes : 0, s->copies, srtt_mean, srtt_max,
-		       cpu_s() - cpu0, vm_kb("VmHWM"), s->violations, s->violations ? "false" : "true");
+		       cpu_s() - cpu0, vm_kb("VmHWM"), rss0_kb,
+		       (double)(vm_kb("VmHWM") - rss0_kb) / s->n_ctl, startup_down, s->peer_down_events, s->violations, s->violations ? "false" : "true");
 	} else {
 		printf("%-28s %.1f s; loss %g%%, duplicates %g%%, reordering %g%% (held up to %d ms)\n",
 		       "workload, with faults", s->o.seconds, s->o.loss * 100, s->o.dup * 100,
@@ -1314,8 +1367,10 @@ int main(int argc, char **argv)
 		       "", rep.user_lost_stale);
 		printf("%-28s mean %.1f ms, largest %.1f ms (every node shares this process's one loop)\n",
 		       "smoothed round trips", srtt_mean, srtt_max);
-		printf("%-28s %.1f s CPU, peak RSS %.1f MB (%" PRIu32 " nodes in this process)\n", "process",
-		       cpu_s() - cpu0, (double)vm_kb("VmHWM") / 1024, s->n_ctl);
+		printf("%-28s %.1f s CPU, peak RSS %.1f MB (%" PRIu32 " nodes in this process; %.0f KB per node "
+		       "above the %.1f MB before the first)\n",
+		       "process", cpu_s() - cpu0, (double)vm_kb("VmHWM") / 1024, s->n_ctl,
+		       (double)(vm_kb("VmHWM") - rss0_kb) / s->n_ctl, (double)rss0_kb / 1024);
 		if (s->violations == 0 && s->o.state)
 			printf("\nverified: all %" PRIu64 " copies equal their owner's last value; %" PRIu64
 			       " pulses: each acted exactly once at its owner and at each of its users, "
