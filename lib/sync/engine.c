@@ -109,14 +109,17 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	e->things = calloc(site->n_things ? site->n_things : 1, sizeof(*e->things));
 	e->peers = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->peers));
 	e->flushq = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->flushq));
+	e->hb_peers = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->hb_peers));
 	e->rx_sets = calloc(site->max_msgs ? site->max_msgs : 1, sizeof(*e->rx_sets));
-	if (!e->things || !e->peers || !e->flushq || !e->rx_sets)
+	if (!e->things || !e->peers || !e->flushq || !e->hb_peers || !e->rx_sets)
 		goto fail;
 	e->n_peers = e->plan->n_peers;
 	for (size_t i = 0; i < e->n_peers; i++) {
 		r = peer_init(e, &e->peers[i], &e->plan->peers[i]);
 		if (r < 0)
 			goto fail;
+		if (e->peers[i].heartbeat)
+			e->hb_peers[e->n_hb_peers++] = (uint32_t)i;
 	}
 	for (size_t i = 0; i < e->plan->n_owned; i++) {
 		uint32_t t = e->plan->owned[i];
@@ -177,8 +180,10 @@ void sync__free(struct sync_engine *e)
 		for (size_t k = 0; k < p->n_answers; k++)
 			engine__answer_free(&p->answers[k]);
 		free(p->answers);
-		for (size_t w = 0; w < SYNC_DEDUP_BOOTS; w++)
+		for (size_t w = 0; p->wins && w < SYNC_DEDUP_BOOTS; w++)
 			dedup__free(&p->wins[w].d);
+		free(p->wins);
+		free(p->sent_ring);
 	}
 	if (e->things && e->site) {
 		for (size_t t = 0; t < e->site->n_things; t++) {
@@ -205,6 +210,8 @@ void sync__free(struct sync_engine *e)
 	free(e->things);
 	free(e->peers);
 	free(e->flushq);
+	free(e->hb_peers);
+	free(e->win_peers);
 	free(e->rx_sets);
 	wire__writer_free(&e->writer);
 	wire__decoder_free(e->decoder);
@@ -507,6 +514,7 @@ int engine__queue_req(struct sync_engine *e, struct sync_peer *p, struct outreq 
 	*p->reqs_tail = r;
 	p->reqs_tail = &r->next;
 	p->n_reqs++;
+	e->n_reqs++;
 	/* With a store, a request is durable before it is first sent (the
 	 * flush commits first), so a restart of mine resumes it under the
 	 * same (origin boot, id) and the peer's window recognises it. */
@@ -561,6 +569,7 @@ int sync__resume_request(struct sync_engine *e, const struct store_request *q)
 	*p->reqs_tail = r;
 	p->reqs_tail = &r->next;
 	p->n_reqs++;
+	e->n_reqs++;
 	engine__want(e, p, FLUSH_NEW);
 	return 0;
 }
@@ -806,6 +815,7 @@ static void req_withdraw(struct sync_engine *e, struct sync_peer *p, uint64_t id
 	if (p->reqs_tail == &r->next)
 		p->reqs_tail = pp;
 	p->n_reqs--;
+	e->n_reqs--;
 	/* The newest id goes back, so the ids on the wire stay dense. */
 	if (p->next_id == id + 1)
 		p->next_id = id;
@@ -827,6 +837,7 @@ void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t i
 	if (p->reqs_tail == &r->next)
 		p->reqs_tail = pp;
 	p->n_reqs--;
+	e->n_reqs--;
 	p->st.acked++;
 	req_forget(e, p, r);
 	if (r->done)
@@ -957,7 +968,7 @@ void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t ob, 
 
 static struct dedup_win *window_find(struct sync_peer *p, uint64_t ob)
 {
-	for (size_t i = 0; i < SYNC_DEDUP_BOOTS; i++)
+	for (size_t i = 0; p->wins && i < SYNC_DEDUP_BOOTS; i++)
 		if (p->wins[i].ob == ob)
 			return &p->wins[i];
 	return NULL;
@@ -969,6 +980,22 @@ struct dedup_win *engine__window(struct sync_engine *e, struct sync_peer *p, uin
 
 	if (w)
 		return w;
+	if (!p->wins) {
+		/* Its first request: its windows, and a place on the list that
+		 * windows_stage() walks. */
+		if (e->n_win_peers == e->cap_win_peers) {
+			size_t cap = e->cap_win_peers ? e->cap_win_peers * 2 : 8;
+			uint32_t *l = realloc(e->win_peers, cap * sizeof(*l));
+			if (!l)
+				return NULL;
+			e->win_peers = l;
+			e->cap_win_peers = cap;
+		}
+		p->wins = calloc(SYNC_DEDUP_BOOTS, sizeof(*p->wins));
+		if (!p->wins)
+			return NULL;
+		e->win_peers[e->n_win_peers++] = peer_index(e, p);
+	}
 	for (size_t i = 0; i < SYNC_DEDUP_BOOTS; i++) {
 		if (!p->wins[i].ob) {
 			oldest = &p->wins[i];
@@ -1081,18 +1108,20 @@ void engine__window_dirty(struct sync_engine *e, struct dedup_win *w)
  * on disk. */
 static void windows_stage(struct sync_engine *e)
 {
-	/* Most flushes follow io only: no window changed, and the walk over
-	 * every peer (a thousand on a big site, at every flush: half the
-	 * 1,000-controller simulation's time) is skipped. */
+	/* Most flushes follow io only: no window changed, and the walk is
+	 * skipped. It covers the peers that have windows, not every peer (a
+	 * thousand on a big site). */
 	if (!e->wins_dirty)
 		return;
 	e->wins_dirty = false;
-	for (size_t i = 0; i < e->n_peers; i++)
+	for (size_t i = 0; i < e->n_win_peers; i++) {
+		struct sync_peer *p = &e->peers[e->win_peers[i]];
 		for (size_t k = 0; k < SYNC_DEDUP_BOOTS; k++) {
-			struct dedup_win *w = &e->peers[i].wins[k];
+			struct dedup_win *w = &p->wins[k];
 			if (w->ob && w->dirty)
-				window_stage(e, &e->peers[i], w);
+				window_stage(e, p, w);
 		}
+	}
 }
 
 int engine__act_point(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w)
@@ -1194,7 +1223,7 @@ static void forget_undo(struct sync_engine *e)
 	e->n_undo = 0;
 }
 
-size_t sync__unsettled(const struct sync_engine *e)
+static size_t things_unsettled(const struct sync_engine *e)
 {
 	size_t n = 0;
 
@@ -1210,6 +1239,21 @@ size_t sync__unsettled(const struct sync_engine *e)
 		const struct thing_rt *rt = &e->things[e->plan->used[i]];
 		n += rt->ask_pending + rt->req_pending;
 	}
+	return n;
+}
+
+/* Things owned and used, each walked: a node has few. The requests were
+ * a walk over every peer (the 1,000-controller simulation asks every node
+ * whether it is settled every few milliseconds): now a counter. */
+size_t sync__unsettled(const struct sync_engine *e)
+{
+	return things_unsettled(e) + e->n_reqs;
+}
+
+size_t sync__unsettled_walk(const struct sync_engine *e)
+{
+	size_t n = things_unsettled(e);
+
 	for (size_t i = 0; i < e->n_peers; i++)
 		n += e->peers[i].n_reqs;
 	return n;
@@ -1305,6 +1349,19 @@ static void fl_begin(struct flush *f)
 	f->open = !f->full;
 }
 
+/* Remembers when my datagram tx_seq left, for the round-trip sample its
+ * echo gives. Without memory for the ring, no sample: the timeout stays. */
+static void sent_stamp(struct sync_engine *e, struct sync_peer *p)
+{
+	struct sent_stamp *st;
+
+	if (!p->sent_ring && !(p->sent_ring = calloc(SYNC_SENT_RING, sizeof(*p->sent_ring))))
+		return;
+	st = &p->sent_ring[p->tx_seq % SYNC_SENT_RING];
+	st->seq = p->tx_seq;
+	st->us = e->now;
+}
+
 static void fl_send(struct flush *f)
 {
 	struct sync_engine *e = f->e;
@@ -1321,8 +1378,7 @@ static void fl_send(struct flush *f)
 	 * the peer's round-trip sample and must not be repeated later. */
 	p->rx_seq_to_echo = 0;
 	p->last_sent_us = e->now;
-	p->sent_ring[p->tx_seq % SYNC_SENT_RING].seq = p->tx_seq;
-	p->sent_ring[p->tx_seq % SYNC_SENT_RING].us = e->now;
+	sent_stamp(e, p);
 	p->st.datagrams_sent++;
 	p->st.bytes_sent += len;
 	p->st.msgs_sent += e->writer.n_msgs;
@@ -1570,8 +1626,7 @@ static bool send_empty(struct sync_engine *e, struct sync_peer *p, uint64_t to_b
 	if (wire__begin(&e->writer, &env) < 0 || wire__finish(&e->writer, &out, &len) < 0)
 		return false;
 	/* A hello is answered at once (input.c): its echo is a round trip. */
-	p->sent_ring[p->tx_seq % SYNC_SENT_RING].seq = p->tx_seq;
-	p->sent_ring[p->tx_seq % SYNC_SENT_RING].us = e->now;
+	sent_stamp(e, p);
 	p->last_sent_us = e->now;
 	p->st.datagrams_sent++;
 	p->st.bytes_sent += len;
@@ -1639,8 +1694,8 @@ static void send_heartbeats(struct sync_engine *e, struct sync_peer *due)
 {
 	uint64_t horizon = e->now + e->heartbeat_us / 4u;
 
-	for (size_t i = 0; i < e->n_peers; i++) {
-		struct sync_peer *p = &e->peers[i];
+	for (size_t i = 0; i < e->n_hb_peers; i++) {
+		struct sync_peer *p = &e->peers[e->hb_peers[i]];
 
 		if (!heartbeats(e, p) || p->last_sent_us + e->heartbeat_us > horizon)
 			continue;
@@ -1925,6 +1980,7 @@ void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot
 			if (p->reqs_tail == &r->next)
 				p->reqs_tail = pp;
 			p->n_reqs--;
+			e->n_reqs--;
 			req_forget(e, p, r);
 			if (r->done)
 				r->done(r->userdata, e->node, TSYNC_EPEER_RESTARTED, NULL);

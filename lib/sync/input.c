@@ -687,7 +687,7 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		if (dg.env.n_acks)
 			engine__want(e, p, FLUSH_NEW);
 		boot = dg.env.boot;
-		if (dg.env.re) {
+		if (dg.env.re && p->sent_ring) {
 			uint32_t i = dg.env.re % SYNC_SENT_RING;
 			if (p->sent_ring[i].seq == dg.env.re && p->sent_ring[i].us) {
 				rtt__sample(&p->rtt, (uint32_t)(e->now - p->sent_ring[i].us));

@@ -276,9 +276,12 @@ struct sync_peer {
 	struct wire_replay replay;
 	uint64_t tx_seq;
 	uint64_t rx_seq_to_echo; /* its seq to echo in "re" in my immediate answer */
-	struct {
+	/* SYNC_SENT_RING entries, allocated with the first datagram to it. The
+	 * per-peer state is allocated where a peer is talked to: on a site of a
+	 * thousand controllers each talks to a few dozen. */
+	struct sent_stamp {
 		uint64_t seq, us;
-	} sent_ring[SYNC_SENT_RING];
+	} * sent_ring;
 
 	struct out_slot *out; /* things I own that it uses */
 	size_t n_out;
@@ -293,8 +296,10 @@ struct sync_peer {
 	size_t n_reqs;
 	uint64_t next_id;
 
-	struct dedup_win wins[SYNC_DEDUP_BOOTS]; /* its requests I executed, per origin boot */
-	bool durable;                            /* it keeps durable windows ("dw") */
+	/* Its requests I executed, per origin boot: SYNC_DEDUP_BOOTS windows,
+	 * allocated with its first request (engine__window), NULL before. */
+	struct dedup_win *wins;
+	bool durable; /* it keeps durable windows ("dw") */
 	struct answer *answers;
 	size_t n_answers, cap_answers;
 
@@ -316,7 +321,9 @@ struct sync_peer {
 	uint64_t last_sent_us; /* the last datagram to it (or when I started) */
 
 	/* Acknowledgements by datagram (ack.c; "ack" in wire.h). */
-	uint64_t acks[WIRE_ACK_RANGES][2]; /* its datagrams whose sets I hold, for my next datagram */
+	/* Its datagrams whose sets I hold, for my next datagram: e->ack_ranges
+	 * ranges, allocated when the first is noted (ack__note). */
+	uint64_t (*acks)[2];
 	uint32_t n_acks;
 	struct sent_set *sent; /* the sets of my datagrams to it, a ring in seq order */
 	uint32_t sent_mask;    /* ring size - 1 (0: not allocated yet) */
@@ -360,6 +367,15 @@ struct sync_engine {
 	size_t n_peers;
 	uint32_t *flushq; /* peers with new things to send */
 	size_t n_flushq;
+	/* Walks that used to cover every peer, on a site of a thousand at every
+	 * heartbeat or flush, cover these: the peers heartbeats go to (fixed
+	 * by the site), and those that have request windows (a peer is added
+	 * once, when its windows are allocated). */
+	uint32_t *hb_peers;
+	size_t n_hb_peers;
+	uint32_t *win_peers;
+	size_t n_win_peers, cap_win_peers;
+	size_t n_reqs; /* the sum of every peer's n_reqs, kept (sync__unsettled) */
 
 	struct listener *listeners;
 	size_t n_listeners;
@@ -434,6 +450,9 @@ void sync__set_write_hook(struct sync_engine *e, tsync_write_fn fn, void *ud);
 void sync__set_pulse_hook(struct sync_engine *e, tsync_pulse_fn fn, void *ud);
 void sync__set_commit_hook(struct sync_engine *e, tsync_commit_fn fn, void *ud);
 size_t sync__unsettled(const struct sync_engine *e);
+/* The same by walking every peer's queue, as it was counted before the
+ * counter: for the test that compares the two. */
+size_t sync__unsettled_walk(const struct sync_engine *e);
 /* The node has a store: windows and requests are staged for it (ops), and
  * envelopes say "dw". Before sync__start. */
 void sync__set_durable(struct sync_engine *e, bool durable);
