@@ -58,6 +58,7 @@ struct opts {
 	int64_t heartbeat_ms; /* -1: the library's default */
 	double timeout;
 	uint64_t seed;
+	const char *parent; /* where the site directory is made */
 	bool state, json, keep, verbose;
 };
 
@@ -72,7 +73,7 @@ struct ctl {
 	struct sim *sim;
 	uint32_t idx;
 	char name[16];
-	char state[128];
+	char state[200];
 	tsync_node *node;   /* NULL while crashed */
 	int64_t restart_at; /* µs; 0: up */
 	uint32_t starts;
@@ -107,8 +108,8 @@ struct crash {
 
 struct sim {
 	struct opts o;
-	char dir[64];
-	char site_path[128];
+	char dir[160];
+	char site_path[192];
 	tsync_site *site;
 	struct event_base *base;
 	struct ctl *ctl;
@@ -300,7 +301,7 @@ static const char *thing_type(uint32_t k, bool *pulse)
 static void write_site(struct sim *s)
 {
 	const struct opts *o = &s->o;
-	char keypath[160];
+	char keypath[200];
 	uint16_t *ports = calloc(o->controllers, sizeof(*ports));
 	uint32_t *pick = calloc(o->controllers, sizeof(*pick));
 	FILE *f;
@@ -1026,6 +1027,8 @@ static void usage(FILE *f)
 	    "  -T, --timeout S                give up converging after S seconds (default 120)\n"
 	    "  -S, --seed N                   seed of the site, workload, crashes and faults\n"
 	    "      --state                    keep each controller's state in LMDB (restarts keep values)\n"
+	    "      --dir DIR                  make the site directory (and the state) in DIR (default /tmp;\n"
+	    "                                 /dev/shm: LMDB's fsyncs cost nothing, the protocol is measured)\n"
 	    "      --json                     print the results as one JSON object\n"
 	    "      --keep                     keep the site directory\n"
 	    "  -v, --verbose                  log the nodes' info lines to stderr\n"
@@ -1045,7 +1048,7 @@ static double parse_num(const char *opt, const char *arg, double lo, double hi)
 
 static void parse(int argc, char **argv, struct opts *o)
 {
-	enum { OPT_STATE = 256, OPT_JSON, OPT_KEEP };
+	enum { OPT_STATE = 256, OPT_JSON, OPT_KEEP, OPT_DIR };
 	static const struct option longopts[] = {
 	    {"controllers", required_argument, NULL, 'n'},
 	    {"things-per-controller", required_argument, NULL, 't'},
@@ -1063,6 +1066,7 @@ static void parse(int argc, char **argv, struct opts *o)
 	    {"timeout", required_argument, NULL, 'T'},
 	    {"seed", required_argument, NULL, 'S'},
 	    {"state", no_argument, NULL, OPT_STATE},
+	    {"dir", required_argument, NULL, OPT_DIR},
 	    {"json", no_argument, NULL, OPT_JSON},
 	    {"keep", no_argument, NULL, OPT_KEEP},
 	    {"verbose", no_argument, NULL, 'v'},
@@ -1085,6 +1089,7 @@ static void parse(int argc, char **argv, struct opts *o)
 	o->pulse_share = 0.1;
 	o->timeout = 120;
 	o->heartbeat_ms = -1;
+	o->parent = "/tmp";
 	o->seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
 	while ((c = getopt_long(argc, argv, "n:t:u:s:l:d:o:c:D:r:p:m:H:T:S:vh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -1139,6 +1144,15 @@ static void parse(int argc, char **argv, struct opts *o)
 		case OPT_JSON:
 			o->json = true;
 			break;
+		case OPT_DIR:
+			/* It ends up in the rm -rf of the cleanup, quoted. */
+			if (!*optarg || strlen(optarg) > 100 || strchr(optarg, '\'')) {
+				fprintf(stderr, "thingsync-sim: --dir: '%s' is empty, longer than 100 bytes or "
+				                "has a quote\n", optarg);
+				exit(2);
+			}
+			o->parent = optarg;
+			break;
 		case OPT_KEEP:
 			o->keep = true;
 			break;
@@ -1177,6 +1191,8 @@ static void print_command(FILE *f, const struct opts *o)
 		fprintf(f, " --retry-max-ms %" PRIu32, o->retry_max_ms);
 	if (o->heartbeat_ms >= 0)
 		fprintf(f, " --heartbeat-ms %" PRId64, o->heartbeat_ms);
+	if (strcmp(o->parent, "/tmp"))
+		fprintf(f, " --dir %s", o->parent);
 }
 
 int main(int argc, char **argv)
@@ -1194,9 +1210,9 @@ int main(int argc, char **argv)
 	s->rng = s->o.seed;
 	raise_nofile(s->o.controllers, s->o.controllers * (s->o.state ? 4 : 1) + 64);
 
-	snprintf(s->dir, sizeof(s->dir), "/tmp/thingsync-sim-XXXXXX");
+	snprintf(s->dir, sizeof(s->dir), "%s/thingsync-sim-XXXXXX", s->o.parent);
 	if (!mkdtemp(s->dir))
-		die("mkdtemp: %s", strerror(errno));
+		die("mkdtemp in %s: %s", s->o.parent, strerror(errno));
 	write_site(s);
 	load_site(s);
 	s->base = event_base_new();
