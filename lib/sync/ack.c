@@ -68,7 +68,7 @@ void ack__take(struct sync_engine *e, struct sync_peer *p, uint64_t first, uint6
 		o = &p->out[s->slot];
 		if (s->ver > o->acked_ver && s->ver <= e->things[o->thing].ver) {
 			p->st.acked++;
-			o->acked_ver = s->ver;
+			engine__set_acked(e, o, s->ver);
 		}
 	}
 }

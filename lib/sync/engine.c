@@ -293,7 +293,7 @@ void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v
 	}
 	value__clear(&rt->val);
 	rt->val = copy;
-	rt->ver = ++e->ver_counter;
+	engine__owned_ver(e, rt, ++e->ver_counter);
 	rt->boot = e->boot;
 	if (e->ops.persist) {
 		e->ops.persist(e->ops.ctx, e->site->things[t].name, &rt->val, rt->ver, rt->boot);
@@ -330,7 +330,7 @@ int sync__restore(struct sync_engine *e, const char *thing, const tsync_value *v
 		return -ENOMEM;
 	/* A value of an earlier boot gets a version of this boot, so that users
 	 * holding it from before order it after anything they have. */
-	e->things[t].ver = ++e->ver_counter;
+	engine__owned_ver(e, &e->things[t], ++e->ver_counter);
 	e->things[t].boot = e->boot;
 	return 0;
 }
@@ -356,7 +356,7 @@ void sync__start(struct sync_engine *e, uint64_t now)
 		struct thing_rt *rt = &e->things[t];
 		if (!rt->ver && e->site->things[t].initial.type != TSYNC_TYPE_NONE) {
 			if (value__copy(&rt->val, &e->site->things[t].initial) == 0) {
-				rt->ver = ++e->ver_counter;
+				engine__owned_ver(e, rt, ++e->ver_counter);
 				rt->boot = e->boot;
 			}
 		}
@@ -469,12 +469,41 @@ int sync__get(struct sync_engine *e, const char *thing, tsync_thing_state *out)
 	out->requesting = rt->req_pending;
 	out->request_error = rt->req_pending ? 0 : rt->req_error;
 	if (out->owned)
-		for (uint32_t u = 0; u < rt->n_users; u++) {
-			const struct sync_peer *p = &e->peers[rt->users[u].peer];
-			if (p->out[rt->users[u].slot].acked_ver < rt->ver)
-				out->users_pending++;
-		}
+		out->users_pending = rt->users_pending;
 	return 0;
+}
+
+uint32_t sync__users_pending_walk(const struct sync_engine *e, uint32_t t)
+{
+	const struct thing_rt *rt = &e->things[t];
+	uint32_t n = 0;
+
+	for (uint32_t u = 0; rt->role == THING_OWNED && u < rt->n_users; u++)
+		n += e->peers[rt->users[u].peer].out[rt->users[u].slot].acked_ver < rt->ver;
+	return n;
+}
+
+void engine__owned_ver(struct sync_engine *e, struct thing_rt *rt, uint64_t ver)
+{
+	/* Every acked_ver is at most the old version, so below this one. */
+	if (!rt->users_pending && rt->n_users)
+		e->n_owned_unsettled++;
+	rt->users_pending = rt->n_users;
+	rt->ver = ver;
+}
+
+void engine__set_acked(struct sync_engine *e, struct out_slot *s, uint64_t ver)
+{
+	struct thing_rt *rt = &e->things[s->thing];
+	bool was = s->acked_ver < rt->ver, now = ver < rt->ver;
+
+	s->acked_ver = ver;
+	if (was == now)
+		return;
+	if (now && rt->users_pending++ == 0)
+		e->n_owned_unsettled++;
+	else if (!now && --rt->users_pending == 0)
+		e->n_owned_unsettled--;
 }
 
 int sync__ask(struct sync_engine *e, const char *thing, uint64_t now)
@@ -1223,18 +1252,19 @@ static void forget_undo(struct sync_engine *e)
 	e->n_undo = 0;
 }
 
-static size_t things_unsettled(const struct sync_engine *e)
+size_t sync__owned_unsettled_walk(const struct sync_engine *e)
 {
 	size_t n = 0;
 
-	for (size_t i = 0; i < e->plan->n_owned; i++) {
-		const struct thing_rt *rt = &e->things[e->plan->owned[i]];
-		for (uint32_t u = 0; u < rt->n_users; u++)
-			if (e->peers[rt->users[u].peer].out[rt->users[u].slot].acked_ver < rt->ver) {
-				n++;
-				break;
-			}
-	}
+	for (size_t i = 0; i < e->plan->n_owned; i++)
+		n += sync__users_pending_walk(e, e->plan->owned[i]) > 0;
+	return n;
+}
+
+static size_t used_unsettled(const struct sync_engine *e)
+{
+	size_t n = 0;
+
 	for (size_t i = 0; i < e->plan->n_used; i++) {
 		const struct thing_rt *rt = &e->things[e->plan->used[i]];
 		n += rt->ask_pending + rt->req_pending;
@@ -1242,17 +1272,19 @@ static size_t things_unsettled(const struct sync_engine *e)
 	return n;
 }
 
-/* Things owned and used, each walked: a node has few. The requests were
- * a walk over every peer (the 1,000-controller simulation asks every node
- * whether it is settled every few milliseconds): now a counter. */
+/* Owned things not acknowledged by all their users and requests waiting
+ * for their answer were walks (every owned thing's users, every peer: a
+ * thousand in the simulator, which asks every few milliseconds; a
+ * benchmark's owner asks at every turn): now counters. The copies with an
+ * ask or a request pending are still walked: a node uses few. */
 size_t sync__unsettled(const struct sync_engine *e)
 {
-	return things_unsettled(e) + e->n_reqs;
+	return e->n_owned_unsettled + used_unsettled(e) + e->n_reqs;
 }
 
 size_t sync__unsettled_walk(const struct sync_engine *e)
 {
-	size_t n = things_unsettled(e);
+	size_t n = sync__owned_unsettled_walk(e) + used_unsettled(e);
 
 	for (size_t i = 0; i < e->n_peers; i++)
 		n += e->peers[i].n_reqs;
@@ -1963,7 +1995,7 @@ void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot
 	 * restarted may resume requests of its earlier boots. */
 	/* Its copies are gone: nothing it acknowledged before counts. */
 	for (size_t k = 0; k < p->n_out; k++) {
-		p->out[k].acked_ver = 0;
+		engine__set_acked(e, &p->out[k], 0);
 		p->out[k].sent_us = 0;
 		if (e->things[p->out[k].thing].ver)
 			slot_dirty(e, p, (uint32_t)k);

@@ -352,7 +352,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 			if (m->has_ver) {
 				if (m->ver > s->acked_ver && m->ver <= rt->ver) {
 					p->st.acked++;
-					s->acked_ver = m->ver;
+					engine__set_acked(e, s, m->ver);
 				}
 			} else if (m->has_val) {
 				tsync_value c;
@@ -360,7 +360,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 				if (engine__coerce(e->site, t, &m->val, &c) == 0 &&
 				    value__equal(&c, &rt->val) && s->acked_ver < rt->ver) {
 					p->st.acked++;
-					s->acked_ver = rt->ver;
+					engine__set_acked(e, s, rt->ver);
 				}
 			}
 		}

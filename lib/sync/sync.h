@@ -200,6 +200,9 @@ struct thing_rt {
 		uint32_t peer, slot;
 	} * users;
 	uint32_t n_users;
+	/* owned: users whose acked_ver < ver, kept by engine__owned_ver() and
+	 * engine__set_acked(), the only writers of ver and acked_ver */
+	uint32_t users_pending;
 };
 
 /* One set I sent to a peer: in my datagram `seq`, slot `slot` of its out[],
@@ -376,6 +379,7 @@ struct sync_engine {
 	uint32_t *win_peers;
 	size_t n_win_peers, cap_win_peers;
 	size_t n_reqs; /* the sum of every peer's n_reqs, kept (sync__unsettled) */
+	size_t n_owned_unsettled; /* owned things with users_pending > 0 */
 
 	struct listener *listeners;
 	size_t n_listeners;
@@ -469,6 +473,14 @@ int sync__resume_setreq(struct sync_engine *e, const char *thing, const tsync_va
 int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsync_peer_stats *out);
 
 /* Internal to lib/sync (engine.c <-> input.c). */
+/* An owned thing takes version `ver`, newer than any its users acknowledged. */
+void engine__owned_ver(struct sync_engine *e, struct thing_rt *rt, uint64_t ver);
+/* A user's acknowledgement of an owned thing becomes `ver`. */
+void engine__set_acked(struct sync_engine *e, struct out_slot *s, uint64_t ver);
+/* The counts sync__unsettled() and sync__get() keep, walked: what the
+ * engine's tests compare them with. */
+size_t sync__owned_unsettled_walk(const struct sync_engine *e);
+uint32_t sync__users_pending_walk(const struct sync_engine *e, uint32_t t);
 void engine__emit(struct sync_engine *e, const tsync_event *ev);
 /* The owner acts on a pulse once (hook, event) and passes it on to every
  * user; TSYNC_EWRITE if the pulse hook failed (then nothing else happens),

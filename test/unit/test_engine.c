@@ -491,8 +491,10 @@ static void sim_free(struct sim *s)
 }
 
 /* What the engine keeps instead of walking, against the walk, on every
- * live node: the requests counted in sync__unsettled(), the peers with
- * windows (each exactly once on win_peers) and the heartbeat peers. Runs at
+ * live node: sync__unsettled() (owned things some user has not
+ * acknowledged, requests waiting), each owned thing's users pending (as
+ * sync__get() says it), the peers with windows (each exactly once on
+ * win_peers) and the heartbeat peers. Runs at
  * every step of every simulation, so every test compares them. */
 static void check_counters(struct sim *s)
 {
@@ -502,6 +504,14 @@ static void check_counters(struct sim *s)
 		if (!s->n[i].alive)
 			continue;
 		assert_int_equal(sync__unsettled(e), sync__unsettled_walk(e));
+		assert_int_equal(e->n_owned_unsettled, sync__owned_unsettled_walk(e));
+		for (size_t k = 0; k < e->plan->n_owned; k++) {
+			uint32_t t = e->plan->owned[k];
+			tsync_thing_state st;
+			assert_int_equal(e->things[t].users_pending, sync__users_pending_walk(e, t));
+			assert_int_equal(sync__get(e, s->site->things[t].name, &st), 0);
+			assert_int_equal(st.users_pending, sync__users_pending_walk(e, t));
+		}
 		for (size_t k = 0; k < e->n_peers; k++) {
 			size_t listed = 0;
 			reqs += e->peers[k].n_reqs;
@@ -1811,15 +1821,15 @@ static void test_heartbeat_keeps_backoff_of_refusing_peer(void **state)
  * and nodes crashing and restarting, with and without a store (a request
  * to a restarted peer completes, or is sent again, and is resumed from
  * the store). Settled at the end: both 0. */
-static void test_counters_under_random_operations(void **state)
+static void random_operations(const char *site_head, const char *a_name, uint64_t seed, bool requests)
 {
 	static const char *const things[] = {"light", "temp", "mode", "door", "count", "siren"};
 	char body[2048];
 	struct sim *s;
 	int queued = 0, refused = 0, crashes = 0;
 
-	snprintf(body, sizeof(body), "max_outstanding = 4\nmax_queued = 6\n%s", SITE3);
-	s = sim_new(body, true, 77);
+	snprintf(body, sizeof(body), "max_outstanding = 4\nmax_queued = 6\n%s", site_head);
+	s = sim_new(body, true, seed);
 	mstores[2].on = true; /* C keeps its requests and windows, A and B do not */
 	node_stop(s, 2);
 	node_start(s, 2);
@@ -1856,7 +1866,7 @@ static void test_counters_under_random_operations(void **state)
 		} else if (op < 70) {
 			(void)sync__pulse(s->n[c].e, "door", NULL, 0, NULL, NULL, s->now);
 		} else if (op < 90) {
-			int r = c == 0 ? 0 : sync__send_request(s->n[c].e, "A", "cmd", "cmd_do", "version", NULL,
+			int r = c == 0 ? 0 : sync__send_request(s->n[c].e, a_name, "cmd", "cmd_do", "version", NULL,
 			                                        NULL, NULL, s->now);
 			queued += r == 0 && c != 0;
 			refused += r == -ENOBUFS;
@@ -1882,11 +1892,49 @@ static void test_counters_under_random_operations(void **state)
 	}
 	/* The paths the counters follow were taken: requests queued and
 	 * answered (A has windows), refused at max_queued, nodes crashed. */
-	assert_true(queued > 100);
-	assert_true(refused > 0);
 	assert_true(crashes > 50);
-	assert_true(s->n[0].e->n_win_peers > 0);
+	if (requests) {
+		assert_true(queued > 100);
+		assert_true(refused > 0);
+		assert_true(s->n[0].e->n_win_peers > 0);
+	} else {
+		/* Every acknowledgement was a reply. */
+		for (uint32_t c = 0; c < s->count; c++)
+			assert_int_equal(s->n[c].e->ack_ranges, 0);
+	}
 	sim_free(s);
+}
+
+/* SITE3 with names so long that no "ack" range fits a 256-byte datagram
+ * (ack__ranges() is 0): users acknowledge each set by a reply naming its
+ * version, the other path to acked_ver. */
+static const char *SITE3_REPLIES =
+    "max_datagram = 256\nmax_string = 32\n"
+    "[controller Aaaaaaaaaaaaaaaaaaaaaaaa]\nhost = 127.0.0.1\nudp_port = 6001\nroles = cmd_do\n"
+    "[controller Bbbbbbbbbbbbbbbbbbbbbbbb]\nhost = 127.0.0.1\nudp_port = 6002\n"
+    "[controller Cccccccccccccccccccccccc]\nhost = 127.0.0.1\nudp_port = 6003\n"
+    "[thing light]\nowner = Aaaaaaaaaaaaaaaaaaaaaaaa\ntype = bool\n"
+    "users = Bbbbbbbbbbbbbbbbbbbbbbbb, Cccccccccccccccccccccccc\n"
+    "[thing temp]\nowner = Aaaaaaaaaaaaaaaaaaaaaaaa\ntype = float\n"
+    "users = Bbbbbbbbbbbbbbbbbbbbbbbb, Cccccccccccccccccccccccc\nmin = -50\nmax = 150\n"
+    "[thing mode]\nowner = Aaaaaaaaaaaaaaaaaaaaaaaa\ntype = string\nusers = Bbbbbbbbbbbbbbbbbbbbbbbb\n"
+    "allowed = off, eco, comfort\n"
+    "[thing door]\nowner = Aaaaaaaaaaaaaaaaaaaaaaaa\ntype = bool\n"
+    "users = Bbbbbbbbbbbbbbbbbbbbbbbb, Cccccccccccccccccccccccc\npulse = yes\npulse_ms = 300\n"
+    "[thing count]\nowner = Bbbbbbbbbbbbbbbbbbbbbbbb\ntype = int\n"
+    "users = Aaaaaaaaaaaaaaaaaaaaaaaa, Cccccccccccccccccccccccc\n"
+    "[thing siren]\nowner = Cccccccccccccccccccccccc\ntype = bool\nusers = Aaaaaaaaaaaaaaaaaaaaaaaa\n"
+    "settable = no\n";
+
+static void test_counters_under_random_operations(void **state)
+{
+	random_operations(SITE3, "A", 77, true);
+}
+
+static void test_counters_under_random_operations_replies(void **state)
+{
+	/* Requests do not fit its datagrams with such names: sets only. */
+	random_operations(SITE3_REPLIES, "Aaaaaaaaaaaaaaaaaaaaaaaa", 78, false);
 }
 
 static char *batch_site(int n)
@@ -2025,6 +2073,7 @@ int main(void)
 	    cmocka_unit_test(test_acks_by_datagram),
 	    cmocka_unit_test(test_acks_by_datagram_under_loss),
 	    cmocka_unit_test(test_counters_under_random_operations),
+	    cmocka_unit_test(test_counters_under_random_operations_replies),
 	};
 	int r;
 
