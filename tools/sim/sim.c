@@ -138,6 +138,7 @@ struct sim {
 		int64_t at, us; /* when a tick ran, and how late */
 	} stalls[STALLS];
 	uint64_t n_stalls;   /* ever recorded; the ring holds the last STALLS */
+	int64_t stall_max;   /* µs, the longest of the workload */
 	int64_t lag_allowed; /* µs, the most a restore check allowed for stalls */
 	uint64_t restored_in_stall; /* restores only the stall's allowance let pass */
 	uint64_t counter;    /* source of unique values */
@@ -830,6 +831,8 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	for (uint32_t c = 0; c < s->n_ctl; c++)
 		if (!s->ctl[c].node && s->ctl[c].restart_at <= now)
 			restart(s, &s->ctl[c], true);
+	if (now - s->last_tick - TICK_MS * 1000 > s->stall_max)
+		s->stall_max = now - s->last_tick - TICK_MS * 1000;
 	if (now - s->last_tick > 2 * TICK_MS * 1000) {
 		struct stall *st = &s->stalls[s->n_stalls++ % STALLS];
 		st->at = now;
@@ -1371,7 +1374,7 @@ int main(int argc, char **argv)
 		       ",\"restarts\":%" PRIu64 ",\"datagrams\":%" PRIu64 ",\"bytes\":%" PRIu64
 		       ",\"retransmits\":%" PRIu64 ",\"datagrams_per_change\":%.3f,\"bytes_per_change\":%.1f"
 		       ",\"copies\":%" PRIu64 ",\"srtt_mean_ms\":%.3f,\"srtt_max_ms\":%.3f,\"cpu_s\":%.2f,"
-		       "\"max_rss_kb\":%ld,\"rss_before_nodes_kb\":%ld,\"rss_per_node_kb\":%.1f,\"startup_peer_down\":%" PRIu64
+		       "\"max_rss_kb\":%ld,\"stall_max_ms\":%.1f,\"rss_before_nodes_kb\":%ld,\"rss_per_node_kb\":%.1f,\"startup_peer_down\":%" PRIu64
 		       ",\"peer_down\":%" PRIu64 ",\"violations\":%" PRIu64 ",\"verified\":%s}\n",
 		       s->n_ctl, s->n_things, s->o.users_per, s->o.seconds, s->o.loss, s->o.dup, s->o.reorder,
 		       s->o.state ? "true" : "false", s->o.seed, startup_ms, created_ms, s->converged ? "true" : "false",
@@ -1380,12 +1383,13 @@ int main(int argc, char **argv)
 		       rep.user_lost_stale, s->crashed, s->restarted, tot.datagrams, tot.bytes,
 		       tot.retransmits, changes ? (double)tot.datagrams / (double)changes : 0,
 		       changes ? (double)tot.bytes / (double)changes : 0, s->copies, srtt_mean, srtt_max,
-		       cpu_s() - cpu0, vm_kb("VmHWM"), rss0_kb,
+		       cpu_s() - cpu0, vm_kb("VmHWM"), (double)s->stall_max / 1e3, rss0_kb,
 		       (double)(vm_kb("VmHWM") - rss0_kb) / s->n_ctl, startup_down, s->peer_down_events, s->violations, s->violations ? "false" : "true");
 	} else {
-		printf("%-28s %.1f s; loss %g%%, duplicates %g%%, reordering %g%% (held up to %d ms)\n",
+		printf("%-28s %.1f s; loss %g%%, duplicates %g%%, reordering %g%% (held up to %d ms); "
+		       "the loop's longest stall %.0f ms\n",
 		       "workload, with faults", s->o.seconds, s->o.loss * 100, s->o.dup * 100,
-		       s->o.reorder * 100, FAULT_DELAY_MS);
+		       s->o.reorder * 100, FAULT_DELAY_MS, (double)s->stall_max / 1e3);
 		printf("%-28s %" PRIu64 " (%" PRIu64 " by owners, %" PRIu64
 		       " asked of the owner by a user); %" PRIu64 " pulses; %" PRIu64
 		       " skipped (actor down)\n",
