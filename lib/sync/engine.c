@@ -32,7 +32,6 @@ static int peer_init(struct sync_engine *e, struct sync_peer *p, const struct pl
 	p->ctrl = pp->ctrl;
 	p->name = site->controllers[pp->ctrl].name;
 	p->seed = site->controllers[pp->ctrl].seed_protocol;
-	p->st.name = p->name;
 	p->next_id = 1;
 	p->next_setreq_id = 1;
 	p->reqs_tail = &p->reqs;
@@ -184,6 +183,7 @@ void sync__free(struct sync_engine *e)
 			dedup__free(&p->wins[w].d);
 		free(p->wins);
 		free(p->sent_ring);
+		free(p->st.rejected);
 	}
 	if (e->things && e->site) {
 		for (size_t t = 0; t < e->site->n_things; t++) {
@@ -1299,7 +1299,17 @@ int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsyn
 	if (idx >= e->n_peers)
 		return -ERANGE;
 	p = &e->peers[idx];
-	*out = p->st;
+	memset(out, 0, sizeof(*out));
+	out->name = p->name;
+	out->datagrams_sent = p->st.datagrams_sent;
+	out->datagrams_received = p->st.datagrams_received;
+	out->bytes_sent = p->st.bytes_sent;
+	out->bytes_received = p->st.bytes_received;
+	out->msgs_sent = p->st.msgs_sent;
+	out->retransmits = p->st.retransmits;
+	out->acked = p->st.acked;
+	if (p->st.rejected)
+		memcpy(out->rejected, p->st.rejected, sizeof(out->rejected));
 	out->up = p->up;
 	out->boot = p->boot;
 	out->srtt_us = p->rtt.srtt_us;

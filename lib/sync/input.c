@@ -26,10 +26,10 @@ static void reject(struct sync_engine *e, struct sync_peer *p, tsync_reject why,
 {
 	tsync_log_level level = input__reject_level(why);
 
-	if (p)
-		p->st.rejected[why]++;
-	else
+	if (!p)
 		e->rejected_unknown[why]++;
+	else if (p->st.rejected || (p->st.rejected = calloc(TSYNC_REJ_COUNT, sizeof(*p->st.rejected))))
+		p->st.rejected[why]++; /* (without memory for the counters, uncounted) */
 	/* The counters are exact; the log is not a counter. A flood of forged
 	 * datagrams must not fill the disk one line each, so the node logs
 	 * them rate-limited, keyed by the source address it alone knows. */
