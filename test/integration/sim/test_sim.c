@@ -116,7 +116,8 @@ static void test_json_in_memory(void **state)
 
 /* The site it wrote, kept (--keep) in a directory of its own (--dir): every
  * controller's port is outside the kernel's ephemeral range, where another
- * program's socket could take it before the node binds it. */
+ * program's socket could take it before the node binds it, and outside the
+ * ports the other integration tests take. */
 static void test_ports_outside_ephemeral_range(void **state)
 {
 	char parent[] = "/tmp/test-sim-XXXXXX", path[256], line[256], cmd[300], *out, *dir;
@@ -146,6 +147,8 @@ static void test_ports_outside_ephemeral_range(void **state)
 		if (sscanf(line, "udp_port = %u", &port) == 1) {
 			assert_true(port >= 1024);
 			assert_true(port < lo || port > hi);
+			/* nor among the other integration tests' (harness.c) */
+			assert_true(port < 15000 || port >= 30000);
 			ports++;
 		}
 	fclose(f);
