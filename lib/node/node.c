@@ -36,7 +36,13 @@
 struct peer_addr {
 	struct tsync_node *node; /* for the timer callback */
 	uint32_t peer;
-	struct sockaddr_storage ss;
+	/* IPv4 or IPv6, no more: a sockaddr_storage (128 bytes) per peer was
+	 * 100 KB per node on a site of a thousand controllers. */
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} ss;
 	socklen_t len; /* 0: not resolved */
 	uint64_t last_try_us;
 	struct event *timer;
@@ -122,7 +128,9 @@ TSYNC_API void tsync_node_options_init(tsync_node_options *opts)
 
 /* --- addresses --------------------------------------------------------------- */
 
-static int resolve(const char *host, uint16_t port, int family, struct sockaddr_storage *ss, socklen_t *len)
+/* The first address of host:port into ss (cap bytes). */
+static int resolve(const char *host, uint16_t port, int family, struct sockaddr *ss, socklen_t cap,
+                   socklen_t *len)
 {
 	struct addrinfo hints, *res = NULL;
 	char portstr[8];
@@ -136,21 +144,25 @@ static int resolve(const char *host, uint16_t port, int family, struct sockaddr_
 	r = getaddrinfo(host, portstr, &hints, &res);
 	if (r != 0 || !res)
 		return -EHOSTUNREACH;
+	if (res->ai_addrlen > cap) {
+		freeaddrinfo(res);
+		return -EHOSTUNREACH;
+	}
 	memcpy(ss, res->ai_addr, res->ai_addrlen);
 	*len = (socklen_t)res->ai_addrlen;
 	freeaddrinfo(res);
 	return 0;
 }
 
-static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+static bool same_addr(const struct sockaddr *a, const struct sockaddr *b)
 {
-	if (a->ss_family != b->ss_family)
+	if (a->sa_family != b->sa_family)
 		return false;
-	if (a->ss_family == AF_INET) {
+	if (a->sa_family == AF_INET) {
 		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
 		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
 	}
-	if (a->ss_family == AF_INET6) {
+	if (a->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
 		return x->sin6_port == y->sin6_port &&
 		       !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr));
@@ -161,15 +173,15 @@ static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_st
 /* Which peer's configured address a datagram came from, or -1. Sites are
  * tens of controllers; the simulator's hundreds still scan in microseconds,
  * and the last match is tried first since datagrams come in runs. */
-static size_t addr_hash(const struct sockaddr_storage *a)
+static size_t addr_hash(const struct sockaddr *a)
 {
-	uint64_t h = a->ss_family;
+	uint64_t h = a->sa_family;
 
-	if (a->ss_family == AF_INET) {
+	if (a->sa_family == AF_INET) {
 		const struct sockaddr_in *x = (const void *)a;
 		h = h << 16 ^ x->sin_port;
 		h = h << 32 ^ x->sin_addr.s_addr;
-	} else if (a->ss_family == AF_INET6) {
+	} else if (a->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *x = (const void *)a;
 		uint64_t w[2];
 		memcpy(w, &x->sin6_addr, sizeof(w));
@@ -179,19 +191,20 @@ static size_t addr_hash(const struct sockaddr_storage *a)
 	return (size_t)(h >> 32);
 }
 
-static int peer_by_addr(struct tsync_node *n, const struct sockaddr_storage *from, size_t *hint)
+static int peer_by_addr(struct tsync_node *n, const struct sockaddr_storage *from_ss, size_t *hint)
 {
+	const struct sockaddr *from = (const struct sockaddr *)from_ss;
 	int32_t *slot = n->addr_cache ? &n->addr_cache[addr_hash(from) & n->addr_cache_mask] : NULL;
 
-	if (*hint < n->n_addrs && n->addrs[*hint].len && same_addr(&n->addrs[*hint].ss, from))
+	if (*hint < n->n_addrs && n->addrs[*hint].len && same_addr(&n->addrs[*hint].ss.sa, from))
 		return (int)*hint;
 	if (slot && *slot >= 0 && (size_t)*slot < n->n_addrs && n->addrs[*slot].len &&
-	    same_addr(&n->addrs[*slot].ss, from)) {
+	    same_addr(&n->addrs[*slot].ss.sa, from)) {
 		*hint = (size_t)*slot;
 		return *slot;
 	}
 	for (size_t i = 0; i < n->n_addrs; i++)
-		if (n->addrs[i].len && same_addr(&n->addrs[i].ss, from)) {
+		if (n->addrs[i].len && same_addr(&n->addrs[i].ss.sa, from)) {
 			*hint = i;
 			if (slot)
 				*slot = (int32_t)i;
@@ -206,7 +219,7 @@ static void resolve_peer(struct tsync_node *n, uint32_t peer, uint64_t now)
 	const struct site_controller *c = &n->site->controllers[n->eng->peers[peer].ctrl];
 
 	a->last_try_us = now;
-	if (resolve(c->host, c->udp_port, n->family, &a->ss, &a->len) < 0) {
+	if (resolve(c->host, c->udp_port, n->family, &a->ss.sa, sizeof(a->ss), &a->len) < 0) {
 		a->len = 0;
 		log_warn(&n->log, "cannot resolve %s (%s:%u); will retry", c->name, c->host, c->udp_port);
 	}
@@ -229,9 +242,9 @@ static void raw_send(struct tsync_node *n, uint32_t peer, const void *buf, size_
 	/* A full socket buffer or an unreachable peer loses this datagram; the
 	 * retransmission timer is what makes delivery reliable, not this call. */
 	if (n->tx_batching)
-		udp__queue(n->fd, &n->tx, buf, len, (const struct sockaddr *)&a->ss, a->len);
+		udp__queue(n->fd, &n->tx, buf, len, &a->ss.sa, a->len);
 	else
-		(void)sendto(n->fd, buf, len, MSG_DONTWAIT, (const struct sockaddr *)&a->ss, a->len);
+		(void)sendto(n->fd, buf, len, MSG_DONTWAIT, &a->ss.sa, a->len);
 }
 
 /* What the engine sends from here to tx_end() leaves in one sendmmsg(). */
@@ -881,7 +894,7 @@ static int open_socket(struct tsync_node *n, const char *host, uint16_t port)
 	socklen_t len;
 	int fd, r, one = 1, rcvbuf = 1 << 20;
 
-	r = resolve(host, port, AF_UNSPEC, &ss, &len);
+	r = resolve(host, port, AF_UNSPEC, (struct sockaddr *)&ss, sizeof(ss), &len);
 	if (r < 0) {
 		log_error(&n->log, "cannot resolve my own address %s", host);
 		return r;

@@ -495,6 +495,44 @@ static void sim_free(struct sim *s)
 	memset(mstores, 0, sizeof(mstores));
 }
 
+/* What the engine keeps instead of walking, against the walk, on every
+ * live node: sync__unsettled() (owned things some user has not
+ * acknowledged, requests waiting), each owned thing's users pending (as
+ * sync__get() says it), the peers with windows (each exactly once on
+ * win_peers) and the heartbeat peers. Runs at
+ * every step of every simulation, so every test compares them. */
+static void check_counters(struct sim *s)
+{
+	for (uint32_t i = 0; i < s->count; i++) {
+		struct sync_engine *e = s->n[i].e;
+		size_t reqs = 0, hb = 0;
+		if (!s->n[i].alive)
+			continue;
+		assert_int_equal(sync__unsettled(e), sync__unsettled_walk(e));
+		assert_int_equal(e->n_owned_unsettled, sync__owned_unsettled_walk(e));
+		for (size_t k = 0; k < e->plan->n_owned; k++) {
+			uint32_t t = e->plan->owned[k];
+			tsync_thing_state st;
+			assert_int_equal(e->things[t].users_pending, sync__users_pending_walk(e, t));
+			assert_int_equal(sync__get(e, s->site->things[t].name, &st), 0);
+			assert_int_equal(st.users_pending, sync__users_pending_walk(e, t));
+		}
+		for (size_t k = 0; k < e->n_peers; k++) {
+			size_t listed = 0;
+			reqs += e->peers[k].n_reqs;
+			for (size_t j = 0; j < e->n_win_peers; j++)
+				listed += e->win_peers[j] == k;
+			assert_int_equal(listed, e->peers[k].wins != NULL);
+			if (e->peers[k].heartbeat) {
+				assert_true(hb < e->n_hb_peers);
+				assert_int_equal(e->hb_peers[hb++], k);
+			}
+		}
+		assert_int_equal(e->n_reqs, reqs);
+		assert_int_equal(hb, e->n_hb_peers);
+	}
+}
+
 /* Runs the simulation until `until` (absolute, us). */
 static void sim_run(struct sim *s, uint64_t until)
 {
@@ -502,6 +540,8 @@ static void sim_run(struct sim *s, uint64_t until)
 		uint64_t next = UINT64_MAX;
 		int kind = 0;
 		uint32_t who = 0, peer = 0;
+
+		check_counters(s);
 
 		for (uint32_t i = 0; i < s->count; i++)
 			if (s->n[i].alive && s->n[i].want_flush) {
@@ -1780,6 +1820,128 @@ static void test_heartbeat_keeps_backoff_of_refusing_peer(void **state)
 /* --- acknowledgements by datagram (ack.c) ------------------------------------- */
 
 /* A site of one owner A and users B and C of `n` int things t0..t(n-1). */
+/* The counters against their walks (check_counters, at every step) under
+ * random operations: sets by owners and users, asks, pulses and commands,
+ * some refused (too many queued), with loss, duplicates and reordering,
+ * and nodes crashing and restarting, with and without a store (a request
+ * to a restarted peer completes, or is sent again, and is resumed from
+ * the store). Settled at the end: both 0. */
+static void random_operations(const char *site_head, const char *a_name, uint64_t seed, bool requests)
+{
+	static const char *const things[] = {"light", "temp", "mode", "door", "count", "siren"};
+	char body[2048];
+	struct sim *s;
+	int queued = 0, refused = 0, crashes = 0;
+
+	snprintf(body, sizeof(body), "max_outstanding = 4\nmax_queued = 6\n%s", site_head);
+	s = sim_new(body, true, seed);
+	mstores[2].on = true; /* C keeps its requests and windows, A and B do not */
+	node_stop(s, 2);
+	node_start(s, 2);
+	s->loss = 0.25;
+	s->dup = 0.2;
+	s->reorder = 0.3;
+	for (int step = 0; step < 3000; step++) {
+		uint32_t c = (uint32_t)(prng__next(&s->prng) % s->count);
+		unsigned op = (unsigned)(prng__next(&s->prng) % 100);
+		const char *thing = things[prng__next(&s->prng) % 6];
+		tsync_value v;
+		tsync_thing_state st;
+
+		if (!s->n[c].alive) {
+			node_start(s, c);
+			continue;
+		}
+		/* Read too (the users' pending count); a thing it neither owns
+		 * nor uses is refused. */
+		(void)sync__get(s->n[c].e, thing, &st);
+		if (op < 40) {
+			/* Set: the owner changes it, a user asks the owner (or is refused). */
+			if (!strcmp(thing, "mode"))
+				v = tsync_string(step % 2 ? "eco" : "off");
+			else if (!strcmp(thing, "temp"))
+				v = tsync_float((double)(step % 100));
+			else if (!strcmp(thing, "count"))
+				v = tsync_int(step);
+			else
+				v = tsync_bool(step % 2);
+			(void)sync__set(s->n[c].e, thing, &v, s->now);
+		} else if (op < 50) {
+			(void)sync__ask(s->n[c].e, thing, s->now);
+		} else if (op < 70) {
+			(void)sync__pulse(s->n[c].e, "door", NULL, 0, NULL, NULL, s->now);
+		} else if (op < 90) {
+			int r = c == 0 ? 0 : sync__send_request(s->n[c].e, a_name, "cmd", "cmd_do", "version", NULL,
+			                                        NULL, NULL, s->now);
+			queued += r == 0 && c != 0;
+			refused += r == -ENOBUFS;
+		} else if (op < 93) {
+			node_stop(s, c);
+			crashes++;
+		} else if (op < 94) {
+			crashes++;
+			/* Restarted at once: peers learn its new boot mid-flight. */
+			node_stop(s, c);
+			node_start(s, c);
+		}
+		sim_run(s, s->now + prng__next(&s->prng) % 4000);
+	}
+	for (uint32_t c = 0; c < s->count; c++)
+		if (!s->n[c].alive)
+			node_start(s, c);
+	s->loss = s->dup = s->reorder = 0;
+	assert_true(sim_settle(s, 120000000));
+	for (uint32_t c = 0; c < s->count; c++) {
+		assert_int_equal(sync__unsettled(s->n[c].e), 0);
+		assert_int_equal(sync__unsettled_walk(s->n[c].e), 0);
+	}
+	/* The paths the counters follow were taken: requests queued and
+	 * answered (A has windows), refused at max_queued, nodes crashed. */
+	assert_true(crashes > 50);
+	if (requests) {
+		assert_true(queued > 100);
+		assert_true(refused > 0);
+		assert_true(s->n[0].e->n_win_peers > 0);
+	} else {
+		/* Every acknowledgement was a reply. */
+		for (uint32_t c = 0; c < s->count; c++)
+			assert_int_equal(s->n[c].e->ack_ranges, 0);
+	}
+	sim_free(s);
+}
+
+/* SITE3 with names so long that no "ack" range fits a 256-byte datagram
+ * (ack__ranges() is 0): users acknowledge each set by a reply naming its
+ * version, the other path to acked_ver. */
+static const char *SITE3_REPLIES =
+    "max_datagram = 256\nmax_string = 32\n"
+    "[controller Aaaaaaaaaaaaaaaaaaaaaaaa]\nhost = 127.0.0.1\nudp_port = 6001\nroles = cmd_do\n"
+    "[controller Bbbbbbbbbbbbbbbbbbbbbbbb]\nhost = 127.0.0.1\nudp_port = 6002\n"
+    "[controller Cccccccccccccccccccccccc]\nhost = 127.0.0.1\nudp_port = 6003\n"
+    "[thing light]\nowner = Aaaaaaaaaaaaaaaaaaaaaaaa\ntype = bool\n"
+    "users = Bbbbbbbbbbbbbbbbbbbbbbbb, Cccccccccccccccccccccccc\n"
+    "[thing temp]\nowner = Aaaaaaaaaaaaaaaaaaaaaaaa\ntype = float\n"
+    "users = Bbbbbbbbbbbbbbbbbbbbbbbb, Cccccccccccccccccccccccc\nmin = -50\nmax = 150\n"
+    "[thing mode]\nowner = Aaaaaaaaaaaaaaaaaaaaaaaa\ntype = string\nusers = Bbbbbbbbbbbbbbbbbbbbbbbb\n"
+    "allowed = off, eco, comfort\n"
+    "[thing door]\nowner = Aaaaaaaaaaaaaaaaaaaaaaaa\ntype = bool\n"
+    "users = Bbbbbbbbbbbbbbbbbbbbbbbb, Cccccccccccccccccccccccc\npulse = yes\npulse_ms = 300\n"
+    "[thing count]\nowner = Bbbbbbbbbbbbbbbbbbbbbbbb\ntype = int\n"
+    "users = Aaaaaaaaaaaaaaaaaaaaaaaa, Cccccccccccccccccccccccc\n"
+    "[thing siren]\nowner = Cccccccccccccccccccccccc\ntype = bool\nusers = Aaaaaaaaaaaaaaaaaaaaaaaa\n"
+    "settable = no\n";
+
+static void test_counters_under_random_operations(void **state)
+{
+	random_operations(SITE3, "A", 77, true);
+}
+
+static void test_counters_under_random_operations_replies(void **state)
+{
+	/* Requests do not fit its datagrams with such names: sets only. */
+	random_operations(SITE3_REPLIES, "Aaaaaaaaaaaaaaaaaaaaaaaa", 78, false);
+}
+
 static char *batch_site(int n)
 {
 	size_t cap = 200 + (size_t)n * 64, len;
@@ -2005,6 +2167,8 @@ int main(void)
 	    cmocka_unit_test(test_acks_by_datagram),
 	    cmocka_unit_test(test_acks_by_datagram_under_loss),
 	    cmocka_unit_test(test_shared_set_bytes),
+	    cmocka_unit_test(test_counters_under_random_operations),
+	    cmocka_unit_test(test_counters_under_random_operations_replies),
 	};
 	int r;
 
