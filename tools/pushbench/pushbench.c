@@ -888,7 +888,8 @@ static bool pg_ok(PGconn *c, PGresult *res)
  * (made in a schema of its own, so the collector's tables are untouched),
  * one transaction per batch: the fastest way in that PostgreSQL offers.
  */
-static double baseline_pg(struct bench *b, const char *conninfo)
+static double baseline_pg(struct bench *b, const char *conninfo, bool shared, struct pg_mark *ma,
+                          struct pg_mark *mz)
 {
 	PGconn *c = PQconnectdb(conninfo);
 	double t0 = -1;
@@ -899,17 +900,19 @@ static double baseline_pg(struct bench *b, const char *conninfo)
 		return -1;
 	}
 	PQsetNoticeProcessor(c, quiet, NULL);
-	if (!pg_ok(c, PQexec(c, "DROP SCHEMA IF EXISTS pushbench_baseline CASCADE")) ||
-	    !pg_ok(c, PQexec(c, "CREATE SCHEMA pushbench_baseline")) ||
-	    !pg_ok(c, PQexec(c, "SET search_path TO pushbench_baseline")))
-		goto leave;
-	for (size_t i = 0; i < db_schema_count; i++)
-		if (!pg_ok(c, PQexec(c, db_schema_sql[i])))
+	if (!shared) {
+		if (!pg_ok(c, PQexec(c, "DROP SCHEMA IF EXISTS pushbench_baseline CASCADE")) ||
+		    !pg_ok(c, PQexec(c, "CREATE SCHEMA pushbench_baseline")) ||
+		    !pg_ok(c, PQexec(c, "SET search_path TO pushbench_baseline")))
 			goto leave;
+		for (size_t i = 0; i < db_schema_count; i++)
+			if (!pg_ok(c, PQexec(c, db_schema_sql[i])))
+				goto leave;
+	}
 	buf = malloc((size_t)b->batch * 128);
 	if (!buf)
 		goto leave;
-	b->base_a = pg_mark(b, true);
+	*ma = pg_mark(b, true);
 	t0 = now_s();
 	for (long i = 0; i < b->backlog; i += b->batch) {
 		size_t n = 0;
@@ -943,13 +946,14 @@ static double baseline_pg(struct bench *b, const char *conninfo)
 	/* This connection's WAL counters into pg_stat_wal before they are read. */
 	PQclear(PQexec(c, "SELECT pg_stat_force_next_flush()"));
 	PQclear(PQexec(c, "SELECT 1"));
-	b->base_z = pg_mark(b, false);
+	*mz = pg_mark(b, false);
 	goto leave;
 fail:
 	t0 = -1;
 leave:
 	free(buf);
-	PQclear(PQexec(c, "DROP SCHEMA IF EXISTS pushbench_baseline CASCADE"));
+	if (!shared)
+		PQclear(PQexec(c, "DROP SCHEMA IF EXISTS pushbench_baseline CASCADE"));
 	PQfinish(c);
 	return t0;
 }
@@ -995,6 +999,23 @@ static void report(struct bench *b, const char *tag, const char *name, const cha
 	printf("  ratio to the baseline:   stream %.2f   drain %.2f\n", baseline > 0 ? st.stored / baseline : 0,
 	       baseline > 0 ? drain / baseline : 0);
 	fflush(stdout);
+#ifdef HAVE_POSTGRES
+	/*
+	 * The same COPY once more, into the drain's own table, as a third source: its primary-key
+	 * entries then go between other sources' rows, as the drain's went between the stream's
+	 * (BACKLOG sorts before PUSH), not at the right edge of an empty index as above.
+	 */
+	if (b->pg_live) {
+		struct pg_mark a, z;
+		double same = baseline_pg(b, b->pg_live, true, &a, &z);
+
+		printf("  baseline, the same COPY into the drain's table (other sources' rows in it): %9.0f rows/s\n",
+		       same);
+		pg_print("that baseline", a, z, (double)b->backlog);
+		printf("  ratio of the drain to it: %.2f\n", same > 0 ? drain / same : 0);
+		fflush(stdout);
+	}
+#endif
 }
 
 int main(int argc, char **argv)
@@ -1143,7 +1164,7 @@ int main(int argc, char **argv)
 			b.pg_live = conninfo;
 			if (!b.pg_conninfo && !b.pg_defaults)
 				pg_warm(&b);
-			double base = b.stream_only ? 0 : baseline_pg(&b, conninfo);
+			double base = b.stream_only ? 0 : baseline_pg(&b, conninfo, false, &b.base_a, &b.base_z);
 			snprintf(db, sizeof(db), "postgres:%s", conninfo);
 			report(&b, "postgres", "PostgreSQL (synchronous_commit on)", db, base,
 			       "COPY into the collector's schema");
