@@ -82,9 +82,10 @@ static const char usage_text[] =
     "  --keep               keep the temporary directory\n"
     "  -h, --help           this text\n";
 
-/* What the server did during a phase: WAL and checkpoints (pg_stat_wal, pg_stat_bgwriter). */
+/* What the server did during a phase: WAL (pg_stat_wal), the last checkpoint, its CPU. */
 struct pg_mark {
-	double wal_bytes, records, fpi, syncs, checkpoints;
+	double wal_bytes, records, fpi, syncs;
+	double checkpoint; /* the last checkpoint's LSN */
 	double cpu_s; /* the private cluster's CPU so far (all its processes), -1 unknown */
 	bool ok;
 };
@@ -365,7 +366,9 @@ static void pg_stop(struct bench *b)
 		fprintf(stderr, "could not remove %s\n", b->pgdir);
 }
 
-/* From /proc/PID/stat: the parent, the CPU of the process and of its children reaped (seconds). */
+/* From /proc/PID/stat (after the command's closing parenthesis: state is field 3, ppid 4, utime
+ * 14, stime 15, cutime 16, cstime 17): the parent, the CPU of the process and of its children
+ * reaped, in seconds. */
 static int proc_cpu(pid_t pid, pid_t *ppid, double *self, double *reaped)
 {
 	char path[64], buf[1024], *p;
@@ -444,14 +447,16 @@ static struct pg_mark pg_mark(const struct bench *b, bool checkpoint)
 	if (PQstatus(c) == CONNECTION_OK) {
 		if (checkpoint)
 			PQclear(PQexec(c, "CHECKPOINT"));
+		/* The last checkpoint's place from the control file: pg_stat_bgwriter's count may
+		 * come later than the CHECKPOINT above returned. */
 		res = PQexec(c, "SELECT pg_current_wal_lsn() - '0/0', w.wal_records, w.wal_fpi, w.wal_sync,"
-		                " g.checkpoints_timed + g.checkpoints_req FROM pg_stat_wal w, pg_stat_bgwriter g");
+		                " (SELECT checkpoint_lsn - '0/0' FROM pg_control_checkpoint()) FROM pg_stat_wal w");
 		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
 			m.wal_bytes = atof(PQgetvalue(res, 0, 0));
 			m.records = atof(PQgetvalue(res, 0, 1));
 			m.fpi = atof(PQgetvalue(res, 0, 2));
 			m.syncs = atof(PQgetvalue(res, 0, 3));
-			m.checkpoints = atof(PQgetvalue(res, 0, 4));
+			m.checkpoint = atof(PQgetvalue(res, 0, 4));
 			m.ok = true;
 			m.cpu_s = cluster_cpu_s(b);
 		}
@@ -492,9 +497,9 @@ static void pg_print(const char *what, struct pg_mark a, struct pg_mark z, doubl
 	if (!a.ok || !z.ok || rows <= 0)
 		return;
 	printf("    server, %s: WAL %.0f B a row (%.2f records, %.0f full-page images in all),"
-	       " %.0f WAL syncs, %.0f checkpoints during it",
+	       " %.0f WAL syncs, %s checkpoint during it",
 	       what, (z.wal_bytes - a.wal_bytes) / rows, (z.records - a.records) / rows, z.fpi - a.fpi,
-	       z.syncs - a.syncs, z.checkpoints - a.checkpoints);
+	       z.syncs - a.syncs, z.checkpoint != a.checkpoint ? "a" : "no");
 	if (a.cpu_s >= 0 && z.cpu_s >= a.cpu_s)
 		printf("; CPU %.2f us a row", 1e6 * (z.cpu_s - a.cpu_s) / rows);
 	printf("\n");
@@ -637,25 +642,10 @@ static bool pushd_up(uint16_t port)
 /* CPU time (user + system) of a process so far, in seconds; -1 if unknown. */
 static double cpu_s(pid_t pid)
 {
-	char path[64], buf[1024], *p;
-	unsigned long long ut, st;
-	ssize_t n;
-	int fd;
+	pid_t pp;
+	double self, reaped;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
-	/* After the command's closing parenthesis: state is field 3, utime 14, stime 15. */
-	p = strrchr(buf, ')');
-	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-		return -1;
-	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	return proc_cpu(pid, &pp, &self, &reaped) < 0 ? -1 : self;
 }
 
 static double self_cpu_s(void)
@@ -789,16 +779,24 @@ static struct backlog_result bench_backlog(struct bench *b, const char *db, cons
 		run_for(b, 20);
 	}
 	res.drain_s = now_s() - t0;
-	/* Before the count below (its query over the table is not the drain's work); a backend
-	 * reports its WAL counters at most once a second. */
-	if (b->pg_live)
-		usleep(1100000);
+	/* WAL bytes and CPU before the count below (its query over the table is not the drain's
+	 * work); the counters of pg_stat_wal once the collector's connections closed (a backend
+	 * reports them when it exits, or when idle, at most once a second). */
 	res.z = pg_mark(b, false);
 	if (stored(col_port, "BACKLOG") != b->backlog)
 		fprintf(stderr, "warning: the collector stored %" PRId64 " of %ld\n",
 		        stored(col_port, "BACKLOG"), b->backlog);
 	reap(pushd, SIGTERM);
 	reap(col, SIGTERM);
+	if (b->pg_live) {
+		struct pg_mark after;
+		usleep(300000);
+		after = pg_mark(b, false);
+		res.z.records = after.records;
+		res.z.fpi = after.fpi;
+		res.z.syncs = after.syncs;
+		res.z.checkpoint = after.checkpoint;
+	}
 	return res;
 }
 
