@@ -295,8 +295,8 @@ static int run_pg_cmd(struct bench *b, const char *const *argv)
 
 /*
  * The settings thingsync-collectord(8) recommends for a PostgreSQL that takes
- * backlogs (see DEPLOYMENT there), used for the collector and for the COPY
- * baseline alike: one drain of 1,000,000 writes about 340 MB of WAL. With
+ * backlogs (POSTGRESQL SETTINGS there), used for the collector and for the COPY
+ * baseline alike: one drain of 1,000,000 writes 320-410 MB of WAL. With
  * the default max_wal_size (1 GB) a checkpoint starts every ~540 MB of WAL,
  * i.e. in the middle of a drain; with the default min_wal_size (80 MB) the
  * WAL segments are removed at a checkpoint instead of kept for reuse, and
