@@ -458,6 +458,18 @@ static int64_t journaled(uint16_t port)
 	return n;
 }
 
+/* pushd's POSTs answered as settled and the measurements they carried, so far; -1 if unknown. */
+static void posts_sent(uint16_t port, int64_t *posts, int64_t *sent)
+{
+	json_t *j = pushd_status(port);
+	json_t *p = json_object_get(json_object_get(j, "sender"), "posts_ok");
+	json_t *n = json_object_get(json_object_get(j, "sender"), "sent");
+
+	*posts = json_is_integer(p) ? (int64_t)json_integer_value(p) : -1;
+	*sent = json_is_integer(n) ? (int64_t)json_integer_value(n) : -1;
+	json_decref(j);
+}
+
 static bool pushd_up(uint16_t port)
 {
 	json_t *j = pushd_status(port);
@@ -504,16 +516,18 @@ struct stream_result {
 	double offered;   /* changes the owner made per second */
 	double journaled; /* measurements pushd journaled (and acknowledged to the mesh) per second */
 	int64_t behind;   /* journaled but not stored at the end */
+	double posts;     /* POSTs settled per second */
+	double per_post;  /* measurements a settled POST carried, on average */
 	double cores[3];  /* CPU used, in cores: owner (this process), pushd, collector */
 };
 
 static struct stream_result bench_stream(struct bench *b, const char *db, const char *tag)
 {
-	struct stream_result res = {-1, -1, -1, -1, {-1, -1, -1}};
+	struct stream_result res = {-1, -1, -1, -1, -1, -1, {-1, -1, -1}};
 	uint16_t col_port = free_port(SOCK_STREAM), http_port = free_port(SOCK_STREAM);
 	pid_t col = start_collector(b, db, col_port, tag), pushd;
 	double t0, t1, end, c0[3], c1[3];
-	int64_t n0, n1, v0, j0, j1;
+	int64_t n0, n1, v0, j0, j1, p0, p1, s0, s1;
 	char ptag[64];
 	int status;
 
@@ -530,6 +544,7 @@ static struct stream_result bench_stream(struct bench *b, const char *db, const 
 	run_for(b, 1000);
 	n0 = stored(col_port, "PUSH");
 	j0 = journaled(http_port);
+	posts_sent(http_port, &p0, &s0);
 	v0 = b->next_value;
 	c0[0] = self_cpu_s();
 	c0[1] = cpu_s(pushd);
@@ -540,6 +555,7 @@ static struct stream_result bench_stream(struct bench *b, const char *db, const 
 	n1 = stored(col_port, "PUSH");
 	t1 = now_s();
 	j1 = journaled(http_port);
+	posts_sent(http_port, &p1, &s1);
 	c1[0] = self_cpu_s();
 	c1[1] = cpu_s(pushd);
 	c1[2] = cpu_s(col);
@@ -554,6 +570,10 @@ static struct stream_result bench_stream(struct bench *b, const char *db, const 
 	if (j0 >= 0 && j1 >= j0) {
 		res.journaled = (double)(j1 - j0) / (t1 - t0);
 		res.behind = j1 - n1;
+	}
+	if (p0 >= 0 && p1 > p0 && s0 >= 0 && s1 >= s0) {
+		res.posts = (double)(p1 - p0) / (t1 - t0);
+		res.per_post = (double)(s1 - s0) / (double)(p1 - p0);
 	}
 	for (int i = 0; i < 3; i++)
 		if (c0[i] >= 0 && c1[i] >= c0[i])
@@ -795,6 +815,8 @@ static void report(struct bench *b, const char *tag, const char *name, const cha
 	printf("    owner offered %.0f changes/s; pushd journaled %.0f/s (acknowledged to the mesh);\n"
 	       "    %" PRId64 " journaled, not yet stored at the end\n",
 	       st.offered, st.journaled, st.behind);
+	if (st.posts > 0)
+		printf("    POSTs: %.0f/s settled, %.0f measurements each on average\n", st.posts, st.per_post);
 	if (st.offered > 0 && st.journaled > 0 && st.stored > 0 && st.cores[0] >= 0 && st.cores[1] >= 0 &&
 	    st.cores[2] >= 0)
 		printf("    CPU: owner %.2f cores (%.1f us a change), pushd %.2f (%.1f us a measurement),"

@@ -94,6 +94,7 @@ struct env {
 	bool producing;
 	int64_t next_value;
 	uint8_t *acked; /* acked[value]: OWNER saw PUSH acknowledge it */
+	int64_t n_acked; /* values in acked */
 	/* connection_status received by RECOV */
 	int disconnects, reconnects;
 	/* alarm webhook posts received */
@@ -300,6 +301,11 @@ static bool pred_stored_at_least(struct env *e, void *arg)
 	return ok;
 }
 
+static bool pred_acked_at_least(struct env *e, void *arg)
+{
+	return e->n_acked >= *(int64_t *)arg;
+}
+
 static bool pred_pushd_failures(struct env *e, void *arg)
 {
 	json_t *s = pushd_status(e);
@@ -364,8 +370,11 @@ static void record_acks(struct env *e)
 
 		snprintf(name, sizeof(name), "t%d", k);
 		if (tsync_node_get(e->owner, name, &st) == 0 && st.users_pending == 0 &&
-		    st.value.type == TSYNC_TYPE_INT && st.value.u.i >= 0 && st.value.u.i < MAX_VALUES)
+		    st.value.type == TSYNC_TYPE_INT && st.value.u.i >= 0 && st.value.u.i < MAX_VALUES &&
+		    !e->acked[st.value.u.i]) {
 			e->acked[st.value.u.i] = 1;
+			e->n_acked++;
+		}
 	}
 }
 
@@ -1771,10 +1780,13 @@ static void test_stream_accept(void **state)
 	json_decref(j);
 	assert_true(wait_for(e, pred_alarm_cleared, &q, 30000));
 	/* Enough traffic through the new stream for the counts below to mean
-	 * something, however slowly a loaded machine produces it. */
+	 * something, however slowly a loaded machine produces it (and sees it
+	 * acknowledged: a value counts as acknowledged only if the owner sees
+	 * it so before the next tick replaces it). */
 	{
-		int64_t enough = 400;
+		int64_t enough = 400, enough_acked = 301;
 		assert_true(wait_for(e, pred_stored_at_least, &enough, 180000));
+		assert_true(wait_for(e, pred_acked_at_least, &enough_acked, 180000));
 	}
 
 	/* Drained: everything acknowledged by the mesh is in one of the two
