@@ -862,13 +862,15 @@ static void report(struct bench *b, const char *tag, const char *name, const cha
 	if (st.posts > 0)
 		printf("    POSTs: %.0f/s settled, %.0f measurements each on average\n", st.posts, st.per_post);
 	if (st.offered > 0 && st.journaled > 0 && st.stored > 0 && st.cores[0] >= 0 && st.cores[1] >= 0 &&
-	    st.cores[2] >= 0)
+	    st.cores[2] >= 0) {
 		printf("    CPU: owner %.2f cores (%.1f us a change), pushd %.2f (%.1f us a measurement),"
-		       " collector %.2f (%.1f us)%s%.2f%s%.1f%s\n"
-		       "    = %.1f us a measurement: at most %.0f/s if the chain had all %ld cores\n",
-		       st.cores[0], us[0], st.cores[1], us[1], st.cores[2], us[2], pg ? ",\n         PostgreSQL server " : "",
-		       pg ? st.cores[3] : 0, pg ? " (" : "", pg ? us[3] : 0, pg ? " us)" : "", cpu,
+		       " collector %.2f (%.1f us)%s\n",
+		       st.cores[0], us[0], st.cores[1], us[1], st.cores[2], us[2], pg ? "," : "");
+		if (pg)
+			printf("         PostgreSQL server %.2f (%.1f us)\n", st.cores[3], us[3]);
+		printf("    = %.1f us a measurement: at most %.0f/s if the chain had all %ld cores\n", cpu,
 		       cpu > 0 ? 1e6 * (double)ncpu / cpu : 0, ncpu);
+	}
 	fflush(stdout);
 	if (b->stream_only)
 		return;
