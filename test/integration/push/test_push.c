@@ -306,12 +306,18 @@ static bool pred_acked_at_least(struct env *e, void *arg)
 	return e->n_acked >= *(int64_t *)arg;
 }
 
-static bool pred_pushd_failures(struct env *e, void *arg)
+/* Whether pushd's /status says path1.path2 >= min. */
+static bool pushd_at_least(struct env *e, const char *path1, const char *path2, int64_t min)
 {
 	json_t *s = pushd_status(e);
-	bool ok = s && jint(s, "sender", "posts_failed") >= *(int64_t *)arg;
+	bool ok = s && jint(s, path1, path2) >= min;
 	json_decref(s);
 	return ok;
+}
+
+static bool pred_pushd_failures(struct env *e, void *arg)
+{
+	return pushd_at_least(e, "sender", "posts_failed", *(int64_t *)arg);
 }
 
 static bool pred_int(struct env *e, void *arg)
@@ -2816,15 +2822,30 @@ static bool pred_posts(struct env *e, void *arg)
 
 static bool pred_journaled_at_least(struct env *e, void *arg)
 {
-	json_t *s = pushd_status(e);
-	bool ok = s && jint(s, "journal", "last_seq") >= *(int64_t *)arg;
-	json_decref(s);
-	return ok;
+	return pushd_at_least(e, "journal", "last_seq", *(int64_t *)arg);
 }
 
 static bool pred_held_gone(struct env *e, void *arg)
 {
 	return ((const struct fake_col *)arg)->held == NULL;
+}
+
+/* The owner sets values until pushd journaled at least `least`, and all it set are
+ * acknowledged; pushd's last sequence then. */
+static int64_t produce_journaled(struct env *e, int64_t least)
+{
+	json_t *s;
+	int64_t last;
+
+	e->producing = true;
+	assert_true(wait_for(e, pred_journaled_at_least, &least, 60000));
+	e->producing = false;
+	assert_true(wait_for(e, pred_settled, NULL, 60000));
+	record_acks(e);
+	s = pushd_status(e);
+	last = jint(s, "journal", "last_seq");
+	json_decref(s);
+	return last;
 }
 
 static struct fake_col *fake_col_posts;
@@ -2847,7 +2868,6 @@ static void test_batch_while_in_flight(void **state)
 	struct fake_col f = {.hold = true};
 	int64_t some = 300, more, journaled, want_posts;
 	const char *extra[] = {"--timeout-ms", "600000", "--heartbeat-ms", "600000", NULL};
-	json_t *s;
 	int n;
 
 	f.value = calloc(FAKE_SEQS, sizeof(*f.value));
@@ -2868,14 +2888,7 @@ static void test_batch_while_in_flight(void **state)
 	assert_true(wait_for(e, pred_posts, &f, 20000));
 	assert_int_equal(f.count[0], 0);
 	/* 2. Measurements come meanwhile, all journaled (acknowledged to the mesh). */
-	e->producing = true;
-	assert_true(wait_for(e, pred_journaled_at_least, &some, 60000));
-	e->producing = false;
-	assert_true(wait_for(e, pred_settled, NULL, 60000));
-	record_acks(e);
-	s = pushd_status(e);
-	journaled = jint(s, "journal", "last_seq");
-	json_decref(s);
+	journaled = produce_journaled(e, some);
 	assert_true(journaled >= some && journaled < 5000);
 	/* Fewer than a batch: no second POST while the first is unanswered. */
 	assert_int_equal(f.posts, 1);
@@ -2890,14 +2903,7 @@ static void test_batch_while_in_flight(void **state)
 	assert_false(f.out_of_order);
 	/* 4. More while that one is held, then pushd is killed -9 before its answer. */
 	more = journaled + 200;
-	e->producing = true;
-	assert_true(wait_for(e, pred_journaled_at_least, &more, 60000));
-	e->producing = false;
-	assert_true(wait_for(e, pred_settled, NULL, 60000));
-	record_acks(e);
-	s = pushd_status(e);
-	more = jint(s, "journal", "last_seq");
-	json_decref(s);
+	more = produce_journaled(e, more);
 	assert_int_equal(f.posts, 2);
 	harness_stop(&e->pushd, SIGKILL);
 	/* The held request goes with its connection (or, not noticed yet, is answered into the void). */
