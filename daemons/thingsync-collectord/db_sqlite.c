@@ -51,6 +51,8 @@ struct db_sqlite {
 
 /* The connection (of this process) that last waited for the write lock, or NULL. */
 static _Atomic(const struct db_sqlite *) sq_waiter;
+/* When a batch was last committed (util__now_us()), by any connection of this process. */
+static _Atomic uint64_t sq_committed_us;
 
 static void sleep_ms(long ms)
 {
@@ -319,6 +321,10 @@ static int sq_reconnect(struct db *db)
 	int rc;
 
 	if (d->h) {
+		/* A batch committed within the last second says it takes writes; the
+		 * probe would only wait for the storing thread's transaction. */
+		if (util__now_us() - atomic_load(&sq_committed_us) < 1000000)
+			return 0;
 		/* A probe that needs the write lock: "open" is not "takes writes". */
 		rc = sqlite3_exec(d->h, "BEGIN IMMEDIATE; ROLLBACK", NULL, NULL, NULL);
 		if (rc == SQLITE_OK)
@@ -647,6 +653,7 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 	rc = sqlite3_exec(d->h, "COMMIT", NULL, NULL, NULL);
 	if (rc != SQLITE_OK)
 		goto rollback;
+	atomic_store(&sq_committed_us, util__now_us());
 	res->inserted = ins;
 	return 0;
 refused:
