@@ -630,6 +630,18 @@ static int64_t journaled(uint16_t port)
 	return n;
 }
 
+/* pushd's POSTs answered as settled and the measurements they carried, so far; -1 if unknown. */
+static void posts_sent(uint16_t port, int64_t *posts, int64_t *sent)
+{
+	json_t *j = pushd_status(port);
+	json_t *p = json_object_get(json_object_get(j, "sender"), "posts_ok");
+	json_t *n = json_object_get(json_object_get(j, "sender"), "sent");
+
+	*posts = json_is_integer(p) ? (int64_t)json_integer_value(p) : -1;
+	*sent = json_is_integer(n) ? (int64_t)json_integer_value(n) : -1;
+	json_decref(j);
+}
+
 static bool pushd_up(uint16_t port)
 {
 	json_t *j = pushd_status(port);
@@ -648,6 +660,45 @@ static double cpu_s(pid_t pid)
 	return proc_cpu(pid, &pp, &self, &reaped) < 0 ? -1 : self;
 }
 
+/* CPU of the private PostgreSQL cluster so far (the postmaster and its processes); -1 if unknown. */
+static double pg_cpu_s(const struct bench *b)
+{
+	char path[400], line[64];
+	double sum = -1;
+	glob_t g;
+	long pm;
+	FILE *f;
+
+	if (!b->pg_running)
+		return -1;
+	snprintf(path, sizeof(path), "%s/data/postmaster.pid", b->pgdir);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	pm = fgets(line, sizeof(line), f) ? strtol(line, NULL, 10) : 0;
+	fclose(f);
+	if (pm <= 0 || glob("/proc/[0-9]*/stat", 0, NULL, &g) != 0)
+		return -1;
+	for (size_t i = 0; i < g.gl_pathc; i++) {
+		char buf[512], *p;
+		long pid = strtol(g.gl_pathv[i] + 6, NULL, 10), ppid = 0;
+		FILE *s = fopen(g.gl_pathv[i], "r");
+		size_t n = s ? fread(buf, 1, sizeof(buf) - 1, s) : 0;
+
+		if (s)
+			fclose(s);
+		buf[n] = '\0';
+		p = strrchr(buf, ')');
+		if (!p || sscanf(p + 2, "%*c %ld", &ppid) != 1 || (pid != pm && ppid != pm))
+			continue;
+		double c = cpu_s((pid_t)pid);
+		if (c >= 0)
+			sum = (sum < 0 ? 0 : sum) + c;
+	}
+	globfree(&g);
+	return sum;
+}
+
 static double self_cpu_s(void)
 {
 	struct timespec ts;
@@ -661,16 +712,18 @@ struct stream_result {
 	double offered;   /* changes the owner made per second */
 	double journaled; /* measurements pushd journaled (and acknowledged to the mesh) per second */
 	int64_t behind;   /* journaled but not stored at the end */
-	double cores[3];  /* CPU used, in cores: owner (this process), pushd, collector */
+	double posts;     /* POSTs settled per second */
+	double per_post;  /* measurements a settled POST carried, on average */
+	double cores[4];  /* CPU used, in cores: owner (this process), pushd, collector, PostgreSQL */
 };
 
 static struct stream_result bench_stream(struct bench *b, const char *db, const char *tag)
 {
-	struct stream_result res = {-1, -1, -1, -1, {-1, -1, -1}};
+	struct stream_result res = {-1, -1, -1, -1, -1, -1, {-1, -1, -1, -1}};
 	uint16_t col_port = free_port(SOCK_STREAM), http_port = free_port(SOCK_STREAM);
 	pid_t col = start_collector(b, db, col_port, tag), pushd;
-	double t0, t1, end, c0[3], c1[3];
-	int64_t n0, n1, v0, j0, j1;
+	double t0, t1, end, c0[4], c1[4];
+	int64_t n0, n1, v0, j0, j1, p0, p1, s0, s1;
 	char ptag[64];
 	int status;
 
@@ -687,19 +740,25 @@ static struct stream_result bench_stream(struct bench *b, const char *db, const 
 	run_for(b, 1000);
 	n0 = stored(col_port, "PUSH");
 	j0 = journaled(http_port);
+	posts_sent(http_port, &p0, &s0);
 	v0 = b->next_value;
 	c0[0] = self_cpu_s();
 	c0[1] = cpu_s(pushd);
 	c0[2] = cpu_s(col);
+	c0[3] = pg_cpu_s(b);
 	t0 = now_s();
 	while (now_s() - t0 < b->seconds)
 		run_for(b, 100);
-	n1 = stored(col_port, "PUSH");
-	t1 = now_s();
-	j1 = journaled(http_port);
+	/* The CPU first: the collector's answer to stored() (a count over the table) is the
+	 * bench's work, not the stream's (at c0 it came before, too). */
 	c1[0] = self_cpu_s();
 	c1[1] = cpu_s(pushd);
 	c1[2] = cpu_s(col);
+	c1[3] = pg_cpu_s(b);
+	n1 = stored(col_port, "PUSH");
+	t1 = now_s();
+	j1 = journaled(http_port);
+	posts_sent(http_port, &p1, &s1);
 	b->producing = false;
 	run_for(b, 500);
 	reap(pushd, SIGTERM);
@@ -712,7 +771,11 @@ static struct stream_result bench_stream(struct bench *b, const char *db, const 
 		res.journaled = (double)(j1 - j0) / (t1 - t0);
 		res.behind = j1 - n1;
 	}
-	for (int i = 0; i < 3; i++)
+	if (p0 >= 0 && p1 > p0 && s0 >= 0 && s1 >= s0) {
+		res.posts = (double)(p1 - p0) / (t1 - t0);
+		res.per_post = (double)(s1 - s0) / (double)(p1 - p0);
+	}
+	for (int i = 0; i < 4; i++)
 		if (c0[i] >= 0 && c1[i] >= c0[i])
 			res.cores[i] = (c1[i] - c0[i]) / (t1 - t0);
 	return res;
@@ -965,9 +1028,10 @@ static void report(struct bench *b, const char *tag, const char *name, const cha
 	/* CPU per measurement, each process for what it handled: the owner per change it
 	 * made, pushd per measurement it journaled (and, in a steady state, sent), the
 	 * collector per measurement it stored. */
-	double us[3] = {1e6 * st.cores[0] / st.offered, 1e6 * st.cores[1] / st.journaled,
-	                1e6 * st.cores[2] / st.stored};
-	double drain, cpu = us[0] + us[1] + us[2];
+	bool pg = strcmp(tag, "postgres") == 0 && st.cores[3] >= 0;
+	double us[4] = {1e6 * st.cores[0] / st.offered, 1e6 * st.cores[1] / st.journaled,
+	                1e6 * st.cores[2] / st.stored, pg ? 1e6 * st.cores[3] / st.stored : 0};
+	double drain, cpu = us[0] + us[1] + us[2] + us[3];
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
 	printf("%s\n", name);
@@ -976,13 +1040,18 @@ static void report(struct bench *b, const char *tag, const char *name, const cha
 	printf("    owner offered %.0f changes/s; pushd journaled %.0f/s (acknowledged to the mesh);\n"
 	       "    %" PRId64 " journaled, not yet stored at the end\n",
 	       st.offered, st.journaled, st.behind);
+	if (st.posts > 0)
+		printf("    POSTs: %.0f/s settled, %.0f measurements each on average\n", st.posts, st.per_post);
 	if (st.offered > 0 && st.journaled > 0 && st.stored > 0 && st.cores[0] >= 0 && st.cores[1] >= 0 &&
-	    st.cores[2] >= 0)
+	    st.cores[2] >= 0) {
 		printf("    CPU: owner %.2f cores (%.1f us a change), pushd %.2f (%.1f us a measurement),"
-		       " collector %.2f (%.1f us)\n"
-		       "    = %.1f us a measurement: at most %.0f/s if the chain had all %ld cores\n",
-		       st.cores[0], us[0], st.cores[1], us[1], st.cores[2], us[2], cpu,
+		       " collector %.2f (%.1f us)%s\n",
+		       st.cores[0], us[0], st.cores[1], us[1], st.cores[2], us[2], pg ? "," : "");
+		if (pg)
+			printf("         PostgreSQL server %.2f (%.1f us)\n", st.cores[3], us[3]);
+		printf("    = %.1f us a measurement: at most %.0f/s if the chain had all %ld cores\n", cpu,
 		       cpu > 0 ? 1e6 * (double)ncpu / cpu : 0, ncpu);
+	}
 	fflush(stdout);
 	if (b->stream_only)
 		return;
