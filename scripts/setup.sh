@@ -8,6 +8,15 @@
 # derivatives; on a system without dpkg it only says so.
 set -euo pipefail
 
+# dpkg runs ldconfig and start-stop-daemon from /usr/sbin, which is not in the
+# PATH of `su` without `-` nor of some sudo setups: add it rather than fail
+# half-way through an install.
+case ":$PATH:" in
+*:/usr/sbin:*) ;;
+*) PATH=$PATH:/usr/sbin:/sbin ;;
+esac
+export PATH
+
 BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libevent-dev libjansson-dev liblmdb-dev
 	libsodium-dev libinih-dev libcmocka-dev scdoc libcurl4-openssl-dev libsqlite3-dev libpq-dev
 	libgpiod-dev libmosquitto-dev libssl-dev)
@@ -15,6 +24,8 @@ BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libevent-dev libjansson-d
 # clang 14 is Debian 12's clang; libFuzzer and the sanitizer runtimes for it
 # live in libclang-rt-14-dev.
 TEST_PKGS=(clang libclang-rt-14-dev valgrind g++ postgresql mosquitto openssl curl tzdata)
+# npm ci fetches test/browser's packages over HTTPS: the system's CA bundle.
+TEST_PKGS+=(ca-certificates)
 # The browser tests (test/browser): Debian's chromium, driven from node with
 # puppeteer-core (installed by scripts/test.sh with npm ci). A node from
 # elsewhere (with its own npm) is used as it is.
