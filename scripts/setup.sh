@@ -8,15 +8,6 @@
 # derivatives; on a system without dpkg it only says so.
 set -euo pipefail
 
-# dpkg runs ldconfig and start-stop-daemon from /usr/sbin, which is not in the
-# PATH of `su` without `-` nor of some sudo setups: add it rather than fail
-# half-way through an install.
-case ":$PATH:" in
-*:/usr/sbin:*) ;;
-*) PATH=$PATH:/usr/sbin:/sbin ;;
-esac
-export PATH
-
 BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libevent-dev libjansson-dev liblmdb-dev
 	libsodium-dev libinih-dev libcmocka-dev scdoc libcurl4-openssl-dev libsqlite3-dev libpq-dev
 	libgpiod-dev libmosquitto-dev libssl-dev)
