@@ -170,42 +170,34 @@ in_root 'git clone -q /srv/thingsync.git /root/thingsync'
 LOGS=$FRESH.logs
 mkdir -p "$LOGS"
 status=0
-if [ "$run_demo" = 1 ]; then
-	say "1. bash scripts/demo.sh --seconds 15 (log: $LOGS/demo.log)"
-	t=$SECONDS
-	if in_root 'cd /root/thingsync && bash scripts/demo.sh --seconds 15' >"$LOGS/demo.log" 2>&1; then
-		say "demo: ok in $((SECONDS - t))s"
-		grep -E '^setup: (installed|all)|^== the scene' "$LOGS/demo.log" || true
+# step TITLE LOG SUMMARY_RE COMMAND...: runs one command into $LOGS/LOG, says
+# how long it took and, on success, the log's lines that match SUMMARY_RE;
+# on failure its tail (or its list of failures).
+step() {
+	local title=$1 log=$LOGS/$2 re=$3 t=$SECONDS
+	shift 3
+	say "$title (log: $log)"
+	if "$@" </dev/null >"$log" 2>&1; then
+		say "ok in $((SECONDS - t))s"
+		grep -E "$re" "$log" || true
 	else
-		tail -n 40 "$LOGS/demo.log"
-		say "demo: FAILED after $((SECONDS - t))s"
+		grep -A20 '^== failures:' "$log" || tail -n 40 "$log"
+		say "FAILED after $((SECONDS - t))s"
 		status=1
 	fi
+}
+if [ "$run_demo" = 1 ]; then
+	step "1. bash scripts/demo.sh --seconds 15" demo.log '^setup: (installed|all)|^== the scene' \
+		in_root 'cd /root/thingsync && bash scripts/demo.sh --seconds 15'
 fi
 if [ "$run_test" = 1 ]; then
-	say "2. bash scripts/test.sh --setup-only (log: $LOGS/test-setup.log)"
-	t=$SECONDS
-	if in_root 'cd /root/thingsync && bash scripts/test.sh --setup-only' >"$LOGS/test-setup.log" 2>&1; then
-		say "test setup: ok in $((SECONDS - t))s"
-		grep -E '^setup: (installed|all)|npm ci' "$LOGS/test-setup.log" || true
-	else
-		tail -n 40 "$LOGS/test-setup.log"
-		say "test setup: FAILED after $((SECONDS - t))s (the suite runs anyway)"
-		status=1
-	fi
-	say "3. bash scripts/test.sh in a network namespace of its own (log: $LOGS/test.log)"
-	t=$SECONDS
-	if unshare -n bash -c 'ip link set lo up && exec "$@"' unshared \
-		chroot "$FRESH" "${CENV[@]}" nice -n "$NICE" bash -c 'cd /root/thingsync && bash scripts/test.sh' \
-		</dev/null >"$LOGS/test.log" 2>&1; then
-		say "test: ok in $((SECONDS - t))s"
-	else
-		grep -A20 '^== failures:' "$LOGS/test.log" || tail -n 40 "$LOGS/test.log"
-		say "test: FAILED after $((SECONDS - t))s"
-		status=1
-	fi
-	say "suite: $(grep -E '^== (build-ci|build-asan): [0-9]+ passed' "$LOGS/test.log" | tr '\n' ' ')"
-	say "suite: $(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGS/test.log" | tail -n1)"
+	step "2. bash scripts/test.sh --setup-only" test-setup.log '^setup: (installed|all)|npm ci' \
+		in_root 'cd /root/thingsync && bash scripts/test.sh --setup-only'
+	step "3. bash scripts/test.sh, in a network namespace of its own" test.log \
+		'^== (build-ci|build-asan): [0-9]+ passed|^== done in|^[0-9]+ passed, [0-9]+ failed$' \
+		unshare -n bash -c 'ip link set lo up && exec "$@"' unshared \
+		chroot "$FRESH" "${CENV[@]}" nice -n "$NICE" bash -c 'cd /root/thingsync && bash scripts/test.sh'
+	[ "$status" = 0 ] || grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGS/test.log" || true
 fi
 say "done in $((SECONDS - T0))s; the root stays in $FRESH, logs in $LOGS"
 exit "$status"
