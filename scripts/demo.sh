@@ -23,6 +23,8 @@ BUILD=${THINGSYNC_DEMO_BUILD:-build}
 DEMO=$BUILD/tools/examples/thingsync-demo
 
 say() { printf '== %s\n' "$*"; }
+# A step that fails says which (set -e alone would stop without a word).
+trap 'rc=$?; say "demo.sh: failed (exit $rc) at line $LINENO: $BASH_COMMAND" >&2; exit $rc' ERR
 
 # Under sudo, build and run as the user who called sudo (when that user owns
 # the checkout), so the tree does not fill with root-owned files.

@@ -15,6 +15,8 @@ BUILD_PKGS=(meson ninja-build pkg-config gcc libc6-dev libevent-dev libjansson-d
 # clang 14 is Debian 12's clang; libFuzzer and the sanitizer runtimes for it
 # live in libclang-rt-14-dev.
 TEST_PKGS=(clang libclang-rt-14-dev valgrind g++ postgresql mosquitto openssl curl tzdata)
+# npm ci fetches test/browser's packages over HTTPS: the system's CA bundle.
+TEST_PKGS+=(ca-certificates)
 # The browser tests (test/browser): Debian's chromium, driven from node with
 # puppeteer-core (installed by scripts/test.sh with npm ci). A node from
 # elsewhere (with its own npm) is used as it is.

@@ -7,9 +7,27 @@
 # and ends with one line "N passed, M failed" (tests, fuzz runs, and any step
 # that failed before its tests could run). Exits non-zero if anything failed.
 #
-# Usage: [sudo] bash scripts/test.sh        (from any directory)
+# Usage: [sudo] bash scripts/test.sh [--setup-only]     (from any directory)
+#   --setup-only  install what is missing (Debian packages, test/browser's
+#                 node_modules) and stop: the part that needs the network, so
+#                 that the suite itself can then run without it.
 # Environment: FUZZ_SECONDS (default 20), SKIP_ASAN=1, SKIP_FUZZ=1 for quicker local runs.
 set -euo pipefail
+
+setup_only=0
+for arg in "$@"; do
+	case "$arg" in
+	--setup-only) setup_only=1 ;;
+	-h | --help)
+		sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "test.sh: unknown argument: $arg (try --help)" >&2
+		exit 2
+		;;
+	esac
+done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -106,9 +124,33 @@ fi
 
 # 1b. The browser tests' driver (test/browser/package-lock.json), from the npm
 # registry; no browser is downloaded (Debian's chromium is used).
-say "browser tests: npm ci"
-if ! (cd "$ROOT/test/browser" && as_user env PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error); then
-	note_failure "browser tests: npm ci"
+# Skipped when node_modules was installed from this very lock file (a stamp
+# written after a good `npm ci`), so the suite can run again without the
+# registry (offline, or in a network namespace after a first run with network).
+NPM_STAMP=$ROOT/test/browser/node_modules/.thingsync-package-lock.json
+if ! command -v npm >/dev/null 2>&1; then
+	note_failure "browser tests: no npm (scripts/setup.sh --test installs Debian's nodejs and npm)"
+elif [ -d "$ROOT/test/browser/node_modules/puppeteer-core" ] &&
+	cmp -s "$ROOT/test/browser/package-lock.json" "$NPM_STAMP"; then
+	say "browser tests: node_modules matches package-lock.json, no npm ci"
+else
+	say "browser tests: npm ci (puppeteer-core $(sed -n 's/.*"puppeteer-core": "\(.*\)".*/\1/p' "$ROOT/test/browser/package.json" | head -n1), node $(node --version 2>/dev/null || echo '?'), npm $(npm --version 2>/dev/null || echo '?'))"
+	if (cd "$ROOT/test/browser" && as_user env PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error); then
+		as_user cp "$ROOT/test/browser/package-lock.json" "$NPM_STAMP"
+	else
+		say "npm ci needs the npm registry (npm config get registry: $(npm config get registry 2>/dev/null || echo '?'));" \
+			"behind a proxy set https_proxy, or npm's cafile for a TLS-inspecting one"
+		note_failure "browser tests: npm ci"
+	fi
+fi
+
+if [ "$setup_only" = 1 ]; then
+	if [ "$failed" = 0 ]; then
+		say "setup done in $((SECONDS - START))s"
+		exit 0
+	fi
+	say "setup failed: ${failures[*]}"
+	exit 1
 fi
 
 # 2-3. Normal build, warnings as errors, and its suite.

@@ -181,8 +181,9 @@ typedef int (*db_row_fn)(void *ud, int n, const char *const *col);
 struct db_ops {
 	const char *name;
 	/* store() may run on a second handle of its own in a worker thread
-	 * (storeq.h) while this one serves the loop: the database takes two
-	 * writers (a server), and store() holds no state outside its handle. */
+	 * (storeq.h) while this one serves the loop: store() holds no state
+	 * outside its handle, and the database takes a second writer (a server
+	 * at once; SQLite in turns, see db_sqlite.c). */
 	bool store_apart;
 	/* Connects; a database that cannot be reached yet is not an error here:
 	 * the handle is made and reports DB_EDOWN until reconnect() works.

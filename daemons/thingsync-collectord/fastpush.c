@@ -111,21 +111,31 @@ static int num(struct rd *p, int64_t *i, double *f)
 	n = (size_t)(q - a);
 	if (n >= sizeof(text))
 		return 0;
+	if (!real) {
+		/* The digits as they come (strtoll was a fifth of the reader's work): what
+		 * does not fit in 64 bits is refused, as strtoll's ERANGE was. */
+		bool neg = *a == '-';
+		uint64_t x = 0;
+		for (const char *d = a + neg; d < q; d++) {
+			unsigned dig = (unsigned)(*d - '0');
+			if (x > (UINT64_MAX - dig) / 10)
+				return 0;
+			x = x * 10 + dig;
+		}
+		if (x > (uint64_t)INT64_MAX + neg)
+			return 0;
+		*i = neg ? (int64_t)(0 - x) : (int64_t)x;
+		p->s = q;
+		return 1;
+	}
 	memcpy(text, a, n);
 	text[n] = '\0';
 	errno = 0;
-	if (real) {
-		*f = strtod(text, &e);
-		if (errno || !isfinite(*f) || *e)
-			return 0;
-	} else {
-		long long x = strtoll(text, &e, 10);
-		if (errno || *e)
-			return 0;
-		*i = x;
-	}
+	*f = strtod(text, &e);
+	if (errno || !isfinite(*f) || *e)
+		return 0;
 	p->s = q;
-	return real ? 2 : 1;
+	return 2;
 }
 
 static bool integer(struct rd *p, int64_t *x)

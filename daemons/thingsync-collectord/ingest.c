@@ -482,7 +482,7 @@ no:
 
 /*
  * One push being handled: the batch and everything it borrows, from the
- * request's body to the answer (with PostgreSQL the batch is stored by
+ * request's body to the answer (the batch is stored by
  * storeq's worker while the loop reads the next POST).
  */
 struct push {

@@ -77,6 +77,7 @@ struct cumul {
 	const struct logger *log;
 	struct cthing *th;
 	size_t n;
+	uint32_t *pos; /* by site thing index: its place in th + 1, 0 if not owned */
 	char day[CUMUL_DATE_LEN + 1];
 	int64_t start, end;
 	bool have_day;
@@ -249,8 +250,14 @@ static void clear_counters(struct cthing *t)
 static int keep(tsync_value *dst, const tsync_value *src)
 {
 	tsync_value tmp;
-	int r = value__copy(&tmp, src);
+	int r;
 
+	/* Numbers and booleans own nothing: a plain copy (every change). */
+	if (dst->type != TSYNC_TYPE_STRING && src->type != TSYNC_TYPE_STRING) {
+		*dst = *src;
+		return 0;
+	}
+	r = value__copy(&tmp, src);
 	if (r < 0)
 		return r;
 	value__clear(dst);
@@ -489,7 +496,10 @@ int cumul__new(const struct tsync_site *site, uint32_t me, struct store *store, 
 	for (size_t i = 0; i < site->n_things; i++)
 		n += site->things[i].owner == me;
 	c->th = calloc(n ? n : 1, sizeof(*c->th));
-	if (!c->th) {
+	c->pos = calloc(site->n_things ? site->n_things : 1, sizeof(*c->pos));
+	if (!c->th || !c->pos) {
+		free(c->th);
+		free(c->pos);
 		free(c);
 		return -ENOMEM;
 	}
@@ -498,6 +508,7 @@ int cumul__new(const struct tsync_site *site, uint32_t me, struct store *store, 
 		if (site->things[i].owner != me)
 			continue;
 		t = &c->th[c->n++];
+		c->pos[i] = (uint32_t)c->n;
 		t->ix = (uint32_t)i;
 		t->name = site->things[i].name;
 		t->type = site->things[i].type;
@@ -527,24 +538,16 @@ void cumul__free(struct cumul *c)
 	free(c->closed);
 	free(c->gone);
 	free(c->th);
+	free(c->pos);
 	free(c);
 }
 
 static struct cthing *find(struct cumul *c, uint32_t ix)
 {
-	/* Owned things are in site order: a binary search by index. */
-	size_t lo = 0, hi = c->n;
-
-	while (lo < hi) {
-		size_t mid = (lo + hi) / 2;
-		if (c->th[mid].ix == ix)
-			return &c->th[mid];
-		if (c->th[mid].ix < ix)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
+	/* By the index's place, not a search: it runs for every change. */
+	if (ix >= c->site->n_things || !c->pos[ix])
+		return NULL;
+	return &c->th[c->pos[ix] - 1];
 }
 
 /* Opens the day labelled for `start`'s date, ending at the next midnight. */

@@ -27,6 +27,7 @@
 #include "util/util.h"
 
 #define RECV_BATCH       64 /* datagrams read per wake-up before others get a turn */
+#define TIMER_RECV_MAX   512 /* read before a timer's decision (timer_cb()) */
 #define RESOLVE_RETRY_US (10u * 1000000u)
 /* How often the cumuls note that the controller is alive: after a crash,
  * at most this much of a thing's last value is counted as unknown. */
@@ -35,7 +36,13 @@
 struct peer_addr {
 	struct tsync_node *node; /* for the timer callback */
 	uint32_t peer;
-	struct sockaddr_storage ss;
+	/* IPv4 or IPv6, no more: a sockaddr_storage (128 bytes) per peer was
+	 * 100 KB per node on a site of a thousand controllers. */
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in in;
+		struct sockaddr_in6 in6;
+	} ss;
 	socklen_t len; /* 0: not resolved */
 	uint64_t last_try_us;
 	struct event *timer;
@@ -106,6 +113,9 @@ struct tsync_node {
 	 * (own_base, not in tsync_node_run*()) nothing runs it but the next
 	 * tsync_node_run*(), which flushes first: no event is needed. */
 	bool flush_wanted, flush_ev_active, in_loop;
+	/* Handling the datagrams of a receive turn, which ends with a flush of
+	 * its own (rx_cb()): a flush wanted meanwhile needs no event. */
+	bool in_rx;
 };
 
 TSYNC_API void tsync_node_options_init(tsync_node_options *opts)
@@ -118,7 +128,9 @@ TSYNC_API void tsync_node_options_init(tsync_node_options *opts)
 
 /* --- addresses --------------------------------------------------------------- */
 
-static int resolve(const char *host, uint16_t port, int family, struct sockaddr_storage *ss, socklen_t *len)
+/* The first address of host:port into ss (cap bytes). */
+static int resolve(const char *host, uint16_t port, int family, struct sockaddr *ss, socklen_t cap,
+                   socklen_t *len)
 {
 	struct addrinfo hints, *res = NULL;
 	char portstr[8];
@@ -132,21 +144,25 @@ static int resolve(const char *host, uint16_t port, int family, struct sockaddr_
 	r = getaddrinfo(host, portstr, &hints, &res);
 	if (r != 0 || !res)
 		return -EHOSTUNREACH;
+	if (res->ai_addrlen > cap) {
+		freeaddrinfo(res);
+		return -EHOSTUNREACH;
+	}
 	memcpy(ss, res->ai_addr, res->ai_addrlen);
 	*len = (socklen_t)res->ai_addrlen;
 	freeaddrinfo(res);
 	return 0;
 }
 
-static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+static bool same_addr(const struct sockaddr *a, const struct sockaddr *b)
 {
-	if (a->ss_family != b->ss_family)
+	if (a->sa_family != b->sa_family)
 		return false;
-	if (a->ss_family == AF_INET) {
+	if (a->sa_family == AF_INET) {
 		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
 		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
 	}
-	if (a->ss_family == AF_INET6) {
+	if (a->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
 		return x->sin6_port == y->sin6_port &&
 		       !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr));
@@ -157,15 +173,15 @@ static bool same_addr(const struct sockaddr_storage *a, const struct sockaddr_st
 /* Which peer's configured address a datagram came from, or -1. Sites are
  * tens of controllers; the simulator's hundreds still scan in microseconds,
  * and the last match is tried first since datagrams come in runs. */
-static size_t addr_hash(const struct sockaddr_storage *a)
+static size_t addr_hash(const struct sockaddr *a)
 {
-	uint64_t h = a->ss_family;
+	uint64_t h = a->sa_family;
 
-	if (a->ss_family == AF_INET) {
+	if (a->sa_family == AF_INET) {
 		const struct sockaddr_in *x = (const void *)a;
 		h = h << 16 ^ x->sin_port;
 		h = h << 32 ^ x->sin_addr.s_addr;
-	} else if (a->ss_family == AF_INET6) {
+	} else if (a->sa_family == AF_INET6) {
 		const struct sockaddr_in6 *x = (const void *)a;
 		uint64_t w[2];
 		memcpy(w, &x->sin6_addr, sizeof(w));
@@ -175,19 +191,20 @@ static size_t addr_hash(const struct sockaddr_storage *a)
 	return (size_t)(h >> 32);
 }
 
-static int peer_by_addr(struct tsync_node *n, const struct sockaddr_storage *from, size_t *hint)
+static int peer_by_addr(struct tsync_node *n, const struct sockaddr_storage *from_ss, size_t *hint)
 {
+	const struct sockaddr *from = (const struct sockaddr *)from_ss;
 	int32_t *slot = n->addr_cache ? &n->addr_cache[addr_hash(from) & n->addr_cache_mask] : NULL;
 
-	if (*hint < n->n_addrs && n->addrs[*hint].len && same_addr(&n->addrs[*hint].ss, from))
+	if (*hint < n->n_addrs && n->addrs[*hint].len && same_addr(&n->addrs[*hint].ss.sa, from))
 		return (int)*hint;
 	if (slot && *slot >= 0 && (size_t)*slot < n->n_addrs && n->addrs[*slot].len &&
-	    same_addr(&n->addrs[*slot].ss, from)) {
+	    same_addr(&n->addrs[*slot].ss.sa, from)) {
 		*hint = (size_t)*slot;
 		return *slot;
 	}
 	for (size_t i = 0; i < n->n_addrs; i++)
-		if (n->addrs[i].len && same_addr(&n->addrs[i].ss, from)) {
+		if (n->addrs[i].len && same_addr(&n->addrs[i].ss.sa, from)) {
 			*hint = i;
 			if (slot)
 				*slot = (int32_t)i;
@@ -202,7 +219,7 @@ static void resolve_peer(struct tsync_node *n, uint32_t peer, uint64_t now)
 	const struct site_controller *c = &n->site->controllers[n->eng->peers[peer].ctrl];
 
 	a->last_try_us = now;
-	if (resolve(c->host, c->udp_port, n->family, &a->ss, &a->len) < 0) {
+	if (resolve(c->host, c->udp_port, n->family, &a->ss.sa, sizeof(a->ss), &a->len) < 0) {
 		a->len = 0;
 		log_warn(&n->log, "cannot resolve %s (%s:%u); will retry", c->name, c->host, c->udp_port);
 	}
@@ -225,9 +242,9 @@ static void raw_send(struct tsync_node *n, uint32_t peer, const void *buf, size_
 	/* A full socket buffer or an unreachable peer loses this datagram; the
 	 * retransmission timer is what makes delivery reliable, not this call. */
 	if (n->tx_batching)
-		udp__queue(n->fd, &n->tx, buf, len, (const struct sockaddr *)&a->ss, a->len);
+		udp__queue(n->fd, &n->tx, buf, len, &a->ss.sa, a->len);
 	else
-		(void)sendto(n->fd, buf, len, MSG_DONTWAIT, (const struct sockaddr *)&a->ss, a->len);
+		(void)sendto(n->fd, buf, len, MSG_DONTWAIT, &a->ss.sa, a->len);
 }
 
 /* What the engine sends from here to tx_end() leaves in one sendmmsg(). */
@@ -298,6 +315,8 @@ static void op_send(void *ctx, uint32_t peer, const void *buf, size_t len)
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg);
+static unsigned rx_read(struct tsync_node *n, unsigned max);
+static void flush_now(struct tsync_node *n);
 
 static void op_arm(void *ctx, uint32_t peer, uint64_t delay_us)
 {
@@ -327,6 +346,16 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct peer_addr *a = arg;
 
 	tx_begin(a->node);
+	/* What the peer sent may be waiting unread: libevent runs the timers
+	 * due in a turn after the socket's callback, which reads at most
+	 * RECV_BATCH datagrams, or one after a lone read. A node that was not
+	 * scheduled for longer than the timeout (a busy machine) would then
+	 * resend everything to peers whose acknowledgements it holds. Read
+	 * them first (up to TIMER_RECV_MAX, a bound against a flood), and
+	 * flush what they made due (commit first, as always), so that the
+	 * timer sees what the peer said. */
+	if (rx_read(a->node, TIMER_RECV_MAX))
+		flush_now(a->node);
 	sync__timer(a->node->eng, a->peer, util__now_us());
 	tx_end(a->node);
 }
@@ -336,7 +365,7 @@ static void op_want_flush(void *ctx)
 	struct tsync_node *n = ctx;
 
 	n->flush_wanted = true;
-	if (!n->flush_ev_active && (n->in_loop || !n->own_base)) {
+	if (!n->flush_ev_active && !n->in_rx && (n->in_loop || !n->own_base)) {
 		n->flush_ev_active = true;
 		event_active(n->flush_ev, EV_TIMEOUT, 0);
 	}
@@ -508,7 +537,11 @@ static void cumul_event(void *ud, tsync_node *node, const tsync_event *ev)
 	uint32_t ix;
 
 	(void)node;
-	if (!n->cumul || !owned_ix(n, ev->thing, &ix))
+	if (!n->cumul)
+		return;
+	/* The engine names the thing's index: no lookup by name per change. */
+	ix = sync__event_thing(n->eng, ev);
+	if (ix == UINT32_MAX ? !owned_ix(n, ev->thing, &ix) : n->site->things[ix].owner != n->me)
 		return;
 	if (ev->kind == TSYNC_EVENT_CHANGED) {
 		cumul__value(n->cumul, ix, &ev->value, node_realtime(n));
@@ -752,18 +785,22 @@ static void op_rejected(void *ctx, const char *peer, tsync_reject why, const cha
 		rejlog_arm(n, ratelog__tick(&n->rejlog, now), now);
 }
 
-static void rx_cb(evutil_socket_t fd, short what, void *arg)
+/* Reads and handles what waits in the socket, up to max datagrams. A turn
+ * of RECV_BATCH may start with a single read (udp__turn_want()); a longer
+ * one, the timer's, reads in batches. Returns how many were read. */
+static unsigned rx_read(struct tsync_node *n, unsigned max)
 {
-	struct tsync_node *n = arg;
 	size_t hint = 0;
 	unsigned total = 0;
 
-	tx_begin(n);
-	while (total < RECV_BATCH) {
-		unsigned want = RECV_BATCH - total < UDP_BATCH ? RECV_BATCH - total : UDP_BATCH;
+	/* A flush wanted while the datagrams are handled needs no event: the
+	 * caller flushes when the read ends. */
+	n->in_rx = true;
+	while (total < max) {
+		unsigned want = max - total < UDP_BATCH ? max - total : UDP_BATCH;
 		unsigned got;
 
-		if (total == 0)
+		if (total == 0 && max == RECV_BATCH)
 			want = udp__turn_want(&n->rx, want);
 		got = udp__recv(n->fd, &n->rx, want);
 		uint64_t now = util__now_us(); /* one reading for what one call read */
@@ -780,8 +817,19 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 		if (got < want || want == 1)
 			break;
 	}
+	n->in_rx = false;
+	return total;
+}
+
+static void rx_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tsync_node *n = arg;
+
+	tx_begin(n);
+	rx_read(n, RECV_BATCH);
 	/* One commit and one answer per peer for the whole batch, and the
-	 * answers in one system call, in this turn. */
+	 * answers in one system call, in this turn. What the flush itself
+	 * wants later (a window still full) is an event again. */
 	flush_now(n);
 	tx_end(n);
 }
@@ -853,7 +901,7 @@ static int open_socket(struct tsync_node *n, const char *host, uint16_t port)
 	socklen_t len;
 	int fd, r, one = 1, rcvbuf = 1 << 20;
 
-	r = resolve(host, port, AF_UNSPEC, &ss, &len);
+	r = resolve(host, port, AF_UNSPEC, (struct sockaddr *)&ss, sizeof(ss), &len);
 	if (r < 0) {
 		log_error(&n->log, "cannot resolve my own address %s", host);
 		return r;

@@ -9,22 +9,35 @@
 
 #include "store/env.h"
 
+#define CLAIM_BUCKETS 256
+
 static pthread_mutex_t claims_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct env_claim *claims;
+static struct env_claim *claims[CLAIM_BUCKETS];
+
+static struct env_claim **claim_bucket(const struct env_claim *c)
+{
+	uint64_t h = ((uint64_t)c->dev * 0x9e3779b97f4a7c15u) ^ ((uint64_t)c->ino * 0xbf58476d1ce4e5b9u);
+
+	return &claims[(h >> 32) % CLAIM_BUCKETS];
+}
 
 int env__claim(struct env_claim *c)
 {
+	struct env_claim **head = claim_bucket(c);
 	int r = 0;
 
 	pthread_mutex_lock(&claims_lock);
-	for (struct env_claim *o = claims; o; o = o->next) {
+	for (struct env_claim *o = *head; o; o = o->next) {
 		if (o->dev == c->dev && o->ino == c->ino) {
 			r = -EBUSY;
 			goto leave;
 		}
 	}
-	c->next = claims;
-	claims = c;
+	c->next = *head;
+	c->pprev = head;
+	if (*head)
+		(*head)->pprev = &c->next;
+	*head = c;
 	c->held = true;
 leave:
 	pthread_mutex_unlock(&claims_lock);
@@ -36,13 +49,12 @@ void env__release(struct env_claim *c)
 	if (!c->held)
 		return;
 	pthread_mutex_lock(&claims_lock);
-	for (struct env_claim **pp = &claims; *pp; pp = &(*pp)->next) {
-		if (*pp == c) {
-			*pp = c->next;
-			break;
-		}
-	}
+	*c->pprev = c->next;
+	if (c->next)
+		c->next->pprev = c->pprev;
 	pthread_mutex_unlock(&claims_lock);
+	c->next = NULL;
+	c->pprev = NULL;
 	c->held = false;
 }
 

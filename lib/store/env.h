@@ -19,15 +19,18 @@
  * LMDB must not be opened twice on the same directory by one process: the
  * second close() would drop the first one's fcntl locks. Every open
  * environment, store or journal, claims its directory (device and inode) in
- * one process-wide list, so a second open fails with -EBUSY instead of
- * silently breaking the locks. A list, not an array: thingsync-sim runs
+ * one process-wide table, so a second open fails with -EBUSY instead of
+ * silently breaking the locks. Hash chains, not an array: thingsync-sim runs
  * hundreds of controllers, each with its own directory.
  */
 struct env_claim {
 	dev_t dev;
 	ino_t ino;
 	bool held;
-	struct env_claim *next;
+	/* In one of the claims' hash chains: a claim and a release touch a
+	 * few claims, not every environment of the process (a thousand in
+	 * the simulator). */
+	struct env_claim *next, **pprev;
 };
 
 /* Claims c->dev/c->ino. 0 or -EBUSY. */

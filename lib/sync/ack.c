@@ -68,7 +68,7 @@ void ack__take(struct sync_engine *e, struct sync_peer *p, uint64_t first, uint6
 		o = &p->out[s->slot];
 		if (s->ver > o->acked_ver && s->ver <= e->things[o->thing].ver) {
 			p->st.acked++;
-			o->acked_ver = s->ver;
+			engine__set_acked(e, o, s->ver);
 		}
 	}
 }
@@ -95,6 +95,8 @@ bool ack__note(const struct sync_engine *e, struct sync_peer *p, uint64_t seq)
 	}
 	if (p->n_acks >= e->ack_ranges)
 		return false;
+	if (!p->acks && !(p->acks = calloc(e->ack_ranges, sizeof(*p->acks))))
+		return false; /* then each set is answered by a reply */
 	p->acks[p->n_acks][0] = seq;
 	p->acks[p->n_acks][1] = seq;
 	p->n_acks++;
@@ -109,6 +111,9 @@ void ack__reset(struct sync_peer *p)
 
 void ack__free(struct sync_peer *p)
 {
+	free(p->acks);
+	p->acks = NULL;
+	p->n_acks = 0;
 	free(p->sent);
 	p->sent = NULL;
 	p->sent_mask = 0;

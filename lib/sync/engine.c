@@ -32,7 +32,6 @@ static int peer_init(struct sync_engine *e, struct sync_peer *p, const struct pl
 	p->ctrl = pp->ctrl;
 	p->name = site->controllers[pp->ctrl].name;
 	p->seed = site->controllers[pp->ctrl].seed_protocol;
-	p->st.name = p->name;
 	p->next_id = 1;
 	p->next_setreq_id = 1;
 	p->reqs_tail = &p->reqs;
@@ -80,6 +79,7 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	e->log = log;
 	e->node = node;
 	e->heartbeat_us = (uint64_t)site->heartbeat_ms * 1000u;
+	e->event_thing = UINT32_MAX;
 	/* Two and a half periods: one lost heartbeat is not a death, two in a
 	 * row (or none at all) are. */
 	e->silent_us = e->heartbeat_us * 5u / 2u;
@@ -109,14 +109,17 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	e->things = calloc(site->n_things ? site->n_things : 1, sizeof(*e->things));
 	e->peers = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->peers));
 	e->flushq = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->flushq));
+	e->hb_peers = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->hb_peers));
 	e->rx_sets = calloc(site->max_msgs ? site->max_msgs : 1, sizeof(*e->rx_sets));
-	if (!e->things || !e->peers || !e->flushq || !e->rx_sets)
+	if (!e->things || !e->peers || !e->flushq || !e->hb_peers || !e->rx_sets)
 		goto fail;
 	e->n_peers = e->plan->n_peers;
 	for (size_t i = 0; i < e->n_peers; i++) {
 		r = peer_init(e, &e->peers[i], &e->plan->peers[i]);
 		if (r < 0)
 			goto fail;
+		if (e->peers[i].heartbeat)
+			e->hb_peers[e->n_hb_peers++] = (uint32_t)i;
 	}
 	for (size_t i = 0; i < e->plan->n_owned; i++) {
 		uint32_t t = e->plan->owned[i];
@@ -177,8 +180,11 @@ void sync__free(struct sync_engine *e)
 		for (size_t k = 0; k < p->n_answers; k++)
 			engine__answer_free(&p->answers[k]);
 		free(p->answers);
-		for (size_t w = 0; w < SYNC_DEDUP_BOOTS; w++)
+		for (size_t w = 0; p->wins && w < SYNC_DEDUP_BOOTS; w++)
 			dedup__free(&p->wins[w].d);
+		free(p->wins);
+		free(p->sent_ring);
+		free(p->st.rejected);
 	}
 	if (e->things && e->site) {
 		for (size_t t = 0; t < e->site->n_things; t++) {
@@ -204,8 +210,12 @@ void sync__free(struct sync_engine *e)
 	free(e->kept);
 	defer__free_all(e);
 	free(e->things);
+	free(e->shared);
+	buf__free(&e->shared_buf);
 	free(e->peers);
 	free(e->flushq);
+	free(e->hb_peers);
+	free(e->win_peers);
 	free(e->rx_sets);
 	wire__writer_free(&e->writer);
 	wire__decoder_free(e->decoder);
@@ -250,6 +260,22 @@ void engine__emit(struct sync_engine *e, const tsync_event *ev)
 		e->listeners[i].fn(e->listeners[i].userdata, e->node, ev);
 }
 
+void engine__emit_thing(struct sync_engine *e, uint32_t t, const tsync_event *ev)
+{
+	uint32_t was = e->event_thing; /* a listener's own set emits inside */
+
+	e->event_thing = t;
+	engine__emit(e, ev);
+	e->event_thing = was;
+}
+
+uint32_t sync__event_thing(const struct sync_engine *e, const tsync_event *ev)
+{
+	uint32_t t = e->event_thing;
+
+	return t < e->site->n_things && ev->thing == e->site->things[t].name ? t : UINT32_MAX;
+}
+
 static void slot_dirty(struct sync_engine *e, struct sync_peer *p, uint32_t k)
 {
 	if (!p->out[k].listed) {
@@ -287,7 +313,7 @@ void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v
 	}
 	value__clear(&rt->val);
 	rt->val = copy;
-	rt->ver = ++e->ver_counter;
+	engine__owned_ver(e, rt, ++e->ver_counter);
 	rt->boot = e->boot;
 	if (e->ops.persist) {
 		e->ops.persist(e->ops.ctx, e->site->things[t].name, &rt->val, rt->ver, rt->boot);
@@ -306,7 +332,7 @@ void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v
 	ev.thing = e->site->things[t].name;
 	ev.value = rt->val;
 	ev.controller = by;
-	engine__emit(e, &ev);
+	engine__emit_thing(e, t, &ev);
 }
 
 int sync__restore(struct sync_engine *e, const char *thing, const tsync_value *v)
@@ -324,7 +350,7 @@ int sync__restore(struct sync_engine *e, const char *thing, const tsync_value *v
 		return -ENOMEM;
 	/* A value of an earlier boot gets a version of this boot, so that users
 	 * holding it from before order it after anything they have. */
-	e->things[t].ver = ++e->ver_counter;
+	engine__owned_ver(e, &e->things[t], ++e->ver_counter);
 	e->things[t].boot = e->boot;
 	return 0;
 }
@@ -350,7 +376,7 @@ void sync__start(struct sync_engine *e, uint64_t now)
 		struct thing_rt *rt = &e->things[t];
 		if (!rt->ver && e->site->things[t].initial.type != TSYNC_TYPE_NONE) {
 			if (value__copy(&rt->val, &e->site->things[t].initial) == 0) {
-				rt->ver = ++e->ver_counter;
+				engine__owned_ver(e, rt, ++e->ver_counter);
 				rt->boot = e->boot;
 			}
 		}
@@ -463,12 +489,41 @@ int sync__get(struct sync_engine *e, const char *thing, tsync_thing_state *out)
 	out->requesting = rt->req_pending;
 	out->request_error = rt->req_pending ? 0 : rt->req_error;
 	if (out->owned)
-		for (uint32_t u = 0; u < rt->n_users; u++) {
-			const struct sync_peer *p = &e->peers[rt->users[u].peer];
-			if (p->out[rt->users[u].slot].acked_ver < rt->ver)
-				out->users_pending++;
-		}
+		out->users_pending = rt->users_pending;
 	return 0;
+}
+
+uint32_t sync__users_pending_walk(const struct sync_engine *e, uint32_t t)
+{
+	const struct thing_rt *rt = &e->things[t];
+	uint32_t n = 0;
+
+	for (uint32_t u = 0; rt->role == THING_OWNED && u < rt->n_users; u++)
+		n += e->peers[rt->users[u].peer].out[rt->users[u].slot].acked_ver < rt->ver;
+	return n;
+}
+
+void engine__owned_ver(struct sync_engine *e, struct thing_rt *rt, uint64_t ver)
+{
+	/* Every acked_ver is at most the old version, so below this one. */
+	if (!rt->users_pending && rt->n_users)
+		e->n_owned_unsettled++;
+	rt->users_pending = rt->n_users;
+	rt->ver = ver;
+}
+
+void engine__set_acked(struct sync_engine *e, struct out_slot *s, uint64_t ver)
+{
+	struct thing_rt *rt = &e->things[s->thing];
+	bool was = s->acked_ver < rt->ver, now = ver < rt->ver;
+
+	s->acked_ver = ver;
+	if (was == now)
+		return;
+	if (now && rt->users_pending++ == 0)
+		e->n_owned_unsettled++;
+	else if (!now && --rt->users_pending == 0)
+		e->n_owned_unsettled--;
 }
 
 int sync__ask(struct sync_engine *e, const char *thing, uint64_t now)
@@ -508,6 +563,7 @@ int engine__queue_req(struct sync_engine *e, struct sync_peer *p, struct outreq 
 	*p->reqs_tail = r;
 	p->reqs_tail = &r->next;
 	p->n_reqs++;
+	e->n_reqs++;
 	/* With a store, a request is durable before it is first sent (the
 	 * flush commits first), so a restart of mine resumes it under the
 	 * same (origin boot, id) and the peer's window recognises it. */
@@ -564,6 +620,7 @@ int sync__resume_request(struct sync_engine *e, const struct store_request *q)
 	*p->reqs_tail = r;
 	p->reqs_tail = &r->next;
 	p->n_reqs++;
+	e->n_reqs++;
 	engine__want(e, p, FLUSH_NEW);
 	return 0;
 }
@@ -648,7 +705,7 @@ int engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, u
 	ev.value = *v;
 	ev.pulse_ms = ms;
 	ev.controller = by;
-	engine__emit(e, &ev);
+	engine__emit_thing(e, t, &ev);
 	return 0;
 }
 
@@ -809,6 +866,7 @@ static void req_withdraw(struct sync_engine *e, struct sync_peer *p, uint64_t id
 	if (p->reqs_tail == &r->next)
 		p->reqs_tail = pp;
 	p->n_reqs--;
+	e->n_reqs--;
 	/* The newest id goes back, so the ids on the wire stay dense. */
 	if (p->next_id == id + 1)
 		p->next_id = id;
@@ -830,6 +888,7 @@ void engine__complete_req(struct sync_engine *e, struct sync_peer *p, uint64_t i
 	if (p->reqs_tail == &r->next)
 		p->reqs_tail = pp;
 	p->n_reqs--;
+	e->n_reqs--;
 	p->st.acked++;
 	req_forget(e, p, r);
 	if (r->done)
@@ -960,7 +1019,7 @@ void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t ob, 
 
 static struct dedup_win *window_find(struct sync_peer *p, uint64_t ob)
 {
-	for (size_t i = 0; i < SYNC_DEDUP_BOOTS; i++)
+	for (size_t i = 0; p->wins && i < SYNC_DEDUP_BOOTS; i++)
 		if (p->wins[i].ob == ob)
 			return &p->wins[i];
 	return NULL;
@@ -972,6 +1031,22 @@ struct dedup_win *engine__window(struct sync_engine *e, struct sync_peer *p, uin
 
 	if (w)
 		return w;
+	if (!p->wins) {
+		/* Its first request: its windows, and a place on the list that
+		 * windows_stage() walks. */
+		if (e->n_win_peers == e->cap_win_peers) {
+			size_t cap = e->cap_win_peers ? e->cap_win_peers * 2 : 8;
+			uint32_t *l = realloc(e->win_peers, cap * sizeof(*l));
+			if (!l)
+				return NULL;
+			e->win_peers = l;
+			e->cap_win_peers = cap;
+		}
+		p->wins = calloc(SYNC_DEDUP_BOOTS, sizeof(*p->wins));
+		if (!p->wins)
+			return NULL;
+		e->win_peers[e->n_win_peers++] = peer_index(e, p);
+	}
 	for (size_t i = 0; i < SYNC_DEDUP_BOOTS; i++) {
 		if (!p->wins[i].ob) {
 			oldest = &p->wins[i];
@@ -1084,18 +1159,20 @@ void engine__window_dirty(struct sync_engine *e, struct dedup_win *w)
  * on disk. */
 static void windows_stage(struct sync_engine *e)
 {
-	/* Most flushes follow io only: no window changed, and the walk over
-	 * every peer (a thousand on a big site, at every flush: half the
-	 * 1,000-controller simulation's time) is skipped. */
+	/* Most flushes follow io only: no window changed, and the walk is
+	 * skipped. It covers the peers that have windows, not every peer (a
+	 * thousand on a big site). */
 	if (!e->wins_dirty)
 		return;
 	e->wins_dirty = false;
-	for (size_t i = 0; i < e->n_peers; i++)
+	for (size_t i = 0; i < e->n_win_peers; i++) {
+		struct sync_peer *p = &e->peers[e->win_peers[i]];
 		for (size_t k = 0; k < SYNC_DEDUP_BOOTS; k++) {
-			struct dedup_win *w = &e->peers[i].wins[k];
+			struct dedup_win *w = &p->wins[k];
 			if (w->ob && w->dirty)
-				window_stage(e, &e->peers[i], w);
+				window_stage(e, p, w);
 		}
+	}
 }
 
 int engine__act_point(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w)
@@ -1197,22 +1274,40 @@ static void forget_undo(struct sync_engine *e)
 	e->n_undo = 0;
 }
 
-size_t sync__unsettled(const struct sync_engine *e)
+size_t sync__owned_unsettled_walk(const struct sync_engine *e)
 {
 	size_t n = 0;
 
-	for (size_t i = 0; i < e->plan->n_owned; i++) {
-		const struct thing_rt *rt = &e->things[e->plan->owned[i]];
-		for (uint32_t u = 0; u < rt->n_users; u++)
-			if (e->peers[rt->users[u].peer].out[rt->users[u].slot].acked_ver < rt->ver) {
-				n++;
-				break;
-			}
-	}
+	for (size_t i = 0; i < e->plan->n_owned; i++)
+		n += sync__users_pending_walk(e, e->plan->owned[i]) > 0;
+	return n;
+}
+
+static size_t used_unsettled(const struct sync_engine *e)
+{
+	size_t n = 0;
+
 	for (size_t i = 0; i < e->plan->n_used; i++) {
 		const struct thing_rt *rt = &e->things[e->plan->used[i]];
 		n += rt->ask_pending + rt->req_pending;
 	}
+	return n;
+}
+
+/* Owned things not acknowledged by all their users and requests waiting
+ * for their answer were walks (every owned thing's users, every peer: a
+ * thousand in the simulator, which asks every few milliseconds; a
+ * benchmark's owner asks at every turn): now counters. The copies with an
+ * ask or a request pending are still walked: a node uses few. */
+size_t sync__unsettled(const struct sync_engine *e)
+{
+	return e->n_owned_unsettled + used_unsettled(e) + e->n_reqs;
+}
+
+size_t sync__unsettled_walk(const struct sync_engine *e)
+{
+	size_t n = sync__owned_unsettled_walk(e) + used_unsettled(e);
+
 	for (size_t i = 0; i < e->n_peers; i++)
 		n += e->peers[i].n_reqs;
 	return n;
@@ -1226,7 +1321,17 @@ int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsyn
 	if (idx >= e->n_peers)
 		return -ERANGE;
 	p = &e->peers[idx];
-	*out = p->st;
+	memset(out, 0, sizeof(*out));
+	out->name = p->name;
+	out->datagrams_sent = p->st.datagrams_sent;
+	out->datagrams_received = p->st.datagrams_received;
+	out->bytes_sent = p->st.bytes_sent;
+	out->bytes_received = p->st.bytes_received;
+	out->msgs_sent = p->st.msgs_sent;
+	out->retransmits = p->st.retransmits;
+	out->acked = p->st.acked;
+	if (p->st.rejected)
+		memcpy(out->rejected, p->st.rejected, sizeof(out->rejected));
 	out->up = p->up;
 	out->boot = p->boot;
 	out->srtt_us = p->rtt.srtt_us;
@@ -1308,6 +1413,19 @@ static void fl_begin(struct flush *f)
 	f->open = !f->full;
 }
 
+/* Remembers when my datagram tx_seq left, for the round-trip sample its
+ * echo gives. Without memory for the ring, no sample: the timeout stays. */
+static void sent_stamp(struct sync_engine *e, struct sync_peer *p)
+{
+	struct sent_stamp *st;
+
+	if (!p->sent_ring && !(p->sent_ring = calloc(SYNC_SENT_RING, sizeof(*p->sent_ring))))
+		return;
+	st = &p->sent_ring[p->tx_seq % SYNC_SENT_RING];
+	st->seq = p->tx_seq;
+	st->us = e->now;
+}
+
 static void fl_send(struct flush *f)
 {
 	struct sync_engine *e = f->e;
@@ -1324,8 +1442,7 @@ static void fl_send(struct flush *f)
 	 * the peer's round-trip sample and must not be repeated later. */
 	p->rx_seq_to_echo = 0;
 	p->last_sent_us = e->now;
-	p->sent_ring[p->tx_seq % SYNC_SENT_RING].seq = p->tx_seq;
-	p->sent_ring[p->tx_seq % SYNC_SENT_RING].us = e->now;
+	sent_stamp(e, p);
 	p->st.datagrams_sent++;
 	p->st.bytes_sent += len;
 	p->st.msgs_sent += e->writer.n_msgs;
@@ -1341,9 +1458,10 @@ static void fl_send(struct flush *f)
 		f->full = true;
 }
 
-/* Adds a message, starting a new datagram when the current one is full.
+/* Adds a message (or, with raw, its bytes as a writer wrote them before:
+ * wire__add_raw()), starting a new datagram when the current one is full.
  * Returns false when the budget is spent and the message was not added. */
-static bool fl_add(struct flush *f, const struct wire_msg *m)
+static bool fl_add_as(struct flush *f, const struct wire_msg *m, const char *raw, size_t raw_len)
 {
 	int r;
 
@@ -1354,7 +1472,7 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 		fl_begin(f);
 	if (f->full)
 		return false;
-	r = wire__add(&f->e->writer, m);
+	r = raw ? wire__add_raw(&f->e->writer, raw, raw_len) : wire__add(&f->e->writer, m);
 	if (r == -EMSGSIZE && f->e->writer.n_msgs > 0) {
 		fl_send(f);
 		if (f->full)
@@ -1362,7 +1480,7 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 		fl_begin(f);
 		if (f->full)
 			return false;
-		r = wire__add(&f->e->writer, m);
+		r = raw ? wire__add_raw(&f->e->writer, raw, raw_len) : wire__add(&f->e->writer, m);
 	}
 	if (r < 0) {
 		/* A message the wire refuses (too large for an empty datagram, or
@@ -1377,6 +1495,83 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 	}
 	f->added = true;
 	return true;
+}
+
+static bool fl_add(struct flush *f, const struct wire_msg *m)
+{
+	return fl_add_as(f, m, NULL, 0);
+}
+
+/* Where a set's bytes of this pass are (sync.h, shared). */
+struct shared_set {
+	uint32_t gen; /* shared_gen of the pass that wrote them; 0: none */
+	uint32_t off; /* in shared_buf: its version (8 bytes), length (4), bytes */
+};
+
+/* Adds the set m of thing t: the bytes another peer's datagram got in this
+ * pass if there are any, the writer's otherwise (kept for the next peer).
+ * A seed peer's sets have no "ver" and are never shared. */
+static bool shared_add(struct flush *f, uint32_t t, const struct wire_msg *m)
+{
+	struct sync_engine *e = f->e;
+	struct shared_set *sh;
+	const char *bytes;
+	uint64_t ver;
+	uint32_t len;
+	size_t n;
+
+	if (!e->shared_on || f->p->seed)
+		return fl_add(f, m);
+	if (!e->shared) {
+		e->shared = calloc(e->site->n_things ? e->site->n_things : 1, sizeof(*e->shared));
+		if (!e->shared) {
+			e->shared_on = false;
+			return fl_add(f, m);
+		}
+	}
+	sh = &e->shared[t];
+	if (sh->gen == e->shared_gen) {
+		memcpy(&ver, e->shared_buf.data + sh->off, sizeof(ver));
+		memcpy(&len, e->shared_buf.data + sh->off + sizeof(ver), sizeof(len));
+		if (ver == m->ver) {
+			if (!fl_add_as(f, m, e->shared_buf.data + sh->off + sizeof(ver) + sizeof(len), len))
+				return false;
+			e->shared_copies += f->added;
+			return true;
+		}
+	}
+	if (!fl_add(f, m))
+		return false;
+	if (!f->added)
+		return true;
+	bytes = wire__last_msg(&e->writer, &n);
+	len = (uint32_t)n;
+	ver = m->ver;
+	sh->gen = 0;
+	if (e->shared_buf.len > UINT32_MAX - sizeof(ver) - sizeof(len) - n ||
+	    buf__reserve(&e->shared_buf, sizeof(ver) + sizeof(len) + n) < 0)
+		return true; /* the next peer writes its own */
+	sh->off = (uint32_t)e->shared_buf.len;
+	sh->gen = e->shared_gen;
+	buf__append(&e->shared_buf, &ver, sizeof(ver));
+	buf__append(&e->shared_buf, &len, sizeof(len));
+	buf__append(&e->shared_buf, bytes, n);
+	return true;
+}
+
+/* A pass of flushes begins (several peers: sets are shared) or ends. */
+static void shared_pass(struct sync_engine *e, bool on)
+{
+	e->shared_on = on;
+	if (!on)
+		return;
+	buf__reset(&e->shared_buf);
+	if (++e->shared_gen == 0) {
+		/* Wrapped: no entry may look current. */
+		if (e->shared)
+			memset(e->shared, 0, (e->site->n_things ? e->site->n_things : 1) * sizeof(*e->shared));
+		e->shared_gen = 1;
+	}
 }
 
 static bool due(const struct flush *f, uint64_t sent_us)
@@ -1411,12 +1606,18 @@ static void flush_sets(struct flush *f)
 	struct sync_engine *e = f->e;
 	struct sync_peer *p = f->p;
 	size_t keep = 0, k;
+	struct wire_msg m;
 
+	/* What every set has; the loop fills in the rest. */
+	memset(&m, 0, sizeof(m));
+	m.type = WIRE_T_IO;
+	m.op = WIRE_OP_SET;
+	m.has_val = true;
+	m.has_ver = !p->seed;
 	for (k = 0; k < p->n_dirty; k++) {
 		uint32_t si = p->dirty[k];
 		struct out_slot *s = &p->out[si];
 		struct thing_rt *rt = &e->things[s->thing];
-		struct wire_msg m;
 
 		if (s->acked_ver >= rt->ver) {
 			s->listed = false; /* acknowledged: off the list */
@@ -1425,15 +1626,10 @@ static void flush_sets(struct flush *f)
 		p->dirty[keep++] = si;
 		if (!(s->sent_ver < rt->ver || due(f, s->sent_us)) || f->full)
 			continue;
-		memset(&m, 0, sizeof(m));
-		m.type = WIRE_T_IO;
-		m.op = WIRE_OP_SET;
 		m.io = e->site->things[s->thing].name;
-		m.has_val = true;
 		m.val = rt->val;
-		m.has_ver = !p->seed;
 		m.ver = rt->ver;
-		if (!fl_add(f, &m))
+		if (!shared_add(f, s->thing, &m))
 			continue;
 		/* A user that acknowledges by datagram names this one. */
 		if (f->added && !p->seed)
@@ -1573,8 +1769,7 @@ static bool send_empty(struct sync_engine *e, struct sync_peer *p, uint64_t to_b
 	if (wire__begin(&e->writer, &env) < 0 || wire__finish(&e->writer, &out, &len) < 0)
 		return false;
 	/* A hello is answered at once (input.c): its echo is a round trip. */
-	p->sent_ring[p->tx_seq % SYNC_SENT_RING].seq = p->tx_seq;
-	p->sent_ring[p->tx_seq % SYNC_SENT_RING].us = e->now;
+	sent_stamp(e, p);
 	p->last_sent_us = e->now;
 	p->st.datagrams_sent++;
 	p->st.bytes_sent += len;
@@ -1642,8 +1837,8 @@ static void send_heartbeats(struct sync_engine *e, struct sync_peer *due)
 {
 	uint64_t horizon = e->now + e->heartbeat_us / 4u;
 
-	for (size_t i = 0; i < e->n_peers; i++) {
-		struct sync_peer *p = &e->peers[i];
+	for (size_t i = 0; i < e->n_hb_peers; i++) {
+		struct sync_peer *p = &e->peers[e->hb_peers[i]];
 
 		if (!heartbeats(e, p) || p->last_sent_us + e->heartbeat_us > horizon)
 			continue;
@@ -1774,6 +1969,7 @@ void sync__flush(struct sync_engine *e, uint64_t now)
 	}
 	/* A stack: a peer is on it at most once, and may be pushed again by a
 	 * callback while we send. */
+	shared_pass(e, e->n_flushq > 1);
 	while (e->n_flushq > 0) {
 		struct sync_peer *p = &e->peers[e->flushq[--e->n_flushq]];
 		enum flush_level level = (enum flush_level)p->flush;
@@ -1782,6 +1978,7 @@ void sync__flush(struct sync_engine *e, uint64_t now)
 		if (level != FLUSH_NONE)
 			engine__flush_peer(e, p, level, SYNC_BURST_MAX);
 	}
+	shared_pass(e, false);
 }
 
 static void peer_down(struct sync_engine *e, struct sync_peer *p, const char *why, uint64_t for_us)
@@ -1911,7 +2108,7 @@ void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot
 	 * restarted may resume requests of its earlier boots. */
 	/* Its copies are gone: nothing it acknowledged before counts. */
 	for (size_t k = 0; k < p->n_out; k++) {
-		p->out[k].acked_ver = 0;
+		engine__set_acked(e, &p->out[k], 0);
 		p->out[k].sent_us = 0;
 		if (e->things[p->out[k].thing].ver)
 			slot_dirty(e, p, (uint32_t)k);
@@ -1928,6 +2125,7 @@ void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot
 			if (p->reqs_tail == &r->next)
 				p->reqs_tail = pp;
 			p->n_reqs--;
+			e->n_reqs--;
 			req_forget(e, p, r);
 			if (r->done)
 				r->done(r->userdata, e->node, TSYNC_EPEER_RESTARTED, NULL);

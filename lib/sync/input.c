@@ -26,10 +26,10 @@ static void reject(struct sync_engine *e, struct sync_peer *p, tsync_reject why,
 {
 	tsync_log_level level = input__reject_level(why);
 
-	if (p)
-		p->st.rejected[why]++;
-	else
+	if (!p)
 		e->rejected_unknown[why]++;
+	else if (p->st.rejected || (p->st.rejected = calloc(TSYNC_REJ_COUNT, sizeof(*p->st.rejected))))
+		p->st.rejected[why]++; /* (without memory for the counters, uncounted) */
 	/* The counters are exact; the log is not a counter. A flood of forged
 	 * datagrams must not fill the disk one line each, so the node logs
 	 * them rate-limited, keyed by the source address it alone knows. */
@@ -140,7 +140,7 @@ static void apply_copy(struct sync_engine *e, struct sync_peer *p, uint32_t t, c
 	ev.value = rt->val;
 	ev.controller = p->name;
 	e->acts_pending = true;
-	engine__emit(e, &ev);
+	engine__emit_thing(e, t, &ev);
 }
 
 /* A user asks the owner (me) to set a thing: to_be in, as_is out. */
@@ -352,7 +352,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 			if (m->has_ver) {
 				if (m->ver > s->acked_ver && m->ver <= rt->ver) {
 					p->st.acked++;
-					s->acked_ver = m->ver;
+					engine__set_acked(e, s, m->ver);
 				}
 			} else if (m->has_val) {
 				tsync_value c;
@@ -360,7 +360,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 				if (engine__coerce(e->site, t, &m->val, &c) == 0 &&
 				    value__equal(&c, &rt->val) && s->acked_ver < rt->ver) {
 					p->st.acked++;
-					s->acked_ver = rt->ver;
+					engine__set_acked(e, s, rt->ver);
 				}
 			}
 		}
@@ -738,7 +738,7 @@ void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size
 		if (dg.env.n_acks)
 			engine__want(e, p, FLUSH_NEW);
 		boot = dg.env.boot;
-		if (dg.env.re) {
+		if (dg.env.re && p->sent_ring) {
 			uint32_t i = dg.env.re % SYNC_SENT_RING;
 			if (p->sent_ring[i].seq == dg.env.re && p->sent_ring[i].us) {
 				rtt__sample(&p->rtt, (uint32_t)(e->now - p->sent_ring[i].us));

@@ -200,6 +200,9 @@ struct thing_rt {
 		uint32_t peer, slot;
 	} * users;
 	uint32_t n_users;
+	/* owned: users whose acked_ver < ver, kept by engine__owned_ver() and
+	 * engine__set_acked(), the only writers of ver and acked_ver */
+	uint32_t users_pending;
 };
 
 /* One set I sent to a peer: in my datagram `seq`, slot `slot` of its out[],
@@ -259,6 +262,17 @@ struct undo {
 };
 #define UNDO_MARK UINT32_MAX
 
+/* A peer's counters, as tsync_peer_stats reports them. `rejected`
+ * (TSYNC_REJ_COUNT) is allocated at its first refusal: most peers never
+ * send one, and a tsync_peer_stats in every peer was 208 bytes, 200 KB a
+ * node on a site of a thousand controllers. */
+struct peer_counts {
+	uint64_t datagrams_sent, datagrams_received;
+	uint64_t bytes_sent, bytes_received;
+	uint64_t msgs_sent, retransmits, acked;
+	uint64_t *rejected;
+};
+
 /* What a flush of a peer sends, in increasing order of eagerness. */
 enum flush_level {
 	FLUSH_NONE = 0,
@@ -276,9 +290,12 @@ struct sync_peer {
 	struct wire_replay replay;
 	uint64_t tx_seq;
 	uint64_t rx_seq_to_echo; /* its seq to echo in "re" in my immediate answer */
-	struct {
+	/* SYNC_SENT_RING entries, allocated with the first datagram to it. The
+	 * per-peer state is allocated where a peer is talked to: on a site of a
+	 * thousand controllers each talks to a few dozen. */
+	struct sent_stamp {
 		uint64_t seq, us;
-	} sent_ring[SYNC_SENT_RING];
+	} * sent_ring;
 
 	struct out_slot *out; /* things I own that it uses */
 	size_t n_out;
@@ -293,8 +310,10 @@ struct sync_peer {
 	size_t n_reqs;
 	uint64_t next_id;
 
-	struct dedup_win wins[SYNC_DEDUP_BOOTS]; /* its requests I executed, per origin boot */
-	bool durable;                            /* it keeps durable windows ("dw") */
+	/* Its requests I executed, per origin boot: SYNC_DEDUP_BOOTS windows,
+	 * allocated with its first request (engine__window), NULL before. */
+	struct dedup_win *wins;
+	bool durable; /* it keeps durable windows ("dw") */
 	struct answer *answers;
 	size_t n_answers, cap_answers;
 
@@ -316,14 +335,16 @@ struct sync_peer {
 	uint64_t last_sent_us; /* the last datagram to it (or when I started) */
 
 	/* Acknowledgements by datagram (ack.c; "ack" in wire.h). */
-	uint64_t acks[WIRE_ACK_RANGES][2]; /* its datagrams whose sets I hold, for my next datagram */
+	/* Its datagrams whose sets I hold, for my next datagram: e->ack_ranges
+	 * ranges, allocated when the first is noted (ack__note). */
+	uint64_t (*acks)[2];
 	uint32_t n_acks;
 	struct sent_set *sent; /* the sets of my datagrams to it, a ring in seq order */
 	uint32_t sent_mask;    /* ring size - 1 (0: not allocated yet) */
 	uint64_t sent_head;    /* entries ever recorded; the ring holds the newest */
 	uint64_t sent_tail;    /* the oldest entry still valid */
 
-	tsync_peer_stats st;
+	struct peer_counts st;
 };
 
 struct listener {
@@ -387,6 +408,27 @@ struct sync_engine {
 	size_t n_peers;
 	uint32_t *flushq; /* peers with new things to send */
 	size_t n_flushq;
+	/* A set goes to each user of its thing with the same bytes: in a pass
+	 * that flushes several peers, the first datagram that carries it
+	 * writes them and the others copy them (engine.c, shared_add()).
+	 * shared (allocated at the first such pass) is by thing: where in
+	 * shared_buf its bytes of this pass (shared_gen) are. */
+	struct shared_set *shared;
+	struct buf shared_buf;
+	uint32_t shared_gen;
+	bool shared_on;
+	uint64_t shared_copies; /* sets copied so, for tests */
+	uint32_t event_thing; /* the thing of the event being emitted, or UINT32_MAX */
+	/* Walks that used to cover every peer, on a site of a thousand at every
+	 * heartbeat or flush, cover these: the peers heartbeats go to (fixed
+	 * by the site), and those that have request windows (a peer is added
+	 * once, when its windows are allocated). */
+	uint32_t *hb_peers;
+	size_t n_hb_peers;
+	uint32_t *win_peers;
+	size_t n_win_peers, cap_win_peers;
+	size_t n_reqs; /* the sum of every peer's n_reqs, kept (sync__unsettled) */
+	size_t n_owned_unsettled; /* owned things with users_pending > 0 */
 
 	struct listener *listeners;
 	size_t n_listeners;
@@ -457,12 +499,18 @@ int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, 
 int sync__send_request(struct sync_engine *e, const char *controller, const char *type, const char *role,
                        const char *cmd, const char *body_json, tsync_done_fn done, void *ud, uint64_t now);
 int sync__on_event(struct sync_engine *e, tsync_event_fn fn, void *ud);
+/* In a listener: the index of the event's thing, without a lookup by name,
+ * or UINT32_MAX (not known: look it up). */
+uint32_t sync__event_thing(const struct sync_engine *e, const tsync_event *ev);
 int sync__on_request(struct sync_engine *e, const char *type, const char *role, const char *cmd,
                      tsync_request_fn fn, void *ud);
 void sync__set_write_hook(struct sync_engine *e, tsync_write_fn fn, void *ud);
 void sync__set_pulse_hook(struct sync_engine *e, tsync_pulse_fn fn, void *ud);
 void sync__set_commit_hook(struct sync_engine *e, tsync_commit_fn fn, void *ud);
 size_t sync__unsettled(const struct sync_engine *e);
+/* The same by walking every peer's queue, as it was counted before the
+ * counter: for the test that compares the two. */
+size_t sync__unsettled_walk(const struct sync_engine *e);
 /* The node has a store: windows and requests are staged for it (ops), and
  * envelopes say "dw". Before sync__start. */
 void sync__set_durable(struct sync_engine *e, bool durable);
@@ -491,7 +539,18 @@ int sync__answer(struct sync_engine *e, struct tsync_deferred *d, int status, co
 void defer__free_all(struct sync_engine *e);
 
 /* Internal to lib/sync (engine.c <-> input.c). */
+/* An owned thing takes version `ver`, newer than any its users acknowledged. */
+void engine__owned_ver(struct sync_engine *e, struct thing_rt *rt, uint64_t ver);
+/* A user's acknowledgement of an owned thing becomes `ver`. */
+void engine__set_acked(struct sync_engine *e, struct out_slot *s, uint64_t ver);
+/* The counts sync__unsettled() and sync__get() keep, walked: what the
+ * engine's tests compare them with. */
+size_t sync__owned_unsettled_walk(const struct sync_engine *e);
+uint32_t sync__users_pending_walk(const struct sync_engine *e, uint32_t t);
 void engine__emit(struct sync_engine *e, const tsync_event *ev);
+/* The same for an event about thing t, which sync__event_thing() then names
+ * to the listeners. */
+void engine__emit_thing(struct sync_engine *e, uint32_t t, const tsync_event *ev);
 /* The owner acts on a pulse once (hook, event) and passes it on to every
  * user; TSYNC_EWRITE if the pulse hook failed (then nothing else happens),
  * another negative code if it could not be made durable first (then it did

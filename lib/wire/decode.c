@@ -250,6 +250,26 @@ static bool is_alpha(char c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
+/* The value of the digits [d, q) if it is at most limit. Eighteen digits
+ * cannot pass INT64_MAX: only those after them are checked (the check was
+ * a third of reading an envelope; BENCHMARKS.md "Session 10: round trip"). */
+static bool digits_value(const char *d, const char *q, uint64_t limit, uint64_t *out)
+{
+	const char *fast = q - d > 18 ? d + 18 : q;
+	uint64_t acc = 0;
+
+	for (; d < fast; d++)
+		acc = acc * 10 + (unsigned)(*d - '0');
+	for (; d < q; d++) {
+		unsigned dig = (unsigned)(*d - '0');
+		if (acc > (limit - dig) / 10)
+			return false;
+		acc = acc * 10 + dig;
+	}
+	*out = acc;
+	return true;
+}
+
 static int parse_number(struct parser *P, struct jv *v)
 {
 	char *s = P->p, *q = s, *e;
@@ -269,13 +289,9 @@ static int parse_number(struct parser *P, struct jv *v)
 	}
 	if (*q != '.' && *q != 'e' && *q != 'E') {
 		/* An integer: within int64, as strtoll would have it. */
-		uint64_t acc = 0, limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-		for (const char *d = neg ? s + 1 : s; d < q; d++) {
-			unsigned dig = (unsigned)(*d - '0');
-			if (acc > (limit - dig) / 10)
-				return -1;
-			acc = acc * 10 + dig;
-		}
+		uint64_t acc;
+		if (!digits_value(neg ? s + 1 : s, q, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &acc))
+			return -1;
 		v->k = JK_INT;
 		v->i = neg ? (int64_t)(0 - acc) : (int64_t)acc;
 		P->p = q;
@@ -392,15 +408,24 @@ struct name {
 		lit, sizeof(lit) - 1                                                                         \
 	}
 
-/* Which of names[] the key is, or -1. */
-static int field_of(const struct name *names, int n_names, const char *s, uint32_t n)
+/* Which of names[] the key is, or -1. The writer writes them in order:
+ * names[*next] (the one after the last found) is tried first. */
+static int field_of(const struct name *names, int n_names, const char *s, uint32_t n, int *next)
 {
+	int h = *next;
+
 	if (n == 0 || n > 7) /* the longest name the wire reads: "to_boot" */
 		return -1;
+	if (h < n_names && names[h].n == n && memcmp(names[h].s, s, n) == 0) {
+		*next = h + 1;
+		return h;
+	}
 	for (int i = 0; i < n_names; i++)
 		if (names[i].n == n && names[i].s[0] == s[0] &&
-		    (n == 1 || memcmp(names[i].s + 1, s + 1, n - 1) == 0))
+		    (n == 1 || memcmp(names[i].s + 1, s + 1, n - 1) == 0)) {
+			*next = i + 1;
 			return i;
+		}
 	return -1;
 }
 
@@ -486,6 +511,7 @@ static int parse_object(struct parser *P, int depth, const struct name *names, i
 	size_t base = P->nkeys;
 	struct jv scratch;
 	uint32_t seen = 0; /* the names[] met so far */
+	int next = 0;      /* the name expected next (field_of()) */
 
 	if (open_empty(P, '}'))
 		return 0;
@@ -496,7 +522,7 @@ static int parse_object(struct parser *P, int depth, const struct name *names, i
 
 		if (*P->p != '"' || P->p >= P->end || parse_string(P, &ks, &kn) < 0)
 			return -1;
-		f = names ? field_of(names, n_names, ks, kn) : -1;
+		f = names ? field_of(names, n_names, ks, kn, &next) : -1;
 		if (f >= 0) {
 			if (seen & (1u << f))
 				return -1;
@@ -695,22 +721,40 @@ static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
 {
 	const char *q = s;
 	bool neg = *q == '-';
-	uint64_t acc = 0, limit;
+	uint64_t acc = 0;
+	unsigned dig, n;
 
 	if (neg && !allow_neg)
 		return NULL;
 	q += neg;
 	if (*q == '0' ? is_digit(q[1]) : !is_digit(*q))
 		return NULL;
-	limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
-	for (; is_digit(*q); q++) {
-		unsigned dig = (unsigned)(*q - '0');
-		if (acc > (limit - dig) / 10)
+	/* Up to 18 digits cannot overflow: no check of the value per digit.
+	 * Longer ones (rare: a version or value of 10^18 or more) are
+	 * parse_number()'s. */
+	for (n = 0; (dig = (unsigned)((unsigned char)*q - '0')) <= 9; q++, n++) {
+		if (n >= 18)
 			return NULL;
 		acc = acc * 10 + dig;
 	}
 	*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
 	return q;
+}
+
+/* Whether the n (>= 8) bytes at a are b's, by 8 at a time (the last 8
+ * overlapping): the head of every set, without a call to memcmp(). */
+static inline bool same_bytes(const char *a, const char *b, size_t n)
+{
+	uint64_t x, y, diff = 0;
+
+	for (size_t i = 0; i + 8 <= n; i += 8) {
+		memcpy(&x, a + i, 8);
+		memcpy(&y, b + i, 8);
+		diff |= x ^ y;
+	}
+	memcpy(&x, a + n - 8, 8);
+	memcpy(&y, b + n - 8, 8);
+	return !(diff | (x ^ y));
 }
 
 /*
@@ -733,7 +777,7 @@ static bool parse_set_fast(struct parser *P, struct wire_msg *m)
 
 	/* Every read stops at the text's final NUL, and each memcmp() is
 	 * checked to stay within the text. */
-	if ((size_t)(P->end - s) < sizeof(head) - 1 || memcmp(s, head, sizeof(head) - 1) != 0)
+	if ((size_t)(P->end - s) < sizeof(head) - 1 || !same_bytes(s, head, sizeof(head) - 1))
 		return false;
 	while ((unsigned char)*q >= 0x20 && (unsigned char)*q < 0x80 && *q != '"' && *q != '\\')
 		q++;
@@ -855,6 +899,87 @@ static int parse_value(struct parser *P, int depth, struct jv *v, enum vmode mod
 		return parse_literal(P, v);
 	}
 }
+
+static bool has(const char *s, const char *end, const char *lit, size_t n)
+{
+	return (size_t)(end - s) >= n && memcmp(s, lit, n) == 0;
+}
+
+#define LIT(s) s, sizeof(s) - 1
+
+/*
+ * The envelope exactly as the writer writes it (wire__begin() in encode.c):
+ * {"v":INT,"from":NAME,"boot":INT,"seq":INT[,"to_boot":INT][,"re":INT]
+ * [,"dw":INT][,"ack":[INT,...]],"msgs":[...]} with no space, a plain ASCII
+ * name without escapes, "ack" integers >= 1. Returns true with env[] and P
+ * as parse_object() would have left them (the messages read by the same
+ * parse_value()). Anything else, to the byte, returns false, perhaps with
+ * the text changed (the messages are read in place): the caller then reads
+ * a fresh copy with the general reader, so both accept and refuse the same
+ * datagrams (fuzz_wire_diff against jansson). Reading an envelope the
+ * general way was most of reading a small datagram (BENCHMARKS.md
+ * "Session 10: round trip").
+ */
+static bool parse_env_fast(struct parser *P, struct jv *env)
+{
+	static const struct {
+		const char *lit;
+		size_t n;
+		int f;
+	} ints[] = {{LIT(",\"boot\":"), E_BOOT}, {LIT(",\"seq\":"), E_SEQ}, {LIT(",\"to_boot\":"), E_TO_BOOT},
+	            {LIT(",\"re\":"), E_RE},     {LIT(",\"dw\":"), E_DW}};
+	const char *s = P->p, *end = P->end, *name;
+	char *quote;
+	int64_t v;
+
+	if (!has(s, end, LIT("{\"v\":")) || !(s = fast_int(s + 5, true, &v)))
+		return false;
+	env[E_V] = (struct jv){.k = JK_INT, .i = v};
+	if (!has(s, end, LIT(",\"from\":\"")))
+		return false;
+	name = s += 9;
+	while ((unsigned char)*s >= 0x20 && (unsigned char)*s < 0x80 && *s != '"' && *s != '\\')
+		s++;
+	if (*s != '"' || s >= end)
+		return false;
+	quote = P->p + (s - P->p);
+	s++;
+	env[E_FROM] = (struct jv){.k = JK_STR, .s = name, .n = (uint32_t)(quote - name)};
+	for (size_t i = 0; i < ARRAY_SIZE(ints); i++) {
+		if (!has(s, end, ints[i].lit, ints[i].n)) {
+			if (i < 2) /* "boot" and "seq" are always written */
+				return false;
+			continue;
+		}
+		if (!(s = fast_int(s + ints[i].n, true, &v)))
+			return false;
+		env[ints[i].f] = (struct jv){.k = JK_INT, .i = v};
+	}
+	if (has(s, end, LIT(",\"ack\":["))) {
+		s += 8;
+		env[E_ACK].k = JK_ARR;
+		while (*s != ']') {
+			if (P->n_ack >= ARRAY_SIZE(P->ack) || !(s = fast_int(s, false, &v)) || v < 1)
+				return false;
+			P->ack[P->n_ack++] = (uint64_t)v;
+			if (*s == ',' && s[1] != ']')
+				s++;
+			else if (*s != ']')
+				return false;
+		}
+		s++;
+	}
+	if (!has(s, end, LIT(",\"msgs\":")))
+		return false;
+	*quote = '\0'; /* as parse_string() leaves a plain string */
+	P->p += (s + 8) - P->p;
+	if (parse_value(P, 2, &env[E_MSGS], V_MSGS) < 0 || P->p >= P->end || *P->p != '}')
+		return false;
+	P->p++;
+	return true;
+}
+
+#undef LIT
 
 static int decode_env(const struct wire_codec *c, const struct jv *f, const struct parser *P,
                       struct wire_env *env)
@@ -997,24 +1122,33 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 	}
 
 	*reject = TSYNC_REJ_JSON;
-	if (++d->gen == 0) { /* wrapped: every slot's gen could look current */
-		memset(d->table, 0, (d->table_mask + 1) * sizeof(struct kslot));
-		d->gen = 1;
-	}
-	memcpy(d->text, json, json_len);
-	d->text[json_len] = '\0';
-	memset(env, 0, sizeof(env));
-	P = (struct parser){.d = d, .p = d->text, .end = d->text + json_len};
-	skip_ws(&P);
-	if (P.p < P.end && *P.p == '[') {
-		if (parse_msgs(&P, 1) < 0)
+	for (int pass = 0;; pass++) {
+		if (++d->gen == 0) { /* wrapped: every slot's gen could look current */
+			memset(d->table, 0, (d->table_mask + 1) * sizeof(struct kslot));
+			d->gen = 1;
+		}
+		memcpy(d->text, json, json_len);
+		d->text[json_len] = '\0';
+		memset(env, 0, sizeof(env));
+		P = (struct parser){.d = d, .p = d->text, .end = d->text + json_len};
+		/* The writer's own envelope first; anything else from a fresh
+		 * copy, the general way. */
+		if (pass == 0 && parse_env_fast(&P, env))
+			break;
+		if (pass == 0)
+			continue;
+		skip_ws(&P);
+		if (P.p < P.end && *P.p == '[') {
+			if (parse_msgs(&P, 1) < 0)
+				goto leave;
+			dg->env.legacy = true;
+		} else if (P.p < P.end && *P.p == '{') {
+			if (parse_object(&P, 1, env_names, E_N, env, true) < 0)
+				goto leave;
+		} else {
 			goto leave;
-		dg->env.legacy = true;
-	} else if (P.p < P.end && *P.p == '{') {
-		if (parse_object(&P, 1, env_names, E_N, env, true) < 0)
-			goto leave;
-	} else {
-		goto leave;
+		}
+		break;
 	}
 	skip_ws(&P);
 	if (P.p != P.end)

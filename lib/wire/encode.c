@@ -50,16 +50,13 @@ static int put_str(struct wire_writer *w, const char *s)
 	return put(w, s, strlen(s));
 }
 
+static char *u64_digits(char *end, uint64_t v);
+
 static int put_u64(struct wire_writer *w, uint64_t v)
 {
-	char tmp[24];
-	size_t i = sizeof(tmp);
+	char tmp[24], *a = u64_digits(tmp + sizeof(tmp), v);
 
-	do {
-		tmp[--i] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	return put(w, tmp + i, sizeof(tmp) - i);
+	return put(w, a, (size_t)(tmp + sizeof(tmp) - a));
 }
 
 static int put_i64(struct wire_writer *w, int64_t v)
@@ -414,6 +411,112 @@ static void truncate_to(struct wire_writer *w, size_t len)
 		w->b.data[len] = '\0';
 }
 
+/* Decimal digits of v, written backwards from end; returns the start. Two
+ * digits a step: an envelope holds two 16-digit boots, and a digit at a
+ * time was a tenth of writing a small datagram (BENCHMARKS.md "Session 10:
+ * round trip"). */
+static char *u64_digits(char *end, uint64_t v)
+{
+	static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+	                               "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+	                               "8081828384858687888990919293949596979899";
+
+	while (v >= 100) {
+		unsigned d = (unsigned)(v % 100) * 2;
+		v /= 100;
+		*--end = pairs[d + 1];
+		*--end = pairs[d];
+	}
+	if (v >= 10) {
+		*--end = pairs[v * 2 + 1];
+		*--end = pairs[v * 2];
+	} else {
+		*--end = (char)('0' + v);
+	}
+	return end;
+}
+
+/* v's digits at o; returns the end. */
+static char *digits_at(char *o, uint64_t v)
+{
+	char tmp[24], *a = u64_digits(tmp + sizeof(tmp), v);
+
+	memcpy(o, a, (size_t)(tmp + sizeof(tmp) - a));
+	return o + (tmp + sizeof(tmp) - a);
+}
+
+/* Whether a name (the sender's, a batch message's) may have byte c as it is: ASCII from
+ * 0x20 (DEL too) but '"' (0x22) and '\\' (0x5c), as the reader's short way takes
+ * it, by a bit of a mask instead of five tests a byte. */
+static inline bool plain(unsigned char c)
+{
+	static const uint64_t mask[2] = {0xFFFFFFFB00000000u, 0xFFFFFFFFEFFFFFFFu};
+
+	return c < 128 && (mask[c >> 6] >> (c & 63)) & 1;
+}
+
+#define LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (o) + sizeof(s) - 1)
+
+/*
+ * The envelope (valid, checked by wire__begin()) whose sender's name is
+ * plain ASCII: written in one go, with one check of the room left, instead
+ * of a put() per member. Exactly the bytes wire__begin() writes otherwise.
+ * 1 if written, 0 if the name needs escapes or the envelope might not fit
+ * (the general way then decides, to the byte).
+ */
+static int begin_fast(struct wire_writer *w, const struct wire_env *env)
+{
+	size_t nl = 0, need, used;
+	char *o;
+
+	for (const unsigned char *p = (const unsigned char *)env->from; *p; p++, nl++)
+		if (!plain(*p))
+			return 0;
+	/* The head and the name; boot, seq, to_boot, re (at most 11 + 19
+	 * bytes each) and dw; each ack range (at most 1 + 19 + 1 + 19);
+	 * ,"msgs":[ */
+	need = 15 + nl + 1 + 5 * 30 + (env->acks_ok ? 9 + (size_t)env->n_acks * 40 : 0) + 9;
+	used = w->b.len + close_len(w);
+	if (used > w->limit || need > w->limit - used || w->b.cap <= w->b.len + need)
+		return 0;
+	o = w->b.data + w->b.len;
+	_Static_assert(WIRE_VERSION == 3 && WIRE_VERSION_PLAIN == 1, "the envelope's \"v\" below");
+	o = w->codec->key ? LIT(o, "{\"v\":3,\"from\":\"") : LIT(o, "{\"v\":1,\"from\":\"");
+	memcpy(o, env->from, nl);
+	o += nl;
+	o = LIT(o, "\",\"boot\":");
+	o = digits_at(o, env->boot);
+	o = LIT(o, ",\"seq\":");
+	o = digits_at(o, env->seq);
+	if (env->to_boot) {
+		o = LIT(o, ",\"to_boot\":");
+		o = digits_at(o, env->to_boot);
+	}
+	if (env->re) {
+		o = LIT(o, ",\"re\":");
+		o = digits_at(o, env->re);
+	}
+	if (env->durable)
+		o = LIT(o, ",\"dw\":1");
+	if (env->acks_ok) {
+		o = LIT(o, ",\"ack\":[");
+		for (uint32_t i = 0; i < env->n_acks; i++) {
+			if (i)
+				*o++ = ',';
+			o = digits_at(o, env->acks[i][0]);
+			*o++ = ',';
+			o = digits_at(o, env->acks[i][1]);
+		}
+		*o++ = ']';
+	}
+	o = LIT(o, ",\"msgs\":[");
+	*o = '\0';
+	w->b.len = (size_t)(o - w->b.data);
+	return 1;
+}
+
+#undef LIT
+
 int wire__begin(struct wire_writer *w, const struct wire_env *env)
 {
 	int r;
@@ -437,7 +540,9 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 	for (uint32_t i = 0; env->acks_ok && i < env->n_acks; i++)
 		if (env->acks[i][0] == 0 || env->acks[i][0] > env->acks[i][1] || env->acks[i][1] > INT64_MAX)
 			return -EINVAL;
-	r = put_str(w, w->codec->key ? "{\"v\":2,\"from\":" : "{\"v\":1,\"from\":");
+	if (begin_fast(w, env))
+		return 0;
+	r = put_str(w, w->codec->key ? "{\"v\":3,\"from\":" : "{\"v\":1,\"from\":");
 	if (r == 0)
 		r = put_json_string(w, env->from);
 	if (r == 0)
@@ -471,15 +576,6 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 	return r;
 }
 
-/* Decimal digits of v, written backwards from end; returns the start. */
-static char *u64_digits(char *end, uint64_t v)
-{
-	do {
-		*--end = (char)('0' + v % 10);
-		v /= 10;
-	} while (v);
-	return end;
-}
 
 /*
  * The message of a batch, a set or a reply of an integer or a boolean with
@@ -493,7 +589,6 @@ static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 	static const char set[] = "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"";
 	static const char reply[] = "{\"type\":\"io\",\"cmd\":\"reply\",\"io\":\"";
 	char num[2][24], *a, *b, *o;
-	const char *head;
 	size_t nl = 0, hl, need, used;
 	uint64_t mag;
 
@@ -502,11 +597,10 @@ static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 	    (m->val.type != TSYNC_TYPE_INT && m->val.type != TSYNC_TYPE_BOOL) || m->ver > INT64_MAX)
 		return 0;
 	for (const unsigned char *p = (const unsigned char *)m->io; *p; p++, nl++)
-		if (*p < 0x20 || *p >= 0x80 || *p == '"' || *p == '\\' || nl >= WIRE_NAME_MAX)
+		if (!plain(*p) || nl >= WIRE_NAME_MAX)
 			return 0;
 	if (nl == 0)
 		return 0;
-	head = m->op == WIRE_OP_SET ? set : reply;
 	hl = m->op == WIRE_OP_SET ? sizeof(set) - 1 : sizeof(reply) - 1;
 	if (m->val.type == TSYNC_TYPE_BOOL) {
 		a = num[0] + sizeof(num[0]) - 1;
@@ -527,7 +621,12 @@ static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 	o = w->b.data + w->b.len;
 	if (w->n_msgs)
 		*o++ = ',';
-	memcpy(o, head, hl);
+	w->last = (size_t)(o - w->b.data);
+	/* Constant sizes: copied inline, not by a call. */
+	if (m->op == WIRE_OP_SET)
+		memcpy(o, set, sizeof(set) - 1);
+	else
+		memcpy(o, reply, sizeof(reply) - 1);
 	o += hl;
 	memcpy(o, m->io, nl);
 	o += nl;
@@ -563,6 +662,7 @@ int wire__add(struct wire_writer *w, const struct wire_msg *m)
 		if (r < 0)
 			goto leave;
 	}
+	w->last = w->b.len;
 	r = put_msg(w, m);
 	if (r < 0)
 		goto leave;
@@ -571,6 +671,31 @@ int wire__add(struct wire_writer *w, const struct wire_msg *m)
 leave:
 	truncate_to(w, mark);
 	return r;
+}
+
+int wire__add_raw(struct wire_writer *w, const char *msg, size_t len)
+{
+	size_t need = (w->n_msgs ? 1 : 0) + len, used = w->b.len + close_len(w);
+	char *o;
+
+	if (w->n_msgs >= w->codec->max_msgs || used > w->limit || need > w->limit - used)
+		return -EMSGSIZE;
+	/* wire__begin() reserved the whole datagram, the tag's room included. */
+	if (w->b.cap <= w->b.len + need) {
+		int r = buf__reserve(&w->b, need);
+		if (r < 0)
+			return r;
+	}
+	o = w->b.data + w->b.len;
+	if (w->n_msgs)
+		*o++ = ',';
+	w->last = (size_t)(o - w->b.data);
+	memcpy(o, msg, len);
+	o += len;
+	*o = '\0';
+	w->b.len = (size_t)(o - w->b.data);
+	w->n_msgs++;
+	return 0;
 }
 
 int wire__finish(struct wire_writer *w, const void **out, size_t *len)

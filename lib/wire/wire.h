@@ -5,7 +5,7 @@
  * window. It knows the shape of messages, not what they mean: lib/sync does.
  *
  * A datagram is either
- *   - an envelope: {"v":2,"from":NAME,"boot":B,"seq":S,"to_boot":T,"re":R,
+ *   - an envelope: {"v":3,"from":NAME,"boot":B,"seq":S,"to_boot":T,"re":R,
  *                   "dw":1,"msgs":[MSG,...]}   followed, with a site key, by the
  *     32-byte tag of everything before it (auth.c); "v":1 without a key; or
  *   - legacy (the seed's format, only without a site key): [MSG,...]
@@ -49,9 +49,11 @@
 
 #define WIRE_TAG_BYTES 32 /* a 16-byte nonce and a 16-byte Poly1305 tag (auth.c) */
 #define WIRE_KEY_BYTES 32 /* the site key */
-/* The envelope's "v": 2 with a site key (the XChaCha20-Poly1305 tag of
- * auth.c; 1 was HMAC-SHA-512-256), 1 without (nothing else changed). */
-#define WIRE_VERSION       2
+/* The envelope's "v": 3 with a site key (the XChaCha20-Poly1305 tag of
+ * auth.c, its nonce laid out so that senders' subkeys can be kept; 2 had
+ * the counter in the HChaCha20 part, 1 was HMAC-SHA-512-256), 1 without
+ * (nothing else changed). */
+#define WIRE_VERSION       3
 #define WIRE_VERSION_PLAIN 1
 #define WIRE_NAME_MAX 63      /* bytes of a name: "from", "io", "role", "cmd", "type" */
 #define WIRE_MS_MAX 86400000u /* longest pulse, "ms" */
@@ -137,7 +139,9 @@ struct wire_codec {
 	uint32_t max_datagram; /* bytes, tag included */
 	uint32_t max_msgs;     /* messages per datagram */
 	uint32_t max_string;   /* bytes of any string field */
-	const struct wire_auth_key *auth; /* the same key, prepared; NULL: use `key` as it is */
+	/* The same key, prepared; NULL: use `key` as it is. It keeps subkeys
+	 * (auth.c), so a codec with one is used by one thread at a time. */
+	struct wire_auth_key *auth;
 };
 
 struct wire_datagram {
@@ -185,6 +189,7 @@ struct wire_writer {
 	bool legacy;
 	size_t n_msgs;
 	size_t limit; /* max bytes of JSON, before the tag */
+	size_t last;  /* where the last message added starts (after its comma) */
 };
 
 void wire__writer_init(struct wire_writer *w, const struct wire_codec *c);
@@ -209,6 +214,22 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env);
  * receiver rejects duplicate keys), and res must be valid JSON: neither is
  * parsed here. */
 int wire__add(struct wire_writer *w, const struct wire_msg *m);
+
+/* The bytes of the message the last successful wire__add() or
+ * wire__add_raw() wrote (without the comma before it), valid until the
+ * writer's next call. */
+static inline const char *wire__last_msg(const struct wire_writer *w, size_t *len)
+{
+	*len = w->b.len - w->last;
+	return w->b.data + w->last;
+}
+
+/* Appends a message exactly as wire__last_msg() gave it from a writer of
+ * the same codec: the same bytes again, for another peer's datagram,
+ * without writing them anew. 0; -EMSGSIZE as wire__add() (writer
+ * unchanged). The bytes are not checked again: pass only what a writer
+ * wrote. */
+int wire__add_raw(struct wire_writer *w, const char *msg, size_t len);
 
 /* Closes the datagram and appends the tag. *out stays valid until the next
  * wire__begin() or wire__writer_free(). 0 or -ENOMEM; -EIO if libsodium

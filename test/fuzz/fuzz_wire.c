@@ -5,7 +5,7 @@
  * aborts when a property breaks:
  *   - tagged input decodes exactly as the same input without a key does
  *     (except that a legacy list is refused, and that an envelope must say
- *     "v":2 with a key, "v":1 without);
+ *     "v":3 with a key, "v":1 without);
  *   - every good message is accepted by the writer, which never goes over
  *     max_datagram;
  *   - what the writer produced decodes again to the same fields.
@@ -144,12 +144,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(r_keyed < 0 && rej_keyed == TSYNC_REJ_AUTH);
 		} else if (r_plain == 0) {
 			/* Good without a key means "v":1, which a keyed site
-			 * refuses ("v":2 there, wire.h)... */
+			 * refuses ("v":3 there, wire.h)... */
 			check(r_keyed < 0 && rej_keyed == TSYNC_REJ_JSON);
-			/* ...and the same envelope as "v":2 decodes as it did. */
+			/* ...and the same envelope as "v":3 decodes as it did. */
 			if (size > 7 && memcmp(data, "{\"v\":1,", 7) == 0) {
 				wire__datagram_release(&dg_keyed);
-				tagged[5] = '2';
+				tagged[5] = '0' + WIRE_VERSION;
 				check(wire__auth_tag(fuzz_key, tagged, size, tagged + size) == 0);
 				r_keyed = run(&keyed, tagged, size + WIRE_TAG_BYTES, &rej_keyed, &dg_keyed);
 				check(r_keyed == 0 && dg_keyed.n_msgs == dg_plain.n_msgs);
@@ -165,7 +165,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			check(r_keyed < 0 && (rej_keyed == TSYNC_REJ_OVERSIZE ||
 			                      rej_keyed == TSYNC_REJ_AUTH || rej_keyed == TSYNC_REJ_JSON));
 		} else if (rej_plain == TSYNC_REJ_JSON) {
-			/* Perhaps only for "v":2, which a keyed site wants. */
+			/* Perhaps only for "v":3, which a keyed site wants. */
 			check(r_keyed == 0 || rej_keyed == TSYNC_REJ_JSON || rej_keyed == TSYNC_REJ_OVERSIZE);
 		} else {
 			check(r_keyed < 0 && (rej_keyed == rej_plain || rej_keyed == TSYNC_REJ_JSON));

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -354,7 +355,7 @@ static void test_burst_and_oversize(void **state)
 	to = node0_addr(f);
 	for (int i = 0; i < 100; i++) {
 		len = (size_t)snprintf(forged, sizeof(forged),
-		                       "{\"v\":2,\"from\":\"PI-Light\",\"boot\":9,\"seq\":%d,\"msgs\":[]}"
+		                       "{\"v\":3,\"from\":\"PI-Light\",\"boot\":9,\"seq\":%d,\"msgs\":[]}"
 		                       "0123456789abcdef0123456789abcdef",
 		                       i + 1);
 		assert_true(sendto(fd, forged, len, 0, (struct sockaddr *)&to, sizeof(to)) > 0);
@@ -598,37 +599,62 @@ static bool user_has_both(tsync_node *a, tsync_node *b)
 	       tsync_node_unsettled(a) == 0;
 }
 
-static void test_sets_between_own_turns(void **state)
-{
-	char *dir = harness_tmpdir("turns");
-	char conf[1024], keypath[512], *path;
+/* An owner and a user, each on its own loop, things t1 and t2 (with
+ * `site_extra` [site] keys), brought up and settled. Free with pair_free(). */
+struct pair {
+	char *dir, *path;
 	uint16_t ports[2];
 	tsync_node *a, *b;
-	tsync_node_options o;
-	tsync_peer_stats s0, s1, s2;
-	tsync_value v;
+};
 
-	(void)state;
-	harness_ports(ports, 2);
-	snprintf(keypath, sizeof(keypath), "%s/site.key", dir);
+static void pair_start(struct pair *pr, const char *tag, const char *site_extra, tsync_log_level level)
+{
+	char conf[1024], keypath[512];
+	tsync_node_options o;
+
+	pr->dir = harness_tmpdir(tag);
+	harness_ports(pr->ports, 2);
+	snprintf(keypath, sizeof(keypath), "%s/site.key", pr->dir);
 	assert_int_equal(tsync_key_generate(keypath), 0);
 	snprintf(conf, sizeof(conf),
-	         "[site]\nname = turns\nkey_file = site.key\n"
+	         "[site]\nname = %s\nkey_file = site.key\n%s"
 	         "[controller OWNER]\nhost = 127.0.0.1\nudp_port = %u\n"
 	         "[controller USER]\nhost = 127.0.0.1\nudp_port = %u\n"
 	         "[thing t1]\nowner = OWNER\ntype = int\nusers = USER\n"
 	         "[thing t2]\nowner = OWNER\ntype = int\nusers = USER\n",
-	         ports[0], ports[1]);
-	path = harness_write(dir, "site.conf", conf);
+	         tag, site_extra, pr->ports[0], pr->ports[1]);
+	pr->path = harness_write(pr->dir, "site.conf", conf);
 	tsync_node_options_init(&o);
-	o.site_path = path;
+	o.site_path = pr->path;
 	o.log = harness_log;
-	o.log_level = TSYNC_LOG_WARN;
+	o.log_level = level;
 	o.controller = "OWNER";
-	assert_int_equal(tsync_node_new(&o, &a), 0);
+	assert_int_equal(tsync_node_new(&o, &pr->a), 0);
 	o.controller = "USER";
-	assert_int_equal(tsync_node_new(&o, &b), 0);
-	assert_true(own_loops_until(a, b, both_settled));
+	assert_int_equal(tsync_node_new(&o, &pr->b), 0);
+	assert_true(own_loops_until(pr->a, pr->b, both_settled));
+}
+
+static void pair_free(struct pair *pr)
+{
+	tsync_node_free(pr->a);
+	tsync_node_free(pr->b);
+	harness_rmdir(pr->dir);
+	free(pr->dir);
+	free(pr->path);
+}
+
+static void test_sets_between_own_turns(void **state)
+{
+	struct pair pr;
+	tsync_node *a, *b;
+	tsync_peer_stats s0, s1, s2;
+	tsync_value v;
+
+	(void)state;
+	pair_start(&pr, "turns", "", TSYNC_LOG_WARN);
+	a = pr.a;
+	b = pr.b;
 
 	assert_int_equal(tsync_node_peer_stats(a, 0, &s0), 0);
 	v = tsync_int(41);
@@ -644,12 +670,66 @@ static void test_sets_between_own_turns(void **state)
 	assert_true(own_loops_until(a, b, user_has_both));
 	assert_int_equal(tsync_node_peer_stats(a, 0, &s2), 0);
 	assert_true(s2.acked - s0.acked >= 2);
+	pair_free(&pr);
+}
 
-	tsync_node_free(a);
-	tsync_node_free(b);
-	harness_rmdir(dir);
-	free(dir);
-	free(path);
+/* A retry timer that comes due while the peer's acknowledgement waits in
+ * the socket behind more than a turn's reading (here, datagrams from a
+ * stranger) must not resend: the node reads what waits before it decides.
+ * The owner's timeout is pinned at 20 ms and it sleeps well past it, so the
+ * timer is due in the same turn as the unread acknowledgement. */
+static bool user_has_7(tsync_node *a, tsync_node *b)
+{
+	tsync_thing_state x;
+
+	(void)a;
+	return tsync_node_get(b, "t1", &x) == 0 && x.value.type == TSYNC_TYPE_INT && x.value.u.i == 7;
+}
+
+static void test_ack_read_before_retry(void **state)
+{
+	struct pair pr;
+	tsync_node *a, *b;
+	tsync_peer_stats s0, s1;
+	tsync_value v;
+	struct sockaddr_in to;
+	struct timespec nap = {0, 150 * 1000 * 1000};
+	int fd;
+
+	(void)state;
+	pair_start(&pr, "retry", "heartbeat_ms = 0\nretry_min_ms = 20\nretry_initial_ms = 20\nretry_max_ms = 20\n",
+	           TSYNC_LOG_ERROR);
+	a = pr.a;
+	b = pr.b;
+
+	/* The set leaves; the owner's timer is armed. */
+	v = tsync_int(7);
+	assert_int_equal(tsync_node_set(a, "t1", &v), 0);
+	assert_int_equal(tsync_node_run_for(a, 0), 0);
+	assert_int_equal(tsync_node_peer_stats(a, 0, &s0), 0);
+	assert_int_equal(tsync_node_unsettled(a), 1);
+	/* 100 datagrams of a stranger, then the user's acknowledgement. */
+	fd = socket(AF_INET, SOCK_DGRAM, 0);
+	assert_true(fd >= 0);
+	memset(&to, 0, sizeof(to));
+	to.sin_family = AF_INET;
+	to.sin_port = htons(pr.ports[0]);
+	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (int i = 0; i < 100; i++)
+		assert_int_equal(sendto(fd, "[]", 2, 0, (struct sockaddr *)&to, sizeof(to)), 2);
+	close(fd);
+	for (int i = 0; i < 5000 && !user_has_7(a, b); i++) /* a give-up limit */
+		assert_int_equal(tsync_node_run_for(b, 1), 0);
+	assert_true(user_has_7(a, b));
+	nanosleep(&nap, NULL); /* the timer is due: 150 ms against 20 */
+
+	/* One turn: the socket's callback reads 64, the timer is due. */
+	assert_int_equal(tsync_node_run_for(a, 0), 0);
+	assert_int_equal(tsync_node_peer_stats(a, 0, &s1), 0);
+	assert_int_equal(s1.retransmits, s0.retransmits);
+	assert_int_equal(s1.datagrams_sent, s0.datagrams_sent);
+	assert_int_equal(tsync_node_unsettled(a), 0);
+	pair_free(&pr);
 }
 
 int main(void)
@@ -664,6 +744,7 @@ int main(void)
 	    cmocka_unit_test(test_example_controller),
 	    cmocka_unit_test(test_group_commit_window),
 	    cmocka_unit_test(test_sets_between_own_turns),
+	    cmocka_unit_test(test_ack_read_before_retry),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -160,6 +160,10 @@ static void test_day_exact(void **state)
 	set_b(c, site, "door", false, M);
 	set_i(c, site, "power", 100, M);
 	set_s(c, site, "mode", "eco", M);
+	/* Not mine, or no thing at all: ignored (door's counts below show it). */
+	set_b(c, site, "remote", true, M + 30 * MS);
+	cumul__value(c, 4096, &unk, M + 40 * MS);
+	cumul__pulse(c, 4096, 500, M + 50 * MS);
 	/* temp never gets a value: unknown all day. */
 
 	set_b(c, site, "door", true, M + 1 * H);

@@ -175,6 +175,9 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 		tsync_thing_state st;
 		sn->changed++;
 		assert_int_equal(name_index__get(&sn->sim->site->thing_ix, ev->thing, &t), 0);
+		/* Every change names its thing's index to the listeners (what
+		 * the node's cumul takes instead of a lookup by name). */
+		assert_int_equal(sync__event_thing(sn->e, ev), t);
 		assert_int_equal(sync__get(sn->e, ev->thing, &st), 0);
 		/* A receiver never goes back to an older (boot, version). */
 		if (!st.owned && (st.owner_boot < sn->last_boot[t] ||
@@ -183,6 +186,7 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 		sn->last_ver[t] = st.version;
 		sn->last_boot[t] = st.owner_boot;
 	} else if (ev->kind == TSYNC_EVENT_PEER_DOWN || ev->kind == TSYNC_EVENT_PEER_UP) {
+		assert_int_equal(sync__event_thing(sn->e, ev), UINT32_MAX);
 		assert_int_equal(name_index__get(&sn->sim->site->controller_ix, ev->controller, &t), 0);
 		if (ev->kind == TSYNC_EVENT_PEER_UP) {
 			sn->ups[t]++;
@@ -192,6 +196,7 @@ static void on_event(void *ud, tsync_node *node, const tsync_event *ev)
 		}
 	} else if (ev->kind == TSYNC_EVENT_PULSE) {
 		assert_int_equal(name_index__get(&sn->sim->site->thing_ix, ev->thing, &t), 0);
+		assert_true(sync__event_thing(sn->e, ev) == t || sync__event_thing(sn->e, ev) == UINT32_MAX);
 		sn->pulses[t]++;
 		sn->crash_now |= sn->crash_after_act;
 	}
@@ -512,6 +517,44 @@ static void sim_free(struct sim *s)
 	memset(mstores, 0, sizeof(mstores));
 }
 
+/* What the engine keeps instead of walking, against the walk, on every
+ * live node: sync__unsettled() (owned things some user has not
+ * acknowledged, requests waiting), each owned thing's users pending (as
+ * sync__get() says it), the peers with windows (each exactly once on
+ * win_peers) and the heartbeat peers. Runs at
+ * every step of every simulation, so every test compares them. */
+static void check_counters(struct sim *s)
+{
+	for (uint32_t i = 0; i < s->count; i++) {
+		struct sync_engine *e = s->n[i].e;
+		size_t reqs = 0, hb = 0;
+		if (!s->n[i].alive)
+			continue;
+		assert_int_equal(sync__unsettled(e), sync__unsettled_walk(e));
+		assert_int_equal(e->n_owned_unsettled, sync__owned_unsettled_walk(e));
+		for (size_t k = 0; k < e->plan->n_owned; k++) {
+			uint32_t t = e->plan->owned[k];
+			tsync_thing_state st;
+			assert_int_equal(e->things[t].users_pending, sync__users_pending_walk(e, t));
+			assert_int_equal(sync__get(e, s->site->things[t].name, &st), 0);
+			assert_int_equal(st.users_pending, sync__users_pending_walk(e, t));
+		}
+		for (size_t k = 0; k < e->n_peers; k++) {
+			size_t listed = 0;
+			reqs += e->peers[k].n_reqs;
+			for (size_t j = 0; j < e->n_win_peers; j++)
+				listed += e->win_peers[j] == k;
+			assert_int_equal(listed, e->peers[k].wins != NULL);
+			if (e->peers[k].heartbeat) {
+				assert_true(hb < e->n_hb_peers);
+				assert_int_equal(e->hb_peers[hb++], k);
+			}
+		}
+		assert_int_equal(e->n_reqs, reqs);
+		assert_int_equal(hb, e->n_hb_peers);
+	}
+}
+
 /* Runs the simulation until `until` (absolute, us). */
 static void sim_run(struct sim *s, uint64_t until)
 {
@@ -519,6 +562,8 @@ static void sim_run(struct sim *s, uint64_t until)
 		uint64_t next = UINT64_MAX;
 		int kind = 0;
 		uint32_t who = 0, peer = 0;
+
+		check_counters(s);
 
 		for (uint32_t i = 0; i < s->count; i++)
 			if (s->n[i].alive && s->n[i].want_flush) {
@@ -1797,6 +1842,128 @@ static void test_heartbeat_keeps_backoff_of_refusing_peer(void **state)
 /* --- acknowledgements by datagram (ack.c) ------------------------------------- */
 
 /* A site of one owner A and users B and C of `n` int things t0..t(n-1). */
+/* The counters against their walks (check_counters, at every step) under
+ * random operations: sets by owners and users, asks, pulses and commands,
+ * some refused (too many queued), with loss, duplicates and reordering,
+ * and nodes crashing and restarting, with and without a store (a request
+ * to a restarted peer completes, or is sent again, and is resumed from
+ * the store). Settled at the end: both 0. */
+static void random_operations(const char *site_head, const char *a_name, uint64_t seed, bool requests)
+{
+	static const char *const things[] = {"light", "temp", "mode", "door", "count", "siren"};
+	char body[2048];
+	struct sim *s;
+	int queued = 0, refused = 0, crashes = 0;
+
+	snprintf(body, sizeof(body), "max_outstanding = 4\nmax_queued = 6\n%s", site_head);
+	s = sim_new(body, true, seed);
+	mstores[2].on = true; /* C keeps its requests and windows, A and B do not */
+	node_stop(s, 2);
+	node_start(s, 2);
+	s->loss = 0.25;
+	s->dup = 0.2;
+	s->reorder = 0.3;
+	for (int step = 0; step < 3000; step++) {
+		uint32_t c = (uint32_t)(prng__next(&s->prng) % s->count);
+		unsigned op = (unsigned)(prng__next(&s->prng) % 100);
+		const char *thing = things[prng__next(&s->prng) % 6];
+		tsync_value v;
+		tsync_thing_state st;
+
+		if (!s->n[c].alive) {
+			node_start(s, c);
+			continue;
+		}
+		/* Read too (the users' pending count); a thing it neither owns
+		 * nor uses is refused. */
+		(void)sync__get(s->n[c].e, thing, &st);
+		if (op < 40) {
+			/* Set: the owner changes it, a user asks the owner (or is refused). */
+			if (!strcmp(thing, "mode"))
+				v = tsync_string(step % 2 ? "eco" : "off");
+			else if (!strcmp(thing, "temp"))
+				v = tsync_float((double)(step % 100));
+			else if (!strcmp(thing, "count"))
+				v = tsync_int(step);
+			else
+				v = tsync_bool(step % 2);
+			(void)sync__set(s->n[c].e, thing, &v, s->now);
+		} else if (op < 50) {
+			(void)sync__ask(s->n[c].e, thing, s->now);
+		} else if (op < 70) {
+			(void)sync__pulse(s->n[c].e, "door", NULL, 0, NULL, NULL, s->now);
+		} else if (op < 90) {
+			int r = c == 0 ? 0 : sync__send_request(s->n[c].e, a_name, "cmd", "cmd_do", "version", NULL,
+			                                        NULL, NULL, s->now);
+			queued += r == 0 && c != 0;
+			refused += r == -ENOBUFS;
+		} else if (op < 93) {
+			node_stop(s, c);
+			crashes++;
+		} else if (op < 94) {
+			crashes++;
+			/* Restarted at once: peers learn its new boot mid-flight. */
+			node_stop(s, c);
+			node_start(s, c);
+		}
+		sim_run(s, s->now + prng__next(&s->prng) % 4000);
+	}
+	for (uint32_t c = 0; c < s->count; c++)
+		if (!s->n[c].alive)
+			node_start(s, c);
+	s->loss = s->dup = s->reorder = 0;
+	assert_true(sim_settle(s, 120000000));
+	for (uint32_t c = 0; c < s->count; c++) {
+		assert_int_equal(sync__unsettled(s->n[c].e), 0);
+		assert_int_equal(sync__unsettled_walk(s->n[c].e), 0);
+	}
+	/* The paths the counters follow were taken: requests queued and
+	 * answered (A has windows), refused at max_queued, nodes crashed. */
+	assert_true(crashes > 50);
+	if (requests) {
+		assert_true(queued > 100);
+		assert_true(refused > 0);
+		assert_true(s->n[0].e->n_win_peers > 0);
+	} else {
+		/* Every acknowledgement was a reply. */
+		for (uint32_t c = 0; c < s->count; c++)
+			assert_int_equal(s->n[c].e->ack_ranges, 0);
+	}
+	sim_free(s);
+}
+
+/* SITE3 with names so long that no "ack" range fits a 256-byte datagram
+ * (ack__ranges() is 0): users acknowledge each set by a reply naming its
+ * version, the other path to acked_ver. */
+static const char *SITE3_REPLIES =
+    "max_datagram = 256\nmax_string = 32\n"
+    "[controller Aaaaaaaaaaaaaaaaaaaaaaaa]\nhost = 127.0.0.1\nudp_port = 6001\nroles = cmd_do\n"
+    "[controller Bbbbbbbbbbbbbbbbbbbbbbbb]\nhost = 127.0.0.1\nudp_port = 6002\n"
+    "[controller Cccccccccccccccccccccccc]\nhost = 127.0.0.1\nudp_port = 6003\n"
+    "[thing light]\nowner = Aaaaaaaaaaaaaaaaaaaaaaaa\ntype = bool\n"
+    "users = Bbbbbbbbbbbbbbbbbbbbbbbb, Cccccccccccccccccccccccc\n"
+    "[thing temp]\nowner = Aaaaaaaaaaaaaaaaaaaaaaaa\ntype = float\n"
+    "users = Bbbbbbbbbbbbbbbbbbbbbbbb, Cccccccccccccccccccccccc\nmin = -50\nmax = 150\n"
+    "[thing mode]\nowner = Aaaaaaaaaaaaaaaaaaaaaaaa\ntype = string\nusers = Bbbbbbbbbbbbbbbbbbbbbbbb\n"
+    "allowed = off, eco, comfort\n"
+    "[thing door]\nowner = Aaaaaaaaaaaaaaaaaaaaaaaa\ntype = bool\n"
+    "users = Bbbbbbbbbbbbbbbbbbbbbbbb, Cccccccccccccccccccccccc\npulse = yes\npulse_ms = 300\n"
+    "[thing count]\nowner = Bbbbbbbbbbbbbbbbbbbbbbbb\ntype = int\n"
+    "users = Aaaaaaaaaaaaaaaaaaaaaaaa, Cccccccccccccccccccccccc\n"
+    "[thing siren]\nowner = Cccccccccccccccccccccccc\ntype = bool\nusers = Aaaaaaaaaaaaaaaaaaaaaaaa\n"
+    "settable = no\n";
+
+static void test_counters_under_random_operations(void **state)
+{
+	random_operations(SITE3, "A", 77, true);
+}
+
+static void test_counters_under_random_operations_replies(void **state)
+{
+	/* Requests do not fit its datagrams with such names: sets only. */
+	random_operations(SITE3_REPLIES, "Aaaaaaaaaaaaaaaaaaaaaaaa", 78, false);
+}
+
 static char *batch_site(int n)
 {
 	size_t cap = 200 + (size_t)n * 64, len;
@@ -2051,6 +2218,95 @@ static void test_deferred_restart(void **state)
 	sim_free(s);
 }
 
+/* A set that goes to several users in one flush is written once and copied
+ * into the other users' datagrams (engine.c, shared_add()). Every datagram
+ * the owner sent is exactly what writing its messages anew gives (decoded,
+ * then encoded again with its own envelope: the same bytes), carries the
+ * round's values and versions (nothing from an earlier round), and the
+ * copies were made: 300 things shared by B and C, 50 for B alone. */
+static void check_owner_datagrams(struct sim *s, int round, size_t *sets)
+{
+	const struct wire_codec *c = &s->n[0].e->codec;
+
+	for (struct packet *p = s->captured; p; p = p->next) {
+		struct wire_datagram dg;
+		struct wire_writer w;
+		tsync_reject rej;
+		const void *out;
+		size_t len;
+
+		if (p->from != 0)
+			continue;
+		assert_int_equal(wire__decode(c, p->data, p->len, &dg, &rej), 0);
+		wire__writer_init(&w, c);
+		assert_int_equal(wire__begin(&w, &dg.env), 0);
+		for (size_t i = 0; i < dg.n_msgs; i++) {
+			const struct wire_msg *m = &dg.msgs[i];
+			tsync_thing_state st;
+			char *end;
+			long t;
+			assert_int_equal(m->type, WIRE_T_IO);
+			assert_int_equal(m->op, WIRE_OP_SET);
+			assert_true(m->io[0] == 't' || m->io[0] == 'u');
+			t = strtol(m->io + 1, &end, 10);
+			assert_int_equal(*end, '\0');
+			assert_int_equal(m->val.u.i, round * 100000 + (m->io[0] == 'u' ? 1000 : 0) + t);
+			assert_int_equal(sync__get(s->n[0].e, m->io, &st), 0);
+			assert_int_equal(m->ver, st.version);
+			assert_int_equal(wire__add(&w, m), 0);
+			(*sets)++;
+		}
+		assert_int_equal(wire__finish(&w, &out, &len), 0);
+		assert_int_equal(len, p->len);
+		assert_memory_equal(out, p->data, len - WIRE_TAG_BYTES);
+		wire__writer_free(&w);
+		wire__datagram_release(&dg);
+	}
+}
+
+static void test_shared_set_bytes(void **state)
+{
+	char *body = batch_site(300), *more;
+	size_t n = strlen(body), cap = n + 50 * 64;
+	struct sim *s;
+
+	(void)state;
+	more = realloc(body, cap);
+	assert_non_null(more);
+	body = more;
+	for (int t = 0; t < 50; t++)
+		n += (size_t)snprintf(body + n, cap - n, "[thing u%d]\nowner = A\ntype = int\nusers = B\n", t);
+	s = sim_new(body, true, 13);
+	assert_true(sim_settle(s, 10000000));
+	for (int r = 1; r <= 3; r++) {
+		uint64_t copies0 = s->n[0].e->shared_copies;
+		size_t sets = 0;
+
+		s->capture = true;
+		for (int t = 0; t < 350; t++) {
+			char name[16];
+			tsync_value v = tsync_int(r * 100000 + (t < 300 ? t : 1000 + t - 300));
+			snprintf(name, sizeof(name), t < 300 ? "t%d" : "u%d", t < 300 ? t : t - 300);
+			assert_int_equal(sync__set(s->n[0].e, name, &v, s->now), 0);
+		}
+		assert_true(sim_settle(s, 600000000));
+		check_owner_datagrams(s, r, &sets);
+		assert_int_equal(sets, 650); /* no loss: each once */
+		assert_int_equal(s->n[0].e->shared_copies - copies0, 300);
+		for (uint32_t u = 1; u <= 2; u++)
+			assert_int_equal(get(s, u, "t299").u.i, r * 100000 + 299);
+		assert_int_equal(get(s, 1, "u49").u.i, r * 100000 + 1049);
+		while (s->captured) {
+			struct packet *p = s->captured;
+			s->captured = p->next;
+			free(p);
+		}
+	}
+	assert_int_equal(s->n[0].e->peers[0].st.retransmits, 0);
+	sim_free(s);
+	free(body);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2084,6 +2340,9 @@ int main(void)
 	    cmocka_unit_test(test_acks_by_datagram_under_loss),
 	    cmocka_unit_test(test_deferred_answer_exactly_once),
 	    cmocka_unit_test(test_deferred_restart),
+	    cmocka_unit_test(test_shared_set_bytes),
+	    cmocka_unit_test(test_counters_under_random_operations),
+	    cmocka_unit_test(test_counters_under_random_operations_replies),
 	};
 	int r;
 

@@ -389,6 +389,9 @@ static void test_cases(void **state)
 	    "{\"seq\":2,\"source\":\"import\",\"thing\":\"temp\",\"value\":21.5,\"time\":1700000000000001,"
 	    "\"owner_boot\":0,\"version\":0}]}",
 	    "{\"measurements\":[],\"source\":\"P\"}",
+	    /* the ends of 64 bits, and zero written with a sign */
+	    "{\"source\":\"P\",\"measurements\":[{\"seq\":9223372036854775807,\"value\":-9223372036854775808,"
+	    "\"time\":-0,\"version\":18,\"owner_boot\":1000000000000000000}]}",
 	    " {\"source\":\"P\",\"measurements\":[{\"seq\":1,\"value\":true},{\"seq\":2,\"value\":\"on\"}]}"
 	    "\n",
 	};
@@ -400,6 +403,9 @@ static void test_cases(void **state)
 	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1,\"seq\":2}]}",          /* twice */
 	    "{\"source\":\"P\\u0041\",\"measurements\":[]}",                        /* an escape */
 	    "{\"source\":\"P\",\"measurements\":[{\"seq\":9223372036854775808}]}",  /* beyond 64 bits */
+	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1,\"value\":-9223372036854775809}]}",
+	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1,\"value\":18446744073709551616}]}",
+	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1,\"value\":99999999999999999999}]}",
 	    "{\"source\":\"P\",\"measurements\":[{\"seq\":1.0}]}",                  /* a real seq */
 	    "{\"source\":\"P\",\"measurements\":[]} x",                             /* after the end */
 	    "{\"source\":\"P\",\"measurements\":[{\"seq\":01}]}",                   /* not JSON */

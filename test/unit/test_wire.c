@@ -1013,6 +1013,92 @@ static void test_batch_messages_text(void **state)
 	wire__writer_free(&w);
 }
 
+/* Every number of digits, both ways, and the envelope's numbers: the
+ * writer's digits (two at a time) are printf's. */
+static void test_numbers_text(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_msg m = io_msg(WIRE_OP_SET, "t");
+	struct wire_writer w;
+	const void *out;
+	size_t len;
+	char want[256];
+
+	(void)state;
+	for (int k = 0; k <= 19; k++) {
+		uint64_t p = 1;
+		for (int i = 0; i < k; i++)
+			p *= 10;
+		for (int d = -1; d <= 1; d++) {
+			uint64_t u = k == 19 ? (uint64_t)INT64_MAX - (d == 1 ? 0 : 1 + (uint64_t)d) : p + (uint64_t)d;
+			struct wire_env env = env_of("a", u ? u : 1, u ? u : 1);
+			if (k == 0 && d < 0)
+				continue;
+			for (int neg = 0; neg < 2; neg++) {
+				int64_t v = neg ? (u == (uint64_t)INT64_MAX ? INT64_MIN : -(int64_t)u) : (int64_t)u;
+				m.has_val = m.has_ver = true;
+				m.val = tsync_int(v);
+				m.ver = u;
+				encode(&w, &c, &env, &m, 1, &out, &len);
+				snprintf(want, sizeof(want),
+				         "{\"v\":1,\"from\":\"a\",\"boot\":%llu,\"seq\":%llu,\"msgs\":[{\"type\":\"io\","
+				         "\"cmd\":\"set\",\"io\":\"t\",\"val\":%lld,\"ver\":%llu}]}",
+				         (unsigned long long)(u ? u : 1), (unsigned long long)(u ? u : 1), (long long)v,
+				         (unsigned long long)u);
+				assert_string_equal(out, want);
+				/* and read back as written */
+				struct wire_datagram dg;
+				tsync_reject rej;
+				assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+				assert_true(dg.msgs[0].val.u.i == v && dg.msgs[0].ver == u);
+				assert_true(dg.env.boot == (u ? u : 1));
+				wire__datagram_release(&dg);
+				wire__writer_free(&w);
+			}
+		}
+	}
+}
+
+/* Every byte of ASCII in a set's name, the fast writer's and the general
+ * one's choice alike: as it is, or escaped as JSON wants. */
+static void test_name_bytes_text(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_env env = env_of("a", 1, 1);
+	struct wire_msg m = io_msg(WIRE_OP_SET, NULL);
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+	char name[4], esc[8], want[256];
+
+	(void)state;
+	for (int b = 1; b < 128; b++) {
+		snprintf(name, sizeof(name), "a%cb", b);
+		if (b < 0x20)
+			snprintf(esc, sizeof(esc), "\\u%04x", b);
+		else if (b == '"' || b == '\\')
+			snprintf(esc, sizeof(esc), "\\%c", b);
+		else
+			snprintf(esc, sizeof(esc), "%c", b);
+		m.io = name;
+		m.has_val = m.has_ver = true;
+		m.val = tsync_int(7);
+		m.ver = 9;
+		encode(&w, &c, &env, &m, 1, &out, &len);
+		snprintf(want, sizeof(want),
+		         "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[{\"type\":\"io\",\"cmd\":\"set\","
+		         "\"io\":\"a%sb\",\"val\":7,\"ver\":9}]}",
+		         esc);
+		assert_string_equal(out, want);
+		assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+		assert_string_equal(dg.msgs[0].io, name);
+		wire__datagram_release(&dg);
+		wire__writer_free(&w);
+	}
+}
+
 /* The reader's short way for the writer's batch messages gives what the
  * general way gives, and leaves every other spelling to it. */
 static void test_batch_messages_read(void **state)
@@ -1120,6 +1206,88 @@ static void test_writer_max_msgs(void **state)
 	assert_int_equal(wire__add(&w, &m), -EMSGSIZE);
 	assert_int_equal(w.n_msgs, 3);
 	wire__writer_free(&w);
+}
+
+/* A message added again from its bytes (wire__last_msg(), wire__add_raw(),
+ * as the engine does for a set that goes to several users) makes the same
+ * datagram, to the byte, as writing it does, and stops at the same place
+ * when the datagram is full or holds max_msgs. */
+static void test_add_raw_same_bytes(void **state)
+{
+	struct wire_env env = env_of("controller-7", 12, 345);
+	struct wire_msg m[3];
+	struct wire_writer w, r;
+	const char *bytes[3];
+	size_t lens[3], n;
+
+	m[0] = io_msg(WIRE_OP_SET, "is_armed"); /* the batch's shape (add_io_fast) */
+	m[0].has_val = true;
+	m[0].val = tsync_int(-12345);
+	m[0].has_ver = true;
+	m[0].ver = 99;
+	m[1] = io_msg(WIRE_OP_SET, "display\ttext"); /* the general writer */
+	m[1].has_val = true;
+	m[1].val = tsync_string("\"quoted\" \\ and \x01");
+	m[1].has_ver = true;
+	m[1].ver = 100;
+	m[2] = io_msg(WIRE_OP_SET, "temp");
+	m[2].has_val = true;
+	m[2].val = tsync_float(21.5);
+	m[2].has_ver = true;
+	m[2].ver = 101;
+	for (int keyed = 0; keyed < 2; keyed++) {
+		for (uint32_t max = 120; max <= 900; max += 11) {
+			struct wire_codec c = keyed ? keyed_codec(key_a) : plain_codec();
+			struct wire_writer one;
+			size_t i = 0;
+			int ra, rb;
+
+			c.max_datagram = max;
+			c.max_msgs = 5 + max % 7;
+			/* Each message's bytes, as a writer left them. */
+			wire__writer_init(&one, &c);
+			for (int k = 0; k < 3; k++) {
+				assert_int_equal(wire__begin(&one, &env), 0);
+				if (wire__add(&one, &m[k]) < 0) {
+					lens[k] = 0;
+					continue;
+				}
+				bytes[k] = wire__last_msg(&one, &n);
+				lens[k] = n;
+				bytes[k] = memcpy(malloc(n), bytes[k], n);
+				assert_true(n > 0 && bytes[k][0] == '{' && bytes[k][n - 1] == '}');
+			}
+			wire__writer_free(&one);
+			if (!lens[0] || !lens[1] || !lens[2]) {
+				for (int k = 0; k < 3; k++)
+					if (lens[k])
+						free((void *)bytes[k]);
+				continue;
+			}
+			wire__writer_init(&w, &c);
+			wire__writer_init(&r, &c);
+			assert_int_equal(wire__begin(&w, &env), 0);
+			assert_int_equal(wire__begin(&r, &env), 0);
+			for (;; i++) {
+				ra = wire__add(&w, &m[i % 3]);
+				rb = wire__add_raw(&r, bytes[i % 3], lens[i % 3]);
+				assert_int_equal(ra, rb);
+				if (ra < 0)
+					break;
+				/* The copy's last message is the bytes copied. */
+				assert_memory_equal(wire__last_msg(&r, &n), bytes[i % 3], lens[i % 3]);
+				assert_int_equal(n, lens[i % 3]);
+			}
+			assert_int_equal(ra, -EMSGSIZE);
+			assert_int_equal(w.n_msgs, r.n_msgs);
+			assert_int_equal(w.b.len, r.b.len);
+			assert_memory_equal(w.b.data, r.b.data, w.b.len);
+			wire__writer_free(&w);
+			wire__writer_free(&r);
+			for (int k = 0; k < 3; k++)
+				free((void *)bytes[k]);
+		}
+	}
 }
 
 static void test_oversize_datagram(void **state)
@@ -1415,17 +1583,18 @@ static void test_auth(void **state)
 	assert_int_equal(wire__auth_verify(key_b, copy, 6, copy + 6), -EBADMSG);
 }
 
-/* The tag of "v":2 (auth.c): a fresh nonce per datagram, in a forked child
- * too; HMAC-SHA-512-256 tags ("v":1) no longer pass; each version only with
- * its own kind of site. */
+/* The tag of "v":3 (auth.c; test_wire_auth checks what it is): a fresh
+ * nonce per datagram, in a forked child too; HMAC-SHA-512-256 tags ("v":1)
+ * no longer pass; each version only with its own kind of site. */
 static void test_auth_v2(void **state)
 {
 	static const char v1[] = "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
-	static const char v2[] = "{\"v\":2,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
-	struct wire_codec c = keyed_codec(key_a), plain = plain_codec();
+	static const char v2[] = "{\"v\":3,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[]}";
+	struct wire_codec c = keyed_codec(key_a), plain = plain_codec(), pc = keyed_codec(key_a);
+	struct wire_auth_key *prep;
 	struct wire_datagram dg;
 	tsync_reject rej;
-	uint8_t a[256], b[256], child[WIRE_TAG_BYTES];
+	uint8_t a[256], b[256], child[WIRE_TAG_BYTES], t_parent[WIRE_TAG_BYTES];
 	size_t n = sizeof(v2) - 1;
 	int fds[2], status;
 	pid_t pid;
@@ -1447,14 +1616,19 @@ static void test_auth_v2(void **state)
 	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
 	assert_int_equal(rej, TSYNC_REJ_AUTH);
 
-	/* A forked child does not repeat its parent's nonces. */
+	/* A forked child does not repeat its parent's nonces, and its
+	 * prepared key (a copy of the parent's, whose sending subkey is the
+	 * parent prefix's) computes the subkey of its own prefix. */
+	assert_int_equal(wire__auth_prepare(key_a, &prep), 0);
+	pc.auth = prep;
+	assert_int_equal(wire__codec_tag(&pc, v2, n, t_parent), 0);
 	assert_int_equal(pipe(fds), 0);
 	pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
 		uint8_t t[WIRE_TAG_BYTES];
 		ssize_t w = -1;
-		if (wire__auth_tag(key_a, v2, n, t) == 0)
+		if (wire__codec_tag(&pc, v2, n, t) == 0)
 			w = write(fds[1], t, sizeof(t));
 		_exit(w == (ssize_t)sizeof(t) ? 0 : 1);
 	}
@@ -1465,13 +1639,20 @@ static void test_auth_v2(void **state)
 	close(fds[1]);
 	assert_int_equal(wire__auth_tag(key_a, b, n, b + n), 0);
 	assert_memory_not_equal(child, b + n, 8); /* the random prefix */
+	assert_memory_not_equal(child, t_parent, 8);
+	assert_int_equal(wire__auth_verify(key_a, v2, n, child), 0);
+	assert_int_equal(wire__codec_verify(&pc, v2, n, child), 0);
+	/* The parent's own subkey is still right for its prefix. */
+	assert_int_equal(wire__codec_tag(&pc, v2, n, t_parent), 0);
+	assert_int_equal(wire__auth_verify(key_a, v2, n, t_parent), 0);
+	wire__auth_free(prep);
 
 	/* The old tag, HMAC-SHA-512-256 of a "v":1 envelope, is refused. */
 	memcpy(a, v1, n);
 	crypto_auth(a + n, a, n, key_a);
 	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
 	assert_int_equal(rej, TSYNC_REJ_AUTH);
-	/* A good tag on "v":1, and "v":2 without a key: refused envelopes. */
+	/* A good tag on "v":1, and "v":3 without a key: refused envelopes. */
 	assert_int_equal(wire__auth_tag(key_a, a, n, a + n), 0);
 	assert_int_equal(wire__decode(&c, a, n + WIRE_TAG_BYTES, &dg, &rej), -EBADMSG);
 	assert_int_equal(rej, TSYNC_REJ_JSON);
@@ -1479,6 +1660,144 @@ static void test_auth_v2(void **state)
 	assert_int_equal(rej, TSYNC_REJ_JSON);
 	assert_int_equal(wire__decode(&plain, v1, n, &dg, &rej), 0);
 	wire__datagram_release(&dg);
+}
+
+/* The writer's envelope, written in one go for a plain name (encode.c,
+ * begin_fast()) or member by member otherwise: the same text either way,
+ * as printf() would write it, for envelopes with and without each optional
+ * member and numbers of every length; a datagram too small for it refuses
+ * it whole. */
+static void test_envelope_text_fast(void **state)
+{
+	static const struct {
+		const char *name, *json; /* as given, as written */
+	} names[] = {{"PI-Light", "PI-Light"}, {"a", "a"}, {"q\"b\\", "q\\\"b\\\\"}, {"\xc3\xa9t\xc3\xa9", "\xc3\xa9t\xc3\xa9"}};
+	uint64_t x = 0x9e3779b97f4a7c15u;
+
+	(void)state;
+	for (int i = 0; i < 400; i++) {
+		struct wire_codec c = i % 2 ? keyed_codec(key_a) : plain_codec();
+		struct wire_env env;
+		struct wire_writer w;
+		char want[1400], *o = want;
+		uint64_t n[4];
+		const void *out;
+		size_t len;
+
+		for (int k = 0; k < 4; k++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			n[k] = (x >> (x % 63)) & INT64_MAX;
+		}
+		env = env_of(names[i % 4].name, n[0] ? n[0] : 1, n[1] ? n[1] : 1);
+		env.to_boot = i % 3 ? n[2] : 0;
+		env.re = i % 5 ? n[3] : 0;
+		env.durable = i % 7 == 0;
+		env.acks_ok = i % 4 != 1;
+		env.n_acks = env.acks_ok ? (uint32_t)(i % (WIRE_ACK_RANGES + 1)) : 0;
+		for (uint32_t a = 0; a < env.n_acks; a++) {
+			env.acks[a][0] = (n[a % 4] >> a) | 1;
+			env.acks[a][1] = env.acks[a][0] + a;
+		}
+		o += sprintf(o, "{\"v\":%d,\"from\":\"%s\",\"boot\":%llu,\"seq\":%llu", i % 2 ? WIRE_VERSION : 1,
+		             names[i % 4].json, (unsigned long long)env.boot, (unsigned long long)env.seq);
+		if (env.to_boot)
+			o += sprintf(o, ",\"to_boot\":%llu", (unsigned long long)env.to_boot);
+		if (env.re)
+			o += sprintf(o, ",\"re\":%llu", (unsigned long long)env.re);
+		if (env.durable)
+			o += sprintf(o, ",\"dw\":1");
+		if (env.acks_ok) {
+			o += sprintf(o, ",\"ack\":[");
+			for (uint32_t a = 0; a < env.n_acks; a++)
+				o += sprintf(o, "%s%llu,%llu", a ? "," : "", (unsigned long long)env.acks[a][0],
+				             (unsigned long long)env.acks[a][1]);
+			o += sprintf(o, "]");
+		}
+		sprintf(o, ",\"msgs\":[]}");
+		encode(&w, &c, &env, NULL, 0, &out, &len);
+		assert_int_equal(len, strlen(want) + (i % 2 ? WIRE_TAG_BYTES : 0));
+		assert_memory_equal(out, want, strlen(want));
+		wire__writer_free(&w);
+
+		/* Too small a datagram: refused whole, the writer left empty. */
+		c.max_datagram = (uint32_t)(strlen(want) / 2 + (i % 2 ? WIRE_TAG_BYTES : 0));
+		wire__writer_init(&w, &c);
+		assert_int_equal(wire__begin(&w, &env), -EMSGSIZE);
+		assert_int_equal(w.b.len, 0);
+		wire__writer_free(&w);
+	}
+}
+
+/* The reader's fast envelope (decode.c, parse_env_fast()): the writer's
+ * own shape is read by it; anything else falls back to the general reader
+ * on a fresh copy of the text, even after the fast one read the messages in
+ * place (their strings then end with NULs). Each case with a decoder kept
+ * across datagrams and with a fresh one. */
+static void test_envelope_fast_and_fallback(void **state)
+{
+	static const char set[] = "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":7,\"ver\":3}";
+	static const struct {
+		const char *head, *tail;
+		bool ok;
+		uint64_t seq;
+		uint32_t n_acks;
+	} cases[] = {
+	    /* the writer's own */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"to_boot\":6,\"re\":2,\"dw\":1,\"ack\":[1,2,4,4],\"msgs\":[",
+	     "]}", true, 9, 2},
+	    /* a member after "msgs": read the general way, from the original text */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "],\"zz\":[1]}", true, 9, 0},
+	    /* the same member twice, once before and once after "msgs" */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "],\"seq\":10}", false, 0, 0},
+	    /* space, another order, an escaped name */
+	    {"{\"v\":1, \"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "] }", true, 9, 0},
+	    {"{\"from\":\"abc\",\"v\":1,\"seq\":9,\"boot\":5,\"msgs\":[", "]}", true, 9, 0},
+	    {"{\"v\":1,\"from\":\"a\\u0062c\",\"boot\":5,\"seq\":9,\"msgs\":[", "]}", true, 9, 0},
+	    /* "ack": an element < 1 or an odd count refuses the envelope */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[0,1],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[1,2,3],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[1,],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[],\"msgs\":[", "]}", true, 9, 0},
+	    /* a real, a leading zero, a number too large */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9.0,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":05,\"seq\":9,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9223372036854775808,\"msgs\":[", "]}", false, 0, 0},
+	    /* text after the envelope */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "]}x", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "]} ", true, 9, 0},
+	};
+	struct wire_codec c = plain_codec();
+	struct wire_decoder *kept;
+	char text[512];
+
+	(void)state;
+	assert_int_equal(wire__decoder_new(&c, &kept), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		for (int how = 0; how < 2; how++) {
+			struct wire_datagram dg;
+			tsync_reject rej;
+			int r;
+			size_t len = (size_t)snprintf(text, sizeof(text), "%s%s%s", cases[i].head, set, cases[i].tail);
+
+			r = how ? wire__decode(&c, text, len, &dg, &rej) : wire__decode_in(kept, text, len, &dg, &rej);
+			if ((r == 0) != cases[i].ok)
+				fail_msg("%s: %d (%s)", text, r, tsync_reject_name(rej));
+			if (r == 0) {
+				assert_string_equal(dg.env.from, "abc");
+				assert_int_equal(dg.env.boot, 5);
+				assert_int_equal(dg.env.seq, cases[i].seq);
+				assert_int_equal(dg.env.n_acks, cases[i].n_acks);
+				assert_int_equal(dg.n_msgs, 1);
+				assert_false(dg.msgs[0].bad);
+				assert_string_equal(dg.msgs[0].io, "t0");
+				assert_true(dg.msgs[0].val.u.i == 7 && dg.msgs[0].ver == 3);
+			} else {
+				assert_int_equal(rej, TSYNC_REJ_JSON);
+			}
+			wire__datagram_release(&dg);
+		}
+	}
+	wire__decoder_free(kept);
 }
 
 /* ------------------------------------------------------------------ replay window */
@@ -1625,9 +1944,12 @@ int main(void)
 	    cmocka_unit_test(test_emsgsize_keeps_writer),
 	    cmocka_unit_test(test_acks_in_envelope),
 	    cmocka_unit_test(test_batch_messages_text),
+	    cmocka_unit_test(test_numbers_text),
+	    cmocka_unit_test(test_name_bytes_text),
 	    cmocka_unit_test(test_batch_messages_read),
 	    cmocka_unit_test(test_full_datagram_fits),
 	    cmocka_unit_test(test_writer_max_msgs),
+	    cmocka_unit_test(test_add_raw_same_bytes),
 	    cmocka_unit_test(test_oversize_datagram),
 	    cmocka_unit_test(test_too_many_msgs),
 	    cmocka_unit_test(test_malformed_json),
@@ -1637,6 +1959,8 @@ int main(void)
 	    cmocka_unit_test(test_bad_message_fields_kept),
 	    cmocka_unit_test(test_auth),
 	    cmocka_unit_test(test_auth_v2),
+	    cmocka_unit_test(test_envelope_fast_and_fallback),
+	    cmocka_unit_test(test_envelope_text_fast),
 	    cmocka_unit_test(test_replay_in_order_and_duplicates),
 	    cmocka_unit_test(test_replay_out_of_order),
 	    cmocka_unit_test(test_replay_boots),

@@ -54,15 +54,27 @@ done
 DIR=$(mktemp -d /tmp/thingsync-site.XXXXXX)
 mkdir -p "$DIR/io" "$DIR/state"
 # Ports: a random block below the kernel's ephemeral range (32768 and up,
-# where clients' ports come from), skipping one where something listens.
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# where clients' ports come from), skipping one where any of its 18 ports,
+# UDP or TCP, is in use (the kernel's socket tables; a UDP port cannot be
+# probed by connecting to it).
+ports_in_use() {
+	local f local_addr
+	for f in /proc/net/tcp /proc/net/udp /proc/net/tcp6 /proc/net/udp6; do
+		[ -r "$f" ] || continue
+		while read -r _ local_addr _; do
+			echo $((16#${local_addr##*:}))
+		done < <(tail -n +2 "$f")
+	done
+}
 for _ in $(seq 1 20); do
 	BASE=${THINGSYNC_DEMO_PORT_BASE:-$((12000 + RANDOM % 18000))}
 	busy=0
-	for off in 11 13 14 15 16 17 18; do
-		port_busy $((BASE + off)) && busy=1
+	in_use=" $(ports_in_use | tr '\n' ' ') "
+	for off in $(seq 1 18); do
+		case $in_use in *" $((BASE + off)) "*) busy=1 ;; esac
 	done
 	[ "$busy" = 0 ] && break
+	[ -n "${THINGSYNC_DEMO_PORT_BASE:-}" ] && break # the block asked for: no other
 done
 PIDS=()
 NAMES=()

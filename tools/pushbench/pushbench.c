@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <dirent.h>
 #include <glob.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -76,8 +77,18 @@ static const char usage_text[] =
     "  --backend NAME       sqlite, postgres or both (default both, if built with libpq)\n"
     "  --stream-only        measure only the stream (no backlog, no baseline)\n"
     "  --pg CONNINFO        use this PostgreSQL instead of a private cluster\n"
+    "  --pg-defaults        run the private cluster with PostgreSQL's defaults instead\n"
+    "                       of the collector's recommended settings (max_wal_size ...)\n"
     "  --keep               keep the temporary directory\n"
     "  -h, --help           this text\n";
+
+/* What the server did during a phase: WAL (pg_stat_wal), the last checkpoint, its CPU. */
+struct pg_mark {
+	double wal_bytes, records, fpi, syncs;
+	double checkpoint; /* the last checkpoint's LSN */
+	double cpu_s; /* the private cluster's CPU so far (all its processes), -1 unknown */
+	bool ok;
+};
 
 struct bench {
 	const char *pushd, *collectord;
@@ -101,6 +112,9 @@ struct bench {
 	char pgbin[256];
 	uint16_t pg_port;
 	bool pg_as_postgres, pg_running;
+	bool pg_defaults;    /* the private cluster with PostgreSQL's defaults, not pg_settings[] */
+	const char *pg_live; /* conninfo of the PostgreSQL being measured (NULL: SQLite's turn) */
+	struct pg_mark base_a, base_z; /* around the baseline */
 };
 
 static double now_s(void)
@@ -279,10 +293,27 @@ static int run_pg_cmd(struct bench *b, const char *const *argv)
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
 }
 
+/*
+ * The settings thingsync-collectord(8) recommends for a PostgreSQL that takes
+ * backlogs (POSTGRESQL SETTINGS there), used for the collector and for the COPY
+ * baseline alike: one drain of 1,000,000 writes 320-410 MB of WAL. With
+ * the default max_wal_size (1 GB) a checkpoint starts every ~540 MB of WAL,
+ * i.e. in the middle of a drain; with the default min_wal_size (80 MB) the
+ * WAL segments are removed at a checkpoint instead of kept for reuse, and
+ * every 16 MB segment of a burst is created and zero-filled again.
+ * synchronous_commit stays on (the collector's durability rule).
+ */
+static const char *const pg_settings[] = {
+    "max_wal_size=4GB",
+    "min_wal_size=1GB",
+    "checkpoint_timeout=15min",
+};
+
 static int pg_start(struct bench *b)
 {
-	char initdb[300], pg_ctl[300], data[300], opts[400], logf[300];
+	char initdb[300], pg_ctl[300], data[300], opts[600], logf[300];
 	glob_t g;
+	int n;
 
 	if (glob("/usr/lib/postgresql/*/bin/initdb", 0, NULL, &g) != 0 || g.gl_pathc == 0) {
 		globfree(&g);
@@ -305,7 +336,9 @@ static int pg_start(struct bench *b)
 	snprintf(data, sizeof(data), "%s/data", b->pgdir);
 	snprintf(logf, sizeof(logf), "%s/server.log", b->pgdir);
 	b->pg_port = free_port(SOCK_STREAM);
-	snprintf(opts, sizeof(opts), "-p %u -k %s -c listen_addresses=127.0.0.1", b->pg_port, b->pgdir);
+	n = snprintf(opts, sizeof(opts), "-p %u -k %s -c listen_addresses=127.0.0.1", b->pg_port, b->pgdir);
+	for (size_t i = 0; !b->pg_defaults && i < sizeof(pg_settings) / sizeof(pg_settings[0]); i++)
+		n += snprintf(opts + n, sizeof(opts) - (size_t)n, " -c %s", pg_settings[i]);
 	{
 		const char *a1[] = {initdb, "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", NULL};
 		const char *a2[] = {pg_ctl, "-D", data, "-o", opts,    "-l",
@@ -331,6 +364,145 @@ static void pg_stop(struct bench *b)
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", b->pgdir);
 	if (system(cmd) != 0)
 		fprintf(stderr, "could not remove %s\n", b->pgdir);
+}
+
+/* From /proc/PID/stat (after the command's closing parenthesis: state is field 3, ppid 4, utime
+ * 14, stime 15, cutime 16, cstime 17): the parent, the CPU of the process and of its children
+ * reaped, in seconds. */
+static int proc_cpu(pid_t pid, pid_t *ppid, double *self, double *reaped)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long ut, st, cut, cst;
+	int pp;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%*c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %llu %llu", &pp, &ut, &st,
+	                 &cut, &cst) != 5)
+		return -1;
+	*ppid = pp;
+	*self = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	*reaped = (double)(cut + cst) / (double)sysconf(_SC_CLK_TCK);
+	return 0;
+}
+
+/*
+ * The CPU the private cluster used so far: the postmaster, the backends and
+ * helpers alive, and those that exited (the postmaster reaped them). A
+ * count of the server's work that the load of the machine does not change
+ * much, unlike the wall time.
+ */
+static double cluster_cpu_s(const struct bench *b)
+{
+	char path[300], line[32];
+	double self, reaped, total;
+	pid_t pm = 0, pp;
+	FILE *f;
+	DIR *d;
+	struct dirent *de;
+
+	snprintf(path, sizeof(path), "%s/data/postmaster.pid", b->pgdir);
+	f = b->pg_running ? fopen(path, "r") : NULL;
+	if (f && fgets(line, sizeof(line), f))
+		pm = (pid_t)atoi(line);
+	if (f)
+		fclose(f);
+	if (pm <= 0 || proc_cpu(pm, &pp, &self, &reaped) < 0)
+		return -1;
+	total = self + reaped;
+	d = opendir("/proc");
+	while (d && (de = readdir(d)) != NULL) {
+		pid_t pid = (pid_t)atoi(de->d_name);
+		if (pid > 0 && pid != pm && proc_cpu(pid, &pp, &self, &reaped) == 0 && pp == pm)
+			total += self;
+	}
+	if (d)
+		closedir(d);
+	return total;
+}
+
+#ifdef HAVE_POSTGRES
+static void quiet(void *arg, const char *message);
+
+/* With `checkpoint`, a CHECKPOINT first: every phase starts with nothing of the one before to write. */
+static struct pg_mark pg_mark(const struct bench *b, bool checkpoint)
+{
+	struct pg_mark m = {.cpu_s = -1};
+	PGconn *c;
+	PGresult *res;
+
+	if (!b->pg_live)
+		return m;
+	c = PQconnectdb(b->pg_live);
+	if (PQstatus(c) == CONNECTION_OK) {
+		if (checkpoint)
+			PQclear(PQexec(c, "CHECKPOINT"));
+		/* The last checkpoint's place from the control file: pg_stat_bgwriter's count may
+		 * come later than the CHECKPOINT above returned. */
+		res = PQexec(c, "SELECT pg_current_wal_lsn() - '0/0', w.wal_records, w.wal_fpi, w.wal_sync,"
+		                " (SELECT checkpoint_lsn - '0/0' FROM pg_control_checkpoint()) FROM pg_stat_wal w");
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+			m.wal_bytes = atof(PQgetvalue(res, 0, 0));
+			m.records = atof(PQgetvalue(res, 0, 1));
+			m.fpi = atof(PQgetvalue(res, 0, 2));
+			m.syncs = atof(PQgetvalue(res, 0, 3));
+			m.checkpoint = atof(PQgetvalue(res, 0, 4));
+			m.ok = true;
+			m.cpu_s = cluster_cpu_s(b);
+		}
+		PQclear(res);
+	}
+	PQfinish(c);
+	return m;
+}
+
+/*
+ * Before the first measured phase, with the recommended settings: WAL
+ * written and checkpointed, so that every phase (the baseline first)
+ * finds recycled segments, as a server that has run for a while does.
+ */
+static void pg_warm(const struct bench *b)
+{
+	PGconn *c = PQconnectdb(b->pg_live);
+
+	if (PQstatus(c) == CONNECTION_OK) {
+		PQsetNoticeProcessor(c, quiet, NULL);
+		PQclear(PQexec(c, "CREATE TABLE pushbench_warm AS SELECT g, repeat('w', 200) AS pad"
+		                  " FROM generate_series(1, 1500000) g"));
+		PQclear(PQexec(c, "DROP TABLE IF EXISTS pushbench_warm"));
+		PQclear(PQexec(c, "CHECKPOINT"));
+	}
+	PQfinish(c);
+}
+#else
+static struct pg_mark pg_mark(const struct bench *b, bool checkpoint)
+{
+	return (struct pg_mark){.cpu_s = -1};
+}
+#endif
+
+/* "server: ..." for rows stored between marks a and z (the connections closed: their counters flushed). */
+static void pg_print(const char *what, struct pg_mark a, struct pg_mark z, double rows)
+{
+	if (!a.ok || !z.ok || rows <= 0)
+		return;
+	printf("    server, %s: WAL %.0f B a row (%.2f records, %.0f full-page images in all),"
+	       " %.0f WAL syncs, %s checkpoint during it",
+	       what, (z.wal_bytes - a.wal_bytes) / rows, (z.records - a.records) / rows, z.fpi - a.fpi,
+	       z.syncs - a.syncs, z.checkpoint != a.checkpoint ? "a" : "no");
+	if (a.cpu_s >= 0 && z.cpu_s >= a.cpu_s)
+		printf("; CPU %.2f us a row", 1e6 * (z.cpu_s - a.cpu_s) / rows);
+	printf("\n");
 }
 
 /* --- the site and the owner ---------------------------------------------------------- */
@@ -458,6 +630,18 @@ static int64_t journaled(uint16_t port)
 	return n;
 }
 
+/* pushd's POSTs answered as settled and the measurements they carried, so far; -1 if unknown. */
+static void posts_sent(uint16_t port, int64_t *posts, int64_t *sent)
+{
+	json_t *j = pushd_status(port);
+	json_t *p = json_object_get(json_object_get(j, "sender"), "posts_ok");
+	json_t *n = json_object_get(json_object_get(j, "sender"), "sent");
+
+	*posts = json_is_integer(p) ? (int64_t)json_integer_value(p) : -1;
+	*sent = json_is_integer(n) ? (int64_t)json_integer_value(n) : -1;
+	json_decref(j);
+}
+
 static bool pushd_up(uint16_t port)
 {
 	json_t *j = pushd_status(port);
@@ -470,25 +654,49 @@ static bool pushd_up(uint16_t port)
 /* CPU time (user + system) of a process so far, in seconds; -1 if unknown. */
 static double cpu_s(pid_t pid)
 {
-	char path[64], buf[1024], *p;
-	unsigned long long ut, st;
-	ssize_t n;
-	int fd;
+	pid_t pp;
+	double self, reaped;
 
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
+	return proc_cpu(pid, &pp, &self, &reaped) < 0 ? -1 : self;
+}
+
+/* CPU of the private PostgreSQL cluster so far (the postmaster and its processes); -1 if unknown. */
+static double pg_cpu_s(const struct bench *b)
+{
+	char path[400], line[64];
+	double sum = -1;
+	glob_t g;
+	long pm;
+	FILE *f;
+
+	if (!b->pg_running)
 		return -1;
-	n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
+	snprintf(path, sizeof(path), "%s/data/postmaster.pid", b->pgdir);
+	f = fopen(path, "r");
+	if (!f)
 		return -1;
-	buf[n] = '\0';
-	/* After the command's closing parenthesis: state is field 3, utime 14, stime 15. */
-	p = strrchr(buf, ')');
-	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+	pm = fgets(line, sizeof(line), f) ? strtol(line, NULL, 10) : 0;
+	fclose(f);
+	if (pm <= 0 || glob("/proc/[0-9]*/stat", 0, NULL, &g) != 0)
 		return -1;
-	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+	for (size_t i = 0; i < g.gl_pathc; i++) {
+		char buf[512], *p;
+		long pid = strtol(g.gl_pathv[i] + 6, NULL, 10), ppid = 0;
+		FILE *s = fopen(g.gl_pathv[i], "r");
+		size_t n = s ? fread(buf, 1, sizeof(buf) - 1, s) : 0;
+
+		if (s)
+			fclose(s);
+		buf[n] = '\0';
+		p = strrchr(buf, ')');
+		if (!p || sscanf(p + 2, "%*c %ld", &ppid) != 1 || (pid != pm && ppid != pm))
+			continue;
+		double c = cpu_s((pid_t)pid);
+		if (c >= 0)
+			sum = (sum < 0 ? 0 : sum) + c;
+	}
+	globfree(&g);
+	return sum;
 }
 
 static double self_cpu_s(void)
@@ -504,16 +712,18 @@ struct stream_result {
 	double offered;   /* changes the owner made per second */
 	double journaled; /* measurements pushd journaled (and acknowledged to the mesh) per second */
 	int64_t behind;   /* journaled but not stored at the end */
-	double cores[3];  /* CPU used, in cores: owner (this process), pushd, collector */
+	double posts;     /* POSTs settled per second */
+	double per_post;  /* measurements a settled POST carried, on average */
+	double cores[4];  /* CPU used, in cores: owner (this process), pushd, collector, PostgreSQL */
 };
 
 static struct stream_result bench_stream(struct bench *b, const char *db, const char *tag)
 {
-	struct stream_result res = {-1, -1, -1, -1, {-1, -1, -1}};
+	struct stream_result res = {-1, -1, -1, -1, -1, -1, {-1, -1, -1, -1}};
 	uint16_t col_port = free_port(SOCK_STREAM), http_port = free_port(SOCK_STREAM);
 	pid_t col = start_collector(b, db, col_port, tag), pushd;
-	double t0, t1, end, c0[3], c1[3];
-	int64_t n0, n1, v0, j0, j1;
+	double t0, t1, end, c0[4], c1[4];
+	int64_t n0, n1, v0, j0, j1, p0, p1, s0, s1;
 	char ptag[64];
 	int status;
 
@@ -530,19 +740,25 @@ static struct stream_result bench_stream(struct bench *b, const char *db, const 
 	run_for(b, 1000);
 	n0 = stored(col_port, "PUSH");
 	j0 = journaled(http_port);
+	posts_sent(http_port, &p0, &s0);
 	v0 = b->next_value;
 	c0[0] = self_cpu_s();
 	c0[1] = cpu_s(pushd);
 	c0[2] = cpu_s(col);
+	c0[3] = pg_cpu_s(b);
 	t0 = now_s();
 	while (now_s() - t0 < b->seconds)
 		run_for(b, 100);
-	n1 = stored(col_port, "PUSH");
-	t1 = now_s();
-	j1 = journaled(http_port);
+	/* The CPU first: the collector's answer to stored() (a count over the table) is the
+	 * bench's work, not the stream's (at c0 it came before, too). */
 	c1[0] = self_cpu_s();
 	c1[1] = cpu_s(pushd);
 	c1[2] = cpu_s(col);
+	c1[3] = pg_cpu_s(b);
+	n1 = stored(col_port, "PUSH");
+	t1 = now_s();
+	j1 = journaled(http_port);
+	posts_sent(http_port, &p1, &s1);
 	b->producing = false;
 	run_for(b, 500);
 	reap(pushd, SIGTERM);
@@ -555,7 +771,11 @@ static struct stream_result bench_stream(struct bench *b, const char *db, const 
 		res.journaled = (double)(j1 - j0) / (t1 - t0);
 		res.behind = j1 - n1;
 	}
-	for (int i = 0; i < 3; i++)
+	if (p0 >= 0 && p1 > p0 && s0 >= 0 && s1 >= s0) {
+		res.posts = (double)(p1 - p0) / (t1 - t0);
+		res.per_post = (double)(s1 - s0) / (double)(p1 - p0);
+	}
+	for (int i = 0; i < 4; i++)
 		if (c0[i] >= 0 && c1[i] >= c0[i])
 			res.cores[i] = (c1[i] - c0[i]) / (t1 - t0);
 	return res;
@@ -575,11 +795,12 @@ static void write_backlog_csv(struct bench *b, const char *path)
 
 struct backlog_result {
 	double journal_s, drain_s;
+	struct pg_mark a, z; /* around the drain (PostgreSQL) */
 };
 
 static struct backlog_result bench_backlog(struct bench *b, const char *db, const char *tag)
 {
-	struct backlog_result res = {-1, -1};
+	struct backlog_result res = {.journal_s = -1, .drain_s = -1};
 	uint16_t col_port = free_port(SOCK_STREAM), http_port = free_port(SOCK_STREAM);
 	char csv[600];
 	pid_t pushd, col;
@@ -607,6 +828,7 @@ static struct backlog_result bench_backlog(struct bench *b, const char *db, cons
 	}
 	res.journal_s = now_s() - t0;
 	/* The collector comes back: time until the journal is empty. */
+	res.a = pg_mark(b, true);
 	col = start_collector(b, db, col_port, tag);
 	t0 = now_s();
 	end = t0 + 1200;
@@ -620,11 +842,24 @@ static struct backlog_result bench_backlog(struct bench *b, const char *db, cons
 		run_for(b, 20);
 	}
 	res.drain_s = now_s() - t0;
+	/* WAL bytes and CPU before the count below (its query over the table is not the drain's
+	 * work); the counters of pg_stat_wal once the collector's connections closed (a backend
+	 * reports them when it exits, or when idle, at most once a second). */
+	res.z = pg_mark(b, false);
 	if (stored(col_port, "BACKLOG") != b->backlog)
 		fprintf(stderr, "warning: the collector stored %" PRId64 " of %ld\n",
 		        stored(col_port, "BACKLOG"), b->backlog);
 	reap(pushd, SIGTERM);
 	reap(col, SIGTERM);
+	if (b->pg_live) {
+		struct pg_mark after;
+		usleep(300000);
+		after = pg_mark(b, false);
+		res.z.records = after.records;
+		res.z.fpi = after.fpi;
+		res.z.syncs = after.syncs;
+		res.z.checkpoint = after.checkpoint;
+	}
 	return res;
 }
 
@@ -714,7 +949,8 @@ static bool pg_ok(PGconn *c, PGresult *res)
  * (made in a schema of its own, so the collector's tables are untouched),
  * one transaction per batch: the fastest way in that PostgreSQL offers.
  */
-static double baseline_pg(struct bench *b, const char *conninfo)
+static double baseline_pg(struct bench *b, const char *conninfo, bool shared, struct pg_mark *ma,
+                          struct pg_mark *mz)
 {
 	PGconn *c = PQconnectdb(conninfo);
 	double t0 = -1;
@@ -725,16 +961,19 @@ static double baseline_pg(struct bench *b, const char *conninfo)
 		return -1;
 	}
 	PQsetNoticeProcessor(c, quiet, NULL);
-	if (!pg_ok(c, PQexec(c, "DROP SCHEMA IF EXISTS pushbench_baseline CASCADE")) ||
-	    !pg_ok(c, PQexec(c, "CREATE SCHEMA pushbench_baseline")) ||
-	    !pg_ok(c, PQexec(c, "SET search_path TO pushbench_baseline")))
-		goto leave;
-	for (size_t i = 0; i < db_schema_count; i++)
-		if (!pg_ok(c, PQexec(c, db_schema_sql[i])))
+	if (!shared) {
+		if (!pg_ok(c, PQexec(c, "DROP SCHEMA IF EXISTS pushbench_baseline CASCADE")) ||
+		    !pg_ok(c, PQexec(c, "CREATE SCHEMA pushbench_baseline")) ||
+		    !pg_ok(c, PQexec(c, "SET search_path TO pushbench_baseline")))
 			goto leave;
+		for (size_t i = 0; i < db_schema_count; i++)
+			if (!pg_ok(c, PQexec(c, db_schema_sql[i])))
+				goto leave;
+	}
 	buf = malloc((size_t)b->batch * 128);
 	if (!buf)
 		goto leave;
+	*ma = pg_mark(b, true);
 	t0 = now_s();
 	for (long i = 0; i < b->backlog; i += b->batch) {
 		size_t n = 0;
@@ -765,12 +1004,17 @@ static double baseline_pg(struct bench *b, const char *conninfo)
 			goto fail;
 	}
 	t0 = (double)b->backlog / (now_s() - t0);
+	/* This connection's WAL counters into pg_stat_wal before they are read. */
+	PQclear(PQexec(c, "SELECT pg_stat_force_next_flush()"));
+	PQclear(PQexec(c, "SELECT 1"));
+	*mz = pg_mark(b, false);
 	goto leave;
 fail:
 	t0 = -1;
 leave:
 	free(buf);
-	PQclear(PQexec(c, "DROP SCHEMA IF EXISTS pushbench_baseline CASCADE"));
+	if (!shared)
+		PQclear(PQexec(c, "DROP SCHEMA IF EXISTS pushbench_baseline CASCADE"));
 	PQfinish(c);
 	return t0;
 }
@@ -779,14 +1023,15 @@ leave:
 static void report(struct bench *b, const char *tag, const char *name, const char *db, double baseline,
                    const char *base_how)
 {
-	struct stream_result st = bench_stream(b, db, tag);
+	struct stream_result st = (pg_mark(b, true), bench_stream(b, db, tag));
 	struct backlog_result bl;
 	/* CPU per measurement, each process for what it handled: the owner per change it
 	 * made, pushd per measurement it journaled (and, in a steady state, sent), the
 	 * collector per measurement it stored. */
-	double us[3] = {1e6 * st.cores[0] / st.offered, 1e6 * st.cores[1] / st.journaled,
-	                1e6 * st.cores[2] / st.stored};
-	double drain, cpu = us[0] + us[1] + us[2];
+	bool pg = strcmp(tag, "postgres") == 0 && st.cores[3] >= 0;
+	double us[4] = {1e6 * st.cores[0] / st.offered, 1e6 * st.cores[1] / st.journaled,
+	                1e6 * st.cores[2] / st.stored, pg ? 1e6 * st.cores[3] / st.stored : 0};
+	double drain, cpu = us[0] + us[1] + us[2] + us[3];
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 
 	printf("%s\n", name);
@@ -795,13 +1040,18 @@ static void report(struct bench *b, const char *tag, const char *name, const cha
 	printf("    owner offered %.0f changes/s; pushd journaled %.0f/s (acknowledged to the mesh);\n"
 	       "    %" PRId64 " journaled, not yet stored at the end\n",
 	       st.offered, st.journaled, st.behind);
+	if (st.posts > 0)
+		printf("    POSTs: %.0f/s settled, %.0f measurements each on average\n", st.posts, st.per_post);
 	if (st.offered > 0 && st.journaled > 0 && st.stored > 0 && st.cores[0] >= 0 && st.cores[1] >= 0 &&
-	    st.cores[2] >= 0)
+	    st.cores[2] >= 0) {
 		printf("    CPU: owner %.2f cores (%.1f us a change), pushd %.2f (%.1f us a measurement),"
-		       " collector %.2f (%.1f us)\n"
-		       "    = %.1f us a measurement: at most %.0f/s if the chain had all %ld cores\n",
-		       st.cores[0], us[0], st.cores[1], us[1], st.cores[2], us[2], cpu,
+		       " collector %.2f (%.1f us)%s\n",
+		       st.cores[0], us[0], st.cores[1], us[1], st.cores[2], us[2], pg ? "," : "");
+		if (pg)
+			printf("         PostgreSQL server %.2f (%.1f us)\n", st.cores[3], us[3]);
+		printf("    = %.1f us a measurement: at most %.0f/s if the chain had all %ld cores\n", cpu,
 		       cpu > 0 ? 1e6 * (double)ncpu / cpu : 0, ncpu);
+	}
 	fflush(stdout);
 	if (b->stream_only)
 		return;
@@ -810,10 +1060,29 @@ static void report(struct bench *b, const char *tag, const char *name, const cha
 	printf("  backlog of %ld after an outage:  journaled in %.1f s, drained in %.1f s = %9.0f "
 	       "measurements/s\n",
 	       b->backlog, bl.journal_s, bl.drain_s, drain);
+	pg_print("drain", bl.a, bl.z, (double)b->backlog);
 	printf("  baseline, %s, %ld rows/txn: %9.0f rows/s\n", base_how, b->batch, baseline);
+	pg_print("baseline", b->base_a, b->base_z, (double)b->backlog);
 	printf("  ratio to the baseline:   stream %.2f   drain %.2f\n", baseline > 0 ? st.stored / baseline : 0,
 	       baseline > 0 ? drain / baseline : 0);
 	fflush(stdout);
+#ifdef HAVE_POSTGRES
+	/*
+	 * The same COPY once more, into the drain's own table, as a third source: its primary-key
+	 * entries then go between other sources' rows, as the drain's went between the stream's
+	 * (BACKLOG sorts before PUSH), not at the right edge of an empty index as above.
+	 */
+	if (b->pg_live) {
+		struct pg_mark a, z;
+		double same = baseline_pg(b, b->pg_live, true, &a, &z);
+
+		printf("  baseline, the same COPY into the drain's table (other sources' rows in it): %9.0f rows/s\n",
+		       same);
+		pg_print("that baseline", a, z, (double)b->backlog);
+		printf("  ratio of the drain to it: %.2f\n", same > 0 ? drain / same : 0);
+		fflush(stdout);
+	}
+#endif
 }
 
 int main(int argc, char **argv)
@@ -828,6 +1097,7 @@ int main(int argc, char **argv)
 	    {"inflight", required_argument, NULL, 'i'},
 	    {"backend", required_argument, NULL, 'B'},
 	    {"pg", required_argument, NULL, 'g'},
+	    {"pg-defaults", no_argument, NULL, 'D'},
 	    {"keep", no_argument, NULL, 'k'},
 	    {"stream-only", no_argument, NULL, 'S'},
 	    {"help", no_argument, NULL, 'h'},
@@ -883,6 +1153,9 @@ int main(int argc, char **argv)
 			break;
 		case 'g':
 			b.pg_conninfo = optarg;
+			break;
+		case 'D':
+			b.pg_defaults = true;
 			break;
 		case 'k':
 			b.keep = true;
@@ -955,7 +1228,10 @@ int main(int argc, char **argv)
 			conninfo[0] = '\0';
 		}
 		if (conninfo[0]) {
-			double base = b.stream_only ? 0 : baseline_pg(&b, conninfo);
+			b.pg_live = conninfo;
+			if (!b.pg_conninfo && !b.pg_defaults)
+				pg_warm(&b);
+			double base = b.stream_only ? 0 : baseline_pg(&b, conninfo, false, &b.base_a, &b.base_z);
 			snprintf(db, sizeof(db), "postgres:%s", conninfo);
 			report(&b, "postgres", "PostgreSQL (synchronous_commit on)", db, base,
 			       "COPY into the collector's schema");

@@ -50,6 +50,12 @@
 #define COMMIT_MS       5000
 #define COMMIT_SLACK_MS 1000
 #define HISTORY         16 /* values an owner applied, remembered per thing */
+/* The loop's stalls (a tick that ran more than a tick late) are kept for
+ * the group-commit check: every node shares one thread, so a node's commit
+ * timer fires as late as the loop is, which on a loaded machine with a
+ * thousand nodes' fsyncs on one disk was seconds. */
+#define STALLS        1024
+#define STALL_SPAN_MS 60000 /* how far before a crash its stalls count */
 
 struct opts {
 	uint32_t controllers, things_per, users_per, crashes;
@@ -58,6 +64,7 @@ struct opts {
 	int64_t heartbeat_ms; /* -1: the library's default */
 	double timeout;
 	uint64_t seed;
+	const char *parent; /* where the site directory is made */
 	bool state, json, keep, verbose;
 };
 
@@ -72,11 +79,12 @@ struct ctl {
 	struct sim *sim;
 	uint32_t idx;
 	char name[16];
-	char state[128];
+	char state[200];
 	tsync_node *node;   /* NULL while crashed */
 	int64_t restart_at; /* µs; 0: up */
 	uint32_t starts;
 	int64_t crashed_at; /* µs, its last crash */
+	int64_t crash_lag;  /* µs, the loop's longest stall in the STALL_SPAN_MS before it */
 	struct totals gone; /* counters of its previous, freed, incarnations */
 };
 
@@ -107,8 +115,8 @@ struct crash {
 
 struct sim {
 	struct opts o;
-	char dir[64];
-	char site_path[128];
+	char dir[160];
+	char site_path[192];
 	tsync_site *site;
 	struct event_base *base;
 	struct ctl *ctl;
@@ -126,7 +134,14 @@ struct sim {
 	int64_t t_start, t_end;
 	double budget;
 	int64_t last_tick;
-	uint64_t counter; /* source of unique values */
+	struct stall {
+		int64_t at, us; /* when a tick ran, and how late */
+	} stalls[STALLS];
+	uint64_t n_stalls;   /* ever recorded; the ring holds the last STALLS */
+	int64_t stall_max;   /* µs, the longest of the workload */
+	int64_t lag_allowed; /* µs, the most a restore check allowed for stalls */
+	uint64_t restored_in_stall; /* restores only the stall's allowance let pass */
+	uint64_t counter;    /* source of unique values */
 
 	/* results */
 	uint64_t owner_sets, user_sets, pulses, pulse_refused, skipped, set_errors;
@@ -222,29 +237,77 @@ static void raise_nofile(uint32_t controllers, uint32_t need)
 		    controllers, need, (unsigned long long)rl.rlim_cur);
 }
 
-/* n free UDP ports on 127.0.0.1: all sockets stay bound while asking, so the
- * kernel hands out n distinct ports. */
+/* The kernel's ephemeral port range (bind to port 0, connect()): ports the
+ * sim must not pick, since any process on the machine may take one of them
+ * between the check below and the node's bind, or while a crashed node is
+ * down. */
+static void ephemeral_range(unsigned *lo, unsigned *hi)
+{
+	FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+
+	*lo = 32768;
+	*hi = 60999;
+	if (f) {
+		if (fscanf(f, "%u %u", lo, hi) != 2 || *lo > *hi || *hi > 65535) {
+			*lo = 32768;
+			*hi = 60999;
+		}
+		fclose(f);
+	}
+}
+
+#define HARNESS_PORT_LOW  15000
+#define HARNESS_PORT_HIGH 30000
+
+static bool udp_port_free(uint16_t port)
+{
+	struct sockaddr_in sa;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	bool ok;
+
+	if (fd < 0)
+		die("socket: %s", strerror(errno));
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sa.sin_port = htons(port);
+	ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return ok;
+}
+
+/* n free UDP ports on 127.0.0.1, outside the ephemeral range (and above the
+ * privileged ports), from a place that depends on the pid and the clock (not
+ * on the seed's stream, which fixes the site).
+ * Asking the kernel for ephemeral ports instead lost a node's bind now and
+ * then at 1,000 controllers: other programs' sockets took a port first. */
 static void free_ports(uint16_t *ports, uint32_t n)
 {
-	int *fds = calloc(n, sizeof(*fds));
+	unsigned lo, hi, span, start, found = 0;
 
-	if (!fds)
-		die("out of memory");
-	for (uint32_t i = 0; i < n; i++) {
-		struct sockaddr_in sa;
-		socklen_t len = sizeof(sa);
-		memset(&sa, 0, sizeof(sa));
-		sa.sin_family = AF_INET;
-		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		fds[i] = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-		if (fds[i] < 0 || bind(fds[i], (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-		    getsockname(fds[i], (struct sockaddr *)&sa, &len) < 0)
-			die("cannot get a free UDP port: %s", strerror(errno));
-		ports[i] = ntohs(sa.sin_port);
+	ephemeral_range(&lo, &hi);
+	/* The ports below the ephemeral range, or above it if that is more. */
+	if (lo - 1024 >= 65535 - hi) {
+		start = 1024;
+		span = lo - 1024;
+	} else {
+		start = hi + 1;
+		span = 65535 - hi;
 	}
-	for (uint32_t i = 0; i < n; i++)
-		close(fds[i]);
-	free(fds);
+	if (span < n)
+		die("%" PRIu32 " controllers need %" PRIu32 " UDP ports outside the ephemeral range; there are %u",
+		    n, n, span);
+	for (unsigned k = 0, off = (unsigned)(((uint64_t)getpid() * 2654435761u) ^ (uint64_t)now_us()) % span; k < span && found < n; k++) {
+		uint16_t port = (uint16_t)(start + (off + k) % span);
+		/* The integration tests' ports (test/integration/harness.c),
+		 * while there are others: the sim test runs beside them. */
+		if (port >= HARNESS_PORT_LOW && port < HARNESS_PORT_HIGH && span > 2 * n + HARNESS_PORT_HIGH - HARNESS_PORT_LOW)
+			continue;
+		if (udp_port_free(port))
+			ports[found++] = port;
+	}
+	if (found < n)
+		die("only %u free UDP ports outside the ephemeral range, %" PRIu32 " needed", found, n);
 }
 
 /* Thing k of a controller: int things (k % 4 == 0) may be pulsed, so that a
@@ -259,7 +322,7 @@ static const char *thing_type(uint32_t k, bool *pulse)
 static void write_site(struct sim *s)
 {
 	const struct opts *o = &s->o;
-	char keypath[160];
+	char keypath[200];
 	uint16_t *ports = calloc(o->controllers, sizeof(*ports));
 	uint32_t *pick = calloc(o->controllers, sizeof(*pick));
 	FILE *f;
@@ -543,6 +606,21 @@ static void start_node(struct ctl *c, bool faults)
 		set_faults(c);
 }
 
+/* The loop's longest stall in the STALL_SPAN_MS before `at` (0 if none kept). */
+static int64_t loop_lag(const struct sim *s, int64_t at)
+{
+	int64_t lag = 0;
+
+	for (uint64_t k = s->n_stalls; k > 0 && s->n_stalls - k < STALLS; k--) {
+		const struct stall *st = &s->stalls[(k - 1) % STALLS];
+		if (st->at < at - (int64_t)STALL_SPAN_MS * 1000)
+			break;
+		if (st->at <= at && st->us > lag)
+			lag = st->us;
+	}
+	return lag;
+}
+
 static void crash(struct sim *s, struct ctl *c, uint32_t down_ms)
 {
 	add_totals(&c->gone, c->node);
@@ -553,6 +631,7 @@ static void crash(struct sim *s, struct ctl *c, uint32_t down_ms)
 	tsync_node_abandon(c->node);
 	c->node = NULL;
 	c->crashed_at = now_us();
+	c->crash_lag = loop_lag(s, c->crashed_at);
 	c->restart_at = now_us() + (int64_t)down_ms * 1000;
 	s->crashed++;
 	if (s->crashed == 1 || down_ms / 1e3 < s->down_min_s)
@@ -563,13 +642,15 @@ static void crash(struct sim *s, struct ctl *c, uint32_t down_ms)
 
 /* Whether `v` is a value the owner may hold after a crash at `crashed_at`:
  * one it applied in the group-commit window before the crash, or the one it
- * held when that window opened. A value too old for the ring cannot be
+ * held when that window opened. The window is COMMIT_MS, the slack, and the
+ * loop's longest stall before the crash (`lag`: the commit's timer waits
+ * for the loop like every other). A value too old for the ring cannot be
  * checked, and passes. No value at all never passes: a thing's first value
  * is committed before it is sent (tsync_node_commit()), so an owner that had
  * one restarts with one, and its users follow it back to it. */
-static bool committed_before(const struct thing *th, const tsync_value *v, int64_t crashed_at)
+static bool committed_before(const struct thing *th, const tsync_value *v, int64_t crashed_at, int64_t lag)
 {
-	int64_t opened = crashed_at - (int64_t)(COMMIT_MS + COMMIT_SLACK_MS) * 1000;
+	int64_t opened = crashed_at - (int64_t)(COMMIT_MS + COMMIT_SLACK_MS) * 1000 - lag;
 	char text[48];
 
 	if (v->type == TSYNC_TYPE_NONE)
@@ -619,10 +700,16 @@ static void restart(struct sim *s, struct ctl *c, bool faults)
 			    sim_value_same(&st.value, &th->model)) {
 				s->restored_ok++;
 			} else if (tsync_node_get(c->node, th->name, &st) == 0 &&
-			           committed_before(th, &st.value, c->crashed_at)) {
+			           committed_before(th, &st.value, c->crashed_at, c->crash_lag)) {
 				/* Lost with the group commit: it is the owner's
 				 * value from now on. */
 				s->restored_ok++;
+				if (!committed_before(th, &st.value, c->crashed_at, 0)) {
+					/* Older than the window on an idle loop. */
+					s->restored_in_stall++;
+					if (c->crash_lag > s->lag_allowed)
+						s->lag_allowed = c->crash_lag;
+				}
 				s->restored_older++;
 				value_set_model(&th->model, &st.value);
 			} else {
@@ -630,6 +717,8 @@ static void restart(struct sim *s, struct ctl *c, bool faults)
 				fprintf(stderr, "VIOLATION: %s restarted without its last value of %s\n",
 				        c->name, th->name);
 				explain_restore(th, &st.value, c->crashed_at);
+				fprintf(stderr, "  (the loop's longest stall in the %d s before the crash: %.0f ms)\n",
+				        STALL_SPAN_MS / 1000, (double)c->crash_lag / 1e3);
 			}
 		} else {
 			/* In memory nothing survives; the controller reads its inputs
@@ -749,6 +838,13 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 	for (uint32_t c = 0; c < s->n_ctl; c++)
 		if (!s->ctl[c].node && s->ctl[c].restart_at <= now)
 			restart(s, &s->ctl[c], true);
+	if (now - s->last_tick - TICK_MS * 1000 > s->stall_max)
+		s->stall_max = now - s->last_tick - TICK_MS * 1000;
+	if (now - s->last_tick > 2 * TICK_MS * 1000) {
+		struct stall *st = &s->stalls[s->n_stalls++ % STALLS];
+		st->at = now;
+		st->us = now - s->last_tick - TICK_MS * 1000;
+	}
 	s->budget += s->o.rate * s->n_ctl * (double)(now - s->last_tick) / 1e6;
 	s->last_tick = now;
 	while (s->budget >= 1) {
@@ -985,6 +1081,8 @@ static void usage(FILE *f)
 	    "  -T, --timeout S                give up converging after S seconds (default 120)\n"
 	    "  -S, --seed N                   seed of the site, workload, crashes and faults\n"
 	    "      --state                    keep each controller's state in LMDB (restarts keep values)\n"
+	    "      --dir DIR                  make the site directory (and the state) in DIR (default /tmp;\n"
+	    "                                 /dev/shm: LMDB's fsyncs cost nothing, the protocol is measured)\n"
 	    "      --json                     print the results as one JSON object\n"
 	    "      --keep                     keep the site directory\n"
 	    "  -v, --verbose                  log the nodes' info lines to stderr\n"
@@ -1004,7 +1102,7 @@ static double parse_num(const char *opt, const char *arg, double lo, double hi)
 
 static void parse(int argc, char **argv, struct opts *o)
 {
-	enum { OPT_STATE = 256, OPT_JSON, OPT_KEEP };
+	enum { OPT_STATE = 256, OPT_JSON, OPT_KEEP, OPT_DIR };
 	static const struct option longopts[] = {
 	    {"controllers", required_argument, NULL, 'n'},
 	    {"things-per-controller", required_argument, NULL, 't'},
@@ -1022,6 +1120,7 @@ static void parse(int argc, char **argv, struct opts *o)
 	    {"timeout", required_argument, NULL, 'T'},
 	    {"seed", required_argument, NULL, 'S'},
 	    {"state", no_argument, NULL, OPT_STATE},
+	    {"dir", required_argument, NULL, OPT_DIR},
 	    {"json", no_argument, NULL, OPT_JSON},
 	    {"keep", no_argument, NULL, OPT_KEEP},
 	    {"verbose", no_argument, NULL, 'v'},
@@ -1044,6 +1143,7 @@ static void parse(int argc, char **argv, struct opts *o)
 	o->pulse_share = 0.1;
 	o->timeout = 120;
 	o->heartbeat_ms = -1;
+	o->parent = "/tmp";
 	o->seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
 	while ((c = getopt_long(argc, argv, "n:t:u:s:l:d:o:c:D:r:p:m:H:T:S:vh", longopts, NULL)) != -1) {
 		switch (c) {
@@ -1098,6 +1198,15 @@ static void parse(int argc, char **argv, struct opts *o)
 		case OPT_JSON:
 			o->json = true;
 			break;
+		case OPT_DIR:
+			/* It ends up in the rm -rf of the cleanup, quoted. */
+			if (!*optarg || strlen(optarg) > 100 || strchr(optarg, '\'')) {
+				fprintf(stderr, "thingsync-sim: --dir: '%s' is empty, longer than 100 bytes or "
+				                "has a quote\n", optarg);
+				exit(2);
+			}
+			o->parent = optarg;
+			break;
 		case OPT_KEEP:
 			o->keep = true;
 			break;
@@ -1136,6 +1245,8 @@ static void print_command(FILE *f, const struct opts *o)
 		fprintf(f, " --retry-max-ms %" PRIu32, o->retry_max_ms);
 	if (o->heartbeat_ms >= 0)
 		fprintf(f, " --heartbeat-ms %" PRId64, o->heartbeat_ms);
+	if (strcmp(o->parent, "/tmp"))
+		fprintf(f, " --dir %s", o->parent);
 }
 
 int main(int argc, char **argv)
@@ -1143,8 +1254,9 @@ int main(int argc, char **argv)
 	struct sim sim, *s = &sim;
 	struct sim_ledger_report rep;
 	struct totals tot;
-	double startup_ms, converge_ms, cpu0, srtt_mean, srtt_max;
-	uint64_t changes;
+	double startup_ms, created_ms, converge_ms, cpu0, srtt_mean, srtt_max;
+	uint64_t changes, startup_down;
+	long rss0_kb, rss_created_kb;
 	int64_t t0;
 
 	memset(s, 0, sizeof(*s));
@@ -1152,9 +1264,9 @@ int main(int argc, char **argv)
 	s->rng = s->o.seed;
 	raise_nofile(s->o.controllers, s->o.controllers * (s->o.state ? 4 : 1) + 64);
 
-	snprintf(s->dir, sizeof(s->dir), "/tmp/thingsync-sim-XXXXXX");
+	snprintf(s->dir, sizeof(s->dir), "%s/thingsync-sim-XXXXXX", s->o.parent);
 	if (!mkdtemp(s->dir))
-		die("mkdtemp: %s", strerror(errno));
+		die("mkdtemp in %s: %s", s->o.parent, strerror(errno));
 	write_site(s);
 	load_site(s);
 	s->base = event_base_new();
@@ -1171,7 +1283,9 @@ int main(int argc, char **argv)
 		fflush(stdout);
 	}
 
-	/* 1. Start-up, no faults. */
+	/* 1. Start-up, no faults. What the process holds before the first node
+	 * (the site, the ledger, libevent) is not the nodes' memory. */
+	rss0_kb = vm_kb("VmRSS");
 	cpu0 = cpu_s();
 	t0 = now_us();
 	for (uint32_t c = 0; c < s->n_ctl; c++) {
@@ -1182,6 +1296,8 @@ int main(int argc, char **argv)
 		 * samples of the start-up would tell that wait for a long time. */
 		event_base_loop(s->base, EVLOOP_NONBLOCK);
 	}
+	created_ms = (double)(now_us() - t0) / 1e3;
+	rss_created_kb = vm_kb("VmRSS");
 	for (uint32_t t = 0; t < s->n_things; t++) {
 		char buf[32];
 		tsync_value v = next_value(s, &s->things[t], true, buf, sizeof(buf));
@@ -1200,9 +1316,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	s->base_tot = site_totals(s);
+	startup_down = s->peer_down_events;
 	if (!s->o.json) {
 		printf("%-28s %" PRIu32 " controllers started, every copy equal to its owner after %.1f ms\n",
 		       "start-up, no faults", s->n_ctl, startup_ms);
+		printf("%-28s %.1f ms to create the nodes (%.2f ms each), %.1f MB (%.0f KB per node); %" PRIu64
+		       " peer-down events\n",
+		       "", created_ms, created_ms / s->n_ctl, (double)(rss_created_kb - rss0_kb) / 1024,
+		       (double)(rss_created_kb - rss0_kb) / s->n_ctl, startup_down);
 		fflush(stdout);
 	}
 
@@ -1251,7 +1372,7 @@ int main(int argc, char **argv)
 	if (s->o.json) {
 		printf("{\"controllers\":%" PRIu32 ",\"things\":%" PRIu32 ",\"users_per_thing\":%" PRIu32
 		       ",\"seconds\":%g,\"loss\":%g,\"dup\":%g,\"reorder\":%g,\"state\":%s,\"seed\":%" PRIu64
-		       ",\"startup_ms\":%.3f,\"converged\":%s,\"convergence_ms\":%.3f,\"changes\":%" PRIu64
+		       ",\"startup_ms\":%.3f,\"created_ms\":%.3f,\"converged\":%s,\"convergence_ms\":%.3f,\"changes\":%" PRIu64
 		       ",\"owner_sets\":%" PRIu64 ",\"user_sets\":%" PRIu64 ",\"pulses\":%" PRIu64
 		       ",\"pulses_acked\":%" PRIu64 ",\"pulses_unknown\":%" PRIu64
 		       ",\"pulses_unknown_acted\":%" PRIu64 ",\"user_acts\":%" PRIu64
@@ -1260,19 +1381,22 @@ int main(int argc, char **argv)
 		       ",\"restarts\":%" PRIu64 ",\"datagrams\":%" PRIu64 ",\"bytes\":%" PRIu64
 		       ",\"retransmits\":%" PRIu64 ",\"datagrams_per_change\":%.3f,\"bytes_per_change\":%.1f"
 		       ",\"copies\":%" PRIu64 ",\"srtt_mean_ms\":%.3f,\"srtt_max_ms\":%.3f,\"cpu_s\":%.2f,"
-		       "\"max_rss_kb\":%ld,\"violations\":%" PRIu64 ",\"verified\":%s}\n",
+		       "\"max_rss_kb\":%ld,\"stall_max_ms\":%.1f,\"rss_before_nodes_kb\":%ld,\"rss_per_node_kb\":%.1f,\"startup_peer_down\":%" PRIu64
+		       ",\"peer_down\":%" PRIu64 ",\"violations\":%" PRIu64 ",\"verified\":%s}\n",
 		       s->n_ctl, s->n_things, s->o.users_per, s->o.seconds, s->o.loss, s->o.dup, s->o.reorder,
-		       s->o.state ? "true" : "false", s->o.seed, startup_ms, s->converged ? "true" : "false",
+		       s->o.state ? "true" : "false", s->o.seed, startup_ms, created_ms, s->converged ? "true" : "false",
 		       converge_ms, changes, s->owner_sets, s->user_sets, rep.pulses, rep.acked, rep.unknown,
 		       rep.unknown_acted, rep.user_acts, rep.user_expected, rep.user_lost,
 		       rep.user_lost_stale, s->crashed, s->restarted, tot.datagrams, tot.bytes,
 		       tot.retransmits, changes ? (double)tot.datagrams / (double)changes : 0,
 		       changes ? (double)tot.bytes / (double)changes : 0, s->copies, srtt_mean, srtt_max,
-		       cpu_s() - cpu0, vm_kb("VmHWM"), s->violations, s->violations ? "false" : "true");
+		       cpu_s() - cpu0, vm_kb("VmHWM"), (double)s->stall_max / 1e3, rss0_kb,
+		       (double)(vm_kb("VmHWM") - rss0_kb) / s->n_ctl, startup_down, s->peer_down_events, s->violations, s->violations ? "false" : "true");
 	} else {
-		printf("%-28s %.1f s; loss %g%%, duplicates %g%%, reordering %g%% (held up to %d ms)\n",
+		printf("%-28s %.1f s; loss %g%%, duplicates %g%%, reordering %g%% (held up to %d ms); "
+		       "the loop's longest stall %.0f ms\n",
 		       "workload, with faults", s->o.seconds, s->o.loss * 100, s->o.dup * 100,
-		       s->o.reorder * 100, FAULT_DELAY_MS);
+		       s->o.reorder * 100, FAULT_DELAY_MS, (double)s->stall_max / 1e3);
 		printf("%-28s %" PRIu64 " (%" PRIu64 " by owners, %" PRIu64
 		       " asked of the owner by a user); %" PRIu64 " pulses; %" PRIu64
 		       " skipped (actor down)\n",
@@ -1281,7 +1405,13 @@ int main(int argc, char **argv)
 		       s->restarted);
 		if (s->crashed)
 			printf(", down %.2f-%.2f s", s->down_min_s, s->down_max_s);
-		if (s->o.state)
+		if (s->o.state && s->restored_in_stall)
+			printf("; owned values back after restart: %" PRIu64 "/%" PRIu64 " (%" PRIu64
+			       " from the commit window before the crash, %" PRIu64
+			       " of them from a window the loop's stall stretched, by up to %.0f ms)",
+			       s->restored_ok, s->restored_ok + s->restore_bad, s->restored_older,
+			       s->restored_in_stall, (double)s->lag_allowed / 1e3);
+		else if (s->o.state)
 			printf("; owned values back after restart: %" PRIu64 "/%" PRIu64 " (%" PRIu64
 			       " from the commit window before the crash)",
 			       s->restored_ok, s->restored_ok + s->restore_bad, s->restored_older);
@@ -1314,8 +1444,10 @@ int main(int argc, char **argv)
 		       "", rep.user_lost_stale);
 		printf("%-28s mean %.1f ms, largest %.1f ms (every node shares this process's one loop)\n",
 		       "smoothed round trips", srtt_mean, srtt_max);
-		printf("%-28s %.1f s CPU, peak RSS %.1f MB (%" PRIu32 " nodes in this process)\n", "process",
-		       cpu_s() - cpu0, (double)vm_kb("VmHWM") / 1024, s->n_ctl);
+		printf("%-28s %.1f s CPU, peak RSS %.1f MB (%" PRIu32 " nodes in this process; %.0f KB per node "
+		       "above the %.1f MB before the first)\n",
+		       "process", cpu_s() - cpu0, (double)vm_kb("VmHWM") / 1024, s->n_ctl,
+		       (double)(vm_kb("VmHWM") - rss0_kb) / s->n_ctl, (double)rss0_kb / 1024);
 		if (s->violations == 0 && s->o.state)
 			printf("\nverified: all %" PRIu64 " copies equal their owner's last value; %" PRIu64
 			       " pulses: each acted exactly once at its owner and at each of its users, "

@@ -189,7 +189,11 @@ none_tagged() { [ -z "$(tagged)" ]; }
 # a terminal of its own, a pty from script(1), which is then closed).
 run_case() {
 	local sig=$1 how=$2 out=$WORK/demo-$1-$2.out pid dir n status=0 left
-	local -a env=(env "THINGSYNC_DEMO_TEST_TAG=$TAG" "THINGSYNC_DEMO_PORT_BASE=$((12000 + RANDOM % 2900))")
+	# --default-signal: a signal ignored when the test started (nohup, or a
+	# background job of a script ignores HUP, INT, QUIT) would be ignored by
+	# the demo too, and a shell cannot trap what it inherited as ignored.
+	local -a env=(env --default-signal=HUP,INT,TERM "THINGSYNC_DEMO_TEST_TAG=$TAG"
+		"THINGSYNC_DEMO_PORT_BASE=$((12000 + RANDOM % 2900))")
 	echo "== $sig to the demo's $how"
 	if [ "$how" = terminal ]; then
 		if ! command -v script >/dev/null 2>&1; then

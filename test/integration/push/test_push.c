@@ -94,6 +94,7 @@ struct env {
 	bool producing;
 	int64_t next_value;
 	uint8_t *acked; /* acked[value]: OWNER saw PUSH acknowledge it */
+	int64_t n_acked; /* values in acked */
 	/* connection_status received by RECOV */
 	int disconnects, reconnects;
 	/* alarm webhook posts received */
@@ -300,12 +301,23 @@ static bool pred_stored_at_least(struct env *e, void *arg)
 	return ok;
 }
 
-static bool pred_pushd_failures(struct env *e, void *arg)
+static bool pred_acked_at_least(struct env *e, void *arg)
+{
+	return e->n_acked >= *(int64_t *)arg;
+}
+
+/* Whether pushd's /status says path1.path2 >= min. */
+static bool pushd_at_least(struct env *e, const char *path1, const char *path2, int64_t min)
 {
 	json_t *s = pushd_status(e);
-	bool ok = s && jint(s, "sender", "posts_failed") >= *(int64_t *)arg;
+	bool ok = s && jint(s, path1, path2) >= min;
 	json_decref(s);
 	return ok;
+}
+
+static bool pred_pushd_failures(struct env *e, void *arg)
+{
+	return pushd_at_least(e, "sender", "posts_failed", *(int64_t *)arg);
 }
 
 static bool pred_int(struct env *e, void *arg)
@@ -364,8 +376,11 @@ static void record_acks(struct env *e)
 
 		snprintf(name, sizeof(name), "t%d", k);
 		if (tsync_node_get(e->owner, name, &st) == 0 && st.users_pending == 0 &&
-		    st.value.type == TSYNC_TYPE_INT && st.value.u.i >= 0 && st.value.u.i < MAX_VALUES)
+		    st.value.type == TSYNC_TYPE_INT && st.value.u.i >= 0 && st.value.u.i < MAX_VALUES &&
+		    !e->acked[st.value.u.i]) {
 			e->acked[st.value.u.i] = 1;
+			e->n_acked++;
+		}
 	}
 }
 
@@ -1771,10 +1786,13 @@ static void test_stream_accept(void **state)
 	json_decref(j);
 	assert_true(wait_for(e, pred_alarm_cleared, &q, 30000));
 	/* Enough traffic through the new stream for the counts below to mean
-	 * something, however slowly a loaded machine produces it. */
+	 * something, however slowly a loaded machine produces it (and sees it
+	 * acknowledged: a value counts as acknowledged only if the owner sees
+	 * it so before the next tick replaces it). */
 	{
-		int64_t enough = 400;
+		int64_t enough = 400, enough_acked = 301;
 		assert_true(wait_for(e, pred_stored_at_least, &enough, 180000));
+		assert_true(wait_for(e, pred_acked_at_least, &enough_acked, 180000));
 	}
 
 	/* Drained: everything acknowledged by the mesh is in one of the two
@@ -2705,6 +2723,233 @@ static void test_pipeline_postgres(void **state)
 }
 #endif
 
+
+/* --- batching: what comes while a POST is in flight goes in the next one -------------- */
+
+#define FAKE_POSTS 64
+#define FAKE_SEQS 100000
+
+/*
+ * A collector of the test's own, on the test's loop: it records every POST
+ * (its first and last sequence, how many items, whether they were
+ * consecutive) and every item's value by sequence, and answers "settled" at
+ * once, or holds the request (`hold`) until the test answers it.
+ */
+struct fake_col {
+	struct evhttp *http;
+	struct evhttp_request *held;
+	int64_t held_last;
+	bool hold;
+	int posts;
+	int64_t first[FAKE_POSTS], last[FAKE_POSTS], count[FAKE_POSTS];
+	bool out_of_order;  /* a POST's items not consecutive and ascending */
+	bool changed;       /* a sequence came again with another value */
+	int64_t *value;     /* value[seq], -1 never received */
+	uint32_t *received; /* times each sequence was received */
+};
+
+static void fake_answer(struct evhttp_request *req, int64_t through)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	evbuffer_add_printf(out, "{\"settled\":true,\"through\":%" PRId64 ",\"rejected\":[]}", through);
+	evhttp_send_reply(req, 200, "OK", out);
+	evbuffer_free(out);
+}
+
+/* pushd died with the request held: the connection is gone, and the request with it. */
+static void fake_conn_closed(struct evhttp_connection *conn, void *arg)
+{
+	struct fake_col *f = arg;
+
+	(void)conn;
+	f->held = NULL;
+}
+
+static void fake_push_cb(struct evhttp_request *req, void *arg)
+{
+	struct fake_col *f = arg;
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	json_t *root = json_loadb((const char *)evbuffer_pullup(in, (ssize_t)len), len, 0, NULL);
+	json_t *items = json_object_get(root, "measurements"), *it;
+	int64_t prev = 0, last = 0;
+	size_t i;
+	int k = f->posts < FAKE_POSTS ? f->posts : FAKE_POSTS - 1;
+
+	assert_true(json_is_array(items));
+	f->first[k] = json_array_size(items) ? jint(json_array_get(items, 0), "seq", NULL) : 0;
+	f->count[k] = (int64_t)json_array_size(items);
+	json_array_foreach(items, i, it)
+	{
+		int64_t seq = jint(it, "seq", NULL), v = jint(it, "value", NULL);
+		assert_true(seq > 0 && seq < FAKE_SEQS);
+		if (prev && seq != prev + 1)
+			f->out_of_order = true;
+		prev = last = seq;
+		if (f->received[seq]++ && f->value[seq] != v)
+			f->changed = true;
+		f->value[seq] = v;
+	}
+	f->last[k] = last;
+	f->posts++;
+	json_decref(root);
+	if (f->hold) {
+		f->hold = false;
+		f->held = req;
+		f->held_last = last;
+		evhttp_connection_set_closecb(evhttp_request_get_connection(req), fake_conn_closed, f);
+		return;
+	}
+	fake_answer(req, last);
+}
+
+static void fake_release(struct fake_col *f)
+{
+	struct evhttp_request *req = f->held;
+
+	assert_non_null(req);
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req), NULL, NULL);
+	f->held = NULL;
+	fake_answer(req, f->held_last);
+}
+
+static bool pred_posts(struct env *e, void *arg)
+{
+	const struct fake_col *f = arg;
+	return f->posts > 0 && f->held != NULL;
+}
+
+static bool pred_journaled_at_least(struct env *e, void *arg)
+{
+	return pushd_at_least(e, "journal", "last_seq", *(int64_t *)arg);
+}
+
+static bool pred_held_gone(struct env *e, void *arg)
+{
+	return ((const struct fake_col *)arg)->held == NULL;
+}
+
+/* The owner sets values until pushd journaled at least `least`, and all it set are
+ * acknowledged; pushd's last sequence then. */
+static int64_t produce_journaled(struct env *e, int64_t least)
+{
+	json_t *s;
+	int64_t last;
+
+	e->producing = true;
+	assert_true(wait_for(e, pred_journaled_at_least, &least, 60000));
+	e->producing = false;
+	assert_true(wait_for(e, pred_settled, NULL, 60000));
+	record_acks(e);
+	s = pushd_status(e);
+	last = jint(s, "journal", "last_seq");
+	json_decref(s);
+	return last;
+}
+
+static struct fake_col *fake_col_posts;
+static bool pred_post_count(struct env *e, void *arg)
+{
+	return fake_col_posts->posts >= *(int *)arg;
+}
+
+/*
+ * pushd sends what was journaled while a POST was in flight as one POST
+ * after it is answered (not as many small ones, and not a second POST in
+ * the window before a whole batch is there), in journal order; and after a
+ * kill -9 with that POST unanswered, the restarted pushd sends everything
+ * after its cursor again, in one POST, each item with the value it had: no
+ * sequence lost, none with other content.
+ */
+static void test_batch_while_in_flight(void **state)
+{
+	struct env *e = *state;
+	struct fake_col f = {.hold = true};
+	int64_t some = 300, more, journaled, want_posts;
+	const char *extra[] = {"--timeout-ms", "600000", "--heartbeat-ms", "600000", NULL};
+	int n;
+
+	f.value = calloc(FAKE_SEQS, sizeof(*f.value));
+	f.received = calloc(FAKE_SEQS, sizeof(*f.received));
+	assert_non_null(f.value);
+	assert_non_null(f.received);
+	fake_col_posts = &f;
+	f.http = evhttp_new(e->base);
+	assert_non_null(f.http);
+	e->col_port = tcp_free_port();
+	assert_int_equal(evhttp_bind_socket(f.http, "127.0.0.1", e->col_port), 0);
+	evhttp_set_cb(f.http, "/v1/push", fake_push_cb, &f);
+	snprintf(e->col_url, sizeof(e->col_url), "http://127.0.0.1:%u", e->col_port);
+
+	/* 1. pushd's first POST (nothing journaled yet) is held: one POST in flight. */
+	start_pushd(e, extra);
+	assert_true(wait_for(e, pred_pushd_up, NULL, 20000));
+	assert_true(wait_for(e, pred_posts, &f, 20000));
+	assert_int_equal(f.count[0], 0);
+	/* 2. Measurements come meanwhile, all journaled (acknowledged to the mesh). */
+	journaled = produce_journaled(e, some);
+	assert_true(journaled >= some && journaled < 5000);
+	/* Fewer than a batch: no second POST while the first is unanswered. */
+	assert_int_equal(f.posts, 1);
+	/* 3. The answer: everything journaled meanwhile goes in the next POST, in order. */
+	f.hold = true;
+	fake_release(&f);
+	n = 2;
+	assert_true(wait_for(e, pred_post_count, &n, 20000));
+	assert_int_equal(f.first[1], 1);
+	assert_int_equal(f.last[1], journaled);
+	assert_int_equal(f.count[1], journaled);
+	assert_false(f.out_of_order);
+	/* 4. More while that one is held, then pushd is killed -9 before its answer. */
+	more = journaled + 200;
+	more = produce_journaled(e, more);
+	assert_int_equal(f.posts, 2);
+	harness_stop(&e->pushd, SIGKILL);
+	/* The held request goes with its connection (or, not noticed yet, is answered into the void). */
+	(void)wait_for(e, pred_held_gone, &f, 2000);
+	if (f.held)
+		fake_release(&f);
+	/* 5. Restarted, it sends everything after its cursor (nothing was acknowledged
+	 * by the collector) in one POST, in order, with the same values. */
+	want_posts = f.posts + 1;
+	start_pushd(e, extra);
+	assert_true(wait_for(e, pred_pushd_up, NULL, 20000));
+	n = (int)want_posts;
+	assert_true(wait_for(e, pred_post_count, &n, 20000));
+	assert_true(wait_for(e, pred_drained, NULL, 60000));
+	assert_int_equal(f.first[want_posts - 1], 1);
+	assert_int_equal(f.last[want_posts - 1], more);
+	assert_int_equal(f.count[want_posts - 1], more);
+	assert_false(f.out_of_order);
+	assert_false(f.changed);
+	/* Every sequence exactly once as content, and every value the mesh saw acknowledged among them. */
+	{
+		uint8_t *seen = calloc(MAX_VALUES, 1);
+		int64_t acked = 0;
+		assert_non_null(seen);
+		for (int64_t q = 1; q <= more; q++) {
+			assert_true(f.received[q] >= 1);
+			assert_true(f.value[q] >= 0 && f.value[q] < MAX_VALUES);
+			assert_int_equal(seen[f.value[q]], 0); /* a value under one sequence only */
+			seen[f.value[q]] = 1;
+		}
+		assert_int_equal(f.received[more + 1], 0);
+		for (int64_t v = 0; v < e->next_value; v++) {
+			if (!e->acked[v])
+				continue;
+			acked++;
+			assert_int_equal(seen[v], 1);
+		}
+		assert_true(acked > 0);
+		free(seen);
+	}
+	harness_stop(&e->pushd, SIGTERM);
+	evhttp_free(f.http);
+	free(f.value);
+	free(f.received);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -2726,6 +2971,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_owner_recovered, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_sqlite, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pipeline, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_batch_while_in_flight, setup, teardown),
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_pipeline_postgres, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_collector_kill9_postgres, setup, teardown),

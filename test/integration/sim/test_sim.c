@@ -107,7 +107,54 @@ static void test_json_in_memory(void **state)
 	assert_non_null(strstr(out, "\"crashes\":3,\"restarts\":3"));
 	assert_non_null(strstr(out, "\"copies\":144"));
 	assert_non_null(strstr(out, "\"violations\":0,\"verified\":true}"));
+	/* Memory per node and the loop's stalls are reported. */
+	assert_non_null(strstr(out, "\"rss_per_node_kb\":"));
+	assert_non_null(strstr(out, "\"stall_max_ms\":"));
 	assert_null(strstr(out, "\"pulses\":0,"));
+	free(out);
+}
+
+/* The site it wrote, kept (--keep) in a directory of its own (--dir): every
+ * controller's port is outside the kernel's ephemeral range, where another
+ * program's socket could take it before the node binds it, and outside the
+ * ports the other integration tests take. */
+static void test_ports_outside_ephemeral_range(void **state)
+{
+	char parent[] = "/tmp/test-sim-XXXXXX", path[256], line[256], cmd[300], *out, *dir;
+	unsigned lo = 0, hi = 0, ports = 0, port;
+	FILE *f;
+
+	assert_non_null(mkdtemp(parent));
+	snprintf(cmd, sizeof(cmd),
+	         "--controllers 30 --seconds 0.5 --crashes 0 --retry-max-ms 1000 --timeout 60 --seed 5 --keep "
+	         "--dir %s",
+	         parent);
+	assert_int_equal(run_sim(cmd, &out), 0);
+	dir = strstr(out, "site kept in ");
+	assert_non_null(dir);
+	dir += strlen("site kept in ");
+	dir[strcspn(dir, "\n")] = 0;
+	/* --dir: the site is where it was asked to be. */
+	assert_memory_equal(dir, parent, strlen(parent));
+	snprintf(path, sizeof(path), "%s/site.conf", dir);
+	f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+	assert_non_null(f);
+	assert_int_equal(fscanf(f, "%u %u", &lo, &hi), 2);
+	fclose(f);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "udp_port = %u", &port) == 1) {
+			assert_true(port >= 1024);
+			assert_true(port < lo || port > hi);
+			/* nor among the other integration tests' (harness.c) */
+			assert_true(port < 15000 || port >= 30000);
+			ports++;
+		}
+	fclose(f);
+	assert_int_equal(ports, 30);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", parent);
+	assert_int_equal(system(cmd), 0);
 	free(out);
 }
 
@@ -130,6 +177,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_small_site_with_state),
 	    cmocka_unit_test(test_json_in_memory),
+	    cmocka_unit_test(test_ports_outside_ephemeral_range),
 	    cmocka_unit_test(test_invalid_options),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
