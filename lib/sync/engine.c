@@ -493,16 +493,6 @@ int sync__get(struct sync_engine *e, const char *thing, tsync_thing_state *out)
 	return 0;
 }
 
-uint32_t sync__users_pending_walk(const struct sync_engine *e, uint32_t t)
-{
-	const struct thing_rt *rt = &e->things[t];
-	uint32_t n = 0;
-
-	for (uint32_t u = 0; rt->role == THING_OWNED && u < rt->n_users; u++)
-		n += e->peers[rt->users[u].peer].out[rt->users[u].slot].acked_ver < rt->ver;
-	return n;
-}
-
 void engine__owned_ver(struct sync_engine *e, struct thing_rt *rt, uint64_t ver)
 {
 	/* Every acked_ver is at most the old version, so below this one. */
@@ -1274,26 +1264,6 @@ static void forget_undo(struct sync_engine *e)
 	e->n_undo = 0;
 }
 
-size_t sync__owned_unsettled_walk(const struct sync_engine *e)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < e->plan->n_owned; i++)
-		n += sync__users_pending_walk(e, e->plan->owned[i]) > 0;
-	return n;
-}
-
-static size_t used_unsettled(const struct sync_engine *e)
-{
-	size_t n = 0;
-
-	for (size_t i = 0; i < e->plan->n_used; i++) {
-		const struct thing_rt *rt = &e->things[e->plan->used[i]];
-		n += rt->ask_pending + rt->req_pending;
-	}
-	return n;
-}
-
 /* Owned things not acknowledged by all their users and requests waiting
  * for their answer were walks (every owned thing's users, every peer: a
  * thousand in the simulator, which asks every few milliseconds; a
@@ -1301,15 +1271,12 @@ static size_t used_unsettled(const struct sync_engine *e)
  * ask or a request pending are still walked: a node uses few. */
 size_t sync__unsettled(const struct sync_engine *e)
 {
-	return e->n_owned_unsettled + used_unsettled(e) + e->n_reqs;
-}
+	size_t n = e->n_owned_unsettled + e->n_reqs;
 
-size_t sync__unsettled_walk(const struct sync_engine *e)
-{
-	size_t n = sync__owned_unsettled_walk(e) + used_unsettled(e);
-
-	for (size_t i = 0; i < e->n_peers; i++)
-		n += e->peers[i].n_reqs;
+	for (size_t i = 0; i < e->plan->n_used; i++) {
+		const struct thing_rt *rt = &e->things[e->plan->used[i]];
+		n += rt->ask_pending + rt->req_pending;
+	}
 	return n;
 }
 

@@ -508,9 +508,6 @@ void sync__set_write_hook(struct sync_engine *e, tsync_write_fn fn, void *ud);
 void sync__set_pulse_hook(struct sync_engine *e, tsync_pulse_fn fn, void *ud);
 void sync__set_commit_hook(struct sync_engine *e, tsync_commit_fn fn, void *ud);
 size_t sync__unsettled(const struct sync_engine *e);
-/* The same by walking every peer's queue, as it was counted before the
- * counter: for the test that compares the two. */
-size_t sync__unsettled_walk(const struct sync_engine *e);
 /* The node has a store: windows and requests are staged for it (ops), and
  * envelopes say "dw". Before sync__start. */
 void sync__set_durable(struct sync_engine *e, bool durable);
@@ -543,10 +540,6 @@ void defer__free_all(struct sync_engine *e);
 void engine__owned_ver(struct sync_engine *e, struct thing_rt *rt, uint64_t ver);
 /* A user's acknowledgement of an owned thing becomes `ver`. */
 void engine__set_acked(struct sync_engine *e, struct out_slot *s, uint64_t ver);
-/* The counts sync__unsettled() and sync__get() keep, walked: what the
- * engine's tests compare them with. */
-size_t sync__owned_unsettled_walk(const struct sync_engine *e);
-uint32_t sync__users_pending_walk(const struct sync_engine *e, uint32_t t);
 void engine__emit(struct sync_engine *e, const tsync_event *ev);
 /* The same for an event about thing t, which sync__event_thing() then names
  * to the listeners. */
