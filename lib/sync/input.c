@@ -440,7 +440,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 			ev.value = c;
 			ev.pulse_ms = m->ms ? m->ms : th->pulse_ms;
 			ev.controller = p->name;
-			engine__emit(e, &ev);
+			engine__emit_thing(e, t, &ev);
 		}
 		break;
 	}

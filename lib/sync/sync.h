@@ -499,8 +499,9 @@ int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, 
 int sync__send_request(struct sync_engine *e, const char *controller, const char *type, const char *role,
                        const char *cmd, const char *body_json, tsync_done_fn done, void *ud, uint64_t now);
 int sync__on_event(struct sync_engine *e, tsync_event_fn fn, void *ud);
-/* In a listener: the index of the event's thing, without a lookup by name,
- * or UINT32_MAX (not known: look it up). */
+/* In a listener: the index of the event's thing, without a lookup by name
+ * (every change and pulse is emitted with it: engine__emit_thing()), or
+ * UINT32_MAX for an event about no thing (a peer's). */
 uint32_t sync__event_thing(const struct sync_engine *e, const tsync_event *ev);
 int sync__on_request(struct sync_engine *e, const char *type, const char *role, const char *cmd,
                      tsync_request_fn fn, void *ud);
