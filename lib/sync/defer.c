@@ -25,14 +25,6 @@ static void deferred_free(struct tsync_deferred *d)
 	free(d);
 }
 
-static struct dedup_win *window_of(struct sync_peer *p, uint64_t ob)
-{
-	for (size_t i = 0; i < SYNC_DEDUP_BOOTS; i++)
-		if (p->wins[i].ob == ob)
-			return &p->wins[i];
-	return NULL;
-}
-
 int sync__defer(struct sync_engine *e, const tsync_request *req, struct tsync_deferred **ret)
 {
 	struct defer_cur *c = &e->defer_cur;
@@ -109,7 +101,7 @@ int sync__answer(struct sync_engine *e, struct tsync_deferred *d, int status, co
 		/* Still running in its window; anything else means a failed
 		 * commit undid the request (its repeat is a new run), or its
 		 * window was dropped for newer boots of the sender. */
-		w = window_of(p, d->ob);
+		w = engine__window_find(p, d->ob);
 		old = w && dedup__check(&w->d, d->id) == DEDUP_DONE ? dedup__answer(&w->d, d->id) : NULL;
 		if (!old || !old->err || strcmp(old->err, SYNC_ERR_RUNNING)) {
 			r = TSYNC_ECANCELED;

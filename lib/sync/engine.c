@@ -1007,7 +1007,7 @@ void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t ob, 
 
 /* --- windows of executed request ids, per sender and origin boot ------------- */
 
-static struct dedup_win *window_find(struct sync_peer *p, uint64_t ob)
+struct dedup_win *engine__window_find(struct sync_peer *p, uint64_t ob)
 {
 	for (size_t i = 0; p->wins && i < SYNC_DEDUP_BOOTS; i++)
 		if (p->wins[i].ob == ob)
@@ -1017,7 +1017,7 @@ static struct dedup_win *window_find(struct sync_peer *p, uint64_t ob)
 
 struct dedup_win *engine__window(struct sync_engine *e, struct sync_peer *p, uint64_t ob)
 {
-	struct dedup_win *w = window_find(p, ob), *oldest = NULL;
+	struct dedup_win *w = engine__window_find(p, ob), *oldest = NULL;
 
 	if (w)
 		return w;
@@ -1216,7 +1216,7 @@ void sync__restore_answer(struct sync_engine *e, const char *sender, uint64_t ob
                           const char *err, const char *res)
 {
 	struct sync_peer *p = peer_named(e, sender);
-	struct dedup_win *w = p ? window_find(p, ob) : NULL;
+	struct dedup_win *w = p ? engine__window_find(p, ob) : NULL;
 
 	if (w && dedup__remember(&w->d, id, err, res) < 0)
 		log_error(e->log, "out of memory restoring an answer to %s", sender);
@@ -1229,7 +1229,7 @@ static void rollback(struct sync_engine *e)
 	while (e->n_undo > 0) {
 		struct undo *u = &e->undo[--e->n_undo];
 		if (u->thing == UNDO_MARK) {
-			struct dedup_win *w = window_find(&e->peers[u->peer], u->boot);
+			struct dedup_win *w = engine__window_find(&e->peers[u->peer], u->boot);
 			if (w) {
 				dedup__unmark(&w->d, u->id);
 				/* The store may hold the mark already (it

@@ -576,6 +576,8 @@ void engine__undo_mark(struct sync_engine *e, struct sync_peer *p, uint64_t ob, 
  * when that boot is older than every window kept and none is free (the
  * outcome of its requests is no longer known), or out of memory. */
 struct dedup_win *engine__window(struct sync_engine *e, struct sync_peer *p, uint64_t ob);
+/* p's window for requests issued by its boot `ob`, if it has one; NULL if not. */
+struct dedup_win *engine__window_find(struct sync_peer *p, uint64_t ob);
 /* The point before an act that cannot be undone (a pulse, a command, a
  * relayed pulse at a user): with a store, w (if dirty) is staged, and
  * everything staged is committed (ops.commit_unsynced), so that the
