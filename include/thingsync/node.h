@@ -460,8 +460,10 @@ TSYNC_API int tsync_request_defer(tsync_node *node, const tsync_request *req, ts
  * @param status       as a handler's return: 0, or a code it could return.
  * @param result_json  the answer as JSON text, borrowed, or NULL (`null`).
  * @return 0; TSYNC_ECANCELED when the request no longer waits for it (see
- *         tsync_request_defer()); -EINVAL; -ENOMEM. The handle is freed
- *         whatever the return.
+ *         tsync_request_defer()); -EINVAL; -ENOMEM (the result could not
+ *         be kept: the requester is answered err_outcome_unknown, its done
+ *         gets TSYNC_EPEER_RESTARTED). The handle is freed whatever the
+ *         return.
  */
 TSYNC_API int tsync_request_answer(tsync_node *node, tsync_deferred *d, int status, const char *result_json);
 

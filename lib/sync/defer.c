@@ -109,11 +109,15 @@ int sync__answer(struct sync_engine *e, struct tsync_deferred *d, int status, co
 		}
 	}
 	if (res && !(text = util__strdup(res))) {
+		/* The work ran and its result is lost: "outcome unknown", as
+		 * after a restart. Leaving the request running instead would
+		 * leave every repeat of it unanswered, the handle being gone. */
 		r = -ENOMEM;
-		goto leave;
+		err = SYNC_ERR_UNKNOWN;
+	} else {
+		text = input__checked_result(e, d->type_name ? d->type_name : "cmd", text);
+		err = input__err_of_status(status == TSYNC_DEFERRED ? -EINVAL : status);
 	}
-	text = input__checked_result(e, d->type_name ? d->type_name : "cmd", text);
-	err = input__err_of_status(status == TSYNC_DEFERRED ? -EINVAL : status);
 	if (w)
 		engine__window_done(e, p, w, d->id, err, text);
 	a = engine__answer(e, p);

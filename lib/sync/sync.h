@@ -531,7 +531,8 @@ int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsyn
 int sync__defer(struct sync_engine *e, const tsync_request *req, struct tsync_deferred **ret);
 /* Answers a deferred request (status and result as a handler's) and frees
  * d. 0; TSYNC_ECANCELED when the request no longer waits for it (a failed
- * commit hook undid it); -EINVAL (d unknown); -ENOMEM. */
+ * commit hook undid it); -EINVAL (d unknown); -ENOMEM (the result could
+ * not be copied: answered "outcome unknown"). */
 int sync__answer(struct sync_engine *e, struct tsync_deferred *d, int status, const char *res, uint64_t now);
 /* sync__free(): the deferred requests still unanswered are dropped. */
 void defer__free_all(struct sync_engine *e);
