@@ -617,14 +617,15 @@ void node__recovery_resume(tsync_node *node)
 	json_decref(recs);
 }
 
-void node__recovery_resumed(tsync_node *node, struct store_request *q)
+void node__recovery_resumed(tsync_node *node, const struct store_request *q, tsync_done_fn *done,
+                            void **userdata)
 {
 	json_t *b;
 	struct chunk_req *c;
 	const char *entity;
 	bool mine;
 
-	if (!q->type_name || strcmp(q->type_name, "recovery_data") || !q->body || q->done)
+	if (!q->type_name || strcmp(q->type_name, "recovery_data") || !q->body)
 		return;
 	/* Its own chunks only: an application may send the type too. */
 	b = json_loads(q->body, 0, NULL);
@@ -643,6 +644,6 @@ void node__recovery_resumed(tsync_node *node, struct store_request *q)
 		free(c);
 		return;
 	}
-	q->done = chunk_done;
-	q->userdata = c;
+	*done = chunk_done;
+	*userdata = c;
 }
