@@ -269,7 +269,7 @@ static void sent_key(const struct answer *a, char *out, size_t size)
 	snprintf(out, size, "%s%s", RECOVERY_SENT, a->key + strlen(RECOVERY_RECORD));
 }
 
-/* Stages the count of chunks requested (NULL: forgets it, the request done). */
+/* Stages the count of chunks requested (forget: removes it, the request done). */
 static void sent_put(struct answer *a, size_t sent, bool forget)
 {
 	char key[600], v[32];
