@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "fastpush.h"
+#include "util/util.h"
 
 struct rd {
 	char *s, *end;
@@ -115,14 +116,8 @@ static int num(struct rd *p, int64_t *i, double *f)
 		/* The digits as they come (strtoll was a fifth of the reader's work): what
 		 * does not fit in 64 bits is refused, as strtoll's ERANGE was. */
 		bool neg = *a == '-';
-		uint64_t x = 0;
-		for (const char *d = a + neg; d < q; d++) {
-			unsigned dig = (unsigned)(*d - '0');
-			if (x > (UINT64_MAX - dig) / 10)
-				return 0;
-			x = x * 10 + dig;
-		}
-		if (x > (uint64_t)INT64_MAX + neg)
+		uint64_t x;
+		if (!util__digits_value(a + neg, q, (uint64_t)INT64_MAX + neg, &x))
 			return 0;
 		*i = neg ? (int64_t)(0 - x) : (int64_t)x;
 		p->s = q;

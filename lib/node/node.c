@@ -866,14 +866,15 @@ static void restore_answer_cb(void *ud, const char *sender, uint64_t ob, uint64_
 static void resume_request_cb(void *ud, const struct store_request *q)
 {
 	struct tsync_node *n = ud;
-	struct store_request rq = *q;
+	tsync_done_fn done = NULL;
+	void *done_ud = NULL;
 	int r;
 
 	/* A chunk of a recovery answer goes on with its callback (recovery.c). */
-	node__recovery_resumed(n, &rq);
-	r = sync__resume_request(n->eng, &rq);
-	if (r < 0 && rq.done)
-		rq.done(rq.userdata, n, TSYNC_ECANCELED, NULL);
+	node__recovery_resumed(n, q, &done, &done_ud);
+	r = sync__resume_request(n->eng, q, done, done_ud);
+	if (r < 0 && done)
+		done(done_ud, n, TSYNC_ECANCELED, NULL);
 
 	if (r == 0)
 		log_info(&n->log, "resumed request %llu (boot %llu) to %s", (unsigned long long)q->id,

@@ -35,8 +35,9 @@ void **node__recovery_answers(tsync_node *n);
 void node__recovery_resume(tsync_node *node);
 /* At the node's start, before its stored requests resume: a chunk of a
  * recovery answer of this node gets the callback that sends it again when
- * its outcome is unknown (q->done, q->userdata); other requests are left. */
+ * its outcome is unknown (*done, *userdata); other requests are left. */
 struct store_request;
-void node__recovery_resumed(tsync_node *node, struct store_request *q);
+void node__recovery_resumed(tsync_node *node, const struct store_request *q, tsync_done_fn *done,
+                            void **userdata);
 
 #endif

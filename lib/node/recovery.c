@@ -269,7 +269,7 @@ static void sent_key(const struct answer *a, char *out, size_t size)
 	snprintf(out, size, "%s%s", RECOVERY_SENT, a->key + strlen(RECOVERY_RECORD));
 }
 
-/* Stages the count of chunks requested (NULL: forgets it, the request done). */
+/* Stages the count of chunks requested (forget: removes it, the request done). */
 static void sent_put(struct answer *a, size_t sent, bool forget)
 {
 	char key[600], v[32];
@@ -617,14 +617,15 @@ void node__recovery_resume(tsync_node *node)
 	json_decref(recs);
 }
 
-void node__recovery_resumed(tsync_node *node, struct store_request *q)
+void node__recovery_resumed(tsync_node *node, const struct store_request *q, tsync_done_fn *done,
+                            void **userdata)
 {
 	json_t *b;
 	struct chunk_req *c;
 	const char *entity;
 	bool mine;
 
-	if (!q->type_name || strcmp(q->type_name, "recovery_data") || !q->body || q->done)
+	if (!q->type_name || strcmp(q->type_name, "recovery_data") || !q->body)
 		return;
 	/* Its own chunks only: an application may send the type too. */
 	b = json_loads(q->body, 0, NULL);
@@ -643,6 +644,6 @@ void node__recovery_resumed(tsync_node *node, struct store_request *q)
 		free(c);
 		return;
 	}
-	q->done = chunk_done;
-	q->userdata = c;
+	*done = chunk_done;
+	*userdata = c;
 }

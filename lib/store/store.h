@@ -28,7 +28,6 @@
 #include <stdint.h>
 
 #include <thingsync/common.h>
-#include <thingsync/node.h>
 
 #include "util/util.h"
 
@@ -126,9 +125,6 @@ struct store_request {
 	tsync_value val;   /* pulse: the value */
 	uint32_t ms;
 	const char *type_name, *role, *cmd, *body; /* other requests; each may be NULL */
-	/* Not stored: the callback a resumed request completes with (NULL: none). */
-	tsync_done_fn done;
-	void *userdata;
 };
 /* Stages a request (strings copied); a later stage of the same (peer,
  * origin boot, id) replaces it. 0, -EINVAL, -ENAMETOOLONG or -ENOMEM. */

@@ -565,7 +565,7 @@ int engine__queue_req(struct sync_engine *e, struct sync_peer *p, struct outreq 
 	return 0;
 }
 
-int sync__resume_request(struct sync_engine *e, const struct store_request *q)
+int sync__resume_request(struct sync_engine *e, const struct store_request *q, tsync_done_fn done, void *ud)
 {
 	struct sync_peer *p = NULL;
 	struct outreq *r;
@@ -586,8 +586,8 @@ int sync__resume_request(struct sync_engine *e, const struct store_request *q)
 	r->is_pulse = q->is_pulse;
 	r->thing = t;
 	r->ms = q->ms;
-	r->done = q->done;
-	r->userdata = q->userdata;
+	r->done = done;
+	r->userdata = ud;
 	if ((q->is_pulse && value__copy(&r->val, &q->val) < 0) ||
 	    (q->type_name && !(r->type_name = util__strdup(q->type_name))) ||
 	    (q->role && !(r->role = util__strdup(q->role))) || (q->cmd && !(r->cmd = util__strdup(q->cmd))) ||

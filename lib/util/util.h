@@ -126,6 +126,28 @@ int buf__append_i64(struct buf *b, int64_t x);
 
 /* The value of one hexadecimal digit (either case), or -1. */
 int hex__digit(char c);
+/* The value of the decimal digits [d, q) (all '0'-'9', the caller checked)
+ * if it is at most limit: the integer readers' (lib/wire's JSON, the
+ * collector's push reader), inline since they read every number with it.
+ * Eighteen digits cannot pass INT64_MAX: only those after them are checked
+ * (the check was a third of reading an envelope; BENCHMARKS.md "Session 10:
+ * round trip"). */
+static inline bool util__digits_value(const char *d, const char *q, uint64_t limit, uint64_t *out)
+{
+	const char *fast = q - d > 18 ? d + 18 : q;
+	uint64_t acc = 0;
+
+	for (; d < fast; d++)
+		acc = acc * 10 + (unsigned)(*d - '0');
+	for (; d < q; d++) {
+		unsigned dig = (unsigned)(*d - '0');
+		if (acc > (limit - dig) / 10)
+			return false;
+		acc = acc * 10 + dig;
+	}
+	*out = acc;
+	return true;
+}
 int buf__appendf(struct buf *b, const char *fmt, ...) TSYNC_PRINTF(2, 3);
 void buf__reset(struct buf *b); /* len = 0, keeps memory */
 void buf__free(struct buf *b);

@@ -250,26 +250,6 @@ static bool is_alpha(char c)
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
-/* The value of the digits [d, q) if it is at most limit. Eighteen digits
- * cannot pass INT64_MAX: only those after them are checked (the check was
- * a third of reading an envelope; BENCHMARKS.md "Session 10: round trip"). */
-static bool digits_value(const char *d, const char *q, uint64_t limit, uint64_t *out)
-{
-	const char *fast = q - d > 18 ? d + 18 : q;
-	uint64_t acc = 0;
-
-	for (; d < fast; d++)
-		acc = acc * 10 + (unsigned)(*d - '0');
-	for (; d < q; d++) {
-		unsigned dig = (unsigned)(*d - '0');
-		if (acc > (limit - dig) / 10)
-			return false;
-		acc = acc * 10 + dig;
-	}
-	*out = acc;
-	return true;
-}
-
 static int parse_number(struct parser *P, struct jv *v)
 {
 	char *s = P->p, *q = s, *e;
@@ -290,7 +270,7 @@ static int parse_number(struct parser *P, struct jv *v)
 	if (*q != '.' && *q != 'e' && *q != 'E') {
 		/* An integer: within int64, as strtoll would have it. */
 		uint64_t acc;
-		if (!digits_value(neg ? s + 1 : s, q, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &acc))
+		if (!util__digits_value(neg ? s + 1 : s, q, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &acc))
 			return -1;
 		v->k = JK_INT;
 		v->i = neg ? (int64_t)(0 - acc) : (int64_t)acc;

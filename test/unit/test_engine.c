@@ -422,7 +422,7 @@ static void ms_restore(struct simnode *sn)
 		q.ms = m->req[k].ms;
 		q.role = m->req[k].is_pulse ? NULL : m->req[k].role;
 		q.cmd = m->req[k].is_pulse ? NULL : m->req[k].cmd;
-		assert_int_equal(sync__resume_request(sn->e, &q), 0);
+		assert_int_equal(sync__resume_request(sn->e, &q, NULL, NULL), 0);
 	}
 	for (size_t k = 0; k < MS_WINDOWS; k++)
 		if (m->win[k].used)
@@ -1342,13 +1342,13 @@ static void test_origin_boot_window(void **state)
 	q.type = WIRE_T_CMD;
 	q.role = "cmd_do";
 	q.cmd = "version";
-	assert_int_equal(sync__resume_request(s->n[2].e, &q), 0);
+	assert_int_equal(sync__resume_request(s->n[2].e, &q, NULL, NULL), 0);
 	/* Its new request after the resumed one takes the next id, not 1. */
 	assert_int_equal(
 	    sync__send_request(s->n[2].e, "A", "cmd", "cmd_do", "version", NULL, on_done, &d[1], s->now), 0);
 	assert_int_equal(s->n[2].e->peers[s->n[2].e->plan->peer_of_ctrl[0]].reqs->next->id, 2);
 	q.origin_boot = s->n[2].e->boot; /* an origin boot that is not earlier */
-	assert_int_equal(sync__resume_request(s->n[2].e, &q), -EINVAL);
+	assert_int_equal(sync__resume_request(s->n[2].e, &q, NULL, NULL), -EINVAL);
 	assert_true(sim_settle(s, 20000000));
 	/* The resumed one was answered from the window: one run, not two; the
 	 * new one ran. */

@@ -660,45 +660,6 @@ static double cpu_s(pid_t pid)
 	return proc_cpu(pid, &pp, &self, &reaped) < 0 ? -1 : self;
 }
 
-/* CPU of the private PostgreSQL cluster so far (the postmaster and its processes); -1 if unknown. */
-static double pg_cpu_s(const struct bench *b)
-{
-	char path[400], line[64];
-	double sum = -1;
-	glob_t g;
-	long pm;
-	FILE *f;
-
-	if (!b->pg_running)
-		return -1;
-	snprintf(path, sizeof(path), "%s/data/postmaster.pid", b->pgdir);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	pm = fgets(line, sizeof(line), f) ? strtol(line, NULL, 10) : 0;
-	fclose(f);
-	if (pm <= 0 || glob("/proc/[0-9]*/stat", 0, NULL, &g) != 0)
-		return -1;
-	for (size_t i = 0; i < g.gl_pathc; i++) {
-		char buf[512], *p;
-		long pid = strtol(g.gl_pathv[i] + 6, NULL, 10), ppid = 0;
-		FILE *s = fopen(g.gl_pathv[i], "r");
-		size_t n = s ? fread(buf, 1, sizeof(buf) - 1, s) : 0;
-
-		if (s)
-			fclose(s);
-		buf[n] = '\0';
-		p = strrchr(buf, ')');
-		if (!p || sscanf(p + 2, "%*c %ld", &ppid) != 1 || (pid != pm && ppid != pm))
-			continue;
-		double c = cpu_s((pid_t)pid);
-		if (c >= 0)
-			sum = (sum < 0 ? 0 : sum) + c;
-	}
-	globfree(&g);
-	return sum;
-}
-
 static double self_cpu_s(void)
 {
 	struct timespec ts;
@@ -745,7 +706,7 @@ static struct stream_result bench_stream(struct bench *b, const char *db, const 
 	c0[0] = self_cpu_s();
 	c0[1] = cpu_s(pushd);
 	c0[2] = cpu_s(col);
-	c0[3] = pg_cpu_s(b);
+	c0[3] = cluster_cpu_s(b);
 	t0 = now_s();
 	while (now_s() - t0 < b->seconds)
 		run_for(b, 100);
@@ -754,7 +715,7 @@ static struct stream_result bench_stream(struct bench *b, const char *db, const 
 	c1[0] = self_cpu_s();
 	c1[1] = cpu_s(pushd);
 	c1[2] = cpu_s(col);
-	c1[3] = pg_cpu_s(b);
+	c1[3] = cluster_cpu_s(b);
 	n1 = stored(col_port, "PUSH");
 	t1 = now_s();
 	j1 = journaled(http_port);
