@@ -1093,6 +1093,21 @@ static int attach_objects(struct wire_decoder *d, const char *json, struct wire_
 	return 0;
 }
 
+/* A parser at the start of a fresh copy of the JSON in the decoder's text,
+ * env[] empty. */
+static void parse_start(struct wire_decoder *d, const char *json, size_t json_len, struct jv *env,
+                        struct parser *P)
+{
+	if (++d->gen == 0) { /* wrapped: every slot's gen could look current */
+		memset(d->table, 0, (d->table_mask + 1) * sizeof(struct kslot));
+		d->gen = 1;
+	}
+	memcpy(d->text, json, json_len);
+	d->text[json_len] = '\0';
+	memset(env, 0, E_N * sizeof(*env));
+	*P = (struct parser){.d = d, .p = d->text, .end = d->text + json_len};
+}
+
 int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct wire_datagram *dg,
                     tsync_reject *reject)
 {
@@ -1122,21 +1137,11 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 	}
 
 	*reject = TSYNC_REJ_JSON;
-	for (int pass = 0;; pass++) {
-		if (++d->gen == 0) { /* wrapped: every slot's gen could look current */
-			memset(d->table, 0, (d->table_mask + 1) * sizeof(struct kslot));
-			d->gen = 1;
-		}
-		memcpy(d->text, json, json_len);
-		d->text[json_len] = '\0';
-		memset(env, 0, sizeof(env));
-		P = (struct parser){.d = d, .p = d->text, .end = d->text + json_len};
-		/* The writer's own envelope first; anything else from a fresh
-		 * copy, the general way. */
-		if (pass == 0 && parse_env_fast(&P, env))
-			break;
-		if (pass == 0)
-			continue;
+	/* The writer's own envelope first; anything else from a fresh copy
+	 * (the short way may have changed the text), the general way. */
+	parse_start(d, json, json_len, env, &P);
+	if (!parse_env_fast(&P, env)) {
+		parse_start(d, json, json_len, env, &P);
 		skip_ws(&P);
 		if (P.p < P.end && *P.p == '[') {
 			if (parse_msgs(&P, 1) < 0)
@@ -1148,7 +1153,6 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 		} else {
 			goto leave;
 		}
-		break;
 	}
 	skip_ws(&P);
 	if (P.p != P.end)
