@@ -99,7 +99,9 @@ struct tsync_node {
 	struct delayed *delayed;
 
 	/* Refusals are logged rate-limited per (sender or source address,
-	 * reason); rx_from is the source of the datagram being handled. */
+	 * reason); rx_from is the source of the datagram being handled, and
+	 * so also says that a receive turn is under way, which ends with a
+	 * flush of its own (rx_read()'s callers). */
 	struct ratelog rejlog;
 	struct event *rejlog_ev;
 	const struct sockaddr_storage *rx_from;
@@ -113,9 +115,6 @@ struct tsync_node {
 	 * (own_base, not in tsync_node_run*()) nothing runs it but the next
 	 * tsync_node_run*(), which flushes first: no event is needed. */
 	bool flush_wanted, flush_ev_active, in_loop;
-	/* Handling the datagrams of a receive turn, which ends with a flush of
-	 * its own (rx_cb()): a flush wanted meanwhile needs no event. */
-	bool in_rx;
 };
 
 TSYNC_API void tsync_node_options_init(tsync_node_options *opts)
@@ -365,7 +364,9 @@ static void op_want_flush(void *ctx)
 	struct tsync_node *n = ctx;
 
 	n->flush_wanted = true;
-	if (!n->flush_ev_active && !n->in_rx && (n->in_loop || !n->own_base)) {
+	/* While a datagram is handled (rx_from), no event: the receive turn
+	 * ends with a flush (rx_cb(), timer_cb()). */
+	if (!n->flush_ev_active && !n->rx_from && (n->in_loop || !n->own_base)) {
 		n->flush_ev_active = true;
 		event_active(n->flush_ev, EV_TIMEOUT, 0);
 	}
@@ -793,9 +794,6 @@ static unsigned rx_read(struct tsync_node *n, unsigned max)
 	size_t hint = 0;
 	unsigned total = 0;
 
-	/* A flush wanted while the datagrams are handled needs no event: the
-	 * caller flushes when the read ends. */
-	n->in_rx = true;
 	while (total < max) {
 		unsigned want = max - total < UDP_BATCH ? max - total : UDP_BATCH;
 		unsigned got;
@@ -817,7 +815,6 @@ static unsigned rx_read(struct tsync_node *n, unsigned max)
 		if (got < want || want == 1)
 			break;
 	}
-	n->in_rx = false;
 	return total;
 }
 

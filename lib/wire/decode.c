@@ -699,24 +699,20 @@ static void decode_msg(const struct wire_codec *c, const struct jv *f, struct wi
  * *v and the byte after it, or NULL (then parse_number() decides). */
 static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
 {
-	const char *q = s;
+	const char *q = s, *d;
 	bool neg = *q == '-';
-	uint64_t acc = 0;
-	unsigned dig, n;
+	uint64_t acc;
 
 	if (neg && !allow_neg)
 		return NULL;
 	q += neg;
 	if (*q == '0' ? is_digit(q[1]) : !is_digit(*q))
 		return NULL;
-	/* Up to 18 digits cannot overflow: no check of the value per digit.
-	 * Longer ones (rare: a version or value of 10^18 or more) are
-	 * parse_number()'s. */
-	for (n = 0; (dig = (unsigned)((unsigned char)*q - '0')) <= 9; q++, n++) {
-		if (n >= 18)
-			return NULL;
-		acc = acc * 10 + dig;
-	}
+	d = q;
+	while (is_digit(*q))
+		q++;
+	if (!util__digits_value(d, q, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &acc))
+		return NULL;
 	*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
 	return q;
 }
@@ -1073,6 +1069,21 @@ static int attach_objects(struct wire_decoder *d, const char *json, struct wire_
 	return 0;
 }
 
+/* A parser at the start of a fresh copy of the JSON in the decoder's text,
+ * env[] empty. */
+static void parse_start(struct wire_decoder *d, const char *json, size_t json_len, struct jv *env,
+                        struct parser *P)
+{
+	if (++d->gen == 0) { /* wrapped: every slot's gen could look current */
+		memset(d->table, 0, (d->table_mask + 1) * sizeof(struct kslot));
+		d->gen = 1;
+	}
+	memcpy(d->text, json, json_len);
+	d->text[json_len] = '\0';
+	memset(env, 0, E_N * sizeof(*env));
+	*P = (struct parser){.d = d, .p = d->text, .end = d->text + json_len};
+}
+
 int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct wire_datagram *dg,
                     tsync_reject *reject)
 {
@@ -1102,21 +1113,11 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 	}
 
 	*reject = TSYNC_REJ_JSON;
-	for (int pass = 0;; pass++) {
-		if (++d->gen == 0) { /* wrapped: every slot's gen could look current */
-			memset(d->table, 0, (d->table_mask + 1) * sizeof(struct kslot));
-			d->gen = 1;
-		}
-		memcpy(d->text, json, json_len);
-		d->text[json_len] = '\0';
-		memset(env, 0, sizeof(env));
-		P = (struct parser){.d = d, .p = d->text, .end = d->text + json_len};
-		/* The writer's own envelope first; anything else from a fresh
-		 * copy, the general way. */
-		if (pass == 0 && parse_env_fast(&P, env))
-			break;
-		if (pass == 0)
-			continue;
+	/* The writer's own envelope first; anything else from a fresh copy
+	 * (the short way may have changed the text), the general way. */
+	parse_start(d, json, json_len, env, &P);
+	if (!parse_env_fast(&P, env)) {
+		parse_start(d, json, json_len, env, &P);
 		skip_ws(&P);
 		if (P.p < P.end && *P.p == '[') {
 			if (parse_msgs(&P, 1) < 0)
@@ -1128,7 +1129,6 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 		} else {
 			goto leave;
 		}
-		break;
 	}
 	skip_ws(&P);
 	if (P.p != P.end)

@@ -515,8 +515,6 @@ static int begin_fast(struct wire_writer *w, const struct wire_env *env)
 	return 1;
 }
 
-#undef LIT
-
 int wire__begin(struct wire_writer *w, const struct wire_env *env)
 {
 	int r;
@@ -577,6 +575,9 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 }
 
 
+#define IO_SET   "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\""
+#define IO_REPLY "{\"type\":\"io\",\"cmd\":\"reply\",\"io\":\""
+
 /*
  * The message of a batch, a set or a reply of an integer or a boolean with
  * its version and nothing else, whose thing name is plain ASCII: written in
@@ -586,11 +587,8 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
  */
 static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 {
-	static const char set[] = "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"";
-	static const char reply[] = "{\"type\":\"io\",\"cmd\":\"reply\",\"io\":\"";
-	char num[2][24], *a, *b, *o;
-	size_t nl = 0, hl, need, used;
-	uint64_t mag;
+	size_t nl = 0, need, used;
+	char *o;
 
 	if (m->type != WIRE_T_IO || (m->op != WIRE_OP_SET && m->op != WIRE_OP_REPLY) || !m->has_val ||
 	    !m->has_ver || m->has_id || m->has_re || m->ob || m->ms || m->err || m->body || m->res || !m->io ||
@@ -601,20 +599,9 @@ static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 			return 0;
 	if (nl == 0)
 		return 0;
-	hl = m->op == WIRE_OP_SET ? sizeof(set) - 1 : sizeof(reply) - 1;
-	if (m->val.type == TSYNC_TYPE_BOOL) {
-		a = num[0] + sizeof(num[0]) - 1;
-		*a = m->val.u.b ? '1' : '0';
-	} else {
-		mag = m->val.u.i < 0 ? 0u - (uint64_t)m->val.u.i : (uint64_t)m->val.u.i;
-		a = u64_digits(num[0] + sizeof(num[0]), mag);
-		if (m->val.u.i < 0)
-			*--a = '-';
-	}
-	b = u64_digits(num[1] + sizeof(num[1]), m->ver);
-	/* [,] head name ","val": A ,"ver": B } */
-	need = (w->n_msgs ? 1 : 0) + hl + nl + 8 + (size_t)(num[0] + sizeof(num[0]) - a) + 7 +
-	       (size_t)(num[1] + sizeof(num[1]) - b) + 1;
+	/* [,] the head (the reply's is the longer) and the name; ","val": and
+	 * at most 20 bytes; ,"ver": and at most 19; } */
+	need = 1 + sizeof(IO_REPLY) - 1 + nl + 8 + 20 + 7 + 19 + 1;
 	used = w->b.len + close_len(w);
 	if (used > w->limit || need > w->limit - used || w->b.cap <= w->b.len + need)
 		return 0;
@@ -622,28 +609,30 @@ static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 	if (w->n_msgs)
 		*o++ = ',';
 	w->last = (size_t)(o - w->b.data);
-	/* Constant sizes: copied inline, not by a call. */
-	if (m->op == WIRE_OP_SET)
-		memcpy(o, set, sizeof(set) - 1);
-	else
-		memcpy(o, reply, sizeof(reply) - 1);
-	o += hl;
+	o = m->op == WIRE_OP_SET ? LIT(o, IO_SET) : LIT(o, IO_REPLY);
 	memcpy(o, m->io, nl);
 	o += nl;
-	memcpy(o, "\",\"val\":", 8);
-	o += 8;
-	memcpy(o, a, (size_t)(num[0] + sizeof(num[0]) - a));
-	o += num[0] + sizeof(num[0]) - a;
-	memcpy(o, ",\"ver\":", 7);
-	o += 7;
-	memcpy(o, b, (size_t)(num[1] + sizeof(num[1]) - b));
-	o += num[1] + sizeof(num[1]) - b;
+	o = LIT(o, "\",\"val\":");
+	if (m->val.type == TSYNC_TYPE_BOOL) {
+		*o++ = m->val.u.b ? '1' : '0';
+	} else if (m->val.u.i < 0) {
+		*o++ = '-';
+		o = digits_at(o, 0u - (uint64_t)m->val.u.i);
+	} else {
+		o = digits_at(o, (uint64_t)m->val.u.i);
+	}
+	o = LIT(o, ",\"ver\":");
+	o = digits_at(o, m->ver);
 	*o++ = '}';
 	*o = '\0';
 	w->b.len = (size_t)(o - w->b.data);
 	w->n_msgs++;
 	return 1;
 }
+
+#undef IO_SET
+#undef IO_REPLY
+#undef LIT
 
 int wire__add(struct wire_writer *w, const struct wire_msg *m)
 {

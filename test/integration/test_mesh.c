@@ -289,15 +289,15 @@ static void test_restart_with_state(void **state)
 	free(sdir);
 }
 
-/* Where node 0 listens, for datagrams sent from outside. */
-static struct sockaddr_in node0_addr(const struct fixture *f)
+/* Where a node listens on 127.0.0.1:port, for datagrams sent from outside. */
+static struct sockaddr_in loopback(uint16_t port)
 {
 	struct sockaddr_in to;
 
 	memset(&to, 0, sizeof(to));
 	to.sin_family = AF_INET;
 	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	to.sin_port = htons(f->ports[0]);
+	to.sin_port = htons(port);
 	return to;
 }
 
@@ -320,7 +320,7 @@ static void test_forged_datagrams(void **state)
 	size_t len;
 
 	assert_true(harness_run_until(f->base, all_settled, f, 10000));
-	to = node0_addr(f);
+	to = loopback(f->ports[0]);
 	len = (size_t)snprintf(forged, sizeof(forged),
 	                       "{\"v\":1,\"from\":\"PI-Light\",\"boot\":9,\"seq\":1,\"msgs\":[]}"
 	                       "0123456789abcdef0123456789abcdef");
@@ -352,7 +352,7 @@ static void test_burst_and_oversize(void **state)
 	size_t len;
 
 	assert_true(harness_run_until(f->base, all_settled, f, 10000));
-	to = node0_addr(f);
+	to = loopback(f->ports[0]);
 	for (int i = 0; i < 100; i++) {
 		len = (size_t)snprintf(forged, sizeof(forged),
 		                       "{\"v\":3,\"from\":\"PI-Light\",\"boot\":9,\"seq\":%d,\"msgs\":[]}"
@@ -711,10 +711,7 @@ static void test_ack_read_before_retry(void **state)
 	/* 100 datagrams of a stranger, then the user's acknowledgement. */
 	fd = socket(AF_INET, SOCK_DGRAM, 0);
 	assert_true(fd >= 0);
-	memset(&to, 0, sizeof(to));
-	to.sin_family = AF_INET;
-	to.sin_port = htons(pr.ports[0]);
-	to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	to = loopback(pr.ports[0]);
 	for (int i = 0; i < 100; i++)
 		assert_int_equal(sendto(fd, "[]", 2, 0, (struct sockaddr *)&to, sizeof(to)), 2);
 	close(fd);
