@@ -105,6 +105,9 @@ struct tsync_node {
 	struct ratelog rejlog;
 	struct event *rejlog_ev;
 	const struct sockaddr_storage *rx_from;
+	/* The last read of the socket found it empty (rx_read()): a timer due
+	 * in the same turn need not read again (timer_cb()). */
+	bool rx_drained;
 
 	/* Datagrams in batches (udp.h): read with one recvmmsg(); while
 	 * tx_batching (a batch being handled, a flush, a timer), what the
@@ -352,8 +355,11 @@ static void timer_cb(evutil_socket_t fd, short what, void *arg)
 	 * resend everything to peers whose acknowledgements it holds. Read
 	 * them first (up to TIMER_RECV_MAX, a bound against a flood), and
 	 * flush what they made due (commit first, as always), so that the
-	 * timer sees what the peer said. */
-	if (rx_read(a->node, TIMER_RECV_MAX))
+	 * timer sees what the peer said. libevent activates the socket before
+	 * the timers of a turn, so when the socket's read found it empty
+	 * (rx_drained), nothing waits but what came since: no read, no system
+	 * call, for every heartbeat and retry of a quiet node. */
+	if (!a->node->rx_drained && rx_read(a->node, TIMER_RECV_MAX))
 		flush_now(a->node);
 	sync__timer(a->node->eng, a->peer, util__now_us());
 	tx_end(a->node);
@@ -540,9 +546,10 @@ static void cumul_event(void *ud, tsync_node *node, const tsync_event *ev)
 	(void)node;
 	if (!n->cumul)
 		return;
-	/* The engine names the thing's index: no lookup by name per change. */
+	/* The engine names the thing of every thing event (engine__emit_thing()):
+	 * no lookup by name per change. Peer events have none. */
 	ix = sync__event_thing(n->eng, ev);
-	if (ix == UINT32_MAX ? !owned_ix(n, ev->thing, &ix) : n->site->things[ix].owner != n->me)
+	if (ix == UINT32_MAX || n->site->things[ix].owner != n->me)
 		return;
 	if (ev->kind == TSYNC_EVENT_CHANGED) {
 		cumul__value(n->cumul, ix, &ev->value, node_realtime(n));
@@ -812,6 +819,7 @@ static unsigned rx_read(struct tsync_node *n, unsigned max)
 		/* Fewer than asked: the socket is empty (udp.h), no need to ask
 		 * again for an EAGAIN. One asked for and read: what else waits
 		 * makes the poll return at once (udp__turn_want()). */
+		n->rx_drained = got < want;
 		if (got < want || want == 1)
 			break;
 	}
