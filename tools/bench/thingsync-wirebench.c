@@ -16,6 +16,7 @@
 
 #include <sodium.h>
 
+#include "daemonopt.h"
 #include "wire/wire.h"
 
 static uint64_t now_ns(void)
@@ -120,16 +121,26 @@ int main(int argc, char **argv)
 	tsync_reject why;
 	const void *out;
 	size_t len, iters = 20000, msgs = 20;
+	uint64_t x;
 	double t;
 	int o;
 
 	while ((o = getopt_long(argc, argv, "n:m:h", opts, NULL)) != -1) {
 		switch (o) {
 		case 'n':
-			iters = strtoul(optarg, NULL, 10);
+			if (daemonopt__uint(optarg, 1, 1000000000, &x) < 0) {
+				fprintf(stderr, "thingsync-wirebench: --iterations wants 1 to 1000000000, not %s\n",
+				        optarg);
+				return 2;
+			}
+			iters = (size_t)x;
 			break;
 		case 'm':
-			msgs = strtoul(optarg, NULL, 10);
+			if (daemonopt__uint(optarg, 1, 64, &x) < 0) {
+				fprintf(stderr, "thingsync-wirebench: --msgs wants 1 to 64, not %s\n", optarg);
+				return 2;
+			}
+			msgs = (size_t)x;
 			break;
 		case 'h':
 			usage(stdout);
@@ -139,7 +150,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!iters || !msgs || msgs > 64 || sodium_init() < 0) {
+	if (optind < argc || sodium_init() < 0) {
 		usage(stderr);
 		return 2;
 	}
