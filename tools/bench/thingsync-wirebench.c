@@ -87,7 +87,8 @@ static int build(struct wire_writer *w, size_t msgs, uint64_t seq, const void **
 static int build_answer(struct wire_writer *w, size_t msgs, bool by_datagram, uint64_t seq, const void **out,
                         size_t *len)
 {
-	struct wire_env env = {.from = "user", .boot = 7, .seq = seq, .to_boot = 3, .re = seq, .durable = true};
+	struct wire_env env = {
+	    .from = "user", .boot = 7, .seq = seq, .to_boot = 3, .re = seq, .durable = true};
 	int r;
 
 	env.acks_ok = true;
@@ -129,7 +130,8 @@ int main(int argc, char **argv)
 		switch (o) {
 		case 'n':
 			if (daemonopt__uint(optarg, 1, 1000000000, &x) < 0) {
-				fprintf(stderr, "thingsync-wirebench: --iterations wants 1 to 1000000000, not %s\n",
+				fprintf(stderr,
+				        "thingsync-wirebench: --iterations wants 1 to 1000000000, not %s\n",
 				        optarg);
 				return 2;
 			}
@@ -137,7 +139,8 @@ int main(int argc, char **argv)
 			break;
 		case 'm':
 			if (daemonopt__uint(optarg, 1, 64, &x) < 0) {
-				fprintf(stderr, "thingsync-wirebench: --msgs wants 1 to 64, not %s\n", optarg);
+				fprintf(stderr, "thingsync-wirebench: --msgs wants 1 to 64, not %s\n",
+				        optarg);
 				return 2;
 			}
 			msgs = (size_t)x;
@@ -160,6 +163,15 @@ int main(int argc, char **argv)
 	c.auth = auth;
 	wire__writer_init(&w, &c);
 	o = build(&w, msgs, 1, &out, &len);
+	if (o == -EMSGSIZE) {
+		/* --msgs is bounded by the codec's max_msgs; what fits the
+		 * datagram's bytes is known only once written. */
+		fprintf(stderr, "thingsync-wirebench: %zu set messages do not fit one datagram of %u bytes\n",
+		        msgs, (unsigned)c.max_datagram);
+		wire__writer_free(&w);
+		wire__auth_free(auth);
+		return 2;
+	}
 	if (o < 0 || wire__decoder_new(&c, &dec) < 0) {
 		fprintf(stderr, "thingsync-wirebench: cannot build the datagram: %s\n", strerror(-o));
 		return 1;
