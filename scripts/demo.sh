@@ -15,7 +15,7 @@
 #
 # THINGSYNC_DEMO_BUILD=DIR runs on an existing build directory as it is: no
 # setup, no build (the tests use it on the build they are part of).
-set -euo pipefail
+set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -23,8 +23,11 @@ BUILD=${THINGSYNC_DEMO_BUILD:-build}
 DEMO=$BUILD/tools/examples/thingsync-demo
 
 say() { printf '== %s\n' "$*"; }
-# A step that fails says which (set -e alone would stop without a word).
-trap 'rc=$?; say "demo.sh: failed (exit $rc) at line $LINENO: $BASH_COMMAND" >&2; exit $rc' ERR
+# A step that fails says which (set -e alone would stop without a word). -E
+# (errtrace) gives the trap to functions too: without it a failure inside
+# as_user (meson setup, ninja) stopped the script silently.
+# shellcheck disable=SC2154 # rc is assigned in the trap itself
+trap 'rc=$?; say "demo.sh: failed (exit $rc) at line $LINENO${FUNCNAME:+ (in ${FUNCNAME[0]}, called at line ${BASH_LINENO[0]})}: $BASH_COMMAND" >&2; exit $rc' ERR
 
 # Under sudo, build and run as the user who called sudo (when that user owns
 # the checkout), so the tree does not fill with root-owned files.

@@ -16,6 +16,7 @@
 
 #include <sodium.h>
 
+#include "daemonopt.h"
 #include "wire/wire.h"
 
 static uint64_t now_ns(void)
@@ -86,7 +87,8 @@ static int build(struct wire_writer *w, size_t msgs, uint64_t seq, const void **
 static int build_answer(struct wire_writer *w, size_t msgs, bool by_datagram, uint64_t seq, const void **out,
                         size_t *len)
 {
-	struct wire_env env = {.from = "user", .boot = 7, .seq = seq, .to_boot = 3, .re = seq, .durable = true};
+	struct wire_env env = {
+	    .from = "user", .boot = 7, .seq = seq, .to_boot = 3, .re = seq, .durable = true};
 	int r;
 
 	env.acks_ok = true;
@@ -120,16 +122,28 @@ int main(int argc, char **argv)
 	tsync_reject why;
 	const void *out;
 	size_t len, iters = 20000, msgs = 20;
+	uint64_t x;
 	double t;
 	int o;
 
 	while ((o = getopt_long(argc, argv, "n:m:h", opts, NULL)) != -1) {
 		switch (o) {
 		case 'n':
-			iters = strtoul(optarg, NULL, 10);
+			if (daemonopt__uint(optarg, 1, 1000000000, &x) < 0) {
+				fprintf(stderr,
+				        "thingsync-wirebench: --iterations wants 1 to 1000000000, not %s\n",
+				        optarg);
+				return 2;
+			}
+			iters = (size_t)x;
 			break;
 		case 'm':
-			msgs = strtoul(optarg, NULL, 10);
+			if (daemonopt__uint(optarg, 1, 64, &x) < 0) {
+				fprintf(stderr, "thingsync-wirebench: --msgs wants 1 to 64, not %s\n",
+				        optarg);
+				return 2;
+			}
+			msgs = (size_t)x;
 			break;
 		case 'h':
 			usage(stdout);
@@ -139,7 +153,7 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!iters || !msgs || msgs > 64 || sodium_init() < 0) {
+	if (optind < argc || sodium_init() < 0) {
 		usage(stderr);
 		return 2;
 	}
@@ -149,6 +163,15 @@ int main(int argc, char **argv)
 	c.auth = auth;
 	wire__writer_init(&w, &c);
 	o = build(&w, msgs, 1, &out, &len);
+	if (o == -EMSGSIZE) {
+		/* --msgs is bounded by the codec's max_msgs; what fits the
+		 * datagram's bytes is known only once written. */
+		fprintf(stderr, "thingsync-wirebench: %zu set messages do not fit one datagram of %u bytes\n",
+		        msgs, (unsigned)c.max_datagram);
+		wire__writer_free(&w);
+		wire__auth_free(auth);
+		return 2;
+	}
 	if (o < 0 || wire__decoder_new(&c, &dec) < 0) {
 		fprintf(stderr, "thingsync-wirebench: cannot build the datagram: %s\n", strerror(-o));
 		return 1;
