@@ -20,6 +20,10 @@
  *  - forensic_days bounds the history;
  *  - a daylight-saving day (25 hours) collected as such.
  *
+ * With the argument "defer", a node of the test's own asks for reports
+ * while forensicd is killed -9 in the middle of report_command's run: see
+ * test_deferred_kill9.
+ *
  * With the argument "e2e", the push controller is the real thingsync-pushd
  * posting to a real thingsync-collectord (SQLite): days go by while
  * forensicd is killed -9, and the collector's cumuls table holds each
@@ -35,6 +39,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -42,20 +48,22 @@
 #include <jansson.h>
 
 #include "../thingsd/tdh.h"
+#include "harness.h"
 
 #define A    0
 #define B    1
 #define FOR  2
 #define PUSH 3
 #define SRV  4 /* e2e: the collector */
+#define ASK  5 /* defer: a node of the test's own that asks for reports */
 
 /* 2026-06-10 00:00 in Europe/Berlin (CEST): a 24-hour day. */
 #define T0  1781042400LL
 #define DAY 86400LL
 #define HR  3600LL
 
-static const char *const names[] = {"PI-A", "PI-B", "FOR", "PUSH", "SRV"};
-static const char *const roles[] = {"cmd_do", "cmd_do", "forensics", "push", "collector"};
+static const char *const names[] = {"PI-A", "PI-B", "FOR", "PUSH", "SRV", "ASK"};
+static const char *const roles[] = {"cmd_do", "cmd_do", "forensics", "push", "collector", "asker"};
 static const char things[] = "[thing door_front]\nowner = PI-A\ntype = bool\ninitial = 0\n\n"
                              "[thing is_armed]\nowner = PI-A\ntype = bool\ninitial = 0\n\n"
                              "[thing power_main]\nowner = PI-A\ntype = float\ninitial = 0\n\n"
@@ -819,9 +827,23 @@ static bool report_running(void *ud)
 	return running;
 }
 
+/* A report_timeout_ms far beyond the test's limits (site.conf written
+ * again): a run ends when the test tells it to. */
+static void report_timeout_hour(void)
+{
+	char keys[sizeof(site_keys)], *p;
+
+	snprintf(keys, sizeof(keys), "%s", site_keys);
+	p = strstr(keys, "report_timeout_ms = 2000");
+	assert_non_null(p);
+	snprintf(site_keys, sizeof(site_keys), "%.*sreport_timeout_ms = 3600000%s", (int)(p - keys), keys,
+	         p + strlen("report_timeout_ms = 2000"));
+	tdh_write_site(t);
+}
+
 static void test_report_async(void **state)
 {
-	char keys[1024], script[1024], *flag = tdh_path(t, "report.go"), *out = NULL, *err = NULL, *p;
+	char script[1024], *flag = tdh_path(t, "report.go"), *out = NULL, *err = NULL;
 	char *first_out;
 	json_t *rep, *s;
 	long long runs;
@@ -829,13 +851,7 @@ static void test_report_async(void **state)
 	int rc, status;
 
 	(void)state;
-	/* A timeout far beyond the test's limits: the run ends when told to. */
-	snprintf(keys, sizeof(keys), "%s", site_keys);
-	p = strstr(keys, "report_timeout_ms = 2000");
-	assert_non_null(p);
-	snprintf(site_keys, sizeof(site_keys), "%.*sreport_timeout_ms = 3600000%s", (int)(p - keys), keys,
-	         p + strlen("report_timeout_ms = 2000"));
-	tdh_write_site(t);
+	report_timeout_hour();
 	tdh_stop(t, FOR);
 	start_forensicd(true);
 	snprintf(script, sizeof(script), "while [ ! -e %s ]; do sleep 0.05; done; cat > %s\n", flag,
@@ -1236,6 +1252,188 @@ static void test_e2e_pushd_kill9(void **state)
 	json_decref(w.last);
 }
 
+/* --- deferred answers across kill -9 ------------------------------------------------------ */
+
+/* What the asker's done callback got, and how often. */
+struct asked {
+	int calls, status;
+	char *result;
+};
+
+static tsync_node *asker;
+static char *runs_path, *go_path;
+
+static void asked_done(void *ud, tsync_node *node, int status, const char *result)
+{
+	struct asked *a = ud;
+
+	(void)node;
+	a->calls++;
+	a->status = status;
+	free(a->result);
+	a->result = result ? strdup(result) : NULL;
+}
+
+/* How many runs of report_command have started (each wrote a line: its
+ * pid, which is its process group); *last: the last one's. */
+static int runs_started(pid_t *last)
+{
+	char *text = tdh_read(runs_path), *line, *save = NULL;
+	int n = 0;
+
+	for (line = text ? strtok_r(text, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+		n++;
+		if (last)
+			*last = (pid_t)atol(line);
+	}
+	free(text);
+	return n;
+}
+
+/* Predicates that run the asker's loop while they are asked. */
+static bool run_started(void *ud)
+{
+	tsync_node_run_for(asker, 10);
+	return runs_started(NULL) >= *(const int *)ud;
+}
+
+static bool answered(void *ud)
+{
+	tsync_node_run_for(asker, 10);
+	return ((const struct asked *)ud)->calls > 0;
+}
+
+static void wait_run(int n)
+{
+	if (!tdh_wait(run_started, &n, TDH_WAIT_MS))
+		fail_msg("report_command's run %d has not started (%d did)", n, runs_started(NULL));
+}
+
+static void wait_answer(struct asked *a, const char *what)
+{
+	if (!tdh_wait(answered, a, TDH_WAIT_MS)) {
+		char *log = tdh_read(t->c[FOR].log);
+		fail_msg("no answer to the %s report request; forensicd's log: %s", what, log ? log : "");
+	}
+}
+
+static int setup_defer(void **state)
+{
+	char script[1024];
+	tsync_node_options o;
+
+	(void)state;
+	site_up("forensic-defer", 6, things);
+	report_timeout_hour();
+	runs_path = tdh_path(t, "runs");
+	go_path = tdh_path(t, "report.go");
+	/* A run says it started, reads the report, and waits until told to
+	 * end: a kill of forensicd always finds it running. */
+	snprintf(script, sizeof(script),
+	         "echo $$ >> %s\ncat >/dev/null\nwhile [ ! -e %s ]; do sleep 0.05; done\necho reported\n",
+	         runs_path, go_path);
+	tdh_write(report_sh, script);
+	start_forensicd(true);
+	/* A day collected, to report on. */
+	set_clock(T0 + DAY + 1);
+	wait_collected("PI-A", "2026-06-11");
+	wait_collected("PI-B", "2026-06-11");
+	assert_int_equal(mkdir(t->c[ASK].state, 0700), 0);
+	tsync_node_options_init(&o);
+	o.site_path = t->c[ASK].conf;
+	o.controller = names[ASK];
+	o.state_dir = t->c[ASK].state;
+	o.log = harness_log;
+	assert_int_equal(tsync_node_new(&o, &asker), 0);
+	return 0;
+}
+
+static int teardown_defer(void **state)
+{
+	pid_t last = 0;
+
+	(void)state;
+	if (runs_path && runs_started(&last) > 0)
+		kill(-last, SIGKILL); /* a run a failed check left waiting */
+	tsync_node_free(asker);
+	asker = NULL;
+	tdh_fini(t);
+	free(t);
+	free(clock_path);
+	free(report_sh);
+	free(runs_path);
+	free(go_path);
+	return 0;
+}
+
+/*
+ * The mesh's report request is answered when report_command ends (a
+ * deferred answer), its "outcome unknown" on disk before the command
+ * starts. forensicd is killed -9 at a random moment of the command's run,
+ * and started again after a random pause (at times beyond down_after_ms):
+ * the asker's done is called once, with TSYNC_EPEER_RESTARTED, never a
+ * success; the repeats of the request that reached the new forensicd did
+ * not run the command again; and a new request runs it and is answered
+ * with its real outcome (and the first request still got one answer).
+ */
+static void test_deferred_kill9(void **state)
+{
+	const char *env = getenv("FORENSIC_DEFER_ROUNDS");
+	int rounds = env ? atoi(env) : 4;
+	unsigned seed = (unsigned)time(NULL);
+
+	(void)state;
+	printf("deferred kill rounds %d, seed %u\n", rounds, seed);
+	srand(seed);
+	for (int r = 0; r < rounds; r++) {
+		struct asked first = {0, 0, NULL}, fresh = {0, 0, NULL};
+		int before = runs_started(NULL), kill_ms = rand() % 800, down_ms = rand() % 2500;
+		pid_t orphan = 0, pid = 0;
+		json_t *ans, *rc_;
+
+		assert_int_equal(tsync_node_cmd(asker, "FOR", "forensics", "report", NULL, asked_done, &first), 0);
+		wait_run(before + 1);
+		/* It runs, and cannot end before the test says so. */
+		tsync_node_run_for(asker, kill_ms);
+		assert_int_equal(first.calls, 0);
+		tdh_kill9(t, FOR);
+		tsync_node_run_for(asker, down_ms);
+		start_forensicd(false);
+		wait_answer(&first, "first");
+		printf("round %d: killed %d ms into the run, down %d ms: answered %s\n", r, kill_ms, down_ms,
+		       tsync_strerror(first.status));
+		assert_int_equal(first.status, TSYNC_EPEER_RESTARTED);
+		assert_null(first.result);
+		/* Not run again by the repeats the new forensicd answered. */
+		assert_int_equal(runs_started(&orphan), before + 1);
+		/* The killed daemon's run still waits: gone now. */
+		assert_int_equal(kill(-orphan, SIGKILL), 0);
+
+		/* A new request runs the command, and is answered with its outcome. */
+		assert_int_equal(tsync_node_cmd(asker, "FOR", "forensics", "report", NULL, asked_done, &fresh), 0);
+		wait_run(before + 2);
+		tdh_write(go_path, "go\n");
+		wait_answer(&fresh, "new");
+		assert_int_equal(unlink(go_path), 0);
+		assert_int_equal(fresh.status, 0);
+		ans = json_loads(fresh.result ? fresh.result : "", 0, NULL);
+		assert_non_null(ans);
+		rc_ = json_object_get(ans, "report_command");
+		assert_true(json_is_true(json_object_get(rc_, "started")));
+		assert_true(json_is_true(json_object_get(rc_, "ok")));
+		assert_int_equal(num(rc_, "exit_status"), 0);
+		assert_non_null(strstr(json_string_value(json_object_get(rc_, "output")), "reported"));
+		json_decref(ans);
+		assert_int_equal(runs_started(&pid), before + 2);
+		assert_true(pid != orphan);
+		/* Each request answered once. */
+		assert_int_equal(first.calls, 1);
+		assert_int_equal(fresh.calls, 1);
+		free(first.result);
+		free(fresh.result);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -1249,6 +1447,12 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_e2e_pushd_kill9),
 	};
 
+	const struct CMUnitTest defer[] = {
+	    cmocka_unit_test(test_deferred_kill9),
+	};
+
+	if (argc > 1 && !strcmp(argv[1], "defer"))
+		return cmocka_run_group_tests(defer, setup_defer, teardown_defer);
 	if (argc > 1 && !strcmp(argv[1], "e2e"))
 		return cmocka_run_group_tests(e2e, setup_e2e, teardown_e2e);
 	return cmocka_run_group_tests(tests, setup, teardown);
