@@ -852,20 +852,20 @@ static void restore_cb(void *ud, const char *thing, uint64_t version, uint64_t b
 		log_warn(&n->log, "stored value of %s ignored: %s", thing, tsync_strerror(r));
 }
 
-static void restore_window_cb(void *ud, const char *sender, uint64_t ob, uint64_t top,
-                              const uint64_t bits[STORE_WINDOW_WORDS])
+static int restore_window_cb(void *ud, const char *sender, uint64_t ob, uint64_t top,
+                             const uint64_t bits[STORE_WINDOW_WORDS])
 {
 	struct tsync_node *n = ud;
 
-	sync__restore_window(n->eng, sender, ob, top, bits, STORE_WINDOW_WORDS);
+	return sync__restore_window(n->eng, sender, ob, top, bits, STORE_WINDOW_WORDS);
 }
 
-static void restore_answer_cb(void *ud, const char *sender, uint64_t ob, uint64_t id, const char *err,
-                              const char *res)
+static int restore_answer_cb(void *ud, const char *sender, uint64_t ob, uint64_t id, const char *err,
+                             const char *res)
 {
 	struct tsync_node *n = ud;
 
-	sync__restore_answer(n->eng, sender, ob, id, err, res);
+	return sync__restore_answer(n->eng, sender, ob, id, err, res);
 }
 
 static void resume_request_cb(void *ud, const struct store_request *q)

@@ -896,7 +896,7 @@ static int window_record(struct store *s, const MDB_val *key, const MDB_val *dat
 			goto bad;
 		for (size_t i = 0; i < STORE_WINDOW_WORDS; i++)
 			bits[i] = env__get_le64(d + 9 + 8 * i);
-		wl->wfn(wl->ud, wl->name.data, ob, env__get_le64(d + 1), bits);
+		return wl->wfn(wl->ud, wl->name.data, ob, env__get_le64(d + 1), bits);
 	} else {
 		uint32_t elen;
 		uint8_t flags;
@@ -911,10 +911,9 @@ static int window_record(struct store *s, const MDB_val *key, const MDB_val *dat
 			r = copy_z(&wl->res, d + 14 + elen, data->mv_size - 14 - elen);
 		if (r < 0)
 			return r;
-		wl->afn(wl->ud, wl->name.data, ob, env__get_le64(d + 1), flags & 1 ? wl->err.data : NULL,
-		        flags & 2 ? wl->res.data : NULL);
+		return wl->afn(wl->ud, wl->name.data, ob, env__get_le64(d + 1), flags & 1 ? wl->err.data : NULL,
+		               flags & 2 ? wl->res.data : NULL);
 	}
-	return 0;
 bad:
 	/* One unreadable record must not keep the controller from starting;
 	 * the window it belonged to is then less than it was, which the

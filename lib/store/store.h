@@ -109,10 +109,12 @@ int store__stage_answer(struct store *s, const char *sender, uint64_t origin_boo
 int store__stage_drop_window(struct store *s, const char *sender, uint64_t origin_boot);
 /* Calls wfn for every window and, after it, afn for each of its answers (err,
  * res NULL when absent); everything passed is borrowed for the call. */
-typedef void (*store_window_fn)(void *ud, const char *sender, uint64_t origin_boot, uint64_t top,
-                                const uint64_t bits[STORE_WINDOW_WORDS]);
-typedef void (*store_answer_fn)(void *ud, const char *sender, uint64_t origin_boot, uint64_t id,
-                                const char *err, const char *res);
+/* They return 0, or an error that stops the load (store__load_windows
+ * returns it): a window that cannot be restored must not be skipped. */
+typedef int (*store_window_fn)(void *ud, const char *sender, uint64_t origin_boot, uint64_t top,
+                               const uint64_t bits[STORE_WINDOW_WORDS]);
+typedef int (*store_answer_fn)(void *ud, const char *sender, uint64_t origin_boot, uint64_t id,
+                               const char *err, const char *res);
 int store__load_windows(struct store *s, store_window_fn wfn, store_answer_fn afn, void *ud);
 
 /* A request this controller sent and has no answer to yet. */

@@ -1200,26 +1200,40 @@ static struct sync_peer *peer_named(struct sync_engine *e, const char *name)
 	return peer_of_ctrl(e, c);
 }
 
-void sync__restore_window(struct sync_engine *e, const char *sender, uint64_t ob, uint64_t top,
-                          const uint64_t *bits, size_t n_words)
+int sync__restore_window(struct sync_engine *e, const char *sender, uint64_t ob, uint64_t top,
+                         const uint64_t *bits, size_t n_words)
 {
 	struct sync_peer *p = peer_named(e, sender);
 	struct dedup_win *w;
 
-	if (!p || !ob || n_words != ARRAY_SIZE(w->d.bits) || !(w = engine__window(e, p, ob)))
-		return;
-	w->d.top = top;
-	memcpy(w->d.bits, bits, sizeof(w->d.bits));
+	if (!p || !ob || n_words != ARRAY_SIZE(w->d.bits))
+		return 0;
+	w = engine__window(e, p, ob);
+	if (!w && !p->wins) {
+		/* Its windows could not be allocated (with them, NULL is a
+		 * boot older than every window kept: dropped, as when live). */
+		log_error(e->log, "out of memory restoring the window of %s's boot %llu", sender,
+		          (unsigned long long)ob);
+		return -ENOMEM;
+	}
+	if (w) {
+		w->d.top = top;
+		memcpy(w->d.bits, bits, sizeof(w->d.bits));
+	}
+	return 0;
 }
 
-void sync__restore_answer(struct sync_engine *e, const char *sender, uint64_t ob, uint64_t id,
-                          const char *err, const char *res)
+int sync__restore_answer(struct sync_engine *e, const char *sender, uint64_t ob, uint64_t id,
+                         const char *err, const char *res)
 {
 	struct sync_peer *p = peer_named(e, sender);
 	struct dedup_win *w = p ? engine__window_find(p, ob) : NULL;
 
-	if (w && dedup__remember(&w->d, id, err, res) < 0)
+	if (w && dedup__remember(&w->d, id, err, res) < 0) {
 		log_error(e->log, "out of memory restoring an answer to %s", sender);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 /* The commit failed: what received messages did since the last commit is

@@ -513,13 +513,15 @@ size_t sync__unsettled(const struct sync_engine *e);
  * envelopes say "dw". Before sync__start. */
 void sync__set_durable(struct sync_engine *e, bool durable);
 /* Before sync__start, from the store: a window of a sender (ignored if the
- * sender is not a peer) and an answer in it; a request of mine, resumed with
+ * sender is not a peer) and an answer in it, each 0 or -ENOMEM (logged: the
+ * node must not start without them, or it would run a repeat again or
+ * answer it "done"); a request of mine, resumed with
  * its (origin boot, id) and the callback it completes with (done NULL:
  * none); a set request of mine on a copy. */
-void sync__restore_window(struct sync_engine *e, const char *sender, uint64_t ob, uint64_t top,
-                          const uint64_t *bits, size_t n_words);
-void sync__restore_answer(struct sync_engine *e, const char *sender, uint64_t ob, uint64_t id,
-                          const char *err, const char *res);
+int sync__restore_window(struct sync_engine *e, const char *sender, uint64_t ob, uint64_t top,
+                         const uint64_t *bits, size_t n_words);
+int sync__restore_answer(struct sync_engine *e, const char *sender, uint64_t ob, uint64_t id,
+                         const char *err, const char *res);
 struct store_request; /* store/store.h: the record the engine reads, no LMDB in it */
 int sync__resume_request(struct sync_engine *e, const struct store_request *q, tsync_done_fn done, void *ud);
 int sync__resume_setreq(struct sync_engine *e, const char *thing, const tsync_value *to_be);

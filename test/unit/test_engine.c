@@ -426,13 +426,15 @@ static void ms_restore(struct simnode *sn)
 	}
 	for (size_t k = 0; k < MS_WINDOWS; k++)
 		if (m->win[k].used)
-			sync__restore_window(sn->e, m->win[k].sender, m->win[k].ob, m->win[k].top,
-			                     m->win[k].bits, SYNC_DEDUP_BITS / 64);
+			assert_int_equal(sync__restore_window(sn->e, m->win[k].sender, m->win[k].ob,
+			                                      m->win[k].top, m->win[k].bits, SYNC_DEDUP_BITS / 64),
+			                 0);
 	for (size_t k = 0; k < MS_ANSWERS; k++)
 		if (m->ans[k].used)
-			sync__restore_answer(sn->e, m->ans[k].sender, m->ans[k].ob, m->ans[k].id,
-			                     m->ans[k].has_err ? m->ans[k].err : NULL,
-			                     m->ans[k].has_res ? m->ans[k].res : NULL);
+			assert_int_equal(sync__restore_answer(sn->e, m->ans[k].sender, m->ans[k].ob, m->ans[k].id,
+			                                      m->ans[k].has_err ? m->ans[k].err : NULL,
+			                                      m->ans[k].has_res ? m->ans[k].res : NULL),
+			                 0);
 }
 
 static void node_start(struct sim *s, uint32_t ctrl)

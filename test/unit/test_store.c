@@ -677,8 +677,8 @@ struct win_seen {
 	bool ans_has_err[8], ans_has_res[8];
 };
 
-static void on_window(void *ud, const char *sender, uint64_t ob, uint64_t top,
-                      const uint64_t bits[STORE_WINDOW_WORDS])
+static int on_window(void *ud, const char *sender, uint64_t ob, uint64_t top,
+                     const uint64_t bits[STORE_WINDOW_WORDS])
 {
 	struct win_seen *w = ud;
 
@@ -687,10 +687,11 @@ static void on_window(void *ud, const char *sender, uint64_t ob, uint64_t top,
 	w->ob = ob;
 	w->top = top;
 	memcpy(w->bits, bits, sizeof(w->bits));
+	return 0;
 }
 
-static void on_answer(void *ud, const char *sender, uint64_t ob, uint64_t id, const char *err,
-                      const char *res)
+static int on_answer(void *ud, const char *sender, uint64_t ob, uint64_t id, const char *err,
+                     const char *res)
 {
 	struct win_seen *w = ud;
 	int i = w->answers++;
@@ -703,6 +704,49 @@ static void on_answer(void *ud, const char *sender, uint64_t ob, uint64_t id, co
 	w->ans_has_res[i] = res != NULL;
 	snprintf(w->ans_err[i], sizeof(w->ans_err[i]), "%s", err ? err : "");
 	snprintf(w->ans_res[i], sizeof(w->ans_res[i]), "%s", res ? res : "");
+	return 0;
+}
+
+static int window_enomem(void *ud, const char *sender, uint64_t ob, uint64_t top,
+                         const uint64_t bits[STORE_WINDOW_WORDS])
+{
+	(void)sender;
+	(void)ob;
+	(void)top;
+	(void)bits;
+	(*(int *)ud)++;
+	return -ENOMEM;
+}
+
+static int answer_never(void *ud, const char *sender, uint64_t ob, uint64_t id, const char *err,
+                        const char *res)
+{
+	(void)ud;
+	(void)sender;
+	(void)ob;
+	(void)id;
+	(void)err;
+	(void)res;
+	fail_msg("an answer loaded after its window failed");
+	return 0;
+}
+
+/* A window the loader cannot take stops the load with its error, which
+ * store__load_windows returns: it is not skipped. */
+static void test_window_load_error_stops(void **state)
+{
+	struct fixture *f = *state;
+	struct store *s = open_ok(f);
+	uint64_t bits[STORE_WINDOW_WORDS] = {1};
+	int calls = 0;
+
+	assert_int_equal(store__stage_window(s, "pi-a", 7, 3, bits), 0);
+	assert_int_equal(store__stage_answer(s, "pi-a", 7, 1, 1, "err_write_crash", NULL), 0);
+	assert_int_equal(store__stage_window(s, "pi-b", 8, 3, bits), 0);
+	assert_int_equal(store__commit(s), 0);
+	assert_int_equal(store__load_windows(s, window_enomem, answer_never, &calls), -ENOMEM);
+	assert_int_equal(calls, 1);
+	store__close(s);
 }
 
 static void test_windows_survive_reopen(void **state)
@@ -961,6 +1005,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_malformed_records_are_skipped, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_stage_during_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_windows_survive_reopen, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_window_load_error_stops, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_requests_survive_crash, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_commit_unsynced, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_setreqs_survive_reopen, setup, teardown),
