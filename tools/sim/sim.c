@@ -56,6 +56,10 @@
  * thousand nodes' fsyncs on one disk was seconds. */
 #define STALLS        1024
 #define STALL_SPAN_MS 60000 /* how far before a crash its stalls count */
+/* The most a stall may widen a crash's window: beyond it the check would
+ * excuse anything, so a restore that only a longer stall excuses is a
+ * failure, said as such (sim_restore_check()). */
+#define STALL_CAP_MS 15000
 
 struct opts {
 	uint32_t controllers, things_per, users_per, crashes;
@@ -88,12 +92,6 @@ struct ctl {
 	struct totals gone; /* counters of its previous, freed, incarnations */
 };
 
-/* A value an owner applied, when, as text. */
-struct applied {
-	int64_t at;
-	char text[48];
-};
-
 struct thing {
 	const char *name; /* borrowed from the site */
 	uint32_t owner;
@@ -104,7 +102,7 @@ struct thing {
 	tsync_value model; /* the owner's last applied value; strings owned */
 	/* The values the owner applied, newest last, as text: with group
 	 * commit, a crash may take back those of its last COMMIT_MS. */
-	struct applied hist[HISTORY];
+	struct sim_applied hist[HISTORY];
 	uint64_t n_hist; /* applied so far (the ring holds the last HISTORY) */
 };
 
@@ -141,6 +139,7 @@ struct sim {
 	int64_t stall_max;   /* µs, the longest of the workload */
 	int64_t lag_allowed; /* µs, the most a restore check allowed for stalls */
 	uint64_t restored_in_stall; /* restores only the stall's allowance let pass */
+	uint64_t restored_capped;   /* restores only a stall beyond STALL_CAP_MS would excuse */
 	uint64_t counter;    /* source of unique values */
 
 	/* results */
@@ -643,35 +642,6 @@ static void crash(struct sim *s, struct ctl *c, uint32_t down_ms)
 		s->down_max_s = down_ms / 1e3;
 }
 
-/* Whether `v` is a value the owner may hold after a crash at `crashed_at`:
- * one it applied in the group-commit window before the crash, or the one it
- * held when that window opened. The window is COMMIT_MS, the slack, and the
- * loop's longest stall before the crash (`lag`: the commit's timer waits
- * for the loop like every other). A value too old for the ring cannot be
- * checked, and passes. No value at all never passes: a thing's first value
- * is committed before it is sent (tsync_node_commit()), so an owner that had
- * one restarts with one, and its users follow it back to it. */
-static bool committed_before(const struct thing *th, const tsync_value *v, int64_t crashed_at, int64_t lag)
-{
-	int64_t opened = crashed_at - (int64_t)(COMMIT_MS + COMMIT_SLACK_MS) * 1000 - lag;
-	char text[48];
-
-	if (v->type == TSYNC_TYPE_NONE)
-		return false;
-
-	tsync_value_format(v, text, sizeof(text));
-	for (uint64_t k = th->n_hist; k > 0; k--) {
-		const struct applied *h = &th->hist[(k - 1) % HISTORY];
-		if (th->n_hist - k >= HISTORY)
-			return true;
-		if (!strcmp(h->text, text))
-			return true;
-		if (h->at < opened)
-			return false;
-	}
-	return false;
-}
-
 /* What the owner restored, against the values it applied before the crash
  * (newest first, with how long before the crash). */
 static void explain_restore(const struct thing *th, const tsync_value *v, int64_t crashed_at)
@@ -681,7 +651,7 @@ static void explain_restore(const struct thing *th, const tsync_value *v, int64_
 	tsync_value_format(v, text, sizeof(text));
 	fprintf(stderr, "  restored %s; applied before the crash, newest first:", text);
 	for (uint64_t k = th->n_hist; k > 0 && th->n_hist - k < HISTORY; k--) {
-		const struct applied *h = &th->hist[(k - 1) % HISTORY];
+		const struct sim_applied *h = &th->hist[(k - 1) % HISTORY];
 		fprintf(stderr, " %s (%.0f ms)", h->text, (double)(crashed_at - h->at) / 1e3);
 	}
 	fprintf(stderr, "\n");
@@ -699,30 +669,45 @@ static void restart(struct sim *s, struct ctl *c, bool faults)
 		if (s->o.state) {
 			/* Owned values outlive the process: the restored value must be
 			 * the last one this controller applied. */
-			if (tsync_node_get(c->node, th->name, &st) == 0 &&
-			    sim_value_same(&st.value, &th->model)) {
+			char text[48];
+			enum sim_restore verdict;
+			if (tsync_node_get(c->node, th->name, &st) < 0)
+				st.value.type = TSYNC_TYPE_NONE;
+			if (sim_value_same(&st.value, &th->model)) {
 				s->restored_ok++;
-			} else if (tsync_node_get(c->node, th->name, &st) == 0 &&
-			           committed_before(th, &st.value, c->crashed_at, c->crash_lag)) {
-				/* Lost with the group commit: it is the owner's
-				 * value from now on. */
+				continue;
+			}
+			tsync_value_format(&st.value, text, sizeof(text));
+			/* Lost with the group commit? Its window is COMMIT_MS, the
+			 * slack, and the loop's longest stall before the crash (the
+			 * commit's timer waits for the loop like every other), up
+			 * to STALL_CAP_MS. */
+			verdict = sim_restore_check(th->hist, HISTORY, th->n_hist,
+			                            st.value.type == TSYNC_TYPE_NONE ? NULL : text, c->crashed_at,
+			                            (int64_t)(COMMIT_MS + COMMIT_SLACK_MS) * 1000, c->crash_lag,
+			                            (int64_t)STALL_CAP_MS * 1000);
+			if (verdict == SIM_RESTORE_OLDER || verdict == SIM_RESTORE_IN_STALL) {
+				/* It is the owner's value from now on. */
 				s->restored_ok++;
-				if (!committed_before(th, &st.value, c->crashed_at, 0)) {
-					/* Older than the window on an idle loop. */
+				s->restored_older++;
+				if (verdict == SIM_RESTORE_IN_STALL) {
 					s->restored_in_stall++;
 					if (c->crash_lag > s->lag_allowed)
 						s->lag_allowed = c->crash_lag;
 				}
-				s->restored_older++;
 				value_set_model(&th->model, &st.value);
-			} else {
-				s->restore_bad++;
-				fprintf(stderr, "VIOLATION: %s restarted without its last value of %s\n",
-				        c->name, th->name);
-				explain_restore(th, &st.value, c->crashed_at);
-				fprintf(stderr, "  (the loop's longest stall in the %d s before the crash: %.0f ms)\n",
-				        STALL_SPAN_MS / 1000, (double)c->crash_lag / 1e3);
+				continue;
 			}
+			s->restore_bad++;
+			if (verdict == SIM_RESTORE_CAPPED)
+				s->restored_capped++;
+			fprintf(stderr, "VIOLATION: %s restarted without its last value of %s%s\n", c->name, th->name,
+			        verdict == SIM_RESTORE_CAPPED ? " (only the loop's stall beyond the cap excuses it)"
+			                                      : "");
+			explain_restore(th, &st.value, c->crashed_at);
+			fprintf(stderr,
+			        "  (the loop's longest stall in the %d s before the crash: %.0f ms; allowed up to %d ms)\n",
+			        STALL_SPAN_MS / 1000, (double)c->crash_lag / 1e3, STALL_CAP_MS);
 		} else {
 			/* In memory nothing survives; the controller reads its inputs
 			 * again, which the simulator models by setting the last value. */
@@ -1385,7 +1370,8 @@ int main(int argc, char **argv)
 		       ",\"retransmits\":%" PRIu64 ",\"datagrams_per_change\":%.3f,\"bytes_per_change\":%.1f"
 		       ",\"copies\":%" PRIu64 ",\"srtt_mean_ms\":%.3f,\"srtt_max_ms\":%.3f,\"cpu_s\":%.2f,"
 		       "\"max_rss_kb\":%ld,\"stall_max_ms\":%.1f,\"rss_before_nodes_kb\":%ld,\"rss_per_node_kb\":%.1f,\"startup_peer_down\":%" PRIu64
-		       ",\"peer_down\":%" PRIu64 ",\"violations\":%" PRIu64 ",\"verified\":%s}\n",
+		       ",\"peer_down\":%" PRIu64 ",\"restores_bad\":%" PRIu64 ",\"restores_capped\":%" PRIu64
+		       ",\"violations\":%" PRIu64 ",\"verified\":%s}\n",
 		       s->n_ctl, s->n_things, s->o.users_per, s->o.seconds, s->o.loss, s->o.dup, s->o.reorder,
 		       s->o.state ? "true" : "false", s->o.seed, startup_ms, created_ms, s->converged ? "true" : "false",
 		       converge_ms, changes, s->owner_sets, s->user_sets, rep.pulses, rep.acked, rep.unknown,
@@ -1394,7 +1380,7 @@ int main(int argc, char **argv)
 		       tot.retransmits, changes ? (double)tot.datagrams / (double)changes : 0,
 		       changes ? (double)tot.bytes / (double)changes : 0, s->copies, srtt_mean, srtt_max,
 		       cpu_s() - cpu0, vm_kb("VmHWM"), (double)s->stall_max / 1e3, rss0_kb,
-		       (double)(vm_kb("VmHWM") - rss0_kb) / s->n_ctl, startup_down, s->peer_down_events, s->violations, s->violations ? "false" : "true");
+		       (double)(vm_kb("VmHWM") - rss0_kb) / s->n_ctl, startup_down, s->peer_down_events, s->restore_bad, s->restored_capped, s->violations, s->violations ? "false" : "true");
 	} else {
 		printf("%-28s %.1f s; loss %g%%, duplicates %g%%, reordering %g%% (held up to %d ms); "
 		       "the loop's longest stall %.0f ms\n",
@@ -1418,6 +1404,9 @@ int main(int argc, char **argv)
 			printf("; owned values back after restart: %" PRIu64 "/%" PRIu64 " (%" PRIu64
 			       " from the commit window before the crash)",
 			       s->restored_ok, s->restored_ok + s->restore_bad, s->restored_older);
+		if (s->restored_capped)
+			printf("; %" PRIu64 " restores failed that only a stall beyond the cap of %d ms would excuse",
+			       s->restored_capped, STALL_CAP_MS);
 		printf("; %" PRIu64 " peer-down events\n", s->peer_down_events);
 		if (s->converged)
 			printf("%-28s %.1f ms: every node settled, %" PRIu64

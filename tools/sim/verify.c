@@ -374,3 +374,38 @@ bool sim_value_same(const tsync_value *a, const tsync_value *b)
 	}
 	return false;
 }
+
+/* Whether `text` is a value applied since `opened`, or the one held then. */
+static bool applied_since(const struct sim_applied *ring, size_t ring_len, uint64_t n, const char *text,
+                          int64_t opened)
+{
+	for (uint64_t k = n; k > 0; k--) {
+		const struct sim_applied *h = &ring[(k - 1) % ring_len];
+		if (n - k >= ring_len)
+			return true; /* beyond what the ring remembers */
+		if (!strcmp(h->text, text))
+			return true;
+		if (h->at < opened)
+			return false;
+	}
+	return false;
+}
+
+enum sim_restore sim_restore_check(const struct sim_applied *ring, size_t ring_len, uint64_t n,
+                                   const char *restored, int64_t crashed_at, int64_t window_us, int64_t lag_us,
+                                   int64_t cap_us)
+{
+	int64_t opened = crashed_at - window_us;
+
+	/* No value never passes: a thing's first value is committed before
+	 * it is sent, so an owner that had one restarts with one. */
+	if (!restored || !ring_len)
+		return SIM_RESTORE_BAD;
+	if (applied_since(ring, ring_len, n, restored, opened))
+		return SIM_RESTORE_OLDER;
+	if (lag_us > 0 && applied_since(ring, ring_len, n, restored, opened - (lag_us < cap_us ? lag_us : cap_us)))
+		return SIM_RESTORE_IN_STALL;
+	if (lag_us > cap_us && applied_since(ring, ring_len, n, restored, opened - lag_us))
+		return SIM_RESTORE_CAPPED;
+	return SIM_RESTORE_BAD;
+}

@@ -106,4 +106,35 @@ uint64_t sim_ledger_verify(const struct sim_ledger *l, struct sim_ledger_report 
 /* Whether two values are the same (type and content; strings by text). */
 bool sim_value_same(const tsync_value *a, const tsync_value *b);
 
+/*
+ * The group-commit check of an owned value restored after a crash that is
+ * not the last one its owner applied: the owner commits its values every
+ * period, so a crash may take back those of the last period. Every node
+ * shares the simulator's loop, whose stalls delay the commit's timer like
+ * every other event: the window is widened by the loop's longest stall
+ * before the crash, but by at most a cap, beyond which the check no longer
+ * checks anything.
+ */
+struct sim_applied {
+	int64_t at; /* µs */
+	char text[48];
+};
+
+enum sim_restore {
+	SIM_RESTORE_OLDER,    /* applied within the period (and slack) before the crash */
+	SIM_RESTORE_IN_STALL, /* ... only within the window the loop's stall widened */
+	SIM_RESTORE_CAPPED,   /* only a stall beyond the cap would excuse it: a failure */
+	SIM_RESTORE_BAD,      /* no value, or older than any stall would excuse: a failure */
+};
+
+/* Judges `restored` (the value as text; NULL: none) against what the owner
+ * applied: `ring` of ring_len values, n applied so far (the newest at
+ * (n - 1) % ring_len); the crash at crashed_at, window_us the period with
+ * its slack, lag_us the loop's longest stall before the crash, cap_us the
+ * most of it that may widen the window. A value too old for the ring
+ * cannot be checked, and is taken as SIM_RESTORE_OLDER. */
+enum sim_restore sim_restore_check(const struct sim_applied *ring, size_t ring_len, uint64_t n,
+                                   const char *restored, int64_t crashed_at, int64_t window_us, int64_t lag_us,
+                                   int64_t cap_us);
+
 #endif

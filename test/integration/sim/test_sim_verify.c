@@ -337,6 +337,43 @@ static void test_value_same(void **state)
 	assert_true(sim_value_same(&i1, &b1));
 }
 
+/* The group-commit check of restored values, with made-up stalls. The
+ * owner applied "1" at 0 s, "2" at 10 s, "3" at 20 s, and crashed at 22 s;
+ * the window is 6 s (a 5 s period and 1 s of slack), stalls count up to a
+ * cap of 15 s. */
+static void test_restore_window_and_stall_cap(void **state)
+{
+	const int64_t S = 1000000, crash = 22 * S, window = 6 * S, cap = 15 * S;
+	struct sim_applied ring[4] = {{0, "1"}, {10 * S, "2"}, {20 * S, "3"}, {0, ""}};
+
+	(void)state;
+	/* "2" was the value when the window opened (16 s): lost with the
+	 * commit, whatever the loop did. */
+	assert_int_equal(sim_restore_check(ring, 4, 3, "2", crash, window, 0, cap), SIM_RESTORE_OLDER);
+	assert_int_equal(sim_restore_check(ring, 4, 3, "3", crash, window, 0, cap), SIM_RESTORE_OLDER);
+	/* "1" was replaced 12 s before the crash: only a stall of more than
+	 * 6 s excuses it. */
+	assert_int_equal(sim_restore_check(ring, 4, 3, "1", crash, window, 0, cap), SIM_RESTORE_BAD);
+	assert_int_equal(sim_restore_check(ring, 4, 3, "1", crash, window, 5 * S, cap), SIM_RESTORE_BAD);
+	assert_int_equal(sim_restore_check(ring, 4, 3, "1", crash, window, 7 * S, cap), SIM_RESTORE_IN_STALL);
+	assert_int_equal(sim_restore_check(ring, 4, 3, "1", crash, window, cap, cap), SIM_RESTORE_IN_STALL);
+	/* Replaced 12 s before the crash, with a cap of 5 s: the stall of 7 s
+	 * would excuse it, the cap does not: a failure, said as capped. */
+	assert_int_equal(sim_restore_check(ring, 4, 3, "1", crash, window, 7 * S, 5 * S), SIM_RESTORE_CAPPED);
+	/* A stall of minutes excuses nothing beyond the cap; and a value
+	 * never applied, or none, is never excused. */
+	ring[0].at = -60 * S;
+	ring[1].at = -40 * S;
+	ring[2].at = -30 * S;
+	assert_int_equal(sim_restore_check(ring, 4, 3, "1", crash, window, 120 * S, cap), SIM_RESTORE_CAPPED);
+	assert_int_equal(sim_restore_check(ring, 4, 3, "2", crash, window, 120 * S, cap), SIM_RESTORE_CAPPED);
+	assert_int_equal(sim_restore_check(ring, 4, 3, "3", crash, window, 120 * S, cap), SIM_RESTORE_OLDER);
+	assert_int_equal(sim_restore_check(ring, 4, 3, "9", crash, window, 120 * S, cap), SIM_RESTORE_BAD);
+	assert_int_equal(sim_restore_check(ring, 4, 3, NULL, crash, window, 120 * S, cap), SIM_RESTORE_BAD);
+	/* Older than the ring remembers: cannot be checked, passes. */
+	assert_int_equal(sim_restore_check(ring, 2, 3, "1", crash, window, 0, cap), SIM_RESTORE_OLDER);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -360,6 +397,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_stray_acts_fail, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_withdrawn_acted_fails, setup, teardown),
 	    cmocka_unit_test(test_value_same),
+	    cmocka_unit_test(test_restore_window_and_stall_cap),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
