@@ -8,7 +8,9 @@
  * a batch is inserted and its commit waits for the disk. The loop's own
  * writes (alarms, pulls, an accepted stream) then wait for the worker's
  * transaction: SQLite's lock is not fair, so a connection kept waiting says
- * so (`sq_waiter`), and the worker lets it in before its next transaction.
+ * so (`sq_waiter`), and the worker lets it in before its next transaction:
+ * it waits until that connection has committed or rolled back (its hooks),
+ * given up, or closed.
  *
  * The stream's batches touch each thing's end of two indexes ((thing,
  * time_us) and the identity): a few hundred pages a commit, whatever the
@@ -20,6 +22,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,8 +52,14 @@ struct db_sqlite {
 /* How long a connection waits for another's write lock before the database counts as down. */
 #define SQ_BUSY_MS 2000
 
-/* The connection (of this process) that last waited for the write lock, or NULL. */
+/* The connection (of this process) that waits for the write lock, or NULL;
+ * cleared (under sq_mu, with sq_cv broadcast) when it is done waiting. */
 static _Atomic(const struct db_sqlite *) sq_waiter;
+static pthread_mutex_t sq_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t sq_cv = PTHREAD_COND_INITIALIZER;
+/* How long the worker waits for a waiter that does not come (a busy wait
+ * of a read, which ends without a commit): a give-up, not a pace. */
+#define SQ_HANDOFF_MS 100
 /* When a batch was last committed (util__now_us()), by any connection of this process. */
 static _Atomic uint64_t sq_committed_us;
 
@@ -60,23 +69,65 @@ static void sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
+/* Connection d no longer waits for the lock (it got it and its transaction
+ * ended, it gave up, or it closes): the worker may go on. */
+static void waiter_done(const struct db_sqlite *d)
+{
+	const struct db_sqlite *w = d;
+
+	if (atomic_load(&sq_waiter) != d)
+		return;
+	pthread_mutex_lock(&sq_mu);
+	if (atomic_compare_exchange_strong(&sq_waiter, &w, NULL))
+		pthread_cond_broadcast(&sq_cv);
+	pthread_mutex_unlock(&sq_mu);
+}
+
+static int commit_cb(void *ud)
+{
+	waiter_done(ud);
+	return 0; /* the commit goes on */
+}
+
+static void rollback_cb(void *ud)
+{
+	waiter_done(ud);
+}
+
 /* SQLite's busy handler: polls every millisecond, for at most SQ_BUSY_MS, and says it waits. */
 static int busy_cb(void *ud, int count)
 {
-	if (count >= SQ_BUSY_MS)
+	if (count >= SQ_BUSY_MS) {
+		waiter_done(ud);
 		return 0;
+	}
 	atomic_store(&sq_waiter, (const struct db_sqlite *)ud);
 	sleep_ms(1);
 	return 1;
 }
 
-/* Before a write transaction: another connection waited for the lock, so it goes first. */
+/* Before a write transaction: another connection waits for the lock, so it
+ * goes first; this one waits until its transaction has ended. */
 static void let_waiter_in(const struct db_sqlite *d)
 {
 	const struct db_sqlite *w = atomic_load(&sq_waiter);
+	struct timespec until;
 
-	if (w && w != d && atomic_compare_exchange_strong(&sq_waiter, &w, NULL))
-		sleep_ms(5);
+	if (!w || w == d)
+		return;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_nsec += SQ_HANDOFF_MS * 1000000L;
+	until.tv_sec += until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	pthread_mutex_lock(&sq_mu);
+	while ((w = atomic_load(&sq_waiter)) && w != d) {
+		if (pthread_cond_timedwait(&sq_cv, &sq_mu, &until) == ETIMEDOUT) {
+			/* It did not come: not waited for again. */
+			atomic_compare_exchange_strong(&sq_waiter, &w, NULL);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&sq_mu);
 }
 
 static const char sql_ins_m[] =
@@ -125,6 +176,7 @@ static void finalize_all(struct db_sqlite *d)
 	sqlite3_finalize(d->last_seq);
 	d->ins_m = d->ins_mn = d->ins_r = d->upd_src = d->put_alarm = NULL;
 	d->get_src = d->old_m = d->old_r = d->upd_stream = d->last_seq = NULL;
+	waiter_done(d);
 	if (d->h)
 		sqlite3_close_v2(d->h);
 	d->h = NULL;
@@ -339,6 +391,8 @@ static int sq_reconnect(struct db *db)
 		goto bad;
 	sqlite3_extended_result_codes(d->h, 1);
 	sqlite3_busy_handler(d->h, busy_cb, d);
+	sqlite3_commit_hook(d->h, commit_cb, d);
+	sqlite3_rollback_hook(d->h, rollback_cb, d);
 	if ((rc = exec(d, "PRAGMA journal_mode=WAL")) != SQLITE_OK ||
 	    (rc = exec(d, "PRAGMA synchronous=FULL")) != SQLITE_OK ||
 	    (rc = exec(d, SQ_PRAGMA_CACHE)) != SQLITE_OK ||
