@@ -1069,6 +1069,39 @@ static json_t *rows_once(json_t *rows)
 	return seen;
 }
 
+/* The collector does not get every cumul: what each stage says, for the
+ * next one to read (the rows per day, forensicd's and pushd's status, the
+ * end of each daemon's log), then the failure. */
+static void e2e_stalled(const struct range_want *w)
+{
+	json_t *per_day = json_object(), *row;
+	const char *const logs[] = {"FOR.log", "PUSH.log", "SRV.log"};
+	char *txt;
+	size_t i;
+
+	json_array_foreach(json_object_get(w->last, "cumuls"), i, row)
+	{
+		const char *day = json_string_value(json_object_get(row, "day"));
+		if (day)
+			json_object_set_new(per_day, day,
+			                    json_integer(json_integer_value(json_object_get(per_day, day)) + 1));
+	}
+	txt = json_dumps(per_day, JSON_COMPACT | JSON_SORT_KEYS);
+	fprintf(stderr, "collector rows per day: %s\n", txt ? txt : "?");
+	free(txt);
+	json_decref(per_day);
+	for (i = 0; i < 2; i++) {
+		char *body = NULL;
+		long code = tdh_http(t, i ? PUSH : FOR, "GET", i ? "/status" : "/v1/status", NULL, NULL, &body);
+		fprintf(stderr, "%s's status (%ld): %s\n", i ? "pushd" : "forensicd", code, body ? body : "");
+		free(body);
+	}
+	for (i = 0; i < sizeof(logs) / sizeof(logs[0]); i++)
+		harness_print_log(t->dir, logs[i]);
+	fail_msg("the collector has %zu cumuls, not %zu (see above)", json_array_size(json_object_get(w->last, "cumuls")),
+	         w->want);
+}
+
 static void test_e2e_collector_table(void **state)
 {
 	const int days = 6;
@@ -1095,10 +1128,8 @@ static void test_e2e_collector_table(void **state)
 	day_of(now_s, today);
 	wait_collected("PI-A", today);
 	wait_collected("PI-B", today);
-	if (!tdh_wait(collector_range_has, &w, TDH_WAIT_MS)) {
-		char *txt = json_dumps(w.last, JSON_INDENT(1));
-		fail_msg("the collector has not every cumul: %s", txt);
-	}
+	if (!tdh_wait(collector_range_has, &w, TDH_WAIT_MS))
+		e2e_stalled(&w);
 	seen = rows_once(json_object_get(w.last, "cumuls"));
 	assert_int_equal(json_object_size(seen), (size_t)days * E2E_THINGS);
 	/* A gauge of PI-B, asked in the second slice, held its initial value all day. */
