@@ -42,7 +42,7 @@ static void sodium_aead(uint8_t mac[16], const uint8_t key[32], const uint8_t no
 	unsigned long long maclen = 0;
 
 	/* The plaintext that encrypts to c is c xor the key stream. */
-	crypto_stream_chacha20_ietf_xor_ic(plain, c, clen, nonce, 1, key);
+	crypto_stream_chacha20_ietf_xor_ic(plain, clen ? c : plain, clen, nonce, 1, key);
 	crypto_aead_chacha20poly1305_ietf_encrypt_detached(again, mac, &maclen, plain, clen, ad, adlen, NULL, nonce,
 	                                                   key);
 	assert_int_equal(maclen, 16);
