@@ -30,7 +30,7 @@ int wire__tag_aead_verify(const uint8_t mac[TAG_MAC_BYTES], const uint8_t key[TA
  * the compiler has a 128-bit integer; the 32-bit one everywhere (the tests
  * check both; wire__tag_aead() takes the 64-bit one where it exists). */
 void wire__poly1305_32(uint8_t mac[TAG_MAC_BYTES], const uint8_t otk[32], const void *m, size_t len);
-#if defined(__SIZEOF_INT128__)
+#if defined(__SIZEOF_INT128__) && !defined(WIRE_TAG_ONLY_32) /* WIRE_TAG_ONLY_32: as on 32-bit targets */
 #define WIRE_POLY1305_64 1
 void wire__poly1305_64(uint8_t mac[TAG_MAC_BYTES], const uint8_t otk[32], const void *m, size_t len);
 #endif
