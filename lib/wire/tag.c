@@ -10,25 +10,28 @@
  * ones libsodium's crypto_aead_chacha20poly1305_ietf_encrypt_detached()
  * gives, "v":3 unchanged.
  *
- * Why by hand: a datagram of the round trip is 150-200 bytes, and for that
- * size libsodium's AEAD call cost about 2,640 instructions a tag (callgrind,
- * BENCHMARKS.md "Session 11: round trip"), 45 % of each side's round trip:
- * its Poly1305 is the SSE2 one set up for long messages (powers of r, two
- * blocks a step, a buffer), reached through eight update calls for the
- * padding and lengths. Plain scalar Poly1305 on the padded blocks in place
- * costs a fraction of that: two 64-bit limbs and 128-bit products where the
- * compiler has them (as OpenSSL's scalar code), five 26-bit limbs with
- * 64-bit products otherwise (poly1305-donna-32, as on the Pi's 32-bit ARM). The ChaCha20 block stays
- * libsodium's (crypto_stream_chacha20_ietf(), vectorised), as do the key
- * derivation, HChaCha20 and the random nonce prefixes (auth.c).
+ * Why by hand: a datagram of the round trip is 110-200 bytes of JSON, and
+ * for that size libsodium's AEAD call cost about 2,670 instructions a tag
+ * (callgrind), 45 % of each side's round trip: its Poly1305 is the SSE2 one
+ * set up for long messages (powers of r, two blocks a step, a buffer),
+ * reached through eight update calls for the padding and lengths. Plain
+ * scalar Poly1305 on the padded blocks in place costs 1,600 for 170 bytes
+ * (BENCHMARKS.md "Session 11: round trip"): two 64-bit limbs and 128-bit
+ * products where the compiler has them (as OpenSSL's scalar code), five
+ * 26-bit limbs with 64-bit products otherwise (poly1305-donna-32, as on the
+ * Pi's 32-bit ARM). The ChaCha20 block stays libsodium's
+ * (crypto_stream_chacha20_ietf(), vectorised), as do the key derivation,
+ * HChaCha20 and the random nonce prefixes (auth.c).
  *
  * How it is checked: test_wire_tag compares every tag with libsodium's for
  * random keys and nonces, every length 0..300 and random ones to 2,000,
  * both Poly1305 variants with crypto_onetimeauth_poly1305(), and the RFC
- * 8439 vectors (2.5.2, 2.6.2, 2.8.2, A.3); fuzz_wire_tag does the same on
- * the fuzzer's inputs. Branches and memory accesses depend on lengths only,
- * never on the key or the data; a tag is checked with crypto_verify_16();
- * the one-time key and the state are wiped after use.
+ * 8439 vectors (2.5.2, 2.6.2, 2.8.2, A.3); test_wire_tag_32 runs it with
+ * only the 26-bit limbs, as a 32-bit target builds this file; fuzz_wire_tag
+ * does the same on the fuzzer's inputs. Branches and memory accesses
+ * depend on lengths only, never on the key or the data; a tag is checked
+ * with crypto_verify_16(); the one-time key and the state are wiped after
+ * use.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
