@@ -282,6 +282,8 @@ static void slot_dirty(struct sync_engine *e, struct sync_peer *p, uint32_t k)
 		p->out[k].listed = true;
 		p->dirty[p->n_dirty++] = k;
 	}
+	p->sets_unsent = true;
+	p->acked_below = 0;
 	engine__want(e, p, FLUSH_NEW);
 }
 
@@ -1330,11 +1332,16 @@ void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level l
 
 bool engine__pending(struct sync_engine *e, struct sync_peer *p)
 {
-	for (size_t k = 0; k < p->n_dirty; k++) {
+	/* Acknowledgements come in the order the sets went: the walk goes on
+	 * where the last one found the first unacknowledged set. */
+	for (size_t k = p->acked_below; k < p->n_dirty; k++) {
 		const struct out_slot *s = &p->out[p->dirty[k]];
-		if (s->acked_ver < e->things[s->thing].ver)
+		if (s->acked_ver < e->things[s->thing].ver) {
+			p->acked_below = k;
 			return true;
+		}
 	}
+	p->acked_below = p->n_dirty;
 	for (size_t k = 0; k < p->n_inq; k++)
 		if (e->things[p->inq[k]].ask_pending || e->things[p->inq[k]].req_pending)
 			return true;
@@ -1575,6 +1582,12 @@ static void flush_sets(struct flush *f)
 	size_t keep = 0, k;
 	struct wire_msg m;
 
+	/* Nothing new since the last walk, and nothing overdue asked for:
+	 * what is on the list was sent, and waits for its acknowledgement. */
+	if (f->level == FLUSH_NEW && !p->sets_unsent)
+		return;
+	p->sets_unsent = false;
+	p->acked_below = 0;
 	/* What every set has; the loop fills in the rest. */
 	memset(&m, 0, sizeof(m));
 	m.type = WIRE_T_IO;
@@ -1591,13 +1604,19 @@ static void flush_sets(struct flush *f)
 			continue;
 		}
 		p->dirty[keep++] = si;
-		if (!(s->sent_ver < rt->ver || due(f, s->sent_us)) || f->full)
+		if (!(s->sent_ver < rt->ver || due(f, s->sent_us)))
 			continue;
+		if (f->full) {
+			p->sets_unsent = true; /* the next flush goes on */
+			continue;
+		}
 		m.io = e->site->things[s->thing].name;
 		m.val = rt->val;
 		m.ver = rt->ver;
-		if (!shared_add(f, s->thing, &m))
+		if (!shared_add(f, s->thing, &m)) {
+			p->sets_unsent = true;
 			continue;
+		}
 		/* A user that acknowledges by datagram names this one. */
 		if (f->added && !p->seed)
 			(void)ack__record(p, p->tx_seq, si, rt->ver);

@@ -301,6 +301,16 @@ struct sync_peer {
 	size_t n_out;
 	uint32_t *dirty; /* indexes into out[] that may be pending */
 	size_t n_dirty;
+	/* A set on the list may be unsent: a new version (slot_dirty), or a
+	 * flush that stopped at its budget. Without one, a flush at
+	 * FLUSH_NEW (an acknowledgement came) has no set to send and does not
+	 * walk the list, which a round of a thousand sets to a user walked
+	 * again at each of its acks. */
+	bool sets_unsent;
+	/* dirty[0 .. acked_below) were acknowledged when engine__pending()
+	 * last looked: it goes on from there. A new version of any (slot_dirty)
+	 * and the walk that compacts the list start it at 0 again. */
+	size_t acked_below;
 	uint32_t *inq; /* things it owns with an ask or request pending */
 	size_t n_inq;
 	size_t cap_inq;

@@ -22,6 +22,7 @@
  * rare and off the hot path; io messages never allocate.
  * SPDX-License-Identifier: MIT
  */
+#include <endian.h>
 #include <errno.h>
 #include <locale.h>
 #include <math.h>
@@ -695,26 +696,79 @@ static void decode_msg(const struct wire_codec *c, const struct jv *f, struct wi
 		m->err = f[M_ERR].s;
 }
 
+/* The digits that begin the 8 bytes x (little-endian, the text's first
+ * byte lowest): how many (0-8). A byte is a digit when its high nibble is 3
+ * and adding 6 leaves it so. The additions carry into the next byte only
+ * from a byte of 0xfa or more, which is no digit: the bytes before the first
+ * that is not one are read exactly. */
+static inline unsigned swar_digits(uint64_t x)
+{
+	const uint64_t hi = 0xF0F0F0F0F0F0F0F0ull, threes = 0x3030303030303030ull;
+	uint64_t nd = ((x & hi) ^ threes) | (((x + 0x0606060606060606ull) & hi) ^ threes);
+
+	return nd ? (unsigned)__builtin_ctzll(nd) / 8u : 8u;
+}
+
+/* The value of the first n (1-8) digits of x, as swar_digits() found them:
+ * the digits moved to the top (the bytes shifted in are zeros, leading
+ * zeros of the number), then pairs, quads and the eight combined with three
+ * multiplications. */
+static inline uint64_t swar_value(uint64_t x, unsigned n)
+{
+	x -= 0x3030303030303030ull; /* no borrow out of the n digits, the lowest bytes */
+	x <<= 8 * (8 - n);
+	x = x * 10 + (x >> 8);
+	return (((x & 0x000000FF000000FFull) * (100 + (1000000ull << 32))) +
+	        (((x >> 16) & 0x000000FF000000FFull) * (1 + (10000ull << 32)))) >>
+	       32;
+}
+
+static const uint64_t pow10_8[9] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+
 /* A JSON integer at s that parse_number() reads as JK_INT: its value in
- * *v and the byte after it, or NULL (then parse_number() decides). */
+ * *v and the byte after it, or NULL (then parse_number() decides). Up to 15
+ * digits are read 8 bytes at a time (the decoder's text has 8 bytes of room
+ * after its final NUL, and a read goes past the NUL only by what an 8-byte
+ * load starting at or before it takes); longer ones digit by digit, with
+ * util__digits_value()'s check of the limit. */
 static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
 {
 	const char *q = s, *d;
 	bool neg = *q == '-';
-	uint64_t acc;
+	uint64_t acc, x;
+	unsigned n;
 
 	if (neg && !allow_neg)
 		return NULL;
 	q += neg;
-	if (*q == '0' ? is_digit(q[1]) : !is_digit(*q))
+	memcpy(&x, q, 8);
+	x = le64toh(x);
+	n = swar_digits(x);
+	if (n == 0 || (*q == '0' && n > 1))
 		return NULL;
-	d = q;
-	while (is_digit(*q))
-		q++;
-	if (!util__digits_value(d, q, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &acc))
-		return NULL;
+	acc = swar_value(x, n);
+	if (n == 8) {
+		unsigned m;
+		memcpy(&x, q + 8, 8);
+		x = le64toh(x);
+		m = swar_digits(x);
+		if (m == 8) {
+			/* 16 digits or more: the careful way. */
+			d = q;
+			q += 16;
+			while (is_digit(*q))
+				q++;
+			if (!util__digits_value(d, q, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &acc))
+				return NULL;
+			*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+			return q;
+		}
+		if (m)
+			acc = acc * pow10_8[m] + swar_value(x, m);
+		n += m;
+	}
 	*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
-	return q;
+	return q + n;
 }
 
 /* Whether the n (>= 8) bytes at a are b's, by 8 at a time (the last 8
@@ -1010,8 +1064,9 @@ static struct wire_decoder *decoder_alloc(const struct wire_codec *c, size_t len
 
 	while (slots < 2 * keys)
 		slots *= 2;
+	/* The text last, with 8 bytes of room after its NUL for fast_int(). */
 	sz = sizeof(struct wire_decoder) + msgs * sizeof(struct wire_msg) + msgs * sizeof(uint32_t[2]) +
-	     keys * sizeof(struct dkey) + slots * sizeof(struct kslot) + len + 1;
+	     keys * sizeof(struct dkey) + slots * sizeof(struct kslot) + len + 1 + 8;
 	/* Zeroed (every slot empty) without touching it: a big max_datagram
 	 * costs address space, and memory only as far as datagrams go. */
 	d = calloc(1, sz);

@@ -1059,6 +1059,55 @@ static void test_numbers_text(void **state)
 	}
 }
 
+/* The reader takes integers 8 bytes at a time: every byte after numbers of
+ * 1 to 20 digits (within a word, at its end, across two, past the 15 it
+ * reads that way) ends the number or continues it exactly as JSON says.
+ * Whitespace is JSON's, so the general reader accepts it; a digit makes the
+ * number longer; anything else there is malformed. */
+static void test_int_reader_bytes(void **state)
+{
+	static const char digits[] = "12345678901234567890";
+	struct wire_codec c = plain_codec();
+	char text[256];
+
+	(void)state;
+	for (int n = 1; n <= 20; n++) {
+		for (int b = 1; b < 256; b++) {
+			struct wire_datagram dg;
+			tsync_reject rej;
+			bool ws = b == ' ' || b == '\t' || b == '\n' || b == '\r';
+			bool digit = b >= '0' && b <= '9';
+			int len = snprintf(text, sizeof(text),
+			                   "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[{\"type\":\"io\","
+			                   "\"cmd\":\"set\",\"io\":\"t\",\"val\":%.*s%c,\"ver\":%.*s%c}]}",
+			                   n, digits, b, n, digits, b);
+			long long want = 0;
+			uint64_t wantv = 0;
+			int total = n + digit;
+			int r = wire__decode(&c, text, (size_t)len, &dg, &rej);
+			for (int i = 0; i < total && i < 19; i++) {
+				int d = i < n ? digits[i] - '0' : b - '0';
+				want = want * 10 + d;
+				wantv = wantv * 10 + (uint64_t)d;
+			}
+			if (!(ws || digit) || total > 19) {
+				/* Malformed, or a value past int64 (refused as such). */
+				if (r == 0) {
+					assert_true(total > 19 && dg.n_msgs == 1 && dg.msgs[0].bad);
+					wire__datagram_release(&dg);
+				}
+				continue;
+			}
+			assert_int_equal(r, 0);
+			assert_int_equal(dg.n_msgs, 1);
+			assert_false(dg.msgs[0].bad);
+			assert_true(dg.msgs[0].val.type == TSYNC_TYPE_INT && dg.msgs[0].val.u.i == want);
+			assert_true(dg.msgs[0].has_ver && dg.msgs[0].ver == wantv);
+			wire__datagram_release(&dg);
+		}
+	}
+}
+
 /* Every byte of ASCII in a set's name, the fast writer's and the general
  * one's choice alike: as it is, or escaped as JSON wants. */
 static void test_name_bytes_text(void **state)
@@ -1945,6 +1994,7 @@ int main(void)
 	    cmocka_unit_test(test_acks_in_envelope),
 	    cmocka_unit_test(test_batch_messages_text),
 	    cmocka_unit_test(test_numbers_text),
+	    cmocka_unit_test(test_int_reader_bytes),
 	    cmocka_unit_test(test_name_bytes_text),
 	    cmocka_unit_test(test_batch_messages_read),
 	    cmocka_unit_test(test_full_datagram_fits),
