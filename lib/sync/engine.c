@@ -111,6 +111,7 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	e->flushq = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->flushq));
 	e->hb_peers = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->hb_peers));
 	e->rx_sets = calloc(site->max_msgs ? site->max_msgs : 1, sizeof(*e->rx_sets));
+	e->rx_last = UINT32_MAX;
 	if (!e->things || !e->peers || !e->flushq || !e->hb_peers || !e->rx_sets)
 		goto fail;
 	e->n_peers = e->plan->n_peers;
@@ -217,6 +218,7 @@ void sync__free(struct sync_engine *e)
 	free(e->hb_peers);
 	free(e->win_peers);
 	free(e->rx_sets);
+	free(e->rx_next);
 	wire__writer_free(&e->writer);
 	wire__decoder_free(e->decoder);
 	wire__auth_free(e->auth);

@@ -477,6 +477,13 @@ struct sync_engine {
 	bool rx_uncovered; /* a set left me holding an older version */
 	uint32_t *rx_sets;
 	size_t n_rx_sets;
+	/* The names of a batch come in the order its sender's sets went, and a
+	 * round of them in the order of the round before: rx_next[t] is the
+	 * thing whose name followed t's the last time (by site index, allocated
+	 * at the first name looked up), rx_last the last thing named. The
+	 * guess is checked by its name, then the index decides (input.c). */
+	uint32_t *rx_next;
+	uint32_t rx_last;
 	uint64_t heartbeat_us; /* site heartbeat_ms (0: off) */
 	uint64_t silent_us;    /* a heartbeat peer heard from for this long is down */
 };

@@ -2160,6 +2160,51 @@ static void test_sets_beyond_one_flush(void **state)
 	free(body);
 }
 
+/* A user guesses the thing of each name in a batch from the order of the
+ * batch before (input.c, thing_named()): rounds in changing orders (the
+ * same, shuffled, reversed, a few things only) still put every value on its
+ * own thing at every user. */
+static void test_names_in_any_order(void **state)
+{
+	enum { N = 300 };
+	char *body = batch_site(N);
+	struct sim *s = sim_new(body, true, 14);
+	uint32_t order[N];
+
+	(void)state;
+	assert_true(sim_settle(s, 10000000));
+	for (int r = 1; r <= 8; r++) {
+		int n = r == 7 ? 5 : N;
+		for (int i = 0; i < N; i++)
+			order[i] = (uint32_t)i;
+		if (r % 3 == 0) {
+			for (int i = N - 1; i > 0; i--) { /* shuffled */
+				uint32_t j = (uint32_t)(prng__next(&s->prng) % (uint64_t)(i + 1)), x = order[i];
+				order[i] = order[j];
+				order[j] = x;
+			}
+		} else if (r % 3 == 2) {
+			for (int i = 0; i < N; i++) /* reversed */
+				order[i] = (uint32_t)(N - 1 - i);
+		}
+		for (int i = 0; i < n; i++) {
+			char name[16];
+			tsync_value v = tsync_int(r * 100000 + (int)order[i]);
+			snprintf(name, sizeof(name), "t%u", order[i]);
+			assert_int_equal(sync__set(s->n[0].e, name, &v, s->now), 0);
+		}
+		assert_true(sim_settle(s, 60000000));
+		for (uint32_t c = 1; c <= 2; c++)
+			for (int i = 0; i < n; i++) {
+				char name[16];
+				snprintf(name, sizeof(name), "t%u", order[i]);
+				assert_int_equal(get(s, c, name).u.i, r * 100000 + (int)order[i]);
+			}
+	}
+	sim_free(s);
+	free(body);
+}
+
 /* Captured datagrams from `from` that contain `what`, each counted as often
  * as it occurs. */
 static size_t captured_count(struct sim *s, uint32_t from, const char *what)
@@ -2431,6 +2476,7 @@ int main(void)
 	    cmocka_unit_test(test_acks_by_datagram),
 	    cmocka_unit_test(test_acks_by_datagram_under_loss),
 	    cmocka_unit_test(test_sets_beyond_one_flush),
+	    cmocka_unit_test(test_names_in_any_order),
 	    cmocka_unit_test(test_deferred_answer_exactly_once),
 	    cmocka_unit_test(test_deferred_restart),
 	    cmocka_unit_test(test_shared_set_bytes),
