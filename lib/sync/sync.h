@@ -637,12 +637,26 @@ const char *input__err_of_status(int status);
  * every set of p's datagram `seq` (false if the envelope has no room left:
  * then each set is answered by a reply); forgets what p's earlier boot sent
  * or what I held (ack__reset). */
-int ack__record(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t ver);
+int ack__record_first(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t ver);
 void ack__take(struct sync_engine *e, struct sync_peer *p, uint64_t first, uint64_t last);
 bool ack__note(const struct sync_engine *e, struct sync_peer *p, uint64_t seq);
 uint32_t ack__ranges(const struct tsync_site *site, uint32_t me);
 void ack__reset(struct sync_peer *p);
 void ack__free(struct sync_peer *p);
+
+/* Notes the set of out[slot] at version ver in my datagram seq: a write to
+ * the ring, inline (the owner of a batch records every set it sends); the
+ * first, which allocates the ring, in ack.c. 0, or -ENOMEM. */
+static inline int ack__record(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t ver)
+{
+	if (!p->sent_mask)
+		return ack__record_first(p, seq, slot, ver);
+	p->sent[p->sent_head & p->sent_mask] = (struct sent_set){seq, ver, slot};
+	p->sent_head++;
+	if (p->sent_head - p->sent_tail > (uint64_t)p->sent_mask + 1)
+		p->sent_tail = p->sent_head - p->sent_mask - 1;
+	return 0;
+}
 /* The level a refusal for `why` is logged at (routine ones at debug). */
 tsync_log_level input__reject_level(tsync_reject why);
 
