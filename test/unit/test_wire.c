@@ -860,6 +860,63 @@ static void test_full_datagram_fits(void **state)
 	}
 }
 
+/* Sets only (the writer's short way, which knows a set's length before it
+ * writes it): at every max_datagram, byte by byte, a datagram takes sets
+ * until the next one truly does not fit, whatever the lengths of their
+ * numbers, and not one fewer. */
+static void test_sets_fill_exactly(void **state)
+{
+	static const int64_t vals[] = {0, -1, 7, 12345678, -98765432101, 99, 100, INT64_MIN, INT64_MAX};
+	static const uint64_t vers[] = {1, 10, 999999, 1000000, 123456789012345678ull, 9};
+	struct wire_env env = env_of("controller-7", 12, 345);
+	enum { K = 11 };
+	struct wire_msg m[K];
+	char names[K][8];
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len, cost;
+	int r;
+
+	(void)state;
+	for (int k = 0; k < K; k++) {
+		snprintf(names[k], sizeof(names[k]), "t%d", k * 37);
+		m[k] = io_msg(k == 4 ? WIRE_OP_REPLY : WIRE_OP_SET, names[k]);
+		m[k].has_val = m[k].has_ver = true;
+		m[k].val = k == 3 ? tsync_bool(true) : tsync_int(vals[k % 9]);
+		m[k].ver = vers[k % 6];
+	}
+	for (int keyed = 0; keyed < 2; keyed++) {
+		for (uint32_t max = 110; max <= 700; max++) {
+			struct wire_codec c = keyed ? keyed_codec(key_a) : plain_codec();
+			size_t i = 0;
+
+			c.max_datagram = max;
+			wire__writer_init(&w, &c);
+			assert_int_equal(wire__begin(&w, &env), 0);
+			while ((r = wire__add(&w, &m[i % K])) == 0)
+				i++;
+			assert_int_equal(r, -EMSGSIZE);
+			cost = msg_cost(&c, &env, &m[i % K]) - (w.n_msgs == 0);
+			assert_true(w.b.len + cost + 2 + (keyed ? WIRE_TAG_BYTES : 0) > max);
+			assert_int_equal(wire__finish(&w, &out, &len), 0);
+			assert_true(len <= max);
+			assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+			assert_int_equal(dg.n_msgs, i);
+			for (size_t j = 0; j < i; j++) {
+				assert_string_equal(dg.msgs[j].io, names[j % K]);
+				assert_true(dg.msgs[j].ver == m[j % K].ver);
+				/* A bool goes as 1 or 0, read back as the integer. */
+				int64_t want = m[j % K].val.type == TSYNC_TYPE_BOOL ? m[j % K].val.u.b : m[j % K].val.u.i;
+				assert_true(dg.msgs[j].val.type == TSYNC_TYPE_INT && dg.msgs[j].val.u.i == want);
+			}
+			wire__datagram_release(&dg);
+			wire__writer_free(&w);
+		}
+	}
+}
+
 /* "ack" in the envelope: written and read as pairs, offered even empty,
  * refused when it is anything but pairs of integers 1 <= first <= last (at
  * most WIRE_ACK_RANGES of them). */
@@ -1998,6 +2055,7 @@ int main(void)
 	    cmocka_unit_test(test_name_bytes_text),
 	    cmocka_unit_test(test_batch_messages_read),
 	    cmocka_unit_test(test_full_datagram_fits),
+	    cmocka_unit_test(test_sets_fill_exactly),
 	    cmocka_unit_test(test_writer_max_msgs),
 	    cmocka_unit_test(test_add_raw_same_bytes),
 	    cmocka_unit_test(test_oversize_datagram),
