@@ -111,7 +111,7 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	e->flushq = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->flushq));
 	e->hb_peers = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->hb_peers));
 	e->rx_sets = calloc(site->max_msgs ? site->max_msgs : 1, sizeof(*e->rx_sets));
-	e->rx_last = UINT32_MAX;
+	e->rx_names.last = e->set_names.last = UINT32_MAX;
 	if (!e->things || !e->peers || !e->flushq || !e->hb_peers || !e->rx_sets)
 		goto fail;
 	e->n_peers = e->plan->n_peers;
@@ -218,7 +218,8 @@ void sync__free(struct sync_engine *e)
 	free(e->hb_peers);
 	free(e->win_peers);
 	free(e->rx_sets);
-	free(e->rx_next);
+	free(e->rx_names.next);
+	free(e->set_names.next);
 	wire__writer_free(&e->writer);
 	wire__decoder_free(e->decoder);
 	wire__auth_free(e->auth);
@@ -398,9 +399,38 @@ void sync__start(struct sync_engine *e, uint64_t now)
 
 /* --- the node API, engine side ---------------------------------------------- */
 
-static int find_thing(struct sync_engine *e, const char *name, uint32_t *t)
+/* One strcmp() when the guess is right (the thing that followed the last
+ * one the last time), a wrong one costs one strcmp() more than the index. */
+int engine__thing_named(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t)
 {
-	if (!name || name_index__get(&e->site->thing_ix, name, t) < 0)
+	const struct tsync_site *site = e->site;
+	uint32_t guess = UINT32_MAX;
+
+	if (!name)
+		return -ENOENT;
+	if (h->next && h->last < site->n_things)
+		guess = h->next[h->last];
+	if (guess < site->n_things && !strcmp(site->things[guess].name, name)) {
+		*t = guess;
+	} else {
+		if (name_index__get(&site->thing_ix, name, t) < 0)
+			return -ENOENT;
+		if (!h->next && site->n_things) {
+			h->next = malloc(site->n_things * sizeof(*h->next));
+			if (h->next)
+				memset(h->next, 0xff, site->n_things * sizeof(*h->next));
+		}
+		if (h->next && h->last < site->n_things)
+			h->next[h->last] = *t;
+	}
+	h->last = *t;
+	return 0;
+}
+
+/* h: the hint of a caller that names things in loops (sync__set()), or NULL. */
+static int find_thing(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t)
+{
+	if (h ? engine__thing_named(e, h, name, t) < 0 : !name || name_index__get(&e->site->thing_ix, name, t) < 0)
 		return TSYNC_EUNKNOWN_THING;
 	if (e->things[*t].role == THING_NONE)
 		return TSYNC_ENOT_USED;
@@ -424,7 +454,7 @@ int sync__set(struct sync_engine *e, const char *thing, const tsync_value *v, ui
 	int r;
 
 	e->now = now;
-	r = find_thing(e, thing, &t);
+	r = find_thing(e, &e->set_names, thing, &t);
 	if (r < 0)
 		return r;
 	if (!v)
@@ -470,7 +500,7 @@ int sync__resume_setreq(struct sync_engine *e, const char *thing, const tsync_va
 {
 	uint32_t t;
 
-	if (find_thing(e, thing, &t) < 0 || e->things[t].role != THING_USED)
+	if (find_thing(e, NULL, thing, &t) < 0 || e->things[t].role != THING_USED)
 		return TSYNC_ENOT_USED;
 	return sync__set(e, thing, to_be, e->now);
 }
@@ -479,7 +509,7 @@ int sync__get(struct sync_engine *e, const char *thing, tsync_thing_state *out)
 {
 	struct thing_rt *rt;
 	uint32_t t;
-	int r = find_thing(e, thing, &t);
+	int r = find_thing(e, NULL, thing, &t);
 
 	if (r < 0)
 		return r;
@@ -523,7 +553,7 @@ void engine__set_acked(struct sync_engine *e, struct out_slot *s, uint64_t ver)
 int sync__ask(struct sync_engine *e, const char *thing, uint64_t now)
 {
 	uint32_t t;
-	int r = find_thing(e, thing, &t);
+	int r = find_thing(e, NULL, thing, &t);
 
 	e->now = now;
 	if (r < 0)
@@ -724,7 +754,7 @@ int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, 
 	int r;
 
 	e->now = now;
-	r = find_thing(e, thing, &t);
+	r = find_thing(e, NULL, thing, &t);
 	if (r < 0)
 		return r;
 	th = &e->site->things[t];

@@ -278,36 +278,6 @@ static struct out_slot *out_slot_of(struct sync_peer *p, uint32_t t)
 	return lo > 0 && p->out[lo - 1].thing == t ? &p->out[lo - 1] : NULL;
 }
 
-/* The site index of the thing a message names: the one that followed the
- * thing named before it the last time, if the name is its (one strcmp()),
- * the name index's answer otherwise (a hash and a strcmp()), which is then
- * remembered as the successor. A wrong guess costs one strcmp(). */
-static int thing_named(struct sync_engine *e, const char *name, uint32_t *t)
-{
-	const struct tsync_site *site = e->site;
-	uint32_t guess = UINT32_MAX;
-
-	if (!name)
-		return -ENOENT;
-	if (e->rx_next && e->rx_last < site->n_things)
-		guess = e->rx_next[e->rx_last];
-	if (guess < site->n_things && !strcmp(site->things[guess].name, name)) {
-		*t = guess;
-	} else {
-		if (name_index__get(&site->thing_ix, name, t) < 0)
-			return -ENOENT;
-		if (!e->rx_next && site->n_things) {
-			e->rx_next = malloc(site->n_things * sizeof(*e->rx_next));
-			if (e->rx_next)
-				memset(e->rx_next, 0xff, site->n_things * sizeof(*e->rx_next));
-		}
-		if (e->rx_next && e->rx_last < site->n_things)
-			e->rx_next[e->rx_last] = *t;
-	}
-	e->rx_last = *t;
-	return 0;
-}
-
 static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_msg *m, uint64_t boot)
 {
 	const struct site_thing *th;
@@ -316,7 +286,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 	bool i_own, from_owner, from_user = false;
 	uint32_t t;
 
-	if (thing_named(e, m->io, &t) < 0) {
+	if (engine__thing_named(e, &e->rx_names, m->io, &t) < 0) {
 		reject(e, p, TSYNC_REJ_IO, m->io, NULL);
 		return;
 	}

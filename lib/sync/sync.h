@@ -281,6 +281,17 @@ enum flush_level {
 	FLUSH_ALL,     /* everything pending: the peer just (re)appeared */
 };
 
+/* Names come in the order of the last time: the names of a batch in the
+ * order its sender's sets went, a round of them in the order of the round
+ * before, an application's sets in the order of its loop. next[t] is the
+ * thing whose name followed t's the last time (by site index, allocated at
+ * the first name looked up; UINT32_MAX: none), last the thing named last.
+ * A guess is checked by its name; the name index decides otherwise. */
+struct name_hint {
+	uint32_t *next;
+	uint32_t last;
+};
+
 struct sync_peer {
 	uint32_t ctrl;
 	const char *name;
@@ -477,13 +488,9 @@ struct sync_engine {
 	bool rx_uncovered; /* a set left me holding an older version */
 	uint32_t *rx_sets;
 	size_t n_rx_sets;
-	/* The names of a batch come in the order its sender's sets went, and a
-	 * round of them in the order of the round before: rx_next[t] is the
-	 * thing whose name followed t's the last time (by site index, allocated
-	 * at the first name looked up), rx_last the last thing named. The
-	 * guess is checked by its name, then the index decides (input.c). */
-	uint32_t *rx_next;
-	uint32_t rx_last;
+	/* The names in the datagrams I read, and those the application sets
+	 * (engine__thing_named()). */
+	struct name_hint rx_names, set_names;
 	uint64_t heartbeat_us; /* site heartbeat_ms (0: off) */
 	uint64_t silent_us;    /* a heartbeat peer heard from for this long is down */
 };
@@ -637,6 +644,9 @@ const char *input__err_of_status(int status);
  * every set of p's datagram `seq` (false if the envelope has no room left:
  * then each set is answered by a reply); forgets what p's earlier boot sent
  * or what I held (ack__reset). */
+/* The site index of the thing `name`, through h (struct name_hint): 0, or
+ * -ENOENT for a name the site does not have. */
+int engine__thing_named(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t);
 int ack__record_first(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t ver);
 void ack__take(struct sync_engine *e, struct sync_peer *p, uint64_t first, uint64_t last);
 bool ack__note(const struct sync_engine *e, struct sync_peer *p, uint64_t seq);

@@ -2161,7 +2161,8 @@ static void test_sets_beyond_one_flush(void **state)
 }
 
 /* A user guesses the thing of each name in a batch from the order of the
- * batch before (input.c, thing_named()): rounds in changing orders (the
+ * batch before, and the owner the thing of each sync__set() from the order
+ * of the sets before (engine__thing_named()): rounds in changing orders (the
  * same, shuffled, reversed, a few things only) still put every value on its
  * own thing at every user. */
 static void test_names_in_any_order(void **state)
