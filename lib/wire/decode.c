@@ -771,6 +771,26 @@ static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
 	return q + n;
 }
 
+/* The first byte at or after s that ends a plain name: '"', '\\', a control
+ * byte (the text's final NUL is one) or one of 0x80 and above. Eight bytes
+ * a step, from s to at most 7 bytes past the NUL (the text's room, as for
+ * fast_int()). In each step the lowest byte flagged is exact (the
+ * borrows of the tests below only flag bytes above one that is flagged). */
+static inline const char *plain_end(const char *s)
+{
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+
+	for (;; s += 8) {
+		uint64_t x, stop;
+		memcpy(&x, s, 8);
+		x = le64toh(x);
+		stop = (x - ones * 0x20) | ((x ^ (ones * '"')) - ones) | ((x ^ (ones * '\\')) - ones);
+		stop = (stop & ~x & highs) | (x & highs);
+		if (stop)
+			return s + __builtin_ctzll(stop) / 8;
+	}
+}
+
 /* Whether the n (>= 8) bytes at a are b's, by 8 at a time (the last 8
  * overlapping): the head of every set, without a call to memcmp(). */
 static inline bool same_bytes(const char *a, const char *b, size_t n)
@@ -809,8 +829,7 @@ static bool parse_set_fast(struct parser *P, struct wire_msg *m)
 	 * checked to stay within the text. */
 	if ((size_t)(P->end - s) < sizeof(head) - 1 || !same_bytes(s, head, sizeof(head) - 1))
 		return false;
-	while ((unsigned char)*q >= 0x20 && (unsigned char)*q < 0x80 && *q != '"' && *q != '\\')
-		q++;
+	q = (char *)plain_end(q);
 	if (*q != '"' || q == name || q - name > WIRE_NAME_MAX || P->end - q < 8 ||
 	    memcmp(q, "\",\"val\":", 8) != 0)
 		return false;
@@ -968,8 +987,7 @@ static bool parse_env_fast(struct parser *P, struct jv *env)
 	if (!has(s, end, LIT(",\"from\":\"")))
 		return false;
 	name = s += 9;
-	while ((unsigned char)*s >= 0x20 && (unsigned char)*s < 0x80 && *s != '"' && *s != '\\')
-		s++;
+	s = plain_end(s);
 	if (*s != '"' || s >= end)
 		return false;
 	quote = P->p + (s - P->p);

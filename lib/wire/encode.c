@@ -421,17 +421,33 @@ static char *u64_digits(char *end, uint64_t v)
 	                               "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
 	                               "8081828384858687888990919293949596979899";
 
-	while (v >= 100) {
-		unsigned d = (unsigned)(v % 100) * 2;
-		v /= 100;
+	uint32_t u;
+
+	/* Eight digits at a time while v needs 64 bits, then 32-bit steps: a
+	 * 64-bit division by 100 is a 128-bit multiplication, a 32-bit one is
+	 * cheaper, and versions and values mostly fit in 32 bits. */
+	while (v > UINT32_MAX) {
+		uint32_t low = (uint32_t)(v % 100000000u);
+		v /= 100000000u;
+		for (int i = 0; i < 4; i++) {
+			unsigned d = (low % 100) * 2;
+			low /= 100;
+			*--end = pairs[d + 1];
+			*--end = pairs[d];
+		}
+	}
+	u = (uint32_t)v;
+	while (u >= 100) {
+		unsigned d = (u % 100) * 2;
+		u /= 100;
 		*--end = pairs[d + 1];
 		*--end = pairs[d];
 	}
-	if (v >= 10) {
-		*--end = pairs[v * 2 + 1];
-		*--end = pairs[v * 2];
+	if (u >= 10) {
+		*--end = pairs[u * 2 + 1];
+		*--end = pairs[u * 2];
 	} else {
-		*--end = (char)('0' + v);
+		*--end = (char)('0' + u);
 	}
 	return end;
 }

@@ -1205,6 +1205,65 @@ static void test_name_bytes_text(void **state)
 	}
 }
 
+/* The reader finds the end of a plain name 8 bytes at a time: names (of a
+ * set and of the sender) of every length up to WIRE_NAME_MAX, with a byte
+ * that ends the plain run ('"', '\\', a control byte, UTF-8) at every
+ * place or none, read back as written, whatever their place in a word. */
+static void test_name_ends_anywhere(void **state)
+{
+	static const char *odd[] = {"", "\"", "\\", "\x01", "\x1f", "\xc3\xa9", "\x7f"};
+	struct wire_codec c = plain_codec();
+	struct wire_msg m = io_msg(WIRE_OP_SET, NULL);
+	struct wire_writer w;
+	struct wire_datagram dg;
+	tsync_reject rej;
+	const void *out;
+	size_t len;
+	char name[WIRE_NAME_MAX + 8];
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(odd) / sizeof(odd[0]); k++) {
+		size_t ol = strlen(odd[k]);
+		for (size_t n = 1; n + ol <= WIRE_NAME_MAX; n++) {
+			for (size_t at = 0; at <= n; at += (k == 0 ? n + 1 : 1)) {
+				struct wire_env env;
+				memset(name, 'x', n);
+				memcpy(name + at, odd[k], ol);
+				memset(name + at + ol, 'y', n - at);
+				name[n + ol] = '\0';
+				env = env_of(name, 3, 4);
+				m.io = name;
+				m.has_val = m.has_ver = true;
+				m.val = tsync_int(-12);
+				m.ver = 5;
+				encode(&w, &c, &env, &m, 1, &out, &len);
+				assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+				assert_int_equal(dg.n_msgs, 1);
+				assert_false(dg.msgs[0].bad);
+				assert_string_equal(dg.msgs[0].io, name);
+				assert_string_equal(dg.env.from, name);
+				assert_true(dg.msgs[0].val.u.i == -12 && dg.msgs[0].ver == 5);
+				wire__datagram_release(&dg);
+				wire__writer_free(&w);
+			}
+		}
+	}
+	/* Not UTF-8 (a byte 0xff anywhere in a name of 21): not JSON. */
+	for (int at = 0; at < 21; at++) {
+		char text[256];
+		int n;
+		memset(name, 'x', 21);
+		name[at] = (char)0xff;
+		name[21] = '\0';
+		n = snprintf(text, sizeof(text),
+		             "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[{\"type\":\"io\","
+		             "\"cmd\":\"set\",\"io\":\"%s\",\"val\":1,\"ver\":1}]}",
+		             name);
+		assert_true(wire__decode(&c, text, (size_t)n, &dg, &rej) < 0);
+		assert_int_equal(rej, TSYNC_REJ_JSON);
+	}
+}
+
 /* The reader's short way for the writer's batch messages gives what the
  * general way gives, and leaves every other spelling to it. */
 static void test_batch_messages_read(void **state)
@@ -2053,6 +2112,7 @@ int main(void)
 	    cmocka_unit_test(test_numbers_text),
 	    cmocka_unit_test(test_int_reader_bytes),
 	    cmocka_unit_test(test_name_bytes_text),
+	    cmocka_unit_test(test_name_ends_anywhere),
 	    cmocka_unit_test(test_batch_messages_read),
 	    cmocka_unit_test(test_full_datagram_fits),
 	    cmocka_unit_test(test_sets_fill_exactly),
