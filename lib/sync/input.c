@@ -121,13 +121,21 @@ static void apply_copy(struct sync_engine *e, struct sync_peer *p, uint32_t t, c
 		rt->ask_pending = false;
 		return;
 	}
-	changed = !rt->ver || !value__equal(&rt->val, &c);
-	engine__undo_copy(e, t);
-	if (changed) {
-		if (value__copy(&copy, &c) < 0)
-			return;
-		value__clear(&rt->val);
-		rt->val = copy;
+	if (c.type == TSYNC_TYPE_INT && rt->val.type == TSYNC_TYPE_INT) {
+		/* An integer over an integer (a batch's every set): no string to
+		 * compare, copy or free. */
+		changed = !rt->ver || rt->val.u.i != c.u.i;
+		engine__undo_copy(e, t);
+		rt->val = c;
+	} else {
+		changed = !rt->ver || !value__equal(&rt->val, &c);
+		engine__undo_copy(e, t);
+		if (changed) {
+			if (value__copy(&copy, &c) < 0)
+				return;
+			value__clear(&rt->val);
+			rt->val = copy;
+		}
 	}
 	rt->ver = m->has_ver ? m->ver : rt->ver + 1;
 	rt->boot = boot;
