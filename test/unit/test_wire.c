@@ -800,16 +800,43 @@ static size_t msg_cost(const struct wire_codec *c, const struct wire_env *env, c
 	return two - one;
 }
 
+/* Messages m[0..k) in turn, in a datagram of max bytes, until one does not
+ * fit: it truly does not (the writer stopped not one message early), the
+ * datagram is within max and reads back whole into *dg (released by the
+ * caller). */
+static void fill_datagram(bool keyed, uint32_t max, const struct wire_env *env, const struct wire_msg *m,
+                          size_t k, struct wire_datagram *dg)
+{
+	struct wire_codec c = keyed ? keyed_codec(key_a) : plain_codec();
+	struct wire_writer w;
+	tsync_reject rej;
+	const void *out;
+	size_t len, cost, i = 0;
+	int r;
+
+	c.max_datagram = max;
+	wire__writer_init(&w, &c);
+	assert_int_equal(wire__begin(&w, env), 0);
+	while ((r = wire__add(&w, &m[i % k])) == 0)
+		i++;
+	assert_int_equal(r, -EMSGSIZE);
+	cost = msg_cost(&c, env, &m[i % k]);
+	if (w.n_msgs == 0)
+		cost -= 1; /* no comma before the first */
+	assert_true(w.b.len + cost + 2 + (keyed ? WIRE_TAG_BYTES : 0) > max);
+	assert_int_equal(wire__finish(&w, &out, &len), 0);
+	assert_true(len <= max);
+	assert_int_equal(wire__decode(&c, out, len, dg, &rej), 0);
+	assert_int_equal(dg->n_msgs, i);
+	wire__writer_free(&w);
+}
+
 static void test_full_datagram_fits(void **state)
 {
 	struct wire_env env = env_of("controller-7", 12, 345);
 	struct wire_msg m[3];
 	struct wire_writer w;
 	struct wire_datagram dg;
-	tsync_reject rej;
-	const void *out;
-	size_t len, cost;
-	int r;
 
 	m[0] = io_msg(WIRE_OP_SET, "is_armed");
 	m[0].has_val = true;
@@ -826,27 +853,8 @@ static void test_full_datagram_fits(void **state)
 
 	for (int keyed = 0; keyed < 2; keyed++) {
 		for (uint32_t max = 120; max <= 700; max += 7) {
-			struct wire_codec c = keyed ? keyed_codec(key_a) : plain_codec();
-			size_t i = 0;
-
-			c.max_datagram = max;
-			wire__writer_init(&w, &c);
-			assert_int_equal(wire__begin(&w, &env), 0);
-			while ((r = wire__add(&w, &m[i % 3])) == 0)
-				i++;
-			assert_int_equal(r, -EMSGSIZE);
-			/* The writer stopped only because the next message truly
-			 * did not fit. */
-			cost = msg_cost(&c, &env, &m[i % 3]);
-			if (w.n_msgs == 0)
-				cost -= 1; /* no comma before the first */
-			assert_true(w.b.len + cost + 2 + (keyed ? WIRE_TAG_BYTES : 0) > max);
-			assert_int_equal(wire__finish(&w, &out, &len), 0);
-			assert_true(len <= max);
-			assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
-			assert_int_equal(dg.n_msgs, i);
+			fill_datagram(keyed, max, &env, m, 3, &dg);
 			wire__datagram_release(&dg);
-			wire__writer_free(&w);
 		}
 	}
 
@@ -872,12 +880,7 @@ static void test_sets_fill_exactly(void **state)
 	enum { K = 11 };
 	struct wire_msg m[K];
 	char names[K][8];
-	struct wire_writer w;
 	struct wire_datagram dg;
-	tsync_reject rej;
-	const void *out;
-	size_t len, cost;
-	int r;
 
 	(void)state;
 	for (int k = 0; k < K; k++) {
@@ -889,30 +892,15 @@ static void test_sets_fill_exactly(void **state)
 	}
 	for (int keyed = 0; keyed < 2; keyed++) {
 		for (uint32_t max = 110; max <= 700; max++) {
-			struct wire_codec c = keyed ? keyed_codec(key_a) : plain_codec();
-			size_t i = 0;
-
-			c.max_datagram = max;
-			wire__writer_init(&w, &c);
-			assert_int_equal(wire__begin(&w, &env), 0);
-			while ((r = wire__add(&w, &m[i % K])) == 0)
-				i++;
-			assert_int_equal(r, -EMSGSIZE);
-			cost = msg_cost(&c, &env, &m[i % K]) - (w.n_msgs == 0);
-			assert_true(w.b.len + cost + 2 + (keyed ? WIRE_TAG_BYTES : 0) > max);
-			assert_int_equal(wire__finish(&w, &out, &len), 0);
-			assert_true(len <= max);
-			assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
-			assert_int_equal(dg.n_msgs, i);
-			for (size_t j = 0; j < i; j++) {
-				assert_string_equal(dg.msgs[j].io, names[j % K]);
-				assert_true(dg.msgs[j].ver == m[j % K].ver);
+			fill_datagram(keyed, max, &env, m, K, &dg);
+			for (size_t j = 0; j < dg.n_msgs; j++) {
 				/* A bool goes as 1 or 0, read back as the integer. */
 				int64_t want = m[j % K].val.type == TSYNC_TYPE_BOOL ? m[j % K].val.u.b : m[j % K].val.u.i;
+				assert_string_equal(dg.msgs[j].io, names[j % K]);
+				assert_true(dg.msgs[j].ver == m[j % K].ver);
 				assert_true(dg.msgs[j].val.type == TSYNC_TYPE_INT && dg.msgs[j].val.u.i == want);
 			}
 			wire__datagram_release(&dg);
-			wire__writer_free(&w);
 		}
 	}
 }
@@ -1212,14 +1200,14 @@ static void test_name_bytes_text(void **state)
 static void test_name_ends_anywhere(void **state)
 {
 	static const char *odd[] = {"", "\"", "\\", "\x01", "\x1f", "\xc3\xa9", "\x7f"};
-	struct wire_codec c = plain_codec();
-	struct wire_msg m = io_msg(WIRE_OP_SET, NULL);
-	struct wire_writer w;
-	struct wire_datagram dg;
-	tsync_reject rej;
-	const void *out;
-	size_t len;
 	char name[WIRE_NAME_MAX + 8];
+	struct wire_msg m = io_msg(WIRE_OP_SET, NULL);
+	struct wire_codec c = plain_codec();
+	struct wire_datagram dg;
+	struct wire_writer w;
+	const void *out;
+	tsync_reject rej;
+	size_t len;
 
 	(void)state;
 	for (size_t k = 0; k < sizeof(odd) / sizeof(odd[0]); k++) {
