@@ -725,15 +725,42 @@ static inline uint64_t swar_value(uint64_t x, unsigned n)
 
 static const uint64_t pow10_8[9] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
 
+/* fast_int()'s integers of 8 digits or more, whose first 8 make acc: out
+ * of line, so that the common short ones save no registers. */
+static const char *__attribute__((noinline)) fast_int_long(const char *q, bool neg, uint64_t acc, int64_t *v)
+{
+	const char *d = q;
+	uint64_t x;
+	unsigned m;
+
+	memcpy(&x, q + 8, 8);
+	x = le64toh(x);
+	m = swar_digits(x);
+	if (m == 8) {
+		/* 16 digits or more: the careful way. */
+		q += 16;
+		while (is_digit(*q))
+			q++;
+		if (!util__digits_value(d, q, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &acc))
+			return NULL;
+		*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+		return q;
+	}
+	if (m)
+		acc = acc * pow10_8[m] + swar_value(x, m);
+	*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+	return q + 8 + m;
+}
+
 /* A JSON integer at s that parse_number() reads as JK_INT: its value in
  * *v and the byte after it, or NULL (then parse_number() decides). Up to 15
  * digits are read 8 bytes at a time (the decoder's text has 8 bytes of room
  * after its final NUL, and a read goes past the NUL only by what an 8-byte
  * load starting at or before it takes); longer ones digit by digit, with
  * util__digits_value()'s check of the limit. */
-static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
+static inline const char *fast_int(const char *s, bool allow_neg, int64_t *v)
 {
-	const char *q = s, *d;
+	const char *q = s;
 	bool neg = *q == '-';
 	uint64_t acc, x;
 	unsigned n;
@@ -747,26 +774,8 @@ static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
 	if (n == 0 || (*q == '0' && n > 1))
 		return NULL;
 	acc = swar_value(x, n);
-	if (n == 8) {
-		unsigned m;
-		memcpy(&x, q + 8, 8);
-		x = le64toh(x);
-		m = swar_digits(x);
-		if (m == 8) {
-			/* 16 digits or more: the careful way. */
-			d = q;
-			q += 16;
-			while (is_digit(*q))
-				q++;
-			if (!util__digits_value(d, q, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &acc))
-				return NULL;
-			*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
-			return q;
-		}
-		if (m)
-			acc = acc * pow10_8[m] + swar_value(x, m);
-		n += m;
-	}
+	if (n == 8)
+		return fast_int_long(q, neg, acc, v);
 	*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
 	return q + n;
 }
