@@ -25,25 +25,19 @@
 #define SENT_MIN 64
 #define SENT_MAX 16384
 
-int ack__record(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t ver)
+/* The first set recorded: the ring is allocated, then ack__record() (sync.h)
+ * writes to it as it does every time after. */
+int ack__record_first(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t ver)
 {
-	struct sent_set *s;
+	size_t n = SENT_MIN;
 
-	if (!p->sent_mask) {
-		size_t n = SENT_MIN;
-		while (n < 2 * p->n_out && n < SENT_MAX)
-			n *= 2;
-		p->sent = calloc(n, sizeof(*p->sent));
-		if (!p->sent)
-			return -ENOMEM;
-		p->sent_mask = (uint32_t)(n - 1);
-	}
-	s = &p->sent[p->sent_head & p->sent_mask];
-	*s = (struct sent_set){seq, ver, slot};
-	p->sent_head++;
-	if (p->sent_head - p->sent_tail > (uint64_t)p->sent_mask + 1)
-		p->sent_tail = p->sent_head - p->sent_mask - 1;
-	return 0;
+	while (n < 2 * p->n_out && n < SENT_MAX)
+		n *= 2;
+	p->sent = calloc(n, sizeof(*p->sent));
+	if (!p->sent)
+		return -ENOMEM;
+	p->sent_mask = (uint32_t)(n - 1);
+	return ack__record(p, seq, slot, ver);
 }
 
 void ack__take(struct sync_engine *e, struct sync_peer *p, uint64_t first, uint64_t last)

@@ -111,6 +111,7 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 	e->flushq = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->flushq));
 	e->hb_peers = calloc(e->plan->n_peers ? e->plan->n_peers : 1, sizeof(*e->hb_peers));
 	e->rx_sets = calloc(site->max_msgs ? site->max_msgs : 1, sizeof(*e->rx_sets));
+	e->rx_names.last = e->set_names.last = UINT32_MAX;
 	if (!e->things || !e->peers || !e->flushq || !e->hb_peers || !e->rx_sets)
 		goto fail;
 	e->n_peers = e->plan->n_peers;
@@ -217,6 +218,8 @@ void sync__free(struct sync_engine *e)
 	free(e->hb_peers);
 	free(e->win_peers);
 	free(e->rx_sets);
+	free(e->rx_names.next);
+	free(e->set_names.next);
 	wire__writer_free(&e->writer);
 	wire__decoder_free(e->decoder);
 	wire__auth_free(e->auth);
@@ -282,6 +285,8 @@ static void slot_dirty(struct sync_engine *e, struct sync_peer *p, uint32_t k)
 		p->out[k].listed = true;
 		p->dirty[p->n_dirty++] = k;
 	}
+	p->sets_unsent = true;
+	p->acked_below = 0;
 	engine__want(e, p, FLUSH_NEW);
 }
 
@@ -394,9 +399,38 @@ void sync__start(struct sync_engine *e, uint64_t now)
 
 /* --- the node API, engine side ---------------------------------------------- */
 
-static int find_thing(struct sync_engine *e, const char *name, uint32_t *t)
+/* One strcmp() when the guess is right (the thing that followed the last
+ * one the last time), a wrong one costs one strcmp() more than the index. */
+int engine__thing_named(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t)
 {
-	if (!name || name_index__get(&e->site->thing_ix, name, t) < 0)
+	const struct tsync_site *site = e->site;
+	uint32_t guess = UINT32_MAX;
+
+	if (!name)
+		return -ENOENT;
+	if (h->next && h->last < site->n_things)
+		guess = h->next[h->last];
+	if (guess < site->n_things && !strcmp(site->things[guess].name, name)) {
+		*t = guess;
+	} else {
+		if (name_index__get(&site->thing_ix, name, t) < 0)
+			return -ENOENT;
+		if (!h->next && site->n_things) {
+			h->next = malloc(site->n_things * sizeof(*h->next));
+			if (h->next)
+				memset(h->next, 0xff, site->n_things * sizeof(*h->next));
+		}
+		if (h->next && h->last < site->n_things)
+			h->next[h->last] = *t;
+	}
+	h->last = *t;
+	return 0;
+}
+
+/* h: the hint of a caller that names things in loops (sync__set()), or NULL. */
+static int find_thing(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t)
+{
+	if (h ? engine__thing_named(e, h, name, t) < 0 : !name || name_index__get(&e->site->thing_ix, name, t) < 0)
 		return TSYNC_EUNKNOWN_THING;
 	if (e->things[*t].role == THING_NONE)
 		return TSYNC_ENOT_USED;
@@ -420,7 +454,7 @@ int sync__set(struct sync_engine *e, const char *thing, const tsync_value *v, ui
 	int r;
 
 	e->now = now;
-	r = find_thing(e, thing, &t);
+	r = find_thing(e, &e->set_names, thing, &t);
 	if (r < 0)
 		return r;
 	if (!v)
@@ -466,7 +500,7 @@ int sync__resume_setreq(struct sync_engine *e, const char *thing, const tsync_va
 {
 	uint32_t t;
 
-	if (find_thing(e, thing, &t) < 0 || e->things[t].role != THING_USED)
+	if (find_thing(e, NULL, thing, &t) < 0 || e->things[t].role != THING_USED)
 		return TSYNC_ENOT_USED;
 	return sync__set(e, thing, to_be, e->now);
 }
@@ -475,7 +509,7 @@ int sync__get(struct sync_engine *e, const char *thing, tsync_thing_state *out)
 {
 	struct thing_rt *rt;
 	uint32_t t;
-	int r = find_thing(e, thing, &t);
+	int r = find_thing(e, NULL, thing, &t);
 
 	if (r < 0)
 		return r;
@@ -519,7 +553,7 @@ void engine__set_acked(struct sync_engine *e, struct out_slot *s, uint64_t ver)
 int sync__ask(struct sync_engine *e, const char *thing, uint64_t now)
 {
 	uint32_t t;
-	int r = find_thing(e, thing, &t);
+	int r = find_thing(e, NULL, thing, &t);
 
 	e->now = now;
 	if (r < 0)
@@ -720,7 +754,7 @@ int sync__pulse(struct sync_engine *e, const char *thing, const tsync_value *v, 
 	int r;
 
 	e->now = now;
-	r = find_thing(e, thing, &t);
+	r = find_thing(e, NULL, thing, &t);
 	if (r < 0)
 		return r;
 	th = &e->site->things[t];
@@ -1344,11 +1378,16 @@ void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level l
 
 bool engine__pending(struct sync_engine *e, struct sync_peer *p)
 {
-	for (size_t k = 0; k < p->n_dirty; k++) {
+	/* Acknowledgements come in the order the sets went: the walk goes on
+	 * where the last one found the first unacknowledged set. */
+	for (size_t k = p->acked_below; k < p->n_dirty; k++) {
 		const struct out_slot *s = &p->out[p->dirty[k]];
-		if (s->acked_ver < e->things[s->thing].ver)
+		if (s->acked_ver < e->things[s->thing].ver) {
+			p->acked_below = k;
 			return true;
+		}
 	}
+	p->acked_below = p->n_dirty;
 	for (size_t k = 0; k < p->n_inq; k++)
 		if (e->things[p->inq[k]].ask_pending || e->things[p->inq[k]].req_pending)
 			return true;
@@ -1589,6 +1628,12 @@ static void flush_sets(struct flush *f)
 	size_t keep = 0, k;
 	struct wire_msg m;
 
+	/* Nothing new since the last walk, and nothing overdue asked for:
+	 * what is on the list was sent, and waits for its acknowledgement. */
+	if (f->level == FLUSH_NEW && !p->sets_unsent)
+		return;
+	p->sets_unsent = false;
+	p->acked_below = 0;
 	/* What every set has; the loop fills in the rest. */
 	memset(&m, 0, sizeof(m));
 	m.type = WIRE_T_IO;
@@ -1605,13 +1650,19 @@ static void flush_sets(struct flush *f)
 			continue;
 		}
 		p->dirty[keep++] = si;
-		if (!(s->sent_ver < rt->ver || due(f, s->sent_us)) || f->full)
+		if (!(s->sent_ver < rt->ver || due(f, s->sent_us)))
 			continue;
+		if (f->full) {
+			p->sets_unsent = true; /* the next flush goes on */
+			continue;
+		}
 		m.io = e->site->things[s->thing].name;
 		m.val = rt->val;
 		m.ver = rt->ver;
-		if (!shared_add(f, s->thing, &m))
+		if (!shared_add(f, s->thing, &m)) {
+			p->sets_unsent = true;
 			continue;
+		}
 		/* A user that acknowledges by datagram names this one. */
 		if (f->added && !p->seed)
 			(void)ack__record(p, p->tx_seq, si, rt->ver);

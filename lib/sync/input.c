@@ -121,13 +121,21 @@ static void apply_copy(struct sync_engine *e, struct sync_peer *p, uint32_t t, c
 		rt->ask_pending = false;
 		return;
 	}
-	changed = !rt->ver || !value__equal(&rt->val, &c);
-	engine__undo_copy(e, t);
-	if (changed) {
-		if (value__copy(&copy, &c) < 0)
-			return;
-		value__clear(&rt->val);
-		rt->val = copy;
+	if (c.type == TSYNC_TYPE_INT && rt->val.type == TSYNC_TYPE_INT) {
+		/* An integer over an integer (a batch's every set): no string to
+		 * compare, copy or free. */
+		changed = !rt->ver || rt->val.u.i != c.u.i;
+		engine__undo_copy(e, t);
+		rt->val = c;
+	} else {
+		changed = !rt->ver || !value__equal(&rt->val, &c);
+		engine__undo_copy(e, t);
+		if (changed) {
+			if (value__copy(&copy, &c) < 0)
+				return;
+			value__clear(&rt->val);
+			rt->val = copy;
+		}
 	}
 	rt->ver = m->has_ver ? m->ver : rt->ver + 1;
 	rt->boot = boot;
@@ -286,7 +294,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 	bool i_own, from_owner, from_user = false;
 	uint32_t t;
 
-	if (name_index__get(&e->site->thing_ix, m->io, &t) < 0) {
+	if (engine__thing_named(e, &e->rx_names, m->io, &t) < 0) {
 		reject(e, p, TSYNC_REJ_IO, m->io, NULL);
 		return;
 	}

@@ -281,6 +281,17 @@ enum flush_level {
 	FLUSH_ALL,     /* everything pending: the peer just (re)appeared */
 };
 
+/* Names come in the order of the last time: the names of a batch in the
+ * order its sender's sets went, a round of them in the order of the round
+ * before, an application's sets in the order of its loop. next[t] is the
+ * thing whose name followed t's the last time (by site index, allocated at
+ * the first name looked up; UINT32_MAX: none), last the thing named last.
+ * A guess is checked by its name; the name index decides otherwise. */
+struct name_hint {
+	uint32_t *next;
+	uint32_t last;
+};
+
 struct sync_peer {
 	uint32_t ctrl;
 	const char *name;
@@ -301,6 +312,16 @@ struct sync_peer {
 	size_t n_out;
 	uint32_t *dirty; /* indexes into out[] that may be pending */
 	size_t n_dirty;
+	/* A set on the list may be unsent: a new version (slot_dirty), or a
+	 * flush that stopped at its budget. Without one, a flush at
+	 * FLUSH_NEW (an acknowledgement came) has no set to send and does not
+	 * walk the list, which a round of a thousand sets to a user walked
+	 * again at each of its acks. */
+	bool sets_unsent;
+	/* dirty[0 .. acked_below) were acknowledged when engine__pending()
+	 * last looked: it goes on from there. A new version of any (slot_dirty)
+	 * and the walk that compacts the list start it at 0 again. */
+	size_t acked_below;
 	uint32_t *inq; /* things it owns with an ask or request pending */
 	size_t n_inq;
 	size_t cap_inq;
@@ -467,6 +488,9 @@ struct sync_engine {
 	bool rx_uncovered; /* a set left me holding an older version */
 	uint32_t *rx_sets;
 	size_t n_rx_sets;
+	/* The names in the datagrams I read, and those the application sets
+	 * (engine__thing_named()). */
+	struct name_hint rx_names, set_names;
 	uint64_t heartbeat_us; /* site heartbeat_ms (0: off) */
 	uint64_t silent_us;    /* a heartbeat peer heard from for this long is down */
 };
@@ -622,12 +646,29 @@ const char *input__err_of_status(int status);
  * every set of p's datagram `seq` (false if the envelope has no room left:
  * then each set is answered by a reply); forgets what p's earlier boot sent
  * or what I held (ack__reset). */
-int ack__record(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t ver);
+/* The site index of the thing `name`, through h (struct name_hint): 0, or
+ * -ENOENT for a name the site does not have. */
+int engine__thing_named(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t);
+int ack__record_first(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t ver);
 void ack__take(struct sync_engine *e, struct sync_peer *p, uint64_t first, uint64_t last);
 bool ack__note(const struct sync_engine *e, struct sync_peer *p, uint64_t seq);
 uint32_t ack__ranges(const struct tsync_site *site, uint32_t me);
 void ack__reset(struct sync_peer *p);
 void ack__free(struct sync_peer *p);
+
+/* Notes the set of out[slot] at version ver in my datagram seq: a write to
+ * the ring, inline (the owner of a batch records every set it sends); the
+ * first, which allocates the ring, in ack.c. 0, or -ENOMEM. */
+static inline int ack__record(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t ver)
+{
+	if (!p->sent_mask)
+		return ack__record_first(p, seq, slot, ver);
+	p->sent[p->sent_head & p->sent_mask] = (struct sent_set){seq, ver, slot};
+	p->sent_head++;
+	if (p->sent_head - p->sent_tail > (uint64_t)p->sent_mask + 1)
+		p->sent_tail = p->sent_head - p->sent_mask - 1;
+	return 0;
+}
 /* The level a refusal for `why` is logged at (routine ones at debug). */
 tsync_log_level input__reject_level(tsync_reject why);
 

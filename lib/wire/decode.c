@@ -22,6 +22,7 @@
  * rare and off the hot path; io messages never allocate.
  * SPDX-License-Identifier: MIT
  */
+#include <endian.h>
 #include <errno.h>
 #include <locale.h>
 #include <math.h>
@@ -695,26 +696,108 @@ static void decode_msg(const struct wire_codec *c, const struct jv *f, struct wi
 		m->err = f[M_ERR].s;
 }
 
-/* A JSON integer at s that parse_number() reads as JK_INT: its value in
- * *v and the byte after it, or NULL (then parse_number() decides). */
-static const char *fast_int(const char *s, bool allow_neg, int64_t *v)
+/* The digits that begin the 8 bytes x (little-endian, the text's first
+ * byte lowest): how many (0-8). A byte is a digit when its high nibble is 3
+ * and adding 6 leaves it so. The additions carry into the next byte only
+ * from a byte of 0xfa or more, which is no digit: the bytes before the first
+ * that is not one are read exactly. */
+static inline unsigned swar_digits(uint64_t x)
 {
-	const char *q = s, *d;
+	const uint64_t hi = 0xF0F0F0F0F0F0F0F0ull, threes = 0x3030303030303030ull;
+	uint64_t nd = ((x & hi) ^ threes) | (((x + 0x0606060606060606ull) & hi) ^ threes);
+
+	return nd ? (unsigned)__builtin_ctzll(nd) / 8u : 8u;
+}
+
+/* The value of the first n (1-8) digits of x, as swar_digits() found them:
+ * the digits moved to the top (the bytes shifted in are zeros, leading
+ * zeros of the number), then pairs, quads and the eight combined with three
+ * multiplications. */
+static inline uint64_t swar_value(uint64_t x, unsigned n)
+{
+	x -= 0x3030303030303030ull; /* no borrow out of the n digits, the lowest bytes */
+	x <<= 8 * (8 - n);
+	x = x * 10 + (x >> 8);
+	return (((x & 0x000000FF000000FFull) * (100 + (1000000ull << 32))) +
+	        (((x >> 16) & 0x000000FF000000FFull) * (1 + (10000ull << 32)))) >>
+	       32;
+}
+
+static const uint64_t pow10_8[9] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000};
+
+/* fast_int()'s integers of 8 digits or more, whose first 8 make acc: out
+ * of line, so that the common short ones save no registers. */
+static const char *__attribute__((noinline)) fast_int_long(const char *q, bool neg, uint64_t acc, int64_t *v)
+{
+	const char *d = q;
+	uint64_t x;
+	unsigned m;
+
+	memcpy(&x, q + 8, 8);
+	x = le64toh(x);
+	m = swar_digits(x);
+	if (m == 8) {
+		/* 16 digits or more: the careful way. */
+		q += 16;
+		while (is_digit(*q))
+			q++;
+		if (!util__digits_value(d, q, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &acc))
+			return NULL;
+		*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+		return q;
+	}
+	if (m)
+		acc = acc * pow10_8[m] + swar_value(x, m);
+	*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+	return q + 8 + m;
+}
+
+/* A JSON integer at s that parse_number() reads as JK_INT: its value in
+ * *v and the byte after it, or NULL (then parse_number() decides). Up to 15
+ * digits are read 8 bytes at a time (the decoder's text has 8 bytes of room
+ * after its final NUL, and a read goes past the NUL only by what an 8-byte
+ * load starting at or before it takes); longer ones digit by digit, with
+ * util__digits_value()'s check of the limit. */
+static inline const char *fast_int(const char *s, bool allow_neg, int64_t *v)
+{
+	const char *q = s;
 	bool neg = *q == '-';
-	uint64_t acc;
+	uint64_t acc, x;
+	unsigned n;
 
 	if (neg && !allow_neg)
 		return NULL;
 	q += neg;
-	if (*q == '0' ? is_digit(q[1]) : !is_digit(*q))
+	memcpy(&x, q, 8);
+	x = le64toh(x);
+	n = swar_digits(x);
+	if (n == 0 || (*q == '0' && n > 1))
 		return NULL;
-	d = q;
-	while (is_digit(*q))
-		q++;
-	if (!util__digits_value(d, q, neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX, &acc))
-		return NULL;
+	acc = swar_value(x, n);
+	if (n == 8)
+		return fast_int_long(q, neg, acc, v);
 	*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
-	return q;
+	return q + n;
+}
+
+/* The first byte at or after s that ends a plain name: '"', '\\', a control
+ * byte (the text's final NUL is one) or one of 0x80 and above. Eight bytes
+ * a step, from s to at most 7 bytes past the NUL (the text's room, as for
+ * fast_int()). In each step the lowest byte flagged is exact (the
+ * borrows of the tests below only flag bytes above one that is flagged). */
+static inline const char *plain_end(const char *s)
+{
+	const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+
+	for (;; s += 8) {
+		uint64_t x, stop;
+		memcpy(&x, s, 8);
+		x = le64toh(x);
+		stop = (x - ones * 0x20) | ((x ^ (ones * '"')) - ones) | ((x ^ (ones * '\\')) - ones);
+		stop = (stop & ~x & highs) | (x & highs);
+		if (stop)
+			return s + __builtin_ctzll(stop) / 8;
+	}
 }
 
 /* Whether the n (>= 8) bytes at a are b's, by 8 at a time (the last 8
@@ -755,8 +838,7 @@ static bool parse_set_fast(struct parser *P, struct wire_msg *m)
 	 * checked to stay within the text. */
 	if ((size_t)(P->end - s) < sizeof(head) - 1 || !same_bytes(s, head, sizeof(head) - 1))
 		return false;
-	while ((unsigned char)*q >= 0x20 && (unsigned char)*q < 0x80 && *q != '"' && *q != '\\')
-		q++;
+	q = (char *)plain_end(q);
 	if (*q != '"' || q == name || q - name > WIRE_NAME_MAX || P->end - q < 8 ||
 	    memcmp(q, "\",\"val\":", 8) != 0)
 		return false;
@@ -914,8 +996,7 @@ static bool parse_env_fast(struct parser *P, struct jv *env)
 	if (!has(s, end, LIT(",\"from\":\"")))
 		return false;
 	name = s += 9;
-	while ((unsigned char)*s >= 0x20 && (unsigned char)*s < 0x80 && *s != '"' && *s != '\\')
-		s++;
+	s = plain_end(s);
 	if (*s != '"' || s >= end)
 		return false;
 	quote = P->p + (s - P->p);
@@ -1010,8 +1091,9 @@ static struct wire_decoder *decoder_alloc(const struct wire_codec *c, size_t len
 
 	while (slots < 2 * keys)
 		slots *= 2;
+	/* The text last, with 8 bytes of room after its NUL for fast_int(). */
 	sz = sizeof(struct wire_decoder) + msgs * sizeof(struct wire_msg) + msgs * sizeof(uint32_t[2]) +
-	     keys * sizeof(struct dkey) + slots * sizeof(struct kslot) + len + 1;
+	     keys * sizeof(struct dkey) + slots * sizeof(struct kslot) + len + 1 + 8;
 	/* Zeroed (every slot empty) without touching it: a big max_datagram
 	 * costs address space, and memory only as far as datagrams go. */
 	d = calloc(1, sz);

@@ -421,17 +421,33 @@ static char *u64_digits(char *end, uint64_t v)
 	                               "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
 	                               "8081828384858687888990919293949596979899";
 
-	while (v >= 100) {
-		unsigned d = (unsigned)(v % 100) * 2;
-		v /= 100;
+	uint32_t u;
+
+	/* Eight digits at a time while v needs 64 bits, then 32-bit steps: a
+	 * 64-bit division by 100 is a 128-bit multiplication, a 32-bit one is
+	 * cheaper, and versions and values mostly fit in 32 bits. */
+	while (v > UINT32_MAX) {
+		uint32_t low = (uint32_t)(v % 100000000u);
+		v /= 100000000u;
+		for (int i = 0; i < 4; i++) {
+			unsigned d = (low % 100) * 2;
+			low /= 100;
+			*--end = pairs[d + 1];
+			*--end = pairs[d];
+		}
+	}
+	u = (uint32_t)v;
+	while (u >= 100) {
+		unsigned d = (u % 100) * 2;
+		u /= 100;
 		*--end = pairs[d + 1];
 		*--end = pairs[d];
 	}
-	if (v >= 10) {
-		*--end = pairs[v * 2 + 1];
-		*--end = pairs[v * 2];
+	if (u >= 10) {
+		*--end = pairs[u * 2 + 1];
+		*--end = pairs[u * 2];
 	} else {
-		*--end = (char)('0' + v);
+		*--end = (char)('0' + u);
 	}
 	return end;
 }
@@ -578,16 +594,51 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 #define IO_SET   "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\""
 #define IO_REPLY "{\"type\":\"io\",\"cmd\":\"reply\",\"io\":\""
 
+/* How many decimal digits v has (1-20). */
+static unsigned u64_len(uint64_t v)
+{
+	static const uint64_t p10[20] = {1ull,
+	                                 10ull,
+	                                 100ull,
+	                                 1000ull,
+	                                 10000ull,
+	                                 100000ull,
+	                                 1000000ull,
+	                                 10000000ull,
+	                                 100000000ull,
+	                                 1000000000ull,
+	                                 10000000000ull,
+	                                 100000000000ull,
+	                                 1000000000000ull,
+	                                 10000000000000ull,
+	                                 100000000000000ull,
+	                                 1000000000000000ull,
+	                                 10000000000000000ull,
+	                                 100000000000000000ull,
+	                                 1000000000000000000ull,
+	                                 10000000000000000000ull};
+	/* From log2: t (at most 19) is the digits of 2^bits - 1 or one fewer,
+	 * one compare tells which. */
+	unsigned t = ((64u - (unsigned)__builtin_clzll(v | 1)) * 1233u) >> 12;
+
+	return v ? t + (v >= p10[t]) : 1;
+}
+
 /*
  * The message of a batch, a set or a reply of an integer or a boolean with
  * its version and nothing else, whose thing name is plain ASCII: written in
- * one go, with one check of the room left, instead of a put() per member.
- * Exactly the bytes put_msg() writes. 1 if written, 0 if the message is not
- * of that shape or might not fit (put_msg() then decides, to the byte).
+ * one go, its length known before, with one check of the room left, instead
+ * of a put() per member. Exactly the bytes put_msg() writes. 1 if written,
+ * -EMSGSIZE if those bytes do not fit (as put_msg() would find, after
+ * writing a part of them: the last message a full datagram is offered went
+ * that way every time), 0 if the message is not of that shape (put_msg()
+ * then decides).
  */
 static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 {
 	size_t nl = 0, need, used;
+	unsigned vl, verl;
+	uint64_t mag = 0;
 	char *o;
 
 	if (m->type != WIRE_T_IO || (m->op != WIRE_OP_SET && m->op != WIRE_OP_REPLY) || !m->has_val ||
@@ -599,11 +650,21 @@ static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 			return 0;
 	if (nl == 0)
 		return 0;
-	/* [,] the head (the reply's is the longer) and the name; ","val": and
-	 * at most 20 bytes; ,"ver": and at most 19; } */
-	need = 1 + sizeof(IO_REPLY) - 1 + nl + 8 + 20 + 7 + 19 + 1;
+	if (m->val.type == TSYNC_TYPE_BOOL) {
+		vl = 1;
+	} else {
+		mag = m->val.u.i < 0 ? 0u - (uint64_t)m->val.u.i : (uint64_t)m->val.u.i;
+		vl = u64_len(mag) + (m->val.u.i < 0);
+	}
+	verl = u64_len(m->ver);
+	/* [,] the head and the name; ","val": and the value; ,"ver": and the
+	 * version; } */
+	need = (w->n_msgs ? 1 : 0) + (m->op == WIRE_OP_SET ? sizeof(IO_SET) : sizeof(IO_REPLY)) - 1 + nl + 8 + vl +
+	       7 + verl + 1;
 	used = w->b.len + close_len(w);
-	if (used > w->limit || need > w->limit - used || w->b.cap <= w->b.len + need)
+	if (used > w->limit || need > w->limit - used)
+		return -EMSGSIZE;
+	if (w->b.cap <= w->b.len + need)
 		return 0;
 	o = w->b.data + w->b.len;
 	if (w->n_msgs)
@@ -615,14 +676,15 @@ static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 	o = LIT(o, "\",\"val\":");
 	if (m->val.type == TSYNC_TYPE_BOOL) {
 		*o++ = m->val.u.b ? '1' : '0';
-	} else if (m->val.u.i < 0) {
-		*o++ = '-';
-		o = digits_at(o, 0u - (uint64_t)m->val.u.i);
 	} else {
-		o = digits_at(o, (uint64_t)m->val.u.i);
+		if (m->val.u.i < 0)
+			*o++ = '-';
+		o += vl - (m->val.u.i < 0);
+		u64_digits(o, mag);
 	}
 	o = LIT(o, ",\"ver\":");
-	o = digits_at(o, m->ver);
+	o += verl;
+	u64_digits(o, m->ver);
 	*o++ = '}';
 	*o = '\0';
 	w->b.len = (size_t)(o - w->b.data);
@@ -641,8 +703,9 @@ int wire__add(struct wire_writer *w, const struct wire_msg *m)
 
 	if (w->n_msgs >= w->codec->max_msgs)
 		return -EMSGSIZE;
-	if (add_io_fast(w, m))
-		return 0;
+	r = add_io_fast(w, m);
+	if (r)
+		return r < 0 ? r : 0;
 	r = check_msg(w->codec, m);
 	if (r < 0)
 		return r;

@@ -554,6 +554,26 @@ static size_t unsettled_walk(const struct sync_engine *e)
 	return n;
 }
 
+/* Whether a set to p waits for its acknowledgement, walked over the whole
+ * list: engine__pending() goes on from where it last looked. */
+static bool inq_pending(const struct sync_engine *e, const struct sync_peer *p)
+{
+	for (size_t k = 0; k < p->n_inq; k++)
+		if (e->things[p->inq[k]].ask_pending || e->things[p->inq[k]].req_pending)
+			return true;
+	return false;
+}
+
+static bool sets_pending_walk(const struct sync_engine *e, const struct sync_peer *p)
+{
+	for (size_t k = 0; k < p->n_dirty; k++) {
+		const struct out_slot *o = &p->out[p->dirty[k]];
+		if (o->acked_ver < e->things[o->thing].ver)
+			return true;
+	}
+	return false;
+}
+
 /* What the engine keeps instead of walking, against the walk, on every
  * live node: sync__unsettled() (owned things some user has not
  * acknowledged, requests waiting), each owned thing's users pending (as
@@ -577,8 +597,16 @@ static void check_counters(struct sim *s)
 			assert_int_equal(st.users_pending, users_pending_walk(e, t));
 		}
 		for (size_t k = 0; k < e->n_peers; k++) {
+			struct sync_peer *p = &e->peers[k];
 			size_t listed = 0;
 			reqs += e->peers[k].n_reqs;
+			/* Every set not acknowledged is on the list (a flush that
+			 * skips the walk relies on it), and the cursor agrees. */
+			for (size_t o = 0; o < p->n_out; o++)
+				if (p->out[o].acked_ver < e->things[p->out[o].thing].ver)
+					assert_true(p->out[o].listed);
+			assert_int_equal(engine__pending(e, p),
+			                 sets_pending_walk(e, p) || p->n_reqs > 0 || inq_pending(e, p));
 			for (size_t j = 0; j < e->n_win_peers; j++)
 				listed += e->win_peers[j] == k;
 			assert_int_equal(listed, e->peers[k].wins != NULL);
@@ -2105,6 +2133,81 @@ static void test_acks_by_datagram_under_loss(void **state)
 	free(body);
 }
 
+/* More sets than one flush may send (SYNC_BURST_MAX datagrams): the rest go
+ * with the flushes the acknowledgements bring, not at the retransmission
+ * timer. A flush that an acknowledgement brings does not walk the list of
+ * sets when nothing on it is unsent; one that stopped at its budget leaves
+ * the rest unsent, so the next one walks. */
+static void test_sets_beyond_one_flush(void **state)
+{
+	char *body = batch_site(1000);
+	struct sim *s = sim_new_timers("retry_min_ms = 20\nretry_initial_ms = 100\nretry_max_ms = 2000\n"
+	                               "max_datagram = 256\nmax_string = 32\n",
+	                               body, true, 13);
+	uint64_t sent0, t0;
+
+	(void)state;
+	assert_true(sim_settle(s, 10000000));
+	sent0 = s->n[0].e->peers[0].st.datagrams_sent;
+	t0 = s->now;
+	batch_rounds(s, 1000, 2);
+	/* Each round needs more datagrams to each user than one flush sends. */
+	assert_true(s->n[0].e->peers[0].st.datagrams_sent - sent0 > 2 * SYNC_BURST_MAX);
+	for (uint32_t p = 0; p < 2; p++) {
+		assert_int_equal(s->n[0].e->peers[p].st.retransmits, 0);
+	}
+	/* Well within one retransmission timeout a round (100 ms). */
+	assert_true(s->now - t0 < 200000);
+	sim_free(s);
+	free(body);
+}
+
+/* A user guesses the thing of each name in a batch from the order of the
+ * batch before, and the owner the thing of each sync__set() from the order
+ * of the sets before (engine__thing_named()): rounds in changing orders (the
+ * same, shuffled, reversed, a few things only) still put every value on its
+ * own thing at every user. */
+static void test_names_in_any_order(void **state)
+{
+	enum { N = 300 };
+	char *body = batch_site(N);
+	struct sim *s = sim_new(body, true, 14);
+	uint32_t order[N];
+
+	(void)state;
+	assert_true(sim_settle(s, 10000000));
+	for (int r = 1; r <= 8; r++) {
+		int n = r == 7 ? 5 : N;
+		for (int i = 0; i < N; i++)
+			order[i] = (uint32_t)i;
+		if (r % 3 == 0) {
+			for (int i = N - 1; i > 0; i--) { /* shuffled */
+				uint32_t j = (uint32_t)(prng__next(&s->prng) % (uint64_t)(i + 1)), x = order[i];
+				order[i] = order[j];
+				order[j] = x;
+			}
+		} else if (r % 3 == 2) {
+			for (int i = 0; i < N; i++) /* reversed */
+				order[i] = (uint32_t)(N - 1 - i);
+		}
+		for (int i = 0; i < n; i++) {
+			char name[16];
+			tsync_value v = tsync_int(r * 100000 + (int)order[i]);
+			snprintf(name, sizeof(name), "t%u", order[i]);
+			assert_int_equal(sync__set(s->n[0].e, name, &v, s->now), 0);
+		}
+		assert_true(sim_settle(s, 60000000));
+		for (uint32_t c = 1; c <= 2; c++)
+			for (int i = 0; i < n; i++) {
+				char name[16];
+				snprintf(name, sizeof(name), "t%u", order[i]);
+				assert_int_equal(get(s, c, name).u.i, r * 100000 + (int)order[i]);
+			}
+	}
+	sim_free(s);
+	free(body);
+}
+
 /* Captured datagrams from `from` that contain `what`, each counted as often
  * as it occurs. */
 static size_t captured_count(struct sim *s, uint32_t from, const char *what)
@@ -2375,6 +2478,8 @@ int main(void)
 	    cmocka_unit_test(test_failed_set_and_cmd_reported),
 	    cmocka_unit_test(test_acks_by_datagram),
 	    cmocka_unit_test(test_acks_by_datagram_under_loss),
+	    cmocka_unit_test(test_sets_beyond_one_flush),
+	    cmocka_unit_test(test_names_in_any_order),
 	    cmocka_unit_test(test_deferred_answer_exactly_once),
 	    cmocka_unit_test(test_deferred_restart),
 	    cmocka_unit_test(test_shared_set_bytes),

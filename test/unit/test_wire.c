@@ -800,16 +800,43 @@ static size_t msg_cost(const struct wire_codec *c, const struct wire_env *env, c
 	return two - one;
 }
 
+/* Messages m[0..k) in turn, in a datagram of max bytes, until one does not
+ * fit: it truly does not (the writer stopped not one message early), the
+ * datagram is within max and reads back whole into *dg (released by the
+ * caller). */
+static void fill_datagram(bool keyed, uint32_t max, const struct wire_env *env, const struct wire_msg *m,
+                          size_t k, struct wire_datagram *dg)
+{
+	struct wire_codec c = keyed ? keyed_codec(key_a) : plain_codec();
+	struct wire_writer w;
+	tsync_reject rej;
+	const void *out;
+	size_t len, cost, i = 0;
+	int r;
+
+	c.max_datagram = max;
+	wire__writer_init(&w, &c);
+	assert_int_equal(wire__begin(&w, env), 0);
+	while ((r = wire__add(&w, &m[i % k])) == 0)
+		i++;
+	assert_int_equal(r, -EMSGSIZE);
+	cost = msg_cost(&c, env, &m[i % k]);
+	if (w.n_msgs == 0)
+		cost -= 1; /* no comma before the first */
+	assert_true(w.b.len + cost + 2 + (keyed ? WIRE_TAG_BYTES : 0) > max);
+	assert_int_equal(wire__finish(&w, &out, &len), 0);
+	assert_true(len <= max);
+	assert_int_equal(wire__decode(&c, out, len, dg, &rej), 0);
+	assert_int_equal(dg->n_msgs, i);
+	wire__writer_free(&w);
+}
+
 static void test_full_datagram_fits(void **state)
 {
 	struct wire_env env = env_of("controller-7", 12, 345);
 	struct wire_msg m[3];
 	struct wire_writer w;
 	struct wire_datagram dg;
-	tsync_reject rej;
-	const void *out;
-	size_t len, cost;
-	int r;
 
 	m[0] = io_msg(WIRE_OP_SET, "is_armed");
 	m[0].has_val = true;
@@ -826,27 +853,8 @@ static void test_full_datagram_fits(void **state)
 
 	for (int keyed = 0; keyed < 2; keyed++) {
 		for (uint32_t max = 120; max <= 700; max += 7) {
-			struct wire_codec c = keyed ? keyed_codec(key_a) : plain_codec();
-			size_t i = 0;
-
-			c.max_datagram = max;
-			wire__writer_init(&w, &c);
-			assert_int_equal(wire__begin(&w, &env), 0);
-			while ((r = wire__add(&w, &m[i % 3])) == 0)
-				i++;
-			assert_int_equal(r, -EMSGSIZE);
-			/* The writer stopped only because the next message truly
-			 * did not fit. */
-			cost = msg_cost(&c, &env, &m[i % 3]);
-			if (w.n_msgs == 0)
-				cost -= 1; /* no comma before the first */
-			assert_true(w.b.len + cost + 2 + (keyed ? WIRE_TAG_BYTES : 0) > max);
-			assert_int_equal(wire__finish(&w, &out, &len), 0);
-			assert_true(len <= max);
-			assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
-			assert_int_equal(dg.n_msgs, i);
+			fill_datagram(keyed, max, &env, m, 3, &dg);
 			wire__datagram_release(&dg);
-			wire__writer_free(&w);
 		}
 	}
 
@@ -857,6 +865,43 @@ static void test_full_datagram_fits(void **state)
 		wire__writer_init(&w, &c);
 		assert_int_equal(wire__begin(&w, &env), -EMSGSIZE);
 		wire__writer_free(&w);
+	}
+}
+
+/* Sets only (the writer's short way, which knows a set's length before it
+ * writes it): at every max_datagram, byte by byte, a datagram takes sets
+ * until the next one truly does not fit, whatever the lengths of their
+ * numbers, and not one fewer. */
+static void test_sets_fill_exactly(void **state)
+{
+	static const int64_t vals[] = {0, -1, 7, 12345678, -98765432101, 99, 100, INT64_MIN, INT64_MAX};
+	static const uint64_t vers[] = {1, 10, 999999, 1000000, 123456789012345678ull, 9};
+	struct wire_env env = env_of("controller-7", 12, 345);
+	enum { K = 11 };
+	struct wire_msg m[K];
+	char names[K][8];
+	struct wire_datagram dg;
+
+	(void)state;
+	for (int k = 0; k < K; k++) {
+		snprintf(names[k], sizeof(names[k]), "t%d", k * 37);
+		m[k] = io_msg(k == 4 ? WIRE_OP_REPLY : WIRE_OP_SET, names[k]);
+		m[k].has_val = m[k].has_ver = true;
+		m[k].val = k == 3 ? tsync_bool(true) : tsync_int(vals[k % 9]);
+		m[k].ver = vers[k % 6];
+	}
+	for (int keyed = 0; keyed < 2; keyed++) {
+		for (uint32_t max = 110; max <= 700; max++) {
+			fill_datagram(keyed, max, &env, m, K, &dg);
+			for (size_t j = 0; j < dg.n_msgs; j++) {
+				/* A bool goes as 1 or 0, read back as the integer. */
+				int64_t want = m[j % K].val.type == TSYNC_TYPE_BOOL ? m[j % K].val.u.b : m[j % K].val.u.i;
+				assert_string_equal(dg.msgs[j].io, names[j % K]);
+				assert_true(dg.msgs[j].ver == m[j % K].ver);
+				assert_true(dg.msgs[j].val.type == TSYNC_TYPE_INT && dg.msgs[j].val.u.i == want);
+			}
+			wire__datagram_release(&dg);
+		}
 	}
 }
 
@@ -1059,6 +1104,55 @@ static void test_numbers_text(void **state)
 	}
 }
 
+/* The reader takes integers 8 bytes at a time: every byte after numbers of
+ * 1 to 20 digits (within a word, at its end, across two, past the 15 it
+ * reads that way) ends the number or continues it exactly as JSON says.
+ * Whitespace is JSON's, so the general reader accepts it; a digit makes the
+ * number longer; anything else there is malformed. */
+static void test_int_reader_bytes(void **state)
+{
+	static const char digits[] = "12345678901234567890";
+	struct wire_codec c = plain_codec();
+	char text[256];
+
+	(void)state;
+	for (int n = 1; n <= 20; n++) {
+		for (int b = 1; b < 256; b++) {
+			struct wire_datagram dg;
+			tsync_reject rej;
+			bool ws = b == ' ' || b == '\t' || b == '\n' || b == '\r';
+			bool digit = b >= '0' && b <= '9';
+			int len = snprintf(text, sizeof(text),
+			                   "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[{\"type\":\"io\","
+			                   "\"cmd\":\"set\",\"io\":\"t\",\"val\":%.*s%c,\"ver\":%.*s%c}]}",
+			                   n, digits, b, n, digits, b);
+			long long want = 0;
+			uint64_t wantv = 0;
+			int total = n + digit;
+			int r = wire__decode(&c, text, (size_t)len, &dg, &rej);
+			for (int i = 0; i < total && i < 19; i++) {
+				int d = i < n ? digits[i] - '0' : b - '0';
+				want = want * 10 + d;
+				wantv = wantv * 10 + (uint64_t)d;
+			}
+			if (!(ws || digit) || total > 19) {
+				/* Malformed, or a value past int64 (refused as such). */
+				if (r == 0) {
+					assert_true(total > 19 && dg.n_msgs == 1 && dg.msgs[0].bad);
+					wire__datagram_release(&dg);
+				}
+				continue;
+			}
+			assert_int_equal(r, 0);
+			assert_int_equal(dg.n_msgs, 1);
+			assert_false(dg.msgs[0].bad);
+			assert_true(dg.msgs[0].val.type == TSYNC_TYPE_INT && dg.msgs[0].val.u.i == want);
+			assert_true(dg.msgs[0].has_ver && dg.msgs[0].ver == wantv);
+			wire__datagram_release(&dg);
+		}
+	}
+}
+
 /* Every byte of ASCII in a set's name, the fast writer's and the general
  * one's choice alike: as it is, or escaped as JSON wants. */
 static void test_name_bytes_text(void **state)
@@ -1096,6 +1190,65 @@ static void test_name_bytes_text(void **state)
 		assert_string_equal(dg.msgs[0].io, name);
 		wire__datagram_release(&dg);
 		wire__writer_free(&w);
+	}
+}
+
+/* The reader finds the end of a plain name 8 bytes at a time: names (of a
+ * set and of the sender) of every length up to WIRE_NAME_MAX, with a byte
+ * that ends the plain run ('"', '\\', a control byte, UTF-8) at every
+ * place or none, read back as written, whatever their place in a word. */
+static void test_name_ends_anywhere(void **state)
+{
+	static const char *odd[] = {"", "\"", "\\", "\x01", "\x1f", "\xc3\xa9", "\x7f"};
+	char name[WIRE_NAME_MAX + 8];
+	struct wire_msg m = io_msg(WIRE_OP_SET, NULL);
+	struct wire_codec c = plain_codec();
+	struct wire_datagram dg;
+	struct wire_writer w;
+	const void *out;
+	tsync_reject rej;
+	size_t len;
+
+	(void)state;
+	for (size_t k = 0; k < sizeof(odd) / sizeof(odd[0]); k++) {
+		size_t ol = strlen(odd[k]);
+		for (size_t n = 1; n + ol <= WIRE_NAME_MAX; n++) {
+			for (size_t at = 0; at <= n; at += (k == 0 ? n + 1 : 1)) {
+				struct wire_env env;
+				memset(name, 'x', n);
+				memcpy(name + at, odd[k], ol);
+				memset(name + at + ol, 'y', n - at);
+				name[n + ol] = '\0';
+				env = env_of(name, 3, 4);
+				m.io = name;
+				m.has_val = m.has_ver = true;
+				m.val = tsync_int(-12);
+				m.ver = 5;
+				encode(&w, &c, &env, &m, 1, &out, &len);
+				assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+				assert_int_equal(dg.n_msgs, 1);
+				assert_false(dg.msgs[0].bad);
+				assert_string_equal(dg.msgs[0].io, name);
+				assert_string_equal(dg.env.from, name);
+				assert_true(dg.msgs[0].val.u.i == -12 && dg.msgs[0].ver == 5);
+				wire__datagram_release(&dg);
+				wire__writer_free(&w);
+			}
+		}
+	}
+	/* Not UTF-8 (a byte 0xff anywhere in a name of 21): not JSON. */
+	for (int at = 0; at < 21; at++) {
+		char text[256];
+		int n;
+		memset(name, 'x', 21);
+		name[at] = (char)0xff;
+		name[21] = '\0';
+		n = snprintf(text, sizeof(text),
+		             "{\"v\":1,\"from\":\"a\",\"boot\":1,\"seq\":1,\"msgs\":[{\"type\":\"io\","
+		             "\"cmd\":\"set\",\"io\":\"%s\",\"val\":1,\"ver\":1}]}",
+		             name);
+		assert_true(wire__decode(&c, text, (size_t)n, &dg, &rej) < 0);
+		assert_int_equal(rej, TSYNC_REJ_JSON);
 	}
 }
 
@@ -1945,9 +2098,12 @@ int main(void)
 	    cmocka_unit_test(test_acks_in_envelope),
 	    cmocka_unit_test(test_batch_messages_text),
 	    cmocka_unit_test(test_numbers_text),
+	    cmocka_unit_test(test_int_reader_bytes),
 	    cmocka_unit_test(test_name_bytes_text),
+	    cmocka_unit_test(test_name_ends_anywhere),
 	    cmocka_unit_test(test_batch_messages_read),
 	    cmocka_unit_test(test_full_datagram_fits),
+	    cmocka_unit_test(test_sets_fill_exactly),
 	    cmocka_unit_test(test_writer_max_msgs),
 	    cmocka_unit_test(test_add_raw_same_bytes),
 	    cmocka_unit_test(test_oversize_datagram),
