@@ -38,6 +38,8 @@
  * owner_boot, version), unique where owner_boot > 0, so whatever path
  * brings it (live push, recovery, an import with those fields) it is stored
  * once, with the path it came by first; the others are 'copy' items.
+ * Schema 4 keys that unique index (measurements_change) by (owner_boot,
+ * version, owner, thing), the same columns in a cheaper order to insert.
  *
  * Inserts are idempotent on (source, stream, seq): a batch sent twice is
  * stored once. A sequence already stored with other content (thing, value,
@@ -67,7 +69,7 @@
 #include "util/util.h"
 
 #define DB_EDOWN (-ENOTCONN)
-#define DB_SCHEMA_VERSION 3
+#define DB_SCHEMA_VERSION 4
 #define DB_STREAM_MAX 32
 
 struct db;

@@ -113,7 +113,7 @@ static PGresult *one(struct db_pg *d, const char *sql, int n, const char *const 
 }
 
 /*
- * Makes the schema, or migrates schema 1, in one transaction. Collectors
+ * Makes the schema, or migrates an older one (1, 2, 3), in one transaction. Collectors
  * that share the database and start together take turns (an advisory lock),
  * so one migrates and the others find it done.
  */
@@ -178,6 +178,13 @@ static int ensure_schema(struct db_pg *d)
 	}
 	for (size_t i = 0; r == 0 && i < db_schema_count; i++)
 		r = command(d, db_schema_sql[i]);
+	/* The (thing, time) index's keys are all distinct (a thing's times): deduplication finds nothing
+	 * to merge, but tries before every split of a leaf (schema 4). */
+	if (r == 0 && (!found || version < 4))
+		r = command(d, "ALTER INDEX measurements_thing_time SET (deduplicate_items = off)");
+	if (r == 0 && found && version == 3)
+		log_warn(d->log, "postgres: migrated to schema %d: the change index keyed by owner boot and version first",
+		         DB_SCHEMA_VERSION);
 	if (r == 0 && (!found || version < DB_SCHEMA_VERSION)) {
 		snprintf(sql, sizeof(sql), "DELETE FROM thingsync_schema; INSERT INTO thingsync_schema VALUES (%d)",
 		         DB_SCHEMA_VERSION);
