@@ -423,6 +423,12 @@ static void test_migrate_3_postgres(void **state)
 	pg_text(e, "SELECT reloptions::text FROM pg_class WHERE relname = 'measurements_thing_time'", text,
 	        sizeof(text));
 	assert_string_equal(text, "{deduplicate_items=off}");
+	pg_text(e,
+	        "SELECT string_agg(a.attname || ' ' || c.collname, ',' ORDER BY a.attnum) FROM pg_attribute a"
+	        " JOIN pg_collation c ON c.oid = a.attcollation WHERE a.attrelid = 'measurements'::regclass"
+	        " AND a.attname IN ('source', 'stream', 'thing', 'owner')",
+	        text, sizeof(text));
+	assert_string_equal(text, "source C,stream C,thing C,owner C");
 	check_migrated_3(e, pg_text);
 }
 #endif
