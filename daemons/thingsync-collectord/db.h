@@ -284,6 +284,10 @@ int db__hole_times(struct db *db, const char *source, const char *stream, int64_
 /* Shared SQL text, the same for both backends: the schema of DB_SCHEMA_VERSION. */
 extern const char *const db_schema_sql[];
 extern const size_t db_schema_count;
+/* PostgreSQL only, after db_schema_sql on a new database or one of schema < 4 (collations, index
+ * options). */
+extern const char *const db_pg_schema_4_sql[];
+extern const size_t db_pg_schema_4_count;
 /* Schema 1 to 2, after the backend's own primary-key changes (see db_common.c). */
 extern const char *const db_migrate_1_common_sql[];
 extern const size_t db_migrate_1_common_count;

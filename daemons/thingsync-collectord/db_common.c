@@ -68,6 +68,23 @@ const char *const db_schema_sql[] = {
 const size_t db_schema_count = sizeof(db_schema_sql) / sizeof(db_schema_sql[0]);
 
 /*
+ * Schema 4, PostgreSQL's part, after db_schema_sql (once: on a new database,
+ * or on one of an older schema). The text columns of the measurements' keys
+ * compare bytewise (collation "C", as SQLite compares them) whatever the
+ * database's collation: even C.UTF-8 is not C's memcmp() to PostgreSQL 15
+ * (the ALTER rebuilds the indexes on them). The (thing, time) index's keys
+ * are all distinct (a thing's times): deduplication finds nothing to merge,
+ * but tries before every split of a leaf.
+ */
+const char *const db_pg_schema_4_sql[] = {
+    "ALTER TABLE measurements ALTER COLUMN source TYPE TEXT COLLATE \"C\","
+    " ALTER COLUMN stream TYPE TEXT COLLATE \"C\", ALTER COLUMN thing TYPE TEXT COLLATE \"C\","
+    " ALTER COLUMN owner TYPE TEXT COLLATE \"C\"",
+    "ALTER INDEX measurements_thing_time SET (deduplicate_items = off)",
+};
+const size_t db_pg_schema_4_count = sizeof(db_pg_schema_4_sql) / sizeof(db_pg_schema_4_sql[0]);
+
+/*
  * Schema 1 had measurements and rejected keyed on (source, seq) and no
  * streams. Once a backend has rebuilt those two tables with stream '' in
  * their key, this gives the sources their (unknown) stream and records the

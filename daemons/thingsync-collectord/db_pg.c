@@ -178,19 +178,8 @@ static int ensure_schema(struct db_pg *d)
 	}
 	for (size_t i = 0; r == 0 && i < db_schema_count; i++)
 		r = command(d, db_schema_sql[i]);
-	/*
-	 * Schema 4, PostgreSQL's part. The text columns of the measurements' keys compare bytewise
-	 * (collation "C", as SQLite does) whatever the database's collation: even C.UTF-8 is not C's
-	 * memcmp() to PostgreSQL 15 (which rebuilds the indexes on them here). And the (thing, time)
-	 * index's keys are all distinct (a thing's times): deduplication finds nothing to merge, but
-	 * tries before every split of a leaf.
-	 */
-	if (r == 0 && (!found || version < 4))
-		r = command(d, "ALTER TABLE measurements ALTER COLUMN source TYPE TEXT COLLATE \"C\","
-		               " ALTER COLUMN stream TYPE TEXT COLLATE \"C\", ALTER COLUMN thing TYPE TEXT COLLATE \"C\","
-		               " ALTER COLUMN owner TYPE TEXT COLLATE \"C\"");
-	if (r == 0 && (!found || version < 4))
-		r = command(d, "ALTER INDEX measurements_thing_time SET (deduplicate_items = off)");
+	for (size_t i = 0; r == 0 && (!found || version < 4) && i < db_pg_schema_4_count; i++)
+		r = command(d, db_pg_schema_4_sql[i]);
 	if (r == 0 && found && version == 3)
 		log_warn(d->log, "postgres: migrated to schema %d: the change index keyed by owner boot and version first",
 		         DB_SCHEMA_VERSION);
