@@ -433,6 +433,67 @@ static void test_migrate_3_postgres(void **state)
 }
 #endif
 
+#ifdef HAVE_POSTGRES
+/* `n` measurements, seq from 1, value seq (row `odd`, when > 0, with another), as push_items() items. */
+static char *batch_of(int n, int odd)
+{
+	char *s = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&s, &len);
+
+	assert_non_null(f);
+	for (int k = 1; k <= n; k++)
+		fprintf(f,
+		        "%s{\"seq\":%d,\"thing\":\"t%d\",\"value\":%d,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":%d}",
+		        k > 1 ? "," : "", k, k % 10, k == odd ? -k : k, (int64_t)1700000000000000 + k, k);
+	fclose(f);
+	return s;
+}
+
+/*
+ * A batch larger than the COPY's chunk of rows (250): every row stored once
+ * with its own value; the batch again is a duplicate (the careful way,
+ * which COPYs the same text again into push_in); the batch again with one
+ * more row and a row past the first chunks changed is the stream going
+ * backwards: refused, nothing of it stored.
+ */
+static void test_big_batch_postgres(void **state)
+{
+	struct env *e = *state;
+	char *items = batch_of(601, 0), *again = batch_of(602, 0), *odd = batch_of(602, 550);
+	json_t *j = NULL, *page, *m;
+	size_t i;
+
+	pg_setup(e);
+	start_collector(e, NULL);
+	assert_int_equal(push_items(e, items, &j), 200);
+	assert_int_equal(jint(j, "stored", NULL), 601);
+	json_decref(j);
+	page = col_get(e, "/v1/measurements?source=PUSH&limit=1000");
+	assert_int_equal(json_array_size(json_object_get(page, "measurements")), 601);
+	json_array_foreach(json_object_get(page, "measurements"), i, m)
+	{
+		assert_int_equal(jint(m, "seq", NULL), (int64_t)i + 1);
+		assert_int_equal(json_integer_value(json_object_get(m, "value")), (json_int_t)i + 1);
+		assert_int_equal(jint(m, "version", NULL), (int64_t)i + 1);
+	}
+	json_decref(page);
+	assert_int_equal(push_items(e, items, &j), 200);
+	assert_int_equal(jint(j, "stored", NULL), 0);
+	json_decref(j);
+	assert_int_equal(push_items(e, odd, &j), 409);
+	json_decref(j);
+	assert_int_equal(count_of(e, "/v1/measurements?source=PUSH&limit=1000", "measurements"), 601);
+	assert_int_equal(push_items(e, again, &j), 200);
+	assert_int_equal(jint(j, "stored", NULL), 1);
+	json_decref(j);
+	assert_int_equal(count_of(e, "/v1/measurements?source=PUSH&limit=1000", "measurements"), 602);
+	free(items);
+	free(again);
+	free(odd);
+}
+#endif
+
 /* --- pushd's intake: recovery chunks from a real owner's history ------------------------ */
 
 /* RECOV's recovery_data_request to OWNER and its answer. */
