@@ -181,8 +181,10 @@ static int ensure_schema(struct db_pg *d)
 	for (size_t i = 0; r == 0 && (!found || version < 4) && i < db_pg_schema_4_count; i++)
 		r = command(d, db_pg_schema_4_sql[i]);
 	if (r == 0 && found && version == 3)
-		log_warn(d->log, "postgres: migrated to schema %d: the change index keyed by owner boot and version first",
-		         DB_SCHEMA_VERSION);
+		log_warn(
+		    d->log,
+		    "postgres: migrated to schema %d: the change index keyed by owner boot and version first",
+		    DB_SCHEMA_VERSION);
 	if (r == 0 && (!found || version < DB_SCHEMA_VERSION)) {
 		snprintf(sql, sizeof(sql), "DELETE FROM thingsync_schema; INSERT INTO thingsync_schema VALUES (%d)",
 		         DB_SCHEMA_VERSION);
@@ -436,8 +438,8 @@ static int copy_send(struct db_pg *d, const struct db_batch *b, const char *stre
  * when a unique key refused a row (with `dup_ok`; nothing of the COPY
  * stays), or a failure.
  */
-static int copy_in(struct db_pg *d, const char *sql, const struct db_batch *b, const char *stream, struct buf *t,
-                   bool dup_ok)
+static int copy_in(struct db_pg *d, const char *sql, const struct db_batch *b, const char *stream,
+                   struct buf *t, bool dup_ok)
 {
 	PGresult *res = PQexec(d->conn, sql);
 	const char *state;
@@ -447,7 +449,8 @@ static int copy_in(struct db_pg *d, const char *sql, const struct db_batch *b, c
 		return fail(d, "copy measurements", res);
 	PQclear(res);
 	r = copy_send(d, b, stream, t);
-	if (r == DB_EDOWN || PQputCopyEnd(d->conn, r < 0 ? "the collector could not write the rows" : NULL) != 1)
+	if (r == DB_EDOWN ||
+	    PQputCopyEnd(d->conn, r < 0 ? "the collector could not write the rows" : NULL) != 1)
 		return fail(d, "copy measurements", NULL);
 	res = PQgetResult(d->conn);
 	state = PQresultErrorField(res, PG_DIAG_SQLSTATE);

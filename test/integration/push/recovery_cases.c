@@ -295,8 +295,10 @@ static const char *const schema_3_sql[] = {
     "CREATE TABLE thingsync_schema (version BIGINT NOT NULL)",
     "INSERT INTO thingsync_schema VALUES (3)",
     "INSERT INTO measurements VALUES"
-    " ('PUSH', '" TEST_STREAM "', 1, 't0', 'int', '1', 1700000000000000, 3, 1, 1700000000000009, 'OWNER', 'live'),"
-    " ('PUSH', '" TEST_STREAM "', 2, 't1', 'int', '2', 1700000000000001, 3, 2, 1700000000000009, 'OWNER', 'live')",
+    " ('PUSH', '" TEST_STREAM
+    "', 1, 't0', 'int', '1', 1700000000000000, 3, 1, 1700000000000009, 'OWNER', 'live'),"
+    " ('PUSH', '" TEST_STREAM
+    "', 2, 't1', 'int', '2', 1700000000000001, 3, 2, 1700000000000009, 'OWNER', 'live')",
     "INSERT INTO sources VALUES ('PUSH', 1700000000000009, 2, 1, '" TEST_STREAM "')",
     "INSERT INTO streams VALUES ('PUSH', '" TEST_STREAM "', 1, 2, 1700000000000009, 1700000000000009)",
 };
@@ -312,12 +314,13 @@ typedef void (*sql_text_fn)(struct env *e, const char *sql, char *out, size_t si
  */
 static void check_migrated_3(struct env *e, sql_text_fn sql_text)
 {
-	const char *batch = "{\"seq\":3,\"thing\":\"t0\",\"value\":1,\"time\":1700000000000000,\"owner_boot\":3,"
-	                    "\"version\":1,\"source\":\"recovery\"},"
-	                    "{\"seq\":4,\"thing\":\"t2\",\"value\":5,\"time\":1700000000000002,\"owner_boot\":3,"
-	                    "\"version\":3},"
-	                    "{\"seq\":5,\"thing\":\"t1\",\"value\":2,\"time\":1700000000000001,\"owner_boot\":3,"
-	                    "\"version\":2,\"source\":\"recovery\"}";
+	const char *batch =
+	    "{\"seq\":3,\"thing\":\"t0\",\"value\":1,\"time\":1700000000000000,\"owner_boot\":3,"
+	    "\"version\":1,\"source\":\"recovery\"},"
+	    "{\"seq\":4,\"thing\":\"t2\",\"value\":5,\"time\":1700000000000002,\"owner_boot\":3,"
+	    "\"version\":3},"
+	    "{\"seq\":5,\"thing\":\"t1\",\"value\":2,\"time\":1700000000000001,\"owner_boot\":3,"
+	    "\"version\":2,\"source\":\"recovery\"}";
 	char text[256];
 	json_t *j = NULL, *src;
 
@@ -374,8 +377,10 @@ static void test_migrate_3_sqlite(void **state)
 	for (size_t i = 0; i < sizeof(schema_3_sql) / sizeof(schema_3_sql[0]); i++)
 		sqlite_text(e, schema_3_sql[i], text, sizeof(text));
 	start_collector(e, NULL);
-	sqlite_text(e, "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'measurements'"
-	               " AND name NOT LIKE 'sqlite_%' ORDER BY name", text, sizeof(text));
+	sqlite_text(e,
+	            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'measurements'"
+	            " AND name NOT LIKE 'sqlite_%' ORDER BY name",
+	            text, sizeof(text));
 	assert_string_equal(text, "measurements_change,measurements_thing_time");
 	check_migrated_3(e, sqlite_text);
 }
@@ -385,8 +390,9 @@ static void test_migrate_3_sqlite(void **state)
 static void pg_text(struct env *e, const char *sql, char *out, size_t size)
 {
 	char psql[300], port[16], file[300];
-	const char *argv[] = {psql, "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-Atq",
-	                      "-o", file, "-c", sql, NULL};
+	const char *argv[] = {
+	    psql,   "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-v", "ON_ERROR_STOP=1",
+	    "-Atq", "-o", file,        "-c", sql,  NULL};
 	FILE *f;
 	size_t n = 0;
 	int c;
@@ -417,8 +423,8 @@ static void test_migrate_3_postgres(void **state)
 	for (size_t i = 0; i < sizeof(schema_3_sql) / sizeof(schema_3_sql[0]); i++)
 		pg_text(e, schema_3_sql[i], text, sizeof(text));
 	start_collector(e, NULL);
-	pg_text(e, "SELECT indexname FROM pg_indexes WHERE tablename = 'measurements' ORDER BY indexname", text,
-	        sizeof(text));
+	pg_text(e, "SELECT indexname FROM pg_indexes WHERE tablename = 'measurements' ORDER BY indexname",
+	        text, sizeof(text));
 	assert_string_equal(text, "measurements_change,measurements_pkey,measurements_thing_time");
 	pg_text(e, "SELECT reloptions::text FROM pg_class WHERE relname = 'measurements_thing_time'", text,
 	        sizeof(text));
@@ -444,7 +450,8 @@ static char *batch_of(int n, int odd)
 	assert_non_null(f);
 	for (int k = 1; k <= n; k++)
 		fprintf(f,
-		        "%s{\"seq\":%d,\"thing\":\"t%d\",\"value\":%d,\"time\":%" PRId64 ",\"owner_boot\":3,\"version\":%d}",
+		        "%s{\"seq\":%d,\"thing\":\"t%d\",\"value\":%d,\"time\":%" PRId64
+		        ",\"owner_boot\":3,\"version\":%d}",
 		        k > 1 ? "," : "", k, k % 10, k == odd ? -k : k, (int64_t)1700000000000000 + k, k);
 	fclose(f);
 	return s;
