@@ -38,6 +38,8 @@
  * owner_boot, version), unique where owner_boot > 0, so whatever path
  * brings it (live push, recovery, an import with those fields) it is stored
  * once, with the path it came by first; the others are 'copy' items.
+ * Schema 4 keys that unique index (measurements_change) by (owner_boot,
+ * version, owner, thing), the same columns in a cheaper order to insert.
  *
  * Inserts are idempotent on (source, stream, seq): a batch sent twice is
  * stored once. A sequence already stored with other content (thing, value,
@@ -67,7 +69,7 @@
 #include "util/util.h"
 
 #define DB_EDOWN (-ENOTCONN)
-#define DB_SCHEMA_VERSION 3
+#define DB_SCHEMA_VERSION 4
 #define DB_STREAM_MAX 32
 
 struct db;
@@ -282,6 +284,10 @@ int db__hole_times(struct db *db, const char *source, const char *stream, int64_
 /* Shared SQL text, the same for both backends: the schema of DB_SCHEMA_VERSION. */
 extern const char *const db_schema_sql[];
 extern const size_t db_schema_count;
+/* PostgreSQL only, after db_schema_sql on a new database or one of schema < 4 (collations, index
+ * options). */
+extern const char *const db_pg_schema_4_sql[];
+extern const size_t db_pg_schema_4_count;
 /* Schema 1 to 2, after the backend's own primary-key changes (see db_common.c). */
 extern const char *const db_migrate_1_common_sql[];
 extern const size_t db_migrate_1_common_count;

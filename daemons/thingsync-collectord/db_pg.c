@@ -113,7 +113,7 @@ static PGresult *one(struct db_pg *d, const char *sql, int n, const char *const 
 }
 
 /*
- * Makes the schema, or migrates schema 1, in one transaction. Collectors
+ * Makes the schema, or migrates an older one (1, 2, 3), in one transaction. Collectors
  * that share the database and start together take turns (an advisory lock),
  * so one migrates and the others find it done.
  */
@@ -178,6 +178,13 @@ static int ensure_schema(struct db_pg *d)
 	}
 	for (size_t i = 0; r == 0 && i < db_schema_count; i++)
 		r = command(d, db_schema_sql[i]);
+	for (size_t i = 0; r == 0 && (!found || version < 4) && i < db_pg_schema_4_count; i++)
+		r = command(d, db_pg_schema_4_sql[i]);
+	if (r == 0 && found && version == 3)
+		log_warn(
+		    d->log,
+		    "postgres: migrated to schema %d: the change index keyed by owner boot and version first",
+		    DB_SCHEMA_VERSION);
 	if (r == 0 && (!found || version < DB_SCHEMA_VERSION)) {
 		snprintf(sql, sizeof(sql), "DELETE FROM thingsync_schema; INSERT INTO thingsync_schema VALUES (%d)",
 		         DB_SCHEMA_VERSION);
@@ -373,19 +380,19 @@ static int copy_int(struct buf *t, int64_t x, char sep)
 	return r == 0 ? buf__append(t, &sep, 1) : r;
 }
 
-/* The batch's measurements in COPY's text format, in the column order of COPY_COLUMNS. */
+/* Rows [from, to) of the batch's measurements appended to `t` in COPY's text format, in the column
+ * order of COPY_COLUMNS. */
 #define COPY_COLUMNS                                                                                         \
 	"(source, stream, seq, thing, vtype, value, time_us, owner_boot, version, received_us, owner, via)"
 
-static int copy_text(const struct db_batch *b, const char *stream, struct buf *t)
+static int copy_text(const struct db_batch *b, const char *stream, size_t from, size_t to, struct buf *t)
 {
 	struct buf head = {0}; /* "source\tstream\t", the same on every row */
 	int r;
 
-	buf__reset(t);
 	if ((r = copy_field(&head, b->source, '\t')) == 0)
 		r = copy_field(&head, stream, '\t');
-	for (size_t i = 0; r == 0 && i < b->n; i++) {
+	for (size_t i = from; r == 0 && i < to; i++) {
 		const struct db_measurement *m = &b->m[i];
 		if ((r = buf__append(t, head.data, head.len)) == 0 &&
 		    (r = copy_int(t, m->seq, '\t')) == 0 && (r = copy_field(t, m->thing, '\t')) == 0 &&
@@ -399,23 +406,61 @@ static int copy_text(const struct db_batch *b, const char *stream, struct buf *t
 	return r;
 }
 
+/* Rows of the COPY text written and sent at a time: the server parses and inserts them while the
+ * next ones are written (written whole first, the server waited for all of them). */
+#define PG_COPY_CHUNK 250
+
 /*
- * COPYs `t` with the statement `sql`: the way in that costs PostgreSQL least
- * (no parameters to parse, no plan per row). 0, 1 when a unique key refused
- * a row (with `dup_ok`; nothing of the COPY stays), or a failure.
+ * Sends the COPY's rows: `t` as it is when `b` is NULL, else the text of
+ * b's measurements, written into `t` (emptied first) and sent a chunk at a
+ * time; `t` then holds all of it.
  */
-static int copy_in(struct db_pg *d, const char *sql, const struct buf *t, bool dup_ok)
+static int copy_send(struct db_pg *d, const struct db_batch *b, const char *stream, struct buf *t)
+{
+	size_t sent = 0;
+	int r = 0;
+
+	if (!b)
+		return PQputCopyData(d->conn, t->data, (int)t->len) == 1 ? 0 : DB_EDOWN;
+	buf__reset(t);
+	for (size_t i = 0; r == 0 && i < b->n; i += PG_COPY_CHUNK) {
+		r = copy_text(b, stream, i, b->n - i < PG_COPY_CHUNK ? b->n : i + PG_COPY_CHUNK, t);
+		if (r == 0 && PQputCopyData(d->conn, t->data + sent, (int)(t->len - sent)) != 1)
+			r = DB_EDOWN;
+		sent = t->len;
+	}
+	return r;
+}
+
+/*
+ * COPYs the rows (copy_send()) with the statement `sql`: the way in that
+ * costs PostgreSQL least (no parameters to parse, no plan per row). 0, 1
+ * when a unique key refused a row (with `dup_ok`; nothing of the COPY
+ * stays), or a failure.
+ */
+static int copy_in(struct db_pg *d, const char *sql, const struct db_batch *b, const char *stream,
+                   struct buf *t, bool dup_ok)
 {
 	PGresult *res = PQexec(d->conn, sql);
 	const char *state;
+	int r;
 
 	if (PQresultStatus(res) != PGRES_COPY_IN)
 		return fail(d, "copy measurements", res);
 	PQclear(res);
-	if (PQputCopyData(d->conn, t->data, (int)t->len) != 1 || PQputCopyEnd(d->conn, NULL) != 1)
+	r = copy_send(d, b, stream, t);
+	if (r == DB_EDOWN ||
+	    PQputCopyEnd(d->conn, r < 0 ? "the collector could not write the rows" : NULL) != 1)
 		return fail(d, "copy measurements", NULL);
 	res = PQgetResult(d->conn);
 	state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (r < 0) {
+		/* Our own failure (out of memory): the COPY was ended with an error. */
+		PQclear(res);
+		while ((res = PQgetResult(d->conn)) != NULL)
+			PQclear(res);
+		return r;
+	}
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && !(dup_ok && state && !strcmp(state, "23505")))
 		return fail(d, "copy measurements", res);
 	dup_ok = PQresultStatus(res) != PGRES_COMMAND_OK;
@@ -439,19 +484,18 @@ static int store_measurements(struct db_pg *d, const struct db_batch *b, const c
 {
 	struct params none = {0};
 	PGresult *q;
-	int r = copy_text(b, stream, t);
+	int r;
 
 	/* The savepoint and the COPY in one round trip (a simple query stops at its COPY); the savepoint
 	 * is not released: the rest of the transaction runs inside it, and COMMIT takes it all. */
-	if (r == 0)
-		r = copy_in(d, "SAVEPOINT batch; COPY measurements " COPY_COLUMNS " FROM STDIN", t, true);
+	r = copy_in(d, "SAVEPOINT batch; COPY measurements " COPY_COLUMNS " FROM STDIN", b, stream, t, true);
 	if (r == 0) {
 		*ins = b->n;
 		return 0;
 	}
 	if (r < 0 || (r = command(d, "ROLLBACK TO SAVEPOINT batch")) < 0)
 		return r;
-	r = copy_in(d, "COPY push_in FROM STDIN", t, false);
+	r = copy_in(d, "COPY push_in FROM STDIN", NULL, NULL, t, false);
 	if (r == 0)
 		r = exec_params(
 		    d, "insert measurements",

@@ -354,6 +354,11 @@ static int ensure_schema(struct db_sqlite *d)
 	for (size_t i = 0; i < db_schema_count; i++)
 		if ((rc = exec(d, db_schema_sql[i])) != SQLITE_OK)
 			goto leave;
+	if (found && version == 3)
+		log_warn(d->log,
+		         "sqlite %s: migrated to schema %d: the change index keyed by owner boot and version "
+		         "first",
+		         d->path, DB_SCHEMA_VERSION);
 	if (!found || version < DB_SCHEMA_VERSION) {
 		snprintf(sql, sizeof(sql), "DELETE FROM thingsync_schema; INSERT INTO thingsync_schema VALUES (%d)",
 		         DB_SCHEMA_VERSION);

@@ -930,6 +930,9 @@ static double baseline_pg(struct bench *b, const char *conninfo, bool shared, st
 		for (size_t i = 0; i < db_schema_count; i++)
 			if (!pg_ok(c, PQexec(c, db_schema_sql[i])))
 				goto leave;
+		for (size_t i = 0; i < db_pg_schema_4_count; i++)
+			if (!pg_ok(c, PQexec(c, db_pg_schema_4_sql[i])))
+				goto leave;
 	}
 	buf = malloc((size_t)b->batch * 128);
 	if (!buf)

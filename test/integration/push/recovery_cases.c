@@ -274,6 +274,233 @@ static void test_migrate_2_sqlite(void **state)
 	assert_int_equal(count_of(e, "/v1/measurements?thing=t0", "measurements"), 2);
 }
 
+/*
+ * A schema 3 database: the change index measurements_identity keyed by
+ * (owner, thing, owner_boot, version), two live changes of OWNER stored.
+ * Plain SQL both backends take.
+ */
+static const char *const schema_3_sql[] = {
+    "CREATE TABLE measurements (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT NULL,"
+    " thing TEXT NOT NULL, vtype TEXT NOT NULL, value TEXT NOT NULL, time_us BIGINT NOT NULL,"
+    " owner_boot BIGINT NOT NULL, version BIGINT NOT NULL, received_us BIGINT NOT NULL,"
+    " owner TEXT NOT NULL DEFAULT '', via TEXT NOT NULL DEFAULT 'live', PRIMARY KEY (source, stream, seq))",
+    "CREATE INDEX measurements_thing_time ON measurements (thing, time_us)",
+    "CREATE UNIQUE INDEX measurements_identity ON measurements (owner, thing, owner_boot, version)"
+    " WHERE owner_boot > 0",
+    "CREATE TABLE sources (source TEXT PRIMARY KEY, last_seen_us BIGINT NOT NULL, last_seq BIGINT NOT NULL,"
+    " boot BIGINT NOT NULL, stream TEXT NOT NULL DEFAULT '')",
+    "CREATE TABLE streams (source TEXT NOT NULL, stream TEXT NOT NULL, first_seq BIGINT NOT NULL,"
+    " last_seq BIGINT NOT NULL, first_us BIGINT NOT NULL, last_us BIGINT NOT NULL,"
+    " PRIMARY KEY (source, stream))",
+    "CREATE TABLE thingsync_schema (version BIGINT NOT NULL)",
+    "INSERT INTO thingsync_schema VALUES (3)",
+    "INSERT INTO measurements VALUES"
+    " ('PUSH', '" TEST_STREAM
+    "', 1, 't0', 'int', '1', 1700000000000000, 3, 1, 1700000000000009, 'OWNER', 'live'),"
+    " ('PUSH', '" TEST_STREAM
+    "', 2, 't1', 'int', '2', 1700000000000001, 3, 2, 1700000000000009, 'OWNER', 'live')",
+    "INSERT INTO sources VALUES ('PUSH', 1700000000000009, 2, 1, '" TEST_STREAM "')",
+    "INSERT INTO streams VALUES ('PUSH', '" TEST_STREAM "', 1, 2, 1700000000000009, 1700000000000009)",
+};
+
+/* What a query of one text column (rows joined by ','), run by the test's own connection, returns. */
+typedef void (*sql_text_fn)(struct env *e, const char *sql, char *out, size_t size);
+
+/*
+ * After the migration to schema 4: the old change index is gone, the new one
+ * refuses a change stored before. One batch with a recovered copy of each
+ * stored change around a new change stores the new one once and makes the
+ * two copies; the batch again stores nothing; a restart migrates nothing.
+ */
+static void check_migrated_3(struct env *e, sql_text_fn sql_text)
+{
+	const char *batch =
+	    "{\"seq\":3,\"thing\":\"t0\",\"value\":1,\"time\":1700000000000000,\"owner_boot\":3,"
+	    "\"version\":1,\"source\":\"recovery\"},"
+	    "{\"seq\":4,\"thing\":\"t2\",\"value\":5,\"time\":1700000000000002,\"owner_boot\":3,"
+	    "\"version\":3},"
+	    "{\"seq\":5,\"thing\":\"t1\",\"value\":2,\"time\":1700000000000001,\"owner_boot\":3,"
+	    "\"version\":2,\"source\":\"recovery\"}";
+	char text[256];
+	json_t *j = NULL, *src;
+
+	sql_text(e, "SELECT version FROM thingsync_schema", text, sizeof(text));
+	assert_string_equal(text, "4");
+	assert_int_equal(count_of(e, "/v1/measurements?source=PUSH", "measurements"), 2);
+	assert_int_equal(push_items(e, batch, &j), 200);
+	assert_int_equal(jint(j, "stored", NULL), 1);
+	assert_int_equal(jint(j, "copies", NULL), 2);
+	json_decref(j);
+	assert_int_equal(push_items(e, batch, &j), 200);
+	assert_int_equal(jint(j, "stored", NULL), 0);
+	json_decref(j);
+	assert_int_equal(count_of(e, "/v1/measurements?source=PUSH", "measurements"), 3);
+	assert_int_equal(count_of(e, "/v1/measurements?thing=t0", "measurements"), 1);
+	src = source_push(e);
+	assert_int_equal(jint(src, "missing", NULL), 0);
+	assert_int_equal(jint(src, "last_seq", NULL), 5);
+	json_decref(src);
+	harness_stop(&e->collector, SIGTERM);
+	start_collector(e, NULL);
+	assert_int_equal(count_of(e, "/v1/measurements?source=PUSH", "measurements"), 3);
+	sql_text(e, "SELECT version FROM thingsync_schema", text, sizeof(text));
+	assert_string_equal(text, "4");
+}
+
+static int sqlite_row_text(void *ud, int n, char **col, char **names)
+{
+	char *out = ud;
+	size_t len = strlen(out);
+
+	snprintf(out + len, 256 - len, "%s%s", len ? "," : "", n > 0 && col[0] ? col[0] : "");
+	return 0;
+}
+
+static void sqlite_text(struct env *e, const char *sql, char *out, size_t size)
+{
+	char path[600];
+	sqlite3 *db;
+
+	assert_true(size >= 256);
+	out[0] = '\0';
+	snprintf(path, sizeof(path), "%s/collector.db", e->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db, sql, sqlite_row_text, out, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
+static void test_migrate_3_sqlite(void **state)
+{
+	struct env *e = *state;
+	char text[256];
+
+	for (size_t i = 0; i < sizeof(schema_3_sql) / sizeof(schema_3_sql[0]); i++)
+		sqlite_text(e, schema_3_sql[i], text, sizeof(text));
+	start_collector(e, NULL);
+	sqlite_text(e,
+	            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'measurements'"
+	            " AND name NOT LIKE 'sqlite_%' ORDER BY name",
+	            text, sizeof(text));
+	assert_string_equal(text, "measurements_change,measurements_thing_time");
+	check_migrated_3(e, sqlite_text);
+}
+
+#ifdef HAVE_POSTGRES
+/* psql as the cluster's user, its rows written to a file in the cluster's directory. */
+static void pg_text(struct env *e, const char *sql, char *out, size_t size)
+{
+	char psql[300], port[16], file[300];
+	const char *argv[] = {
+	    psql,   "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-v", "ON_ERROR_STOP=1",
+	    "-Atq", "-o", file,        "-c", sql,  NULL};
+	FILE *f;
+	size_t n = 0;
+	int c;
+
+	snprintf(psql, sizeof(psql), "%s/psql", pg_bin);
+	if (access(psql, X_OK) < 0)
+		snprintf(psql, sizeof(psql), "/usr/bin/psql");
+	snprintf(port, sizeof(port), "%u", e->pg_port);
+	snprintf(file, sizeof(file), "%s/out.txt", e->pgdir);
+	unlink(file);
+	assert_int_equal(run_cmd(e, argv), 0);
+	f = fopen(file, "r");
+	assert_non_null(f);
+	while ((c = fgetc(f)) != EOF && n + 1 < size)
+		out[n++] = c == '\n' ? ',' : (char)c;
+	fclose(f);
+	while (n > 0 && out[n - 1] == ',')
+		n--;
+	out[n] = '\0';
+}
+
+static void test_migrate_3_postgres(void **state)
+{
+	struct env *e = *state;
+	char text[256];
+
+	pg_setup(e);
+	for (size_t i = 0; i < sizeof(schema_3_sql) / sizeof(schema_3_sql[0]); i++)
+		pg_text(e, schema_3_sql[i], text, sizeof(text));
+	start_collector(e, NULL);
+	pg_text(e, "SELECT indexname FROM pg_indexes WHERE tablename = 'measurements' ORDER BY indexname",
+	        text, sizeof(text));
+	assert_string_equal(text, "measurements_change,measurements_pkey,measurements_thing_time");
+	pg_text(e, "SELECT reloptions::text FROM pg_class WHERE relname = 'measurements_thing_time'", text,
+	        sizeof(text));
+	assert_string_equal(text, "{deduplicate_items=off}");
+	pg_text(e,
+	        "SELECT string_agg(a.attname || ' ' || c.collname, ',' ORDER BY a.attnum) FROM pg_attribute a"
+	        " JOIN pg_collation c ON c.oid = a.attcollation WHERE a.attrelid = 'measurements'::regclass"
+	        " AND a.attname IN ('source', 'stream', 'thing', 'owner')",
+	        text, sizeof(text));
+	assert_string_equal(text, "source C,stream C,thing C,owner C");
+	check_migrated_3(e, pg_text);
+}
+#endif
+
+#ifdef HAVE_POSTGRES
+/* `n` measurements, seq from 1, value seq (row `odd`, when > 0, with another), as push_items() items. */
+static char *batch_of(int n, int odd)
+{
+	char *s = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&s, &len);
+
+	assert_non_null(f);
+	for (int k = 1; k <= n; k++)
+		fprintf(f,
+		        "%s{\"seq\":%d,\"thing\":\"t%d\",\"value\":%d,\"time\":%" PRId64
+		        ",\"owner_boot\":3,\"version\":%d}",
+		        k > 1 ? "," : "", k, k % 10, k == odd ? -k : k, (int64_t)1700000000000000 + k, k);
+	fclose(f);
+	return s;
+}
+
+/*
+ * A batch larger than the COPY's chunk of rows (250): every row stored once
+ * with its own value; the batch again is a duplicate (the careful way,
+ * which COPYs the same text again into push_in); the batch again with one
+ * more row and a row past the first chunks changed is the stream going
+ * backwards: refused, nothing of it stored.
+ */
+static void test_big_batch_postgres(void **state)
+{
+	struct env *e = *state;
+	char *items = batch_of(601, 0), *again = batch_of(602, 0), *odd = batch_of(602, 550);
+	json_t *j = NULL, *page, *m;
+	size_t i;
+
+	pg_setup(e);
+	start_collector(e, NULL);
+	assert_int_equal(push_items(e, items, &j), 200);
+	assert_int_equal(jint(j, "stored", NULL), 601);
+	json_decref(j);
+	page = col_get(e, "/v1/measurements?source=PUSH&limit=1000");
+	assert_int_equal(json_array_size(json_object_get(page, "measurements")), 601);
+	json_array_foreach(json_object_get(page, "measurements"), i, m)
+	{
+		assert_int_equal(jint(m, "seq", NULL), (int64_t)i + 1);
+		assert_int_equal(json_integer_value(json_object_get(m, "value")), (json_int_t)i + 1);
+		assert_int_equal(jint(m, "version", NULL), (int64_t)i + 1);
+	}
+	json_decref(page);
+	assert_int_equal(push_items(e, items, &j), 200);
+	assert_int_equal(jint(j, "stored", NULL), 0);
+	json_decref(j);
+	assert_int_equal(push_items(e, odd, &j), 409);
+	json_decref(j);
+	assert_int_equal(count_of(e, "/v1/measurements?source=PUSH&limit=1000", "measurements"), 601);
+	assert_int_equal(push_items(e, again, &j), 200);
+	assert_int_equal(jint(j, "stored", NULL), 1);
+	json_decref(j);
+	assert_int_equal(count_of(e, "/v1/measurements?source=PUSH&limit=1000", "measurements"), 602);
+	free(items);
+	free(again);
+	free(odd);
+}
+#endif
+
 /* --- pushd's intake: recovery chunks from a real owner's history ------------------------ */
 
 /* RECOV's recovery_data_request to OWNER and its answer. */

@@ -2991,6 +2991,11 @@ int main(int argc, char **argv)
 #endif
 	    cmocka_unit_test_setup_teardown(test_collector_items, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_2_sqlite, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migrate_3_sqlite, setup, teardown),
+#ifdef HAVE_POSTGRES
+	    cmocka_unit_test_setup_teardown(test_migrate_3_postgres, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_big_batch_postgres, setup, teardown),
+#endif
 	    cmocka_unit_test_setup_teardown(test_recovery_intake_kill9, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_recovery_gap_alarm, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pull_head_gap, setup, teardown),
