@@ -1046,6 +1046,8 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	}
 
 	ops.ctx = n;
+	if (!n->store)
+		ops.commit_later = NULL; /* nothing to commit: no timer armed per change */
 	r = sync__new(n->site, me, n->boot, &ops, &n->log, n, &n->eng);
 	if (r < 0)
 		goto fail;
