@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -46,9 +47,16 @@ enum { IO, USER };
 
 static const char *const names[] = {"PI-IO", "PI-User"};
 
-/* Requests in the kill test (half pulses, half commands) and kills. */
-#define N_REQS  100
-#define N_KILLS 15
+/* Requests in the kill test (half pulses, half commands) and kills. Every
+ * kill is made: the stream is paced by them (see send_all), at most
+ * KILL_EVERY requests a kill, so the requests cannot run out first however
+ * fast they are answered. */
+#define N_REQS     100
+#define N_KILLS    15
+#define KILL_AFTER 3 /* at most this many answered since the last start, then a kill... */
+#define KILL_AHEAD 3 /* ...that may land while up to this many more are sent */
+#define KILL_EVERY (KILL_AFTER + KILL_AHEAD)
+_Static_assert((N_KILLS * KILL_EVERY) <= N_REQS, "the kills must fit in the stream");
 
 static const char things[] =
     "[thing strike]\nowner = PI-IO\ntype = int\nusers = PI-User\npulse = yes\npulse_ms = 20\n"
@@ -95,7 +103,24 @@ struct stream {
 	char *body[N_REQS];
 	uint64_t sent_us[N_REQS], answered_us[N_REQS]; /* CLOCK_MONOTONIC */
 	atomic_int answered; /* requests answered so far */
+	/* Requests the main thread lets the sender start: the pace of the
+	 * stream, so that it lasts until every kill is made. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int allowed;
 };
+
+/* Lets the sender start requests up to `n` (not before). */
+static void stream_allow(struct stream *st, int n)
+{
+	pthread_mutex_lock(&st->mu);
+	if (n > N_REQS)
+		n = N_REQS;
+	if (n > st->allowed)
+		st->allowed = n;
+	pthread_cond_broadcast(&st->cv);
+	pthread_mutex_unlock(&st->mu);
+}
 
 static uint64_t mono_us(void)
 {
@@ -114,6 +139,10 @@ static void *send_all(void *arg)
 	char body[256];
 
 	for (int i = 0; i < N_REQS; i++) {
+		pthread_mutex_lock(&st->mu);
+		while (i >= st->allowed)
+			pthread_cond_wait(&st->cv, &st->mu);
+		pthread_mutex_unlock(&st->mu);
 		st->sent_us[i] = mono_us();
 		if (i % 2 == 0) {
 			snprintf(body, sizeof(body), "{\"value\":%d,\"ms\":20}", 1000 + i);
@@ -128,20 +157,28 @@ static void *send_all(void *arg)
 			    tdh_http(st->t, USER, "POST", "/cmd?wait_ms=50000", body, NULL, &st->body[i]);
 		}
 		st->answered_us[i] = mono_us();
+		pthread_mutex_lock(&st->mu);
 		atomic_store(&st->answered, i + 1);
+		pthread_cond_broadcast(&st->cv);
+		pthread_mutex_unlock(&st->mu);
 	}
 	return NULL;
 }
 
-struct progress {
-	struct stream *st;
-	int at_least;
-};
-
-static bool progressed(void *ud)
+/* Waits until n requests are answered (woken by the sender at each answer,
+ * so that a kill can follow one at once); false after timeout_ms. */
+static bool stream_wait_answered(struct stream *st, int n, int timeout_ms)
 {
-	struct progress *p = ud;
-	return atomic_load(&p->st->answered) >= p->at_least;
+	struct timespec until;
+	int rc = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += timeout_ms / 1000;
+	pthread_mutex_lock(&st->mu);
+	while (atomic_load(&st->answered) < n && rc != ETIMEDOUT)
+		rc = pthread_cond_timedwait(&st->cv, &st->mu, &until);
+	pthread_mutex_unlock(&st->mu);
+	return atomic_load(&st->answered) >= n;
 }
 
 static void pause_us(long us)
@@ -160,7 +197,8 @@ static void test_acts_exactly_once_across_kills(void **state)
 	    env_seed ? (unsigned)strtoul(env_seed, NULL, 10) : (unsigned)time(NULL) ^ (unsigned)getpid();
 	struct stream st;
 	pthread_t th;
-	int kills = 0, twice = 0, never = 0, user_twice = 0, user_never = 0, in_window = 0;
+	pthread_condattr_t ca;
+	int kills = 0, twice = 0, never = 0, user_twice = 0, user_never = 0, in_window = 0, in_flight = 0;
 	uint64_t kill_us[N_KILLS];
 	bool kill_used[N_KILLS] = {false};
 
@@ -168,23 +206,51 @@ static void test_acts_exactly_once_across_kills(void **state)
 	srand(seed);
 	memset(&st, 0, sizeof(st));
 	st.t = t;
+	pthread_mutex_init(&st.mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&st.cv, &ca);
+	pthread_condattr_destroy(&ca);
 	assert_int_equal(pthread_create(&th, NULL, send_all, &st), 0);
-	while (kills < N_KILLS && atomic_load(&st.answered) < N_REQS) {
-		/* Let one to three requests through since the last start, then
-		 * kill at a random moment within the next few round trips. */
-		struct progress p = {&st, atomic_load(&st.answered) + 1 + rand() % 3};
-		if (!tdh_wait(progressed, &p, 4 * TDH_WAIT_MS))
-			break;
-		if (atomic_load(&st.answered) >= N_REQS)
-			break;
-		pause_us(rand() % 10000);
+	/*
+	 * Kills by count, not by time: before each, one to KILL_AFTER requests
+	 * go through since the last start, then the kill comes at a random
+	 * moment while up to KILL_AHEAD more are sent (in flight, or all
+	 * answered already). The sender starts no more than that, so the
+	 * stream cannot end before the last kill (it once did, after 4, when
+	 * the answers got faster); after it the rest go without kills.
+	 */
+	while (kills < N_KILLS) {
+		int a, at_least = atomic_load(&st.answered) + 1 + rand() % KILL_AFTER;
+		stream_allow(&st, at_least + KILL_AHEAD);
+		if (!stream_wait_answered(&st, at_least, 4 * TDH_WAIT_MS)) {
+			stream_allow(&st, N_REQS);
+			fail_msg("no answer to request %d of PI-User after %d kills",
+			         atomic_load(&st.answered), kills);
+		}
+		/* The last one's round trip paces the kill: it lands at a random
+		 * moment within the next KILL_AHEAD, on a fast machine or a slow. */
+		a = atomic_load(&st.answered);
+		pause_us(rand() % (long)(KILL_AHEAD * (st.answered_us[a - 1] - st.sent_us[a - 1]) + 1));
 		kill_us[kills] = mono_us();
 		tdh_kill9(t, IO);
 		kills++;
 		tdh_start(t, IO);
 	}
+	stream_allow(&st, N_REQS);
 	assert_int_equal(pthread_join(th, NULL), 0);
-	printf("%d kills of PI-IO during %d requests\n", kills, N_REQS);
+	pthread_cond_destroy(&st.cv);
+	pthread_mutex_destroy(&st.mu);
+	for (int k = 0; k < kills; k++) {
+		for (int i = 0; i < N_REQS; i++) {
+			if (kill_us[k] >= st.sent_us[i] && kill_us[k] <= st.answered_us[i]) {
+				in_flight++;
+				break;
+			}
+		}
+	}
+	printf("%d kills of PI-IO during %d requests, %d of them with a request in flight\n", kills, N_REQS,
+	       in_flight);
 	for (int i = 0; i < N_REQS; i++) {
 		/* Answered, and done: never "peer restarted" or a timeout. */
 		if (st.code[i] != 200)
@@ -193,8 +259,8 @@ static void test_acts_exactly_once_across_kills(void **state)
 		assert_int_equal(st.code[i], 200);
 		free(st.body[i]);
 	}
-	/* Slow builds (sanitizers) get fewer kills in: still a real number. */
-	assert_true(kills >= N_KILLS / 3);
+	/* Every kill was made, however fast or slow the answers (ASan). */
+	assert_int_equal(kills, N_KILLS);
 	for (int i = 0; i < N_REQS; i++) {
 		int n, u = 1;
 		if (i % 2 == 0) {
