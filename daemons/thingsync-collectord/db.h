@@ -241,6 +241,8 @@ struct db_ops {
 };
 
 extern const struct db_ops db_sqlite_ops;
+/* Whether this SQLite handle waits for the write lock (the worker's hand-off, db_sqlite.c). */
+bool db_sqlite__waiting(const struct db *db);
 #ifdef HAVE_POSTGRES
 extern const struct db_ops db_pg_ops;
 #endif

@@ -130,6 +130,13 @@ static void let_waiter_in(const struct db_sqlite *d)
 	pthread_mutex_unlock(&sq_mu);
 }
 
+/* Whether connection db is the one the worker lets in before its next
+ * transaction (for test_sqlite_handoff: it sees a waiter come and go). */
+bool db_sqlite__waiting(const struct db *db)
+{
+	return atomic_load(&sq_waiter) == SQ(db);
+}
+
 static const char sql_ins_m[] =
     "INSERT OR IGNORE INTO measurements (source, seq, thing, vtype, value, time_us, owner_boot, version,"
     " received_us, stream, owner, via) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
