@@ -856,6 +856,7 @@ int collect__init(struct forensicd *fd)
 {
 	size_t nc = tsync_site_controller_count(fd->site), nt = tsync_site_thing_count(fd->site);
 	char today[DATE_LEN + 1], key[512], *v;
+	bool new_owner = false;
 
 	fd->owners = calloc(nc ? nc : 1, sizeof(*fd->owners));
 	fd->push_inflight = json_object();
@@ -876,11 +877,17 @@ int collect__init(struct forensicd *fd)
 			o->name = ti.owner;
 			snprintf(key, sizeof(key), "n/%s", o->name);
 			v = NULL;
-			if (forensicd__get(fd, key, &v) == 0 && forensicd__valid_date(v))
+			if (forensicd__get(fd, key, &v) == 0 && forensicd__valid_date(v)) {
 				memcpy(o->next, v, DATE_LEN + 1);
-			else
-				/* A new owner: from yesterday on. */
+			} else {
+				/* A new owner: from yesterday on, kept now. Kept only
+				 * with its first collected day, a restart before that
+				 * began again at a later yesterday: the days between
+				 * were never collected. */
 				forensicd__date_add(today, -1, o->next);
+				put(fd, key, o->next);
+				new_owner = true;
+			}
 			if (v)
 				free(v);
 			v = NULL;
@@ -891,6 +898,8 @@ int collect__init(struct forensicd *fd)
 		o->things = p;
 		o->things[o->n_things++] = ti.name;
 	}
+	if (new_owner)
+		forensicd__commit(fd);
 	for (size_t i = 0; i < nc && !fd->push_to; i++) {
 		tsync_controller_info ci;
 		if (tsync_site_controller(fd->site, i, &ci) < 0)

@@ -931,6 +931,51 @@ static void test_report_async(void **state)
 	free(flag);
 }
 
+/*
+ * An owner new to forensicd is collected from yesterday on, and that first
+ * cursor is kept at once: forensicd killed before the owner's first day is
+ * collected (here the owner is down) starts again from it, days later, and
+ * collects every day since. (It was kept only with the first collected day,
+ * so each restart began at a later yesterday and skipped the days between:
+ * test_forensicd_e2e's stall, the collector holding 89 of 444 cumuls, when
+ * the kills of its loop all came before PI-B's first day of 71 things.)
+ */
+static void test_first_cursor_kept(void **state)
+{
+	char today[11], first[11], last[11], path[96];
+	json_t *th;
+
+	(void)state;
+	/* A fresh install: no state, no bound but the usual one. */
+	tdh_kill9(t, FOR);
+	harness_rmdir(t->c[FOR].state);
+	assert_int_equal(mkdir(t->c[FOR].state, 0700), 0);
+	snprintf(site_keys, sizeof(site_keys), keys_fmt, 400, t->dir);
+	tdh_write_site(t);
+	tdh_stop(t, B);
+	day_of(now_s, today);
+	day_of(now_s - DAY, first);
+	start_forensicd(true);
+	/* It has begun: PI-A's first day (yesterday) is collected; PI-B's is not. */
+	wait_collected("PI-A", today);
+	tdh_kill9(t, FOR);
+	set_clock(now_s + 2 * DAY);
+	tdh_start(t, B);
+	start_forensicd(true);
+	day_of(now_s, today);
+	day_of(now_s - DAY, last);
+	wait_collected("PI-B", today);
+	wait_collected("PI-A", today);
+	/* Every day of PI-B from its first cursor: none skipped. */
+	snprintf(path, sizeof(path), "/v1/things/heating_living?from=%s&to=%s", first, last);
+	th = get_json(FOR, path, 200);
+	if (json_object_size(json_object_get(th, "days")) != 3) {
+		char *txt = json_dumps(th, JSON_COMPACT);
+		fail_msg("PI-B's days %s to %s: %s", first, last, txt ? txt : "?");
+	}
+	json_decref(th);
+}
+
 /* --- end to end: the real pushd and collectord ------------------------------------------ */
 
 #define E2E_GAUGES 70
@@ -1471,7 +1516,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_known_day),     cmocka_unit_test(test_owner_off_across_midnight),
 	    cmocka_unit_test(test_down_two_days), cmocka_unit_test(test_kill9_exactly_once),
 	    cmocka_unit_test(test_bound),         cmocka_unit_test(test_dst_day),
-	    cmocka_unit_test(test_report_async),
+	    cmocka_unit_test(test_report_async),  cmocka_unit_test(test_first_cursor_kept),
 	};
 	const struct CMUnitTest e2e[] = {
 	    cmocka_unit_test(test_e2e_collector_table),
