@@ -585,6 +585,44 @@ static bool pred_recovered(struct env *e, void *arg)
 	return q->done && tsync_node_unsettled(e->owner) == 0;
 }
 
+/* OWNER's messages that controller `peer` has acknowledged so far. */
+static uint64_t owner_acked_by(struct env *e, const char *peer)
+{
+	tsync_peer_stats st;
+
+	for (size_t p = 0; p < tsync_node_peer_count(e->owner); p++)
+		if (tsync_node_peer_stats(e->owner, p, &st) == 0 && !strcmp(st.name, peer))
+			return st.acked;
+	fail_msg("OWNER has no peer %s", peer);
+	return 0;
+}
+
+struct acked_more {
+	struct rreq *q;
+	uint64_t at_least; /* OWNER's messages acknowledged by PUSH */
+};
+
+/* PUSH has acknowledged that many of OWNER's messages, or the recovery is over. */
+static bool pred_acked_more(struct env *e, void *arg)
+{
+	struct acked_more *m = arg;
+	return owner_acked_by(e, "PUSH") >= m->at_least || pred_recovered(e, m->q);
+}
+
+/* wait_for() one turn of the loop at a time: what follows comes right
+ * after the turn that made pred true. */
+static bool run_turns_until(struct env *e, bool (*pred)(struct env *, void *), void *arg, int timeout_ms)
+{
+	int64_t end = now_us() / 1000 + timeout_ms;
+
+	while (!pred(e, arg)) {
+		if (now_us() / 1000 > end)
+			return false;
+		event_base_loop(e->base, EVLOOP_ONCE);
+	}
+	return true;
+}
+
 /* How often each value base..base+n-1 of `thing` is stored; the others are counted in *other. */
 static void count_values(struct env *e, const char *thing, int64_t base, int64_t n, int *count,
                          int64_t *other)
@@ -676,6 +714,7 @@ static void test_recovery_intake_kill9(void **state)
 	unsigned seed = (unsigned)now_us();
 	int *count = calloc((size_t)n, sizeof(int));
 	int64_t from_s, to_s, other = 0, copies;
+	uint64_t last_kill_acked = 0;
 	int kills = 0;
 	struct rreq q;
 	json_t *src;
@@ -692,12 +731,21 @@ static void test_recovery_intake_kill9(void **state)
 	}
 	to_s = now_us() / 1000000 + 1;
 	ask_recovery(e, &q, from_s, to_s, "kill9");
+	/*
+	 * Kills by progress, not by time (a quicker intake would end the
+	 * recovery before a timed schedule's kills): each comes at once after
+	 * PUSH has acknowledged one to five more of OWNER's messages since its
+	 * start, the loop run one turn at a time: the six come within the
+	 * first 50-70 acknowledgements (with those during each restart), of
+	 * more than 600 chunks, so every one lands while chunks arrive.
+	 */
 	for (int round = 0; round < 6 && !pred_recovered(e, &q); round++) {
-		struct timeval tv = {0, (suseconds_t)(rand_r(&seed) % 120000)};
+		struct timeval tv = {0, 0};
+		struct acked_more more = {&q, owner_acked_by(e, "PUSH") + 1 + rand_r(&seed) % 5};
 
-		event_base_loopexit(e->base, &tv);
-		event_base_dispatch(e->base);
+		assert_true(run_turns_until(e, pred_acked_more, &more, 60000));
 		kills += !pred_recovered(e, &q);
+		last_kill_acked = owner_acked_by(e, "PUSH");
 		harness_stop(&e->pushd, SIGKILL);
 		tv.tv_usec = (suseconds_t)(rand_r(&seed) % 100000);
 		event_base_loopexit(e->base, &tv);
@@ -705,8 +753,11 @@ static void test_recovery_intake_kill9(void **state)
 		start_pushd_ready(e);
 	}
 	assert_true(wait_for(e, pred_recovered, &q, 120000));
-	fprintf(stderr, "pushd killed -9 %d times while chunks arrived\n", kills);
-	assert_true(kills >= 2);
+	fprintf(stderr,
+	        "pushd killed -9 %d times while %" PRId64
+	        " chunks arrived (%llu of OWNER's messages acked by PUSH at the last kill)\n",
+	        kills, q.chunks, (unsigned long long)last_kill_acked);
+	assert_int_equal(kills, 6);
 	if (q.status != 0 || q.entries != n + 1)
 		fail_msg("recovery_data_request answered %d, %" PRId64 " entries", q.status, q.entries);
 	assert_true(q.chunks > 100);
