@@ -588,6 +588,155 @@ static void test_slow_client(void **state)
 	tdh_start(t, B);
 }
 
+/* Sends `request` on a new connection and reads until `until` has come or
+ * the server closed (give-up: 20 s); the connection stays open in *fd. */
+static char *send_read_until(uint16_t port, const char *request, const char *until, int *fd)
+{
+	size_t len = 0, cap = 16384;
+	char *buf = malloc(cap + 1);
+	uint64_t end = now_ms() + 20000;
+
+	assert_non_null(buf);
+	*fd = connect_to(port, false);
+	assert_true(*fd >= 0);
+	assert_int_equal(send(*fd, request, strlen(request), MSG_NOSIGNAL), (ssize_t)strlen(request));
+	buf[0] = '\0';
+	while (!strstr(buf, until) && len < cap) {
+		struct pollfd p = {*fd, POLLIN, 0};
+		int left = (int)(end - now_ms());
+		ssize_t n;
+		if (left <= 0 || poll(&p, 1, left) <= 0)
+			break;
+		n = recv(*fd, buf + len, cap - len, 0);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+		buf[len] = '\0';
+	}
+	return buf;
+}
+
+#define WATCHERS 32  /* thingsd's MAX_WATCHERS */
+#define HELD     256 /* thingsd's MAX_HELD */
+
+/* Until a new watcher is let in (one has gone): its connection, or -1. */
+static bool watcher_taken(void *ud)
+{
+	int *fd = ((int **)ud)[0];
+	const uint16_t *port = ((const uint16_t **)ud)[1];
+	char *ans = send_read_until(*port, "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", "hello", fd);
+	bool ok = status_of(ans) == 200;
+
+	free(ans);
+	if (!ok) {
+		close(*fd);
+		*fd = -1;
+	}
+	return ok;
+}
+
+/*
+ * The caps on what clients hold in thingsd: event streams (GET /events) and
+ * requests waiting for the mesh (?wait_ms=). One past the cap is answered
+ * 503 at once and the others go on; a place freed is taken again.
+ */
+static void test_held_capped(void **state)
+{
+	struct tdh *t = *state;
+	char *extra[] = {"--http-max-connections", "400", NULL};
+	const char *events = "GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+	static int fds[HELD + 1];
+	char req[512], *ans;
+	const char *body = "{\"value\":true}";
+	int busy = 0, ok = 0, other = 0, extra_fd, again = -1;
+	uint16_t port;
+	const void *w[2];
+	struct rlimit old, lim;
+
+	/* The test's own descriptors: room for every connection. */
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &old), 0);
+	lim = old;
+	if (lim.rlim_cur < 1024 && lim.rlim_max >= 1024)
+		lim.rlim_cur = 1024;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+	tdh_stop(t, A);
+	t->c[A].extra = extra;
+	tdh_start(t, A);
+	port = t->c[A].tcp;
+
+	/* Event streams: WATCHERS open, the next refused, one closed lets one in. */
+	for (int i = 0; i < WATCHERS; i++) {
+		ans = send_read_until(port, events, "hello", &fds[i]);
+		assert_int_equal(status_of(ans), 200);
+		free(ans);
+	}
+	ans = send_read_until(port, events, "too many watchers", &extra_fd);
+	assert_int_equal(status_of(ans), 503);
+	assert_non_null(strstr(ans, "too many watchers"));
+	free(ans);
+	close(extra_fd);
+	close(fds[0]);
+	w[0] = &again;
+	w[1] = &port;
+	assert_true(tdh_wait(watcher_taken, w, TDH_WAIT_MS));
+	close(again);
+	for (int i = 1; i < WATCHERS; i++)
+		close(fds[i]);
+
+	/* Sets held while their owner is down: HELD wait, one more is refused,
+	 * and when the owner is back the held ones are all answered done. */
+	tdh_stop(t, B);
+	snprintf(req, sizeof(req),
+	         "POST /things/lamp?wait_ms=120000 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+	         "Content-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+	         strlen(body), body);
+	for (int i = 0; i <= HELD; i++) {
+		fds[i] = connect_to(port, false);
+		assert_true(fds[i] >= 0);
+		assert_int_equal(send(fds[i], req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+	}
+	/* The one past the cap is answered at once, whichever it is. */
+	for (uint64_t end = now_ms() + TDH_WAIT_MS; !busy && now_ms() < end;) {
+		for (int i = 0; i <= HELD && !busy; i++) {
+			struct pollfd p = {fds[i], POLLIN, 0};
+			if (fds[i] >= 0 && poll(&p, 1, 0) == 1) {
+				ans = read_all(fds[i], 5000);
+				if (status_of(ans) == 503 && strstr(ans, "too many requests waiting"))
+					busy++;
+				else
+					fprintf(stderr, "held request %d answered early: %.80s\n", i, ans);
+				free(ans);
+				close(fds[i]);
+				fds[i] = -1;
+			}
+		}
+		if (!busy)
+			poll(NULL, 0, 10);
+	}
+	assert_int_equal(busy, 1);
+	tdh_start(t, B);
+	for (int i = 0; i <= HELD; i++) {
+		if (fds[i] < 0)
+			continue;
+		ans = read_all(fds[i], TDH_WAIT_MS);
+		if (status_of(ans) == 200)
+			ok++;
+		else
+			other++;
+		if (status_of(ans) != 200 && other <= 3)
+			fprintf(stderr, "held request %d: %.120s\n", i, ans);
+		free(ans);
+		close(fds[i]);
+	}
+	printf("%d event streams and %d held sets taken, one more of each refused (503)\n", WATCHERS, ok);
+	assert_int_equal(ok, HELD);
+	assert_int_equal(other, 0);
+	tdh_stop(t, A);
+	t->c[A].extra = NULL;
+	tdh_start(t, A);
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+}
+
 /* The shell script of thingsd(8)'s SECURITY section signs as the daemons check. */
 static void test_curl_script(void **state)
 {
@@ -635,8 +784,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_cross_site),       cmocka_unit_test(test_body_before_auth),
 	    cmocka_unit_test(test_idle_connections), cmocka_unit_test(test_slow_client),
-	    cmocka_unit_test(test_curl_script),       cmocka_unit_test(test_page),
-	    cmocka_unit_test(test_dashboard_token),
+	    cmocka_unit_test(test_curl_script),      cmocka_unit_test(test_page),
+	    cmocka_unit_test(test_dashboard_token),  cmocka_unit_test(test_held_capped),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
