@@ -322,13 +322,45 @@ void tdh_stop(struct tdh *t, int i)
 	}
 }
 
+/* Whether the port can be bound on 127.0.0.1 as the daemon binds it (TCP with
+ * SO_REUSEADDR, as httpd does: the killed one's connections linger). */
+static bool bindable(uint16_t port, int type)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
+	int fd = socket(AF_INET, type | SOCK_CLOEXEC, 0), one = 1;
+	bool ok;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (type == SOCK_STREAM)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	ok = fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	if (fd >= 0)
+		close(fd);
+	return ok;
+}
+
+static bool ports_free(void *ud)
+{
+	const struct tdh_ctrl *c = ud;
+	return (!c->udp || bindable(c->udp, SOCK_DGRAM)) && (!c->tcp || bindable(c->tcp, SOCK_STREAM));
+}
+
 void tdh_kill9(struct tdh *t, int i)
 {
 	int status;
 
+	/* Not running (a start that failed): kill(0) would kill the test. */
+	if (t->c[i].pid <= 0)
+		return;
 	kill(t->c[i].pid, SIGKILL);
 	waitpid(t->c[i].pid, &status, 0);
 	t->c[i].pid = 0;
+	/* Its sockets are gone once no process holds them: a program it was
+	 * spawning at the kill (a driver's, between fork and exec) holds copies
+	 * for a moment, and a start at once then found its port in use. */
+	if (!tdh_wait(ports_free, &t->c[i], TDH_WAIT_MS))
+		fail_msg("%s's ports %u/%u still in use after its kill -9", t->c[i].name, t->c[i].udp,
+		         t->c[i].tcp);
 }
 
 void tdh_fini(struct tdh *t)
