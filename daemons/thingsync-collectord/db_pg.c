@@ -1,9 +1,9 @@
 /*
  * thingsync-collectord: the PostgreSQL backend (see db.h), over libpq.
  * A batch is one transaction: the source's row locked (its stream checked),
- * the batch's sequences already stored compared with it (other content: the
- * stream went backwards), then one multi-row INSERT ... ON CONFLICT DO
- * NOTHING per table; COMMIT returns once PostgreSQL has it durable
+ * the stream's row made or updated (its id), the measurements COPYed (see
+ * store_measurements(): compared with what is stored only when a key refuses
+ * one), the refused items inserted; COMMIT returns once PostgreSQL has it durable
  * (synchronous_commit, the server's default). A lost connection marks the
  * backend down; reconnect() opens a new one.
  * SPDX-License-Identifier: MIT

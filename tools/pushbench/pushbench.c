@@ -1054,9 +1054,10 @@ static void report(struct bench *b, const char *tag, const char *name, const cha
 	fflush(stdout);
 #ifdef HAVE_POSTGRES
 	/*
-	 * The same COPY once more, into the drain's own table, as a third source: its primary-key
-	 * entries then go between other sources' rows, as the drain's went between the stream's
-	 * (BACKLOG sorts before PUSH), not at the right edge of an empty index as above.
+	 * The same COPY once more, into the drain's own table, as a third source: a new stream of the
+	 * collector's table, its rows next to the stream's and the drain's (schema 5 keys them by
+	 * stream id; before, by the names, BACKLOG sorting before PUSH put the drain's entries in the
+	 * middle of the index), not into an empty table as above.
 	 */
 	if (b->pg_live) {
 		struct pg_mark a, z;
