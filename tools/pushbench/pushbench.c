@@ -912,6 +912,14 @@ static bool pg_ok(PGconn *c, PGresult *res)
 	return ok;
 }
 
+static bool pg_all(PGconn *c, const char *const *sql, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!pg_ok(c, PQexec(c, sql[i])))
+			return false;
+	return true;
+}
+
 /*
  * The floor for PostgreSQL: COPY of each batch into the collector's schema
  * (made in a schema of its own, so the collector's tables are untouched,
@@ -936,18 +944,10 @@ static double baseline_pg(struct bench *b, const char *conninfo, bool shared, st
 		    !pg_ok(c, PQexec(c, "CREATE SCHEMA pushbench_baseline")) ||
 		    !pg_ok(c, PQexec(c, "SET search_path TO pushbench_baseline")))
 			goto leave;
-		for (size_t i = 0; i < db_schema_count; i++)
-			if (!pg_ok(c, PQexec(c, db_schema_sql[i])))
-				goto leave;
-		for (size_t i = 0; i < db_pg_columns_count; i++)
-			if (!pg_ok(c, PQexec(c, db_pg_columns_sql[i])))
-				goto leave;
-		for (size_t i = 0; i < db_index_count; i++)
-			if (!pg_ok(c, PQexec(c, db_index_sql[i])))
-				goto leave;
-		for (size_t i = 0; i < db_pg_index_count; i++)
-			if (!pg_ok(c, PQexec(c, db_pg_index_sql[i])))
-				goto leave;
+		/* The collector's order (db__schema()): tables, PostgreSQL's columns, indexes, their options. */
+		if (!pg_all(c, db_schema_sql, db_schema_count) || !pg_all(c, db_pg_columns_sql, db_pg_columns_count) ||
+		    !pg_all(c, db_index_sql, db_index_count) || !pg_all(c, db_pg_index_sql, db_pg_index_count))
+			goto leave;
 	}
 	/* The stream's row, as the collector makes a new one (ids from the sequence). */
 	res = PQexec(c, "INSERT INTO streams (source, stream, first_seq, last_seq, first_us, last_us)"
