@@ -131,7 +131,7 @@ const size_t db_pg_index_count = sizeof(db_pg_index_sql) / sizeof(db_pg_index_sq
  * the measurements gets a row of streams (there is one for each since
  * schema 2; the INSERT is for a database changed by hand), every stream an
  * id, and the old table a name of its own; after db_schema_sql,
- * db_migrate_4_copy_sql copies its rows under their stream's id and drops it
+ * MIGRATE_4_COPY copies its rows under their stream's id and drops it
  * (its indexes with it: db_index_sql then builds each once, on the new table).
  */
 #define MIGRATE_4(C)                                                                                         \
