@@ -12,7 +12,7 @@
  *   sources      source primary key; last_seen_us, last_seq (of its current
  *                stream), boot, stream: its current stream ('' none yet)
  *   streams      (source, stream) primary key; first_seq, last_seq,
- *                first_us, last_us: every stream a source ever pushed
+ *                first_us, last_us, id (unique): every stream a source ever pushed
  *   alarms       id primary key; kind, subject, message, raised_us,
  *                cleared_us (0 while active), count
  *   items        (source, stream, seq) primary key; kind, item, received_us:
@@ -40,6 +40,9 @@
  * once, with the path it came by first; the others are 'copy' items.
  * Schema 4 keys that unique index (measurements_change) by (owner_boot,
  * version, owner, thing), the same columns in a cheaper order to insert.
+ * Schema 5 stores the measurements in measurement_rows keyed by (sid, seq),
+ * sid a stream's streams.id (unique, never reused); `measurements` is a view
+ * joining them with streams, with the columns above, for reads.
  *
  * Inserts are idempotent on (source, stream, seq): a batch sent twice is
  * stored once. A sequence already stored with other content (thing, value,
@@ -69,7 +72,7 @@
 #include "util/util.h"
 
 #define DB_EDOWN (-ENOTCONN)
-#define DB_SCHEMA_VERSION 4
+#define DB_SCHEMA_VERSION 5
 #define DB_STREAM_MAX 32
 
 struct db;
@@ -283,13 +286,42 @@ int db__pulls(struct db *db, bool pending, int limit, void (*fn)(void *ud, const
 int db__hole_times(struct db *db, const char *source, const char *stream, int64_t a, int64_t b,
                    int64_t *before_us, int64_t *after_us);
 
-/* Shared SQL text, the same for both backends: the schema of DB_SCHEMA_VERSION. */
+/* Shared SQL text, the same for both backends: the tables of DB_SCHEMA_VERSION, then its indexes. */
 extern const char *const db_schema_sql[];
 extern const size_t db_schema_count;
-/* PostgreSQL only, after db_schema_sql on a new database or one of schema < 4 (collations, index
- * options). */
-extern const char *const db_pg_schema_4_sql[];
-extern const size_t db_pg_schema_4_count;
+extern const char *const db_index_sql[];
+extern const size_t db_index_count;
+/* The view `measurements` over measurement_rows and streams, in each dialect. */
+extern const char db_view_sqlite_sql[];
+extern const char db_view_pg_sql[];
+/* PostgreSQL only, on a new database or one of an older schema: after db_schema_sql (collations,
+ * the streams' id sequence), and after db_index_sql (index options). */
+extern const char *const db_pg_columns_sql[];
+extern const size_t db_pg_columns_count;
+extern const char *const db_pg_index_sql[];
+extern const size_t db_pg_index_count;
+/* The measurements table of schemas 2 to 4 (keyed by source, stream, seq). */
+extern const char db_measurements_4_sql[];
+/* A backend's own parts of the schema, for db__schema(). */
+struct db_dialect {
+	const char *const *columns; /* after the tables, before the indexes */
+	size_t ncolumns;
+	const char *const *indexes; /* after the indexes */
+	size_t nindexes;
+	const char *view; /* db_view_*_sql */
+	bool collate_c;   /* PostgreSQL: names compared under COLLATE "C" in the migration */
+};
+/*
+ * Makes the tables and indexes of DB_SCHEMA_VERSION in the caller's
+ * transaction. `migrate_4`: the database holds schema 2, 3 or 4's
+ * measurements (schema 1's migrated to that shape first), rebuilt keyed by
+ * stream id. `made`: a new database or one of an older schema (the
+ * dialect's parts and the view are made).
+ */
+int db__schema(struct db *db, bool migrate_4, bool made, const struct db_dialect *dl);
+/* Inside store()'s transaction, before a batch's rows: the id of (b->source, stream), its row of
+ * streams made or updated (first and last seq, last_us). `sequence`: PostgreSQL's streams_id_seq. */
+int db__stream_id(struct db *db, const struct db_batch *b, const char *stream, bool sequence, int64_t *sid);
 /* Schema 1 to 2, after the backend's own primary-key changes (see db_common.c). */
 extern const char *const db_migrate_1_common_sql[];
 extern const size_t db_migrate_1_common_count;

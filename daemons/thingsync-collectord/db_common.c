@@ -15,15 +15,31 @@
 	" source TEXT NOT NULL, stream TEXT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT NULL,"              \
 	" item TEXT NOT NULL, received_us BIGINT NOT NULL, PRIMARY KEY (source, stream, seq))"
 
-/* Plain SQL both SQLite and PostgreSQL accept: the schema of DB_SCHEMA_VERSION. The
- * first three are schema 1's tables made again by db_sqlite.c's migration. */
-const char *const db_schema_sql[] = {
+/* The measurements of schemas 2 to 4, keyed by their stream's two names: what the migrations from
+ * them work on (db_sqlite.c's from schema 1 makes it again), before schema 5's rebuild. */
+const char db_measurements_4_sql[] =
     "CREATE TABLE IF NOT EXISTS measurements ("
     " source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT NULL, thing TEXT NOT NULL,"
     " vtype TEXT NOT NULL, value TEXT NOT NULL, time_us BIGINT NOT NULL, owner_boot BIGINT NOT NULL,"
     " version BIGINT NOT NULL, received_us BIGINT NOT NULL, owner TEXT NOT NULL DEFAULT '',"
-    " via TEXT NOT NULL DEFAULT 'live', PRIMARY KEY (source, stream, seq))",
-    "CREATE INDEX IF NOT EXISTS measurements_thing_time ON measurements (thing, time_us)",
+    " via TEXT NOT NULL DEFAULT 'live', PRIMARY KEY (source, stream, seq))";
+
+/*
+ * Plain SQL both SQLite and PostgreSQL accept: the tables of DB_SCHEMA_VERSION
+ * (db_index_sql follows them). Schema 5 keys a measurement by its stream's
+ * id (streams.id) and its sequence, two integers, where schemas 2 to 4 keyed
+ * it by (source, stream, seq), two text columns first: the primary key was
+ * 20.2k of a drained row's 48k instructions in PostgreSQL, its entries 64
+ * bytes and more, inserted between other streams' (BENCHMARKS.md, sessions
+ * 11 and 12). The view `measurements` (db_view_sqlite_sql, db_view_pg_sql)
+ * shows them as before, with the stream's source and name.
+ */
+const char *const db_schema_sql[] = {
+    "CREATE TABLE IF NOT EXISTS measurement_rows ("
+    " sid BIGINT NOT NULL, seq BIGINT NOT NULL, thing TEXT NOT NULL,"
+    " vtype TEXT NOT NULL, value TEXT NOT NULL, time_us BIGINT NOT NULL, owner_boot BIGINT NOT NULL,"
+    " version BIGINT NOT NULL, received_us BIGINT NOT NULL, owner TEXT NOT NULL DEFAULT '',"
+    " via TEXT NOT NULL DEFAULT 'live', PRIMARY KEY (sid, seq))",
     "CREATE TABLE IF NOT EXISTS rejected ("
     " source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT NULL, field TEXT NOT NULL,"
     " error TEXT NOT NULL, item TEXT NOT NULL, received_us BIGINT NOT NULL,"
@@ -33,7 +49,7 @@ const char *const db_schema_sql[] = {
     " boot BIGINT NOT NULL, stream TEXT NOT NULL DEFAULT '')",
     "CREATE TABLE IF NOT EXISTS streams ("
     " source TEXT NOT NULL, stream TEXT NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,"
-    " first_us BIGINT NOT NULL, last_us BIGINT NOT NULL, PRIMARY KEY (source, stream))",
+    " first_us BIGINT NOT NULL, last_us BIGINT NOT NULL, id BIGINT NOT NULL, PRIMARY KEY (source, stream))",
     "CREATE TABLE IF NOT EXISTS alarms ("
     " id BIGINT PRIMARY KEY, kind TEXT NOT NULL, subject TEXT NOT NULL, message TEXT NOT NULL,"
     " raised_us BIGINT NOT NULL, cleared_us BIGINT NOT NULL, count BIGINT NOT NULL)",
@@ -50,6 +66,14 @@ const char *const db_schema_sql[] = {
     " id BIGINT PRIMARY KEY, from_s BIGINT NOT NULL, to_s BIGINT NOT NULL, reason TEXT NOT NULL UNIQUE,"
     " state TEXT NOT NULL, attempts BIGINT NOT NULL, requested_us BIGINT NOT NULL,"
     " updated_us BIGINT NOT NULL, recovery_id TEXT NOT NULL, error TEXT NOT NULL)",
+};
+const size_t db_schema_count = sizeof(db_schema_sql) / sizeof(db_schema_sql[0]);
+
+/* The indexes, after the tables (and after PostgreSQL's db_pg_columns_sql: its collation changes
+ * would build them again). */
+const char *const db_index_sql[] = {
+    "CREATE UNIQUE INDEX IF NOT EXISTS streams_id ON streams (id)",
+    "CREATE INDEX IF NOT EXISTS measurements_thing_time ON measurement_rows (thing, time_us)",
     /* A window lost is kept once, however many recoveries report it. */
     "CREATE UNIQUE INDEX IF NOT EXISTS recovery_gaps_window ON recovery_gaps (owner, from_us, to_us)",
     /*
@@ -61,28 +85,80 @@ const char *const db_schema_sql[] = {
      * place per thing, with two text columns to compare first: a third of
      * PostgreSQL's CPU per live row (BENCHMARKS.md, session 11).
      */
-    "DROP INDEX IF EXISTS measurements_identity",
-    "CREATE UNIQUE INDEX IF NOT EXISTS measurements_change ON measurements (owner_boot, version, owner, "
+    "CREATE UNIQUE INDEX IF NOT EXISTS measurements_change ON measurement_rows (owner_boot, version, owner, "
     "thing) WHERE owner_boot > 0",
 };
-const size_t db_schema_count = sizeof(db_schema_sql) / sizeof(db_schema_sql[0]);
+const size_t db_index_count = sizeof(db_index_sql) / sizeof(db_index_sql[0]);
+
+/* The measurements as schemas 2 to 4 had them, for the collector's reads and anyone's SQL. */
+#define VIEW_SELECT                                                                                          \
+	" measurements AS SELECT s.source AS source, s.stream AS stream, m.seq AS seq, m.thing AS thing,"   \
+	" m.vtype AS vtype, m.value AS value, m.time_us AS time_us, m.owner_boot AS owner_boot,"            \
+	" m.version AS version, m.received_us AS received_us, m.owner AS owner, m.via AS via"              \
+	" FROM measurement_rows m JOIN streams s ON s.id = m.sid"
+const char db_view_sqlite_sql[] = "CREATE VIEW IF NOT EXISTS" VIEW_SELECT;
+const char db_view_pg_sql[] = "CREATE OR REPLACE VIEW" VIEW_SELECT;
 
 /*
- * Schema 4, PostgreSQL's part, after db_schema_sql (once: on a new database,
- * or on one of an older schema). The text columns of the measurements' keys
- * compare bytewise (collation "C", as SQLite compares them) whatever the
- * database's collation: even C.UTF-8 is not C's memcmp() to PostgreSQL 15
- * (the ALTER rebuilds the indexes on them). The (thing, time) index's keys
- * are all distinct (a thing's times): deduplication finds nothing to merge,
- * but tries before every split of a leaf.
+ * PostgreSQL's part of the schema, on a new database or one of an older
+ * schema, after db_schema_sql and before db_index_sql. The text columns of
+ * the keys compare bytewise (collation "C", as SQLite compares them)
+ * whatever the database's collation: even C.UTF-8 is not C's memcmp() to
+ * PostgreSQL 15. A stream's id comes from a sequence (collectors that share
+ * the database number their new streams at once).
  */
-const char *const db_pg_schema_4_sql[] = {
-    "ALTER TABLE measurements ALTER COLUMN source TYPE TEXT COLLATE \"C\","
-    " ALTER COLUMN stream TYPE TEXT COLLATE \"C\", ALTER COLUMN thing TYPE TEXT COLLATE \"C\","
+const char *const db_pg_columns_sql[] = {
+    "ALTER TABLE measurement_rows ALTER COLUMN thing TYPE TEXT COLLATE \"C\","
     " ALTER COLUMN owner TYPE TEXT COLLATE \"C\"",
+    "ALTER TABLE streams ALTER COLUMN source TYPE TEXT COLLATE \"C\","
+    " ALTER COLUMN stream TYPE TEXT COLLATE \"C\"",
+    "CREATE SEQUENCE IF NOT EXISTS streams_id_seq OWNED BY streams.id",
+    "SELECT setval('streams_id_seq', COALESCE((SELECT MAX(id) FROM streams), 0) + 1, false)",
+    "ALTER TABLE streams ALTER COLUMN id SET DEFAULT nextval('streams_id_seq'),"
+    " ALTER COLUMN id SET NOT NULL",
+};
+const size_t db_pg_columns_count = sizeof(db_pg_columns_sql) / sizeof(db_pg_columns_sql[0]);
+
+/* PostgreSQL's, after db_index_sql: the (thing, time) index's keys are all distinct (a thing's
+ * times): deduplication finds nothing to merge, but tries before every split of a leaf. */
+const char *const db_pg_index_sql[] = {
     "ALTER INDEX measurements_thing_time SET (deduplicate_items = off)",
 };
-const size_t db_pg_schema_4_count = sizeof(db_pg_schema_4_sql) / sizeof(db_pg_schema_4_sql[0]);
+const size_t db_pg_index_count = sizeof(db_pg_index_sql) / sizeof(db_pg_index_sql[0]);
+
+/*
+ * Schema 2, 3 or 4 to 5, before db_schema_sql: every (source, stream) of
+ * the measurements gets a row of streams (there is one for each since
+ * schema 2; the INSERT is for a database changed by hand), every stream an
+ * id, and the old table a name of its own; after db_schema_sql,
+ * MIGRATE_4_COPY copies its rows under their stream's id and drops it
+ * (its indexes with it: db_index_sql then builds each once, on the new table).
+ */
+#define MIGRATE_4(C)                                                                                         \
+	{                                                                                                    \
+	    "INSERT INTO streams (source, stream, first_seq, last_seq, first_us, last_us)"                   \
+	    " SELECT m.source, m.stream, MIN(m.seq), MAX(m.seq), MIN(m.received_us), MAX(m.received_us)"     \
+	    " FROM measurements m WHERE NOT EXISTS (SELECT 1 FROM streams s WHERE s.source = m.source" C     \
+	    " AND s.stream = m.stream" C ") GROUP BY m.source, m.stream",                                    \
+	    "ALTER TABLE streams ADD COLUMN id BIGINT",                                                      \
+	    "UPDATE streams SET id = n.id FROM (SELECT source, stream, ROW_NUMBER() OVER (ORDER BY first_us," \
+	    " source, stream) AS id FROM streams) n WHERE n.source = streams.source AND n.stream = streams.stream", \
+	    "ALTER TABLE measurements RENAME TO measurements_4",                                             \
+	}
+#define MIGRATE_4_COPY(C)                                                                                    \
+	{                                                                                                    \
+	    "INSERT INTO measurement_rows (sid, seq, thing, vtype, value, time_us, owner_boot, version,"     \
+	    " received_us, owner, via) SELECT s.id, m.seq, m.thing, m.vtype, m.value, m.time_us, m.owner_boot," \
+	    " m.version, m.received_us, m.owner, m.via FROM measurements_4 m JOIN streams s"                 \
+	    " ON s.source = m.source" C " AND s.stream = m.stream" C,                                        \
+	    "DROP TABLE measurements_4",                                                                     \
+	}
+/* PostgreSQL compares the two tables' names bytewise: schema 4 made the measurements' collation
+ * "C", schema 5 the streams', and text under two implicit collations cannot be compared. */
+#define PG_C " COLLATE \"C\""
+static const char *const migrate_4_sql[] = MIGRATE_4(""), *const migrate_4_pg_sql[] = MIGRATE_4(PG_C);
+static const char *const migrate_4_copy_sql[] = MIGRATE_4_COPY(""),
+                         *const migrate_4_copy_pg_sql[] = MIGRATE_4_COPY(PG_C);
 
 /*
  * Schema 1 had measurements and rejected keyed on (source, seq) and no
@@ -175,6 +251,40 @@ int db__migrate_2(struct db *db, const struct db_owner *owners, size_t n_owners,
 	return r;
 }
 
+/* --- schema 5 ------------------------------------------------------------------------ */
+
+static int run_all(struct db *db, const char *const *sql, size_t n)
+{
+	int r = 0;
+
+	for (size_t i = 0; r == 0 && i < n; i++)
+		r = run(db, sql[i], NULL, 0, NULL, NULL, NULL);
+	return r;
+}
+
+#define RUN_ALL(db, a) run_all((db), (a), sizeof(a) / sizeof((a)[0]))
+
+int db__schema(struct db *db, bool migrate_4, bool made, const struct db_dialect *dl)
+{
+	int r = 0;
+
+	if (migrate_4)
+		r = dl->collate_c ? RUN_ALL(db, migrate_4_pg_sql) : RUN_ALL(db, migrate_4_sql);
+	if (r == 0)
+		r = run_all(db, db_schema_sql, db_schema_count);
+	if (r == 0 && made)
+		r = run_all(db, dl->columns, dl->ncolumns);
+	if (r == 0 && migrate_4)
+		r = dl->collate_c ? RUN_ALL(db, migrate_4_copy_pg_sql) : RUN_ALL(db, migrate_4_copy_sql);
+	if (r == 0)
+		r = run_all(db, db_index_sql, db_index_count);
+	if (r == 0 && made)
+		r = run_all(db, dl->indexes, dl->nindexes);
+	if (r == 0 && made)
+		r = run(db, dl->view, NULL, 0, NULL, NULL, NULL);
+	return r;
+}
+
 /* --- the items of a batch ----------------------------------------------------------- */
 
 /* Rows of one integer column, collected. */
@@ -221,6 +331,31 @@ static int cmp_i64(const void *a, const void *b)
 {
 	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
 	return x < y ? -1 : x > y;
+}
+
+/* The id a stream's rows are stored under (RETURNING: SQLite 3.35, PostgreSQL 8.2). */
+#define STREAM_ID_SQL(id)                                                                                    \
+	"INSERT INTO streams (id, source, stream, first_seq, last_seq, first_us, last_us)"                   \
+	" VALUES (" id ", $1, $2, $3, $4, $5, $5) ON CONFLICT (source, stream) DO UPDATE SET"               \
+	" first_seq = CASE WHEN streams.first_seq < excluded.first_seq THEN streams.first_seq"             \
+	" ELSE excluded.first_seq END, last_seq = CASE WHEN streams.last_seq > excluded.last_seq"          \
+	" THEN streams.last_seq ELSE excluded.last_seq END, last_us = excluded.last_us RETURNING id"
+
+int db__stream_id(struct db *db, const struct db_batch *b, const char *stream, bool sequence, int64_t *sid)
+{
+	struct db_param p[5] = {P_STR(b->source), P_STR(stream), P_INT(b->min_seq), P_INT(b->max_seq),
+	                        P_INT(b->received_us)};
+	struct ints x = {0};
+	int r = run(db,
+	            sequence ? STREAM_ID_SQL("nextval('streams_id_seq')")
+	                     : STREAM_ID_SQL("(SELECT COALESCE(MAX(id), 0) + 1 FROM streams)"),
+	            p, 5, row_int, &x, NULL);
+
+	if (r == 0)
+		r = x.err ? x.err : x.n == 1 ? 0 : -EIO;
+	*sid = x.n ? x.v[0] : 0;
+	free(x.v);
+	return r;
 }
 
 /*

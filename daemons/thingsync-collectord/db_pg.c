@@ -1,9 +1,9 @@
 /*
  * thingsync-collectord: the PostgreSQL backend (see db.h), over libpq.
  * A batch is one transaction: the source's row locked (its stream checked),
- * the batch's sequences already stored compared with it (other content: the
- * stream went backwards), then one multi-row INSERT ... ON CONFLICT DO
- * NOTHING per table; COMMIT returns once PostgreSQL has it durable
+ * the stream's row made or updated (its id), the measurements COPYed (see
+ * store_measurements(): compared with what is stored only when a key refuses
+ * one), the refused items inserted; COMMIT returns once PostgreSQL has it durable
  * (synchronous_commit, the server's default). A lost connection marks the
  * backend down; reconnect() opens a new one.
  * SPDX-License-Identifier: MIT
@@ -119,6 +119,8 @@ static PGresult *one(struct db_pg *d, const char *sql, int n, const char *const 
  */
 static int ensure_schema(struct db_pg *d)
 {
+	const struct db_dialect dialect = {db_pg_columns_sql, db_pg_columns_count, db_pg_index_sql,
+	                                          db_pg_index_count, db_view_pg_sql, true};
 	static const char *const migrate[] = {
 	    "ALTER TABLE measurements ADD COLUMN stream TEXT NOT NULL DEFAULT ''",
 	    "ALTER TABLE measurements DROP CONSTRAINT measurements_pkey",
@@ -176,15 +178,13 @@ static int ensure_schema(struct db_pg *d)
 		log_warn(d->log, "postgres: migrated to schema %d: owner and via of every measurement",
 		         DB_SCHEMA_VERSION);
 	}
-	for (size_t i = 0; r == 0 && i < db_schema_count; i++)
-		r = command(d, db_schema_sql[i]);
-	for (size_t i = 0; r == 0 && (!found || version < 4) && i < db_pg_schema_4_count; i++)
-		r = command(d, db_pg_schema_4_sql[i]);
-	if (r == 0 && found && version == 3)
-		log_warn(
-		    d->log,
-		    "postgres: migrated to schema %d: the change index keyed by owner boot and version first",
-		    DB_SCHEMA_VERSION);
+	if (r == 0)
+		r = db__schema(&d->base, (found && version < 5) || has_old, !found || version < 5, &dialect);
+	if (r < 0)
+		goto leave;
+	if (found && version < 5)
+		log_warn(d->log, "postgres: migrated to schema %d: measurements keyed by stream id and seq",
+		         DB_SCHEMA_VERSION);
 	if (r == 0 && (!found || version < DB_SCHEMA_VERSION)) {
 		snprintf(sql, sizeof(sql), "DELETE FROM thingsync_schema; INSERT INTO thingsync_schema VALUES (%d)",
 		         DB_SCHEMA_VERSION);
@@ -228,7 +228,7 @@ static int pg_reconnect(struct db *db)
 	if (r == 0)
 		r = command(
 		    d,
-		    "CREATE TEMP TABLE IF NOT EXISTS push_in (source TEXT, stream TEXT, seq BIGINT,"
+		    "CREATE TEMP TABLE IF NOT EXISTS push_in (sid BIGINT, seq BIGINT,"
 		    " thing TEXT, vtype TEXT, value TEXT, time_us BIGINT, owner_boot BIGINT, version BIGINT,"
 		    " received_us BIGINT, owner TEXT, via TEXT) ON COMMIT DELETE ROWS");
 	if (r < 0) {
@@ -383,26 +383,21 @@ static int copy_int(struct buf *t, int64_t x, char sep)
 /* Rows [from, to) of the batch's measurements appended to `t` in COPY's text format, in the column
  * order of COPY_COLUMNS. */
 #define COPY_COLUMNS                                                                                         \
-	"(source, stream, seq, thing, vtype, value, time_us, owner_boot, version, received_us, owner, via)"
+	"(sid, seq, thing, vtype, value, time_us, owner_boot, version, received_us, owner, via)"
 
-static int copy_text(const struct db_batch *b, const char *stream, size_t from, size_t to, struct buf *t)
+static int copy_text(const struct db_batch *b, int64_t sid, size_t from, size_t to, struct buf *t)
 {
-	struct buf head = {0}; /* "source\tstream\t", the same on every row */
-	int r;
+	int r = 0;
 
-	if ((r = copy_field(&head, b->source, '\t')) == 0)
-		r = copy_field(&head, stream, '\t');
 	for (size_t i = from; r == 0 && i < to; i++) {
 		const struct db_measurement *m = &b->m[i];
-		if ((r = buf__append(t, head.data, head.len)) == 0 &&
-		    (r = copy_int(t, m->seq, '\t')) == 0 && (r = copy_field(t, m->thing, '\t')) == 0 &&
+		if ((r = copy_int(t, sid, '\t')) == 0 && (r = copy_int(t, m->seq, '\t')) == 0 && (r = copy_field(t, m->thing, '\t')) == 0 &&
 		    (r = copy_field(t, m->vtype, '\t')) == 0 && (r = copy_field(t, m->value, '\t')) == 0 &&
 		    (r = copy_int(t, m->time_us, '\t')) == 0 && (r = copy_int(t, m->owner_boot, '\t')) == 0 &&
 		    (r = copy_int(t, m->version, '\t')) == 0 &&
 		    (r = copy_int(t, b->received_us, '\t')) == 0 && (r = copy_field(t, m->owner, '\t')) == 0)
 			r = copy_field(t, m->via, '\n');
 	}
-	buf__free(&head);
 	return r;
 }
 
@@ -415,7 +410,7 @@ static int copy_text(const struct db_batch *b, const char *stream, size_t from, 
  * b's measurements, written into `t` (emptied first) and sent a chunk at a
  * time; `t` then holds all of it.
  */
-static int copy_send(struct db_pg *d, const struct db_batch *b, const char *stream, struct buf *t)
+static int copy_send(struct db_pg *d, const struct db_batch *b, int64_t sid, struct buf *t)
 {
 	size_t sent = 0;
 	int r = 0;
@@ -424,7 +419,7 @@ static int copy_send(struct db_pg *d, const struct db_batch *b, const char *stre
 		return PQputCopyData(d->conn, t->data, (int)t->len) == 1 ? 0 : DB_EDOWN;
 	buf__reset(t);
 	for (size_t i = 0; r == 0 && i < b->n; i += PG_COPY_CHUNK) {
-		r = copy_text(b, stream, i, b->n - i < PG_COPY_CHUNK ? b->n : i + PG_COPY_CHUNK, t);
+		r = copy_text(b, sid, i, b->n - i < PG_COPY_CHUNK ? b->n : i + PG_COPY_CHUNK, t);
 		if (r == 0 && PQputCopyData(d->conn, t->data + sent, (int)(t->len - sent)) != 1)
 			r = DB_EDOWN;
 		sent = t->len;
@@ -438,8 +433,8 @@ static int copy_send(struct db_pg *d, const struct db_batch *b, const char *stre
  * when a unique key refused a row (with `dup_ok`; nothing of the COPY
  * stays), or a failure.
  */
-static int copy_in(struct db_pg *d, const char *sql, const struct db_batch *b, const char *stream,
-                   struct buf *t, bool dup_ok)
+static int copy_in(struct db_pg *d, const char *sql, const struct db_batch *b, int64_t sid, struct buf *t,
+                   bool dup_ok)
 {
 	PGresult *res = PQexec(d->conn, sql);
 	const char *state;
@@ -448,7 +443,7 @@ static int copy_in(struct db_pg *d, const char *sql, const struct db_batch *b, c
 	if (PQresultStatus(res) != PGRES_COPY_IN)
 		return fail(d, "copy measurements", res);
 	PQclear(res);
-	r = copy_send(d, b, stream, t);
+	r = copy_send(d, b, sid, t);
 	if (r == DB_EDOWN ||
 	    PQputCopyEnd(d->conn, r < 0 ? "the collector could not write the rows" : NULL) != 1)
 		return fail(d, "copy measurements", NULL);
@@ -479,7 +474,7 @@ static int copy_in(struct db_pg *d, const char *sql, const struct db_batch *b, c
  * ... SELECT ON CONFLICT DO NOTHING, and the rows not inserted compared with
  * what is stored (*conflict: the first sequence stored with other content).
  */
-static int store_measurements(struct db_pg *d, const struct db_batch *b, const char *stream, struct buf *t,
+static int store_measurements(struct db_pg *d, const struct db_batch *b, int64_t sid, struct buf *t,
                               size_t *ins, int64_t *conflict)
 {
 	struct params none = {0};
@@ -488,26 +483,26 @@ static int store_measurements(struct db_pg *d, const struct db_batch *b, const c
 
 	/* The savepoint and the COPY in one round trip (a simple query stops at its COPY); the savepoint
 	 * is not released: the rest of the transaction runs inside it, and COMMIT takes it all. */
-	r = copy_in(d, "SAVEPOINT batch; COPY measurements " COPY_COLUMNS " FROM STDIN", b, stream, t, true);
+	r = copy_in(d, "SAVEPOINT batch; COPY measurement_rows " COPY_COLUMNS " FROM STDIN", b, sid, t, true);
 	if (r == 0) {
 		*ins = b->n;
 		return 0;
 	}
 	if (r < 0 || (r = command(d, "ROLLBACK TO SAVEPOINT batch")) < 0)
 		return r;
-	r = copy_in(d, "COPY push_in FROM STDIN", NULL, NULL, t, false);
+	r = copy_in(d, "COPY push_in FROM STDIN", NULL, 0, t, false);
 	if (r == 0)
 		r = exec_params(
 		    d, "insert measurements",
-		    "INSERT INTO measurements " COPY_COLUMNS " SELECT source, stream, seq, thing,"
+		    "INSERT INTO measurement_rows " COPY_COLUMNS " SELECT sid, seq, thing,"
 		    " vtype, value, time_us, owner_boot, version, received_us, owner, via FROM push_in"
 		    " ON CONFLICT DO NOTHING",
 		    &none, ins);
 	if (r < 0 || *ins == b->n)
 		return r;
 	q = one(d,
-	        "SELECT m.seq FROM push_in v JOIN measurements m ON m.source = v.source"
-	        " AND m.stream = v.stream AND m.seq = v.seq WHERE m.thing <> v.thing"
+	        "SELECT m.seq FROM push_in v JOIN measurement_rows m ON m.sid = v.sid"
+	        " AND m.seq = v.seq WHERE m.thing <> v.thing"
 	        " OR m.value <> v.value OR m.time_us <> v.time_us ORDER BY m.seq LIMIT 1",
 	        0, NULL, &r);
 	if (q) {
@@ -549,7 +544,6 @@ static int pg_check_stream(struct db_pg *d, const struct db_batch *b, struct db_
                            const char **stream)
 {
 	static const char *const join[] = {
-	    "UPDATE measurements SET stream = $2 WHERE source = $1 AND stream = ''",
 	    "UPDATE rejected SET stream = $2 WHERE source = $1 AND stream = ''",
 	    "UPDATE streams SET stream = $2 WHERE source = $1 AND stream = ''",
 	};
@@ -653,7 +647,7 @@ static int pg_conflict(struct db_pg *d, const struct db_batch *b, const char *st
 }
 
 /* The end of a stored batch's transaction as one simple query (names as literals): the source's
- * row, the stream's (when the batch has rows), and COMMIT when `commit`. */
+ * row and COMMIT when `commit` (the stream's row was updated before the rows: db__stream_id()). */
 static int tail_sql(struct db_pg *d, const struct db_batch *b, const char *stream, bool commit, struct buf *sql)
 {
 	char *src = PQescapeLiteral(d->conn, b->source, strlen(b->source));
@@ -673,15 +667,6 @@ static int tail_sql(struct db_pg *d, const struct db_batch *b, const char *strea
 	                 " THEN GREATEST(sources.last_seq, excluded.last_seq) ELSE excluded.last_seq END,"
 	                 " boot = excluded.boot, stream = excluded.stream;",
 	                 src, b->received_us, b->max_seq, b->boot, str);
-	if (r == 0 && b->n + b->nrej > 0)
-		r = buf__appendf(sql,
-		                 " INSERT INTO streams (source, stream, first_seq, last_seq, first_us, last_us)"
-		                 " VALUES (%s, %s, %" PRId64 ", %" PRId64 ", %" PRId64 ", %" PRId64 ")"
-		                 " ON CONFLICT (source, stream) DO UPDATE SET"
-		                 " first_seq = LEAST(streams.first_seq, excluded.first_seq),"
-		                 " last_seq = GREATEST(streams.last_seq, excluded.last_seq),"
-		                 " last_us = excluded.last_us;",
-		                 src, str, b->min_seq, b->max_seq, b->received_us, b->received_us);
 	if (r == 0 && commit)
 		r = buf__appendf(sql, " COMMIT");
 	PQfreemem(src);
@@ -695,7 +680,7 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 	struct params p = {0};
 	struct buf sql = {0};
 	const char *stream = b->stream;
-	int64_t conflict = 0;
+	int64_t conflict = 0, sid = 0;
 	size_t ins = 0;
 	int r;
 
@@ -712,8 +697,10 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 	 * some row was not inserted are they compared with what is stored. A
 	 * conflict rolls everything back, as if checked before.
 	 */
+	if (r == 0 && b->n + b->nrej > 0)
+		r = db__stream_id(db, b, stream, true, &sid);
 	if (r == 0 && b->n > 0)
-		r = store_measurements(d, b, stream, &sql, &ins, &conflict);
+		r = store_measurements(d, b, sid, &sql, &ins, &conflict);
 	for (size_t off = 0; r == 0 && conflict == 0 && off < b->nrej; off += PG_ROWS_PER_INSERT) {
 		size_t rows = b->nrej - off < PG_ROWS_PER_INSERT ? b->nrej - off : PG_ROWS_PER_INSERT;
 		r = pg_conflict(d, b, stream, false, off, rows, &p, &sql, &conflict);
@@ -750,7 +737,7 @@ static int pg_store(struct db *db, const struct db_batch *b, bool fail_before_co
 	}
 	if (r == 0 && res->outcome != DB_STORED)
 		goto refused;
-	/* The source's and the stream's rows, then COMMIT: one simple query, one round trip (an
+	/* The source's row, then COMMIT: one simple query, one round trip (an
 	 * error skips what follows it, COMMIT included, and is answered by the ROLLBACK below). */
 	if (r == 0)
 		r = tail_sql(d, b, stream, !fail_before_commit, &sql);

@@ -41,7 +41,7 @@ struct db_sqlite {
 	char *path;
 	sqlite3 *h;
 	sqlite3_stmt *ins_m, *ins_mn, *ins_r, *upd_src, *put_alarm;
-	sqlite3_stmt *get_src, *old_m, *old_r, *upd_stream, *last_seq;
+	sqlite3_stmt *get_src, *old_m, *old_r, *last_seq;
 };
 
 #define SQ(db) ((struct db_sqlite *)(db))
@@ -138,10 +138,12 @@ bool db_sqlite__waiting(const struct db *db)
 }
 
 static const char sql_ins_m[] =
-    "INSERT OR IGNORE INTO measurements (source, seq, thing, vtype, value, time_us, owner_boot, version,"
-    " received_us, stream, owner, via) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
-/* Rows per multi-row INSERT of measurements (ins_mn, 12 parameters a row): one
- * statement step for many rows, where per row the statement's overhead showed. */
+    "INSERT OR IGNORE INTO measurement_rows (sid, seq, thing, vtype, value, time_us, owner_boot, version,"
+    " received_us, owner, via) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+/* Parameters of a row of sql_ins_m. */
+#define SQ_COLS 11
+/* Rows per multi-row INSERT of measurements (ins_mn): one statement step for
+ * many rows, where per row the statement's overhead showed. */
 #define SQ_ROWS 50
 static const char sql_ins_r[] =
     "INSERT OR IGNORE INTO rejected (source, seq, field, error, item, received_us, stream)"
@@ -152,14 +154,8 @@ static const char sql_upd_src[] =
     " last_seq = CASE WHEN sources.stream = excluded.stream THEN max(sources.last_seq, excluded.last_seq)"
     " ELSE excluded.last_seq END, boot = excluded.boot, stream = excluded.stream";
 static const char sql_get_src[] = "SELECT stream FROM sources WHERE source = ?1";
-static const char sql_old_m[] =
-    "SELECT thing, value, time_us FROM measurements WHERE source = ?1 AND stream = ?2 AND seq = ?3";
+static const char sql_old_m[] = "SELECT thing, value, time_us FROM measurement_rows WHERE sid = ?1 AND seq = ?2";
 static const char sql_old_r[] = "SELECT item FROM rejected WHERE source = ?1 AND stream = ?2 AND seq = ?3";
-static const char sql_upd_stream[] =
-    "INSERT INTO streams (source, stream, first_seq, last_seq, first_us, last_us)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (source, stream) DO UPDATE SET"
-    " first_seq = min(streams.first_seq, excluded.first_seq),"
-    " last_seq = max(streams.last_seq, excluded.last_seq), last_us = excluded.last_us";
 static const char sql_last_seq[] =
     "SELECT MAX(seq) FROM (SELECT seq FROM measurements WHERE source = ?1 AND stream = ?2"
     " UNION ALL SELECT seq FROM rejected WHERE source = ?1 AND stream = ?2"
@@ -179,10 +175,9 @@ static void finalize_all(struct db_sqlite *d)
 	sqlite3_finalize(d->get_src);
 	sqlite3_finalize(d->old_m);
 	sqlite3_finalize(d->old_r);
-	sqlite3_finalize(d->upd_stream);
 	sqlite3_finalize(d->last_seq);
 	d->ins_m = d->ins_mn = d->ins_r = d->upd_src = d->put_alarm = NULL;
-	d->get_src = d->old_m = d->old_r = d->upd_stream = d->last_seq = NULL;
+	d->get_src = d->old_m = d->old_r = d->last_seq = NULL;
 	waiter_done(d);
 	if (d->h)
 		sqlite3_close_v2(d->h);
@@ -197,7 +192,7 @@ static int prepare_ins_many(struct db_sqlite *d)
 	int rc;
 
 	for (int i = 0; r == 0 && i < SQ_ROWS; i++)
-		r = buf__appendf(&sql, "%s(?,?,?,?,?,?,?,?,?,?,?,?)", i ? "," : "");
+		r = buf__appendf(&sql, "%s(?,?,?,?,?,?,?,?,?,?,?)", i ? "," : "");
 	rc = r < 0 ? SQLITE_NOMEM : sqlite3_prepare_v2(d->h, sql.data, -1, &d->ins_mn, NULL);
 	buf__free(&sql);
 	return rc;
@@ -302,10 +297,9 @@ static int migrate_1(struct db_sqlite *d)
 	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++)
 		if ((rc = exec(d, steps[i])) != SQLITE_OK)
 			return rc;
-	/* The new measurements and rejected tables, and their index. */
-	for (size_t i = 0; i < 3; i++)
-		if ((rc = exec(d, db_schema_sql[i])) != SQLITE_OK)
-			return rc;
+	/* The new measurements (as schema 4 had them, rebuilt again by db__schema()) and rejected. */
+	if ((rc = exec(d, db_measurements_4_sql)) != SQLITE_OK || (rc = exec(d, db_schema_sql[1])) != SQLITE_OK)
+		return rc;
 	for (size_t i = 0; i < sizeof(copy) / sizeof(copy[0]); i++)
 		if ((rc = exec(d, copy[i])) != SQLITE_OK)
 			return rc;
@@ -322,6 +316,7 @@ static int migrate_1(struct db_sqlite *d)
 /* Makes the schema, or migrates an older one, in one transaction. */
 static int ensure_schema(struct db_sqlite *d)
 {
+	static const struct db_dialect dialect = {.view = db_view_sqlite_sql};
 	int64_t version = 0, old = 0;
 	bool found = false, has_old = false;
 	char sql[128];
@@ -358,13 +353,13 @@ static int ensure_schema(struct db_sqlite *d)
 		log_warn(d->log, "sqlite %s: migrated to schema %d: owner and via of every measurement",
 		         d->path, DB_SCHEMA_VERSION);
 	}
-	for (size_t i = 0; i < db_schema_count; i++)
-		if ((rc = exec(d, db_schema_sql[i])) != SQLITE_OK)
-			goto leave;
-	if (found && version == 3)
-		log_warn(d->log,
-		         "sqlite %s: migrated to schema %d: the change index keyed by owner boot and version "
-		         "first",
+	if (db__schema(&d->base, (found && version < 5) || (!found && old > 0), !found || version < 5,
+	               &dialect) < 0) {
+		rc = SQLITE_ERROR;
+		goto leave;
+	}
+	if (found && version < 5)
+		log_warn(d->log, "sqlite %s: migrated to schema %d: measurements keyed by stream id and seq",
 		         d->path, DB_SCHEMA_VERSION);
 	if (!found || version < DB_SCHEMA_VERSION) {
 		snprintf(sql, sizeof(sql), "DELETE FROM thingsync_schema; INSERT INTO thingsync_schema VALUES (%d)",
@@ -417,7 +412,6 @@ static int sq_reconnect(struct db *db)
 	    (rc = sqlite3_prepare_v2(d->h, sql_get_src, -1, &d->get_src, NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_prepare_v2(d->h, sql_old_m, -1, &d->old_m, NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_prepare_v2(d->h, sql_old_r, -1, &d->old_r, NULL)) != SQLITE_OK ||
-	    (rc = sqlite3_prepare_v2(d->h, sql_upd_stream, -1, &d->upd_stream, NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_prepare_v2(d->h, sql_last_seq, -1, &d->last_seq, NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_prepare_v2(d->h, sql_ins_r, -1, &d->ins_r, NULL)) != SQLITE_OK ||
 	    (rc = sqlite3_prepare_v2(d->h, sql_upd_src, -1, &d->upd_src, NULL)) != SQLITE_OK ||
@@ -537,7 +531,6 @@ static int check_stream(struct db_sqlite *d, const struct db_batch *b, struct db
 		return rc;
 	{
 		static const char *const join[] = {
-		    "UPDATE measurements SET stream = ?2 WHERE source = ?1 AND stream = ''",
 		    "UPDATE rejected SET stream = ?2 WHERE source = ?1 AND stream = ''",
 		    "UPDATE streams SET stream = ?2 WHERE source = ?1 AND stream = ''",
 		};
@@ -557,14 +550,12 @@ static int check_stream(struct db_sqlite *d, const struct db_batch *b, struct db
 
 /* A measurement already stored under its key: the same content (a duplicate) or
  * not; none under it (*same true): a copy of a change stored before, see db__store_items(). */
-static int same_measurement(struct db_sqlite *d, const char *source, const char *stream,
-                            const struct db_measurement *m, bool *same)
+static int same_measurement(struct db_sqlite *d, int64_t sid, const struct db_measurement *m, bool *same)
 {
 	int rc;
 
-	sqlite3_bind_text(d->old_m, 1, source, -1, SQLITE_STATIC);
-	sqlite3_bind_text(d->old_m, 2, stream, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(d->old_m, 3, m->seq);
+	sqlite3_bind_int64(d->old_m, 1, sid);
+	sqlite3_bind_int64(d->old_m, 2, m->seq);
 	rc = sqlite3_step(d->old_m);
 	*same = rc == SQLITE_DONE ||
 	        (rc == SQLITE_ROW && strcmp((const char *)sqlite3_column_text(d->old_m, 0), m->thing) == 0 &&
@@ -590,11 +581,11 @@ static int same_rejected(struct db_sqlite *d, const char *source, const char *st
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-/* One measurement's parameters, from `base` (0 for ins_m, 12 * row for ins_mn). */
-static void bind_measurement(sqlite3_stmt *st, int base, const struct db_batch *b, const char *stream,
+/* One measurement's parameters, from `base` (0 for ins_m, SQ_COLS * row for ins_mn). */
+static void bind_measurement(sqlite3_stmt *st, int base, const struct db_batch *b, int64_t sid,
                              const struct db_measurement *m)
 {
-	sqlite3_bind_text(st, base + 1, b->source, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, base + 1, sid);
 	sqlite3_bind_int64(st, base + 2, m->seq);
 	sqlite3_bind_text(st, base + 3, m->thing, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, base + 4, m->vtype, -1, SQLITE_STATIC);
@@ -603,9 +594,8 @@ static void bind_measurement(sqlite3_stmt *st, int base, const struct db_batch *
 	sqlite3_bind_int64(st, base + 7, m->owner_boot);
 	sqlite3_bind_int64(st, base + 8, m->version);
 	sqlite3_bind_int64(st, base + 9, b->received_us);
-	sqlite3_bind_text(st, base + 10, stream, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, base + 11, m->owner, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, base + 12, m->via, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, base + 10, m->owner, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, base + 11, m->via, -1, SQLITE_STATIC);
 }
 
 static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_commit, struct db_store_result *res)
@@ -613,6 +603,7 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 	struct db_sqlite *d = SQ(db);
 	const char *what = "BEGIN";
 	const char *stream = b->stream;
+	int64_t sid = 0;
 	size_t ins = 0;
 	bool same;
 	int rc;
@@ -630,6 +621,12 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		goto rollback;
 	if (res->outcome != DB_STORED)
 		goto refused;
+	if (b->n + b->nrej > 0 && db__stream_id(db, b, stream, false, &sid) < 0) {
+		if (!d->h)
+			return DB_EDOWN; /* fail() closed it; the transaction is gone with it */
+		sqlite3_exec(d->h, "ROLLBACK", NULL, NULL, NULL);
+		return -EIO;
+	}
 	what = "insert measurement";
 	for (size_t off = 0; off < b->n;) {
 		size_t rows = b->n - off >= SQ_ROWS ? SQ_ROWS : 1;
@@ -637,7 +634,7 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		size_t changes;
 
 		for (size_t k = 0; k < rows; k++)
-			bind_measurement(st, (int)(12 * k), b, stream, &b->m[off + k]);
+			bind_measurement(st, (int)(SQ_COLS * k), b, sid, &b->m[off + k]);
 		rc = step_done(st);
 		if (rc != SQLITE_OK)
 			goto rollback;
@@ -646,7 +643,7 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 		/* Some row not inserted: a duplicate, a copy (db.h), or the stream going backwards. */
 		for (size_t k = 0; changes < rows && k < rows; k++) {
 			const struct db_measurement *m = &b->m[off + k];
-			rc = same_measurement(d, b->source, stream, m, &same);
+			rc = same_measurement(d, sid, m, &same);
 			if (rc != SQLITE_OK)
 				goto rollback;
 			if (!same) {
@@ -700,17 +697,6 @@ static int sq_store(struct db *db, const struct db_batch *b, bool fail_before_co
 	rc = step_done(d->upd_src);
 	if (rc != SQLITE_OK)
 		goto rollback;
-	if (b->n + b->nrej > 0) {
-		what = "update stream";
-		sqlite3_bind_text(d->upd_stream, 1, b->source, -1, SQLITE_STATIC);
-		sqlite3_bind_text(d->upd_stream, 2, stream, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(d->upd_stream, 3, b->min_seq);
-		sqlite3_bind_int64(d->upd_stream, 4, b->max_seq);
-		sqlite3_bind_int64(d->upd_stream, 5, b->received_us);
-		rc = step_done(d->upd_stream);
-		if (rc != SQLITE_OK)
-			goto rollback;
-	}
 	if (fail_before_commit) {
 		sqlite3_exec(d->h, "ROLLBACK", NULL, NULL, NULL);
 		return -EIO;

@@ -829,7 +829,8 @@ static struct backlog_result bench_backlog(struct bench *b, const char *db, cons
  * database with the collector's own schema (db_schema_sql, compiled in from
  * the collector's sources: the same tables and indexes), the same pragmas,
  * b->batch rows per transaction, with nothing else in the way (no HTTP, no
- * JSON, no validation). The stream column holds a 32-hex id, as pushd's.
+ * JSON, no validation). The rows' stream is a row of streams with a 32-hex
+ * name, as pushd's, made as the collector makes a new one.
  */
 #define BASE_STREAM "0123456789abcdef0123456789abcdef"
 
@@ -854,11 +855,17 @@ static double baseline_sqlite(struct bench *b)
 	for (size_t i = 0; i < db_schema_count; i++)
 		if (sqlite3_exec(h, db_schema_sql[i], NULL, NULL, NULL) != SQLITE_OK)
 			goto fail;
-	if (sqlite3_prepare_v2(h,
-	                       "INSERT OR IGNORE INTO measurements (source, stream, seq, thing, vtype, value,"
+	for (size_t i = 0; i < db_index_count; i++)
+		if (sqlite3_exec(h, db_index_sql[i], NULL, NULL, NULL) != SQLITE_OK)
+			goto fail;
+	if (sqlite3_exec(h,
+	                 "INSERT INTO streams (id, source, stream, first_seq, last_seq, first_us, last_us)"
+	                 " VALUES (1, 'BASE', '" BASE_STREAM "', 1, 1, 0, 0)",
+	                 NULL, NULL, NULL) != SQLITE_OK ||
+	    sqlite3_prepare_v2(h,
+	                       "INSERT OR IGNORE INTO measurement_rows (sid, seq, thing, vtype, value,"
 	                       " time_us, owner_boot, version, received_us, owner, via)"
-	                       " VALUES ('BASE', '" BASE_STREAM
-	                       "', ?1, ?2, 'int', ?3, ?4, 0, 0, ?4, 'OWNER', 'import')",
+	                       " VALUES (1, ?1, ?2, 'int', ?3, ?4, 0, 0, ?4, 'OWNER', 'import')",
 	                       -1, &st, NULL) != SQLITE_OK)
 		goto fail;
 	t0 = now_s();
@@ -905,17 +912,27 @@ static bool pg_ok(PGconn *c, PGresult *res)
 	return ok;
 }
 
+static bool pg_all(PGconn *c, const char *const *sql, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!pg_ok(c, PQexec(c, sql[i])))
+			return false;
+	return true;
+}
+
 /*
  * The floor for PostgreSQL: COPY of each batch into the collector's schema
- * (made in a schema of its own, so the collector's tables are untouched),
- * one transaction per batch: the fastest way in that PostgreSQL offers.
+ * (made in a schema of its own, so the collector's tables are untouched,
+ * or with `shared` the collector's own tables, as a new stream), one
+ * transaction per batch: the fastest way in that PostgreSQL offers.
  */
 static double baseline_pg(struct bench *b, const char *conninfo, bool shared, struct pg_mark *ma,
                           struct pg_mark *mz)
 {
 	PGconn *c = PQconnectdb(conninfo);
+	PGresult *res;
 	double t0 = -1;
-	char *buf = NULL;
+	char *buf = NULL, sid[24];
 
 	if (PQstatus(c) != CONNECTION_OK) {
 		PQfinish(c);
@@ -927,13 +944,20 @@ static double baseline_pg(struct bench *b, const char *conninfo, bool shared, st
 		    !pg_ok(c, PQexec(c, "CREATE SCHEMA pushbench_baseline")) ||
 		    !pg_ok(c, PQexec(c, "SET search_path TO pushbench_baseline")))
 			goto leave;
-		for (size_t i = 0; i < db_schema_count; i++)
-			if (!pg_ok(c, PQexec(c, db_schema_sql[i])))
-				goto leave;
-		for (size_t i = 0; i < db_pg_schema_4_count; i++)
-			if (!pg_ok(c, PQexec(c, db_pg_schema_4_sql[i])))
-				goto leave;
+		/* The collector's order (db__schema()): tables, PostgreSQL's columns, indexes, their options. */
+		if (!pg_all(c, db_schema_sql, db_schema_count) || !pg_all(c, db_pg_columns_sql, db_pg_columns_count) ||
+		    !pg_all(c, db_index_sql, db_index_count) || !pg_all(c, db_pg_index_sql, db_pg_index_count))
+			goto leave;
 	}
+	/* The stream's row, as the collector makes a new one (ids from the sequence). */
+	res = PQexec(c, "INSERT INTO streams (source, stream, first_seq, last_seq, first_us, last_us)"
+	                " VALUES ('BASE', '" BASE_STREAM "', 1, 1, 0, 0) RETURNING id");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		pg_ok(c, res);
+		goto leave;
+	}
+	snprintf(sid, sizeof(sid), "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
 	buf = malloc((size_t)b->batch * 128);
 	if (!buf)
 		goto leave;
@@ -941,20 +965,18 @@ static double baseline_pg(struct bench *b, const char *conninfo, bool shared, st
 	t0 = now_s();
 	for (long i = 0; i < b->backlog; i += b->batch) {
 		size_t n = 0;
-		PGresult *res;
 		if (!pg_ok(c, PQexec(c, "BEGIN")) ||
-		    !pg_ok(c,
-		           PQexec(c, "COPY measurements (source, stream, seq, thing, vtype, value, time_us,"
-		                     " owner_boot, version, received_us, owner, via) FROM STDIN")))
+		    !pg_ok(c, PQexec(c, "COPY measurement_rows (sid, seq, thing, vtype, value, time_us,"
+		                        " owner_boot, version, received_us, owner, via) FROM STDIN")))
 			goto fail;
 		for (long k = i; k < i + b->batch && k < b->backlog; k++) {
 			char thing[16], val[24];
 			int64_t t;
 			base_row(k, thing, val, &t);
 			n += (size_t)sprintf(buf + n,
-			                     "BASE\t" BASE_STREAM "\t%ld\t%s\tint\t%s\t%" PRId64
-			                     "\t0\t0\t%" PRId64 "\tOWNER\timport\n",
-			                     k + 1, thing, val, t, t);
+			                     "%s\t%ld\t%s\tint\t%s\t%" PRId64 "\t0\t0\t%" PRId64
+			                     "\tOWNER\timport\n",
+			                     sid, k + 1, thing, val, t, t);
 		}
 		if (PQputCopyData(c, buf, (int)n) != 1 || PQputCopyEnd(c, NULL) != 1)
 			goto fail;
@@ -1032,9 +1054,10 @@ static void report(struct bench *b, const char *tag, const char *name, const cha
 	fflush(stdout);
 #ifdef HAVE_POSTGRES
 	/*
-	 * The same COPY once more, into the drain's own table, as a third source: its primary-key
-	 * entries then go between other sources' rows, as the drain's went between the stream's
-	 * (BACKLOG sorts before PUSH), not at the right edge of an empty index as above.
+	 * The same COPY once more, into the drain's own table, as a third source: a new stream of the
+	 * collector's table, its rows next to the stream's and the drain's (schema 5 keys them by
+	 * stream id; before, by the names, BACKLOG sorting before PUSH put the drain's entries in the
+	 * middle of the index), not into an empty table as above.
 	 */
 	if (b->pg_live) {
 		struct pg_mark a, z;

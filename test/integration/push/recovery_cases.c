@@ -305,14 +305,20 @@ static const char *const schema_3_sql[] = {
 
 /* What a query of one text column (rows joined by ','), run by the test's own connection, returns. */
 typedef void (*sql_text_fn)(struct env *e, const char *sql, char *out, size_t size);
+/* Whether the database refuses a statement run by the test's own connection. */
+typedef bool (*sql_refused_fn)(struct env *e, const char *sql);
 
 /*
- * After the migration to schema 4: the old change index is gone, the new one
- * refuses a change stored before. One batch with a recovered copy of each
- * stored change around a new change stores the new one once and makes the
- * two copies; the batch again stores nothing; a restart migrates nothing.
+ * After the migration to schema 5 (from 3 through 4): the old change index
+ * is gone, the new one refuses a change stored before; the rows are kept
+ * under their stream's id, and read as before. One batch with a recovered
+ * copy of each stored change around a new change stores the new one once
+ * and makes the two copies; the batch again stores nothing; a restart
+ * migrates nothing. The key (stream id, seq) stays unique: a row under a
+ * stored one's key is refused even where the change index would not see it
+ * (owner boot 0), and a second stream of the source gets an id of its own.
  */
-static void check_migrated_3(struct env *e, sql_text_fn sql_text)
+static void check_migrated_3(struct env *e, sql_text_fn sql_text, sql_refused_fn sql_refused)
 {
 	const char *batch =
 	    "{\"seq\":3,\"thing\":\"t0\",\"value\":1,\"time\":1700000000000000,\"owner_boot\":3,"
@@ -325,7 +331,26 @@ static void check_migrated_3(struct env *e, sql_text_fn sql_text)
 	json_t *j = NULL, *src;
 
 	sql_text(e, "SELECT version FROM thingsync_schema", text, sizeof(text));
-	assert_string_equal(text, "4");
+	assert_string_equal(text, "5");
+	/* The data kept: every column of both rows, under the stream's id. */
+	sql_text(e,
+	         "SELECT m.seq || ' ' || m.thing || ' ' || m.vtype || ' ' || m.value || ' ' || m.time_us || ' '"
+	         " || m.owner_boot || ' ' || m.version || ' ' || m.received_us || ' ' || m.owner || ' ' || m.via"
+	         " FROM measurement_rows m JOIN streams s ON s.id = m.sid WHERE s.source = 'PUSH'"
+	         " AND s.stream = '" TEST_STREAM "' ORDER BY m.seq",
+	         text, sizeof(text));
+	assert_string_equal(text, "1 t0 int 1 1700000000000000 3 1 1700000000000009 OWNER live,"
+	                          "2 t1 int 2 1700000000000001 3 2 1700000000000009 OWNER live");
+	j = col_get(e, "/v1/measurements?source=PUSH");
+	assert_string_equal(json_string_value(json_object_get(
+	                        json_array_get(json_object_get(j, "measurements"), 1), "stream")),
+	                    TEST_STREAM);
+	assert_int_equal(jint(json_array_get(json_object_get(j, "measurements"), 1), "seq", NULL), 2);
+	json_decref(j);
+	assert_true(sql_refused(e, "INSERT INTO measurement_rows (sid, seq, thing, vtype, value, time_us,"
+	                           " owner_boot, version, received_us, owner, via) SELECT sid, seq, 'x', vtype,"
+	                           " value, time_us, 0, 0, received_us, owner, 'import' FROM measurement_rows"
+	                           " WHERE seq = 1"));
 	assert_int_equal(count_of(e, "/v1/measurements?source=PUSH", "measurements"), 2);
 	assert_int_equal(push_items(e, batch, &j), 200);
 	assert_int_equal(jint(j, "stored", NULL), 1);
@@ -344,7 +369,26 @@ static void check_migrated_3(struct env *e, sql_text_fn sql_text)
 	start_collector(e, NULL);
 	assert_int_equal(count_of(e, "/v1/measurements?source=PUSH", "measurements"), 3);
 	sql_text(e, "SELECT version FROM thingsync_schema", text, sizeof(text));
-	assert_string_equal(text, "4");
+	assert_string_equal(text, "5");
+	/* A new stream of the source (accepted by the operator): an id of its own, its seq 1 next to
+	 * the first stream's seq 1. */
+	assert_int_equal(signed_http(e, "POST", "/v1/streams/accept",
+	                             "{\"source\":\"PUSH\",\"stream\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}", NULL),
+	                 200);
+	assert_int_equal(signed_http(e, "POST", "/v1/push",
+	                             "{\"source\":\"PUSH\",\"stream\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\","
+	                             "\"boot\":2,\"measurements\":[{\"seq\":1,\"thing\":\"t0\",\"value\":9,"
+	                             "\"time\":1700000000000009,\"owner_boot\":4,\"version\":1}]}",
+	                             &j),
+	                 200);
+	assert_int_equal(jint(j, "stored", NULL), 1);
+	json_decref(j);
+	sql_text(e, "SELECT COUNT(*) || ' ' || COUNT(DISTINCT id) FROM streams", text, sizeof(text));
+	assert_string_equal(text, "2 2");
+	assert_int_equal(count_of(e, "/v1/measurements?source=PUSH", "measurements"), 4);
+	assert_int_equal(count_of(e, "/v1/measurements?source=PUSH&stream=aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	                          "measurements"),
+	                 1);
 }
 
 static int sqlite_row_text(void *ud, int n, char **col, char **names)
@@ -369,6 +413,19 @@ static void sqlite_text(struct env *e, const char *sql, char *out, size_t size)
 	sqlite3_close(db);
 }
 
+static bool sqlite_refused(struct env *e, const char *sql)
+{
+	char path[600];
+	sqlite3 *db;
+	int rc;
+
+	snprintf(path, sizeof(path), "%s/collector.db", e->dir);
+	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+	rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+	sqlite3_close(db);
+	return rc != SQLITE_OK;
+}
+
 static void test_migrate_3_sqlite(void **state)
 {
 	struct env *e = *state;
@@ -378,16 +435,19 @@ static void test_migrate_3_sqlite(void **state)
 		sqlite_text(e, schema_3_sql[i], text, sizeof(text));
 	start_collector(e, NULL);
 	sqlite_text(e,
-	            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'measurements'"
+	            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'measurement_rows'"
 	            " AND name NOT LIKE 'sqlite_%' ORDER BY name",
 	            text, sizeof(text));
 	assert_string_equal(text, "measurements_change,measurements_thing_time");
-	check_migrated_3(e, sqlite_text);
+	sqlite_text(e, "SELECT name FROM sqlite_master WHERE name LIKE 'measurements%' AND type <> 'index'",
+	            text, sizeof(text));
+	assert_string_equal(text, "measurements");
+	check_migrated_3(e, sqlite_text, sqlite_refused);
 }
 
 #ifdef HAVE_POSTGRES
-/* psql as the cluster's user, its rows written to a file in the cluster's directory. */
-static void pg_text(struct env *e, const char *sql, char *out, size_t size)
+/* psql as the cluster's user, its rows written to a file in the cluster's directory; its exit status. */
+static int pg_run(struct env *e, const char *sql, char *out, size_t size)
 {
 	char psql[300], port[16], file[300];
 	const char *argv[] = {
@@ -403,7 +463,8 @@ static void pg_text(struct env *e, const char *sql, char *out, size_t size)
 	snprintf(port, sizeof(port), "%u", e->pg_port);
 	snprintf(file, sizeof(file), "%s/out.txt", e->pgdir);
 	unlink(file);
-	assert_int_equal(run_cmd(e, argv), 0);
+	if ((c = run_cmd(e, argv)) != 0)
+		return c;
 	f = fopen(file, "r");
 	assert_non_null(f);
 	while ((c = fgetc(f)) != EOF && n + 1 < size)
@@ -412,30 +473,71 @@ static void pg_text(struct env *e, const char *sql, char *out, size_t size)
 	while (n > 0 && out[n - 1] == ',')
 		n--;
 	out[n] = '\0';
+	return 0;
 }
 
-static void test_migrate_3_postgres(void **state)
+static void pg_text(struct env *e, const char *sql, char *out, size_t size)
 {
-	struct env *e = *state;
+	assert_int_equal(pg_run(e, sql, out, size), 0);
+}
+
+static bool pg_refused(struct env *e, const char *sql)
+{
+	char out[256];
+
+	return pg_run(e, sql, out, sizeof(out)) != 0;
+}
+
+/* Schema 3 made schema 4 by hand, as a collector of session 11 did on PostgreSQL (its key and change
+ * index under collation "C", which schema 5's streams then share). */
+static const char *const schema_4_pg_sql[] = {
+    "ALTER TABLE measurements ALTER COLUMN source TYPE TEXT COLLATE \"C\","
+    " ALTER COLUMN stream TYPE TEXT COLLATE \"C\", ALTER COLUMN thing TYPE TEXT COLLATE \"C\","
+    " ALTER COLUMN owner TYPE TEXT COLLATE \"C\"",
+    "DROP INDEX measurements_identity",
+    "CREATE UNIQUE INDEX measurements_change ON measurements (owner_boot, version, owner, thing)"
+    " WHERE owner_boot > 0",
+    "UPDATE thingsync_schema SET version = 4",
+};
+
+static void migrate_postgres(struct env *e, bool from_4)
+{
 	char text[256];
 
 	pg_setup(e);
 	for (size_t i = 0; i < sizeof(schema_3_sql) / sizeof(schema_3_sql[0]); i++)
 		pg_text(e, schema_3_sql[i], text, sizeof(text));
+	for (size_t i = 0; from_4 && i < sizeof(schema_4_pg_sql) / sizeof(schema_4_pg_sql[0]); i++)
+		pg_text(e, schema_4_pg_sql[i], text, sizeof(text));
 	start_collector(e, NULL);
-	pg_text(e, "SELECT indexname FROM pg_indexes WHERE tablename = 'measurements' ORDER BY indexname",
+	pg_text(e, "SELECT indexname FROM pg_indexes WHERE tablename = 'measurement_rows' ORDER BY indexname",
 	        text, sizeof(text));
-	assert_string_equal(text, "measurements_change,measurements_pkey,measurements_thing_time");
+	assert_string_equal(text, "measurement_rows_pkey,measurements_change,measurements_thing_time");
+	pg_text(e, "SELECT indexdef FROM pg_indexes WHERE indexname = 'measurement_rows_pkey'", text,
+	        sizeof(text));
+	assert_non_null(strstr(text, "(sid, seq)"));
 	pg_text(e, "SELECT reloptions::text FROM pg_class WHERE relname = 'measurements_thing_time'", text,
 	        sizeof(text));
 	assert_string_equal(text, "{deduplicate_items=off}");
 	pg_text(e,
-	        "SELECT string_agg(a.attname || ' ' || c.collname, ',' ORDER BY a.attnum) FROM pg_attribute a"
-	        " JOIN pg_collation c ON c.oid = a.attcollation WHERE a.attrelid = 'measurements'::regclass"
-	        " AND a.attname IN ('source', 'stream', 'thing', 'owner')",
+	        "SELECT string_agg(a.attrelid::regclass || '.' || a.attname || ' ' || c.collname, ','"
+	        " ORDER BY a.attrelid::regclass::text, a.attnum) FROM pg_attribute a"
+	        " JOIN pg_collation c ON c.oid = a.attcollation WHERE a.attrelid IN ('measurement_rows'::regclass,"
+	        " 'streams'::regclass) AND a.attname IN ('source', 'stream', 'thing', 'owner')",
 	        text, sizeof(text));
-	assert_string_equal(text, "source C,stream C,thing C,owner C");
-	check_migrated_3(e, pg_text);
+	assert_string_equal(text, "measurement_rows.thing C,measurement_rows.owner C,streams.source C,streams.stream C");
+	check_migrated_3(e, pg_text, pg_refused);
+}
+
+static void test_migrate_3_postgres(void **state)
+{
+	migrate_postgres(*state, false);
+}
+
+/* The same from schema 4 as PostgreSQL had it (its names under collation "C"). */
+static void test_migrate_4_postgres(void **state)
+{
+	migrate_postgres(*state, true);
 }
 #endif
 

@@ -2994,6 +2994,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_migrate_3_sqlite, setup, teardown),
 #ifdef HAVE_POSTGRES
 	    cmocka_unit_test_setup_teardown(test_migrate_3_postgres, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migrate_4_postgres, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_big_batch_postgres, setup, teardown),
 #endif
 	    cmocka_unit_test_setup_teardown(test_recovery_intake_kill9, setup, teardown),
