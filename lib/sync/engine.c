@@ -31,6 +31,7 @@ static int peer_init(struct sync_engine *e, struct sync_peer *p, const struct pl
 
 	p->ctrl = pp->ctrl;
 	p->name = site->controllers[pp->ctrl].name;
+	p->name_len = strlen(p->name);
 	p->seed = site->controllers[pp->ctrl].seed_protocol;
 	p->next_id = 1;
 	p->next_setreq_id = 1;

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <locale.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -737,7 +738,21 @@ static const char *__attribute__((noinline)) fast_int_long(const char *q, bool n
 	x = le64toh(x);
 	m = swar_digits(x);
 	if (m == 8) {
-		/* 16 digits or more: the careful way. */
+		/* 16 digits or more (a boot, microseconds since 1970, has 16).
+		 * Up to 18 cannot pass INT64_MAX: read at once, from a third
+		 * load (the 16 before it are digits, so it starts at or before
+		 * the NUL). 19 or more: the careful way, with the check. */
+		uint64_t y;
+		memcpy(&y, q + 16, 8);
+		y = le64toh(y);
+		m = swar_digits(y);
+		if (m <= 2) {
+			acc = acc * 100000000u + swar_value(x, 8);
+			if (m)
+				acc = acc * pow10_8[m] + swar_value(y, m);
+			*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+			return q + 16 + m;
+		}
 		q += 16;
 		while (is_digit(*q))
 			q++;
@@ -753,7 +768,7 @@ static const char *__attribute__((noinline)) fast_int_long(const char *q, bool n
 }
 
 /* A JSON integer at s that parse_number() reads as JK_INT: its value in
- * *v and the byte after it, or NULL (then parse_number() decides). Up to 15
+ * *v and the byte after it, or NULL (then parse_number() decides). Up to 18
  * digits are read 8 bytes at a time (the decoder's text has 8 bytes of room
  * after its final NUL, and a read goes past the NUL only by what an 8-byte
  * load starting at or before it takes); longer ones digit by digit, with
@@ -958,9 +973,21 @@ static int parse_value(struct parser *P, int depth, struct jv *v, enum vmode mod
 	}
 }
 
-static bool has(const char *s, const char *end, const char *lit, size_t n)
+/* Whether the n bytes at s (at or before the text's final NUL) are lit's,
+ * without a call: n is a constant where it is inlined. Below 8 bytes, one
+ * load of 8, which the text's room after its NUL allows, masked. */
+static inline __attribute__((always_inline)) bool has(const char *s, const char *end, const char *lit,
+                                                      size_t n)
 {
-	return (size_t)(end - s) >= n && memcmp(s, lit, n) == 0;
+	uint64_t x, y = 0;
+
+	if ((size_t)(end - s) < n)
+		return false;
+	if (n >= 8)
+		return same_bytes(s, lit, n);
+	memcpy(&x, s, 8);
+	memcpy(&y, lit, n);
+	return ((le64toh(x) ^ le64toh(y)) & ((1ull << (8 * n)) - 1)) == 0;
 }
 
 #define LIT(s) s, sizeof(s) - 1
@@ -969,68 +996,85 @@ static bool has(const char *s, const char *end, const char *lit, size_t n)
  * The envelope exactly as the writer writes it (wire__begin() in encode.c):
  * {"v":INT,"from":NAME,"boot":INT,"seq":INT[,"to_boot":INT][,"re":INT]
  * [,"dw":INT][,"ack":[INT,...]],"msgs":[...]} with no space, a plain ASCII
- * name without escapes, "ack" integers >= 1. Returns true with env[] and P
- * as parse_object() would have left them (the messages read by the same
- * parse_value()). Anything else, to the byte, returns false, perhaps with
- * the text changed (the messages are read in place): the caller then reads
- * a fresh copy with the general reader, so both accept and refuse the same
- * datagrams (fuzz_wire_diff against jansson). Reading an envelope the
- * general way was most of reading a small datagram (BENCHMARKS.md
- * "Session 10: round trip").
+ * name of 1..63 bytes without escapes, and every member as decode_env()
+ * takes it (the codec's "v", boot and seq >= 1, to_boot and re >= 0, "ack"
+ * pairs of 1 <= first <= last, at most WIRE_ACK_RANGES). Returns true with
+ * env filled as decode_env() would have filled it, and P after the
+ * envelope (the messages read by the same parse_msgs()). Anything else, to
+ * the byte, returns false, perhaps with env and the text changed (the
+ * messages are read in place): the caller then clears env and reads a
+ * fresh copy with the general reader, which decides, so both accept and
+ * refuse the same datagrams (fuzz_wire_diff against jansson). Reading an
+ * envelope the general way was most of reading a small datagram
+ * (BENCHMARKS.md "Session 10: round trip"); filling env here directly, not
+ * through the general reader's values, is session 12's.
  */
-static bool parse_env_fast(struct parser *P, struct jv *env)
+static bool parse_env_fast(struct parser *P, const struct wire_codec *c, struct wire_env *env)
 {
-	static const struct {
-		const char *lit;
-		size_t n;
-		int f;
-	} ints[] = {{LIT(",\"boot\":"), E_BOOT}, {LIT(",\"seq\":"), E_SEQ}, {LIT(",\"to_boot\":"), E_TO_BOOT},
-	            {LIT(",\"re\":"), E_RE},     {LIT(",\"dw\":"), E_DW}};
 	const char *s = P->p, *end = P->end, *name;
 	char *quote;
 	int64_t v;
 
-	if (!has(s, end, LIT("{\"v\":")) || !(s = fast_int(s + 5, true, &v)))
-		return false;
-	env[E_V] = (struct jv){.k = JK_INT, .i = v};
-	if (!has(s, end, LIT(",\"from\":\"")))
+	if (!has(s, end, LIT("{\"v\":")) || !(s = fast_int(s + 5, false, &v)) ||
+	    v != (c->key ? WIRE_VERSION : WIRE_VERSION_PLAIN) || !has(s, end, LIT(",\"from\":\"")))
 		return false;
 	name = s += 9;
 	s = plain_end(s);
-	if (*s != '"' || s >= end)
+	if (*s != '"' || s >= end || s == name || s - name > WIRE_NAME_MAX)
 		return false;
 	quote = P->p + (s - P->p);
+	env->from = name;
+	env->from_len = (uint32_t)(s - name);
 	s++;
-	env[E_FROM] = (struct jv){.k = JK_STR, .s = name, .n = (uint32_t)(quote - name)};
-	for (size_t i = 0; i < ARRAY_SIZE(ints); i++) {
-		if (!has(s, end, ints[i].lit, ints[i].n)) {
-			if (i < 2) /* "boot" and "seq" are always written */
-				return false;
-			continue;
-		}
-		if (!(s = fast_int(s + ints[i].n, true, &v)))
+	if (!has(s, end, LIT(",\"boot\":")) || !(s = fast_int(s + 8, false, &v)) || v < 1)
+		return false;
+	env->boot = (uint64_t)v;
+	if (!has(s, end, LIT(",\"seq\":")) || !(s = fast_int(s + 7, false, &v)) || v < 1)
+		return false;
+	env->seq = (uint64_t)v;
+	if (has(s, end, LIT(",\"to_boot\":"))) {
+		if (!(s = fast_int(s + 11, false, &v)))
 			return false;
-		env[ints[i].f] = (struct jv){.k = JK_INT, .i = v};
+		env->to_boot = (uint64_t)v;
+	}
+	if (has(s, end, LIT(",\"re\":"))) {
+		if (!(s = fast_int(s + 6, false, &v)))
+			return false;
+		env->re = (uint64_t)v;
+	}
+	if (has(s, end, LIT(",\"dw\":"))) {
+		if (!(s = fast_int(s + 6, true, &v)))
+			return false;
+		env->durable = v == 1;
 	}
 	if (has(s, end, LIT(",\"ack\":["))) {
+		uint32_t n = 0;
 		s += 8;
-		env[E_ACK].k = JK_ARR;
+		env->acks_ok = true;
 		while (*s != ']') {
-			if (P->n_ack >= ARRAY_SIZE(P->ack) || !(s = fast_int(s, false, &v)) || v < 1)
+			uint64_t first;
+			if (n >= WIRE_ACK_RANGES || !(s = fast_int(s, false, &v)) || v < 1 || *s != ',')
 				return false;
-			P->ack[P->n_ack++] = (uint64_t)v;
-			if (*s == ',' && s[1] != ']')
-				s++;
-			else if (*s != ']')
+			first = (uint64_t)v;
+			if (!(s = fast_int(s + 1, false, &v)) || (uint64_t)v < first)
 				return false;
+			env->acks[n][0] = first;
+			env->acks[n][1] = (uint64_t)v;
+			n++;
+			if (*s == ']')
+				break;
+			if (*s != ',' || s[1] == ']') /* no trailing comma */
+				return false;
+			s++;
 		}
 		s++;
+		env->n_acks = n;
 	}
-	if (!has(s, end, LIT(",\"msgs\":")))
+	if (!has(s, end, LIT(",\"msgs\":[")))
 		return false;
 	*quote = '\0'; /* as parse_string() leaves a plain string */
 	P->p += (s + 8) - P->p;
-	if (parse_value(P, 2, &env[E_MSGS], V_MSGS) < 0 || P->p >= P->end || *P->p != '}')
+	if (parse_msgs(P, 2) < 0 || P->p >= P->end || *P->p != '}')
 		return false;
 	P->p++;
 	return true;
@@ -1046,6 +1090,7 @@ static int decode_env(const struct wire_codec *c, const struct jv *f, const stru
 	env->from = get_name(&f[E_FROM]);
 	if (!env->from)
 		return -EBADMSG;
+	env->from_len = f[E_FROM].n;
 	if (get_uint(&f[E_BOOT], 1, &env->boot) != 1 || get_uint(&f[E_SEQ], 1, &env->seq) != 1)
 		return -EBADMSG;
 	if (get_uint(&f[E_TO_BOOT], 0, &env->to_boot) < 0 || get_uint(&f[E_RE], 0, &env->re) < 0)
@@ -1151,10 +1196,21 @@ static int attach_objects(struct wire_decoder *d, const char *json, struct wire_
 	return 0;
 }
 
-/* A parser at the start of a fresh copy of the JSON in the decoder's text,
- * env[] empty. */
-static void parse_start(struct wire_decoder *d, const char *json, size_t json_len, struct jv *env,
-                        struct parser *P)
+/* A datagram with nothing in it: all but env.acks, of which only n_acks
+ * are read (it is a quarter of a kilobyte, cleared twice a datagram). */
+static void dg_clear(struct wire_datagram *dg)
+{
+	_Static_assert(offsetof(struct wire_env, acks) + sizeof(dg->env.acks) == sizeof(struct wire_env),
+	               "acks last in wire_env");
+	memset(&dg->env, 0, offsetof(struct wire_env, acks));
+	dg->msgs = NULL;
+	dg->n_msgs = 0;
+	dg->root = NULL;
+}
+
+/* A parser at the start of a fresh copy of the JSON in the decoder's text
+ * (its "ack" list is filled before it is read). */
+static void parse_start(struct wire_decoder *d, const char *json, size_t json_len, struct parser *P)
 {
 	if (++d->gen == 0) { /* wrapped: every slot's gen could look current */
 		memset(d->table, 0, (d->table_mask + 1) * sizeof(struct kslot));
@@ -1162,8 +1218,13 @@ static void parse_start(struct wire_decoder *d, const char *json, size_t json_le
 	}
 	memcpy(d->text, json, json_len);
 	d->text[json_len] = '\0';
-	memset(env, 0, E_N * sizeof(*env));
-	*P = (struct parser){.d = d, .p = d->text, .end = d->text + json_len};
+	P->d = d;
+	P->p = d->text;
+	P->end = d->text + json_len;
+	P->nkeys = 0;
+	P->n_msgs = 0;
+	P->n_ack = 0;
+	P->ack_bad = false;
 }
 
 int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct wire_datagram *dg,
@@ -1174,9 +1235,10 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 	size_t json_len = len;
 	struct jv env[E_N];
 	struct parser P;
+	bool fast;
 	int r = -EBADMSG;
 
-	memset(dg, 0, sizeof(*dg));
+	dg_clear(dg);
 	*reject = TSYNC_REJ_OVERSIZE;
 	if (len > c->max_datagram || len >= d->text_cap)
 		goto leave;
@@ -1195,11 +1257,15 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 	}
 
 	*reject = TSYNC_REJ_JSON;
-	/* The writer's own envelope first; anything else from a fresh copy
-	 * (the short way may have changed the text), the general way. */
-	parse_start(d, json, json_len, env, &P);
-	if (!parse_env_fast(&P, env)) {
-		parse_start(d, json, json_len, env, &P);
+	/* The writer's own envelope first, straight into dg->env; anything
+	 * else from a fresh copy (the short way may have changed the text and
+	 * env), the general way. */
+	parse_start(d, json, json_len, &P);
+	fast = parse_env_fast(&P, c, &dg->env);
+	if (!fast) {
+		memset(&dg->env, 0, offsetof(struct wire_env, acks));
+		memset(env, 0, sizeof(env));
+		parse_start(d, json, json_len, &P);
 		skip_ws(&P);
 		if (P.p < P.end && *P.p == '[') {
 			if (parse_msgs(&P, 1) < 0)
@@ -1219,7 +1285,7 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 		*reject = TSYNC_REJ_AUTH;
 		goto leave;
 	}
-	if (!dg->env.legacy && decode_env(c, env, &P, &dg->env) < 0)
+	if (!fast && !dg->env.legacy && decode_env(c, env, &P, &dg->env) < 0)
 		goto leave;
 
 	*reject = TSYNC_REJ_OVERSIZE;
@@ -1244,7 +1310,7 @@ int wire__decode(const struct wire_codec *c, const void *buf, size_t len, struct
 	struct wire_decoder *d;
 	int r;
 
-	memset(dg, 0, sizeof(*dg));
+	dg_clear(dg);
 	*reject = TSYNC_REJ_OVERSIZE;
 	if (len > c->max_datagram)
 		return -EBADMSG;
@@ -1265,5 +1331,5 @@ void wire__datagram_release(struct wire_datagram *dg)
 	for (size_t i = 0; i < dg->n_msgs; i++)
 		json_decref(dg->msgs[i].obj);
 	free(dg->root);
-	memset(dg, 0, sizeof(*dg));
+	dg_clear(dg);
 }
