@@ -1918,10 +1918,39 @@ static void test_envelope_fast_and_fallback(void **state)
 	    /* text after the envelope */
 	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "]}x", false, 0, 0},
 	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "]} ", true, 9, 0},
+	    /* the writer's order with a value decode_env() refuses: the fast
+	     * reader must leave each to the general one, which refuses it */
+	    {"{\"v\":3,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"\",\"boot\":5,\"seq\":9,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":0,\"seq\":9,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":0,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":-5,\"seq\":9,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"to_boot\":-1,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"re\":-1,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[2,1],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[1,2,],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[1,1,2,2,3,3,4,4,5,5,6,6,7,7,8,8,9,9,10,10,"
+	     "11,11,12,12,13,13,14,14,15,15,16,16,17,17],\"msgs\":[",
+	     "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[1,1,2,2,3,3,4,4,5,5,6,6,7,7,8,8,9,9,10,10,"
+	     "11,11,12,12,13,13,14,14,15,15,16,16],\"msgs\":[",
+	     "]}", true, 9, 16},
+	    /* any "dw" but 1 is no durable window; "msgs" must be a list */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"dw\":-1,\"msgs\":[", "]}", true, 9, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":{\"a\":", "}}", false, 0, 0},
+	    /* numbers of 16 to 19 digits, as boots (microseconds) are */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":1234567890123456,\"msgs\":[", "]}", true,
+	     1234567890123456ull, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":12345678901234567,\"msgs\":[", "]}", true,
+	     12345678901234567ull, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":123456789012345678,\"msgs\":[", "]}", true,
+	     123456789012345678ull, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9223372036854775807,\"msgs\":[", "]}", true,
+	     9223372036854775807ull, 0},
 	};
 	struct wire_codec c = plain_codec();
 	struct wire_decoder *kept;
-	char text[512];
+	char text[1024];
 
 	(void)state;
 	assert_int_equal(wire__decoder_new(&c, &kept), 0);
@@ -1937,7 +1966,15 @@ static void test_envelope_fast_and_fallback(void **state)
 				fail_msg("%s: %d (%s)", text, r, tsync_reject_name(rej));
 			if (r == 0) {
 				assert_string_equal(dg.env.from, "abc");
+				assert_int_equal(dg.env.from_len, 3);
 				assert_int_equal(dg.env.boot, 5);
+				/* the members the case has, and only those */
+				assert_int_equal(dg.env.to_boot, strstr(text, "\"to_boot\":6") ? 6 : 0);
+				assert_int_equal(dg.env.re, strstr(text, "\"re\":2") ? 2 : 0);
+				assert_int_equal(dg.env.durable, strstr(text, "\"dw\":1") != NULL);
+				assert_int_equal(dg.env.acks_ok, strstr(text, "\"ack\":") != NULL);
+				for (uint32_t k = 0; k < dg.env.n_acks; k++)
+					assert_true(dg.env.acks[k][0] <= dg.env.acks[k][1] && dg.env.acks[k][0] >= 1);
 				assert_int_equal(dg.env.seq, cases[i].seq);
 				assert_int_equal(dg.env.n_acks, cases[i].n_acks);
 				assert_int_equal(dg.n_msgs, 1);
