@@ -1990,6 +1990,54 @@ static void test_envelope_fast_and_fallback(void **state)
 	wire__decoder_free(kept);
 }
 
+/* A decoder keeps the text of the last boot and to_boot it read (9 to 16
+ * digits) and compares instead of reading them again: a boot that differs
+ * in any digit, is longer by a digit, or is followed by something else must
+ * still be read as it is. */
+static void test_boot_seen(void **state)
+{
+	static const struct {
+		const char *boot, *to_boot;
+		bool ok;
+	} cases[] = {
+	    {"1764800000123456", "1764800000654321", true},
+	    {"1764800000123456", "1764800000654321", true},   /* both as seen */
+	    {"1764800000123457", "1764800000654321", true},   /* the last digit */
+	    {"2764800000123457", "1764800000654320", true},   /* the first; the last */
+	    {"27648000001234570", "17648000006543200", true}, /* a digit more */
+	    {"2764800000123457", "1764800000654320", true},
+	    {"2764800000123457.5", "1", false},               /* a real: refused */
+	    {"2764800000123457", "1764800000654320", true},
+	    {"2764800000123457", "176480000065432", true},    /* a digit fewer */
+	    {"123456789", "0", true},
+	    {"123456789", "012", false},
+	    {"123456789", "1", true},
+	    {"0123456789", "1", false},
+	};
+	struct wire_codec c = plain_codec();
+	struct wire_decoder *d;
+	char text[512];
+
+	(void)state;
+	assert_int_equal(wire__decoder_new(&c, &d), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct wire_datagram dg;
+		tsync_reject rej;
+		size_t len = (size_t)snprintf(text, sizeof(text),
+		                              "{\"v\":1,\"from\":\"abc\",\"boot\":%s,\"seq\":9,\"to_boot\":%s,\"msgs\":[]}",
+		                              cases[i].boot, cases[i].to_boot);
+		int r = wire__decode_in(d, text, len, &dg, &rej);
+		if ((r == 0) != cases[i].ok)
+			fail_msg("%s: %d", text, r);
+		if (r == 0) {
+			assert_true(dg.env.boot == strtoull(cases[i].boot, NULL, 10));
+			assert_true(dg.env.to_boot == strtoull(cases[i].to_boot, NULL, 10));
+		}
+		wire__datagram_release(&dg);
+	}
+	wire__decoder_free(d);
+}
+
 /* ------------------------------------------------------------------ replay window */
 
 static void test_replay_in_order_and_duplicates(void **state)
@@ -2153,6 +2201,7 @@ int main(void)
 	    cmocka_unit_test(test_auth),
 	    cmocka_unit_test(test_auth_v2),
 	    cmocka_unit_test(test_envelope_fast_and_fallback),
+	    cmocka_unit_test(test_boot_seen),
 	    cmocka_unit_test(test_envelope_text_fast),
 	    cmocka_unit_test(test_replay_in_order_and_duplicates),
 	    cmocka_unit_test(test_replay_out_of_order),
