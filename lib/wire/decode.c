@@ -781,7 +781,7 @@ static const char *__attribute__((noinline)) fast_int_long(const char *q, bool n
  * after its final NUL, and a read goes past the NUL only by what an 8-byte
  * load starting at or before it takes); longer ones digit by digit, with
  * util__digits_value()'s check of the limit. */
-static inline const char *fast_int(const char *s, bool allow_neg, int64_t *v)
+static inline __attribute__((always_inline)) const char *fast_int(const char *s, bool allow_neg, int64_t *v)
 {
 	const char *q = s;
 	bool neg = *q == '-';
