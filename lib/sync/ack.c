@@ -43,11 +43,15 @@ int ack__record_first(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t
 void ack__take(struct sync_engine *e, struct sync_peer *p, uint64_t first, uint64_t last)
 {
 	uint64_t lo = p->sent_tail, hi = p->sent_head;
+	bool from_tail;
 
-	if (!p->sent_mask)
+	if (!p->sent_mask || lo == hi)
 		return;
-	/* The first entry of a seq >= first, by bisection: seqs only grow. */
-	while (lo < hi) {
+	/* The first entry of a seq >= first, by bisection: seqs only grow.
+	 * Acks come mostly in order, from the oldest entry on: then no
+	 * bisection, and what they take leaves the ring (below). */
+	from_tail = p->sent[lo & p->sent_mask].seq >= first;
+	while (!from_tail && lo < hi) {
 		uint64_t mid = lo + (hi - lo) / 2;
 		if (p->sent[mid & p->sent_mask].seq < first)
 			lo = mid + 1;
@@ -65,6 +69,12 @@ void ack__take(struct sync_engine *e, struct sync_peer *p, uint64_t first, uint6
 			engine__set_acked(e, o, s->ver);
 		}
 	}
+	/* Taken from the oldest on: those entries are done (taking one again
+	 * would change nothing: acked_ver never goes back), so the ring keeps
+	 * only what no ack has covered yet, and the next ack, usually the
+	 * next seqs, starts at the tail. */
+	if (from_tail)
+		p->sent_tail = lo;
 }
 
 /* How many ranges fit in an envelope of mine whatever its numbers, so that

@@ -31,6 +31,7 @@ static int peer_init(struct sync_engine *e, struct sync_peer *p, const struct pl
 
 	p->ctrl = pp->ctrl;
 	p->name = site->controllers[pp->ctrl].name;
+	p->name_len = strlen(p->name);
 	p->seed = site->controllers[pp->ctrl].seed_protocol;
 	p->next_id = 1;
 	p->next_setreq_id = 1;
@@ -234,6 +235,11 @@ int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value 
 	const struct site_thing *th = &site->things[t];
 
 	*out = *in;
+	/* An integer for an integer thing without bounds or a list (every set
+	 * of a batch): nothing to convert or check. */
+	if (in->type == TSYNC_TYPE_INT && th->type == TSYNC_TYPE_INT && !th->has_min && !th->has_max &&
+	    !th->n_allowed)
+		return 0;
 	switch (th->type) {
 	case TSYNC_TYPE_BOOL:
 		/* The seed sends bools as 1 and 0. */

@@ -674,6 +674,11 @@ static struct sync_peer *sender(struct sync_engine *e, int addr_peer, const stru
 
 	if (env->legacy)
 		return addr_peer >= 0 ? &e->peers[addr_peer] : NULL;
+	/* Most often the peer whose address it came from: its name compared
+	 * (names are unique, so it is the peer the index would find). */
+	if (addr_peer >= 0 && e->peers[addr_peer].name_len == env->from_len &&
+	    memcmp(e->peers[addr_peer].name, env->from, env->from_len) == 0)
+		return &e->peers[addr_peer];
 	if (name_index__get(&e->site->controller_ix, env->from, &c) < 0)
 		return NULL;
 	pi = e->plan->peer_of_ctrl[c];

@@ -295,7 +295,8 @@ struct name_hint {
 struct sync_peer {
 	uint32_t ctrl;
 	const char *name;
-	bool seed; /* speaks the seed's plain lists */
+	size_t name_len; /* strlen(name): a datagram's "from" is compared, not looked up */
+	bool seed;       /* speaks the seed's plain lists */
 
 	uint64_t boot; /* the peer's boot (0: not heard yet this boot of mine) */
 	struct wire_replay replay;

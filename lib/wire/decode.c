@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <locale.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,14 @@ struct wire_decoder {
 	/* Where a key goes in the table: SipHash under a key of the decoder's
 	 * own, so that no sender can choose keys that all collide. */
 	uint8_t sipkey[crypto_shorthash_KEYBYTES];
+	/* The text and value of the last "boot" and "to_boot" of 9 to 16
+	 * digits (a boot is microseconds: 16), which repeat from datagram
+	 * to datagram: compared, not read again (boot_int()). */
+	struct boot_seen {
+		uint64_t head, tail; /* the first 8 and the last 8 digits */
+		uint64_t v;
+		size_t n; /* digits; 0: none yet */
+	} boots[2];
 };
 
 #define SMALL_OBJECT 8 /* keys an object has before they are hashed */
@@ -737,7 +746,21 @@ static const char *__attribute__((noinline)) fast_int_long(const char *q, bool n
 	x = le64toh(x);
 	m = swar_digits(x);
 	if (m == 8) {
-		/* 16 digits or more: the careful way. */
+		/* 16 digits or more (a boot, microseconds since 1970, has 16).
+		 * Up to 18 cannot pass INT64_MAX: read at once, from a third
+		 * load (the 16 before it are digits, so it starts at or before
+		 * the NUL). 19 or more: the careful way, with the check. */
+		uint64_t y;
+		memcpy(&y, q + 16, 8);
+		y = le64toh(y);
+		m = swar_digits(y);
+		if (m <= 2) {
+			acc = acc * 100000000u + swar_value(x, 8);
+			if (m)
+				acc = acc * pow10_8[m] + swar_value(y, m);
+			*v = neg ? (int64_t)(0 - acc) : (int64_t)acc;
+			return q + 16 + m;
+		}
 		q += 16;
 		while (is_digit(*q))
 			q++;
@@ -753,12 +776,12 @@ static const char *__attribute__((noinline)) fast_int_long(const char *q, bool n
 }
 
 /* A JSON integer at s that parse_number() reads as JK_INT: its value in
- * *v and the byte after it, or NULL (then parse_number() decides). Up to 15
+ * *v and the byte after it, or NULL (then parse_number() decides). Up to 18
  * digits are read 8 bytes at a time (the decoder's text has 8 bytes of room
  * after its final NUL, and a read goes past the NUL only by what an 8-byte
  * load starting at or before it takes); longer ones digit by digit, with
  * util__digits_value()'s check of the limit. */
-static inline const char *fast_int(const char *s, bool allow_neg, int64_t *v)
+static inline __attribute__((always_inline)) const char *fast_int(const char *s, bool allow_neg, int64_t *v)
 {
 	const char *q = s;
 	bool neg = *q == '-';
@@ -800,20 +823,38 @@ static inline const char *plain_end(const char *s)
 	}
 }
 
-/* Whether the n (>= 8) bytes at a are b's, by 8 at a time (the last 8
- * overlapping): the head of every set, without a call to memcmp(). */
-static inline bool same_bytes(const char *a, const char *b, size_t n)
+/* Whether the n (1..32) bytes at s are lit's (n bytes of a literal), by
+ * words: always inlined, so that n is a constant, lit's words are
+ * immediates and the ifs fold away (GCC called memcmp() for these). s is
+ * at or before the text's final NUL, whose 8 bytes of room let a short
+ * literal be compared with one load, masked. */
+static inline __attribute__((always_inline)) uint64_t word_at(const char *p)
 {
-	uint64_t x, y, diff = 0;
+	uint64_t x;
 
-	for (size_t i = 0; i + 8 <= n; i += 8) {
-		memcpy(&x, a + i, 8);
-		memcpy(&y, b + i, 8);
-		diff |= x ^ y;
+	memcpy(&x, p, 8);
+	return le64toh(x);
+}
+
+static inline __attribute__((always_inline)) bool has(const char *s, const char *end, const char *lit,
+                                                      size_t n)
+{
+	uint64_t diff, y = 0;
+
+	if ((size_t)(end - s) < n)
+		return false;
+	if (n < 8) {
+		memcpy(&y, lit, n);
+		return ((word_at(s) ^ le64toh(y)) & ((1ull << (8 * n)) - 1)) == 0;
 	}
-	memcpy(&x, a + n - 8, 8);
-	memcpy(&y, b + n - 8, 8);
-	return !(diff | (x ^ y));
+	diff = word_at(s) ^ word_at(lit);
+	if (n > 16)
+		diff |= word_at(s + 8) ^ word_at(lit + 8);
+	if (n > 24)
+		diff |= word_at(s + 16) ^ word_at(lit + 16);
+	if (n > 8) /* the last 8, overlapping */
+		diff |= word_at(s + n - 8) ^ word_at(lit + n - 8);
+	return diff == 0;
 }
 
 /*
@@ -827,6 +868,9 @@ static inline bool same_bytes(const char *a, const char *b, size_t n)
  * reader decides: so both accept and refuse the same datagrams, which
  * fuzz_wire_diff checks against jansson.
  */
+static const struct wire_msg set_template = {
+    .type = WIRE_T_IO, .op = WIRE_OP_SET, .has_val = true, .val = {.type = TSYNC_TYPE_INT}, .has_ver = true};
+
 static bool parse_set_fast(struct parser *P, struct wire_msg *m)
 {
 	static const char head[] = "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"";
@@ -836,28 +880,25 @@ static bool parse_set_fast(struct parser *P, struct wire_msg *m)
 
 	/* Every read stops at the text's final NUL, and each memcmp() is
 	 * checked to stay within the text. */
-	if ((size_t)(P->end - s) < sizeof(head) - 1 || !same_bytes(s, head, sizeof(head) - 1))
+	if (!has(s, P->end, head, sizeof(head) - 1))
 		return false;
 	q = (char *)plain_end(q);
-	if (*q != '"' || q == name || q - name > WIRE_NAME_MAX || P->end - q < 8 ||
-	    memcmp(q, "\",\"val\":", 8) != 0)
+	if (*q != '"' || q == name || q - name > WIRE_NAME_MAX || !has(q, P->end, "\",\"val\":", 8))
 		return false;
 	e = fast_int(q + 8, true, &val);
-	if (!e || P->end - e < 7 || memcmp(e, ",\"ver\":", 7) != 0)
+	if (!e || !has(e, P->end, ",\"ver\":", 7))
 		return false;
 	e = fast_int(e + 7, false, &ver);
 	if (!e || *e != '}' || e >= P->end)
 		return false;
-	memset(m, 0, sizeof(*m));
 	s[11] = '\0'; /* the closing quote of "io", the type */
 	*q = '\0';
-	m->type = WIRE_T_IO;
+	/* A copy of what every set has, every other member zero, then its
+	 * own: cheaper than a memset() and the stores after it. */
+	*m = set_template;
 	m->type_name = s + 9;
-	m->op = WIRE_OP_SET;
 	m->io = name;
-	m->has_val = true;
-	m->val = tsync_int(val);
-	m->has_ver = true;
+	m->val.u.i = val;
 	m->ver = (uint64_t)ver;
 	P->p = (char *)e + 1;
 	return true;
@@ -881,6 +922,12 @@ static int parse_msgs(struct parser *P, int depth)
 		if (m && parse_set_fast(P, m)) {
 			d->span[i][0] = (uint32_t)(start - d->text);
 			d->span[i][1] = (uint32_t)(P->p - d->text);
+			/* The writer's comma before the next message, no space:
+			 * what next_or_close() would find. */
+			if (*P->p == ',' && P->p[1] == '{' && P->p < P->end) {
+				P->p++;
+				continue;
+			}
 		} else if (*P->p == '{' && P->p < P->end) {
 			struct jv f[M_N];
 			memset(f, 0, sizeof(f));
@@ -958,79 +1005,113 @@ static int parse_value(struct parser *P, int depth, struct jv *v, enum vmode mod
 	}
 }
 
-static bool has(const char *s, const char *end, const char *lit, size_t n)
-{
-	return (size_t)(end - s) >= n && memcmp(s, lit, n) == 0;
-}
-
 #define LIT(s) s, sizeof(s) - 1
 
 /*
  * The envelope exactly as the writer writes it (wire__begin() in encode.c):
  * {"v":INT,"from":NAME,"boot":INT,"seq":INT[,"to_boot":INT][,"re":INT]
  * [,"dw":INT][,"ack":[INT,...]],"msgs":[...]} with no space, a plain ASCII
- * name without escapes, "ack" integers >= 1. Returns true with env[] and P
- * as parse_object() would have left them (the messages read by the same
- * parse_value()). Anything else, to the byte, returns false, perhaps with
- * the text changed (the messages are read in place): the caller then reads
- * a fresh copy with the general reader, so both accept and refuse the same
- * datagrams (fuzz_wire_diff against jansson). Reading an envelope the
- * general way was most of reading a small datagram (BENCHMARKS.md
- * "Session 10: round trip").
+ * name of 1..63 bytes without escapes, and every member as decode_env()
+ * takes it (the codec's "v", boot and seq >= 1, to_boot and re >= 0, "ack"
+ * pairs of 1 <= first <= last, at most WIRE_ACK_RANGES). Returns true with
+ * env filled as decode_env() would have filled it, and P after the
+ * envelope (the messages read by the same parse_msgs()). Anything else, to
+ * the byte, returns false, perhaps with env and the text changed (the
+ * messages are read in place): the caller then clears env and reads a
+ * fresh copy with the general reader, which decides, so both accept and
+ * refuse the same datagrams (fuzz_wire_diff against jansson). Reading an
+ * envelope the general way was most of reading a small datagram
+ * (BENCHMARKS.md "Session 10: round trip"); filling env here directly, not
+ * through the general reader's values, is session 12's.
  */
-static bool parse_env_fast(struct parser *P, struct jv *env)
+/* A boot (an integer >= 0) at s, as fast_int(s, false, v) reads it: when
+ * its digits are those of the boot seen last in this place, with no digit
+ * after them, by two compares; else read, and kept if 9 to 16 digits. */
+static inline const char *boot_int(struct boot_seen *b, const char *s, const char *end, int64_t *v)
 {
-	static const struct {
-		const char *lit;
-		size_t n;
-		int f;
-	} ints[] = {{LIT(",\"boot\":"), E_BOOT}, {LIT(",\"seq\":"), E_SEQ}, {LIT(",\"to_boot\":"), E_TO_BOOT},
-	            {LIT(",\"re\":"), E_RE},     {LIT(",\"dw\":"), E_DW}};
+	const char *e;
+
+	if (b->n && (size_t)(end - s) > b->n && word_at(s) == b->head && word_at(s + b->n - 8) == b->tail &&
+	    !is_digit(s[b->n])) {
+		*v = (int64_t)b->v;
+		return s + b->n;
+	}
+	e = fast_int(s, false, v);
+	if (e && e - s > 8 && e - s <= 16) {
+		b->n = (size_t)(e - s);
+		b->head = word_at(s);
+		b->tail = word_at(e - 8);
+		b->v = (uint64_t)*v;
+	}
+	return e;
+}
+
+static bool parse_env_fast(struct parser *P, const struct wire_codec *c, struct wire_env *env)
+{
 	const char *s = P->p, *end = P->end, *name;
 	char *quote;
 	int64_t v;
 
-	if (!has(s, end, LIT("{\"v\":")) || !(s = fast_int(s + 5, true, &v)))
-		return false;
-	env[E_V] = (struct jv){.k = JK_INT, .i = v};
-	if (!has(s, end, LIT(",\"from\":\"")))
+	if (!has(s, end, LIT("{\"v\":")) || !(s = fast_int(s + 5, false, &v)) ||
+	    v != (c->key ? WIRE_VERSION : WIRE_VERSION_PLAIN) || !has(s, end, LIT(",\"from\":\"")))
 		return false;
 	name = s += 9;
 	s = plain_end(s);
-	if (*s != '"' || s >= end)
+	if (*s != '"' || s >= end || s == name || s - name > WIRE_NAME_MAX)
 		return false;
 	quote = P->p + (s - P->p);
+	env->from = name;
+	env->from_len = (uint32_t)(s - name);
 	s++;
-	env[E_FROM] = (struct jv){.k = JK_STR, .s = name, .n = (uint32_t)(quote - name)};
-	for (size_t i = 0; i < ARRAY_SIZE(ints); i++) {
-		if (!has(s, end, ints[i].lit, ints[i].n)) {
-			if (i < 2) /* "boot" and "seq" are always written */
-				return false;
-			continue;
-		}
-		if (!(s = fast_int(s + ints[i].n, true, &v)))
+	if (!has(s, end, LIT(",\"boot\":")) || !(s = boot_int(&P->d->boots[0], s + 8, end, &v)) || v < 1)
+		return false;
+	env->boot = (uint64_t)v;
+	if (!has(s, end, LIT(",\"seq\":")) || !(s = fast_int(s + 7, false, &v)) || v < 1)
+		return false;
+	env->seq = (uint64_t)v;
+	if (has(s, end, LIT(",\"to_boot\":"))) {
+		if (!(s = boot_int(&P->d->boots[1], s + 11, end, &v)))
 			return false;
-		env[ints[i].f] = (struct jv){.k = JK_INT, .i = v};
+		env->to_boot = (uint64_t)v;
+	}
+	if (has(s, end, LIT(",\"re\":"))) {
+		if (!(s = fast_int(s + 6, false, &v)))
+			return false;
+		env->re = (uint64_t)v;
+	}
+	if (has(s, end, LIT(",\"dw\":"))) {
+		if (!(s = fast_int(s + 6, true, &v)))
+			return false;
+		env->durable = v == 1;
 	}
 	if (has(s, end, LIT(",\"ack\":["))) {
+		uint32_t n = 0;
 		s += 8;
-		env[E_ACK].k = JK_ARR;
+		env->acks_ok = true;
 		while (*s != ']') {
-			if (P->n_ack >= ARRAY_SIZE(P->ack) || !(s = fast_int(s, false, &v)) || v < 1)
+			uint64_t first;
+			if (n >= WIRE_ACK_RANGES || !(s = fast_int(s, false, &v)) || v < 1 || *s != ',')
 				return false;
-			P->ack[P->n_ack++] = (uint64_t)v;
-			if (*s == ',' && s[1] != ']')
-				s++;
-			else if (*s != ']')
+			first = (uint64_t)v;
+			if (!(s = fast_int(s + 1, false, &v)) || (uint64_t)v < first)
 				return false;
+			env->acks[n][0] = first;
+			env->acks[n][1] = (uint64_t)v;
+			n++;
+			if (*s == ']')
+				break;
+			if (*s != ',' || s[1] == ']') /* no trailing comma */
+				return false;
+			s++;
 		}
 		s++;
+		env->n_acks = n;
 	}
-	if (!has(s, end, LIT(",\"msgs\":")))
+	if (!has(s, end, LIT(",\"msgs\":[")))
 		return false;
 	*quote = '\0'; /* as parse_string() leaves a plain string */
 	P->p += (s + 8) - P->p;
-	if (parse_value(P, 2, &env[E_MSGS], V_MSGS) < 0 || P->p >= P->end || *P->p != '}')
+	if (parse_msgs(P, 2) < 0 || P->p >= P->end || *P->p != '}')
 		return false;
 	P->p++;
 	return true;
@@ -1046,6 +1127,7 @@ static int decode_env(const struct wire_codec *c, const struct jv *f, const stru
 	env->from = get_name(&f[E_FROM]);
 	if (!env->from)
 		return -EBADMSG;
+	env->from_len = f[E_FROM].n;
 	if (get_uint(&f[E_BOOT], 1, &env->boot) != 1 || get_uint(&f[E_SEQ], 1, &env->seq) != 1)
 		return -EBADMSG;
 	if (get_uint(&f[E_TO_BOOT], 0, &env->to_boot) < 0 || get_uint(&f[E_RE], 0, &env->re) < 0)
@@ -1151,10 +1233,21 @@ static int attach_objects(struct wire_decoder *d, const char *json, struct wire_
 	return 0;
 }
 
-/* A parser at the start of a fresh copy of the JSON in the decoder's text,
- * env[] empty. */
-static void parse_start(struct wire_decoder *d, const char *json, size_t json_len, struct jv *env,
-                        struct parser *P)
+/* A datagram with nothing in it: all but env.acks, of which only n_acks
+ * are read (it is a quarter of a kilobyte, cleared twice a datagram). */
+static void dg_clear(struct wire_datagram *dg)
+{
+	_Static_assert(offsetof(struct wire_env, acks) + sizeof(dg->env.acks) == sizeof(struct wire_env),
+	               "acks last in wire_env");
+	memset(&dg->env, 0, offsetof(struct wire_env, acks));
+	dg->msgs = NULL;
+	dg->n_msgs = 0;
+	dg->root = NULL;
+}
+
+/* A parser at the start of a fresh copy of the JSON in the decoder's text
+ * (its "ack" list is filled before it is read). */
+static void parse_start(struct wire_decoder *d, const char *json, size_t json_len, struct parser *P)
 {
 	if (++d->gen == 0) { /* wrapped: every slot's gen could look current */
 		memset(d->table, 0, (d->table_mask + 1) * sizeof(struct kslot));
@@ -1162,8 +1255,13 @@ static void parse_start(struct wire_decoder *d, const char *json, size_t json_le
 	}
 	memcpy(d->text, json, json_len);
 	d->text[json_len] = '\0';
-	memset(env, 0, E_N * sizeof(*env));
-	*P = (struct parser){.d = d, .p = d->text, .end = d->text + json_len};
+	P->d = d;
+	P->p = d->text;
+	P->end = d->text + json_len;
+	P->nkeys = 0;
+	P->n_msgs = 0;
+	P->n_ack = 0;
+	P->ack_bad = false;
 }
 
 int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct wire_datagram *dg,
@@ -1174,9 +1272,10 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 	size_t json_len = len;
 	struct jv env[E_N];
 	struct parser P;
+	bool fast;
 	int r = -EBADMSG;
 
-	memset(dg, 0, sizeof(*dg));
+	dg_clear(dg);
 	*reject = TSYNC_REJ_OVERSIZE;
 	if (len > c->max_datagram || len >= d->text_cap)
 		goto leave;
@@ -1195,11 +1294,15 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 	}
 
 	*reject = TSYNC_REJ_JSON;
-	/* The writer's own envelope first; anything else from a fresh copy
-	 * (the short way may have changed the text), the general way. */
-	parse_start(d, json, json_len, env, &P);
-	if (!parse_env_fast(&P, env)) {
-		parse_start(d, json, json_len, env, &P);
+	/* The writer's own envelope first, straight into dg->env; anything
+	 * else from a fresh copy (the short way may have changed the text and
+	 * env), the general way. */
+	parse_start(d, json, json_len, &P);
+	fast = parse_env_fast(&P, c, &dg->env);
+	if (!fast) {
+		memset(&dg->env, 0, offsetof(struct wire_env, acks));
+		memset(env, 0, sizeof(env));
+		parse_start(d, json, json_len, &P);
 		skip_ws(&P);
 		if (P.p < P.end && *P.p == '[') {
 			if (parse_msgs(&P, 1) < 0)
@@ -1219,7 +1322,7 @@ int wire__decode_in(struct wire_decoder *d, const void *buf, size_t len, struct 
 		*reject = TSYNC_REJ_AUTH;
 		goto leave;
 	}
-	if (!dg->env.legacy && decode_env(c, env, &P, &dg->env) < 0)
+	if (!fast && !dg->env.legacy && decode_env(c, env, &P, &dg->env) < 0)
 		goto leave;
 
 	*reject = TSYNC_REJ_OVERSIZE;
@@ -1244,7 +1347,7 @@ int wire__decode(const struct wire_codec *c, const void *buf, size_t len, struct
 	struct wire_decoder *d;
 	int r;
 
-	memset(dg, 0, sizeof(*dg));
+	dg_clear(dg);
 	*reject = TSYNC_REJ_OVERSIZE;
 	if (len > c->max_datagram)
 		return -EBADMSG;
@@ -1265,5 +1368,5 @@ void wire__datagram_release(struct wire_datagram *dg)
 	for (size_t i = 0; i < dg->n_msgs; i++)
 		json_decref(dg->msgs[i].obj);
 	free(dg->root);
-	memset(dg, 0, sizeof(*dg));
+	dg_clear(dg);
 }

@@ -119,6 +119,7 @@ struct wire_msg {
 struct wire_env {
 	bool legacy; /* a plain seed list: no envelope, no tag */
 	const char *from;
+	uint32_t from_len; /* decoded: strlen(from) (encoding: not read) */
 	uint64_t boot;    /* sender's boot counter */
 	uint64_t seq;     /* sender's datagram number within that boot (from 1) */
 	uint64_t to_boot; /* receiver's boot as the sender knows it (0: unknown) */
@@ -126,7 +127,9 @@ struct wire_env {
 	bool durable;     /* "dw": the sender keeps durable windows (see above) */
 	bool acks_ok;     /* "ack" present: the sender takes acknowledgements by datagram */
 	uint32_t n_acks;  /* ranges in acks[] */
-	uint64_t acks[WIRE_ACK_RANGES][2]; /* first, last seq (first <= last, both >= 1) */
+	/* first, last seq (first <= last, both >= 1); only n_acks are set
+	 * (decoding leaves the rest as they were). Last: see decode.c. */
+	uint64_t acks[WIRE_ACK_RANGES][2];
 };
 
 /* The MAC key derived from the site key once (wire__auth_prepare), instead

@@ -74,6 +74,8 @@ static void same_datagram(int ra, tsync_reject wa, const struct wire_datagram *a
 		return;
 	}
 	check(a->env.legacy == b->env.legacy && same_str(a->env.from, b->env.from));
+	/* b is lib/wire's: its "from" comes with its length */
+	check(!b->env.from || b->env.from_len == strlen(b->env.from));
 	check(a->env.boot == b->env.boot && a->env.seq == b->env.seq);
 	check(a->env.to_boot == b->env.to_boot && a->env.re == b->env.re);
 	check(a->env.durable == b->env.durable);

@@ -780,6 +780,124 @@ static void test_values_checked(void **state)
 	sim_free(s);
 }
 
+/* engine__coerce() takes an integer for an integer thing without bounds or
+ * a list at once (every set of a batch): the things with bounds or a list,
+ * and the other types, must still be converted and checked. */
+static void test_coerce_int_fast(void **state)
+{
+	static const char site[] = "[controller A]\nhost = 127.0.0.1\nudp_port = 6001\n"
+	                           "[controller B]\nhost = 127.0.0.1\nudp_port = 6002\n"
+	                           "[thing plain]\nowner = A\ntype = int\nusers = B\n"
+	                           "[thing low]\nowner = A\ntype = int\nusers = B\nmin = -5\n"
+	                           "[thing high]\nowner = A\ntype = int\nusers = B\nmax = 10\n"
+	                           "[thing listed]\nowner = A\ntype = int\nusers = B\nallowed = 1, 2\n"
+	                           "[thing temp]\nowner = A\ntype = float\nusers = B\n"
+	                           "[thing on]\nowner = A\ntype = bool\nusers = B\n";
+	struct sim *s = sim_new(site, false, 3);
+	const struct tsync_site *st = s->n[0].e->site;
+	static const struct {
+		const char *thing;
+		int64_t in;
+		int want;
+	} cases[] = {
+	    {"plain", INT64_MIN, 0}, {"plain", INT64_MAX, 0}, {"low", -5, 0},    {"low", -6, TSYNC_EVALUE},
+	    {"high", 10, 0},         {"high", 11, TSYNC_EVALUE}, {"listed", 2, 0}, {"listed", 3, TSYNC_EVALUE},
+	    {"temp", 7, 0},          {"on", 1, 0},             {"on", 2, TSYNC_EVALUE},
+	};
+	tsync_value out;
+	uint32_t t;
+
+	(void)state;
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		tsync_value in = tsync_int(cases[i].in);
+		assert_int_equal(name_index__get(&st->thing_ix, cases[i].thing, &t), 0);
+		assert_int_equal(engine__coerce(st, t, &in, &out), cases[i].want);
+		if (cases[i].want == 0 && st->things[t].type == TSYNC_TYPE_INT)
+			assert_true(out.type == TSYNC_TYPE_INT && out.u.i == cases[i].in);
+	}
+	assert_int_equal(name_index__get(&st->thing_ix, "temp", &t), 0);
+	{
+		tsync_value in = tsync_int(7);
+		assert_int_equal(engine__coerce(st, t, &in, &out), 0);
+		assert_true(out.type == TSYNC_TYPE_FLOAT && out.u.f == 7.0);
+	}
+	assert_int_equal(name_index__get(&st->thing_ix, "plain", &t), 0);
+	{
+		tsync_value in = tsync_float(1.0); /* no float for an int thing */
+		assert_int_equal(engine__coerce(st, t, &in, &out), TSYNC_EVALUE);
+	}
+	sim_free(s);
+}
+
+/* The owner's intake of acks by datagram (ack.c): in order, an ack starts
+ * at the ring's oldest entry and what it takes leaves the ring; out of
+ * order, it is found by bisection and nothing leaves. Either way every set
+ * of the acknowledged seqs counts once, and no other. */
+static void test_ack_take_orders(void **state)
+{
+	static const struct {
+		uint64_t first, last;
+		uint64_t tail_after; /* sent_tail after it */
+	} acks[] = {
+	    {1, 2, 4},   /* from the oldest: seqs 1 and 2 (entries 0..3) leave */
+	    {5, 5, 4},   /* ahead of the tail: bisection, nothing leaves */
+	    {3, 4, 8},   /* from the tail again: 3 and 4 leave, then 5, taken, stays */
+	    {1, 9, 12},  /* a range that began before the tail: 5 and 6, all gone */
+	    {20, 30, 12}, /* seqs never sent: nothing */
+	};
+	struct sync_engine e;
+	struct sync_peer p;
+	struct thing_rt things[2];
+	struct out_slot out[2];
+
+	(void)state;
+	memset(&e, 0, sizeof(e));
+	memset(&p, 0, sizeof(p));
+	memset(things, 0, sizeof(things));
+	memset(out, 0, sizeof(out));
+	e.things = things;
+	p.out = out;
+	p.n_out = 2;
+	out[0].thing = 0;
+	out[1].thing = 1;
+	/* Seqs 1..6, each with a set of both things, versions growing. */
+	for (uint64_t seq = 1; seq <= 6; seq++)
+		for (uint32_t k = 0; k < 2; k++)
+			assert_int_equal(ack__record(&p, seq, k, seq * 10 + k), 0);
+	things[0].ver = 60;
+	things[1].ver = 61;
+	for (size_t i = 0; i < ARRAY_SIZE(acks); i++) {
+		uint64_t before = p.st.acked;
+		ack__take(&e, &p, acks[i].first, acks[i].last);
+		assert_int_equal(p.sent_tail, acks[i].tail_after);
+		switch (i) {
+		case 0:
+			assert_int_equal(out[0].acked_ver, 20);
+			assert_int_equal(out[1].acked_ver, 21);
+			assert_int_equal(p.st.acked - before, 4);
+			break;
+		case 1:
+			assert_int_equal(out[0].acked_ver, 50);
+			assert_int_equal(p.st.acked - before, 2);
+			break;
+		case 2:
+			/* 3 and 4 are older than what 5 acknowledged: no count */
+			assert_int_equal(out[0].acked_ver, 50);
+			assert_int_equal(p.st.acked - before, 0);
+			break;
+		case 3:
+			assert_int_equal(out[0].acked_ver, 60);
+			assert_int_equal(out[1].acked_ver, 61);
+			assert_int_equal(p.st.acked - before, 2);
+			assert_int_equal(p.sent_tail, p.sent_head);
+			break;
+		default:
+			assert_int_equal(p.st.acked - before, 0);
+		}
+	}
+	ack__free(&p);
+}
+
 /* Satisfies the "30% loss both ways", plus duplication and reordering. */
 static void test_converges_under_loss(void **state)
 {
@@ -1045,6 +1163,64 @@ static void test_replay_and_forgery(void **state)
 		assert_int_equal(b->rejected_unknown[TSYNC_REJ_UNKNOWN_SENDER], 1);
 	}
 	sim_free(s);
+}
+
+/* The sender of a datagram is its "from": compared first with the name of
+ * the peer whose address it came from, looked up otherwise. A name that
+ * only begins like that peer's, or a peer's name from another's address,
+ * is still the peer it names (with a key), or refused (without one: a name
+ * must come from its address). */
+static void test_sender_by_name(void **state)
+{
+	static const char site[] = "[controller A]\nhost = 127.0.0.1\nudp_port = 6001\n"
+	                           "[controller B]\nhost = 127.0.0.1\nudp_port = 6002\n"
+	                           "[controller Bb]\nhost = 127.0.0.1\nudp_port = 6003\n"
+	                           "[thing x]\nowner = A\ntype = int\nusers = B, Bb\n";
+	static const struct {
+		const char *from;
+		int addr; /* controller of the address, -1: none known */
+		int want; /* controller counted, -1: refused */
+	} cases[] = {
+	    {"B", 1, 1}, {"Bb", 2, 2}, {"Bb", 1, 2}, {"B", 2, 1}, {"B", -1, 1}, {"Bbb", 2, -1}, {"b", 1, -1},
+	};
+
+	(void)state;
+	for (int key = 0; key < 2; key++) {
+		struct sim *s = sim_new(site, key, 11);
+		struct sync_engine *a = s->n[0].e;
+		uint64_t seq = 1;
+
+		for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+			struct wire_writer w;
+			struct wire_env env = {.from = cases[i].from, .boot = 7, .seq = seq++, .to_boot = a->boot};
+			int addr = cases[i].addr < 0 ? -1 : a->plan->peer_of_ctrl[cases[i].addr];
+			/* without a key, a name from another's address is refused */
+			int want = !key && cases[i].addr != cases[i].want ? -1 : cases[i].want;
+			uint64_t got[3], unknown = 0;
+			const void *out;
+			size_t len;
+
+			for (int c = 1; c <= 2; c++)
+				got[c] = a->peers[a->plan->peer_of_ctrl[c]].st.datagrams_received;
+			for (int r = 0; r < TSYNC_REJ_COUNT; r++)
+				unknown += a->rejected_unknown[r];
+			wire__writer_init(&w, &a->codec);
+			assert_int_equal(wire__begin(&w, &env), 0);
+			assert_int_equal(wire__finish(&w, &out, &len), 0);
+			sync__input(a, addr, out, len, s->now);
+			wire__writer_free(&w);
+			for (int c = 1; c <= 2; c++)
+				assert_int_equal(a->peers[a->plan->peer_of_ctrl[c]].st.datagrams_received - got[c],
+				                 c == want);
+			if (want < 0) {
+				uint64_t now_unknown = 0;
+				for (int r = 0; r < TSYNC_REJ_COUNT; r++)
+					now_unknown += a->rejected_unknown[r];
+				assert_int_equal(now_unknown - unknown, 1);
+			}
+		}
+		sim_free(s);
+	}
 }
 
 static void test_rtt_learned(void **state)
@@ -2452,6 +2628,9 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_start_and_converge),
 	    cmocka_unit_test(test_values_checked),
+	    cmocka_unit_test(test_coerce_int_fast),
+	    cmocka_unit_test(test_ack_take_orders),
+	    cmocka_unit_test(test_sender_by_name),
 	    cmocka_unit_test(test_converges_under_loss),
 	    cmocka_unit_test(test_user_requests_set),
 	    cmocka_unit_test(test_pulses_exactly_once),

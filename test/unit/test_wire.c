@@ -1918,10 +1918,39 @@ static void test_envelope_fast_and_fallback(void **state)
 	    /* text after the envelope */
 	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "]}x", false, 0, 0},
 	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "]} ", true, 9, 0},
+	    /* the writer's order with a value decode_env() refuses: the fast
+	     * reader must leave each to the general one, which refuses it */
+	    {"{\"v\":3,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"\",\"boot\":5,\"seq\":9,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":0,\"seq\":9,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":0,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":-5,\"seq\":9,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"to_boot\":-1,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"re\":-1,\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[2,1],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[1,2,],\"msgs\":[", "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[1,1,2,2,3,3,4,4,5,5,6,6,7,7,8,8,9,9,10,10,"
+	     "11,11,12,12,13,13,14,14,15,15,16,16,17,17],\"msgs\":[",
+	     "]}", false, 0, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"ack\":[1,1,2,2,3,3,4,4,5,5,6,6,7,7,8,8,9,9,10,10,"
+	     "11,11,12,12,13,13,14,14,15,15,16,16],\"msgs\":[",
+	     "]}", true, 9, 16},
+	    /* any "dw" but 1 is no durable window; "msgs" must be a list */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"dw\":-1,\"msgs\":[", "]}", true, 9, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9,\"msgs\":{\"a\":", "}}", false, 0, 0},
+	    /* numbers of 16 to 19 digits, as boots (microseconds) are */
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":1234567890123456,\"msgs\":[", "]}", true,
+	     1234567890123456ull, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":12345678901234567,\"msgs\":[", "]}", true,
+	     12345678901234567ull, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":123456789012345678,\"msgs\":[", "]}", true,
+	     123456789012345678ull, 0},
+	    {"{\"v\":1,\"from\":\"abc\",\"boot\":5,\"seq\":9223372036854775807,\"msgs\":[", "]}", true,
+	     9223372036854775807ull, 0},
 	};
 	struct wire_codec c = plain_codec();
 	struct wire_decoder *kept;
-	char text[512];
+	char text[1024];
 
 	(void)state;
 	assert_int_equal(wire__decoder_new(&c, &kept), 0);
@@ -1937,7 +1966,15 @@ static void test_envelope_fast_and_fallback(void **state)
 				fail_msg("%s: %d (%s)", text, r, tsync_reject_name(rej));
 			if (r == 0) {
 				assert_string_equal(dg.env.from, "abc");
+				assert_int_equal(dg.env.from_len, 3);
 				assert_int_equal(dg.env.boot, 5);
+				/* the members the case has, and only those */
+				assert_int_equal(dg.env.to_boot, strstr(text, "\"to_boot\":6") ? 6 : 0);
+				assert_int_equal(dg.env.re, strstr(text, "\"re\":2") ? 2 : 0);
+				assert_int_equal(dg.env.durable, strstr(text, "\"dw\":1") != NULL);
+				assert_int_equal(dg.env.acks_ok, strstr(text, "\"ack\":") != NULL);
+				for (uint32_t k = 0; k < dg.env.n_acks; k++)
+					assert_true(dg.env.acks[k][0] <= dg.env.acks[k][1] && dg.env.acks[k][0] >= 1);
 				assert_int_equal(dg.env.seq, cases[i].seq);
 				assert_int_equal(dg.env.n_acks, cases[i].n_acks);
 				assert_int_equal(dg.n_msgs, 1);
@@ -1951,6 +1988,54 @@ static void test_envelope_fast_and_fallback(void **state)
 		}
 	}
 	wire__decoder_free(kept);
+}
+
+/* A decoder keeps the text of the last boot and to_boot it read (9 to 16
+ * digits) and compares instead of reading them again: a boot that differs
+ * in any digit, is longer by a digit, or is followed by something else must
+ * still be read as it is. */
+static void test_boot_seen(void **state)
+{
+	static const struct {
+		const char *boot, *to_boot;
+		bool ok;
+	} cases[] = {
+	    {"1764800000123456", "1764800000654321", true},
+	    {"1764800000123456", "1764800000654321", true},   /* both as seen */
+	    {"1764800000123457", "1764800000654321", true},   /* the last digit */
+	    {"2764800000123457", "1764800000654320", true},   /* the first; the last */
+	    {"27648000001234570", "17648000006543200", true}, /* a digit more */
+	    {"2764800000123457", "1764800000654320", true},
+	    {"2764800000123457.5", "1", false},               /* a real: refused */
+	    {"2764800000123457", "1764800000654320", true},
+	    {"2764800000123457", "176480000065432", true},    /* a digit fewer */
+	    {"123456789", "0", true},
+	    {"123456789", "012", false},
+	    {"123456789", "1", true},
+	    {"0123456789", "1", false},
+	};
+	struct wire_codec c = plain_codec();
+	struct wire_decoder *d;
+	char text[512];
+
+	(void)state;
+	assert_int_equal(wire__decoder_new(&c, &d), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct wire_datagram dg;
+		tsync_reject rej;
+		size_t len = (size_t)snprintf(text, sizeof(text),
+		                              "{\"v\":1,\"from\":\"abc\",\"boot\":%s,\"seq\":9,\"to_boot\":%s,\"msgs\":[]}",
+		                              cases[i].boot, cases[i].to_boot);
+		int r = wire__decode_in(d, text, len, &dg, &rej);
+		if ((r == 0) != cases[i].ok)
+			fail_msg("%s: %d", text, r);
+		if (r == 0) {
+			assert_true(dg.env.boot == strtoull(cases[i].boot, NULL, 10));
+			assert_true(dg.env.to_boot == strtoull(cases[i].to_boot, NULL, 10));
+		}
+		wire__datagram_release(&dg);
+	}
+	wire__decoder_free(d);
 }
 
 /* ------------------------------------------------------------------ replay window */
@@ -2116,6 +2201,7 @@ int main(void)
 	    cmocka_unit_test(test_auth),
 	    cmocka_unit_test(test_auth_v2),
 	    cmocka_unit_test(test_envelope_fast_and_fallback),
+	    cmocka_unit_test(test_boot_seen),
 	    cmocka_unit_test(test_envelope_text_fast),
 	    cmocka_unit_test(test_replay_in_order_and_duplicates),
 	    cmocka_unit_test(test_replay_out_of_order),
