@@ -287,7 +287,10 @@ static void slot_dirty(struct sync_engine *e, struct sync_peer *p, uint32_t k)
 	}
 	p->sets_unsent = true;
 	p->acked_below = 0;
-	engine__want(e, p, FLUSH_NEW);
+	/* A set to 10 users is 10 of these: the call only when it changes
+	 * something. */
+	if (!p->queued || p->flush < FLUSH_NEW)
+		engine__want(e, p, FLUSH_NEW);
 }
 
 /* Takes a new value of an owned thing and tells every user. A change that
@@ -1526,8 +1529,10 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 
 /* Where a set's bytes of this pass are (sync.h, shared). */
 struct shared_set {
+	uint64_t ver; /* the version they carry */
 	uint32_t gen; /* shared_gen of the pass that wrote them; 0: none */
-	uint32_t off; /* in shared_buf: its version (8 bytes), length (4), bytes */
+	uint32_t off; /* in shared_buf */
+	uint32_t len;
 };
 
 /* Adds the set m of thing t: the bytes another peer's datagram got in this
@@ -1538,8 +1543,6 @@ static bool shared_add(struct flush *f, uint32_t t, const struct wire_msg *m)
 	struct sync_engine *e = f->e;
 	struct shared_set *sh;
 	const char *bytes;
-	uint64_t ver;
-	uint32_t len;
 	size_t n;
 
 	if (!e->shared_on || f->p->seed)
@@ -1552,32 +1555,34 @@ static bool shared_add(struct flush *f, uint32_t t, const struct wire_msg *m)
 		}
 	}
 	sh = &e->shared[t];
-	if (sh->gen == e->shared_gen) {
-		memcpy(&ver, e->shared_buf.data + sh->off, sizeof(ver));
-		memcpy(&len, e->shared_buf.data + sh->off + sizeof(ver), sizeof(len));
-		if (ver == m->ver) {
-			if (!fl_add_as(f, m, e->shared_buf.data + sh->off + sizeof(ver) + sizeof(len), len))
-				return false;
-			e->shared_copies += f->added;
+	if (sh->gen == e->shared_gen && sh->ver == m->ver) {
+		bytes = e->shared_buf.data + sh->off;
+		/* Into the open datagram if it fits (fl_add_as() does the
+		 * same, and more when it does not). */
+		if (f->open && wire__add_raw(&e->writer, bytes, sh->len) == 0) {
+			f->added = true;
+			e->shared_copies++;
 			return true;
 		}
+		if (!fl_add_as(f, m, bytes, sh->len))
+			return false;
+		e->shared_copies += f->added;
+		return true;
 	}
 	if (!fl_add(f, m))
 		return false;
 	if (!f->added)
 		return true;
 	bytes = wire__last_msg(&e->writer, &n);
-	len = (uint32_t)n;
-	ver = m->ver;
 	sh->gen = 0;
-	if (e->shared_buf.len > UINT32_MAX - sizeof(ver) - sizeof(len) - n ||
-	    buf__reserve(&e->shared_buf, sizeof(ver) + sizeof(len) + n) < 0)
+	if (e->shared_buf.len > UINT32_MAX - n || buf__reserve(&e->shared_buf, n) < 0)
 		return true; /* the next peer writes its own */
 	sh->off = (uint32_t)e->shared_buf.len;
+	sh->len = (uint32_t)n;
+	sh->ver = m->ver;
 	sh->gen = e->shared_gen;
-	buf__append(&e->shared_buf, &ver, sizeof(ver));
-	buf__append(&e->shared_buf, &len, sizeof(len));
-	buf__append(&e->shared_buf, bytes, n);
+	memcpy(e->shared_buf.data + e->shared_buf.len, bytes, n);
+	e->shared_buf.len += n;
 	return true;
 }
 
