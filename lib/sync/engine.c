@@ -1483,8 +1483,9 @@ static void fl_send(struct flush *f)
 		f->full = true;
 }
 
-/* Adds a message (or, with raw, its bytes as a writer wrote them before:
- * wire__add_raw()), starting a new datagram when the current one is full.
+/* Adds a message (or, with raw, its bytes as a writer wrote them before,
+ * a ',' before them: wire__add_raw_comma()), starting a new datagram when
+ * the current one is full.
  * Returns false when the budget is spent and the message was not added. */
 static bool fl_add_as(struct flush *f, const struct wire_msg *m, const char *raw, size_t raw_len)
 {
@@ -1497,7 +1498,7 @@ static bool fl_add_as(struct flush *f, const struct wire_msg *m, const char *raw
 		fl_begin(f);
 	if (f->full)
 		return false;
-	r = raw ? wire__add_raw(&f->e->writer, raw, raw_len) : wire__add(&f->e->writer, m);
+	r = raw ? wire__add_raw_comma(&f->e->writer, raw, raw_len) : wire__add(&f->e->writer, m);
 	if (r == -EMSGSIZE && f->e->writer.n_msgs > 0) {
 		fl_send(f);
 		if (f->full)
@@ -1505,7 +1506,7 @@ static bool fl_add_as(struct flush *f, const struct wire_msg *m, const char *raw
 		fl_begin(f);
 		if (f->full)
 			return false;
-		r = raw ? wire__add_raw(&f->e->writer, raw, raw_len) : wire__add(&f->e->writer, m);
+		r = raw ? wire__add_raw_comma(&f->e->writer, raw, raw_len) : wire__add(&f->e->writer, m);
 	}
 	if (r < 0) {
 		/* A message the wire refuses (too large for an empty datagram, or
@@ -1531,7 +1532,7 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 struct shared_set {
 	uint64_t ver; /* the version they carry */
 	uint32_t gen; /* shared_gen of the pass that wrote them; 0: none */
-	uint32_t off; /* in shared_buf */
+	uint32_t off; /* in shared_buf, after a ',' (wire__add_raw_comma()) */
 	uint32_t len;
 };
 
@@ -1559,7 +1560,7 @@ static bool shared_add(struct flush *f, uint32_t t, const struct wire_msg *m)
 		bytes = e->shared_buf.data + sh->off;
 		/* Into the open datagram if it fits (fl_add_as() does the
 		 * same, and more when it does not). */
-		if (f->open && wire__add_raw(&e->writer, bytes, sh->len) == 0) {
+		if (f->open && wire__add_raw_comma(&e->writer, bytes, sh->len) == 0) {
 			f->added = true;
 			e->shared_copies++;
 			return true;
@@ -1575,14 +1576,19 @@ static bool shared_add(struct flush *f, uint32_t t, const struct wire_msg *m)
 		return true;
 	bytes = wire__last_msg(&e->writer, &n);
 	sh->gen = 0;
-	if (e->shared_buf.len > UINT32_MAX - n || buf__reserve(&e->shared_buf, n) < 0)
+	if (e->shared_buf.len >= UINT32_MAX - n || buf__reserve(&e->shared_buf, 1 + n) < 0)
 		return true; /* the next peer writes its own */
-	sh->off = (uint32_t)e->shared_buf.len;
+	/* A comma before each: the sets of a pass that follow one another
+	 * here and in a datagram are copied together. The writer has copied
+	 * what it took from here before this may move the buffer: its copy
+	 * waits only while wire__add_raw_comma() is called. */
+	e->shared_buf.data[e->shared_buf.len] = ',';
+	sh->off = (uint32_t)e->shared_buf.len + 1;
 	sh->len = (uint32_t)n;
 	sh->ver = m->ver;
 	sh->gen = e->shared_gen;
-	memcpy(e->shared_buf.data + e->shared_buf.len, bytes, n);
-	e->shared_buf.len += n;
+	memcpy(e->shared_buf.data + sh->off, bytes, n);
+	e->shared_buf.len += 1 + n;
 	return true;
 }
 

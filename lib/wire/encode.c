@@ -489,6 +489,7 @@ void wire__writer_init(struct wire_writer *w, const struct wire_codec *c)
 
 void wire__writer_free(struct wire_writer *w)
 {
+	w->run_len = 0;
 	buf__free(&w->b);
 	w->n_msgs = 0;
 }
@@ -626,6 +627,7 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 	int r;
 
 	w->b.len = 0;
+	w->run_len = 0; /* a datagram begun anew: what it held is dropped */
 	w->n_msgs = 0;
 	w->legacy = env->legacy;
 	w->limit = compute_limit(w->codec);
@@ -768,6 +770,7 @@ int wire__add(struct wire_writer *w, const struct wire_msg *m)
 
 	if (w->n_msgs >= w->codec->max_msgs)
 		return -EMSGSIZE;
+	wire__run_copy(w);
 	r = add_io_fast(w, m);
 	if (r)
 		return r < 0 ? r : 0;
@@ -790,19 +793,54 @@ leave:
 	return r;
 }
 
-int wire__add_raw(struct wire_writer *w, const char *msg, size_t len)
+void wire__run_copy(struct wire_writer *w)
+{
+	if (!w->run_len)
+		return;
+	memcpy(w->b.data + w->b.len - w->run_len, w->run_src, w->run_len);
+	w->b.data[w->b.len] = '\0';
+	w->run_len = 0;
+}
+
+/* Whether a message of len bytes (and its comma) fits, and where it goes:
+ * 0, -EMSGSIZE, -ENOMEM. */
+static int raw_room(struct wire_writer *w, size_t len)
 {
 	size_t need = (w->n_msgs ? 1 : 0) + len, used = w->b.len + close_len(w);
-	char *o;
 
 	if (w->n_msgs >= w->codec->max_msgs || used > w->limit || need > w->limit - used)
 		return -EMSGSIZE;
 	/* wire__begin() reserved the whole datagram, the tag's room included. */
-	if (w->b.cap <= w->b.len + need) {
-		int r = buf__reserve(&w->b, need);
-		if (r < 0)
-			return r;
-	}
+	if (w->b.cap <= w->b.len + need)
+		return buf__reserve(&w->b, need);
+	return 0;
+}
+
+int wire__add_raw_comma_slow(struct wire_writer *w, const char *msg, size_t len)
+{
+	int r = raw_room(w, len);
+
+	if (r < 0)
+		return r;
+	/* The run before ends here; this one starts, its comma (in the
+	 * datagram, not the first message) the one before msg. */
+	wire__run_copy(w);
+	w->run_src = w->n_msgs ? msg - 1 : msg;
+	w->run_len = (w->n_msgs ? 1 : 0) + len;
+	w->last = w->b.len + (w->n_msgs ? 1 : 0);
+	w->b.len += w->run_len;
+	w->n_msgs++;
+	return 0;
+}
+
+int wire__add_raw(struct wire_writer *w, const char *msg, size_t len)
+{
+	int r = raw_room(w, len);
+	char *o;
+
+	if (r < 0)
+		return r;
+	wire__run_copy(w);
 	o = w->b.data + w->b.len;
 	if (w->n_msgs)
 		*o++ = ',';
@@ -819,6 +857,7 @@ int wire__finish(struct wire_writer *w, const void **out, size_t *len)
 {
 	int r;
 
+	wire__run_copy(w);
 	/* put() always kept room for these, and wire__begin() reserved the
 	 * tag's after them: no call to append them. */
 	if (w->b.cap < w->b.len + 2 + WIRE_TAG_BYTES + 1) {
