@@ -1536,6 +1536,20 @@ struct shared_set {
 	uint32_t len;
 };
 
+/* The bytes of a set at version ver that another peer's datagram got in
+ * this pass, into the open datagram if they fit there. */
+static inline bool shared_copy(struct flush *f, const struct shared_set *sh, uint64_t ver)
+{
+	struct sync_engine *e = f->e;
+
+	if (sh->gen != e->shared_gen || sh->ver != ver || !f->open ||
+	    wire__add_raw_comma(&e->writer, e->shared_buf.data + sh->off, sh->len) < 0)
+		return false;
+	f->added = true;
+	e->shared_copies++;
+	return true;
+}
+
 /* Adds the set m of thing t: the bytes another peer's datagram got in this
  * pass if there are any, the writer's otherwise (kept for the next peer).
  * A seed peer's sets have no "ver" and are never shared. */
@@ -1556,15 +1570,11 @@ static bool shared_add(struct flush *f, uint32_t t, const struct wire_msg *m)
 		}
 	}
 	sh = &e->shared[t];
+	if (shared_copy(f, sh, m->ver))
+		return true;
 	if (sh->gen == e->shared_gen && sh->ver == m->ver) {
+		/* It did not fit: fl_add_as() sends, begins anew, adds. */
 		bytes = e->shared_buf.data + sh->off;
-		/* Into the open datagram if it fits (fl_add_as() does the
-		 * same, and more when it does not). */
-		if (f->open && wire__add_raw_comma(&e->writer, bytes, sh->len) == 0) {
-			f->added = true;
-			e->shared_copies++;
-			return true;
-		}
 		if (!fl_add_as(f, m, bytes, sh->len))
 			return false;
 		e->shared_copies += f->added;
@@ -1640,6 +1650,7 @@ static void flush_sets(struct flush *f)
 	struct sync_peer *p = f->p;
 	size_t keep = 0, k;
 	struct wire_msg m;
+	bool shared;
 
 	/* Nothing new since the last walk, and nothing overdue asked for:
 	 * what is on the list was sent, and waits for its acknowledgement. */
@@ -1647,6 +1658,7 @@ static void flush_sets(struct flush *f)
 		return;
 	p->sets_unsent = false;
 	p->acked_below = 0;
+	shared = e->shared_on && !p->seed && e->shared;
 	/* What every set has; the loop fills in the rest. */
 	memset(&m, 0, sizeof(m));
 	m.type = WIRE_T_IO;
@@ -1669,6 +1681,11 @@ static void flush_sets(struct flush *f)
 			p->sets_unsent = true; /* the next flush goes on */
 			continue;
 		}
+		/* Most sets of a pass to several users: the bytes another
+		 * user's datagram got, into the open datagram, nothing else
+		 * (shared_add() does the rest). */
+		if (shared && shared_copy(f, &e->shared[s->thing], rt->ver))
+			goto sent;
 		m.io = e->site->things[s->thing].name;
 		m.val = rt->val;
 		m.ver = rt->ver;
@@ -1676,6 +1693,7 @@ static void flush_sets(struct flush *f)
 			p->sets_unsent = true;
 			continue;
 		}
+	sent:
 		/* A user that acknowledges by datagram names this one. */
 		if (f->added && !p->seed)
 			(void)ack__record(p, p->tx_seq, si, rt->ver);
