@@ -1418,7 +1418,8 @@ static void fl_begin(struct flush *f)
 	struct sync_peer *p = f->p;
 	struct wire_env env;
 
-	memset(&env, 0, sizeof(env));
+	/* Every member but the ack ranges, which are read only up to n_acks:
+	 * no memset of all 16 of them a datagram. */
 	env.legacy = p->seed;
 	env.from = e->site->controllers[e->me].name;
 	env.boot = e->boot;
@@ -1426,6 +1427,7 @@ static void fl_begin(struct flush *f)
 	env.to_boot = p->boot;
 	env.re = p->rx_seq_to_echo;
 	env.durable = e->durable && !p->seed;
+	env.n_acks = 0;
 	/* I take acknowledgements by datagram; and mine go in the first
 	 * datagram, whatever else it holds (ack.c). */
 	env.acks_ok = !p->seed;

@@ -50,13 +50,95 @@ static int put_str(struct wire_writer *w, const char *s)
 	return put(w, s, strlen(s));
 }
 
-static char *u64_digits(char *end, uint64_t v);
+/* How many decimal digits v has (1-20). */
+static inline unsigned u64_len(uint64_t v)
+{
+	static const uint64_t p10[20] = {1ull,
+	                                 10ull,
+	                                 100ull,
+	                                 1000ull,
+	                                 10000ull,
+	                                 100000ull,
+	                                 1000000ull,
+	                                 10000000ull,
+	                                 100000000ull,
+	                                 1000000000ull,
+	                                 10000000000ull,
+	                                 100000000000ull,
+	                                 1000000000000ull,
+	                                 10000000000000ull,
+	                                 100000000000000ull,
+	                                 1000000000000000ull,
+	                                 10000000000000000ull,
+	                                 100000000000000000ull,
+	                                 1000000000000000000ull,
+	                                 10000000000000000000ull};
+	/* From log2: t (at most 19) is the digits of 2^bits - 1 or one fewer,
+	 * one compare tells which. */
+	unsigned t = ((64u - (unsigned)__builtin_clzll(v | 1)) * 1233u) >> 12;
+
+	return v ? t + (v >= p10[t]) : 1;
+}
+
+/*
+ * The 8 decimal digits of x < 10^8 (leading zeros included) as ASCII, the
+ * first digit in the lowest byte, without a division chain: x / 10^4 and
+ * x % 10^4 go into the two 32-bit halves of a word, and each half is split
+ * into hundreds, then tens, by multiplications with a shift that are exact
+ * below 10^4 (x * 10486 >> 20 is x / 100, x * 103 >> 10 is x / 10), the
+ * halves and quarters side by side in one register. (P. Khuong's, as in
+ * D. Lemire's "Converting integers to decimal strings faster with AVX-512"
+ * baseline.) test_digits8 checks every x of the form k * 10001.
+ */
+static inline uint64_t digits8(uint32_t x)
+{
+	uint64_t merged = (uint64_t)(x / 10000u) | (uint64_t)(x % 10000u) << 32;
+	uint64_t top = ((merged * 10486u) >> 20) & 0x0000007F0000007Full;
+	uint64_t hundreds = ((merged - 100u * top) << 16) + top;
+	uint64_t tens = ((hundreds * 103u) >> 10) & 0x000F000F000F000Full;
+
+	tens += (hundreds - 10u * tens) << 8;
+	return tens | 0x3030303030303030ull;
+}
+
+/* Stores the 8 bytes of d, its lowest byte first. */
+static inline void store8(char *o, uint64_t d)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	d = __builtin_bswap64(d);
+#endif
+	memcpy(o, &d, 8);
+}
+
+/*
+ * v's digits at o; returns their end. The digits go 8 at a time, so up to
+ * 7 bytes after the end are written too (with anything): o needs 8 bytes of
+ * room beyond the digits. The first group is shifted so that its leading
+ * zeros fall off.
+ */
+static inline char *num_at(char *o, uint64_t v)
+{
+	unsigned n = u64_len(v);
+
+	if (n <= 8) {
+		store8(o, digits8((uint32_t)v) >> (8 * (8 - n)));
+	} else if (n <= 16) {
+		store8(o, digits8((uint32_t)(v / 100000000u)) >> (8 * (16 - n)));
+		store8(o + n - 8, digits8((uint32_t)(v % 100000000u)));
+	} else {
+		uint64_t rest = v % 10000000000000000u;
+		store8(o, digits8((uint32_t)(v / 10000000000000000u)) >> (8 * (24 - n)));
+		store8(o + n - 16, digits8((uint32_t)(rest / 100000000u)));
+		store8(o + n - 8, digits8((uint32_t)(rest % 100000000u)));
+	}
+	return o + n;
+}
 
 static int put_u64(struct wire_writer *w, uint64_t v)
 {
-	char tmp[24], *a = u64_digits(tmp + sizeof(tmp), v);
+	char tmp[32];
 
-	return put(w, a, (size_t)(tmp + sizeof(tmp) - a));
+	return put(w, tmp, (size_t)(num_at(tmp, v) - tmp));
 }
 
 static int put_i64(struct wire_writer *w, int64_t v)
@@ -411,56 +493,6 @@ static void truncate_to(struct wire_writer *w, size_t len)
 		w->b.data[len] = '\0';
 }
 
-/* Decimal digits of v, written backwards from end; returns the start. Two
- * digits a step: an envelope holds two 16-digit boots, and a digit at a
- * time was a tenth of writing a small datagram (BENCHMARKS.md "Session 10:
- * round trip"). */
-static char *u64_digits(char *end, uint64_t v)
-{
-	static const char pairs[201] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
-	                               "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
-	                               "8081828384858687888990919293949596979899";
-
-	uint32_t u;
-
-	/* Eight digits at a time while v needs 64 bits, then 32-bit steps: a
-	 * 64-bit division by 100 is a 128-bit multiplication, a 32-bit one is
-	 * cheaper, and versions and values mostly fit in 32 bits. */
-	while (v > UINT32_MAX) {
-		uint32_t low = (uint32_t)(v % 100000000u);
-		v /= 100000000u;
-		for (int i = 0; i < 4; i++) {
-			unsigned d = (low % 100) * 2;
-			low /= 100;
-			*--end = pairs[d + 1];
-			*--end = pairs[d];
-		}
-	}
-	u = (uint32_t)v;
-	while (u >= 100) {
-		unsigned d = (u % 100) * 2;
-		u /= 100;
-		*--end = pairs[d + 1];
-		*--end = pairs[d];
-	}
-	if (u >= 10) {
-		*--end = pairs[u * 2 + 1];
-		*--end = pairs[u * 2];
-	} else {
-		*--end = (char)('0' + u);
-	}
-	return end;
-}
-
-/* v's digits at o; returns the end. */
-static char *digits_at(char *o, uint64_t v)
-{
-	char tmp[24], *a = u64_digits(tmp + sizeof(tmp), v);
-
-	memcpy(o, a, (size_t)(tmp + sizeof(tmp) - a));
-	return o + (tmp + sizeof(tmp) - a);
-}
-
 /* Whether a name (the sender's, a batch message's) may have byte c as it is: ASCII from
  * 0x20 (DEL too) but '"' (0x22) and '\\' (0x5c), as the reader's short way takes
  * it, by a bit of a mask instead of five tests a byte. */
@@ -473,44 +505,94 @@ static inline bool plain(unsigned char c)
 
 #define LIT(o, s) (memcpy((o), (s), sizeof(s) - 1), (o) + sizeof(s) - 1)
 
-/*
- * The envelope (valid, checked by wire__begin()) whose sender's name is
- * plain ASCII: written in one go, with one check of the room left, instead
- * of a put() per member. Exactly the bytes wire__begin() writes otherwise.
- * 1 if written, 0 if the name needs escapes or the envelope might not fit
- * (the general way then decides, to the byte).
- */
-static int begin_fast(struct wire_writer *w, const struct wire_env *env)
+/* Whether the name written in w's head (head_nl bytes at 15) is s. */
+static inline bool head_from_is(const struct wire_writer *w, const char *s)
 {
-	size_t nl = 0, need, used;
-	char *o;
+	const char *h = w->head + 15;
+
+	for (unsigned i = 0; i < w->head_nl; i++)
+		if (s[i] != h[i])
+			return false; /* s's NUL, if it is shorter, differs too */
+	return s[w->head_nl] == '\0';
+}
+
+/* Whether w's head is that of env: the same "v", sender and boot. */
+static inline bool head_current(const struct wire_writer *w, const struct wire_env *env)
+{
+	return w->head_len && env->boot == w->head_boot && (w->codec->key != NULL) == w->head_keyed &&
+	       head_from_is(w, env->from);
+}
+
+/* Writes w's head for env: {"v":..,"from":"NAME","boot":B,"seq": . 0 if the
+ * name needs escapes (the general way then writes the envelope). */
+static int head_make(struct wire_writer *w, const struct wire_env *env)
+{
+	size_t nl = 0;
+	char *o = w->head;
 
 	for (const unsigned char *p = (const unsigned char *)env->from; *p; p++, nl++)
 		if (!plain(*p))
 			return 0;
-	/* The head and the name; boot, seq, to_boot, re (at most 11 + 19
-	 * bytes each) and dw; each ack range (at most 1 + 19 + 1 + 19);
-	 * ,"msgs":[ */
-	need = 15 + nl + 1 + 5 * 30 + (env->acks_ok ? 9 + (size_t)env->n_acks * 40 : 0) + 9;
-	used = w->b.len + close_len(w);
-	if (used > w->limit || need > w->limit - used || w->b.cap <= w->b.len + need)
-		return 0;
-	o = w->b.data + w->b.len;
 	_Static_assert(WIRE_VERSION == 3 && WIRE_VERSION_PLAIN == 1, "the envelope's \"v\" below");
+	_Static_assert(sizeof(w->head) >= 15 + WIRE_NAME_MAX + 9 + 20 + 7 + 8, "the longest head and 8 of room");
 	o = w->codec->key ? LIT(o, "{\"v\":3,\"from\":\"") : LIT(o, "{\"v\":1,\"from\":\"");
 	memcpy(o, env->from, nl);
 	o += nl;
 	o = LIT(o, "\",\"boot\":");
-	o = digits_at(o, env->boot);
+	o = num_at(o, env->boot);
 	o = LIT(o, ",\"seq\":");
-	o = digits_at(o, env->seq);
+	w->head_len = (uint8_t)(o - w->head);
+	w->head_nl = (uint8_t)nl;
+	w->head_boot = env->boot;
+	w->head_keyed = w->codec->key != NULL;
+	return 1;
+}
+
+/*
+ * The envelope (valid, checked by wire__begin()) whose sender's name is
+ * plain ASCII: written in one go, with one check of the room left, instead
+ * of a put() per member. Exactly the bytes wire__begin() writes otherwise.
+ * What stays while neither side restarts is copied from what the writer
+ * wrote before (head_current() says whether it may be: head), and so is
+ * ,"to_boot": with its number. 1 if written, 0 if the name needs escapes
+ * or the envelope might not fit (the general way then decides, to the
+ * byte).
+ */
+static int begin_fast(struct wire_writer *w, const struct wire_env *env, bool current)
+{
+	size_t need, used;
+	char *o;
+
+	if (!current && !head_make(w, env)) {
+		w->head_len = 0;
+		return 0;
+	}
+	/* The head; seq, to_boot, re (at most 11 + 19 bytes each) and dw;
+	 * each ack range (at most 1 + 19 + 1 + 19); ,"msgs":[ . The copies
+	 * below and num_at() write up to 20 bytes beyond what they keep:
+	 * wire__begin() reserved the tag's 32 after the limit. */
+	need = w->head_len + 4 * 30 + (env->acks_ok ? 9 + (size_t)env->n_acks * 40 : 0) + 9;
+	used = w->b.len + close_len(w);
+	if (used > w->limit || need > w->limit - used || w->b.cap <= w->b.len + need + 32)
+		return 0;
+	o = w->b.data + w->b.len;
+	/* 16 bytes a copy of a constant size, no call */
+	for (unsigned i = 0; i < w->head_len; i += 16)
+		memcpy(o + i, w->head + i, 16);
+	o += w->head_len;
+	o = num_at(o, env->seq);
 	if (env->to_boot) {
-		o = LIT(o, ",\"to_boot\":");
-		o = digits_at(o, env->to_boot);
+		if (env->to_boot != w->to_boot || !w->to_len) {
+			char *t = LIT(w->to, ",\"to_boot\":");
+			w->to_len = (uint8_t)(num_at(t, env->to_boot) - w->to);
+			w->to_boot = env->to_boot;
+		}
+		memcpy(o, w->to, 32); /* at most 30 bytes: a constant size */
+		o += w->to_len;
 	}
 	if (env->re) {
 		o = LIT(o, ",\"re\":");
-		o = digits_at(o, env->re);
+		o = num_at(o, env->re);
 	}
 	if (env->durable)
 		o = LIT(o, ",\"dw\":1");
@@ -519,9 +601,9 @@ static int begin_fast(struct wire_writer *w, const struct wire_env *env)
 		for (uint32_t i = 0; i < env->n_acks; i++) {
 			if (i)
 				*o++ = ',';
-			o = digits_at(o, env->acks[i][0]);
+			o = num_at(o, env->acks[i][0]);
 			*o++ = ',';
-			o = digits_at(o, env->acks[i][1]);
+			o = num_at(o, env->acks[i][1]);
 		}
 		*o++ = ']';
 	}
@@ -533,28 +615,36 @@ static int begin_fast(struct wire_writer *w, const struct wire_env *env)
 
 int wire__begin(struct wire_writer *w, const struct wire_env *env)
 {
+	bool current;
 	int r;
 
-	buf__reset(&w->b);
+	w->b.len = 0;
 	w->n_msgs = 0;
 	w->legacy = env->legacy;
 	w->limit = compute_limit(w->codec);
 	/* All of the datagram is allocated once here, so that the messages
 	 * that follow never reallocate. */
-	r = buf__reserve(&w->b, w->limit + WIRE_TAG_BYTES);
-	if (r < 0)
-		return r;
+	if (w->b.cap < w->limit + WIRE_TAG_BYTES + 1) {
+		r = buf__reserve(&w->b, w->limit + WIRE_TAG_BYTES);
+		if (r < 0)
+			return r;
+	}
+	w->b.data[0] = '\0';
 	if (env->legacy)
 		return put(w, "[", 1);
-	if (!name_ok(env->from) || env->boot == 0 || env->seq == 0 || env->boot > INT64_MAX ||
-	    env->seq > INT64_MAX || env->to_boot > INT64_MAX || env->re > INT64_MAX)
+	if (env->boot == 0 || env->seq == 0 || env->boot > INT64_MAX || env->seq > INT64_MAX ||
+	    env->to_boot > INT64_MAX || env->re > INT64_MAX)
+		return -EINVAL;
+	/* A head made of this name was of a valid one. */
+	current = env->from && head_current(w, env);
+	if (!current && !name_ok(env->from))
 		return -EINVAL;
 	if (env->acks_ok && env->n_acks > WIRE_ACK_RANGES)
 		return -EINVAL;
 	for (uint32_t i = 0; env->acks_ok && i < env->n_acks; i++)
 		if (env->acks[i][0] == 0 || env->acks[i][0] > env->acks[i][1] || env->acks[i][1] > INT64_MAX)
 			return -EINVAL;
-	if (begin_fast(w, env))
+	if (begin_fast(w, env, current))
 		return 0;
 	r = put_str(w, w->codec->key ? "{\"v\":3,\"from\":" : "{\"v\":1,\"from\":");
 	if (r == 0)
@@ -593,36 +683,6 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 
 #define IO_SET   "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\""
 #define IO_REPLY "{\"type\":\"io\",\"cmd\":\"reply\",\"io\":\""
-
-/* How many decimal digits v has (1-20). */
-static unsigned u64_len(uint64_t v)
-{
-	static const uint64_t p10[20] = {1ull,
-	                                 10ull,
-	                                 100ull,
-	                                 1000ull,
-	                                 10000ull,
-	                                 100000ull,
-	                                 1000000ull,
-	                                 10000000ull,
-	                                 100000000ull,
-	                                 1000000000ull,
-	                                 10000000000ull,
-	                                 100000000000ull,
-	                                 1000000000000ull,
-	                                 10000000000000ull,
-	                                 100000000000000ull,
-	                                 1000000000000000ull,
-	                                 10000000000000000ull,
-	                                 100000000000000000ull,
-	                                 1000000000000000000ull,
-	                                 10000000000000000000ull};
-	/* From log2: t (at most 19) is the digits of 2^bits - 1 or one fewer,
-	 * one compare tells which. */
-	unsigned t = ((64u - (unsigned)__builtin_clzll(v | 1)) * 1233u) >> 12;
-
-	return v ? t + (v >= p10[t]) : 1;
-}
 
 /*
  * The message of a batch, a set or a reply of an integer or a boolean with
@@ -664,7 +724,7 @@ static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 	used = w->b.len + close_len(w);
 	if (used > w->limit || need > w->limit - used)
 		return -EMSGSIZE;
-	if (w->b.cap <= w->b.len + need)
+	if (w->b.cap <= w->b.len + need + 8) /* num_at() writes 8 bytes at a time */
 		return 0;
 	o = w->b.data + w->b.len;
 	if (w->n_msgs)
@@ -679,12 +739,10 @@ static int add_io_fast(struct wire_writer *w, const struct wire_msg *m)
 	} else {
 		if (m->val.u.i < 0)
 			*o++ = '-';
-		o += vl - (m->val.u.i < 0);
-		u64_digits(o, mag);
+		o = num_at(o, mag);
 	}
 	o = LIT(o, ",\"ver\":");
-	o += verl;
-	u64_digits(o, m->ver);
+	o = num_at(o, m->ver);
 	*o++ = '}';
 	*o = '\0';
 	w->b.len = (size_t)(o - w->b.data);
@@ -752,19 +810,24 @@ int wire__add_raw(struct wire_writer *w, const char *msg, size_t len)
 
 int wire__finish(struct wire_writer *w, const void **out, size_t *len)
 {
-	uint8_t tag[WIRE_TAG_BYTES];
 	int r;
 
-	/* put() always kept room for these, so this cannot fail for size. */
-	r = buf__append(&w->b, w->legacy ? "]" : "]}", close_len(w));
-	if (r < 0)
-		return r;
-	if (w->codec->key) {
-		r = wire__codec_tag(w->codec, w->b.data, w->b.len, tag);
-		if (r == 0)
-			r = buf__append(&w->b, tag, sizeof(tag));
+	/* put() always kept room for these, and wire__begin() reserved the
+	 * tag's after them: no call to append them. */
+	if (w->b.cap < w->b.len + 2 + WIRE_TAG_BYTES + 1) {
+		r = buf__reserve(&w->b, 2 + WIRE_TAG_BYTES);
 		if (r < 0)
 			return r;
+	}
+	memcpy(w->b.data + w->b.len, "]}", 2);
+	w->b.len += close_len(w);
+	w->b.data[w->b.len] = '\0';
+	if (w->codec->key) {
+		r = wire__codec_tag(w->codec, w->b.data, w->b.len, (uint8_t *)w->b.data + w->b.len);
+		if (r < 0)
+			return r;
+		w->b.len += WIRE_TAG_BYTES;
+		w->b.data[w->b.len] = '\0';
 	}
 	*out = w->b.data;
 	*len = w->b.len;

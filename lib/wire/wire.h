@@ -193,6 +193,15 @@ struct wire_writer {
 	size_t n_msgs;
 	size_t limit; /* max bytes of JSON, before the tag */
 	size_t last;  /* where the last message added starts (after its comma) */
+	/* The envelope's parts that stay while neither side restarts, as last
+	 * written (encode.c, begin_fast()): {"v":..,"from":..,"boot":..,"seq":
+	 * for (keyed, from, boot), and ,"to_boot":.. for to_boot. Each is
+	 * written again when its values differ from the ones it was made of. */
+	uint64_t head_boot, to_boot;
+	uint8_t head_len, head_nl, to_len; /* head_len 0: none yet */
+	bool head_keyed;
+	char head[128]; /* at most 113 bytes and 8 of room */
+	char to[40]; /* 8 bytes more than written: the digits are stored 8 at a time */
 };
 
 void wire__writer_init(struct wire_writer *w, const struct wire_codec *c);

@@ -1104,6 +1104,67 @@ static void test_restart_resync(void **state)
 	sim_free(s);
 }
 
+/* The writer keeps the envelope's parts that stay while neither side
+ * restarts (encode.c): after a user restarts, the owner's datagrams to it
+ * name its new boot (to_boot), and the restarted user's name its own new
+ * boot, in the very first datagram each way, and the values arrive. */
+static void test_restart_envelope_boots(void **state)
+{
+	struct sim *s = sim_new(SITE3, true, 33);
+	uint64_t a_old, a_new, b_boot, got_new = 0;
+	bool seen_old = false;
+	tsync_value v;
+
+	(void)state;
+	assert_true(sim_settle(s, 5000000));
+	for (int i = 0; i < 5; i++) {
+		v = tsync_int(100 + i);
+		assert_int_equal(sync__set(s->n[1].e, "count", &v, s->now), 0);
+		assert_true(sim_settle(s, 5000000));
+	}
+	a_old = s->n[0].e->boot;
+	b_boot = s->n[1].e->boot;
+	node_stop(s, 0);
+	node_start(s, 0); /* A, a user of B's count, restarts */
+	a_new = s->n[0].e->boot;
+	assert_true(a_new != a_old);
+	s->capture = true;
+	for (int i = 0; i < 5; i++) {
+		v = tsync_int(200 + i);
+		assert_int_equal(sync__set(s->n[1].e, "count", &v, s->now), 0);
+		assert_true(sim_settle(s, 5000000));
+	}
+	s->capture = false;
+	assert_int_equal(get(s, 0, "count").u.i, 204);
+	for (struct packet *p = s->captured; p; p = p->next) {
+		struct wire_datagram dg;
+		tsync_reject rej;
+
+		if (!((p->from == 1 && p->to == 0) || (p->from == 0 && p->to == 1)))
+			continue;
+		assert_int_equal(wire__decode(&s->n[1].e->codec, p->data, p->len, &dg, &rej), 0);
+		if (p->from == 1) {
+			/* B to A: A's old boot only before B heard the new one */
+			assert_true(dg.env.to_boot == a_new || dg.env.to_boot == a_old || dg.env.to_boot == 0);
+			assert_true(dg.env.boot == b_boot);
+			/* newest first: once B named an older boot, nothing before
+			 * that named the new one */
+			if (dg.env.to_boot == a_new) {
+				assert_false(seen_old);
+				got_new++;
+			} else {
+				seen_old = true;
+			}
+		} else {
+			assert_true(dg.env.boot == a_new);
+			assert_true(dg.env.to_boot == b_boot || dg.env.to_boot == 0);
+		}
+		wire__datagram_release(&dg);
+	}
+	assert_true(got_new >= 5);
+	sim_free(s);
+}
+
 static void test_replay_and_forgery(void **state)
 {
 	struct sim *s = sim_new(SITE3, true, 9);
@@ -2637,6 +2698,7 @@ int main(void)
 	    cmocka_unit_test(test_commands_exactly_once),
 	    cmocka_unit_test(test_dead_peer_backoff_and_coalescing),
 	    cmocka_unit_test(test_restart_resync),
+	    cmocka_unit_test(test_restart_envelope_boots),
 	    cmocka_unit_test(test_replay_and_forgery),
 	    cmocka_unit_test(test_rtt_learned),
 	    cmocka_unit_test(test_rtt_learned_by_user_started_first),

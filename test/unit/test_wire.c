@@ -1815,6 +1815,8 @@ static void test_auth_v2(void **state)
 	wire__datagram_release(&dg);
 }
 
+static char *env_text(char *o, const struct wire_env *env, bool keyed, const char *name_json);
+
 /* The writer's envelope, written in one go for a plain name (encode.c,
  * begin_fast()) or member by member otherwise: the same text either way,
  * as printf() would write it, for envelopes with and without each optional
@@ -1851,22 +1853,8 @@ static void test_envelope_text_fast(void **state)
 			env.acks[a][0] = (n[a % 4] >> a) | 1;
 			env.acks[a][1] = env.acks[a][0] + a;
 		}
-		o += sprintf(o, "{\"v\":%d,\"from\":\"%s\",\"boot\":%llu,\"seq\":%llu", i % 2 ? WIRE_VERSION : 1,
-		             names[i % 4].json, (unsigned long long)env.boot, (unsigned long long)env.seq);
-		if (env.to_boot)
-			o += sprintf(o, ",\"to_boot\":%llu", (unsigned long long)env.to_boot);
-		if (env.re)
-			o += sprintf(o, ",\"re\":%llu", (unsigned long long)env.re);
-		if (env.durable)
-			o += sprintf(o, ",\"dw\":1");
-		if (env.acks_ok) {
-			o += sprintf(o, ",\"ack\":[");
-			for (uint32_t a = 0; a < env.n_acks; a++)
-				o += sprintf(o, "%s%llu,%llu", a ? "," : "", (unsigned long long)env.acks[a][0],
-				             (unsigned long long)env.acks[a][1]);
-			o += sprintf(o, "]");
-		}
-		sprintf(o, ",\"msgs\":[]}");
+		o = env_text(o, &env, i % 2, names[i % 4].json);
+		sprintf(o, "]}");
 		encode(&w, &c, &env, NULL, 0, &out, &len);
 		assert_int_equal(len, strlen(want) + (i % 2 ? WIRE_TAG_BYTES : 0));
 		assert_memory_equal(out, want, strlen(want));
@@ -1879,6 +1867,214 @@ static void test_envelope_text_fast(void **state)
 		assert_int_equal(w.b.len, 0);
 		wire__writer_free(&w);
 	}
+}
+
+/* printf's text of env's envelope up to and with ,"msgs":[ at o (name_json:
+ * the sender's name as JSON writes it, without quotes); returns the end. */
+static char *env_text(char *o, const struct wire_env *env, bool keyed, const char *name_json)
+{
+	o += sprintf(o, "{\"v\":%d,\"from\":\"%s\",\"boot\":%llu,\"seq\":%llu", keyed ? WIRE_VERSION : 1, name_json,
+	             (unsigned long long)env->boot, (unsigned long long)env->seq);
+	if (env->to_boot)
+		o += sprintf(o, ",\"to_boot\":%llu", (unsigned long long)env->to_boot);
+	if (env->re)
+		o += sprintf(o, ",\"re\":%llu", (unsigned long long)env->re);
+	if (env->durable)
+		o += sprintf(o, ",\"dw\":1");
+	if (env->acks_ok) {
+		o += sprintf(o, ",\"ack\":[");
+		for (uint32_t a = 0; a < env->n_acks; a++)
+			o += sprintf(o, "%s%llu,%llu", a ? "," : "", (unsigned long long)env->acks[a][0],
+			             (unsigned long long)env->acks[a][1]);
+		o += sprintf(o, "]");
+	}
+	return o + sprintf(o, ",\"msgs\":[");
+}
+
+static uint64_t xorshift(uint64_t *x)
+{
+	*x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+	return *x;
+}
+
+/* A number of 1 to 19 digits, each length as likely. */
+static uint64_t any_digits(uint64_t *x)
+{
+	uint64_t v = xorshift(x) & INT64_MAX;
+	unsigned n = (unsigned)(xorshift(x) % 19) + 1;
+	uint64_t p = 1;
+
+	for (unsigned i = 0; i < n - 1; i++)
+		p *= 10;
+	return n == 19 ? (v < p ? v + p : v) : p + v % (p * 9);
+}
+
+/*
+ * The writer keeps the envelope's head ({"v":..,"from":..,"boot":..,"seq":)
+ * and its ,"to_boot":.. from one datagram to the next (encode.c,
+ * begin_fast()). One writer kept over thousands of envelopes in which the
+ * sender's boot (it restarted), the receiver's boot (to_boot: the peer
+ * restarted, or is not known, 0), the name (other names, one a prefix of
+ * another, one with escapes, the same text at another address, and a buffer
+ * changed in place) and the other members change at random: every text is
+ * printf's, read back with the same members.
+ */
+static void test_envelope_kept_head(void **state)
+{
+	static const struct {
+		const char *name, *json;
+	} names[] = {{"PI-Light", "PI-Light"}, {"ab", "ab"}, {"abc", "abc"}, {"a", "a"}, {"q\"b\\", "q\\\"b\\\\"},
+	             {"\xc3\xa9t\xc3\xa9", "\xc3\xa9t\xc3\xa9"},
+	             {"n123456789012345678901234567890123456789012345678901234567890ab",
+	              "n123456789012345678901234567890123456789012345678901234567890ab"}};
+	uint64_t x = 0x2545f4914f6cdd1du;
+
+	(void)state;
+	for (int keyed = 0; keyed < 2; keyed++) {
+		struct wire_codec c = keyed ? keyed_codec(key_a) : plain_codec();
+		struct wire_msg m = io_msg(WIRE_OP_SET, "t1");
+		struct wire_writer w;
+		struct wire_env env = env_of("ab", 1, 1);
+		char copy[64], want[1400], *o;
+		size_t ni = 1, len;
+		const void *out;
+
+		wire__writer_init(&w, &c);
+		m.has_val = m.has_ver = true;
+		for (int i = 0; i < 20000; i++) {
+			uint64_t r = xorshift(&x);
+
+			if (r % 50 == 0)
+				env.boot = any_digits(&x); /* I restarted */
+			if (r % 20 == 1)
+				env.to_boot = r % 3 ? any_digits(&x) : 0; /* it restarted, or is not known */
+			if (r % 30 == 2)
+				ni = (size_t)(xorshift(&x) % (sizeof(names) / sizeof(names[0])));
+			/* the name's text, at its own address or in a buffer of mine */
+			if (r % 7 == 3) {
+				strcpy(copy, names[ni].name);
+				env.from = copy;
+			} else {
+				env.from = names[ni].name;
+			}
+			env.seq = r % 11 ? env.seq + 1 : any_digits(&x);
+			env.re = r % 4 ? 0 : any_digits(&x);
+			env.durable = r % 5 == 0;
+			env.acks_ok = r % 6 != 0;
+			env.n_acks = env.acks_ok ? (uint32_t)(xorshift(&x) % 4) : 0;
+			for (uint32_t a = 0; a < env.n_acks; a++) {
+				env.acks[a][0] = any_digits(&x) / 2 + 1;
+				env.acks[a][1] = env.acks[a][0] + (r % 9);
+			}
+			assert_int_equal(wire__begin(&w, &env), 0);
+			o = env_text(want, &env, keyed, names[ni].json);
+			if (r % 3 == 0) {
+				m.val = tsync_int((int64_t)any_digits(&x) * (r % 2 ? -1 : 1));
+				m.ver = any_digits(&x);
+				assert_int_equal(wire__add(&w, &m), 0);
+				o += sprintf(o, "{\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t1\",\"val\":%lld,\"ver\":%llu}",
+				             (long long)m.val.u.i, (unsigned long long)m.ver);
+			}
+			sprintf(o, "]}");
+			assert_int_equal(wire__finish(&w, &out, &len), 0);
+			assert_int_equal(len, strlen(want) + (keyed ? WIRE_TAG_BYTES : 0));
+			if (memcmp(out, want, strlen(want)) != 0)
+				fail_msg("envelope %d: %.*s, want %s", i, (int)strlen(want), (const char *)out, want);
+			if (i % 97 == 0) {
+				struct wire_datagram dg;
+				tsync_reject rej;
+				assert_int_equal(wire__decode(&c, out, len, &dg, &rej), 0);
+				assert_string_equal(dg.env.from, names[ni].name);
+				assert_true(dg.env.boot == env.boot && dg.env.to_boot == env.to_boot && dg.env.seq == env.seq);
+				wire__datagram_release(&dg);
+			}
+		}
+
+		/* By hand: each change shows in the very next datagram. */
+		strcpy(copy, "node1");
+		env = env_of(copy, 1111111111111111u, 5);
+		env.to_boot = 2222222222222222u;
+		for (int step = 0; step < 8; step++) {
+			if (step == 1)
+				env.boot = 1111111111111112u; /* restarted: the next boot */
+			if (step == 2)
+				env.to_boot = 2222222222222223u; /* the peer restarted */
+			if (step == 3)
+				copy[4] = '2'; /* the same buffer, another name */
+			if (step == 4)
+				strcpy(copy, "node"); /* a prefix of the one before */
+			if (step == 5)
+				env.to_boot = 0;
+			if (step == 6)
+				c.key = c.key ? NULL : key_a; /* the writer's codec keyed or not: its "v" */
+			if (step == 7)
+				strcpy(copy, "node22"); /* longer, with the one before as a prefix */
+			env.seq++;
+			assert_int_equal(wire__begin(&w, &env), 0);
+			sprintf(env_text(want, &env, c.key != NULL, copy), "]}");
+			assert_int_equal(wire__finish(&w, &out, &len), 0);
+			assert_memory_equal(out, want, strlen(want));
+		}
+		wire__writer_free(&w);
+	}
+}
+
+/* The writer's numbers go 8 digits at a time (encode.c, digits8()): each
+ * group of 8 takes every value of the form k * 10001 (all 10,000 values of
+ * both its halves), in the first, middle and last group of a number; and
+ * numbers of every length at random, positive and negative. printf's text
+ * every time. */
+static void test_number_groups(void **state)
+{
+	struct wire_codec c = plain_codec();
+	struct wire_msg m = io_msg(WIRE_OP_SET, "t");
+	struct wire_env env = env_of("a", 1, 1);
+	struct wire_writer w;
+	uint64_t x = 0x9e3779b97f4a7c15u;
+	char want[256];
+	size_t len;
+	const void *out;
+
+	(void)state;
+	wire__writer_init(&w, &c);
+	m.has_val = m.has_ver = true;
+	for (uint64_t k = 0; k < 40000; k++) {
+		uint64_t g = (k % 10000) * 10001u, v;
+
+		switch (k / 10000) {
+		case 0: /* one group */
+			v = g;
+			break;
+		case 1: /* the last of two */
+			v = (k % 99999999 + 1) * 100000000u + g;
+			break;
+		case 2: /* the first of two and the middle of three */
+			v = g * 100000000u + (99999999u - g);
+			if (k % 2)
+				v += 1000000000000000000u;
+			break;
+		default: /* at random */
+			v = any_digits(&x);
+			break;
+		}
+		v &= INT64_MAX;
+		m.val = tsync_int(k % 3 == 1 ? -(int64_t)v : (int64_t)v);
+		m.ver = v | (k % 5 == 0);
+		env.boot = v | 1;
+		env.to_boot = x & INT64_MAX;
+		env.seq = k + 1;
+		assert_int_equal(wire__begin(&w, &env), 0);
+		assert_int_equal(wire__add(&w, &m), 0);
+		assert_int_equal(wire__finish(&w, &out, &len), 0);
+		snprintf(want, sizeof(want),
+		         "{\"v\":1,\"from\":\"a\",\"boot\":%llu,\"seq\":%llu,\"to_boot\":%llu,\"msgs\":[{\"type\":\"io\","
+		         "\"cmd\":\"set\",\"io\":\"t\",\"val\":%lld,\"ver\":%llu}]}",
+		         (unsigned long long)env.boot, (unsigned long long)env.seq, (unsigned long long)env.to_boot,
+		         (long long)m.val.u.i, (unsigned long long)m.ver);
+		if (len != strlen(want) || memcmp(out, want, len) != 0)
+			fail_msg("%.*s, want %s", (int)len, (const char *)out, want);
+	}
+	wire__writer_free(&w);
 }
 
 /* The reader's fast envelope (decode.c, parse_env_fast()): the writer's
@@ -2203,6 +2399,8 @@ int main(void)
 	    cmocka_unit_test(test_envelope_fast_and_fallback),
 	    cmocka_unit_test(test_boot_seen),
 	    cmocka_unit_test(test_envelope_text_fast),
+	    cmocka_unit_test(test_envelope_kept_head),
+	    cmocka_unit_test(test_number_groups),
 	    cmocka_unit_test(test_replay_in_order_and_duplicates),
 	    cmocka_unit_test(test_replay_out_of_order),
 	    cmocka_unit_test(test_replay_boots),
