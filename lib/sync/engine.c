@@ -1422,6 +1422,7 @@ static void fl_begin(struct flush *f)
 	 * no memset of all 16 of them a datagram. */
 	env.legacy = p->seed;
 	env.from = e->site->controllers[e->me].name;
+	env.from_len = 0; /* not read by the writer; set so that no member is undefined */
 	env.boot = e->boot;
 	env.seq = ++p->tx_seq;
 	env.to_boot = p->boot;
