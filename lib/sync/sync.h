@@ -534,6 +534,16 @@ void sync__set_write_hook(struct sync_engine *e, tsync_write_fn fn, void *ud);
 void sync__set_pulse_hook(struct sync_engine *e, tsync_pulse_fn fn, void *ud);
 void sync__set_commit_hook(struct sync_engine *e, tsync_commit_fn fn, void *ud);
 size_t sync__unsettled(const struct sync_engine *e);
+/* The peer's smoothed round trip (microseconds) while something sent to it
+ * awaits its answer and it has been answering (no backoff: not a peer gone
+ * silent); 0 otherwise, or before its first sample. For the node's bounded
+ * busy poll after a send (lib/node/node.c, busy_poll()). */
+static inline uint32_t sync__awaited_srtt(const struct sync_engine *e, uint32_t peer)
+{
+	const struct sync_peer *p = &e->peers[peer];
+
+	return p->oldest_pending_us && !p->backoff ? p->rtt.srtt_us : 0;
+}
 /* The node has a store: windows and requests are staged for it (ops), and
  * envelopes say "dw". Before sync__start. */
 void sync__set_durable(struct sync_engine *e, bool durable);
