@@ -45,6 +45,20 @@ typedef struct tsync_node_options {
 	void *log_userdata;
 	/** Most verbose level passed to `log` (default TSYNC_LOG_INFO). */
 	tsync_log_level log_level;
+	/**
+	 * Bounded busy poll, in microseconds (0, the default: off). After the
+	 * node sends something whose answer it awaits (a set awaiting its
+	 * acknowledgement, a request, an ask) to a peer whose measured round
+	 * trip is at most twice this, it reads the socket without sleeping for
+	 * at most min(2 x that round trip, this) before it waits in the event
+	 * loop again, so that the answer does not have to wake a halted CPU.
+	 * It costs CPU while it polls and never runs when nothing is awaited.
+	 * Ignored (off) when the process may run on one CPU only
+	 * (sched_getaffinity): the peer would then wait for the poll to end.
+	 * At most 1000. For a controller on a LAN with CPU to spare; not for a
+	 * Raspberry Pi on battery.
+	 */
+	unsigned busy_poll_us;
 } tsync_node_options;
 
 /** Fills `opts` with defaults (all NULL, log level info). */

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,11 @@
 /* How often the cumuls note that the controller is alive: after a crash,
  * at most this much of a thing's last value is counted as unknown. */
 #define CUMUL_CHECKPOINT_MS 60000
+/* The busy poll (busy_poll()): the largest cap an option may ask for, and
+ * how many of a turn's peers it asks about (a turn that sends to more is a
+ * batch, not a round trip waiting on one answer). */
+#define BUSY_POLL_MAX_US 1000u
+#define BUSY_PEERS       4
 
 struct peer_addr {
 	struct tsync_node *node; /* for the timer callback */
@@ -118,7 +124,22 @@ struct tsync_node {
 	 * (own_base, not in tsync_node_run*()) nothing runs it but the next
 	 * tsync_node_run*(), which flushes first: no event is needed. */
 	bool flush_wanted, flush_ev_active, in_loop;
+
+	/* The bounded busy poll (busy_poll()); busy_cap_us 0: off. The peers
+	 * this turn sent to (the first BUSY_PEERS), asked after the send
+	 * whether an answer from them is awaited. */
+	uint32_t busy_cap_us;
+	uint32_t sent_to[BUSY_PEERS];
+	unsigned n_sent_to;
+	bool busy_in; /* a poll runs: the turn that handles its datagram polls no more */
+	struct node_busy_stats busy;
 };
+
+/* Tests: the CPUs to assume (0: sched_getaffinity()), and a hook called
+ * before each read of a poll. */
+static int busy_cpus_override;
+static node_busy_hook busy_hook;
+static void *busy_hook_ud;
 
 TSYNC_API void tsync_node_options_init(tsync_node_options *opts)
 {
@@ -243,22 +264,33 @@ static void raw_send(struct tsync_node *n, uint32_t peer, const void *buf, size_
 	}
 	/* A full socket buffer or an unreachable peer loses this datagram; the
 	 * retransmission timer is what makes delivery reliable, not this call. */
-	if (n->tx_batching)
+	if (n->tx_batching) {
 		udp__queue(n->fd, &n->tx, buf, len, &a->ss.sa, a->len);
-	else
+		if (n->busy_cap_us && n->n_sent_to < BUSY_PEERS &&
+		    (n->n_sent_to == 0 || n->sent_to[n->n_sent_to - 1] != peer))
+			n->sent_to[n->n_sent_to++] = peer;
+	} else {
 		(void)sendto(n->fd, buf, len, MSG_DONTWAIT, &a->ss.sa, a->len);
+	}
 }
+
+static void busy_poll(struct tsync_node *n);
 
 /* What the engine sends from here to tx_end() leaves in one sendmmsg(). */
 static void tx_begin(struct tsync_node *n)
 {
 	n->tx_batching = true;
+	n->n_sent_to = 0;
 }
 
+/* The datagrams leave first; only then may the node poll for their
+ * answers (busy_poll()). */
 static void tx_end(struct tsync_node *n)
 {
 	udp__send(n->fd, &n->tx);
 	n->tx_batching = false;
+	if (n->n_sent_to)
+		busy_poll(n);
 }
 
 static void delayed_cb(evutil_socket_t fd, short what, void *arg)
@@ -793,6 +825,19 @@ static void op_rejected(void *ctx, const char *peer, tsync_reject why, const cha
 		rejlog_arm(n, ratelog__tick(&n->rejlog, now), now);
 }
 
+/* Hands the engine the `got` datagrams udp__recv() read. */
+static void rx_handle(struct tsync_node *n, unsigned got, size_t *hint)
+{
+	uint64_t now = util__now_us(); /* one reading for what one call read */
+
+	for (unsigned i = 0; i < got; i++) {
+		n->rx_from = &n->rx.addr[i];
+		sync__input(n->eng, peer_by_addr(n, &n->rx.addr[i], hint), udp__rx_data(&n->rx, i),
+		            udp__rx_len(&n->rx, i), now);
+		n->rx_from = NULL;
+	}
+}
+
 /* Reads and handles what waits in the socket, up to max datagrams. A turn
  * of RECV_BATCH may start with a single read (udp__turn_want()); a longer
  * one, the timer's, reads in batches. Returns how many were read. */
@@ -808,13 +853,7 @@ static unsigned rx_read(struct tsync_node *n, unsigned max)
 		if (total == 0 && max == RECV_BATCH)
 			want = udp__turn_want(&n->rx, want);
 		got = udp__recv(n->fd, &n->rx, want);
-		uint64_t now = util__now_us(); /* one reading for what one call read */
-		for (unsigned i = 0; i < got; i++) {
-			n->rx_from = &n->rx.addr[i];
-			sync__input(n->eng, peer_by_addr(n, &n->rx.addr[i], &hint), udp__rx_data(&n->rx, i),
-			            udp__rx_len(&n->rx, i), now);
-			n->rx_from = NULL;
-		}
+		rx_handle(n, got, &hint);
 		total += got;
 		/* Fewer than asked: the socket is empty (udp.h), no need to ask
 		 * again for an EAGAIN. One asked for and read: what else waits
@@ -837,6 +876,112 @@ static void rx_cb(evutil_socket_t fd, short what, void *arg)
 	 * wants later (a window still full) is an event again. */
 	flush_now(n);
 	tx_end(n);
+}
+
+/* --- the bounded busy poll -------------------------------------------------------- */
+
+/* How long to poll after a turn's sends: for each peer sent to whose answer
+ * is awaited and whose round trip is short enough for a poll to catch it
+ * (at most twice the cap), min(2 x its srtt, the cap); the longest of
+ * them. 0: no poll (nothing awaited, no sample yet, a silent peer, or a far
+ * one). */
+static uint32_t busy_budget(struct tsync_node *n)
+{
+	uint32_t budget = 0;
+
+	for (unsigned i = 0; i < n->n_sent_to; i++) {
+		uint32_t srtt = sync__awaited_srtt(n->eng, n->sent_to[i]), b;
+
+		if (srtt == 0 || srtt > 2 * n->busy_cap_us)
+			continue;
+		b = 2 * srtt < n->busy_cap_us ? 2 * srtt : n->busy_cap_us;
+		if (b > budget)
+			budget = b;
+	}
+	n->n_sent_to = 0;
+	return budget;
+}
+
+/* After a send that awaits an answer from a near peer, as Linux's busy_read
+ * does for a NIC: read the socket without sleeping until the answer comes
+ * or the budget is spent (and never more than NODE_BUSY_READS_MAX reads,
+ * whatever the clock says), then let the event loop wait as before. On two
+ * CPUs the answer then finds this process running, not a halted CPU to
+ * wake (tens of microseconds on a VM). A datagram read here is handled as
+ * a receive turn is: its answers leave, and the poll ends (the turn polls
+ * no more); what else waits, the level-triggered poll brings. busy_cap_us
+ * is 0 on one CPU, where polling would only keep the peer from running. */
+static void busy_poll(struct tsync_node *n)
+{
+	uint32_t budget;
+	uint64_t end;
+	size_t hint = 0;
+
+	if (n->busy_in || (budget = busy_budget(n)) == 0)
+		return;
+	n->busy_in = true;
+	n->busy.polls++;
+	end = util__now_us() + budget;
+	for (unsigned k = 0; k < NODE_BUSY_READS_MAX; k++) {
+		unsigned got;
+
+		if (busy_hook)
+			busy_hook(busy_hook_ud);
+		n->busy.reads++;
+		got = udp__recv(n->fd, &n->rx, 1);
+		if (got) {
+			n->busy.answered++;
+			tx_begin(n);
+			rx_handle(n, got, &hint);
+			n->rx_drained = false;
+			flush_now(n);
+			tx_end(n);
+			break;
+		}
+		if (util__now_us() >= end)
+			break;
+	}
+	n->busy_in = false;
+}
+
+static int usable_cpus(void)
+{
+	cpu_set_t set;
+
+	if (busy_cpus_override > 0)
+		return busy_cpus_override;
+	if (sched_getaffinity(0, sizeof(set), &set) < 0)
+		return 1;
+	return CPU_COUNT(&set);
+}
+
+/* The poll's cap: off unless asked for and more than one CPU is usable. */
+static uint32_t busy_cap(const tsync_node_options *opts)
+{
+	if (!opts->busy_poll_us || usable_cpus() < 2)
+		return 0;
+	return opts->busy_poll_us < BUSY_POLL_MAX_US ? opts->busy_poll_us : BUSY_POLL_MAX_US;
+}
+
+void node__busy_stats(const tsync_node *n, struct node_busy_stats *st)
+{
+	*st = n->busy;
+}
+
+uint32_t node__busy_poll_us(const tsync_node *n)
+{
+	return n->busy_cap_us;
+}
+
+void node__busy_cpus(int cpus)
+{
+	busy_cpus_override = cpus;
+}
+
+void node__set_busy_hook(node_busy_hook fn, void *ud)
+{
+	busy_hook = fn;
+	busy_hook_ud = ud;
 }
 
 /* --- life cycle ------------------------------------------------------------------ */
@@ -1013,6 +1158,9 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 		n->boot = util__realtime_us();
 	}
 	prng__seed(&n->prng, n->boot ^ me);
+	n->busy_cap_us = busy_cap(opts);
+	if (opts->busy_poll_us && !n->busy_cap_us)
+		log_info(&n->log, "busy_poll_us %u ignored: one CPU usable", opts->busy_poll_us);
 
 	r = open_socket(n, opts->bind_host ? opts->bind_host : c->host, c->udp_port);
 	if (r < 0)
@@ -1205,9 +1353,14 @@ static void flush_before_loop(struct tsync_node *n)
 static int loop(struct tsync_node *n, int flags)
 {
 	bool was = n->in_loop;
+	uint64_t answered = n->busy.answered;
 	int r;
 
 	flush_before_loop(n);
+	/* The poll after that flush handled the datagram one round would have
+	 * waited for: that was the round. */
+	if (flags == EVLOOP_ONCE && n->busy.answered != answered)
+		return 0;
 	n->in_loop = true;
 	r = event_base_loop(n->base, flags);
 	n->in_loop = was;

@@ -40,4 +40,22 @@ struct store_request;
 void node__recovery_resumed(tsync_node *node, const struct store_request *q, tsync_done_fn *done,
                             void **userdata);
 
+/* The bounded busy poll (tsync_node_options.busy_poll_us, node.c
+ * busy_poll()): what it did. */
+struct node_busy_stats {
+	uint64_t polls;    /* started: a send awaited an answer from a near peer */
+	uint64_t answered; /* ended with a datagram read */
+	uint64_t reads;    /* non-blocking reads made */
+};
+/* A poll's reads, at most, whatever the clock says. */
+#define NODE_BUSY_READS_MAX 4096u
+void node__busy_stats(const tsync_node *n, struct node_busy_stats *st);
+/* The cap in force (0: off: not asked for, or one CPU usable). */
+uint32_t node__busy_poll_us(const tsync_node *n);
+/* Tests: the CPUs nodes made from now on assume (0: sched_getaffinity()),
+ * and a hook called before each read of a poll (NULL: none). */
+void node__busy_cpus(int cpus);
+typedef void (*node_busy_hook)(void *ud);
+void node__set_busy_hook(node_busy_hook fn, void *ud);
+
 #endif
