@@ -28,6 +28,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -49,6 +50,7 @@
 #endif
 
 #include "bench.h"
+#include "node/node.h"
 
 #define MAX_USERS     30
 #define MAX_COUNTS    8
@@ -309,6 +311,10 @@ static void on_user_event(void *ud, tsync_node *node, const tsync_event *ev)
 		ow->v[ow->n++] = bench_now_ns() - (uint64_t)ev->value.u.i;
 }
 
+/* --busy-poll: every thingsync node of the run polls so after a send that
+ * awaits an answer (tsync_node_options.busy_poll_us; 0: off). */
+static unsigned busy_poll_us;
+
 static pid_t spawn_user(const char *site, int u, struct one_way *ow)
 {
 	pid_t pid = fork();
@@ -321,6 +327,7 @@ static pid_t spawn_user(const char *site, int u, struct one_way *ow)
 		tsync_node_options_init(&o);
 		o.site_path = site;
 		o.controller = name;
+		o.busy_poll_us = busy_poll_us;
 		if (tsync_node_new(&o, &n) < 0)
 			_exit(1);
 		if (ow)
@@ -341,6 +348,7 @@ static tsync_node *owner_node(const char *site, const char *state_dir)
 	o.site_path = site;
 	o.controller = "OWNER";
 	o.state_dir = state_dir;
+	o.busy_poll_us = busy_poll_us;
 	r = tsync_node_new(&o, &n);
 	if (r < 0) {
 		fprintf(stderr, "thingsync-bench: owner: %s\n", tsync_strerror(r));
@@ -426,6 +434,13 @@ static void thingsync_rtt(struct results *res, size_t rounds, uint64_t *rtt)
 		rtt[i] = bench_now_ns() - t0;
 	}
 	wire_totals(n, &d1, &b1, NULL);
+	if (busy_poll_us) {
+		struct node_busy_stats bs;
+		node__busy_stats(n, &bs);
+		printf("  busy poll (owner): %llu polls, %llu answered, %.1f reads a poll, cap %u us\n",
+		       (unsigned long long)bs.polls, (unsigned long long)bs.answered,
+		       bs.polls ? (double)bs.reads / (double)bs.polls : 0.0, node__busy_poll_us(n));
+	}
 	tsync_node_peer_stats(n, 0, &st);
 	res->size = st.datagrams_sent ? (size_t)(st.bytes_sent / st.datagrams_sent) : 0;
 	res->ts_wire_dgrams = (double)(d1 - d0) / (double)rounds;
@@ -548,6 +563,30 @@ static long long switches(pid_t pid)
 	return a < 0 || b < 0 ? -1 : a + b;
 }
 
+/* User and system CPU time of a process so far, in milliseconds, or -1. */
+static double cpu_ms(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long ut, st;
+	ssize_t len;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return -1;
+	len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (len <= 0)
+		return -1;
+	buf[len] = 0;
+	/* After the command's closing parenthesis: state is field 3, utime 14, stime 15. */
+	p = strrchr(buf, ')');
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+}
+
 /* What the measured owner process tells the bench through its pipe. */
 struct fp_report {
 	long rss_base_kb; /* before the node was made */
@@ -620,6 +659,7 @@ static void footprint(struct results *res, double idle_s)
 	int idle_ms = (int)(idle_s * 1000) + 1500, p[2];
 	struct fp_report rep;
 	long long s0, s1, u0, u1;
+	double c0, c1, cu0, cu1;
 	uint64_t t0, t1;
 	pid_t user, owner;
 
@@ -642,10 +682,14 @@ static void footprint(struct results *res, double idle_s)
 	usleep(500000);
 	s0 = switches(owner);
 	u0 = switches(user);
+	c0 = cpu_ms(owner);
+	cu0 = cpu_ms(user);
 	t0 = bench_now_ns();
 	usleep((useconds_t)(idle_s * 1e6));
 	s1 = switches(owner);
 	u1 = switches(user);
+	c1 = cpu_ms(owner);
+	cu1 = cpu_ms(user);
 	t1 = bench_now_ns();
 	res->rss_kb = (long)proc_field(owner, "status", "VmRSS");
 	res->rss_base_kb = rep.rss_base_kb;
@@ -658,6 +702,9 @@ static void footprint(struct results *res, double idle_s)
 	res->disk_single = rep.disk_single;
 	res->disk_batch = rep.disk_batch;
 	res->footprint = true;
+	if (c0 >= 0 && c1 >= 0 && cu0 >= 0 && cu1 >= 0)
+		printf("  idle CPU: owner %.0f ms, its user %.0f ms over %.1f s (clock ticks of %ld ms)\n",
+		       c1 - c0, cu1 - cu0, (double)(t1 - t0) / 1e9, 1000 / sysconf(_SC_CLK_TCK));
 	printf("  idle owner of %d things, state in LMDB: RSS %.1f MB (%.1f MB before the node), "
 	       "%.2f wake-ups/s (its user: %.2f/s) over %.1f s\n",
 	       things, res->rss_kb / 1024.0, res->rss_base_kb / 1024.0, res->wake_owner, res->wake_user,
@@ -1194,6 +1241,7 @@ static void usage(FILE *f)
 	        "                       [--idle-seconds S] [--quick] [--no-latency] [--no-throughput]\n"
 	        "                       [--no-footprint] [--no-heartbeat] [--no-mosquitto]\n"
 	        "                       [--no-dds] [--no-coap] [--repeat N] [--dds-size BYTES]\n"
+	        "                       [--busy-poll US]\n"
 	        "Prints thingsync's round trip next to raw UDP ping-pong of the same size (blocking,\n"
 	        "and through epoll as an event loop waits) and to\n"
 	        "Mosquitto QoS 1 through a local broker; acknowledged updates/s from one owner to each\n"
@@ -1204,7 +1252,8 @@ static void usage(FILE *f)
 	        "sendmmsg/recvmmsg), Cyclone DDS's ddsperf (reliable; ping-pong, and throughput to as\n"
 	        "many subscribers, BYTES a sample, default 128) and a libcoap confirmable PUT. With\n"
 	        "--repeat N, latency and throughput are measured N times and summarised (median,\n"
-	        "range, ratios within each repetition); footprint and heartbeat once.\n");
+	        "range, ratios within each repetition); footprint and heartbeat once. --busy-poll US\n"
+	        "gives every thingsync node the option busy_poll_us = US (default 0, off).\n");
 }
 
 static int parse_users(const char *s, struct results *r)
@@ -1240,6 +1289,7 @@ int main(int argc, char **argv)
 		OPT_NO_COAP,
 		OPT_REPEAT,
 		OPT_DDS_SIZE,
+		OPT_BUSY_POLL,
 	};
 	static const struct option longopts[] = {
 	    {"rounds", required_argument, NULL, 'r'},
@@ -1258,6 +1308,7 @@ int main(int argc, char **argv)
 	    {"no-coap", no_argument, NULL, OPT_NO_COAP},
 	    {"repeat", required_argument, NULL, OPT_REPEAT},
 	    {"dds-size", required_argument, NULL, OPT_DDS_SIZE},
+	    {"busy-poll", required_argument, NULL, OPT_BUSY_POLL},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1328,6 +1379,9 @@ int main(int argc, char **argv)
 		case OPT_REPEAT:
 			repeat = atoi(optarg);
 			break;
+		case OPT_BUSY_POLL:
+			busy_poll_us = (unsigned)atoi(optarg);
+			break;
 		case OPT_DDS_SIZE:
 			peers.dds_size = (size_t)atol(optarg);
 			break;
@@ -1353,8 +1407,11 @@ int main(int argc, char **argv)
 	if (!a || !b)
 		return 1;
 
-	printf("thingsync-bench %s, %s, %zu round trips\n", TSYNC_VERSION_STRING,
-	       res0->key ? "authenticated (site key)" : "legacy (no key)", rounds);
+	printf("thingsync-bench %s, %s, %zu round trips, busy poll %s\n", TSYNC_VERSION_STRING,
+	       res0->key ? "authenticated (site key)" : "legacy (no key)", rounds,
+	       busy_poll_us ? "on" : "off");
+	if (busy_poll_us)
+		printf("  (busy_poll_us %u: on only where more than one CPU is usable)\n", busy_poll_us);
 	if (peers.dds && !bench_have_dds()) {
 		printf("(Cyclone DDS figures skipped: no ddsperf; Debian's cyclonedds-tools has it)\n");
 		peers.dds = false;
