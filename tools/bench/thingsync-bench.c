@@ -140,6 +140,7 @@ struct results {
 	size_t size; /* bytes of a set's datagram */
 	struct bench_lat raw, ts_rtt, ts_one, mq_rtt, mq_one;
 	struct bench_lat raw_poll; /* raw UDP through epoll: the event loop's floor */
+	struct bench_lat raw_spin; /* the same, the pinger polling first (--busy-poll) */
 	double ts_wire_dgrams, ts_wire_bytes; /* per update, one at a time, both ways */
 	int n_counts;
 	int users[MAX_COUNTS];
@@ -165,7 +166,8 @@ struct results {
 /* A receive of the ping-pong: blocking (SO_RCVTIMEO bounds it), or, with an
  * epoll set (ep >= 0), the event loop's way: epoll_wait(), then a
  * non-blocking recvmsg(). */
-static ssize_t raw_recv(int fd, int ep, void *buf, size_t cap, struct sockaddr_in *from, int timeout_ms)
+static ssize_t raw_recv(int fd, int ep, void *buf, size_t cap, struct sockaddr_in *from, int timeout_ms,
+                        unsigned spin_us)
 {
 	struct iovec iov = {buf, cap};
 	struct msghdr m;
@@ -175,6 +177,15 @@ static ssize_t raw_recv(int fd, int ep, void *buf, size_t cap, struct sockaddr_i
 	m.msg_namelen = from ? sizeof(*from) : 0;
 	m.msg_iov = &iov;
 	m.msg_iovlen = 1;
+	if (ep >= 0 && spin_us) {
+		/* As a node with busy_poll_us does after a send awaiting an answer. */
+		uint64_t end = bench_now_ns() + spin_us * 1000ull;
+		do {
+			ssize_t n = recvmsg(fd, &m, MSG_DONTWAIT);
+			if (n >= 0)
+				return n;
+		} while (bench_now_ns() < end);
+	}
 	if (ep >= 0) {
 		struct epoll_event ev;
 		if (epoll_wait(ep, &ev, 1, timeout_ms) <= 0)
@@ -201,8 +212,9 @@ static int raw_poller(int fd, bool poll)
 
 /* poll: both sides wait in epoll_wait() and then read, as an event loop
  * does (thingsync's system calls for a round trip, without its work): the
- * floor of any design built on one. */
-static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt, bool poll)
+ * floor of any design built on one. spin_us: the pinger reads without
+ * sleeping for that long first (the floor of the busy poll). */
+static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt, bool poll, unsigned spin_us)
 {
 	uint16_t pa = bench_free_port(SOCK_DGRAM), pb = bench_free_port(SOCK_DGRAM);
 	int a = udp_socket(pa), ep;
@@ -216,7 +228,7 @@ static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt, bool poll)
 		int b = udp_socket(pb), bep = raw_poller(b, poll);
 		for (;;) {
 			struct sockaddr_in from;
-			ssize_t n = raw_recv(b, bep, buf, sizeof(buf), &from, -1);
+			ssize_t n = raw_recv(b, bep, buf, sizeof(buf), &from, -1, 0);
 			if (n < 0 && poll)
 				continue;
 			if (n <= 1)
@@ -235,7 +247,7 @@ static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt, bool poll)
 		setsockopt(a, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		for (;;) {
 			sendto(a, buf, size, 0, (struct sockaddr *)&to, sizeof(to));
-			if (raw_recv(a, ep, buf, sizeof(buf), NULL, 20) > 0)
+			if (raw_recv(a, ep, buf, sizeof(buf), NULL, 20, 0) > 0)
 				break;
 		}
 		tv.tv_usec = 0;
@@ -245,7 +257,7 @@ static void raw_pingpong(size_t size, size_t rounds, uint64_t *rtt, bool poll)
 	for (size_t i = 0; i < rounds; i++) {
 		uint64_t t0 = bench_now_ns();
 		sendto(a, buf, size, 0, (struct sockaddr *)&to, sizeof(to));
-		if (raw_recv(a, ep, buf, sizeof(buf), NULL, 5000) <= 0) {
+		if (raw_recv(a, ep, buf, sizeof(buf), NULL, 5000, spin_us) <= 0) {
 			fprintf(stderr, "thingsync-bench: raw echo lost\n");
 			rtt[i] = 0;
 			continue;
@@ -975,16 +987,24 @@ static void measure_latency(struct results *r, size_t rounds, uint64_t *a, uint6
                             const struct peers *pe)
 {
 	thingsync_rtt(r, rounds, b);
-	raw_pingpong(r->size, rounds, a, false);
+	raw_pingpong(r->size, rounds, a, false, 0);
 	r->raw = bench_lat_of(a, rounds);
-	raw_pingpong(r->size, rounds, a, true);
+	raw_pingpong(r->size, rounds, a, true, 0);
 	r->raw_poll = bench_lat_of(a, rounds);
+	if (busy_poll_us) {
+		raw_pingpong(r->size, rounds, a, true, busy_poll_us);
+		r->raw_spin = bench_lat_of(a, rounds);
+	}
 	printf("\nround trip, %zu-byte datagrams, loopback, peer in another process\n", r->size);
 	printf("  %-28s median %7.1f us   p99 %7.1f us\n", "raw UDP ping-pong", r->raw.med / 1e3,
 	       r->raw.p99 / 1e3);
 	printf("  %-28s median %7.1f us   p99 %7.1f us   (%.2fx raw: epoll_wait, then recvmsg, a side)\n",
 	       "raw UDP through epoll", r->raw_poll.med / 1e3, r->raw_poll.p99 / 1e3,
 	       (double)r->raw_poll.med / (double)r->raw.med);
+	if (busy_poll_us)
+		printf("  %-28s median %7.1f us   p99 %7.1f us   (%.2fx raw: the pinger polls %u us first)\n",
+		       "raw UDP, epoll, busy poll", r->raw_spin.med / 1e3, r->raw_spin.p99 / 1e3,
+		       (double)r->raw_spin.med / (double)r->raw.med, busy_poll_us);
 	printf("  %-28s median %7.1f us   p99 %7.1f us\n", "thingsync set -> reply", r->ts_rtt.med / 1e3,
 	       r->ts_rtt.p99 / 1e3);
 	printf("  ratio thingsync/raw:        median %7.2fx      p99 %7.2fx   (aim: within 1.2x on two "
@@ -1125,6 +1145,16 @@ static double g_rawp_rtt(const struct results *r, int i)
 {
 	return r->raw_poll.ok ? (double)r->raw_poll.med : 0;
 }
+static double g_raws_rtt(const struct results *r, int i)
+{
+	return r->raw_spin.ok ? (double)r->raw_spin.med : 0;
+}
+
+static double g_r_raws(const struct results *r, int i)
+{
+	return safe_div(g_ts_rtt(r, i), g_raws_rtt(r, i));
+}
+
 static double g_r_rawp(const struct results *r, int i)
 {
 	return safe_div(g_ts_rtt(r, i), g_rawp_rtt(r, i));
@@ -1208,12 +1238,14 @@ static void spread_table(const struct results *runs, int n)
 	spread_row("round trip, thingsync set -> reply (us)", runs, n, g_ts_rtt, 0, 1, "", 1e-3);
 	spread_row("round trip, raw UDP ping-pong (us)", runs, n, g_raw_rtt, 0, 1, "", 1e-3);
 	spread_row("round trip, raw UDP through epoll (us)", runs, n, g_rawp_rtt, 0, 1, "", 1e-3);
+	spread_row("round trip, raw UDP, epoll, busy poll (us)", runs, n, g_raws_rtt, 0, 1, "", 1e-3);
 	spread_row("round trip, Cyclone DDS ping-pong (us)", runs, n, g_dds_rtt, 0, 1, "", 1e-3);
 	spread_row("round trip, libcoap CON PUT (us)", runs, n, g_coap_rtt, 0, 1, "", 1e-3);
 	spread_row("round trip, Mosquitto QoS 1 (us)", runs, n, g_mq_rtt, 0, 1, "", 1e-3);
 	spread_row("  ratio thingsync / raw UDP", runs, n, g_r_raw, 0, 2, "x", 1);
 	spread_row("  ratio thingsync / raw through epoll", runs, n, g_r_rawp, 0, 2, "x", 1);
 	spread_row("  (ratio raw through epoll / raw UDP)", runs, n, g_rp_raw, 0, 2, "x", 1);
+	spread_row("  ratio thingsync / raw, epoll, busy poll", runs, n, g_r_raws, 0, 2, "x", 1);
 	spread_row("  ratio thingsync / Cyclone DDS", runs, n, g_r_dds, 0, 2, "x", 1);
 	spread_row("  ratio thingsync / libcoap", runs, n, g_r_coap, 0, 2, "x", 1);
 	spread_row("  ratio thingsync / Mosquitto", runs, n, g_r_mq, 0, 2, "x", 1);
