@@ -34,8 +34,9 @@
  * at most this much of a thing's last value is counted as unknown. */
 #define CUMUL_CHECKPOINT_MS 60000
 /* The busy poll (busy_poll()): the largest cap an option may ask for, and
- * how many of a turn's peers it asks about (a turn that sends to more is a
- * batch, not a round trip waiting on one answer). */
+ * the most peers a turn may send to and still poll (a turn that sends to
+ * more is a batch, whose answers come as they come, while the node has
+ * other work: not a round trip waiting on one answer). */
 #define BUSY_POLL_MAX_US 1000u
 #define BUSY_PEERS       4
 
@@ -126,10 +127,10 @@ struct tsync_node {
 	bool flush_wanted, flush_ev_active, in_loop;
 
 	/* The bounded busy poll (busy_poll()); busy_cap_us 0: off. The peers
-	 * this turn sent to (the first BUSY_PEERS), asked after the send
-	 * whether an answer from them is awaited. */
+	 * this turn sent to, asked after the send whether an answer from them
+	 * is awaited; one more than BUSY_PEERS says "too many". */
 	uint32_t busy_cap_us;
-	uint32_t sent_to[BUSY_PEERS];
+	uint32_t sent_to[BUSY_PEERS + 1]; /* BUSY_PEERS + 1 entries: too many to poll */
 	unsigned n_sent_to;
 	bool busy_in; /* a poll runs: the turn that handles its datagram polls no more */
 	struct node_busy_stats busy;
@@ -266,8 +267,8 @@ static void raw_send(struct tsync_node *n, uint32_t peer, const void *buf, size_
 	 * retransmission timer is what makes delivery reliable, not this call. */
 	if (n->tx_batching) {
 		udp__queue(n->fd, &n->tx, buf, len, &a->ss.sa, a->len);
-		if (n->busy_cap_us && n->n_sent_to < BUSY_PEERS &&
-		    (n->n_sent_to == 0 || n->sent_to[n->n_sent_to - 1] != peer))
+		if (n->busy_cap_us && (n->n_sent_to == 0 || n->sent_to[n->n_sent_to - 1] != peer) &&
+		    n->n_sent_to <= BUSY_PEERS)
 			n->sent_to[n->n_sent_to++] = peer;
 	} else {
 		(void)sendto(n->fd, buf, len, MSG_DONTWAIT, &a->ss.sa, a->len);
@@ -889,6 +890,10 @@ static uint32_t busy_budget(struct tsync_node *n)
 {
 	uint32_t budget = 0;
 
+	if (n->n_sent_to > BUSY_PEERS) {
+		n->n_sent_to = 0;
+		return 0; /* a batch to many peers: their answers come as they come */
+	}
 	for (unsigned i = 0; i < n->n_sent_to; i++) {
 		uint32_t srtt = sync__awaited_srtt(n->eng, n->sent_to[i]), b;
 

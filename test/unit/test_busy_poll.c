@@ -254,6 +254,77 @@ static void test_option_bounds(void **state)
 	teardown_nodes(&f);
 }
 
+static void pump_all(tsync_node **nodes, int count)
+{
+	for (int k = 0; k < 20000 && tsync_node_unsettled(nodes[0]) > 0; k++)
+		for (int i = 0; i < count; i++)
+			tsync_node_run_for(nodes[i], 0);
+	assert_int_equal(tsync_node_unsettled(nodes[0]), 0);
+}
+
+/* A set to one user polls; a set to more users than BUSY_PEERS is a batch
+ * and does not (a user's answer is not worth the owner's wait). */
+static void test_no_poll_for_many_peers(void **state)
+{
+	char *dir = harness_tmpdir("busy-many"), text[1024], *site;
+	uint16_t ports[6];
+	tsync_node *nodes[6];
+	struct node_busy_stats s0, s1, s2;
+	size_t len;
+
+	(void)state;
+	harness_ports(ports, 6);
+	len = (size_t)snprintf(text, sizeof(text), "[site]\nname = many\n");
+	for (int i = 0; i < 6; i++)
+		len += (size_t)snprintf(text + len, sizeof(text) - len,
+		                        "[controller N%d]\nhost = 127.0.0.1\nudp_port = %u\n", i, ports[i]);
+	snprintf(text + len, sizeof(text) - len,
+	         "[thing one]\nowner = N0\ntype = int\nusers = N1\n"
+	         "[thing all]\nowner = N0\ntype = int\nusers = N1, N2, N3, N4, N5\n");
+	site = harness_write(dir, "site.conf", text);
+	node__busy_cpus(2);
+	for (int i = 0; i < 6; i++) {
+		tsync_node_options o;
+		char name[8];
+		snprintf(name, sizeof(name), "N%d", i);
+		tsync_node_options_init(&o);
+		o.site_path = site;
+		o.controller = name;
+		o.log = harness_log;
+		o.busy_poll_us = 1000;
+		assert_int_equal(tsync_node_new(&o, &nodes[i]), 0);
+	}
+	node__busy_cpus(0);
+	for (int r = 0; r < 5; r++) { /* round-trip samples from every user */
+		tsync_value v = tsync_int(r);
+		assert_int_equal(tsync_node_set(nodes[0], "one", &v), 0);
+		assert_int_equal(tsync_node_set(nodes[0], "all", &v), 0);
+		pump_all(nodes, 6);
+	}
+	node__busy_stats(nodes[0], &s0);
+	{
+		tsync_value v = tsync_int(100);
+		assert_int_equal(tsync_node_set(nodes[0], "one", &v), 0);
+		tsync_node_run_for(nodes[0], 0);
+		pump_all(nodes, 6);
+	}
+	node__busy_stats(nodes[0], &s1);
+	assert_int_equal(s1.polls - s0.polls, 1);
+	{
+		tsync_value v = tsync_int(200);
+		assert_int_equal(tsync_node_set(nodes[0], "all", &v), 0);
+		tsync_node_run_for(nodes[0], 0);
+		pump_all(nodes, 6);
+	}
+	node__busy_stats(nodes[0], &s2);
+	assert_int_equal(s2.polls - s1.polls, 0);
+	for (int i = 0; i < 6; i++)
+		tsync_node_free(nodes[i]);
+	harness_rmdir(dir);
+	free(site);
+	free(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -262,6 +333,7 @@ int main(void)
 	    cmocka_unit_test(test_poll_off_on_one_cpu),
 	    cmocka_unit_test(test_affinity_decides),
 	    cmocka_unit_test(test_option_bounds),
+	    cmocka_unit_test(test_no_poll_for_many_peers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
