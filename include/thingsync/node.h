@@ -52,7 +52,8 @@ typedef struct tsync_node_options {
 	 * trip is at most twice this, it reads the socket without sleeping for
 	 * at most min(2 x that round trip, this) before it waits in the event
 	 * loop again, so that the answer does not have to wake a halted CPU.
-	 * It costs CPU while it polls and never runs when nothing is awaited.
+	 * It costs CPU while it polls and never runs when nothing is awaited,
+	 * nor after a turn that sent to more than four peers (a batch).
 	 * Ignored (off) when the process may run on one CPU only
 	 * (sched_getaffinity): the peer would then wait for the poll to end.
 	 * At most 1000. For a controller on a LAN with CPU to spare; not for a
