@@ -31,6 +31,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -326,6 +327,14 @@ static void on_user_event(void *ud, tsync_node *node, const tsync_event *ev)
 /* --busy-poll: every thingsync node of the run polls so after a send that
  * awaits an answer (tsync_node_options.busy_poll_us; 0: off). */
 static unsigned busy_poll_us;
+
+/* The CPUs this process may run on. */
+static int node_cpus(void)
+{
+	cpu_set_t set;
+
+	return sched_getaffinity(0, sizeof(set), &set) < 0 ? 1 : CPU_COUNT(&set);
+}
 
 static pid_t spawn_user(const char *site, int u, struct one_way *ow)
 {
@@ -991,7 +1000,7 @@ static void measure_latency(struct results *r, size_t rounds, uint64_t *a, uint6
 	r->raw = bench_lat_of(a, rounds);
 	raw_pingpong(r->size, rounds, a, true, 0);
 	r->raw_poll = bench_lat_of(a, rounds);
-	if (busy_poll_us) {
+	if (busy_poll_us && node_cpus() > 1) { /* as the nodes' poll: not on one CPU */
 		raw_pingpong(r->size, rounds, a, true, busy_poll_us);
 		r->raw_spin = bench_lat_of(a, rounds);
 	}
@@ -1001,7 +1010,7 @@ static void measure_latency(struct results *r, size_t rounds, uint64_t *a, uint6
 	printf("  %-28s median %7.1f us   p99 %7.1f us   (%.2fx raw: epoll_wait, then recvmsg, a side)\n",
 	       "raw UDP through epoll", r->raw_poll.med / 1e3, r->raw_poll.p99 / 1e3,
 	       (double)r->raw_poll.med / (double)r->raw.med);
-	if (busy_poll_us)
+	if (r->raw_spin.ok)
 		printf("  %-28s median %7.1f us   p99 %7.1f us   (%.2fx raw: the pinger polls %u us first)\n",
 		       "raw UDP, epoll, busy poll", r->raw_spin.med / 1e3, r->raw_spin.p99 / 1e3,
 		       (double)r->raw_spin.med / (double)r->raw.med, busy_poll_us);
