@@ -2019,6 +2019,40 @@ static void test_envelope_kept_head(void **state)
 	}
 }
 
+/* The writer's kept head ({"v":3,"from":..,"boot":..,"seq":) holds nothing
+ * of the key itself: after a new site key (the same codec, another key) the
+ * next datagram, its head copied, carries the new key's tag, which the old
+ * key refuses; and back. */
+static void test_kept_head_new_key(void **state)
+{
+	struct wire_codec c = keyed_codec(key_a), ca = keyed_codec(key_a), cb = keyed_codec(key_b);
+	struct wire_env env = env_of("node1", 1764800000123456u, 1);
+	struct wire_writer w;
+	const uint8_t *keys[] = {key_a, key_b, key_b, key_a};
+
+	(void)state;
+	env.to_boot = 1764800000654321u;
+	wire__writer_init(&w, &c);
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		struct wire_datagram dg;
+		tsync_reject rej;
+		const void *out;
+		size_t len;
+
+		c.key = keys[i];
+		env.seq++;
+		assert_int_equal(wire__begin(&w, &env), 0);
+		assert_int_equal(wire__finish(&w, &out, &len), 0);
+		assert_int_equal(wire__decode(keys[i] == key_a ? &ca : &cb, out, len, &dg, &rej), 0);
+		assert_true(dg.env.seq == env.seq && dg.env.boot == env.boot && dg.env.to_boot == env.to_boot);
+		wire__datagram_release(&dg);
+		assert_int_equal(wire__decode(keys[i] == key_a ? &cb : &ca, out, len, &dg, &rej), -EBADMSG);
+		assert_int_equal(rej, TSYNC_REJ_AUTH);
+		wire__datagram_release(&dg);
+	}
+	wire__writer_free(&w);
+}
+
 /* The writer's numbers go 8 digits at a time (encode.c, digits8()): each
  * group of 8 takes every value of the form k * 10001 (all 10,000 values of
  * both its halves), in the first, middle and last group of a number; and
@@ -2500,6 +2534,7 @@ int main(void)
 	    cmocka_unit_test(test_fast_numbers_as_general),
 	    cmocka_unit_test(test_envelope_text_fast),
 	    cmocka_unit_test(test_envelope_kept_head),
+	    cmocka_unit_test(test_kept_head_new_key),
 	    cmocka_unit_test(test_number_groups),
 	    cmocka_unit_test(test_replay_in_order_and_duplicates),
 	    cmocka_unit_test(test_replay_out_of_order),
