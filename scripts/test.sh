@@ -4,6 +4,7 @@
 #   build-ci    the normal build, warnings as errors
 #   build-asan  AddressSanitizer + UndefinedBehaviorSanitizer
 #   build-fuzz  clang, every libFuzzer target for FUZZ_SECONDS against its corpus
+#               (and test/fuzz/NAME.dict, where the target has one)
 # and ends with one line "N passed, M failed" (tests, fuzz runs, and any step
 # that failed before its tests could run). Exits non-zero if anything failed.
 #
