@@ -4,6 +4,7 @@
 #   build-ci    the normal build, warnings as errors
 #   build-asan  AddressSanitizer + UndefinedBehaviorSanitizer
 #   build-fuzz  clang, every libFuzzer target for FUZZ_SECONDS against its corpus
+#               (and test/fuzz/NAME.dict, where the target has one)
 # and ends with one line "N passed, M failed" (tests, fuzz runs, and any step
 # that failed before its tests could run). Exits non-zero if anything failed.
 #
@@ -191,7 +192,12 @@ run_fuzzer() {
 	fi
 	chmod -R a+rwX "$TMP"
 	say "fuzz: $name for ${FUZZ_SECONDS}s ($(find "$work/corpus" -type f | wc -l) corpus inputs)"
-	if as_user "$exe" -max_total_time="$FUZZ_SECONDS" -timeout=25 -print_final_stats=1 \
+	# The target's dictionary (test/fuzz/NAME.dict), where it has one.
+	local dict=()
+	if [ -f "$ROOT/test/fuzz/$name.dict" ]; then
+		dict=(-dict="$ROOT/test/fuzz/$name.dict")
+	fi
+	if as_user "$exe" -max_total_time="$FUZZ_SECONDS" -timeout=25 -print_final_stats=1 "${dict[@]}" \
 		-artifact_prefix="$work/artifacts/" "$work/corpus" >"$work/log" 2>&1; then
 		passed=$((passed + 1))
 		say "fuzz: $name ok ($(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$work/log" | grep -Eo '[0-9]+$' || echo '?') runs)"

@@ -264,6 +264,18 @@ static int run_all(struct db *db, const char *const *sql, size_t n)
 
 #define RUN_ALL(db, a) run_all((db), (a), sizeof(a) / sizeof((a)[0]))
 
+/*
+ * After a migration to schema 5, the planner's statistics of the two tables
+ * it filled: measurement_rows is new and has none, and every row of streams
+ * was rewritten (its id). PostgreSQL would plan from nothing until
+ * autovacuum analyzes them, SQLite until someone runs ANALYZE (it never
+ * does by itself). Plain SQL both take; inside the migration's transaction,
+ * so it commits with it. An empty table gets no statistics (SQLite writes
+ * no row for it), so a migrated database without rows is planned as a new
+ * one.
+ */
+static const char *const analyze_sql[] = {"ANALYZE measurement_rows", "ANALYZE streams"};
+
 int db__schema(struct db *db, bool migrate_4, bool made, const struct db_dialect *dl)
 {
 	int r = 0;
@@ -282,6 +294,8 @@ int db__schema(struct db *db, bool migrate_4, bool made, const struct db_dialect
 		r = run_all(db, dl->indexes, dl->nindexes);
 	if (r == 0 && made)
 		r = run(db, dl->view, NULL, 0, NULL, NULL, NULL);
+	if (r == 0 && migrate_4)
+		r = RUN_ALL(db, analyze_sql);
 	return r;
 }
 

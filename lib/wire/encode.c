@@ -88,7 +88,7 @@ static inline unsigned u64_len(uint64_t v)
  * below 10^4 (x * 10486 >> 20 is x / 100, x * 103 >> 10 is x / 10), the
  * halves and quarters side by side in one register. (P. Khuong's, as in
  * D. Lemire's "Converting integers to decimal strings faster with AVX-512"
- * baseline.) test_digits8 checks every x of the form k * 10001.
+ * baseline.) test_wire.c's test_number_groups checks every x of the form k * 10001.
  */
 static inline uint64_t digits8(uint32_t x)
 {

@@ -7,7 +7,9 @@
  * buffer changed in place), the key, the limit and every other member
  * change; each datagram is also written by a fresh writer. It aborts when
  *   - the two disagree on a result or on a byte before the tag;
- *   - what was written does not decode to the envelope and messages given.
+ *   - what was written does not decode to the envelope and messages given,
+ *     with a fresh decoder and with one kept across the sequence (which
+ *     compares the boots it saw last instead of reading them: boot_int()).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -45,15 +47,23 @@ static uint64_t number(struct input *in)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	/* The last two: the longest name (63 bytes) and one too long. */
 	static const char *const names[] = {"ab", "abc", "a", "PI-Light", "q\"b\\", "\xc3\xa9t\xc3\xa9",
-	                                    "n123456789012345678901234567890123456789012345678901234567890a"};
+	                                    "n123456789012345678901234567890123456789012345678901234567890a",
+	                                    "n123456789012345678901234567890123456789012345678901234567890ab",
+	                                    "n123456789012345678901234567890123456789012345678901234567890abc"};
 	struct input in = {data, size};
 	struct wire_codec c = {.key = NULL, .max_datagram = 1400, .max_msgs = 16, .max_string = 256};
 	struct wire_env env = {.from = names[0], .boot = 1, .seq = 1};
+	/* The kept decoder's codec: the writer's key, and room for its
+	 * largest max_datagram. */
+	struct wire_codec dc = {.key = NULL, .max_datagram = 120 + 255 * 6, .max_msgs = 16, .max_string = 256};
+	struct wire_decoder *dec;
 	struct wire_writer kept;
-	char buf[64];
+	char buf[72];
 	int steps = 0;
 
+	check(wire__decoder_new(&dc, &dec) == 0);
 	wire__writer_init(&kept, &c);
 	while (in.n && steps++ < 64) {
 		uint8_t op = byte(&in);
@@ -119,7 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			}
 		}
 		if (rk == 0) {
-			struct wire_datagram dg;
+			struct wire_datagram dg, dk;
 			tsync_reject rej;
 			size_t json;
 
@@ -129,6 +139,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			json = ok_len - (c.key ? WIRE_TAG_BYTES : 0);
 			check(memcmp(ok_out, of_out, json) == 0);
 			check(wire__decode(&c, ok_out, ok_len, &dg, &rej) == 0);
+			dc.key = c.key;
+			check(wire__decode_in(dec, ok_out, ok_len, &dk, &rej) == 0);
+			check(same_str(dk.env.from, dg.env.from) && dk.env.boot == dg.env.boot &&
+			      dk.env.seq == dg.env.seq && dk.env.to_boot == dg.env.to_boot && dk.env.re == dg.env.re &&
+			      dk.env.durable == dg.env.durable && dk.env.n_acks == dg.env.n_acks &&
+			      dk.n_msgs == dg.n_msgs);
+			wire__datagram_release(&dk);
 			check(same_str(dg.env.from, env.from) && dg.env.boot == env.boot && dg.env.seq == env.seq &&
 			      dg.env.to_boot == env.to_boot && dg.env.re == env.re && dg.env.durable == env.durable &&
 			      dg.env.acks_ok == env.acks_ok && dg.env.n_acks == env.n_acks && dg.n_msgs == n_msgs);
@@ -145,5 +162,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		wire__writer_free(&fresh);
 	}
 	wire__writer_free(&kept);
+	wire__decoder_free(dec);
 	return 0;
 }

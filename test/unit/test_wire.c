@@ -2019,6 +2019,40 @@ static void test_envelope_kept_head(void **state)
 	}
 }
 
+/* The writer's kept head ({"v":3,"from":..,"boot":..,"seq":) holds nothing
+ * of the key itself: after a new site key (the same codec, another key) the
+ * next datagram, its head copied, carries the new key's tag, which the old
+ * key refuses; and back. */
+static void test_kept_head_new_key(void **state)
+{
+	struct wire_codec c = keyed_codec(key_a), ca = keyed_codec(key_a), cb = keyed_codec(key_b);
+	struct wire_env env = env_of("node1", 1764800000123456u, 1);
+	struct wire_writer w;
+	const uint8_t *keys[] = {key_a, key_b, key_b, key_a};
+
+	(void)state;
+	env.to_boot = 1764800000654321u;
+	wire__writer_init(&w, &c);
+	for (size_t i = 0; i < ARRAY_SIZE(keys); i++) {
+		struct wire_datagram dg;
+		tsync_reject rej;
+		const void *out;
+		size_t len;
+
+		c.key = keys[i];
+		env.seq++;
+		assert_int_equal(wire__begin(&w, &env), 0);
+		assert_int_equal(wire__finish(&w, &out, &len), 0);
+		assert_int_equal(wire__decode(keys[i] == key_a ? &ca : &cb, out, len, &dg, &rej), 0);
+		assert_true(dg.env.seq == env.seq && dg.env.boot == env.boot && dg.env.to_boot == env.to_boot);
+		wire__datagram_release(&dg);
+		assert_int_equal(wire__decode(keys[i] == key_a ? &cb : &ca, out, len, &dg, &rej), -EBADMSG);
+		assert_int_equal(rej, TSYNC_REJ_AUTH);
+		wire__datagram_release(&dg);
+	}
+	wire__writer_free(&w);
+}
+
 /* The writer's numbers go 8 digits at a time (encode.c, digits8()): each
  * group of 8 takes every value of the form k * 10001 (all 10,000 values of
  * both its halves), in the first, middle and last group of a number; and
@@ -2234,6 +2268,105 @@ static void test_boot_seen(void **state)
 	wire__decoder_free(d);
 }
 
+/* The fast readers (decode.c: parse_env_fast(), parse_set_fast(),
+ * fast_int(), boot_int()) against the general one, on the numbers at their
+ * edges (16 to 21 digits, 2^63 and 2^64 and around them, leading zeros,
+ * "-0", reals and exponents, a lone sign) in every integer place of the
+ * writer's envelope and of a set. The writer's shape is read the fast way;
+ * the same text with a space after each '{' only the general way: both must
+ * give the same verdict, the same reason and the same members. The fast
+ * text goes twice through a kept decoder (the second time its boots are
+ * compared, not read; the defaults' boots with a digit more test that
+ * compare), the general one through a fresh decoder. */
+static const char *const edge_numbers[] = {
+    "0", "-0", "1", "-1", "00", "01", "-01", "-", "1.0", "1e3", "1E+2", "-0.0", "1.", "12345678",
+    "123456789", "-12345678", "123456789012345", "1234567890123456", "-1234567890123456",
+    "1764800000123456", "1764800000123456.5", "1764800000123456e0", "01764800000123456", "17648000001234560",
+    "17648000006543210", "17648000001234561234", "12345678901234567",
+    "123456789012345678", "999999999999999999", "-999999999999999999", "1000000000000000000",
+    "9223372036854775806", "9223372036854775807", "9223372036854775808", "-9223372036854775807",
+    "-9223372036854775808", "-9223372036854775809", "9999999999999999999", "10000000000000000000",
+    "18446744073709551615", "18446744073709551616", "-18446744073709551615", "99999999999999999999",
+    "100000000000000000000", "123456789012345678901", "0000000000000000001", "1764800000123456 "};
+
+static void same_decoded(const char *text, int ra, tsync_reject wa, const struct wire_datagram *a, int rb,
+                         tsync_reject wb, const struct wire_datagram *b)
+{
+	if ((ra < 0) != (rb < 0) || (ra < 0 && wa != wb))
+		fail_msg("%s: fast %d/%s, general %d/%s", text, ra, tsync_reject_name(wa), rb, tsync_reject_name(wb));
+	if (ra < 0)
+		return;
+	if (strcmp(a->env.from, b->env.from) != 0 || a->env.from_len != b->env.from_len ||
+	    a->env.boot != b->env.boot || a->env.seq != b->env.seq || a->env.to_boot != b->env.to_boot ||
+	    a->env.re != b->env.re || a->env.durable != b->env.durable || a->env.acks_ok != b->env.acks_ok ||
+	    a->env.n_acks != b->env.n_acks || a->n_msgs != b->n_msgs)
+		fail_msg("%s: the envelopes differ", text);
+	for (uint32_t k = 0; k < a->env.n_acks; k++)
+		if (a->env.acks[k][0] != b->env.acks[k][0] || a->env.acks[k][1] != b->env.acks[k][1])
+			fail_msg("%s: ack range %u differs", text, k);
+	for (size_t k = 0; k < a->n_msgs; k++) {
+		const struct wire_msg *x = &a->msgs[k], *y = &b->msgs[k];
+		if (x->bad != y->bad || (x->bad && x->reject != y->reject) || x->type != y->type || x->op != y->op ||
+		    x->has_val != y->has_val || x->has_ver != y->has_ver || x->ver != y->ver ||
+		    (x->has_val && (x->val.type != y->val.type || x->val.u.i != y->val.u.i)) ||
+		    (x->io && strcmp(x->io, y->io) != 0))
+			fail_msg("%s: message %zu differs", text, k);
+	}
+}
+
+/* The datagram of fill_envelope(), its place `at` (0-9) holding number: the
+ * envelope's "v", boot, seq, to_boot, re, dw, the ack pair's first and last,
+ * the set's val and ver. sp is "" (the writer's shape) or " ". */
+static size_t edge_text(char *text, size_t cap, const char *sp, const char *from, int at, const char *number)
+{
+	const char *v[10] = {"1", "1764800000123456", "9", "1764800000654321", "3", "1", "1", "2", "7", "3"};
+
+	v[at] = number;
+	return (size_t)snprintf(text, cap,
+	                        "{%s\"v\":%s,\"from\":\"%s\",\"boot\":%s,\"seq\":%s,\"to_boot\":%s,\"re\":%s,\"dw\":%s,"
+	                        "\"ack\":[%s,%s],\"msgs\":[{%s\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t0\",\"val\":%s,"
+	                        "\"ver\":%s},{%s\"type\":\"io\",\"cmd\":\"set\",\"io\":\"t1\",\"val\":%s,\"ver\":%s}]}",
+	                        sp, v[0], from, v[1], v[2], v[3], v[4], v[5], v[6], v[7], sp, v[8], v[9], sp, v[8],
+	                        v[9]);
+}
+
+static void test_fast_numbers_as_general(void **state)
+{
+	static const char *const froms[] = {"ab", "a\\u0062", "a\\\"b", "", "\\u00e9",
+	                                    "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn",
+	                                    "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"};
+	struct wire_codec c = plain_codec();
+	struct wire_decoder *kept;
+	char fast[1024], general[1024];
+	size_t checked = 0, accepted = 0;
+
+	(void)state;
+	assert_int_equal(wire__decoder_new(&c, &kept), 0);
+	for (size_t f = 0; f < ARRAY_SIZE(froms); f++) {
+		for (int at = 0; at < 10; at++) {
+			for (size_t n = 0; n < ARRAY_SIZE(edge_numbers); n++) {
+				struct wire_datagram a, b;
+				tsync_reject wa, wb;
+				size_t la = edge_text(fast, sizeof(fast), "", froms[f], at, edge_numbers[n]);
+				size_t lb = edge_text(general, sizeof(general), " ", froms[f], at, edge_numbers[n]);
+				int rb = wire__decode(&c, general, lb, &b, &wb);
+
+				for (int again = 0; again < 2; again++) {
+					int ra = wire__decode_in(kept, fast, la, &a, &wa);
+					same_decoded(fast, ra, wa, &a, rb, wb, &b);
+					accepted += ra == 0;
+					wire__datagram_release(&a);
+				}
+				wire__datagram_release(&b);
+				checked++;
+			}
+		}
+	}
+	/* Both verdicts were taken: the list is no list of refusals only. */
+	assert_true(accepted > checked / 4 && accepted < 2 * checked);
+	wire__decoder_free(kept);
+}
+
 /* ------------------------------------------------------------------ replay window */
 
 static void test_replay_in_order_and_duplicates(void **state)
@@ -2398,8 +2531,10 @@ int main(void)
 	    cmocka_unit_test(test_auth_v2),
 	    cmocka_unit_test(test_envelope_fast_and_fallback),
 	    cmocka_unit_test(test_boot_seen),
+	    cmocka_unit_test(test_fast_numbers_as_general),
 	    cmocka_unit_test(test_envelope_text_fast),
 	    cmocka_unit_test(test_envelope_kept_head),
+	    cmocka_unit_test(test_kept_head_new_key),
 	    cmocka_unit_test(test_number_groups),
 	    cmocka_unit_test(test_replay_in_order_and_duplicates),
 	    cmocka_unit_test(test_replay_out_of_order),

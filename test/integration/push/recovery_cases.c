@@ -176,6 +176,7 @@ static void test_collector_items(void **state)
 	struct env *e = *state;
 
 	start_collector(e, NULL);
+	check_schema_5(e, false, false);
 	check_items(e);
 	/* A restart keeps it all, and migrates nothing. */
 	harness_stop(&e->collector, SIGTERM);
@@ -191,9 +192,41 @@ static void test_collector_items_postgres(void **state)
 
 	pg_setup(e);
 	start_collector(e, NULL);
+	check_schema_5(e, true, false);
 	check_items(e);
 }
 #endif
+
+/* A schema 2 database: streams, no owner or via, the same change stored twice (see below). */
+static const char *const schema_2_sql[] = {
+    "CREATE TABLE measurements (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT "
+    "NOT NULL,"
+    " thing TEXT NOT NULL, vtype TEXT NOT NULL, value TEXT NOT NULL, time_us BIGINT NOT NULL,"
+    " owner_boot BIGINT NOT NULL, version BIGINT NOT NULL, received_us BIGINT NOT NULL,"
+    " PRIMARY KEY (source, stream, seq))",
+    "CREATE TABLE rejected (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT "
+    "NULL,"
+    " field TEXT NOT NULL, error TEXT NOT NULL, item TEXT NOT NULL, received_us BIGINT NOT NULL,"
+    " PRIMARY KEY (source, stream, seq))",
+    "CREATE TABLE sources (source TEXT PRIMARY KEY, last_seen_us BIGINT NOT NULL, last_seq BIGINT "
+    "NOT NULL,"
+    " boot BIGINT NOT NULL, stream TEXT NOT NULL DEFAULT '')",
+    "CREATE TABLE streams (source TEXT NOT NULL, stream TEXT NOT NULL, first_seq BIGINT NOT NULL,"
+    " last_seq BIGINT NOT NULL, first_us BIGINT NOT NULL, last_us BIGINT NOT NULL,"
+    " PRIMARY KEY (source, stream))",
+    "CREATE TABLE thingsync_schema (version BIGINT NOT NULL)",
+    "INSERT INTO thingsync_schema VALUES (2)",
+    "INSERT INTO measurements VALUES"
+    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, 't0', 'int', '1', 1700000000000000, 3, 1, "
+    "1700000000000000),"
+    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 2, 't0', 'int', '2', 1700000000000001, 3, 2, "
+    "1700000000000000),"
+    " ('PUSH', '" TEST_STREAM "', 1, 't0', 'int', '2', 1700000000000005, 3, 2, 1700000000000009),"
+    " ('PUSH', '" TEST_STREAM "', 2, 't1', 'int', '7', 1700000000000006, 3, 1, 1700000000000009)",
+    "INSERT INTO sources VALUES ('PUSH', 1700000000000009, 2, 1, '" TEST_STREAM "')",
+    "INSERT INTO streams VALUES ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, 2, 1700000000000000,"
+    " 1700000000000000), ('PUSH', '" TEST_STREAM "', 1, 2, 1700000000000009, 1700000000000009)",
+};
 
 /*
  * A schema 2 database (streams, no owner or via) holding the same change
@@ -204,35 +237,6 @@ static void test_collector_items_postgres(void **state)
  */
 static void test_migrate_2_sqlite(void **state)
 {
-	static const char *const v2[] = {
-	    "CREATE TABLE measurements (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT "
-	    "NOT NULL,"
-	    " thing TEXT NOT NULL, vtype TEXT NOT NULL, value TEXT NOT NULL, time_us BIGINT NOT NULL,"
-	    " owner_boot BIGINT NOT NULL, version BIGINT NOT NULL, received_us BIGINT NOT NULL,"
-	    " PRIMARY KEY (source, stream, seq))",
-	    "CREATE TABLE rejected (source TEXT NOT NULL, stream TEXT NOT NULL DEFAULT '', seq BIGINT NOT "
-	    "NULL,"
-	    " field TEXT NOT NULL, error TEXT NOT NULL, item TEXT NOT NULL, received_us BIGINT NOT NULL,"
-	    " PRIMARY KEY (source, stream, seq))",
-	    "CREATE TABLE sources (source TEXT PRIMARY KEY, last_seen_us BIGINT NOT NULL, last_seq BIGINT "
-	    "NOT NULL,"
-	    " boot BIGINT NOT NULL, stream TEXT NOT NULL DEFAULT '')",
-	    "CREATE TABLE streams (source TEXT NOT NULL, stream TEXT NOT NULL, first_seq BIGINT NOT NULL,"
-	    " last_seq BIGINT NOT NULL, first_us BIGINT NOT NULL, last_us BIGINT NOT NULL,"
-	    " PRIMARY KEY (source, stream))",
-	    "CREATE TABLE thingsync_schema (version BIGINT NOT NULL)",
-	    "INSERT INTO thingsync_schema VALUES (2)",
-	    "INSERT INTO measurements VALUES"
-	    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, 't0', 'int', '1', 1700000000000000, 3, 1, "
-	    "1700000000000000),"
-	    " ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 2, 't0', 'int', '2', 1700000000000001, 3, 2, "
-	    "1700000000000000),"
-	    " ('PUSH', '" TEST_STREAM "', 1, 't0', 'int', '2', 1700000000000005, 3, 2, 1700000000000009),"
-	    " ('PUSH', '" TEST_STREAM "', 2, 't1', 'int', '7', 1700000000000006, 3, 1, 1700000000000009)",
-	    "INSERT INTO sources VALUES ('PUSH', 1700000000000009, 2, 1, '" TEST_STREAM "')",
-	    "INSERT INTO streams VALUES ('PUSH', 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', 1, 2, 1700000000000000,"
-	    " 1700000000000000), ('PUSH', '" TEST_STREAM "', 1, 2, 1700000000000009, 1700000000000009)",
-	};
 	struct env *e = *state;
 	char path[600];
 	json_t *j = NULL, *src, *m;
@@ -241,10 +245,11 @@ static void test_migrate_2_sqlite(void **state)
 
 	snprintf(path, sizeof(path), "%s/collector.db", e->dir);
 	assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-	for (i = 0; i < sizeof(v2) / sizeof(v2[0]); i++)
-		assert_int_equal(sqlite3_exec(db, v2[i], NULL, NULL, NULL), SQLITE_OK);
+	for (i = 0; i < sizeof(schema_2_sql) / sizeof(schema_2_sql[0]); i++)
+		assert_int_equal(sqlite3_exec(db, schema_2_sql[i], NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 	start_collector(e, NULL);
+	check_schema_5(e, false, true);
 	j = col_get(e, "/v1/measurements?thing=t0");
 	assert_int_equal(json_array_size(json_object_get(j, "measurements")), 2);
 	json_array_foreach(json_object_get(j, "measurements"), i, m)
@@ -426,14 +431,24 @@ static bool sqlite_refused(struct env *e, const char *sql)
 	return rc != SQLITE_OK;
 }
 
-static void test_migrate_3_sqlite(void **state)
+/* Schema 3 made schema 4 by hand, as a collector of session 11 did on SQLite. */
+static const char *const schema_4_sqlite_sql[] = {
+    "DROP INDEX measurements_identity",
+    "CREATE UNIQUE INDEX measurements_change ON measurements (owner_boot, version, owner, thing)"
+    " WHERE owner_boot > 0",
+    "UPDATE thingsync_schema SET version = 4",
+};
+
+static void migrate_sqlite(struct env *e, bool from_4)
 {
-	struct env *e = *state;
 	char text[256];
 
 	for (size_t i = 0; i < sizeof(schema_3_sql) / sizeof(schema_3_sql[0]); i++)
 		sqlite_text(e, schema_3_sql[i], text, sizeof(text));
+	for (size_t i = 0; from_4 && i < sizeof(schema_4_sqlite_sql) / sizeof(schema_4_sqlite_sql[0]); i++)
+		sqlite_text(e, schema_4_sqlite_sql[i], text, sizeof(text));
 	start_collector(e, NULL);
+	check_schema_5(e, false, true);
 	sqlite_text(e,
 	            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'measurement_rows'"
 	            " AND name NOT LIKE 'sqlite_%' ORDER BY name",
@@ -443,6 +458,17 @@ static void test_migrate_3_sqlite(void **state)
 	            text, sizeof(text));
 	assert_string_equal(text, "measurements");
 	check_migrated_3(e, sqlite_text, sqlite_refused);
+}
+
+static void test_migrate_3_sqlite(void **state)
+{
+	migrate_sqlite(*state, false);
+}
+
+/* The same from schema 4 (its change index already measurements_change, on the old table). */
+static void test_migrate_4_sqlite(void **state)
+{
+	migrate_sqlite(*state, true);
 }
 
 #ifdef HAVE_POSTGRES
@@ -510,6 +536,7 @@ static void migrate_postgres(struct env *e, bool from_4)
 	for (size_t i = 0; from_4 && i < sizeof(schema_4_pg_sql) / sizeof(schema_4_pg_sql[0]); i++)
 		pg_text(e, schema_4_pg_sql[i], text, sizeof(text));
 	start_collector(e, NULL);
+	check_schema_5(e, true, true);
 	pg_text(e, "SELECT indexname FROM pg_indexes WHERE tablename = 'measurement_rows' ORDER BY indexname",
 	        text, sizeof(text));
 	assert_string_equal(text, "measurement_rows_pkey,measurements_change,measurements_thing_time");
@@ -539,7 +566,81 @@ static void test_migrate_4_postgres(void **state)
 {
 	migrate_postgres(*state, true);
 }
+
+/* Schema 2 on PostgreSQL (test_migrate_2_sqlite's database): the change kept once, schema 5's
+ * index made. */
+static void test_migrate_2_postgres(void **state)
+{
+	struct env *e = *state;
+	char text[256];
+	json_t *j, *m;
+	size_t i;
+
+	pg_setup(e);
+	for (i = 0; i < sizeof(schema_2_sql) / sizeof(schema_2_sql[0]); i++)
+		pg_text(e, schema_2_sql[i], text, sizeof(text));
+	start_collector(e, NULL);
+	check_schema_5(e, true, true);
+	j = col_get(e, "/v1/measurements?thing=t0");
+	assert_int_equal(json_array_size(json_object_get(j, "measurements")), 2);
+	json_array_foreach(json_object_get(j, "measurements"), i, m)
+	{
+		assert_string_equal(json_string_value(json_object_get(m, "owner")), "OWNER");
+		assert_string_equal(json_string_value(json_object_get(m, "stream")),
+		                    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+	}
+	json_decref(j);
+	pg_text(e, "SELECT version FROM thingsync_schema", text, sizeof(text));
+	assert_string_equal(text, "5");
+}
 #endif
+
+/*
+ * Schema 5's change index (measurements_change) is made once, after the rows
+ * are copied (db__schema()): on a new database and after a migration from
+ * any older schema it is there, on measurement_rows, unique, on (owner_boot,
+ * version, owner, thing) where owner_boot > 0. An index of that name left
+ * on the old table (schema 4's) would have made the IF NOT EXISTS skip it.
+ * After a migration the two tables it filled, measurement_rows and streams,
+ * have the planner's statistics (its ANALYZE): SQLite's sqlite_stat1 rows,
+ * PostgreSQL's pg_statistic rows, which only ANALYZE writes (autovacuum's
+ * would not come for a few rows: its threshold is 50 changed).
+ */
+static void check_schema_5(struct env *e, bool pg, bool migrated)
+{
+	char text[256];
+
+	if (!pg) {
+		sqlite_text(e,
+		            "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = 'measurements_change'"
+		            " AND tbl_name = 'measurement_rows'",
+		            text, sizeof(text));
+		assert_string_equal(text, "CREATE UNIQUE INDEX measurements_change ON measurement_rows (owner_boot,"
+		                          " version, owner, thing) WHERE owner_boot > 0");
+		if (!migrated)
+			return;
+		sqlite_text(e, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'sqlite_stat1'", text, sizeof(text));
+		assert_string_equal(text, "1");
+		sqlite_text(e,
+		            "SELECT group_concat(tbl) FROM (SELECT DISTINCT tbl FROM sqlite_stat1"
+		            " WHERE tbl IN ('measurement_rows', 'streams') ORDER BY tbl)",
+		            text, sizeof(text));
+		assert_string_equal(text, "measurement_rows,streams");
+		return;
+	}
+#ifdef HAVE_POSTGRES
+	pg_text(e, "SELECT indexdef FROM pg_indexes WHERE indexname = 'measurements_change'", text, sizeof(text));
+	assert_string_equal(text, "CREATE UNIQUE INDEX measurements_change ON public.measurement_rows USING btree"
+	                          " (owner_boot, version, owner, thing) WHERE (owner_boot > 0)");
+	if (!migrated)
+		return;
+	pg_text(e,
+	        "SELECT string_agg(DISTINCT starelid::regclass::text, ',') FROM pg_statistic"
+	        " WHERE starelid IN ('measurement_rows'::regclass, 'streams'::regclass)",
+	        text, sizeof(text));
+	assert_string_equal(text, "measurement_rows,streams");
+#endif
+}
 
 #ifdef HAVE_POSTGRES
 /* `n` measurements, seq from 1, value seq (row `odd`, when > 0, with another), as push_items() items. */

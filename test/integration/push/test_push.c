@@ -1197,6 +1197,7 @@ static void test_postgres_restart(void **state)
 
 static void check_migrated(struct env *e);
 static const char *const old_schema_sql[OLD_SCHEMA_N];
+static void check_schema_5(struct env *e, bool pg, bool migrated);
 
 static void test_migrate_postgres(void **state)
 {
@@ -1219,6 +1220,7 @@ static void test_migrate_postgres(void **state)
 		assert_int_equal(rc, 0);
 	}
 	start_collector(e, NULL);
+	check_schema_5(e, true, true);
 	check_migrated(e);
 }
 #else
@@ -1985,6 +1987,7 @@ static void test_migrate_sqlite(void **state)
 		assert_int_equal(sqlite3_exec(db, old_schema_sql[i], NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
 	start_collector(e, NULL);
+	check_schema_5(e, false, true);
 	check_migrated(e);
 }
 
@@ -2992,7 +2995,9 @@ int main(int argc, char **argv)
 	    cmocka_unit_test_setup_teardown(test_collector_items, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_2_sqlite, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_3_sqlite, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_migrate_4_sqlite, setup, teardown),
 #ifdef HAVE_POSTGRES
+	    cmocka_unit_test_setup_teardown(test_migrate_2_postgres, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_3_postgres, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_migrate_4_postgres, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_big_batch_postgres, setup, teardown),
