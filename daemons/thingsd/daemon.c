@@ -393,6 +393,7 @@ static int build(struct thingsd *td, tsync_site *site)
 	o.controller = me;
 	o.state_dir = td->opt.state_dir;
 	o.event_base = td->base;
+	o.busy_poll_us = td->opt.busy_poll_us;
 	o.log = tdlog__lib;
 	o.log_level = td->opt.verbose ? TSYNC_LOG_DEBUG : TSYNC_LOG_INFO;
 	r = tsync_node_new(&o, &td->node);

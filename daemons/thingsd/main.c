@@ -25,7 +25,7 @@ static void usage(FILE *f)
 	fprintf(f, "usage: thingsd -c SITE.CONF -n CONTROLLER [-s STATE_DIR] [-v]\n"
 	           "               [--http-bind ADDRESS|host] [--require-signature]\n"
 	           "               [--http-max-connections N]\n"
-	           "               [--allow-machine-reboot]\n"
+	           "               [--allow-machine-reboot] [--busy-poll US]\n"
 	           "\n"
 	           "Runs one controller of a thingsync site: owns its things through their\n"
 	           "drivers, keeps the copies it uses, answers commands, serves an HTTP API on\n"
@@ -44,6 +44,9 @@ static void usage(FILE *f)
 	           "      --http-request-timeout S  seconds a client has to send a whole request\n"
 	           "                           (default 10)\n"
 	           "      --allow-machine-reboot  let `reboot` with reboot_not_exit reboot the machine\n"
+	           "      --busy-poll US       after a send whose answer is awaited from a near peer,\n"
+	           "                           read the socket without sleeping for at most US\n"
+	           "                           microseconds (1..1000; default off; ignored on one CPU)\n"
 	           "  -h, --help               this text\n"
 	           "  -V, --version            the version\n"
 	           "\n"
@@ -54,7 +57,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-	enum { OPT_BIND = 256, OPT_MAXCONN, OPT_TIMEOUT, OPT_REQUIRE, OPT_REBOOT };
+	enum { OPT_BIND = 256, OPT_MAXCONN, OPT_TIMEOUT, OPT_REQUIRE, OPT_REBOOT, OPT_BUSY };
 	static const struct option longopts[] = {
 	    {"config", required_argument, NULL, 'c'},
 	    {"name", required_argument, NULL, 'n'},
@@ -65,6 +68,7 @@ int main(int argc, char **argv)
 	    {"http-max-connections", required_argument, NULL, OPT_MAXCONN},
 	    {"http-request-timeout", required_argument, NULL, OPT_TIMEOUT},
 	    {"allow-machine-reboot", no_argument, NULL, OPT_REBOOT},
+	    {"busy-poll", required_argument, NULL, OPT_BUSY},
 	    {"help", no_argument, NULL, 'h'},
 	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
@@ -105,6 +109,15 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			td.opt.http_request_timeout_s = (unsigned)n;
+			break;
+		}
+		case OPT_BUSY: {
+			uint64_t n;
+			if (daemonopt__uint(optarg, 1, 1000, &n) < 0) {
+				fprintf(stderr, "thingsd: --busy-poll wants 1..1000 microseconds\n");
+				return 2;
+			}
+			td.opt.busy_poll_us = (unsigned)n;
 			break;
 		}
 		case OPT_REQUIRE:

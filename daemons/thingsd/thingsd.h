@@ -54,6 +54,7 @@ struct thingsd_options {
 	bool require_signature; /* --require-signature, also on loopback */
 	size_t http_max_connections; /* --http-max-connections (0: the default) */
 	unsigned http_request_timeout_s; /* --http-request-timeout (0: the default) */
+	unsigned busy_poll_us;  /* --busy-poll (0: off), tsync_node_options.busy_poll_us */
 	bool verbose;           /* -v: every exchange (debug) */
 	bool allow_machine_reboot;
 };

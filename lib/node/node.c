@@ -1166,6 +1166,9 @@ TSYNC_API int tsync_node_new(const tsync_node_options *opts, tsync_node **ret)
 	n->busy_cap_us = busy_cap(opts);
 	if (opts->busy_poll_us && !n->busy_cap_us)
 		log_info(&n->log, "busy_poll_us %u ignored: one CPU usable", opts->busy_poll_us);
+	else if (n->busy_cap_us)
+		log_info(&n->log, "busy poll on: at most %u us after a send that awaits an answer",
+		         n->busy_cap_us);
 
 	r = open_socket(n, opts->bind_host ? opts->bind_host : c->host, c->udp_port);
 	if (r < 0)

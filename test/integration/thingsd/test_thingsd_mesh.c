@@ -44,6 +44,8 @@ static const char things[] =
 static const char w1_21562[] =
     "72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=21562\n";
 
+static char *busy_poll[] = {"--busy-poll", "200", NULL};
+
 static int setup(void **state)
 {
 	struct tdh *t = calloc(1, sizeof(*t));
@@ -62,6 +64,11 @@ static int setup(void **state)
 	p = tdh_path(t, "w1_slave");
 	tdh_write(p, w1_21562);
 	free(p);
+	/* Two controllers with the busy poll on (thingsd --busy-poll): every
+	 * test below runs with PI-Light and PI-Security polling after their
+	 * sends that await an answer. */
+	t->c[SEC].extra = busy_poll;
+	t->c[LIGHT].extra = busy_poll;
 	tdh_start_all(t);
 	*state = t;
 	return 0;
@@ -130,6 +137,30 @@ static void test_set_across(void **state)
 	/* A string through the mesh. */
 	assert_int_equal(tdh_ctl(t, NULL, NULL, "-n", "PI-Light", "set", "mode", "comfort", NULL), 0);
 	assert_true(tdh_wait_value(t, CLIM, "mode", "comfort"));
+}
+
+/* --busy-poll reaches the node: it says so (or, on one CPU, that it ignores
+ * it); a value out of range is a usage error. */
+static void test_busy_poll_option(void **state)
+{
+	struct tdh *t = *state;
+	const char *bad[] = {"0", "1001", "x", NULL};
+
+	for (int i = SEC; i <= LIGHT; i++)
+		assert_true(tdh_log_has(t, i, "busy poll on: at most 200 us") ||
+		            tdh_log_has(t, i, "busy_poll_us 200 ignored: one CPU usable"));
+	assert_false(tdh_log_has(t, CLIM, "busy poll") || tdh_log_has(t, CLIM, "busy_poll_us"));
+	for (const char **v = bad; *v; v++) {
+		const char *argv[] = {getenv("THINGSD"), "-c", t->site, "-n", "PI-Climate", "--busy-poll", *v, NULL};
+		char *log = tdh_path(t, "busy-bad.log");
+		int status;
+		pid_t pid = tdh_spawn(argv, log);
+
+		assert_int_equal(waitpid(pid, &status, 0), pid);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 2);
+		free(log);
+	}
 }
 
 static void test_ask(void **state)
@@ -403,6 +434,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_set_across),
+	    cmocka_unit_test(test_busy_poll_option),
 	    cmocka_unit_test(test_ask),
 	    cmocka_unit_test(test_sensor),
 	    cmocka_unit_test(test_pulse),
