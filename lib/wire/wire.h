@@ -198,6 +198,10 @@ struct wire_writer {
 	 * for (keyed, from, boot), and ,"to_boot":.. for to_boot. Each is
 	 * written again when its values differ from the ones it was made of. */
 	uint64_t head_boot, to_boot;
+	/* wire__add_raw_comma()'s bytes not yet copied: run_len bytes from
+	 * run_src, which end the datagram at b.len (0: none). */
+	const char *run_src;
+	size_t run_len;
 	uint8_t head_len, head_nl, to_len; /* head_len 0: none yet */
 	bool head_keyed;
 	char head[128]; /* at most 113 bytes and 8 of room */
@@ -227,11 +231,16 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env);
  * parsed here. */
 int wire__add(struct wire_writer *w, const struct wire_msg *m);
 
+/* Copies what wire__add_raw_comma() left to copy (see there). */
+void wire__run_copy(struct wire_writer *w);
+
 /* The bytes of the message the last successful wire__add() or
  * wire__add_raw() wrote (without the comma before it), valid until the
  * writer's next call. */
-static inline const char *wire__last_msg(const struct wire_writer *w, size_t *len)
+static inline const char *wire__last_msg(struct wire_writer *w, size_t *len)
 {
+	if (w->run_len)
+		wire__run_copy(w);
 	*len = w->b.len - w->last;
 	return w->b.data + w->last;
 }
@@ -242,6 +251,30 @@ static inline const char *wire__last_msg(const struct wire_writer *w, size_t *le
  * unchanged). The bytes are not checked again: pass only what a writer
  * wrote. */
 int wire__add_raw(struct wire_writer *w, const char *msg, size_t len);
+
+/*
+ * The same for msg whose byte before it is a ',' of the same buffer (the
+ * engine keeps a pass's sets so, one after another). The copy waits: while
+ * each message follows the one before in that buffer, as they follow in the
+ * datagram, the messages are copied together by one memcpy() when the run
+ * ends (at the next call but this one, wire__last_msg() or wire__finish()).
+ * The buffer must stay as it is until then. The same results and bytes as
+ * wire__add_raw().
+ */
+int wire__add_raw_comma_slow(struct wire_writer *w, const char *msg, size_t len);
+static inline int wire__add_raw_comma(struct wire_writer *w, const char *msg, size_t len)
+{
+	/* The run goes on: the same room checks as wire__add_raw()'s. */
+	if (w->run_len && msg == w->run_src + w->run_len + 1 && w->n_msgs < w->codec->max_msgs &&
+	    w->b.len + (w->legacy ? 1u : 2u) <= w->limit && len + 1 <= w->limit - w->b.len - (w->legacy ? 1u : 2u)) {
+		w->last = w->b.len + 1;
+		w->b.len += 1 + len;
+		w->run_len += 1 + len;
+		w->n_msgs++;
+		return 0;
+	}
+	return wire__add_raw_comma_slow(w, msg, len);
+}
 
 /* Closes the datagram and appends the tag. *out stays valid until the next
  * wire__begin() or wire__writer_free(). 0 or -ENOMEM; -EIO if libsodium
