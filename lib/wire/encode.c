@@ -490,6 +490,7 @@ void wire__writer_init(struct wire_writer *w, const struct wire_codec *c)
 void wire__writer_free(struct wire_writer *w)
 {
 	w->run_len = 0;
+	w->run_next = NULL;
 	buf__free(&w->b);
 	w->n_msgs = 0;
 }
@@ -628,6 +629,7 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env)
 
 	w->b.len = 0;
 	w->run_len = 0; /* a datagram begun anew: what it held is dropped */
+	w->run_next = NULL;
 	w->n_msgs = 0;
 	w->legacy = env->legacy;
 	w->limit = compute_limit(w->codec);
@@ -800,6 +802,7 @@ void wire__run_copy(struct wire_writer *w)
 	memcpy(w->b.data + w->b.len - w->run_len, w->run_src, w->run_len);
 	w->b.data[w->b.len] = '\0';
 	w->run_len = 0;
+	w->run_next = NULL;
 }
 
 /* Whether a message of len bytes (and its comma) fits, and where it goes:
@@ -830,6 +833,11 @@ int wire__add_raw_comma_slow(struct wire_writer *w, const char *msg, size_t len)
 	w->last = w->b.len + (w->n_msgs ? 1 : 0);
 	w->b.len += w->run_len;
 	w->n_msgs++;
+	/* What the inline part checks while the run goes on: raw_room()'s
+	 * bounds, which stay while the datagram does (its limit and close). */
+	w->run_next = msg + len + 1;
+	w->run_end = w->limit - close_len(w);
+	w->run_max = w->codec->max_msgs;
 	return 0;
 }
 

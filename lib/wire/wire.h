@@ -199,9 +199,15 @@ struct wire_writer {
 	 * written again when its values differ from the ones it was made of. */
 	uint64_t head_boot, to_boot;
 	/* wire__add_raw_comma()'s bytes not yet copied: run_len bytes from
-	 * run_src, which end the datagram at b.len (0: none). */
+	 * run_src, which end the datagram at b.len (0: none). While there is a
+	 * run, run_next is where a message that goes on with it starts (NULL
+	 * otherwise), and the run's checks are kept as their bounds: b.len may
+	 * grow to run_end (the limit less the datagram's closing bytes), and
+	 * n_msgs to run_max (max_msgs). */
 	const char *run_src;
 	size_t run_len;
+	const char *run_next;
+	size_t run_end, run_max;
 	uint8_t head_len, head_nl, to_len; /* head_len 0: none yet */
 	bool head_keyed;
 	char head[128]; /* at most 113 bytes and 8 of room */
@@ -264,12 +270,13 @@ int wire__add_raw(struct wire_writer *w, const char *msg, size_t len);
 int wire__add_raw_comma_slow(struct wire_writer *w, const char *msg, size_t len);
 static inline int wire__add_raw_comma(struct wire_writer *w, const char *msg, size_t len)
 {
-	/* The run goes on: the same room checks as wire__add_raw()'s. */
-	if (w->run_len && msg == w->run_src + w->run_len + 1 && w->n_msgs < w->codec->max_msgs &&
-	    w->b.len + (w->legacy ? 1u : 2u) <= w->limit && len + 1 <= w->limit - w->b.len - (w->legacy ? 1u : 2u)) {
+	/* The run goes on: the same room checks as wire__add_raw()'s, by the
+	 * bounds kept when the run began (b.len <= run_end while it lasts). */
+	if (msg == w->run_next && w->n_msgs < w->run_max && len + 1 <= w->run_end - w->b.len) {
 		w->last = w->b.len + 1;
 		w->b.len += 1 + len;
 		w->run_len += 1 + len;
+		w->run_next = msg + len + 1;
 		w->n_msgs++;
 		return 0;
 	}
