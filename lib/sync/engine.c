@@ -230,16 +230,11 @@ void sync__free(struct sync_engine *e)
 
 /* --- values ----------------------------------------------------------------- */
 
-int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out)
+/* engine__coerce() (sync.h) for what it does not take inline: *out is *in. */
+int engine__coerce_other(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out)
 {
 	const struct site_thing *th = &site->things[t];
 
-	*out = *in;
-	/* An integer for an integer thing without bounds or a list (every set
-	 * of a batch): nothing to convert or check. */
-	if (in->type == TSYNC_TYPE_INT && th->type == TSYNC_TYPE_INT && !th->has_min && !th->has_max &&
-	    !th->n_allowed)
-		return 0;
 	switch (th->type) {
 	case TSYNC_TYPE_BOOL:
 		/* The seed sends bools as 1 and 0. */
@@ -408,30 +403,22 @@ void sync__start(struct sync_engine *e, uint64_t now)
 
 /* --- the node API, engine side ---------------------------------------------- */
 
-/* One strcmp() when the guess is right (the thing that followed the last
- * one the last time), a wrong one costs one strcmp() more than the index. */
-int engine__thing_named(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t)
+/* engine__thing_named() (sync.h) when its guess was not right (a wrong one
+ * costs one strcmp() more than the index): the index, and the guess learnt. */
+int engine__thing_looked_up(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t)
 {
 	const struct tsync_site *site = e->site;
-	uint32_t guess = UINT32_MAX;
 
-	if (!name)
+	e->names_looked_up++;
+	if (!name || name_index__get(&site->thing_ix, name, t) < 0)
 		return -ENOENT;
-	if (h->next && h->last < site->n_things)
-		guess = h->next[h->last];
-	if (guess < site->n_things && !strcmp(site->things[guess].name, name)) {
-		*t = guess;
-	} else {
-		if (name_index__get(&site->thing_ix, name, t) < 0)
-			return -ENOENT;
-		if (!h->next && site->n_things) {
-			h->next = malloc(site->n_things * sizeof(*h->next));
-			if (h->next)
-				memset(h->next, 0xff, site->n_things * sizeof(*h->next));
-		}
-		if (h->next && h->last < site->n_things)
-			h->next[h->last] = *t;
+	if (!h->next && site->n_things) {
+		h->next = malloc(site->n_things * sizeof(*h->next));
+		if (h->next)
+			memset(h->next, 0xff, site->n_things * sizeof(*h->next));
 	}
+	if (h->next && h->last < site->n_things)
+		h->next[h->last] = *t;
 	h->last = *t;
 	return 0;
 }

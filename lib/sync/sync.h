@@ -57,6 +57,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <thingsync/node.h>
 
@@ -440,6 +441,7 @@ struct sync_engine {
 	uint32_t shared_gen;
 	bool shared_on;
 	uint64_t shared_copies; /* sets copied so, for tests */
+	uint64_t names_looked_up; /* engine__thing_looked_up() calls: guesses missed, for tests */
 	uint32_t event_thing; /* the thing of the event being emitted, or UINT32_MAX */
 	/* Walks that used to cover every peer, on a site of a thousand at every
 	 * heartbeat or flush, cover these: the peers heartbeats go to (fixed
@@ -633,7 +635,22 @@ struct kept_answer {
  * answer, which the act's own answer (engine__window_done) replaces in the
  * commit after the hook's. */
 void engine__window_pending(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id);
-int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out);
+/* A value for thing t as the site types and bounds it: 0 with *out, or
+ * TSYNC_EVALUE. An integer for an integer thing without bounds or a list
+ * (every set of a batch, which each user takes) needs nothing converted or
+ * checked: inline, one compare a member; the rest engine__coerce_other(). */
+int engine__coerce_other(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out);
+static inline int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in,
+                                 tsync_value *out)
+{
+	const struct site_thing *th = &site->things[t];
+
+	*out = *in;
+	if (in->type == TSYNC_TYPE_INT && th->type == TSYNC_TYPE_INT && !th->has_min && !th->has_max &&
+	    !th->n_allowed)
+		return 0;
+	return engine__coerce_other(site, t, in, out);
+}
 void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size_t len);
 /* A handler's answer: its JSON checked (freed and NULL if not JSON), the
  * seed's error name for its status (NULL for success). */
@@ -648,8 +665,21 @@ const char *input__err_of_status(int status);
  * then each set is answered by a reply); forgets what p's earlier boot sent
  * or what I held (ack__reset). */
 /* The site index of the thing `name`, through h (struct name_hint): 0, or
- * -ENOENT for a name the site does not have. */
-int engine__thing_named(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t);
+ * -ENOENT for a name the site does not have. The right guess (the thing
+ * that followed the last one the last time: each set of a batch) costs
+ * one strcmp() inline; engine__thing_looked_up() does the rest. */
+int engine__thing_looked_up(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t);
+static inline int engine__thing_named(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t)
+{
+	uint32_t n = (uint32_t)e->site->n_things, guess;
+
+	if (name && h->next && h->last < n && (guess = h->next[h->last]) < n &&
+	    !strcmp(e->site->things[guess].name, name)) {
+		*t = h->last = guess;
+		return 0;
+	}
+	return engine__thing_looked_up(e, h, name, t);
+}
 int ack__record_first(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t ver);
 void ack__take(struct sync_engine *e, struct sync_peer *p, uint64_t first, uint64_t last);
 bool ack__note(const struct sync_engine *e, struct sync_peer *p, uint64_t seq);
