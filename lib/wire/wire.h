@@ -81,22 +81,24 @@ enum wire_op { /* the "cmd" of an io message */
  * (valid until wire__datagram_release()); encoding reads it.
  */
 struct wire_msg {
+	/* The small members first, together: the decoder fills a whole
+	 * message for every set of a batch (decode.c, parse_set_fast()), and
+	 * packed so it is 136 bytes instead of 176. */
 	enum wire_type type;
+	enum wire_op op; /* io only */
+	uint32_t ms;     /* pulse duration, 0 if absent */
+	tsync_reject reject;
+	bool has_val, has_ver, has_id, has_re;
+	bool bad; /* decoding only: malformed, for `reject` (below, obj) */
+
 	const char *type_name; /* the "type" string (decoded; for WIRE_T_OTHER when encoding) */
-	enum wire_op op;       /* io only */
 	const char *io;        /* io: "io", the thing name */
 
-	bool has_val;
 	tsync_value val; /* as found in JSON: bool, int, float or string; no coercion */
-
-	bool has_ver;
 	uint64_t ver;
-	bool has_id;
 	uint64_t id;
-	bool has_re;
 	uint64_t re;
 	uint64_t ob; /* a request's origin boot, 0 if absent (then the envelope's boot) */
-	uint32_t ms; /* pulse duration, 0 if absent */
 
 	const char *err;  /* seed error name in a refusing answer, or NULL */
 	const char *role; /* cmd */
@@ -110,10 +112,8 @@ struct wire_msg {
 	/* Decoding only: the whole message object (json_t *, owned by the
 	 * datagram) for handlers that want all of it — set for the messages
 	 * that are neither io nor bad, NULL for the others — and why it is
-	 * malformed, if it is. */
+	 * malformed (bad, reject), if it is. */
 	void *obj;
-	bool bad;
-	tsync_reject reject;
 };
 
 struct wire_env {
