@@ -90,6 +90,11 @@ struct wire_msg {
 	tsync_reject reject;
 	bool has_val, has_ver, has_id, has_re;
 	bool bad; /* decoding only: malformed, for `reject` (below, obj) */
+	/* Decoding only: strlen(io) where the decoder knew it without a walk
+	 * (every set of a batch), else 0. Then io points into the decoder's
+	 * text, which has 8 bytes of room after its end: 8 bytes at io may be
+	 * read at once (lib/sync compares a short name so). */
+	uint8_t io_len;
 
 	const char *type_name; /* the "type" string (decoded; for WIRE_T_OTHER when encoding) */
 	const char *io;        /* io: "io", the thing name */
