@@ -123,6 +123,18 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 		if (e->peers[i].heartbeat)
 			e->hb_peers[e->n_hb_peers++] = (uint32_t)i;
 	}
+	for (size_t t = 0; t < site->n_things; t++) {
+		/* Short names as words, for engine__thing_named_len(). */
+		const char *name = site->things[t].name;
+		size_t nl = strlen(name);
+		uint8_t word[8] = {0};
+		if (nl >= 1 && nl <= 8) {
+			memcpy(word, name, nl);
+			memcpy(&e->things[t].name_word, word, sizeof(word));
+			e->things[t].name_word = le64toh(e->things[t].name_word);
+			e->things[t].name_len8 = (uint8_t)nl;
+		}
+	}
 	for (size_t i = 0; i < e->plan->n_owned; i++) {
 		uint32_t t = e->plan->owned[i];
 		e->things[t].role = THING_OWNED;

@@ -294,7 +294,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 	bool i_own, from_owner, from_user = false;
 	uint32_t t;
 
-	if (engine__thing_named(e, &e->rx_names, m->io, &t) < 0) {
+	if (engine__thing_named_len(e, &e->rx_names, m->io, m->io_len, &t) < 0) {
 		reject(e, p, TSYNC_REJ_IO, m->io, NULL);
 		return;
 	}
