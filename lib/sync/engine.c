@@ -269,21 +269,6 @@ int engine__coerce_other(const struct tsync_site *site, uint32_t t, const tsync_
 	return site__check_value(site, t, out) < 0 ? TSYNC_EVALUE : 0;
 }
 
-void engine__emit(struct sync_engine *e, const tsync_event *ev)
-{
-	/* By index: a listener may add listeners. */
-	for (size_t i = 0; i < e->n_listeners; i++)
-		e->listeners[i].fn(e->listeners[i].userdata, e->node, ev);
-}
-
-void engine__emit_thing(struct sync_engine *e, uint32_t t, const tsync_event *ev)
-{
-	uint32_t was = e->event_thing; /* a listener's own set emits inside */
-
-	e->event_thing = t;
-	engine__emit(e, ev);
-	e->event_thing = was;
-}
 
 uint32_t sync__event_thing(const struct sync_engine *e, const tsync_event *ev)
 {
