@@ -98,8 +98,10 @@ static void answer_value(struct sync_engine *e, struct sync_peer *p, struct answ
 	}
 }
 
-/* Applies a value sent by a thing's owner, if it is newer than what I hold. */
-static void apply_copy(struct sync_engine *e, struct sync_peer *p, uint32_t t, const struct wire_msg *m,
+/* Applies a value sent by a thing's owner, if it is newer than what I hold.
+ * Inline: a user calls it for every set of a batch, and its frame (the
+ * registers saved and restored) was 17 of its instructions a set. */
+static inline __attribute__((always_inline)) void apply_copy(struct sync_engine *e, struct sync_peer *p, uint32_t t, const struct wire_msg *m,
                        uint64_t boot)
 {
 	struct thing_rt *rt = &e->things[t];
