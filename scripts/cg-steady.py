@@ -3,8 +3,9 @@
 # The owner (the smallest zeroed pid) per update it saw acknowledged (its calls
 # of engine__set_acked), its loop and sets (tsync_node_run_for +
 # tsync_node_set, inclusive: the raw-UDP part of the bench that follows is
-# left out); the users together per set they applied (their calls of
-# apply_copy), whole processes. Then the N largest functions of each side,
+# left out); the users together per set they applied that was newer than
+# the value they held (their calls of engine__undo_copy(), one for each;
+# a stale repeat is no update), whole processes. Then the N largest functions of each side,
 # inclusive (the largest of a name's file:function entries, as inlined lines
 # make more than one) and self (all of them added up).
 import collections, glob, re, subprocess, sys
@@ -49,9 +50,9 @@ def profile(path, inclusive):
 files = sorted((f for f in glob.glob(d + '/callgrind.out.*') if f.rsplit('.', 1)[1] in zeroed),
                key=lambda f: int(f.rsplit('.', 1)[1]))
 owner, users = files[0], files[1:]
-n_users = sum(calls_to(f, 'apply_copy') for f in users)
+n_users = sum(calls_to(f, 'engine__undo_copy') for f in users)
 n_owner = calls_to(owner, 'engine__set_acked')
-print('users: %d processes, %d sets applied; owner: %d updates acknowledged' % (len(users), n_users, n_owner))
+print('users: %d processes, %d newer sets applied; owner: %d updates acknowledged' % (len(users), n_users, n_owner))
 for inclusive in (True, False):
     o, u = profile(owner, inclusive), collections.Counter()
     for f in users:
