@@ -123,6 +123,18 @@ int sync__new(const struct tsync_site *site, uint32_t me, uint64_t boot, const s
 		if (e->peers[i].heartbeat)
 			e->hb_peers[e->n_hb_peers++] = (uint32_t)i;
 	}
+	for (size_t t = 0; t < site->n_things; t++) {
+		/* Short names as words, for engine__thing_named_len(). */
+		const char *name = site->things[t].name;
+		size_t nl = strlen(name);
+		uint8_t word[8] = {0};
+		if (nl >= 1 && nl <= 8) {
+			memcpy(word, name, nl);
+			memcpy(&e->things[t].name_word, word, sizeof(word));
+			e->things[t].name_word = le64toh(e->things[t].name_word);
+			e->things[t].name_len8 = (uint8_t)nl;
+		}
+	}
 	for (size_t i = 0; i < e->plan->n_owned; i++) {
 		uint32_t t = e->plan->owned[i];
 		e->things[t].role = THING_OWNED;
@@ -230,16 +242,11 @@ void sync__free(struct sync_engine *e)
 
 /* --- values ----------------------------------------------------------------- */
 
-int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out)
+/* engine__coerce() (sync.h) for what it does not take inline: *out is *in. */
+int engine__coerce_other(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out)
 {
 	const struct site_thing *th = &site->things[t];
 
-	*out = *in;
-	/* An integer for an integer thing without bounds or a list (every set
-	 * of a batch): nothing to convert or check. */
-	if (in->type == TSYNC_TYPE_INT && th->type == TSYNC_TYPE_INT && !th->has_min && !th->has_max &&
-	    !th->n_allowed)
-		return 0;
 	switch (th->type) {
 	case TSYNC_TYPE_BOOL:
 		/* The seed sends bools as 1 and 0. */
@@ -262,21 +269,6 @@ int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value 
 	return site__check_value(site, t, out) < 0 ? TSYNC_EVALUE : 0;
 }
 
-void engine__emit(struct sync_engine *e, const tsync_event *ev)
-{
-	/* By index: a listener may add listeners. */
-	for (size_t i = 0; i < e->n_listeners; i++)
-		e->listeners[i].fn(e->listeners[i].userdata, e->node, ev);
-}
-
-void engine__emit_thing(struct sync_engine *e, uint32_t t, const tsync_event *ev)
-{
-	uint32_t was = e->event_thing; /* a listener's own set emits inside */
-
-	e->event_thing = t;
-	engine__emit(e, ev);
-	e->event_thing = was;
-}
 
 uint32_t sync__event_thing(const struct sync_engine *e, const tsync_event *ev)
 {
@@ -293,7 +285,10 @@ static void slot_dirty(struct sync_engine *e, struct sync_peer *p, uint32_t k)
 	}
 	p->sets_unsent = true;
 	p->acked_below = 0;
-	engine__want(e, p, FLUSH_NEW);
+	/* A set to 10 users is 10 of these: the call only when it changes
+	 * something. */
+	if (!p->queued || p->flush < FLUSH_NEW)
+		engine__want(e, p, FLUSH_NEW);
 }
 
 /* Takes a new value of an owned thing and tells every user. A change that
@@ -405,30 +400,22 @@ void sync__start(struct sync_engine *e, uint64_t now)
 
 /* --- the node API, engine side ---------------------------------------------- */
 
-/* One strcmp() when the guess is right (the thing that followed the last
- * one the last time), a wrong one costs one strcmp() more than the index. */
-int engine__thing_named(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t)
+/* engine__thing_named() (sync.h) when its guess was not right (a wrong one
+ * costs one strcmp() more than the index): the index, and the guess learnt. */
+int engine__thing_looked_up(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t)
 {
 	const struct tsync_site *site = e->site;
-	uint32_t guess = UINT32_MAX;
 
-	if (!name)
+	e->names_looked_up++;
+	if (!name || name_index__get(&site->thing_ix, name, t) < 0)
 		return -ENOENT;
-	if (h->next && h->last < site->n_things)
-		guess = h->next[h->last];
-	if (guess < site->n_things && !strcmp(site->things[guess].name, name)) {
-		*t = guess;
-	} else {
-		if (name_index__get(&site->thing_ix, name, t) < 0)
-			return -ENOENT;
-		if (!h->next && site->n_things) {
-			h->next = malloc(site->n_things * sizeof(*h->next));
-			if (h->next)
-				memset(h->next, 0xff, site->n_things * sizeof(*h->next));
-		}
-		if (h->next && h->last < site->n_things)
-			h->next[h->last] = *t;
+	if (!h->next && site->n_things) {
+		h->next = malloc(site->n_things * sizeof(*h->next));
+		if (h->next)
+			memset(h->next, 0xff, site->n_things * sizeof(*h->next));
 	}
+	if (h->next && h->last < site->n_things)
+		h->next[h->last] = *t;
 	h->last = *t;
 	return 0;
 }
@@ -1487,8 +1474,9 @@ static void fl_send(struct flush *f)
 		f->full = true;
 }
 
-/* Adds a message (or, with raw, its bytes as a writer wrote them before:
- * wire__add_raw()), starting a new datagram when the current one is full.
+/* Adds a message (or, with raw, its bytes as a writer wrote them before,
+ * a ',' before them: wire__add_raw_comma()), starting a new datagram when
+ * the current one is full.
  * Returns false when the budget is spent and the message was not added. */
 static bool fl_add_as(struct flush *f, const struct wire_msg *m, const char *raw, size_t raw_len)
 {
@@ -1501,7 +1489,7 @@ static bool fl_add_as(struct flush *f, const struct wire_msg *m, const char *raw
 		fl_begin(f);
 	if (f->full)
 		return false;
-	r = raw ? wire__add_raw(&f->e->writer, raw, raw_len) : wire__add(&f->e->writer, m);
+	r = raw ? wire__add_raw_comma(&f->e->writer, raw, raw_len) : wire__add(&f->e->writer, m);
 	if (r == -EMSGSIZE && f->e->writer.n_msgs > 0) {
 		fl_send(f);
 		if (f->full)
@@ -1509,7 +1497,7 @@ static bool fl_add_as(struct flush *f, const struct wire_msg *m, const char *raw
 		fl_begin(f);
 		if (f->full)
 			return false;
-		r = raw ? wire__add_raw(&f->e->writer, raw, raw_len) : wire__add(&f->e->writer, m);
+		r = raw ? wire__add_raw_comma(&f->e->writer, raw, raw_len) : wire__add(&f->e->writer, m);
 	}
 	if (r < 0) {
 		/* A message the wire refuses (too large for an empty datagram, or
@@ -1533,9 +1521,25 @@ static bool fl_add(struct flush *f, const struct wire_msg *m)
 
 /* Where a set's bytes of this pass are (sync.h, shared). */
 struct shared_set {
+	uint64_t ver; /* the version they carry */
 	uint32_t gen; /* shared_gen of the pass that wrote them; 0: none */
-	uint32_t off; /* in shared_buf: its version (8 bytes), length (4), bytes */
+	uint32_t off; /* in shared_buf, after a ',' (wire__add_raw_comma()) */
+	uint32_t len;
 };
+
+/* The bytes of a set at version ver that another peer's datagram got in
+ * this pass, into the open datagram if they fit there. */
+static inline bool shared_copy(struct flush *f, const struct shared_set *sh, uint64_t ver)
+{
+	struct sync_engine *e = f->e;
+
+	if (sh->gen != e->shared_gen || sh->ver != ver || !f->open ||
+	    wire__add_raw_comma(&e->writer, e->shared_buf.data + sh->off, sh->len) < 0)
+		return false;
+	f->added = true;
+	e->shared_copies++;
+	return true;
+}
 
 /* Adds the set m of thing t: the bytes another peer's datagram got in this
  * pass if there are any, the writer's otherwise (kept for the next peer).
@@ -1545,8 +1549,6 @@ static bool shared_add(struct flush *f, uint32_t t, const struct wire_msg *m)
 	struct sync_engine *e = f->e;
 	struct shared_set *sh;
 	const char *bytes;
-	uint64_t ver;
-	uint32_t len;
 	size_t n;
 
 	if (!e->shared_on || f->p->seed)
@@ -1559,32 +1561,35 @@ static bool shared_add(struct flush *f, uint32_t t, const struct wire_msg *m)
 		}
 	}
 	sh = &e->shared[t];
-	if (sh->gen == e->shared_gen) {
-		memcpy(&ver, e->shared_buf.data + sh->off, sizeof(ver));
-		memcpy(&len, e->shared_buf.data + sh->off + sizeof(ver), sizeof(len));
-		if (ver == m->ver) {
-			if (!fl_add_as(f, m, e->shared_buf.data + sh->off + sizeof(ver) + sizeof(len), len))
-				return false;
-			e->shared_copies += f->added;
-			return true;
-		}
+	if (shared_copy(f, sh, m->ver))
+		return true;
+	if (sh->gen == e->shared_gen && sh->ver == m->ver) {
+		/* It did not fit: fl_add_as() sends, begins anew, adds. */
+		bytes = e->shared_buf.data + sh->off;
+		if (!fl_add_as(f, m, bytes, sh->len))
+			return false;
+		e->shared_copies += f->added;
+		return true;
 	}
 	if (!fl_add(f, m))
 		return false;
 	if (!f->added)
 		return true;
 	bytes = wire__last_msg(&e->writer, &n);
-	len = (uint32_t)n;
-	ver = m->ver;
 	sh->gen = 0;
-	if (e->shared_buf.len > UINT32_MAX - sizeof(ver) - sizeof(len) - n ||
-	    buf__reserve(&e->shared_buf, sizeof(ver) + sizeof(len) + n) < 0)
+	if (e->shared_buf.len >= UINT32_MAX - n || buf__reserve(&e->shared_buf, 1 + n) < 0)
 		return true; /* the next peer writes its own */
-	sh->off = (uint32_t)e->shared_buf.len;
+	/* A comma before each: the sets of a pass that follow one another
+	 * here and in a datagram are copied together. The writer has copied
+	 * what it took from here before this may move the buffer: its copy
+	 * waits only while wire__add_raw_comma() is called. */
+	e->shared_buf.data[e->shared_buf.len] = ',';
+	sh->off = (uint32_t)e->shared_buf.len + 1;
+	sh->len = (uint32_t)n;
+	sh->ver = m->ver;
 	sh->gen = e->shared_gen;
-	buf__append(&e->shared_buf, &ver, sizeof(ver));
-	buf__append(&e->shared_buf, &len, sizeof(len));
-	buf__append(&e->shared_buf, bytes, n);
+	memcpy(e->shared_buf.data + sh->off, bytes, n);
+	e->shared_buf.len += 1 + n;
 	return true;
 }
 
@@ -1636,6 +1641,7 @@ static void flush_sets(struct flush *f)
 	struct sync_peer *p = f->p;
 	size_t keep = 0, k;
 	struct wire_msg m;
+	bool shared;
 
 	/* Nothing new since the last walk, and nothing overdue asked for:
 	 * what is on the list was sent, and waits for its acknowledgement. */
@@ -1643,6 +1649,7 @@ static void flush_sets(struct flush *f)
 		return;
 	p->sets_unsent = false;
 	p->acked_below = 0;
+	shared = e->shared_on && !p->seed && e->shared;
 	/* What every set has; the loop fills in the rest. */
 	memset(&m, 0, sizeof(m));
 	m.type = WIRE_T_IO;
@@ -1665,6 +1672,11 @@ static void flush_sets(struct flush *f)
 			p->sets_unsent = true; /* the next flush goes on */
 			continue;
 		}
+		/* Most sets of a pass to several users: the bytes another
+		 * user's datagram got, into the open datagram, nothing else
+		 * (shared_add() does the rest). */
+		if (shared && shared_copy(f, &e->shared[s->thing], rt->ver))
+			goto sent;
 		m.io = e->site->things[s->thing].name;
 		m.val = rt->val;
 		m.ver = rt->ver;
@@ -1672,6 +1684,7 @@ static void flush_sets(struct flush *f)
 			p->sets_unsent = true;
 			continue;
 		}
+	sent:
 		/* A user that acknowledges by datagram names this one. */
 		if (f->added && !p->seed)
 			(void)ack__record(p, p->tx_seq, si, rt->ver);

@@ -98,8 +98,10 @@ static void answer_value(struct sync_engine *e, struct sync_peer *p, struct answ
 	}
 }
 
-/* Applies a value sent by a thing's owner, if it is newer than what I hold. */
-static void apply_copy(struct sync_engine *e, struct sync_peer *p, uint32_t t, const struct wire_msg *m,
+/* Applies a value sent by a thing's owner, if it is newer than what I hold.
+ * Inline: a user calls it for every set of a batch, and its frame (the
+ * registers saved and restored) was 17 of its instructions a set. */
+static inline __attribute__((always_inline)) void apply_copy(struct sync_engine *e, struct sync_peer *p, uint32_t t, const struct wire_msg *m,
                        uint64_t boot)
 {
 	struct thing_rt *rt = &e->things[t];
@@ -294,7 +296,7 @@ static void on_io(struct sync_engine *e, struct sync_peer *p, const struct wire_
 	bool i_own, from_owner, from_user = false;
 	uint32_t t;
 
-	if (engine__thing_named(e, &e->rx_names, m->io, &t) < 0) {
+	if (engine__thing_named_len(e, &e->rx_names, m->io, m->io_len, &t) < 0) {
 		reject(e, p, TSYNC_REJ_IO, m->io, NULL);
 		return;
 	}

@@ -54,9 +54,11 @@
 #ifndef TSYNC_SYNC_H
 #define TSYNC_SYNC_H
 
+#include <endian.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <thingsync/node.h>
 
@@ -173,6 +175,11 @@ enum thing_role { THING_NONE = 0, THING_OWNED, THING_USED };
 
 struct thing_rt {
 	uint8_t role;
+	/* The name's length if 1..8 (else 0) and its bytes in a word, zero
+	 * after them: a decoded name whose length the decoder knew
+	 * (wire_msg.io_len) is compared by one load (engine__thing_named_len). */
+	uint8_t name_len8;
+	uint64_t name_word;
 	uint32_t peer;   /* used: the owner's peer index */
 	tsync_value val; /* owned string */
 	uint64_t ver;    /* owned: my version; used: the owner's */
@@ -440,6 +447,8 @@ struct sync_engine {
 	uint32_t shared_gen;
 	bool shared_on;
 	uint64_t shared_copies; /* sets copied so, for tests */
+	uint64_t names_looked_up; /* engine__thing_looked_up() calls: guesses missed, for tests */
+	uint64_t names_by_word;   /* guesses checked by engine__thing_named_len()'s word, for tests */
 	uint32_t event_thing; /* the thing of the event being emitted, or UINT32_MAX */
 	/* Walks that used to cover every peer, on a site of a thousand at every
 	 * heartbeat or flush, cover these: the peers heartbeats go to (fixed
@@ -580,10 +589,24 @@ void defer__free_all(struct sync_engine *e);
 void engine__owned_ver(struct sync_engine *e, struct thing_rt *rt, uint64_t ver);
 /* A user's acknowledgement of an owned thing becomes `ver`. */
 void engine__set_acked(struct sync_engine *e, struct out_slot *s, uint64_t ver);
-void engine__emit(struct sync_engine *e, const tsync_event *ev);
+/* Inline: a user emits one for every set of a batch it takes (a call and
+ * a frame were 12 of its instructions a set with 10 users). */
+static inline void engine__emit(struct sync_engine *e, const tsync_event *ev)
+{
+	/* By index: a listener may add listeners. */
+	for (size_t i = 0; i < e->n_listeners; i++)
+		e->listeners[i].fn(e->listeners[i].userdata, e->node, ev);
+}
 /* The same for an event about thing t, which sync__event_thing() then names
  * to the listeners. */
-void engine__emit_thing(struct sync_engine *e, uint32_t t, const tsync_event *ev);
+static inline void engine__emit_thing(struct sync_engine *e, uint32_t t, const tsync_event *ev)
+{
+	uint32_t was = e->event_thing; /* a listener's own set emits inside */
+
+	e->event_thing = t;
+	engine__emit(e, ev);
+	e->event_thing = was;
+}
 /* The owner acts on a pulse once (hook, event) and passes it on to every
  * user; TSYNC_EWRITE if the pulse hook failed (then nothing else happens),
  * another negative code if it could not be made durable first (then it did
@@ -643,7 +666,22 @@ struct kept_answer {
  * answer, which the act's own answer (engine__window_done) replaces in the
  * commit after the hook's. */
 void engine__window_pending(struct sync_engine *e, struct sync_peer *p, struct dedup_win *w, uint64_t id);
-int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out);
+/* A value for thing t as the site types and bounds it: 0 with *out, or
+ * TSYNC_EVALUE. An integer for an integer thing without bounds or a list
+ * (every set of a batch, which each user takes) needs nothing converted or
+ * checked: inline, one compare a member; the rest engine__coerce_other(). */
+int engine__coerce_other(const struct tsync_site *site, uint32_t t, const tsync_value *in, tsync_value *out);
+static inline int engine__coerce(const struct tsync_site *site, uint32_t t, const tsync_value *in,
+                                 tsync_value *out)
+{
+	const struct site_thing *th = &site->things[t];
+
+	*out = *in;
+	if (in->type == TSYNC_TYPE_INT && th->type == TSYNC_TYPE_INT && !th->has_min && !th->has_max &&
+	    !th->n_allowed)
+		return 0;
+	return engine__coerce_other(site, t, in, out);
+}
 void input__datagram(struct sync_engine *e, int addr_peer, const void *buf, size_t len);
 /* A handler's answer: its JSON checked (freed and NULL if not JSON), the
  * seed's error name for its status (NULL for success). */
@@ -658,8 +696,45 @@ const char *input__err_of_status(int status);
  * then each set is answered by a reply); forgets what p's earlier boot sent
  * or what I held (ack__reset). */
 /* The site index of the thing `name`, through h (struct name_hint): 0, or
- * -ENOENT for a name the site does not have. */
-int engine__thing_named(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t);
+ * -ENOENT for a name the site does not have. The right guess (the thing
+ * that followed the last one the last time: each set of a batch) costs
+ * one strcmp() inline; engine__thing_looked_up() does the rest. */
+int engine__thing_looked_up(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t);
+static inline int engine__thing_named(struct sync_engine *e, struct name_hint *h, const char *name, uint32_t *t)
+{
+	uint32_t n = (uint32_t)e->site->n_things, guess;
+
+	if (name && h->next && h->last < n && (guess = h->next[h->last]) < n &&
+	    !strcmp(e->site->things[guess].name, name)) {
+		*t = h->last = guess;
+		return 0;
+	}
+	return engine__thing_looked_up(e, h, name, t);
+}
+
+/* The same for a decoded name of length len (wire_msg.io_len; 0: not
+ * known), which may be read 8 bytes at a time: the guess of a batch's set
+ * is checked by one load and a compare instead of a strcmp(). */
+static inline int engine__thing_named_len(struct sync_engine *e, struct name_hint *h, const char *name,
+                                          uint8_t len, uint32_t *t)
+{
+	uint32_t n = (uint32_t)e->site->n_things, guess;
+	uint64_t w;
+
+	if (len && h->next && h->last < n && (guess = h->next[h->last]) < n &&
+	    e->things[guess].name_len8 == len) {
+		memcpy(&w, name, sizeof(w));
+		w = le64toh(w);
+		if (len < 8)
+			w &= (1ull << (8 * len)) - 1;
+		if (w == e->things[guess].name_word) {
+			*t = h->last = guess;
+			e->names_by_word++;
+			return 0;
+		}
+	}
+	return engine__thing_named(e, h, name, t);
+}
 int ack__record_first(struct sync_peer *p, uint64_t seq, uint32_t slot, uint64_t ver);
 void ack__take(struct sync_engine *e, struct sync_peer *p, uint64_t first, uint64_t last);
 bool ack__note(const struct sync_engine *e, struct sync_peer *p, uint64_t seq);

@@ -898,6 +898,7 @@ static bool parse_set_fast(struct parser *P, struct wire_msg *m)
 	*m = set_template;
 	m->type_name = s + 9;
 	m->io = name;
+	m->io_len = (uint8_t)(q - name);
 	m->val.u.i = val;
 	m->ver = (uint64_t)ver;
 	P->p = (char *)e + 1;

@@ -6,6 +6,7 @@
 #ifndef WIRE_TAG_H
 #define WIRE_TAG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,5 +35,10 @@ void wire__poly1305_32(uint8_t mac[TAG_MAC_BYTES], const uint8_t otk[32], const 
 #define WIRE_POLY1305_64 1
 void wire__poly1305_64(uint8_t mac[TAG_MAC_BYTES], const uint8_t otk[32], const void *m, size_t len);
 #endif
+
+/* Whether the tag's Poly1305 takes four blocks at a time with AVX2 (tag.c):
+ * on < 0 asks (the CPU decides, the first time); 0 turns it off and 1 on
+ * where the CPU has it (the tests compare both ways). */
+bool wire__tag_simd(int on);
 
 #endif

@@ -81,22 +81,29 @@ enum wire_op { /* the "cmd" of an io message */
  * (valid until wire__datagram_release()); encoding reads it.
  */
 struct wire_msg {
+	/* The small members first, together: the decoder fills a whole
+	 * message for every set of a batch (decode.c, parse_set_fast()), and
+	 * packed so it is 136 bytes instead of 176. */
 	enum wire_type type;
+	enum wire_op op; /* io only */
+	uint32_t ms;     /* pulse duration, 0 if absent */
+	tsync_reject reject;
+	bool has_val, has_ver, has_id, has_re;
+	bool bad; /* decoding only: malformed, for `reject` (below, obj) */
+	/* Decoding only: strlen(io) where the decoder knew it without a walk
+	 * (every set of a batch), else 0. Then io points into the decoder's
+	 * text, which has 8 bytes of room after its end: 8 bytes at io may be
+	 * read at once (lib/sync compares a short name so). */
+	uint8_t io_len;
+
 	const char *type_name; /* the "type" string (decoded; for WIRE_T_OTHER when encoding) */
-	enum wire_op op;       /* io only */
 	const char *io;        /* io: "io", the thing name */
 
-	bool has_val;
 	tsync_value val; /* as found in JSON: bool, int, float or string; no coercion */
-
-	bool has_ver;
 	uint64_t ver;
-	bool has_id;
 	uint64_t id;
-	bool has_re;
 	uint64_t re;
 	uint64_t ob; /* a request's origin boot, 0 if absent (then the envelope's boot) */
-	uint32_t ms; /* pulse duration, 0 if absent */
 
 	const char *err;  /* seed error name in a refusing answer, or NULL */
 	const char *role; /* cmd */
@@ -110,10 +117,8 @@ struct wire_msg {
 	/* Decoding only: the whole message object (json_t *, owned by the
 	 * datagram) for handlers that want all of it — set for the messages
 	 * that are neither io nor bad, NULL for the others — and why it is
-	 * malformed, if it is. */
+	 * malformed (bad, reject), if it is. */
 	void *obj;
-	bool bad;
-	tsync_reject reject;
 };
 
 struct wire_env {
@@ -198,6 +203,16 @@ struct wire_writer {
 	 * for (keyed, from, boot), and ,"to_boot":.. for to_boot. Each is
 	 * written again when its values differ from the ones it was made of. */
 	uint64_t head_boot, to_boot;
+	/* wire__add_raw_comma()'s bytes not yet copied: run_len bytes from
+	 * run_src, which end the datagram at b.len (0: none). While there is a
+	 * run, run_next is where a message that goes on with it starts (NULL
+	 * otherwise), and the run's checks are kept as their bounds: b.len may
+	 * grow to run_end (the limit less the datagram's closing bytes), and
+	 * n_msgs to run_max (max_msgs). */
+	const char *run_src;
+	size_t run_len;
+	const char *run_next;
+	size_t run_end, run_max;
 	uint8_t head_len, head_nl, to_len; /* head_len 0: none yet */
 	bool head_keyed;
 	char head[128]; /* at most 113 bytes and 8 of room */
@@ -227,11 +242,16 @@ int wire__begin(struct wire_writer *w, const struct wire_env *env);
  * parsed here. */
 int wire__add(struct wire_writer *w, const struct wire_msg *m);
 
+/* Copies what wire__add_raw_comma() left to copy (see there). */
+void wire__run_copy(struct wire_writer *w);
+
 /* The bytes of the message the last successful wire__add() or
  * wire__add_raw() wrote (without the comma before it), valid until the
  * writer's next call. */
-static inline const char *wire__last_msg(const struct wire_writer *w, size_t *len)
+static inline const char *wire__last_msg(struct wire_writer *w, size_t *len)
 {
+	if (w->run_len)
+		wire__run_copy(w);
 	*len = w->b.len - w->last;
 	return w->b.data + w->last;
 }
@@ -242,6 +262,31 @@ static inline const char *wire__last_msg(const struct wire_writer *w, size_t *le
  * unchanged). The bytes are not checked again: pass only what a writer
  * wrote. */
 int wire__add_raw(struct wire_writer *w, const char *msg, size_t len);
+
+/*
+ * The same for msg whose byte before it is a ',' of the same buffer (the
+ * engine keeps a pass's sets so, one after another). The copy waits: while
+ * each message follows the one before in that buffer, as they follow in the
+ * datagram, the messages are copied together by one memcpy() when the run
+ * ends (at the next call but this one, wire__last_msg() or wire__finish()).
+ * The buffer must stay as it is until then. The same results and bytes as
+ * wire__add_raw().
+ */
+int wire__add_raw_comma_slow(struct wire_writer *w, const char *msg, size_t len);
+static inline int wire__add_raw_comma(struct wire_writer *w, const char *msg, size_t len)
+{
+	/* The run goes on: the same room checks as wire__add_raw()'s, by the
+	 * bounds kept when the run began (b.len <= run_end while it lasts). */
+	if (msg == w->run_next && w->n_msgs < w->run_max && len + 1 <= w->run_end - w->b.len) {
+		w->last = w->b.len + 1;
+		w->b.len += 1 + len;
+		w->run_len += 1 + len;
+		w->run_next = msg + len + 1;
+		w->n_msgs++;
+		return 0;
+	}
+	return wire__add_raw_comma_slow(w, msg, len);
+}
 
 /* Closes the datagram and appends the tag. *out stays valid until the next
  * wire__begin() or wire__writer_free(). 0 or -ENOMEM; -EIO if libsodium

@@ -2441,8 +2441,73 @@ static void test_names_in_any_order(void **state)
 				assert_int_equal(get(s, c, name).u.i, r * 100000 + (int)order[i]);
 			}
 	}
+	/* Rounds in the same order: from the third every guess is right, the
+	 * owner's and each user's, and no name is looked up in the index (the
+	 * second learns which name follows the last: a round's first). */
+	for (int r = 9; r <= 11; r++) {
+		uint64_t was[3];
+		for (uint32_t c = 0; c <= 2; c++)
+			was[c] = s->n[c].e->names_looked_up;
+		for (int i = 0; i < N; i++) {
+			char name[16];
+			tsync_value v = tsync_int(r * 100000 + i);
+			snprintf(name, sizeof(name), "t%d", i);
+			assert_int_equal(sync__set(s->n[0].e, name, &v, s->now), 0);
+		}
+		assert_true(sim_settle(s, 60000000));
+		for (uint32_t c = 0; c <= 2; c++) {
+			if (r == 11)
+				assert_int_equal(s->n[c].e->names_looked_up, was[c]);
+			assert_int_equal(get(s, c, "t7").u.i, r * 100000 + 7);
+		}
+	}
 	sim_free(s);
 	free(body);
+}
+
+/* A user checks the guessed name of a batch's set by a word
+ * (engine__thing_named_len()) when the name has 1..8 bytes: names that
+ * differ in their last byte, in length only (a prefix of another), of
+ * exactly 8 and of 9 bytes (then strcmp()), in orders that make the guesses
+ * wrong, then right: every value on its own thing, and in a round in the
+ * order of the one before every short name by its word. */
+static void test_short_names_by_word(void **state)
+{
+	static const char *const names[] = {"abcdefgh", "abcdefgi", "abcdefg", "abcdefghi", "abcdefghj",
+	                                    "a",        "b",        "ab",      "abcdefhg",  "zbcdefgh"};
+	enum { N = ARRAY_SIZE(names) };
+	char body[4096];
+	size_t len;
+	struct sim *s;
+
+	(void)state;
+	len = (size_t)snprintf(body, sizeof(body),
+	                       "[controller A]\nhost = 127.0.0.1\nudp_port = 6001\n"
+	                       "[controller B]\nhost = 127.0.0.1\nudp_port = 6002\n");
+	for (int t = 0; t < N; t++)
+		len += (size_t)snprintf(body + len, sizeof(body) - len, "[thing %s]\nowner = A\ntype = int\nusers = B\n",
+		                        names[t]);
+	s = sim_new(body, true, 15);
+	assert_true(sim_settle(s, 10000000));
+	for (int r = 1; r <= 9; r++) {
+		uint64_t words = s->n[1].e->names_by_word, looked = s->n[1].e->names_looked_up;
+		for (int i = 0; i < N; i++) {
+			/* Rounds 1-3 forwards, 4-6 backwards, 7-9 forwards again. */
+			int k = r >= 4 && r <= 6 ? N - 1 - i : i;
+			tsync_value v = tsync_int(r * 100 + k);
+			assert_int_equal(sync__set(s->n[0].e, names[k], &v, s->now), 0);
+		}
+		assert_true(sim_settle(s, 60000000));
+		for (int k = 0; k < N; k++)
+			assert_int_equal(get(s, 1, names[k]).u.i, r * 100 + k);
+		if (r == 3 || r == 9) {
+			/* Every guess right: the 8 short names by word, the 2 long
+			 * ones by strcmp(), none looked up. */
+			assert_int_equal(s->n[1].e->names_by_word - words, N - 2);
+			assert_int_equal(s->n[1].e->names_looked_up, looked);
+		}
+	}
+	sim_free(s);
 }
 
 /* Captured datagrams from `from` that contain `what`, each counted as often
@@ -2721,6 +2786,7 @@ int main(void)
 	    cmocka_unit_test(test_acks_by_datagram_under_loss),
 	    cmocka_unit_test(test_sets_beyond_one_flush),
 	    cmocka_unit_test(test_names_in_any_order),
+	    cmocka_unit_test(test_short_names_by_word),
 	    cmocka_unit_test(test_deferred_answer_exactly_once),
 	    cmocka_unit_test(test_deferred_restart),
 	    cmocka_unit_test(test_shared_set_bytes),

@@ -2111,6 +2111,108 @@ static void test_number_groups(void **state)
 	wire__writer_free(&w);
 }
 
+/*
+ * wire__add_raw_comma(): messages kept one after another in one buffer, a
+ * comma before each (as the engine keeps a pass's sets), are copied in runs
+ * when they follow one another there and in the datagram. Random sequences
+ * of them (in order, skipping, going back), of wire__add() and of
+ * wire__add_raw() between them, with wire__last_msg() at random, in
+ * datagrams of random sizes and message limits, some dropped and begun
+ * anew: every result, every last
+ * message and every datagram is that of a writer that wrote each message
+ * with wire__add().
+ */
+static void test_add_raw_runs(void **state)
+{
+	enum { N = 12 };
+	struct wire_env env = env_of("owner", 77, 1);
+	struct wire_msg m[N];
+	char names[N][32], kept[N * 128], *at[N];
+	size_t lens[N], k = 0, n;
+	uint64_t x = 0x853c49e6748fea9bu;
+
+	(void)state;
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], sizeof(names[i]), "thing%d%s", i, i % 3 ? "" : "_long_name");
+		m[i] = io_msg(WIRE_OP_SET, names[i]);
+		m[i].has_val = m[i].has_ver = true;
+		m[i].val = tsync_int(i * 1000003 - 500);
+		m[i].ver = 10 + (uint64_t)i;
+	}
+	for (int keyed = 0; keyed < 2; keyed++) {
+		struct wire_codec c = keyed ? keyed_codec(key_a) : plain_codec();
+		struct wire_writer one;
+
+		/* Each message's bytes as a writer wrote them, a comma before
+		 * each, one after another. */
+		wire__writer_init(&one, &c);
+		k = 0;
+		for (int i = 0; i < N; i++) {
+			const char *b;
+			assert_int_equal(wire__begin(&one, &env), 0);
+			assert_int_equal(wire__add(&one, &m[i]), 0);
+			b = wire__last_msg(&one, &n);
+			assert_true(k + 1 + n <= sizeof(kept));
+			kept[k++] = ',';
+			at[i] = memcpy(kept + k, b, n);
+			lens[i] = n;
+			k += n;
+		}
+		wire__writer_free(&one);
+		for (int round = 0; round < 3000; round++) {
+			struct wire_writer w, r;
+			const void *ow, *orr;
+			size_t lw, lr;
+			int i = (int)(xorshift(&x) % N);
+
+			c.max_datagram = (uint32_t)(150 + xorshift(&x) % 700);
+			c.max_msgs = (uint32_t)(1 + xorshift(&x) % 15);
+			wire__writer_init(&w, &c);
+			wire__writer_init(&r, &c);
+			env.seq++;
+			assert_int_equal(wire__begin(&w, &env), 0);
+			assert_int_equal(wire__begin(&r, &env), 0);
+			for (int step = 0; step < 20; step++) {
+				uint64_t how = xorshift(&x) % 10;
+				int ra, rb;
+
+				/* now and then the datagram is dropped, begun anew */
+				if (xorshift(&x) % 16 == 0) {
+					assert_int_equal(wire__begin(&w, &env), 0);
+					assert_int_equal(wire__begin(&r, &env), 0);
+				}
+				/* mostly the next one in the buffer */
+				i = how < 6 ? (i + 1) % N : (int)(xorshift(&x) % N);
+				ra = wire__add(&w, &m[i]);
+				if (how == 8)
+					rb = wire__add(&r, &m[i]);
+				else if (how == 9)
+					rb = wire__add_raw(&r, at[i], lens[i]);
+				else
+					rb = wire__add_raw_comma(&r, at[i], lens[i]);
+				assert_int_equal(ra, rb);
+				assert_int_equal(w.n_msgs, r.n_msgs);
+				assert_int_equal(w.b.len, r.b.len);
+				if (ra == 0 && xorshift(&x) % 4 == 0) {
+					const char *lw_msg = wire__last_msg(&w, &lw);
+					const char *lr_msg = wire__last_msg(&r, &lr);
+					assert_int_equal(lw, lr);
+					assert_memory_equal(lw_msg, lr_msg, lw);
+				}
+			}
+			assert_int_equal(wire__finish(&w, &ow, &lw), 0);
+			assert_int_equal(wire__finish(&r, &orr, &lr), 0);
+			assert_int_equal(lw, lr);
+			if (!keyed)
+				assert_memory_equal(ow, orr, lw);
+			else
+				assert_memory_equal(ow, orr, lw - WIRE_TAG_BYTES); /* the nonces differ */
+			wire__writer_free(&w);
+			wire__writer_free(&r);
+		}
+	}
+}
+
 /* The reader's fast envelope (decode.c, parse_env_fast()): the writer's
  * own shape is read by it; anything else falls back to the general reader
  * on a fresh copy of the text, even after the fast one read the messages in
@@ -2536,6 +2638,7 @@ int main(void)
 	    cmocka_unit_test(test_envelope_kept_head),
 	    cmocka_unit_test(test_kept_head_new_key),
 	    cmocka_unit_test(test_number_groups),
+	    cmocka_unit_test(test_add_raw_runs),
 	    cmocka_unit_test(test_replay_in_order_and_duplicates),
 	    cmocka_unit_test(test_replay_out_of_order),
 	    cmocka_unit_test(test_replay_boots),

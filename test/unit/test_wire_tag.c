@@ -6,7 +6,7 @@
  * without a ciphertext), both Poly1305 variants (26- and 64-bit limbs) equal
  * to crypto_onetimeauth_poly1305(), the RFC's vectors, Poly1305's edge
  * cases (all-ones keys and data, h near p), and a verify that takes exactly
- * the right tag.
+ * the right tag; the four-lane (AVX2) Poly1305 and the scalar loop alike.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -147,6 +147,51 @@ static void test_poly1305_matches_libsodium(void **state)
 	}
 }
 
+/* The four-lane Poly1305 (AVX2, where the CPU has it: tag.c) and the scalar
+ * loop, each against libsodium: every length from 400 to 1,600 bytes (the
+ * lanes' threshold, every remainder of blocks after the groups of four, a
+ * last partial block), both segments long (the state goes into the lanes
+ * and back), all-ones keys and data (the largest limbs, every carry), and
+ * r = 1 with 2^128 - 1 blocks (h near p in every lane). */
+static void test_four_lanes_both_ways(void **state)
+{
+	static uint8_t m[MAX_LEN + 64], c[MAX_LEN];
+	uint8_t otk[32], want[16];
+
+	(void)state;
+	for (int on = 1; on >= 0; on--) {
+		wire__tag_simd(on);
+		for (size_t len = 400; len <= 1600; len++) {
+			randombytes_buf(m, len);
+			check_one(m, len, NULL, 0);
+			randombytes_buf(otk, sizeof(otk));
+			crypto_onetimeauth_poly1305(want, m, len, otk);
+			poly_both(otk, m, len, want);
+		}
+		for (size_t len = 512; len <= MAX_LEN; len += 97) {
+			randombytes_buf(m, len);
+			randombytes_buf(c, len);
+			check_one(m, len, c, MAX_LEN - len + 512);
+		}
+		memset(otk, 0xff, sizeof(otk));
+		memset(m, 0xff, sizeof(m));
+		memset(c, 0xff, sizeof(c));
+		for (size_t len = 500; len <= MAX_LEN; len += 7) {
+			crypto_onetimeauth_poly1305(want, m, len, otk);
+			poly_both(otk, m, len, want);
+			check_one(m, len, c, len / 2);
+		}
+		memset(otk, 0, 16);
+		otk[0] = 1;
+		randombytes_buf(otk + 16, 16);
+		for (size_t len = 512; len <= MAX_LEN; len += 16) {
+			crypto_onetimeauth_poly1305(want, m, len, otk);
+			poly_both(otk, m, len, want);
+		}
+	}
+	wire__tag_simd(1);
+}
+
 /* RFC 8439 2.5.2, and A.3's vectors that drive h to p and past it. */
 static void test_rfc8439_poly1305(void **state)
 {
@@ -235,6 +280,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_aead_matches_libsodium),
 	    cmocka_unit_test(test_poly1305_matches_libsodium),
+	    cmocka_unit_test(test_four_lanes_both_ways),
 	    cmocka_unit_test(test_rfc8439_poly1305),
 	    cmocka_unit_test(test_rfc8439_aead),
 	};
