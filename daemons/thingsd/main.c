@@ -55,6 +55,16 @@ static void usage(FILE *f)
 	           "2 usage, 3 site.conf invalid. See thingsd(8).\n");
 }
 
+/* optarg as a number in [min, max], or a usage message naming the option. */
+static int uint_arg(const char *opt, uint64_t min, uint64_t max, const char *unit, uint64_t *out)
+{
+	if (daemonopt__uint(optarg, min, max, out) == 0)
+		return 0;
+	fprintf(stderr, "thingsd: %s wants %llu..%llu%s\n", opt, (unsigned long long)min,
+	        (unsigned long long)max, unit);
+	return -1;
+}
+
 int main(int argc, char **argv)
 {
 	enum { OPT_BIND = 256, OPT_MAXCONN, OPT_TIMEOUT, OPT_REQUIRE, OPT_REBOOT, OPT_BUSY };
@@ -74,6 +84,7 @@ int main(int argc, char **argv)
 	    {NULL, 0, NULL, 0},
 	};
 	static struct thingsd td;
+	uint64_t n;
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, "c:n:s:vhV", longopts, NULL)) != -1) {
@@ -93,33 +104,21 @@ int main(int argc, char **argv)
 		case OPT_BIND:
 			td.opt.http_bind = optarg;
 			break;
-		case OPT_MAXCONN: {
-			uint64_t n;
-			if (daemonopt__uint(optarg, 1, 100000, &n) < 0) {
-				fprintf(stderr, "thingsd: --http-max-connections wants 1..100000\n");
+		case OPT_MAXCONN:
+			if (uint_arg("--http-max-connections", 1, 100000, "", &n) < 0)
 				return 2;
-			}
 			td.opt.http_max_connections = (size_t)n;
 			break;
-		}
-		case OPT_TIMEOUT: {
-			uint64_t n;
-			if (daemonopt__uint(optarg, 1, 3600, &n) < 0) {
-				fprintf(stderr, "thingsd: --http-request-timeout wants 1..3600 seconds\n");
+		case OPT_TIMEOUT:
+			if (uint_arg("--http-request-timeout", 1, 3600, " seconds", &n) < 0)
 				return 2;
-			}
 			td.opt.http_request_timeout_s = (unsigned)n;
 			break;
-		}
-		case OPT_BUSY: {
-			uint64_t n;
-			if (daemonopt__uint(optarg, 1, 1000, &n) < 0) {
-				fprintf(stderr, "thingsd: --busy-poll wants 1..1000 microseconds\n");
+		case OPT_BUSY:
+			if (uint_arg("--busy-poll", 1, 1000, " microseconds", &n) < 0)
 				return 2;
-			}
 			td.opt.busy_poll_us = (unsigned)n;
 			break;
-		}
 		case OPT_REQUIRE:
 			td.opt.require_signature = true;
 			break;
