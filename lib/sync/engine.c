@@ -285,10 +285,7 @@ static void slot_dirty(struct sync_engine *e, struct sync_peer *p, uint32_t k)
 	}
 	p->sets_unsent = true;
 	p->acked_below = 0;
-	/* A set to 10 users is 10 of these: the call only when it changes
-	 * something. */
-	if (!p->queued || p->flush < FLUSH_NEW)
-		engine__want(e, p, FLUSH_NEW);
+	engine__want(e, p, FLUSH_NEW);
 }
 
 /* Takes a new value of an owned thing and tells every user. A change that
@@ -1358,7 +1355,7 @@ int sync__peer_stats(const struct sync_engine *e, size_t idx, uint64_t now, tsyn
 
 /* --- sending ------------------------------------------------------------------ */
 
-void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level level)
+void engine__want_queue(struct sync_engine *e, struct sync_peer *p, enum flush_level level)
 {
 	if (!p->queued) {
 		p->queued = true;
@@ -1561,8 +1558,7 @@ static bool shared_add(struct flush *f, uint32_t t, const struct wire_msg *m)
 		}
 	}
 	sh = &e->shared[t];
-	if (shared_copy(f, sh, m->ver))
-		return true;
+	/* flush_sets() tried shared_copy() before filling in m. */
 	if (sh->gen == e->shared_gen && sh->ver == m->ver) {
 		/* It did not fit: fl_add_as() sends, begins anew, adds. */
 		bytes = e->shared_buf.data + sh->off;

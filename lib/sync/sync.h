@@ -616,7 +616,16 @@ int engine__pulse_act(struct sync_engine *e, uint32_t t, const tsync_value *v, u
                       struct sync_peer *from, struct dedup_win *w);
 void engine__apply_owned(struct sync_engine *e, uint32_t t, const tsync_value *v, const char *by,
                          bool answers_peer);
-void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level level);
+/* Peer p wants a flush of at least `level`: queued once, the level raised.
+ * Inline for what changes nothing (already queued at that level: every
+ * set to each of 10 users but the first); engine__want_queue() does the rest. */
+void engine__want_queue(struct sync_engine *e, struct sync_peer *p, enum flush_level level);
+static inline void engine__want(struct sync_engine *e, struct sync_peer *p, enum flush_level level)
+{
+	if (p->queued && p->flush >= level)
+		return;
+	engine__want_queue(e, p, level);
+}
 void engine__inq_add(struct sync_engine *e, struct sync_peer *p, uint32_t t);
 void engine__peer_boot(struct sync_engine *e, struct sync_peer *p, uint64_t boot);
 void engine__flush_peer(struct sync_engine *e, struct sync_peer *p, enum flush_level level,
