@@ -841,26 +841,6 @@ int wire__add_raw_comma_slow(struct wire_writer *w, const char *msg, size_t len)
 	return 0;
 }
 
-int wire__add_raw(struct wire_writer *w, const char *msg, size_t len)
-{
-	int r = raw_room(w, len);
-	char *o;
-
-	if (r < 0)
-		return r;
-	wire__run_copy(w);
-	o = w->b.data + w->b.len;
-	if (w->n_msgs)
-		*o++ = ',';
-	w->last = (size_t)(o - w->b.data);
-	memcpy(o, msg, len);
-	o += len;
-	*o = '\0';
-	w->b.len = (size_t)(o - w->b.data);
-	w->n_msgs++;
-	return 0;
-}
-
 int wire__finish(struct wire_writer *w, const void **out, size_t *len)
 {
 	int r;

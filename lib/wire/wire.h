@@ -246,8 +246,8 @@ int wire__add(struct wire_writer *w, const struct wire_msg *m);
 void wire__run_copy(struct wire_writer *w);
 
 /* The bytes of the message the last successful wire__add() or
- * wire__add_raw() wrote (without the comma before it), valid until the
- * writer's next call. */
+ * wire__add_raw_comma() wrote (without the comma before it), valid until
+ * the writer's next call. */
 static inline const char *wire__last_msg(struct wire_writer *w, size_t *len)
 {
 	if (w->run_len)
@@ -256,26 +256,22 @@ static inline const char *wire__last_msg(struct wire_writer *w, size_t *len)
 	return w->b.data + w->last;
 }
 
-/* Appends a message exactly as wire__last_msg() gave it from a writer of
+/*
+ * Appends a message exactly as wire__last_msg() gave it from a writer of
  * the same codec: the same bytes again, for another peer's datagram,
  * without writing them anew. 0; -EMSGSIZE as wire__add() (writer
  * unchanged). The bytes are not checked again: pass only what a writer
- * wrote. */
-int wire__add_raw(struct wire_writer *w, const char *msg, size_t len);
-
-/*
- * The same for msg whose byte before it is a ',' of the same buffer (the
- * engine keeps a pass's sets so, one after another). The copy waits: while
- * each message follows the one before in that buffer, as they follow in the
+ * wrote. The byte before msg must be a ',' of the same buffer (the engine
+ * keeps a pass's sets so, one after another). The copy waits: while each
+ * message follows the one before in that buffer, as they follow in the
  * datagram, the messages are copied together by one memcpy() when the run
  * ends (at the next call but this one, wire__last_msg() or wire__finish()).
- * The buffer must stay as it is until then. The same results and bytes as
- * wire__add_raw().
+ * The buffer must stay as it is until then.
  */
 int wire__add_raw_comma_slow(struct wire_writer *w, const char *msg, size_t len);
 static inline int wire__add_raw_comma(struct wire_writer *w, const char *msg, size_t len)
 {
-	/* The run goes on: the same room checks as wire__add_raw()'s, by the
+	/* The run goes on: the same room checks as the slow part's, by the
 	 * bounds kept when the run began (b.len <= run_end while it lasts). */
 	if (msg == w->run_next && w->n_msgs < w->run_max && len + 1 <= w->run_end - w->b.len) {
 		w->last = w->b.len + 1;

@@ -1361,8 +1361,8 @@ static void test_writer_max_msgs(void **state)
 	wire__writer_free(&w);
 }
 
-/* A message added again from its bytes (wire__last_msg(), wire__add_raw(),
- * as the engine does for a set that goes to several users) makes the same
+/* A message added again from its bytes (wire__last_msg(),
+ * wire__add_raw_comma() of a copy with a comma before it, as the engine does for a set that goes to several users) makes the same
  * datagram, to the byte, as writing it does, and stops at the same place
  * when the datagram is full or holds max_msgs. */
 static void test_add_raw_same_bytes(void **state)
@@ -1393,6 +1393,7 @@ static void test_add_raw_same_bytes(void **state)
 			struct wire_codec c = keyed ? keyed_codec(key_a) : plain_codec();
 			struct wire_writer one;
 			size_t i = 0;
+			char *copy;
 			int ra, rb;
 
 			c.max_datagram = max;
@@ -1407,14 +1408,17 @@ static void test_add_raw_same_bytes(void **state)
 				}
 				bytes[k] = wire__last_msg(&one, &n);
 				lens[k] = n;
-				bytes[k] = memcpy(malloc(n), bytes[k], n);
+				/* each in a buffer of its own, after a comma: never one run */
+				copy = malloc(n + 1);
+				copy[0] = ',';
+				bytes[k] = memcpy(copy + 1, bytes[k], n);
 				assert_true(n > 0 && bytes[k][0] == '{' && bytes[k][n - 1] == '}');
 			}
 			wire__writer_free(&one);
 			if (!lens[0] || !lens[1] || !lens[2]) {
 				for (int k = 0; k < 3; k++)
 					if (lens[k])
-						free((void *)bytes[k]);
+						free((void *)(bytes[k] - 1));
 				continue;
 			}
 			wire__writer_init(&w, &c);
@@ -1423,7 +1427,7 @@ static void test_add_raw_same_bytes(void **state)
 			assert_int_equal(wire__begin(&r, &env), 0);
 			for (;; i++) {
 				ra = wire__add(&w, &m[i % 3]);
-				rb = wire__add_raw(&r, bytes[i % 3], lens[i % 3]);
+				rb = wire__add_raw_comma(&r, bytes[i % 3], lens[i % 3]);
 				assert_int_equal(ra, rb);
 				if (ra < 0)
 					break;
@@ -1438,7 +1442,7 @@ static void test_add_raw_same_bytes(void **state)
 			wire__writer_free(&w);
 			wire__writer_free(&r);
 			for (int k = 0; k < 3; k++)
-				free((void *)bytes[k]);
+				free((void *)(bytes[k] - 1));
 		}
 	}
 }
@@ -2116,7 +2120,8 @@ static void test_number_groups(void **state)
  * comma before each (as the engine keeps a pass's sets), are copied in runs
  * when they follow one another there and in the datagram. Random sequences
  * of them (in order, skipping, going back), of wire__add() and of
- * wire__add_raw() between them, with wire__last_msg() at random, in
+ * copies from a buffer of their own (never a run) between them, with
+ * wire__last_msg() at random, in
  * datagrams of random sizes and message limits, some dropped and begun
  * anew: every result, every last
  * message and every datagram is that of a writer that wrote each message
@@ -2127,7 +2132,7 @@ static void test_add_raw_runs(void **state)
 	enum { N = 12 };
 	struct wire_env env = env_of("owner", 77, 1);
 	struct wire_msg m[N];
-	char names[N][32], kept[N * 128], *at[N];
+	char names[N][32], kept[N * 128], lone[N][130], *at[N];
 	size_t lens[N], k = 0, n;
 	uint64_t x = 0x853c49e6748fea9bu;
 
@@ -2156,6 +2161,9 @@ static void test_add_raw_runs(void **state)
 			kept[k++] = ',';
 			at[i] = memcpy(kept + k, b, n);
 			lens[i] = n;
+			assert_true(n + 1 <= sizeof(lone[i]));
+			lone[i][0] = ',';
+			memcpy(lone[i] + 1, b, n);
 			k += n;
 		}
 		wire__writer_free(&one);
@@ -2187,7 +2195,7 @@ static void test_add_raw_runs(void **state)
 				if (how == 8)
 					rb = wire__add(&r, &m[i]);
 				else if (how == 9)
-					rb = wire__add_raw(&r, at[i], lens[i]);
+					rb = wire__add_raw_comma(&r, lone[i] + 1, lens[i]);
 				else
 					rb = wire__add_raw_comma(&r, at[i], lens[i]);
 				assert_int_equal(ra, rb);
