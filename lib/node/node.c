@@ -949,7 +949,7 @@ static void busy_poll(struct tsync_node *n)
 	n->busy_in = false;
 }
 
-static int usable_cpus(void)
+int node__usable_cpus(void)
 {
 	cpu_set_t set;
 
@@ -963,7 +963,7 @@ static int usable_cpus(void)
 /* The poll's cap: off unless asked for and more than one CPU is usable. */
 static uint32_t busy_cap(const tsync_node_options *opts)
 {
-	if (!opts->busy_poll_us || usable_cpus() < 2)
+	if (!opts->busy_poll_us || node__usable_cpus() < 2)
 		return 0;
 	return opts->busy_poll_us < BUSY_POLL_MAX_US ? opts->busy_poll_us : BUSY_POLL_MAX_US;
 }

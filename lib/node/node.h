@@ -52,6 +52,9 @@ struct node_busy_stats {
 void node__busy_stats(const tsync_node *n, struct node_busy_stats *st);
 /* The cap in force (0: off: not asked for, or one CPU usable). */
 uint32_t node__busy_poll_us(const tsync_node *n);
+/* The CPUs this process may run on (sched_getaffinity(); 1 if it cannot
+ * tell), or what node__busy_cpus() set: the poll is off below 2. */
+int node__usable_cpus(void);
 /* Tests: the CPUs nodes made from now on assume (0: sched_getaffinity()),
  * and a hook called before each read of a poll (NULL: none). */
 void node__busy_cpus(int cpus);

@@ -31,7 +31,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <netinet/in.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -328,13 +327,6 @@ static void on_user_event(void *ud, tsync_node *node, const tsync_event *ev)
  * awaits an answer (tsync_node_options.busy_poll_us; 0: off). */
 static unsigned busy_poll_us;
 
-/* The CPUs this process may run on. */
-static int node_cpus(void)
-{
-	cpu_set_t set;
-
-	return sched_getaffinity(0, sizeof(set), &set) < 0 ? 1 : CPU_COUNT(&set);
-}
 
 static pid_t spawn_user(const char *site, int u, struct one_way *ow)
 {
@@ -1000,7 +992,7 @@ static void measure_latency(struct results *r, size_t rounds, uint64_t *a, uint6
 	r->raw = bench_lat_of(a, rounds);
 	raw_pingpong(r->size, rounds, a, true, 0);
 	r->raw_poll = bench_lat_of(a, rounds);
-	if (busy_poll_us && node_cpus() > 1) { /* as the nodes' poll: not on one CPU */
+	if (busy_poll_us && node__usable_cpus() > 1) { /* as the nodes' poll: not on one CPU */
 		raw_pingpong(r->size, rounds, a, true, busy_poll_us);
 		r->raw_spin = bench_lat_of(a, rounds);
 	}
