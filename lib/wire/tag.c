@@ -500,7 +500,7 @@ static int simd_state = -1; /* -1: not asked yet; 0, 1: off, on */
 bool wire__tag_simd(int on)
 {
 	if (simd_state < 0 || on >= 0)
-		simd_state = on >= 0 ? on && __builtin_cpu_supports("avx2") : __builtin_cpu_supports("avx2");
+		simd_state = on != 0 && __builtin_cpu_supports("avx2"); /* on < 0: as the CPU says */
 	return simd_state;
 }
 
