@@ -327,7 +327,6 @@ static void on_user_event(void *ud, tsync_node *node, const tsync_event *ev)
  * awaits an answer (tsync_node_options.busy_poll_us; 0: off). */
 static unsigned busy_poll_us;
 
-
 static pid_t spawn_user(const char *site, int u, struct one_way *ow)
 {
 	pid_t pid = fork();
